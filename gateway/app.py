@@ -1,0 +1,68 @@
+"""The application factory: the composition root that wires settings, services and the API.
+
+Nothing happens at import time. ``create_app`` builds a Starlette app whose
+lifespan opens the services (database engine, later caches and upstream clients)
+once per process and closes them on shutdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from gateway import __version__
+from gateway.services import Services
+from gateway.settings import Settings, load_settings
+from resolvers.graphiql import ASSETS_PACKAGE, ASSETS_PATH
+from resolvers.schema import build_schema
+from resolvers.view import GatewayGraphQL
+
+
+async def healthz(request: Request) -> JSONResponse:
+    """The process is up and serving; says nothing about its dependencies."""
+    return JSONResponse({"status": "ok", "version": __version__})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    """Ready to take traffic: every dependency answers."""
+    services: Services = request.app.state.services
+    checks = {"database": "ok" if await services.database_ready() else "unavailable"}
+    ready = all(state == "ok" for state in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+async def root(request: Request) -> RedirectResponse:
+    return RedirectResponse("/graphql")
+
+
+def create_app(settings: Settings | None = None, *, example_email: str | None = None) -> Starlette:
+    settings = settings or load_settings()
+    view = GatewayGraphQL(build_schema(), graphiql=settings.graphiql, example_email=example_email)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        services = Services.open(settings)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await services.aclose()
+
+    routes = [
+        Route("/", root),
+        Route("/graphql", view),
+        WebSocketRoute("/graphql", view),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Mount(ASSETS_PATH, StaticFiles(packages=[(ASSETS_PACKAGE, "static")]), name="graphiql"),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,118 @@
+"""The ``gateway`` command: serve, migrate, demo."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+import uvicorn
+
+from gateway import migrate as migrations
+from gateway.logs import configure_logging
+from gateway.settings import Settings, SettingsError, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except SettingsError as exc:
+        # One line naming the setting, not a traceback: this is an operator's typo.
+        click.echo(f"gateway: {exc}", err=True)
+        sys.exit(2)
+
+
+def _friendly_errors(func: F) -> F:
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except OSError as exc:
+            click.echo(f"gateway: {exc.strerror or exc}", err=True)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="personalization-gateway")
+def main() -> None:
+    """The personalization gateway: one GraphQL Customer over CRM, commerce and analytics.
+
+    Settings come from GATEWAY_* environment variables (see README); options here override them.
+    """
+
+
+@main.command()
+@click.option("--host", help="Interface to bind (GATEWAY_HOST).")
+@click.option("--port", type=int, help="Port to bind (GATEWAY_PORT).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes; use a shared cache (Redis) with more than one.")
+@_friendly_errors
+def serve(host: str | None, port: int | None, workers: int) -> None:
+    """Serve the GraphQL API (and GraphiQL) with uvicorn."""
+    settings = _settings(host=host, port=port)
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        "gateway.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+    )
+
+
+@main.command()
+@click.option("--revision", default="head", show_default=True, help="Upgrade to this revision.")
+@click.option("--downgrade", "downgrade_to", metavar="REVISION",
+              help="Downgrade to this revision instead (e.g. 'base' or '-1').")
+@click.option("--database-url", help="Override GATEWAY_DATABASE_URL.")
+def migrate(revision: str, downgrade_to: str | None, database_url: str | None) -> None:
+    """Upgrade the database schema to the latest migration (or downgrade)."""
+    settings = _settings(database_url=database_url)
+    if downgrade_to:
+        migrations.downgrade(settings.database_url, downgrade_to)
+        click.echo(f"database downgraded to {downgrade_to}")
+    else:
+        migrations.upgrade(settings.database_url, revision)
+        click.echo(f"database upgraded to {revision}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--customers", type=click.IntRange(min=1, max=100_000), default=1000,
+              show_default=True, help="How many synthetic customers to seed.")
+@click.option("--database-url", help="Override GATEWAY_DATABASE_URL (default: embedded SQLite).")
+@_friendly_errors
+def demo(host: str, port: int, customers: int, database_url: str | None) -> None:
+    """Migrate the embedded database, seed synthetic customers, and serve."""
+    from adapters.samples.population import population
+    from gateway.app import create_app
+    from gateway.demo import prepare
+
+    settings = _settings(host=host, port=port, database_url=database_url)
+    configure_logging(settings.log_level)
+    people = population(customers)
+    migrations.upgrade(settings.database_url)
+    added = asyncio.run(prepare(settings, people))
+    example = people[0].email
+    click.echo(
+        f"\nSeeded {added} new customers ({len(people)} in the demo population).\n"
+        f"GraphiQL:  http://{settings.host}:{settings.port}/graphql\n"
+        "Try:\n"
+        f"  curl -s http://{settings.host}:{settings.port}/graphql "
+        "-H 'content-type: application/json' \\\n"
+        f"    -d '{{\"query\": \"{{ customer(email: \\\"{example}\\\") "
+        "{ id email firstName identities { source externalId } } }\"}'\n"
+    )
+    uvicorn.run(create_app(settings, example_email=example), host=settings.host,
+                port=settings.port, log_config=None, access_log=False)

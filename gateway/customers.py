@@ -1,0 +1,206 @@
+"""The customer profile store: read and upsert unified customers in the database."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import selectinload
+
+from gateway.contact_points import normalize_email, normalize_phone
+from gateway.db.models import Attribute, Customer, Identity
+from gateway.errors import Conflict, InvalidInput
+
+# BCP 47 language tags as ESPs use them: "en", "en-US", "zh-Hant-TW".
+_LOCALE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+PROFILE_FIELDS = ("first_name", "last_name", "phone", "locale")
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityRecord:
+    source: str
+    external_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerProfile:
+    """A unified customer as stored, detached from any database session."""
+
+    id: uuid.UUID
+    email: str | None
+    phone: str | None
+    first_name: str | None
+    last_name: str | None
+    locale: str | None
+    created_at: datetime
+    updated_at: datetime
+    identities: tuple[IdentityRecord, ...]
+
+
+class IdentityDraft(BaseModel):
+    model_config = ConfigDict(frozen=True, str_strip_whitespace=True)
+
+    source: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
+    external_id: str = Field(min_length=1, max_length=255)
+
+
+class CustomerDraft(BaseModel):
+    """A validated create-or-update request: email is the key, other fields update."""
+
+    model_config = ConfigDict(frozen=True, str_strip_whitespace=True)
+
+    email: str
+    first_name: str | None = Field(default=None, max_length=200)
+    last_name: str | None = Field(default=None, max_length=200)
+    phone: str | None = None
+    locale: str | None = None
+    identities: tuple[IdentityDraft, ...] = ()
+    source: str = Field(default="api", min_length=1, max_length=64)
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        return normalize_email(value)
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, value: str | None) -> str | None:
+        return normalize_phone(value) if value else None
+
+    @field_validator("locale")
+    @classmethod
+    def _locale(cls, value: str | None) -> str | None:
+        if value and not _LOCALE.match(value):
+            raise ValueError("not a BCP 47 language tag such as 'en' or 'en-US'")
+        return value or None
+
+
+def parse_draft(data: Mapping[str, Any]) -> CustomerDraft:
+    """Validate raw input; the first problem becomes an ``InvalidInput`` naming its field."""
+    try:
+        return CustomerDraft.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"])
+        reason = error["msg"].removeprefix("Value error, ")
+        raise InvalidInput(f"Invalid value for field '{field}': {reason}", field=field) from None
+
+
+def parse_customer_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise InvalidInput(f"Invalid value for argument 'id': {raw!r} is not a customer id",
+                           field="id") from None
+
+
+def parse_email_argument(raw: str) -> str:
+    try:
+        return normalize_email(raw)
+    except ValueError as exc:
+        raise InvalidInput(f"Invalid value for argument 'email': {exc}", field="email") from None
+
+
+def _profile(customer: Customer) -> CustomerProfile:
+    return CustomerProfile(
+        id=customer.id,
+        email=customer.email,
+        phone=customer.phone,
+        first_name=customer.first_name,
+        last_name=customer.last_name,
+        locale=customer.locale,
+        created_at=customer.created_at,
+        updated_at=customer.updated_at,
+        identities=tuple(IdentityRecord(i.source, i.external_id) for i in customer.identities),
+    )
+
+
+class CustomerStore:
+    """Reads and writes unified customers; each call is one short transaction."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def get(self, customer_id: uuid.UUID) -> CustomerProfile | None:
+        found = await self.get_many([customer_id])
+        return found.get(customer_id)
+
+    async def get_many(self, customer_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, CustomerProfile]:
+        ids = list(customer_ids)
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(Customer).where(Customer.id.in_(ids)).options(selectinload(Customer.identities))
+            )
+            return {row.id: _profile(row) for row in rows}
+
+    async def get_by_email(self, email: str) -> CustomerProfile | None:
+        async with self._sessions() as session:
+            row = await session.scalar(
+                select(Customer)
+                .where(Customer.email == normalize_email(email))
+                .options(selectinload(Customer.identities))
+            )
+            return _profile(row) if row else None
+
+    async def upsert(self, draft: CustomerDraft) -> CustomerProfile:
+        """Create the customer with this email, or update the fields the draft gives."""
+        try:
+            return await self._upsert_once(draft)
+        except IntegrityError:
+            # A concurrent writer created the same email or identity first; the second
+            # attempt sees its row and updates it instead.
+            try:
+                return await self._upsert_once(draft)
+            except IntegrityError as exc:
+                raise Conflict("The customer changed concurrently; retry the request",
+                               field="email") from exc
+
+    async def _upsert_once(self, draft: CustomerDraft) -> CustomerProfile:
+        async with self._sessions.begin() as session:
+            customer = await session.scalar(
+                select(Customer)
+                .where(Customer.email == draft.email)
+                .options(selectinload(Customer.identities))
+            )
+            if customer is None:
+                customer = Customer(id=uuid.uuid4(), email=draft.email, identities=[])
+                session.add(customer)
+                # Attributes reference the row by key, not relationship: insert it first.
+                await session.flush()
+            for name in PROFILE_FIELDS:
+                value = getattr(draft, name)
+                if value is not None:
+                    setattr(customer, name, value)
+                    session.add(Attribute(customer_id=customer.id, name=name, value=value,
+                                          source=draft.source))
+            await self._link(session, customer, draft.identities)
+            await session.flush()
+            return _profile(customer)
+
+    @staticmethod
+    async def _link(session: AsyncSession, customer: Customer,
+                    identities: Iterable[IdentityDraft]) -> None:
+        for identity in identities:
+            owner = await session.scalar(
+                select(Identity.customer_id).where(
+                    Identity.source == identity.source, Identity.external_id == identity.external_id
+                )
+            )
+            if owner is None:
+                customer.identities.append(
+                    Identity(source=identity.source, external_id=identity.external_id)
+                )
+            elif owner != customer.id:
+                raise Conflict(
+                    f"Identity {identity.source}:{identity.external_id} already belongs to "
+                    "another customer",
+                    field="identities",
+                )

@@ -1,0 +1,37 @@
+"""The async engine and session factory, built from settings, owned by the app's lifespan."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
+
+
+def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
+    """An engine tuned for the backend: a pool for Postgres, WAL + FK checks for SQLite."""
+    # Statement parameters hold customer data; keep them out of exception messages and logs.
+    kwargs.setdefault("hide_parameters", True)
+    if database_url.startswith("sqlite"):
+        engine = create_async_engine(database_url, **kwargs)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            # Foreign keys are off by default in SQLite; WAL lets readers run beside a writer.
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.close()
+
+        return engine
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 10)
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_async_engine(database_url, **kwargs)
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    # expire_on_commit=False: services return plain records built after commit.
+    return async_sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,103 @@
+"""Settings, read once from the environment (prefix ``GATEWAY_``) and validated.
+
+This is the only module that reads the process environment; everything else
+receives a ``Settings`` instance.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_ASYNC_DRIVERS = {
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+class Settings(BaseSettings):
+    """Every knob of the gateway, with production-safe defaults for a single instance."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_", env_file=None, extra="ignore", frozen=True
+    )
+
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///gateway.db",
+        description="SQLAlchemy URL: sqlite+aiosqlite:///FILE (embedded) or "
+        "postgresql+asyncpg://USER@HOST/DB.",
+    )
+    cache_url: str = Field(
+        default="memory://", description="memory:// (per process) or redis://HOST:PORT/DB."
+    )
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    log_level: LogLevel = LogLevel.INFO
+    graphiql: bool = Field(default=True, description="Serve the GraphiQL explorer on GET /graphql.")
+    upstreams_file: Path | None = Field(
+        default=None, description="TOML file naming the upstreams; none means no upstreams."
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_database_url(cls, value: str) -> str:
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme not in _ASYNC_DRIVERS:
+            raise ValueError(
+                "must start with sqlite+aiosqlite:// or postgresql+asyncpg:// "
+                f"(got scheme {scheme!r})"
+            )
+        # Accept the plain schemes operators paste from elsewhere; always run async drivers.
+        return f"{_ASYNC_DRIVERS[scheme]}://{rest}"
+
+    @field_validator("cache_url")
+    @classmethod
+    def _known_cache(cls, value: str) -> str:
+        scheme = value.partition("://")[0]
+        if scheme not in {"memory", "redis", "rediss"}:
+            raise ValueError(f"must be memory:// or redis://HOST:PORT/DB (got scheme {scheme!r})")
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+class SettingsError(Exception):
+    """A setting has a wrong value; ``str()`` is one line naming the variable."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment, with explicit overrides (e.g. CLI flags) winning."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise SettingsError(_one_line(exc)) from None
+
+
+def _one_line(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"GATEWAY_{field.upper()}: {message}")
+    return "invalid setting: " + "; ".join(problems)

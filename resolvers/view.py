@@ -1,0 +1,116 @@
+"""GraphQL over HTTP, as the GraphQL-over-HTTP specification asks.
+
+Strawberry's Starlette view answers everything as ``200 application/json``. This
+subclass negotiates ``application/graphql-response+json``, answers requests that
+fail before execution (bad JSON, parse or validation errors) with 4xx and no
+``data``, refuses a mutation over GET with 405, and writes errors as JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mimeparse
+import orjson
+from cross_web import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.types import ExecutionResult
+from strawberry.types.execution import PreExecutionError
+
+from gateway.services import Services
+from resolvers.context import Context
+from resolvers.graphiql import graphiql_html
+
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+JSON = "application/json"
+_SUPPORTED = [JSON, GRAPHQL_RESPONSE]  # mimeparse prefers the last of equal matches
+_MEDIA_TYPE = "gateway.media_type"
+
+
+def negotiate(accept: str | None) -> str | None:
+    """The response media type for an Accept header, or None when nothing fits.
+
+    No Accept header means a legacy client: answer application/json, as the spec says.
+    """
+    if not accept:
+        return JSON
+    return mimeparse.best_match(_SUPPORTED, accept) or None
+
+
+class GatewayGraphQL(GraphQL[Context, None]):
+    def __init__(self, schema: Any, *, graphiql: bool, example_email: str | None = None) -> None:
+        super().__init__(schema, graphql_ide="graphiql" if graphiql else None)
+        self._ide_html = graphiql_html("/graphql", example_email)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        request = Request(scope, receive=receive)
+        try:
+            response = await self.run(request)
+        except HTTPException as exc:
+            response = self._error_response(request, exc.status_code, exc.reason)
+        await response(scope, receive, send)
+
+    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
+        services: Services = request.app.state.services
+        return Context(request=request, response=response, services=services)
+
+    async def get_sub_response(self, request: Request) -> Response:
+        sub_response = await super().get_sub_response(request)
+        media_type = negotiate(request.headers.get("accept"))
+        if media_type is None and not self.should_render_graphql_ide(
+            self.request_adapter_class(request)
+        ):
+            raise HTTPException(406, f"Accept one of: {', '.join(reversed(_SUPPORTED))}")
+        request.scope[_MEDIA_TYPE] = sub_response.media_type = media_type or JSON
+        return sub_response
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        return HTMLResponse(self._ide_html)
+
+    async def execute_single(self, *args: Any, **kwargs: Any) -> ExecutionResult:
+        try:
+            return await super().execute_single(*args, **kwargs)
+        except HTTPException as exc:
+            if isinstance(exc.__cause__, InvalidOperationTypeError):
+                raise HTTPException(405, "Mutations are only allowed over POST") from exc
+            raise
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        response = await super().process_result(request, result)
+        if isinstance(result, PreExecutionError):
+            # Nothing ran: the spec's "request error" has no data entry at all.
+            response.pop("data", None)
+        return response
+
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data)
+
+    def create_response(
+        self, response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse], sub_response: Response
+    ) -> Response:
+        request_failed = isinstance(response_data, dict) and "data" not in response_data
+        response = Response(
+            self.encode_json(response_data),
+            status_code=sub_response.status_code or (400 if request_failed else 200),
+            media_type=sub_response.media_type or JSON,
+        )
+        response.headers.raw.extend(sub_response.headers.raw)
+        response.background = sub_response.background
+        return response
+
+    def _error_response(self, request: Request, status: int, reason: str) -> Response:
+        headers = {"Allow": "POST"} if status == 405 and request.method == "GET" else {}
+        if status == 405 and request.method not in {"GET", "POST"}:
+            headers = {"Allow": "GET, POST"}
+        media_type = request.scope.get(_MEDIA_TYPE) or negotiate(request.headers.get("accept")) or JSON
+        body = orjson.dumps({"errors": [{"message": reason}]})
+        return Response(body, status_code=status, media_type=media_type, headers=headers)
