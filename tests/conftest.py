@@ -1,0 +1,111 @@
+"""Shared fixtures: real databases (a fresh Postgres database per run, and SQLite),
+and the app served in-process over httpx's ASGI transport.
+
+Postgres is found through GATEWAY_TEST_POSTGRES_URL (a database `.ci/run` made for
+this run) or, failing that, a database this session creates and drops on the
+server at GATEWAY_TEST_POSTGRES_ADMIN_URL (default: the local trust-auth server).
+Under CI=true a missing Postgres fails the run instead of skipping its tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from gateway.app import create_app
+from gateway.migrate import upgrade
+from gateway.settings import Settings, load_settings
+
+ADMIN_URL = os.environ.get(
+    "GATEWAY_TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _unavailable(what: str, reason: str) -> None:
+    message = f"{what} is not reachable ({reason})"
+    if IN_CI:
+        pytest.fail(f"{message}; CI requires it", pytrace=False)
+    pytest.skip(message)
+
+
+async def _admin(sql: str) -> None:
+    connection = await asyncpg.connect(ADMIN_URL, timeout=5)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+def create_postgres_database(prefix: str = "gateway_test") -> str:
+    """Create an empty database; returns its SQLAlchemy URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    try:
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        _unavailable("PostgreSQL", str(exc))
+    base = ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    return f"{base}/{name}"
+
+
+def drop_postgres_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    given = os.environ.get("GATEWAY_TEST_POSTGRES_URL")
+    if given:
+        yield given
+        return
+    url = create_postgres_database()
+    yield url
+    drop_postgres_database(url)
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'gateway.db'}"
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """A migrated database on each backend the gateway supports."""
+    url = request.getfixturevalue(f"{request.param}_url")
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    return load_settings(database_url=database_url, cache_url="memory://")
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[Starlette]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as http:
+        yield http
+
+
+def unique_email(tag: str = "user") -> str:
+    return f"{tag}.{uuid.uuid4().hex[:12]}@example.com"
+
+
+REPO = Path(__file__).resolve().parent.parent

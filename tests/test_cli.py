@@ -1,0 +1,98 @@
+"""The `gateway` command as an operator uses it: help, settings errors, migrate, demo."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from adapters.samples.population import population
+from tests.conftest import REPO
+
+GATEWAY = [sys.executable, "-m", "gateway"]
+
+
+def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+        timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    full_env["PYTHONPATH"] = str(REPO)
+    full_env.update(env or {})
+    return subprocess.run([*GATEWAY, *args], capture_output=True, text=True, env=full_env,
+                          cwd=cwd or REPO, timeout=timeout, check=False)
+
+
+@pytest.mark.parametrize("command", [[], ["serve"], ["migrate"], ["demo"]])
+def test_every_command_has_help(command: list[str]) -> None:
+    result = run(*command, "--help")
+    assert result.returncode == 0
+    assert "Usage: " in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("GATEWAY_PORT", "eighty"),
+        ("GATEWAY_PORT", "70000"),
+        ("GATEWAY_DATABASE_URL", "mysql://db/gateway"),
+        ("GATEWAY_CACHE_URL", "memcached://localhost"),
+        ("GATEWAY_LOG_LEVEL", "chatty"),
+    ],
+)
+def test_a_wrong_setting_stops_start_up_with_one_line(variable: str, value: str) -> None:
+    result = run("serve", env={variable: value})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert variable in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_migrate_creates_the_schema(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    result = run("migrate", "--database-url", url)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "cli.db").exists()
+    down = run("migrate", "--database-url", url, "--downgrade", "base")
+    assert down.returncode == 0, down.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_demo_serves_seeded_customers(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env["PYTHONPATH"] = str(REPO)
+    process = subprocess.Popen([*GATEWAY, "demo", "--port", str(port)], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        person = population(1000)[999]
+        query = "query($e: String!) { customer(email: $e) { email firstName identities { source externalId } } }"
+        body = httpx.post(f"{base}/graphql", json={"query": query, "variables": {"e": person.email}},
+                          timeout=5).json()
+        customer = body["data"]["customer"]
+        assert customer["firstName"] == person.first_name
+        assert {"source": "hubspot", "externalId": person.hubspot_id} in customer["identities"]
+        assert (tmp_path / "gateway.db").exists()  # the embedded default, in the working directory
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=20)
+    assert f"http://127.0.0.1:{port}/graphql" in output
+    assert "customer(email:" in output
