@@ -64,5 +64,5 @@ def build_schema() -> strawberry.Schema:
     return GatewaySchema(
         query=Query,
         mutation=Mutation,
-        extensions=[ErrorCodes, mask_unexpected_errors()],
+        extensions=[ErrorCodes, mask_unexpected_errors],
     )
