@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from adapters.config import UpstreamsConfig
 from gateway import __version__
 from gateway.services import Services
 from gateway.settings import Settings, load_settings
@@ -44,13 +45,19 @@ async def root(request: Request) -> RedirectResponse:
     return RedirectResponse("/graphql")
 
 
-def create_app(settings: Settings | None = None, *, example_email: str | None = None) -> Starlette:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    upstreams: UpstreamsConfig | None = None,
+    example_email: str | None = None,
+) -> Starlette:
+    """The ASGI app. ``upstreams`` overrides the settings' upstreams file (demo, tests)."""
     settings = settings or load_settings()
     view = GatewayGraphQL(build_schema(), graphiql=settings.graphiql, example_email=example_email)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        services = Services.open(settings)
+        services = Services.open(settings, upstreams)
         app.state.services = services
         try:
             yield

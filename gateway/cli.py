@@ -92,27 +92,44 @@ def migrate(revision: str, downgrade_to: str | None, database_url: str | None) -
 @click.option("--customers", type=click.IntRange(min=1, max=100_000), default=1000,
               show_default=True, help="How many synthetic customers to seed.")
 @click.option("--database-url", help="Override GATEWAY_DATABASE_URL (default: embedded SQLite).")
+@click.option("--upstreams-port", type=int, default=8101, show_default=True,
+              help="First of four loopback ports for the sample upstreams (0: any free ports).")
 @_friendly_errors
-def demo(host: str, port: int, customers: int, database_url: str | None) -> None:
-    """Migrate the embedded database, seed synthetic customers, and serve."""
-    from adapters.samples.population import population
+def demo(host: str, port: int, customers: int, database_url: str | None,
+         upstreams_port: int) -> None:
+    """Migrate and seed the embedded database, start the sample upstreams, and serve."""
+    from adapters.samples.runner import SERVICE_NAMES, SampleUpstreams
     from gateway.app import create_app
-    from gateway.demo import prepare
+    from gateway.demo import prepare, sample_upstreams_config
 
     settings = _settings(host=host, port=port, database_url=database_url)
     configure_logging(settings.log_level)
-    people = population(customers)
+    ports = {name: upstreams_port + i if upstreams_port else 0
+             for i, name in enumerate(SERVICE_NAMES)}
+    samples = SampleUpstreams(size=customers, ports=ports)
+    people = samples.people
     migrations.upgrade(settings.database_url)
     added = asyncio.run(prepare(settings, people))
     example = people[0].email
+    with samples:
+        app = create_app(settings, upstreams=sample_upstreams_config(samples.base_urls),
+                         example_email=example)
+        _print_demo_banner(settings, added, len(people), example, samples.base_urls)
+        uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
+                    access_log=False)
+
+
+def _print_demo_banner(settings: Settings, added: int, size: int, example: str,
+                       upstreams: dict[str, str]) -> None:
     click.echo(
-        f"\nSeeded {added} new customers ({len(people)} in the demo population).\n"
+        f"\nSeeded {added} new customers ({size} in the demo population).\n"
+        "Sample upstreams: " + ", ".join(f"{k} {v}" for k, v in upstreams.items()) + "\n"
         f"GraphiQL:  http://{settings.host}:{settings.port}/graphql\n"
         "Try:\n"
         f"  curl -s http://{settings.host}:{settings.port}/graphql "
         "-H 'content-type: application/json' \\\n"
         f"    -d '{{\"query\": \"{{ customer(email: \\\"{example}\\\") "
-        "{ id email firstName identities { source externalId } } }\"}'\n"
+        "{ id email firstName identities { source externalId } lifecycleStage orderCount "
+        "lifetimeValue { amount currency } engagement { sessions30d } "
+        "sources { upstream status latencyMs } } }\"}'\n"
     )
-    uvicorn.run(create_app(settings, example_email=example), host=settings.host,
-                port=settings.port, log_config=None, access_log=False)

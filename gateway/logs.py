@@ -37,3 +37,5 @@ def configure_logging(level: str) -> None:
     root.setLevel(level)
     # uvicorn's access log prints query strings, which can carry emails: off by default.
     logging.getLogger("uvicorn.access").disabled = True
+    # httpx logs every request URL at INFO; upstream paths can hold identifiers or emails.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))

@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from adapters.config import UpstreamsConfig
+from adapters.registry import aclose_adapters, build_adapters
 from gateway.customers import CustomerStore
+from gateway.federation import Federation
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.settings import Settings
 
@@ -19,14 +22,19 @@ class Services:
     settings: Settings
     engine: AsyncEngine
     customers: CustomerStore
+    federation: Federation
 
     @classmethod
-    def open(cls, settings: Settings) -> Services:
+    def open(cls, settings: Settings, upstreams: UpstreamsConfig | None = None) -> Services:
+        """Open pools and clients; the SOAP WSDL is parsed here, once, not per request."""
         engine = create_engine(settings.database_url)
         sessions = create_sessionmaker(engine)
-        return cls(settings=settings, engine=engine, customers=CustomerStore(sessions))
+        adapters = build_adapters(upstreams if upstreams is not None else settings.load_upstreams())
+        return cls(settings=settings, engine=engine, customers=CustomerStore(sessions),
+                   federation=Federation(adapters))
 
     async def aclose(self) -> None:
+        await aclose_adapters(self.federation.adapters)
         await self.engine.dispose()
 
     async def database_ready(self) -> bool:

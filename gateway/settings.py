@@ -6,9 +6,12 @@ receives a ``Settings`` instance.
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
+
+from adapters.config import UpstreamsConfig, UpstreamsConfigError, load_upstreams_file
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -80,6 +83,15 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    def load_upstreams(self) -> UpstreamsConfig:
+        """The upstreams file, validated, its secrets resolved from the environment."""
+        if self.upstreams_file is None:
+            return UpstreamsConfig()
+        try:
+            return load_upstreams_file(self.upstreams_file, os.environ)
+        except (UpstreamsConfigError, OSError) as exc:
+            raise SettingsError(f"GATEWAY_UPSTREAMS_FILE: {exc}") from None
 
 
 class SettingsError(Exception):

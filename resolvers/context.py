@@ -9,6 +9,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from gateway.services import Services
+from resolvers.loaders import Loaders
 
 
 @dataclass
@@ -16,3 +17,4 @@ class Context:
     request: Request | WebSocket
     response: Response | WebSocket | None
     services: Services
+    loaders: Loaders

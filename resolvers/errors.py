@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, SchemaExtension
 
+from adapters.errors import UpstreamError
 from gateway.errors import GatewayError
 
-EXPECTED_ERRORS: tuple[type[Exception], ...] = (GatewayError, GraphQLError)
+EXPECTED_ERRORS: tuple[type[Exception], ...] = (GatewayError, UpstreamError, GraphQLError)
 
 
 def is_unexpected(error: GraphQLError) -> bool:
@@ -36,9 +37,11 @@ class ErrorCodes(SchemaExtension):
         result = self.execution_context.result
         for error in (result.errors if result else None) or []:
             original = error.original_error
-            if isinstance(original, GatewayError):
+            if isinstance(original, GatewayError | UpstreamError):
                 extensions = dict(error.extensions or {})
                 extensions["code"] = original.code
-                if original.field:
+                if isinstance(original, UpstreamError):
+                    extensions["upstream"] = original.upstream
+                elif original.field:
                     extensions["field"] = original.field
                 error.extensions = extensions

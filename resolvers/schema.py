@@ -13,7 +13,7 @@ from gateway.customers import parse_customer_id, parse_draft, parse_email_argume
 from gateway.errors import InvalidInput
 from resolvers.context import Context
 from resolvers.errors import ErrorCodes, is_unexpected, mask_unexpected_errors
-from resolvers.types import Customer, CustomerInput
+from resolvers.types import Customer, CustomerInput, selection_of
 
 GatewayInfo = Info[Context, None]
 
@@ -31,7 +31,11 @@ class Query:
             profile = await customers.get(parse_customer_id(id))
         else:
             profile = await customers.get_by_email(parse_email_argument(str(email)))
-        return Customer.from_profile(profile) if profile else None
+        if profile is None:
+            return None
+        customer = Customer.from_profile(profile, selection_of(info))
+        customer.prefetch(info)
+        return customer
 
 
 @strawberry.type

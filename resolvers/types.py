@@ -1,18 +1,63 @@
-"""Strawberry types for the Customer graph, shaped from service records."""
+"""The Customer type: stored profile fields, and fields resolved from the upstreams."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import asyncio
+from collections.abc import Callable, Iterable
+from datetime import UTC, date, datetime
+from typing import Any
 
 import strawberry
+from strawberry.types import Info
+from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField, Selection
 
+from adapters.records import CrmContact
+from gateway import behaviour
 from gateway.customers import CustomerProfile
+from gateway.federation import KINDS, AnalyticsData, CommerceData
+from resolvers.context import Context
+from resolvers.federated import Cart, Engagement, Event, Money, Order, Source
+
+GatewayInfo = Info[Context, None]
+MAX_ORDERS = 50
+MAX_EVENTS = 200
+
+# Which upstream kind serves each Customer field: a query only calls what it selects.
+FIELD_KINDS: dict[str, str] = {
+    **dict.fromkeys(("lifecycleStage", "ownerId", "company", "jobTitle", "city", "country",
+                     "dateOfBirth"), "crm"),
+    **dict.fromkeys(("orders", "lifetimeValue", "orderCount", "lastOrderAt"), "commerce"),
+    **dict.fromkeys(("recentEvents", "engagement", "cart"), "analytics"),
+}
+
+
+def kinds_selected(selections: Iterable[Selection]) -> frozenset[str]:
+    """The upstream kinds a Customer selection needs, looking through fragments."""
+    kinds: set[str] = set()
+    for selection in selections:
+        if isinstance(selection, (FragmentSpread, InlineFragment)):
+            kinds |= kinds_selected(selection.selections)
+        elif isinstance(selection, SelectedField):
+            if selection.name == "sources":
+                continue
+            if selection.name in FIELD_KINDS:
+                kinds.add(FIELD_KINDS[selection.name])
+    return frozenset(kinds)
 
 
 @strawberry.type(description="The id a source system knows this customer by.")
 class Identity:
     source: str = strawberry.field(description="The source system, e.g. hubspot, shopify.")
     external_id: str = strawberry.field(description="The customer's id in that system.")
+
+
+def _crm_field(attribute: str, kind: Any, description: str) -> Any:
+    async def resolve(root: Customer, info: GatewayInfo) -> Any:
+        contact = await root.crm_contact(info)
+        return getattr(contact, attribute) if contact else None
+
+    resolve.__annotations__["return"] = kind | None
+    return strawberry.field(resolver=resolve, description=f"{description} (from the CRM).")
 
 
 @strawberry.type(description="One person, unified across the CRM, commerce and analytics.")
@@ -27,8 +72,19 @@ class Customer:
     updated_at: datetime
     identities: list[Identity]
 
+    profile: strawberry.Private[CustomerProfile]
+    needed: strawberry.Private[frozenset[str]]
+
+    lifecycle_stage = _crm_field("lifecycle_stage", str, "Lifecycle stage, e.g. lead, customer")
+    owner_id = _crm_field("owner_id", str, "The owning sales rep's id")
+    company = _crm_field("company", str, "Company")
+    job_title = _crm_field("job_title", str, "Job title")
+    city = _crm_field("city", str, "City")
+    country = _crm_field("country", str, "Country")
+    date_of_birth = _crm_field("date_of_birth", date, "Date of birth")
+
     @classmethod
-    def from_profile(cls, profile: CustomerProfile) -> Customer:
+    def from_profile(cls, profile: CustomerProfile, needed: frozenset[str] = frozenset()) -> Customer:
         return cls(
             id=strawberry.ID(str(profile.id)),
             email=profile.email,
@@ -40,7 +96,94 @@ class Customer:
             updated_at=profile.updated_at,
             identities=[Identity(source=i.source, external_id=i.external_id)
                         for i in profile.identities],
+            profile=profile,
+            needed=needed,
         )
+
+    def prefetch(self, info: GatewayInfo) -> None:
+        """Start every upstream this customer's selection needs, at once and batched."""
+        for kind in self.needed:
+            info.context.loaders.for_kind(kind).load(self.profile)
+
+    async def crm_contact(self, info: GatewayInfo) -> CrmContact | None:
+        return (await info.context.loaders.crm.load(self.profile)).unwrap()
+
+    async def _commerce(self, info: GatewayInfo) -> CommerceData | None:
+        return (await info.context.loaders.commerce.load(self.profile)).unwrap()
+
+    async def _analytics(self, info: GatewayInfo) -> AnalyticsData | None:
+        return (await info.context.loaders.analytics.load(self.profile)).unwrap()
+
+    @strawberry.field(description="Most recent orders first (from commerce).")
+    async def orders(self, info: GatewayInfo, first: int = 10) -> list[Order] | None:
+        data = await self._commerce(info)
+        return [Order.of(o) for o in data.orders[: _clamp(first, MAX_ORDERS)]] if data else []
+
+    @strawberry.field(description="Total spent over all orders (from commerce).")
+    async def lifetime_value(self, info: GatewayInfo) -> Money | None:
+        data = await self._commerce(info)
+        return Money.of(data.customer.total_spent) if data and data.customer else None
+
+    @strawberry.field(description="Number of orders (from commerce).")
+    async def order_count(self, info: GatewayInfo) -> int | None:
+        data = await self._commerce(info)
+        if data is None:
+            return 0
+        return data.customer.orders_count if data.customer else len(data.orders)
+
+    @strawberry.field(description="When the latest order was placed (from commerce).")
+    async def last_order_at(self, info: GatewayInfo) -> datetime | None:
+        data = await self._commerce(info)
+        return data.orders[0].created_at if data and data.orders else None
+
+    @strawberry.field(description="Most recent events first, optionally of one type, e.g. "
+                      "'Product Viewed' (from analytics).")
+    async def recent_events(self, info: GatewayInfo, first: int = 10,
+                            type: str | None = None) -> list[Event] | None:
+        data = await self._analytics(info)
+        if data is None:
+            return []
+        events = [e for e in data.events if type is None or type in (e.name, e.type)]
+        return [Event.of(e) for e in events[: _clamp(first, MAX_EVENTS)]]
+
+    @strawberry.field(description="Sessions and page views in the last 30 days (from analytics).")
+    async def engagement(self, info: GatewayInfo) -> Engagement | None:
+        data = await self._analytics(info)
+        found = behaviour.engagement(data.events if data else (), datetime.now(UTC))
+        return Engagement(sessions_30d=found.sessions, page_views_30d=found.page_views,
+                          last_seen_at=found.last_seen_at)
+
+    @strawberry.field(description="The open cart, or null when empty (from analytics events).")
+    async def cart(self, info: GatewayInfo) -> Cart | None:
+        data = await self._analytics(info)
+        return Cart.of(behaviour.open_cart(data.events)) if data else None
+
+    @strawberry.field(description="Per upstream: whether it answered for this request, and how fast.")
+    async def sources(self, info: GatewayInfo) -> list[Source]:
+        federation = info.context.services.federation
+        loaders = info.context.loaders
+        reports: list[Source] = []
+        needed = [k for k in KINDS if k in self.needed and federation.adapter(k)]  # type: ignore[arg-type]
+        outcomes = await asyncio.gather(*(loaders.for_kind(k).load(self.profile) for k in needed))
+        by_kind = dict(zip(needed, outcomes, strict=True))
+        for adapter in federation.adapters.values():
+            outcome = by_kind.get(adapter.kind)
+            if outcome is not None and outcome.upstream == adapter.name:
+                reports.append(Source.of(outcome))
+            else:
+                reports.append(Source.skipped(adapter.name, adapter.kind))
+        return reports
+
+
+def _clamp(first: int, most: int) -> int:
+    return max(0, min(first, most))
+
+
+def selection_of(info: GatewayInfo) -> frozenset[str]:
+    return kinds_selected(info.selected_fields[0].selections) if info.selected_fields else frozenset()
+
+
+CustomerFactory = Callable[[CustomerProfile], Customer]
 
 
 @strawberry.input(description="An id this customer has in a source system.")

@@ -26,6 +26,7 @@ from strawberry.types.execution import PreExecutionError
 from gateway.services import Services
 from resolvers.context import Context
 from resolvers.graphiql import graphiql_html
+from resolvers.loaders import Loaders
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
@@ -61,7 +62,8 @@ class GatewayGraphQL(GraphQL[Context, None]):
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         services: Services = request.app.state.services
-        return Context(request=request, response=response, services=services)
+        return Context(request=request, response=response, services=services,
+                       loaders=Loaders(services.federation))
 
     async def get_sub_response(self, request: Request) -> Response:
         sub_response = await super().get_sub_response(request)

@@ -7,7 +7,7 @@ import asyncio
 import httpx
 
 from tests.conftest import unique_email
-from tests.graphql import error_codes, gql
+from tests.gql_client import error_codes, gql
 
 UPSERT = """
 mutation Upsert($input: CustomerInput!) {
