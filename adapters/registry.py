@@ -1,0 +1,100 @@
+"""Build the adapters the configuration enables, one per upstream, and close them.
+
+The app calls ``build_adapters`` in its lifespan (it opens connection pools and, for
+SOAP, parses the WSDL), keeps the answer for the life of the process and calls
+``aclose_adapters`` on the way out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import cast
+
+from .config import (
+    HubSpotConfig,
+    SegmentConfig,
+    ShopifyConfig,
+    SoapCrmConfig,
+    UpstreamsConfig,
+)
+from .hubspot import HubSpotAdapter
+from .protocols import Adapter, AnalyticsAdapter, CommerceAdapter, CrmAdapter
+from .segment import SegmentAdapter
+from .shopify import ShopifyAdapter
+from .soap_crm import SoapCrmAdapter
+
+__all__ = [
+    "aclose_adapters",
+    "analytics_adapters",
+    "build_adapter",
+    "build_adapters",
+    "commerce_adapters",
+    "crm_adapters",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def build_adapter(config: HubSpotConfig | SoapCrmConfig | ShopifyConfig | SegmentConfig) -> Adapter:
+    """The adapter for one upstream's configuration (by its ``kind``)."""
+    if isinstance(config, HubSpotConfig):
+        return HubSpotAdapter(config)
+    if isinstance(config, SoapCrmConfig):
+        return SoapCrmAdapter(config)
+    if isinstance(config, ShopifyConfig):
+        return ShopifyAdapter(config)
+    return SegmentAdapter(config)
+
+
+def build_adapters(config: UpstreamsConfig) -> dict[str, Adapter]:
+    """One adapter per enabled upstream, keyed by upstream name."""
+    built: dict[str, Adapter] = {}
+    try:
+        for upstream in config.enabled():
+            built[upstream.name] = build_adapter(upstream)
+            logger.info("adapter ready", extra={"upstream": upstream.name, "kind": upstream.kind})
+    except BaseException:
+        # Do not leak the pools of the ones already built.
+        for adapter in built.values():
+            _close_soon(adapter)
+        raise
+    return built
+
+
+def _close_soon(adapter: Adapter) -> None:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(adapter.aclose())
+    else:
+        task = loop.create_task(adapter.aclose())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+async def aclose_adapters(adapters: Mapping[str, Adapter]) -> None:
+    """Close every adapter, even when some fail to close."""
+    results = await asyncio.gather(
+        *(adapter.aclose() for adapter in adapters.values()), return_exceptions=True
+    )
+    for name, result in zip(adapters, results, strict=True):
+        if isinstance(result, BaseException):
+            logger.warning("adapter did not close cleanly",
+                           extra={"upstream": name, "error": type(result).__name__})
+
+
+def crm_adapters(adapters: Mapping[str, Adapter]) -> list[CrmAdapter]:
+    return [cast(CrmAdapter, a) for a in adapters.values() if a.kind == "crm"]
+
+
+def commerce_adapters(adapters: Mapping[str, Adapter]) -> list[CommerceAdapter]:
+    return [cast(CommerceAdapter, a) for a in adapters.values() if a.kind == "commerce"]
+
+
+def analytics_adapters(adapters: Mapping[str, Adapter]) -> list[AnalyticsAdapter]:
+    return [cast(AnalyticsAdapter, a) for a in adapters.values() if a.kind == "analytics"]

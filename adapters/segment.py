@@ -1,0 +1,180 @@
+"""Analytics: Segment's Profiles API (traits, events, external ids of one profile).
+
+Every list pages with Segment's cursor object (``{"has_more", "next"}``, sent back as
+``next=``). Traits come 10 per page unless asked otherwise, so the adapter asks for
+``page_size`` and follows the cursor to the end; events stop once ``first`` are in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, ConfigDict, Field, JsonValue
+
+from .auth import build_auth
+from .breaker import CircuitBreaker
+from .config import SegmentConfig
+from .payload import Payload, checked, parse_object
+from .records import AnalyticsEvent, AnalyticsTraits, ExternalId, normalise_email
+from .rest import RestClient
+
+__all__ = ["SegmentAdapter"]
+
+_PROFILE = "/v1/spaces/{space}/collections/users/profiles/{identifier}"
+_LIST_MAX = 100  # Segment's largest page of events or external ids
+_KNOWN_TRAITS = ("email", "first_name", "last_name", "created_at", "last_seen_at", "user_id")
+
+
+class _Cursor(Payload):
+    has_more: bool
+    next: str | None = None
+
+
+class _Traits(Payload):
+    traits: dict[str, JsonValue]
+    cursor: _Cursor
+
+
+class _KnownTraits(Payload):
+    # Traits are free-form JSON set by whoever tracks; read the known ones leniently.
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=False)
+
+    email: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    created_at: AwareDatetime | None = None
+    last_seen_at: AwareDatetime | None = None
+    user_id: str | None = None
+
+
+class _Event(Payload):
+    type: str
+    event: str | None = None
+    message_id: str
+    timestamp: AwareDatetime
+    properties: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class _Events(Payload):
+    data: list[_Event]
+    cursor: _Cursor
+
+
+class _ExternalId(Payload):
+    id: str
+    type: str
+    source_id: str | None = None
+    collection: str | None = None
+    created_at: AwareDatetime | None = None
+
+
+class _ExternalIds(Payload):
+    data: list[_ExternalId]
+    cursor: _Cursor
+
+
+def _next(cursor: _Cursor) -> str | None:
+    return cursor.next if cursor.has_more and cursor.next else None
+
+
+class SegmentAdapter:
+    """``AnalyticsAdapter`` over one Segment space's user profiles."""
+
+    kind: Literal["analytics"] = "analytics"
+
+    def __init__(self, config: SegmentConfig) -> None:
+        self.config = config
+        self.rest = RestClient(config, auth=build_auth(config.name, config.auth))
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        return self.rest.breaker
+
+    async def aclose(self) -> None:
+        await self.rest.aclose()
+
+    def _path(self, identifier: str) -> dict[str, str]:
+        return {"space": self.config.space_id, "identifier": identifier}
+
+    async def fetch_traits(
+        self, *, user_id: str | None = None, email: str | None = None
+    ) -> AnalyticsTraits | None:
+        if user_id:
+            identifier = f"user_id:{user_id}"
+        elif email and email.strip():
+            identifier = f"email:{normalise_email(email)}"
+        else:
+            raise ValueError("fetch_traits needs a user_id or an email")
+        traits: dict[str, JsonValue] = {}
+        pages = 0
+        async for page in self.rest.cursor_pages(
+            f"{_PROFILE}/traits", _Traits, lambda p: _next(p.cursor),
+            path=self._path(identifier), params={"limit": self.config.page_size},
+        ):
+            traits.update(page.traits)
+            pages += 1
+        if pages == 0:
+            return None
+        known = parse_object(self.name, "traits", _KnownTraits, traits)
+        with checked(self.name, "traits"):
+            return AnalyticsTraits(
+                source=self.name,
+                user_id=known.user_id or user_id,
+                email=known.email,
+                first_name=known.first_name,
+                last_name=known.last_name,
+                created_at=known.created_at,
+                last_seen_at=known.last_seen_at,
+                extra={k: v for k, v in traits.items() if k not in _KNOWN_TRAITS},
+            )
+
+    async def fetch_events(
+        self, user_id: str, first: int = 50, event_name: str | None = None
+    ) -> Sequence[AnalyticsEvent]:
+        if first <= 0:
+            return []
+        params: dict[str, str | int] = {"limit": min(first, self.config.page_size, _LIST_MAX)}
+        if event_name:
+            params["include"] = event_name
+        events: list[AnalyticsEvent] = []
+        async for page in self.rest.cursor_pages(
+            f"{_PROFILE}/events", _Events, lambda p: _next(p.cursor),
+            path=self._path(f"user_id:{user_id}"), params=params,
+        ):
+            events.extend(self._event(e) for e in page.data)
+            if len(events) >= first:
+                break
+        return events[:first]
+
+    async def fetch_external_ids(self, user_id: str) -> Sequence[ExternalId]:
+        ids: list[ExternalId] = []
+        async for page in self.rest.cursor_pages(
+            f"{_PROFILE}/external_ids", _ExternalIds, lambda p: _next(p.cursor),
+            path=self._path(f"user_id:{user_id}"),
+            params={"limit": min(self.config.page_size, _LIST_MAX)},
+        ):
+            with checked(self.name, "external id"):
+                ids.extend(
+                    ExternalId(source=self.name, id=x.id, type=x.type, source_id=x.source_id,
+                               collection=x.collection, created_at=x.created_at)
+                    for x in page.data
+                )
+        return ids
+
+    def _event(self, event: _Event) -> AnalyticsEvent:
+        session: Any = event.properties.get("session_id")
+        with checked(self.name, "event"):
+            return AnalyticsEvent(
+                source=self.name,
+                id=event.message_id,
+                type=event.type,
+                name=event.event,
+                timestamp=event.timestamp,
+                session_id=str(session) if session is not None else None,
+                properties=dict(event.properties),
+            )

@@ -1,0 +1,166 @@
+"""CRM over SOAP: the WSDL-described contact service (``adapters/wsdl/contacts.wsdl``).
+
+``GetContacts`` serves batches by id, ``page_size`` (<= 100, the service's limit) ids a
+call. The service has no batch lookup by e-mail, so ``fetch_contacts_by_email`` makes
+one ``GetContactByEmail`` call per address, a few at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime
+
+from .breaker import CircuitBreaker
+from .config import SoapCrmConfig
+from .payload import Payload, checked, parse_object
+from .records import Consents, CrmContact, normalise_email
+from .soap import SoapClient
+
+__all__ = ["SoapCrmAdapter"]
+
+# Concurrent single lookups when there is no batch operation to use.
+_LOOKUP_CONCURRENCY = 8
+
+
+class _Contact(Payload):
+    """The WSDL's ``Contact`` after zeep: already typed, so strict checking holds."""
+
+    id: str
+    email: str
+    firstName: str | None = None
+    lastName: str | None = None
+    phone: str | None = None
+    company: str | None = None
+    jobTitle: str | None = None
+    city: str | None = None
+    country: str | None = None
+    lifecycleStage: str | None = None
+    ownerId: str | None = None
+    dateOfBirth: date | None = None
+    language: str | None = None
+    emailMarketingConsent: bool | None = None
+    personalisationConsent: bool | None = None
+    analyticsConsent: bool | None = None
+    createdAt: AwareDatetime
+    updatedAt: AwareDatetime
+
+
+class _Contacts(Payload):
+    contacts: list[_Contact]
+
+
+class _Changed(Payload):
+    contacts: list[_Contact]
+    nextPageToken: str | None = None
+    total: int
+
+
+class SoapCrmAdapter:
+    """``CrmAdapter`` over the SOAP contact service."""
+
+    kind: Literal["crm"] = "crm"
+
+    def __init__(self, config: SoapCrmConfig) -> None:
+        self.config = config
+        # Loads and parses the WSDL now: the app builds adapters in its lifespan.
+        self.soap = SoapClient(config)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        return self.soap.breaker
+
+    async def aclose(self) -> None:
+        await self.soap.aclose()
+
+    async def fetch_contact(self, external_id: str) -> CrmContact | None:
+        return self._one("GetContact", await self.soap.call("GetContact", id=external_id))
+
+    async def fetch_contact_by_email(self, email: str) -> CrmContact | None:
+        result = await self.soap.call("GetContactByEmail", email=normalise_email(email))
+        return self._one("GetContactByEmail", result)
+
+    async def fetch_contacts(self, external_ids: Sequence[str]) -> Mapping[str, CrmContact]:
+        keys = list(dict.fromkeys(external_ids))
+        found: dict[str, CrmContact] = {}
+        size = self.config.page_size
+        for start in range(0, len(keys), size):
+            result = await self.soap.call("GetContacts", ids=keys[start:start + size])
+            # zeep unwraps a single repeated element to a bare list (None when empty).
+            page = parse_object(self.name, "SOAP GetContacts", _Contacts,
+                                {"contacts": result or []})
+            for contact in page.contacts:
+                found[contact.id] = self._record(contact)
+        return found
+
+    async def fetch_contacts_by_email(self, emails: Sequence[str]) -> Mapping[str, CrmContact]:
+        gate = asyncio.Semaphore(_LOOKUP_CONCURRENCY)
+
+        async def lookup(email: str) -> CrmContact | None:
+            async with gate:
+                return await self.fetch_contact_by_email(email)
+
+        wanted = list(dict.fromkeys(normalise_email(e) for e in emails))
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(lookup(email)) for email in wanted]
+        except ExceptionGroup as failed:
+            # Callers handle UpstreamError, not groups: the first failure stands for all.
+            raise failed.exceptions[0] from None
+        return {c.email: c for task in tasks if (c := task.result()) is not None and c.email}
+
+    async def changed_since(self, since: datetime) -> AsyncIterator[CrmContact]:
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {"since": since, "maxResults": self.config.page_size}
+            if token:
+                params["pageToken"] = token
+            result = dict(await self.soap.call("ListChangedContacts", **params) or {})
+            result["contacts"] = result.get("contacts") or []
+            page = parse_object(self.name, "SOAP ListChangedContacts", _Changed, result)
+            for contact in page.contacts:
+                yield self._record(contact)
+            token = page.nextPageToken
+            if not token:
+                return
+
+    def _one(self, operation: str, result: Any) -> CrmContact | None:
+        if result is None:
+            return None
+        return self._record(parse_object(self.name, f"SOAP {operation}", _Contact, result))
+
+    def _record(self, contact: _Contact) -> CrmContact:
+        with checked(self.name, "SOAP Contact"):
+            return self._convert(contact)
+
+    def _convert(self, contact: _Contact) -> CrmContact:
+        return CrmContact(
+            source=self.name,
+            external_id=contact.id,
+            email=contact.email,
+            first_name=contact.firstName,
+            last_name=contact.lastName,
+            phone=contact.phone,
+            company=contact.company,
+            job_title=contact.jobTitle,
+            city=contact.city,
+            country=contact.country,
+            lifecycle_stage=contact.lifecycleStage,
+            owner_id=contact.ownerId,
+            date_of_birth=contact.dateOfBirth,
+            language=contact.language,
+            consents=Consents(
+                email_marketing=contact.emailMarketingConsent,
+                personalisation=contact.personalisationConsent,
+                analytics=contact.analyticsConsent,
+            ),
+            created_at=contact.createdAt,
+            updated_at=contact.updatedAt,
+        )
