@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 from adapters.errors import UpstreamError
 from adapters.protocols import Adapter, AnalyticsAdapter, CommerceAdapter, CrmAdapter, Kind
@@ -23,7 +23,7 @@ from gateway.customers import CustomerProfile
 
 T = TypeVar("T")
 ORDERS_WINDOW = 50  # orders fetched per customer; `orders(first)` slices this
-EVENTS_WINDOW = 200  # recent events fetched per customer for engagement, cart and activity
+EVENTS_WINDOW = 100  # recent events per customer for engagement, cart and activity: one page
 KINDS: tuple[Kind, ...] = ("crm", "commerce", "analytics")
 
 
@@ -100,18 +100,26 @@ class Federation:
         if shop is None:
             return _nothing("commerce", customers)
 
+        async def orders_of(customer_id: str | None) -> Sequence[Order]:
+            return await shop.fetch_orders(customer_id, ORDERS_WINDOW) if customer_id else []
+
         async def fetch() -> list[CommerceData | None]:
             emails = [c.email for c in customers if c.email]
-            found = await shop.find_customers_by_email(emails) if emails else {}
-            records = [found.get(c.email or "") for c in customers]
-            ids = [r.external_id if r else _identity(c, shop.name)
-                   for c, r in zip(customers, records, strict=True)]
-            orders = await asyncio.gather(
-                *(shop.fetch_orders(i, ORDERS_WINDOW) if i else _no_orders() for i in ids)
+            known = [_identity(c, shop.name) for c in customers]
+            # Orders of customers whose shop id is already linked go out with the search,
+            # not after it; the rest wait for the search to learn their id.
+            found, early = await asyncio.gather(
+                shop.find_customers_by_email(emails) if emails else _empty(),
+                asyncio.gather(*(orders_of(i) for i in known)),
             )
+            records = [found.get(c.email or "") for c in customers]
+            late = await asyncio.gather(*(
+                orders_of(r.external_id) if r and not i else _no_orders()
+                for r, i in zip(records, known, strict=True)
+            ))
             return [
-                CommerceData(customer=r, orders=tuple(o)) if (r or o) else None
-                for r, o in zip(records, orders, strict=True)
+                CommerceData(customer=r, orders=tuple(e or o)) if (r or e or o) else None
+                for r, e, o in zip(records, early, late, strict=True)
             ]
 
         return await _timed(shop, customers, fetch)
@@ -142,7 +150,7 @@ def _identity(customer: CustomerProfile, source: str) -> str | None:
     return next((i.external_id for i in customer.identities if i.source == source), None)
 
 
-async def _empty() -> dict[str, CrmContact]:
+async def _empty() -> dict[str, Any]:
     return {}
 
 

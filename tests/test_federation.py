@@ -1,0 +1,184 @@
+"""One Customer from three upstreams: concurrent, partial on failure, coded errors.
+
+The upstreams are the sample services on loopback; faults are set on them as a
+real outage would look to the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from adapters.samples.runner import SampleUpstreams
+from gateway.app import create_app
+from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.demo import sample_upstreams_config
+from gateway.migrate import upgrade
+from gateway.seed import seed
+from gateway.settings import load_settings
+from tests.gql_client import gql
+
+SIZE = 200
+FAST = {"timeout_s": 0.4, "deadline_s": 1.0, "retries": 1, "backoff_base_s": 0.01,
+        "breaker": {"failure_threshold": 50, "reset_timeout_s": 1.0}}
+EVERYTHING = """
+query($email: String!) {
+  customer(email: $email) {
+    email firstName
+    lifecycleStage company
+    orderCount lastOrderAt lifetimeValue { amount currency } orders(first: 3) { name }
+    engagement { sessions30d pageViews30d lastSeenAt } recentEvents(first: 3) { name }
+    sources { upstream kind status latencyMs errorCode }
+  }
+}
+"""
+COMMERCE_FIELDS = ("orderCount", "lastOrderAt", "lifetimeValue", "orders")
+
+
+@pytest.fixture(scope="module")
+def samples() -> Iterator[SampleUpstreams]:
+    with SampleUpstreams(size=SIZE) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def seeded_url(samples: SampleUpstreams, tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('federation') / 'g.db'}"
+    upgrade(url)
+
+    async def run() -> None:
+        engine = create_engine(url)
+        await seed(create_sessionmaker(engine), samples.people)
+        await engine.dispose()
+
+    asyncio.run(run())
+    return url
+
+
+@pytest.fixture
+async def client(samples: SampleUpstreams, seeded_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    samples.reset()
+    config = sample_upstreams_config(samples.base_urls, dict.fromkeys(samples.base_urls, FAST))
+    app: Starlette = create_app(load_settings(database_url=seeded_url), upstreams=config)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+            yield http
+    samples.reset()
+
+
+def _sources(customer: dict[str, Any]) -> dict[str, str]:
+    return {s["upstream"]: s["status"] for s in customer["sources"]}
+
+
+async def test_one_query_returns_crm_commerce_and_analytics(
+    client: httpx.AsyncClient, samples: SampleUpstreams
+) -> None:
+    person = samples.people[3]
+    body = await gql(client, EVERYTHING, email=person.email)
+    assert "errors" not in body
+    customer = body["data"]["customer"]
+    assert customer["lifecycleStage"] == person.lifecycle_stage
+    assert customer["company"] == person.company
+    assert customer["lifetimeValue"]["currency"] == "USD"
+    assert customer["orderCount"] == len(customer["orders"]) or customer["orderCount"] > 3
+    assert customer["engagement"]["lastSeenAt"] is not None
+    assert _sources(customer) == {"hubspot": "OK", "shopify": "OK", "segment": "OK"}
+
+
+@pytest.mark.parametrize(
+    ("fault", "code"),
+    [
+        ({"error_rate": 1.0, "error_status": 503}, "UPSTREAM_UNAVAILABLE"),
+        ({"hang": True}, "UPSTREAM_TIMEOUT"),
+        ({"malformed": True}, "UPSTREAM_BAD_RESPONSE"),
+        ({"schema_change": True}, "UPSTREAM_BAD_RESPONSE"),
+        ({"rate_limit_next": 100, "retry_after_s": 30}, "UPSTREAM_RATE_LIMITED"),
+    ],
+)
+async def test_a_failing_upstream_nulls_only_its_fields(
+    client: httpx.AsyncClient, samples: SampleUpstreams, fault: dict[str, Any], code: str
+) -> None:
+    person = samples.people[5]
+    samples.shopify.faults.update(**fault)
+    started = time.monotonic()
+    body = await gql(client, EVERYTHING, email=person.email)
+    elapsed = time.monotonic() - started
+
+    customer = body["data"]["customer"]
+    assert customer["firstName"] == person.first_name  # stored profile
+    assert customer["lifecycleStage"] == person.lifecycle_stage  # CRM intact
+    assert customer["engagement"] is not None  # analytics intact
+    for field in COMMERCE_FIELDS:
+        assert customer[field] is None
+    errors = {tuple(e["path"]): e["extensions"] for e in body["errors"]}
+    assert set(errors) == {("customer", f) for f in COMMERCE_FIELDS}
+    assert {e["code"] for e in errors.values()} == {code}
+    assert {e["upstream"] for e in errors.values()} == {"shopify"}
+    statuses = _sources(customer)
+    assert statuses == {"hubspot": "OK", "shopify": "FAILED", "segment": "OK"}
+    # The answer comes back within the commerce upstream's own deadline, hang or not.
+    assert elapsed < FAST["deadline_s"] + 1.0
+
+
+async def test_a_query_calls_only_the_upstreams_it_needs(
+    client: httpx.AsyncClient, samples: SampleUpstreams
+) -> None:
+    person = samples.people[7]
+    body = await gql(client, "query($email: String!) { customer(email: $email) "
+                     "{ lifecycleStage sources { upstream status } } }", email=person.email)
+    assert body["data"]["customer"]["lifecycleStage"] == person.lifecycle_stage
+    assert _sources(body["data"]["customer"]) == {
+        "hubspot": "OK", "shopify": "SKIPPED", "segment": "SKIPPED"}
+    assert samples.shopify.calls.total == 0
+    assert samples.segment.calls.total == 0
+    assert samples.hubspot.calls.total == 1
+
+
+async def test_stored_fields_alone_call_no_upstream(
+    client: httpx.AsyncClient, samples: SampleUpstreams
+) -> None:
+    body = await gql(client, "query($email: String!) { customer(email: $email) { id email } }",
+                     email=samples.people[8].email)
+    assert body["data"]["customer"]["email"] == samples.people[8].email
+    assert samples.hubspot.calls.total + samples.shopify.calls.total + samples.segment.calls.total == 0
+
+
+async def test_many_fields_of_one_upstream_share_one_fetch(
+    client: httpx.AsyncClient, samples: SampleUpstreams
+) -> None:
+    person = samples.people[9]
+    await gql(client, "query($email: String!) { customer(email: $email) { lifecycleStage company "
+              "city country jobTitle ownerId dateOfBirth } }", email=person.email)
+    assert samples.hubspot.calls.total == 1
+
+
+async def test_upstream_calls_run_concurrently(
+    client: httpx.AsyncClient, samples: SampleUpstreams
+) -> None:
+    # Each upstream answers after 300 ms: one after another the query would need at
+    # least 900 ms (more, as commerce and analytics make two calls each).
+    for service in (samples.hubspot, samples.shopify, samples.segment):
+        service.faults.update(latency_ms=300)
+    person = samples.people[11]
+    started = time.monotonic()
+    body = await gql(client, "query($email: String!) { customer(email: $email) "
+                     "{ lifecycleStage lifetimeValue { amount } engagement { sessions30d } } }",
+                     email=person.email)
+    elapsed = time.monotonic() - started
+    assert "errors" not in body
+    assert elapsed < 0.9 + 0.3, f"took {elapsed:.2f}s"
+
+
+async def test_an_unknown_customer_calls_no_upstream(
+    client: httpx.AsyncClient, samples: SampleUpstreams
+) -> None:
+    body = await gql(client, EVERYTHING, email="nobody.at.all@example.com")
+    assert body == {"data": {"customer": None}}
+    assert samples.hubspot.calls.total + samples.shopify.calls.total + samples.segment.calls.total == 0
