@@ -31,13 +31,24 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """Ready to take traffic: every dependency answers."""
+    """Ready to take traffic when the database answers.
+
+    An upstream whose circuit is open does not make the gateway unready: its fields
+    degrade to coded errors while everything else is served. It shows as "degraded".
+    """
     services: Services = request.app.state.services
-    checks = {"database": "ok" if await services.database_ready() else "unavailable"}
-    ready = all(state == "ok" for state in checks.values())
+    database = "ok" if await services.database_ready() else "unavailable"
+    circuits = {name: adapter.breaker.state.value
+                for name, adapter in services.federation.adapters.items()}
+    if database != "ok":
+        status = "unavailable"
+    elif any(state != "closed" for state in circuits.values()):
+        status = "degraded"
+    else:
+        status = "ready"
     return JSONResponse(
-        {"status": "ready" if ready else "unavailable", "checks": checks},
-        status_code=200 if ready else 503,
+        {"status": status, "checks": {"database": database, "upstreams": circuits}},
+        status_code=503 if status == "unavailable" else 200,
     )
 
 

@@ -57,6 +57,11 @@ def main() -> None:
 def serve(host: str | None, port: int | None, workers: int) -> None:
     """Serve the GraphQL API (and GraphiQL) with uvicorn."""
     settings = _settings(host=host, port=port)
+    try:
+        settings.load_upstreams()  # fail here, in one line, not inside each worker
+    except SettingsError as exc:
+        click.echo(f"gateway: {exc}", err=True)
+        sys.exit(2)
     configure_logging(settings.log_level)
     uvicorn.run(
         "gateway.app:create_app",

@@ -96,3 +96,14 @@ def test_demo_serves_seeded_customers(tmp_path: Path) -> None:
         output, _ = process.communicate(timeout=20)
     assert f"http://127.0.0.1:{port}/graphql" in output
     assert "customer(email:" in output
+
+
+def test_an_invalid_upstreams_file_stops_start_up_with_a_clear_error(tmp_path: Path) -> None:
+    config = tmp_path / "upstreams.toml"
+    config.write_text('[upstreams.crm]\nkind = "hubspot"\nbase_url = "http://127.0.0.1:1"\n'
+                      'auth = { mode = "bearer", token_env = "NOT_SET_ANYWHERE" }\n')
+    result = run("serve", env={"GATEWAY_UPSTREAMS_FILE": str(config)})
+    assert result.returncode == 2
+    assert "GATEWAY_UPSTREAMS_FILE" in result.stderr
+    assert "NOT_SET_ANYWHERE" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -182,3 +182,11 @@ async def test_an_unknown_customer_calls_no_upstream(
     body = await gql(client, EVERYTHING, email="nobody.at.all@example.com")
     assert body == {"data": {"customer": None}}
     assert samples.hubspot.calls.total + samples.shopify.calls.total + samples.segment.calls.total == 0
+
+
+async def test_readiness_reports_each_upstream_circuit(
+    client: httpx.AsyncClient, samples: SampleUpstreams
+) -> None:
+    ready = await client.get("/readyz")
+    assert ready.json()["checks"]["upstreams"] == {
+        "hubspot": "closed", "shopify": "closed", "segment": "closed"}

@@ -107,4 +107,20 @@ async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     assert health.status_code == 200 and health.json()["status"] == "ok"
     ready = await client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "checks": {"database": "ok"}}
+    assert ready.json() == {"status": "ready", "checks": {"database": "ok", "upstreams": {}}}
+
+
+async def test_readiness_is_503_when_the_database_is_down() -> None:
+    from gateway.app import create_app
+    from gateway.settings import load_settings
+
+    # A port nothing listens on: the database cannot answer.
+    app = create_app(load_settings(database_url="postgresql+asyncpg://nobody@127.0.0.1:1/none"))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+            ready = await http.get("/readyz")
+            health = await http.get("/healthz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["database"] == "unavailable"
+    assert health.status_code == 200

@@ -11,68 +11,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+from adapter_settings import ENV, FAST, SIZE, VARIANTS
 
 from adapters.config import UpstreamsConfig, load_upstreams
 from adapters.protocols import Adapter
 from adapters.registry import build_adapter
-from adapters.samples.credentials import (
-    DEMO_HUBSPOT_CLIENT_ID,
-    DEMO_HUBSPOT_CLIENT_SECRET,
-    DEMO_HUBSPOT_TOKEN,
-    DEMO_SEGMENT_SPACE,
-    DEMO_SEGMENT_TOKEN,
-    DEMO_SHOPIFY_TOKEN,
-    DEMO_SOAP_PASSWORD,
-    DEMO_SOAP_USER,
-)
 from adapters.samples.runner import SampleUpstreams
-
-SIZE = 300
-
-ENV = {
-    "HUBSPOT_TOKEN": DEMO_HUBSPOT_TOKEN,
-    "HUBSPOT_CLIENT_ID": DEMO_HUBSPOT_CLIENT_ID,
-    "HUBSPOT_CLIENT_SECRET": DEMO_HUBSPOT_CLIENT_SECRET,
-    "SOAP_CRM_USER": DEMO_SOAP_USER,
-    "SOAP_CRM_PASSWORD": DEMO_SOAP_PASSWORD,
-    "SHOPIFY_TOKEN": DEMO_SHOPIFY_TOKEN,
-    "SEGMENT_TOKEN": DEMO_SEGMENT_TOKEN,
-}
-
-FAST = {
-    "timeout_s": 0.3,
-    "deadline_s": 1.0,
-    "retries": 2,
-    "backoff_base_s": 0.01,
-    "backoff_max_s": 0.05,
-    # High enough that fault tests never trip it by accident; breaker tests lower it.
-    "breaker": {"failure_threshold": 50, "reset_timeout_s": 0.3},
-}
-
-# Variants the tests build, by the name they go by: (sample service, table).
-VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "hubspot": ("hubspot", {
-        "kind": "hubspot", "auth": {"mode": "bearer", "token_env": "HUBSPOT_TOKEN"},
-    }),
-    "hubspot_oauth": ("hubspot", {
-        "kind": "hubspot",
-        "auth": {"mode": "oauth2_client_credentials", "client_id_env": "HUBSPOT_CLIENT_ID",
-                 "client_secret_env": "HUBSPOT_CLIENT_SECRET"},
-    }),
-    "soap_crm": ("soap_crm", {
-        "kind": "soap_crm",
-        "auth": {"mode": "basic", "username_env": "SOAP_CRM_USER",
-                 "password_env": "SOAP_CRM_PASSWORD"},
-    }),
-    "shopify": ("shopify", {
-        "kind": "shopify", "auth": {"token_env": "SHOPIFY_TOKEN"},
-        "storefront_url": "https://shop.example",
-    }),
-    "segment": ("segment", {
-        "kind": "segment", "auth": {"mode": "basic", "username_env": "SEGMENT_TOKEN"},
-        "space_id": DEMO_SEGMENT_SPACE,
-    }),
-}
 
 Configure = Callable[..., UpstreamsConfig]
 Build = Callable[..., Adapter]

@@ -140,6 +140,8 @@ async def test_empty_batches_call_nobody(
 ) -> None:
     assert await crm.fetch_contacts([]) == {}
     assert await crm.fetch_contacts_by_email([]) == {}
+    assert await crm.fetch_contact("") is None
+    assert await crm.fetch_contact_by_email("  ") is None
     assert upstreams.hubspot.calls.total == 0 and upstreams.soap_crm.calls.total == 0
 
 
