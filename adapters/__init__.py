@@ -6,6 +6,8 @@ receives, the errors it maps, the configuration loader and the factory.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .breaker import BreakerState, CircuitBreaker
 from .config import UpstreamsConfig, UpstreamsConfigError, load_upstreams, load_upstreams_file
 from .errors import (
@@ -32,14 +34,29 @@ from .records import (
     Product,
     normalise_email,
 )
-from .registry import (
-    aclose_adapters,
-    analytics_adapters,
-    build_adapter,
-    build_adapters,
-    commerce_adapters,
-    crm_adapters,
-)
+
+if TYPE_CHECKING:
+    from .registry import (
+        aclose_adapters,
+        analytics_adapters,
+        build_adapter,
+        build_adapters,
+        commerce_adapters,
+        crm_adapters,
+    )
+
+# The factory pulls in httpx, zeep and tenacity: imported on first use, so that
+# `import adapters.samples` (and anything else wanting only records or errors) stays light.
+_REGISTRY = frozenset({"aclose_adapters", "analytics_adapters", "build_adapter",
+                       "build_adapters", "commerce_adapters", "crm_adapters"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _REGISTRY:
+        from . import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "Adapter",

@@ -189,6 +189,15 @@ class BreakerConfig(_Strict):
     reset_timeout_s: PositiveSeconds = 30.0
 
 
+class CachePolicy(_Strict):
+    """How long the gateway may reuse what this upstream answered (the gateway reads it;
+    the adapter does not cache). Fresh for ``ttl_s``; kept ``stale_ttl_s`` in all, to be
+    served as stale when the upstream fails."""
+
+    ttl_s: Annotated[float, Field(ge=0)] = 300.0
+    stale_ttl_s: Annotated[float, Field(ge=0)] = 86_400.0
+
+
 class _UpstreamBase(_Strict):
     name: UpstreamName  # the table key, filled in by UpstreamsConfig
     enabled: bool = True
@@ -203,6 +212,7 @@ class _UpstreamBase(_Strict):
     page_size: Annotated[int, Field(ge=1)] = 100
     max_connections: Annotated[int, Field(ge=1, le=1000)] = 20
     breaker: BreakerConfig = BreakerConfig()
+    cache: CachePolicy = CachePolicy()
 
     page_size_max: ClassVar[int] = 100
 

@@ -112,11 +112,15 @@ class HubSpotAdapter:
         await self.rest.aclose()
 
     async def fetch_contact(self, external_id: str) -> CrmContact | None:
+        if not external_id.strip():
+            return None
         reply = await self.rest.get(_CONTACT, _Contact, path={"id": external_id},
                                     params={"properties": ",".join(PROPERTIES)})
         return self._record(reply.body) if reply else None
 
     async def fetch_contact_by_email(self, email: str) -> CrmContact | None:
+        if not email.strip():
+            return None
         reply = await self.rest.get(
             _CONTACT, _Contact, path={"id": normalise_email(email)},
             params={"properties": ",".join(PROPERTIES), "idProperty": "email"},
@@ -124,11 +128,12 @@ class HubSpotAdapter:
         return self._record(reply.body) if reply else None
 
     async def fetch_contacts(self, external_ids: Sequence[str]) -> Mapping[str, CrmContact]:
-        found = await self._batch_read(list(dict.fromkeys(external_ids)), id_property=None)
+        keys = list(dict.fromkeys(key for key in external_ids if key.strip()))
+        found = await self._batch_read(keys, id_property=None)
         return {contact.external_id: contact for contact in found}
 
     async def fetch_contacts_by_email(self, emails: Sequence[str]) -> Mapping[str, CrmContact]:
-        wanted = list(dict.fromkeys(normalise_email(e) for e in emails))
+        wanted = list(dict.fromkeys(normalise_email(e) for e in emails if e.strip()))
         found = await self._batch_read(wanted, id_property="email")
         return {contact.email: contact for contact in found if contact.email}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from .config import (
     HubSpotConfig,
@@ -98,3 +98,11 @@ def commerce_adapters(adapters: Mapping[str, Adapter]) -> list[CommerceAdapter]:
 
 def analytics_adapters(adapters: Mapping[str, Adapter]) -> list[AnalyticsAdapter]:
     return [cast(AnalyticsAdapter, a) for a in adapters.values() if a.kind == "analytics"]
+
+
+if TYPE_CHECKING:
+    # mypy proves here that each adapter satisfies its protocol.
+    def _conforms(
+        hubspot: HubSpotAdapter, soap: SoapCrmAdapter, shop: ShopifyAdapter, seg: SegmentAdapter
+    ) -> tuple[CrmAdapter, CrmAdapter, CommerceAdapter, AnalyticsAdapter]:
+        return hubspot, soap, shop, seg

@@ -100,7 +100,7 @@ def rule_for_exception(exc: Exception) -> ErrorRule | None:
     return None
 
 
-_EMAILISH = re.compile(r"[^/]*@[^/]*")
+_EMAILISH = re.compile(r"[^/]*(?:@|%40)[^/]*", re.IGNORECASE)
 
 
 class _RedactUrls(logging.Filter):

@@ -128,13 +128,13 @@ class CallPolicy:
         self._backoff = wait_random_exponential(multiplier=backoff_base_s, max=backoff_max_s)
 
     async def run(self, operation: str, attempt: Callable[[float], Awaitable[T]]) -> T:
-        """Call ``attempt(timeout_s)`` until it succeeds or the policy gives up.
+        """Call ``attempt(slice_s)`` until it succeeds or the policy gives up; ``slice_s``
+        is this attempt's share of the budget, for the transport's own timeout.
 
         ``attempt`` raises ``UpstreamError``\\ s (mapped at its own border); the policy
         bounds it with ``asyncio.timeout`` too, so a slow drip cannot outlive its slice.
         """
         deadline = _Deadline(self.deadline_s)
-
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None

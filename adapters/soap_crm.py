@@ -81,14 +81,18 @@ class SoapCrmAdapter:
         await self.soap.aclose()
 
     async def fetch_contact(self, external_id: str) -> CrmContact | None:
+        if not external_id.strip():
+            return None
         return self._one("GetContact", await self.soap.call("GetContact", id=external_id))
 
     async def fetch_contact_by_email(self, email: str) -> CrmContact | None:
+        if not email.strip():
+            return None
         result = await self.soap.call("GetContactByEmail", email=normalise_email(email))
         return self._one("GetContactByEmail", result)
 
     async def fetch_contacts(self, external_ids: Sequence[str]) -> Mapping[str, CrmContact]:
-        keys = list(dict.fromkeys(external_ids))
+        keys = list(dict.fromkeys(key for key in external_ids if key.strip()))
         found: dict[str, CrmContact] = {}
         size = self.config.page_size
         for start in range(0, len(keys), size):
@@ -107,7 +111,7 @@ class SoapCrmAdapter:
             async with gate:
                 return await self.fetch_contact_by_email(email)
 
-        wanted = list(dict.fromkeys(normalise_email(e) for e in emails))
+        wanted = list(dict.fromkeys(normalise_email(e) for e in emails if e.strip()))
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(lookup(email)) for email in wanted]

@@ -141,6 +141,16 @@ class CustomerStore:
             )
             return {row.id: _profile(row) for row in rows}
 
+    async def get_many_by_email(self, emails: Iterable[str]) -> dict[str, CustomerProfile]:
+        """Customers keyed by normalised email; callers normalise first."""
+        wanted = list(emails)
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(Customer).where(Customer.email.in_(wanted))
+                .options(selectinload(Customer.identities))
+            )
+            return {row.email: _profile(row) for row in rows if row.email}
+
     async def get_by_email(self, email: str) -> CustomerProfile | None:
         async with self._sessions() as session:
             row = await session.scalar(

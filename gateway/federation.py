@@ -16,19 +16,22 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Generic, TypeVar, cast
 
+from adapters.config import CachePolicy
 from adapters.errors import UpstreamError
 from adapters.protocols import Adapter, AnalyticsAdapter, CommerceAdapter, CrmAdapter, Kind
 from adapters.records import AnalyticsEvent, CommerceCustomer, CrmContact, Order
+from gateway.cache import Entry, UpstreamCache
 from gateway.customers import CustomerProfile
 
 T = TypeVar("T")
 ORDERS_WINDOW = 50  # orders fetched per customer; `orders(first)` slices this
 EVENTS_WINDOW = 100  # recent events per customer for engagement, cart and activity: one page
-KINDS: tuple[Kind, ...] = ("crm", "commerce", "analytics")
 
 
 class SourceStatus(StrEnum):
     OK = "OK"
+    CACHED = "CACHED"
+    STALE = "STALE"
     FAILED = "FAILED"
     SKIPPED = "SKIPPED"
 
@@ -43,21 +46,17 @@ class Outcome(Generic[T]):
     error: UpstreamError | None
     latency_ms: float
     fetched_at: datetime
+    status: SourceStatus = SourceStatus.OK
+    # For STALE: why the fresh fetch failed (the value is the last good answer).
+    cause: UpstreamError | None = None
 
-    @property
-    def status(self) -> SourceStatus:
-        return SourceStatus.FAILED if self.error else SourceStatus.OK
+    def age_s(self, now: datetime) -> float:
+        return max(0.0, (now - self.fetched_at).total_seconds())
 
     def unwrap(self) -> T | None:
         if self.error is not None:
             raise self.error
         return self.value
-
-
-@dataclass(frozen=True, slots=True)
-class CommerceData:
-    customer: CommerceCustomer | None
-    orders: tuple[Order, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +68,12 @@ class AnalyticsData:
 class Federation:
     """The configured adapters, one per kind, and the batch reads the schema needs."""
 
-    def __init__(self, adapters: Mapping[str, Adapter]) -> None:
+    def __init__(self, adapters: Mapping[str, Adapter], cache: UpstreamCache,
+                 policies: Mapping[str, CachePolicy] | None = None) -> None:
         self.adapters = dict(adapters)
+        self.cache = cache
+        self._policies = dict(policies or {})
+        self._flights: dict[tuple[str, object], asyncio.Future[Outcome[Any]]] = {}
         by_kind: dict[str, Adapter] = {}
         for adapter in adapters.values():
             by_kind.setdefault(adapter.kind, adapter)  # the first enabled one of each kind
@@ -84,7 +87,7 @@ class Federation:
         if crm is None:
             return _nothing("crm", customers)
 
-        async def fetch() -> list[CrmContact | None]:
+        async def fetch(customers: Sequence[CustomerProfile]) -> list[CrmContact | None]:
             ids = {c.id: _identity(c, crm.name) for c in customers}
             emails = [c.email for c in customers if ids[c.id] is None and c.email]
             by_id, by_email = await asyncio.gather(
@@ -93,36 +96,44 @@ class Federation:
             )
             return [by_id.get(ids[c.id] or "") or by_email.get(c.email or "") for c in customers]
 
-        return await _timed(crm, customers, fetch)
+        return await self._load(crm, customers, fetch)
 
-    async def commerce(self, customers: Sequence[CustomerProfile]) -> list[Outcome[CommerceData]]:
+    async def commerce(self, customers: Sequence[CustomerProfile]) -> list[Outcome[CommerceCustomer]]:
+        """The shop's customer records (lifetime value, order count), found by email in
+        batches of the shop's page size."""
         shop = cast(CommerceAdapter | None, self.adapter("commerce"))
         if shop is None:
             return _nothing("commerce", customers)
 
-        async def orders_of(customer_id: str | None) -> Sequence[Order]:
-            return await shop.fetch_orders(customer_id, ORDERS_WINDOW) if customer_id else []
-
-        async def fetch() -> list[CommerceData | None]:
+        async def fetch(customers: Sequence[CustomerProfile]) -> list[CommerceCustomer | None]:
             emails = [c.email for c in customers if c.email]
-            known = [_identity(c, shop.name) for c in customers]
-            # Orders of customers whose shop id is already linked go out with the search,
-            # not after it; the rest wait for the search to learn their id.
-            found, early = await asyncio.gather(
-                shop.find_customers_by_email(emails) if emails else _empty(),
-                asyncio.gather(*(orders_of(i) for i in known)),
-            )
-            records = [found.get(c.email or "") for c in customers]
-            late = await asyncio.gather(*(
-                orders_of(r.external_id) if r and not i else _no_orders()
-                for r, i in zip(records, known, strict=True)
-            ))
-            return [
-                CommerceData(customer=r, orders=tuple(e or o)) if (r or e or o) else None
-                for r, e, o in zip(records, early, late, strict=True)
-            ]
+            found = await shop.find_customers_by_email(emails) if emails else {}
+            return [found.get(c.email or "") for c in customers]
 
-        return await _timed(shop, customers, fetch)
+        return await self._load(shop, customers, fetch)
+
+    async def orders(self, customers: Sequence[CustomerProfile]) -> list[Outcome[tuple[Order, ...]]]:
+        """Each customer's recent orders, newest first. The shop has no batch read of
+        orders by customer: one call per customer, all at once."""
+        shop = cast(CommerceAdapter | None, self.adapter("commerce"))
+        if shop is None:
+            return _nothing("commerce", customers)
+
+        async def fetch(customers: Sequence[CustomerProfile]) -> list[tuple[Order, ...] | None]:
+            ids = [_identity(c, shop.name) for c in customers]
+            unlinked = [c for c, i in zip(customers, ids, strict=True) if i is None]
+            if unlinked:
+                # Not linked yet: learn the shop's id from its (cached) customer record.
+                found = dict(zip([c.id for c in unlinked], await self.commerce(unlinked),
+                                 strict=True))
+                ids = [i or _external_id(found[c.id].unwrap()) for c, i in
+                       zip(customers, ids, strict=True)]
+            orders = await asyncio.gather(*(
+                shop.fetch_orders(i, ORDERS_WINDOW) if i else _no_orders() for i in ids
+            ))
+            return [tuple(o) for o in orders]
+
+        return await self._load(shop, customers, fetch, data="orders")
 
     async def analytics(self, customers: Sequence[CustomerProfile]) -> list[Outcome[AnalyticsData]]:
         tool = cast(AnalyticsAdapter | None, self.adapter("analytics"))
@@ -139,11 +150,130 @@ class Federation:
             events = await tool.fetch_events(user_id, EVENTS_WINDOW)
             return AnalyticsData(user_id=user_id, events=tuple(events))
 
-        async def fetch() -> list[AnalyticsData | None]:
+        async def fetch(customers: Sequence[CustomerProfile]) -> list[AnalyticsData | None]:
             # The Profiles API has no batch read: one call per customer, all at once.
             return list(await asyncio.gather(*(one(c) for c in customers)))
 
-        return await _timed(tool, customers, fetch)
+        return await self._load(tool, customers, fetch)
+
+    def upstream_names(self) -> list[str]:
+        return list(self.adapters)
+
+    async def invalidate(self, customer_id: object) -> None:
+        namespaces = [_namespace(name, data) for name, adapter in self.adapters.items()
+                      for data in DATA_KINDS[adapter.kind]]
+        await self.cache.invalidate(customer_id, namespaces)
+
+    async def _load(
+        self,
+        adapter: Adapter,
+        customers: Sequence[CustomerProfile],
+        fetch: Callable[[Sequence[CustomerProfile]], Awaitable[list[T | None]]],
+        data: str = "",
+    ) -> list[Outcome[T]]:
+        """Cache first; fetch only the misses, once, however many ask at the same time;
+        serve the last good answer as STALE when the upstream fails."""
+        policy = self._policies.get(adapter.name, CachePolicy())
+        namespace = _namespace(adapter.name, data)
+        now = datetime.now(UTC)
+        entries = await self.cache.get_many(namespace, [c.id for c in customers])
+        results: dict[object, Outcome[T]] = {}
+        misses: list[CustomerProfile] = []
+        for customer in customers:
+            entry = entries.get(customer.id)
+            if entry is not None and entry.age_s(now) <= policy.ttl_s:
+                results[customer.id] = Outcome(adapter.name, adapter.kind, entry.value, None, 0.0,
+                                               entry.fetched_at, SourceStatus.CACHED)
+            else:
+                misses.append(customer)
+        self.cache.hits += len(customers) - len(misses)
+        self.cache.misses += len(misses)
+        if misses:
+            flown = await self._fly(adapter, namespace, misses, fetch, policy)
+            for customer, outcome in zip(misses, flown, strict=True):
+                stale = entries.get(customer.id)
+                if outcome.error is not None and stale is not None:
+                    outcome = Outcome(adapter.name, adapter.kind, stale.value, None, 0.0,
+                                      stale.fetched_at, SourceStatus.STALE, outcome.error)
+                results[customer.id] = outcome
+        return [results[c.id] for c in customers]
+
+    async def _fly(
+        self,
+        adapter: Adapter,
+        namespace: str,
+        customers: Sequence[CustomerProfile],
+        fetch: Callable[[Sequence[CustomerProfile]], Awaitable[list[T | None]]],
+        policy: CachePolicy,
+    ) -> list[Outcome[T]]:
+        """Single flight: join fetches already under way (here, or in another instance
+        sharing Redis) and lead the rest."""
+        loop = asyncio.get_running_loop()
+        joined: dict[object, asyncio.Future[Outcome[Any]]] = {}
+        leading: dict[object, asyncio.Future[Outcome[Any]]] = {}
+        for customer in customers:
+            key = (namespace, customer.id)
+            if key in self._flights:
+                joined[customer.id] = self._flights[key]
+            else:
+                leading[customer.id] = self._flights[key] = loop.create_future()
+        try:
+            if leading:
+                lead = [c for c in customers if c.id in leading]
+                led = await self._lead(adapter, namespace, lead, fetch, policy)
+                for customer, outcome in zip(lead, led, strict=True):
+                    leading[customer.id].set_result(outcome)
+        finally:
+            for customer_id, future in leading.items():
+                self._flights.pop((namespace, customer_id), None)
+                if not future.done():
+                    future.cancel()
+        return [
+            leading[c.id].result() if c.id in leading else await asyncio.shield(joined[c.id])
+            for c in customers
+        ]
+
+    async def _lead(
+        self,
+        adapter: Adapter,
+        namespace: str,
+        customers: Sequence[CustomerProfile],
+        fetch: Callable[[Sequence[CustomerProfile]], Awaitable[list[T | None]]],
+        policy: CachePolicy,
+    ) -> list[Outcome[T]]:
+        mine, theirs = await self.cache.claim(namespace, [c.id for c in customers])
+        results: dict[object, Outcome[T]] = {}
+        try:
+            if theirs:
+                # Another instance is fetching these: take its answer when it lands.
+                for customer_id, entry in (
+                    await self.cache.wait_for(namespace, theirs, policy.ttl_s)
+                ).items():
+                    results[customer_id] = Outcome(adapter.name, adapter.kind, entry.value, None,
+                                                   0.0, entry.fetched_at, SourceStatus.CACHED)
+            todo = [c for c in customers if c.id not in results]
+            if todo:
+                outcomes = await _timed(adapter, todo, lambda: fetch(todo))
+                fresh = {c.id: Entry(o.value, o.fetched_at)
+                         for c, o in zip(todo, outcomes, strict=True) if o.error is None}
+                await self.cache.set_many(namespace, fresh, policy.stale_ttl_s)
+                results.update((c.id, o) for c, o in zip(todo, outcomes, strict=True))
+        finally:
+            await self.cache.release(namespace, mine)
+        return [results[c.id] for c in customers]
+
+
+# What the gateway caches per upstream kind; every entry of a customer is dropped together.
+DATA_KINDS: dict[str, tuple[str, ...]] = {"crm": ("",), "commerce": ("", "orders"),
+                                          "analytics": ("",)}
+
+
+def _namespace(upstream: str, data: str) -> str:
+    return f"{upstream}.{data}" if data else upstream
+
+
+def _external_id(record: CommerceCustomer | None) -> str | None:
+    return record.external_id if record else None
 
 
 def _identity(customer: CustomerProfile, source: str) -> str | None:
@@ -177,4 +307,6 @@ async def _timed(
     except UpstreamError as exc:
         values, error = [None] * len(customers), exc
     latency = (time.perf_counter() - started) * 1000
-    return [Outcome(adapter.name, adapter.kind, v, error, latency, fetched_at) for v in values]
+    status = SourceStatus.FAILED if error else SourceStatus.OK
+    return [Outcome(adapter.name, adapter.kind, v, error, latency, fetched_at, status)
+            for v in values]

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.config import UpstreamsConfig
 from adapters.registry import aclose_adapters, build_adapters
+from gateway.cache import UpstreamCache, build_cache
 from gateway.customers import CustomerStore
 from gateway.federation import Federation
 from gateway.db.engine import create_engine, create_sessionmaker
@@ -27,14 +28,18 @@ class Services:
     @classmethod
     def open(cls, settings: Settings, upstreams: UpstreamsConfig | None = None) -> Services:
         """Open pools and clients; the SOAP WSDL is parsed here, once, not per request."""
+        config = upstreams if upstreams is not None else settings.load_upstreams()
         engine = create_engine(settings.database_url)
         sessions = create_sessionmaker(engine)
-        adapters = build_adapters(upstreams if upstreams is not None else settings.load_upstreams())
+        cache = UpstreamCache(build_cache(settings.cache_url))
+        federation = Federation(build_adapters(config), cache,
+                                {upstream.name: upstream.cache for upstream in config.enabled()})
         return cls(settings=settings, engine=engine, customers=CustomerStore(sessions),
-                   federation=Federation(adapters))
+                   federation=federation)
 
     async def aclose(self) -> None:
         await aclose_adapters(self.federation.adapters)
+        await self.federation.cache.close()
         await self.engine.dispose()
 
     async def database_ready(self) -> bool:

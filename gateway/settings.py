@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     log_level: LogLevel = LogLevel.INFO
     graphiql: bool = Field(default=True, description="Serve the GraphiQL explorer on GET /graphql.")
+    max_batch_size: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=1000, description="Most customers one batch query may ask for."
+    )
     upstreams_file: Path | None = Field(
         default=None, description="TOML file naming the upstreams; none means no upstreams."
     )

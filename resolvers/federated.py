@@ -107,8 +107,9 @@ class Cart:
 
 strawberry.enum(
     SourceStatus,
-    description="OK: answered for this request; FAILED: errored (see errors); "
-    "SKIPPED: not needed by this query.",
+    description="OK: fetched for this request; CACHED: served fresh from the cache; "
+    "STALE: the upstream failed and its last good answer was served (see ageSeconds); "
+    "FAILED: errored, its fields are null (see errors); SKIPPED: not needed by this query.",
 )
 
 
@@ -119,16 +120,18 @@ class Source:
     status: SourceStatus
     latency_ms: float | None
     fetched_at: datetime | None
+    age_seconds: float | None = strawberry.field(description="How old the data served is.")
     error_code: str | None
 
     @classmethod
-    def of(cls, outcome: Outcome[object]) -> Source:
-        return cls(upstream=outcome.upstream, kind=outcome.kind,
-                   status=outcome.status,
+    def of(cls, outcome: Outcome[object], now: datetime) -> Source:
+        error = outcome.error or outcome.cause
+        return cls(upstream=outcome.upstream, kind=outcome.kind, status=outcome.status,
                    latency_ms=round(outcome.latency_ms, 2), fetched_at=outcome.fetched_at,
-                   error_code=outcome.error.code if outcome.error else None)
+                   age_seconds=round(outcome.age_s(now), 3),
+                   error_code=error.code if error else None)
 
     @classmethod
     def skipped(cls, upstream: str, kind: str) -> Source:
         return cls(upstream=upstream, kind=kind, status=SourceStatus.SKIPPED, latency_ms=None,
-                   fetched_at=None, error_code=None)
+                   fetched_at=None, age_seconds=None, error_code=None)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from strawberry.dataloader import DataLoader
 
 from gateway.customers import CustomerProfile
-from gateway.federation import AnalyticsData, CommerceData, Federation, Outcome
-from adapters.records import CrmContact
+from adapters.records import CommerceCustomer, CrmContact, Order
+from gateway.federation import AnalyticsData, Federation, Outcome
 
 
 def _key(customer: CustomerProfile) -> object:
@@ -22,11 +22,14 @@ class Loaders:
     def __init__(self, federation: Federation) -> None:
         self.crm: DataLoader[CustomerProfile, Outcome[CrmContact]] = DataLoader(
             federation.crm, cache_key_fn=_key)
-        self.commerce: DataLoader[CustomerProfile, Outcome[CommerceData]] = DataLoader(
+        self.commerce: DataLoader[CustomerProfile, Outcome[CommerceCustomer]] = DataLoader(
             federation.commerce, cache_key_fn=_key)
+        self.orders: DataLoader[CustomerProfile, Outcome[tuple[Order, ...]]] = DataLoader(
+            federation.orders, cache_key_fn=_key)
         self.analytics: DataLoader[CustomerProfile, Outcome[AnalyticsData]] = DataLoader(
             federation.analytics, cache_key_fn=_key)
 
-    def for_kind(self, kind: str) -> DataLoader[CustomerProfile, Outcome[object]]:
-        loader: DataLoader[CustomerProfile, Outcome[object]] = getattr(self, kind)
+    def named(self, name: str) -> DataLoader[CustomerProfile, Outcome[object]]:
+        loader: DataLoader[CustomerProfile, Outcome[object]] = getattr(self, name)
         return loader
+

@@ -9,7 +9,12 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.types import ExecutionContext, Info
 
-from gateway.customers import parse_customer_id, parse_draft, parse_email_argument
+from gateway.customers import (
+    CustomerProfile,
+    parse_customer_id,
+    parse_draft,
+    parse_email_argument,
+)
 from gateway.errors import InvalidInput
 from resolvers.context import Context
 from resolvers.errors import ErrorCodes, is_unexpected, mask_unexpected_errors
@@ -24,6 +29,7 @@ class Query:
     async def customer(
         self, info: GatewayInfo, id: strawberry.ID | None = None, email: str | None = None
     ) -> Customer | None:
+        """One customer; its upstream fields load only when selected."""
         if (id is None) == (email is None):
             raise InvalidInput("Give exactly one of the arguments 'id' and 'email'", field="id")
         customers = info.context.services.customers
@@ -31,11 +37,29 @@ class Query:
             profile = await customers.get(parse_customer_id(id))
         else:
             profile = await customers.get_by_email(parse_email_argument(str(email)))
-        if profile is None:
-            return None
-        customer = Customer.from_profile(profile, selection_of(info))
-        customer.prefetch(info)
-        return customer
+        return _customers([profile], info)[0]
+
+    @strawberry.field(description="Many customers at once, in the order asked (null where "
+                      "unknown): give `ids` or `emails`. Upstream reads are batched.")
+    async def customers(
+        self, info: GatewayInfo, ids: list[strawberry.ID] | None = None,
+        emails: list[str] | None = None,
+    ) -> list[Customer | None]:
+        if (ids is None) == (emails is None):
+            raise InvalidInput("Give exactly one of the arguments 'ids' and 'emails'", field="ids")
+        keys = ids if ids is not None else emails
+        limit = info.context.services.settings.max_batch_size
+        if len(keys or []) > limit:
+            raise InvalidInput(f"At most {limit} customers per batch; got {len(keys or [])}",
+                               field="ids" if ids is not None else "emails")
+        store = info.context.services.customers
+        if ids is not None:
+            wanted = [parse_customer_id(i) for i in ids]
+            found = await store.get_many(wanted)
+            return _customers([found.get(i) for i in wanted], info)
+        addresses = [parse_email_argument(e) for e in emails or []]
+        by_email = await store.get_many_by_email(addresses)
+        return _customers([by_email.get(a) for a in addresses], info)
 
 
 @strawberry.type
@@ -45,7 +69,30 @@ class Mutation:
         data: dict[str, Any] = strawberry.asdict(input)
         data["identities"] = data.get("identities") or ()
         draft = parse_draft(data)
-        return Customer.from_profile(await info.context.services.customers.upsert(draft))
+        profile = await info.context.services.customers.upsert(draft)
+        await info.context.services.federation.invalidate(profile.id)
+        return Customer.from_profile(profile)
+
+    @strawberry.mutation(description="Drop everything cached about one customer, on every "
+                         "instance sharing the cache. True if the customer exists.")
+    async def invalidate_customer(self, info: GatewayInfo, id: strawberry.ID) -> bool:
+        customer_id = parse_customer_id(id)
+        await info.context.services.federation.invalidate(customer_id)
+        return await info.context.services.customers.get(customer_id) is not None
+
+
+def _customers(profiles: list[CustomerProfile | None], info: GatewayInfo) -> list[Customer | None]:
+    """Shape profiles for the schema and start every upstream read the selection needs."""
+    needed = selection_of(info)
+    shaped: list[Customer | None] = []
+    for profile in profiles:
+        if profile is None:
+            shaped.append(None)
+            continue
+        customer = Customer.from_profile(profile, needed)
+        customer.prefetch(info)
+        shaped.append(customer)
+    return shaped
 
 
 logger = logging.getLogger("gateway.graphql")

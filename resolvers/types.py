@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -11,10 +11,11 @@ import strawberry
 from strawberry.types import Info
 from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField, Selection
 
-from adapters.records import CrmContact
+from adapters.records import CommerceCustomer, CrmContact
+from adapters.records import Order as OrderRecord
 from gateway import behaviour
 from gateway.customers import CustomerProfile
-from gateway.federation import KINDS, AnalyticsData, CommerceData
+from gateway.federation import AnalyticsData, Outcome, SourceStatus
 from resolvers.context import Context
 from resolvers.federated import Cart, Engagement, Event, Money, Order, Source
 
@@ -22,27 +23,28 @@ GatewayInfo = Info[Context, None]
 MAX_ORDERS = 50
 MAX_EVENTS = 200
 
-# Which upstream kind serves each Customer field: a query only calls what it selects.
-FIELD_KINDS: dict[str, str] = {
+# Which loader (and so which upstream) serves each Customer field: a query only
+# calls the upstreams it selects.
+FIELD_LOADERS: dict[str, str] = {
     **dict.fromkeys(("lifecycleStage", "ownerId", "company", "jobTitle", "city", "country",
                      "dateOfBirth"), "crm"),
-    **dict.fromkeys(("orders", "lifetimeValue", "orderCount", "lastOrderAt"), "commerce"),
+    **dict.fromkeys(("lifetimeValue", "orderCount"), "commerce"),
+    **dict.fromkeys(("orders", "lastOrderAt"), "orders"),
     **dict.fromkeys(("recentEvents", "engagement", "cart"), "analytics"),
 }
+# Worst first: the status a source shows when several of its reads disagree.
+_SEVERITY = [SourceStatus.FAILED, SourceStatus.STALE, SourceStatus.OK, SourceStatus.CACHED]
 
 
-def kinds_selected(selections: Iterable[Selection]) -> frozenset[str]:
-    """The upstream kinds a Customer selection needs, looking through fragments."""
-    kinds: set[str] = set()
+def loaders_selected(selections: Iterable[Selection]) -> frozenset[str]:
+    """The loaders a Customer selection needs, looking through fragments."""
+    names: set[str] = set()
     for selection in selections:
         if isinstance(selection, (FragmentSpread, InlineFragment)):
-            kinds |= kinds_selected(selection.selections)
-        elif isinstance(selection, SelectedField):
-            if selection.name == "sources":
-                continue
-            if selection.name in FIELD_KINDS:
-                kinds.add(FIELD_KINDS[selection.name])
-    return frozenset(kinds)
+            names |= loaders_selected(selection.selections)
+        elif isinstance(selection, SelectedField) and selection.name in FIELD_LOADERS:
+            names.add(FIELD_LOADERS[selection.name])
+    return frozenset(names)
 
 
 @strawberry.type(description="The id a source system knows this customer by.")
@@ -102,39 +104,39 @@ class Customer:
 
     def prefetch(self, info: GatewayInfo) -> None:
         """Start every upstream this customer's selection needs, at once and batched."""
-        for kind in self.needed:
-            info.context.loaders.for_kind(kind).load(self.profile)
+        for name in self.needed:
+            info.context.loaders.named(name).load(self.profile)
 
     async def crm_contact(self, info: GatewayInfo) -> CrmContact | None:
         return (await info.context.loaders.crm.load(self.profile)).unwrap()
 
-    async def _commerce(self, info: GatewayInfo) -> CommerceData | None:
+    async def _commerce(self, info: GatewayInfo) -> CommerceCustomer | None:
         return (await info.context.loaders.commerce.load(self.profile)).unwrap()
+
+    async def _orders(self, info: GatewayInfo) -> tuple[OrderRecord, ...]:
+        return (await info.context.loaders.orders.load(self.profile)).unwrap() or ()
 
     async def _analytics(self, info: GatewayInfo) -> AnalyticsData | None:
         return (await info.context.loaders.analytics.load(self.profile)).unwrap()
 
     @strawberry.field(description="Most recent orders first (from commerce).")
     async def orders(self, info: GatewayInfo, first: int = 10) -> list[Order] | None:
-        data = await self._commerce(info)
-        return [Order.of(o) for o in data.orders[: _clamp(first, MAX_ORDERS)]] if data else []
+        return [Order.of(o) for o in (await self._orders(info))[: _clamp(first, MAX_ORDERS)]]
 
     @strawberry.field(description="Total spent over all orders (from commerce).")
     async def lifetime_value(self, info: GatewayInfo) -> Money | None:
-        data = await self._commerce(info)
-        return Money.of(data.customer.total_spent) if data and data.customer else None
+        record = await self._commerce(info)
+        return Money.of(record.total_spent) if record else None
 
     @strawberry.field(description="Number of orders (from commerce).")
     async def order_count(self, info: GatewayInfo) -> int | None:
-        data = await self._commerce(info)
-        if data is None:
-            return 0
-        return data.customer.orders_count if data.customer else len(data.orders)
+        record = await self._commerce(info)
+        return record.orders_count if record else 0
 
     @strawberry.field(description="When the latest order was placed (from commerce).")
     async def last_order_at(self, info: GatewayInfo) -> datetime | None:
-        data = await self._commerce(info)
-        return data.orders[0].created_at if data and data.orders else None
+        orders = await self._orders(info)
+        return orders[0].created_at if orders else None
 
     @strawberry.field(description="Most recent events first, optionally of one type, e.g. "
                       "'Product Viewed' (from analytics).")
@@ -162,17 +164,18 @@ class Customer:
     async def sources(self, info: GatewayInfo) -> list[Source]:
         federation = info.context.services.federation
         loaders = info.context.loaders
-        reports: list[Source] = []
-        needed = [k for k in KINDS if k in self.needed and federation.adapter(k)]  # type: ignore[arg-type]
-        outcomes = await asyncio.gather(*(loaders.for_kind(k).load(self.profile) for k in needed))
-        by_kind = dict(zip(needed, outcomes, strict=True))
-        for adapter in federation.adapters.values():
-            outcome = by_kind.get(adapter.kind)
-            if outcome is not None and outcome.upstream == adapter.name:
-                reports.append(Source.of(outcome))
-            else:
-                reports.append(Source.skipped(adapter.name, adapter.kind))
-        return reports
+        needed = sorted(self.needed)
+        outcomes = await asyncio.gather(*(loaders.named(n).load(self.profile) for n in needed))
+        worst: dict[str, Outcome[object]] = {}
+        for outcome in outcomes:
+            current = worst.get(outcome.upstream)
+            if current is None or _SEVERITY.index(outcome.status) < _SEVERITY.index(current.status):
+                worst[outcome.upstream] = outcome
+        now = datetime.now(UTC)
+        return [
+            Source.of(worst[name], now) if name in worst else Source.skipped(name, adapter.kind)
+            for name, adapter in federation.adapters.items()
+        ]
 
 
 def _clamp(first: int, most: int) -> int:
@@ -180,10 +183,7 @@ def _clamp(first: int, most: int) -> int:
 
 
 def selection_of(info: GatewayInfo) -> frozenset[str]:
-    return kinds_selected(info.selected_fields[0].selections) if info.selected_fields else frozenset()
-
-
-CustomerFactory = Callable[[CustomerProfile], Customer]
+    return loaders_selected(info.selected_fields[0].selections) if info.selected_fields else frozenset()
 
 
 @strawberry.input(description="An id this customer has in a source system.")

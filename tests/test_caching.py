@@ -1,0 +1,187 @@
+"""Caching and batching against the sample upstreams' call counters: cache hits call
+nothing, batches cost one call per page, concurrent misses cost one call, failures
+serve stale data, and invalidation reaches every instance sharing Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from adapters.samples.runner import SampleUpstreams
+from gateway.app import create_app
+from gateway.settings import load_settings
+from tests.conftest import IN_CI
+from tests.gql_client import gql
+from tests.test_federation import FAST, SIZE, samples, seeded_url  # noqa: F401  (fixtures)
+
+REDIS_URL = "redis://127.0.0.1:6379/11"
+PROFILE = "query($email: String!) { customer(email: $email) { id lifecycleStage " \
+          "lifetimeValue { amount } sources { upstream status ageSeconds errorCode } } }"
+BATCH = "query($ids: [ID!]) { customers(ids: $ids) { id lifecycleStage lifetimeValue { amount } } }"
+
+Client = Callable[..., Any]
+
+
+def _calls(samples: SampleUpstreams) -> dict[str, int]:
+    return {"hubspot": samples.hubspot.calls.total, "shopify": samples.shopify.calls.total,
+            "segment": samples.segment.calls.total}
+
+
+@pytest.fixture
+def gateway(samples: SampleUpstreams, seeded_url: str) -> Iterator[Client]:  # noqa: F811
+    """A factory of in-process gateway instances on the seeded database."""
+    samples.reset()
+
+    @asynccontextmanager
+    async def instance(cache_url: str = "memory://",
+                       overrides: dict[str, Any] | None = None) -> AsyncIterator[httpx.AsyncClient]:
+        from gateway.demo import sample_upstreams_config
+
+        tables = {name: dict(FAST, **(overrides or {}).get(name, {})) for name in samples.base_urls}
+        config = sample_upstreams_config(samples.base_urls, tables)
+        app = create_app(load_settings(database_url=seeded_url, cache_url=cache_url),
+                         upstreams=config)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+                yield http
+
+    yield instance
+    samples.reset()
+
+
+@pytest.fixture
+async def redis_url() -> AsyncIterator[str]:
+    client = aioredis.from_url(REDIS_URL)
+    try:
+        await client.flushdb()
+    except (OSError, aioredis.ConnectionError) as exc:
+        if IN_CI:
+            pytest.fail(f"Redis is not reachable ({exc}); CI requires it", pytrace=False)
+        pytest.skip(f"Redis is not reachable ({exc})")
+    yield REDIS_URL
+    await client.flushdb()
+    await client.aclose()
+
+
+async def _ids(client: httpx.AsyncClient, samples: SampleUpstreams, people: range) -> list[str]:
+    emails = [samples.people[i].email for i in people]
+    body = await gql(client, "query($e: [String!]) { customers(emails: $e) { id } }", e=emails)
+    return [c["id"] for c in body["data"]["customers"]]
+
+
+async def test_a_repeated_query_is_served_from_the_cache(gateway: Client, samples: SampleUpstreams) -> None:
+    async with gateway() as client:
+        email = samples.people[20].email
+        first = await gql(client, PROFILE, email=email)
+        calls = _calls(samples)
+        second = await gql(client, PROFILE, email=email)
+    assert _calls(samples) == calls  # nothing more upstream
+    assert second["data"]["customer"]["lifecycleStage"] == first["data"]["customer"]["lifecycleStage"]
+    statuses = {s["upstream"]: s["status"] for s in second["data"]["customer"]["sources"]}
+    assert statuses == {"hubspot": "CACHED", "shopify": "CACHED", "segment": "SKIPPED"}
+
+
+async def test_a_batch_costs_one_call_per_page(gateway: Client, samples: SampleUpstreams) -> None:
+    async with gateway() as client:
+        ids = await _ids(client, samples, range(150))
+        samples.reset()
+        body = await gql(client, BATCH, ids=ids)
+    customers = body["data"]["customers"]
+    assert [c["id"] for c in customers] == ids  # in the order asked
+    assert all(c["lifecycleStage"] for c in customers)
+    # HubSpot batch read pages of 100; Shopify search pages of 50 emails (example config).
+    assert samples.hubspot.calls.total == math.ceil(150 / 100)
+    assert samples.shopify.calls.total == math.ceil(150 / 50)
+    assert samples.segment.calls.total == 0
+
+
+async def test_a_batch_larger_than_the_limit_is_refused(gateway: Client) -> None:
+    async with gateway() as client:
+        ids = ["00000000-0000-4000-8000-000000000000"] * 1001
+        body = await gql(client, BATCH, ids=ids)
+    assert body["data"] is None
+    assert body["errors"][0]["extensions"] == {"code": "BAD_USER_INPUT", "field": "ids"}
+    assert "1000" in body["errors"][0]["message"]
+
+
+async def test_concurrent_identical_misses_make_one_call_per_upstream(
+    gateway: Client, samples: SampleUpstreams
+) -> None:
+    for service in (samples.hubspot, samples.shopify, samples.segment):
+        service.faults.update(latency_ms=100)  # keep the first fetch in flight while others arrive
+    query = "query($email: String!) { customer(email: $email) { lifecycleStage " \
+            "lifetimeValue { amount } engagement { sessions30d } } }"
+    async with gateway() as client:
+        bodies = await asyncio.gather(*(gql(client, query, email=samples.people[30].email)
+                                        for _ in range(100)))
+    assert all("errors" not in b for b in bodies)
+    assert _calls(samples) == {"hubspot": 1, "shopify": 1, "segment": 1}
+
+
+async def test_a_failing_upstream_serves_its_last_good_answer_as_stale(
+    gateway: Client, samples: SampleUpstreams
+) -> None:
+    # ttl 0: every read goes upstream, but the last good answer is kept for outages.
+    async with gateway(overrides={"shopify": {"cache": {"ttl_s": 0}}}) as client:
+        email = samples.people[40].email
+        good = await gql(client, PROFILE, email=email)
+        samples.shopify.faults.update(error_rate=1.0, error_status=503)
+        body = await gql(client, PROFILE, email=email)
+    assert "errors" not in body
+    customer = body["data"]["customer"]
+    assert customer["lifetimeValue"] == good["data"]["customer"]["lifetimeValue"]
+    shopify = next(s for s in customer["sources"] if s["upstream"] == "shopify")
+    assert shopify["status"] == "STALE"
+    assert shopify["errorCode"] == "UPSTREAM_UNAVAILABLE"
+    assert shopify["ageSeconds"] >= 0
+
+
+async def test_invalidate_customer_forces_a_fresh_read(gateway: Client, samples: SampleUpstreams) -> None:
+    async with gateway() as client:
+        email = samples.people[50].email
+        customer_id = (await gql(client, PROFILE, email=email))["data"]["customer"]["id"]
+        before = _calls(samples)
+        invalidated = await gql(client, "mutation($id: ID!) { invalidateCustomer(id: $id) }",
+                                id=customer_id)
+        assert invalidated == {"data": {"invalidateCustomer": True}}
+        await gql(client, PROFILE, email=email)
+    after = _calls(samples)
+    assert after["hubspot"] == before["hubspot"] + 1
+    assert after["shopify"] == before["shopify"] + 1
+
+
+async def test_two_instances_share_redis_entries_and_invalidations(
+    gateway: Client, samples: SampleUpstreams, redis_url: str
+) -> None:
+    email = samples.people[60].email
+    async with gateway(redis_url) as one, gateway(redis_url) as two:
+        customer_id = (await gql(one, PROFILE, email=email))["data"]["customer"]["id"]
+        warmed = _calls(samples)
+        cached = await gql(two, PROFILE, email=email)
+        assert _calls(samples) == warmed  # the other instance's entry, read from Redis
+        assert {s["status"] for s in cached["data"]["customer"]["sources"]} == {"CACHED", "SKIPPED"}
+
+        await gql(one, "mutation($id: ID!) { invalidateCustomer(id: $id) }", id=customer_id)
+        await gql(two, PROFILE, email=email)
+        assert _calls(samples)["hubspot"] == warmed["hubspot"] + 1
+
+
+async def test_concurrent_misses_on_two_instances_make_one_call(
+    gateway: Client, samples: SampleUpstreams, redis_url: str
+) -> None:
+    samples.hubspot.faults.update(latency_ms=150)
+    query = "query($email: String!) { customer(email: $email) { lifecycleStage } }"
+    email = samples.people[70].email
+    async with gateway(redis_url) as one, gateway(redis_url) as two:
+        bodies = await asyncio.gather(*(gql(client, query, email=email)
+                                        for client in [one, two] * 25))
+    assert all(b["data"]["customer"]["lifecycleStage"] for b in bodies)
+    assert samples.hubspot.calls.total == 1
