@@ -21,6 +21,7 @@ from gateway import __version__
 from gateway.services import Services
 from gateway.settings import Settings, load_settings
 from resolvers.graphiql import ASSETS_PACKAGE, ASSETS_PATH
+from resolvers.profile_api import profile_endpoint
 from resolvers.schema import build_schema
 from resolvers.view import GatewayGraphQL
 
@@ -64,7 +65,8 @@ def create_app(
 ) -> Starlette:
     """The ASGI app. ``upstreams`` overrides the settings' upstreams file (demo, tests)."""
     settings = settings or load_settings()
-    view = GatewayGraphQL(build_schema(), graphiql=settings.graphiql, example_email=example_email)
+    schema = build_schema()
+    view = GatewayGraphQL(schema, graphiql=settings.graphiql, example_email=example_email)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -79,6 +81,7 @@ def create_app(
         Route("/", root),
         Route("/graphql", view),
         WebSocketRoute("/graphql", view),
+        Route("/api/v1/users/{user_id}/profile", profile_endpoint(schema), methods=["GET"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Mount(ASSETS_PATH, StaticFiles(packages=[(ASSETS_PACKAGE, "static")]), name="graphiql"),

@@ -151,6 +151,16 @@ class CustomerStore:
             )
             return {row.email: _profile(row) for row in rows if row.email}
 
+    async def get_by_identity(self, source: str, external_id: str) -> CustomerProfile | None:
+        async with self._sessions() as session:
+            row = await session.scalar(
+                select(Customer)
+                .join(Identity, Identity.customer_id == Customer.id)
+                .where(Identity.source == source, Identity.external_id == external_id)
+                .options(selectinload(Customer.identities))
+            )
+            return _profile(row) if row else None
+
     async def get_by_email(self, email: str) -> CustomerProfile | None:
         async with self._sessions() as session:
             row = await session.scalar(

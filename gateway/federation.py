@@ -156,8 +156,8 @@ class Federation:
 
         return await self._load(tool, customers, fetch)
 
-    def upstream_names(self) -> list[str]:
-        return list(self.adapters)
+    def policy(self, upstream: str) -> CachePolicy:
+        return self._policies.get(upstream, CachePolicy())
 
     async def invalidate(self, customer_id: object) -> None:
         namespaces = [_namespace(name, data) for name, adapter in self.adapters.items()
@@ -173,7 +173,7 @@ class Federation:
     ) -> list[Outcome[T]]:
         """Cache first; fetch only the misses, once, however many ask at the same time;
         serve the last good answer as STALE when the upstream fails."""
-        policy = self._policies.get(adapter.name, CachePolicy())
+        policy = self.policy(adapter.name)
         namespace = _namespace(adapter.name, data)
         now = datetime.now(UTC)
         entries = await self.cache.get_many(namespace, [c.id for c in customers])

@@ -12,6 +12,7 @@ from adapters.registry import aclose_adapters, build_adapters
 from gateway.cache import UpstreamCache, build_cache
 from gateway.customers import CustomerStore
 from gateway.federation import Federation
+from gateway.persisted_queries import PersistedQueries
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.settings import Settings
 
@@ -24,6 +25,7 @@ class Services:
     engine: AsyncEngine
     customers: CustomerStore
     federation: Federation
+    persisted_queries: PersistedQueries
 
     @classmethod
     def open(cls, settings: Settings, upstreams: UpstreamsConfig | None = None) -> Services:
@@ -35,7 +37,7 @@ class Services:
         federation = Federation(build_adapters(config), cache,
                                 {upstream.name: upstream.cache for upstream in config.enabled()})
         return cls(settings=settings, engine=engine, customers=CustomerStore(sessions),
-                   federation=federation)
+                   federation=federation, persisted_queries=PersistedQueries(cache.backend))
 
     async def aclose(self) -> None:
         await aclose_adapters(self.federation.adapters)

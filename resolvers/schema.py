@@ -7,6 +7,7 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.types import ExecutionContext, Info
 
 from gateway.customers import (
@@ -25,18 +26,28 @@ GatewayInfo = Info[Context, None]
 
 @strawberry.type
 class Query:
-    @strawberry.field(description="One customer, by unified id or by email. Null when unknown.")
+    @strawberry.field(description="One customer, by unified id, by email, or by an id in a "
+                      "source system written `source:externalId` (e.g. `hubspot:51000007`). "
+                      "Null when unknown.")
     async def customer(
-        self, info: GatewayInfo, id: strawberry.ID | None = None, email: str | None = None
+        self, info: GatewayInfo, id: strawberry.ID | None = None, email: str | None = None,
+        identity: str | None = None,
     ) -> Customer | None:
         """One customer; its upstream fields load only when selected."""
-        if (id is None) == (email is None):
-            raise InvalidInput("Give exactly one of the arguments 'id' and 'email'", field="id")
+        if sum(arg is not None for arg in (id, email, identity)) != 1:
+            raise InvalidInput("Give exactly one of the arguments 'id', 'email' and 'identity'",
+                               field="id")
         customers = info.context.services.customers
         if id is not None:
             profile = await customers.get(parse_customer_id(id))
+        elif email is not None:
+            profile = await customers.get_by_email(parse_email_argument(email))
         else:
-            profile = await customers.get_by_email(parse_email_argument(str(email)))
+            source, _, external_id = str(identity).partition(":")
+            if not source or not external_id:
+                raise InvalidInput("Invalid value for argument 'identity': write it as "
+                                   "source:externalId", field="identity")
+            profile = await customers.get_by_identity(source, external_id)
         return _customers([profile], info)[0]
 
     @strawberry.field(description="Many customers at once, in the order asked (null where "
@@ -115,5 +126,12 @@ def build_schema() -> strawberry.Schema:
     return GatewaySchema(
         query=Query,
         mutation=Mutation,
-        extensions=[ErrorCodes, mask_unexpected_errors],
+        extensions=[
+            # Parsed and validated documents are cached per process: an ESP repeats one
+            # document thousands of times a minute.
+            lambda: ParserCache(maxsize=1024),
+            lambda: ValidationCache(maxsize=1024),
+            ErrorCodes,
+            mask_unexpected_errors,
+        ],
     )

@@ -8,21 +8,23 @@ fail before execution (bad JSON, parse or validation errors) with 4xx and no
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import mimeparse
 import orjson
-from cross_web import HTTPException
+from cross_web import HTTPException, StarletteRequestAdapter
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.http import GraphQLHTTPResponse
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
+from gateway.errors import GatewayError
 from gateway.services import Services
 from resolvers.context import Context
 from resolvers.graphiql import graphiql_html
@@ -44,7 +46,25 @@ def negotiate(accept: str | None) -> str | None:
     return mimeparse.best_match(_SUPPORTED, accept) or None
 
 
+class RequestError(HTTPException):
+    """A request refused before execution, with a machine-readable code."""
+
+    def __init__(self, status_code: int, reason: str, code: str) -> None:
+        super().__init__(status_code, reason)
+        self.code = code
+
+
+class _RequestAdapter(StarletteRequestAdapter):
+    """Strawberry's adapter, keeping the Starlette request within reach (for app state)."""
+
+    def __init__(self, request: Request) -> None:
+        super().__init__(request)
+        self.request = request
+
+
 class GatewayGraphQL(GraphQL[Context, None]):
+    request_adapter_class = _RequestAdapter
+
     def __init__(self, schema: Any, *, graphiql: bool, example_email: str | None = None) -> None:
         super().__init__(schema, graphql_ide="graphiql" if graphiql else None)
         self._ide_html = graphiql_html("/graphql", example_email)
@@ -56,6 +76,8 @@ class GatewayGraphQL(GraphQL[Context, None]):
         request = Request(scope, receive=receive)
         try:
             response = await self.run(request)
+        except RequestError as exc:
+            response = self._error_response(request, exc.status_code, exc.reason, exc.code)
         except HTTPException as exc:
             response = self._error_response(request, exc.status_code, exc.reason)
         await response(scope, receive, send)
@@ -74,6 +96,19 @@ class GatewayGraphQL(GraphQL[Context, None]):
             raise HTTPException(406, f"Accept one of: {', '.join(reversed(_SUPPORTED))}")
         request.scope[_MEDIA_TYPE] = sub_response.media_type = media_type or JSON
         return sub_response
+
+    async def parse_http_body(  # type: ignore[override]
+        self, request: _RequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        data = await super().parse_http_body(request)
+        if isinstance(data, list):
+            return data
+        services: Services = request.request.app.state.services
+        try:
+            query = await services.persisted_queries.resolve(data.query, data.extensions)
+        except GatewayError as exc:
+            raise RequestError(400, str(exc), exc.code) from exc
+        return replace(data, query=query)
 
     async def render_graphql_ide(self, request: Request) -> Response:
         return HTMLResponse(self._ide_html)
@@ -109,10 +144,14 @@ class GatewayGraphQL(GraphQL[Context, None]):
         response.background = sub_response.background
         return response
 
-    def _error_response(self, request: Request, status: int, reason: str) -> Response:
+    def _error_response(self, request: Request, status: int, reason: str,
+                        code: str | None = None) -> Response:
         headers = {"Allow": "POST"} if status == 405 and request.method == "GET" else {}
         if status == 405 and request.method not in {"GET", "POST"}:
             headers = {"Allow": "GET, POST"}
         media_type = request.scope.get(_MEDIA_TYPE) or negotiate(request.headers.get("accept")) or JSON
-        body = orjson.dumps({"errors": [{"message": reason}]})
+        error: dict[str, Any] = {"message": reason}
+        if code:
+            error["extensions"] = {"code": code}
+        body = orjson.dumps({"errors": [error]})
         return Response(body, status_code=status, media_type=media_type, headers=headers)

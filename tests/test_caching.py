@@ -185,3 +185,26 @@ async def test_concurrent_misses_on_two_instances_make_one_call(
                                         for client in [one, two] * 25))
     assert all(b["data"]["customer"]["lifecycleStage"] for b in bodies)
     assert samples.hubspot.calls.total == 1
+
+
+async def test_the_send_time_profile_url_serves_json_with_cache_control(
+    gateway: Client, samples: SampleUpstreams
+) -> None:
+    person = samples.people[80]
+    async with gateway() as client:
+        cold = await client.get(f"/api/v1/users/{person.email}/profile")
+        warm = await client.get(f"/api/v1/users/hubspot:{person.hubspot_id}/profile")
+        missing = await client.get("/api/v1/users/nobody@example.com/profile")
+    assert cold.status_code == 200
+    profile = cold.json()
+    assert profile["email"] == person.email
+    assert profile["first_name"] == person.first_name
+    assert profile["lifecycle_stage"] == person.lifecycle_stage
+    assert len(profile["lifetime_value"]["currency"]) == 3
+    assert "sessions_30d" in profile["engagement"]
+    # Fresh data may be reused for the upstreams' TTL (300 s in the example config).
+    assert cold.headers["cache-control"].startswith("private, max-age=")
+    assert 0 < int(cold.headers["cache-control"].rsplit("=", 1)[1]) <= 300
+    assert warm.json()["id"] == profile["id"]
+    assert {s["status"] for s in warm.json()["sources"]} == {"CACHED"}
+    assert missing.status_code == 404

@@ -1,0 +1,92 @@
+"""Send-time profile JSON for ESPs that call one URL per recipient (Braze Connected
+Content style): ``GET /api/v1/users/{user_id}/profile``.
+
+It runs a fixed GraphQL document through the same schema, loaders and cache as
+``/graphql``, answers snake_case JSON a template can use directly, and sets
+``Cache-Control`` from how long the data may still be reused.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import strawberry
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.services import Services
+from resolvers.context import Context
+from resolvers.loaders import Loaders
+
+PROFILE_DOCUMENT = """
+query Profile($id: ID, $email: String, $identity: String) {
+  customer(id: $id, email: $email, identity: $identity) {
+    id email firstName lastName locale phone
+    lifecycleStage company city country
+    lifetimeValue { amount currency } orderCount lastOrderAt
+    engagement { sessions30d pageViews30d lastSeenAt }
+    cart { subtotal items { productId title quantity price } }
+    sources { upstream status ageSeconds errorCode }
+  }
+}
+"""
+# Word boundaries in camelCase, digits included: pageViews30d -> page_views_30d.
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[a-zA-Z])(?=[0-9])")
+
+
+def _snake(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {_CAMEL.sub("_", k).lower(): _snake(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_snake(v) for v in value]
+    return value
+
+
+def _variables(user_id: str) -> dict[str, str]:
+    """A unified id, an email address, or ``source:external_id`` (e.g. ``hubspot:51000007``)."""
+    if "@" in user_id:
+        return {"email": user_id}
+    if ":" in user_id:
+        return {"identity": user_id}
+    return {"id": user_id}
+
+
+def _max_age(services: Services, sources: list[dict[str, Any]]) -> int:
+    """Seconds until the first source's data is due for a refresh; 0 when any is stale."""
+    remaining = []
+    for source in sources:
+        if source["status"] in {"STALE", "FAILED"}:
+            return 0
+        if source["status"] in {"OK", "CACHED"}:
+            ttl = services.federation.policy(source["upstream"]).ttl_s
+            remaining.append(ttl - (source["ageSeconds"] or 0))
+    return max(0, int(min(remaining, default=0)))
+
+
+def profile_endpoint(schema: strawberry.Schema) -> Any:
+    async def profile(request: Request) -> Response:
+        services: Services = request.app.state.services
+        context = Context(request=request, response=None, services=services,
+                          loaders=Loaders(services.federation))
+        result = await schema.execute(PROFILE_DOCUMENT, variable_values=_variables(
+            request.path_params["user_id"]), context_value=context)
+        data = (result.data or {}).get("customer")
+        errors = [{"message": e.message, "path": e.path, **(e.extensions or {})}
+                  for e in result.errors or []]
+        if data is None and not errors:
+            body = {"error": "not_found", "message": "No customer with this id"}
+            return Response(orjson.dumps(body), status_code=404, media_type="application/json",
+                            headers={"Cache-Control": "no-store"})
+        if data is None:
+            return Response(orjson.dumps({"error": "bad_request", "errors": errors}),
+                            status_code=400, media_type="application/json")
+        max_age = 0 if errors else _max_age(services, data["sources"])
+        payload = _snake(data) | {"errors": errors,
+                                  "generated_at": datetime.now(UTC).isoformat()}
+        return Response(orjson.dumps(payload), media_type="application/json",
+                        headers={"Cache-Control": f"private, max-age={max_age}"})
+
+    return profile
