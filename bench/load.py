@@ -1,0 +1,254 @@
+"""Load benchmark: the gateway with 2 uvicorn workers, the sample upstreams, and wrk.
+
+    ./dev bench load [--cache memory|redis] [--duration 10] [--connections 32]
+
+Starts (in separate processes) the sample upstreams, the gateway (`gateway serve
+--workers 2`, seeded SQLite, memory or Redis cache) and a bare Starlette endpoint
+returning the same JSON; drives each with wrk (Debian's `wrk`, installed if missing)
+and prints throughput, p50 and p99 for cached and uncached single-customer queries
+and for batches of 100, the cache hit ratio, the two ratios asked for, and the
+number of upstream calls 100 concurrent identical misses cause.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from adapters.samples.population import population
+from bench.bare import PAYLOAD_FILE
+from gateway.demo import DEMO_SECRETS, example_upstreams
+
+SIZE = 1000
+SINGLE = ("query($e: String!) { customer(email: $e) { id email firstName lastName "
+          "lifecycleStage company lifetimeValue { amount currency } orderCount } }")
+BATCH = ("query($ids: [ID!]) { customers(ids: $ids) { id email firstName lastName "
+         "lifecycleStage company lifetimeValue { amount currency } orderCount } }")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"not ready: {url}")
+
+
+@contextmanager
+def _process(args: list[str], env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen(args, env={**os.environ, **(env or {})},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _wrk(url: str, lua: str, connections: int, duration: int, workdir: Path) -> dict[str, float]:
+    script = workdir / f"script{abs(hash(lua))}.lua"
+    script.write_text(lua)
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True).stdout
+    figures = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
+    for pct in ("50", "99"):
+        value, unit = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+        figures[f"p{pct}"] = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    figures["non2xx"] = float(errors.group(1)) if errors else 0.0
+    return figures
+
+
+def _lua(bodies: list[dict[str, Any]]) -> str:
+    """A wrk script cycling through these JSON bodies."""
+    encoded = ",\n".join("[==[" + json.dumps(b) + "]==]" for b in bodies)
+    return f"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Accept"] = "application/json"
+local bodies = {{ {encoded} }}
+local i = 0
+request = function()
+  i = i % #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
+"""
+
+
+def _calls(samples_base: str) -> int:
+    total = 0
+    for port_offset in (0, 2):  # hubspot, shopify: the upstreams the queries use
+        url = _bump_port(samples_base, port_offset) + "/_sample/calls"
+        total += httpx.get(url).json()["total"]
+    return total
+
+
+def _bump_port(base: str, offset: int) -> str:
+    host, port = base.rsplit(":", 1)
+    return f"{host}:{int(port) + offset}"
+
+
+def _upstreams_file(workdir: Path, samples_port: int, ttl_s: float) -> Path:
+    raw = example_upstreams()
+    lines = []
+    for offset, (name, table) in enumerate(raw["upstreams"].items()):
+        table["base_url"] = f"http://127.0.0.1:{samples_port + offset}"
+        table["cache"] = {"ttl_s": ttl_s, "stale_ttl_s": 86400}
+        lines.append(f"[upstreams.{name}]")
+        for key, value in table.items():
+            lines.append(f"{key} = {_toml(value)}")
+    path = workdir / f"upstreams-{ttl_s}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return str(value)
+
+
+async def _identical_misses(url: str, email: str, customer_id: str) -> None:
+    async with httpx.AsyncClient(timeout=30) as client:
+        await client.post(url, json={"query": "mutation($id: ID!) { invalidateCustomer(id: $id) }",
+                                     "variables": {"id": customer_id}})
+        await asyncio.gather(*(client.post(url, json={"query": SINGLE, "variables": {"e": email}})
+                               for _ in range(100)))
+
+
+def run(cache: str, duration: int, connections: int) -> None:
+    if shutil.which("wrk") is None:
+        print("installing wrk (Debian package)…", file=sys.stderr)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True,
+                       stdout=subprocess.DEVNULL)
+    people = population(SIZE)
+    gateway_bin = str(Path(sys.executable).with_name("gateway"))
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        database = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
+        subprocess.run([gateway_bin, "migrate", "--database-url", database], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        from gateway.demo import prepare
+        from gateway.settings import load_settings
+        asyncio.run(prepare(load_settings(database_url=database), people))
+
+        samples_port = _free_port() + 10
+        cache_url = "redis://127.0.0.1:6379/12" if cache == "redis" else "memory://"
+        if cache == "redis":
+            subprocess.run(["redis-cli", "-n", "12", "flushdb"], check=True, stdout=subprocess.DEVNULL)
+        with _process([sys.executable, "-m", "adapters.samples", "--base-port", str(samples_port),
+                       "--size", str(SIZE)]):
+            samples = f"http://127.0.0.1:{samples_port}"
+            _wait(samples + "/_sample/calls")
+            for label, ttl in (("cached", 300.0), ("uncached", 0.0)):
+                port = _free_port()
+                env = {"GATEWAY_DATABASE_URL": database, "GATEWAY_CACHE_URL": cache_url,
+                       "GATEWAY_UPSTREAMS_FILE": str(_upstreams_file(workdir, samples_port, ttl)),
+                       "GATEWAY_LOG_LEVEL": "WARNING", **DEMO_SECRETS}
+                with _process([gateway_bin, "serve", "--workers", "2", "--port", str(port)], env):
+                    url = f"http://127.0.0.1:{port}/graphql"
+                    _wait(f"http://127.0.0.1:{port}/readyz")
+                    singles = [{"query": SINGLE, "variables": {"e": p.email}} for p in people]
+                    if label == "cached":
+                        # Warm every customer, then measure hits.
+                        ids = []
+                        for chunk in range(0, SIZE, 100):
+                            body = {"query": BATCH.replace("$ids", "$ids"),
+                                    "variables": {"ids": None}}
+                            emails = [p.email for p in people[chunk:chunk + 100]]
+                            found = httpx.post(url, json={
+                                "query": "query($e: [String!]) { customers(emails: $e) { id } }",
+                                "variables": {"e": emails}}, timeout=60).json()
+                            ids += [c["id"] for c in found["data"]["customers"]]
+                            body["variables"]["ids"] = ids[-100:]
+                            httpx.post(url, json=body, timeout=60)
+                        PAYLOAD_FILE.write_bytes(httpx.post(url, json=singles[0]).content)
+                        before = _calls(samples)
+                        results["cached single"] = _wrk(url, _lua(singles), connections,
+                                                        duration, workdir)
+                        upstream_calls = _calls(samples) - before
+                        lookups = results["cached single"]["rps"] * duration * 2
+                        results["cached single"]["hit_ratio"] = 1 - upstream_calls / max(lookups, 1)
+                        batches = [{"query": BATCH, "variables": {"ids": ids[i:i + 100]}}
+                                   for i in range(0, SIZE, 100)]
+                        results["cached batch of 100"] = _wrk(url, _lua(batches), 4, duration,
+                                                              workdir)
+                        calls = _calls(samples)
+                        asyncio.run(_identical_misses(url, people[1].email, ids[1]))
+                        results["identical misses"] = {"upstream_calls": _calls(samples) - calls}
+                    else:
+                        results["uncached single"] = _wrk(url, _lua(singles), connections,
+                                                          duration, workdir)
+        bare_port = _free_port()
+        with _process([sys.executable, "-m", "uvicorn", "bench.bare:app", "--workers", "2",
+                       "--port", str(bare_port), "--log-level", "warning"]):
+            _wait(f"http://127.0.0.1:{bare_port}/graphql")
+            results["bare starlette"] = _wrk(f"http://127.0.0.1:{bare_port}/graphql",
+                                             _lua([{"query": "{}"}]), connections, duration, workdir)
+    _report(results, cache, duration, connections)
+
+
+def _report(results: dict[str, dict[str, float]], cache: str, duration: int, connections: int) -> None:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    print(f"load benchmark: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
+          f"cache={cache}, {duration}s per run, wrk -t2")
+    for name in ("cached single", "uncached single", "cached batch of 100", "bare starlette"):
+        r = results[name]
+        extra = f"  hit ratio {r['hit_ratio']:.3f}" if "hit_ratio" in r else ""
+        conns = 4 if "batch" in name else connections
+        print(f"  {name:<20} c={conns:<3} {r['rps']:8.0f} req/s  p50 {r['p50']:7.2f} ms  "
+              f"p99 {r['p99']:7.2f} ms  non-2xx {int(r['non2xx'])}{extra}")
+    single, bare, batch = results["cached single"], results["bare starlette"], results["cached batch of 100"]
+    print(f"ratio cached gateway / bare starlette throughput: {single['rps'] / bare['rps']:.2f}")
+    print(f"ratio batch-of-100 p50 / single p50: {batch['p50'] / single['p50']:.2f}")
+    print(f"100 concurrent identical misses -> {int(results['identical misses']['upstream_calls'])} "
+          "upstream calls (HubSpot + Shopify; one each is ideal: 2)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cache", choices=["memory", "redis"], default="memory")
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    run(args.cache, args.duration, args.connections)
+
+
+if __name__ == "__main__":
+    main()
