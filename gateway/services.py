@@ -13,6 +13,7 @@ from gateway.cache import UpstreamCache, build_cache
 from gateway.customers import CustomerStore
 from gateway.federation import Federation
 from gateway.persisted_queries import PersistedQueries
+from gateway.profile_cache import CachedCustomers
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.settings import Settings
 
@@ -23,7 +24,7 @@ class Services:
 
     settings: Settings
     engine: AsyncEngine
-    customers: CustomerStore
+    customers: CachedCustomers
     federation: Federation
     persisted_queries: PersistedQueries
 
@@ -36,7 +37,9 @@ class Services:
         cache = UpstreamCache(build_cache(settings.cache_url))
         federation = Federation(build_adapters(config), cache,
                                 {upstream.name: upstream.cache for upstream in config.enabled()})
-        return cls(settings=settings, engine=engine, customers=CustomerStore(sessions),
+        customers = CachedCustomers(CustomerStore(sessions), cache.backend,
+                                    settings.profile_cache_ttl_s)
+        return cls(settings=settings, engine=engine, customers=customers,
                    federation=federation, persisted_queries=PersistedQueries(cache.backend))
 
     async def aclose(self) -> None:

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     max_batch_size: Annotated[int, Field(ge=1, le=100_000)] = Field(
         default=1000, description="Most customers one batch query may ask for."
     )
+    profile_cache_ttl_s: Annotated[float, Field(ge=0)] = Field(
+        default=60.0, description="How long a stored profile is served from the cache "
+        "(writes through the gateway drop it at once); 0 turns it off.",
+    )
     upstreams_file: Path | None = Field(
         default=None, description="TOML file naming the upstreams; none means no upstreams."
     )

@@ -89,7 +89,11 @@ class Mutation:
     async def invalidate_customer(self, info: GatewayInfo, id: strawberry.ID) -> bool:
         customer_id = parse_customer_id(id)
         await info.context.services.federation.invalidate(customer_id)
-        return await info.context.services.customers.get(customer_id) is not None
+        customers = info.context.services.customers
+        profile = await customers.store.get(customer_id)
+        if profile is not None:
+            await customers.forget(profile)
+        return profile is not None
 
 
 def _customers(profiles: list[CustomerProfile | None], info: GatewayInfo) -> list[Customer | None]:
