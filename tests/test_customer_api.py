@@ -98,3 +98,13 @@ async def test_concurrent_upserts_of_one_email_make_one_customer(client: httpx.A
     ids = {b["data"]["upsertCustomer"]["id"] for b in bodies if b.get("data")}
     assert len(ids) == 1
     assert all("errors" not in b for b in bodies)
+
+
+async def test_a_write_is_seen_by_the_next_read_despite_the_profile_cache(
+    client: httpx.AsyncClient,
+) -> None:
+    email = unique_email("cached")
+    await gql(client, UPSERT, input={"email": email, "firstName": "Before"})
+    assert (await gql(client, BY_EMAIL, email=email))["data"]["customer"]["firstName"] == "Before"
+    await gql(client, UPSERT, input={"email": email, "firstName": "After"})
+    assert (await gql(client, BY_EMAIL, email=email))["data"]["customer"]["firstName"] == "After"
