@@ -11,11 +11,12 @@ from adapters.config import UpstreamsConfig
 from adapters.registry import aclose_adapters, build_adapters
 from gateway.cache import UpstreamCache, build_cache
 from gateway.customers import CustomerStore
+from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.federation import Federation
 from gateway.persisted_queries import PersistedQueries
 from gateway.profile_cache import CachedCustomers
-from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.settings import Settings
+from gateway.templates import TemplateStore, open_templates
 
 
 @dataclass(slots=True)
@@ -27,6 +28,7 @@ class Services:
     customers: CachedCustomers
     federation: Federation
     persisted_queries: PersistedQueries
+    templates: TemplateStore
 
     @classmethod
     def open(cls, settings: Settings, upstreams: UpstreamsConfig | None = None) -> Services:
@@ -40,7 +42,8 @@ class Services:
         customers = CachedCustomers(CustomerStore(sessions), cache.backend,
                                     settings.profile_cache_ttl_s)
         return cls(settings=settings, engine=engine, customers=customers,
-                   federation=federation, persisted_queries=PersistedQueries(cache.backend))
+                   federation=federation, persisted_queries=PersistedQueries(cache.backend),
+                   templates=open_templates(sessions))
 
     async def aclose(self) -> None:
         await aclose_adapters(self.federation.adapters)
@@ -51,6 +54,6 @@ class Services:
         try:
             async with self.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
-        except Exception:  # noqa: BLE001 - any failure means "not ready", reported, not raised
+        except Exception:
             return False
         return True

@@ -8,6 +8,7 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, Info
 
 from gateway.customers import (
@@ -19,6 +20,7 @@ from gateway.customers import (
 from gateway.errors import InvalidInput
 from resolvers.context import Context
 from resolvers.errors import ErrorCodes, is_unexpected, mask_unexpected_errors
+from resolvers.render import TemplateMutation, TemplateQuery
 from resolvers.types import Customer, CustomerInput, selection_of
 
 GatewayInfo = Info[Context, None]
@@ -128,8 +130,8 @@ class GatewaySchema(strawberry.Schema):
 def build_schema() -> strawberry.Schema:
     """A new schema; built once per app, never per request."""
     return GatewaySchema(
-        query=Query,
-        mutation=Mutation,
+        query=merge_types("Query", (Query, TemplateQuery)),
+        mutation=merge_types("Mutation", (Mutation, TemplateMutation)),
         extensions=[
             # Parsed and validated documents are cached per process: an ESP repeats one
             # document thousands of times a minute.

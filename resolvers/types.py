@@ -18,6 +18,7 @@ from gateway.customers import CustomerProfile
 from gateway.federation import AnalyticsData, Outcome, SourceStatus
 from resolvers.context import Context
 from resolvers.federated import Cart, Engagement, Event, Money, Order, Source
+from resolvers.render import render_customer
 
 GatewayInfo = Info[Context, None]
 MAX_ORDERS = 50
@@ -73,6 +74,10 @@ class Customer:
     created_at: datetime
     updated_at: datetime
     identities: list[Identity]
+    render = strawberry.field(
+        resolver=render_customer,
+        description="Render Liquid for this customer: an inline `template` or a stored `name`.",
+    )
 
     profile: strawberry.Private[CustomerProfile]
     needed: strawberry.Private[frozenset[str]]
