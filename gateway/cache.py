@@ -18,7 +18,7 @@ from typing import Any
 
 from aiocache import Cache
 from aiocache.base import BaseCache
-from aiocache.serializers import PickleSerializer
+from aiocache.serializers import NullSerializer, PickleSerializer
 
 VERSION = 1
 NAMESPACE = "gw"
@@ -40,7 +40,9 @@ class Entry:
 def build_cache(url: str) -> BaseCache:
     """An aiocache backend from ``memory://`` or ``redis://host:port/db``."""
     if url.startswith("memory"):
-        return Cache(Cache.MEMORY, serializer=PickleSerializer(), namespace=NAMESPACE)
+        # Same process: keep the (immutable) records themselves; unpickling pydantic
+        # records cost about 1.3 ms per customer with events.
+        return Cache(Cache.MEMORY, serializer=NullSerializer(), namespace=NAMESPACE)
     cache = Cache.from_url(url)
     # The serializer pickles our own records into our own Redis: never point two
     # trust domains at one Redis database.
