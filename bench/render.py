@@ -19,16 +19,12 @@ import statistics
 import tempfile
 import time
 import uuid
-from dataclasses import field, fields, make_dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 from sqlalchemy import select
-from starlette.applications import Starlette
-from starlette.routing import Route
-from strawberry.tools import merge_types
 
 from adapters.samples.runner import SampleUpstreams
 from gateway import render
@@ -40,12 +36,7 @@ from gateway.migrate import upgrade
 from gateway.seed import seed
 from gateway.services import Services
 from gateway.settings import load_settings
-from gateway.templates import TemplateStore, open_templates
-from resolvers.errors import ErrorCodes, mask_unexpected_errors
 from resolvers.loaders import Loaders
-from resolvers.render import TemplateMutation, TemplateQuery
-from resolvers.schema import GatewaySchema, Mutation, Query
-from resolvers.view import GatewayGraphQL
 
 TEMPLATE = """<h1>Hi {{ first_name | default: "there" }},</h1>
 {% if lifecycle_stage == "customer" %}<p>Welcome back
@@ -62,29 +53,6 @@ TEMPLATE = """<h1>Hi {{ first_name | default: "there" }},</h1>
 FILL = 50
 BATCH = """query($n: String!, $ids: [ID!]!) { renderBatch(name: $n, customerIds: $ids) {
   customerId body error { code message } } }"""
-
-
-def _wired(base: Starlette) -> Starlette:
-    """The production schema plus the template types, as resolvers/schema.py will merge
-    them; the production app once it does."""
-    schema = GatewaySchema(query=merge_types("Query", (Query, TemplateQuery)),
-                           mutation=merge_types("Mutation", (Mutation, TemplateMutation)),
-                           extensions=[ErrorCodes, mask_unexpected_errors])
-    return Starlette(routes=[Route("/graphql", GatewayGraphQL(schema, graphiql=False))])
-
-
-def _with_templates(services: Services) -> Services:
-    """``services`` with a template store, until gateway/services.py carries one."""
-    if "templates" in {f.name for f in fields(services)}:
-        return services
-    # Built here, not at import: once Services has the field this is never reached.
-    wired = make_dataclass("Wired" + type(services).__name__,
-                           [("templates", TemplateStore, field(default=None))],
-                           bases=(type(services),), slots=True)
-    values = {f.name: getattr(services, f.name) for f in fields(services)}
-    result: Services = wired(**values,
-                             templates=open_templates(create_sessionmaker(services.engine)))
-    return result
 
 
 async def _batch(client: httpx.AsyncClient, ids: list[str]) -> float:
@@ -133,14 +101,10 @@ async def run(customers: int, runs: int) -> None:
         async with engine.connect() as connection:
             ids = [str(i) for i in await connection.scalars(select(Customer.id))][:customers]
         await engine.dispose()
-        base = create_app(load_settings(database_url=url),
-                          upstreams=sample_upstreams_config(samples.base_urls))
-        # Once gateway/services.py opens the template store, the schema has the template
-        # fields too and the production app is used as it is.
-        wired = "templates" in {f.name for f in fields(Services)}
-        app = base if wired else _wired(base)
-        async with base.router.lifespan_context(app):
-            app.state.services = services = _with_templates(app.state.services)
+        app = create_app(load_settings(database_url=url),
+                         upstreams=sample_upstreams_config(samples.base_urls))
+        async with app.router.lifespan_context(app):
+            services = app.state.services
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://gw",
                                          timeout=120) as client:

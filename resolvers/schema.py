@@ -21,7 +21,7 @@ from gateway.errors import InvalidInput
 from resolvers.context import Context
 from resolvers.errors import ErrorCodes, is_unexpected, mask_unexpected_errors
 from resolvers.render import TemplateMutation, TemplateQuery
-from resolvers.types import Customer, CustomerInput, selection_of
+from resolvers.types import Customer, CustomerInput, load_selected, selection_of
 
 GatewayInfo = Info[Context, None]
 
@@ -50,7 +50,7 @@ class Query:
                 raise InvalidInput("Invalid value for argument 'identity': write it as "
                                    "source:externalId", field="identity")
             profile = await customers.get_by_identity(source, external_id)
-        return _customers([profile], info)[0]
+        return (await _customers([profile], info))[0]
 
     @strawberry.field(description="Many customers at once, in the order asked (null where "
                       "unknown): give `ids` or `emails`. Upstream reads are batched.")
@@ -69,10 +69,10 @@ class Query:
         if ids is not None:
             wanted = [parse_customer_id(i) for i in ids]
             found = await store.get_many(wanted)
-            return _customers([found.get(i) for i in wanted], info)
+            return await _customers([found.get(i) for i in wanted], info)
         addresses = [parse_email_argument(e) for e in emails or []]
         by_email = await store.get_many_by_email(addresses)
-        return _customers([by_email.get(a) for a in addresses], info)
+        return await _customers([by_email.get(a) for a in addresses], info)
 
 
 @strawberry.type
@@ -98,17 +98,13 @@ class Mutation:
         return profile is not None
 
 
-def _customers(profiles: list[CustomerProfile | None], info: GatewayInfo) -> list[Customer | None]:
-    """Shape profiles for the schema and start every upstream read the selection needs."""
+async def _customers(
+    profiles: list[CustomerProfile | None], info: GatewayInfo
+) -> list[Customer | None]:
+    """Shape profiles for the schema after reading every upstream the selection needs."""
     needed = selection_of(info)
-    shaped: list[Customer | None] = []
-    for profile in profiles:
-        if profile is None:
-            shaped.append(None)
-            continue
-        customer = Customer.from_profile(profile, needed)
-        customer.prefetch(info)
-        shaped.append(customer)
+    shaped = [Customer.from_profile(p, needed) if p else None for p in profiles]
+    await load_selected(shaped, info)
     return shaped
 
 

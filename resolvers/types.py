@@ -55,8 +55,8 @@ class Identity:
 
 
 def _crm_field(attribute: str, kind: Any, description: str) -> Any:
-    async def resolve(root: Customer, info: GatewayInfo) -> Any:
-        contact = await root.crm_contact(info)
+    def resolve(root: Customer) -> Any:
+        contact: CrmContact | None = root.loaded("crm")
         return getattr(contact, attribute) if contact else None
 
     resolve.__annotations__["return"] = kind | None
@@ -81,6 +81,9 @@ class Customer:
 
     profile: strawberry.Private[CustomerProfile]
     needed: strawberry.Private[frozenset[str]]
+    # What each needed loader answered, filled by `load_selected` before fields resolve:
+    # upstream fields then resolve synchronously, which keeps big batches cheap.
+    outcomes: strawberry.Private[dict[str, Outcome[Any]]]
 
     lifecycle_stage = _crm_field("lifecycle_stage", str, "Lifecycle stage, e.g. lead, customer")
     owner_id = _crm_field("owner_id", str, "The owning sales rep's id")
@@ -105,74 +108,59 @@ class Customer:
                         for i in profile.identities],
             profile=profile,
             needed=needed,
+            outcomes={},
         )
 
-    def prefetch(self, info: GatewayInfo) -> None:
-        """Start every upstream this customer's selection needs, at once and batched."""
-        for name in self.needed:
-            info.context.loaders.named(name).load(self.profile)
-
-    async def crm_contact(self, info: GatewayInfo) -> CrmContact | None:
-        return (await info.context.loaders.crm.load(self.profile)).unwrap()
-
-    async def _commerce(self, info: GatewayInfo) -> CommerceCustomer | None:
-        return (await info.context.loaders.commerce.load(self.profile)).unwrap()
-
-    async def _orders(self, info: GatewayInfo) -> tuple[OrderRecord, ...]:
-        return (await info.context.loaders.orders.load(self.profile)).unwrap() or ()
-
-    async def _analytics(self, info: GatewayInfo) -> AnalyticsData | None:
-        return (await info.context.loaders.analytics.load(self.profile)).unwrap()
+    def loaded(self, name: str) -> Any:
+        """What loader ``name`` answered; raises the upstream's error for this field."""
+        return self.outcomes[name].unwrap()
 
     @strawberry.field(description="Most recent orders first (from commerce).")
-    async def orders(self, info: GatewayInfo, first: int = 10) -> list[Order] | None:
-        return [Order.of(o) for o in (await self._orders(info))[: _clamp(first, MAX_ORDERS)]]
+    def orders(self, first: int = 10) -> list[Order] | None:
+        orders: tuple[OrderRecord, ...] = self.loaded("orders") or ()
+        return [Order.of(o) for o in orders[: _clamp(first, MAX_ORDERS)]]
 
     @strawberry.field(description="Total spent over all orders (from commerce).")
-    async def lifetime_value(self, info: GatewayInfo) -> Money | None:
-        record = await self._commerce(info)
+    def lifetime_value(self) -> Money | None:
+        record: CommerceCustomer | None = self.loaded("commerce")
         return Money.of(record.total_spent) if record else None
 
     @strawberry.field(description="Number of orders (from commerce).")
-    async def order_count(self, info: GatewayInfo) -> int | None:
-        record = await self._commerce(info)
+    def order_count(self) -> int | None:
+        record: CommerceCustomer | None = self.loaded("commerce")
         return record.orders_count if record else 0
 
     @strawberry.field(description="When the latest order was placed (from commerce).")
-    async def last_order_at(self, info: GatewayInfo) -> datetime | None:
-        orders = await self._orders(info)
+    def last_order_at(self) -> datetime | None:
+        orders: tuple[OrderRecord, ...] = self.loaded("orders") or ()
         return orders[0].created_at if orders else None
 
     @strawberry.field(description="Most recent events first, optionally of one type, e.g. "
                       "'Product Viewed' (from analytics).")
-    async def recent_events(self, info: GatewayInfo, first: int = 10,
-                            type: str | None = None) -> list[Event] | None:
-        data = await self._analytics(info)
+    def recent_events(self, first: int = 10, type: str | None = None) -> list[Event] | None:
+        data: AnalyticsData | None = self.loaded("analytics")
         if data is None:
             return []
         events = [e for e in data.events if type is None or type in (e.name, e.type)]
         return [Event.of(e) for e in events[: _clamp(first, MAX_EVENTS)]]
 
     @strawberry.field(description="Sessions and page views in the last 30 days (from analytics).")
-    async def engagement(self, info: GatewayInfo) -> Engagement | None:
-        data = await self._analytics(info)
+    def engagement(self) -> Engagement | None:
+        data: AnalyticsData | None = self.loaded("analytics")
         found = behaviour.engagement(data.events if data else (), datetime.now(UTC))
         return Engagement(sessions_30d=found.sessions, page_views_30d=found.page_views,
                           last_seen_at=found.last_seen_at)
 
     @strawberry.field(description="The open cart, or null when empty (from analytics events).")
-    async def cart(self, info: GatewayInfo) -> Cart | None:
-        data = await self._analytics(info)
+    def cart(self) -> Cart | None:
+        data: AnalyticsData | None = self.loaded("analytics")
         return Cart.of(behaviour.open_cart(data.events)) if data else None
 
     @strawberry.field(description="Per upstream: whether it answered for this request, and how fast.")
-    async def sources(self, info: GatewayInfo) -> list[Source]:
+    def sources(self, info: GatewayInfo) -> list[Source]:
         federation = info.context.services.federation
-        loaders = info.context.loaders
-        needed = sorted(self.needed)
-        outcomes = await asyncio.gather(*(loaders.named(n).load(self.profile) for n in needed))
-        worst: dict[str, Outcome[object]] = {}
-        for outcome in outcomes:
+        worst: dict[str, Outcome[Any]] = {}
+        for outcome in self.outcomes.values():
             current = worst.get(outcome.upstream)
             if current is None or _SEVERITY.index(outcome.status) < _SEVERITY.index(current.status):
                 worst[outcome.upstream] = outcome
@@ -189,6 +177,18 @@ def _clamp(first: int, most: int) -> int:
 
 def selection_of(info: GatewayInfo) -> frozenset[str]:
     return loaders_selected(info.selected_fields[0].selections) if info.selected_fields else frozenset()
+
+
+async def load_selected(customers: Iterable[Customer | None], info: GatewayInfo) -> None:
+    """Run every loader the selection needs for every customer, all at once, so each
+    upstream sees one batch; fields then read the answers without awaiting."""
+    jobs = [(customer, name) for customer in customers if customer is not None
+            for name in customer.needed]
+    results = await asyncio.gather(
+        *(info.context.loaders.named(name).load(customer.profile) for customer, name in jobs)
+    )
+    for (customer, name), outcome in zip(jobs, results, strict=True):
+        customer.outcomes[name] = outcome
 
 
 @strawberry.input(description="An id this customer has in a source system.")

@@ -1,11 +1,6 @@
 """Customer.render, stored templates and renderBatch, end to end against the sample
 upstreams on loopback: ESP-style templates, only the upstreams a template names are
 called (checked on the samples' call counters), escaping, limits and strict mode.
-
-Until ``resolvers/schema.py``, ``resolvers/types.py`` and ``gateway/services.py``
-carry the template wiring, ``wired_app`` builds the same schema here: Customer with
-``render``, Query and Mutation merged with ``TemplateQuery`` and ``TemplateMutation``,
-and ``services.templates`` set once the lifespan has opened the services.
 """
 
 from __future__ import annotations
@@ -13,74 +8,17 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import field, fields, make_dataclass
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import pytest
-import strawberry
-from starlette.applications import Starlette
-from starlette.routing import Route
-from strawberry.tools import merge_types
 
 from adapters.samples.runner import SampleUpstreams
 from gateway.app import create_app
-from gateway.customers import parse_customer_id, parse_draft, parse_email_argument
-from gateway.db.engine import create_sessionmaker
 from gateway.demo import sample_upstreams_config
-from gateway.services import Services
 from gateway.settings import load_settings
-from gateway.templates import TemplateStore, open_templates
-from resolvers.errors import ErrorCodes, mask_unexpected_errors
-from resolvers.render import TemplateMutation, TemplateQuery, render_customer
-from resolvers.schema import GatewayInfo, GatewaySchema
-from resolvers.types import Customer, CustomerInput
-from resolvers.view import GatewayGraphQL
 from tests.gql_client import gql
 from tests.test_federation import FAST, samples, seeded_url  # noqa: F401  (fixtures)
-
-
-@strawberry.type(name="Customer")
-class RenderableCustomer(Customer):
-    render = strawberry.field(resolver=render_customer)
-
-
-@strawberry.type
-class CustomerQuery:
-    @strawberry.field
-    async def customer(self, info: GatewayInfo, id: strawberry.ID | None = None,
-                       email: str | None = None) -> RenderableCustomer | None:
-        store = info.context.services.customers
-        profile = await (store.get(parse_customer_id(id)) if id is not None
-                         else store.get_by_email(parse_email_argument(str(email))))
-        if profile is None:
-            return None
-        return cast(RenderableCustomer, RenderableCustomer.from_profile(profile))
-
-
-@strawberry.type
-class CustomerMutation:
-    @strawberry.mutation
-    async def upsert_customer(self, info: GatewayInfo, input: CustomerInput) -> RenderableCustomer:
-        data: dict[str, Any] = strawberry.asdict(input)
-        data["identities"] = data.get("identities") or ()
-        profile = await info.context.services.customers.upsert(parse_draft(data))
-        await info.context.services.federation.invalidate(profile.id)
-        return cast(RenderableCustomer, RenderableCustomer.from_profile(profile))
-
-
-def with_templates(services: Services) -> Services:
-    """``services`` with a template store, until gateway/services.py carries one."""
-    if "templates" in {f.name for f in fields(services)}:
-        return services
-    # Built here, not at import: once Services has the field this is never reached.
-    wired = make_dataclass("Wired" + type(services).__name__,
-                           [("templates", TemplateStore, field(default=None))],
-                           bases=(type(services),), slots=True)
-    values = {f.name: getattr(services, f.name) for f in fields(services)}
-    result: Services = wired(**values,
-                             templates=open_templates(create_sessionmaker(services.engine)))
-    return result
 
 
 @pytest.fixture
@@ -88,13 +26,8 @@ async def client(samples: SampleUpstreams,  # noqa: F811
                  seeded_url: str) -> AsyncIterator[httpx.AsyncClient]:  # noqa: F811
     samples.reset()
     config = sample_upstreams_config(samples.base_urls, dict.fromkeys(samples.base_urls, FAST))
-    schema = GatewaySchema(query=merge_types("Query", (CustomerQuery, TemplateQuery)),
-                           mutation=merge_types("Mutation", (CustomerMutation, TemplateMutation)),
-                           extensions=[ErrorCodes, mask_unexpected_errors])
-    base = create_app(load_settings(database_url=seeded_url), upstreams=config)
-    app = Starlette(routes=[Route("/graphql", GatewayGraphQL(schema, graphiql=False))])
-    async with base.router.lifespan_context(app):  # opens the services onto app.state
-        app.state.services = with_templates(app.state.services)
+    app = create_app(load_settings(database_url=seeded_url), upstreams=config)
+    async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
             yield http
