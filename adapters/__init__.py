@@ -47,8 +47,16 @@ if TYPE_CHECKING:
 
 # The factory pulls in httpx, zeep and tenacity: imported on first use, so that
 # `import adapters.samples` (and anything else wanting only records or errors) stays light.
-_REGISTRY = frozenset({"aclose_adapters", "analytics_adapters", "build_adapter",
-                       "build_adapters", "commerce_adapters", "crm_adapters"})
+_REGISTRY = frozenset(
+    {
+        "aclose_adapters",
+        "analytics_adapters",
+        "build_adapter",
+        "build_adapters",
+        "commerce_adapters",
+        "crm_adapters",
+    }
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -57,6 +65,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(registry, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Adapter",

@@ -143,8 +143,9 @@ class OAuth2ClientCredentials(httpx.Auth):
         await response.aread()
         if not _expired(response):
             return
-        logger.info("access token refused as expired; fetching a new one",
-                    extra={"upstream": self.upstream})
+        logger.info(
+            "access token refused as expired; fetching a new one", extra={"upstream": self.upstream}
+        )
         async with self._lock:
             # Another request may have refreshed it while we waited.
             if self._token is token:
@@ -166,7 +167,10 @@ class OAuth2ClientCredentials(httpx.Auth):
             form["scope"] = " ".join(self._scopes)
         # The same per-attempt timeout as the request the token is for.
         return httpx.Request(
-            "POST", self.token_url, data=form, extensions={
+            "POST",
+            self.token_url,
+            data=form,
+            extensions={
                 key: value for key, value in request.extensions.items() if key == "timeout"
             },
         )
@@ -186,7 +190,8 @@ class OAuth2ClientCredentials(httpx.Auth):
         if status != 200:
             # The body may echo the client id: report the status only.
             raise UpstreamAuthError(
-                self.upstream, f"token request refused ({status}): check the client credentials",
+                self.upstream,
+                f"token request refused ({status}): check the client credentials",
                 status_code=status,
             )
         try:
@@ -198,13 +203,17 @@ class OAuth2ClientCredentials(httpx.Auth):
         self._token = SecretStr(answer.access_token)
         self._refresh_at = self._clock() + answer.expires_in - margin
         self.fetches += 1
-        logger.info("access token fetched", extra={"upstream": self.upstream,
-                                                   "expires_in_s": answer.expires_in})
+        logger.info(
+            "access token fetched",
+            extra={"upstream": self.upstream, "expires_in_s": answer.expires_in},
+        )
 
 
 def build_auth(
     upstream: str,
-    auth: BearerAuthConfig | OAuth2ClientCredentialsConfig | BasicAuthConfig
+    auth: BearerAuthConfig
+    | OAuth2ClientCredentialsConfig
+    | BasicAuthConfig
     | ShopifyTokenAuthConfig,
     *,
     token_url: str | None = None,

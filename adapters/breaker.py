@@ -111,7 +111,11 @@ class CircuitBreaker:
             "circuit %s -> %s",
             self._state.value,
             state.value,
-            extra={"upstream": self.upstream, "breaker_from": self._state.value,
-                   "breaker_to": state.value, "failures": self._failures},
+            extra={
+                "upstream": self.upstream,
+                "breaker_from": self._state.value,
+                "breaker_to": state.value,
+                "failures": self._failures,
+            },
         )
         self._state = state

@@ -74,8 +74,18 @@ def _resolve(environ: Mapping[str, str], key: str, variable: str) -> SecretStr:
     return SecretStr(value)
 
 
-_SECRET_KEYS = frozenset({"token", "password", "username", "client_id", "client_secret",
-                          "secret", "api_key", "access_token"})
+_SECRET_KEYS = frozenset(
+    {
+        "token",
+        "password",
+        "username",
+        "client_id",
+        "client_secret",
+        "secret",
+        "api_key",
+        "access_token",
+    }
+)
 
 
 class _AuthConfig(_Strict):
@@ -90,7 +100,7 @@ class _AuthConfig(_Strict):
                 # Say which key, never echo its value.
                 raise ValueError(
                     f"{', '.join(inline)}: secrets are never written in the file; name the "
-                    f"environment variable that holds it instead ({inline[0]}_env = \"…\")"
+                    f'environment variable that holds it instead ({inline[0]}_env = "…")'
                 )
         return data
 
@@ -239,9 +249,7 @@ class _UpstreamBase(_Strict):
 
 class HubSpotConfig(_UpstreamBase):
     kind: Literal["hubspot"]
-    auth: Annotated[
-        BearerAuthConfig | OAuth2ClientCredentialsConfig, Field(discriminator="mode")
-    ]
+    auth: Annotated[BearerAuthConfig | OAuth2ClientCredentialsConfig, Field(discriminator="mode")]
 
     @property
     def token_url(self) -> str:
@@ -315,8 +323,12 @@ def _problem(error: Mapping[str, Any]) -> str:
     loc = [str(part) for part in error["loc"]]
     readable: list[str] = []
     for part in loc:
-        if readable and part in {"hubspot", "soap_crm", "shopify", "segment", "bearer",
-                                 "oauth2_client_credentials"} and readable[-1] != "upstreams":
+        if (
+            readable
+            and part
+            in {"hubspot", "soap_crm", "shopify", "segment", "bearer", "oauth2_client_credentials"}
+            and readable[-1] != "upstreams"
+        ):
             continue
         readable.append(part)
     where = ".".join(readable) or "(top level)"

@@ -27,9 +27,21 @@ __all__ = ["PROPERTIES", "HubSpotAdapter"]
 # Every property the record needs, asked for explicitly: HubSpot returns only a
 # handful by default.
 PROPERTIES = (
-    "email", "firstname", "lastname", "phone", "company", "jobtitle", "city", "country",
-    "lifecyclestage", "hubspot_owner_id", "date_of_birth", "hs_language",
-    "consent_email_marketing", "consent_personalisation", "consent_analytics",
+    "email",
+    "firstname",
+    "lastname",
+    "phone",
+    "company",
+    "jobtitle",
+    "city",
+    "country",
+    "lifecyclestage",
+    "hubspot_owner_id",
+    "date_of_birth",
+    "hs_language",
+    "consent_email_marketing",
+    "consent_personalisation",
+    "consent_analytics",
 )
 _CONTACT = "/crm/v3/objects/contacts/{id}"
 _BATCH_READ = "/crm/v3/objects/contacts/batch/read"
@@ -97,8 +109,9 @@ class HubSpotAdapter:
 
     def __init__(self, config: HubSpotConfig) -> None:
         self.config = config
-        self.rest = RestClient(config, auth=build_auth(config.name, config.auth,
-                                                       token_url=config.token_url))
+        self.rest = RestClient(
+            config, auth=build_auth(config.name, config.auth, token_url=config.token_url)
+        )
 
     @property
     def name(self) -> str:
@@ -114,15 +127,21 @@ class HubSpotAdapter:
     async def fetch_contact(self, external_id: str) -> CrmContact | None:
         if not external_id.strip():
             return None
-        reply = await self.rest.get(_CONTACT, _Contact, path={"id": external_id},
-                                    params={"properties": ",".join(PROPERTIES)})
+        reply = await self.rest.get(
+            _CONTACT,
+            _Contact,
+            path={"id": external_id},
+            params={"properties": ",".join(PROPERTIES)},
+        )
         return self._record(reply.body) if reply else None
 
     async def fetch_contact_by_email(self, email: str) -> CrmContact | None:
         if not email.strip():
             return None
         reply = await self.rest.get(
-            _CONTACT, _Contact, path={"id": normalise_email(email)},
+            _CONTACT,
+            _Contact,
+            path={"id": normalise_email(email)},
             params={"properties": ",".join(PROPERTIES), "idProperty": "email"},
         )
         return self._record(reply.body) if reply else None
@@ -139,10 +158,17 @@ class HubSpotAdapter:
 
     async def changed_since(self, since: datetime) -> AsyncIterator[CrmContact]:
         query: dict[str, Any] = {
-            "filterGroups": [{"filters": [{
-                "propertyName": "lastmodifieddate", "operator": "GTE",
-                "value": str(int(since.timestamp() * 1000)),
-            }]}],
+            "filterGroups": [
+                {
+                    "filters": [
+                        {
+                            "propertyName": "lastmodifieddate",
+                            "operator": "GTE",
+                            "value": str(int(since.timestamp() * 1000)),
+                        }
+                    ]
+                }
+            ],
             "sorts": [{"propertyName": "lastmodifieddate", "direction": "ASCENDING"}],
             "properties": list(PROPERTIES),
             "limit": self.config.page_size,
@@ -164,7 +190,7 @@ class HubSpotAdapter:
         for start in range(0, len(keys), size):
             body: dict[str, Any] = {
                 "properties": list(PROPERTIES),
-                "inputs": [{"id": key} for key in keys[start:start + size]],
+                "inputs": [{"id": key} for key in keys[start : start + size]],
             }
             if id_property:
                 body["idProperty"] = id_property

@@ -84,8 +84,10 @@ async def aclose_adapters(adapters: Mapping[str, Adapter]) -> None:
     )
     for name, result in zip(adapters, results, strict=True):
         if isinstance(result, BaseException):
-            logger.warning("adapter did not close cleanly",
-                           extra={"upstream": name, "error": type(result).__name__})
+            logger.warning(
+                "adapter did not close cleanly",
+                extra={"upstream": name, "error": type(result).__name__},
+            )
 
 
 def crm_adapters(adapters: Mapping[str, Adapter]) -> list[CrmAdapter]:

@@ -194,13 +194,22 @@ class RestClient:
         await self.http.aclose()
 
     async def get(
-        self, route: str, model: type[M], *, path: Mapping[str, str] | None = None,
+        self,
+        route: str,
+        model: type[M],
+        *,
+        path: Mapping[str, str] | None = None,
         params: Params | None = None,
     ) -> Reply[M] | None:
         return await self.request("GET", route, model, path=path, params=params)
 
     async def post(
-        self, route: str, model: type[M], *, json: Any, path: Mapping[str, str] | None = None,
+        self,
+        route: str,
+        model: type[M],
+        *,
+        json: Any,
+        path: Mapping[str, str] | None = None,
     ) -> Reply[M] | None:
         """A POST that only reads (HubSpot's batch/read and search), so retrying is safe."""
         return await self.request("POST", route, model, path=path, json=json)
@@ -227,7 +236,10 @@ class RestClient:
         async def attempt(slice_s: float) -> Reply[M] | None:
             try:
                 response = await self.http.request(
-                    method, target, params=None if url else params, json=json,
+                    method,
+                    target,
+                    params=None if url else params,
+                    json=json,
                     timeout=httpx.Timeout(slice_s),
                 )
             except httpx.HTTPError as exc:
@@ -250,7 +262,8 @@ class RestClient:
         if rule.action is Action.RATE_LIMITED:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             raise UpstreamRateLimited(
-                self.name, f"{operation}: rate limited (Retry-After {retry_after}s)",
+                self.name,
+                f"{operation}: rate limited (Retry-After {retry_after}s)",
                 retry_after_s=retry_after,
             )
         error = rule.error or UpstreamBadResponse
@@ -265,13 +278,19 @@ class RestClient:
             return str(response.url.join(url))
         # Never follow a link off the configured origin: the credentials would go along.
         if (url.scheme, url.host, url.port) != (
-            self._origin.scheme, self._origin.host, self._origin.port
+            self._origin.scheme,
+            self._origin.host,
+            self._origin.port,
         ):
             raise UpstreamBadResponse(self.name, f"{operation}: next-page link leaves the origin")
         return str(url)
 
     async def link_pages(
-        self, route: str, model: type[M], *, path: Mapping[str, str] | None = None,
+        self,
+        route: str,
+        model: type[M],
+        *,
+        path: Mapping[str, str] | None = None,
         params: Params | None = None,
     ) -> AsyncIterator[M]:
         """Every page of a listing paginated through ``Link: <…>; rel="next"`` (Shopify)."""

@@ -148,9 +148,13 @@ class CallPolicy:
                 "retrying %s in %.3fs",
                 operation,
                 state.upcoming_sleep,
-                extra={"upstream": self.upstream, "operation": operation,
-                       "attempt": state.attempt_number, "wait_s": state.upcoming_sleep,
-                       "error": getattr(exc, "code", type(exc).__name__)},
+                extra={
+                    "upstream": self.upstream,
+                    "operation": operation,
+                    "attempt": state.attempt_number,
+                    "wait_s": state.upcoming_sleep,
+                    "error": getattr(exc, "code", type(exc).__name__),
+                },
             )
 
         retrying = AsyncRetrying(

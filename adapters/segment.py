@@ -113,8 +113,11 @@ class SegmentAdapter:
         traits: dict[str, JsonValue] = {}
         pages = 0
         async for page in self.rest.cursor_pages(
-            f"{_PROFILE}/traits", _Traits, lambda p: _next(p.cursor),
-            path=self._path(identifier), params={"limit": self.config.page_size},
+            f"{_PROFILE}/traits",
+            _Traits,
+            lambda p: _next(p.cursor),
+            path=self._path(identifier),
+            params={"limit": self.config.page_size},
         ):
             traits.update(page.traits)
             pages += 1
@@ -143,8 +146,11 @@ class SegmentAdapter:
             params["include"] = event_name
         events: list[AnalyticsEvent] = []
         async for page in self.rest.cursor_pages(
-            f"{_PROFILE}/events", _Events, lambda p: _next(p.cursor),
-            path=self._path(f"user_id:{user_id}"), params=params,
+            f"{_PROFILE}/events",
+            _Events,
+            lambda p: _next(p.cursor),
+            path=self._path(f"user_id:{user_id}"),
+            params=params,
         ):
             events.extend(self._event(e) for e in page.data)
             if len(events) >= first:
@@ -154,14 +160,22 @@ class SegmentAdapter:
     async def fetch_external_ids(self, user_id: str) -> Sequence[ExternalId]:
         ids: list[ExternalId] = []
         async for page in self.rest.cursor_pages(
-            f"{_PROFILE}/external_ids", _ExternalIds, lambda p: _next(p.cursor),
+            f"{_PROFILE}/external_ids",
+            _ExternalIds,
+            lambda p: _next(p.cursor),
             path=self._path(f"user_id:{user_id}"),
             params={"limit": min(self.config.page_size, _LIST_MAX)},
         ):
             with checked(self.name, "external id"):
                 ids.extend(
-                    ExternalId(source=self.name, id=x.id, type=x.type, source_id=x.source_id,
-                               collection=x.collection, created_at=x.created_at)
+                    ExternalId(
+                        source=self.name,
+                        id=x.id,
+                        type=x.type,
+                        source_id=x.source_id,
+                        collection=x.collection,
+                        created_at=x.created_at,
+                    )
                     for x in page.data
                 )
         return ids

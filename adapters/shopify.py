@@ -172,7 +172,7 @@ class ShopifyAdapter:
         size = self.config.page_size
         route = f"{self._api}/customers/search.json"
         for start in range(0, len(wanted), size):
-            query = " OR ".join(f"email:{email}" for email in wanted[start:start + size])
+            query = " OR ".join(f"email:{email}" for email in wanted[start : start + size])
             async for page in self.rest.link_pages(
                 route, _Customers, params={"query": query, "limit": size}
             ):
@@ -188,7 +188,9 @@ class ShopifyAdapter:
             return []
         orders: list[Order] = []
         async for page in self.rest.link_pages(
-            f"{self._api}/customers/{{id}}/orders.json", _Orders, path={"id": customer_id},
+            f"{self._api}/customers/{{id}}/orders.json",
+            _Orders,
+            path={"id": customer_id},
             params={"status": "any", "limit": min(first, _MAX_LIMIT)},
         ):
             orders.extend(self._order(order) for order in page.orders)
@@ -200,13 +202,17 @@ class ShopifyAdapter:
         route = f"{self._api}/products.json"
         size = self.config.page_size
         if ids is None:
-            return [self._product(p) async for page in self.rest.link_pages(
-                route, _Products, params={"limit": size}) for p in page.products]
+            return [
+                self._product(p)
+                async for page in self.rest.link_pages(route, _Products, params={"limit": size})
+                for p in page.products
+            ]
         wanted = list(dict.fromkeys(ids))
         products: list[Product] = []
         for start in range(0, len(wanted), size):
             params: dict[str, str | int] = {
-                "ids": ",".join(wanted[start:start + size]), "limit": size,
+                "ids": ",".join(wanted[start : start + size]),
+                "limit": size,
             }
             async for page in self.rest.link_pages(route, _Products, params=params):
                 products.extend(self._product(p) for p in page.products)
@@ -220,7 +226,8 @@ class ShopifyAdapter:
         size = self.config.page_size
         for start in range(0, len(wanted), size):
             params: dict[str, str | int] = {
-                "inventory_item_ids": ",".join(wanted[start:start + size]), "limit": size,
+                "inventory_item_ids": ",".join(wanted[start : start + size]),
+                "limit": size,
             }
             async for page in self.rest.link_pages(
                 f"{self._api}/inventory_levels.json", _Levels, params=params
@@ -249,7 +256,8 @@ class ShopifyAdapter:
                 verified_email=c.verified_email,
                 tags=_tags(c.tags),
                 email_marketing_consent=(
-                    None if consent is None or consent.state is None
+                    None
+                    if consent is None or consent.state is None
                     else consent.state == "subscribed"
                 ),
                 created_at=c.created_at,
@@ -301,7 +309,8 @@ class ShopifyAdapter:
                 status=p.status,
                 tags=_tags(p.tags),
                 price=Money(amount=variant.price, currency=self.config.currency)
-                if variant else None,
+                if variant
+                else None,
                 image_url=p.image.src if p.image else None,
                 url=f"{self._storefront}/products/{p.handle}" if self._storefront else None,
                 variant_id=str(variant.id) if variant else None,

@@ -73,7 +73,9 @@ class _Transport(AsyncTransport):
     async def post(self, address: str, message: bytes, headers: dict[str, str]) -> httpx.Response:
         timeout = _attempt_timeout.get()
         response = await self.client.post(
-            address, content=message, headers=headers,
+            address,
+            content=message,
+            headers=headers,
             timeout=httpx.Timeout(timeout) if timeout else httpx.USE_CLIENT_DEFAULT,
         )
         self._check(response)
@@ -110,13 +112,19 @@ class SoapClient:
             follow_redirects=False,
             trust_env=False,
         )
-        wsdl_http = httpx.Client(auth=auth, timeout=httpx.Timeout(config.timeout_s),
-                                 trust_env=False)
+        wsdl_http = httpx.Client(
+            auth=auth, timeout=httpx.Timeout(config.timeout_s), trust_env=False
+        )
         try:
             transport = _Transport(self.name, self.http, wsdl_http)
             # Hardened parsing: no DTDs, entities or network fetches from documents.
-            settings = Settings(strict=True, xml_huge_tree=False, forbid_dtd=True,
-                                forbid_entities=True, forbid_external=True)
+            settings = Settings(
+                strict=True,
+                xml_huge_tree=False,
+                forbid_dtd=True,
+                forbid_entities=True,
+                forbid_external=True,
+            )
             if config.wsdl_path is not None:
                 self.zeep = AsyncClient(  # type: ignore[no-untyped-call]
                     config.wsdl_path, transport=transport, settings=settings

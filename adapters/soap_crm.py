@@ -96,10 +96,11 @@ class SoapCrmAdapter:
         found: dict[str, CrmContact] = {}
         size = self.config.page_size
         for start in range(0, len(keys), size):
-            result = await self.soap.call("GetContacts", ids=keys[start:start + size])
+            result = await self.soap.call("GetContacts", ids=keys[start : start + size])
             # zeep unwraps a single repeated element to a bare list (None when empty).
-            page = parse_object(self.name, "SOAP GetContacts", _Contacts,
-                                {"contacts": result or []})
+            page = parse_object(
+                self.name, "SOAP GetContacts", _Contacts, {"contacts": result or []}
+            )
             for contact in page.contacts:
                 found[contact.id] = self._record(contact)
         return found

@@ -38,7 +38,7 @@ QUERIES["all"] = " ".join(QUERIES.values())
 
 
 async def _time(client: httpx.AsyncClient, fields: str, email: str) -> float:
-    query = "query($e: String!) { customer(email: $e) { %s } }" % fields
+    query = f"query($e: String!) {{ customer(email: $e) {{ {fields} }} }}"
     started = time.perf_counter()
     response = await client.post("/graphql", json={"query": query, "variables": {"e": email}})
     elapsed = time.perf_counter() - started
@@ -57,8 +57,9 @@ async def run(runs: int, latency_ms: int) -> None:
         await engine.dispose()
         for service in (samples.hubspot, samples.shopify, samples.segment):
             service.faults.update(latency_ms=latency_ms)
-        app = create_app(load_settings(database_url=url),
-                         upstreams=sample_upstreams_config(samples.base_urls))
+        app = create_app(
+            load_settings(database_url=url), upstreams=sample_upstreams_config(samples.base_urls)
+        )
         timings: dict[str, list[float]] = {name: [] for name in QUERIES}
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)

@@ -36,10 +36,14 @@ from bench.bare import PAYLOAD_FILE
 from gateway.demo import DEMO_SECRETS, example_upstreams
 
 SIZE = 1000
-SINGLE = ("query($e: String!) { customer(email: $e) { id email firstName lastName "
-          "lifecycleStage company lifetimeValue { amount currency } orderCount } }")
-BATCH = ("query($ids: [ID!]) { customers(ids: $ids) { id email firstName lastName "
-         "lifecycleStage company lifetimeValue { amount currency } orderCount } }")
+SINGLE = (
+    "query($e: String!) { customer(email: $e) { id email firstName lastName "
+    "lifecycleStage company lifetimeValue { amount currency } orderCount } }"
+)
+BATCH = (
+    "query($ids: [ID!]) { customers(ids: $ids) { id email firstName lastName "
+    "lifecycleStage company lifetimeValue { amount currency } orderCount } }"
+)
 
 
 def _free_port() -> int:
@@ -61,9 +65,15 @@ def _wait(url: str, timeout: float = 60) -> None:
 
 
 @contextmanager
-def _process(args: list[str], env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(args, env={**os.environ, **(env or {})},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _process(
+    args: list[str], env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen(
+        args,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         yield process
     finally:
@@ -79,7 +89,10 @@ def _wrk(url: str, lua: str, connections: int, duration: int, workdir: Path) -> 
     script.write_text(lua)
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
-        capture_output=True, text=True, check=True).stdout
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     figures = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
     for pct in ("50", "99"):
         value, unit = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
@@ -144,98 +157,173 @@ def _toml(value: Any) -> str:
 
 async def _identical_misses(url: str, email: str, customer_id: str) -> None:
     async with httpx.AsyncClient(timeout=30) as client:
-        await client.post(url, json={"query": "mutation($id: ID!) { invalidateCustomer(id: $id) }",
-                                     "variables": {"id": customer_id}})
-        await asyncio.gather(*(client.post(url, json={"query": SINGLE, "variables": {"e": email}})
-                               for _ in range(100)))
+        await client.post(
+            url,
+            json={
+                "query": "mutation($id: ID!) { invalidateCustomer(id: $id) }",
+                "variables": {"id": customer_id},
+            },
+        )
+        await asyncio.gather(
+            *(
+                client.post(url, json={"query": SINGLE, "variables": {"e": email}})
+                for _ in range(100)
+            )
+        )
 
 
 def run(cache: str, duration: int, connections: int) -> None:
     if shutil.which("wrk") is None:
         print("installing wrk (Debian package)…", file=sys.stderr)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "wrk"], check=True, stdout=subprocess.DEVNULL
+        )
     people = population(SIZE)
     gateway_bin = str(Path(sys.executable).with_name("gateway"))
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         database = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
-        subprocess.run([gateway_bin, "migrate", "--database-url", database], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [gateway_bin, "migrate", "--database-url", database],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         from gateway.demo import prepare
         from gateway.settings import load_settings
+
         asyncio.run(prepare(load_settings(database_url=database), people))
 
         samples_port = _free_port() + 10
         cache_url = "redis://127.0.0.1:6379/12" if cache == "redis" else "memory://"
         if cache == "redis":
-            subprocess.run(["redis-cli", "-n", "12", "flushdb"], check=True, stdout=subprocess.DEVNULL)
-        with _process([sys.executable, "-m", "adapters.samples", "--base-port", str(samples_port),
-                       "--size", str(SIZE)]):
+            subprocess.run(
+                ["redis-cli", "-n", "12", "flushdb"], check=True, stdout=subprocess.DEVNULL
+            )
+        with _process(
+            [
+                sys.executable,
+                "-m",
+                "adapters.samples",
+                "--base-port",
+                str(samples_port),
+                "--size",
+                str(SIZE),
+            ]
+        ):
             samples = f"http://127.0.0.1:{samples_port}"
             _wait(samples + "/_sample/calls")
             for label, ttl in (("cached", 300.0), ("uncached", 0.0)):
                 port = _free_port()
-                env = {"GATEWAY_DATABASE_URL": database, "GATEWAY_CACHE_URL": cache_url,
-                       "GATEWAY_UPSTREAMS_FILE": str(_upstreams_file(workdir, samples_port, ttl)),
-                       "GATEWAY_LOG_LEVEL": "WARNING", **DEMO_SECRETS}
+                env = {
+                    "GATEWAY_DATABASE_URL": database,
+                    "GATEWAY_CACHE_URL": cache_url,
+                    "GATEWAY_UPSTREAMS_FILE": str(_upstreams_file(workdir, samples_port, ttl)),
+                    "GATEWAY_LOG_LEVEL": "WARNING",
+                    **DEMO_SECRETS,
+                }
                 with _process([gateway_bin, "serve", "--workers", "2", "--port", str(port)], env):
                     url = f"http://127.0.0.1:{port}/graphql"
                     _wait(f"http://127.0.0.1:{port}/readyz")
                     singles = [{"query": SINGLE, "variables": {"e": p.email}} for p in people]
                     if label == "cached":
                         emails = [p.email for p in people]
-                        found = httpx.post(url, json={
-                            "query": "query($e: [String!]) { customers(emails: $e) { id } }",
-                            "variables": {"e": emails}}, timeout=120).json()
+                        found = httpx.post(
+                            url,
+                            json={
+                                "query": "query($e: [String!]) { customers(emails: $e) { id } }",
+                                "variables": {"e": emails},
+                            },
+                            timeout=120,
+                        ).json()
                         ids = [c["id"] for c in found["data"]["customers"]]
-                        batches = [{"query": BATCH, "variables": {"ids": ids[i:i + 100]}}
-                                   for i in range(0, SIZE, 100)]
+                        batches = [
+                            {"query": BATCH, "variables": {"ids": ids[i : i + 100]}}
+                            for i in range(0, SIZE, 100)
+                        ]
                         # Warm every worker's cache (memory caches are per worker) with the
                         # same traffic, then measure.
                         _wrk(url, _lua(singles), connections, 4, workdir)
                         _wrk(url, _lua(batches), 4, 2, workdir)
                         PAYLOAD_FILE.write_bytes(httpx.post(url, json=singles[0]).content)
                         before = _calls(samples)
-                        results["cached single"] = _wrk(url, _lua(singles), connections,
-                                                        duration, workdir)
+                        results["cached single"] = _wrk(
+                            url, _lua(singles), connections, duration, workdir
+                        )
                         upstream_calls = _calls(samples) - before
                         lookups = results["cached single"]["rps"] * duration * 2
                         results["cached single"]["hit_ratio"] = 1 - upstream_calls / max(lookups, 1)
-                        results["cached batch of 100"] = _wrk(url, _lua(batches), 4, duration,
-                                                              workdir)
+                        results["cached batch of 100"] = _wrk(
+                            url, _lua(batches), 4, duration, workdir
+                        )
                         calls = _calls(samples)
                         asyncio.run(_identical_misses(url, people[1].email, ids[1]))
                         results["identical misses"] = {"upstream_calls": _calls(samples) - calls}
                     else:
-                        results["uncached single"] = _wrk(url, _lua(singles), connections,
-                                                          duration, workdir)
+                        results["uncached single"] = _wrk(
+                            url, _lua(singles), connections, duration, workdir
+                        )
         bare_port = _free_port()
-        with _process([sys.executable, "-m", "uvicorn", "bench.bare:app", "--workers", "2",
-                       "--port", str(bare_port), "--log-level", "warning"]):
+        with _process(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bench.bare:app",
+                "--workers",
+                "2",
+                "--port",
+                str(bare_port),
+                "--log-level",
+                "warning",
+            ]
+        ):
             _wait(f"http://127.0.0.1:{bare_port}/graphql")
-            results["bare starlette"] = _wrk(f"http://127.0.0.1:{bare_port}/graphql",
-                                             _lua([{"query": "{}"}]), connections, duration, workdir)
+            results["bare starlette"] = _wrk(
+                f"http://127.0.0.1:{bare_port}/graphql",
+                _lua([{"query": "{}"}]),
+                connections,
+                duration,
+                workdir,
+            )
     _report(results, cache, duration, connections)
 
 
-def _report(results: dict[str, dict[str, float]], cache: str, duration: int, connections: int) -> None:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    print(f"load benchmark: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
-          f"cache={cache}, {duration}s per run, wrk -t2")
+def _report(
+    results: dict[str, dict[str, float]], cache: str, duration: int, connections: int
+) -> None:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    print(
+        f"load benchmark: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
+        f"cache={cache}, {duration}s per run, wrk -t2"
+    )
     for name in ("cached single", "uncached single", "cached batch of 100", "bare starlette"):
         r = results[name]
         extra = f"  hit ratio {r['hit_ratio']:.3f}" if "hit_ratio" in r else ""
         conns = 4 if "batch" in name else connections
-        print(f"  {name:<20} c={conns:<3} {r['rps']:8.0f} req/s  p50 {r['p50']:7.2f} ms  "
-              f"p99 {r['p99']:7.2f} ms  non-2xx {int(r['non2xx'])}{extra}")
-    single, bare, batch = results["cached single"], results["bare starlette"], results["cached batch of 100"]
+        print(
+            f"  {name:<20} c={conns:<3} {r['rps']:8.0f} req/s  p50 {r['p50']:7.2f} ms  "
+            f"p99 {r['p99']:7.2f} ms  non-2xx {int(r['non2xx'])}{extra}"
+        )
+    single, bare, batch = (
+        results["cached single"],
+        results["bare starlette"],
+        results["cached batch of 100"],
+    )
     print(f"ratio cached gateway / bare starlette throughput: {single['rps'] / bare['rps']:.2f}")
     print(f"ratio batch-of-100 p50 / single p50: {batch['p50'] / single['p50']:.2f}")
-    print(f"100 concurrent identical misses -> {int(results['identical misses']['upstream_calls'])} "
-          "upstream calls (HubSpot + Shopify; one each is ideal: 2)")
+    print(
+        f"100 concurrent identical misses -> {int(results['identical misses']['upstream_calls'])} "
+        "upstream calls (HubSpot + Shopify; one each is ideal: 2)"
+    )
 
 
 def main() -> None:

@@ -57,8 +57,9 @@ BATCH = """query($n: String!, $ids: [ID!]!) { renderBatch(name: $n, customerIds:
 
 async def _batch(client: httpx.AsyncClient, ids: list[str]) -> float:
     started = time.perf_counter()
-    response = await client.post("/graphql", json={"query": BATCH,
-                                                   "variables": {"n": "bench", "ids": ids}})
+    response = await client.post(
+        "/graphql", json={"query": BATCH, "variables": {"n": "bench", "ids": ids}}
+    )
     elapsed = time.perf_counter() - started
     body = response.json()
     if "errors" in body:
@@ -69,8 +70,9 @@ async def _batch(client: httpx.AsyncClient, ids: list[str]) -> float:
     return elapsed
 
 
-async def _contexts(services: Services, ids: list[str],
-                    spent: dict[str, float]) -> list[dict[str, Any]]:
+async def _contexts(
+    services: Services, ids: list[str], spent: dict[str, float]
+) -> list[dict[str, Any]]:
     """The render contexts as plain dicts, from the warm cache, for the baseline; the
     time each step takes goes into ``spent``, to show where a warm batch goes."""
     compiled = render.compile_template(TEMPLATE, render.RenderFormat.HTML)
@@ -84,10 +86,12 @@ async def _contexts(services: Services, ids: list[str],
     spent["upstream cache reads"] = time.perf_counter() - started
     now = datetime.now(UTC)
     started = time.perf_counter()
-    contexts = [render.customer_context(p, {n: c[i].unwrap() for n, c in
-                                            zip(names, columns, strict=True)},
-                                        now, compiled.fields)
-                for i, p in enumerate(profiles)]
+    contexts = [
+        render.customer_context(
+            p, {n: c[i].unwrap() for n, c in zip(names, columns, strict=True)}, now, compiled.fields
+        )
+        for i, p in enumerate(profiles)
+    ]
     spent["context building"] = time.perf_counter() - started
     return contexts
 
@@ -101,26 +105,36 @@ async def run(customers: int, runs: int) -> None:
         async with engine.connect() as connection:
             ids = [str(i) for i in await connection.scalars(select(Customer.id))][:customers]
         await engine.dispose()
-        app = create_app(load_settings(database_url=url),
-                         upstreams=sample_upstreams_config(samples.base_urls))
+        app = create_app(
+            load_settings(database_url=url), upstreams=sample_upstreams_config(samples.base_urls)
+        )
         async with app.router.lifespan_context(app):
             services = app.state.services
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://gw",
-                                         timeout=120) as client:
-                saved = await client.post("/graphql", json={
-                    "query": "mutation($s: String!) { saveTemplate(name: \"bench\", source: $s)"
-                             " { version } }", "variables": {"s": TEMPLATE}})
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://gw", timeout=120
+            ) as client:
+                saved = await client.post(
+                    "/graphql",
+                    json={
+                        "query": 'mutation($s: String!) { saveTemplate(name: "bench", source: $s)'
+                        " { version } }",
+                        "variables": {"s": TEMPLATE},
+                    },
+                )
                 assert "errors" not in saved.json(), saved.text
                 # Fill the cache in chunks: a cold 1,000 would put 2,000 concurrent
                 # calls on the one-call-per-customer upstreams (orders, events).
-                cold = sum([await _batch(client, ids[i:i + FILL]) for i in
-                            range(0, len(ids), FILL)])
-                upstream_calls = {s: getattr(samples, s).calls.total
-                                  for s in ("hubspot", "shopify", "segment")}
+                cold = sum(
+                    [await _batch(client, ids[i : i + FILL]) for i in range(0, len(ids), FILL)]
+                )
+                upstream_calls = {
+                    s: getattr(samples, s).calls.total for s in ("hubspot", "shopify", "segment")
+                }
                 warm = [await _batch(client, ids) for _ in range(runs)]
-                warm_calls = {s: getattr(samples, s).calls.total - upstream_calls[s]
-                              for s in upstream_calls}
+                warm_calls = {
+                    s: getattr(samples, s).calls.total - upstream_calls[s] for s in upstream_calls
+                }
             spent: dict[str, float] = {}
             contexts = await _contexts(services, ids, spent)
         template = render.compile_template(TEMPLATE, render.RenderFormat.HTML).template
@@ -134,8 +148,10 @@ async def run(customers: int, runs: int) -> None:
     liquid_rate = len(contexts) / statistics.median(baseline)
     print(f"render benchmark: {customers} customers, stored HTML template using all upstreams")
     print(f"  cold, in batches of {FILL} (fetch upstreams): {cold:6.2f} s  calls {upstream_calls}")
-    print(f"  warm renderBatch (upstream cache):    {statistics.median(warm):6.2f} s  "
-          f"median of {runs}; upstream calls while warm: {warm_calls}")
+    print(
+        f"  warm renderBatch (upstream cache):    {statistics.median(warm):6.2f} s  "
+        f"median of {runs}; upstream calls while warm: {warm_calls}"
+    )
     print(f"  gateway renderBatch:      {gateway_rate:9.0f} renders/s")
     print(f"  python-liquid, dicts:     {liquid_rate:9.0f} renders/s")
     print(f"ratio gateway / bare python-liquid: {gateway_rate / liquid_rate:.2f}")

@@ -39,8 +39,9 @@ async def readyz(request: Request) -> JSONResponse:
     """
     services: Services = request.app.state.services
     database = "ok" if await services.database_ready() else "unavailable"
-    circuits = {name: adapter.breaker.state.value
-                for name, adapter in services.federation.adapters.items()}
+    circuits = {
+        name: adapter.breaker.state.value for name, adapter in services.federation.adapters.items()
+    }
     if database != "ok":
         status = "unavailable"
     elif any(state != "closed" for state in circuits.values()):

@@ -70,8 +70,9 @@ def open_cart(events: Sequence[AnalyticsEvent]) -> Cart | None:
         elif event.name == "Product Added" and product_id:
             quantity = int(event.properties.get("quantity") or 1)
             quantities[product_id] = quantities.get(product_id, 0) + quantity
-            details[product_id] = CartItem(product_id, event.properties.get("name"), 0,
-                                           _decimal(event.properties.get("price")))
+            details[product_id] = CartItem(
+                product_id, event.properties.get("name"), 0, _decimal(event.properties.get("price"))
+            )
             updated_at = event.timestamp
         elif event.name == "Product Removed" and product_id in quantities:
             quantities[product_id] -= int(event.properties.get("quantity") or 1)
@@ -81,6 +82,7 @@ def open_cart(events: Sequence[AnalyticsEvent]) -> Cart | None:
     if not quantities:
         return None
     items = tuple(
-        CartItem(pid, details[pid].title, qty, details[pid].price) for pid, qty in quantities.items()
+        CartItem(pid, details[pid].title, qty, details[pid].price)
+        for pid, qty in quantities.items()
     )
     return Cart(items=items, updated_at=updated_at)

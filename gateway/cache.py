@@ -78,7 +78,9 @@ class UpstreamCache:
         for upstream in upstreams:
             await self.backend.delete(self.key(upstream, customer_id))
 
-    async def claim(self, upstream: str, ids: Sequence[object]) -> tuple[list[object], list[object]]:
+    async def claim(
+        self, upstream: str, ids: Sequence[object]
+    ) -> tuple[list[object], list[object]]:
         """Split ids into those this instance must fetch and those another instance is
         fetching right now (across instances only; in-process flights are the caller's)."""
         if not self.shared or not ids:
@@ -97,8 +99,9 @@ class UpstreamCache:
         if self.shared and ids:
             await self.backend.client.delete(*(self._lock(upstream, i) for i in ids))
 
-    async def wait_for(self, upstream: str, ids: Sequence[object],
-                       fresh_for_s: float) -> dict[object, Entry]:
+    async def wait_for(
+        self, upstream: str, ids: Sequence[object], fresh_for_s: float
+    ) -> dict[object, Entry]:
         """Entries another instance is fetching, once written and fresh; whatever is
         missing when its lock goes away (its fetch failed) is the caller's to fetch."""
         deadline = time.monotonic() + LOCK_LEASE_S

@@ -51,8 +51,13 @@ def main() -> None:
 @main.command()
 @click.option("--host", help="Interface to bind (GATEWAY_HOST).")
 @click.option("--port", type=int, help="Port to bind (GATEWAY_PORT).")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes; use a shared cache (Redis) with more than one.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes; use a shared cache (Redis) with more than one.",
+)
 @_friendly_errors
 def serve(host: str | None, port: int | None, workers: int) -> None:
     """Serve the GraphQL API (and GraphiQL) with uvicorn."""
@@ -77,8 +82,12 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
 
 @main.command()
 @click.option("--revision", default="head", show_default=True, help="Upgrade to this revision.")
-@click.option("--downgrade", "downgrade_to", metavar="REVISION",
-              help="Downgrade to this revision instead (e.g. 'base' or '-1').")
+@click.option(
+    "--downgrade",
+    "downgrade_to",
+    metavar="REVISION",
+    help="Downgrade to this revision instead (e.g. 'base' or '-1').",
+)
 @click.option("--database-url", help="Override GATEWAY_DATABASE_URL.")
 def migrate(revision: str, downgrade_to: str | None, database_url: str | None) -> None:
     """Upgrade the database schema to the latest migration (or downgrade)."""
@@ -94,14 +103,25 @@ def migrate(revision: str, downgrade_to: str | None, database_url: str | None) -
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True)
-@click.option("--customers", type=click.IntRange(min=1, max=100_000), default=1000,
-              show_default=True, help="How many synthetic customers to seed.")
+@click.option(
+    "--customers",
+    type=click.IntRange(min=1, max=100_000),
+    default=1000,
+    show_default=True,
+    help="How many synthetic customers to seed.",
+)
 @click.option("--database-url", help="Override GATEWAY_DATABASE_URL (default: embedded SQLite).")
-@click.option("--upstreams-port", type=int, default=8101, show_default=True,
-              help="First of four loopback ports for the sample upstreams (0: any free ports).")
+@click.option(
+    "--upstreams-port",
+    type=int,
+    default=8101,
+    show_default=True,
+    help="First of four loopback ports for the sample upstreams (0: any free ports).",
+)
 @_friendly_errors
-def demo(host: str, port: int, customers: int, database_url: str | None,
-         upstreams_port: int) -> None:
+def demo(
+    host: str, port: int, customers: int, database_url: str | None, upstreams_port: int
+) -> None:
     """Migrate and seed the embedded database, start the sample upstreams, and serve."""
     from adapters.samples.runner import SERVICE_NAMES, SampleUpstreams
     from gateway.app import create_app
@@ -109,23 +129,25 @@ def demo(host: str, port: int, customers: int, database_url: str | None,
 
     settings = _settings(host=host, port=port, database_url=database_url)
     configure_logging(settings.log_level)
-    ports = {name: upstreams_port + i if upstreams_port else 0
-             for i, name in enumerate(SERVICE_NAMES)}
+    ports = {
+        name: upstreams_port + i if upstreams_port else 0 for i, name in enumerate(SERVICE_NAMES)
+    }
     samples = SampleUpstreams(size=customers, ports=ports)
     people = samples.people
     migrations.upgrade(settings.database_url)
     added = asyncio.run(prepare(settings, people))
     example = people[0].email
     with samples:
-        app = create_app(settings, upstreams=sample_upstreams_config(samples.base_urls),
-                         example_email=example)
+        app = create_app(
+            settings, upstreams=sample_upstreams_config(samples.base_urls), example_email=example
+        )
         _print_demo_banner(settings, added, len(people), example, samples.base_urls)
-        uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
-                    access_log=False)
+        uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
 
 
-def _print_demo_banner(settings: Settings, added: int, size: int, example: str,
-                       upstreams: dict[str, str]) -> None:
+def _print_demo_banner(
+    settings: Settings, added: int, size: int, example: str, upstreams: dict[str, str]
+) -> None:
     click.echo(
         f"\nSeeded {added} new customers ({size} in the demo population).\n"
         "Sample upstreams: " + ", ".join(f"{k} {v}" for k, v in upstreams.items()) + "\n"
@@ -133,7 +155,7 @@ def _print_demo_banner(settings: Settings, added: int, size: int, example: str,
         "Try:\n"
         f"  curl -s http://{settings.host}:{settings.port}/graphql "
         "-H 'content-type: application/json' \\\n"
-        f"    -d '{{\"query\": \"{{ customer(email: \\\"{example}\\\") "
+        f'    -d \'{{"query": "{{ customer(email: \\"{example}\\") '
         "{ id email firstName identities { source externalId } lifecycleStage orderCount "
         "lifetimeValue { amount currency } engagement { sessions30d } "
         "sources { upstream status latencyMs } } }\"}'\n"

@@ -26,5 +26,7 @@ def normalize_phone(raw: str, default_region: str | None = None) -> str:
     except phonenumbers.NumberParseException as exc:
         raise ValueError(f"not a phone number ({exc})") from None
     if not phonenumbers.is_valid_number(number):
-        raise ValueError("not a valid phone number; give it in international form, e.g. +14155550123")
+        raise ValueError(
+            "not a valid phone number; give it in international form, e.g. +14155550123"
+        )
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)

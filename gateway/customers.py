@@ -98,8 +98,9 @@ def parse_customer_id(raw: str) -> uuid.UUID:
     try:
         return uuid.UUID(raw)
     except ValueError:
-        raise InvalidInput(f"Invalid value for argument 'id': {raw!r} is not a customer id",
-                           field="id") from None
+        raise InvalidInput(
+            f"Invalid value for argument 'id': {raw!r} is not a customer id", field="id"
+        ) from None
 
 
 def parse_email_argument(raw: str) -> str:
@@ -137,7 +138,9 @@ class CustomerStore:
         ids = list(customer_ids)
         async with self._sessions() as session:
             rows = await session.scalars(
-                select(Customer).where(Customer.id.in_(ids)).options(selectinload(Customer.identities))
+                select(Customer)
+                .where(Customer.id.in_(ids))
+                .options(selectinload(Customer.identities))
             )
             return {row.id: _profile(row) for row in rows}
 
@@ -146,7 +149,8 @@ class CustomerStore:
         wanted = list(emails)
         async with self._sessions() as session:
             rows = await session.scalars(
-                select(Customer).where(Customer.email.in_(wanted))
+                select(Customer)
+                .where(Customer.email.in_(wanted))
                 .options(selectinload(Customer.identities))
             )
             return {row.email: _profile(row) for row in rows if row.email}
@@ -180,8 +184,9 @@ class CustomerStore:
             try:
                 return await self._upsert_once(draft)
             except IntegrityError as exc:
-                raise Conflict("The customer changed concurrently; retry the request",
-                               field="email") from exc
+                raise Conflict(
+                    "The customer changed concurrently; retry the request", field="email"
+                ) from exc
 
     async def _upsert_once(self, draft: CustomerDraft) -> CustomerProfile:
         async with self._sessions.begin() as session:
@@ -199,15 +204,19 @@ class CustomerStore:
                 value = getattr(draft, name)
                 if value is not None:
                     setattr(customer, name, value)
-                    session.add(Attribute(customer_id=customer.id, name=name, value=value,
-                                          source=draft.source))
+                    session.add(
+                        Attribute(
+                            customer_id=customer.id, name=name, value=value, source=draft.source
+                        )
+                    )
             await self._link(session, customer, draft.identities)
             await session.flush()
             return _profile(customer)
 
     @staticmethod
-    async def _link(session: AsyncSession, customer: Customer,
-                    identities: Iterable[IdentityDraft]) -> None:
+    async def _link(
+        session: AsyncSession, customer: Customer, identities: Iterable[IdentityDraft]
+    ) -> None:
         for identity in identities:
             owner = await session.scalar(
                 select(Identity.customer_id).where(

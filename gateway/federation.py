@@ -68,8 +68,12 @@ class AnalyticsData:
 class Federation:
     """The configured adapters, one per kind, and the batch reads the schema needs."""
 
-    def __init__(self, adapters: Mapping[str, Adapter], cache: UpstreamCache,
-                 policies: Mapping[str, CachePolicy] | None = None) -> None:
+    def __init__(
+        self,
+        adapters: Mapping[str, Adapter],
+        cache: UpstreamCache,
+        policies: Mapping[str, CachePolicy] | None = None,
+    ) -> None:
         self.adapters = dict(adapters)
         self.cache = cache
         self._policies = dict(policies or {})
@@ -98,7 +102,9 @@ class Federation:
 
         return await self._load(crm, customers, fetch)
 
-    async def commerce(self, customers: Sequence[CustomerProfile]) -> list[Outcome[CommerceCustomer]]:
+    async def commerce(
+        self, customers: Sequence[CustomerProfile]
+    ) -> list[Outcome[CommerceCustomer]]:
         """The shop's customer records (lifetime value, order count), found by email in
         batches of the shop's page size."""
         shop = cast(CommerceAdapter | None, self.adapter("commerce"))
@@ -112,7 +118,9 @@ class Federation:
 
         return await self._load(shop, customers, fetch)
 
-    async def orders(self, customers: Sequence[CustomerProfile]) -> list[Outcome[tuple[Order, ...]]]:
+    async def orders(
+        self, customers: Sequence[CustomerProfile]
+    ) -> list[Outcome[tuple[Order, ...]]]:
         """Each customer's recent orders, newest first. The shop has no batch read of
         orders by customer: one call per customer, all at once."""
         shop = cast(CommerceAdapter | None, self.adapter("commerce"))
@@ -124,13 +132,16 @@ class Federation:
             unlinked = [c for c, i in zip(customers, ids, strict=True) if i is None]
             if unlinked:
                 # Not linked yet: learn the shop's id from its (cached) customer record.
-                found = dict(zip([c.id for c in unlinked], await self.commerce(unlinked),
-                                 strict=True))
-                ids = [i or _external_id(found[c.id].unwrap()) for c, i in
-                       zip(customers, ids, strict=True)]
-            orders = await asyncio.gather(*(
-                shop.fetch_orders(i, ORDERS_WINDOW) if i else _no_orders() for i in ids
-            ))
+                found = dict(
+                    zip([c.id for c in unlinked], await self.commerce(unlinked), strict=True)
+                )
+                ids = [
+                    i or _external_id(found[c.id].unwrap())
+                    for c, i in zip(customers, ids, strict=True)
+                ]
+            orders = await asyncio.gather(
+                *(shop.fetch_orders(i, ORDERS_WINDOW) if i else _no_orders() for i in ids)
+            )
             return [tuple(o) for o in orders]
 
         return await self._load(shop, customers, fetch, data="orders")
@@ -160,8 +171,11 @@ class Federation:
         return self._policies.get(upstream, CachePolicy())
 
     async def invalidate(self, customer_id: object) -> None:
-        namespaces = [_namespace(name, data) for name, adapter in self.adapters.items()
-                      for data in DATA_KINDS[adapter.kind]]
+        namespaces = [
+            _namespace(name, data)
+            for name, adapter in self.adapters.items()
+            for data in DATA_KINDS[adapter.kind]
+        ]
         await self.cache.invalidate(customer_id, namespaces)
 
     async def _load(
@@ -182,8 +196,15 @@ class Federation:
         for customer in customers:
             entry = entries.get(customer.id)
             if entry is not None and entry.age_s(now) <= policy.ttl_s:
-                results[customer.id] = Outcome(adapter.name, adapter.kind, entry.value, None, 0.0,
-                                               entry.fetched_at, SourceStatus.CACHED)
+                results[customer.id] = Outcome(
+                    adapter.name,
+                    adapter.kind,
+                    entry.value,
+                    None,
+                    0.0,
+                    entry.fetched_at,
+                    SourceStatus.CACHED,
+                )
             else:
                 misses.append(customer)
         self.cache.hits += len(customers) - len(misses)
@@ -193,8 +214,16 @@ class Federation:
             for customer, outcome in zip(misses, flown, strict=True):
                 stale = entries.get(customer.id)
                 if outcome.error is not None and stale is not None:
-                    outcome = Outcome(adapter.name, adapter.kind, stale.value, None, 0.0,
-                                      stale.fetched_at, SourceStatus.STALE, outcome.error)
+                    outcome = Outcome(
+                        adapter.name,
+                        adapter.kind,
+                        stale.value,
+                        None,
+                        0.0,
+                        stale.fetched_at,
+                        SourceStatus.STALE,
+                        outcome.error,
+                    )
                 results[customer.id] = outcome
         return [results[c.id] for c in customers]
 
@@ -249,13 +278,23 @@ class Federation:
                 for customer_id, entry in (
                     await self.cache.wait_for(namespace, theirs, policy.ttl_s)
                 ).items():
-                    results[customer_id] = Outcome(adapter.name, adapter.kind, entry.value, None,
-                                                   0.0, entry.fetched_at, SourceStatus.CACHED)
+                    results[customer_id] = Outcome(
+                        adapter.name,
+                        adapter.kind,
+                        entry.value,
+                        None,
+                        0.0,
+                        entry.fetched_at,
+                        SourceStatus.CACHED,
+                    )
             todo = [c for c in customers if c.id not in results]
             if todo:
                 outcomes = await _timed(adapter, todo, lambda: fetch(todo))
-                fresh = {c.id: Entry(o.value, o.fetched_at)
-                         for c, o in zip(todo, outcomes, strict=True) if o.error is None}
+                fresh = {
+                    c.id: Entry(o.value, o.fetched_at)
+                    for c, o in zip(todo, outcomes, strict=True)
+                    if o.error is None
+                }
                 await self.cache.set_many(namespace, fresh, policy.stale_ttl_s)
                 results.update((c.id, o) for c, o in zip(todo, outcomes, strict=True))
         finally:
@@ -264,8 +303,11 @@ class Federation:
 
 
 # What the gateway caches per upstream kind; every entry of a customer is dropped together.
-DATA_KINDS: dict[str, tuple[str, ...]] = {"crm": ("",), "commerce": ("", "orders"),
-                                          "analytics": ("",)}
+DATA_KINDS: dict[str, tuple[str, ...]] = {
+    "crm": ("",),
+    "commerce": ("", "orders"),
+    "analytics": ("",),
+}
 
 
 def _namespace(upstream: str, data: str) -> str:
@@ -308,5 +350,6 @@ async def _timed(
         values, error = [None] * len(customers), exc
     latency = (time.perf_counter() - started) * 1000
     status = SourceStatus.FAILED if error else SourceStatus.OK
-    return [Outcome(adapter.name, adapter.kind, v, error, latency, fetched_at, status)
-            for v in values]
+    return [
+        Outcome(adapter.name, adapter.kind, v, error, latency, fetched_at, status) for v in values
+    ]

@@ -39,10 +39,24 @@ FORBIDDEN_TAGS = frozenset({"include", "render"})
 
 # Which per-request loader serves each customer field (None: the stored profile).
 FIELD_LOADERS: dict[str, str | None] = {
-    **dict.fromkeys(("id", "email", "phone", "first_name", "last_name", "locale",
-                     "created_at", "updated_at", "identities"), None),
-    **dict.fromkeys(("lifecycle_stage", "owner_id", "company", "job_title", "city", "country",
-                     "date_of_birth"), "crm"),
+    **dict.fromkeys(
+        (
+            "id",
+            "email",
+            "phone",
+            "first_name",
+            "last_name",
+            "locale",
+            "created_at",
+            "updated_at",
+            "identities",
+        ),
+        None,
+    ),
+    **dict.fromkeys(
+        ("lifecycle_stage", "owner_id", "company", "job_title", "city", "country", "date_of_birth"),
+        "crm",
+    ),
     **dict.fromkeys(("lifetime_value", "order_count"), "commerce"),
     **dict.fromkeys(("orders", "last_order_at"), "orders"),
     **dict.fromkeys(("recent_events", "engagement", "cart"), "analytics"),
@@ -59,8 +73,9 @@ class TemplateSyntaxError(InvalidInput):
     """The source does not parse; ``extensions`` carries the position for clients."""
 
     def __init__(self, reason: str, line: int, column: int, *, field: str) -> None:
-        super().__init__(f"Template syntax error at line {line}, column {column}: {reason}",
-                         field=field)
+        super().__init__(
+            f"Template syntax error at line {line}, column {column}: {reason}", field=field
+        )
         self.line, self.column = line, column
         # graphql-core copies an original error's ``extensions`` onto the GraphQL error.
         self.extensions: dict[str, Any] = {"line": line, "column": column}
@@ -87,8 +102,11 @@ class _Sandbox(Environment):
 def _environment(format: RenderFormat, strict: bool) -> Environment:
     # An empty DictLoader: there is no file system or network behind any template name.
     # StrictDefaultUndefined still lets `| default: "x"` supply a fallback.
-    return _Sandbox(loader=DictLoader({}), autoescape=format is RenderFormat.HTML,
-                    undefined=StrictDefaultUndefined if strict else Undefined)
+    return _Sandbox(
+        loader=DictLoader({}),
+        autoescape=format is RenderFormat.HTML,
+        undefined=StrictDefaultUndefined if strict else Undefined,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +131,9 @@ Fetch = Callable[[str, Sequence[CustomerProfile]], Awaitable[Sequence[Outcome[An
 
 
 @lru_cache(maxsize=512)
-def compile_template(source: str, format: RenderFormat, strict: bool = False, *,
-                     field: str = "template") -> Compiled:
+def compile_template(
+    source: str, format: RenderFormat, strict: bool = False, *, field: str = "template"
+) -> Compiled:
     """Parse and analyse once per distinct source; stored versions never change."""
     if len(source) > MAX_SOURCE_CHARS:
         raise InvalidInput(f"A template has at most {MAX_SOURCE_CHARS} characters", field=field)
@@ -127,16 +146,22 @@ def compile_template(source: str, format: RenderFormat, strict: bool = False, *,
     analysis = template.analyze(include_partials=False)
     for tag in FORBIDDEN_TAGS & analysis.tags.keys():
         line, column = _line_column(source, _tag_start(source, analysis.tags[tag][0].index))
-        raise TemplateSyntaxError(f"'{{% {tag} %}}' is not allowed: templates cannot load "
-                                  "other templates or files", line, column, field=field)
+        raise TemplateSyntaxError(
+            f"'{{% {tag} %}}' is not allowed: templates cannot load other templates or files",
+            line,
+            column,
+            field=field,
+        )
     paths = sorted({str(v) for found in analysis.globals.values() for v in found})
     loaders, fields, unknown = _needs(
-        v.segments for found in analysis.globals.values() for v in found)
+        v.segments for found in analysis.globals.values() for v in found
+    )
     return Compiled(template, format, strict, tuple(paths), loaders, fields, unknown)
 
 
-def _needs(all_segments: Iterable[list[Any]],
-           ) -> tuple[frozenset[str], frozenset[str], tuple[str, ...]]:
+def _needs(
+    all_segments: Iterable[list[Any]],
+) -> tuple[frozenset[str], frozenset[str], tuple[str, ...]]:
     loaders: set[str] = set()
     fields: set[str] = set()
     unknown: set[str] = set()
@@ -178,8 +203,9 @@ def _position(env: Environment, source: str, exc: LiquidError) -> tuple[int, int
     template without a position; find the markup that caused them instead."""
     if exc.token is not None and exc.token.start_index >= 0:
         index = exc.token.start_index
-        return _line_column(source, _tag_start(source, index) if exc.token.kind == TOKEN_TAG
-                            else index)
+        return _line_column(
+            source, _tag_start(source, index) if exc.token.kind == TOKEN_TAG else index
+        )
     message = str(exc.message)
     markup = [t for t in env.tokenizer()(source) if t.kind in (TOKEN_TAG, TOKEN_OUTPUT)]
     if message.startswith("expected tag end"):
@@ -206,8 +232,12 @@ def _position(env: Environment, source: str, exc: LiquidError) -> tuple[int, int
             else:
                 low = middle + 1
         faulty = tokens[low]
-        return _line_column(source, _tag_start(source, faulty.start_index)
-                            if faulty.kind == TOKEN_TAG else faulty.start_index)
+        return _line_column(
+            source,
+            _tag_start(source, faulty.start_index)
+            if faulty.kind == TOKEN_TAG
+            else faulty.start_index,
+        )
     return _line_column(source, len(source))
 
 
@@ -222,16 +252,21 @@ def _fails_with(env: Environment, source: str, message: str) -> bool:
 def check_strict(compiled: Compiled) -> None:
     """In strict mode a name that is not a customer field fails before any fetch."""
     if compiled.strict and compiled.unknown:
-        raise RenderError(f"Undefined variables: {', '.join(compiled.unknown)}",
-                          variables=compiled.unknown)
+        raise RenderError(
+            f"Undefined variables: {', '.join(compiled.unknown)}", variables=compiled.unknown
+        )
 
 
 def warnings_of(compiled: Compiled) -> list[str]:
     return [f"'{name}' is not a customer field; it renders empty" for name in compiled.unknown]
 
 
-async def render_for(compiled: Compiled, profiles: Sequence[CustomerProfile], fetch: Fetch,
-                     now: datetime | None = None) -> list[Rendered | GatewayError | UpstreamError]:
+async def render_for(
+    compiled: Compiled,
+    profiles: Sequence[CustomerProfile],
+    fetch: Fetch,
+    now: datetime | None = None,
+) -> list[Rendered | GatewayError | UpstreamError]:
     """Render for each customer, in order; one customer's failure is its own result.
 
     Each needed loader is asked once for all the customers, so a batch costs one
@@ -250,8 +285,7 @@ async def render_for(compiled: Compiled, profiles: Sequence[CustomerProfile], fe
                 values[name] = outcome.unwrap()  # a failed upstream fails this render
                 if outcome.status is SourceStatus.STALE:
                     warnings.append(f"{outcome.upstream} failed; its last known data was used")
-            body = render_body(compiled,
-                               customer_context(profile, values, now, compiled.fields))
+            body = render_body(compiled, customer_context(profile, values, now, compiled.fields))
         except (GatewayError, UpstreamError) as exc:
             results.append(exc)
             continue
@@ -294,15 +328,26 @@ def _crm(name: str) -> Callable[[_Sources], Any]:
 # hundred events into dicts for a template that shows the first name is wasted work.
 _FIELDS: dict[str, Callable[[_Sources], Any]] = {
     "id": lambda s: str(s.profile.id),
-    **{name: (lambda n: lambda s: getattr(s.profile, n))(name)
-       for name in ("email", "phone", "first_name", "last_name", "locale", "created_at",
-                    "updated_at")},
-    "identities": lambda s: [{"source": i.source, "external_id": i.external_id}
-                             for i in s.profile.identities],
+    **{
+        name: (lambda n: lambda s: getattr(s.profile, n))(name)
+        for name in (
+            "email",
+            "phone",
+            "first_name",
+            "last_name",
+            "locale",
+            "created_at",
+            "updated_at",
+        )
+    },
+    "identities": lambda s: [
+        {"source": i.source, "external_id": i.external_id} for i in s.profile.identities
+    ],
     **{name: _crm(name) for name, loader in FIELD_LOADERS.items() if loader == "crm"},
     "lifetime_value": lambda s: _money(s.shop.total_spent) if s.shop else None,
-    "order_count": lambda s: s.shop.orders_count if s.shop else
-    (0 if "commerce" in s.loaded else None),
+    "order_count": lambda s: (
+        s.shop.orders_count if s.shop else (0 if "commerce" in s.loaded else None)
+    ),
     "orders": lambda s: [_order(o) for o in s.orders],
     "last_order_at": lambda s: s.orders[0].created_at if s.orders else None,
     "recent_events": lambda s: [_event(e) for e in s.events],
@@ -311,14 +356,24 @@ _FIELDS: dict[str, Callable[[_Sources], Any]] = {
 }
 
 
-def customer_context(profile: CustomerProfile, values: Mapping[str, Any], now: datetime,
-                     wanted: Iterable[str] | None = None) -> dict[str, Any]:
+def customer_context(
+    profile: CustomerProfile,
+    values: Mapping[str, Any],
+    now: datetime,
+    wanted: Iterable[str] | None = None,
+) -> dict[str, Any]:
     """The customer as the schema exposes it, snake_case, at the top level and under
     ``customer``: the ``wanted`` fields (default all). Fields of loaders that did not
     run are nil."""
-    sources = _Sources(profile, values.get("crm"), values.get("commerce"),
-                       values.get("orders") or (), values.get("analytics"),
-                       frozenset(values), now)
+    sources = _Sources(
+        profile,
+        values.get("crm"),
+        values.get("commerce"),
+        values.get("orders") or (),
+        values.get("analytics"),
+        frozenset(values),
+        now,
+    )
     fields = {name: _FIELDS[name](sources) for name in (_FIELDS if wanted is None else wanted)}
     return {**fields, "customer": fields}
 
@@ -329,30 +384,52 @@ def _money(money: Money | None) -> dict[str, Any] | None:
 
 def _order(order: Order) -> dict[str, Any]:
     return {
-        "id": order.external_id, "name": order.name, "created_at": order.created_at,
+        "id": order.external_id,
+        "name": order.name,
+        "created_at": order.created_at,
         "financial_status": order.financial_status,
         "fulfillment_status": order.fulfillment_status,
         "total_price": _money(order.total_price),
-        "line_items": [{"product_id": i.product_id, "title": i.title, "quantity": i.quantity,
-                        "price": _money(i.price)} for i in order.line_items],
+        "line_items": [
+            {
+                "product_id": i.product_id,
+                "title": i.title,
+                "quantity": i.quantity,
+                "price": _money(i.price),
+            }
+            for i in order.line_items
+        ],
     }
 
 
 def _event(event: AnalyticsEvent) -> dict[str, Any]:
-    return {"id": event.id, "type": event.type, "name": event.name,
-            "occurred_at": event.timestamp, "session_id": event.session_id,
-            "properties": dict(event.properties)}
+    return {
+        "id": event.id,
+        "type": event.type,
+        "name": event.name,
+        "occurred_at": event.timestamp,
+        "session_id": event.session_id,
+        "properties": dict(event.properties),
+    }
 
 
 def _engagement(events: Sequence[AnalyticsEvent], now: datetime) -> dict[str, Any]:
     found = behaviour.engagement(events, now)
-    return {"sessions_30d": found.sessions, "page_views_30d": found.page_views,
-            "last_seen_at": found.last_seen_at}
+    return {
+        "sessions_30d": found.sessions,
+        "page_views_30d": found.page_views,
+        "last_seen_at": found.last_seen_at,
+    }
 
 
 def _cart(cart: behaviour.Cart | None) -> dict[str, Any] | None:
     if cart is None:
         return None
-    return {"items": [{"product_id": i.product_id, "title": i.title, "quantity": i.quantity,
-                       "price": i.price} for i in cart.items],
-            "subtotal": cart.subtotal, "updated_at": cart.updated_at}
+    return {
+        "items": [
+            {"product_id": i.product_id, "title": i.title, "quantity": i.quantity, "price": i.price}
+            for i in cart.items
+        ],
+        "subtotal": cart.subtotal,
+        "updated_at": cart.updated_at,
+    }

@@ -25,30 +25,56 @@ def _rows(people: Sequence[Person]) -> dict[type, list[dict[str, Any]]]:
     customers, identities, attributes, consents = [], [], [], []
     for person in people:
         cid = customer_id_for(person)
-        customers.append({
-            "id": cid, "email": person.email, "phone": person.phone,
-            "first_name": person.first_name, "last_name": person.last_name,
-            "locale": person.locale, "created_at": person.created_at,
-            "updated_at": person.updated_at,
-        })
+        customers.append(
+            {
+                "id": cid,
+                "email": person.email,
+                "phone": person.phone,
+                "first_name": person.first_name,
+                "last_name": person.last_name,
+                "locale": person.locale,
+                "created_at": person.created_at,
+                "updated_at": person.updated_at,
+            }
+        )
         for source, external_id in (
             ("hubspot", person.hubspot_id),
             ("soap_crm", f"C-{person.index:06d}"),
             ("shopify", str(person.shopify_id)),
             ("segment", person.segment_user_id),
         ):
-            identities.append({"customer_id": cid, "source": source, "external_id": external_id,
-                               "created_at": person.created_at})
+            identities.append(
+                {
+                    "customer_id": cid,
+                    "source": source,
+                    "external_id": external_id,
+                    "created_at": person.created_at,
+                }
+            )
         for name in ("first_name", "last_name", "phone", "locale"):
-            attributes.append({"customer_id": cid, "name": name, "value": getattr(person, name),
-                               "source": CRM_SOURCE, "observed_at": person.updated_at})
+            attributes.append(
+                {
+                    "customer_id": cid,
+                    "name": name,
+                    "value": getattr(person, name),
+                    "source": CRM_SOURCE,
+                    "observed_at": person.updated_at,
+                }
+            )
         for purpose, granted in (
             ("email_marketing", person.email_marketing_consent),
             ("personalisation", person.personalisation_consent),
             ("analytics", person.analytics_consent),
         ):
-            consents.append({"customer_id": cid, "purpose": purpose, "granted": granted,
-                             "source": CRM_SOURCE, "recorded_at": person.updated_at})
+            consents.append(
+                {
+                    "customer_id": cid,
+                    "purpose": purpose,
+                    "granted": granted,
+                    "source": CRM_SOURCE,
+                    "recorded_at": person.updated_at,
+                }
+            )
     return {Customer: customers, Identity: identities, Attribute: attributes, Consent: consents}
 
 

@@ -37,13 +37,22 @@ class Services:
         engine = create_engine(settings.database_url)
         sessions = create_sessionmaker(engine)
         cache = UpstreamCache(build_cache(settings.cache_url))
-        federation = Federation(build_adapters(config), cache,
-                                {upstream.name: upstream.cache for upstream in config.enabled()})
-        customers = CachedCustomers(CustomerStore(sessions), cache.backend,
-                                    settings.profile_cache_ttl_s)
-        return cls(settings=settings, engine=engine, customers=customers,
-                   federation=federation, persisted_queries=PersistedQueries(cache.backend),
-                   templates=open_templates(sessions))
+        federation = Federation(
+            build_adapters(config),
+            cache,
+            {upstream.name: upstream.cache for upstream in config.enabled()},
+        )
+        customers = CachedCustomers(
+            CustomerStore(sessions), cache.backend, settings.profile_cache_ttl_s
+        )
+        return cls(
+            settings=settings,
+            engine=engine,
+            customers=customers,
+            federation=federation,
+            persisted_queries=PersistedQueries(cache.backend),
+            templates=open_templates(sessions),
+        )
 
     async def aclose(self) -> None:
         await aclose_adapters(self.federation.adapters)

@@ -11,10 +11,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from adapters.config import UpstreamsConfig, UpstreamsConfigError, load_upstreams_file
-
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from adapters.config import UpstreamsConfig, UpstreamsConfigError, load_upstreams_file
 
 _ASYNC_DRIVERS = {
     "postgres": "postgresql+asyncpg",
@@ -55,7 +55,8 @@ class Settings(BaseSettings):
         default=1000, description="Most customers one batch query may ask for."
     )
     profile_cache_ttl_s: Annotated[float, Field(ge=0)] = Field(
-        default=60.0, description="How long a stored profile is served from the cache "
+        default=60.0,
+        description="How long a stored profile is served from the cache "
         "(writes through the gateway drop it at once); 0 turns it off.",
     )
     upstreams_file: Path | None = Field(

@@ -37,9 +37,11 @@ class VersionInfo:
 def parse_template_name(raw: str, field: str = "name") -> str:
     name = raw.strip()
     if not _NAME.match(name):
-        raise InvalidInput(f"Invalid value for argument '{field}': a template name has 1-200 "
-                           "letters, digits, '_', '.' or '-', starting with a letter or digit",
-                           field=field)
+        raise InvalidInput(
+            f"Invalid value for argument '{field}': a template name has 1-200 "
+            "letters, digits, '_', '.' or '-', starting with a letter or digit",
+            field=field,
+        )
     return name
 
 
@@ -49,8 +51,9 @@ def _utc(moment: datetime) -> datetime:
 
 
 def _version(row: Template) -> TemplateVersion:
-    return TemplateVersion(row.name, row.version, row.source, RenderFormat(row.format),
-                           _utc(row.created_at))
+    return TemplateVersion(
+        row.name, row.version, row.source, RenderFormat(row.format), _utc(row.created_at)
+    )
 
 
 class TemplateStore:
@@ -70,15 +73,22 @@ class TemplateStore:
             try:
                 return await self._insert(name, source, format)
             except IntegrityError as exc:
-                raise Conflict(f"Template '{name}' changed concurrently; retry the request",
-                               field="name") from exc
+                raise Conflict(
+                    f"Template '{name}' changed concurrently; retry the request", field="name"
+                ) from exc
 
     async def _insert(self, name: str, source: str, format: RenderFormat) -> TemplateVersion:
         async with self._sessions.begin() as session:
             latest = await session.scalar(
-                select(func.max(Template.version)).where(Template.name == name))
-            row = Template(name=name, version=(latest or 0) + 1, source=source,
-                           format=format.value, created_at=datetime.now(UTC))
+                select(func.max(Template.version)).where(Template.name == name)
+            )
+            row = Template(
+                name=name,
+                version=(latest or 0) + 1,
+                source=source,
+                format=format.value,
+                created_at=datetime.now(UTC),
+            )
             session.add(row)
             await session.flush()
             return _version(row)
@@ -99,7 +109,9 @@ class TemplateStore:
         async with self._sessions() as session:
             rows = await session.execute(
                 select(Template.version, Template.format, Template.created_at)
-                .where(Template.name == name).order_by(Template.version.desc()))
+                .where(Template.name == name)
+                .order_by(Template.version.desc())
+            )
             return [VersionInfo(v, RenderFormat(f), _utc(c)) for v, f, c in rows]
 
 

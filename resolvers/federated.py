@@ -46,12 +46,19 @@ class Order:
     @classmethod
     def of(cls, order: OrderRecord) -> Order:
         return cls(
-            id=strawberry.ID(order.external_id), name=order.name, created_at=order.created_at,
-            financial_status=order.financial_status, fulfillment_status=order.fulfillment_status,
+            id=strawberry.ID(order.external_id),
+            name=order.name,
+            created_at=order.created_at,
+            financial_status=order.financial_status,
+            fulfillment_status=order.fulfillment_status,
             total_price=Money.of(order.total_price),
             line_items=[
-                LineItem(product_id=i.product_id, title=i.title, quantity=i.quantity,
-                         price=Money.of(i.price))
+                LineItem(
+                    product_id=i.product_id,
+                    title=i.title,
+                    quantity=i.quantity,
+                    price=Money.of(i.price),
+                )
                 for i in order.line_items
             ],
         )
@@ -68,9 +75,14 @@ class Event:
 
     @classmethod
     def of(cls, event: AnalyticsEvent) -> Event:
-        return cls(id=strawberry.ID(event.id), type=event.type, name=event.name,
-                   occurred_at=event.timestamp, session_id=event.session_id,
-                   properties=event.properties)
+        return cls(
+            id=strawberry.ID(event.id),
+            type=event.type,
+            name=event.name,
+            occurred_at=event.timestamp,
+            session_id=event.session_id,
+            properties=event.properties,
+        )
 
 
 @strawberry.type(description="Engagement over the last 30 days, from analytics events.")
@@ -99,9 +111,12 @@ class Cart:
         if cart is None:
             return None
         return cls(
-            items=[CartItem(product_id=i.product_id, title=i.title, quantity=i.quantity,
-                            price=i.price) for i in cart.items],
-            subtotal=cart.subtotal, updated_at=cart.updated_at,
+            items=[
+                CartItem(product_id=i.product_id, title=i.title, quantity=i.quantity, price=i.price)
+                for i in cart.items
+            ],
+            subtotal=cart.subtotal,
+            updated_at=cart.updated_at,
         )
 
 
@@ -126,12 +141,24 @@ class Source:
     @classmethod
     def of(cls, outcome: Outcome[object], now: datetime) -> Source:
         error = outcome.error or outcome.cause
-        return cls(upstream=outcome.upstream, kind=outcome.kind, status=outcome.status,
-                   latency_ms=round(outcome.latency_ms, 2), fetched_at=outcome.fetched_at,
-                   age_seconds=round(outcome.age_s(now), 3),
-                   error_code=error.code if error else None)
+        return cls(
+            upstream=outcome.upstream,
+            kind=outcome.kind,
+            status=outcome.status,
+            latency_ms=round(outcome.latency_ms, 2),
+            fetched_at=outcome.fetched_at,
+            age_seconds=round(outcome.age_s(now), 3),
+            error_code=error.code if error else None,
+        )
 
     @classmethod
     def skipped(cls, upstream: str, kind: str) -> Source:
-        return cls(upstream=upstream, kind=kind, status=SourceStatus.SKIPPED, latency_ms=None,
-                   fetched_at=None, age_seconds=None, error_code=None)
+        return cls(
+            upstream=upstream,
+            kind=kind,
+            status=SourceStatus.SKIPPED,
+            latency_ms=None,
+            fetched_at=None,
+            age_seconds=None,
+            error_code=None,
+        )

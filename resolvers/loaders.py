@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from strawberry.dataloader import DataLoader
 
-from gateway.customers import CustomerProfile
 from adapters.records import CommerceCustomer, CrmContact, Order
+from gateway.customers import CustomerProfile
 from gateway.federation import AnalyticsData, Federation, Outcome
 
 
@@ -21,15 +21,18 @@ def _key(customer: CustomerProfile) -> object:
 class Loaders:
     def __init__(self, federation: Federation) -> None:
         self.crm: DataLoader[CustomerProfile, Outcome[CrmContact]] = DataLoader(
-            federation.crm, cache_key_fn=_key)
+            federation.crm, cache_key_fn=_key
+        )
         self.commerce: DataLoader[CustomerProfile, Outcome[CommerceCustomer]] = DataLoader(
-            federation.commerce, cache_key_fn=_key)
+            federation.commerce, cache_key_fn=_key
+        )
         self.orders: DataLoader[CustomerProfile, Outcome[tuple[Order, ...]]] = DataLoader(
-            federation.orders, cache_key_fn=_key)
+            federation.orders, cache_key_fn=_key
+        )
         self.analytics: DataLoader[CustomerProfile, Outcome[AnalyticsData]] = DataLoader(
-            federation.analytics, cache_key_fn=_key)
+            federation.analytics, cache_key_fn=_key
+        )
 
     def named(self, name: str) -> DataLoader[CustomerProfile, Outcome[object]]:
         loader: DataLoader[CustomerProfile, Outcome[object]] = getattr(self, name)
         return loader
-

@@ -69,24 +69,39 @@ def _max_age(services: Services, sources: list[dict[str, Any]]) -> int:
 def profile_endpoint(schema: strawberry.Schema) -> Any:
     async def profile(request: Request) -> Response:
         services: Services = request.app.state.services
-        context = Context(request=request, response=None, services=services,
-                          loaders=Loaders(services.federation))
-        result = await schema.execute(PROFILE_DOCUMENT, variable_values=_variables(
-            request.path_params["user_id"]), context_value=context)
+        context = Context(
+            request=request, response=None, services=services, loaders=Loaders(services.federation)
+        )
+        result = await schema.execute(
+            PROFILE_DOCUMENT,
+            variable_values=_variables(request.path_params["user_id"]),
+            context_value=context,
+        )
         data = (result.data or {}).get("customer")
-        errors = [{"message": e.message, "path": e.path, **(e.extensions or {})}
-                  for e in result.errors or []]
+        errors = [
+            {"message": e.message, "path": e.path, **(e.extensions or {})}
+            for e in result.errors or []
+        ]
         if data is None and not errors:
             body = {"error": "not_found", "message": "No customer with this id"}
-            return Response(orjson.dumps(body), status_code=404, media_type="application/json",
-                            headers={"Cache-Control": "no-store"})
+            return Response(
+                orjson.dumps(body),
+                status_code=404,
+                media_type="application/json",
+                headers={"Cache-Control": "no-store"},
+            )
         if data is None:
-            return Response(orjson.dumps({"error": "bad_request", "errors": errors}),
-                            status_code=400, media_type="application/json")
+            return Response(
+                orjson.dumps({"error": "bad_request", "errors": errors}),
+                status_code=400,
+                media_type="application/json",
+            )
         max_age = 0 if errors else _max_age(services, data["sources"])
-        payload = _snake(data) | {"errors": errors,
-                                  "generated_at": datetime.now(UTC).isoformat()}
-        return Response(orjson.dumps(payload), media_type="application/json",
-                        headers={"Cache-Control": f"private, max-age={max_age}"})
+        payload = _snake(data) | {"errors": errors, "generated_at": datetime.now(UTC).isoformat()}
+        return Response(
+            orjson.dumps(payload),
+            media_type="application/json",
+            headers={"Cache-Control": f"private, max-age={max_age}"},
+        )
 
     return profile

@@ -32,17 +32,21 @@ GatewayInfo = Info[Context, None]
 MAX_BATCH = 1000
 
 strawberry.enum(
-    RenderFormat, name="RenderFormat",
-    description="HTML escapes customer data in the output; TEXT leaves it as is.")
+    RenderFormat,
+    name="RenderFormat",
+    description="HTML escapes customer data in the output; TEXT leaves it as is.",
+)
 
 
 @strawberry.type(description="A rendered template.")
 class RenderResult:
     body: str
     variables: list[str] = strawberry.field(
-        description="The customer fields the template reads, e.g. customer.orders.")
+        description="The customer fields the template reads, e.g. customer.orders."
+    )
     warnings: list[str] = strawberry.field(
-        description="Names that are not customer fields (rendered empty), stale sources.")
+        description="Names that are not customer fields (rendered empty), stale sources."
+    )
     format: RenderFormat
     name: str | None = strawberry.field(description="The stored template, if one was used.")
     version: int | None
@@ -69,8 +73,13 @@ class StoredTemplate:
 
     @classmethod
     def of(cls, found: TemplateVersion) -> StoredTemplate:
-        return cls(name=found.name, version=found.version, format=found.format,
-                   source=found.source, created_at=found.created_at)
+        return cls(
+            name=found.name,
+            version=found.version,
+            format=found.format,
+            source=found.source,
+            created_at=found.created_at,
+        )
 
     @strawberry.field(description="Every version, newest first.")
     async def history(self, info: GatewayInfo) -> list[TemplateVersionInfo]:
@@ -122,19 +131,24 @@ async def render_customer(
     template: str | None = None,
     name: str | None = None,
     version: int | None = None,
-    format: Annotated[RenderFormat | None, strawberry.argument(
-        description="Default: the stored template's format, or HTML for an inline one.")] = None,
-    strict: Annotated[bool, strawberry.argument(
-        description="Undefined variables are errors naming them.")] = False,
+    format: Annotated[
+        RenderFormat | None,
+        strawberry.argument(
+            description="Default: the stored template's format, or HTML for an inline one."
+        ),
+    ] = None,
+    strict: Annotated[
+        bool, strawberry.argument(description="Undefined variables are errors naming them.")
+    ] = False,
 ) -> RenderResult | None:
     """Render Liquid for this customer: an inline `template` or a stored `name`."""
     if (template is None) == (name is None):
-        raise InvalidInput("Give exactly one of the arguments 'template' and 'name'",
-                           field="template")
+        raise InvalidInput(
+            "Give exactly one of the arguments 'template' and 'name'", field="template"
+        )
     if template is not None:
         if version is not None:
-            raise InvalidInput("'version' applies to a stored template ('name')",
-                               field="version")
+            raise InvalidInput("'version' applies to a stored template ('name')", field="version")
         source, chosen = template, RenderFormat(format or RenderFormat.HTML)
         stored = None
     else:
@@ -144,33 +158,48 @@ async def render_customer(
     [outcome] = await render.render_for(compiled, [root.profile], _fetch(info))
     if isinstance(outcome, Exception):
         raise outcome
-    return RenderResult(body=outcome.body, variables=list(outcome.variables),
-                        warnings=list(outcome.warnings), format=chosen,
-                        name=stored.name if stored else None,
-                        version=stored.version if stored else None)
+    return RenderResult(
+        body=outcome.body,
+        variables=list(outcome.variables),
+        warnings=list(outcome.warnings),
+        format=chosen,
+        name=stored.name if stored else None,
+        version=stored.version if stored else None,
+    )
 
 
 @strawberry.type
 class TemplateQuery:
-    @strawberry.field(description="The latest version of a stored template, with its history. "
-                      "Null when unknown.")
+    @strawberry.field(
+        description="The latest version of a stored template, with its history. Null when unknown."
+    )
     async def template(self, info: GatewayInfo, name: str) -> StoredTemplate | None:
         found = await _store(info).get(parse_template_name(name))
         return StoredTemplate.of(found) if found else None
 
-    @strawberry.field(description=f"Render a stored template for up to {MAX_BATCH} customers, "
-                      "in the order given. Upstream reads are batched; one customer's "
-                      "failure is its own item's error.")
+    @strawberry.field(
+        description=f"Render a stored template for up to {MAX_BATCH} customers, "
+        "in the order given. Upstream reads are batched; one customer's "
+        "failure is its own item's error."
+    )
     async def render_batch(
-        self, info: GatewayInfo, name: str, customer_ids: list[strawberry.ID],
-        version: int | None = None, format: RenderFormat | None = None, strict: bool = False,
+        self,
+        info: GatewayInfo,
+        name: str,
+        customer_ids: list[strawberry.ID],
+        version: int | None = None,
+        format: RenderFormat | None = None,
+        strict: bool = False,
     ) -> list[RenderItem]:
         if len(customer_ids) > MAX_BATCH:
-            raise InvalidInput(f"At most {MAX_BATCH} customers per batch; got "
-                               f"{len(customer_ids)}", field="customerIds")
+            raise InvalidInput(
+                f"At most {MAX_BATCH} customers per batch; got {len(customer_ids)}",
+                field="customerIds",
+            )
         stored = await _stored(info, name, version)
         compiled = render.compile_template(
-            stored.source, RenderFormat(format or stored.format), strict)
+            stored.source, RenderFormat(format or stored.format), strict
+        )
         render.check_strict(compiled)  # the same for everyone: one error, not N
         wanted: dict[str, uuid.UUID | GatewayError] = {}
         for raw in customer_ids:
@@ -179,38 +208,63 @@ class TemplateQuery:
             except GatewayError as exc:
                 wanted[raw] = exc
         profiles = await info.context.services.customers.get_many(
-            [i for i in wanted.values() if isinstance(i, uuid.UUID)])
+            [i for i in wanted.values() if isinstance(i, uuid.UUID)]
+        )
         found = list(profiles.values())
-        outcomes = dict(zip([p.id for p in found],
-                            await render.render_for(compiled, found, _fetch(info)), strict=True))
+        outcomes = dict(
+            zip(
+                [p.id for p in found],
+                await render.render_for(compiled, found, _fetch(info)),
+                strict=True,
+            )
+        )
         return [_item(raw, wanted[raw], outcomes) for raw in customer_ids]
 
 
-def _item(raw: str, key: uuid.UUID | GatewayError,
-          outcomes: dict[uuid.UUID, render.Rendered | GatewayError | UpstreamError]) -> RenderItem:
+def _item(
+    raw: str,
+    key: uuid.UUID | GatewayError,
+    outcomes: dict[uuid.UUID, render.Rendered | GatewayError | UpstreamError],
+) -> RenderItem:
     outcome: render.Rendered | GatewayError | UpstreamError
     if isinstance(key, GatewayError):
         outcome = key
     elif key in outcomes:
         outcome = outcomes[key]
     else:
-        return RenderItem(customer_id=strawberry.ID(raw), body=None, warnings=[],
-                          error=RenderProblem(code="NOT_FOUND", message="No such customer"))
+        return RenderItem(
+            customer_id=strawberry.ID(raw),
+            body=None,
+            warnings=[],
+            error=RenderProblem(code="NOT_FOUND", message="No such customer"),
+        )
     if isinstance(outcome, render.Rendered):
-        return RenderItem(customer_id=strawberry.ID(raw), body=outcome.body,
-                          warnings=list(outcome.warnings), error=None)
-    return RenderItem(customer_id=strawberry.ID(raw), body=None, warnings=[],
-                      error=RenderProblem(code=outcome.code, message=str(outcome)))
+        return RenderItem(
+            customer_id=strawberry.ID(raw),
+            body=outcome.body,
+            warnings=list(outcome.warnings),
+            error=None,
+        )
+    return RenderItem(
+        customer_id=strawberry.ID(raw),
+        body=None,
+        warnings=[],
+        error=RenderProblem(code=outcome.code, message=str(outcome)),
+    )
 
 
 @strawberry.type
 class TemplateMutation:
-    @strawberry.mutation(description="Save a new version of a named template. The source is "
-                         "checked first: a syntax error names its line and column and saves "
-                         "nothing.")
+    @strawberry.mutation(
+        description="Save a new version of a named template. The source is "
+        "checked first: a syntax error names its line and column and saves "
+        "nothing."
+    )
     async def save_template(
-        self, info: GatewayInfo, name: str, source: str,
+        self,
+        info: GatewayInfo,
+        name: str,
+        source: str,
         format: RenderFormat = RenderFormat.HTML,
     ) -> StoredTemplate:
-        return StoredTemplate.of(
-            await _store(info).save(name, source, RenderFormat(format)))
+        return StoredTemplate.of(await _store(info).save(name, source, RenderFormat(format)))

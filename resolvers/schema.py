@@ -28,17 +28,23 @@ GatewayInfo = Info[Context, None]
 
 @strawberry.type
 class Query:
-    @strawberry.field(description="One customer, by unified id, by email, or by an id in a "
-                      "source system written `source:externalId` (e.g. `hubspot:51000007`). "
-                      "Null when unknown.")
+    @strawberry.field(
+        description="One customer, by unified id, by email, or by an id in a "
+        "source system written `source:externalId` (e.g. `hubspot:51000007`). "
+        "Null when unknown."
+    )
     async def customer(
-        self, info: GatewayInfo, id: strawberry.ID | None = None, email: str | None = None,
+        self,
+        info: GatewayInfo,
+        id: strawberry.ID | None = None,
+        email: str | None = None,
         identity: str | None = None,
     ) -> Customer | None:
         """One customer; its upstream fields load only when selected."""
         if sum(arg is not None for arg in (id, email, identity)) != 1:
-            raise InvalidInput("Give exactly one of the arguments 'id', 'email' and 'identity'",
-                               field="id")
+            raise InvalidInput(
+                "Give exactly one of the arguments 'id', 'email' and 'identity'", field="id"
+            )
         customers = info.context.services.customers
         if id is not None:
             profile = await customers.get(parse_customer_id(id))
@@ -47,15 +53,21 @@ class Query:
         else:
             source, _, external_id = str(identity).partition(":")
             if not source or not external_id:
-                raise InvalidInput("Invalid value for argument 'identity': write it as "
-                                   "source:externalId", field="identity")
+                raise InvalidInput(
+                    "Invalid value for argument 'identity': write it as source:externalId",
+                    field="identity",
+                )
             profile = await customers.get_by_identity(source, external_id)
         return (await _customers([profile], info))[0]
 
-    @strawberry.field(description="Many customers at once, in the order asked (null where "
-                      "unknown): give `ids` or `emails`. Upstream reads are batched.")
+    @strawberry.field(
+        description="Many customers at once, in the order asked (null where "
+        "unknown): give `ids` or `emails`. Upstream reads are batched."
+    )
     async def customers(
-        self, info: GatewayInfo, ids: list[strawberry.ID] | None = None,
+        self,
+        info: GatewayInfo,
+        ids: list[strawberry.ID] | None = None,
         emails: list[str] | None = None,
     ) -> list[Customer | None]:
         if (ids is None) == (emails is None):
@@ -63,8 +75,10 @@ class Query:
         keys = ids if ids is not None else emails
         limit = info.context.services.settings.max_batch_size
         if len(keys or []) > limit:
-            raise InvalidInput(f"At most {limit} customers per batch; got {len(keys or [])}",
-                               field="ids" if ids is not None else "emails")
+            raise InvalidInput(
+                f"At most {limit} customers per batch; got {len(keys or [])}",
+                field="ids" if ids is not None else "emails",
+            )
         store = info.context.services.customers
         if ids is not None:
             wanted = [parse_customer_id(i) for i in ids]
@@ -86,8 +100,10 @@ class Mutation:
         await info.context.services.federation.invalidate(profile.id)
         return Customer.from_profile(profile)
 
-    @strawberry.mutation(description="Drop everything cached about one customer, on every "
-                         "instance sharing the cache. True if the customer exists.")
+    @strawberry.mutation(
+        description="Drop everything cached about one customer, on every "
+        "instance sharing the cache. True if the customer exists."
+    )
     async def invalidate_customer(self, info: GatewayInfo, id: strawberry.ID) -> bool:
         customer_id = parse_customer_id(id)
         await info.context.services.federation.invalidate(customer_id)
@@ -119,8 +135,11 @@ class GatewaySchema(strawberry.Schema):
         # Messages are not logged: they may quote customer input.
         for error in errors:
             if is_unexpected(error):
-                logger.error("unexpected error in a resolver", exc_info=error.original_error,
-                             extra={"path": error.path})
+                logger.error(
+                    "unexpected error in a resolver",
+                    exc_info=error.original_error,
+                    extra={"path": error.path},
+                )
 
 
 def build_schema() -> strawberry.Schema:

@@ -27,8 +27,10 @@ MAX_EVENTS = 200
 # Which loader (and so which upstream) serves each Customer field: a query only
 # calls the upstreams it selects.
 FIELD_LOADERS: dict[str, str] = {
-    **dict.fromkeys(("lifecycleStage", "ownerId", "company", "jobTitle", "city", "country",
-                     "dateOfBirth"), "crm"),
+    **dict.fromkeys(
+        ("lifecycleStage", "ownerId", "company", "jobTitle", "city", "country", "dateOfBirth"),
+        "crm",
+    ),
     **dict.fromkeys(("lifetimeValue", "orderCount"), "commerce"),
     **dict.fromkeys(("orders", "lastOrderAt"), "orders"),
     **dict.fromkeys(("recentEvents", "engagement", "cart"), "analytics"),
@@ -94,7 +96,9 @@ class Customer:
     date_of_birth = _crm_field("date_of_birth", date, "Date of birth")
 
     @classmethod
-    def from_profile(cls, profile: CustomerProfile, needed: frozenset[str] = frozenset()) -> Customer:
+    def from_profile(
+        cls, profile: CustomerProfile, needed: frozenset[str] = frozenset()
+    ) -> Customer:
         return cls(
             id=strawberry.ID(str(profile.id)),
             email=profile.email,
@@ -104,8 +108,9 @@ class Customer:
             locale=profile.locale,
             created_at=profile.created_at,
             updated_at=profile.updated_at,
-            identities=[Identity(source=i.source, external_id=i.external_id)
-                        for i in profile.identities],
+            identities=[
+                Identity(source=i.source, external_id=i.external_id) for i in profile.identities
+            ],
             profile=profile,
             needed=needed,
             outcomes={},
@@ -135,8 +140,10 @@ class Customer:
         orders: tuple[OrderRecord, ...] = self.loaded("orders") or ()
         return orders[0].created_at if orders else None
 
-    @strawberry.field(description="Most recent events first, optionally of one type, e.g. "
-                      "'Product Viewed' (from analytics).")
+    @strawberry.field(
+        description="Most recent events first, optionally of one type, e.g. "
+        "'Product Viewed' (from analytics)."
+    )
     def recent_events(self, first: int = 10, type: str | None = None) -> list[Event] | None:
         data: AnalyticsData | None = self.loaded("analytics")
         if data is None:
@@ -148,15 +155,20 @@ class Customer:
     def engagement(self) -> Engagement | None:
         data: AnalyticsData | None = self.loaded("analytics")
         found = behaviour.engagement(data.events if data else (), datetime.now(UTC))
-        return Engagement(sessions_30d=found.sessions, page_views_30d=found.page_views,
-                          last_seen_at=found.last_seen_at)
+        return Engagement(
+            sessions_30d=found.sessions,
+            page_views_30d=found.page_views,
+            last_seen_at=found.last_seen_at,
+        )
 
     @strawberry.field(description="The open cart, or null when empty (from analytics events).")
     def cart(self) -> Cart | None:
         data: AnalyticsData | None = self.loaded("analytics")
         return Cart.of(behaviour.open_cart(data.events)) if data else None
 
-    @strawberry.field(description="Per upstream: whether it answered for this request, and how fast.")
+    @strawberry.field(
+        description="Per upstream: whether it answered for this request, and how fast."
+    )
     def sources(self, info: GatewayInfo) -> list[Source]:
         federation = info.context.services.federation
         worst: dict[str, Outcome[Any]] = {}
@@ -176,14 +188,22 @@ def _clamp(first: int, most: int) -> int:
 
 
 def selection_of(info: GatewayInfo) -> frozenset[str]:
-    return loaders_selected(info.selected_fields[0].selections) if info.selected_fields else frozenset()
+    return (
+        loaders_selected(info.selected_fields[0].selections)
+        if info.selected_fields
+        else frozenset()
+    )
 
 
 async def load_selected(customers: Iterable[Customer | None], info: GatewayInfo) -> None:
     """Run every loader the selection needs for every customer, all at once, so each
     upstream sees one batch; fields then read the answers without awaiting."""
-    jobs = [(customer, name) for customer in customers if customer is not None
-            for name in customer.needed]
+    jobs = [
+        (customer, name)
+        for customer in customers
+        if customer is not None
+        for name in customer.needed
+    ]
     results = await asyncio.gather(
         *(info.context.loaders.named(name).load(customer.profile) for customer, name in jobs)
     )

@@ -84,8 +84,12 @@ class GatewayGraphQL(GraphQL[Context, None]):
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         services: Services = request.app.state.services
-        return Context(request=request, response=response, services=services,
-                       loaders=Loaders(services.federation))
+        return Context(
+            request=request,
+            response=response,
+            services=services,
+            loaders=Loaders(services.federation),
+        )
 
     async def get_sub_response(self, request: Request) -> Response:
         sub_response = await super().get_sub_response(request)
@@ -121,7 +125,9 @@ class GatewayGraphQL(GraphQL[Context, None]):
                 raise HTTPException(405, "Mutations are only allowed over POST") from exc
             raise
 
-    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+    async def process_result(
+        self, request: Request, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
         response = await super().process_result(request, result)
         if isinstance(result, PreExecutionError):
             # Nothing ran: the spec's "request error" has no data entry at all.
@@ -144,12 +150,15 @@ class GatewayGraphQL(GraphQL[Context, None]):
         response.background = sub_response.background
         return response
 
-    def _error_response(self, request: Request, status: int, reason: str,
-                        code: str | None = None) -> Response:
+    def _error_response(
+        self, request: Request, status: int, reason: str, code: str | None = None
+    ) -> Response:
         headers = {"Allow": "POST"} if status == 405 and request.method == "GET" else {}
         if status == 405 and request.method not in {"GET", "POST"}:
             headers = {"Allow": "GET, POST"}
-        media_type = request.scope.get(_MEDIA_TYPE) or negotiate(request.headers.get("accept")) or JSON
+        media_type = (
+            request.scope.get(_MEDIA_TYPE) or negotiate(request.headers.get("accept")) or JSON
+        )
         error: dict[str, Any] = {"message": reason}
         if code:
             error["extensions"] = {"code": code}

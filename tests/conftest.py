@@ -20,8 +20,11 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from adapters.samples.runner import SampleUpstreams
 from gateway.app import create_app
+from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.migrate import upgrade
+from gateway.seed import seed
 from gateway.settings import Settings, load_settings
 
 ADMIN_URL = os.environ.get(
@@ -102,6 +105,39 @@ async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as http:
         yield http
+
+
+# The sample upstreams for the gateway-level tests: a small population, fast budgets,
+# breakers that do not open mid-suite. Tests set faults and read counters on them and
+# reset them before and after.
+SAMPLE_SIZE = 200
+FAST = {
+    "timeout_s": 0.4,
+    "deadline_s": 1.0,
+    "retries": 1,
+    "backoff_base_s": 0.01,
+    "breaker": {"failure_threshold": 50, "reset_timeout_s": 1.0},
+}
+
+
+@pytest.fixture(scope="session")
+def samples() -> Iterator[SampleUpstreams]:
+    with SampleUpstreams(size=SAMPLE_SIZE) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def seeded_url(samples: SampleUpstreams, tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('federation') / 'g.db'}"
+    upgrade(url)
+
+    async def run() -> None:
+        engine = create_engine(url)
+        await seed(create_sessionmaker(engine), samples.people)
+        await engine.dispose()
+
+    asyncio.run(run())
+    return url
 
 
 def unique_email(tag: str = "user") -> str:

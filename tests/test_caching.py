@@ -17,37 +17,43 @@ import redis.asyncio as aioredis
 from adapters.samples.runner import SampleUpstreams
 from gateway.app import create_app
 from gateway.settings import load_settings
-from tests.conftest import IN_CI
+from tests.conftest import FAST, IN_CI
 from tests.gql_client import gql
-from tests.test_federation import FAST, SIZE, samples, seeded_url  # noqa: F401  (fixtures)
 
 REDIS_URL = "redis://127.0.0.1:6379/11"
-PROFILE = "query($email: String!) { customer(email: $email) { id lifecycleStage " \
-          "lifetimeValue { amount } sources { upstream status ageSeconds errorCode } } }"
+PROFILE = (
+    "query($email: String!) { customer(email: $email) { id lifecycleStage "
+    "lifetimeValue { amount } sources { upstream status ageSeconds errorCode } } }"
+)
 BATCH = "query($ids: [ID!]) { customers(ids: $ids) { id lifecycleStage lifetimeValue { amount } } }"
 
 Client = Callable[..., Any]
 
 
 def _calls(samples: SampleUpstreams) -> dict[str, int]:
-    return {"hubspot": samples.hubspot.calls.total, "shopify": samples.shopify.calls.total,
-            "segment": samples.segment.calls.total}
+    return {
+        "hubspot": samples.hubspot.calls.total,
+        "shopify": samples.shopify.calls.total,
+        "segment": samples.segment.calls.total,
+    }
 
 
 @pytest.fixture
-def gateway(samples: SampleUpstreams, seeded_url: str) -> Iterator[Client]:  # noqa: F811
+def gateway(samples: SampleUpstreams, seeded_url: str) -> Iterator[Client]:
     """A factory of in-process gateway instances on the seeded database."""
     samples.reset()
 
     @asynccontextmanager
-    async def instance(cache_url: str = "memory://",
-                       overrides: dict[str, Any] | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    async def instance(
+        cache_url: str = "memory://", overrides: dict[str, Any] | None = None
+    ) -> AsyncIterator[httpx.AsyncClient]:
         from gateway.demo import sample_upstreams_config
 
         tables = {name: dict(FAST, **(overrides or {}).get(name, {})) for name in samples.base_urls}
         config = sample_upstreams_config(samples.base_urls, tables)
-        app = create_app(load_settings(database_url=seeded_url, cache_url=cache_url),
-                         upstreams=config)
+        app = create_app(
+            load_settings(database_url=seeded_url, cache_url=cache_url), upstreams=config
+        )
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
@@ -77,14 +83,18 @@ async def _ids(client: httpx.AsyncClient, samples: SampleUpstreams, people: rang
     return [c["id"] for c in body["data"]["customers"]]
 
 
-async def test_a_repeated_query_is_served_from_the_cache(gateway: Client, samples: SampleUpstreams) -> None:
+async def test_a_repeated_query_is_served_from_the_cache(
+    gateway: Client, samples: SampleUpstreams
+) -> None:
     async with gateway() as client:
         email = samples.people[20].email
         first = await gql(client, PROFILE, email=email)
         calls = _calls(samples)
         second = await gql(client, PROFILE, email=email)
     assert _calls(samples) == calls  # nothing more upstream
-    assert second["data"]["customer"]["lifecycleStage"] == first["data"]["customer"]["lifecycleStage"]
+    assert (
+        second["data"]["customer"]["lifecycleStage"] == first["data"]["customer"]["lifecycleStage"]
+    )
     statuses = {s["upstream"]: s["status"] for s in second["data"]["customer"]["sources"]}
     assert statuses == {"hubspot": "CACHED", "shopify": "CACHED", "segment": "SKIPPED"}
 
@@ -117,11 +127,14 @@ async def test_concurrent_identical_misses_make_one_call_per_upstream(
 ) -> None:
     for service in (samples.hubspot, samples.shopify, samples.segment):
         service.faults.update(latency_ms=100)  # keep the first fetch in flight while others arrive
-    query = "query($email: String!) { customer(email: $email) { lifecycleStage " \
-            "lifetimeValue { amount } engagement { sessions30d } } }"
+    query = (
+        "query($email: String!) { customer(email: $email) { lifecycleStage "
+        "lifetimeValue { amount } engagement { sessions30d } } }"
+    )
     async with gateway() as client:
-        bodies = await asyncio.gather(*(gql(client, query, email=samples.people[30].email)
-                                        for _ in range(100)))
+        bodies = await asyncio.gather(
+            *(gql(client, query, email=samples.people[30].email) for _ in range(100))
+        )
     assert all("errors" not in b for b in bodies)
     assert _calls(samples) == {"hubspot": 1, "shopify": 1, "segment": 1}
 
@@ -144,13 +157,16 @@ async def test_a_failing_upstream_serves_its_last_good_answer_as_stale(
     assert shopify["ageSeconds"] >= 0
 
 
-async def test_invalidate_customer_forces_a_fresh_read(gateway: Client, samples: SampleUpstreams) -> None:
+async def test_invalidate_customer_forces_a_fresh_read(
+    gateway: Client, samples: SampleUpstreams
+) -> None:
     async with gateway() as client:
         email = samples.people[50].email
         customer_id = (await gql(client, PROFILE, email=email))["data"]["customer"]["id"]
         before = _calls(samples)
-        invalidated = await gql(client, "mutation($id: ID!) { invalidateCustomer(id: $id) }",
-                                id=customer_id)
+        invalidated = await gql(
+            client, "mutation($id: ID!) { invalidateCustomer(id: $id) }", id=customer_id
+        )
         assert invalidated == {"data": {"invalidateCustomer": True}}
         await gql(client, PROFILE, email=email)
     after = _calls(samples)
@@ -181,8 +197,9 @@ async def test_concurrent_misses_on_two_instances_make_one_call(
     query = "query($email: String!) { customer(email: $email) { lifecycleStage } }"
     email = samples.people[70].email
     async with gateway(redis_url) as one, gateway(redis_url) as two:
-        bodies = await asyncio.gather(*(gql(client, query, email=email)
-                                        for client in [one, two] * 25))
+        bodies = await asyncio.gather(
+            *(gql(client, query, email=email) for client in [one, two] * 25)
+        )
     assert all(b["data"]["customer"]["lifecycleStage"] for b in bodies)
     assert samples.hubspot.calls.total == 1
 

@@ -18,13 +18,21 @@ from tests.conftest import REPO
 GATEWAY = [sys.executable, "-m", "gateway"]
 
 
-def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-        timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     full_env["PYTHONPATH"] = str(REPO)
     full_env.update(env or {})
-    return subprocess.run([*GATEWAY, *args], capture_output=True, text=True, env=full_env,
-                          cwd=cwd or REPO, timeout=timeout, check=False)
+    return subprocess.run(
+        [*GATEWAY, *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or REPO,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("command", [[], ["serve"], ["migrate"], ["demo"]])
@@ -72,8 +80,14 @@ def test_demo_serves_seeded_customers(tmp_path: Path) -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env["PYTHONPATH"] = str(REPO)
-    process = subprocess.Popen([*GATEWAY, "demo", "--port", str(port)], cwd=tmp_path, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [*GATEWAY, "demo", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -84,9 +98,13 @@ def test_demo_serves_seeded_customers(tmp_path: Path) -> None:
             except httpx.TransportError:
                 time.sleep(0.2)
         person = population(1000)[999]
-        query = "query($e: String!) { customer(email: $e) { email firstName identities { source externalId } } }"
-        body = httpx.post(f"{base}/graphql", json={"query": query, "variables": {"e": person.email}},
-                          timeout=5).json()
+        query = (
+            "query($e: String!) { customer(email: $e) "
+            "{ email firstName identities { source externalId } } }"
+        )
+        body = httpx.post(
+            f"{base}/graphql", json={"query": query, "variables": {"e": person.email}}, timeout=5
+        ).json()
         customer = body["data"]["customer"]
         assert customer["firstName"] == person.first_name
         assert {"source": "hubspot", "externalId": person.hubspot_id} in customer["identities"]
@@ -100,8 +118,10 @@ def test_demo_serves_seeded_customers(tmp_path: Path) -> None:
 
 def test_an_invalid_upstreams_file_stops_start_up_with_a_clear_error(tmp_path: Path) -> None:
     config = tmp_path / "upstreams.toml"
-    config.write_text('[upstreams.crm]\nkind = "hubspot"\nbase_url = "http://127.0.0.1:1"\n'
-                      'auth = { mode = "bearer", token_env = "NOT_SET_ANYWHERE" }\n')
+    config.write_text(
+        '[upstreams.crm]\nkind = "hubspot"\nbase_url = "http://127.0.0.1:1"\n'
+        'auth = { mode = "bearer", token_env = "NOT_SET_ANYWHERE" }\n'
+    )
     result = run("serve", env={"GATEWAY_UPSTREAMS_FILE": str(config)})
     assert result.returncode == 2
     assert "GATEWAY_UPSTREAMS_FILE" in result.stderr

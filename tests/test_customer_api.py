@@ -16,17 +16,28 @@ mutation Upsert($input: CustomerInput!) {
   }
 }
 """
-BY_EMAIL = "query($email: String!) { customer(email: $email) { id email firstName lastName phone locale identities { source externalId } } }"
+BY_EMAIL = """query($email: String!) {
+  customer(email: $email) {
+    id email firstName lastName phone locale identities { source externalId }
+  }
+}"""
 BY_ID = "query($id: ID!) { customer(id: $id) { id email firstName } }"
 
 
 async def test_upserted_customer_is_found_by_email_and_by_id(client: httpx.AsyncClient) -> None:
     email = unique_email("ada")
-    created = await gql(client, UPSERT, input={
-        "email": f"  {email.upper()} ", "firstName": "Ada", "lastName": "Lovelace",
-        "phone": "+44 20 7946 0958", "locale": "en-GB",
-        "identities": [{"source": "hubspot", "externalId": email}],
-    })
+    created = await gql(
+        client,
+        UPSERT,
+        input={
+            "email": f"  {email.upper()} ",
+            "firstName": "Ada",
+            "lastName": "Lovelace",
+            "phone": "+44 20 7946 0958",
+            "locale": "en-GB",
+            "identities": [{"source": "hubspot", "externalId": email}],
+        },
+    )
     customer = created["data"]["upsertCustomer"]
     assert customer["email"] == email  # trimmed and lower-cased once, at the border
     assert customer["phone"] == "+442079460958"
@@ -39,9 +50,18 @@ async def test_upserted_customer_is_found_by_email_and_by_id(client: httpx.Async
 
 async def test_upsert_updates_only_the_fields_given(client: httpx.AsyncClient) -> None:
     email = unique_email()
-    first = await gql(client, UPSERT, input={"email": email, "firstName": "Grace", "lastName": "Hopper"})
-    second = await gql(client, UPSERT, input={"email": email, "locale": "en-US",
-                                              "identities": [{"source": "shopify", "externalId": email}]})
+    first = await gql(
+        client, UPSERT, input={"email": email, "firstName": "Grace", "lastName": "Hopper"}
+    )
+    second = await gql(
+        client,
+        UPSERT,
+        input={
+            "email": email,
+            "locale": "en-US",
+            "identities": [{"source": "shopify", "externalId": email}],
+        },
+    )
     before, after = first["data"]["upsertCustomer"], second["data"]["upsertCustomer"]
     assert after["id"] == before["id"]
     assert (after["firstName"], after["lastName"], after["locale"]) == ("Grace", "Hopper", "en-US")
@@ -73,11 +93,14 @@ async def test_unknown_customer_is_null_not_an_error(client: httpx.AsyncClient) 
 
 
 async def test_bad_arguments_are_errors_on_that_field_only(client: httpx.AsyncClient) -> None:
-    body = await gql(client, """{
+    body = await gql(
+        client,
+        """{
       bad: customer(id: "not-a-uuid") { id }
       both: customer(id: "00000000-0000-4000-8000-000000000000", email: "a@example.com") { id }
       fine: customer(email: "nobody@example.com") { id }
-    }""")
+    }""",
+    )
     assert body["data"] == {"bad": None, "both": None, "fine": None}
     assert sorted(error_codes(body)) == [("BAD_USER_INPUT", ["bad"]), ("BAD_USER_INPUT", ["both"])]
 
@@ -92,9 +115,9 @@ async def test_identity_owned_by_another_customer_is_a_conflict(client: httpx.As
 
 async def test_concurrent_upserts_of_one_email_make_one_customer(client: httpx.AsyncClient) -> None:
     email = unique_email("race")
-    bodies = await asyncio.gather(*[
-        gql(client, UPSERT, input={"email": email, "firstName": f"N{i}"}) for i in range(8)
-    ])
+    bodies = await asyncio.gather(
+        *[gql(client, UPSERT, input={"email": email, "firstName": f"N{i}"}) for i in range(8)]
+    )
     ids = {b["data"]["upsertCustomer"]["id"] for b in bodies if b.get("data")}
     assert len(ids) == 1
     assert all("errors" not in b for b in bodies)

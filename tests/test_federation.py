@@ -6,9 +6,8 @@ real outage would look to the gateway.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -17,16 +16,11 @@ from starlette.applications import Starlette
 
 from adapters.samples.runner import SampleUpstreams
 from gateway.app import create_app
-from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.demo import sample_upstreams_config
-from gateway.migrate import upgrade
-from gateway.seed import seed
 from gateway.settings import load_settings
+from tests.conftest import FAST
 from tests.gql_client import gql
 
-SIZE = 200
-FAST = {"timeout_s": 0.4, "deadline_s": 1.0, "retries": 1, "backoff_base_s": 0.01,
-        "breaker": {"failure_threshold": 50, "reset_timeout_s": 1.0}}
 EVERYTHING = """
 query($email: String!) {
   customer(email: $email) {
@@ -39,26 +33,6 @@ query($email: String!) {
 }
 """
 COMMERCE_FIELDS = ("orderCount", "lastOrderAt", "lifetimeValue", "orders")
-
-
-@pytest.fixture(scope="module")
-def samples() -> Iterator[SampleUpstreams]:
-    with SampleUpstreams(size=SIZE) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def seeded_url(samples: SampleUpstreams, tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('federation') / 'g.db'}"
-    upgrade(url)
-
-    async def run() -> None:
-        engine = create_engine(url)
-        await seed(create_sessionmaker(engine), samples.people)
-        await engine.dispose()
-
-    asyncio.run(run())
-    return url
 
 
 @pytest.fixture
@@ -131,11 +105,18 @@ async def test_a_query_calls_only_the_upstreams_it_needs(
     client: httpx.AsyncClient, samples: SampleUpstreams
 ) -> None:
     person = samples.people[7]
-    body = await gql(client, "query($email: String!) { customer(email: $email) "
-                     "{ lifecycleStage sources { upstream status } } }", email=person.email)
+    body = await gql(
+        client,
+        "query($email: String!) { customer(email: $email) "
+        "{ lifecycleStage sources { upstream status } } }",
+        email=person.email,
+    )
     assert body["data"]["customer"]["lifecycleStage"] == person.lifecycle_stage
     assert _sources(body["data"]["customer"]) == {
-        "hubspot": "OK", "shopify": "SKIPPED", "segment": "SKIPPED"}
+        "hubspot": "OK",
+        "shopify": "SKIPPED",
+        "segment": "SKIPPED",
+    }
     assert samples.shopify.calls.total == 0
     assert samples.segment.calls.total == 0
     assert samples.hubspot.calls.total == 1
@@ -144,18 +125,27 @@ async def test_a_query_calls_only_the_upstreams_it_needs(
 async def test_stored_fields_alone_call_no_upstream(
     client: httpx.AsyncClient, samples: SampleUpstreams
 ) -> None:
-    body = await gql(client, "query($email: String!) { customer(email: $email) { id email } }",
-                     email=samples.people[8].email)
+    body = await gql(
+        client,
+        "query($email: String!) { customer(email: $email) { id email } }",
+        email=samples.people[8].email,
+    )
     assert body["data"]["customer"]["email"] == samples.people[8].email
-    assert samples.hubspot.calls.total + samples.shopify.calls.total + samples.segment.calls.total == 0
+    assert (
+        samples.hubspot.calls.total + samples.shopify.calls.total + samples.segment.calls.total == 0
+    )
 
 
 async def test_many_fields_of_one_upstream_share_one_fetch(
     client: httpx.AsyncClient, samples: SampleUpstreams
 ) -> None:
     person = samples.people[9]
-    await gql(client, "query($email: String!) { customer(email: $email) { lifecycleStage company "
-              "city country jobTitle ownerId dateOfBirth } }", email=person.email)
+    await gql(
+        client,
+        "query($email: String!) { customer(email: $email) { lifecycleStage company "
+        "city country jobTitle ownerId dateOfBirth } }",
+        email=person.email,
+    )
     assert samples.hubspot.calls.total == 1
 
 
@@ -168,9 +158,12 @@ async def test_upstream_calls_run_concurrently(
         service.faults.update(latency_ms=300)
     person = samples.people[11]
     started = time.monotonic()
-    body = await gql(client, "query($email: String!) { customer(email: $email) "
-                     "{ lifecycleStage lifetimeValue { amount } engagement { sessions30d } } }",
-                     email=person.email)
+    body = await gql(
+        client,
+        "query($email: String!) { customer(email: $email) "
+        "{ lifecycleStage lifetimeValue { amount } engagement { sessions30d } } }",
+        email=person.email,
+    )
     elapsed = time.monotonic() - started
     assert "errors" not in body
     assert elapsed < 0.9 + 0.3, f"took {elapsed:.2f}s"
@@ -181,7 +174,9 @@ async def test_an_unknown_customer_calls_no_upstream(
 ) -> None:
     body = await gql(client, EVERYTHING, email="nobody.at.all@example.com")
     assert body == {"data": {"customer": None}}
-    assert samples.hubspot.calls.total + samples.shopify.calls.total + samples.segment.calls.total == 0
+    assert (
+        samples.hubspot.calls.total + samples.shopify.calls.total + samples.segment.calls.total == 0
+    )
 
 
 async def test_readiness_reports_each_upstream_circuit(
@@ -189,4 +184,7 @@ async def test_readiness_reports_each_upstream_circuit(
 ) -> None:
     ready = await client.get("/readyz")
     assert ready.json()["checks"]["upstreams"] == {
-        "hubspot": "closed", "shopify": "closed", "segment": "closed"}
+        "hubspot": "closed",
+        "shopify": "closed",
+        "segment": "closed",
+    }

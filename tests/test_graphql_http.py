@@ -43,7 +43,7 @@ async def test_unacceptable_media_type_is_406(client: httpx.AsyncClient) -> None
     ("body", "reason"),
     [
         ({"query": "{ customer(email: "}, "Syntax Error"),
-        ({"query": "{ customer(email: \"a@b.co\") { id shoeSize } }"}, "shoeSize"),
+        ({"query": '{ customer(email: "a@b.co") { id shoeSize } }'}, "shoeSize"),
         ({"query": "{ customer(email: 42) { id } }"}, "String"),
         ({"query": None}, "No GraphQL query"),
         ({"query": "{ customer { id } }", "variables": "nope"}, "variables"),
@@ -60,26 +60,31 @@ async def test_request_errors_are_4xx_without_data(
 
 
 async def test_invalid_json_body_is_400_with_a_json_error(client: httpx.AsyncClient) -> None:
-    response = await client.post("/graphql", content=b"{not json",
-                                 headers={"content-type": "application/json"})
+    response = await client.post(
+        "/graphql", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400
     assert response.json() == {"errors": [{"message": "Unable to parse request body as JSON"}]}
 
 
 async def test_query_over_get_works(client: httpx.AsyncClient) -> None:
-    response = await client.get("/graphql", params={"query": QUERY},
-                                headers={"accept": "application/json"})
+    response = await client.get(
+        "/graphql", params={"query": QUERY}, headers={"accept": "application/json"}
+    )
     assert response.status_code == 200
     assert response.json() == {"data": {"customer": None}}
 
 
 async def test_mutation_over_get_is_405(client: httpx.AsyncClient) -> None:
     mutation = 'mutation { upsertCustomer(input: {email: "get@example.com"}) { id } }'
-    response = await client.get("/graphql", params={"query": mutation},
-                                headers={"accept": "application/json"})
+    response = await client.get(
+        "/graphql", params={"query": mutation}, headers={"accept": "application/json"}
+    )
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
-    check = await client.post("/graphql", json={"query": '{ customer(email: "get@example.com") { id } }'})
+    check = await client.post(
+        "/graphql", json={"query": '{ customer(email: "get@example.com") { id } }'}
+    )
     assert check.json() == {"data": {"customer": None}}  # and nothing was written
 
 

@@ -20,7 +20,9 @@ TABLES = {"customers", "identities", "attributes", "consents", "events", "templa
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
-def empty_database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def empty_database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     if request.param == "postgres":
         url = create_postgres_database("gateway_migrations")
         yield url

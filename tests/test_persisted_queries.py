@@ -16,8 +16,9 @@ async def test_unknown_hash_asks_for_the_document_then_the_hash_alone_works(
     client: httpx.AsyncClient,
 ) -> None:
     other = hashlib.sha256(f"{QUERY} # {id(client)}".encode()).hexdigest()
-    miss = await client.post("/graphql", json={
-        "extensions": {"persistedQuery": {"version": 1, "sha256Hash": other}}})
+    miss = await client.post(
+        "/graphql", json={"extensions": {"persistedQuery": {"version": 1, "sha256Hash": other}}}
+    )
     assert miss.status_code == 400
     assert miss.json()["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_NOT_FOUND"
 
@@ -29,13 +30,18 @@ async def test_unknown_hash_asks_for_the_document_then_the_hash_alone_works(
 
 async def test_a_persisted_query_is_callable_over_get(client: httpx.AsyncClient) -> None:
     await client.post("/graphql", json={"query": QUERY, "extensions": EXTENSIONS})
-    response = await client.get("/graphql", params={"extensions": json.dumps(EXTENSIONS)},
-                                headers={"accept": "application/json"})
+    response = await client.get(
+        "/graphql",
+        params={"extensions": json.dumps(EXTENSIONS)},
+        headers={"accept": "application/json"},
+    )
     assert response.status_code == 200
     assert response.json() == {"data": {"customer": None}}
 
 
-async def test_a_hash_that_does_not_match_the_document_is_refused(client: httpx.AsyncClient) -> None:
+async def test_a_hash_that_does_not_match_the_document_is_refused(
+    client: httpx.AsyncClient,
+) -> None:
     wrong = {"persistedQuery": {"version": 1, "sha256Hash": "0" * 64}}
     response = await client.post("/graphql", json={"query": QUERY, "extensions": wrong})
     assert response.status_code == 400

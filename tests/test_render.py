@@ -17,13 +17,12 @@ from adapters.samples.runner import SampleUpstreams
 from gateway.app import create_app
 from gateway.demo import sample_upstreams_config
 from gateway.settings import load_settings
+from tests.conftest import FAST
 from tests.gql_client import gql
-from tests.test_federation import FAST, samples, seeded_url  # noqa: F401  (fixtures)
 
 
 @pytest.fixture
-async def client(samples: SampleUpstreams,  # noqa: F811
-                 seeded_url: str) -> AsyncIterator[httpx.AsyncClient]:  # noqa: F811
+async def client(samples: SampleUpstreams, seeded_url: str) -> AsyncIterator[httpx.AsyncClient]:
     samples.reset()
     config = sample_upstreams_config(samples.base_urls, dict.fromkeys(samples.base_urls, FAST))
     app = create_app(load_settings(database_url=seeded_url), upstreams=config)
@@ -61,9 +60,12 @@ Nothing in your cart.
 BY_STAGE = """{% if lifecycle_stage == "customer" %}Welcome back{% else %}Meet us{% endif %}"""
 
 
-def calls(samples: SampleUpstreams) -> dict[str, int]:  # noqa: F811
-    return {"hubspot": samples.hubspot.calls.total, "shopify": samples.shopify.calls.total,
-            "segment": samples.segment.calls.total}
+def calls(samples: SampleUpstreams) -> dict[str, int]:
+    return {
+        "hubspot": samples.hubspot.calls.total,
+        "shopify": samples.shopify.calls.total,
+        "segment": samples.segment.calls.total,
+    }
 
 
 async def render(client: httpx.AsyncClient, email: str, **args: Any) -> dict[str, Any]:
@@ -75,7 +77,7 @@ def unique(tag: str) -> str:
 
 
 async def test_a_profile_only_template_calls_no_upstream(
-    client: httpx.AsyncClient, samples: SampleUpstreams  # noqa: F811
+    client: httpx.AsyncClient, samples: SampleUpstreams
 ) -> None:
     person = samples.people[1]
     for format, greeting in (("HTML", GREETING), ("TEXT", GREETING)):
@@ -89,14 +91,18 @@ async def test_a_profile_only_template_calls_no_upstream(
 
 
 async def test_orders_and_events_come_from_three_upstreams(
-    client: httpx.AsyncClient, samples: SampleUpstreams  # noqa: F811
+    client: httpx.AsyncClient, samples: SampleUpstreams
 ) -> None:
     person = samples.people[3]
     body = await render(client, person.email, template=ORDER_SUMMARY)
     assert "errors" not in body, body
     html = body["data"]["customer"]["render"]["body"]
-    facts = await gql(client, "query($e: String!) { customer(email: $e) { orders(first: 3) "
-                      "{ name } recentEvents(first: 2) { name } } }", e=person.email)
+    facts = await gql(
+        client,
+        "query($e: String!) { customer(email: $e) { orders(first: 3) "
+        "{ name } recentEvents(first: 2) { name } } }",
+        e=person.email,
+    )
     customer = facts["data"]["customer"]
     assert f"You are a {person.lifecycle_stage}." in html
     for order in customer["orders"]:
@@ -106,7 +112,7 @@ async def test_orders_and_events_come_from_three_upstreams(
 
 
 async def test_cart_abandonment_block_reads_analytics_only(
-    client: httpx.AsyncClient, samples: SampleUpstreams  # noqa: F811
+    client: httpx.AsyncClient, samples: SampleUpstreams
 ) -> None:
     rendered = []
     for person in samples.people[20:40]:
@@ -119,7 +125,7 @@ async def test_cart_abandonment_block_reads_analytics_only(
 
 
 async def test_a_conditional_on_the_lifecycle_stage(
-    client: httpx.AsyncClient, samples: SampleUpstreams  # noqa: F811
+    client: httpx.AsyncClient, samples: SampleUpstreams
 ) -> None:
     # Consent is not in the schema yet: the lifecycle stage stands in for a condition.
     for person in samples.people[40:46]:
@@ -131,33 +137,48 @@ async def test_a_conditional_on_the_lifecycle_stage(
 
 async def test_customer_data_is_escaped_in_html_only(client: httpx.AsyncClient) -> None:
     email = f"{unique('xss')}@example.com"
-    created = await gql(client, "mutation($e: String!) { upsertCustomer(input: {email: $e, "
-                        'firstName: "<script>alert(1)</script>"}) { id } }', e=email)
+    created = await gql(
+        client,
+        "mutation($e: String!) { upsertCustomer(input: {email: $e, "
+        'firstName: "<script>alert(1)</script>"}) { id } }',
+        e=email,
+    )
     assert "errors" not in created, created
     html = await render(client, email, template="<p>Hi {{ first_name }}</p>")
-    assert html["data"]["customer"]["render"]["body"] == \
-        "<p>Hi &lt;script&gt;alert(1)&lt;/script&gt;</p>"
+    assert (
+        html["data"]["customer"]["render"]["body"]
+        == "<p>Hi &lt;script&gt;alert(1)&lt;/script&gt;</p>"
+    )
     text = await render(client, email, template="Hi {{ first_name }}", format="TEXT")
     assert text["data"]["customer"]["render"]["body"] == "Hi <script>alert(1)</script>"
 
 
 async def test_missing_values_render_empty_or_their_default(client: httpx.AsyncClient) -> None:
     email = f"{unique('bare')}@example.com"
-    await gql(client, "mutation($e: String!) { upsertCustomer(input: {email: $e}) { id } }",
-              e=email)
-    body = await render(client, email, template="[{{ last_name }}][{{ nope }}]"
-                        '[{{ first_name | default: "friend" }}][{{ customer.city }}]')
+    await gql(
+        client, "mutation($e: String!) { upsertCustomer(input: {email: $e}) { id } }", e=email
+    )
+    body = await render(
+        client,
+        email,
+        template="[{{ last_name }}][{{ nope }}]"
+        '[{{ first_name | default: "friend" }}][{{ customer.city }}]',
+    )
     result = body["data"]["customer"]["render"]
     assert result["body"] == "[][][friend][]"  # never "None"
     assert result["warnings"] == ["'nope' is not a customer field; it renders empty"]
 
 
 async def test_strict_mode_names_undefined_variables(
-    client: httpx.AsyncClient, samples: SampleUpstreams  # noqa: F811
+    client: httpx.AsyncClient, samples: SampleUpstreams
 ) -> None:
     person = samples.people[2]
-    body = await render(client, person.email, strict=True,
-                        template="{{ first_name }} {{ nope }} {{ customer.shoe_size }}")
+    body = await render(
+        client,
+        person.email,
+        strict=True,
+        template="{{ first_name }} {{ nope }} {{ customer.shoe_size }}",
+    )
     [error] = body["errors"]
     assert body["data"]["customer"] == {"email": person.email, "render": None}
     assert error["path"] == ["customer", "render"]
@@ -166,23 +187,29 @@ async def test_strict_mode_names_undefined_variables(
     assert "nope" in error["message"] and "customer.shoe_size" in error["message"]
     deeper = await render(client, person.email, strict=True, template="{{ orders.first.nope }}")
     assert deeper["errors"][0]["extensions"]["variables"] == ["orders.first.nope"]
-    fallback = await render(client, person.email, strict=True,
-                            template='{{ nope | default: "ok" }}', format="TEXT")
+    fallback = await render(
+        client, person.email, strict=True, template='{{ nope | default: "ok" }}', format="TEXT"
+    )
     assert "errors" in fallback  # a strict render refuses names that can never exist
 
 
 @pytest.mark.parametrize(
     ("template", "reason"),
     [
-        ("{% for i in (1..1000) %}{% for j in (1..1000) %}x{% endfor %}{% endfor %}",
-         "loop iteration limit"),
-        ("{% capture s %}" + "x" * 100 + "{% endcapture %}{% for i in (1..1000) %}"
-         "{% for j in (1..6) %}{{ s }}{% endfor %}{% endfor %}", "output stream limit"),
+        (
+            "{% for i in (1..1000) %}{% for j in (1..1000) %}x{% endfor %}{% endfor %}",
+            "loop iteration limit",
+        ),
+        (
+            "{% capture s %}" + "x" * 100 + "{% endcapture %}{% for i in (1..1000) %}"
+            "{% for j in (1..6) %}{{ s }}{% endfor %}{% endfor %}",
+            "output stream limit",
+        ),
         ("{% for a in (1..1) %}" * 25 + "x" + "{% endfor %}" * 25, "context depth"),
     ],
 )
 async def test_limits_fail_only_the_render_field(
-    client: httpx.AsyncClient, samples: SampleUpstreams, template: str, reason: str  # noqa: F811
+    client: httpx.AsyncClient, samples: SampleUpstreams, template: str, reason: str
 ) -> None:
     person = samples.people[4]
     query = """query($email: String!, $bad: String!) { customer(email: $email) {
@@ -197,7 +224,7 @@ async def test_limits_fail_only_the_render_field(
 
 @pytest.mark.parametrize("tag", ["{% include 'header' %}", "{% render '/etc/passwd' %}"])
 async def test_templates_cannot_load_files(
-    client: httpx.AsyncClient, samples: SampleUpstreams, tag: str  # noqa: F811
+    client: httpx.AsyncClient, samples: SampleUpstreams, tag: str
 ) -> None:
     body = await render(client, samples.people[4].email, template=f"Hi\n{tag}")
     [error] = body["errors"]
@@ -208,7 +235,7 @@ async def test_templates_cannot_load_files(
 
 @pytest.mark.parametrize("args", [{}, {"template": "x", "name": "y"}])
 async def test_exactly_one_of_template_and_name(
-    client: httpx.AsyncClient, samples: SampleUpstreams, args: dict[str, str]  # noqa: F811
+    client: httpx.AsyncClient, samples: SampleUpstreams, args: dict[str, str]
 ) -> None:
     body = await render(client, samples.people[4].email, **args)
     assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
@@ -216,7 +243,7 @@ async def test_exactly_one_of_template_and_name(
 
 
 async def test_a_failing_upstream_fails_the_render_with_its_code(
-    client: httpx.AsyncClient, samples: SampleUpstreams  # noqa: F811
+    client: httpx.AsyncClient, samples: SampleUpstreams
 ) -> None:
     samples.shopify.faults.update(error_rate=1.0, error_status=503)
     person = samples.people[6]
@@ -231,7 +258,7 @@ async def test_a_failing_upstream_fails_the_render_with_its_code(
 
 
 async def test_save_validates_and_versions(
-    client: httpx.AsyncClient, samples: SampleUpstreams  # noqa: F811
+    client: httpx.AsyncClient, samples: SampleUpstreams
 ) -> None:
     name = unique("welcome")
     bad = await gql(client, SAVE, name=name, source="Hello\n  {{ first_name | }}")
@@ -247,17 +274,30 @@ async def test_save_validates_and_versions(
     second = await gql(client, SAVE, name=name, source="v2 <{{ first_name }}>")
     assert first["data"]["saveTemplate"]["version"] == 1
     assert second["data"]["saveTemplate"]["version"] == 2
-    found = await gql(client, "query($n: String!) { template(name: $n) { name version format "
-                      "source history { version format createdAt } } }", n=name)
+    found = await gql(
+        client,
+        "query($n: String!) { template(name: $n) { name version format "
+        "source history { version format createdAt } } }",
+        n=name,
+    )
     template = found["data"]["template"]
-    assert (template["version"], template["format"], template["source"]) == \
-        (2, "HTML", "v2 <{{ first_name }}>")
+    assert (template["version"], template["format"], template["source"]) == (
+        2,
+        "HTML",
+        "v2 <{{ first_name }}>",
+    )
     assert [(h["version"], h["format"]) for h in template["history"]] == [(2, "HTML"), (1, "TEXT")]
 
     person = samples.people[5]
     latest = (await render(client, person.email, name=name))["data"]["customer"]["render"]
-    assert latest == {"body": f"v2 <{person.first_name}>", "variables": ["first_name"],
-                      "warnings": [], "format": "HTML", "name": name, "version": 2}
+    assert latest == {
+        "body": f"v2 <{person.first_name}>",
+        "variables": ["first_name"],
+        "warnings": [],
+        "format": "HTML",
+        "name": name,
+        "version": 2,
+    }
     older = (await render(client, person.email, name=name, version=1))["data"]["customer"]
     assert older["render"]["body"] == f"v1 {person.first_name}"
     assert older["render"]["format"] == "TEXT"  # the stored format, unless one is asked for
@@ -266,7 +306,7 @@ async def test_save_validates_and_versions(
 
 
 async def test_render_batch_shares_loaders_and_isolates_failures(
-    client: httpx.AsyncClient, samples: SampleUpstreams  # noqa: F811
+    client: httpx.AsyncClient, samples: SampleUpstreams
 ) -> None:
     name = unique("batch")
     source = "{{ first_name }} is a {{ lifecycle_stage }} worth {{ lifetime_value.amount }}"
@@ -274,14 +314,19 @@ async def test_render_batch_shares_loaders_and_isolates_failures(
     people = samples.people[50:170]
     ids = []
     for person in people:
-        found = await gql(client, "query($e: String!) { customer(email: $e) { id } }",
-                          e=person.email)
+        found = await gql(
+            client, "query($e: String!) { customer(email: $e) { id } }", e=person.email
+        )
         ids.append(found["data"]["customer"]["id"])
     samples.reset()
     unknown = str(uuid.uuid4())
-    body = await gql(client, """query($n: String!, $ids: [ID!]!) { renderBatch(name: $n,
+    body = await gql(
+        client,
+        """query($n: String!, $ids: [ID!]!) { renderBatch(name: $n,
         customerIds: $ids) { customerId body warnings error { code message } } }""",
-                     n=name, ids=[*ids, unknown, "not-an-id"])
+        n=name,
+        ids=[*ids, unknown, "not-an-id"],
+    )
     assert "errors" not in body, body
     items = body["data"]["renderBatch"]
     assert [i["customerId"] for i in items] == [*ids, unknown, "not-an-id"]
@@ -291,20 +336,28 @@ async def test_render_batch_shares_loaders_and_isolates_failures(
     assert items[-2]["error"]["code"] == "NOT_FOUND"
     assert items[-1]["error"]["code"] == "BAD_USER_INPUT"
     # HubSpot batch reads pages of 100; Shopify searches pages of 50 emails.
-    assert calls(samples) == {"hubspot": math.ceil(120 / 100), "shopify": math.ceil(120 / 50),
-                              "segment": 0}
+    assert calls(samples) == {
+        "hubspot": math.ceil(120 / 100),
+        "shopify": math.ceil(120 / 50),
+        "segment": 0,
+    }
 
 
 async def test_render_batch_reports_a_failing_upstream_per_customer(
-    client: httpx.AsyncClient, samples: SampleUpstreams  # noqa: F811
+    client: httpx.AsyncClient, samples: SampleUpstreams
 ) -> None:
     name = unique("orders")
     await gql(client, SAVE, name=name, source="{{ first_name }}: {{ orders.size }} orders")
     person = samples.people[60]
     found = await gql(client, "query($e: String!) { customer(email: $e) { id } }", e=person.email)
     samples.shopify.faults.update(error_rate=1.0, error_status=503)
-    body = await gql(client, "query($n: String!, $ids: [ID!]!) { renderBatch(name: $n, "
-                     "customerIds: $ids) { body error { code } } }",
-                     n=name, ids=[found["data"]["customer"]["id"]])
-    assert body["data"]["renderBatch"] == [{"body": None,
-                                            "error": {"code": "UPSTREAM_UNAVAILABLE"}}]
+    body = await gql(
+        client,
+        "query($n: String!, $ids: [ID!]!) { renderBatch(name: $n, "
+        "customerIds: $ids) { body error { code } } }",
+        n=name,
+        ids=[found["data"]["customer"]["id"]],
+    )
+    assert body["data"]["renderBatch"] == [
+        {"body": None, "error": {"code": "UPSTREAM_UNAVAILABLE"}}
+    ]

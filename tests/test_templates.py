@@ -37,7 +37,9 @@ async def test_each_save_is_a_new_version(store: TemplateStore) -> None:
     assert older is not None and older.format is RenderFormat.TEXT
     assert await store.get(name, 3) is None
     assert [(v.version, v.format) for v in await store.history(name)] == [
-        (2, RenderFormat.HTML), (1, RenderFormat.TEXT)]
+        (2, RenderFormat.HTML),
+        (1, RenderFormat.TEXT),
+    ]
     assert await store.get(unique("nothing")) is None
 
 
@@ -58,8 +60,8 @@ async def test_names_are_plain(store: TemplateStore, name: str) -> None:
 async def test_concurrent_saves_take_distinct_versions(store: TemplateStore) -> None:
     name = unique("race")
     results = await asyncio.gather(
-        *(store.save(name, f"v{i}", RenderFormat.TEXT) for i in range(3)),
-        return_exceptions=True)
+        *(store.save(name, f"v{i}", RenderFormat.TEXT) for i in range(3)), return_exceptions=True
+    )
     saved = [r.version for r in results if not isinstance(r, BaseException)]
     # Each save either took its own version or was told to retry; none overwrote another.
     assert all(isinstance(r, Conflict) for r in results if isinstance(r, BaseException))

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import random
-
-import phonenumbers
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 
+import phonenumbers
 from faker import Faker
 
 DEFAULT_SEED = 20261123
@@ -24,10 +23,23 @@ DEFAULT_SIZE = 1000
 
 # Reserved example domains (RFC 2606/6761): realistic shapes, nobody's inbox.
 _DOMAINS = ("example.com", "example.org", "example.net", "mail.example", "inbox.example")
-_LOCALES = (("en_US", "en-US", "US"), ("en_GB", "en-GB", "GB"), ("de_DE", "de-DE", "DE"),
-            ("fr_FR", "fr-FR", "FR"), ("es_ES", "es-ES", "ES"), ("nl_NL", "nl-NL", "NL"))
-_LIFECYCLE_STAGES = ("subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead",
-                     "opportunity", "customer", "evangelist")
+_LOCALES = (
+    ("en_US", "en-US", "US"),
+    ("en_GB", "en-GB", "GB"),
+    ("de_DE", "de-DE", "DE"),
+    ("fr_FR", "fr-FR", "FR"),
+    ("es_ES", "es-ES", "ES"),
+    ("nl_NL", "nl-NL", "NL"),
+)
+_LIFECYCLE_STAGES = (
+    "subscriber",
+    "lead",
+    "marketingqualifiedlead",
+    "salesqualifiedlead",
+    "opportunity",
+    "customer",
+    "evangelist",
+)
 _OWNER_IDS = ("41629779", "41629780", "52201311", "60017342", "71230055")
 # The epoch the population is anchored to, so "created 90 days ago" never drifts.
 EPOCH = datetime(2026, 11, 1, tzinfo=UTC)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -42,7 +42,10 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: DateTime(timezone=True),
+        dict[str, Any]: JSON,
+    }
 
 
 class Customer(Base):
@@ -68,7 +71,9 @@ class Identity(Base):
     """The id a source system knows this customer by; one owner per (source, id)."""
 
     __tablename__ = "identities"
-    __table_args__ = (UniqueConstraint("source", "external_id", name="uq_identities_source_external_id"),)
+    __table_args__ = (
+        UniqueConstraint("source", "external_id", name="uq_identities_source_external_id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     customer_id: Mapped[uuid.UUID] = mapped_column(
@@ -99,7 +104,9 @@ class Consent(Base):
     """The current consent for one purpose, with who recorded it and when."""
 
     __tablename__ = "consents"
-    __table_args__ = (UniqueConstraint("customer_id", "purpose", name="uq_consents_customer_purpose"),)
+    __table_args__ = (
+        UniqueConstraint("customer_id", "purpose", name="uq_consents_customer_purpose"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))

@@ -40,25 +40,49 @@ FAST = {
 
 # Variants the tests build, by the name they go by: (sample service, table).
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "hubspot": ("hubspot", {
-        "kind": "hubspot", "auth": {"mode": "bearer", "token_env": "HUBSPOT_TOKEN"},
-    }),
-    "hubspot_oauth": ("hubspot", {
-        "kind": "hubspot",
-        "auth": {"mode": "oauth2_client_credentials", "client_id_env": "HUBSPOT_CLIENT_ID",
-                 "client_secret_env": "HUBSPOT_CLIENT_SECRET"},
-    }),
-    "soap_crm": ("soap_crm", {
-        "kind": "soap_crm",
-        "auth": {"mode": "basic", "username_env": "SOAP_CRM_USER",
-                 "password_env": "SOAP_CRM_PASSWORD"},
-    }),
-    "shopify": ("shopify", {
-        "kind": "shopify", "auth": {"token_env": "SHOPIFY_TOKEN"},
-        "storefront_url": "https://shop.example",
-    }),
-    "segment": ("segment", {
-        "kind": "segment", "auth": {"mode": "basic", "username_env": "SEGMENT_TOKEN"},
-        "space_id": DEMO_SEGMENT_SPACE,
-    }),
+    "hubspot": (
+        "hubspot",
+        {
+            "kind": "hubspot",
+            "auth": {"mode": "bearer", "token_env": "HUBSPOT_TOKEN"},
+        },
+    ),
+    "hubspot_oauth": (
+        "hubspot",
+        {
+            "kind": "hubspot",
+            "auth": {
+                "mode": "oauth2_client_credentials",
+                "client_id_env": "HUBSPOT_CLIENT_ID",
+                "client_secret_env": "HUBSPOT_CLIENT_SECRET",
+            },
+        },
+    ),
+    "soap_crm": (
+        "soap_crm",
+        {
+            "kind": "soap_crm",
+            "auth": {
+                "mode": "basic",
+                "username_env": "SOAP_CRM_USER",
+                "password_env": "SOAP_CRM_PASSWORD",
+            },
+        },
+    ),
+    "shopify": (
+        "shopify",
+        {
+            "kind": "shopify",
+            "auth": {"token_env": "SHOPIFY_TOKEN"},
+            "storefront_url": "https://shop.example",
+        },
+    ),
+    "segment": (
+        "segment",
+        {
+            "kind": "segment",
+            "auth": {"mode": "basic", "username_env": "SEGMENT_TOKEN"},
+            "space_id": DEMO_SEGMENT_SPACE,
+        },
+    ),
 }

@@ -92,25 +92,48 @@ async def test_wrong_client_secret_is_a_clear_auth_error(
     assert upstreams.hubspot.calls.count(CONTACT) == 0
 
 
-def _wrong_credentials() -> list[tuple[str, dict[str, str], str,
-                                       Callable[[Any, SampleUpstreams], Awaitable[Any]]]]:
+def _wrong_credentials() -> list[
+    tuple[str, dict[str, str], str, Callable[[Any, SampleUpstreams], Awaitable[Any]]]
+]:
     return [
-        ("hubspot", {"HUBSPOT_TOKEN": WRONG}, "GET /crm/v3/objects/contacts/{id}",
-         lambda a, up: a.fetch_contact(up.people[0].hubspot_id)),
-        ("shopify", {"SHOPIFY_TOKEN": WRONG}, "GET /admin/api/2024-10/customers/search.json",
-         lambda a, up: a.find_customers_by_email([up.people[0].email])),
-        ("segment", {"SEGMENT_TOKEN": WRONG},
-         "GET /v1/spaces/{space_id}/collections/{collection}/profiles/{identifier}/traits",
-         lambda a, up: a.fetch_traits(user_id=up.people[0].segment_user_id)),
-        ("soap_crm", {"SOAP_CRM_PASSWORD": WRONG}, "POST /soap/contacts",
-         lambda a, up: a.fetch_contact("C-000000")),
+        (
+            "hubspot",
+            {"HUBSPOT_TOKEN": WRONG},
+            "GET /crm/v3/objects/contacts/{id}",
+            lambda a, up: a.fetch_contact(up.people[0].hubspot_id),
+        ),
+        (
+            "shopify",
+            {"SHOPIFY_TOKEN": WRONG},
+            "GET /admin/api/2024-10/customers/search.json",
+            lambda a, up: a.find_customers_by_email([up.people[0].email]),
+        ),
+        (
+            "segment",
+            {"SEGMENT_TOKEN": WRONG},
+            "GET /v1/spaces/{space_id}/collections/{collection}/profiles/{identifier}/traits",
+            lambda a, up: a.fetch_traits(user_id=up.people[0].segment_user_id),
+        ),
+        (
+            "soap_crm",
+            {"SOAP_CRM_PASSWORD": WRONG},
+            "POST /soap/contacts",
+            lambda a, up: a.fetch_contact("C-000000"),
+        ),
     ]
 
 
-@pytest.mark.parametrize(("variant", "env", "endpoint", "call"), _wrong_credentials(),
-                         ids=[case[0] for case in _wrong_credentials()])
+@pytest.mark.parametrize(
+    ("variant", "env", "endpoint", "call"),
+    _wrong_credentials(),
+    ids=[case[0] for case in _wrong_credentials()],
+)
 async def test_wrong_credentials_fail_once_without_the_secret(
-    build: Build, upstreams: SampleUpstreams, variant: str, env: dict[str, str], endpoint: str,
+    build: Build,
+    upstreams: SampleUpstreams,
+    variant: str,
+    env: dict[str, str],
+    endpoint: str,
     call: Callable[[Any, SampleUpstreams], Awaitable[Any]],
 ) -> None:
     adapter = build(variant, env=env)
@@ -127,17 +150,22 @@ async def test_credentials_stay_out_of_logs_and_reprs(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     person = upstreams.people[4]
-    crm, oauth, shop, segment, soap = (build(v) for v in (
-        "hubspot", "hubspot_oauth", "shopify", "segment", "soap_crm"))
+    crm, oauth, shop, segment, soap = (
+        build(v) for v in ("hubspot", "hubspot_oauth", "shopify", "segment", "soap_crm")
+    )
     assert await crm.fetch_contact_by_email(person.email) is not None
     assert await oauth.fetch_contact(person.hubspot_id) is not None
     assert await shop.find_customers_by_email([person.email])
     assert await segment.fetch_traits(email=person.email) is not None
     assert await soap.fetch_contact_by_email(person.email) is not None
     logged = caplog.text + "".join(repr(r.__dict__) for r in caplog.records)
-    secrets = [upstreams.credentials.hubspot_token, upstreams.credentials.hubspot_client_secret,
-               upstreams.credentials.shopify_token, upstreams.credentials.segment_token,
-               upstreams.credentials.soap_password]
+    secrets = [
+        upstreams.credentials.hubspot_token,
+        upstreams.credentials.hubspot_client_secret,
+        upstreams.credentials.shopify_token,
+        upstreams.credentials.segment_token,
+        upstreams.credentials.soap_password,
+    ]
     for secret in secrets:
         assert secret not in logged
     assert person.email not in logged  # httpx's request log has the e-mail masked

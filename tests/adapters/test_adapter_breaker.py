@@ -79,8 +79,9 @@ async def test_half_open_lets_a_single_probe_through(
     await asyncio.sleep(0.35)
     upstreams.shopify.faults.reset()
     upstreams.shopify.faults.update(latency_ms=150)
-    results = await asyncio.gather(shop.fetch_orders(customer), shop.fetch_orders(customer),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        shop.fetch_orders(customer), shop.fetch_orders(customer), return_exceptions=True
+    )
     assert sum(isinstance(r, CircuitOpen) for r in results) == 1
     assert sum(isinstance(r, list) for r in results) == 1
     assert shop.breaker.state is BreakerState.CLOSED

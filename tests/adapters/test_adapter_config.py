@@ -19,14 +19,20 @@ from adapters.config import (
 )
 
 EXAMPLE = Path(str(files("adapters").joinpath("upstreams.example.toml")))
-ENV = {"HUBSPOT_TOKEN": "pat-secret-1", "SHOPIFY_TOKEN": "shpat-secret-2",
-       "SEGMENT_TOKEN": "seg-secret-3"}
+ENV = {
+    "HUBSPOT_TOKEN": "pat-secret-1",
+    "SHOPIFY_TOKEN": "shpat-secret-2",
+    "SEGMENT_TOKEN": "seg-secret-3",
+}
 SECRETS = tuple(ENV.values())
 
 
 def hubspot(**extra: Any) -> dict[str, Any]:
-    table = {"kind": "hubspot", "base_url": "http://127.0.0.1:8101",
-             "auth": {"mode": "bearer", "token_env": "HUBSPOT_TOKEN"}}
+    table = {
+        "kind": "hubspot",
+        "base_url": "http://127.0.0.1:8101",
+        "auth": {"mode": "bearer", "token_env": "HUBSPOT_TOKEN"},
+    }
     return {"upstreams": {"hubspot": {**table, **extra}}}
 
 
@@ -59,8 +65,9 @@ def test_secrets_are_never_shown() -> None:
 
 def test_missing_variable_names_upstream_and_variable() -> None:
     found = problems(hubspot(), env={})
-    assert found == ["upstreams.hubspot: environment variable HUBSPOT_TOKEN "
-                     "(auth.token_env) is not set"]
+    assert found == [
+        "upstreams.hubspot: environment variable HUBSPOT_TOKEN (auth.token_env) is not set"
+    ]
     assert problems(hubspot(), env={"HUBSPOT_TOKEN": ""})  # empty counts as missing
 
 
@@ -72,8 +79,14 @@ def test_disabled_upstreams_need_no_secrets() -> None:
 
 
 def test_oauth_resolves_both_variables() -> None:
-    raw = hubspot(auth={"mode": "oauth2_client_credentials", "client_id_env": "CID",
-                        "client_secret_env": "CSECRET", "refresh_margin_s": 30})
+    raw = hubspot(
+        auth={
+            "mode": "oauth2_client_credentials",
+            "client_id_env": "CID",
+            "client_secret_env": "CSECRET",
+            "refresh_margin_s": 30,
+        }
+    )
     config = load_upstreams(raw, {"CID": "id-1", "CSECRET": "secret-2"})
     upstream = config.upstreams["hubspot"]
     assert isinstance(upstream, HubSpotConfig)
@@ -90,20 +103,31 @@ def test_secrets_written_inline_are_refused() -> None:
     assert "pat-inline-secret" not in found[0]
 
 
-@pytest.mark.parametrize(("extra", "expected"), [
-    ({"timeout_s": "2"}, "upstreams.hubspot.timeout_s: Input should be a valid number"),
-    ({"retries": -1}, "upstreams.hubspot.retries: Input should be greater than or equal to 0"),
-    ({"page_size": 500}, "upstreams.hubspot: page_size must be at most 100 for hubspot"),
-    ({"colour": "blue"}, "upstreams.hubspot.colour: Extra inputs are not permitted"),
-    ({"backoff_base_s": 3, "backoff_max_s": 1},
-     "upstreams.hubspot: backoff_max_s must not be below backoff_base_s"),
-    ({"base_url": "ftp://x"}, "upstreams.hubspot.base_url: URL scheme should be 'http' or"),
-    ({"breaker": {"failure_threshold": 0}},
-     "upstreams.hubspot.breaker.failure_threshold: Input should be greater than or equal to 1"),
-    ({"auth": {"mode": "magic"}}, "upstreams.hubspot.auth: Input tag 'magic' found using 'mode'"),
-    ({"kind": "salesforce"}, "upstreams.hubspot: Input tag 'salesforce' found using 'kind'"),
-    ({"name": "other"}, "'name' comes from the table key"),
-])
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"timeout_s": "2"}, "upstreams.hubspot.timeout_s: Input should be a valid number"),
+        ({"retries": -1}, "upstreams.hubspot.retries: Input should be greater than or equal to 0"),
+        ({"page_size": 500}, "upstreams.hubspot: page_size must be at most 100 for hubspot"),
+        ({"colour": "blue"}, "upstreams.hubspot.colour: Extra inputs are not permitted"),
+        (
+            {"backoff_base_s": 3, "backoff_max_s": 1},
+            "upstreams.hubspot: backoff_max_s must not be below backoff_base_s",
+        ),
+        ({"base_url": "ftp://x"}, "upstreams.hubspot.base_url: URL scheme should be 'http' or"),
+        (
+            {"breaker": {"failure_threshold": 0}},
+            "upstreams.hubspot.breaker.failure_threshold: "
+            "Input should be greater than or equal to 1",
+        ),
+        (
+            {"auth": {"mode": "magic"}},
+            "upstreams.hubspot.auth: Input tag 'magic' found using 'mode'",
+        ),
+        ({"kind": "salesforce"}, "upstreams.hubspot: Input tag 'salesforce' found using 'kind'"),
+        ({"name": "other"}, "'name' comes from the table key"),
+    ],
+)
 def test_invalid_settings_are_reported_clearly(extra: dict[str, Any], expected: str) -> None:
     found = problems(hubspot(**extra))
     assert any(expected in line for line in found), found

@@ -49,9 +49,13 @@ _HUBSPOT = {
 VARIANTS = [
     Variant("hubspot", **_HUBSPOT),
     Variant("hubspot_oauth", **_HUBSPOT),
-    Variant("soap_crm", id_of=lambda p: f"C-{p.index:06d}", unknown_id="C-999999",
-            batch_calls=_soap_calls("GetContacts"),
-            changed_calls=_soap_calls("ListChangedContacts")),
+    Variant(
+        "soap_crm",
+        id_of=lambda p: f"C-{p.index:06d}",
+        unknown_id="C-999999",
+        batch_calls=_soap_calls("GetContacts"),
+        changed_calls=_soap_calls("ListChangedContacts"),
+    ),
 ]
 
 
@@ -73,7 +77,10 @@ def assert_is_person(contact: CrmContact, person: Person, variant: Variant) -> N
     assert contact.email == person.email.lower()
     assert (contact.first_name, contact.last_name) == (person.first_name, person.last_name)
     assert (contact.phone, contact.company, contact.job_title) == (
-        person.phone, person.company, person.job_title)
+        person.phone,
+        person.company,
+        person.job_title,
+    )
     assert (contact.city, contact.country) == (person.city, person.country)
     assert contact.lifecycle_stage == person.lifecycle_stage
     assert contact.owner_id == person.owner_id
@@ -135,9 +142,7 @@ async def test_fetch_contacts_by_email(
     assert found[people[5].email.lower()].external_id == variant.id_of(people[5])
 
 
-async def test_empty_batches_call_nobody(
-    crm: CrmAdapter, upstreams: SampleUpstreams
-) -> None:
+async def test_empty_batches_call_nobody(crm: CrmAdapter, upstreams: SampleUpstreams) -> None:
     assert await crm.fetch_contacts([]) == {}
     assert await crm.fetch_contacts_by_email([]) == {}
     assert await crm.fetch_contact("") is None
@@ -160,8 +165,9 @@ async def test_changed_since_pages_through_every_change(
     assert variant.changed_calls(upstreams) == math.ceil(len(expected) / 25)
 
 
-async def test_records_are_frozen_and_strict(crm: CrmAdapter, variant: Variant,
-                                             upstreams: SampleUpstreams) -> None:
+async def test_records_are_frozen_and_strict(
+    crm: CrmAdapter, variant: Variant, upstreams: SampleUpstreams
+) -> None:
     contact = await crm.fetch_contact(variant.id_of(upstreams.people[3]))
     assert contact is not None
     with pytest.raises(ValidationError):

@@ -72,8 +72,9 @@ async def test_soap_client_fault_is_a_bad_response(
     crm = build("soap_crm")
     # Over the service's page limit (the WSDL does not bound it): InvalidArgument.
     with pytest.raises(UpstreamBadResponse, match="fault soap:Client \\(InvalidArgument\\)"):
-        await crm.soap.call("ListChangedContacts", since=datetime(2026, 1, 1, tzinfo=UTC),
-                            maxResults=5000)
+        await crm.soap.call(
+            "ListChangedContacts", since=datetime(2026, 1, 1, tzinfo=UTC), maxResults=5000
+        )
     assert upstreams.soap_crm.calls.operation("ListChangedContacts") == 1
 
 

@@ -39,15 +39,30 @@ class Probe:
 
 
 PROBES = [
-    Probe("hubspot", lambda up: up.hubspot, "GET /crm/v3/objects/contacts/{id}",
-          lambda a, up: a.fetch_contact(up.people[PERSON].hubspot_id)),
-    Probe("soap_crm", lambda up: up.soap_crm, "POST /soap/contacts",
-          lambda a, up: a.fetch_contact(f"C-{PERSON:06d}")),
-    Probe("shopify", lambda up: up.shopify, "GET /admin/api/2024-10/customers/{id}/orders.json",
-          lambda a, up: a.fetch_orders(str(up.people[PERSON].shopify_id))),
-    Probe("segment", lambda up: up.segment,
-          "GET /v1/spaces/{space_id}/collections/{collection}/profiles/{identifier}/traits",
-          lambda a, up: a.fetch_traits(user_id=up.people[PERSON].segment_user_id)),
+    Probe(
+        "hubspot",
+        lambda up: up.hubspot,
+        "GET /crm/v3/objects/contacts/{id}",
+        lambda a, up: a.fetch_contact(up.people[PERSON].hubspot_id),
+    ),
+    Probe(
+        "soap_crm",
+        lambda up: up.soap_crm,
+        "POST /soap/contacts",
+        lambda a, up: a.fetch_contact(f"C-{PERSON:06d}"),
+    ),
+    Probe(
+        "shopify",
+        lambda up: up.shopify,
+        "GET /admin/api/2024-10/customers/{id}/orders.json",
+        lambda a, up: a.fetch_orders(str(up.people[PERSON].shopify_id)),
+    ),
+    Probe(
+        "segment",
+        lambda up: up.segment,
+        "GET /v1/spaces/{space_id}/collections/{collection}/profiles/{identifier}/traits",
+        lambda a, up: a.fetch_traits(user_id=up.people[PERSON].segment_user_id),
+    ),
 ]
 
 
@@ -60,9 +75,15 @@ def assert_clean_message(error: UpstreamError, upstreams: SampleUpstreams) -> No
     """No customer data and no credentials in what may be logged or shown."""
     text = str(error)
     person = upstreams.people[PERSON]
-    for secret in (person.email, person.hubspot_id, person.segment_user_id,
-                   upstreams.credentials.hubspot_token, upstreams.credentials.shopify_token,
-                   upstreams.credentials.segment_token, upstreams.credentials.soap_password):
+    for secret in (
+        person.email,
+        person.hubspot_id,
+        person.segment_user_id,
+        upstreams.credentials.hubspot_token,
+        upstreams.credentials.shopify_token,
+        upstreams.credentials.segment_token,
+        upstreams.credentials.soap_password,
+    ):
         assert secret not in text
     assert "@" not in text
 
@@ -170,8 +191,9 @@ async def test_schema_change_is_a_bad_response(
     assert_clean_message(caught.value, upstreams)
 
 
-async def test_refused_connection_is_unavailable(build: Build, probe: Probe,
-                                                 upstreams: SampleUpstreams) -> None:
+async def test_refused_connection_is_unavailable(
+    build: Build, probe: Probe, upstreams: SampleUpstreams
+) -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

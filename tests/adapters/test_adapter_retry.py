@@ -23,8 +23,15 @@ from adapters.retry import CallPolicy, parse_retry_after
 
 def policy(*, retries: int = 2, deadline_s: float = 1.0, threshold: int = 100) -> CallPolicy:
     breaker = CircuitBreaker("up", failure_threshold=threshold, reset_timeout_s=1)
-    return CallPolicy("up", timeout_s=0.2, deadline_s=deadline_s, retries=retries,
-                      backoff_base_s=0.01, backoff_max_s=0.02, breaker=breaker)
+    return CallPolicy(
+        "up",
+        timeout_s=0.2,
+        deadline_s=deadline_s,
+        retries=retries,
+        backoff_base_s=0.01,
+        backoff_max_s=0.02,
+        breaker=breaker,
+    )
 
 
 class Script:
@@ -41,11 +48,14 @@ class Script:
         return "ok"
 
 
-@pytest.mark.parametrize("error", [
-    UpstreamUnavailable("up", "503"),
-    UpstreamTimeout("up", "slow"),
-    UpstreamRateLimited("up", "429", retry_after_s=None),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        UpstreamUnavailable("up", "503"),
+        UpstreamTimeout("up", "slow"),
+        UpstreamRateLimited("up", "429", retry_after_s=None),
+    ],
+)
 async def test_transient_errors_are_retried(error: UpstreamError) -> None:
     script = Script(error, error)
     assert await policy().run("op", script) == "ok"
@@ -53,10 +63,13 @@ async def test_transient_errors_are_retried(error: UpstreamError) -> None:
     assert all(0 < s <= 0.2 for s in script.slices)
 
 
-@pytest.mark.parametrize("error", [
-    UpstreamBadResponse("up", "garbage"),
-    UpstreamAuthError("up", "401"),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        UpstreamBadResponse("up", "garbage"),
+        UpstreamAuthError("up", "401"),
+    ],
+)
 async def test_permanent_errors_are_not(error: UpstreamError) -> None:
     script = Script(error)
     calls = policy()
@@ -130,10 +143,13 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("2") == 2.0
     assert parse_retry_after("2.0") == 2.0  # Shopify's spelling
     assert parse_retry_after("-3") == 0.0
-    assert parse_retry_after(format_datetime(now + timedelta(seconds=30), usegmt=True),
-                             now=now) == 30.0
-    assert parse_retry_after(format_datetime(now - timedelta(seconds=30), usegmt=True),
-                             now=now) == 0.0
+    assert (
+        parse_retry_after(format_datetime(now + timedelta(seconds=30), usegmt=True), now=now)
+        == 30.0
+    )
+    assert (
+        parse_retry_after(format_datetime(now - timedelta(seconds=30), usegmt=True), now=now) == 0.0
+    )
     assert parse_retry_after("soon") is None
     assert parse_retry_after("") is None
     assert parse_retry_after(None) is None

@@ -75,8 +75,9 @@ async def test_events_filtered_by_name(
 ) -> None:
     person = max(upstreams.people[:60], key=lambda p: len(behaviour(p).events))
     viewed = [e for e in behaviour(person).events if e.event == "Product Viewed"]
-    events = await analytics.fetch_events(person.segment_user_id, first=100,
-                                          event_name="Product Viewed")
+    events = await analytics.fetch_events(
+        person.segment_user_id, first=100, event_name="Product Viewed"
+    )
     assert [e.id for e in events] == [e.message_id for e in viewed]
     assert all("product_id" in e.properties for e in events)
 

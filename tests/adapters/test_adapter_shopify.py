@@ -29,8 +29,9 @@ def shop(build: Build) -> CommerceAdapter:
     return adapter
 
 
-async def test_customers_by_email_in_pages(shop: CommerceAdapter,
-                                           upstreams: SampleUpstreams) -> None:
+async def test_customers_by_email_in_pages(
+    shop: CommerceAdapter, upstreams: SampleUpstreams
+) -> None:
     people = upstreams.people[:120]
     found = await shop.find_customers_by_email(
         [p.email.upper() for p in people] + ["nobody.at.all@example.com", people[0].email]
