@@ -127,3 +127,20 @@ def test_an_invalid_upstreams_file_stops_start_up_with_a_clear_error(tmp_path: P
     assert "GATEWAY_UPSTREAMS_FILE" in result.stderr
     assert "NOT_SET_ANYWHERE" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_import_reports_bad_rows_by_line_and_imports_the_rest(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'import.db'}"
+    assert run("migrate", "--database-url", url).returncode == 0
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "external_id,email,first_name,last_name\n"
+        "1,ada.import@example.com,Ada,Lovelace\n"
+        "2,not-an-email,Bob,Birch\n"
+        "3,grace.import@example.com,Grace,Hopper\n"
+    )
+    result = run("import", str(people), "--source", "crm_export", "--database-url", url)
+    assert result.returncode == 1  # some rows were rejected
+    assert f"{people}:3: rejected" in result.stderr
+    assert "not-an-email" not in result.stderr  # the reason names the field, not the value
+    assert "read 3, created 2" in result.stdout

@@ -16,7 +16,19 @@ from gateway.db.models import Base
 from gateway.migrate import downgrade, upgrade
 from tests.conftest import create_postgres_database, drop_postgres_database
 
-TABLES = {"customers", "identities", "attributes", "consents", "events", "templates", "audit_log"}
+TABLES = {
+    "customers",
+    "identities",
+    "attributes",
+    "consents",
+    "events",
+    "templates",
+    "audit_log",
+    "identity_records",
+    "identity_block_keys",
+    "identity_links",
+    "identity_reviews",
+}
 
 
 @pytest.fixture(params=["postgres", "sqlite"])

@@ -1,0 +1,83 @@
+"""Identity-resolution tables: what each source record said, how it was linked, and why.
+
+Kept beside ``models.py`` (same ``Base``) so the identity work can change without
+touching the profile schema; ``gateway.db`` imports this module so Alembic sees it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Float, ForeignKey, Integer, String, Text, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from gateway.db.models import Base, utcnow
+
+
+class IdentityRecord(Base):
+    """The comparison keys of the latest record seen for one identity (folded, no raw PII
+    beyond what ``attributes`` holds); the linker matches new records against these."""
+
+    __tablename__ = "identity_records"
+
+    identity_id: Mapped[int] = mapped_column(
+        ForeignKey("identities.id", ondelete="CASCADE"), primary_key=True
+    )
+    email_key: Mapped[str | None] = mapped_column(String(320), index=True)
+    phone: Mapped[str | None] = mapped_column(String(32), index=True)
+    first_name: Mapped[str | None] = mapped_column(String(200))
+    last_name: Mapped[str | None] = mapped_column(String(200))
+    date_of_birth: Mapped[str | None] = mapped_column(String(8))
+    address: Mapped[str | None] = mapped_column(Text)
+    city: Mapped[str | None] = mapped_column(String(200))
+    postcode: Mapped[str | None] = mapped_column(String(32))
+    observed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IdentityBlockKey(Base):
+    """One blocking key of one identity (hashed): only records sharing a key are compared."""
+
+    __tablename__ = "identity_block_keys"
+
+    identity_id: Mapped[int] = mapped_column(
+        ForeignKey("identities.id", ondelete="CASCADE"), primary_key=True
+    )
+    key_hash: Mapped[int] = mapped_column(BigInteger, primary_key=True, index=True)
+
+
+class IdentityLink(Base):
+    """Evidence: which rule (and score) put this identity into this customer, and when."""
+
+    __tablename__ = "identity_links"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # Only identity_id is a foreign key: deleting a customer cascades through its identities
+    # to these rows anyway, and every key checked costs a bulk import dearly.
+    customer_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    identity_id: Mapped[int] = mapped_column(
+        ForeignKey("identities.id", ondelete="CASCADE"), index=True
+    )
+    matched_identity_id: Mapped[int | None] = mapped_column(Integer)
+    rule: Mapped[str] = mapped_column(String(32))
+    score: Mapped[float | None] = mapped_column(Float)
+    reason: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IdentityReview(Base):
+    """A possible match that was not merged: in the review band, or over the identity limit."""
+
+    __tablename__ = "identity_reviews"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    identity_id: Mapped[int] = mapped_column(
+        ForeignKey("identities.id", ondelete="CASCADE"), index=True
+    )
+    candidate_customer_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    score: Mapped[float | None] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,58 @@
+"""Bulk writes: COPY on Postgres (an order of magnitude faster than INSERT executemany),
+plain multi-row inserts elsewhere.  Both run on the caller's connection and transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Table, bindparam, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+def is_postgres(connection: AsyncConnection) -> bool:
+    return connection.dialect.name == "postgresql"
+
+
+async def insert_rows(
+    connection: AsyncConnection, table: Table, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """Insert rows that all have the same keys in the same order."""
+    if not rows:
+        return
+    if is_postgres(connection):
+        columns = list(rows[0])
+        raw = await connection.get_raw_connection()
+        driver: Any = raw.driver_connection
+        await driver.copy_records_to_table(
+            table.name, columns=columns, records=[tuple(row.values()) for row in rows]
+        )
+    else:
+        await connection.execute(table.insert(), list(rows))
+
+
+async def allocate_ids(connection: AsyncConnection, table: Table, count: int) -> list[int]:
+    """Serial ids taken from the table's sequence up front, so the rows can be COPYed
+    (COPY returns nothing) and still be referenced by the rows written after them."""
+    result = await connection.execute(
+        text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)"),
+        {"table": table.name, "n": count},
+    )
+    return [int(value) for value in result.scalars()]
+
+
+async def update_by_id(
+    connection: AsyncConnection, table: Table, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """One UPDATE per row by primary key ``id``, sent as a single executemany."""
+    if not rows:
+        return
+    columns = [c for c in rows[0] if c != "id"]
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("row_id"))
+        .values({c: bindparam(f"new_{c}") for c in columns})
+    )
+    await connection.execute(
+        statement, [{"row_id": row["id"], **{f"new_{c}": row[c] for c in columns}} for row in rows]
+    )

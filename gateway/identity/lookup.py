@@ -1,0 +1,188 @@
+"""Loading what the database already knows about the keys of one batch.
+
+Single-table queries with one array parameter each (on Postgres), so a batch of
+thousands costs a handful of round trips whatever the planner's statistics say.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeVar, cast
+
+from sqlalchemy import ARRAY, any_, bindparam, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.db.identity_models import IdentityBlockKey, IdentityRecord
+from gateway.db.models import Customer, Identity
+from gateway.identity.bulk import is_postgres
+from gateway.identity.config import IdentityConfig
+from gateway.identity.linkage import Candidate, KnownState
+from gateway.identity.records import PreparedRecord
+from gateway.identity.values import email_parts
+
+T = TypeVar("T")
+_CHUNK = 2000  # bind parameters per IN list; well under SQLite's and asyncpg's limits
+MATCH_COLUMNS = (
+    "email_key",
+    "phone",
+    "first_name",
+    "last_name",
+    "date_of_birth",
+    "address",
+    "city",
+    "postcode",
+)
+
+
+def chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _comparable(row: Any) -> dict[str, str | None]:
+    fields = {name: getattr(row, name) for name in MATCH_COLUMNS}
+    fields["email"] = fields.pop("email_key")
+    return fields
+
+
+def matching(connection: AsyncConnection, column: Any, values: Iterable[Any]) -> Iterator[Any]:
+    """WHERE clauses for ``column IN values``: one array parameter on Postgres (one plan,
+    one round trip), chunked IN lists elsewhere."""
+    ordered = sorted(set(values))
+    if not ordered:
+        return
+    if is_postgres(connection):
+        yield column == any_(bindparam(None, ordered, type_=ARRAY(column.type), unique=True))
+        return
+    for part in chunks(ordered):
+        yield column.in_(part)
+
+
+async def load_state(
+    connection: AsyncConnection, records: Sequence[PreparedRecord], config: IdentityConfig
+) -> KnownState:
+    # Single-table queries only: right after a bulk load the planner's statistics are
+    # stale, and a join it thinks is tiny can become a nested loop over every row.
+    state = KnownState()
+    by_source: defaultdict[str, list[str]] = defaultdict(list)
+    for record in records:
+        by_source[record.source].append(record.external_id)
+    for source, ids in by_source.items():
+        for clause in matching(connection, Identity.external_id, ids):
+            rows = await connection.execute(
+                select(Identity.id, Identity.customer_id, Identity.external_id).where(
+                    Identity.source == source, clause
+                )
+            )
+            for identity_id, customer_id, external_id in rows:
+                state.identities[(source, external_id)] = (identity_id, customer_id)
+
+    emails: list[tuple[int, str]] = []
+    for clause in matching(
+        connection, IdentityRecord.email_key, (r.email_key for r in records if r.email_key)
+    ):
+        result = await connection.execute(
+            select(IdentityRecord.identity_id, IdentityRecord.email_key).where(clause)
+        )
+        emails += [(identity_id, key) for identity_id, key in result if key]
+    phones: list[tuple[int, str, str | None]] = []
+    for clause in matching(connection, IdentityRecord.phone, (r.phone for r in records if r.phone)):
+        found = await connection.execute(
+            select(
+                IdentityRecord.identity_id, IdentityRecord.phone, IdentityRecord.email_key
+            ).where(clause)
+        )
+        phones += [(identity_id, phone, key) for identity_id, phone, key in found if phone]
+    blocks: list[tuple[int, int]] = []
+    wanted = {key for record in records for key in record.block_keys()}
+    for clause in matching(connection, IdentityBlockKey.key_hash, wanted):
+        found_keys = await connection.execute(
+            select(IdentityBlockKey.key_hash, IdentityBlockKey.identity_id).where(clause)
+        )
+        blocks += [(key, identity_id) for key, identity_id in found_keys]
+    owner_of = await _owners(
+        connection, {i for i, _ in emails} | {i for i, *_ in phones} | {i for _, i in blocks}
+    )
+
+    for identity_id, email_key in emails:
+        state.emails.setdefault(email_key, owner_of[identity_id])
+        state.customer_emails.setdefault(owner_of[identity_id], set()).add(email_key)
+    for identity_id, phone, other_key in phones:
+        state.phones.setdefault(phone, set()).add(owner_of[identity_id])
+        if other_key:
+            state.customer_emails.setdefault(owner_of[identity_id], set()).add(other_key)
+    # Customers written through the API have golden values but no identity records.
+    stored = {r.values["email"]: r.email_key for r in records if r.email_key}
+    for clause in matching(connection, Customer.email, stored):
+        for held, customer_id in await connection.execute(
+            select(Customer.email, Customer.id).where(clause)
+        ):
+            if held is None:
+                continue
+            state.golden_emails[held] = customer_id
+            state.emails.setdefault(stored[held], customer_id)
+            state.customer_emails.setdefault(customer_id, set()).add(stored[held])
+    for clause in matching(connection, Customer.phone, (r.phone for r in records if r.phone)):
+        for number, customer_id, address in await connection.execute(
+            select(Customer.phone, Customer.id, Customer.email).where(clause)
+        ):
+            if number is None:
+                continue
+            state.phones.setdefault(number, set()).add(customer_id)
+            folded = email_parts(address, config)[1] if address else None
+            if folded:
+                state.customer_emails.setdefault(customer_id, set()).add(folded)
+
+    await _load_candidates(connection, blocks, owner_of, state)
+    columns = [getattr(IdentityRecord, name) for name in MATCH_COLUMNS]
+    for clause in matching(
+        connection,
+        IdentityRecord.identity_id,
+        (identity_id for identity_id, _ in state.identities.values()),
+    ):
+        for row in await connection.execute(
+            select(IdentityRecord.identity_id, *columns).where(clause)
+        ):
+            state.stored[row.identity_id] = {name: getattr(row, name) for name in MATCH_COLUMNS}
+    owners = {owner for _, owner in state.identities.values()} | set(state.emails.values())
+    owners |= {owner for group in state.phones.values() for owner in group}
+    owners |= set(owner_of.values())
+    for clause in matching(connection, Identity.customer_id, owners):
+        rows = await connection.execute(
+            select(Identity.customer_id, func.count()).where(clause).group_by(Identity.customer_id)
+        )
+        for owner, count in cast("Iterable[tuple[uuid.UUID, int]]", rows):
+            state.sizes[owner] = int(count)
+    return state
+
+
+async def _owners(connection: AsyncConnection, identity_ids: set[int]) -> dict[int, uuid.UUID]:
+    owners: dict[int, uuid.UUID] = {}
+    for clause in matching(connection, Identity.id, identity_ids):
+        owners.update(
+            (
+                await connection.execute(select(Identity.id, Identity.customer_id).where(clause))
+            ).all()
+        )
+    return owners
+
+
+async def _load_candidates(
+    connection: AsyncConnection,
+    blocks: list[tuple[int, int]],
+    owner_of: dict[int, uuid.UUID],
+    state: KnownState,
+) -> None:
+    candidates: dict[int, Candidate] = {}
+    columns = [getattr(IdentityRecord, name) for name in MATCH_COLUMNS]
+    for clause in matching(connection, IdentityRecord.identity_id, {i for _, i in blocks}):
+        for row in await connection.execute(
+            select(IdentityRecord.identity_id, *columns).where(clause)
+        ):
+            candidates[row.identity_id] = Candidate(
+                row.identity_id, owner_of[row.identity_id], _comparable(row)
+            )
+    for key, identity_id in blocks:
+        state.blocks.setdefault(key, []).append(candidates[identity_id])

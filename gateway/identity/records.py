@@ -1,0 +1,177 @@
+"""Source records as they arrive, and the prepared form the linker compares."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.identity.config import IdentityConfig
+from gateway.identity.values import (
+    block_hash,
+    dob_key,
+    email_parts,
+    external_id_key,
+    fold,
+    name_key,
+    phone_key,
+    postcode_key,
+    soundex,
+    text_key,
+)
+
+RECORD_FIELDS = (
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "date_of_birth",
+    "address",
+    "city",
+    "postcode",
+)
+
+
+class RecordError(ValueError):
+    """A record that cannot be linked; ``field`` names the culprit (never its value)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+
+
+@dataclass(slots=True)
+class PreparedRecord:
+    """One source record: what it said (``values``) and its comparison keys."""
+
+    source: str
+    external_id: str
+    observed_at: datetime
+    values: dict[str, str]  # the attributes to store, cleaned but not folded
+    email_key: str | None
+    phone: str | None
+    first_name: str | None
+    last_name: str | None
+    date_of_birth: str | None
+    address: str | None
+    city: str | None
+    postcode: str | None
+    blocks: tuple[int, ...] = ()  # hashed blocking keys
+
+    @property
+    def identity_key(self) -> tuple[str, str]:
+        return self.source, self.external_id
+
+    def block_keys(self) -> tuple[int, ...]:
+        return self.blocks
+
+    def _block_keys(self) -> tuple[int, ...]:
+        """Blocking keys: a phonetic name (either one, so swapped names still meet) with the
+        postcode, birth year or phonetic town; and the birth date with postcode or town, for
+        records whose names both changed.  Typos in one or two fields still leave a shared
+        block; tuned on FEBRL 3, where 98% of true pairs share one."""
+        keys: list[str] = []
+        city = soundex(self.city) if self.city else ""
+        for name in (self.first_name, self.last_name):
+            code = soundex(name) if name else ""
+            if not code:
+                continue
+            if self.postcode:
+                keys.append(f"np:{code}:{self.postcode}")
+            if self.date_of_birth:
+                keys.append(f"ny:{code}:{self.date_of_birth[:4]}")
+            if city:
+                keys.append(f"nc:{code}:{city}")
+        if self.date_of_birth and self.postcode:
+            keys.append(f"dp:{self.date_of_birth}:{self.postcode}")
+        if self.date_of_birth and city:
+            keys.append(f"dc:{self.date_of_birth}:{city}")
+        return tuple(dict.fromkeys(block_hash(key) for key in keys))
+
+    def comparable(self) -> dict[str, str | None]:
+        return {
+            "email": self.email_key,
+            "phone": self.phone,
+            "first_name": self.first_name,
+            "last_name": self.last_name,
+            "date_of_birth": self.date_of_birth,
+            "address": self.address,
+            "city": self.city,
+            "postcode": self.postcode,
+        }
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _observed(raw: Any) -> datetime:
+    if raw is None or raw == "":
+        return datetime.now(UTC)
+    if isinstance(raw, datetime):
+        stamp = raw
+    else:
+        try:
+            stamp = datetime.fromisoformat(str(raw).strip())
+        except ValueError:
+            raise RecordError("observed_at", "not an ISO 8601 time") from None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
+def prepare(data: Mapping[str, Any], source: str, config: IdentityConfig) -> PreparedRecord:
+    """Validate and normalise one raw record; ``RecordError`` names the bad field."""
+    raw = {name: _text(data.get(name)) for name in (*RECORD_FIELDS, "external_id")}
+    try:
+        external_id = external_id_key(raw["external_id"], config)
+    except ValueError as exc:
+        raise RecordError("external_id", str(exc)) from None
+    try:
+        email, email_key = email_parts(raw["email"], config)
+    except ValueError:
+        raise RecordError("email", "not an email address") from None
+    try:
+        phone = phone_key(raw["phone"], config)
+    except ValueError as exc:
+        raise RecordError("phone", str(exc)) from None
+    try:
+        dob = dob_key(raw["date_of_birth"], config)
+    except ValueError as exc:
+        raise RecordError("date_of_birth", str(exc)) from None
+    for name in ("first_name", "last_name", "city"):
+        if raw[name] and len(raw[name] or "") > 200:
+            raise RecordError(name, "longer than 200 characters")
+    first, last = name_key(raw["first_name"], config), name_key(raw["last_name"], config)
+    address, city = text_key(raw["address"], config), text_key(raw["city"], config)
+    postcode = postcode_key(raw["postcode"], config)
+    # Store what the source said, minus placeholders; dates and phones in canonical form.
+    values = {
+        "email": email,
+        "phone": phone,
+        "first_name": raw["first_name"] if first else None,
+        "last_name": raw["last_name"] if last else None,
+        "date_of_birth": f"{dob[:4]}-{dob[4:6]}-{dob[6:]}" if dob else None,
+        "address": raw["address"] if address else None,
+        "city": raw["city"] if city else None,
+        "postcode": raw["postcode"] if postcode else None,
+    }
+    record = PreparedRecord(
+        source=source,
+        external_id=external_id,
+        observed_at=_observed(data.get("observed_at")),
+        values={k: v for k, v in values.items() if v is not None},
+        email_key=email_key,
+        phone=phone,
+        first_name=first,
+        last_name=last,
+        date_of_birth=dob,
+        address=address,
+        city=city and fold(city),
+        postcode=postcode,
+    )
+    # Computed once: the linker, the loader and the writer all ask for them.
+    record.blocks = record._block_keys()
+    return record

@@ -1,0 +1,88 @@
+"""Linking batches of source records to unified customers, one transaction per batch."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+
+from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
+from gateway.identity.linkage import Decision, Linker
+from gateway.identity.lookup import load_state
+from gateway.identity.records import PreparedRecord, prepare
+from gateway.identity.repository import write_batch
+
+# Key locks are striped: a big batch takes every stripe (imports serialise), a single
+# record a few (unrelated webhooks run side by side), and the lock table stays small.
+LOCK_STRIPES = 1024
+_LOCK_NAMESPACE = 0x1D3E  # keeps these advisory locks apart from anyone else's
+_ATTEMPTS = 3
+
+
+def _stripe(key: str) -> int:
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % LOCK_STRIPES
+
+
+async def _lock_keys(connection: AsyncConnection, records: Sequence[PreparedRecord]) -> None:
+    """Serialise writers that share a deterministic key, so two records for one new email
+    cannot both decide "new customer" (Postgres; SQLite has one writer at a time)."""
+    if connection.dialect.name != "postgresql":
+        return
+    stripes: set[int] = set()
+    for record in records:
+        stripes.add(_stripe(f"id:{record.source}:{record.external_id}"))
+        if record.email_key:
+            stripes.add(_stripe(f"email:{record.email_key}"))
+        if record.phone:
+            stripes.add(_stripe(f"phone:{record.phone}"))
+    # Ascending order everywhere, so two batches can never wait on each other in a cycle.
+    await connection.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(:namespace, s) FROM unnest(CAST(:stripes AS int[])) AS s"
+        ),
+        {"namespace": _LOCK_NAMESPACE, "stripes": sorted(stripes)},
+    )
+
+
+class Resolver:
+    """Links records to customers: ``link`` a prepared batch, or ``link_one`` raw record."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], config: IdentityConfig = DEFAULT_CONFIG
+    ) -> None:
+        self._sessions = sessions
+        self._config = config
+        self._linker = Linker(config)
+
+    @property
+    def config(self) -> IdentityConfig:
+        return self._config
+
+    async def link(self, records: Sequence[PreparedRecord]) -> list[Decision]:
+        """Link and store a batch atomically: all of it is written, or none."""
+        for attempt in range(_ATTEMPTS):
+            try:
+                async with self._sessions.begin() as session:
+                    # Core on the session's connection: no ORM unit of work for bulk rows.
+                    connection = await session.connection()
+                    await _lock_keys(connection, records)
+                    state = await load_state(connection, records, self._config)
+                    decisions = self._linker.decide(list(records), state)
+                    await write_batch(connection, decisions, state, self._config)
+                    return decisions
+            except IntegrityError:
+                # Someone committed one of our keys first (on SQLite, or an email that only
+                # the unique constraint guards); a fresh attempt sees their row and links to it.
+                if attempt == _ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def link_one(self, data: Mapping[str, Any], source: str) -> Decision:
+        """Link one raw record (a webhook, an API call); ``RecordError`` if it is invalid."""
+        (decision,) = await self.link([prepare(data, source, self._config)])
+        return decision

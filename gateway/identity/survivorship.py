@@ -1,0 +1,60 @@
+"""Golden values: which of the values sources reported becomes the profile's own.
+
+The rule: the most trusted source (``IdentityConfig.source_priority``) wins; among
+equals, the most recently observed value.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from gateway.identity.config import IdentityConfig
+
+GOLDEN_FIELDS = ("email", "phone", "first_name", "last_name")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    name: str
+    value: str
+    source: str
+    observed_at: datetime
+
+
+def _aware(stamp: datetime) -> datetime:
+    # SQLite hands back naive times; everything stored is UTC.
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
+def golden_values(
+    customer_id: uuid.UUID,
+    observations: Iterable[Observation],
+    config: IdentityConfig,
+    email_owners: Mapping[str, uuid.UUID],
+) -> dict[str, str | None]:
+    """The golden value of each field; an email another customer already holds is
+    skipped, since ``customers.email`` is unique."""
+    rank = {source: i for i, source in enumerate(config.source_priority)}
+    unranked = len(rank)
+    ordered = sorted(
+        observations,
+        key=lambda o: (
+            rank.get(o.source, unranked),
+            -(_aware(o.observed_at) - _EPOCH).total_seconds(),
+        ),
+    )
+    chosen: dict[str, str | None] = dict.fromkeys(GOLDEN_FIELDS)
+    for observation in ordered:
+        if observation.name not in chosen or chosen[observation.name] is not None:
+            continue
+        if (
+            observation.name == "email"
+            and email_owners.get(observation.value, customer_id) != customer_id
+        ):
+            continue
+        chosen[observation.name] = observation.value
+    return chosen
