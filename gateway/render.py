@@ -30,37 +30,13 @@ from adapters.records import AnalyticsEvent, CommerceCustomer, CrmContact, Money
 from gateway import behaviour
 from gateway.customers import CustomerProfile
 from gateway.errors import GatewayError, InvalidInput
-from gateway.federation import AnalyticsData, Outcome, SourceStatus
+from gateway.federation import FIELD_LOADERS, AnalyticsData, Outcome, SourceStatus
 
 MAX_SOURCE_CHARS = 100_000
 # Tags that would read other templates; there are none to read, and refusing them at
 # parse time gives a clear error instead of a failure on the first send.
 FORBIDDEN_TAGS = frozenset({"include", "render"})
 
-# Which per-request loader serves each customer field (None: the stored profile).
-FIELD_LOADERS: dict[str, str | None] = {
-    **dict.fromkeys(
-        (
-            "id",
-            "email",
-            "phone",
-            "first_name",
-            "last_name",
-            "locale",
-            "created_at",
-            "updated_at",
-            "identities",
-        ),
-        None,
-    ),
-    **dict.fromkeys(
-        ("lifecycle_stage", "owner_id", "company", "job_title", "city", "country", "date_of_birth"),
-        "crm",
-    ),
-    **dict.fromkeys(("lifetime_value", "order_count"), "commerce"),
-    **dict.fromkeys(("orders", "last_order_at"), "orders"),
-    **dict.fromkeys(("recent_events", "engagement", "cart"), "analytics"),
-}
 ALL_LOADERS = frozenset(name for name in FIELD_LOADERS.values() if name)
 
 
@@ -344,6 +320,7 @@ _FIELDS: dict[str, Callable[[_Sources], Any]] = {
         {"source": i.source, "external_id": i.external_id} for i in s.profile.identities
     ],
     **{name: _crm(name) for name, loader in FIELD_LOADERS.items() if loader == "crm"},
+    "consent": lambda s: s.crm.consents.model_dump() if s.crm else None,
     "lifetime_value": lambda s: _money(s.shop.total_spent) if s.shop else None,
     "order_count": lambda s: (
         s.shop.orders_count if s.shop else (0 if "commerce" in s.loaded else None)

@@ -10,30 +10,26 @@ from typing import Any
 import strawberry
 from strawberry.types import Info
 from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField, Selection
+from strawberry.utils.str_converters import to_camel_case
 
 from adapters.records import CommerceCustomer, CrmContact
 from adapters.records import Order as OrderRecord
 from gateway import behaviour
 from gateway.customers import CustomerProfile
+from gateway.federation import FIELD_LOADERS as SNAKE_FIELD_LOADERS
 from gateway.federation import AnalyticsData, Outcome, SourceStatus
 from resolvers.context import Context
-from resolvers.federated import Cart, Engagement, Event, Money, Order, Source
+from resolvers.federated import Cart, Consent, Engagement, Event, Money, Order, Source
 from resolvers.render import render_customer
 
 GatewayInfo = Info[Context, None]
 MAX_ORDERS = 50
 MAX_EVENTS = 200
 
-# Which loader (and so which upstream) serves each Customer field: a query only
-# calls the upstreams it selects.
+# Which loader (and so which upstream) serves each Customer field, by GraphQL name:
+# a query only calls the upstreams it selects.
 FIELD_LOADERS: dict[str, str] = {
-    **dict.fromkeys(
-        ("lifecycleStage", "ownerId", "company", "jobTitle", "city", "country", "dateOfBirth"),
-        "crm",
-    ),
-    **dict.fromkeys(("lifetimeValue", "orderCount"), "commerce"),
-    **dict.fromkeys(("orders", "lastOrderAt"), "orders"),
-    **dict.fromkeys(("recentEvents", "engagement", "cart"), "analytics"),
+    to_camel_case(name): loader for name, loader in SNAKE_FIELD_LOADERS.items() if loader
 }
 # Worst first: the status a source shows when several of its reads disagree.
 _SEVERITY = [SourceStatus.FAILED, SourceStatus.STALE, SourceStatus.OK, SourceStatus.CACHED]
@@ -119,6 +115,11 @@ class Customer:
     def loaded(self, name: str) -> Any:
         """What loader ``name`` answered; raises the upstream's error for this field."""
         return self.outcomes[name].unwrap()
+
+    @strawberry.field(description="Consent per purpose as the CRM records it (null: not stated).")
+    def consent(self) -> Consent | None:
+        contact: CrmContact | None = self.loaded("crm")
+        return Consent.of(contact.consents) if contact else None
 
     @strawberry.field(description="Most recent orders first (from commerce).")
     def orders(self, first: int = 10) -> list[Order] | None:

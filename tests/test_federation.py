@@ -188,3 +188,20 @@ async def test_readiness_reports_each_upstream_circuit(
         "shopify": "closed",
         "segment": "closed",
     }
+
+
+async def test_consent_per_purpose_comes_from_the_crm(
+    client: httpx.AsyncClient, samples: SampleUpstreams
+) -> None:
+    person = samples.people[12]
+    body = await gql(
+        client,
+        "query($email: String!) { customer(email: $email) "
+        "{ consent { emailMarketing personalisation analytics } } }",
+        email=person.email,
+    )
+    assert body["data"]["customer"]["consent"] == {
+        "emailMarketing": person.email_marketing_consent,
+        "personalisation": person.personalisation_consent,
+        "analytics": person.analytics_consent,
+    }

@@ -361,3 +361,23 @@ async def test_render_batch_reports_a_failing_upstream_per_customer(
     assert body["data"]["renderBatch"] == [
         {"body": None, "error": {"code": "UPSTREAM_UNAVAILABLE"}}
     ]
+
+
+BY_CONSENT = """{% if consent.personalisation %}Picked for you, {{ first_name }}: \
+{% for order in orders limit: 1 %}more like {{ order.line_items.first.title }}{% endfor %}\
+{% else %}Our bestsellers this week{% endif %}"""
+
+
+@pytest.mark.parametrize("format", ["HTML", "TEXT"])
+async def test_a_block_conditional_on_consent(
+    client: httpx.AsyncClient, samples: SampleUpstreams, format: str
+) -> None:
+    consenting = next(p for p in samples.people if p.personalisation_consent)
+    refusing = next(p for p in samples.people if not p.personalisation_consent)
+    yes = await render(client, consenting.email, template=BY_CONSENT, format=format)
+    no = await render(client, refusing.email, template=BY_CONSENT, format=format)
+    assert "errors" not in yes and "errors" not in no
+    assert yes["data"]["customer"]["render"]["body"].startswith(
+        f"Picked for you, {consenting.first_name}"
+    )
+    assert no["data"]["customer"]["render"]["body"] == "Our bestsellers this week"
