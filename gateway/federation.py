@@ -231,15 +231,7 @@ class Federation:
         for customer in customers:
             entry = entries.get(customer.id)
             if entry is not None and entry.age_s(now) <= policy.ttl_s:
-                results[customer.id] = Outcome(
-                    adapter.name,
-                    adapter.kind,
-                    entry.value,
-                    None,
-                    0.0,
-                    entry.fetched_at,
-                    SourceStatus.CACHED,
-                )
+                results[customer.id] = _from_cache(adapter, entry)
             else:
                 misses.append(customer)
         self.cache.hits += len(customers) - len(misses)
@@ -249,16 +241,7 @@ class Federation:
             for customer, outcome in zip(misses, flown, strict=True):
                 stale = entries.get(customer.id)
                 if outcome.error is not None and stale is not None:
-                    outcome = Outcome(
-                        adapter.name,
-                        adapter.kind,
-                        stale.value,
-                        None,
-                        0.0,
-                        stale.fetched_at,
-                        SourceStatus.STALE,
-                        outcome.error,
-                    )
+                    outcome = _from_cache(adapter, stale, SourceStatus.STALE, outcome.error)
                 results[customer.id] = outcome
         return [results[c.id] for c in customers]
 
@@ -313,15 +296,7 @@ class Federation:
                 for customer_id, entry in (
                     await self.cache.wait_for(namespace, theirs, policy.ttl_s)
                 ).items():
-                    results[customer_id] = Outcome(
-                        adapter.name,
-                        adapter.kind,
-                        entry.value,
-                        None,
-                        0.0,
-                        entry.fetched_at,
-                        SourceStatus.CACHED,
-                    )
+                    results[customer_id] = _from_cache(adapter, entry)
             todo = [c for c in customers if c.id not in results]
             if todo:
                 outcomes = await _timed(adapter, todo, lambda: fetch(todo))
@@ -343,6 +318,17 @@ DATA_KINDS: dict[str, tuple[str, ...]] = {
     "commerce": ("", "orders"),
     "analytics": ("",),
 }
+
+
+def _from_cache(
+    adapter: Adapter,
+    entry: Entry,
+    status: SourceStatus = SourceStatus.CACHED,
+    cause: UpstreamError | None = None,
+) -> Outcome[Any]:
+    return Outcome(
+        adapter.name, adapter.kind, entry.value, None, 0.0, entry.fetched_at, status, cause
+    )
 
 
 def _namespace(upstream: str, data: str) -> str:

@@ -140,6 +140,24 @@ def seeded_url(samples: SampleUpstreams, tmp_path_factory: pytest.TempPathFactor
     return url
 
 
+@pytest.fixture(scope="session")
+def upstreams() -> Iterator[SampleUpstreams]:
+    """The full demo population behind the samples, for the adapter and sample suites."""
+    with SampleUpstreams(size=1000) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def _reset_upstreams(request: pytest.FixtureRequest) -> Iterator[None]:
+    if "upstreams" not in request.fixturenames:
+        yield
+        return
+    running: SampleUpstreams = request.getfixturevalue("upstreams")
+    running.reset()
+    yield
+    running.reset()
+
+
 def unique_email(tag: str = "user") -> str:
     return f"{tag}.{uuid.uuid4().hex[:12]}@example.com"
 

@@ -7,11 +7,11 @@ timeouts so fault tests stay fast: 0.3 s per attempt, 1.0 s per call, 2 retries.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from adapter_settings import ENV, FAST, SIZE, VARIANTS
+from adapter_settings import ENV, FAST, VARIANTS
 
 from adapters.config import UpstreamsConfig, load_upstreams
 from adapters.protocols import Adapter
@@ -20,23 +20,6 @@ from adapters.samples.runner import SampleUpstreams
 
 Configure = Callable[..., UpstreamsConfig]
 Build = Callable[..., Adapter]
-
-
-@pytest.fixture(scope="session")
-def upstreams() -> Iterator[SampleUpstreams]:
-    with SampleUpstreams(size=SIZE) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def _clean(request: pytest.FixtureRequest) -> Iterator[None]:
-    if "upstreams" not in request.fixturenames:
-        yield
-        return
-    running: SampleUpstreams = request.getfixturevalue("upstreams")
-    running.reset()
-    yield
-    running.reset()
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -20,23 +20,6 @@ from adapters.samples.runner import SampleUpstreams
 SIZE = 1000
 
 
-@pytest.fixture(scope="session")
-def upstreams() -> Iterator[SampleUpstreams]:
-    with SampleUpstreams(size=SIZE) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def _clean(request: pytest.FixtureRequest) -> Iterator[None]:
-    if "upstreams" not in request.fixturenames:
-        yield
-        return
-    running: SampleUpstreams = request.getfixturevalue("upstreams")
-    running.reset()
-    yield
-    running.reset()
-
-
 @pytest.fixture
 def hubspot(upstreams: SampleUpstreams) -> Iterator[httpx.Client]:
     with httpx.Client(
