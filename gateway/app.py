@@ -12,13 +12,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from adapters.config import UpstreamsConfig
-from gateway import __version__
+from gateway import __version__, metrics
+from gateway.request_context import RequestIdMiddleware
 from gateway.services import Services
 from gateway.settings import Settings, load_settings
 from resolvers.graphiql import ASSETS_PACKAGE, ASSETS_PATH
@@ -33,26 +35,36 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """Ready to take traffic when the database answers.
+    """Ready to take traffic when the database and the cache answer.
 
     An upstream whose circuit is open does not make the gateway unready: its fields
     degrade to coded errors while everything else is served. It shows as "degraded".
     """
     services: Services = request.app.state.services
     database = "ok" if await services.database_ready() else "unavailable"
+    cache = "ok" if await services.federation.cache.ready() else "unavailable"
     circuits = {
         name: adapter.breaker.state.value for name, adapter in services.federation.adapters.items()
     }
-    if database != "ok":
+    if database != "ok" or cache != "ok":
         status = "unavailable"
     elif any(state != "closed" for state in circuits.values()):
         status = "degraded"
     else:
         status = "ready"
     return JSONResponse(
-        {"status": status, "checks": {"database": database, "upstreams": circuits}},
+        {
+            "status": status,
+            "checks": {"database": database, "cache": cache, "upstreams": circuits},
+        },
         status_code=503 if status == "unavailable" else 200,
     )
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    services: Services = request.app.state.services
+    body, content_type = metrics.exposition(services.settings.metrics_multiprocess_dir)
+    return Response(body, media_type=content_type)
 
 
 async def root(request: Request) -> RedirectResponse:
@@ -89,7 +101,8 @@ def create_app(
         WebSocketRoute("/graphql", view),
         Route("/api/v1/users/{user_id}/profile", profile_endpoint(schema), methods=["GET"]),
         Route("/healthz", healthz),
+        Route("/metrics", metrics_endpoint),
         Route("/readyz", readyz),
         Mount(ASSETS_PATH, StaticFiles(packages=[(ASSETS_PACKAGE, "static")]), name="graphiql"),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestIdMiddleware)])

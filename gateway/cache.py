@@ -55,8 +55,6 @@ class UpstreamCache:
     def __init__(self, backend: BaseCache) -> None:
         self.backend = backend
         self.shared = backend.NAME == "redis"
-        self.hits = 0
-        self.misses = 0
 
     @staticmethod
     def key(upstream: str, customer_id: object) -> str:
@@ -124,6 +122,13 @@ class UpstreamCache:
     @staticmethod
     def _lock(upstream: str, customer_id: object) -> str:
         return f"{NAMESPACE}:lock:v{VERSION}:{upstream}:{customer_id}"
+
+    async def ready(self) -> bool:
+        try:
+            await self.backend.exists("ready-probe")
+        except Exception:  # noqa: BLE001 - any failure means "not ready", reported, not raised
+            return False
+        return True
 
     async def close(self) -> None:
         await self.backend.close()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+import tempfile
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -69,6 +71,10 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
         click.echo(f"gateway: {exc}", err=True)
         sys.exit(2)
     configure_logging(settings.log_level)
+    if workers > 1 and not settings.metrics_multiprocess_dir:
+        # Workers are separate processes: prometheus-client merges their metrics
+        # through files in one directory, which it finds through this variable.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
     uvicorn.run(
         "gateway.app:create_app",
         factory=True,

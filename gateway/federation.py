@@ -20,6 +20,7 @@ from adapters.config import CachePolicy
 from adapters.errors import UpstreamError
 from adapters.protocols import Adapter, AnalyticsAdapter, CommerceAdapter, CrmAdapter, Kind
 from adapters.records import AnalyticsEvent, CommerceCustomer, CrmContact, Order
+from gateway import metrics
 from gateway.cache import Entry, UpstreamCache
 from gateway.customers import CustomerProfile
 
@@ -234,14 +235,17 @@ class Federation:
                 results[customer.id] = _from_cache(adapter, entry)
             else:
                 misses.append(customer)
-        self.cache.hits += len(customers) - len(misses)
-        self.cache.misses += len(misses)
+        if hits := len(customers) - len(misses):
+            metrics.CACHE_LOOKUPS.labels(adapter.name, "hit").inc(hits)
+        if misses:
+            metrics.CACHE_LOOKUPS.labels(adapter.name, "miss").inc(len(misses))
         if misses:
             flown = await self._fly(adapter, namespace, misses, fetch, policy)
             for customer, outcome in zip(misses, flown, strict=True):
                 stale = entries.get(customer.id)
                 if outcome.error is not None and stale is not None:
                     outcome = _from_cache(adapter, stale, SourceStatus.STALE, outcome.error)
+                    metrics.CACHE_LOOKUPS.labels(adapter.name, "stale").inc()
                 results[customer.id] = outcome
         return [results[c.id] for c in customers]
 
@@ -370,6 +374,10 @@ async def _timed(
     except UpstreamError as exc:
         values, error = [None] * len(customers), exc
     latency = (time.perf_counter() - started) * 1000
+    metrics.UPSTREAM_SECONDS.labels(adapter.name).observe(latency / 1000)
+    if error is not None:
+        metrics.UPSTREAM_ERRORS.labels(adapter.name, error.code).inc()
+    metrics.record_circuit(adapter.name, adapter.breaker.state)
     status = SourceStatus.FAILED if error else SourceStatus.OK
     return [
         Outcome(adapter.name, adapter.kind, v, error, latency, fetched_at, status) for v in values

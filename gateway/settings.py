@@ -59,6 +59,11 @@ class Settings(BaseSettings):
         description="How long a stored profile is served from the cache "
         "(writes through the gateway drop it at once); 0 turns it off.",
     )
+    metrics_multiprocess_dir: str | None = Field(
+        default=None,
+        validation_alias="PROMETHEUS_MULTIPROC_DIR",
+        description="Set by `gateway serve --workers N` so /metrics covers every worker.",
+    )
     upstreams_file: Path | None = Field(
         default=None, description="TOML file naming the upstreams; none means no upstreams."
     )

@@ -20,6 +20,7 @@ from gateway.customers import (
 from gateway.errors import InvalidInput
 from resolvers.context import Context
 from resolvers.errors import ErrorCodes, is_unexpected, mask_unexpected_errors
+from resolvers.operation_metrics import OperationMetrics
 from resolvers.render import TemplateMutation, TemplateQuery
 from resolvers.types import Customer, CustomerInput, load_selected, selection_of
 
@@ -152,6 +153,7 @@ def build_schema() -> strawberry.Schema:
             # document thousands of times a minute.
             lambda: ParserCache(maxsize=1024),
             lambda: ValidationCache(maxsize=1024),
+            OperationMetrics,
             ErrorCodes,
             mask_unexpected_errors,
         ],

@@ -225,3 +225,10 @@ async def test_the_send_time_profile_url_serves_json_with_cache_control(
     assert warm.json()["id"] == profile["id"]
     assert {s["status"] for s in warm.json()["sources"]} == {"CACHED"}
     assert missing.status_code == 404
+
+
+async def test_readiness_fails_when_the_shared_cache_is_down(gateway: Client) -> None:
+    async with gateway("redis://127.0.0.1:1/0") as client:  # nothing listens on port 1
+        ready = await client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["cache"] == "unavailable"

@@ -112,7 +112,10 @@ async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     assert health.status_code == 200 and health.json()["status"] == "ok"
     ready = await client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "checks": {"database": "ok", "upstreams": {}}}
+    assert ready.json() == {
+        "status": "ready",
+        "checks": {"database": "ok", "cache": "ok", "upstreams": {}},
+    }
 
 
 async def test_readiness_is_503_when_the_database_is_down() -> None:
