@@ -23,6 +23,7 @@ from gateway import __version__, metrics
 from gateway.request_context import RequestIdMiddleware
 from gateway.services import Services
 from gateway.settings import Settings, load_settings
+from gateway.webhooks import webhook_endpoint
 from resolvers.graphiql import ASSETS_PACKAGE, ASSETS_PATH
 from resolvers.profile_api import profile_endpoint
 from resolvers.schema import build_schema
@@ -100,6 +101,7 @@ def create_app(
         Route("/graphql", view),
         WebSocketRoute("/graphql", view),
         Route("/api/v1/users/{user_id}/profile", profile_endpoint(schema), methods=["GET"]),
+        Route("/webhooks/{source}", webhook_endpoint, methods=["POST"]),
         Route("/healthz", healthz),
         Route("/metrics", metrics_endpoint),
         Route("/readyz", readyz),

@@ -60,6 +60,6 @@ def exposition(multiprocess_dir: str | None) -> tuple[bytes, str]:
     """The text exposition format, merged over worker processes when they share a dir."""
     if multiprocess_dir:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)
+        multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST

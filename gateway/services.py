@@ -13,10 +13,12 @@ from gateway.cache import UpstreamCache, build_cache
 from gateway.customers import CustomerStore
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.federation import Federation
+from gateway.notifications import Notifications, build_notifications
 from gateway.persisted_queries import PersistedQueries
 from gateway.profile_cache import CachedCustomers
 from gateway.settings import Settings
 from gateway.templates import TemplateStore, open_templates
+from gateway.webhooks import WebhookIngest, Webhooks
 
 
 @dataclass(slots=True)
@@ -29,6 +31,8 @@ class Services:
     federation: Federation
     persisted_queries: PersistedQueries
     templates: TemplateStore
+    notifications: Notifications
+    webhooks: Webhooks
 
     @classmethod
     def open(cls, settings: Settings, upstreams: UpstreamsConfig | None = None) -> Services:
@@ -45,6 +49,10 @@ class Services:
         customers = CachedCustomers(
             CustomerStore(sessions), cache.backend, settings.profile_cache_ttl_s
         )
+        notifications = build_notifications(settings.cache_url)
+        webhooks = Webhooks(
+            WebhookIngest(engine, federation, customers, notifications), settings.webhook_secrets
+        )
         return cls(
             settings=settings,
             engine=engine,
@@ -52,9 +60,12 @@ class Services:
             federation=federation,
             persisted_queries=PersistedQueries(cache.backend),
             templates=open_templates(sessions),
+            notifications=notifications,
+            webhooks=webhooks,
         )
 
     async def aclose(self) -> None:
+        await self.notifications.aclose()
         await aclose_adapters(self.federation.adapters)
         await self.federation.cache.close()
         await self.engine.dispose()

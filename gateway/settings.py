@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapters.config import UpstreamsConfig, UpstreamsConfigError, load_upstreams_file
@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         validation_alias="PROMETHEUS_MULTIPROC_DIR",
         description="Set by `gateway serve --workers N` so /metrics covers every worker.",
     )
+    webhook_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='Webhook signing secrets by source, as JSON: {"shopify": "…", '
+        '"hubspot": "…", "segment": "…"}; a source without one answers 404.',
+    )
     upstreams_file: Path | None = Field(
         default=None, description="TOML file naming the upstreams; none means no upstreams."
     )
@@ -114,7 +119,9 @@ class SettingsError(Exception):
 def load_settings(**overrides: object) -> Settings:
     """Read settings from the environment, with explicit overrides (e.g. CLI flags) winning."""
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        # pydantic validates the values; mypy cannot see through **kwargs here.
+        given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+        return Settings(**given)
     except ValidationError as exc:
         raise SettingsError(_one_line(exc)) from None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import cast
 
 import strawberry
 from strawberry.scalars import JSON
@@ -97,7 +98,7 @@ class Event:
             name=event.name,
             occurred_at=event.timestamp,
             session_id=event.session_id,
-            properties=event.properties,
+            properties=cast(JSON, event.properties),
         )
 
 

@@ -101,8 +101,7 @@ class RenderItem:
 
 
 def _store(info: GatewayInfo) -> TemplateStore:
-    store: TemplateStore = info.context.services.templates  # type: ignore[attr-defined]
-    return store
+    return info.context.services.templates
 
 
 def _fetch(info: GatewayInfo) -> render.Fetch:

@@ -22,6 +22,7 @@ from resolvers.context import Context
 from resolvers.errors import ErrorCodes, is_unexpected, mask_unexpected_errors
 from resolvers.operation_metrics import OperationMetrics
 from resolvers.render import TemplateMutation, TemplateQuery
+from resolvers.subscriptions import Subscription
 from resolvers.types import Customer, CustomerInput, load_selected, selection_of
 
 GatewayInfo = Info[Context, None]
@@ -148,6 +149,7 @@ def build_schema() -> strawberry.Schema:
     return GatewaySchema(
         query=merge_types("Query", (Query, TemplateQuery)),
         mutation=merge_types("Mutation", (Mutation, TemplateMutation)),
+        subscription=Subscription,
         extensions=[
             # Parsed and validated documents are cached per process: an ESP repeats one
             # document thousands of times a minute.

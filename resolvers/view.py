@@ -8,6 +8,7 @@ fail before execution (bad JSON, parse or validation errors) with 4xx and no
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -17,9 +18,10 @@ from cross_web import HTTPException, StarletteRequestAdapter
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
@@ -54,6 +56,15 @@ class RequestError(HTTPException):
         self.code = code
 
 
+class _TextWebSocketAdapter(ASGIWebSocketAdapter):
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        # graphql-ws clients in browsers read text frames only; encode_json gives bytes.
+        try:
+            await self.ws.send_text(orjson.dumps(message).decode())
+        except WebSocketDisconnect as exc:
+            raise WebSocketDisconnected from exc
+
+
 class _RequestAdapter(StarletteRequestAdapter):
     """Strawberry's adapter, keeping the Starlette request within reach (for app state)."""
 
@@ -64,6 +75,7 @@ class _RequestAdapter(StarletteRequestAdapter):
 
 class GatewayGraphQL(GraphQL[Context, None]):
     request_adapter_class = _RequestAdapter
+    websocket_adapter_class = _TextWebSocketAdapter
 
     def __init__(self, schema: Any, *, graphiql: bool, example_email: str | None = None) -> None:
         super().__init__(schema, graphql_ide="graphiql" if graphiql else None)
@@ -91,11 +103,13 @@ class GatewayGraphQL(GraphQL[Context, None]):
             loaders=Loaders(services.federation),
         )
 
-    async def get_sub_response(self, request: Request) -> Response:
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
         sub_response = await super().get_sub_response(request)
         media_type = negotiate(request.headers.get("accept"))
-        if media_type is None and not self.should_render_graphql_ide(
-            self.request_adapter_class(request)
+        if (
+            media_type is None
+            and isinstance(request, Request)
+            and not self.should_render_graphql_ide(self.request_adapter_class(request))
         ):
             raise HTTPException(406, f"Accept one of: {', '.join(reversed(_SUPPORTED))}")
         request.scope[_MEDIA_TYPE] = sub_response.media_type = media_type or JSON

@@ -1,0 +1,82 @@
+"""Webhook signature schemes, one function per source, each as the source documents it.
+
+Every check compares digests with ``hmac.compare_digest`` (constant time) and raises
+``SignatureError`` with a reason safe to return to the caller: it never quotes the
+secret, the expected digest or the body.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+
+# HubSpot's v3 scheme: refuse requests whose timestamp is older than five minutes.
+HUBSPOT_MAX_AGE_MS = 5 * 60 * 1000
+
+
+class SignatureError(Exception):
+    """A request that is not provably from the source; ``code`` is machine-readable."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def _equal(given: str | None, expected: str) -> bool:
+    if not given:
+        return False
+    return hmac.compare_digest(given.strip().encode(), expected.encode())
+
+
+def verify_shopify(secret: str, body: bytes, signature: str | None) -> None:
+    """``X-Shopify-Hmac-Sha256``: base64(HMAC-SHA256(secret, raw body))."""
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
+    if not _equal(signature, base64.b64encode(digest).decode()):
+        raise SignatureError("invalid_signature", "X-Shopify-Hmac-Sha256 does not match the body")
+
+
+def verify_segment(secret: str, body: bytes, signature: str | None) -> None:
+    """``X-Signature``: hex HMAC-SHA1(secret, raw body), as Segment's webhooks destination
+    signs with its shared secret."""
+    expected = hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
+    if not _equal(signature.lower() if signature else None, expected):
+        raise SignatureError("invalid_signature", "X-Signature does not match the body")
+
+
+def hubspot_signature(secret: str, method: str, uri: str, body: bytes, timestamp: str) -> str:
+    """base64(HMAC-SHA256(client secret, method + URI + body + timestamp))."""
+    message = method.upper().encode() + uri.encode() + body + timestamp.encode()
+    return base64.b64encode(hmac.new(secret.encode(), message, hashlib.sha256).digest()).decode()
+
+
+def verify_hubspot(
+    secret: str,
+    method: str,
+    uri: str,
+    body: bytes,
+    signature: str | None,
+    timestamp: str | None,
+    now_ms: int | None = None,
+) -> None:
+    """``X-HubSpot-Signature-v3`` with ``X-HubSpot-Request-Timestamp`` (milliseconds).
+
+    The timestamp is checked first: it is part of the signed message, so an old but
+    correctly signed request is a replay and must not pass.
+    """
+    if not timestamp or not timestamp.strip().isdigit():
+        raise SignatureError(
+            "missing_timestamp", "X-HubSpot-Request-Timestamp must be epoch milliseconds"
+        )
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    if abs(now - int(timestamp)) > HUBSPOT_MAX_AGE_MS:
+        raise SignatureError(
+            "stale_timestamp", "X-HubSpot-Request-Timestamp is more than 5 minutes from now"
+        )
+    expected = hubspot_signature(secret, method, uri, body, timestamp.strip())
+    if not _equal(signature, expected):
+        raise SignatureError(
+            "invalid_signature", "X-HubSpot-Signature-v3 does not match the request"
+        )

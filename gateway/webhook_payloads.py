@@ -1,0 +1,298 @@
+"""Webhook bodies as each source sends them, validated into source-agnostic events.
+
+Upstream shapes stop here (the same rule as the adapters' border): the ingest service
+sees only ``InboundEvent``s, whatever the source. Validation problems become a
+``PayloadError`` naming the field and the rule, never quoting the value (it may be PII).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+SOURCES = ("hubspot", "shopify", "segment")
+M = TypeVar("M", bound=BaseModel)
+
+# HubSpot contact properties that are identity record fields; the others are stored as
+# attributes under the gateway's own field names where it has one.
+_HUBSPOT_RECORD = {
+    "email": "email",
+    "firstname": "first_name",
+    "lastname": "last_name",
+    "phone": "phone",
+    "mobilephone": "phone",
+    "date_of_birth": "date_of_birth",
+    "address": "address",
+    "city": "city",
+    "zip": "postcode",
+}
+_HUBSPOT_ATTRIBUTES = {
+    "lifecyclestage": "lifecycle_stage",
+    "hubspot_owner_id": "owner_id",
+    "company": "company",
+    "jobtitle": "job_title",
+    "country": "country",
+}
+_ORDER_FIELDS = ("orders", "order_count", "lifetime_value", "last_order_at")
+
+
+class PayloadError(Exception):
+    """A body that cannot be accepted; ``field`` is a dotted path, ``status`` 400 or 422."""
+
+    def __init__(self, reason: str, field: str | None = None, status: int = 422) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.field = field
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class InboundEvent:
+    """One change a source reported, ready to store and link."""
+
+    source: str
+    event_id: str
+    type: str
+    occurred_at: datetime
+    # The source record for the identity resolver (``external_id`` and record fields),
+    # or None for an event that belongs to nobody (nothing to link).
+    record: dict[str, Any] | None
+    attributes: dict[str, str] = field(default_factory=dict)  # stored beside the record
+    changed: tuple[str, ...] = ()  # the gateway's field names this event touches
+    properties: dict[str, Any] = field(default_factory=dict)  # kept on the event row
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+# --- Shopify ---------------------------------------------------------------------------
+
+
+class ShopifyAddress(_Model):
+    address1: str | None = None
+    city: str | None = None
+    zip: str | None = None
+
+
+class ShopifyCustomer(_Model):
+    id: int
+    email: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    phone: str | None = None
+    updated_at: datetime | None = None
+    created_at: datetime | None = None
+    default_address: ShopifyAddress | None = None
+
+
+class ShopifyOrder(_Model):
+    id: int
+    email: str | None = None
+    created_at: datetime | None = None
+    total_price: str | None = None
+    currency: str | None = Field(default=None, min_length=3, max_length=3)
+    customer: ShopifyCustomer | None = None
+
+
+def _shopify_record(customer: ShopifyCustomer, email: str | None = None) -> dict[str, Any]:
+    address = customer.default_address or ShopifyAddress()
+    return {
+        "external_id": str(customer.id),
+        "email": customer.email or email,
+        "first_name": customer.first_name,
+        "last_name": customer.last_name,
+        "phone": customer.phone,
+        "address": address.address1,
+        "city": address.city,
+        "postcode": address.zip,
+        "observed_at": customer.updated_at or customer.created_at,
+    }
+
+
+def _reported(record: Mapping[str, Any]) -> tuple[str, ...]:
+    skip = {"external_id", "observed_at"}
+    return tuple(k for k, v in record.items() if k not in skip and v not in (None, ""))
+
+
+def parse_shopify(body: bytes, topic: str | None, webhook_id: str | None) -> list[InboundEvent]:
+    if not webhook_id:
+        raise PayloadError("X-Shopify-Webhook-Id is required", "X-Shopify-Webhook-Id", 400)
+    data = _json(body)
+    now = datetime.now(UTC)
+    if topic in ("customers/create", "customers/update"):
+        customer = _validate(ShopifyCustomer, data)
+        record = _shopify_record(customer)
+        changed = _reported(record)
+        occurred = customer.updated_at or customer.created_at or now
+        return [InboundEvent("shopify", webhook_id, topic, occurred, record, {}, changed)]
+    if topic in ("orders/create", "orders/updated", "orders/paid"):
+        order = _validate(ShopifyOrder, data)
+        if order.customer is None:
+            raise PayloadError("an order webhook must carry its customer", "customer")
+        record = _shopify_record(order.customer, order.email)
+        properties = {
+            "order_id": str(order.id),
+            "total_price": order.total_price,
+            "currency": order.currency,
+        }
+        occurred = order.created_at or now
+        event = InboundEvent(
+            "shopify", webhook_id, topic, occurred, record, {}, _ORDER_FIELDS, properties
+        )
+        return [event]
+    raise PayloadError(
+        "unsupported X-Shopify-Topic; expected customers/create, customers/update, "
+        "orders/create, orders/updated or orders/paid",
+        "X-Shopify-Topic",
+    )
+
+
+# --- HubSpot ---------------------------------------------------------------------------
+
+
+class HubSpotEvent(_Model):
+    eventId: int | str
+    subscriptionType: Literal["contact.creation", "contact.propertyChange"]
+    objectId: int | str
+    occurredAt: int = Field(ge=0)  # epoch milliseconds
+    propertyName: str | None = Field(default=None, min_length=1, max_length=100)
+    propertyValue: str | None = None
+
+
+_HUBSPOT_BATCH = TypeAdapter(list[HubSpotEvent])
+
+
+def parse_hubspot(body: bytes) -> list[InboundEvent]:
+    data = _json(body)
+    if not isinstance(data, list) or not data:
+        raise PayloadError("the body must be a non-empty JSON array of events")
+    try:
+        events = _HUBSPOT_BATCH.validate_python(data)
+    except ValidationError as exc:
+        raise _payload_error(exc) from None
+    return [_hubspot_event(i, e) for i, e in enumerate(events)]
+
+
+def _hubspot_event(position: int, event: HubSpotEvent) -> InboundEvent:
+    occurred = datetime.fromtimestamp(event.occurredAt / 1000, UTC)
+    record: dict[str, Any] = {"external_id": str(event.objectId), "observed_at": occurred}
+    attributes: dict[str, str] = {}
+    changed: tuple[str, ...] = ()
+    if event.subscriptionType == "contact.propertyChange":
+        name = event.propertyName
+        if name is None:
+            raise PayloadError(
+                "a propertyChange event needs propertyName", f"{position}.propertyName"
+            )
+        # The event carries the new value: nothing is fetched from HubSpot.
+        if name in _HUBSPOT_RECORD:
+            record[_HUBSPOT_RECORD[name]] = event.propertyValue
+            changed = (_HUBSPOT_RECORD[name],)
+        else:
+            field_name = _HUBSPOT_ATTRIBUTES.get(name, name)
+            attributes[field_name] = event.propertyValue or ""
+            changed = (field_name,)
+    return InboundEvent(
+        "hubspot",
+        str(event.eventId),
+        event.subscriptionType,
+        occurred,
+        record,
+        attributes,
+        changed,
+        {"property": event.propertyName} if event.propertyName else {},
+    )
+
+
+# --- Segment ---------------------------------------------------------------------------
+
+
+class SegmentAddress(_Model):
+    street: str | None = None
+    city: str | None = None
+    postalCode: str | None = None
+
+
+class SegmentTraits(_Model):
+    email: str | None = None
+    firstName: str | None = None
+    lastName: str | None = None
+    phone: str | None = None
+    birthday: str | None = None
+    address: SegmentAddress | None = None
+
+
+class SegmentContext(_Model):
+    traits: SegmentTraits | None = None
+
+
+class SegmentEvent(_Model):
+    type: Literal["identify", "track"]
+    messageId: str = Field(min_length=1, max_length=255)
+    userId: str | None = Field(default=None, max_length=255)
+    anonymousId: str | None = None
+    event: str | None = Field(default=None, max_length=100)
+    traits: SegmentTraits | None = None
+    context: SegmentContext | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+    timestamp: datetime | None = None
+
+
+def parse_segment(body: bytes) -> list[InboundEvent]:
+    event = _validate(SegmentEvent, _json(body))
+    if event.type == "track" and not event.event:
+        raise PayloadError("a track event needs its event name", "event")
+    occurred = event.timestamp or datetime.now(UTC)
+    kind = f"track:{event.event}" if event.type == "track" else "identify"
+    properties = {"event": event.event, "properties": event.properties} if event.event else {}
+    if not event.userId:
+        # Anonymous activity is kept but links to nobody: there is no key to link by.
+        return [InboundEvent("segment", event.messageId, kind, occurred, None, {}, (), properties)]
+    traits = event.traits or (event.context.traits if event.context else None) or SegmentTraits()
+    address = traits.address or SegmentAddress()
+    record = {
+        "external_id": event.userId,
+        "email": traits.email,
+        "first_name": traits.firstName,
+        "last_name": traits.lastName,
+        "phone": traits.phone,
+        "date_of_birth": traits.birthday,
+        "address": address.street,
+        "city": address.city,
+        "postcode": address.postalCode,
+        "observed_at": occurred,
+    }
+    changed = _reported(record) if event.type == "identify" else ("recent_events", "engagement")
+    return [
+        InboundEvent("segment", event.messageId, kind, occurred, record, {}, changed, properties)
+    ]
+
+
+# --- shared ----------------------------------------------------------------------------
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise PayloadError("the body is not valid JSON", status=400) from None
+
+
+def _validate(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _payload_error(exc) from None
+
+
+def _payload_error(exc: ValidationError) -> PayloadError:
+    # The message and location only: pydantic's ``input`` would echo customer data.
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or None
+    return PayloadError(f"{where or 'body'}: {error['msg']}", where)

@@ -1,0 +1,292 @@
+"""Webhooks from the CRM (HubSpot), the shop (Shopify) and analytics (Segment).
+
+``POST /webhooks/{source}``: verify the source's signature over the raw body, validate
+the body into ``InboundEvent``s, then per event, in one transaction: claim the event id
+(the events table's unique (source, event_id) makes a replay a no-op), link the record
+to a unified customer through the identity ``Resolver`` (its key locks serialise two
+webhooks for one new email), and store what changed. Only after the commit: drop the
+customer's cached entries on every instance and publish a change notification, so no
+one is told about, or re-reads, a write that might still roll back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import SecretStr
+from sqlalchemy import insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from gateway.db.models import Attribute, Customer, Event, Identity
+from gateway.federation import Federation
+from gateway.identity import DEFAULT_CONFIG, IdentityConfig, PreparedRecord, RecordError, Resolver
+from gateway.identity import prepare as prepare_record
+from gateway.notifications import CustomerChange, Notifications
+from gateway.profile_cache import CachedCustomers
+from gateway.signatures import SignatureError, verify_hubspot, verify_segment, verify_shopify
+from gateway.webhook_payloads import (
+    SOURCES,
+    InboundEvent,
+    PayloadError,
+    parse_hubspot,
+    parse_segment,
+    parse_shopify,
+)
+
+MAX_BODY_BYTES = 1 << 20  # Shopify's largest order payloads stay well under this
+logger = logging.getLogger("gateway.webhooks")
+
+Status = Literal["processed", "duplicate"]
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    event_id: str
+    status: Status
+    customer_id: uuid.UUID | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    event: InboundEvent
+    record: PreparedRecord | None
+
+
+class WebhookIngest:
+    """Stores events and the profile changes they carry; plain service, no HTTP."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        federation: Federation,
+        customers: CachedCustomers,
+        notifications: Notifications,
+        config: IdentityConfig = DEFAULT_CONFIG,
+    ) -> None:
+        self._engine = engine
+        self._federation = federation
+        self._customers = customers
+        self._notifications = notifications
+        self._config = config
+
+    def prepare(self, events: Sequence[InboundEvent]) -> list[_Prepared]:
+        """Validate every record before anything is written: one bad event in a batch
+        refuses the batch, so the source's retry sees the same answer."""
+        prepared = []
+        for position, event in enumerate(events):
+            try:
+                record = (
+                    prepare_record(event.record, event.source, self._config)
+                    if event.record is not None
+                    else None
+                )
+            except RecordError as exc:
+                where = f"{position}.{exc.field}" if len(events) > 1 else exc.field
+                raise PayloadError(f"{where}: {str(exc).split(': ', 1)[-1]}", where) from None
+            prepared.append(_Prepared(event, record))
+        return prepared
+
+    async def ingest(self, item: _Prepared) -> Ingested:
+        event = item.event
+        async with self._engine.connect() as connection:
+            async with connection.begin():
+                claimed = await _claim(connection, event)
+                if claimed is None:
+                    return Ingested(event.event_id, "duplicate", None)
+                customer_id, old_email = None, None
+                if item.record is not None:
+                    old_email = await _owner_email(connection, item.record)
+                    customer_id = await self._link(connection, item.record)
+                    await _store_attributes(connection, customer_id, event)
+                    await connection.execute(
+                        update(Event).where(Event.id == claimed).values(customer_id=customer_id)
+                    )
+        logger.info(
+            "webhook event stored",
+            extra={
+                "source": event.source,
+                "event_type": event.type,
+                "event_id": event.event_id,
+                "customer_id": str(customer_id) if customer_id else None,
+            },
+        )
+        if customer_id is not None:
+            await self._after_commit(customer_id, old_email, event)
+        return Ingested(event.event_id, "processed", customer_id)
+
+    async def _link(self, connection: AsyncConnection, record: PreparedRecord) -> uuid.UUID:
+        # The resolver runs inside this transaction (a savepoint of it): its advisory
+        # key locks are then held until the event row commits with the link.
+        sessions = async_sessionmaker(
+            bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
+        )
+        (decision,) = await Resolver(sessions, self._config).link([record])
+        return decision.customer_id
+
+    async def _after_commit(
+        self, customer_id: uuid.UUID, old_email: str | None, event: InboundEvent
+    ) -> None:
+        # The write is committed: a failure here must not make the source retry (the
+        # retry would be a duplicate and fix nothing); entries expire with their TTL.
+        try:
+            await self._federation.invalidate(customer_id)
+            profile = await self._customers.store.get(customer_id)
+            if profile is not None:
+                await self._customers.forget(profile)
+                if old_email and old_email != profile.email:
+                    await self._customers.forget(dataclasses.replace(profile, email=old_email))
+            await self._notifications.publish(
+                CustomerChange(
+                    customer_id=customer_id,
+                    source=event.source,
+                    event_type=event.type,
+                    event_id=event.event_id,
+                    fields=event.changed,
+                    occurred_at=event.occurred_at,
+                )
+            )
+        except Exception:
+            logger.exception(
+                "cache invalidation or notification failed after commit",
+                extra={"customer_id": str(customer_id), "event_id": event.event_id},
+            )
+
+
+async def _claim(connection: AsyncConnection, event: InboundEvent) -> int | None:
+    """Insert the event row, or None when (source, event_id) is already stored. On
+    Postgres a concurrent claim of the same id waits for the first to commit."""
+    dialect_insert = postgres_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        dialect_insert(Event)
+        .values(
+            source=event.source,
+            event_id=event.event_id,
+            type=event.type,
+            occurred_at=event.occurred_at,
+            properties=event.properties,
+            received_at=datetime.now(UTC),
+        )
+        .on_conflict_do_nothing(index_elements=["source", "event_id"])
+        .returning(Event.id)
+    )
+    claimed: int | None = await connection.scalar(statement)
+    return claimed
+
+
+async def _owner_email(connection: AsyncConnection, record: PreparedRecord) -> str | None:
+    """The email the record's current owner has now: its cached entry must go too."""
+    email: str | None = await connection.scalar(
+        select(Customer.email)
+        .join(Identity, Identity.customer_id == Customer.id)
+        .where(Identity.source == record.source, Identity.external_id == record.external_id)
+    )
+    return email
+
+
+async def _store_attributes(
+    connection: AsyncConnection, customer_id: uuid.UUID, event: InboundEvent
+) -> None:
+    """Values that are not identity record fields (HubSpot's lifecycle stage…), kept with
+    their source and time like every other attribute."""
+    if event.attributes:
+        await connection.execute(
+            insert(Attribute),
+            [
+                {
+                    "customer_id": customer_id,
+                    "name": name,
+                    "value": value,
+                    "source": event.source,
+                    "observed_at": event.occurred_at,
+                }
+                for name, value in event.attributes.items()
+            ],
+        )
+
+
+class Webhooks:
+    """The HTTP face: signature, parsing, then one ``ingest`` per event."""
+
+    def __init__(self, ingest: WebhookIngest, secrets: Mapping[str, SecretStr]) -> None:
+        self.ingest = ingest
+        self._secrets = dict(secrets)
+
+    async def handle(self, request: Request) -> JSONResponse:
+        source = request.path_params["source"]
+        if source not in SOURCES:
+            return _refuse(404, "unknown_source", f"no webhook source named {source!r}")
+        secret = self._secrets.get(source)
+        if secret is None:
+            # Unsigned webhooks are never accepted: no secret, no endpoint.
+            return _refuse(404, "source_not_configured", f"webhooks from {source} are not enabled")
+        if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
+            return _refuse(413, "too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
+        body = await request.body()
+        try:
+            events = self._verify_and_parse(source, secret.get_secret_value(), request, body)
+            prepared = self.ingest.prepare(events)
+        except SignatureError as exc:
+            logger.warning("webhook refused", extra={"source": source, "reason": exc.code})
+            return _refuse(401, exc.code, exc.reason)
+        except PayloadError as exc:
+            logger.warning("webhook refused", extra={"source": source, "reason": "invalid_payload"})
+            return _refuse(exc.status, "invalid_payload", exc.reason, exc.field)
+        results = [await self.ingest.ingest(item) for item in prepared]
+        overall = "duplicate" if all(r.status == "duplicate" for r in results) else "processed"
+        return JSONResponse({"status": overall, "events": [_result(r) for r in results]})
+
+    @staticmethod
+    def _verify_and_parse(
+        source: str, secret: str, request: Request, body: bytes
+    ) -> list[InboundEvent]:
+        headers = request.headers
+        if source == "shopify":
+            verify_shopify(secret, body, headers.get("x-shopify-hmac-sha256"))
+            return parse_shopify(
+                body, headers.get("x-shopify-topic"), headers.get("x-shopify-webhook-id")
+            )
+        if source == "hubspot":
+            # The URI HubSpot signed: behind a TLS proxy run uvicorn with --proxy-headers
+            # so the scheme and host here are the public ones.
+            verify_hubspot(
+                secret,
+                request.method,
+                str(request.url),
+                body,
+                headers.get("x-hubspot-signature-v3"),
+                headers.get("x-hubspot-request-timestamp"),
+            )
+            return parse_hubspot(body)
+        verify_segment(secret, body, headers.get("x-signature"))
+        return parse_segment(body)
+
+
+def _result(result: Ingested) -> dict[str, Any]:
+    return {
+        "eventId": result.event_id,
+        "status": result.status,
+        "customerId": str(result.customer_id) if result.customer_id else None,
+    }
+
+
+def _refuse(status: int, code: str, reason: str, field: str | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": code, "reason": reason}
+    if field:
+        body["field"] = field
+    return JSONResponse(body, status_code=status)
+
+
+async def webhook_endpoint(request: Request) -> JSONResponse:
+    """``POST /webhooks/{source}``."""
+    webhooks: Webhooks = request.app.state.services.webhooks
+    return await webhooks.handle(request)
