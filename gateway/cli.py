@@ -224,3 +224,70 @@ def import_(
     )
     if summary.rejected:
         sys.exit(1)
+
+
+@main.command()
+@click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    metavar="NAME",
+    help="Sync only this upstream (repeatable; default: every enabled one).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="Records per transaction.",
+)
+@click.option("--database-url", help="Override GATEWAY_DATABASE_URL.")
+@_friendly_errors
+def sync(sources: tuple[str, ...], batch_size: int, database_url: str | None) -> None:
+    """Pull what each upstream changed since the last sync, link it, and reconcile.
+
+    Prints one line per source: records read, created, updated, linked, review,
+    rejected, and a checksum of the ids read against the upstream's own count.
+    Exits 1 when any source failed (its cursor is left where it was).
+    """
+    from adapters.registry import aclose_adapters, build_adapters
+    from gateway.db.engine import create_engine, create_sessionmaker
+    from gateway.errors import InvalidInput
+    from gateway.sync import SyncReport
+    from gateway.sync import sync as run_sync
+
+    settings = _settings(database_url=database_url)
+    try:
+        upstreams = settings.load_upstreams()
+    except SettingsError as exc:
+        click.echo(f"gateway: {exc}", err=True)
+        sys.exit(2)
+    configure_logging(settings.log_level)
+
+    def progress(report: SyncReport) -> None:
+        click.echo(report.line())
+
+    async def run() -> list[SyncReport]:
+        engine = create_engine(settings.database_url)
+        adapters = build_adapters(upstreams)
+        try:
+            return await run_sync(
+                create_sessionmaker(engine),
+                adapters,
+                list(sources),
+                progress,
+                batch_size=batch_size,
+            )
+        finally:
+            await aclose_adapters(adapters)
+            await engine.dispose()
+
+    try:
+        reports = asyncio.run(run())
+    except InvalidInput as exc:
+        click.echo(f"gateway: {exc}", err=True)
+        sys.exit(2)
+    if not reports:
+        click.echo("no upstreams enabled (set GATEWAY_UPSTREAMS_FILE)", err=True)
+    if any(report.status == "failed" for report in reports):
+        sys.exit(1)

@@ -20,6 +20,7 @@ from gateway.customers import (
 from gateway.errors import InvalidInput
 from resolvers.context import Context
 from resolvers.errors import ErrorCodes, is_unexpected, mask_unexpected_errors
+from resolvers.identity import IdentityMutation
 from resolvers.operation_metrics import OperationMetrics
 from resolvers.render import TemplateMutation, TemplateQuery
 from resolvers.subscriptions import Subscription
@@ -148,7 +149,7 @@ def build_schema() -> strawberry.Schema:
     """A new schema; built once per app, never per request."""
     return GatewaySchema(
         query=merge_types("Query", (Query, TemplateQuery)),
-        mutation=merge_types("Mutation", (Mutation, TemplateMutation)),
+        mutation=merge_types("Mutation", (Mutation, TemplateMutation, IdentityMutation)),
         subscription=Subscription,
         extensions=[
             # Parsed and validated documents are cached per process: an ESP repeats one

@@ -20,6 +20,7 @@ from gateway.federation import FIELD_LOADERS as SNAKE_FIELD_LOADERS
 from gateway.federation import AnalyticsData, Outcome, SourceStatus
 from resolvers.context import Context
 from resolvers.federated import Cart, Consent, Engagement, Event, Money, Order, Source
+from resolvers.identity import customer_attributes, customer_identity_links
 from resolvers.render import render_customer
 
 GatewayInfo = Info[Context, None]
@@ -75,6 +76,15 @@ class Customer:
     render = strawberry.field(
         resolver=render_customer,
         description="Render Liquid for this customer: an inline `template` or a stored `name`.",
+    )
+    attributes = strawberry.field(
+        resolver=customer_attributes,
+        description="Every value each source reported (optionally for one field `name`), "
+        "with its source, when it was observed, and whether it is the golden value.",
+    )
+    identity_links = strawberry.field(
+        resolver=customer_identity_links,
+        description="Evidence: which rule (and score) joined each identity to this customer.",
     )
 
     profile: strawberry.Private[CustomerProfile]

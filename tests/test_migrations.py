@@ -24,6 +24,7 @@ TABLES = {
     "events",
     "templates",
     "audit_log",
+    "sync_cursors",
     "identity_records",
     "identity_block_keys",
     "identity_links",

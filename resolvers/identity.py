@@ -1,0 +1,190 @@
+"""Identity in GraphQL: merge and unmerge mutations, and the provenance fields of Customer.
+
+``customer_attributes`` and ``customer_identity_links`` are field resolvers attached to
+``Customer`` in ``resolvers/types.py``; they read through per-request DataLoaders, so a
+list of customers costs one query per table, not one per customer.
+"""
+
+from __future__ import annotations
+
+import uuid
+import weakref
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Protocol
+
+import strawberry
+from strawberry.dataloader import DataLoader
+from strawberry.types import Info
+
+from gateway.attributes import AttributeValue, IdentityService, LinkEvidence, identity_service
+from resolvers.context import Context
+
+if TYPE_CHECKING:
+    from resolvers.types import Customer
+
+GatewayInfo = Info[Context, None]
+# resolvers.types imports this module for the field resolvers: the Customer type is lazy.
+LazyCustomer = Annotated["Customer", strawberry.lazy("resolvers.types")]
+
+
+class HasId(Protocol):
+    """What the provenance fields need of their parent: the unified customer id."""
+
+    id: strawberry.ID
+
+
+@strawberry.type(description="One value one source reported for a profile field.")
+class ProfileAttribute:
+    name: str = strawberry.field(description="The field, e.g. email, first_name, city.")
+    value: str | None
+    source: str = strawberry.field(description="The source system that reported it.")
+    observed_at: datetime = strawberry.field(description="When that source reported it.")
+    golden: bool = strawberry.field(
+        description="True for the one observation the profile shows as this field's value "
+        "(email, phone and names have golden values; other fields never do)."
+    )
+
+    @classmethod
+    def of(cls, value: AttributeValue) -> ProfileAttribute:
+        return cls(
+            name=value.name,
+            value=value.value,
+            source=value.source,
+            observed_at=value.observed_at,
+            golden=value.golden,
+        )
+
+
+@strawberry.type(description="Evidence of why an identity belongs to this customer.")
+class IdentityLink:
+    source: str
+    external_id: str
+    rule: str = strawberry.field(
+        description="identity, email, phone, probabilistic, new, manual (a merge) or unmerge."
+    )
+    score: float | None = strawberry.field(description="The match weight, for probabilistic.")
+    reason: str | None = strawberry.field(description="Given with a manual merge or unmerge.")
+    matched_source: str | None = strawberry.field(description="The identity it was matched to.")
+    matched_external_id: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, link: LinkEvidence) -> IdentityLink:
+        return cls(
+            source=link.source,
+            external_id=link.external_id,
+            rule=link.rule,
+            score=link.score,
+            reason=link.reason,
+            matched_source=link.matched_source,
+            matched_external_id=link.matched_external_id,
+            created_at=link.created_at,
+        )
+
+
+class IdentityLoaders:
+    """The provenance DataLoaders of one request."""
+
+    def __init__(self, service: IdentityService) -> None:
+        self.attributes: DataLoader[uuid.UUID, list[AttributeValue]] = DataLoader(
+            service.attributes
+        )
+        self.links: DataLoader[uuid.UUID, list[LinkEvidence]] = DataLoader(service.links)
+
+
+# Keyed by the request's own Loaders object, so the loaders live exactly as long as the
+# request does without the context having to know about them.
+_PER_REQUEST: weakref.WeakKeyDictionary[object, IdentityLoaders] = weakref.WeakKeyDictionary()
+
+
+def _service(info: GatewayInfo) -> IdentityService:
+    return identity_service(info.context.services.engine)
+
+
+def identity_loaders(info: GatewayInfo) -> IdentityLoaders:
+    loaders = _PER_REQUEST.get(info.context.loaders)
+    if loaders is None:
+        loaders = _PER_REQUEST[info.context.loaders] = IdentityLoaders(_service(info))
+    return loaders
+
+
+async def customer_attributes(
+    root: strawberry.Parent[HasId], info: GatewayInfo, name: str | None = None
+) -> list[ProfileAttribute]:
+    """Every value each source reported for this customer, with its provenance."""
+    values = await identity_loaders(info).attributes.load(uuid.UUID(str(root.id)))
+    return [ProfileAttribute.of(v) for v in values if name is None or v.name == name]
+
+
+async def customer_identity_links(
+    root: strawberry.Parent[HasId], info: GatewayInfo
+) -> list[IdentityLink]:
+    """Which rule (and score) joined each identity to this customer, oldest first."""
+    links = await identity_loaders(info).links.load(uuid.UUID(str(root.id)))
+    return [IdentityLink.of(link) for link in links]
+
+
+async def _shaped(info: GatewayInfo, customer_id: uuid.UUID) -> Customer:
+    from resolvers.types import Customer, load_selected, selection_of
+
+    profile = await info.context.services.customers.store.get(customer_id)
+    if profile is None:  # deleted between the write and this read: a concurrent merge
+        raise RuntimeError("customer vanished after an identity change")
+    shaped = Customer.from_profile(profile, selection_of(info))
+    await load_selected([shaped], info)
+    return shaped
+
+
+async def _forget(info: GatewayInfo, customer_ids: list[uuid.UUID]) -> None:
+    """Drop the cached profiles (by id and by their old email) and upstream answers of
+    customers an identity change touched; read before the change, dropped after it."""
+    services = info.context.services
+    for customer_id in customer_ids:
+        await services.federation.invalidate(customer_id)
+    for profile in (await services.customers.store.get_many(customer_ids)).values():
+        await services.customers.forget(profile)
+
+
+@strawberry.type
+class IdentityMutation:
+    @strawberry.mutation(
+        description="Fold customer `from` into customer `into` (identities, attributes, "
+        "consents, events) and recompute its golden values; answers the merged customer."
+    )
+    async def merge_customers(
+        self,
+        info: GatewayInfo,
+        into: strawberry.ID,
+        from_: Annotated[strawberry.ID, strawberry.argument(name="from")],
+        reason: str,
+    ) -> LazyCustomer:
+        store = info.context.services.customers.store
+        before = await store.get_many(uuid.UUID(str(x)) for x in (into, from_) if _is_uuid(str(x)))
+        merged = await _service(info).merge(str(into), str(from_), reason)
+        for profile in before.values():
+            await info.context.services.customers.forget(profile)
+        await _forget(info, list(dict.fromkeys([merged, *before])))
+        return await _shaped(info, merged)
+
+    @strawberry.mutation(
+        description="Split the identity `source:externalId` out of its customer into a "
+        "customer of its own; answers the new customer."
+    )
+    async def unmerge_customer(
+        self, info: GatewayInfo, source: str, external_id: str
+    ) -> LazyCustomer:
+        owner = await info.context.services.customers.get_by_identity(source, external_id)
+        new = await _service(info).unmerge(source, external_id)
+        if owner is not None:
+            await info.context.services.customers.forget(owner)
+            await _forget(info, [owner.id])
+        await _forget(info, [new])
+        return await _shaped(info, new)
+
+
+def _is_uuid(raw: str) -> bool:
+    try:
+        uuid.UUID(raw)
+    except ValueError:
+        return False
+    return True

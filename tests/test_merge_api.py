@@ -1,0 +1,210 @@
+"""mergeCustomers / unmergeCustomer and the provenance fields, through GraphQL.
+
+The schema is composed here as ``resolvers/schema.py`` is to compose it
+(``IdentityMutation`` merged into ``Mutation``). ``Customer.attributes`` and
+``Customer.identityLinks`` are attached to ``Customer`` in ``resolvers/types.py``;
+until then a stand-in parent type carries the same two field resolvers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import strawberry
+from starlette.requests import Request
+from strawberry.tools import merge_types
+
+from adapters.samples.runner import SampleUpstreams
+from gateway.db.engine import create_sessionmaker
+from gateway.demo import sample_upstreams_config
+from gateway.identity import Resolver, prepare
+from gateway.services import Services
+from gateway.settings import Settings
+from resolvers.context import Context
+from resolvers.errors import ErrorCodes, mask_unexpected_errors
+from resolvers.identity import IdentityMutation, customer_attributes, customer_identity_links
+from resolvers.loaders import Loaders
+from resolvers.render import TemplateMutation, TemplateQuery
+from resolvers.schema import GatewaySchema, Mutation, Query
+from tests.conftest import FAST, unique_email
+
+
+@strawberry.type
+class Provenance:
+    """Stand-in for Customer until types.py carries the two fields."""
+
+    id: strawberry.ID
+    attributes = strawberry.field(resolver=customer_attributes)
+    identity_links = strawberry.field(resolver=customer_identity_links)
+
+
+@strawberry.type
+class ProvenanceQuery:
+    @strawberry.field
+    def provenance(self, id: strawberry.ID) -> Provenance:
+        return Provenance(id=id)
+
+
+SCHEMA = GatewaySchema(
+    query=merge_types("Query", (Query, TemplateQuery, ProvenanceQuery)),
+    mutation=merge_types("Mutation", (Mutation, TemplateMutation, IdentityMutation)),
+    extensions=[ErrorCodes, mask_unexpected_errors],
+)
+
+MERGE = """
+mutation($into: ID!, $from: ID!, $reason: String!) {
+  mergeCustomers(into: $into, from: $from, reason: $reason) {
+    id email firstName identities { source externalId }
+  }
+}"""
+UNMERGE = """
+mutation($source: String!, $externalId: String!) {
+  unmergeCustomer(source: $source, externalId: $externalId) {
+    id email identities { source externalId }
+  }
+}"""
+CUSTOMER = "query($id: ID!) { customer(id: $id) { id email identities { source externalId } } }"
+PROVENANCE = """
+query($id: ID!) {
+  provenance(id: $id) {
+    attributes { name value source observedAt golden }
+    identityLinks { source externalId rule score reason matchedSource createdAt }
+  }
+}"""
+
+
+@pytest.fixture
+async def services(settings: Settings, samples: SampleUpstreams) -> AsyncIterator[Services]:
+    config = sample_upstreams_config(samples.base_urls, {n: FAST for n in samples.base_urls})
+    opened = Services.open(settings, config)
+    yield opened
+    await opened.aclose()
+
+
+async def run(services: Services, query: str, **variables: Any) -> dict[str, Any]:
+    context = Context(
+        request=Request({"type": "http", "method": "POST", "headers": []}),
+        response=None,
+        services=services,
+        loaders=Loaders(services.federation),
+    )
+    result = await SCHEMA.execute(query, variable_values=variables, context_value=context)
+    body: dict[str, Any] = {"data": result.data}
+    if result.errors:
+        body["errors"] = [e.formatted for e in result.errors]
+    return body
+
+
+def codes(body: dict[str, Any]) -> list[tuple[str | None, str | None]]:
+    return [
+        (e.get("extensions", {}).get("code"), e.get("extensions", {}).get("field"))
+        for e in body.get("errors", [])
+    ]
+
+
+async def _customer(services: Services, source: str, **fields: str) -> tuple[str, str]:
+    """A new customer with one identity; returns (customer id, external id)."""
+    external_id = f"{source[:2].upper()}-{uuid.uuid4().hex[:10]}"
+    resolver = Resolver(create_sessionmaker(services.engine))
+    decision = await resolver.link_one({"external_id": external_id, **fields}, source)
+    assert decision.new_customer
+    return str(decision.customer_id), external_id
+
+
+async def test_merge_then_unmerge_restores_the_separate_profiles(services: Services) -> None:
+    email_a, email_b = unique_email("ada"), unique_email("lovelace")
+    a, ext_a = await _customer(services, "crm", email=email_a, first_name="Ada")
+    b, ext_b = await _customer(services, "shop", email=email_b, first_name="Augusta")
+
+    merged = await run(services, MERGE, into=a, **{"from": b}, reason="same person, ticket 42")
+    assert "errors" not in merged, merged
+    customer = merged["data"]["mergeCustomers"]
+    assert customer["id"] == a
+    assert {(i["source"], i["externalId"]) for i in customer["identities"]} == {
+        ("crm", ext_a),
+        ("shop", ext_b),
+    }
+    gone = await run(services, CUSTOMER, id=b)
+    assert gone["data"]["customer"] is None
+
+    evidence = (await run(services, PROVENANCE, id=a))["data"]["provenance"]["identityLinks"]
+    manual = [link for link in evidence if link["rule"] == "manual"]
+    assert [(m["source"], m["externalId"], m["reason"]) for m in manual] == [
+        ("shop", ext_b, "same person, ticket 42")
+    ]
+    assert manual[0]["matchedSource"] == "crm"
+    assert {link["rule"] for link in evidence} == {"new", "manual"}
+
+    split = await run(services, UNMERGE, source="shop", externalId=ext_b)
+    assert "errors" not in split, split
+    new = split["data"]["unmergeCustomer"]
+    assert new["id"] not in (a, b)
+    assert new["email"] == email_b
+    assert new["identities"] == [{"source": "shop", "externalId": ext_b}]
+    kept = (await run(services, CUSTOMER, id=a))["data"]["customer"]
+    assert kept["email"] == email_a
+    assert kept["identities"] == [{"source": "crm", "externalId": ext_a}]
+    links = (await run(services, PROVENANCE, id=new["id"]))["data"]["provenance"]
+    assert links["identityLinks"][-1]["rule"] == "unmerge"
+
+
+async def test_attributes_show_provenance_and_the_golden_value(services: Services) -> None:
+    email_a, email_b = unique_email("grace"), unique_email("hopper")
+    a, _ = await _customer(services, "crm", email=email_a, first_name="Grace", city="Arlington")
+    b, _ = await _customer(services, "shop", email=email_b, first_name="Grace")
+    await run(services, MERGE, into=a, **{"from": b}, reason="duplicate")
+
+    body = await run(services, PROVENANCE, id=a)
+    assert "errors" not in body, body
+    attributes = body["data"]["provenance"]["attributes"]
+    assert {(x["name"], x["value"], x["source"]) for x in attributes} >= {
+        ("email", email_a, "crm"),
+        ("email", email_b, "shop"),
+        ("first_name", "Grace", "crm"),
+        ("first_name", "Grace", "shop"),
+        ("city", "Arlington", "crm"),
+    }
+    assert all(x["observedAt"] for x in attributes)
+    profile = (await run(services, CUSTOMER, id=a))["data"]["customer"]
+    golden_emails = [x for x in attributes if x["name"] == "email" and x["golden"]]
+    assert [x["value"] for x in golden_emails] == [profile["email"]]
+    assert sum(x["golden"] for x in attributes if x["name"] == "first_name") == 1
+    assert not any(x["golden"] for x in attributes if x["name"] == "city")
+
+
+async def test_errors_carry_codes(services: Services) -> None:
+    a, _ = await _customer(services, "crm", email=unique_email("err"))
+    unknown = str(uuid.uuid4())
+    body = await run(services, MERGE, into=a, **{"from": unknown}, reason="x")
+    assert body["data"] is None
+    assert codes(body) == [("BAD_USER_INPUT", "from")]
+    body = await run(services, MERGE, into="not-an-id", **{"from": a}, reason="x")
+    assert codes(body) == [("BAD_USER_INPUT", "into")]
+    body = await run(services, MERGE, into=a, **{"from": unknown}, reason="  ")
+    assert codes(body) == [("BAD_USER_INPUT", "reason")]
+    body = await run(services, UNMERGE, source="crm", externalId="no-such-id")
+    assert codes(body) == [("BAD_USER_INPUT", "externalId")]
+
+
+async def test_merging_past_the_identity_limit_is_a_conflict(services: Services) -> None:
+    resolver = Resolver(create_sessionmaker(services.engine))
+    owners = []
+    for tag, count in (("many", 26), ("more", 25)):
+        email = unique_email(tag)
+        decisions = await resolver.link(
+            [
+                prepare(
+                    {"external_id": f"{tag}-{i}-{uuid.uuid4().hex[:8]}", "email": email},
+                    "bulk",
+                    resolver.config,
+                )
+                for i in range(count)
+            ]
+        )
+        owners.append(str(decisions[0].customer_id))
+        assert {str(d.customer_id) for d in decisions} == {owners[-1]}
+    body = await run(services, MERGE, into=owners[0], **{"from": owners[1]}, reason="too big")
+    assert codes(body) == [("CONFLICT", "from")]
