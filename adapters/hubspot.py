@@ -156,19 +156,26 @@ class HubSpotAdapter:
         found = await self._batch_read(wanted, id_property="email")
         return {contact.email: contact for contact in found if contact.email}
 
+    @staticmethod
+    def _modified_since(since: datetime) -> list[dict[str, Any]]:
+        millis = str(int(since.timestamp() * 1000))
+        return [
+            {"filters": [{"propertyName": "lastmodifieddate", "operator": "GTE", "value": millis}]}
+        ]
+
+    async def count_changed_since(self, since: datetime) -> int:
+        """The search's own ``total`` for the window: one page of one record."""
+        query = {
+            "filterGroups": self._modified_since(since),
+            "properties": ["hs_object_id"],
+            "limit": 1,
+        }
+        reply = await self.rest.post(_SEARCH, _Search, json=query)
+        return reply.body.total if reply is not None else 0
+
     async def changed_since(self, since: datetime) -> AsyncIterator[CrmContact]:
         query: dict[str, Any] = {
-            "filterGroups": [
-                {
-                    "filters": [
-                        {
-                            "propertyName": "lastmodifieddate",
-                            "operator": "GTE",
-                            "value": str(int(since.timestamp() * 1000)),
-                        }
-                    ]
-                }
-            ],
+            "filterGroups": self._modified_since(since),
             "sorts": [{"propertyName": "lastmodifieddate", "direction": "ASCENDING"}],
             "properties": list(PROPERTIES),
             "limit": self.config.page_size,

@@ -73,6 +73,10 @@ class CrmAdapter(Adapter, Protocol):
         """Every contact modified at or after ``since``, oldest change first, paged."""
         ...
 
+    async def count_changed_since(self, since: datetime) -> int:
+        """How many contacts the upstream says changed at or after ``since``."""
+        ...
+
 
 @runtime_checkable
 class CommerceAdapter(Adapter, Protocol):

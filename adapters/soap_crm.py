@@ -136,6 +136,12 @@ class SoapCrmAdapter:
             if not token:
                 return
 
+    async def count_changed_since(self, since: datetime) -> int:
+        """The service's own ``total`` for the window: one page of one record."""
+        result = dict(await self.soap.call("ListChangedContacts", since=since, maxResults=1) or {})
+        result["contacts"] = result.get("contacts") or []
+        return parse_object(self.name, "SOAP ListChangedContacts", _Changed, result).total
+
     def _one(self, operation: str, result: Any) -> CrmContact | None:
         if result is None:
             return None

@@ -25,11 +25,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.errors import UpstreamError
-from adapters.hubspot import HubSpotAdapter
-from adapters.payload import Payload
 from adapters.protocols import Adapter, CrmAdapter
 from adapters.records import CrmContact
-from adapters.soap_crm import SoapCrmAdapter
 from gateway.db.models import utcnow
 from gateway.db.sync_models import SyncCursor
 from gateway.errors import InvalidInput
@@ -96,42 +93,9 @@ class SyncReport:
 Progress = Callable[[SyncReport], None]
 
 
-class _Total(Payload):
-    total: int
-
-
 async def _upstream_total(adapter: CrmAdapter, since: datetime) -> int | None:
-    """How many records the upstream says the window holds (one cheap page of one).
-
-    Adapters do not expose the count yet, so this asks the two CRM kinds directly with
-    the same filter ``changed_since`` uses; other kinds answer None (unverified).
-    """
-    if isinstance(adapter, HubSpotAdapter):
-        reply = await adapter.rest.post(
-            "/crm/v3/objects/contacts/search",
-            _Total,
-            json={
-                "filterGroups": [
-                    {
-                        "filters": [
-                            {
-                                "propertyName": "lastmodifieddate",
-                                "operator": "GTE",
-                                "value": str(int(since.timestamp() * 1000)),
-                            }
-                        ]
-                    }
-                ],
-                "properties": ["hs_object_id"],
-                "limit": 1,
-            },
-        )
-        return reply.body.total if reply is not None else 0
-    if isinstance(adapter, SoapCrmAdapter):
-        result = dict(await adapter.soap.call("ListChangedContacts", since=since, maxResults=1))
-        total = result.get("total")
-        return int(total) if total is not None else None
-    return None
+    """How many records the upstream says the window holds."""
+    return await adapter.count_changed_since(since)
 
 
 def _raw(contact: CrmContact) -> dict[str, Any]:

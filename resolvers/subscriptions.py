@@ -44,7 +44,7 @@ class CustomerUpdate:
 @strawberry.type
 class Subscription:
     # strawberry.subscription is not annotated in this version; the resolver itself is.
-    @strawberry.subscription(  # type: ignore[untyped-decorator]
+    @strawberry.subscription(
         description="Fires after each committed change to this customer, on any instance."
     )
     async def customer_updated(

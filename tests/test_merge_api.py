@@ -1,10 +1,4 @@
-"""mergeCustomers / unmergeCustomer and the provenance fields, through GraphQL.
-
-The schema is composed here as ``resolvers/schema.py`` is to compose it
-(``IdentityMutation`` merged into ``Mutation``). ``Customer.attributes`` and
-``Customer.identityLinks`` are attached to ``Customer`` in ``resolvers/types.py``;
-until then a stand-in parent type carries the same two field resolvers.
-"""
+"""mergeCustomers / unmergeCustomer and the provenance fields, through GraphQL."""
 
 from __future__ import annotations
 
@@ -13,9 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import strawberry
 from starlette.requests import Request
-from strawberry.tools import merge_types
 
 from adapters.samples.runner import SampleUpstreams
 from gateway.db.engine import create_sessionmaker
@@ -24,35 +16,11 @@ from gateway.identity import Resolver, prepare
 from gateway.services import Services
 from gateway.settings import Settings
 from resolvers.context import Context
-from resolvers.errors import ErrorCodes, mask_unexpected_errors
-from resolvers.identity import IdentityMutation, customer_attributes, customer_identity_links
 from resolvers.loaders import Loaders
-from resolvers.render import TemplateMutation, TemplateQuery
-from resolvers.schema import GatewaySchema, Mutation, Query
+from resolvers.schema import build_schema
 from tests.conftest import FAST, unique_email
 
-
-@strawberry.type
-class Provenance:
-    """Stand-in for Customer until types.py carries the two fields."""
-
-    id: strawberry.ID
-    attributes = strawberry.field(resolver=customer_attributes)
-    identity_links = strawberry.field(resolver=customer_identity_links)
-
-
-@strawberry.type
-class ProvenanceQuery:
-    @strawberry.field
-    def provenance(self, id: strawberry.ID) -> Provenance:
-        return Provenance(id=id)
-
-
-SCHEMA = GatewaySchema(
-    query=merge_types("Query", (Query, TemplateQuery, ProvenanceQuery)),
-    mutation=merge_types("Mutation", (Mutation, TemplateMutation, IdentityMutation)),
-    extensions=[ErrorCodes, mask_unexpected_errors],
-)
+SCHEMA = build_schema()
 
 MERGE = """
 mutation($into: ID!, $from: ID!, $reason: String!) {
@@ -69,7 +37,7 @@ mutation($source: String!, $externalId: String!) {
 CUSTOMER = "query($id: ID!) { customer(id: $id) { id email identities { source externalId } } }"
 PROVENANCE = """
 query($id: ID!) {
-  provenance(id: $id) {
+  provenance: customer(id: $id) {
     attributes { name value source observedAt golden }
     identityLinks { source externalId rule score reason matchedSource createdAt }
   }
