@@ -13,7 +13,7 @@ ASSETS_PACKAGE = "graphene_django_graphiql_static"
 ASSETS_PATH = "/graphiql/assets"
 _FILES = f"{ASSETS_PATH}/{ASSETS_PACKAGE}"
 
-DEFAULT_QUERY = """# Paste an API key into the Headers tab below if your gateway requires one.
+DEFAULT_QUERY = """# The explorer (left) lists every field; Ctrl-Enter runs the query.
 query Customer($email: String!) {
   customer(email: $email) {
     id
@@ -47,19 +47,22 @@ def graphiql_html(endpoint: str, example_email: str | None = None) -> str:
   <script>
     const config = {config};
     const fetcher = GraphiQL.createFetcher({{ url: config.endpoint }});
-    const explorer = GraphiQLPluginExplorer.explorerPlugin();
-    ReactDOM.render(
-      React.createElement(GraphiQL, {{
+    // The explorer plugin is a React hook: it lives inside a component that owns the query.
+    function Explorer() {{
+      const [query, setQuery] = React.useState(config.query);
+      const explorer = GraphiQLPluginExplorer.useExplorerPlugin({{ query, onEdit: setQuery }});
+      return React.createElement(GraphiQL, {{
         fetcher,
-        defaultQuery: config.query,
+        query,
+        onEditQuery: setQuery,
         variables: config.variables,
         plugins: [explorer],
         isHeadersEditorEnabled: true,
         shouldPersistHeaders: true,
         defaultEditorToolsVisibility: true,
-      }}),
-      document.getElementById("graphiql"),
-    );
+      }});
+    }}
+    ReactDOM.render(React.createElement(Explorer), document.getElementById("graphiql"));
   </script>
 </body>
 </html>
