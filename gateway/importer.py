@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import gc
 import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +29,7 @@ from gateway.identity.resolution import Resolver
 log = logging.getLogger(__name__)
 Format = Literal["csv", "jsonl"]
 DEFAULT_BATCH_SIZE = 5000
+_FULL_COLLECTION_EVERY = 20  # batches
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,26 @@ class ImportSummary:
 
 
 Progress = Callable[[ImportSummary], None]
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Keep the automatic cyclic garbage collector out of an import.
+
+    A batch allocates a few hundred thousand objects that live until it commits (records,
+    keys, candidates, rows to COPY); the collector traverses them again and again and
+    finds next to nothing (reference counting frees them): a fifth of the import's time
+    on FEBRL 4.  The importer collects explicitly after each batch instead, so cyclic
+    garbage cannot pile up over a long file; the previous setting comes back at the end.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _csv_rows(lines: Iterable[str]) -> Iterator[tuple[int, Mapping[str, Any] | str]]:
@@ -95,10 +118,20 @@ class Importer:
         self._source = source
         self._batch_size = batch_size
         self._progress = progress
+        self._batches = 0
 
     async def run(self, rows: Iterable[tuple[int, Mapping[str, Any] | str]]) -> ImportSummary:
         summary = ImportSummary()
         started = time.perf_counter()
+        with _collector_paused():
+            return await self._run(summary, started, rows)
+
+    async def _run(
+        self,
+        summary: ImportSummary,
+        started: float,
+        rows: Iterable[tuple[int, Mapping[str, Any] | str]],
+    ) -> ImportSummary:
         source = iter(rows)
         # Reading and validating the next batch runs in a thread while this one is linked:
         # the thread gets the interpreter whenever the event loop waits on the database.
@@ -156,7 +189,12 @@ class Importer:
     async def _flush(
         self, batch: list[PreparedRecord], summary: ImportSummary, started: float
     ) -> None:
-        for decision in await self._resolver.link(batch):
+        decisions = await self._resolver.link(batch)
+        self._batches += 1
+        # The collector is paused for the run (``_collector_paused``): collect what this
+        # batch left in the young generations, and everything now and then.
+        gc.collect(2 if self._batches % _FULL_COLLECTION_EVERY == 0 else 1)
+        for decision in decisions:
             if decision.new_customer:
                 summary.created += 1
             elif decision.rule == "identity":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -139,6 +140,36 @@ async def test_a_crash_mid_import_leaves_whole_batches_only(
             )
         )
     assert emails == {f"p1.{tag}@corp.com", f"p2.{tag}@corp.com"}
+    assert gc.isenabled()  # the import paused the collector; a crash still restores it
+
+
+async def test_import_pauses_the_collector_and_restores_it(
+    sessions: async_sessionmaker[AsyncSession], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    path = tmp_path / "people.csv"
+    path.write_text(
+        "external_id,email\n" + "".join(f"{i},q{i}.{tag}@corp.com\n" for i in range(1, 6))
+    )
+    during: list[bool] = []
+    original = repository.write_batch
+
+    async def watching(*args: Any) -> None:
+        during.append(gc.isenabled())
+        await original(*args)
+
+    monkeypatch.setattr(repository, "write_batch", watching)
+    monkeypatch.setattr("gateway.identity.resolution.write_batch", watching)
+    assert gc.isenabled()
+    summary = await import_file(sessions, path, f"gc{tag}", batch_size=2)
+    assert (summary.created, during) == (5, [False, False, False])
+    assert gc.isenabled()
+    gc.disable()  # a caller that turned it off keeps it off
+    try:
+        await import_file(sessions, path, f"gc{tag}", batch_size=2)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_summary_rate() -> None:

@@ -20,15 +20,27 @@ async def insert_rows(
     """Insert rows that all have the same keys in the same order."""
     if not rows:
         return
+    await insert_tuples(connection, table, list(rows[0]), [tuple(row.values()) for row in rows])
+
+
+async def insert_tuples(
+    connection: AsyncConnection,
+    table: Table,
+    columns: Sequence[str],
+    records: Sequence[tuple[Any, ...]],
+) -> None:
+    """Insert rows given as tuples in ``columns`` order (no per-row dict to build)."""
+    if not records:
+        return
     if is_postgres(connection):
-        columns = list(rows[0])
         raw = await connection.get_raw_connection()
         driver: Any = raw.driver_connection
-        await driver.copy_records_to_table(
-            table.name, columns=columns, records=[tuple(row.values()) for row in rows]
-        )
+        await driver.copy_records_to_table(table.name, columns=list(columns), records=records)
     else:
-        await connection.execute(table.insert(), list(rows))
+        names = list(columns)
+        await connection.execute(
+            table.insert(), [dict(zip(names, record, strict=True)) for record in records]
+        )
 
 
 async def allocate_ids(connection: AsyncConnection, table: Table, count: int) -> list[int]:

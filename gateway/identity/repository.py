@@ -23,7 +23,13 @@ from gateway.db.identity_models import (
     IdentityReview,
 )
 from gateway.db.models import Attribute, Customer, Identity, utcnow
-from gateway.identity.bulk import allocate_ids, insert_rows, is_postgres, update_by_id
+from gateway.identity.bulk import (
+    allocate_ids,
+    insert_rows,
+    insert_tuples,
+    is_postgres,
+    update_by_id,
+)
 from gateway.identity.config import IdentityConfig
 from gateway.identity.linkage import Decision, KnownState
 from gateway.identity.lookup import MATCH_COLUMNS, matching
@@ -203,43 +209,45 @@ async def _write_records(
         await connection.execute(delete(IdentityBlockKey).where(clause))
     for clause in matching(connection, IdentityRecord.identity_id, replaced):
         await connection.execute(delete(IdentityRecord).where(clause))
-    await insert_rows(
+    # Tuples straight to COPY: tens of thousands of rows, no dict per row.
+    await insert_tuples(
         connection,
         _table(IdentityRecord),
+        ("identity_id", *MATCH_COLUMNS, "observed_at"),
         [
-            {
-                "identity_id": identity_id,
-                "email_key": r.email_key,
-                "phone": r.phone,
-                "first_name": r.first_name,
-                "last_name": r.last_name,
-                "date_of_birth": r.date_of_birth,
-                "address": r.address,
-                "city": r.city,
-                "postcode": r.postcode,
-                "observed_at": r.observed_at,
-            }
+            (
+                identity_id,
+                r.email_key,
+                r.phone,
+                r.first_name,
+                r.last_name,
+                r.date_of_birth,
+                r.address,
+                r.city,
+                r.postcode,
+                r.observed_at,
+            )
             for identity_id, r in latest.items()
         ],
     )
-    blocks = [
-        {"identity_id": identity_id, "key_hash": key}
-        for identity_id, r in latest.items()
-        for key in r.block_keys()
-    ]
-    await insert_rows(connection, _table(IdentityBlockKey), blocks)
-    attributes = [
-        {
-            "customer_id": d.customer_id,
-            "name": name,
-            "value": value,
-            "source": d.record.source,
-            "observed_at": d.record.observed_at,
-        }
-        for d in decisions
-        for name, value in d.record.values.items()
-    ]
-    await insert_rows(connection, _table(Attribute), attributes)
+    await insert_tuples(
+        connection,
+        _table(IdentityBlockKey),
+        ("identity_id", "key_hash"),
+        [(identity_id, key) for identity_id, r in latest.items() for key in r.block_keys()],
+    )
+    attributes = []
+    for d in decisions:
+        owner, source, observed_at = d.customer_id, d.record.source, d.record.observed_at
+        attributes += [
+            (owner, name, value, source, observed_at) for name, value in d.record.values.items()
+        ]
+    await insert_tuples(
+        connection,
+        _table(Attribute),
+        ("customer_id", "name", "value", "source", "observed_at"),
+        attributes,
+    )
 
 
 async def _write_evidence(

@@ -24,8 +24,11 @@ def is_placeholder(raw: str | None, config: IdentityConfig) -> bool:
 
 def fold(raw: str) -> str:
     """Lower case, no accents, single spaces: the form names and addresses are compared in."""
-    text = unicodedata.normalize("NFKD", raw)
-    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    if raw.isascii():
+        text = raw  # nothing to decompose: NFKD leaves ASCII as it is
+    else:
+        text = unicodedata.normalize("NFKD", raw)
+        text = "".join(ch for ch in text if not unicodedata.combining(ch))
     return _SPACES.sub(" ", text.lower()).strip()
 
 
