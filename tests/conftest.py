@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -23,6 +25,7 @@ from starlette.applications import Starlette
 from adapters.samples.runner import SampleUpstreams
 from gateway.app import create_app
 from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.demo import sample_upstreams_config
 from gateway.migrate import upgrade
 from gateway.seed import seed
 from gateway.settings import Settings, load_settings
@@ -156,6 +159,39 @@ def _reset_upstreams(request: pytest.FixtureRequest) -> Iterator[None]:
     running.reset()
     yield
     running.reset()
+
+
+GatewayFactory = Callable[..., Any]
+
+
+@pytest.fixture
+def gateway(samples: SampleUpstreams, seeded_url: str) -> Iterator[GatewayFactory]:
+    """A factory of in-process gateway instances on the seeded database."""
+    samples.reset()
+
+    @asynccontextmanager
+    async def instance(
+        cache_url: str = "memory://", overrides: dict[str, Any] | None = None
+    ) -> AsyncIterator[httpx.AsyncClient]:
+        tables = {name: dict(FAST, **(overrides or {}).get(name, {})) for name in samples.base_urls}
+        config = sample_upstreams_config(samples.base_urls, tables)
+        app = create_app(
+            load_settings(database_url=seeded_url, cache_url=cache_url), upstreams=config
+        )
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+                yield http
+
+    yield instance
+    samples.reset()
+
+
+@pytest.fixture
+async def federated(gateway: GatewayFactory) -> AsyncIterator[httpx.AsyncClient]:
+    """One gateway instance on the seeded database and the sample upstreams."""
+    async with gateway() as client:
+        yield client
 
 
 def unique_email(tag: str = "user") -> str:

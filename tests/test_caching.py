@@ -6,18 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
 
 from adapters.samples.runner import SampleUpstreams
-from gateway.app import create_app
-from gateway.settings import load_settings
-from tests.conftest import FAST, IN_CI
+from tests.conftest import IN_CI, GatewayFactory
 from tests.gql_client import gql
 
 REDIS_URL = "redis://127.0.0.1:6379/11"
@@ -27,8 +23,6 @@ PROFILE = (
 )
 BATCH = "query($ids: [ID!]) { customers(ids: $ids) { id lifecycleStage lifetimeValue { amount } } }"
 
-Client = Callable[..., Any]
-
 
 def _calls(samples: SampleUpstreams) -> dict[str, int]:
     return {
@@ -36,31 +30,6 @@ def _calls(samples: SampleUpstreams) -> dict[str, int]:
         "shopify": samples.shopify.calls.total,
         "segment": samples.segment.calls.total,
     }
-
-
-@pytest.fixture
-def gateway(samples: SampleUpstreams, seeded_url: str) -> Iterator[Client]:
-    """A factory of in-process gateway instances on the seeded database."""
-    samples.reset()
-
-    @asynccontextmanager
-    async def instance(
-        cache_url: str = "memory://", overrides: dict[str, Any] | None = None
-    ) -> AsyncIterator[httpx.AsyncClient]:
-        from gateway.demo import sample_upstreams_config
-
-        tables = {name: dict(FAST, **(overrides or {}).get(name, {})) for name in samples.base_urls}
-        config = sample_upstreams_config(samples.base_urls, tables)
-        app = create_app(
-            load_settings(database_url=seeded_url, cache_url=cache_url), upstreams=config
-        )
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
-                yield http
-
-    yield instance
-    samples.reset()
 
 
 @pytest.fixture
@@ -84,7 +53,7 @@ async def _ids(client: httpx.AsyncClient, samples: SampleUpstreams, people: rang
 
 
 async def test_a_repeated_query_is_served_from_the_cache(
-    gateway: Client, samples: SampleUpstreams
+    gateway: GatewayFactory, samples: SampleUpstreams
 ) -> None:
     async with gateway() as client:
         email = samples.people[20].email
@@ -99,7 +68,9 @@ async def test_a_repeated_query_is_served_from_the_cache(
     assert statuses == {"hubspot": "CACHED", "shopify": "CACHED", "segment": "SKIPPED"}
 
 
-async def test_a_batch_costs_one_call_per_page(gateway: Client, samples: SampleUpstreams) -> None:
+async def test_a_batch_costs_one_call_per_page(
+    gateway: GatewayFactory, samples: SampleUpstreams
+) -> None:
     async with gateway() as client:
         ids = await _ids(client, samples, range(150))
         samples.reset()
@@ -113,7 +84,7 @@ async def test_a_batch_costs_one_call_per_page(gateway: Client, samples: SampleU
     assert samples.segment.calls.total == 0
 
 
-async def test_a_batch_larger_than_the_limit_is_refused(gateway: Client) -> None:
+async def test_a_batch_larger_than_the_limit_is_refused(gateway: GatewayFactory) -> None:
     async with gateway() as client:
         ids = ["00000000-0000-4000-8000-000000000000"] * 1001
         body = await gql(client, BATCH, ids=ids)
@@ -123,7 +94,7 @@ async def test_a_batch_larger_than_the_limit_is_refused(gateway: Client) -> None
 
 
 async def test_concurrent_identical_misses_make_one_call_per_upstream(
-    gateway: Client, samples: SampleUpstreams
+    gateway: GatewayFactory, samples: SampleUpstreams
 ) -> None:
     for service in (samples.hubspot, samples.shopify, samples.segment):
         service.faults.update(latency_ms=100)  # keep the first fetch in flight while others arrive
@@ -140,7 +111,7 @@ async def test_concurrent_identical_misses_make_one_call_per_upstream(
 
 
 async def test_a_failing_upstream_serves_its_last_good_answer_as_stale(
-    gateway: Client, samples: SampleUpstreams
+    gateway: GatewayFactory, samples: SampleUpstreams
 ) -> None:
     # ttl 0: every read goes upstream, but the last good answer is kept for outages.
     async with gateway(overrides={"shopify": {"cache": {"ttl_s": 0}}}) as client:
@@ -158,7 +129,7 @@ async def test_a_failing_upstream_serves_its_last_good_answer_as_stale(
 
 
 async def test_invalidate_customer_forces_a_fresh_read(
-    gateway: Client, samples: SampleUpstreams
+    gateway: GatewayFactory, samples: SampleUpstreams
 ) -> None:
     async with gateway() as client:
         email = samples.people[50].email
@@ -175,7 +146,7 @@ async def test_invalidate_customer_forces_a_fresh_read(
 
 
 async def test_two_instances_share_redis_entries_and_invalidations(
-    gateway: Client, samples: SampleUpstreams, redis_url: str
+    gateway: GatewayFactory, samples: SampleUpstreams, redis_url: str
 ) -> None:
     email = samples.people[60].email
     async with gateway(redis_url) as one, gateway(redis_url) as two:
@@ -191,7 +162,7 @@ async def test_two_instances_share_redis_entries_and_invalidations(
 
 
 async def test_concurrent_misses_on_two_instances_make_one_call(
-    gateway: Client, samples: SampleUpstreams, redis_url: str
+    gateway: GatewayFactory, samples: SampleUpstreams, redis_url: str
 ) -> None:
     samples.hubspot.faults.update(latency_ms=150)
     query = "query($email: String!) { customer(email: $email) { lifecycleStage } }"
@@ -205,7 +176,7 @@ async def test_concurrent_misses_on_two_instances_make_one_call(
 
 
 async def test_the_send_time_profile_url_serves_json_with_cache_control(
-    gateway: Client, samples: SampleUpstreams
+    gateway: GatewayFactory, samples: SampleUpstreams
 ) -> None:
     person = samples.people[80]
     async with gateway() as client:
@@ -227,7 +198,7 @@ async def test_the_send_time_profile_url_serves_json_with_cache_control(
     assert missing.status_code == 404
 
 
-async def test_readiness_fails_when_the_shared_cache_is_down(gateway: Client) -> None:
+async def test_readiness_fails_when_the_shared_cache_is_down(gateway: GatewayFactory) -> None:
     async with gateway("redis://127.0.0.1:1/0") as client:  # nothing listens on port 1
         ready = await client.get("/readyz")
     assert ready.status_code == 503

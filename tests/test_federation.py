@@ -7,17 +7,12 @@ real outage would look to the gateway.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 
 from adapters.samples.runner import SampleUpstreams
-from gateway.app import create_app
-from gateway.demo import sample_upstreams_config
-from gateway.settings import load_settings
 from tests.conftest import FAST
 from tests.gql_client import gql
 
@@ -36,15 +31,8 @@ COMMERCE_FIELDS = ("orderCount", "lastOrderAt", "lifetimeValue", "orders")
 
 
 @pytest.fixture
-async def client(samples: SampleUpstreams, seeded_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    samples.reset()
-    config = sample_upstreams_config(samples.base_urls, dict.fromkeys(samples.base_urls, FAST))
-    app: Starlette = create_app(load_settings(database_url=seeded_url), upstreams=config)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
-            yield http
-    samples.reset()
+def client(federated: httpx.AsyncClient) -> httpx.AsyncClient:
+    return federated
 
 
 def _sources(customer: dict[str, Any]) -> dict[str, str]:

@@ -7,30 +7,18 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
 from adapters.samples.runner import SampleUpstreams
-from gateway.app import create_app
-from gateway.demo import sample_upstreams_config
-from gateway.settings import load_settings
-from tests.conftest import FAST
 from tests.gql_client import gql
 
 
 @pytest.fixture
-async def client(samples: SampleUpstreams, seeded_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    samples.reset()
-    config = sample_upstreams_config(samples.base_urls, dict.fromkeys(samples.base_urls, FAST))
-    app = create_app(load_settings(database_url=seeded_url), upstreams=config)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
-            yield http
-    samples.reset()
+def client(federated: httpx.AsyncClient) -> httpx.AsyncClient:
+    return federated
 
 
 RENDER = """query($email: String!, $template: String, $name: String, $version: Int,
