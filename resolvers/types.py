@@ -198,12 +198,26 @@ def _clamp(first: int, most: int) -> int:
     return max(0, min(first, most))
 
 
+# Selections per (parsed operation, field): the parser cache hands back the same
+# operation object for a repeated document, so a send's thousandth request skips the
+# walk. The operation is kept in the value, so its id cannot be reused while cached.
+_SELECTIONS: dict[tuple[int, tuple[str, ...]], tuple[object, frozenset[str]]] = {}
+_SELECTIONS_MAX = 4096
+
+
 def selection_of(info: GatewayInfo) -> frozenset[str]:
-    return (
-        loaders_selected(info.selected_fields[0].selections)
-        if info.selected_fields
-        else frozenset()
-    )
+    """The loaders the selection under this field needs."""
+    # The field's place in the operation (list indices dropped: same selection).
+    key = (id(info.operation), tuple(k for k in info.path.as_list() if isinstance(k, str)))
+    cached = _SELECTIONS.get(key)
+    if cached is not None and cached[0] is info.operation:
+        return cached[1]
+    fields = info.selected_fields
+    found = loaders_selected(fields[0].selections) if fields else frozenset()
+    if len(_SELECTIONS) >= _SELECTIONS_MAX:
+        _SELECTIONS.clear()
+    _SELECTIONS[key] = (info.operation, found)
+    return found
 
 
 async def load_selected(customers: Iterable[Customer | None], info: GatewayInfo) -> None:

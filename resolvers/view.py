@@ -148,6 +148,10 @@ class GatewayGraphQL(GraphQL[Context, None]):
             response.pop("data", None)
         return response
 
+    def decode_json(self, data: str | bytes) -> object:
+        # orjson's error subclasses json.JSONDecodeError, which the base view maps to 400.
+        return orjson.loads(data)
+
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
 
