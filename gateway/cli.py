@@ -9,11 +9,12 @@ import tempfile
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 import uvicorn
 
+from adapters.config import UpstreamsConfig
 from gateway import migrate as migrations
 from gateway.logs import configure_logging
 from gateway.settings import Settings, SettingsError, load_settings
@@ -25,9 +26,20 @@ def _settings(**overrides: object) -> Settings:
     try:
         return load_settings(**overrides)
     except SettingsError as exc:
-        # One line naming the setting, not a traceback: this is an operator's typo.
-        click.echo(f"gateway: {exc}", err=True)
-        sys.exit(2)
+        _refuse(exc)
+
+
+def _upstreams(settings: Settings) -> UpstreamsConfig:
+    try:
+        return settings.load_upstreams()
+    except SettingsError as exc:
+        _refuse(exc)
+
+
+def _refuse(exc: SettingsError) -> NoReturn:
+    # One line naming the setting, not a traceback: this is an operator's typo.
+    click.echo(f"gateway: {exc}", err=True)
+    sys.exit(2)
 
 
 def _friendly_errors(func: F) -> F:
@@ -65,11 +77,7 @@ def main() -> None:
 def serve(host: str | None, port: int | None, workers: int) -> None:
     """Serve the GraphQL API (and GraphiQL) with uvicorn."""
     settings = _settings(host=host, port=port)
-    try:
-        settings.load_upstreams()  # fail here, in one line, not inside each worker
-    except SettingsError as exc:
-        click.echo(f"gateway: {exc}", err=True)
-        sys.exit(2)
+    _upstreams(settings)  # fail here, in one line, not inside each worker
     configure_logging(settings.log_level)
     if workers > 1 and not settings.metrics_multiprocess_dir:
         # Workers are separate processes: prometheus-client merges their metrics
@@ -257,11 +265,7 @@ def sync(sources: tuple[str, ...], batch_size: int, database_url: str | None) ->
     from gateway.sync import sync as run_sync
 
     settings = _settings(database_url=database_url)
-    try:
-        upstreams = settings.load_upstreams()
-    except SettingsError as exc:
-        click.echo(f"gateway: {exc}", err=True)
-        sys.exit(2)
+    upstreams = _upstreams(settings)
     configure_logging(settings.log_level)
 
     def progress(report: SyncReport) -> None:
