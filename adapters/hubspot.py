@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, ConfigDict, field_validator
 
 from .auth import build_auth
-from .breaker import CircuitBreaker
+from .base import ClientBackedAdapter
 from .config import HubSpotConfig
 from .payload import Payload, checked
 from .records import Consents, CrmContact, normalise_email
@@ -102,7 +102,7 @@ class _Search(Payload):
     paging: _Paging | None = None
 
 
-class HubSpotAdapter:
+class HubSpotAdapter(ClientBackedAdapter[HubSpotConfig]):
     """``CrmAdapter`` over HubSpot's contacts API."""
 
     kind: Literal["crm"] = "crm"
@@ -112,17 +112,7 @@ class HubSpotAdapter:
         self.rest = RestClient(
             config, auth=build_auth(config.name, config.auth, token_url=config.token_url)
         )
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def breaker(self) -> CircuitBreaker:
-        return self.rest.breaker
-
-    async def aclose(self) -> None:
-        await self.rest.aclose()
+        self._client = self.rest
 
     async def fetch_contact(self, external_id: str) -> CrmContact | None:
         if not external_id.strip():

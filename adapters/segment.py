@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, ConfigDict, Field, JsonValue
 
 from .auth import build_auth
-from .breaker import CircuitBreaker
+from .base import ClientBackedAdapter
 from .config import SegmentConfig
 from .payload import Payload, checked, parse_object
 from .records import AnalyticsEvent, AnalyticsTraits, ExternalId, normalise_email
@@ -78,7 +78,7 @@ def _next(cursor: _Cursor) -> str | None:
     return cursor.next if cursor.has_more and cursor.next else None
 
 
-class SegmentAdapter:
+class SegmentAdapter(ClientBackedAdapter[SegmentConfig]):
     """``AnalyticsAdapter`` over one Segment space's user profiles."""
 
     kind: Literal["analytics"] = "analytics"
@@ -86,17 +86,7 @@ class SegmentAdapter:
     def __init__(self, config: SegmentConfig) -> None:
         self.config = config
         self.rest = RestClient(config, auth=build_auth(config.name, config.auth))
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def breaker(self) -> CircuitBreaker:
-        return self.rest.breaker
-
-    async def aclose(self) -> None:
-        await self.rest.aclose()
+        self._client = self.rest
 
     def _path(self, identifier: str) -> dict[str, str]:
         return {"space": self.config.space_id, "identifier": identifier}

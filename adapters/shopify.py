@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import AwareDatetime
 
 from .auth import build_auth
-from .breaker import CircuitBreaker
+from .base import ClientBackedAdapter
 from .config import ShopifyConfig
 from .payload import Payload, checked
 from .records import (
@@ -141,7 +141,7 @@ def _str(value: int | None) -> str | None:
     return None if value is None else str(value)
 
 
-class ShopifyAdapter:
+class ShopifyAdapter(ClientBackedAdapter[ShopifyConfig]):
     """``CommerceAdapter`` over the Shopify Admin REST API."""
 
     kind: Literal["commerce"] = "commerce"
@@ -149,20 +149,10 @@ class ShopifyAdapter:
     def __init__(self, config: ShopifyConfig) -> None:
         self.config = config
         self.rest = RestClient(config, auth=build_auth(config.name, config.auth))
+        self._client = self.rest
         self._api = f"/admin/api/{config.api_version}"
         storefront = config.storefront_url
         self._storefront = str(storefront).rstrip("/") if storefront else None
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def breaker(self) -> CircuitBreaker:
-        return self.rest.breaker
-
-    async def aclose(self) -> None:
-        await self.rest.aclose()
 
     async def find_customers_by_email(
         self, emails: Sequence[str]

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime
 
-from .breaker import CircuitBreaker
+from .base import ClientBackedAdapter
 from .config import SoapCrmConfig
 from .payload import Payload, checked, parse_object
 from .records import Consents, CrmContact, normalise_email
@@ -59,7 +59,7 @@ class _Changed(Payload):
     total: int
 
 
-class SoapCrmAdapter:
+class SoapCrmAdapter(ClientBackedAdapter[SoapCrmConfig]):
     """``CrmAdapter`` over the SOAP contact service."""
 
     kind: Literal["crm"] = "crm"
@@ -68,17 +68,7 @@ class SoapCrmAdapter:
         self.config = config
         # Loads and parses the WSDL now: the app builds adapters in its lifespan.
         self.soap = SoapClient(config)
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def breaker(self) -> CircuitBreaker:
-        return self.soap.breaker
-
-    async def aclose(self) -> None:
-        await self.soap.aclose()
+        self._client = self.soap
 
     async def fetch_contact(self, external_id: str) -> CrmContact | None:
         if not external_id.strip():
