@@ -29,6 +29,8 @@ TABLES = {
     "identity_block_keys",
     "identity_links",
     "identity_reviews",
+    "api_keys",
+    "tombstones",
 }
 
 

@@ -1,6 +1,7 @@
 """Persistence: SQLAlchemy models and the async engine/session factory."""
 
 from gateway.db import (
+    access_models,  # noqa: F401  (registers api_keys and tombstones on Base)
     identity_models,  # noqa: F401  (registers the identity tables on Base)
     sync_models,  # noqa: F401  (registers sync_cursors on Base)
 )
