@@ -49,6 +49,11 @@ CACHE_LOOKUPS = Counter(
     "Cache lookups of upstream data: hit (fresh), miss, or stale (served after a failure).",
     ["upstream", "result"],
 )
+RATE_LIMITED = Counter(
+    "gateway_rate_limited_total",
+    "Requests refused by the per-key rate limit, by API key name.",
+    ["key"],
+)
 _CIRCUIT_VALUES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
 
