@@ -16,7 +16,8 @@ from graphql import get_introspection_query, parse
 from strawberry.extensions.validation_cache import _get_validate_cache
 
 from gateway.settings import load_settings
-from resolvers.limits import DEFAULT_LIST_WEIGHT, QueryCost
+from resolvers.limits import QueryCost
+from resolvers.query_cost import DEFAULT_LIST_WEIGHT
 from resolvers.schema import build_schema
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
