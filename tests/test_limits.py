@@ -153,6 +153,24 @@ def test_cost_model_figures() -> None:
     assert _cost(twice, ids=["x"] * 7) == 7 * (1 + 2)
 
 
+def test_cost_picks_the_named_operation_and_any_root() -> None:
+    schema = build_schema()._schema
+    document = """
+      query Small { customer(id: "a") { id } }
+      query Big($ids: [ID!]) { customers(ids: $ids) { consent { analytics } } }
+      mutation Write { upsertCustomer(input: {email: "a@b.co"}) { orders(first: 2) { id } } }
+    """
+    costs = QueryCost(10**12)
+
+    def check(name: str, **variables: Any) -> int:
+        return costs.check(schema, parse(document), document, name, variables)
+
+    assert check("Small") == 1
+    assert check("Big", ids=["x"] * 4) == 8
+    assert check("Big", ids=["x"] * 9) == 18  # the cached plan, other variables
+    assert check("Write") == 1 + 2
+
+
 async def test_a_1000_customer_esp_batch_is_within_the_default_cost(
     client: httpx.AsyncClient,
 ) -> None:
