@@ -26,6 +26,7 @@ from gateway.settings import Settings, load_settings
 from gateway.webhooks import webhook_endpoint
 from resolvers.graphiql import ASSETS_PACKAGE, ASSETS_PATH
 from resolvers.profile_api import profile_endpoint
+from resolvers.recommendations_api import recommendations_endpoint
 from resolvers.schema import build_schema
 from resolvers.view import GatewayGraphQL
 
@@ -101,6 +102,7 @@ def create_app(
         Route("/graphql", view),
         WebSocketRoute("/graphql", view),
         Route("/api/v1/users/{user_id}/profile", profile_endpoint(schema), methods=["GET"]),
+        Route("/api/recommendations", recommendations_endpoint, methods=["POST"]),
         Route("/webhooks/{source}", webhook_endpoint, methods=["POST"]),
         Route("/healthz", healthz),
         Route("/metrics", metrics_endpoint),

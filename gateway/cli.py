@@ -17,6 +17,7 @@ import uvicorn
 from adapters.config import UpstreamsConfig
 from gateway import migrate as migrations
 from gateway.logs import configure_logging
+from gateway.recommendations.cli import recs
 from gateway.settings import Settings, SettingsError, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -295,3 +296,6 @@ def sync(sources: tuple[str, ...], batch_size: int, database_url: str | None) ->
         click.echo("no upstreams enabled (set GATEWAY_UPSTREAMS_FILE)", err=True)
     if any(report.status == "failed" for report in reports):
         sys.exit(1)
+
+
+main.add_command(recs)

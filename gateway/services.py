@@ -16,6 +16,7 @@ from gateway.federation import Federation
 from gateway.notifications import Notifications, build_notifications
 from gateway.persisted_queries import PersistedQueries
 from gateway.profile_cache import CachedCustomers
+from gateway.recommendations.serving import Recommender, open_recommender
 from gateway.settings import Settings
 from gateway.templates import TemplateStore, open_templates
 from gateway.webhooks import WebhookIngest, Webhooks
@@ -33,6 +34,7 @@ class Services:
     templates: TemplateStore
     notifications: Notifications
     webhooks: Webhooks
+    recommendations: Recommender
 
     @classmethod
     def open(cls, settings: Settings, upstreams: UpstreamsConfig | None = None) -> Services:
@@ -62,6 +64,7 @@ class Services:
             templates=open_templates(sessions),
             notifications=notifications,
             webhooks=webhooks,
+            recommendations=open_recommender(sessions, federation, settings),
         )
 
     async def aclose(self) -> None:

@@ -59,6 +59,15 @@ class Settings(BaseSettings):
         description="How long a stored profile is served from the cache "
         "(writes through the gateway drop it at once); 0 turns it off.",
     )
+    recs_stock_ttl_s: Annotated[float, Field(ge=0)] = Field(
+        default=30.0,
+        description="How long a product's stock is trusted when filtering recommendations "
+        "(a sale changes it; invalidation drops it at once).",
+    )
+    recs_data_dir: Path = Field(
+        default=Path.home() / ".cache" / "personalization-gateway",
+        description="Where `gateway recs eval` keeps downloaded public data sets.",
+    )
     metrics_multiprocess_dir: str | None = Field(
         default=None,
         validation_alias="PROMETHEUS_MULTIPROC_DIR",

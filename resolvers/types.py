@@ -21,6 +21,7 @@ from gateway.federation import AnalyticsData, Outcome, SourceStatus
 from resolvers.context import Context
 from resolvers.federated import Cart, Consent, Engagement, Event, Money, Order, Source
 from resolvers.identity import customer_attributes, customer_identity_links
+from resolvers.recommendations import customer_recommendations
 from resolvers.render import render_customer
 
 GatewayInfo = Info[Context, None]
@@ -85,6 +86,10 @@ class Customer:
     identity_links = strawberry.field(
         resolver=customer_identity_links,
         description="Evidence: which rule (and score) joined each identity to this customer.",
+    )
+    recommendations = strawberry.field(
+        resolver=customer_recommendations,
+        description="In-stock products from this customer's views and purchases, with reasons.",
     )
 
     profile: strawberry.Private[CustomerProfile]

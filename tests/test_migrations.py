@@ -31,6 +31,9 @@ TABLES = {
     "identity_reviews",
     "api_keys",
     "tombstones",
+    "recommendation_lists",
+    "recommendation_items",
+    "recommendation_neighbours",
 }
 
 
