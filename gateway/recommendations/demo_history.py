@@ -106,3 +106,14 @@ def demo_history(people: Sequence[Person]) -> History:
                 row["properties"],
             )
     return reader.history
+
+
+async def prepare_demo_recommendations(
+    sessions: async_sessionmaker[AsyncSession], people: Sequence[Person]
+) -> None:
+    """What ``gateway demo`` runs after seeding: the people's history, then a build."""
+    from gateway.recommendations.builder import build  # numpy: only when building
+    from gateway.recommendations.store import RecommendationStore
+
+    await store_demo_history(sessions, people)
+    await build(RecommendationStore(sessions))
