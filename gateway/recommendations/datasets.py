@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 
-from gateway.recommendations.model import Interaction
+from gateway.recommendations.interactions import Interaction
 
 ML100K_MEMBER = "recbole/dataset_example/ml-100k/ml-100k.inter"
 _SEPARATORS = ("::", "\t", ",", ";", " ")

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.models import Event
-from gateway.recommendations.model import Interaction
+from gateway.recommendations.interactions import Interaction
 
 _SEGMENT_KINDS = {
     "track:Product Viewed": "view",

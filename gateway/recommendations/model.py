@@ -26,6 +26,21 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from gateway.recommendations.interactions import Interaction
+
+__all__ = [
+    "Interaction",
+    "Matrix",
+    "Model",
+    "ModelParams",
+    "build_matrix",
+    "item_similarity",
+    "popularity",
+    "recent_popularity",
+    "top_items",
+    "user_scores",
+]
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
@@ -50,16 +65,6 @@ class ModelParams:
     half_life_days: float | None = None
     # Share of the final score given to the user's category affinity (0 without categories).
     category_weight: float = 0.3
-
-
-@dataclass(frozen=True, slots=True)
-class Interaction:
-    """One user touching one item: a view, a cart add, a purchase or a rating."""
-
-    user: str
-    item: str
-    kind: str
-    at: float  # seconds since the epoch
 
 
 @dataclass(frozen=True, slots=True)
