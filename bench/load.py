@@ -172,6 +172,23 @@ async def _identical_misses(url: str, email: str, customer_id: str) -> None:
         )
 
 
+def _recommendations(
+    port: int,
+    people: tuple[Any, ...],
+    ids: list[str],
+    connections: int,
+    duration: int,
+    workdir: Path,
+) -> dict[str, float]:
+    """One consenting customer's recommendations over POST /api/recommendations, from
+    warm caches (stock and products cached, the stored list read per request)."""
+    index = next(i for i, p in enumerate(people) if p.personalisation_consent)
+    url = f"http://127.0.0.1:{port}/api/recommendations"
+    body = _lua([{"customer_id": ids[index], "limit": 4}])
+    _wrk(url, body, connections, 3, workdir)  # warm every worker's caches
+    return _wrk(url, body, connections, duration, workdir)
+
+
 def run(cache: str, duration: int, connections: int) -> None:
     if shutil.which("wrk") is None:
         print("installing wrk (Debian package)…", file=sys.stderr)
@@ -257,6 +274,9 @@ def run(cache: str, duration: int, connections: int) -> None:
                         results["cached batch of 100"] = _wrk(
                             url, _lua(batches), 4, duration, workdir
                         )
+                        results["recommendations"] = _recommendations(
+                            port, people, ids, connections, duration, workdir
+                        )
                         calls = _calls(samples)
                         asyncio.run(_identical_misses(url, people[1].email, ids[1]))
                         results["identical misses"] = {"upstream_calls": _calls(samples) - calls}
@@ -318,6 +338,13 @@ def _report(
         results["bare starlette"],
         results["cached batch of 100"],
     )
+    if "recommendations" in results:
+        r = results["recommendations"]
+        print(
+            f"  {'recommendations':<20} c={connections:<3} {r['rps']:8.0f} req/s  "
+            f"p50 {r['p50']:7.2f} ms  p99 {r['p99']:7.2f} ms  non-2xx {int(r['non2xx'])}"
+            "  (one customer, warm caches; target p99 < 20 ms)"
+        )
     print(f"ratio cached gateway / bare starlette throughput: {single['rps'] / bare['rps']:.2f}")
     print(f"ratio batch-of-100 p50 / single p50: {batch['p50'] / single['p50']:.2f}")
     print(
