@@ -20,6 +20,8 @@ from starlette.staticfiles import StaticFiles
 
 from adapters.config import UpstreamsConfig
 from gateway import __version__, metrics
+from gateway.authentication import ApiKeyAuthentication
+from gateway.body_limit import BodyLimitMiddleware
 from gateway.request_context import RequestIdMiddleware
 from gateway.services import Services
 from gateway.settings import Settings, load_settings
@@ -78,11 +80,15 @@ def create_app(
     *,
     upstreams: UpstreamsConfig | None = None,
     example_email: str | None = None,
+    example_key: str | None = None,
 ) -> Starlette:
-    """The ASGI app. ``upstreams`` overrides the settings' upstreams file (demo, tests)."""
+    """The ASGI app. ``upstreams`` overrides the settings' upstreams file (demo, tests);
+    ``example_key`` pre-fills GraphiQL's headers (the demo's own key only)."""
     settings = settings or load_settings()
-    schema = build_schema()
-    view = GatewayGraphQL(schema, graphiql=settings.graphiql, example_email=example_email)
+    schema = build_schema(settings)
+    view = GatewayGraphQL(
+        schema, graphiql=settings.graphiql, example_email=example_email, example_key=example_key
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -109,4 +115,9 @@ def create_app(
         Route("/readyz", readyz),
         Mount(ASSETS_PATH, StaticFiles(packages=[(ASSETS_PACKAGE, "static")]), name="graphiql"),
     ]
-    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestIdMiddleware)])
+    middleware = [
+        Middleware(RequestIdMiddleware),
+        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+        Middleware(ApiKeyAuthentication),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)

@@ -141,7 +141,7 @@ def demo(
     """Migrate and seed the embedded database, start the sample upstreams, and serve."""
     from adapters.samples.runner import SERVICE_NAMES, SampleUpstreams
     from gateway.app import create_app
-    from gateway.demo import prepare, sample_upstreams_config
+    from gateway.demo import DEMO_API_KEY, prepare, sample_upstreams_config
 
     settings = _settings(host=host, port=port, database_url=database_url)
     configure_logging(settings.log_level)
@@ -155,7 +155,10 @@ def demo(
     example = people[0].email
     with samples:
         app = create_app(
-            settings, upstreams=sample_upstreams_config(samples.base_urls), example_email=example
+            settings,
+            upstreams=sample_upstreams_config(samples.base_urls),
+            example_email=example,
+            example_key=DEMO_API_KEY,
         )
         _print_demo_banner(settings, added, len(people), example, samples.base_urls)
         uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
@@ -164,13 +167,17 @@ def demo(
 def _print_demo_banner(
     settings: Settings, added: int, size: int, example: str, upstreams: dict[str, str]
 ) -> None:
+    from gateway.demo import DEMO_API_KEY
+
     click.echo(
         f"\nSeeded {added} new customers ({size} in the demo population).\n"
         "Sample upstreams: " + ", ".join(f"{k} {v}" for k, v in upstreams.items()) + "\n"
         f"GraphiQL:  http://{settings.host}:{settings.port}/graphql\n"
+        f"API key (demo only, admin): {DEMO_API_KEY}\n"
         "Try:\n"
         f"  curl -s http://{settings.host}:{settings.port}/graphql "
         "-H 'content-type: application/json' \\\n"
+        f"    -H 'Authorization: Bearer {DEMO_API_KEY}' \\\n"
         f'    -d \'{{"query": "{{ customer(email: \\"{example}\\") '
         "{ id email firstName identities { source externalId } lifecycleStage orderCount "
         "lifetimeValue { amount currency } engagement { sessions30d } "
@@ -261,6 +268,7 @@ def sync(sources: tuple[str, ...], batch_size: int, database_url: str | None) ->
     """
     from adapters.registry import aclose_adapters, build_adapters
     from gateway.db.engine import create_engine, create_sessionmaker
+    from gateway.erasure import Tombstones
     from gateway.errors import InvalidInput
     from gateway.sync import SyncReport
     from gateway.sync import sync as run_sync
@@ -282,6 +290,7 @@ def sync(sources: tuple[str, ...], batch_size: int, database_url: str | None) ->
                 list(sources),
                 progress,
                 batch_size=batch_size,
+                tombstones=Tombstones(settings.erasure_key.get_secret_value().encode()),
             )
         finally:
             await aclose_adapters(adapters)

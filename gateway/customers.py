@@ -10,14 +10,16 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
+from gateway.consent import ConsentRecord
 from gateway.contact_points import normalize_email, normalize_phone
 from gateway.db.models import Attribute, Customer, Identity
-from gateway.errors import Conflict, InvalidInput
+from gateway.erasure import Tombstones
+from gateway.errors import Conflict, Erased, InvalidInput
 
 # BCP 47 language tags as ESPs use them: "en", "en-US", "zh-Hant-TW".
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
@@ -43,6 +45,7 @@ class CustomerProfile:
     created_at: datetime
     updated_at: datetime
     identities: tuple[IdentityRecord, ...]
+    consents: tuple[ConsentRecord, ...] = ()  # as stored; the CRM may say more (see consent)
 
 
 class IdentityDraft(BaseModel):
@@ -121,14 +124,29 @@ def _profile(customer: Customer) -> CustomerProfile:
         created_at=customer.created_at,
         updated_at=customer.updated_at,
         identities=tuple(IdentityRecord(i.source, i.external_id) for i in customer.identities),
+        consents=_consents(customer),
     )
+
+
+def _consents(customer: Customer) -> tuple[ConsentRecord, ...]:
+    if "consents" in inspect(customer).unloaded:
+        return ()  # a row just created, or read without them: nothing stored yet
+    return tuple(
+        ConsentRecord(c.purpose, c.granted, c.source, c.recorded_at) for c in customer.consents
+    )
+
+
+_WITH_RELATIONS = (selectinload(Customer.identities), selectinload(Customer.consents))
 
 
 class CustomerStore:
     """Reads and writes unified customers; each call is one short transaction."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], tombstones: Tombstones | None = None
+    ) -> None:
         self._sessions = sessions
+        self._tombstones = tombstones
 
     async def get(self, customer_id: uuid.UUID) -> CustomerProfile | None:
         found = await self.get_many([customer_id])
@@ -138,9 +156,7 @@ class CustomerStore:
         ids = list(customer_ids)
         async with self._sessions() as session:
             rows = await session.scalars(
-                select(Customer)
-                .where(Customer.id.in_(ids))
-                .options(selectinload(Customer.identities))
+                select(Customer).where(Customer.id.in_(ids)).options(*_WITH_RELATIONS)
             )
             return {row.id: _profile(row) for row in rows}
 
@@ -149,9 +165,7 @@ class CustomerStore:
         wanted = list(emails)
         async with self._sessions() as session:
             rows = await session.scalars(
-                select(Customer)
-                .where(Customer.email.in_(wanted))
-                .options(selectinload(Customer.identities))
+                select(Customer).where(Customer.email.in_(wanted)).options(*_WITH_RELATIONS)
             )
             return {row.email: _profile(row) for row in rows if row.email}
 
@@ -161,7 +175,7 @@ class CustomerStore:
                 select(Customer)
                 .join(Identity, Identity.customer_id == Customer.id)
                 .where(Identity.source == source, Identity.external_id == external_id)
-                .options(selectinload(Customer.identities))
+                .options(*_WITH_RELATIONS)
             )
             return _profile(row) if row else None
 
@@ -170,7 +184,7 @@ class CustomerStore:
             row = await session.scalar(
                 select(Customer)
                 .where(Customer.email == normalize_email(email))
-                .options(selectinload(Customer.identities))
+                .options(*_WITH_RELATIONS)
             )
             return _profile(row) if row else None
 
@@ -191,11 +205,10 @@ class CustomerStore:
     async def _upsert_once(self, draft: CustomerDraft) -> CustomerProfile:
         async with self._sessions.begin() as session:
             customer = await session.scalar(
-                select(Customer)
-                .where(Customer.email == draft.email)
-                .options(selectinload(Customer.identities))
+                select(Customer).where(Customer.email == draft.email).options(*_WITH_RELATIONS)
             )
             if customer is None:
+                await self._refuse_erased(session, draft)
                 customer = Customer(id=uuid.uuid4(), email=draft.email, identities=[])
                 session.add(customer)
                 # Attributes reference the row by key, not relationship: insert it first.
@@ -212,6 +225,19 @@ class CustomerStore:
             await self._link(session, customer, draft.identities)
             await session.flush()
             return _profile(customer)
+
+    async def _refuse_erased(self, session: AsyncSession, draft: CustomerDraft) -> None:
+        if self._tombstones is None:
+            return
+        digests = self._tombstones.digests(
+            [draft.email], ((i.source, i.external_id) for i in draft.identities)
+        )
+        if await self._tombstones.blocked(session, digests):
+            raise Erased(
+                "This customer was erased (forgetCustomer); the gateway will not re-create "
+                "them from the same email or source id",
+                field="email",
+            )
 
     @staticmethod
     async def _link(

@@ -18,7 +18,10 @@ from adapters.samples.credentials import (
     DEMO_SOAP_USER,
 )
 from adapters.samples.population import Person
+from gateway.api_keys import ApiKeys, Scope
 from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.errors import Conflict
+from gateway.recommendations.demo_history import prepare_demo_recommendations
 from gateway.seed import seed
 from gateway.settings import Settings
 
@@ -33,6 +36,12 @@ DEMO_SECRETS = {
     "SOAP_CRM_USER": DEMO_SOAP_USER,
     "SOAP_CRM_PASSWORD": DEMO_SOAP_PASSWORD,
 }
+
+
+# The demo's admin key, fixed so the README's examples work as written. Demo only: a
+# real deployment creates its keys with `gateway keys create`, and they are random.
+DEMO_API_KEY = "gwk_demo_local_only_never_use_in_production"
+DEMO_KEY_NAME = "demo"
 
 
 def example_upstreams() -> dict[str, Any]:
@@ -54,9 +63,17 @@ def sample_upstreams_config(
 
 
 async def prepare(settings: Settings, people: Sequence[Person]) -> int:
-    """Seed the demo population into an already migrated database; returns rows added."""
+    """Seed the demo population and the demo key into an already migrated database;
+    returns the customers added."""
     engine = create_engine(settings.database_url)
+    sessions = create_sessionmaker(engine)
     try:
-        return await seed(create_sessionmaker(engine), people)
+        added = await seed(sessions, people)
+        await prepare_demo_recommendations(sessions, people)
+        try:
+            await ApiKeys(sessions).create(DEMO_KEY_NAME, {Scope.ADMIN}, secret=DEMO_API_KEY)
+        except Conflict:
+            pass  # made by an earlier run
+        return added
     finally:
         await engine.dispose()

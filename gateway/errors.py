@@ -2,7 +2,9 @@
 
     GatewayError              code: INTERNAL (never shown as such; masked)
      ├── InvalidInput         code: BAD_USER_INPUT, names the field
-     └── Conflict             code: CONFLICT, names the field
+     ├── Conflict             code: CONFLICT, names the field
+     ├── NotFound             code: NOT_FOUND, names the argument
+     └── Erased               code: ERASED: the customer was forgotten; not re-created
 
 Adapter errors (``adapters.errors.UpstreamError``) keep their own codes; the
 GraphQL layer turns both into error ``extensions`` on the field that failed.
@@ -25,3 +27,11 @@ class InvalidInput(GatewayError):
 
 class Conflict(GatewayError):
     code = "CONFLICT"
+
+
+class NotFound(GatewayError):
+    code = "NOT_FOUND"
+
+
+class Erased(GatewayError):
+    code = "ERASED"

@@ -54,7 +54,10 @@ FIELD_LOADERS: dict[str, str | None] = {
             "city",
             "country",
             "date_of_birth",
+            # Consent is stored too; the CRM is read for its newer statements.
             "consent",
+            "consents",
+            "suppressed",
         ),
         "crm",
     ),

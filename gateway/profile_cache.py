@@ -14,7 +14,7 @@ from aiocache.base import BaseCache
 
 from gateway.customers import CustomerDraft, CustomerProfile, CustomerStore
 
-_VERSION = 1
+_VERSION = 2  # 2: profiles carry stored consents
 
 
 def _by_id(customer_id: uuid.UUID) -> str:
@@ -80,8 +80,10 @@ class CachedCustomers:
         await self.forget(profile)
         return profile
 
-    async def forget(self, profile: CustomerProfile) -> None:
-        """Drop the cached profile (on every instance, when the cache is shared)."""
-        keys = [_by_id(profile.id)] + ([_by_email(profile.email)] if profile.email else [])
+    async def forget(self, profile: CustomerProfile, extra_emails: Iterable[str] = ()) -> None:
+        """Drop the cached profile (on every instance, when the cache is shared), also
+        under ``extra_emails``: addresses it was cached under before a change."""
+        emails = {e for e in (profile.email, *extra_emails) if e}
+        keys = [_by_id(profile.id)] + [_by_email(e) for e in sorted(emails)]
         for key in keys:
             await self._backend.delete(key)

@@ -9,9 +9,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.config import UpstreamsConfig
 from adapters.registry import aclose_adapters, build_adapters
+from gateway.api_keys import ApiKeys, Principal
+from gateway.audit import AuditLog
 from gateway.cache import UpstreamCache, build_cache
+from gateway.consent import ConsentStore
 from gateway.customers import CustomerStore
 from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.erasure import Erasure, Tombstones
 from gateway.federation import Federation
 from gateway.notifications import Notifications, build_notifications
 from gateway.persisted_queries import PersistedQueries
@@ -34,6 +38,10 @@ class Services:
     templates: TemplateStore
     notifications: Notifications
     webhooks: Webhooks
+    api_keys: ApiKeys
+    audit: AuditLog
+    consents: ConsentStore
+    erasure: Erasure
     recommendations: Recommender
 
     @classmethod
@@ -48,12 +56,14 @@ class Services:
             cache,
             {upstream.name: upstream.cache for upstream in config.enabled()},
         )
+        tombstones = Tombstones(settings.erasure_key.get_secret_value().encode())
         customers = CachedCustomers(
-            CustomerStore(sessions), cache.backend, settings.profile_cache_ttl_s
+            CustomerStore(sessions, tombstones), cache.backend, settings.profile_cache_ttl_s
         )
         notifications = build_notifications(settings.cache_url)
         webhooks = Webhooks(
-            WebhookIngest(engine, federation, customers, notifications), settings.webhook_secrets
+            WebhookIngest(engine, federation, customers, notifications, tombstones),
+            settings.webhook_secrets,
         )
         return cls(
             settings=settings,
@@ -64,14 +74,23 @@ class Services:
             templates=open_templates(sessions),
             notifications=notifications,
             webhooks=webhooks,
+            api_keys=ApiKeys(sessions, settings.api_key_cache_ttl_s),
+            audit=AuditLog(sessions, settings.audit_flush_interval_s),
+            consents=ConsentStore(sessions),
+            erasure=Erasure(sessions, tombstones),
             recommendations=open_recommender(sessions, federation, settings),
         )
 
     async def aclose(self) -> None:
+        await self.audit.aclose()
         await self.notifications.aclose()
         await aclose_adapters(self.federation.adapters)
         await self.federation.cache.close()
         await self.engine.dispose()
+
+    async def rate_limit(self, principal: Principal) -> float | None:
+        """None when this key may make another request now, else seconds to wait."""
+        return None
 
     async def database_ready(self) -> bool:
         try:

@@ -54,6 +54,27 @@ class Settings(BaseSettings):
     max_batch_size: Annotated[int, Field(ge=1, le=100_000)] = Field(
         default=1000, description="Most customers one batch query may ask for."
     )
+    max_query_depth: Annotated[int, Field(ge=2, le=100)] = Field(
+        default=15,
+        description="Deepest nesting of fields a GraphQL operation may have. The deepest "
+        "data path (customers.orders.lineItems.price.amount) is 5; introspection queries "
+        "nest deeper: GraphiQL's is 13, graphql-core's 15.",
+    )
+    max_query_cost: Annotated[int, Field(ge=1)] = Field(
+        default=100_000,
+        description="Most a GraphQL operation may cost: object fields 1 plus their "
+        "selection, lists times their size (ids/emails given, first/limit, else 10). "
+        "1,000 customers with profile fields, consent, lifetime value, orders(first: 3) "
+        "with totals and the cart cost 20,000; with each order's line items, 80,000.",
+    )
+    max_body_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=1_048_576,
+        description="Largest request body on /graphql, /api/ and /webhooks/; more is 413.",
+    )
+    introspection: bool = Field(
+        default=True,
+        description="Answer __schema and __type queries; turn off in production.",
+    )
     profile_cache_ttl_s: Annotated[float, Field(ge=0)] = Field(
         default=60.0,
         description="How long a stored profile is served from the cache "
@@ -63,6 +84,11 @@ class Settings(BaseSettings):
         default=30.0,
         description="How long a product's stock is trusted when filtering recommendations "
         "(a sale changes it; invalidation drops it at once).",
+    )
+    recs_model_ttl_s: Annotated[float, Field(ge=0)] = Field(
+        default=30.0,
+        description="How long a process reuses what it read of the stored recommendation "
+        "model (a customer's list, popular products); consent is re-read within 5 s.",
     )
     recs_data_dir: Path = Field(
         default=Path.home() / ".cache" / "personalization-gateway",
@@ -80,6 +106,24 @@ class Settings(BaseSettings):
     )
     upstreams_file: Path | None = Field(
         default=None, description="TOML file naming the upstreams; none means no upstreams."
+    )
+    rate_limit_per_minute: Annotated[int, Field(ge=1)] = Field(
+        default=6000,
+        description="Requests a minute one API key may make, unless the key sets its own "
+        "(`gateway keys create --rate-limit N`); shared by every instance through Redis.",
+    )
+    api_key_cache_ttl_s: Annotated[float, Field(ge=0, le=60)] = Field(
+        default=1.0,
+        description="How long a verified API key is remembered in a process; a revoked key "
+        "stops working within this time on every instance.",
+    )
+    audit_flush_interval_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=1.0, description="How often buffered audit entries are written."
+    )
+    erasure_key: SecretStr = Field(
+        default=SecretStr("personalization-gateway-erasure-v1"),
+        description="HMAC key of the tombstones of erased customers. Set your own secret in "
+        "production, once: changing it lets erased identifiers be re-created.",
     )
 
     @field_validator("log_level", mode="before")

@@ -29,6 +29,7 @@ from adapters.protocols import Adapter, CrmAdapter
 from adapters.records import CrmContact
 from gateway.db.models import utcnow
 from gateway.db.sync_models import SyncCursor
+from gateway.erasure import Tombstones
 from gateway.errors import InvalidInput
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.records import PreparedRecord, RecordError, prepare
@@ -57,6 +58,7 @@ class SyncReport:
     linked: int = 0  # joined an existing customer by rule or score
     review: int = 0  # possible matches left for a person
     rejected: int = 0
+    erased: int = 0  # records of forgotten customers, skipped
     ids: set[str] = field(default_factory=set)
     upstream_total: int | None = None
     cursor_before: datetime | None = None
@@ -79,7 +81,8 @@ class SyncReport:
         total = "n/a" if self.upstream_total is None else str(self.upstream_total)
         text = (
             f"{self.source}: read {self.read}, created {self.created}, updated {self.updated}, "
-            f"linked {self.linked}, review {self.review}, rejected {self.rejected}; "
+            f"linked {self.linked}, review {self.review}, rejected {self.rejected}, "
+            f"erased {self.erased}; "
             f"ids sha256:{self.checksum[:16]} {len(self.ids)} distinct vs upstream total "
             f"{total}: {self.reconciled}"
         )
@@ -143,7 +146,9 @@ class _SourceSync:
         resolver: Resolver,
         adapter: CrmAdapter,
         batch_size: int,
+        tombstones: Tombstones | None = None,
     ) -> None:
+        self._tombstones = tombstones
         self._sessions = sessions
         self._resolver = resolver
         self._adapter = adapter
@@ -182,6 +187,7 @@ class _SourceSync:
             report.cursor_after = since
 
     async def _link(self, batch: list[PreparedRecord], report: SyncReport) -> None:
+        batch = await self._without_erased(batch, report)
         for decision in await self._resolver.link(batch):
             if decision.new_customer:
                 report.created += 1
@@ -191,6 +197,26 @@ class _SourceSync:
                 report.linked += 1
             if decision.review is not None:
                 report.review += 1
+
+    async def _without_erased(
+        self, batch: list[PreparedRecord], report: SyncReport
+    ) -> list[PreparedRecord]:
+        """Records of forgotten customers are counted and dropped, never re-created."""
+        if self._tombstones is None:
+            return batch
+        digests = {
+            id(record): self._tombstones.digests(
+                [record.values.get("email")], [(record.source, record.external_id)]
+            )
+            for record in batch
+        }
+        async with self._sessions() as session:
+            blocked = await self._tombstones.blocked(session, set().union(*digests.values()))
+        if not blocked:
+            return batch
+        kept = [record for record in batch if not digests[id(record)] & blocked]
+        report.erased += len(batch) - len(kept)
+        return kept
 
 
 def _selected(adapters: Mapping[str, Adapter], sources: Sequence[str] | None) -> list[str]:
@@ -213,6 +239,7 @@ async def sync(
     *,
     config: IdentityConfig = DEFAULT_CONFIG,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    tombstones: Tombstones | None = None,
 ) -> list[SyncReport]:
     """Sync each selected enabled upstream in turn; one report per source, in order.
 
@@ -229,7 +256,7 @@ async def sync(
             report.detail = f"the {adapter.kind} adapter has no change feed"
         else:
             try:
-                await _SourceSync(sessions, resolver, adapter, batch_size).run(report)
+                await _SourceSync(sessions, resolver, adapter, batch_size, tombstones).run(report)
             except UpstreamError as exc:
                 report.status = "failed"
                 report.detail = type(exc).__name__

@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from gateway.db.models import Attribute, Customer, Event, Identity
+from gateway.erasure import Tombstones
 from gateway.federation import Federation
 from gateway.identity import DEFAULT_CONFIG, IdentityConfig, PreparedRecord, RecordError, Resolver
 from gateway.identity import prepare as prepare_record
@@ -46,7 +47,8 @@ from gateway.webhook_payloads import (
 MAX_BODY_BYTES = 1 << 20  # Shopify's largest order payloads stay well under this
 logger = logging.getLogger("gateway.webhooks")
 
-Status = Literal["processed", "duplicate"]
+# "erased": the record names a forgotten customer; acknowledged, nothing stored.
+Status = Literal["processed", "duplicate", "erased"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +73,10 @@ class WebhookIngest:
         federation: Federation,
         customers: CachedCustomers,
         notifications: Notifications,
+        tombstones: Tombstones,
         config: IdentityConfig = DEFAULT_CONFIG,
     ) -> None:
+        self._tombstones = tombstones
         self._engine = engine
         self._federation = federation
         self._customers = customers
@@ -100,6 +104,9 @@ class WebhookIngest:
         event = item.event
         async with self._engine.connect() as connection:
             async with connection.begin():
+                if item.record is not None and await self._erased(connection, item.record):
+                    # Acknowledged so the source stops retrying; not even the event is kept.
+                    return Ingested(event.event_id, "erased", None)
                 claimed = await _claim(connection, event)
                 if claimed is None:
                     return Ingested(event.event_id, "duplicate", None)
@@ -123,6 +130,12 @@ class WebhookIngest:
         if customer_id is not None:
             await self._after_commit(customer_id, old_email, event)
         return Ingested(event.event_id, "processed", customer_id)
+
+    async def _erased(self, connection: AsyncConnection, record: PreparedRecord) -> bool:
+        digests = self._tombstones.digests(
+            [record.values.get("email")], [(record.source, record.external_id)]
+        )
+        return bool(await self._tombstones.blocked(connection, digests))
 
     async def _link(self, connection: AsyncConnection, record: PreparedRecord) -> uuid.UUID:
         # The resolver runs inside this transaction (a savepoint of it): its advisory

@@ -1,13 +1,16 @@
-"""The per-request GraphQL context: the process's services plus this request."""
+"""The per-request GraphQL context: the process's services plus this request and caller."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
+from gateway.api_keys import Principal
+from gateway.authentication import principal_of
 from gateway.services import Services
 from resolvers.loaders import Loaders
 
@@ -18,3 +21,19 @@ class Context:
     response: Response | WebSocket | None
     services: Services
     loaders: Loaders
+    principal: Principal | None = None
+    # Set by Strawberry from a WebSocket's connection_init payload.
+    connection_params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls, request: Request | WebSocket, response: Response | WebSocket | None = None
+    ) -> Context:
+        services: Services = request.app.state.services
+        return cls(
+            request=request,
+            response=response,
+            services=services,
+            loaders=Loaders(services.federation),
+            principal=principal_of(request.scope),
+        )

@@ -10,26 +10,10 @@ import strawberry
 from strawberry.scalars import JSON
 
 from adapters.records import AnalyticsEvent
-from adapters.records import Consents as ConsentsRecord
 from adapters.records import Money as MoneyRecord
 from adapters.records import Order as OrderRecord
 from gateway import behaviour
 from gateway.federation import Outcome, SourceStatus
-
-
-@strawberry.type(description="Consent per purpose; null where the source says nothing.")
-class Consent:
-    email_marketing: bool | None
-    personalisation: bool | None
-    analytics: bool | None
-
-    @classmethod
-    def of(cls, consents: ConsentsRecord) -> Consent:
-        return cls(
-            email_marketing=consents.email_marketing,
-            personalisation=consents.personalisation,
-            analytics=consents.analytics,
-        )
 
 
 @strawberry.type(description="An amount of money in one currency.")

@@ -26,9 +26,18 @@ query Customer($email: String!) {
 """
 
 
-def graphiql_html(endpoint: str, example_email: str | None = None) -> str:
+def graphiql_html(
+    endpoint: str, example_email: str | None = None, example_key: str | None = None
+) -> str:
+    """The page; the headers editor starts with an Authorization header to fill in (or
+    the demo's key), and keeps what the user pastes in the browser's storage."""
     variables = json.dumps({"email": example_email or "someone@example.com"}, indent=2)
-    config = json.dumps({"endpoint": endpoint, "query": DEFAULT_QUERY, "variables": variables})
+    headers = json.dumps(
+        {"Authorization": f"Bearer {example_key or '<paste your API key here>'}"}, indent=2
+    )
+    config = json.dumps(
+        {"endpoint": endpoint, "query": DEFAULT_QUERY, "variables": variables, "headers": headers}
+    )
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -56,6 +65,7 @@ def graphiql_html(endpoint: str, example_email: str | None = None) -> str:
         query,
         onEditQuery: setQuery,
         variables: config.variables,
+        defaultHeaders: config.headers,
         plugins: [explorer],
         isHeadersEditorEnabled: true,
         shouldPersistHeaders: true,

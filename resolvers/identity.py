@@ -16,7 +16,10 @@ import strawberry
 from strawberry.dataloader import DataLoader
 from strawberry.types import Info
 
+from gateway.api_keys import Scope
 from gateway.attributes import AttributeValue, IdentityService, LinkEvidence, identity_service
+from gateway.audit import Action
+from resolvers.access import audit, require
 from resolvers.context import Context
 
 if TYPE_CHECKING:
@@ -139,6 +142,7 @@ async def _forget(info: GatewayInfo, customer_ids: list[uuid.UUID]) -> None:
     """Drop the cached profiles (by id and by their old email) and upstream answers of
     customers an identity change touched; read before the change, dropped after it."""
     services = info.context.services
+    audit(info, Action.CHANGE, customer_ids)
     for customer_id in customer_ids:
         await services.federation.invalidate(customer_id)
     for profile in (await services.customers.store.get_many(customer_ids)).values():
@@ -149,7 +153,7 @@ async def _forget(info: GatewayInfo, customer_ids: list[uuid.UUID]) -> None:
 class IdentityMutation:
     @strawberry.mutation(
         description="Fold customer `from` into customer `into` (identities, attributes, "
-        "consents, events) and recompute its golden values; answers the merged customer."
+        "consents, events) and recompute its golden values; answers the merged customer.",
     )
     async def merge_customers(
         self,
@@ -158,6 +162,7 @@ class IdentityMutation:
         from_: Annotated[strawberry.ID, strawberry.argument(name="from")],
         reason: str,
     ) -> LazyCustomer:
+        require(info, Scope.PROFILES_WRITE)
         store = info.context.services.customers.store
         before = await store.get_many(uuid.UUID(str(x)) for x in (into, from_) if _is_uuid(str(x)))
         merged = await _service(info).merge(str(into), str(from_), reason)
@@ -168,11 +173,12 @@ class IdentityMutation:
 
     @strawberry.mutation(
         description="Split the identity `source:externalId` out of its customer into a "
-        "customer of its own; answers the new customer."
+        "customer of its own; answers the new customer.",
     )
     async def unmerge_customer(
         self, info: GatewayInfo, source: str, external_id: str
     ) -> LazyCustomer:
+        require(info, Scope.PROFILES_WRITE)
         owner = await info.context.services.customers.get_by_identity(source, external_id)
         new = await _service(info).unmerge(source, external_id)
         if owner is not None:

@@ -19,7 +19,6 @@ from starlette.responses import Response
 
 from gateway.services import Services
 from resolvers.context import Context
-from resolvers.loaders import Loaders
 
 PROFILE_DOCUMENT = """
 query Profile($id: ID, $email: String, $identity: String) {
@@ -68,10 +67,8 @@ def _max_age(services: Services, sources: list[dict[str, Any]]) -> int:
 
 def profile_endpoint(schema: strawberry.Schema) -> Any:
     async def profile(request: Request) -> Response:
-        services: Services = request.app.state.services
-        context = Context(
-            request=request, response=None, services=services, loaders=Loaders(services.federation)
-        )
+        context = Context.of(request)
+        services = context.services
         result = await schema.execute(
             PROFILE_DOCUMENT,
             variable_values=_variables(request.path_params["user_id"]),

@@ -18,11 +18,13 @@ from strawberry.types import Info
 
 from adapters.errors import UpstreamError
 from gateway import render
+from gateway.api_keys import Scope
 from gateway.customers import CustomerProfile, parse_customer_id
 from gateway.errors import GatewayError, InvalidInput
 from gateway.federation import Outcome
 from gateway.render import RenderFormat
 from gateway.templates import TemplateStore, TemplateVersion, VersionInfo, parse_template_name
+from resolvers.access import require
 from resolvers.context import Context
 
 if TYPE_CHECKING:
@@ -170,16 +172,17 @@ async def render_customer(
 @strawberry.type
 class TemplateQuery:
     @strawberry.field(
-        description="The latest version of a stored template, with its history. Null when unknown."
+        description="The latest version of a stored template, with its history. Null when unknown.",
     )
     async def template(self, info: GatewayInfo, name: str) -> StoredTemplate | None:
+        require(info, Scope.PROFILES_READ)
         found = await _store(info).get(parse_template_name(name))
         return StoredTemplate.of(found) if found else None
 
     @strawberry.field(
         description=f"Render a stored template for up to {MAX_BATCH} customers, "
         "in the order given. Upstream reads are batched; one customer's "
-        "failure is its own item's error."
+        "failure is its own item's error.",
     )
     async def render_batch(
         self,
@@ -190,6 +193,7 @@ class TemplateQuery:
         format: RenderFormat | None = None,
         strict: bool = False,
     ) -> list[RenderItem]:
+        require(info, Scope.PROFILES_READ)
         if len(customer_ids) > MAX_BATCH:
             raise InvalidInput(
                 f"At most {MAX_BATCH} customers per batch; got {len(customer_ids)}",
@@ -257,7 +261,7 @@ class TemplateMutation:
     @strawberry.mutation(
         description="Save a new version of a named template. The source is "
         "checked first: a syntax error names its line and column and saves "
-        "nothing."
+        "nothing.",
     )
     async def save_template(
         self,
@@ -266,4 +270,5 @@ class TemplateMutation:
         source: str,
         format: RenderFormat = RenderFormat.HTML,
     ) -> StoredTemplate:
+        require(info, Scope.PROFILES_WRITE)
         return StoredTemplate.of(await _store(info).save(name, source, RenderFormat(format)))

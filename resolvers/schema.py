@@ -11,6 +11,8 @@ from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, Info
 
+from gateway.api_keys import Scope
+from gateway.audit import Action
 from gateway.customers import (
     CustomerProfile,
     parse_customer_id,
@@ -18,10 +20,14 @@ from gateway.customers import (
     parse_email_argument,
 )
 from gateway.errors import InvalidInput
+from gateway.settings import Settings
+from resolvers.access import audit, require
 from resolvers.context import Context
 from resolvers.errors import ErrorCodes, is_unexpected, mask_unexpected_errors
 from resolvers.identity import IdentityMutation
+from resolvers.limits import limit_extensions
 from resolvers.operation_metrics import OperationMetrics
+from resolvers.privacy import PrivacyMutation, PrivacyQuery
 from resolvers.render import TemplateMutation, TemplateQuery
 from resolvers.subscriptions import Subscription
 from resolvers.types import Customer, CustomerInput, load_selected, selection_of
@@ -34,7 +40,7 @@ class Query:
     @strawberry.field(
         description="One customer, by unified id, by email, or by an id in a "
         "source system written `source:externalId` (e.g. `hubspot:51000007`). "
-        "Null when unknown."
+        "Null when unknown.",
     )
     async def customer(
         self,
@@ -44,6 +50,7 @@ class Query:
         identity: str | None = None,
     ) -> Customer | None:
         """One customer; its upstream fields load only when selected."""
+        require(info, Scope.PROFILES_READ)
         if sum(arg is not None for arg in (id, email, identity)) != 1:
             raise InvalidInput(
                 "Give exactly one of the arguments 'id', 'email' and 'identity'", field="id"
@@ -65,7 +72,7 @@ class Query:
 
     @strawberry.field(
         description="Many customers at once, in the order asked (null where "
-        "unknown): give `ids` or `emails`. Upstream reads are batched."
+        "unknown): give `ids` or `emails`. Upstream reads are batched.",
     )
     async def customers(
         self,
@@ -73,6 +80,7 @@ class Query:
         ids: list[strawberry.ID] | None = None,
         emails: list[str] | None = None,
     ) -> list[Customer | None]:
+        require(info, Scope.PROFILES_READ)
         if (ids is None) == (emails is None):
             raise InvalidInput("Give exactly one of the arguments 'ids' and 'emails'", field="ids")
         keys = ids if ids is not None else emails
@@ -94,25 +102,31 @@ class Query:
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(description="Create a customer by email, or update the fields given.")
+    @strawberry.mutation(
+        description="Create a customer by email, or update the fields given.",
+    )
     async def upsert_customer(self, info: GatewayInfo, input: CustomerInput) -> Customer:
+        require(info, Scope.PROFILES_WRITE)
         data: dict[str, Any] = strawberry.asdict(input)
         data["identities"] = data.get("identities") or ()
         draft = parse_draft(data)
         profile = await info.context.services.customers.upsert(draft)
+        audit(info, Action.CHANGE, [profile.id])
         await info.context.services.federation.invalidate(profile.id)
         return Customer.from_profile(profile)
 
     @strawberry.mutation(
         description="Drop everything cached about one customer, on every "
-        "instance sharing the cache. True if the customer exists."
+        "instance sharing the cache. True if the customer exists.",
     )
     async def invalidate_customer(self, info: GatewayInfo, id: strawberry.ID) -> bool:
+        require(info, Scope.PROFILES_WRITE)
         customer_id = parse_customer_id(id)
         await info.context.services.federation.invalidate(customer_id)
         customers = info.context.services.customers
         profile = await customers.store.get(customer_id)
         if profile is not None:
+            audit(info, Action.CHANGE, [customer_id])
             await customers.forget(profile)
         return profile is not None
 
@@ -123,6 +137,7 @@ async def _customers(
     """Shape profiles for the schema after reading every upstream the selection needs."""
     needed = selection_of(info)
     shaped = [Customer.from_profile(p, needed) if p else None for p in profiles]
+    audit(info, Action.READ, [p.id for p in profiles if p is not None])
     await load_selected(shaped, info)
     return shaped
 
@@ -145,17 +160,25 @@ class GatewaySchema(strawberry.Schema):
                 )
 
 
-def build_schema() -> strawberry.Schema:
-    """A new schema; built once per app, never per request."""
+def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+    """A new schema; built once per app, never per request.
+
+    Without settings, the limits take their defaults (the environment is not read).
+    """
+    settings = settings or Settings.model_construct()
     return GatewaySchema(
-        query=merge_types("Query", (Query, TemplateQuery)),
-        mutation=merge_types("Mutation", (Mutation, TemplateMutation, IdentityMutation)),
+        query=merge_types("Query", (Query, TemplateQuery, PrivacyQuery)),
+        mutation=merge_types(
+            "Mutation", (Mutation, TemplateMutation, IdentityMutation, PrivacyMutation)
+        ),
         subscription=Subscription,
         extensions=[
             # Parsed and validated documents are cached per process: an ESP repeats one
             # document thousands of times a minute.
             lambda: ParserCache(maxsize=1024),
             lambda: ValidationCache(maxsize=1024),
+            # Depth, cost and introspection limits, their rules built once here.
+            *limit_extensions(settings),
             OperationMetrics,
             ErrorCodes,
             mask_unexpected_errors,

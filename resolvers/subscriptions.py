@@ -8,8 +8,10 @@ from datetime import datetime
 import strawberry
 from strawberry.types import Info
 
+from gateway.api_keys import Scope
 from gateway.customers import parse_customer_id
 from gateway.notifications import CustomerChange
+from resolvers.access import require
 from resolvers.context import Context
 
 
@@ -45,11 +47,12 @@ class CustomerUpdate:
 class Subscription:
     # strawberry.subscription is not annotated in this version; the resolver itself is.
     @strawberry.subscription(
-        description="Fires after each committed change to this customer, on any instance."
+        description="Fires after each committed change to this customer, on any instance.",
     )
     async def customer_updated(
         self, info: Info[Context, None], id: strawberry.ID
     ) -> AsyncGenerator[CustomerUpdate, None]:
+        require(info, Scope.PROFILES_READ)
         customer_id = parse_customer_id(id)
         notifications = info.context.services.notifications
         async with notifications.subscribe(customer_id) as changes:

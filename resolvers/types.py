@@ -14,13 +14,14 @@ from strawberry.utils.str_converters import to_camel_case
 
 from adapters.records import CommerceCustomer, CrmContact
 from adapters.records import Order as OrderRecord
-from gateway import behaviour
+from gateway import behaviour, consent
 from gateway.customers import CustomerProfile
 from gateway.federation import FIELD_LOADERS as SNAKE_FIELD_LOADERS
 from gateway.federation import AnalyticsData, Outcome, SourceStatus
 from resolvers.context import Context
-from resolvers.federated import Cart, Consent, Engagement, Event, Money, Order, Source
+from resolvers.federated import Cart, Engagement, Event, Money, Order, Source
 from resolvers.identity import customer_attributes, customer_identity_links
+from resolvers.privacy import Consent, ConsentStatement
 from resolvers.recommendations import customer_recommendations
 from resolvers.render import render_customer
 
@@ -110,6 +111,10 @@ class Customer:
     def from_profile(
         cls, profile: CustomerProfile, needed: frozenset[str] = frozenset()
     ) -> Customer:
+        if "analytics" in needed and not consent.has_stored(
+            consent.Purpose.PERSONALISATION, profile.consents
+        ):
+            needed = needed | {"crm"}  # behaviour is served only on a yes: ask the CRM
         return cls(
             id=strawberry.ID(str(profile.id)),
             email=profile.email,
@@ -131,10 +136,61 @@ class Customer:
         """What loader ``name`` answered; raises the upstream's error for this field."""
         return self.outcomes[name].unwrap()
 
-    @strawberry.field(description="Consent per purpose as the CRM records it (null: not stated).")
+    def behaviour(self) -> AnalyticsData | None:
+        """Analytics data, only with personalisation consent: without it, behavioural
+        fields answer as for a customer with no history."""
+        if not self.permits(consent.Purpose.PERSONALISATION):
+            return None
+        data: AnalyticsData | None = self.loaded("analytics")
+        return data
+
+    def crm_for_consent(self) -> CrmContact | None:
+        """The CRM's word on consent when it answered; stored statements stand alone if not.
+
+        Raises the CRM's error only when nothing is stored to fall back on.
+        """
+        outcome = self.outcomes.get("crm")
+        if outcome is None:
+            return None
+        if outcome.error is not None and self.profile.consents:
+            return None
+        contact: CrmContact | None = outcome.unwrap()
+        return contact
+
+    def permits(self, purpose: consent.Purpose) -> bool:
+        return consent.granted(purpose, self.profile.consents, self.crm_for_consent())
+
+    @strawberry.field(
+        description="Consent per purpose: the most recent statement of the gateway's store "
+        "and the CRM (null: neither says)."
+    )
     def consent(self) -> Consent | None:
-        contact: CrmContact | None = self.loaded("crm")
-        return Consent.of(contact.consents) if contact else None
+        crm = self.crm_for_consent()
+        return Consent(
+            **{
+                p.value: (
+                    found.granted
+                    if (found := consent.effective(p, self.profile.consents, crm))
+                    else None
+                )
+                for p in consent.Purpose
+            }
+        )
+
+    @strawberry.field(description="Each purpose's statement that counts, with its source and time.")
+    def consents(self) -> list[ConsentStatement]:
+        crm = self.crm_for_consent()
+        return [
+            ConsentStatement.of(found)
+            for p in consent.Purpose
+            if (found := consent.effective(p, self.profile.consents, crm)) is not None
+        ]
+
+    @strawberry.field(
+        description="True when the customer has not consented to email marketing: do not mail."
+    )
+    def suppressed(self) -> bool:
+        return not self.permits(consent.Purpose.EMAIL_MARKETING)
 
     @strawberry.field(description="Most recent orders first (from commerce).")
     def orders(self, first: int = 10) -> list[Order] | None:
@@ -161,7 +217,7 @@ class Customer:
         "'Product Viewed' (from analytics)."
     )
     def recent_events(self, first: int = 10, type: str | None = None) -> list[Event] | None:
-        data: AnalyticsData | None = self.loaded("analytics")
+        data = self.behaviour()
         if data is None:
             return []
         events = [e for e in data.events if type is None or type in (e.name, e.type)]
@@ -169,7 +225,7 @@ class Customer:
 
     @strawberry.field(description="Sessions and page views in the last 30 days (from analytics).")
     def engagement(self) -> Engagement | None:
-        data: AnalyticsData | None = self.loaded("analytics")
+        data = self.behaviour()
         found = behaviour.engagement(data.events if data else (), datetime.now(UTC))
         return Engagement(
             sessions_30d=found.sessions,
@@ -179,7 +235,7 @@ class Customer:
 
     @strawberry.field(description="The open cart, or null when empty (from analytics events).")
     def cart(self) -> Cart | None:
-        data: AnalyticsData | None = self.loaded("analytics")
+        data = self.behaviour()
         return Cart.of(behaviour.open_cart(data.events)) if data else None
 
     @strawberry.field(

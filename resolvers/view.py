@@ -20,17 +20,20 @@ from starlette.responses import HTMLResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
+from strawberry.types.unset import UNSET, UnsetType
 
+from gateway.api_keys import Principal
+from gateway.authentication import presented_key
 from gateway.errors import GatewayError
 from gateway.services import Services
 from resolvers.context import Context
 from resolvers.graphiql import graphiql_html
-from resolvers.loaders import Loaders
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
@@ -77,9 +80,16 @@ class GatewayGraphQL(GraphQL[Context, None]):
     request_adapter_class = _RequestAdapter
     websocket_adapter_class = _TextWebSocketAdapter
 
-    def __init__(self, schema: Any, *, graphiql: bool, example_email: str | None = None) -> None:
+    def __init__(
+        self,
+        schema: Any,
+        *,
+        graphiql: bool,
+        example_email: str | None = None,
+        example_key: str | None = None,
+    ) -> None:
         super().__init__(schema, graphql_ide="graphiql" if graphiql else None)
-        self._ide_html = graphiql_html("/graphql", example_email)
+        self._ide_html = graphiql_html("/graphql", example_email, example_key)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,13 +105,19 @@ class GatewayGraphQL(GraphQL[Context, None]):
         await response(scope, receive, send)
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
-        services: Services = request.app.state.services
-        return Context(
-            request=request,
-            response=response,
-            services=services,
-            loaders=Loaders(services.federation),
-        )
+        return Context.of(request, response)
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        """A browser cannot set headers on a WebSocket: it sends its key in connection_init."""
+        if context.principal is None:
+            key = presented_key(context.connection_params or {})
+            if key is not None:
+                principal: Principal | None = await context.services.api_keys.authenticate(key)
+                context.principal = principal
+            if context.principal is None:
+                raise ConnectionRejectionError({"reason": "An API key is required"})
+        unset: UnsetType = UNSET
+        return unset
 
     async def get_sub_response(self, request: Request | WebSocket) -> Response:
         sub_response = await super().get_sub_response(request)

@@ -21,8 +21,10 @@ import asyncpg
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.testclient import TestClient
 
 from adapters.samples.runner import SampleUpstreams
+from gateway.api_keys import Scope
 from gateway.app import create_app
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.demo import sample_upstreams_config
@@ -103,10 +105,50 @@ async def app(settings: Settings) -> AsyncIterator[Starlette]:
         yield application
 
 
-@pytest.fixture
-async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+async def issue_key(app: Starlette, *scopes: Scope, rate_limit: int | None = 10**6) -> str:
+    """A fresh API key on a running app; admin unless scopes say otherwise."""
+    key, _ = await app.state.services.api_keys.create(
+        f"test-{uuid.uuid4().hex[:10]}", scopes or (Scope.ADMIN,), rate_limit
+    )
+    return key
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def authorize(client: TestClient, *scopes: Scope) -> str:
+    """Give a synchronous test client (HTTP and WebSocket) a fresh key; returns it."""
+    key: str = client.portal.call(issue_key, client.app, *scopes)  # type: ignore[arg-type]
+    client.headers.update(bearer(key))
+    return key
+
+
+@asynccontextmanager
+async def api_client(
+    app: Starlette, *scopes: Scope, base_url: str = "http://gw"
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of a running app holding a fresh key (admin unless scopes say otherwise)."""
+    key = await issue_key(app, *scopes)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as http:
+    async with httpx.AsyncClient(
+        transport=transport, base_url=base_url, headers=bearer(key)
+    ) as http:
+        yield http
+
+
+@pytest.fixture(scope="session")
+async def admin_key(app: Starlette) -> str:
+    return await issue_key(app)
+
+
+@pytest.fixture
+async def client(app: Starlette, admin_key: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The app over in-process HTTP, as a client holding an admin key."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://gateway.test", headers=bearer(admin_key)
+    ) as http:
         yield http
 
 
@@ -171,17 +213,20 @@ def gateway(samples: SampleUpstreams, seeded_url: str) -> Iterator[GatewayFactor
 
     @asynccontextmanager
     async def instance(
-        cache_url: str = "memory://", overrides: dict[str, Any] | None = None
+        cache_url: str = "memory://",
+        overrides: dict[str, Any] | None = None,
+        scopes: tuple[Scope, ...] = (Scope.ADMIN,),
+        **settings: Any,
     ) -> AsyncIterator[httpx.AsyncClient]:
+        """One instance, and a client holding a key with ``scopes`` (admin by default)."""
         tables = {name: dict(FAST, **(overrides or {}).get(name, {})) for name in samples.base_urls}
         config = sample_upstreams_config(samples.base_urls, tables)
         app = create_app(
-            load_settings(database_url=seeded_url, cache_url=cache_url), upstreams=config
+            load_settings(database_url=seeded_url, cache_url=cache_url, **settings),
+            upstreams=config,
         )
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
-                yield http
+        async with app.router.lifespan_context(app), api_client(app, *scopes) as http:
+            yield http
 
     yield instance
     samples.reset()

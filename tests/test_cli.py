@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from adapters.samples.population import population
+from gateway.demo import DEMO_API_KEY
 from tests.conftest import REPO
 
 GATEWAY = [sys.executable, "-m", "gateway"]
@@ -103,7 +104,10 @@ def test_demo_serves_seeded_customers(tmp_path: Path) -> None:
             "{ email firstName identities { source externalId } } }"
         )
         body = httpx.post(
-            f"{base}/graphql", json={"query": query, "variables": {"e": person.email}}, timeout=5
+            f"{base}/graphql",
+            json={"query": query, "variables": {"e": person.email}},
+            headers={"Authorization": f"Bearer {DEMO_API_KEY}"},
+            timeout=5,
         ).json()
         customer = body["data"]["customer"]
         assert customer["firstName"] == person.first_name

@@ -15,6 +15,7 @@ from gateway.demo import sample_upstreams_config
 from gateway.identity import Resolver, prepare
 from gateway.services import Services
 from gateway.settings import Settings
+from gateway.api_keys import Principal, Scope
 from resolvers.context import Context
 from resolvers.loaders import Loaders
 from resolvers.schema import build_schema
@@ -58,6 +59,7 @@ async def run(services: Services, query: str, **variables: Any) -> dict[str, Any
         response=None,
         services=services,
         loaders=Loaders(services.federation),
+        principal=Principal("test", "test", frozenset({Scope.ADMIN}), None),
     )
     result = await SCHEMA.execute(query, variable_values=variables, context_value=context)
     body: dict[str, Any] = {"data": result.data}

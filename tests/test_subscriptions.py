@@ -14,7 +14,7 @@ import redis
 from starlette.testclient import TestClient, WebSocketTestSession
 
 from gateway.settings import load_settings
-from tests.conftest import IN_CI, unique_email
+from tests.conftest import IN_CI, authorize, unique_email
 from tests.test_webhooks import hubspot_change, hubspot_request, realtime_app, shopify_request
 
 REDIS_URL = "redis://127.0.0.1:6379/13"
@@ -102,6 +102,7 @@ def test_customer_updated_fires_after_the_commit_and_only_for_that_customer(
 ) -> None:
     app = realtime_app(load_settings(database_url=database_url, cache_url="memory://"))
     with TestClient(app) as client:
+        authorize(client)
         watched, other = _new_customer(client), _new_customer(client)
         watched_contact = _hubspot_id(client, watched)
         other_contact = _hubspot_id(client, other)
@@ -132,6 +133,7 @@ def test_customer_updated_fires_after_the_commit_and_only_for_that_customer(
 def test_a_bad_id_is_an_error_on_the_subscription(database_url: str) -> None:
     app = realtime_app(load_settings(database_url=database_url, cache_url="memory://"))
     with TestClient(app) as client:
+        authorize(client)
         with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
             _subscribe(ws, "not-a-uuid")
             message = _receive(ws)
@@ -145,6 +147,8 @@ def test_a_webhook_on_one_instance_notifies_a_subscriber_on_another(
 ) -> None:
     settings = load_settings(database_url=database_url, cache_url=redis_url)
     with TestClient(realtime_app(settings)) as one, TestClient(realtime_app(settings)) as two:
+        authorize(one)
+        authorize(two)
         customer = _new_customer(one)
         contact = _hubspot_id(one, customer)
         assert _first_name(two, customer) == "Ada"  # now cached in Redis, for both

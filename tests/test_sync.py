@@ -80,7 +80,7 @@ async def test_first_sync_links_everything_and_second_reads_nothing(
     assert await _count(sessions, Identity) == SAMPLE_SIZE - first.rejected
     line = first.line()
     assert line.startswith(f"hubspot: read {SAMPLE_SIZE}, created {first.created}, ")
-    assert f"rejected {first.rejected}; ids sha256:{first.checksum[:16]} " in line
+    assert f"rejected {first.rejected}, erased 0; ids sha256:{first.checksum[:16]} " in line
     assert f"{SAMPLE_SIZE} distinct vs upstream total {SAMPLE_SIZE}: match" in line
 
     (second,) = await sync(sessions, adapters, ["hubspot"], None)

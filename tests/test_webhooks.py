@@ -27,7 +27,7 @@ from gateway.db.models import Attribute, Customer, Event, Identity
 from gateway.migrate import upgrade
 from gateway.settings import Settings, load_settings
 from gateway.signatures import hubspot_signature
-from tests.conftest import FAST, unique_email
+from tests.conftest import FAST, api_client, unique_email
 from tests.gql_client import gql
 
 SECRETS = {
@@ -126,10 +126,8 @@ def _external_id() -> int:
 @pytest.fixture
 async def gateway(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     app = realtime_app(load_settings(database_url=database_url, cache_url="memory://"))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
-            yield client
+    async with app.router.lifespan_context(app), api_client(app, base_url=BASE) as client:
+        yield client
 
 
 async def _counts(database_url: str) -> dict[str, int]:
@@ -322,15 +320,14 @@ async def test_a_crm_webhook_drops_the_cached_crm_answer_on_every_field(
     app = realtime_app(settings, upstreams=config)
     person = samples.people[90]
     query = "query($email: String!) { customer(email: $email) { id lifecycleStage } }"
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
-            customer = (await gql(c, query, email=person.email))["data"]["customer"]
-            await gql(c, query, email=person.email)
-            warm = samples.hubspot.calls.total  # the second read was served from the cache
-            change = hubspot_change(int(person.hubspot_id), "lifecyclestage", "customer")
-            response = await c.post(**hubspot_request([change]))
-            assert response.json()["events"][0]["customerId"] == customer["id"]
-            await gql(c, query, email=person.email)
+    async with app.router.lifespan_context(app), api_client(app, base_url=BASE) as c:
+        customer = (await gql(c, query, email=person.email))["data"]["customer"]
+        await gql(c, query, email=person.email)
+        warm = samples.hubspot.calls.total  # the second read was served from the cache
+        change = hubspot_change(int(person.hubspot_id), "lifecyclestage", "customer")
+        response = await c.post(**hubspot_request([change]))
+        assert response.json()["events"][0]["customerId"] == customer["id"]
+        await gql(c, query, email=person.email)
     assert samples.hubspot.calls.total == warm + 1
     samples.reset()
 

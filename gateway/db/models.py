@@ -65,6 +65,8 @@ class Customer(Base):
     identities: Mapped[list[Identity]] = relationship(
         back_populates="customer", cascade="all, delete-orphan", order_by="Identity.source"
     )
+    # Read with the profile (consent gates what is served); written only through Consent rows.
+    consents: Mapped[list[Consent]] = relationship(viewonly=True, order_by="Consent.purpose")
 
 
 class Identity(Base):

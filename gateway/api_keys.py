@@ -1,0 +1,194 @@
+"""API keys: how a client proves who it is, and what it may do.
+
+A key is ``gwk_`` + 43 random URL-safe characters (256 bits), shown once when
+created. Only its SHA-256 is stored: a key is random, not a password, so a fast
+hash is as strong as a slow one and lets a lookup be one indexed read.
+
+Verified keys are remembered in the process for ``cache_ttl_s`` (default 1 s), so
+a busy client costs one database read per second per worker, not one per request;
+a revocation therefore takes effect within that time on every instance, and at
+once on the instance that revoked it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from gateway.db.access_models import ApiKey
+from gateway.db.models import utcnow
+from gateway.errors import Conflict, InvalidInput
+
+PREFIX = "gwk_"
+_CACHE_MAX = 10_000
+
+
+class Scope(StrEnum):
+    PROFILES_READ = "profiles:read"
+    PROFILES_WRITE = "profiles:write"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller of one request."""
+
+    key_id: str
+    name: str
+    scopes: frozenset[Scope]
+    rate_limit_per_minute: int | None  # None: the gateway's default
+
+    def allows(self, scope: Scope) -> bool:
+        # An admin key may do everything a narrower key may.
+        return scope in self.scopes or Scope.ADMIN in self.scopes
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """A key as listed to operators: never its secret."""
+
+    id: str
+    name: str
+    scopes: tuple[str, ...]
+    rate_limit_per_minute: int | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def parse_scopes(raw: Iterable[str]) -> frozenset[Scope]:
+    """Scopes from user input; an unknown one is an error naming it and the known ones."""
+    found = set()
+    for item in raw:
+        name = item.strip()
+        if not name:
+            continue
+        try:
+            found.add(Scope(name))
+        except ValueError:
+            known = ", ".join(s.value for s in Scope)
+            raise InvalidInput(f"Unknown scope {name!r}; use {known}", field="scopes") from None
+    if not found:
+        raise InvalidInput("Give at least one scope", field="scopes")
+    return frozenset(found)
+
+
+_KNOWN_SCOPES = frozenset(s.value for s in Scope)
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class ApiKeys:
+    """Create, list, revoke and verify keys; each call is one short transaction."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], cache_ttl_s: float = 1.0):
+        self._sessions = sessions
+        self._ttl = cache_ttl_s
+        # digest -> (principal or None for "no such key", expiry on the monotonic clock)
+        self._verified: dict[str, tuple[Principal | None, float]] = {}
+
+    async def create(
+        self,
+        name: str,
+        scopes: Iterable[Scope],
+        rate_limit_per_minute: int | None = None,
+        *,
+        secret: str | None = None,
+    ) -> tuple[str, KeyInfo]:
+        """A new key: returns the secret (the only time it exists in clear) and its info.
+
+        ``secret`` fixes the key's value; only the demo does that, so its README works.
+        """
+        name = name.strip()
+        if not name or len(name) > 100:
+            raise InvalidInput("A key's name is 1 to 100 characters", field="name")
+        if rate_limit_per_minute is not None and rate_limit_per_minute < 1:
+            raise InvalidInput("The rate limit is at least 1 request a minute", field="rateLimit")
+        key = secret or PREFIX + secrets.token_urlsafe(32)
+        row = ApiKey(
+            id=secrets.token_hex(8),
+            name=name,
+            secret_hash=digest(key),
+            scopes=sorted(s.value for s in scopes),
+            rate_limit_per_minute=rate_limit_per_minute,
+            created_at=utcnow(),
+        )
+        try:
+            async with self._sessions.begin() as session:
+                session.add(row)
+        except IntegrityError:
+            raise Conflict(f"A key named {name!r} already exists", field="name") from None
+        return key, _info(row)
+
+    async def list(self) -> Sequence[KeyInfo]:
+        async with self._sessions() as session:
+            rows = await session.scalars(select(ApiKey).order_by(ApiKey.created_at, ApiKey.name))
+            return [_info(row) for row in rows]
+
+    async def revoke(self, name_or_id: str) -> KeyInfo | None:
+        """Revoke a key by name or id; None when there is no such key."""
+        async with self._sessions.begin() as session:
+            row = await session.scalar(
+                select(ApiKey).where((ApiKey.name == name_or_id) | (ApiKey.id == name_or_id))
+            )
+            if row is None:
+                return None
+            if row.revoked_at is None:
+                await session.execute(
+                    update(ApiKey).where(ApiKey.id == row.id).values(revoked_at=utcnow())
+                )
+                await session.refresh(row)
+            self._verified = {
+                h: entry
+                for h, entry in self._verified.items()
+                if entry[0] is None or entry[0].key_id != row.id
+            }
+            return _info(row)
+
+    async def authenticate(self, key: str) -> Principal | None:
+        """The caller a presented key stands for; None if unknown or revoked."""
+        hashed = digest(key)
+        now = time.monotonic()
+        cached = self._verified.get(hashed)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        async with self._sessions() as session:
+            row = await session.scalar(
+                select(ApiKey).where(ApiKey.secret_hash == hashed, ApiKey.revoked_at.is_(None))
+            )
+        principal = (
+            Principal(
+                key_id=row.id,
+                name=row.name,
+                scopes=frozenset(Scope(s) for s in row.scopes if s in _KNOWN_SCOPES),
+                rate_limit_per_minute=row.rate_limit_per_minute,
+            )
+            if row is not None
+            else None
+        )
+        if self._ttl > 0:
+            if len(self._verified) >= _CACHE_MAX:
+                self._verified.clear()  # bounded: random bad keys cannot grow it forever
+            self._verified[hashed] = (principal, now + self._ttl)
+        return principal
+
+
+def _info(row: ApiKey) -> KeyInfo:
+    return KeyInfo(
+        id=row.id,
+        name=row.name,
+        scopes=tuple(row.scopes),
+        rate_limit_per_minute=row.rate_limit_per_minute,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )

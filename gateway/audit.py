@@ -1,0 +1,144 @@
+"""The audit log: which key read or changed which customer, when; never the data.
+
+An ESP's send reads thousands of customers a minute, so reads are not written one
+row per request: entries gather in memory and a background task writes them in
+bulk every ``flush_interval_s`` (and on shutdown). Changes go through the same path;
+the write they audit has already committed by then. A crash can lose at most the
+last interval's entries, which is the trade every high-volume access log makes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from gateway.db.models import AuditEntry, utcnow
+
+logger = logging.getLogger("gateway.audit")
+_MAX_BUFFER = 50_000  # beyond this the oldest unwritten entries are dropped, and logged
+
+
+class Action(StrEnum):
+    READ = "read"
+    CHANGE = "change"
+    EXPORT = "export"
+    ERASE = "erase"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    occurred_at: datetime
+    actor: str
+    key_id: str | None
+    action: str
+    operation: str
+    customer_id: uuid.UUID | None
+
+
+class AuditLog:
+    """Buffered writer and reader of ``audit_log`` rows."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], flush_interval_s: float = 1.0
+    ) -> None:
+        self._sessions = sessions
+        self._interval = flush_interval_s
+        self._pending: list[dict[str, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    def record(
+        self,
+        *,
+        actor: str,
+        key_id: str | None,
+        action: Action,
+        operation: str,
+        customer_ids: Iterable[uuid.UUID],
+    ) -> None:
+        """Queue one entry per customer; returns at once (the hot path calls this)."""
+        now = utcnow()
+        details = {"action": action.value, "key_id": key_id}
+        for customer_id in customer_ids:
+            self._pending.append(
+                {
+                    "occurred_at": now,
+                    "actor": actor,
+                    "operation": operation,
+                    "customer_id": customer_id,
+                    "details": details,
+                }
+            )
+        if len(self._pending) > _MAX_BUFFER:
+            dropped = len(self._pending) - _MAX_BUFFER
+            del self._pending[:dropped]
+            logger.error("audit buffer full; dropped entries", extra={"dropped": dropped})
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._flush_later(), name="audit-flush")
+
+    async def flush(self) -> None:
+        """Write everything queued so far."""
+        async with self._lock:
+            batch, self._pending = self._pending, []
+            if not batch:
+                return
+            try:
+                async with self._sessions.begin() as session:
+                    await session.execute(insert(AuditEntry), batch)
+            except Exception:
+                # Keep them for the next attempt rather than lose the trail.
+                self._pending[:0] = batch
+                logger.exception("audit entries not written; will retry")
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self._interval)
+        await self.flush()
+
+    async def aclose(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+    async def query(
+        self,
+        *,
+        customer_id: uuid.UUID | None = None,
+        actor: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> Sequence[AuditRecord]:
+        """Newest first. Entries still in the buffer are written first, so a reader sees
+        its own instance's latest activity."""
+        await self.flush()
+        statement = select(AuditEntry).order_by(AuditEntry.occurred_at.desc(), AuditEntry.id.desc())
+        if customer_id is not None:
+            statement = statement.where(AuditEntry.customer_id == customer_id)
+        if actor is not None:
+            statement = statement.where(AuditEntry.actor == actor)
+        if since is not None:
+            statement = statement.where(AuditEntry.occurred_at >= since)
+        async with self._sessions() as session:
+            rows = await session.scalars(statement.limit(limit))
+            return [
+                AuditRecord(
+                    occurred_at=row.occurred_at,
+                    actor=row.actor,
+                    key_id=(row.details or {}).get("key_id"),
+                    action=(row.details or {}).get("action", Action.CHANGE.value),
+                    operation=row.operation,
+                    customer_id=row.customer_id,
+                )
+                for row in rows
+            ]

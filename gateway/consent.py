@@ -1,0 +1,111 @@
+"""Consent per purpose: what the customer agreed to, who recorded it and when.
+
+Two places know a customer's consent: the gateway's store (set through the API, a
+webhook, a sync or the seed) and the CRM, read live. The more recent statement
+wins; a CRM answer without a time loses to a stored one. Where neither says
+anything, the answer is "not granted": personal data is served only on a yes.
+
+What each purpose gates:
+- ``personalisation``: behavioural data (events, engagement, cart, behaviour-based
+  recommendations) is served and rendered only with it;
+- ``email_marketing``: without it the customer is *suppressed* (an ESP must not mail);
+- ``analytics``: recorded and exposed; the gateway itself does no tracking.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from adapters.records import CrmContact
+from gateway.db.models import Consent, Customer, utcnow
+from gateway.errors import InvalidInput, NotFound
+
+_UNKNOWN_TIME = datetime.min.replace(tzinfo=UTC)
+
+
+class Purpose(StrEnum):
+    EMAIL_MARKETING = "email_marketing"
+    PERSONALISATION = "personalisation"
+    ANALYTICS = "analytics"
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentRecord:
+    purpose: str
+    granted: bool
+    source: str
+    recorded_at: datetime
+
+
+def effective(
+    purpose: Purpose, stored: tuple[ConsentRecord, ...], crm: CrmContact | None
+) -> ConsentRecord | None:
+    """The statement that counts for one purpose: the most recent of store and CRM."""
+    mine = next((c for c in stored if c.purpose == purpose.value), None)
+    said = getattr(crm.consents, purpose.value) if crm is not None else None
+    if said is None or crm is None:
+        return mine
+    theirs = ConsentRecord(purpose.value, bool(said), crm.source, crm.updated_at or _UNKNOWN_TIME)
+    if mine is None:
+        return theirs
+    if crm.updated_at is None or _aware(mine.recorded_at) >= crm.updated_at:
+        return mine
+    return theirs
+
+
+def granted(purpose: Purpose, stored: tuple[ConsentRecord, ...], crm: CrmContact | None) -> bool:
+    found = effective(purpose, stored, crm)
+    return bool(found and found.granted)
+
+
+def has_stored(purpose: Purpose, stored: tuple[ConsentRecord, ...]) -> bool:
+    return any(c.purpose == purpose.value for c in stored)
+
+
+def parse_purpose(raw: str) -> Purpose:
+    try:
+        return Purpose(raw)
+    except ValueError:
+        known = ", ".join(p.value for p in Purpose)
+        raise InvalidInput(
+            f"Invalid value for argument 'purpose': {raw!r}; use one of {known}", field="purpose"
+        ) from None
+
+
+class ConsentStore:
+    """Records consent statements; one current row per customer and purpose."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def record(
+        self, customer_id: uuid.UUID, purpose: Purpose, granted: bool, source: str
+    ) -> ConsentRecord:
+        source = source.strip()
+        if not source or len(source) > 64:
+            raise InvalidInput("A consent's source is 1 to 64 characters", field="source")
+        async with self._sessions.begin() as session:
+            if await session.get(Customer, customer_id) is None:
+                raise NotFound("No customer with this id", field="customerId")
+            row = await session.scalar(
+                select(Consent)
+                .where(Consent.customer_id == customer_id, Consent.purpose == purpose.value)
+                .with_for_update()
+            )
+            now = utcnow()
+            if row is None:
+                row = Consent(customer_id=customer_id, purpose=purpose.value)
+                session.add(row)
+            row.granted, row.source, row.recorded_at = granted, source, now
+            return ConsentRecord(purpose.value, granted, source, now)
+
+
+def _aware(stamp: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every stored time is UTC.
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)

@@ -1,0 +1,210 @@
+"""Erasure and subject access: forget a customer everywhere, or export all we hold.
+
+Forgetting deletes the customer row; the schema's cascades take identities,
+attributes, consents, events and identity evidence with it, in one transaction.
+What stays is a *tombstone* per identifier (every email the customer was known by,
+and every source id): an HMAC of it under the gateway's erasure key, so a later
+sync, webhook, import or API call cannot bring the person back, while the
+identifier itself is not kept. The audit log keeps its ids-only entries: it is the
+record that the erasure happened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import selectinload
+
+from gateway.contact_points import normalize_email
+from gateway.db.access_models import Tombstone
+from gateway.db.identity_models import IdentityLink
+from gateway.db.models import Attribute, Consent, Customer, Event, utcnow
+
+
+class _Executor(Protocol):
+    async def scalars(self, statement: Any) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Erased:
+    """What one erasure removed (counts only) and what it now blocks."""
+
+    customer_id: uuid.UUID
+    emails: tuple[str, ...]  # for the caller's cache purge; never logged
+    identities: int
+    attributes: int
+    events: int
+    consents: int
+    tombstones: int
+
+
+class Tombstones:
+    """Keyed hashes of erased identifiers, and the check every write path makes."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def digest(self, kind: str, value: str) -> str:
+        return hmac.new(self._key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
+
+    def digests(
+        self, emails: Iterable[str | None], identities: Iterable[tuple[str, str]]
+    ) -> set[str]:
+        found = set()
+        for email in emails:
+            if email:
+                try:
+                    found.add(self.digest("email", normalize_email(email)))
+                except ValueError:
+                    continue  # not an address: it cannot identify anyone by email
+        for source, external_id in identities:
+            found.add(self.digest("id", f"{source}:{external_id}"))
+        return found
+
+    async def blocked(self, executor: _Executor, digests: set[str]) -> set[str]:
+        """Which of these digests belong to erased customers."""
+        if not digests:
+            return set()
+        rows = await executor.scalars(select(Tombstone.digest).where(Tombstone.digest.in_(digests)))
+        return set(rows)
+
+
+class Erasure:
+    """``forget`` and ``export``; each is one transaction."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], tombstones: Tombstones):
+        self._sessions = sessions
+        self.tombstones = tombstones
+
+    async def forget(self, customer_id: uuid.UUID) -> Erased | None:
+        """Delete the customer and everything hanging off it; None if there is none."""
+        async with self._sessions.begin() as session:
+            customer = await session.scalar(
+                select(Customer)
+                .where(Customer.id == customer_id)
+                .options(selectinload(Customer.identities))
+                .with_for_update()
+            )
+            if customer is None:
+                return None
+            emails = {customer.email} | set(
+                await session.scalars(
+                    select(Attribute.value).where(
+                        Attribute.customer_id == customer_id, Attribute.name == "email"
+                    )
+                )
+            )
+            known = {e for e in emails if e}
+            digests = self.tombstones.digests(
+                known, ((i.source, i.external_id) for i in customer.identities)
+            )
+            existing = await self.tombstones.blocked(session, digests)
+            now = utcnow()
+            session.add_all(Tombstone(digest=d, erased_at=now) for d in digests - existing)
+            counts = {
+                model.__tablename__: await session.scalar(
+                    select(func.count()).select_from(model).where(model.customer_id == customer_id)
+                )
+                or 0
+                for model in (Attribute, Event, Consent)
+            }
+            identities = len(customer.identities)
+            await session.delete(customer)
+        return Erased(
+            customer_id=customer_id,
+            emails=tuple(sorted(known)),
+            identities=identities,
+            attributes=counts["attributes"],
+            events=counts["events"],
+            consents=counts["consents"],
+            tombstones=len(digests),
+        )
+
+    async def export(self, customer_id: uuid.UUID) -> dict[str, Any] | None:
+        """Everything stored about one customer, as JSON-ready data; None if unknown."""
+        async with self._sessions() as session:
+            customer = await session.scalar(
+                select(Customer)
+                .where(Customer.id == customer_id)
+                .options(selectinload(Customer.identities))
+            )
+            if customer is None:
+                return None
+
+            async def rows(model: Any, order: Any) -> list[Any]:
+                found = await session.scalars(
+                    select(model).where(model.customer_id == customer_id).order_by(order)
+                )
+                return list(found)
+
+            attributes = await rows(Attribute, Attribute.observed_at)
+            consents = await rows(Consent, Consent.purpose)
+            events = await rows(Event, Event.occurred_at)
+            links = await rows(IdentityLink, IdentityLink.id)
+        return {
+            "exported_at": _time(utcnow()),
+            "customer": {
+                "id": str(customer.id),
+                "email": customer.email,
+                "phone": customer.phone,
+                "first_name": customer.first_name,
+                "last_name": customer.last_name,
+                "locale": customer.locale,
+                "created_at": _time(customer.created_at),
+                "updated_at": _time(customer.updated_at),
+            },
+            "identities": [
+                {"source": i.source, "external_id": i.external_id, "linked_at": _time(i.created_at)}
+                for i in customer.identities
+            ],
+            "attributes": [
+                {
+                    "name": a.name,
+                    "value": a.value,
+                    "source": a.source,
+                    "observed_at": _time(a.observed_at),
+                }
+                for a in attributes
+            ],
+            "consents": [
+                {
+                    "purpose": c.purpose,
+                    "granted": c.granted,
+                    "source": c.source,
+                    "recorded_at": _time(c.recorded_at),
+                }
+                for c in consents
+            ],
+            "events": [
+                {
+                    "source": e.source,
+                    "event_id": e.event_id,
+                    "type": e.type,
+                    "occurred_at": _time(e.occurred_at),
+                    "properties": e.properties,
+                }
+                for e in events
+            ],
+            "identity_evidence": [_link(link) for link in links],
+        }
+
+
+def _link(link: IdentityLink) -> dict[str, Any]:
+    return {
+        "rule": link.rule,
+        "score": link.score,
+        "reason": link.reason,
+        "linked_at": _time(link.created_at),
+    }
+
+
+def _time(value: datetime) -> str:
+    return value.isoformat()
