@@ -11,13 +11,12 @@ payload, as browsers cannot set headers on one.
 
 from __future__ import annotations
 
-import math
-
 import orjson
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.api_keys import Principal
+from gateway.rate_limit import rate_limited_response
 
 PRINCIPAL = "gateway.principal"
 _OPEN_PREFIXES = ("/healthz", "/readyz", "/metrics", "/webhooks/", "/graphiql/assets")
@@ -77,16 +76,7 @@ class ApiKeyAuthentication:
             return
         retry_after = await services.rate_limit(principal)
         if retry_after is not None:
-            await _answer(
-                send,
-                429,
-                error_body(
-                    f"Rate limit of key {principal.name!r} exceeded; retry in "
-                    f"{math.ceil(retry_after)} s",
-                    "RATE_LIMITED",
-                ),
-                [(b"retry-after", str(math.ceil(retry_after)).encode())],
-            )
+            await rate_limited_response(retry_after)(scope, receive, send)
             return
         scope[PRINCIPAL] = principal
         await self.app(scope, receive, send)

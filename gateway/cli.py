@@ -16,6 +16,7 @@ import uvicorn
 
 from adapters.config import UpstreamsConfig
 from gateway import migrate as migrations
+from gateway.keys_cli import keys
 from gateway.logs import configure_logging
 from gateway.recommendations.cli import recs
 from gateway.settings import Settings, SettingsError, load_settings
@@ -308,3 +309,4 @@ def sync(sources: tuple[str, ...], batch_size: int, database_url: str | None) ->
 
 
 main.add_command(recs)
+main.add_command(keys)

@@ -27,7 +27,7 @@ from liquid.token import TOKEN_EXPRESSION, TOKEN_OUTPUT, TOKEN_TAG
 
 from adapters.errors import UpstreamError
 from adapters.records import AnalyticsEvent, CommerceCustomer, CrmContact, Money, Order
-from gateway import behaviour
+from gateway import behaviour, consent
 from gateway.customers import CustomerProfile
 from gateway.errors import GatewayError, InvalidInput
 from gateway.federation import FIELD_LOADERS, AnalyticsData, Outcome, SourceStatus
@@ -320,7 +320,25 @@ _FIELDS: dict[str, Callable[[_Sources], Any]] = {
         {"source": i.source, "external_id": i.external_id} for i in s.profile.identities
     ],
     **{name: _crm(name) for name, loader in FIELD_LOADERS.items() if loader == "crm"},
-    "consent": lambda s: s.crm.consents.model_dump() if s.crm else None,
+    "consent": lambda s: {
+        p.value: found.granted
+        if (found := consent.effective(p, s.profile.consents, s.crm))
+        else None
+        for p in consent.Purpose
+    },
+    "consents": lambda s: [
+        {
+            "purpose": c.purpose,
+            "granted": c.granted,
+            "source": c.source,
+            "recorded_at": c.recorded_at,
+        }
+        for p in consent.Purpose
+        if (c := consent.effective(p, s.profile.consents, s.crm)) is not None
+    ],
+    "suppressed": lambda s: (
+        not consent.granted(consent.Purpose.EMAIL_MARKETING, s.profile.consents, s.crm)
+    ),
     "lifetime_value": lambda s: _money(s.shop.total_spent) if s.shop else None,
     "order_count": lambda s: (
         s.shop.orders_count if s.shop else (0 if "commerce" in s.loaded else None)
@@ -342,12 +360,16 @@ def customer_context(
     """The customer as the schema exposes it, snake_case, at the top level and under
     ``customer``: the ``wanted`` fields (default all). Fields of loaders that did not
     run are nil."""
+    crm = values.get("crm")
+    # Without personalisation consent the template sees no behaviour at all, so its
+    # `if` branches fall back to the non-personal content.
+    personal = consent.granted(consent.Purpose.PERSONALISATION, profile.consents, crm)
     sources = _Sources(
         profile,
-        values.get("crm"),
+        crm,
         values.get("commerce"),
         values.get("orders") or (),
-        values.get("analytics"),
+        values.get("analytics") if personal else None,
         frozenset(values),
         now,
     )

@@ -20,6 +20,7 @@ from gateway.federation import Federation
 from gateway.notifications import Notifications, build_notifications
 from gateway.persisted_queries import PersistedQueries
 from gateway.profile_cache import CachedCustomers
+from gateway.rate_limit import RateLimiter
 from gateway.recommendations.serving import Recommender, open_recommender
 from gateway.settings import Settings
 from gateway.templates import TemplateStore, open_templates
@@ -42,6 +43,7 @@ class Services:
     audit: AuditLog
     consents: ConsentStore
     erasure: Erasure
+    rate_limiter: RateLimiter
     recommendations: Recommender
 
     @classmethod
@@ -78,11 +80,13 @@ class Services:
             audit=AuditLog(sessions, settings.audit_flush_interval_s),
             consents=ConsentStore(sessions),
             erasure=Erasure(sessions, tombstones),
+            rate_limiter=RateLimiter(settings.cache_url),
             recommendations=open_recommender(sessions, federation, settings),
         )
 
     async def aclose(self) -> None:
         await self.audit.aclose()
+        await self.rate_limiter.aclose()
         await self.notifications.aclose()
         await aclose_adapters(self.federation.adapters)
         await self.federation.cache.close()
@@ -90,7 +94,11 @@ class Services:
 
     async def rate_limit(self, principal: Principal) -> float | None:
         """None when this key may make another request now, else seconds to wait."""
-        return None
+        return await self.rate_limiter.acquire(
+            principal.key_id,
+            principal.rate_limit_per_minute or self.settings.rate_limit_per_minute,
+            name=principal.name,
+        )
 
     async def database_ready(self) -> bool:
         try:

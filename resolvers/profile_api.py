@@ -23,7 +23,8 @@ from resolvers.context import Context
 PROFILE_DOCUMENT = """
 query Profile($id: ID, $email: String, $identity: String) {
   customer(id: $id, email: $email, identity: $identity) {
-    id email firstName lastName locale phone
+    id email firstName lastName locale phone suppressed
+    consent { emailMarketing personalisation analytics }
     lifecycleStage company city country
     lifetimeValue { amount currency } orderCount lastOrderAt
     engagement { sessions30d pageViews30d lastSeenAt }
