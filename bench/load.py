@@ -46,6 +46,10 @@ BATCH = (
 )
 
 
+BENCH_KEY = "gwk_bench_only_key_of_a_throwaway_database"
+AUTH = {"Authorization": f"Bearer {BENCH_KEY}"}
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -109,6 +113,7 @@ def _lua(bodies: list[dict[str, Any]]) -> str:
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Accept"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {BENCH_KEY}"
 local bodies = {{ {encoded} }}
 local i = 0
 request = function()
@@ -155,8 +160,23 @@ def _toml(value: Any) -> str:
     return str(value)
 
 
+async def _bench_key(database_url: str) -> None:
+    """The load generator's key: admin, with a limit no run reaches (the benchmark
+    measures serving, not the rate limiter's refusals)."""
+    from gateway.api_keys import ApiKeys, Scope
+    from gateway.db.engine import create_engine, create_sessionmaker
+
+    engine = create_engine(database_url)
+    try:
+        await ApiKeys(create_sessionmaker(engine)).create(
+            "bench", {Scope.ADMIN}, 10**9, secret=BENCH_KEY
+        )
+    finally:
+        await engine.dispose()
+
+
 async def _identical_misses(url: str, email: str, customer_id: str) -> None:
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, headers=AUTH) as client:
         await client.post(
             url,
             json={
@@ -211,6 +231,7 @@ def run(cache: str, duration: int, connections: int) -> None:
         from gateway.settings import load_settings
 
         asyncio.run(prepare(load_settings(database_url=database), people))
+        asyncio.run(_bench_key(database))
 
         samples_port = _free_port() + 10
         cache_url = "redis://127.0.0.1:6379/12" if cache == "redis" else "memory://"
@@ -253,6 +274,7 @@ def run(cache: str, duration: int, connections: int) -> None:
                                 "variables": {"e": emails},
                             },
                             timeout=120,
+                            headers=AUTH,
                         ).json()
                         ids = [c["id"] for c in found["data"]["customers"]]
                         batches = [
@@ -263,7 +285,9 @@ def run(cache: str, duration: int, connections: int) -> None:
                         # same traffic, then measure.
                         _wrk(url, _lua(singles), connections, 4, workdir)
                         _wrk(url, _lua(batches), 4, 2, workdir)
-                        PAYLOAD_FILE.write_bytes(httpx.post(url, json=singles[0]).content)
+                        PAYLOAD_FILE.write_bytes(
+                            httpx.post(url, json=singles[0], headers=AUTH).content
+                        )
                         before = _calls(samples)
                         results["cached single"] = _wrk(
                             url, _lua(singles), connections, duration, workdir
