@@ -96,6 +96,8 @@ class ApiKeys:
         self._ttl = cache_ttl_s
         # digest -> (principal or None for "no such key", expiry on the monotonic clock)
         self._verified: dict[str, tuple[Principal | None, float]] = {}
+        # Bumped by each revocation: a lookup that started before one does not cache.
+        self._revocations = 0
 
     async def create(
         self,
@@ -148,12 +150,16 @@ class ApiKeys:
                     update(ApiKey).where(ApiKey.id == row.id).values(revoked_at=utcnow())
                 )
                 await session.refresh(row)
-            self._verified = {
-                h: entry
-                for h, entry in self._verified.items()
-                if entry[0] is None or entry[0].key_id != row.id
-            }
-            return _info(row)
+            info = _info(row)
+        # Evicted after the commit, and lookups already under way do not cache their
+        # (possibly pre-revocation) answer: the key is refused from now on.
+        self._revocations += 1
+        self._verified = {
+            h: entry
+            for h, entry in self._verified.items()
+            if entry[0] is None or entry[0].key_id != info.id
+        }
+        return info
 
     async def authenticate(self, key: str) -> Principal | None:
         """The caller a presented key stands for; None if unknown or revoked."""
@@ -162,6 +168,7 @@ class ApiKeys:
         cached = self._verified.get(hashed)
         if cached is not None and cached[1] > now:
             return cached[0]
+        revocations = self._revocations
         async with self._sessions() as session:
             row = await session.scalar(
                 select(ApiKey).where(ApiKey.secret_hash == hashed, ApiKey.revoked_at.is_(None))
@@ -176,7 +183,7 @@ class ApiKeys:
             if row is not None
             else None
         )
-        if self._ttl > 0:
+        if self._ttl > 0 and revocations == self._revocations:
             if len(self._verified) >= _CACHE_MAX:
                 self._verified.clear()  # bounded: random bad keys cannot grow it forever
             self._verified[hashed] = (principal, now + self._ttl)
