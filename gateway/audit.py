@@ -15,7 +15,7 @@ import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -128,12 +128,13 @@ class AuditLog:
         if actor is not None:
             statement = statement.where(AuditEntry.actor == actor)
         if since is not None:
-            statement = statement.where(AuditEntry.occurred_at >= since)
+            # In UTC, as stored: SQLite compares the text and ignores an offset.
+            statement = statement.where(AuditEntry.occurred_at >= _utc(since))
         async with self._sessions() as session:
             rows = await session.scalars(statement.limit(limit))
             return [
                 AuditRecord(
-                    occurred_at=row.occurred_at,
+                    occurred_at=_utc(row.occurred_at),
                     actor=row.actor,
                     key_id=(row.details or {}).get("key_id"),
                     action=(row.details or {}).get("action", Action.CHANGE.value),
@@ -142,3 +143,8 @@ class AuditLog:
                 )
                 for row in rows
             ]
+
+
+def _utc(stamp: datetime) -> datetime:
+    """Aware UTC; a naive time (as SQLite hands back) is UTC already."""
+    return stamp.astimezone(UTC) if stamp.tzinfo else stamp.replace(tzinfo=UTC)

@@ -15,7 +15,7 @@ What each purpose gates:
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -48,13 +48,16 @@ def effective(
 ) -> ConsentRecord | None:
     """The statement that counts for one purpose: the most recent of store and CRM."""
     mine = next((c for c in stored if c.purpose == purpose.value), None)
+    if mine is not None and mine.recorded_at.tzinfo is None:
+        # SQLite hands stored times back naive: every answer is timezone-aware UTC.
+        mine = replace(mine, recorded_at=_aware(mine.recorded_at))
     said = getattr(crm.consents, purpose.value) if crm is not None else None
     if said is None or crm is None:
         return mine
     theirs = ConsentRecord(purpose.value, bool(said), crm.source, crm.updated_at or _UNKNOWN_TIME)
     if mine is None:
         return theirs
-    if crm.updated_at is None or _aware(mine.recorded_at) >= crm.updated_at:
+    if crm.updated_at is None or mine.recorded_at >= crm.updated_at:
         return mine
     return theirs
 

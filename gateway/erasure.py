@@ -16,7 +16,7 @@ import hmac
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import func, select
@@ -207,4 +207,5 @@ def _link(link: IdentityLink) -> dict[str, Any]:
 
 
 def _time(value: datetime) -> str:
-    return value.isoformat()
+    # SQLite hands stored times back naive; every stored time is UTC.
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
