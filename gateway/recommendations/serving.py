@@ -12,8 +12,9 @@ consent nothing behaviour-based is used, and every reason says "popular" or
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -21,12 +22,15 @@ from adapters.records import Product
 from gateway.federation import Federation
 from gateway.recommendations.catalogue import ProductCatalogue
 from gateway.recommendations.consent import personalisation_allowed
-from gateway.recommendations.store import Candidate, RecommendationStore
+from gateway.recommendations.memo import Memo
+from gateway.recommendations.store import Candidate, CustomerList, RecommendationStore
 from gateway.settings import Settings
 
 MAX_LIMIT = 50
 _POPULAR_POOL = 100  # popular products read per request to fill after filtering
 _CONTEXT_WEIGHTS = {"viewed_with": 1.0, "bought_with": 4.0}
+# A withdrawn consent takes effect within this many seconds on every instance.
+CONSENT_TTL_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,28 +49,58 @@ class Recommendation:
     category: str | None = None
 
 
-@dataclass(slots=True)
-class _Pool:
-    """Candidates in rank order, one per product."""
-
-    order: list[Candidate] = field(default_factory=list)
-    seen: set[str] = field(default_factory=set)
-
-    def extend(self, candidates: Sequence[Candidate]) -> None:
-        for candidate in candidates:
-            if candidate.product_id not in self.seen:
-                self.seen.add(candidate.product_id)
-                self.order.append(candidate)
+def _wanted(
+    sources: Sequence[Sequence[Candidate]], excluded: set[str], category: str | None
+) -> Iterator[Candidate]:
+    """Candidates in rank order, each product once, none excluded, in the category (lazy:
+    serving usually needs the first dozen of a hundred or more)."""
+    seen = set(excluded)
+    for source in sources:
+        for candidate in source:
+            if candidate.product_id in seen:
+                continue
+            seen.add(candidate.product_id)
+            if category is None or candidate.category in (None, category):
+                yield candidate
 
 
 class Recommender:
-    def __init__(self, store: RecommendationStore, catalogue: ProductCatalogue) -> None:
+    def __init__(
+        self, store: RecommendationStore, catalogue: ProductCatalogue, *, model_ttl_s: float = 0.0
+    ) -> None:
         self.store = store
         self.catalogue = catalogue
+        # The stored model changes only with a build: reuse reads of it for model_ttl_s.
+        self._lists: Memo[uuid.UUID, CustomerList | None] = Memo(model_ttl_s)
+        self._popular: Memo[str | None, list[Candidate]] = Memo(model_ttl_s, size=1000)
+        self._consents: Memo[uuid.UUID, bool] = Memo(min(model_ttl_s, CONSENT_TTL_S))
 
     async def personalised(self, customer_id: uuid.UUID) -> bool:
         """Whether this customer's consent allows behaviour-based recommendations."""
-        return await personalisation_allowed(self.store.sessions, customer_id)
+        found, allowed = self._consents.get(customer_id)
+        if not found:
+            allowed = await personalisation_allowed(self.store.sessions, customer_id)
+            self._consents.put(customer_id, allowed)
+        return bool(allowed)
+
+    def forget(self) -> None:
+        """Drop what this process remembers of the stored model (after a build, in tests)."""
+        for memo in (self._lists, self._popular, self._consents):
+            memo.clear()
+
+    async def _customer_list(self, customer_id: uuid.UUID) -> CustomerList | None:
+        found, stored = self._lists.get(customer_id)
+        if not found:
+            stored = await self.store.customer_list(customer_id)
+            self._lists.put(customer_id, stored)
+        return stored
+
+    async def _popular_list(self, category: str | None) -> list[Candidate]:
+        found, popular = self._popular.get(category)
+        if not found or popular is None:
+            popular = await self.store.popular(category, _POPULAR_POOL)
+            self._popular.put(category, popular)
+        return popular
 
     async def recommend(
         self,
@@ -80,19 +114,15 @@ class Recommender:
     ) -> list[Recommendation]:
         limit = max(0, min(limit, MAX_LIMIT))
         context = context or RecommendationContext()
-        stored = await self.store.customer_list(customer_id)
-        pool = _Pool()
+        stored = await self._customer_list(customer_id)
+        sources: list[Sequence[Candidate]] = []
         if personalised:
-            pool.extend(await self._from_context(context))
-            pool.extend(stored.candidates if stored else ())
-        pool.extend(await self.store.popular(category, _POPULAR_POOL))
+            sources += [await self._from_context(context), stored.candidates if stored else ()]
+        sources.append(await self._popular_list(category))
         excluded: set[str] = set()
         if exclude_purchased:
             excluded = set(stored.purchased if stored else ()) | set(context.purchase_history)
-        wanted = [c for c in pool.order if c.product_id not in excluded]
-        if category is not None:
-            wanted = [c for c in wanted if c.category in (None, category)]
-        return await self._in_stock(wanted, limit, category)
+        return await self._in_stock(_wanted(sources, excluded, category), limit, category)
 
     async def _from_context(self, context: RecommendationContext) -> list[Candidate]:
         """Neighbours of the send-time history, each reason naming its strongest source."""
@@ -117,14 +147,11 @@ class Recommender:
         ]
 
     async def _in_stock(
-        self, wanted: list[Candidate], limit: int, category: str | None
+        self, wanted: Iterator[Candidate], limit: int, category: str | None
     ) -> list[Recommendation]:
         chosen: list[Recommendation] = []
         batch = max(limit * 2, 8)
-        for start in range(0, len(wanted), batch):
-            if len(chosen) >= limit:
-                break
-            part = wanted[start : start + batch]
+        while len(chosen) < limit and (part := list(islice(wanted, batch))):
             anchors = [c.anchor for c in part if c.anchor]
             products = await self.catalogue.products([c.product_id for c in part] + anchors)
             stock = await self.catalogue.stock(
@@ -157,6 +184,7 @@ def open_recommender(
     return Recommender(
         RecommendationStore(sessions),
         ProductCatalogue(federation, stock_ttl_s=settings.recs_stock_ttl_s),
+        model_ttl_s=settings.recs_model_ttl_s,
     )
 
 
