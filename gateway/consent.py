@@ -2,8 +2,10 @@
 
 Two places know a customer's consent: the gateway's store (set through the API, a
 webhook, a sync or the seed) and the CRM, read live. The more recent statement
-wins; a CRM answer without a time loses to a stored one. Where neither says
-anything, the answer is "not granted": personal data is served only on a yes.
+wins; a CRM answer without a time loses to a stored one. The CRM's time is its
+contact's last edit, though, not its consent's: so a CRM "yes" overrides a stored
+"no" only when that "no" came from the CRM itself. Where neither says anything,
+the answer is "not granted": personal data is served only on a yes.
 
 What each purpose gates:
 - ``personalisation``: behavioural data (events, engagement, cart, behaviour-based
@@ -58,6 +60,11 @@ def effective(
     if mine is None:
         return theirs
     if crm.updated_at is None or mine.recorded_at >= crm.updated_at:
+        return mine
+    if theirs.granted and not mine.granted and mine.source != crm.source:
+        # The CRM dates the whole contact, not its consent: an edit of any other
+        # property makes its old "yes" look newer than a "no" recorded here. Only the
+        # CRM's own earlier statement is known to be older; otherwise the "no" stands.
         return mine
     return theirs
 

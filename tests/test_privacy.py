@@ -6,6 +6,7 @@ API; an export holds everything stored; the audit log names keys, never people."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -232,6 +233,41 @@ async def test_set_consent_takes_effect_on_the_next_read(
     assert again["recentEvents"] == before["recentEvents"]
 
 
+async def test_a_later_crm_edit_does_not_undo_a_withdrawal(
+    instance: Any, samples: SampleUpstreams, privacy_url: str
+) -> None:
+    """The CRM dates a whole contact, not its consent: a sales rep editing a job title
+    after the customer said no through the API is not the customer saying yes."""
+    async with instance() as gw:
+        person, before = await _with_events(gw, samples, privacy_url)
+        await gw.gql(
+            SET_CONSENT, id=before["id"], purpose="PERSONALISATION", granted=False, source="api"
+        )
+        hubspot = samples.hubspot
+        original = hubspot.people
+        edited = dataclasses.replace(
+            person, job_title="Head of Llamas", updated_at=datetime.now(UTC) + timedelta(seconds=1)
+        )
+        # A CRM edit: the sample answers reads from these (search, by id, by email).
+        hubspot.people = [edited if p is person else p for p in original]
+        hubspot._by_id[person.hubspot_id] = edited
+        hubspot._by_email[person.email.lower()] = edited
+        try:
+            change = hubspot_change(int(person.hubspot_id), "jobtitle", "Head of Llamas")
+            assert (await gw.http.post(**hubspot_request([change], BASE))).status_code == 200
+            after = (await gw.gql(BEHAVIOUR, email=person.email))["data"]["customer"]
+            title = await gw.gql(
+                "query($e: String!) { customer(email: $e) { jobTitle } }", e=person.email
+            )
+        finally:
+            hubspot.people = original
+            hubspot._by_id[person.hubspot_id] = person
+            hubspot._by_email[person.email.lower()] = person
+    assert title["data"]["customer"]["jobTitle"] == "Head of Llamas"  # the edit was read
+    assert after["consent"] == {"personalisation": False}
+    assert after["recentEvents"] == [] and after["cart"] is None
+
+
 async def test_suppressed_follows_email_marketing_consent(
     instance: Any, samples: SampleUpstreams, privacy_url: str
 ) -> None:
@@ -359,7 +395,18 @@ async def test_a_forgotten_customer_is_gone_and_stays_gone(
                 [hubspot_change(uuid.uuid4().int % 10**12 + 1, "email", person.email)], BASE
             )
         )
-        for response in (shopify, by_new_shop_id, hubspot, hubspot_by_email):
+        track = await gw.http.post(
+            **segment_request(
+                {
+                    "type": "track",
+                    "messageId": str(uuid.uuid4()),
+                    "userId": person.segment_user_id,
+                    "event": "Product Viewed",
+                    "properties": {"sku": "A-1"},
+                }
+            )
+        )
+        for response in (shopify, by_new_shop_id, hubspot, hubspot_by_email, track):
             assert response.status_code == 200, response.text
             assert [e["status"] for e in response.json()["events"]] == ["erased"], response.text
         assert await _count(privacy_url, Customer) == customers - 1
