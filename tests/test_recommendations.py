@@ -275,3 +275,41 @@ async def test_graphql_limit_out_of_range_is_a_field_error(running: Running) -> 
     body = await gql(running.client, QUERY, id=str(customer_id_for(person)), limit=0)
     assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
     assert body["errors"][0]["extensions"]["field"] == "limit"
+
+
+def test_recs_build_command_stores_lists_from_stored_events(
+    tmp_path_factory: pytest.TempPathFactory, samples: SampleUpstreams
+) -> None:
+    from click.testing import CliRunner
+    from sqlalchemy import func, select
+
+    from gateway.cli import main
+    from gateway.db.recommendation_models import RecommendationItem, RecommendationList
+
+    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('recs-cli') / 'cli.db'}"
+    upgrade(url)
+    people = samples.people[:60]
+
+    async def seeded() -> None:
+        engine = create_engine(url)
+        await seed(create_sessionmaker(engine), people)
+        await engine.dispose()
+
+    asyncio.run(seeded())
+    result = CliRunner().invoke(
+        main, ["recs", "build", "--database-url", url, "--demo-history", "60"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "stored" in result.output and "lists" in result.output
+
+    async def counts() -> tuple[int, int]:
+        engine = create_engine(url)
+        async with create_sessionmaker(engine)() as session:
+            lists = await session.scalar(select(func.count()).select_from(RecommendationList))
+            items = await session.scalar(select(func.count()).select_from(RecommendationItem))
+        await engine.dispose()
+        return int(lists or 0), int(items or 0)
+
+    lists, items = asyncio.run(counts())
+    with_history = [p for p in people if orders_for(p) or behaviour(p).events]
+    assert lists == len(with_history) and items > 50
