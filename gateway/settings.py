@@ -90,11 +90,6 @@ class Settings(BaseSettings):
         description="How long a process reuses what it read of the stored recommendation "
         "model (a customer's list, popular products); consent is re-read within 5 s.",
     )
-    recs_model_ttl_s: Annotated[float, Field(ge=0)] = Field(
-        default=30.0,
-        description="How long a process reuses what it read of the stored recommendation "
-        "model (a customer's list, popular products); consent is re-read within 5 s.",
-    )
     recs_data_dir: Path = Field(
         default=Path.home() / ".cache" / "personalization-gateway",
         description="Where `gateway recs eval` keeps downloaded public data sets.",
