@@ -61,8 +61,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("recommendation_neighbours")
     op.drop_index("ix_recommendation_items_trending", table_name="recommendation_items")
-    op.drop_index(
-        "ix_recommendation_items_category_popularity", table_name="recommendation_items"
-    )
+    op.drop_index("ix_recommendation_items_category_popularity", table_name="recommendation_items")
     op.drop_table("recommendation_items")
     op.drop_table("recommendation_lists")
