@@ -181,6 +181,7 @@ class PrivacyMutation:
             return None
         audit(info, Action.ERASE, [customer_id])
         await services.federation.invalidate(customer_id)
+        services.recommendations.forget()
         if profile is not None:
             await services.customers.forget(profile, extra_emails=erased.emails)
         return Erasure(
@@ -195,6 +196,9 @@ class PrivacyMutation:
 
 async def _drop_cached(info: GatewayInfo, customer_id: uuid.UUID) -> None:
     services = info.context.services
+    # The recommender remembers consent (and lists) in the process for a few seconds:
+    # a withdrawal must stop personalised recommendations on this instance at once.
+    services.recommendations.forget()
     profile = await services.customers.store.get(customer_id)
     if profile is not None:
         await services.customers.forget(profile)

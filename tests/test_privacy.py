@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 from starlette.applications import Starlette
 
 from adapters.registry import aclose_adapters, build_adapters
+from adapters.samples.catalogue import catalogue
 from adapters.samples.population import Person
 from adapters.samples.runner import SampleUpstreams
 from gateway.api_keys import Scope
@@ -31,6 +32,9 @@ from gateway.db.models import AuditEntry, Customer, Event
 from gateway.demo import sample_upstreams_config
 from gateway.erasure import Tombstones
 from gateway.migrate import upgrade
+from gateway.recommendations.builder import build
+from gateway.recommendations.demo_history import store_demo_history
+from gateway.recommendations.store import RecommendationStore
 from gateway.seed import seed
 from gateway.settings import load_settings
 from gateway.sync import sync
@@ -90,7 +94,12 @@ def privacy_url(
 
     async def populate() -> None:
         engine = create_engine(url)
-        await seed(create_sessionmaker(engine), samples.people)
+        sessions = create_sessionmaker(engine)
+        await seed(sessions, samples.people)
+        # Their history as events, and a built recommendation model on it.
+        await store_demo_history(sessions, samples.people)
+        categories = {str(p.id): p.category for p in catalogue().products}
+        await build(RecommendationStore(sessions), categories=categories)
         await engine.dispose()
 
     asyncio.run(populate())
@@ -153,10 +162,16 @@ async def redis_url() -> AsyncIterator[str]:
 _TAKEN: dict[str, set[int]] = {}
 
 
-def _person(samples: SampleUpstreams, url: str, **wanted: bool) -> Person:
+def _person(
+    samples: SampleUpstreams, url: str, *, real_domain: bool = False, **wanted: bool
+) -> Person:
+    """A seeded person with these consents; ``real_domain``: an address the identity
+    rules take as one (not a placeholder such as ``@inbox.example``)."""
     taken = _TAKEN.setdefault(url, set())
     for index, person in enumerate(samples.people):
         if index in taken or index < 50:  # the first 50 are other suites' favourites
+            continue
+        if real_domain and person.email.endswith(".example"):
             continue
         if all(getattr(person, f"{name}_consent") == value for name, value in wanted.items()):
             taken.add(index)
@@ -231,6 +246,31 @@ async def test_set_consent_takes_effect_on_the_next_read(
     assert personalisation["recordedAt"] == changed["data"]["setConsent"]["recordedAt"]
     # Consent given again: behaviour comes back, the same as before.
     assert again["recentEvents"] == before["recentEvents"]
+
+
+async def test_withdrawn_consent_stops_personalised_recommendations_at_once(
+    instance: Any, samples: SampleUpstreams, privacy_url: str
+) -> None:
+    recs = "query($id: ID!) { customer(id: $id) { recommendations(limit: 8) { id reason } } }"
+    behavioural = ("bought together with ", "viewed together with ")
+    async with instance() as gw:
+        for _ in range(20):
+            person = _person(samples, privacy_url, personalisation=True)
+            found = await gw.gql(
+                "query($e: String!) { customer(email: $e) { id } }", e=person.email
+            )
+            customer_id = found["data"]["customer"]["id"]
+            before = (await gw.gql(recs, id=customer_id))["data"]["customer"]["recommendations"]
+            if any(r["reason"].startswith(behavioural) for r in before):
+                break
+        else:
+            raise AssertionError("no consenting seeded person has personal recommendations")
+        await gw.gql(
+            SET_CONSENT, id=customer_id, purpose="PERSONALISATION", granted=False, source="api"
+        )
+        after = (await gw.gql(recs, id=customer_id))["data"]["customer"]["recommendations"]
+    assert after, after
+    assert not [r for r in after if r["reason"].startswith(behavioural)], after
 
 
 async def test_a_later_crm_edit_does_not_undo_a_withdrawal(
@@ -353,13 +393,15 @@ async def test_render_takes_the_generic_branch_without_consent(
 async def test_a_forgotten_customer_is_gone_and_stays_gone(
     instance: Any, samples: SampleUpstreams, privacy_url: str
 ) -> None:
-    person = _person(samples, privacy_url)
+    person = _person(samples, privacy_url, real_domain=True)
     hubspot_id, shopify_id = person.hubspot_id, person.shopify_id
     async with instance() as gw:
         found = await gw.gql(BEHAVIOUR, email=person.email)  # read, and cached
         customer_id = found["data"]["customer"]["id"]
         customers = await _count(privacy_url, Customer)
 
+        recs = {"customer_id": customer_id, "limit": 4}
+        assert (await gw.http.post("/api/recommendations", json=recs)).status_code == 200
         erased = await gw.gql(FORGET, id=customer_id)
         assert "errors" not in erased, erased
         summary = erased["data"]["forgetCustomer"]
@@ -375,6 +417,7 @@ async def test_a_forgotten_customer_is_gone_and_stays_gone(
         assert by_email == {"data": {"customer": None}}
         assert by_id == {"data": {"customer": None}}
         assert by_identity == {"data": {"customer": None}}
+        assert (await gw.http.post("/api/recommendations", json=recs)).status_code == 404
 
         # Replayed webhooks naming the person are acknowledged and write nothing.
         events = await _count(privacy_url, Event)
@@ -406,9 +449,17 @@ async def test_a_forgotten_customer_is_gone_and_stays_gone(
                 }
             )
         )
-        for response in (shopify, by_new_shop_id, hubspot, hubspot_by_email, track):
-            assert response.status_code == 200, response.text
-            assert [e["status"] for e in response.json()["events"]] == ["erased"], response.text
+        replays = {
+            "shopify": shopify,
+            "shopify, new id": by_new_shop_id,
+            "hubspot": hubspot,
+            "hubspot, new id": hubspot_by_email,
+            "segment track": track,
+        }
+        for what, response in replays.items():
+            assert response.status_code == 200, (what, response.text)
+            statuses = [e["status"] for e in response.json()["events"]]
+            assert statuses == ["erased"], (what, person.index, response.text)
         assert await _count(privacy_url, Customer) == customers - 1
         assert await _count(privacy_url, Event) == events
 
