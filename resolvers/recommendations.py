@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import strawberry
 from strawberry.types import Info
 
+from gateway.consent import Purpose
 from gateway.errors import InvalidInput
 from gateway.recommendations.serving import MAX_LIMIT, Recommendation
 from resolvers.context import Context
@@ -70,6 +71,8 @@ async def customer_recommendations(
         limit=limit,
         category=category or None,
         exclude_purchased=exclude_purchased,
-        personalised=await recommender.personalised(customer_id),
+        # The same rule as every behavioural field: the customer's stored consent, and
+        # the CRM's when this request read it.
+        personalised=root.permits(Purpose.PERSONALISATION),
     )
     return [RecommendedProduct.of(r) for r in found]
