@@ -20,15 +20,18 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.records import CrmContact
 from gateway.db.models import Consent, Customer, utcnow
-from gateway.errors import InvalidInput, NotFound
+from gateway.errors import Conflict, InvalidInput, NotFound
 
 _UNKNOWN_TIME = datetime.min.replace(tzinfo=UTC)
+_ATTEMPTS = 3
 
 
 class Purpose(StrEnum):
@@ -97,23 +100,52 @@ class ConsentStore:
     async def record(
         self, customer_id: uuid.UUID, purpose: Purpose, granted: bool, source: str
     ) -> ConsentRecord:
+        """Record a statement made now. Concurrent statements for one purpose keep one
+        current row, the most recent: an older one committing later does not replace it."""
         source = source.strip()
         if not source or len(source) > 64:
             raise InvalidInput("A consent's source is 1 to 64 characters", field="source")
+        for _ in range(_ATTEMPTS):
+            try:
+                return await self._record(customer_id, purpose, granted, source)
+            except IntegrityError:
+                continue  # a concurrent first statement for this purpose: now an update
+        raise Conflict("Consent changed concurrently; try again", field="purpose")
+
+    async def _record(
+        self, customer_id: uuid.UUID, purpose: Purpose, granted: bool, source: str
+    ) -> ConsentRecord:
         async with self._sessions.begin() as session:
             if await session.get(Customer, customer_id) is None:
                 raise NotFound("No customer with this id", field="customerId")
-            row = await session.scalar(
-                select(Consent)
-                .where(Consent.customer_id == customer_id, Consent.purpose == purpose.value)
-                .with_for_update()
-            )
             now = utcnow()
-            if row is None:
-                row = Consent(customer_id=customer_id, purpose=purpose.value)
-                session.add(row)
-            row.granted, row.source, row.recorded_at = granted, source, now
+            current = (Consent.customer_id == customer_id) & (Consent.purpose == purpose.value)
+            # One statement, atomic on every backend: it replaces only an older one.
+            replaced = await session.execute(
+                update(Consent)
+                .where(current, Consent.recorded_at <= now)
+                .values(granted=granted, source=source, recorded_at=now)
+            )
+            if (
+                _rowcount(replaced) == 0
+                and await session.scalar(select(Consent.id).where(current)) is None
+            ):
+                session.add(
+                    Consent(
+                        customer_id=customer_id,
+                        purpose=purpose.value,
+                        granted=granted,
+                        source=source,
+                        recorded_at=now,
+                    )
+                )
+                await session.flush()  # a concurrent insert surfaces here, to be retried
             return ConsentRecord(purpose.value, granted, source, now)
+
+
+def _rowcount(result: Any) -> int:
+    count: int = result.rowcount
+    return count
 
 
 def _aware(stamp: datetime) -> datetime:

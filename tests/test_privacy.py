@@ -366,6 +366,33 @@ async def test_a_customer_without_any_consent_is_not_granted(instance: Any) -> N
     assert error_codes(bad) == [("NOT_FOUND", ["setConsent"])]
 
 
+async def test_concurrent_consent_statements_leave_one_current_row(instance: Any) -> None:
+    """A preference centre submitted twice at once: both answered, one statement kept."""
+    async with instance() as gw:
+        created = await gw.gql(
+            "mutation($e: String!) { upsertCustomer(input: {email: $e}) { id } }",
+            e=unique_email("twice"),
+        )
+        customer_id = created["data"]["upsertCustomer"]["id"]
+        answers = await asyncio.gather(
+            *(
+                gw.gql(
+                    SET_CONSENT,
+                    id=customer_id,
+                    purpose="EMAIL_MARKETING",
+                    granted=bool(n % 2),
+                    source=f"form-{n}",
+                )
+                for n in range(6)
+            )
+        )
+        found = (await gw.gql(CONSENTS, id=customer_id))["data"]["customer"]
+    assert all("errors" not in a for a in answers), answers
+    (statement,) = found["consents"]
+    last = max(answers, key=lambda a: a["data"]["setConsent"]["recordedAt"])
+    assert statement["source"] == last["data"]["setConsent"]["source"]
+
+
 async def test_render_takes_the_generic_branch_without_consent(
     instance: Any, samples: SampleUpstreams, privacy_url: str
 ) -> None:
