@@ -27,6 +27,7 @@ from gateway.contact_points import normalize_email
 from gateway.db.access_models import Tombstone
 from gateway.db.identity_models import IdentityLink
 from gateway.db.models import Attribute, Consent, Customer, Event, utcnow
+from gateway.db.recommendation_models import RecommendationList
 
 
 class _Executor(Protocol):
@@ -149,6 +150,7 @@ class Erasure:
             consents = await rows(Consent, Consent.purpose)
             events = await rows(Event, Event.occurred_at)
             links = await rows(IdentityLink, IdentityLink.id)
+            profiled = await session.get(RecommendationList, customer_id)
         return {
             "exported_at": _time(utcnow()),
             "customer": {
@@ -194,6 +196,16 @@ class Erasure:
                 for e in events
             ],
             "identity_evidence": [_link(link) for link in links],
+            # What was derived from their behaviour: the ranked products and purchases.
+            "recommendations": (
+                {
+                    "items": profiled.items,
+                    "purchased": profiled.purchased,
+                    "built_at": _time(profiled.built_at),
+                }
+                if profiled is not None
+                else None
+            ),
         }
 
 

@@ -611,7 +611,23 @@ async def test_export_holds_everything_stored(instance: Any) -> None:
     stamps = [exported["exported_at"], exported["customer"]["created_at"]]
     stamps += [row[f] for part, f in _TIMES for row in exported[part]]
     assert all(datetime.fromisoformat(t).tzinfo is not None for t in stamps), stamps
+    assert exported["recommendations"] is None  # nothing built for them yet
     assert unknown == {"data": {"exportCustomer": None}}
+
+
+async def test_export_includes_what_was_derived_from_behaviour(
+    instance: Any, samples: SampleUpstreams, privacy_url: str
+) -> None:
+    person = _person(samples, privacy_url, personalisation=True)
+    async with instance() as gw:
+        found = await gw.gql("query($e: String!) { customer(email: $e) { id } }", e=person.email)
+        customer_id = found["data"]["customer"]["id"]
+        body = await gw.gql("query($id: ID!) { exportCustomer(id: $id) }", id=customer_id)
+    exported = body["data"]["exportCustomer"]
+    assert {e["source"] for e in exported["events"]} >= {"segment"}  # their stored history
+    derived = exported["recommendations"]
+    assert derived is not None and "items" in derived and "purchased" in derived
+    assert datetime.fromisoformat(derived["built_at"]).tzinfo is not None
 
 
 _TIMES = [
