@@ -160,6 +160,7 @@ async def test_import_pauses_the_collector_and_restores_it(
 
     monkeypatch.setattr(repository, "write_batch", watching)
     monkeypatch.setattr("gateway.identity.resolution.write_batch", watching)
+    monkeypatch.setattr("gateway.identity.pipeline.write_batch", watching)
     assert gc.isenabled()
     summary = await import_file(sessions, path, f"gc{tag}", batch_size=2)
     assert (summary.created, during) == (5, [False, False, False])
