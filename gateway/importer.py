@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import AsyncExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,8 +23,6 @@ from typing import Any, Literal
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
-from gateway.identity.linkage import Decision
-from gateway.identity.pipeline import Pipeline
 from gateway.identity.records import PreparedRecord, RecordError, prepare
 from gateway.identity.resolution import Resolver
 
@@ -115,7 +113,6 @@ class Importer:
         batch_size: int = DEFAULT_BATCH_SIZE,
         progress: Progress | None = None,
     ) -> None:
-        self._sessions = sessions
         self._resolver = Resolver(sessions, config)
         self._config = config
         self._source = source
@@ -136,28 +133,18 @@ class Importer:
         rows: Iterable[tuple[int, Mapping[str, Any] | str]],
     ) -> ImportSummary:
         source = iter(rows)
-        async with AsyncExitStack() as stack:
-            # On Postgres the next batch is decided while this one is written (``Pipeline``).
-            pipeline = None
-            if _pipelined(self._sessions):
-                pipeline = await stack.enter_async_context(Pipeline(self._sessions, self._config))
-            # Reading and validating the next batch runs in a thread while this one is
-            # linked: the thread gets the interpreter whenever the event loop waits.
+        # Reading and validating the next batch runs in a thread while this one is linked:
+        # the thread gets the interpreter whenever the event loop waits on the database.
+        pending = asyncio.create_task(asyncio.to_thread(self._take, source))
+        while True:
+            batch, rejected, read = await pending
+            summary.read += read
+            summary.rejected += rejected
+            if not batch:
+                break
             pending = asyncio.create_task(asyncio.to_thread(self._take, source))
             try:
-                while True:
-                    batch, rejected, read = await pending
-                    summary.read += read
-                    summary.rejected += rejected
-                    if not batch:
-                        break
-                    pending = asyncio.create_task(asyncio.to_thread(self._take, source))
-                    if pipeline is None:
-                        self._count([await self._resolver.link(batch)], summary, started)
-                    else:
-                        self._count(await pipeline.push(batch), summary, started)
-                if pipeline is not None:
-                    self._count(await pipeline.drain(), summary, started)
+                await self._flush(batch, summary, started)
             except BaseException:
                 await asyncio.gather(pending, return_exceptions=True)
                 raise
@@ -199,35 +186,26 @@ class Importer:
                 break
         return batch, rejected, read
 
-    def _count(
-        self, committed: list[list[Decision]], summary: ImportSummary, started: float
+    async def _flush(
+        self, batch: list[PreparedRecord], summary: ImportSummary, started: float
     ) -> None:
-        """Account for batches that have committed."""
-        if not committed:
-            return
-        self._batches += len(committed)
-        # The collector is paused for the run (``_collector_paused``): collect what these
-        # batches left in the young generations, and everything now and then.
-        gc.collect(2 if self._batches % _FULL_COLLECTION_EVERY < len(committed) else 1)
-        for decisions in committed:
-            for decision in decisions:
-                if decision.new_customer:
-                    summary.created += 1
-                elif decision.rule == "identity":
-                    summary.updated += 1
-                else:
-                    summary.linked += 1
-                if decision.review is not None:
-                    summary.review += 1
+        decisions = await self._resolver.link(batch)
+        self._batches += 1
+        # The collector is paused for the run (``_collector_paused``): collect what this
+        # batch left in the young generations, and everything now and then.
+        gc.collect(2 if self._batches % _FULL_COLLECTION_EVERY == 0 else 1)
+        for decision in decisions:
+            if decision.new_customer:
+                summary.created += 1
+            elif decision.rule == "identity":
+                summary.updated += 1
+            else:
+                summary.linked += 1
+            if decision.review is not None:
+                summary.review += 1
         summary.seconds = time.perf_counter() - started
         if self._progress is not None:
             self._progress(summary)
-
-
-def _pipelined(sessions: async_sessionmaker[AsyncSession]) -> bool:
-    """Pipelining needs Postgres (session advisory locks, ids from a sequence)."""
-    bind = sessions.kw.get("bind")
-    return bind is not None and bind.dialect.name == "postgresql"
 
 
 def detect_format(path: Path) -> Format:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Table, delete, insert, select
@@ -49,48 +49,12 @@ def _observations(record: PreparedRecord) -> Iterable[Observation]:
             yield Observation(name, value, record.source, record.observed_at)
 
 
-@dataclass(slots=True)
-class PlannedWrite:
-    """What a batch will write, fixed before its rows go out (Postgres): the identity id of
-    every batch position (new ones taken from the sequence) and each identity's record as
-    it will be stored.  The import pipeline hands it to the next batch, which is decided
-    while this one is still being written."""
-
-    identity_ids: dict[int, int]
-    latest: dict[int, PreparedRecord]
-
-
-async def plan_write(
-    connection: AsyncConnection, decisions: Sequence[Decision], state: KnownState
-) -> PlannedWrite:
-    fresh = _fresh_positions(decisions)
-    ids = await allocate_ids(connection, _table(Identity), len(fresh)) if fresh else []
-    identity_ids = _complete_ids(decisions, dict(zip(fresh, ids, strict=True)))
-    return PlannedWrite(identity_ids, _latest(decisions, identity_ids, state.stored))
-
-
-def _fresh_positions(decisions: Sequence[Decision]) -> list[int]:
-    """Positions of the records that create an identity (not seen before, here or stored)."""
-    return [i for i, d in enumerate(decisions) if d.identity_id is None and d.duplicate_of is None]
-
-
-def _complete_ids(decisions: Sequence[Decision], identity_ids: dict[int, int]) -> dict[int, int]:
-    for position, decision in enumerate(decisions):
-        if decision.identity_id is not None:
-            identity_ids[position] = decision.identity_id
-        elif decision.duplicate_of is not None:
-            identity_ids[position] = identity_ids[decision.duplicate_of]
-    return identity_ids
-
-
 async def write_batch(
     connection: AsyncConnection,
     decisions: Sequence[Decision],
     state: KnownState,
     config: IdentityConfig,
-    planned: PlannedWrite | None = None,
-) -> dict[str, uuid.UUID]:
-    """Write a decided batch; returns the golden emails it gave out (email → customer)."""
+) -> None:
     now = utcnow()
     clusters: defaultdict[uuid.UUID, list[PreparedRecord]] = defaultdict(list)
     for decision in decisions:
@@ -99,7 +63,6 @@ async def write_batch(
     fresh_owners = set(new_ids)
     existing_ids = [owner for owner in clusters if owner not in fresh_owners]
     email_owners = dict(state.golden_emails)
-    given: dict[str, uuid.UUID] = {}
 
     existing_golden = await _existing_golden(
         connection, existing_ids, clusters, config, email_owners
@@ -112,46 +75,43 @@ async def write_batch(
             email_owners[golden["email"]] = owner
         new_rows.append({"id": owner, **golden, "created_at": now, "updated_at": now})
     await insert_rows(connection, _table(Customer), new_rows)
-    for row in (*new_rows, *existing_golden):
-        if row["email"]:
-            given[row["email"]] = row["id"]
 
-    fresh = _fresh_positions(decisions)
+    fresh = [d for d in decisions if d.identity_id is None and d.duplicate_of is None]
+    positions = [
+        i for i, d in enumerate(decisions) if d.identity_id is None and d.duplicate_of is None
+    ]
     identity_rows = [
         {
-            "customer_id": decisions[p].customer_id,
-            "source": decisions[p].record.source,
-            "external_id": decisions[p].record.external_id,
+            "customer_id": d.customer_id,
+            "source": d.record.source,
+            "external_id": d.record.external_id,
             "created_at": now,
         }
-        for p in fresh
+        for d in fresh
     ]
     identity_ids: dict[int, int] = {}
     if fresh and is_postgres(connection):
-        if planned is None:
-            ids = await allocate_ids(connection, _table(Identity), len(fresh))
-        else:
-            ids = [planned.identity_ids[p] for p in fresh]
+        ids = await allocate_ids(connection, _table(Identity), len(fresh))
         await insert_rows(
             connection,
             _table(Identity),
             [{"id": i, **row} for i, row in zip(ids, identity_rows, strict=True)],
         )
-        identity_ids = dict(zip(fresh, ids, strict=True))
+        identity_ids = dict(zip(positions, ids, strict=True))
     elif fresh:
         result = await connection.execute(
             insert(Identity).returning(Identity.id, sort_by_parameter_order=True), identity_rows
         )
-        identity_ids = dict(zip(fresh, result.scalars().all(), strict=True))
-    identity_ids = _complete_ids(decisions, identity_ids)
-    latest = (
-        planned.latest if planned is not None else _latest(decisions, identity_ids, state.stored)
-    )
+        identity_ids = dict(zip(positions, result.scalars().all(), strict=True))
+    for position, decision in enumerate(decisions):
+        if decision.identity_id is not None:
+            identity_ids[position] = decision.identity_id
+        elif decision.duplicate_of is not None:
+            identity_ids[position] = identity_ids[decision.duplicate_of]
 
-    await _write_records(connection, decisions, identity_ids, latest, now)
+    await _write_records(connection, decisions, identity_ids, state.stored, now)
     await _write_evidence(connection, decisions, identity_ids, now)
     await update_by_id(connection, _table(Customer), existing_golden)
-    return given
 
 
 async def _existing_golden(
@@ -224,13 +184,13 @@ def _overlay(earlier: PreparedRecord, record: PreparedRecord) -> PreparedRecord:
     return merged
 
 
-def _latest(
+async def _write_records(
+    connection: AsyncConnection,
     decisions: Sequence[Decision],
     identity_ids: dict[int, int],
     stored: dict[int, dict[str, str | None]],
-) -> dict[int, PreparedRecord]:
-    """Each identity's record as it will be stored: the batch's last word on it, laid over
-    what was stored (or said earlier in the batch)."""
+    now: Any,
+) -> None:
     latest: dict[int, PreparedRecord] = {}
     for position, decision in enumerate(decisions):
         record = decision.record
@@ -238,16 +198,6 @@ def _latest(
             stored.get(identity_ids[position]), record
         )
         latest[identity_ids[position]] = _overlay(earlier, record) if earlier else record
-    return latest
-
-
-async def _write_records(
-    connection: AsyncConnection,
-    decisions: Sequence[Decision],
-    identity_ids: dict[int, int],
-    latest: dict[int, PreparedRecord],
-    now: Any,
-) -> None:
     replaced = sorted(
         {
             identity_ids[p]

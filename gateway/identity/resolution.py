@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
-from gateway.identity.linkage import Decision, KnownState, Linker
+from gateway.identity.linkage import Decision, Linker
 from gateway.identity.lookup import load_state
 from gateway.identity.records import PreparedRecord, prepare
 from gateway.identity.repository import write_batch
@@ -19,8 +19,8 @@ from gateway.identity.repository import write_batch
 # Key locks are striped: a big batch takes every stripe (imports serialise), a single
 # record a few (unrelated webhooks run side by side), and the lock table stays small.
 LOCK_STRIPES = 1024
-LOCK_NAMESPACE = 0x1D3E  # keeps these advisory locks apart from anyone else's
-ATTEMPTS = 3
+_LOCK_NAMESPACE = 0x1D3E  # keeps these advisory locks apart from anyone else's
+_ATTEMPTS = 3
 
 
 def _stripe(key: str) -> int:
@@ -28,8 +28,11 @@ def _stripe(key: str) -> int:
     return int.from_bytes(digest, "big") % LOCK_STRIPES
 
 
-def stripes_of(records: Sequence[PreparedRecord]) -> set[int]:
-    """The lock stripes of a batch's deterministic keys."""
+async def _lock_keys(connection: AsyncConnection, records: Sequence[PreparedRecord]) -> None:
+    """Serialise writers that share a deterministic key, so two records for one new email
+    cannot both decide "new customer" (Postgres; SQLite has one writer at a time)."""
+    if connection.dialect.name != "postgresql":
+        return
     stripes: set[int] = set()
     for record in records:
         stripes.add(_stripe(f"id:{record.source}:{record.external_id}"))
@@ -37,39 +40,13 @@ def stripes_of(records: Sequence[PreparedRecord]) -> set[int]:
             stripes.add(_stripe(f"email:{record.email_key}"))
         if record.phone:
             stripes.add(_stripe(f"phone:{record.phone}"))
-    return stripes
-
-
-async def _lock_keys(connection: AsyncConnection, records: Sequence[PreparedRecord]) -> None:
-    """Serialise writers that share a deterministic key, so two records for one new email
-    cannot both decide "new customer" (Postgres; SQLite has one writer at a time)."""
-    if connection.dialect.name != "postgresql":
-        return
     # Ascending order everywhere, so two batches can never wait on each other in a cycle.
     await connection.execute(
         text(
             "SELECT pg_advisory_xact_lock(:namespace, s) FROM unnest(CAST(:stripes AS int[])) AS s"
         ),
-        {"namespace": LOCK_NAMESPACE, "stripes": sorted(stripes_of(records))},
+        {"namespace": _LOCK_NAMESPACE, "stripes": sorted(stripes)},
     )
-
-
-async def load_fresh(
-    connection: AsyncConnection, records: Sequence[PreparedRecord], config: IdentityConfig
-) -> KnownState:
-    """``load_state`` with a plan made for each query's own arrays (Postgres).
-
-    The lookups are prepared statements, and after five runs on a connection Postgres may
-    switch to a generic plan costed on the statistics of the moment: early in an import
-    that is nearly empty tables, and the plan then stays bad (a 1000-record batch's
-    identity lookup went from 5 ms to 50 ms).  Only for the reads: the foreign-key checks
-    of the writes are cached plans too, and re-planning them per row doubles the COPYs."""
-    if connection.dialect.name != "postgresql":
-        return await load_state(connection, records, config)
-    await connection.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
-    state = await load_state(connection, records, config)
-    await connection.execute(text("SET LOCAL plan_cache_mode TO DEFAULT"))
-    return state
 
 
 class Resolver:
@@ -88,20 +65,20 @@ class Resolver:
 
     async def link(self, records: Sequence[PreparedRecord]) -> list[Decision]:
         """Link and store a batch atomically: all of it is written, or none."""
-        for attempt in range(ATTEMPTS):
+        for attempt in range(_ATTEMPTS):
             try:
                 async with self._sessions.begin() as session:
                     # Core on the session's connection: no ORM unit of work for bulk rows.
                     connection = await session.connection()
                     await _lock_keys(connection, records)
-                    state = await load_fresh(connection, records, self._config)
+                    state = await load_state(connection, records, self._config)
                     decisions = self._linker.decide(list(records), state)
                     await write_batch(connection, decisions, state, self._config)
                     return decisions
             except IntegrityError:
                 # Someone committed one of our keys first (on SQLite, or an email that only
                 # the unique constraint guards); a fresh attempt sees their row and links to it.
-                if attempt == ATTEMPTS - 1:
+                if attempt == _ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
 
