@@ -50,15 +50,13 @@ def _comparable(row: Any) -> dict[str, str | None]:
 def matching(connection: AsyncConnection, column: Any, values: Iterable[Any]) -> Iterator[Any]:
     """WHERE clauses for ``column IN values``: one array parameter on Postgres (one plan,
     one round trip), chunked IN lists elsewhere."""
-    distinct = set(values)
-    if not distinct:
+    ordered = sorted(set(values))
+    if not ordered:
         return
     if is_postgres(connection):
-        # Order does not matter to an array parameter; sorting tens of thousands does cost.
-        array = list(distinct)
-        yield column == any_(bindparam(None, array, type_=ARRAY(column.type), unique=True))
+        yield column == any_(bindparam(None, ordered, type_=ARRAY(column.type), unique=True))
         return
-    for part in chunks(sorted(distinct)):
+    for part in chunks(ordered):
         yield column.in_(part)
 
 
