@@ -291,7 +291,7 @@ def sync(sources: tuple[str, ...], batch_size: int, database_url: str | None) ->
                 list(sources),
                 progress,
                 batch_size=batch_size,
-                tombstones=Tombstones(settings.erasure_key.get_secret_value().encode()),
+                tombstones=Tombstones.from_settings(settings),
             )
         finally:
             await aclose_adapters(adapters)

@@ -28,6 +28,8 @@ from gateway.db.access_models import Tombstone
 from gateway.db.identity_models import IdentityLink
 from gateway.db.models import Attribute, Consent, Customer, Event, utcnow
 from gateway.db.recommendation_models import RecommendationList
+from gateway.identity.records import PreparedRecord
+from gateway.settings import Settings
 
 
 class _Executor(Protocol):
@@ -52,6 +54,14 @@ class Tombstones:
 
     def __init__(self, key: bytes) -> None:
         self._key = key
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Tombstones:
+        return cls(settings.erasure_key.get_secret_value().encode())
+
+    def of_record(self, record: PreparedRecord) -> set[str]:
+        """The digests of what a source record would link by: its email and source id."""
+        return self.digests([record.values.get("email")], [(record.source, record.external_id)])
 
     def digest(self, kind: str, value: str) -> str:
         return hmac.new(self._key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()

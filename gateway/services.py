@@ -58,7 +58,7 @@ class Services:
             cache,
             {upstream.name: upstream.cache for upstream in config.enabled()},
         )
-        tombstones = Tombstones(settings.erasure_key.get_secret_value().encode())
+        tombstones = Tombstones.from_settings(settings)
         customers = CachedCustomers(
             CustomerStore(sessions, tombstones), cache.backend, settings.profile_cache_ttl_s
         )

@@ -204,12 +204,7 @@ class _SourceSync:
         """Records of forgotten customers are counted and dropped, never re-created."""
         if self._tombstones is None:
             return batch
-        digests = {
-            id(record): self._tombstones.digests(
-                [record.values.get("email")], [(record.source, record.external_id)]
-            )
-            for record in batch
-        }
+        digests = {id(record): self._tombstones.of_record(record) for record in batch}
         async with self._sessions() as session:
             blocked = await self._tombstones.blocked(session, set().union(*digests.values()))
         if not blocked:

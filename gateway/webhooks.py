@@ -132,9 +132,7 @@ class WebhookIngest:
         return Ingested(event.event_id, "processed", customer_id)
 
     async def _erased(self, connection: AsyncConnection, record: PreparedRecord) -> bool:
-        digests = self._tombstones.digests(
-            [record.values.get("email")], [(record.source, record.external_id)]
-        )
+        digests = self._tombstones.of_record(record)
         return bool(await self._tombstones.blocked(connection, digests))
 
     async def _link(self, connection: AsyncConnection, record: PreparedRecord) -> uuid.UUID:

@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
@@ -51,6 +52,23 @@ async def _admin(sql: str) -> None:
         await connection.execute(sql)
     finally:
         await connection.close()
+
+
+@asynccontextmanager
+async def clean_redis(url: str) -> AsyncIterator[str]:
+    """An emptied Redis database for one test, emptied again after; fails under CI=true
+    (skips locally) when Redis is not reachable."""
+    client = aioredis.from_url(url)
+    try:
+        await client.flushdb()
+    except (OSError, aioredis.ConnectionError) as exc:
+        await client.aclose()
+        _unavailable("Redis", str(exc))
+    try:
+        yield url
+    finally:
+        await client.flushdb()
+        await client.aclose()
 
 
 def create_postgres_database(prefix: str = "gateway_test") -> str:

@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import redis.asyncio as aioredis
 from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
@@ -27,7 +26,7 @@ from gateway.db.access_models import ApiKey
 from gateway.db.engine import create_engine
 from gateway.migrate import upgrade
 from gateway.settings import load_settings
-from tests.conftest import IN_CI, api_client, bearer, issue_key, unique_email
+from tests.conftest import api_client, bearer, clean_redis, issue_key, unique_email
 from tests.gql_client import error_codes, gql
 from tests.test_cli import run
 
@@ -39,16 +38,8 @@ PING = {"query": "{ __typename }"}
 
 @pytest.fixture
 async def redis_url() -> AsyncIterator[str]:
-    client = aioredis.from_url(REDIS_URL)
-    try:
-        await client.flushdb()
-    except (OSError, aioredis.ConnectionError) as exc:
-        if IN_CI:
-            pytest.fail(f"Redis is not reachable ({exc}); CI requires it", pytrace=False)
-        pytest.skip(f"Redis is not reachable ({exc})")
-    yield REDIS_URL
-    await client.flushdb()
-    await client.aclose()
+    async with clean_redis(REDIS_URL) as url:
+        yield url
 
 
 @asynccontextmanager

@@ -10,10 +10,9 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 
 from adapters.samples.runner import SampleUpstreams
-from tests.conftest import IN_CI, GatewayFactory
+from tests.conftest import GatewayFactory, clean_redis
 from tests.gql_client import gql
 
 REDIS_URL = "redis://127.0.0.1:6379/11"
@@ -34,16 +33,8 @@ def _calls(samples: SampleUpstreams) -> dict[str, int]:
 
 @pytest.fixture
 async def redis_url() -> AsyncIterator[str]:
-    client = aioredis.from_url(REDIS_URL)
-    try:
-        await client.flushdb()
-    except (OSError, aioredis.ConnectionError) as exc:
-        if IN_CI:
-            pytest.fail(f"Redis is not reachable ({exc}); CI requires it", pytrace=False)
-        pytest.skip(f"Redis is not reachable ({exc})")
-    yield REDIS_URL
-    await client.flushdb()
-    await client.aclose()
+    async with clean_redis(REDIS_URL) as url:
+        yield url
 
 
 async def _ids(client: httpx.AsyncClient, samples: SampleUpstreams, people: range) -> list[str]:

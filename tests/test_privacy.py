@@ -40,8 +40,8 @@ from gateway.settings import load_settings
 from gateway.sync import sync
 from tests.conftest import (
     FAST,
-    IN_CI,
     bearer,
+    clean_redis,
     create_postgres_database,
     drop_postgres_database,
     unique_email,
@@ -145,16 +145,8 @@ def instance(samples: SampleUpstreams, privacy_url: str) -> Iterator[Any]:
 
 @pytest.fixture
 async def redis_url() -> AsyncIterator[str]:
-    client = aioredis.from_url(REDIS_URL)
-    try:
-        await client.flushdb()
-    except (OSError, aioredis.ConnectionError) as exc:
-        if IN_CI:
-            pytest.fail(f"Redis is not reachable ({exc}); CI requires it", pytrace=False)
-        pytest.skip(f"Redis is not reachable ({exc})")
-    yield REDIS_URL
-    await client.flushdb()
-    await client.aclose()
+    async with clean_redis(REDIS_URL) as url:
+        yield url
 
 
 # Each test takes people of its own from the seeded population, so tests that change

@@ -7,27 +7,18 @@ from collections.abc import AsyncIterator
 
 import orjson
 import pytest
-import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from gateway.rate_limit import RateLimiter, rate_limited_response, retry_after_seconds
-from tests.conftest import IN_CI
+from tests.conftest import clean_redis
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
 
 
 @pytest.fixture
 async def redis_url() -> AsyncIterator[str]:
-    client = aioredis.from_url(REDIS_URL)
-    try:
-        await client.flushdb()
-    except (OSError, aioredis.ConnectionError) as exc:
-        if IN_CI:
-            pytest.fail(f"Redis is not reachable ({exc}); CI requires it", pytrace=False)
-        pytest.skip(f"Redis is not reachable ({exc})")
-    yield REDIS_URL
-    await client.flushdb()
-    await client.aclose()
+    async with clean_redis(REDIS_URL) as url:
+        yield url
 
 
 def _refusals(name: str) -> float:
