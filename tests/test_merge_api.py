@@ -10,12 +10,12 @@ import pytest
 from starlette.requests import Request
 
 from adapters.samples.runner import SampleUpstreams
+from gateway.api_keys import Principal, Scope
 from gateway.db.engine import create_sessionmaker
 from gateway.demo import sample_upstreams_config
 from gateway.identity import Resolver, prepare
 from gateway.services import Services
 from gateway.settings import Settings
-from gateway.api_keys import Principal, Scope
 from resolvers.context import Context
 from resolvers.loaders import Loaders
 from resolvers.schema import build_schema
