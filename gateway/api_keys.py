@@ -7,11 +7,16 @@ hash is as strong as a slow one and lets a lookup be one indexed read.
 Verified keys are remembered in the process for ``cache_ttl_s`` (default 1 s), so
 a busy client costs one database read per second per worker, not one per request;
 a revocation therefore takes effect within that time on every instance, and at
-once on the instance that revoked it.
+once on the instance that revoked it. Concurrent requests with the same unverified
+key share one read, and a key in use is re-read in the background once half its
+time is up: under steady traffic no request waits for the database, and the
+answer in use is never older than ``cache_ttl_s``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import secrets
 import time
@@ -98,6 +103,8 @@ class ApiKeys:
         self._verified: dict[str, tuple[Principal | None, float]] = {}
         # Bumped by each revocation: a lookup that started before one does not cache.
         self._revocations = 0
+        # digest -> the database read under way for it, shared by every caller.
+        self._reading: dict[str, asyncio.Task[Principal | None]] = {}
 
     async def create(
         self,
@@ -154,6 +161,7 @@ class ApiKeys:
         # Evicted after the commit, and lookups already under way do not cache their
         # (possibly pre-revocation) answer: the key is refused from now on.
         self._revocations += 1
+        self._reading = {}  # reads under way began before the revocation: not shared
         self._verified = {
             h: entry
             for h, entry in self._verified.items()
@@ -167,7 +175,24 @@ class ApiKeys:
         now = time.monotonic()
         cached = self._verified.get(hashed)
         if cached is not None and cached[1] > now:
+            if cached[1] - now < self._ttl / 2 and hashed not in self._reading:
+                self._read(hashed)  # refresh ahead; this request keeps the fresh answer
             return cached[0]
+        reading = self._reading.get(hashed) or self._read(hashed)
+        return await asyncio.shield(reading)  # one caller's cancellation spares the others
+
+    def _read(self, hashed: str) -> asyncio.Task[Principal | None]:
+        task = asyncio.create_task(self._lookup(hashed), name="api-key-lookup")
+        self._reading[hashed] = task
+        task.add_done_callback(lambda done: self._finished(hashed, done))
+        return task
+
+    def _finished(self, hashed: str, task: asyncio.Task[Principal | None]) -> None:
+        if self._reading.get(hashed) is task:  # a revocation may have replaced it
+            del self._reading[hashed]
+
+    async def _lookup(self, hashed: str) -> Principal | None:
+        started = time.monotonic()
         revocations = self._revocations
         async with self._sessions() as session:
             row = await session.scalar(
@@ -186,8 +211,15 @@ class ApiKeys:
         if self._ttl > 0 and revocations == self._revocations:
             if len(self._verified) >= _CACHE_MAX:
                 self._verified.clear()  # bounded: random bad keys cannot grow it forever
-            self._verified[hashed] = (principal, now + self._ttl)
+            # Aged from when the read started: no answer outlives the TTL.
+            self._verified[hashed] = (principal, started + self._ttl)
         return principal
+
+    async def aclose(self) -> None:
+        """Wait out reads under way, so none outlives the engine."""
+        for task in list(self._reading.values()):
+            with contextlib.suppress(Exception):
+                await task
 
 
 def _info(row: ApiKey) -> KeyInfo:

@@ -86,6 +86,7 @@ class Services:
 
     async def aclose(self) -> None:
         await self.audit.aclose()
+        await self.api_keys.aclose()
         await self.rate_limiter.aclose()
         await self.notifications.aclose()
         await aclose_adapters(self.federation.adapters)

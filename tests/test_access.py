@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
@@ -116,6 +116,48 @@ async def test_a_key_revoked_through_the_service_is_refused_at_once(app: Starlet
     assert await keys.revoke(f"no-such-key-{uuid.uuid4().hex}") is None
     listed = {k.name: k for k in await keys.list()}
     assert listed[name].revoked_at is not None
+
+
+async def test_concurrent_requests_with_a_new_key_share_one_database_read(
+    database_url: str,
+) -> None:
+    async with running(database_url) as app:
+        key = await issue_key(app, Scope.PROFILES_READ)
+        reads: list[str] = []
+
+        def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+            if "FROM api_keys" in statement:
+                reads.append(statement)
+
+        engine = app.state.services.engine.sync_engine
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            async with anonymous(app, bearer(key)) as http:
+                answers = await asyncio.gather(
+                    *(http.post("/graphql", json=PING) for _ in range(40))
+                )
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+    assert [a.status_code for a in answers] == [200] * 40
+    assert len(reads) == 1
+
+
+async def test_a_key_revoked_on_another_instance_stops_working_within_the_cache_ttl(
+    database_url: str,
+) -> None:
+    ttl = 0.5
+    async with running(database_url, api_key_cache_ttl_s=ttl) as serving:
+        async with running(database_url) as admin:
+            name = f"elsewhere-{uuid.uuid4().hex[:8]}"
+            secret, _ = await admin.state.services.api_keys.create(name, [Scope.PROFILES_READ])
+            async with anonymous(serving, bearer(secret)) as http:
+                assert (await http.post("/graphql", json=PING)).status_code == 200
+                await asyncio.sleep(ttl * 0.6)  # past half its time: re-read in the background
+                await admin.state.services.api_keys.revoke(name)
+                # Answered from the cache at once; the re-read runs beside it.
+                assert (await http.post("/graphql", json=PING)).status_code == 200
+                await asyncio.sleep(ttl)
+                _assert_unauthenticated(await http.post("/graphql", json=PING))
 
 
 async def test_the_secret_is_stored_only_as_its_sha256(app: Starlette, database_url: str) -> None:
