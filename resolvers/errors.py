@@ -8,10 +8,9 @@ logged with its traceback by Strawberry.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable
 
 from graphql import GraphQLError
-from strawberry.extensions import MaskErrors, SchemaExtension
 
 from adapters.errors import UpstreamError
 from gateway.errors import GatewayError
@@ -25,23 +24,15 @@ def is_unexpected(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, EXPECTED_ERRORS)
 
 
-def mask_unexpected_errors() -> MaskErrors:
-    return MaskErrors(should_mask_error=is_unexpected, error_message="Internal server error.")
-
-
-class ErrorCodes(SchemaExtension):
+def add_codes(errors: Iterable[GraphQLError]) -> None:
     """Adds ``extensions.code`` to every error a service raised on purpose."""
-
-    def on_operation(self) -> Iterator[None]:
-        yield
-        result = self.execution_context.result
-        for error in (result.errors if result else None) or []:
-            original = error.original_error
-            if isinstance(original, GatewayError | UpstreamError):
-                extensions = dict(error.extensions or {})
-                extensions["code"] = original.code
-                if isinstance(original, UpstreamError):
-                    extensions["upstream"] = original.upstream
-                elif original.field:
-                    extensions["field"] = original.field
-                error.extensions = extensions
+    for error in errors:
+        original = error.original_error
+        if isinstance(original, GatewayError | UpstreamError):
+            extensions = dict(error.extensions or {})
+            extensions["code"] = original.code
+            if isinstance(original, UpstreamError):
+                extensions["upstream"] = original.upstream
+            elif original.field:
+                extensions["field"] = original.field
+            error.extensions = extensions

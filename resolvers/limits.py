@@ -10,7 +10,7 @@ the sizes that variables give are left open (see ``resolvers.query_cost``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from graphql import (
@@ -27,7 +27,7 @@ from graphql import (
 )
 from graphql.language.visitor import SKIP, VisitorAction
 from graphql.validation import NoSchemaIntrospectionCustomRule
-from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionContext
 from strawberry.types.execution import PreExecutionError
 
 from gateway.settings import Settings
@@ -35,21 +35,14 @@ from resolvers.query_cost import CostPlan, compile_cost
 
 _PLANS_KEPT = 1024  # distinct documents remembered, like the parser and validation caches
 
-ExtensionFactory = Callable[[], SchemaExtension]
 
-
-def limit_extensions(settings: Settings) -> list[ExtensionFactory]:
-    """Schema extensions enforcing the settings' depth, cost and introspection limits.
-
-    Every rule class and the cost plans' cache are built here, once per schema; the
-    factories make a fresh extension per request from them.
-    """
+def build_limits(settings: Settings) -> QueryCost:
+    """The settings' depth, cost and introspection limits, every rule class and the
+    cost plans' cache built here, once per schema."""
     rules: list[type[ASTValidationRule]] = [depth_rule(settings.max_query_depth)]
     if not settings.introspection:
         rules.append(NoSchemaIntrospectionCustomRule)
-    # One extension for all three: each extension costs its hooks on every request.
-    limits = QueryCost(settings.max_query_cost, tuple(rules))
-    return [limits.extension]
+    return QueryCost(settings.max_query_cost, tuple(rules))
 
 
 # --- depth ---------------------------------------------------------------------------
@@ -123,9 +116,6 @@ class QueryCost:
         self.rules = rules
         self._plans: dict[tuple[str, str | None], CostPlan] = {}
 
-    def extension(self) -> SchemaExtension:
-        return _LimitsExtension(self)
-
     def check(
         self,
         schema: GraphQLSchema,
@@ -151,30 +141,18 @@ class QueryCost:
             )
         return cost
 
-
-class _LimitsExtension(SchemaExtension):
-    def __init__(self, limiter: QueryCost) -> None:
-        self.limiter = limiter
-
-    def on_operation(self) -> Iterator[None]:
-        # The same rule classes every time, so ValidationCache's key stays the same.
-        context = self.execution_context
-        context.validation_rules = context.validation_rules + self.limiter.rules
-        yield
-
-    def on_execute(self) -> Iterator[None]:
-        context = self.execution_context
-        if context.graphql_document is not None and context.result is None:
-            try:
-                self.limiter.check(
-                    context.schema._schema,
-                    context.graphql_document,
-                    context.query,
-                    context.operation_name,
-                    context.variables,
-                )
-            except QueryCostError as error:
-                # A result set before execution replaces it: nothing runs, and the
-                # view answers a PreExecutionError as a request error (400, no data).
-                context.result = PreExecutionError(data=None, errors=[error])
-        yield
+    def enforce(self, context: ExecutionContext) -> None:
+        """Before execution: an operation over the limit gets a result that replaces
+        it, so nothing runs and the view answers a request error (400, no data)."""
+        if context.graphql_document is None or context.result is not None:
+            return
+        try:
+            self.check(
+                context.schema._schema,
+                context.graphql_document,
+                context.query,
+                context.operation_name,
+                context.variables,
+            )
+        except QueryCostError as error:
+            context.result = PreExecutionError(data=None, errors=[error])

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Iterator
-
-from strawberry.extensions import SchemaExtension
 
 from gateway.metrics import REQUEST_SECONDS
 
@@ -26,10 +22,5 @@ def _label(name: str | None) -> str:
     return "other"
 
 
-class OperationMetrics(SchemaExtension):
-    def on_operation(self) -> Iterator[None]:
-        started = time.perf_counter()
-        yield
-        REQUEST_SECONDS.labels(_label(self.execution_context.operation_name)).observe(
-            time.perf_counter() - started
-        )
+def observe_operation(name: str | None, seconds: float) -> None:
+    REQUEST_SECONDS.labels(_label(name)).observe(seconds)

@@ -7,7 +7,6 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, Info
 
@@ -23,10 +22,10 @@ from gateway.errors import InvalidInput
 from gateway.settings import Settings
 from resolvers.access import audit, require
 from resolvers.context import Context
-from resolvers.errors import ErrorCodes, is_unexpected, mask_unexpected_errors
+from resolvers.errors import is_unexpected
 from resolvers.identity import IdentityMutation
-from resolvers.limits import limit_extensions
-from resolvers.operation_metrics import OperationMetrics
+from resolvers.limits import build_limits
+from resolvers.operation import GatewayOperation
 from resolvers.privacy import PrivacyMutation, PrivacyQuery
 from resolvers.render import TemplateMutation, TemplateQuery
 from resolvers.subscriptions import Subscription
@@ -166,21 +165,13 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     Without settings, the limits take their defaults (the environment is not read).
     """
     settings = settings or Settings.model_construct()
+    limits = build_limits(settings)
     return GatewaySchema(
         query=merge_types("Query", (Query, TemplateQuery, PrivacyQuery)),
         mutation=merge_types(
             "Mutation", (Mutation, TemplateMutation, IdentityMutation, PrivacyMutation)
         ),
         subscription=Subscription,
-        extensions=[
-            # Parsed and validated documents are cached per process: an ESP repeats one
-            # document thousands of times a minute.
-            lambda: ParserCache(maxsize=1024),
-            lambda: ValidationCache(maxsize=1024),
-            # Depth, cost and introspection limits, their rules built once here.
-            *limit_extensions(settings),
-            OperationMetrics,
-            ErrorCodes,
-            mask_unexpected_errors,
-        ],
+        # Limits' rule classes are built once here, so cached validations keep hitting.
+        extensions=[lambda: GatewayOperation(limits)],
     )

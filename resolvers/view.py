@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from functools import lru_cache
 from typing import Any
 
 import mimeparse
@@ -41,6 +42,7 @@ _SUPPORTED = [JSON, GRAPHQL_RESPONSE]  # mimeparse prefers the last of equal mat
 _MEDIA_TYPE = "gateway.media_type"
 
 
+@lru_cache(maxsize=256)  # clients send a handful of distinct Accept headers
 def negotiate(accept: str | None) -> str | None:
     """The response media type for an Accept header, or None when nothing fits.
 

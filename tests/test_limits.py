@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 from graphql import get_introspection_query, parse
-from strawberry.extensions.validation_cache import _get_validate_cache
 
 from gateway.settings import load_settings
+from resolvers import operation
 from resolvers.limits import QueryCost
 from resolvers.query_cost import DEFAULT_LIST_WEIGHT
 from resolvers.schema import build_schema
@@ -104,7 +104,7 @@ async def test_depth_counts_through_fragments() -> None:
 
 async def test_the_depth_rule_is_built_once_so_validation_stays_cached() -> None:
     schema = build_schema()
-    cache = _get_validate_cache(1024)
+    cache = operation._validate
     query = "{ __typename }"
     await schema.execute(query)
     hits = cache.cache_info().hits
