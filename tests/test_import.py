@@ -154,9 +154,9 @@ async def test_import_pauses_the_collector_and_restores_it(
     during: list[bool] = []
     original = repository.write_batch
 
-    async def watching(*args: Any) -> None:
+    async def watching(*args: Any, **kwargs: Any) -> Any:
         during.append(gc.isenabled())
-        await original(*args)
+        return await original(*args, **kwargs)
 
     monkeypatch.setattr(repository, "write_batch", watching)
     monkeypatch.setattr("gateway.identity.resolution.write_batch", watching)
