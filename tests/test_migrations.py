@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import Table, delete, func, inspect, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from gateway.db.engine import create_engine
-from gateway.db.models import Base
+from gateway.db.foreign_keys import comparison_options
+from gateway.db.identity_models import IdentityBlockKey, IdentityLink, IdentityRecord
+from gateway.db.models import Attribute, Base, Customer, Identity, utcnow
 from gateway.migrate import downgrade, upgrade
 from tests.conftest import create_postgres_database, drop_postgres_database
 
@@ -66,7 +70,11 @@ def _tables(connection: Connection) -> set[str]:
 
 
 def _drift(connection: Connection) -> list[object]:
-    return list(compare_metadata(MigrationContext.configure(connection), Base.metadata))
+    # Postgres enforces some keys with triggers (migration 0006), not constraints.
+    context = MigrationContext.configure(
+        connection, opts=comparison_options(connection.dialect.name)
+    )
+    return list(compare_metadata(context, Base.metadata))
 
 
 def test_upgrade_downgrade_upgrade(empty_database: str) -> None:
@@ -81,3 +89,74 @@ def test_upgrade_downgrade_upgrade(empty_database: str) -> None:
 def test_models_and_migrations_agree(empty_database: str) -> None:
     upgrade(empty_database)
     assert _inspect(empty_database, _drift) == []
+
+
+def _table(model: object) -> Table:
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    return table
+
+
+async def _foreign_keys_hold(url: str) -> None:
+    engine = create_engine(url)
+    now, owner = utcnow(), uuid.uuid4()
+    children = [IdentityRecord, IdentityBlockKey, IdentityLink, Attribute, Identity]
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                _table(Customer).insert(), [{"id": owner, "created_at": now, "updated_at": now}]
+            )
+            identity_id = (
+                await connection.execute(
+                    _table(Identity).insert().returning(Identity.id),
+                    [{"customer_id": owner, "source": "s", "external_id": "1", "created_at": now}],
+                )
+            ).scalar_one()
+            await connection.execute(
+                _table(IdentityRecord).insert(), [{"identity_id": identity_id, "observed_at": now}]
+            )
+            await connection.execute(
+                _table(IdentityBlockKey).insert(),
+                [{"identity_id": identity_id, "key_hash": k} for k in (1, 2, 3)],
+            )
+            link = {"customer_id": owner, "identity_id": identity_id, "rule": "new"}
+            await connection.execute(_table(IdentityLink).insert(), [{**link, "created_at": now}])
+            attribute = {"name": "city", "value": "x", "source": "crm", "observed_at": now}
+            await connection.execute(
+                _table(Attribute).insert(), [{"customer_id": owner, **attribute}]
+            )
+        # A good row beside each orphan: the whole statement is checked, not its first row.
+        orphans = [
+            (
+                Attribute,
+                [{"customer_id": owner, **attribute}, {"customer_id": uuid.uuid4(), **attribute}],
+            ),
+            (
+                IdentityBlockKey,
+                [
+                    {"identity_id": identity_id, "key_hash": 4},
+                    {"identity_id": identity_id + 1000, "key_hash": 1},
+                ],
+            ),
+        ]
+        for model, rows in orphans:
+            with pytest.raises(IntegrityError):
+                async with engine.begin() as connection:
+                    await connection.execute(_table(model).insert(), rows)
+        with pytest.raises(IntegrityError):
+            async with engine.begin() as connection:
+                await connection.execute(
+                    update(_table(Customer)).where(Customer.id == owner).values(id=uuid.uuid4())
+                )
+        async with engine.begin() as connection:
+            await connection.execute(delete(_table(Customer)).where(Customer.id == owner))
+            for model in children:
+                count = await connection.scalar(select(func.count()).select_from(_table(model)))
+                assert count == 0, model
+    finally:
+        await engine.dispose()
+
+
+def test_foreign_keys_reject_orphans_and_cascade_deletes(empty_database: str) -> None:
+    """Constraints on SQLite, statement-level triggers on Postgres (0006): the same rules."""
+    upgrade(empty_database)
+    asyncio.run(_foreign_keys_hold(empty_database))
