@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -160,3 +162,55 @@ def test_foreign_keys_reject_orphans_and_cascade_deletes(empty_database: str) ->
     """Constraints on SQLite, statement-level triggers on Postgres (0006): the same rules."""
     upgrade(empty_database)
     asyncio.run(_foreign_keys_hold(empty_database))
+
+
+_CUSTOMER = "INSERT INTO customers (id, created_at, updated_at) VALUES ($1, now(), now())"
+_ATTRIBUTE = (
+    "INSERT INTO attributes (customer_id, name, value, source, observed_at) "
+    "VALUES ($1, 'city', 'x', 's', $2)"
+)
+
+
+async def _races(url: str) -> None:
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+    first, second = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    now = datetime.now(UTC)
+    try:
+        # A child inserted first: the parent's delete waits for it, then takes it along.
+        owner = uuid.uuid4()
+        await first.execute(_CUSTOMER, owner)
+        adding = first.transaction()
+        await adding.start()
+        await first.execute(_ATTRIBUTE, owner, now)
+        deleting = asyncio.create_task(second.execute("DELETE FROM customers WHERE id = $1", owner))
+        await asyncio.sleep(0.2)
+        assert not deleting.done()  # blocked on the key-share lock of the check
+        await adding.commit()
+        await deleting
+        left = await first.fetchval("SELECT count(*) FROM attributes WHERE customer_id = $1", owner)
+        assert left == 0
+        # The parent deleted first: the child's check waits, then finds it gone.
+        owner = uuid.uuid4()
+        await first.execute(_CUSTOMER, owner)
+        removing = second.transaction()
+        await removing.start()
+        await second.execute("DELETE FROM customers WHERE id = $1", owner)
+        inserting = asyncio.create_task(first.execute(_ATTRIBUTE, owner, now))
+        await asyncio.sleep(0.2)
+        assert not inserting.done()
+        await removing.commit()
+        with pytest.raises(asyncpg.ForeignKeyViolationError):
+            await inserting
+    finally:
+        await first.close()
+        await second.close()
+
+
+def test_trigger_enforced_keys_under_concurrent_writers() -> None:
+    """The statement-level checks (0006) lock parents as a foreign key does (Postgres)."""
+    url = create_postgres_database("gateway_migrations")
+    try:
+        upgrade(url)
+        asyncio.run(_races(url))
+    finally:
+        drop_postgres_database(url)

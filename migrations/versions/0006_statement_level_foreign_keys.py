@@ -15,8 +15,11 @@ once per statement over the transition table:
 - after DELETE on the parent: delete the children (``ON DELETE CASCADE``);
 - before UPDATE of the parent's key: refuse while children reference it (NO ACTION).
 
-Unlike a foreign key they do not stop a TRUNCATE of the parent alone; nothing here
-truncates.  SQLite keeps the plain foreign keys (one writer, no bulk path to speed up).
+Unlike a foreign key they do not stop a TRUNCATE of the parent alone (nothing here
+truncates), and the cascade sees children through its own statement's snapshot: right
+under READ COMMITTED, which is all the gateway uses (tests/test_migrations.py races
+the two orders), while a REPEATABLE READ deleter could miss a child committed after
+its snapshot began.  SQLite keeps the plain foreign keys (one writer, no bulk path to speed up).
 """
 
 from __future__ import annotations
