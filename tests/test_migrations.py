@@ -149,6 +149,18 @@ async def _foreign_keys_hold(url: str) -> None:
                 await connection.execute(
                     update(_table(Customer)).where(Customer.id == owner).values(id=uuid.uuid4())
                 )
+        # Moving a child is checked only for the new parent (what merges do).
+        with pytest.raises(IntegrityError):
+            async with engine.begin() as connection:
+                await connection.execute(update(_table(Attribute)).values(customer_id=uuid.uuid4()))
+        other = uuid.uuid4()
+        async with engine.begin() as connection:
+            await connection.execute(
+                _table(Customer).insert(), [{"id": other, "created_at": now, "updated_at": now}]
+            )
+            await connection.execute(update(_table(Attribute)).values(customer_id=other))
+            await connection.execute(update(_table(Attribute)).values(customer_id=owner))
+            await connection.execute(delete(_table(Customer)).where(Customer.id == other))
         async with engine.begin() as connection:
             await connection.execute(delete(_table(Customer)).where(Customer.id == owner))
             for model in children:

@@ -9,9 +9,13 @@ A foreign key checks its parent with one trigger firing per inserted row; an imp
 On Postgres these foreign keys become statement-level triggers that do the same work
 once per statement over the transition table:
 
-- after INSERT or UPDATE on the child: lock every referenced parent ``FOR KEY SHARE``
-  (what a foreign key's own check does, so a concurrent delete of the parent waits for
-  us, or we see it gone) and raise ``foreign_key_violation`` if any is missing;
+- after INSERT on the child: lock every referenced parent ``FOR KEY SHARE`` (what a
+  foreign key's own check does, so a concurrent delete of the parent waits for us, or
+  we see it gone) and raise ``foreign_key_violation`` if any is missing;
+- after UPDATE OF the child's key column, per row and only when the value changed (as
+  a foreign key checks): the same for the new parent.  Rare (merges move a customer's
+  rows), and an update that leaves the key alone locks nothing, so it cannot deadlock
+  with a cascade as a statement-level check over all updated rows could;
 - after DELETE on the parent: delete the children (``ON DELETE CASCADE``);
 - before UPDATE of the parent's key: refuse while children reference it (NO ACTION).
 
@@ -67,6 +71,24 @@ BEGIN
 END $$
 """,
     """
+CREATE FUNCTION fk_check_parent() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    present boolean;
+BEGIN
+    -- TG_ARGV: child column, parent table.
+    EXECUTE format('SELECT true FROM %I AS p WHERE p.id = ($1).%I FOR KEY SHARE OF p',
+                   TG_ARGV[1], TG_ARGV[0])
+        INTO present USING NEW;
+    IF present IS NULL THEN
+        RAISE foreign_key_violation USING
+            MESSAGE = format('%I.%I references a missing %I row', TG_TABLE_NAME, TG_ARGV[0],
+                             TG_ARGV[1]),
+            TABLE = TG_TABLE_NAME;
+    END IF;
+    RETURN NULL;
+END $$
+""",
+    """
 CREATE FUNCTION fk_cascade_delete() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     -- TG_ARGV: child table, child column.
@@ -106,12 +128,16 @@ def upgrade() -> None:
     for child, column, parent in REFERENCES:
         name = _fk_name(child, column, parent)
         op.drop_constraint(name, child, type_="foreignkey")
-        for event in ("INSERT", "UPDATE"):
-            op.execute(
-                f"CREATE TRIGGER {name}_{event.lower()} AFTER {event} ON {child} "
-                "REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT "
-                f"EXECUTE FUNCTION fk_check_parents('{column}', '{parent}')"
-            )
+        op.execute(
+            f"CREATE TRIGGER {name}_insert AFTER INSERT ON {child} "
+            "REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT "
+            f"EXECUTE FUNCTION fk_check_parents('{column}', '{parent}')"
+        )
+        op.execute(
+            f"CREATE TRIGGER {name}_update AFTER UPDATE OF {column} ON {child} FOR EACH ROW "
+            f"WHEN (OLD.{column} IS DISTINCT FROM NEW.{column}) "
+            f"EXECUTE FUNCTION fk_check_parent('{column}', '{parent}')"
+        )
         op.execute(
             f"CREATE TRIGGER {name}_cascade AFTER DELETE ON {parent} "
             "REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT "
@@ -137,6 +163,11 @@ def downgrade() -> None:
         ):
             op.execute(f"DROP TRIGGER {trigger} ON {table}")
         op.create_foreign_key(name, child, parent, [column], ["id"], ondelete="CASCADE")
-    for function in ("fk_restrict_key_update", "fk_cascade_delete", "fk_check_parents"):
+    for function in (
+        "fk_restrict_key_update",
+        "fk_cascade_delete",
+        "fk_check_parent",
+        "fk_check_parents",
+    ):
         op.execute(f"DROP FUNCTION {function}()")
 
