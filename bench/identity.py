@@ -35,9 +35,11 @@ from sqlalchemy import select
 
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.models import Identity
+from gateway.erasure import Tombstones
 from gateway.identity import DEFAULT_CONFIG, IdentityConfig, pair_metrics
 from gateway.importer import import_file
 from gateway.migrate import upgrade
+from gateway.settings import load_settings
 
 FILES = {
     "febrl4": ["dataset4a.csv", "dataset4b.csv"],
@@ -129,6 +131,8 @@ async def _run(
 ) -> tuple[float, int, dict[str, str]]:
     engine = create_engine(url)
     sessions = create_sessionmaker(engine)
+    # As `gateway import` does: records of erased customers are looked up and skipped.
+    tombstones = Tombstones.from_settings(load_settings(database_url=url))
     total_seconds, total_read = 0.0, 0
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -139,7 +143,9 @@ async def _run(
                     writer.writeheader()
                     writer.writerows(rows)
                 started = time.perf_counter()
-                summary = await import_file(sessions, path, source, fmt="csv", config=config)
+                summary = await import_file(
+                    sessions, path, source, fmt="csv", config=config, tombstones=tombstones
+                )
                 total_seconds += time.perf_counter() - started
                 total_read += summary.read
                 print(

@@ -210,6 +210,7 @@ def import_(
 ) -> None:
     """Import customer records from one source (CSV or JSON Lines), linking identities."""
     from gateway.db.engine import create_engine, create_sessionmaker
+    from gateway.erasure import Tombstones
     from gateway.importer import ImportSummary, import_file
 
     settings = _settings(database_url=database_url)
@@ -227,6 +228,7 @@ def import_(
                 fmt=fmt,  # type: ignore[arg-type]
                 batch_size=batch_size,
                 progress=progress,
+                tombstones=Tombstones.from_settings(settings),
             )
         finally:
             await engine.dispose()
@@ -236,7 +238,7 @@ def import_(
         click.echo(f"{file}:{row.line}: rejected ({row.reason})", err=True)
     click.echo(
         f"read {summary.read}, created {summary.created}, linked {summary.linked}, "
-        f"updated {summary.updated}, review {summary.review}, "
+        f"updated {summary.updated}, review {summary.review}, erased {summary.erased}, "
         f"rejected {len(summary.rejected)} in {summary.seconds:.1f} s"
     )
     if summary.rejected:

@@ -3,7 +3,8 @@
 Memory stays constant: rows are read lazily and linked in batches, each batch in one
 transaction (a crash leaves whole batches, never half a profile).  A row that cannot
 be read or validated is reported with its line number and skipped, never dropped
-silently.  The CLI wraps ``import_file``.
+silently.  Given ``Tombstones``, records of erased customers are counted and skipped
+(one lookup per batch), as sync and webhooks do.  The CLI wraps ``import_file``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from gateway.erasure import Tombstones
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.records import PreparedRecord, RecordError, prepare
 from gateway.identity.resolution import Resolver
@@ -45,6 +47,7 @@ class ImportSummary:
     linked: int = 0  # joined an existing customer (rule or score)
     updated: int = 0  # the same source identity seen again
     review: int = 0  # possible matches left for a person to judge
+    erased: int = 0  # records of forgotten customers, skipped
     rejected: list[RejectedRow] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -112,7 +115,10 @@ class Importer:
         config: IdentityConfig = DEFAULT_CONFIG,
         batch_size: int = DEFAULT_BATCH_SIZE,
         progress: Progress | None = None,
+        tombstones: Tombstones | None = None,
     ) -> None:
+        self._sessions = sessions
+        self._tombstones = tombstones
         self._resolver = Resolver(sessions, config)
         self._config = config
         self._source = source
@@ -137,14 +143,15 @@ class Importer:
         # the thread gets the interpreter whenever the event loop waits on the database.
         pending = asyncio.create_task(asyncio.to_thread(self._take, source))
         while True:
-            batch, rejected, read = await pending
+            batch, digests, rejected, read = await pending
             summary.read += read
             summary.rejected += rejected
             if not batch:
                 break
             pending = asyncio.create_task(asyncio.to_thread(self._take, source))
             try:
-                await self._flush(batch, summary, started)
+                kept = await self._without_erased(batch, digests, summary)
+                await self._flush(kept, summary, started)
             except BaseException:
                 await asyncio.gather(pending, return_exceptions=True)
                 raise
@@ -159,6 +166,7 @@ class Importer:
                 "created": summary.created,
                 "linked": summary.linked,
                 "review": summary.review,
+                "erased": summary.erased,
                 "rejected": len(summary.rejected),
             },
         )
@@ -167,8 +175,9 @@ class Importer:
     def _take(
         self,
         rows: Iterator[tuple[int, Mapping[str, Any] | str]],
-    ) -> tuple[list[PreparedRecord], list[RejectedRow], int]:
-        """Up to one batch of valid records, the rows rejected on the way, and rows read."""
+    ) -> tuple[list[PreparedRecord], list[set[str]], list[RejectedRow], int]:
+        """Up to one batch of valid records, their tombstone digests (none without
+        tombstones), the rows rejected on the way, and rows read."""
         batch: list[PreparedRecord] = []
         rejected: list[RejectedRow] = []
         read = 0
@@ -184,12 +193,30 @@ class Importer:
                 continue
             if len(batch) >= self._batch_size:
                 break
-        return batch, rejected, read
+        # Hashed here, in the reading thread, beside the rest of the per-record work.
+        tombstones = self._tombstones
+        digests = [tombstones.of_record(record) for record in batch] if tombstones else []
+        return batch, digests, rejected, read
+
+    async def _without_erased(
+        self, batch: list[PreparedRecord], digests: list[set[str]], summary: ImportSummary
+    ) -> list[PreparedRecord]:
+        """The batch minus records of forgotten customers, which are counted as erased."""
+        if self._tombstones is None or not batch:
+            return batch
+        async with self._sessions() as session:
+            connection = await session.connection()
+            blocked = await self._tombstones.blocked_in_bulk(connection, set().union(*digests))
+        if not blocked:
+            return batch
+        kept = [record for record, own in zip(batch, digests, strict=True) if not own & blocked]
+        summary.erased += len(batch) - len(kept)
+        return kept
 
     async def _flush(
         self, batch: list[PreparedRecord], summary: ImportSummary, started: float
     ) -> None:
-        decisions = await self._resolver.link(batch)
+        decisions = await self._resolver.link(batch) if batch else []
         self._batches += 1
         # The collector is paused for the run (``_collector_paused``): collect what this
         # batch left in the young generations, and everything now and then.
@@ -221,8 +248,17 @@ async def import_file(
     config: IdentityConfig = DEFAULT_CONFIG,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Progress | None = None,
+    tombstones: Tombstones | None = None,
 ) -> ImportSummary:
-    """Import one file of records from ``source``; returns what happened to each row."""
-    importer = Importer(sessions, source, config=config, batch_size=batch_size, progress=progress)
+    """Import one file of records from ``source``; returns what happened to each row.
+    With ``tombstones``, records of erased customers are skipped and counted."""
+    importer = Importer(
+        sessions,
+        source,
+        config=config,
+        batch_size=batch_size,
+        progress=progress,
+        tombstones=tombstones,
+    )
     with path.open(newline="", encoding="utf-8-sig") as handle:
         return await importer.run(read_rows(handle, fmt or detect_format(path)))

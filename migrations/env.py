@@ -9,6 +9,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from gateway.db.engine import create_engine
+from gateway.db.foreign_keys import comparison_options
 from gateway.db.models import Base
 from gateway.settings import load_settings
 
@@ -28,6 +29,7 @@ def _configure(connection: Connection) -> None:
         target_metadata=Base.metadata,
         render_as_batch=True,
         compare_type=True,
+        **comparison_options(connection.dialect.name),
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -14,8 +14,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import gateway.identity.repository as repository
+from gateway.db.access_models import Tombstone
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.models import Attribute, Customer, Identity
+from gateway.erasure import Tombstones
 from gateway.importer import ImportSummary, import_file
 
 
@@ -111,6 +113,41 @@ async def test_jsonl_import_with_provenance(
     assert sorted(names) == [("Gil", f"jl{tag}"), ("Gilbert", f"jl{tag}")]
 
 
+async def test_records_of_erased_customers_are_skipped_and_counted(
+    sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    source = f"ts{tag}"
+    tombstones = Tombstones(f"key-{tag}".encode())
+    async with sessions.begin() as session:
+        session.add_all(
+            Tombstone(digest=digest)
+            for digest in tombstones.digests([f"Gone.{tag}@corp.com"], [(source, "2")])
+        )
+    path = tmp_path / "people.csv"
+    path.write_text(
+        "external_id,email,first_name,last_name\n"
+        f"1,gone.{tag}@corp.com,Gus,Gone\n"  # erased by email (compared normalised)
+        f"2,new.{tag}@corp.com,Hal,Here\n"  # erased by source id
+        f"3,kept.{tag}@corp.com,Ida,Kept\n"
+        f"4,kept2.{tag}@corp.com,Jo,Kept\n"
+    )
+    summary = await import_file(sessions, path, source, batch_size=2, tombstones=tombstones)
+    assert (summary.read, summary.erased, summary.created, summary.rejected) == (4, 2, 2, [])
+    async with sessions() as session:
+        ids = set(
+            await session.scalars(select(Identity.external_id).where(Identity.source == source))
+        )
+        emails = set(
+            await session.scalars(select(Customer.email).where(Customer.email.like(f"%{tag}%")))
+        )
+    assert ids == {"3", "4"}
+    assert emails == {f"kept.{tag}@corp.com", f"kept2.{tag}@corp.com"}
+    # Without tombstones (the library default) nothing is checked.
+    again = await import_file(sessions, path, f"other{tag}")
+    assert again.erased == 0
+
+
 async def test_a_crash_mid_import_leaves_whole_batches_only(
     sessions: async_sessionmaker[AsyncSession], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -154,9 +191,9 @@ async def test_import_pauses_the_collector_and_restores_it(
     during: list[bool] = []
     original = repository.write_batch
 
-    async def watching(*args: Any) -> None:
+    async def watching(*args: Any, **kwargs: Any) -> Any:
         during.append(gc.isenabled())
-        await original(*args)
+        return await original(*args, **kwargs)
 
     monkeypatch.setattr(repository, "write_batch", watching)
     monkeypatch.setattr("gateway.identity.resolution.write_batch", watching)

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import Table, delete, func, inspect, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from gateway.db.engine import create_engine
-from gateway.db.models import Base
+from gateway.db.foreign_keys import comparison_options
+from gateway.db.identity_models import IdentityBlockKey, IdentityLink, IdentityRecord
+from gateway.db.models import Attribute, Base, Customer, Identity, utcnow
 from gateway.migrate import downgrade, upgrade
 from tests.conftest import create_postgres_database, drop_postgres_database
 
@@ -66,7 +72,11 @@ def _tables(connection: Connection) -> set[str]:
 
 
 def _drift(connection: Connection) -> list[object]:
-    return list(compare_metadata(MigrationContext.configure(connection), Base.metadata))
+    # Postgres enforces some keys with triggers (migration 0006), not constraints.
+    context = MigrationContext.configure(
+        connection, opts=comparison_options(connection.dialect.name)
+    )
+    return list(compare_metadata(context, Base.metadata))
 
 
 def test_upgrade_downgrade_upgrade(empty_database: str) -> None:
@@ -81,3 +91,138 @@ def test_upgrade_downgrade_upgrade(empty_database: str) -> None:
 def test_models_and_migrations_agree(empty_database: str) -> None:
     upgrade(empty_database)
     assert _inspect(empty_database, _drift) == []
+
+
+def _table(model: object) -> Table:
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    return table
+
+
+async def _foreign_keys_hold(url: str) -> None:
+    engine = create_engine(url)
+    now, owner = utcnow(), uuid.uuid4()
+    children = [IdentityRecord, IdentityBlockKey, IdentityLink, Attribute, Identity]
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                _table(Customer).insert(), [{"id": owner, "created_at": now, "updated_at": now}]
+            )
+            identity_id = (
+                await connection.execute(
+                    _table(Identity).insert().returning(Identity.id),
+                    [{"customer_id": owner, "source": "s", "external_id": "1", "created_at": now}],
+                )
+            ).scalar_one()
+            await connection.execute(
+                _table(IdentityRecord).insert(), [{"identity_id": identity_id, "observed_at": now}]
+            )
+            await connection.execute(
+                _table(IdentityBlockKey).insert(),
+                [{"identity_id": identity_id, "key_hash": k} for k in (1, 2, 3)],
+            )
+            link = {"customer_id": owner, "identity_id": identity_id, "rule": "new"}
+            await connection.execute(_table(IdentityLink).insert(), [{**link, "created_at": now}])
+            attribute = {"name": "city", "value": "x", "source": "crm", "observed_at": now}
+            await connection.execute(
+                _table(Attribute).insert(), [{"customer_id": owner, **attribute}]
+            )
+        # A good row beside each orphan: the whole statement is checked, not its first row.
+        orphans = [
+            (
+                Attribute,
+                [{"customer_id": owner, **attribute}, {"customer_id": uuid.uuid4(), **attribute}],
+            ),
+            (
+                IdentityBlockKey,
+                [
+                    {"identity_id": identity_id, "key_hash": 4},
+                    {"identity_id": identity_id + 1000, "key_hash": 1},
+                ],
+            ),
+        ]
+        for model, rows in orphans:
+            with pytest.raises(IntegrityError):
+                async with engine.begin() as connection:
+                    await connection.execute(_table(model).insert(), rows)
+        with pytest.raises(IntegrityError):
+            async with engine.begin() as connection:
+                await connection.execute(
+                    update(_table(Customer)).where(Customer.id == owner).values(id=uuid.uuid4())
+                )
+        # Moving a child is checked only for the new parent (what merges do).
+        with pytest.raises(IntegrityError):
+            async with engine.begin() as connection:
+                await connection.execute(update(_table(Attribute)).values(customer_id=uuid.uuid4()))
+        other = uuid.uuid4()
+        async with engine.begin() as connection:
+            await connection.execute(
+                _table(Customer).insert(), [{"id": other, "created_at": now, "updated_at": now}]
+            )
+            await connection.execute(update(_table(Attribute)).values(customer_id=other))
+            await connection.execute(update(_table(Attribute)).values(customer_id=owner))
+            await connection.execute(delete(_table(Customer)).where(Customer.id == other))
+        async with engine.begin() as connection:
+            await connection.execute(delete(_table(Customer)).where(Customer.id == owner))
+            for model in children:
+                count = await connection.scalar(select(func.count()).select_from(_table(model)))
+                assert count == 0, model
+    finally:
+        await engine.dispose()
+
+
+def test_foreign_keys_reject_orphans_and_cascade_deletes(empty_database: str) -> None:
+    """Constraints on SQLite, statement-level triggers on Postgres (0006): the same rules."""
+    upgrade(empty_database)
+    asyncio.run(_foreign_keys_hold(empty_database))
+
+
+_CUSTOMER = "INSERT INTO customers (id, created_at, updated_at) VALUES ($1, now(), now())"
+_ATTRIBUTE = (
+    "INSERT INTO attributes (customer_id, name, value, source, observed_at) "
+    "VALUES ($1, 'city', 'x', 's', $2)"
+)
+
+
+async def _races(url: str) -> None:
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+    first, second = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    now = datetime.now(UTC)
+    try:
+        # A child inserted first: the parent's delete waits for it, then takes it along.
+        owner = uuid.uuid4()
+        await first.execute(_CUSTOMER, owner)
+        adding = first.transaction()
+        await adding.start()
+        await first.execute(_ATTRIBUTE, owner, now)
+        deleting = asyncio.create_task(second.execute("DELETE FROM customers WHERE id = $1", owner))
+        await asyncio.sleep(0.2)
+        assert not deleting.done()  # blocked on the key-share lock of the check
+        await adding.commit()
+        await deleting
+        left = await first.fetchval("SELECT count(*) FROM attributes WHERE customer_id = $1", owner)
+        assert left == 0
+        # The parent deleted first: the child's check waits, then finds it gone.
+        owner = uuid.uuid4()
+        await first.execute(_CUSTOMER, owner)
+        removing = second.transaction()
+        await removing.start()
+        await second.execute("DELETE FROM customers WHERE id = $1", owner)
+        inserting = asyncio.create_task(first.execute(_ATTRIBUTE, owner, now))
+        await asyncio.sleep(0.2)
+        assert not inserting.done()
+        await removing.commit()
+        with pytest.raises(asyncpg.ForeignKeyViolationError):
+            await inserting
+    finally:
+        await first.close()
+        await second.close()
+
+
+def test_trigger_enforced_keys_under_concurrent_writers() -> None:
+    """The statement-level checks (0006) lock parents as a foreign key does (Postgres)."""
+    url = create_postgres_database("gateway_migrations")
+    try:
+        upgrade(url)
+        asyncio.run(_races(url))
+    finally:
+        drop_postgres_database(url)

@@ -81,11 +81,13 @@ class Linker:
             blocks[key].extend(members)
         in_batch: dict[tuple[str, str], int] = {}
         decisions: list[Decision] = []
+        fields = [record.comparable() for record in records]  # once: scored and stored
 
         for position, record in enumerate(records):
             decision = self._decide_one(
                 position,
                 record,
+                fields[position],
                 state,
                 in_batch,
                 decisions,
@@ -104,15 +106,17 @@ class Linker:
                 phones.setdefault(record.phone, set()).add(owner)
             if decision.identity_id is None and decision.duplicate_of is None:
                 in_batch[record.identity_key] = position
-            fields = record.comparable()
+            # One candidate shared by all of the record's blocks.
+            candidate = Candidate(-(position + 1), owner, fields[position])
             for key in record.block_keys():
-                blocks[key].append(Candidate(-(position + 1), owner, fields))
+                blocks[key].append(candidate)
         return decisions
 
     def _decide_one(
         self,
         position: int,
         record: PreparedRecord,
+        fields: Comparable,
         state: KnownState,
         in_batch: dict[tuple[str, str], int],
         decisions: list[Decision],
@@ -134,7 +138,7 @@ class Linker:
             record, emails, phones, customer_emails
         )
         if owner is None:
-            owner, score, matched = self._best_candidate(record, blocks)
+            owner, score, matched = self._best_candidate(record, fields, blocks)
             if owner is not None and score is not None and score >= self._config.match_threshold:
                 rule = "probabilistic"
             else:
@@ -175,9 +179,9 @@ class Linker:
     def _best_candidate(
         self,
         record: PreparedRecord,
+        fields: Comparable,
         blocks: defaultdict[int, list[Candidate]],
     ) -> tuple[uuid.UUID | None, float | None, Ref | None]:
-        fields = record.comparable()
         seen: set[Ref] = set()
         best: tuple[uuid.UUID | None, float | None, Ref | None] = (None, None, None)
         limit = self._config.max_block_candidates

@@ -50,13 +50,15 @@ def _comparable(row: Any) -> dict[str, str | None]:
 def matching(connection: AsyncConnection, column: Any, values: Iterable[Any]) -> Iterator[Any]:
     """WHERE clauses for ``column IN values``: one array parameter on Postgres (one plan,
     one round trip), chunked IN lists elsewhere."""
-    ordered = sorted(set(values))
-    if not ordered:
+    distinct = set(values)
+    if not distinct:
         return
     if is_postgres(connection):
-        yield column == any_(bindparam(None, ordered, type_=ARRAY(column.type), unique=True))
+        # Order does not matter to an array parameter; sorting tens of thousands does cost.
+        array = list(distinct)
+        yield column == any_(bindparam(None, array, type_=ARRAY(column.type), unique=True))
         return
-    for part in chunks(ordered):
+    for part in chunks(sorted(distinct)):
         yield column.in_(part)
 
 

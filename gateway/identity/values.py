@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import date
+from functools import lru_cache
 from hashlib import blake2b
 
 import phonenumbers
@@ -12,14 +13,19 @@ import phonenumbers
 from gateway.contact_points import normalize_email
 from gateway.identity.config import IdentityConfig
 
-_SPACES = re.compile(r"\s+")
 _NOT_NAME = re.compile(r"[^a-z' -]")
 _DIGITS = re.compile(r"\D")
 _SOUNDEX = str.maketrans("aeiouybfpvcgjkqsxzdtlmnr", "000000111122222222334556", "hw")
 
 
+def _single_spaced(text: str) -> str:
+    """Whitespace runs as one space, none at the ends: ``re.sub(r"\\s+", " ", t).strip()``
+    (str.split and \\s agree on what is whitespace) at a third of the cost."""
+    return " ".join(text.split())
+
+
 def is_placeholder(raw: str | None, config: IdentityConfig) -> bool:
-    return raw is None or _SPACES.sub(" ", raw.strip().lower()) in config.placeholder_values
+    return raw is None or _single_spaced(raw.lower()) in config.placeholder_values
 
 
 def fold(raw: str) -> str:
@@ -29,13 +35,13 @@ def fold(raw: str) -> str:
     else:
         text = unicodedata.normalize("NFKD", raw)
         text = "".join(ch for ch in text if not unicodedata.combining(ch))
-    return _SPACES.sub(" ", text.lower()).strip()
+    return _single_spaced(text.lower())
 
 
 def name_key(raw: str | None, config: IdentityConfig) -> str | None:
     if is_placeholder(raw, config):
         return None
-    key = _SPACES.sub(" ", _NOT_NAME.sub("", fold(raw or ""))).strip()
+    key = _single_spaced(_NOT_NAME.sub("", fold(raw or "")))
     return key or None
 
 
@@ -52,6 +58,7 @@ def postcode_key(raw: str | None, config: IdentityConfig) -> str | None:
     return key if key and set(key) != {"0"} else None
 
 
+@lru_cache(maxsize=1 << 16)  # names and towns repeat: a bulk import asks again and again
 def soundex(name: str) -> str:
     """American Soundex; empty for empty input.  Phonetic so 'smyth' blocks with 'smith'."""
     letters = [ch for ch in name if "a" <= ch <= "z"]
@@ -141,6 +148,7 @@ def external_id_key(raw: str | None, config: IdentityConfig) -> str:
     return text
 
 
+@lru_cache(maxsize=1 << 16)  # records that share a block share its key
 def block_hash(key: str) -> int:
     """A blocking key as a signed 64-bit hash: the plain keys hold birth dates and postcodes,
     and a number is cheaper to index and compare; a rare collision only adds a candidate."""
