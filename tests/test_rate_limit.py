@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -68,6 +69,47 @@ async def test_instances_sharing_redis_share_the_limit(redis_url: str) -> None:
     finally:
         await first.aclose()
         await second.aclose()
+
+
+@pytest.mark.parametrize("cache", ["memory", "redis"])
+async def test_leased_counting_never_admits_more_than_the_limit(cache: str, redis_url: str) -> None:
+    # 1,000 a minute: requests are counted ten at a time. Two instances on one Redis
+    # (or one in memory) asking 1,200 times between them get at most the limit, and
+    # lose at most a lease per instance to tokens left unspent.
+    url = redis_url if cache == "redis" else "memory://"
+    instances = [RateLimiter(url), RateLimiter(url)] if cache == "redis" else [RateLimiter(url)]
+    key = f"key-{uuid.uuid4().hex}"
+    try:
+        admitted = 0
+        for turn in range(1200):
+            if await instances[turn % len(instances)].acquire(key, 1000) is None:
+                admitted += 1
+        assert 1000 - 10 * len(instances) < admitted <= 1000
+        # Refused on every instance from then on.
+        assert all([await i.acquire(key, 1000) is not None for i in instances])
+    finally:
+        for limiter in instances:
+            await limiter.aclose()
+
+
+async def test_concurrent_requests_finding_the_lease_spent_take_one_lease(redis_url: str) -> None:
+    limiter = RateLimiter(redis_url)
+    key = f"key-{uuid.uuid4().hex}"
+    try:
+        # 6,000 a minute: leases of 60. 50 requests at once fit in the first lease, so
+        # the counter holds 60, not 50 leases (3,000).
+        answers = await asyncio.gather(*(limiter.acquire(key, 6000) for _ in range(50)))
+        assert answers == [None] * 50
+        assert await _hits(limiter, key, 6000, 10) == [None] * 10  # the lease's last ten
+        # 5,940 left in the shared window: a second instance can still take 99 leases.
+        other = RateLimiter(redis_url)
+        try:
+            assert await _hits(other, key, 6000, 5940) == [None] * 5940
+            assert await other.acquire(key, 6000) is not None
+        finally:
+            await other.aclose()
+    finally:
+        await limiter.aclose()
 
 
 async def test_refusals_are_counted_by_key_name(redis_url: str) -> None:
