@@ -5,6 +5,11 @@ cache policy); stock changes with every sale, so it is cached for a short time
 (``GATEWAY_RECS_STOCK_TTL_S``) and can be dropped at once (``invalidate_stock``, e.g.
 from an ``inventory_levels/update`` webhook or an operator). Entries are kept past
 their freshness and served when the shop fails, as the federation does.
+
+With a shared (Redis) cache, product records are also kept in the process: nothing
+invalidates them before their time-to-live, so a local copy aged from the same fetch
+answers exactly as Redis would, without a round trip and an unpickling of each
+record per request. Stock, which is invalidated, is always read from the shared cache.
 """
 
 from __future__ import annotations
@@ -19,12 +24,15 @@ from adapters.records import Product
 from gateway.cache import Entry, UpstreamCache
 from gateway.federation import Federation
 
+_LOCAL_MAX = 10_000  # product records kept in the process, beyond which it starts afresh
+
 
 class ProductCatalogue:
     def __init__(self, federation: Federation, *, stock_ttl_s: float) -> None:
         self._federation = federation
         self._stock_ttl_s = stock_ttl_s
         self._known: set[str] = set()  # product ids whose stock this process cached
+        self._local_products: dict[str, Entry] = {}
 
     @property
     def _shop(self) -> CommerceAdapter | None:
@@ -44,7 +52,13 @@ class ProductCatalogue:
         async def fetch(missing: Sequence[str]) -> dict[str, Any]:
             return {p.external_id: p for p in await shop.fetch_products(list(missing))}
 
-        found = await self._cached(f"{shop.name}.products", ids, policy.ttl_s, fetch)
+        found = await self._cached(
+            f"{shop.name}.products",
+            ids,
+            policy.ttl_s,
+            fetch,
+            local=self._local_products if self._cache.shared else None,
+        )
         return {k: v for k, v in found.items() if isinstance(v, Product)}
 
     async def stock(self, products: Iterable[Product]) -> dict[str, int]:
@@ -85,12 +99,24 @@ class ProductCatalogue:
         ids: Sequence[str],
         ttl_s: float,
         fetch: Callable[[Sequence[str]], Awaitable[Mapping[str, Any]]],
+        local: dict[str, Entry] | None = None,
     ) -> dict[str, Any]:
-        """Fresh entries from the cache, the rest from ``fetch`` (stored for next time);
-        when the shop fails, what the cache still holds, or the shop's error."""
+        """Fresh entries from the cache (``local`` first, if given), the rest from
+        ``fetch`` (stored for next time); when the shop fails, what the cache still
+        holds, or the shop's error."""
         shop = cast(CommerceAdapter, self._shop)
         now = datetime.now(UTC)
-        entries = {str(i): e for i, e in (await self._cache.get_many(namespace, list(ids))).items()}
+        entries: dict[str, Entry] = {}
+        if local is not None:
+            entries = {i: e for i in ids if (e := local.get(i)) and e.age_s(now) <= ttl_s}
+        wanted = [i for i in ids if i not in entries]
+        if wanted:
+            shared = await self._cache.get_many(namespace, wanted)
+            entries.update((str(i), e) for i, e in shared.items())
+            if local is not None:
+                if len(local) + len(shared) > _LOCAL_MAX:
+                    local.clear()
+                local.update((str(i), e) for i, e in shared.items())
         found = {i: e.value for i, e in entries.items() if e.age_s(now) <= ttl_s}
         missing = [i for i in dict.fromkeys(ids) if i not in found]
         if not missing:
@@ -102,6 +128,8 @@ class ProductCatalogue:
                 raise
             return {i: e.value for i, e in entries.items()}
         policy = self._federation.policy(shop.name)
+        if local is not None:
+            local.update((i, Entry(v, now)) for i, v in fresh.items())
         await self._cache.set_many(
             namespace,
             {i: Entry(v, now) for i, v in fresh.items()},
