@@ -7,13 +7,15 @@ around a minute's edge, and unlike a log of every hit it keeps two counters per 
 whatever the limit. In Redis both counters move in one Lua script, so instances
 sharing the cache share the limit; ``memory://`` keeps it per process.
 
-Requests are counted in leases: an instance takes ~1 % of a key's per-minute limit
-from the counter at once and spends it locally for up to a second, so a busy key costs
+Requests are counted in leases: an instance takes several of a key's requests from
+the counter at once and spends them locally for up to a second, so a busy key costs
 one Redis round trip per lease instead of one per request. A lease is counted when
-taken, so the limit is never exceeded; when a full lease no longer fits, single
-requests are counted one by one up to the limit. Tokens a lease leaves unspent are
-lost, but only while the key uses under ~60 % of its limit, so they never cause a
-refusal. Limits under 200 a minute lease one request at a time (exact).
+taken, so the limit is never exceeded; when a lease no longer fits, requests are
+counted one by one up to the limit. A lease's size follows the key's pace on this
+instance: it doubles when spent within its second (up to 1 % of the limit) and falls
+to what was used when it expires, so the tokens lost unspent are at most the drop in
+pace from one second to the next, on each instance. Limits under 200 a minute are
+counted request by request (exact).
 
 If Redis cannot be reached, requests are let through (and logged): an outage of
 the shared counter must not take the API down with it.
@@ -25,6 +27,7 @@ import asyncio
 import logging
 import math
 import time
+from dataclasses import dataclass
 
 import orjson
 import redis.asyncio as aioredis
@@ -40,8 +43,15 @@ logger = logging.getLogger("gateway.rate_limit")
 
 _KEY_PREFIX = "gateway:ratelimit"
 _SOONEST_RETRY_S = 0.001  # a refusal never says "retry in 0 s"
-_LEASE_SHARE = 100  # a lease is 1/100 of the per-minute limit
+_LEASE_SHARE = 100  # a lease is at most 1/100 of the per-minute limit
 _LEASE_S = 1.0  # unspent lease tokens expire after this long
+
+
+@dataclass(slots=True)
+class _Lease:
+    size: int
+    left: int
+    expires: float  # on the monotonic clock
 
 
 class RateLimiter:
@@ -66,7 +76,8 @@ class RateLimiter:
         self._strategy = SlidingWindowCounterRateLimiter(self._storage)
         self._items: dict[int, RateLimitItem] = {}
         # key -> (tokens left in its lease, when the lease expires on the monotonic clock)
-        self._leases: dict[str, tuple[int, float]] = {}
+        self._leases: dict[str, _Lease] = {}
+        self._no_lease_until: dict[str, float] = {}  # key -> when a lease may fit again
         self._leasing: dict[str, asyncio.Future[None]] = {}  # key -> lease being counted
         self._failing = False
 
@@ -78,37 +89,62 @@ class RateLimiter:
         item = self._items.get(per_minute)
         if item is None:
             item = self._items[per_minute] = RateLimitItemPerMinute(per_minute)
-        lease = per_minute // _LEASE_SHARE
-        if lease <= 1:
-            return await self._count(item, key, 1, name)
+        most = per_minute // _LEASE_SHARE
+        if most <= 1:
+            return await self._count_one(item, key, name)
         while True:
-            left, expires = self._leases.get(key, (0, 0.0))
-            if left > 0 and expires > time.monotonic():
-                self._leases[key] = (left - 1, expires)
+            now = time.monotonic()
+            lease = self._leases.get(key)
+            if lease is not None and lease.left > 0 and lease.expires > now:
+                lease.left -= 1
                 return None
+            if self._no_lease_until.get(key, 0.0) > now:
+                break  # none fits: count one by one, concurrently, without queueing
             leasing = self._leasing.get(key)
             if leasing is None:
+                leasing = self._leasing[key] = asyncio.get_running_loop().create_future()
+                try:
+                    if await self._take_lease(item, key, self._next_size(lease, most, now)):
+                        return None
+                finally:
+                    del self._leasing[key]
+                    leasing.set_result(None)
                 break
             # One lease at a time per key: 32 requests finding it spent at once must
             # not take 32 leases. Then try again, from the new lease if there is one.
             await asyncio.shield(leasing)
-        leasing = self._leasing[key] = asyncio.get_running_loop().create_future()
-        try:
-            return await self._count(item, key, lease, name)
-        finally:
-            del self._leasing[key]
-            leasing.set_result(None)
+        return await self._count_one(item, key, name)
 
-    async def _count(
-        self, item: RateLimitItem, key: str, lease: int, name: str | None
-    ) -> float | None:
-        """Count a lease of ``lease`` requests (this one included), or failing that this
-        request alone; None if it may go ahead, else the seconds until a retry."""
+    @staticmethod
+    def _next_size(lease: _Lease | None, most: int, now: float) -> int:
+        if lease is None:
+            return 1
+        used = lease.size - lease.left
+        if lease.left <= 0 and lease.expires > now:
+            return min(most, lease.size * 2)  # spent within its second: the pace is up
+        return max(1, min(most, used))
+
+    async def _take_lease(self, item: RateLimitItem, key: str, size: int) -> bool:
+        """Count ``size`` requests (this one included) at once; False if they do not fit."""
+        now = time.monotonic()
         try:
-            if lease > 1 and await self._strategy.hit(item, key, cost=lease):
-                self._leases[key] = (lease - 1, time.monotonic() + _LEASE_S)
-                self._recovered()
-                return None
+            taken = await self._strategy.hit(item, key, cost=size)
+        except StorageError as exc:
+            self._failed(exc)
+            taken = True  # let requests through without asking the store each time
+        else:
+            self._recovered()
+        if taken:
+            self._leases[key] = _Lease(size, size - 1, now + _LEASE_S)
+            self._no_lease_until.pop(key, None)
+        else:
+            self._leases.pop(key, None)
+            self._no_lease_until[key] = now + _LEASE_S
+        return taken
+
+    async def _count_one(self, item: RateLimitItem, key: str, name: str | None) -> float | None:
+        """Count this request alone; None if it may go ahead, else seconds to a retry."""
+        try:
             if await self._strategy.hit(item, key):
                 self._recovered()
                 return None
