@@ -16,8 +16,8 @@ answer in use is never older than ``cache_ttl_s``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
+import logging
 import secrets
 import time
 from collections.abc import Iterable, Sequence
@@ -32,6 +32,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from gateway.db.access_models import ApiKey
 from gateway.db.models import utcnow
 from gateway.errors import Conflict, InvalidInput
+
+logger = logging.getLogger("gateway.api_keys")
 
 PREFIX = "gwk_"
 _CACHE_MAX = 10_000
@@ -105,6 +107,7 @@ class ApiKeys:
         self._revocations = 0
         # digest -> the database read under way for it, shared by every caller.
         self._reading: dict[str, asyncio.Task[Principal | None]] = {}
+        self._tasks: set[asyncio.Task[Principal | None]] = set()  # every read not yet done
 
     async def create(
         self,
@@ -184,12 +187,18 @@ class ApiKeys:
     def _read(self, hashed: str) -> asyncio.Task[Principal | None]:
         task = asyncio.create_task(self._lookup(hashed), name="api-key-lookup")
         self._reading[hashed] = task
+        self._tasks.add(task)
         task.add_done_callback(lambda done: self._finished(hashed, done))
         return task
 
     def _finished(self, hashed: str, task: asyncio.Task[Principal | None]) -> None:
+        self._tasks.discard(task)
         if self._reading.get(hashed) is task:  # a revocation may have replaced it
             del self._reading[hashed]
+        # A refresh ahead has no caller to raise to: log its failure here (the cached
+        # answer stands until it expires; then a caller's own read raises).
+        if not task.cancelled() and (error := task.exception()) is not None:
+            logger.warning("API key lookup failed: %s", type(error).__name__)
 
     async def _lookup(self, hashed: str) -> Principal | None:
         started = time.monotonic()
@@ -216,10 +225,8 @@ class ApiKeys:
         return principal
 
     async def aclose(self) -> None:
-        """Wait out reads under way, so none outlives the engine."""
-        for task in list(self._reading.values()):
-            with contextlib.suppress(Exception):
-                await task
+        """Wait out reads under way (revocations included), so none outlives the engine."""
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 def _info(row: ApiKey) -> KeyInfo:

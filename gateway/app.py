@@ -106,10 +106,12 @@ def create_app(
         # collector's way, so full collections under load scan only request garbage.
         gc.collect()
         gc.freeze()
+        thresholds = gc.get_threshold()
         gc.set_threshold(*_GC_THRESHOLDS)
         try:
             yield
         finally:
+            gc.set_threshold(*thresholds)
             await services.aclose()
 
     routes = [
