@@ -75,8 +75,7 @@ class RateLimiter:
             self._storage = MemoryStorage()
         self._strategy = SlidingWindowCounterRateLimiter(self._storage)
         self._items: dict[int, RateLimitItem] = {}
-        # key -> (tokens left in its lease, when the lease expires on the monotonic clock)
-        self._leases: dict[str, _Lease] = {}
+        self._leases: dict[str, _Lease] = {}  # key -> this instance's current lease
         self._no_lease_until: dict[str, float] = {}  # key -> when a lease may fit again
         self._leasing: dict[str, asyncio.Future[None]] = {}  # key -> lease being counted
         self._failing = False
