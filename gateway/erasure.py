@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
@@ -31,10 +31,6 @@ from gateway.db.recommendation_models import RecommendationList
 from gateway.identity.lookup import matching
 from gateway.identity.records import PreparedRecord
 from gateway.settings import Settings
-
-
-class _Executor(Protocol):
-    async def scalars(self, statement: Any) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,17 +77,15 @@ class Tombstones:
             found.add(self.digest("id", f"{source}:{external_id}"))
         return found
 
-    async def blocked(self, executor: _Executor, digests: set[str]) -> set[str]:
-        """Which of these digests belong to erased customers."""
-        if not digests:
-            return set()
-        rows = await executor.scalars(select(Tombstone.digest).where(Tombstone.digest.in_(digests)))
-        return set(rows)
-
-    async def blocked_in_bulk(self, connection: AsyncConnection, digests: set[str]) -> set[str]:
-        """``blocked`` for a bulk batch's thousands of digests: one array parameter on
-        Postgres (an IN list that long costs more to bind and plan than to run), slices
-        of an IN list elsewhere."""
+    async def blocked(
+        self, executor: AsyncSession | AsyncConnection, digests: set[str]
+    ) -> set[str]:
+        """Which of these digests belong to erased customers. A bulk batch brings
+        thousands: one array parameter on Postgres (an IN list that long costs more to
+        bind and plan than to run), slices of an IN list elsewhere."""
+        connection = (
+            executor if isinstance(executor, AsyncConnection) else await executor.connection()
+        )
         found: set[str] = set()
         for clause in matching(connection, Tombstone.digest, digests):
             found.update(await connection.scalars(select(Tombstone.digest).where(clause)))

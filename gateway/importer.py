@@ -206,7 +206,7 @@ class Importer:
             return batch
         async with self._sessions() as session:
             connection = await session.connection()
-            blocked = await self._tombstones.blocked_in_bulk(connection, set().union(*digests))
+            blocked = await self._tombstones.blocked(connection, set().union(*digests))
         if not blocked:
             return batch
         kept = [record for record, own in zip(batch, digests, strict=True) if not own & blocked]
