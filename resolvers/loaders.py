@@ -7,6 +7,8 @@ fetch, and a batch of customers shares one call per page of the upstream.
 
 from __future__ import annotations
 
+from functools import cached_property
+
 from strawberry.dataloader import DataLoader
 
 from adapters.records import CommerceCustomer, CrmContact, Order
@@ -19,19 +21,27 @@ def _key(customer: CustomerProfile) -> object:
 
 
 class Loaders:
+    """Made per request and built on first use: most requests ask one or two upstreams,
+    and every loader made is garbage (in reference cycles) when the request ends."""
+
     def __init__(self, federation: Federation) -> None:
-        self.crm: DataLoader[CustomerProfile, Outcome[CrmContact]] = DataLoader(
-            federation.crm, cache_key_fn=_key
-        )
-        self.commerce: DataLoader[CustomerProfile, Outcome[CommerceCustomer]] = DataLoader(
-            federation.commerce, cache_key_fn=_key
-        )
-        self.orders: DataLoader[CustomerProfile, Outcome[tuple[Order, ...]]] = DataLoader(
-            federation.orders, cache_key_fn=_key
-        )
-        self.analytics: DataLoader[CustomerProfile, Outcome[AnalyticsData]] = DataLoader(
-            federation.analytics, cache_key_fn=_key
-        )
+        self._federation = federation
+
+    @cached_property
+    def crm(self) -> DataLoader[CustomerProfile, Outcome[CrmContact]]:
+        return DataLoader(self._federation.crm, cache_key_fn=_key)
+
+    @cached_property
+    def commerce(self) -> DataLoader[CustomerProfile, Outcome[CommerceCustomer]]:
+        return DataLoader(self._federation.commerce, cache_key_fn=_key)
+
+    @cached_property
+    def orders(self) -> DataLoader[CustomerProfile, Outcome[tuple[Order, ...]]]:
+        return DataLoader(self._federation.orders, cache_key_fn=_key)
+
+    @cached_property
+    def analytics(self) -> DataLoader[CustomerProfile, Outcome[AnalyticsData]]:
+        return DataLoader(self._federation.analytics, cache_key_fn=_key)
 
     def named(self, name: str) -> DataLoader[CustomerProfile, Outcome[object]]:
         loader: DataLoader[CustomerProfile, Outcome[object]] = getattr(self, name)

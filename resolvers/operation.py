@@ -16,9 +16,10 @@ import time
 from collections.abc import Iterator
 from functools import lru_cache
 
-from graphql import parse
+from graphql import GraphQLError, parse
 from strawberry.extensions import MaskErrors
 from strawberry.schema.schema import validate_document
+from strawberry.types import ExecutionContext
 
 from resolvers.errors import add_codes, is_unexpected
 from resolvers.limits import QueryCost
@@ -41,25 +42,27 @@ class GatewayOperation(MaskErrors):
         context = self.execution_context
         # The same rule classes every time, so the validation cache's key stays the same.
         context.validation_rules = context.validation_rules + self.limits.rules
+        self._prepare(context)
         started = time.perf_counter()
         yield from super().on_operation()  # masks unexpected errors on the way out
         result = context.result
         add_codes((result.errors if result else None) or ())
         observe_operation(context.operation_name, time.perf_counter() - started)
 
-    def on_parse(self) -> Iterator[None]:
-        context = self.execution_context
-        context.graphql_document = _parse(context.query, **context.parse_options)
-        yield
-
-    def on_validate(self) -> Iterator[None]:
-        context = self.execution_context
-        assert context.graphql_document is not None  # parsed, or we would not be here
+    def _prepare(self, context: ExecutionContext) -> None:
+        """Parse, validate and check the limits from the caches, all in this one hook:
+        Strawberry then skips its own parse and validation, which it does only when no
+        document or result is there yet. A hook per stage would cost a context manager
+        each on every request. A document that does not parse is left to Strawberry,
+        which reports the syntax error as it always does."""
+        if not context.query or context.graphql_document is not None:
+            return
+        try:
+            context.graphql_document = _parse(context.query, **context.parse_options)
+        except GraphQLError:
+            return
         context.pre_execution_errors = _validate(
             context.schema._schema, context.graphql_document, context.validation_rules
         )
-        yield
-
-    def on_execute(self) -> Iterator[None]:
-        self.limits.enforce(self.execution_context)
-        yield
+        if not context.pre_execution_errors:
+            self.limits.enforce(context)
