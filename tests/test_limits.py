@@ -104,7 +104,7 @@ async def test_depth_counts_through_fragments() -> None:
 
 async def test_the_depth_rule_is_built_once_so_validation_stays_cached() -> None:
     schema = build_schema()
-    cache = operation._validate
+    cache = operation._checked
     query = "{ __typename }"
     await schema.execute(query)
     hits = cache.cache_info().hits
