@@ -6,10 +6,11 @@ cache policy); stock changes with every sale, so it is cached for a short time
 from an ``inventory_levels/update`` webhook or an operator). Entries are kept past
 their freshness and served when the shop fails, as the federation does.
 
-With a shared (Redis) cache, product records are also kept in the process: nothing
+Product records are also kept in the process, in a plain dictionary: nothing
 invalidates them before their time-to-live, so a local copy aged from the same fetch
-answers exactly as Redis would, without a round trip and an unpickling of each
-record per request. Stock, which is invalidated, is always read from the shared cache.
+answers exactly as the cache would, without a Redis round trip and an unpickling of
+each record per request, or (in memory) aiocache's per-call wrappers. Stock, which is
+invalidated, is always read from the cache.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class ProductCatalogue:
             ids,
             policy.ttl_s,
             fetch,
-            local=self._local_products if self._cache.shared else None,
+            local=self._local_products,
         )
         return {k: v for k, v in found.items() if isinstance(v, Product)}
 
