@@ -144,7 +144,7 @@ class GatewayGraphQL(GraphQL[Context, None]):
             query = await services.persisted_queries.resolve(data.query, data.extensions)
         except GatewayError as exc:
             raise RequestError(400, str(exc), exc.code) from exc
-        return replace(data, query=query)
+        return data if query is data.query else replace(data, query=query)
 
     async def render_graphql_ide(self, request: Request) -> Response:
         return HTMLResponse(self._ide_html)
