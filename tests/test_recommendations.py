@@ -46,6 +46,7 @@ query Recs($id: ID, $limit: Int, $category: String, $exclude: Boolean) {
 }
 """
 BEHAVIOUR_REASONS = ("bought together with ", "viewed together with ")
+INVENTORY = "GET /admin/api/2024-10/inventory_levels.json"
 
 
 @dataclass
@@ -158,6 +159,19 @@ async def test_out_of_stock_product_disappears_after_invalidation(running: Runni
     finally:
         running.samples.shopify.set_inventory(product.inventory_item_id, before)
         await running.app.state.services.recommendations.catalogue.invalidate_stock()
+
+
+async def test_expired_stock_is_fetched_once_for_many_concurrent_requests(
+    running: Running,
+) -> None:
+    person = _person(running.samples, consent=True)
+    first = await _recommend(running.client, person, limit=4)
+    await running.app.state.services.recommendations.catalogue.invalidate_stock()
+    inventory = running.samples.shopify.calls
+    before = inventory.count(INVENTORY)
+    found = await asyncio.gather(*(_recommend(running.client, person, limit=4) for _ in range(20)))
+    assert all(items == first for items in found)
+    assert inventory.count(INVENTORY) - before == 1
 
 
 async def test_purchased_products_are_excluded(running: Running) -> None:

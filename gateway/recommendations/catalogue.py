@@ -15,6 +15,7 @@ invalidated, is always read from the cache.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -24,6 +25,7 @@ from adapters.protocols import CommerceAdapter
 from adapters.records import Product
 from gateway.cache import Entry, UpstreamCache
 from gateway.federation import Federation
+from gateway.single_flight import SingleFlight
 
 _LOCAL_MAX = 10_000  # product records kept in the process, beyond which it starts afresh
 
@@ -34,6 +36,8 @@ class ProductCatalogue:
         self._stock_ttl_s = stock_ttl_s
         self._known: set[str] = set()  # product ids whose stock this process cached
         self._local_products: dict[str, Entry] = {}
+        # Stock expires for everyone at once: one shop call per product, not per request.
+        self._flights: defaultdict[str, SingleFlight[str, Any]] = defaultdict(SingleFlight)
 
     @property
     def _shop(self) -> CommerceAdapter | None:
@@ -122,18 +126,23 @@ class ProductCatalogue:
         missing = [i for i in dict.fromkeys(ids) if i not in found]
         if not missing:
             return found
+        policy = self._federation.policy(shop.name)
+
+        async def fetch_and_keep(wanted: list[str]) -> Mapping[str, Any]:
+            fresh = await fetch(wanted)
+            if local is not None:
+                local.update((i, Entry(v, now)) for i, v in fresh.items())
+            await self._cache.set_many(
+                namespace,
+                {i: Entry(v, now) for i, v in fresh.items()},
+                max(policy.stale_ttl_s, ttl_s),
+            )
+            return fresh
+
         try:
-            fresh = await fetch(missing)
+            fresh = await self._flights[namespace].run(missing, fetch_and_keep)
         except UpstreamError:
             if not entries:
                 raise
             return {i: e.value for i, e in entries.items()}
-        policy = self._federation.policy(shop.name)
-        if local is not None:
-            local.update((i, Entry(v, now)) for i, v in fresh.items())
-        await self._cache.set_many(
-            namespace,
-            {i: Entry(v, now) for i, v in fresh.items()},
-            max(policy.stale_ttl_s, ttl_s),
-        )
         return {**found, **fresh}
