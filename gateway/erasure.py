@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -95,6 +95,22 @@ class Tombstones:
         for clause in matching(connection, Tombstone.digest, digests):
             found.update(await connection.scalars(select(Tombstone.digest).where(clause)))
         return found
+
+    async def unblocked(
+        self,
+        connection: AsyncConnection,
+        records: Sequence[PreparedRecord],
+        digests: Sequence[set[str]] | None = None,
+    ) -> list[PreparedRecord]:
+        """The records none of whose identifiers is an erased customer's, in order: one
+        lookup for the batch.  ``digests`` are ``of_record`` of each record, in order, when
+        the caller hashed them already.  A ``Screen`` for ``Resolver.link_screened``: run
+        under the batch's key locks, it cannot miss an erasure committing meanwhile."""
+        own = digests if digests is not None else [self.of_record(r) for r in records]
+        blocked = await self.blocked(connection, set().union(*own))
+        if not blocked:
+            return list(records)
+        return [record for record, mine in zip(records, own, strict=True) if not mine & blocked]
 
 
 class Erasure:
