@@ -24,9 +24,11 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from adapters.records import CrmContact
+from gateway.customers import CustomerDraft, CustomerStore, IdentityDraft
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.models import Customer, Identity
 from gateway.erasure import Erasure, Tombstones
+from gateway.errors import Erased as ErasedError
 from gateway.identity import DEFAULT_CONFIG, Resolver, prepare, resolution
 from gateway.identity.resolution import _lock_keys
 from gateway.importer import import_file
@@ -184,6 +186,44 @@ async def test_an_erasure_committed_after_a_batch_was_read_still_blocks_its_reco
     assert erased is not None
     assert await _count(sessions, tag, source) == (0, 0)  # not re-created
     assert (summary.read, summary.erased, summary.created) == (1, 1, 0)
+
+
+async def test_an_upsert_waits_for_an_erasure_in_flight_and_is_refused(
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    source = f"race{tag}"
+    key = f"key-{tag}".encode()
+    path = tmp_path / "people.csv"
+    path.write_text(f"external_id,email\n1,gone.{tag}@corp.com\n")
+    await import_file(sessions, path, source)
+    customer_id = await _customer_of(sessions, source)
+
+    erasing = Tombstones(key)
+    reached, release = asyncio.Event(), asyncio.Event()
+    monkeypatch.setattr(erasing, "blocked", _held(release, reached, erasing.blocked))
+    forget = asyncio.create_task(Erasure(sessions, erasing).forget(customer_id))
+    await reached.wait()
+
+    # A new address, but the erased customer's source id: no row to update by email.
+    draft = CustomerDraft(
+        email=f"new.{tag}@corp.com",
+        identities=(IdentityDraft(source=source, external_id="1"),),
+    )
+    upsert = asyncio.create_task(CustomerStore(sessions, Tombstones(key)).upsert(draft))
+    try:
+        waited_on = await _blocked_on(engine, upsert)
+    finally:
+        release.set()
+        await forget
+    with pytest.raises(ErasedError):
+        await upsert
+
+    assert await _count(sessions, tag, source) == (0, 0)  # not re-created
+    assert waited_on == "advisory"
 
 
 class _Feed:
