@@ -7,6 +7,12 @@ and every source id): an HMAC of it under the gateway's erasure key, so a later
 sync, webhook, import or API call cannot bring the person back, while the
 identifier itself is not kept. The audit log keeps its ids-only entries: it is the
 record that the erasure happened.
+
+Every write path checks the tombstones while holding the identity linker's key locks
+(``lock_keys``) for what it writes, and ``forget`` takes the same locks for the
+customer's keys: a check and its write are then one step against an erasure, which
+either commits first (the check sees its tombstones) or waits for the write (and
+erases what it linked).  On SQLite the single writer serialises them anyway.
 """
 
 from __future__ import annotations
@@ -114,7 +120,7 @@ class Tombstones:
 
 
 class Erasure:
-    """``forget`` and ``export``; each is one transaction."""
+    """``forget`` and ``export``; each changes or reads in one transaction."""
 
     def __init__(
         self,
