@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,6 +20,9 @@ from gateway.contact_points import normalize_email, normalize_phone
 from gateway.db.models import Attribute, Customer, Identity
 from gateway.erasure import Tombstones
 from gateway.errors import Conflict, Erased, InvalidInput
+from gateway.identity.config import DEFAULT_CONFIG
+from gateway.identity.resolution import customer_keys, lock_keys
+from gateway.identity.values import email_parts
 
 # BCP 47 language tags as ESPs use them: "en", "en-US", "zh-Hant-TW".
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
@@ -139,6 +142,16 @@ def _consents(customer: Customer) -> tuple[ConsentRecord, ...]:
 _WITH_RELATIONS = (selectinload(Customer.identities), selectinload(Customer.consents))
 
 
+def _keys(draft: CustomerDraft) -> Iterator[str]:
+    """The draft's keys as the identity linker (and so an erasure) locks them."""
+    try:
+        email_key = email_parts(draft.email, DEFAULT_CONFIG)[1]
+    except ValueError:
+        email_key = None  # validated already; the linker would not key by it either
+    identities = ((i.source, i.external_id) for i in draft.identities)
+    return customer_keys(identities, [email_key] if email_key else [], [])
+
+
 class CustomerStore:
     """Reads and writes unified customers; each call is one short transaction."""
 
@@ -204,6 +217,9 @@ class CustomerStore:
 
     async def _upsert_once(self, draft: CustomerDraft) -> CustomerProfile:
         async with self._sessions.begin() as session:
+            # The linker's key locks, held to commit: an erasure of this email or source
+            # id either committed before the tombstone check below or waits for us.
+            await lock_keys(await session.connection(), _keys(draft))
             customer = await session.scalar(
                 select(Customer).where(Customer.email == draft.email).options(*_WITH_RELATIONS)
             )

@@ -7,6 +7,12 @@ and every source id): an HMAC of it under the gateway's erasure key, so a later
 sync, webhook, import or API call cannot bring the person back, while the
 identifier itself is not kept. The audit log keeps its ids-only entries: it is the
 record that the erasure happened.
+
+Every write path checks the tombstones while holding the identity linker's key locks
+(``lock_keys``) for what it writes, and ``forget`` takes the same locks for the
+customer's keys: a check and its write are then one step against an erasure, which
+either commits first (the check sees its tombstones) or waits for the write (and
+erases what it linked).  On SQLite the single writer serialises them anyway.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,9 +34,14 @@ from gateway.db.access_models import Tombstone
 from gateway.db.identity_models import IdentityLink
 from gateway.db.models import Attribute, Consent, Customer, Event, utcnow
 from gateway.db.recommendation_models import RecommendationList
+from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.lookup import matching
 from gateway.identity.records import PreparedRecord
+from gateway.identity.resolution import customer_keys, lock_keys
+from gateway.identity.values import email_parts
 from gateway.settings import Settings
+
+_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,51 +102,126 @@ class Tombstones:
             found.update(await connection.scalars(select(Tombstone.digest).where(clause)))
         return found
 
+    async def unblocked(
+        self,
+        connection: AsyncConnection,
+        records: Sequence[PreparedRecord],
+        digests: Sequence[set[str]] | None = None,
+    ) -> list[PreparedRecord]:
+        """The records none of whose identifiers is an erased customer's, in order: one
+        lookup for the batch.  ``digests`` are ``of_record`` of each record, in order, when
+        the caller hashed them already.  A ``Screen`` for ``Resolver.link_screened``: run
+        under the batch's key locks, it cannot miss an erasure committing meanwhile."""
+        own = digests if digests is not None else [self.of_record(r) for r in records]
+        blocked = await self.blocked(connection, set().union(*own))
+        if not blocked:
+            return list(records)
+        return [record for record, mine in zip(records, own, strict=True) if not mine & blocked]
+
 
 class Erasure:
-    """``forget`` and ``export``; each is one transaction."""
+    """``forget`` and ``export``; each changes or reads in one transaction."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], tombstones: Tombstones):
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        tombstones: Tombstones,
+        config: IdentityConfig = DEFAULT_CONFIG,
+    ) -> None:
         self._sessions = sessions
         self.tombstones = tombstones
+        self._config = config
 
     async def forget(self, customer_id: uuid.UUID) -> Erased | None:
-        """Delete the customer and everything hanging off it; None if there is none."""
-        async with self._sessions.begin() as session:
-            customer = await session.scalar(
-                select(Customer)
-                .where(Customer.id == customer_id)
-                .options(selectinload(Customer.identities))
-                .with_for_update()
-            )
-            if customer is None:
+        """Delete the customer and everything hanging off it; None if there is none.
+
+        The transaction holds the linker's key locks for everything the customer is
+        known by, so a batch or webhook carrying one of those keys either commits
+        before it (and is erased with the customer) or checks the tombstones after it.
+        """
+        async with self._sessions() as session:
+            keys = await self._keys(session, customer_id)
+        for _ in range(_ATTEMPTS):
+            if keys is None:
                 return None
-            emails = {customer.email} | set(
-                await session.scalars(
-                    select(Attribute.value).where(
-                        Attribute.customer_id == customer_id, Attribute.name == "email"
-                    )
+            async with self._sessions.begin() as session:
+                await lock_keys(await session.connection(), keys)
+                customer = await self._locked(session, customer_id)
+                if customer is None:
+                    return None
+                emails = await self._emails(session, customer)
+                current = self._customer_keys(customer, emails)
+                if current <= keys:
+                    return await self._erase(session, customer, emails)
+            # Linked to more keys between the read and the locks: start again holding
+            # those too (taken afresh in ascending order, never added out of order).
+            keys |= current
+        raise RuntimeError("the customer kept gaining identities during erasure; retry")
+
+    async def _keys(self, session: AsyncSession, customer_id: uuid.UUID) -> set[str] | None:
+        customer = await session.scalar(
+            select(Customer)
+            .where(Customer.id == customer_id)
+            .options(selectinload(Customer.identities))
+        )
+        if customer is None:
+            return None
+        return self._customer_keys(customer, await self._emails(session, customer))
+
+    async def _locked(self, session: AsyncSession, customer_id: uuid.UUID) -> Customer | None:
+        customer: Customer | None = await session.scalar(
+            select(Customer)
+            .where(Customer.id == customer_id)
+            .options(selectinload(Customer.identities))
+            .with_for_update()
+        )
+        return customer
+
+    @staticmethod
+    async def _emails(session: AsyncSession, customer: Customer) -> set[str]:
+        """Every address the customer was known by: the golden one and each source's."""
+        emails = {customer.email} | set(
+            await session.scalars(
+                select(Attribute.value).where(
+                    Attribute.customer_id == customer.id, Attribute.name == "email"
                 )
             )
-            known = {e for e in emails if e}
-            digests = self.tombstones.digests(
-                known, ((i.source, i.external_id) for i in customer.identities)
+        )
+        return {e for e in emails if e}
+
+    def _customer_keys(self, customer: Customer, emails: set[str]) -> set[str]:
+        email_keys = set()
+        for email in emails:
+            try:
+                key = email_parts(email, self._config)[1]
+            except ValueError:
+                continue  # not an address: the linker never keyed anyone by it
+            if key:
+                email_keys.add(key)
+        identities = ((i.source, i.external_id) for i in customer.identities)
+        phones = [customer.phone] if customer.phone else []
+        return set(customer_keys(identities, email_keys, phones))
+
+    async def _erase(self, session: AsyncSession, customer: Customer, emails: set[str]) -> Erased:
+        customer_id = customer.id
+        digests = self.tombstones.digests(
+            emails, ((i.source, i.external_id) for i in customer.identities)
+        )
+        existing = await self.tombstones.blocked(session, digests)
+        now = utcnow()
+        session.add_all(Tombstone(digest=d, erased_at=now) for d in digests - existing)
+        counts = {
+            model.__tablename__: await session.scalar(
+                select(func.count()).select_from(model).where(model.customer_id == customer_id)
             )
-            existing = await self.tombstones.blocked(session, digests)
-            now = utcnow()
-            session.add_all(Tombstone(digest=d, erased_at=now) for d in digests - existing)
-            counts = {
-                model.__tablename__: await session.scalar(
-                    select(func.count()).select_from(model).where(model.customer_id == customer_id)
-                )
-                or 0
-                for model in (Attribute, Event, Consent)
-            }
-            identities = len(customer.identities)
-            await session.delete(customer)
+            or 0
+            for model in (Attribute, Event, Consent)
+        }
+        identities = len(customer.identities)
+        await session.delete(customer)
         return Erased(
             customer_id=customer_id,
-            emails=tuple(sorted(known)),
+            emails=tuple(sorted(emails)),
             identities=identities,
             attributes=counts["attributes"],
             events=counts["events"],

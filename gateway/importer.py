@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -117,7 +118,6 @@ class Importer:
         progress: Progress | None = None,
         tombstones: Tombstones | None = None,
     ) -> None:
-        self._sessions = sessions
         self._tombstones = tombstones
         self._resolver = Resolver(sessions, config)
         self._config = config
@@ -150,8 +150,7 @@ class Importer:
                 break
             pending = asyncio.create_task(asyncio.to_thread(self._take, source))
             try:
-                kept = await self._without_erased(batch, digests, summary)
-                await self._flush(kept, summary, started)
+                await self._flush(batch, digests, summary, started)
             except BaseException:
                 await asyncio.gather(pending, return_exceptions=True)
                 raise
@@ -198,25 +197,19 @@ class Importer:
         digests = [tombstones.of_record(record) for record in batch] if tombstones else []
         return batch, digests, rejected, read
 
-    async def _without_erased(
-        self, batch: list[PreparedRecord], digests: list[set[str]], summary: ImportSummary
-    ) -> list[PreparedRecord]:
-        """The batch minus records of forgotten customers, which are counted as erased."""
-        if self._tombstones is None or not batch:
-            return batch
-        async with self._sessions() as session:
-            connection = await session.connection()
-            blocked = await self._tombstones.blocked(connection, set().union(*digests))
-        if not blocked:
-            return batch
-        kept = [record for record, own in zip(batch, digests, strict=True) if not own & blocked]
-        summary.erased += len(batch) - len(kept)
-        return kept
-
     async def _flush(
-        self, batch: list[PreparedRecord], summary: ImportSummary, started: float
+        self,
+        batch: list[PreparedRecord],
+        digests: list[set[str]],
+        summary: ImportSummary,
+        started: float,
     ) -> None:
-        decisions = await self._resolver.link(batch) if batch else []
+        # Tombstones are checked under the batch's key locks: a customer erased after the
+        # batch was read is still not brought back.
+        screen = partial(self._tombstones.unblocked, digests=digests) if self._tombstones else None
+        screened = await self._resolver.link_screened(batch, screen)
+        summary.erased += screened.dropped
+        decisions = screened.decisions
         self._batches += 1
         # The collector is paused for the run (``_collector_paused``): collect what this
         # batch left in the young generations, and everything now and then.

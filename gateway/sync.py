@@ -187,8 +187,12 @@ class _SourceSync:
             report.cursor_after = since
 
     async def _link(self, batch: list[PreparedRecord], report: SyncReport) -> None:
-        batch = await self._without_erased(batch, report)
-        for decision in await self._resolver.link(batch):
+        # Records of forgotten customers are counted and dropped, never re-created; checked
+        # under the batch's key locks, so an erasure committing meanwhile is seen.
+        screen = self._tombstones.unblocked if self._tombstones else None
+        screened = await self._resolver.link_screened(batch, screen)
+        report.erased += screened.dropped
+        for decision in screened.decisions:
             if decision.new_customer:
                 report.created += 1
             elif decision.rule == "identity":
@@ -197,21 +201,6 @@ class _SourceSync:
                 report.linked += 1
             if decision.review is not None:
                 report.review += 1
-
-    async def _without_erased(
-        self, batch: list[PreparedRecord], report: SyncReport
-    ) -> list[PreparedRecord]:
-        """Records of forgotten customers are counted and dropped, never re-created."""
-        if self._tombstones is None:
-            return batch
-        digests = {id(record): self._tombstones.of_record(record) for record in batch}
-        async with self._sessions() as session:
-            blocked = await self._tombstones.blocked(session, set().union(*digests.values()))
-        if not blocked:
-            return batch
-        kept = [record for record in batch if not digests[id(record)] & blocked]
-        report.erased += len(batch) - len(kept)
-        return kept
 
 
 def _selected(adapters: Mapping[str, Adapter], sources: Sequence[str] | None) -> list[str]:

@@ -32,6 +32,7 @@ from gateway.erasure import Tombstones
 from gateway.federation import Federation
 from gateway.identity import DEFAULT_CONFIG, IdentityConfig, PreparedRecord, RecordError, Resolver
 from gateway.identity import prepare as prepare_record
+from gateway.identity.resolution import lock_keys, record_keys
 from gateway.notifications import CustomerChange, Notifications
 from gateway.profile_cache import CachedCustomers
 from gateway.signatures import SignatureError, verify_hubspot, verify_segment, verify_shopify
@@ -132,6 +133,9 @@ class WebhookIngest:
         return Ingested(event.event_id, "processed", customer_id)
 
     async def _erased(self, connection: AsyncConnection, record: PreparedRecord) -> bool:
+        # Under the record's key locks, held to commit: an erasure of its customer either
+        # committed before (its tombstones are seen here) or waits for this event.
+        await lock_keys(connection, record_keys(record))
         digests = self._tombstones.of_record(record)
         return bool(await self._tombstones.blocked(connection, digests))
 

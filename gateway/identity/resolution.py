@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
@@ -28,25 +29,48 @@ def _stripe(key: str) -> int:
     return int.from_bytes(digest, "big") % LOCK_STRIPES
 
 
-async def _lock_keys(connection: AsyncConnection, records: Sequence[PreparedRecord]) -> None:
-    """Serialise writers that share a deterministic key, so two records for one new email
-    cannot both decide "new customer" (Postgres; SQLite has one writer at a time)."""
+def record_keys(record: PreparedRecord) -> Iterator[str]:
+    """The deterministic keys a record links by (a generator: a batch has thousands)."""
+    yield f"id:{record.source}:{record.external_id}"
+    if record.email_key:
+        yield f"email:{record.email_key}"
+    if record.phone:
+        yield f"phone:{record.phone}"
+
+
+def customer_keys(
+    identities: Iterable[tuple[str, str]], email_keys: Iterable[str], phones: Iterable[str]
+) -> Iterator[str]:
+    """The keys of ``record_keys`` (same format) for what a stored customer is known by:
+    what a writer must lock to exclude the linker from that customer (erasure)."""
+    for source, external_id in identities:
+        yield f"id:{source}:{external_id}"
+    for email_key in email_keys:
+        yield f"email:{email_key}"
+    for phone in phones:
+        yield f"phone:{phone}"
+
+
+async def lock_keys(connection: AsyncConnection, keys: Iterable[str]) -> None:
+    """Hold the stripes of these keys until the transaction ends (Postgres; SQLite has
+    one writer at a time).  Two records for one new email then cannot both decide "new
+    customer", and an erasure cannot slip between a batch's tombstone check and its
+    write."""
     if connection.dialect.name != "postgresql":
         return
-    stripes: set[int] = set()
-    for record in records:
-        stripes.add(_stripe(f"id:{record.source}:{record.external_id}"))
-        if record.email_key:
-            stripes.add(_stripe(f"email:{record.email_key}"))
-        if record.phone:
-            stripes.add(_stripe(f"phone:{record.phone}"))
-    # Ascending order everywhere, so two batches can never wait on each other in a cycle.
+    stripes = set(map(_stripe, set(keys)))  # keys deduplicated first: fewer hashes
+    # Ascending order everywhere, so two transactions can never wait on each other in a
+    # cycle.
     await connection.execute(
         text(
             "SELECT pg_advisory_xact_lock(:namespace, s) FROM unnest(CAST(:stripes AS int[])) AS s"
         ),
         {"namespace": _LOCK_NAMESPACE, "stripes": sorted(stripes)},
     )
+
+
+async def _lock_keys(connection: AsyncConnection, records: Sequence[PreparedRecord]) -> None:
+    await lock_keys(connection, (key for record in records for key in record_keys(record)))
 
 
 async def _load(
@@ -68,6 +92,17 @@ async def _load(
     return state
 
 
+# Given a batch under its key locks, the records that may be linked (an order-keeping
+# subset); the rest are left out of the write and counted.
+Screen = Callable[[AsyncConnection, Sequence[PreparedRecord]], Awaitable[list[PreparedRecord]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Screened:
+    decisions: list[Decision]
+    dropped: int  # records the screen left out
+
+
 class Resolver:
     """Links records to customers: ``link`` a prepared batch, or ``link_one`` raw record."""
 
@@ -84,22 +119,37 @@ class Resolver:
 
     async def link(self, records: Sequence[PreparedRecord]) -> list[Decision]:
         """Link and store a batch atomically: all of it is written, or none."""
+        return (await self.link_screened(records, None)).decisions
+
+    async def link_screened(
+        self, records: Sequence[PreparedRecord], screen: Screen | None
+    ) -> Screened:
+        """``link``, with ``screen`` deciding which records may be linked at all once the
+        batch's keys are locked: a check made before the locks (tombstones of erased
+        customers) could be stale by the time the batch writes."""
         for attempt in range(_ATTEMPTS):
             try:
                 async with self._sessions.begin() as session:
                     # Core on the session's connection: no ORM unit of work for bulk rows.
                     connection = await session.connection()
                     await _lock_keys(connection, records)
-                    state = await _load(connection, records, self._config)
-                    decisions = self._linker.decide(list(records), state)
-                    await write_batch(connection, decisions, state, self._config)
-                    return decisions
+                    kept = await screen(connection, records) if screen else list(records)
+                    decisions = await self._write(connection, kept) if kept else []
+                    return Screened(decisions, len(records) - len(kept))
             except IntegrityError:
                 # Someone committed one of our keys first (on SQLite, or an email that only
                 # the unique constraint guards); a fresh attempt sees their row and links to it.
                 if attempt == _ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
+
+    async def _write(
+        self, connection: AsyncConnection, records: Sequence[PreparedRecord]
+    ) -> list[Decision]:
+        state = await _load(connection, records, self._config)
+        decisions = self._linker.decide(list(records), state)
+        await write_batch(connection, decisions, state, self._config)
+        return decisions
 
     async def link_one(self, data: Mapping[str, Any], source: str) -> Decision:
         """Link one raw record (a webhook, an API call); ``RecordError`` if it is invalid."""
