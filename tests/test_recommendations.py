@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event
 from starlette.applications import Starlette
 
 from adapters.samples.behaviour import behaviour
@@ -172,6 +173,37 @@ async def test_expired_stock_is_fetched_once_for_many_concurrent_requests(
     found = await asyncio.gather(*(_recommend(running.client, person, limit=4) for _ in range(20)))
     assert all(items == first for items in found)
     assert inventory.count(INVENTORY) - before == 1
+
+
+async def test_expired_memos_are_read_once_for_many_concurrent_requests(
+    running: Running,
+) -> None:
+    person = _person(running.samples, consent=True)
+    body = {"customer_id": str(customer_id_for(person)), "limit": 4}
+
+    async def recommend() -> Any:
+        response = await running.client.post("/api/recommendations", json=body)
+        assert response.status_code == 200, response.text
+        return response.json()["recommendations"]
+
+    first = await recommend()
+    services = running.app.state.services
+    services.recommendations.forget()  # as when the memos' time to live runs out
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    engine = services.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        found = await asyncio.gather(*(recommend() for _ in range(20)))
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    consents = [s for s in statements if "FROM consents" in s]
+    lists = [s for s in statements if "FROM recommendation_lists" in s]
+    assert all(items == first for items in found)
+    assert len(consents) == 1 and len(lists) == 1, statements
 
 
 async def test_purchased_products_are_excluded(running: Running) -> None:

@@ -4,15 +4,23 @@ The stored model changes only when ``recs build`` runs, so a customer's list and
 popular lists can be reused for a short while instead of read per request (a SQLite
 or Postgres round trip costs about a millisecond; the budget is 20 ms at p99 under
 load). Bounded: the least recently stored entries go first.
+
+An entry expires for every request in flight at once: ``fetch`` reads it again once,
+and the others wait for that read. Without that, each of them queued its own read
+on the database connection, and the slowest waited ~100 ms (the recommendations'
+p99 went from 17 to 76-98 ms with the consent memo's 5 s time to live).
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
-K = TypeVar("K")
+from gateway.single_flight import SingleFlight
+
+K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
@@ -21,6 +29,7 @@ class Memo(Generic[K, V]):
         self.ttl_s = ttl_s
         self.size = size
         self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self._reads: SingleFlight[K, V] = SingleFlight()
 
     def get(self, key: K) -> tuple[bool, V | None]:
         """(found, value); an expired entry is not found."""
@@ -36,6 +45,20 @@ class Memo(Generic[K, V]):
         self._entries.move_to_end(key)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
+
+    async def fetch(self, key: K, read: Callable[[K], Awaitable[V]]) -> V | None:
+        """The remembered value, or ``read`` (once, however many ask at the same time)."""
+        found, value = self.get(key)
+        if found:
+            return value
+
+        async def read_each(keys: list[K]) -> dict[K, V]:
+            return {k: await read(k) for k in keys}
+
+        # Absent from the read's answer means None, which is remembered like any value.
+        value = (await self._reads.run([key], read_each)).get(key)
+        self.put(key, value)  # type: ignore[arg-type]
+        return value
 
     def clear(self) -> None:
         self._entries.clear()

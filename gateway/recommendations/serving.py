@@ -77,11 +77,10 @@ class Recommender:
 
     async def personalised(self, customer_id: uuid.UUID) -> bool:
         """Whether this customer's consent allows behaviour-based recommendations."""
-        found, allowed = self._consents.get(customer_id)
-        if not found:
-            allowed = await personalisation_allowed(self.store.sessions, customer_id)
-            self._consents.put(customer_id, allowed)
-        return bool(allowed)
+        return bool(await self._consents.fetch(customer_id, self._read_consent))
+
+    async def _read_consent(self, customer_id: uuid.UUID) -> bool:
+        return await personalisation_allowed(self.store.sessions, customer_id)
 
     def forget(self) -> None:
         """Drop what this process remembers of the stored model (after a build, in tests)."""
@@ -89,18 +88,13 @@ class Recommender:
             memo.clear()
 
     async def _customer_list(self, customer_id: uuid.UUID) -> CustomerList | None:
-        found, stored = self._lists.get(customer_id)
-        if not found:
-            stored = await self.store.customer_list(customer_id)
-            self._lists.put(customer_id, stored)
-        return stored
+        return await self._lists.fetch(customer_id, self.store.customer_list)
 
     async def _popular_list(self, category: str | None) -> list[Candidate]:
-        found, popular = self._popular.get(category)
-        if not found or popular is None:
-            popular = await self.store.popular(category, _POPULAR_POOL)
-            self._popular.put(category, popular)
-        return popular
+        return await self._popular.fetch(category, self._read_popular) or []
+
+    async def _read_popular(self, category: str | None) -> list[Candidate]:
+        return await self.store.popular(category, _POPULAR_POOL)
 
     async def recommend(
         self,
