@@ -95,21 +95,28 @@ class AuditLog:
             try:
                 async with self._sessions.begin() as session:
                     await session.execute(insert(AuditEntry), batch)
-            except Exception:
+            except BaseException as exc:
                 # Keep them for the next attempt rather than lose the trail.
                 self._pending[:0] = batch
-                logger.exception("audit entries not written; will retry")
+                if isinstance(exc, Exception):
+                    logger.exception("audit entries not written; will retry")
+                else:
+                    raise
 
     async def _flush_later(self) -> None:
         await asyncio.sleep(self._interval)
-        await self.flush()
+        # Shielded: a shutdown that cancels this task while the write is under way must
+        # not abandon it (that lost the batch, and on SQLite left the orphaned write's
+        # lock in the way of the final flush: "database is locked").
+        await asyncio.shield(self.flush())
 
     async def aclose(self) -> None:
+        """Write everything recorded so far; a write already under way finishes first."""
         if self._task is not None and not self._task.done():
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self.flush()
+        await self.flush()  # waits on the lock for a shielded write still under way
 
     async def query(
         self,

@@ -1,0 +1,74 @@
+"""The buffered audit log: a shutdown while a write is under way loses no entries."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.audit import Action, AuditLog
+from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.db.models import AuditEntry
+
+
+@asynccontextmanager
+async def _table_locked(engine: AsyncEngine) -> AsyncIterator[None]:
+    """Another writer holds audit_log until the block ends: the log's write waits."""
+    async with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            await connection.execute(text("BEGIN"))
+            await connection.execute(text("LOCK TABLE audit_log IN EXCLUSIVE MODE"))
+        else:
+            await connection.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            await connection.rollback()
+
+
+async def _writing(log: AuditLog) -> None:
+    """Until the periodic write has started (it holds the log's lock while it writes)."""
+    while not log._lock.locked():  # noqa: ASYNC110 (a lock has no event to wait on)
+        await asyncio.sleep(0.005)
+
+
+async def _count(engine: AsyncEngine, actor: str) -> int:
+    async with engine.connect() as connection:
+        found = await connection.scalar(
+            select(func.count()).select_from(AuditEntry).where(AuditEntry.actor == actor)
+        )
+        return int(found or 0)
+
+
+async def test_closing_while_a_write_is_under_way_loses_no_entries(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        log = AuditLog(create_sessionmaker(engine), flush_interval_s=0.01)
+        actor = f"closing-{uuid.uuid4().hex[:8]}"
+        async with _table_locked(engine):
+            log.record(
+                actor=actor,
+                key_id=None,
+                action=Action.READ,
+                operation="customer",
+                customer_ids=[uuid.uuid4() for _ in range(50)],
+            )
+            await asyncio.wait_for(_writing(log), timeout=5)
+            await asyncio.sleep(0.05)  # into the INSERT, which waits on the other writer
+            closing = asyncio.create_task(log.aclose())
+            await asyncio.sleep(0.05)
+            log.record(  # recorded during shutdown: written by the final flush
+                actor=actor,
+                key_id=None,
+                action=Action.READ,
+                operation="customer",
+                customer_ids=[uuid.uuid4()],
+            )
+        await asyncio.wait_for(closing, timeout=10)
+        assert await _count(engine, actor) == 51
+    finally:
+        await engine.dispose()
