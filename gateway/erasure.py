@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
@@ -119,6 +119,15 @@ class Tombstones:
         return [record for record, mine in zip(records, own, strict=True) if not mine & blocked]
 
 
+def _with_identities(customer_id: uuid.UUID) -> Select[Customer]:
+    """The customer row with its identities loaded in the same round trip."""
+    return (
+        select(Customer)
+        .where(Customer.id == customer_id)
+        .options(selectinload(Customer.identities))
+    )
+
+
 class Erasure:
     """``forget`` and ``export``; each changes or reads in one transaction."""
 
@@ -159,21 +168,14 @@ class Erasure:
         raise RuntimeError("the customer kept gaining identities during erasure; retry")
 
     async def _keys(self, session: AsyncSession, customer_id: uuid.UUID) -> set[str] | None:
-        customer = await session.scalar(
-            select(Customer)
-            .where(Customer.id == customer_id)
-            .options(selectinload(Customer.identities))
-        )
+        customer = await session.scalar(_with_identities(customer_id))
         if customer is None:
             return None
         return self._customer_keys(customer, await self._emails(session, customer))
 
     async def _locked(self, session: AsyncSession, customer_id: uuid.UUID) -> Customer | None:
         customer: Customer | None = await session.scalar(
-            select(Customer)
-            .where(Customer.id == customer_id)
-            .options(selectinload(Customer.identities))
-            .with_for_update()
+            _with_identities(customer_id).with_for_update()
         )
         return customer
 
@@ -232,11 +234,7 @@ class Erasure:
     async def export(self, customer_id: uuid.UUID) -> dict[str, Any] | None:
         """Everything stored about one customer, as JSON-ready data; None if unknown."""
         async with self._sessions() as session:
-            customer = await session.scalar(
-                select(Customer)
-                .where(Customer.id == customer_id)
-                .options(selectinload(Customer.identities))
-            )
+            customer = await session.scalar(_with_identities(customer_id))
             if customer is None:
                 return None
 

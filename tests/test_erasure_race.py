@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,45 @@ def _held(release: asyncio.Event, reached: asyncio.Event, step: Any) -> Any:
     return held
 
 
+@dataclass(frozen=True)
+class Known:
+    """A customer imported from ``source`` (record "1", ``gone.{tag}@corp.com``)."""
+
+    tag: str
+    source: str
+    key: bytes
+    path: Path
+    customer_id: uuid.UUID
+
+
+async def _known(
+    sessions: async_sessionmaker[AsyncSession], tmp_path: Path, **imported: Any
+) -> Known:
+    """One customer from a one-row file (``imported`` goes to ``import_file``)."""
+    tag = uuid.uuid4().hex[:8]
+    source = f"race{tag}"
+    path = tmp_path / "people.csv"
+    path.write_text(f"external_id,email\n1,gone.{tag}@corp.com\n")
+    await import_file(sessions, path, source, **imported)
+    customer_id = await _customer_of(sessions, source)
+    return Known(tag, source, f"key-{tag}".encode(), path, customer_id)
+
+
+def _erasure_paused(
+    sessions: async_sessionmaker[AsyncSession],
+    key: bytes,
+    customer_id: uuid.UUID,
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[asyncio.Task[Any], asyncio.Event, asyncio.Event]:
+    """An erasure that pauses inside its transaction just before it writes the
+    tombstones (past every lock it takes, nothing of its work visible to others yet),
+    with the events it signals (reached) and waits for (release)."""
+    erasing = Tombstones(key)
+    reached, release = asyncio.Event(), asyncio.Event()
+    monkeypatch.setattr(erasing, "blocked", _held(release, reached, erasing.blocked))
+    return asyncio.create_task(Erasure(sessions, erasing).forget(customer_id)), reached, release
+
+
 async def test_an_import_waits_for_an_erasure_in_flight_and_skips_its_record(
     sessions: async_sessionmaker[AsyncSession],
     engine: AsyncEngine,
@@ -137,12 +177,7 @@ async def test_an_import_waits_for_an_erasure_in_flight_and_skips_its_record(
     assert first.created == 2
     customer_id = await _customer_of(sessions, source)
 
-    # The erasure pauses inside its transaction just before it writes the tombstones:
-    # past every lock it takes, with nothing of its work visible to others yet.
-    erasing = Tombstones(key)
-    reached, release = asyncio.Event(), asyncio.Event()
-    monkeypatch.setattr(erasing, "blocked", _held(release, reached, erasing.blocked))
-    forget = asyncio.create_task(Erasure(sessions, erasing).forget(customer_id))
+    forget, reached, release = _erasure_paused(sessions, key, customer_id, monkeypatch)
     await reached.wait()
 
     # The same file again, as a re-run of the import would: record 1 is the erased one.
@@ -165,13 +200,8 @@ async def test_an_import_waits_for_an_erasure_in_flight_and_skips_its_record(
 async def test_an_erasure_committed_after_a_batch_was_read_still_blocks_its_record(
     sessions: async_sessionmaker[AsyncSession], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    tag = uuid.uuid4().hex[:8]
-    source = f"race{tag}"
-    key = f"key-{tag}".encode()
-    path = tmp_path / "people.csv"
-    path.write_text(f"external_id,email,first_name\n1,gone.{tag}@corp.com,Gus\n")
-    await import_file(sessions, path, source, tombstones=Tombstones(key))
-    customer_id = await _customer_of(sessions, source)
+    known = await _known(sessions, tmp_path)
+    tag, source, key, path = known.tag, known.source, known.key, known.path
 
     # The re-import stops after reading and hashing its batch, at its link transaction's
     # first step: the window in which the erasure now runs to its commit.
@@ -180,7 +210,7 @@ async def test_an_erasure_committed_after_a_batch_was_read_still_blocks_its_reco
     again = asyncio.create_task(import_file(sessions, path, source, tombstones=Tombstones(key)))
     try:
         await reached.wait()
-        erased = await Erasure(sessions, Tombstones(key)).forget(customer_id)
+        erased = await Erasure(sessions, Tombstones(key)).forget(known.customer_id)
     finally:
         release.set()
     summary = await again
@@ -196,18 +226,9 @@ async def test_an_upsert_waits_for_an_erasure_in_flight_and_is_refused(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    tag = uuid.uuid4().hex[:8]
-    source = f"race{tag}"
-    key = f"key-{tag}".encode()
-    path = tmp_path / "people.csv"
-    path.write_text(f"external_id,email\n1,gone.{tag}@corp.com\n")
-    await import_file(sessions, path, source)
-    customer_id = await _customer_of(sessions, source)
-
-    erasing = Tombstones(key)
-    reached, release = asyncio.Event(), asyncio.Event()
-    monkeypatch.setattr(erasing, "blocked", _held(release, reached, erasing.blocked))
-    forget = asyncio.create_task(Erasure(sessions, erasing).forget(customer_id))
+    known = await _known(sessions, tmp_path)
+    tag, source, key = known.tag, known.source, known.key
+    forget, reached, release = _erasure_paused(sessions, key, known.customer_id, monkeypatch)
     await reached.wait()
 
     # A new address, but the erased customer's source id: no row to update by email.
@@ -234,18 +255,9 @@ async def test_a_webhook_waits_for_an_erasure_in_flight_and_answers_erased(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    tag = uuid.uuid4().hex[:8]
-    source = f"race{tag}"
-    key = f"key-{tag}".encode()
-    path = tmp_path / "people.csv"
-    path.write_text(f"external_id,email\n1,gone.{tag}@corp.com\n")
-    await import_file(sessions, path, source)
-    customer_id = await _customer_of(sessions, source)
-
-    erasing = Tombstones(key)
-    reached, release = asyncio.Event(), asyncio.Event()
-    monkeypatch.setattr(erasing, "blocked", _held(release, reached, erasing.blocked))
-    forget = asyncio.create_task(Erasure(sessions, erasing).forget(customer_id))
+    known = await _known(sessions, tmp_path)
+    tag, source, key = known.tag, known.source, known.key
+    forget, reached, release = _erasure_paused(sessions, key, known.customer_id, monkeypatch)
     await reached.wait()
 
     # Federation, cache and notifications are only used after a commit, which an
@@ -288,13 +300,8 @@ class _Feed:
 async def test_a_sync_batch_read_before_an_erasure_committed_is_reported_erased(
     sessions: async_sessionmaker[AsyncSession], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    tag = uuid.uuid4().hex[:8]
-    source = f"race{tag}"
-    key = f"key-{tag}".encode()
-    path = tmp_path / "people.csv"
-    path.write_text(f"external_id,email\n1,gone.{tag}@corp.com\n")
-    await import_file(sessions, path, source)
-    customer_id = await _customer_of(sessions, source)
+    known = await _known(sessions, tmp_path)
+    tag, source, key = known.tag, known.source, known.key
     feed = _Feed(
         CrmContact(
             source=source,
@@ -312,7 +319,7 @@ async def test_a_sync_batch_read_before_an_erasure_committed_is_reported_erased(
     running = asyncio.create_task(syncing.run(report))
     try:
         await reached.wait()
-        assert await Erasure(sessions, Tombstones(key)).forget(customer_id) is not None
+        assert await Erasure(sessions, Tombstones(key)).forget(known.customer_id) is not None
     finally:
         release.set()
     await running
@@ -325,12 +332,8 @@ async def test_a_sync_batch_read_before_an_erasure_committed_is_reported_erased(
 async def test_an_erasure_waits_for_a_batch_holding_the_customers_keys(
     sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine, tmp_path: Path
 ) -> None:
-    tag = uuid.uuid4().hex[:8]
-    source = f"race{tag}"
-    path = tmp_path / "people.csv"
-    path.write_text(f"external_id,email\n1,gone.{tag}@corp.com\n")
-    await import_file(sessions, path, source)
-    customer_id = await _customer_of(sessions, source)
+    known = await _known(sessions, tmp_path)
+    tag, source = known.tag, known.source
     # A batch bringing a new source id for the same address, stopped after its lock step.
     record = prepare(
         {"external_id": "other", "email": f"GONE.{tag}@corp.com"}, source, DEFAULT_CONFIG
@@ -339,7 +342,7 @@ async def test_an_erasure_waits_for_a_batch_holding_the_customers_keys(
     async with engine.connect() as batch, batch.begin():
         await _lock_keys(batch, [record])
         forget: asyncio.Task[Any] = asyncio.create_task(
-            Erasure(sessions, Tombstones(b"k")).forget(customer_id)
+            Erasure(sessions, Tombstones(b"k")).forget(known.customer_id)
         )
         assert await _blocked_on(engine, forget) == "advisory"
     assert await asyncio.wait_for(forget, 10) is not None
