@@ -32,12 +32,11 @@ from resolvers.recommendations_api import recommendations_endpoint
 from resolvers.schema import build_schema
 from resolvers.view import GatewayGraphQL
 
-# Each request leaves ~100 objects in reference cycles (uvicorn's request cycle,
-# graphql-core's executor, DataLoaders), and with 32 requests in flight the young
-# ones are still alive at a young collection: the default thresholds (700, 10, 10)
-# promote them, and full collections of ~100k objects then paused a worker for
-# 75-100 ms about twice a second. These measured 0.58 s of pauses per 10 s under load
-# instead of 1.34 s, and full collections every few seconds instead of twice a second.
+# With 32 requests in flight, a young collection finds their objects still alive and
+# promotes them; promoted objects are what trigger full collections. A larger young
+# generation promotes fewer of them. (Measured when each request also left ~100 objects
+# in a reference cycle, since removed by resolvers/execution.py: 0.58 s of pauses per
+# 10 s under load instead of 1.34 s with the default (700, 10, 10).)
 _GC_THRESHOLDS = (10_000, 3, 10)
 
 
