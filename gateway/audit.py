@@ -17,15 +17,22 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.models import AuditEntry, utcnow
 
 logger = logging.getLogger("gateway.audit")
 _MAX_BUFFER = 50_000  # beyond this the oldest unwritten entries are dropped, and logged
+# Rows per statement. Binding a row costs ~8 us of the event loop's thread; a second of
+# an ESP's send (2,000 reads a worker) written in one statement stalled every request
+# in flight by 10-30 ms once a second. In chunks the loop serves requests between them.
+_CHUNK = 200
+
+
+_INSERT = insert(cast(Table, AuditEntry.__table__))
 
 
 class Action(StrEnum):
@@ -94,7 +101,10 @@ class AuditLog:
                 return
             try:
                 async with self._sessions.begin() as session:
-                    await session.execute(insert(AuditEntry), batch)
+                    # The table, not the mapped class: the ORM's bulk path costs ~40 %
+                    # more per row, and audit rows have no behaviour to run.
+                    for start in range(0, len(batch), _CHUNK):
+                        await session.execute(_INSERT, batch[start : start + _CHUNK])
             except BaseException as exc:
                 # Keep them for the next attempt rather than lose the trail.
                 self._pending[:0] = batch

@@ -72,3 +72,31 @@ async def test_closing_while_a_write_is_under_way_loses_no_entries(database_url:
         assert await _count(engine, actor) == 51
     finally:
         await engine.dispose()
+
+
+async def test_a_flush_larger_than_one_statement_writes_every_entry(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        log = AuditLog(create_sessionmaker(engine), flush_interval_s=60)
+        actor = f"bulk-{uuid.uuid4().hex[:8]}"
+        customers = [uuid.uuid4() for _ in range(1_001)]  # five statements and one row
+        log.record(
+            actor=actor,
+            key_id="k1",
+            action=Action.READ,
+            operation="customers",
+            customer_ids=customers,
+        )
+        await log.aclose()
+        async with engine.connect() as connection:
+            rows = (
+                await connection.execute(
+                    select(AuditEntry.customer_id, AuditEntry.details).where(
+                        AuditEntry.actor == actor
+                    )
+                )
+            ).all()
+        assert sorted(r.customer_id for r in rows) == sorted(customers)
+        assert {(r.details["action"], r.details["key_id"]) for r in rows} == {("read", "k1")}
+    finally:
+        await engine.dispose()
