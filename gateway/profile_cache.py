@@ -52,7 +52,10 @@ class CachedCustomers:
 
     async def get_many(self, customer_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, CustomerProfile]:
         ids = list(customer_ids)
-        cached = await self._backend.multi_get([_by_id(i) for i in ids]) if self._ttl else []
+        # Redis's MGET refuses an empty key list (``customers(ids: [])``).
+        cached = (
+            await self._backend.multi_get([_by_id(i) for i in ids]) if self._ttl and ids else []
+        )
         found = {p.id: p for p in cached if isinstance(p, CustomerProfile)}
         missing = [i for i in ids if i not in found]
         if missing:
@@ -63,7 +66,11 @@ class CachedCustomers:
 
     async def get_many_by_email(self, emails: Iterable[str]) -> dict[str, CustomerProfile]:
         wanted = list(emails)
-        cached = await self._backend.multi_get([_by_email(e) for e in wanted]) if self._ttl else []
+        cached = (
+            await self._backend.multi_get([_by_email(e) for e in wanted])
+            if self._ttl and wanted
+            else []
+        )
         found = {p.email: p for p in cached if isinstance(p, CustomerProfile) and p.email}
         missing = [e for e in wanted if e not in found]
         if missing:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 
 import httpx
 import pytest
@@ -194,3 +195,14 @@ async def test_readiness_fails_when_the_shared_cache_is_down(gateway: GatewayFac
         ready = await client.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["checks"]["cache"] == "unavailable"
+
+
+@pytest.mark.parametrize("cache", ["memory", "redis"])
+async def test_an_empty_batch_is_an_empty_answer(gateway: GatewayFactory, cache: str) -> None:
+    async with AsyncExitStack() as stack:
+        url = await stack.enter_async_context(clean_redis(REDIS_URL)) if cache == "redis" else None
+        client = await stack.enter_async_context(gateway(cache_url=url or "memory://"))
+        by_id = await gql(client, "{ customers(ids: []) { id } }")
+        by_email = await gql(client, "{ customers(emails: []) { id } }")
+    assert by_id == {"data": {"customers": []}}
+    assert by_email == {"data": {"customers": []}}
