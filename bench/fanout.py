@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from adapters.samples.runner import SampleUpstreams
+from bench.access import AUTH, create_bench_key
 from gateway.app import create_app
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.demo import sample_upstreams_config
@@ -54,16 +55,23 @@ async def run(runs: int, latency_ms: int) -> None:
         await asyncio.to_thread(upgrade, url)
         engine = create_engine(url)
         await seed(create_sessionmaker(engine), samples.people)
+        await create_bench_key(create_sessionmaker(engine))
         await engine.dispose()
         for service in (samples.hubspot, samples.shopify, samples.segment):
             service.faults.update(latency_ms=latency_ms)
-        app = create_app(
-            load_settings(database_url=url), upstreams=sample_upstreams_config(samples.base_urls)
+        # Nothing cached: each query must go to its upstreams (the single-upstream
+        # queries would otherwise fill the cache that the three-upstream one then reads).
+        uncached = {"cache": {"ttl_s": 0}}
+        upstreams = sample_upstreams_config(
+            samples.base_urls, {name: uncached for name in samples.base_urls}
         )
+        app = create_app(load_settings(database_url=url), upstreams=upstreams)
         timings: dict[str, list[float]] = {name: [] for name in QUERIES}
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://gw", headers=AUTH
+            ) as client:
                 await _time(client, QUERIES["all"], samples.people[0].email)  # warm pools
                 for person in samples.people[1 : runs + 1]:
                     for name, fields in QUERIES.items():

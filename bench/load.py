@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 
 from adapters.samples.population import population
+from bench.access import AUTH, BENCH_KEY, create_bench_key
 from bench.bare import PAYLOAD_FILE
 from gateway.demo import DEMO_SECRETS, example_upstreams
 
@@ -44,10 +45,6 @@ BATCH = (
     "query($ids: [ID!]) { customers(ids: $ids) { id email firstName lastName "
     "lifecycleStage company lifetimeValue { amount currency } orderCount } }"
 )
-
-
-BENCH_KEY = "gwk_bench_only_key_of_a_throwaway_database"
-AUTH = {"Authorization": f"Bearer {BENCH_KEY}"}
 
 
 def _free_port() -> int:
@@ -161,16 +158,11 @@ def _toml(value: Any) -> str:
 
 
 async def _bench_key(database_url: str) -> None:
-    """The load generator's key: admin, with a limit no run reaches (the benchmark
-    measures serving, not the rate limiter's refusals)."""
-    from gateway.api_keys import ApiKeys, Scope
     from gateway.db.engine import create_engine, create_sessionmaker
 
     engine = create_engine(database_url)
     try:
-        await ApiKeys(create_sessionmaker(engine)).create(
-            "bench", {Scope.ADMIN}, 10**9, secret=BENCH_KEY
-        )
+        await create_bench_key(create_sessionmaker(engine))
     finally:
         await engine.dispose()
 

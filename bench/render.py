@@ -27,6 +27,7 @@ import httpx
 from sqlalchemy import select
 
 from adapters.samples.runner import SampleUpstreams
+from bench.access import AUTH, create_bench_key
 from gateway import render
 from gateway.app import create_app
 from gateway.db.engine import create_engine, create_sessionmaker
@@ -102,6 +103,7 @@ async def run(customers: int, runs: int) -> None:
         await asyncio.to_thread(upgrade, url)
         engine = create_engine(url)
         await seed(create_sessionmaker(engine), samples.people)
+        await create_bench_key(create_sessionmaker(engine))
         async with engine.connect() as connection:
             ids = [str(i) for i in await connection.scalars(select(Customer.id))][:customers]
         await engine.dispose()
@@ -112,7 +114,7 @@ async def run(customers: int, runs: int) -> None:
             services = app.state.services
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(
-                transport=transport, base_url="http://gw", timeout=120
+                transport=transport, base_url="http://gw", timeout=120, headers=AUTH
             ) as client:
                 saved = await client.post(
                     "/graphql",

@@ -1,0 +1,26 @@
+"""The in-process benchmarks still run end to end (they broke unnoticed once, when
+API keys arrived): tiny runs, checked for their figures, not for their speed."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from bench import fanout, render
+
+
+async def test_fanout_runs_and_prints_its_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    await fanout.run(runs=3, latency_ms=20)
+    out = capsys.readouterr().out
+    ratio = re.search(r"ratio all-three / slowest single \(\w+\): ([\d.]+)", out)
+    assert ratio is not None, out
+    # Each query reached its upstreams: a cache in between made the ratio about 0.01.
+    assert float(ratio.group(1)) > 0.5, out
+
+
+async def test_render_runs_and_prints_its_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    await render.run(customers=10, runs=1)
+    out = capsys.readouterr().out
+    assert re.search(r"ratio gateway / bare python-liquid: [\d.]+", out), out
+    assert "upstream calls while warm: {'hubspot': 0, 'shopify': 0, 'segment': 0}" in out
