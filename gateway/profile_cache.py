@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from aiocache.base import BaseCache
 
 from gateway.customers import CustomerDraft, CustomerProfile, CustomerStore
+from gateway.turn_batch import TurnBatch
 
 _VERSION = 2  # 2: profiles carry stored consents
 
@@ -32,6 +33,19 @@ class CachedCustomers:
         self.store = store
         self._backend = backend
         self._ttl = max(1, int(ttl_s)) if ttl_s > 0 else 0
+        # Misses of the requests served in one turn of the loop are read together.
+        self._by_id = TurnBatch(self._load_by_id)
+        self._by_email = TurnBatch(self._load_by_email)
+
+    async def _load_by_id(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, CustomerProfile]:
+        loaded = await self.store.get_many(ids)
+        await self._remember(loaded.values())
+        return loaded
+
+    async def _load_by_email(self, emails: list[str]) -> dict[str, CustomerProfile]:
+        loaded = await self.store.get_many_by_email(emails)
+        await self._remember(loaded.values())
+        return loaded
 
     async def _remember(self, profiles: Iterable[CustomerProfile]) -> None:
         if not self._ttl:
@@ -59,9 +73,7 @@ class CachedCustomers:
         found = {p.id: p for p in cached if isinstance(p, CustomerProfile)}
         missing = [i for i in ids if i not in found]
         if missing:
-            loaded = await self.store.get_many(missing)
-            await self._remember(loaded.values())
-            found.update(loaded)
+            found.update(await self._by_id.get_many(missing))
         return found
 
     async def get_many_by_email(self, emails: Iterable[str]) -> dict[str, CustomerProfile]:
@@ -74,9 +86,7 @@ class CachedCustomers:
         found = {p.email: p for p in cached if isinstance(p, CustomerProfile) and p.email}
         missing = [e for e in wanted if e not in found]
         if missing:
-            loaded = await self.store.get_many_by_email(missing)
-            await self._remember(loaded.values())
-            found.update(loaded)
+            found.update(await self._by_email.get_many(missing))
         return found
 
     async def get_by_identity(self, source: str, external_id: str) -> CustomerProfile | None:

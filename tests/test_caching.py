@@ -8,9 +8,12 @@ import asyncio
 import math
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from adapters.samples.runner import SampleUpstreams
 from tests.conftest import GatewayFactory, clean_redis
@@ -206,3 +209,26 @@ async def test_an_empty_batch_is_an_empty_answer(gateway: GatewayFactory, cache:
         by_email = await gql(client, "{ customers(emails: []) { id } }")
     assert by_id == {"data": {"customers": []}}
     assert by_email == {"data": {"customers": []}}
+
+
+async def test_concurrent_misses_of_different_profiles_are_read_together(
+    gateway: GatewayFactory, samples: SampleUpstreams
+) -> None:
+    emails = [samples.people[i].email for i in range(60, 80)]
+    query = "query($email: String!) { customer(email: $email) { email firstName } }"
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    async with gateway() as client:  # a new instance: its profile cache is empty
+        await gql(client, "{ customers(ids: []) { id } }")  # its key is verified and kept
+        event.listen(Engine, "before_cursor_execute", record)
+        try:
+            bodies = await asyncio.gather(*(gql(client, query, email=e) for e in emails))
+        finally:
+            event.remove(Engine, "before_cursor_execute", record)
+    assert [b["data"]["customer"]["email"] for b in bodies] == emails
+    profile_reads = [s for s in statements if "FROM customers" in s and "email IN" in s]
+    # One read per request before; the requests of one turn of the loop now share one.
+    assert 1 <= len(profile_reads) <= 3, profile_reads

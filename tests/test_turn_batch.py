@@ -1,0 +1,82 @@
+"""TurnBatch: the keys asked for in one turn of the event loop go out in one fetch,
+and a caller never gets an answer read before it asked."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.turn_batch import TurnBatch
+
+
+class Store:
+    def __init__(self) -> None:
+        self.values = {"a": 1, "b": 2, "c": 3}
+        self.fetches: list[list[str]] = []
+        self.release = asyncio.Event()
+        self.release.set()
+        self.fail: Exception | None = None
+        self.fetching = asyncio.Event()
+
+    async def fetch(self, keys: list[str]) -> dict[str, int]:
+        self.fetches.append(sorted(keys))
+        self.fetching.set()
+        snapshot = {k: self.values[k] for k in keys if k in self.values}
+        await self.release.wait()
+        if self.fail is not None:
+            raise self.fail
+        return snapshot
+
+
+async def test_callers_of_one_turn_share_one_fetch_and_get_their_own_keys() -> None:
+    store = Store()
+    batch = TurnBatch(store.fetch)
+    got = await asyncio.gather(
+        batch.get_many(["a"]), batch.get_many(["b", "a"]), batch.get_many(["zz"])
+    )
+    assert got == [{"a": 1}, {"b": 2, "a": 1}, {}]
+    assert store.fetches == [["a", "b", "zz"]]
+    assert await batch.get_many([]) == {}
+
+
+async def test_a_caller_after_the_fetch_began_reads_again_and_sees_a_later_write() -> None:
+    store = Store()
+    store.release.clear()
+    batch = TurnBatch(store.fetch)
+    first = asyncio.create_task(batch.get_many(["a"]))
+    await store.fetching.wait()
+    store.values["a"] = 10  # written after the first read began
+    second = asyncio.create_task(batch.get_many(["a"]))
+    await asyncio.sleep(0.01)
+    store.release.set()
+    assert await first == {"a": 1}
+    assert await second == {"a": 10}
+    assert store.fetches == [["a"], ["a"]]
+
+
+async def test_the_fetchs_error_reaches_every_caller_and_the_next_turn_fetches_again() -> None:
+    store = Store()
+    store.fail = RuntimeError("database down")
+    batch = TurnBatch(store.fetch)
+    results = await asyncio.gather(
+        batch.get_many(["a"]), batch.get_many(["b"]), return_exceptions=True
+    )
+    assert [str(r) for r in results] == ["database down", "database down"]
+    store.fail = None
+    assert await batch.get_many(["a"]) == {"a": 1}
+    assert len(store.fetches) == 2
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_others() -> None:
+    store = Store()
+    store.release.clear()
+    batch = TurnBatch(store.fetch)
+    leaving = asyncio.create_task(batch.get_many(["a"]))
+    staying = asyncio.create_task(batch.get_many(["a", "b"]))
+    await store.fetching.wait()
+    leaving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+    store.release.set()
+    assert await staying == {"a": 1, "b": 2}
