@@ -3,19 +3,39 @@ by email or id thousands of times a minute, and the row rarely changes.
 
 Entries live ``ttl_s`` (short: writers outside this process, such as an import,
 are seen within it) and are dropped at once by every write through this service.
+
+A profile read in the last fifth of its life is read again in the background while
+the cached one is served: profiles cached together (a send's) expire together, and
+each request that then missed waited for several database round trips, which made
+p99 under load 80-115 ms for the seconds it lasted. Profiles nobody reads still
+expire.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+from typing import Any
 
 from aiocache.base import BaseCache
 
 from gateway.customers import CustomerDraft, CustomerProfile, CustomerStore
 from gateway.turn_batch import TurnBatch
 
-_VERSION = 2  # 2: profiles carry stored consents
+_VERSION = 3  # 2: profiles carry stored consents; 3: entries say when to refresh them
+_REFRESH_AFTER = 0.8  # of the time to live
+
+logger = logging.getLogger("gateway.profile_cache")
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    profile: CustomerProfile
+    refresh_at: float  # wall clock: instances sharing Redis read each other's entries
 
 
 def _by_id(customer_id: uuid.UUID) -> str:
@@ -36,25 +56,35 @@ class CachedCustomers:
         # Misses of the requests served in one turn of the loop are read together.
         self._by_id = TurnBatch(self._load_by_id)
         self._by_email = TurnBatch(self._load_by_email)
+        self._refreshing: set[Hashable] = set()
+        # A read that a forget overtook may hold what was dropped: it is not cached.
+        self._forgets = 0
+        self._refreshes: set[asyncio.Task[None]] = set()
 
     async def _load_by_id(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, CustomerProfile]:
+        forgets = self._forgets
         loaded = await self.store.get_many(ids)
-        await self._remember(loaded.values())
+        if forgets == self._forgets:
+            await self._remember(loaded.values())
         return loaded
 
     async def _load_by_email(self, emails: list[str]) -> dict[str, CustomerProfile]:
+        forgets = self._forgets
         loaded = await self.store.get_many_by_email(emails)
-        await self._remember(loaded.values())
+        if forgets == self._forgets:
+            await self._remember(loaded.values())
         return loaded
 
     async def _remember(self, profiles: Iterable[CustomerProfile]) -> None:
         if not self._ttl:
             return
         pairs = []
+        refresh_at = time.time() + self._ttl * _REFRESH_AFTER
         for profile in profiles:
-            pairs.append((_by_id(profile.id), profile))
+            entry = _Entry(profile, refresh_at)
+            pairs.append((_by_id(profile.id), entry))
             if profile.email:
-                pairs.append((_by_email(profile.email), profile))
+                pairs.append((_by_email(profile.email), entry))
         if pairs:
             await self._backend.multi_set(pairs, ttl=self._ttl)
 
@@ -70,7 +100,7 @@ class CachedCustomers:
         cached = (
             await self._backend.multi_get([_by_id(i) for i in ids]) if self._ttl and ids else []
         )
-        found = {p.id: p for p in cached if isinstance(p, CustomerProfile)}
+        found = {p.id: p for p in self._fresh(cached, self._by_id, lambda p: p.id)}
         missing = [i for i in ids if i not in found]
         if missing:
             found.update(await self._by_id.get_many(missing))
@@ -83,11 +113,46 @@ class CachedCustomers:
             if self._ttl and wanted
             else []
         )
-        found = {p.email: p for p in cached if isinstance(p, CustomerProfile) and p.email}
+        found = {
+            p.email: p for p in self._fresh(cached, self._by_email, lambda p: p.email) if p.email
+        }
         missing = [e for e in wanted if e not in found]
         if missing:
             found.update(await self._by_email.get_many(missing))
         return found
+
+    def _fresh(
+        self, cached: list[Any], loader: TurnBatch[Any, CustomerProfile], key: Any
+    ) -> list[CustomerProfile]:
+        """The cached profiles; those due are read again in the background."""
+        now = time.time()
+        profiles = []
+        due = []
+        for entry in cached:
+            if isinstance(entry, _Entry):
+                profiles.append(entry.profile)
+                if entry.refresh_at <= now and key(entry.profile) not in self._refreshing:
+                    due.append(key(entry.profile))
+        if due:
+            self._refreshing.update(due)
+            task = asyncio.ensure_future(self._refresh(loader, due))
+            self._refreshes.add(task)
+            task.add_done_callback(self._refreshes.discard)
+        return profiles
+
+    async def _refresh(self, loader: TurnBatch[Any, CustomerProfile], keys: list[Any]) -> None:
+        try:
+            await loader.get_many(keys)
+        except Exception:
+            # Nobody waits for this read: the cached profiles serve until they expire.
+            logger.warning("profiles not refreshed ahead of expiry", exc_info=True)
+        finally:
+            self._refreshing.difference_update(keys)
+
+    async def aclose(self) -> None:
+        """Let refreshes under way finish (they are short) before the database goes."""
+        if self._refreshes:
+            await asyncio.gather(*self._refreshes, return_exceptions=True)
 
     async def get_by_identity(self, source: str, external_id: str) -> CustomerProfile | None:
         return await self.store.get_by_identity(source, external_id)
@@ -100,6 +165,7 @@ class CachedCustomers:
     async def forget(self, profile: CustomerProfile, extra_emails: Iterable[str] = ()) -> None:
         """Drop the cached profile (on every instance, when the cache is shared), also
         under ``extra_emails``: addresses it was cached under before a change."""
+        self._forgets += 1
         emails = {e for e in (profile.email, *extra_emails) if e}
         keys = [_by_id(profile.id)] + [_by_email(e) for e in sorted(emails)]
         for key in keys:

@@ -85,6 +85,7 @@ class Services:
         )
 
     async def aclose(self) -> None:
+        await self.customers.aclose()
         await self.audit.aclose()
         await self.api_keys.aclose()
         await self.rate_limiter.aclose()

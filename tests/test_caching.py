@@ -232,3 +232,36 @@ async def test_concurrent_misses_of_different_profiles_are_read_together(
     profile_reads = [s for s in statements if "FROM customers" in s and "email IN" in s]
     # One read per request before; the requests of one turn of the loop now share one.
     assert 1 <= len(profile_reads) <= 3, profile_reads
+
+
+async def test_a_profile_read_near_its_expiry_is_refreshed_before_it_expires(
+    gateway: GatewayFactory, samples: SampleUpstreams
+) -> None:
+    email = samples.people[81].email
+    query = "query($email: String!) { customer(email: $email) { email firstName } }"
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    async def reads_of_the_profile() -> int:
+        body = await gql(client, query, email=email)
+        assert body["data"]["customer"]["email"] == email
+        await asyncio.sleep(0.2)  # a refresh in the background has finished
+        found = [s for s in statements if "FROM customers" in s and "email IN" in s]
+        statements.clear()
+        return len(found)
+
+    async with gateway(profile_cache_ttl_s=2) as client:
+        started = asyncio.get_running_loop().time()
+        event.listen(Engine, "before_cursor_execute", record)
+        try:
+            assert await reads_of_the_profile() == 1  # a miss
+            assert await reads_of_the_profile() == 0  # cached
+            await asyncio.sleep(1.7 - (asyncio.get_running_loop().time() - started))
+            assert await reads_of_the_profile() == 1  # served cached, read again behind it
+            await asyncio.sleep(2.3 - (asyncio.get_running_loop().time() - started))
+            # Past the first read's two seconds: the refreshed copy serves.
+            assert await reads_of_the_profile() == 0
+        finally:
+            event.remove(Engine, "before_cursor_execute", record)
