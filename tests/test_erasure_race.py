@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from adapters.records import CrmContact
+from gateway.cache import build_cache
 from gateway.customers import CustomerDraft, CustomerStore, IdentityDraft
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.models import Customer, Identity
@@ -34,6 +35,7 @@ from gateway.identity import DEFAULT_CONFIG, Resolver, prepare, resolution
 from gateway.identity.resolution import _lock_keys
 from gateway.importer import import_file
 from gateway.migrate import upgrade
+from gateway.profile_cache import CachedCustomers
 from gateway.sync import SyncReport, _SourceSync
 from gateway.webhook_payloads import InboundEvent
 from gateway.webhooks import WebhookIngest
@@ -347,3 +349,34 @@ async def test_an_erasure_waits_for_a_batch_holding_the_customers_keys(
         assert await _blocked_on(engine, forget) == "advisory"
     assert await asyncio.wait_for(forget, 10) is not None
     assert await _count(sessions, tag, source) == (0, 0)
+
+
+async def test_a_profile_read_overtaken_by_an_erasure_is_not_cached(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    known = await _known(sessions, tmp_path)
+    email = f"gone.{known.tag}@corp.com"
+    profiles = CachedCustomers(CustomerStore(sessions), build_cache("memory://"), ttl_s=60)
+    profile = await profiles.store.get_by_email(email)
+    assert profile is not None
+    async with engine.connect() as locker:
+        await locker.execute(text("BEGIN"))
+        await locker.execute(text("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE"))
+        reading = asyncio.create_task(profiles.get_by_email(email))
+        assert await _blocked_on(engine, reading) is not None
+        # The profile is dropped while that read waits (as an erasure drops it).
+        await profiles.forget(profile)
+        await locker.rollback()
+    assert (await reading) == profile  # it began first: it may answer with what it read
+    reads: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        reads.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        await profiles.get_by_email(email)
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+    # ...but not leave it cached: the next read goes to the database.
+    assert any("FROM customers" in s for s in reads), reads
