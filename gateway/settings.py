@@ -77,8 +77,9 @@ class Settings(BaseSettings):
     )
     profile_cache_ttl_s: Annotated[float, Field(ge=0)] = Field(
         default=60.0,
-        description="How long a stored profile is served from the cache "
-        "(writes through the gateway drop it at once); 0 turns it off.",
+        description="How long a stored profile is served from the cache (writes through "
+        "the gateway drop it at once; one read in its last fifth refreshes it in the "
+        "background); 0 turns it off.",
     )
     recs_stock_ttl_s: Annotated[float, Field(ge=0)] = Field(
         default=30.0,
