@@ -22,9 +22,17 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
+_MOST = 500  # keys per fetch: a database caps parameters (asyncpg: 32,767 a query)
+
+
 class TurnBatch(Generic[K, V]):
-    def __init__(self, fetch: Callable[[list[K]], Awaitable[Mapping[K, V]]]) -> None:
+    """``get_many`` batched across the callers of one turn of the event loop."""
+
+    def __init__(
+        self, fetch: Callable[[list[K]], Awaitable[Mapping[K, V]]], most: int = _MOST
+    ) -> None:
         self._fetch = fetch
+        self._most = most
         self._gathering: dict[K, asyncio.Future[V | None]] | None = None
         self._running: set[asyncio.Task[None]] = set()
 
@@ -54,8 +62,10 @@ class TurnBatch(Generic[K, V]):
         return found
 
     def _start(self) -> None:
-        batch, self._gathering = self._gathering or {}, None
-        if batch:
+        gathered, self._gathering = self._gathering or {}, None
+        keys = list(gathered)
+        for start in range(0, len(keys), self._most):
+            batch = {key: gathered[key] for key in keys[start : start + self._most]}
             task = asyncio.ensure_future(self._run(batch))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
@@ -64,12 +74,13 @@ class TurnBatch(Generic[K, V]):
         try:
             fetched = await self._fetch(list(batch))
         except BaseException as exc:
+            # Only the fetch was cancelled (at shutdown), not its callers: they get an error.
+            error = (
+                RuntimeError("the read was cancelled") if not isinstance(exc, Exception) else exc
+            )
             for future in batch.values():
-                if isinstance(exc, asyncio.CancelledError):
-                    future.cancel()
-                else:
-                    future.set_exception(exc)
-                    future.exception()  # the callers see it; nobody else needs to
+                future.set_exception(error)
+                future.exception()  # the callers see it; nobody else needs to
             if not isinstance(exc, Exception):
                 raise
             return

@@ -80,3 +80,24 @@ async def test_a_cancelled_caller_does_not_cancel_the_others() -> None:
         await leaving
     store.release.set()
     assert await staying == {"a": 1, "b": 2}
+
+
+async def test_a_large_turn_is_fetched_in_slices() -> None:
+    store = Store()
+    store.values = {f"k{i}": i for i in range(5)}
+    batch = TurnBatch(store.fetch, most=2)
+    got = await asyncio.gather(batch.get_many(["k0", "k1", "k2"]), batch.get_many(["k3", "k4"]))
+    assert got == [{"k0": 0, "k1": 1, "k2": 2}, {"k3": 3, "k4": 4}]
+    assert sorted(len(keys) for keys in store.fetches) == [1, 2, 2]
+
+
+async def test_a_cancelled_fetch_is_an_error_for_callers_that_were_not_cancelled() -> None:
+    store = Store()
+    store.release.clear()
+    batch = TurnBatch(store.fetch)
+    waiting = asyncio.create_task(batch.get_many(["a"]))
+    await store.fetching.wait()
+    for task in list(batch._running):
+        task.cancel()
+    with pytest.raises(RuntimeError, match="cancelled"):
+        await waiting
