@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,21 @@ def _by_email(email: str) -> str:
     return f"profile:v{_VERSION}:email:{email}"
 
 
+class _Reading:
+    """A read of profiles under way, registered while it runs."""
+
+    def __init__(self, registry: set[_Reading]) -> None:
+        self._registry = registry
+        self.dropped: set[str] = set()
+
+    def __enter__(self) -> _Reading:
+        self._registry.add(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._registry.discard(self)
+
+
 class CachedCustomers:
     """The customer store's read and write API, with reads served from the cache."""
 
@@ -57,36 +72,46 @@ class CachedCustomers:
         self._by_id = TurnBatch(self._load_by_id)
         self._by_email = TurnBatch(self._load_by_email)
         self._refreshing: set[Hashable] = set()
-        # A read that a forget overtook may hold what was dropped: it is not cached.
-        self._forgets = 0
         self._refreshes: set[asyncio.Task[None]] = set()
+        # Reads under way, each with the cache keys forgotten since it began.
+        self._reading: set[_Reading] = set()
 
     async def _load_by_id(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, CustomerProfile]:
-        forgets = self._forgets
-        loaded = await self.store.get_many(ids)
-        if forgets == self._forgets:
-            await self._remember(loaded.values())
+        reading = _Reading(self._reading)
+        with reading:
+            loaded = await self.store.get_many(ids)
+            await self._remember(loaded.values(), reading)
         return loaded
 
     async def _load_by_email(self, emails: list[str]) -> dict[str, CustomerProfile]:
-        forgets = self._forgets
-        loaded = await self.store.get_many_by_email(emails)
-        if forgets == self._forgets:
-            await self._remember(loaded.values())
+        reading = _Reading(self._reading)
+        with reading:
+            loaded = await self.store.get_many_by_email(emails)
+            await self._remember(loaded.values(), reading)
         return loaded
 
-    async def _remember(self, profiles: Iterable[CustomerProfile]) -> None:
+    async def _remember(self, profiles: Iterable[CustomerProfile], reading: _Reading) -> None:
+        """Cache what a read found, except profiles a forget overtook while it ran (in
+        this instance: forgets on other instances are not seen). Best effort: a read's
+        callers get their profiles even if the cache cannot take them."""
         if not self._ttl:
             return
-        pairs = []
+        pairs: list[tuple[str, _Entry]] = []
         refresh_at = time.time() + self._ttl * _REFRESH_AFTER
         for profile in profiles:
-            entry = _Entry(profile, refresh_at)
-            pairs.append((_by_id(profile.id), entry))
-            if profile.email:
-                pairs.append((_by_email(profile.email), entry))
-        if pairs:
+            keys = [_by_id(profile.id)] + ([_by_email(profile.email)] if profile.email else [])
+            if reading.dropped.isdisjoint(keys):
+                entry = _Entry(profile, refresh_at)
+                pairs.extend((key, entry) for key in keys)
+        if not pairs:
+            return
+        try:
             await self._backend.multi_set(pairs, ttl=self._ttl)
+            # A forget during that write may have reached Redis before it: drop again.
+            for key in reading.dropped.intersection(key for key, _ in pairs):
+                await self._backend.delete(key)
+        except Exception:
+            logger.warning("profiles read but not cached", exc_info=True)
 
     async def get(self, customer_id: uuid.UUID) -> CustomerProfile | None:
         return (await self.get_many([customer_id])).get(customer_id)
@@ -122,7 +147,10 @@ class CachedCustomers:
         return found
 
     def _fresh(
-        self, cached: list[Any], loader: TurnBatch[Any, CustomerProfile], key: Any
+        self,
+        cached: list[Any],
+        loader: TurnBatch[Any, CustomerProfile],
+        key: Callable[[CustomerProfile], Hashable],
     ) -> list[CustomerProfile]:
         """The cached profiles; those due are read again in the background."""
         now = time.time()
@@ -165,8 +193,9 @@ class CachedCustomers:
     async def forget(self, profile: CustomerProfile, extra_emails: Iterable[str] = ()) -> None:
         """Drop the cached profile (on every instance, when the cache is shared), also
         under ``extra_emails``: addresses it was cached under before a change."""
-        self._forgets += 1
         emails = {e for e in (profile.email, *extra_emails) if e}
         keys = [_by_id(profile.id)] + [_by_email(e) for e in sorted(emails)]
+        for reading in self._reading:
+            reading.dropped.update(keys)
         for key in keys:
             await self._backend.delete(key)
