@@ -30,8 +30,6 @@ _MAX_BUFFER = 50_000  # beyond this the oldest unwritten entries are dropped, an
 # an ESP's send (2,000 reads a worker) written in one statement stalled every request
 # in flight by 10-30 ms once a second. In chunks the loop serves requests between them.
 _CHUNK = 200
-
-
 _INSERT = insert(cast(Table, AuditEntry.__table__))
 
 
