@@ -13,7 +13,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from sqlalchemy import event
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
@@ -255,6 +256,21 @@ async def federated(gateway: GatewayFactory) -> AsyncIterator[httpx.AsyncClient]
     """One gateway instance on the seeded database and the sample upstreams."""
     async with gateway() as client:
         yield client
+
+
+@contextmanager
+def recorded_statements(target: Any) -> Iterator[list[str]]:
+    """The SQL statements an engine (or ``Engine``: every engine) runs inside the block."""
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(target, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(target, "before_cursor_execute", record)
 
 
 def unique_email(tag: str = "user") -> str:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
@@ -26,7 +26,14 @@ from gateway.db.access_models import ApiKey
 from gateway.db.engine import create_engine
 from gateway.migrate import upgrade
 from gateway.settings import load_settings
-from tests.conftest import api_client, bearer, clean_redis, issue_key, unique_email
+from tests.conftest import (
+    api_client,
+    bearer,
+    clean_redis,
+    issue_key,
+    recorded_statements,
+    unique_email,
+)
 from tests.gql_client import error_codes, gql
 from tests.test_cli import run
 
@@ -123,21 +130,12 @@ async def test_concurrent_requests_with_a_new_key_share_one_database_read(
 ) -> None:
     async with running(database_url) as app:
         key = await issue_key(app, Scope.PROFILES_READ)
-        reads: list[str] = []
-
-        def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-            if "FROM api_keys" in statement:
-                reads.append(statement)
-
-        engine = app.state.services.engine.sync_engine
-        event.listen(engine, "before_cursor_execute", count)
-        try:
+        with recorded_statements(app.state.services.engine.sync_engine) as statements:
             async with anonymous(app, bearer(key)) as http:
                 answers = await asyncio.gather(
                     *(http.post("/graphql", json=PING) for _ in range(40))
                 )
-        finally:
-            event.remove(engine, "before_cursor_execute", count)
+    reads = [s for s in statements if "FROM api_keys" in s]
     assert [a.status_code for a in answers] == [200] * 40
     assert len(reads) == 1
 

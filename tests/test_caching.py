@@ -8,15 +8,13 @@ import asyncio
 import math
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from adapters.samples.runner import SampleUpstreams
-from tests.conftest import GatewayFactory, clean_redis
+from tests.conftest import GatewayFactory, clean_redis, recorded_statements
 from tests.gql_client import gql
 
 REDIS_URL = "redis://127.0.0.1:6379/11"
@@ -216,18 +214,10 @@ async def test_concurrent_misses_of_different_profiles_are_read_together(
 ) -> None:
     emails = [samples.people[i].email for i in range(60, 80)]
     query = "query($email: String!) { customer(email: $email) { email firstName } }"
-    statements: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
     async with gateway() as client:  # a new instance: its profile cache is empty
         await gql(client, "{ customers(ids: []) { id } }")  # its key is verified and kept
-        event.listen(Engine, "before_cursor_execute", record)
-        try:
+        with recorded_statements(Engine) as statements:
             bodies = await asyncio.gather(*(gql(client, query, email=e) for e in emails))
-        finally:
-            event.remove(Engine, "before_cursor_execute", record)
     assert [b["data"]["customer"]["email"] for b in bodies] == emails
     profile_reads = [s for s in statements if "FROM customers" in s and "email IN" in s]
     # One read per request before; the requests of one turn of the loop now share one.
@@ -239,10 +229,6 @@ async def test_a_profile_read_near_its_expiry_is_refreshed_before_it_expires(
 ) -> None:
     email = samples.people[81].email
     query = "query($email: String!) { customer(email: $email) { email firstName } }"
-    statements: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
 
     def profile_reads() -> int:
         return len([s for s in statements if "FROM customers" in s and "email IN" in s])
@@ -253,8 +239,7 @@ async def test_a_profile_read_near_its_expiry_is_refreshed_before_it_expires(
 
     async with gateway(profile_cache_ttl_s=2) as client:
         loop = asyncio.get_running_loop()
-        event.listen(Engine, "before_cursor_execute", record)
-        try:
+        with recorded_statements(Engine) as statements:
             await read()
             assert profile_reads() == 1  # a miss: cached from now on, for 2 s
             cached_by = loop.time()  # the entry was written before this
@@ -270,5 +255,3 @@ async def test_a_profile_read_near_its_expiry_is_refreshed_before_it_expires(
             await asyncio.sleep(2.3 - (loop.time() - cached_by))
             await read()  # past the first copy's 2 s: the refreshed one serves
             assert profile_reads() == 2
-        finally:
-            event.remove(Engine, "before_cursor_execute", record)

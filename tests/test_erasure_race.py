@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from adapters.records import CrmContact
@@ -39,6 +39,7 @@ from gateway.profile_cache import CachedCustomers
 from gateway.sync import SyncReport, _SourceSync
 from gateway.webhook_payloads import InboundEvent
 from gateway.webhooks import WebhookIngest
+from tests.conftest import recorded_statements
 
 _WAITING = text(
     "SELECT wait_event FROM pg_stat_activity "
@@ -368,15 +369,7 @@ async def test_a_profile_read_overtaken_by_an_erasure_is_not_cached(
         await profiles.forget(profile)
         await locker.rollback()
     assert (await reading) == profile  # it began first: it may answer with what it read
-    reads: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        reads.append(statement)
-
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
+    with recorded_statements(engine.sync_engine) as reads:
         await profiles.get_by_email(email)
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
     # ...but not leave it cached: the next read goes to the database.
     assert any("FROM customers" in s for s in reads), reads

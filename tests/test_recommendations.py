@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event
 from starlette.applications import Starlette
 
 from adapters.samples.behaviour import behaviour
@@ -34,6 +33,7 @@ from tests.conftest import (
     create_postgres_database,
     drop_postgres_database,
     issue_key,
+    recorded_statements,
 )
 from tests.gql_client import gql
 
@@ -189,17 +189,8 @@ async def test_expired_memos_are_read_once_for_many_concurrent_requests(
     first = await recommend()
     services = running.app.state.services
     services.recommendations.forget()  # as when the memos' time to live runs out
-    statements: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    engine = services.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with recorded_statements(services.engine.sync_engine) as statements:
         found = await asyncio.gather(*(recommend() for _ in range(20)))
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     consents = [s for s in statements if "FROM consents" in s]
     lists = [s for s in statements if "FROM recommendation_lists" in s]
     assert all(items == first for items in found)
