@@ -146,19 +146,21 @@ async def _known(
     return Known(tag, source, f"key-{tag}".encode(), path, customer_id)
 
 
-def _erasure_paused(
+async def _erasure_paused(
     sessions: async_sessionmaker[AsyncSession],
     key: bytes,
     customer_id: uuid.UUID,
     monkeypatch: pytest.MonkeyPatch,
-) -> tuple[asyncio.Task[Any], asyncio.Event, asyncio.Event]:
-    """An erasure that pauses inside its transaction just before it writes the
+) -> tuple[asyncio.Task[Any], asyncio.Event]:
+    """An erasure, once paused inside its transaction just before it writes the
     tombstones (past every lock it takes, nothing of its work visible to others yet),
-    with the events it signals (reached) and waits for (release)."""
+    with the event it waits for (release)."""
     erasing = Tombstones(key)
     reached, release = asyncio.Event(), asyncio.Event()
     monkeypatch.setattr(erasing, "blocked", _held(release, reached, erasing.blocked))
-    return asyncio.create_task(Erasure(sessions, erasing).forget(customer_id)), reached, release
+    erasure = asyncio.create_task(Erasure(sessions, erasing).forget(customer_id))
+    await reached.wait()
+    return erasure, release
 
 
 async def test_an_import_waits_for_an_erasure_in_flight_and_skips_its_record(
@@ -180,8 +182,7 @@ async def test_an_import_waits_for_an_erasure_in_flight_and_skips_its_record(
     assert first.created == 2
     customer_id = await _customer_of(sessions, source)
 
-    forget, reached, release = _erasure_paused(sessions, key, customer_id, monkeypatch)
-    await reached.wait()
+    forget, release = await _erasure_paused(sessions, key, customer_id, monkeypatch)
 
     # The same file again, as a re-run of the import would: record 1 is the erased one.
     again = asyncio.create_task(
@@ -231,8 +232,7 @@ async def test_an_upsert_waits_for_an_erasure_in_flight_and_is_refused(
 ) -> None:
     known = await _known(sessions, tmp_path)
     tag, source, key = known.tag, known.source, known.key
-    forget, reached, release = _erasure_paused(sessions, key, known.customer_id, monkeypatch)
-    await reached.wait()
+    forget, release = await _erasure_paused(sessions, key, known.customer_id, monkeypatch)
 
     # A new address, but the erased customer's source id: no row to update by email.
     draft = CustomerDraft(
@@ -260,8 +260,7 @@ async def test_a_webhook_waits_for_an_erasure_in_flight_and_answers_erased(
 ) -> None:
     known = await _known(sessions, tmp_path)
     tag, source, key = known.tag, known.source, known.key
-    forget, reached, release = _erasure_paused(sessions, key, known.customer_id, monkeypatch)
-    await reached.wait()
+    forget, release = await _erasure_paused(sessions, key, known.customer_id, monkeypatch)
 
     # Federation, cache and notifications are only used after a commit, which an
     # erased event never reaches (and a failure there is logged, not raised).
