@@ -22,7 +22,7 @@ def _key(customer: CustomerProfile) -> object:
 
 class Loaders:
     """Made per request and built on first use: most requests ask one or two upstreams,
-    and every loader made is garbage (in reference cycles) when the request ends."""
+    and a loader made but not used is work thrown away with the request."""
 
     def __init__(self, federation: Federation) -> None:
         self._federation = federation
