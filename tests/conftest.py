@@ -38,6 +38,14 @@ ADMIN_URL = os.environ.get(
     "GATEWAY_TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# The Redis server the shared-cache, rate-limit and erasure tests use (databases 11 to 15).
+# Runs side by side (several checkouts on one machine) each point it at their own server.
+REDIS_BASE_URL = os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
+
+
+def redis_url(db: int) -> str:
+    """The URL of database ``db`` on the test Redis server."""
+    return f"{REDIS_BASE_URL}/{db}"
 
 
 def _unavailable(what: str, reason: str) -> None:

@@ -82,7 +82,7 @@ def test_demo_serves_seeded_customers(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env["PYTHONPATH"] = str(REPO)
     process = subprocess.Popen(
-        [*GATEWAY, "demo", "--port", str(port)],
+        [*GATEWAY, "demo", "--port", str(port), "--upstreams-port", "0"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,

@@ -11,9 +11,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from gateway.rate_limit import RateLimiter, rate_limited_response, retry_after_seconds
-from tests.conftest import clean_redis
+from tests.conftest import clean_redis, redis_url
 
-REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_URL = redis_url(14)
 
 
 @pytest.fixture
