@@ -22,6 +22,7 @@ from gateway.erasure import Tombstones
 from gateway.errors import Conflict, Erased, InvalidInput
 from gateway.identity.config import DEFAULT_CONFIG
 from gateway.identity.resolution import customer_keys, lock_keys
+from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
 from gateway.identity.values import email_parts
 
 # BCP 47 language tags as ESPs use them: "en", "en-US", "zh-Hant-TW".
@@ -156,10 +157,21 @@ class CustomerStore:
     """Reads and writes unified customers; each call is one short transaction."""
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], tombstones: Tombstones | None = None
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        tombstones: Tombstones | None = None,
+        source_ids: SourceIds = DEFAULT_SOURCE_IDS,
     ) -> None:
         self._sessions = sessions
         self._tombstones = tombstones
+        self._source_ids = source_ids
+
+    def check_identity(self, source: str, external_id: str, field: str) -> None:
+        """``InvalidInput`` naming ``field`` when ``external_id`` cannot be an id of
+        ``source``'s upstream (see ``SourceIds``): such an id is never looked up,
+        stored or sent."""
+        if problem := self._source_ids.problem(source, external_id):
+            raise InvalidInput(f"Invalid value for argument '{field}': {problem}", field=field)
 
     async def get(self, customer_id: uuid.UUID) -> CustomerProfile | None:
         found = await self.get_many([customer_id])
@@ -183,6 +195,7 @@ class CustomerStore:
             return {row.email: _profile(row) for row in rows if row.email}
 
     async def get_by_identity(self, source: str, external_id: str) -> CustomerProfile | None:
+        self.check_identity(source, external_id, "identity")
         async with self._sessions() as session:
             row = await session.scalar(
                 select(Customer)
@@ -203,6 +216,10 @@ class CustomerStore:
 
     async def upsert(self, draft: CustomerDraft) -> CustomerProfile:
         """Create the customer with this email, or update the fields the draft gives."""
+        for position, identity in enumerate(draft.identities):
+            if problem := self._source_ids.problem(identity.source, identity.external_id):
+                field = f"identities.{position}.external_id"
+                raise InvalidInput(f"Invalid value for field '{field}': {problem}", field=field)
         try:
             return await self._upsert_once(draft)
         except IntegrityError:

@@ -33,6 +33,7 @@ from gateway.federation import Federation
 from gateway.identity import DEFAULT_CONFIG, IdentityConfig, PreparedRecord, RecordError, Resolver
 from gateway.identity import prepare as prepare_record
 from gateway.identity.resolution import lock_keys, record_keys
+from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
 from gateway.notifications import CustomerChange, Notifications
 from gateway.profile_cache import CachedCustomers
 from gateway.signatures import SignatureError, verify_hubspot, verify_segment, verify_shopify
@@ -76,8 +77,10 @@ class WebhookIngest:
         notifications: Notifications,
         tombstones: Tombstones,
         config: IdentityConfig = DEFAULT_CONFIG,
+        source_ids: SourceIds = DEFAULT_SOURCE_IDS,
     ) -> None:
         self._tombstones = tombstones
+        self._source_ids = source_ids
         self._engine = engine
         self._federation = federation
         self._customers = customers
@@ -91,7 +94,7 @@ class WebhookIngest:
         for position, event in enumerate(events):
             try:
                 record = (
-                    prepare_record(event.record, event.source, self._config)
+                    prepare_record(event.record, event.source, self._config, self._source_ids)
                     if event.record is not None
                     else None
                 )
