@@ -21,13 +21,17 @@ import httpx
 import pytest
 from sqlalchemy import delete, insert
 
+from adapters.registry import aclose_adapters, build_adapters
 from adapters.samples.orders import orders_for
 from adapters.samples.runner import SampleUpstreams
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.models import Customer, Identity
+from gateway.demo import sample_upstreams_config
 from gateway.identity.source_ids import SourceIds
 from gateway.importer import import_file
-from tests.conftest import GatewayFactory, unique_email, unique_number
+from gateway.migrate import upgrade
+from gateway.sync import sync
+from tests.conftest import FAST, SAMPLE_SIZE, GatewayFactory, unique_email, unique_number
 from tests.gql_client import error_codes, gql
 from tests.test_webhooks import SECRETS, hubspot_change, hubspot_request, segment_request
 
@@ -224,3 +228,27 @@ async def test_import_rejects_the_row_naming_the_source(tmp_path: Path, database
         for line in (2, 3)
     ]
     assert summary.created == 1
+
+
+async def test_sync_rejects_records_whose_ids_their_upstream_cannot_have(
+    samples: SampleUpstreams, tmp_path: Path
+) -> None:
+    """Records a CRM hands back are checked like any other input: here the SOAP CRM's
+    ``C-…`` ids against a configuration saying its ids are HubSpot's (numbers)."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'sync.db'}"
+    await asyncio.to_thread(upgrade, url)  # runs a loop of its own
+    tables = {name: FAST for name in samples.base_urls} | {"soap_crm": {**FAST, "enabled": True}}
+    adapters = build_adapters(sample_upstreams_config(samples.base_urls, tables))
+    engine = create_engine(url)
+    try:
+        (report,) = await sync(
+            create_sessionmaker(engine),
+            adapters,
+            ["soap_crm"],
+            source_ids=SourceIds({"soap_crm": "hubspot"}),
+        )
+    finally:
+        await aclose_adapters(adapters)
+        await engine.dispose()
+    assert report.status == "ok" and report.read == SAMPLE_SIZE
+    assert (report.rejected, report.created) == (SAMPLE_SIZE, 0)
