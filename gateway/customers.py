@@ -150,7 +150,8 @@ def _keys(draft: CustomerDraft) -> Iterator[str]:
     except ValueError:
         email_key = None  # validated already; the linker would not key by it either
     identities = ((i.source, i.external_id) for i in draft.identities)
-    return customer_keys(identities, [email_key] if email_key else [], [])
+    phones = [draft.phone] if draft.phone else []
+    return customer_keys(identities, [email_key] if email_key else [], phones)
 
 
 class CustomerStore:
@@ -241,12 +242,16 @@ class CustomerStore:
                 select(Customer).where(Customer.email == draft.email).options(*_WITH_RELATIONS)
             )
             if customer is None:
-                await self._refuse_erased(session, draft)
+                await self._refuse_erased(session, draft, None)
                 customer = Customer(id=uuid.uuid4(), email=draft.email, identities=[])
                 session.add(customer)
                 # Attributes reference the row by key, not relationship: insert it first.
                 await session.flush()
-            for name in PROFILE_FIELDS:
+            else:
+                await self._refuse_erased(session, draft, customer)
+            # The e-mail too: survivorship (merges) rebuilds golden values from these rows,
+            # and an erasure tombstones every address they hold.
+            for name in ("email", *PROFILE_FIELDS):
                 value = getattr(draft, name)
                 if value is not None:
                     setattr(customer, name, value)
@@ -259,17 +264,35 @@ class CustomerStore:
             await session.flush()
             return _profile(customer)
 
-    async def _refuse_erased(self, session: AsyncSession, draft: CustomerDraft) -> None:
+    async def _refuse_erased(
+        self, session: AsyncSession, draft: CustomerDraft, customer: Customer | None
+    ) -> None:
+        """``Erased`` when the draft would give a customer an erased person's identifier:
+        any of them for a new customer; for an existing one, a phone or source id it does
+        not hold yet (its own e-mail was never erased: it still holds it)."""
         if self._tombstones is None:
             return
-        digests = self._tombstones.digests(
-            [draft.email], ((i.source, i.external_id) for i in draft.identities)
-        )
-        if await self._tombstones.blocked(session, digests):
+        identities = [(i.source, i.external_id) for i in draft.identities]
+        phones = [draft.phone]
+        emails: list[str | None] = [draft.email]
+        if customer is not None:
+            own = {(i.source, i.external_id) for i in customer.identities}
+            identities = [i for i in identities if i not in own]
+            phones = [draft.phone] if draft.phone != customer.phone else []
+            emails = []
+        fields = {
+            **{d: "identities" for d in self._tombstones.digests([], identities)},
+            **{d: "phone" for d in self._tombstones.digests([], [], phones)},
+            **{d: "email" for d in self._tombstones.digests(emails, [])},
+        }
+        blocked = await self._tombstones.blocked(session, set(fields))
+        if blocked:
+            found = {fields[digest] for digest in blocked}
+            field = next(f for f in ("email", "phone", "identities") if f in found)
             raise Erased(
                 "This customer was erased (forgetCustomer); the gateway will not re-create "
-                "them from the same email or source id",
-                field="email",
+                f"them from the same email, phone or source id (here: {field})",
+                field=field,
             )
 
     @staticmethod

@@ -65,6 +65,10 @@ class InboundEvent:
     attributes: dict[str, str] = field(default_factory=dict)  # stored beside the record
     changed: tuple[str, ...] = ()  # the gateway's field names this event touches
     properties: dict[str, Any] = field(default_factory=dict)  # kept on the event row
+    # Identifiers the event carries without linking by them, as (kind, value) with kind
+    # "email", "phone" or "anonymous" (a device id): whom an anonymous event names, so
+    # an erasure of that person removes it and a tombstone refuses it.
+    subjects: tuple[tuple[str, str], ...] = ()
 
 
 class _Model(BaseModel):
@@ -251,9 +255,17 @@ def parse_segment(body: bytes) -> list[InboundEvent]:
     occurred = event.timestamp or datetime.now(UTC)
     kind = f"track:{event.event}" if event.type == "track" else "identify"
     properties = {"event": event.event, "properties": event.properties} if event.event else {}
+    carried = [event.traits, event.context.traits if event.context else None]
+    anonymous = (("anonymous", event.anonymousId),) if event.anonymousId else ()
     if not event.userId:
         # Anonymous activity is kept but links to nobody: there is no key to link by.
-        return [InboundEvent("segment", event.messageId, kind, occurred, None, {}, (), properties)]
+        # Whom it names is kept hashed (``subjects``) for an erasure to find it.
+        subjects = anonymous + _contact_points([*carried, event.properties])
+        return [
+            InboundEvent(
+                "segment", event.messageId, kind, occurred, None, {}, (), properties, subjects
+            )
+        ]
     traits = event.traits or (event.context.traits if event.context else None) or SegmentTraits()
     address = traits.address or SegmentAddress()
     record = {
@@ -270,8 +282,27 @@ def parse_segment(body: bytes) -> list[InboundEvent]:
     }
     changed = _reported(record) if event.type == "identify" else ("recent_events", "engagement")
     return [
-        InboundEvent("segment", event.messageId, kind, occurred, record, {}, changed, properties)
+        InboundEvent(
+            "segment", event.messageId, kind, occurred, record, {}, changed, properties, anonymous
+        )
     ]
+
+
+def _contact_points(
+    carriers: list[SegmentTraits | dict[str, Any] | None],
+) -> tuple[tuple[str, str], ...]:
+    """The e-mails and phones an unlinked event carries: in ``traits``, in
+    ``context.traits``, or as ``properties.email``/``phone`` (common in track calls)."""
+    found: dict[tuple[str, str], None] = {}
+    for carrier in carriers:
+        if carrier is None:
+            continue
+        values = carrier if isinstance(carrier, dict) else carrier.model_dump()
+        for kind in ("email", "phone"):
+            value = values.get(kind)
+            if isinstance(value, str) and value.strip():
+                found[(kind, value.strip())] = None
+    return tuple(found)
 
 
 # --- shared ----------------------------------------------------------------------------

@@ -27,13 +27,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionma
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from gateway.db.access_models import EventSubject
 from gateway.db.models import Attribute, Customer, Event, Identity
 from gateway.erasure import Tombstones
+from gateway.erasure_scope import subject_key
 from gateway.federation import Federation
 from gateway.identity import DEFAULT_CONFIG, IdentityConfig, PreparedRecord, RecordError, Resolver
 from gateway.identity import prepare as prepare_record
 from gateway.identity.resolution import lock_keys, record_keys
 from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
+from gateway.identity.values import phone_key
 from gateway.notifications import CustomerChange, Notifications
 from gateway.profile_cache import CachedCustomers
 from gateway.signatures import SignatureError, verify_hubspot, verify_segment, verify_shopify
@@ -106,14 +109,20 @@ class WebhookIngest:
 
     async def ingest(self, item: _Prepared) -> Ingested:
         event = item.event
+        subjects = self._subjects(event)
         async with self._engine.connect() as connection:
             async with connection.begin():
-                if item.record is not None and await self._erased(connection, item.record):
+                if await self._erased(connection, item.record, subjects):
                     # Acknowledged so the source stops retrying; not even the event is kept.
                     return Ingested(event.event_id, "erased", None)
                 claimed = await _claim(connection, event)
                 if claimed is None:
                     return Ingested(event.event_id, "duplicate", None)
+                if subjects:
+                    await connection.execute(
+                        insert(EventSubject),
+                        [{"event_id": claimed, "digest": digest} for digest in sorted(subjects)],
+                    )
                 customer_id, old_email = None, None
                 if item.record is not None:
                     old_email = await _owner_email(connection, item.record)
@@ -135,11 +144,34 @@ class WebhookIngest:
             await self._after_commit(customer_id, old_email, event)
         return Ingested(event.event_id, "processed", customer_id)
 
-    async def _erased(self, connection: AsyncConnection, record: PreparedRecord) -> bool:
-        # Under the record's key locks, held to commit: an erasure of its customer either
-        # committed before (its tombstones are seen here) or waits for this event.
-        await lock_keys(connection, record_keys(record))
-        digests = self._tombstones.of_record(record)
+    def _subjects(self, event: InboundEvent) -> set[str]:
+        """Digests of the identifiers the event carries beyond its record (as tombstones
+        hash them), so an erasure finds the event and a tombstone refuses it."""
+        digests: set[str] = set()
+        for kind, value in event.subjects:
+            if kind == "anonymous":
+                digests.add(self._tombstones.anonymous_digest(event.source, value))
+            elif kind == "email":
+                digests.add(self._tombstones.email_digest(value) or "")
+            elif kind == "phone":
+                try:
+                    e164 = phone_key(value, self._config)
+                except ValueError:
+                    continue  # not a number: it names nobody
+                digests.add(self._tombstones.phone_digest(e164) or "")
+        return digests - {""}
+
+    async def _erased(
+        self, connection: AsyncConnection, record: PreparedRecord | None, subjects: set[str]
+    ) -> bool:
+        # Under the record's key locks and a lock per identifier it carries, held to
+        # commit: an erasure naming any of them either committed before (its tombstones
+        # are seen here) or waits for this event (and removes it).
+        keys = [*(record_keys(record) if record else ()), *map(subject_key, subjects)]
+        if not keys:
+            return False
+        await lock_keys(connection, keys)
+        digests = (self._tombstones.of_record(record) if record else set()) | subjects
         return bool(await self._tombstones.blocked(connection, digests))
 
     async def _link(self, connection: AsyncConnection, record: PreparedRecord) -> uuid.UUID:

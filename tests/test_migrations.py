@@ -37,6 +37,7 @@ TABLES = {
     "identity_reviews",
     "api_keys",
     "tombstones",
+    "event_subjects",
     "recommendation_lists",
     "recommendation_items",
     "recommendation_neighbours",
