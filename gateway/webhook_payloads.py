@@ -7,6 +7,7 @@ sees only ``InboundEvent``s, whatever the source. Validation problems become a
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -69,6 +70,9 @@ class InboundEvent:
     # "email", "phone" or "anonymous" (a device id): whom an anonymous event names, so
     # an erasure of that person removes it and a tombstone refuses it.
     subjects: tuple[tuple[str, str], ...] = ()
+    # A digest of the signed body, when ``event_id`` is not itself signed (Shopify's id
+    # is a header): a second dedupe key that a replay under a new id cannot change.
+    receipt: str | None = None
 
 
 class _Model(BaseModel):
@@ -125,16 +129,24 @@ def _reported(record: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def parse_shopify(body: bytes, topic: str | None, webhook_id: str | None) -> list[InboundEvent]:
+    """One event; ``body`` must be the raw body the signature was checked over."""
     if not webhook_id:
         raise PayloadError("X-Shopify-Webhook-Id is required", "X-Shopify-Webhook-Id", 400)
     data = _json(body)
     now = datetime.now(UTC)
+    # Only the body is signed (not the id, the topic or the time): its digest is the
+    # dedupe key a replay cannot change.
+    receipt = hashlib.sha256(body).hexdigest()
     if topic in ("customers/create", "customers/update"):
         customer = _validate(ShopifyCustomer, data)
         record = _shopify_record(customer)
         changed = _reported(record)
         occurred = customer.updated_at or customer.created_at or now
-        return [InboundEvent("shopify", webhook_id, topic, occurred, record, {}, changed)]
+        return [
+            InboundEvent(
+                "shopify", webhook_id, topic, occurred, record, {}, changed, receipt=receipt
+            )
+        ]
     if topic in ("orders/create", "orders/updated", "orders/paid"):
         order = _validate(ShopifyOrder, data)
         if order.customer is None:
@@ -147,7 +159,15 @@ def parse_shopify(body: bytes, topic: str | None, webhook_id: str | None) -> lis
         }
         occurred = order.created_at or now
         event = InboundEvent(
-            "shopify", webhook_id, topic, occurred, record, {}, _ORDER_FIELDS, properties
+            "shopify",
+            webhook_id,
+            topic,
+            occurred,
+            record,
+            {},
+            _ORDER_FIELDS,
+            properties,
+            receipt=receipt,
         )
         return [event]
     raise PayloadError(

@@ -2,11 +2,19 @@
 
 ``POST /webhooks/{source}``: verify the source's signature over the raw body, validate
 the body into ``InboundEvent``s, then per event, in one transaction: claim the event id
-(the events table's unique (source, event_id) makes a replay a no-op), link the record
-to a unified customer through the identity ``Resolver`` (its key locks serialise two
-webhooks for one new email), and store what changed. Only after the commit: drop the
-customer's cached entries on every instance and publish a change notification, so no
-one is told about, or re-reads, a write that might still roll back.
+(the events table's unique (source, event_id) makes a replay a no-op) and, where that id
+is not signed (Shopify's header), a digest of the signed body (``webhook_receipts``: a
+captured body resent under a new id is a duplicate too); link the record to a unified
+customer through the identity ``Resolver`` (its key locks serialise two webhooks for one
+new email), and store what changed. Only after the commit: drop the customer's cached
+entries on every instance and publish a change notification, so no one is told about,
+or re-reads, a write that might still roll back.
+
+What protects each source against a replayed request: Shopify signs only the body, so
+its digest is the dedupe key (besides the unsigned id); HubSpot signs method, URI, body
+and a timestamp (refused after 5 minutes) and its event ids are inside that body;
+Segment signs the body, which carries the ``messageId``. Replays of an erased person's
+events are refused by the tombstones, whatever was deleted with them.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionma
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from gateway.db.access_models import EventSubject
+from gateway.db.access_models import EventSubject, WebhookReceipt
 from gateway.db.models import Attribute, Customer, Event, Identity
 from gateway.erasure import Tombstones
 from gateway.erasure_scope import subject_key
@@ -111,12 +119,13 @@ class WebhookIngest:
         event = item.event
         subjects = self._subjects(event)
         async with self._engine.connect() as connection:
-            async with connection.begin():
+            async with connection.begin() as transaction:
                 if await self._erased(connection, item.record, subjects):
                     # Acknowledged so the source stops retrying; not even the event is kept.
                     return Ingested(event.event_id, "erased", None)
                 claimed = await _claim(connection, event)
-                if claimed is None:
+                if claimed is None or not await _receipt(connection, event, claimed):
+                    await transaction.rollback()  # the claim, when only the receipt was seen
                     return Ingested(event.event_id, "duplicate", None)
                 if subjects:
                     await connection.execute(
@@ -231,6 +240,21 @@ async def _claim(connection: AsyncConnection, event: InboundEvent) -> int | None
     )
     claimed: int | None = await connection.scalar(statement)
     return claimed
+
+
+async def _receipt(connection: AsyncConnection, event: InboundEvent, claimed: int) -> bool:
+    """Record the digest of the event's signed body; False when it was recorded before
+    (the same body under another id: a replay). True for events without one."""
+    if event.receipt is None:
+        return True
+    dialect_insert = postgres_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        dialect_insert(WebhookReceipt)
+        .values(source=event.source, digest=event.receipt, event_id=claimed)
+        .on_conflict_do_nothing(index_elements=["source", "digest"])
+        .returning(WebhookReceipt.event_id)
+    )
+    return await connection.scalar(statement) is not None
 
 
 async def _owner_email(connection: AsyncConnection, record: PreparedRecord) -> str | None:

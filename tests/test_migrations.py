@@ -38,6 +38,7 @@ TABLES = {
     "api_keys",
     "tombstones",
     "event_subjects",
+    "webhook_receipts",
     "recommendation_lists",
     "recommendation_items",
     "recommendation_neighbours",

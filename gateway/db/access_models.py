@@ -52,3 +52,16 @@ class EventSubject(Base):
         ForeignKey("events.id", ondelete="CASCADE"), primary_key=True
     )
     digest: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+class WebhookReceipt(Base):
+    """A digest of a signed webhook body, for sources whose event ids travel outside the
+    signature (Shopify's ``X-Shopify-Webhook-Id``): a captured body resent under a new
+    id is then still a duplicate. Goes with its event (an erased person's replays are
+    refused by the tombstones instead)."""
+
+    __tablename__ = "webhook_receipts"
+
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
