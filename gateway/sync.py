@@ -171,9 +171,7 @@ class _SourceSync:
                 newest = max(newest or contact.updated_at, contact.updated_at)
             try:
                 batch.append(
-                    prepare(
-                        _raw(contact), report.source, self._resolver.config, self._source_ids
-                    )
+                    prepare(_raw(contact), report.source, self._resolver.config, self._source_ids)
                 )
             except RecordError as exc:
                 report.rejected += 1
