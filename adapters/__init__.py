@@ -12,6 +12,7 @@ from .breaker import BreakerState, CircuitBreaker
 from .config import UpstreamsConfig, UpstreamsConfigError, load_upstreams, load_upstreams_file
 from .errors import (
     CircuitOpen,
+    InvalidExternalId,
     UpstreamAuthError,
     UpstreamBadResponse,
     UpstreamError,
@@ -81,6 +82,7 @@ __all__ = [
     "CrmAdapter",
     "CrmContact",
     "ExternalId",
+    "InvalidExternalId",
     "InventoryLevel",
     "Kind",
     "LineItem",

@@ -7,7 +7,9 @@ UpstreamError                      (code varies; never raised itself)
  │    ├── CircuitOpen              UPSTREAM_UNAVAILABLE   refused locally, upstream not called
  │    └── UpstreamAuthError        UPSTREAM_UNAVAILABLE   our credentials were refused (401/403)
  ├── UpstreamRateLimited           UPSTREAM_RATE_LIMITED  429 whose Retry-After exceeds the budget
- └── UpstreamBadResponse           UPSTREAM_BAD_RESPONSE  malformed body, changed schema, odd status
+ ├── UpstreamBadResponse           UPSTREAM_BAD_RESPONSE  malformed body, changed schema, odd status
+ └── InvalidExternalId             INVALID_EXTERNAL_ID    an id the upstream cannot have: refused
+                                                          before any request (external_ids.py)
 ```
 
 Not found is not an error: adapters answer ``None`` or an empty collection.
@@ -29,6 +31,7 @@ from typing import ClassVar
 
 __all__ = [
     "CircuitOpen",
+    "InvalidExternalId",
     "UpstreamAuthError",
     "UpstreamBadResponse",
     "UpstreamError",
@@ -86,3 +89,12 @@ class UpstreamRateLimited(UpstreamError):
 
 class UpstreamBadResponse(UpstreamError):
     code: ClassVar[str] = "UPSTREAM_BAD_RESPONSE"
+
+
+class InvalidExternalId(UpstreamError):
+    """An id the upstream cannot have (``external_ids``): nothing was sent for it.
+
+    The message says what an id of that upstream looks like, never the id itself.
+    """
+
+    code: ClassVar[str] = "INVALID_EXTERNAL_ID"

@@ -18,6 +18,7 @@ from pydantic import AwareDatetime, ConfigDict, field_validator
 from .auth import build_auth
 from .base import ClientBackedAdapter
 from .config import HubSpotConfig
+from .external_ids import ID_RULES, checked_email, checked_id, email_problem
 from .payload import Payload, checked
 from .records import Consents, CrmContact, normalise_email
 from .rest import RestClient
@@ -44,6 +45,7 @@ PROPERTIES = (
     "consent_analytics",
 )
 _CONTACT = "/crm/v3/objects/contacts/{id}"
+_RULE = ID_RULES["hubspot"]
 _BATCH_READ = "/crm/v3/objects/contacts/batch/read"
 _SEARCH = "/crm/v3/objects/contacts/search"
 
@@ -115,34 +117,34 @@ class HubSpotAdapter(ClientBackedAdapter[HubSpotConfig]):
         self._client = self.rest
 
     async def fetch_contact(self, external_id: str) -> CrmContact | None:
-        if not external_id.strip():
-            return None
         reply = await self.rest.get(
             _CONTACT,
             _Contact,
-            path={"id": external_id},
+            path={"id": checked_id(self.name, _RULE, external_id)},
             params={"properties": ",".join(PROPERTIES)},
         )
         return self._record(reply.body) if reply else None
 
     async def fetch_contact_by_email(self, email: str) -> CrmContact | None:
-        if not email.strip():
-            return None
+        address = normalise_email(email)
+        checked_email(self.name, address)
         reply = await self.rest.get(
             _CONTACT,
             _Contact,
-            path={"id": normalise_email(email)},
+            path={"id": address},
             params={"properties": ",".join(PROPERTIES), "idProperty": "email"},
         )
         return self._record(reply.body) if reply else None
 
     async def fetch_contacts(self, external_ids: Sequence[str]) -> Mapping[str, CrmContact]:
-        keys = list(dict.fromkeys(key for key in external_ids if key.strip()))
+        # An id HubSpot cannot have is not asked for: it is simply not found.
+        keys = list(dict.fromkeys(key for key in external_ids if not _RULE.problem(key)))
         found = await self._batch_read(keys, id_property=None)
         return {contact.external_id: contact for contact in found}
 
     async def fetch_contacts_by_email(self, emails: Sequence[str]) -> Mapping[str, CrmContact]:
-        wanted = list(dict.fromkeys(normalise_email(e) for e in emails if e.strip()))
+        addresses = (normalise_email(e) for e in emails)
+        wanted = list(dict.fromkeys(a for a in addresses if not email_problem(a)))
         found = await self._batch_read(wanted, id_property="email")
         return {contact.email: contact for contact in found if contact.email}
 

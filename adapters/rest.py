@@ -2,9 +2,11 @@
 
 Adapters call ``RestClient.get``/``post`` with a route *template* and path values:
 the template names the call in logs and errors (``GET /customers/{id}/orders.json``)
-so that ids and e-mail addresses never reach either. Every answer goes through one
-error table, read top to bottom like airbyte's and meltano's: a status or exception
-selects an action (succeed, not found, retry, rate-limited, fail) and an error type.
+so that ids and e-mail addresses never reach either, and every value becomes exactly
+one percent-encoded path segment (``external_ids.expand_path``), so no value can
+change the route. Every answer goes through one error table, read top to bottom like
+airbyte's and meltano's: a status or exception selects an action (succeed, not found,
+retry, rate-limited, fail) and an error type.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
-from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel
@@ -30,6 +31,7 @@ from .errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from .external_ids import expand_path
 from .payload import parse_json
 from .retry import CallPolicy, parse_retry_after
 
@@ -231,7 +233,9 @@ class RestClient:
         the call.
         """
         operation = f"{method} {route}"
-        target = url if url is not None else _expand(route, path or {})
+        # Encoded (or refused) before the call policy runs: a refused id sends nothing
+        # and counts nowhere, not even against the breaker.
+        target = url if url is not None else expand_path(self.name, route, path or {})
 
         async def attempt(slice_s: float) -> Reply[M] | None:
             try:
@@ -326,9 +330,3 @@ class RestClient:
             if not cursor or (max_pages is not None and pages >= max_pages):
                 return
             query[cursor_param] = cursor
-
-
-def _expand(route: str, path: Mapping[str, str]) -> str:
-    # ':' and '@' are legal in a path segment (RFC 3986 pchar); Segment's
-    # "user_id:…" identifiers read better unescaped.
-    return route.format_map({key: quote(value, safe=":@") for key, value in path.items()})

@@ -15,13 +15,19 @@ from pydantic import AwareDatetime, ConfigDict, Field, JsonValue
 from .auth import build_auth
 from .base import ClientBackedAdapter
 from .config import SegmentConfig
+from .external_ids import ID_RULES, checked_email, checked_id
 from .payload import Payload, checked, parse_object
 from .records import AnalyticsEvent, AnalyticsTraits, ExternalId, normalise_email
 from .rest import RestClient
 
 __all__ = ["SegmentAdapter"]
 
-_PROFILE = "/v1/spaces/{space}/collections/users/profiles/{identifier}"
+# The identifier's type is part of the template; its value is one encoded path segment,
+# so ``user_id:a/../..`` stays one profile's (``user_id:a%2F..%2F..``).
+_USERS = "/v1/spaces/{space}/collections/users/profiles"
+_BY_USER_ID = _USERS + "/user_id:{id}"
+_BY_EMAIL = _USERS + "/email:{id}"
+_RULE = ID_RULES["segment"]
 _LIST_MAX = 100  # Segment's largest page of events or external ids
 _KNOWN_TRAITS = ("email", "first_name", "last_name", "created_at", "last_seen_at", "user_id")
 
@@ -88,25 +94,30 @@ class SegmentAdapter(ClientBackedAdapter[SegmentConfig]):
         self.rest = RestClient(config, auth=build_auth(config.name, config.auth))
         self._client = self.rest
 
-    def _path(self, identifier: str) -> dict[str, str]:
-        return {"space": self.config.space_id, "identifier": identifier}
+    def _path(self, value: str) -> dict[str, str]:
+        return {"space": self.config.space_id, "id": value}
+
+    def _user(self, user_id: str) -> dict[str, str]:
+        return self._path(checked_id(self.name, _RULE, user_id))
 
     async def fetch_traits(
         self, *, user_id: str | None = None, email: str | None = None
     ) -> AnalyticsTraits | None:
-        if user_id:
-            identifier = f"user_id:{user_id}"
-        elif email and email.strip():
-            identifier = f"email:{normalise_email(email)}"
+        if user_id is not None:
+            profile, path = _BY_USER_ID, self._user(user_id)
+        elif email is not None:
+            address = normalise_email(email)
+            checked_email(self.name, address)
+            profile, path = _BY_EMAIL, self._path(address)
         else:
             raise ValueError("fetch_traits needs a user_id or an email")
         traits: dict[str, JsonValue] = {}
         pages = 0
         async for page in self.rest.cursor_pages(
-            f"{_PROFILE}/traits",
+            f"{profile}/traits",
             _Traits,
             lambda p: _next(p.cursor),
-            path=self._path(identifier),
+            path=path,
             params={"limit": self.config.page_size},
         ):
             traits.update(page.traits)
@@ -129,6 +140,7 @@ class SegmentAdapter(ClientBackedAdapter[SegmentConfig]):
     async def fetch_events(
         self, user_id: str, first: int = 50, event_name: str | None = None
     ) -> Sequence[AnalyticsEvent]:
+        path = self._user(user_id)
         if first <= 0:
             return []
         params: dict[str, str | int] = {"limit": min(first, self.config.page_size, _LIST_MAX)}
@@ -136,10 +148,10 @@ class SegmentAdapter(ClientBackedAdapter[SegmentConfig]):
             params["include"] = event_name
         events: list[AnalyticsEvent] = []
         async for page in self.rest.cursor_pages(
-            f"{_PROFILE}/events",
+            f"{_BY_USER_ID}/events",
             _Events,
             lambda p: _next(p.cursor),
-            path=self._path(f"user_id:{user_id}"),
+            path=path,
             params=params,
         ):
             events.extend(self._event(e) for e in page.data)
@@ -150,10 +162,10 @@ class SegmentAdapter(ClientBackedAdapter[SegmentConfig]):
     async def fetch_external_ids(self, user_id: str) -> Sequence[ExternalId]:
         ids: list[ExternalId] = []
         async for page in self.rest.cursor_pages(
-            f"{_PROFILE}/external_ids",
+            f"{_BY_USER_ID}/external_ids",
             _ExternalIds,
             lambda p: _next(p.cursor),
-            path=self._path(f"user_id:{user_id}"),
+            path=self._user(user_id),
             params={"limit": min(self.config.page_size, _LIST_MAX)},
         ):
             with checked(self.name, "external id"):

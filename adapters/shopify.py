@@ -17,6 +17,7 @@ from pydantic import AwareDatetime
 from .auth import build_auth
 from .base import ClientBackedAdapter
 from .config import ShopifyConfig
+from .external_ids import ID_RULES, checked_id, email_problem
 from .payload import Payload, checked
 from .records import (
     CommerceCustomer,
@@ -32,6 +33,13 @@ from .rest import RestClient
 __all__ = ["ShopifyAdapter"]
 
 _MAX_LIMIT = 250  # Shopify's largest page
+_RULE = ID_RULES["shopify"]  # customer, product and inventory item ids alike
+
+
+def _numbers(ids: Sequence[str]) -> list[str]:
+    """Ids Shopify can have, once each: others can only be unknown, and a comma in one
+    would add ids of its choosing to the ``ids=`` list."""
+    return list(dict.fromkeys(i for i in ids if not _RULE.problem(i)))
 
 
 class _Consent(Payload):
@@ -157,7 +165,9 @@ class ShopifyAdapter(ClientBackedAdapter[ShopifyConfig]):
     async def find_customers_by_email(
         self, emails: Sequence[str]
     ) -> Mapping[str, CommerceCustomer]:
-        wanted = list(dict.fromkeys(normalise_email(e) for e in emails if e.strip()))
+        addresses = (normalise_email(e) for e in emails)
+        # An address with a blank in it would be search syntax (``a OR email:b``).
+        wanted = list(dict.fromkeys(a for a in addresses if not email_problem(a)))
         found: dict[str, CommerceCustomer] = {}
         size = self.config.page_size
         route = f"{self._api}/customers/search.json"
@@ -174,6 +184,7 @@ class ShopifyAdapter(ClientBackedAdapter[ShopifyConfig]):
         return found
 
     async def fetch_orders(self, customer_id: str, first: int = 10) -> Sequence[Order]:
+        checked_id(self.name, _RULE, customer_id)
         if first <= 0:
             return []
         orders: list[Order] = []
@@ -197,7 +208,7 @@ class ShopifyAdapter(ClientBackedAdapter[ShopifyConfig]):
                 async for page in self.rest.link_pages(route, _Products, params={"limit": size})
                 for p in page.products
             ]
-        wanted = list(dict.fromkeys(ids))
+        wanted = _numbers(ids)
         products: list[Product] = []
         for start in range(0, len(wanted), size):
             params: dict[str, str | int] = {
@@ -211,7 +222,7 @@ class ShopifyAdapter(ClientBackedAdapter[ShopifyConfig]):
     async def fetch_inventory(
         self, inventory_item_ids: Sequence[str]
     ) -> Mapping[str, Sequence[InventoryLevel]]:
-        wanted = list(dict.fromkeys(inventory_item_ids))
+        wanted = _numbers(inventory_item_ids)
         levels: dict[str, list[InventoryLevel]] = {}
         size = self.config.page_size
         for start in range(0, len(wanted), size):

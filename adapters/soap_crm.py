@@ -16,6 +16,7 @@ from pydantic import AwareDatetime
 
 from .base import ClientBackedAdapter
 from .config import SoapCrmConfig
+from .external_ids import ID_RULES, checked_email, checked_id, email_problem
 from .payload import Payload, checked, parse_object
 from .records import Consents, CrmContact, normalise_email
 from .soap import SoapClient
@@ -24,6 +25,9 @@ __all__ = ["SoapCrmAdapter"]
 
 # Concurrent single lookups when there is no batch operation to use.
 _LOOKUP_CONCURRENCY = 8
+# Ids travel in the envelope, not a path; what XML cannot carry is refused before zeep
+# would fail on it with an error of its own.
+_RULE = ID_RULES["soap_crm"]
 
 
 class _Contact(Payload):
@@ -71,18 +75,17 @@ class SoapCrmAdapter(ClientBackedAdapter[SoapCrmConfig]):
         self._client = self.soap
 
     async def fetch_contact(self, external_id: str) -> CrmContact | None:
-        if not external_id.strip():
-            return None
+        checked_id(self.name, _RULE, external_id)
         return self._one("GetContact", await self.soap.call("GetContact", id=external_id))
 
     async def fetch_contact_by_email(self, email: str) -> CrmContact | None:
-        if not email.strip():
-            return None
-        result = await self.soap.call("GetContactByEmail", email=normalise_email(email))
+        address = normalise_email(email)
+        checked_email(self.name, address)
+        result = await self.soap.call("GetContactByEmail", email=address)
         return self._one("GetContactByEmail", result)
 
     async def fetch_contacts(self, external_ids: Sequence[str]) -> Mapping[str, CrmContact]:
-        keys = list(dict.fromkeys(key for key in external_ids if key.strip()))
+        keys = list(dict.fromkeys(key for key in external_ids if not _RULE.problem(key)))
         found: dict[str, CrmContact] = {}
         size = self.config.page_size
         for start in range(0, len(keys), size):
@@ -102,7 +105,8 @@ class SoapCrmAdapter(ClientBackedAdapter[SoapCrmConfig]):
             async with gate:
                 return await self.fetch_contact_by_email(email)
 
-        wanted = list(dict.fromkeys(normalise_email(e) for e in emails if e.strip()))
+        addresses = (normalise_email(e) for e in emails)
+        wanted = list(dict.fromkeys(a for a in addresses if not email_problem(a)))
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(lookup(email)) for email in wanted]

@@ -211,9 +211,15 @@ def import_(
     """Import customer records from one source (CSV or JSON Lines), linking identities."""
     from gateway.db.engine import create_engine, create_sessionmaker
     from gateway.erasure import Tombstones
+    from gateway.identity.source_ids import SourceIds
     from gateway.importer import ImportSummary, import_file
 
     settings = _settings(database_url=database_url)
+    try:
+        # What ids of ``source`` look like, when it is a configured upstream.
+        source_ids = SourceIds.from_file(settings.upstreams_file)
+    except (OSError, ValueError) as exc:
+        _refuse(SettingsError(f"GATEWAY_UPSTREAMS_FILE: {exc}"))
 
     def progress(summary: ImportSummary) -> None:
         click.echo(f"  {summary.read} read, {summary.records_per_second:,.0f} records/s", err=True)
@@ -229,6 +235,7 @@ def import_(
                 batch_size=batch_size,
                 progress=progress,
                 tombstones=Tombstones.from_settings(settings),
+                source_ids=source_ids,
             )
         finally:
             await engine.dispose()
@@ -273,6 +280,7 @@ def sync(sources: tuple[str, ...], batch_size: int, database_url: str | None) ->
     from gateway.db.engine import create_engine, create_sessionmaker
     from gateway.erasure import Tombstones
     from gateway.errors import InvalidInput
+    from gateway.identity.source_ids import SourceIds
     from gateway.sync import SyncReport
     from gateway.sync import sync as run_sync
 
@@ -294,6 +302,7 @@ def sync(sources: tuple[str, ...], batch_size: int, database_url: str | None) ->
                 progress,
                 batch_size=batch_size,
                 tombstones=Tombstones.from_settings(settings),
+                source_ids=SourceIds.from_upstreams(upstreams),
             )
         finally:
             await aclose_adapters(adapters)

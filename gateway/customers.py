@@ -22,6 +22,7 @@ from gateway.erasure import Tombstones
 from gateway.errors import Conflict, Erased, InvalidInput
 from gateway.identity.config import DEFAULT_CONFIG
 from gateway.identity.resolution import customer_keys, lock_keys
+from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
 from gateway.identity.values import email_parts
 
 # BCP 47 language tags as ESPs use them: "en", "en-US", "zh-Hant-TW".
@@ -149,17 +150,29 @@ def _keys(draft: CustomerDraft) -> Iterator[str]:
     except ValueError:
         email_key = None  # validated already; the linker would not key by it either
     identities = ((i.source, i.external_id) for i in draft.identities)
-    return customer_keys(identities, [email_key] if email_key else [], [])
+    phones = [draft.phone] if draft.phone else []
+    return customer_keys(identities, [email_key] if email_key else [], phones)
 
 
 class CustomerStore:
     """Reads and writes unified customers; each call is one short transaction."""
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], tombstones: Tombstones | None = None
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        tombstones: Tombstones | None = None,
+        source_ids: SourceIds = DEFAULT_SOURCE_IDS,
     ) -> None:
         self._sessions = sessions
         self._tombstones = tombstones
+        self._source_ids = source_ids
+
+    def check_identity(self, source: str, external_id: str, field: str) -> None:
+        """``InvalidInput`` naming ``field`` when ``external_id`` cannot be an id of
+        ``source``'s upstream (see ``SourceIds``): such an id is never looked up,
+        stored or sent."""
+        if problem := self._source_ids.problem(source, external_id):
+            raise InvalidInput(f"Invalid value for argument '{field}': {problem}", field=field)
 
     async def get(self, customer_id: uuid.UUID) -> CustomerProfile | None:
         found = await self.get_many([customer_id])
@@ -183,6 +196,7 @@ class CustomerStore:
             return {row.email: _profile(row) for row in rows if row.email}
 
     async def get_by_identity(self, source: str, external_id: str) -> CustomerProfile | None:
+        self.check_identity(source, external_id, "identity")
         async with self._sessions() as session:
             row = await session.scalar(
                 select(Customer)
@@ -203,6 +217,10 @@ class CustomerStore:
 
     async def upsert(self, draft: CustomerDraft) -> CustomerProfile:
         """Create the customer with this email, or update the fields the draft gives."""
+        for position, identity in enumerate(draft.identities):
+            if problem := self._source_ids.problem(identity.source, identity.external_id):
+                field = f"identities.{position}.external_id"
+                raise InvalidInput(f"Invalid value for field '{field}': {problem}", field=field)
         try:
             return await self._upsert_once(draft)
         except IntegrityError:
@@ -224,12 +242,16 @@ class CustomerStore:
                 select(Customer).where(Customer.email == draft.email).options(*_WITH_RELATIONS)
             )
             if customer is None:
-                await self._refuse_erased(session, draft)
+                await self._refuse_erased(session, draft, None)
                 customer = Customer(id=uuid.uuid4(), email=draft.email, identities=[])
                 session.add(customer)
                 # Attributes reference the row by key, not relationship: insert it first.
                 await session.flush()
-            for name in PROFILE_FIELDS:
+            else:
+                await self._refuse_erased(session, draft, customer)
+            # The e-mail too: survivorship (merges) rebuilds golden values from these rows,
+            # and an erasure tombstones every address they hold.
+            for name in ("email", *PROFILE_FIELDS):
                 value = getattr(draft, name)
                 if value is not None:
                     setattr(customer, name, value)
@@ -242,17 +264,35 @@ class CustomerStore:
             await session.flush()
             return _profile(customer)
 
-    async def _refuse_erased(self, session: AsyncSession, draft: CustomerDraft) -> None:
+    async def _refuse_erased(
+        self, session: AsyncSession, draft: CustomerDraft, customer: Customer | None
+    ) -> None:
+        """``Erased`` when the draft would give a customer an erased person's identifier:
+        any of them for a new customer; for an existing one, a phone or source id it does
+        not hold yet (its own e-mail was never erased: it still holds it)."""
         if self._tombstones is None:
             return
-        digests = self._tombstones.digests(
-            [draft.email], ((i.source, i.external_id) for i in draft.identities)
-        )
-        if await self._tombstones.blocked(session, digests):
+        identities = [(i.source, i.external_id) for i in draft.identities]
+        phones = [draft.phone]
+        emails: list[str | None] = [draft.email]
+        if customer is not None:
+            own = {(i.source, i.external_id) for i in customer.identities}
+            identities = [i for i in identities if i not in own]
+            phones = [draft.phone] if draft.phone != customer.phone else []
+            emails = []
+        fields = {
+            **{d: "identities" for d in self._tombstones.digests([], identities)},
+            **{d: "phone" for d in self._tombstones.digests([], [], phones)},
+            **{d: "email" for d in self._tombstones.digests(emails, [])},
+        }
+        blocked = await self._tombstones.blocked(session, set(fields))
+        if blocked:
+            found = {fields[digest] for digest in blocked}
+            field = next(f for f in ("email", "phone", "identities") if f in found)
             raise Erased(
                 "This customer was erased (forgetCustomer); the gateway will not re-create "
-                "them from the same email or source id",
-                field="email",
+                f"them from the same email, phone or source id (here: {field})",
+                field=field,
             )
 
     @staticmethod

@@ -1,12 +1,16 @@
-"""Erasure and subject access: forget a customer everywhere, or export all we hold.
+r"""Erasure and subject access: forget a customer everywhere, or export all we hold.
 
 Forgetting deletes the customer row; the schema's cascades take identities,
-attributes, consents, events and identity evidence with it, in one transaction.
-What stays is a *tombstone* per identifier (every email the customer was known by,
-and every source id): an HMAC of it under the gateway's erasure key, so a later
-sync, webhook, import or API call cannot bring the person back, while the
-identifier itself is not kept. The audit log keeps its ids-only entries: it is the
-record that the erasure happened.
+attributes, consents, events and identity evidence with it, in one transaction, and
+the events linked to nobody that name the person (an anonymous Segment event whose
+traits carry their e-mail, or one of their ``anonymousId``\ s: ``event_subjects``)
+go too. What stays is a *tombstone* per identifier the customer ever had: every
+e-mail and phone (golden, and every value any source reported, merged-in customers'
+included) and every source id and anonymous id: an HMAC of it under the gateway's
+erasure key, so a later sync, webhook, import or API call cannot bring the person
+back, while the identifier itself is not kept. An e-mail or phone another customer
+still holds is theirs too and gets no tombstone (it would lock them out). The audit
+log keeps its ids-only entries: it is the record that the erasure happened.
 
 Every write path checks the tombstones while holding the identity linker's key locks
 (``lock_keys``) for what it writes, and ``forget`` takes the same locks for the
@@ -25,20 +29,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
-from gateway.contact_points import normalize_email
-from gateway.db.access_models import Tombstone
+from gateway.contact_points import normalize_email, normalize_phone
+from gateway.db.access_models import EventSubject, Tombstone
 from gateway.db.identity_models import IdentityLink
 from gateway.db.models import Attribute, Consent, Customer, Event, utcnow
 from gateway.db.recommendation_models import RecommendationList
+from gateway.erasure_scope import Known, known_identifiers
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.lookup import matching
 from gateway.identity.records import PreparedRecord
-from gateway.identity.resolution import customer_keys, lock_keys
-from gateway.identity.values import email_parts
+from gateway.identity.resolution import lock_keys
 from gateway.settings import Settings
 
 _ATTEMPTS = 3
@@ -68,22 +72,43 @@ class Tombstones:
         return cls(settings.erasure_key.get_secret_value().encode())
 
     def of_record(self, record: PreparedRecord) -> set[str]:
-        """The digests of what a source record would link by: its email and source id."""
-        return self.digests([record.values.get("email")], [(record.source, record.external_id)])
+        """The digests of what a source record would link by: its email, phone and
+        source id."""
+        return self.digests(
+            [record.values.get("email")],
+            [(record.source, record.external_id)],
+            [record.phone],
+        )
 
     def digest(self, kind: str, value: str) -> str:
         return hmac.new(self._key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
 
+    def email_digest(self, raw: str | None) -> str | None:
+        """None for what is not an address: it cannot identify anyone by email."""
+        try:
+            return self.digest("email", normalize_email(raw)) if raw else None
+        except ValueError:
+            return None
+
+    def phone_digest(self, raw: str | None) -> str | None:
+        """Over the E.164 form; None for what is not a phone number."""
+        try:
+            return self.digest("phone", normalize_phone(raw)) if raw else None
+        except ValueError:
+            return None
+
+    def anonymous_digest(self, source: str, anonymous_id: str) -> str:
+        """A device's or browser's id in a source (Segment's ``anonymousId``)."""
+        return self.digest("anonymous", f"{source}:{anonymous_id}")
+
     def digests(
-        self, emails: Iterable[str | None], identities: Iterable[tuple[str, str]]
+        self,
+        emails: Iterable[str | None],
+        identities: Iterable[tuple[str, str]],
+        phones: Iterable[str | None] = (),
     ) -> set[str]:
-        found = set()
-        for email in emails:
-            if email:
-                try:
-                    found.add(self.digest("email", normalize_email(email)))
-                except ValueError:
-                    continue  # not an address: it cannot identify anyone by email
+        found = {d for e in emails if (d := self.email_digest(e))}
+        found |= {d for p in phones if (d := self.phone_digest(p))}
         for source, external_id in identities:
             found.add(self.digest("id", f"{source}:{external_id}"))
         return found
@@ -145,11 +170,13 @@ class Erasure:
         """Delete the customer and everything hanging off it; None if there is none.
 
         The transaction holds the linker's key locks for everything the customer is
-        known by, so a batch or webhook carrying one of those keys either commits
-        before it (and is erased with the customer) or checks the tombstones after it.
+        known by (and a lock per identifier digest, which an unlinked event takes too),
+        so a batch or webhook carrying one of those either commits before it (and is
+        erased with the customer) or checks the tombstones after it.
         """
         async with self._sessions() as session:
-            keys = await self._keys(session, customer_id)
+            customer = await session.scalar(_with_identities(customer_id))
+            keys = (await self._known(session, customer)).keys if customer else None
         for _ in range(_ATTEMPTS):
             if keys is None:
                 return None
@@ -158,20 +185,13 @@ class Erasure:
                 customer = await self._locked(session, customer_id)
                 if customer is None:
                     return None
-                emails = await self._emails(session, customer)
-                current = self._customer_keys(customer, emails)
-                if current <= keys:
-                    return await self._erase(session, customer, emails)
+                known = await self._known(session, customer)
+                if known.keys <= keys:
+                    return await self._erase(session, customer, known)
             # Linked to more keys between the read and the locks: start again holding
             # those too (taken afresh in ascending order, never added out of order).
-            keys |= current
+            keys |= known.keys
         raise RuntimeError("the customer kept gaining identities during erasure; retry")
-
-    async def _keys(self, session: AsyncSession, customer_id: uuid.UUID) -> set[str] | None:
-        customer = await session.scalar(_with_identities(customer_id))
-        if customer is None:
-            return None
-        return self._customer_keys(customer, await self._emails(session, customer))
 
     async def _locked(self, session: AsyncSession, customer_id: uuid.UUID) -> Customer | None:
         customer: Customer | None = await session.scalar(
@@ -179,36 +199,12 @@ class Erasure:
         )
         return customer
 
-    @staticmethod
-    async def _emails(session: AsyncSession, customer: Customer) -> set[str]:
-        """Every address the customer was known by: the golden one and each source's."""
-        emails = {customer.email} | set(
-            await session.scalars(
-                select(Attribute.value).where(
-                    Attribute.customer_id == customer.id, Attribute.name == "email"
-                )
-            )
-        )
-        return {e for e in emails if e}
+    async def _known(self, session: AsyncSession, customer: Customer) -> Known:
+        return await known_identifiers(session, customer, self.tombstones, self._config)
 
-    def _customer_keys(self, customer: Customer, emails: set[str]) -> set[str]:
-        email_keys = set()
-        for email in emails:
-            try:
-                key = email_parts(email, self._config)[1]
-            except ValueError:
-                continue  # not an address: the linker never keyed anyone by it
-            if key:
-                email_keys.add(key)
-        identities = ((i.source, i.external_id) for i in customer.identities)
-        phones = [customer.phone] if customer.phone else []
-        return set(customer_keys(identities, email_keys, phones))
-
-    async def _erase(self, session: AsyncSession, customer: Customer, emails: set[str]) -> Erased:
+    async def _erase(self, session: AsyncSession, customer: Customer, known: Known) -> Erased:
         customer_id = customer.id
-        digests = self.tombstones.digests(
-            emails, ((i.source, i.external_id) for i in customer.identities)
-        )
+        digests = known.digests
         existing = await self.tombstones.blocked(session, digests)
         now = utcnow()
         session.add_all(Tombstone(digest=d, erased_at=now) for d in digests - existing)
@@ -219,14 +215,18 @@ class Erasure:
             or 0
             for model in (Attribute, Event, Consent)
         }
+        # Events linked to nobody that name the person; the customer's own go with it.
+        unlinked = await session.execute(
+            delete(Event).where(Event.customer_id.is_(None), Event.id.in_(_naming(digests)))
+        )
         identities = len(customer.identities)
         await session.delete(customer)
         return Erased(
             customer_id=customer_id,
-            emails=tuple(sorted(emails)),
+            emails=tuple(sorted(known.emails)),
             identities=identities,
             attributes=counts["attributes"],
-            events=counts["events"],
+            events=counts["events"] + (getattr(unlinked, "rowcount", 0) or 0),
             consents=counts["consents"],
             tombstones=len(digests),
         )
@@ -247,6 +247,15 @@ class Erasure:
             attributes = await rows(Attribute, Attribute.observed_at)
             consents = await rows(Consent, Consent.purpose)
             events = await rows(Event, Event.occurred_at)
+            # Events linked to nobody that name them: what an erasure would remove too.
+            known = await self._known(session, customer)
+            unlinked = list(
+                await session.scalars(
+                    select(Event)
+                    .where(Event.customer_id.is_(None), Event.id.in_(_naming(known.digests)))
+                    .order_by(Event.occurred_at)
+                )
+            )
             links = await rows(IdentityLink, IdentityLink.id)
             profiled = await session.get(RecommendationList, customer_id)
         return {
@@ -293,6 +302,16 @@ class Erasure:
                 }
                 for e in events
             ],
+            "unlinked_events": [
+                {
+                    "source": e.source,
+                    "event_id": e.event_id,
+                    "type": e.type,
+                    "occurred_at": _time(e.occurred_at),
+                    "properties": e.properties,
+                }
+                for e in unlinked
+            ],
             "identity_evidence": [_link(link) for link in links],
             # What was derived from their behaviour: the ranked products and purchases.
             "recommendations": (
@@ -305,6 +324,11 @@ class Erasure:
                 else None
             ),
         }
+
+
+def _naming(digests: set[str]) -> Select[int]:
+    """The ids of the events whose subjects include one of these digests."""
+    return select(EventSubject.event_id).where(EventSubject.digest.in_(digests))
 
 
 def _link(link: IdentityLink) -> dict[str, Any]:

@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeAlias, TypeVar, cast
 
 from adapters.config import CachePolicy
-from adapters.errors import UpstreamError
+from adapters.errors import InvalidExternalId, UpstreamError
 from adapters.protocols import Adapter, AnalyticsAdapter, CommerceAdapter, CrmAdapter, Kind
 from adapters.records import AnalyticsEvent, CommerceCustomer, CrmContact, Order
 from gateway import metrics
@@ -25,6 +25,8 @@ from gateway.cache import Entry, UpstreamCache
 from gateway.customers import CustomerProfile
 
 T = TypeVar("T")
+# What a batch fetch answers per customer: a value, nothing, or that customer's own error.
+Fetched: TypeAlias = T | UpstreamError | None
 ORDERS_WINDOW = 50  # orders fetched per customer; `orders(first)` slices this
 EVENTS_WINDOW = 100  # recent events per customer for engagement, cart and activity: one page
 
@@ -166,7 +168,9 @@ class Federation:
         if shop is None:
             return _nothing("commerce", customers)
 
-        async def fetch(customers: Sequence[CustomerProfile]) -> list[tuple[Order, ...] | None]:
+        async def fetch(
+            customers: Sequence[CustomerProfile],
+        ) -> list[tuple[Order, ...] | InvalidExternalId | None]:
             ids = [_identity(c, shop.name) for c in customers]
             unlinked = [c for c, i in zip(customers, ids, strict=True) if i is None]
             if unlinked:
@@ -179,9 +183,9 @@ class Federation:
                     for c, i in zip(customers, ids, strict=True)
                 ]
             orders = await asyncio.gather(
-                *(shop.fetch_orders(i, ORDERS_WINDOW) if i else _no_orders() for i in ids)
+                *(_alone(shop.fetch_orders(i, ORDERS_WINDOW)) if i else _no_orders() for i in ids)
             )
-            return [tuple(o) for o in orders]
+            return [o if isinstance(o, InvalidExternalId) else tuple(o) for o in orders]
 
         return await self._load(shop, customers, fetch, data="orders")
 
@@ -200,9 +204,11 @@ class Federation:
             events = await tool.fetch_events(user_id, EVENTS_WINDOW)
             return AnalyticsData(user_id=user_id, events=tuple(events))
 
-        async def fetch(customers: Sequence[CustomerProfile]) -> list[AnalyticsData | None]:
+        async def fetch(
+            customers: Sequence[CustomerProfile],
+        ) -> list[AnalyticsData | InvalidExternalId | None]:
             # The Profiles API has no batch read: one call per customer, all at once.
-            return list(await asyncio.gather(*(one(c) for c in customers)))
+            return list(await asyncio.gather(*(_alone(one(c)) for c in customers)))
 
         return await self._load(tool, customers, fetch)
 
@@ -221,7 +227,7 @@ class Federation:
         self,
         adapter: Adapter,
         customers: Sequence[CustomerProfile],
-        fetch: Callable[[Sequence[CustomerProfile]], Awaitable[list[T | None]]],
+        fetch: Callable[[Sequence[CustomerProfile]], Awaitable[Sequence[Fetched[T]]]],
         data: str = "",
     ) -> list[Outcome[T]]:
         """Cache first; fetch only the misses, once, however many ask at the same time;
@@ -257,7 +263,7 @@ class Federation:
         adapter: Adapter,
         namespace: str,
         customers: Sequence[CustomerProfile],
-        fetch: Callable[[Sequence[CustomerProfile]], Awaitable[list[T | None]]],
+        fetch: Callable[[Sequence[CustomerProfile]], Awaitable[Sequence[Fetched[T]]]],
         policy: CachePolicy,
     ) -> list[Outcome[T]]:
         """Single flight: join fetches already under way (here, or in another instance
@@ -292,7 +298,7 @@ class Federation:
         adapter: Adapter,
         namespace: str,
         customers: Sequence[CustomerProfile],
-        fetch: Callable[[Sequence[CustomerProfile]], Awaitable[list[T | None]]],
+        fetch: Callable[[Sequence[CustomerProfile]], Awaitable[Sequence[Fetched[T]]]],
         policy: CachePolicy,
     ) -> list[Outcome[T]]:
         mine, theirs = await self.cache.claim(namespace, [c.id for c in customers])
@@ -358,6 +364,15 @@ async def _no_orders() -> list[Order]:
     return []
 
 
+async def _alone(call: Awaitable[T]) -> T | InvalidExternalId:
+    """One customer's call, whose refused id fails that customer only: the id is theirs
+    (stored before ids were checked), not a failure of the upstream for the batch."""
+    try:
+        return await call
+    except InvalidExternalId as exc:
+        return exc
+
+
 def _nothing(kind: Kind, customers: Sequence[CustomerProfile]) -> list[Outcome[T]]:
     now = datetime.now(UTC)
     return [Outcome("", kind, None, None, 0.0, now) for _ in customers]
@@ -366,11 +381,11 @@ def _nothing(kind: Kind, customers: Sequence[CustomerProfile]) -> list[Outcome[T
 async def _timed(
     adapter: Adapter,
     customers: Sequence[CustomerProfile],
-    fetch: Callable[[], Awaitable[list[T | None]]],
+    fetch: Callable[[], Awaitable[Sequence[Fetched[T]]]],
 ) -> list[Outcome[T]]:
     started = time.perf_counter()
     fetched_at = datetime.now(UTC)
-    values: list[T | None]
+    values: Sequence[Fetched[T]]
     error: UpstreamError | None = None
     try:
         values = await fetch()
@@ -378,10 +393,16 @@ async def _timed(
         values, error = [None] * len(customers), exc
     latency = (time.perf_counter() - started) * 1000
     metrics.UPSTREAM_SECONDS.labels(adapter.name).observe(latency / 1000)
-    if error is not None:
-        metrics.UPSTREAM_ERRORS.labels(adapter.name, error.code).inc()
+    errors = [error] if error is not None else [v for v in values if isinstance(v, UpstreamError)]
+    for failure in errors:
+        metrics.UPSTREAM_ERRORS.labels(adapter.name, failure.code).inc()
     metrics.record_circuit(adapter.name, adapter.breaker.state)
-    status = SourceStatus.FAILED if error else SourceStatus.OK
-    return [
-        Outcome(adapter.name, adapter.kind, v, error, latency, fetched_at, status) for v in values
-    ]
+    outcomes: list[Outcome[T]] = []
+    for value in values:
+        failed = value if isinstance(value, UpstreamError) else error
+        status = SourceStatus.FAILED if failed else SourceStatus.OK
+        kept = None if isinstance(value, UpstreamError) else value
+        outcomes.append(
+            Outcome(adapter.name, adapter.kind, kept, failed, latency, fetched_at, status)
+        )
+    return outcomes

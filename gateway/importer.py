@@ -28,6 +28,7 @@ from gateway.erasure import Tombstones
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.records import PreparedRecord, RecordError, prepare
 from gateway.identity.resolution import Resolver
+from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
 
 log = logging.getLogger(__name__)
 Format = Literal["csv", "jsonl"]
@@ -117,8 +118,10 @@ class Importer:
         batch_size: int = DEFAULT_BATCH_SIZE,
         progress: Progress | None = None,
         tombstones: Tombstones | None = None,
+        source_ids: SourceIds = DEFAULT_SOURCE_IDS,
     ) -> None:
         self._tombstones = tombstones
+        self._source_ids = source_ids
         self._resolver = Resolver(sessions, config)
         self._config = config
         self._source = source
@@ -186,7 +189,7 @@ class Importer:
                 rejected.append(RejectedRow(line, row))
                 continue
             try:
-                batch.append(prepare(row, self._source, self._config))
+                batch.append(prepare(row, self._source, self._config, self._source_ids))
             except RecordError as exc:
                 rejected.append(RejectedRow(line, str(exc)))
                 continue
@@ -242,9 +245,11 @@ async def import_file(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Progress | None = None,
     tombstones: Tombstones | None = None,
+    source_ids: SourceIds = DEFAULT_SOURCE_IDS,
 ) -> ImportSummary:
     """Import one file of records from ``source``; returns what happened to each row.
-    With ``tombstones``, records of erased customers are skipped and counted."""
+    With ``tombstones``, records of erased customers are skipped and counted; an id
+    ``source_ids`` says the source cannot have rejects its row."""
     importer = Importer(
         sessions,
         source,
@@ -252,6 +257,7 @@ async def import_file(
         batch_size=batch_size,
         progress=progress,
         tombstones=tombstones,
+        source_ids=source_ids,
     )
     with path.open(newline="", encoding="utf-8-sig") as handle:
         return await importer.run(read_rows(handle, fmt or detect_format(path)))

@@ -51,7 +51,9 @@ def _rows(people: Sequence[Person]) -> dict[type, list[dict[str, Any]]]:
                     "created_at": person.created_at,
                 }
             )
-        for name in ("first_name", "last_name", "phone", "locale"):
+        # Every golden value with its provenance, e-mail included: merges rebuild the
+        # golden profile from these rows, and an erasure tombstones what they hold.
+        for name in ("email", "first_name", "last_name", "phone", "locale"):
             attributes.append(
                 {
                     "customer_id": cid,

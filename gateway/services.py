@@ -17,6 +17,7 @@ from gateway.customers import CustomerStore
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.erasure import Erasure, Tombstones
 from gateway.federation import Federation
+from gateway.identity.source_ids import SourceIds
 from gateway.notifications import Notifications, build_notifications
 from gateway.persisted_queries import PersistedQueries
 from gateway.profile_cache import CachedCustomers
@@ -59,12 +60,17 @@ class Services:
             {upstream.name: upstream.cache for upstream in config.enabled()},
         )
         tombstones = Tombstones.from_settings(settings)
+        source_ids = SourceIds.from_upstreams(config)
         customers = CachedCustomers(
-            CustomerStore(sessions, tombstones), cache.backend, settings.profile_cache_ttl_s
+            CustomerStore(sessions, tombstones, source_ids),
+            cache.backend,
+            settings.profile_cache_ttl_s,
         )
         notifications = build_notifications(settings.cache_url)
         webhooks = Webhooks(
-            WebhookIngest(engine, federation, customers, notifications, tombstones),
+            WebhookIngest(
+                engine, federation, customers, notifications, tombstones, source_ids=source_ids
+            ),
             settings.webhook_secrets,
         )
         return cls(

@@ -34,6 +34,7 @@ from gateway.errors import InvalidInput
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.records import PreparedRecord, RecordError, prepare
 from gateway.identity.resolution import Resolver
+from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +148,10 @@ class _SourceSync:
         adapter: CrmAdapter,
         batch_size: int,
         tombstones: Tombstones | None = None,
+        source_ids: SourceIds = DEFAULT_SOURCE_IDS,
     ) -> None:
         self._tombstones = tombstones
+        self._source_ids = source_ids
         self._sessions = sessions
         self._resolver = resolver
         self._adapter = adapter
@@ -167,7 +170,9 @@ class _SourceSync:
             if contact.updated_at is not None:
                 newest = max(newest or contact.updated_at, contact.updated_at)
             try:
-                batch.append(prepare(_raw(contact), report.source, self._resolver.config))
+                batch.append(
+                    prepare(_raw(contact), report.source, self._resolver.config, self._source_ids)
+                )
             except RecordError as exc:
                 report.rejected += 1
                 log.warning(
@@ -224,10 +229,12 @@ async def sync(
     config: IdentityConfig = DEFAULT_CONFIG,
     batch_size: int = DEFAULT_BATCH_SIZE,
     tombstones: Tombstones | None = None,
+    source_ids: SourceIds = DEFAULT_SOURCE_IDS,
 ) -> list[SyncReport]:
     """Sync each selected enabled upstream in turn; one report per source, in order.
 
     An upstream failure ends that source's run (cursor kept) and the others still run.
+    A record whose id its upstream cannot have (``source_ids``) is rejected and counted.
     """
     resolver = Resolver(sessions, config)
     reports: list[SyncReport] = []
@@ -240,7 +247,9 @@ async def sync(
             report.detail = f"the {adapter.kind} adapter has no change feed"
         else:
             try:
-                await _SourceSync(sessions, resolver, adapter, batch_size, tombstones).run(report)
+                await _SourceSync(
+                    sessions, resolver, adapter, batch_size, tombstones, source_ids
+                ).run(report)
             except UpstreamError as exc:
                 report.status = "failed"
                 report.detail = type(exc).__name__

@@ -7,6 +7,7 @@ sees only ``InboundEvent``s, whatever the source. Validation problems become a
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -65,6 +66,13 @@ class InboundEvent:
     attributes: dict[str, str] = field(default_factory=dict)  # stored beside the record
     changed: tuple[str, ...] = ()  # the gateway's field names this event touches
     properties: dict[str, Any] = field(default_factory=dict)  # kept on the event row
+    # Identifiers the event carries without linking by them, as (kind, value) with kind
+    # "email", "phone" or "anonymous" (a device id): whom an anonymous event names, so
+    # an erasure of that person removes it and a tombstone refuses it.
+    subjects: tuple[tuple[str, str], ...] = ()
+    # A digest of the signed body, when ``event_id`` is not itself signed (Shopify's id
+    # is a header): a second dedupe key that a replay under a new id cannot change.
+    receipt: str | None = None
 
 
 class _Model(BaseModel):
@@ -121,16 +129,24 @@ def _reported(record: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def parse_shopify(body: bytes, topic: str | None, webhook_id: str | None) -> list[InboundEvent]:
+    """One event; ``body`` must be the raw body the signature was checked over."""
     if not webhook_id:
         raise PayloadError("X-Shopify-Webhook-Id is required", "X-Shopify-Webhook-Id", 400)
     data = _json(body)
     now = datetime.now(UTC)
+    # Only the body is signed (not the id, the topic or the time): its digest is the
+    # dedupe key a replay cannot change.
+    receipt = hashlib.sha256(body).hexdigest()
     if topic in ("customers/create", "customers/update"):
         customer = _validate(ShopifyCustomer, data)
         record = _shopify_record(customer)
         changed = _reported(record)
         occurred = customer.updated_at or customer.created_at or now
-        return [InboundEvent("shopify", webhook_id, topic, occurred, record, {}, changed)]
+        return [
+            InboundEvent(
+                "shopify", webhook_id, topic, occurred, record, {}, changed, receipt=receipt
+            )
+        ]
     if topic in ("orders/create", "orders/updated", "orders/paid"):
         order = _validate(ShopifyOrder, data)
         if order.customer is None:
@@ -143,7 +159,15 @@ def parse_shopify(body: bytes, topic: str | None, webhook_id: str | None) -> lis
         }
         occurred = order.created_at or now
         event = InboundEvent(
-            "shopify", webhook_id, topic, occurred, record, {}, _ORDER_FIELDS, properties
+            "shopify",
+            webhook_id,
+            topic,
+            occurred,
+            record,
+            {},
+            _ORDER_FIELDS,
+            properties,
+            receipt=receipt,
         )
         return [event]
     raise PayloadError(
@@ -251,9 +275,17 @@ def parse_segment(body: bytes) -> list[InboundEvent]:
     occurred = event.timestamp or datetime.now(UTC)
     kind = f"track:{event.event}" if event.type == "track" else "identify"
     properties = {"event": event.event, "properties": event.properties} if event.event else {}
+    carried = [event.traits, event.context.traits if event.context else None]
+    anonymous = (("anonymous", event.anonymousId),) if event.anonymousId else ()
     if not event.userId:
         # Anonymous activity is kept but links to nobody: there is no key to link by.
-        return [InboundEvent("segment", event.messageId, kind, occurred, None, {}, (), properties)]
+        # Whom it names is kept hashed (``subjects``) for an erasure to find it.
+        subjects = anonymous + _contact_points([*carried, event.properties])
+        return [
+            InboundEvent(
+                "segment", event.messageId, kind, occurred, None, {}, (), properties, subjects
+            )
+        ]
     traits = event.traits or (event.context.traits if event.context else None) or SegmentTraits()
     address = traits.address or SegmentAddress()
     record = {
@@ -270,8 +302,27 @@ def parse_segment(body: bytes) -> list[InboundEvent]:
     }
     changed = _reported(record) if event.type == "identify" else ("recent_events", "engagement")
     return [
-        InboundEvent("segment", event.messageId, kind, occurred, record, {}, changed, properties)
+        InboundEvent(
+            "segment", event.messageId, kind, occurred, record, {}, changed, properties, anonymous
+        )
     ]
+
+
+def _contact_points(
+    carriers: list[SegmentTraits | dict[str, Any] | None],
+) -> tuple[tuple[str, str], ...]:
+    """The e-mails and phones an unlinked event carries: in ``traits``, in
+    ``context.traits``, or as ``properties.email``/``phone`` (common in track calls)."""
+    found: dict[tuple[str, str], None] = {}
+    for carrier in carriers:
+        if carrier is None:
+            continue
+        values = carrier if isinstance(carrier, dict) else carrier.model_dump()
+        for kind in ("email", "phone"):
+            value = values.get(kind)
+            if isinstance(value, str) and value.strip():
+                found[(kind, value.strip())] = None
+    return tuple(found)
 
 
 # --- shared ----------------------------------------------------------------------------

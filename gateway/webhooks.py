@@ -2,11 +2,19 @@
 
 ``POST /webhooks/{source}``: verify the source's signature over the raw body, validate
 the body into ``InboundEvent``s, then per event, in one transaction: claim the event id
-(the events table's unique (source, event_id) makes a replay a no-op), link the record
-to a unified customer through the identity ``Resolver`` (its key locks serialise two
-webhooks for one new email), and store what changed. Only after the commit: drop the
-customer's cached entries on every instance and publish a change notification, so no
-one is told about, or re-reads, a write that might still roll back.
+(the events table's unique (source, event_id) makes a replay a no-op) and, where that id
+is not signed (Shopify's header), a digest of the signed body (``webhook_receipts``: a
+captured body resent under a new id is a duplicate too); link the record to a unified
+customer through the identity ``Resolver`` (its key locks serialise two webhooks for one
+new email), and store what changed. Only after the commit: drop the customer's cached
+entries on every instance and publish a change notification, so no one is told about,
+or re-reads, a write that might still roll back.
+
+What protects each source against a replayed request: Shopify signs only the body, so
+its digest is the dedupe key (besides the unsigned id); HubSpot signs method, URI, body
+and a timestamp (refused after 5 minutes) and its event ids are inside that body;
+Segment signs the body, which carries the ``messageId``. Replays of an erased person's
+events are refused by the tombstones, whatever was deleted with them.
 """
 
 from __future__ import annotations
@@ -27,12 +35,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionma
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from gateway.db.access_models import EventSubject, WebhookReceipt
 from gateway.db.models import Attribute, Customer, Event, Identity
 from gateway.erasure import Tombstones
+from gateway.erasure_scope import subject_key
 from gateway.federation import Federation
 from gateway.identity import DEFAULT_CONFIG, IdentityConfig, PreparedRecord, RecordError, Resolver
 from gateway.identity import prepare as prepare_record
 from gateway.identity.resolution import lock_keys, record_keys
+from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
+from gateway.identity.values import phone_key
 from gateway.notifications import CustomerChange, Notifications
 from gateway.profile_cache import CachedCustomers
 from gateway.signatures import SignatureError, verify_hubspot, verify_segment, verify_shopify
@@ -76,8 +88,10 @@ class WebhookIngest:
         notifications: Notifications,
         tombstones: Tombstones,
         config: IdentityConfig = DEFAULT_CONFIG,
+        source_ids: SourceIds = DEFAULT_SOURCE_IDS,
     ) -> None:
         self._tombstones = tombstones
+        self._source_ids = source_ids
         self._engine = engine
         self._federation = federation
         self._customers = customers
@@ -91,7 +105,7 @@ class WebhookIngest:
         for position, event in enumerate(events):
             try:
                 record = (
-                    prepare_record(event.record, event.source, self._config)
+                    prepare_record(event.record, event.source, self._config, self._source_ids)
                     if event.record is not None
                     else None
                 )
@@ -103,14 +117,21 @@ class WebhookIngest:
 
     async def ingest(self, item: _Prepared) -> Ingested:
         event = item.event
+        subjects = self._subjects(event)
         async with self._engine.connect() as connection:
-            async with connection.begin():
-                if item.record is not None and await self._erased(connection, item.record):
+            async with connection.begin() as transaction:
+                if await self._erased(connection, item.record, subjects):
                     # Acknowledged so the source stops retrying; not even the event is kept.
                     return Ingested(event.event_id, "erased", None)
                 claimed = await _claim(connection, event)
-                if claimed is None:
+                if claimed is None or not await _receipt(connection, event, claimed):
+                    await transaction.rollback()  # the claim, when only the receipt was seen
                     return Ingested(event.event_id, "duplicate", None)
+                if subjects:
+                    await connection.execute(
+                        insert(EventSubject),
+                        [{"event_id": claimed, "digest": digest} for digest in sorted(subjects)],
+                    )
                 customer_id, old_email = None, None
                 if item.record is not None:
                     old_email = await _owner_email(connection, item.record)
@@ -132,11 +153,34 @@ class WebhookIngest:
             await self._after_commit(customer_id, old_email, event)
         return Ingested(event.event_id, "processed", customer_id)
 
-    async def _erased(self, connection: AsyncConnection, record: PreparedRecord) -> bool:
-        # Under the record's key locks, held to commit: an erasure of its customer either
-        # committed before (its tombstones are seen here) or waits for this event.
-        await lock_keys(connection, record_keys(record))
-        digests = self._tombstones.of_record(record)
+    def _subjects(self, event: InboundEvent) -> set[str]:
+        """Digests of the identifiers the event carries beyond its record (as tombstones
+        hash them), so an erasure finds the event and a tombstone refuses it."""
+        digests: set[str] = set()
+        for kind, value in event.subjects:
+            if kind == "anonymous":
+                digests.add(self._tombstones.anonymous_digest(event.source, value))
+            elif kind == "email":
+                digests.add(self._tombstones.email_digest(value) or "")
+            elif kind == "phone":
+                try:
+                    e164 = phone_key(value, self._config)
+                except ValueError:
+                    continue  # not a number: it names nobody
+                digests.add(self._tombstones.phone_digest(e164) or "")
+        return digests - {""}
+
+    async def _erased(
+        self, connection: AsyncConnection, record: PreparedRecord | None, subjects: set[str]
+    ) -> bool:
+        # Under the record's key locks and a lock per identifier it carries, held to
+        # commit: an erasure naming any of them either committed before (its tombstones
+        # are seen here) or waits for this event (and removes it).
+        keys = [*(record_keys(record) if record else ()), *map(subject_key, subjects)]
+        if not keys:
+            return False
+        await lock_keys(connection, keys)
+        digests = (self._tombstones.of_record(record) if record else set()) | subjects
         return bool(await self._tombstones.blocked(connection, digests))
 
     async def _link(self, connection: AsyncConnection, record: PreparedRecord) -> uuid.UUID:
@@ -196,6 +240,21 @@ async def _claim(connection: AsyncConnection, event: InboundEvent) -> int | None
     )
     claimed: int | None = await connection.scalar(statement)
     return claimed
+
+
+async def _receipt(connection: AsyncConnection, event: InboundEvent, claimed: int) -> bool:
+    """Record the digest of the event's signed body; False when it was recorded before
+    (the same body under another id: a replay). True for events without one."""
+    if event.receipt is None:
+        return True
+    dialect_insert = postgres_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        dialect_insert(WebhookReceipt)
+        .values(source=event.source, digest=event.receipt, event_id=claimed)
+        .on_conflict_do_nothing(index_elements=["source", "digest"])
+        .returning(WebhookReceipt.event_id)
+    )
+    return await connection.scalar(statement) is not None
 
 
 async def _owner_email(connection: AsyncConnection, record: PreparedRecord) -> str | None:

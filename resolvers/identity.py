@@ -179,7 +179,9 @@ class IdentityMutation:
         self, info: GatewayInfo, source: str, external_id: str
     ) -> LazyCustomer:
         require(info, Scope.PROFILES_WRITE)
-        owner = await info.context.services.customers.get_by_identity(source, external_id)
+        customers = info.context.services.customers
+        customers.store.check_identity(source, external_id, "externalId")
+        owner = await customers.get_by_identity(source, external_id)
         new = await _service(info).unmerge(source, external_id)
         if owner is not None:
             await info.context.services.customers.forget(owner)

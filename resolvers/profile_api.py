@@ -33,6 +33,7 @@ query Profile($id: ID, $email: String, $identity: String) {
   }
 }
 """
+_SOURCE = re.compile(r"[a-z][a-z0-9_]*")  # as identity sources are named
 # Word boundaries in camelCase, digits included: pageViews30d -> page_views_30d.
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[a-zA-Z])(?=[0-9])")
 
@@ -46,11 +47,15 @@ def _snake(value: Any) -> Any:
 
 
 def _variables(user_id: str) -> dict[str, str]:
-    """A unified id, an email address, or ``source:external_id`` (e.g. ``hubspot:51000007``)."""
+    """A unified id, an email address, or ``source:external_id`` (e.g. ``hubspot:51000007``).
+
+    A source name first: an address never holds a ``:`` outside quotes (which the
+    gateway does not accept), while an external id may hold an ``@`` (Segment's)."""
+    source, colon, _ = user_id.partition(":")
+    if colon and _SOURCE.fullmatch(source):
+        return {"identity": user_id}
     if "@" in user_id:
         return {"email": user_id}
-    if ":" in user_id:
-        return {"identity": user_id}
     return {"id": user_id}
 
 

@@ -285,4 +285,9 @@ def unique_email(tag: str = "user") -> str:
     return f"{tag}.{uuid.uuid4().hex[:12]}@example.com"
 
 
+def unique_number() -> str:
+    """A fresh id of the shape HubSpot and Shopify ids have (digits)."""
+    return str(uuid.uuid4().int % 10**15 + 1)
+
+
 REPO = Path(__file__).resolve().parent.parent

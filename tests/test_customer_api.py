@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from tests.conftest import unique_email
+from tests.conftest import unique_email, unique_number
 from tests.gql_client import error_codes, gql
 
 UPSERT = """
@@ -35,7 +35,7 @@ async def test_upserted_customer_is_found_by_email_and_by_id(client: httpx.Async
             "lastName": "Lovelace",
             "phone": "+44 20 7946 0958",
             "locale": "en-GB",
-            "identities": [{"source": "hubspot", "externalId": email}],
+            "identities": [{"source": "hubspot", "externalId": unique_number()}],
         },
     )
     customer = created["data"]["upsertCustomer"]
@@ -49,7 +49,7 @@ async def test_upserted_customer_is_found_by_email_and_by_id(client: httpx.Async
 
 
 async def test_upsert_updates_only_the_fields_given(client: httpx.AsyncClient) -> None:
-    email = unique_email()
+    email, shop_id = unique_email(), unique_number()
     first = await gql(
         client, UPSERT, input={"email": email, "firstName": "Grace", "lastName": "Hopper"}
     )
@@ -59,13 +59,13 @@ async def test_upsert_updates_only_the_fields_given(client: httpx.AsyncClient) -
         input={
             "email": email,
             "locale": "en-US",
-            "identities": [{"source": "shopify", "externalId": email}],
+            "identities": [{"source": "shopify", "externalId": shop_id}],
         },
     )
     before, after = first["data"]["upsertCustomer"], second["data"]["upsertCustomer"]
     assert after["id"] == before["id"]
     assert (after["firstName"], after["lastName"], after["locale"]) == ("Grace", "Hopper", "en-US")
-    assert after["identities"] == [{"source": "shopify", "externalId": email}]
+    assert after["identities"] == [{"source": "shopify", "externalId": shop_id}]
 
 
 async def test_malformed_email_is_an_error_naming_the_field(client: httpx.AsyncClient) -> None:

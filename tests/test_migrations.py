@@ -37,6 +37,8 @@ TABLES = {
     "identity_reviews",
     "api_keys",
     "tombstones",
+    "event_subjects",
+    "webhook_receipts",
     "recommendation_lists",
     "recommendation_items",
     "recommendation_neighbours",

@@ -352,6 +352,44 @@ async def test_a_replayed_event_id_is_a_duplicate_and_changes_nothing(
     assert (await gql(gateway, PROFILE, email=email))["data"]["customer"]["firstName"] == "Ada"
 
 
+def _resent(request: dict[str, Any], **headers: str) -> dict[str, Any]:
+    """The captured request, body and signature untouched, with some headers changed."""
+    return dict(request, headers={**request["headers"], **headers})
+
+
+@pytest.mark.parametrize("topic", ["customers/update", "orders/create"])
+async def test_a_signed_body_resent_under_a_new_webhook_id_is_a_duplicate(
+    gateway: httpx.AsyncClient, database_url: str, topic: str
+) -> None:
+    """X-Shopify-Webhook-Id (and the topic) are not signed: an attacker who captured one
+    delivery can resend it under any id. The signed body decides."""
+    email, shop_id = unique_email("replay"), _external_id()
+    customer = {"id": shop_id, "email": email, "first_name": "Ada"}
+    order = {"id": _external_id(), "email": email, "total_price": "10.00", "currency": "EUR"}
+
+    def body(person: dict[str, Any]) -> dict[str, Any]:
+        return person if topic.startswith("customers/") else {**order, "customer": person}
+
+    payload = body(customer)
+    captured = shopify_request(payload, topic=topic)
+    other_topic = {"customers/update": "customers/create", "orders/create": "orders/paid"}[topic]
+    assert (await gateway.post(**captured)).json()["status"] == "processed"
+    counts = await _counts(database_url)
+    for headers in (
+        {"X-Shopify-Webhook-Id": str(uuid.uuid4())},
+        {"X-Shopify-Webhook-Id": str(uuid.uuid4()), "X-Shopify-Topic": other_topic},
+    ):
+        replay = await gateway.post(**_resent(captured, **headers))
+        assert replay.status_code == 200, replay.text
+        assert replay.json()["status"] == "duplicate", (headers, replay.text)
+        assert await _counts(database_url) == counts
+    # A genuinely new body from the shop still goes through.
+    order["id"] = _external_id()
+    fresh = shopify_request(body(dict(customer, first_name="Grace")), topic=topic)
+    assert (await gateway.post(**fresh)).json()["status"] == "processed"
+    assert (await gql(gateway, PROFILE, email=email))["data"]["customer"]["firstName"] == "Grace"
+
+
 @pytest.mark.parametrize(
     ("request_", "status", "field"),
     [

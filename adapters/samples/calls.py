@@ -1,14 +1,17 @@
-"""Call counters of a sample service, keyed by route template.
+"""Call counters of a sample service, keyed by route template, and the raw paths.
 
 Tests read them to prove batching (one ``batch/read`` instead of N ``GET``\\ s)
-and caching (no second call at all).
+and caching (no second call at all); the raw paths, exactly as the request line
+carried them (before any decoding), prove which route a client's call reached.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
+
+RECENT_PATHS = 1000  # raw paths kept, newest last
 
 
 class CallCounter:
@@ -19,10 +22,18 @@ class CallCounter:
         self._lock = threading.Lock()
         self._by_endpoint: Counter[str] = Counter()
         self._by_operation: Counter[str] | None = Counter() if operations else None
+        self._paths: deque[str] = deque(maxlen=RECENT_PATHS)
 
-    def record(self, endpoint: str) -> None:
+    def record(self, endpoint: str, raw_path: str | None = None) -> None:
         with self._lock:
             self._by_endpoint[endpoint] += 1
+            if raw_path is not None:
+                self._paths.append(raw_path)
+
+    def paths(self) -> list[str]:
+        """The raw paths of the latest requests (``METHOD /raw/path``), oldest first."""
+        with self._lock:
+            return list(self._paths)
 
     def record_operation(self, operation: str) -> None:
         with self._lock:
@@ -47,6 +58,7 @@ class CallCounter:
             answer: dict[str, Any] = {
                 "total": sum(self._by_endpoint.values()),
                 "by_endpoint": dict(self._by_endpoint),
+                "paths": list(self._paths),
             }
             if self._by_operation is not None:
                 answer["by_operation"] = dict(self._by_operation)
@@ -55,5 +67,6 @@ class CallCounter:
     def reset(self) -> None:
         with self._lock:
             self._by_endpoint.clear()
+            self._paths.clear()
             if self._by_operation is not None:
                 self._by_operation.clear()

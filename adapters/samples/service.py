@@ -203,6 +203,13 @@ class SampleService:
             waiter.cancel()
 
 
+def _raw_path(scope: Scope) -> str:
+    """``METHOD /path`` as the request line carried it: still percent-encoded, so a
+    test sees ``%2F`` where the routing (which decodes) sees ``/``."""
+    raw = scope.get("raw_path") or scope["path"].encode()
+    return f"{scope['method']} {raw.decode('latin-1')}"
+
+
 def seconds_header(value: float) -> str:
     """Seconds as a Retry-After value: whole numbers without a fraction."""
     return str(int(value)) if float(value).is_integer() else str(value)
@@ -220,7 +227,7 @@ class _FaultGate:
             await self.app(scope, receive, send)
             return
         service = self.service
-        service.calls.record(service.endpoint_of(scope))
+        service.calls.record(service.endpoint_of(scope), _raw_path(scope))
         if (operation := service.operation_of(scope)) is not None:
             service.calls.record_operation(operation)
         decision = service.faults.decide()

@@ -1,14 +1,16 @@
-"""Access and erasure bookkeeping: API keys (hashed) and tombstones of erased customers.
+"""Access and erasure bookkeeping: API keys (hashed), tombstones of erased customers, and
+whom unlinked events name.
 
-Kept apart from the profile schema: neither table holds customer data. A key row
-stores only a hash of the secret; a tombstone only a keyed hash of an identifier.
+Kept apart from the profile schema: no table holds customer data. A key row stores
+only a hash of the secret; a tombstone and an event subject only a keyed hash of an
+identifier.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Integer, String
+from sqlalchemy import JSON, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gateway.db.models import Base, utcnow
@@ -36,3 +38,30 @@ class Tombstone(Base):
 
     digest: Mapped[str] = mapped_column(String(64), primary_key=True)
     erased_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EventSubject(Base):
+    """An identifier an event carries without being linked by it (an anonymous Segment
+    event's traits e-mail or phone, any Segment event's ``anonymousId``), as the same
+    keyed hash a tombstone holds: erasing the person finds and removes those events,
+    and an event carrying a tombstoned identifier is never stored."""
+
+    __tablename__ = "event_subjects"
+
+    event_id: Mapped[int] = mapped_column(
+        ForeignKey("events.id", ondelete="CASCADE"), primary_key=True
+    )
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+class WebhookReceipt(Base):
+    """A digest of a signed webhook body, for sources whose event ids travel outside the
+    signature (Shopify's ``X-Shopify-Webhook-Id``): a captured body resent under a new
+    id is then still a duplicate. Goes with its event (an erased person's replays are
+    refused by the tombstones instead)."""
+
+    __tablename__ = "webhook_receipts"
+
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)

@@ -10,7 +10,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, exists, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.identity_models import IdentityLink, IdentityRecord, IdentityReview
@@ -56,6 +56,7 @@ async def merge_customers(
                 f"{config.max_identities_per_customer} identities",
                 field="b",
             )
+        await keep_golden_provenance(session, [a, b])
         await _move_consents(session, a, b)
         for model in (Identity, Attribute, Event, IdentityLink):
             await session.execute(update(model).where(model.customer_id == b).values(customer_id=a))
@@ -101,6 +102,35 @@ async def merge_customers(
             )
         )
     return a
+
+
+# The source of a golden value kept from before every write path recorded provenance
+# (migration 0007 backfills the same).
+PROFILE_SOURCE = "profile"
+
+
+async def keep_golden_provenance(session: AsyncSession, customer_ids: list[uuid.UUID]) -> None:
+    """Give a golden e-mail or phone that has no attribute row one, before golden values
+    are recomputed from attribute rows: otherwise the merge drops it, and the erasure
+    that follows never tombstones it."""
+    for name in ("email", "phone"):
+        column = getattr(Customer, name)
+        missing = select(
+            Customer.id, literal(name), column, literal(PROFILE_SOURCE), Customer.updated_at
+        ).where(
+            Customer.id.in_(customer_ids),
+            column.is_not(None),
+            ~exists().where(
+                Attribute.customer_id == Customer.id,
+                Attribute.name == name,
+                Attribute.value == column,
+            ),
+        )
+        await session.execute(
+            insert(Attribute).from_select(
+                ["customer_id", "name", "value", "source", "observed_at"], missing
+            )
+        )
 
 
 async def _move_consents(session: AsyncSession, a: uuid.UUID, b: uuid.UUID) -> None:
@@ -152,6 +182,7 @@ async def unmerge_customer(
         )
         if siblings < 2:
             raise InvalidInput("The identity is already a customer of its own", field="identity")
+        await keep_golden_provenance(session, [owner])
         new = uuid.uuid4()
         now = utcnow()
         session.add(Customer(id=new, created_at=now, updated_at=now))

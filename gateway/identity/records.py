@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.identity.config import IdentityConfig
+from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
 from gateway.identity.values import (
     block_hash,
     dob_key,
@@ -122,13 +123,24 @@ def _observed(raw: Any) -> datetime:
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
-def prepare(data: Mapping[str, Any], source: str, config: IdentityConfig) -> PreparedRecord:
-    """Validate and normalise one raw record; ``RecordError`` names the bad field."""
+def prepare(
+    data: Mapping[str, Any],
+    source: str,
+    config: IdentityConfig,
+    source_ids: SourceIds = DEFAULT_SOURCE_IDS,
+) -> PreparedRecord:
+    """Validate and normalise one raw record; ``RecordError`` names the bad field.
+
+    The external id must be one the source's upstream can have (``source_ids``): it is
+    sent there later, and a path such as ``customers/../orders.json`` is someone else's.
+    """
     raw = {name: _text(data.get(name)) for name in (*RECORD_FIELDS, "external_id")}
     try:
         external_id = external_id_key(raw["external_id"], config)
     except ValueError as exc:
         raise RecordError("external_id", str(exc)) from None
+    if problem := source_ids.problem(source, external_id):
+        raise RecordError("external_id", problem)
     try:
         email, email_key = email_parts(raw["email"], config)
     except ValueError:

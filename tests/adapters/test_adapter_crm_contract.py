@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from adapters.errors import InvalidExternalId
 from adapters.protocols import CrmAdapter
 from adapters.records import CrmContact
 from adapters.samples.population import Person
@@ -145,8 +146,10 @@ async def test_fetch_contacts_by_email(
 async def test_empty_batches_call_nobody(crm: CrmAdapter, upstreams: SampleUpstreams) -> None:
     assert await crm.fetch_contacts([]) == {}
     assert await crm.fetch_contacts_by_email([]) == {}
-    assert await crm.fetch_contact("") is None
-    assert await crm.fetch_contact_by_email("  ") is None
+    with pytest.raises(InvalidExternalId):  # refused before sending, not "not found"
+        await crm.fetch_contact("")
+    with pytest.raises(InvalidExternalId):
+        await crm.fetch_contact_by_email("  ")
     assert upstreams.hubspot.calls.total == 0 and upstreams.soap_crm.calls.total == 0
 
 

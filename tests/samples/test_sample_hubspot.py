@@ -203,14 +203,21 @@ def test_calls_are_counted_by_route_template(
     for person in upstreams.people[:3]:
         hubspot.get(f"{CONTACT}/{person.hubspot_id}")
     hubspot.post(f"{CONTACT}/batch/read", json={"inputs": []})
+    hubspot.get(f"{CONTACT}/a%2F..%2Fb")  # recorded as sent, still encoded
     calls = hubspot.get("/_sample/calls").json()
     assert calls == {
-        "total": 4,
+        "total": 5,
         "by_endpoint": {
             "GET /crm/v3/objects/contacts/{id}": 3,
             "POST /crm/v3/objects/contacts/batch/read": 1,
+            "GET /crm/v3/objects/contacts/a/../b": 1,
         },
+        "paths": [
+            *(f"GET {CONTACT}/{p.hubspot_id}" for p in upstreams.people[:3]),
+            f"POST {CONTACT}/batch/read",
+            f"GET {CONTACT}/a%2F..%2Fb",
+        ],
     }
     assert upstreams.hubspot.calls.count("GET /crm/v3/objects/contacts/{id}") == 3
     hubspot.delete("/_sample/calls")
-    assert upstreams.hubspot.calls.total == 0
+    assert upstreams.hubspot.calls.total == 0 and upstreams.hubspot.calls.paths() == []
