@@ -298,3 +298,17 @@ async def _actor(app: Starlette, client: httpx.AsyncClient) -> str:
     principal = await app.state.services.api_keys.authenticate(key)
     assert principal is not None
     return str(principal.name)
+
+
+async def test_the_profile_url_refuses_a_write_key_with_403(
+    app: Starlette, people: dict[str, Any]
+) -> None:
+    email = people["a"]["secrets"][0]
+    async with api_client(app, Scope.PROFILES_WRITE) as writer:
+        refused = await writer.get(f"/api/v1/users/{email}/profile")
+    async with api_client(app, Scope.PROFILES_READ) as reader:
+        answered = await reader.get(f"/api/v1/users/{email}/profile")
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"] == "forbidden"
+    assert not [s for s in people["a"]["secrets"] if s in refused.text]
+    assert answered.status_code == 200 and answered.json()["phone"] == people["a"]["secrets"][1]
