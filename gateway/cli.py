@@ -104,8 +104,8 @@ def serve(host: str | None, port: int | None, workers: int, insecure_demo: bool)
             "key are accepted; never expose this server",
             err=True,
         )
-        # Read by each worker's settings: they accept the demo key too.
-        os.environ["GATEWAY_INSECURE_DEMO"] = "true"
+    # Read by each worker's settings: only the flag makes them accept the demo key.
+    os.environ["GATEWAY_INSECURE_DEMO"] = "true" if insecure_demo else "false"
     if workers > 1 and not settings.metrics_multiprocess_dir:
         # Workers are separate processes: prometheus-client merges their metrics
         # through files in one directory, which it finds through this variable.

@@ -141,8 +141,8 @@ class Settings(BaseSettings):
     )
     insecure_demo: bool = Field(
         default=False,
-        description="Accept the demo's public API key (set by `gateway demo` and "
-        "`gateway serve --insecure-demo`); never in production.",
+        description="Accept the demo's public API key. Set by `gateway demo` and by "
+        "`gateway serve --insecure-demo` for their workers (plain `serve` turns it off).",
     )
 
     @model_validator(mode="before")

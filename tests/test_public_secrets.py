@@ -107,6 +107,8 @@ def test_serve_refuses_public_secrets_in_one_line_naming_each_fix(demo_db: str) 
     assert "GATEWAY_ERASURE_KEY" in both and "GATEWAY_ERASURE_KEY_FILE" in both
     assert "--insecure-demo" in both
     assert DEMO_API_KEY not in both
+    # Only the flag starts it: the setting its workers read does not.
+    assert _one_line(_serve(demo_db, GATEWAY_INSECURE_DEMO="true")) == both
 
     key_only = _one_line(_serve(demo_db, GATEWAY_ERASURE_KEY=SECRET))
     assert "gateway keys revoke demo" in key_only and "GATEWAY_ERASURE_KEY" not in key_only
