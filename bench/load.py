@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -158,11 +159,15 @@ def _toml(value: Any) -> str:
 
 
 async def _bench_key(database_url: str) -> None:
+    """The benchmark's own key; the demo's (which `prepare` made) revoked, as `serve`
+    refuses to start while it is active."""
+    from gateway.api_keys import DEMO_KEY_NAME, ApiKeys
     from gateway.db.engine import create_engine, create_sessionmaker
 
     engine = create_engine(database_url)
     try:
         await create_bench_key(create_sessionmaker(engine))
+        await ApiKeys(create_sessionmaker(engine)).revoke(DEMO_KEY_NAME)
     finally:
         await engine.dispose()
 
@@ -251,6 +256,7 @@ def run(cache: str, duration: int, connections: int) -> None:
                     "GATEWAY_CACHE_URL": cache_url,
                     "GATEWAY_UPSTREAMS_FILE": str(_upstreams_file(workdir, samples_port, ttl)),
                     "GATEWAY_LOG_LEVEL": "WARNING",
+                    "GATEWAY_ERASURE_KEY": secrets.token_urlsafe(32),
                     **DEMO_SECRETS,
                 }
                 with _process([gateway_bin, "serve", "--workers", "2", "--port", str(port)], env):

@@ -38,6 +38,12 @@ logger = logging.getLogger("gateway.api_keys")
 PREFIX = "gwk_"
 _CACHE_MAX = 10_000
 
+# The demo's admin key, fixed so the README's examples work as written, and therefore
+# public: a server accepts it only when started for the demo (`gateway demo`, or
+# `gateway serve --insecure-demo`), and `serve` refuses to start while it is active.
+DEMO_API_KEY = "gwk_demo_local_only_never_use_in_production"
+DEMO_KEY_NAME = "demo"
+
 
 class Scope(StrEnum):
     PROFILES_READ = "profiles:read"
@@ -98,9 +104,18 @@ def digest(key: str) -> str:
 class ApiKeys:
     """Create, list, revoke and verify keys; each call is one short transaction."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], cache_ttl_s: float = 1.0):
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        cache_ttl_s: float = 1.0,
+        *,
+        accept_demo_key: bool = False,
+    ):
         self._sessions = sessions
         self._ttl = cache_ttl_s
+        # Refused outright unless this is the demo: even written into the database
+        # after start-up (`gateway demo --database-url …`), the public key opens nothing.
+        self._refused = frozenset() if accept_demo_key else frozenset({digest(DEMO_API_KEY)})
         # digest -> (principal or None for "no such key", expiry on the monotonic clock)
         self._verified: dict[str, tuple[Principal | None, float]] = {}
         # Bumped by each revocation: a lookup that started before one does not cache.
@@ -175,6 +190,8 @@ class ApiKeys:
     async def authenticate(self, key: str) -> Principal | None:
         """The caller a presented key stands for; None if unknown or revoked."""
         hashed = digest(key)
+        if hashed in self._refused:
+            return None
         now = time.monotonic()
         cached = self._verified.get(hashed)
         if cached is not None and cached[1] > now:
@@ -199,6 +216,30 @@ class ApiKeys:
         # answer stands until it expires; then a caller's own read raises).
         if not task.cancelled() and (error := task.exception()) is not None:
             logger.warning("API key lookup failed: %s", type(error).__name__)
+
+    async def is_active(self, key: str) -> bool:
+        """Whether ``key`` is stored and not revoked (read now, not from the cache)."""
+        async with self._sessions() as session:
+            found = await session.scalar(
+                select(ApiKey.id).where(
+                    ApiKey.secret_hash == digest(key), ApiKey.revoked_at.is_(None)
+                )
+            )
+        return found is not None
+
+    async def enable_demo_key(self) -> None:
+        """The demo's key, created, or active again if an earlier demo's was revoked.
+
+        Only `gateway demo` calls this; a server not started for the demo refuses the key.
+        """
+        async with self._sessions.begin() as session:
+            row = await session.scalar(
+                select(ApiKey).where(ApiKey.secret_hash == digest(DEMO_API_KEY))
+            )
+            if row is not None:
+                row.revoked_at = None
+                return
+        await self.create(DEMO_KEY_NAME, {Scope.ADMIN}, secret=DEMO_API_KEY)
 
     async def _lookup(self, hashed: str) -> Principal | None:
         started = time.monotonic()

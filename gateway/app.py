@@ -24,7 +24,7 @@ from gateway.authentication import ApiKeyAuthentication
 from gateway.body_limit import BodyLimitMiddleware
 from gateway.request_context import RequestIdMiddleware
 from gateway.services import Services
-from gateway.settings import Settings, load_settings
+from gateway.settings import Settings, is_loopback, load_settings
 from gateway.webhooks import webhook_endpoint
 from resolvers.graphiql import ASSETS_PACKAGE, ASSETS_PATH
 from resolvers.profile_api import profile_endpoint
@@ -90,9 +90,14 @@ def create_app(
     example_key: str | None = None,
 ) -> Starlette:
     """The ASGI app. ``upstreams`` overrides the settings' upstreams file (demo, tests);
-    ``example_key`` pre-fills GraphiQL's headers (the demo's own key only)."""
+    ``example_key`` pre-fills GraphiQL's headers (the demo's own key only, and only when
+    bound to loopback)."""
     settings = settings or load_settings()
     schema = build_schema(settings)
+    if not is_loopback(settings.host):
+        # The page needs no key to load: pre-filled, a key would be everyone's who can
+        # reach the port. Only a demo on this machine shows its own.
+        example_key = None
     view = GatewayGraphQL(
         schema, graphiql=settings.graphiql, example_email=example_email, example_key=example_key
     )

@@ -19,7 +19,7 @@ from gateway import migrate as migrations
 from gateway.keys_cli import keys
 from gateway.logs import configure_logging
 from gateway.recommendations.cli import recs
-from gateway.settings import Settings, SettingsError, load_settings
+from gateway.settings import Settings, SettingsError, is_loopback, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -75,12 +75,37 @@ def main() -> None:
     show_default=True,
     help="Worker processes; use a shared cache (Redis) with more than one.",
 )
+@click.option(
+    "--insecure-demo",
+    is_flag=True,
+    help="Start even with the demo's public API key active and the built-in erasure key "
+    "(a local demo only; never in production).",
+)
 @_friendly_errors
-def serve(host: str | None, port: int | None, workers: int) -> None:
+def serve(host: str | None, port: int | None, workers: int, insecure_demo: bool) -> None:
     """Serve the GraphQL API (and GraphiQL) with uvicorn."""
+    from gateway.public_secrets import public_secrets_in_use
+
     settings = _settings(host=host, port=port)
     _upstreams(settings)  # fail here, in one line, not inside each worker
     configure_logging(settings.log_level)
+    problems = asyncio.run(public_secrets_in_use(settings))
+    if problems and not insecure_demo:
+        click.echo(
+            "gateway: refusing to start: "
+            + "; ".join(problems)
+            + "; for a local demo only, start with --insecure-demo",
+            err=True,
+        )
+        sys.exit(2)
+    if insecure_demo:
+        click.echo(
+            "gateway: --insecure-demo: the demo's public API key and the built-in erasure "
+            "key are accepted; never expose this server",
+            err=True,
+        )
+    # Read by each worker's settings: only the flag makes them accept the demo key.
+    os.environ["GATEWAY_INSECURE_DEMO"] = "true" if insecure_demo else "false"
     if workers > 1 and not settings.metrics_multiprocess_dir:
         # Workers are separate processes: prometheus-client merges their metrics
         # through files in one directory, which it finds through this variable.
@@ -144,7 +169,8 @@ def demo(
     from gateway.app import create_app
     from gateway.demo import DEMO_API_KEY, prepare, sample_upstreams_config
 
-    settings = _settings(host=host, port=port, database_url=database_url)
+    # The demo is the one server that accepts its own public key.
+    settings = _settings(host=host, port=port, database_url=database_url, insecure_demo=True)
     configure_logging(settings.log_level)
     ports = {
         name: upstreams_port + i if upstreams_port else 0 for i, name in enumerate(SERVICE_NAMES)
@@ -170,11 +196,18 @@ def _print_demo_banner(
 ) -> None:
     from gateway.demo import DEMO_API_KEY
 
+    exposed = (
+        ""
+        if is_loopback(settings.host)
+        else f"Warning: bound to {settings.host}, so anyone who reaches this port can use "
+        "the demo's public key (GraphiQL does not pre-fill it here).\n"
+    )
     click.echo(
         f"\nSeeded {added} new customers ({size} in the demo population).\n"
         "Sample upstreams: " + ", ".join(f"{k} {v}" for k, v in upstreams.items()) + "\n"
         f"GraphiQL:  http://{settings.host}:{settings.port}/graphql\n"
         f"API key (demo only, admin): {DEMO_API_KEY}\n"
+        f"{exposed}"
         "Try:\n"
         f"  curl -s http://{settings.host}:{settings.port}/graphql "
         "-H 'content-type: application/json' \\\n"

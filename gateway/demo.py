@@ -18,9 +18,10 @@ from adapters.samples.credentials import (
     DEMO_SOAP_USER,
 )
 from adapters.samples.population import Person
-from gateway.api_keys import ApiKeys, Scope
+from gateway.api_keys import DEMO_API_KEY as DEMO_API_KEY  # lives with the keys: refused
+from gateway.api_keys import DEMO_KEY_NAME as DEMO_KEY_NAME  # by every non-demo server
+from gateway.api_keys import ApiKeys
 from gateway.db.engine import create_engine, create_sessionmaker
-from gateway.errors import Conflict
 from gateway.recommendations.demo_history import prepare_demo_recommendations
 from gateway.seed import seed
 from gateway.settings import Settings
@@ -36,12 +37,6 @@ DEMO_SECRETS = {
     "SOAP_CRM_USER": DEMO_SOAP_USER,
     "SOAP_CRM_PASSWORD": DEMO_SOAP_PASSWORD,
 }
-
-
-# The demo's admin key, fixed so the README's examples work as written. Demo only: a
-# real deployment creates its keys with `gateway keys create`, and they are random.
-DEMO_API_KEY = "gwk_demo_local_only_never_use_in_production"
-DEMO_KEY_NAME = "demo"
 
 
 def example_upstreams() -> dict[str, Any]:
@@ -70,10 +65,7 @@ async def prepare(settings: Settings, people: Sequence[Person]) -> int:
     try:
         added = await seed(sessions, people)
         await prepare_demo_recommendations(sessions, people)
-        try:
-            await ApiKeys(sessions).create(DEMO_KEY_NAME, {Scope.ADMIN}, secret=DEMO_API_KEY)
-        except Conflict:
-            pass  # made by an earlier run
+        await ApiKeys(sessions).enable_demo_key()
         return added
     finally:
         await engine.dispose()

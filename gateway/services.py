@@ -82,7 +82,9 @@ class Services:
             templates=open_templates(sessions),
             notifications=notifications,
             webhooks=webhooks,
-            api_keys=ApiKeys(sessions, settings.api_key_cache_ttl_s),
+            api_keys=ApiKeys(
+                sessions, settings.api_key_cache_ttl_s, accept_demo_key=settings.insecure_demo
+            ),
             audit=AuditLog(sessions, settings.audit_flush_interval_s),
             consents=ConsentStore(sessions),
             erasure=Erasure(sessions, tombstones),

@@ -6,12 +6,13 @@ receives a ``Settings`` instance.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapters.config import UpstreamsConfig, UpstreamsConfigError, load_upstreams_file
@@ -23,6 +24,12 @@ _ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
     "sqlite+aiosqlite": "sqlite+aiosqlite",
 }
+
+
+# Public, as everything in this repository is: a database whose tombstones were made
+# with it shows whether a given email was erased. Kept only so the demo runs as is.
+BUILTIN_ERASURE_KEY = "personalization-gateway-erasure-v1"
+MIN_ERASURE_KEY_LENGTH = 16
 
 
 class LogLevel(StrEnum):
@@ -122,10 +129,51 @@ class Settings(BaseSettings):
         default=1.0, description="How often buffered audit entries are written."
     )
     erasure_key: SecretStr = Field(
-        default=SecretStr("personalization-gateway-erasure-v1"),
+        default=SecretStr(BUILTIN_ERASURE_KEY),
         description="HMAC key of the tombstones of erased customers. Set your own secret in "
-        "production, once: changing it lets erased identifiers be re-created.",
+        "production, once: changing it lets erased identifiers be re-created. `serve` "
+        "refuses the built-in value unless started with --insecure-demo.",
     )
+    erasure_key_file: Path | None = Field(
+        default=None,
+        description="A file holding the erasure key (e.g. a Docker or Kubernetes secret), "
+        "instead of GATEWAY_ERASURE_KEY.",
+    )
+    insecure_demo: bool = Field(
+        default=False,
+        description="Accept the demo's public API key. Set by `gateway demo` and by "
+        "`gateway serve --insecure-demo` for their workers (plain `serve` turns it off).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _erasure_key_from_file(cls, data: Any) -> Any:
+        """The erasure key read from GATEWAY_ERASURE_KEY_FILE, when that is given."""
+        if not isinstance(data, dict) or data.get("erasure_key_file") in (None, ""):
+            return data
+        if data.get("erasure_key") not in (None, ""):
+            raise ValueError(
+                "set one of GATEWAY_ERASURE_KEY and GATEWAY_ERASURE_KEY_FILE, not both"
+            )
+        path = Path(str(data["erasure_key_file"]))
+        try:
+            secret = path.read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ValueError(f"GATEWAY_ERASURE_KEY_FILE: cannot read {path}: {reason}") from None
+        if not secret:
+            raise ValueError(f"GATEWAY_ERASURE_KEY_FILE: {path} is empty")
+        return {**data, "erasure_key": secret}
+
+    @field_validator("erasure_key")
+    @classmethod
+    def _erasure_key_strength(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < MIN_ERASURE_KEY_LENGTH:
+            raise ValueError(
+                f"at least {MIN_ERASURE_KEY_LENGTH} characters: a random secret, "
+                "e.g. from `openssl rand -base64 32`"
+            )
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -153,6 +201,10 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def erasure_key_is_builtin(self) -> bool:
+        return self.erasure_key.get_secret_value() == BUILTIN_ERASURE_KEY
+
+    @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
@@ -164,6 +216,16 @@ class Settings(BaseSettings):
             return load_upstreams_file(self.upstreams_file, os.environ)
         except (UpstreamsConfigError, OSError) as exc:
             raise SettingsError(f"GATEWAY_UPSTREAMS_FILE: {exc}") from None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` serves this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class SettingsError(Exception):
@@ -183,7 +245,9 @@ def load_settings(**overrides: object) -> Settings:
 def _one_line(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors():
-        field = str(error["loc"][0]) if error["loc"] else "?"
         message = error["msg"].removeprefix("Value error, ")
-        problems.append(f"GATEWAY_{field.upper()}: {message}")
+        if error["loc"]:
+            problems.append(f"GATEWAY_{str(error['loc'][0]).upper()}: {message}")
+        else:  # a check across settings: its message names them
+            problems.append(message)
     return "invalid setting: " + "; ".join(problems)

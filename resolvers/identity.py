@@ -19,7 +19,7 @@ from strawberry.types import Info
 from gateway.api_keys import Scope
 from gateway.attributes import AttributeValue, IdentityService, LinkEvidence, identity_service
 from gateway.audit import Action
-from resolvers.access import audit, require
+from resolvers.access import audit, require, sees_profiles
 from resolvers.context import Context
 
 if TYPE_CHECKING:
@@ -133,7 +133,9 @@ async def _shaped(info: GatewayInfo, customer_id: uuid.UUID) -> Customer:
     profile = await info.context.services.customers.store.get(customer_id)
     if profile is None:  # deleted between the write and this read: a concurrent merge
         raise RuntimeError("customer vanished after an identity change")
-    shaped = Customer.from_profile(profile, selection_of(info))
+    # A key that may not read profiles sees only the id: fetch nothing upstream for it.
+    needed = selection_of(info) if sees_profiles(info.context.principal) else frozenset()
+    shaped = Customer.from_profile(profile, needed)
     await load_selected([shaped], info)
     return shaped
 

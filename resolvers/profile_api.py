@@ -94,10 +94,15 @@ def profile_endpoint(schema: strawberry.Schema) -> Any:
                 headers={"Cache-Control": "no-store"},
             )
         if data is None:
+            # A key without profiles:read is refused, not mistaken: 403, as for recommendations.
+            refused = any(e.get("code") == "FORBIDDEN" for e in errors)
             return Response(
-                orjson.dumps({"error": "bad_request", "errors": errors}),
-                status_code=400,
+                orjson.dumps(
+                    {"error": "forbidden" if refused else "bad_request", "errors": errors}
+                ),
+                status_code=403 if refused else 400,
                 media_type="application/json",
+                headers={"Cache-Control": "no-store"},
             )
         max_age = 0 if errors else _max_age(services, data["sources"])
         payload = _snake(data) | {"errors": errors, "generated_at": datetime.now(UTC).isoformat()}

@@ -5,7 +5,9 @@ Body: ``{"customer_id": "<unified id>", "limit": 4, "category": "Shoes",
 "purchase_history": […]}}``; only ``customer_id`` is required. The context is what the
 ESP knows that the last build does not (this session's views, today's order). Errors
 answer ``{"error": code, "field": name, "message": …}``: 400 for a body that is not a
-JSON object, 422 for a bad field, 404 for an unknown customer, 502 when the shop fails.
+JSON object, 422 for a bad field, 404 for an unknown customer, 502 when the shop fails,
+403 for a key without ``profiles:read`` (the same scope as ``Customer.recommendations``).
+Each answer is a read of the customer, and audited as ``api:recommendations``.
 """
 
 from __future__ import annotations
@@ -19,12 +21,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from adapters.errors import UpstreamError
+from gateway.api_keys import Scope
+from gateway.audit import Action
+from gateway.authentication import principal_of
 from gateway.recommendations.serving import (
     MAX_LIMIT,
     Recommendation,
     RecommendationContext,
 )
 from gateway.services import Services
+from resolvers.access import forbidden, record_access, sees_profiles
 
 _MAX_HISTORY = 200  # product ids per history list
 
@@ -74,6 +80,10 @@ def _item(found: Recommendation) -> dict[str, Any]:
 
 async def recommendations_endpoint(request: Request) -> Response:
     services: Services = request.app.state.services
+    principal = principal_of(request.scope)
+    if not sees_profiles(principal):
+        refused = forbidden(principal, Scope.PROFILES_READ, "/api/recommendations")
+        return _problem(403, "forbidden", str(refused))
     try:
         raw = orjson.loads(await request.body())
     except orjson.JSONDecodeError:
@@ -104,6 +114,7 @@ async def recommendations_endpoint(request: Request) -> Response:
         )
     except UpstreamError as exc:
         return _problem(502, exc.code, str(exc))
+    record_access(services, principal, Action.READ, "api:recommendations", [body.customer_id])
     return _json(
         {
             "customer_id": str(body.customer_id),

@@ -19,12 +19,13 @@ from strawberry.types import Info
 from adapters.errors import UpstreamError
 from gateway import render
 from gateway.api_keys import Scope
+from gateway.audit import Action
 from gateway.customers import CustomerProfile, parse_customer_id
 from gateway.errors import GatewayError, InvalidInput
 from gateway.federation import Outcome
 from gateway.render import RenderFormat
 from gateway.templates import TemplateStore, TemplateVersion, VersionInfo, parse_template_name
-from resolvers.access import require
+from resolvers.access import audit, require
 from resolvers.context import Context
 
 if TYPE_CHECKING:
@@ -214,6 +215,7 @@ class TemplateQuery:
             [i for i in wanted.values() if isinstance(i, uuid.UUID)]
         )
         found = list(profiles.values())
+        audit(info, Action.READ, [p.id for p in found])  # each customer rendered is a read
         outcomes = dict(
             zip(
                 [p.id for p in found],

@@ -20,10 +20,9 @@ from gateway.customers import (
 )
 from gateway.errors import InvalidInput
 from gateway.settings import Settings
-from resolvers.access import audit, require
+from resolvers.access import ScopedExecutionContext, audit, require
 from resolvers.context import Context
 from resolvers.errors import is_unexpected
-from resolvers.execution import AcyclicExecutionContext
 from resolvers.identity import IdentityMutation
 from resolvers.limits import build_limits
 from resolvers.operation import GatewayOperation
@@ -175,5 +174,6 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         subscription=Subscription,
         # Limits' rule classes are built once here, so cached validations keep hitting.
         extensions=[lambda: GatewayOperation(limits)],
-        execution_context_class=AcyclicExecutionContext,
+        # Checks what a reply reveals to a key that may not read profiles (resolvers/access).
+        execution_context_class=ScopedExecutionContext,
     )

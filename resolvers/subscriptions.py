@@ -9,9 +9,10 @@ import strawberry
 from strawberry.types import Info
 
 from gateway.api_keys import Scope
+from gateway.audit import Action
 from gateway.customers import parse_customer_id
 from gateway.notifications import CustomerChange
-from resolvers.access import require
+from resolvers.access import audit, require
 from resolvers.context import Context
 
 
@@ -54,6 +55,7 @@ class Subscription:
     ) -> AsyncGenerator[CustomerUpdate, None]:
         require(info, Scope.PROFILES_READ)
         customer_id = parse_customer_id(id)
+        audit(info, Action.READ, [customer_id])  # watching a customer's changes reads them
         notifications = info.context.services.notifications
         async with notifications.subscribe(customer_id) as changes:
             async for change in changes:

@@ -25,6 +25,7 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.unset import UNSET, UnsetType
@@ -35,6 +36,7 @@ from gateway.errors import GatewayError
 from gateway.services import Services
 from resolvers.context import Context
 from resolvers.graphiql import graphiql_html
+from resolvers.websocket import KeyCheckingTransportWS
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
@@ -81,6 +83,7 @@ class _RequestAdapter(StarletteRequestAdapter):
 class GatewayGraphQL(GraphQL[Context, None]):
     request_adapter_class = _RequestAdapter
     websocket_adapter_class = _TextWebSocketAdapter
+    graphql_transport_ws_handler_class = KeyCheckingTransportWS
 
     def __init__(
         self,
@@ -90,7 +93,13 @@ class GatewayGraphQL(GraphQL[Context, None]):
         example_email: str | None = None,
         example_key: str | None = None,
     ) -> None:
-        super().__init__(schema, graphql_ide="graphiql" if graphiql else None)
+        super().__init__(
+            schema,
+            graphql_ide="graphiql" if graphiql else None,
+            # Only graphql-transport-ws, whose handler re-checks the key on every subscribe
+            # and result (resolvers/websocket.py); the legacy graphql-ws would skip that.
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+        )
         self._ide_html = graphiql_html("/graphql", example_email, example_key)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -18,6 +18,7 @@ from adapters.samples.catalogue import catalogue
 from adapters.samples.orders import orders_for
 from adapters.samples.population import Person
 from adapters.samples.runner import SampleUpstreams
+from gateway.api_keys import Scope
 from gateway.app import create_app
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.demo import sample_upstreams_config
@@ -350,3 +351,31 @@ def test_recs_build_command_stores_lists_from_stored_events(
     lists, items = asyncio.run(counts())
     with_history = [p for p in people if orders_for(p) or behaviour(p).events]
     assert lists == len(with_history) and items > 50
+
+
+async def test_the_endpoint_needs_profiles_read_and_each_answer_is_audited(
+    running: Running,
+) -> None:
+    person = _person(running.samples, consent=True)
+    customer_id = str(customer_id_for(person))
+    body = {"customer_id": customer_id, "limit": 4}
+    app = running.app
+    transport = httpx.ASGITransport(app=app)
+    writer = await issue_key(app, Scope.PROFILES_WRITE)
+    reader = await issue_key(app, Scope.PROFILES_READ)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+        refused = await http.post("/api/recommendations", json=body, headers=bearer(writer))
+        answered = await http.post("/api/recommendations", json=body, headers=bearer(reader))
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"] == "forbidden" and "profiles:read" in refused.json()["message"]
+    assert "recommendations" not in refused.json()
+    assert answered.status_code == 200 and answered.json()["recommendations"], answered.text
+
+    audit = app.state.services.audit
+    entries = await audit.query(customer_id=customer_id_for(person), limit=1000)
+    mine = [e for e in entries if e.operation == "api:recommendations"]
+    reader_name = (await app.state.services.api_keys.authenticate(reader)).name
+    writer_name = (await app.state.services.api_keys.authenticate(writer)).name
+    assert [(e.actor, e.action) for e in mine if e.actor in {reader_name, writer_name}] == [
+        (reader_name, "read")
+    ]
