@@ -36,9 +36,11 @@ class Loaders:
     def _recorded(
         self, fetch: Callable[[Sequence[CustomerProfile]], Awaitable[list[Outcome[T]]]]
     ) -> Callable[[Sequence[CustomerProfile]], Awaitable[list[Outcome[T]]]]:
+        answered = self.answered  # not self: the loader would hold the Loaders, a cycle
+
         async def load(customers: Sequence[CustomerProfile]) -> list[Outcome[T]]:
             outcomes = await fetch(customers)
-            self.answered.extend(outcomes)
+            answered.extend(outcomes)
             return outcomes
 
         return load
