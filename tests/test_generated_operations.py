@@ -5,7 +5,7 @@ DateTime with its offset, no field answered outside the key's scopes, none slow
 
 The documents come from hypothesis-graphql, their arguments rewritten to the data
 the test database holds (tests/operations.py). The default run tries a bounded
-number of operations; ``--fuzz`` (or ``--fuzz N``) tries N per test. A failure
+number of operations; ``--fuzz=N`` tries N per test (``--fuzz`` alone: 500). A failure
 prints the seed and a blob to replay it (``--hypothesis-seed=…`` or
 ``@reproduce_failure``); the database's state between examples is not replayed.
 """
