@@ -5,13 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from typing import Any
 
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from starlette.applications import Starlette
 
 from adapters.samples.runner import SampleUpstreams
+from tests.conftest import issue_key
 
 QUERY = '{ customer(email: "nobody@example.com") { id } }'
 GRAPHQL_RESPONSE = "application/graphql-response+json"
@@ -258,3 +261,37 @@ async def test_readiness_is_503_when_the_database_is_down() -> None:
     assert ready.status_code == 503
     assert ready.json()["checks"]["database"] == "unavailable"
     assert health.status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/graphql", "/api/recommendations"])
+async def test_a_client_that_leaves_before_its_body_ends_the_request_quietly(
+    app: Starlette, path: str
+) -> None:
+    """uvicorn logs an exception escaping the app as a server failure, with a traceback:
+    a client that hung up mid-request (a timeout of its own) is not one."""
+    key = await issue_key(app)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"100")]
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [*headers, (b"authorization", f"Bearer {key}".encode())],
+        "scheme": "http",
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 5000),
+        "http_version": "1.1",
+        "asgi": {"version": "3.0"},
+        "state": {},
+    }
+    await app(scope, receive, send)  # raised ClientDisconnect
+    assert sent == []  # nobody to answer
