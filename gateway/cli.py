@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import socket
 import sys
 import tempfile
 from collections.abc import Callable
@@ -172,15 +174,28 @@ def demo(
     # The demo is the one server that accepts its own public key.
     settings = _settings(host=host, port=port, database_url=database_url, insecure_demo=True)
     configure_logging(settings.log_level)
+    # Both bound before anything is seeded, so a second demo stops at once, saying which.
+    listening = _listen(settings.host, settings.port, "--port")
     ports = {
         name: upstreams_port + i if upstreams_port else 0 for i, name in enumerate(SERVICE_NAMES)
     }
     samples = SampleUpstreams(size=customers, ports=ports)
-    people = samples.people
-    migrations.upgrade(settings.database_url)
-    added = asyncio.run(prepare(settings, people))
-    example = people[0].email
-    with samples:
+    try:
+        samples.start()
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        taken = next((p for p in ports.values() if not _free(settings.host, p)), upstreams_port)
+        _port_in_use(
+            taken,
+            "the sample upstreams use four ports from --upstreams-port; choose others "
+            "with --upstreams-port N, or --upstreams-port 0 for any free ones",
+        )
+    with samples:  # started above; stopped however this ends
+        people = samples.people
+        migrations.upgrade(settings.database_url)
+        added = asyncio.run(prepare(settings, people))
+        example = people[0].email
         app = create_app(
             settings,
             upstreams=sample_upstreams_config(samples.base_urls),
@@ -188,7 +203,37 @@ def demo(
             example_key=DEMO_API_KEY,
         )
         _print_demo_banner(settings, added, len(people), example, samples.base_urls)
-        uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+        config = uvicorn.Config(app, log_config=None, access_log=False)
+        uvicorn.Server(config).run(sockets=[listening])
+
+
+def _listen(host: str, port: int, option: str) -> socket.socket:
+    """A socket bound to the port, or one line naming the port and the option to change."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        _port_in_use(port, f"choose another with {option} N")
+    return sock
+
+
+def _free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _port_in_use(port: int, advice: str) -> NoReturn:
+    click.echo(f"gateway: port {port} is already in use (another demo?); {advice}", err=True)
+    sys.exit(1)
 
 
 def _print_demo_banner(

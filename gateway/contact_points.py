@@ -24,14 +24,36 @@ def normalize_email(raw: str) -> str:
     return result.normalized.lower()
 
 
+_EXAMPLE = "in international form with its country code, e.g. +14155550123"
+# The parser's reasons, said for the person who typed the number (its own messages
+# are a library's: "(0) Missing or invalid default region.").
+_PARSE_PROBLEMS = {
+    phonenumbers.NumberParseException.INVALID_COUNTRY_CODE: (
+        "not a phone number with a known country code; give it " + _EXAMPLE
+    ),
+    phonenumbers.NumberParseException.NOT_A_NUMBER: "not a phone number; give it " + _EXAMPLE,
+    phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD: (
+        "too short to be a phone number after its international prefix; give it " + _EXAMPLE
+    ),
+    phonenumbers.NumberParseException.TOO_SHORT_NSN: (
+        "too short to be a phone number; give it " + _EXAMPLE
+    ),
+    phonenumbers.NumberParseException.TOO_LONG: "too long to be a phone number; give it "
+    + _EXAMPLE,
+}
+
+
+def phone_problem(exc: phonenumbers.NumberParseException) -> str:
+    """Why a phone number did not parse, written for people."""
+    return _PARSE_PROBLEMS.get(exc.error_type, "not a phone number; give it " + _EXAMPLE)
+
+
 def normalize_phone(raw: str, default_region: str | None = None) -> str:
     """The E.164 form of a phone number, or ``ValueError`` saying why it is not one."""
     try:
         number = phonenumbers.parse(raw, default_region)
     except phonenumbers.NumberParseException as exc:
-        raise ValueError(f"not a phone number ({exc})") from None
+        raise ValueError(phone_problem(exc)) from None
     if not phonenumbers.is_valid_number(number):
-        raise ValueError(
-            "not a valid phone number; give it in international form, e.g. +14155550123"
-        )
+        raise ValueError("not a valid phone number; give it " + _EXAMPLE)
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)

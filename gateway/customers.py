@@ -68,7 +68,7 @@ class CustomerDraft(BaseModel):
     first_name: str | None = Field(default=None, max_length=200)
     last_name: str | None = Field(default=None, max_length=200)
     phone: str | None = None
-    locale: str | None = None
+    locale: str | None = Field(default=None, max_length=35)  # the column's width
     identities: tuple[IdentityDraft, ...] = ()
     source: str = Field(default="api", min_length=1, max_length=64)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -214,6 +214,19 @@ class Federation:
 
     def policy(self, upstream: str) -> CachePolicy:
         return self._policies.get(upstream, CachePolicy())
+
+    def fresh_for(self, outcomes: Iterable[Outcome[Any]], now: datetime | None = None) -> int:
+        """Whole seconds until the first of these answers is due for a refresh: what a
+        client may cache a reply built on them for. 0 when one of them is stale or
+        failed, and when there are none (stored data has no time to live)."""
+        now = now or datetime.now(UTC)
+        remaining = []
+        for outcome in outcomes:
+            if outcome.status in {SourceStatus.STALE, SourceStatus.FAILED}:
+                return 0
+            if outcome.status in {SourceStatus.OK, SourceStatus.CACHED}:
+                remaining.append(self.policy(outcome.upstream).ttl_s - outcome.age_s(now))
+        return max(0, int(min(remaining, default=0)))
 
     async def invalidate(self, customer_id: object) -> None:
         namespaces = [

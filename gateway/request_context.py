@@ -1,5 +1,9 @@
 """A request id for every request: taken from ``X-Request-ID`` when the caller sends a
-sane one, made up otherwise, echoed in the response and stamped on every log line."""
+sane one, made up otherwise, echoed in the response and stamped on every log line.
+
+The outermost layer of every request, so it also ends quietly a request whose client
+left before sending its body: nobody is there to answer, and it is no failure of the
+server (uvicorn would log it as one, with a traceback)."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import re
 from contextvars import ContextVar
 
 from starlette.datastructures import MutableHeaders
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
@@ -37,5 +42,7 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            return
         finally:
             REQUEST_ID.reset(token)

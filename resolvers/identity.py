@@ -19,7 +19,8 @@ from strawberry.types import Info
 from gateway.api_keys import Scope
 from gateway.attributes import AttributeValue, IdentityService, LinkEvidence, identity_service
 from gateway.audit import Action
-from resolvers.access import audit, require, sees_profiles
+from gateway.errors import Conflict
+from resolvers.access import audit, require
 from resolvers.context import Context
 
 if TYPE_CHECKING:
@@ -128,16 +129,14 @@ async def customer_identity_links(
 
 
 async def _shaped(info: GatewayInfo, customer_id: uuid.UUID) -> Customer:
-    from resolvers.types import Customer, load_selected, selection_of
+    from resolvers.types import shaped_customer
 
     profile = await info.context.services.customers.store.get(customer_id)
-    if profile is None:  # deleted between the write and this read: a concurrent merge
-        raise RuntimeError("customer vanished after an identity change")
-    # A key that may not read profiles sees only the id: fetch nothing upstream for it.
-    needed = selection_of(info) if sees_profiles(info.context.principal) else frozenset()
-    shaped = Customer.from_profile(profile, needed)
-    await load_selected([shaped], info)
-    return shaped
+    if profile is None:  # merged away or erased between the write and this read
+        raise Conflict(
+            "The customer changed concurrently (merged or erased); read it again", field="id"
+        )
+    return await shaped_customer(profile, info)
 
 
 async def _forget(info: GatewayInfo, customer_ids: list[uuid.UUID]) -> None:

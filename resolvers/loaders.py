@@ -7,13 +7,17 @@ fetch, and a batch of customers shares one call per page of the upstream.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from functools import cached_property
+from typing import Any, TypeVar
 
 from strawberry.dataloader import DataLoader
 
 from adapters.records import CommerceCustomer, CrmContact, Order
 from gateway.customers import CustomerProfile
 from gateway.federation import AnalyticsData, Federation, Outcome
+
+T = TypeVar("T")
 
 
 def _key(customer: CustomerProfile) -> object:
@@ -26,22 +30,40 @@ class Loaders:
 
     def __init__(self, federation: Federation) -> None:
         self._federation = federation
+        # Every upstream answer this request used, for how long the reply stays fresh.
+        self.answered: list[Outcome[Any]] = []
+
+    def _recorded(
+        self, fetch: Callable[[Sequence[CustomerProfile]], Awaitable[list[Outcome[T]]]]
+    ) -> Callable[[Sequence[CustomerProfile]], Awaitable[list[Outcome[T]]]]:
+        answered = self.answered  # not self: the loader would hold the Loaders, a cycle
+
+        async def load(customers: Sequence[CustomerProfile]) -> list[Outcome[T]]:
+            outcomes = await fetch(customers)
+            answered.extend(outcomes)
+            return outcomes
+
+        return load
 
     @cached_property
     def crm(self) -> DataLoader[CustomerProfile, Outcome[CrmContact]]:
-        return DataLoader(self._federation.crm, cache_key_fn=_key)
+        return DataLoader(self._recorded(self._federation.crm), cache_key_fn=_key)
 
     @cached_property
     def commerce(self) -> DataLoader[CustomerProfile, Outcome[CommerceCustomer]]:
-        return DataLoader(self._federation.commerce, cache_key_fn=_key)
+        return DataLoader(self._recorded(self._federation.commerce), cache_key_fn=_key)
 
     @cached_property
     def orders(self) -> DataLoader[CustomerProfile, Outcome[tuple[Order, ...]]]:
-        return DataLoader(self._federation.orders, cache_key_fn=_key)
+        return DataLoader(self._recorded(self._federation.orders), cache_key_fn=_key)
 
     @cached_property
     def analytics(self) -> DataLoader[CustomerProfile, Outcome[AnalyticsData]]:
-        return DataLoader(self._federation.analytics, cache_key_fn=_key)
+        return DataLoader(self._recorded(self._federation.analytics), cache_key_fn=_key)
+
+    def fresh_for(self) -> int:
+        """Whole seconds the upstream data this request used stays fresh."""
+        return self._federation.fresh_for(self.answered)
 
     def named(self, name: str) -> DataLoader[CustomerProfile, Outcome[object]]:
         loader: DataLoader[CustomerProfile, Outcome[object]] = getattr(self, name)

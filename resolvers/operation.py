@@ -23,9 +23,11 @@ from strawberry.schema.schema import validate_document
 from strawberry.types import ExecutionContext
 
 from resolvers.errors import add_codes, is_unexpected
+from resolvers.input_text import NoNulCharacters, refuse_nul_variables
 from resolvers.limits import QueryCost
 from resolvers.operation_metrics import observe_operation
 
+_TEXT_RULES = (NoNulCharacters,)  # the same class every time: cached validations still hit
 _DOCUMENTS_KEPT = 1024  # distinct documents: bounded, as clients choose them
 
 
@@ -53,13 +55,19 @@ class GatewayOperation(MaskErrors):
     def on_operation(self) -> Iterator[None]:
         context = self.execution_context
         # The same rule classes every time, so the validation cache's key stays the same.
-        context.validation_rules = context.validation_rules + self.limits.rules
+        context.validation_rules = context.validation_rules + self.limits.rules + _TEXT_RULES
         self._prepare(context)
         started = time.perf_counter()
         yield from super().on_operation()  # masks unexpected errors on the way out
         result = context.result
         add_codes((result.errors if result else None) or ())
         observe_operation(context.operation_name, time.perf_counter() - started)
+
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        # A subscription's results pass here one by one, not through on_operation's end:
+        # each gains its codes (FORBIDDEN, BAD_USER_INPUT…) here, then is masked.
+        add_codes(getattr(result, "errors", None) or ())
+        yield from super().on_stream_result(result)
 
     def _process_result(self, result: object) -> None:
         # MaskErrors checks every result against a runtime Protocol (an isinstance that
@@ -88,3 +96,4 @@ class GatewayOperation(MaskErrors):
         context.pre_execution_errors = list(errors)
         if not errors:
             self.limits.enforce(context)
+            refuse_nul_variables(context)

@@ -7,7 +7,7 @@ reading the audit log need ``admin``. Each records an audit entry.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Annotated, cast
 
@@ -128,7 +128,7 @@ class PrivacyQuery:
         found = await info.context.services.audit.query(
             customer_id=parse_customer_id(customer_id) if customer_id else None,
             actor=actor,
-            since=since,
+            since=_utc(since, "since"),
             limit=first,
         )
         return [AuditEntry.of(record) for record in found]
@@ -192,6 +192,19 @@ class PrivacyMutation:
             consents=erased.consents,
             tombstones=erased.tombstones,
         )
+
+
+def _utc(moment: datetime | None, argument: str) -> datetime | None:
+    """A moment in UTC (without an offset: taken as UTC); one UTC cannot express (past
+    the year 9999 there) is the caller's mistake, not an unexpected error."""
+    if moment is None:
+        return None
+    try:
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except OverflowError:
+        raise InvalidInput(
+            f"Invalid value for argument '{argument}': out of range", field=argument
+        ) from None
 
 
 async def _drop_cached(info: GatewayInfo, customer_id: uuid.UUID) -> None:

@@ -17,7 +17,6 @@ import strawberry
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.services import Services
 from resolvers.context import Context
 
 PROFILE_DOCUMENT = """
@@ -59,22 +58,9 @@ def _variables(user_id: str) -> dict[str, str]:
     return {"id": user_id}
 
 
-def _max_age(services: Services, sources: list[dict[str, Any]]) -> int:
-    """Seconds until the first source's data is due for a refresh; 0 when any is stale."""
-    remaining = []
-    for source in sources:
-        if source["status"] in {"STALE", "FAILED"}:
-            return 0
-        if source["status"] in {"OK", "CACHED"}:
-            ttl = services.federation.policy(source["upstream"]).ttl_s
-            remaining.append(ttl - (source["ageSeconds"] or 0))
-    return max(0, int(min(remaining, default=0)))
-
-
 def profile_endpoint(schema: strawberry.Schema) -> Any:
     async def profile(request: Request) -> Response:
         context = Context.of(request)
-        services = context.services
         result = await schema.execute(
             PROFILE_DOCUMENT,
             variable_values=_variables(request.path_params["user_id"]),
@@ -104,7 +90,8 @@ def profile_endpoint(schema: strawberry.Schema) -> Any:
                 media_type="application/json",
                 headers={"Cache-Control": "no-store"},
             )
-        max_age = 0 if errors else _max_age(services, data["sources"])
+        # Seconds until the first source's data is due for a refresh; 0 when any is stale.
+        max_age = 0 if errors else context.loaders.fresh_for()
         payload = _snake(data) | {"errors": errors, "generated_at": datetime.now(UTC).isoformat()}
         return Response(
             orjson.dumps(payload),

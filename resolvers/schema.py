@@ -29,7 +29,7 @@ from resolvers.operation import GatewayOperation
 from resolvers.privacy import PrivacyMutation, PrivacyQuery
 from resolvers.render import TemplateMutation, TemplateQuery
 from resolvers.subscriptions import Subscription
-from resolvers.types import Customer, CustomerInput, load_selected, selection_of
+from resolvers.types import Customer, CustomerInput, shaped_customer, shaped_customers
 
 GatewayInfo = Info[Context, None]
 
@@ -112,7 +112,7 @@ class Mutation:
         profile = await info.context.services.customers.upsert(draft)
         audit(info, Action.CHANGE, [profile.id])
         await info.context.services.federation.invalidate(profile.id)
-        return Customer.from_profile(profile)
+        return await shaped_customer(profile, info)
 
     @strawberry.mutation(
         description="Drop everything cached about one customer, on every "
@@ -133,12 +133,9 @@ class Mutation:
 async def _customers(
     profiles: list[CustomerProfile | None], info: GatewayInfo
 ) -> list[Customer | None]:
-    """Shape profiles for the schema after reading every upstream the selection needs."""
-    needed = selection_of(info)
-    shaped = [Customer.from_profile(p, needed) if p else None for p in profiles]
+    """Found customers, audited as read, shaped as every Customer is."""
     audit(info, Action.READ, [p.id for p in profiles if p is not None])
-    await load_selected(shaped, info)
-    return shaped
+    return await shaped_customers(profiles, info)
 
 
 logger = logging.getLogger("gateway.graphql")

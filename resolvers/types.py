@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ from gateway import behaviour, consent
 from gateway.customers import CustomerProfile
 from gateway.federation import FIELD_LOADERS as SNAKE_FIELD_LOADERS
 from gateway.federation import AnalyticsData, Outcome, SourceStatus
+from resolvers.access import sees_profiles
 from resolvers.context import Context
 from resolvers.federated import Cart, Engagement, Event, Money, Order, Source
 from resolvers.identity import customer_attributes, customer_identity_links
@@ -108,9 +109,8 @@ class Customer:
     date_of_birth = _crm_field("date_of_birth", date, "Date of birth")
 
     @classmethod
-    def from_profile(
-        cls, profile: CustomerProfile, needed: frozenset[str] = frozenset()
-    ) -> Customer:
+    def from_profile(cls, profile: CustomerProfile, needed: frozenset[str]) -> Customer:
+        """Not loaded yet: `shaped_customers` builds and loads, and is the way to use this."""
         if "analytics" in needed and not consent.has_stored(
             consent.Purpose.PERSONALISATION, profile.consents
         ):
@@ -134,7 +134,11 @@ class Customer:
 
     def loaded(self, name: str) -> Any:
         """What loader ``name`` answered; raises the upstream's error for this field."""
-        return self.outcomes[name].unwrap()
+        outcome = self.outcomes.get(name)
+        if outcome is None:
+            # Only a Customer built outside `shaped_customers` can get here: a bug.
+            raise RuntimeError(f"the {name!r} loader did not run for this Customer's selection")
+        return outcome.unwrap()
 
     def behaviour(self) -> AnalyticsData | None:
         """Analytics data, only with personalisation consent: without it, behavioural
@@ -273,12 +277,33 @@ def selection_of(info: GatewayInfo) -> frozenset[str]:
     cached = _SELECTIONS.get(key)
     if cached is not None and cached[0] is info.operation:
         return cached[1]
-    fields = info.selected_fields
-    found = loaders_selected(fields[0].selections) if fields else frozenset()
+    # Every node of this response key: `{ c: customer { id } c: customer { city } }` is
+    # one field whose selections merge, and each part may need its own loaders.
+    found = frozenset().union(*(loaders_selected(f.selections) for f in info.selected_fields))
     if len(_SELECTIONS) >= _SELECTIONS_MAX:
         _SELECTIONS.clear()
     _SELECTIONS[key] = (info.operation, found)
     return found
+
+
+async def shaped_customers(
+    profiles: Sequence[CustomerProfile | None], info: GatewayInfo
+) -> list[Customer | None]:
+    """The one way a Customer reaches the schema, whichever root field or mutation
+    returns it: the profiles shaped, after every upstream their selection needs has
+    answered (each upstream once for the whole list). A key that may not read profiles
+    sees only the id (resolvers/access.py): nothing is fetched upstream for it."""
+    needed = selection_of(info) if sees_profiles(info.context.principal) else frozenset()
+    shaped = [Customer.from_profile(p, needed) if p is not None else None for p in profiles]
+    await load_selected(shaped, info)
+    return shaped
+
+
+async def shaped_customer(profile: CustomerProfile, info: GatewayInfo) -> Customer:
+    """``shaped_customers`` for a field that returns one customer."""
+    [customer] = await shaped_customers([profile], info)
+    assert customer is not None
+    return customer
 
 
 async def load_selected(customers: Iterable[Customer | None], info: GatewayInfo) -> None:

@@ -34,6 +34,9 @@ from gateway.migrate import upgrade
 from gateway.seed import seed
 from gateway.settings import Settings, load_settings
 
+# The whole run's ERROR log, checked after each test and at the end (tests/error_log.py).
+pytest_plugins = ["tests.error_log", "pytester"]
+
 ADMIN_URL = os.environ.get(
     "GATEWAY_TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -41,6 +44,19 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 # The Redis server the shared-cache, rate-limit and erasure tests use (databases 11 to 15).
 # Runs side by side (several checkouts on one machine) each point it at their own server.
 REDIS_BASE_URL = os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fuzz",
+        nargs="?",
+        type=int,
+        const=500,
+        default=None,
+        metavar="N",
+        help="generated-operation tests try N operations each (500 without N) instead of "
+        "the default run's few dozen",
+    )
 
 
 def redis_url(db: int) -> str:

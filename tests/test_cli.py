@@ -120,6 +120,27 @@ def test_demo_serves_seeded_customers(tmp_path: Path) -> None:
     assert "customer(email:" in output
 
 
+@pytest.mark.parametrize("which", ["--port", "--upstreams-port"])
+def test_a_demo_on_a_port_in_use_says_which_and_how_to_choose_another(
+    tmp_path: Path, which: str
+) -> None:
+    """A second demo (or one beside the test suite) said only "Address already in use"."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        ports = {"--port": str(_free_port()), "--upstreams-port": "0"} | {which: str(taken)}
+        result = run(
+            "demo", "--customers", "5", *(a for kv in ports.items() for a in kv), cwd=tmp_path
+        )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"port {taken} is already in use" in lines[0]
+    assert f"{which} N" in lines[0]
+    assert not (tmp_path / "gateway.db").exists()  # stopped before seeding anything
+
+
 def test_an_invalid_upstreams_file_stops_start_up_with_a_clear_error(tmp_path: Path) -> None:
     config = tmp_path / "upstreams.toml"
     config.write_text(

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from starlette.applications import Starlette
+
+from adapters.samples.runner import SampleUpstreams
+from tests.conftest import issue_key
 
 QUERY = '{ customer(email: "nobody@example.com") { id } }'
 GRAPHQL_RESPONSE = "application/graphql-response+json"
@@ -17,8 +26,12 @@ GRAPHQL_RESPONSE = "application/graphql-response+json"
         (GRAPHQL_RESPONSE, GRAPHQL_RESPONSE),
         ("application/json", "application/json"),
         (None, "application/json"),  # legacy clients that send no Accept
-        ("*/*", GRAPHQL_RESPONSE),
+        ("*/*", "application/json"),  # curl, fetch, httpx, requests: maybe legacy too
+        ("application/*", "application/json"),
         (f"application/json;q=0.5, {GRAPHQL_RESPONSE}", GRAPHQL_RESPONSE),
+        (f"{GRAPHQL_RESPONSE}, application/json", GRAPHQL_RESPONSE),  # named: preferred
+        (f"{GRAPHQL_RESPONSE}, application/json;q=0.9", GRAPHQL_RESPONSE),
+        (f"text/html, nonsense, {GRAPHQL_RESPONSE};q=0.5", GRAPHQL_RESPONSE),
     ],
 )
 async def test_response_media_type_follows_accept(
@@ -34,29 +47,76 @@ async def test_response_media_type_follows_accept(
     assert response.json() == {"data": {"customer": None}}
 
 
-async def test_unacceptable_media_type_is_406(client: httpx.AsyncClient) -> None:
-    response = await client.post("/graphql", json={"query": QUERY}, headers={"accept": "text/csv"})
-    assert response.status_code == 406
+@pytest.mark.parametrize("accept", ["text/csv", "garbage", "text/html", ";;;"])
+async def test_unacceptable_media_type_is_406(client: httpx.AsyncClient, accept: str) -> None:
+    response = await client.post("/graphql", json={"query": QUERY}, headers={"accept": accept})
+    assert response.status_code == 406  # "garbage" was a 500
+    assert response.json()["errors"][0]["message"].startswith("Accept one of")
 
 
-@pytest.mark.parametrize(
-    ("body", "reason"),
-    [
-        ({"query": "{ customer(email: "}, "Syntax Error"),
-        ({"query": '{ customer(email: "a@b.co") { id shoeSize } }'}, "shoeSize"),
-        ({"query": "{ customer(email: 42) { id } }"}, "String"),
-        ({"query": None}, "No GraphQL query"),
-        ({"query": "{ customer { id } }", "variables": "nope"}, "variables"),
-    ],
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
+@given(accept=st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40))
+async def test_any_accept_header_gets_an_answer_not_a_server_error(
+    client: httpx.AsyncClient, accept: str
+) -> None:
+    response = await client.post("/graphql", json={"query": QUERY}, headers={"accept": accept})
+    assert response.status_code in {200, 406}, (accept, response.text)
+
+
+BY_ID = "query Find($id: ID!) { customer(id: $id) { id } }"
+# Well-formed requests that fail before anything runs: the spec's "request errors".
+REQUEST_ERRORS = [
+    ({"query": "{ customer(email: "}, "Syntax Error"),
+    ({"query": '{ customer(email: "a@b.co") { id shoeSize } }'}, "shoeSize"),
+    ({"query": "{ customer(email: 42) { id } }"}, "String"),
+    ({"query": BY_ID, "variables": {"id": {"not": "an id"}}}, "Variable '$id'"),
+    ({"query": BY_ID, "variables": {}}, "Variable '$id'"),
+    ({"query": BY_ID, "operationName": "Other"}, "Unknown operation named"),
+]
+# Requests that are not well-formed GraphQL-over-HTTP at all: 400 whatever the client accepts.
+MALFORMED = [
+    ({"query": None}, "No GraphQL query"),
+    ({"query": "{ customer { id } }", "variables": "nope"}, "variables"),
+    ({"query": QUERY, "operationName": {"an": "object"}}, "operationName"),
+    ({"query": QUERY, "operationName": ["a", "list"]}, "operationName"),
+    ({"query": QUERY, "operationName": 7}, "operationName"),
+]
+
+
+@pytest.mark.parametrize(("body", "reason"), REQUEST_ERRORS + MALFORMED)
 async def test_request_errors_are_4xx_without_data(
     client: httpx.AsyncClient, body: dict[str, object], reason: str
 ) -> None:
     response = await client.post("/graphql", json=body, headers={"accept": GRAPHQL_RESPONSE})
-    assert response.status_code == 400
+    assert response.status_code == 400  # a variable of the wrong type was 200 with data: null
     payload = response.json()
     assert "data" not in payload
     assert reason in payload["errors"][0]["message"]
+    assert "unhashable" not in response.text  # operationName as an object: a TypeError's text
+
+
+@pytest.mark.parametrize(("body", "reason"), REQUEST_ERRORS)
+async def test_request_errors_are_200_for_clients_of_application_json(
+    client: httpx.AsyncClient, body: dict[str, object], reason: str
+) -> None:
+    """The spec's SHOULD for legacy clients: they read the body, whatever the status."""
+    response = await client.post("/graphql", json=body, headers={"accept": "application/json"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].split(";")[0] == "application/json"
+    payload = response.json()
+    assert "data" not in payload
+    assert reason in payload["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(("body", "reason"), MALFORMED)
+async def test_malformed_requests_are_400_for_clients_of_application_json(
+    client: httpx.AsyncClient, body: dict[str, object], reason: str
+) -> None:
+    response = await client.post("/graphql", json=body, headers={"accept": "application/json"})
+    assert response.status_code == 400
+    assert reason in response.json()["errors"][0]["message"]
 
 
 async def test_invalid_json_body_is_400_with_a_json_error(client: httpx.AsyncClient) -> None:
@@ -91,6 +151,75 @@ async def test_mutation_over_get_is_405(client: httpx.AsyncClient) -> None:
 async def test_other_methods_are_405(client: httpx.AsyncClient) -> None:
     response = await client.put("/graphql", json={"query": QUERY})
     assert response.status_code == 405
+
+
+BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+async def test_a_persisted_get_answers_data_to_any_client_and_graphiql_only_to_a_browser(
+    client: httpx.AsyncClient,
+) -> None:
+    digest = hashlib.sha256(QUERY.encode()).hexdigest()
+    extensions = {"persistedQuery": {"version": 1, "sha256Hash": digest}}
+    await client.post("/graphql", json={"query": QUERY, "extensions": extensions})
+    for accept in ["*/*", "application/json", GRAPHQL_RESPONSE, BROWSER]:
+        response = await client.get(
+            "/graphql", params={"extensions": json.dumps(extensions)}, headers={"accept": accept}
+        )
+        assert response.status_code == 200, accept  # */* was answered GraphiQL's page
+        assert response.json() == {"data": {"customer": None}}, accept
+    page = await client.get("/graphql", headers={"accept": BROWSER})
+    assert page.headers["content-type"].startswith("text/html")
+    for accept in ["*/*", "application/json"]:
+        bare = await client.get("/graphql", headers={"accept": accept})
+        assert bare.status_code == 400, accept
+        assert "No GraphQL query" in bare.json()["errors"][0]["message"]
+
+
+async def test_only_a_persisted_get_may_be_cached(client: httpx.AsyncClient) -> None:
+    digest = hashlib.sha256(QUERY.encode()).hexdigest()
+    extensions = {"persistedQuery": {"version": 1, "sha256Hash": digest}}
+    post = await client.post("/graphql", json={"query": QUERY, "extensions": extensions})
+    get = await client.get("/graphql", params={"query": QUERY})
+    persisted = await client.get("/graphql", params={"extensions": json.dumps(extensions)})
+    failed = await client.get(
+        "/graphql", params={"query": "{ customer(id: 7) { id } }", "extensions": "{}"}
+    )
+    page = await client.get("/graphql", headers={"accept": BROWSER})
+    assert post.headers["cache-control"] == "no-store"
+    assert get.headers["cache-control"] == "no-store"
+    assert failed.headers["cache-control"] == "no-store"
+    assert page.headers["cache-control"] == "no-store"  # it may embed a key
+    # Stored data only: nothing says how long it stays as it is, so: revalidate.
+    assert persisted.headers["cache-control"] == "private, max-age=0"
+
+
+async def test_a_persisted_get_of_upstream_data_is_cacheable_while_that_data_is_fresh(
+    federated: httpx.AsyncClient, samples: SampleUpstreams
+) -> None:
+    query = "query($e: String!) { customer(email: $e) { lifecycleStage orderCount } }"
+    extensions = {
+        "persistedQuery": {"version": 1, "sha256Hash": hashlib.sha256(query.encode()).hexdigest()}
+    }
+    variables = json.dumps({"e": samples.people[90].email})
+    registered = await federated.post(
+        "/graphql", json={"query": query, "extensions": extensions, "variables": {"e": "x@y.co"}}
+    )
+    assert registered.status_code == 200
+    response = await federated.get(
+        "/graphql", params={"extensions": json.dumps(extensions), "variables": variables}
+    )
+    assert response.json()["data"]["customer"]["lifecycleStage"]
+    kind, max_age = response.headers["cache-control"].split(", max-age=")
+    assert kind == "private"
+    assert 0 < int(max_age) <= 300  # the example config's upstream TTL
+    samples.hubspot.faults.update(error_rate=1.0)
+    other = json.dumps({"e": samples.people[91].email})
+    failing = await federated.get(
+        "/graphql", params={"extensions": json.dumps(extensions), "variables": other}
+    )
+    assert failing.json()["errors"]
+    assert failing.headers["cache-control"] == "no-store"
 
 
 async def test_graphiql_page_loads_its_assets_locally(client: httpx.AsyncClient) -> None:
@@ -132,3 +261,37 @@ async def test_readiness_is_503_when_the_database_is_down() -> None:
     assert ready.status_code == 503
     assert ready.json()["checks"]["database"] == "unavailable"
     assert health.status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/graphql", "/api/recommendations"])
+async def test_a_client_that_leaves_before_its_body_ends_the_request_quietly(
+    app: Starlette, path: str
+) -> None:
+    """uvicorn logs an exception escaping the app as a server failure, with a traceback:
+    a client that hung up mid-request (a timeout of its own) is not one."""
+    key = await issue_key(app)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"100")]
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [*headers, (b"authorization", f"Bearer {key}".encode())],
+        "scheme": "http",
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 5000),
+        "http_version": "1.1",
+        "asgi": {"version": "3.0"},
+        "state": {},
+    }
+    await app(scope, receive, send)  # raised ClientDisconnect
+    assert sent == []  # nobody to answer

@@ -13,6 +13,7 @@ import pytest
 import redis
 from starlette.testclient import TestClient, WebSocketTestSession
 
+from gateway.api_keys import Scope
 from gateway.settings import load_settings
 from tests.conftest import IN_CI, authorize, redis_url, unique_email
 from tests.test_webhooks import hubspot_change, hubspot_request, realtime_app, shopify_request
@@ -140,6 +141,28 @@ def test_a_bad_id_is_an_error_on_the_subscription(database_url: str) -> None:
     assert message["type"] in {"error", "next"}
     errors = message["payload"] if message["type"] == "error" else message["payload"]["errors"]
     assert "not a customer id" in errors[0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("scopes", "customer", "code"),
+    [
+        ((Scope.PROFILES_READ,), "not-a-uuid", "BAD_USER_INPUT"),
+        ((Scope.PROFILES_WRITE,), str(uuid.uuid4()), "FORBIDDEN"),
+    ],
+)
+def test_a_subscription_error_carries_its_code(
+    database_url: str, scopes: tuple[Scope, ...], customer: str, code: str
+) -> None:
+    """As over HTTP: a client tells a refusal from a bad argument by extensions.code
+    (subscription errors had none)."""
+    app = realtime_app(load_settings(database_url=database_url, cache_url="memory://"))
+    with TestClient(app) as client:
+        authorize(client, *scopes)
+        with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+            _subscribe(ws, customer)
+            message = _receive(ws)
+    errors = message["payload"] if message["type"] == "error" else message["payload"]["errors"]
+    assert [e["extensions"]["code"] for e in errors] == [code]
 
 
 def test_a_webhook_on_one_instance_notifies_a_subscriber_on_another(

@@ -10,7 +10,7 @@ from hashlib import blake2b
 
 import phonenumbers
 
-from gateway.contact_points import normalize_email
+from gateway.contact_points import normalize_email, phone_problem
 from gateway.identity.config import IdentityConfig
 
 _NOT_NAME = re.compile(r"[^a-z' -]")
@@ -113,7 +113,7 @@ def phone_key(raw: str | None, config: IdentityConfig) -> str | None:
     try:
         number = phonenumbers.parse(raw or "", config.phone_default_region)
     except phonenumbers.NumberParseException as exc:
-        raise ValueError(f"not a phone number ({exc})") from None
+        raise ValueError(phone_problem(exc)) from None
     national = str(number.national_number)
     # Repeated digits and runs of zeros are keyboard filler, not a line anyone answers.
     if len(set(national)) <= 1 or national.endswith("0000000"):

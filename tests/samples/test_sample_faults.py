@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from typing import Any
@@ -193,3 +194,48 @@ def test_calls_over_http_skip_control_routes(upstreams: SampleUpstreams, name: s
     assert calls["total"] == 2 and len(calls["by_endpoint"]) == 1
     assert next(iter(calls["by_endpoint"])).split(" ")[0] in ("GET", "POST")
     assert _HTTP.delete(url).json()["total"] == 0
+
+
+_BASIC = base64.b64encode(f"{DEMO_SOAP_USER}:{DEMO_SOAP_PASSWORD}".encode()).decode()
+
+
+@pytest.mark.parametrize(
+    ("name", "path", "authorization"),
+    [
+        ("hubspot", "/crm/v3/objects/contacts/batch/read", f"Bearer {DEMO_HUBSPOT_TOKEN}"),
+        ("soap_crm", "/soap/contacts", f"Basic {_BASIC}"),
+        ("hubspot", "/oauth/v1/token", ""),
+    ],
+    ids=["hubspot-batch-read", "soap", "oauth-token"],
+)
+async def test_a_client_that_leaves_before_its_body_is_not_an_error(
+    upstreams: SampleUpstreams, name: str, path: str, authorization: str
+) -> None:
+    """A gateway that times out mid-request must not make the sample log an application
+    error ("Exception in ASGI application": found by the generated-operations suite)."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"100"),
+            (b"authorization", authorization.encode()),
+        ],
+        "scheme": "http",
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 5000),
+        "http_version": "1.1",
+        "asgi": {"version": "3.0"},
+    }
+    await upstreams.services[name].app(scope, receive, send)  # raised ClientDisconnect
