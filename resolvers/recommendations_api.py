@@ -1,11 +1,12 @@
 """``POST /api/recommendations``: recommendations as JSON, for an ESP at send time.
 
 Body: ``{"customer_id": "<unified id>", "limit": 4, "category": "Shoes",
-"exclude_purchased": true, "context": {"browsing_history": ["<product id>", …],
-"purchase_history": […]}}``; only ``customer_id`` is required. The context is what the
-ESP knows that the last build does not (this session's views, today's order). Errors
-answer ``{"error": code, "field": name, "message": …}``: 400 for a body that is not a
-JSON object, 422 for a bad field, 404 for an unknown customer, 502 when the shop fails.
+"exclude_purchased": true, "max_per_category": 2, "context": {"browsing_history":
+["<product id>", …], "purchase_history": […]}}``; only ``customer_id`` is required.
+The context is what the ESP knows that the last build does not (this session's views,
+today's order). Errors answer ``{"error": code, "field": name, "message": …}``: 400
+for a body that is not a JSON object, 422 for a bad field, 404 for an unknown
+customer, 502 when the shop fails.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class _Body(BaseModel):
     limit: int = Field(default=4, ge=1, le=MAX_LIMIT)
     category: str | None = Field(default=None, max_length=100)
     exclude_purchased: bool = True
+    max_per_category: int | None = Field(default=None, ge=0, le=MAX_LIMIT)
     context: _Context | None = None
 
 
@@ -98,6 +100,7 @@ async def recommendations_endpoint(request: Request) -> Response:
             category=body.category,
             exclude_purchased=body.exclude_purchased,
             personalised=personalised,
+            max_per_category=body.max_per_category,
             context=RecommendationContext(
                 tuple(given.browsing_history), tuple(given.purchase_history)
             ),

@@ -13,6 +13,7 @@ from threadpoolctl import threadpool_info
 from gateway.recommendations.evaluation import evaluate
 from gateway.recommendations.families import TrainingData, fit, thread_limits
 from gateway.recommendations.interactions import Interaction
+from gateway.recommendations.metrics import Split
 from gateway.recommendations.model import ModelParams, build_matrix
 from gateway.recommendations.selection import select
 
@@ -72,7 +73,7 @@ def test_the_family_that_fits_the_data_is_chosen_and_beats_the_others() -> None:
 
 
 @pytest.mark.parametrize("how", ["random", "recent"])
-def test_served_model_never_validates_below_popularity(how: str) -> None:
+def test_served_model_never_validates_below_popularity(how: Split) -> None:
     data = _independent(7) + _pairs(7, users=100)
     with thread_limits(1):
         selection = select(data, ModelParams(), how=how, seed=7)

@@ -25,7 +25,16 @@ from gateway.recommendations.interactions import Interaction
 
 ML100K_MEMBER = "recbole/dataset_example/ml-100k/ml-100k.inter"
 _SEPARATORS = ("::", "\t", ",", ";", " ")
-_USER_NAMES = ("user", "userid", "user_id", "uid", "customer", "customer_id", "visitorid")
+_USER_NAMES = (
+    "user",
+    "userid",
+    "user_id",
+    "uid",
+    "customer",
+    "customer_id",
+    "visitorid",
+    "email",
+)
 _ITEM_NAMES = (
     "item",
     "itemid",
