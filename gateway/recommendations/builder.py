@@ -42,6 +42,7 @@ NEIGHBOURS_STORED = 20  # per product, for send-time context
 _ANCHOR_NEIGHBOURS = 100  # per product, to name the reason of a candidate
 TRENDING_DAYS = 14.0
 _USERS_PER_BLOCK = 2000
+_DENSE_ITEMS = 5000  # items x items as a dense array for the reasons: 200 MB at most
 _SEED = 42
 
 
@@ -178,14 +179,35 @@ def _lists(
             purchased.setdefault(x.user, set()).add(x.item)
     lists: dict[uuid.UUID, CustomerList] = {}
     rows = np.array([k for k, user in enumerate(matrix.users) if user in allowed], np.int64)
+    # Reasons look up (the customer's products x their candidates) per customer: dense
+    # when that fits easily, which makes each look-up a plain index.
+    related: Any = neighbours.toarray() if data.n_items <= _DENSE_ITEMS else neighbours
+    item_category = [categories.get(item) for item in matrix.items]
+    weights = matrix.weights
     for start in range(0, len(rows), _USERS_PER_BLOCK):
         block = rows[start : start + _USERS_PER_BLOCK]
         scores = model.scores(block)
+        keep = min(LIST_SIZE, scores.shape[1])
+        if keep == 0:
+            continue
+        top = np.argpartition(-scores, keep - 1, axis=1)[:, :keep]
+        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+        ranked_block = np.take_along_axis(top, order, axis=1)
         for offset, k in enumerate(block):
             user = matrix.users[k]
             bought = purchased.get(user, set())
+            mine = weights.indices[weights.indptr[k] : weights.indptr[k + 1]]
+            mine_weights = weights.data[weights.indptr[k] : weights.indptr[k + 1]]
             found = _candidates(
-                matrix, neighbours, int(k), scores[offset], bought, categories, model.family
+                matrix,
+                related,
+                mine,
+                mine_weights,
+                ranked_block[offset],
+                scores[offset],
+                bought,
+                item_category,
+                model.family,
             )
             lists[uuid.UUID(user)] = CustomerList(found, frozenset(bought))
     for user in matrix.users:
@@ -198,40 +220,46 @@ def _lists(
 
 def _candidates(
     matrix: Matrix,
-    neighbours: sp.csr_matrix,
-    row: int,
+    related: Any,
+    mine: Any,
+    mine_weights: Any,
+    ranked: Any,
     scores: Any,
     bought: set[str],
-    categories: Mapping[str, str],
+    item_category: list[str | None],
     family: str,
 ) -> tuple[Candidate, ...]:
     """The customer's best ``LIST_SIZE`` products, each with the reason a person reads
     (bought ones stay: serving drops them unless asked not to)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    ranked = [j for j in np.argsort(-scores, kind="stable")[:LIST_SIZE] if np.isfinite(scores[j])]
+    ranked = ranked[np.isfinite(scores[ranked])]
     if family != "popularity":
-        ranked = [j for j in ranked if scores[j] > 0] or ranked[: LIST_SIZE // 5]
-    if not ranked:
+        positive = ranked[scores[ranked] > 0]
+        ranked = positive if len(positive) else ranked[: LIST_SIZE // 5]
+    if not len(ranked):
         return ()
-    user_row = matrix.weights[row]
-    mine = user_row.indices
-    # The customer's product that most relates to each candidate names the reason.
-    contributions = sp.csr_matrix(neighbours[mine][:, ranked]).toarray() * user_row.data[:, None]
-    anchors = contributions.argmax(axis=0) if len(mine) else np.zeros(len(ranked), np.int64)
-    strongest = contributions.max(axis=0) if len(mine) else np.zeros(len(ranked))
-    top = max(float(scores[ranked[0]]), 1e-12)
+    anchors = np.zeros(len(ranked), np.int64)
+    strongest = np.zeros(len(ranked))
+    if len(mine) and family != "popularity":
+        # The customer's product that most relates to each candidate names the reason.
+        part = related[np.ix_(mine, ranked)]
+        contributions = (part.toarray() if sp.issparse(part) else part) * mine_weights[:, None]
+        anchors, strongest = contributions.argmax(axis=0), contributions.max(axis=0)
+    top = float(scores[ranked[0]])
+    # Scores are comparable within one list; scaled so the best is 1.
+    scaled = (scores[ranked] / top if top > 0 else np.zeros(len(ranked))).tolist()
+    anchor_items = mine[anchors].tolist() if len(mine) else [0] * len(ranked)
+    items = matrix.items
     candidates = []
-    for position, j in enumerate(ranked):
-        item = matrix.items[j]
-        category = categories.get(item)
-        if family != "popularity" and strongest[position] > 0:
-            anchor = matrix.items[mine[anchors[position]]]
+    for j, score, anchor_at, strength in zip(
+        ranked.tolist(), scaled, anchor_items, strongest.tolist(), strict=True
+    ):
+        category = item_category[j]
+        if strength > 0:
+            anchor: str | None = items[anchor_at]
             reason = "bought_with" if anchor in bought else "viewed_with"
         else:
             anchor, reason = None, "popular_in" if category else "trending"
-        # Scores are comparable within one list; scaled so the best is 1.
-        score = float(scores[j]) / top if top > 0 else 0.0
-        candidates.append(Candidate(item, score, category, reason, anchor))
+        candidates.append(Candidate(items[j], score, category, reason, anchor))
     return tuple(candidates)
 
 

@@ -15,9 +15,9 @@ alternating least squares (conjugate gradient, CPU); ``knn``, implicit's item
 neighbourhoods (cosine or BM25 weighted); and ``blend``, fitted candidates' scores
 standardised per user and mixed.
 
-Memory and time: EASE inverts a dense items x items matrix, about 24 bytes x items^2
-and items^3 operations per ridge tried (0.2 GB and a second or two at 3,000 items,
-5 GB and minutes at 15,000). So it models at most ``EASE_MAX_ITEMS`` items: beyond
+Memory and time: EASE inverts a dense items x items matrix, about 12 bytes x items^2
+(float32) and 2 x items^3 operations per ridge tried (0.1 GB and a second or two at
+3,000 items; 2.7 GB and minutes at 15,000). So it models at most ``EASE_MAX_ITEMS`` items: beyond
 that, the most popular ones (where most of any top ten comes from), and ranks the
 rest last. The other families' memory grows with the interactions and with items x
 factors (ALS) or items x K (kNN) only, so on a long catalogue validation picks ALS or
@@ -110,7 +110,7 @@ class TrainingData:
         return popularity(self.matrix.weights)
 
     @cached_property
-    def _grams(self) -> dict[str, npt.NDArray[np.float64]]:
+    def _grams(self) -> dict[str, npt.NDArray[Any]]:
         return {}
 
     @cached_property
@@ -121,12 +121,14 @@ class TrainingData:
         order = np.argsort(-self.popularity, kind="stable")[: self.ease_max_items]
         return np.sort(order).astype(np.int64)
 
-    def gram(self, view: str) -> npt.NDArray[np.float64]:
-        """X'X of one view over ``ease_items``, computed once."""
+    def gram(self, view: str) -> npt.NDArray[Any]:
+        """X'X of one view over ``ease_items``, computed once (float32 past 1,000 items:
+        half the memory and time of the inverse, and rankings do not need more)."""
         key = "binary" if self.is_binary else view
         if key not in self._grams:
             x = self.view(key)[:, self.ease_items]
-            self._grams[key] = np.asarray((x.T @ x).toarray(), dtype=np.float64)
+            dtype = np.float64 if len(self.ease_items) <= 1000 else np.float32
+            self._grams[key] = np.asarray((x.T @ x).toarray(), dtype=dtype)
         return self._grams[key]
 
 

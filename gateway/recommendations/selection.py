@@ -11,9 +11,12 @@ chooses, on the history it was given and nothing else:
    most ``VALIDATION_USERS``) users: precision@k decides, NDCG@k breaks ties;
 3. EASE's ridge and the kNN neighbourhood are searched on a log grid and refined
    around the best; ALS's confidence and regularisation together, then its factors;
-   then the best families are blended, two or three at a time;
-4. the winner is refitted on the whole history. Popularity is a candidate, so the
-   served model does not validate below it.
+   then the best families are blended, two or three at a time, when they validate
+   within 5 % of each other;
+4. the simplest model within the noise of the best one (one standard error of the
+   per-user difference; popularity, item-to-item, kNN, EASE, ALS, blends, in that
+   order) is refitted on the whole history. Popularity is a candidate, so the served
+   model does not validate below it, nor a hair above it by chance.
 
 The ``Selection`` keeps every trial, so the build stores which model serves and why.
 """
@@ -36,18 +39,19 @@ from gateway.recommendations.metrics import Split, score_rankings, split
 from gateway.recommendations.model import ModelParams, build_matrix
 
 VALIDATION_USERS = 5_000
-# A personal model is served instead of popularity only when it validates better by
-# more than this many standard errors of the per-user difference.
+# A model is served instead of a simpler one (popularity first) only when it validates
+# better by more than this many standard errors of the per-user difference.
 NOISE_MULTIPLE = 1.0
+BLEND_WITHIN = 0.95  # a family joins blends when it validates within 5 % of the best
 RANDOM_FOLDS = 2  # a random inner split is noisy: average two (a recent one is fixed)
 SINGLE_FAMILIES = ("popularity", "item_to_item", "knn", "ease", "als")
 ALL_FAMILIES = (*SINGLE_FAMILIES, "blend")
-_EASE_COARSE = (1.0, 10.0, 100.0, 1000.0, 10000.0)
-_KNN_COARSE = (5.0, 15.0, 50.0, 150.0, 500.0, 1500.0)
+_EASE_COARSE = (3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
+_KNN_COARSE = (5.0, 20.0, 80.0, 320.0, 1280.0)
 # ALS: what matters most is the regularisation against the confidence given to what
 # was seen (alpha), so the two are searched together, as a ratio, before the factors.
 _ALS_ALPHAS = (1.0, 3.0, 10.0, 30.0)
-_ALS_RATIOS = (0.3, 1.0, 3.0, 10.0, 30.0)  # regularization / alpha
+_ALS_RATIOS = (3.0, 10.0, 30.0)  # regularization / alpha
 _ALS_FACTORS = (16, 32, 64, 128)
 _ALS_START_FACTORS = 32  # the grid's cost grows with the square of the factors
 
@@ -127,6 +131,9 @@ class Selection:
     @property
     def winner(self) -> Trial:
         return self.best[self.chosen.family]
+
+    def served_trial(self) -> Trial | None:
+        return next((t for t in self.trials if t.setting == self.chosen), None)
 
     def reason(self) -> str:
         """One sentence a person can check against the trials."""
@@ -392,18 +399,24 @@ def select(
     selection = Selection(
         winner.setting, v.trials, best, notes, _describe(how, count), len(found[0].users), k
     )
-    popular = best.get("popularity")
-    if popular is not None and "popularity" in allowed and winner is not popular:
-        gain, noise = _paired_gain(winner, popular)
+    # The simplest model within the noise of the best serves: among many candidates,
+    # the one that validates best is partly the luckiest, and a more complex model that
+    # is not clearly better is as likely worse on new data. Popularity comes first:
+    # behaviour must earn its place.
+    for candidate in sorted(eligible, key=lambda t: order[t.setting.family]):
+        if candidate is winner:
+            break
+        gain, noise = _paired_gain(winner, candidate)
         if gain <= NOISE_MULTIPLE * noise:
-            # Validation noise alone can put a model a hair above popularity; served, it
-            # would as likely fall below. Behaviour must earn its place.
-            selection.chosen = popular.setting
+            selection.chosen = candidate.setting
             selection.note = (
-                f"the best personal model, {winner.setting.label()}, validated "
-                f"{winner.precision:.4f} against popularity's {popular.precision:.4f}: a "
-                f"gain of {gain:+.4f}, within the noise (standard error {noise:.4f})"
+                f"{winner.setting.label()} had the best precision@{k} on held-out training "
+                f"data ({winner.precision:.4f}), but "
+                f"only {gain:+.4f} above {candidate.setting.label()} "
+                f"({candidate.precision:.4f}), within the noise (standard error "
+                f"{noise:.4f}; {selection.users:,} users): the simpler model serves"
             )
+            break
     if not len(found[0].users) and "item_to_item" in best:
         # Nothing to validate on (every customer has one product): no evidence against
         # the gateway's own model, which at least follows co-occurrence and categories.
@@ -433,7 +446,7 @@ def fit_setting(setting: Setting, data: TrainingData) -> Fitted:
 
 def _search_log(v: _Validation, make: Callable[[float], Setting], coarse: Sequence[float]) -> None:
     """A coarse log grid (extended past its ends while that improves), then the best
-    point's neighbours at half the step, twice."""
+    point's neighbours at half the step."""
     grid = list(coarse)
     trials = [v.run(make(x)) for x in grid]
     best_x = grid[max(range(len(trials)), key=lambda n: trials[n].key)]
@@ -445,14 +458,14 @@ def _search_log(v: _Validation, make: Callable[[float], Setting], coarse: Sequen
         grid = [further, *grid] if further < best_x else [*grid, further]
         best_x = further
     step = math.sqrt(ratio)
-    for _ in range(2):
-        best_x = max((best_x / step, best_x, best_x * step), key=lambda x: v.run(make(x)).key)
-        step = math.sqrt(step)
+    for x in (best_x / step, best_x * step):
+        v.run(make(x))
 
 
 def _search_als(v: _Validation, view: str, items: int) -> None:
-    """Alpha and regularization on a grid at 32 factors, then the factors (at most half
-    the items), then the regularization refined, then longer training: about 27 fits."""
+    """Alpha and regularization on a grid at 32 factors and half the iterations, then
+    the factors (at most half the items), then the regularization refined: about 18
+    fits, most of them cheap."""
 
     def setting(factors: int, alpha: float, regularization: float, iterations: int = 15) -> Setting:
         return Setting.of(
@@ -474,35 +487,34 @@ def _search_als(v: _Validation, view: str, items: int) -> None:
     sizes = [f for f in _ALS_FACTORS if f <= max(_ALS_FACTORS[0], items // 2)]
     factors = max(sizes, key=lambda f: v.run(setting(f, alpha, regularization)).key)
     step = math.sqrt(_ALS_RATIOS[1] / _ALS_RATIOS[0])
-    regularization = max(
-        (regularization / step, regularization, regularization * step),
-        key=lambda r: v.run(setting(factors, alpha, r)).key,
-    )
-    v.run(setting(factors, alpha, regularization, iterations=30))
+    for r in (regularization / step, regularization * step):
+        v.run(setting(factors, alpha, r))
 
 
 def _search_blend(v: _Validation, candidates: list[Setting]) -> None:
-    """Blends of the best personal families: each pair of the best three at three
-    weights, the three together, and all of them together."""
+    """Blends of the best personal families that validate within ``BLEND_WITHIN`` of the
+    best one: each pair of (at most) three at three weights, and the three together.
+    A clearly weaker member is left out: its share, right on the inner split, is too
+    much once every model is refitted on all the data, where the stronger ones gain most."""
     ranked = sorted(
         (v.run(c) for c in candidates if c.family != "popularity"),
         key=lambda t: t.key,
         reverse=True,
     )
-    personal = [t.setting for t in ranked]
-    if len(personal) < 2:
+    if not ranked:
+        return
+    floor = ranked[0].precision * BLEND_WITHIN
+    top = [t.setting for t in ranked if t.precision >= floor][:3]
+    if len(top) < 2:
         return
     for fold in v.folds:  # each member fitted once per fold, not once per blend tried
-        for candidate in personal:
+        for candidate in top:
             fold.kept[candidate] = v.fit(fold, candidate)
-    top = personal[:3]
     for n, first in enumerate(top):
         for second in top[n + 1 :]:
             for shares in ((3, 1), (1, 1), (1, 3)):
                 v.run(Setting.blend([first] * shares[0] + [second] * shares[1]))
     if len(top) == 3:
         v.run(Setting.blend(top))
-    if len(personal) > 3:
-        v.run(Setting.blend(personal))
     for fold in v.folds:
         fold.kept.clear()
