@@ -85,9 +85,10 @@ def bench_table(files: list[Path], movielens: bool, threads: int) -> None:
                 figures = {row.name: row.metrics.precision for row in report.rows}
                 best = max(figures[p] for p in PEERS if p in figures)
                 shown = "".join(f"{figures.get(p, float('nan')):>13.4f}" for p in PEERS)
+                verdict = "yes" if figures["selected"] >= best else "NO"
                 print(
                     f"{title:<22}{how:<8}{'4' if minimum else '-':>4}{shown}"
-                    f"{figures['selected']:>10.4f}  {'yes' if figures['selected'] >= best else 'NO':<12} "
+                    f"{figures['selected']:>10.4f}  {verdict:<12} "
                     f"{report.selection.chosen.label()}  ({time.perf_counter() - started:.0f} s)",
                     flush=True,
                 )
