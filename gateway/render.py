@@ -31,13 +31,17 @@ from gateway import behaviour, consent
 from gateway.customers import CustomerProfile
 from gateway.errors import GatewayError, InvalidInput
 from gateway.federation import FIELD_LOADERS, AnalyticsData, Outcome, SourceStatus
+from gateway.recommendations.serving import Picks
 
 MAX_SOURCE_CHARS = 100_000
 # Tags that would read other templates; there are none to read, and refusing them at
 # parse time gives a clear error instead of a failure on the first send.
 FORBIDDEN_TAGS = frozenset({"include", "render"})
 
-ALL_LOADERS = frozenset(name for name in FIELD_LOADERS.values() if name)
+# What a template can read: the customer's fields, and the products recommended to them
+# (read only by templates that use them, for a whole batch at once).
+TEMPLATE_LOADERS: dict[str, str | None] = {**FIELD_LOADERS, "recommendations": "recommendations"}
+ALL_LOADERS = frozenset(name for name in TEMPLATE_LOADERS.values() if name)
 
 
 class RenderFormat(StrEnum):
@@ -146,14 +150,14 @@ def _needs(
         if root == "customer":
             if len(segments) < 2 or not isinstance(segments[1], str):
                 loaders |= ALL_LOADERS  # the whole customer, or a computed key: fetch all
-                fields |= FIELD_LOADERS.keys()
+                fields |= TEMPLATE_LOADERS.keys()
                 continue
             field, shown = segments[1], f"customer.{segments[1]}"
         else:
             field, shown = root, str(root)
-        if field in FIELD_LOADERS:
+        if field in TEMPLATE_LOADERS:
             fields.add(field)
-            loader = FIELD_LOADERS[field]
+            loader = TEMPLATE_LOADERS[field]
             if loader:
                 loaders.add(loader)
         else:
@@ -290,6 +294,8 @@ class _Sources:
     analytics: AnalyticsData | None
     loaded: frozenset[str]
     now: datetime
+    personal: bool
+    picks: Picks | None
 
     @property
     def events(self) -> tuple[AnalyticsEvent, ...]:
@@ -348,6 +354,7 @@ _FIELDS: dict[str, Callable[[_Sources], Any]] = {
     "recent_events": lambda s: [_event(e) for e in s.events],
     "engagement": lambda s: _engagement(s.events, s.now) if "analytics" in s.loaded else None,
     "cart": lambda s: _cart(behaviour.open_cart(s.events)) if s.analytics else None,
+    "recommendations": lambda s: _recommendations(s.picks, s.personal),
 }
 
 
@@ -372,9 +379,32 @@ def customer_context(
         values.get("analytics") if personal else None,
         frozenset(values),
         now,
+        personal,
+        values.get("recommendations"),
     )
     fields = {name: _FIELDS[name](sources) for name in (_FIELDS if wanted is None else wanted)}
     return {**fields, "customer": fields}
+
+
+def _recommendations(picks: Picks | None, personal: bool) -> list[dict[str, Any]]:
+    """The products for ``{% for p in recommendations %}``: personalised ones only when
+    this render's consent (the CRM's too, when read) allows them."""
+    if picks is None:
+        return []
+    chosen = picks.personal if personal and picks.personal is not None else picks.popular
+    return [
+        {
+            "id": r.product.external_id,
+            "title": r.product.title,
+            "url": r.product.url,
+            "image_url": r.product.image_url,
+            "price": _money(r.product.price),
+            "category": r.category,
+            "reason": r.reason,
+            "score": r.score,
+        }
+        for r in chosen
+    ]
 
 
 def _money(money: Money | None) -> dict[str, Any] | None:

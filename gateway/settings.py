@@ -98,6 +98,17 @@ class Settings(BaseSettings):
         description="How long a process reuses what it read of the stored recommendation "
         "model (a customer's list, popular products); consent is re-read within 5 s.",
     )
+    recs_threads: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=1,
+        description="BLAS and OpenMP threads a recommendation build or evaluation may use "
+        "(threadpoolctl): more is faster, but each one is a core taken from the gateway's "
+        "event loops on the same machine.",
+    )
+    recs_max_per_category: Annotated[int, Field(ge=0, le=50)] = Field(
+        default=0,
+        description="At most this many recommendations of one category in a list, unless a "
+        "request says otherwise (0: no limit).",
+    )
     recs_data_dir: Path = Field(
         default=Path.home() / ".cache" / "personalization-gateway",
         description="Where `gateway recs eval` keeps downloaded public data sets.",

@@ -6,14 +6,23 @@ shapes the answer. A failing shop is an error on this field only.
 
 from __future__ import annotations
 
+import time
+import weakref
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
 import strawberry
+from strawberry.dataloader import DataLoader
 from strawberry.types import Info
 
+from adapters.errors import UpstreamError
+from gateway import consent
 from gateway.consent import Purpose
+from gateway.customers import CustomerProfile
 from gateway.errors import InvalidInput
-from gateway.recommendations.serving import MAX_LIMIT, Recommendation
+from gateway.federation import Outcome, SourceStatus
+from gateway.recommendations.serving import MAX_LIMIT, Picks, Recommendation, Recommender
 from resolvers.context import Context
 from resolvers.federated import Money
 
@@ -34,7 +43,7 @@ class RecommendedProduct:
     category: str | None
     score: float = strawberry.field(description="Higher is better; comparable within one list.")
     reason: str = strawberry.field(
-        description='Why, for people: "bought together with X", "viewed together with X", '
+        description='Why, for people: "because you bought X", "because you viewed X", '
         '"popular in Shoes", "trending". Never behaviour-based without personalisation consent.'
     )
 
@@ -59,11 +68,22 @@ async def customer_recommendations(
     limit: int = 4,
     category: str | None = None,
     exclude_purchased: bool = True,
+    max_per_category: Annotated[
+        int | None,
+        strawberry.argument(
+            description="At most this many products of one category (0: no limit; default: "
+            "the gateway's GATEWAY_RECS_MAX_PER_CATEGORY). Ignored with `category`."
+        ),
+    ] = None,
 ) -> list[RecommendedProduct]:
     """In-stock products from this customer's (and similar customers') views and purchases;
     popular ones without personalisation consent or history."""
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput(f"'limit' must be between 1 and {MAX_LIMIT}", field="limit")
+    if max_per_category is not None and not 0 <= max_per_category <= MAX_LIMIT:
+        raise InvalidInput(
+            f"'maxPerCategory' must be between 0 and {MAX_LIMIT}", field="maxPerCategory"
+        )
     recommender = info.context.services.recommendations
     customer_id = root.profile.id
     found = await recommender.recommend(
@@ -74,5 +94,49 @@ async def customer_recommendations(
         # The same rule as every behavioural field: the customer's stored consent, and
         # the CRM's when this request read it.
         personalised=root.permits(Purpose.PERSONALISATION),
+        max_per_category=max_per_category,
     )
     return [RecommendedProduct.of(r) for r in found]
+
+
+# Templates' `recommendations`: one loader per request, keyed by the request's own
+# Loaders object (as the identity loaders are), so a renderBatch reads them once.
+_PER_REQUEST: weakref.WeakKeyDictionary[object, DataLoader[CustomerProfile, Outcome[Picks]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def template_recommendations(
+    info: Info[Context, None],
+) -> DataLoader[CustomerProfile, Outcome[Picks]]:
+    """The request's loader of template recommendations (made on first use)."""
+    loader = _PER_REQUEST.get(info.context.loaders)
+    if loader is None:
+        recommender = info.context.services.recommendations
+
+        async def load(profiles: Sequence[CustomerProfile]) -> list[Outcome[Picks]]:
+            return await _picks(recommender, profiles)
+
+        loader = DataLoader(load, cache_key_fn=lambda p: p.id)
+        _PER_REQUEST[info.context.loaders] = loader
+    return loader
+
+
+async def _picks(
+    recommender: Recommender, profiles: Sequence[CustomerProfile]
+) -> list[Outcome[Picks]]:
+    """One batch of customers' picks; the stored consent decides what may be personalised
+    (a render that also read the CRM narrows it further in its context)."""
+    started = time.perf_counter()
+    pairs = [(p.id, consent.granted(Purpose.PERSONALISATION, p.consents, None)) for p in profiles]
+    now = datetime.now(UTC)
+    try:
+        found = await recommender.recommend_many(pairs)
+    except UpstreamError as exc:
+        failed = SourceStatus.FAILED
+        ms = (time.perf_counter() - started) * 1000
+        return [
+            Outcome("recommendations", "commerce", None, exc, ms, now, failed) for _ in profiles
+        ]
+    ms = (time.perf_counter() - started) * 1000
+    return [Outcome("recommendations", "commerce", found[p.id], None, ms, now) for p in profiles]

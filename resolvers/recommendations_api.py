@@ -1,13 +1,14 @@
 """``POST /api/recommendations``: recommendations as JSON, for an ESP at send time.
 
 Body: ``{"customer_id": "<unified id>", "limit": 4, "category": "Shoes",
-"exclude_purchased": true, "context": {"browsing_history": ["<product id>", …],
-"purchase_history": […]}}``; only ``customer_id`` is required. The context is what the
-ESP knows that the last build does not (this session's views, today's order). Errors
-answer ``{"error": code, "field": name, "message": …}``: 400 for a body that is not a
-JSON object, 422 for a bad field, 404 for an unknown customer, 502 when the shop fails,
-403 for a key without ``profiles:read`` (the same scope as ``Customer.recommendations``).
-Each answer is a read of the customer, and audited as ``api:recommendations``.
+"exclude_purchased": true, "max_per_category": 2, "context": {"browsing_history":
+["<product id>", …], "purchase_history": […]}}``; only ``customer_id`` is required.
+The context is what the ESP knows that the last build does not (this session's views,
+today's order). Errors answer ``{"error": code, "field": name, "message": …}``: 400
+for a body that is not a JSON object, 422 for a bad field, 404 for an unknown
+customer, 502 when the shop fails, 403 for a key without ``profiles:read`` (the same
+scope as ``Customer.recommendations``). Each answer is a read of the customer, and
+audited as ``api:recommendations``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class _Body(BaseModel):
     limit: int = Field(default=4, ge=1, le=MAX_LIMIT)
     category: str | None = Field(default=None, max_length=100)
     exclude_purchased: bool = True
+    max_per_category: int | None = Field(default=None, ge=0, le=MAX_LIMIT)
     context: _Context | None = None
 
 
@@ -108,6 +110,7 @@ async def recommendations_endpoint(request: Request) -> Response:
             category=body.category,
             exclude_purchased=body.exclude_purchased,
             personalised=personalised,
+            max_per_category=body.max_per_category,
             context=RecommendationContext(
                 tuple(given.browsing_history), tuple(given.purchase_history)
             ),

@@ -27,6 +27,7 @@ from gateway.render import RenderFormat
 from gateway.templates import TemplateStore, TemplateVersion, VersionInfo, parse_template_name
 from resolvers.access import audit, require
 from resolvers.context import Context
+from resolvers.recommendations import template_recommendations
 
 if TYPE_CHECKING:
     from resolvers.types import Customer
@@ -112,7 +113,10 @@ def _fetch(info: GatewayInfo) -> render.Fetch:
 
     async def fetch(name: str, profiles: Sequence[CustomerProfile]) -> Sequence[Outcome[Any]]:
         # The request's loaders: batched with, and cached for, every other field.
-        result: Sequence[Outcome[Any]] = await getattr(loaders, name).load_many(profiles)
+        loader = template_recommendations(info) if name == "recommendations" else None
+        result: Sequence[Outcome[Any]] = await (loader or getattr(loaders, name)).load_many(
+            profiles
+        )
         return result
 
     return fetch

@@ -42,6 +42,7 @@ TABLES = {
     "recommendation_lists",
     "recommendation_items",
     "recommendation_neighbours",
+    "recommendation_models",
 }
 
 

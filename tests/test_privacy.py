@@ -245,7 +245,7 @@ async def test_withdrawn_consent_stops_personalised_recommendations_at_once(
     instance: Any, samples: SampleUpstreams, privacy_url: str
 ) -> None:
     recs = "query($id: ID!) { customer(id: $id) { recommendations(limit: 8) { id reason } } }"
-    behavioural = ("bought together with ", "viewed together with ")
+    behavioural = ("because you bought ", "because you viewed ")
     async with instance() as gw:
         for _ in range(20):
             person = _person(samples, privacy_url, personalisation=True)

@@ -47,7 +47,7 @@ query Recs($id: ID, $limit: Int, $category: String, $exclude: Boolean) {
   }
 }
 """
-BEHAVIOUR_REASONS = ("bought together with ", "viewed together with ")
+BEHAVIOUR_REASONS = ("because you bought ", "because you viewed ")
 INVENTORY = "GET /admin/api/2024-10/inventory_levels.json"
 
 
@@ -228,7 +228,7 @@ async def test_send_time_purchase_is_excluded_and_browsing_names_its_product(
     assert response.status_code == 200 and body["personalised"] is True
     ids = [item["product_id"] for item in body["recommendations"]]
     assert top not in ids and len(ids) == len(set(ids)) == 4
-    assert f"viewed together with {viewed.title}" in {
+    assert f"because you viewed {viewed.title}" in {
         item["reason"] for item in body["recommendations"]
     }
 

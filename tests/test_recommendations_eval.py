@@ -114,6 +114,30 @@ def test_cli_evaluates_an_interactions_file(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "seed 42" in result.output and "precision@10" in result.output
-    model_line = next(line for line in result.output.splitlines() if "model" in line)
-    popularity_line = next(line for line in result.output.splitlines() if "popularity" in line)
-    assert float(model_line.split()[1]) > float(popularity_line.split()[1])
+    lines = result.output.splitlines()
+    table = {line.split()[0]: line.split() for line in lines if line.startswith("  ")}
+    # Every peer side by side, with precision, recall, NDCG, coverage and fit time.
+    assert {"popularity", "EASE", "ALS", "item-kNN", "item-to-item", "selected"} <= set(table)
+    selected, popular = float(table["selected"][1]), float(table["popularity"][1])
+    assert selected > popular
+    assert all(0.0 <= float(table["selected"][n]) <= 1.0 for n in (1, 2, 3, 4))
+    assert any(line.startswith("  why: ") for line in lines)
+
+
+def test_cli_applies_min_rating_and_split_to_every_data_set(tmp_path: Path) -> None:
+    rows = ["user,item,rating,timestamp"]
+    for user in range(30):
+        taste = "x" if user % 2 else "y"
+        rows += [f"{user},{taste}{(user + k) % 8},{5 if k < 4 else 1},{k}" for k in range(6)]
+    path = tmp_path / "rated.csv"
+    path.write_text("\n".join(rows) + "\n")
+    result = CliRunner().invoke(
+        main,
+        [
+            "recs", "eval", "--no-demo", "--no-movielens", "--interactions", str(path),
+            "--min-rating", "4", "--split", "recent",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "ratings >= 4" in result.output and "120 interactions" in result.output
+    assert "most recent 25 %" in result.output

@@ -1,7 +1,7 @@
 """What ``gateway recs build`` stores so that serving one customer is a lookup and a filter.
 
 Kept in its own module (same ``Base``); ``gateway.db`` imports it so Alembic sees the
-tables. A build replaces all three tables in one transaction: readers see the old
+tables. A build replaces all four tables in one transaction: readers see the old
 model or the new one, never half of each.
 """
 
@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, String, Uuid
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gateway.db.models import Base, utcnow
@@ -59,3 +59,16 @@ class RecommendationNeighbour(Base):
     product_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     neighbour_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     score: Mapped[float] = mapped_column(Float)
+
+
+class RecommendationModel(Base):
+    """Which model the build chose and why: the validation of every candidate on the
+    training data (``Selection.record()``), kept with the lists it produced."""
+
+    __tablename__ = "recommendation_models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    label: Mapped[str] = mapped_column(String(500))
+    reason: Mapped[str] = mapped_column(Text)
+    selection: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    built_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import click
 
+from gateway.recommendations.interactions import Interaction
 from gateway.settings import SettingsError, load_settings
 
 if TYPE_CHECKING:  # numpy stays out of `gateway --help`
@@ -30,15 +32,53 @@ def recs() -> None:
     metavar="N",
     help="First store the history of the first N demo people as events (demo databases).",
 )
-def build(database_url: str | None, demo_history: int | None) -> None:
-    """Learn from the stored events and orders; store each customer's candidates,
-    product popularity and neighbours. Categories come from the shop's catalogue when
-    an upstreams file names one, else from the events."""
+@click.option(
+    "--interactions",
+    "files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Also learn from this history export: user,item[,rating[,timestamp]], the format "
+    "`recs eval` reads, optionally with an event column (repeatable).",
+)
+@click.option(
+    "--user-key",
+    default="id",
+    show_default=True,
+    metavar="id|email|SOURCE",
+    help="What the files' user column holds: the gateway's customer id, an email, or the "
+    "id a source system (shopify, hubspot, ...) knows the customer by.",
+)
+@click.option(
+    "--kind",
+    type=click.Choice(["purchase", "cart", "view"]),
+    default="purchase",
+    show_default=True,
+    help="What a file's row is when it has no event column (an order export: purchase).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1, max=64),
+    help="BLAS/OpenMP threads for fitting (GATEWAY_RECS_THREADS, default 1).",
+)
+def build(
+    database_url: str | None,
+    demo_history: int | None,
+    files: tuple[Path, ...],
+    user_key: str,
+    kind: str,
+    threads: int | None,
+) -> None:
+    """Choose the model that validates best on the stored events and orders (and any
+    --interactions files), fit it, and store each customer's candidates, product
+    popularity and neighbours, and the choice with its reasons. Categories come from
+    the shop's catalogue when an upstreams file names one, else from the events."""
     from adapters.protocols import CommerceAdapter
     from adapters.registry import aclose_adapters, build_adapters
     from gateway.db.engine import create_engine, create_sessionmaker
     from gateway.recommendations.builder import BuildSummary
     from gateway.recommendations.builder import build as run_build
+    from gateway.recommendations.datasets import DatasetError, read_interactions
+    from gateway.recommendations.history_file import resolve_users
     from gateway.recommendations.store import RecommendationStore
 
     try:
@@ -47,6 +87,14 @@ def build(database_url: str | None, demo_history: int | None) -> None:
     except SettingsError as exc:
         click.echo(f"gateway: {exc}", err=True)
         sys.exit(2)
+    exported: list[Interaction] = []
+    try:
+        for path in files:
+            # Rows without a time count as of the file's writing.
+            exported += read_interactions(path, kind=kind, undated=path.stat().st_mtime)
+    except DatasetError as exc:
+        click.echo(f"gateway: {exc}", err=True)
+        sys.exit(1)
 
     async def run() -> BuildSummary:
         engine = create_engine(settings.database_url)
@@ -59,18 +107,65 @@ def build(database_url: str | None, demo_history: int | None) -> None:
 
                 added = await store_demo_history(sessions, population(demo_history))
                 click.echo(f"stored {added} demo events")
+            extra: list[Interaction] = []
+            if exported:
+                resolved = await resolve_users(sessions, exported, user_key)
+                click.echo(
+                    f"read {len(exported)} interactions of {resolved.users} users from "
+                    f"{len(files)} file(s); {resolved.matched} users are stored customers "
+                    f"(by {user_key}); the others inform the model but get no list"
+                )
+                extra = resolved.interactions
             categories: dict[str, str] = {}
             shop = next((a for a in adapters.values() if isinstance(a, CommerceAdapter)), None)
             if shop is not None:
                 categories = {
                     p.external_id: p.category for p in await shop.fetch_products() if p.category
                 }
-            return await run_build(RecommendationStore(sessions), categories=categories)
+            return await run_build(
+                RecommendationStore(sessions),
+                categories=categories,
+                extra=extra,
+                threads=threads or settings.recs_threads,
+            )
         finally:
             await aclose_adapters(adapters)
             await engine.dispose()
 
     click.echo(asyncio.run(run()).line())
+
+
+@recs.command()
+@click.option("--database-url", help="Override GATEWAY_DATABASE_URL.")
+@click.option("--trials", is_flag=True, help="Also list every validation trial.")
+def show(database_url: str | None, trials: bool) -> None:
+    """Which model the last build chose, when, and why."""
+    from gateway.db.engine import create_engine, create_sessionmaker
+    from gateway.recommendations.store import RecommendationStore, StoredModel
+
+    try:
+        settings = load_settings(database_url=database_url)
+    except SettingsError as exc:
+        click.echo(f"gateway: {exc}", err=True)
+        sys.exit(2)
+
+    async def run() -> StoredModel | None:
+        engine = create_engine(settings.database_url)
+        try:
+            return await RecommendationStore(create_sessionmaker(engine)).model()
+        finally:
+            await engine.dispose()
+
+    found = asyncio.run(run())
+    if found is None:
+        click.echo("no model stored yet: run `gateway recs build`")
+        sys.exit(1)
+    click.echo(f"model: {found.label}\nbuilt: {found.built_at.isoformat()}\nwhy: {found.reason}")
+    for note in found.selection.get("notes", []):
+        click.echo(f"note: {note}")
+    if trials:
+        for trial in found.selection.get("trials", []):
+            click.echo(f"  {trial['precision']:.4f} {trial['ndcg']:.4f}  {trial['setting']}")
 
 
 @recs.command(name="eval")
@@ -87,10 +182,14 @@ def build(database_url: str | None, demo_history: int | None) -> None:
     type=click.Choice(["random", "recent"]),
     default="random",
     show_default=True,
-    help="How --interactions files are split: random 25 % of each user's items, or "
-    "their most recent 25 % of interactions.",
+    help="How MovieLens and --interactions files are split: a random 25 % of each user's "
+    "items, or the items of their most recent 25 % of interactions.",
 )
-@click.option("--min-rating", type=float, help="Keep only ratings at or above this in files.")
+@click.option(
+    "--min-rating",
+    type=float,
+    help="Keep only ratings at or above this (MovieLens and files).",
+)
 @click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True)
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--demo/--no-demo", default=True, show_default=True, help="The demo data.")
@@ -100,6 +199,12 @@ def build(database_url: str | None, demo_history: int | None) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where downloads are kept (GATEWAY_RECS_DATA_DIR).",
 )
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1, max=64),
+    help="BLAS/OpenMP threads for fitting (GATEWAY_RECS_THREADS, default 1).",
+)
+@click.option("--trials", is_flag=True, help="Also list every validation trial.")
 def eval_(
     files: tuple[Path, ...],
     how: Literal["random", "recent"],
@@ -109,8 +214,12 @@ def eval_(
     demo: bool,
     movielens: bool,
     data_dir: Path | None,
+    threads: int | None,
+    trials: bool,
 ) -> None:
-    """Precision, recall and NDCG at k of the model and of popularity, on held-out data."""
+    """Precision, recall, NDCG at k, coverage and fit time of popularity, EASE, ALS,
+    item-kNN, the item-to-item model and the selected model, side by side on held-out
+    data. Every model's settings are chosen on the training data only."""
     from gateway.recommendations.builder import GATEWAY_PARAMS
     from gateway.recommendations.datasets import (
         DatasetError,
@@ -121,10 +230,12 @@ def eval_(
     from gateway.recommendations.model import ModelParams
 
     try:
-        cache_dir = data_dir or load_settings().recs_data_dir
+        settings = load_settings()
     except SettingsError as exc:
         click.echo(f"gateway: {exc}", err=True)
         sys.exit(2)
+    cache_dir = data_dir or settings.recs_data_dir
+    threads = threads or settings.recs_threads
     files_params = ModelParams()  # ratings: no event types, no decay, no categories
     try:
         if demo:
@@ -139,36 +250,66 @@ def eval_(
                 seed=seed,
                 k=k,
                 categories=history.categories,
+                threads=threads,
             )
-            _print("demo data (1,000 customers, events and orders)", report)
+            _print("demo data (1,000 customers, events and orders)", report, trials)
+        sources: list[tuple[str, Callable[[], list[Interaction]]]] = []
         if movielens:
-            report = evaluate(movielens_100k(cache_dir), files_params, how="random", seed=seed, k=k)
-            _print("MovieLens 100k (ml-100k.inter from the recbole wheel)", report)
+            sources.append(
+                (
+                    "MovieLens 100k (ml-100k.inter from the recbole wheel)",
+                    lambda: movielens_100k(cache_dir, min_rating=min_rating),
+                )
+            )
         for path in files:
-            interactions = read_interactions(path, min_rating=min_rating)
-            report = evaluate(interactions, files_params, how=how, seed=seed, k=k)
-            _print(str(path), report)
+
+            def read_file(path: Path = path) -> list[Interaction]:
+                return read_interactions(path, min_rating=min_rating)
+
+            sources.append((str(path), read_file))
+        for title, read in sources:
+            if min_rating is not None:
+                title = f"{title}, ratings >= {min_rating:g}"
+            report = evaluate(read(), files_params, how=how, seed=seed, k=k, threads=threads)
+            _print(title, report, trials)
     except DatasetError as exc:
         click.echo(f"gateway: {exc}", err=True)
         sys.exit(1)
 
 
-def _print(title: str, report: Report) -> None:
+def _print(title: str, report: Report, trials: bool) -> None:
     share = (
         "random 25 % of each user's items"
         if report.split == "random"
         else ("each user's most recent 25 % of interactions")
     )
     k = report.k
+    selection = report.selection
     click.echo(
         f"\n{title}: {report.interactions:,} interactions, {report.users:,} users, "
         f"{report.items:,} items\n  held out: {share}; seed {report.seed}; "
-        f"{report.model.users:,} users evaluated; k = {k}; items seen in training excluded"
+        f"{report.model.users:,} users evaluated; k = {k}; items seen in training excluded\n"
+        f"  settings chosen on training data only: {selection.protocol} held out again, "
+        f"{selection.users:,} users, {len(selection.trials)} trials, "
+        f"{report.selection_seconds:.1f} s"
     )
     click.echo(
-        f"  {'':<12}{'precision@' + str(k):>14}{'recall@' + str(k):>12}{'ndcg@' + str(k):>10}"
+        f"  {'':<14}{'precision@' + str(k):>13}{'recall@' + str(k):>11}{'ndcg@' + str(k):>9}"
+        f"{'coverage':>10}{'fit s':>8}  settings"
     )
-    for name, metrics in (("model", report.model), ("popularity", report.popularity)):
+    for row in report.rows:
+        m = row.metrics
         click.echo(
-            f"  {name:<12}{metrics.precision:>14.4f}{metrics.recall:>12.4f}{metrics.ndcg:>10.4f}"
+            f"  {row.name:<14}{m.precision:>13.4f}{m.recall:>11.4f}{m.ndcg:>9.4f}"
+            f"{m.coverage:>10.3f}{m.fit_seconds:>8.2f}  {row.setting}"
         )
+    for note in selection.notes:
+        click.echo(f"  {note}")
+    click.echo(f"  why: {selection.reason()}")
+    if trials:
+        click.echo("  validation trials (precision, ndcg, seconds):")
+        for trial in sorted(selection.trials, key=lambda t: t.key, reverse=True):
+            click.echo(
+                f"    {trial.precision:.4f} {trial.ndcg:.4f} {trial.seconds:6.2f}  "
+                f"{trial.setting.label()}"
+            )

@@ -2,31 +2,47 @@
 
 Protocol (the one published comparisons on MovieLens use): per user, a random 25 %
 of their distinct items (``random``, fixed seed) or the items first touched in the
-latest 25 % of their interactions (``recent``) is held out; the model learns from the
-rest; each user with a held-out item gets its top ``k`` among the items it has not
-seen in training; precision@k, recall@k and NDCG@k are averaged over those users.
+latest 25 % of their interactions (``recent``) is held out; the models learn from the
+rest; each user with a held-out item gets each model's top ``k`` among the items it
+has not seen in training; precision@k, recall@k and NDCG@k are averaged over those
+users, and coverage is the share of all items that reach anyone's top ``k``.
+
+Side by side, on the same split: popularity; each peer family (EASE, ALS, item-kNN,
+the gateway's item-to-item model) with the settings that validated best for it on
+the training data alone (``selection``); and the selected model, the one a build
+would serve. The held-out data is never used to choose anything.
 """
 
 from __future__ import annotations
 
-import math
-import random
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
-from gateway.recommendations.model import (
-    Interaction,
-    Model,
-    ModelParams,
-    build_matrix,
-    top_items,
+from gateway.recommendations.families import Blend, Fitted, TrainingData, thread_limits
+from gateway.recommendations.interactions import Interaction
+from gateway.recommendations.metrics import Split, ranking_metrics, split
+from gateway.recommendations.model import ModelParams, build_matrix
+from gateway.recommendations.selection import (
+    Selection,
+    Setting,
+    evaluate_fitted,
+    fit_setting,
+    held_matrix,
+    select,
 )
 
-Split = Literal["random", "recent"]
-_USERS_PER_BLOCK = 2000
+__all__ = ["Metrics", "Report", "Row", "evaluate", "ranking_metrics", "split"]
+
+PEERS = (
+    ("popularity", "popularity"),
+    ("EASE", "ease"),
+    ("ALS", "als"),
+    ("item-kNN", "knn"),
+    ("item-to-item", "item_to_item"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,60 +51,44 @@ class Metrics:
     recall: float
     ndcg: float
     users: int
+    coverage: float = 0.0
+    fit_seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    name: str
+    setting: str
+    metrics: Metrics
 
 
 @dataclass(frozen=True, slots=True)
 class Report:
-    model: Metrics
-    popularity: Metrics
+    rows: tuple[Row, ...]
+    selection: Selection
     k: int
     split: Split
     seed: int
     interactions: int
     users: int
     items: int
+    selection_seconds: float
 
+    def row(self, name: str) -> Row | None:
+        return next((r for r in self.rows if r.name == name), None)
 
-def split(
-    interactions: Sequence[Interaction], how: Split, *, seed: int, test_share: float = 0.25
-) -> tuple[list[Interaction], dict[str, set[str]]]:
-    """(training interactions, held-out items per user). Users with one item keep it."""
-    by_user: dict[str, list[Interaction]] = {}
-    for x in interactions:
-        by_user.setdefault(x.user, []).append(x)
-    rng = random.Random(seed)
-    train: list[Interaction] = []
-    held: dict[str, set[str]] = {}
-    for user in sorted(by_user):
-        events = by_user[user]
-        items = list(dict.fromkeys(x.item for x in events))
-        count = round(len(items) * test_share)
-        if len(items) < 2 or count == 0:
-            train.extend(events)
-            continue
-        if how == "random":
-            rng.shuffle(items)
-            test = set(items[:count])
-            train.extend(x for x in events if x.item not in test)
-        else:
-            ordered = sorted(events, key=lambda x: x.at)
-            cut = len(ordered) - max(1, round(len(ordered) * test_share))
-            train.extend(ordered[:cut])
-            test = {x.item for x in ordered[cut:]} - {x.item for x in ordered[:cut]}
-        if test:
-            held[user] = test
-    return train, held
+    @property
+    def model(self) -> Metrics:
+        """The selected model's figures."""
+        found = self.row("selected")
+        assert found is not None
+        return found.metrics
 
-
-def ranking_metrics(
-    ranked: Sequence[str], relevant: set[str], k: int
-) -> tuple[float, float, float]:
-    """(precision@k, recall@k, NDCG@k) of one ranking against one user's held-out items."""
-    gains = [1.0 if item in relevant else 0.0 for item in ranked[:k]]
-    hits = sum(gains)
-    dcg = sum(g / math.log2(rank + 2) for rank, g in enumerate(gains))
-    ideal = sum(1.0 / math.log2(rank + 2) for rank in range(min(len(relevant), k)))
-    return hits / k, hits / len(relevant), dcg / ideal if ideal else 0.0
+    @property
+    def popularity(self) -> Metrics:
+        found = self.row("popularity")
+        assert found is not None
+        return found.metrics
 
 
 def evaluate(
@@ -99,47 +99,89 @@ def evaluate(
     seed: int,
     k: int = 10,
     categories: dict[str, str] | None = None,
+    threads: int = 1,
+    families: Iterable[str] = ("popularity", "item_to_item", "ease", "als", "knn", "blend"),
 ) -> Report:
-    """The model against the popularity baseline on one split."""
+    """Every peer and the selected model on one split."""
+    with thread_limits(threads):
+        return _evaluate(interactions, params, how, seed, k, categories, threads, tuple(families))
+
+
+def _evaluate(
+    interactions: Sequence[Interaction],
+    params: ModelParams,
+    how: Split,
+    seed: int,
+    k: int,
+    categories: dict[str, str] | None,
+    threads: int,
+    families: tuple[str, ...],
+) -> Report:
     train, held = split(interactions, how, seed=seed)
     all_items = sorted({x.item for x in interactions})
-    matrix = build_matrix(train, params, items=all_items)
-    model = Model.fit(matrix, params, categories)
-    seen = (matrix.weights > 0).astype(np.float64).tocsr()
+    started = time.perf_counter()
+    selection = select(
+        train,
+        params,
+        how=how,
+        seed=seed,
+        items=all_items,
+        categories=categories,
+        k=k,
+        threads=threads,
+        families=families,
+        refit=False,
+    )
+    selection_seconds = time.perf_counter() - started
+    data = TrainingData(
+        build_matrix(train, params, items=all_items),
+        dict(categories or {}),
+        params,
+        threads=threads,
+        seed=seed,
+    )
+    matrix = data.matrix
     users = [u for u in matrix.users if u in held]
     index = matrix.user_index
-    rows = np.array([index[u] for u in users], dtype=np.int64)
-    popular = np.broadcast_to(model.popularity, (1, len(matrix.items)))
-    totals = {"model": np.zeros(3), "popularity": np.zeros(3)}
-    for start in range(0, len(rows), _USERS_PER_BLOCK):
-        block = rows[start : start + _USERS_PER_BLOCK]
-        exclude = seen[block]
-        _, final = model.scores(matrix.weights[block])
-        ranked = {
-            "model": top_items(final, exclude, k),
-            "popularity": top_items(np.repeat(popular, len(block), axis=0), exclude, k),
-        }
-        for name, top in ranked.items():
-            for offset, row in enumerate(top):
-                names = [matrix.items[i] for i in row]
-                totals[name] += ranking_metrics(names, held[users[start + offset]], k)
-    n = max(len(users), 1)
-    model_m, pop_m = (
-        Metrics(
-            precision=float(totals[name][0]) / n,
-            recall=float(totals[name][1]) / n,
-            ndcg=float(totals[name][2]) / n,
-            users=len(users),
-        )
-        for name in ("model", "popularity")
-    )
+    rows_of_users = np.array([index[u] for u in users], dtype=np.int64)
+    seen = matrix.weights > 0
+    held_rows = held_matrix(held, matrix.users, matrix.items)
+
+    fitted: dict[Setting, tuple[Fitted, float]] = {}
+
+    def refit(setting: Setting) -> tuple[Fitted, float]:
+        if setting not in fitted:
+            if setting.parts:  # a blend: its parts are peers, fitted once
+                parts = [refit(p) for p in setting.parts]
+                weights = tuple(setting.options["weights"])
+                blend = Blend(tuple(p[0] for p in parts), weights, params=setting.options)
+                fitted[setting] = (blend, sum(p[1] for p in parts))
+            else:
+                began = time.perf_counter()
+                fitted[setting] = (fit_setting(setting, data), time.perf_counter() - began)
+        return fitted[setting]
+
+    def measure(name: str, setting: Setting) -> Row:
+        model, seconds = refit(setting)
+        precision, ndcg, recall, shown = evaluate_fitted(model, rows_of_users, seen, held_rows, k)
+        coverage = len(shown) / max(len(matrix.items), 1)
+        metrics = Metrics(precision, recall, ndcg, len(users), coverage, seconds)
+        return Row(name, setting.label(), metrics)
+
+    rows = [
+        measure(name, selection.best[family].setting)
+        for name, family in PEERS
+        if family in selection.best
+    ]
+    rows.append(measure("selected", selection.chosen))
     return Report(
-        model_m,
-        pop_m,
+        tuple(rows),
+        selection,
         k,
         how,
         seed,
         len(interactions),
         len(matrix.users),
         len(matrix.items),
+        selection_seconds,
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import Generic, TypeVar
 
 from gateway.single_flight import SingleFlight
@@ -59,6 +59,26 @@ class Memo(Generic[K, V]):
         value = (await self._reads.run([key], read_each)).get(key)
         self.put(key, value)  # type: ignore[arg-type]
         return value
+
+    async def fetch_many(
+        self, keys: Sequence[K], read_many: Callable[[list[K]], Awaitable[Mapping[K, V]]]
+    ) -> dict[K, V | None]:
+        """``fetch`` for many keys: the misses are read in one call of ``read_many``."""
+        found: dict[K, V | None] = {}
+        missing: list[K] = []
+        for key in dict.fromkeys(keys):
+            hit, value = self.get(key)
+            if hit:
+                found[key] = value
+            else:
+                missing.append(key)
+        if missing:
+            fresh = await self._reads.run(missing, read_many)
+            for key in missing:
+                value = fresh.get(key)
+                self.put(key, value)  # type: ignore[arg-type]
+                found[key] = value
+        return found
 
     def clear(self) -> None:
         self._entries.clear()

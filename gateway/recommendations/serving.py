@@ -1,18 +1,21 @@
 """Serving one customer's recommendations: a stored lookup, then filters.
 
+Whatever model a build chose (``selection``), serving reads the same stored rows.
 Candidates come, best first, from the customer's stored list (personalised only),
 from the neighbours of what a send-time ``context`` says they just browsed or bought
 (personalised only), and from popularity (a category's best sellers, or what is
-trending). Then: one product once, nothing already bought, the asked category, and
-only what the shop has in stock now (short-lived cache). Without personalisation
-consent nothing behaviour-based is used, and every reason says "popular" or
-"trending".
+trending). Then the business rules, the same for every model: one product once,
+nothing already bought, the asked category, at most ``max_per_category`` of one
+category, and only what the shop has in stock now (short-lived cache). Without
+personalisation consent nothing behaviour-based is used, and every reason says
+"popular" or "trending".
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
@@ -27,8 +30,11 @@ from gateway.recommendations.store import Candidate, CustomerList, Recommendatio
 from gateway.settings import Settings
 
 MAX_LIMIT = 50
+TEMPLATE_LIMIT = 12  # what a template's `recommendations` holds; `limit:` slices it
 _POPULAR_POOL = 100  # popular products read per request to fill after filtering
-_CONTEXT_WEIGHTS = {"viewed_with": 1.0, "bought_with": 4.0}
+# A product bought just now says more than one viewed: its 2nd neighbour ranks with the
+# viewed product's 1st.
+_CONTEXT_WEIGHTS = {"viewed_with": 1.0, "bought_with": 2.0}
 # A withdrawn consent takes effect within this many seconds on every instance.
 CONSENT_TTL_S = 5.0
 
@@ -49,6 +55,15 @@ class Recommendation:
     category: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Picks:
+    """A customer's recommendations for a template: personalised (None without stored
+    consent) and popular ones, so a render whose CRM withdrew consent uses the latter."""
+
+    personal: tuple[Recommendation, ...] | None
+    popular: tuple[Recommendation, ...]
+
+
 def _wanted(
     sources: Sequence[Sequence[Candidate]], excluded: set[str], category: str | None
 ) -> Iterator[Candidate]:
@@ -66,10 +81,16 @@ def _wanted(
 
 class Recommender:
     def __init__(
-        self, store: RecommendationStore, catalogue: ProductCatalogue, *, model_ttl_s: float = 0.0
+        self,
+        store: RecommendationStore,
+        catalogue: ProductCatalogue,
+        *,
+        model_ttl_s: float = 0.0,
+        max_per_category: int = 0,
     ) -> None:
         self.store = store
         self.catalogue = catalogue
+        self.max_per_category = max_per_category
         # The stored model changes only with a build: reuse reads of it for model_ttl_s.
         self._lists: Memo[uuid.UUID, CustomerList | None] = Memo(model_ttl_s)
         self._popular: Memo[str | None, list[Candidate]] = Memo(model_ttl_s, size=1000)
@@ -105,6 +126,7 @@ class Recommender:
         exclude_purchased: bool = True,
         personalised: bool,
         context: RecommendationContext | None = None,
+        max_per_category: int | None = None,
     ) -> list[Recommendation]:
         limit = max(0, min(limit, MAX_LIMIT))
         context = context or RecommendationContext()
@@ -116,34 +138,82 @@ class Recommender:
         excluded: set[str] = set()
         if exclude_purchased:
             excluded = set(stored.purchased if stored else ()) | set(context.purchase_history)
-        return await self._in_stock(_wanted(sources, excluded, category), limit, category)
+        cap = self.max_per_category if max_per_category is None else max_per_category
+        return await self._in_stock(_wanted(sources, excluded, category), limit, category, cap)
+
+    async def recommend_many(
+        self, customers: Sequence[tuple[uuid.UUID, bool]], *, limit: int = TEMPLATE_LIMIT
+    ) -> dict[uuid.UUID, Picks]:
+        """Recommendations for many customers at once (``(id, personalised)`` pairs), as a
+        batch of template renders needs them: one read of the stored lists for all, one
+        fetch of products and stock for all their candidates."""
+        ids = [customer_id for customer_id, _ in customers]
+        lists = await self._lists.fetch_many(ids, self.store.customer_lists)
+        popular = await self._popular_list(None)
+        plans: dict[uuid.UUID, tuple[list[Candidate] | None, list[Candidate]]] = {}
+        for customer_id, personalised in customers:
+            stored = lists.get(customer_id)
+            bought = set(stored.purchased) if stored else set()
+            pool = limit * 3  # room for products out of stock
+            own = (stored.candidates if stored else (), popular)
+            plans[customer_id] = (
+                list(islice(_wanted(own, bought, None), pool)) if personalised else None,
+                list(islice(_wanted((popular,), bought, None), pool)),
+            )
+        wanted = {
+            c.product_id: None
+            for personal, common in plans.values()
+            for c in (*(personal or ()), *common)
+        }
+        anchors = {c.anchor: None for p, _ in plans.values() for c in p or () if c.anchor}
+        products = await self.catalogue.products([*wanted, *anchors])
+        stock = await self.catalogue.stock(products[p] for p in wanted if p in products)
+        picks: dict[uuid.UUID, Picks] = {}
+        for customer_id, (personal, common) in plans.items():
+            chosen = [
+                tuple(self._filter(candidates, products, stock, limit, None, self.max_per_category))
+                if candidates is not None
+                else None
+                for candidates in (personal, common)
+            ]
+            picks[customer_id] = Picks(chosen[0], chosen[1] or ())
+        return picks
 
     async def _from_context(self, context: RecommendationContext) -> list[Candidate]:
-        """Neighbours of the send-time history, each reason naming its strongest source."""
+        """Neighbours of the send-time history, each reason naming its strongest source.
+
+        Fused by rank, not by score: each product's n-th neighbour adds weight / n, so
+        every product the caller names contributes whatever the stored model's scale
+        (EASE, ALS and kNN score on scales of their own)."""
         weights = dict.fromkeys(context.browsing_history, "viewed_with")
         weights.update(dict.fromkeys(context.purchase_history, "bought_with"))
         if not weights:
             return []
+        by_source: dict[str, list[tuple[float, str]]] = {}
+        for source, neighbour, score in await self.store.neighbours(list(weights)):
+            if neighbour not in weights:
+                by_source.setdefault(source, []).append((score, neighbour))
         scores: dict[str, float] = {}
         best: dict[str, tuple[float, str]] = {}
-        for source, neighbour, score in await self.store.neighbours(list(weights)):
-            if neighbour in weights:
-                continue
-            weighted = score * _CONTEXT_WEIGHTS[weights[source]]
-            scores[neighbour] = scores.get(neighbour, 0.0) + weighted
-            if weighted > best.get(neighbour, (0.0, ""))[0]:
-                best[neighbour] = (weighted, source)
+        for source, found in by_source.items():
+            ranked = sorted(found, key=lambda pair: (-pair[0], pair[1]))
+            for rank, (_, neighbour) in enumerate(ranked, start=1):
+                weighted = _CONTEXT_WEIGHTS[weights[source]] / rank
+                scores[neighbour] = scores.get(neighbour, 0.0) + weighted
+                if weighted > best.get(neighbour, (0.0, ""))[0]:
+                    best[neighbour] = (weighted, source)
         categories = await self.store.categories(list(scores))
-        ranked = sorted(scores, key=lambda p: (-scores[p], p))
+        ranked_all = sorted(scores, key=lambda p: (-scores[p], p))
         return [
             Candidate(p, scores[p], categories.get(p), weights[best[p][1]], best[p][1])
-            for p in ranked
+            for p in ranked_all
         ]
 
     async def _in_stock(
-        self, wanted: Iterator[Candidate], limit: int, category: str | None
+        self, wanted: Iterator[Candidate], limit: int, category: str | None, cap: int
     ) -> list[Recommendation]:
         chosen: list[Recommendation] = []
+        per_category: Counter[str | None] = Counter()
         batch = max(limit * 2, 8)
         while len(chosen) < limit and (part := list(islice(wanted, batch))):
             anchors = [c.anchor for c in part if c.anchor]
@@ -151,23 +221,46 @@ class Recommender:
             stock = await self.catalogue.stock(
                 products[c.product_id] for c in part if c.product_id in products
             )
-            for candidate in part:
-                product = products.get(candidate.product_id)
-                if product is None or stock.get(candidate.product_id, 0) <= 0:
-                    continue
-                found_category = candidate.category or product.category
-                if category is not None and found_category != category:
-                    continue
-                chosen.append(
-                    Recommendation(
-                        product=product,
-                        score=round(candidate.score, 6),
-                        reason=_reason(candidate, found_category, products),
-                        category=found_category,
-                    )
+            chosen += self._filter(
+                part, products, stock, limit - len(chosen), category, cap, per_category
+            )
+        return chosen
+
+    def _filter(
+        self,
+        candidates: Iterable[Candidate],
+        products: dict[str, Product],
+        stock: dict[str, int],
+        limit: int,
+        category: str | None,
+        cap: int,
+        per_category: Counter[str | None] | None = None,
+    ) -> list[Recommendation]:
+        """The candidates that pass the rules, in order, up to ``limit``: a known product,
+        in stock, in the asked category, and (with no category asked) at most ``cap`` of
+        one category when ``cap`` is set."""
+        counts = per_category if per_category is not None else Counter()
+        chosen: list[Recommendation] = []
+        for candidate in candidates:
+            if len(chosen) >= limit:
+                break
+            product = products.get(candidate.product_id)
+            if product is None or stock.get(candidate.product_id, 0) <= 0:
+                continue
+            found_category = candidate.category or product.category
+            if category is not None and found_category != category:
+                continue
+            if category is None and cap > 0 and counts[found_category] >= cap:
+                continue
+            counts[found_category] += 1
+            chosen.append(
+                Recommendation(
+                    product=product,
+                    score=round(candidate.score, 6),
+                    reason=_reason(candidate, found_category, products),
+                    category=found_category,
                 )
-                if len(chosen) >= limit:
-                    break
+            )
         return chosen
 
 
@@ -179,15 +272,17 @@ def open_recommender(
         RecommendationStore(sessions),
         ProductCatalogue(federation, stock_ttl_s=settings.recs_stock_ttl_s),
         model_ttl_s=settings.recs_model_ttl_s,
+        max_per_category=settings.recs_max_per_category,
     )
 
 
 def _reason(candidate: Candidate, category: str | None, products: dict[str, Product]) -> str:
+    """Words for people: what of theirs led here, or what is popular."""
     anchor = products.get(candidate.anchor or "")
     if candidate.reason == "bought_with" and anchor is not None:
-        return f"bought together with {anchor.title}"
+        return f"because you bought {anchor.title}"
     if candidate.reason == "viewed_with" and anchor is not None:
-        return f"viewed together with {anchor.title}"
+        return f"because you viewed {anchor.title}"
     if candidate.reason in ("popular_in", "bought_with", "viewed_with") and category:
         return f"popular in {category}"
     return "trending"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,10 +15,12 @@ from gateway.db.models import Customer
 from gateway.db.recommendation_models import (
     RecommendationItem,
     RecommendationList,
+    RecommendationModel,
     RecommendationNeighbour,
 )
 
 _BATCH = 5000
+_IDS_PER_QUERY = 500  # bound parameters per statement stay far below any database's cap
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,17 @@ class ModelRows:
     lists: dict[uuid.UUID, CustomerList]
     items: list[dict[str, Any]]  # product_id, category, popularity, trending
     neighbours: list[dict[str, Any]]  # product_id, neighbour_id, score
+    label: str = "item_to_item"
+    reason: str = ""
+    selection: dict[str, Any] = field(default_factory=dict)  # Selection.record()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredModel:
+    label: str
+    reason: str
+    selection: dict[str, Any]
+    built_at: datetime
 
 
 class RecommendationStore:
@@ -73,6 +86,45 @@ class RecommendationStore:
         return CustomerList(
             tuple(Candidate.of_row(r) for r in items), frozenset(str(p) for p in purchased)
         )
+
+    async def customer_lists(
+        self, customer_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, CustomerList]:
+        """Many customers' lists in one query per 500 ids (absent: no stored list)."""
+        found: dict[uuid.UUID, CustomerList] = {}
+        ids = list(dict.fromkeys(customer_ids))
+        async with self.sessions() as session:
+            for start in range(0, len(ids), _IDS_PER_QUERY):
+                rows = await session.execute(
+                    select(
+                        RecommendationList.customer_id,
+                        RecommendationList.items,
+                        RecommendationList.purchased,
+                    ).where(RecommendationList.customer_id.in_(ids[start : start + _IDS_PER_QUERY]))
+                )
+                for customer_id, items, purchased in rows:
+                    found[customer_id] = CustomerList(
+                        tuple(Candidate.of_row(r) for r in items),
+                        frozenset(str(p) for p in purchased),
+                    )
+        return found
+
+    async def model(self) -> StoredModel | None:
+        """Which model the last build chose, and why (None before the first build)."""
+        async with self.sessions() as session:
+            row = (
+                await session.execute(
+                    select(
+                        RecommendationModel.label,
+                        RecommendationModel.reason,
+                        RecommendationModel.selection,
+                        RecommendationModel.built_at,
+                    )
+                    .order_by(RecommendationModel.built_at.desc())
+                    .limit(1)
+                )
+            ).first()
+        return StoredModel(*row) if row else None
 
     async def popular(self, category: str | None, limit: int) -> list[Candidate]:
         """Recent best sellers ("trending"), or a category's best sellers of all time."""
@@ -128,7 +180,12 @@ class RecommendationStore:
         built_at = datetime.now(UTC)
         async with self.sessions.begin() as session:
             existing = set(await session.scalars(select(Customer.id)))
-            for table in (RecommendationList, RecommendationItem, RecommendationNeighbour):
+            for table in (
+                RecommendationList,
+                RecommendationItem,
+                RecommendationNeighbour,
+                RecommendationModel,
+            ):
                 await session.execute(delete(table))
             lists = [
                 {
@@ -140,10 +197,17 @@ class RecommendationStore:
                 for customer_id, found in rows.lists.items()
                 if customer_id in existing
             ]
+            model = {
+                "label": rows.label[:500],
+                "reason": rows.reason,
+                "selection": rows.selection,
+                "built_at": built_at,
+            }
             for table, values in (
                 (RecommendationList, lists),
                 (RecommendationItem, rows.items),
                 (RecommendationNeighbour, rows.neighbours),
+                (RecommendationModel, [model]),
             ):
                 for start in range(0, len(values), _BATCH):
                     await session.execute(insert(table), values[start : start + _BATCH])
