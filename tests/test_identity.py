@@ -6,7 +6,14 @@ import uuid
 
 import pytest
 
-from gateway.identity import DEFAULT_CONFIG, IdentityConfig, RecordError, pair_metrics, prepare
+from gateway.identity import (
+    DEFAULT_CONFIG,
+    DEFAULT_MODEL,
+    IdentityConfig,
+    RecordError,
+    pair_metrics,
+    prepare,
+)
 from gateway.identity.comparison import Scorer
 from gateway.identity.linkage import KnownState, Linker
 from gateway.identity.values import email_parts, phone_key, soundex
@@ -86,14 +93,14 @@ def test_bad_values_reject_the_record_naming_the_field(field: str, value: str) -
 
 
 def test_scores_separate_typos_from_strangers() -> None:
-    scorer = Scorer(DEFAULT_CONFIG)
-    base = prepare(PERSON, "crm", DEFAULT_CONFIG).comparable()
+    scorer = Scorer(DEFAULT_MODEL)
+    base = prepare(PERSON, "crm", DEFAULT_CONFIG).compared()
     typo = prepare(
         {**PERSON, "first_name": "Margret", "address": "12 Pinkerton Cct"}, "crm", DEFAULT_CONFIG
-    ).comparable()
+    ).compared()
     swapped = prepare(
         {**PERSON, "first_name": "Thornbury", "last_name": "Margaret"}, "crm", DEFAULT_CONFIG
-    ).comparable()
+    ).compared()
     stranger = prepare(
         {
             **PERSON,
@@ -104,10 +111,11 @@ def test_scores_separate_typos_from_strangers() -> None:
         },
         "crm",
         DEFAULT_CONFIG,
-    ).comparable()
-    assert scorer.score(base, typo) >= DEFAULT_CONFIG.match_threshold
-    assert scorer.score(base, swapped) >= DEFAULT_CONFIG.match_threshold
-    assert scorer.score(base, stranger) < DEFAULT_CONFIG.review_threshold
+    ).compared()
+    assert scorer.score(base, typo).probability >= DEFAULT_MODEL.match_probability
+    assert scorer.score(base, swapped).probability >= DEFAULT_MODEL.match_probability
+    assert scorer.score(base, swapped).swapped
+    assert scorer.score(base, stranger).probability < DEFAULT_MODEL.review_probability
 
 
 def test_linker_applies_rules_in_order_within_a_batch() -> None:
