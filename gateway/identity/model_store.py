@@ -77,9 +77,10 @@ async def active_scorer(connection: AsyncConnection) -> Scorer:
     key = (connection.engine.url.render_as_string(hide_password=True), found[0], found[1])
     scorer = _scorers.get(key)
     if scorer is None:
+        columns = IdentityModel.__table__.c
         row = (
-            await connection.execute(select(IdentityModel).where(IdentityModel.version == found[0]))
-        ).scalar_one()
+            await connection.execute(select(*columns).where(columns.version == found[0]))
+        ).one()
         scorer = _scorers[key] = Scorer(_model(row))
         while len(_scorers) > _CACHED:
             _scorers.popitem(last=False)
