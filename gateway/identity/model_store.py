@@ -78,9 +78,7 @@ async def active_scorer(connection: AsyncConnection) -> Scorer:
     scorer = _scorers.get(key)
     if scorer is None:
         columns = IdentityModel.__table__.c
-        row = (
-            await connection.execute(select(*columns).where(columns.version == found[0]))
-        ).one()
+        row = (await connection.execute(select(*columns).where(columns.version == found[0]))).one()
         scorer = _scorers[key] = Scorer(_model(row))
         while len(_scorers) > _CACHED:
             _scorers.popitem(last=False)
