@@ -17,6 +17,10 @@ from rapidfuzz.distance import JaroWinkler, Levenshtein
 
 _jaro_winkler = JaroWinkler.similarity
 _levenshtein = Levenshtein.distance
+# rapidfuzz and DuckDB round Jaro-Winkler differently in the last bit (0.9199999999999999
+# against 0.92); both compare with the threshold less a hair, so they agree.
+_JW_HIGH = 0.919999999
+_JW_LOW = 0.879999999
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,17 +54,17 @@ def _name_level(a: str, b: str) -> int:
     if a == b:
         return 0
     similarity = _jaro_winkler(a, b)
-    if similarity >= 0.92:
+    if similarity >= _JW_HIGH:
         return 1
-    if similarity >= 0.88:
+    if similarity >= _JW_LOW:
         return 2
     return 3
 
 
 _NAME_LEVELS = (
     Level("exact", '"{c}_l" = "{c}_r"', tf=True),
-    Level("jaro-winkler >= 0.92", 'jaro_winkler_similarity("{c}_l", "{c}_r") >= 0.92'),
-    Level("jaro-winkler >= 0.88", 'jaro_winkler_similarity("{c}_l", "{c}_r") >= 0.88'),
+    Level("jaro-winkler >= 0.92", f'jaro_winkler_similarity("{{c}}_l", "{{c}}_r") >= {_JW_HIGH!r}'),
+    Level("jaro-winkler >= 0.88", f'jaro_winkler_similarity("{{c}}_l", "{{c}}_r") >= {_JW_LOW!r}'),
     Level("else", "ELSE"),
 )
 
@@ -103,7 +107,7 @@ def _address_level(a: str, b: str) -> int:
         return 0
     if _levenshtein(a, b, score_cutoff=2) <= 2:
         return 1
-    if _jaro_winkler(a, b) >= 0.88:
+    if _jaro_winkler(a, b) >= _JW_LOW:
         return 2
     return 3
 
@@ -111,7 +115,7 @@ def _address_level(a: str, b: str) -> int:
 _ADDRESS_LEVELS = (
     Level("exact", '"{c}_l" = "{c}_r"'),
     Level("two edits", 'levenshtein("{c}_l", "{c}_r") <= 2'),
-    Level("jaro-winkler >= 0.88", 'jaro_winkler_similarity("{c}_l", "{c}_r") >= 0.88'),
+    Level("jaro-winkler >= 0.88", f'jaro_winkler_similarity("{{c}}_l", "{{c}}_r") >= {_JW_LOW!r}'),
     Level("else", "ELSE"),
 )
 

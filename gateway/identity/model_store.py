@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
@@ -163,6 +164,7 @@ class ModelStore:
         # Validated as a whole (review below match) before anything is stored.
         try:
             changed = LinkageModel.model_validate(changed.model_dump())
-        except ValueError as exc:
-            raise InvalidInput(str(exc).splitlines()[-1].strip(), field="thresholds") from None
+        except ValidationError as exc:
+            message = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+            raise InvalidInput(message, field="thresholds") from None
         return await self.save(changed)

@@ -215,9 +215,19 @@ def check(model: LinkageModel, trained: dict[str, Any]) -> tuple[LinkageModel, l
         missing = _missing(trained, name)
         if missing:
             notes.append(f"{name}: no estimate for {', '.join(missing)}; prior used there")
+        # Splink leaves a level it never saw at its starting value, the prior.
+        priors = prior_levels(BY_FIELD[name])
+        untrained = set(missing) | {
+            p.label for p, q in zip(params, priors, strict=True) if p.m == q.m
+        }
+        params = _without_matches(params, model.probability_two_random_records_match)
         params, rare = _rare_levels_from_priors(name, params)
         if rare:
             notes.append(f"{name}: too few matches at {', '.join(rare)}; prior m used there")
+        params = _capped(params, untrained | set(rare))
+        params, pooled = _pool_ladder(name, params)
+        if pooled:
+            notes.append(f"{name}: {', '.join(pooled)} out of order; pooled with the closer level")
         problem = _disorder(name, params)
         if problem:
             notes.append(f"{name}: {problem}; priors used instead")
@@ -232,6 +242,21 @@ def check(model: LinkageModel, trained: dict[str, Any]) -> tuple[LinkageModel, l
 
 
 _RARE_M = 0.002
+_MIN_U = 1e-7
+
+
+def _without_matches(params: tuple[LevelParams, ...], rate: float) -> tuple[LevelParams, ...]:
+    """u as between different people: random pairs include a share λ of matches, which on
+    a small file (λ of 1e-3) is as large as the u of an exact birth date; take it out."""
+    if not 0 < rate < 0.5:
+        return params
+    u = [max((p.u - rate * p.m) / (1 - rate), _MIN_U) for p in params]
+    total = sum(u)
+    return tuple(
+        LevelParams(label=p.label, m=p.m, u=min(value / total, 1.0))
+        for p, value in zip(params, u, strict=True)
+    )
+
 
 
 def _rare_levels_from_priors(
@@ -251,6 +276,40 @@ def _rare_levels_from_priors(
         for p, value in zip(params, m, strict=True)
     )
     return repaired, [params[i].label for i in rare]
+
+
+def _capped(params: tuple[LevelParams, ...], untrained: set[str]) -> tuple[LevelParams, ...]:
+    """A level whose m is a prior (EM had nothing to go on) is never stronger evidence
+    than exact agreement was found to be: its u, from a handful of random pairs, can be
+    tiny."""
+    exact = params[0].bayes_factor
+    capped = list(params)
+    for i, p in enumerate(params[1:-1], start=1):
+        if p.label in untrained and p.bayes_factor > exact:
+            capped[i] = LevelParams(label=p.label, m=exact * p.u, u=p.u)
+    total = sum(p.m for p in capped)
+    return tuple(LevelParams(label=p.label, m=p.m / total, u=p.u) for p in capped)
+
+
+def _pool_ladder(
+    name: str, params: tuple[LevelParams, ...]
+) -> tuple[tuple[LevelParams, ...], list[str]]:
+    """A fuzzy level stronger than the closer one above it (few random pairs land in a
+    narrow band, so its u is noisy): the two share their pooled Bayes factor, each
+    keeping its u, and their m's still sum to what they did (pool adjacent violators)."""
+    if name == "date_of_birth":
+        return params, []  # not a ladder: one edit, swapped, two parts
+    levels = list(params)
+    pooled: list[str] = []
+    for i in range(1, len(levels) - 2):
+        closer, farther = levels[i], levels[i + 1]
+        if farther.bayes_factor <= closer.bayes_factor:
+            continue
+        factor = (closer.m + farther.m) / (closer.u + farther.u)
+        levels[i] = LevelParams(label=closer.label, m=factor * closer.u, u=closer.u)
+        levels[i + 1] = LevelParams(label=farther.label, m=factor * farther.u, u=farther.u)
+        pooled.append(farther.label)
+    return tuple(levels), pooled
 
 
 def _disorder(name: str, params: Sequence[LevelParams]) -> str | None:
