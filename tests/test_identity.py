@@ -159,3 +159,66 @@ def test_pair_metrics_on_a_hand_made_example() -> None:
     assert (metrics.true_positives, metrics.predicted_pairs, metrics.true_pairs) == (2, 4, 4)
     assert metrics.precision == metrics.recall == metrics.f1 == 0.5
     assert pair_metrics({uuid.uuid4(): 1}, {}).f1 == 1.0
+
+
+def test_a_stranger_with_the_same_surname_and_a_birth_date_a_digit_off_is_not_merged() -> None:
+    """The failure the raw-weight linker had on names-and-birth-date data: a common
+    surname, a birth date one digit off (scored as agreement), a different first name."""
+    records = [
+        prepare(
+            {"external_id": "1", "first_name": "Frank", "last_name": "Mueller",
+             "date_of_birth": "1967-09-27"},
+            "crm",
+            DEFAULT_CONFIG,
+        ),
+        prepare(
+            {"external_id": "2", "first_name": "Jochen", "last_name": "Mueller",
+             "date_of_birth": "1967-09-28"},
+            "crm",
+            DEFAULT_CONFIG,
+        ),
+    ]  # fmt: skip
+    decisions = Linker(DEFAULT_CONFIG).decide(records, KnownState())
+    assert [d.rule for d in decisions] == ["new", "new"]
+    scored = Scorer(DEFAULT_MODEL).score(records[0].compared(), records[1].compared())
+    assert scored.levels == {
+        "first_name": "else",
+        "last_name": "exact",
+        "date_of_birth": "one edit",
+    }
+    assert scored.vetoed and scored.probability < DEFAULT_MODEL.review_probability
+
+
+def test_pairs_are_scored_before_clusters_form_so_one_link_cannot_chain_two_people() -> None:
+    """A and B disagree on everything but the name; C has A's birth date and B's address.
+    Record by record C joined A, and then B joined C: one customer of two people."""
+    person = {"first_name": "Ivo", "last_name": "Kranz"}
+    a = {
+        **person,
+        "date_of_birth": "1971-02-03",
+        "address": "1 Elm Street",
+        "city": "Bega",
+        "postcode": "2550",
+    }
+    b = {
+        **person,
+        "date_of_birth": "1980-06-15",
+        "address": "7 Oak Road",
+        "city": "Perth",
+        "postcode": "6000",
+    }
+    c = {**person, "date_of_birth": "1971-02-03", "address": "7 Oak Road", "city": "Perth",
+         "postcode": "6000"}  # fmt: skip
+    records = [
+        prepare({"external_id": key, **values}, "crm", DEFAULT_CONFIG)
+        for key, values in (("a", a), ("c", c), ("b", b))
+    ]
+    scorer = Scorer(DEFAULT_MODEL.model_copy(update={"match_probability": 0.9}))
+    a_c = scorer.score(records[0].compared(), records[1].compared()).probability
+    assert a_c >= 0.9  # a match on its own
+    decisions = Linker(DEFAULT_CONFIG, scorer).decide(records, KnownState())
+    owner = {d.record.external_id: d.customer_id for d in decisions}
+    assert owner["c"] == owner["b"] != owner["a"]
+    review = decisions[1].review
+    assert review is not None and review.reason == "conflict"
+    assert review.candidate_customer_id == owner["a"]

@@ -118,9 +118,7 @@ class Scorer:
             if f.index == _DOB:
                 dob = level
         vetoed = False
-        if first == _NAME_ELSE and last == _NAME_ELSE:
-            vetoed = True  # neither name: another person at the same address
-        elif first == _NAME_ELSE or last == _NAME_ELSE:
+        if first == _NAME_ELSE or last == _NAME_ELSE:
             # A name that disagrees outright (a stranger sharing a birthday, or a name
             # changed at marriage) merges only where everything else agrees: the other
             # name and the birth date exactly, or two more fields (address, town...).
