@@ -195,9 +195,7 @@ def test_swapped_names_count_only_when_both_cross_comparisons_agree() -> None:
     assert swapped.levels["first_name"] == swapped.levels["last_name"] == "exact"
     # One name moved across, the other a different name: not a swap, and without an
     # address to say otherwise, a stranger.
-    half = scorer.score(
-        *_pair(first_name="Thornbury", last_name="Okonkwo", **NAME_AND_BIRTH_DATE)
-    )
+    half = scorer.score(*_pair(first_name="Thornbury", last_name="Okonkwo", **NAME_AND_BIRTH_DATE))
     assert not half.swapped and half.vetoed
 
 

@@ -258,7 +258,6 @@ def _without_matches(params: tuple[LevelParams, ...], rate: float) -> tuple[Leve
     )
 
 
-
 def _rare_levels_from_priors(
     name: str, params: tuple[LevelParams, ...]
 ) -> tuple[tuple[LevelParams, ...], list[str]]:
