@@ -102,7 +102,12 @@ def train(
     async def current(store: ModelStore) -> LinkageModel:
         return await store.get()
 
+    from gateway.identity.model import LinkageModel
+
     base = asyncio.run(_with_store(settings, current))
+    if base.version is None:
+        base = LinkageModel()  # the thresholds chosen for trained models, not the priors'
+
     if match_probability is not None or review_probability is not None:
         try:
             base = base.model_validate(

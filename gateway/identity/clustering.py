@@ -56,52 +56,74 @@ class Clusters:
         self._scorer = scorer
         self._config = config
         self._never = state.never
+        self._sizes = state.sizes
         self._floor = weight_of(config.join_floor_probability)
+        self._provisional = provisional
+        self._batch = fields
+        # Groups are made when a pair first touches them: most records of a big import
+        # are in no pair at all, and cost nothing here.
         self._groups: list[_Group] = []
         self._index: dict[uuid.UUID, int] = {}
         self._group_of: dict[Ref, int] = {}
-        self._fields: dict[Ref, Comparable] = {}
         self._weights: dict[tuple[Ref, Ref], tuple[float, bool]] = {}
         self._evidence: dict[Ref, tuple[float, Ref]] = {}
         self._refused: dict[tuple[Ref, Ref], str] = {}
         self._merged: dict[Ref, list[uuid.UUID]] = {}
         self._reviews: dict[Ref, Review] = {}
-        self._fresh: set[uuid.UUID] = set()
-
+        self._fresh = {owner for owner, _, fresh, _ in provisional if fresh}
+        self._stored_fields: dict[Ref, Comparable] = {}
+        self._stored_owner: dict[Ref, uuid.UUID] = {}
+        self._stored_members: dict[uuid.UUID, list[Ref]] = {}
         for customer, members in state.members.items():
             for candidate in members:
-                self._add(candidate.ref, customer, candidate.fields, stored=True)
+                self._remember(candidate.ref, customer, candidate.fields)
         for members in state.blocks.values():
             for candidate in members:
-                if candidate.ref not in self._group_of:
-                    self._add(candidate.ref, candidate.customer_id, candidate.fields, stored=True)
-        for position, (owner, identity_id, fresh, new_identity) in enumerate(provisional):
-            if fresh:
-                self._fresh.add(owner)
-            group = self._add(-(position + 1), owner, fields[position], stored=not fresh)
+                if candidate.ref not in self._stored_owner:
+                    self._remember(candidate.ref, candidate.customer_id, candidate.fields)
+        self._batch_members: dict[uuid.UUID, list[int]] = {}
+        for position, (owner, *_) in enumerate(provisional):
+            self._batch_members.setdefault(owner, []).append(position)
+
+    def _remember(self, ref: Ref, owner: uuid.UUID, fields: Comparable) -> None:
+        self._stored_fields[ref] = fields
+        self._stored_owner[ref] = owner
+        self._stored_members.setdefault(owner, []).append(ref)
+
+    def _fields(self, node: Ref) -> Comparable:
+        return self._batch[-node - 1] if node < 0 else self._stored_fields[node]
+
+    def _first_owner(self, node: Ref) -> uuid.UUID:
+        return self._provisional[-node - 1][0] if node < 0 else self._stored_owner[node]
+
+    def _group_for(self, owner: uuid.UUID) -> int:
+        """The group of a customer (stored, or new in this batch) with all its records."""
+        index = self._index.get(owner)
+        if index is not None:
+            return index
+        index = self._index[owner] = len(self._groups)
+        group = _Group(index, owner, owner not in self._fresh)
+        self._groups.append(group)
+        group.size = self._sizes.get(owner, 0)
+        for ref in self._stored_members.get(owner, ()):
+            group.members.append(ref)
+            group.identities.add(ref)
+            self._group_of[ref] = index
+        for position in self._batch_members.get(owner, ()):
+            _, identity_id, _, new_identity = self._provisional[position]
+            group.members.append(-(position + 1))
+            self._group_of[-(position + 1)] = index
             if identity_id is not None:
                 group.identities.add(identity_id)
             if new_identity:
                 group.size += 1
-        for group in self._groups:
-            group.size += state.sizes.get(group.owner, 0)
-
-    def _add(self, node: Ref, owner: uuid.UUID, fields: Comparable, *, stored: bool) -> _Group:
-        index = self._index.get(owner)
-        if index is None:
-            index = self._index[owner] = len(self._groups)
-            self._groups.append(_Group(index, owner, stored and owner not in self._fresh))
-        group = self._groups[index]
-        self._group_of[node] = index
-        self._fields[node] = fields
-        group.members.append(node)
-        if node > 0:
-            group.identities.add(node)
-        return group
+        return index
 
     def _root(self, node: Ref) -> _Group:
         groups = self._groups
-        index = self._group_of[node]
+        index = self._group_of.get(node)
+        if index is None:
+            index = self._group_for(self._first_owner(node))
         while groups[index].parent != index:
             groups[index].parent = groups[groups[index].parent].parent  # path halving
             index = groups[index].parent
@@ -111,7 +133,7 @@ class Clusters:
         key = (a, b) if a < b else (b, a)
         found = self._weights.get(key)
         if found is None:
-            found = self._weights[key] = self._scorer.weigh(self._fields[a], self._fields[b])
+            found = self._weights[key] = self._scorer.weigh(self._fields(a), self._fields(b))
         return found
 
     def join(self, edges: list[Edge]) -> None:
@@ -155,7 +177,7 @@ class Clusters:
             return None
         # A pair with (almost) nothing to compare is no evidence either way.
         if any(
-            w < self._floor and _overlap(self._fields[x], self._fields[y]) >= 2
+            w < self._floor and _overlap(self._fields(x), self._fields(y)) >= 2
             for (w, _), (x, y) in zip(cross, pairs, strict=True)
         ):
             return "conflict"
@@ -199,7 +221,7 @@ class Clusters:
             if a not in best or weight > best[a][0]:
                 best[a] = (weight, b, reason)
         for node, (weight, other, reason) in best.items():
-            score = self._scorer.score(self._fields[node], self._fields[other])
+            score = self._scorer.score(self._fields(node), self._fields(other))
             self._reviews[node] = Review(
                 self.owner_of(other), probability(weight), reason, other, score.levels
             )
@@ -207,6 +229,8 @@ class Clusters:
     # What the linker asks once the clusters are formed.
 
     def owner_of(self, node: Ref) -> uuid.UUID:
+        if node not in self._group_of:
+            return self._first_owner(node)  # in no pair: where the keys put it
         root = self._root(node)
         return root.stored[0] if root.stored else root.owner
 

@@ -19,7 +19,8 @@ FIELDS = tuple(comparison.field for comparison in COMPARISONS)
 Comparable = tuple[str | None, ...]  # a record's comparison keys in FIELDS order
 _NAME_ELSE = 3  # the "else" level of a name comparison
 _DOB = FIELDS.index("date_of_birth")
-_NEAR = 1  # the levels up to this one count as names agreeing (exact, Jaro-Winkler >= 0.92)
+_COMMON = 3  # a value seen this many times in training is a name in its own right
+_NEAR = 1  # levels up to this one count as a name agreeing (exact, Jaro-Winkler >= 0.92)
 
 
 def comparable(values: Mapping[str, str | None]) -> Comparable:
@@ -55,7 +56,7 @@ def weight_of(chance: float) -> float:
 
 
 class _Field:
-    __slots__ = ("agree", "index", "labels", "level", "tf", "tf_unseen", "weights")
+    __slots__ = ("agree", "common", "index", "labels", "level", "tf", "tf_unseen", "weights")
 
     def __init__(self, index: int, model: LinkageModel) -> None:
         comparison = COMPARISONS[index]
@@ -69,12 +70,16 @@ class _Field:
         # evidence than on one carried by one in ten thousand: log2(u / tf) on top.
         self.tf: dict[str, float] | None = None
         self.tf_unseen = 0.0
+        self.common: frozenset[str] = frozenset()
         if comparison.levels[0].tf:
             frequencies = model.term_frequencies.get(comparison.field)
             total = model.tf_totals.get(comparison.field)
             if frequencies is not None and total:
                 u = params[0].u
                 self.tf = {value: math.log2(u / share) for value, share in frequencies.items()}
+                self.common = frozenset(
+                    value for value, share in frequencies.items() if share * total >= _COMMON
+                )
                 # A value not in the table was seen at most once: as rare as it gets.
                 self.tf_unseen = math.log2(u * total)
 
@@ -90,6 +95,10 @@ class Scorer:
         fields = [_Field(index, model) for index in range(len(COMPARISONS))]
         self._first, self._last = fields[0], fields[1]
         self._rest = fields[2:]
+        # Common as a first or as a last name: names get entered in either field.
+        self._common = self._first.common | self._last.common
+        # The hot loop's view of the other fields, as plain tuples.
+        self._hot = [(f.index, f.level, f.weights, f.tf, f.tf_unseen, f.agree) for f in self._rest]
         self._prior = model.prior_weight
         self.match_weight = weight_of(model.match_probability)
         self.review_weight = weight_of(model.review_probability)
@@ -104,18 +113,22 @@ class Scorer:
             total += self._last.weight(last, a[1] or "")
         agreeing = 0
         dob = -1
-        for f in self._rest:
-            left = a[f.index]
+        for index, level_of, weights, tf, tf_unseen, agree in self._hot:
+            left = a[index]
             if left is None:
                 continue
-            right = b[f.index]
+            right = b[index]
             if right is None:
                 continue
-            level = 0 if left == right else f.level(left, right)
-            total += f.weight(level, left)
-            if level <= f.agree:
+            if left == right:
+                level = 0
+                total += weights[0] if tf is None else weights[0] + tf.get(left, tf_unseen)
+            else:
+                level = level_of(left, right)
+                total += weights[level]
+            if level <= agree:
                 agreeing += 1
-            if f.index == _DOB:
+            if index == _DOB:
                 dob = level
         vetoed = False
         if first == _NAME_ELSE or last == _NAME_ELSE:
@@ -143,14 +156,13 @@ class Scorer:
     def _name_levels(self, a: Comparable, b: Comparable) -> tuple[int, int, bool]:
         """Levels of first and last name (-1: not compared), and whether they were taken
         crosswise: names entered the wrong way round count only when both cross
-        comparisons agree (exact or Jaro-Winkler >= 0.92), never on one alone."""
+        comparisons agree (exact, or Jaro-Winkler >= 0.92 for a typo), never on one."""
         a_first, a_last, b_first, b_last = a[0], a[1], b[0], b[1]
-        level = self._first.level
         first = last = -1
         if a_first is not None and b_first is not None:
-            first = 0 if a_first == b_first else level(a_first, b_first)
+            first = 0 if a_first == b_first else self._near(self._first, a_first, b_first)
         if a_last is not None and b_last is not None:
-            last = 0 if a_last == b_last else level(a_last, b_last)
+            last = 0 if a_last == b_last else self._near(self._last, a_last, b_last)
         if (
             (first == _NAME_ELSE or last == _NAME_ELSE)
             and a_first
@@ -158,7 +170,16 @@ class Scorer:
             and b_first
             and b_last
         ):
-            crossed_first, crossed_last = level(a_first, b_last), level(a_last, b_first)
+            crossed_first = 0 if a_first == b_last else self._near(self._first, a_first, b_last)
+            crossed_last = 0 if a_last == b_first else self._near(self._last, a_last, b_first)
             if crossed_first <= _NEAR and crossed_last <= _NEAR:
                 return crossed_first, crossed_last, True
         return first, last, False
+
+    def _near(self, f: _Field, a: str, b: str) -> int:
+        """The fuzzy level of two different names; but two names each common in the data
+        (Schmitt and Schmidt) are two names, not one with a typo: else."""
+        level = f.level(a, b)
+        if level < _NAME_ELSE and a in self._common and b in self._common:
+            return _NAME_ELSE
+        return level
