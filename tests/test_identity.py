@@ -222,3 +222,13 @@ def test_pairs_are_scored_before_clusters_form_so_one_link_cannot_chain_two_peop
     review = decisions[1].review
     assert review is not None and review.reason == "conflict"
     assert review.candidate_customer_id == owner["a"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [("1967-9-7", "19670907"), ("1967/09/27", "19670927"), ("1967.9.27", "19670927")],
+)
+def test_birth_dates_without_leading_zeros_are_read_not_rejected(raw: str, key: str) -> None:
+    record = prepare({**PERSON, "date_of_birth": raw}, "crm", DEFAULT_CONFIG)
+    assert record.date_of_birth == key
+    assert record.values["date_of_birth"] == f"{key[:4]}-{key[4:6]}-{key[6:]}"
