@@ -30,7 +30,10 @@ log = logging.getLogger(__name__)
 
 MIN_RECORDS = 50
 _MIN_PRESENT = 0.05  # a field filled in on fewer records than this is not trained on
-_U_PAIRS = 1e7  # random pairs for u (all of them when there are fewer)
+# Random pairs for u (all of them when there are fewer); Splink samples in chunks and
+# stops once every level has been seen this often.
+_U_PAIRS = 5e6
+_U_MIN_COUNT = 30
 _SEED = 42
 # Of the pairs the one-typo rules find, the share of all true pairs: they miss a
 # duplicate with typos in two fields or a missing value.
@@ -127,7 +130,7 @@ def train(
     )
     settings = start.to_splink()
     settings["blocking_rules_to_generate_predictions"] = []
-    settings["max_iterations"] = 50
+    settings["max_iterations"] = 25
     settings["em_convergence"] = 0.0001
 
     connection = duckdb.connect(":memory:")
