@@ -77,11 +77,12 @@ class _Field:
             if frequencies is not None and total:
                 u = params[0].u
                 self.tf = {value: math.log2(u / share) for value, share in frequencies.items()}
+                # A value training never saw may be common in data it did not see: it
+                # gets the average (no adjustment), not the weight of a rarity.
+                self.tf_unseen = 0.0
                 self.common = frozenset(
                     value for value, share in frequencies.items() if share * total >= _COMMON
                 )
-                # A value not in the table was seen at most once: as rare as it gets.
-                self.tf_unseen = math.log2(u * total)
 
     def weight(self, level: int, value: str) -> float:
         if level == 0 and self.tf is not None:

@@ -78,8 +78,8 @@ class LinkageModel(BaseModel):
     comparisons: dict[str, tuple[LevelParams, ...]] = Field(
         default_factory=lambda: {c.field: prior_levels(c) for c in COMPARISONS}
     )
-    # Relative frequency of each value among the training records' non-null values, for
-    # values seen more than once; a value not listed counts as seen once in ``tf_total``.
+    # Relative frequency of each value among the training records' non-null values; a
+    # value not listed (not in the training file) gets no adjustment.
     term_frequencies: dict[str, dict[str, float]] = Field(default_factory=dict)
     tf_totals: dict[str, int] = Field(default_factory=dict)
     # Chosen on FEBRL 1-3 and their name-and-birth-date variants (the lowest that keeps

@@ -64,8 +64,8 @@ def _present(records: Sequence[dict[str, str | None]]) -> list[str]:
 def term_frequencies(
     records: Sequence[dict[str, str | None]],
 ) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
-    """Each value's share of a field's non-null values (as Splink computes them), kept for
-    values seen at least twice; and each field's count of non-null values."""
+    """Each value's share of a field's non-null values (as Splink computes them), and each
+    field's count of non-null values."""
     tables: dict[str, dict[str, float]] = {}
     totals: dict[str, int] = {}
     for name in TF_FIELDS:
@@ -74,7 +74,7 @@ def term_frequencies(
         if not total:
             continue
         totals[name] = total
-        tables[name] = {value: n / total for value, n in counts.items() if n > 1}
+        tables[name] = {value: n / total for value, n in counts.items()}
     return tables, totals
 
 
