@@ -213,3 +213,17 @@ def test_a_common_surname_is_weaker_evidence_than_a_rare_one() -> None:
     average = Scorer(LinkageModel()).weigh(unseen, unseen)[0]
     assert weight["common"] < scorer.weigh(unseen, unseen)[0] == pytest.approx(average)
     assert average < weight["rare"]
+
+
+def test_the_prior_shrinks_with_a_database_larger_than_the_training_file() -> None:
+    """λ is the chance two random records match: trained on 1,000 records, it is a thousand
+    times too large among a million, and the same pair must not merge as easily there."""
+    model = DEFAULT_MODEL.model_copy(update={"trained": {"records": 1000}})
+    scorer = Scorer(model)
+    pair = _pair(first_name="Margret", address="", city="", postcode="")
+    small = scorer.for_population(800).score(*pair).probability
+    assert small == scorer.score(*pair).probability
+    large = scorer.for_population(1_000_000).score(*pair).probability
+    assert large < small
+    odds = (large / (1 - large)) / (small / (1 - small))
+    assert odds == pytest.approx(1000 / 1_000_000, rel=0.01)

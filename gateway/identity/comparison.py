@@ -8,6 +8,7 @@ import scores hundreds of thousands of pairs.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -103,6 +104,18 @@ class Scorer:
         self._prior = model.prior_weight
         self.match_weight = weight_of(model.match_probability)
         self.review_weight = weight_of(model.review_probability)
+
+    def for_population(self, records: int) -> Scorer:
+        """This scorer for a database of ``records`` identities: λ is the chance that two
+        random records match, and among more records than the model was trained on (the
+        same share of duplicates) two random ones match that much less often."""
+        trained = int(self.model.trained.get("records") or 0)
+        if trained <= 0 or records <= trained:
+            return self
+        scaled = copy.copy(self)
+        rate = self.model.probability_two_random_records_match * trained / records
+        scaled._prior = math.log2(rate / (1 - rate))
+        return scaled
 
     def weigh(self, a: Comparable, b: Comparable) -> tuple[float, bool]:
         """(match weight, vetoed): the hot path, without the levels' labels."""

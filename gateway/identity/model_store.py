@@ -14,11 +14,11 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from gateway.db.identity_models import IdentityModel
-from gateway.db.models import utcnow
+from gateway.db.models import Identity, utcnow
 from gateway.errors import InvalidInput
 from gateway.identity.comparison import Scorer
 from gateway.identity.model import DEFAULT_MODEL, LinkageModel
@@ -61,6 +61,17 @@ def _row(model: LinkageModel, active: bool) -> IdentityModel:
         trained=model.trained,
         created_at=utcnow(),
     )
+
+
+async def identity_count(connection: AsyncConnection) -> int:
+    """How many identities the database holds: the planner's estimate on Postgres (no scan
+    of a big table per batch; refreshed by autovacuum), a count on SQLite."""
+    if connection.dialect.name == "postgresql":
+        estimate = await connection.scalar(
+            text("SELECT reltuples::bigint FROM pg_class WHERE oid = 'identities'::regclass")
+        )
+        return max(int(estimate or 0), 0)
+    return int(await connection.scalar(select(func.count()).select_from(Identity)) or 0)
 
 
 async def active_scorer(connection: AsyncConnection) -> Scorer:

@@ -16,7 +16,7 @@ from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.linkage import Decision, KnownState, Linker
 from gateway.identity.lookup import load_state
 from gateway.identity.model import LinkageModel
-from gateway.identity.model_store import active_scorer
+from gateway.identity.model_store import active_scorer, identity_count
 from gateway.identity.records import PreparedRecord, prepare
 from gateway.identity.repository import write_batch
 
@@ -157,6 +157,7 @@ class Resolver:
         self, connection: AsyncConnection, records: Sequence[PreparedRecord]
     ) -> list[Decision]:
         scorer = self._scorer or await active_scorer(connection)
+        scorer = scorer.for_population(await identity_count(connection) + len(records))
         state = await _load(connection, records, self._config)
         decisions = Linker(self._config, scorer).decide(list(records), state)
         await write_batch(connection, decisions, state, self._config, scorer.model.version)
