@@ -26,8 +26,6 @@ from gateway.identity.model import (
     prior_levels,
 )
 
-log = logging.getLogger(__name__)
-
 MIN_RECORDS = 50
 _MIN_PRESENT = 0.05  # a field filled in on fewer records than this is not trained on
 # Random pairs for u (all of them when there are fewer); Splink samples in chunks and
@@ -35,6 +33,9 @@ _MIN_PRESENT = 0.05  # a field filled in on fewer records than this is not train
 _U_PAIRS = 5e6
 _U_MIN_COUNT = 30
 _SEED = 42
+# Pairs per EM blocking rule at most: a rule on first names alone gives a common name's
+# records all against each other, billions of pairs in a file of millions.
+_EM_PAIRS = 5e6
 # Of the pairs the one-typo rules find, the share of all true pairs: they miss a
 # duplicate with typos in two fields or a missing value.
 _ONE_TYPO_RECALL = 0.9
@@ -154,7 +155,9 @@ def train(
         linker.training.estimate_u_using_random_sampling(max_pairs=min(_U_PAIRS, pairs), seed=_SEED)
         for rule in _em_rules(fields):
             try:
-                linker.training.estimate_parameters_using_expectation_maximisation(rule)
+                linker.training.estimate_parameters_using_expectation_maximisation(
+                    rule, max_pairs=_EM_PAIRS
+                )
             except Exception as exc:
                 notes.append(f"EM on {rule}: {type(exc).__name__}: {exc}")
         trained = linker.misc.save_model_to_json()
