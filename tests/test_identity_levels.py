@@ -47,6 +47,16 @@ def near_names(draw: st.DrawFn) -> tuple[str, str]:
     return first, _typo(draw, first, _LETTERS)
 
 
+_ADDRESS = "abcdeilnorst 0123456789øß/-"
+
+
+@st.composite
+def near_addresses(draw: st.DrawFn) -> tuple[str, str]:
+    """Folded addresses keep digits, punctuation and letters NFKD cannot take apart."""
+    first = draw(st.text(alphabet=_ADDRESS, min_size=1, max_size=30))
+    return first, _typo(draw, first, _ADDRESS)
+
+
 @st.composite
 def near_dates(draw: st.DrawFn) -> tuple[str, str]:
     first = draw(digits)
@@ -78,6 +88,13 @@ FUZZY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthC
 def test_name_and_address_levels_are_the_ones_splink_trains_on(
     field: str, pair: tuple[str, str]
 ) -> None:
+    comparison = BY_FIELD[field]
+    assert comparison.level(*pair) == _sql_level(comparison, *pair)
+
+
+@FUZZY
+@given(st.sampled_from(["address", "city"]), near_addresses())
+def test_address_levels_are_the_ones_splink_trains_on(field: str, pair: tuple[str, str]) -> None:
     comparison = BY_FIELD[field]
     assert comparison.level(*pair) == _sql_level(comparison, *pair)
 
