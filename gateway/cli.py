@@ -1,4 +1,4 @@
-"""The ``gateway`` command: serve, migrate, demo."""
+"""The ``gateway`` command: serve, migrate, demo, import, sync, keys, recs, identity."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import uvicorn
 
 from adapters.config import UpstreamsConfig
 from gateway import migrate as migrations
+from gateway.identity.cli import identity
 from gateway.keys_cli import keys
 from gateway.logs import configure_logging
 from gateway.recommendations.cli import recs
@@ -398,4 +399,5 @@ def sync(sources: tuple[str, ...], batch_size: int, database_url: str | None) ->
 
 
 main.add_command(recs)
+main.add_command(identity)
 main.add_command(keys)

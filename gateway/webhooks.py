@@ -133,9 +133,10 @@ class WebhookIngest:
                         [{"event_id": claimed, "digest": digest} for digest in sorted(subjects)],
                     )
                 customer_id, old_email = None, None
+                folded: tuple[uuid.UUID, ...] = ()
                 if item.record is not None:
                     old_email = await _owner_email(connection, item.record)
-                    customer_id = await self._link(connection, item.record)
+                    customer_id, folded = await self._link(connection, item.record)
                     await _store_attributes(connection, customer_id, event)
                     await connection.execute(
                         update(Event).where(Event.id == claimed).values(customer_id=customer_id)
@@ -150,7 +151,7 @@ class WebhookIngest:
             },
         )
         if customer_id is not None:
-            await self._after_commit(customer_id, old_email, event)
+            await self._after_commit(customer_id, old_email, event, folded)
         return Ingested(event.event_id, "processed", customer_id)
 
     def _subjects(self, event: InboundEvent) -> set[str]:
@@ -183,17 +184,24 @@ class WebhookIngest:
         digests = (self._tombstones.of_record(record) if record else set()) | subjects
         return bool(await self._tombstones.blocked(connection, digests))
 
-    async def _link(self, connection: AsyncConnection, record: PreparedRecord) -> uuid.UUID:
+    async def _link(
+        self, connection: AsyncConnection, record: PreparedRecord
+    ) -> tuple[uuid.UUID, tuple[uuid.UUID, ...]]:
+        """The record's customer, and the stored customers the link folded into it."""
         # The resolver runs inside this transaction (a savepoint of it): its advisory
         # key locks are then held until the event row commits with the link.
         sessions = async_sessionmaker(
             bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
         )
         (decision,) = await Resolver(sessions, self._config).link([record])
-        return decision.customer_id
+        return decision.customer_id, decision.merged
 
     async def _after_commit(
-        self, customer_id: uuid.UUID, old_email: str | None, event: InboundEvent
+        self,
+        customer_id: uuid.UUID,
+        old_email: str | None,
+        event: InboundEvent,
+        folded: tuple[uuid.UUID, ...] = (),
     ) -> None:
         # The write is committed: a failure here must not make the source retry (the
         # retry would be a duplicate and fix nothing); entries expire with their TTL.
@@ -202,6 +210,10 @@ class WebhookIngest:
             profile = await self._customers.store.get(customer_id)
             if profile is not None:
                 await self._customers.forget(profile)
+                # Customers folded into this one are gone: their cached profiles too.
+                for gone in folded:
+                    await self._federation.invalidate(gone)
+                    await self._customers.forget(dataclasses.replace(profile, id=gone))
                 if old_email and old_email != profile.email:
                     await self._customers.forget(dataclasses.replace(profile, email=old_email))
             await self._notifications.publish(

@@ -20,6 +20,13 @@ from gateway.api_keys import Scope
 from gateway.attributes import AttributeValue, IdentityService, LinkEvidence, identity_service
 from gateway.audit import Action
 from gateway.errors import Conflict
+from gateway.identity.reviews import (
+    PendingReview,
+    ReviewDecision,
+    ReviewRecord,
+    parse_review_id,
+    review_queue,
+)
 from resolvers.access import audit, require
 from resolvers.context import Context
 
@@ -66,7 +73,10 @@ class IdentityLink:
     rule: str = strawberry.field(
         description="identity, email, phone, probabilistic, new, manual (a merge) or unmerge."
     )
-    score: float | None = strawberry.field(description="The match weight, for probabilistic.")
+    score: float | None = strawberry.field(
+        description="The match probability, for probabilistic links (links made before "
+        "trained models carry a raw weight instead)."
+    )
     reason: str | None = strawberry.field(description="Given with a manual merge or unmerge.")
     matched_source: str | None = strawberry.field(description="The identity it was matched to.")
     matched_external_id: str | None
@@ -189,6 +199,147 @@ class IdentityMutation:
             await _forget(info, [owner.id])
         await _forget(info, [new])
         return await _shaped(info, new)
+
+
+@strawberry.type(
+    description="One side of a review: a source record and the keys it was compared on "
+    "(normalised: names and towns in lower case, the birth date as YYYY-MM-DD)."
+)
+class IdentityReviewRecord:
+    source: str
+    external_id: str
+    customer_id: strawberry.ID = strawberry.field(description="Its customer now.")
+    first_name: str | None
+    last_name: str | None
+    date_of_birth: str | None
+    address: str | None
+    city: str | None
+    postcode: str | None
+    email: str | None = strawberry.field(description="The email's matching key.")
+    phone: str | None
+
+    @classmethod
+    def of(cls, record: ReviewRecord) -> IdentityReviewRecord:
+        f = record.fields
+        return cls(
+            source=record.source,
+            external_id=record.external_id,
+            customer_id=strawberry.ID(str(record.customer_id)),
+            first_name=f.get("first_name"),
+            last_name=f.get("last_name"),
+            date_of_birth=f.get("date_of_birth"),
+            address=f.get("address"),
+            city=f.get("city"),
+            postcode=f.get("postcode"),
+            email=f.get("email"),
+            phone=f.get("phone"),
+        )
+
+
+@strawberry.type(description="How one field of the two records compared.")
+class ComparisonLevel:
+    field: str
+    level: str = strawberry.field(
+        description="e.g. exact, jaro-winkler >= 0.92, one edit, day and month swapped, else."
+    )
+
+
+ReviewDecisionEnum = strawberry.enum(
+    ReviewDecision,
+    name="ReviewDecision",
+    description="MERGE the two customers, or KEEP_APART: different people, never linked.",
+)
+
+
+@strawberry.type(description="A possible match the linker left for a person to judge.")
+class IdentityReview:
+    id: strawberry.ID
+    reason: str = strawberry.field(
+        description="score (in the review band), evidence (a name disagrees), conflict (the "
+        "two clusters disagree as wholes) or identity_limit (the customer is full)."
+    )
+    status: str = strawberry.field(description="open, merged or kept_apart.")
+    match_probability: float | None
+    levels: list[ComparisonLevel]
+    model_version: int | None = strawberry.field(description="The model that scored the pair.")
+    created_at: datetime
+    record: IdentityReviewRecord = strawberry.field(description="The record that was linked.")
+    candidate: IdentityReviewRecord | None = strawberry.field(
+        description="The record it was compared with; null over the identity limit."
+    )
+    candidate_customer_id: strawberry.ID
+
+    @classmethod
+    def of(cls, review: PendingReview) -> IdentityReview:
+        return cls(
+            id=strawberry.ID(str(review.id)),
+            reason=review.reason,
+            status=review.status,
+            match_probability=review.probability,
+            levels=[ComparisonLevel(field=k, level=v) for k, v in review.levels.items()],
+            model_version=review.model_version,
+            created_at=review.created_at,
+            record=IdentityReviewRecord.of(review.record),
+            candidate=IdentityReviewRecord.of(review.candidate) if review.candidate else None,
+            candidate_customer_id=strawberry.ID(str(review.candidate_customer_id)),
+        )
+
+
+@strawberry.type
+class IdentityReviewPage:
+    nodes: list[IdentityReview]
+    end_cursor: str | None = strawberry.field(description="Pass as `after` for the next page.")
+    has_next_page: bool
+
+
+def _reviewed_customers(reviews: list[PendingReview]) -> list[uuid.UUID]:
+    ids = [r.record.customer_id for r in reviews] + [r.candidate_customer_id for r in reviews]
+    return list(dict.fromkeys(ids))
+
+
+@strawberry.type
+class IdentityQuery:
+    @strawberry.field(
+        description="Open identity reviews, oldest first: each pair with both records, how "
+        "each field compared and the match probability. Needs profiles:write.",
+    )
+    async def identity_reviews(
+        self, info: GatewayInfo, first: int = 20, after: str | None = None
+    ) -> IdentityReviewPage:
+        require(info, Scope.PROFILES_WRITE)
+        page = await review_queue(info.context.services.engine).pending(first, after)
+        audit(info, Action.READ, _reviewed_customers(page.items))
+        return IdentityReviewPage(
+            nodes=[IdentityReview.of(r) for r in page.items],
+            end_cursor=page.end_cursor,
+            has_next_page=page.has_next_page,
+        )
+
+
+@strawberry.type
+class ReviewMutation:
+    @strawberry.mutation(
+        description="Resolve an identity review: MERGE folds the record's customer into the "
+        "candidate's (the reason kept as evidence); KEEP_APART records the two as different "
+        "people, which every later import, sync and webhook respects.",
+    )
+    async def resolve_review(
+        self,
+        info: GatewayInfo,
+        id: strawberry.ID,
+        decision: ReviewDecisionEnum,  # type: ignore[valid-type]
+        reason: str,
+    ) -> IdentityReview:
+        principal = require(info, Scope.PROFILES_WRITE)
+        queue = review_queue(info.context.services.engine)
+        store = info.context.services.customers.store
+        review = parse_review_id(str(id))
+        resolution = await queue.resolve(review, ReviewDecision(decision), reason, principal.name)
+        before = await store.get_many(resolution.customer_ids)
+        for profile in before.values():
+            await info.context.services.customers.forget(profile)
+        await _forget(info, resolution.customer_ids)
+        return IdentityReview.of(resolution.review)
 
 
 def _is_uuid(raw: str) -> bool:

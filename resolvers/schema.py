@@ -23,7 +23,7 @@ from gateway.settings import Settings
 from resolvers.access import ScopedExecutionContext, audit, require
 from resolvers.context import Context
 from resolvers.errors import is_unexpected
-from resolvers.identity import IdentityMutation
+from resolvers.identity import IdentityMutation, IdentityQuery, ReviewMutation
 from resolvers.limits import build_limits
 from resolvers.operation import GatewayOperation
 from resolvers.privacy import PrivacyMutation, PrivacyQuery
@@ -164,9 +164,10 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     settings = settings or Settings.model_construct()
     limits = build_limits(settings)
     return GatewaySchema(
-        query=merge_types("Query", (Query, TemplateQuery, PrivacyQuery)),
+        query=merge_types("Query", (Query, TemplateQuery, PrivacyQuery, IdentityQuery)),
         mutation=merge_types(
-            "Mutation", (Mutation, TemplateMutation, IdentityMutation, PrivacyMutation)
+            "Mutation",
+            (Mutation, TemplateMutation, IdentityMutation, ReviewMutation, PrivacyMutation),
         ),
         subscription=Subscription,
         # Limits' rule classes are built once here, so cached validations keep hitting.

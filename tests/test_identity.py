@@ -6,7 +6,14 @@ import uuid
 
 import pytest
 
-from gateway.identity import DEFAULT_CONFIG, IdentityConfig, RecordError, pair_metrics, prepare
+from gateway.identity import (
+    DEFAULT_CONFIG,
+    DEFAULT_MODEL,
+    IdentityConfig,
+    RecordError,
+    pair_metrics,
+    prepare,
+)
 from gateway.identity.comparison import Scorer
 from gateway.identity.linkage import KnownState, Linker
 from gateway.identity.values import email_parts, phone_key, soundex
@@ -86,14 +93,14 @@ def test_bad_values_reject_the_record_naming_the_field(field: str, value: str) -
 
 
 def test_scores_separate_typos_from_strangers() -> None:
-    scorer = Scorer(DEFAULT_CONFIG)
-    base = prepare(PERSON, "crm", DEFAULT_CONFIG).comparable()
+    scorer = Scorer(DEFAULT_MODEL)
+    base = prepare(PERSON, "crm", DEFAULT_CONFIG).compared()
     typo = prepare(
         {**PERSON, "first_name": "Margret", "address": "12 Pinkerton Cct"}, "crm", DEFAULT_CONFIG
-    ).comparable()
+    ).compared()
     swapped = prepare(
         {**PERSON, "first_name": "Thornbury", "last_name": "Margaret"}, "crm", DEFAULT_CONFIG
-    ).comparable()
+    ).compared()
     stranger = prepare(
         {
             **PERSON,
@@ -104,10 +111,11 @@ def test_scores_separate_typos_from_strangers() -> None:
         },
         "crm",
         DEFAULT_CONFIG,
-    ).comparable()
-    assert scorer.score(base, typo) >= DEFAULT_CONFIG.match_threshold
-    assert scorer.score(base, swapped) >= DEFAULT_CONFIG.match_threshold
-    assert scorer.score(base, stranger) < DEFAULT_CONFIG.review_threshold
+    ).compared()
+    assert scorer.score(base, typo).probability >= DEFAULT_MODEL.match_probability
+    assert scorer.score(base, swapped).probability >= DEFAULT_MODEL.match_probability
+    assert scorer.score(base, swapped).swapped
+    assert scorer.score(base, stranger).probability < DEFAULT_MODEL.review_probability
 
 
 def test_linker_applies_rules_in_order_within_a_batch() -> None:
@@ -151,3 +159,76 @@ def test_pair_metrics_on_a_hand_made_example() -> None:
     assert (metrics.true_positives, metrics.predicted_pairs, metrics.true_pairs) == (2, 4, 4)
     assert metrics.precision == metrics.recall == metrics.f1 == 0.5
     assert pair_metrics({uuid.uuid4(): 1}, {}).f1 == 1.0
+
+
+def test_a_stranger_with_the_same_surname_and_a_birth_date_a_digit_off_is_not_merged() -> None:
+    """The failure the raw-weight linker had on names-and-birth-date data: a common
+    surname, a birth date one digit off (scored as agreement), a different first name."""
+    records = [
+        prepare(
+            {"external_id": "1", "first_name": "Frank", "last_name": "Mueller",
+             "date_of_birth": "1967-09-27"},
+            "crm",
+            DEFAULT_CONFIG,
+        ),
+        prepare(
+            {"external_id": "2", "first_name": "Jochen", "last_name": "Mueller",
+             "date_of_birth": "1967-09-28"},
+            "crm",
+            DEFAULT_CONFIG,
+        ),
+    ]  # fmt: skip
+    decisions = Linker(DEFAULT_CONFIG).decide(records, KnownState())
+    assert [d.rule for d in decisions] == ["new", "new"]
+    scored = Scorer(DEFAULT_MODEL).score(records[0].compared(), records[1].compared())
+    assert scored.levels == {
+        "first_name": "else",
+        "last_name": "exact",
+        "date_of_birth": "one edit",
+    }
+    assert scored.vetoed and scored.probability < DEFAULT_MODEL.review_probability
+
+
+def test_pairs_are_scored_before_clusters_form_so_one_link_cannot_chain_two_people() -> None:
+    """A and B disagree on everything but the name; C has A's birth date and B's address.
+    Record by record C joined A, and then B joined C: one customer of two people."""
+    person = {"first_name": "Ivo", "last_name": "Kranz"}
+    a = {
+        **person,
+        "date_of_birth": "1971-02-03",
+        "address": "1 Elm Street",
+        "city": "Bega",
+        "postcode": "2550",
+    }
+    b = {
+        **person,
+        "date_of_birth": "1980-06-15",
+        "address": "7 Oak Road",
+        "city": "Perth",
+        "postcode": "6000",
+    }
+    c = {**person, "date_of_birth": "1971-02-03", "address": "7 Oak Road", "city": "Perth",
+         "postcode": "6000"}  # fmt: skip
+    records = [
+        prepare({"external_id": key, **values}, "crm", DEFAULT_CONFIG)
+        for key, values in (("a", a), ("c", c), ("b", b))
+    ]
+    scorer = Scorer(DEFAULT_MODEL.model_copy(update={"match_probability": 0.9}))
+    a_c = scorer.score(records[0].compared(), records[1].compared()).probability
+    assert a_c >= 0.9  # a match on its own
+    decisions = Linker(DEFAULT_CONFIG, scorer).decide(records, KnownState())
+    owner = {d.record.external_id: d.customer_id for d in decisions}
+    assert owner["c"] == owner["b"] != owner["a"]
+    review = decisions[1].review
+    assert review is not None and review.reason == "conflict"
+    assert review.candidate_customer_id == owner["a"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [("1967-9-7", "19670907"), ("1967/09/27", "19670927"), ("1967.9.27", "19670927")],
+)
+def test_birth_dates_without_leading_zeros_are_read_not_rejected(raw: str, key: str) -> None:
+    record = prepare({**PERSON, "date_of_birth": raw}, "crm", DEFAULT_CONFIG)
+    assert record.date_of_birth == key
+    assert record.values["date_of_birth"] == f"{key[:4]}-{key[4:6]}-{key[6:]}"

@@ -16,7 +16,13 @@ from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.identity_models import IdentityLink, IdentityReview
 from gateway.db.models import Attribute, Customer, Identity
 from gateway.errors import Conflict
-from gateway.identity import IdentityConfig, Resolver, merge_customers, unmerge_customer
+from gateway.identity import (
+    DEFAULT_MODEL,
+    IdentityConfig,
+    Resolver,
+    merge_customers,
+    unmerge_customer,
+)
 
 
 @pytest.fixture
@@ -121,7 +127,7 @@ async def test_probabilistic_match_merges_and_review_band_does_not(
         "shop",
     )
     assert (typo.rule, typo.customer_id) == ("probabilistic", stored.customer_id)
-    assert typo.score is not None and typo.score >= resolver.config.match_threshold
+    assert typo.score is not None and typo.score >= DEFAULT_MODEL.match_probability
     # Same surname and postcode but nothing else: worth a look, not a merge.
     maybe = await resolver.link_one(
         {"external_id": "m1", "last_name": base["last_name"], "postcode": base["postcode"]},
@@ -130,9 +136,9 @@ async def test_probabilistic_match_merges_and_review_band_does_not(
     assert maybe.new_customer and maybe.review is not None
     assert maybe.review.candidate_customer_id == stored.customer_id
     assert (
-        resolver.config.review_threshold
+        DEFAULT_MODEL.review_probability
         <= (maybe.review.score or 0)
-        < resolver.config.match_threshold
+        < DEFAULT_MODEL.match_probability
     )
     async with sessions() as session:
         reviews = (

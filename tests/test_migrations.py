@@ -35,6 +35,8 @@ TABLES = {
     "identity_block_keys",
     "identity_links",
     "identity_reviews",
+    "identity_never_links",
+    "identity_models",
     "api_keys",
     "tombstones",
     "event_subjects",

@@ -1,24 +1,27 @@
 """Identity resolution: linking source records to unified customers, with evidence.
 
-``Resolver`` links batches (deterministic keys, then Fellegi-Sunter scores over
-blocked candidates); ``merge_customers``/``unmerge_customer`` are the manual tools;
-``IdentityConfig`` holds every rule and threshold.
+``Resolver`` links batches (deterministic keys, then match probabilities from a
+Fellegi-Sunter model over blocked candidates, clustered); ``merge_customers``/
+``unmerge_customer`` are the manual tools; ``IdentityConfig`` holds the rules,
+``LinkageModel`` the trained parameters and the probability thresholds.
 """
 
 from __future__ import annotations
 
-from gateway.identity.config import DEFAULT_CONFIG, FieldRule, IdentityConfig
+from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.evaluation import PairMetrics, pair_metrics
 from gateway.identity.linkage import Decision, Review
 from gateway.identity.merges import merge_customers, refresh_golden, unmerge_customer
+from gateway.identity.model import DEFAULT_MODEL, LinkageModel
 from gateway.identity.records import PreparedRecord, RecordError, prepare
 from gateway.identity.resolution import Resolver
 
 __all__ = [
     "DEFAULT_CONFIG",
+    "DEFAULT_MODEL",
     "Decision",
-    "FieldRule",
     "IdentityConfig",
+    "LinkageModel",
     "PairMetrics",
     "PreparedRecord",
     "RecordError",

@@ -14,9 +14,10 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import ARRAY, any_, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.db.identity_models import IdentityBlockKey, IdentityRecord
+from gateway.db.identity_models import IdentityBlockKey, IdentityNeverLink, IdentityRecord
 from gateway.db.models import Customer, Identity
 from gateway.identity.bulk import is_postgres
+from gateway.identity.comparison import Comparable, comparable
 from gateway.identity.config import IdentityConfig
 from gateway.identity.linkage import Candidate, KnownState
 from gateway.identity.records import PreparedRecord
@@ -41,10 +42,10 @@ def chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
-def _comparable(row: Any) -> dict[str, str | None]:
+def _comparable(row: Any) -> Comparable:
     fields = {name: getattr(row, name) for name in MATCH_COLUMNS}
     fields["email"] = fields.pop("email_key")
-    return fields
+    return comparable(fields)
 
 
 def matching(connection: AsyncConnection, column: Any, values: Iterable[Any]) -> Iterator[Any]:
@@ -157,7 +158,50 @@ async def load_state(
         )
         for owner, count in cast("Iterable[tuple[uuid.UUID, int]]", rows):
             state.sizes[owner] = int(count)
+    await _load_members(connection, state)
+    await _load_never(connection, state)
     return state
+
+
+async def _load_members(connection: AsyncConnection, state: KnownState) -> None:
+    """Every stored record of the candidates' customers that have more than one: the
+    clusters are judged whole, not by the one record that shares a block."""
+    known: dict[int, Candidate] = {}
+    for members in state.blocks.values():
+        for candidate in members:
+            known[candidate.ref] = candidate
+    wanted = {c.customer_id for c in known.values() if state.sizes.get(c.customer_id, 1) > 1}
+    missing: list[tuple[int, uuid.UUID]] = []
+    for clause in matching(connection, Identity.customer_id, wanted):
+        rows = await connection.execute(select(Identity.id, Identity.customer_id).where(clause))
+        missing += [(i, owner) for i, owner in rows if i not in known]
+    owner_of = dict(missing)
+    columns = [getattr(IdentityRecord, name) for name in MATCH_COLUMNS]
+    for clause in matching(connection, IdentityRecord.identity_id, owner_of):
+        for row in await connection.execute(
+            select(IdentityRecord.identity_id, *columns).where(clause)
+        ):
+            known[row.identity_id] = Candidate(
+                row.identity_id, owner_of[row.identity_id], _comparable(row)
+            )
+    for candidate in known.values():
+        if candidate.customer_id in wanted:
+            state.members.setdefault(candidate.customer_id, []).append(candidate)
+
+
+async def _load_never(connection: AsyncConnection, state: KnownState) -> None:
+    """The never-link pairs touching any identity this batch may be compared with."""
+    ids = {c.ref for members in state.blocks.values() for c in members}
+    ids |= {c.ref for members in state.members.values() for c in members}
+    ids |= {identity_id for identity_id, _ in state.identities.values()}
+    for column in (IdentityNeverLink.identity_id, IdentityNeverLink.other_identity_id):
+        for clause in matching(connection, column, ids):
+            rows = await connection.execute(
+                select(IdentityNeverLink.identity_id, IdentityNeverLink.other_identity_id).where(
+                    clause
+                )
+            )
+            state.never.update((a, b) for a, b in rows)
 
 
 async def _owners(connection: AsyncConnection, identity_ids: set[int]) -> dict[int, uuid.UUID]:

@@ -38,69 +38,80 @@ async def merge_customers(
     actor: str = "system",
 ) -> uuid.UUID:
     """Fold customer ``b`` into ``a`` (identities, attributes, consents, events); returns ``a``."""
+    async with sessions.begin() as session:
+        return await merge_in(session, a, b, reason, config=config, actor=actor)
+
+
+async def merge_in(
+    session: AsyncSession,
+    a: uuid.UUID,
+    b: uuid.UUID,
+    reason: str,
+    *,
+    config: IdentityConfig = DEFAULT_CONFIG,
+    actor: str = "system",
+) -> uuid.UUID:
+    """``merge_customers`` inside the caller's transaction (a resolved review's)."""
     if a == b:
         raise InvalidInput("Cannot merge a customer with itself", field="b")
-    async with sessions.begin() as session:
-        found = set(
-            await session.scalars(
-                select(Customer.id).where(Customer.id.in_([a, b])).with_for_update()
-            )
+    found = set(
+        await session.scalars(select(Customer.id).where(Customer.id.in_([a, b])).with_for_update())
+    )
+    if found != {a, b}:
+        raise InvalidInput("Unknown customer id", field="a" if a not in found else "b")
+    moved = list(await session.scalars(select(Identity.id).where(Identity.customer_id == b)))
+    kept = list(await session.scalars(select(Identity.id).where(Identity.customer_id == a)))
+    if len(moved) + len(kept) > config.max_identities_per_customer:
+        raise Conflict(
+            f"A merged customer would have more than "
+            f"{config.max_identities_per_customer} identities",
+            field="b",
         )
-        if found != {a, b}:
-            raise InvalidInput("Unknown customer id", field="a" if a not in found else "b")
-        moved = list(await session.scalars(select(Identity.id).where(Identity.customer_id == b)))
-        kept = list(await session.scalars(select(Identity.id).where(Identity.customer_id == a)))
-        if len(moved) + len(kept) > config.max_identities_per_customer:
-            raise Conflict(
-                f"A merged customer would have more than "
-                f"{config.max_identities_per_customer} identities",
-                field="b",
-            )
-        await keep_golden_provenance(session, [a, b])
-        await _move_consents(session, a, b)
-        for model in (Identity, Attribute, Event, IdentityLink):
-            await session.execute(update(model).where(model.customer_id == b).values(customer_id=a))
-        # Open reviews between the two are settled by this merge; the rest now point at a.
+    await keep_golden_provenance(session, [a, b])
+    await _move_consents(session, a, b)
+    for model in (Identity, Attribute, Event, IdentityLink):
+        await session.execute(update(model).where(model.customer_id == b).values(customer_id=a))
+    # Open reviews between the two are settled by this merge; the rest now point at a.
+    await session.execute(
+        update(IdentityReview)
+        .where(
+            IdentityReview.candidate_customer_id.in_([a, b]),
+            IdentityReview.identity_id.in_(moved + kept),
+        )
+        .values(status="merged")
+    )
+    await session.execute(
+        update(IdentityReview)
+        .where(IdentityReview.candidate_customer_id == b)
+        .values(candidate_customer_id=a)
+    )
+    now = utcnow()
+    if moved:
         await session.execute(
-            update(IdentityReview)
-            .where(
-                IdentityReview.candidate_customer_id.in_([a, b]),
-                IdentityReview.identity_id.in_(moved + kept),
-            )
-            .values(status="merged")
+            insert(IdentityLink),
+            [
+                {
+                    "customer_id": a,
+                    "identity_id": identity_id,
+                    "matched_identity_id": kept[0] if kept else None,
+                    "rule": "manual",
+                    "score": None,
+                    "reason": reason[:200],
+                    "created_at": now,
+                }
+                for identity_id in moved
+            ],
         )
-        await session.execute(
-            update(IdentityReview)
-            .where(IdentityReview.candidate_customer_id == b)
-            .values(candidate_customer_id=a)
+    await session.execute(delete(Customer).where(Customer.id == b))
+    await refresh_golden(session, [a], config)
+    session.add(
+        AuditEntry(
+            actor=actor,
+            operation="merge_customers",
+            customer_id=a,
+            details={"merged": str(b), "identities": len(moved)},
         )
-        now = utcnow()
-        if moved:
-            await session.execute(
-                insert(IdentityLink),
-                [
-                    {
-                        "customer_id": a,
-                        "identity_id": identity_id,
-                        "matched_identity_id": kept[0] if kept else None,
-                        "rule": "manual",
-                        "score": None,
-                        "reason": reason[:200],
-                        "created_at": now,
-                    }
-                    for identity_id in moved
-                ],
-            )
-        await session.execute(delete(Customer).where(Customer.id == b))
-        await refresh_golden(session, [a], config)
-        session.add(
-            AuditEntry(
-                actor=actor,
-                operation="merge_customers",
-                customer_id=a,
-                details={"merged": str(b), "identities": len(moved)},
-            )
-        )
+    )
     return a
 
 

@@ -31,6 +31,7 @@ from gateway.identity.bulk import (
     update_by_id,
 )
 from gateway.identity.config import IdentityConfig
+from gateway.identity.folding import fold_customers
 from gateway.identity.linkage import Decision, KnownState
 from gateway.identity.lookup import MATCH_COLUMNS, matching
 from gateway.identity.records import PreparedRecord
@@ -54,8 +55,15 @@ async def write_batch(
     decisions: Sequence[Decision],
     state: KnownState,
     config: IdentityConfig,
+    model_version: int | None = None,
 ) -> None:
     now = utcnow()
+    folded = await fold_customers(
+        connection, [(gone, d.customer_id) for d in decisions for gone in d.merged]
+    )
+    for email, owner in list(state.golden_emails.items()):
+        if owner in folded:
+            del state.golden_emails[email]
     clusters: defaultdict[uuid.UUID, list[PreparedRecord]] = defaultdict(list)
     for decision in decisions:
         clusters[decision.customer_id].append(decision.record)
@@ -110,7 +118,7 @@ async def write_batch(
             identity_ids[position] = identity_ids[decision.duplicate_of]
 
     await _write_records(connection, decisions, identity_ids, state.stored, now)
-    await _write_evidence(connection, decisions, identity_ids, now)
+    await _write_evidence(connection, decisions, identity_ids, now, model_version)
     await update_by_id(connection, _table(Customer), existing_golden)
 
 
@@ -255,6 +263,7 @@ async def _write_evidence(
     decisions: Sequence[Decision],
     identity_ids: dict[int, int],
     now: Any,
+    model_version: int | None,
 ) -> None:
     def resolve(ref: int | None) -> int | None:
         if ref is None:
@@ -269,6 +278,7 @@ async def _write_evidence(
             "rule": d.rule,
             "score": d.score,
             "reason": None,
+            "model_version": model_version if d.rule == "probabilistic" else None,
             "created_at": now,
         }
         for p, d in enumerate(decisions)
@@ -279,7 +289,10 @@ async def _write_evidence(
         {
             "identity_id": identity_ids[p],
             "candidate_customer_id": d.review.candidate_customer_id,
+            "candidate_identity_id": resolve(d.review.candidate),
             "score": d.review.score,
+            "levels": d.review.levels,
+            "model_version": model_version,
             "reason": d.review.reason,
             "status": "open",
             "created_at": now,
@@ -287,4 +300,6 @@ async def _write_evidence(
         for p, d in enumerate(decisions)
         if d.review is not None
     ]
-    await insert_rows(connection, _table(IdentityReview), reviews)
+    if reviews:
+        # Few rows, and a JSON column: a plain insert, not COPY.
+        await connection.execute(insert(IdentityReview), reviews)

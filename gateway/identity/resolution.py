@@ -11,9 +11,12 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
+from gateway.identity.comparison import Scorer
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.linkage import Decision, KnownState, Linker
 from gateway.identity.lookup import load_state
+from gateway.identity.model import LinkageModel
+from gateway.identity.model_store import active_scorer, identity_count
 from gateway.identity.records import PreparedRecord, prepare
 from gateway.identity.repository import write_batch
 
@@ -104,14 +107,21 @@ class Screened:
 
 
 class Resolver:
-    """Links records to customers: ``link`` a prepared batch, or ``link_one`` raw record."""
+    """Links records to customers: ``link`` a prepared batch, or ``link_one`` raw record.
+
+    Scores with the database's active linkage model, read per batch (a model trained or
+    changed meanwhile applies from the next batch on), unless given a ``model``."""
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], config: IdentityConfig = DEFAULT_CONFIG
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        config: IdentityConfig = DEFAULT_CONFIG,
+        *,
+        model: LinkageModel | None = None,
     ) -> None:
         self._sessions = sessions
         self._config = config
-        self._linker = Linker(config)
+        self._scorer = Scorer(model) if model is not None else None
 
     @property
     def config(self) -> IdentityConfig:
@@ -146,9 +156,11 @@ class Resolver:
     async def _write(
         self, connection: AsyncConnection, records: Sequence[PreparedRecord]
     ) -> list[Decision]:
+        scorer = self._scorer or await active_scorer(connection)
+        scorer = scorer.for_population(await identity_count(connection) + len(records))
         state = await _load(connection, records, self._config)
-        decisions = self._linker.decide(list(records), state)
-        await write_batch(connection, decisions, state, self._config)
+        decisions = Linker(self._config, scorer).decide(list(records), state)
+        await write_batch(connection, decisions, state, self._config, scorer.model.version)
         return decisions
 
     async def link_one(self, data: Mapping[str, Any], source: str) -> Decision:

@@ -123,14 +123,22 @@ def phone_key(raw: str | None, config: IdentityConfig) -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+_YMD = re.compile(r"^(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})$")
+
+
 def dob_key(raw: str | None, config: IdentityConfig) -> str | None:
     """YYYYMMDD digits.  Kept even when not a calendar date: typed-in dates carry typos
-    that still help matching.  ``ValueError`` when it is not eight digits at all."""
+    that still help matching.  Year, month and day may be written without leading zeros
+    (1967-9-7).  ``ValueError`` when it is not a date written year first at all."""
     if is_placeholder(raw, config):
         return None
     text = (raw or "").strip()
     if isinstance(raw, date):
         text = raw.isoformat()
+    parts = _YMD.match(text)
+    if parts:
+        year, month, day = parts.groups()
+        text = f"{year}{int(month):02d}{int(day):02d}"
     digits = _DIGITS.sub("", text)
     if len(digits) != 8:
         raise ValueError("not a date; use YYYY-MM-DD")

@@ -1,0 +1,102 @@
+"""Folding one stored customer into another inside the linker's transaction.
+
+The linker does this when the pairs across two existing customers say they are one
+person (``clustering``); the rows move as ``merge_customers`` moves them, on the
+batch's connection, and the customer left empty is deleted.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.db.identity_models import IdentityLink, IdentityReview
+from gateway.db.models import Attribute, AuditEntry, Consent, Customer, Event, Identity, utcnow
+
+
+async def fold_customers(
+    connection: AsyncConnection, merges: Sequence[tuple[uuid.UUID, uuid.UUID]]
+) -> set[uuid.UUID]:
+    """Fold each ``gone`` customer into its ``into``; returns the customers folded away.
+
+    Both rows are locked first, in id order (as ``merge_customers`` does); a customer
+    that has meanwhile vanished (erased) is skipped, and its records stay linked to
+    ``into`` only through this batch's own decisions.
+    """
+    folded: set[uuid.UUID] = set()
+    for gone, into in merges:
+        if gone == into or gone in folded:
+            continue
+        locked = set(
+            (
+                await connection.execute(
+                    select(Customer.id)
+                    .where(Customer.id.in_(sorted({gone, into})))
+                    .order_by(Customer.id)
+                    .with_for_update()
+                )
+            ).scalars()
+        )
+        if locked != {gone, into}:
+            continue
+        await _move_consents(connection, gone, into)
+        for model in (Identity, Attribute, Event, IdentityLink):
+            await connection.execute(
+                update(model).where(model.customer_id == gone).values(customer_id=into)
+            )
+        await connection.execute(
+            update(IdentityReview)
+            .where(IdentityReview.candidate_customer_id == gone)
+            .values(candidate_customer_id=into)
+        )
+        # Open reviews between the two are settled by the fold.
+        mine = select(Identity.id).where(Identity.customer_id == into).scalar_subquery()
+        await connection.execute(
+            update(IdentityReview)
+            .where(
+                IdentityReview.candidate_customer_id == into,
+                IdentityReview.identity_id.in_(mine),
+                IdentityReview.status == "open",
+            )
+            .values(status="merged")
+        )
+        await connection.execute(delete(Customer).where(Customer.id == gone))
+        await connection.execute(
+            insert(AuditEntry).values(
+                occurred_at=utcnow(),
+                actor="identity-linker",
+                operation="fold_customers",
+                customer_id=into,
+                details={"merged": str(gone), "rule": "probabilistic"},
+            )
+        )
+        folded.add(gone)
+    return folded
+
+
+async def _move_consents(connection: AsyncConnection, gone: uuid.UUID, into: uuid.UUID) -> None:
+    """One consent per purpose survives: the most recently recorded of the two."""
+    rows = (
+        await connection.execute(
+            select(Consent.id, Consent.customer_id, Consent.purpose, Consent.recorded_at).where(
+                Consent.customer_id.in_([gone, into])
+            )
+        )
+    ).all()
+    newest: dict[str, tuple[datetime, int]] = {}
+    for consent_id, _, purpose, recorded_at in rows:
+        if purpose not in newest or recorded_at > newest[purpose][0]:
+            newest[purpose] = (recorded_at, consent_id)
+    keep = {consent_id for _, consent_id in newest.values()}
+    drop = [consent_id for consent_id, *_ in rows if consent_id not in keep]
+    if drop:
+        await connection.execute(delete(Consent).where(Consent.id.in_(drop)))
+    await connection.execute(
+        update(Consent)
+        .where(and_(Consent.customer_id == gone, Consent.id.in_(keep)))
+        .values(customer_id=into)
+    )
