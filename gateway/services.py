@@ -72,7 +72,12 @@ class Services:
             engine=engine,
             customers=customers,
             federation=federation,
-            persisted_queries=PersistedQueries(cache.backend),
+            persisted_queries=PersistedQueries(
+                cache.backend,
+                max_bytes=settings.persisted_query_max_bytes,
+                max_count=settings.persisted_queries_max,
+                ttl_s=settings.persisted_query_ttl_s,
+            ),
             templates=open_templates(sessions),
             notifications=notifications,
             webhooks=webhooks,

@@ -71,6 +71,21 @@ class Settings(BaseSettings):
         default=1_048_576,
         description="Largest request body on /graphql, /api/ and /webhooks/; more is 413.",
     )
+    persisted_query_max_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=32_768,
+        description="Largest document a client may register as an automatic persisted "
+        "query; larger ones are refused (400 PERSISTED_QUERY_TOO_LARGE) and must be sent "
+        "whole.",
+    )
+    persisted_queries_max: Annotated[int, Field(ge=1)] = Field(
+        default=1000,
+        description="Most persisted queries kept, per process and in Redis; the least "
+        "recently used go first (a client re-registers a document it finds gone).",
+    )
+    persisted_query_ttl_s: Annotated[float, Field(gt=0)] = Field(
+        default=86_400.0,
+        description="How long a persisted query is kept after it was last registered or used.",
+    )
     introspection: bool = Field(
         default=True,
         description="Answer __schema and __type queries; turn off in production.",

@@ -40,6 +40,7 @@ GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
 _SUPPORTED = [JSON, GRAPHQL_RESPONSE]  # mimeparse prefers the last of equal matches
 _MEDIA_TYPE = "gateway.media_type"
+_REGISTER = "gateway.persisted_query"  # (digest, document) to remember once it validates
 
 
 @lru_cache(maxsize=256)  # clients send a handful of distinct Accept headers
@@ -141,10 +142,12 @@ class GatewayGraphQL(GraphQL[Context, None]):
             return data
         services: Services = request.request.app.state.services
         try:
-            query = await services.persisted_queries.resolve(data.query, data.extensions)
+            resolved = await services.persisted_queries.resolve(data.query, data.extensions)
         except GatewayError as exc:
             raise RequestError(400, str(exc), exc.code) from exc
-        return data if query is data.query else replace(data, query=query)
+        if resolved.register is not None and resolved.query is not None:
+            request.request.scope[_REGISTER] = (resolved.register, resolved.query)
+        return data if resolved.query is data.query else replace(data, query=resolved.query)
 
     async def render_graphql_ide(self, request: Request) -> Response:
         return HTMLResponse(self._ide_html)
@@ -164,6 +167,10 @@ class GatewayGraphQL(GraphQL[Context, None]):
         if isinstance(result, PreExecutionError):
             # Nothing ran: the spec's "request error" has no data entry at all.
             response.pop("data", None)
+        elif _REGISTER in request.scope:
+            # It parsed, validated and passed the limits: only now is it worth keeping.
+            services: Services = request.app.state.services
+            await services.persisted_queries.remember(*request.scope[_REGISTER])
         return response
 
     def decode_json(self, data: str | bytes) -> object:
