@@ -67,6 +67,29 @@ class Settings(BaseSettings):
         "1,000 customers with profile fields, consent, lifetime value, orders(first: 3) "
         "with totals and the cart cost 20,000; with each order's line items, 80,000.",
     )
+    max_query_tokens: Annotated[int, Field(ge=100)] = Field(
+        default=5000,
+        description="Most lexical tokens a GraphQL document may have (GraphiQL's "
+        "introspection query has about 160; 1,000 ids written inline about 1,000); more "
+        "is 400 QUERY_TOO_LARGE before it is parsed further. Send long lists as variables.",
+    )
+    max_query_fields: Annotated[int, Field(ge=10)] = Field(
+        default=500,
+        description="Most fields an operation may select, each alias and each spread of "
+        "a fragment counted where it is used (GraphiQL's introspection query selects "
+        "about 220); more is 400 QUERY_TOO_LARGE before validation.",
+    )
+    max_root_fields: Annotated[int, Field(ge=1)] = Field(
+        default=50,
+        description="Most root fields (queries or mutations) one operation may have; "
+        "more is 400 TOO_MANY_ROOT_FIELDS. Mutations run one after another.",
+    )
+    max_variable_values: Annotated[int, Field(ge=100)] = Field(
+        default=5000,
+        description="Most values a request's variables may hold (every list item and "
+        "object field counts; never fewer than GATEWAY_MAX_BATCH_SIZE); more is 400 "
+        "VARIABLES_TOO_LARGE.",
+    )
     max_body_bytes: Annotated[int, Field(ge=1024)] = Field(
         default=1_048_576,
         description="Largest request body on /graphql, /api/ and /webhooks/; more is 413.",
@@ -126,7 +149,14 @@ class Settings(BaseSettings):
     rate_limit_per_minute: Annotated[int, Field(ge=1)] = Field(
         default=6000,
         description="Requests a minute one API key may make, unless the key sets its own "
-        "(`gateway keys create --rate-limit N`); shared by every instance through Redis.",
+        "(`gateway keys create --rate-limit N`); shared by every instance through Redis. "
+        "A GraphQL operation counts as one request per started GATEWAY_RATE_LIMIT_COST_UNIT "
+        "of its query cost.",
+    )
+    rate_limit_cost_unit: Annotated[int, Field(ge=1)] = Field(
+        default=100,
+        description="Query cost one request covers in the rate limit: an operation costing "
+        "up to this counts once, a batch costing 20,000 counts as 200 requests.",
     )
     api_key_cache_ttl_s: Annotated[float, Field(ge=0, le=60)] = Field(
         default=1.0,

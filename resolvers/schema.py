@@ -8,7 +8,7 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError
 from strawberry.tools import merge_types
-from strawberry.types import ExecutionContext, Info
+from strawberry.types import ExecutionContext, ExecutionResult, Info
 
 from gateway.api_keys import Scope
 from gateway.audit import Action
@@ -22,11 +22,11 @@ from gateway.errors import InvalidInput
 from gateway.settings import Settings
 from resolvers.access import audit, require
 from resolvers.context import Context
-from resolvers.errors import is_unexpected
+from resolvers.errors import is_unexpected, masked
 from resolvers.execution import AcyclicExecutionContext
 from resolvers.identity import IdentityMutation
 from resolvers.limits import build_limits
-from resolvers.operation import GatewayOperation
+from resolvers.operation import DocumentCache, GatewayOperation
 from resolvers.privacy import PrivacyMutation, PrivacyQuery
 from resolvers.render import TemplateMutation, TemplateQuery
 from resolvers.subscriptions import Subscription
@@ -146,6 +146,14 @@ logger = logging.getLogger("gateway.graphql")
 
 
 class GatewaySchema(strawberry.Schema):
+    documents: DocumentCache  # parsed and validated documents, kept across requests
+
+    async def execute(self, *args: Any, **kwargs: Any) -> ExecutionResult:
+        result = await super().execute(*args, **kwargs)
+        if result.errors:
+            result.errors = masked(result.errors)
+        return result
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -160,20 +168,23 @@ class GatewaySchema(strawberry.Schema):
                 )
 
 
-def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+def build_schema(settings: Settings | None = None) -> GatewaySchema:
     """A new schema; built once per app, never per request.
 
     Without settings, the limits take their defaults (the environment is not read).
     """
     settings = settings or Settings.model_construct()
     limits = build_limits(settings)
-    return GatewaySchema(
+    documents = DocumentCache(limits)
+    schema = GatewaySchema(
         query=merge_types("Query", (Query, TemplateQuery, PrivacyQuery)),
         mutation=merge_types(
             "Mutation", (Mutation, TemplateMutation, IdentityMutation, PrivacyMutation)
         ),
         subscription=Subscription,
         # Limits' rule classes are built once here, so cached validations keep hitting.
-        extensions=[lambda: GatewayOperation(limits)],
+        extensions=[lambda: GatewayOperation(limits, documents)],
         execution_context_class=AcyclicExecutionContext,
     )
+    schema.documents = documents
+    return schema
