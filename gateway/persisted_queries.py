@@ -76,9 +76,7 @@ def digest_of(query: str) -> str:
 
 
 class PersistedQueries:
-    def __init__(
-        self, backend: BaseCache, *, max_bytes: int, max_count: int, ttl_s: float
-    ) -> None:
+    def __init__(self, backend: BaseCache, *, max_bytes: int, max_count: int, ttl_s: float) -> None:
         self.max_bytes = max_bytes
         self.max_count = max_count
         self.ttl_s = ttl_s

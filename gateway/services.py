@@ -99,12 +99,15 @@ class Services:
         await self.federation.cache.close()
         await self.engine.dispose()
 
-    async def rate_limit(self, principal: Principal) -> float | None:
-        """None when this key may make another request now, else seconds to wait."""
+    def rate_limit_of(self, principal: Principal) -> int:
+        """Requests a minute this key may make."""
+        return principal.rate_limit_per_minute or self.settings.rate_limit_per_minute
+
+    async def rate_limit(self, principal: Principal, requests: int = 1) -> float | None:
+        """None when this key may make ``requests`` more requests now, else seconds to
+        wait (an operation counts as several by its cost)."""
         return await self.rate_limiter.acquire(
-            principal.key_id,
-            principal.rate_limit_per_minute or self.settings.rate_limit_per_minute,
-            name=principal.name,
+            principal.key_id, self.rate_limit_of(principal), cost=requests, name=principal.name
         )
 
     async def database_ready(self) -> bool:
