@@ -22,6 +22,8 @@ from gateway.persisted_queries import PersistedQueries
 from gateway.profile_cache import CachedCustomers
 from gateway.rate_limit import RateLimiter
 from gateway.recommendations.serving import Recommender, open_recommender
+from gateway.render import Budgets, Renderer
+from gateway.render_pool import RenderPool
 from gateway.settings import Settings
 from gateway.templates import TemplateStore, open_templates
 from gateway.webhooks import WebhookIngest, Webhooks
@@ -36,6 +38,7 @@ class Services:
     customers: CachedCustomers
     federation: Federation
     persisted_queries: PersistedQueries
+    renderer: Renderer
     templates: TemplateStore
     notifications: Notifications
     webhooks: Webhooks
@@ -63,6 +66,7 @@ class Services:
             CustomerStore(sessions, tombstones), cache.backend, settings.profile_cache_ttl_s
         )
         notifications = build_notifications(settings.cache_url)
+        renderer = Renderer(RenderPool(settings.render_workers), render_budgets(settings))
         webhooks = Webhooks(
             WebhookIngest(engine, federation, customers, notifications, tombstones),
             settings.webhook_secrets,
@@ -78,7 +82,8 @@ class Services:
                 max_count=settings.persisted_queries_max,
                 ttl_s=settings.persisted_query_ttl_s,
             ),
-            templates=open_templates(sessions),
+            renderer=renderer,
+            templates=open_templates(sessions, renderer),
             notifications=notifications,
             webhooks=webhooks,
             api_keys=ApiKeys(sessions, settings.api_key_cache_ttl_s),
@@ -91,6 +96,7 @@ class Services:
 
     async def aclose(self) -> None:
         await self.customers.aclose()
+        await self.renderer.aclose()
         await self.audit.aclose()
         await self.api_keys.aclose()
         await self.rate_limiter.aclose()
@@ -117,3 +123,14 @@ class Services:
         except Exception:
             return False
         return True
+
+
+def render_budgets(settings: Settings) -> Budgets:
+    return Budgets(
+        steps=settings.render_max_steps,
+        output=settings.render_max_output_bytes,
+        seconds=settings.render_timeout_s,
+        request_steps=settings.render_request_max_steps,
+        request_output=settings.render_request_max_output_bytes,
+        request_seconds=settings.render_request_timeout_s,
+    )

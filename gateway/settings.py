@@ -63,7 +63,8 @@ class Settings(BaseSettings):
     max_query_cost: Annotated[int, Field(ge=1)] = Field(
         default=100_000,
         description="Most a GraphQL operation may cost: object fields 1 plus their "
-        "selection, lists times their size (ids/emails given, first/limit, else 10). "
+        "selection (a render also one per thousand steps of its budget), lists times "
+        "their size (ids/emails given, first/limit, else 10). "
         "1,000 customers with profile fields, consent, lifetime value, orders(first: 3) "
         "with totals and the cart cost 20,000; with each order's line items, 80,000.",
     )
@@ -112,6 +113,33 @@ class Settings(BaseSettings):
     introspection: bool = Field(
         default=True,
         description="Answer __schema and __type queries; turn off in production.",
+    )
+    render_workers: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=2,
+        description="Worker processes per gateway process that parse and render Liquid "
+        "templates, off the event loop (started on first use).",
+    )
+    render_max_steps: Annotated[int, Field(ge=100)] = Field(
+        default=20_000,
+        description="Most work one render may do: loop iterations (all loops together) and "
+        "filter work (one step per call, per list item and per 64 characters it is "
+        "given). A render costs one per thousand of these in the query-cost model.",
+    )
+    render_max_output_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=512 * 1024, description="Largest output of one render."
+    )
+    render_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=1.0, description="Longest one render may take."
+    )
+    render_request_max_steps: Annotated[int, Field(ge=100)] = Field(
+        default=2_000_000, description="Most work all the renders of one request may do."
+    )
+    render_request_max_output_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=32 * 1024 * 1024, description="Largest output of all the renders of one request."
+    )
+    render_request_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=10.0,
+        description="Longest all the renders of one request may take, from the first.",
     )
     profile_cache_ttl_s: Annotated[float, Field(ge=0)] = Field(
         default=60.0,

@@ -51,7 +51,17 @@ def build_limits(settings: Settings) -> QueryCost:
         # A batch's ids are values too: never fewer than a batch may hold.
         max_variable_values=max(settings.max_variable_values, settings.max_batch_size),
         cost_unit=settings.rate_limit_cost_unit,
+        # A render costs one per thousand steps its budget allows, on top of its result:
+        # 1,000 customers with 49 renders each cost a million, refused before any runs.
+        extra={
+            ("Customer", "render"): render_cost(settings),
+            ("Query", "renderBatch"): render_cost(settings),
+        },
     )
+
+
+def render_cost(settings: Settings) -> int:
+    return max(1, settings.render_max_steps // 1000)
 
 
 # --- depth ---------------------------------------------------------------------------
@@ -131,6 +141,7 @@ class QueryCost:
         max_root_fields: int = 50,
         max_variable_values: int = 5000,
         cost_unit: int = 100,
+        extra: Mapping[tuple[str, str], int] | None = None,
     ) -> None:
         self.limit = limit
         self.rules = rules
@@ -139,6 +150,7 @@ class QueryCost:
         self.max_root_fields = max_root_fields
         self.max_variable_values = max_variable_values
         self.cost_unit = cost_unit
+        self.extra = dict(extra or {})
         self._plans: dict[tuple[str, str | None], CostPlan] = {}
 
     def check(
@@ -153,7 +165,7 @@ class QueryCost:
         key = (query, operation_name) if query is not None else None
         plan = self._plans.get(key) if key else None
         if plan is None:
-            plan = compile_cost(schema, document, operation_name)
+            plan = compile_cost(schema, document, operation_name, self.extra)
             if key:
                 if len(self._plans) >= _PLANS_KEPT:
                     del self._plans[next(iter(self._plans))]  # the oldest
