@@ -13,8 +13,14 @@ the context; ``track`` reaches it through a weak reference.)
 graphql-core completes a list's items in one go when their fields resolve at once
 (cached data does): 1,000 customers with twenty fields each held the event loop for
 0.6-1 s, during which no other request of the worker, ``/healthz`` included, was
-served. A list is completed here for at most ``SLICE_S`` at a time; the rest waits
-for the next turn of the loop, so other requests are served in between.
+served; introspection's sixty types, each a few milliseconds, 200 ms. Here the
+operation's completion runs in slices of ``SLICE_S``: between two items of any list,
+once the slice is used up (by those items or by anything nested in them), the rest of
+the list waits. Waiting lists continue one at a time, one per turn of the loop, each
+for a slice, so other requests are served between them (lists left waiting together
+would otherwise all continue in the same turn). The same holds for fields whose
+resolvers awaited: a DataLoader answering 1,000 customers at once wakes 1,000 of them
+in one turn, so each goes on with its completion only while a slice lasts.
 """
 
 from __future__ import annotations
@@ -31,14 +37,43 @@ from graphql.pyutils import AwaitableOrValue, Path, gather_with_cancel
 from graphql.type.definition import GraphQLResolveInfoHelpers
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-SLICE_S = 0.005  # the longest a list's completion holds the loop in one go
-_SLICED_FROM = 32  # shorter lists always complete in one go
+SLICE_S = 0.005  # the longest an operation's completion holds the loop in one go
+# A slice that ended this long ago ended while the operation waited (for a database
+# or an upstream), not while it ran: a list met then starts a fresh slice.
+_STALE_S = 0.05
 
 
 class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.async_helpers = GraphQLResolveInfoHelpers(gather=_gather, track=_track_weakly(self))
+        self.slice_ends = time.perf_counter() + SLICE_S
+        self._gate: asyncio.Future[None] | None = None  # released when a slice ends
+
+    async def with_abort_signal(self, awaitable: Awaitable[Any]) -> Any:
+        # Every awaited resolver result and list item comes through here.
+        resolved = await super().with_abort_signal(awaitable)
+        now = time.perf_counter()
+        if self.slice_ends < now <= self.slice_ends + _STALE_S:
+            (await self.next_slice()).set_result(None)
+        elif now > self.slice_ends:
+            self.slice_ends = now + SLICE_S
+        return resolved
+
+    async def next_slice(self) -> asyncio.Future[None]:
+        """Wait for a turn of the loop in which no other slice of this operation runs;
+        the caller sets the returned future when its slice is over."""
+        previous, mine = self._gate, asyncio.get_running_loop().create_future()
+        self._gate = mine
+        try:
+            if previous is not None:
+                await previous
+            await asyncio.sleep(0)  # and a turn of the loop since that slice ended
+        except BaseException:
+            mine.set_result(None)
+            raise
+        self.slice_ends = time.perf_counter() + SLICE_S
+        return mine
 
     def complete_iterable_value(
         self,
@@ -51,16 +86,20 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
     ) -> AwaitableOrValue[list[Any]]:
         if (
             not isinstance(items, list | tuple)
-            or len(items) < _SLICED_FROM
+            or not items
             or self.get_stream_usage(field_details_list, path) is not None
         ):
             return super().complete_iterable_value(
                 item_type, field_details_list, info, path, items, position_context
             )
         slicer = _ListSlices(self, item_type, field_details_list, info, path, items)
-        slicer.run(position_context)
-        if slicer.index == len(items):
-            return slicer.finished()
+        now = time.perf_counter()
+        if now > self.slice_ends + _STALE_S:
+            self.slice_ends = now + SLICE_S
+        if now <= self.slice_ends:
+            slicer.run(position_context)
+            if slicer.index == len(items):
+                return slicer.finished()
         return slicer.rest(position_context)
 
 
@@ -84,9 +123,8 @@ class _ListSlices:
         self.awaitable: list[int] = []  # indices of completed items still to be awaited
 
     def run(self, position_context: Any) -> None:
-        """Complete items until the list ends or the slice of time is used up."""
+        """Complete items until the list ends or the operation's slice is used up."""
         executor, items, completed = self.executor, self.items, self.completed
-        deadline = time.perf_counter() + SLICE_S
         try:
             while self.index < len(items):
                 index, item = self.index, items[self.index]
@@ -114,7 +152,7 @@ class _ListSlices:
                 ):
                     self.awaitable.append(index)
                 self.index += 1
-                if time.perf_counter() > deadline:
+                if time.perf_counter() > executor.slice_ends:
                     return
         except Exception:
             # As graphql-core does: what was started is settled, not orphaned.
@@ -130,8 +168,11 @@ class _ListSlices:
 
     async def rest(self, position_context: Any) -> list[Any]:
         while self.index < len(self.items):
-            await asyncio.sleep(0)  # let every other request have a turn
-            self.run(position_context)
+            done = await self.executor.next_slice()
+            try:
+                self.run(position_context)
+            finally:
+                done.set_result(None)
         return await self._gathered() if self.awaitable else self.completed
 
     async def _gathered(self) -> list[Any]:
