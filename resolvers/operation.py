@@ -39,7 +39,7 @@ from resolvers.operation_metrics import observe_operation
 from resolvers.rate_charge import charge_cost
 
 _DOCUMENTS_KEPT = 1024  # distinct documents: bounded, as clients choose them
-_IN_THREAD_CHARS = 2000  # a new document longer than this is parsed and validated aside
+_IN_THREAD_CHARS = 500  # a new document longer than this is parsed and validated aside
 
 
 @dataclass(frozen=True, slots=True)
