@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,7 +34,7 @@ from gateway.render_pool import RenderPool, RenderPoolError
 
 MAX_SOURCE_CHARS = 100_000
 ALL_LOADERS = frozenset(name for name in FIELD_LOADERS.values() if name)
-CHUNK = 100  # contexts sent to a worker at once: one pickling stays short on the loop
+CHUNK = 25  # contexts per render job: two jobs' full reservations fit the default budgets
 _COMPILED_KEPT = 512
 _ANALYSIS_S = 10.0  # parsing is bounded by the source's size; this is the backstop
 
@@ -84,21 +84,44 @@ class Budgets:
 
 class RequestBudget:
     """What a request's renders may still use, shared by all of them; its clock starts
-    at its first render. Its render jobs run one at a time, each given what is left and
-    giving back what it did not use, so the total never passes the budget however many
-    render fields the request has."""
+    at its first render.
+
+    A render job reserves what its renders could use at most, and gives back what they
+    did not. Jobs run side by side only while each one's whole reservation fits; when
+    the budget runs low, a job waits until it runs alone and then takes what is left.
+    So the total never passes the budget, however many render fields or chunks the
+    request has, and a render fails for lack of budget only when there is none left."""
 
     def __init__(self, budgets: Budgets) -> None:
         self.budgets = budgets
         self.steps = budgets.request_steps
         self.output = budgets.request_output
         self.deadline: float | None = None
-        self.turn = asyncio.Lock()
+        self._running = 0
+        self._released = asyncio.Condition()
 
     def seconds_left(self) -> float:
         if self.deadline is None:
             self.deadline = time.monotonic() + self.budgets.request_seconds
         return self.deadline - time.monotonic()
+
+    async def reserve(self, steps: int, output: int) -> tuple[int, int]:
+        async with self._released:
+            while self._running and (self.steps < steps or self.output < output):
+                await self._released.wait()
+            steps, output = min(steps, self.steps), min(output, self.output)
+            self.steps -= steps
+            self.output -= output
+            self._running += 1
+            return steps, output
+
+    async def settle(self, steps: int, output: int) -> None:
+        """Give back what a job reserved and did not use."""
+        async with self._released:
+            self.steps += steps
+            self.output += output
+            self._running -= 1
+            self._released.notify_all()
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +206,9 @@ class Renderer:
         columns = await asyncio.gather(*(fetch(name, profiles) for name in names))
         now = now or datetime.now(UTC)
         results: Outcomes = []
-        pending: asyncio.Future[Outcomes] | None = None
+        # Chunks render side by side on the pool's workers while the next chunk's
+        # contexts are built here.
+        pending: deque[asyncio.Future[Outcomes]] = deque()
         for start in range(0, len(profiles), CHUNK):
             chunk: Outcomes = []
             contexts: list[tuple[int, dict[str, Any], list[str]]] = []
@@ -204,12 +229,12 @@ class Renderer:
                     continue
                 contexts.append((len(chunk), context, warnings))
                 chunk.append(RenderError("not rendered"))  # replaced by the job's answer
-            # The previous chunk rendered while this one's contexts were built.
-            if pending is not None:
-                results.extend(await pending)
-            pending = asyncio.ensure_future(self._job(compiled, chunk, contexts, budget))
-        if pending is not None:
-            results.extend(await pending)
+            pending.append(asyncio.ensure_future(self._job(compiled, chunk, contexts, budget)))
+            await asyncio.sleep(0)  # the job is on its way to a worker before the next chunk
+            while len(pending) > self.pool.size:
+                results.extend(await pending.popleft())
+        while pending:
+            results.extend(await pending.popleft())
         return results
 
     async def _job(
@@ -221,54 +246,47 @@ class Renderer:
     ) -> Outcomes:
         if not contexts:
             return chunk
-        async with budget.turn:
-            return await self._run(compiled, chunk, contexts, budget)
-
-    async def _run(
-        self,
-        compiled: Compiled,
-        chunk: Outcomes,
-        contexts: list[tuple[int, dict[str, Any], list[str]]],
-        budget: RequestBudget,
-    ) -> Outcomes:
-        seconds = min(budget.seconds_left(), self.budgets.seconds * len(contexts))
-        steps = min(budget.steps, self.budgets.steps * len(contexts))
-        output = min(budget.output, self.budgets.output * len(contexts))
-        if seconds <= 0 or steps <= 0 or output <= 0:
-            for position, _, _ in contexts:
-                chunk[position] = RenderLimitError(
-                    "The template exceeded a limit: the request used up its rendering budget"
-                )
-            return chunk
-        budget.steps -= steps
-        budget.output -= output
-        request = {
-            "op": "render",
-            "source": compiled.source,
-            "html": compiled.format is RenderFormat.HTML,
-            "strict": compiled.strict,
-            "contexts": [context for _, context, _ in contexts],
-            "budget": {
-                "steps": self.budgets.steps,
-                "output": self.budgets.output,
-                "seconds": self.budgets.seconds,
-                "job_steps": steps,
-                "job_output": output,
-                "job_seconds": seconds,
-            },
-        }
+        steps, output = await budget.reserve(
+            self.budgets.steps * len(contexts), self.budgets.output * len(contexts)
+        )
+        used_steps, used_output = steps, output
         try:
-            answer = await self.pool.run(request, seconds)
-        except RenderPoolError as exc:
-            for position, _, _ in contexts:
-                chunk[position] = RenderLimitError(f"The template exceeded a limit: {exc.reason}")
-            budget.output += output
+            seconds = min(budget.seconds_left(), self.budgets.seconds * len(contexts))
+            if seconds <= 0 or steps <= 0 or output <= 0:
+                reason = "the request used up its rendering budget"
+                for position, _, _ in contexts:
+                    chunk[position] = RenderLimitError(f"The template exceeded a limit: {reason}")
+                return chunk
+            request = {
+                "op": "render",
+                "source": compiled.source,
+                "html": compiled.format is RenderFormat.HTML,
+                "strict": compiled.strict,
+                "contexts": [context for _, context, _ in contexts],
+                "budget": {
+                    "steps": self.budgets.steps,
+                    "output": self.budgets.output,
+                    "seconds": self.budgets.seconds,
+                    "job_steps": steps,
+                    "job_output": output,
+                    "job_seconds": seconds,
+                },
+            }
+            try:
+                answer = await self.pool.run(request, seconds)
+            except RenderPoolError as exc:
+                for position, _, _ in contexts:
+                    chunk[position] = RenderLimitError(
+                        f"The template exceeded a limit: {exc.reason}"
+                    )
+                return chunk  # what it used is unknown: all of its reservation counts
+            used_steps = min(steps, int(answer["steps"]))
+            used_output = min(output, int(answer["output"]))
+            for (position, _, warnings), result in zip(contexts, answer["results"], strict=True):
+                chunk[position] = _outcome(compiled, result, warnings)
             return chunk
-        budget.steps += steps - min(steps, int(answer["steps"]))
-        budget.output += output - min(output, int(answer["output"]))
-        for (position, _, warnings), result in zip(contexts, answer["results"], strict=True):
-            chunk[position] = _outcome(compiled, result, warnings)
-        return chunk
+        finally:
+            await budget.settle(steps - used_steps, output - used_output)
 
     async def aclose(self) -> None:
         await self.pool.aclose()
