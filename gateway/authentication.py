@@ -19,6 +19,7 @@ from gateway.api_keys import Principal
 from gateway.rate_limit import rate_limited_response
 
 PRINCIPAL = "gateway.principal"
+COUNTED = "gateway.rate_counted"  # requests already counted against the key's limit
 _OPEN_PREFIXES = ("/healthz", "/readyz", "/metrics", "/webhooks/", "/graphiql/assets")
 
 
@@ -79,6 +80,7 @@ class ApiKeyAuthentication:
             await rate_limited_response(retry_after)(scope, receive, send)
             return
         scope[PRINCIPAL] = principal
+        scope[COUNTED] = 1  # a GraphQL operation then counts the rest of its cost
         await self.app(scope, receive, send)
 
 

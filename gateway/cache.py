@@ -18,7 +18,9 @@ from typing import Any
 
 from aiocache import Cache
 from aiocache.base import BaseCache
-from aiocache.serializers import NullSerializer, PickleSerializer
+from aiocache.serializers import NullSerializer
+
+from gateway.cache_serializer import TypedJsonSerializer
 
 VERSION = 1
 NAMESPACE = "gw"
@@ -45,9 +47,9 @@ def build_cache(url: str) -> BaseCache:
         # waits on I/O, and aiocache's timeout wraps every call in a task of its own.
         return Cache(Cache.MEMORY, serializer=NullSerializer(), namespace=NAMESPACE, timeout=None)
     cache = Cache.from_url(url)
-    # The serializer pickles our own records into our own Redis: never point two
-    # trust domains at one Redis database.
-    cache.serializer = PickleSerializer()
+    # Typed JSON, not aiocache's pickles: whoever can write to the Redis must not be
+    # able to run code on the instances reading it.
+    cache.serializer = TypedJsonSerializer()
     cache.namespace = NAMESPACE
     return cache
 

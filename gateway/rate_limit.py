@@ -17,6 +17,10 @@ to what was used when it expires, so the tokens lost unspent are at most the dro
 pace from one second to the next, on each instance. Limits under 200 a minute are
 counted request by request (exact).
 
+A request may count as several (``cost``: a GraphQL operation counts by its query
+cost): it is spent from the lease when the lease has that many left, and otherwise
+counted on its own, in one round trip, as are requests larger than a lease may be.
+
 If Redis cannot be reached, requests are let through (and logged): an outage of
 the shared counter must not take the API down with it.
 """
@@ -80,8 +84,11 @@ class RateLimiter:
         self._leasing: dict[str, asyncio.Future[None]] = {}  # key -> lease being counted
         self._failing = False
 
-    async def acquire(self, key: str, per_minute: int, *, name: str | None = None) -> float | None:
-        """None if the request may go ahead; else the seconds until the key may retry.
+    async def acquire(
+        self, key: str, per_minute: int, *, cost: int = 1, name: str | None = None
+    ) -> float | None:
+        """None if ``cost`` more requests may go ahead; else the seconds until the key
+        may retry.
 
         ``name`` labels the refusal in ``gateway_rate_limited_total`` (default: ``key``).
         """
@@ -89,13 +96,13 @@ class RateLimiter:
         if item is None:
             item = self._items[per_minute] = RateLimitItemPerMinute(per_minute)
         most = per_minute // _LEASE_SHARE
-        if most <= 1:
-            return await self._count_one(item, key, name)
+        if most <= 1 or cost > most:
+            return await self._count(item, key, name, cost)
         while True:
             now = time.monotonic()
             lease = self._leases.get(key)
-            if lease is not None and lease.left > 0 and lease.expires > now:
-                lease.left -= 1
+            if lease is not None and lease.left >= cost and lease.expires > now:
+                lease.left -= cost
                 return None
             if self._no_lease_until.get(key, 0.0) > now:
                 break  # none fits: count one by one, concurrently, without queueing
@@ -103,7 +110,8 @@ class RateLimiter:
             if leasing is None:
                 leasing = self._leasing[key] = asyncio.get_running_loop().create_future()
                 try:
-                    if await self._take_lease(item, key, self._next_size(lease, most, now)):
+                    size = max(cost, self._next_size(lease, most, now, cost))
+                    if await self._take_lease(item, key, size, cost):
                         return None
                 finally:
                     del self._leasing[key]
@@ -112,19 +120,20 @@ class RateLimiter:
             # One lease at a time per key: 32 requests finding it spent at once must
             # not take 32 leases. Then try again, from the new lease if there is one.
             await asyncio.shield(leasing)
-        return await self._count_one(item, key, name)
+        return await self._count(item, key, name, cost)
 
     @staticmethod
-    def _next_size(lease: _Lease | None, most: int, now: float) -> int:
+    def _next_size(lease: _Lease | None, most: int, now: float, cost: int) -> int:
         if lease is None:
             return 1
         used = lease.size - lease.left
-        if lease.left <= 0 and lease.expires > now:
+        if lease.left < cost and lease.expires > now:
             return min(most, lease.size * 2)  # spent within its second: the pace is up
         return max(1, min(most, used))
 
-    async def _take_lease(self, item: RateLimitItem, key: str, size: int) -> bool:
-        """Count ``size`` requests (this one included) at once; False if they do not fit."""
+    async def _take_lease(self, item: RateLimitItem, key: str, size: int, cost: int) -> bool:
+        """Count ``size`` requests (this one's ``cost`` included) at once; False if they
+        do not fit."""
         now = time.monotonic()
         try:
             taken = await self._strategy.hit(item, key, cost=size)
@@ -134,17 +143,22 @@ class RateLimiter:
         else:
             self._recovered()
         if taken:
-            self._leases[key] = _Lease(size, size - 1, now + _LEASE_S)
+            # Tokens left in the lease this one replaces were counted: keep them.
+            old = self._leases.get(key)
+            carry = old.left if old is not None and old.expires > now else 0
+            self._leases[key] = _Lease(size, size - cost + carry, now + _LEASE_S)
             self._no_lease_until.pop(key, None)
         else:
             self._leases.pop(key, None)
             self._no_lease_until[key] = now + _LEASE_S
         return taken
 
-    async def _count_one(self, item: RateLimitItem, key: str, name: str | None) -> float | None:
+    async def _count(
+        self, item: RateLimitItem, key: str, name: str | None, cost: int
+    ) -> float | None:
         """Count this request alone; None if it may go ahead, else seconds to a retry."""
         try:
-            if await self._strategy.hit(item, key):
+            if await self._strategy.hit(item, key, cost=cost):
                 self._recovered()
                 return None
             stats = await self._strategy.get_window_stats(item, key)

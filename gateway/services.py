@@ -23,6 +23,8 @@ from gateway.persisted_queries import PersistedQueries
 from gateway.profile_cache import CachedCustomers
 from gateway.rate_limit import RateLimiter
 from gateway.recommendations.serving import Recommender, open_recommender
+from gateway.render import Budgets, Renderer
+from gateway.render_pool import RenderPool
 from gateway.settings import Settings
 from gateway.templates import TemplateStore, open_templates
 from gateway.webhooks import WebhookIngest, Webhooks
@@ -37,6 +39,7 @@ class Services:
     customers: CachedCustomers
     federation: Federation
     persisted_queries: PersistedQueries
+    renderer: Renderer
     templates: TemplateStore
     notifications: Notifications
     webhooks: Webhooks
@@ -67,6 +70,7 @@ class Services:
             settings.profile_cache_ttl_s,
         )
         notifications = build_notifications(settings.cache_url)
+        renderer = Renderer(RenderPool(settings.render_workers), render_budgets(settings))
         webhooks = Webhooks(
             WebhookIngest(
                 engine, federation, customers, notifications, tombstones, source_ids=source_ids
@@ -78,8 +82,14 @@ class Services:
             engine=engine,
             customers=customers,
             federation=federation,
-            persisted_queries=PersistedQueries(cache.backend),
-            templates=open_templates(sessions),
+            persisted_queries=PersistedQueries(
+                cache.backend,
+                max_bytes=settings.persisted_query_max_bytes,
+                max_count=settings.persisted_queries_max,
+                ttl_s=settings.persisted_query_ttl_s,
+            ),
+            renderer=renderer,
+            templates=open_templates(sessions, renderer),
             notifications=notifications,
             webhooks=webhooks,
             api_keys=ApiKeys(
@@ -94,6 +104,7 @@ class Services:
 
     async def aclose(self) -> None:
         await self.customers.aclose()
+        await self.renderer.aclose()
         await self.audit.aclose()
         await self.api_keys.aclose()
         await self.rate_limiter.aclose()
@@ -102,12 +113,15 @@ class Services:
         await self.federation.cache.close()
         await self.engine.dispose()
 
-    async def rate_limit(self, principal: Principal) -> float | None:
-        """None when this key may make another request now, else seconds to wait."""
+    def rate_limit_of(self, principal: Principal) -> int:
+        """Requests a minute this key may make."""
+        return principal.rate_limit_per_minute or self.settings.rate_limit_per_minute
+
+    async def rate_limit(self, principal: Principal, requests: int = 1) -> float | None:
+        """None when this key may make ``requests`` more requests now, else seconds to
+        wait (an operation counts as several by its cost)."""
         return await self.rate_limiter.acquire(
-            principal.key_id,
-            principal.rate_limit_per_minute or self.settings.rate_limit_per_minute,
-            name=principal.name,
+            principal.key_id, self.rate_limit_of(principal), cost=requests, name=principal.name
         )
 
     async def database_ready(self) -> bool:
@@ -117,3 +131,14 @@ class Services:
         except Exception:
             return False
         return True
+
+
+def render_budgets(settings: Settings) -> Budgets:
+    return Budgets(
+        steps=settings.render_max_steps,
+        output=settings.render_max_output_bytes,
+        seconds=settings.render_timeout_s,
+        request_steps=settings.render_request_max_steps,
+        request_output=settings.render_request_max_output_bytes,
+        request_seconds=settings.render_request_timeout_s,
+    )

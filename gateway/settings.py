@@ -70,17 +70,83 @@ class Settings(BaseSettings):
     max_query_cost: Annotated[int, Field(ge=1)] = Field(
         default=100_000,
         description="Most a GraphQL operation may cost: object fields 1 plus their "
-        "selection, lists times their size (ids/emails given, first/limit, else 10). "
+        "selection (a render also one per thousand steps of its budget), lists times "
+        "their size (ids/emails given, first/limit, else 10). "
         "1,000 customers with profile fields, consent, lifetime value, orders(first: 3) "
         "with totals and the cart cost 20,000; with each order's line items, 80,000.",
+    )
+    max_query_tokens: Annotated[int, Field(ge=100)] = Field(
+        default=5000,
+        description="Most lexical tokens a GraphQL document may have (GraphiQL's "
+        "introspection query has about 160; 1,000 ids written inline about 1,000); more "
+        "is 400 QUERY_TOO_LARGE before it is parsed further. Send long lists as variables.",
+    )
+    max_query_fields: Annotated[int, Field(ge=10)] = Field(
+        default=500,
+        description="Most fields an operation may select, each alias and each spread of "
+        "a fragment counted where it is used (GraphiQL's introspection query selects "
+        "about 220); more is 400 QUERY_TOO_LARGE before validation.",
+    )
+    max_root_fields: Annotated[int, Field(ge=1)] = Field(
+        default=50,
+        description="Most root fields (queries or mutations) one operation may have; "
+        "more is 400 TOO_MANY_ROOT_FIELDS. Mutations run one after another.",
+    )
+    max_variable_values: Annotated[int, Field(ge=100)] = Field(
+        default=5000,
+        description="Most values a request's variables may hold (every list item and "
+        "object field counts; never fewer than GATEWAY_MAX_BATCH_SIZE); more is 400 "
+        "VARIABLES_TOO_LARGE.",
     )
     max_body_bytes: Annotated[int, Field(ge=1024)] = Field(
         default=1_048_576,
         description="Largest request body on /graphql, /api/ and /webhooks/; more is 413.",
     )
+    persisted_query_max_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=32_768,
+        description="Largest document a client may register as an automatic persisted "
+        "query; larger ones are refused (400 PERSISTED_QUERY_TOO_LARGE) and must be sent "
+        "whole.",
+    )
+    persisted_queries_max: Annotated[int, Field(ge=1)] = Field(
+        default=1000,
+        description="Most persisted queries kept, per process and in Redis; the least "
+        "recently used go first (a client re-registers a document it finds gone).",
+    )
+    persisted_query_ttl_s: Annotated[float, Field(gt=0)] = Field(
+        default=86_400.0,
+        description="How long a persisted query is kept after it was last registered or used.",
+    )
     introspection: bool = Field(
         default=True,
         description="Answer __schema and __type queries; turn off in production.",
+    )
+    render_workers: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=2,
+        description="Worker processes per gateway process that parse and render Liquid "
+        "templates, off the event loop (started on first use).",
+    )
+    render_max_steps: Annotated[int, Field(ge=100)] = Field(
+        default=20_000,
+        description="Most work one render may do: loop iterations (all loops together) and "
+        "filter work (one step per call, per list item and per 64 characters it is "
+        "given). A render costs one per thousand of these in the query-cost model.",
+    )
+    render_max_output_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=512 * 1024, description="Largest output of one render."
+    )
+    render_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=1.0, description="Longest one render may take."
+    )
+    render_request_max_steps: Annotated[int, Field(ge=100)] = Field(
+        default=2_000_000, description="Most work all the renders of one request may do."
+    )
+    render_request_max_output_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=32 * 1024 * 1024, description="Largest output of all the renders of one request."
+    )
+    render_request_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=10.0,
+        description="Longest all the renders of one request may take, from the first.",
     )
     profile_cache_ttl_s: Annotated[float, Field(ge=0)] = Field(
         default=60.0,
@@ -129,7 +195,14 @@ class Settings(BaseSettings):
     rate_limit_per_minute: Annotated[int, Field(ge=1)] = Field(
         default=6000,
         description="Requests a minute one API key may make, unless the key sets its own "
-        "(`gateway keys create --rate-limit N`); shared by every instance through Redis.",
+        "(`gateway keys create --rate-limit N`); shared by every instance through Redis. "
+        "A GraphQL operation counts as one request per started GATEWAY_RATE_LIMIT_COST_UNIT "
+        "of its query cost.",
+    )
+    rate_limit_cost_unit: Annotated[int, Field(ge=1)] = Field(
+        default=100,
+        description="Query cost one request covers in the rate limit: an operation costing "
+        "up to this counts once, a batch costing 20,000 counts as 200 requests.",
     )
     api_key_cache_ttl_s: Annotated[float, Field(ge=0, le=60)] = Field(
         default=1.0,

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.models import Template
 from gateway.errors import Conflict, InvalidInput
-from gateway.render import RenderFormat, compile_template
+from gateway.render import Renderer, RenderFormat
 
 # Names appear in ESP configuration and logs: keep them plain.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
@@ -59,13 +59,14 @@ def _version(row: Template) -> TemplateVersion:
 class TemplateStore:
     """Reads and writes template versions; each call is one short transaction."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], renderer: Renderer) -> None:
         self._sessions = sessions
+        self._renderer = renderer
 
     async def save(self, name: str, source: str, format: RenderFormat) -> TemplateVersion:
         """Validate the source (a syntax error saves nothing), then add the next version."""
         name = parse_template_name(name)
-        compile_template(source, format, field="source")
+        await self._renderer.compile(source, format, field="source")
         try:
             return await self._insert(name, source, format)
         except IntegrityError:
@@ -115,5 +116,5 @@ class TemplateStore:
             return [VersionInfo(v, RenderFormat(f), _utc(c)) for v, f, c in rows]
 
 
-def open_templates(sessions: async_sessionmaker[AsyncSession]) -> TemplateStore:
-    return TemplateStore(sessions)
+def open_templates(sessions: async_sessionmaker[AsyncSession], renderer: Renderer) -> TemplateStore:
+    return TemplateStore(sessions, renderer)

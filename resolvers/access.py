@@ -91,6 +91,22 @@ WRITER_VISIBLE: Mapping[str, frozenset[str]] = {
     # saveTemplate's reply: the template just sent and its new version number (not the
     # history, nor anything rendered).
     "Template": frozenset({"name", "version", "format", "source", "createdAt"}),
+    # The identity review queue is a writer's to work: the pairs, how they compared and
+    # how likely a match, but not the two records' personal fields.
+    "IdentityReviewPage": frozenset({"nodes", "endCursor", "hasNextPage"}),
+    "IdentityReview": frozenset(
+        {
+            "id",
+            "reason",
+            "status",
+            "matchProbability",
+            "levels",
+            "modelVersion",
+            "createdAt",
+            "candidateCustomerId",
+        }
+    ),
+    "ComparisonLevel": frozenset({"field", "level"}),
 }
 _ROOT_TYPES = frozenset({"Query", "Mutation", "Subscription"})  # check their own scopes
 _NOTHING: frozenset[str] = frozenset()

@@ -11,6 +11,7 @@ from starlette.websockets import WebSocket
 
 from gateway.api_keys import Principal
 from gateway.authentication import principal_of
+from gateway.render import RequestBudget
 from gateway.services import Services
 from resolvers.loaders import Loaders
 
@@ -24,6 +25,13 @@ class Context:
     principal: Principal | None = None
     # Set by Strawberry from a WebSocket's connection_init payload.
     connection_params: dict[str, Any] = field(default_factory=dict)
+    _render_budget: RequestBudget | None = None
+
+    def render_budget(self) -> RequestBudget:
+        """What this request's renders may still use, shared by all of them."""
+        if self._render_budget is None:
+            self._render_budget = self.services.renderer.request_budget()
+        return self._render_budget
 
     @classmethod
     def of(

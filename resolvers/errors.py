@@ -16,6 +16,7 @@ from adapters.errors import UpstreamError
 from gateway.errors import GatewayError
 
 EXPECTED_ERRORS: tuple[type[Exception], ...] = (GatewayError, UpstreamError, GraphQLError)
+UNEXPECTED_MESSAGE = "Internal server error."
 
 
 def is_unexpected(error: GraphQLError) -> bool:
@@ -36,3 +37,15 @@ def add_codes(errors: Iterable[GraphQLError]) -> None:
             elif original.field:
                 extensions["field"] = original.field
             error.extensions = extensions
+
+
+def masked(errors: Iterable[GraphQLError]) -> list[GraphQLError]:
+    """The errors with every unexpected one's message replaced, for errors that escaped
+    the operation's own masking (graphql-core failing outside a resolver, e.g. a
+    RecursionError): internals never reach a client."""
+    return [
+        GraphQLError(UNEXPECTED_MESSAGE, error.nodes, path=error.path)
+        if is_unexpected(error)
+        else error
+        for error in errors
+    ]

@@ -263,7 +263,9 @@ class IdentityReview:
     levels: list[ComparisonLevel]
     model_version: int | None = strawberry.field(description="The model that scored the pair.")
     created_at: datetime
-    record: IdentityReviewRecord = strawberry.field(description="The record that was linked.")
+    record: IdentityReviewRecord | None = strawberry.field(
+        description="The record that was linked (null only to a key without profiles:read)."
+    )
     candidate: IdentityReviewRecord | None = strawberry.field(
         description="The record it was compared with; null over the identity limit."
     )

@@ -37,12 +37,31 @@ _PLANS_KEPT = 1024  # distinct documents remembered, like the parser and validat
 
 
 def build_limits(settings: Settings) -> QueryCost:
-    """The settings' depth, cost and introspection limits, every rule class and the
-    cost plans' cache built here, once per schema."""
+    """The settings' size, depth, cost and introspection limits, every rule class and
+    the cost plans' cache built here, once per schema."""
     rules: list[type[ASTValidationRule]] = [depth_rule(settings.max_query_depth)]
     if not settings.introspection:
         rules.append(NoSchemaIntrospectionCustomRule)
-    return QueryCost(settings.max_query_cost, tuple(rules))
+    return QueryCost(
+        settings.max_query_cost,
+        tuple(rules),
+        max_tokens=settings.max_query_tokens,
+        max_fields=settings.max_query_fields,
+        max_root_fields=settings.max_root_fields,
+        # A batch's ids are values too: never fewer than a batch may hold.
+        max_variable_values=max(settings.max_variable_values, settings.max_batch_size),
+        cost_unit=settings.rate_limit_cost_unit,
+        # A render costs one per thousand steps its budget allows, on top of its result:
+        # 1,000 customers with 49 renders each cost a million, refused before any runs.
+        extra={
+            ("Customer", "render"): render_cost(settings),
+            ("Query", "renderBatch"): render_cost(settings),
+        },
+    )
+
+
+def render_cost(settings: Settings) -> int:
+    return max(1, settings.render_max_steps // 1000)
 
 
 # --- depth ---------------------------------------------------------------------------
@@ -108,12 +127,30 @@ class QueryCostError(GraphQLError):
 
 
 class QueryCost:
-    """The limits of one schema: its cost limit with the compiled plans, and the
-    validation rules its extension adds to every operation."""
+    """The limits of one schema: its cost limit with the compiled plans, the size
+    limits checked before validation, and the validation rules its extension adds to
+    every operation."""
 
-    def __init__(self, limit: int, rules: tuple[type[ASTValidationRule], ...] = ()) -> None:
+    def __init__(
+        self,
+        limit: int,
+        rules: tuple[type[ASTValidationRule], ...] = (),
+        *,
+        max_tokens: int = 5000,
+        max_fields: int = 500,
+        max_root_fields: int = 50,
+        max_variable_values: int = 5000,
+        cost_unit: int = 100,
+        extra: Mapping[tuple[str, str], int] | None = None,
+    ) -> None:
         self.limit = limit
         self.rules = rules
+        self.max_tokens = max_tokens
+        self.max_fields = max_fields
+        self.max_root_fields = max_root_fields
+        self.max_variable_values = max_variable_values
+        self.cost_unit = cost_unit
+        self.extra = dict(extra or {})
         self._plans: dict[tuple[str, str | None], CostPlan] = {}
 
     def check(
@@ -128,7 +165,7 @@ class QueryCost:
         key = (query, operation_name) if query is not None else None
         plan = self._plans.get(key) if key else None
         if plan is None:
-            plan = compile_cost(schema, document, operation_name)
+            plan = compile_cost(schema, document, operation_name, self.extra)
             if key:
                 if len(self._plans) >= _PLANS_KEPT:
                     del self._plans[next(iter(self._plans))]  # the oldest
@@ -141,13 +178,14 @@ class QueryCost:
             )
         return cost
 
-    def enforce(self, context: ExecutionContext) -> None:
+    def enforce(self, context: ExecutionContext) -> int | None:
         """Before execution: an operation over the limit gets a result that replaces
-        it, so nothing runs and the view answers a request error (400, no data)."""
+        it, so nothing runs and the view answers a request error (400, no data).
+        Returns the cost of an operation within the limit."""
         if context.graphql_document is None or context.result is not None:
-            return
+            return None
         try:
-            self.check(
+            return self.check(
                 context.schema._schema,
                 context.graphql_document,
                 context.query,
@@ -156,3 +194,4 @@ class QueryCost:
             )
         except QueryCostError as error:
             context.result = PreExecutionError(data=None, errors=[error])
+            return None

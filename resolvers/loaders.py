@@ -2,11 +2,14 @@
 
 A loader batches the customers a request asks for within one tick and caches its
 answer for the rest of the request, so every field of one upstream shares a single
-fetch, and a batch of customers shares one call per page of the upstream.
+fetch, and a batch of customers shares one call per page of the upstream. A batch of
+more than ``SLICE`` customers is read in slices started one per turn of the event loop:
+reading 1,000 customers' cached answers at once held the loop for 30 ms or more.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from functools import cached_property
 from typing import Any, TypeVar
@@ -18,10 +21,27 @@ from gateway.customers import CustomerProfile
 from gateway.federation import AnalyticsData, Federation, Outcome
 
 T = TypeVar("T")
+V = TypeVar("V")
+SLICE = 200  # a multiple of the upstreams' pages (HubSpot 100, Shopify 50): no more calls
 
 
 def _key(customer: CustomerProfile) -> object:
     return customer.id
+
+
+def _sliced(
+    load: Callable[[Sequence[CustomerProfile]], Awaitable[list[V]]],
+) -> Callable[[Sequence[CustomerProfile]], Awaitable[list[V]]]:
+    async def load_in_slices(customers: Sequence[CustomerProfile]) -> list[V]:
+        if len(customers) <= SLICE:
+            return await load(customers)
+        parts = []
+        for start in range(0, len(customers), SLICE):
+            parts.append(asyncio.ensure_future(load(customers[start : start + SLICE])))
+            await asyncio.sleep(0)  # the next slice starts in another turn of the loop
+        return [outcome for part in await asyncio.gather(*parts) for outcome in part]
+
+    return load_in_slices
 
 
 class Loaders:
@@ -47,19 +67,19 @@ class Loaders:
 
     @cached_property
     def crm(self) -> DataLoader[CustomerProfile, Outcome[CrmContact]]:
-        return DataLoader(self._recorded(self._federation.crm), cache_key_fn=_key)
+        return DataLoader(self._recorded(_sliced(self._federation.crm)), cache_key_fn=_key)
 
     @cached_property
     def commerce(self) -> DataLoader[CustomerProfile, Outcome[CommerceCustomer]]:
-        return DataLoader(self._recorded(self._federation.commerce), cache_key_fn=_key)
+        return DataLoader(self._recorded(_sliced(self._federation.commerce)), cache_key_fn=_key)
 
     @cached_property
     def orders(self) -> DataLoader[CustomerProfile, Outcome[tuple[Order, ...]]]:
-        return DataLoader(self._recorded(self._federation.orders), cache_key_fn=_key)
+        return DataLoader(self._recorded(_sliced(self._federation.orders)), cache_key_fn=_key)
 
     @cached_property
     def analytics(self) -> DataLoader[CustomerProfile, Outcome[AnalyticsData]]:
-        return DataLoader(self._recorded(self._federation.analytics), cache_key_fn=_key)
+        return DataLoader(self._recorded(_sliced(self._federation.analytics)), cache_key_fn=_key)
 
     def fresh_for(self) -> int:
         """Whole seconds the upstream data this request used stays fresh."""

@@ -2,7 +2,9 @@
 
 The model (``Settings.max_query_cost`` gives the figures its default allows):
 
-- a scalar or enum field costs 0; an object field costs 1 plus its selection;
+- a scalar or enum field costs 0; an object field costs 1 plus its selection, plus
+  its own work where it does more than read data (``extra``: a Liquid render costs
+  what its step budget allows it to do);
 - a list field costs its size times that: the value of its ``first``/``last``/``limit``
   argument (or that argument's default), else the summed lengths of its list arguments
   (``customers(ids: […])``), else ``DEFAULT_LIST_WEIGHT``;
@@ -44,9 +46,15 @@ DEFAULT_LIST_WEIGHT = 10
 SIZE_ARGUMENTS = ("first", "last", "limit")
 
 
-def compile_cost(schema: GraphQLSchema, document: Any, operation_name: str | None) -> CostPlan:
-    """The cost plan of one operation of a validated document."""
-    return _Compiler(schema, document).operation(operation_name)
+def compile_cost(
+    schema: GraphQLSchema,
+    document: Any,
+    operation_name: str | None,
+    extra: Mapping[tuple[str, str], int] | None = None,
+) -> CostPlan:
+    """The cost plan of one operation of a validated document; ``extra`` adds to a
+    field's own cost, by (type name, field name)."""
+    return _Compiler(schema, document, extra or {}).operation(operation_name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +129,11 @@ def _sum(plans: Iterator[CostPlan]) -> CostPlan:
 class _Compiler:
     """Turns one operation of a validated document into a ``CostPlan``."""
 
-    def __init__(self, schema: GraphQLSchema, document: Any) -> None:
+    def __init__(
+        self, schema: GraphQLSchema, document: Any, extra: Mapping[tuple[str, str], int]
+    ) -> None:
         self.schema = schema
+        self.extra = extra
         self.fragments: dict[str, FragmentDefinitionNode] = {}
         self.operations: list[OperationDefinitionNode] = []
         for definition in document.definitions:
@@ -185,11 +196,12 @@ class _Compiler:
                 return CostPlan(0)  # __typename, or a field validation already refused
             definition = fields[name]
         field_type: GraphQLOutputType = definition.type
+        own = self.extra.get((parent.name, name), 0)
         if node.selection_set is None:
-            item = CostPlan(0)  # scalars and enums (and lists of them) cost nothing
+            item = CostPlan(own)  # scalars and enums (and lists of them) cost nothing
         else:
             children = self._selections(get_named_type(field_type), node.selection_set)
-            item = CostPlan(1 + children.constant, children.lists)
+            item = CostPlan(1 + own + children.constant, children.lists)
         if not isinstance(get_nullable_type(field_type), GraphQLList):
             return item
         static, sizes = self._size(definition.args, node)

@@ -160,8 +160,11 @@ async def render_customer(
     else:
         stored = await _stored(info, str(name), version)
         source, chosen = stored.source, RenderFormat(format or stored.format)
-    compiled = render.compile_template(source, chosen, strict)
-    [outcome] = await render.render_for(compiled, [root.profile], _fetch(info))
+    renderer = info.context.services.renderer
+    compiled = await renderer.compile(source, chosen, strict)
+    [outcome] = await renderer.render_for(
+        compiled, [root.profile], _fetch(info), info.context.render_budget()
+    )
     if isinstance(outcome, Exception):
         raise outcome
     return RenderResult(
@@ -205,7 +208,8 @@ class TemplateQuery:
                 field="customerIds",
             )
         stored = await _stored(info, name, version)
-        compiled = render.compile_template(
+        renderer = info.context.services.renderer
+        compiled = await renderer.compile(
             stored.source, RenderFormat(format or stored.format), strict
         )
         render.check_strict(compiled)  # the same for everyone: one error, not N
@@ -223,7 +227,9 @@ class TemplateQuery:
         outcomes = dict(
             zip(
                 [p.id for p in found],
-                await render.render_for(compiled, found, _fetch(info)),
+                await renderer.render_for(
+                    compiled, found, _fetch(info), info.context.render_budget()
+                ),
                 strict=True,
             )
         )

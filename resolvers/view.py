@@ -40,7 +40,7 @@ from gateway.authentication import presented_key
 from gateway.errors import GatewayError
 from gateway.services import Services
 from resolvers.context import Context
-from resolvers.errors import is_unexpected
+from resolvers.errors import UNEXPECTED_MESSAGE, is_unexpected
 from resolvers.graphiql import graphiql_html
 from resolvers.websocket import KeyCheckingTransportWS
 
@@ -53,7 +53,7 @@ _PERSISTED_GET = "gateway.persisted_get"
 _FRESH_FOR = "gateway.fresh_for"
 _FAILED = "gateway.failed"
 _LOADERS = "gateway.loaders"
-MASKED = "Internal server error."
+_REGISTER = "gateway.persisted_query"  # (digest, document) to remember once it validates
 
 
 def _ranges(accept: str) -> list[tuple[str, str, dict[str, str]]]:
@@ -225,10 +225,12 @@ class GatewayGraphQL(GraphQL[Context, None]):
             request.request.scope[_PERSISTED_GET] = True
         services: Services = request.request.app.state.services
         try:
-            query = await services.persisted_queries.resolve(data.query, data.extensions)
+            resolved = await services.persisted_queries.resolve(data.query, data.extensions)
         except GatewayError as exc:
             raise RequestError(400, str(exc), exc.code) from exc
-        return data if query is data.query else replace(data, query=query)
+        if resolved.register is not None and resolved.query is not None:
+            request.request.scope[_REGISTER] = (resolved.register, resolved.query)
+        return data if resolved.query is data.query else replace(data, query=resolved.query)
 
     async def render_graphql_ide(self, request: Request) -> Response:
         return HTMLResponse(self._ide_html)
@@ -258,14 +260,21 @@ class GatewayGraphQL(GraphQL[Context, None]):
         if request_error and any(map(is_unexpected, errors)):
             # A bug on the way in (logged with its traceback): never its raw text.
             request.scope[_FAILED] = True
-            result.errors = [GraphQLError(MASKED) if is_unexpected(e) else e for e in errors]
+            result.errors = [
+                GraphQLError(UNEXPECTED_MESSAGE) if is_unexpected(e) else e for e in errors
+            ]
         response = await super().process_result(request, result)
         if request_error:
             # Nothing ran: the spec's "request error" has no data entry at all.
             response.pop("data", None)
-        elif request.scope.get(_PERSISTED_GET) and not result.errors:
-            loaders = request.scope.get(_LOADERS)
-            request.scope[_FRESH_FOR] = loaders.fresh_for() if loaders else 0
+        else:
+            if _REGISTER in request.scope:
+                # It parsed, validated and passed the limits: only now is it worth keeping.
+                services: Services = request.app.state.services
+                await services.persisted_queries.remember(*request.scope[_REGISTER])
+            if request.scope.get(_PERSISTED_GET) and not result.errors:
+                loaders = request.scope.get(_LOADERS)
+                request.scope[_FRESH_FOR] = loaders.fresh_for() if loaders else 0
         return response
 
     def decode_json(self, data: str | bytes) -> object:

@@ -35,7 +35,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
 )
 
 from gateway.api_keys import Principal
-from gateway.authentication import presented_key
+from gateway.authentication import COUNTED, presented_key
 from gateway.rate_limit import retry_after_seconds
 from gateway.services import Services
 from resolvers.context import Context
@@ -112,6 +112,9 @@ class KeyCheckingTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
             if retry_after is not None:
                 await self.send_message(_rate_limited(message["id"], retry_after))
                 return
+            # That request is the first of what the operation costs: the cost charge
+            # (resolvers/rate_charge.py) adds only the rest, as for a request over HTTP.
+            self.context.request.scope[COUNTED] = 1
             limit = self._services.settings.max_body_bytes
             if len(str(message["payload"].get("query") or "")) > limit:
                 await self.send_message(_too_large(message["id"], limit))

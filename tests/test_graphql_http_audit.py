@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -106,6 +107,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str,
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env |= {"PYTHONPATH": str(REPO), "GATEWAY_DATABASE_URL": url, "GATEWAY_PORT": str(port)}
+    env["GATEWAY_ERASURE_KEY"] = secrets.token_urlsafe(32)  # serve refuses the built-in one
     created = _gateway("keys", "create", "--name", "audit", "--scopes", "profiles:read", env=env)
     key = next(word for word in created.stdout.split() if word.startswith("gwk_"))
     log = directory / "serve.log"

@@ -186,6 +186,26 @@ async def test_reviews_are_listed_with_both_records_and_resolved(
     assert audited == 1
 
 
+async def test_a_write_only_key_works_the_queue_without_seeing_the_records(
+    app: Starlette, fresh_url: str, tmp_path: Path
+) -> None:
+    surnames = [_surname()]
+    await _import(fresh_url, _pairs(surnames), "crm", tmp_path)
+    async with api_client(app, Scope.PROFILES_WRITE) as writer:
+        body = await gql(
+            writer,
+            "{ identityReviews(first: 5) { nodes { id matchProbability "
+            "record { firstName lastName dateOfBirth } } } }",
+        )
+        # The pair is listed (a writer resolves it), its people's data is not.
+        [node] = body["data"]["identityReviews"]["nodes"]
+        assert node["record"] is None and node["matchProbability"] > 0
+        assert surnames[0].lower() not in str(body).lower()
+        assert {e["extensions"]["code"] for e in body["errors"]} == {"FORBIDDEN"}
+        kept = await gql(writer, RESOLVE, id=node["id"], decision="KEEP_APART", reason="x")
+        assert kept["data"]["resolveReview"]["status"] == "kept_apart", kept
+
+
 async def test_reviews_need_profiles_write(app: Starlette) -> None:
     async with api_client(app, Scope.PROFILES_READ) as client:
         listed = await gql(client, REVIEWS, first=5)

@@ -15,7 +15,6 @@ import pytest
 from graphql import get_introspection_query, parse
 
 from gateway.settings import load_settings
-from resolvers import operation
 from resolvers.limits import QueryCost
 from resolvers.query_cost import DEFAULT_LIST_WEIGHT
 from resolvers.schema import build_schema
@@ -104,13 +103,12 @@ async def test_depth_counts_through_fragments() -> None:
 
 async def test_the_depth_rule_is_built_once_so_validation_stays_cached() -> None:
     schema = build_schema()
-    cache = operation._checked
     query = "{ __typename }"
     await schema.execute(query)
-    hits = cache.cache_info().hits
+    hits = schema.documents.hits
     for _ in range(3):
         assert (await schema.execute(query)).data == {"__typename": "Query"}
-    assert cache.cache_info().hits == hits + 3
+    assert schema.documents.hits == hits + 3
 
 
 # --- introspection -------------------------------------------------------------------
@@ -193,6 +191,97 @@ async def test_the_cost_limit_is_the_settings() -> None:
     over = await schema.execute(query, variable_values={"e": ["a@b.co"] * 51})
     assert over.data is None and over.errors
     assert over.errors[0].extensions == {"code": "QUERY_TOO_COSTLY", "cost": 102, "limit": 100}
+
+
+# --- size: tokens, fields, root fields, variables --------------------------------------
+
+
+async def test_10000_aliases_of_a_customer_are_refused_before_anything_runs(
+    client: httpx.AsyncClient,
+) -> None:
+    customer_id = uuid.uuid4()
+    query = "{ " + " ".join(f'a{i}: customer(id: "{customer_id}") {{ id }}' for i in range(10_000))
+    error = _refusal(await _post(client, query + " }"), "QUERY_TOO_LARGE")
+    assert error["extensions"] == {"code": "QUERY_TOO_LARGE", "limit": 5000}
+    # Within the token limit, the root fields are counted.
+    query = "{ " + " ".join(f'a{i}: customer(id: "{customer_id}") {{ id }}' for i in range(51))
+    error = _refusal(await _post(client, query + " }"), "TOO_MANY_ROOT_FIELDS")
+    assert error["extensions"] == {"code": "TOO_MANY_ROOT_FIELDS", "rootFields": 51, "limit": 50}
+    assert "customers(ids: [...])" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("count", "code"), [(1000, "QUERY_TOO_LARGE"), (51, "TOO_MANY_ROOT_FIELDS")]
+)
+async def test_mutation_fields_are_capped_and_no_recursion_error_reaches_the_client(
+    client: httpx.AsyncClient, count: int, code: str
+) -> None:
+    fields = " ".join(f'm{i}: invalidateCustomer(id: "{uuid.uuid4()}")' for i in range(count))
+    response = await _post(client, "mutation { " + fields + " }")
+    _refusal(response, code)
+    assert "recursion" not in response.text.lower()
+
+
+@pytest.mark.logs_errors(r"gateway\.graphql: unexpected error(.|\n)*RecursionError")
+async def test_an_error_escaping_execution_is_masked_not_quoted() -> None:
+    # With the root-field cap lifted, graphql-core's serial execution of 1,000
+    # mutations overflows Python's stack outside any resolver.
+    schema = build_schema(
+        load_settings(max_root_fields=5000, max_query_fields=5000, max_query_tokens=50_000)
+    )
+    fields = " ".join(
+        f'm{i}: saveTemplate(name: "n", source: "x") {{ version }}' for i in range(1000)
+    )
+    result = await schema.execute("mutation { " + fields + " }")
+    assert result.errors
+    assert {e.message for e in result.errors} == {"Internal server error."}
+
+
+async def test_fields_are_counted_where_fragments_are_spread(client: httpx.AsyncClient) -> None:
+    wide = " ".join(f"f{i}: __typename" for i in range(100))
+    spreads = " ".join(f's{i}: customer(id: "x") {{ ...Wide }}' for i in range(5))
+    query = f"{{ {spreads} }} fragment Wide on Customer {{ {wide} }}".replace('\\"', '"')
+    error = _refusal(await _post(client, query), "QUERY_TOO_LARGE")
+    assert error["extensions"] == {"code": "QUERY_TOO_LARGE", "fields": 505, "limit": 500}
+    # The same fields spread four times pass.
+    fewer = query.replace(' s4: customer(id: "x") { ...Wide }'.replace('\\"', '"'), "")
+    assert (await _post(client, fewer)).status_code == 200
+
+
+async def test_a_document_over_the_token_limit_is_refused_while_parsing(
+    client: httpx.AsyncClient,
+) -> None:
+    ids = ", ".join(f'"{uuid.uuid4()}"' for _ in range(5000))
+    response = await _post(client, f"{{ customers(ids: [{ids}]) {{ id }} }}")
+    error = _refusal(response, "QUERY_TOO_LARGE")
+    assert "5000 tokens" in error["message"]
+
+
+async def test_variables_holding_too_many_values_are_refused_before_coercion(
+    client: httpx.AsyncClient,
+) -> None:
+    identities = [{"source": "hubspot", "externalId": str(i)} for i in range(3000)]
+    query = "mutation($i: CustomerInput!) { upsertCustomer(input: $i) { id } }"
+    response = await _post(client, query, i={"email": "many@example.com", "identities": identities})
+    error = _refusal(response, "VARIABLES_TOO_LARGE")
+    assert error["extensions"] == {"code": "VARIABLES_TOO_LARGE", "limit": 5000}
+
+
+async def test_the_size_limits_are_the_settings() -> None:
+    schema = build_schema(
+        load_settings(max_root_fields=2, max_query_fields=20, max_query_tokens=200)
+    )
+    assert (await schema.execute("{ a: __typename b: __typename }")).errors is None
+    three = await schema.execute("{ a: __typename b: __typename c: __typename }")
+    assert three.errors and three.errors[0].extensions == {
+        "code": "TOO_MANY_ROOT_FIELDS",
+        "rootFields": 3,
+        "limit": 2,
+    }
+    tokens = await schema.execute("{ __typename " + "# x\n" * 10 + "}" + " " * 10)
+    assert tokens.errors is None  # comments are not tokens
+    long = await schema.execute("{ " + "__typename " * 201 + "}")
+    assert long.errors and long.errors[0].extensions == {"code": "QUERY_TOO_LARGE", "limit": 200}
 
 
 # --- body size -----------------------------------------------------------------------

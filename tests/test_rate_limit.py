@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import AsyncIterator
 
+import httpx
 import orjson
 import pytest
+import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
+from starlette.applications import Starlette
 
 from gateway.rate_limit import RateLimiter, rate_limited_response, retry_after_seconds
-from tests.conftest import clean_redis, redis_url
+from tests.conftest import bearer, clean_redis, issue_key, redis_url
 
 REDIS_URL = redis_url(14)
 
@@ -166,3 +170,93 @@ def test_the_429_answer_says_when_to_retry_in_whole_seconds(retry: float, header
         ]
     }
     assert retry_after_seconds(retry) == int(header)
+
+
+@pytest.mark.parametrize("cache", ["memory", "redis"])
+async def test_requests_counting_as_several_never_pass_the_limit_and_share_leases(
+    cache: str, redis_url: str
+) -> None:
+    # 6,000 a minute; operations count as 1 to 8 requests by their cost, from two
+    # instances at once. While the budget lasts, Redis is asked once per lease, not
+    # once per request; in all, at most the limit is admitted, less at most a lease per
+    # instance left unspent.
+    url = redis_url if cache == "redis" else "memory://"
+    instances = [RateLimiter(url), RateLimiter(url)] if cache == "redis" else [RateLimiter(url)]
+    key = f"key-{uuid.uuid4().hex}"
+    costs = random.Random(16).choices(range(1, 9), k=2000)
+    calls_before = await _script_calls(redis_url)
+    try:
+        admitted = 0
+        for start in range(0, len(costs), 20):
+            if start == 1000:  # about 4,500 requests' worth so far: within the budget
+                if cache == "redis":
+                    assert await _script_calls(redis_url) - calls_before < 1000 / 5
+            chunk = costs[start : start + 20]
+            answers = await asyncio.gather(
+                *(
+                    instances[i % len(instances)].acquire(key, 6000, cost=c)
+                    for i, c in enumerate(chunk)
+                )
+            )
+            admitted += sum(c for c, answer in zip(chunk, answers, strict=True) if answer is None)
+        assert 6000 - 60 * len(instances) - 8 <= admitted <= 6000
+    finally:
+        for limiter in instances:
+            await limiter.aclose()
+
+
+async def _script_calls(url: str) -> int:
+    client = aioredis.from_url(url)
+    try:
+        stats = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return sum(v["calls"] for k, v in stats.items() if k in {"cmdstat_evalsha", "cmdstat_eval"})
+
+
+BATCH = "query($ids: [ID!]) { customers(ids: $ids) { id } }"
+
+
+async def test_a_key_is_charged_by_what_its_operations_cost(app: Starlette) -> None:
+    # 305 requests a minute; a batch of 1,000 ids costs 1,000: it counts as ten. The
+    # 31st is let in as a request (301), then refused for what it costs (310).
+    key = await issue_key(app, rate_limit=305)
+    ids = [str(uuid.uuid4()) for _ in range(1000)]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://gw", headers=bearer(key)
+    ) as client:
+        answers = [
+            await client.post("/graphql", json={"query": BATCH, "variables": {"ids": ids}})
+            for _ in range(31)
+        ]
+    assert [a.status_code for a in answers[:30]] == [200] * 30
+    refused = answers[30]
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    (error,) = refused.json()["errors"]
+    assert error["extensions"]["code"] == "RATE_LIMITED"
+    assert error["extensions"]["requests"] == 10
+    assert "data" not in refused.json()
+
+
+async def test_an_operation_costing_more_than_a_minute_of_the_key_is_refused(
+    app: Starlette,
+) -> None:
+    key = await issue_key(app, rate_limit=250)
+    ids = [str(uuid.uuid4()) for _ in range(1000)]
+    query = "query($ids: [ID!]) { customers(ids: $ids) { id orders(first: 30) { id } } }"
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://gw", headers=bearer(key)
+    ) as client:
+        response = await client.post(
+            "/graphql",
+            json={"query": query, "variables": {"ids": ids}},
+            headers={"Accept": "application/graphql-response+json"},  # request errors: 4xx
+        )
+        cheap = await client.post("/graphql", json={"query": "{ __typename }"})
+    assert response.status_code == 400
+    (error,) = response.json()["errors"]
+    assert error["extensions"] == {"code": "QUERY_TOO_COSTLY", "cost": 31_000, "requests": 310}
+    assert cheap.status_code == 200

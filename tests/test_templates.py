@@ -10,14 +10,19 @@ import pytest
 
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.errors import Conflict, InvalidInput
-from gateway.render import RenderFormat, TemplateSyntaxError
+from gateway.render import Renderer, RenderFormat, TemplateSyntaxError
+from gateway.render_pool import RenderPool
+from gateway.services import render_budgets
+from gateway.settings import Settings
 from gateway.templates import TemplateStore, open_templates
 
 
 @pytest.fixture
 async def store(database_url: str) -> AsyncIterator[TemplateStore]:
     engine = create_engine(database_url)
-    yield open_templates(create_sessionmaker(engine))
+    renderer = Renderer(RenderPool(1), render_budgets(Settings.model_construct()))
+    yield open_templates(create_sessionmaker(engine), renderer)
+    await renderer.aclose()
     await engine.dispose()
 
 
