@@ -21,6 +21,9 @@ from datetime import datetime
 import orjson
 import redis.asyncio as aioredis
 
+from gateway.redis_client import RedisGuard, open_client
+from gateway.settings import Settings
+
 CHANNEL = "gw:customer-updated"
 QUEUE_SIZE = 100
 _RECONNECT_S = 1.0
@@ -115,18 +118,23 @@ class RedisNotifications(Notifications):
     The listener starts with the first subscription (an instance nobody subscribes to
     holds no extra connection) and reconnects when Redis drops it; changes published
     while it is disconnected are lost, which a subscriber sees as a missed "read again".
+    Publishing goes through the process's guarded client: a write whose notification
+    cannot reach Redis still succeeds. The listener has a client of its own, without a
+    socket timeout: it waits for messages, however long they take.
     """
 
-    def __init__(self, url: str, channel: str = CHANNEL) -> None:
+    def __init__(self, redis: RedisGuard, listener: aioredis.Redis, channel: str = CHANNEL) -> None:
         super().__init__()
-        self._client = aioredis.from_url(url)
+        self._redis = redis
+        self._client = listener
         self._channel = channel
         self._listener: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._start = asyncio.Lock()
 
     async def publish(self, change: CustomerChange) -> None:
-        await self._client.publish(self._channel, change.encode())
+        client, message = self._redis.client, change.encode()
+        await self._redis.call("publish", lambda: client.publish(self._channel, message), None)
 
     async def _listening(self) -> None:
         async with self._start:
@@ -170,8 +178,15 @@ class RedisNotifications(Notifications):
         await self._client.aclose()
 
 
-def build_notifications(cache_url: str) -> Notifications:
+def build_notifications(redis: RedisGuard | None, settings: Settings) -> Notifications:
     """Across instances when the cache is Redis (they share it already), else in-process."""
-    if cache_url.startswith(("redis://", "rediss://")):
-        return RedisNotifications(cache_url)
-    return Notifications()
+    if redis is None:
+        return Notifications()
+    listener = open_client(
+        settings.cache_url,
+        timeout_s=settings.redis_timeout_s,
+        retries=settings.redis_retries,
+        health_check_interval_s=settings.redis_health_check_interval_s,
+        pubsub=True,
+    )
+    return RedisNotifications(redis, listener)

@@ -10,23 +10,21 @@ they are also shared, so every instance knows a document once any has run it: on
 hash of documents and one sorted set of their last use, trimmed by age and count on
 every registration (one round trip, in a script). Documents are addressed by their
 hash, which is checked again when one is read back from Redis, so an entry written
-there by someone else cannot stand in for another document.
+there by someone else cannot stand in for another document. While Redis is down or
+slow, each process serves from its own store; a document it does not hold answers
+PERSISTED_QUERY_NOT_FOUND, and the client sends it again.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from aiocache.base import BaseCache
-
 from gateway.errors import GatewayError
-
-logger = logging.getLogger("gateway.persisted_queries")
+from gateway.redis_client import RedisGuard
 
 _DOCUMENTS = "gw:apq:v2:documents"  # hash: digest -> document
 _USED = "gw:apq:v2:used"  # sorted set: digest scored by its last registration or read
@@ -76,11 +74,13 @@ def digest_of(query: str) -> str:
 
 
 class PersistedQueries:
-    def __init__(self, backend: BaseCache, *, max_bytes: int, max_count: int, ttl_s: float) -> None:
+    def __init__(
+        self, redis: RedisGuard | None, *, max_bytes: int, max_count: int, ttl_s: float
+    ) -> None:
         self.max_bytes = max_bytes
         self.max_count = max_count
         self.ttl_s = ttl_s
-        self._redis: Any = backend.client if backend.NAME == "redis" else None
+        self._redis = redis
         self._remember_script: Any = None
         # digest -> (document, when it stops being served); least recently used first.
         self._local: OrderedDict[str, tuple[str, float]] = OrderedDict()
@@ -113,15 +113,13 @@ class PersistedQueries:
         self._keep(digest, query)
         if self._redis is None:
             return
-        try:
-            if self._remember_script is None:
-                self._remember_script = self._redis.register_script(_REMEMBER)
-            await self._remember_script(
-                keys=[_DOCUMENTS, _USED],
-                args=[digest, query, time.time(), int(self.ttl_s), self.max_count],
-            )
-        except Exception:
-            logger.warning("a persisted query was not shared through Redis", exc_info=True)
+        if self._remember_script is None:
+            self._remember_script = self._redis.client.register_script(_REMEMBER)
+        script = self._remember_script
+        args = [digest, query, time.time(), int(self.ttl_s), self.max_count]
+        await self._redis.call(
+            "apq.remember", lambda: script(keys=[_DOCUMENTS, _USED], args=args), None
+        )
 
     async def _find(self, digest: str) -> str | None:
         found = self._local.get(digest)
@@ -133,10 +131,10 @@ class PersistedQueries:
             del self._local[digest]
         if self._redis is None:
             return None
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = self._redis.client.pipeline(transaction=False)
         pipe.hget(_DOCUMENTS, digest)
         pipe.zadd(_USED, {digest: time.time()}, xx=True)
-        raw, _ = await pipe.execute()
+        raw, _ = await self._redis.call("apq.find", pipe.execute, [None, None])
         if not isinstance(raw, bytes) or len(raw) > self.max_bytes:
             return None
         query = raw.decode(errors="replace")

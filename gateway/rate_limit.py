@@ -21,8 +21,10 @@ A request may count as several (``cost``: a GraphQL operation counts by its quer
 cost): it is spent from the lease when the lease has that many left, and otherwise
 counted on its own, in one round trip, as are requests larger than a lease may be.
 
-If Redis cannot be reached, requests are let through (and logged): an outage of
-the shared counter must not take the API down with it.
+If Redis cannot be reached (or its circuit is open), requests are counted in this
+process instead (per worker, each with the whole limit), and logged once per
+interval: an outage of the shared counter must neither take the API down nor lift
+the limit.
 """
 
 from __future__ import annotations
@@ -32,16 +34,17 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 from limits import RateLimitItem, RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
-from limits.errors import StorageError
+from limits.util import WindowStats
 from starlette.responses import Response
 
 from gateway.metrics import RATE_LIMITED
+from gateway.redis_client import RedisGuard, open_client
 
 logger = logging.getLogger("gateway.rate_limit")
 
@@ -61,28 +64,54 @@ class _Lease:
 class RateLimiter:
     """``acquire`` one request for a key against its per-minute limit."""
 
-    def __init__(self, cache_url: str) -> None:
-        self._pool: aioredis.ConnectionPool | None = None
-        self._storage: MemoryStorage | RedisStorage
-        if cache_url.startswith(("redis://", "rediss://")):
-            # Our own pool, on the redis package the cache already uses, so aclose()
-            # can release it (limits' storage has no close of its own).
-            self._pool = aioredis.ConnectionPool.from_url(cache_url)
-            self._storage = RedisStorage(
-                f"async+{cache_url}",
+    def __init__(self, redis: RedisGuard | str | None = None) -> None:
+        """On the process's Redis (its guard), or in process (None, ``memory://``); a
+        ``redis://`` URL opens a client of the limiter's own (tests, tools)."""
+        self._owned: RedisGuard | None = None
+        if isinstance(redis, str):
+            if redis.startswith(("redis://", "rediss://")):
+                client = open_client(redis, timeout_s=0.25, retries=2, health_check_interval_s=5)
+                redis = self._owned = RedisGuard(client, timeout_s=0.5)
+            else:
+                redis = None
+        self._guard = redis
+        # Counts in this process: the only ones without Redis, the fallback with it.
+        self._memory = MemoryStorage()
+        self._local = SlidingWindowCounterRateLimiter(self._memory)
+        self._shared: SlidingWindowCounterRateLimiter | None = None
+        if redis is not None:
+            storage = RedisStorage(
+                "async+redis://",
                 implementation="redispy",
                 key_prefix=_KEY_PREFIX,
-                wrap_exceptions=True,
-                connection_pool=self._pool,  # type: ignore[arg-type]
+                connection_pool=redis.client.connection_pool,  # type: ignore[arg-type]
             )
-        else:
-            self._storage = MemoryStorage()
-        self._strategy = SlidingWindowCounterRateLimiter(self._storage)
+            self._shared = SlidingWindowCounterRateLimiter(storage)
         self._items: dict[int, RateLimitItem] = {}
         self._leases: dict[str, _Lease] = {}  # key -> this instance's current lease
         self._no_lease_until: dict[str, float] = {}  # key -> when a lease may fit again
         self._leasing: dict[str, asyncio.Future[None]] = {}  # key -> lease being counted
-        self._failing = False
+
+    async def _hit(self, item: RateLimitItem, key: str, cost: int) -> bool:
+        """Count ``cost`` requests: in Redis, or in this process while it is unavailable."""
+        if self._guard is not None and self._shared is not None:
+            shared = self._shared
+            taken: bool | None = await self._guard.call(
+                "rate_limit", lambda: shared.hit(item, key, cost=cost), None
+            )
+            if taken is not None:
+                return taken
+        return await self._local.hit(item, key, cost=cost)
+
+    async def _stats(self, item: RateLimitItem, key: str) -> WindowStats:
+        if self._guard is not None and self._shared is not None:
+            shared = self._shared
+            stats: Any = await self._guard.call(
+                "rate_limit", lambda: shared.get_window_stats(item, key), None
+            )
+            if stats is not None:
+                return stats  # type: ignore[no-any-return]
+        return await self._local.get_window_stats(item, key)
 
     async def acquire(
         self, key: str, per_minute: int, *, cost: int = 1, name: str | None = None
@@ -135,13 +164,7 @@ class RateLimiter:
         """Count ``size`` requests (this one's ``cost`` included) at once; False if they
         do not fit."""
         now = time.monotonic()
-        try:
-            taken = await self._strategy.hit(item, key, cost=size)
-        except StorageError as exc:
-            self._failed(exc)
-            taken = True  # let requests through without asking the store each time
-        else:
-            self._recovered()
+        taken = await self._hit(item, key, size)
         if taken:
             # Tokens left in the lease this one replaces were counted: keep them.
             old = self._leases.get(key)
@@ -157,32 +180,17 @@ class RateLimiter:
         self, item: RateLimitItem, key: str, name: str | None, cost: int
     ) -> float | None:
         """Count this request alone; None if it may go ahead, else seconds to a retry."""
-        try:
-            if await self._strategy.hit(item, key, cost=cost):
-                self._recovered()
-                return None
-            stats = await self._strategy.get_window_stats(item, key)
-        except StorageError as exc:
-            self._failed(exc)
+        if await self._hit(item, key, cost):
             return None
+        stats = await self._stats(item, key)
         RATE_LIMITED.labels(name or key).inc()
         return max(stats.reset_time - time.time(), _SOONEST_RETRY_S)
 
     async def aclose(self) -> None:
-        if self._pool is not None:
-            await self._pool.aclose()
-        elif isinstance(self._storage, MemoryStorage) and self._storage.timer is not None:
-            self._storage.timer.cancel()  # its expiry sweep, if one is pending
-
-    def _failed(self, exc: StorageError) -> None:
-        if not self._failing:  # once per outage, not once per request
-            logger.warning("rate limit store unavailable; requests are not limited: %s", exc)
-        self._failing = True
-
-    def _recovered(self) -> None:
-        if self._failing:
-            logger.info("rate limit store available again")
-        self._failing = False
+        if self._owned is not None:
+            await self._owned.aclose()
+        if self._memory.timer is not None:
+            self._memory.timer.cancel()  # its expiry sweep, if one is pending
 
 
 def retry_after_seconds(retry_after: float) -> int:

@@ -23,6 +23,7 @@ from gateway.persisted_queries import PersistedQueries
 from gateway.profile_cache import CachedCustomers
 from gateway.rate_limit import RateLimiter
 from gateway.recommendations.serving import Recommender, open_recommender
+from gateway.redis_client import RedisGuard, open_client
 from gateway.render import Budgets, Renderer
 from gateway.render_pool import RenderPool
 from gateway.settings import Settings
@@ -49,6 +50,8 @@ class Services:
     erasure: Erasure
     rate_limiter: RateLimiter
     recommendations: Recommender
+    # The process's one Redis client behind its guard (None: memory:// cache).
+    redis: RedisGuard | None = None
 
     @classmethod
     def open(cls, settings: Settings, upstreams: UpstreamsConfig | None = None) -> Services:
@@ -56,7 +59,8 @@ class Services:
         config = upstreams if upstreams is not None else settings.load_upstreams()
         engine = create_engine(settings.database_url)
         sessions = create_sessionmaker(engine)
-        cache = UpstreamCache(build_cache(settings.cache_url))
+        redis = open_redis(settings)
+        cache = UpstreamCache(build_cache(settings.cache_url, redis))
         federation = Federation(
             build_adapters(config),
             cache,
@@ -69,7 +73,7 @@ class Services:
             cache.backend,
             settings.profile_cache_ttl_s,
         )
-        notifications = build_notifications(settings.cache_url)
+        notifications = build_notifications(redis, settings)
         renderer = Renderer(RenderPool(settings.render_workers), render_budgets(settings))
         webhooks = Webhooks(
             WebhookIngest(
@@ -83,7 +87,7 @@ class Services:
             customers=customers,
             federation=federation,
             persisted_queries=PersistedQueries(
-                cache.backend,
+                redis,
                 max_bytes=settings.persisted_query_max_bytes,
                 max_count=settings.persisted_queries_max,
                 ttl_s=settings.persisted_query_ttl_s,
@@ -98,8 +102,9 @@ class Services:
             audit=AuditLog(sessions, settings.audit_flush_interval_s),
             consents=ConsentStore(sessions),
             erasure=Erasure(sessions, tombstones),
-            rate_limiter=RateLimiter(settings.cache_url),
+            rate_limiter=RateLimiter(redis),
             recommendations=open_recommender(sessions, federation, settings),
+            redis=redis,
         )
 
     async def aclose(self) -> None:
@@ -111,6 +116,8 @@ class Services:
         await self.notifications.aclose()
         await aclose_adapters(self.federation.adapters)
         await self.federation.cache.close()
+        if self.redis is not None:
+            await self.redis.aclose()
         await self.engine.dispose()
 
     def rate_limit_of(self, principal: Principal) -> int:
@@ -131,6 +138,24 @@ class Services:
         except Exception:
             return False
         return True
+
+
+def open_redis(settings: Settings) -> RedisGuard | None:
+    """The process's Redis client behind its guard, when the cache is Redis."""
+    if not settings.cache_url.startswith(("redis://", "rediss://")):
+        return None
+    client = open_client(
+        settings.cache_url,
+        timeout_s=settings.redis_timeout_s,
+        retries=settings.redis_retries,
+        health_check_interval_s=settings.redis_health_check_interval_s,
+    )
+    return RedisGuard(
+        client,
+        timeout_s=settings.redis_op_timeout_s,
+        failure_threshold=settings.redis_breaker_failures,
+        reset_timeout_s=settings.redis_breaker_reset_s,
+    )
 
 
 def render_budgets(settings: Settings) -> Budgets:

@@ -54,6 +54,31 @@ class Settings(BaseSettings):
     cache_url: str = Field(
         default="memory://", description="memory:// (per process) or redis://HOST:PORT/DB."
     )
+    redis_timeout_s: Annotated[float, Field(gt=0, le=10)] = Field(
+        default=0.25,
+        description="Socket and connect timeout of each Redis command: a frozen Redis costs "
+        "this, not redis-py's default 5 s.",
+    )
+    redis_op_timeout_s: Annotated[float, Field(gt=0, le=10)] = Field(
+        default=0.5,
+        description="Longest one cache operation may take, its retries included; beyond, "
+        "it is a miss and the request goes on without the cache.",
+    )
+    redis_retries: Annotated[int, Field(ge=0, le=10)] = Field(
+        default=2,
+        description="Retries (with backoff) of a Redis command whose connection broke, e.g. "
+        "by a Redis restart: the connection is replaced instead of failing the request.",
+    )
+    redis_health_check_interval_s: Annotated[float, Field(ge=1, le=300)] = Field(
+        default=5.0, description="A Redis connection idle this long is checked before use."
+    )
+    redis_breaker_failures: Annotated[int, Field(ge=1)] = Field(
+        default=3, description="Consecutive Redis failures that open its circuit."
+    )
+    redis_breaker_reset_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=1.0,
+        description="How long Redis's open circuit serves without the cache before a probe.",
+    )
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     log_level: LogLevel = LogLevel.INFO
