@@ -101,6 +101,7 @@ class RedisGuard:
         self._warned_at: float | None = None
         self._suppressed = 0
         self.unfinished: set[str] = set()  # keys whose delete did not reach Redis
+        self.failures = 0  # calls Redis did not answer (in time), since the start
         self._recovery: asyncio.Task[None] | None = None
 
     @property
@@ -120,6 +121,7 @@ class RedisGuard:
             self.breaker.release()
             raise
         except _UNAVAILABLE as exc:
+            self.failures += 1
             self.breaker.record_failure()
             self._warn(what, exc)
             self._recover()
@@ -178,6 +180,11 @@ class RedisGuard:
             self.unfinished.difference_update(chunk)
             if not self.unfinished:
                 logger.info("owed cache invalidations replayed")
+
+    async def recovered(self) -> None:
+        """Wait until the circuit is closed and nothing is owed (at once if so already)."""
+        if self._recovery is not None and not self._recovery.done():
+            await asyncio.shield(self._recovery)
 
     def _warn(self, what: str, exc: BaseException) -> None:
         """One line per interval, with how many failures it stands for."""

@@ -1,0 +1,302 @@
+"""Redis is an accelerator, never a dependency: the gateway on a `redis-server` of the
+test's own, under concurrent load, while that server is stopped, frozen (SIGSTOP) and
+restarted. What clients see is counted: reads answered with data, errors, latency."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from starlette.applications import Starlette
+
+from adapters.samples.runner import SampleUpstreams
+from gateway.app import create_app
+from gateway.demo import sample_upstreams_config
+from gateway.notifications import CustomerChange, build_notifications
+from gateway.persisted_queries import digest_of
+from gateway.redis_client import RedisGuard
+from gateway.services import Services, open_redis
+from gateway.settings import load_settings
+from tests.conftest import FAST, bearer, issue_key
+from tests.faults.redis_server import RedisServer
+from tests.gql_client import gql
+
+READ = "query($email: String!) { customer(email: $email) { email firstName lifecycleStage } }"
+CLIENTS = 20
+# Short enough for a test to see the circuit open and close within a second or two.
+REDIS_SETTINGS: dict[str, Any] = {"redis_breaker_reset_s": 0.5, "profile_cache_ttl_s": 300}
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer(persist=True) as server:
+        yield server
+
+
+@asynccontextmanager
+async def serving(
+    samples: SampleUpstreams, database_url: str, cache_url: str, **settings: Any
+) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
+    """One gateway instance on the sample upstreams and a client holding an admin key."""
+    tables = {name: FAST for name in samples.base_urls}
+    app = create_app(
+        load_settings(database_url=database_url, cache_url=cache_url, **REDIS_SETTINGS, **settings),
+        upstreams=sample_upstreams_config(samples.base_urls, tables),
+    )
+    async with app.router.lifespan_context(app):
+        key = await issue_key(app)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://gw", headers=bearer(key), timeout=30
+        ) as client:
+            yield app, client
+
+
+def guard_of(app: Starlette) -> RedisGuard:
+    services: Services = app.state.services
+    assert services.redis is not None
+    return services.redis
+
+
+@dataclass
+class Tally:
+    """What the load's clients got."""
+
+    answered: int = 0  # with the customer's data and no error
+    failed: list[str] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.answered + len(self.failed)
+
+
+async def load(client: httpx.AsyncClient, emails: list[str], stop: asyncio.Event) -> Tally:
+    """``CLIENTS`` clients reading profiles back to back until ``stop`` is set."""
+    tally = Tally()
+
+    async def one(n: int) -> None:
+        turn = n
+        while not stop.is_set():
+            email = emails[turn % len(emails)]
+            turn += CLIENTS
+            started = time.perf_counter()
+            response = await client.post(
+                "/graphql", json={"query": READ, "variables": {"email": email}}
+            )
+            tally.latencies.append(time.perf_counter() - started)
+            body = response.json() if response.status_code == 200 else {}
+            customer = (body.get("data") or {}).get("customer") or {}
+            if customer.get("email") == email and not body.get("errors"):
+                tally.answered += 1
+            else:
+                tally.failed.append(f"{response.status_code} {response.text[:200]}")
+
+    await asyncio.gather(*(one(n) for n in range(CLIENTS)))
+    return tally
+
+
+@asynccontextmanager
+async def loaded(client: httpx.AsyncClient, emails: list[str]) -> AsyncIterator[Tally]:
+    """Load running for the duration of the block; the tally is complete after it."""
+    stop = asyncio.Event()
+    tally = Tally()
+    task = asyncio.create_task(load(client, emails, stop))
+    try:
+        yield tally
+    finally:
+        stop.set()
+        done = await task
+        tally.answered, tally.failed, tally.latencies = done.answered, done.failed, done.latencies
+
+
+async def warm(client: httpx.AsyncClient, emails: list[str]) -> None:
+    for email in emails:
+        assert (await gql(client, READ, email=email))["data"]["customer"]["email"] == email
+
+
+async def test_a_stopped_redis_costs_no_read(
+    samples: SampleUpstreams, seeded_url: str, redis_server: RedisServer
+) -> None:
+    emails = [p.email for p in samples.people[:40] if p.email]
+    async with serving(samples, seeded_url, redis_server.url) as (app, client):
+        await warm(client, emails)
+        async with loaded(client, emails) as tally:
+            await asyncio.sleep(0.5)
+            redis_server.stop()
+            await asyncio.sleep(3)
+            redis_server.start()
+            await asyncio.sleep(2)
+        guard = guard_of(app)
+    assert tally.total > 200
+    assert tally.failed == []
+    assert tally.answered / tally.total >= 0.99
+    assert guard.available
+
+
+async def test_a_frozen_redis_costs_one_short_timeout_not_one_per_request(
+    samples: SampleUpstreams, seeded_url: str, redis_server: RedisServer
+) -> None:
+    emails = [p.email for p in samples.people[40:80] if p.email]
+    async with serving(samples, seeded_url, redis_server.url) as (app, client):
+        await warm(client, emails)
+        redis_server.freeze()
+        try:
+            async with loaded(client, emails) as tally:
+                await asyncio.sleep(3)
+        finally:
+            redis_server.thaw()
+        # Thawed: the circuit closes again at its next probe, traffic or not.
+        await asyncio.wait_for(guard_of(app).recovered(), 5)
+        available = guard_of(app).available
+        await warm(client, emails)
+    assert tally.total > 100
+    assert tally.failed == []
+    assert max(tally.latencies) < 1.0, sorted(tally.latencies)[-5:]
+    assert available
+
+
+async def test_connections_from_before_a_restart_fail_no_request(
+    samples: SampleUpstreams, seeded_url: str, redis_server: RedisServer
+) -> None:
+    emails = [p.email for p in samples.people[80:120] if p.email]
+    async with serving(samples, seeded_url, redis_server.url) as (app, client):
+        async with loaded(client, emails) as before:  # fills the pool with connections
+            await asyncio.sleep(1)
+        guard = guard_of(app)
+        pooled = len(guard.client.connection_pool._available_connections)
+        redis_server.restart()  # every pooled connection is now broken
+        failures = guard.failures
+        async with loaded(client, emails) as after:
+            await asyncio.sleep(1)
+        # Each broken connection was replaced by redis-py's retry, not reported as a
+        # Redis failure (which would have cost the request its cache, or worse).
+        assert guard.failures == failures
+        assert guard.available
+    assert pooled >= 2
+    assert before.failed == [] and after.failed == []
+    assert after.total > 100
+
+
+async def test_a_write_during_an_outage_is_seen_after_it_on_every_instance(
+    samples: SampleUpstreams, seeded_url: str, redis_server: RedisServer
+) -> None:
+    email = samples.people[130].email
+    assert email is not None
+    upsert = (
+        "mutation($email: String!, $name: String!) {"
+        " upsertCustomer(input: {email: $email, firstName: $name}) { email firstName } }"
+    )
+    async with (
+        serving(samples, seeded_url, redis_server.url) as (app, writer),
+        serving(samples, seeded_url, redis_server.url) as (_, reader),
+    ):
+        for client in (writer, reader):  # both cache the profile (one entry in Redis)
+            await warm(client, [email])
+        redis_server.stop()
+        written = await gql(writer, upsert, email=email, name="Outage")
+        # The row was written: success, although the cache could not be told.
+        assert written.get("errors") is None
+        assert written["data"]["upsertCustomer"]["firstName"] == "Outage"
+        guard = guard_of(app)
+        assert guard.unfinished, "the failed invalidations are recorded"
+        redis_server.start()  # with the entry from before the write (persisted)
+        seen = await gql(writer, READ, email=email)
+        assert seen["data"]["customer"]["firstName"] == "Outage"
+        # The writer replays what it owes on its own, without traffic.
+        await asyncio.wait_for(guard.recovered(), 5)
+        assert not guard.unfinished
+        other = await gql(reader, READ, email=email)
+    assert other["data"]["customer"]["firstName"] == "Outage"
+
+
+async def test_rate_limits_hold_while_redis_is_down(
+    samples: SampleUpstreams, seeded_url: str, redis_server: RedisServer
+) -> None:
+    async with serving(samples, seeded_url, redis_server.url) as (app, client):
+        key = await issue_key(app, rate_limit=5)
+        redis_server.stop()
+        statuses = [
+            (await client.post("/graphql", json={"query": "{ __typename }"}, headers=bearer(key)))
+            for _ in range(8)
+        ]
+    codes = [r.status_code for r in statuses]
+    assert codes.count(200) == 5, codes
+    assert codes[5:] == [429, 429, 429]
+    assert all(r.headers.get("retry-after") for r in statuses[5:])
+
+
+async def test_persisted_queries_without_redis_are_served_or_not_found_cleanly(
+    samples: SampleUpstreams, seeded_url: str, redis_server: RedisServer
+) -> None:
+    query = "{ __typename }"
+    extensions = {"persistedQuery": {"version": 1, "sha256Hash": digest_of(query)}}
+    async with (
+        serving(samples, seeded_url, redis_server.url) as (_, one),
+        serving(samples, seeded_url, redis_server.url) as (_, two),
+    ):
+        registered = await one.post("/graphql", json={"query": query, "extensions": extensions})
+        redis_server.stop()
+        again = await one.post("/graphql", json={"extensions": extensions})  # its own store
+        elsewhere = await two.post("/graphql", json={"extensions": extensions})
+        resent = await two.post("/graphql", json={"query": query, "extensions": extensions})
+    assert registered.json() == again.json() == {"data": {"__typename": "Query"}}
+    assert elsewhere.status_code == 400  # as for any hash it does not know: send the document
+    assert elsewhere.json()["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_NOT_FOUND"
+    assert resent.json() == {"data": {"__typename": "Query"}}
+
+
+async def test_notifications_resume_when_redis_returns(redis_server: RedisServer) -> None:
+    settings = load_settings(cache_url=redis_server.url, **REDIS_SETTINGS)
+    guard = open_redis(settings)
+    assert guard is not None
+    notifications = build_notifications(guard, settings)
+    change = CustomerChange(
+        customer_id=uuid.uuid4(),
+        source="test",
+        event_type="updated",
+        event_id="e1",
+        fields=("email",),
+        occurred_at=datetime.now(UTC),
+    )
+    try:
+        async with notifications.subscribe(change.customer_id) as changes:
+            redis_server.restart()
+            received = None
+            deadline = time.monotonic() + 10
+            while received is None and time.monotonic() < deadline:
+                await notifications.publish(change)  # lost until the listener is back
+                try:
+                    received = await asyncio.wait_for(anext(changes), 0.2)
+                except TimeoutError:
+                    pass
+        assert received == change
+    finally:
+        await notifications.aclose()
+        await guard.aclose()
+
+
+async def test_the_redis_client_is_configured_to_survive_restarts(
+    redis_server: RedisServer,
+) -> None:
+    guard = open_redis(load_settings(cache_url=redis_server.url))
+    assert guard is not None
+    try:
+        kwargs = guard.client.connection_pool.connection_kwargs
+        assert kwargs["socket_timeout"] == 0.25
+        assert kwargs["socket_connect_timeout"] == 0.25
+        assert kwargs["health_check_interval"] > 0
+        connection = guard.client.connection_pool.make_connection()
+        assert connection.retry._retries >= 1
+        assert isinstance(guard.client, aioredis.Redis)
+    finally:
+        await guard.aclose()
