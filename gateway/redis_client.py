@@ -13,12 +13,15 @@ upstreams' stops calling a Redis that keeps failing, so an outage costs one shor
 timeout, not one per request; a probe every ``reset_timeout_s`` brings it back.
 Invalidations that could not reach Redis are recorded: keys read as misses in this
 process until they are deleted, which happens as soon as Redis answers again (the
-guard probes on its own while any are pending, traffic or not).
+guard probes on its own while any are pending, traffic or not). Other instances do
+not know what this one owes: they may read such an entry between Redis's return and
+this instance's next probe (at most ``reset_timeout_s``), never longer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -34,6 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from adapters.breaker import BreakerState, CircuitBreaker
 from adapters.errors import CircuitOpen
+from gateway import metrics
 
 logger = logging.getLogger("gateway.redis")
 
@@ -103,6 +107,8 @@ class RedisGuard:
         self.unfinished: set[str] = set()  # keys whose delete did not reach Redis
         self.failures = 0  # calls Redis did not answer (in time), since the start
         self._recovery: asyncio.Task[None] | None = None
+        self._closed = asyncio.Event()  # set by a call that found Redis answering
+        self._state = BreakerState.CLOSED
 
     @property
     def available(self) -> bool:
@@ -123,6 +129,7 @@ class RedisGuard:
         except _UNAVAILABLE as exc:
             self.failures += 1
             self.breaker.record_failure()
+            self._observe()
             self._warn(what, exc)
             self._recover()
             return default
@@ -131,7 +138,9 @@ class RedisGuard:
             self._warn(what, exc)
             return default
         self.breaker.record_success()
+        self._observe()
         if self.unfinished:
+            self._closed.set()
             self._recover()
         return result
 
@@ -146,6 +155,13 @@ class RedisGuard:
             return False
         self.unfinished.difference_update(wanted)
         return True
+
+    def _observe(self) -> None:
+        """Publish the circuit's state when it changed (not on every call: hot path)."""
+        state = self.breaker.state
+        if state is not self._state:
+            self._state = state
+            metrics.record_circuit("redis", state)
 
     def owed(self, key: str) -> bool:
         """Whether ``key`` was invalidated but Redis may still hold it (read it as a miss)."""
@@ -169,8 +185,13 @@ class RedisGuard:
         """Probe until the circuit closes, then delete what is owed."""
         while True:
             if self.breaker.state is not BreakerState.CLOSED:
-                await asyncio.sleep(self.breaker.reset_timeout_s)
-                await self.call("probe", self.client.ping, None)
+                # A request's call may find Redis back first: then replay at once.
+                self._closed.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.breaker.reset_timeout_s):
+                        await self._closed.wait()
+                if self.breaker.state is not BreakerState.CLOSED:
+                    await self.call("probe", self.client.ping, None)
                 continue
             if not self.unfinished:
                 return
@@ -204,10 +225,13 @@ class RedisGuard:
         self._warned_at = now
         self._suppressed = 0
 
-    async def ready(self) -> bool:
-        """Whether Redis answers a PING now (the circuit aside), within the timeout."""
+    async def ready(self, timeout_s: float = 0.15) -> bool:
+        """Whether Redis answers a PING within ``timeout_s`` (at once False while its
+        circuit is open: a readiness probe must answer fast whatever is down)."""
+        if self.breaker.state is BreakerState.OPEN:
+            return False
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(min(timeout_s, self.timeout_s)):
                 await self.client.ping()
         except _ANY_ERROR:
             return False
@@ -216,10 +240,8 @@ class RedisGuard:
     async def aclose(self) -> None:
         if self._recovery is not None:
             self._recovery.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._recovery
-            except asyncio.CancelledError:
-                pass
         await self.client.aclose()
 
 

@@ -1,0 +1,110 @@
+"""The guard in front of Redis: a frozen or stopped server is a miss, its circuit opens
+after a few failures (then costs nothing), a probe closes it, and invalidations that
+could not be made are owed, read as misses and made when Redis answers again."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from adapters.breaker import BreakerState
+from gateway.cache import build_cache
+from gateway.redis_client import RedisGuard, open_client
+from tests.faults.redis_server import RedisServer
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    with RedisServer() as running:
+        yield running
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def guard(server: RedisServer, clock: Clock) -> AsyncIterator[RedisGuard]:
+    client = open_client(server.url, timeout_s=0.1, retries=1, health_check_interval_s=5)
+    guarded = RedisGuard(
+        client, timeout_s=0.2, failure_threshold=3, reset_timeout_s=5.0, clock=clock
+    )
+    yield guarded
+    await guarded.aclose()
+
+
+async def test_a_frozen_redis_costs_three_timeouts_then_nothing(
+    server: RedisServer, guard: RedisGuard, clock: Clock
+) -> None:
+    cache = build_cache(server.url, guard)
+    assert await cache.set("k", "v") is True
+    server.freeze()
+    try:
+        started = time.perf_counter()
+        misses = [await cache.get("k") for _ in range(3)]
+        timed_out = time.perf_counter() - started
+        assert misses == [None, None, None]
+        assert guard.breaker.state is BreakerState.OPEN
+        started = time.perf_counter()
+        assert [await cache.get("k") for _ in range(100)] == [None] * 100
+        assert time.perf_counter() - started < 0.05  # the open circuit asks nobody
+        assert timed_out < 3 * 0.2 + 0.3
+    finally:
+        server.thaw()
+    clock.now += 5  # cooled down: the next call is the probe, and it succeeds
+    assert await cache.get("k") == "v"
+    assert guard.breaker.state is BreakerState.CLOSED
+
+
+async def test_invalidations_during_an_outage_are_owed_then_made(
+    server: RedisServer, guard: RedisGuard, clock: Clock
+) -> None:
+    cache = build_cache(server.url, guard)
+    await cache.set("profile", "old")
+    server.freeze()  # the entry stays in Redis, but Redis does not answer
+    try:
+        assert await cache.delete("profile") == 0
+        assert guard.owed("gw:profile")
+    finally:
+        server.thaw()
+    # Redis answers again but the circuit is still open: the entry is not served here.
+    assert await cache.get("profile") is None
+    assert await cache.multi_get(["profile"]) == [None]
+    clock.now += 5  # cooled down: a request's call is the probe, and the debt is paid
+    assert await cache.get("other") is None
+    await guard.recovered()
+    assert not guard.unfinished
+    raw = aioredis.from_url(server.url)
+    try:
+        assert await raw.exists("gw:profile") == 0  # dropped for every instance
+    finally:
+        await raw.aclose()
+
+
+async def test_a_stopped_redis_is_reported_once_per_interval(
+    server: RedisServer, guard: RedisGuard, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = build_cache(server.url, guard)
+    server.stop()
+    with caplog.at_level(logging.WARNING, logger="gateway.redis"):
+        for _ in range(3):  # open the circuit
+            assert await cache.get("k") is None
+        for _ in range(3):  # each probe fails
+            clock.now += 5
+            assert await cache.multi_get(["a", "b"]) == [None, None]
+    warnings = [r for r in caplog.records if r.name == "gateway.redis"]
+    assert len(warnings) == 2  # at the start, then once 10 s had passed
+    assert guard.failures == 6
