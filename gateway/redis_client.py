@@ -184,13 +184,13 @@ class RedisGuard:
     async def _recovering(self) -> None:
         """Probe until the circuit closes, then delete what is owed."""
         while True:
-            if self.breaker.state is not BreakerState.CLOSED:
+            if not self.available:
                 # A request's call may find Redis back first: then replay at once.
                 self._closed.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.breaker.reset_timeout_s):
                         await self._closed.wait()
-                if self.breaker.state is not BreakerState.CLOSED:
+                if not self.available:
                     await self.call("probe", self.client.ping, None)
                 continue
             if not self.unfinished:
