@@ -15,7 +15,9 @@ connections, while one writer changes other customers' names. Phases, one run:
 
 Printed per phase: reads answered with data / total, failures, p50 / p99 / max
 latency, and the ratio of p99 to the yardstick's; then whether every write
-acknowledged during the outage is read back after it from every worker.
+acknowledged during the outage is read back after it from every worker. A second
+yardstick, the same readers on a gateway caching nothing (served again, memory
+cache, every TTL 0), shows what a read costs without a cache: the outage's figure.
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ class Tally:
     failed: int = 0
     latencies: list[float] = field(default_factory=list)
     samples: list[str] = field(default_factory=list)  # a few failures, as clients saw them
+
+    @property
+    def total(self) -> int:
+        return self.answered + self.failed
 
     def add(self, ok: bool, seconds: float, what: str) -> None:
         self.latencies.append(seconds)
@@ -165,7 +171,7 @@ async def _stale(base: str, written: dict[str, str], workers: int) -> int:
 
 async def _drive(
     base: str, emails: list[str], writes: list[str], args: argparse.Namespace, redis: RedisServer
-) -> None:
+) -> Tally:
     async with httpx.AsyncClient(base_url=base, headers=AUTH, timeout=60) as client:
         for email in emails + writes:  # every profile cached, with its CRM record
             await _read(client, email)
@@ -212,6 +218,24 @@ async def _drive(
         f"failures after restart: {after.failed} (target 0); outage p99 / yardstick p99: "
         f"{outage.p(0.99) / max(yardstick.p(0.99), 0.001):.1f}"
     )
+    return outage
+
+
+async def _uncached(base: str, emails: list[str], args: argparse.Namespace, outage: Tally) -> None:
+    """The same readers on a gateway caching nothing: what every read costs without a
+    cache, which is what a read costs while Redis is away."""
+    load = Load(base, emails, [], args.clients)
+    running = asyncio.create_task(load.run())
+    await asyncio.sleep(2)
+    plain = load.phase()
+    await asyncio.sleep(args.outage_s)
+    load.stopped.set()
+    await running
+    print(plain.line("no cache at all", None))
+    print(
+        f"reads/s while redis was stopped / reads/s with no cache at all: "
+        f"{outage.total / max(plain.total, 1):.2f} (the outage costs what not caching costs)"
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -251,13 +275,22 @@ def run(args: argparse.Namespace) -> None:
                 str(SIZE),
             ]
             serve = [*gateway_bin, "serve", "--port", str(port), "--workers", str(args.workers)]
-            with _process(samples), _process(serve, env):
+            reads = emails[:READERS_EMAILS]
+            writes = emails[READERS_EMAILS : READERS_EMAILS + WRITERS_EMAILS]
+            base = f"http://127.0.0.1:{port}"
+            with _process(samples):
                 _wait(f"http://127.0.0.1:{samples_port}/_sample/calls")
-                base = f"http://127.0.0.1:{port}"
-                _wait(f"{base}/readyz")
-                reads = emails[:READERS_EMAILS]
-                writes = emails[READERS_EMAILS : READERS_EMAILS + WRITERS_EMAILS]
-                asyncio.run(_drive(base, reads, writes, args, redis))
+                with _process(serve, env):
+                    _wait(f"{base}/readyz")
+                    outage = asyncio.run(_drive(base, reads, writes, args, redis))
+                uncached = env | {
+                    "GATEWAY_CACHE_URL": "memory://",
+                    "GATEWAY_PROFILE_CACHE_TTL_S": "0",
+                    "GATEWAY_UPSTREAMS_FILE": str(_upstreams_file(workdir, samples_port, 0.0)),
+                }
+                with _process(serve, uncached):
+                    _wait(f"{base}/readyz")
+                    asyncio.run(_uncached(base, reads, args, outage))
         finally:
             drop()
 
