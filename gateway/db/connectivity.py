@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.engine import Engine, ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
@@ -82,9 +83,35 @@ class FailFastPool(AsyncAdaptedQueuePool):
             raise unavailable(exc) from exc
 
 
-def watch(engine: AsyncEngine) -> AsyncEngine:
+class Reachability:
+    """Whether the database answered last time it was asked: answers served meanwhile
+    from caches say so (``reachable`` is False from a connectivity failure until a
+    connection is checked out again)."""
+
+    def __init__(self) -> None:
+        self.reachable = True
+
+    def __bool__(self) -> bool:
+        return self.reachable
+
+
+_SEEN: WeakKeyDictionary[Engine, Reachability] = WeakKeyDictionary()
+
+
+def reachability(engine: AsyncEngine) -> Reachability:
+    """What ``engine``'s hooks last saw of the database (always reachable if unwatched)."""
+    return _SEEN.get(engine.sync_engine) or Reachability()
+
+
+def watch(engine: AsyncEngine, reachability: Reachability | None = None) -> AsyncEngine:
     """Raise ``DatabaseUnavailable`` for every connectivity failure of ``engine``."""
     sync_engine = engine.sync_engine
+    seen = reachability or Reachability()
+    _SEEN[sync_engine] = seen
+
+    @event.listens_for(sync_engine, "checkout")
+    def _checked_out(*_args: Any) -> None:
+        seen.reachable = True  # after its ping (pre_ping), or a fresh connect
 
     @event.listens_for(sync_engine, "do_connect")
     def _connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
@@ -93,6 +120,7 @@ def watch(engine: AsyncEngine) -> AsyncEngine:
             return dialect.connect(*cargs, **cparams)
         except Exception as exc:
             if is_connectivity_failure(exc):
+                seen.reachable = False
                 raise unavailable(exc) from exc
             raise
 
@@ -102,6 +130,7 @@ def watch(engine: AsyncEngine) -> AsyncEngine:
         if context.is_pre_ping:
             return
         if context.is_disconnect or is_connectivity_failure(context.original_exception):
+            seen.reachable = False
             raise unavailable(context.original_exception) from context.original_exception
 
     return engine
