@@ -70,6 +70,9 @@ class OutageGrace:
         """Drop every held key whose principal ``matches`` (a revocation by id)."""
         self.revoked([h for h, (principal, _) in self._held.items() if matches(principal)])
 
+    def refuses(self, hashed: str) -> bool:
+        return hashed in self._refused
+
     def during_outage(self, hashed: str, now: float) -> Principal | None:
         """The principal to accept while the database is down; None for a key known
         revoked; raises ``DatabaseUnavailable`` for a key this process cannot vouch for

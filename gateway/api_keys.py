@@ -217,6 +217,11 @@ class ApiKeys:
                 self._verified[hashed] = (principal, now + self._ttl)
             return principal
 
+    async def known_revoked(self, key: str) -> bool:
+        """Whether this process knows ``key`` revoked, so refuses it even while the
+        database is unreachable."""
+        return self._grace.refuses(digest(key))
+
     async def _still_active(self, hashes: Collection[str]) -> set[str]:
         """Which of these digests are stored and not revoked (one read)."""
         async with self._sessions() as session:

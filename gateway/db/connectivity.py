@@ -100,7 +100,8 @@ _SEEN: WeakKeyDictionary[Engine, Reachability] = WeakKeyDictionary()
 
 def reachability(engine: AsyncEngine) -> Reachability:
     """What ``engine``'s hooks last saw of the database (always reachable if unwatched)."""
-    return _SEEN.get(engine.sync_engine) or Reachability()
+    seen = _SEEN.get(engine.sync_engine)
+    return Reachability() if seen is None else seen
 
 
 def watch(engine: AsyncEngine, reachability: Reachability | None = None) -> AsyncEngine:
