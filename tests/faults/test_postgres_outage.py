@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 import pytest
 import uvicorn
 from pydantic import SecretStr
@@ -104,6 +105,16 @@ async def test_a_postgres_outage_serves_cached_profiles_and_answers_503_otherwis
             revoked, _ = await keys.create("outage-revoked", {Scope.PROFILES_READ})
             people = samples.people
             warm = people[:60]
+
+            async def graphql(query: str, variables: dict[str, str]) -> Any:
+                probe = KeepAliveConnection("127.0.0.1", port)
+                body = orjson.dumps({"query": query, "variables": variables})
+                headers = {"Authorization": f"Bearer {reader}", "Content-Type": "application/json"}
+                try:
+                    return await probe.request("POST", "/graphql", headers, body)
+                finally:
+                    await probe.close()
+
             async def get(path: str, key: str) -> Any:
                 # A connection each: uvicorn closes one left idle for 5 s, as it should.
                 probe = KeepAliveConnection("127.0.0.1", port)
@@ -139,6 +150,13 @@ async def test_a_postgres_outage_serves_cached_profiles_and_answers_503_otherwis
             await asyncio.sleep(4)
             during_revoked = await get(f"/api/v1/users/{warm[1].email}/profile", revoked)
             never_verified = "gwk_" + secrets.token_urlsafe(32)  # right shape, never seen
+            cold = people[-2].email
+            partial = await graphql(
+                "query($w: String, $c: String) { warm: customer(email: $w) { id } "
+                "cold: customer(email: $c) { id } }",
+                {"w": warm[2].email, "c": cold},
+            )
+            nothing = await graphql("query($c: String) { customer(email: $c) { id } }", {"c": cold})
             during_unknown = await get(f"/api/v1/users/{warm[1].email}/profile", never_verified)
             load.phase = "restarting"
             await asyncio.to_thread(cluster.start)
@@ -162,6 +180,12 @@ async def test_a_postgres_outage_serves_cached_profiles_and_answers_503_otherwis
     assert sum(c.opened for c in load.connections) == CLIENTS  # every one kept alive
     assert during_revoked.status == 401, during_revoked.body
     assert during_unknown.status == 503 and during_unknown.code == "DATABASE_UNAVAILABLE"
+    assert partial.status == 200 and partial.json()["data"]["warm"]["id"], partial.body
+    assert partial.json()["data"]["cold"] is None
+    assert partial.code == "DATABASE_UNAVAILABLE"
+    assert partial.json()["extensions"]["degraded"]["servedFrom"] == "cache"
+    assert nothing.status == 503 and nothing.code == "DATABASE_UNAVAILABLE", nothing.body
+    assert nothing.headers["retry-after"] == "5"
     assert recovered, "the gateway did not serve an uncached profile after the restart"
     assert back["other_served"] > 0 and back["other_failures"] == 0, back
 
