@@ -276,13 +276,15 @@ class GatewayGraphQL(GraphQL[Context, None]):
         elif errors and unserved(result.data, errors):
             request.scope[_UNSERVED] = True
         else:
-            if (note := degraded(request.app.state.services)) is not None:
+            note = degraded(request.app.state.services)
+            if note is not None:
                 response["extensions"] = {**(response.get("extensions") or {}), "degraded": note}
             if _REGISTER in request.scope:
                 # It parsed, validated and passed the limits: only now is it worth keeping.
                 services: Services = request.app.state.services
                 await services.persisted_queries.remember(*request.scope[_REGISTER])
-            if request.scope.get(_PERSISTED_GET) and not result.errors:
+            # A degraded answer may not be cached by its caller: it is no-store.
+            if request.scope.get(_PERSISTED_GET) and not result.errors and note is None:
                 loaders = request.scope.get(_LOADERS)
                 request.scope[_FRESH_FOR] = loaders.fresh_for() if loaders else 0
         return response
