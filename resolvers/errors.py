@@ -70,6 +70,8 @@ def masked(errors: Iterable[GraphQLError]) -> list[GraphQLError]:
 
 def unserved(data: object, errors: Iterable[GraphQLError]) -> bool:
     """Whether an outage of a dependency left the whole answer empty: no root field has
-    a value, and a field failed for that reason (the edge then answers 503)."""
+    a value, and every error is such an outage (the edge then answers 503; with a
+    mistake of the client's among them, retrying would not help)."""
     empty = not isinstance(data, dict) or all(value is None for value in data.values())
-    return empty and any(unavailable_of(error) is not None for error in errors)
+    found = list(errors)
+    return empty and bool(found) and all(unavailable_of(error) is not None for error in found)

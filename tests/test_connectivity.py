@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from pathlib import Path
+
 import asyncpg
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
 
 from gateway.db.connectivity import is_connectivity_failure
+from gateway.db.engine import create_engine
 from gateway.error_boundary import as_unavailable
 from gateway.errors import CacheUnavailable, DatabaseUnavailable, InvalidInput
 
@@ -36,3 +42,24 @@ def test_the_edge_codes_database_and_cache_outages_and_nothing_else() -> None:
     assert isinstance(cache, CacheUnavailable) and cache.code == "CACHE_UNAVAILABLE"
     assert as_unavailable(InvalidInput("bad")) is None
     assert as_unavailable(OSError("a file")) is None  # not every OSError is the database
+
+
+async def test_a_cancelled_statement_stays_cancelled(tmp_path: Path) -> None:
+    """SQLAlchemy treats a cancellation mid-statement as a disconnect; it must not turn
+    into DatabaseUnavailable (a sibling field failing cancels the others' reads)."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'cancel.db'}")
+
+    async def reads() -> None:
+        async with engine.connect() as connection:
+            for _ in range(200):
+                await connection.execute(text("SELECT 1"))
+
+    try:
+        for attempt in range(30):
+            task = asyncio.create_task(reads())
+            await asyncio.sleep(0.001 * attempt)  # cancelled at various points of its work
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    finally:
+        await engine.dispose()

@@ -128,7 +128,12 @@ def watch(engine: AsyncEngine, reachability: Reachability | None = None) -> Asyn
     @event.listens_for(sync_engine, "handle_error")
     def _statement_failed(context: ExceptionContext) -> None:
         # A ping's failure is the pool's to handle: it reconnects (or fails connecting).
+        # A cancelled statement (its request gave up, a sibling field failed) counts as
+        # a disconnect to SQLAlchemy, which drops the connection; the cancellation
+        # itself must go on as it is.
         if context.is_pre_ping:
+            return
+        if not isinstance(context.original_exception, Exception):
             return
         if context.is_disconnect or is_connectivity_failure(context.original_exception):
             seen.reachable = False
