@@ -16,7 +16,7 @@ DEGRADED = {"database": "UNAVAILABLE", "servedFrom": "cache"}
 
 def degraded(services: Services) -> dict[str, str] | None:
     """The note for an answer built now, or None while the database answers."""
-    return None if reachability(services.engine) else DEGRADED
+    return None if reachability(services.engine).reachable else DEGRADED
 
 
 def unavailable_response(services: Services, code: str, message: str) -> Response:

@@ -91,9 +91,6 @@ class Reachability:
     def __init__(self) -> None:
         self.reachable = True
 
-    def __bool__(self) -> bool:
-        return self.reachable
-
 
 _SEEN: WeakKeyDictionary[Engine, Reachability] = WeakKeyDictionary()
 
@@ -104,10 +101,10 @@ def reachability(engine: AsyncEngine) -> Reachability:
     return Reachability() if seen is None else seen
 
 
-def watch(engine: AsyncEngine, reachability: Reachability | None = None) -> AsyncEngine:
+def watch(engine: AsyncEngine) -> AsyncEngine:
     """Raise ``DatabaseUnavailable`` for every connectivity failure of ``engine``."""
     sync_engine = engine.sync_engine
-    seen = reachability or Reachability()
+    seen = Reachability()
     _SEEN[sync_engine] = seen
 
     @event.listens_for(sync_engine, "checkout")
