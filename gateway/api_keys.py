@@ -11,6 +11,10 @@ once on the instance that revoked it. Concurrent requests with the same unverifi
 key share one read, and a key in use is re-read in the background once half its
 time is up: under steady traffic no request waits for the database, and the
 answer in use is never older than ``cache_ttl_s``.
+
+While the database is unreachable, keys this process verified within
+``outage_grace_s`` are still accepted, and keys known revoked are still refused
+(gateway/api_key_grace.py); any other key is answered ``DatabaseUnavailable``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -29,9 +33,10 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from gateway.api_key_grace import OutageGrace
 from gateway.db.access_models import ApiKey
 from gateway.db.models import utcnow
-from gateway.errors import Conflict, InvalidInput
+from gateway.errors import Conflict, DatabaseUnavailable, InvalidInput
 
 logger = logging.getLogger("gateway.api_keys")
 
@@ -110,9 +115,11 @@ class ApiKeys:
         cache_ttl_s: float = 1.0,
         *,
         accept_demo_key: bool = False,
+        outage_grace_s: float = 0.0,
     ):
         self._sessions = sessions
         self._ttl = cache_ttl_s
+        self._grace = OutageGrace(outage_grace_s, cache_ttl_s, self._still_active)
         # Refused outright unless this is the demo: even written into the database
         # after start-up (`gateway demo --database-url …`), the public key opens nothing.
         self._refused = frozenset() if accept_demo_key else frozenset({digest(DEMO_API_KEY)})
@@ -185,6 +192,7 @@ class ApiKeys:
             for h, entry in self._verified.items()
             if entry[0] is None or entry[0].key_id != info.id
         }
+        self._grace.revoked_key(lambda principal: principal.key_id == info.id)
         return info
 
     async def authenticate(self, key: str) -> Principal | None:
@@ -199,7 +207,30 @@ class ApiKeys:
                 self._read(hashed)  # refresh ahead; this request keeps the fresh answer
             return cached[0]
         reading = self._reading.get(hashed) or self._read(hashed)
-        return await asyncio.shield(reading)  # one caller's cancellation spares the others
+        try:
+            return await asyncio.shield(reading)  # one caller's cancellation spares the others
+        except DatabaseUnavailable:
+            principal = self._grace.during_outage(hashed, now)  # or raises
+            if self._ttl > 0:
+                # Answered for a while without a read each: the next read, in the
+                # background, finds the database back (or not).
+                self._verified[hashed] = (principal, now + self._ttl)
+            return principal
+
+    async def known_revoked(self, key: str) -> bool:
+        """Whether this process knows ``key`` revoked, so refuses it even while the
+        database is unreachable."""
+        return self._grace.refuses(digest(key))
+
+    async def _still_active(self, hashes: Collection[str]) -> set[str]:
+        """Which of these digests are stored and not revoked (one read)."""
+        async with self._sessions() as session:
+            found = await session.scalars(
+                select(ApiKey.secret_hash).where(
+                    ApiKey.secret_hash.in_(list(hashes)), ApiKey.revoked_at.is_(None)
+                )
+            )
+            return set(found)
 
     def _read(self, hashed: str) -> asyncio.Task[Principal | None]:
         task = asyncio.create_task(self._lookup(hashed), name="api-key-lookup")
@@ -213,9 +244,11 @@ class ApiKeys:
         if self._reading.get(hashed) is task:  # a revocation may have replaced it
             del self._reading[hashed]
         # A refresh ahead has no caller to raise to: log its failure here (the cached
-        # answer stands until it expires; then a caller's own read raises).
+        # answer stands until it expires; then a caller's own read raises). An outage
+        # is said once by whoever answers it, not once a key a second.
         if not task.cancelled() and (error := task.exception()) is not None:
-            logger.warning("API key lookup failed: %s", type(error).__name__)
+            if not isinstance(error, DatabaseUnavailable):
+                logger.warning("API key lookup failed: %s", type(error).__name__)
 
     async def is_active(self, key: str) -> bool:
         """Whether ``key`` is stored and not revoked (read now, not from the cache)."""
@@ -258,6 +291,8 @@ class ApiKeys:
             if row is not None
             else None
         )
+        if revocations == self._revocations:
+            self._grace.verified(hashed, principal, started)
         if self._ttl > 0 and revocations == self._revocations:
             if len(self._verified) >= _CACHE_MAX:
                 self._verified.clear()  # bounded: random bad keys cannot grow it forever
@@ -267,6 +302,7 @@ class ApiKeys:
 
     async def aclose(self) -> None:
         """Wait out reads under way (revocations included), so none outlives the engine."""
+        await self._grace.aclose()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 

@@ -22,6 +22,7 @@ from adapters.config import UpstreamsConfig
 from gateway import __version__, metrics
 from gateway.authentication import ApiKeyAuthentication
 from gateway.body_limit import BodyLimitMiddleware
+from gateway.error_boundary import ErrorBoundary
 from gateway.request_context import RequestIdMiddleware
 from gateway.services import Services
 from gateway.settings import Settings, is_loopback, load_settings
@@ -131,6 +132,9 @@ def create_app(
         Mount(ASSETS_PATH, StaticFiles(packages=[(ASSETS_PACKAGE, "static")]), name="graphiql"),
     ]
     middleware = [
+        # Outermost: nothing raised inside reaches uvicorn, which would drop the
+        # client's keep-alive connection (Starlette's own 500 page re-raises).
+        Middleware(ErrorBoundary),
         Middleware(RequestIdMiddleware),
         Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
         Middleware(ApiKeyAuthentication),

@@ -23,6 +23,7 @@ from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.models import AuditEntry, utcnow
+from gateway.errors import DatabaseUnavailable
 
 logger = logging.getLogger("gateway.audit")
 _MAX_BUFFER = 50_000  # beyond this the oldest unwritten entries are dropped, and logged
@@ -106,7 +107,10 @@ class AuditLog:
             except BaseException as exc:
                 # Keep them for the next attempt rather than lose the trail.
                 self._pending[:0] = batch
-                if isinstance(exc, Exception):
+                if isinstance(exc, DatabaseUnavailable):
+                    # An outage, not a bug: one line a flush, no traceback.
+                    logger.warning("audit entries not written (database unavailable); will retry")
+                elif isinstance(exc, Exception):
                     logger.exception("audit entries not written; will retry")
                 else:
                     raise

@@ -2,11 +2,12 @@
 
 The key travels as ``Authorization: Bearer gwk_…`` (or ``X-API-Key``). A request
 without a valid key is answered 401 before any route runs; one over its key's rate
-limit is answered 429 with ``Retry-After``. What a key may do (its scopes) is checked
-later, per field, so a query mixing allowed and forbidden fields still gets the
-allowed part. The GraphiQL page, health, readiness, metrics and signed webhooks
-need no key; a WebSocket may instead send its key in the ``connection_init``
-payload, as browsers cannot set headers on one.
+limit is answered 429 with ``Retry-After``; one whose key cannot be checked because
+the database is down (and was not verified recently) is answered 503. What a key may
+do (its scopes) is checked later, per field, so a query mixing allowed and forbidden
+fields still gets the allowed part. The GraphiQL page, health, readiness, metrics and
+signed webhooks need no key; a WebSocket may instead send its key in the
+``connection_init`` payload, as browsers cannot set headers on one.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.api_keys import Principal
+from gateway.errors import Unavailable
 from gateway.rate_limit import rate_limited_response
 
 PRINCIPAL = "gateway.principal"
@@ -55,7 +57,13 @@ class ApiKeyAuthentication:
             return
         services = scope["app"].state.services
         key = presented_key(Headers(scope=scope))
-        principal = await services.api_keys.authenticate(key) if key else None
+        try:
+            principal = await services.api_keys.authenticate(key) if key else None
+        except Unavailable:
+            if scope["type"] == "websocket":  # 1013: try again later
+                await send({"type": "websocket.close", "code": 1013, "reason": "Unavailable"})
+                return
+            raise  # answered 503 by the error boundary
         if scope["type"] == "websocket":
             # Without a header the key may still come in connection_init (see the view).
             if key is not None and principal is None:

@@ -16,6 +16,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
+REQUEST_ID_KEY = "gateway.request_id"  # in the scope too, for layers outside this one
 _SANE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -34,6 +35,7 @@ class RequestIdMiddleware:
         # The same 32 hex digits as uuid4().hex, without building a UUID per request.
         request_id = text if _SANE.match(text) else os.urandom(16).hex()
         token = REQUEST_ID.set(request_id)
+        scope[REQUEST_ID_KEY] = request_id
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -57,7 +57,11 @@ class Services:
     def open(cls, settings: Settings, upstreams: UpstreamsConfig | None = None) -> Services:
         """Open pools and clients; the SOAP WSDL is parsed here, once, not per request."""
         config = upstreams if upstreams is not None else settings.load_upstreams()
-        engine = create_engine(settings.database_url)
+        engine = create_engine(
+            settings.database_url,
+            connect_timeout_s=settings.database_connect_timeout_s,
+            pool_timeout_s=settings.database_pool_timeout_s,
+        )
         sessions = create_sessionmaker(engine)
         redis = open_redis(settings)
         cache = UpstreamCache(build_cache(settings.cache_url, redis))
@@ -97,7 +101,10 @@ class Services:
             notifications=notifications,
             webhooks=webhooks,
             api_keys=ApiKeys(
-                sessions, settings.api_key_cache_ttl_s, accept_demo_key=settings.insecure_demo
+                sessions,
+                settings.api_key_cache_ttl_s,
+                accept_demo_key=settings.insecure_demo,
+                outage_grace_s=settings.api_key_outage_grace_s,
             ),
             audit=AuditLog(sessions, settings.audit_flush_interval_s),
             consents=ConsentStore(sessions),

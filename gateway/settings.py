@@ -234,6 +234,26 @@ class Settings(BaseSettings):
         description="How long a verified API key is remembered in a process; a revoked key "
         "stops working within this time on every instance.",
     )
+    api_key_outage_grace_s: Annotated[float, Field(ge=0, le=86_400)] = Field(
+        default=300.0,
+        description="While the database is unreachable, a key this process verified "
+        "within this many seconds is still accepted (a key known revoked, or never "
+        "verified, is not); 0 refuses every key during an outage.",
+    )
+    database_connect_timeout_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=2.0,
+        description="Longest wait to open a database connection: a database that is down "
+        "is answered 503 DATABASE_UNAVAILABLE after this, not after the OS's minutes.",
+    )
+    database_pool_timeout_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=2.0,
+        description="Longest a request waits for a free pooled database connection.",
+    )
+    unavailable_retry_after_s: Annotated[int, Field(ge=1, le=3600)] = Field(
+        default=5,
+        description="Retry-After of a 503 answered because the database or the cache is "
+        "unreachable.",
+    )
     audit_flush_interval_s: Annotated[float, Field(gt=0, le=60)] = Field(
         default=1.0, description="How often buffered audit entries are written."
     )

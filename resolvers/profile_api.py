@@ -18,6 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from resolvers.context import Context
+from resolvers.errors import unavailable_of
+from resolvers.outage import degraded, unavailable_response
 
 PROFILE_DOCUMENT = """
 query Profile($id: ID, $email: String, $identity: String) {
@@ -79,6 +81,10 @@ def profile_endpoint(schema: strawberry.Schema) -> Any:
                 media_type="application/json",
                 headers={"Cache-Control": "no-store"},
             )
+        outage = next(filter(None, map(unavailable_of, result.errors or [])), None)
+        if data is None and outage is not None:
+            # Not the ESP's fault, and worth retrying: never a 4xx it would give up on.
+            return unavailable_response(context.services, outage.code, str(outage))
         if data is None:
             # A key without profiles:read is refused, not mistaken: 403, as for recommendations.
             refused = any(e.get("code") == "FORBIDDEN" for e in errors)
@@ -91,8 +97,11 @@ def profile_endpoint(schema: strawberry.Schema) -> Any:
                 headers={"Cache-Control": "no-store"},
             )
         # Seconds until the first source's data is due for a refresh; 0 when any is stale.
-        max_age = 0 if errors else context.loaders.fresh_for()
+        note = degraded(context.services)
+        max_age = 0 if errors or note else context.loaders.fresh_for()
         payload = _snake(data) | {"errors": errors, "generated_at": datetime.now(UTC).isoformat()}
+        if note is not None:
+            payload["degraded"] = _snake(note)
         return Response(
             orjson.dumps(payload),
             media_type="application/json",

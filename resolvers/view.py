@@ -40,8 +40,9 @@ from gateway.authentication import presented_key
 from gateway.errors import GatewayError
 from gateway.services import Services
 from resolvers.context import Context
-from resolvers.errors import UNEXPECTED_MESSAGE, is_unexpected
+from resolvers.errors import UNEXPECTED_MESSAGE, is_unexpected, unserved
 from resolvers.graphiql import graphiql_html
+from resolvers.outage import degraded
 from resolvers.websocket import KeyCheckingTransportWS
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
@@ -52,6 +53,7 @@ _MEDIA_TYPE = "gateway.media_type"
 _PERSISTED_GET = "gateway.persisted_get"
 _FRESH_FOR = "gateway.fresh_for"
 _FAILED = "gateway.failed"
+_UNSERVED = "gateway.unserved"  # a dependency's outage left nothing to answer: 503
 _LOADERS = "gateway.loaders"
 _REGISTER = "gateway.persisted_query"  # (digest, document) to remember once it validates
 
@@ -160,6 +162,10 @@ class GatewayGraphQL(GraphQL[Context, None]):
             response = self._error_response(request, exc.status_code, exc.reason)
         if scope.get(_FAILED):
             response.status_code = 500  # a bug before execution, masked: not the client's
+        elif scope.get(_UNSERVED):
+            services: Services = request.app.state.services
+            response.status_code = 503
+            response.headers["Retry-After"] = str(services.settings.unavailable_retry_after_s)
         response.headers["Cache-Control"] = _cache_control(scope, response.status_code)
         await response(scope, receive, send)
 
@@ -267,12 +273,18 @@ class GatewayGraphQL(GraphQL[Context, None]):
         if request_error:
             # Nothing ran: the spec's "request error" has no data entry at all.
             response.pop("data", None)
+        elif errors and unserved(result.data, errors):
+            request.scope[_UNSERVED] = True
         else:
+            note = degraded(request.app.state.services)
+            if note is not None:
+                response["extensions"] = {**(response.get("extensions") or {}), "degraded": note}
             if _REGISTER in request.scope:
                 # It parsed, validated and passed the limits: only now is it worth keeping.
                 services: Services = request.app.state.services
                 await services.persisted_queries.remember(*request.scope[_REGISTER])
-            if request.scope.get(_PERSISTED_GET) and not result.errors:
+            # A degraded answer may not be cached by its caller: it is no-store.
+            if request.scope.get(_PERSISTED_GET) and not result.errors and note is None:
                 loaders = request.scope.get(_LOADERS)
                 request.scope[_FRESH_FOR] = loaders.fresh_for() if loaders else 0
         return response

@@ -1,4 +1,10 @@
-"""The async engine and session factory, built from settings, owned by the app's lifespan."""
+"""The async engine and session factory, built from settings, owned by the app's lifespan.
+
+A database that is down fails fast: connecting gives up after ``connect_timeout_s``,
+waiting for a pooled connection after ``pool_timeout_s``, pooled connections are
+pinged before use (a restart leaves them all dead), and every such failure is raised
+as ``DatabaseUnavailable`` (gateway/db/connectivity.py), which the edge answers 503.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,19 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
+from gateway.db.connectivity import FailFastPool, watch
 
-def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
+CONNECT_TIMEOUT_S = 2.0
+POOL_TIMEOUT_S = 2.0
+
+
+def create_engine(
+    database_url: str,
+    *,
+    connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    pool_timeout_s: float = POOL_TIMEOUT_S,
+    **kwargs: Any,
+) -> AsyncEngine:
     """An engine tuned for the backend: a pool for Postgres, WAL + FK checks for SQLite."""
     # Statement parameters hold customer data; keep them out of exception messages and logs.
     kwargs.setdefault("hide_parameters", True)
@@ -25,11 +42,15 @@ def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
             cursor.execute("PRAGMA busy_timeout=5000")
             cursor.close()
 
-        return engine
+        return watch(engine)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 10)
     kwargs.setdefault("pool_pre_ping", True)
-    return create_async_engine(database_url, **kwargs)
+    kwargs.setdefault("pool_timeout", pool_timeout_s)
+    kwargs.setdefault("poolclass", FailFastPool)
+    connect_args = kwargs.setdefault("connect_args", {})
+    connect_args.setdefault("timeout", connect_timeout_s)  # asyncpg's, for connecting
+    return watch(create_async_engine(database_url, **kwargs))
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
