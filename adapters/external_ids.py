@@ -26,6 +26,10 @@ soap_crm   ``xsd:string`` up to 255 characters that   XML 1.0 cannot carry contr
            (SOAP body)                                the envelope, not a path
 other      the same text rule                         a source with no upstream
 =========  =========================================  ===============================
+
+A number has one spelling only, without leading zeros: the upstream reads
+``07300000000013`` as 7300000000013, so another spelling would be a second identity
+(neither unique nor tombstoned) that reaches the same person.
 """
 
 from __future__ import annotations
@@ -78,6 +82,11 @@ def _number_problem(value: str) -> str | None:
         return "is not a number"
     if int(value) == 0 or int(value) > _INT64_MAX:
         return "is out of range"
+    if value[0] == "0":
+        # The upstream reads ``07300000000013`` as 7300000000013: a second spelling of
+        # someone's id would be a second identity (not unique, not tombstoned) that
+        # fetches their orders. Only the canonical spelling is an id.
+        return "has leading zeros"
     return None
 
 

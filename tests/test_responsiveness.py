@@ -197,6 +197,28 @@ HEAVY: dict[str, tuple[dict[str, Any], int, str | None]] = {
         200,
         None,
     ),
+    # email-validator reads the whole input before it counts its length.
+    "600 KB email": (
+        {
+            "query": "query($e: String!) { customer(email: $e) { id } }",
+            "variables": {"e": "a." * 300_000 + "@example.com"},
+        },
+        200,
+        "BAD_USER_INPUT",
+    ),
+    # 447 bytes: fragments on Query spreading the next five times, ten deep (5^10).
+    "multiplying fragments": (
+        {
+            "query": "{...a}"
+            + "".join(
+                f"fragment {c} on Query{{" + f"...{n}" * 5 + "}"
+                for c, n in zip("abcdefghij", "bcdefghijk", strict=True)
+            )
+            + "fragment k on Query{__typename}"
+        },
+        400,
+        "TOO_MANY_ROOT_FIELDS",
+    ),
     "introspection": (
         {
             "query": "{ __schema { types { name fields { name args { name type { name } } "

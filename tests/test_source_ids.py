@@ -41,6 +41,8 @@ ATTACKS = (
     *("..", ".", "%2e%2e", "%2E%2E", "%252e%252e", "a/../..", "../..", "..%2f..", "..\\.."),
     *("7300000000013/../..", "7300000000013?status=any", "7300000000013#x", "\uff0e\uff0e"),
     *(" 7300000000013x", "7300000000013\x00", "\u200b7", "\uff11\uff12\uff13", "-1", "1e3", "0"),
+    # Another spelling of a real id: the upstream reads it as that customer's.
+    *("07300000000013", "051000007", "00"),
 )
 UPSERT = (
     "mutation($input: CustomerInput!) { upsertCustomer(input: $input) "

@@ -433,6 +433,20 @@ async def test_an_invalid_payload_is_refused_with_its_reason_and_nothing_written
     assert await _counts(database_url) == before
 
 
+async def test_a_hubspot_batch_longer_than_hubspot_sends_is_refused_whole(
+    gateway: httpx.AsyncClient, database_url: str
+) -> None:
+    """HubSpot sends at most 100 events a request; a signed batch of thousands was
+    validated and prepared on the event loop in one go, stalling the worker."""
+    changes = [hubspot_change(_external_id(), "firstname", "Ada") for _ in range(101)]
+    before = await _counts(database_url)
+    response = await gateway.post(**hubspot_request(changes))
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "invalid_payload"
+    assert "at most 100 events" in response.json()["reason"]
+    assert await _counts(database_url) == before
+
+
 # --- concurrency -------------------------------------------------------------------------
 
 

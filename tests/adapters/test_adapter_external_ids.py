@@ -267,3 +267,18 @@ async def test_the_attack_ids_are_refused_and_nothing_is_sent(
         with pytest.raises(InvalidExternalId):
             await hubspot.fetch_contact(value)
         assert_refused_silently(upstreams)
+
+
+async def test_another_spelling_of_a_real_id_is_refused_not_sent(
+    shop: CommerceAdapter, hubspot: CrmAdapter, upstreams: SampleUpstreams
+) -> None:
+    """``07300000000013`` is 7300000000013 to the shop: a customer stored with it read
+    that customer's orders, and escaped the real id's uniqueness and tombstone."""
+    assert await shop.fetch_orders("7300000000000", first=5)  # a customer with orders
+    for value in ("07300000000000", "007300000000000"):
+        upstreams.reset()
+        with pytest.raises(InvalidExternalId):
+            await shop.fetch_orders(value, first=5)
+        with pytest.raises(InvalidExternalId):
+            await hubspot.fetch_contact("0" + value.lstrip("0").replace("73000000", "51"))
+        assert_refused_silently(upstreams)
