@@ -34,7 +34,9 @@ from gateway.identity.config import IdentityConfig
 from gateway.identity.folding import fold_customers
 from gateway.identity.linkage import Decision, KnownState
 from gateway.identity.lookup import MATCH_COLUMNS, matching
+from gateway.identity.observations import ObservationRow, insert_observations
 from gateway.identity.records import PreparedRecord
+from gateway.identity.row_locks import lock_customers
 from gateway.identity.survivorship import GOLDEN_FIELDS, Observation, golden_values
 
 
@@ -58,9 +60,15 @@ async def write_batch(
     model_version: int | None = None,
 ) -> None:
     now = utcnow()
-    folded = await fold_customers(
-        connection, [(gone, d.customer_id) for d in decisions for gone in d.merged]
+    # Every stored customer this batch changes, locked up front in id order (folds
+    # delete rows: then FOR UPDATE); new customers are the batch's own.
+    merges = [(gone, d.customer_id) for d in decisions for gone in d.merged]
+    await lock_customers(
+        connection,
+        {d.customer_id for d in decisions if not d.new_customer} | {g for g, _ in merges},
+        deleting=bool(merges),
     )
+    folded = await fold_customers(connection, merges)
     for email, owner in list(state.golden_emails.items()):
         if owner in folded:
             del state.golden_emails[email]
@@ -117,7 +125,7 @@ async def write_batch(
         elif decision.duplicate_of is not None:
             identity_ids[position] = identity_ids[decision.duplicate_of]
 
-    await _write_records(connection, decisions, identity_ids, state.stored, now)
+    await _write_records(connection, decisions, identity_ids, state.stored, fresh_owners)
     await _write_evidence(connection, decisions, identity_ids, now, model_version)
     await update_by_id(connection, _table(Customer), existing_golden)
 
@@ -197,7 +205,7 @@ async def _write_records(
     decisions: Sequence[Decision],
     identity_ids: dict[int, int],
     stored: dict[int, dict[str, str | None]],
-    now: Any,
+    fresh_owners: set[uuid.UUID],
 ) -> None:
     latest: dict[int, PreparedRecord] = {}
     for position, decision in enumerate(decisions):
@@ -244,18 +252,14 @@ async def _write_records(
         ("identity_id", "key_hash"),
         [(identity_id, key) for identity_id, r in latest.items() for key in r.block_keys()],
     )
-    attributes = []
+    attributes: list[ObservationRow] = []
     for d in decisions:
         owner, source, observed_at = d.customer_id, d.record.source, d.record.observed_at
         attributes += [
             (owner, name, value, source, observed_at) for name, value in d.record.values.items()
         ]
-    await insert_tuples(
-        connection,
-        _table(Attribute),
-        ("customer_id", "name", "value", "source", "observed_at"),
-        attributes,
-    )
+    # Once each: a record seen again (an import rerun after a crash) adds no rows.
+    await insert_observations(connection, attributes, fresh_owners)
 
 
 async def _write_evidence(
