@@ -33,6 +33,13 @@ _RETRYABLE_SQLSTATES = {"40P01": "deadlock", "40001": "serialization_failure"}
 _SQLITE_LOCKED = ("database is locked", "database table is locked")
 
 
+class StaleRead(Exception):
+    """Raised by work that finds, once it holds its row locks, that rows it read before
+    taking them are gone (a concurrent merge folded them away, an erasure deleted them):
+    what Postgres reports as a serialization failure at stricter isolation levels, and
+    with the same remedy, the whole transaction again on fresh reads."""
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How often and how patiently a transaction is retried (settings ``db_retry_*``)."""
@@ -51,13 +58,15 @@ NO_RETRY = RetryPolicy(attempts=1)
 
 
 def transient_reason(exc: BaseException) -> str | None:
-    """``deadlock``, ``serialization_failure`` or ``database_locked`` when ``exc`` (or
+    """``deadlock``, ``serialization_failure``, ``database_locked``, ``stale_read`` when ``exc`` (or
     what it wraps: SQLAlchemy's ``DBAPIError.orig``, an asyncpg error raised from a raw
     COPY, a cause) says the transaction may succeed if run again; otherwise None."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        if isinstance(current, StaleRead):
+            return "stale_read"
         # asyncpg errors carry ``sqlstate``; SQLAlchemy's asyncpg adapter ``pgcode`` too.
         code = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
         if isinstance(code, str) and code in _RETRYABLE_SQLSTATES:

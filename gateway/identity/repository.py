@@ -23,6 +23,7 @@ from gateway.db.identity_models import (
     IdentityReview,
 )
 from gateway.db.models import Attribute, Customer, Identity, utcnow
+from gateway.db.retries import StaleRead
 from gateway.identity.bulk import (
     allocate_ids,
     insert_rows,
@@ -63,11 +64,13 @@ async def write_batch(
     # Every stored customer this batch changes, locked up front in id order (folds
     # delete rows: then FOR UPDATE); new customers are the batch's own.
     merges = [(gone, d.customer_id) for d in decisions for gone in d.merged]
-    await lock_customers(
-        connection,
-        {d.customer_id for d in decisions if not d.new_customer} | {g for g, _ in merges},
-        deleting=bool(merges),
+    owners = {d.customer_id for d in decisions if not d.new_customer}
+    locked = await lock_customers(
+        connection, owners | {g for g, _ in merges}, deleting=bool(merges)
     )
+    if not owners <= locked:
+        # Read before the lock, folded away or erased since: decide again on fresh reads.
+        raise StaleRead("a customer the batch links to is gone")
     folded = await fold_customers(connection, merges)
     for email, owner in list(state.golden_emails.items()):
         if owner in folded:
@@ -153,11 +156,26 @@ async def _existing_golden(
                 Attribute.value,
                 Attribute.source,
                 Attribute.observed_at,
-            ).where(clause, Attribute.name.in_(GOLDEN_FIELDS))
+            )
+            .where(clause, Attribute.name.in_(GOLDEN_FIELDS))
+            # Oldest first: among equally trusted values seen at the same time, the one
+            # stored first stays golden, whatever order an index returns them in.
+            .order_by(Attribute.id)
         )
         for owner, name, value, source, observed_at in rows:
             if value is not None:
                 observations[owner].append(Observation(name, value, source, observed_at))
+    # Every address a golden e-mail could become, with whoever holds it now: one held by
+    # a customer outside this batch (seen under another record) must be skipped too, or
+    # the update breaks ``customers.email``'s uniqueness.
+    candidates = {o.value for group in observations.values() for o in group if o.name == "email"}
+    candidates |= {r.values["email"] for o in owners for r in clusters[o] if "email" in r.values}
+    for clause in matching(connection, Customer.email, candidates - set(email_owners)):
+        for email, holder in await connection.execute(
+            select(Customer.email, Customer.id).where(clause)
+        ):
+            if email:
+                email_owners.setdefault(email, holder)
     updates = []
     now = utcnow()
     for owner in owners:
