@@ -5,7 +5,6 @@ stored twice, and the profiles agree with the identities and events they hold.""
 from __future__ import annotations
 
 import asyncio
-import random
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -13,6 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from bench.storm import storm_customers
 from gateway.db.engine import create_engine
 from gateway.db.models import Attribute, Customer, Event, Identity
 from gateway.migrate import upgrade
@@ -21,34 +21,6 @@ from tests.test_webhooks import BASE, realtime_app, shopify_request
 
 PEOPLE = 100
 IN_FLIGHT = 40
-FIRST_NAMES = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken")
-
-
-def storm_customers(people: int, seed: int = 17) -> list[dict[str, Any]]:
-    """Four Shopify customers per person: two share an e-mail, two a phone, two another
-    e-mail (a shared phone with another e-mail links only by score); every one with the
-    same name and the same time of observation, so the profiles they join or fold into
-    are offered the same observation many times."""
-    rng = random.Random(seed)
-    base = rng.randrange(10**9, 10**10)
-    records = []
-    for person in range(people):
-        email, other = f"storm{base}.{person}@example.com", f"storm{base}.{person}@example.org"
-        phone = f"+44 20 7946 {rng.randrange(10000):04d}"
-        same = {
-            "first_name": rng.choice(FIRST_NAMES),
-            "last_name": "".join(rng.choice("bcdfghklmnprstvz") for _ in range(9)).title(),
-            "updated_at": "2026-11-30T09:00:00+00:00",
-        }
-        ids = [base * 10 + person * 4 + n for n in range(4)]
-        records += [
-            {"id": ids[0], "email": email, "phone": phone, **same},
-            {"id": ids[1], "email": email, **same},
-            {"id": ids[2], "email": other, "phone": phone, **same},
-            {"id": ids[3], "email": other, **same},
-        ]
-    rng.shuffle(records)
-    return records
 
 
 @pytest.fixture
