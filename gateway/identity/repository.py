@@ -64,7 +64,8 @@ async def write_batch(
     # Every stored customer this batch changes, locked up front in id order (folds
     # delete rows: then FOR UPDATE); new customers are the batch's own.
     merges = [(gone, d.customer_id) for d in decisions for gone in d.merged]
-    owners = {d.customer_id for d in decisions if not d.new_customer}
+    fresh_owners = {d.customer_id for d in decisions if d.new_customer}
+    owners = {d.customer_id for d in decisions} - fresh_owners
     locked = await lock_customers(
         connection, owners | {g for g, _ in merges}, deleting=bool(merges)
     )
@@ -79,7 +80,6 @@ async def write_batch(
     for decision in decisions:
         clusters[decision.customer_id].append(decision.record)
     new_ids = [d.customer_id for d in decisions if d.new_customer]
-    fresh_owners = set(new_ids)
     existing_ids = [owner for owner in clusters if owner not in fresh_owners]
     email_owners = dict(state.golden_emails)
 
