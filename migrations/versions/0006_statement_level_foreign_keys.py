@@ -170,3 +170,4 @@ def downgrade() -> None:
         "fk_check_parents",
     ):
         op.execute(f"DROP FUNCTION {function}()")
+
