@@ -156,6 +156,7 @@ async def _send(
 ) -> tuple[Counter[int], set[str], float, float]:
     deliveries = [signed_shopify(record, SECRET) for record in records]
     statuses: Counter[int] = Counter()
+    failures: Counter[str] = Counter()
     acknowledged: set[str] = set()
     gate = asyncio.Semaphore(in_flight)
     limits = httpx.Limits(max_connections=in_flight * copies, max_keepalive_connections=None)
@@ -173,9 +174,12 @@ async def _send(
                 )
             for answer in answers:
                 if isinstance(answer, BaseException):
+                    failures[type(answer).__name__] += 1
                     statuses[0] += 1  # no answer at all (connection reset, timeout)
                     continue
                 statuses[answer.status_code] += 1
+                if answer.status_code >= 500:
+                    print(f"  {answer.status_code}: {answer.text[:200]}", flush=True)
                 if answer.status_code < 300:
                     acknowledged.add(headers["X-Shopify-Webhook-Id"])
 
@@ -183,6 +187,8 @@ async def _send(
         await asyncio.gather(*(deliver(body, headers) for body, headers in deliveries))
         seconds = time.perf_counter() - started
         retries = await _retries(client) - before
+    if failures:
+        print(f"  requests without an answer: {dict(failures)}", flush=True)
     return statuses, acknowledged, retries, seconds
 
 
