@@ -36,8 +36,11 @@ def _digest() -> str:
 
 def upgrade() -> None:
     key = f"customer_id, name, source, observed_at, {_digest()}"
+    # IN over the extra copies, not NOT IN over the keepers: Postgres turns it into a
+    # hash join, where NOT IN over half a million ids may fall back to a nested scan.
     op.execute(
-        f"DELETE FROM attributes WHERE id NOT IN (SELECT min(id) FROM attributes GROUP BY {key})"
+        "DELETE FROM attributes WHERE id IN (SELECT id FROM (SELECT id, row_number() OVER "
+        f"(PARTITION BY {key} ORDER BY id) AS nth FROM attributes) AS numbered WHERE nth > 1)"
     )
     op.execute(f"CREATE UNIQUE INDEX uq_attributes_observation ON attributes ({key})")
     op.drop_index("ix_attributes_customer_name", table_name="attributes")
