@@ -289,6 +289,7 @@ def import_(
 ) -> None:
     """Import customer records from one source (CSV or JSON Lines), linking identities."""
     from gateway.db.engine import create_engine, create_sessionmaker
+    from gateway.db.retries import RetryPolicy
     from gateway.erasure import Tombstones
     from gateway.identity.source_ids import SourceIds
     from gateway.importer import ImportSummary, import_file
@@ -315,6 +316,9 @@ def import_(
                 progress=progress,
                 tombstones=Tombstones.from_settings(settings),
                 source_ids=source_ids,
+                retry=RetryPolicy(
+                    settings.db_retry_attempts, settings.db_retry_base_s, settings.db_retry_cap_s
+                ),
             )
         finally:
             await engine.dispose()

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -18,6 +19,7 @@ from sqlalchemy.orm import selectinload
 from gateway.consent import ConsentRecord
 from gateway.contact_points import normalize_email, normalize_phone
 from gateway.db.models import Attribute, Customer, Identity
+from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction
 from gateway.erasure import Tombstones
 from gateway.errors import Conflict, Erased, InvalidInput
 from gateway.identity.config import DEFAULT_CONFIG
@@ -162,7 +164,9 @@ class CustomerStore:
         sessions: async_sessionmaker[AsyncSession],
         tombstones: Tombstones | None = None,
         source_ids: SourceIds = DEFAULT_SOURCE_IDS,
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
+        self._retry = retry
         self._sessions = sessions
         self._tombstones = tombstones
         self._source_ids = source_ids
@@ -221,13 +225,15 @@ class CustomerStore:
             if problem := self._source_ids.problem(identity.source, identity.external_id):
                 field = f"identities.{position}.external_id"
                 raise InvalidInput(f"Invalid value for field '{field}': {problem}", field=field)
+        # Deadlocks and serialization failures: the whole transaction again, with jitter.
+        once = partial(retry_transaction, lambda: self._upsert_once(draft), "upsert_customer")
         try:
-            return await self._upsert_once(draft)
+            return await once(self._retry)
         except IntegrityError:
             # A concurrent writer created the same email or identity first; the second
             # attempt sees its row and updates it instead.
             try:
-                return await self._upsert_once(draft)
+                return await once(self._retry)
             except IntegrityError as exc:
                 raise Conflict(
                     "The customer changed concurrently; retry the request", field="email"
@@ -238,8 +244,13 @@ class CustomerStore:
             # The linker's key locks, held to commit: an erasure of this email or source
             # id either committed before the tombstone check below or waits for us.
             await lock_keys(await session.connection(), _keys(draft))
+            # The row locked before it is changed (one customer: no order to keep), so a
+            # merge or a linked batch touching it queues instead of deadlocking later.
             customer = await session.scalar(
-                select(Customer).where(Customer.email == draft.email).options(*_WITH_RELATIONS)
+                select(Customer)
+                .where(Customer.email == draft.email)
+                .options(*_WITH_RELATIONS)
+                .with_for_update(key_share=True, of=Customer)
             )
             if customer is None:
                 await self._refuse_erased(session, draft, None)

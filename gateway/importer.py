@@ -1,7 +1,8 @@
 """Bulk import of customer records from one source: CSV or JSON Lines, streamed.
 
 Memory stays constant: rows are read lazily and linked in batches, each batch in one
-transaction (a crash leaves whole batches, never half a profile).  A row that cannot
+transaction (a crash leaves whole batches, never half a profile; a deadlock runs the
+batch again), and a rerun after a crash stores no observation twice.  A row that cannot
 be read or validated is reported with its line number and skipped, never dropped
 silently.  Given ``Tombstones``, records of erased customers are counted and skipped
 (one lookup per batch), as sync and webhooks do.  The CLI wraps ``import_file``.
@@ -14,16 +15,19 @@ import csv
 import gc
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from gateway.db.retries import DEFAULT_RETRY, RetryPolicy
 from gateway.erasure import Tombstones
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.records import PreparedRecord, RecordError, prepare
@@ -119,10 +123,13 @@ class Importer:
         progress: Progress | None = None,
         tombstones: Tombstones | None = None,
         source_ids: SourceIds = DEFAULT_SOURCE_IDS,
+        observed_at: datetime | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
         self._tombstones = tombstones
         self._source_ids = source_ids
-        self._resolver = Resolver(sessions, config)
+        self._observed_at = observed_at
+        self._resolver = Resolver(sessions, config, retry=retry)
         self._config = config
         self._source = source
         self._batch_size = batch_size
@@ -189,7 +196,9 @@ class Importer:
                 rejected.append(RejectedRow(line, row))
                 continue
             try:
-                batch.append(prepare(row, self._source, self._config, self._source_ids))
+                batch.append(
+                    prepare(row, self._source, self._config, self._source_ids, self._observed_at)
+                )
             except RecordError as exc:
                 rejected.append(RejectedRow(line, str(exc)))
                 continue
@@ -246,18 +255,24 @@ async def import_file(
     progress: Progress | None = None,
     tombstones: Tombstones | None = None,
     source_ids: SourceIds = DEFAULT_SOURCE_IDS,
+    retry: RetryPolicy = DEFAULT_RETRY,
 ) -> ImportSummary:
     """Import one file of records from ``source``; returns what happened to each row.
     With ``tombstones``, records of erased customers are skipped and counted; an id
-    ``source_ids`` says the source cannot have rejects its row."""
-    importer = Importer(
-        sessions,
-        source,
-        config=config,
-        batch_size=batch_size,
-        progress=progress,
-        tombstones=tombstones,
-        source_ids=source_ids,
-    )
+    ``source_ids`` says the source cannot have rejects its row.
+
+    A row without ``observed_at`` was observed when the file was last written: the same
+    file imported again (after a crash, say) is the same observations, stored once."""
     with path.open(newline="", encoding="utf-8-sig") as handle:
+        importer = Importer(
+            sessions,
+            source,
+            config=config,
+            batch_size=batch_size,
+            progress=progress,
+            tombstones=tombstones,
+            source_ids=source_ids,
+            observed_at=datetime.fromtimestamp(os.fstat(handle.fileno()).st_mtime, UTC),
+            retry=retry,
+        )
         return await importer.run(read_rows(handle, fmt or detect_format(path)))

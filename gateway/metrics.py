@@ -54,6 +54,11 @@ RATE_LIMITED = Counter(
     "Requests refused by the per-key rate limit, by API key name.",
     ["key"],
 )
+TRANSACTION_RETRIES = Counter(
+    "gateway_db_transaction_retries_total",
+    "Transactions run again after a deadlock, serialization failure or locked database.",
+    ["operation", "reason"],
+)
 _CIRCUIT_VALUES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
 

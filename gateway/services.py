@@ -15,6 +15,7 @@ from gateway.cache import UpstreamCache, build_cache
 from gateway.consent import ConsentStore
 from gateway.customers import CustomerStore
 from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.db.retries import RetryPolicy
 from gateway.erasure import Erasure, Tombstones
 from gateway.federation import Federation
 from gateway.identity.source_ids import SourceIds
@@ -72,8 +73,11 @@ class Services:
         )
         tombstones = Tombstones.from_settings(settings)
         source_ids = SourceIds.from_upstreams(config)
+        retry = RetryPolicy(
+            settings.db_retry_attempts, settings.db_retry_base_s, settings.db_retry_cap_s
+        )
         customers = CachedCustomers(
-            CustomerStore(sessions, tombstones, source_ids),
+            CustomerStore(sessions, tombstones, source_ids, retry),
             cache.backend,
             settings.profile_cache_ttl_s,
         )
@@ -81,7 +85,13 @@ class Services:
         renderer = Renderer(RenderPool(settings.render_workers), render_budgets(settings))
         webhooks = Webhooks(
             WebhookIngest(
-                engine, federation, customers, notifications, tombstones, source_ids=source_ids
+                engine,
+                federation,
+                customers,
+                notifications,
+                tombstones,
+                source_ids=source_ids,
+                retry=retry,
             ),
             settings.webhook_secrets,
         )

@@ -254,6 +254,19 @@ class Settings(BaseSettings):
         description="Retry-After of a 503 answered because the database or the cache is "
         "unreachable.",
     )
+    db_retry_attempts: Annotated[int, Field(ge=1, le=20)] = Field(
+        default=5,
+        description="Most times a write transaction runs (the first included) when the "
+        "database aborts it for a deadlock or serialization failure, or SQLite stays locked.",
+    )
+    db_retry_base_s: Annotated[float, Field(gt=0, le=10)] = Field(
+        default=0.02,
+        description="Longest wait before the first retry of such a transaction; it doubles "
+        "for each further retry (each wait a random time up to it: full jitter).",
+    )
+    db_retry_cap_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=1.0, description="Longest wait between two attempts of such a transaction."
+    )
     audit_flush_interval_s: Annotated[float, Field(gt=0, le=60)] = Field(
         default=1.0, description="How often buffered audit entries are written."
     )

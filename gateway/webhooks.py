@@ -36,12 +36,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from gateway.db.access_models import EventSubject, WebhookReceipt
-from gateway.db.models import Attribute, Customer, Event, Identity
+from gateway.db.models import Customer, Event, Identity
+from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction, transient_reason
 from gateway.erasure import Tombstones
 from gateway.erasure_scope import subject_key
 from gateway.federation import Federation
 from gateway.identity import DEFAULT_CONFIG, IdentityConfig, PreparedRecord, RecordError, Resolver
 from gateway.identity import prepare as prepare_record
+from gateway.identity.observations import insert_observations
 from gateway.identity.resolution import lock_keys, record_keys
 from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
 from gateway.identity.values import phone_key
@@ -72,6 +74,15 @@ class Ingested:
 
 
 @dataclass(frozen=True, slots=True)
+class _Stored:
+    """What one committed transaction did, for the work that follows the commit."""
+
+    result: Ingested
+    old_email: str | None = None
+    folded: tuple[uuid.UUID, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class _Prepared:
     event: InboundEvent
     record: PreparedRecord | None
@@ -89,7 +100,9 @@ class WebhookIngest:
         tombstones: Tombstones,
         config: IdentityConfig = DEFAULT_CONFIG,
         source_ids: SourceIds = DEFAULT_SOURCE_IDS,
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
+        self._retry = retry
         self._tombstones = tombstones
         self._source_ids = source_ids
         self._engine = engine
@@ -116,17 +129,41 @@ class WebhookIngest:
         return prepared
 
     async def ingest(self, item: _Prepared) -> Ingested:
+        """Store one event in its own transaction, run again from the start after a
+        deadlock or serialization failure; what it raises was not stored."""
+        event = item.event
+        stored = await retry_transaction(lambda: self._store(item), "webhook_ingest", self._retry)
+        if stored.result.status != "processed":
+            return stored.result
+        customer_id = stored.result.customer_id
+        logger.info(
+            "webhook event stored",
+            extra={
+                "source": event.source,
+                "event_type": event.type,
+                "event_id": event.event_id,
+                "customer_id": str(customer_id) if customer_id else None,
+            },
+        )
+        if customer_id is not None:
+            await self._after_commit(customer_id, stored.old_email, event, stored.folded)
+        return stored.result
+
+    async def _store(self, item: _Prepared) -> _Stored:
         event = item.event
         subjects = self._subjects(event)
         async with self._engine.connect() as connection:
             async with connection.begin() as transaction:
                 if await self._erased(connection, item.record, subjects):
                     # Acknowledged so the source stops retrying; not even the event is kept.
-                    return Ingested(event.event_id, "erased", None)
+                    return _Stored(Ingested(event.event_id, "erased", None))
+                # A copy of this event delivered at the same time waits here (on the key
+                # locks above, or on the unique event id) until this one commits, then
+                # finds it stored: a duplicate, never an error.
                 claimed = await _claim(connection, event)
                 if claimed is None or not await _receipt(connection, event, claimed):
                     await transaction.rollback()  # the claim, when only the receipt was seen
-                    return Ingested(event.event_id, "duplicate", None)
+                    return _Stored(Ingested(event.event_id, "duplicate", None))
                 if subjects:
                     await connection.execute(
                         insert(EventSubject),
@@ -141,18 +178,7 @@ class WebhookIngest:
                     await connection.execute(
                         update(Event).where(Event.id == claimed).values(customer_id=customer_id)
                     )
-        logger.info(
-            "webhook event stored",
-            extra={
-                "source": event.source,
-                "event_type": event.type,
-                "event_id": event.event_id,
-                "customer_id": str(customer_id) if customer_id else None,
-            },
-        )
-        if customer_id is not None:
-            await self._after_commit(customer_id, old_email, event, folded)
-        return Ingested(event.event_id, "processed", customer_id)
+        return _Stored(Ingested(event.event_id, "processed", customer_id), old_email, folded)
 
     def _subjects(self, event: InboundEvent) -> set[str]:
         """Digests of the identifiers the event carries beyond its record (as tombstones
@@ -193,7 +219,8 @@ class WebhookIngest:
         sessions = async_sessionmaker(
             bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
         )
-        (decision,) = await Resolver(sessions, self._config).link([record])
+        resolver = Resolver(sessions, self._config, retry=None)  # ``ingest`` retries
+        (decision,) = await resolver.link([record])
         return decision.customer_id, decision.merged
 
     async def _after_commit(
@@ -283,21 +310,13 @@ async def _store_attributes(
     connection: AsyncConnection, customer_id: uuid.UUID, event: InboundEvent
 ) -> None:
     """Values that are not identity record fields (HubSpot's lifecycle stage…), kept with
-    their source and time like every other attribute."""
-    if event.attributes:
-        await connection.execute(
-            insert(Attribute),
-            [
-                {
-                    "customer_id": customer_id,
-                    "name": name,
-                    "value": value,
-                    "source": event.source,
-                    "observed_at": event.occurred_at,
-                }
-                for name, value in event.attributes.items()
-            ],
-        )
+    their source and time like every other attribute (once each: the same value resent
+    under another event id adds no row)."""
+    rows = [
+        (customer_id, name, value, event.source, event.occurred_at)
+        for name, value in event.attributes.items()
+    ]
+    await insert_observations(connection, rows)
 
 
 class Webhooks:
@@ -327,7 +346,23 @@ class Webhooks:
         except PayloadError as exc:
             logger.warning("webhook refused", extra={"source": source, "reason": "invalid_payload"})
             return _refuse(exc.status, "invalid_payload", exc.reason, exc.field)
-        results = [await self.ingest.ingest(item) for item in prepared]
+        results: list[Ingested] = []
+        try:
+            for item in prepared:
+                results.append(await self.ingest.ingest(item))
+        except Exception as exc:
+            if transient_reason(exc) is None:
+                raise
+            # Still conflicting after every retry: this event (and those after it) were
+            # not stored; the ones before were, and the sender's retry finds them
+            # duplicates.  5xx with Retry-After only here, where nothing more was kept.
+            logger.warning(
+                "webhook not stored",
+                extra={"source": source, "reason": transient_reason(exc), "stored": len(results)},
+            )
+            response = _refuse(503, "busy", "the event could not be stored now; retry later")
+            response.headers["Retry-After"] = "1"
+            return response
         overall = "duplicate" if all(r.status == "duplicate" for r in results) else "processed"
         return JSONResponse({"status": overall, "events": [_result(r) for r in results]})
 

@@ -231,3 +231,46 @@ def test_trigger_enforced_keys_under_concurrent_writers() -> None:
         asyncio.run(_races(url))
     finally:
         drop_postgres_database(url)
+
+
+async def _observations(url: str, rows: int | None = None) -> int:
+    """Insert ``rows`` copies of one observation (and one other), or just count."""
+    engine = create_engine(url)
+    seen = datetime(2026, 1, 1, tzinfo=UTC)
+    try:
+        async with engine.begin() as connection:
+            if rows is not None:
+                owner = uuid.uuid4()
+                await connection.execute(
+                    _table(Customer).insert(),
+                    [{"id": owner, "created_at": seen, "updated_at": seen}],
+                )
+                same = {"customer_id": owner, "name": "city", "source": "crm", "observed_at": seen}
+                await connection.execute(
+                    _table(Attribute).insert(),
+                    [{**same, "value": "Lyon"}] * rows
+                    + [
+                        {**same, "value": "Paris"},
+                        {**same, "value": None},
+                        {**same, "value": None},
+                    ],
+                )
+            return int(
+                await connection.scalar(select(func.count()).select_from(_table(Attribute))) or 0
+            )
+    finally:
+        await engine.dispose()
+
+
+def test_0010_removes_duplicate_observations_and_then_refuses_them(empty_database: str) -> None:
+    """Up from 0009 with duplicates stored (as an import rerun left them), down, up again."""
+    upgrade(empty_database, "0009")
+    assert asyncio.run(_observations(empty_database, rows=3)) == 6
+    upgrade(empty_database)
+    assert asyncio.run(_observations(empty_database)) == 3  # Lyon, Paris, no value: once each
+    with pytest.raises(IntegrityError):
+        asyncio.run(_observations(empty_database, rows=2))
+    downgrade(empty_database, "0009")
+    assert asyncio.run(_observations(empty_database, rows=2)) == 3 + 5
+    upgrade(empty_database)
+    assert asyncio.run(_observations(empty_database)) == 3 + 3

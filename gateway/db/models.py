@@ -26,7 +26,9 @@ from sqlalchemy import (
     Uuid,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.functions import FunctionElement
 
 # Named constraints keep migrations identical on Postgres and SQLite (batch mode needs names).
 NAMING_CONVENTION = {
@@ -115,11 +117,35 @@ class Identity(Base):
     customer: Mapped[Customer] = relationship(back_populates="identities")
 
 
+class value_digest(FunctionElement[str]):  # lower case: a SQL function, named as one
+    """An attribute value as its unique key compares it: ``md5`` on Postgres (a value may
+    be longer than a btree entry allows), the text itself on SQLite (no ``md5`` there);
+    a missing value counts as the empty one on both."""
+
+    type = String()
+    name = "value_digest"
+    inherit_cache = True
+
+
+@compiles(value_digest, "postgresql")
+def _value_digest_postgres(element: value_digest, compiler: Any, **kw: Any) -> str:
+    return f"md5(coalesce({compiler.process(element.clauses, **kw)}, ''))"
+
+
+@compiles(value_digest)
+def _value_digest_other(element: value_digest, compiler: Any, **kw: Any) -> str:
+    return f"coalesce({compiler.process(element.clauses, **kw)}, '')"
+
+
 class Attribute(Base):
-    """One value one source reported for one profile field, and when it saw it."""
+    """One value one source reported for one profile field, and when it saw it.
+
+    An observation is stored once (``uq_attributes_observation``, migration 0010): the
+    same value from the same source at the same time for the same customer is the same
+    fact, so an import run again after a crash, or a webhook resent under a new id,
+    adds nothing.  Writers insert with ON CONFLICT DO NOTHING."""
 
     __tablename__ = "attributes"
-    __table_args__ = (Index("ix_attributes_customer_name", "customer_id", "name"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
@@ -127,6 +153,19 @@ class Attribute(Base):
     value: Mapped[str | None] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(64))
     observed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    # Leads with (customer_id, name): it serves the per-customer reads as well.
+    __table_args__ = (
+        Index(
+            "uq_attributes_observation",
+            customer_id,
+            name,
+            source,
+            observed_at,
+            value_digest(value),
+            unique=True,
+        ),
+    )
 
 
 class Consent(Base):

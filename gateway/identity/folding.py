@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db.identity_models import IdentityLink, IdentityReview
 from gateway.db.models import Attribute, AuditEntry, Consent, Customer, Event, Identity, utcnow
+from gateway.identity.observations import drop_shared_observations
+from gateway.identity.row_locks import lock_customers
 
 
 async def fold_customers(
@@ -31,19 +33,13 @@ async def fold_customers(
     for gone, into in merges:
         if gone == into or gone in folded:
             continue
-        locked = set(
-            (
-                await connection.execute(
-                    select(Customer.id)
-                    .where(Customer.id.in_(sorted({gone, into})))
-                    .order_by(Customer.id)
-                    .with_for_update()
-                )
-            ).scalars()
-        )
+        # Already locked by the batch (``write_batch``); locking again here keeps this
+        # function safe on its own and costs no wait.
+        locked = await lock_customers(connection, (gone, into), deleting=True)
         if locked != {gone, into}:
             continue
         await _move_consents(connection, gone, into)
+        await drop_shared_observations(connection, gone, into)
         for model in (Identity, Attribute, Event, IdentityLink):
             await connection.execute(
                 update(model).where(model.customer_id == gone).values(customer_id=into)

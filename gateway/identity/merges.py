@@ -15,8 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.identity_models import IdentityLink, IdentityRecord, IdentityReview
 from gateway.db.models import Attribute, AuditEntry, Consent, Customer, Event, Identity, utcnow
+from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction
 from gateway.errors import Conflict, InvalidInput
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
+from gateway.identity.observations import drop_shared_observations
+from gateway.identity.row_locks import lock_customers
 from gateway.identity.survivorship import GOLDEN_FIELDS, Observation, golden_values
 from gateway.identity.values import (
     dob_key,
@@ -36,10 +39,17 @@ async def merge_customers(
     *,
     config: IdentityConfig = DEFAULT_CONFIG,
     actor: str = "system",
+    retry: RetryPolicy = DEFAULT_RETRY,
 ) -> uuid.UUID:
-    """Fold customer ``b`` into ``a`` (identities, attributes, consents, events); returns ``a``."""
-    async with sessions.begin() as session:
-        return await merge_in(session, a, b, reason, config=config, actor=actor)
+    """Fold customer ``b`` into ``a`` (identities, attributes, consents, events); returns ``a``.
+
+    Its own transaction, run again after a deadlock or serialization failure (``retry``)."""
+
+    async def attempt() -> uuid.UUID:
+        async with sessions.begin() as session:
+            return await merge_in(session, a, b, reason, config=config, actor=actor)
+
+    return await retry_transaction(attempt, "merge_customers", retry)
 
 
 async def merge_in(
@@ -54,9 +64,8 @@ async def merge_in(
     """``merge_customers`` inside the caller's transaction (a resolved review's)."""
     if a == b:
         raise InvalidInput("Cannot merge a customer with itself", field="b")
-    found = set(
-        await session.scalars(select(Customer.id).where(Customer.id.in_([a, b])).with_for_update())
-    )
+    # Both rows, in id order whichever is kept: A+B and B+A at once queue, never deadlock.
+    found = await lock_customers(await session.connection(), (a, b), deleting=True)
     if found != {a, b}:
         raise InvalidInput("Unknown customer id", field="a" if a not in found else "b")
     moved = list(await session.scalars(select(Identity.id).where(Identity.customer_id == b)))
@@ -69,6 +78,7 @@ async def merge_in(
         )
     await keep_golden_provenance(session, [a, b])
     await _move_consents(session, a, b)
+    await drop_shared_observations(session, b, a)
     for model in (Identity, Attribute, Event, IdentityLink):
         await session.execute(update(model).where(model.customer_id == b).values(customer_id=a))
     # Open reviews between the two are settled by this merge; the rest now point at a.
@@ -171,12 +181,28 @@ async def unmerge_customer(
     *,
     config: IdentityConfig = DEFAULT_CONFIG,
     actor: str = "system",
+    retry: RetryPolicy = DEFAULT_RETRY,
 ) -> uuid.UUID:
     """Split one identity out of its customer into a profile of its own; returns the new id.
 
     The attributes that identity's source reported and its latest record supports move
     with it; events and consents stay, since they do not say which identity they came from.
+    Its own transaction, run again after a deadlock or serialization failure.
     """
+    return await retry_transaction(
+        lambda: _unmerge_once(sessions, source, external_id, config, actor),
+        "unmerge_customer",
+        retry,
+    )
+
+
+async def _unmerge_once(
+    sessions: async_sessionmaker[AsyncSession],
+    source: str,
+    external_id: str,
+    config: IdentityConfig,
+    actor: str,
+) -> uuid.UUID:
     async with sessions.begin() as session:
         identity = await session.scalar(
             select(Identity).where(Identity.source == source, Identity.external_id == external_id)

@@ -148,8 +148,11 @@ def prepare(
     source: str,
     config: IdentityConfig,
     source_ids: SourceIds = DEFAULT_SOURCE_IDS,
+    observed_at: datetime | None = None,
 ) -> PreparedRecord:
     """Validate and normalise one raw record; ``RecordError`` names the bad field.
+    A record without its own ``observed_at`` was observed at ``observed_at`` (now when
+    not given).
 
     The external id must be one the source's upstream can have (``source_ids``): it is
     sent there later, and a path such as ``customers/../orders.json`` is someone else's.
@@ -193,7 +196,7 @@ def prepare(
     record = PreparedRecord(
         source=source,
         external_id=external_id,
-        observed_at=_observed(data.get("observed_at")),
+        observed_at=_observed(data.get("observed_at") or observed_at),
         values={k: v for k, v in values.items() if v is not None},
         email_key=email_key,
         phone=phone,

@@ -23,6 +23,7 @@ from gateway.db.identity_models import (
     IdentityReview,
 )
 from gateway.db.models import Attribute, Customer, Identity, utcnow
+from gateway.db.retries import StaleRead
 from gateway.identity.bulk import (
     allocate_ids,
     insert_rows,
@@ -34,7 +35,9 @@ from gateway.identity.config import IdentityConfig
 from gateway.identity.folding import fold_customers
 from gateway.identity.linkage import Decision, KnownState
 from gateway.identity.lookup import MATCH_COLUMNS, matching
+from gateway.identity.observations import ObservationRow, insert_observations
 from gateway.identity.records import PreparedRecord
+from gateway.identity.row_locks import lock_customers
 from gateway.identity.survivorship import GOLDEN_FIELDS, Observation, golden_values
 
 
@@ -58,9 +61,18 @@ async def write_batch(
     model_version: int | None = None,
 ) -> None:
     now = utcnow()
-    folded = await fold_customers(
-        connection, [(gone, d.customer_id) for d in decisions for gone in d.merged]
+    # Every stored customer this batch changes, locked up front in id order (folds
+    # delete rows: then FOR UPDATE); new customers are the batch's own.
+    merges = [(gone, d.customer_id) for d in decisions for gone in d.merged]
+    fresh_owners = {d.customer_id for d in decisions if d.new_customer}
+    owners = {d.customer_id for d in decisions} - fresh_owners
+    locked = await lock_customers(
+        connection, owners | {g for g, _ in merges}, deleting=bool(merges)
     )
+    if not owners <= locked:
+        # Read before the lock, folded away or erased since: decide again on fresh reads.
+        raise StaleRead("a customer the batch links to is gone")
+    folded = await fold_customers(connection, merges)
     for email, owner in list(state.golden_emails.items()):
         if owner in folded:
             del state.golden_emails[email]
@@ -68,7 +80,6 @@ async def write_batch(
     for decision in decisions:
         clusters[decision.customer_id].append(decision.record)
     new_ids = [d.customer_id for d in decisions if d.new_customer]
-    fresh_owners = set(new_ids)
     existing_ids = [owner for owner in clusters if owner not in fresh_owners]
     email_owners = dict(state.golden_emails)
 
@@ -117,7 +128,7 @@ async def write_batch(
         elif decision.duplicate_of is not None:
             identity_ids[position] = identity_ids[decision.duplicate_of]
 
-    await _write_records(connection, decisions, identity_ids, state.stored, now)
+    await _write_records(connection, decisions, identity_ids, state.stored, fresh_owners)
     await _write_evidence(connection, decisions, identity_ids, now, model_version)
     await update_by_id(connection, _table(Customer), existing_golden)
 
@@ -145,11 +156,26 @@ async def _existing_golden(
                 Attribute.value,
                 Attribute.source,
                 Attribute.observed_at,
-            ).where(clause, Attribute.name.in_(GOLDEN_FIELDS))
+            )
+            .where(clause, Attribute.name.in_(GOLDEN_FIELDS))
+            # Oldest first: among equally trusted values seen at the same time, the one
+            # stored first stays golden, whatever order an index returns them in.
+            .order_by(Attribute.id)
         )
         for owner, name, value, source, observed_at in rows:
             if value is not None:
                 observations[owner].append(Observation(name, value, source, observed_at))
+    # Every address a golden e-mail could become, with whoever holds it now: one held by
+    # a customer outside this batch (seen under another record) must be skipped too, or
+    # the update breaks ``customers.email``'s uniqueness.
+    candidates = {o.value for group in observations.values() for o in group if o.name == "email"}
+    candidates |= {r.values["email"] for o in owners for r in clusters[o] if "email" in r.values}
+    for clause in matching(connection, Customer.email, candidates - set(email_owners)):
+        for email, holder in await connection.execute(
+            select(Customer.email, Customer.id).where(clause)
+        ):
+            if email:
+                email_owners.setdefault(email, holder)
     updates = []
     now = utcnow()
     for owner in owners:
@@ -197,7 +223,7 @@ async def _write_records(
     decisions: Sequence[Decision],
     identity_ids: dict[int, int],
     stored: dict[int, dict[str, str | None]],
-    now: Any,
+    fresh_owners: set[uuid.UUID],
 ) -> None:
     latest: dict[int, PreparedRecord] = {}
     for position, decision in enumerate(decisions):
@@ -244,18 +270,14 @@ async def _write_records(
         ("identity_id", "key_hash"),
         [(identity_id, key) for identity_id, r in latest.items() for key in r.block_keys()],
     )
-    attributes = []
+    attributes: list[ObservationRow] = []
     for d in decisions:
         owner, source, observed_at = d.customer_id, d.record.source, d.record.observed_at
         attributes += [
             (owner, name, value, source, observed_at) for name, value in d.record.values.items()
         ]
-    await insert_tuples(
-        connection,
-        _table(Attribute),
-        ("customer_id", "name", "value", "source", "observed_at"),
-        attributes,
-    )
+    # Once each: a record seen again (an import rerun after a crash) adds no rows.
+    await insert_observations(connection, attributes, fresh_owners)
 
 
 async def _write_evidence(

@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
+from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction
 from gateway.identity.comparison import Scorer
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.linkage import Decision, KnownState, Linker
@@ -118,7 +119,11 @@ class Resolver:
         config: IdentityConfig = DEFAULT_CONFIG,
         *,
         model: LinkageModel | None = None,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
     ) -> None:
+        # ``retry`` None: the sessions join a caller's transaction (a savepoint of it),
+        # and only the caller can run the whole unit of work again.
+        self._retry = retry
         self._sessions = sessions
         self._config = config
         self._scorer = Scorer(model) if model is not None else None
@@ -136,7 +141,17 @@ class Resolver:
     ) -> Screened:
         """``link``, with ``screen`` deciding which records may be linked at all once the
         batch's keys are locked: a check made before the locks (tombstones of erased
-        customers) could be stale by the time the batch writes."""
+        customers) could be stale by the time the batch writes.  A deadlock or
+        serialization failure runs the batch again (``retry``)."""
+        if self._retry is None:
+            return await self._link_once(records, screen)
+        return await retry_transaction(
+            lambda: self._link_once(records, screen), "identity_link", self._retry
+        )
+
+    async def _link_once(
+        self, records: Sequence[PreparedRecord], screen: Screen | None
+    ) -> Screened:
         for attempt in range(_ATTEMPTS):
             try:
                 async with self._sessions.begin() as session:

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from gateway.db.engine import create_sessionmaker
 from gateway.db.identity_models import IdentityNeverLink, IdentityRecord, IdentityReview
 from gateway.db.models import AuditEntry, Identity, utcnow
+from gateway.db.retries import retry_transaction
 from gateway.errors import Conflict, InvalidInput, NotFound
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.lookup import MATCH_COLUMNS
@@ -163,6 +164,14 @@ class ReviewQueue:
             raise InvalidInput("Give a reason for the decision", field="reason")
         if len(reason) > MAX_REASON:
             raise InvalidInput(f"The reason is longer than {MAX_REASON} characters", field="reason")
+        # One transaction, run again after a deadlock (a merge meeting a linked batch).
+        return await retry_transaction(
+            lambda: self._resolve_once(review_id, decision, reason, actor), "resolve_review"
+        )
+
+    async def _resolve_once(
+        self, review_id: int, decision: ReviewDecision, reason: str, actor: str
+    ) -> Resolution:
         async with self._sessions.begin() as session:
             review = await session.get(IdentityReview, review_id, with_for_update=True)
             if review is None:

@@ -1,0 +1,115 @@
+"""Running a unit of work in its own transaction again when the database says "try again".
+
+Concurrent writers that meet on the same rows can make Postgres abort one of them with
+``deadlock_detected`` (40P01) or, above READ COMMITTED, ``serialization_failure``
+(40001); SQLite answers "database is locked" when its one writer slot stays taken
+past the busy timeout, or at once when a reader's snapshot went stale before it wrote.
+The work rolled back entirely, so running it again from the start is safe: the callable
+given to ``retry_transaction`` must open (and commit) its transaction itself, never run
+inside a caller's.
+
+Waits grow exponentially with full jitter (a random time between 0 and the capped
+exponential), so two transactions that collided do not collide again in step; the
+number of attempts is bounded, after which the last error goes to the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import sqlite3
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from gateway import metrics
+
+logger = logging.getLogger("gateway.db.retries")
+T = TypeVar("T")
+
+# SQLSTATEs that mean "this transaction lost a race; the same work may succeed now".
+_RETRYABLE_SQLSTATES = {"40P01": "deadlock", "40001": "serialization_failure"}
+_SQLITE_LOCKED = ("database is locked", "database table is locked")
+
+
+class StaleRead(Exception):
+    """Raised by work that finds, once it holds its row locks, that rows it read before
+    taking them are gone (a concurrent merge folded them away, an erasure deleted them):
+    what Postgres reports as a serialization failure at stricter isolation levels, and
+    with the same remedy, the whole transaction again on fresh reads."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently a transaction is retried (settings ``db_retry_*``)."""
+
+    attempts: int = 5  # in all, the first one included
+    base_s: float = 0.02  # the cap of the first wait; it doubles for each retry
+    cap_s: float = 1.0  # no single wait is longer
+
+    def delay(self, retry: int, draw: Callable[[float, float], float] = random.uniform) -> float:
+        """The wait before retry number ``retry`` (1 for the first): full jitter."""
+        return draw(0.0, min(self.cap_s, self.base_s * 2 ** (retry - 1)))
+
+
+DEFAULT_RETRY = RetryPolicy()
+NO_RETRY = RetryPolicy(attempts=1)
+
+
+def transient_reason(exc: BaseException) -> str | None:
+    """``deadlock``, ``serialization_failure``, ``database_locked``, ``stale_read`` when ``exc`` (or
+    what it wraps: SQLAlchemy's ``DBAPIError.orig``, an asyncpg error raised from a raw
+    COPY, a cause) says the transaction may succeed if run again; otherwise None."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StaleRead):
+            return "stale_read"
+        # asyncpg errors carry ``sqlstate``; SQLAlchemy's asyncpg adapter ``pgcode`` too.
+        code = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if isinstance(code, str) and code in _RETRYABLE_SQLSTATES:
+            return _RETRYABLE_SQLSTATES[code]
+        if isinstance(current, sqlite3.OperationalError) and str(current).startswith(
+            _SQLITE_LOCKED
+        ):
+            return "database_locked"
+        wrapped = getattr(current, "orig", None)
+        current = wrapped if isinstance(wrapped, BaseException) else current.__cause__
+    return None
+
+
+async def retry_transaction(
+    work: Callable[[], Awaitable[T]],
+    operation: str,
+    policy: RetryPolicy = DEFAULT_RETRY,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> T:
+    """``await work()``, again after a transient failure, up to ``policy.attempts`` in all.
+
+    ``operation`` names the work in the log and the metric (never data: no ids of
+    people, no values)."""
+    attempt = 1
+    while True:
+        try:
+            return await work()
+        except Exception as exc:
+            reason = transient_reason(exc)
+            if reason is None or attempt >= policy.attempts:
+                raise
+            wait = policy.delay(attempt)
+            metrics.TRANSACTION_RETRIES.labels(operation, reason).inc()
+            logger.warning(
+                "transaction retried",
+                extra={
+                    "operation": operation,
+                    "reason": reason,
+                    "attempt": attempt,
+                    "max_attempts": policy.attempts,
+                    "wait_ms": round(wait * 1000, 1),
+                },
+            )
+            await sleep(wait)
+            attempt += 1

@@ -1,0 +1,82 @@
+"""Writing attribute observations once each (``uq_attributes_observation``, migration 0010).
+
+An observation is (customer, name, source, observed_at, value).  Rows of customers this
+transaction created cannot exist yet and go by COPY on Postgres; rows of stored
+customers go through INSERT ... ON CONFLICT DO NOTHING, so an import run again after a
+crash, or a value resent, adds nothing.  Moving rows from one customer to another (a
+merge, a fold) first drops the rows the target already holds.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, and_, delete, exists, text
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import aliased
+
+from gateway.db.models import Attribute, value_digest
+from gateway.identity.bulk import insert_tuples, is_postgres
+
+# (customer_id, name, value, source, observed_at)
+ObservationRow = tuple[uuid.UUID, str, str | None, str, datetime]
+COLUMNS = ("customer_id", "name", "value", "source", "observed_at")
+_TABLE: Table = Attribute.__table__  # type: ignore[assignment]
+
+
+async def insert_observations(
+    connection: AsyncConnection,
+    rows: Sequence[ObservationRow],
+    fresh_owners: Collection[uuid.UUID] = (),
+) -> None:
+    """Store each observation unless it is stored already; ``fresh_owners`` are
+    customers created in this transaction (their rows are bulk-copied unchecked)."""
+    unique = list(dict.fromkeys(rows))  # a batch may carry one observation twice
+    if not unique:
+        return
+    fresh = [row for row in unique if row[0] in fresh_owners]
+    known = [row for row in unique if row[0] not in fresh_owners] if fresh else unique
+    await insert_tuples(connection, _TABLE, COLUMNS, fresh)
+    if not known:
+        return
+    if is_postgres(connection):
+        # One statement over unnested arrays: no per-row round trip, and COPY cannot
+        # skip conflicts.
+        arrays = ", ".join(
+            f"CAST(:{name} AS {_TABLE.c[name].type.compile(dialect=connection.dialect)}[])"
+            for name in COLUMNS
+        )
+        await connection.execute(
+            text(
+                f"INSERT INTO attributes ({', '.join(COLUMNS)}) SELECT * FROM unnest({arrays}) "
+                "ON CONFLICT DO NOTHING"
+            ),
+            {name: [row[i] for row in known] for i, name in enumerate(COLUMNS)},
+        )
+        return
+    await connection.execute(
+        sqlite_insert(Attribute).on_conflict_do_nothing(),
+        [dict(zip(COLUMNS, row, strict=True)) for row in known],
+    )
+
+
+async def drop_shared_observations(
+    executor: AsyncConnection | AsyncSession, gone: uuid.UUID, into: uuid.UUID
+) -> None:
+    """Delete ``gone``'s observations that ``into`` holds too, before ``gone``'s rows move
+    to ``into`` (the move would otherwise break the unique key)."""
+    kept = aliased(Attribute)
+    same: Any = and_(
+        kept.customer_id == into,
+        kept.name == Attribute.name,
+        kept.source == Attribute.source,
+        kept.observed_at == Attribute.observed_at,
+        value_digest(kept.value) == value_digest(Attribute.value),
+    )
+    await executor.execute(
+        delete(Attribute).where(Attribute.customer_id == gone, exists().where(same))
+    )
