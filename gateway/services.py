@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from adapters.breaker import CircuitBreaker
 from adapters.config import UpstreamsConfig
 from adapters.registry import aclose_adapters, build_adapters
 from gateway.api_keys import ApiKeys, Principal
@@ -112,6 +113,10 @@ class Services:
         await aclose_adapters(self.federation.adapters)
         await self.federation.cache.close()
         await self.engine.dispose()
+
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        """Every circuit breaker of this process, by name, for /readyz."""
+        return {name: adapter.breaker for name, adapter in self.federation.adapters.items()}
 
     def rate_limit_of(self, principal: Principal) -> int:
         """Requests a minute this key may make."""

@@ -1,0 +1,198 @@
+"""``/readyz``: can this instance serve, and how well, answered within ~100 ms whatever
+is down.
+
+Every probe runs at once, each with its own timeout (``GATEWAY_READYZ_TIMEOUT_S``,
+0.1 s): the database (``SELECT 1`` on a connection of its own, so that a pool busy
+with requests does not read as an outage), Redis (``PING``) and the circuit states of
+every worker (from Redis, else this worker's only). Each reads ``ok``, ``down`` (it
+answered with an error, or refused) or ``timeout`` (it did not answer in time: frozen,
+or a network black hole). Upstreams are not called: their circuit breakers already
+know, and a hanging upstream must not hang the probe.
+
+The rule (``status`` and HTTP status):
+
+- ``ready`` (200): everything answers and every circuit is closed;
+- ``degraded`` (200): the instance serves, with less: Redis is down (reads go to
+  Postgres and the upstreams), or a circuit is open (those upstreams' fields fail
+  alone), or Postgres is down while the shared cache answers (cached profiles are
+  served, requests that need the database answer 503 with a code); ``reasons`` says
+  which;
+- ``unavailable`` (503): Postgres is down and there is no shared cache to serve from:
+  nothing but what one worker happens to hold in memory could be served, and a load
+  balancer should send the traffic to another instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from enum import StrEnum
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from adapters.breaker import CircuitBreaker
+from gateway.circuits import CircuitBoard, CircuitState
+from gateway.db.engine import create_engine
+from gateway.settings import Settings
+
+__all__ = ["Check", "Readiness"]
+
+_SEVERITY = {"closed": 0, "half_open": 1, "open": 2}
+
+
+class Check(StrEnum):
+    OK = "ok"
+    DOWN = "down"
+    TIMEOUT = "timeout"
+
+
+async def _probe(call: Callable[[], Awaitable[object]], timeout_s: float) -> Check:
+    try:
+        await asyncio.wait_for(call(), timeout_s)
+    except TimeoutError:
+        return Check.TIMEOUT
+    except Exception:
+        return Check.DOWN
+    return Check.OK
+
+
+def _probe_engine(database_url: str, timeout_s: float) -> AsyncEngine:
+    if database_url.startswith("sqlite"):
+        return create_engine(database_url)
+    # One connection, kept: a probe must not wait behind the requests' pool, nor pay a
+    # new connection each time. Checked by the probe itself, not by a pre-ping.
+    return create_engine(
+        database_url, pool_size=1, max_overflow=0, pool_timeout=timeout_s, pool_pre_ping=False
+    )
+
+
+class Readiness:
+    def __init__(
+        self, database_url: str, redis: Redis | None, board: CircuitBoard, timeout_s: float
+    ) -> None:
+        self.redis = redis
+        self.board = board
+        self.timeout_s = timeout_s
+        self._engine = _probe_engine(database_url, timeout_s)
+        self._answer: asyncio.Task[tuple[int, dict[str, Any]]] | None = None
+        self._publisher: asyncio.Task[None] | None = None
+
+    @classmethod
+    def open(cls, settings: Settings, breakers: Mapping[str, CircuitBreaker]) -> Readiness:
+        redis = None
+        if not settings.cache_url.startswith("memory"):
+            # A client of its own, with short timeouts: probing and publishing must give
+            # up quickly, whatever the data path's client waits for.
+            redis = Redis.from_url(
+                settings.cache_url,
+                socket_timeout=max(settings.readyz_timeout_s, 0.5),
+                socket_connect_timeout=max(settings.readyz_timeout_s, 0.5),
+                health_check_interval=10,
+                retry_on_error=[ConnectionError],
+            )
+        board = CircuitBoard(breakers, redis, interval_s=settings.circuit_publish_interval_s)
+        return cls(settings.database_url, redis, board, settings.readyz_timeout_s)
+
+    def start(self) -> None:
+        """Publish this worker's circuit states periodically (in the running loop)."""
+        if self.redis is not None and self._publisher is None:
+            self._publisher = asyncio.get_running_loop().create_task(self.board.run())
+
+    async def answer(self) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, body). Callers arriving while probes run share their answer."""
+        if self._answer is None or self._answer.done():
+            self._answer = asyncio.create_task(self._report())
+        return await asyncio.shield(self._answer)
+
+    async def _report(self) -> tuple[int, dict[str, Any]]:
+        started = time.perf_counter()
+        database, cache, (states, scope) = await asyncio.gather(
+            _probe(self._select_one, self.timeout_s),
+            _probe(self._ping, self.timeout_s) if self.redis is not None else _ok(),
+            self._circuits(),
+        )
+        worst = _worst(states)
+        reasons = []
+        if database is not Check.OK:
+            reasons.append(f"database {database}: requests that need it answer 503")
+        if cache is not Check.OK:
+            reasons.append(f"cache {cache}: reads go to the database and the upstreams")
+        reasons.extend(_describe(s, self.board.worker) for s in states if s.state != "closed")
+        if database is not Check.OK and (cache is not Check.OK or self.redis is None):
+            status = "unavailable"
+        else:
+            status = "degraded" if reasons else "ready"
+        body: dict[str, Any] = {
+            "status": status,
+            "checks": {"database": database.value, "cache": cache.value, "upstreams": worst},
+            "reasons": reasons,
+            "circuits": {
+                "scope": scope,
+                "worker": self.board.worker,
+                "workers": sorted({s.worker for s in states} | {self.board.worker}),
+                "states": [_entry(s, self.board.worker) for s in states],
+            },
+            "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
+        }
+        return (503 if status == "unavailable" else 200), body
+
+    async def _select_one(self) -> None:
+        async with self._engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def _ping(self) -> None:
+        assert self.redis is not None
+        await self.redis.ping()
+
+    async def _circuits(self) -> tuple[list[CircuitState], str]:
+        """Every worker's states from Redis ("instance"), else this worker's ("worker")."""
+        if self.redis is None:
+            return self.board.local(), "worker"
+        try:
+            return await asyncio.wait_for(self.board.read(), self.timeout_s), "instance"
+        except Exception:  # Redis down or slow, timeouts included
+            return self.board.local(), "worker"
+
+    async def aclose(self) -> None:
+        for task in (self._answer, self._publisher):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        await self.board.aclose()
+        await self._engine.dispose()
+
+
+async def _ok() -> Check:
+    return Check.OK
+
+
+def _worst(states: list[CircuitState]) -> dict[str, str]:
+    """Per circuit, the least available state any worker has it in."""
+    worst: dict[str, str] = {}
+    for state in states:
+        known = worst.get(state.circuit, "closed")
+        if _SEVERITY.get(state.state, 2) >= _SEVERITY.get(known, 2):
+            worst[state.circuit] = state.state
+    return worst
+
+
+def _describe(state: CircuitState, me: str) -> str:
+    worker = f"worker {state.worker}" + (" (this one)" if state.worker == me else "")
+    seconds = max(time.time() - state.since, 0.0)
+    return f"{state.circuit}: {state.state} in {worker} since {seconds:.0f} s"
+
+
+def _entry(state: CircuitState, me: str) -> dict[str, Any]:
+    return {
+        "circuit": state.circuit,
+        "worker": state.worker,
+        "this_worker": state.worker == me,
+        "state": state.state,
+        "for_s": round(max(time.time() - state.since, 0.0), 1),
+        "failures": state.failures,
+    }
