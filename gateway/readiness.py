@@ -33,6 +33,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.breaker import CircuitBreaker
@@ -51,14 +52,36 @@ class Check(StrEnum):
     TIMEOUT = "timeout"
 
 
-async def _probe(call: Callable[[], Awaitable[object]], timeout_s: float) -> Check:
-    try:
-        await asyncio.wait_for(call(), timeout_s)
-    except TimeoutError:
-        return Check.TIMEOUT
-    except Exception:
-        return Check.DOWN
-    return Check.OK
+class _Probe:
+    """One dependency's check, never waited on past its timeout: ``wait_for`` would wait
+    for the cancelled call to finish, and closing a connection to a frozen server can
+    itself hang (2 s for Postgres behind a frozen link). A call still running when the
+    next probe comes reads as a timeout at once, so stuck calls do not pile up."""
+
+    def __init__(self, call: Callable[[], Awaitable[object]]) -> None:
+        self.call = call
+        self._running: asyncio.Task[object] | None = None
+
+    async def check(self, timeout_s: float) -> Check:
+        if self._running is not None and not self._running.done():
+            return Check.TIMEOUT
+        task = asyncio.ensure_future(self.call())
+        task.add_done_callback(_retrieve)
+        self._running = task
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+        if not done:
+            task.cancel()
+            return Check.TIMEOUT
+        return Check.DOWN if task.exception() is not None else Check.OK
+
+    def cancel(self) -> None:
+        if self._running is not None:
+            self._running.cancel()
+
+
+def _retrieve(task: asyncio.Future[object]) -> None:
+    if not task.cancelled():
+        task.exception()  # seen: not "never retrieved"
 
 
 def _probe_engine(database_url: str, timeout_s: float) -> AsyncEngine:
@@ -80,6 +103,10 @@ class Readiness:
         self.timeout_s = timeout_s
         self._engine = _probe_engine(database_url, timeout_s)
         self._answer: asyncio.Task[tuple[int, dict[str, Any]]] | None = None
+        self._database = _Probe(self._select_one)
+        self._cache = _Probe(self._ping)
+        self._circuit_read = _Probe(self._read_circuits)
+        self._circuit_states: list[CircuitState] = []
         self._publisher: asyncio.Task[None] | None = None
 
     @classmethod
@@ -112,8 +139,8 @@ class Readiness:
     async def _report(self) -> tuple[int, dict[str, Any]]:
         started = time.perf_counter()
         database, cache, (states, scope) = await asyncio.gather(
-            _probe(self._select_one, self.timeout_s),
-            _probe(self._ping, self.timeout_s) if self.redis is not None else _ok(),
+            self._database.check(self.timeout_s),
+            self._cache.check(self.timeout_s) if self.redis is not None else _ok(),
             self._circuits(),
         )
         worst = _worst(states)
@@ -142,8 +169,15 @@ class Readiness:
         return (503 if status == "unavailable" else 200), body
 
     async def _select_one(self) -> None:
-        async with self._engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+        try:
+            async with self._engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            # The kept connection died with a restart of the server: one new one tells.
+            async with self._engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
 
     async def _ping(self) -> None:
         assert self.redis is not None
@@ -151,14 +185,16 @@ class Readiness:
 
     async def _circuits(self) -> tuple[list[CircuitState], str]:
         """Every worker's states from Redis ("instance"), else this worker's ("worker")."""
-        if self.redis is None:
-            return self.board.local(), "worker"
-        try:
-            return await asyncio.wait_for(self.board.read(), self.timeout_s), "instance"
-        except Exception:  # Redis down or slow, timeouts included
-            return self.board.local(), "worker"
+        if self.redis is not None and await self._circuit_read.check(self.timeout_s) is Check.OK:
+            return self._circuit_states, "instance"
+        return self.board.local(), "worker"
+
+    async def _read_circuits(self) -> None:
+        self._circuit_states = await self.board.read()
 
     async def aclose(self) -> None:
+        for probe in (self._database, self._cache, self._circuit_read):
+            probe.cancel()
         for task in (self._answer, self._publisher):
             if task is not None and not task.done():
                 task.cancel()
