@@ -1,4 +1,4 @@
-"""Repeated identical warnings and errors, summarised: the first one is written whole
+"""Repeated identical errors, summarised: the first one is written whole
 (traceback included), the repeats within an interval are only counted, and one line
 says how many there were.
 
@@ -61,7 +61,7 @@ class RepeatSummary(logging.Filter):
         write: Callable[[logging.LogRecord], object],
         *,
         interval_s: float = 10.0,
-        level: int = logging.WARNING,
+        level: int = logging.ERROR,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
@@ -76,7 +76,7 @@ class RepeatSummary(logging.Filter):
         if getattr(record, "repeat_summary", False):
             return True
         self.flush_due()
-        if record.levelno < self.level or self.interval_s <= 0:
+        if self.interval_s <= 0 or not self._summarised(record):
             return True
         key = _key(record)
         with self._lock:
@@ -86,6 +86,13 @@ class RepeatSummary(logging.Filter):
                 return True
             window.repeats += 1
             return False
+
+    def _summarised(self, record: logging.LogRecord) -> bool:
+        """Errors, and warnings with a traceback; a plain warning (a refused webhook) is
+        one short line per event that an operator may want each of."""
+        if record.levelno >= self.level:
+            return True
+        return record.levelno >= logging.WARNING and bool(record.exc_info)
 
     def flush_due(self) -> None:
         """Write the summaries of the windows that have ended."""
@@ -116,16 +123,19 @@ class RepeatSummary(logging.Filter):
     def _summary(self, window: _Window, now: float) -> logging.LogRecord:
         first = window.first
         seconds = max(now - window.opened_at, 0.0)
-        return logging.makeLogRecord(
-            {
-                "name": first.name,
-                "levelno": first.levelno,
-                "levelname": first.levelname,
-                "msg": "%s (repeated %d times in the last %.0f s)",
-                "args": (str(first.msg), window.repeats, seconds),
-                "repeat_summary": True,
-                "repeated": window.repeats,
-                "interval_s": round(seconds, 3),
-                "exception_type": _key(first)[2] or None,
-            }
+        # Built directly, not through the record factory: it is no new event.
+        record = logging.LogRecord(
+            first.name,
+            first.levelno,
+            first.pathname,
+            first.lineno,
+            "%s (repeated %d times in the last %.0f s)",
+            (str(first.msg), window.repeats, seconds),
+            None,
+            first.funcName,
         )
+        record.repeat_summary = True
+        record.repeated = window.repeats
+        record.interval_s = round(seconds, 3)
+        record.exception_type = _key(first)[2] or None
+        return record
