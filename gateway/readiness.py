@@ -53,24 +53,31 @@ class Check(StrEnum):
 
 
 class _Probe:
-    """One dependency's check, never waited on past its timeout: ``wait_for`` would wait
-    for the cancelled call to finish, and closing a connection to a frozen server can
-    itself hang (2 s for Postgres behind a frozen link). A call still running when the
-    next probe comes reads as a timeout at once, so stuck calls do not pile up."""
+    """One dependency's check, never waited on past its timeout. A call that has not
+    answered in time is left to end by itself (its client's own timeouts, about a
+    second) rather than cancelled and awaited: closing a connection to a frozen server
+    can itself hang, and ``wait_for`` would wait for it (2 s for Postgres behind a
+    frozen link). While it runs, the dependency reads as ``timeout`` at once, so a
+    frozen dependency costs one timeout per second, not one per probe, and stuck calls
+    never pile up; one older than ``stale_after_s`` is abandoned for a new one."""
 
-    def __init__(self, call: Callable[[], Awaitable[object]]) -> None:
+    def __init__(self, call: Callable[[], Awaitable[object]], stale_after_s: float = 5.0) -> None:
         self.call = call
+        self.stale_after_s = stale_after_s
         self._running: asyncio.Task[object] | None = None
+        self._started = 0.0
 
     async def check(self, timeout_s: float) -> Check:
-        if self._running is not None and not self._running.done():
-            return Check.TIMEOUT
+        running = self._running
+        if running is not None and not running.done():
+            if time.monotonic() - self._started < self.stale_after_s:
+                return Check.TIMEOUT
+            running.cancel()
         task = asyncio.ensure_future(self.call())
         task.add_done_callback(_retrieve)
-        self._running = task
+        self._running, self._started = task, time.monotonic()
         done, _ = await asyncio.wait({task}, timeout=timeout_s)
         if not done:
-            task.cancel()
             return Check.TIMEOUT
         return Check.DOWN if task.exception() is not None else Check.OK
 
@@ -88,9 +95,16 @@ def _probe_engine(database_url: str, timeout_s: float) -> AsyncEngine:
     if database_url.startswith("sqlite"):
         return create_engine(database_url)
     # One connection, kept: a probe must not wait behind the requests' pool, nor pay a
-    # new connection each time. Checked by the probe itself, not by a pre-ping.
+    # new connection each time. Checked by the probe itself, not by a pre-ping. Its own
+    # timeouts end a call to a frozen server by themselves (see _Probe).
+    limit = max(1.0, 10 * timeout_s)
     return create_engine(
-        database_url, pool_size=1, max_overflow=0, pool_timeout=timeout_s, pool_pre_ping=False
+        database_url,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=limit,
+        pool_pre_ping=False,
+        connect_args={"timeout": limit, "command_timeout": limit},
     )
 
 
