@@ -7,11 +7,15 @@ its id: with Redis, into a hash of its own that expires unless refreshed (writte
 every change of state and every ``interval_s``), listed in a sorted set by the time of
 its last publication; without Redis, each worker can only report its own, and says so.
 
-Redis layout, per instance (host name), so that instances sharing a Redis report
-themselves only::
+Redis layout: one hash per instance (host name), so that instances sharing a Redis
+report themselves only, read in one round trip::
 
-    gw:circuits:{instance}           zset   worker -> epoch seconds of its last publication
-    gw:circuits:{instance}:{worker}  hash   circuit -> {"state", "since", "failures"}
+    gw:circuits:{instance}   hash   worker -> {"at": epoch s of the publication,
+                                               "circuits": {name: {"state", "since",
+                                               "failures"}}}
+
+An entry older than three intervals is a worker gone: ignored, and pruned now and then;
+the whole hash expires when no worker publishes.
 
 Publishing is best effort: it runs in tasks of its own with short timeouts, and a
 failure is logged (summarised when repeated) and never reaches a request.
@@ -27,6 +31,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from redis.asyncio import Redis
@@ -68,7 +73,8 @@ class CircuitBoard:
         self.worker = str(os.getpid()) if number == 1 else f"{os.getpid()}.{number}"
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
-        self._key = f"{_NAMESPACE}:{self.instance}"
+        self.key = f"{_NAMESPACE}:{self.instance}"
+        self.ttl_s = interval_s * _TTL_INTERVALS
         for breaker in self.breakers.values():
             breaker.subscribe(self._changed)
 
@@ -94,20 +100,17 @@ class CircuitBoard:
         """Write this worker's states; never raises."""
         if self.redis is None or not self.breakers:
             return
-        now = self._clock()
-        ttl_ms = int(self.interval_s * _TTL_INTERVALS * 1000)
-        mine = f"{self._key}:{self.worker}"
-        fields = {
-            s.circuit: orjson.dumps({"state": s.state, "since": s.since, "failures": s.failures})
-            for s in self.local()
+        entry = {
+            "at": self._clock(),
+            "circuits": {
+                s.circuit: {"state": s.state, "since": s.since, "failures": s.failures}
+                for s in self.local()
+            },
         }
         try:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.hset(mine, mapping=fields)  # type: ignore[arg-type]
-            pipe.pexpire(mine, ttl_ms)
-            pipe.zadd(self._key, {self.worker: now})
-            pipe.zremrangebyscore(self._key, "-inf", now - ttl_ms / 1000)
-            pipe.pexpire(self._key, ttl_ms)
+            pipe.hset(self.key, self.worker, orjson.dumps(entry))
+            pipe.pexpire(self.key, int(self.ttl_s * 1000))
             await pipe.execute()
         except Exception as exc:  # Redis down or slow: the next publication tries again
             logger.warning(
@@ -118,36 +121,54 @@ class CircuitBoard:
 
     async def read(self) -> list[CircuitState]:
         """Every live worker's states, this worker's as they are now; raises when Redis
-        does not answer (the caller falls back on ``local()``)."""
+        does not answer (the caller falls back on ``local()``). One round trip."""
         if self.redis is None:
             return self.local()
-        now = self._clock()
-        horizon = now - self.interval_s * _TTL_INTERVALS
-        workers = [
-            w.decode() if isinstance(w, bytes) else str(w)
-            for w in await self.redis.zrangebyscore(self._key, horizon, "+inf")
-        ]
-        others = [w for w in workers if w != self.worker]
-        pipe = self.redis.pipeline(transaction=False)
-        for worker in others:
-            pipe.hgetall(f"{self._key}:{worker}")
-        published = await pipe.execute() if others else []
         states = self.local()
-        for worker, fields in zip(others, published, strict=True):
-            for circuit, raw in fields.items():
-                value = orjson.loads(raw)
-                name = circuit.decode() if isinstance(circuit, bytes) else str(circuit)
+        for worker, entry in self._live(await self.redis.hgetall(self.key)).items():
+            if worker == self.worker:
+                continue
+            for circuit, value in entry["circuits"].items():
                 states.append(
                     CircuitState(
-                        worker, name, str(value["state"]), float(value["since"]), value["failures"]
+                        worker,
+                        circuit,
+                        str(value["state"]),
+                        float(value["since"]),
+                        int(value["failures"]),
                     )
                 )
         return states
 
+    def _live(self, published: Mapping[Any, Any]) -> dict[str, Any]:
+        """Entries published within the TTL (a worker that died leaves its last one)."""
+        horizon = self._clock() - self.ttl_s
+        live = {}
+        for worker, raw in published.items():
+            entry = orjson.loads(raw)
+            if float(entry["at"]) >= horizon:
+                live[worker.decode() if isinstance(worker, bytes) else str(worker)] = entry
+        return live
+
+    async def prune(self) -> None:
+        """Drop the entries of workers gone for longer than the TTL; never raises."""
+        if self.redis is None:
+            return
+        try:
+            published = await self.redis.hgetall(self.key)
+            live = self._live(published)
+            gone = [w for w in published if (w.decode() if isinstance(w, bytes) else w) not in live]
+            if gone:
+                await self.redis.hdel(self.key, *gone)
+        except Exception as exc:
+            logger.warning("circuit states not pruned: %s", type(exc).__name__)
+
     async def run(self) -> None:
         """Publish every ``interval_s`` until cancelled (the app's lifespan runs it)."""
-        while True:
+        for tick in itertools.count():
             await self.publish()
+            if tick % 10 == 9:
+                await self.prune()
             await asyncio.sleep(self.interval_s)
 
     def _changed(self, breaker: CircuitBreaker) -> None:

@@ -3,8 +3,9 @@ is down.
 
 Every probe runs at once, each with its own timeout (``GATEWAY_READYZ_TIMEOUT_S``,
 0.1 s): the database (``SELECT 1`` on a connection of its own, so that a pool busy
-with requests does not read as an outage), Redis (``PING``) and the circuit states of
-every worker (from Redis, else this worker's only). Each reads ``ok``, ``down`` (it
+with requests does not read as an outage) and Redis, by reading the circuit states of
+every worker from it (one round trip checks both; without Redis, this worker's states
+only). Each reads ``ok``, ``down`` (it
 answered with an error, or refused) or ``timeout`` (it did not answer in time: frozen,
 or a network black hole). Upstreams are not called: their circuit breakers already
 know, and a hanging upstream must not hang the probe.
@@ -32,7 +33,6 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError
-from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -118,7 +118,6 @@ class Readiness:
         self._engine = _probe_engine(database_url, timeout_s)
         self._answer: asyncio.Task[tuple[int, dict[str, Any]]] | None = None
         self._database = _Probe(self._select_one)
-        self._cache = _Probe(self._ping)
         self._circuit_read = _Probe(self._read_circuits)
         self._circuit_states: list[CircuitState] = []
         self._publisher: asyncio.Task[None] | None = None
@@ -152,10 +151,15 @@ class Readiness:
 
     async def _report(self) -> tuple[int, dict[str, Any]]:
         started = time.perf_counter()
-        database, cache, (states, scope) = await asyncio.gather(
+        # Redis is checked by reading the circuit states: one round trip proves both.
+        database, cache = await asyncio.gather(
             self._database.check(self.timeout_s),
-            self._cache.check(self.timeout_s) if self.redis is not None else _ok(),
-            self._circuits(),
+            self._circuit_read.check(self.timeout_s) if self.redis is not None else _ok(),
+        )
+        states, scope = (
+            (self._circuit_states, "instance")
+            if self.redis is not None and cache is Check.OK
+            else (self.board.local(), "worker")
         )
         worst = _worst(states)
         reasons = []
@@ -185,29 +189,19 @@ class Readiness:
     async def _select_one(self) -> None:
         try:
             async with self._engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
+                await connection.exec_driver_sql("SELECT 1")
         except DBAPIError as exc:
             if not exc.connection_invalidated:
                 raise
             # The kept connection died with a restart of the server: one new one tells.
             async with self._engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
-
-    async def _ping(self) -> None:
-        assert self.redis is not None
-        await self.redis.ping()
-
-    async def _circuits(self) -> tuple[list[CircuitState], str]:
-        """Every worker's states from Redis ("instance"), else this worker's ("worker")."""
-        if self.redis is not None and await self._circuit_read.check(self.timeout_s) is Check.OK:
-            return self._circuit_states, "instance"
-        return self.board.local(), "worker"
+                await connection.exec_driver_sql("SELECT 1")
 
     async def _read_circuits(self) -> None:
         self._circuit_states = await self.board.read()
 
     async def aclose(self) -> None:
-        for probe in (self._database, self._cache, self._circuit_read):
+        for probe in (self._database, self._circuit_read):
             probe.cancel()
         for task in (self._answer, self._publisher):
             if task is not None and not task.done():
