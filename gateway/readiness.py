@@ -2,11 +2,10 @@
 is down.
 
 Every probe runs at once, each with its own timeout (``GATEWAY_READYZ_TIMEOUT_S``,
-0.1 s): the database (``SELECT 1`` on a connection of its own, so that a pool busy
-with requests does not read as an outage) and Redis, by reading the circuit states of
-every worker from it (one round trip checks both; without Redis, this worker's states
-only). Each reads ``ok``, ``down`` (it
-answered with an error, or refused) or ``timeout`` (it did not answer in time: frozen,
+0.1 s): the database (``SELECT 1`` on a connection of its own) and Redis, by reading
+the circuit states of every worker from it (one round trip checks both; without
+Redis, this worker's states only). Each reads ``ok``, ``down`` (it answered with an
+error, or refused) or ``timeout`` (it did not answer in time: frozen,
 or a network black hole). Upstreams are not called: their circuit breakers already
 know, and a hanging upstream must not hang the probe.
 
@@ -31,10 +30,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from enum import StrEnum
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.breaker import CircuitBreaker
 from gateway.circuits import CircuitBoard, CircuitState
@@ -91,21 +89,54 @@ def _retrieve(task: asyncio.Future[object]) -> None:
         task.exception()  # seen: not "never retrieved"
 
 
-def _probe_engine(database_url: str, timeout_s: float) -> AsyncEngine:
-    if database_url.startswith("sqlite"):
-        return create_engine(database_url)
-    # One connection, kept: a probe must not wait behind the requests' pool, nor pay a
-    # new connection each time. Checked by the probe itself, not by a pre-ping. Its own
-    # timeouts end a call to a frozen server by themselves (see _Probe).
-    limit = max(1.0, 10 * timeout_s)
-    return create_engine(
-        database_url,
-        pool_size=1,
-        max_overflow=0,
-        pool_timeout=limit,
-        pool_pre_ping=False,
-        connect_args={"timeout": limit, "command_timeout": limit},
-    )
+class _PostgresPing:
+    """``SELECT 1`` on one kept asyncpg connection: a single round trip (SQLAlchemy adds
+    BEGIN and ROLLBACK, two more turns of a busy event loop), outside the requests'
+    pool, so that a pool busy with requests does not read as an outage."""
+
+    def __init__(self, database_url: str, limit_s: float) -> None:
+        self.dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        self.limit_s = limit_s
+        self._connection: asyncpg.Connection | None = None
+
+    async def __call__(self) -> None:
+        try:
+            await self._ping()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            # The kept connection may have died with a restart: one new one tells.
+            self._drop()
+            await self._ping()
+        except BaseException:  # cancelled mid-call: the connection's state is unknown
+            self._drop()
+            raise
+
+    async def _ping(self) -> None:
+        if self._connection is None or self._connection.is_closed():
+            # Its own timeouts end a call to a frozen server by themselves (see _Probe).
+            self._connection = await asyncpg.connect(
+                self.dsn, timeout=self.limit_s, command_timeout=self.limit_s
+            )
+        await self._connection.execute("SELECT 1")
+
+    def _drop(self) -> None:
+        if self._connection is not None:
+            self._connection.terminate()
+            self._connection = None
+
+    async def aclose(self) -> None:
+        self._drop()
+
+
+class _SqlitePing:
+    def __init__(self, database_url: str) -> None:
+        self.engine = create_engine(database_url)
+
+    async def __call__(self) -> None:
+        async with self.engine.connect() as connection:
+            await connection.exec_driver_sql("SELECT 1")
+
+    async def aclose(self) -> None:
+        await self.engine.dispose()
 
 
 class Readiness:
@@ -115,9 +146,13 @@ class Readiness:
         self.redis = redis
         self.board = board
         self.timeout_s = timeout_s
-        self._engine = _probe_engine(database_url, timeout_s)
+        self._ping: _PostgresPing | _SqlitePing = (
+            _SqlitePing(database_url)
+            if database_url.startswith("sqlite")
+            else _PostgresPing(database_url, max(1.0, 10 * timeout_s))
+        )
         self._answer: asyncio.Task[tuple[int, dict[str, Any]]] | None = None
-        self._database = _Probe(self._select_one)
+        self._database = _Probe(self._ping)
         self._circuit_read = _Probe(self._read_circuits)
         self._circuit_states: list[CircuitState] = []
         self._publisher: asyncio.Task[None] | None = None
@@ -186,17 +221,6 @@ class Readiness:
         }
         return (503 if status == "unavailable" else 200), body
 
-    async def _select_one(self) -> None:
-        try:
-            async with self._engine.connect() as connection:
-                await connection.exec_driver_sql("SELECT 1")
-        except DBAPIError as exc:
-            if not exc.connection_invalidated:
-                raise
-            # The kept connection died with a restart of the server: one new one tells.
-            async with self._engine.connect() as connection:
-                await connection.exec_driver_sql("SELECT 1")
-
     async def _read_circuits(self) -> None:
         self._circuit_states = await self.board.read()
 
@@ -208,7 +232,7 @@ class Readiness:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         await self.board.aclose()
-        await self._engine.dispose()
+        await self._ping.aclose()
 
 
 async def _ok() -> Check:
