@@ -109,6 +109,7 @@ def create_app(
             gc.set_threshold(*thresholds)
             if flushing is not None:
                 flushing.cancel()
+                await asyncio.gather(flushing, return_exceptions=True)
             await readiness.aclose()
             await services.aclose()
             if repeats is not None:

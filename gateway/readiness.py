@@ -32,6 +32,8 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError
 
 from adapters.breaker import CircuitBreaker
@@ -168,6 +170,9 @@ class Readiness:
                 socket_timeout=max(settings.readyz_timeout_s, 0.5),
                 socket_connect_timeout=max(settings.readyz_timeout_s, 0.5),
                 health_check_interval=10,
+                # Once, at once: a connection broken by a restart is replaced; redis-py's
+                # default (three, backing off from 1 s) would outlast every probe.
+                retry=Retry(NoBackoff(), 1),
                 retry_on_error=[ConnectionError],
             )
         board = CircuitBoard(breakers, redis, interval_s=settings.circuit_publish_interval_s)
