@@ -102,11 +102,14 @@ class _PostgresPing:
         self._connection: asyncpg.Connection | None = None
 
     async def __call__(self) -> None:
+        kept = self._connection is not None
         try:
             await self._ping()
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            # The kept connection may have died with a restart: one new one tells.
             self._drop()
+            if not kept:
+                raise
+            # The kept connection may have died with a restart: one new one tells.
             await self._ping()
         except BaseException:  # cancelled mid-call: the connection's state is unknown
             self._drop()
