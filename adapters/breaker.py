@@ -57,6 +57,8 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._probe_in_flight = False
+        self._changed_at = clock()
+        self._listeners: list[Callable[[CircuitBreaker], object]] = []
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self.upstream} {self.state} failures={self._failures}>"
@@ -68,6 +70,18 @@ class CircuitBreaker:
         if self._state is BreakerState.OPEN and self._cooled_down():
             return BreakerState.HALF_OPEN
         return self._state
+
+    @property
+    def seconds_in_state(self) -> float:
+        """How long the circuit has been in the state ``state`` reads."""
+        if self._state is BreakerState.OPEN and self._cooled_down():
+            return self._clock() - (self._opened_at + self.reset_timeout_s)
+        return self._clock() - self._changed_at
+
+    def subscribe(self, listener: Callable[[CircuitBreaker], object]) -> None:
+        """Call ``listener(breaker)`` after every change of state (to publish it: other
+        worker processes cannot see this one's breakers). A listener must not block."""
+        self._listeners.append(listener)
 
     @property
     def consecutive_failures(self) -> int:
@@ -119,3 +133,9 @@ class CircuitBreaker:
             },
         )
         self._state = state
+        self._changed_at = self._clock()
+        for listener in self._listeners:
+            try:
+                listener(self)
+            except Exception:  # an observer's fault never fails the call being made
+                logger.exception("circuit listener failed", extra={"upstream": self.upstream})

@@ -7,6 +7,7 @@ once per process and closes them on shutdown.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +24,8 @@ from gateway import __version__, metrics
 from gateway.authentication import ApiKeyAuthentication
 from gateway.body_limit import BodyLimitMiddleware
 from gateway.error_boundary import ErrorBoundary
+from gateway.logs import configure_worker_logging
+from gateway.readiness import Readiness
 from gateway.request_context import RequestIdMiddleware
 from gateway.services import Services
 from gateway.settings import Settings, is_loopback, load_settings
@@ -47,30 +50,10 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """Ready to take traffic when the database and the cache answer.
-
-    An upstream whose circuit is open does not make the gateway unready: its fields
-    degrade to coded errors while everything else is served. It shows as "degraded".
-    """
-    services: Services = request.app.state.services
-    database = "ok" if await services.database_ready() else "unavailable"
-    cache = "ok" if await services.federation.cache.ready() else "unavailable"
-    circuits = {
-        name: adapter.breaker.state.value for name, adapter in services.federation.adapters.items()
-    }
-    if database != "ok" or cache != "ok":
-        status = "unavailable"
-    elif any(state != "closed" for state in circuits.values()):
-        status = "degraded"
-    else:
-        status = "ready"
-    return JSONResponse(
-        {
-            "status": status,
-            "checks": {"database": database, "cache": cache, "upstreams": circuits},
-        },
-        status_code=503 if status == "unavailable" else 200,
-    )
+    """Whether this instance can serve, and how well (the rule: gateway/readiness.py)."""
+    readiness: Readiness = request.app.state.readiness
+    status, body = await readiness.answer()
+    return JSONResponse(body, status_code=status)
 
 
 async def metrics_endpoint(request: Request) -> Response:
@@ -94,6 +77,10 @@ def create_app(
     ``example_key`` pre-fills GraphiQL's headers (the demo's own key only, and only when
     bound to loopback)."""
     settings = settings or load_settings()
+    # Here, not only in `gateway serve`: each of uvicorn's workers is a fresh process.
+    repeats = configure_worker_logging(
+        settings.log_level, repeat_interval_s=settings.log_repeat_interval_s
+    )
     schema = build_schema(settings)
     if not is_loopback(settings.host):
         # The page needs no key to load: pre-filled, a key would be everyone's who can
@@ -107,6 +94,10 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services = Services.open(settings, upstreams)
         app.state.services = services
+        readiness = Readiness.open(settings, services.breakers())
+        app.state.readiness = readiness
+        readiness.start()
+        flushing = asyncio.get_running_loop().create_task(repeats.run()) if repeats else None
         # Everything built so far lives as long as the process: move it out of the
         # collector's way, so full collections under load scan only request garbage.
         gc.collect()
@@ -117,7 +108,13 @@ def create_app(
             yield
         finally:
             gc.set_threshold(*thresholds)
+            if flushing is not None:
+                flushing.cancel()
+                await asyncio.gather(flushing, return_exceptions=True)
+            await readiness.aclose()
             await services.aclose()
+            if repeats is not None:
+                repeats.flush()
 
     routes = [
         Route("/", root),

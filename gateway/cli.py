@@ -91,7 +91,7 @@ def serve(host: str | None, port: int | None, workers: int, insecure_demo: bool)
 
     settings = _settings(host=host, port=port)
     _upstreams(settings)  # fail here, in one line, not inside each worker
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, repeat_interval_s=settings.log_repeat_interval_s)
     problems = asyncio.run(public_secrets_in_use(settings))
     if problems and not insecure_demo:
         click.echo(

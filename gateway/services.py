@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from adapters.breaker import CircuitBreaker
 from adapters.config import UpstreamsConfig
 from adapters.registry import aclose_adapters, build_adapters
 from gateway.api_keys import ApiKeys, Principal
@@ -136,6 +137,10 @@ class Services:
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()
+
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        """Every circuit breaker of this process, by name, for /readyz."""
+        return {name: adapter.breaker for name, adapter in self.federation.adapters.items()}
 
     def rate_limit_of(self, principal: Principal) -> int:
         """Requests a minute this key may make."""

@@ -286,6 +286,22 @@ class Settings(BaseSettings):
         description="Accept the demo's public API key. Set by `gateway demo` and by "
         "`gateway serve --insecure-demo` for their workers (plain `serve` turns it off).",
     )
+    log_repeat_interval_s: Annotated[float, Field(ge=0)] = Field(
+        default=10.0,
+        description="A warning or error logged again and again (same logger, message and "
+        "exception site) is written once with its traceback, then counted: one line with "
+        "the count per this many seconds; 0 writes every one.",
+    )
+    readyz_timeout_s: Annotated[float, Field(gt=0, le=5)] = Field(
+        default=0.1,
+        description="How long /readyz waits for each dependency (probed concurrently) "
+        "before reporting it as timed out.",
+    )
+    circuit_publish_interval_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=2.0,
+        description="How often each worker publishes its circuit breakers' states to Redis "
+        "(also at every change); they expire after three intervals without one.",
+    )
 
     @model_validator(mode="before")
     @classmethod
