@@ -140,7 +140,11 @@ class Services:
 
     def breakers(self) -> dict[str, CircuitBreaker]:
         """Every circuit breaker of this process, by name, for /readyz."""
-        return {name: adapter.breaker for name, adapter in self.federation.adapters.items()}
+        breakers = {name: adapter.breaker for name, adapter in self.federation.adapters.items()}
+        if self.redis is not None:
+            # The shared cache's own circuit: "redis: open in worker N" on /readyz.
+            breakers["redis"] = self.redis.breaker
+        return breakers
 
     def rate_limit_of(self, principal: Principal) -> int:
         """Requests a minute this key may make."""
