@@ -72,12 +72,13 @@ class Tombstones:
         return cls(settings.erasure_key.get_secret_value().encode())
 
     def of_record(self, record: PreparedRecord) -> set[str]:
-        """The digests of what a source record would link by: its email, phone and
-        source id."""
+        """The digests of what a source record would link by (its email, phone and
+        source id), and of the email and phone it gave even where they are placeholders
+        that link nothing: an erased ``email@shop.example`` still refuses the record."""
         return self.digests(
-            [record.values.get("email")],
+            [record.values.get("email"), record.given_email],
             [(record.source, record.external_id)],
-            [record.phone],
+            [record.phone, record.given_phone],
         )
 
     def digest(self, kind: str, value: str) -> str:

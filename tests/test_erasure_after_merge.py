@@ -240,6 +240,42 @@ async def test_after_merge_and_forget_an_import_skips_every_identifier(
     assert (summary.read, summary.erased, summary.created, summary.rejected) == (3, 3, 0, [])
 
 
+async def test_an_erased_address_the_linker_calls_a_placeholder_still_refuses_records(
+    gw: httpx.AsyncClient, database_url: str, tmp_path: Path
+) -> None:
+    # Found by an attacker: "email@…" and "…@mailinator.com" never link records, so the
+    # webhook and import paths did not check them against the tombstones, and a Segment
+    # identify carrying an erased such address created the person again, names and all.
+    address = f"email@{uuid.uuid4().hex[:12]}-shop.com"
+    upserted = await _upsert(gw, email=address, firstName="Ada", lastName="Lovelace")
+    assert "errors" not in await gql(gw, FORGET, id=upserted["data"]["upsertCustomer"]["id"])
+    customers = await _count(database_url, Customer)
+    response = await gw.post(
+        **segment_request(
+            {
+                "type": "identify",
+                "messageId": str(uuid.uuid4()),
+                "userId": f"usr_{uuid.uuid4().hex}",
+                "traits": {"email": address.upper(), "first_name": "Ada", "last_name": "L"},
+            }
+        )
+    )
+    assert response.status_code == 200, response.text
+    assert [e["status"] for e in response.json()["events"]] == ["erased"], response.text
+    path = tmp_path / "shop.csv"
+    path.write_text(f"external_id,email,first_name\n{unique_number()}, {address} ,Ada\n")
+    tombstones: Tombstones = gw.app.state.services.erasure.tombstones  # type: ignore[attr-defined]
+    engine = create_engine(database_url)
+    try:
+        summary = await import_file(
+            create_sessionmaker(engine), path, "shopify", tombstones=tombstones
+        )
+    finally:
+        await engine.dispose()
+    assert (summary.erased, summary.created) == (1, 0)
+    assert await _count(database_url, Customer) == customers
+
+
 async def test_unlinked_events_naming_the_person_go_with_them_and_stay_out(
     gw: httpx.AsyncClient, database_url: str
 ) -> None:

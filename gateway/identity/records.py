@@ -59,6 +59,10 @@ class PreparedRecord:
     city: str | None
     postcode: str | None
     blocks: tuple[int, ...] = ()  # hashed blocking keys
+    # The e-mail and phone as the source gave them, placeholders included: they never link
+    # records, but an erased person's address must still refuse the record (erasure wins).
+    given_email: str | None = None
+    given_phone: str | None = None
 
     @property
     def identity_key(self) -> tuple[str, str]:
@@ -206,6 +210,8 @@ def prepare(
         address=address,
         city=city and fold(city),
         postcode=postcode,
+        given_email=raw["email"],
+        given_phone=raw["phone"],
     )
     # Computed once: the linker, the loader and the writer all ask for them.
     record.blocks = record._block_keys()
