@@ -122,6 +122,7 @@ def serve(host: str | None, port: int | None, workers: int, insecure_demo: bool)
         log_config=None,
         access_log=False,
         proxy_headers=True,
+        timeout_keep_alive=int(settings.keep_alive_timeout_s),
     )
 
 
@@ -204,7 +205,12 @@ def demo(
             example_key=DEMO_API_KEY,
         )
         _print_demo_banner(settings, added, len(people), example, samples.base_urls)
-        config = uvicorn.Config(app, log_config=None, access_log=False)
+        config = uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=False,
+            timeout_keep_alive=int(settings.keep_alive_timeout_s),
+        )
         uvicorn.Server(config).run(sockets=[listening])
 
 

@@ -249,6 +249,13 @@ class Settings(BaseSettings):
         default=2.0,
         description="Longest a request waits for a free pooled database connection.",
     )
+    keep_alive_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=75.0,
+        description="How long the server keeps an idle keep-alive connection open. Longer "
+        "than the clients' and load balancers' own idle timeouts (httpx 5 s, AWS ALB 60 s), "
+        "so the client, never the server, closes an idle connection: a server closing one "
+        "while the client sends on it fails that request (uvicorn's default is 5 s).",
+    )
     unavailable_retry_after_s: Annotated[int, Field(ge=1, le=3600)] = Field(
         default=5,
         description="Retry-After of a 503 answered because the database or the cache is "
