@@ -20,6 +20,11 @@ The rule (``status`` and HTTP status):
 - ``unavailable`` (503): Postgres is down and there is no shared cache to serve from:
   nothing but what one worker happens to hold in memory could be served, and a load
   balancer should send the traffic to another instance.
+
+A fresh report is waited for at most the probes' timeout plus 50 ms; when it is later
+than that (a loop busy with load delays even a refused connection's answer), the last
+complete report is answered with ``"stale": true`` and its ``age_ms``, and the fresh
+one, still running, answers the next caller.
 """
 
 from __future__ import annotations
@@ -157,6 +162,10 @@ class Readiness:
             else _PostgresPing(database_url, max(1.0, 10 * timeout_s))
         )
         self._answer: asyncio.Task[tuple[int, dict[str, Any]]] | None = None
+        # The last complete report and when it was made: answered (marked stale) when a
+        # fresh one is late, so a busy loop or a slow probe never makes /readyz slow.
+        self._last: tuple[int, dict[str, Any], float] | None = None
+        self._budget_s = timeout_s + 0.05
         self._database = _Probe(self._ping)
         self._circuit_read = _Probe(self._read_circuits)
         self._circuit_states: list[CircuitState] = []
@@ -190,7 +199,16 @@ class Readiness:
         """(HTTP status, body). Callers arriving while probes run share their answer."""
         if self._answer is None or self._answer.done():
             self._answer = asyncio.create_task(self._report())
-        return await asyncio.shield(self._answer)
+        if self._last is None:
+            return await asyncio.shield(self._answer)
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._answer), self._budget_s)
+        except TimeoutError:
+            # The probes have their own timeouts; this one bounds the loop's lateness
+            # under load too. The report goes on and is the next caller's answer.
+            status, body, made = self._last
+            age_ms = round((time.perf_counter() - made) * 1000, 1)
+            return status, {**body, "stale": True, "age_ms": age_ms}
 
     async def _report(self) -> tuple[int, dict[str, Any]]:
         started = time.perf_counter()
@@ -227,7 +245,9 @@ class Readiness:
             },
             "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
         }
-        return (503 if status == "unavailable" else 200), body
+        code = 503 if status == "unavailable" else 200
+        self._last = (code, body, time.perf_counter())
+        return code, body
 
     async def _read_circuits(self) -> None:
         self._circuit_states = await self.board.read()

@@ -243,3 +243,36 @@ async def test_without_redis_a_worker_reports_its_own_circuits(
         "shopify": "closed",
         "segment": "closed",
     }
+
+
+async def test_a_late_report_answers_the_last_one_marked_stale(tmp_path: Any) -> None:
+    """A loop too busy to finish the probes in time still answers at once, from the last
+    report, and says how old it is; the late report answers the next caller."""
+    from gateway.circuits import CircuitBoard
+    from gateway.readiness import Readiness
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'ready.db'}"
+    readiness = Readiness(url, None, CircuitBoard({}, None, interval_s=2), timeout_s=0.1)
+    try:
+        code, first = await readiness.answer()
+        assert (code, first["status"]) == (200, "ready"), first
+        assert "stale" not in first
+        release = asyncio.Event()
+        real_report = readiness._report
+
+        async def late_report() -> tuple[int, dict[str, Any]]:
+            await release.wait()
+            return await real_report()
+
+        readiness._report = late_report  # type: ignore[method-assign]
+        started = time.perf_counter()
+        code, stale = await readiness.answer()
+        assert time.perf_counter() - started < 1.0
+        assert (code, stale["status"], stale["stale"]) == (200, "ready", True), stale
+        assert stale["age_ms"] >= 0
+        release.set()
+        await asyncio.sleep(0)
+        code, fresh = await readiness.answer()
+        assert "stale" not in fresh, fresh
+    finally:
+        await readiness.aclose()
