@@ -41,10 +41,10 @@ from typing import Any
 
 import httpx
 
-from adapters.samples.population import population
 from bench.access import AUTH, create_bench_key
 from bench.load import SINGLE, _free_port, _upstreams_file, _wait
-from gateway.demo import DEMO_SECRETS
+from demo.people.population import population
+from demo.wiring import DEMO_SECRETS
 
 SIZE = 300
 REPO = Path(__file__).resolve().parent.parent
@@ -115,9 +115,9 @@ def _redis(port: int) -> subprocess.Popen[bytes]:
 async def _prepare_database(admin_url: str) -> str:
     import asyncpg
 
+    from demo.seed import seed
     from gateway.db.engine import create_engine, create_sessionmaker
-    from gateway.migrate import upgrade
-    from gateway.seed import seed
+    from gateway.db.migrate import upgrade
 
     connection = await asyncpg.connect(admin_url)
     await connection.execute('CREATE DATABASE "gateway"')
@@ -258,7 +258,7 @@ def run(phase_s: float, log_s: float, connections: int) -> None:
             [
                 sys.executable,
                 "-m",
-                "adapters.samples",
+                "demo.upstreams",
                 "--base-port",
                 str(samples_port),
                 "--size",

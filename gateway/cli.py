@@ -17,10 +17,10 @@ import click
 import uvicorn
 
 from adapters.config import UpstreamsConfig
-from gateway import migrate as migrations
+from gateway.access.cli import keys
+from gateway.db import migrate as migrations
 from gateway.identity.cli import identity
-from gateway.keys_cli import keys
-from gateway.logs import configure_logging
+from gateway.observability.logs import configure_logging
 from gateway.recommendations.cli import recs
 from gateway.settings import Settings, SettingsError, is_loopback, load_settings
 
@@ -87,7 +87,7 @@ def main() -> None:
 @_friendly_errors
 def serve(host: str | None, port: int | None, workers: int, insecure_demo: bool) -> None:
     """Serve the GraphQL API (and GraphiQL) with uvicorn."""
-    from gateway.public_secrets import public_secrets_in_use
+    from gateway.access.public_secrets import public_secrets_in_use
 
     settings = _settings(host=host, port=port)
     _upstreams(settings)  # fail here, in one line, not inside each worker
@@ -114,7 +114,7 @@ def serve(host: str | None, port: int | None, workers: int, insecure_demo: bool)
         # through files in one directory, which it finds through this variable.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
     uvicorn.run(
-        "gateway.app:create_app",
+        "resolvers.app:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -168,9 +168,9 @@ def demo(
     host: str, port: int, customers: int, database_url: str | None, upstreams_port: int
 ) -> None:
     """Migrate and seed the embedded database, start the sample upstreams, and serve."""
-    from adapters.samples.runner import SERVICE_NAMES, SampleUpstreams
-    from gateway.app import create_app
-    from gateway.demo import DEMO_API_KEY, prepare, sample_upstreams_config
+    from demo.upstreams.runner import SERVICE_NAMES, SampleUpstreams
+    from demo.wiring import DEMO_API_KEY, prepare, sample_upstreams_config
+    from resolvers.app import create_app
 
     # The demo is the one server that accepts its own public key.
     settings = _settings(host=host, port=port, database_url=database_url, insecure_demo=True)
@@ -240,7 +240,7 @@ def _port_in_use(port: int, advice: str) -> NoReturn:
 def _print_demo_banner(
     settings: Settings, added: int, size: int, example: str, upstreams: dict[str, str]
 ) -> None:
-    from gateway.demo import DEMO_API_KEY
+    from demo.wiring import DEMO_API_KEY
 
     exposed = (
         ""
@@ -290,9 +290,9 @@ def import_(
     """Import customer records from one source (CSV or JSON Lines), linking identities."""
     from gateway.db.engine import create_engine, create_sessionmaker
     from gateway.db.retries import RetryPolicy
-    from gateway.erasure import Tombstones
     from gateway.identity.source_ids import SourceIds
-    from gateway.importer import ImportSummary, import_file
+    from gateway.ingest.importer import ImportSummary, import_file
+    from gateway.privacy.erasure import Tombstones
 
     settings = _settings(database_url=database_url)
     try:
@@ -361,11 +361,11 @@ def sync(sources: tuple[str, ...], batch_size: int, database_url: str | None) ->
     """
     from adapters.registry import aclose_adapters, build_adapters
     from gateway.db.engine import create_engine, create_sessionmaker
-    from gateway.erasure import Tombstones
     from gateway.errors import InvalidInput
     from gateway.identity.source_ids import SourceIds
-    from gateway.sync import SyncReport
-    from gateway.sync import sync as run_sync
+    from gateway.ingest.sync import SyncReport
+    from gateway.ingest.sync import sync as run_sync
+    from gateway.privacy.erasure import Tombstones
 
     settings = _settings(database_url=database_url)
     upstreams = _upstreams(settings)

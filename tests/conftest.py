@@ -25,14 +25,14 @@ from sqlalchemy import event
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from adapters.samples.runner import SampleUpstreams
-from gateway.api_keys import Scope
-from gateway.app import create_app
+from demo.seed import seed
+from demo.upstreams.runner import SampleUpstreams
+from demo.wiring import sample_upstreams_config
+from gateway.access.api_keys import Scope
 from gateway.db.engine import create_engine, create_sessionmaker
-from gateway.demo import sample_upstreams_config
-from gateway.migrate import upgrade
-from gateway.seed import seed
+from gateway.db.migrate import upgrade
 from gateway.settings import Settings, load_settings
+from resolvers.app import create_app
 
 # The whole run's ERROR log, checked after each test and at the end (tests/error_log.py).
 pytest_plugins = ["tests.error_log", "pytester"]

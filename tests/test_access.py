@@ -20,12 +20,12 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from gateway.api_keys import Scope
-from gateway.app import create_app
+from gateway.access.api_keys import Scope
 from gateway.db.access_models import ApiKey
 from gateway.db.engine import create_engine
-from gateway.migrate import upgrade
+from gateway.db.migrate import upgrade
 from gateway.settings import load_settings
+from resolvers.app import create_app
 from tests.conftest import (
     api_client,
     bearer,

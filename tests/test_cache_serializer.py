@@ -19,13 +19,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters import records
-from adapters.samples.runner import SampleUpstreams
-from gateway.cache import Entry
-from gateway.cache_serializer import TypedJsonSerializer
-from gateway.consent import ConsentRecord
-from gateway.customers import CustomerProfile, IdentityRecord
-from gateway.federation import AnalyticsData
-from gateway.profile_cache import _Entry as ProfileEntry
+from demo.upstreams.runner import SampleUpstreams
+from gateway.privacy.consent import ConsentRecord
+from gateway.profiles.customers import CustomerProfile, IdentityRecord
+from gateway.profiles.profile_cache import _Entry as ProfileEntry
+from gateway.upstreams.cache import Entry
+from gateway.upstreams.cache_serializer import TypedJsonSerializer
+from gateway.upstreams.federation import AnalyticsData
 from tests.conftest import GatewayFactory, clean_redis, redis_url
 from tests.gql_client import gql
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import Engine
 
-from adapters.samples.runner import SampleUpstreams
+from demo.upstreams.runner import SampleUpstreams
 from tests.conftest import GatewayFactory, clean_redis, recorded_statements, redis_url
 from tests.gql_client import gql
 

@@ -13,8 +13,8 @@ from sqlalchemy import text
 
 from gateway.db.connectivity import is_connectivity_failure
 from gateway.db.engine import create_engine
-from gateway.error_boundary import as_unavailable
 from gateway.errors import CacheUnavailable, DatabaseUnavailable, InvalidInput
+from resolvers.http.error_boundary import as_unavailable
 
 
 def test_refused_reset_starting_up_and_pool_timeouts_are_connectivity_failures() -> None:

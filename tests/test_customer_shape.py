@@ -14,10 +14,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from adapters.samples.runner import SampleUpstreams
+from demo.upstreams.runner import SampleUpstreams
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.models import AuditEntry
-from resolvers.schema import build_schema
+from resolvers.graphql.schema import build_schema
 from tests.conftest import unique_email
 from tests.gql_client import gql
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
 
-from adapters.samples.runner import SampleUpstreams
+from demo.upstreams.runner import SampleUpstreams
 from tests.conftest import issue_key
 
 QUERY = '{ customer(email: "nobody@example.com") { id } }'
@@ -247,8 +247,8 @@ async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
 
 
 async def test_readiness_is_503_when_the_database_is_down() -> None:
-    from gateway.app import create_app
     from gateway.settings import load_settings
+    from resolvers.app import create_app
 
     # A port nothing listens on: the database cannot answer.
     app = create_app(load_settings(database_url="postgresql+asyncpg://nobody@127.0.0.1:1/none"))

@@ -14,8 +14,8 @@ from gateway.identity import (
     pair_metrics,
     prepare,
 )
-from gateway.identity.comparison import Scorer
 from gateway.identity.linkage import KnownState, Linker
+from gateway.identity.scoring.comparison import Scorer
 from gateway.identity.values import email_parts, phone_key, soundex
 
 PERSON = {

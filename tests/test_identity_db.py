@@ -272,7 +272,7 @@ async def test_survivorship_prefers_the_trusted_source(
 
 
 async def test_concurrent_records_for_one_new_email_make_one_customer(postgres_url: str) -> None:
-    from gateway.migrate import upgrade
+    from gateway.db.migrate import upgrade
 
     await asyncio.to_thread(upgrade, postgres_url)
     engine = create_engine(postgres_url)

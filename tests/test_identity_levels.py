@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.identity import DEFAULT_CONFIG, DEFAULT_MODEL, prepare
-from gateway.identity.comparison import FIELDS, Scorer
-from gateway.identity.levels import BY_FIELD, COMPARISONS, Comparison
-from gateway.identity.model import LinkageModel
-from gateway.identity.training import term_frequencies
+from gateway.identity.scoring.comparison import FIELDS, Scorer
+from gateway.identity.scoring.levels import BY_FIELD, COMPARISONS, Comparison
+from gateway.identity.scoring.model import LinkageModel
+from gateway.identity.scoring.training import term_frequencies
 
 _CONNECTION = duckdb.connect(":memory:")
 _LETTERS = "aeilnorstmchkb '"

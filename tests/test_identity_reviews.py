@@ -15,18 +15,18 @@ import pytest
 from sqlalchemy import func, select
 from starlette.applications import Starlette
 
-from gateway.api_keys import Scope
-from gateway.app import create_app
+from gateway.access.api_keys import Scope
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.identity_models import IdentityNeverLink
+from gateway.db.migrate import upgrade
 from gateway.db.models import AuditEntry, Identity
 from gateway.identity import DEFAULT_CONFIG, prepare
-from gateway.identity.comparison import Scorer
-from gateway.identity.model import DEFAULT_MODEL
-from gateway.identity.model_store import ModelStore
-from gateway.importer import import_file
-from gateway.migrate import upgrade
+from gateway.identity.scoring.comparison import Scorer
+from gateway.identity.scoring.model import DEFAULT_MODEL
+from gateway.identity.scoring.model_store import ModelStore
+from gateway.ingest.importer import import_file
 from gateway.settings import load_settings
+from resolvers.app import create_app
 from tests.conftest import api_client, create_postgres_database, drop_postgres_database
 from tests.gql_client import error_codes, gql
 

@@ -18,13 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.cli import main
 from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.db.migrate import upgrade
 from gateway.db.models import Identity
 from gateway.identity import DEFAULT_CONFIG, LinkageModel, Resolver, pair_metrics, prepare
-from gateway.identity.comparison import Scorer
 from gateway.identity.linkage import KnownState, Linker
-from gateway.identity.model_store import ModelStore
-from gateway.identity.training import TrainingReport, check, train
-from gateway.migrate import upgrade
+from gateway.identity.scoring.comparison import Scorer
+from gateway.identity.scoring.model_store import ModelStore
+from gateway.identity.scoring.training import TrainingReport, check, train
 from tests.conftest import create_postgres_database, drop_postgres_database
 from tests.identity_people import population
 

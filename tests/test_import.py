@@ -17,8 +17,8 @@ import gateway.identity.repository as repository
 from gateway.db.access_models import Tombstone
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.models import Attribute, Customer, Identity
-from gateway.erasure import Tombstones
-from gateway.importer import ImportSummary, import_file
+from gateway.ingest.importer import ImportSummary, import_file
+from gateway.privacy.erasure import Tombstones
 
 
 @pytest.fixture

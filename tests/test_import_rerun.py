@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import func, select
 
 from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.db.migrate import upgrade
 from gateway.db.models import Attribute, Customer, Identity
-from gateway.importer import import_file
-from gateway.migrate import upgrade
+from gateway.ingest.importer import import_file
 from tests.conftest import REPO, create_postgres_database, drop_postgres_database
 
 ROWS = 2000

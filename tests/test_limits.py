@@ -15,9 +15,9 @@ import pytest
 from graphql import get_introspection_query, parse
 
 from gateway.settings import load_settings
-from resolvers.limits import QueryCost
-from resolvers.query_cost import DEFAULT_LIST_WEIGHT
-from resolvers.schema import build_schema
+from resolvers.graphql.limits import QueryCost
+from resolvers.graphql.query_cost import DEFAULT_LIST_WEIGHT
+from resolvers.graphql.schema import build_schema
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 ESP_BATCH = """
@@ -272,7 +272,7 @@ def test_root_fields_are_counted_in_one_pass_over_the_fragments(
     """Counted per spread, ``fragment a on Query { ...b ...b ...b ...b ...b }`` ten deep
     (447 bytes) walked 5^10 spreads and held the event loop for 8 s; each fragment is
     measured once per depth."""
-    from resolvers import document_size
+    from resolvers.graphql import document_size
 
     visits = 0
     measure = document_size._FieldCounter.fields

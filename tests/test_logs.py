@@ -20,9 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.log_repeats import RepeatSummary
-from gateway.logs import JsonFormatter
-from gateway.migrate import upgrade
+from gateway.db.migrate import upgrade
+from gateway.observability.log_repeats import RepeatSummary
+from gateway.observability.logs import JsonFormatter
 from tests import error_log
 from tests.conftest import REPO
 

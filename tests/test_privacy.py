@@ -21,23 +21,23 @@ from sqlalchemy import func, select
 from starlette.applications import Starlette
 
 from adapters.registry import aclose_adapters, build_adapters
-from adapters.samples.catalogue import catalogue
-from adapters.samples.population import Person
-from adapters.samples.runner import SampleUpstreams
-from gateway.api_keys import Scope
-from gateway.app import create_app
+from demo.people.catalogue import catalogue
+from demo.people.population import Person
+from demo.recommendation_history import store_demo_history
+from demo.seed import seed
+from demo.upstreams.runner import SampleUpstreams
+from demo.wiring import sample_upstreams_config
+from gateway.access.api_keys import Scope
 from gateway.db.access_models import Tombstone
 from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.db.migrate import upgrade
 from gateway.db.models import AuditEntry, Customer, Event
-from gateway.demo import sample_upstreams_config
-from gateway.erasure import Tombstones
-from gateway.migrate import upgrade
-from gateway.recommendations.builder import build
-from gateway.recommendations.demo_history import store_demo_history
+from gateway.ingest.sync import sync
+from gateway.privacy.erasure import Tombstones
 from gateway.recommendations.store import RecommendationStore
-from gateway.seed import seed
+from gateway.recommendations.training.builder import build
 from gateway.settings import load_settings
-from gateway.sync import sync
+from resolvers.app import create_app
 from tests.conftest import (
     FAST,
     bearer,

@@ -18,12 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.api_keys import DEMO_API_KEY, ApiKeys
-from gateway.app import create_app
+from gateway.access.api_keys import DEMO_API_KEY, ApiKeys
 from gateway.cli import _print_demo_banner
 from gateway.db.engine import create_engine, create_sessionmaker
-from gateway.migrate import upgrade
+from gateway.db.migrate import upgrade
 from gateway.settings import load_settings
+from resolvers.app import create_app
 from tests.conftest import REPO, bearer
 from tests.test_cli import GATEWAY, run
 

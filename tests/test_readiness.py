@@ -22,10 +22,10 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.samples.runner import SampleUpstreams
-from gateway.app import create_app
-from gateway.migrate import upgrade
+from demo.upstreams.runner import SampleUpstreams
+from gateway.db.migrate import upgrade
 from gateway.settings import load_settings
+from resolvers.app import create_app
 from tests.conftest import GatewayFactory, clean_redis, redis_url
 from tests.gql_client import gql
 

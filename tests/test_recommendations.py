@@ -13,21 +13,21 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from adapters.samples.behaviour import behaviour
-from adapters.samples.catalogue import catalogue
-from adapters.samples.orders import orders_for
-from adapters.samples.population import Person
-from adapters.samples.runner import SampleUpstreams
-from gateway.api_keys import Scope
-from gateway.app import create_app
+from demo.people.behaviour import behaviour
+from demo.people.catalogue import catalogue
+from demo.people.orders import orders_for
+from demo.people.population import Person
+from demo.recommendation_history import store_demo_history
+from demo.seed import customer_id_for, seed
+from demo.upstreams.runner import SampleUpstreams
+from demo.wiring import sample_upstreams_config
+from gateway.access.api_keys import Scope
 from gateway.db.engine import create_engine, create_sessionmaker
-from gateway.demo import sample_upstreams_config
-from gateway.migrate import upgrade
-from gateway.recommendations.builder import build
-from gateway.recommendations.demo_history import store_demo_history
+from gateway.db.migrate import upgrade
 from gateway.recommendations.store import RecommendationStore
-from gateway.seed import customer_id_for, seed
+from gateway.recommendations.training.builder import build
 from gateway.settings import load_settings
+from resolvers.app import create_app
 from tests.conftest import (
     FAST,
     bearer,

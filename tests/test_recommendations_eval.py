@@ -10,8 +10,6 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.cli import main
-from gateway.recommendations.datasets import DatasetError, parse_interactions
-from gateway.recommendations.evaluation import evaluate, ranking_metrics, split
 from gateway.recommendations.model import (
     Interaction,
     Model,
@@ -19,6 +17,8 @@ from gateway.recommendations.model import (
     build_matrix,
     top_items,
 )
+from gateway.recommendations.training.datasets import DatasetError, parse_interactions
+from gateway.recommendations.training.evaluation import evaluate, ranking_metrics, split
 
 
 def test_metrics_on_a_hand_made_ranking() -> None:

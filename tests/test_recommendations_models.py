@@ -17,21 +17,21 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from adapters.samples.catalogue import catalogue
-from adapters.samples.orders import orders_for
-from adapters.samples.population import Person
-from adapters.samples.runner import SampleUpstreams
-from gateway.app import create_app
+from demo.people.catalogue import catalogue
+from demo.people.orders import orders_for
+from demo.people.population import Person
+from demo.recommendation_history import store_demo_history
+from demo.seed import customer_id_for, seed
+from demo.upstreams.runner import SampleUpstreams
+from demo.wiring import sample_upstreams_config
 from gateway.cli import main
 from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.db.migrate import upgrade
 from gateway.db.recommendation_models import RecommendationList
-from gateway.demo import sample_upstreams_config
-from gateway.migrate import upgrade
-from gateway.recommendations.builder import build
-from gateway.recommendations.demo_history import store_demo_history
 from gateway.recommendations.store import RecommendationStore
-from gateway.seed import customer_id_for, seed
+from gateway.recommendations.training.builder import build
 from gateway.settings import load_settings
+from resolvers.app import create_app
 from tests.conftest import FAST, bearer, issue_key, recorded_statements
 from tests.gql_client import gql
 

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
-from gateway.recommendations.evaluation import evaluate
-from gateway.recommendations.families import TrainingData, fit, thread_limits
 from gateway.recommendations.interactions import Interaction
-from gateway.recommendations.metrics import Split
 from gateway.recommendations.model import ModelParams, build_matrix
-from gateway.recommendations.selection import select
+from gateway.recommendations.training.evaluation import evaluate
+from gateway.recommendations.training.families import TrainingData, fit, thread_limits
+from gateway.recommendations.training.metrics import Split
+from gateway.recommendations.training.selection import select
 
 NEIGHBOURHOOD = {"knn", "ease", "item_to_item"}
 

@@ -18,14 +18,14 @@ import pytest
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 
-from adapters.samples.runner import SampleUpstreams
-from gateway.app import create_app
-from gateway.demo import sample_upstreams_config
-from gateway.notifications import CustomerChange, build_notifications
-from gateway.persisted_queries import digest_of
-from gateway.redis_client import RedisGuard
+from demo.upstreams.runner import SampleUpstreams
+from demo.wiring import sample_upstreams_config
+from gateway.ingest.notifications import CustomerChange, build_notifications
 from gateway.services import Services, open_redis
 from gateway.settings import load_settings
+from gateway.upstreams.redis_client import RedisGuard
+from resolvers.app import create_app
+from resolvers.http.persisted_queries import digest_of
 from tests.conftest import FAST, bearer, issue_key, unique_email
 from tests.faults.redis_server import RedisServer
 from tests.gql_client import gql

@@ -4,7 +4,7 @@ nothing through any root field; a key that may read sees replies whole, as befor
 
 The selections are generated from the schema itself, so a field or type added later is
 covered without touching these tests (and is refused to a writer until it is listed in
-``resolvers.access.WRITER_VISIBLE``).
+``resolvers.graphql.access.WRITER_VISIBLE``).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from graphql import (
 )
 from starlette.applications import Starlette
 
-from gateway.api_keys import Scope
-from resolvers.access import WRITER_VISIBLE, writer_may_see
-from resolvers.schema import build_schema
+from gateway.access.api_keys import Scope
+from resolvers.graphql.access import WRITER_VISIBLE, writer_may_see
+from resolvers.graphql.schema import build_schema
 from tests.conftest import api_client, unique_email
 from tests.gql_client import gql
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gateway.single_flight import SingleFlight
+from gateway.upstreams.single_flight import SingleFlight
 
 
 class Upstream:

@@ -22,15 +22,15 @@ import pytest
 from sqlalchemy import delete, insert
 
 from adapters.registry import aclose_adapters, build_adapters
-from adapters.samples.orders import orders_for
-from adapters.samples.runner import SampleUpstreams
+from demo.people.orders import orders_for
+from demo.upstreams.runner import SampleUpstreams
+from demo.wiring import sample_upstreams_config
 from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.db.migrate import upgrade
 from gateway.db.models import Customer, Identity
-from gateway.demo import sample_upstreams_config
 from gateway.identity.source_ids import SourceIds
-from gateway.importer import import_file
-from gateway.migrate import upgrade
-from gateway.sync import sync
+from gateway.ingest.importer import import_file
+from gateway.ingest.sync import sync
 from tests.conftest import FAST, SAMPLE_SIZE, GatewayFactory, unique_email, unique_number
 from tests.gql_client import error_codes, gql
 from tests.test_webhooks import SECRETS, hubspot_change, hubspot_request, segment_request

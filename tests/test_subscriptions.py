@@ -13,7 +13,7 @@ import pytest
 import redis
 from starlette.testclient import TestClient, WebSocketTestSession
 
-from gateway.api_keys import Scope
+from gateway.access.api_keys import Scope
 from gateway.settings import load_settings
 from tests.conftest import IN_CI, authorize, redis_url, unique_email
 from tests.test_webhooks import hubspot_change, hubspot_request, realtime_app, shopify_request

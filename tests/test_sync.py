@@ -12,14 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.protocols import Adapter
 from adapters.registry import aclose_adapters, build_adapters
-from adapters.samples.runner import SampleUpstreams
+from demo.seed import seed
+from demo.upstreams.runner import SampleUpstreams
+from demo.wiring import sample_upstreams_config
 from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.db.migrate import upgrade
 from gateway.db.models import Customer, Identity
-from gateway.demo import sample_upstreams_config
 from gateway.errors import InvalidInput
-from gateway.migrate import upgrade
-from gateway.seed import seed
-from gateway.sync import BEGINNING, SyncReport, load_cursor, sync
+from gateway.ingest.sync import BEGINNING, SyncReport, load_cursor, sync
 from tests.conftest import FAST, SAMPLE_SIZE, create_postgres_database, drop_postgres_database
 
 

@@ -10,11 +10,11 @@ import pytest
 
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.errors import Conflict, InvalidInput
-from gateway.render import Renderer, RenderFormat, TemplateSyntaxError
-from gateway.render_pool import RenderPool
 from gateway.services import render_budgets
 from gateway.settings import Settings
-from gateway.templates import TemplateStore, open_templates
+from gateway.templates.render import Renderer, RenderFormat, TemplateSyntaxError
+from gateway.templates.render_pool import RenderPool
+from gateway.templates.store import TemplateStore, open_templates
 
 
 @pytest.fixture

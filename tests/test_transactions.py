@@ -21,12 +21,12 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.db.migrate import upgrade
 from gateway.db.models import Attribute, Customer, Event, utcnow
 from gateway.db.retries import NO_RETRY, RetryPolicy, retry_transaction, transient_reason
 from gateway.errors import InvalidInput
 from gateway.identity.merges import merge_customers
 from gateway.identity.resolution import _LOCK_NAMESPACE, _stripe
-from gateway.migrate import upgrade
 from gateway.settings import load_settings
 from tests.conftest import unique_email
 from tests.test_webhooks import BASE, realtime_app, shopify_request

@@ -14,8 +14,8 @@ from sqlalchemy import select
 
 from bench.storm import storm_customers
 from gateway.db.engine import create_engine
+from gateway.db.migrate import upgrade
 from gateway.db.models import Attribute, Customer, Event, Identity
-from gateway.migrate import upgrade
 from gateway.settings import load_settings
 from tests.test_webhooks import BASE, realtime_app, shopify_request
 

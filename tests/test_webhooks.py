@@ -20,13 +20,13 @@ from sqlalchemy import func, select
 from starlette.applications import Starlette
 
 from adapters.config import UpstreamsConfig
-from adapters.samples.runner import SampleUpstreams
-from gateway.app import create_app
+from demo.upstreams.runner import SampleUpstreams
 from gateway.db.engine import create_engine
+from gateway.db.migrate import upgrade
 from gateway.db.models import Attribute, Customer, Event, Identity
-from gateway.migrate import upgrade
+from gateway.ingest.signatures import hubspot_signature
 from gateway.settings import Settings, load_settings
-from gateway.signatures import hubspot_signature
+from resolvers.app import create_app
 from tests.conftest import FAST, api_client, unique_email
 from tests.gql_client import gql
 
@@ -312,7 +312,7 @@ async def test_a_crm_webhook_drops_the_cached_crm_answer_on_every_field(
     samples: SampleUpstreams, seeded_url: str
 ) -> None:
     """The upstream cache, not only the stored profile: the next read asks HubSpot again."""
-    from gateway.demo import sample_upstreams_config
+    from demo.wiring import sample_upstreams_config
 
     samples.reset()
     config = sample_upstreams_config(samples.base_urls, dict.fromkeys(samples.base_urls, FAST))

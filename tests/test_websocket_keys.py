@@ -20,9 +20,9 @@ from starlette.applications import Starlette
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from gateway.api_keys import Scope
-from gateway.app import create_app
+from gateway.access.api_keys import Scope
 from gateway.settings import load_settings
+from resolvers.app import create_app
 from tests.conftest import bearer, clean_redis, redis_url, unique_email
 
 TTL = 0.2  # the serving instance's key cache: a revocation elsewhere reaches it within this

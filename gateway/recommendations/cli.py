@@ -14,7 +14,7 @@ from gateway.recommendations.interactions import Interaction
 from gateway.settings import SettingsError, load_settings
 
 if TYPE_CHECKING:  # numpy stays out of `gateway --help`
-    from gateway.recommendations.evaluation import Report
+    from gateway.recommendations.training.evaluation import Report
 
 DEFAULT_SEED = 42
 
@@ -75,11 +75,11 @@ def build(
     from adapters.protocols import CommerceAdapter
     from adapters.registry import aclose_adapters, build_adapters
     from gateway.db.engine import create_engine, create_sessionmaker
-    from gateway.recommendations.builder import BuildSummary
-    from gateway.recommendations.builder import build as run_build
-    from gateway.recommendations.datasets import DatasetError, read_interactions
-    from gateway.recommendations.history_file import resolve_users
     from gateway.recommendations.store import RecommendationStore
+    from gateway.recommendations.training.builder import BuildSummary
+    from gateway.recommendations.training.builder import build as run_build
+    from gateway.recommendations.training.datasets import DatasetError, read_interactions
+    from gateway.recommendations.training.history_file import resolve_users
 
     try:
         settings = load_settings(database_url=database_url)
@@ -102,8 +102,8 @@ def build(
         try:
             sessions = create_sessionmaker(engine)
             if demo_history:
-                from adapters.samples.population import population
-                from gateway.recommendations.demo_history import store_demo_history
+                from demo.people.population import population
+                from demo.recommendation_history import store_demo_history
 
                 added = await store_demo_history(sessions, population(demo_history))
                 click.echo(f"stored {added} demo events")
@@ -220,14 +220,14 @@ def eval_(
     """Precision, recall, NDCG at k, coverage and fit time of popularity, EASE, ALS,
     item-kNN, the item-to-item model and the selected model, side by side on held-out
     data. Every model's settings are chosen on the training data only."""
-    from gateway.recommendations.builder import GATEWAY_PARAMS
-    from gateway.recommendations.datasets import (
+    from gateway.recommendations.model import ModelParams
+    from gateway.recommendations.training.builder import GATEWAY_PARAMS
+    from gateway.recommendations.training.datasets import (
         DatasetError,
         movielens_100k,
         read_interactions,
     )
-    from gateway.recommendations.evaluation import evaluate
-    from gateway.recommendations.model import ModelParams
+    from gateway.recommendations.training.evaluation import evaluate
 
     try:
         settings = load_settings()
@@ -239,8 +239,8 @@ def eval_(
     files_params = ModelParams()  # ratings: no event types, no decay, no categories
     try:
         if demo:
-            from adapters.samples.population import population
-            from gateway.recommendations.demo_history import demo_history
+            from demo.people.population import population
+            from demo.recommendation_history import demo_history
 
             history = demo_history(population())
             report = evaluate(

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from adapters.auth import OAuth2ClientCredentials
 from adapters.errors import UpstreamAuthError
-from adapters.samples.runner import SampleUpstreams
+from adapters.transport.auth import OAuth2ClientCredentials
+from demo.upstreams.runner import SampleUpstreams
 
 Build = Callable[..., Any]
 TOKEN = "POST /oauth/v1/token"

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from adapters.breaker import BreakerState, CircuitBreaker
 from adapters.errors import CircuitOpen, UpstreamUnavailable
-from adapters.samples.runner import SampleUpstreams
+from adapters.transport.breaker import BreakerState, CircuitBreaker
+from demo.upstreams.runner import SampleUpstreams
 
 Build = Callable[..., Any]
 CONTACT = "GET /crm/v3/objects/contacts/{id}"

@@ -18,8 +18,8 @@ from pydantic import ValidationError
 from adapters.errors import InvalidExternalId
 from adapters.protocols import CrmAdapter
 from adapters.records import CrmContact
-from adapters.samples.population import Person
-from adapters.samples.runner import SampleUpstreams
+from demo.people.population import Person
+from demo.upstreams.runner import SampleUpstreams
 
 Build = Callable[..., Any]
 

@@ -22,8 +22,8 @@ from adapters.errors import InvalidExternalId, UpstreamBadResponse
 from adapters.external_ids import ID_RULES, expand_path
 from adapters.protocols import AnalyticsAdapter, CommerceAdapter, CrmAdapter
 from adapters.records import normalise_email
-from adapters.samples.credentials import DEMO_SEGMENT_SPACE
-from adapters.samples.runner import SampleUpstreams
+from demo.upstreams.credentials import DEMO_SEGMENT_SPACE
+from demo.upstreams.runner import SampleUpstreams
 
 Build = Callable[..., Any]
 

@@ -20,8 +20,8 @@ from adapters.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from adapters.samples.runner import SampleUpstreams
-from adapters.samples.service import SampleService
+from demo.upstreams.runner import SampleUpstreams
+from demo.upstreams.service import SampleService
 
 Build = Callable[..., Any]
 PERSON = 7

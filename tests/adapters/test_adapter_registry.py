@@ -16,8 +16,8 @@ from adapters import (
     load_upstreams,
 )
 from adapters.hubspot import HubSpotAdapter
-from adapters.samples.runner import SampleUpstreams
 from adapters.soap_crm import SoapCrmAdapter
+from demo.upstreams.runner import SampleUpstreams
 
 
 async def test_build_every_kind_and_close_them(upstreams: SampleUpstreams) -> None:

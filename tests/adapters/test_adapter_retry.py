@@ -9,7 +9,6 @@ from email.utils import format_datetime
 
 import pytest
 
-from adapters.breaker import BreakerState, CircuitBreaker
 from adapters.errors import (
     UpstreamAuthError,
     UpstreamBadResponse,
@@ -18,7 +17,8 @@ from adapters.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from adapters.retry import CallPolicy, parse_retry_after
+from adapters.transport.breaker import BreakerState, CircuitBreaker
+from adapters.transport.retry import CallPolicy, parse_retry_after
 
 
 def policy(*, retries: int = 2, deadline_s: float = 1.0, threshold: int = 100) -> CallPolicy:

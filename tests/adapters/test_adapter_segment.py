@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from adapters.protocols import AnalyticsAdapter
-from adapters.samples.behaviour import anonymous_ids, behaviour
-from adapters.samples.runner import SampleUpstreams
-from adapters.samples.segment import traits as sample_traits
+from demo.people.behaviour import anonymous_ids, behaviour
+from demo.upstreams.runner import SampleUpstreams
+from demo.upstreams.segment import traits as sample_traits
 
 Build = Callable[..., Any]
 PROFILE = "GET /v1/spaces/{space_id}/collections/{collection}/profiles/{identifier}"

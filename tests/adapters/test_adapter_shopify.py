@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from adapters.protocols import CommerceAdapter
-from adapters.samples.catalogue import catalogue
-from adapters.samples.orders import currency_of, orders_for, spend
-from adapters.samples.runner import SampleUpstreams
+from demo.people.catalogue import catalogue
+from demo.people.orders import currency_of, orders_for, spend
+from demo.upstreams.runner import SampleUpstreams
 
 Build = Callable[..., Any]
 API = "/admin/api/2024-10"

@@ -26,15 +26,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from adapters.samples.runner import SampleUpstreams
-from gateway.api_keys import ApiKeys, Scope
-from gateway.app import create_app
+from demo.seed import seed
+from demo.upstreams.runner import SampleUpstreams
+from demo.wiring import sample_upstreams_config
+from gateway.access.api_keys import ApiKeys, Scope
 from gateway.db.engine import create_engine, create_sessionmaker
-from gateway.demo import sample_upstreams_config
-from gateway.error_boundary import ErrorBoundary
-from gateway.migrate import upgrade
-from gateway.seed import seed
+from gateway.db.migrate import upgrade
 from gateway.settings import load_settings
+from resolvers.app import create_app
+from resolvers.http.error_boundary import ErrorBoundary
 from tests.conftest import FAST, clean_redis, redis_url
 from tests.faults.keepalive import KeepAliveConnection
 from tests.faults.outage_load import Load, tally, wait_until
@@ -84,7 +84,7 @@ async def _revoke_elsewhere(url: str, name: str) -> None:
 
 
 # A webhook committed just before the stop re-reads its profile to drop it from the
-# cache, and logs that failure with its traceback (gateway/webhooks.py's after-commit).
+# cache, and logs that failure with its traceback (gateway/ingest/webhooks.py's after-commit).
 @pytest.mark.logs_errors(r"cache invalidation or notification failed after commit")
 async def test_a_postgres_outage_serves_cached_profiles_and_answers_503_otherwise(
     cluster: PostgresCluster, samples: SampleUpstreams

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import httpx
 
-from adapters.samples.behaviour import WINDOW, behaviour, cart
-from adapters.samples.catalogue import CATEGORIES, catalogue
-from adapters.samples.credentials import (
+from demo.people.behaviour import WINDOW, behaviour, cart
+from demo.people.catalogue import CATEGORIES, catalogue
+from demo.people.orders import MAX_ORDERS, orders_for
+from demo.people.population import EPOCH, population
+from demo.upstreams.credentials import (
     DEMO_HUBSPOT_TOKEN,
     DEMO_SEGMENT_SPACE,
     DEMO_SEGMENT_TOKEN,
@@ -18,9 +20,7 @@ from adapters.samples.credentials import (
     DEMO_SOAP_PASSWORD,
     DEMO_SOAP_USER,
 )
-from adapters.samples.orders import MAX_ORDERS, orders_for
-from adapters.samples.population import EPOCH, population
-from adapters.samples.runner import SampleUpstreams
+from demo.upstreams.runner import SampleUpstreams
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from lxml import etree
 
-from adapters.samples.credentials import (
+from demo.upstreams.credentials import (
     DEMO_HUBSPOT_TOKEN,
     DEMO_SEGMENT_SPACE,
     DEMO_SEGMENT_TOKEN,
@@ -19,7 +19,7 @@ from adapters.samples.credentials import (
     DEMO_SOAP_PASSWORD,
     DEMO_SOAP_USER,
 )
-from adapters.samples.runner import SERVICE_NAMES, SampleUpstreams
+from demo.upstreams.runner import SERVICE_NAMES, SampleUpstreams
 
 _SOAP_BODY = (
     '<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" '

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from adapters.samples.credentials import DEMO_HUBSPOT_CLIENT_ID, DEMO_HUBSPOT_CLIENT_SECRET
-from adapters.samples.runner import SampleUpstreams
+from demo.upstreams.credentials import DEMO_HUBSPOT_CLIENT_ID, DEMO_HUBSPOT_CLIENT_SECRET
+from demo.upstreams.runner import SampleUpstreams
 
 CONTACT = "/crm/v3/objects/contacts"
 

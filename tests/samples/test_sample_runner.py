@@ -17,14 +17,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from adapters.samples.credentials import (
+from demo.people.population import Person
+from demo.upstreams.credentials import (
     DEMO_HUBSPOT_TOKEN,
     DEMO_SEGMENT_SPACE,
     DEMO_SEGMENT_TOKEN,
     DEMO_SHOPIFY_TOKEN,
 )
-from adapters.samples.population import Person
-from adapters.samples.runner import SERVICE_NAMES, SampleUpstreams
+from demo.upstreams.runner import SERVICE_NAMES, SampleUpstreams
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -153,7 +153,7 @@ def test_python_m_adapters_samples_serves_the_same_data(upstreams: SampleUpstrea
         [
             sys.executable,
             "-m",
-            "adapters.samples",
+            "demo.upstreams",
             "--base-port",
             str(base),
             "--size",

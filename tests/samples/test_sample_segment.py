@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import httpx
 
-from adapters.samples.behaviour import behaviour
-from adapters.samples.credentials import DEMO_SEGMENT_SPACE
-from adapters.samples.runner import SampleUpstreams
+from demo.people.behaviour import behaviour
+from demo.upstreams.credentials import DEMO_SEGMENT_SPACE
+from demo.upstreams.runner import SampleUpstreams
 
 
 def test_traits_page_by_ten_by_default(segment: httpx.Client, upstreams: SampleUpstreams) -> None:

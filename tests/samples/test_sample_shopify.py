@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import httpx
 
-from adapters.samples.catalogue import CATALOGUE_SIZE, catalogue
-from adapters.samples.orders import orders_for
-from adapters.samples.runner import SampleUpstreams
+from demo.people.catalogue import CATALOGUE_SIZE, catalogue
+from demo.people.orders import orders_for
+from demo.upstreams.runner import SampleUpstreams
 
 _NEXT = re.compile(r'<([^>]+)>; rel="next"')
 

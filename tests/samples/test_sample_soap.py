@@ -13,8 +13,8 @@ from zeep.exceptions import Fault, TransportError, XMLParseError
 from zeep.proxy import AsyncServiceProxy
 from zeep.transports import AsyncTransport
 
-from adapters.samples.runner import SampleUpstreams
-from adapters.samples.soap_crm import WSDL_PATH
+from demo.upstreams.runner import SampleUpstreams
+from demo.upstreams.soap_crm import WSDL_PATH
 
 BINDING = "{urn:gateway:sample:contacts:v1}ContactServiceBinding"
 
