@@ -27,12 +27,6 @@ def recs() -> None:
 @recs.command()
 @click.option("--database-url", help="Override GATEWAY_DATABASE_URL.")
 @click.option(
-    "--demo-history",
-    type=click.IntRange(min=1, max=100_000),
-    metavar="N",
-    help="First store the history of the first N demo people as events (demo databases).",
-)
-@click.option(
     "--interactions",
     "files",
     multiple=True,
@@ -62,7 +56,6 @@ def recs() -> None:
 )
 def build(
     database_url: str | None,
-    demo_history: int | None,
     files: tuple[Path, ...],
     user_key: str,
     kind: str,
@@ -101,12 +94,6 @@ def build(
         adapters = build_adapters(upstreams)
         try:
             sessions = create_sessionmaker(engine)
-            if demo_history:
-                from demo.people.population import population
-                from demo.recommendation_history import store_demo_history
-
-                added = await store_demo_history(sessions, population(demo_history))
-                click.echo(f"stored {added} demo events")
             extra: list[Interaction] = []
             if exported:
                 resolved = await resolve_users(sessions, exported, user_key)
@@ -192,7 +179,6 @@ def show(database_url: str | None, trials: bool) -> None:
 )
 @click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True)
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--demo/--no-demo", default=True, show_default=True, help="The demo data.")
 @click.option("--movielens/--no-movielens", default=True, show_default=True, help="MovieLens 100k.")
 @click.option(
     "--data-dir",
@@ -211,7 +197,6 @@ def eval_(
     min_rating: float | None,
     seed: int,
     k: int,
-    demo: bool,
     movielens: bool,
     data_dir: Path | None,
     threads: int | None,
@@ -221,7 +206,6 @@ def eval_(
     item-kNN, the item-to-item model and the selected model, side by side on held-out
     data. Every model's settings are chosen on the training data only."""
     from gateway.recommendations.model import ModelParams
-    from gateway.recommendations.training.builder import GATEWAY_PARAMS
     from gateway.recommendations.training.datasets import (
         DatasetError,
         movielens_100k,
@@ -238,21 +222,6 @@ def eval_(
     threads = threads or settings.recs_threads
     files_params = ModelParams()  # ratings: no event types, no decay, no categories
     try:
-        if demo:
-            from demo.people.population import population
-            from demo.recommendation_history import demo_history
-
-            history = demo_history(population())
-            report = evaluate(
-                history.interactions,
-                GATEWAY_PARAMS,
-                how="recent",
-                seed=seed,
-                k=k,
-                categories=history.categories,
-                threads=threads,
-            )
-            _print("demo data (1,000 customers, events and orders)", report, trials)
         sources: list[tuple[str, Callable[[], list[Interaction]]]] = []
         if movielens:
             sources.append(
@@ -271,13 +240,14 @@ def eval_(
             if min_rating is not None:
                 title = f"{title}, ratings >= {min_rating:g}"
             report = evaluate(read(), files_params, how=how, seed=seed, k=k, threads=threads)
-            _print(title, report, trials)
+            print_report(title, report, trials)
     except DatasetError as exc:
         click.echo(f"gateway: {exc}", err=True)
         sys.exit(1)
 
 
-def _print(title: str, report: Report, trials: bool) -> None:
+def print_report(title: str, report: Report, trials: bool) -> None:
+    """One evaluation's table, as `recs eval` prints it (the demo's data set too)."""
     share = (
         "random 25 % of each user's items"
         if report.split == "random"
