@@ -30,7 +30,6 @@ from gateway.templates.store import TemplateStore, open_templates
 from gateway.upstreams.cache import UpstreamCache, build_cache
 from gateway.upstreams.federation import Federation
 from gateway.upstreams.redis_client import RedisGuard, open_client
-from resolvers.http.persisted_queries import PersistedQueries
 
 
 @dataclass(slots=True)
@@ -41,7 +40,6 @@ class Services:
     engine: AsyncEngine
     customers: CachedCustomers
     federation: Federation
-    persisted_queries: PersistedQueries
     renderer: Renderer
     templates: TemplateStore
     notifications: Notifications
@@ -101,12 +99,6 @@ class Services:
             engine=engine,
             customers=customers,
             federation=federation,
-            persisted_queries=PersistedQueries(
-                redis,
-                max_bytes=settings.persisted_query_max_bytes,
-                max_count=settings.persisted_queries_max,
-                ttl_s=settings.persisted_query_ttl_s,
-            ),
             renderer=renderer,
             templates=open_templates(sessions, renderer),
             notifications=notifications,

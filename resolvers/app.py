@@ -21,21 +21,22 @@ from starlette.staticfiles import StaticFiles
 
 from adapters.config import UpstreamsConfig
 from gateway import __version__
-from gateway.access.authentication import ApiKeyAuthentication
-from gateway.ingest.webhooks import webhook_endpoint
 from gateway.observability import metrics
 from gateway.observability.logs import configure_worker_logging
 from gateway.observability.readiness import Readiness
-from gateway.observability.request_context import RequestIdMiddleware
 from gateway.services import Services
 from gateway.settings import Settings, is_loopback, load_settings
 from resolvers.graphql.schema import build_schema
+from resolvers.http.authentication import ApiKeyAuthentication
 from resolvers.http.body_limit import BodyLimitMiddleware
 from resolvers.http.error_boundary import ErrorBoundary
 from resolvers.http.graphiql import ASSETS_PACKAGE, ASSETS_PATH
+from resolvers.http.persisted_queries import PersistedQueries
 from resolvers.http.profile_api import profile_endpoint
 from resolvers.http.recommendations_api import recommendations_endpoint
+from resolvers.http.request_id import RequestIdMiddleware
 from resolvers.http.view import GatewayGraphQL
+from resolvers.http.webhooks import webhook_endpoint
 
 # With 32 requests in flight, a young collection finds their objects still alive and
 # promotes them; promoted objects are what trigger full collections. A larger young
@@ -102,6 +103,14 @@ def create_app(
         app.state.readiness = readiness
         readiness.start()
         flushing = asyncio.get_running_loop().create_task(repeats.run()) if repeats else None
+        # The edge's own long-lived part: documents clients refer to by hash, kept in
+        # the process's cache (shared through Redis by every instance).
+        view.persisted_queries = PersistedQueries(
+            services.redis,
+            max_bytes=settings.persisted_query_max_bytes,
+            max_count=settings.persisted_queries_max,
+            ttl_s=settings.persisted_query_ttl_s,
+        )
         # Everything built so far lives as long as the process: move it out of the
         # collector's way, so full collections under load scan only request garbage.
         gc.collect()

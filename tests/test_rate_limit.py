@@ -14,7 +14,8 @@ import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 
-from gateway.access.rate_limit import RateLimiter, rate_limited_response, retry_after_seconds
+from gateway.access.rate_limit import RateLimiter, retry_after_seconds
+from resolvers.http.authentication import rate_limited_response
 from tests.conftest import bearer, clean_redis, issue_key, redis_url
 
 REDIS_URL = redis_url(14)

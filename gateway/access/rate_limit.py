@@ -36,12 +36,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from limits import RateLimitItem, RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.util import WindowStats
-from starlette.responses import Response
 
 from gateway.observability.metrics import RATE_LIMITED
 from gateway.upstreams.redis_client import RedisGuard, open_client
@@ -196,18 +194,3 @@ class RateLimiter:
 def retry_after_seconds(retry_after: float) -> int:
     """Whole seconds for a ``Retry-After`` header: rounded up, at least 1."""
     return max(1, math.ceil(retry_after))
-
-
-def rate_limited_response(retry_after: float) -> Response:
-    """The 429 answer to a request over its key's limit, as a GraphQL-style JSON error."""
-    seconds = retry_after_seconds(retry_after)
-    error = {
-        "message": f"Rate limit exceeded; retry in {seconds} s",
-        "extensions": {"code": "RATE_LIMITED", "retryAfter": seconds},
-    }
-    return Response(
-        orjson.dumps({"errors": [error]}),
-        status_code=429,
-        media_type="application/json",
-        headers={"Retry-After": str(seconds)},
-    )

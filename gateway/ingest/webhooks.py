@@ -1,14 +1,15 @@
 """Webhooks from the CRM (HubSpot), the shop (Shopify) and analytics (Segment).
 
-``POST /webhooks/{source}``: verify the source's signature over the raw body, validate
-the body into ``InboundEvent``s, then per event, in one transaction: claim the event id
-(the events table's unique (source, event_id) makes a replay a no-op) and, where that id
-is not signed (Shopify's header), a digest of the signed body (``webhook_receipts``: a
-captured body resent under a new id is a duplicate too); link the record to a unified
-customer through the identity ``Resolver`` (its key locks serialise two webhooks for one
-new email), and store what changed. Only after the commit: drop the customer's cached
-entries on every instance and publish a change notification, so no one is told about,
-or re-reads, a write that might still roll back.
+Received by ``POST /webhooks/{source}`` (resolvers/http/webhooks.py): verify the
+source's signature over the raw body, validate the body into ``InboundEvent``s, then per
+event, in one transaction: claim the event id (the events table's unique (source,
+event_id) makes a replay a no-op) and, where that id is not signed (Shopify's header), a
+digest of the signed body (``webhook_receipts``: a captured body resent under a new id
+is a duplicate too); link the record to a unified customer through the identity
+``Resolver`` (its key locks serialise two webhooks for one new email), and store what
+changed. Only after the commit: drop the customer's cached entries on every instance and
+publish a change notification, so no one is told about, or re-reads, a write that might
+still roll back.
 
 What protects each source against a replayed request: Shopify signs only the body, so
 its digest is the dedupe key (besides the unsigned id); HubSpot signs method, URI, body
@@ -25,19 +26,18 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import SecretStr
 from sqlalchemy import insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from gateway.db.access_models import EventSubject, WebhookReceipt
 from gateway.db.models import Customer, Event, Identity
 from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction, transient_reason
+from gateway.errors import NotFound
 from gateway.identity import DEFAULT_CONFIG, IdentityConfig, PreparedRecord, RecordError, Resolver
 from gateway.identity import prepare as prepare_record
 from gateway.identity.observations import insert_observations
@@ -59,7 +59,6 @@ from gateway.privacy.erasure_scope import subject_key
 from gateway.profiles.profile_cache import CachedCustomers
 from gateway.upstreams.federation import Federation
 
-MAX_BODY_BYTES = 1 << 20  # Shopify's largest order payloads stay well under this
 logger = logging.getLogger("gateway.webhooks")
 
 # "erased": the record names a forgotten customer; acknowledged, nothing stored.
@@ -319,95 +318,102 @@ async def _store_attributes(
     await insert_observations(connection, rows)
 
 
+@dataclass(frozen=True, slots=True)
+class SignedRequest:
+    """What a source signs, as received: method, URL, headers and the raw body."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]  # looked up by lower-case name
+    body: bytes
+
+
+class UnknownSource(NotFound):
+    """No webhook source has this name."""
+
+
+class SourceNotConfigured(NotFound):
+    """A known source without a secret: unsigned webhooks are never accepted."""
+
+
+class NotStored(Exception):
+    """Events a source sent that could not be stored now (the database stayed busy after
+    every retry); the first ``stored`` were. The sender should retry soon."""
+
+    def __init__(self, reason: str, *, stored: int) -> None:
+        super().__init__(f"the event could not be stored now ({reason}); retry later")
+        self.reason = reason
+        self.stored = stored
+
+
 class Webhooks:
-    """The HTTP face: signature, parsing, then one ``ingest`` per event."""
+    """Receiving webhooks: the source's signature, parsing, then one ``ingest`` per event.
+
+    Raises ``UnknownSource``, ``SourceNotConfigured``, ``SignatureError``,
+    ``PayloadError`` or ``NotStored``; the HTTP receiver (resolvers/http/webhooks.py)
+    answers them."""
 
     def __init__(self, ingest: WebhookIngest, secrets: Mapping[str, SecretStr]) -> None:
         self.ingest = ingest
         self._secrets = dict(secrets)
 
-    async def handle(self, request: Request) -> JSONResponse:
-        source = request.path_params["source"]
+    def secret_of(self, source: str) -> str:
+        """The source's signing secret; checked before its body is read."""
         if source not in SOURCES:
-            return _refuse(404, "unknown_source", f"no webhook source named {source!r}")
+            raise UnknownSource(f"no webhook source named {source!r}")
         secret = self._secrets.get(source)
         if secret is None:
-            # Unsigned webhooks are never accepted: no secret, no endpoint.
-            return _refuse(404, "source_not_configured", f"webhooks from {source} are not enabled")
-        if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
-            return _refuse(413, "too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
-        body = await request.body()
+            raise SourceNotConfigured(f"webhooks from {source} are not enabled")
+        return secret.get_secret_value()
+
+    async def receive(self, source: str, request: SignedRequest) -> list[Ingested]:
+        secret = self.secret_of(source)
         try:
-            events = self._verify_and_parse(source, secret.get_secret_value(), request, body)
+            events = _verify_and_parse(source, secret, request)
             prepared = self.ingest.prepare(events)
         except SignatureError as exc:
             logger.warning("webhook refused", extra={"source": source, "reason": exc.code})
-            return _refuse(401, exc.code, exc.reason)
-        except PayloadError as exc:
+            raise
+        except PayloadError:
             logger.warning("webhook refused", extra={"source": source, "reason": "invalid_payload"})
-            return _refuse(exc.status, "invalid_payload", exc.reason, exc.field)
+            raise
         results: list[Ingested] = []
         try:
             for item in prepared:
                 results.append(await self.ingest.ingest(item))
         except Exception as exc:
-            if transient_reason(exc) is None:
+            reason = transient_reason(exc)
+            if reason is None:
                 raise
             # Still conflicting after every retry: this event (and those after it) were
             # not stored; the ones before were, and the sender's retry finds them
-            # duplicates.  5xx with Retry-After only here, where nothing more was kept.
+            # duplicates. Only here, where nothing more was kept, is a retry asked for.
             logger.warning(
                 "webhook not stored",
-                extra={"source": source, "reason": transient_reason(exc), "stored": len(results)},
+                extra={"source": source, "reason": reason, "stored": len(results)},
             )
-            response = _refuse(503, "busy", "the event could not be stored now; retry later")
-            response.headers["Retry-After"] = "1"
-            return response
-        overall = "duplicate" if all(r.status == "duplicate" for r in results) else "processed"
-        return JSONResponse({"status": overall, "events": [_result(r) for r in results]})
-
-    @staticmethod
-    def _verify_and_parse(
-        source: str, secret: str, request: Request, body: bytes
-    ) -> list[InboundEvent]:
-        headers = request.headers
-        if source == "shopify":
-            verify_shopify(secret, body, headers.get("x-shopify-hmac-sha256"))
-            return parse_shopify(
-                body, headers.get("x-shopify-topic"), headers.get("x-shopify-webhook-id")
-            )
-        if source == "hubspot":
-            # The URI HubSpot signed: behind a TLS proxy run uvicorn with --proxy-headers
-            # so the scheme and host here are the public ones.
-            verify_hubspot(
-                secret,
-                request.method,
-                str(request.url),
-                body,
-                headers.get("x-hubspot-signature-v3"),
-                headers.get("x-hubspot-request-timestamp"),
-            )
-            return parse_hubspot(body)
-        verify_segment(secret, body, headers.get("x-signature"))
-        return parse_segment(body)
+            raise NotStored(reason, stored=len(results)) from exc
+        return results
 
 
-def _result(result: Ingested) -> dict[str, Any]:
-    return {
-        "eventId": result.event_id,
-        "status": result.status,
-        "customerId": str(result.customer_id) if result.customer_id else None,
-    }
-
-
-def _refuse(status: int, code: str, reason: str, field: str | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"error": code, "reason": reason}
-    if field:
-        body["field"] = field
-    return JSONResponse(body, status_code=status)
-
-
-async def webhook_endpoint(request: Request) -> JSONResponse:
-    """``POST /webhooks/{source}``."""
-    webhooks: Webhooks = request.app.state.services.webhooks
-    return await webhooks.handle(request)
+def _verify_and_parse(source: str, secret: str, request: SignedRequest) -> list[InboundEvent]:
+    headers, body = request.headers, request.body
+    if source == "shopify":
+        verify_shopify(secret, body, headers.get("x-shopify-hmac-sha256"))
+        return parse_shopify(
+            body, headers.get("x-shopify-topic"), headers.get("x-shopify-webhook-id")
+        )
+    if source == "hubspot":
+        # The URI HubSpot signed: behind a TLS proxy run uvicorn with --proxy-headers
+        # so the scheme and host here are the public ones.
+        verify_hubspot(
+            secret,
+            request.method,
+            request.url,
+            body,
+            headers.get("x-hubspot-signature-v3"),
+            headers.get("x-hubspot-request-timestamp"),
+        )
+        return parse_hubspot(body)
+    verify_segment(secret, body, headers.get("x-signature"))
+    return parse_segment(body)

@@ -10,10 +10,10 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from gateway.access.api_keys import Principal
-from gateway.access.authentication import principal_of
 from gateway.services import Services
 from gateway.templates.render import RequestBudget
 from resolvers.graphql.loaders import Loaders
+from resolvers.http.authentication import principal_of
 
 
 @dataclass

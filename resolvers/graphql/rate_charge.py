@@ -16,9 +16,9 @@ from starlette.responses import Response
 from strawberry.types import ExecutionContext
 from strawberry.types.execution import PreExecutionError
 
-from gateway.access.authentication import COUNTED
 from gateway.access.rate_limit import retry_after_seconds
 from resolvers.graphql.context import Context
+from resolvers.http.authentication import COUNTED
 
 
 def requests_for(cost: int, unit: int) -> int:

@@ -23,7 +23,6 @@ from starlette.responses import Response
 
 from adapters.errors import UpstreamError
 from gateway.access.api_keys import Scope
-from gateway.access.authentication import principal_of
 from gateway.privacy.audit import Action
 from gateway.recommendations.serving import (
     MAX_LIMIT,
@@ -32,6 +31,7 @@ from gateway.recommendations.serving import (
 )
 from gateway.services import Services
 from resolvers.graphql.access import forbidden, record_access, sees_profiles
+from resolvers.http.authentication import principal_of
 
 _MAX_HISTORY = 200  # product ids per history list
 

@@ -36,13 +36,14 @@ from strawberry.types.execution import PreExecutionError
 from strawberry.types.unset import UNSET, UnsetType
 
 from gateway.access.api_keys import Principal
-from gateway.access.authentication import presented_key
 from gateway.errors import GatewayError
 from gateway.services import Services
 from resolvers.graphql.context import Context
 from resolvers.graphql.errors import UNEXPECTED_MESSAGE, is_unexpected, unserved
+from resolvers.http.authentication import presented_key
 from resolvers.http.graphiql import graphiql_html
 from resolvers.http.outage import degraded
+from resolvers.http.persisted_queries import PersistedQueries
 from resolvers.http.websocket import KeyCheckingTransportWS
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
@@ -148,6 +149,13 @@ class GatewayGraphQL(GraphQL[Context, None]):
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
         )
         self._ide_html = graphiql_html("/graphql", example_email, example_key)
+        # Built by the app's lifespan, on the process's cache (resolvers/app.py).
+        self.persisted_queries: PersistedQueries | None = None
+
+    def _persisted(self) -> PersistedQueries:
+        if self.persisted_queries is None:
+            raise RuntimeError("persisted queries are opened by the app's lifespan")
+        return self.persisted_queries
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -229,9 +237,8 @@ class GatewayGraphQL(GraphQL[Context, None]):
             (data.extensions or {}).get("persistedQuery"), dict
         ):
             request.request.scope[_PERSISTED_GET] = True
-        services: Services = request.request.app.state.services
         try:
-            resolved = await services.persisted_queries.resolve(data.query, data.extensions)
+            resolved = await self._persisted().resolve(data.query, data.extensions)
         except GatewayError as exc:
             raise RequestError(400, str(exc), exc.code) from exc
         if resolved.register is not None and resolved.query is not None:
@@ -281,8 +288,7 @@ class GatewayGraphQL(GraphQL[Context, None]):
                 response["extensions"] = {**(response.get("extensions") or {}), "degraded": note}
             if _REGISTER in request.scope:
                 # It parsed, validated and passed the limits: only now is it worth keeping.
-                services: Services = request.app.state.services
-                await services.persisted_queries.remember(*request.scope[_REGISTER])
+                await self._persisted().remember(*request.scope[_REGISTER])
             # A degraded answer may not be cached by its caller: it is no-store.
             if request.scope.get(_PERSISTED_GET) and not result.errors and note is None:
                 loaders = request.scope.get(_LOADERS)

@@ -35,10 +35,10 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
 )
 
 from gateway.access.api_keys import Principal
-from gateway.access.authentication import COUNTED, presented_key
 from gateway.access.rate_limit import retry_after_seconds
 from gateway.services import Services
 from resolvers.graphql.context import Context
+from resolvers.http.authentication import COUNTED, presented_key
 
 logger = logging.getLogger("gateway.websocket")
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import orjson
 from starlette.datastructures import Headers
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.access.api_keys import Principal
-from gateway.access.rate_limit import rate_limited_response
+from gateway.access.rate_limit import retry_after_seconds
 from gateway.errors import Unavailable
 
 PRINCIPAL = "gateway.principal"
@@ -118,3 +119,18 @@ async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[byte
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def rate_limited_response(retry_after: float) -> Response:
+    """The 429 answer to a request over its key's limit, as a GraphQL-style JSON error."""
+    seconds = retry_after_seconds(retry_after)
+    error = {
+        "message": f"Rate limit exceeded; retry in {seconds} s",
+        "extensions": {"code": "RATE_LIMITED", "retryAfter": seconds},
+    }
+    return Response(
+        orjson.dumps({"errors": [error]}),
+        status_code=429,
+        media_type="application/json",
+        headers={"Retry-After": str(seconds)},
+    )
