@@ -13,7 +13,8 @@ from gateway.privacy import consent
 from gateway.profiles.customers import CustomerProfile
 from gateway.recommendations.serving import Picks
 from gateway.upstreams import behaviour
-from gateway.upstreams.federation import FIELD_LOADERS, AnalyticsData
+from gateway.upstreams.federation import AnalyticsData
+from gateway.upstreams.fields import FIELD_LOADERS
 
 # What a template can read: the customer's fields, and the products recommended to them
 # (read only by templates that use them, for a whole batch at once).

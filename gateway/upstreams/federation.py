@@ -31,44 +31,6 @@ ORDERS_WINDOW = 50  # orders fetched per customer; `orders(first)` slices this
 EVENTS_WINDOW = 100  # recent events per customer for engagement, cart and activity: one page
 
 
-# Which per-request loader serves each customer field (None: the stored profile).
-FIELD_LOADERS: dict[str, str | None] = {
-    **dict.fromkeys(
-        (
-            "id",
-            "email",
-            "phone",
-            "first_name",
-            "last_name",
-            "locale",
-            "created_at",
-            "updated_at",
-            "identities",
-        ),
-        None,
-    ),
-    **dict.fromkeys(
-        (
-            "lifecycle_stage",
-            "owner_id",
-            "company",
-            "job_title",
-            "city",
-            "country",
-            "date_of_birth",
-            # Consent is stored too; the CRM is read for its newer statements.
-            "consent",
-            "consents",
-            "suppressed",
-        ),
-        "crm",
-    ),
-    **dict.fromkeys(("lifetime_value", "order_count"), "commerce"),
-    **dict.fromkeys(("orders", "last_order_at"), "orders"),
-    **dict.fromkeys(("recent_events", "engagement", "cart"), "analytics"),
-}
-
-
 class SourceStatus(StrEnum):
     OK = "OK"
     CACHED = "CACHED"

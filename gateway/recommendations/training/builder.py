@@ -33,7 +33,8 @@ from gateway.recommendations.store import Candidate, CustomerList, ModelRows, Re
 from gateway.recommendations.training.families import Fitted, TrainingData, thread_limits
 from gateway.recommendations.training.history import History, read_history
 from gateway.recommendations.training.history_file import UNRESOLVED_PREFIX
-from gateway.recommendations.training.selection import ALL_FAMILIES, Setting, fit_setting, select
+from gateway.recommendations.training.selection import ALL_FAMILIES, fit_setting, select
+from gateway.recommendations.training.trials import Setting
 
 # The gateway's events: recency matters (tastes and stock move), purchases say most.
 GATEWAY_PARAMS = ModelParams(half_life_days=30.0)

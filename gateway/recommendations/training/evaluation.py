@@ -24,15 +24,15 @@ import numpy as np
 from gateway.recommendations.interactions import Interaction
 from gateway.recommendations.model import ModelParams, build_matrix
 from gateway.recommendations.training.families import Blend, Fitted, TrainingData, thread_limits
-from gateway.recommendations.training.metrics import Split, ranking_metrics, split
-from gateway.recommendations.training.selection import (
-    Selection,
-    Setting,
+from gateway.recommendations.training.metrics import (
+    Split,
     evaluate_fitted,
-    fit_setting,
     held_matrix,
-    select,
+    ranking_metrics,
+    split,
 )
+from gateway.recommendations.training.selection import Selection, fit_setting, select
+from gateway.recommendations.training.trials import Setting
 
 __all__ = ["Metrics", "Report", "Row", "evaluate", "ranking_metrics", "split"]
 

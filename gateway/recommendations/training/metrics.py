@@ -15,6 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from gateway.recommendations.interactions import Interaction
+from gateway.recommendations.training.families import Fitted
 
 Split = Literal["random", "recent"]
 
@@ -86,3 +87,66 @@ def score_rankings(
     recall = gains.sum(axis=1) / np.maximum(relevant, 1.0)
     ndcg = np.divide(dcg, ideal, out=np.zeros_like(dcg), where=ideal > 0)
     return precision, recall, ndcg
+
+
+def evaluate_fitted(
+    fitted: Fitted,
+    users: np.ndarray[Any, Any],
+    seen: sp.csr_matrix,
+    held: sp.csr_matrix,
+    k: int,
+    per_user: list[np.ndarray[Any, Any]] | None = None,
+    block: int = 2000,
+) -> tuple[float, float, float, set[int]]:
+    """(precision@k, NDCG@k, recall@k, items recommended) of ``fitted`` for these
+    users (rows of ``seen`` and ``held``, both users x items); each user's precision
+    is appended to ``per_user`` when given."""
+    totals = np.zeros(3)
+    shown: set[int] = set()
+    for start in range(0, len(users), block):
+        rows = users[start : start + block]
+        top = top_unseen(fitted.scores(rows), seen[rows], k)
+        shown.update(np.unique(top).tolist())
+        precision, recall, ndcg = score_rankings(top, held[rows], k)
+        totals += (precision.sum(), ndcg.sum(), recall.sum())
+        if per_user is not None:
+            per_user.append(precision)
+    n = max(len(users), 1)
+    return float(totals[0] / n), float(totals[1] / n), float(totals[2] / n), shown
+
+
+def top_unseen(scores: np.ndarray[Any, Any], seen: sp.csr_matrix, k: int) -> np.ndarray[Any, Any]:
+    """Each row's ``k`` best columns, best first, never a seen one."""
+    scores = np.array(scores, dtype=np.float64, copy=True)
+    rows, cols = seen.nonzero()
+    scores[rows, cols] = -np.inf
+    k = min(k, scores.shape[1])
+    if k <= 0:
+        return np.zeros((scores.shape[0], 0), dtype=np.int64)
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1)
+
+
+def held_matrix(
+    held: dict[str, set[str]], users: Sequence[str], items: Sequence[str]
+) -> sp.csr_matrix:
+    """Users x items, 1 where the item was held out for the user."""
+    at = {item: j for j, item in enumerate(items)}
+    rows, cols = [], []
+    for i, user in enumerate(users):
+        for item in held.get(user, ()):
+            if item in at:
+                rows.append(i)
+                cols.append(at[item])
+    return sp.csr_matrix(
+        (np.ones(len(rows)), (rows, cols)), shape=(len(users), len(items)), dtype=np.float64
+    )
+
+
+def describe_split(how: Split, folds: int) -> str:
+    """The inner split, in words, for the selection's record."""
+    if how == "random":
+        twice = f", {folds} seeds" if folds > 1 else ""
+        return f"a random 25 % of each user's training items held out{twice}"
+    return "each user's latest 25 % of training interactions held out"

@@ -36,7 +36,14 @@ import scipy.sparse as sp
 from gateway.recommendations.interactions import Interaction
 from gateway.recommendations.model import ModelParams, build_matrix
 from gateway.recommendations.training.families import Blend, Fitted, TrainingData, fit
-from gateway.recommendations.training.metrics import Split, score_rankings, split
+from gateway.recommendations.training.metrics import (
+    Split,
+    describe_split,
+    evaluate_fitted,
+    held_matrix,
+    split,
+)
+from gateway.recommendations.training.trials import Setting, Trial, paired_gain
 
 VALIDATION_USERS = 5_000
 # A model is served instead of a simpler one (popularity first) only when it validates
@@ -54,63 +61,6 @@ _ALS_ALPHAS = (1.0, 3.0, 10.0, 30.0)
 _ALS_RATIOS = (3.0, 10.0, 30.0)  # regularization / alpha
 _ALS_FACTORS = (16, 32, 64, 128)
 _ALS_START_FACTORS = 32  # the grid's cost grows with the square of the factors
-
-
-@dataclass(frozen=True, slots=True)
-class Setting:
-    """One candidate: a family and its settings (for a blend, its members and weights)."""
-
-    family: str
-    params: tuple[tuple[str, Any], ...] = ()
-    parts: tuple[Setting, ...] = ()
-
-    @classmethod
-    def of(cls, family: str, **params: Any) -> Setting:
-        return cls(family, tuple(sorted(params.items())))
-
-    @classmethod
-    def blend(cls, members: Sequence[Setting]) -> Setting:
-        """Equal shares of ``members``; one listed twice weighs twice."""
-        counts: dict[Setting, int] = {}
-        for member in members:
-            counts[member] = counts.get(member, 0) + 1
-        parts = tuple(sorted(counts, key=lambda s: (-counts[s], s.label())))
-        weights = tuple(round(counts[p] / len(members), 4) for p in parts)
-        return cls("blend", (("weights", weights),), parts)
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return dict(self.params)
-
-    def label(self) -> str:
-        if self.parts:
-            shares = zip(self.options["weights"], self.parts, strict=True)
-            return "blend(" + " + ".join(f"{w:g} {p.label()}" for w, p in shares) + ")"
-        shown = ", ".join(
-            f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.params
-        )
-        return f"{self.family}({shown})" if shown else self.family
-
-    def record(self) -> dict[str, Any]:
-        found: dict[str, Any] = {"family": self.family, "params": self.options}
-        if self.parts:
-            found["parts"] = [p.record() for p in self.parts]
-        return found
-
-
-@dataclass(frozen=True, slots=True)
-class Trial:
-    setting: Setting
-    precision: float
-    ndcg: float
-    seconds: float
-    # Each validation user's precision (every fold's users in turn): the paired test
-    # against popularity reads it.
-    per_user: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros(0), compare=False)
-
-    @property
-    def key(self) -> tuple[float, float]:
-        return (round(self.precision, 6), round(self.ndcg, 6))
 
 
 @dataclass(slots=True)
@@ -228,76 +178,6 @@ class _Validation:
         return max(found, key=lambda t: t.key) if found else None
 
 
-def evaluate_fitted(
-    fitted: Fitted,
-    users: np.ndarray[Any, Any],
-    seen: sp.csr_matrix,
-    held: sp.csr_matrix,
-    k: int,
-    per_user: list[np.ndarray[Any, Any]] | None = None,
-    block: int = 2000,
-) -> tuple[float, float, float, set[int]]:
-    """(precision@k, NDCG@k, recall@k, items recommended) of ``fitted`` for these
-    users (rows of ``seen`` and ``held``, both users x items); each user's precision
-    is appended to ``per_user`` when given."""
-    totals = np.zeros(3)
-    shown: set[int] = set()
-    for start in range(0, len(users), block):
-        rows = users[start : start + block]
-        top = top_unseen(fitted.scores(rows), seen[rows], k)
-        shown.update(np.unique(top).tolist())
-        precision, recall, ndcg = score_rankings(top, held[rows], k)
-        totals += (precision.sum(), ndcg.sum(), recall.sum())
-        if per_user is not None:
-            per_user.append(precision)
-    n = max(len(users), 1)
-    return float(totals[0] / n), float(totals[1] / n), float(totals[2] / n), shown
-
-
-def top_unseen(scores: np.ndarray[Any, Any], seen: sp.csr_matrix, k: int) -> np.ndarray[Any, Any]:
-    """Each row's ``k`` best columns, best first, never a seen one."""
-    scores = np.array(scores, dtype=np.float64, copy=True)
-    rows, cols = seen.nonzero()
-    scores[rows, cols] = -np.inf
-    k = min(k, scores.shape[1])
-    if k <= 0:
-        return np.zeros((scores.shape[0], 0), dtype=np.int64)
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(top, order, axis=1)
-
-
-def _paired_gain(model: Trial, baseline: Trial) -> tuple[float, float]:
-    """(mean per-user precision gain of ``model`` over ``baseline``, its standard error)."""
-    if len(model.per_user) != len(baseline.per_user) or len(model.per_user) < 2:
-        return model.precision - baseline.precision, 0.0
-    difference = model.per_user - baseline.per_user
-    return float(difference.mean()), float(difference.std(ddof=1) / math.sqrt(len(difference)))
-
-
-def held_matrix(
-    held: dict[str, set[str]], users: Sequence[str], items: Sequence[str]
-) -> sp.csr_matrix:
-    """Users x items, 1 where the item was held out for the user."""
-    at = {item: j for j, item in enumerate(items)}
-    rows, cols = [], []
-    for i, user in enumerate(users):
-        for item in held.get(user, ()):
-            if item in at:
-                rows.append(i)
-                cols.append(at[item])
-    return sp.csr_matrix(
-        (np.ones(len(rows)), (rows, cols)), shape=(len(users), len(items)), dtype=np.float64
-    )
-
-
-def _describe(how: Split, folds: int) -> str:
-    if how == "random":
-        twice = f", {folds} seeds" if folds > 1 else ""
-        return f"a random 25 % of each user's training items held out{twice}"
-    return "each user's latest 25 % of training interactions held out"
-
-
 def _fold(
     interactions: Sequence[Interaction],
     how: Split,
@@ -340,7 +220,7 @@ def select(
     """
     if len({x.user for x in interactions}) < 2:
         nothing = Setting.of("popularity")
-        selection = Selection(nothing, [], {}, [], _describe(how, 0), 0, k)
+        selection = Selection(nothing, [], {}, [], describe_split(how, 0), 0, k)
         selection.note = "too little history to validate anything (fewer than 2 users)"
         if refit:
             whole = TrainingData(build_matrix(interactions, params, items=items), seed=seed)
@@ -397,7 +277,7 @@ def select(
     eligible = [t for f, t in best.items() if f in allowed] or list(best.values())
     winner = max(eligible, key=lambda t: (t.key, -order[t.setting.family]))
     selection = Selection(
-        winner.setting, v.trials, best, notes, _describe(how, count), len(found[0].users), k
+        winner.setting, v.trials, best, notes, describe_split(how, count), len(found[0].users), k
     )
     # The simplest model within the noise of the best serves: among many candidates,
     # the one that validates best is partly the luckiest, and a more complex model that
@@ -406,7 +286,7 @@ def select(
     for candidate in sorted(eligible, key=lambda t: order[t.setting.family]):
         if candidate is winner:
             break
-        gain, noise = _paired_gain(winner, candidate)
+        gain, noise = paired_gain(winner, candidate)
         if gain <= NOISE_MULTIPLE * noise:
             selection.chosen = candidate.setting
             selection.note = (

@@ -17,8 +17,8 @@ from adapters.records import Order as OrderRecord
 from gateway.privacy import consent
 from gateway.profiles.customers import CustomerProfile
 from gateway.upstreams import behaviour
-from gateway.upstreams.federation import FIELD_LOADERS as SNAKE_FIELD_LOADERS
 from gateway.upstreams.federation import AnalyticsData, Outcome, SourceStatus
+from gateway.upstreams.fields import FIELD_LOADERS as SNAKE_FIELD_LOADERS
 from resolvers.graphql.access import sees_profiles
 from resolvers.graphql.context import Context
 from resolvers.graphql.types.federated import Cart, Engagement, Event, Money, Order, Source
