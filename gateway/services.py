@@ -16,7 +16,8 @@ from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.retries import RetryPolicy
 from gateway.identity.source_ids import SourceIds
 from gateway.ingest.notifications import Notifications, build_notifications
-from gateway.ingest.webhooks import WebhookIngest, Webhooks
+from gateway.ingest.webhook_receiver import Webhooks
+from gateway.ingest.webhooks import WebhookIngest
 from gateway.privacy.audit import AuditLog
 from gateway.privacy.consent import ConsentStore
 from gateway.privacy.erasure import Erasure, Tombstones

@@ -1,4 +1,4 @@
-"""``POST /webhooks/{source}``: the HTTP face of webhooks (gateway/ingest/webhooks.py).
+"""``POST /webhooks/{source}``: the HTTP face of webhooks (gateway/ingest/webhook_receiver.py).
 
 Refusals are answered with a JSON body naming the reason: 404 for a source that does not
 exist or has no secret, 413 over the body limit, 401 for a bad signature, 400 or 422 for
@@ -16,14 +16,14 @@ from starlette.responses import JSONResponse
 
 from gateway.ingest.signatures import SignatureError
 from gateway.ingest.webhook_payloads import PayloadError
-from gateway.ingest.webhooks import (
-    Ingested,
+from gateway.ingest.webhook_receiver import (
     NotStored,
     SignedRequest,
     SourceNotConfigured,
     UnknownSource,
     Webhooks,
 )
+from gateway.ingest.webhooks import Ingested
 
 MAX_BODY_BYTES = 1 << 20  # Shopify's largest order payloads stay well under this
 
