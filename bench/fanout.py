@@ -63,7 +63,7 @@ async def run(runs: int, latency_ms: int) -> None:
         # queries would otherwise fill the cache that the three-upstream one then reads).
         uncached = {"cache": {"ttl_s": 0}}
         upstreams = sample_upstreams_config(
-            samples.base_urls, {name: uncached for name in samples.base_urls}
+            samples.base_urls, dict.fromkeys(samples.base_urls, uncached)
         )
         app = create_app(load_settings(database_url=url), upstreams=upstreams)
         timings: dict[str, list[float]] = {name: [] for name in QUERIES}

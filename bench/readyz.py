@@ -303,16 +303,18 @@ def run(phase_s: float, log_s: float, connections: int) -> None:
             windows = []
             with _serve(env, port, workdir / "serve.log") as base:
                 _wait(f"{base}/readyz")
-                with _background(_load, base, connections) as done:
-                    with _background(_probe, port) as probes:
-                        time.sleep(2)  # warm: caches filled, both workers busy
-                        for name, fault, restore in phases:
-                            fault()
-                            start = time.monotonic()
-                            time.sleep(phase_s)
-                            windows.append((name, start, time.monotonic()))
-                            restore()
-                            time.sleep(2)  # back to normal before the next phase
+                with (
+                    _background(_load, base, connections) as done,
+                    _background(_probe, port) as probes,
+                ):
+                    time.sleep(2)  # warm: caches filled, both workers busy
+                    for name, fault, restore in phases:
+                        fault()
+                        start = time.monotonic()
+                        time.sleep(phase_s)
+                        windows.append((name, start, time.monotonic()))
+                        restore()
+                        time.sleep(2)  # back to normal before the next phase
             _report_phases(windows, probes, done, connections)
             print(f"\nlog written by both workers during a {log_s:.0f} s Redis outage under load:")
             for label, interval in (("summarised (10 s)", "10"), ("yardstick: every one", "0")):

@@ -46,7 +46,8 @@ def _add_option(
         return  # registered already (the group is built once per process)
     command.params.insert(0, option)
     original = command.callback
-    assert original is not None and option.name is not None
+    assert original is not None
+    assert option.name is not None
     name = option.name
 
     @functools.wraps(original)

@@ -154,7 +154,7 @@ class Services:
         try:
             async with self.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
-        except Exception:
+        except Exception:  # noqa: BLE001 - readiness: any failure means "not ready"
             return False
         return True
 

@@ -143,7 +143,8 @@ async def test_reviews_are_listed_with_both_records_and_resolved(
         reviews = await _all_reviews(client)
         assert len(reviews) == 3  # paged two at a time
         review = next(r for r in reviews if r["record"]["lastName"] == surnames[0].lower())
-        assert review["reason"] == "score" and review["status"] == "open"
+        assert review["reason"] == "score"
+        assert review["status"] == "open"
         assert review["matchProbability"] == pytest.approx(probability)
         assert {(x["field"], x["level"]) for x in review["levels"]} == {
             ("first_name", "jaro-winkler >= 0.92"),
@@ -199,7 +200,8 @@ async def test_a_write_only_key_works_the_queue_without_seeing_the_records(
         )
         # The pair is listed (a writer resolves it), its people's data is not.
         [node] = body["data"]["identityReviews"]["nodes"]
-        assert node["record"] is None and node["matchProbability"] > 0
+        assert node["record"] is None
+        assert node["matchProbability"] > 0
         assert surnames[0].lower() not in str(body).lower()
         assert {e["extensions"]["code"] for e in body["errors"]} == {"FORBIDDEN"}
         kept = await gql(writer, RESOLVE, id=node["id"], decision="KEEP_APART", reason="x")

@@ -47,7 +47,7 @@ query($id: ID!) {
 
 @pytest.fixture
 async def services(settings: Settings, samples: SampleUpstreams) -> AsyncIterator[Services]:
-    config = sample_upstreams_config(samples.base_urls, {n: FAST for n in samples.base_urls})
+    config = sample_upstreams_config(samples.base_urls, dict.fromkeys(samples.base_urls, FAST))
     opened = Services.open(settings, config)
     yield opened
     await opened.aclose()

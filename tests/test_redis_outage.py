@@ -8,7 +8,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -49,7 +49,7 @@ async def serving(
     samples: SampleUpstreams, database_url: str, cache_url: str, **settings: Any
 ) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
     """One gateway instance on the sample upstreams and a client holding an admin key."""
-    tables = {name: FAST for name in samples.base_urls}
+    tables = dict.fromkeys(samples.base_urls, FAST)
     app = create_app(
         load_settings(database_url=database_url, cache_url=cache_url, **REDIS_SETTINGS, **settings),
         upstreams=sample_upstreams_config(samples.base_urls, tables),
@@ -198,7 +198,8 @@ async def test_connections_from_before_a_restart_fail_no_request(
         assert guard.failures == failures
         assert guard.available
     assert pooled >= 2
-    assert before.failed == [] and after.failed == []
+    assert before.failed == []
+    assert after.failed == []
     assert after.total > 100
 
 
@@ -290,10 +291,8 @@ async def test_notifications_resume_when_redis_returns(redis_server: RedisServer
             deadline = time.monotonic() + 10
             while received is None and time.monotonic() < deadline:
                 await notifications.publish(change)  # lost until the listener is back
-                try:
+                with suppress(TimeoutError):
                     received = await asyncio.wait_for(anext(changes), 0.2)
-                except TimeoutError:
-                    pass
         assert received == change
     finally:
         await notifications.aclose()

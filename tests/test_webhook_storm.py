@@ -42,11 +42,13 @@ async def test_a_storm_of_duplicate_deliveries_is_stored_once_and_never_answered
             pair = await asyncio.gather(client.post(**delivery), client.post(**delivery))
             return list(pair)
 
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url=BASE, timeout=120
-        ) as client:
-            pairs = await asyncio.gather(*(twice(client, d) for d in deliveries))
+        ) as client,
+    ):
+        pairs = await asyncio.gather(*(twice(client, d) for d in deliveries))
 
     assert Counter(r.status_code for pair in pairs for r in pair) == {200: 2 * len(records)}
     for pair in pairs:

@@ -196,10 +196,12 @@ async def test_an_unknown_or_unconfigured_source_is_404(database_url: str) -> No
         load_settings(database_url=database_url, cache_url="memory://"),
         secrets={"shopify": SECRETS["shopify"]},
     )
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
-            unknown = await c.post("/webhooks/salesforce", content=b"{}")
-            unconfigured = await c.post(**segment_request({"type": "identify"}))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c,
+    ):
+        unknown = await c.post("/webhooks/salesforce", content=b"{}")
+        unconfigured = await c.post(**segment_request({"type": "identify"}))
     assert (unknown.status_code, unknown.json()["error"]) == (404, "unknown_source")
     assert (unconfigured.status_code, unconfigured.json()["error"]) == (
         404,
@@ -476,9 +478,11 @@ async def test_concurrent_first_sightings_of_one_email_make_one_customer(
         )
         for i in range(6)
     ]
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
-            responses = await asyncio.gather(*(c.post(**r) for r in requests))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c,
+    ):
+        responses = await asyncio.gather(*(c.post(**r) for r in requests))
     assert [r.status_code for r in responses] == [200] * len(requests)
     owners = {r.json()["events"][0]["customerId"] for r in responses}
     assert len(owners) == 1

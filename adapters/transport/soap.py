@@ -204,7 +204,7 @@ class SoapClient:
         if not _REASON.fullmatch(reason):
             reason = "unspecified"
         if code.endswith("Client") and reason in NOT_FOUND_FAULTS:
-            return None
+            return
         if code.endswith("Server"):
             raise UpstreamUnavailable(self.name, f"{label}: server fault ({reason})")
         raise UpstreamBadResponse(self.name, f"{label}: fault {code} ({reason})")

@@ -85,7 +85,7 @@ class SampleUpstreams:
             raise ValueError(f"unknown sample services: {sorted(unknown)}")
         self.host = host
         self.credentials = credentials or SampleCredentials()
-        self._ports = {name: 0 for name in SERVICE_NAMES} | dict(ports or {})
+        self._ports = dict.fromkeys(SERVICE_NAMES, 0) | dict(ports or {})
         self.people = population(size)
         self.hubspot = HubSpotSample(self.people, self.credentials, seed=seed)
         self.soap_crm = SoapCrmSample(self.people, self.credentials, seed=seed)
@@ -167,7 +167,7 @@ class SampleUpstreams:
         self._loop = loop
         try:
             loop.run_until_complete(self._serve(sockets))
-        except BaseException as exc:  # reported to start(), which re-raises it
+        except BaseException as exc:  # noqa: BLE001 - reported to start(), which re-raises it
             self._failure = exc
             self._ready.set()
         finally:

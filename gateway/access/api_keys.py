@@ -246,9 +246,12 @@ class ApiKeys:
         # A refresh ahead has no caller to raise to: log its failure here (the cached
         # answer stands until it expires; then a caller's own read raises). An outage
         # is said once by whoever answers it, not once a key a second.
-        if not task.cancelled() and (error := task.exception()) is not None:
-            if not isinstance(error, DatabaseUnavailable):
-                logger.warning("API key lookup failed: %s", type(error).__name__)
+        if (
+            not task.cancelled()
+            and (error := task.exception()) is not None
+            and not isinstance(error, DatabaseUnavailable)
+        ):
+            logger.warning("API key lookup failed: %s", type(error).__name__)
 
     async def is_active(self, key: str) -> bool:
         """Whether ``key`` is stored and not revoked (read now, not from the cache)."""

@@ -142,32 +142,31 @@ class WebhookIngest:
     async def _store(self, item: _Prepared) -> _Stored:
         event = item.event
         subjects = self._subjects(event)
-        async with self._engine.connect() as connection:
-            async with connection.begin() as transaction:
-                if await self._erased(connection, item.record, subjects):
-                    # Acknowledged so the source stops retrying; not even the event is kept.
-                    return _Stored(Ingested(event.event_id, "erased", None))
-                # A copy of this event delivered at the same time waits here (on the key
-                # locks above, or on the unique event id) until this one commits, then
-                # finds it stored: a duplicate, never an error.
-                claimed = await _claim(connection, event)
-                if claimed is None or not await _receipt(connection, event, claimed):
-                    await transaction.rollback()  # the claim, when only the receipt was seen
-                    return _Stored(Ingested(event.event_id, "duplicate", None))
-                if subjects:
-                    await connection.execute(
-                        insert(EventSubject),
-                        [{"event_id": claimed, "digest": digest} for digest in sorted(subjects)],
-                    )
-                customer_id, old_email = None, None
-                folded: tuple[uuid.UUID, ...] = ()
-                if item.record is not None:
-                    old_email = await _owner_email(connection, item.record)
-                    customer_id, folded = await self._link(connection, item.record)
-                    await _store_attributes(connection, customer_id, event)
-                    await connection.execute(
-                        update(Event).where(Event.id == claimed).values(customer_id=customer_id)
-                    )
+        async with self._engine.connect() as connection, connection.begin() as transaction:
+            if await self._erased(connection, item.record, subjects):
+                # Acknowledged so the source stops retrying; not even the event is kept.
+                return _Stored(Ingested(event.event_id, "erased", None))
+            # A copy of this event delivered at the same time waits here (on the key
+            # locks above, or on the unique event id) until this one commits, then
+            # finds it stored: a duplicate, never an error.
+            claimed = await _claim(connection, event)
+            if claimed is None or not await _receipt(connection, event, claimed):
+                await transaction.rollback()  # the claim, when only the receipt was seen
+                return _Stored(Ingested(event.event_id, "duplicate", None))
+            if subjects:
+                await connection.execute(
+                    insert(EventSubject),
+                    [{"event_id": claimed, "digest": digest} for digest in sorted(subjects)],
+                )
+            customer_id, old_email = None, None
+            folded: tuple[uuid.UUID, ...] = ()
+            if item.record is not None:
+                old_email = await _owner_email(connection, item.record)
+                customer_id, folded = await self._link(connection, item.record)
+                await _store_attributes(connection, customer_id, event)
+                await connection.execute(
+                    update(Event).where(Event.id == claimed).values(customer_id=customer_id)
+                )
         return _Stored(Ingested(event.event_id, "processed", customer_id), old_email, folded)
 
     def _subjects(self, event: InboundEvent) -> set[str]:

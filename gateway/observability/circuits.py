@@ -112,7 +112,8 @@ class CircuitBoard:
             pipe.hset(self.key, self.worker, orjson.dumps(entry))
             pipe.pexpire(self.key, int(self.ttl_s * 1000))
             await pipe.execute()
-        except Exception as exc:  # Redis down or slow: the next publication tries again
+        # Redis down or slow: the next publication tries again; never a request's failure.
+        except Exception as exc:  # noqa: BLE001 - best effort, logged by type
             logger.warning(
                 "circuit states not published: %s",
                 type(exc).__name__,
@@ -160,7 +161,7 @@ class CircuitBoard:
             gone = [w for w in published if (w.decode() if isinstance(w, bytes) else w) not in live]
             if gone:
                 await self.redis.hdel(self.key, *gone)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - best effort, pruned again later
             logger.warning("circuit states not pruned: %s", type(exc).__name__)
 
     async def run(self) -> None:

@@ -72,9 +72,13 @@ def _mark_golden(
     chosen: dict[str, int] = {}
     for i in ordered:
         row = rows[i]
-        if row.name in GOLDEN_FIELDS and row.name not in chosen:
-            if row.value is not None and row.value == profile.get(row.name):
-                chosen[row.name] = i
+        if (
+            row.name in GOLDEN_FIELDS
+            and row.name not in chosen
+            and row.value is not None
+            and row.value == profile.get(row.name)
+        ):
+            chosen[row.name] = i
     winners = set(chosen.values())
     return [
         AttributeValue(r.name, r.value, r.source, r.observed_at, i in winners)

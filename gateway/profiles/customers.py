@@ -292,9 +292,9 @@ class CustomerStore:
             phones = [draft.phone] if draft.phone != customer.phone else []
             emails = []
         fields = {
-            **{d: "identities" for d in self._tombstones.digests([], identities)},
-            **{d: "phone" for d in self._tombstones.digests([], [], phones)},
-            **{d: "email" for d in self._tombstones.digests(emails, [])},
+            **dict.fromkeys(self._tombstones.digests([], identities), "identities"),
+            **dict.fromkeys(self._tombstones.digests([], [], phones), "phone"),
+            **dict.fromkeys(self._tombstones.digests(emails, []), "email"),
         }
         blocked = await self._tombstones.blocked(session, set(fields))
         if blocked:

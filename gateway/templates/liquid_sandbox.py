@@ -355,7 +355,7 @@ def render_all(
             results.append(["error", f"The template failed: {exc.message}"])
         except (MemoryError, RecursionError):
             results.append(["limit", "The template exceeded a limit: memory"])
-        except Exception as exc:  # a filter's own failure, e.g. a number too long to print
+        except Exception as exc:  # noqa: BLE001 - a filter's own failure, e.g. a number too long to print
             results.append(["error", f"The template failed: {type(exc).__name__}"])
         steps_left -= meter.used
         output_left -= buffer.size

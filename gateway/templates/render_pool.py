@@ -54,7 +54,8 @@ class _Worker:
         return cls(process)
 
     async def call(self, request: bytes, within_s: float) -> dict[str, Any]:
-        assert self.process.stdin is not None and self.process.stdout is not None
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
         try:
             self.process.stdin.write(len(request).to_bytes(4, "big") + request)
             async with asyncio.timeout(within_s):

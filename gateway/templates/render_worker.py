@@ -11,6 +11,7 @@ template that would exhaust it fails alone (``RENDER_LIMIT``) instead of the mac
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import resource
@@ -51,10 +52,8 @@ def main() -> None:
     # /healthz during a long renderBatch, max 46-56 ms instead of 69-70 ms; renders/s
     # the same).
     os.nice(_NICENESS)
-    try:
+    with contextlib.suppress(ValueError, OSError):  # a lower hard limit already applies
         resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BYTES, MEMORY_BYTES))
-    except (ValueError, OSError):
-        pass  # a lower hard limit already applies
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     while True:
         header = _read(stdin, 4)
@@ -67,7 +66,7 @@ def main() -> None:
             answer = handle(pickle.loads(body))
         except MemoryError:
             answer = {"failed": "memory"}
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure is the render's, reported back
             answer = {"failed": type(exc).__name__}
         data = orjson.dumps(answer)
         stdout.write(len(data).to_bytes(4, "big") + data)

@@ -56,7 +56,7 @@ class TypedJsonSerializer(BaseSerializer):  # type: ignore[misc]
             return None
         try:
             return decode(orjson.loads(value))
-        except Exception as exc:  # whatever the bytes are, they are a miss, never a crash
+        except Exception as exc:  # noqa: BLE001 - whatever the bytes are, they are a miss, never a crash
             if not self._warned:  # once per process: one planted key must not flood the log
                 self._warned = True
                 logger.warning(

@@ -121,9 +121,9 @@ class GatewayOperation(MaskErrors):
         started = time.perf_counter()
         yield
         result = context.result
-        if isinstance(result, GraphQLExecutionResult | StrawberryExecutionResult):
-            if result.errors:  # most results have none to mask
-                self._process_result(result)
+        # Most results have no errors to mask.
+        if isinstance(result, GraphQLExecutionResult | StrawberryExecutionResult) and result.errors:
+            self._process_result(result)
         add_codes((result.errors if result else None) or ())
         observe_operation(context.operation_name, time.perf_counter() - started)
 

@@ -75,7 +75,7 @@ def test_fixed_ports_and_restart() -> None:
 
 
 def test_unknown_service_name_is_refused() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown sample services"):
         SampleUpstreams(size=5, ports={"salesforce": 1})
 
 
@@ -113,7 +113,8 @@ def test_stop_is_prompt_with_hanging_requests_in_flight() -> None:
     for thread in threads:
         thread.join(2)
     # Each held client got an answer (503) or a closed connection, not a 30 s wait.
-    assert len(outcomes) == 3 and all(o == 503 or isinstance(o, httpx.HTTPError) for o in outcomes)
+    assert len(outcomes) == 3
+    assert all(o == 503 or isinstance(o, httpx.HTTPError) for o in outcomes)
 
 
 def _basic(user: str, password: str) -> str:

@@ -54,8 +54,10 @@ def test_wsdl_declares_the_contract(wsdl_client: zeep.Client) -> None:
 async def test_get_contact_and_by_email(contacts: Any, upstreams: SampleUpstreams) -> None:
     person = upstreams.people[21]
     contact = await contacts.GetContact(id="C-000021")
-    assert contact.email == person.email and contact.firstName == person.first_name
-    assert contact.dateOfBirth == person.date_of_birth and isinstance(contact.dateOfBirth, date)
+    assert contact.email == person.email
+    assert contact.firstName == person.first_name
+    assert contact.dateOfBirth == person.date_of_birth
+    assert isinstance(contact.dateOfBirth, date)
     assert contact.analyticsConsent is person.analytics_consent
     assert contact.updatedAt == person.updated_at
     by_email = await contacts.GetContactByEmail(email=person.email.upper())
@@ -70,7 +72,8 @@ async def test_get_contacts_omits_unknown(contacts: Any) -> None:
 async def test_unknown_contact_is_a_client_fault(contacts: Any) -> None:
     with pytest.raises(Fault) as caught:
         await contacts.GetContactByEmail(email="nobody@example.com")
-    assert caught.value.message == "ContactNotFound" and caught.value.code == "soap:Client"
+    assert caught.value.message == "ContactNotFound"
+    assert caught.value.code == "soap:Client"
 
 
 async def test_list_changed_pages_with_tokens(contacts: Any, upstreams: SampleUpstreams) -> None:

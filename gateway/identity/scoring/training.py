@@ -158,7 +158,7 @@ def train(
                 linker.training.estimate_parameters_using_expectation_maximisation(
                     rule, max_pairs=_EM_PAIRS
                 )
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - Splink fails many ways; a rule is skipped
                 notes.append(f"EM on {rule}: {type(exc).__name__}: {exc}")
         trained = linker.misc.save_model_to_json()
     finally:
