@@ -32,13 +32,13 @@ from tests.conftest import (
     clean_redis,
     issue_key,
     recorded_statements,
-    redis_url,
+    redis_database_url,
     unique_email,
 )
 from tests.gql_client import error_codes, gql
 from tests.test_cli import run
 
-REDIS_URL = redis_url(15)
+REDIS_URL = redis_database_url(15)
 UPSERT = "mutation($email: String!) { upsertCustomer(input: {email: $email}) { id email } }"
 BY_EMAIL = "query($email: String!) { customer(email: $email) { id email } }"
 PING = {"query": "{ __typename }"}

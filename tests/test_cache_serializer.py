@@ -26,10 +26,10 @@ from gateway.profiles.profile_cache import _Entry as ProfileEntry
 from gateway.upstreams.cache import Entry
 from gateway.upstreams.cache_serializer import TypedJsonSerializer
 from gateway.upstreams.federation import AnalyticsData
-from tests.conftest import GatewayFactory, clean_redis, redis_url
+from tests.conftest import GatewayFactory, clean_redis, redis_database_url
 from tests.gql_client import gql
 
-REDIS_URL = redis_url(14)
+REDIS_URL = redis_database_url(14)
 NOW = datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=UTC)
 
 

@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from demo.upstreams.runner import SampleUpstreams
-from tests.conftest import GatewayFactory, clean_redis, recorded_statements, redis_url
+from tests.conftest import GatewayFactory, clean_redis, recorded_statements, redis_database_url
 from tests.gql_client import gql
 
-REDIS_URL = redis_url(11)
+REDIS_URL = redis_database_url(11)
 PROFILE = (
     "query($email: String!) { customer(email: $email) { id lifecycleStage "
     "lifetimeValue { amount } sources { upstream status ageSeconds errorCode } } }"

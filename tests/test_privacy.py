@@ -44,7 +44,7 @@ from tests.conftest import (
     clean_redis,
     create_postgres_database,
     drop_postgres_database,
-    redis_url,
+    redis_database_url,
     unique_email,
 )
 from tests.gql_client import error_codes, gql
@@ -56,7 +56,7 @@ from tests.test_webhooks import (
     shopify_request,
 )
 
-REDIS_URL = redis_url(15)
+REDIS_URL = redis_database_url(15)
 BASE = "http://gw"
 BEHAVIOUR = (
     "query($email: String!) { customer(email: $email) { id consent { personalisation } "

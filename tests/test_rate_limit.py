@@ -16,9 +16,9 @@ from starlette.applications import Starlette
 
 from gateway.access.rate_limit import RateLimiter, retry_after_seconds
 from resolvers.http.authentication import rate_limited_response
-from tests.conftest import bearer, clean_redis, issue_key, redis_url
+from tests.conftest import bearer, clean_redis, issue_key, redis_database_url
 
-REDIS_URL = redis_url(14)
+REDIS_URL = redis_database_url(14)
 
 
 @pytest.fixture

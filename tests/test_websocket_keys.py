@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from gateway.access.api_keys import Scope
 from gateway.settings import load_settings
 from resolvers.app import create_app
-from tests.conftest import bearer, clean_redis, redis_url, unique_email
+from tests.conftest import bearer, clean_redis, redis_database_url, unique_email
 
 TTL = 0.2  # the serving instance's key cache: a revocation elsewhere reaches it within this
 SUBSCRIPTION = "subscription($id: ID!) { customerUpdated(id: $id) { id eventType } }"
@@ -36,7 +36,7 @@ UPSERT = "mutation($e: String!) { upsertCustomer(input: {email: $e}) { id } }"
 
 @pytest.fixture
 async def shared_redis() -> AsyncIterator[str]:
-    async with clean_redis(redis_url(12)) as url:
+    async with clean_redis(redis_database_url(12)) as url:
         yield url
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from lxml import etree
+from lxml import etree  # type: ignore[import-untyped]
 
 from demo.upstreams.credentials import (
     DEMO_HUBSPOT_TOKEN,
