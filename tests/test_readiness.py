@@ -26,7 +26,7 @@ from demo.upstreams.runner import SampleUpstreams
 from gateway.db.migrate import upgrade
 from gateway.settings import load_settings
 from resolvers.app import create_app
-from tests.conftest import GatewayFactory, clean_redis, redis_url
+from tests.conftest import GatewayFactory, clean_redis, redis_database_url
 from tests.gql_client import gql
 
 # Generous against a busy machine; the bound that matters is "not seconds" (issue #17 saw
@@ -207,7 +207,7 @@ async def test_a_circuit_open_in_one_worker_shows_in_every_workers_readyz(
     """Two instances of the app sharing one Redis stand for two workers of one instance."""
     opens_at_once = {"hubspot": {"breaker": {"failure_threshold": 1, "reset_timeout_s": 60}}}
     async with (
-        clean_redis(redis_url(9)) as url,
+        clean_redis(redis_database_url(9)) as url,
         gateway(url, overrides=opens_at_once) as failing,
         gateway(url) as other,
     ):

@@ -35,7 +35,7 @@ from gateway.db.migrate import upgrade
 from gateway.settings import load_settings
 from resolvers.app import create_app
 from resolvers.http.error_boundary import ErrorBoundary
-from tests.conftest import FAST, clean_redis, redis_url
+from tests.conftest import FAST, clean_redis, redis_database_url
 from tests.faults.keepalive import KeepAliveConnection
 from tests.faults.outage_load import Load, tally, wait_until
 from tests.faults.postgres_cluster import PostgresCluster, free_port
@@ -90,7 +90,7 @@ async def test_a_postgres_outage_serves_cached_profiles_and_answers_503_otherwis
     cluster: PostgresCluster, samples: SampleUpstreams
 ) -> None:
     tables = {name: dict(FAST) for name in samples.base_urls}
-    async with clean_redis(redis_url(14)) as cache_url:
+    async with clean_redis(redis_database_url(14)) as cache_url:
         settings = load_settings(
             database_url=cluster.url,
             cache_url=cache_url,
