@@ -127,7 +127,7 @@ def test_the_graph_sees_every_form_of_import(tmp_path: Path) -> None:
     planted = tmp_path / "planted.py"
     planted.write_text(
         "def f():\n    from resolvers.app import create_app\n"
-        "from .. import demo\nimport starlette.responses as r\n"
+        "from .. import sibling\nimport starlette.responses as r\n"
     )
     names = {name for _, name in imports(planted, "gateway.ingest.planted")}
-    assert {"resolvers.app", "gateway.demo", "starlette.responses"} <= names
+    assert {"resolvers.app", "gateway.sibling", "starlette.responses"} <= names
