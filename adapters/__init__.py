@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .breaker import BreakerState, CircuitBreaker
+from adapters.transport.breaker import BreakerState, CircuitBreaker
+
 from .config import UpstreamsConfig, UpstreamsConfigError, load_upstreams, load_upstreams_file
 from .errors import (
     CircuitOpen,
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     )
 
 # The factory pulls in httpx, zeep and tenacity: imported on first use, so that
-# `import adapters.samples` (and anything else wanting only records or errors) stays light.
+# `import demo.upstreams` (and anything else wanting only records or errors) stays light.
 _REGISTRY = frozenset(
     {
         "aclose_adapters",

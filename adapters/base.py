@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Generic, Protocol, TypeVar
 
-from .breaker import CircuitBreaker
+from adapters.transport.breaker import CircuitBreaker
 
 
 class _Named(Protocol):

@@ -15,13 +15,14 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, ConfigDict, field_validator
 
-from .auth import build_auth
+from adapters.transport.auth import build_auth
+from adapters.transport.rest import RestClient
+
 from .base import ClientBackedAdapter
 from .config import HubSpotConfig
 from .external_ids import ID_RULES, checked_email, checked_id, email_problem
 from .payload import Payload, checked
 from .records import Consents, CrmContact, normalise_email
-from .rest import RestClient
 
 __all__ = ["PROPERTIES", "HubSpotAdapter"]
 

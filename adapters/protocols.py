@@ -18,7 +18,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 
-from .breaker import CircuitBreaker
+from adapters.transport.breaker import CircuitBreaker
+
 from .records import (
     AnalyticsEvent,
     AnalyticsTraits,

@@ -229,7 +229,10 @@ class ExternalId(Record):
     @classmethod
     def _normalise_email_id(cls, data: Any) -> Any:
         # An e-mail external id is an address like any other: one normal form.
-        if isinstance(data, dict) and data.get("type") == "email":
-            if isinstance(data.get("id"), str):
-                return {**data, "id": normalise_email(data["id"])}
+        if (
+            isinstance(data, dict)
+            and data.get("type") == "email"
+            and isinstance(data.get("id"), str)
+        ):
+            return {**data, "id": normalise_email(data["id"])}
         return data

@@ -12,13 +12,14 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, ConfigDict, Field, JsonValue
 
-from .auth import build_auth
+from adapters.transport.auth import build_auth
+from adapters.transport.rest import RestClient
+
 from .base import ClientBackedAdapter
 from .config import SegmentConfig
 from .external_ids import ID_RULES, checked_email, checked_id
 from .payload import Payload, checked, parse_object
 from .records import AnalyticsEvent, AnalyticsTraits, ExternalId, normalise_email
-from .rest import RestClient
 
 __all__ = ["SegmentAdapter"]
 

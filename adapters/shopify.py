@@ -14,7 +14,9 @@ from typing import Literal
 
 from pydantic import AwareDatetime
 
-from .auth import build_auth
+from adapters.transport.auth import build_auth
+from adapters.transport.rest import RestClient
+
 from .base import ClientBackedAdapter
 from .config import ShopifyConfig
 from .external_ids import ID_RULES, checked_id, email_problem
@@ -28,7 +30,6 @@ from .records import (
     Product,
     normalise_email,
 )
-from .rest import RestClient
 
 __all__ = ["ShopifyAdapter"]
 

@@ -14,12 +14,13 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime
 
+from adapters.transport.soap import SoapClient
+
 from .base import ClientBackedAdapter
 from .config import SoapCrmConfig
 from .external_ids import ID_RULES, checked_email, checked_id, email_problem
 from .payload import Payload, checked, parse_object
 from .records import Consents, CrmContact, normalise_email
-from .soap import SoapClient
 
 __all__ = ["SoapCrmAdapter"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.api_keys import ApiKeys, Scope
+from gateway.access.api_keys import ApiKeys, Scope
 
 BENCH_KEY = "gwk_bench_only_key_of_a_throwaway_database"
 AUTH = {"Authorization": f"Bearer {BENCH_KEY}"}

@@ -21,14 +21,14 @@ from pathlib import Path
 
 import httpx
 
-from adapters.samples.runner import SampleUpstreams
 from bench.access import AUTH, create_bench_key
-from gateway.app import create_app
+from demo.seed import seed
+from demo.upstreams.runner import SampleUpstreams
+from demo.wiring import sample_upstreams_config
 from gateway.db.engine import create_engine, create_sessionmaker
-from gateway.demo import sample_upstreams_config
-from gateway.migrate import upgrade
-from gateway.seed import seed
+from gateway.db.migrate import upgrade
 from gateway.settings import load_settings
+from resolvers.app import create_app
 
 QUERIES = {
     "crm": "lifecycleStage company",
@@ -63,7 +63,7 @@ async def run(runs: int, latency_ms: int) -> None:
         # queries would otherwise fill the cache that the three-upstream one then reads).
         uncached = {"cache": {"ttl_s": 0}}
         upstreams = sample_upstreams_config(
-            samples.base_urls, {name: uncached for name in samples.base_urls}
+            samples.base_urls, dict.fromkeys(samples.base_urls, uncached)
         )
         app = create_app(load_settings(database_url=url), upstreams=upstreams)
         timings: dict[str, list[float]] = {name: [] for name in QUERIES}

@@ -36,13 +36,13 @@ from sqlalchemy import select
 
 from bench.identity_data import LabelledSet, load, write_csv
 from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.db.migrate import upgrade
 from gateway.db.models import Identity
-from gateway.erasure import Tombstones
 from gateway.identity import DEFAULT_CONFIG, pair_metrics, prepare
-from gateway.identity.model_store import ModelStore
-from gateway.identity.training import train
-from gateway.importer import import_file
-from gateway.migrate import upgrade
+from gateway.identity.scoring.model_store import ModelStore
+from gateway.identity.scoring.training import train
+from gateway.ingest.importer import import_file
+from gateway.privacy.erasure import Tombstones
 from gateway.settings import load_settings
 
 ADMIN_URL = os.environ.get(

@@ -32,10 +32,10 @@ from typing import Any
 
 import httpx
 
-from adapters.samples.population import population
 from bench.access import AUTH, BENCH_KEY, create_bench_key
 from bench.bare import PAYLOAD_FILE
-from gateway.demo import DEMO_SECRETS, example_upstreams
+from demo.people.population import population
+from demo.wiring import DEMO_SECRETS, example_upstreams
 
 SIZE = 1000
 SINGLE = (
@@ -161,7 +161,7 @@ def _toml(value: Any) -> str:
 async def _bench_key(database_url: str) -> None:
     """The benchmark's own key; the demo's (which `prepare` made) revoked, as `serve`
     refuses to start while it is active."""
-    from gateway.api_keys import DEMO_KEY_NAME, ApiKeys
+    from gateway.access.api_keys import DEMO_KEY_NAME, ApiKeys
     from gateway.db.engine import create_engine, create_sessionmaker
 
     engine = create_engine(database_url)
@@ -224,7 +224,7 @@ def run(cache: str, duration: int, connections: int) -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        from gateway.demo import prepare
+        from demo.wiring import prepare
         from gateway.settings import load_settings
 
         asyncio.run(prepare(load_settings(database_url=database), people))
@@ -240,7 +240,7 @@ def run(cache: str, duration: int, connections: int) -> None:
             [
                 sys.executable,
                 "-m",
-                "adapters.samples",
+                "demo.upstreams",
                 "--base-port",
                 str(samples_port),
                 "--size",

@@ -36,11 +36,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from adapters.samples.population import population
 from bench.access import BENCH_KEY
 from bench.load import _bench_key, _free_port, _process, _upstreams_file, _wait
-from gateway.demo import DEMO_SECRETS, prepare
-from gateway.migrate import upgrade
+from demo.people.population import population
+from demo.wiring import DEMO_SECRETS, prepare
+from gateway.db.migrate import upgrade
 from gateway.settings import load_settings
 from tests.faults.keepalive import KeepAliveConnection
 from tests.faults.outage_load import Load, tally
@@ -154,7 +154,7 @@ def run(clients: int, outage_s: float) -> None:
         asyncio.run(_bench_key(cluster.url))
         redis_port, samples_port, port = _free_port(), _consecutive_free_ports(4), _free_port()
         redis = ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1"]
-        samples = [sys.executable, "-m", "adapters.samples", "--base-port", str(samples_port)]
+        samples = [sys.executable, "-m", "demo.upstreams", "--base-port", str(samples_port)]
         env = {
             "GATEWAY_DATABASE_URL": cluster.url,
             "GATEWAY_CACHE_URL": f"redis://127.0.0.1:{redis_port}/0",

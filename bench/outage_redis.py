@@ -38,7 +38,7 @@ import httpx
 from bench.access import AUTH
 from bench.load import _free_port, _process, _upstreams_file, _wait
 from bench.stall import SIZE, _customers, _database, _seed
-from gateway.demo import DEMO_SECRETS
+from demo.wiring import DEMO_SECRETS
 from tests.faults.redis_server import RedisServer
 
 READ = "query($e: String!) { customer(email: $e) { email firstName lifecycleStage } }"
@@ -268,7 +268,7 @@ def run(args: argparse.Namespace) -> None:
             samples = [
                 sys.executable,
                 "-m",
-                "adapters.samples",
+                "demo.upstreams",
                 "--base-port",
                 str(samples_port),
                 "--size",

@@ -41,10 +41,10 @@ from typing import Any
 
 import httpx
 
-from adapters.samples.population import population
 from bench.access import AUTH, create_bench_key
 from bench.load import SINGLE, _free_port, _upstreams_file, _wait
-from gateway.demo import DEMO_SECRETS
+from demo.people.population import population
+from demo.wiring import DEMO_SECRETS
 
 SIZE = 300
 REPO = Path(__file__).resolve().parent.parent
@@ -115,9 +115,9 @@ def _redis(port: int) -> subprocess.Popen[bytes]:
 async def _prepare_database(admin_url: str) -> str:
     import asyncpg
 
+    from demo.seed import seed
     from gateway.db.engine import create_engine, create_sessionmaker
-    from gateway.migrate import upgrade
-    from gateway.seed import seed
+    from gateway.db.migrate import upgrade
 
     connection = await asyncpg.connect(admin_url)
     await connection.execute('CREATE DATABASE "gateway"')
@@ -258,7 +258,7 @@ def run(phase_s: float, log_s: float, connections: int) -> None:
             [
                 sys.executable,
                 "-m",
-                "adapters.samples",
+                "demo.upstreams",
                 "--base-port",
                 str(samples_port),
                 "--size",
@@ -303,16 +303,18 @@ def run(phase_s: float, log_s: float, connections: int) -> None:
             windows = []
             with _serve(env, port, workdir / "serve.log") as base:
                 _wait(f"{base}/readyz")
-                with _background(_load, base, connections) as done:
-                    with _background(_probe, port) as probes:
-                        time.sleep(2)  # warm: caches filled, both workers busy
-                        for name, fault, restore in phases:
-                            fault()
-                            start = time.monotonic()
-                            time.sleep(phase_s)
-                            windows.append((name, start, time.monotonic()))
-                            restore()
-                            time.sleep(2)  # back to normal before the next phase
+                with (
+                    _background(_load, base, connections) as done,
+                    _background(_probe, port) as probes,
+                ):
+                    time.sleep(2)  # warm: caches filled, both workers busy
+                    for name, fault, restore in phases:
+                        fault()
+                        start = time.monotonic()
+                        time.sleep(phase_s)
+                        windows.append((name, start, time.monotonic()))
+                        restore()
+                        time.sleep(2)  # back to normal before the next phase
             _report_phases(windows, probes, done, connections)
             print(f"\nlog written by both workers during a {log_s:.0f} s Redis outage under load:")
             for label, interval in (("summarised (10 s)", "10"), ("yardstick: every one", "0")):

@@ -22,15 +22,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from adapters.samples.catalogue import catalogue
-from adapters.samples.population import population
-from gateway.recommendations.builder import GATEWAY_PARAMS, compute
-from gateway.recommendations.datasets import movielens_100k, read_interactions
-from gateway.recommendations.demo_history import demo_history
-from gateway.recommendations.evaluation import evaluate
+from demo.people.catalogue import catalogue
+from demo.people.population import population
+from demo.recommendation_history import demo_history
 from gateway.recommendations.interactions import Interaction
-from gateway.recommendations.metrics import Split
 from gateway.recommendations.model import ModelParams
+from gateway.recommendations.training.builder import GATEWAY_PARAMS, compute
+from gateway.recommendations.training.datasets import movielens_100k, read_interactions
+from gateway.recommendations.training.evaluation import evaluate
+from gateway.recommendations.training.metrics import Split
 from gateway.settings import load_settings
 
 PEERS = ("popularity", "EASE", "ALS", "item-kNN", "item-to-item")

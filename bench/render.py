@@ -28,18 +28,18 @@ import httpx
 import liquid
 from sqlalchemy import select
 
-from adapters.samples.runner import SampleUpstreams
 from bench.access import AUTH, create_bench_key
-from gateway import render
-from gateway.app import create_app
+from demo.seed import seed
+from demo.upstreams.runner import SampleUpstreams
+from demo.wiring import sample_upstreams_config
 from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.db.migrate import upgrade
 from gateway.db.models import Customer
-from gateway.demo import sample_upstreams_config
-from gateway.migrate import upgrade
-from gateway.seed import seed
 from gateway.services import Services
 from gateway.settings import load_settings
-from resolvers.loaders import Loaders
+from gateway.templates import render
+from resolvers.app import create_app
+from resolvers.graphql.loaders import Loaders
 
 TEMPLATE = """<h1>Hi {{ first_name | default: "there" }},</h1>
 {% if lifecycle_stage == "customer" %}<p>Welcome back

@@ -34,10 +34,10 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from adapters.samples.population import population
 from bench.access import AUTH, create_bench_key
 from bench.load import _free_port, _process, _upstreams_file, _wait
-from gateway.demo import DEMO_SECRETS
+from demo.people.population import population
+from demo.wiring import DEMO_SECRETS
 
 SIZE = 1000
 TARGET_MS = 100.0
@@ -228,8 +228,8 @@ def _outcome(response: httpx.Response | None, error: str | None) -> str:
 
 
 async def _seed(database_url: str) -> None:
+    from demo.seed import seed
     from gateway.db.engine import create_engine, create_sessionmaker
-    from gateway.seed import seed
 
     engine = create_engine(database_url)
     try:
@@ -310,7 +310,7 @@ def run(database: str, cache: str, redis_url: str, only: list[str], timeout: flo
             samples = [
                 sys.executable,
                 "-m",
-                "adapters.samples",
+                "demo.upstreams",
                 "--base-port",
                 str(samples_port),
                 "--size",

@@ -37,7 +37,7 @@ import asyncpg
 import httpx
 
 from bench.load import _free_port, _process, _wait
-from gateway.migrate import upgrade
+from gateway.db.migrate import upgrade
 
 ADMIN_URL = os.environ.get(
     "GATEWAY_TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

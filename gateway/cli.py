@@ -1,15 +1,15 @@
-"""The ``gateway`` command: serve, migrate, demo, import, sync, keys, recs, identity."""
+"""The ``gateway`` command: serve, migrate, import, sync, keys, recs, identity (and the
+commands installed packages plug in, such as ``demo``)."""
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
-import socket
 import sys
 import tempfile
 from collections.abc import Callable
 from functools import wraps
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -17,17 +17,18 @@ import click
 import uvicorn
 
 from adapters.config import UpstreamsConfig
-from gateway import migrate as migrations
+from gateway.access.cli import keys
+from gateway.db import migrate as migrations
 from gateway.identity.cli import identity
-from gateway.keys_cli import keys
-from gateway.logs import configure_logging
+from gateway.observability.logs import configure_logging
 from gateway.recommendations.cli import recs
-from gateway.settings import Settings, SettingsError, is_loopback, load_settings
+from gateway.settings import Settings, SettingsError, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _settings(**overrides: object) -> Settings:
+def settings_or_exit(**overrides: object) -> Settings:
+    """Settings, or one line naming the bad setting and exit 2 (for every command)."""
     try:
         return load_settings(**overrides)
     except SettingsError as exc:
@@ -47,7 +48,7 @@ def _refuse(exc: SettingsError) -> NoReturn:
     sys.exit(2)
 
 
-def _friendly_errors(func: F) -> F:
+def friendly_errors(func: F) -> F:
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -59,7 +60,35 @@ def _friendly_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _CommandGroup(click.Group):
+    """The ``gateway`` group, with the commands other installed packages plug in through
+    the ``gateway.commands`` entry point group (the demo's, for one): each entry point is
+    a function that receives this group. Loaded on first use, so ``gateway serve`` does
+    not import them."""
+
+    _plugged_in = False
+
+    def _plug_in(self) -> None:
+        if self._plugged_in:
+            return
+        self._plugged_in = True
+        for entry_point in entry_points(group="gateway.commands"):
+            try:
+                register = entry_point.load()
+            except ImportError:
+                continue  # declared by the distribution, not installed here (the wheel)
+            register(self)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._plug_in()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._plug_in()
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_CommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="personalization-gateway")
 def main() -> None:
     """The personalization gateway: one GraphQL Customer over CRM, commerce and analytics.
@@ -84,12 +113,12 @@ def main() -> None:
     help="Start even with the demo's public API key active and the built-in erasure key "
     "(a local demo only; never in production).",
 )
-@_friendly_errors
+@friendly_errors
 def serve(host: str | None, port: int | None, workers: int, insecure_demo: bool) -> None:
     """Serve the GraphQL API (and GraphiQL) with uvicorn."""
-    from gateway.public_secrets import public_secrets_in_use
+    from gateway.access.public_secrets import public_secrets_in_use
 
-    settings = _settings(host=host, port=port)
+    settings = settings_or_exit(host=host, port=port)
     _upstreams(settings)  # fail here, in one line, not inside each worker
     configure_logging(settings.log_level, repeat_interval_s=settings.log_repeat_interval_s)
     problems = asyncio.run(public_secrets_in_use(settings))
@@ -114,7 +143,7 @@ def serve(host: str | None, port: int | None, workers: int, insecure_demo: bool)
         # through files in one directory, which it finds through this variable.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
     uvicorn.run(
-        "gateway.app:create_app",
+        "resolvers.app:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -137,138 +166,13 @@ def serve(host: str | None, port: int | None, workers: int, insecure_demo: bool)
 @click.option("--database-url", help="Override GATEWAY_DATABASE_URL.")
 def migrate(revision: str, downgrade_to: str | None, database_url: str | None) -> None:
     """Upgrade the database schema to the latest migration (or downgrade)."""
-    settings = _settings(database_url=database_url)
+    settings = settings_or_exit(database_url=database_url)
     if downgrade_to:
         migrations.downgrade(settings.database_url, downgrade_to)
         click.echo(f"database downgraded to {downgrade_to}")
     else:
         migrations.upgrade(settings.database_url, revision)
         click.echo(f"database upgraded to {revision}")
-
-
-@main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8000, show_default=True)
-@click.option(
-    "--customers",
-    type=click.IntRange(min=1, max=100_000),
-    default=1000,
-    show_default=True,
-    help="How many synthetic customers to seed.",
-)
-@click.option("--database-url", help="Override GATEWAY_DATABASE_URL (default: embedded SQLite).")
-@click.option(
-    "--upstreams-port",
-    type=int,
-    default=8101,
-    show_default=True,
-    help="First of four loopback ports for the sample upstreams (0: any free ports).",
-)
-@_friendly_errors
-def demo(
-    host: str, port: int, customers: int, database_url: str | None, upstreams_port: int
-) -> None:
-    """Migrate and seed the embedded database, start the sample upstreams, and serve."""
-    from adapters.samples.runner import SERVICE_NAMES, SampleUpstreams
-    from gateway.app import create_app
-    from gateway.demo import DEMO_API_KEY, prepare, sample_upstreams_config
-
-    # The demo is the one server that accepts its own public key.
-    settings = _settings(host=host, port=port, database_url=database_url, insecure_demo=True)
-    configure_logging(settings.log_level)
-    # Both bound before anything is seeded, so a second demo stops at once, saying which.
-    listening = _listen(settings.host, settings.port, "--port")
-    ports = {
-        name: upstreams_port + i if upstreams_port else 0 for i, name in enumerate(SERVICE_NAMES)
-    }
-    samples = SampleUpstreams(size=customers, ports=ports)
-    try:
-        samples.start()
-    except OSError as exc:
-        if exc.errno != errno.EADDRINUSE:
-            raise
-        taken = next((p for p in ports.values() if not _free(settings.host, p)), upstreams_port)
-        _port_in_use(
-            taken,
-            "the sample upstreams use four ports from --upstreams-port; choose others "
-            "with --upstreams-port N, or --upstreams-port 0 for any free ones",
-        )
-    with samples:  # started above; stopped however this ends
-        people = samples.people
-        migrations.upgrade(settings.database_url)
-        added = asyncio.run(prepare(settings, people))
-        example = people[0].email
-        app = create_app(
-            settings,
-            upstreams=sample_upstreams_config(samples.base_urls),
-            example_email=example,
-            example_key=DEMO_API_KEY,
-        )
-        _print_demo_banner(settings, added, len(people), example, samples.base_urls)
-        config = uvicorn.Config(
-            app,
-            log_config=None,
-            access_log=False,
-            timeout_keep_alive=int(settings.keep_alive_timeout_s),
-        )
-        uvicorn.Server(config).run(sockets=[listening])
-
-
-def _listen(host: str, port: int, option: str) -> socket.socket:
-    """A socket bound to the port, or one line naming the port and the option to change."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        if exc.errno != errno.EADDRINUSE:
-            raise
-        _port_in_use(port, f"choose another with {option} N")
-    return sock
-
-
-def _free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _port_in_use(port: int, advice: str) -> NoReturn:
-    click.echo(f"gateway: port {port} is already in use (another demo?); {advice}", err=True)
-    sys.exit(1)
-
-
-def _print_demo_banner(
-    settings: Settings, added: int, size: int, example: str, upstreams: dict[str, str]
-) -> None:
-    from gateway.demo import DEMO_API_KEY
-
-    exposed = (
-        ""
-        if is_loopback(settings.host)
-        else f"Warning: bound to {settings.host}, so anyone who reaches this port can use "
-        "the demo's public key (GraphiQL does not pre-fill it here).\n"
-    )
-    click.echo(
-        f"\nSeeded {added} new customers ({size} in the demo population).\n"
-        "Sample upstreams: " + ", ".join(f"{k} {v}" for k, v in upstreams.items()) + "\n"
-        f"GraphiQL:  http://{settings.host}:{settings.port}/graphql\n"
-        f"API key (demo only, admin): {DEMO_API_KEY}\n"
-        f"{exposed}"
-        "Try:\n"
-        f"  curl -s http://{settings.host}:{settings.port}/graphql "
-        "-H 'content-type: application/json' \\\n"
-        f"    -H 'Authorization: Bearer {DEMO_API_KEY}' \\\n"
-        f'    -d \'{{"query": "{{ customer(email: \\"{example}\\") '
-        "{ id email firstName identities { source externalId } lifecycleStage orderCount "
-        "lifetimeValue { amount currency } engagement { sessions30d } "
-        "sources { upstream status latencyMs } } }\"}'\n"
-    )
 
 
 @main.command(name="import")
@@ -296,11 +200,11 @@ def import_(
     """Import customer records from one source (CSV or JSON Lines), linking identities."""
     from gateway.db.engine import create_engine, create_sessionmaker
     from gateway.db.retries import RetryPolicy
-    from gateway.erasure import Tombstones
     from gateway.identity.source_ids import SourceIds
-    from gateway.importer import ImportSummary, import_file
+    from gateway.ingest.importer import ImportSummary, import_file
+    from gateway.privacy.erasure import Tombstones
 
-    settings = _settings(database_url=database_url)
+    settings = settings_or_exit(database_url=database_url)
     try:
         # What ids of ``source`` look like, when it is a configured upstream.
         source_ids = SourceIds.from_file(settings.upstreams_file)
@@ -357,7 +261,7 @@ def import_(
     help="Records per transaction.",
 )
 @click.option("--database-url", help="Override GATEWAY_DATABASE_URL.")
-@_friendly_errors
+@friendly_errors
 def sync(sources: tuple[str, ...], batch_size: int, database_url: str | None) -> None:
     """Pull what each upstream changed since the last sync, link it, and reconcile.
 
@@ -367,13 +271,13 @@ def sync(sources: tuple[str, ...], batch_size: int, database_url: str | None) ->
     """
     from adapters.registry import aclose_adapters, build_adapters
     from gateway.db.engine import create_engine, create_sessionmaker
-    from gateway.erasure import Tombstones
     from gateway.errors import InvalidInput
     from gateway.identity.source_ids import SourceIds
-    from gateway.sync import SyncReport
-    from gateway.sync import sync as run_sync
+    from gateway.ingest.sync import SyncReport
+    from gateway.ingest.sync import sync as run_sync
+    from gateway.privacy.erasure import Tombstones
 
-    settings = _settings(database_url=database_url)
+    settings = settings_or_exit(database_url=database_url)
     upstreams = _upstreams(settings)
     configure_logging(settings.log_level)
 

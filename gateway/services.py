@@ -7,30 +7,30 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from adapters.breaker import CircuitBreaker
 from adapters.config import UpstreamsConfig
 from adapters.registry import aclose_adapters, build_adapters
-from gateway.api_keys import ApiKeys, Principal
-from gateway.audit import AuditLog
-from gateway.cache import UpstreamCache, build_cache
-from gateway.consent import ConsentStore
-from gateway.customers import CustomerStore
+from adapters.transport.breaker import CircuitBreaker
+from gateway.access.api_keys import ApiKeys, Principal
+from gateway.access.rate_limit import RateLimiter
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.retries import RetryPolicy
-from gateway.erasure import Erasure, Tombstones
-from gateway.federation import Federation
 from gateway.identity.source_ids import SourceIds
-from gateway.notifications import Notifications, build_notifications
-from gateway.persisted_queries import PersistedQueries
-from gateway.profile_cache import CachedCustomers
-from gateway.rate_limit import RateLimiter
+from gateway.ingest.notifications import Notifications, build_notifications
+from gateway.ingest.webhook_receiver import Webhooks
+from gateway.ingest.webhooks import WebhookIngest
+from gateway.privacy.audit import AuditLog
+from gateway.privacy.consent import ConsentStore
+from gateway.privacy.erasure import Erasure, Tombstones
+from gateway.profiles.customers import CustomerStore
+from gateway.profiles.profile_cache import CachedCustomers
 from gateway.recommendations.serving import Recommender, open_recommender
-from gateway.redis_client import RedisGuard, open_client
-from gateway.render import Budgets, Renderer
-from gateway.render_pool import RenderPool
 from gateway.settings import Settings
-from gateway.templates import TemplateStore, open_templates
-from gateway.webhooks import WebhookIngest, Webhooks
+from gateway.templates.render import Budgets, Renderer
+from gateway.templates.render_pool import RenderPool
+from gateway.templates.store import TemplateStore, open_templates
+from gateway.upstreams.cache import UpstreamCache, build_cache
+from gateway.upstreams.federation import Federation
+from gateway.upstreams.redis_client import RedisGuard, open_client
 
 
 @dataclass(slots=True)
@@ -41,7 +41,6 @@ class Services:
     engine: AsyncEngine
     customers: CachedCustomers
     federation: Federation
-    persisted_queries: PersistedQueries
     renderer: Renderer
     templates: TemplateStore
     notifications: Notifications
@@ -101,12 +100,6 @@ class Services:
             engine=engine,
             customers=customers,
             federation=federation,
-            persisted_queries=PersistedQueries(
-                redis,
-                max_bytes=settings.persisted_query_max_bytes,
-                max_count=settings.persisted_queries_max,
-                ttl_s=settings.persisted_query_ttl_s,
-            ),
             renderer=renderer,
             templates=open_templates(sessions, renderer),
             notifications=notifications,
@@ -161,7 +154,7 @@ class Services:
         try:
             async with self.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
-        except Exception:
+        except Exception:  # noqa: BLE001 - readiness: any failure means "not ready"
             return False
         return True
 

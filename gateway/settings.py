@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from adapters.config import UpstreamsConfig, UpstreamsConfigError, load_upstreams_file
+from gateway.outage_settings import OutageSettings
 
 _ASYNC_DRIVERS = {
     "postgres": "postgresql+asyncpg",
@@ -39,7 +40,7 @@ class LogLevel(StrEnum):
     ERROR = "ERROR"
 
 
-class Settings(BaseSettings):
+class Settings(OutageSettings):
     """Every knob of the gateway, with production-safe defaults for a single instance."""
 
     model_config = SettingsConfigDict(
@@ -53,31 +54,6 @@ class Settings(BaseSettings):
     )
     cache_url: str = Field(
         default="memory://", description="memory:// (per process) or redis://HOST:PORT/DB."
-    )
-    redis_timeout_s: Annotated[float, Field(gt=0, le=10)] = Field(
-        default=0.25,
-        description="Socket and connect timeout of each Redis command: a frozen Redis costs "
-        "this, not redis-py's default 5 s.",
-    )
-    redis_op_timeout_s: Annotated[float, Field(gt=0, le=10)] = Field(
-        default=0.5,
-        description="Longest one cache operation may take, its retries included; beyond, "
-        "it is a miss and the request goes on without the cache.",
-    )
-    redis_retries: Annotated[int, Field(ge=0, le=10)] = Field(
-        default=2,
-        description="Retries (with backoff) of a Redis command whose connection broke, e.g. "
-        "by a Redis restart: the connection is replaced instead of failing the request.",
-    )
-    redis_health_check_interval_s: Annotated[float, Field(ge=1, le=300)] = Field(
-        default=5.0, description="A Redis connection idle this long is checked before use."
-    )
-    redis_breaker_failures: Annotated[int, Field(ge=1)] = Field(
-        default=3, description="Consecutive Redis failures that open its circuit."
-    )
-    redis_breaker_reset_s: Annotated[float, Field(gt=0, le=60)] = Field(
-        default=1.0,
-        description="How long Redis's open circuit serves without the cache before a probe.",
     )
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
@@ -234,46 +210,6 @@ class Settings(BaseSettings):
         description="How long a verified API key is remembered in a process; a revoked key "
         "stops working within this time on every instance.",
     )
-    api_key_outage_grace_s: Annotated[float, Field(ge=0, le=86_400)] = Field(
-        default=300.0,
-        description="While the database is unreachable, a key this process verified "
-        "within this many seconds is still accepted (a key known revoked, or never "
-        "verified, is not); 0 refuses every key during an outage.",
-    )
-    database_connect_timeout_s: Annotated[float, Field(gt=0, le=60)] = Field(
-        default=2.0,
-        description="Longest wait to open a database connection: a database that is down "
-        "is answered 503 DATABASE_UNAVAILABLE after this, not after the OS's minutes.",
-    )
-    database_pool_timeout_s: Annotated[float, Field(gt=0, le=60)] = Field(
-        default=2.0,
-        description="Longest a request waits for a free pooled database connection.",
-    )
-    keep_alive_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
-        default=75.0,
-        description="How long the server keeps an idle keep-alive connection open. Longer "
-        "than the clients' and load balancers' own idle timeouts (httpx 5 s, AWS ALB 60 s), "
-        "so the client, never the server, closes an idle connection: a server closing one "
-        "while the client sends on it fails that request (uvicorn's default is 5 s).",
-    )
-    unavailable_retry_after_s: Annotated[int, Field(ge=1, le=3600)] = Field(
-        default=5,
-        description="Retry-After of a 503 answered because the database or the cache is "
-        "unreachable.",
-    )
-    db_retry_attempts: Annotated[int, Field(ge=1, le=20)] = Field(
-        default=5,
-        description="Most times a write transaction runs (the first included) when the "
-        "database aborts it for a deadlock or serialization failure, or SQLite stays locked.",
-    )
-    db_retry_base_s: Annotated[float, Field(gt=0, le=10)] = Field(
-        default=0.02,
-        description="Longest wait before the first retry of such a transaction; it doubles "
-        "for each further retry (each wait a random time up to it: full jitter).",
-    )
-    db_retry_cap_s: Annotated[float, Field(gt=0, le=60)] = Field(
-        default=1.0, description="Longest wait between two attempts of such a transaction."
-    )
     audit_flush_interval_s: Annotated[float, Field(gt=0, le=60)] = Field(
         default=1.0, description="How often buffered audit entries are written."
     )
@@ -292,22 +228,6 @@ class Settings(BaseSettings):
         default=False,
         description="Accept the demo's public API key. Set by `gateway demo` and by "
         "`gateway serve --insecure-demo` for their workers (plain `serve` turns it off).",
-    )
-    log_repeat_interval_s: Annotated[float, Field(ge=0)] = Field(
-        default=10.0,
-        description="A warning or error logged again and again (same logger, message and "
-        "exception site) is written once with its traceback, then counted: one line with "
-        "the count per this many seconds; 0 writes every one.",
-    )
-    readyz_timeout_s: Annotated[float, Field(gt=0, le=5)] = Field(
-        default=0.1,
-        description="How long /readyz waits for each dependency (probed concurrently) "
-        "before reporting it as timed out.",
-    )
-    circuit_publish_interval_s: Annotated[float, Field(gt=0, le=60)] = Field(
-        default=2.0,
-        description="How often each worker publishes its circuit breakers' states to Redis "
-        "(also at every change); they expire after three intervals without one.",
     )
 
     @model_validator(mode="before")

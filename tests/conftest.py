@@ -10,7 +10,10 @@ Under CI=true a missing Postgres fails the run instead of skipping its tests.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -25,14 +28,14 @@ from sqlalchemy import event
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from adapters.samples.runner import SampleUpstreams
-from gateway.api_keys import Scope
-from gateway.app import create_app
+from demo.seed import seed
+from demo.upstreams.runner import SampleUpstreams
+from demo.wiring import sample_upstreams_config
+from gateway.access.api_keys import Scope
 from gateway.db.engine import create_engine, create_sessionmaker
-from gateway.demo import sample_upstreams_config
-from gateway.migrate import upgrade
-from gateway.seed import seed
+from gateway.db.migrate import upgrade
 from gateway.settings import Settings, load_settings
+from resolvers.app import create_app
 
 # The whole run's ERROR log, checked after each test and at the end (tests/error_log.py).
 pytest_plugins = ["tests.error_log", "pytester"]
@@ -59,7 +62,53 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def redis_url(db: int) -> str:
+# What a test needs, read from its code and its fixtures' code: the `postgres` and `redis`
+# markers (pyproject.toml) are set here, so `-m "not postgres"` and `-m "not redis"`
+# select the tests that run without that server.
+_NEEDS = {
+    "postgres": re.compile(r"\b(postgres_url|create_postgres_database|GATEWAY_TEST_POSTGRES\w*)\b"),
+    "redis": re.compile(
+        r"\b(clean_redis|redis_url|redis_database_url|REDIS_BASE_URL|GATEWAY_TEST_REDIS_URL)\b"
+    ),
+}
+# Fixtures that name a server without always using it (``database_url`` is parametrized
+# over both backends: its Postgres half is marked by its parameter).
+_NOT_SCANNED = {"database_url"}
+
+
+def _sources(item: pytest.Item) -> Iterator[str]:
+    functions = [getattr(item, "function", None)]
+    fixtures = getattr(item, "_fixtureinfo", None)
+    if fixtures is not None:
+        for name, definitions in fixtures.name2fixturedefs.items():
+            if name not in _NOT_SCANNED:
+                functions += [definition.func for definition in definitions]
+    for function in functions:
+        if (source := _source(function)) is not None:
+            yield source
+
+
+@functools.cache
+def _source(function: Any) -> str | None:
+    try:
+        return inspect.getsource(function)
+    except (OSError, TypeError):
+        return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        sources = list(_sources(item))
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params if callspec is not None else {}
+        for marker, pattern in _NEEDS.items():
+            if any(pattern.search(source) for source in sources) or (
+                marker == "postgres" and params.get("database_url") == "postgres"
+            ):
+                item.add_marker(getattr(pytest.mark, marker))
+
+
+def redis_database_url(db: int) -> str:
     """The URL of database ``db`` on the test Redis server."""
     return f"{REDIS_BASE_URL}/{db}"
 

@@ -57,7 +57,7 @@ def _record(*args: Any, **kwargs: Any) -> logging.LogRecord:
     if record.levelno >= logging.ERROR and record.exc_info and record.exc_info[0] is not None:
         try:
             message = record.getMessage()
-        except Exception:  # a malformed call still shows its format string
+        except Exception:  # noqa: BLE001 - a malformed call still shows its format string
             message = str(record.msg)
         # Formatted now: holding exc_info would keep every frame of the failure alive.
         text = "".join(traceback.format_exception(*record.exc_info))

@@ -20,7 +20,7 @@ from typing import Any
 
 import graphql
 
-from gateway.api_keys import Scope
+from gateway.access.api_keys import Scope
 
 SLOW_S = 10.0  # generous: the shared 2-core machine, Postgres, upstream retries
 MASKED = "Internal server error."

@@ -6,8 +6,8 @@ from collections.abc import Collection
 
 import pytest
 
-from gateway.api_key_grace import OutageGrace
-from gateway.api_keys import Principal, Scope
+from gateway.access.api_key_grace import OutageGrace
+from gateway.access.api_keys import Principal, Scope
 from gateway.errors import DatabaseUnavailable
 
 READER = Principal("k1", "reader", frozenset({Scope.PROFILES_READ}), None)

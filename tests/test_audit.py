@@ -10,9 +10,9 @@ from contextlib import asynccontextmanager
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.audit import Action, AuditLog
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.models import AuditEntry
+from gateway.privacy.audit import Action, AuditLog
 
 
 @asynccontextmanager

@@ -13,11 +13,11 @@ import httpx
 import pytest
 from sqlalchemy.engine import Engine
 
-from adapters.samples.runner import SampleUpstreams
-from tests.conftest import GatewayFactory, clean_redis, recorded_statements, redis_url
+from demo.upstreams.runner import SampleUpstreams
+from tests.conftest import GatewayFactory, clean_redis, recorded_statements, redis_database_url
 from tests.gql_client import gql
 
-REDIS_URL = redis_url(11)
+REDIS_URL = redis_database_url(11)
 PROFILE = (
     "query($email: String!) { customer(email: $email) { id lifecycleStage "
     "lifetimeValue { amount } sources { upstream status ageSeconds errorCode } } }"

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from adapters.samples.population import population
-from gateway.demo import DEMO_API_KEY
+from demo.people.population import population
+from demo.wiring import DEMO_API_KEY
 from tests.conftest import REPO
 
 GATEWAY = [sys.executable, "-m", "gateway"]

@@ -13,8 +13,8 @@ from sqlalchemy import text
 
 from gateway.db.connectivity import is_connectivity_failure
 from gateway.db.engine import create_engine
-from gateway.error_boundary import as_unavailable
 from gateway.errors import CacheUnavailable, DatabaseUnavailable, InvalidInput
+from resolvers.http.error_boundary import as_unavailable
 
 
 def test_refused_reset_starting_up_and_pool_timeouts_are_connectivity_failures() -> None:
@@ -37,9 +37,11 @@ def test_a_constraint_violation_or_a_deadlock_is_not() -> None:
 def test_the_edge_codes_database_and_cache_outages_and_nothing_else() -> None:
     invalidated = sa_exc.DBAPIError("SELECT", None, Exception("gone"), connection_invalidated=True)
     database = as_unavailable(invalidated)
-    assert isinstance(database, DatabaseUnavailable) and database.code == "DATABASE_UNAVAILABLE"
+    assert isinstance(database, DatabaseUnavailable)
+    assert database.code == "DATABASE_UNAVAILABLE"
     cache = as_unavailable(RedisConnectionError("Connection refused"))
-    assert isinstance(cache, CacheUnavailable) and cache.code == "CACHE_UNAVAILABLE"
+    assert isinstance(cache, CacheUnavailable)
+    assert cache.code == "CACHE_UNAVAILABLE"
     assert as_unavailable(InvalidInput("bad")) is None
     assert as_unavailable(OSError("a file")) is None  # not every OSError is the database
 

@@ -19,13 +19,13 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from adapters.samples.population import population
+from demo.people.population import population
+from demo.seed import seed
 from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.db.migrate import upgrade
 from gateway.db.models import Attribute, Customer, Event
-from gateway.erasure import Tombstones
-from gateway.importer import import_file
-from gateway.migrate import upgrade
-from gateway.seed import seed
+from gateway.ingest.importer import import_file
+from gateway.privacy.erasure import Tombstones
 from gateway.settings import load_settings
 from tests.conftest import (
     api_client,

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.samples.runner import SampleUpstreams
+from demo.upstreams.runner import SampleUpstreams
 from tests.conftest import FAST
 from tests.gql_client import gql
 

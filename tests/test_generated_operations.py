@@ -34,22 +34,22 @@ from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from adapters.samples.catalogue import CATEGORIES, catalogue
-from adapters.samples.runner import SampleUpstreams
-from gateway.api_keys import Scope
-from gateway.app import create_app
+from demo.people.catalogue import CATEGORIES, catalogue
+from demo.recommendation_history import store_demo_history
+from demo.seed import seed
+from demo.upstreams.runner import SampleUpstreams
+from demo.wiring import sample_upstreams_config
+from gateway.access.api_keys import Scope
 from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.db.migrate import upgrade
 from gateway.db.models import Customer, Identity
-from gateway.demo import sample_upstreams_config
-from gateway.migrate import upgrade
-from gateway.notifications import CustomerChange
-from gateway.recommendations.builder import build
-from gateway.recommendations.demo_history import store_demo_history
+from gateway.ingest.notifications import CustomerChange
 from gateway.recommendations.store import RecommendationStore
-from gateway.render import RenderFormat
-from gateway.seed import seed
+from gateway.recommendations.training.builder import build
 from gateway.settings import load_settings
-from resolvers.schema import build_schema
+from gateway.templates.render import RenderFormat
+from resolvers.app import create_app
+from resolvers.graphql.schema import build_schema
 from tests.conftest import FAST, bearer, create_postgres_database, drop_postgres_database
 from tests.operations import LIQUID, RealData, Rewriter, documents
 from tests.operations_oracle import Problem, check

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 import pytest
 import uvicorn
 
-from gateway.app import create_app
 from gateway.settings import Settings
+from resolvers.app import create_app
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
 
-from adapters.samples.runner import SampleUpstreams
+from demo.upstreams.runner import SampleUpstreams
 from tests.conftest import issue_key
 
 QUERY = '{ customer(email: "nobody@example.com") { id } }'
@@ -228,8 +228,10 @@ async def test_graphiql_page_loads_its_assets_locally(client: httpx.AsyncClient)
     assert "text/html" in page.headers["content-type"]
     # Nothing fetched from a CDN: every script and stylesheet is served by the gateway.
     assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
-    assert assets and all(a.startswith("/graphiql/assets/") for a in assets)
-    assert "https://" not in page.text and "http://" not in page.text
+    assert assets
+    assert all(a.startswith("/graphiql/assets/") for a in assets)
+    assert "https://" not in page.text
+    assert "http://" not in page.text
     for asset in assets:
         response = await client.get(asset)
         assert response.status_code == 200, asset
@@ -238,17 +240,19 @@ async def test_graphiql_page_loads_its_assets_locally(client: httpx.AsyncClient)
 
 async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     health = await client.get("/healthz")
-    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert health.status_code == 200
+    assert health.json()["status"] == "ok"
     ready = await client.get("/readyz")
     assert ready.status_code == 200
     body = ready.json()
-    assert body["status"] == "ready" and body["reasons"] == []
+    assert body["status"] == "ready"
+    assert body["reasons"] == []
     assert body["checks"] == {"database": "ok", "cache": "ok", "upstreams": {}}
 
 
 async def test_readiness_is_503_when_the_database_is_down() -> None:
-    from gateway.app import create_app
     from gateway.settings import load_settings
+    from resolvers.app import create_app
 
     # A port nothing listens on: the database cannot answer.
     app = create_app(load_settings(database_url="postgresql+asyncpg://nobody@127.0.0.1:1/none"))

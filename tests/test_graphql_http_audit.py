@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.migrate import upgrade
+from gateway.db.migrate import upgrade
 from tests.conftest import IN_CI, REPO
 
 GRAPHQL_HTTP = "graphql-http@1.23.1"

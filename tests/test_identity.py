@@ -14,8 +14,8 @@ from gateway.identity import (
     pair_metrics,
     prepare,
 )
-from gateway.identity.comparison import Scorer
 from gateway.identity.linkage import KnownState, Linker
+from gateway.identity.scoring.comparison import Scorer
 from gateway.identity.values import email_parts, phone_key, soundex
 
 PERSON = {
@@ -146,7 +146,8 @@ def test_linker_stops_at_the_identity_limit() -> None:
     assert [d.rule for d in decisions] == ["new", "email", "new", "new"]
     assert len({d.customer_id for d in decisions}) == 3
     for overflow in decisions[2:]:
-        assert overflow.review is not None and overflow.review.reason == "identity_limit"
+        assert overflow.review is not None
+        assert overflow.review.reason == "identity_limit"
         assert overflow.review.candidate_customer_id == decisions[0].customer_id
 
 
@@ -186,7 +187,8 @@ def test_a_stranger_with_the_same_surname_and_a_birth_date_a_digit_off_is_not_me
         "last_name": "exact",
         "date_of_birth": "one edit",
     }
-    assert scored.vetoed and scored.probability < DEFAULT_MODEL.review_probability
+    assert scored.vetoed
+    assert scored.probability < DEFAULT_MODEL.review_probability
 
 
 def test_pairs_are_scored_before_clusters_form_so_one_link_cannot_chain_two_people() -> None:
@@ -220,7 +222,8 @@ def test_pairs_are_scored_before_clusters_form_so_one_link_cannot_chain_two_peop
     owner = {d.record.external_id: d.customer_id for d in decisions}
     assert owner["c"] == owner["b"] != owner["a"]
     review = decisions[1].review
-    assert review is not None and review.reason == "conflict"
+    assert review is not None
+    assert review.reason == "conflict"
     assert review.candidate_customer_id == owner["a"]
 
 

@@ -81,7 +81,8 @@ async def test_same_identity_and_normalised_email_and_phone_link(
     by_email = await resolver.link_one(
         {"external_id": "s1", "email": f"JOLEE{tag}+x@googlemail.com"}, f"shop{tag}"
     )
-    assert first.new_customer and first.rule == "new"
+    assert first.new_customer
+    assert first.rule == "new"
     assert (again.rule, again.customer_id) == ("identity", first.customer_id)
     assert (by_email.rule, by_email.customer_id) == ("email", first.customer_id)
     phone = f"+4420794{int(tag, 16) % 100000:05d}"
@@ -98,7 +99,8 @@ async def test_same_identity_and_normalised_email_and_phone_link(
         )
         golden = await session.get(Customer, first.customer_id)
     assert rules == {"new", "email"}
-    assert golden is not None and golden.first_name == "Joanne"  # most recent wins
+    assert golden is not None
+    assert golden.first_name == "Joanne"
 
 
 async def test_placeholder_values_never_link(sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -127,13 +129,15 @@ async def test_probabilistic_match_merges_and_review_band_does_not(
         "shop",
     )
     assert (typo.rule, typo.customer_id) == ("probabilistic", stored.customer_id)
-    assert typo.score is not None and typo.score >= DEFAULT_MODEL.match_probability
+    assert typo.score is not None
+    assert typo.score >= DEFAULT_MODEL.match_probability
     # Same surname and postcode but nothing else: worth a look, not a merge.
     maybe = await resolver.link_one(
         {"external_id": "m1", "last_name": base["last_name"], "postcode": base["postcode"]},
         "events",
     )
-    assert maybe.new_customer and maybe.review is not None
+    assert maybe.new_customer
+    assert maybe.review is not None
     assert maybe.review.candidate_customer_id == stored.customer_id
     assert (
         DEFAULT_MODEL.review_probability
@@ -154,7 +158,8 @@ async def test_probabilistic_match_merges_and_review_band_does_not(
             )
         )
     assert reviews == [("score", "open")]
-    assert link is not None and link.score == pytest.approx(typo.score)
+    assert link is not None
+    assert link.score == pytest.approx(typo.score)
     assert link.matched_identity_id is not None
 
 
@@ -223,7 +228,8 @@ async def test_merge_then_unmerge_restores_separate_profiles(
         moved = set(
             await session.scalars(select(Attribute.name).where(Attribute.customer_id == split))
         )
-    assert left is not None and right is not None
+    assert left is not None
+    assert right is not None
     assert (left.email, left.first_name) == (f"a.{tag}@corp.com", "Ann")
     assert (right.email, right.first_name) == (f"b.{tag}@corp.com", "Bea")
     assert {"email", "first_name", "last_name"} <= moved
@@ -267,12 +273,13 @@ async def test_survivorship_prefers_the_trusted_source(
                 )
             )
         )
-    assert customer is not None and customer.first_name == "Patricia"
+    assert customer is not None
+    assert customer.first_name == "Patricia"
     assert sources == {"crm", "shop"}
 
 
 async def test_concurrent_records_for_one_new_email_make_one_customer(postgres_url: str) -> None:
-    from gateway.migrate import upgrade
+    from gateway.db.migrate import upgrade
 
     await asyncio.to_thread(upgrade, postgres_url)
     engine = create_engine(postgres_url)

@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.identity import DEFAULT_CONFIG, DEFAULT_MODEL, prepare
-from gateway.identity.comparison import FIELDS, Scorer
-from gateway.identity.levels import BY_FIELD, COMPARISONS, Comparison
-from gateway.identity.model import LinkageModel
-from gateway.identity.training import term_frequencies
+from gateway.identity.scoring.comparison import FIELDS, Scorer
+from gateway.identity.scoring.levels import BY_FIELD, COMPARISONS, Comparison
+from gateway.identity.scoring.model import LinkageModel
+from gateway.identity.scoring.training import term_frequencies
 
 _CONNECTION = duckdb.connect(":memory:")
 _LETTERS = "aeilnorstmchkb '"
@@ -144,7 +144,7 @@ def test_every_field_the_scorer_compares_has_a_comparison() -> None:
         "crm",
         DEFAULT_CONFIG,
     )
-    assert FIELDS == tuple(c.field for c in COMPARISONS)
+    assert tuple(c.field for c in COMPARISONS) == FIELDS
     assert dict(zip(FIELDS, record.compared(), strict=True)) == {
         ("email" if k == "email" else k): v for k, v in record.comparable().items()
     }
@@ -198,22 +198,26 @@ def test_a_name_in_its_else_level_vetoes_a_merge_unless_the_rest_agrees() -> Non
     stranger = scorer.score(
         *_pair(first_name="Kevin", date_of_birth="1961-04-08", **NAME_AND_BIRTH_DATE)
     )
-    assert stranger.levels["first_name"] == "else" and stranger.vetoed
+    assert stranger.levels["first_name"] == "else"
+    assert stranger.vetoed
     # A surname changed at marriage, with the address, town and postcode all agreeing.
     married = scorer.score(*_pair(last_name="Okonkwo"))
-    assert married.levels["last_name"] == "else" and not married.vetoed
+    assert married.levels["last_name"] == "else"
+    assert not married.vetoed
     assert married.probability >= DEFAULT_MODEL.match_probability
 
 
 def test_swapped_names_count_only_when_both_cross_comparisons_agree() -> None:
     scorer = Scorer(DEFAULT_MODEL)
     swapped = scorer.score(*_pair(first_name="Thornbury", last_name="Margaret"))
-    assert swapped.swapped and not swapped.vetoed
+    assert swapped.swapped
+    assert not swapped.vetoed
     assert swapped.levels["first_name"] == swapped.levels["last_name"] == "exact"
     # One name moved across, the other a different name: not a swap, and without an
     # address to say otherwise, a stranger.
     half = scorer.score(*_pair(first_name="Thornbury", last_name="Okonkwo", **NAME_AND_BIRTH_DATE))
-    assert not half.swapped and half.vetoed
+    assert not half.swapped
+    assert half.vetoed
 
 
 def test_a_common_surname_is_weaker_evidence_than_a_rare_one() -> None:

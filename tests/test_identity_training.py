@@ -18,13 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.cli import main
 from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.db.migrate import upgrade
 from gateway.db.models import Identity
 from gateway.identity import DEFAULT_CONFIG, LinkageModel, Resolver, pair_metrics, prepare
-from gateway.identity.comparison import Scorer
 from gateway.identity.linkage import KnownState, Linker
-from gateway.identity.model_store import ModelStore
-from gateway.identity.training import TrainingReport, check, train
-from gateway.migrate import upgrade
+from gateway.identity.scoring.comparison import Scorer
+from gateway.identity.scoring.model_store import ModelStore
+from gateway.identity.scoring.training import TrainingReport, check, train
 from tests.conftest import create_postgres_database, drop_postgres_database
 from tests.identity_people import population
 
@@ -168,7 +168,8 @@ async def test_versions_are_stored_and_the_linker_uses_the_active_one(
     assert strict.review_probability < probability < strict.match_probability
     first = await Resolver(sessions).link_one(PAIR[0], "crm")
     second = await Resolver(sessions).link_one(PAIR[1], "crm")
-    assert second.new_customer and second.review is not None
+    assert second.new_customer
+    assert second.review is not None
     assert second.review.score == pytest.approx(probability)
 
     lenient = await store.with_thresholds(probability * 0.99, 0.3)
@@ -184,9 +185,11 @@ async def test_versions_are_stored_and_the_linker_uses_the_active_one(
     third = await Resolver(sessions).link_one(
         {**PAIR[1], "external_id": "a3", "date_of_birth": "1950-02-14"}, "crm"
     )
-    assert third.rule == "probabilistic" and third.score is not None
+    assert third.rule == "probabilistic"
+    assert third.score is not None
     assert third.score > lenient.match_probability
-    assert third.merged and set(third.merged) | {third.customer_id} == {
+    assert third.merged
+    assert set(third.merged) | {third.customer_id} == {
         first.customer_id,
         second.customer_id,
     }
@@ -203,7 +206,8 @@ async def test_versions_are_stored_and_the_linker_uses_the_active_one(
     fourth = await Resolver(sessions).link_one(
         {**PAIR[1], "external_id": "a4", "date_of_birth": "1950-02-18"}, "crm"
     )
-    assert fourth.new_customer and fourth.review is not None
+    assert fourth.new_customer
+    assert fourth.review is not None
 
 
 def _write(rows: list[dict[str, str]], path: Path) -> Path:
@@ -226,7 +230,8 @@ def test_train_then_import_from_the_command_line(fresh_url: str, tmp_path: Path)
     shown = runner.invoke(main, ["identity", "model", "--database-url", fresh_url])
     assert shown.exit_code == 0, shown.output
     assert "version 1 (active)" in shown.output
-    assert "date_of_birth" in shown.output and "day and month swapped" in shown.output
+    assert "date_of_birth" in shown.output
+    assert "day and month swapped" in shown.output
     changed = runner.invoke(
         main,
         ["identity", "model", "--match-probability", "0.98", "--database-url", fresh_url],
@@ -238,7 +243,8 @@ def test_train_then_import_from_the_command_line(fresh_url: str, tmp_path: Path)
         main,
         ["identity", "model", "--review-probability", "0.99", "--database-url", fresh_url],
     )
-    assert refused.exit_code == 2 and "review" in refused.output
+    assert refused.exit_code == 2
+    assert "review" in refused.output
 
     imported = runner.invoke(
         main, ["import", str(path), "--source", "crm", "--database-url", fresh_url]
@@ -254,7 +260,8 @@ def test_train_then_import_from_the_command_line(fresh_url: str, tmp_path: Path)
         return found
 
     metrics = pair_metrics(asyncio.run(clusters()), TRUTH)
-    assert metrics.precision >= 0.99 and metrics.recall >= 0.8, metrics
+    assert metrics.precision >= 0.99, metrics
+    assert metrics.recall >= 0.8, metrics
 
 
 def test_training_refuses_too_little_to_learn_from(fresh_url: str, tmp_path: Path) -> None:

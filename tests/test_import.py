@@ -17,8 +17,8 @@ import gateway.identity.repository as repository
 from gateway.db.access_models import Tombstone
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.models import Attribute, Customer, Identity
-from gateway.erasure import Tombstones
-from gateway.importer import ImportSummary, import_file
+from gateway.ingest.importer import ImportSummary, import_file
+from gateway.privacy.erasure import Tombstones
 
 
 @pytest.fixture
@@ -66,7 +66,8 @@ async def test_csv_import_reports_bad_rows_by_line(
     ]
     assert all(tag not in r.reason for r in summary.rejected)  # reasons carry no values
     assert (summary.read, summary.created, summary.linked) == (7, 1, 1)
-    assert seen and seen[-1] == 7
+    assert seen
+    assert seen[-1] == 7
     assert await _identities(sessions, f"csv{tag}") == 2
 
 
@@ -102,7 +103,8 @@ async def test_jsonl_import_with_provenance(
         customer = await session.scalar(
             select(Customer).where(Customer.email == f"gil.{tag}@corp.com")
         )
-        assert customer is not None and customer.first_name == "Gilbert"  # most recent
+        assert customer is not None
+        assert customer.first_name == "Gilbert"
         names = (
             await session.execute(
                 select(Attribute.value, Attribute.source).where(

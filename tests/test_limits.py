@@ -15,9 +15,9 @@ import pytest
 from graphql import get_introspection_query, parse
 
 from gateway.settings import load_settings
-from resolvers.limits import QueryCost
-from resolvers.query_cost import DEFAULT_LIST_WEIGHT
-from resolvers.schema import build_schema
+from resolvers.graphql.limits import QueryCost
+from resolvers.graphql.query_cost import DEFAULT_LIST_WEIGHT
+from resolvers.graphql.schema import build_schema
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 ESP_BATCH = """
@@ -98,7 +98,8 @@ async def test_depth_counts_through_fragments() -> None:
       fragment Lines on Order { lineItems { price { amount } } }
     """
     result = await schema.execute(query)
-    assert result.errors and result.errors[0].message == "Query depth 5 exceeds the limit of 3"
+    assert result.errors
+    assert result.errors[0].message == "Query depth 5 exceeds the limit of 3"
 
 
 async def test_the_depth_rule_is_built_once_so_validation_stays_cached() -> None:
@@ -189,7 +190,8 @@ async def test_the_cost_limit_is_the_settings() -> None:
     schema = build_schema(load_settings(max_query_cost=100))
     query = "query($e: [String!]) { customers(emails: $e) { consent { analytics } } }"
     over = await schema.execute(query, variable_values={"e": ["a@b.co"] * 51})
-    assert over.data is None and over.errors
+    assert over.data is None
+    assert over.errors
     assert over.errors[0].extensions == {"code": "QUERY_TOO_COSTLY", "cost": 102, "limit": 100}
 
 
@@ -272,7 +274,7 @@ def test_root_fields_are_counted_in_one_pass_over_the_fragments(
     """Counted per spread, ``fragment a on Query { ...b ...b ...b ...b ...b }`` ten deep
     (447 bytes) walked 5^10 spreads and held the event loop for 8 s; each fragment is
     measured once per depth."""
-    from resolvers import document_size
+    from resolvers.graphql import document_size
 
     visits = 0
     measure = document_size._FieldCounter.fields
@@ -318,7 +320,8 @@ async def test_the_size_limits_are_the_settings() -> None:
     )
     assert (await schema.execute("{ a: __typename b: __typename }")).errors is None
     three = await schema.execute("{ a: __typename b: __typename c: __typename }")
-    assert three.errors and three.errors[0].extensions == {
+    assert three.errors
+    assert three.errors[0].extensions == {
         "code": "TOO_MANY_ROOT_FIELDS",
         "rootFields": 3,
         "limit": 2,
@@ -326,7 +329,8 @@ async def test_the_size_limits_are_the_settings() -> None:
     tokens = await schema.execute("{ __typename " + "# x\n" * 10 + "}" + " " * 10)
     assert tokens.errors is None  # comments are not tokens
     long = await schema.execute("{ " + "__typename " * 201 + "}")
-    assert long.errors and long.errors[0].extensions == {"code": "QUERY_TOO_LARGE", "limit": 200}
+    assert long.errors
+    assert long.errors[0].extensions == {"code": "QUERY_TOO_LARGE", "limit": 200}
 
 
 # --- body size -----------------------------------------------------------------------

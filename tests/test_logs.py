@@ -20,9 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.log_repeats import RepeatSummary
-from gateway.logs import JsonFormatter
-from gateway.migrate import upgrade
+from gateway.db.migrate import upgrade
+from gateway.observability.log_repeats import RepeatSummary
+from gateway.observability.logs import JsonFormatter
 from tests import error_log
 from tests.conftest import REPO
 
@@ -89,16 +89,19 @@ def test_a_thousand_identical_failures_write_one_traceback_and_a_count(
     first, summary = lines
     assert "ConnectionError: Connection lost" in str(first["exception"])
     assert first["customer_id"] == 0
-    assert summary["repeated"] == 999 and "exception" not in summary
+    assert summary["repeated"] == 999
+    assert "exception" not in summary
     assert summary["message"] == ("unexpected error in %s (repeated 999 times in the last 10 s)")
-    assert summary["level"] == "ERROR" and summary["exception_type"] == "ConnectionError"
+    assert summary["level"] == "ERROR"
+    assert summary["exception_type"] == "ConnectionError"
     assert len(stream.getvalue()) < 3 * one
     # The run-wide ERROR check still sees the failures (the first one at least).
     assert len(error_log._entries) - seen_before >= 1
 
     # The next one opens a new window, written whole.
     _fail(log, 1000)
-    assert len(_lines(stream)) == 3 and "exception" in _lines(stream)[-1]
+    assert len(_lines(stream)) == 3
+    assert "exception" in _lines(stream)[-1]
 
 
 @pytest.mark.logs_errors(r"gateway\.test_repeats: ")

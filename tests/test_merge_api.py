@@ -9,16 +9,16 @@ from typing import Any
 import pytest
 from starlette.requests import Request
 
-from adapters.samples.runner import SampleUpstreams
-from gateway.api_keys import Principal, Scope
+from demo.upstreams.runner import SampleUpstreams
+from demo.wiring import sample_upstreams_config
+from gateway.access.api_keys import Principal, Scope
 from gateway.db.engine import create_sessionmaker
-from gateway.demo import sample_upstreams_config
 from gateway.identity import Resolver, prepare
 from gateway.services import Services
 from gateway.settings import Settings
-from resolvers.context import Context
-from resolvers.loaders import Loaders
-from resolvers.schema import build_schema
+from resolvers.graphql.context import Context
+from resolvers.graphql.loaders import Loaders
+from resolvers.graphql.schema import build_schema
 from tests.conftest import FAST, unique_email
 
 SCHEMA = build_schema()
@@ -47,7 +47,7 @@ query($id: ID!) {
 
 @pytest.fixture
 async def services(settings: Settings, samples: SampleUpstreams) -> AsyncIterator[Services]:
-    config = sample_upstreams_config(samples.base_urls, {n: FAST for n in samples.base_urls})
+    config = sample_upstreams_config(samples.base_urls, dict.fromkeys(samples.base_urls, FAST))
     opened = Services.open(settings, config)
     yield opened
     await opened.aclose()

@@ -18,8 +18,8 @@ from sqlalchemy.exc import IntegrityError
 from gateway.db.engine import create_engine
 from gateway.db.foreign_keys import comparison_options
 from gateway.db.identity_models import IdentityBlockKey, IdentityLink, IdentityRecord
+from gateway.db.migrate import downgrade, upgrade
 from gateway.db.models import Attribute, Base, Customer, Identity, utcnow
-from gateway.migrate import downgrade, upgrade
 from tests.conftest import create_postgres_database, drop_postgres_database
 
 TABLES = {

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from adapters.samples.runner import SampleUpstreams
-from gateway.logs import JsonFormatter, mask
+from demo.upstreams.runner import SampleUpstreams
+from gateway.observability.logs import JsonFormatter, mask
 from tests.gql_client import gql
 
 QUERY = """query Profile($email: String!) {

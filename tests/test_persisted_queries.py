@@ -12,9 +12,9 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from tests.conftest import GatewayFactory, clean_redis, redis_url
+from tests.conftest import GatewayFactory, clean_redis, redis_database_url
 
-REDIS_URL = redis_url(13)
+REDIS_URL = redis_database_url(13)
 
 QUERY = '{ customer(email: "nobody@example.com") { id } }'
 DIGEST = hashlib.sha256(QUERY.encode()).hexdigest()

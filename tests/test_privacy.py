@@ -21,30 +21,30 @@ from sqlalchemy import func, select
 from starlette.applications import Starlette
 
 from adapters.registry import aclose_adapters, build_adapters
-from adapters.samples.catalogue import catalogue
-from adapters.samples.population import Person
-from adapters.samples.runner import SampleUpstreams
-from gateway.api_keys import Scope
-from gateway.app import create_app
+from demo.people.catalogue import catalogue
+from demo.people.population import Person
+from demo.recommendation_history import store_demo_history
+from demo.seed import seed
+from demo.upstreams.runner import SampleUpstreams
+from demo.wiring import sample_upstreams_config
+from gateway.access.api_keys import Scope
 from gateway.db.access_models import Tombstone
 from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.db.migrate import upgrade
 from gateway.db.models import AuditEntry, Customer, Event
-from gateway.demo import sample_upstreams_config
-from gateway.erasure import Tombstones
-from gateway.migrate import upgrade
-from gateway.recommendations.builder import build
-from gateway.recommendations.demo_history import store_demo_history
+from gateway.ingest.sync import sync
+from gateway.privacy.erasure import Tombstones
 from gateway.recommendations.store import RecommendationStore
-from gateway.seed import seed
+from gateway.recommendations.training.builder import build
 from gateway.settings import load_settings
-from gateway.sync import sync
+from resolvers.app import create_app
 from tests.conftest import (
     FAST,
     bearer,
     clean_redis,
     create_postgres_database,
     drop_postgres_database,
-    redis_url,
+    redis_database_url,
     unique_email,
 )
 from tests.gql_client import error_codes, gql
@@ -56,7 +56,7 @@ from tests.test_webhooks import (
     shopify_request,
 )
 
-REDIS_URL = redis_url(15)
+REDIS_URL = redis_database_url(15)
 BASE = "http://gw"
 BEHAVIOUR = (
     "query($email: String!) { customer(email: $email) { id consent { personalisation } "
@@ -230,12 +230,15 @@ async def test_set_consent_takes_effect_on_the_next_read(
         again = (await gw.gql(BEHAVIOUR, email=person.email))["data"]["customer"]
     assert changed["data"]["setConsent"]["granted"] is False
     assert after["consent"] == {"personalisation": False}
-    assert after["recentEvents"] == [] and after["cart"] is None
+    assert after["recentEvents"] == []
+    assert after["cart"] is None
     assert after["engagement"] == {"pageViews30d": 0, "sessions30d": 0}
     (personalisation,) = [c for c in statements["consents"] if c["purpose"] == "PERSONALISATION"]
-    assert personalisation["granted"] is False and personalisation["source"] == "crm-form"
+    assert personalisation["granted"] is False
+    assert personalisation["source"] == "crm-form"
     recorded = datetime.fromisoformat(personalisation["recordedAt"])
-    assert recorded.tzinfo is not None and recorded >= started
+    assert recorded.tzinfo is not None
+    assert recorded >= started
     assert personalisation["recordedAt"] == changed["data"]["setConsent"]["recordedAt"]
     # Consent given again: behaviour comes back, the same as before.
     assert again["recentEvents"] == before["recentEvents"]
@@ -298,7 +301,8 @@ async def test_a_later_crm_edit_does_not_undo_a_withdrawal(
             hubspot._by_email[person.email.lower()] = person
     assert title["data"]["customer"]["jobTitle"] == "Head of Llamas"  # the edit was read
     assert after["consent"] == {"personalisation": False}
-    assert after["recentEvents"] == [] and after["cart"] is None
+    assert after["recentEvents"] == []
+    assert after["cart"] is None
 
 
 async def test_suppressed_follows_email_marketing_consent(
@@ -426,7 +430,8 @@ async def test_a_forgotten_customer_is_gone_and_stays_gone(
         assert "errors" not in erased, erased
         summary = erased["data"]["forgetCustomer"]
         assert summary["customerId"] == customer_id
-        assert summary["identities"] >= 2 and summary["consents"] == 3
+        assert summary["identities"] >= 2
+        assert summary["consents"] == 3
         assert summary["tombstones"] >= summary["identities"] + 1  # ids and the email
 
         by_email = await gw.gql(BEHAVIOUR, email=person.email)
@@ -545,7 +550,8 @@ async def test_forgetting_on_one_instance_drops_the_others_cached_copy(
     assert by_id == {"data": {"customer": None}}
     keys = await _redis_keys(redis_url)
     identifiers = (customer_id, person.email, person.hubspot_id, str(person.shopify_id))
-    assert keys and not [k for k in keys if any(i in k for i in identifiers)], keys
+    assert keys, keys
+    assert not [k for k in keys if any(i in k for i in identifiers)], keys
 
 
 async def _redis_keys(url: str) -> list[str]:
@@ -619,7 +625,9 @@ async def test_export_includes_what_was_derived_from_behaviour(
     exported = body["data"]["exportCustomer"]
     assert {e["source"] for e in exported["events"]} >= {"segment"}  # their stored history
     derived = exported["recommendations"]
-    assert derived is not None and "items" in derived and "purchased" in derived
+    assert derived is not None
+    assert "items" in derived
+    assert "purchased" in derived
     assert datetime.fromisoformat(derived["built_at"]).tzinfo is not None
 
 

@@ -18,12 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.api_keys import DEMO_API_KEY, ApiKeys
-from gateway.app import create_app
-from gateway.cli import _print_demo_banner
+from demo.cli import _print_demo_banner
+from gateway.access.api_keys import DEMO_API_KEY, ApiKeys
 from gateway.db.engine import create_engine, create_sessionmaker
-from gateway.migrate import upgrade
+from gateway.db.migrate import upgrade
 from gateway.settings import load_settings
+from resolvers.app import create_app
 from tests.conftest import REPO, bearer
 from tests.test_cli import GATEWAY, run
 
@@ -104,19 +104,22 @@ def serving(url: str, *args: str, **env: str) -> Iterator[tuple[str, subprocess.
 def test_serve_refuses_public_secrets_in_one_line_naming_each_fix(demo_db: str) -> None:
     both = _one_line(_serve(demo_db))
     assert "gateway keys revoke demo" in both
-    assert "GATEWAY_ERASURE_KEY" in both and "GATEWAY_ERASURE_KEY_FILE" in both
+    assert "GATEWAY_ERASURE_KEY" in both
+    assert "GATEWAY_ERASURE_KEY_FILE" in both
     assert "--insecure-demo" in both
     assert DEMO_API_KEY not in both
     # Only the flag starts it: the setting its workers read does not.
     assert _one_line(_serve(demo_db, GATEWAY_INSECURE_DEMO="true")) == both
 
     key_only = _one_line(_serve(demo_db, GATEWAY_ERASURE_KEY=SECRET))
-    assert "gateway keys revoke demo" in key_only and "GATEWAY_ERASURE_KEY" not in key_only
+    assert "gateway keys revoke demo" in key_only
+    assert "GATEWAY_ERASURE_KEY" not in key_only
 
     revoked = run("keys", "revoke", "demo", env={"GATEWAY_DATABASE_URL": demo_db})
     assert revoked.returncode == 0, revoked.stderr
     erasure_only = _one_line(_serve(demo_db))
-    assert "GATEWAY_ERASURE_KEY" in erasure_only and "revoke" not in erasure_only
+    assert "GATEWAY_ERASURE_KEY" in erasure_only
+    assert "revoke" not in erasure_only
     assert "personalization-gateway-erasure" not in erasure_only  # the value is not echoed
 
 
@@ -136,8 +139,10 @@ def test_insecure_demo_starts_and_accepts_the_demo_key(demo_db: str) -> None:
         answer = httpx.post(f"{base}/graphql", json=PING, headers=bearer(DEMO_API_KEY))
         process.terminate()
         _, stderr = process.communicate(timeout=20)
-    assert answer.status_code == 200 and answer.json() == {"data": {"__typename": "Query"}}
-    assert "--insecure-demo" in stderr and "never expose" in stderr
+    assert answer.status_code == 200
+    assert answer.json() == {"data": {"__typename": "Query"}}
+    assert "--insecure-demo" in stderr
+    assert "never expose" in stderr
 
 
 @pytest.mark.parametrize(
@@ -158,7 +163,8 @@ def test_a_bad_erasure_key_stops_start_up_with_one_line(
     url = f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}"  # refused before it is opened
     line = _one_line(_serve(url, **{k: paths.get(v, v) for k, v in env.items()}))
     assert named in line
-    assert SECRET not in line and "short" not in line  # a secret is never echoed
+    assert SECRET not in line
+    assert "short" not in line
 
 
 async def test_a_server_not_started_for_the_demo_refuses_its_key(demo_db: str) -> None:
@@ -202,7 +208,8 @@ async def test_graphiql_prefills_the_demo_key_only_on_loopback(
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http,
     ):
         page = await http.get("/graphql", headers={"accept": "text/html"})
-    assert page.status_code == 200 and "<html" in page.text.lower()
+    assert page.status_code == 200
+    assert "<html" in page.text.lower()
     assert (DEMO_API_KEY in page.text) is shown
     assert "paste your API key here" in page.text or shown
 

@@ -14,10 +14,11 @@ import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 
-from gateway.rate_limit import RateLimiter, rate_limited_response, retry_after_seconds
-from tests.conftest import bearer, clean_redis, issue_key, redis_url
+from gateway.access.rate_limit import RateLimiter, retry_after_seconds
+from resolvers.http.authentication import rate_limited_response
+from tests.conftest import bearer, clean_redis, issue_key, redis_database_url
 
-REDIS_URL = redis_url(14)
+REDIS_URL = redis_database_url(14)
 
 
 @pytest.fixture
@@ -40,7 +41,8 @@ async def test_in_memory_a_key_gets_its_limit_then_a_retry_time() -> None:
     try:
         assert await _hits(limiter, key, 3, 3) == [None, None, None]
         retry = await limiter.acquire(key, 3)
-        assert retry is not None and 0 < retry <= 60
+        assert retry is not None
+        assert 0 < retry <= 60
         # Another key has its own budget.
         assert await limiter.acquire(f"{key}-other", 3) is None
     finally:
@@ -67,7 +69,8 @@ async def test_instances_sharing_redis_share_the_limit(redis_url: str) -> None:
         # The second instance sees the first's three hits: two left, then refused.
         assert await _hits(second, key, 5, 2) == [None, None]
         retry = await second.acquire(key, 5)
-        assert retry is not None and 0 < retry <= 60
+        assert retry is not None
+        assert 0 < retry <= 60
         assert await first.acquire(key, 5) is not None
         assert await first.acquire(f"{key}-other", 5) is None
     finally:
@@ -153,7 +156,8 @@ async def test_an_unreachable_redis_limits_in_process() -> None:
         assert await limiter.acquire("key", 2) is None
         assert await limiter.acquire("key", 2) is None
         retry = await limiter.acquire("key", 2)
-        assert retry is not None and 0 < retry <= 60
+        assert retry is not None
+        assert 0 < retry <= 60
     finally:
         await limiter.aclose()
 
@@ -191,9 +195,9 @@ async def test_requests_counting_as_several_never_pass_the_limit_and_share_lease
     try:
         admitted = 0
         for start in range(0, len(costs), 20):
-            if start == 1000:  # about 4,500 requests' worth so far: within the budget
-                if cache == "redis":
-                    assert await _script_calls(redis_url) - calls_before < 1000 / 5
+            # About 4,500 requests' worth so far: within the budget.
+            if start == 1000 and cache == "redis":
+                assert await _script_calls(redis_url) - calls_before < 1000 / 5
             chunk = costs[start : start + 20]
             answers = await asyncio.gather(
                 *(

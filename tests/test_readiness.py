@@ -22,11 +22,11 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.samples.runner import SampleUpstreams
-from gateway.app import create_app
-from gateway.migrate import upgrade
+from demo.upstreams.runner import SampleUpstreams
+from gateway.db.migrate import upgrade
 from gateway.settings import load_settings
-from tests.conftest import GatewayFactory, clean_redis, redis_url
+from resolvers.app import create_app
+from tests.conftest import GatewayFactory, clean_redis, redis_database_url
 from tests.gql_client import gql
 
 # Generous against a busy machine; the bound that matters is "not seconds" (issue #17 saw
@@ -207,7 +207,7 @@ async def test_a_circuit_open_in_one_worker_shows_in_every_workers_readyz(
     """Two instances of the app sharing one Redis stand for two workers of one instance."""
     opens_at_once = {"hubspot": {"breaker": {"failure_threshold": 1, "reset_timeout_s": 60}}}
     async with (
-        clean_redis(redis_url(9)) as url,
+        clean_redis(redis_database_url(9)) as url,
         gateway(url, overrides=opens_at_once) as failing,
         gateway(url) as other,
     ):
@@ -219,7 +219,8 @@ async def test_a_circuit_open_in_one_worker_shows_in_every_workers_readyz(
         )
         body = await _wait_for(other, lambda b: b["checks"]["upstreams"].get("hubspot") == "open")
         assert body["checks"]["upstreams"]["hubspot"] == "open", body
-        assert body["status"] == "degraded" and body["circuits"]["scope"] == "instance"
+        assert body["status"] == "degraded"
+        assert body["circuits"]["scope"] == "instance"
         assert len(body["circuits"]["workers"]) == 2
         opened = [s for s in body["circuits"]["states"] if s["state"] == "open"]
         assert [(s["circuit"], s["this_worker"]) for s in opened] == [("hubspot", False)]
@@ -248,8 +249,8 @@ async def test_without_redis_a_worker_reports_its_own_circuits(
 async def test_a_late_report_answers_the_last_one_marked_stale(tmp_path: Any) -> None:
     """A loop too busy to finish the probes in time still answers at once, from the last
     report, and says how old it is; the late report answers the next caller."""
-    from gateway.circuits import CircuitBoard
-    from gateway.readiness import Readiness
+    from gateway.observability.circuits import CircuitBoard
+    from gateway.observability.readiness import Readiness
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'ready.db'}"
     readiness = Readiness(url, None, CircuitBoard({}, None, interval_s=2), timeout_s=0.1)

@@ -13,21 +13,21 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from adapters.samples.behaviour import behaviour
-from adapters.samples.catalogue import catalogue
-from adapters.samples.orders import orders_for
-from adapters.samples.population import Person
-from adapters.samples.runner import SampleUpstreams
-from gateway.api_keys import Scope
-from gateway.app import create_app
+from demo.people.behaviour import behaviour
+from demo.people.catalogue import catalogue
+from demo.people.orders import orders_for
+from demo.people.population import Person
+from demo.recommendation_history import store_demo_history
+from demo.seed import customer_id_for, seed
+from demo.upstreams.runner import SampleUpstreams
+from demo.wiring import sample_upstreams_config
+from gateway.access.api_keys import Scope
 from gateway.db.engine import create_engine, create_sessionmaker
-from gateway.demo import sample_upstreams_config
-from gateway.migrate import upgrade
-from gateway.recommendations.builder import build
-from gateway.recommendations.demo_history import store_demo_history
+from gateway.db.migrate import upgrade
 from gateway.recommendations.store import RecommendationStore
-from gateway.seed import customer_id_for, seed
+from gateway.recommendations.training.builder import build
 from gateway.settings import load_settings
+from resolvers.app import create_app
 from tests.conftest import (
     FAST,
     bearer,
@@ -138,8 +138,10 @@ async def test_seeded_customer_gets_in_stock_products_with_reasons(running: Runn
     assert len({item["id"] for item in found}) == 6
     for item in found:
         assert _stock(running.samples, item["id"]) > 0
-        assert item["title"] and item["url"].startswith("https://shop.example/products/")
-        assert item["imageUrl"].endswith(".jpg") and float(item["price"]["amount"]) > 0
+        assert item["title"]
+        assert item["url"].startswith("https://shop.example/products/")
+        assert item["imageUrl"].endswith(".jpg")
+        assert float(item["price"]["amount"]) > 0
         assert item["reason"]
     assert any(item["reason"].startswith(BEHAVIOUR_REASONS) for item in found)
 
@@ -195,7 +197,8 @@ async def test_expired_memos_are_read_once_for_many_concurrent_requests(
     consents = [s for s in statements if "FROM consents" in s]
     lists = [s for s in statements if "FROM recommendation_lists" in s]
     assert all(items == first for items in found)
-    assert len(consents) == 1 and len(lists) == 1, statements
+    assert len(consents) == 1, statements
+    assert len(lists) == 1, statements
 
 
 async def test_purchased_products_are_excluded(running: Running) -> None:
@@ -225,9 +228,11 @@ async def test_send_time_purchase_is_excluded_and_browsing_names_its_product(
         },
     )
     body = response.json()
-    assert response.status_code == 200 and body["personalised"] is True
+    assert response.status_code == 200
+    assert body["personalised"] is True
     ids = [item["product_id"] for item in body["recommendations"]]
-    assert top not in ids and len(ids) == len(set(ids)) == 4
+    assert top not in ids
+    assert len(ids) == len(set(ids)) == 4
     assert f"because you viewed {viewed.title}" in {
         item["reason"] for item in body["recommendations"]
     }
@@ -286,9 +291,11 @@ async def test_endpoint_errors_name_the_field(running: Running) -> None:
     bad_limit = await post(
         "/api/recommendations", json={"customer_id": str(uuid.uuid4()), "limit": 0}
     )
-    assert bad_limit.status_code == 422 and bad_limit.json()["field"] == "limit"
+    assert bad_limit.status_code == 422
+    assert bad_limit.json()["field"] == "limit"
     bad_id = await post("/api/recommendations", json={"customer_id": "someone"})
-    assert bad_id.status_code == 422 and bad_id.json()["field"] == "customer_id"
+    assert bad_id.status_code == 422
+    assert bad_id.json()["field"] == "customer_id"
     bad_context = await post(
         "/api/recommendations",
         json={"customer_id": str(uuid.uuid4()), "context": {"browsing_history": "x"}},
@@ -296,7 +303,8 @@ async def test_endpoint_errors_name_the_field(running: Running) -> None:
     assert bad_context.status_code == 422
     assert bad_context.json()["field"] == "context.browsing_history"
     unknown = await post("/api/recommendations", json={"customer_id": str(uuid.uuid4())})
-    assert unknown.status_code == 404 and unknown.json()["field"] == "customer_id"
+    assert unknown.status_code == 404
+    assert unknown.json()["field"] == "customer_id"
 
 
 async def test_endpoint_needs_an_api_key(running: Running) -> None:
@@ -338,7 +346,8 @@ def test_recs_build_command_stores_lists_from_stored_events(
         main, ["recs", "build", "--database-url", url, "--demo-history", "60"]
     )
     assert result.exit_code == 0, result.output
-    assert "stored" in result.output and "lists" in result.output
+    assert "stored" in result.output
+    assert "lists" in result.output
 
     async def counts() -> tuple[int, int]:
         engine = create_engine(url)
@@ -350,7 +359,8 @@ def test_recs_build_command_stores_lists_from_stored_events(
 
     lists, items = asyncio.run(counts())
     with_history = [p for p in people if orders_for(p) or behaviour(p).events]
-    assert lists == len(with_history) and items > 50
+    assert lists == len(with_history)
+    assert items > 50
 
 
 async def test_the_endpoint_needs_profiles_read_and_each_answer_is_audited(
@@ -367,9 +377,11 @@ async def test_the_endpoint_needs_profiles_read_and_each_answer_is_audited(
         refused = await http.post("/api/recommendations", json=body, headers=bearer(writer))
         answered = await http.post("/api/recommendations", json=body, headers=bearer(reader))
     assert refused.status_code == 403, refused.text
-    assert refused.json()["error"] == "forbidden" and "profiles:read" in refused.json()["message"]
+    assert refused.json()["error"] == "forbidden"
+    assert "profiles:read" in refused.json()["message"]
     assert "recommendations" not in refused.json()
-    assert answered.status_code == 200 and answered.json()["recommendations"], answered.text
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["recommendations"], answered.text
 
     audit = app.state.services.audit
     entries = await audit.query(customer_id=customer_id_for(person), limit=1000)

@@ -10,8 +10,6 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.cli import main
-from gateway.recommendations.datasets import DatasetError, parse_interactions
-from gateway.recommendations.evaluation import evaluate, ranking_metrics, split
 from gateway.recommendations.model import (
     Interaction,
     Model,
@@ -19,6 +17,8 @@ from gateway.recommendations.model import (
     build_matrix,
     top_items,
 )
+from gateway.recommendations.training.datasets import DatasetError, parse_interactions
+from gateway.recommendations.training.evaluation import evaluate, ranking_metrics, split
 
 
 def test_metrics_on_a_hand_made_ranking() -> None:
@@ -113,7 +113,8 @@ def test_cli_evaluates_an_interactions_file(tmp_path: Path) -> None:
         main, ["recs", "eval", "--no-demo", "--no-movielens", "--interactions", str(path)]
     )
     assert result.exit_code == 0, result.output
-    assert "seed 42" in result.output and "precision@10" in result.output
+    assert "seed 42" in result.output
+    assert "precision@10" in result.output
     lines = result.output.splitlines()
     table = {line.split()[0]: line.split() for line in lines if line.startswith("  ")}
     # Every peer side by side, with precision, recall, NDCG, coverage and fit time.
@@ -139,5 +140,6 @@ def test_cli_applies_min_rating_and_split_to_every_data_set(tmp_path: Path) -> N
         ],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "ratings >= 4" in result.output and "120 interactions" in result.output
+    assert "ratings >= 4" in result.output
+    assert "120 interactions" in result.output
     assert "most recent 25 %" in result.output

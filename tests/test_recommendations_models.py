@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +17,21 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from adapters.samples.catalogue import catalogue
-from adapters.samples.orders import orders_for
-from adapters.samples.population import Person
-from adapters.samples.runner import SampleUpstreams
-from gateway.app import create_app
+from demo.people.catalogue import catalogue
+from demo.people.orders import orders_for
+from demo.people.population import Person
+from demo.recommendation_history import store_demo_history
+from demo.seed import customer_id_for, seed
+from demo.upstreams.runner import SampleUpstreams
+from demo.wiring import sample_upstreams_config
 from gateway.cli import main
 from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.db.migrate import upgrade
 from gateway.db.recommendation_models import RecommendationList
-from gateway.demo import sample_upstreams_config
-from gateway.migrate import upgrade
-from gateway.recommendations.builder import build
-from gateway.recommendations.demo_history import store_demo_history
 from gateway.recommendations.store import RecommendationStore
-from gateway.seed import customer_id_for, seed
+from gateway.recommendations.training.builder import build
 from gateway.settings import load_settings
+from resolvers.app import create_app
 from tests.conftest import FAST, bearer, issue_key, recorded_statements
 from tests.gql_client import gql
 
@@ -81,13 +81,13 @@ def family_url(
     request: pytest.FixtureRequest,
     samples: SampleUpstreams,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[str, str]]:
+) -> tuple[str, str]:
     """A database whose stored model is one family's (blend: the best blend)."""
     family: str = request.param
     url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('family') / f'{family}.db'}"
     upgrade(url)
     asyncio.run(_prepare(url, samples.people, (family,)))
-    yield family, url
+    return family, url
 
 
 async def _client(
@@ -137,12 +137,14 @@ async def test_every_model_keeps_the_business_rules(
 ) -> None:
     family, app, client = served
     stored = await app.state.services.recommendations.store.model()
-    assert stored is not None and stored.selection["chosen"]["family"] == family
+    assert stored is not None
+    assert stored.selection["chosen"]["family"] == family
     assert stored.reason.startswith(stored.label)
     behavioural = 0
     for person in _people(samples, consent=True)[:6]:
         found = await _recommend(client, person, limit=8)
-        assert len(found) == 8 and len({item["id"] for item in found}) == 8
+        assert len(found) == 8
+        assert len({item["id"] for item in found}) == 8
         assert not {item["id"] for item in found} & _purchased(person)
         for item in found:
             product = catalogue().by_id[int(item["id"])]
@@ -151,14 +153,16 @@ async def test_every_model_keeps_the_business_rules(
         behavioural += sum(item["reason"].startswith(BEHAVIOUR) for item in found)
         # Categories: only the one asked for; diversity: one of each when capped at one.
         shoes = await _recommend(client, person, limit=4, category="Shoes")
-        assert shoes and {item["category"] for item in shoes} == {"Shoes"}
+        assert shoes
+        assert {item["category"] for item in shoes} == {"Shoes"}
         varied = await _recommend(client, person, limit=5, cap=1)
         assert len({item["category"] for item in varied}) == len(varied) == 5
     # A personal model names what the customer did; popularity never pretends to.
     assert (behavioural > 0) == (family != "popularity")
     for person in _people(samples, consent=False)[:3]:
         found = await _recommend(client, person, limit=6)
-        assert found and {item["reason"] for item in found} == {"trending"}
+        assert found
+        assert {item["reason"] for item in found} == {"trending"}
 
 
 @pytest.mark.parametrize("family_url", ["blend", "popularity"], indirect=True)
@@ -250,7 +254,8 @@ def test_build_learns_from_a_history_file_keyed_by_email(
     assert result.exit_code == 0, result.output
     buyers = [p for p in people if orders_for(p)]
     assert f"{len(buyers)} users are stored customers (by email)" in result.output
-    assert "model: " in result.output and "why: " in result.output
+    assert "model: " in result.output
+    assert "why: " in result.output
 
     async def lists() -> dict[str, list[Any]]:
         engine = create_engine(url)
@@ -268,7 +273,8 @@ def test_build_learns_from_a_history_file_keyed_by_email(
     assert set(stored[str(customer_id_for(buyer))]) == _purchased(buyer)
     shown = runner.invoke(main, ["recs", "show", "--database-url", url, "--trials"])
     assert shown.exit_code == 0, shown.output
-    assert shown.output.startswith("model: ") and "why: " in shown.output
+    assert shown.output.startswith("model: ")
+    assert "why: " in shown.output
     assert "popularity" in shown.output
 
 

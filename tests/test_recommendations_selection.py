@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
-from gateway.recommendations.evaluation import evaluate
-from gateway.recommendations.families import TrainingData, fit, thread_limits
 from gateway.recommendations.interactions import Interaction
-from gateway.recommendations.metrics import Split
 from gateway.recommendations.model import ModelParams, build_matrix
-from gateway.recommendations.selection import select
+from gateway.recommendations.training.evaluation import evaluate
+from gateway.recommendations.training.families import TrainingData, fit, thread_limits
+from gateway.recommendations.training.metrics import Split
+from gateway.recommendations.training.selection import select
 
 NEIGHBOURHOOD = {"knn", "ease", "item_to_item"}
 
@@ -65,7 +65,8 @@ def test_the_family_that_fits_the_data_is_chosen_and_beats_the_others() -> None:
         report = evaluate(_pairs(0), ModelParams(), how="random", seed=0)
     chosen = report.selection.chosen
     families = {chosen.family, *(p.family for p in chosen.parts)}
-    assert families <= NEIGHBOURHOOD | {"blend"} and chosen.family != "popularity"
+    assert families <= NEIGHBOURHOOD | {"blend"}
+    assert chosen.family != "popularity"
     figures = {row.name: row.metrics.precision for row in report.rows}
     assert figures["selected"] > figures["ALS"]
     assert figures["selected"] >= 5 * figures["popularity"]
@@ -130,4 +131,5 @@ def test_ease_models_only_the_most_popular_items_beyond_its_cap() -> None:
 def test_thread_limits_cap_blas_for_the_fit() -> None:
     with thread_limits(1):
         inside = [api["num_threads"] for api in threadpool_info() if api["user_api"] == "blas"]
-    assert inside and set(inside) == {1}
+    assert inside
+    assert set(inside) == {1}

@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio as aioredis
 
-from adapters.breaker import BreakerState
-from gateway.cache import build_cache
-from gateway.redis_client import RedisGuard, open_client
+from adapters.transport.breaker import BreakerState
+from gateway.upstreams.cache import build_cache
+from gateway.upstreams.redis_client import RedisGuard, open_client
 from tests.faults.redis_server import RedisServer
 
 

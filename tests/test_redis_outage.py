@@ -8,7 +8,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -18,14 +18,14 @@ import pytest
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 
-from adapters.samples.runner import SampleUpstreams
-from gateway.app import create_app
-from gateway.demo import sample_upstreams_config
-from gateway.notifications import CustomerChange, build_notifications
-from gateway.persisted_queries import digest_of
-from gateway.redis_client import RedisGuard
+from demo.upstreams.runner import SampleUpstreams
+from demo.wiring import sample_upstreams_config
+from gateway.ingest.notifications import CustomerChange, build_notifications
 from gateway.services import Services, open_redis
 from gateway.settings import load_settings
+from gateway.upstreams.redis_client import RedisGuard
+from resolvers.app import create_app
+from resolvers.http.persisted_queries import digest_of
 from tests.conftest import FAST, bearer, issue_key, unique_email
 from tests.faults.redis_server import RedisServer
 from tests.gql_client import gql
@@ -49,7 +49,7 @@ async def serving(
     samples: SampleUpstreams, database_url: str, cache_url: str, **settings: Any
 ) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
     """One gateway instance on the sample upstreams and a client holding an admin key."""
-    tables = {name: FAST for name in samples.base_urls}
+    tables = dict.fromkeys(samples.base_urls, FAST)
     app = create_app(
         load_settings(database_url=database_url, cache_url=cache_url, **REDIS_SETTINGS, **settings),
         upstreams=sample_upstreams_config(samples.base_urls, tables),
@@ -198,7 +198,8 @@ async def test_connections_from_before_a_restart_fail_no_request(
         assert guard.failures == failures
         assert guard.available
     assert pooled >= 2
-    assert before.failed == [] and after.failed == []
+    assert before.failed == []
+    assert after.failed == []
     assert after.total > 100
 
 
@@ -290,10 +291,8 @@ async def test_notifications_resume_when_redis_returns(redis_server: RedisServer
             deadline = time.monotonic() + 10
             while received is None and time.monotonic() < deadline:
                 await notifications.publish(change)  # lost until the listener is back
-                try:
+                with suppress(TimeoutError):
                     received = await asyncio.wait_for(anext(changes), 0.2)
-                except TimeoutError:
-                    pass
         assert received == change
     finally:
         await notifications.aclose()

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.samples.runner import SampleUpstreams
+from demo.upstreams.runner import SampleUpstreams
 from tests.gql_client import gql
 
 
@@ -172,7 +172,8 @@ async def test_strict_mode_names_undefined_variables(
     assert error["path"] == ["customer", "render"]
     assert error["extensions"]["code"] == "RENDER_ERROR"
     assert error["extensions"]["variables"] == ["customer.shoe_size", "nope"]
-    assert "nope" in error["message"] and "customer.shoe_size" in error["message"]
+    assert "nope" in error["message"]
+    assert "customer.shoe_size" in error["message"]
     deeper = await render(client, person.email, strict=True, template="{{ orders.first.nope }}")
     assert deeper["errors"][0]["extensions"]["variables"] == ["orders.first.nope"]
     fallback = await render(
@@ -217,7 +218,8 @@ async def test_templates_cannot_load_files(
     body = await render(client, samples.people[4].email, template=f"Hi\n{tag}")
     [error] = body["errors"]
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
-    assert error["extensions"]["line"] == 2 and error["extensions"]["column"] == 1
+    assert error["extensions"]["line"] == 2
+    assert error["extensions"]["column"] == 1
     assert "not allowed" in error["message"]
 
 
@@ -364,7 +366,8 @@ async def test_a_block_conditional_on_consent(
     refusing = next(p for p in samples.people if not p.personalisation_consent)
     yes = await render(client, consenting.email, template=BY_CONSENT, format=format)
     no = await render(client, refusing.email, template=BY_CONSENT, format=format)
-    assert "errors" not in yes and "errors" not in no
+    assert "errors" not in yes
+    assert "errors" not in no
     assert yes["data"]["customer"]["render"]["body"].startswith(
         f"Picked for you, {consenting.first_name}"
     )

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.samples.runner import SampleUpstreams
-from gateway import liquid_sandbox
-from gateway.render_pool import RenderPool, RenderPoolError
+from demo.upstreams.runner import SampleUpstreams
+from gateway.templates import liquid_sandbox
+from gateway.templates.render_pool import RenderPool, RenderPoolError
 from tests.conftest import GatewayFactory
 from tests.gql_client import gql
 

@@ -4,7 +4,7 @@ nothing through any root field; a key that may read sees replies whole, as befor
 
 The selections are generated from the schema itself, so a field or type added later is
 covered without touching these tests (and is refused to a writer until it is listed in
-``resolvers.access.WRITER_VISIBLE``).
+``resolvers.graphql.access.WRITER_VISIBLE``).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from graphql import (
 )
 from starlette.applications import Starlette
 
-from gateway.api_keys import Scope
-from resolvers.access import WRITER_VISIBLE, writer_may_see
-from resolvers.schema import build_schema
+from gateway.access.api_keys import Scope
+from resolvers.graphql.access import WRITER_VISIBLE, writer_may_see
+from resolvers.graphql.schema import build_schema
 from tests.conftest import api_client, unique_email
 from tests.gql_client import gql
 
@@ -217,10 +217,13 @@ async def test_a_write_key_knows_its_write_worked_from_the_id(
             "{ name version format source createdAt } }",
             n=f"writer-{people['tag']}",
         )
-    assert "errors" not in created and created["data"]["upsertCustomer"]["id"]
+    assert "errors" not in created
+    assert created["data"]["upsertCustomer"]["id"]
     statement = consent["data"]["setConsent"]
-    assert statement["purpose"] == "ANALYTICS" and statement["source"] == "sent-by-writer"
-    assert "errors" not in template and template["data"]["saveTemplate"]["version"] == 1
+    assert statement["purpose"] == "ANALYTICS"
+    assert statement["source"] == "sent-by-writer"
+    assert "errors" not in template
+    assert template["data"]["saveTemplate"]["version"] == 1
     # The write happened: a reader sees it.
     async with api_client(app, Scope.PROFILES_READ) as reader:
         found = await gql(reader, "query($e: String!) { customer(email: $e) { phone } }", e=email)
@@ -268,7 +271,8 @@ async def test_a_write_key_reads_nothing_through_any_root_query_field(
             query = "{ " + call.format(id=people["a"]["id"], tag=people["tag"]) + " }"
             body = await gql(writer, query)
             (error,) = body["errors"]
-            assert error["path"] == [field] and error["extensions"]["code"] == "FORBIDDEN", body
+            assert error["path"] == [field], body
+            assert error["extensions"]["code"] == "FORBIDDEN", body
             assert not (body["data"] or {}).get(field), body
 
 
@@ -317,4 +321,5 @@ async def test_the_profile_url_refuses_a_write_key_with_403(
     assert refused.status_code == 403, refused.text
     assert refused.json()["error"] == "forbidden"
     assert not [s for s in people["a"]["secrets"] if s in refused.text]
-    assert answered.status_code == 200 and answered.json()["phone"] == people["a"]["secrets"][1]
+    assert answered.status_code == 200
+    assert answered.json()["phone"] == people["a"]["secrets"][1]

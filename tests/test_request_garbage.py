@@ -14,9 +14,9 @@ from contextlib import contextmanager
 
 import httpx
 
-from adapters.samples.runner import SampleUpstreams
-from resolvers.context import Context
-from resolvers.execution import AcyclicExecutionContext
+from demo.upstreams.runner import SampleUpstreams
+from resolvers.graphql.context import Context
+from resolvers.graphql.execution import AcyclicExecutionContext
 from tests.gql_client import gql
 
 QUERY = (

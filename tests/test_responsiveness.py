@@ -1,7 +1,7 @@
 """No single request holds a worker: /healthz keeps answering while each of issue #16's
 heavy requests runs against a real uvicorn server.
 
-The gateway runs as ``uvicorn gateway.app:create_app`` in a process of its own, on
+The gateway runs as ``uvicorn resolvers.app:create_app`` in a process of its own, on
 the seeded database and the sample upstreams; a prober in another process times
 ``GET /healthz`` on a new connection every 10 ms while one heavy request runs. The
 bound asserted here is generous (a shared CI machine); ``./dev bench stall`` prints
@@ -10,6 +10,7 @@ the figures against the 100 ms target, with a yardstick.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -27,11 +28,11 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from adapters.samples.runner import SampleUpstreams
-from gateway.api_keys import ApiKeys, Scope
+from demo.upstreams.runner import SampleUpstreams
+from demo.wiring import DEMO_SECRETS, example_upstreams
+from gateway.access.api_keys import ApiKeys, Scope
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.models import Customer
-from gateway.demo import DEMO_SECRETS, example_upstreams
 
 GENEROUS_MS = 500.0
 
@@ -55,10 +56,8 @@ def _probe(port: int, ready: Event, stop: Event, out: Any) -> None:
     probes: list[tuple[float, float]] = []
     while not stop.is_set():
         begin = time.monotonic()
-        try:
+        with contextlib.suppress(OSError):
             _healthz(port)
-        except OSError:
-            pass
         probes.append((begin, time.monotonic()))
         ready.set()
         time.sleep(0.01)
@@ -114,7 +113,7 @@ def server(
             sys.executable,
             "-m",
             "uvicorn",
-            "gateway.app:create_app",
+            "resolvers.app:create_app",
             "--factory",
             "--host",
             "127.0.0.1",

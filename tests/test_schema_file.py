@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from resolvers.schema import build_schema
+from resolvers.graphql.schema import build_schema
 from tests.conftest import REPO
 
 

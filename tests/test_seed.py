@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from adapters.samples.population import population
+from demo.people.population import population
+from demo.seed import count_customers, seed
 from gateway.db.engine import create_engine, create_sessionmaker
-from gateway.seed import count_customers, seed
 from gateway.settings import Settings
 
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gateway.single_flight import SingleFlight
+from gateway.upstreams.single_flight import SingleFlight
 
 
 class Upstream:
@@ -64,7 +64,8 @@ async def test_the_fetch_error_reaches_every_waiter() -> None:
     for task in tasks:
         with pytest.raises(LookupError, match="shop down"):
             await task
-    assert len(upstream.fetched) == 1 and len(flight) == 0
+    assert len(upstream.fetched) == 1
+    assert len(flight) == 0
 
 
 async def test_a_waiter_whose_leader_is_cancelled_fetches_for_itself() -> None:

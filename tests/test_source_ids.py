@@ -22,15 +22,15 @@ import pytest
 from sqlalchemy import delete, insert
 
 from adapters.registry import aclose_adapters, build_adapters
-from adapters.samples.orders import orders_for
-from adapters.samples.runner import SampleUpstreams
+from demo.people.orders import orders_for
+from demo.upstreams.runner import SampleUpstreams
+from demo.wiring import sample_upstreams_config
 from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.db.migrate import upgrade
 from gateway.db.models import Customer, Identity
-from gateway.demo import sample_upstreams_config
 from gateway.identity.source_ids import SourceIds
-from gateway.importer import import_file
-from gateway.migrate import upgrade
-from gateway.sync import sync
+from gateway.ingest.importer import import_file
+from gateway.ingest.sync import sync
 from tests.conftest import FAST, SAMPLE_SIZE, GatewayFactory, unique_email, unique_number
 from tests.gql_client import error_codes, gql
 from tests.test_webhooks import SECRETS, hubspot_change, hubspot_request, segment_request
@@ -69,7 +69,8 @@ async def test_upsert_refuses_an_id_its_upstream_cannot_have(
             refused = await federated.post(
                 "/graphql", json={"query": UPSERT, "variables": variables}
             )
-            assert "data" not in refused.json() and "NUL" in refused.text, (value, refused.text)
+            assert "data" not in refused.json(), (value, refused.text)
+            assert "NUL" in refused.text, (value, refused.text)
             continue
         body = await gql(federated, UPSERT, input={"email": email, "identities": identities})
         assert error_codes(body) == [("BAD_USER_INPUT", ["upsertCustomer"])], (value, body)
@@ -77,7 +78,8 @@ async def test_upsert_refuses_an_id_its_upstream_cannot_have(
         assert error["extensions"]["field"] == "identities.0.external_id"
         # Names the source and what its ids look like; never echoes the id.
         looks_like = {"shopify": "Shopify customer ids: a number", "hubspot": "HubSpot contact"}
-        assert f"{source} ids are" in error["message"] and looks_like[source] in error["message"]
+        assert f"{source} ids are" in error["message"]
+        assert looks_like[source] in error["message"]
         assert (await gql(federated, BY_EMAIL, e=email))["data"]["customer"] is None
 
 
@@ -118,7 +120,8 @@ async def test_free_text_ids_are_accepted_and_sent_as_one_segment(
     events = await gql(federated, EVENTS, e=email)
     assert events["data"]["customer"]["recentEvents"] == [], events
     paths = samples.segment.calls.paths()
-    assert paths and all("user_id:x%2F..%2F..%2Fuser_id%3Ausr_" in p for p in paths), paths
+    assert paths, paths
+    assert all("user_id:x%2F..%2F..%2Fuser_id%3Ausr_" in p for p in paths), paths
 
 
 @contextmanager
@@ -246,7 +249,7 @@ async def test_sync_rejects_records_whose_ids_their_upstream_cannot_have(
     ``C-…`` ids against a configuration saying its ids are HubSpot's (numbers)."""
     url = f"sqlite+aiosqlite:///{tmp_path / 'sync.db'}"
     await asyncio.to_thread(upgrade, url)  # runs a loop of its own
-    tables = {name: FAST for name in samples.base_urls} | {"soap_crm": {**FAST, "enabled": True}}
+    tables = dict.fromkeys(samples.base_urls, FAST) | {"soap_crm": {**FAST, "enabled": True}}
     adapters = build_adapters(sample_upstreams_config(samples.base_urls, tables))
     engine = create_engine(url)
     try:
@@ -259,5 +262,6 @@ async def test_sync_rejects_records_whose_ids_their_upstream_cannot_have(
     finally:
         await aclose_adapters(adapters)
         await engine.dispose()
-    assert report.status == "ok" and report.read == SAMPLE_SIZE
+    assert report.status == "ok"
+    assert report.read == SAMPLE_SIZE
     assert (report.rejected, report.created) == (SAMPLE_SIZE, 0)

@@ -13,12 +13,12 @@ import pytest
 import redis
 from starlette.testclient import TestClient, WebSocketTestSession
 
-from gateway.api_keys import Scope
+from gateway.access.api_keys import Scope
 from gateway.settings import load_settings
-from tests.conftest import IN_CI, authorize, redis_url, unique_email
+from tests.conftest import IN_CI, authorize, redis_database_url, unique_email
 from tests.test_webhooks import hubspot_change, hubspot_request, realtime_app, shopify_request
 
-REDIS_URL = redis_url(13)
+REDIS_URL = redis_database_url(13)
 TESTSERVER = "http://testserver"
 SUBSCRIPTION = (
     "subscription($id: ID!) { customerUpdated(id: $id) "

@@ -12,14 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.protocols import Adapter
 from adapters.registry import aclose_adapters, build_adapters
-from adapters.samples.runner import SampleUpstreams
+from demo.seed import seed
+from demo.upstreams.runner import SampleUpstreams
+from demo.wiring import sample_upstreams_config
 from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.db.migrate import upgrade
 from gateway.db.models import Customer, Identity
-from gateway.demo import sample_upstreams_config
 from gateway.errors import InvalidInput
-from gateway.migrate import upgrade
-from gateway.seed import seed
-from gateway.sync import BEGINNING, SyncReport, load_cursor, sync
+from gateway.ingest.sync import BEGINNING, SyncReport, load_cursor, sync
 from tests.conftest import FAST, SAMPLE_SIZE, create_postgres_database, drop_postgres_database
 
 
@@ -49,7 +49,7 @@ async def sessions(fresh_url: str) -> AsyncIterator[async_sessionmaker[AsyncSess
 @pytest.fixture
 async def adapters(samples: SampleUpstreams) -> AsyncIterator[dict[str, Adapter]]:
     samples.reset()
-    config = sample_upstreams_config(samples.base_urls, {n: FAST for n in samples.base_urls})
+    config = sample_upstreams_config(samples.base_urls, dict.fromkeys(samples.base_urls, FAST))
     built = build_adapters(config)
     yield built
     await aclose_adapters(built)
@@ -75,7 +75,8 @@ async def test_first_sync_links_everything_and_second_reads_nothing(
     assert len(first.ids) == SAMPLE_SIZE
     assert first.reconciled == "match"
     assert first.cursor_before == BEGINNING
-    assert first.cursor_after is not None and first.cursor_after > BEGINNING
+    assert first.cursor_after is not None
+    assert first.cursor_after > BEGINNING
     assert await load_cursor(sessions, "hubspot") == first.cursor_after
     assert await _count(sessions, Identity) == SAMPLE_SIZE - first.rejected
     line = first.line()
@@ -85,7 +86,8 @@ async def test_first_sync_links_everything_and_second_reads_nothing(
 
     (second,) = await sync(sessions, adapters, ["hubspot"], None)
     assert (second.read, second.created, second.updated, second.linked) == (0, 0, 0, 0)
-    assert second.upstream_total == 0 and second.reconciled == "match"
+    assert second.upstream_total == 0
+    assert second.reconciled == "match"
     assert second.cursor_after == first.cursor_after
     assert "read 0, created 0, updated 0, linked 0" in second.line()
 
@@ -110,8 +112,10 @@ async def test_a_touched_contact_is_picked_up(
         hubspot.people = original
     assert (second.read, second.updated, second.created) == (1, 1, 0)
     assert second.ids == {person.hubspot_id}
-    assert second.upstream_total == 1 and second.reconciled == "match"
-    assert second.cursor_after is not None and first.cursor_after is not None
+    assert second.upstream_total == 1
+    assert second.reconciled == "match"
+    assert second.cursor_after is not None
+    assert first.cursor_after is not None
     assert second.cursor_after > first.cursor_after
     async with sessions() as session:
         name = await session.scalar(
@@ -132,11 +136,13 @@ async def test_upstream_failure_keeps_the_cursor(
     assert failed.status == "failed"
     assert await load_cursor(sessions, "hubspot") is None
     assert await _count(sessions, Customer) == 0
-    assert "FAILED (" in failed.line() and "cursor kept at 1970-01-01" in failed.line()
+    assert "FAILED (" in failed.line()
+    assert "cursor kept at 1970-01-01" in failed.line()
 
     samples.hubspot.faults.reset()
     (recovered,) = await sync(sessions, adapters, ["hubspot"], None)
-    assert recovered.status == "ok" and recovered.read == SAMPLE_SIZE
+    assert recovered.status == "ok"
+    assert recovered.read == SAMPLE_SIZE
     assert await load_cursor(sessions, "hubspot") == recovered.cursor_after
 
 
@@ -167,7 +173,7 @@ async def test_sources_without_a_change_feed_are_skipped(
 async def test_the_soap_crm_syncs_and_reconciles_too(
     sessions: async_sessionmaker[AsyncSession], samples: SampleUpstreams
 ) -> None:
-    tables = {n: FAST for n in samples.base_urls}
+    tables = dict.fromkeys(samples.base_urls, FAST)
     tables["soap_crm"] = {**FAST, "enabled": True}
     built = build_adapters(sample_upstreams_config(samples.base_urls, tables))
     try:
@@ -176,6 +182,8 @@ async def test_the_soap_crm_syncs_and_reconciles_too(
     finally:
         await aclose_adapters(built)
     assert first.status == "ok", first.line()
-    assert first.read == SAMPLE_SIZE and first.upstream_total == SAMPLE_SIZE
+    assert first.read == SAMPLE_SIZE
+    assert first.upstream_total == SAMPLE_SIZE
     assert first.reconciled == "match"
-    assert second.read == 0 and second.reconciled == "match"
+    assert second.read == 0
+    assert second.reconciled == "match"

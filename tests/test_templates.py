@@ -10,11 +10,11 @@ import pytest
 
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.errors import Conflict, InvalidInput
-from gateway.render import Renderer, RenderFormat, TemplateSyntaxError
-from gateway.render_pool import RenderPool
 from gateway.services import render_budgets
 from gateway.settings import Settings
-from gateway.templates import TemplateStore, open_templates
+from gateway.templates.render import Renderer, RenderFormat, TemplateSyntaxError
+from gateway.templates.render_pool import RenderPool
+from gateway.templates.store import TemplateStore, open_templates
 
 
 @pytest.fixture
@@ -37,9 +37,11 @@ async def test_each_save_is_a_new_version(store: TemplateStore) -> None:
     assert (first.version, second.version) == (1, 2)
     assert second.created_at.tzinfo is not None
     latest = await store.get(name)
-    assert latest is not None and latest.source == "Hello {{ first_name }}"
+    assert latest is not None
+    assert latest.source == "Hello {{ first_name }}"
     older = await store.get(name, 1)
-    assert older is not None and older.format is RenderFormat.TEXT
+    assert older is not None
+    assert older.format is RenderFormat.TEXT
     assert await store.get(name, 3) is None
     assert [(v.version, v.format) for v in await store.history(name)] == [
         (2, RenderFormat.HTML),

@@ -21,12 +21,12 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.db.migrate import upgrade
 from gateway.db.models import Attribute, Customer, Event, utcnow
 from gateway.db.retries import NO_RETRY, RetryPolicy, retry_transaction, transient_reason
 from gateway.errors import InvalidInput
 from gateway.identity.merges import merge_customers
 from gateway.identity.resolution import _LOCK_NAMESPACE, _stripe
-from gateway.migrate import upgrade
 from gateway.settings import load_settings
 from tests.conftest import unique_email
 from tests.test_webhooks import BASE, realtime_app, shopify_request
@@ -125,7 +125,8 @@ async def test_without_retries_the_same_deadlock_reaches_the_caller(engine: Asyn
         return_exceptions=True,
     )
     failures = [o for o in outcomes if isinstance(o, BaseException)]
-    assert len(failures) == 1 and transient_reason(failures[0]) == "deadlock"
+    assert len(failures) == 1
+    assert transient_reason(failures[0]) == "deadlock"
 
 
 def _customer_record() -> tuple[dict[str, Any], list[int]]:
@@ -165,24 +166,22 @@ async def _deadlocked_webhook(postgres: str, attempts: int) -> tuple[httpx.Respo
     other = await asyncpg.connect(_dsn(postgres))
     watcher = await asyncpg.connect(_dsn(postgres))
     try:
-        async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url=BASE
-            ) as client:
-                transaction = other.transaction()
-                await transaction.start()
-                await other.execute("SET LOCAL deadlock_timeout = '30s'")
-                await other.execute(
-                    "SELECT pg_advisory_xact_lock($1, $2)", _LOCK_NAMESPACE, stripes[-1]
-                )
-                sending = asyncio.create_task(client.post(**request))
-                await _waiting_on(watcher, stripes[-1])
-                # Granted once the webhook's transaction is aborted and lets it go.
-                await other.execute(
-                    "SELECT pg_advisory_xact_lock($1, $2)", _LOCK_NAMESPACE, stripes[0]
-                )
-                await transaction.commit()
-                response = await sending
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as client,
+        ):
+            transaction = other.transaction()
+            await transaction.start()
+            await other.execute("SET LOCAL deadlock_timeout = '30s'")
+            await other.execute(
+                "SELECT pg_advisory_xact_lock($1, $2)", _LOCK_NAMESPACE, stripes[-1]
+            )
+            sending = asyncio.create_task(client.post(**request))
+            await _waiting_on(watcher, stripes[-1])
+            # Granted once the webhook's transaction is aborted and lets it go.
+            await other.execute("SELECT pg_advisory_xact_lock($1, $2)", _LOCK_NAMESPACE, stripes[0])
+            await transaction.commit()
+            response = await sending
     finally:
         await other.close()
         await watcher.close()

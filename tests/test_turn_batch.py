@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from gateway.turn_batch import TurnBatch
+from gateway.profiles.turn_batch import TurnBatch
 
 
 class Store:

@@ -14,8 +14,8 @@ from sqlalchemy import select
 
 from bench.storm import storm_customers
 from gateway.db.engine import create_engine
+from gateway.db.migrate import upgrade
 from gateway.db.models import Attribute, Customer, Event, Identity
-from gateway.migrate import upgrade
 from gateway.settings import load_settings
 from tests.test_webhooks import BASE, realtime_app, shopify_request
 
@@ -42,11 +42,13 @@ async def test_a_storm_of_duplicate_deliveries_is_stored_once_and_never_answered
             pair = await asyncio.gather(client.post(**delivery), client.post(**delivery))
             return list(pair)
 
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url=BASE, timeout=120
-        ) as client:
-            pairs = await asyncio.gather(*(twice(client, d) for d in deliveries))
+        ) as client,
+    ):
+        pairs = await asyncio.gather(*(twice(client, d) for d in deliveries))
 
     assert Counter(r.status_code for pair in pairs for r in pair) == {200: 2 * len(records)}
     for pair in pairs:

@@ -20,13 +20,13 @@ from sqlalchemy import func, select
 from starlette.applications import Starlette
 
 from adapters.config import UpstreamsConfig
-from adapters.samples.runner import SampleUpstreams
-from gateway.app import create_app
+from demo.upstreams.runner import SampleUpstreams
 from gateway.db.engine import create_engine
+from gateway.db.migrate import upgrade
 from gateway.db.models import Attribute, Customer, Event, Identity
-from gateway.migrate import upgrade
+from gateway.ingest.signatures import hubspot_signature
 from gateway.settings import Settings, load_settings
-from gateway.signatures import hubspot_signature
+from resolvers.app import create_app
 from tests.conftest import FAST, api_client, unique_email
 from tests.gql_client import gql
 
@@ -196,10 +196,12 @@ async def test_an_unknown_or_unconfigured_source_is_404(database_url: str) -> No
         load_settings(database_url=database_url, cache_url="memory://"),
         secrets={"shopify": SECRETS["shopify"]},
     )
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
-            unknown = await c.post("/webhooks/salesforce", content=b"{}")
-            unconfigured = await c.post(**segment_request({"type": "identify"}))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c,
+    ):
+        unknown = await c.post("/webhooks/salesforce", content=b"{}")
+        unconfigured = await c.post(**segment_request({"type": "identify"}))
     assert (unknown.status_code, unknown.json()["error"]) == (404, "unknown_source")
     assert (unconfigured.status_code, unconfigured.json()["error"]) == (
         404,
@@ -312,7 +314,7 @@ async def test_a_crm_webhook_drops_the_cached_crm_answer_on_every_field(
     samples: SampleUpstreams, seeded_url: str
 ) -> None:
     """The upstream cache, not only the stored profile: the next read asks HubSpot again."""
-    from gateway.demo import sample_upstreams_config
+    from demo.wiring import sample_upstreams_config
 
     samples.reset()
     config = sample_upstreams_config(samples.base_urls, dict.fromkeys(samples.base_urls, FAST))
@@ -476,9 +478,11 @@ async def test_concurrent_first_sightings_of_one_email_make_one_customer(
         )
         for i in range(6)
     ]
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
-            responses = await asyncio.gather(*(c.post(**r) for r in requests))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c,
+    ):
+        responses = await asyncio.gather(*(c.post(**r) for r in requests))
     assert [r.status_code for r in responses] == [200] * len(requests)
     owners = {r.json()["events"][0]["customerId"] for r in responses}
     assert len(owners) == 1

@@ -20,10 +20,10 @@ from starlette.applications import Starlette
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from gateway.api_keys import Scope
-from gateway.app import create_app
+from gateway.access.api_keys import Scope
 from gateway.settings import load_settings
-from tests.conftest import bearer, clean_redis, redis_url, unique_email
+from resolvers.app import create_app
+from tests.conftest import bearer, clean_redis, redis_database_url, unique_email
 
 TTL = 0.2  # the serving instance's key cache: a revocation elsewhere reaches it within this
 SUBSCRIPTION = "subscription($id: ID!) { customerUpdated(id: $id) { id eventType } }"
@@ -36,7 +36,7 @@ UPSERT = "mutation($e: String!) { upsertCustomer(input: {email: $e}) { id } }"
 
 @pytest.fixture
 async def shared_redis() -> AsyncIterator[str]:
-    async with clean_redis(redis_url(12)) as url:
+    async with clean_redis(redis_database_url(12)) as url:
         yield url
 
 
@@ -223,16 +223,19 @@ async def test_each_subscribe_is_charged_to_the_keys_rate_limit(database_url: st
             for operation in ("1", "2"):
                 await _subscribe(ws, operation, "{ __typename }")
                 answer = await _receive(ws)
-                assert answer["type"] == "next" and answer["id"] == operation, answer
+                assert answer["type"] == "next", answer
+                assert answer["id"] == operation, answer
                 assert (await _receive(ws))["type"] == "complete"
             await _subscribe(ws, "3", "{ __typename }")
             refused = await _receive(ws)
         over_http = await gateway.http.post(
             "/graphql", json={"query": "{ __typename }"}, headers=bearer(limited)
         )
-    assert refused["type"] == "error" and refused["id"] == "3", refused
+    assert refused["type"] == "error", refused
+    assert refused["id"] == "3", refused
     (error,) = refused["payload"]
-    assert error["extensions"]["code"] == "RATE_LIMITED" and error["extensions"]["retryAfter"] >= 1
+    assert error["extensions"]["code"] == "RATE_LIMITED"
+    assert error["extensions"]["retryAfter"] >= 1
     assert over_http.status_code == 429
 
 

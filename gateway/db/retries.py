@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from gateway import metrics
+from gateway.observability import metrics
 
 logger = logging.getLogger("gateway.db.retries")
 T = TypeVar("T")

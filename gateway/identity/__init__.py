@@ -9,12 +9,12 @@ Fellegi-Sunter model over blocked candidates, clustered); ``merge_customers``/
 from __future__ import annotations
 
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
-from gateway.identity.evaluation import PairMetrics, pair_metrics
 from gateway.identity.linkage import Decision, Review
 from gateway.identity.merges import merge_customers, refresh_golden, unmerge_customer
-from gateway.identity.model import DEFAULT_MODEL, LinkageModel
 from gateway.identity.records import PreparedRecord, RecordError, prepare
 from gateway.identity.resolution import Resolver
+from gateway.identity.scoring.evaluation import PairMetrics, pair_metrics
+from gateway.identity.scoring.model import DEFAULT_MODEL, LinkageModel
 
 __all__ = [
     "DEFAULT_CONFIG",

@@ -14,8 +14,8 @@ import click
 from gateway.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:  # Splink and DuckDB stay out of `gateway --help`
-    from gateway.identity.model import LinkageModel
-    from gateway.identity.model_store import ModelStore
+    from gateway.identity.scoring.model import LinkageModel
+    from gateway.identity.scoring.model_store import ModelStore
 
 _PROBABILITY = click.FloatRange(min=0, max=1, min_open=True, max_open=True)
 
@@ -34,7 +34,7 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 async def _with_store(settings: Settings, action: Any) -> Any:
     from gateway.db.engine import create_engine, create_sessionmaker
-    from gateway.identity.model_store import ModelStore
+    from gateway.identity.scoring.model_store import ModelStore
 
     engine = create_engine(settings.database_url)
     try:
@@ -84,8 +84,8 @@ def train(
     """
     from gateway.identity.config import DEFAULT_CONFIG
     from gateway.identity.records import RecordError, prepare
-    from gateway.identity.training import train as estimate
-    from gateway.importer import detect_format, read_rows
+    from gateway.identity.scoring.training import train as estimate
+    from gateway.ingest.importer import detect_format, read_rows
 
     settings = _settings(database_url)
     records, rejected = [], 0
@@ -102,7 +102,7 @@ def train(
     async def current(store: ModelStore) -> LinkageModel:
         return await store.get()
 
-    from gateway.identity.model import LinkageModel
+    from gateway.identity.scoring.model import LinkageModel
 
     base = asyncio.run(_with_store(settings, current))
     if base.version is None:
@@ -193,7 +193,7 @@ def model(
 
 
 def _print(model: LinkageModel, *, active: bool) -> None:
-    from gateway.identity.levels import COMPARISONS
+    from gateway.identity.scoring.levels import COMPARISONS
 
     if model.version is None:
         click.echo("no model stored: linking with the built-in priors (gateway identity train)")

@@ -2,7 +2,7 @@
 
 ``Settings`` can include ``IdentityConfig`` as a field later; until then callers pass
 it in (or take the defaults).  What a pair's comparison is worth is not set here: it is
-estimated from the records (``gateway.identity.model`` and ``training``).
+estimated from the records (``gateway.identity.scoring.model`` and ``training``).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class IdentityConfig(BaseModel):
     blocked_dates_of_birth: frozenset[str] = frozenset({"19000101", "19700101", "00000000"})
 
     # Probabilistic matching (m, u, λ and the probability thresholds are the linkage
-    # model's: ``gateway.identity.model``, trained with ``gateway identity train``).
+    # model's: ``gateway.identity.scoring.model``, trained with ``gateway identity train``).
     join_floor_probability: float = Field(
         default=0.01,
         gt=0,

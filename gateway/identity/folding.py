@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db.identity_models import IdentityLink, IdentityReview
 from gateway.db.models import Attribute, AuditEntry, Consent, Customer, Event, Identity, utcnow
+from gateway.db.row_locks import lock_customers
 from gateway.identity.observations import drop_shared_observations
-from gateway.identity.row_locks import lock_customers
 
 
 async def fold_customers(

@@ -14,11 +14,11 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from gateway.identity.clustering import Clusters, Edge
-from gateway.identity.comparison import Comparable, Scorer
 from gateway.identity.config import IdentityConfig
-from gateway.identity.model import DEFAULT_MODEL
 from gateway.identity.records import PreparedRecord
+from gateway.identity.scoring.clustering import Clusters, Edge
+from gateway.identity.scoring.comparison import Comparable, Scorer
+from gateway.identity.scoring.model import DEFAULT_MODEL
 
 # A reference to a record: a stored identity id (> 0), or -(batch position + 1).
 Ref = int

@@ -17,10 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gateway.db.identity_models import IdentityBlockKey, IdentityNeverLink, IdentityRecord
 from gateway.db.models import Customer, Identity
 from gateway.identity.bulk import is_postgres
-from gateway.identity.comparison import Comparable, comparable
 from gateway.identity.config import IdentityConfig
 from gateway.identity.linkage import Candidate, KnownState
 from gateway.identity.records import PreparedRecord
+from gateway.identity.scoring.comparison import Comparable, comparable
 from gateway.identity.values import email_parts
 
 T = TypeVar("T")

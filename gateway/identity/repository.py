@@ -24,6 +24,7 @@ from gateway.db.identity_models import (
 )
 from gateway.db.models import Attribute, Customer, Identity, utcnow
 from gateway.db.retries import StaleRead
+from gateway.db.row_locks import lock_customers
 from gateway.identity.bulk import (
     allocate_ids,
     insert_rows,
@@ -37,7 +38,6 @@ from gateway.identity.linkage import Decision, KnownState
 from gateway.identity.lookup import MATCH_COLUMNS, matching
 from gateway.identity.observations import ObservationRow, insert_observations
 from gateway.identity.records import PreparedRecord
-from gateway.identity.row_locks import lock_customers
 from gateway.identity.survivorship import GOLDEN_FIELDS, Observation, golden_values
 
 

@@ -12,14 +12,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction
-from gateway.identity.comparison import Scorer
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.linkage import Decision, KnownState, Linker
 from gateway.identity.lookup import load_state
-from gateway.identity.model import LinkageModel
-from gateway.identity.model_store import active_scorer, identity_count
 from gateway.identity.records import PreparedRecord, prepare
 from gateway.identity.repository import write_batch
+from gateway.identity.scoring.comparison import Scorer
+from gateway.identity.scoring.model import LinkageModel
+from gateway.identity.scoring.model_store import active_scorer, identity_count
 
 # Key locks are striped: a big batch takes every stripe (imports serialise), a single
 # record a few (unrelated webhooks run side by side), and the lock table stays small.

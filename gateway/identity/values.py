@@ -10,8 +10,8 @@ from hashlib import blake2b
 
 import phonenumbers
 
-from gateway.contact_points import normalize_email, phone_problem
 from gateway.identity.config import IdentityConfig
+from gateway.profiles.contact_points import normalize_email, phone_problem
 
 _NOT_NAME = re.compile(r"[^a-z' -]")
 _DIGITS = re.compile(r"\D")

@@ -23,9 +23,9 @@ from typing import Any, cast
 from adapters.errors import UpstreamError
 from adapters.protocols import CommerceAdapter
 from adapters.records import Product
-from gateway.cache import Entry, UpstreamCache
-from gateway.federation import Federation
-from gateway.single_flight import SingleFlight
+from gateway.upstreams.cache import Entry, UpstreamCache
+from gateway.upstreams.federation import Federation
+from gateway.upstreams.single_flight import SingleFlight
 
 _LOCAL_MAX = 10_000  # product records kept in the process, beyond which it starts afresh
 

@@ -14,7 +14,7 @@ from gateway.recommendations.interactions import Interaction
 from gateway.settings import SettingsError, load_settings
 
 if TYPE_CHECKING:  # numpy stays out of `gateway --help`
-    from gateway.recommendations.evaluation import Report
+    from gateway.recommendations.training.evaluation import Report
 
 DEFAULT_SEED = 42
 
@@ -26,12 +26,6 @@ def recs() -> None:
 
 @recs.command()
 @click.option("--database-url", help="Override GATEWAY_DATABASE_URL.")
-@click.option(
-    "--demo-history",
-    type=click.IntRange(min=1, max=100_000),
-    metavar="N",
-    help="First store the history of the first N demo people as events (demo databases).",
-)
 @click.option(
     "--interactions",
     "files",
@@ -62,7 +56,6 @@ def recs() -> None:
 )
 def build(
     database_url: str | None,
-    demo_history: int | None,
     files: tuple[Path, ...],
     user_key: str,
     kind: str,
@@ -75,11 +68,11 @@ def build(
     from adapters.protocols import CommerceAdapter
     from adapters.registry import aclose_adapters, build_adapters
     from gateway.db.engine import create_engine, create_sessionmaker
-    from gateway.recommendations.builder import BuildSummary
-    from gateway.recommendations.builder import build as run_build
-    from gateway.recommendations.datasets import DatasetError, read_interactions
-    from gateway.recommendations.history_file import resolve_users
     from gateway.recommendations.store import RecommendationStore
+    from gateway.recommendations.training.builder import BuildSummary
+    from gateway.recommendations.training.builder import build as run_build
+    from gateway.recommendations.training.datasets import DatasetError, read_interactions
+    from gateway.recommendations.training.history_file import resolve_users
 
     try:
         settings = load_settings(database_url=database_url)
@@ -101,12 +94,6 @@ def build(
         adapters = build_adapters(upstreams)
         try:
             sessions = create_sessionmaker(engine)
-            if demo_history:
-                from adapters.samples.population import population
-                from gateway.recommendations.demo_history import store_demo_history
-
-                added = await store_demo_history(sessions, population(demo_history))
-                click.echo(f"stored {added} demo events")
             extra: list[Interaction] = []
             if exported:
                 resolved = await resolve_users(sessions, exported, user_key)
@@ -192,7 +179,6 @@ def show(database_url: str | None, trials: bool) -> None:
 )
 @click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True)
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--demo/--no-demo", default=True, show_default=True, help="The demo data.")
 @click.option("--movielens/--no-movielens", default=True, show_default=True, help="MovieLens 100k.")
 @click.option(
     "--data-dir",
@@ -211,7 +197,6 @@ def eval_(
     min_rating: float | None,
     seed: int,
     k: int,
-    demo: bool,
     movielens: bool,
     data_dir: Path | None,
     threads: int | None,
@@ -220,14 +205,13 @@ def eval_(
     """Precision, recall, NDCG at k, coverage and fit time of popularity, EASE, ALS,
     item-kNN, the item-to-item model and the selected model, side by side on held-out
     data. Every model's settings are chosen on the training data only."""
-    from gateway.recommendations.builder import GATEWAY_PARAMS
-    from gateway.recommendations.datasets import (
+    from gateway.recommendations.model import ModelParams
+    from gateway.recommendations.training.datasets import (
         DatasetError,
         movielens_100k,
         read_interactions,
     )
-    from gateway.recommendations.evaluation import evaluate
-    from gateway.recommendations.model import ModelParams
+    from gateway.recommendations.training.evaluation import evaluate
 
     try:
         settings = load_settings()
@@ -238,21 +222,6 @@ def eval_(
     threads = threads or settings.recs_threads
     files_params = ModelParams()  # ratings: no event types, no decay, no categories
     try:
-        if demo:
-            from adapters.samples.population import population
-            from gateway.recommendations.demo_history import demo_history
-
-            history = demo_history(population())
-            report = evaluate(
-                history.interactions,
-                GATEWAY_PARAMS,
-                how="recent",
-                seed=seed,
-                k=k,
-                categories=history.categories,
-                threads=threads,
-            )
-            _print("demo data (1,000 customers, events and orders)", report, trials)
         sources: list[tuple[str, Callable[[], list[Interaction]]]] = []
         if movielens:
             sources.append(
@@ -271,13 +240,14 @@ def eval_(
             if min_rating is not None:
                 title = f"{title}, ratings >= {min_rating:g}"
             report = evaluate(read(), files_params, how=how, seed=seed, k=k, threads=threads)
-            _print(title, report, trials)
+            print_report(title, report, trials)
     except DatasetError as exc:
         click.echo(f"gateway: {exc}", err=True)
         sys.exit(1)
 
 
-def _print(title: str, report: Report, trials: bool) -> None:
+def print_report(title: str, report: Report, trials: bool) -> None:
+    """One evaluation's table, as `recs eval` prints it (the demo's data set too)."""
     share = (
         "random 25 % of each user's items"
         if report.split == "random"

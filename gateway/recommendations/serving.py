@@ -22,12 +22,12 @@ from itertools import islice
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.records import Product
-from gateway.federation import Federation
 from gateway.recommendations.catalogue import ProductCatalogue
 from gateway.recommendations.consent import personalisation_allowed
 from gateway.recommendations.memo import Memo
 from gateway.recommendations.store import Candidate, CustomerList, RecommendationStore
 from gateway.settings import Settings
+from gateway.upstreams.federation import Federation
 
 MAX_LIMIT = 50
 TEMPLATE_LIMIT = 12  # what a template's `recommendations` holds; `limit:` slices it

@@ -172,7 +172,7 @@ class RecommendationStore:
             RecommendationItem.product_id.in_(list(product_ids))
         )
         async with self.sessions() as session:
-            return {p: c for p, c in (await session.execute(query)).all()}
+            return dict((await session.execute(query)).all())
 
     async def replace(self, rows: ModelRows) -> int:
         """Swap the stored model for this one in one transaction; returns lists written

@@ -170,4 +170,3 @@ def downgrade() -> None:
         "fk_check_parents",
     ):
         op.execute(f"DROP FUNCTION {function}()")
-

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.samples.credentials import (
+from demo.upstreams.credentials import (
     DEMO_HUBSPOT_CLIENT_ID,
     DEMO_HUBSPOT_CLIENT_SECRET,
     DEMO_HUBSPOT_TOKEN,

@@ -16,7 +16,7 @@ from adapter_settings import ENV, FAST, VARIANTS
 from adapters.config import UpstreamsConfig, load_upstreams
 from adapters.protocols import Adapter
 from adapters.registry import build_adapter
-from adapters.samples.runner import SampleUpstreams
+from demo.upstreams.runner import SampleUpstreams
 
 Configure = Callable[..., UpstreamsConfig]
 Build = Callable[..., Adapter]

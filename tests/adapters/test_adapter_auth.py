@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from adapters.auth import OAuth2ClientCredentials
 from adapters.errors import UpstreamAuthError
-from adapters.samples.runner import SampleUpstreams
+from adapters.transport.auth import OAuth2ClientCredentials
+from demo.upstreams.runner import SampleUpstreams
 
 Build = Callable[..., Any]
 TOKEN = "POST /oauth/v1/token"
@@ -86,8 +86,10 @@ async def test_wrong_client_secret_is_a_clear_auth_error(
     with pytest.raises(UpstreamAuthError) as caught:
         await crm.fetch_contact(upstreams.people[0].hubspot_id)
     message = str(caught.value)
-    assert "token request refused (400)" in message and caught.value.upstream == "hubspot_oauth"
-    assert WRONG not in message and upstreams.credentials.hubspot_client_id not in message
+    assert "token request refused (400)" in message
+    assert caught.value.upstream == "hubspot_oauth"
+    assert WRONG not in message
+    assert upstreams.credentials.hubspot_client_id not in message
     assert upstreams.hubspot.calls.count(TOKEN) == 1  # auth errors are not retried
     assert upstreams.hubspot.calls.count(CONTACT) == 0
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from adapters.breaker import BreakerState, CircuitBreaker
-from adapters.errors import CircuitOpen, UpstreamUnavailable
-from adapters.samples.runner import SampleUpstreams
+from adapters.errors import CircuitOpen, UpstreamBadResponse, UpstreamUnavailable
+from adapters.transport.breaker import BreakerState, CircuitBreaker
+from demo.upstreams.runner import SampleUpstreams
 
 Build = Callable[..., Any]
 CONTACT = "GET /crm/v3/objects/contacts/{id}"
@@ -93,7 +93,7 @@ async def test_answers_that_are_not_outages_do_not_open_it(
     crm = build("hubspot", breaker={"failure_threshold": 1})
     assert await crm.fetch_contact("99999999999") is None  # 404
     upstreams.hubspot.faults.update(malformed=True)
-    with pytest.raises(Exception):  # noqa: B017 - any bad-response error will do
+    with pytest.raises(UpstreamBadResponse):
         await crm.fetch_contact(upstreams.people[1].hubspot_id)
     assert crm.breaker.state is BreakerState.CLOSED
 

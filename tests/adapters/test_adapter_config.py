@@ -51,8 +51,10 @@ def test_the_example_points_at_the_demo_samples() -> None:
     assert ports == {"hubspot": 8101, "soap_crm": 8102, "shopify": 8103, "segment": 8104}
     assert all(u.base_url.host == "127.0.0.1" for u in config.upstreams.values())
     hub, shop, seg = (config.upstreams[n] for n in ("hubspot", "shopify", "segment"))
-    assert isinstance(hub, HubSpotConfig) and isinstance(shop, ShopifyConfig)
-    assert isinstance(seg, SegmentConfig) and seg.space_id == "spa_gatewayDemo0001"
+    assert isinstance(hub, HubSpotConfig)
+    assert isinstance(shop, ShopifyConfig)
+    assert isinstance(seg, SegmentConfig)
+    assert seg.space_id == "spa_gatewayDemo0001"
     assert hub.auth.token.get_secret_value() == "pat-secret-1"
 
 
@@ -99,7 +101,8 @@ def test_oauth_resolves_both_variables() -> None:
 
 def test_secrets_written_inline_are_refused() -> None:
     found = problems(hubspot(auth={"mode": "bearer", "token": "pat-inline-secret"}))
-    assert len(found) == 1 and "secrets are never written in the file" in found[0]
+    assert len(found) == 1
+    assert "secrets are never written in the file" in found[0]
     assert "pat-inline-secret" not in found[0]
 
 

@@ -18,8 +18,8 @@ from pydantic import ValidationError
 from adapters.errors import InvalidExternalId
 from adapters.protocols import CrmAdapter
 from adapters.records import CrmContact
-from adapters.samples.population import Person
-from adapters.samples.runner import SampleUpstreams
+from demo.people.population import Person
+from demo.upstreams.runner import SampleUpstreams
 
 Build = Callable[..., Any]
 
@@ -90,8 +90,10 @@ def assert_is_person(contact: CrmContact, person: Person, variant: Variant) -> N
     assert contact.consents.email_marketing is person.email_marketing_consent
     assert contact.consents.personalisation is person.personalisation_consent
     assert contact.consents.analytics is person.analytics_consent
-    assert contact.created_at is not None and contact.updated_at is not None
-    assert contact.created_at.tzinfo is UTC and contact.updated_at.tzinfo is UTC
+    assert contact.created_at is not None
+    assert contact.updated_at is not None
+    assert contact.created_at.tzinfo is UTC
+    assert contact.updated_at.tzinfo is UTC
     # HubSpot keeps milliseconds, SOAP whole seconds: compare to the second.
     assert abs((contact.created_at - person.created_at).total_seconds()) < 1
     assert abs((contact.updated_at - person.updated_at).total_seconds()) < 1
@@ -150,7 +152,8 @@ async def test_empty_batches_call_nobody(crm: CrmAdapter, upstreams: SampleUpstr
         await crm.fetch_contact("")
     with pytest.raises(InvalidExternalId):
         await crm.fetch_contact_by_email("  ")
-    assert upstreams.hubspot.calls.total == 0 and upstreams.soap_crm.calls.total == 0
+    assert upstreams.hubspot.calls.total == 0
+    assert upstreams.soap_crm.calls.total == 0
 
 
 async def test_changed_since_pages_through_every_change(
@@ -175,4 +178,5 @@ async def test_records_are_frozen_and_strict(
     assert contact is not None
     with pytest.raises(ValidationError):
         contact.email = "other@example.com"  # type: ignore[misc]
-    assert crm.kind == "crm" and crm.name == variant.name
+    assert crm.kind == "crm"
+    assert crm.name == variant.name

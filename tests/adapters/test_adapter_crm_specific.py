@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from adapters.errors import UpstreamBadResponse, UpstreamUnavailable
-from adapters.samples.runner import SampleUpstreams
-from adapters.soap import packaged_wsdl
+from adapters.transport.soap import packaged_wsdl
+from demo.upstreams.runner import SampleUpstreams
 
 Build = Callable[..., Any]
 BATCH = "POST /crm/v3/objects/contacts/batch/read"

@@ -22,8 +22,8 @@ from adapters.errors import InvalidExternalId, UpstreamBadResponse
 from adapters.external_ids import ID_RULES, expand_path
 from adapters.protocols import AnalyticsAdapter, CommerceAdapter, CrmAdapter
 from adapters.records import normalise_email
-from adapters.samples.credentials import DEMO_SEGMENT_SPACE
-from adapters.samples.runner import SampleUpstreams
+from demo.upstreams.credentials import DEMO_SEGMENT_SPACE
+from demo.upstreams.runner import SampleUpstreams
 
 Build = Callable[..., Any]
 
@@ -102,7 +102,8 @@ def test_a_value_becomes_one_segment_that_decodes_to_itself(value: str, prefix: 
         return
     first, segment, last = path.removeprefix("/").split("/")  # exactly three segments
     assert (first, last) == ("a", "b.json")
-    assert segment not in {"", ".", ".."} and not set(segment) & set("\\?#")
+    assert segment not in {"", ".", ".."}
+    assert not set(segment) & set("\\?#")
     assert all(ch.isascii() and ch.isprintable() and not ch.isspace() for ch in segment)
     assert unquote(segment, errors="strict") == prefix + value
 
@@ -147,7 +148,8 @@ async def test_shopify_orders_reach_that_customers_orders_or_nothing(
         assert ID_RULES["shopify"].problem(value) is not None
         assert_refused_silently(upstreams)
         return
-    assert value.isascii() and value.isdigit()  # only numbers are ever sent
+    assert value.isascii()
+    assert value.isdigit()
     path = f"/admin/api/2024-10/customers/{_segment(value)}/orders.json"
     assert_reached_only(upstreams, "shopify", path)
     assert all(order.customer_id == value for order in orders)

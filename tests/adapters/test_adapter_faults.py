@@ -20,8 +20,8 @@ from adapters.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from adapters.samples.runner import SampleUpstreams
-from adapters.samples.service import SampleService
+from demo.upstreams.runner import SampleUpstreams
+from demo.upstreams.service import SampleService
 
 Build = Callable[..., Any]
 PERSON = 7
@@ -102,7 +102,8 @@ async def test_5xx_is_retried_then_unavailable(
     with pytest.raises(UpstreamUnavailable) as caught:
         await probe.call(build(probe.variant), upstreams)
     assert probe.calls(upstreams) == 3  # 1 attempt + 2 retries
-    assert caught.value.code == "UPSTREAM_UNAVAILABLE" and caught.value.upstream == probe.variant
+    assert caught.value.code == "UPSTREAM_UNAVAILABLE"
+    assert caught.value.upstream == probe.variant
     assert_clean_message(caught.value, upstreams)
 
 
@@ -145,7 +146,8 @@ async def test_429_beyond_budget_fails_at_once(
         await probe.call(build(probe.variant), upstreams)
     assert time.monotonic() - started < 0.5
     assert probe.calls(upstreams) == 1
-    assert caught.value.retry_after_s == 5 and caught.value.code == "UPSTREAM_RATE_LIMITED"
+    assert caught.value.retry_after_s == 5
+    assert caught.value.code == "UPSTREAM_RATE_LIMITED"
 
 
 async def test_hang_times_out_within_the_budget(

@@ -16,8 +16,8 @@ from adapters import (
     load_upstreams,
 )
 from adapters.hubspot import HubSpotAdapter
-from adapters.samples.runner import SampleUpstreams
 from adapters.soap_crm import SoapCrmAdapter
+from demo.upstreams.runner import SampleUpstreams
 
 
 async def test_build_every_kind_and_close_them(upstreams: SampleUpstreams) -> None:
@@ -37,7 +37,8 @@ async def test_build_every_kind_and_close_them(upstreams: SampleUpstreams) -> No
     person = upstreams.people[0]
     for crm in crms:
         contact = await crm.fetch_contact_by_email(person.email)
-        assert contact is not None and contact.email == person.email.lower()
+        assert contact is not None
+        assert contact.email == person.email.lower()
     await aclose_adapters(adapters)
     assert all(a.rest.http.is_closed for a in adapters.values() if hasattr(a, "rest"))
     assert adapters["soap_crm"].soap.http.is_closed  # type: ignore[attr-defined]

@@ -9,7 +9,6 @@ from email.utils import format_datetime
 
 import pytest
 
-from adapters.breaker import BreakerState, CircuitBreaker
 from adapters.errors import (
     UpstreamAuthError,
     UpstreamBadResponse,
@@ -18,7 +17,8 @@ from adapters.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from adapters.retry import CallPolicy, parse_retry_after
+from adapters.transport.breaker import BreakerState, CircuitBreaker
+from adapters.transport.retry import CallPolicy, parse_retry_after
 
 
 def policy(*, retries: int = 2, deadline_s: float = 1.0, threshold: int = 100) -> CallPolicy:
@@ -126,7 +126,8 @@ async def test_the_last_attempt_gets_only_what_is_left() -> None:
     with pytest.raises(UpstreamTimeout):
         await policy(retries=5, deadline_s=0.5).run("op", slow)
     assert time.monotonic() - started < 0.6
-    assert slices[0] == 0.2 and slices[-1] < 0.2
+    assert slices[0] == 0.2
+    assert slices[-1] < 0.2
 
 
 async def test_stops_once_the_circuit_opens() -> None:
@@ -134,7 +135,8 @@ async def test_stops_once_the_circuit_opens() -> None:
     calls = policy(retries=4, threshold=2)
     with pytest.raises(UpstreamUnavailable) as caught:
         await calls.run("op", script)
-    assert len(script.slices) == 2 and "503" in str(caught.value)
+    assert len(script.slices) == 2
+    assert "503" in str(caught.value)
     assert calls.breaker.state is BreakerState.OPEN
 
 

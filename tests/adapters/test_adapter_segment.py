@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from adapters.protocols import AnalyticsAdapter
-from adapters.samples.behaviour import anonymous_ids, behaviour
-from adapters.samples.runner import SampleUpstreams
-from adapters.samples.segment import traits as sample_traits
+from demo.people.behaviour import anonymous_ids, behaviour
+from demo.upstreams.runner import SampleUpstreams
+from demo.upstreams.segment import traits as sample_traits
 
 Build = Callable[..., Any]
 PROFILE = "GET /v1/spaces/{space_id}/collections/{collection}/profiles/{identifier}"
@@ -32,10 +32,12 @@ async def test_traits_follow_the_cursor_to_the_end(
     assert traits is not None
     everything = sample_traits(person)
     assert upstreams.segment.calls.count(f"{PROFILE}/traits") == math.ceil(len(everything) / 5)
-    assert traits.user_id == person.segment_user_id and traits.source == "segment"
+    assert traits.user_id == person.segment_user_id
+    assert traits.source == "segment"
     assert traits.email == person.email.lower()
     assert (traits.first_name, traits.last_name) == (person.first_name, person.last_name)
-    assert traits.created_at is not None and traits.last_seen_at is not None
+    assert traits.created_at is not None
+    assert traits.last_seen_at is not None
     assert traits.extra["favourite_category"] == everything["favourite_category"]
     assert "email" not in traits.extra
 
@@ -45,11 +47,12 @@ async def test_traits_by_email_and_unknown_profiles(
 ) -> None:
     person = upstreams.people[11]
     by_email = await analytics.fetch_traits(email=f" {person.email.upper()} ")
-    assert by_email is not None and by_email.user_id == person.segment_user_id
+    assert by_email is not None
+    assert by_email.user_id == person.segment_user_id
     assert await analytics.fetch_traits(user_id="usr_nobody") is None
     assert await analytics.fetch_events("usr_nobody") == []
     assert await analytics.fetch_external_ids("usr_nobody") == []
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="needs a user_id or an email"):
         await analytics.fetch_traits()
 
 
@@ -63,7 +66,8 @@ async def test_events_newest_first_in_pages(
     assert [e.id for e in events] == [e.message_id for e in expected[:12]]
     assert upstreams.segment.calls.count(f"{PROFILE}/events") == math.ceil(12 / 5)
     first = events[0]
-    assert first.name == expected[0].event and first.type == expected[0].type
+    assert first.name == expected[0].event
+    assert first.type == expected[0].type
     assert first.session_id == expected[0].session_id
     assert first.timestamp.tzinfo is not None
     stamps = [e.timestamp for e in events]

@@ -8,11 +8,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from adapters.protocols import CommerceAdapter
-from adapters.samples.catalogue import catalogue
-from adapters.samples.orders import currency_of, orders_for, spend
-from adapters.samples.runner import SampleUpstreams
+from demo.people.catalogue import catalogue
+from demo.people.orders import currency_of, orders_for, spend
+from demo.upstreams.runner import SampleUpstreams
 
 Build = Callable[..., Any]
 API = "/admin/api/2024-10"
@@ -41,12 +42,14 @@ async def test_customers_by_email_in_pages(
     person = people[5]
     customer = found[person.email.lower()]
     count, total = spend(person)
-    assert customer.external_id == str(person.shopify_id) and customer.source == "shopify"
+    assert customer.external_id == str(person.shopify_id)
+    assert customer.source == "shopify"
     assert customer.orders_count == count
     assert customer.total_spent.amount == total
     assert customer.total_spent.currency == currency_of(person)
     assert customer.email_marketing_consent is person.email_marketing_consent
-    assert customer.created_at is not None and customer.created_at == person.created_at
+    assert customer.created_at is not None
+    assert customer.created_at == person.created_at
     newest = orders_for(person)[0] if count else None
     assert customer.last_order_id == (str(newest.id) if newest else None)
 
@@ -62,7 +65,8 @@ async def test_orders_newest_first_with_line_items(
     assert first.customer_id == str(person.shopify_id)
     assert first.total_price.amount == expected[0].total
     assert first.total_price.currency == expected[0].currency
-    assert first.line_items and all(item.quantity >= 1 for item in first.line_items)
+    assert first.line_items
+    assert all(item.quantity >= 1 for item in first.line_items)
     assert first.line_items[0].price.currency == expected[0].currency
     assert [o.created_at for o in orders] == sorted((o.created_at for o in orders), reverse=True)
     assert upstreams.shopify.calls.count(ORDERS) == 1
@@ -90,9 +94,11 @@ async def test_whole_catalogue_through_link_pagination(
     assert len(products) == len(everything)
     assert upstreams.shopify.calls.count(PRODUCTS) == math.ceil(len(everything) / 50)
     one, source = products[0], everything[0]
-    assert one.external_id == str(source.id) and one.handle == source.handle
+    assert one.external_id == str(source.id)
+    assert one.handle == source.handle
     assert one.category == source.category
-    assert one.price is not None and one.price.amount == source.price
+    assert one.price is not None
+    assert one.price.amount == source.price
     assert one.url == f"https://shop.example/products/{source.handle}"
     assert one.image_url == source.image_url
     assert one.inventory_item_id == str(source.inventory_item_id)
@@ -123,5 +129,5 @@ def test_money_is_decimal() -> None:
     from adapters.records import Money
 
     assert Money(amount=Decimal("12.30"), currency="EUR").amount == Decimal("12.3")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValidationError, match="currency"):
         Money(amount=Decimal(1), currency="euro")

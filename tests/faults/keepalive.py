@@ -9,6 +9,7 @@ the request is not retried on a new one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 
 import orjson
@@ -83,7 +84,5 @@ class KeepAliveConnection:
             writer = self._streams[1]
             self._streams = None
             writer.close()
-            try:
+            with contextlib.suppress(OSError):
                 await writer.wait_closed()
-            except OSError:
-                pass

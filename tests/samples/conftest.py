@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from adapters.samples.credentials import (
+from demo.upstreams.credentials import (
     DEMO_HUBSPOT_TOKEN,
     DEMO_SEGMENT_SPACE,
     DEMO_SEGMENT_TOKEN,
@@ -15,7 +15,7 @@ from adapters.samples.credentials import (
     DEMO_SOAP_PASSWORD,
     DEMO_SOAP_USER,
 )
-from adapters.samples.runner import SampleUpstreams
+from demo.upstreams.runner import SampleUpstreams
 
 SIZE = 1000
 

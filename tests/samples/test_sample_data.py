@@ -8,9 +8,11 @@ from pathlib import Path
 
 import httpx
 
-from adapters.samples.behaviour import WINDOW, behaviour, cart
-from adapters.samples.catalogue import CATEGORIES, catalogue
-from adapters.samples.credentials import (
+from demo.people.behaviour import WINDOW, behaviour, cart
+from demo.people.catalogue import CATEGORIES, catalogue
+from demo.people.orders import MAX_ORDERS, orders_for
+from demo.people.population import EPOCH, population
+from demo.upstreams.credentials import (
     DEMO_HUBSPOT_TOKEN,
     DEMO_SEGMENT_SPACE,
     DEMO_SEGMENT_TOKEN,
@@ -18,9 +20,7 @@ from adapters.samples.credentials import (
     DEMO_SOAP_PASSWORD,
     DEMO_SOAP_USER,
 )
-from adapters.samples.orders import MAX_ORDERS, orders_for
-from adapters.samples.population import EPOCH, population
-from adapters.samples.runner import SampleUpstreams
+from demo.upstreams.runner import SampleUpstreams
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,7 +82,8 @@ def test_one_person_is_found_by_email_everywhere(upstreams: SampleUpstreams) -> 
 
 def test_catalogue_shape() -> None:
     products = catalogue().products
-    assert 180 <= len(products) <= 220 and len({p.id for p in products}) == len(products)
+    assert 180 <= len(products) <= 220
+    assert len({p.id for p in products}) == len(products)
     assert set(Counter(p.category for p in products)) == set(CATEGORIES)
     assert {"Shoes", "Apparel", "Accessories", "Home", "Beauty", "Outdoors"} <= set(CATEGORIES)
     assert 0 < sum(p.initial_stock == 0 for p in products) < len(products) // 4
@@ -91,7 +92,9 @@ def test_catalogue_shape() -> None:
 def test_orders_per_person() -> None:
     people = population(1000)
     counts = [len(orders_for(p)) for p in people]
-    assert min(counts) == 0 and max(counts) <= MAX_ORDERS and sum(counts) > 1000
+    assert min(counts) == 0
+    assert max(counts) <= MAX_ORDERS
+    assert sum(counts) > 1000
     for person in people[:200]:
         orders = orders_for(person)
         assert all(a.created_at > b.created_at for a, b in itertools.pairwise(orders))

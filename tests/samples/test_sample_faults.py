@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
-from lxml import etree
+from lxml import etree  # type: ignore[import-untyped]
 
-from adapters.samples.credentials import (
+from demo.upstreams.credentials import (
     DEMO_HUBSPOT_TOKEN,
     DEMO_SEGMENT_SPACE,
     DEMO_SEGMENT_TOKEN,
@@ -19,7 +19,7 @@ from adapters.samples.credentials import (
     DEMO_SOAP_PASSWORD,
     DEMO_SOAP_USER,
 )
-from adapters.samples.runner import SERVICE_NAMES, SampleUpstreams
+from demo.upstreams.runner import SERVICE_NAMES, SampleUpstreams
 
 _SOAP_BODY = (
     '<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" '
@@ -127,7 +127,8 @@ def test_error_rate_is_seeded_and_reproducible(upstreams: SampleUpstreams, name:
     first = [probe(upstreams, name).status_code for _ in range(16)]
     faults.update(error_rate=0.5)
     second = [probe(upstreams, name).status_code for _ in range(16)]
-    assert first == second and set(first) == {200, 503}
+    assert first == second
+    assert set(first) == {200, 503}
 
 
 def test_error_status_is_configurable(upstreams: SampleUpstreams, name: str) -> None:
@@ -158,7 +159,8 @@ def test_schema_change_is_well_formed_but_reshaped(upstreams: SampleUpstreams, n
         assert drifted.find(".//c:contact/c:email", ns) is None
         assert drifted.find(".//c:Contact/c:Email", ns) is not None
     else:
-        assert isinstance(drifted, dict) and set(drifted) != set(healthy)
+        assert isinstance(drifted, dict)
+        assert set(drifted) != set(healthy)
         assert set(drifted) == {key[:1].upper() + key[1:] for key in healthy}
 
 
@@ -178,7 +180,8 @@ def test_faults_over_http_merge_and_reset(upstreams: SampleUpstreams, name: str)
     }
     _HTTP.put(url, json={"latency_ms": 5})
     merged = _HTTP.put(url, json={"rate_limit_next": 1}).json()
-    assert merged["latency_ms"] == 5 and merged["rate_limit_next"] == 1
+    assert merged["latency_ms"] == 5
+    assert merged["rate_limit_next"] == 1
     assert upstreams.services[name].faults.settings.rate_limit_next == 1
     assert _HTTP.put(url, json={"bogus": 1}).status_code == 400
     assert _HTTP.put(url, json={"error_rate": 2}).status_code == 400
@@ -191,7 +194,8 @@ def test_calls_over_http_skip_control_routes(upstreams: SampleUpstreams, name: s
     probe(upstreams, name)
     _HTTP.get(f"{upstreams.base_urls[name]}/_sample/faults")
     calls = _HTTP.get(url).json()
-    assert calls["total"] == 2 and len(calls["by_endpoint"]) == 1
+    assert calls["total"] == 2
+    assert len(calls["by_endpoint"]) == 1
     assert next(iter(calls["by_endpoint"])).split(" ")[0] in ("GET", "POST")
     assert _HTTP.delete(url).json()["total"] == 0
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from adapters.samples.credentials import DEMO_HUBSPOT_CLIENT_ID, DEMO_HUBSPOT_CLIENT_SECRET
-from adapters.samples.runner import SampleUpstreams
+from demo.upstreams.credentials import DEMO_HUBSPOT_CLIENT_ID, DEMO_HUBSPOT_CLIENT_SECRET
+from demo.upstreams.runner import SampleUpstreams
 
 CONTACT = "/crm/v3/objects/contacts"
 
@@ -28,7 +28,8 @@ def test_get_contact_by_id_has_default_properties(
     }
     assert body["properties"]["email"] == person.email
     assert body["archived"] is False
-    assert body["createdAt"].endswith("Z") and body["updatedAt"] >= body["createdAt"]
+    assert body["createdAt"].endswith("Z")
+    assert body["updatedAt"] >= body["createdAt"]
 
 
 def test_get_contact_by_email_with_properties(
@@ -56,7 +57,8 @@ def test_get_contact_by_email_with_properties(
 def test_unknown_contact_is_404_object_not_found(hubspot: httpx.Client) -> None:
     answer = hubspot.get(f"{CONTACT}/1")
     assert answer.status_code == 404
-    assert answer.json()["category"] == "OBJECT_NOT_FOUND" and answer.json()["correlationId"]
+    assert answer.json()["category"] == "OBJECT_NOT_FOUND"
+    assert answer.json()["correlationId"]
 
 
 def test_batch_read_complete_and_partial(hubspot: httpx.Client, upstreams: SampleUpstreams) -> None:
@@ -66,7 +68,8 @@ def test_batch_read_complete_and_partial(hubspot: httpx.Client, upstreams: Sampl
         f"{CONTACT}/batch/read",
         json={"properties": ["email", "firstname"], "idProperty": "email", "inputs": inputs},
     )
-    assert complete.status_code == 200 and complete.json()["status"] == "COMPLETE"
+    assert complete.status_code == 200
+    assert complete.json()["status"] == "COMPLETE"
     assert [r["id"] for r in complete.json()["results"]] == [p.hubspot_id for p in people]
 
     partial = hubspot.post(
@@ -75,7 +78,8 @@ def test_batch_read_complete_and_partial(hubspot: httpx.Client, upstreams: Sampl
     )
     assert partial.status_code == 207
     body = partial.json()
-    assert body["numErrors"] == 1 and body["errors"][0]["context"]["ids"] == ["42"]
+    assert body["numErrors"] == 1
+    assert body["errors"][0]["context"]["ids"] == ["42"]
     assert body["errors"][0]["category"] == "OBJECT_NOT_FOUND"
     assert len(body["results"]) == 1
 
@@ -85,7 +89,8 @@ def test_batch_read_refuses_more_than_100(hubspot: httpx.Client) -> None:
         f"{CONTACT}/batch/read",
         json={"properties": [], "inputs": [{"id": str(i)} for i in range(101)]},
     )
-    assert answer.status_code == 400 and answer.json()["category"] == "VALIDATION_ERROR"
+    assert answer.status_code == 400
+    assert answer.json()["category"] == "VALIDATION_ERROR"
 
 
 def test_search_changed_since_pages_to_the_end(
@@ -115,7 +120,8 @@ def test_search_changed_since_pages_to_the_end(
         if "paging" not in body:
             break
         query["after"] = body["paging"]["next"]["after"]
-    assert set(seen) == expected and len(seen) == len(expected)
+    assert set(seen) == expected
+    assert len(seen) == len(expected)
     assert modified == sorted(modified)
 
 
@@ -129,7 +135,8 @@ def test_search_by_email_eq(hubspot: httpx.Client, upstreams: SampleUpstreams) -
             ]
         },
     ).json()
-    assert body["total"] == 1 and body["results"][0]["id"] == person.hubspot_id
+    assert body["total"] == 1
+    assert body["results"][0]["id"] == person.hubspot_id
 
 
 def test_auth_refusals(upstreams: SampleUpstreams) -> None:
@@ -156,7 +163,8 @@ def test_oauth_client_credentials_and_expiry(upstreams: SampleUpstreams) -> None
         },
     )
     token = issued.json()
-    assert token["token_type"] == "bearer" and token["expires_in"] == 1800
+    assert token["token_type"] == "bearer"
+    assert token["expires_in"] == 1800
     url = f"{base}{CONTACT}/{upstreams.people[0].hubspot_id}"
     headers = {"Authorization": f"Bearer {token['access_token']}"}
     assert httpx.get(url, headers=headers).status_code == 200
@@ -192,7 +200,8 @@ def test_oauth_expiry_is_configurable(upstreams: SampleUpstreams) -> None:
 def test_rate_limit_body_is_hubspots(hubspot: httpx.Client, upstreams: SampleUpstreams) -> None:
     upstreams.hubspot.faults.update(rate_limit_next=1, retry_after_s=3)
     answer = hubspot.get(f"{CONTACT}/{upstreams.people[0].hubspot_id}")
-    assert answer.status_code == 429 and answer.headers["Retry-After"] == "3"
+    assert answer.status_code == 429
+    assert answer.headers["Retry-After"] == "3"
     assert answer.json()["errorType"] == "RATE_LIMIT"
     assert answer.json()["policyName"] == "SECONDLY"
 
@@ -220,4 +229,5 @@ def test_calls_are_counted_by_route_template(
     }
     assert upstreams.hubspot.calls.count("GET /crm/v3/objects/contacts/{id}") == 3
     hubspot.delete("/_sample/calls")
-    assert upstreams.hubspot.calls.total == 0 and upstreams.hubspot.calls.paths() == []
+    assert upstreams.hubspot.calls.total == 0
+    assert upstreams.hubspot.calls.paths() == []

@@ -17,14 +17,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from adapters.samples.credentials import (
+from demo.people.population import Person
+from demo.upstreams.credentials import (
     DEMO_HUBSPOT_TOKEN,
     DEMO_SEGMENT_SPACE,
     DEMO_SEGMENT_TOKEN,
     DEMO_SHOPIFY_TOKEN,
 )
-from adapters.samples.population import Person
-from adapters.samples.runner import SERVICE_NAMES, SampleUpstreams
+from demo.upstreams.runner import SERVICE_NAMES, SampleUpstreams
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,7 +75,7 @@ def test_fixed_ports_and_restart() -> None:
 
 
 def test_unknown_service_name_is_refused() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown sample services"):
         SampleUpstreams(size=5, ports={"salesforce": 1})
 
 
@@ -113,7 +113,8 @@ def test_stop_is_prompt_with_hanging_requests_in_flight() -> None:
     for thread in threads:
         thread.join(2)
     # Each held client got an answer (503) or a closed connection, not a 30 s wait.
-    assert len(outcomes) == 3 and all(o == 503 or isinstance(o, httpx.HTTPError) for o in outcomes)
+    assert len(outcomes) == 3
+    assert all(o == 503 or isinstance(o, httpx.HTTPError) for o in outcomes)
 
 
 def _basic(user: str, password: str) -> str:
@@ -153,7 +154,7 @@ def test_python_m_adapters_samples_serves_the_same_data(upstreams: SampleUpstrea
         [
             sys.executable,
             "-m",
-            "adapters.samples",
+            "demo.upstreams",
             "--base-port",
             str(base),
             "--size",

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import httpx
 
-from adapters.samples.behaviour import behaviour
-from adapters.samples.credentials import DEMO_SEGMENT_SPACE
-from adapters.samples.runner import SampleUpstreams
+from demo.people.behaviour import behaviour
+from demo.upstreams.credentials import DEMO_SEGMENT_SPACE
+from demo.upstreams.runner import SampleUpstreams
 
 
 def test_traits_page_by_ten_by_default(segment: httpx.Client, upstreams: SampleUpstreams) -> None:
     person = upstreams.people[12]
     first = segment.get(f"/user_id:{person.segment_user_id}/traits").json()
-    assert len(first["traits"]) == 10 and first["cursor"]["has_more"] is True
+    assert len(first["traits"]) == 10
+    assert first["cursor"]["has_more"] is True
     rest = segment.get(
         f"/user_id:{person.segment_user_id}/traits", params={"next": first["cursor"]["next"]}
     ).json()
     traits = first["traits"] | rest["traits"]
     assert rest["cursor"]["has_more"] is False
-    assert traits["email"] == person.email and traits["first_name"] == person.first_name
+    assert traits["email"] == person.email
+    assert traits["first_name"] == person.first_name
     assert {"created_at", "last_seen_at"} <= set(traits)
 
 
@@ -56,7 +58,8 @@ def test_events_newest_first_and_paginated(
         "Page Viewed",
     }
     viewed = next(e for e in events if e["event"] == "Product Viewed")
-    assert viewed["type"] == "track" and viewed["properties"]["product_id"].isdigit()
+    assert viewed["type"] == "track"
+    assert viewed["properties"]["product_id"].isdigit()
 
 
 def test_events_time_window_survives_paging(
@@ -84,7 +87,8 @@ def test_external_ids(segment: httpx.Client, upstreams: SampleUpstreams) -> None
     person = upstreams.people[14]
     body = segment.get(f"/user_id:{person.segment_user_id}/external_ids").json()
     kinds = {(x["type"], x["id"]) for x in body["data"]}
-    assert ("email", person.email) in kinds and ("user_id", person.segment_user_id) in kinds
+    assert ("email", person.email) in kinds
+    assert ("user_id", person.segment_user_id) in kinds
     anonymous = next(x["id"] for x in body["data"] if x["type"] == "anonymous_id")
     assert all(x["collection"] == "users" and x["encoding"] == "none" for x in body["data"])
     by_anon = segment.get(f"/anonymous_id:{anonymous}/traits", params={"include": "email"})

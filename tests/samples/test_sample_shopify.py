@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import httpx
 
-from adapters.samples.catalogue import CATALOGUE_SIZE, catalogue
-from adapters.samples.orders import orders_for
-from adapters.samples.runner import SampleUpstreams
+from demo.people.catalogue import CATALOGUE_SIZE, catalogue
+from demo.people.orders import orders_for
+from demo.upstreams.runner import SampleUpstreams
 
 _NEXT = re.compile(r'<([^>]+)>; rel="next"')
 
@@ -39,7 +39,8 @@ def test_search_several_emails_joined_with_or(
     assert {c["id"] for c in customers} == {p.shopify_id for p in people}
     first = next(c for c in customers if c["id"] == people[0].shopify_id)
     orders = orders_for(people[0])
-    assert first["email"] == people[0].email and first["orders_count"] == len(orders)
+    assert first["email"] == people[0].email
+    assert first["orders_count"] == len(orders)
     assert Decimal(first["total_spent"]) == sum(
         (o.total for o in orders if o.financial_status != "refunded"), Decimal("0.00")
     )
@@ -60,7 +61,8 @@ def test_customer_orders_newest_first_with_consistent_totals(
     )
     products = catalogue().by_id
     for order in orders:
-        assert order["customer"]["id"] == person.shopify_id and order["name"].startswith("#")
+        assert order["customer"]["id"] == person.shopify_id
+        assert order["name"].startswith("#")
         lines = sum(Decimal(i["price"]) * i["quantity"] for i in order["line_items"])
         assert Decimal(order["subtotal_price"]) == lines
         assert Decimal(order["total_price"]) == lines + Decimal(order["total_tax"])
@@ -95,7 +97,8 @@ def test_products_paginate_through_link_header(shopify: httpx.Client) -> None:
 def test_second_page_links_back(shopify: httpx.Client) -> None:
     first = shopify.get("/products.json", params={"limit": 50})
     second = shopify.get(_NEXT.search(first.headers["link"]).group(1))
-    assert 'rel="previous"' in second.headers["link"] and 'rel="next"' in second.headers["link"]
+    assert 'rel="previous"' in second.headers["link"]
+    assert 'rel="next"' in second.headers["link"]
     assert second.json()["products"][0]["id"] == catalogue().products[50].id
 
 
@@ -103,11 +106,13 @@ def test_product_type_filter_and_product_by_id(shopify: httpx.Client) -> None:
     shoes = shopify.get("/products.json", params={"product_type": "Shoes", "limit": 250}).json()[
         "products"
     ]
-    assert shoes and {p["product_type"] for p in shoes} == {"Shoes"}
+    assert shoes
+    assert {p["product_type"] for p in shoes} == {"Shoes"}
     one = shopify.get(f"/products/{shoes[0]['id']}.json")
     assert one.json()["product"]["id"] == shoes[0]["id"]
     missing = shopify.get("/products/1.json")
-    assert missing.status_code == 404 and missing.json() == {"errors": "Not Found"}
+    assert missing.status_code == 404
+    assert missing.json() == {"errors": "Not Found"}
 
 
 def test_inventory_levels_and_sample_setter(
@@ -123,7 +128,8 @@ def test_inventory_levels_and_sample_setter(
         put = httpx.put(
             f"{upstreams.base_urls['shopify']}/_sample/inventory/{items[0]}", json={"available": 0}
         )
-        assert put.status_code == 200 and put.json()["inventory_level"]["available"] == 0
+        assert put.status_code == 200
+        assert put.json()["inventory_level"]["available"] == 0
         again = shopify.get(
             "/inventory_levels.json", params={"inventory_item_ids": str(items[0])}
         ).json()
@@ -151,9 +157,11 @@ def test_unauthorized_and_rate_limited(upstreams: SampleUpstreams, shopify: http
         f"{upstreams.base_urls['shopify']}/admin/api/2024-10/products.json",
         headers={"X-Shopify-Access-Token": "shpat_wrong"},
     )
-    assert refused.status_code == 401 and "Invalid API key" in refused.json()["errors"]
+    assert refused.status_code == 401
+    assert "Invalid API key" in refused.json()["errors"]
     upstreams.shopify.faults.update(rate_limit_next=1, retry_after_s=2)
     limited = shopify.get("/products.json")
-    assert limited.status_code == 429 and limited.headers["Retry-After"] == "2.0"
+    assert limited.status_code == 429
+    assert limited.headers["Retry-After"] == "2.0"
     assert limited.headers["X-Shopify-Shop-Api-Call-Limit"] == "40/40"
     assert shopify.get("/products.json").status_code == 200

@@ -13,8 +13,8 @@ from zeep.exceptions import Fault, TransportError, XMLParseError
 from zeep.proxy import AsyncServiceProxy
 from zeep.transports import AsyncTransport
 
-from adapters.samples.runner import SampleUpstreams
-from adapters.samples.soap_crm import WSDL_PATH
+from demo.upstreams.runner import SampleUpstreams
+from demo.upstreams.soap_crm import WSDL_PATH
 
 BINDING = "{urn:gateway:sample:contacts:v1}ContactServiceBinding"
 
@@ -54,8 +54,10 @@ def test_wsdl_declares_the_contract(wsdl_client: zeep.Client) -> None:
 async def test_get_contact_and_by_email(contacts: Any, upstreams: SampleUpstreams) -> None:
     person = upstreams.people[21]
     contact = await contacts.GetContact(id="C-000021")
-    assert contact.email == person.email and contact.firstName == person.first_name
-    assert contact.dateOfBirth == person.date_of_birth and isinstance(contact.dateOfBirth, date)
+    assert contact.email == person.email
+    assert contact.firstName == person.first_name
+    assert contact.dateOfBirth == person.date_of_birth
+    assert isinstance(contact.dateOfBirth, date)
     assert contact.analyticsConsent is person.analytics_consent
     assert contact.updatedAt == person.updated_at
     by_email = await contacts.GetContactByEmail(email=person.email.upper())
@@ -70,7 +72,8 @@ async def test_get_contacts_omits_unknown(contacts: Any) -> None:
 async def test_unknown_contact_is_a_client_fault(contacts: Any) -> None:
     with pytest.raises(Fault) as caught:
         await contacts.GetContactByEmail(email="nobody@example.com")
-    assert caught.value.message == "ContactNotFound" and caught.value.code == "soap:Client"
+    assert caught.value.message == "ContactNotFound"
+    assert caught.value.code == "soap:Client"
 
 
 async def test_list_changed_pages_with_tokens(contacts: Any, upstreams: SampleUpstreams) -> None:

@@ -1,0 +1,71 @@
+"""The demo: a seeded embedded database and the sample upstreams, wired together."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from typing import Any
+
+from adapters.config import UpstreamsConfig, load_upstreams
+from demo.people.population import Person
+from demo.recommendation_history import prepare_demo_recommendations
+from demo.seed import seed
+from demo.upstreams.credentials import (
+    DEMO_HUBSPOT_CLIENT_ID,
+    DEMO_HUBSPOT_CLIENT_SECRET,
+    DEMO_HUBSPOT_TOKEN,
+    DEMO_SEGMENT_TOKEN,
+    DEMO_SHOPIFY_TOKEN,
+    DEMO_SOAP_PASSWORD,
+    DEMO_SOAP_USER,
+)
+from gateway.access.api_keys import DEMO_API_KEY as DEMO_API_KEY  # lives with the keys: refused
+from gateway.access.api_keys import DEMO_KEY_NAME as DEMO_KEY_NAME  # by every non-demo server
+from gateway.access.api_keys import ApiKeys
+from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.settings import Settings
+
+# The values the example upstreams file's *_env names resolve to against the samples.
+# Handed to the loader as a mapping: the demo never writes the process environment.
+DEMO_SECRETS = {
+    "HUBSPOT_TOKEN": DEMO_HUBSPOT_TOKEN,
+    "HUBSPOT_CLIENT_ID": DEMO_HUBSPOT_CLIENT_ID,
+    "HUBSPOT_CLIENT_SECRET": DEMO_HUBSPOT_CLIENT_SECRET,
+    "SHOPIFY_TOKEN": DEMO_SHOPIFY_TOKEN,
+    "SEGMENT_TOKEN": DEMO_SEGMENT_TOKEN,
+    "SOAP_CRM_USER": DEMO_SOAP_USER,
+    "SOAP_CRM_PASSWORD": DEMO_SOAP_PASSWORD,
+}
+
+
+def example_upstreams() -> dict[str, Any]:
+    """The shipped example upstreams file, parsed."""
+    text = resources.files("adapters").joinpath("upstreams.example.toml").read_text()
+    return tomllib.loads(text)
+
+
+def sample_upstreams_config(
+    base_urls: Mapping[str, str], overrides: Mapping[str, Mapping[str, Any]] | None = None
+) -> UpstreamsConfig:
+    """The example upstreams pointed at running samples, with per-upstream overrides
+    (e.g. ``{"shopify": {"timeout_s": 0.3}}`` or ``{"soap_crm": {"enabled": True}}``)."""
+    raw = example_upstreams()
+    for name, table in raw["upstreams"].items():
+        table["base_url"] = base_urls[name]
+        table.update((overrides or {}).get(name, {}))
+    return load_upstreams(raw, DEMO_SECRETS)
+
+
+async def prepare(settings: Settings, people: Sequence[Person]) -> int:
+    """Seed the demo population and the demo key into an already migrated database;
+    returns the customers added."""
+    engine = create_engine(settings.database_url)
+    sessions = create_sessionmaker(engine)
+    try:
+        added = await seed(sessions, people)
+        await prepare_demo_recommendations(sessions, people)
+        await ApiKeys(sessions).enable_demo_key()
+        return added
+    finally:
+        await engine.dispose()

@@ -1,0 +1,192 @@
+"""Change notifications: "customer X changed" after each committed write, to whoever
+subscribed to X on this instance or, through Redis pub/sub, on any instance.
+
+Messages carry ids and field names only, never values: they cross process and machine
+boundaries and may be logged by Redis monitoring. With Redis every instance, including
+the publisher, receives a change through the channel once, so a change is never
+delivered twice. A subscriber that falls behind loses its oldest changes rather than
+holding memory without bound: a change says "read again", not the data itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+
+import orjson
+import redis.asyncio as aioredis
+
+from gateway.settings import Settings
+from gateway.upstreams.redis_client import RedisGuard, open_client
+
+CHANNEL = "gw:customer-updated"
+QUEUE_SIZE = 100
+_RECONNECT_S = 1.0
+
+logger = logging.getLogger("gateway.notifications")
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerChange:
+    customer_id: uuid.UUID
+    source: str
+    event_type: str
+    event_id: str
+    fields: tuple[str, ...]
+    occurred_at: datetime
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {
+                "customer_id": str(self.customer_id),
+                "source": self.source,
+                "event_type": self.event_type,
+                "event_id": self.event_id,
+                "fields": list(self.fields),
+                "occurred_at": self.occurred_at.isoformat(),
+            }
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> CustomerChange:
+        data = orjson.loads(raw)
+        return cls(
+            customer_id=uuid.UUID(data["customer_id"]),
+            source=str(data["source"]),
+            event_type=str(data["event_type"]),
+            event_id=str(data["event_id"]),
+            fields=tuple(str(f) for f in data["fields"]),
+            occurred_at=datetime.fromisoformat(data["occurred_at"]),
+        )
+
+
+class Notifications:
+    """In-process fan-out: one bounded queue per subscriber, keyed by customer."""
+
+    def __init__(self) -> None:
+        self._subscribers: dict[uuid.UUID, set[asyncio.Queue[CustomerChange]]] = {}
+
+    def subscribers(self, customer_id: uuid.UUID) -> int:
+        return len(self._subscribers.get(customer_id, ()))
+
+    async def publish(self, change: CustomerChange) -> None:
+        self._deliver(change)
+
+    def _deliver(self, change: CustomerChange) -> None:
+        for queue in self._subscribers.get(change.customer_id, ()):
+            if queue.full():
+                queue.get_nowait()  # drop the oldest: the newest says just as much
+            queue.put_nowait(change)
+
+    async def _listening(self) -> None:
+        """Hook for a shared transport to be ready before a subscription counts."""
+
+    @contextlib.asynccontextmanager
+    async def subscribe(
+        self, customer_id: uuid.UUID
+    ) -> AsyncIterator[AsyncIterator[CustomerChange]]:
+        """Changes to one customer from now on, until the block exits."""
+        await self._listening()
+        queue: asyncio.Queue[CustomerChange] = asyncio.Queue(QUEUE_SIZE)
+        self._subscribers.setdefault(customer_id, set()).add(queue)
+
+        async def changes() -> AsyncIterator[CustomerChange]:
+            while True:
+                yield await queue.get()
+
+        try:
+            yield changes()
+        finally:
+            group = self._subscribers.get(customer_id)
+            if group is not None:
+                group.discard(queue)
+                if not group:
+                    del self._subscribers[customer_id]
+
+    async def aclose(self) -> None:
+        self._subscribers.clear()
+
+
+class RedisNotifications(Notifications):
+    """Publishes to a Redis channel; one listener task per instance delivers locally.
+
+    The listener starts with the first subscription (an instance nobody subscribes to
+    holds no extra connection) and reconnects when Redis drops it; changes published
+    while it is disconnected are lost, which a subscriber sees as a missed "read again".
+    Publishing goes through the process's guarded client: a write whose notification
+    cannot reach Redis still succeeds. The listener has a client of its own, without a
+    socket timeout: it waits for messages, however long they take.
+    """
+
+    def __init__(self, redis: RedisGuard, listener: aioredis.Redis, channel: str = CHANNEL) -> None:
+        super().__init__()
+        self._redis = redis
+        self._client = listener
+        self._channel = channel
+        self._listener: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._start = asyncio.Lock()
+
+    async def publish(self, change: CustomerChange) -> None:
+        client, message = self._redis.client, change.encode()
+        await self._redis.call("publish", lambda: client.publish(self._channel, message), None)
+
+    async def _listening(self) -> None:
+        async with self._start:
+            if self._listener is None or self._listener.done():
+                self._ready.clear()
+                self._listener = asyncio.create_task(self._listen(), name="notifications")
+        await self._ready.wait()
+
+    async def _listen(self) -> None:
+        while True:
+            pubsub = self._client.pubsub()
+            try:
+                await pubsub.subscribe(self._channel)
+                self._ready.set()
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        self._dispatch(message["data"])
+            except (OSError, aioredis.RedisError) as exc:
+                logger.warning(
+                    "notification channel lost; reconnecting", extra={"error": type(exc).__name__}
+                )
+                await asyncio.sleep(_RECONNECT_S)
+            finally:
+                with contextlib.suppress(OSError, aioredis.RedisError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py
+
+    def _dispatch(self, raw: bytes) -> None:
+        try:
+            change = CustomerChange.decode(raw)
+        except (ValueError, KeyError, TypeError):
+            logger.warning("ignored a malformed change notification")
+            return
+        self._deliver(change)
+
+    async def aclose(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        await super().aclose()
+        await self._client.aclose()
+
+
+def build_notifications(redis: RedisGuard | None, settings: Settings) -> Notifications:
+    """Across instances when the cache is Redis (they share it already), else in-process."""
+    if redis is None:
+        return Notifications()
+    listener = open_client(
+        settings.cache_url,
+        timeout_s=settings.redis_timeout_s,
+        retries=settings.redis_retries,
+        health_check_interval_s=settings.redis_health_check_interval_s,
+        pubsub=True,
+    )
+    return RedisNotifications(redis, listener)

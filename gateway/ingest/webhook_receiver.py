@@ -1,0 +1,128 @@
+"""Receiving a webhook: the source's signing secret, its signature over the request as
+received, the body parsed into events, then each stored by ``WebhookIngest``
+(gateway/ingest/webhooks.py). Failures are raised as domain errors; the HTTP receiver
+(resolvers/http/webhooks.py) answers them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pydantic import SecretStr
+
+from gateway.db.retries import transient_reason
+from gateway.errors import NotFound
+from gateway.ingest.signatures import SignatureError, verify_hubspot, verify_segment, verify_shopify
+from gateway.ingest.webhook_payloads import (
+    SOURCES,
+    InboundEvent,
+    PayloadError,
+    parse_hubspot,
+    parse_segment,
+    parse_shopify,
+)
+from gateway.ingest.webhooks import Ingested, WebhookIngest
+
+logger = logging.getLogger("gateway.webhooks")
+
+
+@dataclass(frozen=True, slots=True)
+class SignedRequest:
+    """What a source signs, as received: method, URL, headers and the raw body."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]  # looked up by lower-case name
+    body: bytes
+
+
+class UnknownSource(NotFound):
+    """No webhook source has this name."""
+
+
+class SourceNotConfigured(NotFound):
+    """A known source without a secret: unsigned webhooks are never accepted."""
+
+
+class NotStored(Exception):
+    """Events a source sent that could not be stored now (the database stayed busy after
+    every retry); the first ``stored`` were. The sender should retry soon."""
+
+    def __init__(self, reason: str, *, stored: int) -> None:
+        super().__init__(f"the event could not be stored now ({reason}); retry later")
+        self.reason = reason
+        self.stored = stored
+
+
+class Webhooks:
+    """Receiving webhooks: the source's signature, parsing, then one ``ingest`` per event.
+
+    Raises ``UnknownSource``, ``SourceNotConfigured``, ``SignatureError``,
+    ``PayloadError`` or ``NotStored``; the HTTP receiver (resolvers/http/webhooks.py)
+    answers them."""
+
+    def __init__(self, ingest: WebhookIngest, secrets: Mapping[str, SecretStr]) -> None:
+        self.ingest = ingest
+        self._secrets = dict(secrets)
+
+    def secret_of(self, source: str) -> str:
+        """The source's signing secret; checked before its body is read."""
+        if source not in SOURCES:
+            raise UnknownSource(f"no webhook source named {source!r}")
+        secret = self._secrets.get(source)
+        if secret is None:
+            raise SourceNotConfigured(f"webhooks from {source} are not enabled")
+        return secret.get_secret_value()
+
+    async def receive(self, source: str, request: SignedRequest) -> list[Ingested]:
+        secret = self.secret_of(source)
+        try:
+            events = _verify_and_parse(source, secret, request)
+            prepared = self.ingest.prepare(events)
+        except SignatureError as exc:
+            logger.warning("webhook refused", extra={"source": source, "reason": exc.code})
+            raise
+        except PayloadError:
+            logger.warning("webhook refused", extra={"source": source, "reason": "invalid_payload"})
+            raise
+        results: list[Ingested] = []
+        try:
+            for item in prepared:
+                results.append(await self.ingest.ingest(item))
+        except Exception as exc:
+            reason = transient_reason(exc)
+            if reason is None:
+                raise
+            # Still conflicting after every retry: this event (and those after it) were
+            # not stored; the ones before were, and the sender's retry finds them
+            # duplicates. Only here, where nothing more was kept, is a retry asked for.
+            logger.warning(
+                "webhook not stored",
+                extra={"source": source, "reason": reason, "stored": len(results)},
+            )
+            raise NotStored(reason, stored=len(results)) from exc
+        return results
+
+
+def _verify_and_parse(source: str, secret: str, request: SignedRequest) -> list[InboundEvent]:
+    headers, body = request.headers, request.body
+    if source == "shopify":
+        verify_shopify(secret, body, headers.get("x-shopify-hmac-sha256"))
+        return parse_shopify(
+            body, headers.get("x-shopify-topic"), headers.get("x-shopify-webhook-id")
+        )
+    if source == "hubspot":
+        # The URI HubSpot signed: behind a TLS proxy run uvicorn with --proxy-headers
+        # so the scheme and host here are the public ones.
+        verify_hubspot(
+            secret,
+            request.method,
+            request.url,
+            body,
+            headers.get("x-hubspot-signature-v3"),
+            headers.get("x-hubspot-request-timestamp"),
+        )
+        return parse_hubspot(body)
+    verify_segment(secret, body, headers.get("x-signature"))
+    return parse_segment(body)

@@ -1,0 +1,308 @@
+"""Webhooks from the CRM (HubSpot), the shop (Shopify) and analytics (Segment).
+
+Received by ``POST /webhooks/{source}`` (resolvers/http/webhooks.py), which
+gateway/ingest/webhook_receiver.py serves: verify the source's signature over the raw
+body, validate the body into ``InboundEvent``s; then here, per event, in one transaction:
+claim the event id (the events table's unique (source, event_id) makes a replay a
+no-op) and, where that id is not signed (Shopify's header), a
+digest of the signed body (``webhook_receipts``: a captured body resent under a new id
+is a duplicate too); link the record to a unified customer through the identity
+``Resolver`` (its key locks serialise two webhooks for one new email), and store what
+changed. Only after the commit: drop the customer's cached entries on every instance and
+publish a change notification, so no one is told about, or re-reads, a write that might
+still roll back.
+
+What protects each source against a replayed request: Shopify signs only the body, so
+its digest is the dedupe key (besides the unsigned id); HubSpot signs method, URI, body
+and a timestamp (refused after 5 minutes) and its event ids are inside that body;
+Segment signs the body, which carries the ``messageId``. Replays of an erased person's
+events are refused by the tombstones, whatever was deleted with them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
+
+from gateway.db.access_models import EventSubject, WebhookReceipt
+from gateway.db.models import Customer, Event, Identity
+from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction
+from gateway.identity import DEFAULT_CONFIG, IdentityConfig, PreparedRecord, RecordError, Resolver
+from gateway.identity import prepare as prepare_record
+from gateway.identity.observations import insert_observations
+from gateway.identity.resolution import lock_keys, record_keys
+from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
+from gateway.identity.values import phone_key
+from gateway.ingest.notifications import CustomerChange, Notifications
+from gateway.ingest.webhook_payloads import InboundEvent, PayloadError
+from gateway.privacy.erasure import Tombstones
+from gateway.privacy.erasure_scope import subject_key
+from gateway.profiles.profile_cache import CachedCustomers
+from gateway.upstreams.federation import Federation
+
+logger = logging.getLogger("gateway.webhooks")
+
+# "erased": the record names a forgotten customer; acknowledged, nothing stored.
+Status = Literal["processed", "duplicate", "erased"]
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    event_id: str
+    status: Status
+    customer_id: uuid.UUID | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """What one committed transaction did, for the work that follows the commit."""
+
+    result: Ingested
+    old_email: str | None = None
+    folded: tuple[uuid.UUID, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    event: InboundEvent
+    record: PreparedRecord | None
+
+
+class WebhookIngest:
+    """Stores events and the profile changes they carry; plain service, no HTTP."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        federation: Federation,
+        customers: CachedCustomers,
+        notifications: Notifications,
+        tombstones: Tombstones,
+        config: IdentityConfig = DEFAULT_CONFIG,
+        source_ids: SourceIds = DEFAULT_SOURCE_IDS,
+        retry: RetryPolicy = DEFAULT_RETRY,
+    ) -> None:
+        self._retry = retry
+        self._tombstones = tombstones
+        self._source_ids = source_ids
+        self._engine = engine
+        self._federation = federation
+        self._customers = customers
+        self._notifications = notifications
+        self._config = config
+
+    def prepare(self, events: Sequence[InboundEvent]) -> list[_Prepared]:
+        """Validate every record before anything is written: one bad event in a batch
+        refuses the batch, so the source's retry sees the same answer."""
+        prepared = []
+        for position, event in enumerate(events):
+            try:
+                record = (
+                    prepare_record(event.record, event.source, self._config, self._source_ids)
+                    if event.record is not None
+                    else None
+                )
+            except RecordError as exc:
+                where = f"{position}.{exc.field}" if len(events) > 1 else exc.field
+                raise PayloadError(f"{where}: {str(exc).split(': ', 1)[-1]}", where) from None
+            prepared.append(_Prepared(event, record))
+        return prepared
+
+    async def ingest(self, item: _Prepared) -> Ingested:
+        """Store one event in its own transaction, run again from the start after a
+        deadlock or serialization failure; what it raises was not stored."""
+        event = item.event
+        stored = await retry_transaction(lambda: self._store(item), "webhook_ingest", self._retry)
+        if stored.result.status != "processed":
+            return stored.result
+        customer_id = stored.result.customer_id
+        logger.info(
+            "webhook event stored",
+            extra={
+                "source": event.source,
+                "event_type": event.type,
+                "event_id": event.event_id,
+                "customer_id": str(customer_id) if customer_id else None,
+            },
+        )
+        if customer_id is not None:
+            await self._after_commit(customer_id, stored.old_email, event, stored.folded)
+        return stored.result
+
+    async def _store(self, item: _Prepared) -> _Stored:
+        event = item.event
+        subjects = self._subjects(event)
+        async with self._engine.connect() as connection, connection.begin() as transaction:
+            if await self._erased(connection, item.record, subjects):
+                # Acknowledged so the source stops retrying; not even the event is kept.
+                return _Stored(Ingested(event.event_id, "erased", None))
+            # A copy of this event delivered at the same time waits here (on the key
+            # locks above, or on the unique event id) until this one commits, then
+            # finds it stored: a duplicate, never an error.
+            claimed = await _claim(connection, event)
+            if claimed is None or not await _receipt(connection, event, claimed):
+                await transaction.rollback()  # the claim, when only the receipt was seen
+                return _Stored(Ingested(event.event_id, "duplicate", None))
+            if subjects:
+                await connection.execute(
+                    insert(EventSubject),
+                    [{"event_id": claimed, "digest": digest} for digest in sorted(subjects)],
+                )
+            customer_id, old_email = None, None
+            folded: tuple[uuid.UUID, ...] = ()
+            if item.record is not None:
+                old_email = await _owner_email(connection, item.record)
+                customer_id, folded = await self._link(connection, item.record)
+                await _store_attributes(connection, customer_id, event)
+                await connection.execute(
+                    update(Event).where(Event.id == claimed).values(customer_id=customer_id)
+                )
+        return _Stored(Ingested(event.event_id, "processed", customer_id), old_email, folded)
+
+    def _subjects(self, event: InboundEvent) -> set[str]:
+        """Digests of the identifiers the event carries beyond its record (as tombstones
+        hash them), so an erasure finds the event and a tombstone refuses it."""
+        digests: set[str] = set()
+        for kind, value in event.subjects:
+            if kind == "anonymous":
+                digests.add(self._tombstones.anonymous_digest(event.source, value))
+            elif kind == "email":
+                digests.add(self._tombstones.email_digest(value) or "")
+            elif kind == "phone":
+                try:
+                    e164 = phone_key(value, self._config)
+                except ValueError:
+                    continue  # not a number: it names nobody
+                digests.add(self._tombstones.phone_digest(e164) or "")
+        return digests - {""}
+
+    async def _erased(
+        self, connection: AsyncConnection, record: PreparedRecord | None, subjects: set[str]
+    ) -> bool:
+        # Under the record's key locks and a lock per identifier it carries, held to
+        # commit: an erasure naming any of them either committed before (its tombstones
+        # are seen here) or waits for this event (and removes it).
+        keys = [*(record_keys(record) if record else ()), *map(subject_key, subjects)]
+        if not keys:
+            return False
+        await lock_keys(connection, keys)
+        digests = (self._tombstones.of_record(record) if record else set()) | subjects
+        return bool(await self._tombstones.blocked(connection, digests))
+
+    async def _link(
+        self, connection: AsyncConnection, record: PreparedRecord
+    ) -> tuple[uuid.UUID, tuple[uuid.UUID, ...]]:
+        """The record's customer, and the stored customers the link folded into it."""
+        # The resolver runs inside this transaction (a savepoint of it): its advisory
+        # key locks are then held until the event row commits with the link.
+        sessions = async_sessionmaker(
+            bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
+        )
+        resolver = Resolver(sessions, self._config, retry=None)  # ``ingest`` retries
+        (decision,) = await resolver.link([record])
+        return decision.customer_id, decision.merged
+
+    async def _after_commit(
+        self,
+        customer_id: uuid.UUID,
+        old_email: str | None,
+        event: InboundEvent,
+        folded: tuple[uuid.UUID, ...] = (),
+    ) -> None:
+        # The write is committed: a failure here must not make the source retry (the
+        # retry would be a duplicate and fix nothing); entries expire with their TTL.
+        try:
+            await self._federation.invalidate(customer_id)
+            profile = await self._customers.store.get(customer_id)
+            if profile is not None:
+                await self._customers.forget(profile)
+                # Customers folded into this one are gone: their cached profiles too.
+                for gone in folded:
+                    await self._federation.invalidate(gone)
+                    await self._customers.forget(dataclasses.replace(profile, id=gone))
+                if old_email and old_email != profile.email:
+                    await self._customers.forget(dataclasses.replace(profile, email=old_email))
+            await self._notifications.publish(
+                CustomerChange(
+                    customer_id=customer_id,
+                    source=event.source,
+                    event_type=event.type,
+                    event_id=event.event_id,
+                    fields=event.changed,
+                    occurred_at=event.occurred_at,
+                )
+            )
+        except Exception:
+            logger.exception(
+                "cache invalidation or notification failed after commit",
+                extra={"customer_id": str(customer_id), "event_id": event.event_id},
+            )
+
+
+async def _claim(connection: AsyncConnection, event: InboundEvent) -> int | None:
+    """Insert the event row, or None when (source, event_id) is already stored. On
+    Postgres a concurrent claim of the same id waits for the first to commit."""
+    dialect_insert = postgres_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        dialect_insert(Event)
+        .values(
+            source=event.source,
+            event_id=event.event_id,
+            type=event.type,
+            occurred_at=event.occurred_at,
+            properties=event.properties,
+            received_at=datetime.now(UTC),
+        )
+        .on_conflict_do_nothing(index_elements=["source", "event_id"])
+        .returning(Event.id)
+    )
+    claimed: int | None = await connection.scalar(statement)
+    return claimed
+
+
+async def _receipt(connection: AsyncConnection, event: InboundEvent, claimed: int) -> bool:
+    """Record the digest of the event's signed body; False when it was recorded before
+    (the same body under another id: a replay). True for events without one."""
+    if event.receipt is None:
+        return True
+    dialect_insert = postgres_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        dialect_insert(WebhookReceipt)
+        .values(source=event.source, digest=event.receipt, event_id=claimed)
+        .on_conflict_do_nothing(index_elements=["source", "digest"])
+        .returning(WebhookReceipt.event_id)
+    )
+    return await connection.scalar(statement) is not None
+
+
+async def _owner_email(connection: AsyncConnection, record: PreparedRecord) -> str | None:
+    """The email the record's current owner has now: its cached entry must go too."""
+    email: str | None = await connection.scalar(
+        select(Customer.email)
+        .join(Identity, Identity.customer_id == Customer.id)
+        .where(Identity.source == record.source, Identity.external_id == record.external_id)
+    )
+    return email
+
+
+async def _store_attributes(
+    connection: AsyncConnection, customer_id: uuid.UUID, event: InboundEvent
+) -> None:
+    """Values that are not identity record fields (HubSpot's lifecycle stage…), kept with
+    their source and time like every other attribute (once each: the same value resent
+    under another event id adds no row)."""
+    rows = [
+        (customer_id, name, value, event.source, event.occurred_at)
+        for name, value in event.attributes.items()
+    ]
+    await insert_observations(connection, rows)

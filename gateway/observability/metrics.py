@@ -1,0 +1,75 @@
+"""Prometheus metrics: what operators watch (latency by operation, each upstream's
+latency, errors and circuit, the cache's hits and misses).
+
+With several uvicorn workers, `gateway serve` points prometheus-client's
+multiprocess mode at a shared directory, so `/metrics` on any worker reports all.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from adapters.transport.breaker import BreakerState
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+REQUEST_SECONDS = Histogram(
+    "gateway_request_duration_seconds",
+    "Time to answer one API request, by GraphQL operation (or endpoint).",
+    ["operation"],
+    buckets=_LATENCY_BUCKETS,
+)
+UPSTREAM_SECONDS = Histogram(
+    "gateway_upstream_request_duration_seconds",
+    "Time one upstream fetch took, retries included.",
+    ["upstream"],
+    buckets=_LATENCY_BUCKETS,
+)
+UPSTREAM_ERRORS = Counter(
+    "gateway_upstream_errors_total",
+    "Upstream fetches that failed, by error code.",
+    ["upstream", "code"],
+)
+CIRCUIT_STATE = Gauge(
+    "gateway_upstream_circuit_state",
+    "Circuit breaker per upstream: 0 closed, 1 half-open, 2 open.",
+    ["upstream"],
+    multiprocess_mode="max",
+)
+CACHE_LOOKUPS = Counter(
+    "gateway_cache_lookups_total",
+    "Cache lookups of upstream data: hit (fresh), miss, or stale (served after a failure).",
+    ["upstream", "result"],
+)
+RATE_LIMITED = Counter(
+    "gateway_rate_limited_total",
+    "Requests refused by the per-key rate limit, by API key name.",
+    ["key"],
+)
+TRANSACTION_RETRIES = Counter(
+    "gateway_db_transaction_retries_total",
+    "Transactions run again after a deadlock, serialization failure or locked database.",
+    ["operation", "reason"],
+)
+_CIRCUIT_VALUES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+
+
+def record_circuit(upstream: str, state: BreakerState) -> None:
+    CIRCUIT_STATE.labels(upstream).set(_CIRCUIT_VALUES[state])
+
+
+def exposition(multiprocess_dir: str | None) -> tuple[bytes, str]:
+    """The text exposition format, merged over worker processes when they share a dir."""
+    if multiprocess_dir:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST

@@ -1,0 +1,1 @@
+"""Consent, erasure (and what it reaches), and the audit trail."""

@@ -1,0 +1,155 @@
+"""What an erasure covers: every identifier a customer was ever known by.
+
+An erasure must tombstone more than the profile shows today: a merge folds another
+customer's e-mails, phones and source ids into this one (their attribute rows and
+identities move with it), sources report values that never became golden, and
+Segment events carry anonymous ids that tie a device's unlinked events to the person.
+``known_identifiers`` reads all of that history in the erasure's transaction and
+answers the tombstone digests and the lock keys (the linker's, and one per digest,
+which an unlinked event naming that identifier takes too).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.db.access_models import EventSubject
+from gateway.db.identity_models import IdentityRecord
+from gateway.db.models import Attribute, Customer, Event, Identity
+from gateway.identity.config import IdentityConfig
+from gateway.identity.resolution import customer_keys
+from gateway.identity.values import email_parts
+from gateway.profiles.contact_points import normalize_phone
+
+if TYPE_CHECKING:
+    from gateway.privacy.erasure import Tombstones
+
+__all__ = ["Known", "known_identifiers", "subject_key"]
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What one customer is known by: for the cache purge, the tombstones, the locks."""
+
+    emails: set[str]
+    digests: set[str]  # tombstone digests: e-mails, phones, source and anonymous ids
+    keys: set[str]  # lock keys: the linker's, and one per digest (unlinked events')
+
+
+def subject_key(digest: str) -> str:
+    """The lock key of one identifier digest: an unlinked event naming it takes it."""
+    return f"subject:{digest}"
+
+
+async def known_identifiers(
+    session: AsyncSession, customer: Customer, tombstones: Tombstones, config: IdentityConfig
+) -> Known:
+    """Every identifier ``customer`` (identities loaded) was ever known by: the golden
+    e-mail and phone, every value a source reported (attributes move with a merge, so
+    a merged-in customer's are here), the phones of each identity's latest record, the
+    source ids, and the anonymous ids its events carried."""
+    values: dict[str, set[str]] = {"email": set(), "phone": set()}
+    for name, value in await session.execute(
+        select(Attribute.name, Attribute.value).where(
+            Attribute.customer_id == customer.id, Attribute.name.in_(values)
+        )
+    ):
+        if value:
+            values[name].add(value)
+    values["phone"].update(
+        phone
+        for phone in await session.scalars(
+            select(IdentityRecord.phone)
+            .join(Identity, Identity.id == IdentityRecord.identity_id)
+            .where(Identity.customer_id == customer.id)
+        )
+        if phone
+    )
+    emails = values["email"] | ({customer.email} if customer.email else set())
+    phones = values["phone"] | ({customer.phone} if customer.phone else set())
+    identities = [(i.source, i.external_id) for i in customer.identities]
+    anonymous = set(
+        await session.scalars(
+            select(EventSubject.digest)
+            .join(Event, Event.id == EventSubject.event_id)
+            .where(Event.customer_id == customer.id)
+        )
+    )
+    shared = await _held_by_others(session, customer.id, emails, phones)
+    digests = tombstones.digests(emails - shared, identities, phones - shared) | anonymous
+    digests |= await _co_subjects(session, digests)
+    keys = _linker_keys(identities, emails, phones, config) | {subject_key(d) for d in digests}
+    return Known(emails=emails, digests=digests, keys=keys)
+
+
+async def _co_subjects(session: AsyncSession, digests: set[str]) -> set[str]:
+    """The other subjects of the events linked to nobody that name one of ``digests``: an
+    anonymous Segment event carrying the person's e-mail names their device's
+    ``anonymousId`` too, and that device must not bring them back after the erasure."""
+    if not digests:
+        return set()
+    naming = (
+        select(EventSubject.event_id)
+        .join(Event, Event.id == EventSubject.event_id)
+        .where(Event.customer_id.is_(None), EventSubject.digest.in_(digests))
+    )
+    return set(
+        await session.scalars(
+            select(EventSubject.digest).where(EventSubject.event_id.in_(naming)).distinct()
+        )
+    )
+
+
+async def _held_by_others(
+    session: AsyncSession, customer_id: uuid.UUID, emails: set[str], phones: set[str]
+) -> set[str]:
+    """The e-mails and phones another customer holds too (a shared family address or
+    landline): they are that customer's as well, and a tombstone would lock them out."""
+    held: set[str | None] = set()
+    for column, wanted in ((Customer.email, emails), (Customer.phone, phones)):
+        if wanted:
+            held.update(
+                await session.scalars(
+                    select(column).where(column.in_(wanted), Customer.id != customer_id)
+                )
+            )
+    if emails or phones:
+        held.update(
+            await session.scalars(
+                select(Attribute.value).where(
+                    Attribute.name.in_(["email", "phone"]),
+                    Attribute.value.in_(emails | phones),
+                    Attribute.customer_id != customer_id,
+                )
+            )
+        )
+    return {value for value in held if value}
+
+
+def _linker_keys(
+    identities: list[tuple[str, str]],
+    emails: set[str],
+    phones: set[str],
+    config: IdentityConfig,
+) -> set[str]:
+    """The keys the identity linker locks for records naming these identifiers."""
+    email_keys = set()
+    for email in emails:
+        try:
+            key = email_parts(email, config)[1]
+        except ValueError:
+            continue  # not an address: the linker never keyed anyone by it
+        if key:
+            email_keys.add(key)
+    e164 = set()
+    for phone in phones:
+        try:
+            e164.add(normalize_phone(phone))
+        except ValueError:
+            continue  # not a number: the linker never keyed anyone by it
+    return set(customer_keys(identities, email_keys, e164))

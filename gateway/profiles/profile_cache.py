@@ -1,0 +1,201 @@
+"""Stored profiles in front of the database: the hot path of a send reads a customer
+by email or id thousands of times a minute, and the row rarely changes.
+
+Entries live ``ttl_s`` (short: writers outside this process, such as an import,
+are seen within it) and are dropped at once by every write through this service.
+
+A profile read in the last fifth of its life is read again in the background while
+the cached one is served: profiles cached together (a send's) expire together, and
+each request that then missed waited for several database round trips, which made
+p99 under load 80-115 ms for the seconds it lasted. Profiles nobody reads still
+expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from aiocache.base import BaseCache
+
+from gateway.profiles.customers import CustomerDraft, CustomerProfile, CustomerStore
+from gateway.profiles.turn_batch import TurnBatch
+
+_VERSION = 3  # 2: profiles carry stored consents; 3: entries say when to refresh them
+_REFRESH_AFTER = 0.8  # of the time to live
+
+logger = logging.getLogger("gateway.profile_cache")
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    profile: CustomerProfile
+    refresh_at: float  # wall clock: instances sharing Redis read each other's entries
+
+
+def _by_id(customer_id: uuid.UUID) -> str:
+    return f"profile:v{_VERSION}:id:{customer_id}"
+
+
+def _by_email(email: str) -> str:
+    return f"profile:v{_VERSION}:email:{email}"
+
+
+class _Reading:
+    """A read of profiles under way, registered while it runs."""
+
+    def __init__(self, registry: set[_Reading]) -> None:
+        self._registry = registry
+        self.dropped: set[str] = set()
+
+    def __enter__(self) -> _Reading:
+        self._registry.add(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._registry.discard(self)
+
+
+class CachedCustomers:
+    """The customer store's read and write API, with reads served from the cache."""
+
+    def __init__(self, store: CustomerStore, backend: BaseCache, ttl_s: float) -> None:
+        self.store = store
+        self._backend = backend
+        self._ttl = max(1, int(ttl_s)) if ttl_s > 0 else 0
+        # Misses of the requests served in one turn of the loop are read together.
+        self._by_id = TurnBatch(self._load_by_id)
+        self._by_email = TurnBatch(self._load_by_email)
+        self._refreshing: set[Hashable] = set()
+        self._refreshes: set[asyncio.Task[None]] = set()
+        # Reads under way, each with the cache keys forgotten since it began.
+        self._reading: set[_Reading] = set()
+
+    async def _load_by_id(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, CustomerProfile]:
+        reading = _Reading(self._reading)
+        with reading:
+            loaded = await self.store.get_many(ids)
+            await self._remember(loaded.values(), reading)
+        return loaded
+
+    async def _load_by_email(self, emails: list[str]) -> dict[str, CustomerProfile]:
+        reading = _Reading(self._reading)
+        with reading:
+            loaded = await self.store.get_many_by_email(emails)
+            await self._remember(loaded.values(), reading)
+        return loaded
+
+    async def _remember(self, profiles: Iterable[CustomerProfile], reading: _Reading) -> None:
+        """Cache what a read found, except profiles a forget overtook while it ran (in
+        this instance: forgets on other instances are not seen). Best effort: a read's
+        callers get their profiles even if the cache cannot take them."""
+        if not self._ttl:
+            return
+        pairs: list[tuple[str, _Entry]] = []
+        refresh_at = time.time() + self._ttl * _REFRESH_AFTER
+        for profile in profiles:
+            keys = [_by_id(profile.id)] + ([_by_email(profile.email)] if profile.email else [])
+            if reading.dropped.isdisjoint(keys):
+                entry = _Entry(profile, refresh_at)
+                pairs.extend((key, entry) for key in keys)
+        if not pairs:
+            return
+        try:
+            await self._backend.multi_set(pairs, ttl=self._ttl)
+            # A forget during that write may have reached Redis before it: drop again.
+            for key in reading.dropped.intersection(key for key, _ in pairs):
+                await self._backend.delete(key)
+        except Exception:
+            logger.warning("profiles read but not cached", exc_info=True)
+
+    async def get(self, customer_id: uuid.UUID) -> CustomerProfile | None:
+        return (await self.get_many([customer_id])).get(customer_id)
+
+    async def get_by_email(self, email: str) -> CustomerProfile | None:
+        return (await self.get_many_by_email([email])).get(email)
+
+    async def get_many(self, customer_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, CustomerProfile]:
+        ids = list(customer_ids)
+        # Redis's MGET refuses an empty key list (``customers(ids: [])``).
+        cached = (
+            await self._backend.multi_get([_by_id(i) for i in ids]) if self._ttl and ids else []
+        )
+        found = {p.id: p for p in self._fresh(cached, self._by_id, lambda p: p.id)}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            found.update(await self._by_id.get_many(missing))
+        return found
+
+    async def get_many_by_email(self, emails: Iterable[str]) -> dict[str, CustomerProfile]:
+        wanted = list(emails)
+        cached = (
+            await self._backend.multi_get([_by_email(e) for e in wanted])
+            if self._ttl and wanted
+            else []
+        )
+        found = {
+            p.email: p for p in self._fresh(cached, self._by_email, lambda p: p.email) if p.email
+        }
+        missing = [e for e in wanted if e not in found]
+        if missing:
+            found.update(await self._by_email.get_many(missing))
+        return found
+
+    def _fresh(
+        self,
+        cached: list[Any],
+        loader: TurnBatch[Any, CustomerProfile],
+        key: Callable[[CustomerProfile], Hashable],
+    ) -> list[CustomerProfile]:
+        """The cached profiles; those due are read again in the background."""
+        now = time.time()
+        profiles = []
+        due = []
+        for entry in cached:
+            if isinstance(entry, _Entry):
+                profiles.append(entry.profile)
+                if entry.refresh_at <= now and key(entry.profile) not in self._refreshing:
+                    due.append(key(entry.profile))
+        if due:
+            self._refreshing.update(due)
+            task = asyncio.ensure_future(self._refresh(loader, due))
+            self._refreshes.add(task)
+            task.add_done_callback(self._refreshes.discard)
+        return profiles
+
+    async def _refresh(self, loader: TurnBatch[Any, CustomerProfile], keys: list[Any]) -> None:
+        try:
+            await loader.get_many(keys)
+        except Exception:
+            # Nobody waits for this read: the cached profiles serve until they expire.
+            logger.warning("profiles not refreshed ahead of expiry", exc_info=True)
+        finally:
+            self._refreshing.difference_update(keys)
+
+    async def aclose(self) -> None:
+        """Let refreshes under way finish (they are short) before the database goes."""
+        if self._refreshes:
+            await asyncio.gather(*self._refreshes, return_exceptions=True)
+
+    async def get_by_identity(self, source: str, external_id: str) -> CustomerProfile | None:
+        return await self.store.get_by_identity(source, external_id)
+
+    async def upsert(self, draft: CustomerDraft) -> CustomerProfile:
+        profile = await self.store.upsert(draft)
+        await self.forget(profile)
+        return profile
+
+    async def forget(self, profile: CustomerProfile, extra_emails: Iterable[str] = ()) -> None:
+        """Drop the cached profile (on every instance, when the cache is shared), also
+        under ``extra_emails``: addresses it was cached under before a change."""
+        emails = {e for e in (profile.email, *extra_emails) if e}
+        keys = [_by_id(profile.id)] + [_by_email(e) for e in sorted(emails)]
+        for reading in self._reading:
+            reading.dropped.update(keys)
+        for key in keys:
+            await self._backend.delete(key)

@@ -1,0 +1,2 @@
+"""Liquid templates: rendering (sandboxed, in worker processes, with budgets), the render context,
+and stored named templates."""

@@ -1,0 +1,383 @@
+"""Fetching what the upstreams know about customers: per kind, batched, concurrent.
+
+Each method takes a batch of customers (a DataLoader's keys) and answers one
+``Outcome`` per customer, aligned with the keys. An upstream failure becomes an
+outcome carrying the error, never an exception: the GraphQL layer turns it into an
+error on that upstream's fields only, and everything else still answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Generic, TypeAlias, TypeVar, cast
+
+from adapters.config import CachePolicy
+from adapters.errors import InvalidExternalId, UpstreamError
+from adapters.protocols import Adapter, AnalyticsAdapter, CommerceAdapter, CrmAdapter, Kind
+from adapters.records import AnalyticsEvent, CommerceCustomer, CrmContact, Order
+from gateway.observability import metrics
+from gateway.profiles.customers import CustomerProfile
+from gateway.upstreams.cache import Entry, UpstreamCache
+
+T = TypeVar("T")
+# What a batch fetch answers per customer: a value, nothing, or that customer's own error.
+Fetched: TypeAlias = T | UpstreamError | None
+ORDERS_WINDOW = 50  # orders fetched per customer; `orders(first)` slices this
+EVENTS_WINDOW = 100  # recent events per customer for engagement, cart and activity: one page
+
+
+class SourceStatus(StrEnum):
+    OK = "OK"
+    CACHED = "CACHED"
+    STALE = "STALE"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome(Generic[T]):
+    """What one upstream answered for one customer, and how long it took."""
+
+    upstream: str
+    kind: Kind
+    value: T | None
+    error: UpstreamError | None
+    latency_ms: float
+    fetched_at: datetime
+    status: SourceStatus = SourceStatus.OK
+    # For STALE: why the fresh fetch failed (the value is the last good answer).
+    cause: UpstreamError | None = None
+
+    def age_s(self, now: datetime) -> float:
+        return max(0.0, (now - self.fetched_at).total_seconds())
+
+    def unwrap(self) -> T | None:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyticsData:
+    user_id: str | None
+    events: tuple[AnalyticsEvent, ...]
+
+
+class Federation:
+    """The configured adapters, one per kind, and the batch reads the schema needs."""
+
+    def __init__(
+        self,
+        adapters: Mapping[str, Adapter],
+        cache: UpstreamCache,
+        policies: Mapping[str, CachePolicy] | None = None,
+    ) -> None:
+        self.adapters = dict(adapters)
+        self.cache = cache
+        self._policies = dict(policies or {})
+        self._flights: dict[tuple[str, object], asyncio.Future[Outcome[Any]]] = {}
+        by_kind: dict[str, Adapter] = {}
+        for adapter in adapters.values():
+            by_kind.setdefault(adapter.kind, adapter)  # the first enabled one of each kind
+        self._by_kind = by_kind
+
+    def adapter(self, kind: Kind) -> Adapter | None:
+        return self._by_kind.get(kind)
+
+    async def crm(self, customers: Sequence[CustomerProfile]) -> list[Outcome[CrmContact]]:
+        crm = cast(CrmAdapter | None, self.adapter("crm"))
+        if crm is None:
+            return _nothing("crm", customers)
+
+        async def fetch(customers: Sequence[CustomerProfile]) -> list[CrmContact | None]:
+            ids = {c.id: _identity(c, crm.name) for c in customers}
+            emails = [c.email for c in customers if ids[c.id] is None and c.email]
+            by_id, by_email = await asyncio.gather(
+                crm.fetch_contacts([i for i in ids.values() if i]),
+                crm.fetch_contacts_by_email(emails) if emails else _empty(),
+            )
+            return [by_id.get(ids[c.id] or "") or by_email.get(c.email or "") for c in customers]
+
+        return await self._load(crm, customers, fetch)
+
+    async def commerce(
+        self, customers: Sequence[CustomerProfile]
+    ) -> list[Outcome[CommerceCustomer]]:
+        """The shop's customer records (lifetime value, order count), found by email in
+        batches of the shop's page size."""
+        shop = cast(CommerceAdapter | None, self.adapter("commerce"))
+        if shop is None:
+            return _nothing("commerce", customers)
+
+        async def fetch(customers: Sequence[CustomerProfile]) -> list[CommerceCustomer | None]:
+            emails = [c.email for c in customers if c.email]
+            found = await shop.find_customers_by_email(emails) if emails else {}
+            return [found.get(c.email or "") for c in customers]
+
+        return await self._load(shop, customers, fetch)
+
+    async def orders(
+        self, customers: Sequence[CustomerProfile]
+    ) -> list[Outcome[tuple[Order, ...]]]:
+        """Each customer's recent orders, newest first. The shop has no batch read of
+        orders by customer: one call per customer, all at once."""
+        shop = cast(CommerceAdapter | None, self.adapter("commerce"))
+        if shop is None:
+            return _nothing("commerce", customers)
+
+        async def fetch(
+            customers: Sequence[CustomerProfile],
+        ) -> list[tuple[Order, ...] | InvalidExternalId | None]:
+            ids = [_identity(c, shop.name) for c in customers]
+            unlinked = [c for c, i in zip(customers, ids, strict=True) if i is None]
+            if unlinked:
+                # Not linked yet: learn the shop's id from its (cached) customer record.
+                found = dict(
+                    zip([c.id for c in unlinked], await self.commerce(unlinked), strict=True)
+                )
+                ids = [
+                    i or _external_id(found[c.id].unwrap())
+                    for c, i in zip(customers, ids, strict=True)
+                ]
+            orders = await asyncio.gather(
+                *(_alone(shop.fetch_orders(i, ORDERS_WINDOW)) if i else _no_orders() for i in ids)
+            )
+            return [o if isinstance(o, InvalidExternalId) else tuple(o) for o in orders]
+
+        return await self._load(shop, customers, fetch, data="orders")
+
+    async def analytics(self, customers: Sequence[CustomerProfile]) -> list[Outcome[AnalyticsData]]:
+        tool = cast(AnalyticsAdapter | None, self.adapter("analytics"))
+        if tool is None:
+            return _nothing("analytics", customers)
+
+        async def one(customer: CustomerProfile) -> AnalyticsData | None:
+            user_id = _identity(customer, tool.name)
+            if user_id is None and customer.email:
+                traits = await tool.fetch_traits(email=customer.email)
+                user_id = traits.user_id if traits else None
+            if user_id is None:
+                return None
+            events = await tool.fetch_events(user_id, EVENTS_WINDOW)
+            return AnalyticsData(user_id=user_id, events=tuple(events))
+
+        async def fetch(
+            customers: Sequence[CustomerProfile],
+        ) -> list[AnalyticsData | InvalidExternalId | None]:
+            # The Profiles API has no batch read: one call per customer, all at once.
+            return list(await asyncio.gather(*(_alone(one(c)) for c in customers)))
+
+        return await self._load(tool, customers, fetch)
+
+    def policy(self, upstream: str) -> CachePolicy:
+        return self._policies.get(upstream, CachePolicy())
+
+    def fresh_for(self, outcomes: Iterable[Outcome[Any]], now: datetime | None = None) -> int:
+        """Whole seconds until the first of these answers is due for a refresh: what a
+        client may cache a reply built on them for. 0 when one of them is stale or
+        failed, and when there are none (stored data has no time to live)."""
+        now = now or datetime.now(UTC)
+        remaining = []
+        for outcome in outcomes:
+            if outcome.status in {SourceStatus.STALE, SourceStatus.FAILED}:
+                return 0
+            if outcome.status in {SourceStatus.OK, SourceStatus.CACHED}:
+                remaining.append(self.policy(outcome.upstream).ttl_s - outcome.age_s(now))
+        return max(0, int(min(remaining, default=0)))
+
+    async def invalidate(self, customer_id: object) -> None:
+        namespaces = [
+            _namespace(name, data)
+            for name, adapter in self.adapters.items()
+            for data in DATA_KINDS[adapter.kind]
+        ]
+        await self.cache.invalidate(customer_id, namespaces)
+
+    async def _load(
+        self,
+        adapter: Adapter,
+        customers: Sequence[CustomerProfile],
+        fetch: Callable[[Sequence[CustomerProfile]], Awaitable[Sequence[Fetched[T]]]],
+        data: str = "",
+    ) -> list[Outcome[T]]:
+        """Cache first; fetch only the misses, once, however many ask at the same time;
+        serve the last good answer as STALE when the upstream fails."""
+        policy = self.policy(adapter.name)
+        namespace = _namespace(adapter.name, data)
+        now = datetime.now(UTC)
+        entries = await self.cache.get_many(namespace, [c.id for c in customers])
+        results: dict[object, Outcome[T]] = {}
+        misses: list[CustomerProfile] = []
+        for customer in customers:
+            entry = entries.get(customer.id)
+            if entry is not None and entry.age_s(now) <= policy.ttl_s:
+                results[customer.id] = _from_cache(adapter, entry)
+            else:
+                misses.append(customer)
+        if hits := len(customers) - len(misses):
+            metrics.CACHE_LOOKUPS.labels(adapter.name, "hit").inc(hits)
+        if misses:
+            metrics.CACHE_LOOKUPS.labels(adapter.name, "miss").inc(len(misses))
+        if misses:
+            flown = await self._fly(adapter, namespace, misses, fetch, policy)
+            for customer, outcome in zip(misses, flown, strict=True):
+                stale = entries.get(customer.id)
+                if outcome.error is not None and stale is not None:
+                    outcome = _from_cache(adapter, stale, SourceStatus.STALE, outcome.error)
+                    metrics.CACHE_LOOKUPS.labels(adapter.name, "stale").inc()
+                results[customer.id] = outcome
+        return [results[c.id] for c in customers]
+
+    async def _fly(
+        self,
+        adapter: Adapter,
+        namespace: str,
+        customers: Sequence[CustomerProfile],
+        fetch: Callable[[Sequence[CustomerProfile]], Awaitable[Sequence[Fetched[T]]]],
+        policy: CachePolicy,
+    ) -> list[Outcome[T]]:
+        """Single flight: join fetches already under way (here, or in another instance
+        sharing Redis) and lead the rest."""
+        loop = asyncio.get_running_loop()
+        joined: dict[object, asyncio.Future[Outcome[Any]]] = {}
+        leading: dict[object, asyncio.Future[Outcome[Any]]] = {}
+        for customer in customers:
+            key = (namespace, customer.id)
+            if key in self._flights:
+                joined[customer.id] = self._flights[key]
+            else:
+                leading[customer.id] = self._flights[key] = loop.create_future()
+        try:
+            if leading:
+                lead = [c for c in customers if c.id in leading]
+                led = await self._lead(adapter, namespace, lead, fetch, policy)
+                for customer, outcome in zip(lead, led, strict=True):
+                    leading[customer.id].set_result(outcome)
+        finally:
+            for customer_id, future in leading.items():
+                self._flights.pop((namespace, customer_id), None)
+                if not future.done():
+                    future.cancel()
+        return [
+            leading[c.id].result() if c.id in leading else await asyncio.shield(joined[c.id])
+            for c in customers
+        ]
+
+    async def _lead(
+        self,
+        adapter: Adapter,
+        namespace: str,
+        customers: Sequence[CustomerProfile],
+        fetch: Callable[[Sequence[CustomerProfile]], Awaitable[Sequence[Fetched[T]]]],
+        policy: CachePolicy,
+    ) -> list[Outcome[T]]:
+        mine, theirs = await self.cache.claim(namespace, [c.id for c in customers])
+        results: dict[object, Outcome[T]] = {}
+        try:
+            if theirs:
+                # Another instance is fetching these: take its answer when it lands.
+                for customer_id, entry in (
+                    await self.cache.wait_for(namespace, theirs, policy.ttl_s)
+                ).items():
+                    results[customer_id] = _from_cache(adapter, entry)
+            todo = [c for c in customers if c.id not in results]
+            if todo:
+                outcomes = await _timed(adapter, todo, lambda: fetch(todo))
+                fresh = {
+                    c.id: Entry(o.value, o.fetched_at)
+                    for c, o in zip(todo, outcomes, strict=True)
+                    if o.error is None
+                }
+                await self.cache.set_many(namespace, fresh, policy.stale_ttl_s)
+                results.update((c.id, o) for c, o in zip(todo, outcomes, strict=True))
+        finally:
+            await self.cache.release(namespace, mine)
+        return [results[c.id] for c in customers]
+
+
+# What the gateway caches per upstream kind; every entry of a customer is dropped together.
+DATA_KINDS: dict[str, tuple[str, ...]] = {
+    "crm": ("",),
+    "commerce": ("", "orders"),
+    "analytics": ("",),
+}
+
+
+def _from_cache(
+    adapter: Adapter,
+    entry: Entry,
+    status: SourceStatus = SourceStatus.CACHED,
+    cause: UpstreamError | None = None,
+) -> Outcome[Any]:
+    return Outcome(
+        adapter.name, adapter.kind, entry.value, None, 0.0, entry.fetched_at, status, cause
+    )
+
+
+def _namespace(upstream: str, data: str) -> str:
+    return f"{upstream}.{data}" if data else upstream
+
+
+def _external_id(record: CommerceCustomer | None) -> str | None:
+    return record.external_id if record else None
+
+
+def _identity(customer: CustomerProfile, source: str) -> str | None:
+    return next((i.external_id for i in customer.identities if i.source == source), None)
+
+
+async def _empty() -> dict[str, Any]:
+    return {}
+
+
+async def _no_orders() -> list[Order]:
+    return []
+
+
+async def _alone(call: Awaitable[T]) -> T | InvalidExternalId:
+    """One customer's call, whose refused id fails that customer only: the id is theirs
+    (stored before ids were checked), not a failure of the upstream for the batch."""
+    try:
+        return await call
+    except InvalidExternalId as exc:
+        return exc
+
+
+def _nothing(kind: Kind, customers: Sequence[CustomerProfile]) -> list[Outcome[T]]:
+    now = datetime.now(UTC)
+    return [Outcome("", kind, None, None, 0.0, now) for _ in customers]
+
+
+async def _timed(
+    adapter: Adapter,
+    customers: Sequence[CustomerProfile],
+    fetch: Callable[[], Awaitable[Sequence[Fetched[T]]]],
+) -> list[Outcome[T]]:
+    started = time.perf_counter()
+    fetched_at = datetime.now(UTC)
+    values: Sequence[Fetched[T]]
+    error: UpstreamError | None = None
+    try:
+        values = await fetch()
+    except UpstreamError as exc:
+        values, error = [None] * len(customers), exc
+    latency = (time.perf_counter() - started) * 1000
+    metrics.UPSTREAM_SECONDS.labels(adapter.name).observe(latency / 1000)
+    errors = [error] if error is not None else [v for v in values if isinstance(v, UpstreamError)]
+    for failure in errors:
+        metrics.UPSTREAM_ERRORS.labels(adapter.name, failure.code).inc()
+    metrics.record_circuit(adapter.name, adapter.breaker.state)
+    outcomes: list[Outcome[T]] = []
+    for value in values:
+        failed = value if isinstance(value, UpstreamError) else error
+        status = SourceStatus.FAILED if failed else SourceStatus.OK
+        kept = None if isinstance(value, UpstreamError) else value
+        outcomes.append(
+            Outcome(adapter.name, adapter.kind, kept, failed, latency, fetched_at, status)
+        )
+    return outcomes

@@ -1,0 +1,2 @@
+"""The schema's types, queries and mutations, one module per domain (customer, upstream facts,
+identity, privacy, recommendations, render)."""

@@ -1,0 +1,339 @@
+"""The Customer type: stored profile fields, and fields resolved from the upstreams."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+
+import strawberry
+from strawberry.types import Info
+from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField, Selection
+from strawberry.utils.str_converters import to_camel_case
+
+from adapters.records import CommerceCustomer, CrmContact
+from adapters.records import Order as OrderRecord
+from gateway.privacy import consent
+from gateway.profiles.customers import CustomerProfile
+from gateway.upstreams import behaviour
+from gateway.upstreams.federation import AnalyticsData, Outcome, SourceStatus
+from gateway.upstreams.fields import FIELD_LOADERS as SNAKE_FIELD_LOADERS
+from resolvers.graphql.access import sees_profiles
+from resolvers.graphql.context import Context
+from resolvers.graphql.types.federated import Cart, Engagement, Event, Money, Order, Source
+from resolvers.graphql.types.identity import customer_attributes, customer_identity_links
+from resolvers.graphql.types.privacy import Consent, ConsentStatement
+from resolvers.graphql.types.recommendations import customer_recommendations
+from resolvers.graphql.types.render import render_customer
+
+GatewayInfo = Info[Context, None]
+MAX_ORDERS = 50
+MAX_EVENTS = 200
+
+# Which loader (and so which upstream) serves each Customer field, by GraphQL name:
+# a query only calls the upstreams it selects.
+FIELD_LOADERS: dict[str, str] = {
+    to_camel_case(name): loader for name, loader in SNAKE_FIELD_LOADERS.items() if loader
+}
+# Worst first: the status a source shows when several of its reads disagree.
+_SEVERITY = [SourceStatus.FAILED, SourceStatus.STALE, SourceStatus.OK, SourceStatus.CACHED]
+
+
+def loaders_selected(selections: Iterable[Selection]) -> frozenset[str]:
+    """The loaders a Customer selection needs, looking through fragments."""
+    names: set[str] = set()
+    for selection in selections:
+        if isinstance(selection, (FragmentSpread, InlineFragment)):
+            names |= loaders_selected(selection.selections)
+        elif isinstance(selection, SelectedField) and selection.name in FIELD_LOADERS:
+            names.add(FIELD_LOADERS[selection.name])
+    return frozenset(names)
+
+
+@strawberry.type(description="The id a source system knows this customer by.")
+class Identity:
+    source: str = strawberry.field(description="The source system, e.g. hubspot, shopify.")
+    external_id: str = strawberry.field(description="The customer's id in that system.")
+
+
+def _crm_field(attribute: str, kind: Any, description: str) -> Any:
+    def resolve(root: Customer) -> Any:
+        contact: CrmContact | None = root.loaded("crm")
+        return getattr(contact, attribute) if contact else None
+
+    resolve.__annotations__["return"] = kind | None
+    return strawberry.field(resolver=resolve, description=f"{description} (from the CRM).")
+
+
+@strawberry.type(description="One person, unified across the CRM, commerce and analytics.")
+class Customer:
+    id: strawberry.ID = strawberry.field(description="The gateway's unified customer id.")
+    email: str | None
+    phone: str | None = strawberry.field(description="E.164, e.g. +14155550123.")
+    first_name: str | None
+    last_name: str | None
+    locale: str | None = strawberry.field(description="BCP 47 language tag, e.g. en-US.")
+    created_at: datetime
+    updated_at: datetime
+    identities: list[Identity]
+    render = strawberry.field(
+        resolver=render_customer,
+        description="Render Liquid for this customer: an inline `template` or a stored `name`.",
+    )
+    attributes = strawberry.field(
+        resolver=customer_attributes,
+        description="Every value each source reported (optionally for one field `name`), "
+        "with its source, when it was observed, and whether it is the golden value.",
+    )
+    identity_links = strawberry.field(
+        resolver=customer_identity_links,
+        description="Evidence: which rule (and score) joined each identity to this customer.",
+    )
+    recommendations = strawberry.field(
+        resolver=customer_recommendations,
+        description="In-stock products from this customer's views and purchases, with reasons.",
+    )
+
+    profile: strawberry.Private[CustomerProfile]
+    needed: strawberry.Private[frozenset[str]]
+    # What each needed loader answered, filled by `load_selected` before fields resolve:
+    # upstream fields then resolve synchronously, which keeps big batches cheap.
+    outcomes: strawberry.Private[dict[str, Outcome[Any]]]
+
+    lifecycle_stage = _crm_field("lifecycle_stage", str, "Lifecycle stage, e.g. lead, customer")
+    owner_id = _crm_field("owner_id", str, "The owning sales rep's id")
+    company = _crm_field("company", str, "Company")
+    job_title = _crm_field("job_title", str, "Job title")
+    city = _crm_field("city", str, "City")
+    country = _crm_field("country", str, "Country")
+    date_of_birth = _crm_field("date_of_birth", date, "Date of birth")
+
+    @classmethod
+    def from_profile(cls, profile: CustomerProfile, needed: frozenset[str]) -> Customer:
+        """Not loaded yet: `shaped_customers` builds and loads, and is the way to use this."""
+        if "analytics" in needed and not consent.has_stored(
+            consent.Purpose.PERSONALISATION, profile.consents
+        ):
+            needed = needed | {"crm"}  # behaviour is served only on a yes: ask the CRM
+        return cls(
+            id=strawberry.ID(str(profile.id)),
+            email=profile.email,
+            phone=profile.phone,
+            first_name=profile.first_name,
+            last_name=profile.last_name,
+            locale=profile.locale,
+            created_at=profile.created_at,
+            updated_at=profile.updated_at,
+            identities=[
+                Identity(source=i.source, external_id=i.external_id) for i in profile.identities
+            ],
+            profile=profile,
+            needed=needed,
+            outcomes={},
+        )
+
+    def loaded(self, name: str) -> Any:
+        """What loader ``name`` answered; raises the upstream's error for this field."""
+        outcome = self.outcomes.get(name)
+        if outcome is None:
+            # Only a Customer built outside `shaped_customers` can get here: a bug.
+            raise RuntimeError(f"the {name!r} loader did not run for this Customer's selection")
+        return outcome.unwrap()
+
+    def behaviour(self) -> AnalyticsData | None:
+        """Analytics data, only with personalisation consent: without it, behavioural
+        fields answer as for a customer with no history."""
+        if not self.permits(consent.Purpose.PERSONALISATION):
+            return None
+        data: AnalyticsData | None = self.loaded("analytics")
+        return data
+
+    def crm_for_consent(self) -> CrmContact | None:
+        """The CRM's word on consent when it answered; stored statements stand alone if not.
+
+        Raises the CRM's error only when nothing is stored to fall back on.
+        """
+        outcome = self.outcomes.get("crm")
+        if outcome is None:
+            return None
+        if outcome.error is not None and self.profile.consents:
+            return None
+        contact: CrmContact | None = outcome.unwrap()
+        return contact
+
+    def permits(self, purpose: consent.Purpose) -> bool:
+        return consent.granted(purpose, self.profile.consents, self.crm_for_consent())
+
+    @strawberry.field(
+        description="Consent per purpose: the most recent statement of the gateway's store "
+        "and the CRM (null: neither says)."
+    )
+    def consent(self) -> Consent | None:
+        crm = self.crm_for_consent()
+        return Consent(
+            **{
+                p.value: (
+                    found.granted
+                    if (found := consent.effective(p, self.profile.consents, crm))
+                    else None
+                )
+                for p in consent.Purpose
+            }
+        )
+
+    @strawberry.field(description="Each purpose's statement that counts, with its source and time.")
+    def consents(self) -> list[ConsentStatement]:
+        crm = self.crm_for_consent()
+        return [
+            ConsentStatement.of(found)
+            for p in consent.Purpose
+            if (found := consent.effective(p, self.profile.consents, crm)) is not None
+        ]
+
+    @strawberry.field(
+        description="True when the customer has not consented to email marketing: do not mail."
+    )
+    def suppressed(self) -> bool:
+        return not self.permits(consent.Purpose.EMAIL_MARKETING)
+
+    @strawberry.field(description="Most recent orders first (from commerce).")
+    def orders(self, first: int = 10) -> list[Order] | None:
+        orders: tuple[OrderRecord, ...] = self.loaded("orders") or ()
+        return [Order.of(o) for o in orders[: _clamp(first, MAX_ORDERS)]]
+
+    @strawberry.field(description="Total spent over all orders (from commerce).")
+    def lifetime_value(self) -> Money | None:
+        record: CommerceCustomer | None = self.loaded("commerce")
+        return Money.of(record.total_spent) if record else None
+
+    @strawberry.field(description="Number of orders (from commerce).")
+    def order_count(self) -> int | None:
+        record: CommerceCustomer | None = self.loaded("commerce")
+        return record.orders_count if record else 0
+
+    @strawberry.field(description="When the latest order was placed (from commerce).")
+    def last_order_at(self) -> datetime | None:
+        orders: tuple[OrderRecord, ...] = self.loaded("orders") or ()
+        return orders[0].created_at if orders else None
+
+    @strawberry.field(
+        description="Most recent events first, optionally of one type, e.g. "
+        "'Product Viewed' (from analytics)."
+    )
+    def recent_events(self, first: int = 10, type: str | None = None) -> list[Event] | None:
+        data = self.behaviour()
+        if data is None:
+            return []
+        events = [e for e in data.events if type is None or type in (e.name, e.type)]
+        return [Event.of(e) for e in events[: _clamp(first, MAX_EVENTS)]]
+
+    @strawberry.field(description="Sessions and page views in the last 30 days (from analytics).")
+    def engagement(self) -> Engagement | None:
+        data = self.behaviour()
+        found = behaviour.engagement(data.events if data else (), datetime.now(UTC))
+        return Engagement(
+            sessions_30d=found.sessions,
+            page_views_30d=found.page_views,
+            last_seen_at=found.last_seen_at,
+        )
+
+    @strawberry.field(description="The open cart, or null when empty (from analytics events).")
+    def cart(self) -> Cart | None:
+        data = self.behaviour()
+        return Cart.of(behaviour.open_cart(data.events)) if data else None
+
+    @strawberry.field(
+        description="Per upstream: whether it answered for this request, and how fast."
+    )
+    def sources(self, info: GatewayInfo) -> list[Source]:
+        federation = info.context.services.federation
+        worst: dict[str, Outcome[Any]] = {}
+        for outcome in self.outcomes.values():
+            current = worst.get(outcome.upstream)
+            if current is None or _SEVERITY.index(outcome.status) < _SEVERITY.index(current.status):
+                worst[outcome.upstream] = outcome
+        now = datetime.now(UTC)
+        return [
+            Source.of(worst[name], now) if name in worst else Source.skipped(name, adapter.kind)
+            for name, adapter in federation.adapters.items()
+        ]
+
+
+def _clamp(first: int, most: int) -> int:
+    return max(0, min(first, most))
+
+
+# Selections per (parsed operation, field): the parser cache hands back the same
+# operation object for a repeated document, so a send's thousandth request skips the
+# walk. The operation is kept in the value, so its id cannot be reused while cached.
+_SELECTIONS: dict[tuple[int, tuple[str, ...]], tuple[object, frozenset[str]]] = {}
+_SELECTIONS_MAX = 4096
+
+
+def selection_of(info: GatewayInfo) -> frozenset[str]:
+    """The loaders the selection under this field needs."""
+    # The field's place in the operation (list indices dropped: same selection).
+    key = (id(info.operation), tuple(k for k in info.path.as_list() if isinstance(k, str)))
+    cached = _SELECTIONS.get(key)
+    if cached is not None and cached[0] is info.operation:
+        return cached[1]
+    # Every node of this response key: `{ c: customer { id } c: customer { city } }` is
+    # one field whose selections merge, and each part may need its own loaders.
+    found = frozenset().union(*(loaders_selected(f.selections) for f in info.selected_fields))
+    if len(_SELECTIONS) >= _SELECTIONS_MAX:
+        _SELECTIONS.clear()
+    _SELECTIONS[key] = (info.operation, found)
+    return found
+
+
+async def shaped_customers(
+    profiles: Sequence[CustomerProfile | None], info: GatewayInfo
+) -> list[Customer | None]:
+    """The one way a Customer reaches the schema, whichever root field or mutation
+    returns it: the profiles shaped, after every upstream their selection needs has
+    answered (each upstream once for the whole list). A key that may not read profiles
+    sees only the id (resolvers/graphql/access.py): nothing is fetched upstream for it."""
+    needed = selection_of(info) if sees_profiles(info.context.principal) else frozenset()
+    shaped = [Customer.from_profile(p, needed) if p is not None else None for p in profiles]
+    await load_selected(shaped, info)
+    return shaped
+
+
+async def shaped_customer(profile: CustomerProfile, info: GatewayInfo) -> Customer:
+    """``shaped_customers`` for a field that returns one customer."""
+    [customer] = await shaped_customers([profile], info)
+    assert customer is not None
+    return customer
+
+
+async def load_selected(customers: Iterable[Customer | None], info: GatewayInfo) -> None:
+    """Run every loader the selection needs for every customer, all at once, so each
+    upstream sees one batch; fields then read the answers without awaiting."""
+    jobs = [
+        (customer, name)
+        for customer in customers
+        if customer is not None
+        for name in customer.needed
+    ]
+    results = await asyncio.gather(
+        *(info.context.loaders.named(name).load(customer.profile) for customer, name in jobs)
+    )
+    for (customer, name), outcome in zip(jobs, results, strict=True):
+        customer.outcomes[name] = outcome
+
+
+@strawberry.input(description="An id this customer has in a source system.")
+class IdentityInput:
+    source: str
+    external_id: str
+
+
+@strawberry.input(description="Create a customer by email, or update the fields given.")
+class CustomerInput:
+    email: str
+    first_name: str | None = None
+    last_name: str | None = None
+    phone: str | None = strawberry.field(default=None, description="Any format; stored E.164.")
+    locale: str | None = None
+    identities: list[IdentityInput] | None = None

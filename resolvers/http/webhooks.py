@@ -1,0 +1,71 @@
+"""``POST /webhooks/{source}``: the HTTP face of webhooks (gateway/ingest/webhook_receiver.py).
+
+Refusals are answered with a JSON body naming the reason: 404 for a source that does not
+exist or has no secret, 413 over the body limit, 401 for a bad signature, 400 or 422 for
+a body that cannot be accepted, 503 with ``Retry-After`` when the database stayed busy
+(the events before the failing one were stored; a resend finds them duplicates).
+Accepted events are listed with what became of each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from gateway.ingest.signatures import SignatureError
+from gateway.ingest.webhook_payloads import PayloadError
+from gateway.ingest.webhook_receiver import (
+    NotStored,
+    SignedRequest,
+    SourceNotConfigured,
+    UnknownSource,
+    Webhooks,
+)
+from gateway.ingest.webhooks import Ingested
+
+MAX_BODY_BYTES = 1 << 20  # Shopify's largest order payloads stay well under this
+
+
+async def webhook_endpoint(request: Request) -> JSONResponse:
+    """``POST /webhooks/{source}``."""
+    webhooks: Webhooks = request.app.state.services.webhooks
+    source = request.path_params["source"]
+    try:
+        webhooks.secret_of(source)
+    except UnknownSource as exc:
+        return _refuse(404, "unknown_source", str(exc))
+    except SourceNotConfigured as exc:
+        return _refuse(404, "source_not_configured", str(exc))
+    if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
+        return _refuse(413, "too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
+    signed = SignedRequest(request.method, str(request.url), request.headers, await request.body())
+    try:
+        results = await webhooks.receive(source, signed)
+    except SignatureError as exc:
+        return _refuse(401, exc.code, exc.reason)
+    except PayloadError as exc:
+        return _refuse(exc.status, "invalid_payload", exc.reason, exc.field)
+    except NotStored:
+        # 5xx with Retry-After only here: the events not stored are worth resending.
+        response = _refuse(503, "busy", "the event could not be stored now; retry later")
+        response.headers["Retry-After"] = "1"
+        return response
+    overall = "duplicate" if all(r.status == "duplicate" for r in results) else "processed"
+    return JSONResponse({"status": overall, "events": [_result(r) for r in results]})
+
+
+def _result(result: Ingested) -> dict[str, Any]:
+    return {
+        "eventId": result.event_id,
+        "status": result.status,
+        "customerId": str(result.customer_id) if result.customer_id else None,
+    }
+
+
+def _refuse(status: int, code: str, reason: str, field: str | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": code, "reason": reason}
+    if field:
+        body["field"] = field
+    return JSONResponse(body, status_code=status)

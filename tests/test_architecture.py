@@ -1,0 +1,133 @@
+"""The shape of the house, drawn from the code: which package may import which, and how
+big a module or a folder may grow before a newcomer loses the thread.
+
+The import graph is read with ``ast`` from the sources (nothing is imported), so a rule
+broken inside a function or under ``TYPE_CHECKING`` counts as much as one at the top.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("gateway", "resolvers", "adapters", "demo")
+PRODUCTION = ("gateway", "resolvers", "adapters")
+MAX_MODULE_LINES = 400
+MAX_FOLDER_MODULES = 15
+# Libraries of the edge: the services below it speak domain values and errors only.
+EDGE_LIBRARIES = ("starlette", "strawberry", "graphql")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def sources() -> Iterator[Path]:
+    for package in PACKAGES:
+        yield from sorted((ROOT / package).rglob("*.py"))
+
+
+def imports(path: Path, module: str | None = None) -> Iterator[tuple[int, str]]:
+    """Every module ``path`` imports (absolute names), with its line."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = (module or module_name(path)).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                name = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                name = node.module or ""
+            yield node.lineno, name
+            for alias in node.names:  # ``from gateway import demo`` imports a module too
+                yield node.lineno, f"{name}.{alias.name}"
+
+
+def top(name: str) -> str:
+    return name.split(".", 1)[0]
+
+
+def violations(rule: str) -> list[str]:
+    found = []
+    for path in sources():
+        where = top(module_name(path))
+        for line, name in imports(path):
+            target = top(name)
+            broken = (
+                (rule == "edge" and where in {"gateway", "adapters"} and target == "resolvers")
+                or (rule == "demo" and where in PRODUCTION and target in {"demo", "tests"})
+                or (
+                    rule == "libraries"
+                    and where in {"gateway", "adapters"}
+                    and target in EDGE_LIBRARIES
+                )
+                or (rule == "adapters" and where == "adapters" and target == "gateway")
+            )
+            if broken:
+                found.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
+    return sorted(set(found))
+
+
+@pytest.mark.parametrize(
+    ("rule", "meaning"),
+    [
+        ("edge", "services (gateway/) and adapters never import the edge (resolvers/)"),
+        ("demo", "production code never imports the demo or the tests"),
+        ("libraries", "services and adapters know nothing of HTTP or GraphQL libraries"),
+        ("adapters", "adapters never import the services above them"),
+    ],
+)
+def test_imports_point_down(rule: str, meaning: str) -> None:
+    assert violations(rule) == [], meaning
+
+
+def test_no_module_over_the_size_a_reader_keeps_in_mind() -> None:
+    long = [
+        f"{path.relative_to(ROOT)}: {n} lines"
+        for path in sources()
+        if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    ]
+    assert long == []
+
+
+def test_no_folder_too_flat_to_scan() -> None:
+    crowded = []
+    for folder in {path.parent for path in sources()}:
+        modules = [p for p in folder.glob("*.py") if p.name != "__init__.py"]
+        if len(modules) > MAX_FOLDER_MODULES:
+            crowded.append(f"{folder.relative_to(ROOT)}: {len(modules)} modules")
+    assert crowded == []
+
+
+def test_every_package_says_what_it_holds() -> None:
+    silent = [
+        str(init.relative_to(ROOT))
+        for package in PACKAGES
+        for init in (ROOT / package).rglob("__init__.py")
+        if ast.get_docstring(ast.parse(init.read_text())) is None
+    ]
+    assert silent == []
+
+
+def test_the_graph_sees_every_form_of_import(tmp_path: Path) -> None:
+    """The checker itself can fail: imports inside functions, relative ones and
+    ``from package import module`` are all drawn."""
+    planted = tmp_path / "planted.py"
+    planted.write_text(
+        "def f():\n    from resolvers.app import create_app\n"
+        "from .. import sibling\nimport starlette.responses as r\n"
+    )
+    names = {name for _, name in imports(planted, "gateway.ingest.planted")}
+    assert {"resolvers.app", "gateway.sibling", "starlette.responses"} <= names
