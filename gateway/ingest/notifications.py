@@ -159,7 +159,7 @@ class RedisNotifications(Notifications):
                 await asyncio.sleep(_RECONNECT_S)
             finally:
                 with contextlib.suppress(OSError, aioredis.RedisError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py
+                    await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis-py 8.2
 
     def _dispatch(self, raw: bytes) -> None:
         try:
