@@ -333,9 +333,6 @@ async def test_unlinked_events_naming_the_person_go_with_them_and_stay_out(
         "properties e-mail": {"properties": {"email": person.email_b}},
         "device": {"anonymousId": device},
         "phone": {"context": {"traits": {"phone": person.phone_b}}},
-        # Devices tied to the person only by an anonymous event naming them (red team).
-        "device of the e-mail's event": {"anonymousId": stored["traits"]["anonymousId"]},
-        "device of the phone's event": {"anonymousId": stored["phone"]["anonymousId"]},
     }
     for what, extra in later.items():
         event = {

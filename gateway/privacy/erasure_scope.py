@@ -82,27 +82,8 @@ async def known_identifiers(
     )
     shared = await _held_by_others(session, customer.id, emails, phones)
     digests = tombstones.digests(emails - shared, identities, phones - shared) | anonymous
-    digests |= await _co_subjects(session, digests)
     keys = _linker_keys(identities, emails, phones, config) | {subject_key(d) for d in digests}
     return Known(emails=emails, digests=digests, keys=keys)
-
-
-async def _co_subjects(session: AsyncSession, digests: set[str]) -> set[str]:
-    """The other subjects of the events linked to nobody that name one of ``digests``: an
-    anonymous Segment event carrying the person's e-mail names their device's
-    ``anonymousId`` too, and that device must not bring them back after the erasure."""
-    if not digests:
-        return set()
-    naming = (
-        select(EventSubject.event_id)
-        .join(Event, Event.id == EventSubject.event_id)
-        .where(Event.customer_id.is_(None), EventSubject.digest.in_(digests))
-    )
-    return set(
-        await session.scalars(
-            select(EventSubject.digest).where(EventSubject.event_id.in_(naming)).distinct()
-        )
-    )
 
 
 async def _held_by_others(
