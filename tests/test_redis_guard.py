@@ -4,6 +4,7 @@ could not be made are owed, read as misses and made when Redis answers again."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -108,3 +109,30 @@ async def test_a_stopped_redis_is_reported_once_per_interval(
     warnings = [r for r in caplog.records if r.name == "gateway.redis"]
     assert len(warnings) == 2  # at the start, then once 10 s had passed
     assert guard.failures == 6
+
+
+async def test_a_replay_redis_refuses_backs_off_instead_of_spinning(server: RedisServer) -> None:
+    """Found in review: a DEL answered READONLY (a master demoted by a failover) left the
+    circuit closed and the replay loop retried at once, 6,267 DELs a second."""
+    client = open_client(server.url, timeout_s=0.1, retries=1, health_check_interval_s=5)
+    guard = RedisGuard(client, timeout_s=0.2, failure_threshold=3, reset_timeout_s=0.1)
+    admin = aioredis.from_url(server.url)
+    try:
+        await admin.set("owed", "stale")
+        await admin.execute_command("REPLICAOF", "127.0.0.1", "1")  # read-only, no master
+        await admin.config_resetstat()
+        guard._owe(["owed"])
+        await asyncio.sleep(1.0)
+        stats = await admin.info("commandstats")
+        tried = stats.get("cmdstat_del", {})  # READONLY answers count as rejected calls
+        deletes = sum(int(tried.get(n, 0)) for n in ("calls", "rejected_calls"))
+        assert 1 <= deletes <= 5, deletes
+        assert guard.owed("owed")  # still read as a miss in this process
+        await admin.execute_command("REPLICAOF", "NO", "ONE")
+        async with asyncio.timeout(10):
+            await guard.recovered()
+        assert not guard.owed("owed")
+        assert await admin.get("owed") is None
+    finally:
+        await admin.aclose()
+        await guard.aclose()

@@ -183,6 +183,7 @@ class RedisGuard:
 
     async def _recovering(self) -> None:
         """Probe until the circuit closes, then delete what is owed."""
+        refused = 0  # replays Redis answered with an error (read-only replica, ACL)
         while True:
             if not self.available:
                 # A request's call may find Redis back first: then replay at once.
@@ -197,7 +198,14 @@ class RedisGuard:
                 return
             chunk = list(self.unfinished)[:_REPLAY_CHUNK]
             if await self.call("replay", partial(self.client.delete, *chunk), None) is None:
-                continue  # the breaker counted it; probe again after its cool-down
+                if self.available:
+                    # Redis answered, with an error (READONLY after a failover, NOPERM):
+                    # the breaker stays closed, so back off here or this loop spins,
+                    # thousands of DELs a second. The keys stay owed (read as misses).
+                    refused += 1
+                    await asyncio.sleep(min(30.0, self.breaker.reset_timeout_s * 2**refused))
+                continue  # else the breaker counted it; probe again after its cool-down
+            refused = 0
             self.unfinished.difference_update(chunk)
             if not self.unfinished:
                 logger.info("owed cache invalidations replayed")
