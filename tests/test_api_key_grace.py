@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Collection
 
 import pytest
 
 from gateway.access.api_key_grace import OutageGrace
-from gateway.access.api_keys import Principal, Scope
+from gateway.access.api_keys import ApiKeys, Principal, Scope
 from gateway.errors import DatabaseUnavailable
 
 READER = Principal("k1", "reader", frozenset({Scope.PROFILES_READ}), None)
@@ -46,3 +48,50 @@ async def test_no_grace_refuses_every_key_during_an_outage() -> None:
     with pytest.raises(DatabaseUnavailable):
         grace.during_outage("h1", now=10.5)
     await grace.aclose()
+
+
+@pytest.fixture
+def migrated_postgres(postgres_url: str) -> str:
+    from gateway.db.migrate import upgrade
+
+    upgrade(postgres_url)  # runs its own event loop: a sync fixture, outside the test's
+    return postgres_url
+
+
+@pytest.mark.postgres
+async def test_during_an_outage_a_held_key_is_answered_at_once_not_after_each_timeout(
+    migrated_postgres: str,
+) -> None:
+    """Found in review: each time a key's cache entry lapsed during an outage, the next
+    requests waited out the connect timeout (2 s) before the grace period answered."""
+    from gateway.db.engine import create_engine, create_sessionmaker
+    from tests.test_readiness import Proxy
+
+    postgres_url = migrated_postgres
+    host, port = postgres_url.rsplit("@", 1)[1].split("/", 1)[0].split(":")
+    proxy = Proxy((host, int(port)))
+    await proxy.start()
+    engine = create_engine(
+        postgres_url.replace(f"{host}:{port}", f"127.0.0.1:{proxy.port}"), connect_timeout_s=1.0
+    )
+    keys = ApiKeys(create_sessionmaker(engine), cache_ttl_s=0.05, outage_grace_s=300)
+    try:
+        secret, _ = await keys.create(f"grace-{time.monotonic_ns()}", {Scope.PROFILES_READ})
+        assert await keys.authenticate(secret) is not None
+        await engine.dispose()  # no pooled connection: each read opens one, and waits
+        proxy.freeze()  # a black hole: connections accepted, never answered
+        await asyncio.sleep(0.06)  # the entry lapses: the next read finds the outage
+        first = await keys.authenticate(secret)  # learns of it: waits out the timeout
+        assert first is not None
+        waits = []
+        for _ in range(20):
+            await asyncio.sleep(0.06)  # the cached entry lapses each time
+            started = time.perf_counter()
+            assert await keys.authenticate(secret) == first
+            waits.append(time.perf_counter() - started)
+        assert max(waits) < 0.2, waits
+    finally:
+        await keys.aclose()
+        await engine.dispose()
+        await proxy.stop()
+        await asyncio.sleep(0.2)  # the proxy's held connections end before the loop does

@@ -20,6 +20,7 @@ While the database is unreachable, keys this process verified within
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -127,6 +128,7 @@ class ApiKeys:
         self._verified: dict[str, tuple[Principal | None, float]] = {}
         # Bumped by each revocation: a lookup that started before one does not cache.
         self._revocations = 0
+        self._outage = False  # the last read found the database unreachable
         # digest -> the database read under way for it, shared by every caller.
         self._reading: dict[str, asyncio.Task[Principal | None]] = {}
         self._tasks: set[asyncio.Task[Principal | None]] = set()  # every read not yet done
@@ -206,10 +208,20 @@ class ApiKeys:
             if cached[1] - now < self._ttl / 2 and hashed not in self._reading:
                 self._read(hashed)  # refresh ahead; this request keeps the fresh answer
             return cached[0]
+        if self._outage:
+            # The last read found the database unreachable: answer from the grace period
+            # at once, and let one read in the background find it back, rather than make
+            # every request wait out the connect timeout (2 s) each time an entry lapses.
+            with contextlib.suppress(DatabaseUnavailable):
+                principal = self._grace.during_outage(hashed, now)
+                if hashed not in self._reading:
+                    self._read(hashed)
+                return principal
         reading = self._reading.get(hashed) or self._read(hashed)
         try:
             return await asyncio.shield(reading)  # one caller's cancellation spares the others
         except DatabaseUnavailable:
+            self._outage = True
             principal = self._grace.during_outage(hashed, now)  # or raises
             if self._ttl > 0:
                 # Answered for a while without a read each: the next read, in the
@@ -284,6 +296,7 @@ class ApiKeys:
             row = await session.scalar(
                 select(ApiKey).where(ApiKey.secret_hash == hashed, ApiKey.revoked_at.is_(None))
             )
+        self._outage = False
         principal = (
             Principal(
                 key_id=row.id,
