@@ -29,6 +29,7 @@ from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.migrate import upgrade
 from gateway.settings import load_settings
 from resolvers.app import create_app
+from tests.in_process import asgi, lifespan
 
 QUERIES = {
     "crm": "lifecycleStage company",
@@ -67,8 +68,8 @@ async def run(runs: int, latency_ms: int) -> None:
         )
         app = create_app(load_settings(database_url=url), upstreams=upstreams)
         timings: dict[str, list[float]] = {name: [] for name in QUERIES}
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
+        async with lifespan(app):
+            transport = asgi(app)
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://gw", headers=AUTH
             ) as client:

@@ -40,6 +40,7 @@ from gateway.settings import load_settings
 from gateway.templates import render
 from resolvers.app import create_app
 from resolvers.graphql.loaders import Loaders
+from tests.in_process import asgi, lifespan, services_of
 
 TEMPLATE = """<h1>Hi {{ first_name | default: "there" }},</h1>
 {% if lifecycle_stage == "customer" %}<p>Welcome back
@@ -127,9 +128,9 @@ async def run(customers: int, runs: int) -> None:
             samples.base_urls, dict.fromkeys(samples.base_urls, patient)
         )
         app = create_app(load_settings(database_url=url), upstreams=config)
-        async with app.router.lifespan_context(app):
-            services = app.state.services
-            transport = httpx.ASGITransport(app=app)
+        async with lifespan(app):
+            services = services_of(app)
+            transport = asgi(app)
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://gw", timeout=120, headers=AUTH
             ) as client:

@@ -2,7 +2,8 @@
 
 Nothing happens at import time. ``create_app`` builds a Starlette app whose
 lifespan opens the services (database engine, later caches and upstream clients)
-once per process and closes them on shutdown.
+once per process, yields them as the typed state of resolvers/state.py, and closes
+them on shutdown.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from resolvers.http.recommendations_api import recommendations_endpoint
 from resolvers.http.request_id import RequestIdMiddleware
 from resolvers.http.view import GatewayGraphQL
 from resolvers.http.webhooks import webhook_endpoint
+from resolvers.state import AppState, services_of, state_of
 
 # With 32 requests in flight, a young collection finds their objects still alive and
 # promotes them; promoted objects are what trigger full collections. A larger young
@@ -56,13 +58,13 @@ async def readyz(request: Request) -> JSONResponse:
 
     The rule: gateway/observability/readiness.py.
     """
-    readiness: Readiness = request.app.state.readiness
+    readiness = state_of(request)["readiness"]
     status, body = await readiness.answer()
     return JSONResponse(body, status_code=status)
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    services: Services = request.app.state.services
+    services = services_of(request)
     body, content_type = metrics.exposition(services.settings.metrics_multiprocess_dir)
     return Response(body, media_type=content_type)
 
@@ -96,20 +98,21 @@ def create_app(
     )
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
         services = Services.open(settings, upstreams)
-        app.state.services = services
         readiness = Readiness.open(settings, services.breakers())
-        app.state.readiness = readiness
         readiness.start()
         flushing = asyncio.get_running_loop().create_task(repeats.run()) if repeats else None
-        # The edge's own long-lived part: documents clients refer to by hash, kept in
-        # the process's cache (shared through Redis by every instance).
-        view.persisted_queries = PersistedQueries(
-            services.redis,
-            max_bytes=settings.persisted_query_max_bytes,
-            max_count=settings.persisted_queries_max,
-            ttl_s=settings.persisted_query_ttl_s,
+        state = AppState(
+            services=services,
+            readiness=readiness,
+            # Kept in the process's cache, shared through Redis by every instance.
+            persisted_queries=PersistedQueries(
+                services.redis,
+                max_bytes=settings.persisted_query_max_bytes,
+                max_count=settings.persisted_queries_max,
+                ttl_s=settings.persisted_query_ttl_s,
+            ),
         )
         # Everything built so far lives as long as the process: move it out of the
         # collector's way, so full collections under load scan only request garbage.
@@ -118,7 +121,8 @@ def create_app(
         thresholds = gc.get_threshold()
         gc.set_threshold(*_GC_THRESHOLDS)
         try:
-            yield
+            # Starlette hands every request and socket a copy: resolvers/state.py.
+            yield state
         finally:
             gc.set_threshold(*thresholds)
             if flushing is not None:

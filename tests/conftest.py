@@ -36,6 +36,7 @@ from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.migrate import upgrade
 from gateway.settings import Settings, load_settings
 from resolvers.app import create_app
+from tests.in_process import asgi, lifespan, services_of
 
 # The whole run's ERROR log, checked after each test and at the end (tests/error_log.py).
 pytest_plugins = ["tests.error_log", "pytester"]
@@ -193,13 +194,15 @@ def settings(database_url: str) -> Settings:
 @pytest.fixture(scope="session")
 async def app(settings: Settings) -> AsyncIterator[Starlette]:
     application = create_app(settings)
-    async with application.router.lifespan_context(application):
+    async with lifespan(application):
         yield application
 
 
-async def issue_key(app: Starlette, *scopes: Scope, rate_limit: int | None = 10**6) -> str:
+async def issue_key(
+    app: Starlette | TestClient, *scopes: Scope, rate_limit: int | None = 10**6
+) -> str:
     """A fresh API key on a running app; admin unless scopes say otherwise."""
-    key, _ = await app.state.services.api_keys.create(
+    key, _ = await services_of(app).api_keys.create(
         f"test-{uuid.uuid4().hex[:10]}", scopes or (Scope.ADMIN,), rate_limit
     )
     return key
@@ -211,7 +214,7 @@ def bearer(key: str) -> dict[str, str]:
 
 def authorize(client: TestClient, *scopes: Scope) -> str:
     """Give a synchronous test client (HTTP and WebSocket) a fresh key; returns it."""
-    key: str = client.portal.call(issue_key, client.app, *scopes)  # type: ignore[arg-type]
+    key: str = client.portal.call(issue_key, client, *scopes)
     client.headers.update(bearer(key))
     return key
 
@@ -222,7 +225,7 @@ async def api_client(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A client of a running app holding a fresh key (admin unless scopes say otherwise)."""
     key = await issue_key(app, *scopes)
-    transport = httpx.ASGITransport(app=app)
+    transport = asgi(app)
     async with httpx.AsyncClient(
         transport=transport, base_url=base_url, headers=bearer(key)
     ) as http:
@@ -237,7 +240,7 @@ async def admin_key(app: Starlette) -> str:
 @pytest.fixture
 async def client(app: Starlette, admin_key: str) -> AsyncIterator[httpx.AsyncClient]:
     """The app over in-process HTTP, as a client holding an admin key."""
-    transport = httpx.ASGITransport(app=app)
+    transport = asgi(app)
     async with httpx.AsyncClient(
         transport=transport, base_url="http://gateway.test", headers=bearer(admin_key)
     ) as http:
@@ -317,7 +320,7 @@ def gateway(samples: SampleUpstreams, seeded_url: str) -> Iterator[GatewayFactor
             load_settings(database_url=seeded_url, cache_url=cache_url, **settings),
             upstreams=config,
         )
-        async with app.router.lifespan_context(app), api_client(app, *scopes) as http:
+        async with lifespan(app), api_client(app, *scopes) as http:
             yield http
 
     yield instance

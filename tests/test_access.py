@@ -36,6 +36,7 @@ from tests.conftest import (
     unique_email,
 )
 from tests.gql_client import error_codes, gql
+from tests.in_process import asgi, lifespan, services_of
 from tests.test_cli import run
 
 REDIS_URL = redis_database_url(15)
@@ -54,14 +55,12 @@ async def redis_url() -> AsyncIterator[str]:
 async def running(database_url: str, cache_url: str = "memory://", **settings: Any) -> Any:
     """A gateway instance of its own (its own key cache and rate limiter)."""
     app = create_app(load_settings(database_url=database_url, cache_url=cache_url, **settings))
-    async with app.router.lifespan_context(app):
+    async with lifespan(app):
         yield app
 
 
 def anonymous(app: Starlette, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://gw", headers=headers
-    )
+    return httpx.AsyncClient(transport=asgi(app), base_url="http://gw", headers=headers)
 
 
 def _assert_unauthenticated(response: httpx.Response) -> None:
@@ -114,7 +113,7 @@ async def test_a_key_works_as_bearer_or_x_api_key(app: Starlette) -> None:
 
 
 async def test_a_key_revoked_through_the_service_is_refused_at_once(app: Starlette) -> None:
-    keys = app.state.services.api_keys
+    keys = services_of(app).api_keys
     name = f"revoked-{uuid.uuid4().hex[:8]}"
     secret, info = await keys.create(name, [Scope.PROFILES_READ])
     async with anonymous(app, bearer(secret)) as http:
@@ -134,7 +133,7 @@ async def test_concurrent_requests_with_a_new_key_share_one_database_read(
 ) -> None:
     async with running(database_url) as app:
         key = await issue_key(app, Scope.PROFILES_READ)
-        with recorded_statements(app.state.services.engine.sync_engine) as statements:
+        with recorded_statements(services_of(app).engine.sync_engine) as statements:
             async with anonymous(app, bearer(key)) as http:
                 answers = await asyncio.gather(
                     *(http.post("/graphql", json=PING) for _ in range(40))
@@ -153,11 +152,11 @@ async def test_a_key_revoked_on_another_instance_stops_working_within_the_cache_
         running(database_url) as admin,
     ):
         name = f"elsewhere-{uuid.uuid4().hex[:8]}"
-        secret, _ = await admin.state.services.api_keys.create(name, [Scope.PROFILES_READ])
+        secret, _ = await services_of(admin).api_keys.create(name, [Scope.PROFILES_READ])
         async with anonymous(serving, bearer(secret)) as http:
             assert (await http.post("/graphql", json=PING)).status_code == 200
             await asyncio.sleep(ttl * 0.6)  # past half its time: re-read in the background
-            await admin.state.services.api_keys.revoke(name)
+            await services_of(admin).api_keys.revoke(name)
             # Answered from the cache at once; the re-read runs beside it.
             assert (await http.post("/graphql", json=PING)).status_code == 200
             await asyncio.sleep(ttl)
@@ -166,7 +165,7 @@ async def test_a_key_revoked_on_another_instance_stops_working_within_the_cache_
 
 async def test_the_secret_is_stored_only_as_its_sha256(app: Starlette, database_url: str) -> None:
     name = f"hashed-{uuid.uuid4().hex[:8]}"
-    secret, info = await app.state.services.api_keys.create(name, [Scope.PROFILES_READ], 7)
+    secret, info = await services_of(app).api_keys.create(name, [Scope.PROFILES_READ], 7)
     assert secret.startswith("gwk_")
     assert len(secret) > 40
     engine = create_engine(database_url)
@@ -384,17 +383,16 @@ def ws_client(database_url: str) -> Iterator[TestClient]:
 
 
 def test_a_websocket_authenticates_in_connection_init(ws_client: TestClient) -> None:
-    app: Starlette = ws_client.app  # type: ignore[assignment]
     portal = ws_client.portal
     assert portal is not None
-    key = portal.call(issue_key, app, Scope.PROFILES_READ)
-    writer = portal.call(issue_key, app, Scope.PROFILES_WRITE)
+    key = portal.call(issue_key, ws_client, Scope.PROFILES_READ)
+    writer = portal.call(issue_key, ws_client, Scope.PROFILES_WRITE)
     email = unique_email("ws")
     created = ws_client.post(
         "/graphql", json={"query": UPSERT, "variables": {"email": email}}, headers=bearer(writer)
     )
     customer_id = created.json()["data"]["upsertCustomer"]["id"]
-    notifications = app.state.services.notifications
+    notifications = services_of(ws_client).notifications
     with ws_client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
         ws.send_json({"type": "connection_init", "payload": {"Authorization": f"Bearer {key}"}})
         assert _receive(ws)["type"] == "connection_ack"

@@ -35,6 +35,7 @@ from tests.conftest import (
     unique_number,
 )
 from tests.gql_client import error_codes, gql
+from tests.in_process import lifespan, services_of
 from tests.test_webhooks import (
     hubspot_change,
     hubspot_request,
@@ -77,7 +78,7 @@ class Person:
 @pytest.fixture
 async def gw(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     app = realtime_app(load_settings(database_url=database_url, cache_url="memory://"))
-    async with app.router.lifespan_context(app), api_client(app, base_url=BASE) as client:
+    async with lifespan(app), api_client(app, base_url=BASE) as client:
         client.app = app  # type: ignore[attr-defined]
         yield client
 
@@ -229,7 +230,7 @@ async def test_after_merge_and_forget_an_import_skips_every_identifier(
         f"{unique_number()},{unique_email()},{person.phone_b}\n"
         f"{person.shopify_id},{unique_email()},\n"
     )
-    tombstones: Tombstones = gw.app.state.services.erasure.tombstones  # type: ignore[attr-defined]
+    tombstones: Tombstones = services_of(gw.app).erasure.tombstones  # type: ignore[attr-defined]
     engine = create_engine(database_url)
     try:
         summary = await import_file(
@@ -264,7 +265,7 @@ async def test_an_erased_address_the_linker_calls_a_placeholder_still_refuses_re
     assert [e["status"] for e in response.json()["events"]] == ["erased"], response.text
     path = tmp_path / "shop.csv"
     path.write_text(f"external_id,email,first_name\n{unique_number()}, {address} ,Ada\n")
-    tombstones: Tombstones = gw.app.state.services.erasure.tombstones  # type: ignore[attr-defined]
+    tombstones: Tombstones = services_of(gw.app).erasure.tombstones  # type: ignore[attr-defined]
     engine = create_engine(database_url)
     try:
         summary = await import_file(

@@ -51,6 +51,7 @@ from gateway.templates.render import RenderFormat
 from resolvers.app import create_app
 from resolvers.graphql.schema import build_schema
 from tests.conftest import FAST, bearer, create_postgres_database, drop_postgres_database
+from tests.in_process import asgi, lifespan, services_of
 from tests.operations import LIQUID, RealData, Rewriter, documents
 from tests.operations_oracle import Problem, check
 
@@ -145,7 +146,7 @@ class Fuzz:
 
     def __init__(self, app: Starlette, keys: dict[str, str], real: RealData) -> None:
         self.app, self.keys, self.real = app, keys, real
-        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw")
+        self.http = httpx.AsyncClient(transport=asgi(app), base_url="http://gw")
         self.loop = asyncio.get_running_loop()
 
     def answer_from_thread(self, document: str, scopes: str) -> tuple[int, Any, float]:
@@ -170,8 +171,8 @@ class Fuzz:
 @pytest.fixture(scope="module")
 async def fuzz(fuzz_url: str, samples: SampleUpstreams) -> AsyncIterator[Fuzz]:
     app = _app(fuzz_url, samples)
-    async with app.router.lifespan_context(app):
-        services = app.state.services
+    async with lifespan(app):
+        services = services_of(app)
         keys = {}
         for name, scopes in SCOPE_SETS.items():
             keys[name], _ = await services.api_keys.create(f"fuzz-{name}", scopes, RATE_LIMIT)
@@ -285,7 +286,7 @@ def _subscribe(
     request error."""
     started = time.monotonic()
     target = _target(document)
-    notifications = client.app.state.services.notifications  # type: ignore[attr-defined]
+    notifications = services_of(client).notifications
     with client.websocket_connect(
         "/graphql", subprotocols=["graphql-transport-ws"], headers=bearer(key)
     ) as ws:
@@ -335,7 +336,7 @@ def _change(client: TestClient, target: uuid.UUID, admin: str, known: set[str]) 
         fields=("first_name",),
         occurred_at=datetime.now(UTC),
     )
-    notifications = client.app.state.services.notifications  # type: ignore[attr-defined]
+    notifications = services_of(client).notifications
     client.portal.call(notifications.publish, change)  # type: ignore[union-attr]
 
 

@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 
 from demo.upstreams.runner import SampleUpstreams
 from tests.conftest import issue_key
+from tests.in_process import asgi, lifespan, state_of
 
 QUERY = '{ customer(email: "nobody@example.com") { id } }'
 GRAPHQL_RESPONSE = "application/graphql-response+json"
@@ -256,8 +257,8 @@ async def test_readiness_is_503_when_the_database_is_down() -> None:
 
     # A port nothing listens on: the database cannot answer.
     app = create_app(load_settings(database_url="postgresql+asyncpg://nobody@127.0.0.1:1/none"))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
+    async with lifespan(app):
+        transport = asgi(app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
             ready = await http.get("/readyz")
             health = await http.get("/healthz")
@@ -294,7 +295,7 @@ async def test_a_client_that_leaves_before_its_body_ends_the_request_quietly(
         "client": ("127.0.0.1", 5000),
         "http_version": "1.1",
         "asgi": {"version": "3.0"},
-        "state": {},
+        "state": dict(state_of(app)),  # as a server hands it over
     }
     await app(scope, receive, send)  # raised ClientDisconnect
     assert sent == []  # nobody to answer

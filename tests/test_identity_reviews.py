@@ -29,6 +29,7 @@ from gateway.settings import load_settings
 from resolvers.app import create_app
 from tests.conftest import api_client, create_postgres_database, drop_postgres_database
 from tests.gql_client import error_codes, gql
+from tests.in_process import lifespan
 
 REVIEWS = """
 query($first: Int!, $after: String) {
@@ -94,7 +95,7 @@ def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 async def app(fresh_url: str) -> AsyncIterator[Starlette]:
     application = create_app(load_settings(database_url=fresh_url, cache_url="memory://"))
-    async with application.router.lifespan_context(application):
+    async with lifespan(application):
         yield application
 
 

@@ -188,6 +188,15 @@ _ATTRIBUTE = (
 )
 
 
+async def _waits_on_a_lock(observer: asyncpg.Connection, pid: int) -> None:
+    """Until the server says session ``pid`` waits on a lock another session holds: seen
+    blocked, not merely not finished yet. Fails if it never blocks."""
+    blocked = "SELECT cardinality(pg_blocking_pids($1)) > 0"
+    async with asyncio.timeout(5):
+        while not await observer.fetchval(blocked, pid):  # noqa: ASYNC110
+            await asyncio.sleep(0.005)  # polls the lock table; nothing to await on
+
+
 async def _races(url: str) -> None:
     dsn = url.replace("postgresql+asyncpg://", "postgresql://")
     first, second = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
@@ -200,8 +209,8 @@ async def _races(url: str) -> None:
         await adding.start()
         await first.execute(_ATTRIBUTE, owner, now)
         deleting = asyncio.create_task(second.execute("DELETE FROM customers WHERE id = $1", owner))
-        await asyncio.sleep(0.2)
-        assert not deleting.done()  # blocked on the key-share lock of the check
+        await _waits_on_a_lock(first, second.get_server_pid())  # the check's key-share lock
+        assert not deleting.done()
         await adding.commit()
         await deleting
         left = await first.fetchval("SELECT count(*) FROM attributes WHERE customer_id = $1", owner)
@@ -213,7 +222,7 @@ async def _races(url: str) -> None:
         await removing.start()
         await second.execute("DELETE FROM customers WHERE id = $1", owner)
         inserting = asyncio.create_task(first.execute(_ATTRIBUTE, owner, now))
-        await asyncio.sleep(0.2)
+        await _waits_on_a_lock(second, first.get_server_pid())
         assert not inserting.done()
         await removing.commit()
         with pytest.raises(asyncpg.ForeignKeyViolationError):

@@ -48,6 +48,7 @@ from tests.conftest import (
     unique_email,
 )
 from tests.gql_client import error_codes, gql
+from tests.in_process import asgi, lifespan, services_of
 from tests.test_webhooks import (
     SECRETS,
     hubspot_change,
@@ -132,11 +133,11 @@ def instance(samples: SampleUpstreams, privacy_url: str) -> Iterator[Any]:
         app = create_app(
             settings.model_copy(update={"webhook_secrets": dict(SECRETS)}), upstreams=config
         )
-        async with app.router.lifespan_context(app):
+        async with lifespan(app):
             name = f"privacy-{uuid.uuid4().hex[:10]}"
-            key, _ = await app.state.services.api_keys.create(name, scopes, 10**6)
+            key, _ = await services_of(app).api_keys.create(name, scopes, 10**6)
             async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url=BASE, headers=bearer(key)
+                transport=asgi(app), base_url=BASE, headers=bearer(key)
             ) as http:
                 yield Instance(app, http, name)
 
@@ -511,7 +512,7 @@ async def test_sync_does_not_bring_a_forgotten_customer_back(
         found = await gw.gql("query($e: String!) { customer(email: $e) { id } }", e=person.email)
         customer_id = found["data"]["customer"]["id"]
         assert (await gw.gql(FORGET, id=customer_id))["data"]["forgetCustomer"]
-        tombstones = gw.app.state.services.erasure.tombstones
+        tombstones = services_of(gw.app).erasure.tombstones
         assert isinstance(tombstones, Tombstones)
 
     engine = create_engine(privacy_url)

@@ -25,6 +25,7 @@ from gateway.db.migrate import upgrade
 from gateway.settings import load_settings
 from resolvers.app import create_app
 from tests.conftest import REPO, bearer
+from tests.in_process import asgi, lifespan
 from tests.test_cli import GATEWAY, run
 
 SECRET = "an-erasure-key-of-our-own-0123456789"
@@ -172,8 +173,8 @@ async def test_a_server_not_started_for_the_demo_refuses_its_key(demo_db: str) -
     for insecure_demo, status in ((False, 401), (True, 200)):
         app = create_app(load_settings(database_url=demo_db, insecure_demo=insecure_demo))
         async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http,
+            lifespan(app),
+            httpx.AsyncClient(transport=asgi(app), base_url="http://gw") as http,
         ):
             answer = await http.post("/graphql", json=PING, headers=bearer(DEMO_API_KEY))
         assert answer.status_code == status, (insecure_demo, answer.text)
@@ -204,8 +205,8 @@ async def test_graphiql_prefills_the_demo_key_only_on_loopback(
         example_key=DEMO_API_KEY,
     )
     async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http,
+        lifespan(app),
+        httpx.AsyncClient(transport=asgi(app), base_url="http://gw") as http,
     ):
         page = await http.get("/graphql", headers={"accept": "text/html"})
     assert page.status_code == 200

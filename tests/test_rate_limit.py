@@ -17,6 +17,7 @@ from starlette.applications import Starlette
 from gateway.access.rate_limit import RateLimiter, retry_after_seconds
 from resolvers.http.authentication import rate_limited_response
 from tests.conftest import bearer, clean_redis, issue_key, redis_database_url
+from tests.in_process import asgi
 
 REDIS_URL = redis_database_url(14)
 
@@ -229,7 +230,7 @@ async def test_a_key_is_charged_by_what_its_operations_cost(app: Starlette) -> N
     # 31st is let in as a request (301), then refused for what it costs (310).
     key = await issue_key(app, rate_limit=305)
     ids = [str(uuid.uuid4()) for _ in range(1000)]
-    transport = httpx.ASGITransport(app=app)
+    transport = asgi(app)
     async with httpx.AsyncClient(
         transport=transport, base_url="http://gw", headers=bearer(key)
     ) as client:
@@ -253,7 +254,7 @@ async def test_an_operation_costing_more_than_a_minute_of_the_key_is_refused(
     key = await issue_key(app, rate_limit=250)
     ids = [str(uuid.uuid4()) for _ in range(1000)]
     query = "query($ids: [ID!]) { customers(ids: $ids) { id orders(first: 30) { id } } }"
-    transport = httpx.ASGITransport(app=app)
+    transport = asgi(app)
     async with httpx.AsyncClient(
         transport=transport, base_url="http://gw", headers=bearer(key)
     ) as client:

@@ -28,6 +28,7 @@ from gateway.settings import load_settings
 from resolvers.app import create_app
 from tests.conftest import GatewayFactory, clean_redis, redis_database_url
 from tests.gql_client import gql
+from tests.in_process import asgi, lifespan
 
 # Generous against a busy machine; the bound that matters is "not seconds" (issue #17 saw
 # 5 s with a frozen Redis). bench/readyz.py measures the latency itself.
@@ -127,8 +128,8 @@ def migrated_postgres(postgres_url: str) -> str:
 @asynccontextmanager
 async def _ready_client(database_url: str, cache_url: str) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(load_settings(database_url=database_url, cache_url=cache_url))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
+    async with lifespan(app):
+        transport = asgi(app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
             yield http
 

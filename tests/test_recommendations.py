@@ -37,6 +37,7 @@ from tests.conftest import (
     recorded_statements,
 )
 from tests.gql_client import gql
+from tests.in_process import asgi, lifespan, services_of
 
 QUERY = """
 query Recs($id: ID, $limit: Int, $category: String, $exclude: Boolean) {
@@ -96,9 +97,9 @@ async def running(built_url: str, samples: SampleUpstreams) -> AsyncIterator[Run
         load_settings(database_url=built_url, cache_url="memory://"),
         upstreams=sample_upstreams_config(samples.base_urls, tables),
     )
-    async with app.router.lifespan_context(app):
+    async with lifespan(app):
         key = await issue_key(app)
-        transport = httpx.ASGITransport(app=app)
+        transport = asgi(app)
         async with httpx.AsyncClient(
             transport=transport, base_url="http://gw", headers=bearer(key)
         ) as client:
@@ -156,13 +157,13 @@ async def test_out_of_stock_product_disappears_after_invalidation(running: Runni
         # Still cached: the short TTL has not run out and nobody invalidated.
         cached = await _recommend(running.client, person, limit=4)
         assert first["id"] in {item["id"] for item in cached}
-        await running.app.state.services.recommendations.catalogue.invalidate_stock([first["id"]])
+        await services_of(running.app).recommendations.catalogue.invalidate_stock([first["id"]])
         after = await _recommend(running.client, person, limit=4)
         assert first["id"] not in {item["id"] for item in after}
         assert len(after) == 4
     finally:
         running.samples.shopify.set_inventory(product.inventory_item_id, before)
-        await running.app.state.services.recommendations.catalogue.invalidate_stock()
+        await services_of(running.app).recommendations.catalogue.invalidate_stock()
 
 
 async def test_expired_stock_is_fetched_once_for_many_concurrent_requests(
@@ -170,7 +171,7 @@ async def test_expired_stock_is_fetched_once_for_many_concurrent_requests(
 ) -> None:
     person = _person(running.samples, consent=True)
     first = await _recommend(running.client, person, limit=4)
-    await running.app.state.services.recommendations.catalogue.invalidate_stock()
+    await services_of(running.app).recommendations.catalogue.invalidate_stock()
     inventory = running.samples.shopify.calls
     before = inventory.count(INVENTORY)
     found = await asyncio.gather(*(_recommend(running.client, person, limit=4) for _ in range(20)))
@@ -190,7 +191,7 @@ async def test_expired_memos_are_read_once_for_many_concurrent_requests(
         return response.json()["recommendations"]
 
     first = await recommend()
-    services = running.app.state.services
+    services = services_of(running.app)
     services.recommendations.forget()  # as when the memos' time to live runs out
     with recorded_statements(services.engine.sync_engine) as statements:
         found = await asyncio.gather(*(recommend() for _ in range(20)))
@@ -308,7 +309,7 @@ async def test_endpoint_errors_name_the_field(running: Running) -> None:
 
 
 async def test_endpoint_needs_an_api_key(running: Running) -> None:
-    transport = httpx.ASGITransport(app=running.app)
+    transport = asgi(running.app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gw") as anonymous:
         response = await anonymous.post(
             "/api/recommendations", json={"customer_id": str(uuid.uuid4())}
@@ -370,7 +371,7 @@ async def test_the_endpoint_needs_profiles_read_and_each_answer_is_audited(
     customer_id = str(customer_id_for(person))
     body = {"customer_id": customer_id, "limit": 4}
     app = running.app
-    transport = httpx.ASGITransport(app=app)
+    transport = asgi(app)
     writer = await issue_key(app, Scope.PROFILES_WRITE)
     reader = await issue_key(app, Scope.PROFILES_READ)
     async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
@@ -383,11 +384,11 @@ async def test_the_endpoint_needs_profiles_read_and_each_answer_is_audited(
     assert answered.status_code == 200, answered.text
     assert answered.json()["recommendations"], answered.text
 
-    audit = app.state.services.audit
+    audit = services_of(app).audit
     entries = await audit.query(customer_id=customer_id_for(person), limit=1000)
     mine = [e for e in entries if e.operation == "api:recommendations"]
-    reader_name = (await app.state.services.api_keys.authenticate(reader)).name
-    writer_name = (await app.state.services.api_keys.authenticate(writer)).name
+    reader_name = (await services_of(app).api_keys.authenticate(reader)).name
+    writer_name = (await services_of(app).api_keys.authenticate(writer)).name
     assert [(e.actor, e.action) for e in mine if e.actor in {reader_name, writer_name}] == [
         (reader_name, "read")
     ]

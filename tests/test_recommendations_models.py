@@ -34,6 +34,7 @@ from gateway.settings import load_settings
 from resolvers.app import create_app
 from tests.conftest import FAST, bearer, issue_key, recorded_statements
 from tests.gql_client import gql
+from tests.in_process import asgi, lifespan, services_of
 
 FAMILIES = ("popularity", "item_to_item", "ease", "als", "knn", "blend")
 READABLE = re.compile(r"^(because you (viewed|bought) .+|popular in .+|trending)$")
@@ -99,9 +100,9 @@ async def _client(
         load_settings(database_url=url, cache_url="memory://"),
         upstreams=sample_upstreams_config(samples.base_urls, tables),
     )
-    async with app.router.lifespan_context(app):
+    async with lifespan(app):
         key = await issue_key(app)
-        transport = httpx.ASGITransport(app=app)
+        transport = asgi(app)
         async with httpx.AsyncClient(
             transport=transport, base_url="http://gw", headers=bearer(key)
         ) as client:
@@ -136,7 +137,7 @@ async def test_every_model_keeps_the_business_rules(
     served: tuple[str, Any, httpx.AsyncClient], samples: SampleUpstreams
 ) -> None:
     family, app, client = served
-    stored = await app.state.services.recommendations.store.model()
+    stored = await services_of(app).recommendations.store.model()
     assert stored is not None
     assert stored.selection["chosen"]["family"] == family
     assert stored.reason.startswith(stored.label)
@@ -196,7 +197,7 @@ async def test_a_render_batch_reads_recommendations_once(
     assert "errors" not in saved, saved
     people = _people(samples, consent=True)[:20] + _people(samples, consent=False)[:5]
     ids = [str(customer_id_for(p)) for p in people]
-    services = app.state.services
+    services = services_of(app)
     services.recommendations.forget()
     with recorded_statements(services.engine.sync_engine) as statements:
         body = await gql(client, BATCH, ids=ids)

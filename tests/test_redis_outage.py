@@ -29,6 +29,7 @@ from resolvers.http.persisted_queries import digest_of
 from tests.conftest import FAST, bearer, issue_key, unique_email
 from tests.faults.redis_server import RedisServer
 from tests.gql_client import gql
+from tests.in_process import asgi, lifespan, services_of
 
 READ = "query($email: String!) { customer(email: $email) { email firstName lifecycleStage } }"
 # Stored fields only: what a miss costs is one database read, so what is timed is Redis.
@@ -54,9 +55,9 @@ async def serving(
         load_settings(database_url=database_url, cache_url=cache_url, **REDIS_SETTINGS, **settings),
         upstreams=sample_upstreams_config(samples.base_urls, tables),
     )
-    async with app.router.lifespan_context(app):
+    async with lifespan(app):
         key = await issue_key(app)
-        transport = httpx.ASGITransport(app=app)
+        transport = asgi(app)
         async with httpx.AsyncClient(
             transport=transport, base_url="http://gw", headers=bearer(key), timeout=30
         ) as client:
@@ -64,7 +65,7 @@ async def serving(
 
 
 def guard_of(app: Starlette) -> RedisGuard:
-    services: Services = app.state.services
+    services: Services = services_of(app)
     assert services.redis is not None
     return services.redis
 

@@ -30,6 +30,7 @@ from resolvers.graphql.access import WRITER_VISIBLE, writer_may_see
 from resolvers.graphql.schema import build_schema
 from tests.conftest import api_client, unique_email
 from tests.gql_client import gql
+from tests.in_process import services_of
 
 SCHEMA: GraphQLSchema = build_schema()._schema
 # Arguments a field needs for the generated selection to run (inline ones, to stay
@@ -305,7 +306,7 @@ async def test_render_batch_is_audited_per_customer(app: Starlette, people: dict
 async def _actor(app: Starlette, client: httpx.AsyncClient) -> str:
     """The name of the key a client holds (the audit log's actor)."""
     key = client.headers["authorization"].removeprefix("Bearer ")
-    principal = await app.state.services.api_keys.authenticate(key)
+    principal = await services_of(app).api_keys.authenticate(key)
     assert principal is not None
     return str(principal.name)
 

@@ -16,6 +16,7 @@ from starlette.testclient import TestClient, WebSocketTestSession
 from gateway.access.api_keys import Scope
 from gateway.settings import load_settings
 from tests.conftest import IN_CI, authorize, redis_database_url, unique_email
+from tests.in_process import services_of
 from tests.test_webhooks import hubspot_change, hubspot_request, realtime_app, shopify_request
 
 REDIS_URL = redis_database_url(13)
@@ -84,7 +85,7 @@ def _subscribe(ws: WebSocketTestSession, customer_id: str) -> None:
 
 def _wait_subscribed(client: TestClient, customer_id: str) -> None:
     """The subscription is live once the notifier counts it (with Redis: subscribed)."""
-    notifications = client.app.state.services.notifications  # type: ignore[attr-defined]
+    notifications = services_of(client).notifications
     deadline = time.monotonic() + 5
     while notifications.subscribers(uuid.UUID(customer_id)) == 0:
         assert time.monotonic() < deadline, "the subscription never started"

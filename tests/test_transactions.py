@@ -29,6 +29,7 @@ from gateway.identity.merges import merge_customers
 from gateway.identity.resolution import _LOCK_NAMESPACE, _stripe
 from gateway.settings import load_settings
 from tests.conftest import unique_email
+from tests.in_process import asgi, lifespan
 from tests.test_webhooks import BASE, realtime_app, shopify_request
 
 # --- what is transient -------------------------------------------------------------------
@@ -167,8 +168,8 @@ async def _deadlocked_webhook(postgres: str, attempts: int) -> tuple[httpx.Respo
     watcher = await asyncpg.connect(_dsn(postgres))
     try:
         async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as client,
+            lifespan(app),
+            httpx.AsyncClient(transport=asgi(app), base_url=BASE) as client,
         ):
             transaction = other.transaction()
             await transaction.start()

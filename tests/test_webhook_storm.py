@@ -17,6 +17,7 @@ from gateway.db.engine import create_engine
 from gateway.db.migrate import upgrade
 from gateway.db.models import Attribute, Customer, Event, Identity
 from gateway.settings import load_settings
+from tests.in_process import asgi, lifespan
 from tests.test_webhooks import BASE, realtime_app, shopify_request
 
 PEOPLE = 100
@@ -43,10 +44,8 @@ async def test_a_storm_of_duplicate_deliveries_is_stored_once_and_never_answered
             return list(pair)
 
     async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url=BASE, timeout=120
-        ) as client,
+        lifespan(app),
+        httpx.AsyncClient(transport=asgi(app), base_url=BASE, timeout=120) as client,
     ):
         pairs = await asyncio.gather(*(twice(client, d) for d in deliveries))
 

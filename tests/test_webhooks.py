@@ -29,6 +29,7 @@ from gateway.settings import Settings, load_settings
 from resolvers.app import create_app
 from tests.conftest import FAST, api_client, unique_email
 from tests.gql_client import gql
+from tests.in_process import asgi, lifespan
 
 SECRETS = {
     "shopify": SecretStr("shpss_test_secret"),
@@ -126,7 +127,7 @@ def _external_id() -> int:
 @pytest.fixture
 async def gateway(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     app = realtime_app(load_settings(database_url=database_url, cache_url="memory://"))
-    async with app.router.lifespan_context(app), api_client(app, base_url=BASE) as client:
+    async with lifespan(app), api_client(app, base_url=BASE) as client:
         yield client
 
 
@@ -197,8 +198,8 @@ async def test_an_unknown_or_unconfigured_source_is_404(database_url: str) -> No
         secrets={"shopify": SECRETS["shopify"]},
     )
     async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c,
+        lifespan(app),
+        httpx.AsyncClient(transport=asgi(app), base_url=BASE) as c,
     ):
         unknown = await c.post("/webhooks/salesforce", content=b"{}")
         unconfigured = await c.post(**segment_request({"type": "identify"}))
@@ -322,7 +323,7 @@ async def test_a_crm_webhook_drops_the_cached_crm_answer_on_every_field(
     app = realtime_app(settings, upstreams=config)
     person = samples.people[90]
     query = "query($email: String!) { customer(email: $email) { id lifecycleStage } }"
-    async with app.router.lifespan_context(app), api_client(app, base_url=BASE) as c:
+    async with lifespan(app), api_client(app, base_url=BASE) as c:
         customer = (await gql(c, query, email=person.email))["data"]["customer"]
         await gql(c, query, email=person.email)
         warm = samples.hubspot.calls.total  # the second read was served from the cache
@@ -479,8 +480,8 @@ async def test_concurrent_first_sightings_of_one_email_make_one_customer(
         for i in range(6)
     ]
     async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c,
+        lifespan(app),
+        httpx.AsyncClient(transport=asgi(app), base_url=BASE) as c,
     ):
         responses = await asyncio.gather(*(c.post(**r) for r in requests))
     assert [r.status_code for r in responses] == [200] * len(requests)

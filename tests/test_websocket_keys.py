@@ -24,6 +24,7 @@ from gateway.access.api_keys import Scope
 from gateway.settings import load_settings
 from resolvers.app import create_app
 from tests.conftest import bearer, clean_redis, redis_database_url, unique_email
+from tests.in_process import asgi, lifespan, opened_by, services_of
 
 TTL = 0.2  # the serving instance's key cache: a revocation elsewhere reaches it within this
 SUBSCRIPTION = "subscription($id: ID!) { customerUpdated(id: $id) { id eventType } }"
@@ -58,6 +59,7 @@ async def served(app: Starlette) -> AsyncIterator[str]:
         if task.done():
             task.result()  # raises why it did not start
         await asyncio.sleep(0.02)
+    opened_by(app, server)
     try:
         yield f"127.0.0.1:{port}"
     finally:
@@ -88,14 +90,14 @@ class Gateway:
     async def key(self, *scopes: Scope, rate_limit: int | None = 10**6) -> tuple[str, str]:
         """A new key (secret, name), made through this instance."""
         name = f"ws-{uuid.uuid4().hex[:10]}"
-        secret, _ = await self.app.state.services.api_keys.create(name, scopes, rate_limit)
+        secret, _ = await services_of(self.app).api_keys.create(name, scopes, rate_limit)
         return secret, name
 
     async def revoke(self, name: str) -> None:
-        assert await self.app.state.services.api_keys.revoke(name) is not None
+        assert await services_of(self.app).api_keys.revoke(name) is not None
 
     async def subscribed(self, customer_id: str) -> None:
-        notifications = self.app.state.services.notifications
+        notifications = services_of(self.app).notifications
         async with asyncio.timeout(5):
             while notifications.subscribers(uuid.UUID(customer_id)) == 0:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)  # (a count has no event to wait on)
@@ -112,8 +114,8 @@ async def serving(app: Starlette) -> AsyncIterator[tuple[Gateway, str]]:
 async def in_process(app: Starlette) -> AsyncIterator[Gateway]:
     """Another instance on the same database, called in process."""
     async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http,
+        lifespan(app),
+        httpx.AsyncClient(transport=asgi(app), base_url="http://gw") as http,
     ):
         yield Gateway(app, http)
 

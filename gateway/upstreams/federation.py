@@ -23,6 +23,7 @@ from adapters.records import AnalyticsEvent, CommerceCustomer, CrmContact, Order
 from gateway.observability import metrics
 from gateway.profiles.customers import CustomerProfile
 from gateway.upstreams.cache import Entry, UpstreamCache
+from gateway.upstreams.single_flight import SingleFlight
 
 T = TypeVar("T")
 # What a batch fetch answers per customer: a value, nothing, or that customer's own error.
@@ -80,7 +81,8 @@ class Federation:
         self.adapters = dict(adapters)
         self.cache = cache
         self._policies = dict(policies or {})
-        self._flights: dict[tuple[str, object], asyncio.Future[Outcome[Any]]] = {}
+        # Per (namespace, customer): one fetch at a time, whoever asks.
+        self._flights: SingleFlight[tuple[str, object], Outcome[Any]] = SingleFlight()
         by_kind: dict[str, Adapter] = {}
         for adapter in adapters.values():
             by_kind.setdefault(adapter.kind, adapter)  # the first enabled one of each kind
@@ -243,30 +245,18 @@ class Federation:
     ) -> list[Outcome[T]]:
         """Single flight: join fetches already under way (here, or in another instance
         sharing Redis) and lead the rest."""
-        loop = asyncio.get_running_loop()
-        joined: dict[object, asyncio.Future[Outcome[Any]]] = {}
-        leading: dict[object, asyncio.Future[Outcome[Any]]] = {}
-        for customer in customers:
-            key = (namespace, customer.id)
-            if key in self._flights:
-                joined[customer.id] = self._flights[key]
-            else:
-                leading[customer.id] = self._flights[key] = loop.create_future()
-        try:
-            if leading:
-                lead = [c for c in customers if c.id in leading]
-                led = await self._lead(adapter, namespace, lead, fetch, policy)
-                for customer, outcome in zip(lead, led, strict=True):
-                    leading[customer.id].set_result(outcome)
-        finally:
-            for customer_id, future in leading.items():
-                self._flights.pop((namespace, customer_id), None)
-                if not future.done():
-                    future.cancel()
-        return [
-            leading[c.id].result() if c.id in leading else await asyncio.shield(joined[c.id])
-            for c in customers
-        ]
+        by_key: dict[tuple[str, object], CustomerProfile] = {
+            (namespace, c.id): c for c in customers
+        }
+
+        async def lead(keys: list[tuple[str, object]]) -> dict[tuple[str, object], Outcome[Any]]:
+            led = [by_key[key] for key in keys]
+            outcomes = await self._lead(adapter, namespace, led, fetch, policy)
+            return dict(zip(keys, outcomes, strict=True))
+
+        # An upstream's failure is an outcome, never None: every key gets its answer.
+        flown = await self._flights.run(list(by_key), lead)
+        return [flown[(namespace, c.id)] for c in customers]
 
     async def _lead(
         self,

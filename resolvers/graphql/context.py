@@ -14,6 +14,7 @@ from gateway.services import Services
 from gateway.templates.render import RequestBudget
 from resolvers.graphql.loaders import Loaders
 from resolvers.http.authentication import principal_of
+from resolvers.state import services_of
 
 
 @dataclass
@@ -37,7 +38,7 @@ class Context:
     def of(
         cls, request: Request | WebSocket, response: Response | WebSocket | None = None
     ) -> Context:
-        services: Services = request.app.state.services
+        services = services_of(request)
         return cls(
             request=request,
             response=response,

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.access.api_keys import Principal
 from gateway.access.rate_limit import retry_after_seconds
 from gateway.errors import Unavailable
+from resolvers.state import services_in
 
 PRINCIPAL = "gateway.principal"
 COUNTED = "gateway.rate_counted"  # requests already counted against the key's limit
@@ -56,7 +57,7 @@ class ApiKeyAuthentication:
         if scope["type"] not in {"http", "websocket"} or _is_open(scope):
             await self.app(scope, receive, send)
             return
-        services = scope["app"].state.services
+        services = services_in(scope)
         key = presented_key(Headers(scope=scope))
         try:
             principal = await services.api_keys.authenticate(key) if key else None

@@ -29,9 +29,9 @@ from gateway.recommendations.serving import (
     Recommendation,
     RecommendationContext,
 )
-from gateway.services import Services
 from resolvers.graphql.access import forbidden, record_access, sees_profiles
 from resolvers.http.authentication import principal_of
+from resolvers.state import services_of
 
 _MAX_HISTORY = 200  # product ids per history list
 
@@ -81,7 +81,7 @@ def _item(found: Recommendation) -> dict[str, Any]:
 
 
 async def recommendations_endpoint(request: Request) -> Response:
-    services: Services = request.app.state.services
+    services = services_of(request)
     principal = principal_of(request.scope)
     if not sees_profiles(principal):
         refused = forbidden(principal, Scope.PROFILES_READ, "/api/recommendations")

@@ -37,14 +37,13 @@ from strawberry.types.unset import UNSET, UnsetType
 
 from gateway.access.api_keys import Principal
 from gateway.errors import GatewayError
-from gateway.services import Services
 from resolvers.graphql.context import Context
 from resolvers.graphql.errors import UNEXPECTED_MESSAGE, is_unexpected, unserved
 from resolvers.http.authentication import presented_key
 from resolvers.http.graphiql import graphiql_html
 from resolvers.http.outage import degraded
-from resolvers.http.persisted_queries import PersistedQueries
 from resolvers.http.websocket import KeyCheckingTransportWS
+from resolvers.state import services_of, state_of
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
@@ -149,13 +148,6 @@ class GatewayGraphQL(GraphQL[Context, None]):
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
         )
         self._ide_html = graphiql_html("/graphql", example_email, example_key)
-        # Built by the app's lifespan, on the process's cache (resolvers/app.py).
-        self.persisted_queries: PersistedQueries | None = None
-
-    def _persisted(self) -> PersistedQueries:
-        if self.persisted_queries is None:
-            raise RuntimeError("persisted queries are opened by the app's lifespan")
-        return self.persisted_queries
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -171,7 +163,7 @@ class GatewayGraphQL(GraphQL[Context, None]):
         if scope.get(_FAILED):
             response.status_code = 500  # a bug before execution, masked: not the client's
         elif scope.get(_UNSERVED):
-            services: Services = request.app.state.services
+            services = services_of(request)
             response.status_code = 503
             response.headers["Retry-After"] = str(services.settings.unavailable_retry_after_s)
         response.headers["Cache-Control"] = _cache_control(scope, response.status_code)
@@ -238,7 +230,9 @@ class GatewayGraphQL(GraphQL[Context, None]):
         ):
             request.request.scope[_PERSISTED_GET] = True
         try:
-            resolved = await self._persisted().resolve(data.query, data.extensions)
+            resolved = await state_of(request.request)["persisted_queries"].resolve(
+                data.query, data.extensions
+            )
         except GatewayError as exc:
             raise RequestError(400, str(exc), exc.code) from exc
         if resolved.register is not None and resolved.query is not None:
@@ -283,12 +277,12 @@ class GatewayGraphQL(GraphQL[Context, None]):
         elif errors and unserved(result.data, errors):
             request.scope[_UNSERVED] = True
         else:
-            note = degraded(request.app.state.services)
+            note = degraded(services_of(request))
             if note is not None:
                 response["extensions"] = {**(response.get("extensions") or {}), "degraded": note}
             if _REGISTER in request.scope:
                 # It parsed, validated and passed the limits: only now is it worth keeping.
-                await self._persisted().remember(*request.scope[_REGISTER])
+                await state_of(request)["persisted_queries"].remember(*request.scope[_REGISTER])
             # A degraded answer may not be cached by its caller: it is no-store.
             if request.scope.get(_PERSISTED_GET) and not result.errors and note is None:
                 loaders = request.scope.get(_LOADERS)

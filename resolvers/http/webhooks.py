@@ -24,13 +24,14 @@ from gateway.ingest.webhook_receiver import (
     Webhooks,
 )
 from gateway.ingest.webhooks import Ingested
+from resolvers.state import services_of
 
 MAX_BODY_BYTES = 1 << 20  # Shopify's largest order payloads stay well under this
 
 
 async def webhook_endpoint(request: Request) -> JSONResponse:
     """``POST /webhooks/{source}``."""
-    webhooks: Webhooks = request.app.state.services.webhooks
+    webhooks: Webhooks = services_of(request).webhooks
     source = request.path_params["source"]
     try:
         webhooks.secret_of(source)

@@ -39,6 +39,7 @@ from tests.conftest import FAST, clean_redis, redis_database_url
 from tests.faults.keepalive import KeepAliveConnection
 from tests.faults.outage_load import Load, tally, wait_until
 from tests.faults.postgres_cluster import PostgresCluster, free_port
+from tests.in_process import opened_by, services_of
 
 CLIENTS = 12
 SEGMENT_SECRET = secrets.token_urlsafe(16)
@@ -69,6 +70,7 @@ async def served(app: Starlette) -> AsyncIterator[int]:
         if task.done():
             task.result()
         await asyncio.sleep(0.02)
+    opened_by(app, server)
     try:
         yield port
     finally:
@@ -100,7 +102,7 @@ async def test_a_postgres_outage_serves_cached_profiles_and_answers_503_otherwis
         )
         app = create_app(settings, upstreams=sample_upstreams_config(samples.base_urls, tables))
         async with served(app) as port:
-            keys: ApiKeys = app.state.services.api_keys
+            keys: ApiKeys = services_of(app).api_keys
             reader, _ = await keys.create("outage-reader", {Scope.PROFILES_READ})
             revoked, _ = await keys.create("outage-revoked", {Scope.PROFILES_READ})
             people = samples.people
