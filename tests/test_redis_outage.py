@@ -5,6 +5,7 @@ restarted. What clients see is counted: reads answered with data, errors, latenc
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -296,6 +297,56 @@ async def test_notifications_resume_when_redis_returns(redis_server: RedisServer
                     received = await asyncio.wait_for(anext(changes), 0.2)
         assert received == change
     finally:
+        await notifications.aclose()
+        await guard.aclose()
+
+
+async def test_the_notification_listener_notices_a_silent_redis_and_resumes(
+    redis_server: RedisServer,
+) -> None:
+    """A Redis lost from the network answers nothing and closes nothing (SIGSTOP here):
+    the listener takes its silent connection as lost within seconds, not hours, and
+    delivers again once Redis answers."""
+    settings = load_settings(
+        cache_url=redis_server.url, redis_health_check_interval_s=1, **REDIS_SETTINGS
+    )
+    guard = open_redis(settings)
+    assert guard is not None
+    notifications = build_notifications(guard, settings)
+    lost = asyncio.Event()
+
+    class Lost(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("notification channel lost"):
+                lost.set()
+
+    watcher = Lost()
+    logging.getLogger("gateway.notifications").addHandler(watcher)
+    change = CustomerChange(
+        customer_id=uuid.uuid4(),
+        source="test",
+        event_type="updated",
+        event_id="e2",
+        fields=("email",),
+        occurred_at=datetime.now(UTC),
+    )
+    try:
+        async with notifications.subscribe(change.customer_id) as changes:
+            redis_server.freeze()
+            await asyncio.wait_for(lost.wait(), 8)  # 2 pings of 1 s unanswered, and a bit
+            redis_server.thaw()
+            # One pending read throughout: cancelling it would end the iterator.
+            reading = asyncio.ensure_future(anext(changes))
+            deadline = time.monotonic() + 10
+            while not reading.done() and time.monotonic() < deadline:
+                await notifications.publish(change)  # lost until the listener is back
+                await asyncio.wait({reading}, timeout=0.2)
+            assert reading.done()
+            received = reading.result()
+        assert received == change
+    finally:
+        logging.getLogger("gateway.notifications").removeHandler(watcher)
+        redis_server.thaw()
         await notifications.aclose()
         await guard.aclose()
 

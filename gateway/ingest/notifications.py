@@ -120,11 +120,26 @@ class RedisNotifications(Notifications):
     while it is disconnected are lost, which a subscriber sees as a missed "read again".
     Publishing goes through the process's guarded client: a write whose notification
     cannot reach Redis still succeeds. The listener has a client of its own, without a
-    socket timeout: it waits for messages, however long they take.
+    socket timeout: it waits for messages, however long they take. A Redis lost from
+    the network (no reset, no close) would leave that wait blocked for hours, so the
+    listener reads in slices of ``ping_s``, PINGs the channel when it heard nothing, and
+    takes a connection silent for ``dead_after_s`` as dead: it reconnects.
     """
 
-    def __init__(self, redis: RedisGuard, listener: aioredis.Redis, channel: str = CHANNEL) -> None:
+    def __init__(
+        self,
+        redis: RedisGuard,
+        listener: aioredis.Redis,
+        channel: str = CHANNEL,
+        *,
+        ping_s: float = 5.0,
+        dead_after_s: float = 12.0,
+        ready_timeout_s: float = 5.0,
+    ) -> None:
         super().__init__()
+        self._ping_s = ping_s
+        self._dead_after_s = dead_after_s
+        self._ready_timeout_s = ready_timeout_s
         self._redis = redis
         self._client = listener
         self._channel = channel
@@ -141,17 +156,23 @@ class RedisNotifications(Notifications):
             if self._listener is None or self._listener.done():
                 self._ready.clear()
                 self._listener = asyncio.create_task(self._listen(), name="notifications")
-        await self._ready.wait()
+        try:
+            async with asyncio.timeout(self._ready_timeout_s):
+                await self._ready.wait()
+        except TimeoutError:
+            # Redis unreachable: the subscription still counts, and receives changes
+            # once the listener connects (those published before are lost, as in any
+            # outage); a subscriber is not held waiting for it.
+            logger.warning("notification channel not ready; subscribing without it")
 
     async def _listen(self) -> None:
         while True:
             pubsub = self._client.pubsub()
             try:
-                await pubsub.subscribe(self._channel)
+                async with asyncio.timeout(self._dead_after_s):
+                    await pubsub.subscribe(self._channel)
                 self._ready.set()
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        self._dispatch(message["data"])
+                await self._receive(pubsub)
             except (OSError, aioredis.RedisError) as exc:
                 logger.warning(
                     "notification channel lost; reconnecting", extra={"error": type(exc).__name__}
@@ -160,6 +181,24 @@ class RedisNotifications(Notifications):
             finally:
                 with contextlib.suppress(OSError, aioredis.RedisError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis-py 8.2
+
+    async def _receive(self, pubsub: aioredis.client.PubSub) -> None:
+        """Deliver messages until the connection breaks or goes silent (raises)."""
+        loop = asyncio.get_running_loop()
+        heard = loop.time()
+        while True:
+            # Bounded even where the socket is not: a dead peer only ever times out here.
+            async with asyncio.timeout(self._ping_s + 1):
+                message = await pubsub.get_message(timeout=self._ping_s)
+            if message is not None:
+                heard = loop.time()
+                if message.get("type") == "message":
+                    self._dispatch(message["data"])
+                continue
+            if loop.time() - heard >= self._dead_after_s:
+                raise TimeoutError("notification channel silent; taken as lost")
+            async with asyncio.timeout(self._ping_s):
+                await pubsub.ping()  # its pong is a message: heard while alive
 
     def _dispatch(self, raw: bytes) -> None:
         try:
@@ -189,4 +228,11 @@ def build_notifications(redis: RedisGuard | None, settings: Settings) -> Notific
         health_check_interval_s=settings.redis_health_check_interval_s,
         pubsub=True,
     )
-    return RedisNotifications(redis, listener)
+    ping_s = settings.redis_health_check_interval_s
+    return RedisNotifications(
+        redis,
+        listener,
+        ping_s=ping_s,
+        dead_after_s=2 * ping_s + settings.redis_timeout_s,
+        ready_timeout_s=max(1.0, settings.redis_timeout_s * 4),
+    )
