@@ -121,15 +121,23 @@ class ConsentStore:
             now = utcnow()
             current = (Consent.customer_id == customer_id) & (Consent.purpose == purpose.value)
             # One statement, atomic on every backend: it replaces only an older one.
-            replaced = await session.execute(
+            replace_older = (
                 update(Consent)
                 .where(current, Consent.recorded_at <= now)
                 .values(granted=granted, source=source, recorded_at=now)
             )
-            if (
-                _rowcount(replaced) == 0
-                and await session.scalar(select(Consent.id).where(current)) is None
-            ):
+            replaced = await session.execute(replace_older)
+            existing = (
+                await session.scalar(select(Consent.recorded_at).where(current))
+                if _rowcount(replaced) == 0
+                else None
+            )
+            if existing is not None and _aware(existing) <= now:
+                # A first statement for this purpose committed between our UPDATE (which
+                # saw no row) and this read: ours is newer, so the UPDATE again, which
+                # now sees that row. Answering without it dropped the newest statement.
+                await session.execute(replace_older)
+            elif _rowcount(replaced) == 0 and existing is None:
                 session.add(
                     Consent(
                         customer_id=customer_id,
