@@ -21,7 +21,7 @@ once per statement over the transition table:
 
 Unlike a foreign key they do not stop a TRUNCATE of the parent alone (nothing here
 truncates), and the cascade sees children through its own statement's snapshot: right
-under READ COMMITTED, which is all the gateway uses (tests/test_migrations.py races
+under READ COMMITTED, which is all the gateway uses (tests/db/test_migrations.py races
 the two orders), while a REPEATABLE READ deleter could miss a child committed after
 its snapshot began.  SQLite keeps the plain foreign keys (one writer, no bulk path to speed up).
 """

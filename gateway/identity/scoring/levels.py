@@ -3,7 +3,7 @@
 Each comparison is written twice, once as the online scorer computes it (Python,
 rapidfuzz) and once as the SQL condition Splink evaluates in DuckDB when it trains the
 model; the two agree value for value (rapidfuzz and DuckDB compute Jaro-Winkler and
-Levenshtein alike, and ``tests/test_identity_levels.py`` holds them to it).  A level's
+Levenshtein alike, and ``tests/identity/test_identity_levels.py`` holds them to it).  A level's
 position is its identity: a stored model's m and u are matched to these levels by
 position and label, so changing a comparison means a new model.
 """

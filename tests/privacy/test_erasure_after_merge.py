@@ -36,7 +36,7 @@ from tests.conftest import (
 )
 from tests.gql_client import error_codes, gql
 from tests.in_process import lifespan, services_of
-from tests.test_webhooks import (
+from tests.ingest.test_webhooks import (
     hubspot_change,
     hubspot_request,
     realtime_app,

@@ -1,6 +1,6 @@
 """Input the database cannot keep is refused as the client's mistake, on every backend:
 NUL characters, over-long locales, moments past what UTC can express. Each was an
-"Internal server error." on Postgres (found by tests/test_generated_operations.py)."""
+"Internal server error." on Postgres (found by tests/resolvers/test_generated_operations.py)."""
 
 from __future__ import annotations
 

@@ -65,7 +65,7 @@ async def test_during_an_outage_a_held_key_is_answered_at_once_not_after_each_ti
     """Found in review: each time a key's cache entry lapsed during an outage, the next
     requests waited out the connect timeout (2 s) before the grace period answered."""
     from gateway.db.engine import create_engine, create_sessionmaker
-    from tests.test_readiness import Proxy
+    from tests.observability.test_readiness import Proxy
 
     postgres_url = migrated_postgres
     host, port = postgres_url.rsplit("@", 1)[1].split("/", 1)[0].split(":")

@@ -49,7 +49,7 @@ from tests.conftest import (
 )
 from tests.gql_client import error_codes, gql
 from tests.in_process import asgi, lifespan, services_of
-from tests.test_webhooks import (
+from tests.ingest.test_webhooks import (
     SECRETS,
     hubspot_change,
     hubspot_request,

@@ -123,7 +123,7 @@ def server(
             "warning",
         ],
         env=env,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
     )
     try:
         deadline = time.monotonic() + 60

@@ -26,7 +26,7 @@ from gateway.identity.scoring.comparison import Scorer
 from gateway.identity.scoring.model_store import ModelStore
 from gateway.identity.scoring.training import TrainingReport, check, train
 from tests.conftest import create_postgres_database, drop_postgres_database
-from tests.identity_people import population
+from tests.identity.identity_people import population
 
 ROWS, TRUTH = population(people=600, duplicates=150)
 
