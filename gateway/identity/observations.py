@@ -19,8 +19,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import aliased
 
+from gateway.db.bulk import insert_tuples, is_postgres
 from gateway.db.models import Attribute, value_digest
-from gateway.identity.bulk import insert_tuples, is_postgres
 
 # (customer_id, name, value, source, observed_at)
 ObservationRow = tuple[uuid.UUID, str, str | None, str, datetime]

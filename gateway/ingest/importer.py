@@ -29,8 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.retries import DEFAULT_RETRY, RetryPolicy
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
+from gateway.identity.linkage.resolution import Resolver
 from gateway.identity.records import PreparedRecord, RecordError, prepare
-from gateway.identity.resolution import Resolver
 from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
 from gateway.privacy.erasure import Tombstones
 

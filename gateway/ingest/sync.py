@@ -31,8 +31,8 @@ from gateway.db.models import utcnow
 from gateway.db.sync_models import SyncCursor
 from gateway.errors import InvalidInput
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
+from gateway.identity.linkage.resolution import Resolver
 from gateway.identity.records import PreparedRecord, RecordError, prepare
-from gateway.identity.resolution import Resolver
 from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
 from gateway.privacy.erasure import Tombstones
 

@@ -14,11 +14,11 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import ARRAY, any_, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gateway.db.bulk import is_postgres
 from gateway.db.identity_models import IdentityBlockKey, IdentityNeverLink, IdentityRecord
 from gateway.db.models import Customer, Identity
-from gateway.identity.bulk import is_postgres
 from gateway.identity.config import IdentityConfig
-from gateway.identity.linkage import Candidate, KnownState
+from gateway.identity.linkage.linker import Candidate, KnownState
 from gateway.identity.records import PreparedRecord
 from gateway.identity.scoring.comparison import Comparable, comparable
 from gateway.identity.values import email_parts

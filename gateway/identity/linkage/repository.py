@@ -16,6 +16,13 @@ from typing import Any
 from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gateway.db.bulk import (
+    allocate_ids,
+    insert_rows,
+    insert_tuples,
+    is_postgres,
+    update_by_id,
+)
 from gateway.db.identity_models import (
     IdentityBlockKey,
     IdentityLink,
@@ -25,17 +32,10 @@ from gateway.db.identity_models import (
 from gateway.db.models import Attribute, Customer, Identity, utcnow
 from gateway.db.retries import StaleRead
 from gateway.db.row_locks import lock_customers
-from gateway.identity.bulk import (
-    allocate_ids,
-    insert_rows,
-    insert_tuples,
-    is_postgres,
-    update_by_id,
-)
 from gateway.identity.config import IdentityConfig
-from gateway.identity.folding import fold_customers
-from gateway.identity.linkage import Decision, KnownState
-from gateway.identity.lookup import MATCH_COLUMNS, matching
+from gateway.identity.linkage.folding import fold_customers
+from gateway.identity.linkage.linker import Decision, KnownState
+from gateway.identity.linkage.lookup import MATCH_COLUMNS, matching
 from gateway.identity.observations import ObservationRow, insert_observations
 from gateway.identity.records import PreparedRecord
 from gateway.identity.survivorship import GOLDEN_FIELDS, Observation, golden_values
