@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import re
-import secrets
 import shutil
 import subprocess
 import sys
@@ -29,11 +28,19 @@ from typing import Any
 
 import httpx
 
+from bench import harness
 from bench.access import AUTH, BENCH_KEY
 from bench.bare import PAYLOAD_FILE
-from bench.harness import bench_key, process, sample_upstreams, upstreams_file, wait
+from bench.harness import (
+    bench_key,
+    gateway_env,
+    process,
+    sample_upstreams,
+    serve,
+    upstreams_file,
+    wait,
+)
 from demo.people.population import population
-from demo.wiring import DEMO_SECRETS
 from tests.served import free_port
 
 SIZE = 1000
@@ -136,17 +143,12 @@ def run(cache: str, duration: int, connections: int) -> None:
             ["apt-get", "install", "-y", "-qq", "wrk"], check=True, stdout=subprocess.DEVNULL
         )
     people = population(SIZE)
-    gateway_bin = str(Path(sys.executable).with_name("gateway"))
     results: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        harness.database("sqlite", workdir=Path(tmp)) as database,
+    ):
         workdir = Path(tmp)
-        database = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
-        subprocess.run(
-            [gateway_bin, "migrate", "--database-url", database],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
         from demo.wiring import prepare
         from gateway.settings import load_settings
 
@@ -161,18 +163,11 @@ def run(cache: str, duration: int, connections: int) -> None:
         with sample_upstreams(SIZE) as samples_port:
             samples = f"http://127.0.0.1:{samples_port}"
             for label, ttl in (("cached", 300.0), ("uncached", 0.0)):
-                port = free_port()
-                env = {
-                    "GATEWAY_DATABASE_URL": database,
-                    "GATEWAY_CACHE_URL": cache_url,
-                    "GATEWAY_UPSTREAMS_FILE": str(upstreams_file(workdir, samples_port, ttl)),
-                    "GATEWAY_LOG_LEVEL": "WARNING",
-                    "GATEWAY_ERASURE_KEY": secrets.token_urlsafe(32),
-                    **DEMO_SECRETS,
-                }
-                with process([gateway_bin, "serve", "--workers", "2", "--port", str(port)], env):
-                    url = f"http://127.0.0.1:{port}/graphql"
-                    wait(f"http://127.0.0.1:{port}/readyz")
+                upstreams = upstreams_file(workdir, samples_port, ttl)
+                env = gateway_env(database, cache_url, upstreams, log_level="WARNING")
+                with serve(env, workers=2) as base:
+                    port = int(base.rsplit(":", 1)[1])
+                    url = f"{base}/graphql"
                     singles = [{"query": SINGLE, "variables": {"e": p.email}} for p in people]
                     if label == "cached":
                         emails = [p.email for p in people]
