@@ -28,6 +28,7 @@ from gateway.identity.survivorship import GOLDEN_FIELDS, Observation
 # (customer_id, name, value, source, observed_at)
 ObservationRow = tuple[uuid.UUID, str, str | None, str, datetime]
 COLUMNS = ("customer_id", "name", "value", "source", "observed_at")
+OBSERVATION = tuple(getattr(Attribute, name) for name in COLUMNS)  # to select, in that order
 _TABLE: Table = Attribute.__table__  # type: ignore[assignment]
 
 
@@ -97,15 +98,7 @@ async def golden_observations(
     first stays golden, whatever order an index returns them in, so the linker and a
     merge choose alike."""
     rows = await executor.execute(
-        select(
-            Attribute.customer_id,
-            Attribute.name,
-            Attribute.value,
-            Attribute.source,
-            Attribute.observed_at,
-        )
-        .where(owners, Attribute.name.in_(GOLDEN_FIELDS))
-        .order_by(Attribute.id)
+        select(*OBSERVATION).where(owners, Attribute.name.in_(GOLDEN_FIELDS)).order_by(Attribute.id)
     )
     for owner, name, value, source, observed_at in rows:
         if value is not None:
