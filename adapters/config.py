@@ -114,8 +114,9 @@ class _AuthConfig(_Strict):
         return secret
 
 
-class BearerAuthConfig(_AuthConfig):
-    mode: Literal["bearer"]
+class _TokenAuthConfig(_AuthConfig):
+    """One token, read from the environment variable ``token_env`` names."""
+
     token_env: EnvName
     _token: SecretStr | None = PrivateAttr(default=None)
 
@@ -125,6 +126,10 @@ class BearerAuthConfig(_AuthConfig):
     @property
     def token(self) -> SecretStr:
         return self._bound(self._token)
+
+
+class BearerAuthConfig(_TokenAuthConfig):
+    mode: Literal["bearer"]
 
 
 class OAuth2ClientCredentialsConfig(_AuthConfig):
@@ -181,17 +186,8 @@ class BasicAuthConfig(_AuthConfig):
         return self._bound(self._password)
 
 
-class ShopifyTokenAuthConfig(_AuthConfig):
+class ShopifyTokenAuthConfig(_TokenAuthConfig):
     mode: Literal["shopify_access_token"] = "shopify_access_token"
-    token_env: EnvName
-    _token: SecretStr | None = PrivateAttr(default=None)
-
-    def bind(self, environ: Mapping[str, str]) -> None:
-        self._token = _resolve(environ, "token_env", self.token_env)
-
-    @property
-    def token(self) -> SecretStr:
-        return self._bound(self._token)
 
 
 class BreakerConfig(_Strict):

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
-import os
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,9 +33,9 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import select
 
+from bench import harness
 from bench.identity_data import LabelledSet, load, write_csv
 from gateway.db.engine import create_engine, create_sessionmaker
-from gateway.db.migrate import upgrade
 from gateway.db.models import Identity
 from gateway.identity import DEFAULT_CONFIG, pair_metrics, prepare
 from gateway.identity.scoring.model_store import ModelStore
@@ -45,9 +44,6 @@ from gateway.ingest.importer import import_file
 from gateway.privacy.erasure import Tombstones
 from gateway.settings import load_settings
 
-ADMIN_URL = os.environ.get(
-    "GATEWAY_TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 SETS = [
     "febrl1",
     "febrl2",
@@ -72,27 +68,6 @@ class Outcome:
     train_s: float = 0.0
     import_s: float = 0.0
     records: int = 0
-
-
-async def _admin(sql: str) -> None:
-    connection = await asyncpg.connect(ADMIN_URL, timeout=5)
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
-
-
-def _fresh_database() -> str:
-    name = f"bench_identity_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    base = ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    url = f"{base}/{name}"
-    upgrade(url)
-    return url
-
-
-def _drop(url: str) -> None:
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
 
 
 async def _gateway(url: str, labelled: LabelledSet) -> Outcome:
@@ -260,12 +235,9 @@ def main() -> None:
     )
     for name in names:
         labelled = load(name)
-        url = args.database_url or _fresh_database()
-        try:
+        given = contextlib.nullcontext(args.database_url) if args.database_url else None
+        with given or harness.database("postgres", "bench_identity") as url:
             ours = asyncio.run(_gateway(url, labelled))
-        finally:
-            if not args.database_url:
-                _drop(url)
         true_pairs = pair_metrics(labelled.truth, labelled.truth).true_pairs
         line = (
             f"{name:<17} {ours.records:>7} {true_pairs:>6} | {ours.precision:>9.4f} "
@@ -282,11 +254,8 @@ def main() -> None:
         print(line, flush=True)
     if not args.no_throughput:
         labelled = load("febrl4")
-        url = _fresh_database()
-        try:
+        with harness.database("postgres", "bench_identity") as url:
             ours_rate, copy_rate, count = asyncio.run(_throughput(url, labelled))
-        finally:
-            _drop(url)
         print(
             f"import with linking, FEBRL 4 ({count} records, model trained): "
             f"{ours_rate:,.0f} records/s; yardstick: plain COPY of the same rows "

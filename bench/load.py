@@ -18,24 +18,30 @@ import json
 import os
 import platform
 import re
-import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench.access import AUTH, BENCH_KEY, create_bench_key
+from bench import harness
+from bench.access import AUTH, BENCH_KEY
 from bench.bare import PAYLOAD_FILE
+from bench.harness import (
+    bench_key,
+    gateway_env,
+    process,
+    sample_upstreams,
+    serve,
+    upstreams_file,
+    wait,
+)
 from demo.people.population import population
-from demo.wiring import DEMO_SECRETS, example_upstreams
+from tests.served import free_port
 
 SIZE = 1000
 SINGLE = (
@@ -46,44 +52,6 @@ BATCH = (
     "query($ids: [ID!]) { customers(ids: $ids) { id email firstName lastName "
     "lifecycleStage company lifetimeValue { amount currency } orderCount } }"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"not ready: {url}")
-
-
-@contextmanager
-def _process(
-    args: list[str], env: dict[str, str] | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(
-        args,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def _wrk(url: str, lua: str, connections: int, duration: int, workdir: Path) -> dict[str, float]:
@@ -134,44 +102,6 @@ def _bump_port(base: str, offset: int) -> str:
     return f"{host}:{int(port) + offset}"
 
 
-def _upstreams_file(workdir: Path, samples_port: int, ttl_s: float) -> Path:
-    raw = example_upstreams()
-    lines = []
-    for offset, (name, table) in enumerate(raw["upstreams"].items()):
-        table["base_url"] = f"http://127.0.0.1:{samples_port + offset}"
-        table["cache"] = {"ttl_s": ttl_s, "stale_ttl_s": 86400}
-        lines.append(f"[upstreams.{name}]")
-        for key, value in table.items():
-            lines.append(f"{key} = {_toml(value)}")
-    path = workdir / f"upstreams-{ttl_s}.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    return str(value)
-
-
-async def _bench_key(database_url: str) -> None:
-    """The benchmark's own key; the demo's (which `prepare` made) revoked, as `serve`
-    refuses to start while it is active."""
-    from gateway.access.api_keys import DEMO_KEY_NAME, ApiKeys
-    from gateway.db.engine import create_engine, create_sessionmaker
-
-    engine = create_engine(database_url)
-    try:
-        await create_bench_key(create_sessionmaker(engine))
-        await ApiKeys(create_sessionmaker(engine)).revoke(DEMO_KEY_NAME)
-    finally:
-        await engine.dispose()
-
-
 async def _identical_misses(url: str, email: str, customer_id: str) -> None:
     async with httpx.AsyncClient(timeout=30, headers=AUTH) as client:
         await client.post(
@@ -213,55 +143,31 @@ def run(cache: str, duration: int, connections: int) -> None:
             ["apt-get", "install", "-y", "-qq", "wrk"], check=True, stdout=subprocess.DEVNULL
         )
     people = population(SIZE)
-    gateway_bin = str(Path(sys.executable).with_name("gateway"))
     results: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        harness.database("sqlite", workdir=Path(tmp)) as database,
+    ):
         workdir = Path(tmp)
-        database = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
-        subprocess.run(
-            [gateway_bin, "migrate", "--database-url", database],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
         from demo.wiring import prepare
         from gateway.settings import load_settings
 
         asyncio.run(prepare(load_settings(database_url=database), people))
-        asyncio.run(_bench_key(database))
+        asyncio.run(bench_key(database))
 
-        samples_port = _free_port() + 10
         cache_url = "redis://127.0.0.1:6379/12" if cache == "redis" else "memory://"
         if cache == "redis":
             subprocess.run(
                 ["redis-cli", "-n", "12", "flushdb"], check=True, stdout=subprocess.DEVNULL
             )
-        with _process(
-            [
-                sys.executable,
-                "-m",
-                "demo.upstreams",
-                "--base-port",
-                str(samples_port),
-                "--size",
-                str(SIZE),
-            ]
-        ):
+        with sample_upstreams(SIZE) as samples_port:
             samples = f"http://127.0.0.1:{samples_port}"
-            _wait(samples + "/_sample/calls")
             for label, ttl in (("cached", 300.0), ("uncached", 0.0)):
-                port = _free_port()
-                env = {
-                    "GATEWAY_DATABASE_URL": database,
-                    "GATEWAY_CACHE_URL": cache_url,
-                    "GATEWAY_UPSTREAMS_FILE": str(_upstreams_file(workdir, samples_port, ttl)),
-                    "GATEWAY_LOG_LEVEL": "WARNING",
-                    "GATEWAY_ERASURE_KEY": secrets.token_urlsafe(32),
-                    **DEMO_SECRETS,
-                }
-                with _process([gateway_bin, "serve", "--workers", "2", "--port", str(port)], env):
-                    url = f"http://127.0.0.1:{port}/graphql"
-                    _wait(f"http://127.0.0.1:{port}/readyz")
+                upstreams = upstreams_file(workdir, samples_port, ttl)
+                env = gateway_env(database, cache_url, upstreams, log_level="WARNING")
+                with serve(env, workers=2) as base:
+                    port = int(base.rsplit(":", 1)[1])
+                    url = f"{base}/graphql"
                     singles = [{"query": SINGLE, "variables": {"e": p.email}} for p in people]
                     if label == "cached":
                         emails = [p.email for p in people]
@@ -309,8 +215,8 @@ def run(cache: str, duration: int, connections: int) -> None:
                         results["uncached single"] = _wrk(
                             url, _lua(singles), connections, duration, workdir
                         )
-        bare_port = _free_port()
-        with _process(
+        bare_port = free_port()
+        with process(
             [
                 sys.executable,
                 "-m",
@@ -324,7 +230,7 @@ def run(cache: str, duration: int, connections: int) -> None:
                 "warning",
             ]
         ):
-            _wait(f"http://127.0.0.1:{bare_port}/graphql")
+            wait(f"http://127.0.0.1:{bare_port}/graphql")
             results["bare starlette"] = _wrk(
                 f"http://127.0.0.1:{bare_port}/graphql",
                 _lua([{"query": "{}"}]),

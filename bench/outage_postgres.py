@@ -22,67 +22,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
-import random
 import secrets
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
+from bench import harness
 from bench.access import BENCH_KEY
-from bench.load import _bench_key, _free_port, _process, _upstreams_file, _wait
 from demo.people.population import population
-from demo.wiring import DEMO_SECRETS, prepare
+from demo.wiring import prepare
 from gateway.db.migrate import upgrade
 from gateway.settings import load_settings
 from tests.faults.keepalive import KeepAliveConnection
 from tests.faults.outage_load import Load, tally
 from tests.faults.postgres_cluster import PostgresCluster
+from tests.faults.redis_server import RedisServer
 
-REPO = Path(__file__).resolve().parent.parent
 SIZE = 1000
 WARM = 200
 RECOVERY_S = 10.0
 SEGMENT_SECRET = secrets.token_urlsafe(16)
-
-
-@contextlib.contextmanager
-def _logged_process(args: list[str], env: dict[str, str], log: Path) -> Iterator[None]:
-    """A process whose stderr goes to ``log`` (the gateway's errors, shown if it fails)."""
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            args, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=sink
-        )
-        try:
-            yield
-        finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-def _consecutive_free_ports(count: int) -> int:
-    """A first port with ``count`` free ports from it (the samples bind consecutive ones)."""
-    for _ in range(100):
-        base = random.randint(20_000, 30_000)  # below Linux's ephemeral range
-        with contextlib.ExitStack() as stack:
-            try:
-                for port in range(base, base + count):
-                    sock = stack.enter_context(socket.socket())
-                    sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return base
-    raise SystemExit("no free ports for the sample upstreams")
 
 
 async def _warm(port: int, emails: list[str]) -> list[tuple[str, str]]:
@@ -151,37 +113,16 @@ def run(clients: int, outage_s: float) -> None:
         workdir = Path(tmp)
         upgrade(cluster.url)
         asyncio.run(prepare(load_settings(database_url=cluster.url), population(SIZE)))
-        asyncio.run(_bench_key(cluster.url))
-        redis_port, samples_port, port = _free_port(), _consecutive_free_ports(4), _free_port()
-        redis = ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1"]
-        samples = [sys.executable, "-m", "demo.upstreams", "--base-port", str(samples_port)]
-        env = {
-            "GATEWAY_DATABASE_URL": cluster.url,
-            "GATEWAY_CACHE_URL": f"redis://127.0.0.1:{redis_port}/0",
-            "GATEWAY_UPSTREAMS_FILE": str(_upstreams_file(workdir, samples_port, 300.0)),
-            "GATEWAY_LOG_LEVEL": "WARNING",
-            "GATEWAY_ERASURE_KEY": secrets.token_urlsafe(32),
-            "GATEWAY_PROFILE_CACHE_TTL_S": "600",
-            "GATEWAY_WEBHOOK_SECRETS": json.dumps({"segment": SEGMENT_SECRET}),
-            **DEMO_SECRETS,  # the sample upstreams' credentials
-            "PYTHONPATH": str(REPO),
-        }
-        # `python -m` from this checkout (the `gateway` script would import the installed one).
-        serve = [sys.executable, "-m", "gateway", "serve", "--workers", "2", "--port", str(port)]
-        with (
-            _process([*redis, "--save", "", "--appendonly", "no"]),
-            _process([*samples, "--size", str(SIZE)]),
-        ):
-            _wait(f"http://127.0.0.1:{samples_port}/_sample/calls")
+        asyncio.run(harness.bench_key(cluster.url))
+        with RedisServer() as redis, harness.sample_upstreams(SIZE) as samples_port:
+            upstreams = harness.upstreams_file(workdir, samples_port, 300.0)
+            env = harness.gateway_env(cluster.url, redis.url, upstreams, log_level="WARNING")
+            env["GATEWAY_PROFILE_CACHE_TTL_S"] = "600"
+            env["GATEWAY_WEBHOOK_SECRETS"] = json.dumps({"segment": SEGMENT_SECRET})
             log = workdir / "gateway.log"
-            with _logged_process(serve, env, log):
-                try:
-                    _wait(f"http://127.0.0.1:{port}/healthz")
-                except SystemExit:
-                    print(log.read_text()[-3000:], file=sys.stderr)
-                    raise
+            with harness.serve(env, workers=2, log=log, ready="/healthz") as base:
                 yardstick, load, recovered = asyncio.run(
-                    _drive(cluster, port, people, clients, outage_s)
+                    _drive(cluster, int(base.rsplit(":", 1)[1]), people, clients, outage_s)
                 )
             lines = log.read_text().splitlines()
             logged = (sum('"ERROR"' in line for line in lines), len(lines), log.stat().st_size)

@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -35,10 +32,8 @@ from pathlib import Path
 
 import httpx
 
+from bench import harness
 from bench.access import AUTH
-from bench.load import _free_port, _process, _upstreams_file, _wait
-from bench.stall import SIZE, _customers, _database, _seed
-from demo.wiring import DEMO_SECRETS
 from tests.faults.redis_server import RedisServer
 
 READ = "query($e: String!) { customer(email: $e) { email firstName lifecycleStage } }"
@@ -46,6 +41,7 @@ WRITE = (
     "mutation($e: String!, $n: String!) { upsertCustomer(input: {email: $e, firstName: $n}) "
     "{ firstName } }"
 )
+SIZE = 1000
 READERS_EMAILS = 300
 WRITERS_EMAILS = 30
 
@@ -239,60 +235,29 @@ async def _uncached(base: str, emails: list[str], args: argparse.Namespace, outa
 
 
 def run(args: argparse.Namespace) -> None:
-    # `python -m gateway`, not the `gateway` script: the code of this checkout (the
-    # working directory), whatever the virtualenv's editable install points at.
-    gateway_bin = [sys.executable, "-m", "gateway"]
-    with tempfile.TemporaryDirectory() as tmp, RedisServer(persist=True) as redis:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        RedisServer(persist=True) as redis,
+        harness.sample_upstreams(SIZE) as samples_port,
+        harness.database("postgres", "gateway_bench_outage") as database_url,
+    ):
         workdir = Path(tmp)
-        database_url, drop = _database("postgres", workdir)
-        try:
-            subprocess.run(
-                [*gateway_bin, "migrate", "--database-url", database_url],
-                check=True,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            asyncio.run(_seed(database_url))
-            _, emails = asyncio.run(_customers(database_url))
-            samples_port = _free_port() + 10
-            port = _free_port()
-            env = {
-                "GATEWAY_DATABASE_URL": database_url,
-                "GATEWAY_CACHE_URL": redis.url,
-                "GATEWAY_UPSTREAMS_FILE": str(_upstreams_file(workdir, samples_port, 300.0)),
-                "GATEWAY_LOG_LEVEL": "ERROR",
-                "GATEWAY_ERASURE_KEY": secrets.token_hex(16),
-                "GATEWAY_PROFILE_CACHE_TTL_S": "120",
-                **DEMO_SECRETS,
-            }
-            samples = [
-                sys.executable,
-                "-m",
-                "demo.upstreams",
-                "--base-port",
-                str(samples_port),
-                "--size",
-                str(SIZE),
-            ]
-            serve = [*gateway_bin, "serve", "--port", str(port), "--workers", str(args.workers)]
-            reads = emails[:READERS_EMAILS]
-            writes = emails[READERS_EMAILS : READERS_EMAILS + WRITERS_EMAILS]
-            base = f"http://127.0.0.1:{port}"
-            with _process(samples):
-                _wait(f"http://127.0.0.1:{samples_port}/_sample/calls")
-                with _process(serve, env):
-                    _wait(f"{base}/readyz")
-                    outage = asyncio.run(_drive(base, reads, writes, args, redis))
-                uncached = env | {
-                    "GATEWAY_CACHE_URL": "memory://",
-                    "GATEWAY_PROFILE_CACHE_TTL_S": "0",
-                    "GATEWAY_UPSTREAMS_FILE": str(_upstreams_file(workdir, samples_port, 0.0)),
-                }
-                with _process(serve, uncached):
-                    _wait(f"{base}/readyz")
-                    asyncio.run(_uncached(base, reads, args, outage))
-        finally:
-            drop()
+        asyncio.run(harness.seed(database_url, SIZE))
+        _, emails = asyncio.run(harness.customers(database_url, SIZE))
+        upstreams = harness.upstreams_file(workdir, samples_port, 300.0)
+        env = harness.gateway_env(database_url, redis.url, upstreams)
+        env["GATEWAY_PROFILE_CACHE_TTL_S"] = "120"
+        reads = emails[:READERS_EMAILS]
+        writes = emails[READERS_EMAILS : READERS_EMAILS + WRITERS_EMAILS]
+        with harness.serve(env, workers=args.workers) as base:
+            outage = asyncio.run(_drive(base, reads, writes, args, redis))
+        uncached = env | {
+            "GATEWAY_CACHE_URL": "memory://",
+            "GATEWAY_PROFILE_CACHE_TTL_S": "0",
+            "GATEWAY_UPSTREAMS_FILE": str(harness.upstreams_file(workdir, samples_port, 0.0)),
+        }
+        with harness.serve(uncached, workers=args.workers) as base:
+            asyncio.run(_uncached(base, reads, args, outage))
 
 
 def main() -> None:

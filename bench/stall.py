@@ -17,10 +17,7 @@ import asyncio
 import multiprocessing
 import os
 import secrets
-import socket
-import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -32,12 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import select
 
-from bench.access import AUTH, create_bench_key
-from bench.load import _free_port, _process, _upstreams_file, _wait
-from demo.people.population import population
-from demo.wiring import DEMO_SECRETS
+from bench import harness
+from bench.access import AUTH
+from bench.harness import get_on_new_connection, spread
 
 SIZE = 1000
 TARGET_MS = 100.0
@@ -160,23 +155,14 @@ ATTACKS = [
 ]
 
 
-def _healthz(host: str, port: int) -> None:
-    """One GET /healthz on a new connection, read to its end (plain sockets: an HTTP
-    client's own set-up would be most of what is measured)."""
-    with socket.create_connection((host, port), timeout=60) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-        while sock.recv(65536):
-            pass
-
-
-def _probe(host: str, port: int, stop: Event, out: Any) -> None:
+def _probe(port: int, stop: Event, out: Any) -> None:
     """In a process of its own: time /healthz until told to stop; each probe is
     (start, end) on the monotonic clock, which every process on the machine shares."""
     probes: list[tuple[float, float]] = []
     while not stop.is_set():
         begin = time.monotonic()
         try:
-            _healthz(host, port)
+            get_on_new_connection(port, "/healthz", timeout=60)
         except OSError:
             probes.append((begin, float("inf")))  # no answer at all: worse than any figure
         else:
@@ -186,10 +172,10 @@ def _probe(host: str, port: int, stop: Event, out: Any) -> None:
 
 
 @contextmanager
-def _prober(host: str, port: int) -> Iterator[list[tuple[float, float]]]:
+def _prober(port: int) -> Iterator[list[tuple[float, float]]]:
     context = multiprocessing.get_context("spawn")
     stop, out = context.Event(), context.Queue()
-    process = context.Process(target=_probe, args=(host, port, stop, out), daemon=True)
+    process = context.Process(target=_probe, args=(port, stop, out), daemon=True)
     process.start()
     found: list[tuple[float, float]] = []
     try:
@@ -206,12 +192,8 @@ def _during(probes: list[tuple[float, float]], start: float, end: float) -> list
 
 
 def _figures(latencies: list[float]) -> str:
-    ordered = sorted(latencies)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return (
-        f"n {len(ordered):4d}  p50 {statistics.median(ordered):6.1f}  p99 {p99:6.1f}  "
-        f"max {ordered[-1]:7.1f} ms"
-    )
+    p50, p99, most = spread(latencies)
+    return f"n {len(latencies):4d}  p50 {p50:6.1f}  p99 {p99:6.1f}  max {most:7.1f} ms"
 
 
 def _outcome(response: httpx.Response | None, error: str | None) -> str:
@@ -227,103 +209,24 @@ def _outcome(response: httpx.Response | None, error: str | None) -> str:
     return f"{response.status_code} {','.join(codes) or 'ok'} {message}".rstrip()
 
 
-async def _seed(database_url: str) -> None:
-    from demo.seed import seed
-    from gateway.db.engine import create_engine, create_sessionmaker
-
-    engine = create_engine(database_url)
-    try:
-        await seed(create_sessionmaker(engine), population(SIZE))
-        await create_bench_key(create_sessionmaker(engine))
-    finally:
-        await engine.dispose()
-
-
-async def _customers(database_url: str) -> tuple[list[str], list[str]]:
-    from gateway.db.engine import create_engine
-    from gateway.db.models import Customer
-
-    engine = create_engine(database_url)
-    try:
-        async with engine.connect() as connection:
-            rows = (await connection.execute(select(Customer.id, Customer.email))).all()
-    finally:
-        await engine.dispose()
-    return [str(r[0]) for r in rows][:SIZE], [str(r[1]) for r in rows][:SIZE]
-
-
-def _database(kind: str, workdir: Path) -> tuple[str, Callable[[], None]]:
-    """A fresh database: an SQLite file, or a Postgres database made (and dropped) on
-    the server at GATEWAY_TEST_POSTGRES_ADMIN_URL, as the tests do."""
-    if kind == "sqlite":
-        return f"sqlite+aiosqlite:///{workdir / 'stall.db'}", lambda: None
-    import asyncpg
-
-    admin = os.environ.get(
-        "GATEWAY_TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-    )
-    name = f"gateway_bench_stall_{uuid.uuid4().hex[:10]}"
-
-    async def execute(sql: str) -> None:
-        connection = await asyncpg.connect(admin, timeout=5)
-        try:
-            await connection.execute(sql)
-        finally:
-            await connection.close()
-
-    asyncio.run(execute(f'CREATE DATABASE "{name}"'))
-    base = admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    return f"{base}/{name}", lambda: asyncio.run(
-        execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    )
-
-
 def run(database: str, cache: str, redis_url: str, only: list[str], timeout: float) -> None:
-    gateway_bin = str(Path(sys.executable).with_name("gateway"))
     attacks = [a for a in ATTACKS if not only or a.name in only]
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        database_url, drop = _database(database, workdir)
-        try:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        harness.database(database, "gateway_bench_stall", Path(tmp)) as database_url,
+    ):
+        asyncio.run(harness.seed(database_url, SIZE))
+        ids, emails = asyncio.run(harness.customers(database_url, SIZE))
+        if cache == "redis":
             subprocess.run(
-                [gateway_bin, "migrate", "--database-url", database_url],
-                check=True,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                ["redis-cli", "-u", redis_url, "flushdb"], check=True, stdout=subprocess.DEVNULL
             )
-            asyncio.run(_seed(database_url))
-            ids, emails = asyncio.run(_customers(database_url))
-            if cache == "redis":
-                subprocess.run(
-                    ["redis-cli", "-u", redis_url, "flushdb"], check=True, stdout=subprocess.DEVNULL
-                )
-            samples_port = _free_port() + 10
-            port = _free_port()
-            env = {
-                "GATEWAY_DATABASE_URL": database_url,
-                "GATEWAY_CACHE_URL": redis_url if cache == "redis" else "memory://",
-                "GATEWAY_UPSTREAMS_FILE": str(_upstreams_file(workdir, samples_port, 300.0)),
-                "GATEWAY_LOG_LEVEL": "ERROR",
-                "GATEWAY_ERASURE_KEY": secrets.token_hex(16),
-                **DEMO_SECRETS,
-            }
-            samples = [
-                sys.executable,
-                "-m",
-                "demo.upstreams",
-                "--base-port",
-                str(samples_port),
-                "--size",
-                str(SIZE),
-            ]
-            with _process(samples), _process([gateway_bin, "serve", "--port", str(port)], env):
-                _wait(f"http://127.0.0.1:{samples_port}/_sample/calls")
-                base = f"http://127.0.0.1:{port}"
-                _wait(f"{base}/readyz")
+        with harness.sample_upstreams(SIZE) as samples_port:
+            upstreams = harness.upstreams_file(Path(tmp), samples_port, 300.0)
+            cache_url = redis_url if cache == "redis" else "memory://"
+            with harness.serve(harness.gateway_env(database_url, cache_url, upstreams)) as base:
                 _prepare(base, ids)
-                _report(base, port, attacks, ids, emails, database, cache, timeout)
-        finally:
-            drop()
+                _report(base, attacks, ids, emails, database, cache, timeout)
 
 
 def _prepare(base: str, ids: list[str]) -> None:
@@ -349,7 +252,6 @@ def _prepare(base: str, ids: list[str]) -> None:
 
 def _report(
     base: str,
-    port: int,
     attacks: list[Attack],
     ids: list[str],
     emails: list[str],
@@ -364,7 +266,7 @@ def _report(
     )
     windows: list[tuple[Attack, float, float, str]] = []
     with (
-        _prober("127.0.0.1", port) as probes,
+        _prober(int(base.rsplit(":", 1)[1])) as probes,
         httpx.Client(base_url=base, headers=AUTH, timeout=timeout) as client,
     ):
         time.sleep(1)  # the prober's own start-up

@@ -17,31 +17,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
-import os
 import random
 import re
 import secrets
-import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import httpx
 
-from bench.load import _free_port, _process, _wait
-from gateway.db.migrate import upgrade
+from bench import harness
 
-ADMIN_URL = os.environ.get(
-    "GATEWAY_TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 SECRET = secrets.token_hex(16)
 FIRST_NAMES = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken")
 _RETRIES = re.compile(r"^gateway_db_transaction_retries_total\{[^}]*\} ([\d.e+]+)$", re.M)
@@ -107,43 +100,15 @@ class Phase:
         )
 
 
-@contextmanager
-def _database() -> Iterator[str]:
-    name = f"gateway_storm_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    base = ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    url = f"{base}/{name}"
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-async def _admin(sql: str) -> None:
-    connection = await asyncpg.connect(ADMIN_URL)
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
-
-
-@contextmanager
-def _gateway(url: str, workers: int) -> Iterator[str]:
-    port = _free_port()
+def _gateway(url: str, workers: int) -> contextlib.AbstractContextManager[str]:
     env = {
         "GATEWAY_DATABASE_URL": url,
         "GATEWAY_CACHE_URL": "memory://",
-        "GATEWAY_PORT": str(port),
         "GATEWAY_LOG_LEVEL": "ERROR",
         "GATEWAY_ERASURE_KEY": secrets.token_hex(32),
         "GATEWAY_WEBHOOK_SECRETS": json.dumps({"shopify": SECRET}),
     }
-    command = [sys.executable, "-m", "gateway", "serve", "--workers", str(workers)]
-    with _process(command, env):
-        base = f"http://127.0.0.1:{port}"
-        _wait(f"{base}/healthz")
-        yield base
+    return harness.serve(env, workers=workers, ready="/healthz")
 
 
 async def _retries(client: httpx.AsyncClient) -> float:
@@ -206,7 +171,7 @@ async def _stored(url: str, acknowledged: set[str]) -> tuple[int, int]:
 
 
 def run_phase(name: str, records: list[dict[str, Any]], copies: int, args: Any) -> Phase:
-    with _database() as url, _gateway(url, args.workers) as base:
+    with harness.database("postgres", "gateway_storm") as url, _gateway(url, args.workers) as base:
         statuses, acknowledged, retries, seconds = asyncio.run(
             _send(base, records, copies, args.in_flight)
         )

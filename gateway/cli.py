@@ -76,7 +76,7 @@ class _CommandGroup(click.Group):
             try:
                 register = entry_point.load()
             except ImportError:
-                continue  # declared by the distribution, not installed here (the wheel)
+                continue  # a plugin whose package is gone (its checkout removed)
             register(self)
 
     def list_commands(self, ctx: click.Context) -> list[str]:

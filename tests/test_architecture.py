@@ -8,6 +8,7 @@ broken inside a function or under ``TYPE_CHECKING`` counts as much as one at the
 from __future__ import annotations
 
 import ast
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,20 @@ PACKAGES = ("gateway", "resolvers", "adapters", "demo")
 PRODUCTION = ("gateway", "resolvers", "adapters")
 MAX_MODULE_LINES = 400
 MAX_FOLDER_MODULES = 15
+# Sizes are drawn over the whole repository (tests and benchmarks are read as often as
+# the code), except Alembic's versions folder: one flat folder of revisions, named by
+# number, is that tool's convention, and a reader scans it by number rather than name.
+NOT_SIZED = (("migrations", "versions"),)
+# Folders that are not the project's sources: tooling, builds, caches.
+NOT_SOURCES = {"__pycache__", "build", "dist", "node_modules"}
+# Test modules still over the line limit: split by the tests helper (a parallel change);
+# the lead removes this set once both are merged.
+ALLOWED_LONG = {
+    "tests/access/test_access.py",
+    "tests/ingest/test_webhooks.py",
+    "tests/privacy/test_privacy.py",
+    "tests/privacy/test_erasure_after_merge.py",
+}
 # Libraries of the edge: the services below it speak domain values and errors only.
 EDGE_LIBRARIES = ("starlette", "strawberry", "graphql")
 
@@ -32,6 +47,21 @@ def module_name(path: Path) -> str:
 def sources() -> Iterator[Path]:
     for package in PACKAGES:
         yield from sorted((ROOT / package).rglob("*.py"))
+
+
+def sized_sources() -> Iterator[Path]:
+    """Every Python file of the repository that the size rules apply to."""
+    for folder, subfolders, files in os.walk(ROOT):
+        here = Path(folder)
+        subfolders[:] = sorted(
+            name
+            for name in subfolders
+            if not name.startswith(".")
+            and name not in NOT_SOURCES
+            and not name.endswith(".egg-info")
+            and (here / name).relative_to(ROOT).parts not in NOT_SIZED
+        )
+        yield from (here / name for name in sorted(files) if name.endswith(".py"))
 
 
 def imports(path: Path, module: str | None = None) -> Iterator[tuple[int, str]]:
@@ -96,19 +126,21 @@ def test_imports_point_down(rule: str, meaning: str) -> None:
 def test_no_module_over_the_size_a_reader_keeps_in_mind() -> None:
     long = [
         f"{path.relative_to(ROOT)}: {n} lines"
-        for path in sources()
+        for path in sized_sources()
         if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+        and path.relative_to(ROOT).as_posix() not in ALLOWED_LONG
     ]
     assert long == []
 
 
 def test_no_folder_too_flat_to_scan() -> None:
+    # Every module counts, ``__init__.py`` too: a reader scanning the folder sees it.
     crowded = []
-    for folder in {path.parent for path in sources()}:
-        modules = [p for p in folder.glob("*.py") if p.name != "__init__.py"]
+    for folder in {path.parent for path in sized_sources()}:
+        modules = list(folder.glob("*.py"))
         if len(modules) > MAX_FOLDER_MODULES:
             crowded.append(f"{folder.relative_to(ROOT)}: {len(modules)} modules")
-    assert crowded == []
+    assert sorted(crowded) == []
 
 
 def test_every_package_says_what_it_holds() -> None:

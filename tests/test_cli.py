@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -15,6 +14,7 @@ import pytest
 from demo.people.population import population
 from demo.wiring import DEMO_API_KEY
 from tests.conftest import REPO
+from tests.served import free_port, wait_until_served
 
 GATEWAY = [sys.executable, "-m", "gateway"]
 
@@ -71,14 +71,8 @@ def test_migrate_creates_the_schema(tmp_path: Path) -> None:
     assert down.returncode == 0, down.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_demo_serves_seeded_customers(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env["PYTHONPATH"] = str(REPO)
     process = subprocess.Popen(
@@ -93,13 +87,7 @@ def test_demo_serves_seeded_customers(tmp_path: Path) -> None:
         base = f"http://127.0.0.1:{port}"
         # Seeding 1,000 people and a recommendation build (model selection included)
         # take a few seconds on an idle machine; a shared one can be ten times slower.
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        wait_until_served(f"{base}/readyz", process, timeout=180)
         person = population(1000)[999]
         query = (
             "query($e: String!) { customer(email: $e) "
@@ -131,7 +119,7 @@ def test_a_demo_on_a_port_in_use_says_which_and_how_to_choose_another(
         held.bind(("127.0.0.1", 0))
         held.listen()
         taken = held.getsockname()[1]
-        ports = {"--port": str(_free_port()), "--upstreams-port": "0"} | {which: str(taken)}
+        ports = {"--port": str(free_port()), "--upstreams-port": "0"} | {which: str(taken)}
         result = run(
             "demo", "--customers", "5", *(a for kv in ports.items() for a in kv), cwd=tmp_path
         )

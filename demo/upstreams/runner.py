@@ -33,10 +33,10 @@ from demo.upstreams.credentials import (
     DEMO_SOAP_USER,
     SampleCredentials,
 )
-from demo.upstreams.hubspot import HubSpotSample
+from demo.upstreams.hubspot.api import HubSpotSample
 from demo.upstreams.segment import SegmentSample
 from demo.upstreams.service import SampleService
-from demo.upstreams.shopify import ShopifySample
+from demo.upstreams.shopify.api import ShopifySample
 from demo.upstreams.soap_crm import SoapCrmSample
 
 __all__ = [

@@ -16,9 +16,9 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gateway.db.bulk import is_postgres
 from gateway.db.models import Customer
-from gateway.identity.bulk import is_postgres
-from gateway.identity.lookup import matching
+from gateway.identity.linkage.lookup import matching
 
 
 async def lock_customers(

@@ -19,8 +19,8 @@ from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction
 from gateway.db.row_locks import lock_customers
 from gateway.errors import Conflict, InvalidInput
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
-from gateway.identity.observations import drop_shared_observations
-from gateway.identity.survivorship import GOLDEN_FIELDS, Observation, golden_values
+from gateway.identity.observations import drop_shared_observations, golden_observations
+from gateway.identity.survivorship import Observation, golden_values
 from gateway.identity.values import (
     dob_key,
     email_parts,
@@ -327,17 +327,7 @@ async def refresh_golden(
     """Recompute the golden values of these customers from their attributes."""
     ids = list(customer_ids)
     observations: defaultdict[uuid.UUID, list[Observation]] = defaultdict(list)
-    for owner, name, value, source, observed_at in await session.execute(
-        select(
-            Attribute.customer_id,
-            Attribute.name,
-            Attribute.value,
-            Attribute.source,
-            Attribute.observed_at,
-        ).where(Attribute.customer_id.in_(ids), Attribute.name.in_(GOLDEN_FIELDS))
-    ):
-        if value is not None:
-            observations[owner].append(Observation(name, value, source, observed_at))
+    await golden_observations(session, Attribute.customer_id.in_(ids), observations)
     emails = {o.value for group in observations.values() for o in group if o.name == "email"}
     held = await session.execute(
         select(Customer.email, Customer.id).where(

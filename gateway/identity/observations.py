@@ -1,4 +1,5 @@
-"""Writing attribute observations once each (``uq_attributes_observation``, migration 0010).
+"""Attribute observations: writing each once (``uq_attributes_observation``, migration
+0010), and reading those golden values are chosen from.
 
 An observation is (customer, name, source, observed_at, value).  Rows of customers this
 transaction created cannot exist yet and go by COPY on Postgres; rows of stored
@@ -10,21 +11,24 @@ merge, a fold) first drops the rows the target already holds.
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, delete, exists, text
+from sqlalchemy import ColumnElement, Table, and_, delete, exists, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import aliased
 
+from gateway.db.bulk import insert_tuples, is_postgres
 from gateway.db.models import Attribute, value_digest
-from gateway.identity.bulk import insert_tuples, is_postgres
+from gateway.identity.survivorship import GOLDEN_FIELDS, Observation
 
 # (customer_id, name, value, source, observed_at)
 ObservationRow = tuple[uuid.UUID, str, str | None, str, datetime]
 COLUMNS = ("customer_id", "name", "value", "source", "observed_at")
+OBSERVATION = tuple(getattr(Attribute, name) for name in COLUMNS)  # to select, in that order
 _TABLE: Table = Attribute.__table__  # type: ignore[assignment]
 
 
@@ -80,3 +84,22 @@ async def drop_shared_observations(
     await executor.execute(
         delete(Attribute).where(Attribute.customer_id == gone, exists().where(same))
     )
+
+
+async def golden_observations(
+    executor: AsyncConnection | AsyncSession,
+    owners: ColumnElement[bool],
+    into: defaultdict[uuid.UUID, list[Observation]],
+) -> None:
+    """Add to ``into`` the observations of the golden fields of the customers ``owners``
+    selects (a condition on ``Attribute.customer_id``), per customer.
+
+    Oldest first: among equally trusted values seen at the same time, the one stored
+    first stays golden, whatever order an index returns them in, so the linker and a
+    merge choose alike."""
+    rows = await executor.execute(
+        select(*OBSERVATION).where(owners, Attribute.name.in_(GOLDEN_FIELDS)).order_by(Attribute.id)
+    )
+    for owner, name, value, source, observed_at in rows:
+        if value is not None:
+            into[owner].append(Observation(name, value, source, observed_at))

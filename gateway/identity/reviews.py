@@ -27,7 +27,7 @@ from gateway.db.models import AuditEntry, Identity, utcnow
 from gateway.db.retries import retry_transaction
 from gateway.errors import Conflict, InvalidInput, NotFound
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
-from gateway.identity.lookup import MATCH_COLUMNS
+from gateway.identity.linkage.lookup import MATCH_COLUMNS
 from gateway.identity.merges import merge_in
 
 MAX_PAGE = 100

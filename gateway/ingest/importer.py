@@ -29,8 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.retries import DEFAULT_RETRY, RetryPolicy
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
+from gateway.identity.linkage.linker import tally
+from gateway.identity.linkage.resolution import Resolver
 from gateway.identity.records import PreparedRecord, RecordError, prepare
-from gateway.identity.resolution import Resolver
 from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
 from gateway.privacy.erasure import Tombstones
 
@@ -226,15 +227,7 @@ class Importer:
         # The collector is paused for the run (``_collector_paused``): collect what this
         # batch left in the young generations, and everything now and then.
         gc.collect(2 if self._batches % _FULL_COLLECTION_EVERY == 0 else 1)
-        for decision in decisions:
-            if decision.new_customer:
-                summary.created += 1
-            elif decision.rule == "identity":
-                summary.updated += 1
-            else:
-                summary.linked += 1
-            if decision.review is not None:
-                summary.review += 1
+        tally(decisions, summary)
         summary.seconds = time.perf_counter() - started
         if self._progress is not None:
             self._progress(summary)

@@ -31,8 +31,9 @@ from gateway.db.models import utcnow
 from gateway.db.sync_models import SyncCursor
 from gateway.errors import InvalidInput
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
+from gateway.identity.linkage.linker import tally
+from gateway.identity.linkage.resolution import Resolver
 from gateway.identity.records import PreparedRecord, RecordError, prepare
-from gateway.identity.resolution import Resolver
 from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
 from gateway.privacy.erasure import Tombstones
 
@@ -197,15 +198,7 @@ class _SourceSync:
         screen = self._tombstones.unblocked if self._tombstones else None
         screened = await self._resolver.link_screened(batch, screen)
         report.erased += screened.dropped
-        for decision in screened.decisions:
-            if decision.new_customer:
-                report.created += 1
-            elif decision.rule == "identity":
-                report.updated += 1
-            else:
-                report.linked += 1
-            if decision.review is not None:
-                report.review += 1
+        tally(screened.decisions, report)
 
 
 def _selected(adapters: Mapping[str, Adapter], sources: Sequence[str] | None) -> list[str]:

@@ -39,8 +39,8 @@ from gateway.db.models import Customer, Event, Identity
 from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction
 from gateway.identity import DEFAULT_CONFIG, IdentityConfig, PreparedRecord, RecordError, Resolver
 from gateway.identity import prepare as prepare_record
+from gateway.identity.linkage.resolution import lock_keys, record_keys
 from gateway.identity.observations import insert_observations
-from gateway.identity.resolution import lock_keys, record_keys
 from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
 from gateway.identity.values import phone_key
 from gateway.ingest.notifications import CustomerChange, Notifications

@@ -38,9 +38,9 @@ from gateway.db.identity_models import IdentityLink
 from gateway.db.models import Attribute, Consent, Customer, Event, utcnow
 from gateway.db.recommendation_models import RecommendationList
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
-from gateway.identity.lookup import matching
+from gateway.identity.linkage.lookup import matching
+from gateway.identity.linkage.resolution import lock_keys
 from gateway.identity.records import PreparedRecord
-from gateway.identity.resolution import lock_keys
 from gateway.privacy.erasure_scope import Known, known_identifiers
 from gateway.profiles.contact_points import normalize_email, normalize_phone
 from gateway.settings import Settings

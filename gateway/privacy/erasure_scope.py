@@ -22,7 +22,7 @@ from gateway.db.access_models import EventSubject
 from gateway.db.identity_models import IdentityRecord
 from gateway.db.models import Attribute, Customer, Event, Identity
 from gateway.identity.config import IdentityConfig
-from gateway.identity.resolution import customer_keys
+from gateway.identity.linkage.resolution import customer_keys
 from gateway.identity.values import email_parts
 from gateway.profiles.contact_points import normalize_phone
 

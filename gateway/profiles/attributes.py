@@ -24,6 +24,7 @@ from gateway.db.models import Attribute, Customer, Identity
 from gateway.errors import Conflict, InvalidInput
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.merges import merge_customers, unmerge_customer
+from gateway.identity.observations import OBSERVATION
 from gateway.identity.survivorship import GOLDEN_FIELDS
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -116,13 +117,7 @@ class IdentityService:
             ):
                 profiles[row.id] = {name: getattr(row, name) for name in GOLDEN_FIELDS}
             rows = await session.execute(
-                select(
-                    Attribute.customer_id,
-                    Attribute.name,
-                    Attribute.value,
-                    Attribute.source,
-                    Attribute.observed_at,
-                )
+                select(*OBSERVATION)
                 .where(Attribute.customer_id.in_(ids))
                 .order_by(Attribute.name, Attribute.observed_at.desc(), Attribute.id.desc())
             )

@@ -20,7 +20,7 @@ from gateway.db.models import Attribute, Customer, Identity
 from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction
 from gateway.errors import Conflict, Erased, InvalidInput
 from gateway.identity.config import DEFAULT_CONFIG
-from gateway.identity.resolution import customer_keys, lock_keys
+from gateway.identity.linkage.resolution import customer_keys, lock_keys
 from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
 from gateway.identity.values import email_parts
 from gateway.privacy.consent import ConsentRecord

@@ -45,19 +45,13 @@ def _crm(name: str) -> Callable[[_Sources], Any]:
 # How to build each field, so a context holds only what its template reads: turning a
 # hundred events into dicts for a template that shows the first name is wasted work.
 _FIELDS: dict[str, Callable[[_Sources], Any]] = {
-    "id": lambda s: str(s.profile.id),
+    # The stored profile's fields as they are; id and identities reshaped below.
     **{
         name: (lambda n: lambda s: getattr(s.profile, n))(name)
-        for name in (
-            "email",
-            "phone",
-            "first_name",
-            "last_name",
-            "locale",
-            "created_at",
-            "updated_at",
-        )
+        for name, loader in FIELD_LOADERS.items()
+        if loader is None
     },
+    "id": lambda s: str(s.profile.id),
     "identities": lambda s: [
         {"source": i.source, "external_id": i.external_id} for i in s.profile.identities
     ],

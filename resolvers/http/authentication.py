@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.access.api_keys import Principal
 from gateway.access.rate_limit import retry_after_seconds
 from gateway.errors import Unavailable
+from resolvers.http.error_boundary import send_json
 from resolvers.state import services_in
 
 PRINCIPAL = "gateway.principal"
@@ -76,7 +77,7 @@ class ApiKeyAuthentication:
             return
         if principal is None:
             reason = "Invalid or revoked API key" if key else "An API key is required"
-            await _answer(
+            await send_json(
                 send,
                 401,
                 error_body(
@@ -105,21 +106,6 @@ def _is_open(scope: Scope) -> bool:
         and scope["method"] == "GET"
         and not scope.get("query_string")
     )
-
-
-async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 def rate_limited_response(retry_after: float) -> Response:

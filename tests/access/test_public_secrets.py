@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,16 +24,11 @@ from gateway.settings import load_settings
 from resolvers.app import create_app
 from tests.conftest import REPO, bearer
 from tests.in_process import asgi, lifespan
+from tests.served import free_port, wait_until_served
 from tests.test_cli import GATEWAY, run
 
 SECRET = "an-erasure-key-of-our-own-0123456789"
 PING = {"query": "{ __typename }"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _enable_demo_key(url: str) -> None:
@@ -58,9 +51,7 @@ def demo_db(tmp_path: Path) -> str:
 
 def _serve(url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """`gateway serve` expected to refuse: returns once it has exited."""
-    return run(
-        "serve", "--port", str(_free_port()), *args, env={"GATEWAY_DATABASE_URL": url, **env}
-    )
+    return run("serve", "--port", str(free_port()), *args, env={"GATEWAY_DATABASE_URL": url, **env})
 
 
 def _one_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -74,7 +65,7 @@ def _one_line(result: subprocess.CompletedProcess[str]) -> str:
 @contextmanager
 def serving(url: str, *args: str, **env: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """`gateway serve` expected to start: yields its base URL once /healthz answers."""
-    port = _free_port()
+    port = free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     full_env.update(PYTHONPATH=str(REPO), GATEWAY_DATABASE_URL=url, **env)
     process = subprocess.Popen(
@@ -87,15 +78,7 @@ def serving(url: str, *args: str, **env: str) -> Iterator[tuple[str, subprocess.
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "gateway serve did not start"
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        wait_until_served(f"{base}/healthz", process)
         yield base, process
     finally:
         process.terminate()

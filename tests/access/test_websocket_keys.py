@@ -6,7 +6,6 @@ to the key's rate limit. Real sockets: the gateway under uvicorn on loopback, a
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +24,7 @@ from gateway.settings import load_settings
 from resolvers.app import create_app
 from tests.conftest import bearer, clean_redis, redis_database_url, unique_email
 from tests.in_process import asgi, lifespan, opened_by, services_of
+from tests.served import free_port
 
 TTL = 0.2  # the serving instance's key cache: a revocation elsewhere reaches it within this
 SUBSCRIPTION = "subscription($id: ID!) { customerUpdated(id: $id) { id eventType } }"
@@ -41,16 +41,10 @@ async def shared_redis() -> AsyncIterator[str]:
         yield url
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @asynccontextmanager
 async def served(app: Starlette) -> AsyncIterator[str]:
     """The app under uvicorn on a loopback port; yields its host:port."""
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )

@@ -25,8 +25,8 @@ from gateway.db.migrate import upgrade
 from gateway.db.models import Attribute, Customer, Event, utcnow
 from gateway.db.retries import NO_RETRY, RetryPolicy, retry_transaction, transient_reason
 from gateway.errors import InvalidInput
+from gateway.identity.linkage.resolution import _LOCK_NAMESPACE, _stripe
 from gateway.identity.merges import merge_customers
-from gateway.identity.resolution import _LOCK_NAMESPACE, _stripe
 from gateway.settings import load_settings
 from tests.conftest import unique_email
 from tests.in_process import asgi, lifespan

@@ -15,24 +15,18 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.served import free_port
+
 BIN = Path(os.environ.get("GATEWAY_TEST_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
 DATABASE = "gateway"
 # Postgres refuses to run as root: a root test run runs the cluster as this user.
 SERVER_USER = "postgres"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class PostgresCluster:

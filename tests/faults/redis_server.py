@@ -15,7 +15,6 @@ import atexit
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,14 +23,9 @@ from types import TracebackType
 
 import redis
 
+from tests.served import free_port
+
 _READY_TIMEOUT_S = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class RedisServer:
@@ -157,4 +151,4 @@ class RedisServer:
         self.close()
 
 
-__all__ = ["RedisServer", "free_port"]
+__all__ = ["RedisServer"]

@@ -38,8 +38,9 @@ from resolvers.http.error_boundary import ErrorBoundary
 from tests.conftest import FAST, clean_redis, redis_database_url
 from tests.faults.keepalive import KeepAliveConnection
 from tests.faults.outage_load import Load, tally, wait_until
-from tests.faults.postgres_cluster import PostgresCluster, free_port
+from tests.faults.postgres_cluster import PostgresCluster
 from tests.in_process import opened_by, services_of
+from tests.served import free_port
 
 CLIENTS = 12
 SEGMENT_SECRET = secrets.token_urlsafe(16)

@@ -14,7 +14,7 @@ from gateway.identity import (
     pair_metrics,
     prepare,
 )
-from gateway.identity.linkage import KnownState, Linker
+from gateway.identity.linkage.linker import KnownState, Linker
 from gateway.identity.scoring.comparison import Scorer
 from gateway.identity.values import email_parts, phone_key, soundex
 

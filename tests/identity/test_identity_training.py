@@ -21,7 +21,7 @@ from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.migrate import upgrade
 from gateway.db.models import Identity
 from gateway.identity import DEFAULT_CONFIG, LinkageModel, Resolver, pair_metrics, prepare
-from gateway.identity.linkage import KnownState, Linker
+from gateway.identity.linkage.linker import KnownState, Linker
 from gateway.identity.scoring.comparison import Scorer
 from gateway.identity.scoring.model_store import ModelStore
 from gateway.identity.scoring.training import TrainingReport, check, train

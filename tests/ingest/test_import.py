@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-import gateway.identity.repository as repository
+import gateway.identity.linkage.repository as repository
 from gateway.db.access_models import Tombstone
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.models import Attribute, Customer, Identity
@@ -198,7 +198,7 @@ async def test_import_pauses_the_collector_and_restores_it(
         return await original(*args, **kwargs)
 
     monkeypatch.setattr(repository, "write_batch", watching)
-    monkeypatch.setattr("gateway.identity.resolution.write_batch", watching)
+    monkeypatch.setattr("gateway.identity.linkage.resolution.write_batch", watching)
     assert gc.isenabled()
     summary = await import_file(sessions, path, f"gc{tag}", batch_size=2)
     assert (summary.created, during) == (5, [False, False, False])

@@ -9,10 +9,8 @@ import json
 import logging
 import os
 import secrets
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +23,7 @@ from gateway.observability.log_repeats import RepeatSummary
 from gateway.observability.logs import JsonFormatter
 from tests import error_log
 from tests.conftest import REPO
+from tests.served import free_port, wait_until_served
 
 
 class FakeClock:
@@ -144,12 +143,6 @@ def test_a_failure_that_happens_once_writes_no_summary(
 # --- every worker of `gateway serve --workers 2` ----------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _refused_webhook(base: str, request_id: str) -> int:
     """A webhook with a wrong signature: refused, and logged with the request's id."""
     with httpx.Client(timeout=10) as http:  # a new connection each: spread over the workers
@@ -167,7 +160,7 @@ def _refused_webhook(base: str, request_id: str) -> int:
 def test_every_worker_of_serve_logs_json_with_request_ids(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
     upgrade(url)
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env.update(
         PYTHONPATH=str(REPO),
@@ -187,15 +180,7 @@ def test_every_worker_of_serve_logs_json_with_request_ids(tmp_path: Path) -> Non
     base = f"http://127.0.0.1:{port}"
     sent: list[str] = []
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "gateway serve did not start"
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_until_served(f"{base}/readyz", process)
         sent = [f"logs-test-{i}" for i in range(60)]
         with ThreadPoolExecutor(12) as pool:
             statuses = list(pool.map(lambda rid: _refused_webhook(base, rid), sent))

@@ -9,14 +9,9 @@ and the shared Postgres reached through a TCP proxy the test controls, which sto
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -27,46 +22,13 @@ from gateway.db.migrate import upgrade
 from gateway.settings import load_settings
 from resolvers.app import create_app
 from tests.conftest import GatewayFactory, clean_redis, redis_database_url
+from tests.faults.redis_server import RedisServer
 from tests.gql_client import gql
 from tests.in_process import asgi, lifespan
 
 # Generous against a busy machine; the bound that matters is "not seconds" (issue #17 saw
 # 5 s with a frozen Redis). bench/readyz.py measures the latency itself.
 PROMPT_S = 0.5
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def own_redis() -> Iterator[subprocess.Popen[bytes]]:
-    """A `redis-server` on a free port, for this test only (stopped and frozen at will)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed", pytrace=False)
-    port = _free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    process.port = port  # type: ignore[attr-defined]
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-            if time.monotonic() > deadline:
-                pytest.fail("redis-server did not start")
-            time.sleep(0.02)
-        yield process
-    finally:
-        with suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGCONT)
-        process.kill()
-        process.wait(10)
 
 
 class Proxy:
@@ -161,15 +123,14 @@ async def test_readyz_answers_promptly_whatever_is_down(
     proxy = Proxy((host, int(port)))
     await proxy.start()
     proxied = migrated_postgres.replace(f"{host}:{port}", f"127.0.0.1:{proxy.port}")
-    with own_redis() as redis:
-        async with _ready_client(proxied, f"redis://127.0.0.1:{redis.port}/0") as http:  # type: ignore[attr-defined]
+    with RedisServer() as redis:
+        async with _ready_client(proxied, redis.url) as http:
             _, before = await _timed_readyz(http)  # connections opened while all was well
             assert before.json()["status"] == "ready", before.json()
             if redis_fault == "stop":
-                redis.kill()
-                redis.wait(10)
+                redis.stop()
             elif redis_fault == "freeze":
-                os.kill(redis.pid, signal.SIGSTOP)
+                redis.freeze()
             if postgres_fault == "stop":
                 await proxy.stop()
             elif postgres_fault == "freeze":
@@ -187,8 +148,7 @@ async def test_readyz_answers_promptly_whatever_is_down(
                 health = await http.get("/healthz")
                 assert health.status_code == 200  # liveness says nothing of dependencies
             finally:
-                with suppress(ProcessLookupError):
-                    os.kill(redis.pid, signal.SIGCONT)
+                redis.thaw()
                 await proxy.stop()
 
 

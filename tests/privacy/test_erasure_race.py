@@ -29,8 +29,9 @@ from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.migrate import upgrade
 from gateway.db.models import Customer, Identity
 from gateway.errors import Erased as ErasedError
-from gateway.identity import DEFAULT_CONFIG, Resolver, prepare, resolution
-from gateway.identity.resolution import _lock_keys
+from gateway.identity import DEFAULT_CONFIG, Resolver, prepare
+from gateway.identity.linkage import resolution
+from gateway.identity.linkage.resolution import _lock_keys
 from gateway.ingest.importer import import_file
 from gateway.ingest.sync import SyncReport, _SourceSync
 from gateway.ingest.webhook_payloads import InboundEvent

@@ -13,18 +13,16 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from gateway.db.migrate import upgrade
 from tests.conftest import IN_CI, REPO
+from tests.served import free_port, wait_until_served
 
 GRAPHQL_HTTP = "graphql-http@1.23.1"
 CACHE = Path(
@@ -80,12 +78,6 @@ def audit_package() -> Path:
     return prefix
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _gateway(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gateway", *args],
@@ -104,7 +96,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str,
     directory = tmp_path_factory.mktemp("audit")
     url = f"sqlite+aiosqlite:///{directory / 'gateway.db'}"
     upgrade(url)
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env |= {"PYTHONPATH": str(REPO), "GATEWAY_DATABASE_URL": url, "GATEWAY_PORT": str(port)}
     env["GATEWAY_ERASURE_KEY"] = secrets.token_urlsafe(32)  # serve refuses the built-in one
@@ -120,16 +112,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str,
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "gateway serve did not start in 30 s"
-            time.sleep(0.1)
+        try:
+            wait_until_served(f"http://127.0.0.1:{port}/healthz", server)
+        except AssertionError:
+            raise AssertionError(log.read_text()) from None
         yield f"http://127.0.0.1:{port}/graphql", key, log
     finally:
         server.terminate()

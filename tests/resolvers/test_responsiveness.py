@@ -33,14 +33,9 @@ from demo.wiring import DEMO_SECRETS, example_upstreams
 from gateway.access.api_keys import ApiKeys, Scope
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.models import Customer
+from tests.served import free_port, wait_until_served
 
 GENEROUS_MS = 500.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _healthz(port: int) -> None:
@@ -100,7 +95,7 @@ def server(
         lines.extend(f"{k} = {_toml(v)}" for k, v in table.items())
     upstreams = tmp_path_factory.mktemp("responsiveness") / "upstreams.toml"
     upstreams.write_text("\n".join(lines) + "\n")
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         **DEMO_SECRETS,
@@ -126,15 +121,7 @@ def server(
         cwd=Path(__file__).resolve().parents[2],
     )
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("the gateway did not start")
+        wait_until_served(f"http://127.0.0.1:{port}/readyz", process)
         yield port, key, ids
     finally:
         process.terminate()

@@ -21,7 +21,7 @@ from gateway.identity.config import IdentityConfig
 from gateway.identity.scoring.comparison import Comparable, Scorer, probability, weight_of
 
 if TYPE_CHECKING:
-    from gateway.identity.linkage import KnownState, Review
+    from gateway.identity.linkage.linker import KnownState, Review
 
 Ref = int  # a stored identity id (> 0), or -(batch position + 1)
 Edge = tuple[float, Ref, Ref, bool]  # (weight, open batch record, candidate, vetoed)
@@ -207,7 +207,7 @@ class Clusters:
         left.stored += right.stored
 
     def _collect_reviews(self, edges: list[Edge]) -> None:
-        from gateway.identity.linkage import Review
+        from gateway.identity.linkage.linker import Review
 
         match = self._scorer.match_weight
         best: dict[Ref, tuple[float, Ref, str]] = {}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from pathlib import Path
 
 import httpx
 
@@ -21,8 +20,6 @@ from demo.upstreams.credentials import (
     DEMO_SOAP_USER,
 )
 from demo.upstreams.runner import SampleUpstreams
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_same_data_twice() -> None:

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -25,8 +24,7 @@ from demo.upstreams.credentials import (
     DEMO_SHOPIFY_TOKEN,
 )
 from demo.upstreams.runner import SERVICE_NAMES, SampleUpstreams
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
 
 
 def _free_ports(count: int) -> int:
@@ -149,7 +147,7 @@ def test_python_m_adapters_samples_serves_the_same_data(upstreams: SampleUpstrea
     """Another process, another hash seed, a smaller population: person 7 is the
     same person with the same orders and events, byte for byte."""
     base = _free_ports(4)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "4242"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONHASHSEED": "4242"}
     process = subprocess.Popen(
         [
             sys.executable,
@@ -161,7 +159,7 @@ def test_python_m_adapters_samples_serves_the_same_data(upstreams: SampleUpstrea
             "50",
             "--json",
         ],
-        cwd=ROOT,
+        cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

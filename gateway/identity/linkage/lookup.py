@@ -14,27 +14,19 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import ARRAY, any_, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gateway.db.bulk import is_postgres
 from gateway.db.identity_models import IdentityBlockKey, IdentityNeverLink, IdentityRecord
 from gateway.db.models import Customer, Identity
-from gateway.identity.bulk import is_postgres
 from gateway.identity.config import IdentityConfig
-from gateway.identity.linkage import Candidate, KnownState
-from gateway.identity.records import PreparedRecord
+from gateway.identity.linkage.linker import Candidate, KnownState
+from gateway.identity.records import RECORD_FIELDS, PreparedRecord
 from gateway.identity.scoring.comparison import Comparable, comparable
 from gateway.identity.values import email_parts
 
 T = TypeVar("T")
 _CHUNK = 2000  # bind parameters per IN list; well under SQLite's and asyncpg's limits
-MATCH_COLUMNS = (
-    "email_key",
-    "phone",
-    "first_name",
-    "last_name",
-    "date_of_birth",
-    "address",
-    "city",
-    "postcode",
-)
+# A record's fields as ``identity_records`` stores them for matching: the e-mail by its key.
+MATCH_COLUMNS = tuple("email_key" if name == "email" else name for name in RECORD_FIELDS)
 
 
 def chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:

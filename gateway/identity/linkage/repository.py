@@ -16,6 +16,13 @@ from typing import Any
 from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gateway.db.bulk import (
+    allocate_ids,
+    insert_rows,
+    insert_tuples,
+    is_postgres,
+    update_by_id,
+)
 from gateway.db.identity_models import (
     IdentityBlockKey,
     IdentityLink,
@@ -25,18 +32,15 @@ from gateway.db.identity_models import (
 from gateway.db.models import Attribute, Customer, Identity, utcnow
 from gateway.db.retries import StaleRead
 from gateway.db.row_locks import lock_customers
-from gateway.identity.bulk import (
-    allocate_ids,
-    insert_rows,
-    insert_tuples,
-    is_postgres,
-    update_by_id,
-)
 from gateway.identity.config import IdentityConfig
-from gateway.identity.folding import fold_customers
-from gateway.identity.linkage import Decision, KnownState
-from gateway.identity.lookup import MATCH_COLUMNS, matching
-from gateway.identity.observations import ObservationRow, insert_observations
+from gateway.identity.linkage.folding import fold_customers
+from gateway.identity.linkage.linker import Decision, KnownState
+from gateway.identity.linkage.lookup import MATCH_COLUMNS, matching
+from gateway.identity.observations import (
+    ObservationRow,
+    golden_observations,
+    insert_observations,
+)
 from gateway.identity.records import PreparedRecord
 from gateway.identity.survivorship import GOLDEN_FIELDS, Observation, golden_values
 
@@ -149,22 +153,7 @@ async def _existing_golden(
             if row.email:
                 email_owners.setdefault(row.email, row.id)
     for clause in matching(connection, Attribute.customer_id, owners):
-        rows = await connection.execute(
-            select(
-                Attribute.customer_id,
-                Attribute.name,
-                Attribute.value,
-                Attribute.source,
-                Attribute.observed_at,
-            )
-            .where(clause, Attribute.name.in_(GOLDEN_FIELDS))
-            # Oldest first: among equally trusted values seen at the same time, the one
-            # stored first stays golden, whatever order an index returns them in.
-            .order_by(Attribute.id)
-        )
-        for owner, name, value, source, observed_at in rows:
-            if value is not None:
-                observations[owner].append(Observation(name, value, source, observed_at))
+        await golden_observations(connection, clause, observations)
     # Every address a golden e-mail could become, with whoever holds it now: one held by
     # a customer outside this batch (seen under another record) must be skipped too, or
     # the update breaks ``customers.email``'s uniqueness.

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gateway.identity.config import IdentityConfig
 from gateway.identity.records import PreparedRecord
@@ -75,6 +77,29 @@ class Decision:
     matched: Ref | None = None
     review: Review | None = None
     merged: tuple[uuid.UUID, ...] = ()  # stored customers folded into customer_id
+
+
+class LinkTally(Protocol):
+    """What an import's summary and a sync's report count of the linker's decisions."""
+
+    created: int
+    updated: int
+    linked: int
+    review: int
+
+
+def tally(decisions: Iterable[Decision], into: LinkTally) -> None:
+    """Count each decision: a new customer, the same source identity seen again (updated),
+    or a record joined to an existing customer (linked); and those left for review."""
+    for decision in decisions:
+        if decision.new_customer:
+            into.created += 1
+        elif decision.rule == "identity":
+            into.updated += 1
+        else:
+            into.linked += 1
+        if decision.review is not None:
+            into.review += 1
 
 
 @dataclass(slots=True)

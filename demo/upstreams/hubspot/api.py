@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 
 from demo.people.population import Person
 from demo.upstreams.credentials import SampleCredentials
-from demo.upstreams.search_filters import SearchError, matches_groups, sort_key, sortable
+from demo.upstreams.hubspot.search import SearchError, matches_groups, sort_key, sortable
 from demo.upstreams.service import (
     SampleService,
     json_body,

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from demo.people.catalogue import Product
 from demo.people.orders import Order
 from demo.people.population import Person
-from demo.upstreams.shopify_records import customer_updated_at, order_updated_at
+from demo.upstreams.shopify.records import customer_updated_at, order_updated_at
 
 
 class FilterError(ValueError):

@@ -13,10 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 
 from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
-from gateway.identity.linkage import Decision, KnownState, Linker
-from gateway.identity.lookup import load_state
+from gateway.identity.linkage.linker import Decision, KnownState, Linker
+from gateway.identity.linkage.lookup import load_state
+from gateway.identity.linkage.repository import write_batch
 from gateway.identity.records import PreparedRecord, prepare
-from gateway.identity.repository import write_batch
 from gateway.identity.scoring.comparison import Scorer
 from gateway.identity.scoring.model import LinkageModel
 from gateway.identity.scoring.model_store import active_scorer, identity_count

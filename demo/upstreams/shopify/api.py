@@ -23,12 +23,12 @@ from starlette.routing import BaseRoute, Route
 from demo.people.catalogue import LOCATION_ID, catalogue
 from demo.people.orders import Order, find_order, orders_for
 from demo.people.population import Person
-from demo.upstreams import shopify_records as records
 from demo.upstreams.credentials import SampleCredentials
 from demo.upstreams.faults import Decision
 from demo.upstreams.paging import bounded_int, decode_cursor, encode_cursor
 from demo.upstreams.service import SampleService, json_body, json_response, same_secret
-from demo.upstreams.shopify_filters import (
+from demo.upstreams.shopify import records
+from demo.upstreams.shopify.filters import (
     FilterError,
     customer_matches,
     order_matches,
