@@ -22,6 +22,7 @@ from strawberry.dataloader import DataLoader
 
 from adapters.records import CommerceCustomer, CrmContact, Order
 from gateway.profiles.customers import CustomerProfile
+from gateway.upstreams.behaviour import Engagement
 from gateway.upstreams.federation import AnalyticsData, Federation, Outcome
 from gateway.upstreams.stored_behaviour import StoredBehaviour
 
@@ -108,7 +109,7 @@ class Loaders:
         return DataLoader(load, cache_key_fn=lambda key: (key[0].id, key[1]))
 
     @cached_property
-    def stored_engagement(self) -> DataLoader[CustomerProfile, Outcome[AnalyticsData]]:
+    def stored_engagement(self) -> DataLoader[CustomerProfile, Outcome[Engagement]]:
         assert self._stored is not None
         return DataLoader(self._stored.engagement, cache_key_fn=_key)
 

@@ -26,6 +26,7 @@ from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.migrate import upgrade
 from gateway.db.models import Event
 from gateway.settings import load_settings
+from gateway.upstreams.behaviour import ENGAGEMENT_WINDOW, Engagement, engagement
 from gateway.upstreams.event_store import EventStore
 from resolvers.app import create_app
 from tests.conftest import (
@@ -189,6 +190,8 @@ async def _customer_with_events(
         id=customer_id,
     )
     assert "errors" not in consent, consent
+    if not events:
+        return customer_id
     engine = create_engine(behaviour_url)
     async with engine.begin() as connection:
         await connection.execute(
@@ -351,3 +354,33 @@ async def test_a_call_the_segment_webhook_stored_is_served_from_the_store(
     assert customer["cart"]["items"] == [
         {"productId": "sku-1", "title": "Lamp", "quantity": 2, "price": "12.5"}
     ]
+
+
+async def test_engagement_counted_by_the_database_is_behaviour_engagement_of_the_same_calls(
+    gateway: Gateway, behaviour_url: str
+) -> None:
+    """The store counts engagement in SQL; ``behaviour.engagement`` over the same calls
+    (read back as records) is the definition it must match, at the window's edges too."""
+    now = datetime.now(UTC)
+    day = timedelta(days=1)
+    histories = [
+        [("Product Viewed", now - day, "s1"), ("Product Added", now - 2 * day, "s1")],
+        [("Product Viewed", now - 29 * day, "s1"), ("Product Viewed", now - 31 * day, "s2")],
+        [("Product Viewed", now - 45 * day, "old")],  # nothing in the window: last seen only
+        [("Page Viewed", now - day, ""), ("Order Completed", now - 3 * day, "s9")],
+        [],
+    ]
+    async with gateway(STORE) as (client, app):
+        ids = [
+            uuid.UUID(await _customer_with_events(client, behaviour_url, calls))
+            for calls in histories
+        ]
+        store = EventStore(services_of(app).engine)
+        counted = await store.engagement(ids, now - ENGAGEMENT_WINDOW)
+        events = await store.recent(ids, 1000)
+    for customer_id in ids:
+        expected = engagement(events.get(customer_id, []), now)
+        found = counted.get(customer_id, Engagement(0, 0, None))
+        assert found == expected, customer_id
+    assert [counted[i].sessions for i in ids[:4]] == [1, 1, 0, 1]  # "" is no session
+    assert counted[ids[3]].page_views == 1

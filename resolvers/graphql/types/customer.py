@@ -166,13 +166,13 @@ class Customer:
             raise RuntimeError(f"the {name!r} loader did not run for this Customer's selection")
         return outcome.unwrap()
 
-    def behaviour(self, field: str) -> AnalyticsData | None:
+    def behaviour(self, field: str) -> AnalyticsData | behaviour.Engagement | None:
         """The events behavioural ``field`` reads (from the analytics upstream or the
         store), only with personalisation consent: without it, behavioural fields answer
         as for a customer with no history."""
         if not self.permits(consent.Purpose.PERSONALISATION):
             return None
-        data: AnalyticsData | None = self.loaded(field)
+        data: AnalyticsData | behaviour.Engagement | None = self.loaded(field)
         return data
 
     def crm_for_consent(self) -> CrmContact | None:
@@ -251,7 +251,7 @@ class Customer:
         self, first: int = FIRST_EVENTS, type: str | None = None
     ) -> list[Event] | None:
         data = self.behaviour("recent_events")
-        if data is None:
+        if not isinstance(data, AnalyticsData):
             return []
         events = [e for e in data.events if type is None or type in (e.name, e.type)]
         return [Event.of(e) for e in events[: _clamp(first, MAX_EVENTS)]]
@@ -259,7 +259,14 @@ class Customer:
     @strawberry.field(description="Sessions and page views in the last 30 days (from analytics).")
     def engagement(self) -> Engagement | None:
         data = self.behaviour("engagement")
-        found = behaviour.engagement(data.events if data else (), datetime.now(UTC))
+        # The store counts it (one row per customer); the upstream's events are counted here.
+        found = (
+            data
+            if isinstance(data, behaviour.Engagement)
+            else behaviour.engagement(
+                data.events if isinstance(data, AnalyticsData) else (), datetime.now(UTC)
+            )
+        )
         return Engagement(
             sessions_30d=found.sessions,
             page_views_30d=found.page_views,
@@ -269,7 +276,9 @@ class Customer:
     @strawberry.field(description="The open cart, or null when empty (from analytics events).")
     def cart(self) -> Cart | None:
         data = self.behaviour("cart")
-        return Cart.of(behaviour.open_cart(data.events)) if data else None
+        return (
+            Cart.of(behaviour.open_cart(data.events)) if isinstance(data, AnalyticsData) else None
+        )
 
     @strawberry.field(
         description="Per upstream: whether it answered for this request, and how fast."
