@@ -13,9 +13,11 @@ in-process (ASGI) with ``recentEvents``, ``engagement`` and ``cart`` configured
 Timed, alternately, ``--runs`` times each: ``customers(ids: [all])`` with
 ``recentEvents(first: 5)`` and ``engagement`` (served from the store), and the
 yardstick, the same query asking only ``email`` (the profile read and the GraphQL
-work every send pays anyway). Printed: p50 and p99 of each, their ratio, the SQL
-statements that read the events table per query, the analytics upstream calls (must
-be 0), and, for scale, the two store reads alone (the same rows, no GraphQL).
+work every send pays anyway). Printed: p50 and p99 of each, their ratio, each half
+of the query alone, the SQL statements that read the events table per query, the
+analytics upstream calls (must be 0), for scale the two store reads alone (the same
+rows, no GraphQL), and what the store replaces: the same query served by the analytics
+upstream (``--upstream-runs``, one Profiles API call per customer, cache empty).
 Target (issue #21): p50 under 100 ms on the 2-core machine.
 """
 
@@ -34,6 +36,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import httpx
 from sqlalchemy import insert, update
+from starlette.applications import Starlette
 
 from adapters.config import load_upstreams
 from bench.access import AUTH, create_bench_key
@@ -57,6 +60,15 @@ BEHAVIOUR = """query($ids: [ID!]) { customers(ids: $ids) { id
   recentEvents(first: 5) { id name occurredAt }
   engagement { sessions30d pageViews30d lastSeenAt } } }"""
 YARDSTICK = "query($ids: [ID!]) { customers(ids: $ids) { id email } }"
+# The two halves alone, to show where the time goes.
+PARTS = {
+    "recentEvents(first: 5) alone": BEHAVIOUR.replace(
+        "engagement { sessions30d pageViews30d lastSeenAt }", ""
+    ),
+    "engagement alone": BEHAVIOUR.replace("recentEvents(first: 5) { id name occurredAt }", ""),
+}
+STORE = {"recent_events": "store", "engagement": "store", "cart": "store"}
+PATIENT = {"timeout_s": 30.0, "deadline_s": 120.0, "breaker": {"failure_threshold": 1000}}
 _CALLS = ("Page Viewed", "Product Viewed", "Product Viewed", "Product Added", "Product Removed")
 
 
@@ -113,6 +125,23 @@ async def _fill(url: str, samples: SampleUpstreams, events: int) -> list[str]:
     return [str(i) for i in ids]
 
 
+def _app(
+    url: str,
+    samples: SampleUpstreams,
+    fields: dict[str, str],
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> Starlette:
+    raw = example_upstreams()
+    for upstream, table in raw["upstreams"].items():
+        table.update((overrides or {}).get(upstream, {}), base_url=samples.base_urls[upstream])
+    raw["fields"] = fields
+    return create_app(load_settings(database_url=url), upstreams=load_upstreams(raw, DEMO_SECRETS))
+
+
+def _client(app: Starlette) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=asgi(app), base_url="http://gw", headers=AUTH, timeout=300)
+
+
 async def _time(client: httpx.AsyncClient, query: str, ids: list[str]) -> float:
     started = time.perf_counter()
     response = await client.post("/graphql", json={"query": query, "variables": {"ids": ids}})
@@ -128,7 +157,7 @@ def _p(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def run(customers: int, events: int, runs: int) -> None:
+async def run(customers: int, events: int, runs: int, upstream_runs: int = 1) -> None:
     name = f"bench_behaviour_{uuid.uuid4().hex[:8]}"
     await _admin(f'CREATE DATABASE "{name}"')
     base = ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
@@ -137,19 +166,15 @@ async def run(customers: int, events: int, runs: int) -> None:
         with SampleUpstreams(size=customers) as samples:
             await asyncio.to_thread(upgrade, url)
             ids = await _fill(url, samples, events)
-            raw = example_upstreams()
-            for upstream, table in raw["upstreams"].items():
-                table["base_url"] = samples.base_urls[upstream]
-            raw["fields"] = {"recent_events": "store", "engagement": "store", "cart": "store"}
-            app = create_app(
-                load_settings(database_url=url), upstreams=load_upstreams(raw, DEMO_SECRETS)
-            )
-            timings: dict[str, list[float]] = {"behaviour": [], "yardstick": []}
+            app = _app(url, samples, STORE)
+            timings: dict[str, list[float]] = {
+                "behaviour": [],
+                "yardstick": [],
+                **{p: [] for p in PARTS},
+            }
             async with lifespan(app):
                 engine = services_of(app).engine
-                async with httpx.AsyncClient(
-                    transport=asgi(app), base_url="http://gw", headers=AUTH, timeout=60
-                ) as client:
+                async with _client(app) as client:
                     for _ in range(3):  # warm pools, caches and the plan
                         await _time(client, BEHAVIOUR, ids)
                         await _time(client, YARDSTICK, ids)
@@ -160,6 +185,8 @@ async def run(customers: int, events: int, runs: int) -> None:
                     for _ in range(runs):
                         timings["behaviour"].append(await _time(client, BEHAVIOUR, ids))
                         timings["yardstick"].append(await _time(client, YARDSTICK, ids))
+                        for part, query in PARTS.items():
+                            timings[part].append(await _time(client, query, ids))
                     analytics_calls = samples.segment.calls.total
                     other_calls = samples.hubspot.calls.total + samples.shopify.calls.total
                 store = EventStore(engine)
@@ -170,6 +197,15 @@ async def run(customers: int, events: int, runs: int) -> None:
                     await store.recent(keys, 5)
                     await store.engagement(keys, datetime.now(UTC) - ENGAGEMENT_WINDOW)
                     bare.append((time.perf_counter() - started) * 1000)
+            # What the store replaces: the same query through the analytics upstream, one
+            # Profiles API call per customer (its cache emptied: a new app each run).
+            upstream = []
+            for _ in range(upstream_runs):
+                samples.reset()
+                app = _app(url, samples, {}, {"segment": PATIENT})
+                async with lifespan(app), _client(app) as client:
+                    upstream.append(await _time(client, BEHAVIOUR, ids))
+            upstream_calls = samples.segment.calls.total
     finally:
         await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     behaviour, yardstick = timings["behaviour"], timings["yardstick"]
@@ -189,6 +225,17 @@ async def run(customers: int, events: int, runs: int) -> None:
         f"  the two store reads alone (same rows, no GraphQL):  p50 {_p(bare, 0.5):6.1f} ms"
         f"   p99 {_p(bare, 0.99):6.1f} ms"
     )
+    for part in PARTS:
+        print(
+            f"  {part + ', from the store:':<52} p50 {_p(timings[part], 0.5):6.1f} ms"
+            f"   p99 {_p(timings[part], 0.99):6.1f} ms"
+        )
+    if upstream:
+        print(
+            f"  the same query from the analytics upstream:         p50 "
+            f"{statistics.median(upstream):6.1f} ms  ({len(upstream)} runs, "
+            f"{upstream_calls // len(upstream)} Profiles API calls each)"
+        )
     print(f"  SQL statements reading the events table per query: {reads}")
     print(
         f"  analytics upstream calls over {runs + 1} queries: {analytics_calls}"
@@ -203,8 +250,11 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=1000)
     parser.add_argument("--events", type=int, default=20)
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument(
+        "--upstream-runs", type=int, default=1, help="runs of the upstream path, for comparison"
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.customers, args.events, args.runs))
+    asyncio.run(run(args.customers, args.events, args.runs, args.upstream_runs))
 
 
 if __name__ == "__main__":
