@@ -161,35 +161,40 @@ def _ids(customer_ids: Sequence[uuid.UUID]) -> Any:
     return bindparam("ids", list(customer_ids), type_=ARRAY(Uuid()))
 
 
-def _grouped(rows: Iterable[Row[Any]]) -> Events:
-    """Rows by customer, newest first (ties: the later stored first)."""
-    by_customer: dict[uuid.UUID, list[Row[Any]]] = {}
+def _grouped(rows: Iterable[Sequence[Any]]) -> Events:
+    """Rows by customer, newest first (ties: the later stored first). Rows are read as
+    tuples, in ``_COLUMNS`` order: a batch is thousands of them."""
+    by_customer: dict[uuid.UUID, list[tuple[datetime, int, AnalyticsEvent]]] = {}
     for row in rows:
-        by_customer.setdefault(row.customer_id, []).append(row)
+        row_id, customer_id, event_id, kind, occurred_at, stored = row[:6]
+        by_customer.setdefault(customer_id, []).append(
+            (occurred_at, row_id, _record(event_id, kind, occurred_at, stored or {}))
+        )
     return {
-        customer: [_record(row) for row in sorted(found, key=_newest_first, reverse=True)]
+        customer: [event for *_, event in sorted(found, key=_newest_first, reverse=True)]
         for customer, found in by_customer.items()
     }
 
 
-def _newest_first(row: Row[Any]) -> tuple[datetime, int]:
-    return row.occurred_at, row.row_id
+def _newest_first(entry: tuple[datetime, int, AnalyticsEvent]) -> tuple[datetime, int]:
+    return entry[0], entry[1]
 
 
-def _record(row: Row[Any]) -> AnalyticsEvent:
-    stored: dict[str, Any] = row.properties or {}
+def _record(
+    event_id: str, kind: str, occurred_at: datetime, stored: dict[str, Any]
+) -> AnalyticsEvent:
     properties = dict(stored.get("properties") or {})
-    page = row.type == "page"
+    page = kind == "page"
     if page and stored.get("name") is not None:
         # Segment puts a page call's name among its properties too.
         properties.setdefault("name", stored["name"])
     session = properties.get("session_id")
     return AnalyticsEvent(
         source=SOURCE,
-        id=row.event_id,
+        id=event_id,
         type="page" if page else "track",
-        name=PAGE_VIEWED if page else row.type.removeprefix("track:"),
-        timestamp=row.occurred_at,
+        name=PAGE_VIEWED if page else kind.removeprefix("track:"),
+        timestamp=occurred_at,
         session_id=str(session) if session is not None else None,
         properties=properties,
     )
