@@ -34,6 +34,7 @@ from pydantic import (
 __all__ = [
     "BasicAuthConfig",
     "BearerAuthConfig",
+    "BehaviourFields",
     "BreakerConfig",
     "HubSpotConfig",
     "OAuth2ClientCredentialsConfig",
@@ -292,8 +293,27 @@ UpstreamConfig = Annotated[
 ]
 
 
+FieldSource = Literal["upstream", "store"]
+
+
+class BehaviourFields(_Strict):
+    """Where each behavioural field of a customer is read from: ``upstream`` (the
+    analytics upstream, one call per customer at read time) or ``store`` (the events the
+    webhooks and the event stream stored, one query for a whole batch)."""
+
+    recent_events: FieldSource = "upstream"
+    engagement: FieldSource = "upstream"
+    cart: FieldSource = "upstream"
+
+    def stored(self) -> frozenset[str]:
+        """The fields served from the store."""
+        return frozenset(name for name, source in self.model_dump().items() if source == "store")
+
+
 class UpstreamsConfig(_Strict):
     upstreams: dict[UpstreamName, UpstreamConfig] = Field(default_factory=dict)
+    # Upstream by default: a deployment without stream ingestion changes nothing.
+    fields: BehaviourFields = BehaviourFields()
 
     @model_validator(mode="before")
     @classmethod

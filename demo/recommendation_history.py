@@ -1,10 +1,12 @@
 """The demo population's history stored as events, so ``recs build`` has data to learn from.
 
 In production the events table fills from webhooks (Segment track calls, Shopify
-order webhooks). The demo has no traffic, so this writes what those webhooks would
-have delivered for the seeded people: their analytics events in the Segment shape
-and their orders (all of them, older than the analytics window too) in the Shopify
-shape with line items. Idempotent: (source, event_id) is unique, re-runs add nothing.
+order webhooks) and the event stream. The demo has no traffic, so this writes what
+they would have delivered for the seeded people: their analytics events (every track
+and page call, stored as the Segment webhook stores them, so behaviour can also be
+served from the store) and their orders (all of them, older than the analytics window
+too) in the Shopify shape with line items. Idempotent: (source, event_id) is unique,
+re-runs add nothing.
 """
 
 from __future__ import annotations
@@ -24,23 +26,39 @@ from gateway.db.models import Event
 from gateway.recommendations.training.history import History, HistoryReader
 
 _BATCH = 5000
-# Only the events the model reads; page views and checkouts would be dead weight.
-_TRACKED = ("Product Viewed", "Product Added", "Order Completed")
+# The calls the model learns from (what ``recs build`` reads back from the database).
+_TRACKED = ("track:Product Viewed", "track:Product Added", "track:Order Completed")
 
 
-def _rows(person: Person, received_at: datetime) -> Iterator[dict[str, Any]]:
+def segment_rows(person: Person, received_at: datetime) -> Iterator[dict[str, Any]]:
+    """The person's Segment calls as ``events`` rows: a track call as ``track:<event>``
+    with ``{"event", "properties"}``, a page call as ``page`` with ``{"name",
+    "properties"}`` (the demo's page calls carry no page name)."""
     customer_id = customer_id_for(person)
     for event in behaviour(person).events:
-        if event.event in _TRACKED:
-            yield {
-                "customer_id": customer_id,
-                "source": "segment",
-                "event_id": event.message_id,
-                "type": f"track:{event.event}",
-                "occurred_at": event.timestamp,
-                "properties": {"event": event.event, "properties": event.properties},
-                "received_at": received_at,
-            }
+        page = event.type == "page"
+        yield {
+            "customer_id": customer_id,
+            "source": "segment",
+            "event_id": event.message_id,
+            "type": "page" if page else f"track:{event.event}",
+            "occurred_at": event.timestamp,
+            "properties": (
+                {"name": None, "properties": event.properties}
+                if page
+                else {"event": event.event, "properties": event.properties}
+            ),
+            "received_at": received_at,
+        }
+
+
+def _rows(
+    person: Person, received_at: datetime, learnt_only: bool = False
+) -> Iterator[dict[str, Any]]:
+    for row in segment_rows(person, received_at):
+        if not learnt_only or row["type"] in _TRACKED:
+            yield row
+    customer_id = customer_id_for(person)
     for order in orders_for(person):
         yield {
             "customer_id": customer_id,
@@ -98,7 +116,7 @@ def demo_history(people: Sequence[Person]) -> History:
     reader = HistoryReader()
     now = datetime.now(UTC)
     for person in people:
-        for row in _rows(person, now):
+        for row in _rows(person, now, learnt_only=True):
             reader.add(
                 str(row["customer_id"]),
                 row["type"],

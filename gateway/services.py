@@ -29,8 +29,10 @@ from gateway.templates.render import Budgets, Renderer
 from gateway.templates.render_pool import RenderPool
 from gateway.templates.store import TemplateStore, open_templates
 from gateway.upstreams.cache import UpstreamCache, build_cache
+from gateway.upstreams.event_store import EventStore
 from gateway.upstreams.federation import Federation
 from gateway.upstreams.redis_client import RedisGuard, open_client
+from gateway.upstreams.stored_behaviour import StoredBehaviour
 
 
 @dataclass(slots=True)
@@ -41,6 +43,8 @@ class Services:
     engine: AsyncEngine
     customers: CachedCustomers
     federation: Federation
+    # The behavioural fields configured to be read from the stored events.
+    stored_behaviour: StoredBehaviour
     renderer: Renderer
     templates: TemplateStore
     notifications: Notifications
@@ -100,6 +104,7 @@ class Services:
             engine=engine,
             customers=customers,
             federation=federation,
+            stored_behaviour=StoredBehaviour(EventStore(engine), config.fields),
             renderer=renderer,
             templates=open_templates(sessions, renderer),
             notifications=notifications,

@@ -43,6 +43,6 @@ class Context:
             request=request,
             response=response,
             services=services,
-            loaders=Loaders(services.federation),
+            loaders=Loaders(services.federation, services.stored_behaviour),
             principal=principal_of(request.scope),
         )

@@ -5,6 +5,10 @@ answer for the rest of the request, so every field of one upstream shares a sing
 fetch, and a batch of customers shares one call per page of the upstream. A batch of
 more than ``SLICE`` customers is read in slices started one per turn of the event loop:
 reading 1,000 customers' cached answers at once held the loop for 30 ms or more.
+
+The behavioural fields (``recent_events``, ``engagement``, ``cart``) each have a loader
+of their own: the analytics upstream's, shared by all three, unless the configuration
+serves that field from the store, where one query reads it for the whole batch.
 """
 
 from __future__ import annotations
@@ -18,11 +22,14 @@ from strawberry.dataloader import DataLoader
 
 from adapters.records import CommerceCustomer, CrmContact, Order
 from gateway.profiles.customers import CustomerProfile
+from gateway.upstreams.behaviour import Engagement
 from gateway.upstreams.federation import AnalyticsData, Federation, Outcome
+from gateway.upstreams.stored_behaviour import StoredBehaviour
 
 T = TypeVar("T")
 V = TypeVar("V")
 SLICE = 200  # a multiple of the upstreams' pages (HubSpot 100, Shopify 50): no more calls
+BEHAVIOUR = frozenset({"recent_events", "engagement", "cart"})
 
 
 def _key(customer: CustomerProfile) -> object:
@@ -48,8 +55,9 @@ class Loaders:
     """Made per request and built on first use: most requests ask one or two upstreams,
     and a loader made but not used is work thrown away with the request."""
 
-    def __init__(self, federation: Federation) -> None:
+    def __init__(self, federation: Federation, stored: StoredBehaviour | None = None) -> None:
         self._federation = federation
+        self._stored = stored
         # Every upstream answer this request used, for how long the reply stays fresh.
         self.answered: list[Outcome[Any]] = []
 
@@ -80,6 +88,47 @@ class Loaders:
     @cached_property
     def analytics(self) -> DataLoader[CustomerProfile, Outcome[AnalyticsData]]:
         return DataLoader(self._recorded(_sliced(self._federation.analytics)), cache_key_fn=_key)
+
+    # Stored data has no time to live: what the store answers is not ``answered``.
+    @cached_property
+    def stored_events(self) -> DataLoader[tuple[CustomerProfile, int], Outcome[AnalyticsData]]:
+        """Keyed by (customer, how many newest events the selection reads)."""
+        stored = self._stored
+        assert stored is not None
+
+        async def load(keys: Sequence[tuple[CustomerProfile, int]]) -> list[Outcome[AnalyticsData]]:
+            by_depth: dict[int, list[CustomerProfile]] = {}
+            for customer, depth in keys:
+                by_depth.setdefault(depth, []).append(customer)
+            found: dict[tuple[object, int], Outcome[AnalyticsData]] = {}
+            for depth, customers in by_depth.items():  # one depth per selection: one query
+                outcomes = await stored.recent_events(customers, depth)
+                found.update(((c.id, depth), o) for c, o in zip(customers, outcomes, strict=True))
+            return [found[(customer.id, depth)] for customer, depth in keys]
+
+        return DataLoader(load, cache_key_fn=lambda key: (key[0].id, key[1]))
+
+    @cached_property
+    def stored_engagement(self) -> DataLoader[CustomerProfile, Outcome[Engagement]]:
+        assert self._stored is not None
+        return DataLoader(self._stored.engagement, cache_key_fn=_key)
+
+    @cached_property
+    def stored_cart(self) -> DataLoader[CustomerProfile, Outcome[AnalyticsData]]:
+        assert self._stored is not None
+        return DataLoader(self._stored.cart, cache_key_fn=_key)
+
+    def load(self, name: str, customer: CustomerProfile, depth: int = 0) -> Awaitable[Outcome[Any]]:
+        """What loader ``name`` answers for ``customer``: a behavioural field from the
+        store when configured so (``depth``: the newest events its selection reads),
+        else from the analytics upstream; any other name is its upstream's loader."""
+        if name in BEHAVIOUR:
+            if self._stored is None or not self._stored.serves(name):
+                return self.analytics.load(customer)
+            if name == "recent_events":
+                return self.stored_events.load((customer, depth))
+            return self.named(f"stored_{name}").load(customer)
+        return self.named(name).load(customer)
 
     def fresh_for(self) -> int:
         """Whole seconds the upstream data this request used stays fresh."""

@@ -152,3 +152,16 @@ def test_file_errors(tmp_path: Path) -> None:
     broken.write_text("[upstreams.hubspot\nkind = ")
     with pytest.raises(UpstreamsConfigError, match="not valid TOML"):
         load_upstreams_file(broken, ENV)
+
+
+def test_behavioural_fields_are_read_from_the_upstream_unless_configured_store() -> None:
+    assert load_upstreams(hubspot(), ENV).fields.stored() == frozenset()
+    assert load_upstreams_file(EXAMPLE, ENV).fields.stored() == frozenset()
+    config = load_upstreams({**hubspot(), "fields": {"engagement": "store"}}, ENV)
+    assert config.fields.stored() == {"engagement"}
+    assert problems({**hubspot(), "fields": {"cart": "warehouse"}}) == [
+        "fields.cart: Input should be 'upstream' or 'store'"
+    ]
+    assert problems({**hubspot(), "fields": {"orders": "store"}}) == [
+        "fields.orders: Extra inputs are not permitted"
+    ]

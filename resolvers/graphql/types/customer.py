@@ -17,10 +17,12 @@ from adapters.records import Order as OrderRecord
 from gateway.privacy import consent
 from gateway.profiles.customers import CustomerProfile
 from gateway.upstreams import behaviour
-from gateway.upstreams.federation import AnalyticsData, Outcome, SourceStatus
+from gateway.upstreams.federation import EVENTS_WINDOW, AnalyticsData, Outcome, SourceStatus
 from gateway.upstreams.fields import FIELD_LOADERS as SNAKE_FIELD_LOADERS
+from gateway.upstreams.stored_behaviour import STORE
 from resolvers.graphql.access import sees_profiles
 from resolvers.graphql.context import Context
+from resolvers.graphql.loaders import BEHAVIOUR
 from resolvers.graphql.types.federated import Cart, Engagement, Event, Money, Order, Source
 from resolvers.graphql.types.identity import customer_attributes, customer_identity_links
 from resolvers.graphql.types.privacy import Consent, ConsentStatement
@@ -30,11 +32,15 @@ from resolvers.graphql.types.render import render_customer
 GatewayInfo = Info[Context, None]
 MAX_ORDERS = 50
 MAX_EVENTS = 200
+FIRST_EVENTS = 10  # recentEvents(first) by default
 
 # Which loader (and so which upstream) serves each Customer field, by GraphQL name:
-# a query only calls the upstreams it selects.
+# a query only calls the upstreams it selects. Each behavioural field names its own
+# loader: the analytics upstream's (shared) or, as configured, the store's.
 FIELD_LOADERS: dict[str, str] = {
-    to_camel_case(name): loader for name, loader in SNAKE_FIELD_LOADERS.items() if loader
+    to_camel_case(name): name if name in BEHAVIOUR else loader
+    for name, loader in SNAKE_FIELD_LOADERS.items()
+    if loader
 }
 # Worst first: the status a source shows when several of its reads disagree.
 _SEVERITY = [SourceStatus.FAILED, SourceStatus.STALE, SourceStatus.OK, SourceStatus.CACHED]
@@ -49,6 +55,20 @@ def loaders_selected(selections: Iterable[Selection]) -> frozenset[str]:
         elif isinstance(selection, SelectedField) and selection.name in FIELD_LOADERS:
             names.add(FIELD_LOADERS[selection.name])
     return frozenset(names)
+
+
+def events_depth(selections: Iterable[Selection]) -> int:
+    """How many of a customer's newest events the ``recentEvents`` of a selection read:
+    its largest ``first``, or the upstream path's whole window under a ``type`` filter
+    (the newest events of that type among them, as the upstream path answers)."""
+    depth = 0
+    for selection in selections:
+        if isinstance(selection, (FragmentSpread, InlineFragment)):
+            depth = max(depth, events_depth(selection.selections))
+        elif isinstance(selection, SelectedField) and selection.name == "recentEvents":
+            window = EVENTS_WINDOW if selection.arguments.get("type") is not None else 0
+            depth = max(depth, _first(selection.arguments.get("first", FIRST_EVENTS)), window)
+    return depth
 
 
 @strawberry.type(description="The id a source system knows this customer by.")
@@ -97,6 +117,8 @@ class Customer:
 
     profile: strawberry.Private[CustomerProfile]
     needed: strawberry.Private[frozenset[str]]
+    # The newest events `recentEvents` reads, when the store serves it.
+    depth: strawberry.Private[int]
     # What each needed loader answered, filled by `load_selected` before fields resolve:
     # upstream fields then resolve synchronously, which keeps big batches cheap.
     outcomes: strawberry.Private[dict[str, Outcome[Any]]]
@@ -110,9 +132,11 @@ class Customer:
     date_of_birth = _crm_field("date_of_birth", date, "Date of birth")
 
     @classmethod
-    def from_profile(cls, profile: CustomerProfile, needed: frozenset[str]) -> Customer:
+    def from_profile(
+        cls, profile: CustomerProfile, needed: frozenset[str], depth: int = 0
+    ) -> Customer:
         """Not loaded yet: `shaped_customers` builds and loads, and is the way to use this."""
-        if "analytics" in needed and not consent.has_stored(
+        if needed & BEHAVIOUR and not consent.has_stored(
             consent.Purpose.PERSONALISATION, profile.consents
         ):
             needed = needed | {"crm"}  # behaviour is served only on a yes: ask the CRM
@@ -130,6 +154,7 @@ class Customer:
             ],
             profile=profile,
             needed=needed,
+            depth=depth,
             outcomes={},
         )
 
@@ -141,12 +166,13 @@ class Customer:
             raise RuntimeError(f"the {name!r} loader did not run for this Customer's selection")
         return outcome.unwrap()
 
-    def behaviour(self) -> AnalyticsData | None:
-        """Analytics data, only with personalisation consent: without it, behavioural
-        fields answer as for a customer with no history."""
+    def behaviour(self, field: str) -> AnalyticsData | behaviour.Engagement | None:
+        """The events behavioural ``field`` reads (from the analytics upstream or the
+        store), only with personalisation consent: without it, behavioural fields answer
+        as for a customer with no history."""
         if not self.permits(consent.Purpose.PERSONALISATION):
             return None
-        data: AnalyticsData | None = self.loaded("analytics")
+        data: AnalyticsData | behaviour.Engagement | None = self.loaded(field)
         return data
 
     def crm_for_consent(self) -> CrmContact | None:
@@ -221,17 +247,26 @@ class Customer:
         description="Most recent events first, optionally of one type, e.g. "
         "'Product Viewed' (from analytics)."
     )
-    def recent_events(self, first: int = 10, type: str | None = None) -> list[Event] | None:
-        data = self.behaviour()
-        if data is None:
+    def recent_events(
+        self, first: int = FIRST_EVENTS, type: str | None = None
+    ) -> list[Event] | None:
+        data = self.behaviour("recent_events")
+        if not isinstance(data, AnalyticsData):
             return []
         events = [e for e in data.events if type is None or type in (e.name, e.type)]
         return [Event.of(e) for e in events[: _clamp(first, MAX_EVENTS)]]
 
     @strawberry.field(description="Sessions and page views in the last 30 days (from analytics).")
     def engagement(self) -> Engagement | None:
-        data = self.behaviour()
-        found = behaviour.engagement(data.events if data else (), datetime.now(UTC))
+        data = self.behaviour("engagement")
+        # The store counts it (one row per customer); the upstream's events are counted here.
+        found = (
+            data
+            if isinstance(data, behaviour.Engagement)
+            else behaviour.engagement(
+                data.events if isinstance(data, AnalyticsData) else (), datetime.now(UTC)
+            )
+        )
         return Engagement(
             sessions_30d=found.sessions,
             page_views_30d=found.page_views,
@@ -240,8 +275,10 @@ class Customer:
 
     @strawberry.field(description="The open cart, or null when empty (from analytics events).")
     def cart(self) -> Cart | None:
-        data = self.behaviour()
-        return Cart.of(behaviour.open_cart(data.events)) if data else None
+        data = self.behaviour("cart")
+        return (
+            Cart.of(behaviour.open_cart(data.events)) if isinstance(data, AnalyticsData) else None
+        )
 
     @strawberry.field(
         description="Per upstream: whether it answered for this request, and how fast."
@@ -254,14 +291,26 @@ class Customer:
             if current is None or _SEVERITY.index(outcome.status) < _SEVERITY.index(current.status):
                 worst[outcome.upstream] = outcome
         now = datetime.now(UTC)
+        kinds = {name: adapter.kind for name, adapter in federation.adapters.items()}
+        if info.context.services.stored_behaviour.fields:
+            kinds[STORE] = "analytics"  # the stored events, for the fields configured so
         return [
-            Source.of(worst[name], now) if name in worst else Source.skipped(name, adapter.kind)
-            for name, adapter in federation.adapters.items()
+            Source.of(worst[name], now) if name in worst else Source.skipped(name, kind)
+            for name, kind in kinds.items()
         ]
 
 
 def _clamp(first: int, most: int) -> int:
     return max(0, min(first, most))
+
+
+def _first(value: object) -> int:
+    """A ``first`` argument as a selection holds it: a variable's value, or a literal's
+    text (``"5"``); the most there is when unreadable (more read, never fewer)."""
+    try:
+        return _clamp(int(str(value)), MAX_EVENTS)
+    except ValueError:
+        return MAX_EVENTS
 
 
 # Selections per (parsed operation, field): the parser cache hands back the same
@@ -295,7 +344,12 @@ async def shaped_customers(
     answered (each upstream once for the whole list). A key that may not read profiles
     sees only the id (resolvers/graphql/access.py): nothing is fetched upstream for it."""
     needed = selection_of(info) if sees_profiles(info.context.principal) else frozenset()
-    shaped = [Customer.from_profile(p, needed) if p is not None else None for p in profiles]
+    depth = (
+        max((events_depth(f.selections) for f in info.selected_fields), default=0)
+        if "recent_events" in needed
+        else 0
+    )
+    shaped = [Customer.from_profile(p, needed, depth) if p is not None else None for p in profiles]
     await load_selected(shaped, info)
     return shaped
 
@@ -317,7 +371,10 @@ async def load_selected(customers: Iterable[Customer | None], info: GatewayInfo)
         for name in customer.needed
     ]
     results = await asyncio.gather(
-        *(info.context.loaders.named(name).load(customer.profile) for customer, name in jobs)
+        *(
+            info.context.loaders.load(name, customer.profile, customer.depth)
+            for customer, name in jobs
+        )
     )
     for (customer, name), outcome in zip(jobs, results, strict=True):
         customer.outcomes[name] = outcome

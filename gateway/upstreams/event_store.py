@@ -1,0 +1,203 @@
+"""The stored Segment calls, read back as the analytics records the upstream answers.
+
+The repository behind behaviour served from the store: the ``events`` rows the Segment
+webhook and the event stream write (``type`` ``track:<event>`` or ``page``, the call's
+``properties`` under ``properties``), for a whole batch of customers in one query each.
+Rows become ``AnalyticsEvent``s, so the same pure function (``behaviour.open_cart``)
+and the same fields serve both paths. Engagement is counted by the database (one row
+per customer, not every event of the last 30 days), with ``behaviour.engagement``'s
+rules; the tests hold the two equal.
+
+A row belongs to the unified customer it is linked to: a merge moves the events of
+every folded customer onto the one kept, and an erasure deletes them, so reading by
+``customer_id`` is reading every identity of the customer, and nothing of an erased one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Select,
+    Uuid,
+    any_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import Executable
+
+from adapters.records import AnalyticsEvent
+from gateway.db.models import Event
+from gateway.upstreams.behaviour import Engagement
+
+SOURCE = "segment"  # the source the Segment webhook and the event stream store calls under
+PAGE_VIEWED = "Page Viewed"  # a page call, named as Segment's e-commerce spec names it
+# The calls that make or empty a cart (``behaviour.open_cart``).
+CART_EVENTS = ("Product Added", "Product Removed", "Order Completed")
+# Behaviour: track and page calls; identify calls carry traits, not activity.
+_BEHAVIOURAL = or_(Event.type.like("track:%"), Event.type == "page")
+
+Events = dict[uuid.UUID, list[AnalyticsEvent]]
+
+
+class EventStore:
+    """Reads of the ``events`` table for behaviour; each call is one query."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        # Postgres takes the ids as one array parameter (the statement is compiled
+        # once, whatever the batch size) and walks each customer's index backwards,
+        # LIMIT n (LATERAL): the cost follows the rows answered, not the customer's
+        # whole history. SQLite has no LATERAL: a window function ranks the rows.
+        self._postgres = engine.dialect.name == "postgresql"
+
+    async def recent(self, customer_ids: Sequence[uuid.UUID], depth: int) -> Events:
+        """Each customer's ``depth`` newest track and page calls, newest first."""
+        return await self._newest(customer_ids, _BEHAVIOURAL, depth)
+
+    async def cart(self, customer_ids: Sequence[uuid.UUID], depth: int) -> Events:
+        """Each customer's ``depth`` newest cart calls (added, removed, order completed),
+        newest first: what ``open_cart`` needs, without the browsing in between."""
+        kinds = [f"track:{name}" for name in CART_EVENTS]
+        return await self._newest(customer_ids, Event.type.in_(kinds), depth)
+
+    async def engagement(
+        self, customer_ids: Sequence[uuid.UUID], since: datetime
+    ) -> dict[uuid.UUID, Engagement]:
+        """Each customer's engagement from ``since`` on, as ``behaviour.engagement``
+        counts it over their calls: distinct (non-empty) session ids and page views in
+        the window, and their newest call ever. Customers without a call are absent."""
+        if not customer_ids:
+            return {}
+        recent = Event.occurred_at >= since
+        page = or_(Event.type == "page", Event.type == f"track:{PAGE_VIEWED}")
+        query = (
+            select(
+                Event.customer_id,
+                func.count(func.distinct(case((recent, func.nullif(_SESSION_ID, ""))))).label(
+                    "sessions"
+                ),
+                func.count(case((recent & page, 1))).label("page_views"),
+                func.max(Event.occurred_at).label("last_seen_at"),
+            )
+            .where(self._among(customer_ids), Event.source == SOURCE, _BEHAVIOURAL)
+            .group_by(Event.customer_id)
+        )
+        return {
+            row.customer_id: Engagement(row.sessions, row.page_views, row.last_seen_at)
+            for row in await self._rows(query)
+        }
+
+    async def _newest(
+        self, customer_ids: Sequence[uuid.UUID], where: ColumnElement[bool], depth: int
+    ) -> Events:
+        if depth <= 0 or not customer_ids:
+            return {}
+        properties = Event.properties.label("properties")
+        query: Select[Any]
+        if self._postgres:
+            wanted = (
+                func.unnest(_ids(customer_ids)).table_valued("id", name="wanted").render_derived()
+            )
+            newest = (
+                select(*_COLUMNS, properties)
+                .where(Event.customer_id == wanted.c.id, Event.source == SOURCE, where)
+                .order_by(Event.occurred_at.desc(), Event.id.desc())
+                .limit(depth)
+                .lateral("newest")
+            )
+            query = select(newest).select_from(wanted).join(newest, true())
+        else:
+            rank = (
+                func.row_number()
+                .over(
+                    partition_by=Event.customer_id,
+                    order_by=(Event.occurred_at.desc(), Event.id.desc()),
+                )
+                .label("rank")
+            )
+            ranked = (
+                select(*_COLUMNS, properties, rank)
+                .where(self._among(customer_ids), Event.source == SOURCE, where)
+                .subquery("ranked")
+            )
+            query = select(ranked).where(ranked.c.rank <= depth)
+        return _grouped(await self._rows(query))
+
+    def _among(self, customer_ids: Sequence[uuid.UUID]) -> ColumnElement[bool]:
+        if self._postgres:
+            return Event.customer_id == any_(_ids(customer_ids))
+        return Event.customer_id.in_(list(customer_ids))
+
+    async def _rows(self, query: Executable) -> Sequence[Row[Any]]:
+        async with self._engine.connect() as connection:
+            rows: Sequence[Row[Any]] = (await connection.execute(query)).all()
+            return rows
+
+
+_COLUMNS = (
+    Event.id.label("row_id"),
+    Event.customer_id,
+    Event.event_id,
+    Event.type,
+    Event.occurred_at,
+)
+# The session id as the demo and most Segment sources send it: in the call's properties.
+_SESSION_ID = Event.properties[("properties", "session_id")].as_string()
+
+
+def _ids(customer_ids: Sequence[uuid.UUID]) -> Any:
+    return bindparam("ids", list(customer_ids), type_=ARRAY(Uuid()))
+
+
+def _grouped(rows: Iterable[Sequence[Any]]) -> Events:
+    """Rows by customer, newest first (ties: the later stored first). Rows are read as
+    tuples, in ``_COLUMNS`` order: a batch is thousands of them."""
+    by_customer: dict[uuid.UUID, list[tuple[datetime, int, AnalyticsEvent]]] = {}
+    for row in rows:
+        row_id, customer_id, event_id, kind, occurred_at, stored = row[:6]
+        by_customer.setdefault(customer_id, []).append(
+            (occurred_at, row_id, _record(event_id, kind, occurred_at, stored or {}))
+        )
+    return {
+        customer: [event for *_, event in sorted(found, key=_newest_first, reverse=True)]
+        for customer, found in by_customer.items()
+    }
+
+
+def _newest_first(entry: tuple[datetime, int, AnalyticsEvent]) -> tuple[datetime, int]:
+    return entry[0], entry[1]
+
+
+def _record(
+    event_id: str, kind: str, occurred_at: datetime, stored: dict[str, Any]
+) -> AnalyticsEvent:
+    properties = dict(stored.get("properties") or {})
+    page = kind == "page"
+    if page and stored.get("name") is not None:
+        # Segment puts a page call's name among its properties too.
+        properties.setdefault("name", stored["name"])
+    session = properties.get("session_id")
+    return AnalyticsEvent(
+        source=SOURCE,
+        id=event_id,
+        type="page" if page else "track",
+        name=PAGE_VIEWED if page else kind.removeprefix("track:"),
+        timestamp=occurred_at,
+        session_id=str(session) if session is not None else None,
+        properties=properties,
+    )
+
+
+__all__ = ["CART_EVENTS", "SOURCE", "EventStore"]
