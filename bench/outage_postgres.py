@@ -30,8 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import harness
-from bench.access import BENCH_KEY
+from bench.support import harness
+from bench.support.access import BENCH_KEY
 from demo.people.population import population
 from demo.wiring import prepare
 from gateway.db.migrate import upgrade

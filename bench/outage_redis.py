@@ -32,8 +32,8 @@ from pathlib import Path
 
 import httpx
 
-from bench import harness
-from bench.access import AUTH
+from bench.support import harness
+from bench.support.access import AUTH
 from tests.faults.redis_server import RedisServer
 
 READ = "query($e: String!) { customer(email: $e) { email firstName lifecycleStage } }"

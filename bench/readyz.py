@@ -35,10 +35,10 @@ from typing import Any
 
 import httpx
 
-from bench import harness
-from bench.access import AUTH
-from bench.harness import get_on_new_connection, spread
 from bench.load import SINGLE
+from bench.support import harness
+from bench.support.access import AUTH
+from bench.support.harness import get_on_new_connection, spread
 from demo.people.population import population
 from gateway.db.migrate import upgrade
 from tests.faults.postgres_cluster import PostgresCluster

@@ -28,7 +28,7 @@ import httpx
 import liquid
 from sqlalchemy import select
 
-from bench.access import AUTH, create_bench_key
+from bench.support.access import AUTH, create_bench_key
 from demo.seed import seed
 from demo.upstreams.runner import SampleUpstreams
 from demo.wiring import sample_upstreams_config

@@ -30,9 +30,9 @@ from typing import Any
 
 import httpx
 
-from bench import harness
-from bench.access import AUTH
-from bench.harness import get_on_new_connection, spread
+from bench.support import harness
+from bench.support.access import AUTH
+from bench.support.harness import get_on_new_connection, spread
 
 SIZE = 1000
 TARGET_MS = 100.0

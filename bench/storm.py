@@ -33,7 +33,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from bench import harness
+from bench.support import harness
 
 SECRET = secrets.token_hex(16)
 FIRST_NAMES = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken")

@@ -24,12 +24,12 @@ from typing import Any
 
 from sqlalchemy import select
 
-from bench.access import create_bench_key
+from bench.support.access import create_bench_key
 from demo.people.population import population
 from demo.wiring import DEMO_SECRETS, example_upstreams
 from tests.served import free_port, wait_until_served
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ADMIN_URL = os.environ.get(
     "GATEWAY_TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )

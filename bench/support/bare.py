@@ -1,6 +1,6 @@
 """The baseline for bench/load: a bare Starlette endpoint returning fixed JSON bytes.
 
-Served by ``uvicorn bench.bare:app --workers 2`` exactly like the gateway, so the
+Served by ``uvicorn bench.support.bare:app --workers 2`` exactly like the gateway, so the
 ratio gateway / bare measures what the gateway adds, not the machine.
 """
 
