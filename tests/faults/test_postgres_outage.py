@@ -36,7 +36,7 @@ from gateway.settings import load_settings
 from resolvers.app import create_app
 from resolvers.http.error_boundary import ErrorBoundary
 from tests.conftest import FAST, clean_redis, redis_database_url
-from tests.faults.keepalive import KeepAliveConnection
+from tests.faults.keepalive import Answer, KeepAliveConnection
 from tests.faults.outage_load import Load, tally, wait_until
 from tests.faults.postgres_cluster import PostgresCluster, free_port
 from tests.in_process import opened_by, services_of
@@ -117,7 +117,7 @@ async def test_a_postgres_outage_serves_cached_profiles_and_answers_503_otherwis
                 finally:
                     await probe.close()
 
-            async def get(path: str, key: str) -> Any:
+            async def get(path: str, key: str) -> Answer:
                 # A connection each: uvicorn closes one left idle for 5 s, as it should.
                 probe = KeepAliveConnection("127.0.0.1", port)
                 try:

@@ -143,7 +143,7 @@ async def test_after_merge_and_forget_no_identifier_brings_the_person_back(
     # Two e-mails, two phones, three source ids.
     assert forgotten["data"]["forgetCustomer"]["tombstones"] >= 7
 
-    attempts = {
+    attempts: dict[str, dict[str, Any]] = {
         "email a": {"email": person.email_a},
         "email b (merged in)": {"email": person.email_b.upper()},
         "phone a": {"phone": person.phone_a},
@@ -282,7 +282,7 @@ async def test_unlinked_events_naming_the_person_go_with_them_and_stay_out(
 ) -> None:
     person = await merged_person(gw)
     device = f"anon-{uuid.uuid4().hex}"
-    stored = {
+    stored: dict[str, dict[str, Any]] = {
         # Anonymous, naming the merged-in e-mail in context.traits.
         "traits": {
             "type": "track",
@@ -329,7 +329,7 @@ async def test_unlinked_events_naming_the_person_go_with_them_and_stay_out(
     assert forgotten["data"]["forgetCustomer"]["events"] == len(ids)
     assert await _events(database_url, ids) == 0
 
-    later = {
+    later: dict[str, dict[str, Any]] = {
         "traits e-mail": {"traits": {"email": person.email_a.upper()}},
         "properties e-mail": {"properties": {"email": person.email_b}},
         "device": {"anonymousId": device},
@@ -347,7 +347,11 @@ async def test_unlinked_events_naming_the_person_go_with_them_and_stay_out(
         assert response.json()["events"][0]["status"] == "erased", (what, response.text)
         assert await _events(database_url, [event["messageId"]]) == 0, what
     # Someone else's anonymous activity is still kept.
-    other = {"type": "track", "event": "Page Viewed", "messageId": str(uuid.uuid4())}
+    other: dict[str, Any] = {
+        "type": "track",
+        "event": "Page Viewed",
+        "messageId": str(uuid.uuid4()),
+    }
     other |= {"anonymousId": "anon-other", "traits": {"email": unique_email()}}
     assert (await gw.post(**segment_request(other))).json()["events"][0]["status"] == "processed"
 

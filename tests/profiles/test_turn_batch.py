@@ -35,7 +35,7 @@ async def test_callers_of_one_turn_share_one_fetch_and_get_their_own_keys() -> N
     got = await asyncio.gather(
         batch.get_many(["a"]), batch.get_many(["b", "a"]), batch.get_many(["zz"])
     )
-    assert got == [{"a": 1}, {"b": 2, "a": 1}, {}]
+    assert list(got) == [{"a": 1}, {"b": 2, "a": 1}, {}]
     assert store.fetches == [["a", "b", "zz"]]
     assert await batch.get_many([]) == {}
 
@@ -87,7 +87,7 @@ async def test_a_large_turn_is_fetched_in_slices() -> None:
     store.values = {f"k{i}": i for i in range(5)}
     batch = TurnBatch(store.fetch, most=2)
     got = await asyncio.gather(batch.get_many(["k0", "k1", "k2"]), batch.get_many(["k3", "k4"]))
-    assert got == [{"k0": 0, "k1": 1, "k2": 2}, {"k3": 3, "k4": 4}]
+    assert list(got) == [{"k0": 0, "k1": 1, "k2": 2}, {"k3": 3, "k4": 4}]
     assert sorted(len(keys) for keys in store.fetches) == [1, 2, 2]
 
 

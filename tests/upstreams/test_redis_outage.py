@@ -361,7 +361,7 @@ async def test_the_redis_client_is_configured_to_survive_restarts(
         assert kwargs["socket_timeout"] == 0.25
         assert kwargs["socket_connect_timeout"] == 0.25
         assert kwargs["health_check_interval"] > 0
-        connection = guard.client.connection_pool.make_connection()
+        connection = guard.client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
         assert connection.retry._retries >= 1
         assert isinstance(guard.client, aioredis.Redis)
     finally:
