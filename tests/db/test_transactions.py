@@ -30,7 +30,7 @@ from gateway.identity.resolution import _LOCK_NAMESPACE, _stripe
 from gateway.settings import load_settings
 from tests.conftest import unique_email
 from tests.in_process import asgi, lifespan
-from tests.ingest.test_webhooks import BASE, realtime_app, shopify_request
+from tests.ingest.webhook_requests import BASE, realtime_app, shopify_request
 
 # --- what is transient -------------------------------------------------------------------
 
