@@ -1,7 +1,7 @@
 """The circuit breaker: opens on failures, refuses without calling, half-opens, closes.
 
-Against the real samples (counters prove "without calling") and, for the state
-machine's edges, with a hand-driven clock.
+Against the real samples (counters prove "without calling"), with a hand-driven clock
+for the cool-down, and the state machine's edges alone.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import pytest
 from adapters.errors import CircuitOpen, UpstreamBadResponse, UpstreamUnavailable
 from adapters.transport.breaker import BreakerState, CircuitBreaker
 from demo.upstreams.runner import SampleUpstreams
+from tests.fake_clock import FakeClock
 
 Build = Callable[..., Any]
 CONTACT = "GET /crm/v3/objects/contacts/{id}"
-BREAKER = {"failure_threshold": 3, "reset_timeout_s": 0.3}
+BREAKER = {"failure_threshold": 3, "reset_timeout_s": 30}
 
 
 def state(breaker: CircuitBreaker) -> BreakerState:
@@ -30,7 +31,8 @@ def state(breaker: CircuitBreaker) -> BreakerState:
 async def test_opens_refuses_half_opens_and_closes(
     build: Build, upstreams: SampleUpstreams
 ) -> None:
-    crm = build("hubspot", breaker=BREAKER)
+    clock = FakeClock()
+    crm = build("hubspot", breaker=BREAKER, clock=clock)
     person_id = upstreams.people[1].hubspot_id
     upstreams.hubspot.faults.update(error_rate=1.0, error_status=503)
 
@@ -48,7 +50,9 @@ async def test_opens_refuses_half_opens_and_closes(
     assert upstreams.hubspot.calls.count(CONTACT) == 3
 
     # After the cool-down one probe goes through; it succeeds and closes the circuit.
-    await asyncio.sleep(0.35)
+    clock.advance(29)
+    assert state(crm.breaker) is BreakerState.OPEN
+    clock.advance(1)
     assert state(crm.breaker) is BreakerState.HALF_OPEN
     upstreams.hubspot.faults.reset()
     assert await crm.fetch_contact(person_id) is not None
@@ -59,12 +63,13 @@ async def test_opens_refuses_half_opens_and_closes(
 async def test_failed_probe_reopens_after_one_call(
     build: Build, upstreams: SampleUpstreams
 ) -> None:
-    crm = build("soap_crm", breaker=BREAKER)
+    clock = FakeClock()
+    crm = build("soap_crm", breaker=BREAKER, clock=clock)
     upstreams.soap_crm.faults.update(soap_fault=True)
     with pytest.raises(UpstreamUnavailable):
         await crm.fetch_contact("C-000001")
     assert upstreams.soap_crm.calls.operation("GetContact") == 3
-    await asyncio.sleep(0.35)
+    clock.advance(30)
     with pytest.raises(UpstreamUnavailable) as probe:
         await crm.fetch_contact("C-000001")
     assert not isinstance(probe.value, CircuitOpen)  # the probe's own failure
@@ -75,14 +80,15 @@ async def test_failed_probe_reopens_after_one_call(
 async def test_half_open_lets_a_single_probe_through(
     build: Build, upstreams: SampleUpstreams
 ) -> None:
-    shop = build("shopify", breaker=BREAKER, retries=0)
+    clock = FakeClock()
+    shop = build("shopify", breaker=BREAKER, retries=0, clock=clock)
     customer = str(upstreams.people[2].shopify_id)
     upstreams.shopify.faults.update(error_rate=1.0, error_status=500)
     for _ in range(3):
         with pytest.raises(UpstreamUnavailable):
             await shop.fetch_orders(customer)
     assert state(shop.breaker) is BreakerState.OPEN
-    await asyncio.sleep(0.35)
+    clock.advance(30)
     upstreams.shopify.faults.reset()
     upstreams.shopify.faults.update(latency_ms=150)
     results = await asyncio.gather(
@@ -104,16 +110,8 @@ async def test_answers_that_are_not_outages_do_not_open_it(
     assert state(crm.breaker) is BreakerState.CLOSED
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_state_machine_with_a_clock() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     breaker = CircuitBreaker("x", failure_threshold=2, reset_timeout_s=10, clock=clock)
     breaker.before_call()
     breaker.record_failure()

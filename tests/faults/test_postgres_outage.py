@@ -146,10 +146,11 @@ async def test_a_postgres_outage_serves_cached_profiles_and_answers_503_otherwis
             )
             stop = asyncio.Event()
             running = asyncio.create_task(load.run(CLIENTS, stop))
+            # Real time on purpose: load before, during and after a real Postgres outage.
             await asyncio.sleep(1.5)
             load.phase = "down"
             await asyncio.to_thread(cluster.stop_immediately)
-            await asyncio.sleep(4)
+            await asyncio.sleep(4)  # the outage lasts past the pool's real timeouts
             during_revoked = await get(f"/api/v1/users/{warm[1].email}/profile", revoked)
             never_verified = "gwk_" + secrets.token_urlsafe(32)  # right shape, never seen
             cold = people[-2].email
@@ -169,7 +170,7 @@ async def test_a_postgres_outage_serves_cached_profiles_and_answers_503_otherwis
                 return (await get(f"/api/v1/users/{cold}/profile", reader)).status == 200
 
             recovered = await wait_until(uncached_served, 20)
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(1.5)  # load after recovery, to count its errors
             stop.set()
             await running
 

@@ -46,9 +46,10 @@ async def test_a_caller_after_the_fetch_began_reads_again_and_sees_a_later_write
     batch = TurnBatch(store.fetch)
     first = asyncio.create_task(batch.get_many(["a"]))
     await store.fetching.wait()
+    store.fetching.clear()
     store.values["a"] = 10  # written after the first read began
     second = asyncio.create_task(batch.get_many(["a"]))
-    await asyncio.sleep(0.01)
+    await store.fetching.wait()  # the second caller's own fetch began, the first still held
     store.release.set()
     assert await first == {"a": 1}
     assert await second == {"a": 10}
