@@ -9,7 +9,8 @@ burst of parallel batches is the quickest way to meet it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Literal
 
@@ -110,11 +111,12 @@ class HubSpotAdapter(ClientBackedAdapter[HubSpotConfig]):
 
     kind: Literal["crm"] = "crm"
 
-    def __init__(self, config: HubSpotConfig) -> None:
+    def __init__(
+        self, config: HubSpotConfig, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.config = config
-        self.rest = RestClient(
-            config, auth=build_auth(config.name, config.auth, token_url=config.token_url)
-        )
+        auth = build_auth(config.name, config.auth, token_url=config.token_url, clock=clock)
+        self.rest = RestClient(config, auth=auth, clock=clock)
         self._client = self.rest
 
     async def fetch_contact(self, external_id: str) -> CrmContact | None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, cast
 
 from .config import (
@@ -37,15 +38,20 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def build_adapter(config: HubSpotConfig | SoapCrmConfig | ShopifyConfig | SegmentConfig) -> Adapter:
-    """The adapter for one upstream's configuration (by its ``kind``)."""
+def build_adapter(
+    config: HubSpotConfig | SoapCrmConfig | ShopifyConfig | SegmentConfig,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> Adapter:
+    """The adapter for one upstream's configuration (by its ``kind``); ``clock`` times
+    its breaker and token refresh."""
     if isinstance(config, HubSpotConfig):
-        return HubSpotAdapter(config)
+        return HubSpotAdapter(config, clock=clock)
     if isinstance(config, SoapCrmConfig):
-        return SoapCrmAdapter(config)
+        return SoapCrmAdapter(config, clock=clock)
     if isinstance(config, ShopifyConfig):
-        return ShopifyAdapter(config)
-    return SegmentAdapter(config)
+        return ShopifyAdapter(config, clock=clock)
+    return SegmentAdapter(config, clock=clock)
 
 
 def build_adapters(config: UpstreamsConfig) -> dict[str, Adapter]:

@@ -7,7 +7,8 @@ Every list pages with Segment's cursor object (``{"has_more", "next"}``, sent ba
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, ConfigDict, Field, JsonValue
@@ -90,9 +91,11 @@ class SegmentAdapter(ClientBackedAdapter[SegmentConfig]):
 
     kind: Literal["analytics"] = "analytics"
 
-    def __init__(self, config: SegmentConfig) -> None:
+    def __init__(
+        self, config: SegmentConfig, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.config = config
-        self.rest = RestClient(config, auth=build_auth(config.name, config.auth))
+        self.rest = RestClient(config, auth=build_auth(config.name, config.auth), clock=clock)
         self._client = self.rest
 
     def _path(self, value: str) -> dict[str, str]:

@@ -8,7 +8,8 @@ ids are integers on the wire and strings in our records.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Literal
 
@@ -155,9 +156,11 @@ class ShopifyAdapter(ClientBackedAdapter[ShopifyConfig]):
 
     kind: Literal["commerce"] = "commerce"
 
-    def __init__(self, config: ShopifyConfig) -> None:
+    def __init__(
+        self, config: ShopifyConfig, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.config = config
-        self.rest = RestClient(config, auth=build_auth(config.name, config.auth))
+        self.rest = RestClient(config, auth=build_auth(config.name, config.auth), clock=clock)
         self._client = self.rest
         self._api = f"/admin/api/{config.api_version}"
         storefront = config.storefront_url

@@ -8,7 +8,8 @@ one ``GetContactByEmail`` call per address, a few at a time.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Literal
 
@@ -69,10 +70,12 @@ class SoapCrmAdapter(ClientBackedAdapter[SoapCrmConfig]):
 
     kind: Literal["crm"] = "crm"
 
-    def __init__(self, config: SoapCrmConfig) -> None:
+    def __init__(
+        self, config: SoapCrmConfig, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.config = config
         # Loads and parses the WSDL now: the app builds adapters in its lifespan.
-        self.soap = SoapClient(config)
+        self.soap = SoapClient(config, clock=clock)
         self._client = self.soap
 
     async def fetch_contact(self, external_id: str) -> CrmContact | None:

@@ -33,7 +33,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 import httpx
 from sqlalchemy import insert, update
 from starlette.applications import Starlette

@@ -28,9 +28,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 from sqlalchemy import select
 
 from bench.support import harness
@@ -43,6 +43,10 @@ from gateway.identity.scoring.training import train
 from gateway.ingest.importer import import_file
 from gateway.privacy.erasure import Tombstones
 from gateway.settings import load_settings
+
+if TYPE_CHECKING:  # splink is imported where it is used: it is slow to import
+    from splink.internals.blocking_rule_creator import BlockingRuleCreator
+    from splink.internals.comparison_creator import ComparisonCreator
 
 SETS = [
     "febrl1",
@@ -120,12 +124,12 @@ def _splink(labelled: LabelledSet) -> tuple[float, dict[float, tuple[float, floa
     connection = duckdb.connect(":memory:")
     connection.execute("SET threads = 2")
     api = DuckDBAPI(connection=connection)
-    comparisons = [
+    comparisons: list[ComparisonCreator | dict[str, Any]] = [
         cl.NameComparison("first_name").configure(term_frequency_adjustments=True),
         cl.NameComparison("last_name").configure(term_frequency_adjustments=True),
         cl.DateOfBirthComparison("date_of_birth", input_is_string=True, datetime_format="%Y%m%d"),
     ]
-    rules = [
+    rules: list[BlockingRuleCreator | dict[str, Any]] = [
         block_on("first_name", "last_name"),
         block_on("date_of_birth"),
         block_on("last_name", "substr(date_of_birth, 1, 4)"),
@@ -146,7 +150,7 @@ def _splink(labelled: LabelledSet) -> tuple[float, dict[float, tuple[float, floa
     splink_log = logging.getLogger("splink")
     splink_log.setLevel(logging.ERROR)
     linker = Linker(api.register(columns), settings, log_level=None)
-    one_typo = [
+    one_typo: list[str | BlockingRuleCreator] = [
         "l.first_name = r.first_name and l.last_name = r.last_name "
         "and levenshtein(l.date_of_birth, r.date_of_birth) <= 1",
         "l.first_name = r.first_name and levenshtein(l.last_name, r.last_name) <= 1 "

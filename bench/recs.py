@@ -66,13 +66,17 @@ def bench_build(runs: int, threads: int) -> None:
     print(f"  ratio {chosen / yardstick:.1f}")
 
 
+def _file_reader(path: Path) -> Callable[[float | None], list[Interaction]]:
+    return lambda minimum: read_interactions(path, min_rating=minimum)
+
+
 def bench_table(files: list[Path], movielens: bool, threads: int) -> None:
     sources: list[tuple[str, Callable[[float | None], list[Interaction]]]] = []
     if movielens:
         cache = load_settings().recs_data_dir
         sources.append(("MovieLens 100k", lambda m: movielens_100k(cache, min_rating=m)))
     for path in files:
-        sources.append((path.name, lambda m, path=path: read_interactions(path, min_rating=m)))
+        sources.append((path.name, _file_reader(path)))
     header = f"{'data set':<22}{'split':<8}{'min':>4}" + "".join(f"{p:>13}" for p in PEERS)
     print(header + f"{'selected':>10}  >= best peer  selected model")
     for title, read in sources:

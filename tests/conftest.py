@@ -181,7 +181,7 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest) -> str:
     """A migrated database on each backend the gateway supports."""
-    url = request.getfixturevalue(f"{request.param}_url")
+    url: str = request.getfixturevalue(f"{request.param}_url")
     upgrade(url)
     return url
 
@@ -214,7 +214,8 @@ def bearer(key: str) -> dict[str, str]:
 
 def authorize(client: TestClient, *scopes: Scope) -> str:
     """Give a synchronous test client (HTTP and WebSocket) a fresh key; returns it."""
-    key: str = client.portal.call(issue_key, client, *scopes)
+    assert client.portal is not None, "use the client inside its `with` block"
+    key = client.portal.call(issue_key, client, *scopes)
     client.headers.update(bearer(key))
     return key
 
@@ -251,9 +252,10 @@ async def client(app: Starlette, admin_key: str) -> AsyncIterator[httpx.AsyncCli
 # breakers that do not open mid-suite. Tests set faults and read counters on them and
 # reset them before and after.
 SAMPLE_SIZE = 200
-FAST = {
+FAST_DEADLINE_S = 1.0
+FAST: dict[str, Any] = {
     "timeout_s": 0.4,
-    "deadline_s": 1.0,
+    "deadline_s": FAST_DEADLINE_S,
     "retries": 1,
     "backoff_base_s": 0.01,
     "breaker": {"failure_threshold": 50, "reset_timeout_s": 1.0},

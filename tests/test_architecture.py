@@ -25,14 +25,6 @@ MAX_FOLDER_MODULES = 15
 NOT_SIZED = (("migrations", "versions"),)
 # Folders that are not the project's sources: tooling, builds, caches.
 NOT_SOURCES = {"__pycache__", "build", "dist", "node_modules"}
-# Test modules still over the line limit: split by the tests helper (a parallel change);
-# the lead removes this set once both are merged.
-ALLOWED_LONG = {
-    "tests/access/test_access.py",
-    "tests/ingest/test_webhooks.py",
-    "tests/privacy/test_privacy.py",
-    "tests/privacy/test_erasure_after_merge.py",
-}
 # Libraries of the edge: the services below it speak domain values and errors only.
 EDGE_LIBRARIES = ("starlette", "strawberry", "graphql")
 
@@ -128,7 +120,6 @@ def test_no_module_over_the_size_a_reader_keeps_in_mind() -> None:
         f"{path.relative_to(ROOT)}: {n} lines"
         for path in sized_sources()
         if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
-        and path.relative_to(ROOT).as_posix() not in ALLOWED_LONG
     ]
     assert long == []
 

@@ -217,6 +217,7 @@ def build_auth(
     | ShopifyTokenAuthConfig,
     *,
     token_url: str | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> httpx.Auth:
     """The ``httpx.Auth`` for an upstream's configured auth mode."""
     if isinstance(auth, BearerAuthConfig):
@@ -234,4 +235,5 @@ def build_auth(
         client_secret=auth.client_secret,
         scopes=auth.scopes,
         refresh_margin_s=auth.refresh_margin_s,
+        clock=clock,
     )

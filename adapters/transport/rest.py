@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -150,11 +151,16 @@ def create_http_client(
     )
 
 
-def policy_for(config: AnyUpstreamConfig) -> CallPolicy:
+def policy_for(
+    config: AnyUpstreamConfig, *, clock: Callable[[], float] = time.monotonic
+) -> CallPolicy:
+    """The call policy of an upstream; ``clock`` times its breaker's cool-down (tests
+    pass a hand-driven one)."""
     breaker = CircuitBreaker(
         config.name,
         failure_threshold=config.breaker.failure_threshold,
         reset_timeout_s=config.breaker.reset_timeout_s,
+        clock=clock,
     )
     return CallPolicy(
         config.name,
@@ -182,10 +188,11 @@ class RestClient:
         *,
         auth: httpx.Auth | None,
         headers: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = config.name
         self.http = create_http_client(config, auth=auth, headers=headers)
-        self.policy = policy_for(config)
+        self.policy = policy_for(config, clock=clock)
         self._origin = httpx.URL(config.base)
 
     @property

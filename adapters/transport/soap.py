@@ -19,6 +19,7 @@ import contextvars
 import importlib.resources
 import logging
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -107,9 +108,11 @@ class _Transport(AsyncTransport):
 class SoapClient:
     """One SOAP service of one upstream; ``call`` runs an operation under the policy."""
 
-    def __init__(self, config: SoapCrmConfig) -> None:
+    def __init__(
+        self, config: SoapCrmConfig, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.name = config.name
-        self.policy = policy_for(config)
+        self.policy = policy_for(config, clock=clock)
         auth = basic_auth(config.auth.username, config.auth.password)
         self.http = httpx.AsyncClient(
             auth=auth,

@@ -36,8 +36,16 @@ Recheck = Callable[[Collection[str]], Awaitable[set[str]]]
 
 
 class OutageGrace:
-    def __init__(self, grace_s: float, recheck_s: float, recheck: Recheck) -> None:
+    def __init__(
+        self,
+        grace_s: float,
+        recheck_s: float,
+        recheck: Recheck,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.grace_s = grace_s
+        self._clock = clock
         self._recheck_s = max(recheck_s, 1.0)
         self._recheck = recheck
         # digest -> (principal, monotonic start of its last successful verification)
@@ -93,7 +101,7 @@ class OutageGrace:
     async def _recheck_forever(self) -> None:
         while self._held:
             await asyncio.sleep(self._recheck_s)
-            now = time.monotonic()
+            now = self._clock()
             # Keys in use are re-read by their requests; the others are checked here.
             idle = [h for h, (_, at) in self._held.items() if now - at > self._recheck_s]
             expired = [h for h in idle if now - self._held[h][1] > self.grace_s]

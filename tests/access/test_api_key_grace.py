@@ -11,6 +11,7 @@ import pytest
 from gateway.access.api_key_grace import OutageGrace
 from gateway.access.api_keys import ApiKeys, Principal, Scope
 from gateway.errors import DatabaseUnavailable
+from tests.fake_clock import FakeClock
 
 READER = Principal("k1", "reader", frozenset({Scope.PROFILES_READ}), None)
 
@@ -74,18 +75,19 @@ async def test_during_an_outage_a_held_key_is_answered_at_once_not_after_each_ti
     engine = create_engine(
         postgres_url.replace(f"{host}:{port}", f"127.0.0.1:{proxy.port}"), connect_timeout_s=1.0
     )
-    keys = ApiKeys(create_sessionmaker(engine), cache_ttl_s=0.05, outage_grace_s=300)
+    clock = FakeClock()
+    keys = ApiKeys(create_sessionmaker(engine), cache_ttl_s=0.05, outage_grace_s=300, clock=clock)
     try:
         secret, _ = await keys.create(f"grace-{time.monotonic_ns()}", {Scope.PROFILES_READ})
         assert await keys.authenticate(secret) is not None
         await engine.dispose()  # no pooled connection: each read opens one, and waits
         proxy.freeze()  # a black hole: connections accepted, never answered
-        await asyncio.sleep(0.06)  # the entry lapses: the next read finds the outage
+        clock.advance(0.06)  # the entry lapses: the next read finds the outage
         first = await keys.authenticate(secret)  # learns of it: waits out the timeout
         assert first is not None
         waits = []
         for _ in range(20):
-            await asyncio.sleep(0.06)  # the cached entry lapses each time
+            clock.advance(0.06)  # the cached entry lapses each time
             started = time.perf_counter()
             assert await keys.authenticate(secret) == first
             waits.append(time.perf_counter() - started)
@@ -94,4 +96,6 @@ async def test_during_an_outage_a_held_key_is_answered_at_once_not_after_each_ti
         await keys.aclose()
         await engine.dispose()
         await proxy.stop()
-        await asyncio.sleep(0.2)  # the proxy's held connections end before the loop does
+        # A real wait, for the fault helper: the proxy's held connections end (they have
+        # no event to wait on) before the loop does.
+        await asyncio.sleep(0.2)

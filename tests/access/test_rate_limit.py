@@ -128,7 +128,7 @@ async def test_a_slow_key_on_many_instances_loses_nothing_to_unspent_leases(
     try:
         for turn in range(12):
             assert await instances[turn % 3].acquire(key, 1000) is None
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.25)  # real time: the window is Redis's, not ours
         burst = [await instances[0].acquire(key, 1000) for _ in range(1000)]
         assert burst.count(None) >= 1000 - 12 - 3 * 2
     finally:

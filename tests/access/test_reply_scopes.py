@@ -51,7 +51,7 @@ def everything(type_: GraphQLObjectType, depth: int = DEPTH) -> str:
         if is_leaf_type(named):
             parts.append(f"{name}{args}")
         elif is_object_type(named) and depth > 0:
-            parts.append(f"{name}{args} {{ {everything(named, depth - 1)} }}")  # type: ignore[arg-type]
+            parts.append(f"{name}{args} {{ {everything(named, depth - 1)} }}")
     return " ".join(parts)
 
 
@@ -134,7 +134,7 @@ def _mutations(people: dict[str, Any]) -> dict[str, str]:
 
 def _operation(field: str, call: str) -> str:
     returned = get_named_type(SCHEMA.mutation_type.fields[field].type)  # type: ignore[union-attr]
-    selection = f" {{ {everything(returned)} }}" if is_object_type(returned) else ""  # type: ignore[arg-type]
+    selection = f" {{ {everything(returned)} }}" if is_object_type(returned) else ""
     return f"mutation {{ {call}{selection} }}"
 
 
@@ -158,8 +158,7 @@ async def test_every_mutation_reply_shows_a_write_key_only_what_it_may_see(
             assert {e["extensions"]["code"] for e in errors} <= allowed, body
             returned = get_named_type(SCHEMA.mutation_type.fields[field].type)  # type: ignore[union-attr]
             hidden = is_object_type(returned) and not all(
-                writer_may_see(returned.name, name)
-                for name in returned.fields  # type: ignore[union-attr]
+                writer_may_see(returned.name, name) for name in returned.fields
             )
             expected = hidden or field in {"forgetCustomer", "resolveReview"}
             assert bool(errors) == expected, (field, body)
@@ -177,7 +176,7 @@ async def test_each_customer_field_in_an_upsert_reply_needs_profiles_read(
     definition = customer.fields[field]
     named = get_named_type(definition.type)
     args = FIELD_ARGS.get(("Customer", field), "")
-    sub = f" {{ {everything(named, 2)} }}" if is_object_type(named) else ""  # type: ignore[arg-type]
+    sub = f" {{ {everything(named, 2)} }}" if is_object_type(named) else ""
     query = (
         f'mutation {{ upsertCustomer(input: {{email: "{people["a"]["secrets"][0]}"}}) '
         f"{{ id __typename {field}{args}{sub} }} }}"

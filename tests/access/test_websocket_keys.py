@@ -177,6 +177,7 @@ async def test_a_key_revoked_elsewhere_gets_no_more_results_and_is_closed(
             assert delivered["type"] == "next", delivered
 
             await elsewhere.revoke(name)
+            # Real time: a served app's key cache takes no clock (see test_api_keys).
             await asyncio.sleep(TTL)  # the serving instance's cached answer has expired
             await gateway.gql(writer, CONSENT, id=customer_id, g=False)
             assert await _closed_without_a_message(ws) == 4403
@@ -255,7 +256,7 @@ async def test_with_redis_a_revocation_on_another_instance_closes_the_socket(
             assert delivered["payload"]["data"]["customerUpdated"]["id"] == customer_id
 
             await elsewhere.revoke(name)
-            await asyncio.sleep(TTL)
+            await asyncio.sleep(TTL)  # real time, as above
             await elsewhere.gql(writer, CONSENT, id=customer_id, g=False)
             assert await _closed_without_a_message(ws) == 4403
 

@@ -7,6 +7,7 @@ timeouts so fault tests stay fast: 0.3 s per attempt, 1.0 s per call, 2 retries.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -46,12 +47,19 @@ def configure(upstreams: SampleUpstreams) -> Configure:
 
 @pytest.fixture
 async def build(configure: Configure) -> AsyncIterator[Build]:
-    """``build(variant, env=None, **overrides)``: an adapter, closed after the test."""
+    """``build(variant, env=None, clock=..., **overrides)``: an adapter, closed after the
+    test (``clock`` times its breaker and token refresh)."""
     built: list[Adapter] = []
 
-    def make(variant: str, env: dict[str, str] | None = None, **overrides: Any) -> Adapter:
+    def make(
+        variant: str,
+        env: dict[str, str] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        **overrides: Any,
+    ) -> Adapter:
         config = configure(variant, env, **overrides)
-        adapter = build_adapter(config.upstreams[variant])
+        adapter = build_adapter(config.upstreams[variant], clock=clock)
         built.append(adapter)
         return adapter
 

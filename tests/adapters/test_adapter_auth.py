@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -14,6 +14,7 @@ import pytest
 from adapters.errors import UpstreamAuthError
 from adapters.transport.auth import OAuth2ClientCredentials
 from demo.upstreams.runner import SampleUpstreams
+from tests.fake_clock import FakeClock
 
 Build = Callable[..., Any]
 TOKEN = "POST /oauth/v1/token"
@@ -25,14 +26,6 @@ def oauth_of(adapter: Any) -> OAuth2ClientCredentials:
     auth = adapter.rest.http.auth
     assert isinstance(auth, OAuth2ClientCredentials)
     return auth
-
-
-@pytest.fixture
-def short_tokens(upstreams: SampleUpstreams) -> Iterator[None]:
-    before = upstreams.hubspot.token_ttl_s
-    upstreams.hubspot.token_ttl_s = 1.0
-    yield
-    upstreams.hubspot.token_ttl_s = before
 
 
 async def test_bearer_token(build: Build, upstreams: SampleUpstreams) -> None:
@@ -53,18 +46,23 @@ async def test_oauth_token_is_fetched_once_and_reused(
 
 
 async def test_oauth_token_is_refreshed_before_it_expires(
-    build: Build, upstreams: SampleUpstreams, short_tokens: None
+    build: Build, upstreams: SampleUpstreams
 ) -> None:
-    # 1 s tokens, refreshed 0.4 s early: a call at 0.7 s gets a fresh token first.
-    crm = build("hubspot_oauth", auth={"refresh_margin_s": 0.4})
+    # Tokens refreshed 60 s before they expire: a call 51 s before gets a fresh one first
+    # (the upstream would still take the old one, so nothing is refused or repeated).
+    clock = FakeClock()
+    crm = build("hubspot_oauth", auth={"refresh_margin_s": 60}, clock=clock)
     person = upstreams.people[0].hubspot_id
     assert await crm.fetch_contact(person) is not None
     assert await crm.fetch_contact(person) is not None
     assert upstreams.hubspot.calls.count(TOKEN) == 1
-    await asyncio.sleep(0.7)
+    clock.advance(upstreams.hubspot.token_ttl_s - 61)
+    assert await crm.fetch_contact(person) is not None
+    assert upstreams.hubspot.calls.count(TOKEN) == 1  # not yet in the margin
+    clock.advance(10)
     assert await crm.fetch_contact(person) is not None
     assert upstreams.hubspot.calls.count(TOKEN) == 2
-    assert upstreams.hubspot.calls.count(CONTACT) == 3  # never refused, never repeated
+    assert upstreams.hubspot.calls.count(CONTACT) == 4  # never refused, never repeated
 
 
 async def test_token_refused_as_expired_is_fetched_again_once(

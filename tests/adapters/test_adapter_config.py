@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from adapters.config import (
+    BearerAuthConfig,
     HubSpotConfig,
     OAuth2ClientCredentialsConfig,
     SegmentConfig,
@@ -55,6 +56,7 @@ def test_the_example_points_at_the_demo_samples() -> None:
     assert isinstance(shop, ShopifyConfig)
     assert isinstance(seg, SegmentConfig)
     assert seg.space_id == "spa_gatewayDemo0001"
+    assert isinstance(hub.auth, BearerAuthConfig)  # the example uses a private-app token
     assert hub.auth.token.get_secret_value() == "pat-secret-1"
 
 

@@ -6,8 +6,9 @@ import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -132,7 +133,7 @@ async def _foreign_keys_hold(url: str) -> None:
                 _table(Attribute).insert(), [{"customer_id": owner, **attribute}]
             )
         # A good row beside each orphan: the whole statement is checked, not its first row.
-        orphans = [
+        orphans: list[tuple[type[Base], list[dict[str, Any]]]] = [
             (
                 Attribute,
                 [{"customer_id": owner, **attribute}, {"customer_id": uuid.uuid4(), **attribute}],

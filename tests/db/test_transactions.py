@@ -30,7 +30,7 @@ from gateway.identity.merges import merge_customers
 from gateway.settings import load_settings
 from tests.conftest import unique_email
 from tests.in_process import asgi, lifespan
-from tests.ingest.test_webhooks import BASE, realtime_app, shopify_request
+from tests.ingest.webhook_requests import BASE, realtime_app, shopify_request
 
 # --- what is transient -------------------------------------------------------------------
 
@@ -104,7 +104,7 @@ async def test_two_transactions_locking_in_opposite_orders_both_finish(
             retry_transaction(lambda: work("a", (1, 2)), "test_pair", policy),
             retry_transaction(lambda: work("b", (2, 1)), "test_pair", policy),
         )
-    assert done == ["a", "b"]
+    assert list(done) == ["a", "b"]  # gather answers a list (typeshed says tuple)
     assert len(attempts) == 3  # exactly one of the two ran twice
     (retried,) = [r for r in caplog.records if r.getMessage() == "transaction retried"]
     fields = [getattr(retried, name) for name in ("operation", "reason", "attempt")]

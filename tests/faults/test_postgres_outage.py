@@ -36,7 +36,7 @@ from gateway.settings import load_settings
 from resolvers.app import create_app
 from resolvers.http.error_boundary import ErrorBoundary
 from tests.conftest import FAST, clean_redis, redis_database_url
-from tests.faults.keepalive import KeepAliveConnection
+from tests.faults.keepalive import Answer, KeepAliveConnection
 from tests.faults.outage_load import Load, tally, wait_until
 from tests.faults.postgres_cluster import PostgresCluster
 from tests.in_process import opened_by, services_of
@@ -118,7 +118,7 @@ async def test_a_postgres_outage_serves_cached_profiles_and_answers_503_otherwis
                 finally:
                     await probe.close()
 
-            async def get(path: str, key: str) -> Any:
+            async def get(path: str, key: str) -> Answer:
                 # A connection each: uvicorn closes one left idle for 5 s, as it should.
                 probe = KeepAliveConnection("127.0.0.1", port)
                 try:
@@ -147,10 +147,11 @@ async def test_a_postgres_outage_serves_cached_profiles_and_answers_503_otherwis
             )
             stop = asyncio.Event()
             running = asyncio.create_task(load.run(CLIENTS, stop))
+            # Real time on purpose: load before, during and after a real Postgres outage.
             await asyncio.sleep(1.5)
             load.phase = "down"
             await asyncio.to_thread(cluster.stop_immediately)
-            await asyncio.sleep(4)
+            await asyncio.sleep(4)  # the outage lasts past the pool's real timeouts
             during_revoked = await get(f"/api/v1/users/{warm[1].email}/profile", revoked)
             never_verified = "gwk_" + secrets.token_urlsafe(32)  # right shape, never seen
             cold = people[-2].email
@@ -170,7 +171,7 @@ async def test_a_postgres_outage_serves_cached_profiles_and_answers_503_otherwis
                 return (await get(f"/api/v1/users/{cold}/profile", reader)).status == 200
 
             recovered = await wait_until(uncached_served, 20)
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(1.5)  # load after recovery, to count its errors
             stop.set()
             await running
 

@@ -221,7 +221,8 @@ def test_swapped_names_count_only_when_both_cross_comparisons_agree() -> None:
 
 
 def test_a_common_surname_is_weaker_evidence_than_a_rare_one() -> None:
-    records = [{"last_name": "smith"}] * 50 + [{"last_name": f"rare{i}"} for i in range(950)]
+    records: list[dict[str, str | None]] = [{"last_name": "smith"}] * 50
+    records += [{"last_name": f"rare{i}"} for i in range(950)]
     tables, totals = term_frequencies(records)
     model = LinkageModel(term_frequencies=tables, tf_totals=totals)
     scorer = Scorer(model)

@@ -33,7 +33,7 @@ from gateway.ingest.importer import import_file
 from gateway.ingest.sync import sync
 from tests.conftest import FAST, SAMPLE_SIZE, GatewayFactory, unique_email, unique_number
 from tests.gql_client import error_codes, gql
-from tests.ingest.test_webhooks import SECRETS, hubspot_change, hubspot_request, segment_request
+from tests.ingest.webhook_requests import SECRETS, hubspot_change, hubspot_request, segment_request
 
 # Ids that change a route when put into a path unencoded, or that encodings and
 # look-alikes turn into one; none is a Shopify or HubSpot id.

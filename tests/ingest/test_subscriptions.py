@@ -17,7 +17,7 @@ from gateway.access.api_keys import Scope
 from gateway.settings import load_settings
 from tests.conftest import IN_CI, authorize, redis_database_url, unique_email
 from tests.in_process import services_of
-from tests.ingest.test_webhooks import (
+from tests.ingest.webhook_requests import (
     hubspot_change,
     hubspot_request,
     realtime_app,

@@ -18,7 +18,7 @@ from gateway.db.migrate import upgrade
 from gateway.db.models import Attribute, Customer, Event, Identity
 from gateway.settings import load_settings
 from tests.in_process import asgi, lifespan
-from tests.ingest.test_webhooks import BASE, realtime_app, shopify_request
+from tests.ingest.webhook_requests import BASE, realtime_app, shopify_request
 
 PEOPLE = 100
 IN_FLIGHT = 40

@@ -111,7 +111,7 @@ def test_different_failures_are_counted_apart_and_flushed_at_shutdown(
     for _ in range(3):
         _fail(log, 1)
         try:
-            {}["missing"]  # another exception type at another place
+            _ = {"present": 1}["missing"]  # another exception type at another place
         except KeyError:
             log.exception("unexpected error in %s", "profile")
         log.error("cache write failed for %s", "customer")  # no traceback: by template

@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from adapters.protocols import CrmAdapter
 from adapters.records import CrmContact
+from adapters.transport.breaker import CircuitBreaker
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.migrate import upgrade
 from gateway.db.models import Customer, Identity
@@ -288,10 +290,30 @@ async def test_a_webhook_waits_for_an_erasure_in_flight_and_answers_erased(
 
 
 class _Feed:
-    """A change feed of fixed contacts: all ``_SourceSync`` asks of a CRM adapter."""
+    """A CRM of fixed contacts: the sync reads only its change feed, whose batch the
+    test must hold at a chosen step (a real upstream cannot be paused there)."""
+
+    name = "crm"
+    kind: Literal["crm"] = "crm"
 
     def __init__(self, *contacts: CrmContact) -> None:
         self._contacts = contacts
+        self.breaker = CircuitBreaker(self.name, failure_threshold=3, reset_timeout_s=1)
+
+    async def aclose(self) -> None:
+        return None
+
+    async def fetch_contact(self, external_id: str) -> CrmContact | None:
+        return (await self.fetch_contacts([external_id])).get(external_id)
+
+    async def fetch_contact_by_email(self, email: str) -> CrmContact | None:
+        return (await self.fetch_contacts_by_email([email])).get(email)
+
+    async def fetch_contacts(self, external_ids: Sequence[str]) -> Mapping[str, CrmContact]:
+        return {c.external_id: c for c in self._contacts if c.external_id in external_ids}
+
+    async def fetch_contacts_by_email(self, emails: Sequence[str]) -> Mapping[str, CrmContact]:
+        return {c.email: c for c in self._contacts if c.email is not None and c.email in emails}
 
     async def count_changed_since(self, since: datetime) -> int:
         return len(self._contacts)
@@ -306,7 +328,7 @@ async def test_a_sync_batch_read_before_an_erasure_committed_is_reported_erased(
 ) -> None:
     known = await _known(sessions, tmp_path)
     tag, source, key = known.tag, known.source, known.key
-    feed = _Feed(
+    feed: CrmAdapter = _Feed(
         CrmContact(
             source=source,
             external_id="1",

@@ -35,7 +35,7 @@ async def test_callers_of_one_turn_share_one_fetch_and_get_their_own_keys() -> N
     got = await asyncio.gather(
         batch.get_many(["a"]), batch.get_many(["b", "a"]), batch.get_many(["zz"])
     )
-    assert got == [{"a": 1}, {"b": 2, "a": 1}, {}]
+    assert list(got) == [{"a": 1}, {"b": 2, "a": 1}, {}]
     assert store.fetches == [["a", "b", "zz"]]
     assert await batch.get_many([]) == {}
 
@@ -46,9 +46,10 @@ async def test_a_caller_after_the_fetch_began_reads_again_and_sees_a_later_write
     batch = TurnBatch(store.fetch)
     first = asyncio.create_task(batch.get_many(["a"]))
     await store.fetching.wait()
+    store.fetching.clear()
     store.values["a"] = 10  # written after the first read began
     second = asyncio.create_task(batch.get_many(["a"]))
-    await asyncio.sleep(0.01)
+    await store.fetching.wait()  # the second caller's own fetch began, the first still held
     store.release.set()
     assert await first == {"a": 1}
     assert await second == {"a": 10}
@@ -87,7 +88,7 @@ async def test_a_large_turn_is_fetched_in_slices() -> None:
     store.values = {f"k{i}": i for i in range(5)}
     batch = TurnBatch(store.fetch, most=2)
     got = await asyncio.gather(batch.get_many(["k0", "k1", "k2"]), batch.get_many(["k3", "k4"]))
-    assert got == [{"k0": 0, "k1": 1, "k2": 2}, {"k3": 3, "k4": 4}]
+    assert list(got) == [{"k0": 0, "k1": 1, "k2": 2}, {"k3": 3, "k4": 4}]
     assert sorted(len(keys) for keys in store.fetches) == [1, 2, 2]
 
 

@@ -387,8 +387,12 @@ async def test_the_endpoint_needs_profiles_read_and_each_answer_is_audited(
     audit = services_of(app).audit
     entries = await audit.query(customer_id=customer_id_for(person), limit=1000)
     mine = [e for e in entries if e.operation == "api:recommendations"]
-    reader_name = (await services_of(app).api_keys.authenticate(reader)).name
-    writer_name = (await services_of(app).api_keys.authenticate(writer)).name
+    reader_as, writer_as = [
+        await services_of(app).api_keys.authenticate(k) for k in (reader, writer)
+    ]
+    assert reader_as is not None
+    assert writer_as is not None
+    reader_name, writer_name = reader_as.name, writer_as.name
     assert [(e.actor, e.action) for e in mine if e.actor in {reader_name, writer_name}] == [
         (reader_name, "read")
     ]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any
 
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
+from starlette.types import Message
 
 from demo.upstreams.runner import SampleUpstreams
 from tests.conftest import issue_key
@@ -274,12 +274,12 @@ async def test_a_client_that_leaves_before_its_body_ends_the_request_quietly(
     """uvicorn logs an exception escaping the app as a server failure, with a traceback:
     a client that hung up mid-request (a timeout of its own) is not one."""
     key = await issue_key(app)
-    sent: list[dict[str, Any]] = []
+    sent: list[Message] = []
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
     headers = [(b"content-type", b"application/json"), (b"content-length", b"100")]

@@ -254,6 +254,8 @@ async def test_a_profile_read_near_its_expiry_is_refreshed_before_it_expires(
             cached_by = loop.time()  # the entry was written before this
             await read()
             assert profile_reads() == 1
+            # Real time: the cache (aiocache in memory, or Redis) expires entries on its own
+            # timers and takes no clock; the refresh-ahead point is read against them.
             await asyncio.sleep(1.7 - (loop.time() - cached_by))
             await read()  # in its last fifth: served, and read again behind it
             for _ in range(100):

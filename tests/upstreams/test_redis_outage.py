@@ -139,6 +139,8 @@ async def test_a_stopped_redis_costs_no_read(
     async with serving(samples, seeded_url, redis_server.url) as (app, client):
         await warm(client, emails)
         async with loaded(client, emails) as tally:
+            # Real time on purpose: the load runs against a real outage of a real server
+            # (before, during, after), and redis-py's own timeouts play out in it.
             await asyncio.sleep(0.5)
             redis_server.stop()
             await asyncio.sleep(3)
@@ -165,7 +167,7 @@ async def test_a_frozen_redis_costs_one_short_timeout_not_one_per_request(
         redis_server.freeze()
         try:
             async with loaded(client, emails, PROFILE) as tally:
-                await asyncio.sleep(3)
+                await asyncio.sleep(3)  # real load through a frozen server's real timeouts
         finally:
             redis_server.thaw()
         timeouts = guard.failures
@@ -188,13 +190,13 @@ async def test_connections_from_before_a_restart_fail_no_request(
     emails = [p.email for p in samples.people[80:120] if p.email]
     async with serving(samples, seeded_url, redis_server.url) as (app, client):
         async with loaded(client, emails) as before:  # fills the pool with connections
-            await asyncio.sleep(1)
+            await asyncio.sleep(1)  # a second of real load: the pool fills as traffic does
         guard = guard_of(app)
         pooled = len(guard.client.connection_pool._available_connections)
         redis_server.restart()  # every pooled connection is now broken
         failures = guard.failures
         async with loaded(client, emails) as after:
-            await asyncio.sleep(1)
+            await asyncio.sleep(1)  # the same real load meets the broken connections
         # Each broken connection was replaced by redis-py's retry, not reported as a
         # Redis failure (which would have cost the request its cache, or worse).
         assert guard.failures == failures
@@ -361,7 +363,7 @@ async def test_the_redis_client_is_configured_to_survive_restarts(
         assert kwargs["socket_timeout"] == 0.25
         assert kwargs["socket_connect_timeout"] == 0.25
         assert kwargs["health_check_interval"] > 0
-        connection = guard.client.connection_pool.make_connection()
+        connection = guard.client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
         assert connection.retry._retries >= 1
         assert isinstance(guard.client, aioredis.Redis)
     finally:

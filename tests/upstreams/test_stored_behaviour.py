@@ -39,7 +39,7 @@ from tests.conftest import (
 )
 from tests.gql_client import gql
 from tests.in_process import lifespan, services_of
-from tests.ingest.test_webhooks import realtime_app, segment_request
+from tests.ingest.webhook_requests import realtime_app, segment_request
 
 STORE = {"recent_events": "store", "engagement": "store", "cart": "store"}
 UPSTREAM = {"recent_events": "upstream", "engagement": "upstream", "cart": "upstream"}

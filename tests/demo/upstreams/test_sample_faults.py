@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from lxml import etree  # type: ignore[import-untyped]
+from starlette.types import Message
 
 from demo.upstreams.credentials import (
     DEMO_HUBSPOT_TOKEN,
@@ -217,12 +218,12 @@ async def test_a_client_that_leaves_before_its_body_is_not_an_error(
 ) -> None:
     """A gateway that times out mid-request must not make the sample log an application
     error ("Exception in ASGI application": found by the generated-operations suite)."""
-    sent: list[dict[str, Any]] = []
+    sent: list[Message] = []
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
     scope = {

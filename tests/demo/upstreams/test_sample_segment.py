@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 from demo.people.behaviour import behaviour
@@ -37,7 +39,7 @@ def test_events_newest_first_and_paginated(
 ) -> None:
     person = max(upstreams.people[:50], key=lambda p: len(behaviour(p).events))
     path = f"/user_id:{person.segment_user_id}/events"
-    events: list[dict] = []
+    events: list[dict[str, Any]] = []
     params: dict[str, str | int] = {"limit": 7}
     while True:
         body = segment.get(path, params=params).json()

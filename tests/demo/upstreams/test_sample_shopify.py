@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from typing import Any
 
 import httpx
 
@@ -14,9 +15,9 @@ from demo.upstreams.runner import SampleUpstreams
 _NEXT = re.compile(r'<([^>]+)>; rel="next"')
 
 
-def _pages(client: httpx.Client, path: str, key: str, **params: str | int) -> list[dict]:
+def _pages(client: httpx.Client, path: str, key: str, **params: str | int) -> list[dict[str, Any]]:
     """Follow the Link header to the end, as an adapter must."""
-    items: list[dict] = []
+    items: list[dict[str, Any]] = []
     answer = client.get(path, params=params)
     while True:
         assert answer.status_code == 200, answer.text
@@ -96,7 +97,9 @@ def test_products_paginate_through_link_header(shopify: httpx.Client) -> None:
 
 def test_second_page_links_back(shopify: httpx.Client) -> None:
     first = shopify.get("/products.json", params={"limit": 50})
-    second = shopify.get(_NEXT.search(first.headers["link"]).group(1))
+    link = _NEXT.search(first.headers["link"])
+    assert link is not None, first.headers["link"]
+    second = shopify.get(link.group(1))
     assert 'rel="previous"' in second.headers["link"]
     assert 'rel="next"' in second.headers["link"]
     assert second.json()["products"][0]["id"] == catalogue().products[50].id

@@ -21,17 +21,17 @@ BINDING = "{urn:gateway:sample:contacts:v1}ContactServiceBinding"
 
 @pytest.fixture(scope="module")
 def wsdl_client() -> zeep.Client:
-    return zeep.Client(str(WSDL_PATH))
+    return zeep.Client(str(WSDL_PATH))  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture
 async def contacts(upstreams: SampleUpstreams, soap_auth: httpx.BasicAuth) -> AsyncIterator[Any]:
     async with httpx.AsyncClient(auth=soap_auth, timeout=5) as client:
-        transport = AsyncTransport(client=client, wsdl_client=httpx.Client())
-        soap = zeep.AsyncClient(str(WSDL_PATH), transport=transport)
+        transport = AsyncTransport(client=client, wsdl_client=httpx.Client())  # type: ignore[no-untyped-call]
+        soap = zeep.AsyncClient(str(WSDL_PATH), transport=transport)  # type: ignore[no-untyped-call]
         # AsyncClient.create_service() returns a sync proxy in zeep 4.3: build the
         # async one for the configured address directly.
-        yield AsyncServiceProxy(
+        yield AsyncServiceProxy(  # type: ignore[no-untyped-call]
             soap,
             soap.wsdl.bindings[BINDING],
             address=f"{upstreams.base_urls['soap_crm']}/soap/contacts",
@@ -47,7 +47,9 @@ def test_wsdl_declares_the_contract(wsdl_client: zeep.Client) -> None:
         "GetContacts",
         "ListChangedContacts",
     }
-    contact = wsdl_client.get_type("{urn:gateway:sample:contacts:v1}Contact")
+    contact = wsdl_client.get_type(  # type: ignore[no-untyped-call]
+        "{urn:gateway:sample:contacts:v1}Contact"
+    )
     assert [name for name, _ in contact.elements][:3] == ["id", "email", "firstName"]
 
 
@@ -120,10 +122,9 @@ async def test_rate_limit_is_a_429_transport_error(
 
 async def test_basic_auth_is_required(upstreams: SampleUpstreams) -> None:
     async with httpx.AsyncClient(auth=("gateway", "wrong"), timeout=5) as client:
-        soap = zeep.AsyncClient(
-            str(WSDL_PATH), transport=AsyncTransport(client=client, wsdl_client=httpx.Client())
-        )
-        proxy = AsyncServiceProxy(
+        transport = AsyncTransport(client=client, wsdl_client=httpx.Client())  # type: ignore[no-untyped-call]
+        soap = zeep.AsyncClient(str(WSDL_PATH), transport=transport)  # type: ignore[no-untyped-call]
+        proxy = AsyncServiceProxy(  # type: ignore[no-untyped-call]
             soap,
             soap.wsdl.bindings[BINDING],
             address=f"{upstreams.base_urls['soap_crm']}/soap/contacts",
@@ -135,7 +136,7 @@ async def test_basic_auth_is_required(upstreams: SampleUpstreams) -> None:
 
 def test_served_wsdl_points_at_the_server(upstreams: SampleUpstreams) -> None:
     base = upstreams.base_urls["soap_crm"]
-    client = zeep.Client(f"{base}/soap/contacts?wsdl")
+    client = zeep.Client(f"{base}/soap/contacts?wsdl")  # type: ignore[no-untyped-call]
     address = client.wsdl.services["ContactService"].ports["ContactServicePort"].binding_options
     assert address["address"] == f"{base}/soap/contacts"
 

@@ -1,0 +1,136 @@
+"""Each event is applied once: replays and re-sent bodies are duplicates, and concurrent
+first sightings of one e-mail make one customer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from gateway.db.engine import create_engine
+from gateway.db.migrate import upgrade
+from gateway.db.models import Customer, Identity
+from gateway.settings import load_settings
+from tests.conftest import unique_email
+from tests.gql_client import gql
+from tests.in_process import asgi, lifespan
+from tests.ingest.webhook_requests import (
+    BASE,
+    PROFILE,
+    external_id,
+    realtime_app,
+    row_counts,
+    segment_request,
+    shopify_request,
+)
+
+
+async def test_a_replayed_event_id_is_a_duplicate_and_changes_nothing(
+    gateway: httpx.AsyncClient, database_url: str
+) -> None:
+    email, shop_id, webhook_id = unique_email("dup"), external_id(), str(uuid.uuid4())
+    payload = {"id": shop_id, "email": email, "first_name": "Ada"}
+    first = await gateway.post(**shopify_request(payload, webhook_id=webhook_id))
+    assert first.json()["status"] == "processed"
+    counts = await row_counts(database_url)
+    # The same delivery again, even with a different body: the event id decides.
+    changed = dict(payload, first_name="Eve")
+    replay = await gateway.post(**shopify_request(changed, webhook_id=webhook_id))
+    assert replay.status_code == 200
+    assert replay.json()["status"] == "duplicate"
+    assert await row_counts(database_url) == counts
+    assert (await gql(gateway, PROFILE, email=email))["data"]["customer"]["firstName"] == "Ada"
+
+
+def _resent(request: dict[str, Any], **headers: str) -> dict[str, Any]:
+    """The captured request, body and signature untouched, with some headers changed."""
+    return dict(request, headers={**request["headers"], **headers})
+
+
+@pytest.mark.parametrize("topic", ["customers/update", "orders/create"])
+async def test_a_signed_body_resent_under_a_new_webhook_id_is_a_duplicate(
+    gateway: httpx.AsyncClient, database_url: str, topic: str
+) -> None:
+    """X-Shopify-Webhook-Id (and the topic) are not signed: an attacker who captured one
+    delivery can resend it under any id. The signed body decides."""
+    email, shop_id = unique_email("replay"), external_id()
+    customer = {"id": shop_id, "email": email, "first_name": "Ada"}
+    order = {"id": external_id(), "email": email, "total_price": "10.00", "currency": "EUR"}
+
+    def body(person: dict[str, Any]) -> dict[str, Any]:
+        return person if topic.startswith("customers/") else {**order, "customer": person}
+
+    payload = body(customer)
+    captured = shopify_request(payload, topic=topic)
+    other_topic = {"customers/update": "customers/create", "orders/create": "orders/paid"}[topic]
+    assert (await gateway.post(**captured)).json()["status"] == "processed"
+    counts = await row_counts(database_url)
+    for headers in (
+        {"X-Shopify-Webhook-Id": str(uuid.uuid4())},
+        {"X-Shopify-Webhook-Id": str(uuid.uuid4()), "X-Shopify-Topic": other_topic},
+    ):
+        replay = await gateway.post(**_resent(captured, **headers))
+        assert replay.status_code == 200, replay.text
+        assert replay.json()["status"] == "duplicate", (headers, replay.text)
+        assert await row_counts(database_url) == counts
+    # A genuinely new body from the shop still goes through.
+    order["id"] = external_id()
+    fresh = shopify_request(body(dict(customer, first_name="Grace")), topic=topic)
+    assert (await gateway.post(**fresh)).json()["status"] == "processed"
+    assert (await gql(gateway, PROFILE, email=email))["data"]["customer"]["firstName"] == "Grace"
+
+
+@pytest.fixture
+def migrated_postgres(postgres_url: str) -> str:
+    upgrade(postgres_url)  # runs its own event loop: a sync fixture, outside the test's
+    return postgres_url
+
+
+async def test_concurrent_first_sightings_of_one_email_make_one_customer(
+    migrated_postgres: str,
+) -> None:
+    postgres_url = migrated_postgres
+    app = realtime_app(load_settings(database_url=postgres_url, cache_url="memory://"))
+    email = unique_email("race")
+    requests = [
+        shopify_request({"id": external_id(), "email": email}, topic="customers/create")
+        for _ in range(6)
+    ] + [
+        segment_request(
+            {
+                "type": "identify",
+                "messageId": str(uuid.uuid4()),
+                "userId": f"u-{i}-{email}",
+                "traits": {"email": email},
+            }
+        )
+        for i in range(6)
+    ]
+    async with (
+        lifespan(app),
+        httpx.AsyncClient(transport=asgi(app), base_url=BASE) as c,
+    ):
+        responses = await asyncio.gather(*(c.post(**r) for r in requests))
+    assert [r.status_code for r in responses] == [200] * len(requests)
+    owners = {r.json()["events"][0]["customerId"] for r in responses}
+    assert len(owners) == 1
+    (owner,) = owners
+    engine = create_engine(postgres_url)
+    async with engine.connect() as connection:
+        # All twelve source records hang off that one customer, and no other row holds
+        # the email (a lost race would leave a second, email-less customer behind).
+        linked = await connection.scalar(
+            select(func.count())
+            .select_from(Identity)
+            .where(Identity.customer_id == uuid.UUID(owner))
+        )
+        holders = await connection.scalar(
+            select(func.count()).select_from(Customer).where(Customer.email == email)
+        )
+    await engine.dispose()
+    assert (linked, holders) == (len(requests), 1)
