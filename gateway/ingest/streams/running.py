@@ -1,0 +1,77 @@
+"""Building a consumer from the settings: its transport, its store, its after-commit
+work, for ``gateway consume`` and for a consumer inside ``gateway serve``."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.db.retries import RetryPolicy
+from gateway.identity.source_ids import SourceIds
+from gateway.ingest.notifications import Notifications
+from gateway.ingest.streams.consumer import StreamConsumer
+from gateway.ingest.streams.customer_updates import CustomerUpdates
+from gateway.ingest.streams.event_batches import EventBatches
+from gateway.ingest.streams.transport import Transport
+from gateway.privacy.erasure import Tombstones
+from gateway.profiles.profile_cache import CachedCustomers
+from gateway.settings import Settings, SettingsError
+from gateway.upstreams.federation import Federation
+
+
+def open_transport(settings: Settings) -> Transport:
+    """The configured engine's transport (not connected yet: ``open`` does)."""
+    if settings.stream_transport == "nats":
+        from gateway.ingest.streams.jetstream import JetStream
+
+        return JetStream(
+            settings.stream_nats_url,
+            stream=settings.stream_name,
+            subject=settings.stream_subject,
+            durable=settings.stream_group,
+            ack_wait_s=settings.stream_claim_idle_s,
+            max_attempts=settings.stream_max_attempts,
+            dead_letter_max=settings.stream_dead_letter_maxlen,
+        )
+    from gateway.ingest.streams.redis_streams import RedisStreams
+
+    url = settings.stream_redis_url or settings.cache_url
+    if not url.startswith(("redis://", "rediss://")):
+        raise SettingsError(
+            "GATEWAY_STREAM_REDIS_URL: the redis transport needs a Redis URL "
+            "(or GATEWAY_CACHE_URL set to one)"
+        )
+    return RedisStreams.from_url(
+        url,
+        settings.stream_name,
+        settings.stream_group,
+        settings.stream_consumer,
+        claim_idle_s=settings.stream_claim_idle_s,
+        dead_letter_maxlen=settings.stream_dead_letter_maxlen,
+    )
+
+
+def open_consumer(
+    settings: Settings,
+    engine: AsyncEngine,
+    federation: Federation,
+    customers: CachedCustomers,
+    notifications: Notifications,
+    source_ids: SourceIds,
+    transport: Transport | None = None,
+) -> StreamConsumer:
+    batches = EventBatches(
+        engine,
+        Tombstones.from_settings(settings),
+        source_ids=source_ids,
+        retry=RetryPolicy(
+            settings.db_retry_attempts, settings.db_retry_base_s, settings.db_retry_cap_s
+        ),
+    )
+    return StreamConsumer(
+        transport if transport is not None else open_transport(settings),
+        batches,
+        CustomerUpdates(federation, customers, notifications),
+        batch_size=settings.stream_batch_size,
+        wait_s=settings.stream_wait_s,
+        max_attempts=settings.stream_max_attempts,
+    )
