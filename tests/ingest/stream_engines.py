@@ -61,7 +61,7 @@ async def group(kind: str, claim_idle_s: float = 0.3, max_attempts: int = 5) -> 
     try:
         yield member
     finally:
-        if made:
-            await made[0].delete()
+        if made:  # by a member of its own: a test may have closed the others
+            await (await member("cleaner")).delete()
         for transport in made:
             await transport.aclose()

@@ -94,7 +94,7 @@ async def stored(engine: AsyncEngine, message_ids: list[str]) -> dict[str, int]:
             .where(Event.source == "segment", Event.event_id.in_(message_ids))
             .group_by(Event.event_id)
         )
-        return dict(rows.tuples().all())
+        return dict(rows.all())
 
 
 async def owners(engine: AsyncEngine, message_ids: list[str]) -> dict[str, uuid.UUID | None]:
@@ -102,7 +102,7 @@ async def owners(engine: AsyncEngine, message_ids: list[str]) -> dict[str, uuid.
         rows = await connection.execute(
             select(Event.event_id, Event.customer_id).where(Event.event_id.in_(message_ids))
         )
-        return dict(rows.tuples().all())
+        return dict(rows.all())
 
 
 async def customer_of(engine: AsyncEngine, user_id: str) -> uuid.UUID:

@@ -292,7 +292,7 @@ async def _identities(connection: AsyncConnection, external_ids: set[str]) -> di
                 Identity.source == SOURCE, clause
             )
         )
-        found.update(dict(rows.tuples().all()))
+        found.update(dict(rows.all()))
     return found
 
 
@@ -321,7 +321,7 @@ async def _stitched(connection: AsyncConnection, digests: set[str]) -> dict[str,
             .order_by(Event.id)
         )
         # Ordered by id: the latest link wins.
-        found.update((digest, owner) for digest, owner in rows.tuples() if owner is not None)
+        found.update((digest, owner) for digest, owner in rows if owner is not None)
     return found
 
 
@@ -366,5 +366,5 @@ async def _insert_events(
             .on_conflict_do_nothing(index_elements=["source", "event_id"])
             .returning(Event.event_id, Event.id)
         )
-        stored.update(dict((await connection.execute(statement)).tuples().all()))
+        stored.update(dict((await connection.execute(statement)).all()))
     return stored

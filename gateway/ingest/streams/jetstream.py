@@ -110,7 +110,7 @@ class JetStream:
         subscription = await self._subscription()
         try:
             messages = await subscription.fetch(batch=count, timeout=wait_s)
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, TimeoutError):  # nothing came in time
             return []
         return [Delivery(m, m.data, m.metadata.num_delivered) for m in messages]
 
@@ -181,7 +181,7 @@ class JetStream:
         )
         try:
             messages = await subscription.fetch(batch=count, timeout=1.0)
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, TimeoutError):  # nothing came in time
             return 0
         finally:
             await subscription.unsubscribe()
@@ -201,7 +201,7 @@ class JetStream:
 
     async def aclose(self) -> None:
         if self._nc is not None and not self._nc.is_closed:
-            await self._nc.drain()
+            await self._nc.close()  # acks were flushed with each batch
         self._nc = self._js = self._sub = None
 
 
