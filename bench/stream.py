@@ -59,9 +59,7 @@ EVENTS = ("Product Viewed", "Product Added", "Order Completed", "Products Search
 
 def transport(kind: str, tag: str, group: str) -> Transport:
     if kind == "nats":
-        return JetStream(
-            NATS_URL, stream=f"BENCH_{tag}", subject=f"bench.{tag}", durable=group
-        )
+        return JetStream(NATS_URL, stream=f"BENCH_{tag}", subject=f"bench.{tag}", durable=group)
     return RedisStreams.from_url(REDIS_URL, f"bench-{tag}", group, f"{group}-1")
 
 

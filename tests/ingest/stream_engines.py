@@ -25,7 +25,9 @@ Member = Callable[..., Any]
 
 
 @asynccontextmanager
-async def group(kind: str, claim_idle_s: float = 0.3, max_attempts: int = 5) -> AsyncIterator[Member]:
+async def group(
+    kind: str, claim_idle_s: float = 0.3, max_attempts: int = 5
+) -> AsyncIterator[Member]:
     """A fresh stream and group on ``kind``; yields a factory of members of the group."""
     tag = uuid.uuid4().hex[:10]
     made: list[Any] = []

@@ -142,7 +142,7 @@ class EventBatches:
     ) -> tuple[PreparedRecord | None, frozenset[str], tuple[str, ...]]:
         if event.record is None:
             return None, frozenset(), ()
-        plain = message.type != "identify" and not message.traits and not message.context
+        plain = message.type != "identify" and not message.traits and not _context_traits(message)
         if plain and (known := self._named.get(str(message.userId))) is not None:
             return known
         try:
@@ -420,3 +420,7 @@ _UNNEST_INSERT = text(
     RETURNING event_id, id
     """
 )
+
+
+def _context_traits(message: SegmentEvent) -> bool:
+    return bool(message.context and message.context.traits)
