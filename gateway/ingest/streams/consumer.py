@@ -107,6 +107,13 @@ class StreamConsumer:
         self.status = ConsumerStatus(transport.name)
         self._stop = asyncio.Event()
         self._lag_at = 0.0
+        self._progress = asyncio.Condition()  # notified after each batch's commit
+
+    async def wait_stored(self, count: int) -> None:
+        """Until this consumer has stored ``count`` events (for callers that wait for
+        ingestion to catch up: tests, a benchmark, a drain before shutdown)."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: self.status.stored >= count)
 
     def stop(self) -> None:
         self._stop.set()
@@ -114,11 +121,14 @@ class StreamConsumer:
     async def run(self) -> None:
         """Consume until ``stop``; the current batch is finished (committed and
         acknowledged) first."""
-        await self.transport.open()
         self.status.running = True
+        opened = False
         try:
             while not self._stop.is_set():
                 try:
+                    if not opened:  # an engine down at start is waited for, like later
+                        await self.transport.open()
+                        opened = True
                     await self.step()
                 except Exception as exc:  # noqa: BLE001 - the engine failed: retry after a pause
                     self.status.last_error = f"{type(exc).__name__}: transport"
@@ -218,6 +228,8 @@ class StreamConsumer:
         for outcome in result.outcomes:
             STREAM_OUTCOMES.labels(name, outcome).inc()
         self.status.stored += result.outcomes.count("stored")
+        async with self._progress:
+            self._progress.notify_all()
         if self.after_commit is not None and result.customers:
             await self.after_commit(result.customers)
 

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from uuid import UUID
 
 from gateway.ingest.notifications import CustomerChange, Notifications
-from gateway.ingest.streams.event_batches import SOURCE, CustomerTouch
+from gateway.ingest.streams.event_batches import CustomerTouch
+from gateway.ingest.streams.event_rows import SOURCE
 from gateway.profiles.profile_cache import CachedCustomers
 from gateway.upstreams.federation import Federation
 

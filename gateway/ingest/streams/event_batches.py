@@ -20,33 +20,35 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
 import orjson
 from pydantic import ValidationError
-from sqlalchemy import Table, select, text, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
 from gateway.db.access_models import EventSubject
-from gateway.db.models import Consent, Customer, Event, Identity
+from gateway.db.models import Event
 from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction
 from gateway.identity import DEFAULT_CONFIG, IdentityConfig, PreparedRecord, RecordError, Resolver
 from gateway.identity import prepare as prepare_record
 from gateway.identity.bulk import insert_tuples
-from gateway.identity.lookup import matching
 from gateway.identity.resolution import lock_keys, record_keys
 from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
+from gateway.ingest.streams.event_rows import (
+    SOURCE,
+    emails,
+    identities,
+    insert_events,
+    refusing,
+    stitched,
+)
 from gateway.ingest.webhook_payloads import InboundEvent, PayloadError, SegmentEvent
 from gateway.ingest.webhook_payloads import segment_event as to_inbound
 from gateway.ingest.webhooks import subject_digests
-from gateway.privacy.consent import Purpose
 from gateway.privacy.erasure import Tombstones
 from gateway.privacy.erasure_scope import subject_key
 
-SOURCE = "segment"
-# Rows per INSERT statement: 6 parameters each stays far below the drivers' limits.
-_ROWS_PER_STATEMENT = 1000
 _NAMED_CACHE = 100_000  # users whose plain events' records are kept prepared
 
 _SUBJECTS: Table = EventSubject.__table__  # type: ignore[assignment]
@@ -190,13 +192,13 @@ class EventBatches:
                 live = [i for i in live if outcomes[i] is None]
             linked = await self._owners(connection, [batch[i] for i in live], result)
             owners = {live[position]: owner for position, owner in linked.items()}
-            refused = await _refusing(connection, set(owners.values()))
+            refused = await refusing(connection, set(owners.values()))
             for i in live:
                 owner = owners.get(i)
                 if owner is not None and owner in refused:
                     outcomes[i] = "no_consent"
             live = [i for i in live if outcomes[i] is None]
-            stored = await _insert_events(connection, [(batch[i], owners.get(i)) for i in live])
+            stored = await insert_events(connection, [(batch[i], owners.get(i)) for i in live])
             for i in live:
                 outcomes[i] = "stored" if batch[i].event.event_id in stored else "duplicate"
             subject_rows = [
@@ -220,7 +222,7 @@ class EventBatches:
     ) -> dict[int, uuid.UUID]:
         """The customer of each event that has one, by its position in ``items``."""
         by_item: dict[int, uuid.UUID] = {}
-        known = await _identities(
+        known = await identities(
             connection, {item.record.external_id for item in items if item.record}
         )
         to_link: list[tuple[int, PreparedRecord]] = []
@@ -240,20 +242,20 @@ class EventBatches:
                 bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
             )
             resolver = Resolver(sessions, self._config, retry=None)  # ``store`` retries
-            emails = await _emails(connection, {r.external_id for _, r in to_link})
+            owned = await emails(connection, {r.external_id for _, r in to_link})
             decisions = await resolver.link([record for _, record in to_link])
             for (position, record), decision in zip(to_link, decisions, strict=True):
                 by_item[position] = decision.customer_id
                 touch = result.customers.setdefault(decision.customer_id, CustomerTouch())
                 touch.profile_changed = True
                 touch.folded.update(decision.merged)
-                if (old := emails.get(record.external_id)) is not None:
+                if (old := owned.get(record.external_id)) is not None:
                     touch.old_emails.add(old)
         anonymous = {item.anonymous for item in items if item.anonymous and not item.record}
-        stitched = await _stitched(connection, anonymous)
+        devices = await stitched(connection, anonymous)
         for position, item in enumerate(items):
-            if item.record is None and item.anonymous in stitched:
-                by_item[position] = stitched[item.anonymous]
+            if item.record is None and item.anonymous in devices:
+                by_item[position] = devices[item.anonymous]
         return by_item
 
     async def _stitch(
@@ -302,124 +304,6 @@ def _touch(result: BatchResult, customer_id: uuid.UUID, item: StreamEvent) -> No
             event.event_id,
             event.occurred_at,
         )
-
-
-async def _identities(connection: AsyncConnection, external_ids: set[str]) -> dict[str, uuid.UUID]:
-    found: dict[str, uuid.UUID] = {}
-    for clause in matching(connection, Identity.external_id, external_ids):
-        rows = await connection.execute(
-            select(Identity.external_id, Identity.customer_id).where(
-                Identity.source == SOURCE, clause
-            )
-        )
-        found.update(dict(rows.all()))
-    return found
-
-
-async def _emails(connection: AsyncConnection, external_ids: set[str]) -> dict[str, str]:
-    """The e-mail each record's current owner has now: its cached entry must go too."""
-    found: dict[str, str] = {}
-    for clause in matching(connection, Identity.external_id, external_ids):
-        rows = await connection.execute(
-            select(Identity.external_id, Customer.email)
-            .join(Customer, Customer.id == Identity.customer_id)
-            .where(Identity.source == SOURCE, clause)
-        )
-        found.update({external_id: email for external_id, email in rows if email})
-    return found
-
-
-async def _stitched(connection: AsyncConnection, digests: set[str]) -> dict[str, uuid.UUID]:
-    """Anonymous ids already tied to a customer (an identify stitched them, or an
-    identified event carried them): their later anonymous events go to that customer."""
-    found: dict[str, uuid.UUID] = {}
-    for clause in matching(connection, EventSubject.digest, digests):
-        rows = await connection.execute(
-            select(EventSubject.digest, Event.customer_id)
-            .join(Event, Event.id == EventSubject.event_id)
-            .where(clause, Event.customer_id.is_not(None))
-            .order_by(Event.id)
-        )
-        # Ordered by id: the latest link wins.
-        found.update((digest, owner) for digest, owner in rows if owner is not None)
-    return found
-
-
-async def _refusing(connection: AsyncConnection, customers: set[uuid.UUID]) -> set[uuid.UUID]:
-    """The customers with a stored "no" to analytics: their events are not kept."""
-    refused: set[uuid.UUID] = set()
-    for clause in matching(connection, Consent.customer_id, customers):
-        refused.update(
-            await connection.scalars(
-                select(Consent.customer_id).where(
-                    clause, Consent.purpose == Purpose.ANALYTICS.value, Consent.granted.is_(False)
-                )
-            )
-        )
-    return refused
-
-
-async def _insert_events(
-    connection: AsyncConnection, items: list[tuple[StreamEvent, uuid.UUID | None]]
-) -> dict[str, int]:
-    """Insert the rows; the stored ones' event ids to row ids (an id already stored,
-    by this path or the webhook's, is left alone: a duplicate)."""
-    if not items:
-        return {}
-    now = datetime.now(UTC)
-    if connection.dialect.name == "postgresql":
-        # One constant statement over arrays: a prepared plan, and no SQL compiled per
-        # batch (a 1,000-row VALUES list took SQLAlchemy 0.3 s to compile).
-        rows = await connection.execute(
-            _UNNEST_INSERT,
-            {
-                "event_ids": [item.event.event_id for item, _ in items],
-                "types": [item.event.type for item, _ in items],
-                "occurred": [item.event.occurred_at for item, _ in items],
-                "properties": [orjson.dumps(item.event.properties).decode() for item, _ in items],
-                "customers": [owner for _, owner in items],
-                "now": now,
-            },
-        )
-        return dict(rows.all())
-    stored: dict[str, int] = {}
-    for start in range(0, len(items), _ROWS_PER_STATEMENT):
-        values: list[dict[str, Any]] = [
-            {
-                "source": SOURCE,
-                "event_id": item.event.event_id,
-                "type": item.event.type,
-                "occurred_at": item.event.occurred_at,
-                "properties": item.event.properties,
-                "received_at": now,
-                "customer_id": owner,
-            }
-            for item, owner in items[start : start + _ROWS_PER_STATEMENT]
-        ]
-        statement = (
-            sqlite_insert(Event)
-            .values(values)
-            .on_conflict_do_nothing(index_elements=["source", "event_id"])
-            .returning(Event.event_id, Event.id)
-        )
-        stored.update(dict((await connection.execute(statement)).all()))
-    return stored
-
-
-_UNNEST_INSERT = text(
-    """
-    INSERT INTO events (source, event_id, type, occurred_at, properties, received_at, customer_id)
-    SELECT 'segment', e.event_id, e.type, e.occurred_at, CAST(e.properties AS json), :now,
-           e.customer_id
-    FROM unnest(
-        CAST(:event_ids AS varchar[]), CAST(:types AS varchar[]),
-        CAST(:occurred AS timestamptz[]), CAST(:properties AS text[]),
-        CAST(:customers AS uuid[])
-    ) AS e(event_id, type, occurred_at, properties, customer_id)
-    ON CONFLICT (source, event_id) DO NOTHING
-    RETURNING event_id, id
-    """
-)
 
 
 def _context_traits(message: SegmentEvent) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from adapters.config import UpstreamsConfig
 from gateway.db.retries import RetryPolicy
 from gateway.identity.source_ids import SourceIds
 from gateway.ingest.notifications import Notifications
@@ -14,6 +15,7 @@ from gateway.ingest.streams.event_batches import EventBatches
 from gateway.ingest.streams.transport import Transport
 from gateway.privacy.erasure import Tombstones
 from gateway.profiles.profile_cache import CachedCustomers
+from gateway.services import Services
 from gateway.settings import Settings, SettingsError
 from gateway.upstreams.federation import Federation
 
@@ -47,6 +49,22 @@ def open_transport(settings: Settings) -> Transport:
         settings.stream_consumer,
         claim_idle_s=settings.stream_claim_idle_s,
         dead_letter_maxlen=settings.stream_dead_letter_maxlen,
+    )
+
+
+def serving_consumer(
+    services: Services, upstreams: UpstreamsConfig | None = None
+) -> StreamConsumer:
+    """A consumer on the running gateway's own engine, caches and notifications (a
+    consumer inside ``gateway serve``)."""
+    settings = services.settings
+    return open_consumer(
+        settings,
+        services.engine,
+        services.federation,
+        services.customers,
+        services.notifications,
+        SourceIds.from_upstreams(upstreams or settings.load_upstreams()),
     )
 
 

@@ -67,4 +67,7 @@ class Transport(Protocol):
     async def replay_dead_letters(self, count: int) -> int:
         """Move up to ``count`` dead letters back to the stream; how many moved."""
 
+    async def delete(self) -> None:
+        """Remove the stream, the group and the dead letter (tests, benchmarks)."""
+
     async def aclose(self) -> None: ...
