@@ -108,6 +108,7 @@ class EventBatches:
         # and lock keys are the same for each of that user's events (hashing and
         # normalising them again per event was a third of the parse).
         self._named: dict[str, tuple[PreparedRecord, frozenset[str], tuple[str, ...]]] = {}
+        self._subjects: dict[tuple[tuple[str, str], ...], tuple[frozenset[str], str | None]] = {}
 
     def parse(self, payload: bytes) -> StreamEvent:
         """A Segment Track, Identify or Page message; ``PayloadError`` names what is wrong
@@ -123,12 +124,19 @@ class EventBatches:
             where = ".".join(str(part) for part in error["loc"]) or "message"
             raise PayloadError(f"{where}: {error['msg']}", where) from None
         event = to_inbound(message)
-        subjects = frozenset(subject_digests(event, self._tombstones, self._config))
-        anonymous = (
-            self._tombstones.anonymous_digest(SOURCE, message.anonymousId)
-            if message.anonymousId
-            else None
-        )
+        known = self._subjects.get(event.subjects)
+        if known is None:
+            # A device sends many events: its digests are computed once.
+            known = (
+                frozenset(subject_digests(event, self._tombstones, self._config)),
+                self._tombstones.anonymous_digest(SOURCE, message.anonymousId)
+                if message.anonymousId
+                else None,
+            )
+            if len(self._subjects) >= _NAMED_CACHE:
+                self._subjects.clear()
+            self._subjects[event.subjects] = known
+        subjects, anonymous = known
         record, digests, keys = self._record(event, message)
         return StreamEvent(
             event,
