@@ -24,7 +24,7 @@ from typing import Literal
 
 import orjson
 from pydantic import ValidationError
-from sqlalchemy import Table, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
 from gateway.db.access_models import EventSubject
@@ -32,7 +32,6 @@ from gateway.db.models import Event
 from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction
 from gateway.identity import DEFAULT_CONFIG, IdentityConfig, PreparedRecord, RecordError, Resolver
 from gateway.identity import prepare as prepare_record
-from gateway.identity.bulk import insert_tuples
 from gateway.identity.resolution import lock_keys, record_keys
 from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
 from gateway.ingest.streams.event_rows import (
@@ -51,7 +50,6 @@ from gateway.privacy.erasure_scope import subject_key
 
 _NAMED_CACHE = 100_000  # users whose plain events' records are kept prepared
 
-_SUBJECTS: Table = EventSubject.__table__  # type: ignore[assignment]
 
 Outcome = Literal["stored", "duplicate", "erased", "no_consent"]
 
@@ -215,14 +213,6 @@ class EventBatches:
             stored = await insert_events(connection, [(batch[i], owners.get(i)) for i in live])
             for i in live:
                 outcomes[i] = "stored" if batch[i].event.event_id in stored else "duplicate"
-            subject_rows = [
-                (stored[batch[i].event.event_id], digest)
-                for i in live
-                if outcomes[i] == "stored"
-                for digest in sorted(batch[i].subjects)
-            ]
-            # New rows of new events: nothing to conflict with, so COPY on Postgres.
-            await insert_tuples(connection, _SUBJECTS, ("event_id", "digest"), subject_rows)
             result.stitched = await self._stitch(connection, batch, live, owners, result)
         for i in live:
             owner = owners.get(i)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -83,8 +83,9 @@ async def refusing(connection: AsyncConnection, customers: set[uuid.UUID]) -> se
 async def insert_events(
     connection: AsyncConnection, items: list[tuple[StreamEvent, uuid.UUID | None]]
 ) -> dict[str, int]:
-    """Insert the rows; the stored ones' event ids to row ids (an id already stored,
-    by this path or the webhook's, is left alone: a duplicate)."""
+    """Insert the rows, and the subjects of the ones stored; the stored ones' event ids
+    to row ids (an id already stored, by this path or the webhook's, is left alone: a
+    duplicate, whose subjects were written with it)."""
     if not items:
         return {}
     now = datetime.now(UTC)
@@ -100,6 +101,8 @@ async def insert_events(
                 "properties": [orjson.dumps(item.event.properties).decode() for item, _ in items],
                 "customers": [owner for _, owner in items],
                 "now": now,
+                "subject_events": [i.event.event_id for i, _ in items for _ in i.subjects],
+                "subject_digests": [d for i, _ in items for d in sorted(i.subjects)],
             },
         )
         return dict(rows.all())
@@ -124,20 +127,39 @@ async def insert_events(
             .returning(Event.event_id, Event.id)
         )
         stored.update(dict((await connection.execute(statement)).all()))
+    subjects = [
+        {"event_id": stored[item.event.event_id], "digest": digest}
+        for item, _ in items
+        if item.event.event_id in stored
+        for digest in sorted(item.subjects)
+    ]
+    if subjects:
+        await connection.execute(insert(EventSubject), subjects)
     return stored
 
 
+# The events and the subjects of those stored, in one statement and one round trip.
 _UNNEST_INSERT = text(
     """
-    INSERT INTO events (source, event_id, type, occurred_at, properties, received_at, customer_id)
-    SELECT 'segment', e.event_id, e.type, e.occurred_at, CAST(e.properties AS json), :now,
-           e.customer_id
-    FROM unnest(
-        CAST(:event_ids AS varchar[]), CAST(:types AS varchar[]),
-        CAST(:occurred AS timestamptz[]), CAST(:properties AS text[]),
-        CAST(:customers AS uuid[])
-    ) AS e(event_id, type, occurred_at, properties, customer_id)
-    ON CONFLICT (source, event_id) DO NOTHING
-    RETURNING event_id, id
+    WITH stored AS (
+        INSERT INTO events
+            (source, event_id, type, occurred_at, properties, received_at, customer_id)
+        SELECT 'segment', e.event_id, e.type, e.occurred_at, CAST(e.properties AS json),
+               :now, e.customer_id
+        FROM unnest(
+            CAST(:event_ids AS varchar[]), CAST(:types AS varchar[]),
+            CAST(:occurred AS timestamptz[]), CAST(:properties AS text[]),
+            CAST(:customers AS uuid[])
+        ) AS e(event_id, type, occurred_at, properties, customer_id)
+        ON CONFLICT (source, event_id) DO NOTHING
+        RETURNING event_id, id
+    ), subjects AS (
+        INSERT INTO event_subjects (event_id, digest)
+        SELECT stored.id, s.digest
+        FROM stored
+        JOIN unnest(CAST(:subject_events AS varchar[]), CAST(:subject_digests AS varchar[]))
+            AS s(event_id, digest) ON s.event_id = stored.event_id
+    )
+    SELECT event_id, id FROM stored
     """
 )
