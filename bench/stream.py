@@ -38,15 +38,19 @@ import asyncpg
 import orjson
 from sqlalchemy import func, select
 
+from demo.wiring import example_upstreams, sample_upstreams_config
 from gateway.db.engine import create_engine
 from gateway.db.migrate import upgrade
 from gateway.db.models import Event
 from gateway.ingest.streams.consumer import StreamConsumer
+from gateway.ingest.streams.customer_updates import CustomerUpdates
 from gateway.ingest.streams.event_batches import EventBatches
 from gateway.ingest.streams.jetstream import JetStream
 from gateway.ingest.streams.redis_streams import RedisStreams
+from gateway.ingest.streams.running import ConsumerParts
 from gateway.ingest.streams.transport import Delivery, Transport
 from gateway.privacy.erasure import Tombstones
+from gateway.settings import load_settings
 
 ADMIN_URL = os.environ.get(
     "GATEWAY_TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -157,9 +161,21 @@ def produce_at_rate(kind: str, tag: str, users: list[str], rate: int, seconds: f
     asyncio.run(go())
 
 
+def after_commit(url: str) -> tuple[ConsumerParts, CustomerUpdates]:
+    """The after-commit work of ``gateway consume``: the demo's upstreams (never called:
+    only their cache entries are dropped) on a shared Redis cache, and notifications."""
+    upstreams = sample_upstreams_config(
+        dict.fromkeys(example_upstreams()["upstreams"], "http://127.0.0.1:9")
+    )
+    settings = load_settings(database_url=url, cache_url=f"{REDIS_URL.rstrip('/')}/3")
+    parts = ConsumerParts.open(settings, upstreams)
+    return parts, CustomerUpdates(parts.federation, parts.customers, parts.notifications)
+
+
 async def bench(args: argparse.Namespace, url: str) -> None:
     engine = create_engine(url)
     batches = EventBatches(engine, TOMBSTONES)
+    services, updates = after_commit(url)
     users = [f"bench-user-{n}" for n in range(args.customers)]
     tag = uuid.uuid4().hex[:8]
     setup = transport(args.transport, f"{tag}-setup", "gateway")
@@ -190,14 +206,15 @@ async def bench(args: argparse.Namespace, url: str) -> None:
     before = await stored_count(engine)
     # No lag reads during the timing (a metric, refreshed every few seconds in service).
     consumer = StreamConsumer(
-        main, batches, batch_size=args.batch_size, wait_s=1.0, lag_interval_s=3600
+        main, batches, updates, batch_size=args.batch_size, wait_s=1.0, lag_interval_s=3600
     )
     seconds = await run_until(consumer, args.events)
     visible = await stored_count(engine) - before
     stored_rate = args.events / seconds
     print(
         f"stored end to end: {args.events} events in {seconds:.2f} s = {stored_rate:,.0f} "
-        f"events/s (batch {args.batch_size}; {visible} visible in the events table)"
+        f"events/s (batch {args.batch_size}; {visible} visible in the events table; "
+        "cache entries dropped and one notification per customer per batch)"
     )
     bare_seconds = await bare_drain(args.transport, tag, args.events, args.batch_size)
     bare_rate = args.events / bare_seconds
@@ -208,7 +225,7 @@ async def bench(args: argparse.Namespace, url: str) -> None:
     rate_tag = f"{tag}-rate"
     timed = Timed(transport(args.transport, rate_tag, "gateway"))
     await timed.open()
-    live = StreamConsumer(timed, batches, batch_size=args.batch_size, wait_s=0.05)  # type: ignore[arg-type]
+    live = StreamConsumer(timed, batches, updates, batch_size=args.batch_size, wait_s=0.05)  # type: ignore[arg-type]
     producer = multiprocessing.get_context("spawn").Process(
         target=produce_at_rate,
         args=(args.transport, rate_tag, users, args.rate, args.rate_seconds),
@@ -227,6 +244,7 @@ async def bench(args: argparse.Namespace, url: str) -> None:
     await _delete(timed.inner)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"consumer peak RSS: {peak:.0f} MiB")
+    await services.aclose()
     await engine.dispose()
 
 

@@ -62,43 +62,10 @@ async def _replay(settings: Settings) -> int:
 
 
 async def _consume(settings: Settings) -> None:
-    from adapters.registry import aclose_adapters, build_adapters
-    from gateway.db.engine import create_engine, create_sessionmaker
-    from gateway.db.retries import RetryPolicy
-    from gateway.identity.source_ids import SourceIds
-    from gateway.ingest.notifications import build_notifications
-    from gateway.ingest.streams.running import open_consumer
-    from gateway.privacy.erasure import Tombstones
-    from gateway.profiles.customers import CustomerStore
-    from gateway.profiles.profile_cache import CachedCustomers
-    from gateway.services import open_redis
-    from gateway.upstreams.cache import UpstreamCache, build_cache
-    from gateway.upstreams.federation import Federation
+    from gateway.ingest.streams.running import ConsumerParts
 
-    # The parts of ``Services`` a consumer needs: the store, and the caches and
-    # notifications it invalidates and publishes after each commit.
-    upstreams = settings.load_upstreams()
-    engine = create_engine(settings.database_url)
-    redis = open_redis(settings)
-    cache = UpstreamCache(build_cache(settings.cache_url, redis))
-    federation = Federation(
-        build_adapters(upstreams),
-        cache,
-        {upstream.name: upstream.cache for upstream in upstreams.enabled()},
-    )
-    source_ids = SourceIds.from_upstreams(upstreams)
-    retry = RetryPolicy(
-        settings.db_retry_attempts, settings.db_retry_base_s, settings.db_retry_cap_s
-    )
-    customers = CachedCustomers(
-        CustomerStore(
-            create_sessionmaker(engine), Tombstones.from_settings(settings), source_ids, retry
-        ),
-        cache.backend,
-        settings.profile_cache_ttl_s,
-    )
-    notifications = build_notifications(redis, settings)
-    consumer = open_consumer(settings, engine, federation, customers, notifications, source_ids)
+    parts = ConsumerParts.open(settings, settings.load_upstreams())
+    consumer = parts.consumer()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, consumer.stop)
@@ -111,10 +78,4 @@ async def _consume(settings: Settings) -> None:
         await consumer.run()
     finally:
         await consumer.transport.aclose()
-        await customers.aclose()
-        await notifications.aclose()
-        await aclose_adapters(federation.adapters)
-        await cache.close()
-        if redis is not None:
-            await redis.aclose()
-        await engine.dispose()
+        await parts.aclose()

@@ -3,21 +3,85 @@ work, for ``gateway consume`` and for a consumer inside ``gateway serve``."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.config import UpstreamsConfig
+from adapters.registry import aclose_adapters, build_adapters
+from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.retries import RetryPolicy
 from gateway.identity.source_ids import SourceIds
-from gateway.ingest.notifications import Notifications
+from gateway.ingest.notifications import Notifications, build_notifications
 from gateway.ingest.streams.consumer import StreamConsumer
 from gateway.ingest.streams.customer_updates import CustomerUpdates
 from gateway.ingest.streams.event_batches import EventBatches
 from gateway.ingest.streams.transport import Transport
 from gateway.privacy.erasure import Tombstones
+from gateway.profiles.customers import CustomerStore
 from gateway.profiles.profile_cache import CachedCustomers
-from gateway.services import Services
+from gateway.services import Services, open_redis
 from gateway.settings import Settings, SettingsError
+from gateway.upstreams.cache import UpstreamCache, build_cache
 from gateway.upstreams.federation import Federation
+from gateway.upstreams.redis_client import RedisGuard
+
+
+@dataclass(slots=True)
+class ConsumerParts:
+    """What ``gateway consume`` opens of ``Services``: the database, and the caches and
+    notifications it invalidates and publishes after each commit (no render pool, no
+    recommender: a consumer process needs neither)."""
+
+    settings: Settings
+    engine: AsyncEngine
+    redis: RedisGuard | None
+    cache: UpstreamCache
+    federation: Federation
+    customers: CachedCustomers
+    notifications: Notifications
+    source_ids: SourceIds
+
+    @classmethod
+    def open(cls, settings: Settings, upstreams: UpstreamsConfig) -> ConsumerParts:
+        engine = create_engine(settings.database_url)
+        redis = open_redis(settings)
+        cache = UpstreamCache(build_cache(settings.cache_url, redis))
+        federation = Federation(
+            build_adapters(upstreams),
+            cache,
+            {upstream.name: upstream.cache for upstream in upstreams.enabled()},
+        )
+        source_ids = SourceIds.from_upstreams(upstreams)
+        retry = RetryPolicy(
+            settings.db_retry_attempts, settings.db_retry_base_s, settings.db_retry_cap_s
+        )
+        store = CustomerStore(
+            create_sessionmaker(engine), Tombstones.from_settings(settings), source_ids, retry
+        )
+        customers = CachedCustomers(store, cache.backend, settings.profile_cache_ttl_s)
+        notifications = build_notifications(redis, settings)
+        return cls(settings, engine, redis, cache, federation, customers, notifications, source_ids)
+
+    def consumer(self, transport: Transport | None = None) -> StreamConsumer:
+        return open_consumer(
+            self.settings,
+            self.engine,
+            self.federation,
+            self.customers,
+            self.notifications,
+            self.source_ids,
+            transport,
+        )
+
+    async def aclose(self) -> None:
+        await self.customers.aclose()
+        await self.notifications.aclose()
+        await aclose_adapters(self.federation.adapters)
+        await self.cache.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.engine.dispose()
 
 
 def open_transport(settings: Settings) -> Transport:
