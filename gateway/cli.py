@@ -20,6 +20,7 @@ from adapters.config import UpstreamsConfig
 from gateway.access.cli import keys
 from gateway.db import migrate as migrations
 from gateway.identity.cli import identity
+from gateway.ingest.streams.cli import consume
 from gateway.observability.logs import configure_logging
 from gateway.recommendations.cli import recs
 from gateway.settings import Settings, SettingsError, load_settings
@@ -315,3 +316,4 @@ def sync(sources: tuple[str, ...], batch_size: int, database_url: str | None) ->
 main.add_command(recs)
 main.add_command(identity)
 main.add_command(keys)
+main.add_command(consume)

@@ -22,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 
 from adapters.config import UpstreamsConfig
 from gateway import __version__
+from gateway.ingest.streams.running import serving_consumer
 from gateway.observability import metrics
 from gateway.observability.logs import configure_worker_logging
 from gateway.observability.readiness import Readiness
@@ -103,6 +104,12 @@ def create_app(
         readiness = Readiness.open(settings, services.breakers())
         readiness.start()
         flushing = asyncio.get_running_loop().create_task(repeats.run()) if repeats else None
+        consumer = (
+            serving_consumer(services, upstreams) if settings.stream_consume_in_serve else None
+        )
+        consuming = asyncio.get_running_loop().create_task(consumer.run()) if consumer else None
+        if consumer is not None:
+            readiness.consumer = consumer.status.report
         state = AppState(
             services=services,
             readiness=readiness,
@@ -113,6 +120,7 @@ def create_app(
                 max_count=settings.persisted_queries_max,
                 ttl_s=settings.persisted_query_ttl_s,
             ),
+            consumer=consumer,
         )
         # Everything built so far lives as long as the process: move it out of the
         # collector's way, so full collections under load scan only request garbage.
@@ -128,6 +136,10 @@ def create_app(
             if flushing is not None:
                 flushing.cancel()
                 await asyncio.gather(flushing, return_exceptions=True)
+            if consumer is not None and consuming is not None:
+                consumer.stop()  # the batch in flight commits and is acknowledged first
+                await asyncio.gather(consuming, return_exceptions=True)
+                await consumer.transport.aclose()
             await readiness.aclose()
             await services.aclose()
             if repeats is not None:

@@ -13,6 +13,7 @@ from typing import TypedDict, cast
 from starlette.requests import HTTPConnection
 from starlette.types import Scope
 
+from gateway.ingest.streams.consumer import StreamConsumer
 from gateway.observability.readiness import Readiness
 from gateway.services import Services
 from resolvers.http.persisted_queries import PersistedQueries
@@ -25,6 +26,8 @@ class AppState(TypedDict):
     readiness: Readiness
     # The edge's own long-lived part: documents clients refer to by hash.
     persisted_queries: PersistedQueries
+    # The stream consumer this worker runs (GATEWAY_STREAM_CONSUME_IN_SERVE), or None.
+    consumer: StreamConsumer | None
 
 
 def state_in(scope: Scope) -> AppState:

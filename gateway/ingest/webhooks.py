@@ -170,21 +170,7 @@ class WebhookIngest:
         return _Stored(Ingested(event.event_id, "processed", customer_id), old_email, folded)
 
     def _subjects(self, event: InboundEvent) -> set[str]:
-        """Digests of the identifiers the event carries beyond its record (as tombstones
-        hash them), so an erasure finds the event and a tombstone refuses it."""
-        digests: set[str] = set()
-        for kind, value in event.subjects:
-            if kind == "anonymous":
-                digests.add(self._tombstones.anonymous_digest(event.source, value))
-            elif kind == "email":
-                digests.add(self._tombstones.email_digest(value) or "")
-            elif kind == "phone":
-                try:
-                    e164 = phone_key(value, self._config)
-                except ValueError:
-                    continue  # not a number: it names nobody
-                digests.add(self._tombstones.phone_digest(e164) or "")
-        return digests - {""}
+        return subject_digests(event, self._tombstones, self._config)
 
     async def _erased(
         self, connection: AsyncConnection, record: PreparedRecord | None, subjects: set[str]
@@ -247,6 +233,26 @@ class WebhookIngest:
                 "cache invalidation or notification failed after commit",
                 extra={"customer_id": str(customer_id), "event_id": event.event_id},
             )
+
+
+def subject_digests(
+    event: InboundEvent, tombstones: Tombstones, config: IdentityConfig
+) -> set[str]:
+    """Digests of the identifiers the event carries beyond its record (as tombstones
+    hash them), so an erasure finds the event and a tombstone refuses it."""
+    digests: set[str] = set()
+    for kind, value in event.subjects:
+        if kind == "anonymous":
+            digests.add(tombstones.anonymous_digest(event.source, value))
+        elif kind == "email":
+            digests.add(tombstones.email_digest(value) or "")
+        elif kind == "phone":
+            try:
+                e164 = phone_key(value, config)
+            except ValueError:
+                continue  # not a number: it names nobody
+            digests.add(tombstones.phone_digest(e164) or "")
+    return digests - {""}
 
 
 async def _claim(connection: AsyncConnection, event: InboundEvent) -> int | None:

@@ -73,3 +73,34 @@ def exposition(multiprocess_dir: str | None) -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST
+
+
+# The event stream consumer (gateway/ingest/streams/): what it read, what became of it,
+# how far the group is behind, and how long a batch takes from read to acknowledgement.
+STREAM_CONSUMED = Counter(
+    "gateway_stream_consumed_total", "Stream messages read by the consumer.", ["transport"]
+)
+STREAM_OUTCOMES = Counter(
+    "gateway_stream_events_total",
+    "Stream messages by outcome: stored, duplicate (messageId seen before), erased, "
+    "no_consent, dead_lettered, retried.",
+    ["transport", "outcome"],
+)
+STREAM_PENDING = Gauge(
+    "gateway_stream_lag_entries",
+    "Messages of the group not yet acknowledged: pending (delivered) or waiting.",
+    ["transport", "state"],
+    multiprocess_mode="max",
+)
+STREAM_OLDEST_AGE = Gauge(
+    "gateway_stream_lag_oldest_seconds",
+    "Age of the oldest message not yet acknowledged (0 when none).",
+    ["transport"],
+    multiprocess_mode="max",
+)
+STREAM_BATCH_SECONDS = Histogram(
+    "gateway_stream_batch_duration_seconds",
+    "One batch from read to acknowledgement: parse, transaction, ack.",
+    ["transport"],
+    buckets=_LATENCY_BUCKETS,
+)

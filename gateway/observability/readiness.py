@@ -170,6 +170,9 @@ class Readiness:
         self._circuit_read = _Probe(self._read_circuits)
         self._circuit_states: list[CircuitState] = []
         self._publisher: asyncio.Task[None] | None = None
+        # The stream consumer this worker runs (``GATEWAY_STREAM_CONSUME_IN_SERVE``): a
+        # report of its state, read without I/O (its lag is refreshed by the consumer).
+        self.consumer: Callable[[], dict[str, Any]] | None = None
 
     @classmethod
     def open(cls, settings: Settings, breakers: Mapping[str, CircuitBreaker]) -> Readiness:
@@ -229,6 +232,12 @@ class Readiness:
         if cache is not Check.OK:
             reasons.append(f"cache {cache}: reads go to the database and the upstreams")
         reasons.extend(_describe(s, self.board.worker) for s in states if s.state != "closed")
+        consumer = self.consumer() if self.consumer is not None else None
+        if consumer is not None:
+            if not consumer["running"]:
+                reasons.append("stream consumer stopped: events wait in the stream")
+            elif consumer["waiting_for_database"]:
+                reasons.append("stream consumer holds its batch until the database answers")
         if database is not Check.OK and (cache is not Check.OK or self.redis is None):
             status = "unavailable"
         else:
@@ -245,6 +254,8 @@ class Readiness:
             },
             "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
         }
+        if consumer is not None:
+            body["consumer"] = consumer
         code = 503 if status == "unavailable" else 200
         self._last = (code, body, time.perf_counter())
         return code, body

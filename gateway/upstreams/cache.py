@@ -100,6 +100,10 @@ class GuardedRedisCache(RedisCache):  # type: ignore[misc]  # aiocache is untype
         """Drop the entry now, or when Redis answers again (read as a miss until then)."""
         return int(await self.guard.delete([self._build_key(key)]))
 
+    async def delete_many(self, keys: Sequence[str]) -> bool:
+        """Drop many entries in one DEL (or when Redis answers again)."""
+        return await self.guard.delete([self._build_key(key) for key in keys])
+
     async def exists(self, key: str, **kwargs: Any) -> bool:
         parent: Any = super()
         return bool(await self.guard.call("exists", lambda: parent.exists(key, **kwargs), False))
@@ -133,6 +137,18 @@ class UpstreamCache:
         """Drop every entry of one customer; with Redis, every instance sees it at once."""
         for upstream in upstreams:
             await self.backend.delete(self.key(upstream, customer_id))
+
+    async def invalidate_many(
+        self, customer_ids: Iterable[object], upstreams: Sequence[str]
+    ) -> None:
+        """``invalidate`` for many customers: one round trip with Redis (a stream batch
+        touches a thousand customers; a DEL each took longer than the batch's write)."""
+        keys = [self.key(upstream, c) for c in customer_ids for upstream in upstreams]
+        if isinstance(self.backend, GuardedRedisCache):
+            await self.backend.delete_many(keys)
+            return
+        for key in keys:
+            await self.backend.delete(key)
 
     async def claim(
         self, upstream: str, ids: Sequence[object]

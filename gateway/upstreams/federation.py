@@ -193,12 +193,18 @@ class Federation:
         return max(0, int(min(remaining, default=0)))
 
     async def invalidate(self, customer_id: object) -> None:
-        namespaces = [
+        await self.cache.invalidate(customer_id, self._namespaces())
+
+    async def invalidate_many(self, customer_ids: Iterable[object]) -> None:
+        """Every cached upstream answer of these customers, in one round trip."""
+        await self.cache.invalidate_many(customer_ids, self._namespaces())
+
+    def _namespaces(self) -> list[str]:
+        return [
             _namespace(name, data)
             for name, adapter in self.adapters.items()
             for data in DATA_KINDS[adapter.kind]
         ]
-        await self.cache.invalidate(customer_id, namespaces)
 
     async def _load(
         self,

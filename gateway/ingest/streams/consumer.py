@@ -1,0 +1,278 @@
+"""The consumer loop: read a batch, store it in one transaction, acknowledge, then
+invalidate and notify once per customer.
+
+- At least once: a message is acknowledged only after the transaction that stored it
+  (or decided it is a duplicate, an erased person's or a refused one) committed; a crash
+  before that leaves it to be delivered again, and the messageId makes that a no-op.
+- Nothing silently dropped: a message that cannot be parsed, or that failed
+  ``max_attempts`` deliveries, goes to the dead letter with its reason.
+- Backpressure: one batch in flight. The next read waits for the last commit, so a slow
+  Postgres slows the reads and memory holds one batch; while the database is
+  unreachable the batch is held and retried with a capped backoff (not dead-lettered:
+  the messages are fine, the database is not).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from gateway.db.connectivity import is_connectivity_failure
+from gateway.errors import DatabaseUnavailable
+from gateway.ingest.streams.event_batches import (
+    BatchResult,
+    CustomerTouch,
+    EventBatches,
+    StreamEvent,
+)
+from gateway.ingest.streams.transport import Delivery, Lag, Transport
+from gateway.ingest.webhook_payloads import PayloadError
+from gateway.observability.metrics import (
+    STREAM_BATCH_SECONDS,
+    STREAM_CONSUMED,
+    STREAM_OLDEST_AGE,
+    STREAM_OUTCOMES,
+    STREAM_PENDING,
+)
+
+logger = logging.getLogger("gateway.stream")
+
+AfterCommit = Callable[[Mapping[UUID, CustomerTouch]], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class ConsumerStatus:
+    """What /readyz says about the consumer."""
+
+    transport: str
+    running: bool = False
+    batches: int = 0
+    stored: int = 0
+    last_batch_at: float | None = None  # time.time()
+    database_waiting: bool = False  # holding a batch until the database answers
+    last_error: str | None = None
+    lag: Lag | None = None
+
+    def report(self) -> dict[str, Any]:
+        lag = self.lag
+        return {
+            "transport": self.transport,
+            "running": self.running,
+            "batches": self.batches,
+            "stored": self.stored,
+            "last_batch_s_ago": (
+                round(time.time() - self.last_batch_at, 1) if self.last_batch_at else None
+            ),
+            "waiting_for_database": self.database_waiting,
+            "last_error": self.last_error,
+            "lag": None
+            if lag is None
+            else {
+                "pending": lag.pending,
+                "waiting": lag.waiting,
+                "oldest_age_s": None if lag.oldest_age_s is None else round(lag.oldest_age_s, 1),
+            },
+        }
+
+
+class StreamConsumer:
+    def __init__(
+        self,
+        transport: Transport,
+        batches: EventBatches,
+        after_commit: AfterCommit | None = None,
+        *,
+        batch_size: int = 500,
+        wait_s: float = 1.0,
+        max_attempts: int = 5,
+        retry_delay_s: float = 1.0,
+        lag_interval_s: float = 5.0,
+        backoff_cap_s: float = 5.0,
+    ) -> None:
+        self.transport = transport
+        self.batches = batches
+        self.after_commit = after_commit
+        self.batch_size = batch_size
+        self.wait_s = wait_s
+        self.max_attempts = max_attempts
+        self.retry_delay_s = retry_delay_s
+        self.lag_interval_s = lag_interval_s
+        self.backoff_cap_s = backoff_cap_s
+        self.status = ConsumerStatus(transport.name)
+        self._stop = asyncio.Event()
+        self._lag_at = 0.0
+        self._progress = asyncio.Condition()  # notified after each batch's commit
+
+    async def wait_stored(self, count: int) -> None:
+        """Until this consumer has stored ``count`` events (for callers that wait for
+        ingestion to catch up: tests, a benchmark, a drain before shutdown)."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: self.status.stored >= count)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Consume until ``stop``; the current batch is finished (committed and
+        acknowledged) first."""
+        self.status.running = True
+        opened = False
+        try:
+            while not self._stop.is_set():
+                try:
+                    if not opened:  # an engine down at start is waited for, like later
+                        await self.transport.open()
+                        opened = True
+                    await self.step()
+                except Exception as exc:  # noqa: BLE001 - the engine failed: retry after a pause
+                    self.status.last_error = f"{type(exc).__name__}: transport"
+                    logger.warning(
+                        "stream read or acknowledgement failed; retrying",
+                        extra={"transport": self.transport.name, "error": type(exc).__name__},
+                    )
+                    await self._pause(self.backoff_cap_s)
+        finally:
+            self.status.running = False
+
+    async def step(self) -> int:
+        """One batch: read (after the last one committed), store, acknowledge; how many
+        messages were read."""
+        await self._refresh_lag()
+        deliveries = await self.transport.read(self.batch_size, self.wait_s)
+        if not deliveries:
+            return 0
+        started = time.perf_counter()
+        name = self.transport.name
+        STREAM_CONSUMED.labels(name).inc(len(deliveries))
+        parsed: list[tuple[Delivery, StreamEvent]] = []
+        for delivery in deliveries:
+            reason = self._refusal(delivery)
+            if reason is None:
+                try:
+                    parsed.append((delivery, self.batches.parse(delivery.payload)))
+                    continue
+                except PayloadError as exc:
+                    reason = f"invalid: {exc.reason}"
+            await self._dead_letter(delivery, reason)
+        if parsed:
+            await self._store(parsed)
+        STREAM_BATCH_SECONDS.labels(name).observe(time.perf_counter() - started)
+        self.status.batches += 1
+        self.status.last_batch_at = time.time()
+        return len(deliveries)
+
+    def _refusal(self, delivery: Delivery) -> str | None:
+        if delivery.problem is not None:
+            return f"invalid: {delivery.problem}"
+        if delivery.attempts > self.max_attempts:
+            # Delivered this often without an acknowledgement: it failed every time, or
+            # the consumers holding it died (a message that crashes its consumer).
+            return f"delivered {delivery.attempts} times without being stored"
+        return None
+
+    async def _store(self, parsed: list[tuple[Delivery, StreamEvent]]) -> None:
+        try:
+            result = await self._committed([event for _, event in parsed])
+        except Exception as exc:  # noqa: BLE001 - one event may be the cause: isolate it
+            logger.warning(
+                "stream batch failed; storing its events one by one",
+                extra={"transport": self.transport.name, "error": type(exc).__name__},
+            )
+            for delivery, event in parsed:
+                await self._store_alone(delivery, event)
+            return
+        await self._done([d for d, _ in parsed], result)
+
+    async def _store_alone(self, delivery: Delivery, event: StreamEvent) -> None:
+        try:
+            result = await self._committed([event])
+        except Exception as exc:  # noqa: BLE001 - this event fails by itself: poison or retry
+            reason = f"failed {delivery.attempts} times: {type(exc).__name__}"
+            if delivery.attempts >= self.max_attempts:
+                await self._dead_letter(delivery, reason)
+            else:
+                STREAM_OUTCOMES.labels(self.transport.name, "retried").inc()
+                await self.transport.retry(delivery, self.retry_delay_s)
+            return
+        await self._done([delivery], result)
+
+    async def _committed(self, events: Sequence[StreamEvent]) -> BatchResult:
+        """The batch stored; while the database is unreachable, the same batch again
+        after a capped backoff (the stream keeps everything meanwhile)."""
+        delay = 0.1
+        while True:
+            try:
+                result = await self.batches.store(events)
+            except Exception as exc:
+                if not (isinstance(exc, DatabaseUnavailable) or is_connectivity_failure(exc)):
+                    raise
+                if self._stop.is_set():
+                    raise
+                self.status.database_waiting = True
+                self.status.last_error = "database unreachable"
+                await self._pause(delay)
+                delay = min(delay * 2, self.backoff_cap_s)
+                continue
+            self.status.database_waiting = False
+            return result
+
+    async def _done(self, deliveries: list[Delivery], result: BatchResult) -> None:
+        await self.transport.ack(deliveries)
+        name = self.transport.name
+        for outcome in result.outcomes:
+            STREAM_OUTCOMES.labels(name, outcome).inc()
+        self.status.stored += result.outcomes.count("stored")
+        async with self._progress:
+            self._progress.notify_all()
+        if self.after_commit is not None and result.customers:
+            await self.after_commit(result.customers)
+
+    async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        await self.transport.dead_letter(delivery, reason)
+        STREAM_OUTCOMES.labels(self.transport.name, "dead_lettered").inc()
+        logger.warning(
+            "stream message dead-lettered",
+            extra={"transport": self.transport.name, "reason": reason},
+        )
+
+    async def _refresh_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._lag_at < self.lag_interval_s:
+            return
+        self._lag_at = now
+        try:
+            lag = await self.transport.lag()
+        except Exception:  # noqa: BLE001 - a metric: the next refresh tries again
+            return
+        self.status.lag = lag
+        name = self.transport.name
+        STREAM_PENDING.labels(name, "pending").set(lag.pending)
+        STREAM_PENDING.labels(name, "waiting").set(lag.waiting)
+        STREAM_OLDEST_AGE.labels(name).set(lag.oldest_age_s or 0.0)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+
+async def replay_dead_letters(
+    transport: Transport, progress: Callable[[int, int], None], chunk: int = 500
+) -> int:
+    """Move every dead letter back to the stream, ``progress(moved, total)`` per chunk;
+    how many moved. Each chunk moves atomically (a message is in one place)."""
+    await transport.open()
+    total = await transport.dead_letters()
+    moved = 0
+    while moved < total:
+        done = await transport.replay_dead_letters(min(chunk, total - moved))
+        if not done:
+            break
+        moved += done
+        progress(moved, total)
+    return moved
