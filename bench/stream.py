@@ -225,7 +225,7 @@ async def bench(args: argparse.Namespace, url: str) -> None:
     rate_tag = f"{tag}-rate"
     timed = Timed(transport(args.transport, rate_tag, "gateway"))
     await timed.open()
-    live = StreamConsumer(timed, batches, updates, batch_size=args.batch_size, wait_s=0.05)  # type: ignore[arg-type]
+    live = StreamConsumer(timed, batches, updates, batch_size=args.batch_size, wait_s=0.05)
     producer = multiprocessing.get_context("spawn").Process(
         target=produce_at_rate,
         args=(args.transport, rate_tag, users, args.rate, args.rate_seconds),

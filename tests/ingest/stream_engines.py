@@ -33,7 +33,7 @@ async def group(
     made: list[Any] = []
 
     async def member(name: str | None = None) -> Transport:
-        transport: Any
+        transport: RedisStreams | JetStream
         if kind == "redis":
             client = aioredis.Redis.from_url(f"{REDIS_BASE_URL}/0")
             transport = RedisStreams(

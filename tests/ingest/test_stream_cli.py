@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -82,7 +83,11 @@ def test_consume_runs_until_sigterm_and_replays_dead_letters(postgres_url: str) 
                 async with asyncio.timeout(DEADLINE_S):
                     _, errors = await consumer.communicate()
             assert consumer.returncode == 0, errors
-            reasons = [f[b"reason"].decode() for _, f in await client.xrange(f"{stream}:dead")]
+            # redis-py types stream entries loosely; this client answers bytes.
+            entries = cast(
+                "list[tuple[bytes, dict[bytes, bytes]]]", await client.xrange(f"{stream}:dead")
+            )
+            reasons = [fields[b"reason"].decode() for _, fields in entries]
             assert reasons[0] == "invalid: the message is not valid JSON"
             assert reasons[1].startswith("invalid: type:")
             replay = await asyncio.create_subprocess_exec(

@@ -165,7 +165,7 @@ async def test_a_poison_message_is_dead_lettered_with_its_reason_and_replayed(
         worker = consumer(transport, engine, max_attempts=2)
 
         async def dead_lettered() -> bool:
-            return await transport.dead_letters() == 2
+            return bool(await transport.dead_letters() == 2)
 
         await drain(worker, until=dead_lettered)
         assert await stored(engine, [good["messageId"]]) == {good["messageId"]: 1}
@@ -179,7 +179,7 @@ async def test_a_poison_message_is_dead_lettered_with_its_reason_and_replayed(
             await dying.aclose()
 
         async def three() -> bool:
-            return await transport.dead_letters() == 3
+            return bool(await transport.dead_letters() == 3)
 
         await drain(worker, until=three)
         assert await stored(engine, [crashing["messageId"]]) == {}

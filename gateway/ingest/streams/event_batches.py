@@ -32,7 +32,7 @@ from gateway.db.models import Event
 from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction
 from gateway.identity import DEFAULT_CONFIG, IdentityConfig, PreparedRecord, RecordError, Resolver
 from gateway.identity import prepare as prepare_record
-from gateway.identity.resolution import lock_keys, record_keys
+from gateway.identity.linkage.resolution import lock_keys, record_keys
 from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
 from gateway.ingest.streams.event_rows import (
     SOURCE,

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db.access_models import EventSubject
 from gateway.db.models import Consent, Customer, Event, Identity
-from gateway.identity.lookup import matching
+from gateway.identity.linkage.lookup import matching
 from gateway.privacy.consent import Purpose
 
 if TYPE_CHECKING:
