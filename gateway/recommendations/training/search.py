@@ -161,8 +161,8 @@ def search_als(v: Validation, view: str, items: int) -> None:
 
 def search_blend(v: Validation, candidates: list[Setting]) -> None:
     """Blends of the best personal families (at most ``BLEND_MEMBERS``, each validating
-    within ``BLEND_WITHIN`` of the best): the best two mixed at shares on a grid, refined
-    around the best share, then the third added at a small share. Near-equal families
+    within ``BLEND_WITHIN`` of the best): each pair mixed at shares on a grid, the best
+    pair's share refined, then the third added to it at a small share. Near-equal families
     make different mistakes (a factorisation blurs what a neighbourhood sees sharply),
     so their blend is usually better than either on new data as well."""
     ranked = sorted(
