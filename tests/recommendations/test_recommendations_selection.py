@@ -5,6 +5,7 @@ within its memory bounds."""
 from __future__ import annotations
 
 import random
+import uuid
 
 import numpy as np
 import pytest
@@ -12,10 +13,12 @@ from threadpoolctl import threadpool_info
 
 from gateway.recommendations.interactions import Interaction
 from gateway.recommendations.model import ModelParams, build_matrix
+from gateway.recommendations.training.builder import compute
 from gateway.recommendations.training.evaluation import evaluate
 from gateway.recommendations.training.families import TrainingData, fit, thread_limits
+from gateway.recommendations.training.history import History
 from gateway.recommendations.training.metrics import Split
-from gateway.recommendations.training.selection import select
+from gateway.recommendations.training.selection import fit_setting, select
 
 NEIGHBOURHOOD = {"knn", "ease", "item_to_item"}
 
@@ -43,6 +46,22 @@ def _pairs(seed: int, users: int = 300, pairs: int = 60, each: int = 6) -> list[
     for user in range(users):
         chosen = rng.sample(range(pairs), each)
         items = [f"p{c}a" for c in chosen] + [f"p{c}b" for c in chosen]
+        rng.shuffle(items)
+        found += [Interaction(f"u{user}", i, "rating", float(t)) for t, i in enumerate(items)]
+    return found
+
+
+def _groups_and_pairs(seed: int, users: int = 240) -> list[Interaction]:
+    """Two patterns at once: half of what each user takes comes from their taste group
+    (30 products of 120), half in pairs across the catalogue (a book and its sequel).
+    No one family is best at both, so families validate close to each other."""
+    rng = random.Random(seed)
+    found = []
+    for user in range(users):
+        group = user % 4
+        items = [f"g{group}_{i}" for i in rng.sample(range(30), 6)]
+        for pair in rng.sample(range(40), 3):
+            items += [f"p{pair}a", f"p{pair}b"]
         rng.shuffle(items)
         found += [Interaction(f"u{user}", i, "rating", float(t)) for t, i in enumerate(items)]
     return found
@@ -133,3 +152,52 @@ def test_thread_limits_cap_blas_for_the_fit() -> None:
         inside = [api["num_threads"] for api in threadpool_info() if api["user_api"] == "blas"]
     assert inside
     assert set(inside) == {1}
+
+
+def test_near_equal_families_are_blended_at_shares_chosen_on_validation() -> None:
+    with thread_limits(1):
+        selection = select(_groups_and_pairs(0), ModelParams(), how="random", seed=0, refit=False)
+    blends = [t for t in selection.trials if t.setting.family == "blend"]
+    # The best two searched families mixed at several shares, the third added to the best mix.
+    pairs: dict[frozenset[str], set[tuple[float, ...]]] = {}
+    for trial in blends:
+        members = frozenset(p.label() for p in trial.setting.parts)
+        pairs.setdefault(members, set()).add(trial.setting.options["weights"])
+        # Only families whose settings were searched on the inner split are mixed.
+        assert {p.family for p in trial.setting.parts} <= {"ease", "als", "knn"}
+    assert max(len(shares) for shares in pairs.values()) >= 5
+    assert any(len(members) == 3 for members in pairs)
+    # What validates best serves (popularity is far below): no simpler near-equal instead.
+    best = max(selection.trials, key=lambda t: t.key)
+    assert selection.chosen == best.setting
+    assert selection.chosen.family == "blend"
+    assert not selection.note
+
+
+def test_a_served_blend_is_precomputed_into_each_customers_list() -> None:
+    names = {f"u{n}": str(uuid.UUID(int=n + 1)) for n in range(240)}
+    history = History(
+        [Interaction(names[x.user], x.item, "purchase", x.at) for x in _groups_and_pairs(1)]
+    )
+    params = ModelParams()
+    rows = compute(history, params, {}, set(names.values()), families=("blend",))
+    assert rows.label.startswith("blend(")
+    chosen = rows.selection["chosen"]
+    assert chosen["family"] == "blend"
+    assert len(chosen["parts"]) >= 2
+    # Serving reads these lists: their order is the blend's, computed at build time.
+    with thread_limits(1):
+        selection = select(
+            history.interactions, params, how="recent", seed=42, families=("blend",), refit=False
+        )
+        data = TrainingData(build_matrix(history.interactions, params), seed=42)
+        model = fit_setting(selection.chosen, data)
+    assert selection.chosen.label() == rows.label
+    for user in ("u0", "u7"):
+        listed = rows.lists[uuid.UUID(names[user])].candidates
+        assert len(listed) >= 10
+        scores = model.scores(np.array([data.matrix.user_index[names[user]]]))[0]
+        at = {item: j for j, item in enumerate(data.matrix.items)}
+        ranked = np.array([scores[at[c.product_id]] for c in listed])
+        assert ranked[0] == pytest.approx(scores.max())
+        assert (np.diff(ranked) <= 1e-5).all()  # best first, by the blend's scores (float32 parts)

@@ -11,56 +11,47 @@ chooses, on the history it was given and nothing else:
    most ``VALIDATION_USERS``) users: precision@k decides, NDCG@k breaks ties;
 3. EASE's ridge and the kNN neighbourhood are searched on a log grid and refined
    around the best; ALS's confidence and regularisation together, then its factors;
-   then the best families are blended, two or three at a time, when they validate
-   within 5 % of each other;
-4. the simplest model within the noise of the best one (one standard error of the
-   per-user difference; popularity, item-to-item, kNN, EASE, ALS, blends, in that
-   order) is refitted on the whole history. Popularity is a candidate, so the served
-   model does not validate below it, nor a hair above it by chance.
+   then the best searched families (EASE, ALS, kNN; within 20 % of the best) are
+   blended: scores standardised per user, each pair of them at five shares, the best
+   pair's share refined, then the third added to it at a small share;
+4. the candidate that validates best serves, refitted on the whole history with the
+   settings validated; popularity instead when that one is not better than
+   popularity by more than the noise (one standard error of the per-user difference).
 
 The ``Selection`` keeps every trial, so the build stores which model serves and why.
 """
 
 from __future__ import annotations
 
-import math
-import random
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
-import scipy.sparse as sp
 
 from gateway.recommendations.interactions import Interaction
 from gateway.recommendations.model import ModelParams, build_matrix
 from gateway.recommendations.training.families import Blend, Fitted, TrainingData, fit
-from gateway.recommendations.training.metrics import (
-    Split,
-    describe_split,
-    evaluate_fitted,
-    held_matrix,
-    split,
+from gateway.recommendations.training.metrics import Split, describe_split
+from gateway.recommendations.training.search import (
+    EASE_COARSE,
+    KNN_COARSE,
+    VALIDATION_USERS,
+    Validation,
+    make_fold,
+    search_als,
+    search_blend,
+    search_log,
 )
 from gateway.recommendations.training.trials import Setting, Trial, paired_gain
 
-VALIDATION_USERS = 5_000
+__all__ = ["ALL_FAMILIES", "VALIDATION_USERS", "Selection", "fit_setting", "select"]
+
 # A model is served instead of a simpler one (popularity first) only when it validates
 # better by more than this many standard errors of the per-user difference.
 NOISE_MULTIPLE = 1.0
-BLEND_WITHIN = 0.95  # a family joins blends when it validates within 5 % of the best
 RANDOM_FOLDS = 2  # a random inner split is noisy: average two (a recent one is fixed)
 SINGLE_FAMILIES = ("popularity", "item_to_item", "knn", "ease", "als")
 ALL_FAMILIES = (*SINGLE_FAMILIES, "blend")
-_EASE_COARSE = (3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
-_KNN_COARSE = (5.0, 20.0, 80.0, 320.0, 1280.0)
-# ALS: what matters most is the regularisation against the confidence given to what
-# was seen (alpha), so the two are searched together, as a ratio, before the factors.
-_ALS_ALPHAS = (1.0, 3.0, 10.0, 30.0)
-_ALS_RATIOS = (3.0, 10.0, 30.0)  # regularization / alpha
-_ALS_FACTORS = (16, 32, 64, 128)
-_ALS_START_FACTORS = 32  # the grid's cost grows with the square of the factors
 
 
 @dataclass(slots=True)
@@ -128,77 +119,6 @@ class Selection:
         }
 
 
-@dataclass(slots=True)
-class _Fold:
-    """One inner split: the data fitted on, and whose held-out items are ranked."""
-
-    data: TrainingData
-    users: np.ndarray[Any, Any]
-    seen: sp.csr_matrix
-    held: sp.csr_matrix
-    kept: dict[Setting, Fitted] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class _Validation:
-    folds: list[_Fold]
-    k: int
-    trials: list[Trial] = field(default_factory=list)
-
-    def run(self, setting: Setting, keep: bool = False) -> Trial:
-        """Fit and score ``setting`` on every fold (once: a repeated setting is looked up)."""
-        for done in self.trials:
-            if done.setting == setting:
-                return done
-        started = time.perf_counter()
-        precision = ndcg = 0.0
-        per_user: list[np.ndarray[Any, Any]] = []
-        for fold in self.folds:
-            fitted = self.fit(fold, setting)
-            found = evaluate_fitted(fitted, fold.users, fold.seen, fold.held, self.k, per_user)
-            precision += found[0] / len(self.folds)
-            ndcg += found[1] / len(self.folds)
-            if keep:
-                fold.kept[setting] = fitted
-        users = np.concatenate(per_user) if per_user else np.zeros(0)
-        trial = Trial(setting, precision, ndcg, time.perf_counter() - started, users)
-        self.trials.append(trial)
-        return trial
-
-    def fit(self, fold: _Fold, setting: Setting) -> Fitted:
-        if setting in fold.kept:
-            return fold.kept[setting]
-        if setting.parts:
-            members = tuple(self.fit(fold, p) for p in setting.parts)
-            return Blend(members, tuple(setting.options["weights"]))
-        return fit(setting.family, setting.options, fold.data)
-
-    def best_of(self, family: str) -> Trial | None:
-        found = [t for t in self.trials if t.setting.family == family]
-        return max(found, key=lambda t: t.key) if found else None
-
-
-def _fold(
-    interactions: Sequence[Interaction],
-    how: Split,
-    seed: int,
-    items: Sequence[str],
-    categories: dict[str, str],
-    params: ModelParams,
-    threads: int,
-) -> _Fold:
-    inner_train, inner_held = split(interactions, how, seed=seed)
-    matrix = build_matrix(inner_train, params, items=items)
-    data = TrainingData(matrix, categories, params, threads=threads, seed=seed)
-    users = [u for u in matrix.users if u in inner_held]
-    if len(users) > VALIDATION_USERS:
-        users = sorted(random.Random(seed).sample(users, VALIDATION_USERS))
-    index = matrix.user_index
-    rows = np.array([index[u] for u in users], dtype=np.int64)
-    held = held_matrix(inner_held, matrix.users, matrix.items)
-    return _Fold(data, rows, (matrix.weights > 0).tocsr(), held)
-
-
 def select(
     interactions: Sequence[Interaction],
     params: ModelParams,
@@ -231,11 +151,12 @@ def select(
     wanted = allowed if allowed - {"blend"} else set(ALL_FAMILIES)
     all_items = tuple(dict.fromkeys([*items, *(x.item for x in interactions)]))
     count = folds if folds is not None else (RANDOM_FOLDS if how == "random" else 1)
+    known = dict(categories or {})
     found = [
-        _fold(interactions, how, seed + 1 + n, all_items, dict(categories or {}), params, threads)
+        make_fold(interactions, how, seed + 1 + n, all_items, known, params, threads)
         for n in range(count)
     ]
-    v = _Validation(found, k)
+    v = Validation(found, k)
     notes: list[str] = []
     first = found[0].data
     view = "binary"
@@ -256,7 +177,7 @@ def select(
                 f"EASE modelled the {first.ease_max_items:,} most popular of "
                 f"{first.n_items:,} items (its items x items inverse grows with their square)"
             )
-        _search_log(v, lambda x: Setting.of("ease", l2=x, input=view), _EASE_COARSE)
+        search_log(v, lambda x: Setting.of("ease", l2=x, input=view), EASE_COARSE)
     if "knn" in wanted:
         for weighting in ("cosine", "bm25"):
 
@@ -264,12 +185,12 @@ def select(
                 neighbours = min(round(x), first.n_items)
                 return Setting.of("knn", neighbours=neighbours, weighting=weighting, input=view)
 
-            _search_log(v, knn, _KNN_COARSE)
+            search_log(v, knn, KNN_COARSE)
     if "als" in wanted:
-        _search_als(v, view, first.n_items)
+        search_als(v, view, first.n_items)
     best = {f: t for f in SINGLE_FAMILIES if (t := v.best_of(f)) is not None}
     if "blend" in wanted and len(best) >= 2:
-        _search_blend(v, [t.setting for t in best.values()])
+        search_blend(v, [t.setting for t in best.values()])
         if (blended := v.best_of("blend")) is not None:
             best["blend"] = blended
     # Ties go to the simpler family (the order of ALL_FAMILIES).
@@ -279,24 +200,22 @@ def select(
     selection = Selection(
         winner.setting, v.trials, best, notes, describe_split(how, count), len(found[0].users), k
     )
-    # The simplest model within the noise of the best serves: among many candidates,
-    # the one that validates best is partly the luckiest, and a more complex model that
-    # is not clearly better is as likely worse on new data. Popularity comes first:
-    # behaviour must earn its place.
-    for candidate in sorted(eligible, key=lambda t: order[t.setting.family]):
-        if candidate is winner:
-            break
-        gain, noise = paired_gain(winner, candidate)
+    # Behaviour must earn its place over popularity: among many candidates the one that
+    # validates best is partly the luckiest, so a personal model serves only when it is
+    # better than popularity by more than the noise. Between personal models the best
+    # one serves: a blend of near-equals is what holds up on new data, and preferring a
+    # simpler near-equal served the one that lost on the test more often than not.
+    popular = best.get("popularity")
+    if popular is not None and "popularity" in allowed and winner is not popular:
+        gain, noise = paired_gain(winner, popular)
         if gain <= NOISE_MULTIPLE * noise:
-            selection.chosen = candidate.setting
+            selection.chosen = popular.setting
             selection.note = (
                 f"{winner.setting.label()} had the best precision@{k} on held-out training "
-                f"data ({winner.precision:.4f}), but "
-                f"only {gain:+.4f} above {candidate.setting.label()} "
-                f"({candidate.precision:.4f}), within the noise (standard error "
-                f"{noise:.4f}; {selection.users:,} users): the simpler model serves"
+                f"data ({winner.precision:.4f}), but only {gain:+.4f} above popularity "
+                f"({popular.precision:.4f}), within the noise (standard error "
+                f"{noise:.4f}; {selection.users:,} users): popularity serves"
             )
-            break
     if not len(found[0].users) and "item_to_item" in best:
         # Nothing to validate on (every customer has one product): no evidence against
         # the gateway's own model, which at least follows co-occurrence and categories.
@@ -322,79 +241,3 @@ def fit_setting(setting: Setting, data: TrainingData) -> Fitted:
         members = tuple(fit_setting(p, data) for p in setting.parts)
         return Blend(members, tuple(setting.options["weights"]), params=setting.options)
     return fit(setting.family, setting.options, data)
-
-
-def _search_log(v: _Validation, make: Callable[[float], Setting], coarse: Sequence[float]) -> None:
-    """A coarse log grid (extended past its ends while that improves), then the best
-    point's neighbours at half the step."""
-    grid = list(coarse)
-    trials = [v.run(make(x)) for x in grid]
-    best_x = grid[max(range(len(trials)), key=lambda n: trials[n].key)]
-    ratio = grid[1] / grid[0]
-    while best_x in (grid[0], grid[-1]):
-        further = best_x / ratio if best_x == grid[0] else best_x * ratio
-        if not 0.1 <= further <= 1e6 or v.run(make(further)).key <= v.run(make(best_x)).key:
-            break
-        grid = [further, *grid] if further < best_x else [*grid, further]
-        best_x = further
-    step = math.sqrt(ratio)
-    for x in (best_x / step, best_x * step):
-        v.run(make(x))
-
-
-def _search_als(v: _Validation, view: str, items: int) -> None:
-    """Alpha and regularization on a grid at 32 factors and half the iterations, then
-    the factors (at most half the items), then the regularization refined: about 18
-    fits, most of them cheap."""
-
-    def setting(factors: int, alpha: float, regularization: float, iterations: int = 15) -> Setting:
-        return Setting.of(
-            "als",
-            factors=factors,
-            alpha=alpha,
-            regularization=round(regularization, 4),
-            iterations=iterations,
-            input=view,
-        )
-
-    trials = [  # a first look: half the iterations, enough to rank the settings
-        v.run(setting(min(_ALS_START_FACTORS, max(8, items // 2)), alpha, alpha * ratio, 8))
-        for alpha in _ALS_ALPHAS
-        for ratio in _ALS_RATIOS
-    ]
-    options = max(trials, key=lambda t: t.key).setting.options
-    alpha, regularization = float(options["alpha"]), float(options["regularization"])
-    sizes = [f for f in _ALS_FACTORS if f <= max(_ALS_FACTORS[0], items // 2)]
-    factors = max(sizes, key=lambda f: v.run(setting(f, alpha, regularization)).key)
-    step = math.sqrt(_ALS_RATIOS[1] / _ALS_RATIOS[0])
-    for r in (regularization / step, regularization * step):
-        v.run(setting(factors, alpha, r))
-
-
-def _search_blend(v: _Validation, candidates: list[Setting]) -> None:
-    """Blends of the best personal families that validate within ``BLEND_WITHIN`` of the
-    best one: each pair of (at most) three at three weights, and the three together.
-    A clearly weaker member is left out: its share, right on the inner split, is too
-    much once every model is refitted on all the data, where the stronger ones gain most."""
-    ranked = sorted(
-        (v.run(c) for c in candidates if c.family != "popularity"),
-        key=lambda t: t.key,
-        reverse=True,
-    )
-    if not ranked:
-        return
-    floor = ranked[0].precision * BLEND_WITHIN
-    top = [t.setting for t in ranked if t.precision >= floor][:3]
-    if len(top) < 2:
-        return
-    for fold in v.folds:  # each member fitted once per fold, not once per blend tried
-        for candidate in top:
-            fold.kept[candidate] = v.fit(fold, candidate)
-    for n, first in enumerate(top):
-        for second in top[n + 1 :]:
-            for shares in ((3, 1), (1, 1), (1, 3)):
-                v.run(Setting.blend([first] * shares[0] + [second] * shares[1]))
-    if len(top) == 3:
-        v.run(Setting.blend(top))
-    for fold in v.folds:
-        fold.kept.clear()

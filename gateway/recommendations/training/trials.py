@@ -33,6 +33,20 @@ class Setting:
         weights = tuple(round(counts[p] / len(members), 4) for p in parts)
         return cls("blend", (("weights", weights),), parts)
 
+    @classmethod
+    def weighted(cls, members: Sequence[Setting], weights: Sequence[float]) -> Setting:
+        """``members`` mixed at ``weights`` (normalised to sum to 1; a zero share drops
+        its member), heaviest first."""
+        total = float(sum(weights))
+        shares: dict[Setting, float] = {}
+        for member, weight in zip(members, weights, strict=True):
+            if weight > 0:
+                shares[member] = shares.get(member, 0.0) + weight / total
+        parts = tuple(sorted(shares, key=lambda s: (-round(shares[s], 4), s.label())))
+        if len(parts) == 1:
+            return parts[0]
+        return cls("blend", (("weights", tuple(round(shares[p], 4) for p in parts)),), parts)
+
     @property
     def options(self) -> dict[str, Any]:
         return dict(self.params)
