@@ -23,7 +23,7 @@ from gateway.ingest.streams.event_batches import EventBatches
 from gateway.ingest.streams.transport import Transport
 from gateway.privacy.consent import ConsentStore, Purpose
 from gateway.privacy.erasure import Erasure, Tombstones
-from tests.ingest.stream_engines import ENGINES, group
+from tests.ingest.streams.stream_engines import ENGINES, group
 
 TOMBSTONES = Tombstones(b"stream-tests-erasure-key")
 DEADLINE_S = 20.0

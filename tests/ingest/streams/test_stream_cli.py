@@ -22,7 +22,7 @@ from gateway.db.migrate import upgrade
 from gateway.db.models import Event
 from tests.conftest import clean_redis, redis_database_url
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DEADLINE_S = 30.0
 
 
