@@ -207,6 +207,48 @@ def test_a_name_in_its_else_level_vetoes_a_merge_unless_the_rest_agrees() -> Non
     assert married.probability >= DEFAULT_MODEL.match_probability
 
 
+def test_a_replaced_first_name_merges_with_a_surname_typo_and_the_same_birth_date() -> None:
+    """A first name entered as another one, the surname with a typo (Mcphail, Mcpahil) and
+    the birth date exact: a near surname is as rare a coincidence between strangers born
+    the same day as an exact one, so the evidence may merge (RLdata and FEBRL both carry
+    such duplicates).  With the birth date a digit off it is still a stranger."""
+    scorer = Scorer(DEFAULT_MODEL)
+    typo = scorer.score(*_pair(first_name="Zebediah", last_name="Thornbuyr", **NAME_AND_BIRTH_DATE))
+    assert typo.levels["first_name"] == "else"
+    assert typo.levels["last_name"] == "jaro-winkler >= 0.92"
+    assert not typo.vetoed
+    off_by_one = scorer.score(
+        *_pair(
+            first_name="Zebediah",
+            last_name="Thornbuyr",
+            date_of_birth="1961-04-08",
+            **NAME_AND_BIRTH_DATE,
+        )
+    )
+    assert off_by_one.vetoed
+
+
+def test_a_first_name_typo_that_is_also_a_common_surname_is_still_a_typo() -> None:
+    """Peter and Peters as first names: Peters is a common surname, but among first names
+    it is a rare value beside a common one, a typo; two first names that are each common
+    among first names (Maria, Marie) stay two names."""
+    records = (
+        [{"first_name": "peter", "last_name": f"x{i}"} for i in range(8)]
+        + [{"first_name": f"y{i}", "last_name": "peters"} for i in range(5)]
+        + [{"first_name": "maria"}] * 5
+        + [{"first_name": "marie"}] * 5
+        + [{"first_name": f"z{i}", "last_name": f"w{i}"} for i in range(200)]
+    )
+    tables, totals = term_frequencies(records)
+    scorer = Scorer(LinkageModel(term_frequencies=tables, tf_totals=totals))
+    a = ("peter", "becker", "19600905", None, None, None, None, None)
+    typo = scorer.score(a, ("peters", *a[1:]))
+    assert typo.levels["first_name"] == "jaro-winkler >= 0.92"
+    assert not typo.vetoed
+    two_names = scorer.score(("maria", *a[1:]), ("marie", *a[1:]))
+    assert two_names.levels["first_name"] == "else"
+
+
 def test_swapped_names_count_only_when_both_cross_comparisons_agree() -> None:
     scorer = Scorer(DEFAULT_MODEL)
     swapped = scorer.score(*_pair(first_name="Thornbury", last_name="Margaret"))

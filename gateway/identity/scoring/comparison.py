@@ -97,7 +97,10 @@ class Scorer:
         fields = [_Field(index, model) for index in range(len(COMPARISONS))]
         self._first, self._last = fields[0], fields[1]
         self._rest = fields[2:]
-        # Common as a first or as a last name: names get entered in either field.
+        # Common as a first or as a last name: names get entered in either field, so
+        # crosswise comparisons ask both; a name compared within its own field asks that
+        # field's table only (Peters is a common surname, but a first name "Peters"
+        # beside "Peter" is a typo, not another first name).
         self._common = self._first.common | self._last.common
         # The hot loop's view of the other fields, as plain tuples.
         self._hot = [(f.index, f.level, f.weights, f.tf, f.tf_unseen, f.agree) for f in self._rest]
@@ -149,8 +152,11 @@ class Scorer:
             # A name that disagrees outright (a stranger sharing a birthday, or a name
             # changed at marriage) merges only where everything else agrees: the other
             # name and the birth date exactly, or two more fields (address, town...).
+            # "Agrees" as for swapped names: exact, or a typo (Jaro-Winkler >= 0.92) in a
+            # value not common in its field; a near surname is as rare a coincidence
+            # between strangers born the same day as an exact one.
             other = last if first == _NAME_ELSE else first
-            vetoed = agreeing < 2 and not (other == 0 and dob == 0)
+            vetoed = agreeing < 2 and not (other <= _NEAR and dob == 0)
         return total, vetoed
 
     def score(self, a: Comparable, b: Comparable) -> PairScore:
@@ -174,9 +180,9 @@ class Scorer:
         a_first, a_last, b_first, b_last = a[0], a[1], b[0], b[1]
         first = last = -1
         if a_first is not None and b_first is not None:
-            first = 0 if a_first == b_first else self._near(self._first, a_first, b_first)
+            first = 0 if a_first == b_first else self._near(self._first, a_first, b_first, False)
         if a_last is not None and b_last is not None:
-            last = 0 if a_last == b_last else self._near(self._last, a_last, b_last)
+            last = 0 if a_last == b_last else self._near(self._last, a_last, b_last, False)
         if (
             (first == _NAME_ELSE or last == _NAME_ELSE)
             and a_first
@@ -184,16 +190,19 @@ class Scorer:
             and b_first
             and b_last
         ):
-            crossed_first = 0 if a_first == b_last else self._near(self._first, a_first, b_last)
-            crossed_last = 0 if a_last == b_first else self._near(self._last, a_last, b_first)
+            crossed_first = (
+                0 if a_first == b_last else self._near(self._first, a_first, b_last, True)
+            )
+            crossed_last = 0 if a_last == b_first else self._near(self._last, a_last, b_first, True)
             if crossed_first <= _NEAR and crossed_last <= _NEAR:
                 return crossed_first, crossed_last, True
         return first, last, False
 
-    def _near(self, f: _Field, a: str, b: str) -> int:
+    def _near(self, f: _Field, a: str, b: str, crosswise: bool) -> int:
         """The fuzzy level of two different names; but two names each common in the data
         (Schmitt and Schmidt) are two names, not one with a typo: else."""
         level = f.level(a, b)
-        if level < _NAME_ELSE and a in self._common and b in self._common:
+        common = self._common if crosswise else f.common
+        if level < _NAME_ELSE and a in common and b in common:
             return _NAME_ELSE
         return level
