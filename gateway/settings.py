@@ -17,6 +17,7 @@ from pydantic_settings import SettingsConfigDict
 
 from adapters.config import UpstreamsConfig, UpstreamsConfigError, load_upstreams_file
 from gateway.outage_settings import OutageSettings
+from gateway.warehouse_settings import WarehouseSettings
 
 _ASYNC_DRIVERS = {
     "postgres": "postgresql+asyncpg",
@@ -40,7 +41,7 @@ class LogLevel(StrEnum):
     ERROR = "ERROR"
 
 
-class Settings(OutageSettings):
+class Settings(OutageSettings, WarehouseSettings):
     """Every knob of the gateway, with production-safe defaults for a single instance."""
 
     model_config = SettingsConfigDict(
