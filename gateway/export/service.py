@@ -132,7 +132,8 @@ class Exporter:
                 f"{self._target} holds {was} exports; export "
                 f"{'raw' if was == 'pseudonymised' else 'pseudonymised'} data to another folder"
             )
-        if full:
+        if full or not manifests:
+            # A target without any finished run (new, or emptied by hand) gets everything.
             await self._store.reset(self._key)
         cursors = await self._store.cursors(self._key)
         end = await self._store.window_end()

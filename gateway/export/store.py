@@ -174,10 +174,16 @@ class ExportStore:
 
     async def _copy_batches(self, spec: TableSpec, query: str) -> AsyncIterator[pa.RecordBatch]:
         with tempfile.TemporaryFile() as spool:
+
+            async def sink(chunk: bytes) -> None:
+                spool.write(chunk)
+
             async with self._engine.connect() as connection:
                 raw = await _driver(connection)
-                await raw.copy_from_query(query, output=spool.write, format="csv")
+                await raw.copy_from_query(query, output=sink, format="csv")
                 await connection.rollback()
+            if spool.tell() == 0:
+                return  # nothing changed (pyarrow refuses an empty CSV)
             spool.seek(0)
             reader = pacsv.open_csv(
                 spool,
