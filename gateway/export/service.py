@@ -168,8 +168,9 @@ class Exporter:
                     batch = self._pseudonymiser.batch(spec.name, batch)
                 writer.write(_stamped(pa.Table.from_batches([batch]), "upsert", plan.run_id))
                 bar.update(batch.num_rows)
-            deleted = await self._store.deleted(spec, lo, hi)
-            if deleted.num_rows:
+            # A first (or full) run holds the live rows only: no deletions to tell of.
+            deleted = await self._store.deleted(spec, lo, hi) if lo > EPOCH else None
+            if deleted is not None and deleted.num_rows:
                 columns = {
                     f.name: deleted.column(f.name)
                     if f.name in deleted.column_names

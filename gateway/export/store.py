@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from sqlalchemy import bindparam, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -213,7 +212,7 @@ class ExportStore:
             async for rows in result.partitions(BATCH_ROWS):
                 columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
                 arrays = [
-                    pa.array(list(values), type=kind)
+                    pa.array(_bools(values) if kind == pa.bool_() else list(values), type=kind)
                     for values, kind in zip(columns, types, strict=True)
                 ]
                 yield pa.RecordBatch.from_arrays(arrays, names=names)
@@ -283,5 +282,6 @@ async def _driver(connection: AsyncConnection) -> Any:
     return raw.driver_connection
 
 
-def as_microseconds(array: pa.Array) -> pa.Array:
-    return pc.cast(array, pa.int64())
+def _bools(values: Sequence[object]) -> list[bool | None]:
+    # SQLite answers 0 and 1.
+    return [None if v is None else bool(v) for v in values]
