@@ -24,7 +24,7 @@ from gateway.export.verify import reconcile
 from gateway.export.warehouse import load
 from gateway.identity import merge_customers
 from gateway.privacy.erasure import Erasure, Tombstones
-from tests.export.conftest import add_person
+from tests.export.people import add_person
 
 KEY = b"export-test-key-0123456789"
 
