@@ -21,10 +21,10 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
-    func,
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    func,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles

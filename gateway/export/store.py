@@ -23,7 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
-from sqlalchemy import bindparam, delete, select, text
+from sqlalchemy import bindparam, delete, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db.export_models import ExportCursor
@@ -33,9 +33,7 @@ from gateway.export.tables import ANALYTICS, ARROW_TYPES, Kind, TableSpec
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BATCH_ROWS = 100_000
 _SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
-_GRANTED = (
-    f"SELECT customer_id FROM consents WHERE purpose = '{ANALYTICS}' AND granted = true"
-)
+_GRANTED = f"SELECT customer_id FROM consents WHERE purpose = '{ANALYTICS}' AND granted = true"
 
 
 def _pg_expr(name: str, kind: Kind) -> str:
@@ -49,7 +47,8 @@ def _pg_expr(name: str, kind: Kind) -> str:
 def _sqlite_expr(name: str, kind: Kind) -> str:
     if kind is Kind.TIME:
         # Stored as 'YYYY-MM-DD HH:MM:SS.ffffff' (SQLAlchemy's format, and the triggers').
-        return f"CAST(strftime('%s', {name}) AS INTEGER) * 1000000 + CAST(substr({name}, 21, 6) AS INTEGER)"
+        seconds = f"CAST(strftime('%s', {name}) AS INTEGER) * 1000000"
+        return f"{seconds} + CAST(substr({name}, 21, 6) AS INTEGER)"
     if kind is Kind.UUID:  # 32 hex digits: the dashed form Postgres answers
         parts = " || '-' || ".join(
             f"substr({name}, {a}, {n})" for a, n in ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))
@@ -88,7 +87,7 @@ class ExportStore:
                     ExportCursor.target == target
                 )
             )
-            return {name: cursor for name, cursor in rows}
+            return dict(rows.tuples().all())
 
     async def advance(self, target: str, table: str, cursor: datetime, run_id: str) -> None:
         async with self._engine.begin() as connection:
@@ -98,7 +97,7 @@ class ExportStore:
                 )
             )
             await connection.execute(
-                ExportCursor.__table__.insert(),
+                insert(ExportCursor),
                 [
                     {
                         "target": target,
@@ -154,9 +153,7 @@ class ExportStore:
         window = f"changed_at >= {low} AND changed_at < {high}"
         if spec.name != "events":
             return self._select(spec, window)
-        newly = (
-            f"{_GRANTED} AND changed_at >= {low} AND changed_at < {high}"
-        )
+        newly = f"{_GRANTED} AND changed_at >= {low} AND changed_at < {high}"
         return (
             self._select(spec, f"{window} AND customer_id IN ({_GRANTED})")
             + " UNION ALL "
@@ -202,9 +199,7 @@ class ExportStore:
             for batch in reader:
                 yield batch
 
-    async def _driver_batches(
-        self, spec: TableSpec, query: str
-    ) -> AsyncIterator[pa.RecordBatch]:
+    async def _driver_batches(self, spec: TableSpec, query: str) -> AsyncIterator[pa.RecordBatch]:
         types = [_read_type(c.kind) for c in spec.columns]
         names = [c.name for c in spec.columns]
         async with self._engine.connect() as connection:
@@ -226,16 +221,18 @@ class ExportStore:
         window = {"lo": lo, "hi": hi}
         params = [bindparam("lo", type_=UtcDateTime()), stamp]
         async with self._engine.connect() as connection:
-            rows = list(
-                await connection.execute(
+            rows: list[tuple[str, datetime]] = [
+                (str(row_id), at)
+                for row_id, at in await connection.execute(
                     text(
                         "SELECT row_id, deleted_at FROM export_deletions WHERE table_name = "
                         ":table AND deleted_at >= :lo AND deleted_at < :hi ORDER BY id"
-                    ).bindparams(*params, table=spec.name)
+                    )
+                    .bindparams(*params, table=spec.name)
                     .columns(deleted_at=UtcDateTime()),
                     window,
                 )
-            )
+            ]
             if spec.name == "events":
                 withheld = text(
                     "SELECT id FROM events WHERE changed_at < :hi AND customer_id IN "

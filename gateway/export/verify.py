@@ -47,9 +47,13 @@ class Reconciliation:
         files = f"{self.files} files" + (
             f", BAD: {', '.join(self.bad_files)}" if self.bad_files else " ok"
         )
-        ids = "ids checksum ok" if self.exported_checksum == self.database_checksum else (
-            f"ids checksum DIFFERS ({self.exported_checksum[:12]} vs "
-            f"{self.database_checksum[:12]})"
+        ids = (
+            "ids checksum ok"
+            if self.exported_checksum == self.database_checksum
+            else (
+                f"ids checksum DIFFERS ({self.exported_checksum[:12]} vs "
+                f"{self.database_checksum[:12]})"
+            )
         )
         return (
             f"{self.table}: {'ok' if self.ok else 'MISMATCH'}; {files}; rows {self.rows} "

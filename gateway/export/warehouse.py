@@ -74,9 +74,13 @@ def load(target: str, database: Path) -> dict[str, int]:
             if paths:
                 body = live_query(paths, spec, "* EXCLUDE (_nth, _op, _run)")
             else:  # nothing exported yet: an empty table of the right shape
-                body = "SELECT " + ", ".join(
-                    f"CAST(NULL AS {_duck(c.kind.value)}) AS {c.name}" for c in spec.columns
-                ) + " WHERE false"
+                body = (
+                    "SELECT "
+                    + ", ".join(
+                        f"CAST(NULL AS {_duck(c.kind.value)}) AS {c.name}" for c in spec.columns
+                    )
+                    + " WHERE false"
+                )
             db.execute(f"CREATE OR REPLACE TABLE {spec.name} AS {body}")
             row = db.execute(f"SELECT count(*) FROM {spec.name}").fetchone()
             counts[spec.name] = int(row[0]) if row else 0

@@ -74,6 +74,7 @@ def exposition(multiprocess_dir: str | None) -> tuple[bytes, str]:
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST
 
+
 # The last warehouse export and retention run (gateway/export/, gateway/privacy/retention.py);
 # `gateway export` writes them to GATEWAY_EXPORT_METRICS_FILE for a textfile collector.
 EXPORT_ROWS = Gauge(

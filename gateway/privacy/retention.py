@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, delete, func, select, update
+from sqlalchemy import Select, case, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tqdm import tqdm
 
@@ -89,13 +89,12 @@ class Retention:
         async with self._sessions() as session:
             return list(await session.scalars(query))
 
-    def _old_events(self, cutoff: datetime) -> select:  # type: ignore[valid-type]
+    def _old_events(self, cutoff: datetime) -> Select[int]:
         query = select(Event.id).where(Event.occurred_at < cutoff)
         if self._rules.events_action is EventRetention.ANONYMISE:
             # Already anonymised ones are not counted again.
             query = query.where(
-                Event.customer_id.is_not(None)
-                | Event.id.in_(select(EventSubject.event_id))
+                Event.customer_id.is_not(None) | Event.id.in_(select(EventSubject.event_id))
             )
         return query
 

@@ -193,13 +193,9 @@ async def test_duckdb_warehouse_views(engine: AsyncEngine, tmp_path: Path) -> No
     assert counts["customers"] == 3
     assert counts["events"] == 6
     with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as db:
-        activity = dict(
-            db.execute("SELECT customer_id, orders FROM customer_activity").fetchall()
-        )
+        activity = dict(db.execute("SELECT customer_id, orders FROM customer_activity").fetchall())
         assert activity == {**{str(p.id): 1 for p in people}, str(silent.id): 0}
-        consents = dict(
-            db.execute("SELECT id, analytics FROM customer_consents").fetchall()
-        )
+        consents = dict(db.execute("SELECT id, analytics FROM customer_consents").fetchall())
         assert consents[str(silent.id)] is False
         daily = db.execute("SELECT sum(events), sum(orders) FROM engagement_daily").fetchone()
         assert daily == (6, 2)

@@ -32,9 +32,7 @@ def _identifiers(person: Person) -> list[str]:
     ]
 
 
-async def test_pseudonymised_files_hold_no_identifiers(
-    engine: AsyncEngine, tmp_path: Path
-) -> None:
+async def test_pseudonymised_files_hold_no_identifiers(engine: AsyncEngine, tmp_path: Path) -> None:
     people = [await add_person(engine) for _ in range(3)]
     out = tmp_path / "out"
     exporter = Exporter(engine, str(out), Pseudonymiser(KEY))
@@ -60,9 +58,7 @@ async def test_pseudonymised_files_hold_no_identifiers(
     # The same person, the same pseudonym, in every run: customers join with attributes.
     pseudonymiser = Pseudonymiser(KEY)
     customers = [
-        row
-        for p in out.glob("customers/**/*.parquet")
-        for row in pq.read_table(p).to_pylist()
+        row for p in out.glob("customers/**/*.parquet") for row in pq.read_table(p).to_pylist()
     ]
     by_id = {row["id"]: row for row in customers}
     for person in people:

@@ -4,6 +4,7 @@ export afterwards carries those as deletions."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,7 +24,7 @@ __all__ = ["engine", "own_database_url"]  # the export tests' own database, as f
 TOMBSTONES = Tombstones(b"retention-test-erasure-key")
 
 
-async def _state(engine: AsyncEngine) -> tuple[set[object], int, int]:
+async def _state(engine: AsyncEngine) -> tuple[set[uuid.UUID], int, int]:
     async with engine.connect() as connection:
         customers = set(await connection.scalars(select(Customer.id)))
         events = await connection.scalar(select(func.count()).select_from(Event))
@@ -76,9 +77,7 @@ async def test_dry_run_changes_nothing_and_a_real_run_removes_what_the_rules_say
     assert (again.customers, again.events) == (0, 0)
 
     second = await exporter.run()
-    deleted = {
-        t.table: t.as_json()["deletes"] for t in second.tables if t.as_json()["deletes"]
-    }
+    deleted = {t.table: t.as_json()["deletes"] for t in second.tables if t.as_json()["deletes"]}
     assert deleted["customers"] == 1
     assert deleted["events"] >= 4
 
