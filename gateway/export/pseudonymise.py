@@ -72,6 +72,8 @@ def _normal(key: str) -> str:
 class Pseudonymiser:
     def __init__(self, key: bytes) -> None:
         self._key = key
+        # Keyed once: each value then costs a copy of the keyed state, not a new HMAC.
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Pseudonymiser:
@@ -82,7 +84,9 @@ class Pseudonymiser:
             value = value.strip().lower()
         elif kind == "phone":
             value = re.sub(r"\D", "", value)
-        return hmac.new(self._key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
+        keyed = self._keyed.copy()
+        keyed.update(f"{kind}:{value}".encode())
+        return keyed.hexdigest()
 
     def _hashed(self, array: pa.Array, kind: str) -> pa.Array:
         return pa.array(

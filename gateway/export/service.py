@@ -163,11 +163,14 @@ class Exporter:
         with tqdm(
             desc=spec.name, unit=" rows", unit_scale=True, disable=not self._progress, leave=True
         ) as bar:
-            async for batch in self._store.changed(spec, lo, hi):
+
+            def consume(batch: pa.RecordBatch) -> None:
                 if self._pseudonymiser is not None:
                     batch = self._pseudonymiser.batch(spec.name, batch)
                 writer.write(_stamped(pa.Table.from_batches([batch]), "upsert", plan.run_id))
                 bar.update(batch.num_rows)
+
+            await self._store.changed(spec, lo, hi, consume)
             # A first (or full) run holds the live rows only: no deletions to tell of.
             deleted = await self._store.deleted(spec, lo, hi) if lo > EPOCH else None
             if deleted is not None and deleted.num_rows:
@@ -185,8 +188,8 @@ class Exporter:
 
 def _stamped(table: pa.Table, op: str, run_id: str) -> pa.Table:
     rows = table.num_rows
-    table = table.append_column("_op", pa.array([op] * rows, type=pa.string()))
-    return table.append_column("_run", pa.array([run_id] * rows, type=pa.string()))
+    table = table.append_column("_op", pa.repeat(pa.scalar(op, pa.string()), rows))
+    return table.append_column("_run", pa.repeat(pa.scalar(run_id, pa.string()), rows))
 
 
 def _record(report: ExportReport) -> None:

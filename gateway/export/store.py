@@ -14,10 +14,11 @@ driver.  Both give the same Arrow types (``tables.ARROW_TYPES``).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import tempfile
+import os
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,16 +32,14 @@ from gateway.db.models import UtcDateTime, utcnow
 from gateway.export.tables import ANALYTICS, ARROW_TYPES, Kind, TableSpec
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+Consumer = Callable[[pa.RecordBatch], None]
 BATCH_ROWS = 100_000
 _SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
 _GRANTED = f"SELECT customer_id FROM consents WHERE purpose = '{ANALYTICS}' AND granted = true"
 
 
 def _pg_expr(name: str, kind: Kind) -> str:
-    if kind is Kind.TIME:
-        return f"(extract(epoch from {name}) * 1000000)::bigint"
-    if kind in (Kind.UUID, Kind.JSON):
-        return f"{name}::text"
+    # As Postgres prints them: times ISO with their offset, uuids dashed, JSON as text.
     return name
 
 
@@ -58,8 +57,32 @@ def _sqlite_expr(name: str, kind: Kind) -> str:
 
 
 def _read_type(kind: Kind) -> pa.DataType:
-    """The Arrow type a column is read as (times as microseconds, cast afterwards)."""
+    """The Arrow type SQLite's column is read as (times as microseconds, cast afterwards)."""
     return pa.int64() if kind is Kind.TIME else ARROW_TYPES[kind]
+
+
+def _csv_options(spec: TableSpec) -> dict[str, Any]:
+    """How pyarrow reads Postgres's CSV: times as Postgres prints them (ISO, with offset)."""
+    return {
+        "read_options": pacsv.ReadOptions(
+            column_names=[c.name for c in spec.columns], block_size=4 << 20
+        ),
+        "parse_options": pacsv.ParseOptions(newlines_in_values=True),
+        "convert_options": pacsv.ConvertOptions(
+            column_types={c.name: ARROW_TYPES[c.kind] for c in spec.columns},
+            true_values=["t"],
+            false_values=["f"],
+            null_values=[""],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+        ),
+    }
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def finish(batch: pa.RecordBatch, spec: TableSpec) -> pa.RecordBatch:
@@ -67,7 +90,7 @@ def finish(batch: pa.RecordBatch, spec: TableSpec) -> pa.RecordBatch:
     arrays = []
     for column in spec.columns:
         array = batch.column(column.name)
-        if column.kind is Kind.TIME:
+        if column.kind is Kind.TIME and array.type != ARROW_TYPES[Kind.TIME]:
             array = array.cast(ARROW_TYPES[Kind.TIME])
         arrays.append(array)
     return pa.RecordBatch.from_arrays(arrays, names=[c.name for c in spec.columns])
@@ -87,7 +110,7 @@ class ExportStore:
                     ExportCursor.target == target
                 )
             )
-            return dict(rows.tuples().all())
+            return {row[0]: row[1] for row in rows}
 
     async def advance(self, target: str, table: str, cursor: datetime, run_id: str) -> None:
         async with self._engine.begin() as connection:
@@ -160,44 +183,60 @@ class ExportStore:
             + self._select(spec, f"changed_at < {low} AND customer_id IN ({newly})")
         )
 
-    async def changed(
-        self, spec: TableSpec, lo: datetime, hi: datetime
-    ) -> AsyncIterator[pa.RecordBatch]:
+    async def changed(self, spec: TableSpec, lo: datetime, hi: datetime, consume: Consumer) -> int:
+        """Hand the window's rows to ``consume`` in batches (from a worker thread on
+        Postgres); the number of rows."""
         query = self.changed_query(spec, lo, hi)
-        reader = self._copy_batches if self.postgres else self._driver_batches
-        async for batch in reader(spec, query):
-            yield finish(batch, spec)
+        if self.postgres:
+            return await self._copy(spec, query, consume)
+        rows = 0
+        async for batch in self._driver_batches(spec, query):
+            consume(finish(batch, spec))
+            rows += batch.num_rows
+        return rows
 
-    async def _copy_batches(self, spec: TableSpec, query: str) -> AsyncIterator[pa.RecordBatch]:
-        with tempfile.TemporaryFile() as spool:
+    async def _copy(self, spec: TableSpec, query: str, consume: Consumer) -> int:
+        """COPY into a pipe that a worker thread parses (pyarrow's CSV reader, C++) and
+        hands on while Postgres is still sending: the server's core and ours work at once."""
+        loop = asyncio.get_running_loop()
+        read_end, write_end = os.pipe()
+        sent = 0
 
-            async def sink(chunk: bytes) -> None:
-                spool.write(chunk)
+        async def sink(chunk: bytes) -> None:
+            nonlocal sent
+            sent += len(chunk)
+            await loop.run_in_executor(None, _write_all, write_end, chunk)
 
-            async with self._engine.connect() as connection:
-                raw = await _driver(connection)
-                await raw.copy_from_query(query, output=sink, format="csv")
-                await connection.rollback()
-            if spool.tell() == 0:
-                return  # nothing changed (pyarrow refuses an empty CSV)
-            spool.seek(0)
-            reader = pacsv.open_csv(
-                spool,
-                read_options=pacsv.ReadOptions(
-                    column_names=[c.name for c in spec.columns], block_size=16 << 20
-                ),
-                parse_options=pacsv.ParseOptions(newlines_in_values=True),
-                convert_options=pacsv.ConvertOptions(
-                    column_types={c.name: _read_type(c.kind) for c in spec.columns},
-                    true_values=["t"],
-                    false_values=["f"],
-                    null_values=[""],
-                    strings_can_be_null=True,
-                    quoted_strings_can_be_null=False,
-                ),
-            )
-            for batch in reader:
-                yield batch
+        def parse() -> int:
+            with os.fdopen(read_end, "rb") as source:
+                try:
+                    reader = pacsv.open_csv(source, **_csv_options(spec))
+                except pa.ArrowInvalid:
+                    if sent == 0:
+                        return 0  # nothing changed (pyarrow refuses an empty CSV)
+                    raise
+                rows = 0
+                for batch in reader:
+                    consume(finish(batch, spec))
+                    rows += batch.num_rows
+                return rows
+
+        async def copy() -> None:
+            try:
+                async with self._engine.connect() as connection:
+                    raw = await _driver(connection)
+                    await raw.copy_from_query(query, output=sink, format="csv")
+                    await connection.rollback()
+            finally:
+                os.close(write_end)
+
+        parsing = asyncio.ensure_future(asyncio.to_thread(parse))
+        try:
+            await copy()
+        except BaseException:
+            await asyncio.gather(parsing, return_exceptions=True)
+            raise
+        return await parsing
 
     async def _driver_batches(self, spec: TableSpec, query: str) -> AsyncIterator[pa.RecordBatch]:
         types = [_read_type(c.kind) for c in spec.columns]
