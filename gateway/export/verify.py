@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 from gateway.export.manifest import Folder
@@ -100,11 +101,16 @@ async def reconcile(target: str, store: ExportStore) -> list[Reconciliation]:
             if fs.get_file_info(path).type != pafs.FileType.File:
                 bad.append(f"{entry['path']} missing")
                 continue
-            sha256, _size, count = file_sha256(fs, path)
-            rows += count
-            paths.append(path)
+            try:
+                sha256, _size, count = file_sha256(fs, path)
+            except (OSError, pa.ArrowException):
+                bad.append(f"{entry['path']} unreadable")
+                continue
             if sha256 != entry["sha256"] or count != entry["rows"]:
                 bad.append(f"{entry['path']} changed")
+                continue
+            rows += count
+            paths.append(path)
         exported = exported_ids(paths, spec)
         database = await store.live_ids(spec)
         found.append(
