@@ -118,6 +118,8 @@ class Exporter:
             await self._store.advance(self._key, spec.name, window_end, plan.run_id)
             results.append(result)
         self._folder.finish(plan, results, datetime.now(UTC))
+        for spec in TABLES:
+            await self._store.prune(spec.name)
         report = ExportReport(
             plan.run_id, resumed, plan.pseudonymised, tuple(results), time.perf_counter() - started
         )

@@ -24,10 +24,10 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
-from sqlalchemy import bindparam, delete, insert, select, text
+from sqlalchemy import bindparam, delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.db.export_models import ExportCursor
+from gateway.db.export_models import ExportCursor, ExportDeletion
 from gateway.db.models import UtcDateTime, utcnow
 from gateway.export.tables import ANALYTICS, ARROW_TYPES, Kind, TableSpec
 
@@ -131,6 +131,21 @@ class ExportStore:
                     }
                 ],
             )
+
+    async def prune(self, table: str) -> int:
+        """Forget the deletions every target's cursor of ``table`` has passed."""
+        async with self._engine.begin() as connection:
+            passed = await connection.scalar(
+                select(func.min(ExportCursor.cursor)).where(ExportCursor.table_name == table)
+            )
+            if passed is None:
+                return 0
+            done = await connection.execute(
+                delete(ExportDeletion).where(
+                    ExportDeletion.table_name == table, ExportDeletion.deleted_at < passed
+                )
+            )
+            return int(getattr(done, "rowcount", 0) or 0)
 
     async def reset(self, target: str) -> None:
         async with self._engine.begin() as connection:
