@@ -4,8 +4,11 @@ run that died resumed, and the DuckDB warehouse's views."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import signal
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -230,4 +233,54 @@ async def test_a_row_committed_after_a_run_began_is_in_the_next_run(
     assert "late" not in {r["locale"] for r in _run_rows(out, first, "customers")}
     second = await exporter.run()
     assert [r["locale"] for r in _run_rows(out, second, "customers")] == ["late"]
+    await _exported_and_reconciled(engine, out)
+
+
+_DIES_WRITING_EVENTS = """
+import asyncio, os, signal, sys
+from gateway.db.engine import create_engine
+from gateway.export import writer
+from gateway.export.pseudonymise import Pseudonymiser
+from gateway.export.service import Exporter
+
+written = writer.TableWriter.write
+
+def write_then_die(self, table):
+    written(self, table)
+    if self._table == "events":  # half way through a file: killed, no clean-up at all
+        os.kill(os.getpid(), signal.SIGKILL)
+
+writer.TableWriter.write = write_then_die
+
+async def main():
+    engine = create_engine(sys.argv[1])
+    await Exporter(engine, sys.argv[2], Pseudonymiser(sys.argv[3].encode())).run()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_killed_process_is_resumed_whole(
+    engine: AsyncEngine, own_database_url: str, tmp_path: Path
+) -> None:
+    for _ in range(2):
+        await add_person(engine)
+    out = tmp_path / "out"
+    killed = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _DIES_WRITING_EVENTS,
+        own_database_url,
+        str(out),
+        KEY.decode(),
+        cwd=Path(__file__).parents[2],
+    )
+    assert await killed.wait() == -signal.SIGKILL
+    assert list(out.glob("events/**/*.parquet.tmp"))  # the file it was writing
+    assert not (out / "_manifests").exists()
+
+    resumed = await Exporter(engine, str(out), Pseudonymiser(KEY)).run()
+    assert resumed.resumed
+    assert list(out.rglob("*.tmp")) == []
+    assert {t.table: t.as_json()["upserts"] for t in resumed.tables}["events"] == 6
     await _exported_and_reconciled(engine, out)
