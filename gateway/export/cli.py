@@ -71,6 +71,13 @@ def export(
         _fail(f"--to: unknown warehouse {to[0]!r}; only 'duckdb FILE' is built in", 2)
     settings = _settings(database_url)
     folder = target or settings.export_dir
+    if not raw and settings.export_key is None and settings.erasure_key_is_builtin:
+        # Derived from a public key, a pseudonym can be reversed by hashing guesses.
+        click.echo(
+            "gateway: warning: pseudonyms are keyed from the built-in erasure key, which is "
+            "public; set GATEWAY_EXPORT_KEY (or GATEWAY_ERASURE_KEY) before sharing exports",
+            err=True,
+        )
     from gateway.db.engine import create_engine
     from gateway.export.pseudonymise import Pseudonymiser
     from gateway.export.service import Exporter, ExportError, ExportReport
