@@ -146,12 +146,16 @@ class TableWriter:
         return sorted(self.files, key=lambda f: f.path)
 
 
-def remove_run_files(fs: pafs.FileSystem, root: str, table: str, run_id: str) -> int:
-    """Delete whatever an interrupted attempt of this run left for ``table``."""
+def remove_run_files(
+    fs: pafs.FileSystem, root: str, table: str, run_id: str, *, partial_only: bool = False
+) -> int:
+    """Delete whatever an interrupted attempt of this run left for ``table`` (only its
+    half-written files, for a table it had finished)."""
     selector = pafs.FileSelector(f"{root}/{table}", recursive=True, allow_not_found=True)
     removed = 0
     for info in fs.get_file_info(selector):
-        if info.type == pafs.FileType.File and info.base_name.startswith(f"{run_id}-"):
+        mine = info.type == pafs.FileType.File and info.base_name.startswith(f"{run_id}-")
+        if mine and (info.base_name.endswith(TMP) or not partial_only):
             fs.delete_file(info.path)
             removed += 1
     return removed
