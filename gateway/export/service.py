@@ -96,6 +96,12 @@ class Exporter:
         return self._pseudonymiser is not None
 
     async def run(self, *, full: bool = False) -> ExportReport:
+        async with self._store.exclusive(self._key) as alone:
+            if not alone:
+                raise ExportError(f"another export into {self._target} is running")
+            return await self._run(full)
+
+    async def _run(self, full: bool) -> ExportReport:
         started = time.perf_counter()
         plan = self._folder.pending()
         if plan is not None and full:

@@ -15,6 +15,7 @@ driver.  Both give the same Arrow types (``tables.ARROW_TYPES``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import uuid
@@ -150,6 +151,25 @@ class ExportStore:
     async def reset(self, target: str) -> None:
         async with self._engine.begin() as connection:
             await connection.execute(delete(ExportCursor).where(ExportCursor.target == target))
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, target: str) -> AsyncIterator[bool]:
+        """Whether this process is the only exporter into ``target`` (a Postgres session
+        lock, released when the run ends or its process dies; SQLite: always true, the
+        embedded database has one operator)."""
+        if not self.postgres:
+            yield True
+            return
+        async with self._engine.connect() as connection:
+            key = int.from_bytes(hashlib.sha256(target.encode()).digest()[:8], "big", signed=True)
+            held = bool(await connection.scalar(text(f"SELECT pg_try_advisory_lock({key})")))
+            await connection.commit()
+            try:
+                yield held
+            finally:
+                if held:
+                    await connection.scalar(text(f"SELECT pg_advisory_unlock({key})"))
+                    await connection.commit()
 
     async def window_end(self) -> datetime:
         """Before this moment every stamped row is committed (see the module's doc)."""

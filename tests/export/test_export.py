@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.db.engine import create_sessionmaker
 from gateway.db.models import Consent, Customer, Event, utcnow
 from gateway.export.pseudonymise import Pseudonymiser
-from gateway.export.service import Exporter, ExportReport
+from gateway.export.service import Exporter, ExportError, ExportReport
 from gateway.export.store import ExportStore
 from gateway.export.verify import reconcile
 from gateway.export.warehouse import load
@@ -284,3 +284,16 @@ async def test_a_killed_process_is_resumed_whole(
     assert list(out.rglob("*.tmp")) == []
     assert {t.table: t.as_json()["upserts"] for t in resumed.tables}["events"] == 6
     await _exported_and_reconciled(engine, out)
+
+
+async def test_one_export_at_a_time_into_a_folder(engine: AsyncEngine, tmp_path: Path) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a Postgres session lock; SQLite's embedded database has one operator")
+    await add_person(engine)
+    out = tmp_path / "out"
+    first = Exporter(engine, str(out), Pseudonymiser(KEY))
+    async with first._store.exclusive(first._key) as alone:  # a run under way elsewhere
+        assert alone
+        with pytest.raises(ExportError, match="another export"):
+            await Exporter(engine, str(out), Pseudonymiser(KEY)).run()
+    assert (await first.run()).rows > 0
