@@ -1,5 +1,5 @@
-"""The ``gateway`` command: serve, migrate, import, sync, keys, recs, identity (and the
-commands installed packages plug in, such as ``demo``)."""
+"""The ``gateway`` command: serve, migrate, import, sync, keys, recs, identity, export,
+retention (and the commands installed packages plug in, such as ``demo``)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,11 @@ import uvicorn
 from adapters.config import UpstreamsConfig
 from gateway.access.cli import keys
 from gateway.db import migrate as migrations
+from gateway.export.cli import export
 from gateway.identity.cli import identity
 from gateway.ingest.streams.cli import consume
 from gateway.observability.logs import configure_logging
+from gateway.privacy.cli import retention
 from gateway.recommendations.cli import recs
 from gateway.settings import Settings, SettingsError, load_settings
 
@@ -317,3 +319,5 @@ main.add_command(recs)
 main.add_command(identity)
 main.add_command(keys)
 main.add_command(consume)
+main.add_command(export)
+main.add_command(retention)

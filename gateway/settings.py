@@ -18,6 +18,7 @@ from pydantic_settings import SettingsConfigDict
 from adapters.config import UpstreamsConfig, UpstreamsConfigError, load_upstreams_file
 from gateway.outage_settings import OutageSettings
 from gateway.stream_settings import StreamSettings
+from gateway.warehouse_settings import WarehouseSettings
 
 _ASYNC_DRIVERS = {
     "postgres": "postgresql+asyncpg",
@@ -41,7 +42,7 @@ class LogLevel(StrEnum):
     ERROR = "ERROR"
 
 
-class Settings(OutageSettings, StreamSettings):
+class Settings(OutageSettings, StreamSettings, WarehouseSettings):
     """Every knob of the gateway, with production-safe defaults for a single instance."""
 
     model_config = SettingsConfigDict(

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     Uuid,
+    func,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -76,6 +77,7 @@ class IdentityLink(Base):
     reason: Mapped[str | None] = mapped_column(String(200))
     model_version: Mapped[int | None] = mapped_column(Integer)  # the model that scored it
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    changed_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
 
 
 class IdentityReview(Base):

@@ -24,6 +24,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    func,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
@@ -90,6 +91,7 @@ class Customer(Base):
     locale: Mapped[str | None] = mapped_column(String(35))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    changed_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
 
     identities: Mapped[list[Identity]] = relationship(
         back_populates="customer", cascade="all, delete-orphan", order_by="Identity.source"
@@ -113,6 +115,7 @@ class Identity(Base):
     source: Mapped[str] = mapped_column(String(64))
     external_id: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    changed_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
 
     customer: Mapped[Customer] = relationship(back_populates="identities")
 
@@ -153,6 +156,7 @@ class Attribute(Base):
     value: Mapped[str | None] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(64))
     observed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    changed_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
 
     # Leads with (customer_id, name): it serves the per-customer reads as well.
     __table_args__ = (
@@ -182,6 +186,7 @@ class Consent(Base):
     granted: Mapped[bool] = mapped_column(Boolean)
     source: Mapped[str] = mapped_column(String(64))
     recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+    changed_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
 
 
 class Event(Base):
@@ -203,6 +208,7 @@ class Event(Base):
     occurred_at: Mapped[datetime] = mapped_column()
     properties: Mapped[dict[str, Any]] = mapped_column(default=dict)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    changed_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
 
 
 class Template(Base):

@@ -104,3 +104,34 @@ STREAM_BATCH_SECONDS = Histogram(
     ["transport"],
     buckets=_LATENCY_BUCKETS,
 )
+
+
+# The last warehouse export and retention run (gateway/export/, gateway/privacy/retention.py);
+# `gateway export` writes them to GATEWAY_EXPORT_METRICS_FILE for a textfile collector.
+EXPORT_ROWS = Gauge(
+    "gateway_export_last_run_rows",
+    "Rows the last export wrote, by table and operation (upsert or delete).",
+    ["table", "op"],
+    multiprocess_mode="mostrecent",
+)
+EXPORT_SECONDS = Gauge(
+    "gateway_export_last_run_seconds",
+    "How long the last export took.",
+    multiprocess_mode="mostrecent",
+)
+EXPORT_FINISHED = Gauge(
+    "gateway_export_last_run_finished_timestamp_seconds",
+    "When the last export finished (Unix time).",
+    multiprocess_mode="mostrecent",
+)
+RETENTION_ROWS = Gauge(
+    "gateway_retention_last_run_rows",
+    "What the last retention run removed (or would have, dry), by what and action.",
+    ["what", "action", "dry_run"],
+    multiprocess_mode="mostrecent",
+)
+RETENTION_FINISHED = Gauge(
+    "gateway_retention_last_run_finished_timestamp_seconds",
+    "When the last retention run finished (Unix time).",
+    multiprocess_mode="mostrecent",
+)

@@ -46,6 +46,8 @@ TABLES = {
     "recommendation_items",
     "recommendation_neighbours",
     "recommendation_models",
+    "export_cursors",
+    "export_deletions",
 }
 
 

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,7 +63,7 @@ def _present(records: Sequence[dict[str, str | None]]) -> list[str]:
 
 
 def term_frequencies(
-    records: Sequence[dict[str, str | None]],
+    records: Sequence[Mapping[str, str | None]],
 ) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
     """Each value's share of a field's non-null values (as Splink computes them), and each
     field's count of non-null values."""

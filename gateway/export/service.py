@@ -1,0 +1,231 @@
+"""``Exporter.run``: one export run, incremental from each table's cursor, resumable.
+
+A run fixes one window end for every table (``ExportStore.window_end``) and records its
+plan in the target before writing anything.  Each table is then written (files renamed
+into place when complete), recorded as finished in the target, and only then is its
+cursor advanced in the database; the manifest comes last.  A run that dies is resumed
+by the next one from its plan: tables already finished are kept, the others' leftover
+files are removed and they are written again over the same window, so the outcome is
+the one an uninterrupted run would have had.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+from sqlalchemy.ext.asyncio import AsyncEngine
+from tqdm import tqdm
+
+from gateway.export.manifest import RUNS, Folder, Plan, TableResult
+from gateway.export.pseudonymise import Pseudonymiser
+from gateway.export.store import EPOCH, ExportStore
+from gateway.export.tables import TABLES, TableSpec
+from gateway.export.writer import TableWriter, filesystem, remove_run_files
+from gateway.observability import metrics
+
+LANES = 2
+
+
+class ExportError(Exception):
+    """The export cannot run as asked; ``str()`` says why in one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExportReport:
+    run_id: str
+    resumed: bool
+    pseudonymised: bool
+    tables: tuple[TableResult, ...]
+    seconds: float
+
+    @property
+    def rows(self) -> int:
+        return sum(t.rows for t in self.tables)
+
+    def lines(self) -> list[str]:
+        out = []
+        for t in self.tables:
+            data = t.as_json()
+            out.append(
+                f"{t.table}: {data['upserts']} upserts, {data['deletes']} deletes in "
+                f"{len(t.files)} files ({t.cursor_from} .. {t.cursor_to})"
+            )
+        rate = self.rows / self.seconds if self.seconds else 0.0
+        out.append(
+            f"run {self.run_id}{' (resumed)' if self.resumed else ''}: {self.rows} rows in "
+            f"{self.seconds:.2f} s ({rate:,.0f} rows/s), "
+            f"{'pseudonymised' if self.pseudonymised else 'RAW (not pseudonymised)'}"
+        )
+        return out
+
+
+def target_key(target: str) -> str:
+    """How the cursors name a target: a folder by its absolute path, a URL as given."""
+    fs, root = filesystem(target)
+    return root if isinstance(fs, pafs.LocalFileSystem) else target
+
+
+class Exporter:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        target: str,
+        pseudonymiser: Pseudonymiser | None,
+        *,
+        progress: bool = False,
+        checkpoint: Callable[[str], None] | None = None,
+    ) -> None:
+        self._store = ExportStore(engine)
+        self._target = target
+        self._key = target_key(target)
+        self._fs, self._root = filesystem(target)
+        self._folder = Folder(self._fs, self._root)
+        self._pseudonymiser = pseudonymiser
+        self._progress = progress
+        # Called after each table is finished (tests inject a failure here).
+        self._checkpoint = checkpoint or (lambda _stage: None)
+
+    @property
+    def pseudonymised(self) -> bool:
+        return self._pseudonymiser is not None
+
+    async def run(self, *, full: bool = False) -> ExportReport:
+        async with self._store.exclusive(self._key) as alone:
+            if not alone:
+                raise ExportError(f"another export into {self._target} is running")
+            return await self._run(full)
+
+    async def _run(self, full: bool) -> ExportReport:
+        started = time.perf_counter()
+        plan = self._folder.pending()
+        if plan is not None and full:
+            self._discard(plan)
+            plan = None
+        resumed = plan is not None
+        if plan is None:
+            plan = await self._plan(full)
+        elif plan.pseudonymised != self.pseudonymised:
+            raise ExportError(
+                f"run {plan.run_id} in {self._target} is unfinished and was "
+                f"{'pseudonymised' if plan.pseudonymised else 'raw'}: resume it the same way"
+            )
+        # Two tables at a time: Postgres sends one while this process parses and writes
+        # another (the events, the biggest, go first); results keep the tables' order.
+        lanes = asyncio.Semaphore(LANES)
+        done: dict[str, TableResult] = {}
+
+        async def export(spec: TableSpec) -> None:
+            async with lanes:
+                done[spec.name] = await self._finished_or_export(spec, plan)
+
+        order = sorted(TABLES, key=lambda spec: spec.name != "events")
+        try:
+            async with asyncio.TaskGroup() as group:
+                for spec in order:
+                    group.create_task(export(spec))
+        except ExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+        results = [done[spec.name] for spec in TABLES]
+        self._folder.finish(plan, results, datetime.now(UTC))
+        for spec in TABLES:
+            await self._store.prune(spec.name)
+        report = ExportReport(
+            plan.run_id, resumed, plan.pseudonymised, tuple(results), time.perf_counter() - started
+        )
+        _record(report)
+        return report
+
+    async def _finished_or_export(self, spec: TableSpec, plan: Plan) -> TableResult:
+        result = self._folder.finished_table(plan.run_id, spec.name)
+        partial_only = result is not None
+        remove_run_files(self._fs, self._root, spec.name, plan.run_id, partial_only=partial_only)
+        if result is None:
+            result = await self._table(spec, plan)
+            self._folder.finish_table(plan.run_id, result)
+            self._checkpoint(f"table:{spec.name}")
+        window_end = datetime.fromisoformat(plan.windows[spec.name][1])
+        await self._store.advance(self._key, spec.name, window_end, plan.run_id)
+        return result
+
+    async def _plan(self, full: bool) -> Plan:
+        manifests = self._folder.manifests()
+        if manifests and bool(manifests[-1]["pseudonymised"]) != self.pseudonymised:
+            was = "pseudonymised" if manifests[-1]["pseudonymised"] else "raw"
+            raise ExportError(
+                f"{self._target} holds {was} exports; export "
+                f"{'raw' if was == 'pseudonymised' else 'pseudonymised'} data to another folder"
+            )
+        if full or not manifests:
+            # A target without any finished run (new, or emptied by hand) gets everything.
+            await self._store.reset(self._key)
+        cursors = await self._store.cursors(self._key)
+        end = await self._store.window_end()
+        now = datetime.now(UTC)
+        plan = Plan(
+            run_id=now.strftime("%Y%m%dT%H%M%S%fZ"),
+            pseudonymised=self.pseudonymised,
+            started_at=now.isoformat(),
+            windows={
+                spec.name: (cursors.get(spec.name, EPOCH).isoformat(), end.isoformat())
+                for spec in TABLES
+            },
+        )
+        self._folder.start(plan)
+        return plan
+
+    def _discard(self, plan: Plan) -> None:
+        for spec in TABLES:
+            remove_run_files(self._fs, self._root, spec.name, plan.run_id)
+        self._fs.delete_dir(f"{self._root}/{RUNS}/{plan.run_id}")
+
+    async def _table(self, spec: TableSpec, plan: Plan) -> TableResult:
+        lo_text, hi_text = plan.windows[spec.name]
+        lo, hi = datetime.fromisoformat(lo_text), datetime.fromisoformat(hi_text)
+        schema = spec.schema(self.pseudonymised)
+        writer = TableWriter(self._fs, self._root, spec.name, plan.run_id, schema)
+        with tqdm(
+            desc=spec.name, unit=" rows", unit_scale=True, disable=not self._progress, leave=True
+        ) as bar:
+
+            def consume(batch: pa.RecordBatch) -> None:
+                if self._pseudonymiser is not None:
+                    batch = self._pseudonymiser.batch(spec.name, batch)
+                writer.write(_stamped(pa.Table.from_batches([batch]), "upsert", plan.run_id))
+                bar.update(batch.num_rows)
+
+            await self._store.changed(spec, lo, hi, consume)
+            # A first (or full) run holds the live rows only: no deletions to tell of.
+            deleted = await self._store.deleted(spec, lo, hi) if lo > EPOCH else None
+            if deleted is not None and deleted.num_rows:
+                columns = {
+                    f.name: deleted.column(f.name)
+                    if f.name in deleted.column_names
+                    else pa.nulls(deleted.num_rows, f.type)
+                    for f in schema
+                    if not f.name.startswith("_")
+                }
+                writer.write(_stamped(pa.table(columns), "delete", plan.run_id))
+                bar.update(deleted.num_rows)
+        return TableResult(spec.name, lo_text, hi_text, writer.close())
+
+
+def _stamped(table: pa.Table, op: str, run_id: str) -> pa.Table:
+    rows = table.num_rows
+    table = table.append_column("_op", pa.repeat(pa.scalar(op, pa.string()), rows))
+    return table.append_column("_run", pa.repeat(pa.scalar(run_id, pa.string()), rows))
+
+
+def _record(report: ExportReport) -> None:
+    metrics.EXPORT_ROWS.clear()
+    for result in report.tables:
+        data = result.as_json()
+        metrics.EXPORT_ROWS.labels(result.table, "upsert").set(data["upserts"])
+        metrics.EXPORT_ROWS.labels(result.table, "delete").set(data["deletes"])
+    metrics.EXPORT_SECONDS.set(report.seconds)
+    metrics.EXPORT_FINISHED.set(time.time())

@@ -1,0 +1,358 @@
+"""The export's SQL: cursors, the end of a run's window, the rows changed in a window (as
+Arrow batches), the rows deleted in it, and the live ids a reconciliation compares.
+
+A window is ``lo <= changed_at < hi``.  ``hi`` is chosen so that every row stamped before
+it is already committed: on Postgres ``changed_at`` is the writing transaction's start,
+so ``hi`` is the oldest start of a transaction still open (or now); on SQLite the one
+write lock is taken for an instant, so no writer is half way.  A row committed later is
+stamped at or after ``hi`` and falls in the next window; none is lost or taken twice.
+
+Postgres rows come through ``COPY … TO STDOUT (FORMAT csv)`` into a spool file that
+pyarrow's CSV reader turns into batches (C++ all the way); SQLite rows through the
+driver.  Both give the same Arrow types (``tables.ARROW_TYPES``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from sqlalchemy import bindparam, delete, func, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway.db.export_models import ExportCursor, ExportDeletion
+from gateway.db.models import UtcDateTime, utcnow
+from gateway.export.tables import ANALYTICS, ARROW_TYPES, Kind, TableSpec
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+Consumer = Callable[[pa.RecordBatch], None]
+BATCH_ROWS = 100_000
+_SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
+_GRANTED = f"SELECT customer_id FROM consents WHERE purpose = '{ANALYTICS}' AND granted = true"
+
+
+def _pg_expr(name: str, kind: Kind) -> str:
+    # As Postgres prints them: times ISO with their offset, uuids dashed, JSON as text.
+    return name
+
+
+def _sqlite_expr(name: str, kind: Kind) -> str:
+    if kind is Kind.TIME:
+        # Stored as 'YYYY-MM-DD HH:MM:SS.ffffff' (SQLAlchemy's format, and the triggers').
+        seconds = f"CAST(strftime('%s', {name}) AS INTEGER) * 1000000"
+        return f"{seconds} + CAST(substr({name}, 21, 6) AS INTEGER)"
+    if kind is Kind.UUID:  # 32 hex digits: the dashed form Postgres answers
+        parts = " || '-' || ".join(
+            f"substr({name}, {a}, {n})" for a, n in ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))
+        )
+        return f"CASE WHEN {name} IS NULL THEN NULL ELSE lower({parts}) END"
+    return name
+
+
+def _read_type(kind: Kind) -> pa.DataType:
+    """The Arrow type SQLite's column is read as (times as microseconds, cast afterwards)."""
+    return pa.int64() if kind is Kind.TIME else ARROW_TYPES[kind]
+
+
+def _csv_options(spec: TableSpec) -> dict[str, Any]:
+    """How pyarrow reads Postgres's CSV: times as Postgres prints them (ISO, with offset)."""
+    return {
+        "read_options": pacsv.ReadOptions(
+            column_names=[c.name for c in spec.columns], block_size=4 << 20
+        ),
+        "parse_options": pacsv.ParseOptions(newlines_in_values=True),
+        "convert_options": pacsv.ConvertOptions(
+            column_types={c.name: ARROW_TYPES[c.kind] for c in spec.columns},
+            true_values=["t"],
+            false_values=["f"],
+            null_values=[""],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+        ),
+    }
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def finish(batch: pa.RecordBatch, spec: TableSpec) -> pa.RecordBatch:
+    """Times from microseconds since the epoch to UTC timestamps."""
+    arrays = []
+    for column in spec.columns:
+        array = batch.column(column.name)
+        if column.kind is Kind.TIME and array.type != ARROW_TYPES[Kind.TIME]:
+            array = array.cast(ARROW_TYPES[Kind.TIME])
+        arrays.append(array)
+    return pa.RecordBatch.from_arrays(arrays, names=[c.name for c in spec.columns])
+
+
+class ExportStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
+
+    # --- cursors and windows ---------------------------------------------------------
+
+    async def cursors(self, target: str) -> dict[str, datetime]:
+        async with self._engine.connect() as connection:
+            rows = await connection.execute(
+                select(ExportCursor.table_name, ExportCursor.cursor).where(
+                    ExportCursor.target == target
+                )
+            )
+            return {row[0]: row[1] for row in rows}
+
+    async def advance(self, target: str, table: str, cursor: datetime, run_id: str) -> None:
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                delete(ExportCursor).where(
+                    ExportCursor.target == target, ExportCursor.table_name == table
+                )
+            )
+            await connection.execute(
+                insert(ExportCursor),
+                [
+                    {
+                        "target": target,
+                        "table_name": table,
+                        "cursor": cursor,
+                        "run_id": run_id,
+                        "updated_at": utcnow(),
+                    }
+                ],
+            )
+
+    async def prune(self, table: str) -> int:
+        """Forget the deletions every target's cursor of ``table`` has passed."""
+        async with self._engine.begin() as connection:
+            passed = await connection.scalar(
+                select(func.min(ExportCursor.cursor)).where(ExportCursor.table_name == table)
+            )
+            if passed is None:
+                return 0
+            done = await connection.execute(
+                delete(ExportDeletion).where(
+                    ExportDeletion.table_name == table, ExportDeletion.deleted_at < passed
+                )
+            )
+            return int(getattr(done, "rowcount", 0) or 0)
+
+    async def reset(self, target: str) -> None:
+        async with self._engine.begin() as connection:
+            await connection.execute(delete(ExportCursor).where(ExportCursor.target == target))
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, target: str) -> AsyncIterator[bool]:
+        """Whether this process is the only exporter into ``target`` (a Postgres session
+        lock, released when the run ends or its process dies; SQLite: always true, the
+        embedded database has one operator)."""
+        if not self.postgres:
+            yield True
+            return
+        async with self._engine.connect() as connection:
+            key = int.from_bytes(hashlib.sha256(target.encode()).digest()[:8], "big", signed=True)
+            held = bool(await connection.scalar(text(f"SELECT pg_try_advisory_lock({key})")))
+            await connection.commit()
+            try:
+                yield held
+            finally:
+                if held:
+                    await connection.scalar(text(f"SELECT pg_advisory_unlock({key})"))
+                    await connection.commit()
+
+    async def window_end(self) -> datetime:
+        """Before this moment every stamped row is committed (see the module's doc)."""
+        async with self._engine.connect() as connection:
+            if self.postgres:
+                value = await connection.scalar(
+                    text(
+                        "SELECT least(now(), (SELECT min(xact_start) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                        "AND backend_type = 'client backend' AND xact_start IS NOT NULL))"
+                    )
+                )
+                await connection.rollback()
+                assert isinstance(value, datetime)
+                return value.astimezone(UTC)
+            # The write lock for an instant: no writer is between its first write and commit.
+            await connection.exec_driver_sql("BEGIN IMMEDIATE")
+            stamp = await connection.exec_driver_sql(f"SELECT {_SQLITE_NOW}")
+            value = stamp.scalar_one()
+            await connection.exec_driver_sql("COMMIT")
+            return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+
+    # --- changed rows ----------------------------------------------------------------
+
+    def _select(self, spec: TableSpec, where: str) -> str:
+        expr = _pg_expr if self.postgres else _sqlite_expr
+        columns = ", ".join(f"{expr(c.name, c.kind)} AS {c.name}" for c in spec.columns)
+        return f"SELECT {columns} FROM {spec.name} WHERE {where}"
+
+    def _literal(self, moment: datetime) -> str:
+        if self.postgres:
+            return f"'{moment.astimezone(UTC).isoformat()}'::timestamptz"
+        return f"'{moment.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S.%f')}'"
+
+    def changed_query(self, spec: TableSpec, lo: datetime, hi: datetime) -> str:
+        """The rows of ``spec`` to upsert for the window (events: only with consent, and
+        all of a customer's events once they grant it)."""
+        low, high = self._literal(lo), self._literal(hi)
+        window = f"changed_at >= {low} AND changed_at < {high}"
+        if spec.name != "events":
+            return self._select(spec, window)
+        newly = f"{_GRANTED} AND changed_at >= {low} AND changed_at < {high}"
+        return (
+            self._select(spec, f"{window} AND customer_id IN ({_GRANTED})")
+            + " UNION ALL "
+            + self._select(spec, f"changed_at < {low} AND customer_id IN ({newly})")
+        )
+
+    async def changed(self, spec: TableSpec, lo: datetime, hi: datetime, consume: Consumer) -> int:
+        """Hand the window's rows to ``consume`` in batches (from a worker thread on
+        Postgres); the number of rows."""
+        query = self.changed_query(spec, lo, hi)
+        if self.postgres:
+            return await self._copy(spec, query, consume)
+        rows = 0
+        async for batch in self._driver_batches(spec, query):
+            consume(finish(batch, spec))
+            rows += batch.num_rows
+        return rows
+
+    async def _copy(self, spec: TableSpec, query: str, consume: Consumer) -> int:
+        """COPY into a pipe that a worker thread parses (pyarrow's CSV reader, C++) and
+        hands on while Postgres is still sending: the server's core and ours work at once."""
+        loop = asyncio.get_running_loop()
+        read_end, write_end = os.pipe()
+        sent = 0
+
+        async def sink(chunk: bytes) -> None:
+            nonlocal sent
+            sent += len(chunk)
+            await loop.run_in_executor(None, _write_all, write_end, chunk)
+
+        def parse() -> int:
+            with os.fdopen(read_end, "rb") as source:
+                try:
+                    reader = pacsv.open_csv(source, **_csv_options(spec))
+                except pa.ArrowInvalid:
+                    if sent == 0:
+                        return 0  # nothing changed (pyarrow refuses an empty CSV)
+                    raise
+                rows = 0
+                for batch in reader:
+                    consume(finish(batch, spec))
+                    rows += batch.num_rows
+                return rows
+
+        async def copy() -> None:
+            try:
+                async with self._engine.connect() as connection:
+                    raw = await _driver(connection)
+                    await raw.copy_from_query(query, output=sink, format="csv")
+                    await connection.rollback()
+            finally:
+                os.close(write_end)
+
+        parsing = asyncio.ensure_future(asyncio.to_thread(parse))
+        try:
+            await copy()
+        except BaseException:
+            await asyncio.gather(parsing, return_exceptions=True)
+            raise
+        return await parsing
+
+    async def _driver_batches(self, spec: TableSpec, query: str) -> AsyncIterator[pa.RecordBatch]:
+        types = [_read_type(c.kind) for c in spec.columns]
+        names = [c.name for c in spec.columns]
+        async with self._engine.connect() as connection:
+            result = await connection.stream(text(query))
+            async for rows in result.partitions(BATCH_ROWS):
+                columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+                arrays = [
+                    pa.array(_bools(values) if kind == pa.bool_() else list(values), type=kind)
+                    for values, kind in zip(columns, types, strict=True)
+                ]
+                yield pa.RecordBatch.from_arrays(arrays, names=names)
+
+    # --- deleted rows ----------------------------------------------------------------
+
+    async def deleted(self, spec: TableSpec, lo: datetime, hi: datetime) -> pa.Table:
+        """``id`` and ``changed_at`` (when deleted) of the rows deleted in the window, and
+        for events those of customers who withdrew analytics consent in it."""
+        stamp = bindparam("hi", type_=UtcDateTime())
+        window = {"lo": lo, "hi": hi}
+        params = [bindparam("lo", type_=UtcDateTime()), stamp]
+        async with self._engine.connect() as connection:
+            rows: list[tuple[str, datetime]] = [
+                (str(row_id), at)
+                for row_id, at in await connection.execute(
+                    text(
+                        "SELECT row_id, deleted_at FROM export_deletions WHERE table_name = "
+                        ":table AND deleted_at >= :lo AND deleted_at < :hi ORDER BY id"
+                    )
+                    .bindparams(*params, table=spec.name)
+                    .columns(deleted_at=UtcDateTime()),
+                    window,
+                )
+            ]
+            if spec.name == "events":
+                withheld = text(
+                    "SELECT id FROM events WHERE changed_at < :hi AND customer_id IN "
+                    f"(SELECT customer_id FROM consents WHERE purpose = '{ANALYTICS}' "
+                    "AND granted = false AND changed_at >= :lo AND changed_at < :hi)"
+                ).bindparams(*params)
+                rows += [(str(i), hi) for i in await connection.scalars(withheld, window)]
+        ids: list[Any] = [_key(spec, row_id) for row_id, _ in rows]
+        return pa.table(
+            {
+                spec.key.name: pa.array(ids, type=ARROW_TYPES[spec.key.kind]),
+                "changed_at": pa.array([at for _, at in rows], type=ARROW_TYPES[Kind.TIME]),
+            }
+        )
+
+    # --- reconciliation --------------------------------------------------------------
+
+    async def live_ids(self, spec: TableSpec) -> list[str]:
+        """Every id of ``spec`` an export should hold now, as text (events with consent)."""
+        expr = _pg_expr if self.postgres else _sqlite_expr
+        where = f"customer_id IN ({_GRANTED})" if spec.name == "events" else "true"
+        query = f"SELECT {expr(spec.key.name, spec.key.kind)} FROM {spec.name} WHERE {where}"
+        async with self._engine.connect() as connection:
+            return [str(i) for i in await connection.scalars(text(query))]
+
+
+def ids_checksum(ids: Sequence[object]) -> str:
+    """Order-free: the SHA-256 of the sorted ids, one a line."""
+    digest = hashlib.sha256()
+    for value in sorted(str(i) for i in ids):
+        digest.update(value.encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def _key(spec: TableSpec, row_id: str) -> object:
+    if spec.key.kind is Kind.INT:
+        return int(row_id)
+    return str(uuid.UUID(row_id))
+
+
+async def _driver(connection: AsyncConnection) -> Any:
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection
+
+
+def _bools(values: Sequence[object]) -> list[bool | None]:
+    # SQLite answers 0 and 1.
+    return [None if v is None else bool(v) for v in values]

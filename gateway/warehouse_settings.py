@@ -1,0 +1,69 @@
+"""The knobs of the warehouse export and of retention (issue 23).
+
+Fields only: ``Settings`` (gateway/settings.py) inherits them, and stays the one reader
+of the environment (``GATEWAY_*``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings
+
+
+class EventRetention(StrEnum):
+    DELETE = "delete"
+    ANONYMISE = "anonymise"
+
+
+class WarehouseSettings(BaseSettings):
+    """Where exports go, how they are pseudonymised, and what retention removes."""
+
+    export_dir: str = Field(
+        default="exports",
+        description="Folder (or file:// URL, or any URL pyarrow's filesystems open, such as "
+        "s3://bucket/prefix) that `gateway export` writes Parquet and manifests into.",
+    )
+    export_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC key of the pseudonyms in exports (e-mails, phones, source ids). "
+        "Unset: derived from the erasure key. Keep it stable: a new key makes new pseudonyms, "
+        "so the warehouse can no longer join old rows with new ones.",
+    )
+    export_metrics_file: Path | None = Field(
+        default=None,
+        description="Where `gateway export` and `gateway retention run` write their last "
+        "run's Prometheus metrics (text format, for node_exporter's textfile collector).",
+    )
+    retention_consent_withdrawn_days: Annotated[int, Field(ge=1)] | None = Field(
+        default=None,
+        description="Erase customers (as an erasure does, tombstones included) whose every "
+        "stored consent is withdrawn and the last withdrawal is older than this; unset: never.",
+    )
+    retention_events_days: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="Remove events older than this; unset: keep them."
+    )
+    retention_events_action: EventRetention = Field(
+        default=EventRetention.DELETE,
+        description="delete: old events go; anonymise: they are kept unlinked from any "
+        "customer and without their properties.",
+    )
+    retention_interval_s: Annotated[float, Field(gt=0)] | None = Field(
+        default=None,
+        description="Run retention every this many seconds (`gateway retention run --every` "
+        "uses it as its default); unset: only when run by hand.",
+    )
+
+    def export_pseudonym_key(self) -> bytes:
+        given = self.export_key
+        if given is not None:
+            return given.get_secret_value().encode()
+        erasure = getattr(self, "erasure_key", None)
+        secret = erasure.get_secret_value() if isinstance(erasure, SecretStr) else ""
+        # A key of its own, derived: a pseudonym is never a tombstone digest.
+        return hmac.new(secret.encode(), b"export-pseudonyms-v1", hashlib.sha256).digest()

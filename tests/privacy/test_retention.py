@@ -1,0 +1,98 @@
+"""Retention: a dry run changes nothing; a real run erases (with tombstones) the customers
+whose consent was withdrawn long enough ago and removes or anonymises old events, and an
+export afterwards carries those as deletions."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.db.engine import create_sessionmaker
+from gateway.db.models import Consent, Customer, Event
+from gateway.export.service import Exporter
+from gateway.privacy.erasure import Erasure, Tombstones
+from gateway.privacy.retention import Retention, RetentionRules
+from gateway.warehouse_settings import EventRetention
+from tests.export.people import add_person, engine, own_database_url
+
+__all__ = ["engine", "own_database_url"]  # the export tests' own database, as fixtures
+
+TOMBSTONES = Tombstones(b"retention-test-erasure-key")
+
+
+async def _state(engine: AsyncEngine) -> tuple[set[uuid.UUID], int, int]:
+    async with engine.connect() as connection:
+        customers = set(await connection.scalars(select(Customer.id)))
+        events = await connection.scalar(select(func.count()).select_from(Event))
+        linked = await connection.scalar(
+            select(func.count()).select_from(Event).where(Event.customer_id.is_not(None))
+        )
+    return customers, int(events or 0), int(linked or 0)
+
+
+async def _withdraw(engine: AsyncEngine, customer: object, days_ago: int) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(
+            update(Consent)
+            .where(Consent.customer_id == customer)
+            .values(granted=False, recorded_at=datetime.now(UTC) - timedelta(days=days_ago))
+        )
+
+
+async def test_dry_run_changes_nothing_and_a_real_run_removes_what_the_rules_say(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    gone, recent, kept = [await add_person(engine) for _ in range(3)]
+    await _withdraw(engine, gone.id, 400)
+    await _withdraw(engine, recent.id, 10)
+    sessions = create_sessionmaker(engine)
+    out = tmp_path / "out"
+    exporter = Exporter(engine, str(out), None)
+    await exporter.run()
+    rules = RetentionRules(consent_withdrawn_days=365, events_days=1)
+    retention = Retention(sessions, Erasure(sessions, TOMBSTONES), rules)
+    before = await _state(engine)
+
+    dry = await retention.run()
+    assert dry.dry_run
+    assert dry.customers == 1
+    assert dry.events == 6  # two of each person's three events are a day old or more
+    assert await _state(engine) == before
+
+    done = await retention.run(dry_run=False)
+    assert (done.customers, done.tombstones > 0) == (1, True)
+    customers, events, _ = await _state(engine)
+    assert customers == {recent.id, kept.id}
+    assert events == 2  # the erased customer's went with them; the others' old ones too
+    digest = TOMBSTONES.email_digest(gone.email)
+    assert digest is not None
+    async with engine.connect() as connection:  # erased as an erasure does: tombstoned
+        assert await TOMBSTONES.blocked(connection, {digest}) == {digest}
+    # Nothing left to do: a second run finds nothing.
+    again = await retention.run(dry_run=False)
+    assert (again.customers, again.events) == (0, 0)
+
+    second = await exporter.run()
+    deleted = {t.table: t.as_json()["deletes"] for t in second.tables if t.as_json()["deletes"]}
+    assert deleted["customers"] == 1
+    assert deleted["events"] >= 4
+
+
+async def test_anonymised_events_stay_without_their_customer(engine: AsyncEngine) -> None:
+    person = await add_person(engine)
+    sessions = create_sessionmaker(engine)
+    rules = RetentionRules(events_days=1, events_action=EventRetention.ANONYMISE)
+    report = await Retention(sessions, Erasure(sessions, TOMBSTONES), rules).run(dry_run=False)
+    assert report.events == 2
+    customers, events, linked = await _state(engine)
+    assert customers == {person.id}
+    assert (events, linked) == (3, 1)
+    async with engine.connect() as connection:
+        left = list(
+            await connection.scalars(select(Event.properties).where(Event.customer_id.is_(None)))
+        )
+    assert left == [{}, {}]
