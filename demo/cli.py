@@ -19,7 +19,8 @@ from typing import Any, NoReturn
 import click
 import uvicorn
 
-from gateway.cli import friendly_errors, settings_or_exit
+from gateway.cli import friendly_errors
+from gateway.cli_settings import settings_or_exit
 from gateway.db import migrate as migrations
 from gateway.observability.logs import configure_logging
 from gateway.settings import Settings, is_loopback

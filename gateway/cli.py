@@ -11,13 +11,13 @@ from collections.abc import Callable
 from functools import wraps
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import click
 import uvicorn
 
-from adapters.config import UpstreamsConfig
 from gateway.access.cli import keys
+from gateway.cli_settings import fail, settings_or_exit, upstreams_or_exit
 from gateway.db import migrate as migrations
 from gateway.export.cli import export
 from gateway.identity.cli import identity
@@ -25,30 +25,8 @@ from gateway.ingest.streams.cli import consume
 from gateway.observability.logs import configure_logging
 from gateway.privacy.cli import retention
 from gateway.recommendations.cli import recs
-from gateway.settings import Settings, SettingsError, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def settings_or_exit(**overrides: object) -> Settings:
-    """Settings, or one line naming the bad setting and exit 2 (for every command)."""
-    try:
-        return load_settings(**overrides)
-    except SettingsError as exc:
-        _refuse(exc)
-
-
-def _upstreams(settings: Settings) -> UpstreamsConfig:
-    try:
-        return settings.load_upstreams()
-    except SettingsError as exc:
-        _refuse(exc)
-
-
-def _refuse(exc: SettingsError) -> NoReturn:
-    # One line naming the setting, not a traceback: this is an operator's typo.
-    click.echo(f"gateway: {exc}", err=True)
-    sys.exit(2)
 
 
 def friendly_errors(func: F) -> F:
@@ -122,7 +100,7 @@ def serve(host: str | None, port: int | None, workers: int, insecure_demo: bool)
     from gateway.access.public_secrets import public_secrets_in_use
 
     settings = settings_or_exit(host=host, port=port)
-    _upstreams(settings)  # fail here, in one line, not inside each worker
+    upstreams_or_exit(settings)  # fail here, in one line, not inside each worker
     configure_logging(settings.log_level, repeat_interval_s=settings.log_repeat_interval_s)
     problems = asyncio.run(public_secrets_in_use(settings))
     if problems and not insecure_demo:
@@ -212,7 +190,7 @@ def import_(
         # What ids of ``source`` look like, when it is a configured upstream.
         source_ids = SourceIds.from_file(settings.upstreams_file)
     except (OSError, ValueError) as exc:
-        _refuse(SettingsError(f"GATEWAY_UPSTREAMS_FILE: {exc}"))
+        fail(f"GATEWAY_UPSTREAMS_FILE: {exc}", 2)
 
     def progress(summary: ImportSummary) -> None:
         click.echo(f"  {summary.read} read, {summary.records_per_second:,.0f} records/s", err=True)
@@ -281,7 +259,7 @@ def sync(sources: tuple[str, ...], batch_size: int, database_url: str | None) ->
     from gateway.privacy.erasure import Tombstones
 
     settings = settings_or_exit(database_url=database_url)
-    upstreams = _upstreams(settings)
+    upstreams = upstreams_or_exit(settings)
     configure_logging(settings.log_level)
 
     def progress(report: SyncReport) -> None:

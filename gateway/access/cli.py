@@ -14,19 +14,15 @@ from typing import TypeVar
 import click
 
 from gateway.access.api_keys import ApiKeys, parse_scopes
+from gateway.cli_settings import settings_or_exit
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.errors import GatewayError
-from gateway.settings import Settings, SettingsError, load_settings
 
 T = TypeVar("T")
 
 
 def _run(database_url: str | None, action: Callable[[ApiKeys], Awaitable[T]]) -> T:
-    try:
-        settings: Settings = load_settings(database_url=database_url)
-    except SettingsError as exc:
-        click.echo(f"gateway: {exc}", err=True)
-        sys.exit(2)
+    settings = settings_or_exit(database_url=database_url)
 
     async def run() -> T:
         engine = create_engine(settings.database_url)

@@ -6,24 +6,12 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import click
 from prometheus_client import REGISTRY, write_to_textfile
 
-from gateway.settings import Settings, SettingsError, load_settings
-
-
-def _settings(database_url: str | None) -> Settings:
-    try:
-        return load_settings(database_url=database_url)
-    except SettingsError as exc:
-        _fail(str(exc), 2)
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"gateway: {message}", err=True)
-    sys.exit(code)
+from gateway.cli_settings import fail, settings_or_exit
+from gateway.settings import Settings
 
 
 def write_metrics(settings: Settings) -> None:
@@ -68,8 +56,8 @@ def export(
     if ctx.invoked_subcommand is not None:
         return
     if to is not None and to[0].lower() != "duckdb":
-        _fail(f"--to: unknown warehouse {to[0]!r}; only 'duckdb FILE' is built in", 2)
-    settings = _settings(database_url)
+        fail(f"--to: unknown warehouse {to[0]!r}; only 'duckdb FILE' is built in", 2)
+    settings = settings_or_exit(database_url=database_url)
     folder = target or settings.export_dir
     if not raw and settings.export_key is None and settings.erasure_key_is_builtin:
         # Derived from a public key, a pseudonym can be reversed by hashing guesses.
@@ -94,7 +82,7 @@ def export(
     try:
         report = asyncio.run(run())
     except ExportError as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
     for line in report.lines():
         click.echo(line)
     write_metrics(settings)
@@ -111,7 +99,7 @@ def export(
 def verify(target: str, database_url: str | None) -> None:
     """Re-read the files of DIR against their manifests and the database: one line per
     table; exits 1 on any mismatch."""
-    settings = _settings(database_url)
+    settings = settings_or_exit(database_url=database_url)
     from gateway.db.engine import create_engine
     from gateway.export.store import ExportStore
     from gateway.export.verify import Reconciliation, reconcile
@@ -126,7 +114,7 @@ def verify(target: str, database_url: str | None) -> None:
     try:
         found = asyncio.run(run())
     except ValueError as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
     for reconciliation in found:
         click.echo(reconciliation.line())
     if not all(r.ok for r in found):

@@ -5,31 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from gateway.settings import Settings, SettingsError, load_settings
+from gateway.cli_settings import fail, settings_or_exit
+from gateway.settings import Settings
 
 if TYPE_CHECKING:  # Splink and DuckDB stay out of `gateway --help`
     from gateway.identity.scoring.model import LinkageModel
     from gateway.identity.scoring.model_store import ModelStore
 
 _PROBABILITY = click.FloatRange(min=0, max=1, min_open=True, max_open=True)
-
-
-def _settings(database_url: str | None) -> Settings:
-    try:
-        return load_settings(database_url=database_url)
-    except SettingsError as exc:
-        _fail(str(exc), 2)
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"gateway: {message}", err=True)
-    sys.exit(code)
 
 
 async def _with_store(settings: Settings, action: Any) -> Any:
@@ -87,7 +75,7 @@ def train(
     from gateway.identity.scoring.training import train as estimate
     from gateway.ingest.importer import detect_format, read_rows
 
-    settings = _settings(database_url)
+    settings = settings_or_exit(database_url=database_url)
     records, rejected = [], 0
     with file.open(newline="", encoding="utf-8-sig") as handle:
         for _, row in read_rows(handle, fmt or detect_format(file)):  # type: ignore[arg-type]
@@ -118,11 +106,11 @@ def train(
                 }
             )
         except ValueError:
-            _fail("the review probability must not exceed the match probability", 2)
+            fail("the review probability must not exceed the match probability", 2)
     try:
         report = estimate(records, base=base, extra={"source": source, "file": file.name})
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
     async def save(store: ModelStore) -> LinkageModel:
         return await store.save(report.model, activate=activate)
@@ -160,7 +148,7 @@ def model(
     activate a stored version, or store the active one with other thresholds."""
     from gateway.errors import InvalidInput
 
-    settings = _settings(database_url)
+    settings = settings_or_exit(database_url=database_url)
 
     async def run(store: ModelStore) -> tuple[LinkageModel, list[Any]]:
         if activate is not None:
@@ -174,7 +162,7 @@ def model(
     try:
         shown, versions = asyncio.run(_with_store(settings, run))
     except InvalidInput as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
     if listing:
         for summary in versions:
             click.echo(

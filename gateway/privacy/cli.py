@@ -7,15 +7,7 @@ import sys
 
 import click
 
-from gateway.settings import Settings, SettingsError, load_settings
-
-
-def _settings(database_url: str | None) -> Settings:
-    try:
-        return load_settings(database_url=database_url)
-    except SettingsError as exc:
-        click.echo(f"gateway: {exc}", err=True)
-        sys.exit(2)
+from gateway.cli_settings import settings_or_exit
 
 
 @click.group(name="retention")
@@ -45,7 +37,7 @@ def run(
     from gateway.privacy.erasure import Erasure, Tombstones
     from gateway.privacy.retention import Retention, RetentionReport, RetentionRules
 
-    settings = _settings(database_url)
+    settings = settings_or_exit(database_url=database_url)
     interval = every or (settings.retention_interval_s if schedule else None)
     if schedule and interval is None:
         click.echo("gateway: --schedule needs GATEWAY_RETENTION_INTERVAL_S", err=True)

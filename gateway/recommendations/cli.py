@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Literal
 
 import click
 
+from gateway.cli_settings import settings_or_exit, upstreams_or_exit
 from gateway.recommendations.interactions import Interaction
-from gateway.settings import SettingsError, load_settings
 
 if TYPE_CHECKING:  # numpy stays out of `gateway --help`
     from gateway.recommendations.training.evaluation import Report
@@ -74,12 +74,8 @@ def build(
     from gateway.recommendations.training.datasets import DatasetError, read_interactions
     from gateway.recommendations.training.history_file import resolve_users
 
-    try:
-        settings = load_settings(database_url=database_url)
-        upstreams = settings.load_upstreams()
-    except SettingsError as exc:
-        click.echo(f"gateway: {exc}", err=True)
-        sys.exit(2)
+    settings = settings_or_exit(database_url=database_url)
+    upstreams = upstreams_or_exit(settings)
     exported: list[Interaction] = []
     try:
         for path in files:
@@ -130,11 +126,7 @@ def show(database_url: str | None, trials: bool) -> None:
     from gateway.db.engine import create_engine, create_sessionmaker
     from gateway.recommendations.store import RecommendationStore, StoredModel
 
-    try:
-        settings = load_settings(database_url=database_url)
-    except SettingsError as exc:
-        click.echo(f"gateway: {exc}", err=True)
-        sys.exit(2)
+    settings = settings_or_exit(database_url=database_url)
 
     async def run() -> StoredModel | None:
         engine = create_engine(settings.database_url)
@@ -213,11 +205,7 @@ def eval_(
     )
     from gateway.recommendations.training.evaluation import evaluate
 
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        click.echo(f"gateway: {exc}", err=True)
-        sys.exit(2)
+    settings = settings_or_exit()
     cache_dir = data_dir or settings.recs_data_dir
     threads = threads or settings.recs_threads
     files_params = ModelParams()  # ratings: no event types, no decay, no categories

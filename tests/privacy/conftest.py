@@ -5,7 +5,6 @@ gateway of the erasure-after-merge tests.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -14,25 +13,17 @@ from typing import Any
 import httpx
 import pytest
 
-from demo.people.catalogue import catalogue
-from demo.recommendation_history import store_demo_history
-from demo.seed import seed
 from demo.upstreams.runner import SampleUpstreams
 from demo.wiring import sample_upstreams_config
 from gateway.access.api_keys import Scope
-from gateway.db.engine import create_engine, create_sessionmaker
-from gateway.db.migrate import upgrade
-from gateway.recommendations.store import RecommendationStore
-from gateway.recommendations.training.builder import build
 from gateway.settings import load_settings
 from resolvers.app import create_app
 from tests.conftest import (
     FAST,
     api_client,
     bearer,
-    create_postgres_database,
-    drop_postgres_database,
 )
+from tests.demo_database import demo_database
 from tests.in_process import asgi, lifespan, services_of
 from tests.ingest.webhook_requests import (
     SECRETS,
@@ -47,26 +38,8 @@ def privacy_url(
     samples: SampleUpstreams,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('privacy') / 'g.db'}"
-    else:
-        url = create_postgres_database("gateway_privacy")
-    upgrade(url)
-
-    async def populate() -> None:
-        engine = create_engine(url)
-        sessions = create_sessionmaker(engine)
-        await seed(sessions, samples.people)
-        # Their history as events, and a built recommendation model on it.
-        await store_demo_history(sessions, samples.people)
-        categories = {str(p.id): p.category for p in catalogue().products}
-        await build(RecommendationStore(sessions), categories=categories)
-        await engine.dispose()
-
-    asyncio.run(populate())
-    yield url
-    if request.param == "postgres":
-        drop_postgres_database(url)
+    with demo_database(request.param, "privacy", samples.people, tmp_path_factory) as url:
+        yield url
 
 
 @pytest.fixture

@@ -17,25 +17,21 @@ from demo.people.behaviour import behaviour
 from demo.people.catalogue import catalogue
 from demo.people.orders import orders_for
 from demo.people.population import Person
-from demo.recommendation_history import store_demo_history
 from demo.seed import customer_id_for, seed
 from demo.upstreams.runner import SampleUpstreams
 from demo.wiring import sample_upstreams_config
 from gateway.access.api_keys import Scope
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.migrate import upgrade
-from gateway.recommendations.store import RecommendationStore
-from gateway.recommendations.training.builder import build
 from gateway.settings import load_settings
 from resolvers.app import create_app
 from tests.conftest import (
     FAST,
     bearer,
-    create_postgres_database,
-    drop_postgres_database,
     issue_key,
     recorded_statements,
 )
+from tests.demo_database import demo_database
 from tests.gql_client import gql
 from tests.in_process import asgi, lifespan, services_of
 
@@ -59,18 +55,6 @@ class Running:
     samples: SampleUpstreams
 
 
-async def _prepare(url: str, people: tuple[Person, ...]) -> None:
-    engine = create_engine(url)
-    try:
-        sessions = create_sessionmaker(engine)
-        await seed(sessions, people)
-        await store_demo_history(sessions, people)
-        categories = {str(p.id): p.category for p in catalogue().products}
-        await build(RecommendationStore(sessions), categories=categories)
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def built_url(
     request: pytest.FixtureRequest,
@@ -78,15 +62,8 @@ def built_url(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     """A database with the sample people, their history as events, and a built model."""
-    if request.param == "postgres":
-        url = create_postgres_database("gateway_recs")
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('recs') / 'recs.db'}"
-    upgrade(url)
-    asyncio.run(_prepare(url, samples.people))
-    yield url
-    if request.param == "postgres":
-        drop_postgres_database(url)
+    with demo_database(request.param, "recs", samples.people, tmp_path_factory) as url:
+        yield url
 
 
 @pytest.fixture

@@ -34,23 +34,22 @@ from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from demo.people.catalogue import CATEGORIES, catalogue
-from demo.recommendation_history import store_demo_history
-from demo.seed import seed
+from demo.people.catalogue import CATEGORIES
 from demo.upstreams.runner import SampleUpstreams
 from demo.wiring import sample_upstreams_config
 from gateway.access.api_keys import Scope
 from gateway.db.engine import create_engine, create_sessionmaker
-from gateway.db.migrate import upgrade
 from gateway.db.models import Customer, Identity
 from gateway.ingest.notifications import CustomerChange
-from gateway.recommendations.store import RecommendationStore
-from gateway.recommendations.training.builder import build
 from gateway.settings import load_settings
 from gateway.templates.render import RenderFormat
 from resolvers.app import create_app
 from resolvers.graphql.schema import build_schema
-from tests.conftest import FAST, bearer, create_postgres_database, drop_postgres_database
+from tests.conftest import (
+    FAST,
+    bearer,
+)
+from tests.demo_database import demo_database
 from tests.in_process import asgi, lifespan, services_of
 from tests.operations import LIQUID, RealData, Rewriter, documents
 from tests.operations_oracle import Problem, check
@@ -92,25 +91,8 @@ def fuzz_url(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     """A database of this module's own: merges and erasures consume seeded people."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('fuzz') / 'g.db'}"
-    else:
-        url = create_postgres_database("gateway_fuzz")
-    upgrade(url)
-
-    async def populate() -> None:
-        engine = create_engine(url)
-        sessions = create_sessionmaker(engine)
-        await seed(sessions, samples.people)
-        await store_demo_history(sessions, samples.people)
-        categories = {str(p.id): p.category for p in catalogue().products}
-        await build(RecommendationStore(sessions), categories=categories)
-        await engine.dispose()
-
-    asyncio.run(populate())
-    yield url
-    if request.param == "postgres":
-        drop_postgres_database(url)
+    with demo_database(request.param, "fuzz", samples.people, tmp_path_factory) as url:
+        yield url
 
 
 def _app(url: str, samples: SampleUpstreams) -> Starlette:

@@ -5,7 +5,6 @@ upstream call; merged customers bring every identity's events, erased ones nothi
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -18,12 +17,10 @@ from sqlalchemy import insert
 
 from adapters.config import load_upstreams
 from demo.people.behaviour import behaviour
-from demo.recommendation_history import store_demo_history
-from demo.seed import customer_id_for, seed
+from demo.seed import customer_id_for
 from demo.upstreams.runner import SampleUpstreams
 from demo.wiring import DEMO_SECRETS, example_upstreams
-from gateway.db.engine import create_engine, create_sessionmaker
-from gateway.db.migrate import upgrade
+from gateway.db.engine import create_engine
 from gateway.db.models import Event
 from gateway.settings import load_settings
 from gateway.upstreams.behaviour import ENGAGEMENT_WINDOW, Engagement, engagement
@@ -32,11 +29,10 @@ from resolvers.app import create_app
 from tests.conftest import (
     FAST,
     api_client,
-    create_postgres_database,
-    drop_postgres_database,
     recorded_statements,
     unique_email,
 )
+from tests.demo_database import demo_database
 from tests.gql_client import gql
 from tests.in_process import lifespan, services_of
 from tests.ingest.webhook_requests import realtime_app, segment_request
@@ -64,23 +60,10 @@ def behaviour_url(
 ) -> Iterator[str]:
     """A database of its own holding the sample population and every Segment call of
     theirs, stored as the Segment webhook and the event stream store them."""
-    if request.param == "postgres":
-        url = create_postgres_database("gateway_test_behaviour")
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('behaviour') / 'g.db'}"
-    upgrade(url)
-
-    async def fill() -> None:
-        engine = create_engine(url)
-        sessions = create_sessionmaker(engine)
-        await seed(sessions, samples.people)
-        await store_demo_history(sessions, samples.people)
-        await engine.dispose()
-
-    asyncio.run(fill())
-    yield url
-    if request.param == "postgres":
-        drop_postgres_database(url)
+    with demo_database(
+        request.param, "behaviour", samples.people, tmp_path_factory, model=False
+    ) as url:
+        yield url
 
 
 @pytest.fixture

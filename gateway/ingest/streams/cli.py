@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 
 import click
 
@@ -30,7 +29,7 @@ from gateway.settings import Settings, SettingsError
 def consume(replay_dead_letters: bool, transport: str | None, **overrides: object) -> None:
     """Consume Segment Track/Identify/Page messages from Redis Streams or NATS JetStream
     into the events store (at least once, deduplicated by messageId)."""
-    from gateway.cli import settings_or_exit
+    from gateway.cli_settings import fail, settings_or_exit
     from gateway.observability.logs import configure_logging
 
     settings = settings_or_exit(stream_transport=transport, **overrides)
@@ -41,9 +40,8 @@ def consume(replay_dead_letters: bool, transport: str | None, **overrides: objec
             click.echo(f"replayed {moved} dead letters")
             return
         asyncio.run(_consume(settings))
-    except SettingsError as exc:
-        click.echo(f"gateway: {exc}", err=True)
-        sys.exit(2)
+    except SettingsError as exc:  # the upstreams file, read when the consumer starts
+        fail(str(exc), 2)
 
 
 async def _replay(settings: Settings) -> int:
