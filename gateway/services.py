@@ -21,6 +21,7 @@ from gateway.ingest.webhooks import WebhookIngest
 from gateway.privacy.audit import AuditLog
 from gateway.privacy.consent import ConsentStore
 from gateway.privacy.erasure import Erasure, Tombstones
+from gateway.privacy.forgetting import Forgetting
 from gateway.profiles.customers import CustomerStore
 from gateway.profiles.profile_cache import CachedCustomers
 from gateway.recommendations.serving import Recommender, open_recommender
@@ -53,6 +54,8 @@ class Services:
     audit: AuditLog
     consents: ConsentStore
     erasure: Erasure
+    # The erasure and the dropping of every cached copy, as one step.
+    forgetting: Forgetting
     rate_limiter: RateLimiter
     recommendations: Recommender
     # The process's one Redis client behind its guard (None: memory:// cache).
@@ -87,6 +90,8 @@ class Services:
         )
         notifications = build_notifications(redis, settings)
         renderer = Renderer(RenderPool(settings.render_workers), render_budgets(settings))
+        erasure = Erasure(sessions, tombstones)
+        recommendations = open_recommender(sessions, federation, settings)
         webhooks = Webhooks(
             WebhookIngest(
                 engine,
@@ -117,9 +122,10 @@ class Services:
             ),
             audit=AuditLog(sessions, settings.audit_flush_interval_s),
             consents=ConsentStore(sessions),
-            erasure=Erasure(sessions, tombstones),
+            erasure=erasure,
+            forgetting=Forgetting(erasure, customers, federation, recommendations),
             rate_limiter=RateLimiter(redis),
-            recommendations=open_recommender(sessions, federation, settings),
+            recommendations=recommendations,
             redis=redis,
         )
 

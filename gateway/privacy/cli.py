@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
-from gateway.cli_settings import settings_or_exit
+from gateway.cli_settings import settings_or_exit, upstreams_or_exit
+from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from adapters.config import UpstreamsConfig
+    from gateway.privacy.retention import RetentionReport, RetentionRules
+
+_MEMORY_CACHE_NOTE = (
+    "with GATEWAY_CACHE_URL=memory:// a running gateway keeps its cached copies of the "
+    "erased customers until they expire (GATEWAY_PROFILE_CACHE_TTL_S, the upstreams' "
+    "cache ttl_s); a shared Redis cache drops them on every instance at once"
+)
 
 
 @click.group(name="retention")
@@ -30,14 +42,17 @@ def retention() -> None:
 def run(
     apply: bool, every: float | None, schedule: bool, progress: bool, database_url: str | None
 ) -> None:
-    """Print what the rules remove; with --apply, remove it."""
-    from gateway.db.engine import create_engine, create_sessionmaker
+    """Print what the rules remove; with --apply, remove it.
+
+    Erased customers' cached copies are dropped from the cache GATEWAY_CACHE_URL names:
+    with Redis, on every running instance; with the memory cache a running gateway
+    keeps its copies until they expire (GATEWAY_PROFILE_CACHE_TTL_S).
+    """
     from gateway.export.cli import write_metrics
-    from gateway.privacy.audit import AuditLog
-    from gateway.privacy.erasure import Erasure, Tombstones
-    from gateway.privacy.retention import Retention, RetentionReport, RetentionRules
+    from gateway.privacy.retention import RetentionRules
 
     settings = settings_or_exit(database_url=database_url)
+    upstreams = upstreams_or_exit(settings)  # whose cached answers an erasure drops
     interval = every or (settings.retention_interval_s if schedule else None)
     if schedule and interval is None:
         click.echo("gateway: --schedule needs GATEWAY_RETENTION_INTERVAL_S", err=True)
@@ -54,27 +69,52 @@ def run(
         )
         return
 
-    async def once() -> RetentionReport:
-        engine = create_engine(settings.database_url)
-        try:
-            sessions = create_sessionmaker(engine)
-            erasure = Erasure(sessions, Tombstones.from_settings(settings))
-            audit = AuditLog(sessions)
-            try:
-                retention = Retention(sessions, erasure, rules, audit=audit, progress=progress)
-                return await retention.run(dry_run=not apply)
-            finally:
-                await audit.aclose()
-        finally:
-            await engine.dispose()
-
     async def loop() -> None:
         while True:
-            for line in (await once()).lines():
+            report = await run_retention(
+                settings, rules, upstreams, dry_run=not apply, progress=progress
+            )
+            for line in report.lines():
                 click.echo(line)
+            if report.customers and not report.dry_run and settings.cache_url.startswith("memory"):
+                click.echo(f"gateway: {_MEMORY_CACHE_NOTE}", err=True)
             write_metrics(settings)
             if interval is None:
                 return
             await asyncio.sleep(interval)
 
     asyncio.run(loop())
+
+
+async def run_retention(
+    settings: Settings,
+    rules: RetentionRules,
+    upstreams: UpstreamsConfig,
+    *,
+    dry_run: bool = True,
+    progress: bool = False,
+) -> RetentionReport:
+    """One run of the rules, customers forgotten through ``Forgetting`` on the caches the
+    running gateways read: the parts ``gateway consume`` opens of ``Services`` (the same
+    Redis client and guard, cache backend and upstream namespaces), so an erased
+    customer is not served from any instance's shared cache afterwards."""
+    from gateway.db.engine import create_sessionmaker
+    from gateway.ingest.streams.running import ConsumerParts
+    from gateway.privacy.audit import AuditLog
+    from gateway.privacy.erasure import Erasure, Tombstones
+    from gateway.privacy.forgetting import Forgetting
+    from gateway.privacy.retention import Retention
+
+    parts = ConsumerParts.open(settings, upstreams)
+    try:
+        sessions = create_sessionmaker(parts.engine)
+        erasure = Erasure(sessions, Tombstones.from_settings(settings))
+        forgetting = Forgetting(erasure, parts.customers, parts.federation)
+        audit = AuditLog(sessions)
+        try:
+            retention = Retention(sessions, forgetting, rules, audit=audit, progress=progress)
+            return await retention.run(dry_run=dry_run)
+        finally:
+            await audit.aclose()
+    finally:
+        await parts.aclose()

@@ -2,13 +2,14 @@
 events deleted or anonymised, per the configured rules; a dry run by default.
 
 A customer qualifies when every consent stored for them is withdrawn and the latest of
-those statements is older than ``consent_withdrawn_days``: they are erased by
-``Erasure.forget``, the same transaction, cascades and tombstones as an erasure asked
-for through the API (so no sync or import brings them back), and the audit log records
-it under the actor ``retention``.  Events older than ``events_days`` are deleted, or,
-with ``anonymise``, kept without their customer, their properties or the identifier
-digests that tie them to a person.  Both go in slices, each its own transaction, so a
-large backlog never holds locks for long; the export sees them as deletions.
+those statements is older than ``consent_withdrawn_days``: they are forgotten by
+``Forgetting``, as an erasure asked for through the API is: the same transaction,
+cascades and tombstones (so no sync or import brings them back), then their cached
+copies dropped, and the audit log records it under the actor ``retention``.  Events
+older than ``events_days`` are deleted, or, with ``anonymise``, kept without their
+customer, their properties or the identifier digests that tie them to a person.  Both
+go in slices, each its own transaction, so a large backlog never holds locks for long;
+the export sees them as deletions.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from gateway.db.access_models import EventSubject
 from gateway.db.models import Consent, Event, utcnow
 from gateway.observability import metrics
 from gateway.privacy.audit import Action, AuditLog
-from gateway.privacy.erasure import Erasure
+from gateway.privacy.forgetting import Forgetting
 from gateway.warehouse_settings import EventRetention
 
 SLICE = 5000
@@ -62,14 +63,14 @@ class Retention:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
-        erasure: Erasure,
+        forgetting: Forgetting,
         rules: RetentionRules,
         *,
         audit: AuditLog | None = None,
         progress: bool = False,
     ) -> None:
         self._sessions = sessions
-        self._erasure = erasure
+        self._forgetting = forgetting
         self._rules = rules
         self._audit = audit
         self._progress = progress
@@ -104,7 +105,7 @@ class Retention:
         erased = tombstones = 0
         if not dry_run:
             for customer_id in tqdm(customers, desc="erase", disable=not self._progress):
-                gone = await self._erasure.forget(customer_id)
+                gone = await self._forgetting.forget(customer_id)
                 if gone is not None:
                     erased += 1
                     tombstones += gone.tombstones

@@ -9,19 +9,32 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gateway.db.engine import create_sessionmaker
 from gateway.db.models import Consent, Customer, Event
 from gateway.export.service import Exporter
 from gateway.privacy.erasure import Erasure, Tombstones
+from gateway.privacy.forgetting import Forgetting
 from gateway.privacy.retention import Retention, RetentionRules
+from gateway.profiles.customers import CustomerStore
+from gateway.profiles.profile_cache import CachedCustomers
+from gateway.upstreams.cache import UpstreamCache, build_cache
+from gateway.upstreams.federation import Federation
 from gateway.warehouse_settings import EventRetention
 from tests.export.people import add_person, engine, own_database_url
 
 __all__ = ["engine", "own_database_url"]  # the export tests' own database, as fixtures
 
 TOMBSTONES = Tombstones(b"retention-test-erasure-key")
+
+
+def _forgetting(sessions: async_sessionmaker[AsyncSession]) -> Forgetting:
+    """Erasure with this process's own caches (the running instances' are
+    test_retention_caches.py's)."""
+    cache = UpstreamCache(build_cache("memory://"))
+    customers = CachedCustomers(CustomerStore(sessions, TOMBSTONES), cache.backend, 60)
+    return Forgetting(Erasure(sessions, TOMBSTONES), customers, Federation({}, cache))
 
 
 async def _state(engine: AsyncEngine) -> tuple[set[uuid.UUID], int, int]:
@@ -54,7 +67,7 @@ async def test_dry_run_changes_nothing_and_a_real_run_removes_what_the_rules_say
     exporter = Exporter(engine, str(out), None)
     await exporter.run()
     rules = RetentionRules(consent_withdrawn_days=365, events_days=1)
-    retention = Retention(sessions, Erasure(sessions, TOMBSTONES), rules)
+    retention = Retention(sessions, _forgetting(sessions), rules)
     before = await _state(engine)
 
     dry = await retention.run()
@@ -86,7 +99,7 @@ async def test_anonymised_events_stay_without_their_customer(engine: AsyncEngine
     person = await add_person(engine)
     sessions = create_sessionmaker(engine)
     rules = RetentionRules(events_days=1, events_action=EventRetention.ANONYMISE)
-    report = await Retention(sessions, Erasure(sessions, TOMBSTONES), rules).run(dry_run=False)
+    report = await Retention(sessions, _forgetting(sessions), rules).run(dry_run=False)
     assert report.events == 2
     customers, events, linked = await _state(engine)
     assert customers == {person.id}

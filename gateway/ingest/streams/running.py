@@ -31,7 +31,8 @@ from gateway.upstreams.redis_client import RedisGuard
 class ConsumerParts:
     """What ``gateway consume`` opens of ``Services``: the database, and the caches and
     notifications it invalidates and publishes after each commit (no render pool, no
-    recommender: a consumer process needs neither)."""
+    recommender: a consumer process needs neither). ``gateway retention run`` opens the
+    same to drop the caches of the customers it erases."""
 
     settings: Settings
     engine: AsyncEngine

@@ -173,17 +173,11 @@ class PrivacyMutation:
     )
     async def forget_customer(self, info: GatewayInfo, id: strawberry.ID) -> Erasure | None:
         require(info, Scope.ADMIN)
-        services = info.context.services
         customer_id = parse_customer_id(id)
-        profile = await services.customers.store.get(customer_id)
-        erased = await services.erasure.forget(customer_id)
+        erased = await info.context.services.forgetting.forget(customer_id)
         if erased is None:
             return None
         audit(info, Action.ERASE, [customer_id])
-        await services.federation.invalidate(customer_id)
-        services.recommendations.forget()
-        if profile is not None:
-            await services.customers.forget(profile, extra_emails=erased.emails)
         return Erasure(
             customer_id=strawberry.ID(str(customer_id)),
             identities=erased.identities,

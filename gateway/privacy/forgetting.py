@@ -1,0 +1,49 @@
+"""Forgetting a customer everywhere: the erasure, then every cached copy of them.
+
+``Erasure.forget`` removes the stored person; a running gateway would still serve their
+profile and their upstream answers from its caches until those expire. This drops them
+after the commit, on every instance when the cache is shared (Redis): the profile under
+its id and under every e-mail it was cached by (the erased ones included), and the
+upstream answers of every configured upstream. The GraphQL ``forgetCustomer`` mutation
+and ``gateway retention run`` both erase through it.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from gateway.privacy.erasure import Erased, Erasure
+from gateway.profiles.profile_cache import CachedCustomers
+from gateway.recommendations.serving import Recommender
+from gateway.upstreams.federation import Federation
+
+
+class Forgetting:
+    def __init__(
+        self,
+        erasure: Erasure,
+        customers: CachedCustomers,
+        federation: Federation,
+        recommendations: Recommender | None = None,
+    ) -> None:
+        self.erasure = erasure
+        self._customers = customers
+        self._federation = federation
+        # A serving process's memo of lists and consents (None in a command-line
+        # process: it has none, and a server's own memo lives a few seconds).
+        self._recommendations = recommendations
+
+    async def forget(self, customer_id: uuid.UUID) -> Erased | None:
+        """Erase the customer and drop their cached copies; None when there is no such
+        customer."""
+        # Read before the erasure: the cache keys are the profile's id and e-mail.
+        profile = await self._customers.store.get(customer_id)
+        erased = await self.erasure.forget(customer_id)
+        if erased is None:
+            return None
+        await self._federation.invalidate(customer_id)
+        if self._recommendations is not None:
+            self._recommendations.forget()
+        if profile is not None:
+            await self._customers.forget(profile, extra_emails=erased.emails)
+        return erased
