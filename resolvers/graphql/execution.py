@@ -49,7 +49,7 @@ from graphql import (
     is_leaf_type,
     is_non_null_type,
 )
-from graphql.execution.collect_fields import FieldDetailsList
+from graphql.execution.collect_fields import FieldDetailsList, GroupedFieldSet
 from graphql.pyutils import AwaitableOrValue, Path, Undefined, UndefinedType, gather_with_cancel
 from graphql.type.definition import GraphQLResolveInfoHelpers
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
@@ -70,6 +70,59 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
         # (no extension hooks resolving fields).
         manager = self.middleware_manager
         self._plain_fields = manager is None or not manager.middlewares
+        # An object whose selected fields are all plain is completed in one loop; not
+        # where a subclass checks each field (access.py's writer context).
+        self._plain_objects = (
+            self._plain_fields and type(self).execute_field is AcyclicExecutionContext.execute_field
+        )
+        self._plans: dict[int, tuple[GroupedFieldSet, _Plan | None]] = {}
+
+    def execute_fields(
+        self,
+        parent_type: GraphQLObjectType,
+        source_value: Any,
+        path: Path | None,
+        grouped_field_set: GroupedFieldSet,
+        position_context: Any,
+    ) -> AwaitableOrValue[dict[str, Any]]:
+        plan = self._plan(parent_type, grouped_field_set) if self._plain_objects else None
+        if plan is not None:
+            results: dict[str, Any] = {}
+            try:
+                for response_name, resolve, leaf in plan:
+                    value = resolve(source_value, None)
+                    if value is None:
+                        break
+                    coerced = leaf.coerce_output_value(value)
+                    if coerced is None or coerced is Undefined:
+                        break
+                    results[response_name] = coerced
+                else:
+                    return results
+            except Exception:  # noqa: BLE001 - graphql-core's path below reports it
+                pass
+        return super().execute_fields(
+            parent_type, source_value, path, grouped_field_set, position_context
+        )
+
+    def _plan(self, parent_type: GraphQLObjectType, fields: GroupedFieldSet) -> _Plan | None:
+        """How to complete an object's selection when every field in it is plain (an
+        ``Event``'s ``id name occurredAt``), else None. Selections are collected once per
+        operation and list, so this is worked out once per selection, not per object."""
+        found = self._plans.get(id(fields))
+        if found is not None and found[0] is fields:
+            return found[1]
+        plan: _Plan | None = []
+        for response_name, field_details_list in fields.items():
+            node = field_details_list[0].node
+            field = None if node.arguments else parent_type.fields.get(node.name.value)
+            leaf = _plain_leaf(field) if field is not None else None
+            if field is None or leaf is None or field.resolve is None:
+                plan = None
+                break
+            plan.append((response_name, field.resolve, leaf))  # type: ignore[union-attr]
+        self._plans[id(fields)] = (fields, plan)
+        return plan
 
     def execute_field(
         self,
@@ -230,6 +283,8 @@ class _ListSlices:
         return completed
 
 
+# An object's selection completed in one loop: (response name, resolver, leaf type).
+_Plan = list[tuple[str, Callable[..., Any], GraphQLLeafType]]
 # Per schema field: the leaf type when it is a plain Strawberry attribute (no resolver),
 # else None. Keyed by id, the field kept in the value so the id cannot be reused.
 _PLAIN: dict[int, tuple[GraphQLField, GraphQLLeafType | None]] = {}
