@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from pydantic import TypeAdapter
 from sqlalchemy import (
     ColumnElement,
     Row,
@@ -163,41 +164,51 @@ def _ids(customer_ids: Sequence[uuid.UUID]) -> Any:
 
 def _grouped(rows: Iterable[Sequence[Any]]) -> Events:
     """Rows by customer, newest first (ties: the later stored first). Rows are read as
-    tuples, in ``_COLUMNS`` order: a batch is thousands of them."""
-    by_customer: dict[uuid.UUID, list[tuple[datetime, int, AnalyticsEvent]]] = {}
+    tuples, in ``_COLUMNS`` order: a batch is thousands of them, and their records are
+    validated in one call (pydantic's per-model call cost a third of the read)."""
+    keys: list[tuple[uuid.UUID, datetime, int]] = []
+    fields: list[dict[str, Any]] = []
     for row in rows:
         row_id, customer_id, event_id, kind, occurred_at, stored = row[:6]
-        by_customer.setdefault(customer_id, []).append(
-            (occurred_at, row_id, _record(event_id, kind, occurred_at, stored or {}))
-        )
+        keys.append((customer_id, occurred_at, row_id))
+        fields.append(_fields(event_id, kind, occurred_at, stored or {}))
+    by_customer: dict[uuid.UUID, list[tuple[datetime, int, AnalyticsEvent]]] = {}
+    for (customer_id, occurred_at, row_id), event in zip(
+        keys, _RECORDS.validate_python(fields), strict=True
+    ):
+        by_customer.setdefault(customer_id, []).append((occurred_at, row_id, event))
     return {
         customer: [event for *_, event in sorted(found, key=_newest_first, reverse=True)]
         for customer, found in by_customer.items()
     }
 
 
+_RECORDS = TypeAdapter(list[AnalyticsEvent])
+
+
 def _newest_first(entry: tuple[datetime, int, AnalyticsEvent]) -> tuple[datetime, int]:
     return entry[0], entry[1]
 
 
-def _record(
+def _fields(
     event_id: str, kind: str, occurred_at: datetime, stored: dict[str, Any]
-) -> AnalyticsEvent:
+) -> dict[str, Any]:
+    """A stored call as the fields of its ``AnalyticsEvent``."""
     properties = dict(stored.get("properties") or {})
     page = kind == "page"
     if page and stored.get("name") is not None:
         # Segment puts a page call's name among its properties too.
         properties.setdefault("name", stored["name"])
     session = properties.get("session_id")
-    return AnalyticsEvent(
-        source=SOURCE,
-        id=event_id,
-        type="page" if page else "track",
-        name=PAGE_VIEWED if page else kind.removeprefix("track:"),
-        timestamp=occurred_at,
-        session_id=str(session) if session is not None else None,
-        properties=properties,
-    )
+    return {
+        "source": SOURCE,
+        "id": event_id,
+        "type": "page" if page else "track",
+        "name": PAGE_VIEWED if page else kind.removeprefix("track:"),
+        "timestamp": occurred_at,
+        "session_id": str(session) if session is not None else None,
+        "properties": properties,
+    }
 
 
 __all__ = ["CART_EVENTS", "SOURCE", "EventStore"]
