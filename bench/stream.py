@@ -42,7 +42,7 @@ from demo.wiring import example_upstreams, sample_upstreams_config
 from gateway.db.engine import create_engine
 from gateway.db.migrate import upgrade
 from gateway.db.models import Event
-from gateway.ingest.streams.consumer import StreamConsumer
+from gateway.ingest.streams.consumer import StreamConsumer, freeze_startup_heap
 from gateway.ingest.streams.customer_updates import CustomerUpdates
 from gateway.ingest.streams.event_batches import EventBatches
 from gateway.ingest.streams.jetstream import JetStream
@@ -115,16 +115,24 @@ async def stored_count(engine: Any) -> int:
 
 
 async def run_until(consumer: StreamConsumer, target: int, idle_s: float = 5.0) -> float:
-    """Step until ``target`` events are stored; seconds taken. Gives up after ``idle_s``
-    without a message (a producer process starts within it)."""
+    """Run the consumer as ``gateway consume`` does (its ``run`` loop: the next batch
+    read and parsed while the last commits) until ``target`` events are stored; seconds
+    taken. Gives up after ``idle_s`` without progress (a producer process starts within
+    it)."""
     started = time.perf_counter()
-    last = time.monotonic()
-    while consumer.status.stored < target:
-        if await consumer.step():
-            last = time.monotonic()
-        elif time.monotonic() - last > idle_s:
-            raise SystemExit(f"stalled at {consumer.status.stored}/{target}")
-    return time.perf_counter() - started
+    running = asyncio.create_task(consumer.run())
+    try:
+        while consumer.status.stored < target:
+            before = consumer.status.stored
+            try:
+                await asyncio.wait_for(consumer.wait_stored(target), idle_s)
+            except TimeoutError:
+                if consumer.status.stored == before:
+                    raise SystemExit(f"stalled at {before}/{target}") from None
+        return time.perf_counter() - started
+    finally:
+        consumer.stop()
+        await running
 
 
 async def bare_drain(kind: str, tag: str, total: int, batch: int) -> float:
@@ -204,6 +212,7 @@ async def bench(args: argparse.Namespace, url: str) -> None:
     for start in range(0, args.events, 5000):
         await main.publish(events(users, min(5000, args.events - start), start))
     before = await stored_count(engine)
+    freeze_startup_heap()  # as ``gateway consume`` does before consuming
     # No lag reads during the timing (a metric, refreshed every few seconds in service).
     consumer = StreamConsumer(
         main, batches, updates, batch_size=args.batch_size, wait_s=1.0, lag_interval_s=3600

@@ -60,6 +60,7 @@ async def _replay(settings: Settings) -> int:
 
 
 async def _consume(settings: Settings) -> None:
+    from gateway.ingest.streams.consumer import freeze_startup_heap
     from gateway.ingest.streams.running import ConsumerParts
 
     parts = ConsumerParts.open(settings, settings.load_upstreams())
@@ -72,6 +73,7 @@ async def _consume(settings: Settings) -> None:
         f"{settings.stream_consumer} in group {settings.stream_group}",
         err=True,
     )
+    freeze_startup_heap()
     try:
         await consumer.run()
     finally:

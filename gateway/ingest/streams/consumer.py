@@ -6,18 +6,22 @@ invalidate and notify once per customer.
   before that leaves it to be delivered again, and the messageId makes that a no-op.
 - Nothing silently dropped: a message that cannot be parsed, or that failed
   ``max_attempts`` deliveries, goes to the dead letter with its reason.
-- Backpressure: one batch in flight. The next read waits for the last commit, so a slow
-  Postgres slows the reads and memory holds one batch; while the database is
-  unreachable the batch is held and retried with a capped backoff (not dead-lettered:
-  the messages are fine, the database is not).
+- Backpressure: one batch in flight to Postgres, and (in ``run``) the next one read and
+  parsed meanwhile, so the parse overlaps the commit's round trips; the read after that
+  waits for the commit, so a slow Postgres slows the reads and memory holds two batches.
+  Batches commit in the order they were read. While the database is unreachable the
+  batch is held and retried with a capped backoff (not dead-lettered: the messages are
+  fine, the database is not).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +46,9 @@ from gateway.observability.metrics import (
 )
 
 logger = logging.getLogger("gateway.stream")
+
+# Messages parsed between two turns of the event loop while a batch is being stored.
+_PARSE_SLICE = 50
 
 AfterCommit = Callable[[Mapping[UUID, CustomerTouch]], Awaitable[None]]
 
@@ -119,24 +126,42 @@ class StreamConsumer:
         self._stop.set()
 
     async def run(self) -> None:
-        """Consume until ``stop``; the current batch is finished (committed and
-        acknowledged) first."""
+        """Consume until ``stop``; the batch being stored and the one read after it are
+        finished (committed and acknowledged) first."""
         self.status.running = True
         opened = False
+        storing: asyncio.Task[None] | None = None  # the batch in flight to Postgres
         try:
             while not self._stop.is_set():
                 try:
                     if not opened:  # an engine down at start is waited for, like later
                         await self.transport.open()
                         opened = True
-                    await self.step()
+                    await self._refresh_lag()
+                    deliveries = await self.transport.read(self.batch_size, self.wait_s)
+                    parsed = await self._parsed(deliveries, yielding=storing is not None)
+                    if storing is not None:
+                        # One batch in flight: this one commits after the last (order kept).
+                        await storing
+                        storing = None
+                    if deliveries:
+                        storing = asyncio.create_task(self._stored(parsed, time.perf_counter()))
                 except Exception as exc:  # noqa: BLE001 - the engine failed: retry after a pause
+                    storing = None  # what it held is delivered again (not acknowledged)
                     self.status.last_error = f"{type(exc).__name__}: transport"
                     logger.warning(
                         "stream read or acknowledgement failed; retrying",
                         extra={"transport": self.transport.name, "error": type(exc).__name__},
                     )
                     await self._pause(self.backoff_cap_s)
+            if storing is not None:
+                await storing
+        except asyncio.CancelledError:
+            if storing is not None:
+                storing.cancel()  # rolled back, not acknowledged: delivered again
+                with contextlib.suppress(BaseException):
+                    await storing
+            raise
         finally:
             self.status.running = False
 
@@ -148,24 +173,35 @@ class StreamConsumer:
         if not deliveries:
             return 0
         started = time.perf_counter()
-        name = self.transport.name
-        STREAM_CONSUMED.labels(name).inc(len(deliveries))
+        await self._stored(await self._parsed(deliveries, yielding=False), started)
+        return len(deliveries)
+
+    async def _parsed(
+        self, deliveries: list[Delivery], *, yielding: bool
+    ) -> list[tuple[Delivery, StreamEvent]]:
+        """The valid messages parsed, the others dead-lettered. ``yielding``: a batch is
+        being stored meanwhile; its round trips get the loop every few dozen messages."""
+        STREAM_CONSUMED.labels(self.transport.name).inc(len(deliveries))
         parsed: list[tuple[Delivery, StreamEvent]] = []
-        for delivery in deliveries:
+        for position, delivery in enumerate(deliveries, 1):
             reason = self._refusal(delivery)
             if reason is None:
                 try:
                     parsed.append((delivery, self.batches.parse(delivery.payload)))
-                    continue
                 except PayloadError as exc:
                     reason = f"invalid: {exc.reason}"
-            await self._dead_letter(delivery, reason)
+            if reason is not None:
+                await self._dead_letter(delivery, reason)
+            if yielding and position % _PARSE_SLICE == 0:
+                await asyncio.sleep(0)
+        return parsed
+
+    async def _stored(self, parsed: list[tuple[Delivery, StreamEvent]], started: float) -> None:
         if parsed:
             await self._store(parsed)
-        STREAM_BATCH_SECONDS.labels(name).observe(time.perf_counter() - started)
+        STREAM_BATCH_SECONDS.labels(self.transport.name).observe(time.perf_counter() - started)
         self.status.batches += 1
         self.status.last_batch_at = time.time()
-        return len(deliveries)
 
     def _refusal(self, delivery: Delivery) -> str | None:
         if delivery.problem is not None:
@@ -225,8 +261,8 @@ class StreamConsumer:
     async def _done(self, deliveries: list[Delivery], result: BatchResult) -> None:
         await self.transport.ack(deliveries)
         name = self.transport.name
-        for outcome in result.outcomes:
-            STREAM_OUTCOMES.labels(name, outcome).inc()
+        for outcome, count in Counter(result.outcomes).items():
+            STREAM_OUTCOMES.labels(name, outcome).inc(count)
         self.status.stored += result.outcomes.count("stored")
         async with self._progress:
             self._progress.notify_all()
@@ -259,6 +295,15 @@ class StreamConsumer:
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), seconds)
+
+
+def freeze_startup_heap() -> None:
+    """For a process that consumes from now on: what start-up built (modules, the
+    engine, validators, metadata) is moved out of the collector's generations. Each
+    batch allocates enough to trigger full collections, and those traversed all of it
+    again: a third of the consumer's CPU (55 us an event, 133 -> 83 us with this)."""
+    gc.collect()
+    gc.freeze()
 
 
 async def replay_dead_letters(

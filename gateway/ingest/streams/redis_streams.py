@@ -50,7 +50,9 @@ class RedisStreams:
         self.claim_idle_s = claim_idle_s
         self.dead_letter_maxlen = dead_letter_maxlen
         self._claim_cursor = "0-0"
-        self._own_backlog = True  # after a restart under this name: its pending entries
+        # After a restart under this name: its pending entries first, from this id on
+        # (advanced past each read: a batch still being stored is not read again).
+        self._own_backlog: str | None = "0"
 
     @classmethod
     def from_url(cls, url: str, stream: str, group: str, consumer: str, **kw: Any) -> RedisStreams:
@@ -67,11 +69,12 @@ class RedisStreams:
                 raise
 
     async def read(self, count: int, wait_s: float) -> list[Delivery]:
-        if self._own_backlog:
-            mine = await self._read_group("0", count, None)
+        if self._own_backlog is not None:
+            mine = await self._read_group(self._own_backlog, count, None)
             if mine:
+                self._own_backlog = _text(mine[-1][0])
                 return await self._with_attempts(mine)
-            self._own_backlog = False
+            self._own_backlog = None
         claimed = await self._claim(count)
         if claimed:
             return claimed

@@ -5,6 +5,7 @@ anonymous activity stitched to the customer an identify names."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -311,3 +313,48 @@ async def test_anonymous_events_are_stitched_to_the_customer_an_identify_names(
 
         await drain(worker, until=landed)
         assert (await owners(engine, [later["messageId"]]))[later["messageId"]] == customer
+
+
+async def test_the_run_loop_reading_ahead_stores_every_message_once_and_stops_clean(
+    kind: str, engine: AsyncEngine
+) -> None:
+    # A long claim idle time / ack wait: nothing is redelivered behind the loop's back.
+    async with group(kind, claim_idle_s=30.0) as member:
+        transport = await member()
+        messages = [track(user()) for _ in range(100)]
+        ids = [m["messageId"] for m in messages]
+        await transport.publish(encode(*messages))
+        worker = consumer(transport, engine, batch_size=20)
+        duplicates = duplicate_count(kind)
+        running = asyncio.create_task(worker.run())
+        await asyncio.wait_for(worker.wait_stored(len(ids)), DEADLINE_S)
+        worker.stop()
+        await asyncio.wait_for(running, DEADLINE_S)
+        assert set((await stored(engine, ids)).values()) == {1}
+        assert worker.status.stored == len(ids)
+        assert duplicate_count(kind) == duplicates  # nothing was read twice
+        assert await transport.dead_letters() == 0
+
+
+async def test_a_restarted_redis_consumer_reads_its_backlog_once_while_reading_ahead(
+    kind: str, engine: AsyncEngine
+) -> None:
+    if kind != "redis":
+        pytest.skip("a Redis consumer's own pending entries (JetStream redelivers by itself)")
+    async with group(kind, claim_idle_s=30.0) as member:
+        first = await member("restarted")
+        await first.publish(encode(*(track(user()) for _ in range(40))))
+        held = await first.read(30, 1.0)  # then it dies before storing them
+        await first.aclose()
+        again = await member("restarted")
+        # Three reads before any acknowledgement (a batch in flight, the next read ahead).
+        reads = [await again.read(10, 0.2) for _ in range(4)]
+        backlog = [d.handle for got in reads[:3] for d in got]
+        assert backlog == [d.handle for d in held]  # each once, in order
+        assert len(reads[3]) == 10
+        assert not {d.handle for d in reads[3]} & set(backlog)
+
+
+def duplicate_count(kind: str) -> float:
+    labels = {"transport": kind, "outcome": "duplicate"}
+    return REGISTRY.get_sample_value("gateway_stream_events_total", labels) or 0.0
