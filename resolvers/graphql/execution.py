@@ -76,6 +76,10 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
             self._plain_fields and type(self).execute_field is AcyclicExecutionContext.execute_field
         )
         self._plans: dict[int, tuple[GroupedFieldSet, _Plan | None]] = {}
+        # Per schema field met in this operation: its leaf type when plain, else None.
+        # Kept per operation (a handful of fields, each asked thousands of times), not
+        # in a module-level table the app's state would not show.
+        self._leaves: dict[int, GraphQLLeafType | None] = {}
 
     def execute_fields(
         self,
@@ -116,13 +120,30 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
         for response_name, field_details_list in fields.items():
             node = field_details_list[0].node
             field = None if node.arguments else parent_type.fields.get(node.name.value)
-            leaf = _plain_leaf(field) if field is not None else None
+            leaf = self._plain_leaf(field) if field is not None else None
             if field is None or leaf is None or field.resolve is None:
                 plan = None
                 break
             plan.append((response_name, field.resolve, leaf))  # type: ignore[union-attr]
         self._plans[id(fields)] = (fields, plan)
         return plan
+
+    def _plain_leaf(self, field: GraphQLField) -> GraphQLLeafType | None:
+        """The field's leaf type when it is a plain Strawberry attribute (no resolver,
+        no arguments), else None."""
+        key = id(field)  # the schema outlives the operation: ids are stable within it
+        if key in self._leaves:
+            return self._leaves[key]
+        kind = field.type.of_type if is_non_null_type(field.type) else field.type
+        plain = (
+            kind
+            if is_leaf_type(kind)
+            and getattr(field.resolve, "_is_default", False)
+            and not field.args
+            else None
+        )
+        self._leaves[key] = plain
+        return plain
 
     def execute_field(
         self,
@@ -135,7 +156,7 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
         node = field_details_list[0].node
         if self._plain_fields and not node.arguments:
             field = parent_type.fields.get(node.name.value)
-            leaf = _plain_leaf(field) if field is not None else None
+            leaf = self._plain_leaf(field) if field is not None else None
             if leaf is not None:
                 try:
                     # Strawberry's resolver for a field without one: getattr, no info.
@@ -285,25 +306,6 @@ class _ListSlices:
 
 # An object's selection completed in one loop: (response name, resolver, leaf type).
 _Plan = list[tuple[str, Callable[..., Any], GraphQLLeafType]]
-# Per schema field: the leaf type when it is a plain Strawberry attribute (no resolver),
-# else None. Keyed by id, the field kept in the value so the id cannot be reused.
-_PLAIN: dict[int, tuple[GraphQLField, GraphQLLeafType | None]] = {}
-
-
-def _plain_leaf(field: GraphQLField) -> GraphQLLeafType | None:
-    found = _PLAIN.get(id(field))
-    if found is not None and found[0] is field:
-        return found[1]
-    kind = field.type.of_type if is_non_null_type(field.type) else field.type
-    plain = (
-        kind
-        if is_leaf_type(kind) and getattr(field.resolve, "_is_default", False) and not field.args
-        else None
-    )
-    if len(_PLAIN) >= 4096:  # bounded: schemas are built again in tests
-        _PLAIN.clear()
-    _PLAIN[id(field)] = (field, plain)
-    return plain
 
 
 def _gather(values: Sequence[Awaitable[Any]]) -> Awaitable[list[Any]]:
