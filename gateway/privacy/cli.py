@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from typing import TYPE_CHECKING
 
 import click
 
-from gateway.cli_settings import settings_or_exit, upstreams_or_exit
+from gateway.cli_settings import fail, settings_or_exit, upstreams_or_exit
 from gateway.settings import Settings
 
 if TYPE_CHECKING:
@@ -55,8 +54,7 @@ def run(
     upstreams = upstreams_or_exit(settings)  # whose cached answers an erasure drops
     interval = every or (settings.retention_interval_s if schedule else None)
     if schedule and interval is None:
-        click.echo("gateway: --schedule needs GATEWAY_RETENTION_INTERVAL_S", err=True)
-        sys.exit(2)
+        fail("--schedule needs GATEWAY_RETENTION_INTERVAL_S", 2)
     rules = RetentionRules(
         settings.retention_consent_withdrawn_days,
         settings.retention_events_days,

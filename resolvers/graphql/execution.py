@@ -135,13 +135,7 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
         if key in self._leaves:
             return self._leaves[key]
         kind = field.type.of_type if is_non_null_type(field.type) else field.type
-        plain = (
-            kind
-            if is_leaf_type(kind)
-            and getattr(field.resolve, "_is_default", False)
-            and not field.args
-            else None
-        )
+        plain = kind if is_leaf_type(kind) and _is_basic_field(field) and not field.args else None
         self._leaves[key] = plain
         return plain
 
@@ -306,6 +300,19 @@ class _ListSlices:
 
 # An object's selection completed in one loop: (response name, resolver, leaf type).
 _Plan = list[tuple[str, Callable[..., Any], GraphQLLeafType]]
+
+
+def _is_basic_field(field: GraphQLField) -> bool:
+    """Whether Strawberry resolves ``field`` with its basic-field reader (a plain
+    attribute: no resolver, no extension, no permission class). Its ``_is_default``
+    flag alone is also set on the wrapper that runs a field's extensions, which must
+    not be skipped; should Strawberry rename the reader, the shortcut simply stays off."""
+    resolve = field.resolve
+    return (
+        resolve is not None
+        and getattr(resolve, "_is_default", False)
+        and getattr(resolve, "__name__", "") == "_get_basic_result"
+    )
 
 
 def _gather(values: Sequence[Awaitable[Any]]) -> Awaitable[list[Any]]:

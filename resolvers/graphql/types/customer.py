@@ -344,9 +344,11 @@ async def shaped_customers(
     answered (each upstream once for the whole list). A key that may not read profiles
     sees only the id (resolvers/graphql/access.py): nothing is fetched upstream for it."""
     needed = selection_of(info) if sees_profiles(info.context.principal) else frozenset()
+    # Only the store reads by depth; the upstream path answers its whole window.
     depth = (
         max((events_depth(f.selections) for f in info.selected_fields), default=0)
         if "recent_events" in needed
+        and info.context.services.stored_behaviour.serves("recent_events")
         else 0
     )
     shaped = [Customer.from_profile(p, needed, depth) if p is not None else None for p in profiles]
