@@ -12,7 +12,7 @@ from adapters.registry import aclose_adapters, build_adapters
 from adapters.transport.breaker import CircuitBreaker
 from gateway.access.api_keys import ApiKeys, Principal
 from gateway.access.rate_limit import RateLimiter
-from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.db.engine import create_sessionmaker, engine_for
 from gateway.db.retries import RetryPolicy
 from gateway.identity.source_ids import SourceIds
 from gateway.ingest.notifications import Notifications, build_notifications
@@ -65,11 +65,7 @@ class Services:
     def open(cls, settings: Settings, upstreams: UpstreamsConfig | None = None) -> Services:
         """Open pools and clients; the SOAP WSDL is parsed here, once, not per request."""
         config = upstreams if upstreams is not None else settings.load_upstreams()
-        engine = create_engine(
-            settings.database_url,
-            connect_timeout_s=settings.database_connect_timeout_s,
-            pool_timeout_s=settings.database_pool_timeout_s,
-        )
+        engine = engine_for(settings)
         sessions = create_sessionmaker(engine)
         redis = open_redis(settings)
         cache = UpstreamCache(build_cache(settings.cache_url, redis))

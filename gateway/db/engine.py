@@ -8,13 +8,16 @@ as ``DatabaseUnavailable`` (gateway/db/connectivity.py), which the edge answers 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
 from gateway.db.connectivity import FailFastPool, watch
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
 
 CONNECT_TIMEOUT_S = 2.0
 POOL_TIMEOUT_S = 2.0
@@ -51,6 +54,16 @@ def create_engine(
     connect_args = kwargs.setdefault("connect_args", {})
     connect_args.setdefault("timeout", connect_timeout_s)  # asyncpg's, for connecting
     return watch(create_async_engine(database_url, **kwargs))
+
+
+def engine_for(settings: Settings) -> AsyncEngine:
+    """The configured engine, the one every process builds (``gateway serve``, ``gateway
+    consume``, a retention run): the same fail-fast timeouts wherever it is opened."""
+    return create_engine(
+        settings.database_url,
+        connect_timeout_s=settings.database_connect_timeout_s,
+        pool_timeout_s=settings.database_pool_timeout_s,
+    )
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

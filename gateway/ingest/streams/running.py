@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.config import UpstreamsConfig
 from adapters.registry import aclose_adapters, build_adapters
-from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.db.engine import create_sessionmaker, engine_for
 from gateway.db.retries import RetryPolicy
 from gateway.identity.source_ids import SourceIds
 from gateway.ingest.notifications import Notifications, build_notifications
@@ -45,7 +45,7 @@ class ConsumerParts:
 
     @classmethod
     def open(cls, settings: Settings, upstreams: UpstreamsConfig) -> ConsumerParts:
-        engine = create_engine(settings.database_url)
+        engine = engine_for(settings)  # the timeouts ``Services`` uses
         redis = open_redis(settings)
         cache = UpstreamCache(build_cache(settings.cache_url, redis))
         federation = Federation(
