@@ -147,7 +147,14 @@ class StreamConsumer:
                     if deliveries:
                         storing = asyncio.create_task(self._stored(parsed, time.perf_counter()))
                 except Exception as exc:  # noqa: BLE001 - the engine failed: retry after a pause
-                    storing = None  # what it held is delivered again (not acknowledged)
+                    if storing is not None:
+                        # The batch in flight finishes first (committed and acknowledged,
+                        # or left unacknowledged to be delivered again): left running, it
+                        # would acknowledge later beside the next batch, two in flight.
+                        # Its own failure is the one being handled here, or is logged next.
+                        await asyncio.gather(storing, return_exceptions=True)
+                        storing = None
+                    # What this read held is not acknowledged: it is delivered again.
                     self.status.last_error = f"{type(exc).__name__}: transport"
                     logger.warning(
                         "stream read or acknowledgement failed; retrying",
@@ -216,27 +223,46 @@ class StreamConsumer:
         try:
             result = await self._committed([event for _, event in parsed])
         except Exception as exc:  # noqa: BLE001 - one event may be the cause: isolate it
+            if _unreachable(exc):
+                # Stopping while the database is down: no event is at fault, so the
+                # batch is neither split (a connect timeout per event) nor counted
+                # against its messages; unacknowledged, it is delivered again.
+                self._held(len(parsed))
+                return
             logger.warning(
                 "stream batch failed; storing its events one by one",
                 extra={"transport": self.transport.name, "error": type(exc).__name__},
             )
-            for delivery, event in parsed:
-                await self._store_alone(delivery, event)
+            for position, (delivery, event) in enumerate(parsed):
+                if not await self._store_alone(delivery, event):
+                    self._held(len(parsed) - position)
+                    return
             return
         await self._done([d for d, _ in parsed], result)
 
-    async def _store_alone(self, delivery: Delivery, event: StreamEvent) -> None:
+    def _held(self, count: int) -> None:
+        logger.warning(
+            "database unreachable; stream messages left to be delivered again",
+            extra={"transport": self.transport.name, "messages": count},
+        )
+
+    async def _store_alone(self, delivery: Delivery, event: StreamEvent) -> bool:
+        """Whether the database answered (stored, dead-lettered or retried); False
+        leaves ``delivery`` unacknowledged and uncounted."""
         try:
             result = await self._committed([event])
         except Exception as exc:  # noqa: BLE001 - this event fails by itself: poison or retry
+            if _unreachable(exc):
+                return False
             reason = f"failed {delivery.attempts} times: {type(exc).__name__}"
             if delivery.attempts >= self.max_attempts:
                 await self._dead_letter(delivery, reason)
             else:
                 STREAM_OUTCOMES.labels(self.transport.name, "retried").inc()
                 await self.transport.retry(delivery, self.retry_delay_s)
-            return
+            return True
         await self._done([delivery], result)
+        return True
 
     async def _committed(self, events: Sequence[StreamEvent]) -> BatchResult:
         """The batch stored; while the database is unreachable, the same batch again
@@ -246,7 +272,7 @@ class StreamConsumer:
             try:
                 result = await self.batches.store(events)
             except Exception as exc:
-                if not (isinstance(exc, DatabaseUnavailable) or is_connectivity_failure(exc)):
+                if not _unreachable(exc):
                     raise
                 if self._stop.is_set():
                     raise
@@ -259,15 +285,20 @@ class StreamConsumer:
             return result
 
     async def _done(self, deliveries: list[Delivery], result: BatchResult) -> None:
-        await self.transport.ack(deliveries)
-        name = self.transport.name
-        for outcome, count in Counter(result.outcomes).items():
-            STREAM_OUTCOMES.labels(name, outcome).inc(count)
-        self.status.stored += result.outcomes.count("stored")
-        async with self._progress:
-            self._progress.notify_all()
-        if self.after_commit is not None and result.customers:
-            await self.after_commit(result.customers)
+        try:
+            await self.transport.ack(deliveries)
+        finally:
+            # The commit, not the acknowledgement, changed the customers: a failed ack
+            # still drops their caches and notifies (the redelivery is a duplicate that
+            # touches nobody).
+            name = self.transport.name
+            for outcome, count in Counter(result.outcomes).items():
+                STREAM_OUTCOMES.labels(name, outcome).inc(count)
+            self.status.stored += result.outcomes.count("stored")
+            async with self._progress:
+                self._progress.notify_all()
+            if self.after_commit is not None and result.customers:
+                await self.after_commit(result.customers)
 
     async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         await self.transport.dead_letter(delivery, reason)
@@ -295,6 +326,10 @@ class StreamConsumer:
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), seconds)
+
+
+def _unreachable(error: BaseException) -> bool:
+    return isinstance(error, DatabaseUnavailable) or is_connectivity_failure(error)
 
 
 def freeze_startup_heap() -> None:
