@@ -65,12 +65,6 @@ class ExportReport:
         return out
 
 
-def target_key(target: str) -> str:
-    """How the cursors name a target: a folder by its absolute path, a URL as given."""
-    fs, root = filesystem(target)
-    return root if isinstance(fs, pafs.LocalFileSystem) else target
-
-
 class Exporter:
     def __init__(
         self,
@@ -83,8 +77,9 @@ class Exporter:
     ) -> None:
         self._store = ExportStore(engine)
         self._target = target
-        self._key = target_key(target)
         self._fs, self._root = filesystem(target)
+        # How the cursors name a target: a folder by its absolute path, a URL as given.
+        self._key = self._root if isinstance(self._fs, pafs.LocalFileSystem) else target
         self._folder = Folder(self._fs, self._root)
         self._pseudonymiser = pseudonymiser
         self._progress = progress
@@ -200,9 +195,11 @@ class Exporter:
                 bar.update(batch.num_rows)
 
             await self._store.changed(spec, lo, hi, consume)
-            # A first (or full) run holds the live rows only: no deletions to tell of.
-            deleted = await self._store.deleted(spec, lo, hi) if lo > EPOCH else None
-            if deleted is not None and deleted.num_rows:
+            # A full run too: its target may hold files of earlier runs with rows deleted
+            # since, and once this run's cursor passes them, ``prune`` forgets them.  For a
+            # new target the deletions are of rows it never had: harmless.
+            deleted = await self._store.deleted(spec, lo, hi)
+            if deleted.num_rows:
                 columns = {
                     f.name: deleted.column(f.name)
                     if f.name in deleted.column_names

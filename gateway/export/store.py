@@ -39,12 +39,9 @@ _SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
 _GRANTED = f"SELECT customer_id FROM consents WHERE purpose = '{ANALYTICS}' AND granted = true"
 
 
-def _pg_expr(name: str, kind: Kind) -> str:
-    # As Postgres prints them: times ISO with their offset, uuids dashed, JSON as text.
-    return name
-
-
 def _sqlite_expr(name: str, kind: Kind) -> str:
+    """SQLite's column as Arrow reads it; Postgres's columns are taken as they are (COPY
+    prints times ISO with their offset, uuids dashed, JSON as text)."""
     if kind is Kind.TIME:
         # Stored as 'YYYY-MM-DD HH:MM:SS.ffffff' (SQLAlchemy's format, and the triggers').
         seconds = f"CAST(strftime('%s', {name}) AS INTEGER) * 1000000"
@@ -194,9 +191,11 @@ class ExportStore:
 
     # --- changed rows ----------------------------------------------------------------
 
+    def _expr(self, name: str, kind: Kind) -> str:
+        return name if self.postgres else _sqlite_expr(name, kind)
+
     def _select(self, spec: TableSpec, where: str) -> str:
-        expr = _pg_expr if self.postgres else _sqlite_expr
-        columns = ", ".join(f"{expr(c.name, c.kind)} AS {c.name}" for c in spec.columns)
+        columns = ", ".join(f"{self._expr(c.name, c.kind)} AS {c.name}" for c in spec.columns)
         return f"SELECT {columns} FROM {spec.name} WHERE {where}"
 
     def _literal(self, moment: datetime) -> str:
@@ -290,7 +289,10 @@ class ExportStore:
 
     async def deleted(self, spec: TableSpec, lo: datetime, hi: datetime) -> pa.Table:
         """``id`` and ``changed_at`` (when deleted) of the rows deleted in the window, and
-        for events those of customers who withdrew analytics consent in it."""
+        for events those of customers who withdrew analytics consent in it and those
+        changed in it that are no longer exported: anonymised by retention (no customer)
+        or moved onto a customer without analytics consent.  Either is neither upserted
+        nor deleted otherwise, and the warehouse would keep the old row."""
         stamp = bindparam("hi", type_=UtcDateTime())
         window = {"lo": lo, "hi": hi}
         params = [bindparam("lo", type_=UtcDateTime()), stamp]
@@ -314,6 +316,21 @@ class ExportStore:
                     "AND granted = false AND changed_at >= :lo AND changed_at < :hi)"
                 ).bindparams(*params)
                 rows += [(str(i), hi) for i in await connection.scalars(withheld, window)]
+                # The complement of ``changed_query``'s first half: the same consent.
+                unexported = (
+                    text(
+                        "SELECT id, changed_at FROM events WHERE changed_at >= :lo AND changed_at "
+                        f"< :hi AND (customer_id IS NULL OR customer_id NOT IN ({_GRANTED}))"
+                    )
+                    .bindparams(*params)
+                    .columns(changed_at=UtcDateTime())
+                )
+                withdrawn = {row_id for row_id, _ in rows}
+                rows += [
+                    (str(i), at)
+                    for i, at in await connection.execute(unexported, window)
+                    if str(i) not in withdrawn
+                ]
         ids: list[Any] = [_key(spec, row_id) for row_id, _ in rows]
         return pa.table(
             {
@@ -326,9 +343,8 @@ class ExportStore:
 
     async def live_ids(self, spec: TableSpec) -> list[str]:
         """Every id of ``spec`` an export should hold now, as text (events with consent)."""
-        expr = _pg_expr if self.postgres else _sqlite_expr
         where = f"customer_id IN ({_GRANTED})" if spec.name == "events" else "true"
-        query = f"SELECT {expr(spec.key.name, spec.key.kind)} FROM {spec.name} WHERE {where}"
+        query = f"SELECT {self._expr(spec.key.name, spec.key.kind)} FROM {spec.name} WHERE {where}"
         async with self._engine.connect() as connection:
             return [str(i) for i in await connection.scalars(text(query))]
 
