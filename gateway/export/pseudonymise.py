@@ -1,19 +1,19 @@
 """Pseudonymisation of exported rows: identifiers become keyed hashes, names go.
 
-E-mails, phones and source ids become ``HMAC-SHA256(key, kind:value)`` (hex): the same
-person gets the same value in every run, so joins in the warehouse still work, while
-nobody without the key can test a guess.  E-mails are lower-cased and trimmed, phones
-reduced to their digits first, so two spellings of one address hash alike.  Names,
-dates of birth and addresses are dropped; attribute values other than a short list of
-harmless ones are emptied; event properties lose any key that names a person and any
-value that looks like an e-mail (hashed instead).  Only the rows that can hold such a
-value are parsed: a vectorised regex picks them, the rest pass through untouched.
+E-mails, phones and source ids become the digests ``Tombstones`` makes of them (an
+``HMAC-SHA256`` of ``kind:value``, hex), keyed with the export's pseudonym key rather
+than the erasure key: the same person gets the same value in every run, so joins in the
+warehouse still work, while nobody without the key can test a guess.  Addresses and
+phones are normalised as the profiles store them (lower-cased address, E.164 phone), so
+two spellings of one hash alike; a value that is neither is dropped.  Names, dates of
+birth and addresses are dropped; attribute values other than a short list of harmless
+ones are emptied; event properties lose any key that names a person and any value that
+looks like an e-mail (hashed instead).  Only the rows that can hold such a value are
+parsed: a vectorised regex picks them, the rest pass through untouched.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 from collections.abc import Callable
 from typing import Any
@@ -22,77 +22,61 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from gateway.privacy.erasure import Tombstones
 from gateway.settings import Settings
 
 # Attribute values that identify nobody and are kept as they are.
 HARMLESS_ATTRIBUTES = frozenset({"locale", "language", "country", "currency", "timezone"})
-_HASHED_ATTRIBUTES = {"email": "email", "phone": "phone"}
-# Property keys (lower-cased, without separators) whose values name a person.
-_PERSONAL_KEYS = frozenset(
-    {
-        "email",
-        "emailaddress",
-        "phone",
-        "phonenumber",
-        "mobile",
-        "name",
-        "firstname",
-        "lastname",
-        "fullname",
-        "username",
-        "address",
-        "address1",
-        "address2",
-        "street",
-        "city",
-        "postcode",
-        "zip",
-        "zipcode",
-        "birthday",
-        "dateofbirth",
-        "dob",
-        "ip",
-        "ipaddress",
-    }
+_HASHED_ATTRIBUTES = frozenset({"email", "phone"})
+# Property keys (lower-cased, without separators) that name a person: any key holding
+# one of these parts (``shipping_phone``, ``customer_name``, ``billing_address``) or
+# ending in ``ip``.  Broad on purpose: dropping a harmless ``product_name`` costs less
+# than exporting a person's.
+_PERSONAL_PARTS = (
+    "phone",
+    "mobile",
+    "mail",
+    "addr",
+    "street",
+    "postcode",
+    "zip",
+    "birth",
+    "name",
 )
-_HASHED_KEYS = {"email": "email", "emailaddress": "email", "phone": "phone"}
-_HASHED_KEYS |= {"phonenumber": "phone", "mobile": "phone"}
+_PERSONAL_KEYS = frozenset({"city", "dob"})
 _EMAIL = re.compile(r"[^@\s\"'<>]+@[^@\s\"'<>]+\.[^@\s\"'<>]+")
 # A row whose properties may hold one of the above: parsed and scrubbed.
-_SUSPECT = (
-    r"@|\"(?i:e[-_]?mail|phone|mobile|name|first|last|full|user|address|street|city|"
-    r"post|zip|birth|dob|ip)"
-)
+_SUSPECT = r"@|(?i:phone|mobile|mail|addr|street|post|zip|birth|name|city|dob|ip\")"
 
 
 def _normal(key: str) -> str:
     return re.sub(r"[-_\s]", "", key).lower()
 
 
+def _personal(normal: str) -> bool:
+    return (
+        normal in _PERSONAL_KEYS
+        or normal.endswith("ip")
+        or any(part in normal for part in _PERSONAL_PARTS)
+    )
+
+
+def _contact_kind(normal: str) -> str | None:
+    if "phone" in normal or "mobile" in normal:
+        return "phone"
+    return "email" if "mail" in normal else None
+
+
 class Pseudonymiser:
     def __init__(self, key: bytes) -> None:
-        self._key = key
-        # Keyed once: each value then costs a copy of the keyed state, not a new HMAC.
-        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
+        self._digests = Tombstones(key)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Pseudonymiser:
         return cls(settings.export_pseudonym_key())
 
-    def digest(self, kind: str, value: str) -> str:
-        if kind == "email":
-            value = value.strip().lower()
-        elif kind == "phone":
-            value = re.sub(r"\D", "", value)
-        keyed = self._keyed.copy()
-        keyed.update(f"{kind}:{value}".encode())
-        return keyed.hexdigest()
-
-    def _hashed(self, array: pa.Array, kind: str) -> pa.Array:
-        return pa.array(
-            [None if v is None else self.digest(kind, v) for v in array.to_pylist()],
-            type=pa.string(),
-        )
+    def _hashed(self, array: pa.Array, digest: Callable[[str | None], str | None]) -> pa.Array:
+        return pa.array([digest(v) for v in array.to_pylist()], type=pa.string())
 
     def batch(self, table: str, batch: pa.RecordBatch) -> pa.RecordBatch:
         """The batch as a pseudonymised export holds it (same columns; dropped ones are
@@ -111,18 +95,29 @@ class Pseudonymiser:
     def _customers(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         return _replace(
             batch,
-            email=self._hashed(batch.column("email"), "email"),
-            phone=self._hashed(batch.column("phone"), "phone"),
+            email=self._hashed(batch.column("email"), self._digests.email_digest),
+            phone=self._hashed(batch.column("phone"), self._digests.phone_digest),
         )
 
     def _identities(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         sources = batch.column("source").to_pylist()
         ids = batch.column("external_id").to_pylist()
+        # As ``Tombstones.digests`` keys a source id.
         hashed = [
-            None if i is None else self.digest("id", f"{s}:{i}")
+            None if i is None else self._digests.digest("id", f"{s}:{i}")
             for s, i in zip(sources, ids, strict=True)
         ]
         return _replace(batch, external_id=pa.array(hashed, type=pa.string()))
+
+    def _contact(self, kind: str | None, value: object) -> str | None:
+        """The digest of an e-mail or phone; None for anything else (to be dropped)."""
+        if not isinstance(value, str):
+            return None
+        if kind == "phone":
+            return self._digests.phone_digest(value)
+        if kind == "email":
+            return self._digests.email_digest(value)
+        return None
 
     def _attributes(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         names = batch.column("name").to_pylist()
@@ -132,7 +127,7 @@ class Pseudonymiser:
             if value is None or name in HARMLESS_ATTRIBUTES:
                 out.append(value)
             elif name in _HASHED_ATTRIBUTES:
-                out.append(self.digest(_HASHED_ATTRIBUTES[name], value))
+                out.append(self._contact(name, value))
             else:
                 out.append(None)
         return _replace(batch, value=pa.array(out, type=pa.string()))
@@ -152,15 +147,16 @@ class Pseudonymiser:
             kept: dict[str, Any] = {}
             for key, item in value.items():
                 normal = _normal(str(key))
-                if normal in _HASHED_KEYS and isinstance(item, str):
-                    kept[key] = self.digest(_HASHED_KEYS[normal], item)
-                elif normal not in _PERSONAL_KEYS:
+                if not _personal(normal):
                     kept[key] = self._scrub(item)
+                elif (hashed := self._contact(_contact_kind(normal), item)) is not None:
+                    kept[key] = hashed
             return kept
         if isinstance(value, list):
             return [self._scrub(item) for item in value]
         if isinstance(value, str) and _EMAIL.search(value):
-            return _EMAIL.sub(lambda m: self.digest("email", m.group(0)), value)
+            # What the pattern takes for an address but is none: dropped, not kept.
+            return _EMAIL.sub(lambda m: self._digests.email_digest(m.group(0)) or "", value)
         return value
 
 

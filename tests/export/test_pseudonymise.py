@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.export.pseudonymise import Pseudonymiser
 from gateway.export.service import Exporter
+from gateway.privacy.erasure import Tombstones
 from gateway.profiles.contact_points import normalize_phone
 from tests.export.people import Person, add_person
 
@@ -56,14 +59,14 @@ async def test_pseudonymised_files_hold_no_identifiers(engine: AsyncEngine, tmp_
             assert value.encode() not in raw, value
 
     # The same person, the same pseudonym, in every run: customers join with attributes.
-    pseudonymiser = Pseudonymiser(KEY)
+    digests = Tombstones(KEY)
     customers = [
         row for p in out.glob("customers/**/*.parquet") for row in pq.read_table(p).to_pylist()
     ]
     by_id = {row["id"]: row for row in customers}
     for person in people:
         row = by_id[str(person.id)]
-        assert row["email"] == pseudonymiser.digest("email", person.email)
+        assert row["email"] == digests.email_digest(person.email)
         assert "first_name" not in row
         assert "last_name" not in row
     attributes = [
@@ -73,3 +76,49 @@ async def test_pseudonymised_files_hold_no_identifiers(engine: AsyncEngine, tmp_
         if row["name"] == "email"
     ]
     assert {row["value"] for row in attributes} >= {by_id[str(p.id)]["email"] for p in people}
+
+
+def _properties(pseudonymiser: Pseudonymiser, *rows: dict[str, object]) -> list[dict[str, object]]:
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "id": list(range(len(rows))),
+            "properties": [orjson.dumps(r).decode() for r in rows],
+        }
+    )
+    return [orjson.loads(p) for p in pseudonymiser.batch("events", batch)["properties"].to_pylist()]
+
+
+def test_keys_that_name_a_person_anywhere_in_them_are_dropped_or_hashed() -> None:
+    personal = {
+        "shipping_phone": "+44 20 7946 0958",
+        "customer_name": "Zqbrandt",
+        "billing_address": "1 Zqstreet Road",
+        "contactEmail": "Zq.Person@Example.org",
+        "client_ip": "203.0.113.7",
+        "postCode": "ZQ1 1AA",
+        "date-of-birth": "1980-01-01",
+    }
+    (row,) = _properties(Pseudonymiser(KEY), {"order": {**personal, "sku": "A-1"}})
+    text = json.dumps(row)
+    for value in personal.values():
+        assert value not in text
+        assert value.lower() not in text.lower()
+    digests = Tombstones(KEY)
+    assert row["order"] == {
+        "shipping_phone": digests.phone_digest("+442079460958"),
+        "contactEmail": digests.email_digest("zq.person@example.org"),
+        "sku": "A-1",
+    }
+
+
+def test_one_phone_in_two_spellings_gets_one_pseudonym_as_tombstones_make_it() -> None:
+    pseudonymiser = Pseudonymiser(KEY)
+    rows = _properties(pseudonymiser, {"phone": "+44 20 7946 0958"}, {"phone": "+442079460958"})
+    customers = pa.RecordBatch.from_pydict(
+        {"email": ["Zq.Person@Example.org "], "phone": ["+44 (0)20 7946-0958"]}
+    )
+    hashed = pseudonymiser.batch("customers", customers).to_pylist()[0]
+    expected = Tombstones(KEY).phone_digest("+442079460958")
+    assert [r["phone"] for r in rows] == [expected, expected]
+    assert hashed["phone"] == expected
+    assert hashed["email"] == Tombstones(KEY).email_digest("zq.person@example.org")
