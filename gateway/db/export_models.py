@@ -17,16 +17,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from gateway.db.models import Base, utcnow
 
-# The tables whose rows carry ``changed_at`` and whose deletes are logged (0011).
-EXPORTED_TABLES = (
-    "customers",
-    "identities",
-    "identity_links",
-    "consents",
-    "events",
-    "attributes",
-)
-
 
 class ExportCursor(Base):
     """Everything of ``table_name`` changed before ``cursor`` is in ``target``'s files."""

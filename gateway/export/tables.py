@@ -152,7 +152,5 @@ TABLES: tuple[TableSpec, ...] = (
     ),
 )
 
-BY_NAME = {spec.name: spec for spec in TABLES}
-
 # Events are exported only for customers who granted this purpose.
 ANALYTICS = "analytics"

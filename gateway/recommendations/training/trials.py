@@ -24,16 +24,6 @@ class Setting:
         return cls(family, tuple(sorted(params.items())))
 
     @classmethod
-    def blend(cls, members: Sequence[Setting]) -> Setting:
-        """Equal shares of ``members``; one listed twice weighs twice."""
-        counts: dict[Setting, int] = {}
-        for member in members:
-            counts[member] = counts.get(member, 0) + 1
-        parts = tuple(sorted(counts, key=lambda s: (-counts[s], s.label())))
-        weights = tuple(round(counts[p] / len(members), 4) for p in parts)
-        return cls("blend", (("weights", weights),), parts)
-
-    @classmethod
     def weighted(cls, members: Sequence[Setting], weights: Sequence[float]) -> Setting:
         """``members`` mixed at ``weights`` (normalised to sum to 1; a zero share drops
         its member), heaviest first."""
