@@ -44,7 +44,7 @@ from resolvers.state import AppState, services_of, state_of
 # With 32 requests in flight, a young collection finds their objects still alive and
 # promotes them; promoted objects are what trigger full collections. A larger young
 # generation promotes fewer of them. (Measured when each request also left ~100 objects
-# in a reference cycle, since removed by resolvers/graphql/execution.py: 0.58 s of pauses per
+# in a reference cycle, since removed by resolvers/graphql/execution/: 0.58 s of pauses per
 # 10 s under load instead of 1.34 s with the default (700, 10, 10).)
 _GC_THRESHOLDS = (10_000, 3, 10)
 

@@ -105,14 +105,13 @@ class EventStore:
     ) -> Events:
         if depth <= 0 or not customer_ids:
             return {}
-        properties = Event.properties.label("properties")
         query: Select[Any]
         if self._postgres:
             wanted = (
                 func.unnest(_ids(customer_ids)).table_valued("id", name="wanted").render_derived()
             )
             newest = (
-                select(*_COLUMNS, properties)
+                select(*_COLUMNS)
                 .where(Event.customer_id == wanted.c.id, Event.source == SOURCE, where)
                 .order_by(Event.occurred_at.desc(), Event.id.desc())
                 .limit(depth)
@@ -129,7 +128,7 @@ class EventStore:
                 .label("rank")
             )
             ranked = (
-                select(*_COLUMNS, properties, rank)
+                select(*_COLUMNS, rank)
                 .where(self._among(customer_ids), Event.source == SOURCE, where)
                 .subquery("ranked")
             )
@@ -147,12 +146,17 @@ class EventStore:
             return rows
 
 
+# Of the stored call, only what its record holds: its properties and a page call's
+# name, not the whole call (context, traits, integrations), which is most of a real
+# Segment message and would be decoded for nothing.
 _COLUMNS = (
     Event.id.label("row_id"),
     Event.customer_id,
     Event.event_id,
     Event.type,
     Event.occurred_at,
+    Event.properties["properties"].label("properties"),
+    Event.properties["name"].as_string().label("page_name"),
 )
 # The session id as the demo and most Segment sources send it: in the call's properties.
 _SESSION_ID = Event.properties[("properties", "session_id")].as_string()
@@ -169,9 +173,9 @@ def _grouped(rows: Iterable[Sequence[Any]]) -> Events:
     keys: list[tuple[uuid.UUID, datetime, int]] = []
     fields: list[dict[str, Any]] = []
     for row in rows:
-        row_id, customer_id, event_id, kind, occurred_at, stored = row[:6]
+        row_id, customer_id, event_id, kind, occurred_at, properties, page_name = row[:7]
         keys.append((customer_id, occurred_at, row_id))
-        fields.append(_fields(event_id, kind, occurred_at, stored or {}))
+        fields.append(_fields(event_id, kind, occurred_at, properties, page_name))
     by_customer: dict[uuid.UUID, list[tuple[datetime, int, AnalyticsEvent]]] = {}
     for (customer_id, occurred_at, row_id), event in zip(
         keys, _RECORDS.validate_python(fields), strict=True
@@ -191,14 +195,15 @@ def _newest_first(entry: tuple[datetime, int, AnalyticsEvent]) -> tuple[datetime
 
 
 def _fields(
-    event_id: str, kind: str, occurred_at: datetime, stored: dict[str, Any]
+    event_id: str, kind: str, occurred_at: datetime, stored: Any, page_name: str | None
 ) -> dict[str, Any]:
-    """A stored call as the fields of its ``AnalyticsEvent``."""
-    properties = dict(stored.get("properties") or {})
+    """A stored call (its properties, and a page call's name) as the fields of its
+    ``AnalyticsEvent``."""
+    properties = dict(stored) if isinstance(stored, dict) else {}
     page = kind == "page"
-    if page and stored.get("name") is not None:
+    if page and page_name is not None:
         # Segment puts a page call's name among its properties too.
-        properties.setdefault("name", stored["name"])
+        properties.setdefault("name", page_name)
     session = properties.get("session_id")
     return {
         "source": SOURCE,

@@ -1,35 +1,5 @@
-"""The execution context every operation runs in: graphql-core's, minus its one cycle,
-completing long lists a slice of time at a time.
-
-graphql-core keeps ``async_helpers`` holding two methods bound to the execution
-context itself. That reference cycle keeps each request's whole object graph
-(context, DataLoaders, Starlette request, uvicorn's request cycle: ~110 objects)
-alive until the cyclic collector runs. Under send-time load it was the only
-cycle a request left, and its garbage made the full collections that paused a
-worker for 60-70 ms every few seconds. Not holding the context lets
-reference counting free a request as soon as it is answered. (``gather`` never used
-the context; ``track`` reaches it through a weak reference.)
-
-graphql-core completes a list's items in one go when their fields resolve at once
-(cached data does): 1,000 customers with twenty fields each held the event loop for
-0.6-1 s, during which no other request of the worker, ``/healthz`` included, was
-served; introspection's sixty types, each a few milliseconds, 200 ms. Here the
-operation's completion runs in slices of ``SLICE_S``: between two items of any list,
-once the slice is used up (by those items or by anything nested in them), the rest of
-the list waits. Waiting lists continue one at a time, one per turn of the loop, each
-for a slice, so other requests are served between them (lists left waiting together
-would otherwise all continue in the same turn). The same holds for fields whose
-resolvers awaited: a DataLoader answering 1,000 customers at once wakes 1,000 of them
-in one turn, so each goes on with its completion only while a slice lasts.
-
-Most fields of a big batch are plain leaves: an attribute of a Strawberry object
-(``Event.name``, ``Engagement.sessions30d``) with no resolver and no arguments. For
-those graphql-core still builds a resolve info, reads the arguments, and walks
-``complete_value``'s type checks: at 21,000 fields a request (1,000 customers with five
-events each) that was most of the time. Here such a field reads the attribute and
-coerces it directly; anything unusual (null, a failed coercion, an error) goes the
-whole way, so errors and nulls are exactly graphql-core's.
-"""
+"""The execution context: graphql-core's, without its cycle, completing in slices of
+time and taking the plain fields' shortcuts (see the package's docstring)."""
 
 from __future__ import annotations
 
@@ -54,10 +24,19 @@ from graphql.pyutils import AwaitableOrValue, Path, Undefined, UndefinedType, ga
 from graphql.type.definition import GraphQLResolveInfoHelpers
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
+from resolvers.graphql.execution.plans import (
+    DirectResolvers,
+    Plan,
+    is_basic_field,
+    planned,
+    reader,
+)
+from resolvers.graphql.execution.slices import ListSlices
+
 SLICE_S = 0.005  # the longest an operation's completion holds the loop in one go
 # A slice that ended this long ago ended while the operation waited (for a database
 # or an upstream), not while it ran: a list met then starts a fresh slice.
-_STALE_S = 0.05
+STALE_S = 0.05
 
 
 class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
@@ -70,12 +49,17 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
         # (no extension hooks resolving fields).
         manager = self.middleware_manager
         self._plain_fields = manager is None or not manager.middlewares
+        # Then graphql-core takes each resolver from this one, which calls the plain
+        # methods directly (plans.py).
+        self._direct = DirectResolvers()
+        if self._plain_fields:
+            self.middleware_manager = self._direct
         # An object whose selected fields are all plain is completed in one loop; not
         # where a subclass checks each field (access.py's writer context).
         self._plain_objects = (
             self._plain_fields and type(self).execute_field is AcyclicExecutionContext.execute_field
         )
-        self._plans: dict[int, tuple[GroupedFieldSet, _Plan | None]] = {}
+        self._plans: dict[int, tuple[GroupedFieldSet, Plan | None]] = {}
         # Per schema field met in this operation: its leaf type when plain, else None.
         # Kept per operation (a handful of fields, each asked thousands of times), not
         # in a module-level table the app's state would not show.
@@ -91,32 +75,21 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
     ) -> AwaitableOrValue[dict[str, Any]]:
         plan = self._plan(parent_type, grouped_field_set) if self._plain_objects else None
         if plan is not None:
-            results: dict[str, Any] = {}
-            try:
-                for response_name, resolve, leaf in plan:
-                    value = resolve(source_value, None)
-                    if value is None:
-                        break
-                    coerced = leaf.coerce_output_value(value)
-                    if coerced is None or coerced is Undefined:
-                        break
-                    results[response_name] = coerced
-                else:
-                    return results
-            except Exception:  # noqa: BLE001 - graphql-core's path below reports it
-                pass
+            results = planned(plan, source_value)
+            if results is not None:
+                return results
         return super().execute_fields(
             parent_type, source_value, path, grouped_field_set, position_context
         )
 
-    def _plan(self, parent_type: GraphQLObjectType, fields: GroupedFieldSet) -> _Plan | None:
+    def _plan(self, parent_type: GraphQLObjectType, fields: GroupedFieldSet) -> Plan | None:
         """How to complete an object's selection when every field in it is plain (an
         ``Event``'s ``id name occurredAt``), else None. Selections are collected once per
         operation and list, so this is worked out once per selection, not per object."""
         found = self._plans.get(id(fields))
         if found is not None and found[0] is fields:
             return found[1]
-        plan: _Plan | None = []
+        plan: Plan | None = []
         for response_name, field_details_list in fields.items():
             node = field_details_list[0].node
             field = None if node.arguments else parent_type.fields.get(node.name.value)
@@ -124,9 +97,20 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
             if field is None or leaf is None or field.resolve is None:
                 plan = None
                 break
-            plan.append((response_name, field.resolve, leaf))  # type: ignore[union-attr]
+            plan.append((response_name, reader(field), leaf))  # type: ignore[union-attr]
         self._plans[id(fields)] = (fields, plan)
         return plan
+
+    def item_plan(self, item_type: GraphQLOutputType, field_details_list: Any) -> Plan | None:
+        """The plan of a list's items when they are objects whose selected fields are all
+        plain (a customer's five ``Event``s), else None: such an item is completed by
+        the plan alone, without graphql-core's per-item path, value checks and object
+        set-up (at 5,000 events a request, most of what was left of their cost)."""
+        kind = item_type.of_type if is_non_null_type(item_type) else item_type
+        if not (self._plain_objects and isinstance(kind, GraphQLObjectType)) or kind.is_type_of:
+            return None
+        grouped, deferred, _ = self.collect_subfields(kind, field_details_list)
+        return None if deferred else self._plan(kind, grouped)
 
     def _plain_leaf(self, field: GraphQLField) -> GraphQLLeafType | None:
         """The field's leaf type when it is a plain Strawberry attribute (no resolver,
@@ -135,7 +119,7 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
         if key in self._leaves:
             return self._leaves[key]
         kind = field.type.of_type if is_non_null_type(field.type) else field.type
-        plain = kind if is_leaf_type(kind) and _is_basic_field(field) and not field.args else None
+        plain = kind if is_leaf_type(kind) and is_basic_field(field) and not field.args else None
         self._leaves[key] = plain
         return plain
 
@@ -148,9 +132,9 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
         position_context: Any,
     ) -> AwaitableOrValue[Any] | UndefinedType:
         node = field_details_list[0].node
-        if self._plain_fields and not node.arguments:
-            field = parent_type.fields.get(node.name.value)
-            leaf = self._plain_leaf(field) if field is not None else None
+        field = parent_type.fields.get(node.name.value) if self._plain_fields else None
+        if field is not None:
+            leaf = None if node.arguments else self._plain_leaf(field)
             if leaf is not None:
                 try:
                     # Strawberry's resolver for a field without one: getattr, no info.
@@ -161,6 +145,7 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
                             return coerced
                 except Exception:  # noqa: BLE001 - graphql-core's path below reports it
                     pass
+            self._direct.learn(field)
         return super().execute_field(
             parent_type, source, field_details_list, path, position_context
         )
@@ -169,7 +154,7 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
         # Every awaited resolver result and list item comes through here.
         resolved = await super().with_abort_signal(awaitable)
         now = time.perf_counter()
-        if self.slice_ends < now <= self.slice_ends + _STALE_S:
+        if self.slice_ends < now <= self.slice_ends + STALE_S:
             (await self.next_slice()).set_result(None)
         elif now > self.slice_ends:
             self.slice_ends = now + SLICE_S
@@ -207,112 +192,15 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
             return super().complete_iterable_value(
                 item_type, field_details_list, info, path, items, position_context
             )
-        slicer = _ListSlices(self, item_type, field_details_list, info, path, items)
+        slicer = ListSlices(self, item_type, field_details_list, info, path, items)
         now = time.perf_counter()
-        if now > self.slice_ends + _STALE_S:
+        if now > self.slice_ends + STALE_S:
             self.slice_ends = now + SLICE_S
         if now <= self.slice_ends:
             slicer.run(position_context)
             if slicer.index == len(items):
                 return slicer.finished()
         return slicer.rest(position_context)
-
-
-class _ListSlices:
-    """One list's completion, item by item as graphql-core does it, in slices of time."""
-
-    def __init__(
-        self,
-        executor: AcyclicExecutionContext,
-        item_type: GraphQLOutputType,
-        field_details_list: Any,
-        info: GraphQLResolveInfo[Any],
-        path: Path,
-        items: Sequence[Any],
-    ) -> None:
-        self.executor = executor
-        self.item_type, self.field_details_list, self.info = item_type, field_details_list, info
-        self.path, self.items = path, items
-        self.index = 0
-        self.completed: list[Any] = []
-        self.awaitable: list[int] = []  # indices of completed items still to be awaited
-
-    def run(self, position_context: Any) -> None:
-        """Complete items until the list ends or the operation's slice is used up."""
-        executor, items, completed = self.executor, self.items, self.completed
-        try:
-            while self.index < len(items):
-                index, item = self.index, items[self.index]
-                item_path = self.path.add_key(index, None)
-                if executor.is_awaitable(item):
-                    completed.append(
-                        executor.complete_awaitable_list_item_value(
-                            item,
-                            self.item_type,
-                            self.field_details_list,
-                            self.info,
-                            item_path,
-                            position_context,
-                        )
-                    )
-                    self.awaitable.append(index)
-                elif executor.complete_list_item_value(
-                    item,
-                    completed,
-                    self.item_type,
-                    self.field_details_list,
-                    self.info,
-                    item_path,
-                    position_context,
-                ):
-                    self.awaitable.append(index)
-                self.index += 1
-                if time.perf_counter() > executor.slice_ends:
-                    return
-        except Exception:
-            # As graphql-core does: what was started is settled, not orphaned.
-            pending = [completed[i] for i in self.awaitable]
-            if pending:
-                executor.settle_in_background(pending)
-            raise
-
-    def finished(self) -> AwaitableOrValue[list[Any]]:
-        if not self.awaitable:
-            return self.completed
-        return self._gathered()
-
-    async def rest(self, position_context: Any) -> list[Any]:
-        while self.index < len(self.items):
-            done = await self.executor.next_slice()
-            try:
-                self.run(position_context)
-            finally:
-                done.set_result(None)
-        return await self._gathered() if self.awaitable else self.completed
-
-    async def _gathered(self) -> list[Any]:
-        completed = self.completed
-        values = await gather_with_cancel(*(completed[i] for i in self.awaitable))
-        for index, value in zip(self.awaitable, values, strict=True):
-            completed[index] = value
-        return completed
-
-
-# An object's selection completed in one loop: (response name, resolver, leaf type).
-_Plan = list[tuple[str, Callable[..., Any], GraphQLLeafType]]
-
-
-def _is_basic_field(field: GraphQLField) -> bool:
-    """Whether Strawberry resolves ``field`` with its basic-field reader (a plain
-    attribute: no resolver, no extension, no permission class). Its ``_is_default``
-    flag alone is also set on the wrapper that runs a field's extensions, which must
-    not be skipped; should Strawberry rename the reader, the shortcut simply stays off."""
-    resolve = field.resolve
-    return (
-        resolve is not None
-        and getattr(resolve, "_is_default", False)
-        and getattr(resolve, "__name__", "") == "_get_basic_result"
-    )
 
 
 def _gather(values: Sequence[Awaitable[Any]]) -> Awaitable[list[Any]]:
@@ -344,4 +232,4 @@ def _track_weakly(
     return track
 
 
-__all__ = ["SLICE_S", "AcyclicExecutionContext"]
+__all__ = ["SLICE_S", "STALE_S", "AcyclicExecutionContext"]
