@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
@@ -45,6 +45,7 @@ from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
 from gateway.identity.values import phone_key
 from gateway.ingest.notifications import CustomerChange, Notifications
 from gateway.ingest.webhook_payloads import InboundEvent, PayloadError
+from gateway.privacy.consent import refusing_analytics
 from gateway.privacy.erasure import Tombstones
 from gateway.privacy.erasure_scope import subject_key
 from gateway.profiles.profile_cache import CachedCustomers
@@ -53,7 +54,12 @@ from gateway.upstreams.federation import Federation
 logger = logging.getLogger("gateway.webhooks")
 
 # "erased": the record names a forgotten customer; acknowledged, nothing stored.
-Status = Literal["processed", "duplicate", "erased"]
+# "no_consent": a Segment call of a customer with a stored "no" to analytics (the
+# stream's rule): acknowledged, so the sender does not retry, and the call is not kept;
+# an identify's traits still reach the profile, as they do from the stream.
+Status = Literal["processed", "duplicate", "erased", "no_consent"]
+# The source whose calls are behavioural analytics, gated by the analytics consent.
+ANALYTICS_SOURCE = "segment"
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +129,11 @@ class WebhookIngest:
         deadlock or serialization failure; what it raises was not stored."""
         event = item.event
         stored = await retry_transaction(lambda: self._store(item), "webhook_ingest", self._retry)
+        refused = stored.result
+        if refused.status == "no_consent" and refused.customer_id is not None:
+            # The call is not kept, but the identify's link and traits were committed.
+            await self._after_commit(refused.customer_id, stored.old_email, event, stored.folded)
+            return refused
         if stored.result.status != "processed":
             return stored.result
         customer_id = stored.result.customer_id
@@ -153,17 +164,24 @@ class WebhookIngest:
             if claimed is None or not await _receipt(connection, event, claimed):
                 await transaction.rollback()  # the claim, when only the receipt was seen
                 return _Stored(Ingested(event.event_id, "duplicate", None))
-            if subjects:
-                await connection.execute(
-                    insert(EventSubject),
-                    [{"event_id": claimed, "digest": digest} for digest in sorted(subjects)],
-                )
             customer_id, old_email = None, None
             folded: tuple[uuid.UUID, ...] = ()
             if item.record is not None:
                 old_email = await _owner_email(connection, item.record)
                 customer_id, folded = await self._link(connection, item.record)
                 await _store_attributes(connection, customer_id, event)
+                if event.source == ANALYTICS_SOURCE and await refusing_analytics(
+                    connection, {customer_id}
+                ):
+                    await connection.execute(delete(Event).where(Event.id == claimed))
+                    result = Ingested(event.event_id, "no_consent", customer_id)
+                    return _Stored(result, old_email, folded)
+            if subjects:
+                await connection.execute(
+                    insert(EventSubject),
+                    [{"event_id": claimed, "digest": digest} for digest in sorted(subjects)],
+                )
+            if customer_id is not None:
                 await connection.execute(
                     update(Event).where(Event.id == claimed).values(customer_id=customer_id)
                 )

@@ -11,7 +11,9 @@ What each purpose gates:
 - ``personalisation``: behavioural data (events, engagement, cart, behaviour-based
   recommendations) is served and rendered only with it;
 - ``email_marketing``: without it the customer is *suppressed* (an ESP must not mail);
-- ``analytics``: recorded and exposed; the gateway itself does no tracking.
+- ``analytics``: recorded and exposed; the gateway itself does no tracking, and it
+  keeps no behavioural event (a Segment call) of a customer with a stored "no" to it:
+  ``refusing_analytics`` is the one rule the event stream and the Segment webhook ask.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from adapters.records import CrmContact
 from gateway.db.models import Consent, Customer, utcnow
 from gateway.errors import Conflict, InvalidInput, NotFound
+from gateway.identity.linkage.lookup import matching
 
 _UNKNOWN_TIME = datetime.min.replace(tzinfo=UTC)
 _ATTEMPTS = 3
@@ -79,6 +82,24 @@ def granted(purpose: Purpose, stored: tuple[ConsentRecord, ...], crm: CrmContact
 
 def has_stored(purpose: Purpose, stored: tuple[ConsentRecord, ...]) -> bool:
     return any(c.purpose == purpose.value for c in stored)
+
+
+async def refusing_analytics(
+    connection: AsyncConnection, customers: set[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Of ``customers``, those with a stored "no" to analytics: none of their
+    behavioural events is stored, whichever path (stream or webhook) brings it. Read on
+    the writer's connection, so a statement committed before its transaction counts."""
+    refused: set[uuid.UUID] = set()
+    for clause in matching(connection, Consent.customer_id, customers):
+        refused.update(
+            await connection.scalars(
+                select(Consent.customer_id).where(
+                    clause, Consent.purpose == Purpose.ANALYTICS.value, Consent.granted.is_(False)
+                )
+            )
+        )
+    return refused
 
 
 def parse_purpose(raw: str) -> Purpose:

@@ -11,7 +11,8 @@ What a batch adds over one webhook:
   the device's earlier unlinked events to the customer, and a later anonymous event of
   a device already stitched lands on that customer at once;
 - consent: an event of a customer with a stored "no" to ``analytics`` is not stored
-  (acknowledged and counted, like an erased person's).
+  (acknowledged and counted, like an erased person's), by the rule the webhook asks
+  too (``consent.refusing_analytics``).
 """
 
 from __future__ import annotations
@@ -39,12 +40,12 @@ from gateway.ingest.streams.event_rows import (
     emails,
     identities,
     insert_events,
-    refusing,
     stitched,
 )
 from gateway.ingest.webhook_payloads import InboundEvent, PayloadError, SegmentEvent
 from gateway.ingest.webhook_payloads import segment_event as to_inbound
 from gateway.ingest.webhooks import subject_digests
+from gateway.privacy.consent import refusing_analytics
 from gateway.privacy.erasure import Tombstones
 from gateway.privacy.erasure_scope import subject_key
 
@@ -204,7 +205,7 @@ class EventBatches:
                 live = [i for i in live if outcomes[i] is None]
             linked = await self._owners(connection, [batch[i] for i in live], result)
             owners = {live[position]: owner for position, owner in linked.items()}
-            refused = await refusing(connection, set(owners.values()))
+            refused = await refusing_analytics(connection, set(owners.values()))
             for i in live:
                 owner = owners.get(i)
                 if owner is not None and owner in refused:

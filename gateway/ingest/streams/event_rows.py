@@ -13,9 +13,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db.access_models import EventSubject
-from gateway.db.models import Consent, Customer, Event, Identity
+from gateway.db.models import Customer, Event, Identity
 from gateway.identity.linkage.lookup import matching
-from gateway.privacy.consent import Purpose
 
 if TYPE_CHECKING:
     from gateway.ingest.streams.event_batches import StreamEvent
@@ -64,20 +63,6 @@ async def stitched(connection: AsyncConnection, digests: set[str]) -> dict[str, 
         # Ordered by id: the latest link wins.
         found.update((digest, owner) for digest, owner in rows if owner is not None)
     return found
-
-
-async def refusing(connection: AsyncConnection, customers: set[uuid.UUID]) -> set[uuid.UUID]:
-    """The customers with a stored "no" to analytics: their events are not kept."""
-    refused: set[uuid.UUID] = set()
-    for clause in matching(connection, Consent.customer_id, customers):
-        refused.update(
-            await connection.scalars(
-                select(Consent.customer_id).where(
-                    clause, Consent.purpose == Purpose.ANALYTICS.value, Consent.granted.is_(False)
-                )
-            )
-        )
-    return refused
 
 
 async def insert_events(
