@@ -30,6 +30,7 @@ from sqlalchemy import (
     bindparam,
     case,
     func,
+    null,
     or_,
     select,
     true,
@@ -63,9 +64,12 @@ class EventStore:
         # whole history. SQLite has no LATERAL: a window function ranks the rows.
         self._postgres = engine.dialect.name == "postgresql"
 
-    async def recent(self, customer_ids: Sequence[uuid.UUID], depth: int) -> Events:
-        """Each customer's ``depth`` newest track and page calls, newest first."""
-        return await self._newest(customer_ids, _BEHAVIOURAL, depth)
+    async def recent(
+        self, customer_ids: Sequence[uuid.UUID], depth: int, detailed: bool = True
+    ) -> Events:
+        """Each customer's ``depth`` newest track and page calls, newest first; without
+        ``detailed``, their properties (and so session ids) are left unread, empty."""
+        return await self._newest(customer_ids, _BEHAVIOURAL, depth, detailed)
 
     async def cart(self, customer_ids: Sequence[uuid.UUID], depth: int) -> Events:
         """Each customer's ``depth`` newest cart calls (added, removed, order completed),
@@ -101,17 +105,22 @@ class EventStore:
         }
 
     async def _newest(
-        self, customer_ids: Sequence[uuid.UUID], where: ColumnElement[bool], depth: int
+        self,
+        customer_ids: Sequence[uuid.UUID],
+        where: ColumnElement[bool],
+        depth: int,
+        detailed: bool = True,
     ) -> Events:
         if depth <= 0 or not customer_ids:
             return {}
+        columns = _COLUMNS if detailed else _BARE_COLUMNS
         query: Select[Any]
         if self._postgres:
             wanted = (
                 func.unnest(_ids(customer_ids)).table_valued("id", name="wanted").render_derived()
             )
             newest = (
-                select(*_COLUMNS)
+                select(*columns)
                 .where(Event.customer_id == wanted.c.id, Event.source == SOURCE, where)
                 .order_by(Event.occurred_at.desc(), Event.id.desc())
                 .limit(depth)
@@ -128,7 +137,7 @@ class EventStore:
                 .label("rank")
             )
             ranked = (
-                select(*_COLUMNS, rank)
+                select(*columns, rank)
                 .where(self._among(customer_ids), Event.source == SOURCE, where)
                 .subquery("ranked")
             )
@@ -157,6 +166,11 @@ _COLUMNS = (
     Event.occurred_at,
     Event.properties["properties"].label("properties"),
     Event.properties["name"].as_string().label("page_name"),
+)
+_BARE_COLUMNS = (
+    *_COLUMNS[:5],
+    null().label("properties"),
+    null().label("page_name"),
 )
 # The session id as the demo and most Segment sources send it: in the call's properties.
 _SESSION_ID = Event.properties[("properties", "session_id")].as_string()

@@ -49,10 +49,13 @@ class StoredBehaviour:
         return field in self.fields
 
     async def recent_events(
-        self, customers: Sequence[CustomerProfile], depth: int
+        self, customers: Sequence[CustomerProfile], depth: int, detailed: bool = True
     ) -> list[Outcome[AnalyticsData]]:
-        """Each customer's ``depth`` newest events, newest first."""
-        return await self._read(customers, lambda ids: self._store.recent(ids, depth), _events)
+        """Each customer's ``depth`` newest events, newest first (without their
+        properties and session ids unless ``detailed``)."""
+        return await self._read(
+            customers, lambda ids: self._store.recent(ids, depth, detailed), _events
+        )
 
     async def engagement(self, customers: Sequence[CustomerProfile]) -> list[Outcome[Engagement]]:
         """Engagement over the window, counted by the database: one row per customer."""

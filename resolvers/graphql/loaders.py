@@ -91,22 +91,29 @@ class Loaders:
 
     # Stored data has no time to live: what the store answers is not ``answered``.
     @cached_property
-    def stored_events(self) -> DataLoader[tuple[CustomerProfile, int], Outcome[AnalyticsData]]:
-        """Keyed by (customer, how many newest events the selection reads)."""
+    def stored_events(
+        self,
+    ) -> DataLoader[tuple[CustomerProfile, int, bool], Outcome[AnalyticsData]]:
+        """Keyed by (customer, how many newest events the selection reads, whether it
+        reads their properties)."""
         stored = self._stored
         assert stored is not None
 
-        async def load(keys: Sequence[tuple[CustomerProfile, int]]) -> list[Outcome[AnalyticsData]]:
-            by_depth: dict[int, list[CustomerProfile]] = {}
-            for customer, depth in keys:
-                by_depth.setdefault(depth, []).append(customer)
-            found: dict[tuple[object, int], Outcome[AnalyticsData]] = {}
-            for depth, customers in by_depth.items():  # one depth per selection: one query
-                outcomes = await stored.recent_events(customers, depth)
-                found.update(((c.id, depth), o) for c, o in zip(customers, outcomes, strict=True))
-            return [found[(customer.id, depth)] for customer, depth in keys]
+        async def load(
+            keys: Sequence[tuple[CustomerProfile, int, bool]],
+        ) -> list[Outcome[AnalyticsData]]:
+            by_read: dict[tuple[int, bool], list[CustomerProfile]] = {}
+            for customer, depth, detailed in keys:
+                by_read.setdefault((depth, detailed), []).append(customer)
+            found: dict[tuple[object, int, bool], Outcome[AnalyticsData]] = {}
+            for (depth, detailed), customers in by_read.items():  # one per selection
+                outcomes = await stored.recent_events(customers, depth, detailed)
+                found.update(
+                    ((c.id, depth, detailed), o) for c, o in zip(customers, outcomes, strict=True)
+                )
+            return [found[(customer.id, depth, detailed)] for customer, depth, detailed in keys]
 
-        return DataLoader(load, cache_key_fn=lambda key: (key[0].id, key[1]))
+        return DataLoader(load, cache_key_fn=lambda key: (key[0].id, key[1], key[2]))
 
     @cached_property
     def stored_engagement(self) -> DataLoader[CustomerProfile, Outcome[Engagement]]:
@@ -118,15 +125,18 @@ class Loaders:
         assert self._stored is not None
         return DataLoader(self._stored.cart, cache_key_fn=_key)
 
-    def load(self, name: str, customer: CustomerProfile, depth: int = 0) -> Awaitable[Outcome[Any]]:
+    def load(
+        self, name: str, customer: CustomerProfile, depth: int = 0, detailed: bool = True
+    ) -> Awaitable[Outcome[Any]]:
         """What loader ``name`` answers for ``customer``: a behavioural field from the
-        store when configured so (``depth``: the newest events its selection reads),
-        else from the analytics upstream; any other name is its upstream's loader."""
+        store when configured so (``depth``: the newest events its selection reads;
+        ``detailed``: with their properties), else from the analytics upstream; any
+        other name is its upstream's loader."""
         if name in BEHAVIOUR:
             if self._stored is None or not self._stored.serves(name):
                 return self.analytics.load(customer)
             if name == "recent_events":
-                return self.stored_events.load((customer, depth))
+                return self.stored_events.load((customer, depth, detailed))
             return self.named(f"stored_{name}").load(customer)
         return self.named(name).load(customer)
 

@@ -367,3 +367,25 @@ async def test_engagement_counted_by_the_database_is_behaviour_engagement_of_the
         assert found == expected, customer_id
     assert [counted[i].sessions for i in ids[:4]] == [1, 1, 0, 1]  # "" is no session
     assert counted[ids[3]].page_views == 1
+
+
+async def test_events_read_without_their_properties_are_the_same_events(
+    gateway: Gateway, samples: SampleUpstreams
+) -> None:
+    ids = _ids(samples)
+    head = "query($ids: [ID!]) { customers(ids: $ids) { id recentEvents(first: 5) "
+    bare = head + "{ id name occurredAt } } }"
+    # Properties asked, directly or through a fragment: the store reads them.
+    detailed = head + "{ id name occurredAt properties sessionId } } }"
+    fragment = head + "{ id name occurredAt ...Detail } } } fragment Detail on Event { properties }"
+    async with gateway(STORE) as (client, _):
+        without = await _customers(client, bare, ids)
+        full = await _customers(client, detailed, ids)
+        through = await _customers(client, fragment, ids)
+    shown = ("id", "name", "occurredAt")
+    for answer in (full, through):
+        assert [[{k: e[k] for k in shown} for e in c["recentEvents"]] for c in answer] == [
+            c["recentEvents"] for c in without
+        ]
+    assert any(e["properties"] and e["sessionId"] for c in full for e in c["recentEvents"])
+    assert any(e["properties"] for c in through for e in c["recentEvents"])

@@ -9,16 +9,13 @@ from typing import Any
 
 import strawberry
 from strawberry.types import Info
-from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField, Selection
-from strawberry.utils.str_converters import to_camel_case
 
 from adapters.records import CommerceCustomer, CrmContact
 from adapters.records import Order as OrderRecord
 from gateway.privacy import consent
 from gateway.profiles.customers import CustomerProfile
 from gateway.upstreams import behaviour
-from gateway.upstreams.federation import EVENTS_WINDOW, AnalyticsData, Outcome, SourceStatus
-from gateway.upstreams.fields import FIELD_LOADERS as SNAKE_FIELD_LOADERS
+from gateway.upstreams.federation import AnalyticsData, Outcome, SourceStatus
 from gateway.upstreams.stored_behaviour import STORE
 from resolvers.graphql.access import sees_profiles
 from resolvers.graphql.context import Context
@@ -28,47 +25,20 @@ from resolvers.graphql.types.identity import customer_attributes, customer_ident
 from resolvers.graphql.types.privacy import Consent, ConsentStatement
 from resolvers.graphql.types.recommendations import customer_recommendations
 from resolvers.graphql.types.render import render_customer
+from resolvers.graphql.types.selections import (
+    FIRST_EVENTS,
+    MAX_EVENTS,
+    clamp,
+    events_depth,
+    events_detailed,
+    loaders_selected,
+)
 
 GatewayInfo = Info[Context, None]
 MAX_ORDERS = 50
-MAX_EVENTS = 200
-FIRST_EVENTS = 10  # recentEvents(first) by default
 
-# Which loader (and so which upstream) serves each Customer field, by GraphQL name:
-# a query only calls the upstreams it selects. Each behavioural field names its own
-# loader: the analytics upstream's (shared) or, as configured, the store's.
-FIELD_LOADERS: dict[str, str] = {
-    to_camel_case(name): name if name in BEHAVIOUR else loader
-    for name, loader in SNAKE_FIELD_LOADERS.items()
-    if loader
-}
 # Worst first: the status a source shows when several of its reads disagree.
 _SEVERITY = [SourceStatus.FAILED, SourceStatus.STALE, SourceStatus.OK, SourceStatus.CACHED]
-
-
-def loaders_selected(selections: Iterable[Selection]) -> frozenset[str]:
-    """The loaders a Customer selection needs, looking through fragments."""
-    names: set[str] = set()
-    for selection in selections:
-        if isinstance(selection, (FragmentSpread, InlineFragment)):
-            names |= loaders_selected(selection.selections)
-        elif isinstance(selection, SelectedField) and selection.name in FIELD_LOADERS:
-            names.add(FIELD_LOADERS[selection.name])
-    return frozenset(names)
-
-
-def events_depth(selections: Iterable[Selection]) -> int:
-    """How many of a customer's newest events the ``recentEvents`` of a selection read:
-    its largest ``first``, or the upstream path's whole window under a ``type`` filter
-    (the newest events of that type among them, as the upstream path answers)."""
-    depth = 0
-    for selection in selections:
-        if isinstance(selection, (FragmentSpread, InlineFragment)):
-            depth = max(depth, events_depth(selection.selections))
-        elif isinstance(selection, SelectedField) and selection.name == "recentEvents":
-            window = EVENTS_WINDOW if selection.arguments.get("type") is not None else 0
-            depth = max(depth, _first(selection.arguments.get("first", FIRST_EVENTS)), window)
-    return depth
 
 
 @strawberry.type(description="The id a source system knows this customer by.")
@@ -117,8 +87,10 @@ class Customer:
 
     profile: strawberry.Private[CustomerProfile]
     needed: strawberry.Private[frozenset[str]]
-    # The newest events `recentEvents` reads, when the store serves it.
+    # The newest events `recentEvents` reads, when the store serves it, and whether
+    # their properties are read too.
     depth: strawberry.Private[int]
+    detailed: strawberry.Private[bool]
     # What each needed loader answered, filled by `load_selected` before fields resolve:
     # upstream fields then resolve synchronously, which keeps big batches cheap.
     outcomes: strawberry.Private[dict[str, Outcome[Any]]]
@@ -133,7 +105,11 @@ class Customer:
 
     @classmethod
     def from_profile(
-        cls, profile: CustomerProfile, needed: frozenset[str], depth: int = 0
+        cls,
+        profile: CustomerProfile,
+        needed: frozenset[str],
+        depth: int = 0,
+        detailed: bool = True,
     ) -> Customer:
         """Not loaded yet: `shaped_customers` builds and loads, and is the way to use this."""
         if needed & BEHAVIOUR and not consent.has_stored(
@@ -155,6 +131,7 @@ class Customer:
             profile=profile,
             needed=needed,
             depth=depth,
+            detailed=detailed,
             outcomes={},
         )
 
@@ -226,7 +203,7 @@ class Customer:
     @strawberry.field(description="Most recent orders first (from commerce).")
     def orders(self, first: int = 10) -> list[Order] | None:
         orders: tuple[OrderRecord, ...] = self.loaded("orders") or ()
-        return [Order.of(o) for o in orders[: _clamp(first, MAX_ORDERS)]]
+        return [Order.of(o) for o in orders[: clamp(first, MAX_ORDERS)]]
 
     @strawberry.field(description="Total spent over all orders (from commerce).")
     def lifetime_value(self) -> Money | None:
@@ -254,7 +231,7 @@ class Customer:
         if not isinstance(data, AnalyticsData):
             return []
         events = [e for e in data.events if type is None or type in (e.name, e.type)]
-        return [Event.of(e) for e in events[: _clamp(first, MAX_EVENTS)]]
+        return [Event.of(e) for e in events[: clamp(first, MAX_EVENTS)]]
 
     @strawberry.field(description="Sessions and page views in the last 30 days (from analytics).")
     def engagement(self) -> Engagement | None:
@@ -300,19 +277,6 @@ class Customer:
         ]
 
 
-def _clamp(first: int, most: int) -> int:
-    return max(0, min(first, most))
-
-
-def _first(value: object) -> int:
-    """A ``first`` argument as a selection holds it: a variable's value, or a literal's
-    text (``"5"``); the most there is when unreadable (more read, never fewer)."""
-    try:
-        return _clamp(int(str(value)), MAX_EVENTS)
-    except ValueError:
-        return MAX_EVENTS
-
-
 # Selections per (parsed operation, field): the parser cache hands back the same
 # operation object for a repeated document, so a send's thousandth request skips the
 # walk. The operation is kept in the value, so its id cannot be reused while cached.
@@ -344,14 +308,16 @@ async def shaped_customers(
     answered (each upstream once for the whole list). A key that may not read profiles
     sees only the id (resolvers/graphql/access.py): nothing is fetched upstream for it."""
     needed = selection_of(info) if sees_profiles(info.context.principal) else frozenset()
-    # Only the store reads by depth; the upstream path answers its whole window.
-    depth = (
-        max((events_depth(f.selections) for f in info.selected_fields), default=0)
-        if "recent_events" in needed
-        and info.context.services.stored_behaviour.serves("recent_events")
-        else 0
-    )
-    shaped = [Customer.from_profile(p, needed, depth) if p is not None else None for p in profiles]
+    # Only the store reads by depth (and leaves unasked properties unread); the upstream
+    # path answers its whole window.
+    depth, detailed = 0, True
+    if "recent_events" in needed and info.context.services.stored_behaviour.serves("recent_events"):
+        depth = max((events_depth(f.selections) for f in info.selected_fields), default=0)
+        detailed = any(events_detailed(f.selections) for f in info.selected_fields)
+    shaped = [
+        Customer.from_profile(p, needed, depth, detailed) if p is not None else None
+        for p in profiles
+    ]
     await load_selected(shaped, info)
     return shaped
 
@@ -374,7 +340,7 @@ async def load_selected(customers: Iterable[Customer | None], info: GatewayInfo)
     ]
     results = await asyncio.gather(
         *(
-            info.context.loaders.load(name, customer.profile, customer.depth)
+            info.context.loaders.load(name, customer.profile, customer.depth, customer.detailed)
             for customer, name in jobs
         )
     )
