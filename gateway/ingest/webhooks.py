@@ -43,6 +43,7 @@ from gateway.identity.linkage.resolution import lock_keys, record_keys
 from gateway.identity.observations import insert_observations
 from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
 from gateway.identity.values import phone_key
+from gateway.ingest.engagement import apply_consequence, recipient_of
 from gateway.ingest.notifications import CustomerChange, Notifications
 from gateway.ingest.webhook_payloads import InboundEvent, PayloadError
 from gateway.privacy.erasure import Tombstones
@@ -53,7 +54,8 @@ from gateway.upstreams.federation import Federation
 logger = logging.getLogger("gateway.webhooks")
 
 # "erased": the record names a forgotten customer; acknowledged, nothing stored.
-Status = Literal["processed", "duplicate", "erased"]
+# "ignored": an ESP event for an address no customer has; acknowledged, nothing stored.
+Status = Literal["processed", "duplicate", "erased", "ignored"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +148,12 @@ class WebhookIngest:
             if await self._erased(connection, item.record, subjects):
                 # Acknowledged so the source stops retrying; not even the event is kept.
                 return _Stored(Ingested(event.event_id, "erased", None))
+            recipient = None
+            if event.recipient is not None:
+                # An ESP's event links to a stored customer by address, never makes one.
+                recipient = await recipient_of(connection, event.recipient)
+                if recipient is None:
+                    return _Stored(Ingested(event.event_id, "ignored", None))
             # A copy of this event delivered at the same time waits here (on the key
             # locks above, or on the unique event id) until this one commits, then
             # finds it stored: a duplicate, never an error.
@@ -164,6 +172,10 @@ class WebhookIngest:
                 old_email = await _owner_email(connection, item.record)
                 customer_id, folded = await self._link(connection, item.record)
                 await _store_attributes(connection, customer_id, event)
+            elif recipient is not None:
+                customer_id = recipient
+                await apply_consequence(connection, customer_id, event)
+            if customer_id is not None:
                 await connection.execute(
                     update(Event).where(Event.id == claimed).values(customer_id=customer_id)
                 )
