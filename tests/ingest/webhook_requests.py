@@ -112,7 +112,15 @@ def sendgrid_request(
     key: ec.EllipticCurvePrivateKey = SENDGRID_KEY,
 ) -> dict[str, Any]:
     """A batch signed as SendGrid signs it: ECDSA P-256 over timestamp + raw body."""
-    body = orjson.dumps(events)
+    return sendgrid_signed(orjson.dumps(events), timestamp, key)
+
+
+def sendgrid_signed(
+    body: bytes,
+    timestamp: int | None = None,
+    key: ec.EllipticCurvePrivateKey = SENDGRID_KEY,
+) -> dict[str, Any]:
+    """Any body, signed as SendGrid signs a batch."""
     stamp = str(timestamp if timestamp is not None else int(time.time()))
     signature = key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
     headers = {

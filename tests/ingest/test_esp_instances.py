@@ -1,0 +1,68 @@
+"""An unsubscribe received by one instance suppresses the customer on another at once:
+the second instance's cached profile (in the process and in Redis) is dropped by the
+webhook's invalidation, not left to expire.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from gateway.settings import load_settings
+from tests.conftest import api_client, clean_redis, redis_database_url
+from tests.gql_client import gql
+from tests.in_process import lifespan
+from tests.ingest.test_esp_webhooks import PROFILE, subscribed
+from tests.ingest.webhook_requests import (
+    BASE,
+    mandrill_event,
+    mandrill_request,
+    realtime_app,
+    sendgrid_event,
+    sendgrid_request,
+)
+
+REDIS_URL = redis_database_url(10)
+
+
+@pytest.fixture
+async def redis_url() -> AsyncIterator[str]:
+    async with clean_redis(REDIS_URL) as url:
+        yield url
+
+
+async def _suppressed(client: httpx.AsyncClient, email: str) -> bool:
+    body = await gql(client, PROFILE, email=email)
+    assert "errors" not in body, body
+    suppressed: bool = body["data"]["customer"]["suppressed"]
+    return suppressed
+
+
+@pytest.mark.parametrize("esp", ["sendgrid", "mandrill"])
+async def test_an_unsubscribe_on_one_instance_suppresses_on_the_other(
+    database_url: str, redis_url: str, esp: str
+) -> None:
+    settings = load_settings(database_url=database_url, cache_url=redis_url)
+    first, second = realtime_app(settings), realtime_app(settings)
+    async with (
+        lifespan(first),
+        lifespan(second),
+        api_client(first, base_url=BASE) as one,
+        api_client(second, base_url=BASE) as two,
+    ):
+        email, _ = await subscribed(one)
+        # Read twice on the second instance: its copy is cached now.
+        assert await _suppressed(two, email) is False
+        assert await _suppressed(two, email) is False
+        request = (
+            sendgrid_request([sendgrid_event(email, "unsubscribe")])
+            if esp == "sendgrid"
+            else mandrill_request([mandrill_event(email, "unsub")])
+        )
+        response = await one.post(**request)
+        assert response.status_code == 200, response.text
+        assert response.json()["events"][0]["status"] == "processed"
+        assert await _suppressed(two, email) is True
+        assert await _suppressed(one, email) is True
