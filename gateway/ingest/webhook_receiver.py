@@ -13,7 +13,12 @@ from pydantic import SecretStr
 
 from gateway.db.retries import transient_reason
 from gateway.errors import NotFound
-from gateway.ingest.esp_payloads import mandrill_form, parse_mandrill, parse_sendgrid
+from gateway.ingest.esp_payloads import (
+    ESP_SOURCES,
+    mandrill_form,
+    parse_mandrill,
+    parse_sendgrid,
+)
 from gateway.ingest.signatures import (
     SignatureError,
     sendgrid_public_key,
@@ -106,8 +111,11 @@ class Webhooks:
             raise
         results: list[Ingested] = []
         try:
-            for item in prepared:
-                results.append(await self.ingest.ingest(item))
+            if source in ESP_SOURCES:  # batches of thousands: one transaction each
+                results = await self.ingest.ingest_batch([item.event for item in prepared])
+            else:
+                for item in prepared:
+                    results.append(await self.ingest.ingest(item))
         except Exception as exc:
             reason = transient_reason(exc)
             if reason is None:

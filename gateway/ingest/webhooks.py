@@ -43,7 +43,7 @@ from gateway.identity.linkage.resolution import lock_keys, record_keys
 from gateway.identity.observations import insert_observations
 from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
 from gateway.identity.values import phone_key
-from gateway.ingest.engagement import apply_consequence, recipient_of
+from gateway.ingest.esp_batches import StoredBatch, store_batch
 from gateway.ingest.notifications import CustomerChange, Notifications
 from gateway.ingest.webhook_payloads import InboundEvent, PayloadError
 from gateway.privacy.erasure import Tombstones
@@ -141,6 +141,37 @@ class WebhookIngest:
             await self._after_commit(customer_id, stored.old_email, event, stored.folded)
         return stored.result
 
+    async def ingest_batch(self, events: Sequence[InboundEvent]) -> list[Ingested]:
+        """An ESP's batch in one transaction (gateway/ingest/esp_batches.py), run again
+        from the start after a deadlock; what it raises was not stored, none of it."""
+        subjects = [self._subjects(event) for event in events]
+
+        async def store() -> StoredBatch:
+            async with self._engine.begin() as connection:
+                return await store_batch(connection, events, subjects, self._tombstones)
+
+        stored = await retry_transaction(store, "webhook_ingest", self._retry)
+        if events:
+            logger.info(
+                "webhook batch stored",
+                extra={
+                    "source": events[0].source,
+                    "events": len(events),
+                    "stored": sum(status == "processed" for status, _ in stored.statuses),
+                },
+            )
+        for customer_id, (event, fields) in stored.changed.items():
+            touched = dataclasses.replace(event, changed=tuple(sorted(fields)))
+            # Opens and clicks are read from the store, never cached: only a consent or
+            # an attribute changed what the caches hold (a customer each, not a batch's
+            # every recipient: that cost 10 ms apiece).
+            cached = not fields <= {"engagement"}
+            await self._after_commit(customer_id, None, touched, cached=cached)
+        return [
+            Ingested(event.event_id, status, customer)
+            for event, (status, customer) in zip(events, stored.statuses, strict=True)
+        ]
+
     async def _store(self, item: _Prepared) -> _Stored:
         event = item.event
         subjects = self._subjects(event)
@@ -148,12 +179,6 @@ class WebhookIngest:
             if await self._erased(connection, item.record, subjects):
                 # Acknowledged so the source stops retrying; not even the event is kept.
                 return _Stored(Ingested(event.event_id, "erased", None))
-            recipient = None
-            if event.recipient is not None:
-                # An ESP's event links to a stored customer by address, never makes one.
-                recipient = await recipient_of(connection, event.recipient)
-                if recipient is None:
-                    return _Stored(Ingested(event.event_id, "ignored", None))
             # A copy of this event delivered at the same time waits here (on the key
             # locks above, or on the unique event id) until this one commits, then
             # finds it stored: a duplicate, never an error.
@@ -172,10 +197,6 @@ class WebhookIngest:
                 old_email = await _owner_email(connection, item.record)
                 customer_id, folded = await self._link(connection, item.record)
                 await _store_attributes(connection, customer_id, event)
-            elif recipient is not None:
-                customer_id = recipient
-                await apply_consequence(connection, customer_id, event)
-            if customer_id is not None:
                 await connection.execute(
                     update(Event).where(Event.id == claimed).values(customer_id=customer_id)
                 )
@@ -216,12 +237,15 @@ class WebhookIngest:
         old_email: str | None,
         event: InboundEvent,
         folded: tuple[uuid.UUID, ...] = (),
+        *,
+        cached: bool = True,
     ) -> None:
         # The write is committed: a failure here must not make the source retry (the
         # retry would be a duplicate and fix nothing); entries expire with their TTL.
         try:
-            await self._federation.invalidate(customer_id)
-            profile = await self._customers.store.get(customer_id)
+            if cached:
+                await self._federation.invalidate(customer_id)
+            profile = await self._customers.store.get(customer_id) if cached else None
             if profile is not None:
                 await self._customers.forget(profile)
                 # Customers folded into this one are gone: their cached profiles too.

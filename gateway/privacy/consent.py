@@ -17,14 +17,17 @@ What each purpose gates:
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from adapters.records import CrmContact
 from gateway.db.models import Consent, Customer, utcnow
@@ -98,78 +101,90 @@ class ConsentStore:
         self._sessions = sessions
 
     async def record(
-        self,
-        customer_id: uuid.UUID,
-        purpose: Purpose,
-        granted: bool,
-        source: str,
+        self, customer_id: uuid.UUID, purpose: Purpose, granted: bool, source: str
     ) -> ConsentRecord:
         """Record a statement made now. Concurrent statements for one purpose keep one
         current row, the most recent: an older one committing later does not replace it."""
-        return await record_statement(self._sessions, customer_id, purpose, granted, source)
+        source = source.strip()
+        if not source or len(source) > 64:
+            raise InvalidInput("A consent's source is 1 to 64 characters", field="source")
+        for _ in range(_ATTEMPTS):
+            try:
+                return await self._record(customer_id, purpose, granted, source)
+            except IntegrityError:
+                continue  # a concurrent first statement for this purpose: now an update
+        raise Conflict("Consent changed concurrently; try again", field="purpose")
 
-
-async def record_statement(
-    sessions: async_sessionmaker[AsyncSession],
-    customer_id: uuid.UUID,
-    purpose: Purpose,
-    granted: bool,
-    source: str,
-) -> ConsentRecord:
-    """``ConsentStore.record`` on any sessions: a webhook passes sessions bound to its own
-    transaction (savepoints of it), so the statement commits with the event."""
-    source = source.strip()
-    if not source or len(source) > 64:
-        raise InvalidInput("A consent's source is 1 to 64 characters", field="source")
-    for _ in range(_ATTEMPTS):
-        try:
-            return await _record(sessions, customer_id, purpose, granted, source, utcnow())
-        except IntegrityError:
-            continue  # a concurrent first statement for this purpose: now an update
-    raise Conflict("Consent changed concurrently; try again", field="purpose")
-
-
-async def _record(
-    sessions: async_sessionmaker[AsyncSession],
-    customer_id: uuid.UUID,
-    purpose: Purpose,
-    granted: bool,
-    source: str,
-    now: datetime,
-) -> ConsentRecord:
-    async with sessions.begin() as session:
-        if await session.get(Customer, customer_id) is None:
-            raise NotFound("No customer with this id", field="customerId")
-        current = (Consent.customer_id == customer_id) & (Consent.purpose == purpose.value)
-        # One statement, atomic on every backend: it replaces only an older one.
-        replace_older = (
-            update(Consent)
-            .where(current, Consent.recorded_at <= now)
-            .values(granted=granted, source=source, recorded_at=now)
-        )
-        replaced = await session.execute(replace_older)
-        existing = (
-            await session.scalar(select(Consent.recorded_at).where(current))
-            if _rowcount(replaced) == 0
-            else None
-        )
-        if existing is not None and _aware(existing) <= now:
-            # A first statement for this purpose committed between our UPDATE (which
-            # saw no row) and this read: ours is newer, so the UPDATE again, which
-            # now sees that row. Answering without it dropped the newest statement.
-            await session.execute(replace_older)
-        elif _rowcount(replaced) == 0 and existing is None:
-            session.add(
-                Consent(
-                    customer_id=customer_id,
-                    purpose=purpose.value,
-                    granted=granted,
-                    source=source,
-                    recorded_at=now,
-                )
+    async def _record(
+        self, customer_id: uuid.UUID, purpose: Purpose, granted: bool, source: str
+    ) -> ConsentRecord:
+        async with self._sessions.begin() as session:
+            if await session.get(Customer, customer_id) is None:
+                raise NotFound("No customer with this id", field="customerId")
+            now = utcnow()
+            current = (Consent.customer_id == customer_id) & (Consent.purpose == purpose.value)
+            # One statement, atomic on every backend: it replaces only an older one.
+            replace_older = (
+                update(Consent)
+                .where(current, Consent.recorded_at <= now)
+                .values(granted=granted, source=source, recorded_at=now)
             )
-            await session.flush()  # a concurrent insert surfaces here, to be retried
-        return ConsentRecord(purpose.value, granted, source, now)
+            replaced = await session.execute(replace_older)
+            existing = (
+                await session.scalar(select(Consent.recorded_at).where(current))
+                if _rowcount(replaced) == 0
+                else None
+            )
+            if existing is not None and _aware(existing) <= now:
+                # A first statement for this purpose committed between our UPDATE (which
+                # saw no row) and this read: ours is newer, so the UPDATE again, which
+                # now sees that row. Answering without it dropped the newest statement.
+                await session.execute(replace_older)
+            elif _rowcount(replaced) == 0 and existing is None:
+                session.add(
+                    Consent(
+                        customer_id=customer_id,
+                        purpose=purpose.value,
+                        granted=granted,
+                        source=source,
+                        recorded_at=now,
+                    )
+                )
+                await session.flush()  # a concurrent insert surfaces here, to be retried
+            return ConsentRecord(purpose.value, granted, source, now)
+
+
+async def withdraw_many(
+    connection: AsyncConnection, purpose: Purpose, statements: Mapping[uuid.UUID, str]
+) -> None:
+    """Withdraw ``purpose`` for many stored customers at once (customer -> source), made
+    now, on ``connection``'s transaction: one upsert per chunk that, as ``record``,
+    replaces only an older statement (a newer one committed meanwhile stands)."""
+    now = utcnow()
+    rows = [
+        {
+            "customer_id": customer,
+            "purpose": purpose.value,
+            "granted": False,
+            "source": source[:64],
+            "recorded_at": now,
+        }
+        for customer, source in sorted(statements.items())  # one lock order for everyone
+    ]
+    dialect_insert = postgres_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    for start in range(0, len(rows), 500):
+        statement = dialect_insert(Consent).values(rows[start : start + 500])
+        await connection.execute(
+            statement.on_conflict_do_update(
+                index_elements=["customer_id", "purpose"],
+                set_={
+                    "granted": statement.excluded.granted,
+                    "source": statement.excluded.source,
+                    "recorded_at": statement.excluded.recorded_at,
+                },
+                where=Consent.recorded_at <= statement.excluded.recorded_at,
+            )
+        )
 
 
 def _rowcount(result: Any) -> int:
