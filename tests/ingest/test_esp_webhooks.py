@@ -152,6 +152,20 @@ async def test_a_replayed_batch_is_stored_once(
     assert (engagement["emailOpens30d"], engagement["emailClicks30d"]) == (1, 1)
 
 
+async def test_a_copy_inside_one_batch_is_a_duplicate(gateway: httpx.AsyncClient) -> None:
+    email, _ = await subscribed(gateway)
+    opened = sendgrid_event(email, "open")
+    response = await gateway.post(
+        **sendgrid_request([opened, sendgrid_event(email, "click"), opened])
+    )
+    assert [e["status"] for e in response.json()["events"]] == [
+        "processed",
+        "processed",
+        "duplicate",
+    ]
+    assert (await profile(gateway, email))["engagement"]["emailOpens30d"] == 1
+
+
 async def test_sendgrid_refusals_name_their_reason_and_write_nothing(
     gateway: httpx.AsyncClient, database_url: str
 ) -> None:
