@@ -13,6 +13,7 @@ bounce marks the address undeliverable. Opens and clicks are stored as behaviour
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -53,6 +54,9 @@ _SENDGRID_STANDARD = frozenset(
     }
 )  # fmt: skip
 _MAX_CUSTOM_ARGS = 32
+_PLAIN_ADDRESS = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})+"
+)
 
 
 class _Model(BaseModel):
@@ -228,6 +232,12 @@ def _esp_event(
 
 
 def _email(raw: str, where: str) -> str:
+    text = raw.strip()
+    if _PLAIN_ADDRESS.fullmatch(text) and "xn--" not in text.lower():  # IDNA: the slow way
+        # What ``normalize_email`` makes of a plain ASCII address, at a hundredth of its
+        # cost (half a batch's time went to it): an address it would refuse can only
+        # match no stored customer, so the event is ignored rather than refused.
+        return text.lower()
     try:
         return normalize_email(raw)
     except ValueError:

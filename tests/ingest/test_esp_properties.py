@@ -19,6 +19,7 @@ from gateway.db.engine import create_engine
 from gateway.db.models import Event
 from gateway.ingest.esp_payloads import parse_sendgrid
 from gateway.ingest.webhook_payloads import PayloadError
+from gateway.profiles.contact_points import normalize_email
 from tests.gql_client import gql
 from tests.ingest.test_esp_webhooks import UPSERT
 from tests.ingest.webhook_requests import mandrill_request, sendgrid_request, sendgrid_signed
@@ -63,6 +64,18 @@ def test_any_json_is_parsed_or_refused_with_a_reason(data: Any) -> None:
     if refusal is not None:
         assert refusal.status in (400, 422)
         assert refusal.reason
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.emails() | st.from_regex(r"[A-Za-z0-9.+_-]{1,20}@[A-Za-z0-9.-]{1,20}", fullmatch=True))
+def test_an_events_address_is_the_one_customers_are_stored_under(address: str) -> None:
+    """The recipient is the address as ``normalize_email`` stores it, whenever it is one."""
+    try:
+        stored = normalize_email(address)
+    except ValueError:
+        return  # no customer can have it
+    body = orjson.dumps([{"email": address, "timestamp": 1, "event": "open", "sg_event_id": "e"}])
+    assert [event.recipient for event in parse_sendgrid(body)] == [stored]
 
 
 @SLOW
