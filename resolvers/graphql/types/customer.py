@@ -264,6 +264,8 @@ class Customer:
         data = self.behaviour("engagement")
         if not self.permits(consent.Purpose.PERSONALISATION):  # no history, email's included
             return Engagement.of(None, None)
+        if not Engagement.selects_email(info.selected_fields):
+            return Engagement.of(data, None)
         emails = await info.context.loaders.email_engagement.load(self.profile)
         return Engagement.of(data, emails.unwrap())
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import cast
 
 import strawberry
 from strawberry.scalars import JSON
+from strawberry.types.nodes import SelectedField, Selection
 
 from adapters.records import AnalyticsEvent
 from adapters.records import Money as MoneyRecord
@@ -86,6 +88,9 @@ class Event:
         )
 
 
+_EMAIL_FIELDS = frozenset({"emailOpens30d", "emailClicks30d", "lastEmailOpenAt"})
+
+
 @strawberry.type(
     description="Engagement over the last 30 days: sessions and page views from analytics "
     "events, email opens and clicks from the ESPs' engagement webhooks."
@@ -99,6 +104,16 @@ class Engagement:
     last_email_open_at: datetime | None = strawberry.field(
         description="The newest email open ever reported."
     )
+
+    @staticmethod
+    def selects_email(selected: Iterable[Selection]) -> bool:
+        """Whether a selection of ``engagement`` reads the ESPs' counts (a fragment: as
+        if it did), so the store is not asked for what nobody reads."""
+        for field in selected:
+            parts = field.selections if isinstance(field, SelectedField) else [field]
+            if any(not isinstance(p, SelectedField) or p.name in _EMAIL_FIELDS for p in parts):
+                return True
+        return False
 
     @classmethod
     def of(
