@@ -22,7 +22,12 @@ from gateway.ingest.webhook_payloads import PayloadError
 from gateway.profiles.contact_points import normalize_email
 from tests.gql_client import gql
 from tests.ingest.test_esp_webhooks import UPSERT
-from tests.ingest.webhook_requests import mandrill_request, sendgrid_request, sendgrid_signed
+from tests.ingest.webhook_requests import (
+    mandrill_request,
+    mandrill_signed,
+    sendgrid_request,
+    sendgrid_signed,
+)
 
 JSON = st.recursive(
     st.none()
@@ -138,6 +143,17 @@ async def test_a_batch_with_one_bad_event_stores_nothing_and_without_it_everythi
     again = await gateway.post(**sendgrid_request(events))
     assert again.json()["status"] == "duplicate"
     assert await _stored(database_url, events) == len(events)
+
+
+@SLOW
+@given(value=st.text(max_size=200) | JSON.map(lambda data: orjson.dumps(data).decode()))
+async def test_any_signed_mandrill_form_gets_a_4xx_or_a_200_never_a_5xx(
+    gateway: httpx.AsyncClient, value: str
+) -> None:
+    response = await gateway.post(**mandrill_signed(value))
+    assert response.status_code in (200, 400, 422), response.text
+    if response.status_code != 200:
+        assert response.json()["error"] == "invalid_payload"
 
 
 async def test_a_mandrill_form_without_its_field_is_a_4xx(gateway: httpx.AsyncClient) -> None:
