@@ -72,6 +72,9 @@ async def store_batch(
             result.statuses.append(("duplicate", customer))  # until its claim succeeds
     fresh = [(events[p], result.statuses[p][1]) for p in wanted.values()]
     claimed = await _claim(connection, fresh)
+    for event_id, position in wanted.items():
+        if event_id not in claimed:  # stored before: a duplicate, named by nobody
+            result.statuses[position] = ("duplicate", None)
     subject_rows: list[dict[str, Any]] = []
     consequences: list[tuple[uuid.UUID, InboundEvent]] = []
     for event_id, row_id in sorted(claimed.items()):

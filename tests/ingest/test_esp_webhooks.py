@@ -147,6 +147,7 @@ async def test_a_replayed_batch_is_stored_once(
     again = await gateway.post(**sendgrid_request(events))  # re-signed now, same events
     assert first.status_code == again.status_code == 200
     assert again.json()["status"] == "duplicate"
+    assert {e["customerId"] for e in again.json()["events"]} == {None}
     assert await row_counts(database_url) == after_first
     engagement = (await profile(gateway, email))["engagement"]
     assert (engagement["emailOpens30d"], engagement["emailClicks30d"]) == (1, 1)
