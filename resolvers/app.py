@@ -151,7 +151,7 @@ def create_app(
         WebSocketRoute("/graphql", view),
         Route("/api/v1/users/{user_id}/profile", profile_endpoint(schema), methods=["GET"]),
         Route("/api/recommendations", recommendations_endpoint, methods=["POST"]),
-        Route("/webhooks/{source}", webhook_endpoint, methods=["POST"]),
+        Route("/webhooks/{source}", webhook_endpoint, methods=["POST", "GET", "HEAD"]),
         Route("/healthz", healthz),
         Route("/metrics", metrics_endpoint),
         Route("/readyz", readyz),

@@ -8,9 +8,15 @@ secret, the expected digest or the body.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import time
+from collections.abc import Sequence
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 # HubSpot's v3 scheme: refuse requests whose timestamp is older than five minutes.
 HUBSPOT_MAX_AGE_MS = 5 * 60 * 1000
@@ -79,4 +85,73 @@ def verify_hubspot(
     if not _equal(signature, expected):
         raise SignatureError(
             "invalid_signature", "X-HubSpot-Signature-v3 does not match the request"
+        )
+
+
+# SendGrid signs each delivery attempt when it makes it: an older timestamp is a replay.
+SENDGRID_MAX_AGE_S = 10 * 60
+
+
+def sendgrid_public_key(configured: str) -> ec.EllipticCurvePublicKey:
+    """The verification key as SendGrid shows it (base64 DER SubjectPublicKeyInfo, a PEM
+    block accepted too); ``ValueError`` when it is not an ECDSA P-256 public key."""
+    text = configured.strip()
+    try:
+        if text.startswith("-----BEGIN"):
+            key = serialization.load_pem_public_key(text.encode())
+        else:
+            key = serialization.load_der_public_key(base64.b64decode(text, validate=True))
+    except (ValueError, binascii.Error, UnsupportedAlgorithm):
+        raise ValueError("not a base64 DER (or PEM) public key") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ValueError("not an ECDSA P-256 public key")
+    return key
+
+
+def verify_sendgrid(
+    public_key: ec.EllipticCurvePublicKey,
+    body: bytes,
+    signature: str | None,
+    timestamp: str | None,
+    now_s: float | None = None,
+) -> None:
+    """``X-Twilio-Email-Event-Webhook-Signature``: base64 DER ECDSA (P-256, SHA-256) over
+    the ``X-Twilio-Email-Event-Webhook-Timestamp`` value followed by the raw body."""
+    stamp = (timestamp or "").strip()
+    if not stamp.isdigit():
+        raise SignatureError(
+            "missing_timestamp", "X-Twilio-Email-Event-Webhook-Timestamp must be epoch seconds"
+        )
+    now = now_s if now_s is not None else time.time()
+    if abs(now - int(stamp)) > SENDGRID_MAX_AGE_S:
+        raise SignatureError(
+            "stale_timestamp",
+            "X-Twilio-Email-Event-Webhook-Timestamp is more than 10 minutes from now",
+        )
+    try:
+        der = base64.b64decode((signature or "").strip(), validate=True)
+        public_key.verify(der, stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    except (binascii.Error, ValueError, InvalidSignature):
+        raise SignatureError(
+            "invalid_signature",
+            "X-Twilio-Email-Event-Webhook-Signature does not match the timestamp and body",
+        ) from None
+
+
+def mandrill_signature(key: str, url: str, params: Sequence[tuple[str, str]]) -> str:
+    """base64(HMAC-SHA1(webhook key, URL + each POST key and value, sorted by key)), as
+    Mailchimp Transactional documents it."""
+    message = url + "".join(name + value for name, value in sorted(params))
+    return base64.b64encode(
+        hmac.new(key.encode(), message.encode(), hashlib.sha1).digest()
+    ).decode()
+
+
+def verify_mandrill(
+    key: str, url: str, params: Sequence[tuple[str, str]], signature: str | None
+) -> None:
+    """``X-Mandrill-Signature`` over the webhook's URL as registered and its form fields."""
+    if not _equal(signature, mandrill_signature(key, url, params)):
+        raise SignatureError(
+            "invalid_signature", "X-Mandrill-Signature does not match the URL and parameters"
         )

@@ -16,8 +16,11 @@ from typing import Any, Literal, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-SOURCES = ("hubspot", "shopify", "segment")
+SOURCES = ("hubspot", "shopify", "segment", "sendgrid", "mandrill")
 M = TypeVar("M", bound=BaseModel)
+# What an ESP event does to its recipient's profile (gateway/ingest/engagement.py):
+# withdraw email-marketing consent, or mark the address undeliverable.
+Consequence = Literal["withdraw", "undeliverable"]
 
 # HubSpot contact properties that are identity record fields; the others are stored as
 # attributes under the gateway's own field names where it has one.
@@ -73,6 +76,10 @@ class InboundEvent:
     # A digest of the signed body, when ``event_id`` is not itself signed (Shopify's id
     # is a header): a second dedupe key that a replay under a new id cannot change.
     receipt: str | None = None
+    # An ESP event's recipient (normalised): it is linked to the stored customer with
+    # this address and never creates one; an unknown address leaves nothing stored.
+    recipient: str | None = None
+    consequence: Consequence | None = None
 
 
 class _Model(BaseModel):

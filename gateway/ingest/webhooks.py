@@ -43,6 +43,7 @@ from gateway.identity.linkage.resolution import lock_keys, record_keys
 from gateway.identity.observations import insert_observations
 from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
 from gateway.identity.values import phone_key
+from gateway.ingest.esp_batches import StoredBatch, store_batch
 from gateway.ingest.notifications import CustomerChange, Notifications
 from gateway.ingest.webhook_payloads import InboundEvent, PayloadError
 from gateway.privacy.consent import refusing_analytics
@@ -57,7 +58,8 @@ logger = logging.getLogger("gateway.webhooks")
 # "no_consent": a Segment call of a customer with a stored "no" to analytics (the
 # stream's rule): acknowledged, so the sender does not retry, and the call is not kept;
 # an identify's traits still reach the profile, as they do from the stream.
-Status = Literal["processed", "duplicate", "erased", "no_consent"]
+# "ignored": an ESP event for an address no customer has; acknowledged, nothing stored.
+Status = Literal["processed", "duplicate", "erased", "no_consent", "ignored"]
 # The source whose calls are behavioural analytics, gated by the analytics consent.
 ANALYTICS_SOURCE = "segment"
 
@@ -150,6 +152,37 @@ class WebhookIngest:
             await self._after_commit(customer_id, stored.old_email, event, stored.folded)
         return stored.result
 
+    async def ingest_batch(self, events: Sequence[InboundEvent]) -> list[Ingested]:
+        """An ESP's batch in one transaction (gateway/ingest/esp_batches.py), run again
+        from the start after a deadlock; what it raises was not stored, none of it."""
+        subjects = [self._subjects(event) for event in events]
+
+        async def store() -> StoredBatch:
+            async with self._engine.begin() as connection:
+                return await store_batch(connection, events, subjects, self._tombstones)
+
+        stored = await retry_transaction(store, "webhook_ingest", self._retry)
+        if events:
+            logger.info(
+                "webhook batch stored",
+                extra={
+                    "source": events[0].source,
+                    "events": len(events),
+                    "stored": sum(status == "processed" for status, _ in stored.statuses),
+                },
+            )
+        for customer_id, (event, fields) in stored.changed.items():
+            touched = dataclasses.replace(event, changed=tuple(sorted(fields)))
+            # Opens and clicks are read from the store, never cached: only a consent or
+            # an attribute changed what the caches hold (a customer each, not a batch's
+            # every recipient: that cost 10 ms apiece).
+            cached = not fields <= {"engagement"}
+            await self._after_commit(customer_id, None, touched, cached=cached)
+        return [
+            Ingested(event.event_id, status, customer)
+            for event, (status, customer) in zip(events, stored.statuses, strict=True)
+        ]
+
     async def _store(self, item: _Prepared) -> _Stored:
         event = item.event
         subjects = self._subjects(event)
@@ -222,12 +255,15 @@ class WebhookIngest:
         old_email: str | None,
         event: InboundEvent,
         folded: tuple[uuid.UUID, ...] = (),
+        *,
+        cached: bool = True,
     ) -> None:
         # The write is committed: a failure here must not make the source retry (the
         # retry would be a duplicate and fix nothing); entries expire with their TTL.
         try:
-            await self._federation.invalidate(customer_id)
-            profile = await self._customers.store.get(customer_id)
+            if cached:
+                await self._federation.invalidate(customer_id)
+            profile = await self._customers.store.get(customer_id) if cached else None
             if profile is not None:
                 await self._customers.forget(profile)
                 # Customers folded into this one are gone: their cached profiles too.

@@ -19,12 +19,15 @@ What each purpose gates:
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
@@ -170,6 +173,39 @@ class ConsentStore:
                 )
                 await session.flush()  # a concurrent insert surfaces here, to be retried
             return ConsentRecord(purpose.value, granted, source, now)
+
+
+async def withdraw_many(
+    connection: AsyncConnection, purpose: Purpose, statements: Mapping[uuid.UUID, str]
+) -> None:
+    """Withdraw ``purpose`` for many stored customers at once (customer -> source), made
+    now, on ``connection``'s transaction: one upsert per chunk that, as ``record``,
+    replaces only an older statement (a newer one committed meanwhile stands)."""
+    now = utcnow()
+    rows = [
+        {
+            "customer_id": customer,
+            "purpose": purpose.value,
+            "granted": False,
+            "source": source[:64],
+            "recorded_at": now,
+        }
+        for customer, source in sorted(statements.items())  # one lock order for everyone
+    ]
+    dialect_insert = postgres_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    for start in range(0, len(rows), 500):
+        statement = dialect_insert(Consent).values(rows[start : start + 500])
+        await connection.execute(
+            statement.on_conflict_do_update(
+                index_elements=["customer_id", "purpose"],
+                set_={
+                    "granted": statement.excluded.granted,
+                    "source": statement.excluded.source,
+                    "recorded_at": statement.excluded.recorded_at,
+                },
+                where=Consent.recorded_at <= statement.excluded.recorded_at,
+            )
+        )
 
 
 def _rowcount(result: Any) -> int:

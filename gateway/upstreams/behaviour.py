@@ -24,6 +24,18 @@ class Engagement:
 
 
 @dataclass(frozen=True, slots=True)
+class EmailEngagement:
+    """What a customer did with the emails sent to them, from the ESPs' events."""
+
+    opens: int  # in the window
+    clicks: int  # in the window
+    last_open_at: datetime | None  # ever
+
+
+NO_EMAIL_ENGAGEMENT = EmailEngagement(opens=0, clicks=0, last_open_at=None)
+
+
+@dataclass(frozen=True, slots=True)
 class CartItem:
     product_id: str
     title: str | None

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -41,12 +41,15 @@ from sqlalchemy.sql import Executable
 
 from adapters.records import AnalyticsEvent
 from gateway.db.models import Event
-from gateway.upstreams.behaviour import Engagement
+from gateway.upstreams.behaviour import EmailEngagement, Engagement
 
 SOURCE = "segment"  # the source the Segment webhook and the event stream store calls under
 PAGE_VIEWED = "Page Viewed"  # a page call, named as Segment's e-commerce spec names it
 # The calls that make or empty a cart (``behaviour.open_cart``).
 CART_EVENTS = ("Product Added", "Product Removed", "Order Completed")
+# The ESPs whose engagement events are stored (gateway/ingest/esp_payloads.py).
+ESP_SOURCES = ("sendgrid", "mandrill")
+EMAIL_OPEN, EMAIL_CLICK = "email:open", "email:click"
 # Behaviour: track and page calls; identify calls carry traits, not activity.
 _BEHAVIOURAL = or_(Event.type.like("track:%"), Event.type == "page")
 
@@ -101,6 +104,34 @@ class EventStore:
         )
         return {
             row.customer_id: Engagement(row.sessions, row.page_views, row.last_seen_at)
+            for row in await self._rows(query)
+        }
+
+    async def email_engagement(
+        self, customer_ids: Sequence[uuid.UUID], since: datetime
+    ) -> dict[uuid.UUID, EmailEngagement]:
+        """Each customer's email opens and clicks from ``since`` on, and their newest open
+        ever, from the ESPs' stored events. Customers without any are absent."""
+        if not customer_ids:
+            return {}
+        recent = Event.occurred_at >= since
+        opened = Event.type == EMAIL_OPEN
+        query = (
+            select(
+                Event.customer_id,
+                func.count(case((recent & opened, 1))).label("opens"),
+                func.count(case((recent & (Event.type == EMAIL_CLICK), 1))).label("clicks"),
+                func.max(case((opened, Event.occurred_at))).label("last_open_at"),
+            )
+            .where(
+                self._among(customer_ids),
+                Event.source.in_(ESP_SOURCES),
+                Event.type.in_((EMAIL_OPEN, EMAIL_CLICK)),
+            )
+            .group_by(Event.customer_id)
+        )
+        return {
+            row.customer_id: EmailEngagement(row.opens, row.clicks, _aware(row.last_open_at))
             for row in await self._rows(query)
         }
 
@@ -174,6 +205,13 @@ _BARE_COLUMNS = (
 )
 # The session id as the demo and most Segment sources send it: in the call's properties.
 _SESSION_ID = Event.properties[("properties", "session_id")].as_string()
+
+
+def _aware(stamp: datetime | None) -> datetime | None:
+    # SQLite hands back naive times (a MAX over a CASE, even as text); all are UTC.
+    if isinstance(stamp, str):
+        stamp = datetime.fromisoformat(stamp)
+    return stamp.replace(tzinfo=UTC) if stamp is not None and stamp.tzinfo is None else stamp
 
 
 def _ids(customer_ids: Sequence[uuid.UUID]) -> Any:

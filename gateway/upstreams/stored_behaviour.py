@@ -22,7 +22,12 @@ from adapters.errors import UpstreamUnavailable
 from adapters.records import AnalyticsEvent
 from gateway.errors import DatabaseUnavailable
 from gateway.profiles.customers import CustomerProfile
-from gateway.upstreams.behaviour import ENGAGEMENT_WINDOW, Engagement
+from gateway.upstreams.behaviour import (
+    ENGAGEMENT_WINDOW,
+    NO_EMAIL_ENGAGEMENT,
+    EmailEngagement,
+    Engagement,
+)
 from gateway.upstreams.event_store import EventStore
 from gateway.upstreams.federation import EVENTS_WINDOW, AnalyticsData, Outcome, SourceStatus
 
@@ -62,6 +67,18 @@ class StoredBehaviour:
         since = datetime.now(UTC) - ENGAGEMENT_WINDOW
         return await self._read(
             customers, lambda ids: self._store.engagement(ids, since), _engagement
+        )
+
+    async def email_engagement(
+        self, customers: Sequence[CustomerProfile]
+    ) -> list[Outcome[EmailEngagement]]:
+        """Email opens and clicks over the window, from the ESPs' events: always read
+        here (no upstream has them), whatever serves the rest of ``engagement``."""
+        since = datetime.now(UTC) - ENGAGEMENT_WINDOW
+        return await self._read(
+            customers,
+            lambda ids: self._store.email_engagement(ids, since),
+            lambda found: found or NO_EMAIL_ENGAGEMENT,
         )
 
     async def cart(self, customers: Sequence[CustomerProfile]) -> list[Outcome[AnalyticsData]]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, TypeVar
 
@@ -22,7 +23,7 @@ from strawberry.dataloader import DataLoader
 
 from adapters.records import CommerceCustomer, CrmContact, Order
 from gateway.profiles.customers import CustomerProfile
-from gateway.upstreams.behaviour import Engagement
+from gateway.upstreams.behaviour import NO_EMAIL_ENGAGEMENT, EmailEngagement, Engagement
 from gateway.upstreams.federation import AnalyticsData, Federation, Outcome
 from gateway.upstreams.stored_behaviour import StoredBehaviour
 
@@ -34,6 +35,13 @@ BEHAVIOUR = frozenset({"recent_events", "engagement", "cart"})
 
 def _key(customer: CustomerProfile) -> object:
     return customer.id
+
+
+async def _none_counted(
+    customers: Sequence[CustomerProfile],
+) -> list[Outcome[EmailEngagement]]:
+    now = datetime.now(UTC)
+    return [Outcome("store", "analytics", NO_EMAIL_ENGAGEMENT, None, 0.0, now) for _ in customers]
 
 
 def _sliced(
@@ -119,6 +127,14 @@ class Loaders:
     def stored_engagement(self) -> DataLoader[CustomerProfile, Outcome[Engagement]]:
         assert self._stored is not None
         return DataLoader(self._stored.engagement, cache_key_fn=_key)
+
+    @cached_property
+    def email_engagement(self) -> DataLoader[CustomerProfile, Outcome[EmailEngagement]]:
+        """Email opens and clicks: only the store has them, whatever serves the rest."""
+        stored = self._stored
+        if stored is None:  # a gateway without a store of behaviour: nothing counted
+            return DataLoader(_none_counted, cache_key_fn=_key)
+        return DataLoader(stored.email_engagement, cache_key_fn=_key)
 
     @cached_property
     def stored_cart(self) -> DataLoader[CustomerProfile, Outcome[AnalyticsData]]:

@@ -2,7 +2,8 @@
 
 Refusals are answered with a JSON body naming the reason: 404 for a source that does not
 exist or has no secret, 413 over the body limit, 401 for a bad signature, 400 or 422 for
-a body that cannot be accepted, 503 with ``Retry-After`` when the database stayed busy
+a body that cannot be accepted (an ESP event for an address no customer has is
+accepted and ``ignored``: nothing is stored), 503 with ``Retry-After`` when the database stayed busy
 (the events before the failing one were stored; a resend finds them duplicates).
 Accepted events are listed with what became of each.
 """
@@ -30,7 +31,7 @@ MAX_BODY_BYTES = 1 << 20  # Shopify's largest order payloads stay well under thi
 
 
 async def webhook_endpoint(request: Request) -> JSONResponse:
-    """``POST /webhooks/{source}``."""
+    """``POST /webhooks/{source}`` (and ``HEAD``/``GET`` for Mandrill's URL check)."""
     webhooks: Webhooks = services_of(request).webhooks
     source = request.path_params["source"]
     try:
@@ -39,6 +40,14 @@ async def webhook_endpoint(request: Request) -> JSONResponse:
         return _refuse(404, "unknown_source", str(exc))
     except SourceNotConfigured as exc:
         return _refuse(404, "source_not_configured", str(exc))
+    if request.method in ("GET", "HEAD"):
+        if source != "mandrill":
+            response = _refuse(405, "method_not_allowed", "webhooks are delivered by POST")
+            response.headers["Allow"] = "POST"
+            return response
+        # Mailchimp Transactional checks a webhook URL with an unsigned HEAD (or GET)
+        # when it is added, and wants a 200: nothing is read or stored.
+        return JSONResponse({"status": "ok"})
     if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
         return _refuse(413, "too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
     signed = SignedRequest(request.method, str(request.url), request.headers, await request.body())

@@ -12,8 +12,11 @@ import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import SecretStr
 from sqlalchemy import func, select
 from starlette.applications import Starlette
@@ -25,10 +28,21 @@ from gateway.ingest.signatures import hubspot_signature
 from gateway.settings import Settings
 from resolvers.app import create_app
 
+# SendGrid's signing key pair, made for this test run: the gateway is given the public
+# half as SendGrid shows it (base64 DER SubjectPublicKeyInfo).
+SENDGRID_KEY = ec.generate_private_key(ec.SECP256R1())
+SENDGRID_PUBLIC = base64.b64encode(
+    SENDGRID_KEY.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+).decode()
+
 SECRETS = {
     "shopify": SecretStr("shpss_test_secret"),
     "hubspot": SecretStr("hubspot-client-secret"),
     "segment": SecretStr("segment-shared-secret"),
+    "sendgrid": SecretStr(SENDGRID_PUBLIC),
+    "mandrill": SecretStr("mandrill-webhook-key"),
 }
 
 
@@ -89,6 +103,75 @@ def segment_request(payload: Any) -> dict[str, Any]:
         "url": "/webhooks/segment",
         "content": body,
         "headers": {"X-Signature": signature, "content-type": "application/json"},
+    }
+
+
+def sendgrid_request(
+    events: list[dict[str, Any]],
+    timestamp: int | None = None,
+    key: ec.EllipticCurvePrivateKey = SENDGRID_KEY,
+) -> dict[str, Any]:
+    """A batch signed as SendGrid signs it: ECDSA P-256 over timestamp + raw body."""
+    return sendgrid_signed(orjson.dumps(events), timestamp, key)
+
+
+def sendgrid_signed(
+    body: bytes,
+    timestamp: int | None = None,
+    key: ec.EllipticCurvePrivateKey = SENDGRID_KEY,
+) -> dict[str, Any]:
+    """Any body, signed as SendGrid signs a batch."""
+    stamp = str(timestamp if timestamp is not None else int(time.time()))
+    signature = key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    headers = {
+        "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
+        "X-Twilio-Email-Event-Webhook-Timestamp": stamp,
+        "content-type": "application/json",
+    }
+    return {"url": "/webhooks/sendgrid", "content": body, "headers": headers}
+
+
+def sendgrid_event(email: str, event: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "email": email,
+        "timestamp": int(time.time()),
+        "event": event,
+        "sg_event_id": uuid.uuid4().hex,
+        "sg_message_id": f"{uuid.uuid4().hex[:22]}.filter0001.1.0",
+        **fields,
+    }
+
+
+def mandrill_request(events: list[dict[str, Any]], base: str = BASE) -> dict[str, Any]:
+    """A form signed as Mandrill signs it: base64 HMAC-SHA1 of the URL, then each POST
+    key and value sorted by key, computed here independently of the gateway's code."""
+    return mandrill_signed(orjson.dumps(events).decode(), base)
+
+
+def mandrill_signed(value: str, base: str = BASE) -> dict[str, Any]:
+    """Any ``mandrill_events`` value, signed as Mandrill signs its form."""
+    url = f"{base}/webhooks/mandrill"
+    message = url + "mandrill_events" + value
+    key = SECRETS["mandrill"].get_secret_value().encode()
+    signature = base64.b64encode(hmac.new(key, message.encode(), hashlib.sha1).digest())
+    return {
+        "url": "/webhooks/mandrill",
+        "content": urlencode({"mandrill_events": value}).encode(),
+        "headers": {
+            "X-Mandrill-Signature": signature.decode(),
+            "content-type": "application/x-www-form-urlencoded",
+        },
+    }
+
+
+def mandrill_event(email: str, event: str, **fields: Any) -> dict[str, Any]:
+    message_id = uuid.uuid4().hex
+    return {
+        "event": event,
+        "_id": message_id,
+        "ts": int(time.time()),
+        "msg": {"_id": message_id, "email": email, "ts": int(time.time()), "state": "sent"},
+        **fields,
     }
 
 

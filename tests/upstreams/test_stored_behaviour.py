@@ -142,6 +142,21 @@ async def test_a_batch_reads_behaviour_in_one_query_per_field_and_calls_no_upstr
     assert samples.segment.calls.total == 0
 
 
+async def test_email_engagement_is_one_more_query_for_a_whole_batch(
+    gateway: Gateway, samples: SampleUpstreams
+) -> None:
+    ids = [str(customer_id_for(p)) for p in samples.people]
+    emails = BEHAVIOUR.replace("lastSeenAt }", "lastSeenAt emailOpens30d emailClicks30d }")
+    async with gateway(STORE) as (client, app):
+        engine = services_of(app).engine.sync_engine
+        counted = []
+        for batch in (ids[:10], ids):
+            with recorded_statements(engine) as statements:
+                await _customers(client, emails, batch)
+            counted.append([s for s in statements if "FROM events" in s])
+    assert [len(c) for c in counted] == [4, 4]
+
+
 async def test_sources_show_the_store(gateway: Gateway, samples: SampleUpstreams) -> None:
     [customer_id] = _ids(samples)[:1]
     query = "query($id: ID!) { customer(id: $id) { %s sources { upstream kind status } } }"

@@ -233,22 +233,18 @@ class Customer:
         events = [e for e in data.events if type is None or type in (e.name, e.type)]
         return [Event.of(e) for e in events[: clamp(first, MAX_EVENTS)]]
 
-    @strawberry.field(description="Sessions and page views in the last 30 days (from analytics).")
-    def engagement(self) -> Engagement | None:
+    @strawberry.field(
+        description="Sessions and page views (from analytics), email opens and clicks (from "
+        "the ESPs) in the last 30 days."
+    )
+    async def engagement(self, info: GatewayInfo) -> Engagement | None:
         data = self.behaviour("engagement")
-        # The store counts it (one row per customer); the upstream's events are counted here.
-        found = (
-            data
-            if isinstance(data, behaviour.Engagement)
-            else behaviour.engagement(
-                data.events if isinstance(data, AnalyticsData) else (), datetime.now(UTC)
-            )
-        )
-        return Engagement(
-            sessions_30d=found.sessions,
-            page_views_30d=found.page_views,
-            last_seen_at=found.last_seen_at,
-        )
+        if not self.permits(consent.Purpose.PERSONALISATION):  # no history, email's included
+            return Engagement.of(None, None)
+        if not Engagement.selects_email(info.selected_fields):
+            return Engagement.of(data, None)
+        emails = await info.context.loaders.email_engagement.load(self.profile)
+        return Engagement.of(data, emails.unwrap())
 
     @strawberry.field(description="The open cart, or null when empty (from analytics events).")
     def cart(self) -> Cart | None:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import cast
 
 import strawberry
 from strawberry.scalars import JSON
+from strawberry.types.nodes import SelectedField, Selection
 
 from adapters.records import AnalyticsEvent
 from adapters.records import Money as MoneyRecord
 from adapters.records import Order as OrderRecord
 from gateway.upstreams import behaviour
-from gateway.upstreams.federation import Outcome, SourceStatus
+from gateway.upstreams.federation import AnalyticsData, Outcome, SourceStatus
 
 
 @strawberry.type(description="An amount of money in one currency.")
@@ -86,11 +88,56 @@ class Event:
         )
 
 
-@strawberry.type(description="Engagement over the last 30 days, from analytics events.")
+_EMAIL_FIELDS = frozenset({"emailOpens30d", "emailClicks30d", "lastEmailOpenAt"})
+
+
+@strawberry.type(
+    description="Engagement over the last 30 days: sessions and page views from analytics "
+    "events, email opens and clicks from the ESPs' engagement webhooks."
+)
 class Engagement:
     sessions_30d: int = strawberry.field(name="sessions30d")
     page_views_30d: int = strawberry.field(name="pageViews30d")
     last_seen_at: datetime | None
+    email_opens_30d: int = strawberry.field(name="emailOpens30d")
+    email_clicks_30d: int = strawberry.field(name="emailClicks30d")
+    last_email_open_at: datetime | None = strawberry.field(
+        description="The newest email open ever reported."
+    )
+
+    @staticmethod
+    def selects_email(selected: Iterable[Selection]) -> bool:
+        """Whether a selection of ``engagement`` reads the ESPs' counts (a fragment: as
+        if it did), so the store is not asked for what nobody reads."""
+        for field in selected:
+            parts = field.selections if isinstance(field, SelectedField) else [field]
+            if any(not isinstance(p, SelectedField) or p.name in _EMAIL_FIELDS for p in parts):
+                return True
+        return False
+
+    @classmethod
+    def of(
+        cls,
+        data: AnalyticsData | behaviour.Engagement | None,
+        emails: behaviour.EmailEngagement | None,
+    ) -> Engagement:
+        # The store counts it (one row per customer); the upstream's events are counted here.
+        found = (
+            data
+            if isinstance(data, behaviour.Engagement)
+            else behaviour.engagement(
+                data.events if isinstance(data, AnalyticsData) else (), datetime.now(UTC)
+            )
+        )
+        emails = emails or behaviour.NO_EMAIL_ENGAGEMENT
+        return cls(
+            sessions_30d=found.sessions,
+            page_views_30d=found.page_views,
+            last_seen_at=found.last_seen_at,
+            email_opens_30d=emails.opens,
+            email_clicks_30d=emails.clicks,
+            last_email_open_at=emails.last_open_at,
+        )
 
 
 @strawberry.type

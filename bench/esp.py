@@ -1,0 +1,147 @@
+"""SendGrid Event Webhook throughput: signed batches of engagement events, each stored once.
+
+    .venv/bin/python -m bench.esp [--batches 5] [--size 1000] [--workers 2] [--in-flight 2]
+
+Serves the gateway (`gateway serve`, ``--workers`` processes) on a fresh Postgres
+database seeded with the demo's people, then posts ``--batches`` SendGrid batches of
+``--size`` events (opens, clicks, deliveries and a few unsubscribes for the stored
+people), ECDSA-signed as SendGrid signs them, ``--in-flight`` at a time; then posts the
+first batch again. Printed: events/s accepted, events stored vs sent (each exactly once;
+the replay stores nothing). The yardstick is the same number of batches for addresses
+nobody has (signature, parsing and the lookup, nothing written), on the same server;
+then the ratio. The issue's target: 5,000 events/s in batches of 1,000 on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import random
+import secrets
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+import httpx
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from bench.support import harness
+
+KEY = ec.generate_private_key(ec.SECP256R1())
+PUBLIC = base64.b64encode(
+    KEY.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+).decode()
+KINDS = ("delivered", "open", "open", "click", "processed")
+
+
+def batch(emails: list[str], size: int, rng: random.Random) -> list[dict[str, Any]]:
+    now = int(time.time())
+    events = []
+    for _ in range(size):
+        kind = "unsubscribe" if rng.random() < 0.01 else rng.choice(KINDS)
+        event: dict[str, Any] = {
+            "email": rng.choice(emails),
+            "timestamp": now - rng.randrange(86400),
+            "event": kind,
+            "sg_event_id": uuid.uuid4().hex,
+            "sg_message_id": f"{uuid.uuid4().hex[:22]}.filter0001",
+            "campaign": "bench",
+        }
+        if kind == "click":
+            event["url"] = f"https://shop.example/p/{rng.randrange(500)}"
+        events.append(event)
+    return events
+
+
+def signed(events: list[dict[str, Any]]) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(events).encode()
+    stamp = str(int(time.time()))
+    signature = KEY.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    return body, {
+        "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
+        "X-Twilio-Email-Event-Webhook-Timestamp": stamp,
+        "content-type": "application/json",
+    }
+
+
+async def post_all(base: str, batches: list[list[dict[str, Any]]], in_flight: int) -> float:
+    """Seconds to have every batch answered 200 (anything else stops the run)."""
+    gate = asyncio.Semaphore(in_flight)
+    async with httpx.AsyncClient(base_url=base, timeout=300) as client:
+
+        async def post(events: list[dict[str, Any]]) -> None:
+            body, headers = signed(events)  # signed when sent: the replay window holds
+            async with gate:
+                answer = await client.post("/webhooks/sendgrid", content=body, headers=headers)
+            if answer.status_code != 200:
+                raise SystemExit(f"{answer.status_code}: {answer.text[:300]}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(post(events) for events in batches))
+        return time.perf_counter() - started
+
+
+async def stored(url: str) -> int:
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        count: int = await connection.fetchval(
+            "SELECT count(*) FROM events WHERE source = 'sendgrid'"
+        )
+    finally:
+        await connection.close()
+    return count
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batches", type=int, default=5)
+    parser.add_argument("--size", type=int, default=1000)
+    parser.add_argument("--people", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--in-flight", type=int, default=2)
+    args = parser.parse_args(argv)
+    rng = random.Random(25)
+    events = args.batches * args.size
+    print(
+        f"SendGrid webhook: {args.batches} batches of {args.size} events, {args.workers} "
+        f"workers, Postgres, {args.in_flight} batches in flight",
+        flush=True,
+    )
+    with harness.database("postgres", "gateway_esp") as url:
+        asyncio.run(harness.seed(url, args.people))
+        _, emails = asyncio.run(harness.customers(url, args.people))
+        env = {
+            "GATEWAY_DATABASE_URL": url,
+            "GATEWAY_CACHE_URL": "memory://",
+            "GATEWAY_LOG_LEVEL": "ERROR",
+            "GATEWAY_ERASURE_KEY": secrets.token_hex(32),
+            "GATEWAY_WEBHOOK_SECRETS": json.dumps({"sendgrid": PUBLIC}),
+        }
+        with harness.serve(env, workers=args.workers, ready="/healthz") as base:
+            strangers = [f"nobody{n}@example.net" for n in range(args.people)]
+            unknown = [batch(strangers, args.size, rng) for _ in range(args.batches)]
+            yardstick = asyncio.run(post_all(base, unknown, args.in_flight))
+            known = [batch(emails, args.size, rng) for _ in range(args.batches)]
+            seconds = asyncio.run(post_all(base, known, args.in_flight))
+            first = asyncio.run(stored(url))
+            replay = asyncio.run(post_all(base, known[:1], 1))
+            after = asyncio.run(stored(url))
+    rate, bare = events / seconds, events / yardstick
+    print(f"yardstick (unknown addresses, nothing stored): {bare:,.0f} events/s", flush=True)
+    print(
+        f"stored path: {rate:,.0f} events/s; stored {first} of {events} sent "
+        f"(each once: {first == events}); replay of {args.size} in {replay:.2f} s stored "
+        f"{after - first}",
+        flush=True,
+    )
+    print(f"ratio stored / yardstick: {rate / bare:.2f}; vs the 5,000/s target: {rate / 5000:.2f}")
+
+
+if __name__ == "__main__":
+    main()

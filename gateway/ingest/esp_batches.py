@@ -1,0 +1,134 @@
+"""Storing a whole ESP batch in one transaction: SendGrid posts up to thousands of events
+a request, and one transaction each (the other webhooks' path) managed 30 events/s.
+
+The same steps and guarantees as ``WebhookIngest._store``, done for the batch at once:
+the identifiers' key locks (ascending, as every writer takes them), the tombstones
+(an erased person's events are not stored), the recipients looked up by address (an
+unknown address stores nothing, and no profile is created), each event claimed by its
+unique (source, event id) (a replay, or a copy later in the same batch, is a
+duplicate), its subjects kept for an erasure to find, and the consequences applied
+(gateway/ingest/engagement.py). The
+transaction commits all of it or nothing: a failure answers "not stored" for the batch.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import insert, select
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.db.access_models import EventSubject
+from gateway.db.bulk import is_postgres
+from gateway.db.models import Customer, Event
+from gateway.identity.linkage.lookup import matching
+from gateway.identity.linkage.resolution import lock_keys
+from gateway.ingest.engagement import apply_consequences
+from gateway.ingest.webhook_payloads import InboundEvent
+from gateway.privacy.erasure import Tombstones
+from gateway.privacy.erasure_scope import subject_key
+
+BatchStatus = Literal["processed", "duplicate", "erased", "ignored"]  # as ``Ingested``'s
+
+
+@dataclass(slots=True)
+class StoredBatch:
+    """Each event's status, in order, and what each customer's events changed."""
+
+    statuses: list[tuple[BatchStatus, uuid.UUID | None]] = field(default_factory=list)
+    # customer -> (the batch's last stored event for them, every field their events touched)
+    changed: dict[uuid.UUID, tuple[InboundEvent, set[str]]] = field(default_factory=dict)
+
+
+async def store_batch(
+    connection: AsyncConnection,
+    events: Sequence[InboundEvent],
+    subjects: Sequence[set[str]],
+    tombstones: Tombstones,
+) -> StoredBatch:
+    """Store ``events`` (each with its subject digests) on ``connection``'s transaction."""
+    every = set().union(*subjects) if subjects else set()
+    await lock_keys(connection, map(subject_key, every))
+    blocked = await tombstones.blocked(connection, every) if every else set()
+    recipients = await _recipients(connection, {e.recipient for e in events if e.recipient})
+    result = StoredBatch()
+    wanted: dict[str, int] = {}  # event id -> position of its first copy in the batch
+    for position, (event, digests) in enumerate(zip(events, subjects, strict=True)):
+        customer = recipients.get(event.recipient or "")
+        if digests & blocked:
+            result.statuses.append(("erased", None))
+        elif customer is None:
+            result.statuses.append(("ignored", None))
+        elif event.event_id in wanted:
+            result.statuses.append(("duplicate", None))
+        else:
+            wanted[event.event_id] = position
+            result.statuses.append(("duplicate", customer))  # until its claim succeeds
+    fresh = [(events[p], result.statuses[p][1]) for p in wanted.values()]
+    claimed = await _claim(connection, fresh)
+    for event_id, position in wanted.items():
+        if event_id not in claimed:  # stored before: a duplicate, named by nobody
+            result.statuses[position] = ("duplicate", None)
+    subject_rows: list[dict[str, Any]] = []
+    consequences: list[tuple[uuid.UUID, InboundEvent]] = []
+    for event_id, row_id in sorted(claimed.items()):
+        position = wanted[event_id]
+        event, customer = events[position], result.statuses[position][1]
+        assert customer is not None
+        result.statuses[position] = ("processed", customer)
+        subject_rows += [{"event_id": row_id, "digest": d} for d in sorted(subjects[position])]
+        if event.consequence is not None:
+            consequences.append((customer, event))
+        fields = result.changed.get(customer, (event, set()))[1]
+        result.changed[customer] = (event, fields | set(event.changed))
+    if subject_rows:
+        await connection.execute(insert(EventSubject), subject_rows)
+    await apply_consequences(connection, consequences)
+    return result
+
+
+async def _recipients(connection: AsyncConnection, emails: set[str]) -> dict[str, uuid.UUID]:
+    found: dict[str, uuid.UUID] = {}
+    for clause in matching(connection, Customer.email, emails):
+        rows = await connection.execute(select(Customer.email, Customer.id).where(clause))
+        found.update({email: customer for email, customer in rows if email is not None})
+    return found
+
+
+async def _claim(
+    connection: AsyncConnection, rows: list[tuple[InboundEvent, uuid.UUID | None]]
+) -> dict[str, int]:
+    """Insert the events not stored yet; their ids by event id. Inserted in event-id
+    order, so two batches sharing events wait on each other in one order only."""
+    dialect_insert = postgres_insert if is_postgres(connection) else sqlite_insert
+    received = datetime.now(UTC)
+    values = [
+        {
+            "source": event.source,
+            "event_id": event.event_id,
+            "type": event.type,
+            "occurred_at": event.occurred_at,
+            "properties": event.properties,
+            "received_at": received,
+            "customer_id": customer,
+        }
+        for event, customer in sorted(rows, key=lambda row: row[0].event_id)
+    ]
+    # One statement given many parameter sets (SQLAlchemy's "insertmanyvalues"): a
+    # VALUES list built into the statement was compiled afresh each time, 0.15 s a batch.
+    statement = (
+        dialect_insert(Event)
+        .on_conflict_do_nothing(index_elements=["source", "event_id"])
+        .returning(Event.event_id, Event.id)
+    )
+    claimed: dict[str, int] = {}
+    if values:
+        inserted = await connection.execute(statement, values)
+        claimed.update((event_id, row_id) for event_id, row_id in inserted)
+    return claimed
