@@ -1,4 +1,5 @@
-"""Sample Shopify Admin REST API 2024-10: customers, orders, products, inventory.
+"""Sample Shopify Admin REST API 2024-10: customers, orders, products, inventory
+(and, from ``graphql.py``, the GraphQL Admin API at ``graphql.json``).
 
 Paginates like Shopify: a ``Link`` header with opaque ``page_info`` cursors that
 carry the original filters (a follow-up request sends only ``limit`` and
@@ -28,6 +29,7 @@ from demo.upstreams.faults import Decision
 from demo.upstreams.paging import bounded_int, decode_cursor, encode_cursor
 from demo.upstreams.service import SampleService, json_body, json_response, same_secret
 from demo.upstreams.shopify import records
+from demo.upstreams.shopify.cost import PLANS, Bucket
 from demo.upstreams.shopify.filters import (
     FilterError,
     customer_matches,
@@ -35,6 +37,7 @@ from demo.upstreams.shopify.filters import (
     product_matches,
     search_customers,
 )
+from demo.upstreams.shopify.graphql import ShopifyGraphQL
 
 API = "/admin/api/2024-10"
 BUCKET_SIZE = 40
@@ -71,8 +74,12 @@ class ShopifySample(SampleService):
         credentials: SampleCredentials | None = None,
         *,
         seed: int = 0,
+        plan: str = "plus",
     ) -> None:
         self.credentials = credentials or SampleCredentials()
+        # The GraphQL Admin API beside the REST one, over the same people, with its
+        # cost-based bucket (``plan``: "plus" or "standard").
+        self.graphql = ShopifyGraphQL(people, self._refusal, Bucket(PLANS[plan]))
         self._by_email = {p.email.lower(): p for p in people}
         self._by_shopify_id = {p.shopify_id: p for p in people}
         self._bucket = _Bucket()
@@ -92,6 +99,7 @@ class ShopifySample(SampleService):
             Route(f"{API}/products.json", self._products, methods=["GET"]),
             Route(f"{API}/products/{{id}}.json", self._product, methods=["GET"]),
             Route(f"{API}/inventory_levels.json", self._inventory_levels, methods=["GET"]),
+            Route(f"{API}/graphql.json", self.graphql.endpoint, methods=["POST"]),
         ]
 
     def control_routes(self) -> list[BaseRoute]:
