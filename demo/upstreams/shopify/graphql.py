@@ -222,6 +222,7 @@ class ShopifyGraphQL:
         self.bucket = bucket or Bucket()
         self.schema = build_schema(SDL)
         self.throttled = 0  # THROTTLED answers given, for tests and benchmarks
+        self.points_spent = 0  # actual query cost charged, for benchmarks
         self._documents: dict[str, tuple[DocumentNode, list[GraphQLError]]] = {}
 
     def _checked(self, query: Any) -> tuple[DocumentNode, list[GraphQLError]]:
@@ -240,7 +241,7 @@ class ShopifyGraphQL:
     def reset(self, plan: Plan | None = None) -> None:
         """A full bucket (of ``plan``, or the current one) and no THROTTLED counted."""
         self.bucket.set_plan(plan or self.bucket.plan)
-        self.throttled = 0
+        self.throttled = self.points_spent = 0
 
     def _root(self) -> dict[str, Any]:
         def customers(
@@ -325,6 +326,7 @@ class ShopifyGraphQL:
             return self._answer([e.formatted for e in result.errors], None)
         actual = walk.actual(operations[0], result.data)
         self.bucket.refund(requested - actual)
+        self.points_spent += actual
         cost = {
             "requestedQueryCost": requested,
             "actualQueryCost": actual,
