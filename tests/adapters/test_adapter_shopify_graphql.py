@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from graphql import OperationDefinitionNode, build_schema, parse
+from graphql import OperationDefinitionNode, parse
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,13 +22,13 @@ from adapters.shopify_graphql import ShopifyGraphQLAdapter
 from demo.people.orders import orders_for
 from demo.upstreams.runner import SampleUpstreams
 from demo.upstreams.shopify.cost import PLANS, CostWalk
-from demo.upstreams.shopify.graphql import SDL
+from demo.upstreams.shopify.graphql import schema
 from tests.conftest import clean_redis, redis_database_url
 
 Build = Callable[..., Any]
 GRAPHQL = "POST /admin/api/2024-10/graphql.json"
 PLUS = {"bucket_size": 2000.0, "restore_rate": 1000.0}
-_SCHEMA = build_schema(SDL)
+_SCHEMA = schema()
 
 
 def shop(build: Build, **overrides: Any) -> ShopifyGraphQLAdapter:
