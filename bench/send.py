@@ -3,10 +3,10 @@
     ./dev bench send [--customers 10000] [--page 500] [--latency-ms 50] [--plan plus]
 
 The gateway runs in-process (ASGI) on a seeded SQLite database against the sample
-upstreams on loopback, each answering after ``--latency-ms``. The shop is the GraphQL
-Admin API shape, with its cost bucket enforced as Shopify does (``--plan plus``: 2,000
-points restoring 1,000/s; ``standard``: 1,000 restoring 100/s). The template reads the
-profile, CRM fields, the last 3 orders (name and total), engagement and 4
+upstreams in a process of their own on loopback, each answering after ``--latency-ms``.
+The shop is the GraphQL Admin API shape, with its cost bucket enforced as Shopify does
+(``--plan plus``: 2,000 points restoring 1,000/s; ``standard``: 1,000 restoring 100/s).
+The template reads the profile, CRM fields, the last 3 orders (name and total), engagement and 4
 recommendations. The send renders every customer once, in pages of ``--page`` (cold:
 every upstream read), then again (warm: the upstream cache).
 
@@ -26,13 +26,16 @@ import asyncio
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy import select
 
 from bench.support.access import AUTH, create_bench_key
+from bench.support.harness import sample_upstreams
+from demo.people.population import population
 from demo.seed import seed
-from demo.upstreams.runner import SampleUpstreams
+from demo.upstreams.runner import SERVICE_NAMES
 from demo.upstreams.shopify.cost import PLANS
 from demo.wiring import sample_upstreams_config
 from gateway.db.engine import create_engine, create_sessionmaker
@@ -72,49 +75,59 @@ async def _send(client: httpx.AsyncClient, ids: list[str], page: int) -> tuple[f
     return time.perf_counter() - started, failed
 
 
-def _limit_s(samples: SampleUpstreams, calls: dict[str, int]) -> dict[str, float]:
+def _limit_s(calls: dict[str, int], shop: dict[str, Any]) -> dict[str, float]:
     """Seconds each upstream needs for what the send asked of it, at its rate limit."""
-    shop = samples.shopify.graphql
-    plan = shop.bucket.plan
+    plan = PLANS[shop["plan"]]
     return {
         "hubspot": calls["hubspot"] / HUBSPOT_CALLS_PER_S,
         # The first bucketful is free; the rest restores at the plan's rate.
-        "shopify": max(0.0, shop.points_spent - plan.maximum) / plan.restore_rate,
+        "shopify": max(0.0, shop["points_spent"] - plan.maximum) / plan.restore_rate,
         "segment": calls["segment"] / SEGMENT_CALLS_PER_S,
     }
 
 
+async def _calls(control: httpx.AsyncClient, urls: dict[str, str]) -> dict[str, int]:
+    return {
+        name: (await control.get(f"{urls[name]}/_sample/calls")).json()["total"]
+        for name in UPSTREAMS
+    }
+
+
 async def run(customers: int, page: int, latency_ms: int, plan: str) -> None:
-    with SampleUpstreams(size=customers) as samples, tempfile.TemporaryDirectory() as tmp:
+    # The samples in a process of their own: in this one they would take the GIL from
+    # the gateway being measured.
+    with sample_upstreams(customers) as port, tempfile.TemporaryDirectory() as tmp:
+        urls = {name: f"http://127.0.0.1:{port + n}" for n, name in enumerate(SERVICE_NAMES)}
         url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
         await asyncio.to_thread(upgrade, url)
         engine = create_engine(url)
-        await seed(create_sessionmaker(engine), samples.people)
+        await seed(create_sessionmaker(engine), population(customers))
         await create_bench_key(create_sessionmaker(engine))
         async with engine.connect() as connection:
             ids = [str(i) for i in await connection.scalars(select(Customer.id))][:customers]
         await engine.dispose()
-        samples.shopify.graphql.reset(PLANS[plan])
-        for name in UPSTREAMS:
-            samples.services[name].faults.update(latency_ms=latency_ms)
         # Budgets long enough to wait for the shop's bucket; breakers that a busy machine
         # does not open.
         patient = {"timeout_s": 30, "deadline_s": 300, "breaker": {"failure_threshold": 1000}}
-        tables = dict.fromkeys(samples.base_urls, patient)
+        tables: dict[str, dict[str, Any]] = dict.fromkeys(urls, patient)
         figures = PLANS[plan]
         tables["shopify"] = {
             **patient,
             "api": "graphql",
             "graphql": {"bucket_size": figures.maximum, "restore_rate": figures.restore_rate},
         }
-        config = sample_upstreams_config(samples.base_urls, tables)
+        config = sample_upstreams_config(urls, tables)
         app = create_app(load_settings(database_url=url), upstreams=config)
         async with (
+            httpx.AsyncClient(timeout=30) as control,
             lifespan(app),
             httpx.AsyncClient(
                 transport=asgi(app), base_url="http://gw", timeout=3600, headers=AUTH
             ) as client,
         ):
+            await control.put(f"{urls['shopify']}/_sample/graphql", json={"plan": plan})
+            for name in UPSTREAMS:
+                await control.put(f"{urls[name]}/_sample/faults", json={"latency_ms": latency_ms})
             saved = await client.post(
                 "/graphql",
                 json={
@@ -125,14 +138,14 @@ async def run(customers: int, page: int, latency_ms: int, plan: str) -> None:
             )
             assert "errors" not in saved.json(), saved.text
             for name in UPSTREAMS:
-                samples.services[name].calls.reset()
+                await control.delete(f"{urls[name]}/_sample/calls")
             cold, cold_failed = await _send(client, ids, page)
-            calls = {name: samples.services[name].calls.total for name in UPSTREAMS}
+            calls = await _calls(control, urls)
+            shop = (await control.get(f"{urls['shopify']}/_sample/graphql")).json()
             warm, warm_failed = await _send(client, ids, page)
-            warm_calls = {
-                name: samples.services[name].calls.total - calls[name] for name in UPSTREAMS
-            }
-    limits = _limit_s(samples, calls)
+            after = await _calls(control, urls)
+            warm_calls = {name: after[name] - calls[name] for name in UPSTREAMS}
+    limits = _limit_s(calls, shop)
     slowest = max(limits, key=lambda name: limits[name])
     print(
         f"send benchmark: {customers} customers in pages of {page}, upstreams at "
@@ -146,9 +159,9 @@ async def run(customers: int, page: int, latency_ms: int, plan: str) -> None:
     )
     print(f"  upstream calls, cold: {calls}  warm: {warm_calls}")
     print(
-        f"  shop query points spent: {samples.shopify.graphql.points_spent}; "
-        f"THROTTLED answers: {samples.shopify.graphql.throttled} "
-        "(HubSpot and Segment limits are not enforced by the samples: no 429 possible)"
+        f"  shop query points spent: {shop['points_spent']}; THROTTLED answers: "
+        f"{shop['throttled']} (HubSpot and Segment limits are not enforced by the samples: "
+        "no 429 possible)"
     )
     print(
         "  time each upstream needs at its rate limit: "

@@ -104,7 +104,8 @@ class ShopifySample(SampleService):
 
     def control_routes(self) -> list[BaseRoute]:
         return [
-            Route("/_sample/inventory/{inventory_item_id}", self._set_inventory, methods=["PUT"])
+            Route("/_sample/inventory/{inventory_item_id}", self._set_inventory, methods=["PUT"]),
+            Route("/_sample/graphql", self._graphql_state, methods=["GET", "PUT"]),
         ]
 
     def rate_limited_response(self, retry_after_s: float) -> Response:
@@ -134,6 +135,25 @@ class ShopifySample(SampleService):
             raise KeyError(inventory_item_id)
         with self._stock_lock:
             self._stock[inventory_item_id] = (available, datetime.now(UTC))
+
+    async def _graphql_state(self, request: Request) -> Response:
+        """The GraphQL bucket's plan and what it counted; ``PUT {"plan": "standard"}``
+        refills it on that plan and clears the counts."""
+        if request.method == "PUT":
+            try:
+                body = await json_body(request)
+                self.graphql.reset(PLANS[body["plan"]])
+            except (ValueError, KeyError, TypeError):
+                return json_response({"errors": {"plan": [f"one of {sorted(PLANS)}"]}}, 422)
+        plan = next((n for n, p in PLANS.items() if p == self.graphql.bucket.plan), "custom")
+        return json_response(
+            {
+                "plan": plan,
+                "throttled": self.graphql.throttled,
+                "points_spent": self.graphql.points_spent,
+                "throttleStatus": self.graphql.bucket.status(),
+            }
+        )
 
     async def _set_inventory(self, request: Request) -> Response:
         try:
