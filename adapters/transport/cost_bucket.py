@@ -34,7 +34,8 @@ __all__ = ["CostBucket", "ThrottleStatus"]
 
 logger = logging.getLogger(__name__)
 
-# KEYS[1]: the bucket's hash. ARGV: cost, maximum, restore rate, budget (s), ttl (s).
+# KEYS[1]: the bucket's hash. ARGV: cost, maximum, restore rate, budget (s), ttl (s),
+# margin (points that must remain beyond the cost).
 # Answers the wait in seconds as a string; negative: refused (the wait did not fit).
 _TAKE = """
 local t = redis.call('TIME')
@@ -44,7 +45,8 @@ local level = tonumber(redis.call('HGET', KEYS[1], 'level') or top)
 local at = tonumber(redis.call('HGET', KEYS[1], 'at') or now)
 level = math.min(top, level + math.max(0, now - at) * rate)
 local wait = 0
-if level < cost then wait = (cost - level) / rate end
+local margin = tonumber(ARGV[6])
+if level < cost + margin then wait = (cost + margin - level) / rate end
 if wait > tonumber(ARGV[4]) then
   redis.call('HSET', KEYS[1], 'level', tostring(level), 'at', tostring(now))
   redis.call('EXPIRE', KEYS[1], ARGV[5])
@@ -70,6 +72,10 @@ return tostring(level)
 """
 _TTL_S = 3600
 _REDIS_TIMEOUT_S = 0.5
+# A query is sent when the model says the bucket holds its cost and this much restore
+# more: the model and the upstream's bucket drift apart by rounding and by when each
+# charges, and a query sent on the exact point would sometimes meet THROTTLED.
+_MARGIN_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +121,8 @@ class CostBucket:
 
     def _take_locally(self, cost: float, budget_s: float) -> float:
         self._restore()
-        wait = max(0.0, (cost - self._level) / self.restore_rate)
+        margin = self.restore_rate * _MARGIN_S
+        wait = max(0.0, (cost + margin - self._level) / self.restore_rate)
         if wait > budget_s:
             return -wait
         self._level -= cost
@@ -133,6 +140,7 @@ class CostBucket:
                     self.restore_rate,
                     budget_s,
                     _TTL_S,
+                    self.restore_rate * _MARGIN_S,
                 )
         except (RedisError, OSError, TimeoutError) as exc:
             logger.warning(
