@@ -71,7 +71,10 @@ async def _send(client: httpx.AsyncClient, ids: list[str], page: int) -> tuple[f
         body = response.json()
         if "errors" in body:
             raise SystemExit(f"renderBatch failed: {body['errors'][0]['message']}")
-        failed += sum(1 for item in body["data"]["renderBatch"] if item["error"])
+        errors = [item["error"] for item in body["data"]["renderBatch"] if item["error"]]
+        if errors and not failed:
+            print(f"  first failed render: {errors[0]['code']}: {errors[0]['message'][:160]}")
+        failed += len(errors)
     return time.perf_counter() - started, failed
 
 
