@@ -40,6 +40,7 @@ __all__ = [
     "OAuth2ClientCredentialsConfig",
     "SegmentConfig",
     "ShopifyConfig",
+    "ShopifyGraphQLConfig",
     "ShopifyTokenAuthConfig",
     "SoapCrmConfig",
     "UpstreamConfig",
@@ -265,9 +266,22 @@ class SoapCrmConfig(_UpstreamBase):
     )
 
 
+class ShopifyGraphQLConfig(_Strict):
+    """The GraphQL Admin API's batch read and cost bucket (``api = "graphql"``): bucket
+    figures are assumed until the shop's first ``throttleStatus`` gives the real ones."""
+
+    orders_first: Annotated[int, Field(ge=1, le=250)] = 5
+    line_items_first: Annotated[int, Field(ge=0, le=250)] = 0
+    max_query_cost: Annotated[int, Field(ge=10)] = 1000
+    bucket_size: Annotated[float, Field(gt=0)] = 1000.0
+    restore_rate: Annotated[float, Field(gt=0)] = 100.0
+
+
 class ShopifyConfig(_UpstreamBase):
     kind: Literal["shopify"]
     auth: ShopifyTokenAuthConfig
+    api: Literal["rest", "graphql"] = "rest"
+    graphql: ShopifyGraphQLConfig = ShopifyGraphQLConfig()
     api_version: Annotated[str, Field(pattern=r"^\d{4}-\d{2}$")] = "2024-10"
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = Field(
         default="USD", description="The shop's currency, for product prices."

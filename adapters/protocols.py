@@ -31,7 +31,14 @@ from .records import (
     Product,
 )
 
-__all__ = ["Adapter", "AnalyticsAdapter", "CommerceAdapter", "CrmAdapter", "Kind"]
+__all__ = [
+    "Adapter",
+    "AnalyticsAdapter",
+    "BatchOrdersAdapter",
+    "CommerceAdapter",
+    "CrmAdapter",
+    "Kind",
+]
 
 Kind = Literal["crm", "commerce", "analytics"]
 
@@ -99,6 +106,23 @@ class CommerceAdapter(Adapter, Protocol):
         self, inventory_item_ids: Sequence[str]
     ) -> Mapping[str, Sequence[InventoryLevel]]:
         """Stock per inventory item, one level per location."""
+        ...
+
+
+@runtime_checkable
+class BatchOrdersAdapter(CommerceAdapter, Protocol):
+    """A shop that reads the orders of many customers at once (Shopify GraphQL)."""
+
+    @property
+    def orders_window(self) -> int:
+        """How many recent orders per customer the batch read brings."""
+        ...
+
+    async def fetch_orders_by_email(
+        self, emails: Sequence[str], first: int
+    ) -> Mapping[str, Sequence[Order]]:
+        """Each found customer's ``first`` most recent orders, newest first, keyed by
+        normalised e-mail (a customer without orders: an empty list; unknown: absent)."""
         ...
 
 

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from .config import (
     HubSpotConfig,
@@ -21,9 +21,16 @@ from .config import (
     UpstreamsConfig,
 )
 from .hubspot import HubSpotAdapter
-from .protocols import Adapter, AnalyticsAdapter, CommerceAdapter, CrmAdapter
+from .protocols import (
+    Adapter,
+    AnalyticsAdapter,
+    BatchOrdersAdapter,
+    CommerceAdapter,
+    CrmAdapter,
+)
 from .segment import SegmentAdapter
 from .shopify import ShopifyAdapter
+from .shopify_graphql import ShopifyGraphQLAdapter
 from .soap_crm import SoapCrmAdapter
 
 __all__ = [
@@ -42,24 +49,28 @@ def build_adapter(
     config: HubSpotConfig | SoapCrmConfig | ShopifyConfig | SegmentConfig,
     *,
     clock: Callable[[], float] = time.monotonic,
+    redis: Any | None = None,
 ) -> Adapter:
-    """The adapter for one upstream's configuration (by its ``kind``); ``clock`` times
-    its breaker and token refresh."""
+    """The adapter for one upstream's configuration (by its ``kind``, and for a shop its
+    ``api``); ``clock`` times its breaker and token refresh; ``redis`` (a redis-py
+    asyncio client) shares a cost-limited upstream's bucket between instances."""
     if isinstance(config, HubSpotConfig):
         return HubSpotAdapter(config, clock=clock)
     if isinstance(config, SoapCrmConfig):
         return SoapCrmAdapter(config, clock=clock)
     if isinstance(config, ShopifyConfig):
+        if config.api == "graphql":
+            return ShopifyGraphQLAdapter(config, clock=clock, redis=redis)
         return ShopifyAdapter(config, clock=clock)
     return SegmentAdapter(config, clock=clock)
 
 
-def build_adapters(config: UpstreamsConfig) -> dict[str, Adapter]:
+def build_adapters(config: UpstreamsConfig, *, redis: Any | None = None) -> dict[str, Adapter]:
     """One adapter per enabled upstream, keyed by upstream name."""
     built: dict[str, Adapter] = {}
     try:
         for upstream in config.enabled():
-            built[upstream.name] = build_adapter(upstream)
+            built[upstream.name] = build_adapter(upstream, redis=redis)
             logger.info("adapter ready", extra={"upstream": upstream.name, "kind": upstream.kind})
     except BaseException:
         # Do not leak the pools of the ones already built.
@@ -111,6 +122,10 @@ def analytics_adapters(adapters: Mapping[str, Adapter]) -> list[AnalyticsAdapter
 if TYPE_CHECKING:
     # mypy proves here that each adapter satisfies its protocol.
     def _conforms(
-        hubspot: HubSpotAdapter, soap: SoapCrmAdapter, shop: ShopifyAdapter, seg: SegmentAdapter
-    ) -> tuple[CrmAdapter, CrmAdapter, CommerceAdapter, AnalyticsAdapter]:
-        return hubspot, soap, shop, seg
+        hubspot: HubSpotAdapter,
+        soap: SoapCrmAdapter,
+        shop: ShopifyAdapter,
+        graph: ShopifyGraphQLAdapter,
+        seg: SegmentAdapter,
+    ) -> tuple[CrmAdapter, CrmAdapter, CommerceAdapter, BatchOrdersAdapter, AnalyticsAdapter]:
+        return hubspot, soap, shop, graph, seg

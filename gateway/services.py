@@ -70,7 +70,8 @@ class Services:
         redis = open_redis(settings)
         cache = UpstreamCache(build_cache(settings.cache_url, redis))
         federation = Federation(
-            build_adapters(config),
+            # Redis shares a cost-limited shop's bucket between instances.
+            build_adapters(config, redis=redis.client if redis is not None else None),
             cache,
             {upstream.name: upstream.cache for upstream in config.enabled()},
         )

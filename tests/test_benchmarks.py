@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from bench import fanout, render
+from bench import fanout, render, send
 
 
 async def test_fanout_runs_and_prints_its_ratio(capsys: pytest.CaptureFixture[str]) -> None:
@@ -24,3 +24,12 @@ async def test_render_runs_and_prints_its_ratio(capsys: pytest.CaptureFixture[st
     out = capsys.readouterr().out
     assert re.search(r"ratio gateway / bare python-liquid: [\d.]+", out), out
     assert "upstream calls while warm: {'hubspot': 0, 'shopify': 0, 'segment': 0}" in out
+
+
+async def test_send_runs_and_prints_its_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    await send.run(customers=30, page=10, latency_ms=5, plan="plus")
+    out = capsys.readouterr().out
+    assert re.search(r"ratio cold send / physical limit: [\d.]+", out), out
+    assert "failed renders 0" in out, out
+    assert "THROTTLED answers: 0" in out, out
+    assert "warm: {'hubspot': 0, 'shopify': 0, 'segment': 0}" in out, out

@@ -219,9 +219,11 @@ class RestClient:
         *,
         json: Any,
         path: Mapping[str, str] | None = None,
+        budget_s: float | None = None,
     ) -> Reply[M] | None:
-        """A POST that only reads (HubSpot's batch/read and search), so retrying is safe."""
-        return await self.request("POST", route, model, path=path, json=json)
+        """A POST that only reads (HubSpot's batch/read and search, a GraphQL query), so
+        retrying is safe."""
+        return await self.request("POST", route, model, path=path, json=json, budget_s=budget_s)
 
     async def request(
         self,
@@ -233,11 +235,12 @@ class RestClient:
         params: Params | None = None,
         json: Any = None,
         url: str | None = None,
+        budget_s: float | None = None,
     ) -> Reply[M] | None:
         """One logical call; None when the upstream says the resource does not exist.
 
         ``url`` (an absolute next-page URL) replaces the route, which then only names
-        the call.
+        the call; ``budget_s`` narrows the call's budget.
         """
         operation = f"{method} {route}"
         # Encoded (or refused) before the call policy runs: a refused id sends nothing
@@ -260,7 +263,7 @@ class RestClient:
                 raise rule.error(self.name, f"{operation}: {rule.description}") from exc
             return self._answer(operation, response, model)
 
-        return await self.policy.run(operation, attempt)
+        return await self.policy.run(operation, attempt, budget_s=budget_s)
 
     def _answer(self, operation: str, response: httpx.Response, model: type[M]) -> Reply[M] | None:
         status = response.status_code

@@ -127,14 +127,23 @@ class CallPolicy:
         self.breaker = breaker
         self._backoff = wait_random_exponential(multiplier=backoff_base_s, max=backoff_max_s)
 
-    async def run(self, operation: str, attempt: Callable[[float], Awaitable[T]]) -> T:
+    async def run(
+        self,
+        operation: str,
+        attempt: Callable[[float], Awaitable[T]],
+        *,
+        budget_s: float | None = None,
+    ) -> T:
         """Call ``attempt(slice_s)`` until it succeeds or the policy gives up; ``slice_s``
         is this attempt's share of the budget, for the transport's own timeout.
+        ``budget_s`` narrows the call's budget (what a wait before it left of it).
 
         ``attempt`` raises ``UpstreamError``\\ s (mapped at its own border); the policy
         bounds it with ``asyncio.timeout`` too, so a slow drip cannot outlive its slice.
         """
-        deadline = _Deadline(self.deadline_s)
+        deadline = _Deadline(
+            self.deadline_s if budget_s is None else min(budget_s, self.deadline_s)
+        )
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None

@@ -109,10 +109,12 @@ class SampleUpstreams:
         return self._thread is not None
 
     def reset(self) -> None:
-        """Clear every service's faults and call counters."""
+        """Clear every service's faults and call counters, and refill the shop's GraphQL
+        cost bucket."""
         for service in self.services.values():
             service.faults.reset()
             service.calls.reset()
+        self.shopify.graphql.reset()
 
     def start(self) -> Self:
         """Bind the ports and serve; returns once every server accepts connections."""

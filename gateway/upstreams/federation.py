@@ -18,7 +18,14 @@ from typing import Any, Generic, TypeAlias, TypeVar, cast
 
 from adapters.config import CachePolicy
 from adapters.errors import InvalidExternalId, UpstreamError
-from adapters.protocols import Adapter, AnalyticsAdapter, CommerceAdapter, CrmAdapter, Kind
+from adapters.protocols import (
+    Adapter,
+    AnalyticsAdapter,
+    BatchOrdersAdapter,
+    CommerceAdapter,
+    CrmAdapter,
+    Kind,
+)
 from adapters.records import AnalyticsEvent, CommerceCustomer, CrmContact, Order
 from gateway.observability import metrics
 from gateway.profiles.customers import CustomerProfile
@@ -126,11 +133,13 @@ class Federation:
     async def orders(
         self, customers: Sequence[CustomerProfile]
     ) -> list[Outcome[tuple[Order, ...]]]:
-        """Each customer's recent orders, newest first. The shop has no batch read of
-        orders by customer: one call per customer, all at once."""
+        """Each customer's recent orders, newest first: a page of customers in one call
+        from a shop with a batch read (by e-mail), else one call per customer at once."""
         shop = cast(CommerceAdapter | None, self.adapter("commerce"))
         if shop is None:
             return _nothing("commerce", customers)
+        if isinstance(shop, BatchOrdersAdapter):
+            return await self._load(shop, customers, self._batch_orders(shop), data="orders")
 
         async def fetch(
             customers: Sequence[CustomerProfile],
@@ -152,6 +161,18 @@ class Federation:
             return [o if isinstance(o, InvalidExternalId) else tuple(o) for o in orders]
 
         return await self._load(shop, customers, fetch, data="orders")
+
+    def _batch_orders(
+        self, shop: BatchOrdersAdapter
+    ) -> Callable[[Sequence[CustomerProfile]], Awaitable[list[tuple[Order, ...] | None]]]:
+        async def fetch(customers: Sequence[CustomerProfile]) -> list[tuple[Order, ...] | None]:
+            emails = [c.email for c in customers if c.email]
+            found = await shop.fetch_orders_by_email(emails, shop.orders_window) if emails else {}
+            return [
+                tuple(found[c.email]) if c.email and c.email in found else None for c in customers
+            ]
+
+        return fetch
 
     async def analytics(self, customers: Sequence[CustomerProfile]) -> list[Outcome[AnalyticsData]]:
         tool = cast(AnalyticsAdapter | None, self.adapter("analytics"))

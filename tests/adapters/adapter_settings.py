@@ -77,6 +77,15 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
             "storefront_url": "https://shop.example",
         },
     ),
+    "shopify_graphql": (
+        "shopify",
+        {
+            "kind": "shopify",
+            "api": "graphql",
+            "auth": {"token_env": "SHOPIFY_TOKEN"},
+            "storefront_url": "https://shop.example",
+        },
+    ),
     "segment": (
         "segment",
         {

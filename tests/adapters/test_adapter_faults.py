@@ -58,6 +58,12 @@ PROBES = [
         lambda a, up: a.fetch_orders(str(up.people[PERSON].shopify_id)),
     ),
     Probe(
+        "shopify_graphql",
+        lambda up: up.shopify,
+        "POST /admin/api/2024-10/graphql.json",
+        lambda a, up: a.fetch_orders(str(up.people[PERSON].shopify_id)),
+    ),
+    Probe(
         "segment",
         lambda up: up.segment,
         "GET /v1/spaces/{space_id}/collections/{collection}/profiles/{identifier}/traits",

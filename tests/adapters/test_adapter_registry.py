@@ -26,6 +26,7 @@ async def test_build_every_kind_and_close_them(upstreams: SampleUpstreams) -> No
         for name, (service, table) in VARIANTS.items()
     }
     tables["hubspot_oauth"]["enabled"] = False
+    tables["shopify_graphql"]["enabled"] = False  # one shop at a time, as deployed
     adapters = build_adapters(load_upstreams({"upstreams": tables}, ENV))
     assert set(adapters) == {"hubspot", "soap_crm", "shopify", "segment"}
     crms = crm_adapters(adapters)

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from demo.upstreams.runner import SampleUpstreams
-from tests.conftest import FAST_DEADLINE_S
+from tests.conftest import FAST_DEADLINE_S, GatewayFactory
 from tests.gql_client import gql
 
 EVERYTHING = """
@@ -194,3 +194,30 @@ async def test_consent_per_purpose_comes_from_the_crm(
         "personalisation": person.personalisation_consent,
         "analytics": person.analytics_consent,
     }
+
+
+PAGE = "query($e: [String!]) { customers(emails: $e) { email orders(first: 3) { name } } }"
+GRAPHQL = "POST /admin/api/2024-10/graphql.json"
+
+
+async def test_a_graphql_shop_reads_a_page_of_customers_orders_in_one_call(
+    gateway: GatewayFactory, samples: SampleUpstreams
+) -> None:
+    emails = [p.email for p in samples.people[:50]]
+    patient = {"timeout_s": 5.0, "deadline_s": 10.0}  # 50 calls at once on a busy machine
+    async with gateway(overrides={"shopify": patient}) as rest:
+        expected = await gql(rest, PAGE, e=emails)
+    assert "errors" not in expected
+    assert samples.shopify.calls.count("GET /admin/api/2024-10/customers/{id}/orders.json") == 50
+    samples.reset()
+    async with gateway(overrides={"shopify": {**patient, "api": "graphql"}}) as client:
+        body = await gql(client, PAGE, e=emails)
+        assert samples.shopify.calls.count(GRAPHQL) == 1
+        assert body == expected  # the same answer from either shape of the shop
+        fields = "orderCount lifetimeValue { amount } lastOrderAt"
+        more = await gql(
+            client, f"query($e: [String!]) {{ customers(emails: $e) {{ {fields} }} }}", e=emails
+        )
+    assert "errors" not in more
+    assert samples.shopify.calls.count(GRAPHQL) == 2  # the customer records: one more page
+    assert samples.shopify.graphql.throttled == 0

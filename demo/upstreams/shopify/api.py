@@ -1,4 +1,5 @@
-"""Sample Shopify Admin REST API 2024-10: customers, orders, products, inventory.
+"""Sample Shopify Admin REST API 2024-10: customers, orders, products, inventory
+(and, from ``graphql.py``, the GraphQL Admin API at ``graphql.json``).
 
 Paginates like Shopify: a ``Link`` header with opaque ``page_info`` cursors that
 carry the original filters (a follow-up request sends only ``limit`` and
@@ -28,6 +29,7 @@ from demo.upstreams.faults import Decision
 from demo.upstreams.paging import bounded_int, decode_cursor, encode_cursor
 from demo.upstreams.service import SampleService, json_body, json_response, same_secret
 from demo.upstreams.shopify import records
+from demo.upstreams.shopify.cost import PLANS, Bucket
 from demo.upstreams.shopify.filters import (
     FilterError,
     customer_matches,
@@ -35,6 +37,7 @@ from demo.upstreams.shopify.filters import (
     product_matches,
     search_customers,
 )
+from demo.upstreams.shopify.graphql import ShopifyGraphQL
 
 API = "/admin/api/2024-10"
 BUCKET_SIZE = 40
@@ -71,8 +74,12 @@ class ShopifySample(SampleService):
         credentials: SampleCredentials | None = None,
         *,
         seed: int = 0,
+        plan: str = "plus",
     ) -> None:
         self.credentials = credentials or SampleCredentials()
+        # The GraphQL Admin API beside the REST one, over the same people, with its
+        # cost-based bucket (``plan``: "plus" or "standard").
+        self.graphql = ShopifyGraphQL(people, self._refusal, Bucket(PLANS[plan]))
         self._by_email = {p.email.lower(): p for p in people}
         self._by_shopify_id = {p.shopify_id: p for p in people}
         self._bucket = _Bucket()
@@ -92,11 +99,13 @@ class ShopifySample(SampleService):
             Route(f"{API}/products.json", self._products, methods=["GET"]),
             Route(f"{API}/products/{{id}}.json", self._product, methods=["GET"]),
             Route(f"{API}/inventory_levels.json", self._inventory_levels, methods=["GET"]),
+            Route(f"{API}/graphql.json", self.graphql.endpoint, methods=["POST"]),
         ]
 
     def control_routes(self) -> list[BaseRoute]:
         return [
-            Route("/_sample/inventory/{inventory_item_id}", self._set_inventory, methods=["PUT"])
+            Route("/_sample/inventory/{inventory_item_id}", self._set_inventory, methods=["PUT"]),
+            Route("/_sample/graphql", self._graphql_state, methods=["GET", "PUT"]),
         ]
 
     def rate_limited_response(self, retry_after_s: float) -> Response:
@@ -126,6 +135,25 @@ class ShopifySample(SampleService):
             raise KeyError(inventory_item_id)
         with self._stock_lock:
             self._stock[inventory_item_id] = (available, datetime.now(UTC))
+
+    async def _graphql_state(self, request: Request) -> Response:
+        """The GraphQL bucket's plan and what it counted; ``PUT {"plan": "standard"}``
+        refills it on that plan and clears the counts."""
+        if request.method == "PUT":
+            try:
+                body = await json_body(request)
+                self.graphql.reset(PLANS[body["plan"]])
+            except (ValueError, KeyError, TypeError):
+                return json_response({"errors": {"plan": [f"one of {sorted(PLANS)}"]}}, 422)
+        plan = next((n for n, p in PLANS.items() if p == self.graphql.bucket.plan), "custom")
+        return json_response(
+            {
+                "plan": plan,
+                "throttled": self.graphql.throttled,
+                "points_spent": self.graphql.points_spent,
+                "throttleStatus": self.graphql.bucket.status(),
+            }
+        )
 
     async def _set_inventory(self, request: Request) -> Response:
         try:

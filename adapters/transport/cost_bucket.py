@@ -1,0 +1,198 @@
+"""A model of a cost-limited upstream's leaky bucket (Shopify GraphQL), kept on our side.
+
+Before a query is sent, its planned cost is taken from the bucket; when the bucket
+does not hold it, the caller waits for the points to restore instead of being answered
+``THROTTLED``. Reservations queue in order: a take may push the level below zero and
+waits until the restore rate has paid the debt back, so concurrent callers are served
+first come, first served without a lock held across the wait. A wait that does not fit
+the caller's budget takes nothing and raises ``UpstreamRateLimited`` at once.
+
+After each answer the model is corrected by what the upstream reported
+(``throttleStatus``): its size and restore rate are learnt, the unused part of the
+reservation is refunded, and the level is never above what the upstream says is left.
+
+With a Redis client the level lives in Redis (one hash per upstream, updated by Lua
+scripts on Redis's own clock), so every instance of the gateway draws from one bucket
+as the upstream does. When Redis fails, the bucket falls back to the local model: an
+outage degrades to per-instance pacing, never to failed calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from adapters.errors import UpstreamRateLimited
+
+__all__ = ["CostBucket", "ThrottleStatus"]
+
+logger = logging.getLogger(__name__)
+
+# KEYS[1]: the bucket's hash. ARGV: cost, maximum, restore rate, budget (s), ttl (s),
+# margin (points that must remain beyond the cost).
+# Answers the wait in seconds as a string; negative: refused (the wait did not fit).
+_TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local cost, top, rate = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local level = tonumber(redis.call('HGET', KEYS[1], 'level') or top)
+local at = tonumber(redis.call('HGET', KEYS[1], 'at') or now)
+level = math.min(top, level + math.max(0, now - at) * rate)
+local wait = 0
+local margin = tonumber(ARGV[6])
+if level < cost + margin then wait = (cost + margin - level) / rate end
+if wait > tonumber(ARGV[4]) then
+  redis.call('HSET', KEYS[1], 'level', tostring(level), 'at', tostring(now))
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  return tostring(-wait - 0.000001)
+end
+redis.call('HSET', KEYS[1], 'level', tostring(level - cost), 'at', tostring(now))
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return tostring(wait)
+"""
+# ARGV: refund, the upstream's reported level (or -1 for none), maximum, rate, ttl.
+_SETTLE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local top, rate = tonumber(ARGV[3]), tonumber(ARGV[4])
+local level = tonumber(redis.call('HGET', KEYS[1], 'level') or top)
+local at = tonumber(redis.call('HGET', KEYS[1], 'at') or now)
+level = math.min(top, level + math.max(0, now - at) * rate + tonumber(ARGV[1]))
+local reported = tonumber(ARGV[2])
+if reported >= 0 then level = math.min(level, reported) end
+redis.call('HSET', KEYS[1], 'level', tostring(level), 'at', tostring(now))
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return tostring(level)
+"""
+_TTL_S = 3600
+_REDIS_TIMEOUT_S = 2.0  # a busy Redis is slow; falling back to the local model overruns
+# A query is sent when the model says the bucket holds its cost and this much restore
+# more: the model and the upstream's bucket drift apart by rounding and by when each
+# charges, and a query sent on the exact point would sometimes meet THROTTLED.
+_MARGIN_S = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleStatus:
+    """What the upstream says of its bucket after a call."""
+
+    maximum: float
+    available: float
+    restore_rate: float
+
+
+class CostBucket:
+    """The points this gateway may still spend on one upstream, and the waits for more."""
+
+    def __init__(
+        self,
+        upstream: str,
+        maximum: float,
+        restore_rate: float,
+        *,
+        redis: Any | None = None,
+        key: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.upstream = upstream
+        self.maximum = maximum
+        self.restore_rate = restore_rate
+        self._level = maximum
+        self._clock = clock
+        self._at = clock()
+        self._redis = redis
+        self._key = key or f"gateway:v1:cost-bucket:{upstream}"
+        self.waited_s = 0.0  # total time callers waited for points, for tests and metrics
+
+    @property
+    def shared(self) -> bool:
+        return self._redis is not None
+
+    def _restore(self) -> None:
+        now = self._clock()
+        self._level = min(self.maximum, self._level + (now - self._at) * self.restore_rate)
+        self._at = now
+
+    def _take_locally(self, cost: float, budget_s: float) -> float:
+        self._restore()
+        margin = self.restore_rate * _MARGIN_S
+        wait = max(0.0, (cost + margin - self._level) / self.restore_rate)
+        if wait > budget_s:
+            return -wait
+        self._level -= cost
+        return wait
+
+    async def _take_shared(self, cost: float, budget_s: float) -> float | None:
+        try:
+            async with asyncio.timeout(_REDIS_TIMEOUT_S):
+                answer = await self._redis.eval(  # type: ignore[union-attr]
+                    _TAKE,
+                    1,
+                    self._key,
+                    cost,
+                    self.maximum,
+                    self.restore_rate,
+                    budget_s,
+                    _TTL_S,
+                    self.restore_rate * _MARGIN_S,
+                )
+        except (RedisError, OSError, TimeoutError) as exc:
+            logger.warning(
+                "shared cost bucket unreachable, pacing locally",
+                extra={"upstream": self.upstream, "error": type(exc).__name__},
+            )
+            return None
+        return float(answer.decode() if isinstance(answer, bytes) else answer)
+
+    async def take(self, cost: float, budget_s: float) -> float:
+        """Reserve ``cost`` points, waiting (at most ``budget_s``) for them to restore;
+        answers the time waited. Raises ``UpstreamRateLimited`` when the wait would not
+        fit, without reserving anything."""
+        cost = min(cost, self.maximum)  # a bucket never holds more than its size
+        wait = await self._take_shared(cost, budget_s) if self._redis is not None else None
+        if wait is None:
+            wait = self._take_locally(cost, budget_s)
+        if wait < 0:
+            raise UpstreamRateLimited(
+                self.upstream,
+                f"query cost {cost:.0f} needs {-wait:.2f}s of bucket restore, beyond the budget",
+                retry_after_s=round(-wait, 3),
+                status_code=None,
+            )
+        if wait > 0:
+            self.waited_s += wait
+            await asyncio.sleep(wait)
+        return wait
+
+    async def settle(self, refund: float, status: ThrottleStatus | None) -> None:
+        """After an answer: learn the bucket's figures, give back what the call did not
+        use, and stay at or below the level the upstream reported."""
+        if status is not None:
+            self.maximum, self.restore_rate = status.maximum, status.restore_rate
+        reported = status.available if status is not None else -1.0
+        if self._redis is not None:
+            try:
+                async with asyncio.timeout(_REDIS_TIMEOUT_S):
+                    await self._redis.eval(
+                        _SETTLE,
+                        1,
+                        self._key,
+                        max(0.0, refund),
+                        reported,
+                        self.maximum,
+                        self.restore_rate,
+                        _TTL_S,
+                    )
+                return
+            except (RedisError, OSError, TimeoutError):
+                pass  # the local model below still learns from the answer
+        self._restore()
+        self._level = min(self.maximum, self._level + max(0.0, refund))
+        if reported >= 0:
+            self._level = min(self._level, reported)

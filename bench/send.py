@@ -1,0 +1,190 @@
+"""Send benchmark: a campaign's whole send through renderBatch, against the upstreams' limits.
+
+    ./dev bench send [--customers 10000] [--page 500] [--latency-ms 50] [--plan plus]
+
+The gateway runs in-process (ASGI) on a seeded SQLite database against the sample
+upstreams in a process of their own on loopback, each answering after ``--latency-ms``.
+The shop is the GraphQL Admin API shape, with its cost bucket enforced as Shopify does
+(``--plan plus``: 2,000 points restoring 1,000/s; ``standard``: 1,000 restoring 100/s).
+The template reads the profile, CRM fields, the last 3 orders (name and total), engagement and 4
+recommendations. The send renders every customer once, in pages of ``--page`` (cold:
+every upstream read), then again (warm: the upstream cache).
+
+The yardstick is the physical limit of the send: for each upstream, the time its calls
+(or, for the shop, its query points) need at the upstream's published rate limit
+(HubSpot batch read: 100 calls per 10 s; Shopify: the plan's restore rate; Segment
+Profiles: 100 calls/s), the slowest upstream setting the limit. Printed: customers/s
+cold and warm, calls per upstream, the limit, the ratio cold time / limit, and the
+upstreams' rate-limit answers (THROTTLED from the shop). The HubSpot and Segment samples
+report their limits but do not enforce them (only the shop's bucket is enforced).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from bench.support.access import AUTH, create_bench_key
+from bench.support.harness import sample_upstreams
+from demo.people.population import population
+from demo.seed import seed
+from demo.upstreams.runner import SERVICE_NAMES
+from demo.upstreams.shopify.cost import PLANS
+from demo.wiring import sample_upstreams_config
+from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.db.migrate import upgrade
+from gateway.db.models import Customer
+from gateway.settings import load_settings
+from resolvers.app import create_app
+from tests.in_process import asgi, lifespan
+
+TEMPLATE = """<p>Hi {{ first_name | default: "there" }}
+{%- if company %} of {{ company }}{% endif %} ({{ lifecycle_stage }}),</p>
+<ul>{% for order in orders limit: 3 %}<li>{{ order.name }}: {{ order.total_price.amount }}
+{{ order.total_price.currency }}</li>{% endfor %}</ul>
+<p>{{ engagement.sessions_30d }} visits this month.</p>
+<ul>{% for p in recommendations limit: 4 %}<li>{{ p.title }}</li>{% endfor %}</ul>"""
+BATCH = """query($n: String!, $ids: [ID!]!) { renderBatch(name: $n, customerIds: $ids) {
+  customerId body error { code message } } }"""
+UPSTREAMS = ("hubspot", "shopify", "segment")
+# Published rate limits, in calls (or the shop's points) per second.
+HUBSPOT_CALLS_PER_S = 100 / 10
+SEGMENT_CALLS_PER_S = 100.0
+
+
+async def _send(client: httpx.AsyncClient, ids: list[str], page: int) -> tuple[float, int]:
+    """Every customer once, page after page; the time and the renders that failed."""
+    failed = 0
+    started = time.perf_counter()
+    for start in range(0, len(ids), page):
+        response = await client.post(
+            "/graphql",
+            json={"query": BATCH, "variables": {"n": "send", "ids": ids[start : start + page]}},
+        )
+        body = response.json()
+        if "errors" in body:
+            raise SystemExit(f"renderBatch failed: {body['errors'][0]['message']}")
+        errors = [item["error"] for item in body["data"]["renderBatch"] if item["error"]]
+        if errors and not failed:
+            print(f"  first failed render: {errors[0]['code']}: {errors[0]['message'][:160]}")
+        failed += len(errors)
+    return time.perf_counter() - started, failed
+
+
+def _limit_s(calls: dict[str, int], shop: dict[str, Any]) -> dict[str, float]:
+    """Seconds each upstream needs for what the send asked of it, at its rate limit."""
+    plan = PLANS[shop["plan"]]
+    return {
+        "hubspot": calls["hubspot"] / HUBSPOT_CALLS_PER_S,
+        # The first bucketful is free; the rest restores at the plan's rate.
+        "shopify": max(0.0, shop["points_spent"] - plan.maximum) / plan.restore_rate,
+        "segment": calls["segment"] / SEGMENT_CALLS_PER_S,
+    }
+
+
+async def _calls(control: httpx.AsyncClient, urls: dict[str, str]) -> dict[str, int]:
+    return {
+        name: (await control.get(f"{urls[name]}/_sample/calls")).json()["total"]
+        for name in UPSTREAMS
+    }
+
+
+async def run(customers: int, page: int, latency_ms: int, plan: str) -> None:
+    # The samples in a process of their own: in this one they would take the GIL from
+    # the gateway being measured.
+    with sample_upstreams(customers) as port, tempfile.TemporaryDirectory() as tmp:
+        urls = {name: f"http://127.0.0.1:{port + n}" for n, name in enumerate(SERVICE_NAMES)}
+        url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
+        await asyncio.to_thread(upgrade, url)
+        engine = create_engine(url)
+        await seed(create_sessionmaker(engine), population(customers))
+        await create_bench_key(create_sessionmaker(engine))
+        async with engine.connect() as connection:
+            ids = [str(i) for i in await connection.scalars(select(Customer.id))][:customers]
+        await engine.dispose()
+        # Budgets long enough to wait for the shop's bucket; breakers that a busy machine
+        # does not open.
+        patient = {"timeout_s": 30, "deadline_s": 300, "breaker": {"failure_threshold": 1000}}
+        tables: dict[str, dict[str, Any]] = dict.fromkeys(urls, patient)
+        figures = PLANS[plan]
+        tables["shopify"] = {
+            **patient,
+            "api": "graphql",
+            "graphql": {"bucket_size": figures.maximum, "restore_rate": figures.restore_rate},
+        }
+        config = sample_upstreams_config(urls, tables)
+        app = create_app(load_settings(database_url=url), upstreams=config)
+        async with (
+            httpx.AsyncClient(timeout=30) as control,
+            lifespan(app),
+            httpx.AsyncClient(
+                transport=asgi(app), base_url="http://gw", timeout=3600, headers=AUTH
+            ) as client,
+        ):
+            await control.put(f"{urls['shopify']}/_sample/graphql", json={"plan": plan})
+            for name in UPSTREAMS:
+                await control.put(f"{urls[name]}/_sample/faults", json={"latency_ms": latency_ms})
+            saved = await client.post(
+                "/graphql",
+                json={
+                    "query": 'mutation($s: String!) { saveTemplate(name: "send", source: $s)'
+                    " { version } }",
+                    "variables": {"s": TEMPLATE},
+                },
+            )
+            assert "errors" not in saved.json(), saved.text
+            for name in UPSTREAMS:
+                await control.delete(f"{urls[name]}/_sample/calls")
+            cold, cold_failed = await _send(client, ids, page)
+            calls = await _calls(control, urls)
+            shop = (await control.get(f"{urls['shopify']}/_sample/graphql")).json()
+            warm, warm_failed = await _send(client, ids, page)
+            after = await _calls(control, urls)
+            warm_calls = {name: after[name] - calls[name] for name in UPSTREAMS}
+    limits = _limit_s(calls, shop)
+    slowest = max(limits, key=lambda name: limits[name])
+    print(
+        f"send benchmark: {customers} customers in pages of {page}, upstreams at "
+        f"{latency_ms} ms a call, shop on the {plan} plan"
+    )
+    print(
+        f"  cold: {cold:8.2f} s  {customers / cold:8.0f} customers/s  failed renders {cold_failed}"
+    )
+    print(
+        f"  warm: {warm:8.2f} s  {customers / warm:8.0f} customers/s  failed renders {warm_failed}"
+    )
+    print(f"  upstream calls, cold: {calls}  warm: {warm_calls}")
+    print(
+        f"  shop query points spent: {shop['points_spent']}; THROTTLED answers: "
+        f"{shop['throttled']} (HubSpot and Segment limits are not enforced by the samples: "
+        "no 429 possible)"
+    )
+    print(
+        "  time each upstream needs at its rate limit: "
+        + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in limits.items())
+    )
+    limit = limits[slowest]
+    print(f"physical limit: {limit:.2f} s ({slowest})")
+    ratio = cold / limit if limit > 0 else float("inf")
+    print(f"ratio cold send / physical limit: {ratio:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--customers", type=int, default=10_000)
+    parser.add_argument("--page", type=int, default=500)
+    parser.add_argument("--latency-ms", type=int, default=50)
+    parser.add_argument("--plan", choices=sorted(PLANS), default="plus")
+    args = parser.parse_args()
+    asyncio.run(run(args.customers, args.page, args.latency_ms, args.plan))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""The Shopify GraphQL adapter's own promises: a page of customers' orders in one call,
+the same cost arithmetic as the shop, and a bucket that is waited for, not overrun,
+by concurrent calls and by instances sharing it through Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from graphql import OperationDefinitionNode, parse
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adapters import shopify_queries as q
+from adapters.config import ShopifyConfig, UpstreamsConfig
+from adapters.errors import InvalidExternalId, UpstreamRateLimited
+from adapters.shopify_graphql import ShopifyGraphQLAdapter
+from demo.people.orders import orders_for
+from demo.upstreams.runner import SampleUpstreams
+from demo.upstreams.shopify.cost import PLANS, CostWalk
+from demo.upstreams.shopify.graphql import schema
+from tests.conftest import clean_redis, redis_database_url
+
+Build = Callable[..., Any]
+GRAPHQL = "POST /admin/api/2024-10/graphql.json"
+PLUS = {"bucket_size": 2000.0, "restore_rate": 1000.0}
+_SCHEMA = schema()
+
+
+def shop(build: Build, **overrides: Any) -> ShopifyGraphQLAdapter:
+    adapter = build("shopify_graphql", page_size=50, **overrides)
+    assert isinstance(adapter, ShopifyGraphQLAdapter)
+    return adapter
+
+
+async def test_orders_of_a_page_of_50_customers_cost_one_call(
+    build: Build, upstreams: SampleUpstreams
+) -> None:
+    people = upstreams.people[:50]
+    # A patient attempt timeout: a retry after a slow answer would be a second call.
+    found = await shop(build, timeout_s=5.0).fetch_orders_by_email([p.email for p in people], 5)
+    assert upstreams.shopify.calls.count(GRAPHQL) == 1  # the REST shape: 50 calls
+    assert set(found) == {p.email.lower() for p in people}
+    for person in people:
+        expected = [str(o.id) for o in orders_for(person)[:5]]
+        assert [o.external_id for o in found[person.email.lower()]] == expected
+        assert all(o.customer_id == str(person.shopify_id) for o in found[person.email.lower()])
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    customers=st.integers(1, 250),
+    orders=st.integers(1, 250),
+    line_items=st.integers(0, 250),
+    full=st.booleans(),
+)
+def test_planned_cost_is_the_shops_requested_cost(
+    customers: int, orders: int, line_items: int, full: bool
+) -> None:
+    node = (*q.scalars("id", "email"), *q.CUSTOMER, q.orders(orders, line_items, full=full))
+    fields = [q.Field("customers", node, first=customers, args='query: "email:a@b.c"')]
+    document = parse(f"query {{ {' '.join(f.render() for f in fields)} }}")
+    operation = document.definitions[0]
+    assert isinstance(operation, OperationDefinitionNode)
+    assert CostWalk(_SCHEMA, {}, {}).requested(operation) == q.query_cost(fields)
+
+
+async def test_a_malformed_customer_id_is_refused_before_sending(
+    build: Build, upstreams: SampleUpstreams
+) -> None:
+    for bad in ("gid://shopify/Customer/7", "07", "1 OR 2", ""):
+        with pytest.raises(InvalidExternalId):
+            await shop(build).fetch_orders(bad)
+    assert upstreams.shopify.calls.count(GRAPHQL) == 0
+
+
+async def test_concurrent_calls_wait_for_the_bucket_and_are_never_throttled(
+    build: Build, upstreams: SampleUpstreams
+) -> None:
+    upstreams.shopify.graphql.reset(PLANS["plus"])
+    adapter = shop(build, deadline_s=15.0, timeout_s=10.0, graphql=PLUS)
+    emails = [p.email for p in upstreams.people]
+    pages = [emails[i : i + 50] for i in range(0, 16 * 50, 50)]
+    # 16 pages of 252 points at once: twice the bucket, so most have to wait.
+    found = await asyncio.gather(*(adapter.find_customers_by_email(page) for page in pages))
+    assert all(len(page) == 50 for page in found)
+    assert upstreams.shopify.graphql.throttled == 0
+    assert adapter.throttled == 0
+    assert adapter.bucket.waited_s > 0
+
+
+async def _two_instances_send(
+    upstream: ShopifyConfig, upstreams: SampleUpstreams, redis: Any | None
+) -> list[ShopifyGraphQLAdapter]:
+    """Two instances, 32 pages of 10 customers (52 points each) at once, on the standard
+    plan: 1,664 points against a bucket of 1,000 restoring 100/s."""
+    upstreams.shopify.graphql.reset(PLANS["standard"])
+    emails = [p.email for p in upstreams.people]
+    pages = [emails[i : i + 10] for i in range(0, 32 * 10, 10)]
+    instances = [ShopifyGraphQLAdapter(upstream, redis=redis) for _ in range(2)]
+    try:
+        await asyncio.gather(
+            *(instances[n % 2].find_customers_by_email(page) for n, page in enumerate(pages))
+        )
+    finally:
+        await asyncio.gather(*(adapter.aclose() for adapter in instances))
+    return instances
+
+
+async def test_instances_sharing_a_redis_bucket_stay_inside_it(
+    configure: Callable[..., UpstreamsConfig], upstreams: SampleUpstreams
+) -> None:
+    standard = {"bucket_size": 1000.0, "restore_rate": 100.0}
+    config = configure(
+        "shopify_graphql", page_size=10, deadline_s=30.0, timeout_s=10.0, graphql=standard
+    )
+    upstream = config.upstreams["shopify_graphql"]
+    assert isinstance(upstream, ShopifyConfig)
+    # Alone, each instance thinks the whole bucket is its own, and overruns it.
+    await _two_instances_send(upstream, upstreams, None)
+    assert upstreams.shopify.graphql.throttled > 0
+    async with clean_redis(redis_database_url(13)) as url:
+        client = aioredis.from_url(url)
+        try:
+            instances = await _two_instances_send(upstream, upstreams, client)
+            assert all(adapter.bucket.shared for adapter in instances)
+            assert await client.exists(instances[0].bucket._key)
+        finally:
+            await client.aclose()
+    assert upstreams.shopify.graphql.throttled == 0
+    assert sum(adapter.throttled for adapter in instances) == 0
+
+
+async def test_throttled_is_waited_for_and_asked_again(
+    build: Build, upstreams: SampleUpstreams
+) -> None:
+    upstreams.shopify.graphql.reset(PLANS["plus"])
+    adapter = shop(build, deadline_s=5.0, graphql=PLUS)
+    # Another client of the shop empties the bucket: this adapter cannot know.
+    assert upstreams.shopify.graphql.bucket.take(1990)
+    started = time.monotonic()
+    found = await adapter.find_customers_by_email([p.email for p in upstreams.people[:50]])
+    assert len(found) == 50
+    assert upstreams.shopify.graphql.throttled == 1
+    assert adapter.throttled == 1
+    assert upstreams.shopify.calls.count(GRAPHQL) == 2
+    assert time.monotonic() - started >= 0.2  # ~252 points at 1000/s, less what restored
+
+
+async def test_a_wait_beyond_the_deadline_fails_at_once_as_rate_limited(
+    build: Build, upstreams: SampleUpstreams
+) -> None:
+    upstreams.shopify.graphql.reset(PLANS["standard"])
+    adapter = shop(build, deadline_s=0.5, graphql={"bucket_size": 1000.0, "restore_rate": 100.0})
+    emails = [p.email for p in upstreams.people[:50]]
+    await adapter.fetch_orders_by_email(emails, 5)  # 902 of 1000 points
+    started = time.monotonic()
+    with pytest.raises(UpstreamRateLimited) as caught:
+        await adapter.fetch_orders_by_email(emails, 5)  # ~8 s of restore at 100/s
+    assert time.monotonic() - started < 0.2
+    assert caught.value.retry_after_s is not None
+    assert caught.value.retry_after_s > 0.5
+    assert upstreams.shopify.calls.count(GRAPHQL) == 1
