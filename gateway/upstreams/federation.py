@@ -194,10 +194,14 @@ class Federation:
 
     async def invalidate(self, customer_id: object) -> None:
         await self.cache.invalidate(customer_id, self._namespaces())
+        # Every write path calls this after its commit: answers holding them go too.
+        await self.cache.responses.invalidate_customers([customer_id])
 
     async def invalidate_many(self, customer_ids: Iterable[object]) -> None:
         """Every cached upstream answer of these customers, in one round trip."""
-        await self.cache.invalidate_many(customer_ids, self._namespaces())
+        ids = list(customer_ids)
+        await self.cache.invalidate_many(ids, self._namespaces())
+        await self.cache.responses.invalidate_customers(ids)
 
     def _namespaces(self) -> list[str]:
         return [
