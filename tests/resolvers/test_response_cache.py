@@ -57,7 +57,7 @@ async def fresh(client: httpx.AsyncClient, query: str, **variables: Any) -> Any:
 
 
 def hit(response: httpx.Response) -> bool:
-    return response.headers.get("x-response-cache") == "hit"
+    return bool(response.headers.get("x-response-cache") == "hit")
 
 
 async def gql(client: httpx.AsyncClient, query: str, **variables: Any) -> Any:
