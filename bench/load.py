@@ -23,8 +23,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from hashlib import sha256
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -87,6 +89,45 @@ request = function()
   return wrk.format(nil, nil, nil, bodies[i])
 end
 """
+
+
+def _lua_get(paths: list[str]) -> str:
+    """A wrk script cycling through these GET paths (persisted queries by their hash)."""
+    encoded = ",\n".join("[==[" + p + "]==]" for p in paths)
+    return f"""
+wrk.method = "GET"
+wrk.headers["Accept"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {BENCH_KEY}"
+local paths = {{ {encoded} }}
+local i = 0
+request = function()
+  i = i % #paths + 1
+  return wrk.format(nil, paths[i])
+end
+"""
+
+
+def _persisted_paths(url: str, people: tuple[Any, ...]) -> list[str]:
+    """GET paths naming SINGLE by its hash, one per person; the document registered on
+    every worker first (each keeps its own without Redis)."""
+    extensions = {
+        "persistedQuery": {"version": 1, "sha256Hash": sha256(SINGLE.encode()).hexdigest()}
+    }
+    for _ in range(20):  # the workers take connections in turn: each sees a registration
+        with httpx.Client(headers=AUTH) as client:
+            client.post(
+                url,
+                json={
+                    "query": SINGLE,
+                    "extensions": extensions,
+                    "variables": {"e": people[0].email},
+                },
+            )
+    return [
+        "/graphql?"
+        + urlencode({"extensions": json.dumps(extensions), "variables": json.dumps({"e": p.email})})
+        for p in people
+    ]
 
 
 def _calls(samples_base: str) -> int:
@@ -199,6 +240,12 @@ def run(cache: str, duration: int, connections: int) -> None:
                         upstream_calls = _calls(samples) - before
                         lookups = results["cached single"]["rps"] * duration * 2
                         results["cached single"]["hit_ratio"] = 1 - upstream_calls / max(lookups, 1)
+                        paths = _persisted_paths(url, people)
+                        # Each worker runs and stores every answer once, then serves it.
+                        _wrk(url, _lua_get(paths), connections, 4, workdir)
+                        results["persisted GET"] = _wrk(
+                            url, _lua_get(paths), connections, duration, workdir
+                        )
                         results["cached batch of 100"] = _wrk(
                             url, _lua(batches), 4, duration, workdir
                         )
@@ -238,7 +285,30 @@ def run(cache: str, duration: int, connections: int) -> None:
                 duration,
                 workdir,
             )
+        minimal_port = free_port()
+        with process(_uvicorn("bench.support.minimal:app", minimal_port)):
+            wait(f"http://127.0.0.1:{minimal_port}/graphql")
+            minimal = f"http://127.0.0.1:{minimal_port}/graphql"
+            _wrk(minimal, _lua(singles[:10]), connections, 2, workdir)
+            results["minimal strawberry"] = _wrk(
+                minimal, _lua(singles), connections, duration, workdir
+            )
     _report(results, cache, duration, connections)
+
+
+def _uvicorn(app: str, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--workers",
+        "2",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
 
 
 def _report(
@@ -256,7 +326,14 @@ def _report(
         f"load benchmark: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
         f"cache={cache}, {duration}s per run, wrk -t2"
     )
-    for name in ("cached single", "uncached single", "cached batch of 100", "bare starlette"):
+    for name in (
+        "cached single",
+        "persisted GET",
+        "uncached single",
+        "cached batch of 100",
+        "bare starlette",
+        "minimal strawberry",
+    ):
         r = results[name]
         extra = f"  hit ratio {r['hit_ratio']:.3f}" if "hit_ratio" in r else ""
         conns = 4 if "batch" in name else connections
@@ -276,7 +353,21 @@ def _report(
             f"p50 {r['p50']:7.2f} ms  p99 {r['p99']:7.2f} ms  non-2xx {int(r['non2xx'])}"
             "  (one customer, warm caches; target p99 < 20 ms)"
         )
+    minimal, persisted = results["minimal strawberry"], results["persisted GET"]
     print(f"ratio cached gateway / bare starlette throughput: {single['rps'] / bare['rps']:.2f}")
+    print(
+        f"ratio cached gateway / minimal strawberry throughput: "
+        f"{single['rps'] / minimal['rps']:.2f}"
+    )
+    print(
+        f"ratio persisted GET (response cache) / bare starlette throughput: "
+        f"{persisted['rps'] / bare['rps']:.2f}  (target >= 0.5; p99 {persisted['p99']:.1f} ms, "
+        f"target < 20 ms)"
+    )
+    print(
+        f"ratio persisted GET (response cache) / minimal strawberry throughput: "
+        f"{persisted['rps'] / minimal['rps']:.2f}"
+    )
     print(f"ratio batch-of-100 p50 / single p50: {batch['p50'] / single['p50']:.2f}")
     print(
         f"100 concurrent identical misses -> {int(results['identical misses']['upstream_calls'])} "
