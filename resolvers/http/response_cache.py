@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -111,6 +112,38 @@ def _loads(raw: str | bytes | None) -> Any:
 
 
 _INVALID = object()
+
+
+class PersistedRequests:
+    """What each GET URL names, remembered per URL and scopes: an ESP's send repeats a
+    few thousand URLs, and parsing a query string (unquoting it, then its JSON) cost
+    more than the rest of serving a stored answer."""
+
+    def __init__(self, max_kept: int = 10_000) -> None:
+        self.max_kept = max_kept
+        self._kept: OrderedDict[tuple[bytes, frozenset[Any]], PersistedRequest | None]
+        self._kept = OrderedDict()
+
+    async def of(self, request: Request) -> PersistedRequest | None:
+        """The persisted query this request names, if it is one that may be stored
+        (a fresh trace each time: the caller's answer is built on it)."""
+        principal = principal_of(request.scope)
+        if principal is None:
+            return None
+        if request.method != "GET":
+            return await persisted_request(request)
+        memo = (request.scope["query_string"], principal.scopes)
+        if memo in self._kept:
+            self._kept.move_to_end(memo)
+            found = self._kept[memo]
+        else:
+            found = await persisted_request(request)
+            self._kept[memo] = found
+            if len(self._kept) > self.max_kept:
+                self._kept.popitem(last=False)
+        if found is None:
+            return None
+        return PersistedRequest(found.key, found.hash_only, found.operation_name, ResponseTrace())
 
 
 async def persisted_request(request: Request) -> PersistedRequest | None:
@@ -254,6 +287,7 @@ async def served(
 
 __all__ = [
     "PersistedRequest",
+    "PersistedRequests",
     "etag_of",
     "lifetime",
     "not_modified",

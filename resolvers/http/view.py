@@ -45,9 +45,9 @@ from resolvers.http.graphiql import graphiql_html
 from resolvers.http.outage import degraded
 from resolvers.http.response_cache import (
     FRESH_FOR,
+    PersistedRequests,
     lifetime,
     not_modified,
-    persisted_request,
     served,
     store,
 )
@@ -158,6 +158,7 @@ class GatewayGraphQL(GraphQL[Context, None]):
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
         )
         self._ide_html = graphiql_html("/graphql", example_email, example_key)
+        self._persisted = PersistedRequests()  # what each persisted GET URL names
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -165,7 +166,7 @@ class GatewayGraphQL(GraphQL[Context, None]):
             return
         request = Request(scope, receive=receive)
         services = services_of(request)
-        plan = await persisted_request(request) if services.settings.response_cache_ttl_s else None
+        plan = await self._persisted.of(request) if services.settings.response_cache_ttl_s else None
         cache = services.federation.cache.responses
         if plan is not None:
             found = await cache.lookup(plan.key)
