@@ -37,6 +37,7 @@ from graphql import (
 )
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Message, Scope
 
 from gateway.access.api_keys import Principal
 from gateway.privacy.audit import Action
@@ -201,12 +202,13 @@ def etag_of(body: bytes) -> str:
 
 def not_modified(request: Request, etag: str) -> bool:
     """A GET whose ``If-None-Match`` names this answer (or anything, ``*``)."""
-    if request.method != "GET":
+    return request.method == "GET" and _matches(request.headers.get("if-none-match"), etag)
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
         return False
-    header = request.headers.get("if-none-match")
-    if not header:
-        return False
-    tags = {t.strip().removeprefix("W/") for t in header.split(",")}
+    tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
     return etag in tags or "*" in tags
 
 
@@ -257,32 +259,74 @@ async def store(
         response.headers["ETag"] = etag
 
 
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """A stored answer, decoded."""
+
+    etag: str
+    reads: tuple[tuple[Action, str, tuple[uuid.UUID, ...]], ...]
+    charged: int
+    fresh_until: float  # wall clock
+    body: bytes
+
+
+@lru_cache(maxsize=4096)  # the same payload is served thousands of times: decode it once
+def _decoded(payload: bytes) -> _Stored:
+    meta, body = _unpack(payload)
+    reads = tuple(
+        (Action(action), str(operation), tuple(uuid.UUID(i) for i in ids))
+        for action, operation, ids in meta.get("r", ())
+    )
+    return _Stored(str(meta["t"]), reads, int(meta.get("c", 1)), float(meta.get("f", 0)), body)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
 async def served(
-    services: Services, request: Request, hit: Hit, media_type: str
-) -> Response | None:
-    """The stored answer as this request's response: charged and audited as the run
-    would have been; None when it cannot be served (the caller runs the operation)."""
-    principal = principal_of(request.scope)
+    services: Services, scope: Scope, hit: Hit, media_type: str
+) -> list[Message] | None:
+    """The stored answer as this request's response (its ASGI messages): charged and
+    audited as the run would have been; None when it cannot be served (the caller runs
+    the operation)."""
+    principal = principal_of(scope)
     if principal is None:
         return None
     try:
-        meta, body = _unpack(hit.payload)
-    except (orjson.JSONDecodeError, ValueError):
+        stored = _decoded(hit.payload)
+    except (orjson.JSONDecodeError, ValueError, KeyError):
         return None
-    extra = int(meta.get("c", 1)) - int(request.scope.get(COUNTED, 0))
+    extra = stored.charged - int(scope.get(COUNTED, 0))
     if extra > 0:
         retry_after = await services.rate_limit(principal, extra)
         if retry_after is not None:
-            return rate_limited_response(retry_after)
-    for action, operation, ids in meta.get("r", ()):
-        record_access(services, principal, Action(action), operation, map(uuid.UUID, ids))
-    etag = str(meta["t"])
-    fresh_for = max(0, min(int(hit.ttl_s), int(float(meta.get("f", 0)) - time.time())))
-    cache_control = f"private, max-age={fresh_for}" if request.method == "GET" else "no-store"
-    headers = {"ETag": etag, "Cache-Control": cache_control, "X-Response-Cache": "hit"}
-    if not_modified(request, etag):
-        return Response(status_code=304, headers=headers)
-    return Response(body, media_type=media_type, headers=headers)
+            refused = rate_limited_response(retry_after)
+            start = {"type": "http.response.start", "status": 429, "headers": refused.raw_headers}
+            return [start, {"type": "http.response.body", "body": bytes(refused.body)}]
+    for action, operation, ids in stored.reads:
+        record_access(services, principal, action, operation, ids)
+    fresh_for = max(0, min(int(hit.ttl_s), int(stored.fresh_until - time.time())))
+    get = scope["method"] == "GET"
+    headers = [
+        (b"etag", stored.etag.encode()),
+        (b"cache-control", f"private, max-age={fresh_for}".encode() if get else b"no-store"),
+        (b"x-response-cache", b"hit"),
+    ]
+    if get and _matches(_header(scope, b"if-none-match"), stored.etag):
+        return [{"type": "http.response.start", "status": 304, "headers": headers}, _EMPTY]
+    headers.append((b"content-type", media_type.encode()))
+    headers.append((b"content-length", str(len(stored.body)).encode()))
+    return [
+        {"type": "http.response.start", "status": 200, "headers": headers},
+        {"type": "http.response.body", "body": stored.body},
+    ]
+
+
+_EMPTY: Message = {"type": "http.response.body", "body": b""}
 
 
 __all__ = [

@@ -172,9 +172,10 @@ class GatewayGraphQL(GraphQL[Context, None]):
             found = await cache.lookup(plan.key)
             media_type = negotiate(request.headers.get("accept"))
             if found.hit is not None and plan.hash_only and media_type is not None:
-                cached = await served(services, request, found.hit, media_type)
-                if cached is not None:
-                    await cached(scope, receive, send)
+                messages = await served(services, scope, found.hit, media_type)
+                if messages is not None:
+                    for message in messages:
+                        await send(message)
                     return
             plan.ticket = found.ticket
         # The reads of an answer that may be stored are traced as it runs.
