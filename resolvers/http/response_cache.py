@@ -280,7 +280,7 @@ def _decoded(payload: bytes) -> _Stored:
     return _Stored(str(meta["t"]), reads, int(meta.get("c", 1)), float(meta.get("f", 0)), body)
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def header_of(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
             return str(value.decode("latin-1"))
@@ -316,7 +316,7 @@ async def served(
         (b"cache-control", f"private, max-age={fresh_for}".encode() if get else b"no-store"),
         (b"x-response-cache", b"hit"),
     ]
-    if get and _matches(_header(scope, b"if-none-match"), stored.etag):
+    if get and _matches(header_of(scope, b"if-none-match"), stored.etag):
         return [{"type": "http.response.start", "status": 304, "headers": headers}, _EMPTY]
     headers.append((b"content-type", media_type.encode()))
     headers.append((b"content-length", str(len(stored.body)).encode()))
@@ -333,6 +333,7 @@ __all__ = [
     "PersistedRequest",
     "PersistedRequests",
     "etag_of",
+    "header_of",
     "lifetime",
     "not_modified",
     "persisted_request",

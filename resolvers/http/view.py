@@ -45,6 +45,7 @@ from resolvers.http.graphiql import graphiql_html
 from resolvers.http.outage import degraded
 from resolvers.http.response_cache import (
     FRESH_FOR,
+    PersistedRequest,
     PersistedRequests,
     lifetime,
     not_modified,
@@ -65,6 +66,7 @@ _UNSERVED = "gateway.unserved"  # a dependency's outage left nothing to answer: 
 _LOADERS = "gateway.loaders"
 _REGISTER = "gateway.persisted_query"  # (digest, document) to remember once it validates
 _DOCUMENT = "gateway.document"  # the document run (a persisted one, resolved)
+PLAN = "gateway.response_plan"  # a persisted GET looked up in the response cache
 _STORABLE = "gateway.storable"  # ran without errors, not degraded: may be stored
 
 
@@ -166,10 +168,15 @@ class GatewayGraphQL(GraphQL[Context, None]):
             return
         request = Request(scope, receive=receive)
         services = services_of(request)
-        plan = await self._persisted.of(request) if services.settings.response_cache_ttl_s else None
         cache = services.federation.cache.responses
-        if plan is not None:
-            found = await cache.lookup(plan.key)
+        # A persisted GET comes with its lookup done (resolvers/http/stored_answers.py).
+        plan: PersistedRequest | None = scope.pop(PLAN, None)
+        if plan is None and services.settings.response_cache_ttl_s:
+            plan = await self._persisted.of(request)
+            found = await cache.lookup(plan.key) if plan is not None else None
+        else:
+            found = None
+        if plan is not None and found is not None:
             media_type = negotiate(request.headers.get("accept"))
             if found.hit is not None and plan.hash_only and media_type is not None:
                 messages = await served(services, scope, found.hit, media_type)
