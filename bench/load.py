@@ -242,7 +242,7 @@ def run(cache: str, duration: int, connections: int) -> None:
                         results["cached single"]["hit_ratio"] = 1 - upstream_calls / max(lookups, 1)
                         paths = _persisted_paths(url, people)
                         # Each worker runs and stores every answer once, then serves it.
-                        _wrk(url, _lua_get(paths), connections, 4, workdir)
+                        _wrk(url, _lua_get(paths), connections, 10, workdir)
                         results["persisted GET"] = _wrk(
                             url, _lua_get(paths), connections, duration, workdir
                         )
