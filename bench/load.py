@@ -220,6 +220,9 @@ def run(cache: str, duration: int, connections: int) -> None:
                             url, lua_gets(paths), connections, duration, workdir
                         )
                         results["persisted GET"]["hit_ratio"] = warm
+                        # The yardsticks right after it, so that the ratios compare
+                        # figures of the same minute on a shared machine.
+                        results.update(_yardsticks(singles, connections, duration, workdir))
                         results["cached batch of 100"] = run_wrk(
                             url, lua_posts(batches), 4, duration, workdir
                         )
@@ -236,38 +239,26 @@ def run(cache: str, duration: int, connections: int) -> None:
                         results["uncached single"] = run_wrk(
                             url, lua_posts(singles), connections, duration, workdir
                         )
-        bare_port = free_port()
-        with process(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "bench.support.bare:app",
-                "--workers",
-                "2",
-                "--port",
-                str(bare_port),
-                "--log-level",
-                "warning",
-            ]
-        ):
-            wait(f"http://127.0.0.1:{bare_port}/graphql")
-            results["bare starlette"] = run_wrk(
-                f"http://127.0.0.1:{bare_port}/graphql",
-                lua_posts([{"query": "{}"}]),
-                connections,
-                duration,
-                workdir,
-            )
-        minimal_port = free_port()
-        with process(_uvicorn("bench.support.minimal:app", minimal_port)):
-            wait(f"http://127.0.0.1:{minimal_port}/graphql")
-            minimal = f"http://127.0.0.1:{minimal_port}/graphql"
-            run_wrk(minimal, lua_posts(singles[:10]), connections, 2, workdir)
-            results["minimal strawberry"] = run_wrk(
-                minimal, lua_posts(singles), connections, duration, workdir
-            )
     _report(results, cache, duration, connections)
+
+
+def _yardsticks(
+    singles: list[dict[str, Any]], connections: int, duration: int, workdir: Path
+) -> dict[str, dict[str, float]]:
+    """Bare Starlette returning the gateway's answer (PAYLOAD_FILE, written first), and a
+    minimal Strawberry app answering the same single-customer query from a dict."""
+    figures = {}
+    for name, app, lua in (
+        ("bare starlette", "bench.support.bare:app", lua_posts([{"query": "{}"}])),
+        ("minimal strawberry", "bench.support.minimal:app", lua_posts(singles)),
+    ):
+        port = free_port()
+        with process(_uvicorn(app, port)):
+            url = f"http://127.0.0.1:{port}/graphql"
+            wait(url)
+            run_wrk(url, lua, connections, 2, workdir)  # warm: imports, caches
+            figures[name] = run_wrk(url, lua, connections, duration, workdir)
+    return figures
 
 
 def _uvicorn(app: str, port: int) -> list[str]:
