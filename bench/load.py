@@ -95,9 +95,15 @@ async def _warm_persisted(base: str, paths: list[str], passes: int = 10) -> floa
                 response = await client.get(path)
             return bool(response.headers.get("x-response-cache") == "hit")
 
-        for _ in range(passes):
+        started = time.monotonic()
+        for number in range(passes):
             hits = await asyncio.gather(*(hit(path) for path in paths))
             ratio = sum(hits) / len(hits)
+            print(
+                f"warming persisted GETs: pass {number + 1}, hit ratio {ratio:.3f}, "
+                f"{time.monotonic() - started:.1f} s",
+                file=sys.stderr,
+            )
             if ratio >= 0.995:
                 break
     return ratio
