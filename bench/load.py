@@ -46,6 +46,7 @@ from demo.people.population import population
 from tests.served import free_port
 
 SIZE = 1000
+PERSISTED_CUSTOMERS = 200
 SINGLE = (
     "query($e: String!) { customer(email: $e) { id email firstName lastName "
     "lifecycleStage company lifetimeValue { amount currency } orderCount } }"
@@ -219,7 +220,11 @@ def run(cache: str, duration: int, connections: int) -> None:
                         upstream_calls = _calls(samples) - before
                         lookups = results["cached single"]["rps"] * duration * 2
                         results["cached single"]["hit_ratio"] = 1 - upstream_calls / max(lookups, 1)
-                        paths = _persisted_paths(url, people)
+                        # Fewer customers than the POSTs: each worker runs every URL
+                        # once before it serves it, and an answer lives no longer than
+                        # the profile cache (60 s), so on a slow shared machine 2,000
+                        # first runs outlived what they warmed.
+                        paths = _persisted_paths(url, people[:PERSISTED_CUSTOMERS])
                         # Each worker runs and stores every answer once, then serves it.
                         warm = asyncio.run(_warm_persisted(base, paths))
                         results["persisted GET"] = run_wrk(
@@ -332,8 +337,8 @@ def _report(
     )
     print(
         f"ratio persisted GET (response cache) / bare starlette throughput: "
-        f"{persisted['rps'] / bare['rps']:.2f}  (target >= 0.5; p99 {persisted['p99']:.1f} ms, "
-        f"target < 20 ms)"
+        f"{persisted['rps'] / bare['rps']:.2f}  ({PERSISTED_CUSTOMERS} customers; "
+        f"target >= 0.5; p99 {persisted['p99']:.1f} ms, target < 20 ms)"
     )
     print(
         f"ratio persisted GET (response cache) / minimal strawberry throughput: "
