@@ -17,19 +17,20 @@ import asyncio
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from hashlib import sha256
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
 from bench.support import harness
-from bench.support.access import AUTH, BENCH_KEY
+from bench.support.access import AUTH
 from bench.support.bare import PAYLOAD_FILE
 from bench.support.harness import (
     bench_key,
@@ -40,10 +41,12 @@ from bench.support.harness import (
     upstreams_file,
     wait,
 )
+from bench.support.wrk import lua_gets, lua_posts, run_wrk
 from demo.people.population import population
 from tests.served import free_port
 
 SIZE = 1000
+PERSISTED_CUSTOMERS = 200
 SINGLE = (
     "query($e: String!) { customer(email: $e) { id email firstName lastName "
     "lifecycleStage company lifetimeValue { amount currency } orderCount } }"
@@ -54,39 +57,57 @@ BATCH = (
 )
 
 
-def _wrk(url: str, lua: str, connections: int, duration: int, workdir: Path) -> dict[str, float]:
-    script = workdir / f"script{abs(hash(lua))}.lua"
-    script.write_text(lua)
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    figures = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
-    for pct in ("50", "99"):
-        value, unit = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
-        figures[f"p{pct}"] = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    figures["non2xx"] = float(errors.group(1)) if errors else 0.0
-    return figures
+def _persisted_paths(url: str, people: tuple[Any, ...]) -> list[str]:
+    """GET paths naming SINGLE by its hash, one per person; the document registered on
+    every worker first (each keeps its own without Redis)."""
+    extensions = {
+        "persistedQuery": {"version": 1, "sha256Hash": sha256(SINGLE.encode()).hexdigest()}
+    }
+    for _ in range(20):  # the workers take connections in turn: each sees a registration
+        with httpx.Client(headers=AUTH) as client:
+            client.post(
+                url,
+                json={
+                    "query": SINGLE,
+                    "extensions": extensions,
+                    "variables": {"e": people[0].email},
+                },
+            )
+    return [
+        "/graphql?"
+        + urlencode({"extensions": json.dumps(extensions), "variables": json.dumps({"e": p.email})})
+        for p in people
+    ]
 
 
-def _lua(bodies: list[dict[str, Any]]) -> str:
-    """A wrk script cycling through these JSON bodies."""
-    encoded = ",\n".join("[==[" + json.dumps(b) + "]==]" for b in bodies)
-    return f"""
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Accept"] = "application/json"
-wrk.headers["Authorization"] = "Bearer {BENCH_KEY}"
-local bodies = {{ {encoded} }}
-local i = 0
-request = function()
-  i = i % #bodies + 1
-  return wrk.format(nil, nil, nil, bodies[i])
-end
-"""
+async def _warm_persisted(base: str, paths: list[str], passes: int = 10) -> float:
+    """Request every path, on fresh connections (so both workers get each), until a
+    whole pass is served from the response cache; the share of hits in the last pass."""
+    headers = {**AUTH, "accept": "application/json"}
+    limits = httpx.Limits(max_keepalive_connections=0)
+    ratio = 0.0
+    async with httpx.AsyncClient(
+        base_url=base, headers=headers, limits=limits, timeout=120
+    ) as client:
+        gate = asyncio.Semaphore(16)
+
+        async def hit(path: str) -> bool:
+            async with gate:
+                response = await client.get(path)
+            return bool(response.headers.get("x-response-cache") == "hit")
+
+        started = time.monotonic()
+        for number in range(passes):
+            hits = await asyncio.gather(*(hit(path) for path in paths))
+            ratio = sum(hits) / len(hits)
+            print(
+                f"warming persisted GETs: pass {number + 1}, hit ratio {ratio:.3f}, "
+                f"{time.monotonic() - started:.1f} s",
+                file=sys.stderr,
+            )
+            if ratio >= 0.995:
+                break
+    return ratio
 
 
 def _calls(samples_base: str) -> int:
@@ -131,9 +152,9 @@ def _recommendations(
     warm caches (stock and products cached, the stored list read per request)."""
     index = next(i for i, p in enumerate(people) if p.personalisation_consent)
     url = f"http://127.0.0.1:{port}/api/recommendations"
-    body = _lua([{"customer_id": ids[index], "limit": 4}])
-    _wrk(url, body, connections, 3, workdir)  # warm every worker's caches
-    return _wrk(url, body, connections, duration, workdir)
+    body = lua_posts([{"customer_id": ids[index], "limit": 4}])
+    run_wrk(url, body, connections, 3, workdir)  # warm every worker's caches
+    return run_wrk(url, body, connections, duration, workdir)
 
 
 def run(cache: str, duration: int, connections: int) -> None:
@@ -187,20 +208,34 @@ def run(cache: str, duration: int, connections: int) -> None:
                         ]
                         # Warm every worker's cache (memory caches are per worker) with the
                         # same traffic, then measure.
-                        _wrk(url, _lua(singles), connections, 4, workdir)
-                        _wrk(url, _lua(batches), 4, 2, workdir)
+                        run_wrk(url, lua_posts(singles), connections, 4, workdir)
+                        run_wrk(url, lua_posts(batches), 4, 2, workdir)
                         PAYLOAD_FILE.write_bytes(
                             httpx.post(url, json=singles[0], headers=AUTH).content
                         )
                         before = _calls(samples)
-                        results["cached single"] = _wrk(
-                            url, _lua(singles), connections, duration, workdir
+                        results["cached single"] = run_wrk(
+                            url, lua_posts(singles), connections, duration, workdir
                         )
                         upstream_calls = _calls(samples) - before
                         lookups = results["cached single"]["rps"] * duration * 2
                         results["cached single"]["hit_ratio"] = 1 - upstream_calls / max(lookups, 1)
-                        results["cached batch of 100"] = _wrk(
-                            url, _lua(batches), 4, duration, workdir
+                        # Fewer customers than the POSTs: each worker runs every URL
+                        # once before it serves it, and an answer lives no longer than
+                        # the profile cache (60 s), so on a slow shared machine 2,000
+                        # first runs outlived what they warmed.
+                        paths = _persisted_paths(url, people[:PERSISTED_CUSTOMERS])
+                        # Each worker runs and stores every answer once, then serves it.
+                        warm = asyncio.run(_warm_persisted(base, paths))
+                        results["persisted GET"] = run_wrk(
+                            url, lua_gets(paths), connections, duration, workdir
+                        )
+                        results["persisted GET"]["hit_ratio"] = warm
+                        # The yardsticks right after it, so that the ratios compare
+                        # figures of the same minute on a shared machine.
+                        results.update(_yardsticks(singles, connections, duration, workdir))
+                        results["cached batch of 100"] = run_wrk(
+                            url, lua_posts(batches), 4, duration, workdir
                         )
                         results["recommendations"] = _recommendations(
                             port, people, ids, connections, duration, workdir
@@ -212,33 +247,44 @@ def run(cache: str, duration: int, connections: int) -> None:
                         asyncio.run(_identical_misses(url, people[1].email, ids[1]))
                         results["identical misses"] = {"upstream_calls": _calls(samples) - calls}
                     else:
-                        results["uncached single"] = _wrk(
-                            url, _lua(singles), connections, duration, workdir
+                        results["uncached single"] = run_wrk(
+                            url, lua_posts(singles), connections, duration, workdir
                         )
-        bare_port = free_port()
-        with process(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "bench.support.bare:app",
-                "--workers",
-                "2",
-                "--port",
-                str(bare_port),
-                "--log-level",
-                "warning",
-            ]
-        ):
-            wait(f"http://127.0.0.1:{bare_port}/graphql")
-            results["bare starlette"] = _wrk(
-                f"http://127.0.0.1:{bare_port}/graphql",
-                _lua([{"query": "{}"}]),
-                connections,
-                duration,
-                workdir,
-            )
     _report(results, cache, duration, connections)
+
+
+def _yardsticks(
+    singles: list[dict[str, Any]], connections: int, duration: int, workdir: Path
+) -> dict[str, dict[str, float]]:
+    """Bare Starlette returning the gateway's answer (PAYLOAD_FILE, written first), and a
+    minimal Strawberry app answering the same single-customer query from a dict."""
+    figures = {}
+    for name, app, lua in (
+        ("bare starlette", "bench.support.bare:app", lua_posts([{"query": "{}"}])),
+        ("minimal strawberry", "bench.support.minimal:app", lua_posts(singles)),
+    ):
+        port = free_port()
+        with process(_uvicorn(app, port)):
+            url = f"http://127.0.0.1:{port}/graphql"
+            wait(url)
+            run_wrk(url, lua, connections, 2, workdir)  # warm: imports, caches
+            figures[name] = run_wrk(url, lua, connections, duration, workdir)
+    return figures
+
+
+def _uvicorn(app: str, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--workers",
+        "2",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
 
 
 def _report(
@@ -256,7 +302,14 @@ def _report(
         f"load benchmark: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
         f"cache={cache}, {duration}s per run, wrk -t2"
     )
-    for name in ("cached single", "uncached single", "cached batch of 100", "bare starlette"):
+    for name in (
+        "cached single",
+        "persisted GET",
+        "uncached single",
+        "cached batch of 100",
+        "bare starlette",
+        "minimal strawberry",
+    ):
         r = results[name]
         extra = f"  hit ratio {r['hit_ratio']:.3f}" if "hit_ratio" in r else ""
         conns = 4 if "batch" in name else connections
@@ -276,7 +329,21 @@ def _report(
             f"p50 {r['p50']:7.2f} ms  p99 {r['p99']:7.2f} ms  non-2xx {int(r['non2xx'])}"
             "  (one customer, warm caches; target p99 < 20 ms)"
         )
+    minimal, persisted = results["minimal strawberry"], results["persisted GET"]
     print(f"ratio cached gateway / bare starlette throughput: {single['rps'] / bare['rps']:.2f}")
+    print(
+        f"ratio cached gateway / minimal strawberry throughput: "
+        f"{single['rps'] / minimal['rps']:.2f}"
+    )
+    print(
+        f"ratio persisted GET (response cache) / bare starlette throughput: "
+        f"{persisted['rps'] / bare['rps']:.2f}  ({PERSISTED_CUSTOMERS} customers; "
+        f"target >= 0.5; p99 {persisted['p99']:.1f} ms, target < 20 ms)"
+    )
+    print(
+        f"ratio persisted GET (response cache) / minimal strawberry throughput: "
+        f"{persisted['rps'] / minimal['rps']:.2f}"
+    )
     print(f"ratio batch-of-100 p50 / single p50: {batch['p50'] / single['p50']:.2f}")
     print(
         f"100 concurrent identical misses -> {int(results['identical misses']['upstream_calls'])} "

@@ -84,6 +84,7 @@ class Services:
             CustomerStore(sessions, tombstones, source_ids, retry),
             cache.backend,
             settings.profile_cache_ttl_s,
+            cache.responses,
         )
         notifications = build_notifications(redis, settings)
         renderer = Renderer(RenderPool(settings.render_workers), render_budgets(settings))

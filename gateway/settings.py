@@ -121,6 +121,12 @@ class Settings(OutageSettings, StreamSettings, WarehouseSettings):
         default=86_400.0,
         description="How long a persisted query is kept after it was last registered or used.",
     )
+    response_cache_ttl_s: Annotated[float, Field(ge=0, le=3600)] = Field(
+        default=300.0,
+        description="Longest a persisted query's whole answer is served from the response "
+        "cache (it lives no longer than the upstream answers and stored profiles it holds, "
+        "and any write to a customer in it drops it on every instance); 0 turns it off.",
+    )
     introspection: bool = Field(
         default=True,
         description="Answer __schema and __type queries; turn off in production.",

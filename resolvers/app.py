@@ -37,6 +37,7 @@ from resolvers.http.persisted_queries import PersistedQueries
 from resolvers.http.profile_api import profile_endpoint
 from resolvers.http.recommendations_api import recommendations_endpoint
 from resolvers.http.request_id import RequestIdMiddleware
+from resolvers.http.stored_answers import StoredAnswers
 from resolvers.http.view import GatewayGraphQL
 from resolvers.http.webhooks import webhook_endpoint
 from resolvers.state import AppState, services_of, state_of
@@ -164,5 +165,7 @@ def create_app(
         Middleware(RequestIdMiddleware),
         Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
         Middleware(ApiKeyAuthentication),
+        # Innermost: a stored answer is served after authentication and the rate limit.
+        Middleware(StoredAnswers),
     ]
     return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)

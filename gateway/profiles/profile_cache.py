@@ -25,6 +25,12 @@ from aiocache.base import BaseCache
 
 from gateway.profiles.customers import CustomerDraft, CustomerProfile, CustomerStore
 from gateway.profiles.turn_batch import TurnBatch
+from gateway.upstreams.response_cache import (
+    ResponseCache,
+    trace_emails,
+    trace_ids,
+    trace_untagged,
+)
 
 _VERSION = 3  # 2: profiles carry stored consents; 3: entries say when to refresh them
 _REFRESH_AFTER = 0.8  # of the time to live
@@ -64,8 +70,16 @@ class _Reading:
 class CachedCustomers:
     """The customer store's read and write API, with reads served from the cache."""
 
-    def __init__(self, store: CustomerStore, backend: BaseCache, ttl_s: float) -> None:
+    def __init__(
+        self,
+        store: CustomerStore,
+        backend: BaseCache,
+        ttl_s: float,
+        responses: ResponseCache | None = None,
+    ) -> None:
         self.store = store
+        # Whole answers holding a profile go with it (resolvers/http/response_cache.py).
+        self._responses = responses
         self._backend = backend
         self._ttl = max(1, int(ttl_s)) if ttl_s > 0 else 0
         # Misses of the requests served in one turn of the loop are read together.
@@ -121,6 +135,7 @@ class CachedCustomers:
 
     async def get_many(self, customer_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, CustomerProfile]:
         ids = list(customer_ids)
+        trace_ids(ids)  # an answer being stored depends on these, found or not
         # Redis's MGET refuses an empty key list (``customers(ids: [])``).
         cached = (
             await self._backend.multi_get([_by_id(i) for i in ids]) if self._ttl and ids else []
@@ -133,6 +148,7 @@ class CachedCustomers:
 
     async def get_many_by_email(self, emails: Iterable[str]) -> dict[str, CustomerProfile]:
         wanted = list(emails)
+        trace_emails(wanted)
         cached = (
             await self._backend.multi_get([_by_email(e) for e in wanted])
             if self._ttl and wanted
@@ -144,6 +160,7 @@ class CachedCustomers:
         missing = [e for e in wanted if e not in found]
         if missing:
             found.update(await self._by_email.get_many(missing))
+        trace_ids(p.id for p in found.values())
         return found
 
     def _fresh(
@@ -183,6 +200,7 @@ class CachedCustomers:
             await asyncio.gather(*self._refreshes, return_exceptions=True)
 
     async def get_by_identity(self, source: str, external_id: str) -> CustomerProfile | None:
+        trace_untagged()  # a new identity is no write to a customer an answer holds
         return await self.store.get_by_identity(source, external_id)
 
     async def upsert(self, draft: CustomerDraft) -> CustomerProfile:
@@ -199,3 +217,5 @@ class CachedCustomers:
             reading.dropped.update(keys)
         for key in keys:
             await self._backend.delete(key)
+        if self._responses is not None:
+            await self._responses.invalidate_customers([profile.id], emails)

@@ -27,6 +27,7 @@ from aiocache.serializers import NullSerializer
 
 from gateway.upstreams.cache_serializer import TypedJsonSerializer
 from gateway.upstreams.redis_client import RedisGuard
+from gateway.upstreams.response_cache import ResponseCache
 
 VERSION = 1
 NAMESPACE = "gw"
@@ -117,6 +118,8 @@ class UpstreamCache:
         self.backend = backend
         # Shared across instances only through Redis; in memory, claims are moot.
         self.guard: RedisGuard | None = getattr(backend, "guard", None)
+        # Whole answers built on these entries, in the same place (memory or Redis).
+        self.responses = ResponseCache(self.guard)
 
     @staticmethod
     def key(upstream: str, customer_id: object) -> str:

@@ -215,13 +215,18 @@ class Federation:
 
     async def invalidate(self, customer_id: object) -> None:
         await self.cache.invalidate(customer_id, self._namespaces())
+        # Every write path calls this after its commit: answers holding them go too.
+        await self.cache.responses.invalidate_customers([customer_id])
 
     async def invalidate_many(
         self, customer_ids: Iterable[object], kinds: Collection[str] | None = None
     ) -> None:
         """Every cached upstream answer of these customers (only the upstreams of
-        ``kinds``, e.g. ``analytics``, when given), in one round trip."""
-        await self.cache.invalidate_many(customer_ids, self._namespaces(kinds))
+        ``kinds``, e.g. ``analytics``, when given), in one round trip; whole answers
+        holding them go too."""
+        ids = list(customer_ids)
+        await self.cache.invalidate_many(ids, self._namespaces(kinds))
+        await self.cache.responses.invalidate_customers(ids)
 
     def _namespaces(self, kinds: Collection[str] | None = None) -> list[str]:
         return [

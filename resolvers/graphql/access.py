@@ -24,6 +24,7 @@ from gateway.access.api_keys import Principal, Scope
 from gateway.errors import GatewayError
 from gateway.privacy.audit import Action
 from gateway.services import Services
+from gateway.upstreams.response_cache import TRACE
 from resolvers.graphql.context import Context
 from resolvers.graphql.execution import AcyclicExecutionContext
 
@@ -66,12 +67,16 @@ def record_access(
 ) -> None:
     """Record that ``principal`` read or changed these customers through ``operation``
     (``query:customer``, ``api:recommendations``…); ids only, never the data."""
+    ids = tuple(customer_ids)
+    trace = TRACE.get()
+    if trace is not None:  # served again from the response cache, audited again then
+        trace.reads.append((action.value, operation, tuple(map(str, ids))))
     services.audit.record(
         actor=principal.name if principal else "anonymous",
         key_id=principal.key_id if principal else None,
         action=action,
         operation=operation,
-        customer_ids=customer_ids,
+        customer_ids=ids,
     )
 
 

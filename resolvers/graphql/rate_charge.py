@@ -20,6 +20,8 @@ from gateway.access.rate_limit import retry_after_seconds
 from resolvers.graphql.context import Context
 from resolvers.http.authentication import COUNTED
 
+CHARGED = "gateway.charged"  # scope key: the requests this operation counted as
+
 
 def requests_for(cost: int, unit: int) -> int:
     """How many requests an operation of this cost counts as (at least one)."""
@@ -33,6 +35,7 @@ async def charge_cost(context: ExecutionContext, cost: int, unit: int) -> None:
     if not isinstance(gateway, Context) or gateway.principal is None:
         return
     requests = requests_for(cost, unit)
+    gateway.request.scope[CHARGED] = requests  # what a stored answer charges when served
     extra = requests - int(gateway.request.scope.get(COUNTED, 0))
     if extra <= 0:
         return

@@ -37,11 +37,21 @@ from strawberry.types.unset import UNSET, UnsetType
 
 from gateway.access.api_keys import Principal
 from gateway.errors import GatewayError
+from gateway.upstreams.response_cache import TRACE
 from resolvers.graphql.context import Context
 from resolvers.graphql.errors import UNEXPECTED_MESSAGE, is_unexpected, unserved
 from resolvers.http.authentication import presented_key
 from resolvers.http.graphiql import graphiql_html
 from resolvers.http.outage import degraded
+from resolvers.http.response_cache import (
+    FRESH_FOR,
+    PersistedRequest,
+    PersistedRequests,
+    lifetime,
+    not_modified,
+    served,
+    store,
+)
 from resolvers.http.websocket import KeyCheckingTransportWS
 from resolvers.state import services_of, state_of
 
@@ -51,11 +61,13 @@ HTML = "text/html"
 # Scope keys: what the answer's status and headers depend on, found along the way.
 _MEDIA_TYPE = "gateway.media_type"
 _PERSISTED_GET = "gateway.persisted_get"
-_FRESH_FOR = "gateway.fresh_for"
 _FAILED = "gateway.failed"
 _UNSERVED = "gateway.unserved"  # a dependency's outage left nothing to answer: 503
 _LOADERS = "gateway.loaders"
 _REGISTER = "gateway.persisted_query"  # (digest, document) to remember once it validates
+_DOCUMENT = "gateway.document"  # the document run (a persisted one, resolved)
+PLAN = "gateway.response_plan"  # a persisted GET looked up in the response cache
+_STORABLE = "gateway.storable"  # ran without errors, not degraded: may be stored
 
 
 def _ranges(accept: str) -> list[tuple[str, str, dict[str, str]]]:
@@ -148,25 +160,54 @@ class GatewayGraphQL(GraphQL[Context, None]):
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
         )
         self._ide_html = graphiql_html("/graphql", example_email, example_key)
+        self._persisted = PersistedRequests()  # what each persisted GET URL names
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
         request = Request(scope, receive=receive)
+        services = services_of(request)
+        cache = services.federation.cache.responses
+        # A persisted GET comes with its lookup done (resolvers/http/stored_answers.py).
+        plan: PersistedRequest | None = scope.pop(PLAN, None)
+        if plan is None and services.settings.response_cache_ttl_s:
+            plan = await self._persisted.of(request)
+            found = await cache.lookup(plan.key) if plan is not None else None
+        else:
+            found = None
+        if plan is not None and found is not None:
+            media_type = negotiate(request.headers.get("accept"))
+            if found.hit is not None and plan.hash_only and media_type is not None:
+                messages = await served(services, scope, found.hit, media_type)
+                if messages is not None:
+                    for message in messages:
+                        await send(message)
+                    return
+            plan.ticket = found.ticket
+        # The reads of an answer that may be stored are traced as it runs.
+        tracing = TRACE.set(plan.trace) if plan is not None and plan.ticket else None
         try:
             response = await self.run(request)
         except RequestError as exc:
             response = self._error_response(request, exc.status_code, exc.reason, exc.code)
         except HTTPException as exc:
             response = self._error_response(request, exc.status_code, exc.reason)
+        finally:
+            if tracing is not None:
+                TRACE.reset(tracing)
+        if plan is not None and response.status_code == 200 and scope.get(_STORABLE):
+            plan.document = scope.get(_DOCUMENT)
+            await store(cache, plan, request, response, lifetime(services, scope.get(_LOADERS)))
         if scope.get(_FAILED):
             response.status_code = 500  # a bug before execution, masked: not the client's
         elif scope.get(_UNSERVED):
-            services = services_of(request)
             response.status_code = 503
             response.headers["Retry-After"] = str(services.settings.unavailable_retry_after_s)
         response.headers["Cache-Control"] = _cache_control(scope, response.status_code)
+        etag = response.headers.get("etag")
+        if etag is not None and not_modified(request, etag):
+            response = Response(status_code=304, headers=dict(response.headers))
         await response(scope, receive, send)
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
@@ -235,6 +276,7 @@ class GatewayGraphQL(GraphQL[Context, None]):
             )
         except GatewayError as exc:
             raise RequestError(400, str(exc), exc.code) from exc
+        request.request.scope[_DOCUMENT] = resolved.query
         if resolved.register is not None and resolved.query is not None:
             request.request.scope[_REGISTER] = (resolved.register, resolved.query)
         return data if resolved.query is data.query else replace(data, query=resolved.query)
@@ -283,10 +325,12 @@ class GatewayGraphQL(GraphQL[Context, None]):
             if _REGISTER in request.scope:
                 # It parsed, validated and passed the limits: only now is it worth keeping.
                 await state_of(request)["persisted_queries"].remember(*request.scope[_REGISTER])
+            if not result.errors and note is None:
+                request.scope[_STORABLE] = True
             # A degraded answer may not be cached by its caller: it is no-store.
             if request.scope.get(_PERSISTED_GET) and not result.errors and note is None:
                 loaders = request.scope.get(_LOADERS)
-                request.scope[_FRESH_FOR] = loaders.fresh_for() if loaders else 0
+                request.scope[FRESH_FOR] = loaders.fresh_for() if loaders else 0
         return response
 
     def decode_json(self, data: str | bytes) -> object:
@@ -332,7 +376,7 @@ class GatewayGraphQL(GraphQL[Context, None]):
 def _cache_control(scope: Scope, status: int) -> str:
     """A persisted query's GET URL may be cached by its caller as long as the data it
     read stays fresh (``private``: the answer is the key's); nothing else may be."""
-    fresh_for = scope.get(_FRESH_FOR)
+    fresh_for = scope.get(FRESH_FOR)
     if status == 200 and fresh_for is not None:
         return f"private, max-age={fresh_for}"
     return "no-store"

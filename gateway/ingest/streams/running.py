@@ -60,7 +60,9 @@ class ConsumerParts:
         store = CustomerStore(
             create_sessionmaker(engine), Tombstones.from_settings(settings), source_ids, retry
         )
-        customers = CachedCustomers(store, cache.backend, settings.profile_cache_ttl_s)
+        customers = CachedCustomers(
+            store, cache.backend, settings.profile_cache_ttl_s, cache.responses
+        )
         notifications = build_notifications(redis, settings)
         return cls(settings, engine, redis, cache, federation, customers, notifications, source_ids)
 

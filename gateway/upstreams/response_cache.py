@@ -1,0 +1,276 @@
+"""Whole answers of persisted queries, tagged with the customers they hold, dropped on
+every instance by any write to one of them.
+
+The edge (resolvers/http/response_cache.py) stores an answer's bytes under a key of its
+own choosing (the persisted query's hash, its variables and the key's scopes) with the
+tags of what it read: every customer id and (hashed) e-mail looked up while it ran,
+recorded in a ``ResponseTrace`` that ``CachedCustomers`` fills through a context
+variable. Writes reach it through the two places every write path already calls after
+its commit: ``Federation.invalidate`` / ``invalidate_many`` (a customer's upstream
+answers) and ``CachedCustomers.forget`` (a stored profile), so mutations, webhooks,
+stream events, merges, erasure, consent and retention all drop it without knowing it.
+
+Invalidation is a sequence, not a search for entries: each one takes the next number of
+a global counter and writes it on the tags it touches. An answer remembers the counter
+as it was *before* it ran (``Ticket``): it is not stored if any of its tags was touched
+since, and not served once any is touched after. So an answer built while a write
+committed can neither be stored nor outlive it, whichever came first. With Redis, the
+lookup, the store and the invalidation are one script each (one round trip), so every
+instance sees the same counter. A Redis that is down reads as a miss and stores
+nothing; an invalidation that cannot reach it deletes the cache's epoch instead, which
+the guard owes and replays when Redis answers again: every answer stored before then
+is dropped at once (and this process serves none meanwhile).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.upstreams.redis_client import RedisGuard
+
+VERSION = 1
+_PREFIX = f"gw:rc:v{VERSION}:"
+_EPOCH = _PREFIX + "epoch"  # a token: entries of another epoch are never served
+_SEQ = _PREFIX + "seq"  # the invalidation counter
+_TAG = _PREFIX + "tag:"  # tag -> counter value of its last invalidation
+_ENTRY = _PREFIX + "entry:"
+
+_LOOKUP = """
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  redis.call('SET', KEYS[2], ARGV[1], 'NX')
+  epoch = redis.call('GET', KEYS[2])
+end
+local seq = redis.call('GET', KEYS[3]) or '0'
+local e = redis.call('HMGET', KEYS[1], 'p', 't', 's', 'ep')
+if e[1] and e[4] == epoch then
+  local s = tonumber(e[3])
+  for tag in string.gmatch(e[2], '%S+') do
+    local v = redis.call('GET', ARGV[2] .. tag)
+    if v and tonumber(v) > s then return {0, epoch, seq} end
+  end
+  return {1, e[1], redis.call('PTTL', KEYS[1])}
+end
+return {0, epoch, seq}
+"""
+_STORE = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+local s = tonumber(ARGV[2])
+for tag in string.gmatch(ARGV[6], '%S+') do
+  local v = redis.call('GET', ARGV[5] .. tag)
+  if v and tonumber(v) > s then return 0 end
+end
+redis.call('HSET', KEYS[1], 'p', ARGV[3], 't', ARGV[6], 's', ARGV[2], 'ep', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+_INVALIDATE = """
+local s = redis.call('INCR', KEYS[1])
+for i = 3, #ARGV do
+  redis.call('SET', ARGV[1] .. ARGV[i], s, 'EX', ARGV[2])
+end
+return s
+"""
+
+
+@dataclass(slots=True)
+class ResponseTrace:
+    """What one answer read, as it runs: its tags, and whether it read anything a tag
+    cannot stand for (then it is not stored)."""
+
+    tags: set[str] = field(default_factory=set)
+    untagged: bool = False
+    # Reads to audit again whenever the stored answer is served: (action, operation, ids).
+    reads: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)
+
+
+# The trace of the answer being built in this task, if it may be stored. A context
+# variable, not a parameter: the reads happen deep in the services, under GraphQL.
+TRACE: ContextVar[ResponseTrace | None] = ContextVar("gateway_response_trace", default=None)
+
+
+# Tags are hashed: they are Redis keys, which outlive an erasure by up to an hour and
+# must name nobody (tests/privacy/test_erasure.py looks for ids and e-mails in keys).
+def id_tag(customer_id: object) -> str:
+    return "i:" + hashlib.sha256(str(customer_id).encode()).hexdigest()[:32]
+
+
+def email_tag(email: str) -> str:
+    return "e:" + hashlib.sha256(email.encode()).hexdigest()[:32]
+
+
+def trace_ids(ids: Iterable[object]) -> None:
+    trace = TRACE.get()
+    if trace is not None:
+        trace.tags.update(id_tag(i) for i in ids)
+
+
+def trace_emails(emails: Iterable[str]) -> None:
+    trace = TRACE.get()
+    if trace is not None:
+        trace.tags.update(email_tag(e) for e in emails)
+
+
+def trace_untagged() -> None:
+    """This answer read something no write invalidates by tag: never store it."""
+    trace = TRACE.get()
+    if trace is not None:
+        trace.untagged = True
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """The invalidation counter as it stood before an answer was built."""
+
+    epoch: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    payload: bytes
+    ttl_s: float  # what is left of its life
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    hit: Hit | None
+    ticket: Ticket | None  # None: the cache cannot take an answer now (Redis down)
+
+
+_MISS = Lookup(None, None)
+
+
+class ResponseCache:
+    """Answers by key, in this process or (with the process's guard) in Redis."""
+
+    def __init__(
+        self, guard: RedisGuard | None, *, max_entries: int = 10_000, tag_ttl_s: float = 3600
+    ) -> None:
+        self._guard = guard
+        self.max_entries = max_entries
+        self.tag_ttl_s = tag_ttl_s  # longer than any entry lives: see store()
+        self._scripts: dict[str, Any] = {}
+        # In memory: key -> (payload, tags, seq, expires on the monotonic clock).
+        self._entries: OrderedDict[str, tuple[bytes, frozenset[str], int, float]] = OrderedDict()
+        self._tags: dict[str, int] = {}
+        self._seq = 0
+        self._epoch = uuid.uuid4().hex
+
+    def _script(self, name: str, source: str) -> Any:
+        script = self._scripts.get(name)
+        if script is None and self._guard is not None:
+            script = self._scripts[name] = self._guard.client.register_script(source)
+        return script
+
+    async def lookup(self, key: str) -> Lookup:
+        """The stored answer, if nothing it holds was written since; else the ticket to
+        store the answer about to be built under."""
+        guard = self._guard
+        if guard is None:
+            return self._lookup_here(key)
+        if guard.owed(_EPOCH):  # an invalidation has not reached Redis yet
+            return _MISS
+        script = self._script("lookup", _LOOKUP)
+        args = [uuid.uuid4().hex, _TAG]
+        found = await guard.call(
+            "response.lookup",
+            lambda: script(keys=[_ENTRY + key, _EPOCH, _SEQ], args=args),
+            None,
+        )
+        if not isinstance(found, list) or len(found) != 3:
+            return _MISS
+        if found[0] == 1:
+            return Lookup(Hit(bytes(found[1]), max(0, int(found[2])) / 1000), None)
+        return Lookup(None, Ticket(_text(found[1]), int(found[2])))
+
+    def _lookup_here(self, key: str) -> Lookup:
+        found = self._entries.get(key)
+        ticket = Ticket(self._epoch, self._seq)
+        if found is None:
+            return Lookup(None, ticket)
+        payload, tags, seq, expires = found
+        left = expires - time.monotonic()
+        if left <= 0 or any(self._tags.get(tag, 0) > seq for tag in tags):
+            del self._entries[key]
+            return Lookup(None, ticket)
+        self._entries.move_to_end(key)
+        return Lookup(Hit(payload, left), None)
+
+    async def store(
+        self, key: str, ticket: Ticket, payload: bytes, tags: Iterable[str], ttl_s: float
+    ) -> bool:
+        """Keep an answer for ``ttl_s`` unless a tag of it was written since ``ticket``."""
+        ttl_s = min(ttl_s, self.tag_ttl_s)
+        tagged = frozenset(tags)
+        if ttl_s <= 0 or not tagged:
+            return False
+        guard = self._guard
+        if guard is None:
+            if ticket.epoch != self._epoch or any(
+                self._tags.get(tag, 0) > ticket.seq for tag in tagged
+            ):
+                return False
+            self._entries[key] = (payload, tagged, ticket.seq, time.monotonic() + ttl_s)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+            return True
+        script = self._script("store", _STORE)
+        args = [ticket.epoch, ticket.seq, payload, int(ttl_s * 1000), _TAG, " ".join(tagged)]
+        stored = await guard.call(
+            "response.store", lambda: script(keys=[_ENTRY + key, _EPOCH], args=args), 0
+        )
+        return stored == 1
+
+    async def invalidate(self, tags: Iterable[str]) -> None:
+        """Drop every answer holding any of ``tags``, on every instance sharing Redis."""
+        touched = list(dict.fromkeys(tags))
+        if not touched:
+            return
+        guard = self._guard
+        if guard is None:
+            self._seq += 1
+            if len(self._tags) + len(touched) > 10 * self.max_entries:
+                # Bounded: forgetting old invalidations means forgetting entries too.
+                self._tags.clear()
+                self._entries.clear()
+            self._tags.update(dict.fromkeys(touched, self._seq))
+            return
+        script = self._script("invalidate", _INVALIDATE)
+        args: list[Any] = [_TAG, int(self.tag_ttl_s), *touched]
+        done = await guard.call("response.invalidate", lambda: script(keys=[_SEQ], args=args), None)
+        if done is None:
+            # Not reached: every stored answer goes instead, as soon as Redis is back.
+            await guard.delete([_EPOCH])
+
+    async def invalidate_customers(
+        self, customer_ids: Iterable[object], emails: Iterable[str] = ()
+    ) -> None:
+        await self.invalidate([*(id_tag(c) for c in customer_ids), *(email_tag(e) for e in emails)])
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+__all__ = [
+    "TRACE",
+    "Hit",
+    "Lookup",
+    "ResponseCache",
+    "ResponseTrace",
+    "Ticket",
+    "email_tag",
+    "id_tag",
+    "trace_emails",
+    "trace_ids",
+    "trace_untagged",
+]
