@@ -171,13 +171,22 @@ class WebhookIngest:
                     "stored": sum(status == "processed" for status, _ in stored.statuses),
                 },
             )
+        engaged: list[uuid.UUID] = []
         for customer_id, (event, fields) in stored.changed.items():
             touched = dataclasses.replace(event, changed=tuple(sorted(fields)))
             # Opens and clicks are read from the store, never cached: only a consent or
             # an attribute changed what the caches hold (a customer each, not a batch's
             # every recipient: that cost 10 ms apiece).
             cached = not fields <= {"engagement"}
+            if not cached:
+                engaged.append(customer_id)
             await self._after_commit(customer_id, None, touched, cached=cached)
+        if engaged:
+            # A whole stored answer may hold their engagement: it goes, in one round trip.
+            try:
+                await self._federation.cache.responses.invalidate_customers(engaged)
+            except Exception:
+                logger.exception("response cache invalidation failed after commit")
         return [
             Ingested(event.event_id, status, customer)
             for event, (status, customer) in zip(events, stored.statuses, strict=True)
