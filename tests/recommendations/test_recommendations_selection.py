@@ -238,7 +238,8 @@ def test_als_is_searched_in_a_bounded_number_of_fits() -> None:
             _groups_and_pairs(2), ModelParams(), how="recent", seed=2, families=("als",)
         )
     als = [t.setting for t in selection.trials if t.setting.family == "als"]
-    # A first look at half the iterations, then full fits around the best only.
-    assert len(als) <= 11
-    assert sum(1 for s in als if s.options["iterations"] == 15) <= 3
+    # A first look at alpha and the regularization (6 fits at half the iterations),
+    # then the factors and the regularization around the best at full length.
+    assert len(als) <= 12
+    assert sum(1 for s in als if s.options["iterations"] < 15) == 6
     assert selection.chosen.family == "als"
