@@ -9,6 +9,8 @@ import uuid
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from threadpoolctl import threadpool_info
 
 from gateway.recommendations.interactions import Interaction
@@ -18,7 +20,9 @@ from gateway.recommendations.training.evaluation import evaluate
 from gateway.recommendations.training.families import TrainingData, fit, thread_limits
 from gateway.recommendations.training.history import History
 from gateway.recommendations.training.metrics import Split
+from gateway.recommendations.training.search import Validation, make_fold
 from gateway.recommendations.training.selection import fit_setting, select
+from gateway.recommendations.training.trials import Setting
 
 NEIGHBOURHOOD = {"knn", "ease", "item_to_item"}
 
@@ -201,3 +205,41 @@ def test_a_served_blend_is_precomputed_into_each_customers_list() -> None:
         ranked = np.array([scores[at[c.product_id]] for c in listed])
         assert ranked[0] == pytest.approx(scores.max())
         assert (np.diff(ranked) <= 1e-5).all()  # best first, by the blend's scores (float32 parts)
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 1_000), share=st.floats(0.05, 0.95))
+def test_a_blend_validates_the_same_from_kept_scores_as_fitted_whole(
+    seed: int, share: float
+) -> None:
+    # Validation mixes blend members' scores kept once per fold; what a served Blend
+    # computes from its members must rank (and so score) the same.
+    data = _groups_and_pairs(seed, users=80)
+    members = (
+        Setting.of("knn", neighbours=20, weighting="cosine", input="binary"),
+        Setting.of("ease", l2=30.0, input="binary"),
+    )
+    blend = Setting.weighted(members, (share, 1 - share))
+    with thread_limits(1):
+        fold = make_fold(data, "random", seed, sorted({x.item for x in data}), {}, ModelParams(), 1)
+        whole = Validation([fold], 10).run(blend)
+        kept = Validation([fold], 10)
+        for member in members:
+            fold.keep_scores(member, kept.fit(fold, member))
+        mixed = kept.run(blend)
+    assert mixed.precision == pytest.approx(whole.precision)
+    assert mixed.ndcg == pytest.approx(whole.ndcg)
+    assert np.allclose(mixed.per_user, whole.per_user)
+
+
+def test_als_is_searched_in_a_bounded_number_of_fits() -> None:
+    with thread_limits(1):
+        selection = select(
+            _groups_and_pairs(2), ModelParams(), how="recent", seed=2, families=("als",)
+        )
+    als = [t.setting for t in selection.trials if t.setting.family == "als"]
+    # A first look at alpha and the regularization (6 fits at half the iterations),
+    # then the factors and the regularization around the best at full length.
+    assert len(als) <= 12
+    assert sum(1 for s in als if s.options["iterations"] < 15) == 6
+    assert selection.chosen.family == "als"

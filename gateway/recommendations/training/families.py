@@ -260,7 +260,7 @@ class Factors:
         return sp.csr_matrix((values, (rows, cols)), shape=(n, n))
 
 
-def _standardised(scores: FloatArray) -> FloatArray:
+def standardised(scores: FloatArray) -> FloatArray:
     mean = scores.mean(axis=1, keepdims=True)
     spread = scores.std(axis=1, keepdims=True)
     found: FloatArray = (scores - mean) / np.maximum(spread, 1e-12)
@@ -282,7 +282,7 @@ class Blend:
     def scores(self, users: IntArray) -> FloatArray:
         total = np.zeros((len(users), 0))
         for member, weight in zip(self.members, self.weights, strict=True):
-            part = weight * _standardised(member.scores(users))
+            part = weight * standardised(member.scores(users))
             total = part if total.shape[1] == 0 else total + part
         return total
 

@@ -10,7 +10,8 @@ chooses, on the history it was given and nothing else:
 2. each candidate is fitted on the inner part and ranks the held-out items of (at
    most ``VALIDATION_USERS``) users: precision@k decides, NDCG@k breaks ties;
 3. EASE's ridge and the kNN neighbourhood are searched on a log grid and refined
-   around the best; ALS's confidence and regularisation together, then its factors;
+   around the best; ALS's confidence, then regularisation (a first look at half the
+   iterations), then factors and the regularisation refined at full length;
    then the best searched families (EASE, ALS, kNN; within 20 % of the best) are
    blended: scores standardised per user, each pair of them at five shares, the best
    pair's share refined, then the third added to it at a small share;
