@@ -5,7 +5,8 @@ resumed run) never takes a partial file for a complete one; its SHA-256 is compu
 the bytes go out.  Files are laid out as ``<table>/day=YYYY-MM-DD/<run>-<n>.parquet``
 (hive partitioning, what Snowflake, BigQuery and DuckDB external tables read), the day
 being that of ``changed_at``.  Paths go through pyarrow's filesystems: a local folder,
-``file://``, or ``s3://``/``gs://`` for real deployments (a rename there is a copy).
+``file://``, ``s3://``/``gs://`` for real deployments (a rename there is a copy), or
+any fsspec URL (``memory://`` in the tests, ``abfs://`` with adlfs…).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
@@ -24,11 +26,24 @@ TMP = ".tmp"
 
 
 def filesystem(target: str) -> tuple[pafs.FileSystem, str]:
-    """The filesystem and the root path inside it of a folder or URL."""
-    if "://" in target:
+    """The filesystem and the root path inside it of a folder or URL: pyarrow's own
+    (local, s3, gs, hdfs), else any fsspec filesystem installed (memory, abfs, …).
+    ValueError when no filesystem opens it."""
+    if "://" not in target:
+        return pafs.LocalFileSystem(), Path(target).resolve().as_posix()
+    try:
         fs, root = pafs.FileSystem.from_uri(target)
         return fs, root.rstrip("/")
-    return pafs.LocalFileSystem(), Path(target).resolve().as_posix()
+    except pa.ArrowInvalid:
+        pass  # not one of pyarrow's: fsspec may know the scheme
+    try:
+        spec_fs, spec_root = fsspec.core.url_to_fs(target)
+    except (ImportError, ValueError) as exc:
+        raise ValueError(f"no filesystem opens {target}: {exc}") from None
+    # pyarrow's move on an fsspec filesystem is fsspec's ``mv``: on an object store a
+    # copy, then a delete of the source. The final name appears whole or not at all,
+    # and only files a manifest lists count, so the non-atomic move is safe here.
+    return pafs.PyFileSystem(pafs.FSSpecHandler(spec_fs)), str(spec_root).rstrip("/")
 
 
 class _Hashing:
