@@ -14,6 +14,7 @@ from gateway.access.api_keys import ApiKeys, Principal
 from gateway.access.rate_limit import RateLimiter
 from gateway.db.engine import create_sessionmaker, engine_for
 from gateway.db.retries import RetryPolicy
+from gateway.export.runs import Runs
 from gateway.identity.source_ids import SourceIds
 from gateway.ingest.notifications import Notifications, build_notifications
 from gateway.ingest.webhook_receiver import Webhooks
@@ -58,6 +59,8 @@ class Services:
     forgetting: Forgetting
     rate_limiter: RateLimiter
     recommendations: Recommender
+    # Exports and retention runs started by the API or the schedule, one at a time.
+    runs: Runs
     # The process's one Redis client behind its guard (None: memory:// cache).
     redis: RedisGuard | None = None
 
@@ -90,6 +93,8 @@ class Services:
         renderer = Renderer(RenderPool(settings.render_workers), render_budgets(settings))
         erasure = Erasure(sessions, tombstones)
         recommendations = open_recommender(sessions, federation, settings)
+        forgetting = Forgetting(erasure, customers, federation, recommendations)
+        audit = AuditLog(sessions, settings.audit_flush_interval_s)
         webhooks = Webhooks(
             WebhookIngest(
                 engine,
@@ -118,16 +123,18 @@ class Services:
                 accept_demo_key=settings.insecure_demo,
                 outage_grace_s=settings.api_key_outage_grace_s,
             ),
-            audit=AuditLog(sessions, settings.audit_flush_interval_s),
+            audit=audit,
             consents=ConsentStore(sessions),
             erasure=erasure,
-            forgetting=Forgetting(erasure, customers, federation, recommendations),
+            forgetting=forgetting,
             rate_limiter=RateLimiter(redis),
             recommendations=recommendations,
+            runs=Runs(settings, engine, forgetting, audit),
             redis=redis,
         )
 
     async def aclose(self) -> None:
+        await self.runs.aclose()  # first: a run under way uses the rest
         await self.customers.aclose()
         await self.renderer.aclose()
         await self.audit.aclose()

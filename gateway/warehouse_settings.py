@@ -10,9 +10,9 @@ import hashlib
 import hmac
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings
 
 
@@ -26,8 +26,9 @@ class WarehouseSettings(BaseSettings):
 
     export_dir: str = Field(
         default="exports",
-        description="Folder (or file:// URL, or any URL pyarrow's filesystems open, such as "
-        "s3://bucket/prefix) that `gateway export` writes Parquet and manifests into.",
+        description="Folder, or URL of one of pyarrow's filesystems (file://, "
+        "s3://bucket/prefix, gs://) or of any fsspec filesystem installed (memory://, "
+        "abfs://…), that `gateway export` writes Parquet and manifests into.",
     )
     export_key: SecretStr | None = Field(
         default=None,
@@ -56,8 +57,27 @@ class WarehouseSettings(BaseSettings):
     retention_interval_s: Annotated[float, Field(gt=0)] | None = Field(
         default=None,
         description="Run retention every this many seconds (`gateway retention run --every` "
-        "uses it as its default); unset: only when run by hand.",
+        "uses it as its default, and `gateway serve` with GATEWAY_RETENTION_IN_SERVE); "
+        "unset: only when run by hand.",
     )
+    retention_in_serve: bool = Field(
+        default=False,
+        description="Apply the retention rules (not a dry run) every "
+        "GATEWAY_RETENTION_INTERVAL_S inside `gateway serve`; one instance at a time runs "
+        "them (a Postgres advisory lock), a failed run is logged and tried again next time.",
+    )
+    export_interval_s: Annotated[float, Field(gt=0)] | None = Field(
+        default=None,
+        description="Export (pseudonymised, into GATEWAY_EXPORT_DIR) every this many seconds "
+        "inside `gateway serve`, one instance at a time; unset: only when run by hand or "
+        "through the `runExport` mutation.",
+    )
+
+    @model_validator(mode="after")
+    def _retention_schedule(self) -> Self:
+        if self.retention_in_serve and self.retention_interval_s is None:
+            raise ValueError("GATEWAY_RETENTION_IN_SERVE needs GATEWAY_RETENTION_INTERVAL_S")
+        return self
 
     def export_pseudonym_key(self) -> bytes:
         given = self.export_key

@@ -104,6 +104,7 @@ def create_app(
         services = Services.open(settings, upstreams)
         readiness = Readiness.open(settings, services.breakers())
         readiness.start()
+        services.runs.schedule()  # retention and exports on their intervals, if configured
         flushing = asyncio.get_running_loop().create_task(repeats.run()) if repeats else None
         consumer = (
             serving_consumer(services, upstreams) if settings.stream_consume_in_serve else None

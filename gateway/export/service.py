@@ -36,6 +36,10 @@ class ExportError(Exception):
     """The export cannot run as asked; ``str()`` says why in one line."""
 
 
+class ExportBusy(ExportError):
+    """Another export into the same target is under way."""
+
+
 @dataclass(frozen=True, slots=True)
 class ExportReport:
     run_id: str
@@ -77,7 +81,10 @@ class Exporter:
     ) -> None:
         self._store = ExportStore(engine)
         self._target = target
-        self._fs, self._root = filesystem(target)
+        try:
+            self._fs, self._root = filesystem(target)
+        except ValueError as exc:
+            raise ExportError(str(exc)) from None
         # How the cursors name a target: a folder by its absolute path, a URL as given.
         self._key = self._root if isinstance(self._fs, pafs.LocalFileSystem) else target
         self._folder = Folder(self._fs, self._root)
@@ -93,7 +100,7 @@ class Exporter:
     async def run(self, *, full: bool = False) -> ExportReport:
         async with self._store.exclusive(self._key) as alone:
             if not alone:
-                raise ExportError(f"another export into {self._target} is running")
+                raise ExportBusy(f"another export into {self._target} is running")
             return await self._run(full)
 
     async def _run(self, full: bool) -> ExportReport:

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db.export_models import ExportCursor, ExportDeletion
 from gateway.db.models import UtcDateTime, utcnow
+from gateway.db.run_lock import run_lock
 from gateway.export.tables import ANALYTICS, ARROW_TYPES, Kind, TableSpec
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -149,24 +150,10 @@ class ExportStore:
         async with self._engine.begin() as connection:
             await connection.execute(delete(ExportCursor).where(ExportCursor.target == target))
 
-    @contextlib.asynccontextmanager
-    async def exclusive(self, target: str) -> AsyncIterator[bool]:
-        """Whether this process is the only exporter into ``target`` (a Postgres session
-        lock, released when the run ends or its process dies; SQLite: always true, the
-        embedded database has one operator)."""
-        if not self.postgres:
-            yield True
-            return
-        async with self._engine.connect() as connection:
-            key = int.from_bytes(hashlib.sha256(target.encode()).digest()[:8], "big", signed=True)
-            held = bool(await connection.scalar(text(f"SELECT pg_try_advisory_lock({key})")))
-            await connection.commit()
-            try:
-                yield held
-            finally:
-                if held:
-                    await connection.scalar(text(f"SELECT pg_advisory_unlock({key})"))
-                    await connection.commit()
+    def exclusive(self, target: str) -> contextlib.AbstractAsyncContextManager[bool]:
+        """Whether this caller is the only exporter into ``target`` now (across instances
+        on Postgres: ``gateway.db.run_lock``)."""
+        return run_lock(self._engine, f"export:{target}")
 
     async def window_end(self) -> datetime:
         """Before this moment every stamped row is committed (see the module's doc)."""

@@ -15,6 +15,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from gateway.export.manifest import Folder
@@ -67,30 +68,41 @@ def listed_files(manifests: list[dict[str, Any]], table: str) -> list[dict[str, 
     return [f for m in manifests for f in m["tables"].get(table, {}).get("files", [])]
 
 
-def live_query(paths: list[str], spec: TableSpec, columns: str = "*") -> str:
-    """DuckDB SQL for a table's exported state (``columns`` of its live rows)."""
+def live_query(
+    paths: list[str], spec: TableSpec, columns: str = "*", *, source: str | None = None
+) -> str:
+    """DuckDB SQL for a table's exported state (``columns`` of its live rows), read from
+    the files at ``paths`` or from the relation ``source``."""
     files = ", ".join(f"'{p}'" for p in paths)
+    source = source or (f"read_parquet([{files}], union_by_name = true, hive_partitioning = false)")
     key = spec.key.name
     return (
         f"SELECT {columns} FROM (SELECT *, row_number() OVER (PARTITION BY {key} ORDER BY "
         "_run DESC, changed_at DESC, _op = 'delete' DESC) AS _nth "
-        f"FROM read_parquet([{files}], union_by_name = true, hive_partitioning = false)) "
+        f"FROM {source}) "
         "WHERE _nth = 1 AND _op = 'upsert'"
     )
 
 
-def exported_ids(paths: list[str], spec: TableSpec) -> list[str]:
+def exported_ids(paths: list[str], spec: TableSpec, fs: pafs.FileSystem) -> list[str]:
     if not paths:
         return []
+    columns = f"CAST({spec.key.name} AS VARCHAR)"
     with duckdb.connect() as db:
-        rows = db.sql(live_query(paths, spec, f"CAST({spec.key.name} AS VARCHAR)")).fetchall()
+        if isinstance(fs, pafs.LocalFileSystem):
+            rows = db.sql(live_query(paths, spec, columns)).fetchall()
+        else:
+            # DuckDB reads local files in place; elsewhere (an object store) pyarrow
+            # fetches the four columns the live state needs and DuckDB scans them.
+            needed = [spec.key.name, "changed_at", "_op", "_run"]
+            read = pads.dataset(paths, filesystem=fs, format="parquet").to_table(columns=needed)
+            db.register("exported_files", read)
+            rows = db.sql(live_query([], spec, columns, source="exported_files")).fetchall()
     return [str(r[0]) for r in rows]
 
 
 async def reconcile(target: str, store: ExportStore) -> list[Reconciliation]:
     fs, root = filesystem(target)
-    if not isinstance(fs, pafs.LocalFileSystem):
-        raise ValueError("verify reads a local folder (DuckDB reads the files in place)")
     manifests = Folder(fs, root).manifests()
     found = []
     for spec in TABLES:
@@ -111,7 +123,7 @@ async def reconcile(target: str, store: ExportStore) -> list[Reconciliation]:
                 continue
             rows += count
             paths.append(path)
-        exported = exported_ids(paths, spec)
+        exported = exported_ids(paths, spec, fs)
         database = await store.live_ids(spec)
         found.append(
             Reconciliation(

@@ -5,7 +5,8 @@ resumed run) never takes a partial file for a complete one; its SHA-256 is compu
 the bytes go out.  Files are laid out as ``<table>/day=YYYY-MM-DD/<run>-<n>.parquet``
 (hive partitioning, what Snowflake, BigQuery and DuckDB external tables read), the day
 being that of ``changed_at``.  Paths go through pyarrow's filesystems: a local folder,
-``file://``, or ``s3://``/``gs://`` for real deployments (a rename there is a copy).
+``file://``, ``s3://``/``gs://`` for real deployments (a rename there is a copy), or
+any fsspec URL (``memory://`` in the tests, ``abfs://`` with adlfs…).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
@@ -24,11 +26,24 @@ TMP = ".tmp"
 
 
 def filesystem(target: str) -> tuple[pafs.FileSystem, str]:
-    """The filesystem and the root path inside it of a folder or URL."""
-    if "://" in target:
+    """The filesystem and the root path inside it of a folder or URL: pyarrow's own
+    (local, s3, gs, hdfs), else any fsspec filesystem installed (memory, abfs, …).
+    ValueError when no filesystem opens it."""
+    if "://" not in target:
+        return pafs.LocalFileSystem(), Path(target).resolve().as_posix()
+    try:
         fs, root = pafs.FileSystem.from_uri(target)
         return fs, root.rstrip("/")
-    return pafs.LocalFileSystem(), Path(target).resolve().as_posix()
+    except pa.ArrowInvalid:
+        pass  # not one of pyarrow's: fsspec may know the scheme
+    try:
+        spec_fs, spec_root = fsspec.core.url_to_fs(target)
+    except (ImportError, ValueError) as exc:
+        raise ValueError(f"no filesystem opens {target}: {exc}") from None
+    # pyarrow's move on an fsspec filesystem is fsspec's ``mv``: on an object store a
+    # copy, then a delete of the source. The final name appears whole or not at all,
+    # and only files a manifest lists count, so the non-atomic move is safe here.
+    return pafs.PyFileSystem(pafs.FSSpecHandler(spec_fs)), str(spec_root).rstrip("/")
 
 
 class _Hashing:
@@ -103,7 +118,16 @@ class _OpenFile:
 
 
 class TableWriter:
-    """One table's files of one run: one per day partition, split at ``max_rows``."""
+    """One table's files of one run: one per day partition, split at ``max_rows``.
+
+    Rows are gathered per day and written ``ROW_GROUP`` at a time: a batch of the
+    events spans every day of the window, and writing each day's few hundred rows as
+    they come made thousands of tiny row groups (slow to write, slower to read).
+    """
+
+    ROW_GROUP = 128_000
+    # Rows held in memory across all days before the largest day is written out.
+    MAX_BUFFERED = 1_000_000
 
     def __init__(
         self,
@@ -118,6 +142,9 @@ class TableWriter:
         self._schema = schema
         self._max_rows = max_rows
         self._open: dict[str, _OpenFile] = {}
+        self._pending: dict[str, list[pa.Table]] = {}
+        self._pending_rows: dict[str, int] = {}
+        self._buffered = 0
         self._count = 0
         self.files: list[WrittenFile] = []
 
@@ -125,13 +152,37 @@ class TableWriter:
         if table.num_rows == 0:
             return
         table = table.select(self._schema.names).cast(self._schema)
-        days = pc.strftime(table.column("changed_at"), format="%Y-%m-%d")
-        unique = pc.unique(days).to_pylist()
-        for day in unique:
-            part = table if len(unique) == 1 else table.filter(pc.equal(days, day))
-            self._file(day).write(part)
-            if self._open[day].rows >= self._max_rows:
-                self.files.append(self._open.pop(day).close())
+        days = pc.cast(table.column("changed_at").combine_chunks(), pa.date32())
+        bounds = pc.min_max(days)
+        if bounds["min"] == bounds["max"]:
+            self._add(days[0].as_py().isoformat(), table)
+        else:
+            # Sorted by day, each day is one slice (no filter pass per day).
+            order = pc.sort_indices(days)
+            table, days = table.take(order), days.take(order)
+            runs = pc.run_end_encode(days)
+            start = 0
+            for day, end in zip(runs.values.to_pylist(), runs.run_ends.to_pylist(), strict=True):
+                self._add(day.isoformat(), table.slice(start, end - start))
+                start = end
+        while self._buffered > self.MAX_BUFFERED:
+            self._flush(max(self._pending_rows, key=self._pending_rows.__getitem__))
+
+    def _add(self, day: str, part: pa.Table) -> None:
+        self._pending.setdefault(day, []).append(part)
+        self._pending_rows[day] = self._pending_rows.get(day, 0) + part.num_rows
+        self._buffered += part.num_rows
+        if self._pending_rows[day] >= self.ROW_GROUP:
+            self._flush(day)
+
+    def _flush(self, day: str) -> None:
+        parts = self._pending.pop(day, [])
+        self._buffered -= self._pending_rows.pop(day, 0)
+        if not parts:
+            return
+        self._file(day).write(pa.concat_tables(parts).combine_chunks())
+        if self._open[day].rows >= self._max_rows:
+            self.files.append(self._open.pop(day).close())
 
     def _file(self, day: str) -> _OpenFile:
         if day not in self._open:
@@ -141,6 +192,8 @@ class TableWriter:
         return self._open[day]
 
     def close(self) -> list[WrittenFile]:
+        for day in sorted(self._pending):
+            self._flush(day)
         for day in sorted(self._open):
             self.files.append(self._open.pop(day).close())
         return sorted(self.files, key=lambda f: f.path)

@@ -92,6 +92,21 @@ class AuditLog:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._flush_later(), name="audit-flush")
 
+    def record_run(self, *, actor: str, key_id: str | None, action: Action, operation: str) -> None:
+        """Queue one entry for an operation on no one customer (an export, a retention
+        run), so who started it is on record too."""
+        self._pending.append(
+            {
+                "occurred_at": utcnow(),
+                "actor": actor,
+                "operation": operation,
+                "customer_id": None,
+                "details": {"action": action.value, "key_id": key_id},
+            }
+        )
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._flush_later(), name="audit-flush")
+
     async def flush(self) -> None:
         """Write everything queued so far."""
         async with self._lock:

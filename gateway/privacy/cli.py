@@ -68,10 +68,19 @@ def run(
         return
 
     async def loop() -> None:
+        from gateway.errors import Conflict
+
         while True:
-            report = await run_retention(
-                settings, rules, upstreams, dry_run=not apply, progress=progress
-            )
+            try:
+                report = await run_retention(
+                    settings, rules, upstreams, dry_run=not apply, progress=progress
+                )
+            except Conflict as exc:
+                if interval is None:
+                    fail(str(exc), 1)
+                click.echo(f"gateway: {exc}; trying again in {interval:g} s", err=True)
+                await asyncio.sleep(interval)
+                continue
             for line in report.lines():
                 click.echo(line)
             if report.customers and not report.dry_run and settings.cache_url.startswith("memory"):
@@ -97,11 +106,13 @@ async def run_retention(
     Redis client and guard, cache backend and upstream namespaces), so an erased
     customer is not served from any instance's shared cache afterwards."""
     from gateway.db.engine import create_sessionmaker
+    from gateway.db.run_lock import run_lock
+    from gateway.errors import Conflict
     from gateway.ingest.streams.running import ConsumerParts
     from gateway.privacy.audit import AuditLog
     from gateway.privacy.erasure import Erasure, Tombstones
     from gateway.privacy.forgetting import Forgetting
-    from gateway.privacy.retention import Retention
+    from gateway.privacy.retention import LOCK, Retention
 
     parts = ConsumerParts.open(settings, upstreams)
     try:
@@ -111,7 +122,10 @@ async def run_retention(
         audit = AuditLog(sessions)
         try:
             retention = Retention(sessions, forgetting, rules, audit=audit, progress=progress)
-            return await retention.run(dry_run=dry_run)
+            async with run_lock(parts.engine, LOCK) as held:
+                if not held:
+                    raise Conflict("a retention run is already under way elsewhere")
+                return await retention.run(dry_run=dry_run)
         finally:
             await audit.aclose()
     finally:

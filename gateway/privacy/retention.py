@@ -30,6 +30,8 @@ from gateway.privacy.forgetting import Forgetting
 from gateway.warehouse_settings import EventRetention
 
 SLICE = 5000
+# The ``gateway.db.run_lock`` name every retention run holds (CLI, API, schedule).
+LOCK = "retention"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +70,17 @@ class Retention:
         *,
         audit: AuditLog | None = None,
         progress: bool = False,
+        actor: str = "retention",
+        key_id: str | None = None,
     ) -> None:
         self._sessions = sessions
         self._forgetting = forgetting
         self._rules = rules
         self._audit = audit
         self._progress = progress
+        # Whose erasures they are in the audit log: the process, or the admin key that
+        # asked for the run through the API.
+        self._actor, self._key_id = actor, key_id
 
     async def withdrawn(self, now: datetime) -> list[uuid.UUID]:
         """The customers the consent rule removes."""
@@ -111,8 +118,8 @@ class Retention:
                     tombstones += gone.tombstones
             if self._audit is not None and customers:
                 self._audit.record(
-                    actor="retention",
-                    key_id=None,
+                    actor=self._actor,
+                    key_id=self._key_id,
                     action=Action.ERASE,
                     operation="retention",
                     customer_ids=customers,

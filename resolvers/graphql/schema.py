@@ -36,6 +36,7 @@ from resolvers.graphql.types.customer import (
 from resolvers.graphql.types.identity import IdentityMutation, IdentityQuery, ReviewMutation
 from resolvers.graphql.types.privacy import PrivacyMutation, PrivacyQuery
 from resolvers.graphql.types.render import TemplateMutation, TemplateQuery
+from resolvers.graphql.types.runs import RunMutation
 
 GatewayInfo = Info[Context, None]
 
@@ -184,7 +185,14 @@ def build_schema(settings: Settings | None = None) -> GatewaySchema:
         query=merge_types("Query", (Query, TemplateQuery, PrivacyQuery, IdentityQuery)),
         mutation=merge_types(
             "Mutation",
-            (Mutation, TemplateMutation, IdentityMutation, ReviewMutation, PrivacyMutation),
+            (
+                Mutation,
+                TemplateMutation,
+                IdentityMutation,
+                ReviewMutation,
+                PrivacyMutation,
+                RunMutation,
+            ),
         ),
         subscription=Subscription,
         # Limits' rule classes are built once here, so cached validations keep hitting.

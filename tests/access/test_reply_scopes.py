@@ -129,6 +129,9 @@ def _mutations(people: dict[str, Any]) -> dict[str, str]:
         "forgetCustomer": f'forgetCustomer(id: "{c["id"]}")',
         # No such review: answered NOT_FOUND, and its reply reveals nothing either way.
         "resolveReview": 'resolveReview(id: "999999999", decision: KEEP_APART, reason: "x")',
+        # Admin only: a write key is refused, and its reply shows nothing.
+        "runExport": "runExport",
+        "runRetention": "runRetention(apply: true)",
     }
 
 

@@ -241,14 +241,14 @@ from gateway.export import writer
 from gateway.export.pseudonymise import Pseudonymiser
 from gateway.export.service import Exporter
 
-written = writer.TableWriter.write
+written = writer._OpenFile.write
 
 def write_then_die(self, table):
     written(self, table)
-    if self._table == "events":  # half way through a file: killed, no clean-up at all
+    if self.path.startswith("events/"):  # half way through a file: killed, no clean-up
         os.kill(os.getpid(), signal.SIGKILL)
 
-writer.TableWriter.write = write_then_die
+writer._OpenFile.write = write_then_die
 
 async def main():
     engine = create_engine(sys.argv[1])

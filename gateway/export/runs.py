@@ -1,0 +1,174 @@
+"""Export and retention runs inside a serving gateway: started by an admin's API call
+or by the schedule (GATEWAY_EXPORT_INTERVAL_S, GATEWAY_RETENTION_IN_SERVE).
+
+One run of each kind at a time, across instances: an export holds its target's lock
+(``ExportStore.exclusive``), retention the ``retention`` lock (``gateway.db.run_lock``).
+A second caller is answered ``Conflict`` at once rather than queued behind the first or
+run beside it. A run is its own task: a client that hangs up does not cancel it half
+way (an export cancelled anyway, at shutdown, is resumed by the next run). A scheduled
+run that fails is logged and tried again at the next interval; it never stops serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.db.engine import create_sessionmaker
+from gateway.db.run_lock import run_lock
+from gateway.errors import Conflict, GatewayError
+from gateway.export.pseudonymise import Pseudonymiser
+from gateway.export.service import ExportBusy, Exporter, ExportError, ExportReport
+from gateway.privacy.audit import Action, AuditLog
+from gateway.privacy.forgetting import Forgetting
+from gateway.privacy.retention import LOCK, Retention, RetentionReport, RetentionRules
+from gateway.settings import Settings
+
+logger = logging.getLogger("gateway.runs")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who started a run: an API key (its name and id), or the schedule."""
+
+    name: str
+    key_id: str | None = None
+
+
+SCHEDULE = Caller("schedule")
+
+
+class RunBusy(Conflict):
+    """A run of the same kind is under way (here or on another instance)."""
+
+
+class Runs:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: AsyncEngine,
+        forgetting: Forgetting,
+        audit: AuditLog,
+    ) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._forgetting = forgetting
+        self._audit = audit
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    @property
+    def rules(self) -> RetentionRules:
+        s = self._settings
+        return RetentionRules(
+            s.retention_consent_withdrawn_days, s.retention_events_days, s.retention_events_action
+        )
+
+    async def export(
+        self, caller: Caller, *, raw: bool = False, full: bool = False, operation: str
+    ) -> ExportReport:
+        """One export into GATEWAY_EXPORT_DIR (pseudonymised unless ``raw``); Conflict
+        when another is under way or the target holds the other kind of export."""
+        field = operation.rpartition(":")[2]
+        self._audited(caller, Action.EXPORT, operation)
+        try:
+            pseudonymiser = None if raw else Pseudonymiser.from_settings(self._settings)
+            exporter = Exporter(self._engine, self._settings.export_dir, pseudonymiser)
+            return await self._detached(exporter.run(full=full))
+        except ExportBusy as exc:
+            raise RunBusy(str(exc), field=field) from None
+        except ExportError as exc:
+            # The target holds the other kind of export, or no filesystem opens it.
+            raise Conflict(str(exc), field=field) from None
+
+    async def retention(self, caller: Caller, *, apply: bool, operation: str) -> RetentionReport:
+        """One run of the retention rules (a dry run unless ``apply``); erasures are
+        audited under ``caller``. Conflict when a run is under way on any instance."""
+        rules = self.rules
+        self._audited(caller, Action.ERASE if apply else Action.READ, operation)
+        retention = Retention(
+            create_sessionmaker(self._engine),
+            self._forgetting,
+            rules,
+            audit=self._audit,
+            actor=caller.name,
+            key_id=caller.key_id,
+        )
+
+        async def alone() -> RetentionReport:
+            async with run_lock(self._engine, LOCK) as held:
+                if not held:
+                    raise RunBusy(
+                        "a retention run is already under way; try again when it ends",
+                        field=operation.rpartition(":")[2],
+                    )
+                return await retention.run(dry_run=not apply)
+
+        return await self._detached(alone())
+
+    def _audited(self, caller: Caller, action: Action, operation: str) -> None:
+        self._audit.record_run(
+            actor=caller.name, key_id=caller.key_id, action=action, operation=operation
+        )
+
+    async def _detached(self, work: Awaitable[T]) -> T:
+        task: asyncio.Task[T] = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(task)
+
+    def schedule(self) -> None:
+        """Start the configured schedules (none by default)."""
+        s = self._settings
+        if s.retention_in_serve and s.retention_interval_s is not None:
+            if s.retention_consent_withdrawn_days is None and s.retention_events_days is None:
+                logger.warning("retention scheduled, but no retention rules are set")
+            else:
+                self._every(s.retention_interval_s, "retention", self._scheduled_retention)
+        if s.export_interval_s is not None:
+            self._every(s.export_interval_s, "export", self._scheduled_export)
+
+    async def _scheduled_retention(self) -> None:
+        report = await self.retention(SCHEDULE, apply=True, operation="schedule:retention")
+        logger.info(
+            "scheduled retention done",
+            extra={"customers": report.customers, "events": report.events},
+        )
+
+    async def _scheduled_export(self) -> None:
+        report = await self.export(SCHEDULE, operation="schedule:export")
+        logger.info(
+            "scheduled export done",
+            extra={"run_id": report.run_id, "rows": report.rows, "seconds": report.seconds},
+        )
+
+    def _every(self, interval: float, name: str, job: Callable[[], Awaitable[None]]) -> None:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                try:
+                    await job()
+                except RunBusy:
+                    # Another instance (or an API call) is running it: its turn, not ours.
+                    logger.info("scheduled %s skipped: a run is under way", name)
+                except GatewayError as exc:
+                    # Foreseen (a bad target, a database outage): one line, no traceback.
+                    logger.error("scheduled %s failed (%s); trying again next interval", name, exc)
+                except Exception:
+                    logger.exception("scheduled %s failed; trying again next interval", name)
+
+        task = asyncio.get_running_loop().create_task(loop(), name=f"scheduled-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self) -> None:
+        """Stop the schedules and any run under way (an export resumes next time)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
