@@ -11,8 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import ARRAY, Text, any_, bindparam, func, select
-from sqlalchemy import cast as sql_cast
+from sqlalchemy import ARRAY, any_, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db.bulk import is_postgres
@@ -28,10 +27,6 @@ T = TypeVar("T")
 _CHUNK = 2000  # bind parameters per IN list; well under SQLite's and asyncpg's limits
 # A record's fields as ``identity_records`` stores them for matching: the e-mail by its key.
 MATCH_COLUMNS = tuple("email_key" if name == "email" else name for name in RECORD_FIELDS)
-
-
-# Values whose str() is already a Postgres array element (no quoting or escaping).
-_LITERAL_TYPES = (int, uuid.UUID)
 
 
 def chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
@@ -54,14 +49,6 @@ def matching(connection: AsyncConnection, column: Any, values: Iterable[Any]) ->
     if is_postgres(connection):
         # Order does not matter to an array parameter; sorting tens of thousands does cost.
         array = list(distinct)
-        if all(type(value) in _LITERAL_TYPES for value in array):
-            # Numbers and UUIDs as one array literal, parsed by Postgres: bound as an
-            # array, asyncpg checks each element against collections.abc (a Python call
-            # each; the block-key lookup of a batch of 5,000 has 45,000 of them).
-            literal = "{" + ",".join(map(str, array)) + "}"
-            text_param = bindparam(None, literal, type_=Text, unique=True)
-            yield column == any_(sql_cast(text_param, ARRAY(column.type)))
-            return
         yield column == any_(bindparam(None, array, type_=ARRAY(column.type), unique=True))
         return
     for part in chunks(sorted(distinct)):
