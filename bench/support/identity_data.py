@@ -41,13 +41,17 @@ class LabelledSet:
     def rows(self) -> list[Row]:
         return [row for _, rows in self.files for row in rows]
 
-    def without_address(self) -> LabelledSet:
-        """The same records with names and date of birth only."""
+    def without(self, columns: tuple[str, ...], suffix: str) -> LabelledSet:
+        """The same records with ``columns`` removed (less evidence per pair)."""
         files = [
-            (source, [{k: v for k, v in row.items() if k not in ADDRESS_COLUMNS} for row in rows])
+            (source, [{k: v for k, v in row.items() if k not in columns} for row in rows])
             for source, rows in self.files
         ]
-        return LabelledSet(f"{self.name}-name-dob", files, self.truth)
+        return LabelledSet(f"{self.name}-{suffix}", files, self.truth)
+
+    def without_address(self) -> LabelledSet:
+        """The same records with names and date of birth only."""
+        return self.without(ADDRESS_COLUMNS, "name-dob")
 
 
 def _cache() -> Path:
@@ -179,11 +183,22 @@ LOADERS: dict[str, Callable[[], LabelledSet]] = {
 }
 
 
+# Suffixes that take evidence away, to see that precision holds with less of it.
+STRIPPED: dict[str, tuple[str, ...]] = {
+    "name-dob": ADDRESS_COLUMNS,
+    "no-dob": ("date_of_birth",),
+    "no-first": ("first_name",),
+    "names-only": ("date_of_birth", *ADDRESS_COLUMNS),
+}
+
+
 def load(name: str) -> LabelledSet:
-    """A set by name; ``-name-dob`` after a FEBRL name drops its address columns."""
-    base = name.removesuffix("-name-dob")
-    labelled = LOADERS[base]()
-    return labelled.without_address() if name.endswith("-name-dob") else labelled
+    """A set by name; a suffix of ``STRIPPED`` after it (``febrl3-name-dob``,
+    ``rldata10000-no-dob``) drops those columns."""
+    for suffix, columns in STRIPPED.items():
+        if name.endswith(f"-{suffix}"):
+            return LOADERS[name.removesuffix(f"-{suffix}")]().without(columns, suffix)
+    return LOADERS[name]()
 
 
 def write_csv(rows: list[Row], path: Path) -> None:

@@ -200,7 +200,8 @@ def _print(model: LinkageModel, *, active: bool) -> None:
         f"λ (two random records match) {rate:.3g}; merge from probability "
         f"{model.match_probability:g}, review from {model.review_probability:g}"
     )
-    for comparison in COMPARISONS:
+    for current in COMPARISONS:
+        comparison = model.ladder(current.field)
         params = model.comparisons.get(comparison.field)
         if params is None:
             continue

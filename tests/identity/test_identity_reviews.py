@@ -148,7 +148,7 @@ async def test_reviews_are_listed_with_both_records_and_resolved(
         assert review["status"] == "open"
         assert review["matchProbability"] == pytest.approx(probability)
         assert {(x["field"], x["level"]) for x in review["levels"]} == {
-            ("first_name", "jaro-winkler >= 0.92"),
+            ("first_name", "one edit"),
             ("last_name", "exact"),
             ("date_of_birth", "one edit"),
         }

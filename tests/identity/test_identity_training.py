@@ -68,7 +68,7 @@ def _settings_with(levels: dict[str, list[tuple[float, float]]], rate: float) ->
 
 def test_checks_put_the_priors_back_where_em_returned_nonsense() -> None:
     # First name: "else" more common between duplicates than between strangers.
-    backwards = [(0.5, 0.01), (0.1, 0.004), (0.05, 0.005), (0.35, 0.1)]
+    backwards = [(0.5, 0.01), (0.05, 0.002), (0.05, 0.002), (0.05, 0.005), (0.35, 0.1)]
     # Birth date: swapped day and month never seen among matches (m about nothing).
     unseen = [(0.8, 5e-5), (0.15, 0.001), (1e-9, 5e-5), (0.04, 0.002), (0.01, 0.99685)]
     settings = _settings_with({"first_name": backwards, "date_of_birth": unseen}, rate=0.9)

@@ -18,10 +18,8 @@ from gateway.identity.scoring.model import LinkageModel
 
 FIELDS = tuple(comparison.field for comparison in COMPARISONS)
 Comparable = tuple[str | None, ...]  # a record's comparison keys in FIELDS order
-_NAME_ELSE = 3  # the "else" level of a name comparison
 _DOB = FIELDS.index("date_of_birth")
 _COMMON = 3  # a value seen this many times in training is a name in its own right
-_NEAR = 1  # levels up to this one count as a name agreeing (exact, Jaro-Winkler >= 0.92)
 
 
 def comparable(values: Mapping[str, str | None]) -> Comparable:
@@ -57,12 +55,26 @@ def weight_of(chance: float) -> float:
 
 
 class _Field:
-    __slots__ = ("agree", "common", "index", "labels", "level", "tf", "tf_unseen", "weights")
+    __slots__ = (
+        "agree",
+        "common",
+        "else_level",
+        "index",
+        "labels",
+        "level",
+        "near",
+        "tf",
+        "tf_unseen",
+        "weights",
+    )
 
     def __init__(self, index: int, model: LinkageModel) -> None:
-        comparison = COMPARISONS[index]
+        # The model's own ladder: a model stored before a level was added scores as it did.
+        comparison = model.ladder(COMPARISONS[index].field)
         params = model.levels_of(comparison.field)
         self.index = index
+        self.else_level = comparison.else_level
+        self.near = comparison.near  # names: exact, one edit, Jaro-Winkler >= 0.92
         self.level = comparison.level
         self.labels = [level.label for level in comparison.levels]
         self.agree = comparison.agree
@@ -148,15 +160,20 @@ class Scorer:
             if index == _DOB:
                 dob = level
         vetoed = False
-        if first == _NAME_ELSE or last == _NAME_ELSE:
+        first_else, last_else = self._first.else_level, self._last.else_level
+        if first == first_else or last == last_else:
             # A name that disagrees outright (a stranger sharing a birthday, or a name
             # changed at marriage) merges only where everything else agrees: the other
             # name and the birth date exactly, or two more fields (address, town...).
-            # "Agrees" as for swapped names: exact, or a typo (Jaro-Winkler >= 0.92) in a
+            # "Agrees" as for swapped names: exact, or a typo (one edit, Jaro-Winkler >= 0.92) in a
             # value not common in its field; a near surname is as rare a coincidence
             # between strangers born the same day as an exact one.
-            other = last if first == _NAME_ELSE else first
-            vetoed = agreeing < 2 and not (other <= _NEAR and dob == 0)
+            other, near = (
+                (last, self._last.near) if first == first_else else (first, self._first.near)
+            )
+            # A missing other name agrees with nothing: a surname that differs beside
+            # no first name at all is a stranger born the same day.
+            vetoed = agreeing < 2 and not (0 <= other <= near and dob == 0)
         return total, vetoed
 
     def score(self, a: Comparable, b: Comparable) -> PairScore:
@@ -176,15 +193,16 @@ class Scorer:
     def _name_levels(self, a: Comparable, b: Comparable) -> tuple[int, int, bool]:
         """Levels of first and last name (-1: not compared), and whether they were taken
         crosswise: names entered the wrong way round count only when both cross
-        comparisons agree (exact, or Jaro-Winkler >= 0.92 for a typo), never on one."""
+        comparisons agree (exact, or a typo), never on one."""
         a_first, a_last, b_first, b_last = a[0], a[1], b[0], b[1]
+        first_f, last_f = self._first, self._last
         first = last = -1
         if a_first is not None and b_first is not None:
             first = 0 if a_first == b_first else self._near(self._first, a_first, b_first, False)
         if a_last is not None and b_last is not None:
             last = 0 if a_last == b_last else self._near(self._last, a_last, b_last, False)
         if (
-            (first == _NAME_ELSE or last == _NAME_ELSE)
+            (first == first_f.else_level or last == last_f.else_level)
             and a_first
             and a_last
             and b_first
@@ -194,7 +212,7 @@ class Scorer:
                 0 if a_first == b_last else self._near(self._first, a_first, b_last, True)
             )
             crossed_last = 0 if a_last == b_first else self._near(self._last, a_last, b_first, True)
-            if crossed_first <= _NEAR and crossed_last <= _NEAR:
+            if crossed_first <= first_f.near and crossed_last <= last_f.near:
                 return crossed_first, crossed_last, True
         return first, last, False
 
@@ -203,6 +221,6 @@ class Scorer:
         (Schmitt and Schmidt) are two names, not one with a typo: else."""
         level = f.level(a, b)
         common = self._common if crosswise else f.common
-        if level < _NAME_ELSE and a in common and b in common:
-            return _NAME_ELSE
+        if level < f.else_level and a in common and b in common:
+            return f.else_level
         return level

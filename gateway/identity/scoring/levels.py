@@ -3,9 +3,11 @@
 Each comparison is written twice, once as the online scorer computes it (Python,
 rapidfuzz) and once as the SQL condition Splink evaluates in DuckDB when it trains the
 model; the two agree value for value (rapidfuzz and DuckDB compute Jaro-Winkler and
-Levenshtein alike, and ``tests/identity/test_identity_levels.py`` holds them to it).  A level's
-position is its identity: a stored model's m and u are matched to these levels by
-position and label, so changing a comparison means a new model.
+Levenshtein alike, and ``tests/identity/test_identity_levels.py`` holds them to it).  A
+stored model's m and u are matched to these levels by label.  A comparison that gained a
+level keeps its older ladder in ``legacy``: a model stored before the change has that
+ladder's labels, and is scored with that ladder, exactly as it was (no migration of the
+stored settings: rewriting them would change what their links meant).
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rapidfuzz.distance import JaroWinkler, Levenshtein
+from rapidfuzz.distance import OSA, JaroWinkler, Levenshtein
 
 _jaro_winkler = JaroWinkler.similarity
 _levenshtein = Levenshtein.distance
+# One edit counting a swap of two neighbours as one (Myer/Meyer, Mary/Mray): up to one,
+# the optimal-string-alignment distance equals DuckDB's damerau_levenshtein.
+_one_edit_or_swap = OSA.distance
 # rapidfuzz and DuckDB round Jaro-Winkler differently in the last bit (0.9199999999999999
 # against 0.92); both compare with the threshold less a hair, so they agree.
 _JW_HIGH = 0.919999999
@@ -40,6 +45,25 @@ class Comparison:
     level: Callable[[str, str], int]
     name_like: bool = False  # a name: "else" here vetoes an automatic merge, unless...
     agree: int = 0  # ...two fields at this level or better (not names nor birth date) agree
+    near: int = 0  # names: levels up to this one are a name agreeing (a typo at most)
+    legacy: tuple[Comparison, ...] = ()  # older ladders a stored model may still have
+    priors: str = ""  # key of its priors in ``model._PRIORS`` (default: the field)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(level.label for level in self.levels)
+
+    @property
+    def priors_key(self) -> str:
+        return self.priors or self.field
+
+    def ladder(self, labels: tuple[str, ...]) -> Comparison:
+        """The ladder (this one or a legacy one) whose levels have these labels; this one
+        when none has."""
+        for candidate in self.legacy:
+            if candidate.labels == labels:
+                return candidate
+        return self
 
     @property
     def else_level(self) -> int:
@@ -53,6 +77,29 @@ class Comparison:
 def _name_level(a: str, b: str) -> int:
     if a == b:
         return 0
+    if _one_edit_or_swap(a, b, score_cutoff=1) <= 1:
+        return 1
+    similarity = _jaro_winkler(a, b)
+    if similarity >= _JW_HIGH:
+        return 2
+    if similarity >= _JW_LOW:
+        return 3
+    return 4
+
+
+_NAME_LEVELS = (
+    Level("exact", '"{c}_l" = "{c}_r"', tf=True),
+    Level("one edit", 'damerau_levenshtein("{c}_l", "{c}_r") <= 1'),
+    Level("jaro-winkler >= 0.92", f'jaro_winkler_similarity("{{c}}_l", "{{c}}_r") >= {_JW_HIGH!r}'),
+    Level("jaro-winkler >= 0.88", f'jaro_winkler_similarity("{{c}}_l", "{{c}}_r") >= {_JW_LOW!r}'),
+    Level("else", "ELSE"),
+)
+
+
+def _jaro_winkler_level(a: str, b: str) -> int:
+    """Names before the one-edit level (models stored before it), and towns."""
+    if a == b:
+        return 0
     similarity = _jaro_winkler(a, b)
     if similarity >= _JW_HIGH:
         return 1
@@ -61,7 +108,7 @@ def _name_level(a: str, b: str) -> int:
     return 3
 
 
-_NAME_LEVELS = (
+_JARO_WINKLER_LEVELS = (
     Level("exact", '"{c}_l" = "{c}_r"', tf=True),
     Level("jaro-winkler >= 0.92", f'jaro_winkler_similarity("{{c}}_l", "{{c}}_r") >= {_JW_HIGH!r}'),
     Level("jaro-winkler >= 0.88", f'jaro_winkler_similarity("{{c}}_l", "{{c}}_r") >= {_JW_LOW!r}'),
@@ -142,16 +189,29 @@ def _exact_level(a: str, b: str) -> int:
 _EXACT_LEVELS = (Level("exact", '"{c}_l" = "{c}_r"'), Level("else", "ELSE"))
 _CITY_LEVELS = (
     Level("exact", '"{c}_l" = "{c}_r"', tf=True),
-    *_NAME_LEVELS[1:],
+    *_JARO_WINKLER_LEVELS[1:],
 )
+
+
+def _name(field: str) -> Comparison:
+    legacy = Comparison(
+        field,
+        _JARO_WINKLER_LEVELS,
+        _jaro_winkler_level,
+        name_like=True,
+        near=1,
+        priors=f"{field}/jaro-winkler",
+    )
+    return Comparison(field, _NAME_LEVELS, _name_level, name_like=True, near=2, legacy=(legacy,))
+
 
 # In the order the scorer sums them; every field of ``PreparedRecord.comparable()``.
 COMPARISONS: tuple[Comparison, ...] = (
-    Comparison("first_name", _NAME_LEVELS, _name_level, name_like=True),
-    Comparison("last_name", _NAME_LEVELS, _name_level, name_like=True),
+    _name("first_name"),
+    _name("last_name"),
     Comparison("date_of_birth", _DOB_LEVELS, _dob_level, agree=-1),
     Comparison("address", _ADDRESS_LEVELS, _address_level, agree=1),
-    Comparison("city", _CITY_LEVELS, _name_level, agree=1),
+    Comparison("city", _CITY_LEVELS, _jaro_winkler_level, agree=1),
     Comparison("postcode", _ONE_EDIT_LEVELS, _one_edit_level),
     Comparison("email", _ONE_EDIT_LEVELS, _one_edit_level),
     Comparison("phone", _EXACT_LEVELS, _exact_level),

@@ -40,9 +40,13 @@ class LevelParams(BaseModel):
 
 # (m, u) per level, best level first, for each comparison in ``levels.COMPARISONS``.
 # u is the chance for two random people (not two in a block), λ's companion.
+# Keyed by ``Comparison.priors_key``: a legacy ladder has priors of its own.
 _PRIORS: dict[str, tuple[tuple[float, float], ...]] = {
-    "first_name": ((0.85, 0.01), (0.05, 0.004), (0.02, 0.005), (0.08, 0.981)),
-    "last_name": ((0.85, 0.005), (0.05, 0.003), (0.02, 0.004), (0.08, 0.988)),
+    # The one-edit level took its share out of Jaro-Winkler >= 0.92's.
+    "first_name": ((0.85, 0.01), (0.03, 0.001), (0.02, 0.003), (0.02, 0.005), (0.08, 0.981)),
+    "last_name": ((0.85, 0.005), (0.03, 0.0008), (0.02, 0.0022), (0.02, 0.004), (0.08, 0.988)),
+    "first_name/jaro-winkler": ((0.85, 0.01), (0.05, 0.004), (0.02, 0.005), (0.08, 0.981)),
+    "last_name/jaro-winkler": ((0.85, 0.005), (0.05, 0.003), (0.02, 0.004), (0.08, 0.988)),
     "date_of_birth": (
         (0.85, 0.00005),
         (0.08, 0.001),
@@ -62,7 +66,7 @@ PRIOR_PROBABILITY_TWO_RANDOM_RECORDS_MATCH = 1e-4
 def prior_levels(comparison: Comparison) -> tuple[LevelParams, ...]:
     return tuple(
         LevelParams(label=level.label, m=m, u=u)
-        for level, (m, u) in zip(comparison.levels, _PRIORS[comparison.field], strict=True)
+        for level, (m, u) in zip(comparison.levels, _PRIORS[comparison.priors_key], strict=True)
     )
 
 
@@ -103,9 +107,9 @@ class LinkageModel(BaseModel):
             comparison = BY_FIELD.get(name)
             if comparison is None:
                 raise ValueError(f"unknown comparison {name!r}")
-            labels = [level.label for level in comparison.levels]
-            if [level.label for level in levels] != labels:
-                raise ValueError(f"{name}: levels must be {labels}")
+            labels = tuple(level.label for level in levels)
+            if comparison.ladder(labels).labels != labels:
+                raise ValueError(f"{name}: levels must be {list(comparison.labels)}")
         return self
 
     @property
@@ -118,15 +122,25 @@ class LinkageModel(BaseModel):
         found = self.comparisons.get(field)
         return found if found is not None else prior_levels(BY_FIELD[field])
 
+    def ladder(self, field: str) -> Comparison:
+        """The comparison this model's parameters for a field belong to: today's, or
+        the older ladder a model stored before a level was added has."""
+        comparison = BY_FIELD[field]
+        found = self.comparisons.get(field)
+        if found is None:
+            return comparison
+        return comparison.ladder(tuple(p.label for p in found))
+
     # Splink's settings JSON is the stored form: a documented format that Splink itself
     # can load to score pairs with the same parameters.
 
     def to_splink(self) -> dict[str, Any]:
         comparisons = []
-        for comparison in COMPARISONS:
-            params = self.comparisons.get(comparison.field)
+        for current in COMPARISONS:
+            params = self.comparisons.get(current.field)
             if params is None:
                 continue
+            comparison = self.ladder(current.field)
             c = comparison.field
             levels: list[dict[str, Any]] = [
                 {
@@ -157,7 +171,8 @@ class LinkageModel(BaseModel):
     @classmethod
     def from_splink(cls, settings: Mapping[str, Any], **extra: Any) -> LinkageModel:
         """Parameters out of Splink's settings JSON; levels are matched by label, and a
-        level Splink left without an estimate takes its prior (``check`` says so)."""
+        level Splink left without an estimate takes its prior (``check`` says so).  A
+        comparison whose levels are exactly those of an older ladder keeps that ladder."""
         comparisons: dict[str, tuple[LevelParams, ...]] = {}
         for entry in settings.get("comparisons", []):
             name = entry["output_column_name"]
@@ -169,6 +184,7 @@ class LinkageModel(BaseModel):
                 for level in entry["comparison_levels"]
                 if not level.get("is_null_level")
             }
+            comparison = comparison.ladder(tuple(found))
             params = []
             for level, prior in zip(comparison.levels, prior_levels(comparison), strict=True):
                 raw = found.get(level.label, {})

@@ -212,11 +212,18 @@ def check(model: LinkageModel, trained: dict[str, Any]) -> tuple[LinkageModel, l
     - each level's Bayes factor at most the exact level's and at least the else level's;
       name and town levels in order (a closer name is never weaker evidence);
     - exact agreement is evidence for a match, the else level evidence against;
-    - λ between one in a billion and one half.
+    - λ between one in a billion and one half, and no more than the random pairs allow.
     A level EM never saw (no estimate) keeps its prior beside the trained ones.
     """
     notes: list[str] = []
     comparisons = dict(model.comparisons)
+    rate, bound = _consistent_rate(model)
+    if rate < model.probability_two_random_records_match <= 0.5:
+        notes.append(
+            f"λ = {model.probability_two_random_records_match:.3g} is more than the random pairs"
+            f" allow ({bound:.3g}: {rate:.3g} used)"
+        )
+        model = model.model_copy(update={"probability_two_random_records_match": rate})
     for name, params in model.comparisons.items():
         missing = _missing(trained, name)
         if missing:
@@ -248,6 +255,30 @@ def check(model: LinkageModel, trained: dict[str, Any]) -> tuple[LinkageModel, l
 
 
 _RARE_M = 0.002
+
+
+def _consistent_rate(model: LinkageModel) -> tuple[float, float]:
+    """λ as the random pairs allow: among random pairs a share λ are matches, and a share
+    λ·m of them agree exactly on a field, so λ·m cannot exceed that field's u (the share
+    of random pairs agreeing).  One-typo rules over few fields (a surname and a birth date
+    two edits apart) also catch strangers, and overstate λ; then the matches taken out
+    of u (``_without_matches``) leave an exact birth date next to no random pair at all,
+    and a shared birthday becomes proof.  A λ over that bound is taken down to half of
+    it (the matches then half the agreeing random pairs); returns (λ, the bound)."""
+    rate = model.probability_two_random_records_match
+    if not 1e-9 <= rate <= 0.5:
+        return rate, rate  # implausible anyway: the prior replaces it
+    bounds = [
+        params[0].u / params[0].m
+        for name, params in model.comparisons.items()
+        if not BY_FIELD[name].levels[0].tf and params[0].m > 0
+    ]
+    if not bounds:
+        return rate, rate
+    bound = min(bounds)
+    return (rate if rate <= bound else bound / 2), bound
+
+
 _MIN_U = 1e-7
 
 
@@ -332,7 +363,7 @@ def _disorder(name: str, params: Sequence[LevelParams]) -> str | None:
         # An exact level without term frequencies is the strongest; with them its u is
         # an average over common and rare values, and a rare value's weight is higher.
         for label, factor in zip(labels[1:-1], factors[1:-1], strict=True):
-            if factor > factors[0]:
+            if factor > factors[0] * (1 + 1e-9):  # a level capped at exact's is equal
                 return f"level {label!r} is stronger evidence than exact agreement"
     if name != "date_of_birth":
         # A ladder of closeness: a closer value is never weaker evidence.
