@@ -25,6 +25,7 @@ from gateway.privacy.forgetting import Forgetting
 from gateway.profiles.customers import CustomerStore
 from gateway.profiles.profile_cache import CachedCustomers
 from gateway.recommendations.serving import Recommender, open_recommender
+from gateway.scores.store import ScoreStore
 from gateway.settings import Settings
 from gateway.templates.render import Budgets, Renderer
 from gateway.templates.render_pool import RenderPool
@@ -58,6 +59,7 @@ class Services:
     forgetting: Forgetting
     rate_limiter: RateLimiter
     recommendations: Recommender
+    scores: ScoreStore
     # The process's one Redis client behind its guard (None: memory:// cache).
     redis: RedisGuard | None = None
 
@@ -122,6 +124,7 @@ class Services:
             forgetting=Forgetting(erasure, customers, federation, recommendations),
             rate_limiter=RateLimiter(redis),
             recommendations=recommendations,
+            scores=ScoreStore(sessions),
             redis=redis,
         )
 
