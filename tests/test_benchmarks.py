@@ -24,3 +24,16 @@ async def test_render_runs_and_prints_its_ratio(capsys: pytest.CaptureFixture[st
     out = capsys.readouterr().out
     assert re.search(r"ratio gateway / bare python-liquid: [\d.]+", out), out
     assert "upstream calls while warm: {'hubspot': 0, 'shopify': 0, 'segment': 0}" in out
+
+
+def test_scores_runs_and_prints_its_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncio
+
+    from bench import scores
+    from bench.support.harness import database
+
+    with database(prefix="gateway_test_bench_scores") as url:  # postgres
+        asyncio.run(scores.run(url, 600))
+    out = capsys.readouterr().out
+    assert re.search(r"scored 600 customers \(\d+ with orders\)", out), out
+    assert re.search(r"build [\d.]+ s; yardstick .* ratio [\d.]+", out), out

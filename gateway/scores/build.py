@@ -115,7 +115,9 @@ async def build(
             # At least as well: a tie goes to the newer model (fresher data).
             better = bool(np.isnan(old_auc) or evaluation["auc"] >= old_auc)
             evaluation["previous"] = {"version": version, "auc": old_auc}
-            record = StoredModel(new_version, horizon, evaluation, pickle.dumps(candidate))
+            record = StoredModel(
+                new_version, horizon, _json_safe(evaluation), pickle.dumps(candidate)
+            )
             await store.save_model(record, active=better)
             if better:
                 decision = (
@@ -137,6 +139,15 @@ async def build(
         decision,
         time.perf_counter() - started,
     )
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (an AUC on a holdout with one class) as null: JSON on Postgres has no NaN."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value
 
 
 def _records(
