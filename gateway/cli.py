@@ -1,4 +1,4 @@
-"""The ``gateway`` command: serve, migrate, import, sync, keys, recs, identity, export,
+"""The ``gateway`` command: serve, migrate, import, sync, keys, recs, scores, identity, export,
 retention (and the commands installed packages plug in, such as ``demo``)."""
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from gateway.ingest.streams.cli import consume
 from gateway.observability.logs import configure_logging
 from gateway.privacy.cli import retention
 from gateway.recommendations.cli import recs
+from gateway.scores.cli import scores
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -294,6 +295,7 @@ def sync(sources: tuple[str, ...], batch_size: int, database_url: str | None) ->
 
 
 main.add_command(recs)
+main.add_command(scores)
 main.add_command(identity)
 main.add_command(keys)
 main.add_command(consume)

@@ -26,6 +26,7 @@ from gateway.privacy.forgetting import Forgetting
 from gateway.profiles.customers import CustomerStore
 from gateway.profiles.profile_cache import CachedCustomers
 from gateway.recommendations.serving import Recommender, open_recommender
+from gateway.scores.store import ScoreStore
 from gateway.settings import Settings
 from gateway.templates.render import Budgets, Renderer
 from gateway.templates.render_pool import RenderPool
@@ -61,6 +62,7 @@ class Services:
     recommendations: Recommender
     # Exports and retention runs started by the API or the schedule, one at a time.
     runs: Runs
+    scores: ScoreStore
     # The process's one Redis client behind its guard (None: memory:// cache).
     redis: RedisGuard | None = None
 
@@ -130,6 +132,7 @@ class Services:
             rate_limiter=RateLimiter(redis),
             recommendations=recommendations,
             runs=Runs(settings, engine, forgetting, audit),
+            scores=ScoreStore(sessions),
             redis=redis,
         )
 

@@ -33,3 +33,16 @@ async def test_send_runs_and_prints_its_ratio(capsys: pytest.CaptureFixture[str]
     assert "failed renders 0" in out, out
     assert "THROTTLED answers: 0" in out, out
     assert "warm: {'hubspot': 0, 'shopify': 0, 'segment': 0}" in out, out
+
+
+def test_scores_runs_and_prints_its_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncio
+
+    from bench import scores
+    from bench.support.harness import database
+
+    with database(prefix="gateway_test_bench_scores") as url:  # postgres
+        asyncio.run(scores.run(url, 600))
+    out = capsys.readouterr().out
+    assert re.search(r"scored 600 customers \(\d+ with orders\)", out), out
+    assert re.search(r"build [\d.]+ s; yardstick .* ratio [\d.]+", out), out

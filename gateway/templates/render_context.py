@@ -12,13 +12,18 @@ from adapters.records import AnalyticsEvent, CommerceCustomer, CrmContact, Money
 from gateway.privacy import consent
 from gateway.profiles.customers import CustomerProfile
 from gateway.recommendations.serving import Picks
+from gateway.scores.store import CustomerScores
 from gateway.upstreams import behaviour
 from gateway.upstreams.federation import AnalyticsData
 from gateway.upstreams.fields import FIELD_LOADERS
 
 # What a template can read: the customer's fields, and the products recommended to them
 # (read only by templates that use them, for a whole batch at once).
-TEMPLATE_LOADERS: dict[str, str | None] = {**FIELD_LOADERS, "recommendations": "recommendations"}
+TEMPLATE_LOADERS: dict[str, str | None] = {
+    **FIELD_LOADERS,
+    "recommendations": "recommendations",
+    "scores": "scores",  # `gateway scores build`'s, from the store
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +37,7 @@ class _Sources:
     now: datetime
     personal: bool
     picks: Picks | None
+    scores: CustomerScores | None
 
     @property
     def events(self) -> tuple[AnalyticsEvent, ...]:
@@ -85,6 +91,7 @@ _FIELDS: dict[str, Callable[[_Sources], Any]] = {
     "engagement": lambda s: _engagement(s.events, s.now) if "analytics" in s.loaded else None,
     "cart": lambda s: _cart(behaviour.open_cart(s.events)) if s.analytics else None,
     "recommendations": lambda s: _recommendations(s.picks, s.personal),
+    "scores": lambda s: s.scores.liquid() if s.scores else None,
 }
 
 
@@ -111,6 +118,7 @@ def customer_context(
         now,
         personal,
         values.get("recommendations"),
+        values.get("scores"),
     )
     fields = {name: _FIELDS[name](sources) for name in (_FIELDS if wanted is None else wanted)}
     return {**fields, "customer": fields}

@@ -48,6 +48,9 @@ TABLES = {
     "recommendation_models",
     "export_cursors",
     "export_deletions",
+    "customer_scores",
+    "score_models",
+    "segments",
 }
 
 

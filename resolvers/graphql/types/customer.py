@@ -25,6 +25,7 @@ from resolvers.graphql.types.identity import customer_attributes, customer_ident
 from resolvers.graphql.types.privacy import Consent, ConsentStatement
 from resolvers.graphql.types.recommendations import customer_recommendations
 from resolvers.graphql.types.render import render_customer
+from resolvers.graphql.types.scores import customer_scores
 from resolvers.graphql.types.selections import (
     FIRST_EVENTS,
     MAX_EVENTS,
@@ -84,6 +85,7 @@ class Customer:
         resolver=customer_recommendations,
         description="In-stock products from this customer's views and purchases, with reasons.",
     )
+    scores = strawberry.field(resolver=customer_scores, description=customer_scores.__doc__)
 
     profile: strawberry.Private[CustomerProfile]
     needed: strawberry.Private[frozenset[str]]

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
+from strawberry.dataloader import DataLoader
 from strawberry.types import Info
 
 from adapters.errors import UpstreamError
@@ -28,6 +29,7 @@ from gateway.upstreams.federation import Outcome
 from resolvers.graphql.access import audit, require
 from resolvers.graphql.context import Context
 from resolvers.graphql.types.recommendations import template_recommendations
+from resolvers.graphql.types.scores import score_loader
 
 if TYPE_CHECKING:
     from resolvers.graphql.types.customer import Customer
@@ -113,7 +115,11 @@ def _fetch(info: GatewayInfo) -> render.Fetch:
 
     async def fetch(name: str, profiles: Sequence[CustomerProfile]) -> Sequence[Outcome[Any]]:
         # The request's loaders: batched with, and cached for, every other field.
-        loader = template_recommendations(info) if name == "recommendations" else None
+        loader: DataLoader[CustomerProfile, Outcome[Any]] | None = None
+        if name == "recommendations":
+            loader = template_recommendations(info)
+        elif name == "scores":
+            loader = score_loader(info)
         result: Sequence[Outcome[Any]] = await (loader or getattr(loaders, name)).load_many(
             profiles
         )

@@ -1,0 +1,100 @@
+"""BG/NBD (Fader, Hardie & Lee 2005) through the ``lifetimes`` library: the model
+marketing analysts use to say who is still a customer and how much they will buy.
+
+Fitted on each customer's (repeat purchase days, recency, age) in weeks as of a
+cut-off. ``lifetimes`` answers P(alive) and the expected number of purchases in a
+horizon; the probability of at least one purchase in it is not in the library and
+follows from the model: dropout happens only just after a purchase, so a customer
+alive at the cut-off buys nothing in ``t`` weeks with probability E[exp(-lambda t)], lambda's
+posterior being Gamma(r + x, alpha + T).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from gateway.scores.ledger import Floats, Ledger
+
+_PENALIZERS = (0.0, 0.001, 0.01, 0.1)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Per customer as of the cut-off: repeat purchase days ``x``, weeks between first
+    and last purchase ``t_x``, weeks since the first ``age``; ``known`` marks customers
+    with a purchase by then (the others have no BG/NBD history)."""
+
+    x: Floats
+    t_x: Floats
+    age: Floats
+    known: np.ndarray
+
+
+def summary(ledger: Ledger, cutoff: int) -> Summary:
+    seen = ledger.upto(cutoff)
+    count = np.bincount(seen.customer, minlength=ledger.size).astype(np.float64)
+    first = np.full(ledger.size, cutoff, np.int64)
+    last = np.full(ledger.size, np.iinfo(np.int64).min, np.int64)
+    np.minimum.at(first, seen.customer, seen.day)
+    np.maximum.at(last, seen.customer, seen.day)
+    known = count > 0
+    last = np.where(known, last, first)
+    return Summary(
+        x=np.maximum(count - 1, 0),
+        t_x=(last - first) / 7.0,
+        age=(cutoff - first) / 7.0,
+        known=known,
+    )
+
+
+@dataclass(frozen=True)
+class BgNbd:
+    """The fitted model and, per customer, its answers for one horizon."""
+
+    r: float
+    alpha: float
+    a: float
+    b: float
+    p_alive: Floats
+    expected: Floats
+    p_purchase: Floats
+
+
+def fit(ledger: Ledger, cutoff: int, horizon_days: int) -> BgNbd:
+    """BG/NBD fitted on everything up to ``cutoff``; answers for the next ``horizon_days``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # lifetimes sets a pandas option pandas 3 deprecates
+        from lifetimes import BetaGeoFitter
+        from lifetimes.utils import ConvergenceError
+
+    s = summary(ledger, cutoff)
+    k = s.known
+    model = None
+    for penalizer in _PENALIZERS:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = BetaGeoFitter(penalizer_coef=penalizer).fit(s.x[k], s.t_x[k], s.age[k])
+            break
+        except ConvergenceError:
+            continue
+    if model is None:
+        raise ValueError("BG/NBD did not converge on this data")
+    params = model.params_
+    r, alpha, a, b = (float(params[name]) for name in ("r", "alpha", "a", "b"))
+    weeks = horizon_days / 7.0
+    p_alive = np.zeros(ledger.size)
+    expected = np.zeros(ledger.size)
+    with np.errstate(all="ignore"):
+        p_alive[k] = np.asarray(model.conditional_probability_alive(s.x[k], s.t_x[k], s.age[k]))
+        expected[k] = np.asarray(
+            model.conditional_expected_number_of_purchases_up_to_time(
+                weeks, s.x[k], s.t_x[k], s.age[k]
+            )
+        )
+    none_in = ((alpha + s.age) / (alpha + s.age + weeks)) ** (r + s.x)
+    p_purchase = np.where(k, p_alive * (1.0 - none_in), 0.0)
+    return BgNbd(r, alpha, a, b, p_alive, np.nan_to_num(expected), np.nan_to_num(p_purchase))

@@ -1,0 +1,27 @@
+"""A small synthetic purchase history: customers with their own buying rate and a
+chance of dropping out after each purchase (the BG/NBD story), so that who buys next
+depends on what came before, as in a shop."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gateway.scores.ledger import Ledger, ledger_from
+
+START = 10_000  # a day number
+
+
+def history(customers: int = 800, days: int = 540, seed: int = 7) -> Ledger:
+    rng = np.random.default_rng(seed)
+    rows: list[tuple[str, int, float]] = []
+    for c in range(customers):
+        rate = rng.gamma(0.8, 1 / 25)  # purchases a day
+        drop = rng.beta(1, 4)
+        day = START + int(rng.integers(0, 90))
+        spend = rng.gamma(3, 15)
+        while day < START + days:
+            rows.append((f"c{c}", day, float(spend * rng.uniform(0.5, 1.5))))
+            if rng.random() < drop:
+                break
+            day += 1 + int(rng.exponential(1 / rate))
+    return ledger_from(rows)

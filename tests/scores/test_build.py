@@ -1,0 +1,122 @@
+"""``scores build`` over a stored shop: every customer scored from the stored orders
+and events, in one table; the model serving kept unless a new one does as well."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.db.migrate import upgrade
+from gateway.db.models import Customer, Event
+from gateway.db.score_models import CustomerScore, ScoreModel
+from gateway.scores.build import build
+from gateway.scores.features import LeakageError
+from gateway.scores.ledger import date_of
+from gateway.scores.rfm import SEGMENTS
+from gateway.scores.store import ScoreStore
+from tests.scores.synthetic import START, history
+from tests.scores.test_features import _peeking
+
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[ScoreStore]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'scores.db'}"
+    await asyncio.to_thread(upgrade, url)
+    engine = create_engine(url)
+    sessions = create_sessionmaker(engine)
+    ledger = history(400, days=540)
+    shift = (NOW.date() - date_of(START + 540)).days
+    ids = {key: uuid.uuid4() for key in ledger.keys}
+    async with sessions.begin() as session:
+        session.add_all(Customer(id=i, email=f"{k}@example.com") for k, i in ids.items())
+        session.add(Customer(id=uuid.uuid4(), email="never@example.com"))  # no order
+    async with sessions.begin() as session:
+        for n, (c, day, amount) in enumerate(
+            zip(ledger.customer, ledger.day, ledger.amount, strict=True)
+        ):
+            at = datetime.combine(date_of(int(day) + shift), datetime.min.time(), UTC)
+            customer = ids[ledger.keys[int(c)]]
+            session.add(
+                Event(
+                    customer_id=customer,
+                    source="shopify",
+                    event_id=f"o{n}",
+                    type="orders/create",
+                    occurred_at=at,
+                    properties={"order_id": str(n), "total_price": f"{amount:.2f}"},
+                )
+            )
+            # The same order seen through Segment counts once.
+            session.add(
+                Event(
+                    customer_id=customer,
+                    source="segment",
+                    event_id=f"s{n}",
+                    type="track:Order Completed",
+                    occurred_at=at + timedelta(minutes=1),
+                    properties={"event": "Order Completed", "properties": {"order_id": str(n)}},
+                )
+            )
+    yield ScoreStore(sessions)
+    await engine.dispose()
+
+
+async def _rows(store: ScoreStore) -> list[CustomerScore]:
+    async with store._sessions() as session:
+        return list((await session.scalars(select(CustomerScore))).all())
+
+
+async def test_every_customer_gets_traits_and_scores(store: ScoreStore) -> None:
+    summary = await build(store, horizon=30, now=NOW)
+    rows = await _rows(store)
+    assert len(rows) == summary.customers == 401
+    ordered = [r for r in rows if r.frequency > 0]
+    assert len(ordered) == summary.with_orders == 400
+    assert {r.rfm_segment for r in ordered} <= set(SEGMENTS)
+    assert all(r.recency_days is not None and r.recency_days >= 0 for r in ordered)
+    assert all(0 <= (r.purchase_propensity or 0) <= 1 for r in rows)
+    assert all(r.churn_risk is not None and 0 <= r.churn_risk <= 1 for r in ordered)
+    assert {r.model_version for r in rows} == {summary.model_version}
+    never = next(r for r in rows if r.frequency == 0)
+    assert never.rfm_segment is None
+    assert never.churn_risk is None
+    # One order seen twice (shop and analytics) is one order.
+    async with store._sessions() as session:
+        orders = await session.scalar(
+            select(func.count()).where(Event.type == "orders/create").select_from(Event)
+        )
+    assert sum(r.frequency for r in rows) <= (orders or 0)
+
+
+async def test_a_retrain_keeps_the_model_unless_the_new_one_does_as_well(
+    store: ScoreStore,
+) -> None:
+    first = await build(store, horizon=30, now=NOW)
+    again = await build(store, horizon=30, now=NOW + timedelta(seconds=1))
+    assert again.model_version == first.model_version
+    assert "kept" in again.decision
+    retrained = await build(store, horizon=30, now=NOW + timedelta(seconds=2), retrain=True)
+    async with store._sessions() as session:
+        models = (await session.scalars(select(ScoreModel))).all()
+    assert len(models) == 2
+    assert sum(m.active for m in models) == 1
+    active = next(m for m in models if m.active)
+    assert active.version == retrained.model_version
+    # Same data, same holdout: the new one ties and a tie goes to the newer model.
+    assert retrained.model_version != first.model_version
+    assert models[1].evaluation["previous"]["version"] == first.model_version
+
+
+async def test_a_leaking_feature_fails_the_build_and_writes_nothing(store: ScoreStore) -> None:
+    with pytest.raises(LeakageError):
+        await build(store, horizon=30, now=NOW - timedelta(days=60), function=_peeking)
+    assert await _rows(store) == []

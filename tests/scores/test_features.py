@@ -1,0 +1,67 @@
+"""Features as of a cut-off: nothing after it is read, and a feature that reads later
+data stops the evaluation and the build."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.scores.evaluation import evaluate
+from gateway.scores.features import Features, LeakageError, check_no_leakage, features
+from gateway.scores.ledger import Ledger, ledger_from
+from gateway.scores.rfm import SEGMENTS, quintile, rfm, segment_of
+from tests.scores.synthetic import START, history
+
+
+def _peeking(ledger: Ledger, cutoff: int, horizon: int) -> Features:
+    """A feature that counts every purchase, the later ones too (the classic leak)."""
+    table = features(ledger, cutoff, horizon)
+    everything = np.bincount(ledger.customer, minlength=ledger.size).astype(np.float64)
+    return Features((*table.names, "all_orders"), np.column_stack([table.values, everything]))
+
+
+def test_the_features_read_nothing_after_the_cut_off() -> None:
+    ledger = history(300)
+    table = check_no_leakage(features, ledger, START + 200, 60)
+    assert table.values.shape[0] == ledger.size
+    assert (table.column("recency_days")[table.column("frequency") > 0] >= 0).all()
+
+
+def test_a_feature_reading_after_the_cut_off_fails_the_check_and_the_evaluation() -> None:
+    ledger = history(300)
+    with pytest.raises(LeakageError, match="all_orders"):
+        check_no_leakage(_peeking, ledger, START + 200, 60)
+    with pytest.raises(LeakageError):
+        evaluate(ledger, START + 300, 90, function=_peeking)
+
+
+def test_purchases_on_one_day_are_one_visit_with_their_amounts_summed() -> None:
+    ledger = ledger_from([("a", 5, 10.0), ("b", 3, 1.0), ("a", 5, 2.5), ("a", 2, 1.0)])
+    assert list(ledger.keys) == ["a", "b"]
+    assert ledger.day.tolist() == [2, 5, 3]
+    assert ledger.amount.tolist() == [1.0, 12.5, 1.0]
+
+
+@given(st.lists(st.integers(min_value=1, max_value=20), min_size=1, max_size=60))
+def test_quintiles_give_equal_values_equal_scores_and_the_best_five(values: list[int]) -> None:
+    array = np.asarray(values, np.float64)
+    known = np.ones(len(values), bool)
+    score = quintile(array, known, smaller_is_better=False)
+    assert set(score.tolist()) <= {1, 2, 3, 4, 5}
+    for value in set(values):
+        assert len(set(score[array == value].tolist())) == 1
+    assert score[array == array.min()].max() == 1
+
+
+def test_the_grid_names_every_cell_and_only_known_segments() -> None:
+    names = {segment_of(r, f) for r in range(1, 6) for f in range(1, 6)}
+    assert names == set(SEGMENTS)
+    assert segment_of(5, 5) == "champions"
+    assert segment_of(1, 5) == "cant_lose_them"
+    assert segment_of(1, 1) == "lost"
+    assert segment_of(0, 0) is None
+    grid = rfm(np.array([1.0, 300.0, np.nan]), np.array([9.0, 1.0, 0.0]), np.array([5, 1, 0.0]))
+    assert grid.segment[2] is None
+    assert grid.r[0] > grid.r[1]
