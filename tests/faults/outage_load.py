@@ -1,6 +1,6 @@
 """Concurrent clients on keep-alive connections against a gateway whose Postgres goes
 down and comes back; what each request got, by phase. Shared by the fault test and
-bench/outage_postgres.py.
+bench/faults/outage_postgres.py.
 
 Requests, by kind:
 - ``cached``: a profile read before the outage (the profile URL, or ``customer`` over

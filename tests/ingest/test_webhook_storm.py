@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from bench.storm import storm_customers
+from bench.faults.storm import storm_customers
 from gateway.db.engine import create_engine
 from gateway.db.migrate import upgrade
 from gateway.db.models import Attribute, Customer, Event, Identity

@@ -27,7 +27,7 @@ from tests.gql_client import gql
 from tests.in_process import asgi, lifespan
 
 # Generous against a busy machine; the bound that matters is "not seconds" (issue #17 saw
-# 5 s with a frozen Redis). bench/readyz.py measures the latency itself.
+# 5 s with a frozen Redis). bench/faults/readyz.py measures the latency itself.
 PROMPT_S = 0.5
 
 

@@ -13,15 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import insert
 
 from adapters.config import load_upstreams
 from demo.people.behaviour import behaviour
 from demo.seed import customer_id_for
 from demo.upstreams.runner import SampleUpstreams
 from demo.wiring import DEMO_SECRETS, example_upstreams
-from gateway.db.engine import create_engine
-from gateway.db.models import Event
 from gateway.settings import load_settings
 from gateway.upstreams.behaviour import ENGAGEMENT_WINDOW, Engagement, engagement
 from gateway.upstreams.event_store import EventStore
@@ -36,6 +33,7 @@ from tests.demo_database import demo_database
 from tests.gql_client import gql
 from tests.in_process import lifespan, services_of
 from tests.ingest.webhook_requests import realtime_app, segment_request
+from tests.upstreams.stored_calls import customer_with_events
 
 STORE = {"recent_events": "store", "engagement": "store", "cart": "store"}
 UPSTREAM = {"recent_events": "upstream", "engagement": "upstream", "cart": "upstream"}
@@ -170,58 +168,15 @@ async def test_sources_show_the_store(gateway: Gateway, samples: SampleUpstreams
     assert skipped["store"] == "SKIPPED"
 
 
-async def _customer_with_events(
-    client: httpx.AsyncClient, behaviour_url: str, events: list[tuple[str, datetime, str]]
-) -> str:
-    """A new customer who consented to personalisation, with these (event, time,
-    session) track calls stored; returns their id."""
-    created = await gql(
-        client,
-        "mutation($e: String!) { upsertCustomer(input: {email: $e}) { id } }",
-        e=unique_email("behaviour"),
-    )
-    customer_id: str = created["data"]["upsertCustomer"]["id"]
-    consent = await gql(
-        client,
-        "mutation($id: ID!) { setConsent(customerId: $id, purpose: PERSONALISATION, "
-        "granted: true) { granted } }",
-        id=customer_id,
-    )
-    assert "errors" not in consent, consent
-    if not events:
-        return customer_id
-    engine = create_engine(behaviour_url)
-    async with engine.begin() as connection:
-        await connection.execute(
-            insert(Event),
-            [
-                {
-                    "customer_id": uuid.UUID(customer_id),
-                    "source": "segment",
-                    "event_id": str(uuid.uuid4()),
-                    "type": f"track:{name}",
-                    "occurred_at": at,
-                    "properties": {
-                        "event": name,
-                        "properties": {"session_id": session, "product_id": "p1", "price": 5},
-                    },
-                }
-                for name, at, session in events
-            ],
-        )
-    await engine.dispose()
-    return customer_id
-
-
 async def test_a_merged_customer_shows_the_events_of_every_identity(
     gateway: Gateway, behaviour_url: str
 ) -> None:
     now = datetime.now(UTC)
     async with gateway(STORE) as (client, _):
-        kept = await _customer_with_events(
+        kept = await customer_with_events(
             client, behaviour_url, [("Product Viewed", now - timedelta(days=1), "s1")]
         )
-        folded = await _customer_with_events(
+        folded = await customer_with_events(
             client,
             behaviour_url,
             [
@@ -258,7 +213,7 @@ async def test_an_erased_customer_has_no_behaviour_left(
 ) -> None:
     now = datetime.now(UTC)
     async with gateway(STORE) as (client, app):
-        customer_id = await _customer_with_events(
+        customer_id = await customer_with_events(
             client, behaviour_url, [("Product Added", now - timedelta(hours=1), "s1")]
         )
         [before] = await _customers(client, RECENT, [customer_id])
@@ -277,7 +232,7 @@ async def test_without_personalisation_consent_the_store_serves_no_history(
 ) -> None:
     now = datetime.now(UTC)
     async with gateway(STORE) as (client, _):
-        customer_id = await _customer_with_events(
+        customer_id = await customer_with_events(
             client, behaviour_url, [("Product Added", now - timedelta(hours=1), "s1")]
         )
         await gql(
@@ -298,7 +253,7 @@ async def test_recent_events_reads_as_many_as_first_asks_literal_or_variable(
     now = datetime.now(UTC)
     calls = [(name, now - timedelta(minutes=i), "s1") for i, name in enumerate("ABC")]
     async with gateway(STORE) as (client, _):
-        customer_id = await _customer_with_events(client, behaviour_url, calls)
+        customer_id = await customer_with_events(client, behaviour_url, calls)
         literal = await gql(
             client,
             "query($id: ID!) { customer(id: $id) { recentEvents(first: 1) { name } } }",
@@ -370,7 +325,7 @@ async def test_engagement_counted_by_the_database_is_behaviour_engagement_of_the
     ]
     async with gateway(STORE) as (client, app):
         ids = [
-            uuid.UUID(await _customer_with_events(client, behaviour_url, calls))
+            uuid.UUID(await customer_with_events(client, behaviour_url, calls))
             for calls in histories
         ]
         store = EventStore(services_of(app).engine)

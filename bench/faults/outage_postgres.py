@@ -1,6 +1,6 @@
 """Postgres stopped under load: what clients on keep-alive connections get.
 
-    python -m bench.outage_postgres [--clients 32] [--outage 20]
+    python -m bench.faults.outage_postgres [--clients 32] [--outage 20]
 
 Starts its own Postgres cluster (tests/faults/postgres_cluster.py), its own
 `redis-server`, the sample upstreams and the gateway (`gateway serve --workers 2`).

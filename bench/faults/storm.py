@@ -1,6 +1,6 @@
 """Webhook storm benchmark: near-identical records, each webhook delivered twice at once.
 
-    .venv/bin/python -m bench.storm [--webhooks 2000] [--workers 2] [--in-flight 32]
+    .venv/bin/python -m bench.faults.storm [--webhooks 2000] [--workers 2] [--in-flight 32]
 
 Serves the gateway (`gateway serve`, uvicorn, ``--workers`` processes) on a fresh
 Postgres database, then sends ``--webhooks`` signed Shopify customer webhooks, four per

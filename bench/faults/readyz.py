@@ -2,7 +2,7 @@
 load, and the log an outage writes.
 
     ./dev bench readyz [--phase-s 8] [--log-s 20] [--connections 16]
-    (or .venv/bin/python -m bench.readyz from a worktree sharing a virtualenv)
+    (or .venv/bin/python -m bench.faults.readyz from a worktree sharing a virtualenv)
 
 Starts, in processes of its own: a Postgres cluster (initdb, a free port) and a
 `redis-server`, both the benchmark's own, the sample upstreams, and `gateway serve
