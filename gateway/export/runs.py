@@ -2,7 +2,7 @@
 or by the schedule (GATEWAY_EXPORT_INTERVAL_S, GATEWAY_RETENTION_IN_SERVE).
 
 One run of each kind at a time, across instances: an export holds its target's lock
-(``ExportStore.exclusive``), retention the ``retention`` lock (``gateway.db.run_lock``).
+(``ExportStore.exclusive``), retention the ``retention`` lock (``gateway.db.locks``).
 A second caller is answered ``Conflict`` at once rather than queued behind the first or
 run beside it. A run is its own task: a client that hangs up does not cancel it half
 way (an export cancelled anyway, at shutdown, is resumed by the next run). A scheduled
@@ -20,7 +20,7 @@ from typing import TypeVar
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.engine import create_sessionmaker
-from gateway.db.run_lock import run_lock
+from gateway.db.locks import run_lock
 from gateway.errors import Conflict, GatewayError
 from gateway.export.pseudonymise import Pseudonymiser
 from gateway.export.service import ExportBusy, Exporter, ExportError, ExportReport

@@ -29,8 +29,8 @@ from sqlalchemy import bindparam, delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db.export_models import ExportCursor, ExportDeletion
+from gateway.db.locks import run_lock
 from gateway.db.models import UtcDateTime, utcnow
-from gateway.db.run_lock import run_lock
 from gateway.export.tables import ANALYTICS, ARROW_TYPES, Kind, TableSpec
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -152,7 +152,7 @@ class ExportStore:
 
     def exclusive(self, target: str) -> contextlib.AbstractAsyncContextManager[bool]:
         """Whether this caller is the only exporter into ``target`` now (across instances
-        on Postgres: ``gateway.db.run_lock``)."""
+        on Postgres: ``gateway.db.locks``)."""
         return run_lock(self._engine, f"export:{target}")
 
     async def window_end(self) -> datetime:

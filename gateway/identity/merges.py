@@ -14,9 +14,9 @@ from sqlalchemy import delete, exists, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.identity_models import IdentityLink, IdentityRecord, IdentityReview
+from gateway.db.locks import lock_customers
 from gateway.db.models import Attribute, AuditEntry, Consent, Customer, Event, Identity, utcnow
 from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction
-from gateway.db.row_locks import lock_customers
 from gateway.errors import Conflict, InvalidInput
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.observations import drop_shared_observations, golden_observations

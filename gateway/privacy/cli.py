@@ -106,7 +106,7 @@ async def run_retention(
     Redis client and guard, cache backend and upstream namespaces), so an erased
     customer is not served from any instance's shared cache afterwards."""
     from gateway.db.engine import create_sessionmaker
-    from gateway.db.run_lock import run_lock
+    from gateway.db.locks import run_lock
     from gateway.errors import Conflict
     from gateway.ingest.streams.running import ConsumerParts
     from gateway.privacy.audit import AuditLog

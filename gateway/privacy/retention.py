@@ -30,7 +30,7 @@ from gateway.privacy.forgetting import Forgetting
 from gateway.warehouse_settings import EventRetention
 
 SLICE = 5000
-# The ``gateway.db.run_lock`` name every retention run holds (CLI, API, schedule).
+# The ``gateway.db.locks`` name every retention run holds (CLI, API, schedule).
 LOCK = "retention"
 
 

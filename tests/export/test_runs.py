@@ -19,8 +19,8 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.access.api_keys import Scope
+from gateway.db.locks import lock_key, run_lock
 from gateway.db.models import Event
-from gateway.db.run_lock import lock_key, run_lock
 from gateway.export.store import ExportStore
 from gateway.export.verify import reconcile
 from gateway.settings import load_settings

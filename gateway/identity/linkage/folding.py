@@ -15,8 +15,8 @@ from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db.identity_models import IdentityLink, IdentityReview
+from gateway.db.locks import lock_customers
 from gateway.db.models import Attribute, AuditEntry, Consent, Customer, Event, Identity, utcnow
-from gateway.db.row_locks import lock_customers
 from gateway.identity.observations import drop_shared_observations
 
 

@@ -29,9 +29,9 @@ from gateway.db.identity_models import (
     IdentityRecord,
     IdentityReview,
 )
+from gateway.db.locks import lock_customers
 from gateway.db.models import Attribute, Customer, Identity, utcnow
 from gateway.db.retries import StaleRead
-from gateway.db.row_locks import lock_customers
 from gateway.identity.config import IdentityConfig
 from gateway.identity.linkage.folding import fold_customers
 from gateway.identity.linkage.linker import Decision, KnownState
