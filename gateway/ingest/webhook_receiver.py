@@ -6,7 +6,7 @@ received, the body parsed into events, then each stored by ``WebhookIngest``
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pydantic import SecretStr
@@ -15,6 +15,7 @@ from gateway.db.retries import transient_reason
 from gateway.errors import NotFound
 from gateway.ingest.esp_payloads import (
     ESP_SOURCES,
+    SkippedEvent,
     mandrill_form,
     parse_mandrill,
     parse_sendgrid,
@@ -101,7 +102,8 @@ class Webhooks:
     async def receive(self, source: str, request: SignedRequest) -> list[Ingested]:
         secret = self.secret_of(source)
         try:
-            events = self._verify_and_parse(source, secret, request)
+            parsed = self._verify_and_parse(source, secret, request)
+            events = [item for item in parsed if isinstance(item, InboundEvent)]
             prepared = self.ingest.prepare(events)
         except SignatureError as exc:
             logger.warning("webhook refused", extra={"source": source, "reason": exc.code})
@@ -112,7 +114,12 @@ class Webhooks:
         results: list[Ingested] = []
         try:
             if source in ESP_SOURCES:  # batches of thousands: one transaction each
-                results = await self.ingest.ingest_batch([item.event for item in prepared])
+                stored = iter(await self.ingest.ingest_batch(events))
+                results = [
+                    next(stored) if isinstance(item, InboundEvent) else _skipped(item)
+                    for item in parsed
+                ]
+                _log_skipped(source, results)
             else:
                 for item in prepared:
                     results.append(await self.ingest.ingest(item))
@@ -132,7 +139,7 @@ class Webhooks:
 
     def _verify_and_parse(
         self, source: str, secret: str, request: SignedRequest
-    ) -> list[InboundEvent]:
+    ) -> Sequence[InboundEvent | SkippedEvent]:
         headers, body = request.headers, request.body
         if source == "sendgrid":
             assert self._sendgrid_key is not None  # configured: ``secret_of`` checked it
@@ -168,3 +175,13 @@ class Webhooks:
             return parse_hubspot(body)
         verify_segment(secret, body, headers.get("x-signature"))
         return parse_segment(body)
+
+
+def _skipped(item: SkippedEvent) -> Ingested:
+    return Ingested(item.event_id, item.status, None, item.reason, item.field)
+
+
+def _log_skipped(source: str, results: list[Ingested]) -> None:
+    rejected = sum(result.status == "rejected" for result in results)
+    if rejected:  # counts only: a reason may name an event's field, never its value
+        logger.warning("webhook events rejected", extra={"source": source, "events": rejected})

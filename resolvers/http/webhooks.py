@@ -3,7 +3,9 @@
 Refusals are answered with a JSON body naming the reason: 404 for a source that does not
 exist or has no secret, 413 over the body limit, 401 for a bad signature, 400 or 422 for
 a body that cannot be accepted (an ESP event for an address no customer has is
-accepted and ``ignored``: nothing is stored), 503 with ``Retry-After`` when the database stayed busy
+accepted and ``ignored``: nothing is stored; in an ESP batch, an event with a bad field
+is ``rejected`` with its reason and field, and the rest of the batch is stored), 503
+with ``Retry-After`` when the database stayed busy
 (the events before the failing one were stored; a resend finds them duplicates).
 Accepted events are listed with what became of each.
 """
@@ -67,11 +69,16 @@ async def webhook_endpoint(request: Request) -> JSONResponse:
 
 
 def _result(result: Ingested) -> dict[str, Any]:
-    return {
+    answer: dict[str, Any] = {
         "eventId": result.event_id,
         "status": result.status,
         "customerId": str(result.customer_id) if result.customer_id else None,
     }
+    if result.reason:
+        answer["reason"] = result.reason
+    if result.field:
+        answer["field"] = result.field
+    return answer
 
 
 def _refuse(status: int, code: str, reason: str, field: str | None = None) -> JSONResponse:

@@ -206,7 +206,7 @@ async def test_bad_sendgrid_bodies_get_a_4xx_naming_the_field(gateway: httpx.Asy
     del no_id["sg_event_id"]
     cases = [
         ([sendgrid_event(email, "open"), no_id], 422, "1.sg_event_id"),
-        ([sendgrid_event("not-an-address", "open")], 422, "0.email"),
+        ([sendgrid_event(email, "open"), "not an event"], 422, "1"),
         ({"event": "open"}, 422, None),
         ([], 422, None),
     ]
@@ -218,6 +218,51 @@ async def test_bad_sendgrid_bodies_get_a_4xx_naming_the_field(gateway: httpx.Asy
         assert email not in response.text
     # The valid first event of the refused batch was not stored either.
     assert (await profile(gateway, email))["engagement"]["emailOpens30d"] == 0
+
+
+async def test_an_event_with_a_bad_field_is_rejected_alone_and_the_unsubscribe_kept(
+    gateway: httpx.AsyncClient, database_url: str
+) -> None:
+    """An address no customer can have, or an over-long optional field, would fail every
+    retry of the batch: it is answered ``rejected`` and the rest of the batch is stored."""
+    email, _ = await subscribed(gateway)
+    other, _ = await subscribed(gateway)
+    addresses = ["bob@localhost", "x@[10.0.0.1]", "x@example.com.", "Bob <bob@example.com>"]
+    batch = [
+        *(sendgrid_event(address, "unsubscribe") for address in addresses),
+        sendgrid_event(email, "click", url="https://shop.example/" + "p" * 8200),
+        sendgrid_event(email, "bounce", type="x" * 33),
+        sendgrid_event(email, "unsubscribe"),
+    ]
+    before = await row_counts(database_url)
+    response = await gateway.post(**sendgrid_request(batch))
+    assert response.status_code == 200, response.text
+    answers = response.json()["events"]
+    assert [a["status"] for a in answers] == ["rejected"] * 6 + ["processed"]
+    assert [a["field"] for a in answers[:6]] == [
+        *(f"{n}.email" for n in range(4)),
+        "4.url",
+        "5.type",
+    ]
+    assert all(a["reason"] for a in answers[:6])
+    assert [a["eventId"] for a in answers] == [e["sg_event_id"] for e in batch]
+    assert not any(address in response.text for address in addresses)
+    assert (await row_counts(database_url))["events"] == before["events"] + 1
+    assert (await profile(gateway, email))["suppressed"] is True
+    mandrill = [
+        mandrill_event("bob@localhost", "unsub"),
+        mandrill_event(other, "click", url="https://shop.example/" + "p" * 8200),
+        mandrill_event(other, "unsub"),
+    ]
+    response = await gateway.post(**mandrill_request(mandrill))
+    assert response.status_code == 200, response.text
+    answers = response.json()["events"]
+    assert [(a["status"], a.get("field")) for a in answers] == [
+        ("rejected", "mandrill_events.0.msg.email"),
+        ("rejected", "mandrill_events.1.url"),
+        ("processed", None),
+    ]
+    assert (await profile(gateway, other))["suppressed"] is True
 
 
 async def test_an_oversized_batch_is_refused(gateway: httpx.AsyncClient) -> None:
