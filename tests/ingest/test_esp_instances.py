@@ -20,7 +20,7 @@ from pydantic import SecretStr
 
 from gateway.ingest.webhook_receiver import Webhooks
 from gateway.settings import load_settings
-from tests.conftest import api_client, clean_redis, redis_database_url
+from tests.conftest import api_client, clean_redis, redis_database_url, unique_email
 from tests.gql_client import gql
 from tests.in_process import lifespan
 from tests.ingest.test_esp_webhooks import PROFILE, subscribed
@@ -32,6 +32,7 @@ from tests.ingest.webhook_requests import (
     realtime_app,
     sendgrid_event,
     sendgrid_request,
+    shopify_request,
 )
 
 REDIS_URL = redis_database_url(10)
@@ -108,3 +109,48 @@ def test_a_sendgrid_key_that_is_not_p256_stops_the_start_without_quoting_it(key:
     with pytest.raises(ValueError, match="sendgrid") as refused:
         Webhooks(cast(Any, None), {"sendgrid": SecretStr(key)})
     assert key not in str(refused.value)
+
+
+async def test_an_esp_batch_of_megabytes_is_taken_and_other_webhooks_keep_their_limit(
+    gateway: httpx.AsyncClient, database_url: str
+) -> None:
+    """Mandrill posts up to 1,000 events (about 2 MB form-encoded), SendGrid batches
+    approach 768 KB: over the 1 MiB of the other webhooks, they were 413 on every retry."""
+    email, _ = await subscribed(gateway)
+    padding = {"note": "x" * 1800}
+    events = [
+        mandrill_event(email, "open", url=f"https://shop.example/{n}", msg_metadata=padding)
+        for n in range(999)
+    ]
+    for event in events:
+        event["msg"]["metadata"] = event.pop("msg_metadata")
+    events.append(mandrill_event(email, "unsub"))
+    request = mandrill_request(events)
+    assert len(request["content"]) > 2_000_000
+    response = await gateway.post(**request)
+    assert response.status_code == 200, response.text[:300]
+    assert {e["status"] for e in response.json()["events"]} == {"processed"}
+    assert await _suppressed(gateway, email) is True
+    big = [sendgrid_event(email, "open", padding="x" * 1000) for _ in range(1100)]
+    response = await gateway.post(**sendgrid_request(big))
+    assert response.status_code == 200, response.text[:300]
+    shopify = shopify_request({"id": 1, "note": "x" * (1 << 20)})
+    assert (await gateway.post(**shopify)).status_code == 413
+
+
+async def test_the_esp_limit_is_a_setting_and_counts_undeclared_bodies(database_url: str) -> None:
+    settings = load_settings(
+        database_url=database_url, cache_url="memory://", esp_webhook_max_body_bytes=1 << 20
+    )
+    app = realtime_app(settings)
+    request = mandrill_request([mandrill_event(unique_email("big"), "open", pad="x" * (1 << 20))])
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield request["content"]
+
+    async with lifespan(app), api_client(app, base_url=BASE) as client:
+        declared = await client.post(**request)
+        undeclared = await client.post(**dict(request, content=chunks()))
+    for response in (declared, undeclared):
+        assert response.status_code == 413
+        assert "BODY_TOO_LARGE" in response.text

@@ -1,0 +1,66 @@
+"""The knobs of the webhooks: each source's signing secret (from the environment or a
+file) and how large an ESP's batch may be.
+
+Fields only: ``Settings`` (gateway/settings.py) inherits them, and stays the one reader
+of the environment (``GATEWAY_*``, the same names as before).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings
+
+
+class WebhookSettings(BaseSettings):
+    """Webhook secrets by source, and the ESPs' body limit."""
+
+    webhook_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='Webhook signing secrets by source, as JSON: {"shopify": "…", '
+        '"hubspot": "…", "segment": "…", "mandrill": "webhook key", "sendgrid": "the '
+        'verification key as SendGrid shows it (base64 DER)"}; a source without one '
+        "answers 404.",
+    )
+    webhook_secrets_file: Path | None = Field(
+        default=None,
+        description="A JSON file of webhook secrets in the same shape (e.g. a Docker or "
+        "Kubernetes secret); GATEWAY_WEBHOOK_SECRETS wins for a source both name.",
+    )
+    esp_webhook_max_body_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=8 * 1024 * 1024,
+        description="Largest request body on /webhooks/sendgrid and /webhooks/mandrill "
+        "(GATEWAY_MAX_BODY_BYTES does not apply there): Mandrill posts up to 1,000 events, "
+        "about 2 MB form-encoded, and SendGrid's batches approach 768 KB; more is 413.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _webhook_secrets_from_file(cls, data: Any) -> Any:
+        """Secrets read from GATEWAY_WEBHOOK_SECRETS_FILE, under the ones set directly.
+        Errors name the file, never its contents."""
+        if not isinstance(data, dict) or data.get("webhook_secrets_file") in (None, ""):
+            return data
+        path = Path(str(data["webhook_secrets_file"]))
+        try:
+            found = orjson.loads(path.read_bytes())
+        except OSError as exc:
+            raise ValueError(
+                f"GATEWAY_WEBHOOK_SECRETS_FILE: cannot read {path}: {exc.strerror}"
+            ) from None
+        except orjson.JSONDecodeError:
+            raise ValueError(f"GATEWAY_WEBHOOK_SECRETS_FILE: {path} is not JSON") from None
+        if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
+            raise ValueError(
+                f"GATEWAY_WEBHOOK_SECRETS_FILE: {path} must hold an object of strings by source"
+            )
+        given = data.get("webhook_secrets") or {}
+        if isinstance(given, str):  # straight from the environment, still JSON
+            try:
+                given = orjson.loads(given)
+            except orjson.JSONDecodeError:
+                raise ValueError("GATEWAY_WEBHOOK_SECRETS is not JSON") from None
+        return {**data, "webhook_secrets": {**found, **dict(given)}}
