@@ -47,7 +47,12 @@ class Settings(OutageSettings, StreamSettings, WarehouseSettings, WebhookSetting
     """Every knob of the gateway, with production-safe defaults for a single instance."""
 
     model_config = SettingsConfigDict(
-        env_prefix="GATEWAY_", env_file=None, extra="ignore", frozen=True
+        # hide_input_in_errors: a refused secret is never echoed in a validation error.
+        env_prefix="GATEWAY_",
+        env_file=None,
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
     )
 
     database_url: str = Field(

@@ -1,5 +1,6 @@
 """The knobs of the webhooks: each source's signing secret (from the environment or a
-file) and how large an ESP's batch may be.
+file; an empty, blank or short one refused as settings load) and how large an ESP's
+batch may be.
 
 Fields only: ``Settings`` (gateway/settings.py) inherits them, and stays the one reader
 of the environment (``GATEWAY_*``, the same names as before).
@@ -11,8 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings
+
+from gateway.ingest.signatures import secret_problem
 
 
 class WebhookSettings(BaseSettings):
@@ -64,3 +67,17 @@ class WebhookSettings(BaseSettings):
             except orjson.JSONDecodeError:
                 raise ValueError("GATEWAY_WEBHOOK_SECRETS is not JSON") from None
         return {**data, "webhook_secrets": {**found, **dict(given)}}
+
+    @field_validator("webhook_secrets")
+    @classmethod
+    def _webhook_secrets_strength(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        """Every HMAC secret at least 16 characters, not blank; SendGrid's key a P-256
+        public key. The error names each source, never its value."""
+        problems = [
+            problem
+            for source, secret in sorted(value.items())
+            if (problem := secret_problem(source, secret.get_secret_value())) is not None
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value

@@ -18,6 +18,10 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+# An HMAC secret shorter than this (or empty, or blank) is refused when settings load: a
+# webhook signed with key "" or "abc" proves nothing about its sender.
+MIN_SECRET_LENGTH = 16
+
 # HubSpot's v3 scheme: refuse requests whose timestamp is older than five minutes.
 HUBSPOT_MAX_AGE_MS = 5 * 60 * 1000
 
@@ -29,6 +33,22 @@ class SignatureError(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
+
+
+def secret_problem(source: str, secret: str) -> str | None:
+    """Why ``secret`` cannot verify ``source``'s webhooks, or None. Names the source,
+    never the value. SendGrid's is a public key (ECDSA P-256); every other an HMAC key."""
+    if not secret.strip():
+        return f"the {source} webhook secret is empty"
+    if source == "sendgrid":
+        try:
+            sendgrid_public_key(secret)
+        except ValueError as exc:
+            return f"the sendgrid webhook key: {exc}"
+        return None
+    if len(secret.strip()) < MIN_SECRET_LENGTH:
+        return f"the {source} webhook secret is shorter than {MIN_SECRET_LENGTH} characters"
+    return None
 
 
 def _equal(given: str | None, expected: str) -> bool:

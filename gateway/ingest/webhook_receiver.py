@@ -22,6 +22,7 @@ from gateway.ingest.esp_payloads import (
 )
 from gateway.ingest.signatures import (
     SignatureError,
+    secret_problem,
     sendgrid_public_key,
     verify_hubspot,
     verify_mandrill,
@@ -80,15 +81,18 @@ class Webhooks:
     def __init__(self, ingest: WebhookIngest, secrets: Mapping[str, SecretStr]) -> None:
         self.ingest = ingest
         self._secrets = dict(secrets)
-        # SendGrid's "secret" is its public verification key: loaded once, refused at
-        # start-up when it is not one (the message never quotes it).
+        # Checked when settings load too; again here for secrets given otherwise. An
+        # empty, blank or short HMAC key, or a SendGrid key that is not P-256, stops the
+        # start (the message never quotes it).
+        for source, secret in sorted(self._secrets.items()):
+            problem = secret_problem(source, secret.get_secret_value())
+            if problem is not None:
+                raise ValueError(problem)
+        # SendGrid's "secret" is its public verification key: loaded once.
         sendgrid = self._secrets.get("sendgrid")
-        try:
-            self._sendgrid_key = (
-                sendgrid_public_key(sendgrid.get_secret_value()) if sendgrid else None
-            )
-        except ValueError as exc:
-            raise ValueError(f"the sendgrid webhook key: {exc}") from None
+        self._sendgrid_key = (
+            sendgrid_public_key(sendgrid.get_secret_value()) if sendgrid is not None else None
+        )
 
     def secret_of(self, source: str) -> str:
         """The source's signing secret; checked before its body is read."""

@@ -16,10 +16,10 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from gateway.ingest.webhook_receiver import Webhooks
-from gateway.settings import load_settings
+from gateway.settings import Settings, SettingsError, load_settings
 from tests.conftest import api_client, clean_redis, redis_database_url, unique_email
 from tests.gql_client import gql
 from tests.in_process import lifespan
@@ -81,12 +81,12 @@ async def test_an_unsubscribe_on_one_instance_suppresses_on_the_other(
 
 def test_webhook_keys_can_come_from_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "webhook-secrets.json"
-    path.write_text(json.dumps({"sendgrid": SENDGRID_PUBLIC, "mandrill": "from-the-file"}))
+    path.write_text(json.dumps({"sendgrid": SENDGRID_PUBLIC, "mandrill": "from-the-file-0123"}))
     monkeypatch.setenv("GATEWAY_WEBHOOK_SECRETS_FILE", str(path))
-    monkeypatch.setenv("GATEWAY_WEBHOOK_SECRETS", json.dumps({"mandrill": "from-the-env"}))
+    monkeypatch.setenv("GATEWAY_WEBHOOK_SECRETS", json.dumps({"mandrill": "from-the-env-01234"}))
     settings = load_settings(database_url="sqlite+aiosqlite://")
     secrets = {name: value.get_secret_value() for name, value in settings.webhook_secrets.items()}
-    assert secrets == {"sendgrid": SENDGRID_PUBLIC, "mandrill": "from-the-env"}
+    assert secrets == {"sendgrid": SENDGRID_PUBLIC, "mandrill": "from-the-env-01234"}
     assert SENDGRID_PUBLIC not in repr(settings)
 
 
@@ -106,6 +106,9 @@ def test_webhook_keys_can_come_from_a_file(tmp_path: Path, monkeypatch: pytest.M
     ],
 )
 def test_a_sendgrid_key_that_is_not_p256_stops_the_start_without_quoting_it(key: str) -> None:
+    with pytest.raises(SettingsError, match="sendgrid") as refused_at_load:
+        load_settings(webhook_secrets={"sendgrid": key})
+    assert key not in str(refused_at_load.value)
     with pytest.raises(ValueError, match="sendgrid") as refused:
         Webhooks(cast(Any, None), {"sendgrid": SecretStr(key)})
     assert key not in str(refused.value)
@@ -154,3 +157,34 @@ async def test_the_esp_limit_is_a_setting_and_counts_undeclared_bodies(database_
     for response in (declared, undeclared):
         assert response.status_code == 413
         assert "BODY_TOO_LARGE" in response.text
+
+
+@pytest.mark.parametrize("source", ["hubspot", "shopify", "segment", "mandrill", "sendgrid"])
+@pytest.mark.parametrize("secret", ["", "   ", "\t\n", "short-secret-15c"[:15]])
+@pytest.mark.parametrize("given", ["env", "file"])
+def test_an_empty_or_short_webhook_secret_stops_the_start_naming_only_its_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, secret: str, given: str
+) -> None:
+    """A Mandrill key "" verified signatures made with key ""; an empty SendGrid key
+    answered every webhook 500 (an assert). Refused as settings load, the value unsaid."""
+    if given == "env":
+        monkeypatch.setenv("GATEWAY_WEBHOOK_SECRETS", json.dumps({source: secret}))
+    else:
+        path = tmp_path / "webhook-secrets.json"
+        path.write_text(json.dumps({source: secret}))
+        monkeypatch.setenv("GATEWAY_WEBHOOK_SECRETS_FILE", str(path))
+    with pytest.raises(SettingsError, match=f"GATEWAY_WEBHOOK_SECRETS: the {source} webhook"):
+        load_settings(database_url="sqlite+aiosqlite://")
+    with pytest.raises(ValueError, match=f"the {source} webhook") as refused:
+        Webhooks(cast(Any, None), {source: SecretStr(secret)})
+    if secret.strip():
+        assert secret not in str(refused.value)
+    with pytest.raises(ValidationError) as invalid:
+        Settings(webhook_secrets={source: secret})
+    assert not secret.strip() or secret not in str(invalid.value)
+
+
+def test_a_secret_of_16_characters_is_enough() -> None:
+    secrets = {"mandrill": "0123456789abcdef", "hubspot": "a uuid-long secret here"}
+    loaded = load_settings(webhook_secrets=secrets).webhook_secrets
+    assert {name: value.get_secret_value() for name, value in loaded.items()} == secrets
