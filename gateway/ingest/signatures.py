@@ -51,6 +51,12 @@ def secret_problem(source: str, secret: str) -> str | None:
     return None
 
 
+def _digits(text: str) -> bool:
+    # ASCII digits only: ``str.isdigit`` also says yes to superscripts ("²"), which
+    # ``int`` then refuses (a 500 instead of a 401), and to other scripts' digits.
+    return text.isascii() and text.isdigit()
+
+
 def _equal(given: str | None, expected: str) -> bool:
     if not given:
         return False
@@ -92,12 +98,12 @@ def verify_hubspot(
     The timestamp is checked first: it is part of the signed message, so an old but
     correctly signed request is a replay and must not pass.
     """
-    if not timestamp or not timestamp.strip().isdigit():
+    if not timestamp or not _digits(timestamp.strip()):
         raise SignatureError(
             "missing_timestamp", "X-HubSpot-Request-Timestamp must be epoch milliseconds"
         )
     now = now_ms if now_ms is not None else int(time.time() * 1000)
-    if abs(now - int(timestamp)) > HUBSPOT_MAX_AGE_MS:
+    if abs(now - int(timestamp.strip())) > HUBSPOT_MAX_AGE_MS:
         raise SignatureError(
             "stale_timestamp", "X-HubSpot-Request-Timestamp is more than 5 minutes from now"
         )
@@ -138,7 +144,7 @@ def verify_sendgrid(
     """``X-Twilio-Email-Event-Webhook-Signature``: base64 DER ECDSA (P-256, SHA-256) over
     the ``X-Twilio-Email-Event-Webhook-Timestamp`` value followed by the raw body."""
     stamp = (timestamp or "").strip()
-    if not stamp.isdigit():
+    if not _digits(stamp):
         raise SignatureError(
             "missing_timestamp", "X-Twilio-Email-Event-Webhook-Timestamp must be epoch seconds"
         )

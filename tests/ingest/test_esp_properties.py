@@ -20,11 +20,18 @@ from sqlalchemy import func, select
 from gateway.db.engine import create_engine
 from gateway.db.models import Event
 from gateway.ingest.esp_payloads import parse_sendgrid
+from gateway.ingest.signatures import (
+    SignatureError,
+    sendgrid_public_key,
+    verify_hubspot,
+    verify_sendgrid,
+)
 from gateway.ingest.webhook_payloads import InboundEvent, PayloadError
 from gateway.profiles.contact_points import normalize_email
 from tests.gql_client import gql
 from tests.ingest.test_esp_webhooks import UPSERT
 from tests.ingest.webhook_requests import (
+    SENDGRID_PUBLIC,
     mandrill_request,
     mandrill_signed,
     sendgrid_request,
@@ -88,6 +95,24 @@ def test_an_events_address_is_the_one_customers_are_stored_under(address: str) -
     (event,) = parse_sendgrid(body)
     assert isinstance(event, InboundEvent)
     assert event.recipient == stored
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=20))
+def test_any_timestamp_header_is_passed_or_refused_with_a_reason(stamp: str) -> None:
+    """Never another exception (``int("²")`` was a 500): a SignatureError or nothing."""
+    key = sendgrid_public_key(SENDGRID_PUBLIC)
+    url = "http://gw/webhooks/hubspot"
+    for source in ("sendgrid", "hubspot"):
+        reason = "passed"
+        try:
+            if source == "sendgrid":
+                verify_sendgrid(key, b"[]", "x", stamp)
+            else:
+                verify_hubspot("s" * 16, "POST", url, b"[]", "x", stamp)
+        except SignatureError as exc:
+            reason = exc.reason
+        assert reason
 
 
 @SLOW

@@ -188,6 +188,10 @@ async def test_sendgrid_refusals_name_their_reason_and_write_nothing(
         ],
         "missing_timestamp": [
             dict(good, headers={"X-Twilio-Email-Event-Webhook-Signature": "x"}),
+            # "²" (latin-1 0xB2) passes str.isdigit, and int() refused it: a 500.
+            dict(
+                good, headers={**good["headers"], "X-Twilio-Email-Event-Webhook-Timestamp": b"\xb2"}
+            ),
         ],
     }
     for code, requests in cases.items():
