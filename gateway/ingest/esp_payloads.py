@@ -60,6 +60,7 @@ _SENDGRID_STANDARD = frozenset(
         "template_version_id", "template_hash", "mc_stats", "phase_id", "send_at",
     }
 )  # fmt: skip
+_ENGAGEMENT = frozenset({"open", "click"})  # both ESPs' names: email:open, email:click
 _MAX_CUSTOM_ARGS = 32
 _PLAIN_ADDRESS = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})+"
@@ -268,7 +269,10 @@ def _esp_event(
     consequence: Consequence | None,
     properties: dict[str, Any],
 ) -> InboundEvent:
-    changed: tuple[str, ...] = ("engagement",)
+    # Only opens and clicks change what ``engagement`` shows (event_store counts those):
+    # a processed, delivered or deferred event, or a blocked bounce, changes no field,
+    # so it drops no cached profile or stored answer in the middle of a send.
+    changed: tuple[str, ...] = ("engagement",) if kind in _ENGAGEMENT else ()
     if consequence == "withdraw":
         changed = ("consent", "consents", "suppressed")
     elif consequence == "undeliverable":

@@ -34,6 +34,7 @@ from tests.ingest.webhook_requests import (
     sendgrid_request,
     shopify_request,
 )
+from tests.resolvers.test_response_cache import hit, persisted_get
 
 REDIS_URL = redis_database_url(10)
 
@@ -188,3 +189,33 @@ def test_a_secret_of_16_characters_is_enough() -> None:
     secrets = {"mandrill": "0123456789abcdef", "hubspot": "a uuid-long secret here"}
     loaded = load_settings(webhook_secrets=secrets).webhook_secrets
     assert {name: value.get_secret_value() for name, value in loaded.items()} == secrets
+
+
+ENGAGEMENT = (
+    "query Engagement($email: String!) { customer(email: $email) { id "
+    "engagement { emailOpens30d emailClicks30d } } }"
+)
+
+
+async def test_only_opens_and_clicks_drop_a_stored_answer(
+    database_url: str, redis_url: str
+) -> None:
+    """A send's processed, delivered and deferred events and blocked bounces change no
+    field: they dropped every stored answer of their recipients in the middle of a send."""
+    app = realtime_app(load_settings(database_url=database_url, cache_url=redis_url))
+    async with lifespan(app), api_client(app, base_url=BASE) as client:
+        email, _ = await subscribed(client)
+        assert (await persisted_get(client, ENGAGEMENT, email=email)).status_code == 200
+        assert hit(await persisted_get(client, ENGAGEMENT, email=email))
+        quiet = [sendgrid_event(email, kind) for kind in ("processed", "delivered", "deferred")]
+        quiet.append(sendgrid_event(email, "bounce", type="blocked"))
+        response = await client.post(**sendgrid_request(quiet))
+        assert [e["status"] for e in response.json()["events"]] == ["processed"] * 4
+        sent = [mandrill_event(email, kind) for kind in ("send", "deferral", "soft_bounce")]
+        response = await client.post(**mandrill_request(sent))
+        assert [e["status"] for e in response.json()["events"]] == ["processed"] * 3
+        assert hit(await persisted_get(client, ENGAGEMENT, email=email))
+        assert (await client.post(**sendgrid_request([sendgrid_event(email, "open")]))).is_success
+        after = await persisted_get(client, ENGAGEMENT, email=email)
+        assert not hit(after)
+        assert after.json()["data"]["customer"]["engagement"]["emailOpens30d"] == 1
