@@ -1,6 +1,6 @@
 """The knobs of the webhooks: each source's signing secret (from the environment or a
-file; an empty, blank or short one refused as settings load) and how large an ESP's
-batch may be.
+file; an empty, blank or short one refused as settings load), how large an ESP's
+batch may be, and how old a Mandrill event may be before it is taken for a replay.
 
 Fields only: ``Settings`` (gateway/settings.py) inherits them, and stays the one reader
 of the environment (``GATEWAY_*``, the same names as before).
@@ -39,6 +39,23 @@ class WebhookSettings(BaseSettings):
         "(GATEWAY_MAX_BODY_BYTES does not apply there): Mandrill posts up to 1,000 events, "
         "about 2 MB form-encoded, and SendGrid's batches approach 768 KB; more is 413.",
     )
+
+    mandrill_max_event_age_days: Annotated[float, Field(gt=0)] = Field(
+        default=7.0,
+        description="Mandrill events older than this (or than GATEWAY_RETENTION_EVENTS_DAYS "
+        "when that is shorter) are acknowledged and not stored: Mandrill signs no time, so "
+        "a captured body replayed after retention deleted its rows could otherwise "
+        "withdraw consent again over a newer re-subscription.",
+    )
+
+    def mandrill_max_age_s(self) -> float:
+        """The replay bound of Mandrill events, in seconds: within the time their rows
+        are kept (a replay of a stored event is a duplicate), whichever is shorter."""
+        days = self.mandrill_max_event_age_days
+        kept = getattr(self, "retention_events_days", None)
+        if isinstance(kept, int) and kept < days:
+            days = kept
+        return days * 86_400.0
 
     @model_validator(mode="before")
     @classmethod

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -32,6 +33,10 @@ from gateway.ingest.webhook_payloads import Consequence, InboundEvent, PayloadEr
 from gateway.profiles.contact_points import normalize_email
 
 ESP_SOURCES = ("sendgrid", "mandrill")
+# Mandrill signs no time: a captured body is valid for ever. Its events older than this
+# are acknowledged and not stored (``ignored``), so a body replayed after retention
+# deleted its rows cannot withdraw consent again over a newer re-subscription.
+MANDRILL_MAX_AGE_S = 7 * 86_400.0
 # SendGrid posts batches by size (its documented examples reach a few thousand events);
 # the body limit bounds them first. Past this a batch is refused whole, read no further.
 MAX_ESP_EVENTS = 10_000
@@ -191,9 +196,14 @@ def mandrill_form(body: bytes) -> list[tuple[str, str]]:
         raise PayloadError("the body is not a URL-encoded form", status=400) from None
 
 
-def parse_mandrill(params: list[tuple[str, str]]) -> list[EspItem]:
+def parse_mandrill(
+    params: list[tuple[str, str]],
+    max_age_s: float | None = MANDRILL_MAX_AGE_S,
+    now: float | None = None,
+) -> list[EspItem]:
     """Events of the ``mandrill_events`` field; those naming no recipient (Mandrill's
-    sync events: allow- and deny-list changes) are acknowledged and not stored."""
+    sync events: allow- and deny-list changes) are acknowledged and not stored, and so
+    are those older than ``max_age_s`` (``ignored``, with the reason)."""
     raw = [value for name, value in params if name == "mandrill_events"]
     if len(raw) != 1:
         raise PayloadError("the form must carry one mandrill_events field", "mandrill_events")
@@ -207,8 +217,9 @@ def parse_mandrill(params: list[tuple[str, str]]) -> list[EspItem]:
     except ValidationError:
         # Event by event, only for a batch with a bad one: a bad field skips its event.
         events = [_mandrill_item(position, item) for position, item in enumerate(data)]
+    oldest = None if max_age_s is None else (now or time.time()) - max_age_s
     return [
-        event if isinstance(event, SkippedEvent) else _mandrill_event(position, event)
+        event if isinstance(event, SkippedEvent) else _mandrill_event(position, event, oldest)
         for position, event in enumerate(events)
         if isinstance(event, SkippedEvent) or (event.msg is not None and event.msg.email)
     ]
@@ -228,7 +239,7 @@ def _mandrill_item(position: int, raw: Any) -> MandrillEvent | SkippedEvent:
         return SkippedEvent(_digest(key), "rejected", reason, field)
 
 
-def _mandrill_event(position: int, event: MandrillEvent) -> EspItem:
+def _mandrill_event(position: int, event: MandrillEvent, oldest: float | None) -> EspItem:
     message = event.msg or MandrillMessage()
     email = _email(message.email or "")
     message_id = event.id or message.id
@@ -238,6 +249,10 @@ def _mandrill_event(position: int, event: MandrillEvent) -> EspItem:
     event_id = _digest(key)
     if email is None:
         return _unaddressed(event_id, f"mandrill_events.{position}.msg.email")
+    if oldest is not None and event.ts < oldest:
+        where = f"mandrill_events.{position}.ts"
+        reason = f"{where}: older than the replay bound (Mandrill signs no time); not stored"
+        return SkippedEvent(event_id, "ignored", reason, where)
     properties: dict[str, Any] = {"message_id": message_id}
     if event.url:
         properties["url"] = event.url

@@ -15,6 +15,7 @@ from gateway.db.retries import transient_reason
 from gateway.errors import NotFound
 from gateway.ingest.esp_payloads import (
     ESP_SOURCES,
+    MANDRILL_MAX_AGE_S,
     SkippedEvent,
     mandrill_form,
     parse_mandrill,
@@ -78,8 +79,15 @@ class Webhooks:
     ``PayloadError`` or ``NotStored``; the HTTP receiver (resolvers/http/webhooks.py)
     answers them."""
 
-    def __init__(self, ingest: WebhookIngest, secrets: Mapping[str, SecretStr]) -> None:
+    def __init__(
+        self,
+        ingest: WebhookIngest,
+        secrets: Mapping[str, SecretStr],
+        *,
+        mandrill_max_age_s: float = MANDRILL_MAX_AGE_S,
+    ) -> None:
         self.ingest = ingest
+        self._mandrill_max_age_s = mandrill_max_age_s
         self._secrets = dict(secrets)
         # Checked when settings load too; again here for secrets given otherwise. An
         # empty, blank or short HMAC key, or a SendGrid key that is not P-256, stops the
@@ -159,7 +167,7 @@ class Webhooks:
             # uvicorn with --proxy-headers so the scheme and host here are the public ones.
             params = mandrill_form(body)
             verify_mandrill(secret, request.url, params, headers.get("x-mandrill-signature"))
-            return parse_mandrill(params)
+            return parse_mandrill(params, self._mandrill_max_age_s)
         if source == "shopify":
             verify_shopify(secret, body, headers.get("x-shopify-hmac-sha256"))
             return parse_shopify(

@@ -219,3 +219,11 @@ async def test_only_opens_and_clicks_drop_a_stored_answer(
         after = await persisted_get(client, ENGAGEMENT, email=email)
         assert not hit(after)
         assert after.json()["data"]["customer"]["engagement"]["emailOpens30d"] == 1
+
+
+def test_the_mandrill_replay_bound_is_a_setting_within_the_events_retention() -> None:
+    assert load_settings().mandrill_max_age_s() == 7 * 86400
+    assert load_settings(mandrill_max_event_age_days=2).mandrill_max_age_s() == 2 * 86400
+    # Rows kept 3 days: a replay of a 4-day-old event would find none to be a duplicate of.
+    assert load_settings(retention_events_days=3).mandrill_max_age_s() == 3 * 86400
+    assert load_settings(retention_events_days=30).mandrill_max_age_s() == 7 * 86400

@@ -317,6 +317,28 @@ async def test_mandrill_events_reach_the_profile(
     }
 
 
+async def test_an_old_mandrill_event_is_acknowledged_and_not_stored(
+    gateway: httpx.AsyncClient, database_url: str
+) -> None:
+    """Mandrill signs no time: a captured unsubscribe replayed after retention deleted its
+    row would withdraw consent again over a newer re-subscription. Past 7 days, ignored."""
+    email, _ = await subscribed(gateway)
+    before = await row_counts(database_url)
+    eight_days_ago = int(time.time()) - 8 * 86400
+    replayed = mandrill_event(email, "unsub", ts=eight_days_ago)
+    response = await gateway.post(**mandrill_request([replayed]))
+    assert response.status_code == 200, response.text
+    (answer,) = response.json()["events"]
+    assert (answer["status"], answer["field"]) == ("ignored", "mandrill_events.0.ts")
+    assert answer["reason"]
+    assert await row_counts(database_url) == before
+    assert (await profile(gateway, email))["suppressed"] is False
+    late = mandrill_event(email, "unsub", ts=int(time.time()) - 6 * 86400)  # a late delivery
+    response = await gateway.post(**mandrill_request([late]))
+    assert response.json()["events"][0]["status"] == "processed"
+    assert (await profile(gateway, email))["suppressed"] is True
+
+
 async def test_mandrill_refusals(gateway: httpx.AsyncClient, database_url: str) -> None:
     email, _ = await subscribed(gateway)
     before = await row_counts(database_url)
