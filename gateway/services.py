@@ -108,6 +108,7 @@ class Services:
                 retry=retry,
             ),
             settings.webhook_secrets,
+            mandrill_max_age_s=settings.mandrill_max_age_s(),
         )
         return cls(
             settings=settings,

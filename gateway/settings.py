@@ -12,7 +12,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-import orjson
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -20,6 +19,7 @@ from adapters.config import UpstreamsConfig, UpstreamsConfigError, load_upstream
 from gateway.outage_settings import OutageSettings
 from gateway.stream_settings import StreamSettings
 from gateway.warehouse_settings import WarehouseSettings
+from gateway.webhook_settings import WebhookSettings
 
 _ASYNC_DRIVERS = {
     "postgres": "postgresql+asyncpg",
@@ -43,11 +43,16 @@ class LogLevel(StrEnum):
     ERROR = "ERROR"
 
 
-class Settings(OutageSettings, StreamSettings, WarehouseSettings):
+class Settings(OutageSettings, StreamSettings, WarehouseSettings, WebhookSettings):
     """Every knob of the gateway, with production-safe defaults for a single instance."""
 
     model_config = SettingsConfigDict(
-        env_prefix="GATEWAY_", env_file=None, extra="ignore", frozen=True
+        # hide_input_in_errors: a refused secret is never echoed in a validation error.
+        env_prefix="GATEWAY_",
+        env_file=None,
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
     )
 
     database_url: str = Field(
@@ -194,18 +199,6 @@ class Settings(OutageSettings, StreamSettings, WarehouseSettings):
         validation_alias="PROMETHEUS_MULTIPROC_DIR",
         description="Set by `gateway serve --workers N` so /metrics covers every worker.",
     )
-    webhook_secrets: dict[str, SecretStr] = Field(
-        default_factory=dict,
-        description='Webhook signing secrets by source, as JSON: {"shopify": "…", '
-        '"hubspot": "…", "segment": "…", "mandrill": "webhook key", "sendgrid": "the '
-        'verification key as SendGrid shows it (base64 DER)"}; a source without one '
-        "answers 404.",
-    )
-    webhook_secrets_file: Path | None = Field(
-        default=None,
-        description="A JSON file of webhook secrets in the same shape (e.g. a Docker or "
-        "Kubernetes secret); GATEWAY_WEBHOOK_SECRETS wins for a source both name.",
-    )
     upstreams_file: Path | None = Field(
         default=None, description="TOML file naming the upstreams; none means no upstreams."
     )
@@ -265,34 +258,6 @@ class Settings(OutageSettings, StreamSettings, WarehouseSettings):
         if not secret:
             raise ValueError(f"GATEWAY_ERASURE_KEY_FILE: {path} is empty")
         return {**data, "erasure_key": secret}
-
-    @model_validator(mode="before")
-    @classmethod
-    def _webhook_secrets_from_file(cls, data: Any) -> Any:
-        """Secrets read from GATEWAY_WEBHOOK_SECRETS_FILE, under the ones set directly.
-        Errors name the file, never its contents."""
-        if not isinstance(data, dict) or data.get("webhook_secrets_file") in (None, ""):
-            return data
-        path = Path(str(data["webhook_secrets_file"]))
-        try:
-            found = orjson.loads(path.read_bytes())
-        except OSError as exc:
-            raise ValueError(
-                f"GATEWAY_WEBHOOK_SECRETS_FILE: cannot read {path}: {exc.strerror}"
-            ) from None
-        except orjson.JSONDecodeError:
-            raise ValueError(f"GATEWAY_WEBHOOK_SECRETS_FILE: {path} is not JSON") from None
-        if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
-            raise ValueError(
-                f"GATEWAY_WEBHOOK_SECRETS_FILE: {path} must hold an object of strings by source"
-            )
-        given = data.get("webhook_secrets") or {}
-        if isinstance(given, str):  # straight from the environment, still JSON
-            try:
-                given = orjson.loads(given)
-            except orjson.JSONDecodeError:
-                raise ValueError("GATEWAY_WEBHOOK_SECRETS is not JSON") from None
-        return {**data, "webhook_secrets": {**found, **dict(given)}}
 
     @field_validator("erasure_key")
     @classmethod

@@ -22,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 
 from adapters.config import UpstreamsConfig
 from gateway import __version__
+from gateway.ingest.esp_payloads import ESP_SOURCES
 from gateway.ingest.streams.running import serving_consumer
 from gateway.observability import metrics
 from gateway.observability.logs import configure_worker_logging
@@ -164,7 +165,11 @@ def create_app(
         # client's keep-alive connection (Starlette's own 500 page re-raises).
         Middleware(ErrorBoundary),
         Middleware(RequestIdMiddleware),
-        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+        Middleware(
+            BodyLimitMiddleware,
+            max_bytes=settings.max_body_bytes,
+            paths={f"/webhooks/{esp}": settings.esp_webhook_max_body_bytes for esp in ESP_SOURCES},
+        ),
         Middleware(ApiKeyAuthentication),
         # Innermost: a stored answer is served after authentication and the rate limit.
         Middleware(StoredAnswers),

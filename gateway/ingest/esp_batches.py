@@ -42,7 +42,8 @@ class StoredBatch:
     """Each event's status, in order, and what each customer's events changed."""
 
     statuses: list[tuple[BatchStatus, uuid.UUID | None]] = field(default_factory=list)
-    # customer -> (the batch's last stored event for them, every field their events touched)
+    # customer -> (the batch's last stored event for them that changed a field, every field
+    # their events touched); customers whose events changed none are absent
     changed: dict[uuid.UUID, tuple[InboundEvent, set[str]]] = field(default_factory=dict)
 
 
@@ -85,8 +86,9 @@ async def store_batch(
         subject_rows += [{"event_id": row_id, "digest": d} for d in sorted(subjects[position])]
         if event.consequence is not None:
             consequences.append((customer, event))
-        fields = result.changed.get(customer, (event, set()))[1]
-        result.changed[customer] = (event, fields | set(event.changed))
+        if event.changed:  # a delivery, a deferral…: stored, and no field of theirs changed
+            fields = result.changed.get(customer, (event, set()))[1]
+            result.changed[customer] = (event, fields | set(event.changed))
     if subject_rows:
         await connection.execute(insert(EventSubject), subject_rows)
     await apply_consequences(connection, consequences)

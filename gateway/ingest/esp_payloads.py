@@ -8,23 +8,35 @@ the profile is decided here, once, for both ESPs (``InboundEvent.consequence``):
 an unsubscribe, a spam report or a rejection withdraws email-marketing consent; a hard
 bounce marks the address undeliverable. Opens and clicks are stored as behaviour
 (types ``email:open`` and ``email:click`` whichever ESP sent them).
+
+A batch is refused whole only for its envelope (not a JSON array of objects, an event
+without its id): one event's bad field (an address no customer can have, an over-long
+URL) makes that event a ``SkippedEvent``, acknowledged and not stored, so the batch's
+other events, its unsubscribes among them, are not lost with it on every retry.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
 
 from gateway.ingest.webhook_payloads import Consequence, InboundEvent, PayloadError
 from gateway.profiles.contact_points import normalize_email
 
 ESP_SOURCES = ("sendgrid", "mandrill")
+# Mandrill signs no time: a captured body is valid for ever. Its events older than this
+# are acknowledged and not stored (``ignored``), so a body replayed after retention
+# deleted its rows cannot withdraw consent again over a newer re-subscription.
+MANDRILL_MAX_AGE_S = 7 * 86_400.0
 # SendGrid posts batches by size (its documented examples reach a few thousand events);
 # the body limit bounds them first. Past this a batch is refused whole, read no further.
 MAX_ESP_EVENTS = 10_000
@@ -53,10 +65,25 @@ _SENDGRID_STANDARD = frozenset(
         "template_version_id", "template_hash", "mc_stats", "phase_id", "send_at",
     }
 )  # fmt: skip
+_ENGAGEMENT = frozenset({"open", "click"})  # both ESPs' names: email:open, email:click
 _MAX_CUSTOM_ARGS = 32
 _PLAIN_ADDRESS = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})+"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedEvent:
+    """An event of a batch acknowledged and not stored, and why: ``rejected`` for a field
+    no retry can fix; ``ignored`` for a Mandrill event older than the replay bound."""
+
+    event_id: str
+    status: Literal["rejected", "ignored"]
+    reason: str
+    field: str | None = None
+
+
+EspItem = InboundEvent | SkippedEvent
 
 
 class _Model(BaseModel):
@@ -80,7 +107,7 @@ class SendGridEvent(BaseModel):
 _SENDGRID_BATCH = TypeAdapter(list[SendGridEvent])
 
 
-def parse_sendgrid(body: bytes) -> list[InboundEvent]:
+def parse_sendgrid(body: bytes) -> list[EspItem]:
     data = _json(body)
     if not isinstance(data, list) or not data:
         raise PayloadError("the body must be a non-empty JSON array of events")
@@ -88,13 +115,31 @@ def parse_sendgrid(body: bytes) -> list[InboundEvent]:
         raise PayloadError(f"a batch holds at most {MAX_ESP_EVENTS} events")
     try:
         events = _SENDGRID_BATCH.validate_python(data)
-    except ValidationError as exc:
-        raise _payload_error(exc) from None
+    except ValidationError:
+        # Event by event (the slow way, only for a batch with a bad one): a bad field
+        # skips its event, a missing or bad event id refuses the batch.
+        return [_sendgrid_item(position, raw) for position, raw in enumerate(data)]
     return [_sendgrid_event(position, event) for position, event in enumerate(events)]
 
 
-def _sendgrid_event(position: int, event: SendGridEvent) -> InboundEvent:
-    email = _email(event.email, f"{position}.email")
+def _sendgrid_item(position: int, raw: Any) -> EspItem:
+    try:
+        event = SendGridEvent.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors()
+        envelope = [e for e in errors if not e["loc"] or e["loc"][0] == "sg_event_id"]
+        if envelope:  # not an object, or no id to answer it by
+            reason, where = _problem(envelope[0], str(position))
+            raise PayloadError(reason, where) from None
+        reason, where = _problem(errors[0], str(position))
+        return SkippedEvent(str(raw["sg_event_id"]), "rejected", reason, where)
+    return _sendgrid_event(position, event)
+
+
+def _sendgrid_event(position: int, event: SendGridEvent) -> EspItem:
+    email = _email(event.email)
+    if email is None:
+        return _unaddressed(event.sg_event_id, f"{position}.email")
     consequence = _CONSEQUENCES.get(event.event)
     if event.event == "bounce" and event.type != "blocked":
         consequence = "undeliverable"  # "blocked" is a temporary refusal, not a hard bounce
@@ -151,9 +196,14 @@ def mandrill_form(body: bytes) -> list[tuple[str, str]]:
         raise PayloadError("the body is not a URL-encoded form", status=400) from None
 
 
-def parse_mandrill(params: list[tuple[str, str]]) -> list[InboundEvent]:
+def parse_mandrill(
+    params: list[tuple[str, str]],
+    max_age_s: float | None = MANDRILL_MAX_AGE_S,
+    now: float | None = None,
+) -> list[EspItem]:
     """Events of the ``mandrill_events`` field; those naming no recipient (Mandrill's
-    sync events: allow- and deny-list changes) are acknowledged and not stored."""
+    sync events: allow- and deny-list changes) are acknowledged and not stored, and so
+    are those older than ``max_age_s`` (``ignored``, with the reason)."""
     raw = [value for name, value in params if name == "mandrill_events"]
     if len(raw) != 1:
         raise PayloadError("the form must carry one mandrill_events field", "mandrill_events")
@@ -163,24 +213,46 @@ def parse_mandrill(params: list[tuple[str, str]]) -> list[InboundEvent]:
     if len(data) > MAX_ESP_EVENTS:
         raise PayloadError(f"a batch holds at most {MAX_ESP_EVENTS} events", "mandrill_events")
     try:
-        events = _MANDRILL_BATCH.validate_python(data)
-    except ValidationError as exc:
-        raise _payload_error(exc, "mandrill_events") from None
+        events: list[MandrillEvent | SkippedEvent] = list(_MANDRILL_BATCH.validate_python(data))
+    except ValidationError:
+        # Event by event, only for a batch with a bad one: a bad field skips its event.
+        events = [_mandrill_item(position, item) for position, item in enumerate(data)]
+    oldest = None if max_age_s is None else (now or time.time()) - max_age_s
     return [
-        _mandrill_event(position, event)
+        event if isinstance(event, SkippedEvent) else _mandrill_event(position, event, oldest)
         for position, event in enumerate(events)
-        if event.msg is not None and event.msg.email
+        if isinstance(event, SkippedEvent) or (event.msg is not None and event.msg.email)
     ]
 
 
-def _mandrill_event(position: int, event: MandrillEvent) -> InboundEvent:
+def _mandrill_item(position: int, raw: Any) -> MandrillEvent | SkippedEvent:
+    where = f"mandrill_events.{position}"
+    if not isinstance(raw, dict):
+        raise PayloadError(f"{where}: an event must be a JSON object", where)
+    try:
+        return MandrillEvent.model_validate(raw)
+    except ValidationError as exc:
+        reason, field = _problem(exc.errors()[0], where)
+        # Its id as far as its fields allow (they are not stored: any stable name does).
+        parts = (raw.get(name) for name in ("event", "_id", "ts", "url"))
+        key = "\n".join(str(p) if isinstance(p, str | int | float) else "" for p in parts)
+        return SkippedEvent(_digest(key), "rejected", reason, field)
+
+
+def _mandrill_event(position: int, event: MandrillEvent, oldest: float | None) -> EspItem:
     message = event.msg or MandrillMessage()
-    email = _email(message.email or "", f"mandrill_events.{position}.msg.email")
+    email = _email(message.email or "")
     message_id = event.id or message.id
     # Mandrill's ``_id`` is the message's, shared by its every open and click: the event's
     # own key is its kind, message, time and link together.
-    key = "\n".join((event.event, message_id or "", str(event.ts), event.url or "", email))
-    event_id = hashlib.sha256(key.encode()).hexdigest()[:40]
+    key = "\n".join((event.event, message_id or "", str(event.ts), event.url or "", email or ""))
+    event_id = _digest(key)
+    if email is None:
+        return _unaddressed(event_id, f"mandrill_events.{position}.msg.email")
+    if oldest is not None and event.ts < oldest:
+        where = f"mandrill_events.{position}.ts"
+        reason = f"{where}: older than the replay bound (Mandrill signs no time); not stored"
+        return SkippedEvent(event_id, "ignored", reason, where)
     properties: dict[str, Any] = {"message_id": message_id}
     if event.url:
         properties["url"] = event.url
@@ -212,7 +284,10 @@ def _esp_event(
     consequence: Consequence | None,
     properties: dict[str, Any],
 ) -> InboundEvent:
-    changed: tuple[str, ...] = ("engagement",)
+    # Only opens and clicks change what ``engagement`` shows (event_store counts those):
+    # a processed, delivered or deferred event, or a blocked bounce, changes no field,
+    # so it drops no cached profile or stored answer in the middle of a send.
+    changed: tuple[str, ...] = ("engagement",) if kind in _ENGAGEMENT else ()
     if consequence == "withdraw":
         changed = ("consent", "consents", "suppressed")
     elif consequence == "undeliverable":
@@ -231,7 +306,8 @@ def _esp_event(
     )
 
 
-def _email(raw: str, where: str) -> str:
+def _email(raw: str) -> str | None:
+    """The address as customers are stored under it, or None when it is none."""
     text = raw.strip()
     if _PLAIN_ADDRESS.fullmatch(text) and "xn--" not in text.lower():  # IDNA: the slow way
         # What ``normalize_email`` makes of a plain ASCII address, at a hundredth of its
@@ -241,7 +317,17 @@ def _email(raw: str, where: str) -> str:
     try:
         return normalize_email(raw)
     except ValueError:
-        raise PayloadError(f"{where}: not an email address", where) from None
+        return None
+
+
+def _unaddressed(event_id: str, where: str) -> SkippedEvent:
+    # Not a customer's address (``bob@localhost``, ``Bob <bob@x.com>``): no customer can
+    # have it, and no retry changes that.
+    return SkippedEvent(event_id, "rejected", f"{where}: not an email address", where)
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
 def _json(body: bytes) -> Any:
@@ -251,8 +337,8 @@ def _json(body: bytes) -> Any:
         raise PayloadError("the body is not valid JSON", status=400) from None
 
 
-def _payload_error(exc: ValidationError, prefix: str | None = None) -> PayloadError:
-    # The message and location only: pydantic's ``input`` would echo customer data.
-    error = exc.errors()[0]
-    where = ".".join(str(part) for part in (prefix, *error["loc"]) if part is not None) or None
-    return PayloadError(f"{where or 'body'}: {error['msg']}", where)
+def _problem(error: ErrorDetails, prefix: str) -> tuple[str, str]:
+    """The reason and the field of a validation error. The message and location only:
+    pydantic's ``input`` would echo customer data."""
+    where = ".".join(str(part) for part in (prefix, *error["loc"]))
+    return f"{where}: {error['msg']}", where

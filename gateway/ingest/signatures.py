@@ -18,6 +18,10 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+# An HMAC secret shorter than this (or empty, or blank) is refused when settings load: a
+# webhook signed with key "" or "abc" proves nothing about its sender.
+MIN_SECRET_LENGTH = 16
+
 # HubSpot's v3 scheme: refuse requests whose timestamp is older than five minutes.
 HUBSPOT_MAX_AGE_MS = 5 * 60 * 1000
 
@@ -29,6 +33,28 @@ class SignatureError(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
+
+
+def secret_problem(source: str, secret: str) -> str | None:
+    """Why ``secret`` cannot verify ``source``'s webhooks, or None. Names the source,
+    never the value. SendGrid's is a public key (ECDSA P-256); every other an HMAC key."""
+    if not secret.strip():
+        return f"the {source} webhook secret is empty"
+    if source == "sendgrid":
+        try:
+            sendgrid_public_key(secret)
+        except ValueError as exc:
+            return f"the sendgrid webhook key: {exc}"
+        return None
+    if len(secret.strip()) < MIN_SECRET_LENGTH:
+        return f"the {source} webhook secret is shorter than {MIN_SECRET_LENGTH} characters"
+    return None
+
+
+def _digits(text: str) -> bool:
+    # ASCII digits only: ``str.isdigit`` also says yes to superscripts ("²"), which
+    # ``int`` then refuses (a 500 instead of a 401), and to other scripts' digits.
+    return text.isascii() and text.isdigit()
 
 
 def _equal(given: str | None, expected: str) -> bool:
@@ -72,12 +98,12 @@ def verify_hubspot(
     The timestamp is checked first: it is part of the signed message, so an old but
     correctly signed request is a replay and must not pass.
     """
-    if not timestamp or not timestamp.strip().isdigit():
+    if not timestamp or not _digits(timestamp.strip()):
         raise SignatureError(
             "missing_timestamp", "X-HubSpot-Request-Timestamp must be epoch milliseconds"
         )
     now = now_ms if now_ms is not None else int(time.time() * 1000)
-    if abs(now - int(timestamp)) > HUBSPOT_MAX_AGE_MS:
+    if abs(now - int(timestamp.strip())) > HUBSPOT_MAX_AGE_MS:
         raise SignatureError(
             "stale_timestamp", "X-HubSpot-Request-Timestamp is more than 5 minutes from now"
         )
@@ -118,7 +144,7 @@ def verify_sendgrid(
     """``X-Twilio-Email-Event-Webhook-Signature``: base64 DER ECDSA (P-256, SHA-256) over
     the ``X-Twilio-Email-Event-Webhook-Timestamp`` value followed by the raw body."""
     stamp = (timestamp or "").strip()
-    if not stamp.isdigit():
+    if not _digits(stamp):
         raise SignatureError(
             "missing_timestamp", "X-Twilio-Email-Event-Webhook-Timestamp must be epoch seconds"
         )

@@ -6,7 +6,7 @@ received, the body parsed into events, then each stored by ``WebhookIngest``
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pydantic import SecretStr
@@ -15,12 +15,15 @@ from gateway.db.retries import transient_reason
 from gateway.errors import NotFound
 from gateway.ingest.esp_payloads import (
     ESP_SOURCES,
+    MANDRILL_MAX_AGE_S,
+    SkippedEvent,
     mandrill_form,
     parse_mandrill,
     parse_sendgrid,
 )
 from gateway.ingest.signatures import (
     SignatureError,
+    secret_problem,
     sendgrid_public_key,
     verify_hubspot,
     verify_mandrill,
@@ -76,18 +79,28 @@ class Webhooks:
     ``PayloadError`` or ``NotStored``; the HTTP receiver (resolvers/http/webhooks.py)
     answers them."""
 
-    def __init__(self, ingest: WebhookIngest, secrets: Mapping[str, SecretStr]) -> None:
+    def __init__(
+        self,
+        ingest: WebhookIngest,
+        secrets: Mapping[str, SecretStr],
+        *,
+        mandrill_max_age_s: float = MANDRILL_MAX_AGE_S,
+    ) -> None:
         self.ingest = ingest
+        self._mandrill_max_age_s = mandrill_max_age_s
         self._secrets = dict(secrets)
-        # SendGrid's "secret" is its public verification key: loaded once, refused at
-        # start-up when it is not one (the message never quotes it).
+        # Checked when settings load too; again here for secrets given otherwise. An
+        # empty, blank or short HMAC key, or a SendGrid key that is not P-256, stops the
+        # start (the message never quotes it).
+        for source, secret in sorted(self._secrets.items()):
+            problem = secret_problem(source, secret.get_secret_value())
+            if problem is not None:
+                raise ValueError(problem)
+        # SendGrid's "secret" is its public verification key: loaded once.
         sendgrid = self._secrets.get("sendgrid")
-        try:
-            self._sendgrid_key = (
-                sendgrid_public_key(sendgrid.get_secret_value()) if sendgrid else None
-            )
-        except ValueError as exc:
-            raise ValueError(f"the sendgrid webhook key: {exc}") from None
+        self._sendgrid_key = (
+            sendgrid_public_key(sendgrid.get_secret_value()) if sendgrid is not None else None
+        )
 
     def secret_of(self, source: str) -> str:
         """The source's signing secret; checked before its body is read."""
@@ -101,7 +114,8 @@ class Webhooks:
     async def receive(self, source: str, request: SignedRequest) -> list[Ingested]:
         secret = self.secret_of(source)
         try:
-            events = self._verify_and_parse(source, secret, request)
+            parsed = self._verify_and_parse(source, secret, request)
+            events = [item for item in parsed if isinstance(item, InboundEvent)]
             prepared = self.ingest.prepare(events)
         except SignatureError as exc:
             logger.warning("webhook refused", extra={"source": source, "reason": exc.code})
@@ -112,7 +126,12 @@ class Webhooks:
         results: list[Ingested] = []
         try:
             if source in ESP_SOURCES:  # batches of thousands: one transaction each
-                results = await self.ingest.ingest_batch([item.event for item in prepared])
+                stored = iter(await self.ingest.ingest_batch(events))
+                results = [
+                    next(stored) if isinstance(item, InboundEvent) else _skipped(item)
+                    for item in parsed
+                ]
+                _log_skipped(source, results)
             else:
                 for item in prepared:
                     results.append(await self.ingest.ingest(item))
@@ -132,7 +151,7 @@ class Webhooks:
 
     def _verify_and_parse(
         self, source: str, secret: str, request: SignedRequest
-    ) -> list[InboundEvent]:
+    ) -> Sequence[InboundEvent | SkippedEvent]:
         headers, body = request.headers, request.body
         if source == "sendgrid":
             assert self._sendgrid_key is not None  # configured: ``secret_of`` checked it
@@ -148,7 +167,7 @@ class Webhooks:
             # uvicorn with --proxy-headers so the scheme and host here are the public ones.
             params = mandrill_form(body)
             verify_mandrill(secret, request.url, params, headers.get("x-mandrill-signature"))
-            return parse_mandrill(params)
+            return parse_mandrill(params, self._mandrill_max_age_s)
         if source == "shopify":
             verify_shopify(secret, body, headers.get("x-shopify-hmac-sha256"))
             return parse_shopify(
@@ -168,3 +187,13 @@ class Webhooks:
             return parse_hubspot(body)
         verify_segment(secret, body, headers.get("x-signature"))
         return parse_segment(body)
+
+
+def _skipped(item: SkippedEvent) -> Ingested:
+    return Ingested(item.event_id, item.status, None, item.reason, item.field)
+
+
+def _log_skipped(source: str, results: list[Ingested]) -> None:
+    rejected = sum(result.status == "rejected" for result in results)
+    if rejected:  # counts only: a reason may name an event's field, never its value
+        logger.warning("webhook events rejected", extra={"source": source, "events": rejected})

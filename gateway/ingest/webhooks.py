@@ -58,8 +58,10 @@ logger = logging.getLogger("gateway.webhooks")
 # "no_consent": a Segment call of a customer with a stored "no" to analytics (the
 # stream's rule): acknowledged, so the sender does not retry, and the call is not kept;
 # an identify's traits still reach the profile, as they do from the stream.
-# "ignored": an ESP event for an address no customer has; acknowledged, nothing stored.
-Status = Literal["processed", "duplicate", "erased", "no_consent", "ignored"]
+# "ignored": an ESP event for an address no customer has (or a Mandrill event older than
+# the replay bound); "rejected": an ESP event with a field no retry can fix, its batch's
+# other events stored. Both acknowledged, nothing stored.
+Status = Literal["processed", "duplicate", "erased", "no_consent", "ignored", "rejected"]
 # The source whose calls are behavioural analytics, gated by the analytics consent.
 ANALYTICS_SOURCE = "segment"
 
@@ -69,6 +71,8 @@ class Ingested:
     event_id: str
     status: Status
     customer_id: uuid.UUID | None
+    reason: str | None = None  # why a skipped event was not stored, and its field
+    field: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

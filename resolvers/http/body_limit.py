@@ -3,10 +3,13 @@
 A pure ASGI middleware: a declared ``Content-Length`` over the limit is answered 413
 at once; otherwise the body's chunks are counted as the app reads them (chunked
 bodies declare no length), and the first chunk past the limit stops the read. The
-rest of the body is never read.
+rest of the body is never read. A path may have a limit of its own (the ESPs' webhooks,
+whose batches are larger than any query).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,19 +31,26 @@ def too_large_body(max_bytes: int) -> bytes:
 
 class BodyLimitMiddleware:
     def __init__(
-        self, app: ASGIApp, max_bytes: int, prefixes: tuple[str, ...] = LIMITED_PREFIXES
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        prefixes: tuple[str, ...] = LIMITED_PREFIXES,
+        paths: Mapping[str, int] | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.prefixes = prefixes
+        self.paths = dict(paths or {})  # exact path -> its own limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not str(scope["path"]).startswith(self.prefixes):
+        path = str(scope.get("path", ""))
+        if scope["type"] != "http" or not path.startswith(self.prefixes):
             await self.app(scope, receive, send)
             return
+        limit = self.paths.get(path, self.max_bytes)
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_bytes:
-            await self._refuse(send)
+        if declared is not None and declared > limit:
+            await _refuse(send, limit)
             return
 
         received = 0
@@ -51,7 +61,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     refused = True
                     raise _BodyTooLarge
             return message
@@ -71,22 +81,23 @@ class BodyLimitMiddleware:
             if not refused:
                 raise
         if refused and not started:
-            await self._refuse(send)
+            await _refuse(send, limit)
 
-    async def _refuse(self, send: Send) -> None:
-        body = too_large_body(self.max_bytes)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+
+async def _refuse(send: Send, limit: int) -> None:
+    body = too_large_body(limit)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def _content_length(scope: Scope) -> int | None:

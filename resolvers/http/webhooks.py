@@ -3,7 +3,9 @@
 Refusals are answered with a JSON body naming the reason: 404 for a source that does not
 exist or has no secret, 413 over the body limit, 401 for a bad signature, 400 or 422 for
 a body that cannot be accepted (an ESP event for an address no customer has is
-accepted and ``ignored``: nothing is stored), 503 with ``Retry-After`` when the database stayed busy
+accepted and ``ignored``: nothing is stored; in an ESP batch, an event with a bad field
+is ``rejected`` with its reason and field, and the rest of the batch is stored), 503
+with ``Retry-After`` when the database stayed busy
 (the events before the failing one were stored; a resend finds them duplicates).
 Accepted events are listed with what became of each.
 """
@@ -15,6 +17,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from gateway.ingest.esp_payloads import ESP_SOURCES
 from gateway.ingest.signatures import SignatureError
 from gateway.ingest.webhook_payloads import PayloadError
 from gateway.ingest.webhook_receiver import (
@@ -28,6 +31,8 @@ from gateway.ingest.webhooks import Ingested
 from resolvers.state import services_of
 
 MAX_BODY_BYTES = 1 << 20  # Shopify's largest order payloads stay well under this
+# The ESPs' own limit is a setting (GATEWAY_ESP_WEBHOOK_MAX_BODY_BYTES), in the body
+# limit middleware too.
 
 
 async def webhook_endpoint(request: Request) -> JSONResponse:
@@ -48,8 +53,11 @@ async def webhook_endpoint(request: Request) -> JSONResponse:
         # Mailchimp Transactional checks a webhook URL with an unsigned HEAD (or GET)
         # when it is added, and wants a 200: nothing is read or stored.
         return JSONResponse({"status": "ok"})
-    if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
-        return _refuse(413, "too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
+    limit = MAX_BODY_BYTES
+    if source in ESP_SOURCES:  # a Mandrill batch of 1,000 events is about 2 MB
+        limit = services_of(request).settings.esp_webhook_max_body_bytes
+    if int(request.headers.get("content-length") or 0) > limit:
+        return _refuse(413, "too_large", f"bodies are limited to {limit} bytes")
     signed = SignedRequest(request.method, str(request.url), request.headers, await request.body())
     try:
         results = await webhooks.receive(source, signed)
@@ -67,11 +75,16 @@ async def webhook_endpoint(request: Request) -> JSONResponse:
 
 
 def _result(result: Ingested) -> dict[str, Any]:
-    return {
+    answer: dict[str, Any] = {
         "eventId": result.event_id,
         "status": result.status,
         "customerId": str(result.customer_id) if result.customer_id else None,
     }
+    if result.reason:
+        answer["reason"] = result.reason
+    if result.field:
+        answer["field"] = result.field
+    return answer
 
 
 def _refuse(status: int, code: str, reason: str, field: str | None = None) -> JSONResponse:

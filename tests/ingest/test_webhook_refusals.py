@@ -75,6 +75,19 @@ async def test_a_stale_hubspot_timestamp_is_refused_even_when_signed(
     assert await row_counts(database_url) == before
 
 
+@pytest.mark.parametrize("stamp", [b"\xb2", b"1\xb9", b"\xb3" * 13])
+async def test_a_hubspot_timestamp_of_non_ascii_digits_is_a_401(
+    gateway: httpx.AsyncClient, stamp: bytes
+) -> None:
+    """Superscript digits pass ``str.isdigit`` and ``int()`` refused them: a 500."""
+    request = hubspot_request([hubspot_change(external_id(), "firstname", "Ada")])
+    request["headers"] = {**request["headers"], "X-HubSpot-Request-Timestamp": stamp}
+    response = await gateway.post(**request)
+    assert response.status_code == 401, response.text
+    assert response.json()["error"] == "missing_timestamp"
+    assert response.json()["reason"]
+
+
 async def test_an_unknown_or_unconfigured_source_is_404(database_url: str) -> None:
     app = realtime_app(
         load_settings(database_url=database_url, cache_url="memory://"),
