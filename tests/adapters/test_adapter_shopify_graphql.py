@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -23,6 +25,10 @@ from demo.people.orders import orders_for
 from demo.upstreams.runner import SampleUpstreams
 from demo.upstreams.shopify.cost import PLANS, CostWalk
 from demo.upstreams.shopify.graphql import schema
+from gateway.profiles.customers import CustomerProfile, IdentityRecord
+from gateway.upstreams.cache import UpstreamCache, build_cache
+from gateway.upstreams.federation import Federation
+from gateway.upstreams.order_reads import OrdersNeed
 from tests.conftest import clean_redis, redis_database_url
 
 Build = Callable[..., Any]
@@ -264,3 +270,33 @@ async def test_customers_known_by_id_alone_get_their_orders(
         got = found[str(person.shopify_id)]
         assert [o.external_id for o in got] == [str(o.id) for o in orders_for(person)[:5]]
         assert all(o.line_items for o in got)
+
+
+async def test_a_customer_without_an_email_gets_their_orders_by_shop_id(
+    build: Build, upstreams: SampleUpstreams
+) -> None:
+    upstreams.shopify.graphql.reset(PLANS["plus"])
+    adapter = shop(build, timeout_s=5.0, graphql=PLUS)
+    federation = Federation({adapter.name: adapter}, UpstreamCache(build_cache("memory://")))
+    now = datetime.now(UTC)
+    with_email, without = [p for p in upstreams.people if len(orders_for(p)) > 5][:2]
+    profiles = [
+        CustomerProfile(
+            uuid.uuid4(),
+            p.email if p is with_email else None,
+            None,
+            None,
+            None,
+            None,
+            now,
+            now,
+            (IdentityRecord(adapter.name, str(p.shopify_id)),),
+        )
+        for p in (with_email, without)
+    ]
+    outcomes = await federation.orders(profiles, OrdersNeed(10, line_items=True))
+    for person, outcome in zip((with_email, without), outcomes, strict=True):
+        assert [o.external_id for o in outcome.unwrap() or ()] == [
+            str(o.id) for o in orders_for(person)[:10]
+        ]
+    assert upstreams.shopify.calls.count(GRAPHQL) == 2  # one by e-mail, one by id
