@@ -271,7 +271,8 @@ class ShopifyGraphQLConfig(_Strict):
     figures are assumed until the shop's first ``throttleStatus`` gives the real ones."""
 
     orders_first: Annotated[int, Field(ge=1, le=250)] = 5
-    line_items_first: Annotated[int, Field(ge=0, le=250)] = 0
+    # Line items per order when a query selects them; an order with more is re-read.
+    line_items_first: Annotated[int, Field(ge=1, le=250)] = 5
     max_query_cost: Annotated[int, Field(ge=10)] = 1000
     bucket_size: Annotated[float, Field(gt=0)] = 1000.0
     restore_rate: Annotated[float, Field(gt=0)] = 100.0

@@ -115,14 +115,22 @@ class BatchOrdersAdapter(CommerceAdapter, Protocol):
 
     @property
     def orders_window(self) -> int:
-        """How many recent orders per customer the batch read brings."""
+        """The fewest recent orders per customer a batch read brings (fewer asked: this
+        many, at no more calls)."""
         ...
 
     async def fetch_orders_by_email(
-        self, emails: Sequence[str], first: int
+        self, emails: Sequence[str], first: int, line_items: bool = False
     ) -> Mapping[str, Sequence[Order]]:
-        """Each found customer's ``first`` most recent orders, newest first, keyed by
-        normalised e-mail (a customer without orders: an empty list; unknown: absent)."""
+        """Each found customer's ``first`` most recent orders, newest first, with all their
+        line items when ``line_items`` (else none), keyed by normalised e-mail (a customer
+        without orders: an empty list; unknown: absent)."""
+        ...
+
+    async def fetch_orders_by_ids(
+        self, customer_ids: Sequence[str], first: int, line_items: bool = False
+    ) -> Mapping[str, Sequence[Order]]:
+        """``fetch_orders_by_email`` for customers known by their id in the shop."""
         ...
 
 

@@ -47,6 +47,22 @@ __all__ = ["ShopifyGraphQLAdapter", "gid_number"]
 _RULE = ID_RULES["shopify"]
 _SINGLE_LINE_ITEMS = 10  # line items per order when one customer's orders are read
 _MAX_FIRST = 250
+# Line items per order when an order is re-read alone: one order (and its customer)
+# within the 1,000-point single-query limit.
+_MAX_LINE_ITEMS = 190
+
+
+def _emails(emails: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(a for a in map(normalise_email, emails) if not email_problem(a)))
+
+
+def _more(page: q.PageInfo | None) -> bool:
+    return page is not None and page.hasNextPage
+
+
+def _cut(orders: Sequence[q.Order], line_items: int) -> bool:
+    """Whether an order of these has more line items than were read."""
+    return bool(line_items) and any(o.lineItems and _more(o.lineItems.pageInfo) for o in orders)
 
 
 # GraphQL error codes -> what they mean here (THROTTLED is waited for, not raised).
@@ -141,63 +157,118 @@ class ShopifyGraphQLAdapter(ClientBackedAdapter[ShopifyConfig]):
                 raise UpstreamBadResponse(self.name, f"{operation}: answer without data")
             return body.data
 
-    def _pages(self, emails: Sequence[str], per_customer: int) -> list[list[str]]:
-        wanted = list(
-            dict.fromkeys(a for a in map(normalise_email, emails) if not email_problem(a))
-        )
+    async def _search(self, terms: Sequence[str], node: tuple[q.Field, ...]) -> list[q.Customer]:
+        """The customers matching any of ``terms`` (``email:…``, ``id:…``), as many per
+        query as fit the shop's page and the single-query cost limit."""
+        per_customer = 1 + q.query_cost(node)
         fit = max(1, (self.config.graphql.max_query_cost - 2) // per_customer)
         size = min(self.config.page_size, fit)
-        return [wanted[start : start + size] for start in range(0, len(wanted), size)]
-
-    async def _customers(
-        self, emails: Sequence[str], node: tuple[q.Field, ...]
-    ) -> list[tuple[list[str], q.Customer]]:
-        found = []
-        for page in self._pages(emails, 1 + q.query_cost(node)):
-            search = " OR ".join(f"email:{email}" for email in page)
+        found: list[q.Customer] = []
+        for start in range(0, len(terms), size):
+            page = terms[start : start + size]
             data = await self._query(
-                [q.Field("customers", node, first=len(page), args="query: $q")], {"q": search}
+                [q.Field("customers", node, first=len(page), args="query: $q")],
+                {"q": " OR ".join(page)},
             )
-            for customer in data.customers.nodes if data.customers else []:
-                found.append((page, customer))
+            found.extend(data.customers.nodes if data.customers else [])
         return found
 
     # The protocol -------------------------------------------------------------------
     async def find_customers_by_email(
         self, emails: Sequence[str]
     ) -> Mapping[str, CommerceCustomer]:
+        wanted = _emails(emails)
         found: dict[str, CommerceCustomer] = {}
-        for page, customer in await self._customers(emails, q.CUSTOMER):
+        for customer in await self._search([f"email:{e}" for e in wanted], q.CUSTOMER):
             record = self._customer(customer)
-            if record.email in page:  # a search may match more loosely than asked
+            if record.email in wanted:  # a search may match more loosely than asked
                 found[record.email] = record
         return found
 
+    def batch_fits(self, first: int, line_items: bool) -> bool:
+        """Whether one customer's ``first`` orders (with their line items) fit one query."""
+        cost = 3 + q.query_cost(self._orders_node(first, line_items))
+        return cost <= self.config.graphql.max_query_cost
+
+    def _orders_node(self, first: int, line_items: bool) -> tuple[q.Field, ...]:
+        lines = self.config.graphql.line_items_first if line_items else 0
+        return (*q.scalars("id", "email"), q.with_page_info(q.orders(first, lines, full=False)))
+
     async def fetch_orders_by_email(
-        self, emails: Sequence[str], first: int
+        self, emails: Sequence[str], first: int, line_items: bool = False
     ) -> Mapping[str, Sequence[Order]]:
-        """Each found customer's ``first`` most recent orders, keyed by normalised e-mail
-        (a customer without orders maps to an empty list): one query per page."""
-        tuning = self.config.graphql
-        node = (*q.scalars("id", "email"), q.orders(first, tuning.line_items_first, full=False))
-        found: dict[str, Sequence[Order]] = {}
-        for page, customer in await self._customers(emails, node):
-            email = normalise_email(customer.email or "")
-            if email in page:
-                owner = gid_number(self.name, customer.id, "Customer")
-                orders = customer.orders.nodes if customer.orders else []
-                found[email] = [self._order(o, owner) for o in orders]
-        return found
+        """Each found customer's ``first`` most recent orders (with all their line items
+        when asked), keyed by normalised e-mail (no orders: an empty list): as many
+        customers per query as the cost limit allows."""
+        wanted = _emails(emails)
+        found = await self._orders_of([f"email:{e}" for e in wanted], first, line_items)
+        return {
+            email: orders
+            for customer, orders in found
+            if (email := normalise_email(customer.email or "")) in wanted
+        }
+
+    async def fetch_orders_by_ids(
+        self, customer_ids: Sequence[str], first: int, line_items: bool = False
+    ) -> Mapping[str, Sequence[Order]]:
+        """``fetch_orders_by_email`` for customers known by their shop id (the number)."""
+        wanted = list(dict.fromkeys(i for i in customer_ids if not _RULE.problem(i)))
+        found = await self._orders_of([f"id:{i}" for i in wanted], first, line_items)
+        return {
+            number: orders
+            for customer, orders in found
+            if (number := gid_number(self.name, customer.id, "Customer")) in wanted
+        }
+
+    async def _orders_of(
+        self, terms: Sequence[str], first: int, line_items: bool
+    ) -> list[tuple[q.Customer, Sequence[Order]]]:
+        if not terms:
+            return []
+        # One customer's whole read over the single-query limit: the batch brings the
+        # cheapest window, and a customer with more orders than that is read alone.
+        fits = self.batch_fits(first, line_items)
+        node = self._orders_node(first if fits else min(first, self.orders_window), line_items)
+        lines = self.config.graphql.line_items_first if line_items else 0
+        found: dict[str, tuple[q.Customer, Sequence[Order]]] = {}
+        alone: dict[str, q.Customer] = {}
+        for customer in await self._search(terms, node):
+            owner = gid_number(self.name, customer.id, "Customer")
+            nodes = customer.orders.nodes if customer.orders else []
+            more = not fits and customer.orders is not None and _more(customer.orders.pageInfo)
+            if not more and not _cut(nodes, lines):
+                found[owner] = (customer, [self._order(o, owner) for o in nodes])
+            else:  # more orders, or an order with more line items, than the batch read
+                alone[owner] = customer
+        for owner, customer in alone.items():  # one at a time: each query may be near 1,000
+            found[owner] = (customer, await self._alone(owner, first, lines))
+        return list(found.values())
 
     async def fetch_orders(self, customer_id: str, first: int = 10) -> Sequence[Order]:
         checked_id(self.name, _RULE, customer_id)
+        return await self._alone(customer_id, first, _SINGLE_LINE_ITEMS)
+
+    async def _alone(self, customer_id: str, first: int, line_items: int) -> list[Order]:
+        """One customer's orders in pages sized to the cost limit; an order with more line
+        items than ``line_items`` has them all read (or the answer fails, never cut)."""
+        orders, cut = await self._paged(customer_id, first, line_items)
+        if cut and line_items < _MAX_LINE_ITEMS:
+            orders, cut = await self._paged(customer_id, first, _MAX_LINE_ITEMS)
+        if cut:
+            raise UpstreamBadResponse(self.name, "an order has more line items than a query reads")
+        return orders
+
+    async def _paged(
+        self, customer_id: str, first: int, line_items: int
+    ) -> tuple[list[Order], bool]:
         orders: list[Order] = []
-        per_order = 1 + q.query_cost(q.order_fields(_SINGLE_LINE_ITEMS, full=True))
+        cut = False
+        per_order = 1 + q.query_cost(q.order_fields(line_items, full=True))
         size = max(1, min(_MAX_FIRST, (self.config.graphql.max_query_cost - 3) // per_order))
         variables: dict[str, Any] = {"id": f"gid://shopify/Customer/{customer_id}"}
         while len(orders) < first:
             want = min(size, first - len(orders))
-            connection = q.orders(want, _SINGLE_LINE_ITEMS, full=True, after="after" in variables)
+            connection = q.orders(want, line_items, full=True, after="after" in variables)
             node = q.Field(
                 "customer", (q.Field("id"), q.with_page_info(connection)), args="id: $id"
             )
@@ -205,11 +276,12 @@ class ShopifyGraphQLAdapter(ClientBackedAdapter[ShopifyConfig]):
             if data.customer is None or data.customer.orders is None:
                 break
             found = data.customer.orders
+            cut = cut or _cut(found.nodes, line_items)
             orders.extend(self._order(o, customer_id) for o in found.nodes)
             if not found.pageInfo or not found.pageInfo.hasNextPage:
                 break
             variables["after"] = found.pageInfo.endCursor
-        return orders[:first]
+        return orders[:first], cut
 
     async def fetch_products(self, ids: Sequence[str] | None = None) -> Sequence[Product]:
         return await self._catalogue.fetch_products(ids)

@@ -20,6 +20,7 @@ __all__ = [
     "Data",
     "Field",
     "Order",
+    "PageInfo",
     "Reply",
     "order_fields",
     "orders",
@@ -92,7 +93,8 @@ def order_fields(line_items: int, full: bool) -> tuple[Field, ...]:
             Field("product", scalars("id")),
             Field("variant", scalars("id")),
         )
-        fields.append(Field("lineItems", item, first=line_items))
+        # With its pageInfo: an order with more items than read is re-read, never cut.
+        fields.append(with_page_info(Field("lineItems", item, first=line_items)))
     return tuple(fields)
 
 
@@ -134,13 +136,14 @@ class _LineItem(Payload):
     variant: _Ref | None = None
 
 
-class _LineItems(Payload):
-    nodes: list[_LineItem]
-
-
-class _PageInfo(Payload):
+class PageInfo(Payload):
     hasNextPage: bool
     endCursor: str | None = None
+
+
+class _LineItems(Payload):
+    nodes: list[_LineItem]
+    pageInfo: PageInfo | None = None
 
 
 class Order(Payload):
@@ -159,7 +162,7 @@ class Order(Payload):
 
 class _Orders(Payload):
     nodes: list[Order]
-    pageInfo: _PageInfo | None = None
+    pageInfo: PageInfo | None = None
 
 
 class Customer(Payload):
@@ -227,7 +230,5 @@ def with_page_info(connection: Field) -> Field:
 class _Paged(Field):
     def render(self) -> str:
         inner = " ".join(child.render() for child in self.children)
-        return (
-            f"{self.name}(first: {self.first}, {self.args}) "
-            f"{{ nodes {{ {inner} }} pageInfo {{ hasNextPage endCursor }} }}"
-        )
+        args = ", ".join([f"first: {self.first}", *([self.args] if self.args else [])])
+        return f"{self.name}({args}) {{ nodes {{ {inner} }} pageInfo {{ hasNextPage endCursor }} }}"

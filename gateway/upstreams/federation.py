@@ -29,13 +29,14 @@ from adapters.protocols import (
 from adapters.records import AnalyticsEvent, CommerceCustomer, CrmContact, Order
 from gateway.observability import metrics
 from gateway.profiles.customers import CustomerProfile
+from gateway.upstreams import order_reads as reads
 from gateway.upstreams.cache import Entry, UpstreamCache
+from gateway.upstreams.order_reads import ORDERS_WINDOW, OrdersNeed, identity
 from gateway.upstreams.single_flight import SingleFlight
 
 T = TypeVar("T")
 # What a batch fetch answers per customer: a value, nothing, or that customer's own error.
 Fetched: TypeAlias = T | UpstreamError | None
-ORDERS_WINDOW = 50  # orders fetched per customer; `orders(first)` slices this
 EVENTS_WINDOW = 100  # recent events per customer for engagement, cart and activity: one page
 
 
@@ -104,7 +105,7 @@ class Federation:
             return _nothing("crm", customers)
 
         async def fetch(customers: Sequence[CustomerProfile]) -> list[CrmContact | None]:
-            ids = {c.id: _identity(c, crm.name) for c in customers}
+            ids = {c.id: identity(c, crm.name) for c in customers}
             emails = [c.email for c in customers if ids[c.id] is None and c.email]
             by_id, by_email = await asyncio.gather(
                 crm.fetch_contacts([i for i in ids.values() if i]),
@@ -131,20 +132,23 @@ class Federation:
         return await self._load(shop, customers, fetch)
 
     async def orders(
-        self, customers: Sequence[CustomerProfile]
+        self, customers: Sequence[CustomerProfile], need: OrdersNeed = reads.EVERYTHING
     ) -> list[Outcome[tuple[Order, ...]]]:
-        """Each customer's recent orders, newest first: a page of customers in one call
-        from a shop with a batch read (by e-mail), else one call per customer at once."""
+        """Each customer's newest orders, at least what ``need`` asks: from a shop with a
+        batch read, as many customers per call as its cost limit allows; else one call
+        per customer at once (the whole window, with line items, whatever the need)."""
         shop = cast(CommerceAdapter | None, self.adapter("commerce"))
         if shop is None:
             return _nothing("commerce", customers)
         if isinstance(shop, BatchOrdersAdapter):
-            return await self._load(shop, customers, self._batch_orders(shop), data="orders")
+            read = reads.tier(need, shop.orders_window)
+            fetch_batch = reads.batch_orders(shop, read)
+            return await self._load(shop, customers, fetch_batch, data=reads.data_name(read))
 
         async def fetch(
             customers: Sequence[CustomerProfile],
         ) -> list[tuple[Order, ...] | InvalidExternalId | None]:
-            ids = [_identity(c, shop.name) for c in customers]
+            ids = [identity(c, shop.name) for c in customers]
             unlinked = [c for c, i in zip(customers, ids, strict=True) if i is None]
             if unlinked:
                 # Not linked yet: learn the shop's id from its (cached) customer record.
@@ -156,23 +160,14 @@ class Federation:
                     for c, i in zip(customers, ids, strict=True)
                 ]
             orders = await asyncio.gather(
-                *(_alone(shop.fetch_orders(i, ORDERS_WINDOW)) if i else _no_orders() for i in ids)
+                *(
+                    _alone(shop.fetch_orders(i, ORDERS_WINDOW)) if i else reads.no_orders()
+                    for i in ids
+                )
             )
             return [o if isinstance(o, InvalidExternalId) else tuple(o) for o in orders]
 
         return await self._load(shop, customers, fetch, data="orders")
-
-    def _batch_orders(
-        self, shop: BatchOrdersAdapter
-    ) -> Callable[[Sequence[CustomerProfile]], Awaitable[list[tuple[Order, ...] | None]]]:
-        async def fetch(customers: Sequence[CustomerProfile]) -> list[tuple[Order, ...] | None]:
-            emails = [c.email for c in customers if c.email]
-            found = await shop.fetch_orders_by_email(emails, shop.orders_window) if emails else {}
-            return [
-                tuple(found[c.email]) if c.email and c.email in found else None for c in customers
-            ]
-
-        return fetch
 
     async def analytics(self, customers: Sequence[CustomerProfile]) -> list[Outcome[AnalyticsData]]:
         tool = cast(AnalyticsAdapter | None, self.adapter("analytics"))
@@ -180,7 +175,7 @@ class Federation:
             return _nothing("analytics", customers)
 
         async def one(customer: CustomerProfile) -> AnalyticsData | None:
-            user_id = _identity(customer, tool.name)
+            user_id = identity(customer, tool.name)
             if user_id is None and customer.email:
                 traits = await tool.fetch_traits(email=customer.email)
                 user_id = traits.user_id if traits else None
@@ -233,7 +228,7 @@ class Federation:
             _namespace(name, data)
             for name, adapter in self.adapters.items()
             if kinds is None or adapter.kind in kinds
-            for data in DATA_KINDS[adapter.kind]
+            for data in _data_names(adapter)
         ]
 
     async def _load(
@@ -334,6 +329,13 @@ DATA_KINDS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _data_names(adapter: Adapter) -> list[str]:
+    names = list(DATA_KINDS[adapter.kind])
+    if isinstance(adapter, BatchOrdersAdapter):  # its orders are cached per need
+        names += [reads.data_name(need) for need in reads.tiers(adapter.orders_window)]
+    return names
+
+
 def _from_cache(
     adapter: Adapter,
     entry: Entry,
@@ -353,16 +355,8 @@ def _external_id(record: CommerceCustomer | None) -> str | None:
     return record.external_id if record else None
 
 
-def _identity(customer: CustomerProfile, source: str) -> str | None:
-    return next((i.external_id for i in customer.identities if i.source == source), None)
-
-
 async def _empty() -> dict[str, Any]:
     return {}
-
-
-async def _no_orders() -> list[Order]:
-    return []
 
 
 async def _alone(call: Awaitable[T]) -> T | InvalidExternalId:

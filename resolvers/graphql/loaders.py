@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any, TypeVar
 
 from strawberry.dataloader import DataLoader
@@ -25,10 +25,12 @@ from adapters.records import CommerceCustomer, CrmContact, Order
 from gateway.profiles.customers import CustomerProfile
 from gateway.upstreams.behaviour import NO_EMAIL_ENGAGEMENT, EmailEngagement, Engagement
 from gateway.upstreams.federation import AnalyticsData, Federation, Outcome
+from gateway.upstreams.order_reads import EVERYTHING, OrdersNeed
 from gateway.upstreams.stored_behaviour import StoredBehaviour
 
 T = TypeVar("T")
 V = TypeVar("V")
+K = TypeVar("K")
 SLICE = 200  # a multiple of the upstreams' pages (HubSpot 100, Shopify 50): no more calls
 BEHAVIOUR = frozenset({"recent_events", "engagement", "cart"})
 
@@ -70,11 +72,11 @@ class Loaders:
         self.answered: list[Outcome[Any]] = []
 
     def _recorded(
-        self, fetch: Callable[[Sequence[CustomerProfile]], Awaitable[list[Outcome[T]]]]
-    ) -> Callable[[Sequence[CustomerProfile]], Awaitable[list[Outcome[T]]]]:
+        self, fetch: Callable[[Sequence[K]], Awaitable[list[Outcome[T]]]]
+    ) -> Callable[[Sequence[K]], Awaitable[list[Outcome[T]]]]:
         answered = self.answered  # not self: the loader would hold the Loaders, a cycle
 
-        async def load(customers: Sequence[CustomerProfile]) -> list[Outcome[T]]:
+        async def load(customers: Sequence[K]) -> list[Outcome[T]]:
             outcomes = await fetch(customers)
             answered.extend(outcomes)
             return outcomes
@@ -90,8 +92,24 @@ class Loaders:
         return DataLoader(self._recorded(_sliced(self._federation.commerce)), cache_key_fn=_key)
 
     @cached_property
-    def orders(self) -> DataLoader[CustomerProfile, Outcome[tuple[Order, ...]]]:
-        return DataLoader(self._recorded(_sliced(self._federation.orders)), cache_key_fn=_key)
+    def orders(self) -> DataLoader[tuple[CustomerProfile, OrdersNeed], Outcome[tuple[Order, ...]]]:
+        """Keyed by (customer, what the selection reads of their orders): a shop that
+        prices its queries is asked for that, per need, never a cut-down window."""
+        federation = self._federation
+
+        async def load(
+            keys: Sequence[tuple[CustomerProfile, OrdersNeed]],
+        ) -> list[Outcome[tuple[Order, ...]]]:
+            by_need: dict[OrdersNeed, list[CustomerProfile]] = {}
+            for customer, need in keys:
+                by_need.setdefault(need, []).append(customer)
+            found: dict[tuple[object, OrdersNeed], Outcome[tuple[Order, ...]]] = {}
+            for need, customers in by_need.items():  # one per selection
+                outcomes = await _sliced(partial(federation.orders, need=need))(customers)
+                found.update(((c.id, need), o) for c, o in zip(customers, outcomes, strict=True))
+            return [found[(customer.id, need)] for customer, need in keys]
+
+        return DataLoader(self._recorded(load), cache_key_fn=lambda key: (key[0].id, key[1]))
 
     @cached_property
     def analytics(self) -> DataLoader[CustomerProfile, Outcome[AnalyticsData]]:
@@ -142,18 +160,26 @@ class Loaders:
         return DataLoader(self._stored.cart, cache_key_fn=_key)
 
     def load(
-        self, name: str, customer: CustomerProfile, depth: int = 0, detailed: bool = True
+        self,
+        name: str,
+        customer: CustomerProfile,
+        depth: int = 0,
+        detailed: bool = True,
+        orders: OrdersNeed = EVERYTHING,
     ) -> Awaitable[Outcome[Any]]:
         """What loader ``name`` answers for ``customer``: a behavioural field from the
         store when configured so (``depth``: the newest events its selection reads;
         ``detailed``: with their properties), else from the analytics upstream; any
-        other name is its upstream's loader."""
+        other name is its upstream's loader (``orders``: what the selection reads of
+        them)."""
         if name in BEHAVIOUR:
             if self._stored is None or not self._stored.serves(name):
                 return self.analytics.load(customer)
             if name == "recent_events":
                 return self.stored_events.load((customer, depth, detailed))
             return self.named(f"stored_{name}").load(customer)
+        if name == "orders":
+            return self.orders.load((customer, orders))
         return self.named(name).load(customer)
 
     def fresh_for(self) -> int:

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from graphql import OperationDefinitionNode, parse
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters import shopify_queries as q
@@ -23,6 +25,10 @@ from demo.people.orders import orders_for
 from demo.upstreams.runner import SampleUpstreams
 from demo.upstreams.shopify.cost import PLANS, CostWalk
 from demo.upstreams.shopify.graphql import schema
+from gateway.profiles.customers import CustomerProfile, IdentityRecord
+from gateway.upstreams.cache import UpstreamCache, build_cache
+from gateway.upstreams.federation import Federation
+from gateway.upstreams.order_reads import OrdersNeed
 from tests.conftest import clean_redis, redis_database_url
 
 Build = Callable[..., Any]
@@ -165,3 +171,132 @@ async def test_a_wait_beyond_the_deadline_fails_at_once_as_rate_limited(
     assert caught.value.retry_after_s is not None
     assert caught.value.retry_after_s > 0.5
     assert upstreams.shopify.calls.count(GRAPHQL) == 1
+
+
+def _shown(orders: Any) -> list[tuple[Any, ...]]:
+    """What the schema shows of orders (the batch read leaves subtotal and tax out)."""
+    return [
+        (
+            o.external_id,
+            o.name,
+            o.created_at,
+            o.financial_status,
+            o.fulfillment_status,
+            o.total_price,
+            tuple((i.product_id, i.title, i.quantity, i.price) for i in o.line_items),
+        )
+        for o in orders
+    ]
+
+
+def _calls(adapter: ShopifyGraphQLAdapter, people: Any, first: int, lines: bool) -> int:
+    """The fewest queries under the single-query limit: pages as large as fit; when one
+    customer's read does not fit, pages of the cheapest window, and one query for each
+    customer with more orders than that (the sample shop's 12 at most fit one)."""
+    fits = adapter.batch_fits(first, lines)
+    read = first if fits else adapter.orders_window
+    per_customer = 1 + q.query_cost(adapter._orders_node(read, lines))
+    pages = -(-len(people) // min(50, (1000 - 2) // per_customer))
+    return pages + (0 if fits else sum(len(orders_for(p)) > read for p in people))
+
+
+_REST: dict[str, list[tuple[Any, ...]]] = {}
+
+
+@settings(
+    max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(first=st.integers(1, 50), lines=st.booleans())
+async def test_batch_orders_equal_the_rest_shops_for_any_first_at_the_fewest_calls(
+    build: Build, upstreams: SampleUpstreams, first: int, lines: bool
+) -> None:
+    people = sorted(upstreams.people, key=lambda p: -len(orders_for(p)))[:50]
+    if not _REST:  # the REST shop's whole answer (12 orders at most), read once
+        rest = build("shopify", page_size=50, timeout_s=5.0)
+        for p in people:
+            _REST[p.email.lower()] = _shown(await rest.fetch_orders(str(p.shopify_id), 50))
+    expected = {e: orders[:first] for e, orders in _REST.items()}
+    if not lines:
+        expected = {e: [(*o[:-1], ()) for o in orders] for e, orders in expected.items()}
+    upstreams.shopify.calls.reset()
+    upstreams.shopify.graphql.reset(PLANS["plus"])  # full: a fresh adapter cannot know it
+    adapter = shop(build, timeout_s=5.0, deadline_s=30.0, graphql=PLUS)
+    found = await adapter.fetch_orders_by_email([p.email for p in people], first, lines)
+    assert {e: _shown(o) for e, o in found.items()} == expected
+    assert upstreams.shopify.calls.count(GRAPHQL) == _calls(adapter, people, first, lines)
+    assert upstreams.shopify.graphql.throttled == 0
+
+
+async def test_ten_orders_with_line_items_are_whole_at_the_fewest_calls(
+    build: Build, upstreams: SampleUpstreams
+) -> None:
+    upstreams.shopify.graphql.reset(PLANS["plus"])
+    people = sorted(upstreams.people, key=lambda p: -len(orders_for(p)))[:50]
+    adapter = shop(build, timeout_s=5.0, deadline_s=30.0, graphql=PLUS)
+    found = await adapter.fetch_orders_by_email([p.email for p in people], 10, True)
+    for person in people:
+        truth = orders_for(person)[:10]
+        assert len(truth) == 10  # each has more than the 5 of the cheapest read
+        got = found[person.email.lower()]
+        assert [o.external_id for o in got] == [str(o.id) for o in truth]
+        assert [len(o.line_items) for o in got] == [len(o.line_items) for o in truth]
+    # 303 points a customer: 3 a query, 17 queries (the REST shop: 50).
+    assert upstreams.shopify.calls.count(GRAPHQL) == 17
+
+
+async def test_an_order_with_more_line_items_than_read_is_re_read_whole(
+    build: Build, upstreams: SampleUpstreams
+) -> None:
+    upstreams.shopify.graphql.reset(PLANS["plus"])
+    people = upstreams.people[:20]
+    adapter = shop(build, timeout_s=5.0, deadline_s=30.0, graphql={**PLUS, "line_items_first": 1})
+    found = await adapter.fetch_orders_by_email([p.email for p in people], 10, True)
+    for person in people:
+        truth = orders_for(person)[:10]
+        got = found[person.email.lower()]
+        assert [len(o.line_items) for o in got] == [len(o.line_items) for o in truth]
+    assert any(len(o.line_items) > 1 for p in people for o in orders_for(p)[:10])
+
+
+async def test_customers_known_by_id_alone_get_their_orders(
+    build: Build, upstreams: SampleUpstreams
+) -> None:
+    upstreams.shopify.graphql.reset(PLANS["plus"])
+    people = upstreams.people[:30]
+    adapter = shop(build, timeout_s=5.0, graphql=PLUS)
+    found = await adapter.fetch_orders_by_ids([str(p.shopify_id) for p in people], 5, True)
+    assert upstreams.shopify.calls.count(GRAPHQL) == _calls(adapter, people, 5, True)
+    for person in people:
+        got = found[str(person.shopify_id)]
+        assert [o.external_id for o in got] == [str(o.id) for o in orders_for(person)[:5]]
+        assert all(o.line_items for o in got)
+
+
+async def test_a_customer_without_an_email_gets_their_orders_by_shop_id(
+    build: Build, upstreams: SampleUpstreams
+) -> None:
+    upstreams.shopify.graphql.reset(PLANS["plus"])
+    adapter = shop(build, timeout_s=5.0, graphql=PLUS)
+    federation = Federation({adapter.name: adapter}, UpstreamCache(build_cache("memory://")))
+    now = datetime.now(UTC)
+    with_email, without = [p for p in upstreams.people if len(orders_for(p)) > 5][:2]
+    profiles = [
+        CustomerProfile(
+            uuid.uuid4(),
+            p.email if p is with_email else None,
+            None,
+            None,
+            None,
+            None,
+            now,
+            now,
+            (IdentityRecord(adapter.name, str(p.shopify_id)),),
+        )
+        for p in (with_email, without)
+    ]
+    outcomes = await federation.orders(profiles, OrdersNeed(10, line_items=True))
+    for person, outcome in zip((with_email, without), outcomes, strict=True):
+        assert [o.external_id for o in outcome.unwrap() or ()] == [
+            str(o.id) for o in orders_for(person)[:10]
+        ]
+    assert upstreams.shopify.calls.count(GRAPHQL) == 2  # one by e-mail, one by id

@@ -12,7 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
+from demo.people.orders import orders_for
 from demo.upstreams.runner import SampleUpstreams
+from demo.upstreams.shopify.cost import PLANS
 from tests.conftest import FAST_DEADLINE_S, GatewayFactory
 from tests.gql_client import gql
 
@@ -220,4 +222,35 @@ async def test_a_graphql_shop_reads_a_page_of_customers_orders_in_one_call(
         )
     assert "errors" not in more
     assert samples.shopify.calls.count(GRAPHQL) == 2  # the customer records: one more page
+    assert samples.shopify.graphql.throttled == 0
+
+
+LINES = (
+    "query($e: [String!]) { customers(emails: $e) { email "
+    "orders { id name totalPrice { amount } lineItems { productId title quantity } } } }"
+)
+
+
+async def test_a_graphql_shop_answers_ten_orders_with_line_items_whole(
+    gateway: GatewayFactory, samples: SampleUpstreams
+) -> None:
+    # orders' default first is 10: more than the 5 the cheapest batch read brings.
+    people = sorted(samples.people, key=lambda p: -len(orders_for(p)))[:50]
+    emails = [p.email for p in people]
+    patient = {"timeout_s": 5.0, "deadline_s": 20.0}
+    async with gateway(overrides={"shopify": patient}) as rest:
+        expected = await gql(rest, LINES, e=emails)
+    assert "errors" not in expected
+    samples.reset()
+    samples.shopify.graphql.reset(PLANS["plus"])
+    graphql = {**patient, "api": "graphql", "graphql": {"bucket_size": 2000.0}}
+    async with gateway(overrides={"shopify": graphql}) as client:
+        body = await gql(client, LINES, e=emails)
+        assert body == expected  # the same answer from either shape of the shop
+        assert any(len(c["orders"]) == 10 for c in body["data"]["customers"])
+        # 303 points a customer (10 orders of 5 line items): 3 a query.
+        assert samples.shopify.calls.count(GRAPHQL) == 17
+        again = await gql(client, PAGE, e=emails)  # 3 orders, no line items: a cheaper read
+    assert "errors" not in again
+    assert samples.shopify.calls.count(GRAPHQL) == 18
     assert samples.shopify.graphql.throttled == 0

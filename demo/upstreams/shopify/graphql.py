@@ -182,6 +182,9 @@ def customer(person: Person) -> dict[str, Any]:
             "ID": lambda o: o.id,
         }[sortKey]
         ordered = sorted(orders, key=keyed, reverse=reverse)
+        if after is not None:  # the cursor is the last order's gid
+            ids = [gid("Order", o.id) for o in ordered]
+            ordered = ordered[ids.index(after) + 1 :] if after in ids else []
         return _connection([_order(o, owner) for o in ordered[:size]], len(ordered) > size)
 
     tags = [

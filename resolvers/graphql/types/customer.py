@@ -16,6 +16,7 @@ from gateway.privacy import consent
 from gateway.profiles.customers import CustomerProfile
 from gateway.upstreams import behaviour
 from gateway.upstreams.federation import AnalyticsData, Outcome, SourceStatus
+from gateway.upstreams.order_reads import EVERYTHING, OrdersNeed
 from gateway.upstreams.stored_behaviour import STORE
 from resolvers.graphql.access import sees_profiles
 from resolvers.graphql.context import Context
@@ -28,11 +29,13 @@ from resolvers.graphql.types.render import render_customer
 from resolvers.graphql.types.scores import customer_scores
 from resolvers.graphql.types.selections import (
     FIRST_EVENTS,
+    FIRST_ORDERS,
     MAX_EVENTS,
     clamp,
     events_depth,
     events_detailed,
     loaders_selected,
+    orders_need,
 )
 
 GatewayInfo = Info[Context, None]
@@ -93,6 +96,8 @@ class Customer:
     # their properties are read too.
     depth: strawberry.Private[int]
     detailed: strawberry.Private[bool]
+    # How many orders (and whether their line items) the selection reads.
+    orders_need: strawberry.Private[OrdersNeed]
     # What each needed loader answered, filled by `load_selected` before fields resolve:
     # upstream fields then resolve synchronously, which keeps big batches cheap.
     outcomes: strawberry.Private[dict[str, Outcome[Any]]]
@@ -112,6 +117,7 @@ class Customer:
         needed: frozenset[str],
         depth: int = 0,
         detailed: bool = True,
+        orders_need: OrdersNeed = EVERYTHING,
     ) -> Customer:
         """Not loaded yet: `shaped_customers` builds and loads, and is the way to use this."""
         if needed & BEHAVIOUR and not consent.has_stored(
@@ -134,6 +140,7 @@ class Customer:
             needed=needed,
             depth=depth,
             detailed=detailed,
+            orders_need=orders_need,
             outcomes={},
         )
 
@@ -203,7 +210,7 @@ class Customer:
         return not self.permits(consent.Purpose.EMAIL_MARKETING)
 
     @strawberry.field(description="Most recent orders first (from commerce).")
-    def orders(self, first: int = 10) -> list[Order] | None:
+    def orders(self, first: int = FIRST_ORDERS) -> list[Order] | None:
         orders: tuple[OrderRecord, ...] = self.loaded("orders") or ()
         return [Order.of(o) for o in orders[: clamp(first, MAX_ORDERS)]]
 
@@ -312,8 +319,12 @@ async def shaped_customers(
     if "recent_events" in needed and info.context.services.stored_behaviour.serves("recent_events"):
         depth = max((events_depth(f.selections) for f in info.selected_fields), default=0)
         detailed = any(events_detailed(f.selections) for f in info.selected_fields)
+    need = EVERYTHING
+    if "orders" in needed:
+        needs = [orders_need(f.selections) for f in info.selected_fields]
+        need = OrdersNeed(max(n.first for n in needs), any(n.line_items for n in needs))
     shaped = [
-        Customer.from_profile(p, needed, depth, detailed) if p is not None else None
+        Customer.from_profile(p, needed, depth, detailed, need) if p is not None else None
         for p in profiles
     ]
     await load_selected(shaped, info)
@@ -338,7 +349,9 @@ async def load_selected(customers: Iterable[Customer | None], info: GatewayInfo)
     ]
     results = await asyncio.gather(
         *(
-            info.context.loaders.load(name, customer.profile, customer.depth, customer.detailed)
+            info.context.loaders.load(
+                name, customer.profile, customer.depth, customer.detailed, customer.orders_need
+            )
             for customer, name in jobs
         )
     )

@@ -26,6 +26,7 @@ from gateway.templates import render
 from gateway.templates.render import RenderFormat
 from gateway.templates.store import TemplateStore, TemplateVersion, VersionInfo, parse_template_name
 from gateway.upstreams.federation import Outcome
+from gateway.upstreams.order_reads import EVERYTHING
 from resolvers.graphql.access import audit, require
 from resolvers.graphql.context import Context
 from resolvers.graphql.types.recommendations import template_recommendations
@@ -115,6 +116,8 @@ def _fetch(info: GatewayInfo) -> render.Fetch:
 
     async def fetch(name: str, profiles: Sequence[CustomerProfile]) -> Sequence[Outcome[Any]]:
         # The request's loaders: batched with, and cached for, every other field.
+        if name == "orders":  # a template may read any of them, with their line items
+            return await loaders.orders.load_many([(p, EVERYTHING) for p in profiles])
         loader: DataLoader[CustomerProfile, Outcome[Any]] | None = None
         if name == "recommendations":
             loader = template_recommendations(info)

@@ -12,6 +12,7 @@ from strawberry.utils.str_converters import to_camel_case
 
 from gateway.upstreams.federation import EVENTS_WINDOW
 from gateway.upstreams.fields import FIELD_LOADERS as SNAKE_FIELD_LOADERS
+from gateway.upstreams.order_reads import ORDERS_WINDOW, OrdersNeed
 from resolvers.graphql.loaders import BEHAVIOUR
 
 MAX_EVENTS = 200
@@ -48,10 +49,33 @@ def events_depth(selections: Iterable[Selection]) -> int:
             depth = max(depth, events_depth(selection.selections))
         elif isinstance(selection, SelectedField) and selection.name == "recentEvents":
             window = EVENTS_WINDOW if selection.arguments.get("type") is not None else 0
-            depth = max(depth, _first(selection.arguments.get("first", FIRST_EVENTS)), window)
+            asked = selection.arguments.get("first", FIRST_EVENTS)
+            depth = max(depth, _first(asked, MAX_EVENTS), window)
     return depth
 
 
+FIRST_ORDERS = 10  # orders(first) by default
+
+
+def orders_need(selections: Iterable[Selection]) -> OrdersNeed:
+    """What the ``orders`` and ``lastOrderAt`` of a selection read: the largest
+    ``first``, and whether any ``orders`` asks for line items. A shop that prices its
+    queries reads no more than this, and never less."""
+    first, lines = 0, False
+    for selection in selections:
+        if isinstance(selection, (FragmentSpread, InlineFragment)):
+            inner = orders_need(selection.selections)
+            first, lines = max(first, inner.first), lines or inner.line_items
+        elif isinstance(selection, SelectedField) and selection.name == "lastOrderAt":
+            first = max(first, 1)
+        elif isinstance(selection, SelectedField) and selection.name == "orders":
+            asked = selection.arguments.get("first", FIRST_ORDERS)
+            first = max(first, _first(asked, ORDERS_WINDOW))
+            lines = lines or _selects(selection.selections, _LINE_ITEMS)
+    return OrdersNeed(first, lines)
+
+
+_LINE_ITEMS = frozenset({"lineItems"})
 # Event fields read from a stored call's properties: without them in the selection, the
 # store leaves the properties unread (at 5,000 events a send, decoding them was a tenth
 # of the request).
@@ -87,21 +111,23 @@ def clamp(first: int, most: int) -> int:
     return max(0, min(first, most))
 
 
-def _first(value: object) -> int:
+def _first(value: object, most: int) -> int:
     """A ``first`` argument as a selection holds it: a variable's value, or a literal's
     text (``"5"``); the most there is when unreadable (more read, never fewer)."""
     try:
-        return clamp(int(str(value)), MAX_EVENTS)
+        return clamp(int(str(value)), most)
     except ValueError:
-        return MAX_EVENTS
+        return most
 
 
 __all__ = [
     "FIELD_LOADERS",
     "FIRST_EVENTS",
+    "FIRST_ORDERS",
     "MAX_EVENTS",
     "clamp",
     "events_depth",
     "events_detailed",
     "loaders_selected",
+    "orders_need",
 ]

@@ -1,0 +1,102 @@
+"""What a read of customers' orders must bring, and the batch read that brings it.
+
+A shop with a batch read (Shopify GraphQL) prices every query: the orders and line
+items asked of each customer decide how many customers fit one query. So the read
+brings what the selection needs (``OrdersNeed``), never a fixed window that would cut
+``orders(first: 10)`` to 5 or drop line items. Needs are rounded up to a few tiers, each
+cached apart: an answer cached for 5 orders never serves a query for 10.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from adapters.protocols import BatchOrdersAdapter
+from adapters.records import Order
+from gateway.profiles.customers import CustomerProfile
+
+ORDERS_WINDOW = 50  # the most orders per customer a query reads; `orders(first)` slices
+_TIERS = (10, 25, ORDERS_WINDOW)  # above the shop's window, `first` rounds up to one
+
+
+@dataclass(frozen=True, slots=True)
+class OrdersNeed:
+    """How many of each customer's newest orders a selection reads, and whether it reads
+    their line items. The default (everything) is what a caller that cannot tell asks."""
+
+    first: int = ORDERS_WINDOW
+    line_items: bool = True
+
+
+EVERYTHING = OrdersNeed()
+
+
+def tier(need: OrdersNeed, window: int) -> OrdersNeed:
+    """``need`` rounded up: to the shop's window (its cheapest useful read), else to the
+    next tier, so a few cache entries serve every ``first``."""
+    first = min(need.first, ORDERS_WINDOW)
+    if first <= window:
+        return OrdersNeed(window, need.line_items)
+    return OrdersNeed(next(t for t in _TIERS if t >= first), need.line_items)
+
+
+def tiers(window: int) -> list[OrdersNeed]:
+    """Every need ``tier`` answers for a shop with this window."""
+    firsts = sorted({window, *(t for t in _TIERS if t > window)})
+    return [OrdersNeed(f, lines) for f in firsts for lines in (False, True)]
+
+
+def data_name(need: OrdersNeed) -> str:
+    """The cache's name for orders read to ``need`` (a tier)."""
+    return f"orders.{need.first}" + (".lines" if need.line_items else "")
+
+
+def identity(customer: CustomerProfile, source: str) -> str | None:
+    return next((i.external_id for i in customer.identities if i.source == source), None)
+
+
+def batch_orders(
+    shop: BatchOrdersAdapter, need: OrdersNeed
+) -> Callable[[Sequence[CustomerProfile]], Awaitable[list[tuple[Order, ...] | None]]]:
+    """The fetch of a batch's orders to ``need`` (a tier): by e-mail, and by the shop's
+    id for a customer without one, in as few calls as the shop's cost limit allows."""
+
+    async def fetch(customers: Sequence[CustomerProfile]) -> list[tuple[Order, ...] | None]:
+        emails = [c.email for c in customers if c.email]
+        ids = {c.id: identity(c, shop.name) for c in customers if not c.email}
+        known = [i for i in ids.values() if i]
+        by_email, by_id = await asyncio.gather(
+            shop.fetch_orders_by_email(emails, need.first, need.line_items) if emails else _empty(),
+            shop.fetch_orders_by_ids(known, need.first, need.line_items) if known else _empty(),
+        )
+        answers: list[tuple[Order, ...] | None] = []
+        for c in customers:
+            found = by_email.get(c.email) if c.email else by_id.get(ids.get(c.id) or "")
+            answers.append(None if found is None else tuple(found))
+        return answers
+
+    return fetch
+
+
+async def _empty() -> dict[str, Any]:
+    return {}
+
+
+async def no_orders() -> list[Order]:
+    return []
+
+
+__all__ = [
+    "EVERYTHING",
+    "ORDERS_WINDOW",
+    "OrdersNeed",
+    "batch_orders",
+    "data_name",
+    "identity",
+    "no_orders",
+    "tier",
+    "tiers",
+]
