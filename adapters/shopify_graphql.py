@@ -179,7 +179,7 @@ class ShopifyGraphQLAdapter(ClientBackedAdapter[ShopifyConfig]):
     ) -> Mapping[str, CommerceCustomer]:
         wanted = _emails(emails)
         found: dict[str, CommerceCustomer] = {}
-        for customer in await self._search([f"email:{e}" for e in wanted], q.CUSTOMER):
+        for customer in await self._search([_email_term(e) for e in wanted], q.CUSTOMER):
             record = self._customer(customer)
             if record.email in wanted:  # a search may match more loosely than asked
                 found[record.email] = record
@@ -201,7 +201,7 @@ class ShopifyGraphQLAdapter(ClientBackedAdapter[ShopifyConfig]):
         when asked), keyed by normalised e-mail (no orders: an empty list): as many
         customers per query as the cost limit allows."""
         wanted = _emails(emails)
-        found = await self._orders_of([f"email:{e}" for e in wanted], first, line_items)
+        found = await self._orders_of([_email_term(e) for e in wanted], first, line_items)
         return {
             email: orders
             for customer, orders in found
@@ -369,3 +369,10 @@ class ShopifyGraphQLAdapter(ClientBackedAdapter[ShopifyConfig]):
                     for item in items
                 ),
             )
+
+
+def _email_term(email: str) -> str:
+    # Quoted: unquoted, Shopify's search reads ``*`` as a prefix wildcard (``a*b@x.com``
+    # is a valid address) and may match others, crowding asked-for customers out of a
+    # page. The e-mail rules already refuse ``"`` and ``\``, so nothing closes the quote.
+    return f'email:"{email}"'

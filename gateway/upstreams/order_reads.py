@@ -61,20 +61,24 @@ def identity(customer: CustomerProfile, source: str) -> str | None:
 def batch_orders(
     shop: BatchOrdersAdapter, need: OrdersNeed
 ) -> Callable[[Sequence[CustomerProfile]], Awaitable[list[tuple[Order, ...] | None]]]:
-    """The fetch of a batch's orders to ``need`` (a tier): by e-mail, and by the shop's
-    id for a customer without one, in as few calls as the shop's cost limit allows."""
+    """The fetch of a batch's orders to ``need`` (a tier): by the shop's id for a linked
+    customer, by e-mail for the others, in as few calls as the shop's cost limit allows."""
 
     async def fetch(customers: Sequence[CustomerProfile]) -> list[tuple[Order, ...] | None]:
-        emails = [c.email for c in customers if c.email]
-        ids = {c.id: identity(c, shop.name) for c in customers if not c.email}
+        # A customer linked to the shop is read by that id, never by e-mail: the address
+        # may since belong to another shop customer (changed, recycled, shared), whose
+        # orders would be this person's. Only an unlinked customer is found by e-mail.
+        ids = {c.id: identity(c, shop.name) for c in customers}
         known = [i for i in ids.values() if i]
+        emails = [c.email for c in customers if c.email and not ids[c.id]]
         by_email, by_id = await asyncio.gather(
             shop.fetch_orders_by_email(emails, need.first, need.line_items) if emails else _empty(),
             shop.fetch_orders_by_ids(known, need.first, need.line_items) if known else _empty(),
         )
         answers: list[tuple[Order, ...] | None] = []
         for c in customers:
-            found = by_email.get(c.email) if c.email else by_id.get(ids.get(c.id) or "")
+            linked = ids[c.id]
+            found = by_id.get(linked) if linked else by_email.get(c.email or "")
             answers.append(None if found is None else tuple(found))
         return answers
 

@@ -299,4 +299,31 @@ async def test_a_customer_without_an_email_gets_their_orders_by_shop_id(
         assert [o.external_id for o in outcome.unwrap() or ()] == [
             str(o.id) for o in orders_for(person)[:10]
         ]
-    assert upstreams.shopify.calls.count(GRAPHQL) == 2  # one by e-mail, one by id
+    assert upstreams.shopify.calls.count(GRAPHQL) == 1  # both linked: one read by id
+
+
+async def test_a_linked_customer_whose_email_is_now_another_shop_customers_gets_their_own_orders(
+    build: Build, upstreams: SampleUpstreams
+) -> None:
+    """The profile is linked to shop customer A, but its e-mail is now B's in the shop
+    (changed, recycled, shared): the orders are A's, never B's, as on the REST path."""
+    upstreams.shopify.graphql.reset(PLANS["plus"])
+    adapter = shop(build, timeout_s=5.0, graphql=PLUS)
+    federation = Federation({adapter.name: adapter}, UpstreamCache(build_cache("memory://")))
+    now = datetime.now(UTC)
+    owner, stranger = [p for p in upstreams.people if len(orders_for(p)) > 2][:2]
+    profile = CustomerProfile(
+        uuid.uuid4(),
+        stranger.email,
+        None,
+        None,
+        None,
+        None,
+        now,
+        now,
+        (IdentityRecord(adapter.name, str(owner.shopify_id)),),
+    )
+    (outcome,) = await federation.orders([profile], OrdersNeed(10, line_items=False))
+    got = [o.external_id for o in outcome.unwrap() or ()]
+    assert got == [str(o.id) for o in orders_for(owner)[:10]]
+    assert not set(got) & {str(o.id) for o in orders_for(stranger)}
