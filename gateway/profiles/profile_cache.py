@@ -28,6 +28,7 @@ from gateway.profiles.turn_batch import TurnBatch
 from gateway.upstreams.response_cache import (
     ResponseCache,
     trace_emails,
+    trace_expiry,
     trace_ids,
     trace_untagged,
 )
@@ -176,6 +177,8 @@ class CachedCustomers:
         for entry in cached:
             if isinstance(entry, _Entry):
                 profiles.append(entry.profile)
+                # Stored with ``ttl`` when its refresh was ``_REFRESH_AFTER`` of it away.
+                trace_expiry(entry.refresh_at + self._ttl * (1 - _REFRESH_AFTER))
                 if entry.refresh_at <= now and key(entry.profile) not in self._refreshing:
                     due.append(key(entry.profile))
         if due:

@@ -89,6 +89,10 @@ class ResponseTrace:
     untagged: bool = False
     # Reads to audit again whenever the stored answer is served: (action, operation, ids).
     reads: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)
+    # Wall clock: when the first cached copy it read (a stored profile) expires. The
+    # answer must not outlive it, or a write that copy's expiry stands for (an import
+    # elsewhere) would be hidden longer than the copy itself would hide it.
+    expires_at: float = float("inf")
 
 
 # The trace of the answer being built in this task, if it may be stored. A context
@@ -116,6 +120,13 @@ def trace_emails(emails: Iterable[str]) -> None:
     trace = TRACE.get()
     if trace is not None:
         trace.tags.update(email_tag(e) for e in emails)
+
+
+def trace_expiry(expires_at: float) -> None:
+    """This answer read a cached copy that expires at ``expires_at`` (wall clock)."""
+    trace = TRACE.get()
+    if trace is not None and expires_at < trace.expires_at:
+        trace.expires_at = expires_at
 
 
 def trace_untagged() -> None:
@@ -239,9 +250,13 @@ class ResponseCache:
         if guard is None:
             self._seq += 1
             if len(self._tags) + len(touched) > 10 * self.max_entries:
-                # Bounded: forgetting old invalidations means forgetting entries too.
+                # Bounded: forgetting old invalidations means forgetting entries too,
+                # and every ticket taken before: an answer built on one may hold a
+                # customer whose invalidation is forgotten now, so a new epoch
+                # refuses it (as Redis's does when its epoch goes).
                 self._tags.clear()
                 self._entries.clear()
+                self._epoch = uuid.uuid4().hex
             self._tags.update(dict.fromkeys(touched, self._seq))
             return
         script = self._script("invalidate", _INVALIDATE)
@@ -271,6 +286,7 @@ __all__ = [
     "email_tag",
     "id_tag",
     "trace_emails",
+    "trace_expiry",
     "trace_ids",
     "trace_untagged",
 ]

@@ -6,13 +6,15 @@ served from it, keyed by the hash, the operation's name, its variables and the s
 of the caller's key: a key without a scope never gets an answer built for one with it.
 Only documents whose every root field is ``customer`` (by id or e-mail) or
 ``customers`` are stored, and none that renders a template or recommends (those read
-more than the customers a write would name). The answer is tagged, as it runs, with
+more than the customers a write would name) or selects ``sources`` (their status and
+age are the run's, and would be frozen). The answer is tagged, as it runs, with
 every customer it looked up (gateway/upstreams/response_cache.py), and lives no longer
 than the shortest remaining life of the upstream answers and stored profiles it was
 built from; an answer with errors, or degraded (a source stale or failed, the database
 unreachable), is never stored. A stored answer is still charged to the key's rate
 limit as the operation would have been, and its reads are audited again each time it
-is served. It carries an ``ETag``; a GET whose ``If-None-Match`` matches gets 304.
+is served. It carries an ``ETag``; a GET whose ``If-None-Match`` matches gets 304; a GET's
+answer, hit or miss, says ``Vary`` on the headers that choose the key and media type.
 """
 
 from __future__ import annotations
@@ -52,7 +54,11 @@ from resolvers.http.authentication import COUNTED, principal_of, rate_limited_re
 FRESH_FOR = "gateway.fresh_for"  # scope key (the view's): seconds a client may cache it
 _ROOTS = frozenset({"customer", "customers", "__typename"})
 # Fields whose answer depends on more than the customers a write names.
-_UNTAGGED_FIELDS = frozenset({"render", "recommendations"})
+# ``sources`` reports each upstream's status and age as of the run: a stored answer
+# would freeze it (an age that never grows, OK after the upstream went down).
+_UNTAGGED_FIELDS = frozenset({"render", "recommendations", "sources"})
+# What selects a stored answer besides the URL: the key (its scopes) and the media type.
+VARY = "Authorization, X-API-Key, Accept"
 _JSON_TYPES = ("application/json", "application/graphql-response+json")
 
 
@@ -212,11 +218,16 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     return etag in tags or "*" in tags
 
 
-def lifetime(services: Services, loaders: Loaders | None) -> float:
+def lifetime(services: Services, loaders: Loaders | None, trace: ResponseTrace) -> float:
     """How long an answer built now may be stored: the shortest remaining life of what
-    it holds (0: it is not to be stored)."""
+    it holds (0: it is not to be stored). A stored profile it read counts by what is
+    left of its cached copy, not by a full ``profile_cache_ttl_s``."""
     settings = services.settings
-    cap = min(settings.response_cache_ttl_s, settings.profile_cache_ttl_s)
+    cap = min(
+        settings.response_cache_ttl_s,
+        settings.profile_cache_ttl_s,
+        max(0.0, trace.expires_at - time.time()),
+    )
     answered = loaders.answered if loaders is not None else []
     if any(o.status in {SourceStatus.STALE, SourceStatus.FAILED} for o in answered):
         return 0
@@ -316,6 +327,8 @@ async def served(
         (b"cache-control", f"private, max-age={fresh_for}".encode() if get else b"no-store"),
         (b"x-response-cache", b"hit"),
     ]
+    if get:
+        headers.append((b"vary", VARY.encode()))
     if get and _matches(header_of(scope, b"if-none-match"), stored.etag):
         return [{"type": "http.response.start", "status": 304, "headers": headers}, _EMPTY]
     headers.append((b"content-type", media_type.encode()))
@@ -330,6 +343,7 @@ _EMPTY: Message = {"type": "http.response.body", "body": b""}
 
 
 __all__ = [
+    "VARY",
     "PersistedRequest",
     "PersistedRequests",
     "etag_of",
