@@ -25,6 +25,7 @@ from aiocache.base import BaseCache
 
 from gateway.profiles.customers import CustomerDraft, CustomerProfile, CustomerStore
 from gateway.profiles.turn_batch import TurnBatch
+from gateway.upstreams.cache import GuardedRedisCache
 from gateway.upstreams.response_cache import (
     ResponseCache,
     trace_emails,
@@ -222,3 +223,20 @@ class CachedCustomers:
             await self._backend.delete(key)
         if self._responses is not None:
             await self._responses.invalidate_customers([profile.id], emails)
+
+    async def forget_many(self, customer_ids: Iterable[uuid.UUID], emails: Iterable[str]) -> None:
+        """``forget`` for a batch's customers and every e-mail it named: one DEL with
+        Redis, and one invalidation of the answers holding any of them."""
+        ids, addresses = list(customer_ids), sorted(set(emails))
+        keys = [_by_id(i) for i in ids] + [_by_email(e) for e in addresses]
+        if not keys:
+            return
+        for reading in self._reading:
+            reading.dropped.update(keys)
+        if isinstance(self._backend, GuardedRedisCache):
+            await self._backend.delete_many(keys)
+        else:
+            for key in keys:
+                await self._backend.delete(key)
+        if self._responses is not None:
+            await self._responses.invalidate_customers(ids, addresses)
