@@ -27,12 +27,12 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.upstreams.byte_memo import ByteMemo
 from gateway.upstreams.redis_client import RedisGuard
 
 VERSION = 1
@@ -163,14 +163,24 @@ class ResponseCache:
     """Answers by key, in this process or (with the process's guard) in Redis."""
 
     def __init__(
-        self, guard: RedisGuard | None, *, max_entries: int = 10_000, tag_ttl_s: float = 3600
+        self,
+        guard: RedisGuard | None,
+        *,
+        max_entries: int = 10_000,
+        max_bytes: int = 64 * 1024 * 1024,
+        tag_ttl_s: float = 3600,
     ) -> None:
         self._guard = guard
         self.max_entries = max_entries
         self.tag_ttl_s = tag_ttl_s  # longer than any entry lives: see store()
         self._scripts: dict[str, Any] = {}
-        # In memory: key -> (payload, tags, seq, expires on the monotonic clock).
-        self._entries: OrderedDict[str, tuple[bytes, frozenset[str], int, float]] = OrderedDict()
+        # In memory: key -> (payload, tags, seq, expires on the monotonic clock), their
+        # payloads ``max_bytes`` at most: 10,000 answers of 256 KiB would be gigabytes.
+        self._entries: ByteMemo[str, tuple[bytes, frozenset[str], int, float]] = ByteMemo(
+            lambda key, entry: len(key) + len(entry[0]),
+            max_entries=max_entries,
+            max_bytes=max_bytes,
+        )
         self._tags: dict[str, int] = {}
         self._seq = 0
         self._epoch = uuid.uuid4().hex
@@ -203,16 +213,14 @@ class ResponseCache:
         return Lookup(None, Ticket(_text(found[1]), int(found[2])))
 
     def _lookup_here(self, key: str) -> Lookup:
-        found = self._entries.get(key)
         ticket = Ticket(self._epoch, self._seq)
-        if found is None:
+        if key not in self._entries:
             return Lookup(None, ticket)
-        payload, tags, seq, expires = found
+        payload, tags, seq, expires = self._entries.get(key)
         left = expires - time.monotonic()
         if left <= 0 or any(self._tags.get(tag, 0) > seq for tag in tags):
-            del self._entries[key]
+            self._entries.pop(key)
             return Lookup(None, ticket)
-        self._entries.move_to_end(key)
         return Lookup(Hit(payload, left), None)
 
     async def store(
@@ -229,11 +237,8 @@ class ResponseCache:
                 self._tags.get(tag, 0) > ticket.seq for tag in tagged
             ):
                 return False
-            self._entries[key] = (payload, tagged, ticket.seq, time.monotonic() + ttl_s)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-            return True
+            self._entries.put(key, (payload, tagged, ticket.seq, time.monotonic() + ttl_s))
+            return key in self._entries  # not when larger than the whole budget
         script = self._script("store", _STORE)
         args = [ticket.epoch, ticket.seq, payload, int(ttl_s * 1000), _TAG, " ".join(tagged)]
         stored = await guard.call(

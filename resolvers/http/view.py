@@ -199,9 +199,9 @@ class GatewayGraphQL(GraphQL[Context, None]):
                 TRACE.reset(tracing)
         if plan is not None and response.status_code == 200 and scope.get(_STORABLE):
             plan.document = scope.get(_DOCUMENT)
-            await store(
-                cache, plan, request, response, lifetime(services, scope.get(_LOADERS), plan.trace)
-            )
+            ttl_s = lifetime(services, scope.get(_LOADERS), plan.trace)
+            limit = services.settings.response_cache_max_answer_bytes
+            await store(cache, plan, request, response, ttl_s, limit)
         if scope.get(_FAILED):
             response.status_code = 500  # a bug before execution, masked: not the client's
         elif scope.get(_UNSERVED):

@@ -314,3 +314,32 @@ async def test_an_answer_dies_with_the_cached_profile_it_read(database_url: str)
                 assert hit(await persisted_get(client, PROFILE, email=email))
                 await asyncio.sleep(max(0.0, cached_by + ttl + 0.2 - time.time()))
                 assert not hit(await persisted_get(client, PROFILE, email=email))
+
+
+async def test_variables_the_operation_does_not_declare_never_make_a_stored_answer(
+    two: tuple[Starlette, Starlette],
+) -> None:
+    app, _ = two
+    _, email = await new_customer(app)
+    async with api_client(app) as client:
+        for number in range(3):
+            extra = await persisted_get(client, PROFILE, email=email, unused=number)
+            assert extra.status_code == 200
+            assert not hit(await persisted_get(client, PROFILE, email=email, unused=number))
+        await persisted_get(client, PROFILE, email=email)
+        assert hit(await persisted_get(client, PROFILE, email=email))
+
+
+async def test_an_answer_larger_than_the_limit_is_not_stored(database_url: str) -> None:
+    async with clean_redis(REDIS_URL) as url:
+        settings = load_settings(
+            database_url=database_url, cache_url=url, response_cache_max_answer_bytes=64
+        )
+        app = realtime_app(settings)
+        async with lifespan(app):
+            _, email = await new_customer(app)
+            async with api_client(app) as client:
+                for _ in range(3):
+                    response = await persisted_get(client, PROFILE, email=email)
+                    assert response.json()["data"]["customer"]["email"] == email
+                    assert not hit(response)
