@@ -7,8 +7,9 @@ tags of what it read: every customer id and (hashed) e-mail looked up while it r
 recorded in a ``ResponseTrace`` that ``CachedCustomers`` fills through a context
 variable. Writes reach it through the two places every write path already calls after
 its commit: ``Federation.invalidate`` / ``invalidate_many`` (a customer's upstream
-answers) and ``CachedCustomers.forget`` (a stored profile), so mutations, webhooks,
-stream events, merges, erasure, consent and retention all drop it without knowing it.
+answers) and ``CachedCustomers.forget`` / ``forget_many`` (stored profiles), so
+mutations, webhooks, stream events, merges, erasure, consent, retention, ``gateway
+import`` and ``gateway sync`` (gateway/ingest/committed.py) all drop it without knowing it.
 
 Invalidation is a sequence, not a search for entries: each one takes the next number of
 a global counter and writes it on the tags it touches. An answer remembers the counter

@@ -130,7 +130,7 @@ class PersistedRequests:
     few thousand URLs, and parsing a query string (unquoting it, then its JSON) cost
     more than the rest of serving a stored answer."""
 
-    def __init__(self, max_kept: int = 10_000, max_bytes: int = 4 * 1024 * 1024) -> None:
+    def __init__(self, max_kept: int = 10_000, max_bytes: int = 8 * 1024 * 1024) -> None:
         # Bounded by bytes too: a URL's query string is the client's to make long.
         self._kept: ByteMemo[tuple[bytes, frozenset[Any]], PersistedRequest | None]
         self._kept = ByteMemo(_memo_size, max_entries=max_kept, max_bytes=max_bytes)
