@@ -7,14 +7,15 @@ of the caller's key: a key without a scope never gets an answer built for one wi
 Only documents whose every root field is ``customer`` (by id or e-mail) or
 ``customers`` are stored, and none that renders a template or recommends (those read
 more than the customers a write would name) or selects ``sources`` (their status and
-age are the run's, and would be frozen). The answer is tagged, as it runs, with
-every customer it looked up (gateway/upstreams/response_cache.py), and lives no longer
-than the shortest remaining life of the upstream answers and stored profiles it was
-built from; an answer with errors, or degraded (a source stale or failed, the database
-unreachable), is never stored. A stored answer is still charged to the key's rate
-limit as the operation would have been, and its reads are audited again each time it
-is served. It carries an ``ETag``; a GET whose ``If-None-Match`` matches gets 304; a GET's
-answer, hit or miss, says ``Vary`` on the headers that choose the key and media type.
+age are the run's, and would be frozen) or ``scores`` (a scores build drops nothing).
+The answer is tagged, as it runs, with every customer it looked up
+(gateway/upstreams/response_cache.py), and lives no longer than the shortest remaining
+life of the upstream answers and stored profiles it was built from; an answer with
+errors, or degraded (a source stale or failed, the database unreachable), is never
+stored. A stored answer is still charged to the key's rate limit as the operation would
+have been, and its reads are audited again each time it is served. It carries an
+``ETag``; a GET whose ``If-None-Match`` matches gets 304; a GET's answer, hit or miss,
+says ``Vary`` on the headers that choose the key and media type.
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ _ROOTS = frozenset({"customer", "customers", "__typename"})
 # Fields whose answer depends on more than the customers a write names.
 # ``sources`` reports each upstream's status and age as of the run: a stored answer
 # would freeze it (an age that never grows, OK after the upstream went down).
-_UNTAGGED_FIELDS = frozenset({"render", "recommendations", "sources"})
+# ``scores`` are rewritten for every customer by ``gateway scores build``, which drops
+# no answer.
+_UNTAGGED_FIELDS = frozenset({"render", "recommendations", "sources", "scores"})
 # What selects a stored answer besides the URL: the key (its scopes) and the media type.
 VARY = "Authorization, X-API-Key, Accept"
 _JSON_TYPES = ("application/json", "application/graphql-response+json")

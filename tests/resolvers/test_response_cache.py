@@ -281,15 +281,18 @@ async def test_persisted_get_answers_vary_by_key_and_media_type(
         assert {"authorization", "x-api-key", "accept"} <= varies
 
 
-async def test_an_answer_selecting_sources_is_never_stored(
-    two: tuple[Starlette, Starlette],
+@pytest.mark.parametrize(
+    "selection",
+    ["sources { upstream status ageSeconds }", "scores { __typename }"],
+    ids=["sources", "scores"],
+)
+async def test_an_answer_selecting_what_no_write_drops_is_never_stored(
+    two: tuple[Starlette, Starlette], selection: str
 ) -> None:
+    """``sources`` is the run's own status and age; ``scores`` a scores build rewrites."""
     app, _ = two
     _, email = await new_customer(app)
-    query = (
-        "query Sources($email: String!) { customer(email: $email) { id "
-        "sources { upstream status ageSeconds } } }"
-    )
+    query = f"query Selected($email: String!) {{ customer(email: $email) {{ id {selection} }} }}"
     async with api_client(app) as client:
         for _ in range(3):
             response = await persisted_get(client, query, email=email)
