@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 import uvicorn
 
+from adapters.config import UpstreamsConfig
 from gateway.access.cli import keys
 from gateway.cli_settings import fail, settings_or_exit, upstreams_or_exit
 from gateway.db import migrate as migrations
@@ -26,6 +27,7 @@ from gateway.observability.logs import configure_logging
 from gateway.privacy.cli import retention
 from gateway.recommendations.cli import recs
 from gateway.scores.cli import scores
+from gateway.settings import Settings, SettingsError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -183,7 +185,9 @@ def import_(
     from gateway.db.engine import create_engine, create_sessionmaker
     from gateway.db.retries import RetryPolicy
     from gateway.identity.source_ids import SourceIds
+    from gateway.ingest.committed import CommittedBatches
     from gateway.ingest.importer import ImportSummary, import_file
+    from gateway.ingest.streams.running import ConsumerParts
     from gateway.privacy.erasure import Tombstones
 
     settings = settings_or_exit(database_url=database_url)
@@ -192,12 +196,14 @@ def import_(
         source_ids = SourceIds.from_file(settings.upstreams_file)
     except (OSError, ValueError) as exc:
         fail(f"GATEWAY_UPSTREAMS_FILE: {exc}", 2)
+    upstreams = _upstreams_to_invalidate(settings)
 
     def progress(summary: ImportSummary) -> None:
         click.echo(f"  {summary.read} read, {summary.records_per_second:,.0f} records/s", err=True)
 
     async def run() -> ImportSummary:
         engine = create_engine(settings.database_url)
+        parts = ConsumerParts.open(settings, upstreams)
         try:
             return await import_file(
                 create_sessionmaker(engine),
@@ -211,8 +217,10 @@ def import_(
                 retry=RetryPolicy(
                     settings.db_retry_attempts, settings.db_retry_base_s, settings.db_retry_cap_s
                 ),
+                after_commit=CommittedBatches(parts.federation, parts.customers),
             )
         finally:
+            await parts.aclose()
             await engine.dispose()
 
     summary = asyncio.run(run())
@@ -225,6 +233,17 @@ def import_(
     )
     if summary.rejected:
         sys.exit(1)
+
+
+def _upstreams_to_invalidate(settings: Settings) -> UpstreamsConfig:
+    """The upstreams whose cached answers an import drops (it calls none of them): none
+    when their file cannot be read with its secrets (its stored profiles and the whole
+    answers holding them are dropped all the same)."""
+    try:
+        return settings.load_upstreams()
+    except SettingsError as exc:
+        click.echo(f"gateway: cached upstream answers are left to expire ({exc})", err=True)
+        return UpstreamsConfig()
 
 
 @main.command()
@@ -255,6 +274,8 @@ def sync(sources: tuple[str, ...], batch_size: int, database_url: str | None) ->
     from gateway.db.engine import create_engine, create_sessionmaker
     from gateway.errors import InvalidInput
     from gateway.identity.source_ids import SourceIds
+    from gateway.ingest.committed import CommittedBatches
+    from gateway.ingest.streams.running import ConsumerParts
     from gateway.ingest.sync import SyncReport
     from gateway.ingest.sync import sync as run_sync
     from gateway.privacy.erasure import Tombstones
@@ -269,6 +290,8 @@ def sync(sources: tuple[str, ...], batch_size: int, database_url: str | None) ->
     async def run() -> list[SyncReport]:
         engine = create_engine(settings.database_url)
         adapters = build_adapters(upstreams)
+        # The caches the running gateways read, as ``gateway consume`` opens them.
+        parts = ConsumerParts.open(settings, upstreams)
         try:
             return await run_sync(
                 create_sessionmaker(engine),
@@ -278,8 +301,10 @@ def sync(sources: tuple[str, ...], batch_size: int, database_url: str | None) ->
                 batch_size=batch_size,
                 tombstones=Tombstones.from_settings(settings),
                 source_ids=SourceIds.from_upstreams(upstreams),
+                after_commit=CommittedBatches(parts.federation, parts.customers),
             )
         finally:
+            await parts.aclose()
             await aclose_adapters(adapters)
             await engine.dispose()
 

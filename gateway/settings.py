@@ -132,6 +132,10 @@ class Settings(OutageSettings, StreamSettings, WarehouseSettings, WebhookSetting
         "cache (it lives no longer than the upstream answers and stored profiles it holds, "
         "and any write to a customer in it drops it on every instance); 0 turns it off.",
     )
+    response_cache_max_answer_bytes: Annotated[int, Field(ge=0)] = Field(
+        default=256 * 1024,
+        description="Largest answer the response cache stores; larger ones are run each time.",
+    )
     introspection: bool = Field(
         default=True,
         description="Answer __schema and __type queries; turn off in production.",

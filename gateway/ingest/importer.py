@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.retries import DEFAULT_RETRY, RetryPolicy
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
-from gateway.identity.linkage.linker import tally
+from gateway.identity.linkage.linker import Decision, tally
 from gateway.identity.linkage.resolution import Resolver
 from gateway.identity.records import PreparedRecord, RecordError, prepare
 from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
@@ -64,6 +64,9 @@ class ImportSummary:
 
 
 Progress = Callable[[ImportSummary], None]
+# Run after each batch commits, with its decisions: the CLI's drops the cached copies of
+# the customers it touched (gateway/ingest/committed.py).
+AfterCommit = Callable[[Sequence[Decision]], Awaitable[None]]
 
 
 @contextmanager
@@ -126,7 +129,9 @@ class Importer:
         source_ids: SourceIds = DEFAULT_SOURCE_IDS,
         observed_at: datetime | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
+        after_commit: AfterCommit | None = None,
     ) -> None:
+        self._after_commit = after_commit
         self._tombstones = tombstones
         self._source_ids = source_ids
         self._observed_at = observed_at
@@ -223,6 +228,8 @@ class Importer:
         screened = await self._resolver.link_screened(batch, screen)
         summary.erased += screened.dropped
         decisions = screened.decisions
+        if self._after_commit is not None and decisions:
+            await self._after_commit(decisions)
         self._batches += 1
         # The collector is paused for the run (``_collector_paused``): collect what this
         # batch left in the young generations, and everything now and then.
@@ -249,13 +256,15 @@ async def import_file(
     tombstones: Tombstones | None = None,
     source_ids: SourceIds = DEFAULT_SOURCE_IDS,
     retry: RetryPolicy = DEFAULT_RETRY,
+    after_commit: AfterCommit | None = None,
 ) -> ImportSummary:
     """Import one file of records from ``source``; returns what happened to each row.
     With ``tombstones``, records of erased customers are skipped and counted; an id
     ``source_ids`` says the source cannot have rejects its row.
 
     A row without ``observed_at`` was observed when the file was last written: the same
-    file imported again (after a crash, say) is the same observations, stored once."""
+    file imported again (after a crash, say) is the same observations, stored once.
+    ``after_commit`` runs after each batch commits, with its decisions."""
     with path.open(newline="", encoding="utf-8-sig") as handle:
         importer = Importer(
             sessions,
@@ -267,5 +276,6 @@ async def import_file(
             source_ids=source_ids,
             observed_at=datetime.fromtimestamp(os.fstat(handle.fileno()).st_mtime, UTC),
             retry=retry,
+            after_commit=after_commit,
         )
         return await importer.run(read_rows(handle, fmt or detect_format(path)))

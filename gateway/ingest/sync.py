@@ -35,6 +35,7 @@ from gateway.identity.linkage.linker import tally
 from gateway.identity.linkage.resolution import Resolver
 from gateway.identity.records import PreparedRecord, RecordError, prepare
 from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
+from gateway.ingest.importer import AfterCommit
 from gateway.privacy.erasure import Tombstones
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,9 @@ class _SourceSync:
         batch_size: int,
         tombstones: Tombstones | None = None,
         source_ids: SourceIds = DEFAULT_SOURCE_IDS,
+        after_commit: AfterCommit | None = None,
     ) -> None:
+        self._after_commit = after_commit
         self._tombstones = tombstones
         self._source_ids = source_ids
         self._sessions = sessions
@@ -198,6 +201,8 @@ class _SourceSync:
         screen = self._tombstones.unblocked if self._tombstones else None
         screened = await self._resolver.link_screened(batch, screen)
         report.erased += screened.dropped
+        if self._after_commit is not None and screened.decisions:
+            await self._after_commit(screened.decisions)
         tally(screened.decisions, report)
 
 
@@ -223,11 +228,13 @@ async def sync(
     batch_size: int = DEFAULT_BATCH_SIZE,
     tombstones: Tombstones | None = None,
     source_ids: SourceIds = DEFAULT_SOURCE_IDS,
+    after_commit: AfterCommit | None = None,
 ) -> list[SyncReport]:
     """Sync each selected enabled upstream in turn; one report per source, in order.
 
     An upstream failure ends that source's run (cursor kept) and the others still run.
     A record whose id its upstream cannot have (``source_ids``) is rejected and counted.
+    ``after_commit`` runs after each batch commits, with its decisions.
     """
     resolver = Resolver(sessions, config)
     reports: list[SyncReport] = []
@@ -241,7 +248,7 @@ async def sync(
         else:
             try:
                 await _SourceSync(
-                    sessions, resolver, adapter, batch_size, tombstones, source_ids
+                    sessions, resolver, adapter, batch_size, tombstones, source_ids, after_commit
                 ).run(report)
             except UpstreamError as exc:
                 report.status = "failed"

@@ -11,11 +11,14 @@ and ``gateway retention run`` both erase through it.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 
 from gateway.privacy.erasure import Erased, Erasure
 from gateway.profiles.profile_cache import CachedCustomers
 from gateway.recommendations.serving import Recommender
 from gateway.upstreams.federation import Federation
+
+ANALYTICS = ("analytics",)  # the upstream kind events feed
 
 
 class Forgetting:
@@ -47,3 +50,10 @@ class Forgetting:
         if profile is not None:
             await self._customers.forget(profile, extra_emails=erased.emails)
         return erased
+
+    async def events_removed(self, customer_ids: Collection[uuid.UUID]) -> None:
+        """Events of these customers were deleted or anonymised: their stored behaviour
+        (the analytics upstreams' cached answers) and the whole answers holding them go,
+        in one round trip each."""
+        if customer_ids:
+            await self._federation.invalidate_many(customer_ids, ANALYTICS)

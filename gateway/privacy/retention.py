@@ -7,7 +7,9 @@ those statements is older than ``consent_withdrawn_days``: they are forgotten by
 cascades and tombstones (so no sync or import brings them back), then their cached
 copies dropped, and the audit log records it under the actor ``retention``.  Events
 older than ``events_days`` are deleted, or, with ``anonymise``, kept without their
-customer, their properties or the identifier digests that tie them to a person.  Both
+customer, their properties or the identifier digests that tie them to a person; after
+each slice commits, the cached behaviour and stored answers of the customers whose events
+it touched are dropped.  Both
 go in slices, each its own transaction, so a large backlog never holds locks for long;
 the export sees them as deletions.
 """
@@ -153,6 +155,11 @@ class Retention:
                     ids = list(await session.scalars(self._old_events(cutoff).limit(SLICE)))
                     if not ids:
                         return done
+                    # Whose answers held these events: dropped once the slice commits.
+                    found = await session.scalars(
+                        select(Event.customer_id).where(Event.id.in_(ids)).distinct()
+                    )
+                    owners = {owner for owner in found if owner is not None}
                     if anonymise:
                         await session.execute(
                             delete(EventSubject).where(EventSubject.event_id.in_(ids))
@@ -164,6 +171,7 @@ class Retention:
                         )
                     else:
                         await session.execute(delete(Event).where(Event.id.in_(ids)))
+                await self._forgetting.events_removed(owners)
                 done += len(ids)
                 bar.update(len(ids))
 

@@ -25,9 +25,11 @@ from aiocache.base import BaseCache
 
 from gateway.profiles.customers import CustomerDraft, CustomerProfile, CustomerStore
 from gateway.profiles.turn_batch import TurnBatch
+from gateway.upstreams.cache import GuardedRedisCache
 from gateway.upstreams.response_cache import (
     ResponseCache,
     trace_emails,
+    trace_expiry,
     trace_ids,
     trace_untagged,
 )
@@ -176,6 +178,8 @@ class CachedCustomers:
         for entry in cached:
             if isinstance(entry, _Entry):
                 profiles.append(entry.profile)
+                # Stored with ``ttl`` when its refresh was ``_REFRESH_AFTER`` of it away.
+                trace_expiry(entry.refresh_at + self._ttl * (1 - _REFRESH_AFTER))
                 if entry.refresh_at <= now and key(entry.profile) not in self._refreshing:
                     due.append(key(entry.profile))
         if due:
@@ -219,3 +223,20 @@ class CachedCustomers:
             await self._backend.delete(key)
         if self._responses is not None:
             await self._responses.invalidate_customers([profile.id], emails)
+
+    async def forget_many(self, customer_ids: Iterable[uuid.UUID], emails: Iterable[str]) -> None:
+        """``forget`` for a batch's customers and every e-mail it named: one DEL with
+        Redis, and one invalidation of the answers holding any of them."""
+        ids, addresses = list(customer_ids), sorted(set(emails))
+        keys = [_by_id(i) for i in ids] + [_by_email(e) for e in addresses]
+        if not keys:
+            return
+        for reading in self._reading:
+            reading.dropped.update(keys)
+        if isinstance(self._backend, GuardedRedisCache):
+            await self._backend.delete_many(keys)
+        else:
+            for key in keys:
+                await self._backend.delete(key)
+        if self._responses is not None:
+            await self._responses.invalidate_customers(ids, addresses)

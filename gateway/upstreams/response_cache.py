@@ -7,8 +7,9 @@ tags of what it read: every customer id and (hashed) e-mail looked up while it r
 recorded in a ``ResponseTrace`` that ``CachedCustomers`` fills through a context
 variable. Writes reach it through the two places every write path already calls after
 its commit: ``Federation.invalidate`` / ``invalidate_many`` (a customer's upstream
-answers) and ``CachedCustomers.forget`` (a stored profile), so mutations, webhooks,
-stream events, merges, erasure, consent and retention all drop it without knowing it.
+answers) and ``CachedCustomers.forget`` / ``forget_many`` (stored profiles), so
+mutations, webhooks, stream events, merges, erasure, consent, retention, ``gateway
+import`` and ``gateway sync`` (gateway/ingest/committed.py) all drop it without knowing it.
 
 Invalidation is a sequence, not a search for entries: each one takes the next number of
 a global counter and writes it on the tags it touches. An answer remembers the counter
@@ -27,12 +28,12 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.upstreams.byte_memo import ByteMemo
 from gateway.upstreams.redis_client import RedisGuard
 
 VERSION = 1
@@ -89,6 +90,10 @@ class ResponseTrace:
     untagged: bool = False
     # Reads to audit again whenever the stored answer is served: (action, operation, ids).
     reads: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)
+    # Wall clock: when the first cached copy it read (a stored profile) expires. The
+    # answer must not outlive it, or a write that copy's expiry stands for (an import
+    # elsewhere) would be hidden longer than the copy itself would hide it.
+    expires_at: float = float("inf")
 
 
 # The trace of the answer being built in this task, if it may be stored. A context
@@ -116,6 +121,13 @@ def trace_emails(emails: Iterable[str]) -> None:
     trace = TRACE.get()
     if trace is not None:
         trace.tags.update(email_tag(e) for e in emails)
+
+
+def trace_expiry(expires_at: float) -> None:
+    """This answer read a cached copy that expires at ``expires_at`` (wall clock)."""
+    trace = TRACE.get()
+    if trace is not None and expires_at < trace.expires_at:
+        trace.expires_at = expires_at
 
 
 def trace_untagged() -> None:
@@ -152,14 +164,24 @@ class ResponseCache:
     """Answers by key, in this process or (with the process's guard) in Redis."""
 
     def __init__(
-        self, guard: RedisGuard | None, *, max_entries: int = 10_000, tag_ttl_s: float = 3600
+        self,
+        guard: RedisGuard | None,
+        *,
+        max_entries: int = 10_000,
+        max_bytes: int = 64 * 1024 * 1024,
+        tag_ttl_s: float = 3600,
     ) -> None:
         self._guard = guard
         self.max_entries = max_entries
         self.tag_ttl_s = tag_ttl_s  # longer than any entry lives: see store()
         self._scripts: dict[str, Any] = {}
-        # In memory: key -> (payload, tags, seq, expires on the monotonic clock).
-        self._entries: OrderedDict[str, tuple[bytes, frozenset[str], int, float]] = OrderedDict()
+        # In memory: key -> (payload, tags, seq, expires on the monotonic clock), their
+        # payloads ``max_bytes`` at most: 10,000 answers of 256 KiB would be gigabytes.
+        self._entries: ByteMemo[str, tuple[bytes, frozenset[str], int, float]] = ByteMemo(
+            lambda key, entry: len(key) + len(entry[0]),
+            max_entries=max_entries,
+            max_bytes=max_bytes,
+        )
         self._tags: dict[str, int] = {}
         self._seq = 0
         self._epoch = uuid.uuid4().hex
@@ -192,16 +214,14 @@ class ResponseCache:
         return Lookup(None, Ticket(_text(found[1]), int(found[2])))
 
     def _lookup_here(self, key: str) -> Lookup:
-        found = self._entries.get(key)
         ticket = Ticket(self._epoch, self._seq)
-        if found is None:
+        if key not in self._entries:
             return Lookup(None, ticket)
-        payload, tags, seq, expires = found
+        payload, tags, seq, expires = self._entries.get(key)
         left = expires - time.monotonic()
         if left <= 0 or any(self._tags.get(tag, 0) > seq for tag in tags):
-            del self._entries[key]
+            self._entries.pop(key)
             return Lookup(None, ticket)
-        self._entries.move_to_end(key)
         return Lookup(Hit(payload, left), None)
 
     async def store(
@@ -218,11 +238,8 @@ class ResponseCache:
                 self._tags.get(tag, 0) > ticket.seq for tag in tagged
             ):
                 return False
-            self._entries[key] = (payload, tagged, ticket.seq, time.monotonic() + ttl_s)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-            return True
+            self._entries.put(key, (payload, tagged, ticket.seq, time.monotonic() + ttl_s))
+            return key in self._entries  # not when larger than the whole budget
         script = self._script("store", _STORE)
         args = [ticket.epoch, ticket.seq, payload, int(ttl_s * 1000), _TAG, " ".join(tagged)]
         stored = await guard.call(
@@ -239,9 +256,13 @@ class ResponseCache:
         if guard is None:
             self._seq += 1
             if len(self._tags) + len(touched) > 10 * self.max_entries:
-                # Bounded: forgetting old invalidations means forgetting entries too.
+                # Bounded: forgetting old invalidations means forgetting entries too,
+                # and every ticket taken before: an answer built on one may hold a
+                # customer whose invalidation is forgotten now, so a new epoch
+                # refuses it (as Redis's does when its epoch goes).
                 self._tags.clear()
                 self._entries.clear()
+                self._epoch = uuid.uuid4().hex
             self._tags.update(dict.fromkeys(touched, self._seq))
             return
         script = self._script("invalidate", _INVALIDATE)
@@ -271,6 +292,7 @@ __all__ = [
     "email_tag",
     "id_tag",
     "trace_emails",
+    "trace_expiry",
     "trace_ids",
     "trace_untagged",
 ]

@@ -6,13 +6,16 @@ served from it, keyed by the hash, the operation's name, its variables and the s
 of the caller's key: a key without a scope never gets an answer built for one with it.
 Only documents whose every root field is ``customer`` (by id or e-mail) or
 ``customers`` are stored, and none that renders a template or recommends (those read
-more than the customers a write would name). The answer is tagged, as it runs, with
-every customer it looked up (gateway/upstreams/response_cache.py), and lives no longer
-than the shortest remaining life of the upstream answers and stored profiles it was
-built from; an answer with errors, or degraded (a source stale or failed, the database
-unreachable), is never stored. A stored answer is still charged to the key's rate
-limit as the operation would have been, and its reads are audited again each time it
-is served. It carries an ``ETag``; a GET whose ``If-None-Match`` matches gets 304.
+more than the customers a write would name) or selects ``sources`` (their status and
+age are the run's, and would be frozen) or ``scores`` (a scores build drops nothing).
+The answer is tagged, as it runs, with every customer it looked up
+(gateway/upstreams/response_cache.py), and lives no longer than the shortest remaining
+life of the upstream answers and stored profiles it was built from; an answer with
+errors, or degraded (a source stale or failed, the database unreachable), is never
+stored. A stored answer is still charged to the key's rate limit as the operation would
+have been, and its reads are audited again each time it is served. It carries an
+``ETag``; a GET whose ``If-None-Match`` matches gets 304; a GET's answer, hit or miss,
+says ``Vary`` on the headers that choose the key and media type.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -42,6 +44,7 @@ from starlette.types import Message, Scope
 from gateway.access.api_keys import Principal
 from gateway.privacy.audit import Action
 from gateway.services import Services
+from gateway.upstreams.byte_memo import ByteMemo
 from gateway.upstreams.federation import SourceStatus
 from gateway.upstreams.response_cache import Hit, ResponseCache, ResponseTrace, Ticket
 from resolvers.graphql.access import record_access
@@ -52,7 +55,13 @@ from resolvers.http.authentication import COUNTED, principal_of, rate_limited_re
 FRESH_FOR = "gateway.fresh_for"  # scope key (the view's): seconds a client may cache it
 _ROOTS = frozenset({"customer", "customers", "__typename"})
 # Fields whose answer depends on more than the customers a write names.
-_UNTAGGED_FIELDS = frozenset({"render", "recommendations"})
+# ``sources`` reports each upstream's status and age as of the run: a stored answer
+# would freeze it (an age that never grows, OK after the upstream went down).
+# ``scores`` are rewritten for every customer by ``gateway scores build``, which drops
+# no answer.
+_UNTAGGED_FIELDS = frozenset({"render", "recommendations", "sources", "scores"})
+# What selects a stored answer besides the URL: the key (its scopes) and the media type.
+VARY = "Authorization, X-API-Key, Accept"
 _JSON_TYPES = ("application/json", "application/graphql-response+json")
 
 
@@ -71,24 +80,27 @@ class _Fields(Visitor):
 
 
 @lru_cache(maxsize=1024)  # one verdict per document clients persist
-def storable_document(query: str, operation_name: str | None) -> bool:
-    """Whether an answer to this operation may be stored: a query whose root fields
-    all read customers by id or e-mail, and nothing below them reads more."""
+def storable_document(query: str, operation_name: str | None) -> frozenset[str] | None:
+    """The variables the operation declares, if an answer to it may be stored (None
+    if not): a query whose root fields all read customers by id or e-mail, and nothing
+    below them reads more."""
     try:
         document = parse(query)
     except GraphQLError:
-        return False
+        return None
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
     if operation_name is not None:
         operations = [o for o in operations if o.name and o.name.value == operation_name]
     if len(operations) != 1 or operations[0].operation is not OperationType.QUERY:
-        return False
+        return None
     roots = operations[0].selection_set.selections
     if not all(isinstance(r, FieldNode) and r.name.value in _ROOTS for r in roots):
-        return False
+        return None
     fields = _Fields()
     visit(document, fields)
-    return not fields.by_identity and fields.names.isdisjoint(_UNTAGGED_FIELDS)
+    if fields.by_identity or not fields.names.isdisjoint(_UNTAGGED_FIELDS):
+        return None
+    return frozenset(v.variable.name.value for v in operations[0].variable_definitions or ())
 
 
 @dataclass(slots=True)
@@ -99,6 +111,7 @@ class PersistedRequest:
     hash_only: bool  # no document sent: the stored answer may stand in for the run
     operation_name: str | None
     trace: ResponseTrace
+    variables: frozenset[str] = frozenset()  # the names sent: in the key
     ticket: Ticket | None = None
     document: str | None = None
 
@@ -120,10 +133,10 @@ class PersistedRequests:
     few thousand URLs, and parsing a query string (unquoting it, then its JSON) cost
     more than the rest of serving a stored answer."""
 
-    def __init__(self, max_kept: int = 10_000) -> None:
-        self.max_kept = max_kept
-        self._kept: OrderedDict[tuple[bytes, frozenset[Any]], PersistedRequest | None]
-        self._kept = OrderedDict()
+    def __init__(self, max_kept: int = 10_000, max_bytes: int = 8 * 1024 * 1024) -> None:
+        # Bounded by bytes too: a URL's query string is the client's to make long.
+        self._kept: ByteMemo[tuple[bytes, frozenset[Any]], PersistedRequest | None]
+        self._kept = ByteMemo(_memo_size, max_entries=max_kept, max_bytes=max_bytes)
 
     async def of(self, request: Request) -> PersistedRequest | None:
         """The persisted query this request names, if it is one that may be stored
@@ -135,16 +148,19 @@ class PersistedRequests:
             return await persisted_request(request)
         memo = (request.scope["query_string"], principal.scopes)
         if memo in self._kept:
-            self._kept.move_to_end(memo)
-            found = self._kept[memo]
+            found = self._kept.get(memo)
         else:
             found = await persisted_request(request)
-            self._kept[memo] = found
-            if len(self._kept) > self.max_kept:
-                self._kept.popitem(last=False)
+            self._kept.put(memo, found)
         if found is None:
             return None
-        return PersistedRequest(found.key, found.hash_only, found.operation_name, ResponseTrace())
+        return PersistedRequest(
+            found.key, found.hash_only, found.operation_name, ResponseTrace(), found.variables
+        )
+
+
+def _memo_size(memo: tuple[bytes, frozenset[Any]], found: PersistedRequest | None) -> int:
+    return len(memo[0]) + 256  # the query string, and about what is kept of it
 
 
 async def persisted_request(request: Request) -> PersistedRequest | None:
@@ -183,6 +199,7 @@ async def persisted_request(request: Request) -> PersistedRequest | None:
         hash_only=query is None,
         operation_name=name,
         trace=ResponseTrace(),
+        variables=frozenset(variables or ()),
     )
 
 
@@ -212,11 +229,16 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     return etag in tags or "*" in tags
 
 
-def lifetime(services: Services, loaders: Loaders | None) -> float:
+def lifetime(services: Services, loaders: Loaders | None, trace: ResponseTrace) -> float:
     """How long an answer built now may be stored: the shortest remaining life of what
-    it holds (0: it is not to be stored)."""
+    it holds (0: it is not to be stored). A stored profile it read counts by what is
+    left of its cached copy, not by a full ``profile_cache_ttl_s``."""
     settings = services.settings
-    cap = min(settings.response_cache_ttl_s, settings.profile_cache_ttl_s)
+    cap = min(
+        settings.response_cache_ttl_s,
+        settings.profile_cache_ttl_s,
+        max(0.0, trace.expires_at - time.time()),
+    )
     answered = loaders.answered if loaders is not None else []
     if any(o.status in {SourceStatus.STALE, SourceStatus.FAILED} for o in answered):
         return 0
@@ -241,12 +263,19 @@ async def store(
     request: Request,
     response: Response,
     ttl_s: float,
+    max_bytes: int,
 ) -> None:
-    """Keep an answer that ran without errors (the caller checked), if it may be kept."""
+    """Keep an answer that ran without errors (the caller checked), if it may be kept:
+    not one larger than ``max_bytes``, nor one sent variables its operation does not
+    declare (the key holds every variable sent: each unused one would make a new key
+    for the same answer)."""
     trace = plan.trace
     if plan.ticket is None or trace.untagged or not trace.tags or ttl_s <= 0:
         return
-    if plan.document is None or not storable_document(plan.document, plan.operation_name):
+    if plan.document is None or len(response.body) > max_bytes:
+        return
+    declared = storable_document(plan.document, plan.operation_name)
+    if declared is None or not plan.variables <= declared:
         return
     body = bytes(response.body)
     etag = etag_of(body)
@@ -255,6 +284,8 @@ async def store(
     # nothing but a write changes, and a client hears of no write: it revalidates).
     fresh_for = int(request.scope.get(FRESH_FOR) or 0)
     payload = _pack(body, etag, trace, charged, time.time() + fresh_for)
+    if len(payload) > max_bytes:
+        return
     if await cache.store(plan.key, plan.ticket, payload, trace.tags, ttl_s):
         response.headers["ETag"] = etag
 
@@ -270,8 +301,22 @@ class _Stored:
     body: bytes
 
 
-@lru_cache(maxsize=4096)  # the same payload is served thousands of times: decode it once
+# The same payload is served thousands of times: decoded once, up to a byte budget (the
+# body is kept beside the payload: both count).
+_DECODED: ByteMemo[bytes, _Stored] = ByteMemo(
+    lambda payload, _: 2 * len(payload), max_entries=4096, max_bytes=32 * 1024 * 1024
+)
+
+
 def _decoded(payload: bytes) -> _Stored:
+    if payload in _DECODED:
+        return _DECODED.get(payload)
+    stored = _decode(payload)
+    _DECODED.put(payload, stored)
+    return stored
+
+
+def _decode(payload: bytes) -> _Stored:
     meta, body = _unpack(payload)
     reads = tuple(
         (Action(action), str(operation), tuple(uuid.UUID(i) for i in ids))
@@ -316,6 +361,8 @@ async def served(
         (b"cache-control", f"private, max-age={fresh_for}".encode() if get else b"no-store"),
         (b"x-response-cache", b"hit"),
     ]
+    if get:
+        headers.append((b"vary", VARY.encode()))
     if get and _matches(header_of(scope, b"if-none-match"), stored.etag):
         return [{"type": "http.response.start", "status": 304, "headers": headers}, _EMPTY]
     headers.append((b"content-type", media_type.encode()))
@@ -330,6 +377,7 @@ _EMPTY: Message = {"type": "http.response.body", "body": b""}
 
 
 __all__ = [
+    "VARY",
     "PersistedRequest",
     "PersistedRequests",
     "etag_of",

@@ -45,6 +45,7 @@ from resolvers.http.graphiql import graphiql_html
 from resolvers.http.outage import degraded
 from resolvers.http.response_cache import (
     FRESH_FOR,
+    VARY,
     PersistedRequest,
     PersistedRequests,
     lifetime,
@@ -198,13 +199,17 @@ class GatewayGraphQL(GraphQL[Context, None]):
                 TRACE.reset(tracing)
         if plan is not None and response.status_code == 200 and scope.get(_STORABLE):
             plan.document = scope.get(_DOCUMENT)
-            await store(cache, plan, request, response, lifetime(services, scope.get(_LOADERS)))
+            ttl_s = lifetime(services, scope.get(_LOADERS), plan.trace)
+            limit = services.settings.response_cache_max_answer_bytes
+            await store(cache, plan, request, response, ttl_s, limit)
         if scope.get(_FAILED):
             response.status_code = 500  # a bug before execution, masked: not the client's
         elif scope.get(_UNSERVED):
             response.status_code = 503
             response.headers["Retry-After"] = str(services.settings.unavailable_retry_after_s)
         response.headers["Cache-Control"] = _cache_control(scope, response.status_code)
+        if response.headers["Cache-Control"].startswith("private"):
+            response.headers["Vary"] = VARY  # the answer is the key's, in its media type
         etag = response.headers.get("etag")
         if etag is not None and not_modified(request, etag):
             response = Response(status_code=304, headers=dict(response.headers))

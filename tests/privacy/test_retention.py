@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -21,6 +22,7 @@ from gateway.profiles.customers import CustomerStore
 from gateway.profiles.profile_cache import CachedCustomers
 from gateway.upstreams.cache import UpstreamCache, build_cache
 from gateway.upstreams.federation import Federation
+from gateway.upstreams.response_cache import id_tag
 from gateway.warehouse_settings import EventRetention
 from tests.export.people import add_person, engine, own_database_url
 
@@ -109,3 +111,28 @@ async def test_anonymised_events_stay_without_their_customer(engine: AsyncEngine
             await connection.scalars(select(Event.properties).where(Event.customer_id.is_(None)))
         )
     assert left == [{}, {}]
+
+
+@pytest.mark.parametrize("action", list(EventRetention))
+async def test_removing_old_events_drops_the_stored_answers_holding_their_customer(
+    engine: AsyncEngine, action: EventRetention
+) -> None:
+    person, other = await add_person(engine), await add_person(engine)
+    sessions = create_sessionmaker(engine)
+    cache = UpstreamCache(build_cache("memory://"))
+    customers = CachedCustomers(CustomerStore(sessions, TOMBSTONES), cache.backend, 60)
+    forgetting = Forgetting(Erasure(sessions, TOMBSTONES), customers, Federation({}, cache))
+    answers = cache.responses
+    for who in (person, other):
+        ticket = (await answers.lookup(str(who.id))).ticket
+        assert ticket is not None
+        assert await answers.store(str(who.id), ticket, b"events", [id_tag(who.id)], 60)
+    async with engine.begin() as connection:  # only the person's events are old
+        await connection.execute(
+            update(Event).where(Event.customer_id == other.id).values(occurred_at=datetime.now(UTC))
+        )
+    rules = RetentionRules(events_days=1, events_action=action)
+    report = await Retention(sessions, forgetting, rules).run(dry_run=False)
+    assert report.events == 2
+    assert (await answers.lookup(str(person.id))).hit is None
+    assert (await answers.lookup(str(other.id))).hit is not None  # untouched: kept

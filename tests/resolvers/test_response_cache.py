@@ -4,8 +4,10 @@ on any instance sharing Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Any
@@ -262,3 +264,85 @@ async def test_no_stored_answer_outlives_a_write_to_a_customer_it_holds(
     finally:
         for client in clients:
             await client.aclose()
+
+
+async def test_persisted_get_answers_vary_by_key_and_media_type(
+    two: tuple[Starlette, Starlette],
+) -> None:
+    app, _ = two
+    _, email = await new_customer(app)
+    async with api_client(app) as client:
+        miss = await persisted_get(client, PROFILE, email=email)
+        again = await persisted_get(client, PROFILE, email=email)
+    assert hit(again)
+    for response in (miss, again):
+        assert response.headers["cache-control"].startswith("private")
+        varies = {h.strip().lower() for h in response.headers["vary"].split(",")}
+        assert {"authorization", "x-api-key", "accept"} <= varies
+
+
+@pytest.mark.parametrize(
+    "selection",
+    ["sources { upstream status ageSeconds }", "scores { __typename }"],
+    ids=["sources", "scores"],
+)
+async def test_an_answer_selecting_what_no_write_drops_is_never_stored(
+    two: tuple[Starlette, Starlette], selection: str
+) -> None:
+    """``sources`` is the run's own status and age; ``scores`` a scores build rewrites."""
+    app, _ = two
+    _, email = await new_customer(app)
+    query = f"query Selected($email: String!) {{ customer(email: $email) {{ id {selection} }} }}"
+    async with api_client(app) as client:
+        for _ in range(3):
+            response = await persisted_get(client, query, email=email)
+            assert "errors" not in response.json(), response.text
+            assert not hit(response)
+
+
+async def test_an_answer_dies_with_the_cached_profile_it_read(database_url: str) -> None:
+    """A profile cached ``ttl`` ago at most is served no longer: an answer holding it
+    may not outlive it (a write the gateway never heard of shows by then)."""
+    ttl = 3.0
+    async with clean_redis(REDIS_URL) as url:
+        settings = load_settings(database_url=database_url, cache_url=url, profile_cache_ttl_s=ttl)
+        app = realtime_app(settings)
+        async with lifespan(app):
+            _, email = await new_customer(app)
+            async with api_client(app) as client:
+                await fresh(client, PROFILE, email=email)  # the profile is cached now
+                cached_by = time.time()
+                await asyncio.sleep(ttl / 2)
+                await persisted_get(client, PROFILE, email=email)  # stored, from the copy
+                assert hit(await persisted_get(client, PROFILE, email=email))
+                await asyncio.sleep(max(0.0, cached_by + ttl + 0.2 - time.time()))
+                assert not hit(await persisted_get(client, PROFILE, email=email))
+
+
+async def test_variables_the_operation_does_not_declare_never_make_a_stored_answer(
+    two: tuple[Starlette, Starlette],
+) -> None:
+    app, _ = two
+    _, email = await new_customer(app)
+    async with api_client(app) as client:
+        for number in range(3):
+            extra = await persisted_get(client, PROFILE, email=email, unused=number)
+            assert extra.status_code == 200
+            assert not hit(await persisted_get(client, PROFILE, email=email, unused=number))
+        await persisted_get(client, PROFILE, email=email)
+        assert hit(await persisted_get(client, PROFILE, email=email))
+
+
+async def test_an_answer_larger_than_the_limit_is_not_stored(database_url: str) -> None:
+    async with clean_redis(REDIS_URL) as url:
+        settings = load_settings(
+            database_url=database_url, cache_url=url, response_cache_max_answer_bytes=64
+        )
+        app = realtime_app(settings)
+        async with lifespan(app):
+            _, email = await new_customer(app)
+            async with api_client(app) as client:
+                for _ in range(3):
+                    response = await persisted_get(client, PROFILE, email=email)
+                    assert response.json()["data"]["customer"]["email"] == email
+                    assert not hit(response)
