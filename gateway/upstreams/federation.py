@@ -109,7 +109,7 @@ class Federation:
             emails = [c.email for c in customers if ids[c.id] is None and c.email]
             by_id, by_email = await asyncio.gather(
                 crm.fetch_contacts([i for i in ids.values() if i]),
-                crm.fetch_contacts_by_email(emails) if emails else _empty(),
+                crm.fetch_contacts_by_email(emails) if emails else reads.nothing_found(),
             )
             return [by_id.get(ids[c.id] or "") or by_email.get(c.email or "") for c in customers]
 
@@ -353,10 +353,6 @@ def _namespace(upstream: str, data: str) -> str:
 
 def _external_id(record: CommerceCustomer | None) -> str | None:
     return record.external_id if record else None
-
-
-async def _empty() -> dict[str, Any]:
-    return {}
 
 
 async def _alone(call: Awaitable[T]) -> T | InvalidExternalId:

@@ -71,9 +71,10 @@ def batch_orders(
         ids = {c.id: identity(c, shop.name) for c in customers}
         known = [i for i in ids.values() if i]
         emails = [c.email for c in customers if c.email and not ids[c.id]]
+        first, lines = need.first, need.line_items
         by_email, by_id = await asyncio.gather(
-            shop.fetch_orders_by_email(emails, need.first, need.line_items) if emails else _empty(),
-            shop.fetch_orders_by_ids(known, need.first, need.line_items) if known else _empty(),
+            shop.fetch_orders_by_email(emails, first, lines) if emails else nothing_found(),
+            shop.fetch_orders_by_ids(known, first, lines) if known else nothing_found(),
         )
         answers: list[tuple[Order, ...] | None] = []
         for c in customers:
@@ -85,7 +86,8 @@ def batch_orders(
     return fetch
 
 
-async def _empty() -> dict[str, Any]:
+async def nothing_found() -> dict[str, Any]:
+    """An empty batch read's answer, awaited beside the reads that run."""
     return {}
 
 
@@ -101,6 +103,7 @@ __all__ = [
     "data_name",
     "identity",
     "no_orders",
+    "nothing_found",
     "tier",
     "tiers",
 ]
