@@ -38,6 +38,7 @@ from gateway.db.models import Customer
 from gateway.services import Services
 from gateway.settings import load_settings
 from gateway.templates import render
+from gateway.upstreams.order_reads import EVERYTHING
 from resolvers.app import create_app
 from resolvers.graphql.loaders import Loaders
 from tests.in_process import asgi, lifespan, services_of
@@ -97,7 +98,13 @@ async def _contexts(
     loaders = Loaders(services.federation)
     names = sorted(compiled.loaders)
     started = time.perf_counter()
-    columns = [await getattr(loaders, name).load_many(profiles) for name in names]
+    columns = [
+        # Orders are loaded per need; a template may read any of them (as renders do).
+        await loaders.orders.load_many([(p, EVERYTHING) for p in profiles])
+        if name == "orders"
+        else await getattr(loaders, name).load_many(profiles)
+        for name in names
+    ]
     spent["upstream cache reads"] = time.perf_counter() - started
     now = datetime.now(UTC)
     started = time.perf_counter()
