@@ -124,7 +124,9 @@ class CostBucket:
         margin = self.restore_rate * _MARGIN_S
         wait = max(0.0, (cost + margin - self._level) / self.restore_rate)
         if wait > budget_s:
-            return -wait
+            # Negative means refused; an expired budget with no wait must not read as -0.0,
+            # which is not below zero and would send the call unreserved.
+            return -wait - 1e-9
         self._level -= cost
         return wait
 
