@@ -9,14 +9,14 @@ nothing installed) into a cache directory once and the file is read from the zip
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import zipfile
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 from gateway.scores.ledger import Ledger, day_of, ledger_from
+from gateway.wheel_data import DatasetError as DatasetError
+from gateway.wheel_data import downloaded_wheel
 
 MEMBERS = {
     "master": "lifetimes/datasets/CDNOW_master.txt",
@@ -24,27 +24,9 @@ MEMBERS = {
 }
 
 
-class DatasetError(Exception):
-    """The data set cannot be read; ``str()`` says why in one line."""
-
-
-def lifetimes_wheel(cache_dir: Path) -> Path:
-    """The lifetimes wheel in ``cache_dir``, downloaded with pip the first time."""
-    found = sorted(cache_dir.glob("[Ll]ifetimes-*.whl"))
-    if found:
-        return found[-1]
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "lifetimes"]
-    done = subprocess.run([*command, "-d", str(cache_dir)], capture_output=True, text=True)
-    found = sorted(cache_dir.glob("[Ll]ifetimes-*.whl"))
-    if done.returncode != 0 or not found:
-        raise DatasetError(f"could not download the lifetimes wheel: {done.stderr.strip()[-300:]}")
-    return found[-1]
-
-
 def cdnow(cache_dir: Path, *, which: str = "master") -> Ledger:
     """CDNOW's purchases (``master``: all 23,570 customers; ``sample``: 2,357 of them)."""
-    with zipfile.ZipFile(lifetimes_wheel(cache_dir)) as wheel:
+    with zipfile.ZipFile(downloaded_wheel(cache_dir, "lifetimes")) as wheel:
         text = wheel.read(MEMBERS[which]).decode("ascii")
     return ledger_from(parse_cdnow(text))
 

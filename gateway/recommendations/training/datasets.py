@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import csv
 import io
-import subprocess
-import sys
 import zipfile
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 
 from gateway.recommendations.interactions import Interaction
+from gateway.wheel_data import DatasetError as DatasetError
+from gateway.wheel_data import downloaded_wheel
 
 ML100K_MEMBER = "recbole/dataset_example/ml-100k/ml-100k.inter"
 _SEPARATORS = ("::", "\t", ",", ";", " ")
@@ -65,27 +65,9 @@ _EVENT_KINDS = {
 }
 
 
-class DatasetError(Exception):
-    """The data set cannot be read; ``str()`` says why in one line."""
-
-
-def recbole_wheel(cache_dir: Path) -> Path:
-    """The recbole wheel in ``cache_dir``, downloaded with pip the first time."""
-    found = sorted(cache_dir.glob("recbole-*.whl"))
-    if found:
-        return found[-1]
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "recbole"]
-    done = subprocess.run([*command, "-d", str(cache_dir)], capture_output=True, text=True)
-    found = sorted(cache_dir.glob("recbole-*.whl"))
-    if done.returncode != 0 or not found:
-        raise DatasetError(f"could not download the recbole wheel: {done.stderr.strip()[-300:]}")
-    return found[-1]
-
-
 def movielens_100k(cache_dir: Path, *, min_rating: float | None = None) -> list[Interaction]:
     """The 100,000 ratings of MovieLens 100k (those at or above ``min_rating``)."""
-    with zipfile.ZipFile(recbole_wheel(cache_dir)) as wheel:
+    with zipfile.ZipFile(downloaded_wheel(cache_dir, "recbole")) as wheel:
         text = wheel.read(ML100K_MEMBER).decode("utf-8")
     return list(parse_interactions(text.splitlines(), min_rating=min_rating))
 
