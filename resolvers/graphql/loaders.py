@@ -14,6 +14,7 @@ serves that field from the store, where one query reads it for the whole batch.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from functools import cached_property, partial
@@ -189,3 +190,19 @@ class Loaders:
     def named(self, name: str) -> DataLoader[CustomerProfile, Outcome[object]]:
         loader: DataLoader[CustomerProfile, Outcome[object]] = getattr(self, name)
         return loader
+
+
+# Loaders other modules define (identity provenance, scores, template recommendations),
+# kept per request by the request's own Loaders object, so they live exactly as long as
+# the request does without the context or this module having to know about them.
+_OWN: weakref.WeakKeyDictionary[Loaders, dict[object, Any]] = weakref.WeakKeyDictionary()
+
+
+def per_request(loaders: Loaders, key: object, make: Callable[[], T]) -> T:
+    """The request's instance of what ``make`` builds (made on first use), under ``key``
+    (the defining module's own token)."""
+    own = _OWN.setdefault(loaders, {})
+    if key not in own:
+        own[key] = make()
+    made: T = own[key]
+    return made

@@ -9,7 +9,6 @@ list of customers costs one query per table, not one per customer.
 from __future__ import annotations
 
 import uuid
-import weakref
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Protocol
 
@@ -35,6 +34,7 @@ from gateway.profiles.attributes import (
 )
 from resolvers.graphql.access import audit, require
 from resolvers.graphql.context import Context
+from resolvers.graphql.loaders import per_request
 
 if TYPE_CHECKING:
     from resolvers.graphql.types.customer import Customer
@@ -113,20 +113,14 @@ class IdentityLoaders:
         self.links: DataLoader[uuid.UUID, list[LinkEvidence]] = DataLoader(service.links)
 
 
-# Keyed by the request's own Loaders object, so the loaders live exactly as long as the
-# request does without the context having to know about them.
-_PER_REQUEST: weakref.WeakKeyDictionary[object, IdentityLoaders] = weakref.WeakKeyDictionary()
-
-
 def _service(info: GatewayInfo) -> IdentityService:
     return identity_service(info.context.services.engine)
 
 
 def identity_loaders(info: GatewayInfo) -> IdentityLoaders:
-    loaders = _PER_REQUEST.get(info.context.loaders)
-    if loaders is None:
-        loaders = _PER_REQUEST[info.context.loaders] = IdentityLoaders(_service(info))
-    return loaders
+    return per_request(
+        info.context.loaders, IdentityLoaders, lambda: IdentityLoaders(_service(info))
+    )
 
 
 async def customer_attributes(

@@ -7,7 +7,6 @@ shapes the answer. A failing shop is an error on this field only.
 from __future__ import annotations
 
 import time
-import weakref
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
@@ -24,6 +23,7 @@ from gateway.profiles.customers import CustomerProfile
 from gateway.recommendations.serving import MAX_LIMIT, Picks, Recommendation, Recommender
 from gateway.upstreams.federation import Outcome, SourceStatus
 from resolvers.graphql.context import Context
+from resolvers.graphql.loaders import per_request
 from resolvers.graphql.types.federated import Money
 
 if TYPE_CHECKING:
@@ -100,27 +100,21 @@ async def customer_recommendations(
     return [RecommendedProduct.of(r) for r in found]
 
 
-# Templates' `recommendations`: one loader per request, keyed by the request's own
-# Loaders object (as the identity loaders are), so a renderBatch reads them once.
-_PER_REQUEST: weakref.WeakKeyDictionary[object, DataLoader[CustomerProfile, Outcome[Picks]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 def template_recommendations(
     info: Info[Context, None],
 ) -> DataLoader[CustomerProfile, Outcome[Picks]]:
     """The request's loader of template recommendations (made on first use)."""
-    loader = _PER_REQUEST.get(info.context.loaders)
-    if loader is None:
-        recommender = info.context.services.recommendations
+    # One per request, so a renderBatch reads each customer's picks once.
+    recommender = info.context.services.recommendations
 
-        async def load(profiles: Sequence[CustomerProfile]) -> list[Outcome[Picks]]:
-            return await _picks(recommender, profiles)
+    async def load(profiles: Sequence[CustomerProfile]) -> list[Outcome[Picks]]:
+        return await _picks(recommender, profiles)
 
-        loader = DataLoader(load, cache_key_fn=lambda p: p.id)
-        _PER_REQUEST[info.context.loaders] = loader
-    return loader
+    return per_request(
+        info.context.loaders,
+        template_recommendations,
+        lambda: DataLoader(load, cache_key_fn=lambda p: p.id),
+    )
 
 
 async def _picks(

@@ -5,7 +5,6 @@ templates' ``customer.scores``)."""
 from __future__ import annotations
 
 import time
-import weakref
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
@@ -18,6 +17,7 @@ from gateway.profiles.customers import CustomerProfile
 from gateway.scores.store import CustomerScores, ScoreStore
 from gateway.upstreams.federation import Outcome
 from resolvers.graphql.context import Context
+from resolvers.graphql.loaders import per_request
 
 if TYPE_CHECKING:
     from resolvers.graphql.types.customer import Customer
@@ -64,23 +64,16 @@ class Scores:
         )
 
 
-_PER_REQUEST: weakref.WeakKeyDictionary[
-    object, DataLoader[CustomerProfile, Outcome[CustomerScores]]
-] = weakref.WeakKeyDictionary()
-
-
 def score_loader(info: Info[Context, None]) -> DataLoader[CustomerProfile, Outcome[CustomerScores]]:
     """The request's loader of stored scores (made on first use): one query per batch."""
-    loader = _PER_REQUEST.get(info.context.loaders)
-    if loader is None:
-        store = info.context.services.scores
+    store = info.context.services.scores
 
-        async def load(profiles: Sequence[CustomerProfile]) -> list[Outcome[CustomerScores]]:
-            return await _scores(store, profiles)
+    async def load(profiles: Sequence[CustomerProfile]) -> list[Outcome[CustomerScores]]:
+        return await _scores(store, profiles)
 
-        loader = DataLoader(load, cache_key_fn=lambda p: p.id)
-        _PER_REQUEST[info.context.loaders] = loader
-    return loader
+    return per_request(
+        info.context.loaders, score_loader, lambda: DataLoader(load, cache_key_fn=lambda p: p.id)
+    )
 
 
 async def _scores(
