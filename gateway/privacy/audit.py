@@ -70,9 +70,10 @@ class AuditLog:
         key_id: str | None,
         action: Action,
         operation: str,
-        customer_ids: Iterable[uuid.UUID],
+        customer_ids: Iterable[uuid.UUID | None],
     ) -> None:
-        """Queue one entry per customer; returns at once (the hot path calls this)."""
+        """Queue one entry per customer (None: an operation on no one customer); returns
+        at once (the hot path calls this)."""
         now = utcnow()
         details = {"action": action.value, "key_id": key_id}
         for customer_id in customer_ids:
@@ -95,17 +96,9 @@ class AuditLog:
     def record_run(self, *, actor: str, key_id: str | None, action: Action, operation: str) -> None:
         """Queue one entry for an operation on no one customer (an export, a retention
         run), so who started it is on record too."""
-        self._pending.append(
-            {
-                "occurred_at": utcnow(),
-                "actor": actor,
-                "operation": operation,
-                "customer_id": None,
-                "details": {"action": action.value, "key_id": key_id},
-            }
+        self.record(
+            actor=actor, key_id=key_id, action=action, operation=operation, customer_ids=(None,)
         )
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._flush_later(), name="audit-flush")
 
     async def flush(self) -> None:
         """Write everything queued so far."""

@@ -27,6 +27,7 @@ from gateway.scores.features import (
     memo,
 )
 from gateway.scores.ledger import Floats, Ledger, day_of
+from gateway.scores.metrics import auc
 from gateway.scores.propensity import labels, train
 from gateway.scores.rfm import rfm
 from gateway.scores.store import ScoreStore, StoredModel
@@ -50,11 +51,7 @@ class BuildSummary:
 
 
 def _holdout_auc(estimator: Any, x: Floats, y: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    if y.all() or not y.any():
-        return float("nan")
-    return float(roc_auc_score(y, estimator.predict_proba(x)[:, 1]))
+    return auc(y, estimator.predict_proba(x)[:, 1])
 
 
 def _candidate(

@@ -21,17 +21,27 @@ class Metrics:
     brier: float
 
 
+def auc(labels: npt.NDArray[np.bool_], scores: Floats) -> float:
+    """ROC AUC; NaN when the labels hold one class only (it is undefined there)."""
+    from sklearn.metrics import roc_auc_score
+
+    y = labels.astype(bool)
+    if y.all() or not y.any():
+        return float("nan")
+    return float(roc_auc_score(y, scores))
+
+
 def measure(labels: npt.NDArray[np.bool_], scores: Floats, *, probability: bool = True) -> Metrics:
     """``scores`` against ``labels``; calibration only when ``scores`` are probabilities
     (NaN otherwise: an expected number of purchases is not one)."""
-    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+    from sklearn.metrics import average_precision_score, brier_score_loss
 
     y = labels.astype(bool)
     if y.all() or not y.any():
         nan = float("nan")
         return Metrics(nan, nan, nan, nan, nan)
     return Metrics(
-        auc=float(roc_auc_score(y, scores)),
+        auc=auc(y, scores),
         average_precision=float(average_precision_score(y, scores)),
         lift=top_decile_lift(y, scores),
         ece=expected_calibration_error(y, scores) if probability else float("nan"),
@@ -59,18 +69,11 @@ def auc_by_group(
 ) -> dict[str, tuple[int, float]]:
     """ROC AUC within each group (size, AUC); NaN where a group has one class only or
     fewer than ``minimum`` members."""
-    from sklearn.metrics import roc_auc_score
-
     names = np.asarray(groups)
     found: dict[str, tuple[int, float]] = {}
     for group in sorted(set(groups)):
         inside = names == group
         y = labels[inside]
         size = int(inside.sum())
-        auc = (
-            float(roc_auc_score(y, scores[inside]))
-            if size >= minimum and 0 < y.sum() < size
-            else float("nan")
-        )
-        found[group] = (size, auc)
+        found[group] = (size, auc(y, scores[inside]) if size >= minimum else float("nan"))
     return found

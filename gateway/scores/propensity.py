@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from gateway.scores.features import RFM_COLUMNS, FeatureFunction
 from gateway.scores.ledger import Floats, Ledger
+from gateway.scores.metrics import auc
 
 SETTINGS: tuple[dict[str, Any], ...] = (
     {"learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 100, "max_iter": 200},
@@ -100,8 +101,6 @@ def choose_setting(
     ledger: Ledger, cutoff: int, horizon: int, function: FeatureFunction, seed: int
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """The setting with the best ROC AUC on the inner split (all before ``cutoff``)."""
-    from sklearn.metrics import roc_auc_score
-
     window = window_for(ledger, cutoff, horizon)
     inner = cutoff - window
     early = ledger.upto(inner)
@@ -117,7 +116,7 @@ def choose_setting(
     scores: dict[str, float] = {}
     for i, setting in enumerate(SETTINGS):
         model = _boosting(setting, seed).fit(train.x, train.y)
-        scores[str(i)] = float(roc_auc_score(y, model.predict_proba(table.values[active])[:, 1]))
+        scores[str(i)] = auc(y, model.predict_proba(table.values[active])[:, 1])
     best = max(scores, key=lambda key: scores[key])
     return SETTINGS[int(best)], scores
 
