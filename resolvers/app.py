@@ -22,13 +22,13 @@ from starlette.staticfiles import StaticFiles
 
 from adapters.config import UpstreamsConfig
 from gateway import __version__
-from gateway.ingest.esp_payloads import ESP_SOURCES
 from gateway.ingest.streams.running import serving_consumer
 from gateway.observability import metrics
 from gateway.observability.logs import configure_worker_logging
 from gateway.observability.readiness import Readiness
 from gateway.services import Services
 from gateway.settings import Settings, is_loopback, load_settings
+from gateway.upstreams.event_store import ESP_SOURCES
 from resolvers.graphql.schema import build_schema
 from resolvers.http.authentication import ApiKeyAuthentication
 from resolvers.http.body_limit import BodyLimitMiddleware

@@ -25,14 +25,18 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
-from gateway.ingest.webhook_payloads import Consequence, InboundEvent, PayloadError
+from gateway.ingest.webhook_payloads import (
+    Consequence,
+    InboundEvent,
+    PayloadError,
+    PayloadModel,
+    parse_json,
+)
 from gateway.profiles.contact_points import normalize_email
 
-ESP_SOURCES = ("sendgrid", "mandrill")
 # Mandrill signs no time: a captured body is valid for ever. Its events older than this
 # are acknowledged and not stored (``ignored``), so a body replayed after retention
 # deleted its rows cannot withdraw consent again over a newer re-subscription.
@@ -86,10 +90,6 @@ class SkippedEvent:
 EspItem = InboundEvent | SkippedEvent
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
 class SendGridEvent(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -108,7 +108,7 @@ _SENDGRID_BATCH = TypeAdapter(list[SendGridEvent])
 
 
 def parse_sendgrid(body: bytes) -> list[EspItem]:
-    data = _json(body)
+    data = parse_json(body)
     if not isinstance(data, list) or not data:
         raise PayloadError("the body must be a non-empty JSON array of events")
     if len(data) > MAX_ESP_EVENTS:
@@ -170,14 +170,14 @@ def _sendgrid_event(position: int, event: SendGridEvent) -> EspItem:
     )
 
 
-class MandrillMessage(_Model):
+class MandrillMessage(PayloadModel):
     email: str | None = Field(default=None, max_length=1000)
     id: str | None = Field(default=None, alias="_id", max_length=255)
     metadata: dict[str, Any] | None = None
     tags: list[str] | None = None
 
 
-class MandrillEvent(_Model):
+class MandrillEvent(PayloadModel):
     event: str = Field(min_length=1, max_length=64)
     id: str | None = Field(default=None, alias="_id", max_length=255)
     ts: int = Field(ge=0, le=253_402_300_799)
@@ -207,7 +207,7 @@ def parse_mandrill(
     raw = [value for name, value in params if name == "mandrill_events"]
     if len(raw) != 1:
         raise PayloadError("the form must carry one mandrill_events field", "mandrill_events")
-    data = _json(raw[0].encode())
+    data = parse_json(raw[0].encode())
     if not isinstance(data, list):
         raise PayloadError("mandrill_events must be a JSON array of events", "mandrill_events")
     if len(data) > MAX_ESP_EVENTS:
@@ -328,13 +328,6 @@ def _unaddressed(event_id: str, where: str) -> SkippedEvent:
 
 def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:40]
-
-
-def _json(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise PayloadError("the body is not valid JSON", status=400) from None
 
 
 def _problem(error: ErrorDetails, prefix: str) -> tuple[str, str]:

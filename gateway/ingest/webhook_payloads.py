@@ -82,20 +82,22 @@ class InboundEvent:
     consequence: Consequence | None = None
 
 
-class _Model(BaseModel):
+class PayloadModel(BaseModel):
+    """A payload part: unknown fields ignored (sources add fields), frozen."""
+
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
 # --- Shopify ---------------------------------------------------------------------------
 
 
-class ShopifyAddress(_Model):
+class ShopifyAddress(PayloadModel):
     address1: str | None = None
     city: str | None = None
     zip: str | None = None
 
 
-class ShopifyCustomer(_Model):
+class ShopifyCustomer(PayloadModel):
     id: int
     email: str | None = None
     first_name: str | None = None
@@ -106,7 +108,7 @@ class ShopifyCustomer(_Model):
     default_address: ShopifyAddress | None = None
 
 
-class ShopifyOrder(_Model):
+class ShopifyOrder(PayloadModel):
     id: int
     email: str | None = None
     created_at: datetime | None = None
@@ -139,7 +141,7 @@ def parse_shopify(body: bytes, topic: str | None, webhook_id: str | None) -> lis
     """One event; ``body`` must be the raw body the signature was checked over."""
     if not webhook_id:
         raise PayloadError("X-Shopify-Webhook-Id is required", "X-Shopify-Webhook-Id", 400)
-    data = _json(body)
+    data = parse_json(body)
     now = datetime.now(UTC)
     # Only the body is signed (not the id, the topic or the time): its digest is the
     # dedupe key a replay cannot change.
@@ -187,7 +189,7 @@ def parse_shopify(body: bytes, topic: str | None, webhook_id: str | None) -> lis
 # --- HubSpot ---------------------------------------------------------------------------
 
 
-class HubSpotEvent(_Model):
+class HubSpotEvent(PayloadModel):
     eventId: int | str
     subscriptionType: Literal["contact.creation", "contact.propertyChange"]
     objectId: int | str
@@ -204,7 +206,7 @@ MAX_HUBSPOT_EVENTS = 100
 
 
 def parse_hubspot(body: bytes) -> list[InboundEvent]:
-    data = _json(body)
+    data = parse_json(body)
     if not isinstance(data, list) or not data:
         raise PayloadError("the body must be a non-empty JSON array of events")
     if len(data) > MAX_HUBSPOT_EVENTS:
@@ -252,13 +254,13 @@ def _hubspot_event(position: int, event: HubSpotEvent) -> InboundEvent:
 # --- Segment ---------------------------------------------------------------------------
 
 
-class SegmentAddress(_Model):
+class SegmentAddress(PayloadModel):
     street: str | None = None
     city: str | None = None
     postalCode: str | None = None
 
 
-class SegmentTraits(_Model):
+class SegmentTraits(PayloadModel):
     email: str | None = None
     firstName: str | None = None
     lastName: str | None = None
@@ -267,11 +269,11 @@ class SegmentTraits(_Model):
     address: SegmentAddress | None = None
 
 
-class SegmentContext(_Model):
+class SegmentContext(PayloadModel):
     traits: SegmentTraits | None = None
 
 
-class SegmentEvent(_Model):
+class SegmentEvent(PayloadModel):
     """A Segment Track, Identify or Page call, as the webhook and the event stream carry it."""
 
     type: Literal["identify", "track", "page"]
@@ -293,7 +295,7 @@ _NO_ADDRESS = SegmentAddress()
 
 
 def parse_segment(body: bytes) -> list[InboundEvent]:
-    return [segment_event(_validate(SegmentEvent, _json(body)))]
+    return [segment_event(_validate(SegmentEvent, parse_json(body)))]
 
 
 def segment_event(event: SegmentEvent) -> InboundEvent:
@@ -359,7 +361,8 @@ def _contact_points(
 # --- shared ----------------------------------------------------------------------------
 
 
-def _json(body: bytes) -> Any:
+def parse_json(body: bytes) -> Any:
+    """The body as JSON, or a 400 that says it is not."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:

@@ -14,7 +14,6 @@ from pydantic import SecretStr
 from gateway.db.retries import transient_reason
 from gateway.errors import NotFound
 from gateway.ingest.esp_payloads import (
-    ESP_SOURCES,
     MANDRILL_MAX_AGE_S,
     SkippedEvent,
     mandrill_form,
@@ -40,6 +39,7 @@ from gateway.ingest.webhook_payloads import (
     parse_shopify,
 )
 from gateway.ingest.webhooks import Ingested, WebhookIngest
+from gateway.upstreams.event_store import ESP_SOURCES
 
 logger = logging.getLogger("gateway.webhooks")
 

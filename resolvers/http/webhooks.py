@@ -17,7 +17,6 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from gateway.ingest.esp_payloads import ESP_SOURCES
 from gateway.ingest.signatures import SignatureError
 from gateway.ingest.webhook_payloads import PayloadError
 from gateway.ingest.webhook_receiver import (
@@ -28,6 +27,7 @@ from gateway.ingest.webhook_receiver import (
     Webhooks,
 )
 from gateway.ingest.webhooks import Ingested
+from gateway.upstreams.event_store import ESP_SOURCES
 from resolvers.state import services_of
 
 MAX_BODY_BYTES = 1 << 20  # Shopify's largest order payloads stay well under this
