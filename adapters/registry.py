@@ -52,8 +52,9 @@ def build_adapter(
     redis: Any | None = None,
 ) -> Adapter:
     """The adapter for one upstream's configuration (by its ``kind``, and for a shop its
-    ``api``); ``clock`` times its breaker and token refresh; ``redis`` (a redis-py
-    asyncio client) shares a cost-limited upstream's bucket between instances."""
+    ``api``); ``clock`` times its breaker and token refresh; ``redis`` (the gateway's
+    guarded Redis, ``cost_bucket.GuardedRedis``) shares a cost-limited upstream's bucket
+    between instances."""
     if isinstance(config, HubSpotConfig):
         return HubSpotAdapter(config, clock=clock)
     if isinstance(config, SoapCrmConfig):

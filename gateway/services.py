@@ -76,7 +76,7 @@ class Services:
         cache = UpstreamCache(build_cache(settings.cache_url, redis))
         federation = Federation(
             # Redis shares a cost-limited shop's bucket between instances.
-            build_adapters(config, redis=redis.client if redis is not None else None),
+            build_adapters(config, redis=redis),
             cache,
             {upstream.name: upstream.cache for upstream in config.enabled()},
         )

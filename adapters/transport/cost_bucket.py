@@ -11,8 +11,9 @@ After each answer the model is corrected by what the upstream reported
 (``throttleStatus``): its size and restore rate are learnt, the unused part of the
 reservation is refunded, and the level is never above what the upstream says is left.
 
-With a Redis client the level lives in Redis (one hash per upstream, updated by Lua
-scripts on Redis's own clock), so every instance of the gateway draws from one bucket
+With the gateway's guarded Redis (its timeout, circuit breaker and throttled warnings,
+``gateway/upstreams/redis_client.py``) the level lives in Redis (one hash per upstream,
+updated by Lua scripts on Redis's own clock), so every instance of the gateway draws from one bucket
 as the upstream does. When Redis fails, the bucket falls back to the local model: an
 outage degrades to per-instance pacing, never to failed calls.
 """
@@ -20,19 +21,28 @@ outage degrades to per-instance pacing, never to failed calls.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
-
-from redis.exceptions import RedisError
+from typing import Any, Protocol, TypeVar
 
 from adapters.errors import UpstreamRateLimited
 
+T = TypeVar("T")
+
+
+class GuardedRedis(Protocol):
+    """Redis behind the gateway's guard: ``call`` answers ``default`` when Redis is down,
+    slow or its circuit open, so an outage costs one timeout, not one per query."""
+
+    @property
+    def client(self) -> Any: ...
+
+    async def call(self, what: str, op: Callable[[], Awaitable[T]], default: T) -> T: ...
+
+
 __all__ = ["CostBucket", "ThrottleStatus"]
 
-logger = logging.getLogger(__name__)
 
 # KEYS[1]: the bucket's hash. ARGV: cost, maximum, restore rate, budget (s), ttl (s),
 # margin (points that must remain beyond the cost).
@@ -71,7 +81,6 @@ redis.call('EXPIRE', KEYS[1], ARGV[5])
 return tostring(level)
 """
 _TTL_S = 3600
-_REDIS_TIMEOUT_S = 2.0  # a busy Redis is slow; falling back to the local model overruns
 # A query is sent when the model says the bucket holds its cost and this much restore
 # more: the model and the upstream's bucket drift apart by rounding and by when each
 # charges, and a query sent on the exact point would sometimes meet THROTTLED.
@@ -96,7 +105,7 @@ class CostBucket:
         maximum: float,
         restore_rate: float,
         *,
-        redis: Any | None = None,
+        redis: GuardedRedis | None = None,
         key: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -130,25 +139,23 @@ class CostBucket:
         self._level -= cost
         return wait
 
-    async def _take_shared(self, cost: float, budget_s: float) -> float | None:
-        try:
-            async with asyncio.timeout(_REDIS_TIMEOUT_S):
-                answer = await self._redis.eval(  # type: ignore[union-attr]
-                    _TAKE,
-                    1,
-                    self._key,
-                    cost,
-                    self.maximum,
-                    self.restore_rate,
-                    budget_s,
-                    _TTL_S,
-                    self.restore_rate * _MARGIN_S,
-                )
-        except (RedisError, OSError, TimeoutError) as exc:
-            logger.warning(
-                "shared cost bucket unreachable, pacing locally",
-                extra={"upstream": self.upstream, "error": type(exc).__name__},
-            )
+    async def _take_shared(self, redis: GuardedRedis, cost: float, budget_s: float) -> float | None:
+        answer = await redis.call(
+            "cost bucket take",
+            lambda: redis.client.eval(
+                _TAKE,
+                1,
+                self._key,
+                cost,
+                self.maximum,
+                self.restore_rate,
+                budget_s,
+                _TTL_S,
+                self.restore_rate * _MARGIN_S,
+            ),
+            None,
+        )
+        if answer is None:  # Redis is down: this instance paces itself meanwhile
             return None
         return float(answer.decode() if isinstance(answer, bytes) else answer)
 
@@ -157,7 +164,7 @@ class CostBucket:
         answers the time waited. Raises ``UpstreamRateLimited`` when the wait would not
         fit, without reserving anything."""
         cost = min(cost, self.maximum)  # a bucket never holds more than its size
-        wait = await self._take_shared(cost, budget_s) if self._redis is not None else None
+        wait = await self._take_shared(self._redis, cost, budget_s) if self._redis else None
         if wait is None:
             wait = self._take_locally(cost, budget_s)
         if wait < 0:
@@ -179,21 +186,24 @@ class CostBucket:
             self.maximum, self.restore_rate = status.maximum, status.restore_rate
         reported = status.available if status is not None else -1.0
         if self._redis is not None:
-            try:
-                async with asyncio.timeout(_REDIS_TIMEOUT_S):
-                    await self._redis.eval(
-                        _SETTLE,
-                        1,
-                        self._key,
-                        max(0.0, refund),
-                        reported,
-                        self.maximum,
-                        self.restore_rate,
-                        _TTL_S,
-                    )
+            redis = self._redis
+
+            async def settle() -> bool:
+                await redis.client.eval(
+                    _SETTLE,
+                    1,
+                    self._key,
+                    max(0.0, refund),
+                    reported,
+                    self.maximum,
+                    self.restore_rate,
+                    _TTL_S,
+                )
+                return True
+
+            if await redis.call("cost bucket settle", settle, False):
                 return
-            except (RedisError, OSError, TimeoutError):
-                pass  # the local model below still learns from the answer
+            # Redis is down: the local model below still learns from the answer.
         self._restore()
         self._level = min(self.maximum, self._level + max(0.0, refund))
         if reported >= 0:

@@ -20,3 +20,24 @@ async def test_points_taken_are_reserved_for_later_callers() -> None:
     await bucket.take(500, budget_s=0.0)
     with pytest.raises(UpstreamRateLimited):
         await bucket.take(600, budget_s=0.01)  # 500 left: needs over a second of restore
+
+
+async def test_with_redis_down_the_bucket_paces_locally_behind_the_breaker() -> None:
+    import redis.asyncio as aioredis
+
+    from gateway.upstreams.redis_client import RedisGuard
+
+    client = aioredis.from_url("redis://127.0.0.1:1", socket_connect_timeout=0.2)
+    guard = RedisGuard(client, timeout_s=0.3, failure_threshold=2, reset_timeout_s=60)
+    bucket = CostBucket("shop", 1000, 100, redis=guard)
+    try:
+        for _ in range(10):
+            await bucket.take(50, budget_s=1.0)
+            await bucket.settle(0, None)
+    finally:
+        await client.aclose()
+    # Two failed tries open the circuit: the other 18 steps never wait on Redis, and the
+    # local model still reserved every point (500 of 1,000 taken).
+    assert guard.failures == 2
+    with pytest.raises(UpstreamRateLimited):
+        await bucket.take(600, budget_s=0.01)
