@@ -38,7 +38,8 @@ class CommittedBatches:
         # The batch is committed: a failure here must not fail the run (the next batch
         # would not be linked); the cached copies then expire with their TTL.
         try:
-            await self._federation.invalidate_many(ids)
+            # forget_many drops the whole answers holding them, after their profiles.
+            await self._federation.invalidate_many(ids, answers=False)
             await self._customers.forget_many(ids, emails)
         except Exception:
             logger.exception(

@@ -44,7 +44,8 @@ class Forgetting:
         erased = await self.erasure.forget(customer_id)
         if erased is None:
             return None
-        await self._federation.invalidate(customer_id)
+        # The profile's forget below drops the answers holding them, after the profile.
+        await self._federation.invalidate(customer_id, answers=profile is None)
         if self._recommendations is not None:
             self._recommendations.forget()
         if profile is not None:

@@ -13,8 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
-from typing import Any, Generic, TypeAlias, TypeVar, cast
+from typing import Any, TypeAlias, TypeVar, cast
 
 from adapters.config import CachePolicy
 from adapters.errors import InvalidExternalId, UpstreamError
@@ -32,43 +31,14 @@ from gateway.profiles.customers import CustomerProfile
 from gateway.upstreams import order_reads as reads
 from gateway.upstreams.cache import Entry, UpstreamCache
 from gateway.upstreams.order_reads import ORDERS_WINDOW, OrdersNeed, identity
+from gateway.upstreams.outcome import Outcome as Outcome
+from gateway.upstreams.outcome import SourceStatus as SourceStatus
 from gateway.upstreams.single_flight import SingleFlight
 
 T = TypeVar("T")
 # What a batch fetch answers per customer: a value, nothing, or that customer's own error.
 Fetched: TypeAlias = T | UpstreamError | None
 EVENTS_WINDOW = 100  # recent events per customer for engagement, cart and activity: one page
-
-
-class SourceStatus(StrEnum):
-    OK = "OK"
-    CACHED = "CACHED"
-    STALE = "STALE"
-    FAILED = "FAILED"
-    SKIPPED = "SKIPPED"
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome(Generic[T]):
-    """What one upstream answered for one customer, and how long it took."""
-
-    upstream: str
-    kind: Kind
-    value: T | None
-    error: UpstreamError | None
-    latency_ms: float
-    fetched_at: datetime
-    status: SourceStatus = SourceStatus.OK
-    # For STALE: why the fresh fetch failed (the value is the last good answer).
-    cause: UpstreamError | None = None
-
-    def age_s(self, now: datetime) -> float:
-        return max(0.0, (now - self.fetched_at).total_seconds())
-
-    def unwrap(self) -> T | None:
-        if self.error is not None:
-            raise self.error
-        return self.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,20 +178,25 @@ class Federation:
                 remaining.append(self.policy(outcome.upstream).ttl_s - outcome.age_s(now))
         return max(0, int(min(remaining, default=0)))
 
-    async def invalidate(self, customer_id: object) -> None:
-        await self.cache.invalidate(customer_id, self._namespaces())
-        # Every write path calls this after its commit: answers holding them go too.
-        await self.cache.responses.invalidate_customers([customer_id])
+    async def invalidate(self, customer_id: object, *, answers: bool = True) -> None:
+        """Every cached upstream answer of the customer and (``answers``) the whole answers
+        holding them, after a commit; ``answers=False`` when ``CachedCustomers.forget``
+        follows (it drops those answers itself, after the profile)."""
+        await self.invalidate_many([customer_id], answers=answers)
 
     async def invalidate_many(
-        self, customer_ids: Iterable[object], kinds: Collection[str] | None = None
+        self,
+        customer_ids: Iterable[object],
+        kinds: Collection[str] | None = None,
+        *,
+        answers: bool = True,
     ) -> None:
-        """Every cached upstream answer of these customers (only the upstreams of
-        ``kinds``, e.g. ``analytics``, when given), in one round trip; whole answers
-        holding them go too."""
+        """``invalidate`` for many customers (only the upstreams of ``kinds``, e.g.
+        ``analytics``, when given), in one round trip."""
         ids = list(customer_ids)
         await self.cache.invalidate_many(ids, self._namespaces(kinds))
-        await self.cache.responses.invalidate_customers(ids)
+        if answers:
+            await self.cache.responses.invalidate_customers(ids)
 
     def _namespaces(self, kinds: Collection[str] | None = None) -> list[str]:
         return [
