@@ -152,14 +152,13 @@ class Retention:
         with tqdm(desc="events", unit=" events", disable=not self._progress) as bar:
             while True:
                 async with self._sessions.begin() as session:
-                    ids = list(await session.scalars(self._old_events(cutoff).limit(SLICE)))
-                    if not ids:
+                    # With whose answers held them: dropped once the slice commits.
+                    query = self._old_events(cutoff).add_columns(Event.customer_id)
+                    rows = (await session.execute(query.limit(SLICE))).all()
+                    if not rows:
                         return done
-                    # Whose answers held these events: dropped once the slice commits.
-                    found = await session.scalars(
-                        select(Event.customer_id).where(Event.id.in_(ids)).distinct()
-                    )
-                    owners = {owner for owner in found if owner is not None}
+                    ids = [row[0] for row in rows]
+                    owners = {row[1] for row in rows if row[1] is not None}
                     if anonymise:
                         await session.execute(
                             delete(EventSubject).where(EventSubject.event_id.in_(ids))
