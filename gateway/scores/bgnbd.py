@@ -34,14 +34,7 @@ class Summary:
 
 
 def summary(ledger: Ledger, cutoff: int) -> Summary:
-    seen = ledger.upto(cutoff)
-    count = np.bincount(seen.customer, minlength=ledger.size).astype(np.float64)
-    first = np.full(ledger.size, cutoff, np.int64)
-    last = np.full(ledger.size, np.iinfo(np.int64).min, np.int64)
-    np.minimum.at(first, seen.customer, seen.day)
-    np.maximum.at(last, seen.customer, seen.day)
-    known = count > 0
-    last = np.where(known, last, first)
+    count, first, last, known = ledger.span(cutoff)
     return Summary(
         x=np.maximum(count - 1, 0),
         t_x=(last - first) / 7.0,

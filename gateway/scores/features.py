@@ -46,14 +46,8 @@ def features(ledger: Ledger, cutoff: int, horizon_days: int) -> Features:
     seen = ledger.upto(cutoff)
     n = ledger.size
     who, day, amount = seen.customer, seen.day, seen.amount
-    count = np.bincount(who, minlength=n).astype(np.float64)
+    count, first, last, known = ledger.span(cutoff)
     spend: Floats = np.bincount(who, weights=amount, minlength=n).astype(np.float64)
-    first = np.full(n, cutoff, np.int64)
-    last = np.full(n, np.iinfo(np.int64).min, np.int64)
-    np.minimum.at(first, who, day)
-    np.maximum.at(last, who, day)
-    known = count > 0
-    last = np.where(known, last, first)
     recency = np.where(known, cutoff - last, np.nan).astype(np.float64)
     age = np.where(known, cutoff - first, np.nan).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -66,6 +66,18 @@ class Ledger:
         keep = (self.day > start) & (self.day <= end)
         return Ledger(self.keys, self.customer[keep], self.day[keep], self.amount[keep])
 
+    def span(self, cutoff: int) -> tuple[Floats, Ints, Ints, np.ndarray]:
+        """Up to day ``cutoff``: each customer's purchase count, first and last purchase
+        day (both ``cutoff`` for a customer with none) and whether they have any."""
+        seen = self.upto(cutoff)
+        count = np.bincount(seen.customer, minlength=self.size).astype(np.float64)
+        first = np.full(self.size, cutoff, np.int64)
+        last = np.full(self.size, np.iinfo(np.int64).min, np.int64)
+        np.minimum.at(first, seen.customer, seen.day)
+        np.maximum.at(last, seen.customer, seen.day)
+        known = count > 0
+        return count, first, np.where(known, last, first), known
+
     def first_day(self) -> Ints:
         """Each customer's first purchase day (a huge number for none)."""
         first = np.full(self.size, np.iinfo(np.int64).max, np.int64)
