@@ -184,14 +184,22 @@ class UpstreamCache:
         deadline = time.monotonic() + LOCK_LEASE_S
         found: dict[object, Entry] = {}
         pending = list(ids)
-        while pending and time.monotonic() < deadline:
-            await asyncio.sleep(_POLL_S)
+
+        async def collect() -> list[object]:
             now = datetime.now(UTC)
             for i, entry in (await self.get_many(upstream, pending)).items():
                 if entry.age_s(now) <= fresh_for_s:
                     found[i] = entry
-            pending = [i for i in pending if i not in found]
+            return [i for i in pending if i not in found]
+
+        while pending and time.monotonic() < deadline:
+            await asyncio.sleep(_POLL_S)
+            pending = await collect()
             if pending and not await self._any_locked(upstream, pending):
+                # The leader writes its entries, then releases its locks: both may have
+                # happened between our read and this check, so read once more before
+                # taking what is still missing as failed (else: a second upstream call).
+                await collect()
                 break  # the other instance gave up (its upstream failed): fetch ourselves
         return found
 
