@@ -39,7 +39,7 @@ from resolvers.app import create_app
 from tests.in_process import asgi, lifespan, services_of
 
 # The whole run's ERROR log, checked after each test and at the end (tests/error_log.py).
-pytest_plugins = ["tests.error_log", "pytester"]
+pytest_plugins = ["tests.error_log", "tests.hang_report", "pytester"]
 
 ADMIN_URL = os.environ.get(
     "GATEWAY_TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
