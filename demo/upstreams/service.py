@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from demo.people.population import Person
 from demo.upstreams.calls import CallCounter
-from demo.upstreams.drift import drift_json, truncate
+from demo.upstreams.drift import drift_fields, drift_json, truncate
 from demo.upstreams.faults import Decision, Faults
 
 JSON_TYPE = "application/json; charset=utf-8"
@@ -262,7 +262,7 @@ class _FaultGate:
         if canned is not None:
             canned.raw_headers.extend(extra)
             await canned(scope, receive, send)
-        elif decision.malformed or decision.schema_change:
+        elif decision.malformed or decision.schema_change or decision.drifted:
             await self.app(scope, receive, self._rewriting(send, decision, extra))
         else:
             await self.app(scope, receive, self._adding(send, extra))
@@ -298,7 +298,13 @@ class _FaultGate:
                 return
             body = b"".join(chunks)
             if 200 <= start["status"] < 300 and body:
-                body = truncate(body) if decision.malformed else self.service.drift(body)
+                if decision.malformed:
+                    body = truncate(body)
+                elif decision.schema_change:
+                    body = self.service.drift(body)
+                else:
+                    renames, retypes = decision.rename_fields, decision.retype_fields
+                    body = drift_fields(body, renames, retypes)
             headers = [
                 (k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"
             ]

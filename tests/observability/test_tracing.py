@@ -20,7 +20,9 @@ from tests.gql_client import gql
 from tests.in_process import lifespan
 
 THREE_UPSTREAMS = """query Profile($email: String!) {
-  customer(email: $email) { email lifecycleStage lifetimeValue { amount } engagement { sessions30d } }
+  customer(email: $email) {
+    email lifecycleStage lifetimeValue { amount } engagement { sessions30d }
+  }
 }"""
 
 Traced = Callable[..., Any]
