@@ -14,6 +14,7 @@ import base64
 import binascii
 import hmac
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any, ClassVar
 
@@ -81,6 +82,8 @@ class SampleService:
         # Requests the hang knob holds right now; tests read it to see a client's
         # give-up reach the server.
         self.held = 0
+        # The W3C trace context of the latest requests, for tests of its propagation.
+        self.traceparents: deque[str] = deque(maxlen=100)
         self._upstream_routes = self.routes()
         control: list[BaseRoute] = [
             Route("/_sample/calls", self._calls_endpoint, methods=["GET", "DELETE"]),
@@ -236,6 +239,9 @@ class _FaultGate:
             return
         service = self.service
         service.calls.record(service.endpoint_of(scope), _raw_path(scope))
+        for name, value in scope.get("headers", ()):
+            if name == b"traceparent":
+                service.traceparents.append(value.decode("latin-1"))
         if (operation := service.operation_of(scope)) is not None:
             service.calls.record_operation(operation)
         decision = service.faults.decide()

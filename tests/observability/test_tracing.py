@@ -1,53 +1,19 @@
-"""Traces: one per request, the upstream calls under it, and no customer data in them."""
+"""Traces: one per request, the upstream calls under it, W3C trace context in and out,
+nothing at all when tracing is off, and no customer data in any span."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from typing import Any
-
-import httpx
-import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from demo.upstreams.runner import SampleUpstreams
-from demo.wiring import sample_upstreams_config
+from gateway.observability import tracing
 from gateway.settings import load_settings
-from resolvers.app import create_app
-from tests.conftest import FAST, api_client
 from tests.gql_client import gql
-from tests.in_process import lifespan
+from tests.observability.traced import THREE_UPSTREAMS, Traced
 
-THREE_UPSTREAMS = """query Profile($email: String!) {
-  customer(email: $email) {
-    email lifecycleStage lifetimeValue { amount } engagement { sessions30d }
-  }
-}"""
-
-Traced = Callable[..., Any]
-
-
-@pytest.fixture
-def traced(samples: SampleUpstreams, seeded_url: str) -> Traced:
-    """A factory of gateways tracing into an in-memory exporter."""
-
-    @asynccontextmanager
-    async def instance(
-        exporter: InMemorySpanExporter, **settings: Any
-    ) -> AsyncIterator[httpx.AsyncClient]:
-        config = sample_upstreams_config(
-            samples.base_urls, {name: dict(FAST) for name in samples.base_urls}
-        )
-        app = create_app(
-            load_settings(database_url=seeded_url, cache_url="memory://", **settings),
-            upstreams=config,
-            span_exporter=exporter,
-        )
-        async with lifespan(app), api_client(app) as http:
-            yield http
-
-    return instance
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 
 
 def _by_id(spans: tuple[ReadableSpan, ...]) -> dict[int, ReadableSpan]:
@@ -62,6 +28,11 @@ def _ancestors(span: ReadableSpan, spans: dict[int, ReadableSpan]) -> list[Reada
     return found
 
 
+def _request(spans: tuple[ReadableSpan, ...], name: str) -> ReadableSpan:
+    (request,) = [s for s in spans if s.name == name and s.kind.name == "SERVER"]
+    return request
+
+
 async def test_a_query_over_three_upstreams_is_one_trace_with_their_calls_under_the_request(
     traced: Traced, samples: SampleUpstreams
 ) -> None:
@@ -71,22 +42,74 @@ async def test_a_query_over_three_upstreams_is_one_trace_with_their_calls_under_
         body = await gql(client, THREE_UPSTREAMS, email=samples.people[3].email)
         assert "errors" not in body, body
     spans = exporter.get_finished_spans()
-    for s in spans:
-        print(
-            s.name,
-            s.parent and hex(s.parent.span_id),
-            hex(s.context.span_id),
-            dict(s.attributes or {}),
-        )
-    assert len({span.context.trace_id for span in spans}) == 1
-    by_id = _by_id(spans)
-    (request,) = [s for s in spans if s.parent is None]
-    assert request.name == "POST /graphql"
-    calls = [s for s in spans if s.name.startswith("upstream ")]
-    assert {s.attributes["gateway.upstream"] for s in calls if s.attributes} >= {
-        "hubspot",
-        "shopify",
-        "segment",
+    request = _request(spans, "POST /graphql")
+    mine = [s for s in spans if s.context.trace_id == request.context.trace_id]
+    by_id = _by_id(tuple(mine))
+    calls = {
+        str((s.attributes or {})["gateway.upstream"]): s for s in mine if "upstream " in s.name
     }
-    for call in calls:
+    assert set(calls) == {"hubspot", "shopify", "segment"}
+    for call in calls.values():
         assert request in _ancestors(call, by_id)
+        # Each call's HTTP attempt (httpx) is its child.
+        attempts = [s for s in mine if s.parent and s.parent.span_id == call.context.span_id]
+        assert [s.kind.name for s in attempts] == ["CLIENT"]
+    # In parallel: every call started before any of them ended.
+    assert max(c.start_time or 0 for c in calls.values()) < min(
+        c.end_time or 0 for c in calls.values()
+    )
+    names = {s.name for s in mine}
+    assert {"loader crm", "loader commerce", "loader analytics"} <= names
+    assert any(n.startswith("cache read") for n in names)
+    assert any(n.startswith("SELECT") for n in names)  # the database's statements
+
+
+async def test_the_callers_trace_context_is_honoured_and_passed_to_the_upstreams(
+    traced: Traced, samples: SampleUpstreams
+) -> None:
+    exporter = InMemorySpanExporter()
+    for service in (samples.hubspot, samples.shopify, samples.segment):
+        service.traceparents.clear()
+    async with traced(exporter) as client:
+        response = await client.post(
+            "/graphql",
+            json={"query": THREE_UPSTREAMS, "variables": {"email": samples.people[4].email}},
+            headers={"traceparent": TRACEPARENT},
+        )
+        assert response.status_code == 200
+    request = _request(exporter.get_finished_spans(), "POST /graphql")
+    assert f"{request.context.trace_id:032x}" == TRACE_ID
+    for service in (samples.hubspot, samples.shopify, samples.segment):
+        assert service.traceparents, service.name
+        assert all(tp.split("-")[1] == TRACE_ID for tp in service.traceparents)
+
+
+async def test_retries_and_breaker_decisions_are_events_of_the_upstream_call(
+    traced: Traced, samples: SampleUpstreams
+) -> None:
+    exporter = InMemorySpanExporter()
+    async with traced(exporter) as client:
+        samples.hubspot.faults.update(rate_limit_next=1, retry_after_s=0.01)
+        body = await gql(client, THREE_UPSTREAMS, email=samples.people[5].email)
+        assert "errors" not in body, body
+    (call,) = [s for s in exporter.get_finished_spans() if s.name.startswith("upstream hubspot")]
+    (retry,) = [e for e in call.events if e.name == "retry"]
+    assert dict(retry.attributes or {}) == {
+        "attempt": 1,
+        "wait_s": 0.01,
+        "error": "UPSTREAM_RATE_LIMITED",
+    }
+
+
+async def test_off_by_default_nothing_is_traced(traced: Traced, samples: SampleUpstreams) -> None:
+    assert load_settings().otel_endpoint is None
+    for service in (samples.hubspot, samples.shopify):
+        service.traceparents.clear()
+    async with traced(None) as client:
+        assert not tracing.tracing_on()
+        assert tracing.span("anything") is tracing.span("else")  # one shared null context
+        body = await gql(client, THREE_UPSTREAMS, email=samples.people[6].email)
+        assert "errors" not in body, body
+    # Nothing was instrumented: no trace context went to the upstreams.
+    assert not samples.hubspot.traceparents
+    assert not samples.shopify.traceparents
