@@ -13,6 +13,7 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.sdk.trace.export import SpanExporter
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -27,7 +28,7 @@ from gateway.ingest.streams.running import serving_consumer
 from gateway.observability import metrics
 from gateway.observability.logs import configure_worker_logging
 from gateway.observability.readiness import Readiness
-from gateway.observability.tracing import request_spans
+from gateway.observability.tracing import request_span_options
 from gateway.services import Services
 from gateway.settings import Settings, is_loopback, load_settings
 from gateway.upstreams.event_store import ESP_SOURCES
@@ -164,9 +165,9 @@ def create_app(
         Mount(ASSETS_PATH, StaticFiles(packages=[(ASSETS_PACKAGE, "static")]), name="graphiql"),
     ]
     # Outermost of all, when tracing: each request's span covers everything below.
-    traced = request_spans(settings, forced=span_exporter is not None)
+    traced = request_span_options(settings, forced=span_exporter is not None)
     middleware = [
-        *([traced] if traced is not None else []),
+        *([Middleware(OpenTelemetryMiddleware, **traced)] if traced is not None else []),
         # Outermost otherwise: nothing raised inside reaches uvicorn, which would drop the
         # client's keep-alive connection (Starlette's own 500 page re-raises).
         Middleware(ErrorBoundary),

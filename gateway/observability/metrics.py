@@ -27,6 +27,11 @@ REQUEST_SECONDS = Histogram(
     ["operation"],
     buckets=_LATENCY_BUCKETS,
 )
+OPERATION_ERRORS = Counter(
+    "gateway_operation_errors_total",
+    "GraphQL operations that answered errors, by operation and error code (once per code).",
+    ["operation", "code"],
+)
 UPSTREAM_SECONDS = Histogram(
     "gateway_upstream_request_duration_seconds",
     "Time one upstream fetch took, retries included.",

@@ -26,7 +26,6 @@ from typing import Any
 import httpx
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
@@ -37,12 +36,11 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.util.types import AttributeValue
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.middleware import Middleware
 
 from gateway.observability.span_redaction import RedactingExporter, mask_path
 from gateway.tracing_settings import TracingSettings
 
-__all__ = ["Tracing", "request_spans", "span", "traces_url", "tracing_on"]
+__all__ = ["Tracing", "request_span_options", "span", "traces_url", "tracing_on"]
 
 _NULL: contextlib.nullcontext[None] = contextlib.nullcontext()
 _UNTRACED_PATHS = "healthz,readyz,metrics"  # probes every few seconds: noise, not load
@@ -128,19 +126,21 @@ def traces_url(endpoint: str) -> str:
     return base if base.endswith("/v1/traces") else f"{base}/v1/traces"
 
 
-def request_spans(settings: TracingSettings, *, forced: bool = False) -> Middleware | None:
-    """The ASGI middleware that starts each request's span (the incoming ``traceparent``
-    honoured), when tracing is configured (or ``forced``: a test's exporter); else None."""
+def request_span_options(
+    settings: TracingSettings, *, forced: bool = False
+) -> dict[str, Any] | None:
+    """The options of OpenTelemetry's ASGI middleware, which the edge puts in front of the
+    app to start each request's span (the incoming ``traceparent`` honoured), when tracing
+    is configured (or ``forced``: a test's exporter); else None: no middleware at all."""
     if not (forced or settings.otel_endpoint):
         return None
-    return Middleware(
-        OpenTelemetryMiddleware,
-        excluded_urls=_UNTRACED_PATHS,
-        default_span_details=_span_details,
-        tracer_provider=_provider(settings),
-        meter_provider=NoOpMeterProvider(),
-        exclude_spans=["receive", "send"],
-    )
+    return {
+        "excluded_urls": _UNTRACED_PATHS,
+        "default_span_details": _span_details,
+        "tracer_provider": _provider(settings),
+        "meter_provider": NoOpMeterProvider(),
+        "exclude_spans": ["receive", "send"],
+    }
 
 
 class Tracing:

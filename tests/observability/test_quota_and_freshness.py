@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 from typing import cast
 
 import httpx
+import pytest
+from prometheus_client import REGISTRY
 
 from adapters.hubspot import HubSpotAdapter
 from adapters.protocols import BatchOrdersAdapter, CommerceAdapter
+from adapters.registry import aclose_adapters, build_adapters
 from adapters.transport.telemetry import Quota, quotas_in
 from demo.upstreams.runner import SampleUpstreams
-from tests.conftest import GatewayFactory
+from demo.upstreams.shopify.cost import PLANS, Plan
+from demo.wiring import sample_upstreams_config
+from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.db.migrate import upgrade
+from gateway.ingest.sync import sync
+from tests.conftest import FAST, GatewayFactory
 from tests.gql_client import gql
 from tests.observability.drift_calls import Heard, adapters_over
 
@@ -58,11 +67,12 @@ async def test_a_shrunk_quota_shows_in_what_the_adapters_report(samples: SampleU
             crm = cast(HubSpotAdapter, adapters["hubspot"])
             for person in people:  # ten calls within one 10 s window, or two
                 await crm.fetch_contacts([person.hubspot_id])
-            samples.shopify.graphql.reset(samples.shopify.graphql.bucket.plan.__class__(200, 5))
+            samples.shopify.graphql.reset(Plan(200, 5))
             shop = cast(BatchOrdersAdapter, adapters["shopify"])
             await shop.fetch_orders_by_email([p.email for p in people[:2]], 5)
     finally:
         samples.reset()
+        samples.shopify.graphql.reset(PLANS["plus"])
     interval = [q for up, q in heard.quotas if up == "hubspot" and q.name == "interval"]
     assert {q.limit for q in interval} == {3}
     # At most one window boundary in a second: one side saw three calls or more.
@@ -131,3 +141,49 @@ async def test_data_served_stale_does_not_look_fresh(
         text = (await client.get("/metrics")).text
     assert _value(text, SERVED, upstream="hubspot") == served
     assert _value(text, FETCHED, upstream="hubspot") == fetched
+
+
+@pytest.fixture
+def empty_url(tmp_path: Path) -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'sync.db'}"
+    upgrade(url)
+    return url
+
+
+async def test_a_sync_run_reports_its_freshness_and_reconciliation(
+    samples: SampleUpstreams, empty_url: str
+) -> None:
+    engine = create_engine(empty_url)
+    config = sample_upstreams_config(samples.base_urls, dict.fromkeys(samples.base_urls, FAST))
+    adapters = build_adapters(config)
+    samples.reset()
+
+    def value(name: str, **labels: str) -> float | None:
+        return REGISTRY.get_sample_value(name, labels)
+
+    failed_before = value("gateway_sync_runs_total", source="hubspot", status="failed") or 0.0
+    try:
+        started = time.time()
+        (report,) = await sync(create_sessionmaker(engine), adapters, ["hubspot"])
+        assert report.status == "ok"
+        synced = value("gateway_sync_last_success_timestamp_seconds", source="hubspot")
+        assert synced is not None
+        assert started <= synced <= time.time()
+        assert value("gateway_sync_reconciliation_difference", source="hubspot") == 0
+        newest = value(
+            "gateway_data_stored_newest_timestamp_seconds", kind="contacts", source="hubspot"
+        )
+        assert newest is not None
+        assert report.cursor_after is not None
+        assert newest >= report.cursor_after.timestamp()
+
+        samples.hubspot.faults.update(error_rate=1.0, error_status=503)
+        (failed,) = await sync(create_sessionmaker(engine), adapters, ["hubspot"])
+        assert failed.status == "failed"
+        assert value("gateway_sync_last_success_timestamp_seconds", source="hubspot") == synced
+        failed_after = value("gateway_sync_runs_total", source="hubspot", status="failed")
+        assert failed_after == failed_before + 1
+    finally:
+        samples.reset()
+        await aclose_adapters(adapters)
+        await engine.dispose()
