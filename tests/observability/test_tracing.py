@@ -10,6 +10,7 @@ from demo.upstreams.runner import SampleUpstreams
 from gateway.observability import tracing
 from gateway.settings import load_settings
 from tests.gql_client import gql
+from tests.observability.otlp_receiver import otlp_receiver
 from tests.observability.traced import THREE_UPSTREAMS, Traced
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -113,3 +114,24 @@ async def test_off_by_default_nothing_is_traced(traced: Traced, samples: SampleU
     # Nothing was instrumented: no trace context went to the upstreams.
     assert not samples.hubspot.traceparents
     assert not samples.shopify.traceparents
+
+
+async def test_spans_are_exported_over_otlp_when_an_endpoint_is_set(
+    traced: Traced, samples: SampleUpstreams
+) -> None:
+    with otlp_receiver() as (endpoint, received):
+        async with traced(None, otel_endpoint=endpoint, otel_service_name="gw-test") as client:
+            assert tracing.tracing_on()
+            body = await gql(client, THREE_UPSTREAMS, email=samples.people[7].email)
+            assert "errors" not in body, body
+        # Closing the app sent what the batch processor held.
+    assert not tracing.tracing_on()
+    assert received.content_types == {"application/x-protobuf"}
+    names = {span.name for service, span in received.spans if service == "gw-test"}
+    assert "POST /graphql" in names
+    assert {f"upstream {u}" for u in ("hubspot", "shopify", "segment")} <= {
+        " ".join(name.split(" ")[:2]) for name in names
+    }
+    requests = [s for _, s in received.spans if s.name == "POST /graphql"]
+    calls = [s for _, s in received.spans if s.name.startswith("upstream ")]
+    assert {c.trace_id for c in calls} == {requests[0].trace_id}
