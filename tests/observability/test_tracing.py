@@ -3,11 +3,16 @@ nothing at all when tracing is off, and no customer data in any span."""
 
 from __future__ import annotations
 
+import io
+import logging
+
+import orjson
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from demo.upstreams.runner import SampleUpstreams
 from gateway.observability import tracing
+from gateway.observability.logs import JsonFormatter
 from gateway.settings import load_settings
 from tests.gql_client import gql
 from tests.observability.otlp_receiver import otlp_receiver
@@ -85,21 +90,53 @@ async def test_the_callers_trace_context_is_honoured_and_passed_to_the_upstreams
         assert all(tp.split("-")[1] == TRACE_ID for tp in service.traceparents)
 
 
-async def test_retries_and_breaker_decisions_are_events_of_the_upstream_call(
+async def test_retries_are_events_of_the_upstream_call_and_logs_name_the_trace(
     traced: Traced, samples: SampleUpstreams
 ) -> None:
     exporter = InMemorySpanExporter()
-    async with traced(exporter) as client:
-        samples.hubspot.faults.update(rate_limit_next=1, retry_after_s=0.01)
-        body = await gql(client, THREE_UPSTREAMS, email=samples.people[5].email)
-        assert "errors" not in body, body
-    (call,) = [s for s in exporter.get_finished_spans() if s.name.startswith("upstream hubspot")]
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("adapters.transport.retry")
+    logger.addHandler(handler)
+    try:
+        async with traced(exporter) as client:
+            samples.hubspot.faults.update(rate_limit_next=1, retry_after_s=0.01)
+            body = await gql(client, THREE_UPSTREAMS, email=samples.people[5].email)
+            assert "errors" not in body, body
+    finally:
+        logger.removeHandler(handler)
+    spans = exporter.get_finished_spans()
+    (call,) = [s for s in spans if s.name.startswith("upstream hubspot")]
     (retry,) = [e for e in call.events if e.name == "retry"]
     assert dict(retry.attributes or {}) == {
         "attempt": 1,
         "wait_s": 0.01,
         "error": "UPSTREAM_RATE_LIMITED",
     }
+    (line,) = [orjson.loads(x) for x in stream.getvalue().splitlines() if "retrying" in x]
+    assert line["trace_id"] == f"{call.context.trace_id:032x}"
+    assert line["span_id"] == f"{call.context.span_id:016x}"
+
+
+async def test_the_breakers_decisions_are_events_of_the_upstream_call(
+    traced: Traced, samples: SampleUpstreams
+) -> None:
+    exporter = InMemorySpanExporter()
+    overrides = {"hubspot": {"breaker": {"failure_threshold": 1, "reset_timeout_s": 60}}}
+    async with traced(exporter, overrides) as client:
+        samples.hubspot.faults.update(error_rate=1.0, error_status=503)
+        for person in samples.people[8:10]:
+            await gql(client, THREE_UPSTREAMS, email=person.email)
+    calls = [s for s in exporter.get_finished_spans() if s.name.startswith("upstream hubspot")]
+    assert [[e.name for e in call.events] for call in calls] == [
+        ["breaker opened"],
+        ["breaker refused"],
+    ]
+    assert [(call.attributes or {})["gateway.error"] for call in calls] == [
+        "UPSTREAM_UNAVAILABLE",
+        "UPSTREAM_UNAVAILABLE",
+    ]
 
 
 async def test_off_by_default_nothing_is_traced(traced: Traced, samples: SampleUpstreams) -> None:

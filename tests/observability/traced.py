@@ -32,11 +32,12 @@ def traced_gateways(samples: SampleUpstreams, seeded_url: str) -> Traced:
 
     @asynccontextmanager
     async def instance(
-        exporter: InMemorySpanExporter | None, **settings: Any
+        exporter: InMemorySpanExporter | None,
+        overrides: dict[str, dict[str, Any]] | None = None,
+        **settings: Any,
     ) -> AsyncIterator[httpx.AsyncClient]:
-        config = sample_upstreams_config(
-            samples.base_urls, {name: dict(FAST) for name in samples.base_urls}
-        )
+        tables = {name: {**FAST, **(overrides or {}).get(name, {})} for name in samples.base_urls}
+        config = sample_upstreams_config(samples.base_urls, tables)
         app = create_app(
             load_settings(database_url=seeded_url, cache_url="memory://", **settings),
             upstreams=config,
