@@ -8,7 +8,7 @@ the cache after a fresh one does not make the newest data served older.
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 
 from prometheus_client import Gauge
 
@@ -19,6 +19,9 @@ __all__ = ["arrived", "fetched", "served", "synced"]
 # The last value set per gauge child, so that a gauge moves forward only; a plain dict,
 # as every caller is on the event loop (or a CLI's only thread).
 _last: dict[tuple[str, tuple[str, ...]], float] = {}
+# The newest fetch served per upstream, compared as it comes (served runs per request).
+_served: dict[str, datetime] = {}
+_NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 def _forward(gauge: Gauge, labels: tuple[str, ...], when: float) -> None:
@@ -35,7 +38,9 @@ def fetched(upstream: str) -> None:
 
 def served(upstream: str, fetched_at: datetime) -> None:
     """Data fetched at ``fetched_at`` was served (fresh, cached or stale)."""
-    _forward(metrics.SERVED_NEWEST, (upstream,), fetched_at.timestamp())
+    if fetched_at > _served.get(upstream, _NEVER):
+        _served[upstream] = fetched_at
+        metrics.SERVED_NEWEST.labels(upstream).set(fetched_at.timestamp())
 
 
 def arrived(kind: str, source: str, when: float | None = None) -> None:

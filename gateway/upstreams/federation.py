@@ -326,10 +326,12 @@ def _from_cache(
 
 
 def _served(upstream: str, outcomes: Iterable[Outcome[Any]]) -> None:
-    newest = max(
-        (o.fetched_at for o in outcomes if o.error is None or o.status is SourceStatus.STALE),
-        default=None,
-    )
+    newest = None
+    for outcome in outcomes:  # a loop, not max(): this runs for every batch served
+        if (outcome.error is None or outcome.status is SourceStatus.STALE) and (
+            newest is None or outcome.fetched_at > newest
+        ):
+            newest = outcome.fetched_at
     if newest is not None:
         freshness.served(upstream, newest)
 
