@@ -54,4 +54,4 @@ async def test_tracing_runs_and_prints_its_ratios(capsys: pytest.CaptureFixture[
     await tracing.run(requests=20, rounds=1)
     out = capsys.readouterr().out
     assert re.search(r"ratio tracing on / off: [\d.]+", out), out
-    assert re.search(r"ratio null spans of one request \(5\) / request off: [\d.]+", out), out
+    assert re.search(r"ratio null spans of one request \(6\) / request off: [\d.]+", out), out
