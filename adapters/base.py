@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Generic, Protocol, TypeVar
 
+import httpx
+
 from adapters.transport.breaker import CircuitBreaker
 
 
@@ -15,6 +17,9 @@ class _Named(Protocol):
 class _Client(Protocol):
     @property
     def breaker(self) -> CircuitBreaker: ...
+
+    @property
+    def http(self) -> httpx.AsyncClient: ...
 
     async def aclose(self) -> None: ...
 
@@ -35,6 +40,10 @@ class ClientBackedAdapter(Generic[ConfigT]):
     @property
     def breaker(self) -> CircuitBreaker:
         return self._client.breaker
+
+    def http_clients(self) -> list[httpx.AsyncClient]:
+        """The HTTP clients the adapter calls through (for tracing to instrument)."""
+        return [self._client.http]
 
     async def aclose(self) -> None:
         await self._client.aclose()

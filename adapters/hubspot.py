@@ -18,6 +18,7 @@ from pydantic import AwareDatetime, ConfigDict, field_validator
 
 from adapters.transport.auth import build_auth
 from adapters.transport.rest import RestClient
+from adapters.transport.telemetry import NO_TELEMETRY, Telemetry
 
 from .base import ClientBackedAdapter
 from .config import HubSpotConfig
@@ -55,7 +56,7 @@ _SEARCH = "/crm/v3/objects/contacts/search"
 class _Properties(Payload):
     # HubSpot sends every property value as a string (or null): lax parsing turns
     # "true" into True and "1980-02-03" into a date, and still rejects nonsense.
-    model_config = ConfigDict(extra="ignore", frozen=True, strict=False)
+    model_config = ConfigDict(extra="allow", frozen=True, strict=False)
 
     email: str | None = None
     firstname: str | None = None
@@ -73,6 +74,9 @@ class _Properties(Payload):
     consent_personalisation: bool | None = None
     consent_analytics: bool | None = None
 
+    # Always sent, whatever was asked for.
+    unread = frozenset({"createdate", "hs_object_id", "lastmodifieddate"})
+
     @field_validator("*", mode="before")
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
@@ -80,6 +84,9 @@ class _Properties(Payload):
 
 
 class _Contact(Payload):
+    unread = frozenset({"propertiesWithHistory", "archivedAt", "url"})
+    may_omit = frozenset({"archived"})
+
     id: str
     properties: _Properties
     createdAt: AwareDatetime
@@ -88,11 +95,15 @@ class _Contact(Payload):
 
 
 class _Batch(Payload):
+    unread = frozenset({"requestedAt", "startedAt", "completedAt", "links", "errors", "numErrors"})
+
     status: str
     results: list[_Contact]
 
 
 class _Next(Payload):
+    unread = frozenset({"link"})
+
     after: str
 
 
@@ -101,6 +112,8 @@ class _Paging(Payload):
 
 
 class _Search(Payload):
+    may_omit = frozenset({"paging"})  # absent on the last page
+
     total: int
     results: list[_Contact]
     paging: _Paging | None = None
@@ -112,11 +125,15 @@ class HubSpotAdapter(ClientBackedAdapter[HubSpotConfig]):
     kind: Literal["crm"] = "crm"
 
     def __init__(
-        self, config: HubSpotConfig, *, clock: Callable[[], float] = time.monotonic
+        self,
+        config: HubSpotConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self.config = config
         auth = build_auth(config.name, config.auth, token_url=config.token_url, clock=clock)
-        self.rest = RestClient(config, auth=auth, clock=clock)
+        self.rest = RestClient(config, auth=auth, clock=clock, telemetry=telemetry)
         self._client = self.rest
 
     async def fetch_contact(self, external_id: str) -> CrmContact | None:
@@ -162,7 +179,9 @@ class HubSpotAdapter(ClientBackedAdapter[HubSpotConfig]):
         """The search's own ``total`` for the window: one page of one record."""
         query = {
             "filterGroups": self._modified_since(since),
-            "properties": ["hs_object_id"],
+            # Every property, as the other reads ask: the one record read is checked for
+            # drift as theirs are, and HubSpot sends only the properties asked for.
+            "properties": list(PROPERTIES),
             "limit": 1,
         }
         reply = await self.rest.post(_SEARCH, _Search, json=query)

@@ -32,6 +32,7 @@ from .segment import SegmentAdapter
 from .shopify import ShopifyAdapter
 from .shopify_graphql import ShopifyGraphQLAdapter
 from .soap_crm import SoapCrmAdapter
+from .transport.telemetry import NO_TELEMETRY, Telemetry
 
 __all__ = [
     "aclose_adapters",
@@ -50,28 +51,31 @@ def build_adapter(
     *,
     clock: Callable[[], float] = time.monotonic,
     redis: Any | None = None,
+    telemetry: Telemetry = NO_TELEMETRY,
 ) -> Adapter:
     """The adapter for one upstream's configuration (by its ``kind``, and for a shop its
     ``api``); ``clock`` times its breaker and token refresh; ``redis`` (the gateway's
     guarded Redis, ``cost_bucket.GuardedRedis``) shares a cost-limited upstream's bucket
-    between instances."""
+    between instances; ``telemetry`` hears of quotas, Retry-After and schema drift."""
     if isinstance(config, HubSpotConfig):
-        return HubSpotAdapter(config, clock=clock)
+        return HubSpotAdapter(config, clock=clock, telemetry=telemetry)
     if isinstance(config, SoapCrmConfig):
-        return SoapCrmAdapter(config, clock=clock)
+        return SoapCrmAdapter(config, clock=clock, telemetry=telemetry)
     if isinstance(config, ShopifyConfig):
         if config.api == "graphql":
-            return ShopifyGraphQLAdapter(config, clock=clock, redis=redis)
-        return ShopifyAdapter(config, clock=clock)
-    return SegmentAdapter(config, clock=clock)
+            return ShopifyGraphQLAdapter(config, clock=clock, redis=redis, telemetry=telemetry)
+        return ShopifyAdapter(config, clock=clock, telemetry=telemetry)
+    return SegmentAdapter(config, clock=clock, telemetry=telemetry)
 
 
-def build_adapters(config: UpstreamsConfig, *, redis: Any | None = None) -> dict[str, Adapter]:
+def build_adapters(
+    config: UpstreamsConfig, *, redis: Any | None = None, telemetry: Telemetry = NO_TELEMETRY
+) -> dict[str, Adapter]:
     """One adapter per enabled upstream, keyed by upstream name."""
     built: dict[str, Adapter] = {}
     try:
         for upstream in config.enabled():
-            built[upstream.name] = build_adapter(upstream, redis=redis)
+            built[upstream.name] = build_adapter(upstream, redis=redis, telemetry=telemetry)
             logger.info("adapter ready", extra={"upstream": upstream.name, "kind": upstream.kind})
     except BaseException:
         # Do not leak the pools of the ones already built.

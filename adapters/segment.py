@@ -15,6 +15,7 @@ from pydantic import AwareDatetime, ConfigDict, Field, JsonValue
 
 from adapters.transport.auth import build_auth
 from adapters.transport.rest import RestClient
+from adapters.transport.telemetry import NO_TELEMETRY, Telemetry
 
 from .base import ClientBackedAdapter
 from .config import SegmentConfig
@@ -35,6 +36,9 @@ _KNOWN_TRAITS = ("email", "first_name", "last_name", "created_at", "last_seen_at
 
 
 class _Cursor(Payload):
+    unread = frozenset({"url", "limit"})
+    may_omit = frozenset({"next"})
+
     has_more: bool
     next: str | None = None
 
@@ -46,7 +50,9 @@ class _Traits(Payload):
 
 class _KnownTraits(Payload):
     # Traits are free-form JSON set by whoever tracks; read the known ones leniently.
-    model_config = ConfigDict(extra="ignore", frozen=True, strict=False)
+    model_config = ConfigDict(extra="allow", frozen=True, strict=False)
+    complete = False
+    open = True
 
     email: str | None = None
     first_name: str | None = None
@@ -57,6 +63,11 @@ class _KnownTraits(Payload):
 
 
 class _Event(Payload):
+    unread = frozenset(
+        {"anonymous_id", "user_id", "context", "source_id", "encoding", "related", "traits"}
+    )
+    may_omit = frozenset({"event", "properties"})  # a page or identify call has none
+
     type: str
     event: str | None = None
     message_id: str
@@ -70,6 +81,8 @@ class _Events(Payload):
 
 
 class _ExternalId(Payload):
+    unread = frozenset({"encoding"})
+
     id: str
     type: str
     source_id: str | None = None
@@ -92,10 +105,15 @@ class SegmentAdapter(ClientBackedAdapter[SegmentConfig]):
     kind: Literal["analytics"] = "analytics"
 
     def __init__(
-        self, config: SegmentConfig, *, clock: Callable[[], float] = time.monotonic
+        self,
+        config: SegmentConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self.config = config
-        self.rest = RestClient(config, auth=build_auth(config.name, config.auth), clock=clock)
+        auth = build_auth(config.name, config.auth)
+        self.rest = RestClient(config, auth=auth, clock=clock, telemetry=telemetry)
         self._client = self.rest
 
     def _path(self, value: str) -> dict[str, str]:
@@ -128,7 +146,7 @@ class SegmentAdapter(ClientBackedAdapter[SegmentConfig]):
             pages += 1
         if pages == 0:
             return None
-        known = parse_object(self.name, "traits", _KnownTraits, traits)
+        known = parse_object(self.name, "traits", _KnownTraits, traits, self.rest.telemetry)
         with checked(self.name, "traits"):
             return AnalyticsTraits(
                 source=self.name,

@@ -17,6 +17,7 @@ from pydantic import AwareDatetime
 
 from adapters.transport.auth import build_auth
 from adapters.transport.rest import RestClient
+from adapters.transport.telemetry import NO_TELEMETRY, Telemetry
 
 from .base import ClientBackedAdapter
 from .config import ShopifyConfig
@@ -45,10 +46,20 @@ def _numbers(ids: Sequence[str]) -> list[str]:
 
 
 class _Consent(Payload):
+    unread = frozenset({"consent_updated_at", "opt_in_level", "consent_collected_from"})
+
     state: str | None = None
 
 
 class _Customer(Payload):
+    unread = frozenset(
+        {
+            "default_address", "addresses", "note", "tax_exempt", "tax_exemptions",
+            "accepts_marketing", "accepts_marketing_updated_at", "marketing_opt_in_level",
+            "multipass_identifier", "admin_graphql_api_id", "sms_marketing_consent",
+        }
+    )  # fmt: skip
+
     id: int
     email: str | None = None
     first_name: str | None = None
@@ -72,6 +83,11 @@ class _Customers(Payload):
 
 
 class _LineItem(Payload):
+    unread = frozenset(
+        {"name", "variant_title", "vendor", "grams", "fulfillable_quantity", "properties",
+         "taxable", "total_discount", "admin_graphql_api_id", "requires_shipping"}
+    )  # fmt: skip
+
     id: int
     product_id: int | None = None
     variant_id: int | None = None
@@ -82,10 +98,22 @@ class _LineItem(Payload):
 
 
 class _CustomerRef(Payload):
+    # The order's customer: the adapter reads its id only.
+    open = True
+
     id: int
 
 
 class _Order(Payload):
+    unread = frozenset(
+        {
+            "cancelled_at", "cancel_reason", "closed_at", "order_number", "number",
+            "taxes_included", "updated_at", "note", "tags", "token", "admin_graphql_api_id",
+            "billing_address", "shipping_address", "shipping_lines", "discount_codes",
+            "total_discounts", "total_line_items_price", "presentment_currency", "test",
+        }
+    )  # fmt: skip
+
     id: int
     name: str | None = None
     email: str | None = None
@@ -106,10 +134,21 @@ class _Orders(Payload):
 
 
 class _Image(Payload):
+    unread = frozenset(
+        {"id", "position", "product_id", "alt", "width", "height", "variant_ids",
+         "created_at", "updated_at", "admin_graphql_api_id"}
+    )  # fmt: skip
+
     src: str
 
 
 class _Variant(Payload):
+    unread = frozenset(
+        {"title", "position", "product_id", "inventory_management", "inventory_policy",
+         "inventory_quantity", "compare_at_price", "barcode", "option1", "option2", "option3",
+         "weight", "weight_unit", "taxable", "created_at", "updated_at", "admin_graphql_api_id"}
+    )  # fmt: skip
+
     id: int
     price: Decimal
     sku: str | None = None
@@ -117,6 +156,11 @@ class _Variant(Payload):
 
 
 class _Product(Payload):
+    unread = frozenset(
+        {"body_html", "created_at", "updated_at", "published_at", "published_scope",
+         "images", "options", "template_suffix", "admin_graphql_api_id"}
+    )  # fmt: skip
+
     id: int
     title: str
     handle: str
@@ -157,10 +201,15 @@ class ShopifyAdapter(ClientBackedAdapter[ShopifyConfig]):
     kind: Literal["commerce"] = "commerce"
 
     def __init__(
-        self, config: ShopifyConfig, *, clock: Callable[[], float] = time.monotonic
+        self,
+        config: ShopifyConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self.config = config
-        self.rest = RestClient(config, auth=build_auth(config.name, config.auth), clock=clock)
+        auth = build_auth(config.name, config.auth)
+        self.rest = RestClient(config, auth=auth, clock=clock, telemetry=telemetry)
         self._client = self.rest
         self._api = f"/admin/api/{config.api_version}"
         storefront = config.storefront_url

@@ -21,9 +21,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
+import httpx
+
 from adapters.transport.auth import build_auth
 from adapters.transport.cost_bucket import CostBucket, ThrottleStatus
 from adapters.transport.rest import RestClient
+from adapters.transport.telemetry import NO_TELEMETRY, Quota, Telemetry
 
 from . import shopify_queries as q
 from .base import ClientBackedAdapter
@@ -92,9 +95,11 @@ class ShopifyGraphQLAdapter(ClientBackedAdapter[ShopifyConfig]):
         *,
         clock: Callable[[], float] = time.monotonic,
         redis: Any | None = None,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self.config = config
-        self.rest = RestClient(config, auth=build_auth(config.name, config.auth), clock=clock)
+        auth = build_auth(config.name, config.auth)
+        self.rest = RestClient(config, auth=auth, clock=clock, telemetry=telemetry)
         self._client = self.rest
         self._route = f"/admin/api/{config.api_version}/graphql.json"
         tuning = config.graphql
@@ -106,8 +111,11 @@ class ShopifyGraphQLAdapter(ClientBackedAdapter[ShopifyConfig]):
             key=f"gateway:v1:cost-bucket:{config.name}:{config.base}",
         )
         self.orders_window = tuning.orders_first
-        self._catalogue = ShopifyAdapter(config, clock=clock)
+        self._catalogue = ShopifyAdapter(config, clock=clock, telemetry=telemetry)
         self.throttled = 0  # THROTTLED answers met (each waited for and asked again)
+
+    def http_clients(self) -> list[httpx.AsyncClient]:
+        return [self.rest.http, *self._catalogue.http_clients()]
 
     async def aclose(self) -> None:
         await self.rest.aclose()
@@ -143,6 +151,10 @@ class ShopifyGraphQLAdapter(ClientBackedAdapter[ShopifyConfig]):
                 if spent
                 else None
             )
+            if status is not None:
+                self.rest.telemetry.quota(
+                    self.name, Quota("points", status.available, status.maximum)
+                )
             codes = [e.extensions.code if e.extensions else None for e in body.errors]
             if "THROTTLED" in codes:
                 self.throttled += 1

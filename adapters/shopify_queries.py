@@ -104,29 +104,35 @@ def orders(first: int, line_items: int, *, full: bool, after: bool = False) -> F
 
 
 # Payloads ---------------------------------------------------------------------------
-class _Amount(Payload):
+class _Selected(Payload):
+    # A GraphQL answer holds what the query selected, which varies by query: an absent
+    # field is no drift (a renamed one still shows as unknown).
+    complete = False
+
+
+class _Amount(_Selected):
     amount: Decimal
     currencyCode: str
 
 
-class Bag(Payload):
+class Bag(_Selected):
     shopMoney: _Amount
 
 
-class _Ref(Payload):
+class _Ref(_Selected):
     id: str
 
 
-class _NamedRef(Payload):
+class _NamedRef(_Selected):
     id: str
     name: str | None = None
 
 
-class _Consent(Payload):
+class _Consent(_Selected):
     marketingState: str
 
 
-class _LineItem(Payload):
+class _LineItem(_Selected):
     id: str
     title: str
     quantity: int
@@ -136,17 +142,17 @@ class _LineItem(Payload):
     variant: _Ref | None = None
 
 
-class PageInfo(Payload):
+class PageInfo(_Selected):
     hasNextPage: bool
     endCursor: str | None = None
 
 
-class _LineItems(Payload):
+class _LineItems(_Selected):
     nodes: list[_LineItem]
     pageInfo: PageInfo | None = None
 
 
-class Order(Payload):
+class Order(_Selected):
     id: str
     name: str | None = None
     email: str | None = None
@@ -160,12 +166,12 @@ class Order(Payload):
     lineItems: _LineItems | None = None
 
 
-class _Orders(Payload):
+class _Orders(_Selected):
     nodes: list[Order]
     pageInfo: PageInfo | None = None
 
 
-class Customer(Payload):
+class Customer(_Selected):
     id: str
     email: str | None = None
     firstName: str | None = None
@@ -183,40 +189,40 @@ class Customer(Payload):
     orders: _Orders | None = None
 
 
-class _Customers(Payload):
+class _Customers(_Selected):
     nodes: list[Customer]
 
 
-class Data(Payload):
+class Data(_Selected):
     customers: _Customers | None = None
     customer: Customer | None = None
 
 
-class _Status(Payload):
+class _Status(_Selected):
     maximumAvailable: float
     currentlyAvailable: float
     restoreRate: float
 
 
-class _Cost(Payload):
+class _Cost(_Selected):
     requestedQueryCost: int
     actualQueryCost: int | None = None
     throttleStatus: _Status
 
 
-class _Extensions(Payload):
+class _Extensions(_Selected):
     cost: _Cost | None = None
 
 
-class _ErrorCode(Payload):
+class _ErrorCode(_Selected):
     code: str | None = None
 
 
-class _Error(Payload):
+class _Error(_Selected):
     extensions: _ErrorCode | None = None
 
 
-class Reply(Payload):
+class Reply(_Selected):
     data: Data | None = None
     errors: tuple[_Error, ...] = ()
     extensions: _Extensions | None = None

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime
 
 from adapters.transport.soap import SoapClient
+from adapters.transport.telemetry import NO_TELEMETRY, Telemetry
 
 from .base import ClientBackedAdapter
 from .config import SoapCrmConfig
@@ -71,11 +72,15 @@ class SoapCrmAdapter(ClientBackedAdapter[SoapCrmConfig]):
     kind: Literal["crm"] = "crm"
 
     def __init__(
-        self, config: SoapCrmConfig, *, clock: Callable[[], float] = time.monotonic
+        self,
+        config: SoapCrmConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self.config = config
         # Loads and parses the WSDL now: the app builds adapters in its lifespan.
-        self.soap = SoapClient(config, clock=clock)
+        self.soap = SoapClient(config, clock=clock, telemetry=telemetry)
         self._client = self.soap
 
     async def fetch_contact(self, external_id: str) -> CrmContact | None:
@@ -96,7 +101,11 @@ class SoapCrmAdapter(ClientBackedAdapter[SoapCrmConfig]):
             result = await self.soap.call("GetContacts", ids=keys[start : start + size])
             # zeep unwraps a single repeated element to a bare list (None when empty).
             page = parse_object(
-                self.name, "SOAP GetContacts", _Contacts, {"contacts": result or []}
+                self.name,
+                "SOAP GetContacts",
+                _Contacts,
+                {"contacts": result or []},
+                self.soap.telemetry,
             )
             for contact in page.contacts:
                 found[contact.id] = self._record(contact)
@@ -127,7 +136,9 @@ class SoapCrmAdapter(ClientBackedAdapter[SoapCrmConfig]):
                 params["pageToken"] = token
             result = dict(await self.soap.call("ListChangedContacts", **params) or {})
             result["contacts"] = result.get("contacts") or []
-            page = parse_object(self.name, "SOAP ListChangedContacts", _Changed, result)
+            page = parse_object(
+                self.name, "SOAP ListChangedContacts", _Changed, result, self.soap.telemetry
+            )
             for contact in page.contacts:
                 yield self._record(contact)
             token = page.nextPageToken
@@ -138,12 +149,18 @@ class SoapCrmAdapter(ClientBackedAdapter[SoapCrmConfig]):
         """The service's own ``total`` for the window: one page of one record."""
         result = dict(await self.soap.call("ListChangedContacts", since=since, maxResults=1) or {})
         result["contacts"] = result.get("contacts") or []
-        return parse_object(self.name, "SOAP ListChangedContacts", _Changed, result).total
+        changed = parse_object(
+            self.name, "SOAP ListChangedContacts", _Changed, result, self.soap.telemetry
+        )
+        return changed.total
 
     def _one(self, operation: str, result: Any) -> CrmContact | None:
         if result is None:
             return None
-        return self._record(parse_object(self.name, f"SOAP {operation}", _Contact, result))
+        contact = parse_object(
+            self.name, f"SOAP {operation}", _Contact, result, self.soap.telemetry
+        )
+        return self._record(contact)
 
     def _record(self, contact: _Contact) -> CrmContact:
         with checked(self.name, "SOAP Contact"):

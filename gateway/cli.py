@@ -278,6 +278,7 @@ def sync(sources: tuple[str, ...], batch_size: int, database_url: str | None) ->
     from gateway.ingest.streams.running import ConsumerParts
     from gateway.ingest.sync import SyncReport
     from gateway.ingest.sync import sync as run_sync
+    from gateway.observability.upstream_telemetry import UpstreamTelemetry
     from gateway.privacy.erasure import Tombstones
 
     settings = settings_or_exit(database_url=database_url)
@@ -289,7 +290,7 @@ def sync(sources: tuple[str, ...], batch_size: int, database_url: str | None) ->
 
     async def run() -> list[SyncReport]:
         engine = create_engine(settings.database_url)
-        adapters = build_adapters(upstreams)
+        adapters = build_adapters(upstreams, telemetry=UpstreamTelemetry())
         # The caches the running gateways read, as ``gateway consume`` opens them.
         parts = ConsumerParts.open(settings, upstreams)
         try:
@@ -313,6 +314,11 @@ def sync(sources: tuple[str, ...], batch_size: int, database_url: str | None) ->
     except InvalidInput as exc:
         click.echo(f"gateway: {exc}", err=True)
         sys.exit(2)
+    if settings.sync_metrics_file is not None:
+        # A run is a process of its own: a textfile collector publishes what it measured.
+        from prometheus_client import REGISTRY, write_to_textfile
+
+        write_to_textfile(str(settings.sync_metrics_file), REGISTRY)
     if not reports:
         click.echo("no upstreams enabled (set GATEWAY_UPSTREAMS_FILE)", err=True)
     if any(report.status == "failed" for report in reports):

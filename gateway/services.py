@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+import httpx
+from opentelemetry.sdk.trace.export import SpanExporter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from adapters.base import ClientBackedAdapter
 from adapters.config import UpstreamsConfig
+from adapters.protocols import Adapter
 from adapters.registry import aclose_adapters, build_adapters
 from adapters.transport.breaker import CircuitBreaker
 from gateway.access.api_keys import ApiKeys, Principal
@@ -19,6 +24,8 @@ from gateway.identity.source_ids import SourceIds
 from gateway.ingest.notifications import Notifications, build_notifications
 from gateway.ingest.webhook_receiver import Webhooks
 from gateway.ingest.webhooks import WebhookIngest
+from gateway.observability.tracing import Tracing
+from gateway.observability.upstream_telemetry import UpstreamTelemetry
 from gateway.privacy.audit import AuditLog
 from gateway.privacy.consent import ConsentStore
 from gateway.privacy.erasure import Erasure, Tombstones
@@ -65,10 +72,18 @@ class Services:
     scores: ScoreStore
     # The process's one Redis client behind its guard (None: memory:// cache).
     redis: RedisGuard | None = None
+    # This app's part in tracing (off unless an OTLP endpoint is set).
+    tracing: Tracing | None = None
 
     @classmethod
-    def open(cls, settings: Settings, upstreams: UpstreamsConfig | None = None) -> Services:
-        """Open pools and clients; the SOAP WSDL is parsed here, once, not per request."""
+    def open(
+        cls,
+        settings: Settings,
+        upstreams: UpstreamsConfig | None = None,
+        span_exporter: SpanExporter | None = None,
+    ) -> Services:
+        """Open pools and clients; the SOAP WSDL is parsed here, once, not per request.
+        ``span_exporter`` (tests) turns tracing on with that exporter."""
         config = upstreams if upstreams is not None else settings.load_upstreams()
         engine = engine_for(settings)
         sessions = create_sessionmaker(engine)
@@ -76,9 +91,15 @@ class Services:
         cache = UpstreamCache(build_cache(settings.cache_url, redis))
         federation = Federation(
             # Redis shares a cost-limited shop's bucket between instances.
-            build_adapters(config, redis=redis),
+            build_adapters(config, redis=redis, telemetry=UpstreamTelemetry()),
             cache,
             {upstream.name: upstream.cache for upstream in config.enabled()},
+        )
+        tracing = Tracing.open(settings, span_exporter)
+        tracing.instrument(
+            engine=engine,
+            redis=redis.client if redis is not None else None,
+            http=http_clients(federation.adapters.values()),
         )
         tombstones = Tombstones.from_settings(settings)
         source_ids = SourceIds.from_upstreams(config)
@@ -135,6 +156,7 @@ class Services:
             runs=Runs(settings, engine, forgetting, audit),
             scores=ScoreStore(sessions),
             redis=redis,
+            tracing=tracing,
         )
 
     async def aclose(self) -> None:
@@ -150,6 +172,8 @@ class Services:
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()
+        if self.tracing is not None:
+            self.tracing.close()  # last: the closing above is traced too
 
     def breakers(self) -> dict[str, CircuitBreaker]:
         """Every circuit breaker of this process, by name, for /readyz."""
@@ -177,6 +201,16 @@ class Services:
         except Exception:  # noqa: BLE001 - readiness: any failure means "not ready"
             return False
         return True
+
+
+def http_clients(adapters: Iterable[Adapter]) -> list[httpx.AsyncClient]:
+    """The upstreams' HTTP clients, for tracing to instrument."""
+    return [
+        client
+        for adapter in adapters
+        if isinstance(adapter, ClientBackedAdapter)
+        for client in adapter.http_clients()
+    ]
 
 
 def open_redis(settings: Settings) -> RedisGuard | None:

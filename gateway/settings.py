@@ -18,6 +18,7 @@ from pydantic_settings import SettingsConfigDict
 from adapters.config import UpstreamsConfig, UpstreamsConfigError, load_upstreams_file
 from gateway.outage_settings import OutageSettings
 from gateway.stream_settings import StreamSettings
+from gateway.tracing_settings import TracingSettings
 from gateway.warehouse_settings import WarehouseSettings
 from gateway.webhook_settings import WebhookSettings
 
@@ -43,7 +44,7 @@ class LogLevel(StrEnum):
     ERROR = "ERROR"
 
 
-class Settings(OutageSettings, StreamSettings, WarehouseSettings, WebhookSettings):
+class Settings(OutageSettings, StreamSettings, TracingSettings, WarehouseSettings, WebhookSettings):
     """Every knob of the gateway, with production-safe defaults for a single instance."""
 
     model_config = SettingsConfigDict(

@@ -13,6 +13,8 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from opentelemetry.sdk.trace.export import SpanExporter
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -26,6 +28,7 @@ from gateway.ingest.streams.running import serving_consumer
 from gateway.observability import metrics
 from gateway.observability.logs import configure_worker_logging
 from gateway.observability.readiness import Readiness
+from gateway.observability.tracing import request_span_options
 from gateway.services import Services
 from gateway.settings import Settings, is_loopback, load_settings
 from gateway.upstreams.event_store import ESP_SOURCES
@@ -82,10 +85,11 @@ def create_app(
     upstreams: UpstreamsConfig | None = None,
     example_email: str | None = None,
     example_key: str | None = None,
+    span_exporter: SpanExporter | None = None,
 ) -> Starlette:
     """The ASGI app. ``upstreams`` overrides the settings' upstreams file (demo, tests);
     ``example_key`` pre-fills GraphiQL's headers (the demo's own key only, and only when
-    bound to loopback)."""
+    bound to loopback); ``span_exporter`` (tests) traces into that exporter."""
     settings = settings or load_settings()
     # Here, not only in `gateway serve`: each of uvicorn's workers is a fresh process.
     repeats = configure_worker_logging(
@@ -102,7 +106,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
-        services = Services.open(settings, upstreams)
+        services = Services.open(settings, upstreams, span_exporter)
         readiness = Readiness.open(settings, services.breakers())
         readiness.start()
         services.runs.schedule()  # retention and exports on their intervals, if configured
@@ -160,8 +164,11 @@ def create_app(
         Route("/readyz", readyz),
         Mount(ASSETS_PATH, StaticFiles(packages=[(ASSETS_PACKAGE, "static")]), name="graphiql"),
     ]
+    # Outermost of all, when tracing: each request's span covers everything below.
+    traced = request_span_options(settings, forced=span_exporter is not None)
     middleware = [
-        # Outermost: nothing raised inside reaches uvicorn, which would drop the
+        *([Middleware(OpenTelemetryMiddleware, **traced)] if traced is not None else []),
+        # Outermost otherwise: nothing raised inside reaches uvicorn, which would drop the
         # client's keep-alive connection (Starlette's own 500 page re-raises).
         Middleware(ErrorBoundary),
         Middleware(RequestIdMiddleware),

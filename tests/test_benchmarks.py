@@ -46,3 +46,12 @@ def test_scores_runs_and_prints_its_ratio(capsys: pytest.CaptureFixture[str]) ->
     out = capsys.readouterr().out
     assert re.search(r"scored 600 customers \(\d+ with orders\)", out), out
     assert re.search(r"build [\d.]+ s; yardstick .* ratio [\d.]+", out), out
+
+
+async def test_tracing_runs_and_prints_its_ratios(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import tracing
+
+    await tracing.run(requests=20, rounds=1)
+    out = capsys.readouterr().out
+    assert re.search(r"ratio tracing on / off: [\d.]+", out), out
+    assert re.search(r"ratio null spans of one request \(6\) / request off: [\d.]+", out), out

@@ -35,6 +35,7 @@ from adapters.external_ids import expand_path
 from adapters.payload import parse_json
 from adapters.transport.breaker import CircuitBreaker
 from adapters.transport.retry import CallPolicy, parse_retry_after
+from adapters.transport.telemetry import NO_TELEMETRY, Telemetry, quotas_in
 
 __all__ = [
     "Action",
@@ -42,6 +43,7 @@ __all__ = [
     "Reply",
     "RestClient",
     "create_http_client",
+    "observe",
     "policy_for",
     "rule_for_exception",
     "rule_for_status",
@@ -179,6 +181,17 @@ class Reply(Generic[M]):
     next_url: str | None  # the Link header's rel="next", when there is one
 
 
+def observe(upstream: str, telemetry: Telemetry, headers: httpx.Headers) -> None:
+    """Report the rate-limit headroom and any ``Retry-After`` an answer carries."""
+    if telemetry is NO_TELEMETRY:
+        return
+    for quota in quotas_in(headers):
+        telemetry.quota(upstream, quota)
+    retry_after = parse_retry_after(headers.get("Retry-After"))
+    if retry_after is not None:
+        telemetry.retry_after(upstream, retry_after)
+
+
 class RestClient:
     """JSON over HTTP for one upstream; read-only calls, hence always retryable."""
 
@@ -189,10 +202,12 @@ class RestClient:
         auth: httpx.Auth | None,
         headers: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self.name = config.name
         self.http = create_http_client(config, auth=auth, headers=headers)
         self.policy = policy_for(config, clock=clock)
+        self.telemetry = telemetry
         self._origin = httpx.URL(config.base)
 
     @property
@@ -267,9 +282,10 @@ class RestClient:
 
     def _answer(self, operation: str, response: httpx.Response, model: type[M]) -> Reply[M] | None:
         status = response.status_code
+        observe(self.name, self.telemetry, response.headers)
         rule = rule_for_status(status)
         if rule.action is Action.SUCCEED:
-            body = parse_json(self.name, operation, model, response.content)
+            body = parse_json(self.name, operation, model, response.content, self.telemetry)
             return Reply(body, self._next_url(operation, response))
         if rule.action is Action.NOT_FOUND:
             return None

@@ -8,6 +8,10 @@ after a 429, where the upstream's ``Retry-After`` is honoured exactly. A wait th
 would not leave a useful slice of the budget is not taken: the last error is raised
 at once (an ``UpstreamRateLimited`` when the 429's wait is what does not fit).
 
+Traced: inside a traced request, each call is a span (``upstream <name> <operation>``,
+the route template, never ids) with each retry and each breaker decision as an event;
+the HTTP attempts under it are httpx's spans. Outside one, no span is made.
+
 Retried: timeouts, connection failures, 5xx, 429 (only idempotent reads use this
 policy). Not retried: other 4xx, auth failures, malformed or changed payloads, an open
 circuit. Retrying is tenacity's (``AsyncRetrying``): it already does composable stop
@@ -24,6 +28,8 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
+from opentelemetry import trace
+from opentelemetry.trace import Span, Status, StatusCode
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -48,6 +54,7 @@ __all__ = ["CallPolicy", "parse_retry_after"]
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
+_tracer = trace.get_tracer("adapters")
 
 # Below this, an attempt could not even complete a loopback round trip: stop instead.
 _MIN_ATTEMPT_S = 0.01
@@ -141,6 +148,24 @@ class CallPolicy:
         ``attempt`` raises ``UpstreamError``\\ s (mapped at its own border); the policy
         bounds it with ``asyncio.timeout`` too, so a slow drip cannot outlive its slice.
         """
+        if not trace.get_current_span().is_recording():
+            return await self._run(operation, attempt, budget_s)
+        with _tracer.start_as_current_span(
+            f"upstream {self.upstream} {operation}",
+            attributes={"gateway.upstream": self.upstream, "gateway.operation": operation},
+            record_exception=False,  # messages are ours and say no more than the code
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                return await self._run(operation, attempt, budget_s)
+            except UpstreamError as exc:
+                span.set_attribute("gateway.error", exc.code)
+                span.set_status(Status(StatusCode.ERROR, exc.code))
+                raise
+
+    async def _run(
+        self, operation: str, attempt: Callable[[float], Awaitable[T]], budget_s: float | None
+    ) -> T:
         deadline = _Deadline(
             self.deadline_s if budget_s is None else min(budget_s, self.deadline_s)
         )
@@ -153,6 +178,14 @@ class CallPolicy:
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
+            trace.get_current_span().add_event(
+                "retry",
+                {
+                    "attempt": state.attempt_number,
+                    "wait_s": state.upcoming_sleep or 0.0,
+                    "error": getattr(exc, "code", type(exc).__name__),
+                },
+            )
             logger.info(
                 "retrying %s in %.3fs",
                 operation,
@@ -189,12 +222,17 @@ class CallPolicy:
         timeout = min(self.timeout_s, deadline.remaining())
         if timeout < _MIN_ATTEMPT_S:
             raise UpstreamTimeout(self.upstream, f"{operation}: call budget spent")
-        self.breaker.before_call()
+        span = trace.get_current_span()
+        try:
+            self.breaker.before_call()
+        except CircuitOpen:
+            span.add_event("breaker refused", {"state": self.breaker.state.value})
+            raise
         try:
             async with asyncio.timeout(timeout):
                 result = await attempt(timeout)
         except TimeoutError as exc:
-            self.breaker.record_failure()
+            self._failed(span)
             raise UpstreamTimeout(
                 self.upstream, f"{operation}: no answer within {timeout:.2f}s"
             ) from exc
@@ -202,7 +240,7 @@ class CallPolicy:
             if isinstance(exc, UpstreamAuthError):
                 self.breaker.release()
             else:
-                self.breaker.record_failure()
+                self._failed(span)
             raise
         except UpstreamError:
             # It answered (429, 4xx, a bad payload): alive, but no verdict on health.
@@ -211,5 +249,13 @@ class CallPolicy:
         except BaseException:
             self.breaker.release()
             raise
+        if self.breaker.state is not BreakerState.CLOSED:
+            span.add_event("breaker closed")
         self.breaker.record_success()
         return result
+
+    def _failed(self, span: Span) -> None:
+        before = self.breaker.state
+        self.breaker.record_failure()
+        if self.breaker.state is not before:
+            span.add_event("breaker opened", {"failures": self.breaker.consecutive_failures})

@@ -42,11 +42,13 @@ from adapters.transport.breaker import CircuitBreaker
 from adapters.transport.rest import (
     USER_AGENT,
     Action,
+    observe,
     policy_for,
     rule_for_exception,
     rule_for_status,
 )
 from adapters.transport.retry import parse_retry_after
+from adapters.transport.telemetry import NO_TELEMETRY, Telemetry
 
 __all__ = ["NOT_FOUND_FAULTS", "SoapClient", "packaged_wsdl"]
 
@@ -71,9 +73,16 @@ class _Transport(AsyncTransport):
     """zeep's async transport, minus its debug logging of whole envelopes (they hold
     customer data), plus the status table and the per-attempt timeout."""
 
-    def __init__(self, upstream: str, client: httpx.AsyncClient, wsdl_client: httpx.Client):
+    def __init__(
+        self,
+        upstream: str,
+        client: httpx.AsyncClient,
+        wsdl_client: httpx.Client,
+        telemetry: Telemetry = NO_TELEMETRY,
+    ):
         super().__init__(client=client, wsdl_client=wsdl_client)  # type: ignore[no-untyped-call]
         self.upstream = upstream
+        self.telemetry = telemetry
         # AsyncTransport replaced the clients' headers with zeep's User-Agent.
         client.headers["User-Agent"] = USER_AGENT
 
@@ -89,6 +98,7 @@ class _Transport(AsyncTransport):
         return response
 
     def _check(self, response: httpx.Response) -> None:
+        observe(self.upstream, self.telemetry, response.headers)
         status = response.status_code
         is_xml = "xml" in response.headers.get("Content-Type", "")
         if status == 200 or (status == 500 and is_xml):
@@ -109,9 +119,14 @@ class SoapClient:
     """One SOAP service of one upstream; ``call`` runs an operation under the policy."""
 
     def __init__(
-        self, config: SoapCrmConfig, *, clock: Callable[[], float] = time.monotonic
+        self,
+        config: SoapCrmConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self.name = config.name
+        self.telemetry = telemetry
         self.policy = policy_for(config, clock=clock)
         auth = basic_auth(config.auth.username, config.auth.password)
         self.http = httpx.AsyncClient(
@@ -125,7 +140,7 @@ class SoapClient:
             auth=auth, timeout=httpx.Timeout(config.timeout_s), trust_env=False
         )
         try:
-            transport = _Transport(self.name, self.http, wsdl_http)
+            transport = _Transport(self.name, self.http, wsdl_http, telemetry)
             # Hardened parsing: no DTDs, entities or network fetches from documents.
             settings = Settings(
                 strict=True,
@@ -190,6 +205,7 @@ class SoapClient:
             except (zeep_errors.Error, ValueError, TypeError) as exc:
                 # The reply no longer fits the WSDL (renamed elements, wrong types).
                 # Not chained: zeep's messages can quote the document.
+                self.telemetry.drift(self.name, f"{operation}(reply)", "unreadable")
                 raise UpstreamBadResponse(
                     self.name, f"{label}: reply does not fit the WSDL ({type(exc).__name__})"
                 ) from None

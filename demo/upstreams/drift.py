@@ -10,6 +10,7 @@ that validates what it receives notices; one that trusts it breaks.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -50,6 +51,39 @@ def drift_json(body: bytes) -> bytes:
     except orjson.JSONDecodeError:
         return body
     return orjson.dumps(_drift(document))
+
+
+def _retyped(value: Any) -> Any:
+    if isinstance(value, bool) or value is None:
+        return "yes" if value else 0
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str):
+        return len(value)  # text becomes a number
+    return str(value)  # an object or a list becomes text
+
+
+def _partly(value: Any, renames: Mapping[str, str], retypes: frozenset[str]) -> Any:
+    if isinstance(value, dict):
+        return {
+            renames.get(key, key): _retyped(item)
+            if key in retypes
+            else _partly(item, renames, retypes)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_partly(item, renames, retypes) for item in value]
+    return value
+
+
+def drift_fields(body: bytes, renames: Mapping[str, str], retypes: Iterable[str]) -> bytes:
+    """``body`` with these keys renamed and these keys' values of another type, wherever
+    they occur; the rest as it was (an upstream that changed one field)."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    return orjson.dumps(_partly(document, renames, frozenset(retypes)))
 
 
 def truncate(body: bytes) -> bytes:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import random
 import threading
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 
@@ -25,6 +26,14 @@ class FaultSettings:
     schema_change: bool = False
     hang: bool = False
     soap_fault: bool = False
+    # Partial drift: keys renamed wherever they occur ({"firstname": "first_name"}), and
+    # the values of these keys given another type (text <-> number, objects -> text).
+    rename_fields: Mapping[str, str] = field(default_factory=dict)
+    retype_fields: tuple[str, ...] = ()
+    # The rate limit the service announces (HubSpot's per-interval maximum, Shopify's
+    # bucket); 0: the real service's default. Announced, not enforced (rate_limit_next
+    # decides when a 429 comes).
+    quota_limit: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,17 +48,33 @@ class Decision:
     soap_fault: bool = False
     malformed: bool = False
     schema_change: bool = False
+    rename_fields: Mapping[str, str] = field(default_factory=dict)
+    retype_fields: tuple[str, ...] = ()
+
+    @property
+    def drifted(self) -> bool:
+        return bool(self.rename_fields or self.retype_fields)
 
 
 _BOOLEANS = {"malformed", "schema_change", "hang", "soap_fault"}
 _NUMBERS = {"latency_ms", "error_rate", "retry_after_s"}
-_INTEGERS = {"error_status", "rate_limit_next"}
+_INTEGERS = {"error_status", "rate_limit_next", "quota_limit"}
 _NAMES = {f.name for f in fields(FaultSettings)}
 
 
 def _checked(name: str, value: Any) -> Any:
     if name not in _NAMES:
         raise ValueError(f"unknown fault knob {name!r}")
+    if name == "rename_fields":
+        if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) and k and v for k, v in value.items()
+        ):
+            raise ValueError("rename_fields must map field names to new names")
+        return dict(value)
+    if name == "retype_fields":
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ValueError("retype_fields must be a list of field names")
+        return tuple(value)
     if name in _BOOLEANS:
         if not isinstance(value, bool):
             raise ValueError(f"{name} must be a boolean")
@@ -119,4 +144,6 @@ class Faults:
                 soap_fault=s.soap_fault,
                 malformed=s.malformed,
                 schema_change=s.schema_change,
+                rename_fields=s.rename_fields,
+                retype_fields=s.retype_fields,
             )

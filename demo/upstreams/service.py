@@ -14,6 +14,7 @@ import base64
 import binascii
 import hmac
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any, ClassVar
 
@@ -27,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from demo.people.population import Person
 from demo.upstreams.calls import CallCounter
-from demo.upstreams.drift import drift_json, truncate
+from demo.upstreams.drift import drift_fields, drift_json, truncate
 from demo.upstreams.faults import Decision, Faults
 
 JSON_TYPE = "application/json; charset=utf-8"
@@ -81,6 +82,8 @@ class SampleService:
         # Requests the hang knob holds right now; tests read it to see a client's
         # give-up reach the server.
         self.held = 0
+        # The W3C trace context of the latest requests, for tests of its propagation.
+        self.traceparents: deque[str] = deque(maxlen=100)
         self._upstream_routes = self.routes()
         control: list[BaseRoute] = [
             Route("/_sample/calls", self._calls_endpoint, methods=["GET", "DELETE"]),
@@ -236,6 +239,9 @@ class _FaultGate:
             return
         service = self.service
         service.calls.record(service.endpoint_of(scope), _raw_path(scope))
+        for name, value in scope.get("headers", ()):
+            if name == b"traceparent":
+                service.traceparents.append(value.decode("latin-1"))
         if (operation := service.operation_of(scope)) is not None:
             service.calls.record_operation(operation)
         decision = service.faults.decide()
@@ -262,7 +268,7 @@ class _FaultGate:
         if canned is not None:
             canned.raw_headers.extend(extra)
             await canned(scope, receive, send)
-        elif decision.malformed or decision.schema_change:
+        elif decision.malformed or decision.schema_change or decision.drifted:
             await self.app(scope, receive, self._rewriting(send, decision, extra))
         else:
             await self.app(scope, receive, self._adding(send, extra))
@@ -298,7 +304,13 @@ class _FaultGate:
                 return
             body = b"".join(chunks)
             if 200 <= start["status"] < 300 and body:
-                body = truncate(body) if decision.malformed else self.service.drift(body)
+                if decision.malformed:
+                    body = truncate(body)
+                elif decision.schema_change:
+                    body = self.service.drift(body)
+                else:
+                    renames, retypes = decision.rename_fields, decision.retype_fields
+                    body = drift_fields(body, renames, retypes)
             headers = [
                 (k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"
             ]

@@ -24,6 +24,7 @@ from gateway.db.locks import run_lock
 from gateway.errors import Conflict, GatewayError
 from gateway.export.pseudonymise import Pseudonymiser
 from gateway.export.service import ExportBusy, Exporter, ExportError, ExportReport
+from gateway.observability import metrics
 from gateway.privacy.audit import Action, AuditLog
 from gateway.privacy.forgetting import Forgetting
 from gateway.privacy.retention import LOCK, Retention, RetentionReport, RetentionRules
@@ -158,8 +159,10 @@ class Runs:
                     logger.info("scheduled %s skipped: a run is under way", name)
                 except GatewayError as exc:
                     # Foreseen (a bad target, a database outage): one line, no traceback.
+                    metrics.EXPORT_FAILURES.labels(name).inc()
                     logger.error("scheduled %s failed (%s); trying again next interval", name, exc)
                 except Exception:
+                    metrics.EXPORT_FAILURES.labels(name).inc()
                     logger.exception("scheduled %s failed; trying again next interval", name)
 
         task = asyncio.get_running_loop().create_task(loop(), name=f"scheduled-{name}")

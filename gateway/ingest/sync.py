@@ -36,6 +36,7 @@ from gateway.identity.linkage.resolution import Resolver
 from gateway.identity.records import PreparedRecord, RecordError, prepare
 from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
 from gateway.ingest.importer import AfterCommit
+from gateway.observability import freshness, metrics
 from gateway.privacy.erasure import Tombstones
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,22 @@ class _SourceSync:
         tally(screened.decisions, report)
 
 
+def _measured(report: SyncReport) -> None:
+    """The run's metrics: its status, its reconciliation and, when it did not fail, its
+    freshness (the time it finished, and the newest change it read)."""
+    if report.status == "skipped":
+        return
+    metrics.SYNC_RUNS.labels(report.source, report.status).inc()
+    if report.status != "ok":
+        return
+    freshness.synced(report.source)
+    if report.upstream_total is not None:
+        difference = len(report.ids) - report.upstream_total
+        metrics.SYNC_MISMATCH.labels(report.source).set(difference)
+    if report.cursor_after is not None and report.cursor_after != report.cursor_before:
+        freshness.arrived("contacts", report.source, report.cursor_after.timestamp())
+
+
 def _selected(adapters: Mapping[str, Adapter], sources: Sequence[str] | None) -> list[str]:
     if not sources:
         return list(adapters)
@@ -254,6 +271,7 @@ async def sync(
                 report.status = "failed"
                 report.detail = type(exc).__name__
         report.seconds = time.perf_counter() - started
+        _measured(report)
         log.info(
             "sync finished",
             extra={

@@ -39,6 +39,8 @@ from gateway.ingest.webhook_payloads import (
     parse_shopify,
 )
 from gateway.ingest.webhooks import Ingested, WebhookIngest
+from gateway.observability import freshness
+from gateway.observability.tracing import span
 from gateway.upstreams.event_store import ESP_SOURCES
 
 logger = logging.getLogger("gateway.webhooks")
@@ -112,6 +114,15 @@ class Webhooks:
         return secret.get_secret_value()
 
     async def receive(self, source: str, request: SignedRequest) -> list[Ingested]:
+        with span("webhook", {"gateway.source": source}) as traced:
+            results = await self._receive(source, request)
+            if traced is not None:
+                traced.set_attribute("gateway.events", len(results))
+        if results:
+            freshness.arrived("events", source)
+        return results
+
+    async def _receive(self, source: str, request: SignedRequest) -> list[Ingested]:
         secret = self.secret_of(source)
         try:
             parsed = self._verify_and_parse(source, secret, request)

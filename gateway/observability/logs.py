@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from opentelemetry import trace
 
 from gateway.observability.log_repeats import RepeatSummary
 from gateway.observability.request_context import REQUEST_ID
@@ -50,6 +51,11 @@ class JsonFormatter(logging.Formatter):
         # A summary of repeated errors spans many requests: it names none.
         if (request_id := REQUEST_ID.get()) is not None and not hasattr(record, "repeated"):
             entry["request_id"] = request_id
+            # With tracing on, the trace to open from this line (off: never valid).
+            traced = trace.get_current_span().get_span_context()
+            if traced.is_valid:
+                entry["trace_id"] = f"{traced.trace_id:032x}"
+                entry["span_id"] = f"{traced.span_id:016x}"
         entry.update({k: _scrub(k, v) for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             entry["exception"] = mask(self.formatException(record.exc_info))

@@ -27,6 +27,11 @@ REQUEST_SECONDS = Histogram(
     ["operation"],
     buckets=_LATENCY_BUCKETS,
 )
+OPERATION_ERRORS = Counter(
+    "gateway_operation_errors_total",
+    "GraphQL operations that answered errors, by operation and error code (once per code).",
+    ["operation", "code"],
+)
 UPSTREAM_SECONDS = Histogram(
     "gateway_upstream_request_duration_seconds",
     "Time one upstream fetch took, retries included.",
@@ -134,4 +139,82 @@ RETENTION_FINISHED = Gauge(
     "gateway_retention_last_run_finished_timestamp_seconds",
     "When the last retention run finished (Unix time).",
     multiprocess_mode="mostrecent",
+)
+
+
+# What the upstreams announce of their rate limits (adapters/transport/telemetry.py):
+# alert before the 429s start, when remaining / limit falls under a tenth.
+UPSTREAM_QUOTA_REMAINING = Gauge(
+    "gateway_upstream_quota_remaining",
+    "Calls or points an upstream says are left, by quota (calls: Shopify's call limit, "
+    "points: GraphQL throttleStatus, interval and daily: HubSpot's rate limits).",
+    ["upstream", "quota"],
+    multiprocess_mode="mostrecent",
+)
+UPSTREAM_QUOTA_LIMIT = Gauge(
+    "gateway_upstream_quota_limit",
+    "The size of that quota, as the upstream announced it.",
+    ["upstream", "quota"],
+    multiprocess_mode="mostrecent",
+)
+UPSTREAM_RETRY_AFTER = Counter(
+    "gateway_upstream_retry_after_total",
+    "Answers carrying Retry-After (a 429 or a 503), by upstream.",
+    ["upstream"],
+)
+UPSTREAM_RETRY_AFTER_SECONDS = Gauge(
+    "gateway_upstream_retry_after_seconds",
+    "The last Retry-After an upstream asked for.",
+    ["upstream"],
+    multiprocess_mode="mostrecent",
+)
+# Schema drift (adapters/payload.py): the field path, never a value.
+SCHEMA_DRIFT = Counter(
+    "gateway_upstream_schema_drift_total",
+    "Answers whose shape differed from the adapter's model, by field path and kind "
+    "(missing, type, unknown; unreadable: a SOAP reply that no longer fits the WSDL).",
+    ["upstream", "path", "kind"],
+)
+
+# Freshness: Unix times, so that an alert reads an age as time() - metric even while
+# nothing happens (a stopped sync updates nothing).
+UPSTREAM_LAST_SUCCESS = Gauge(
+    "gateway_upstream_last_success_timestamp_seconds",
+    "When an upstream last answered a fetch.",
+    ["upstream"],
+    multiprocess_mode="max",
+)
+SERVED_NEWEST = Gauge(
+    "gateway_data_served_newest_timestamp_seconds",
+    "When the newest upstream data this gateway served was fetched (a cached or stale "
+    "answer is as old as its fetch).",
+    ["upstream"],
+    multiprocess_mode="max",
+)
+STORED_NEWEST = Gauge(
+    "gateway_data_stored_newest_timestamp_seconds",
+    "When the newest stored data of a kind arrived (events: webhook or stream; "
+    "contacts: a sync's newest change), by source.",
+    ["kind", "source"],
+    multiprocess_mode="max",
+)
+SYNC_LAST_SUCCESS = Gauge(
+    "gateway_sync_last_success_timestamp_seconds",
+    "When a sync of the source last finished without failing.",
+    ["source"],
+    multiprocess_mode="max",
+)
+SYNC_RUNS = Counter(
+    "gateway_sync_runs_total", "Sync runs by source and status (ok, failed).", ["source", "status"]
+)
+SYNC_MISMATCH = Gauge(
+    "gateway_sync_reconciliation_difference",
+    "The last sync's distinct ids read minus the upstream's own count (0: match).",
+    ["source"],
+    multiprocess_mode="mostrecent",
+)
+EXPORT_FAILURES = Counter(
+    "gateway_export_failures_total",
+    "Scheduled exports and retention runs that failed, by job.",
+    ["job"],
 )

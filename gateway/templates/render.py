@@ -27,6 +27,7 @@ from typing import Any
 
 from adapters.errors import UpstreamError
 from gateway.errors import GatewayError, InvalidInput
+from gateway.observability.tracing import span
 from gateway.profiles.customers import CustomerProfile
 from gateway.templates.render_context import TEMPLATE_LOADERS, customer_context
 from gateway.templates.render_pool import RenderPool, RenderPoolError
@@ -201,6 +202,17 @@ class Renderer:
 
         Each needed loader is asked once for all the customers, so a batch costs one
         upstream call per page where the adapter batches."""
+        with span("render", {"gateway.customers": len(profiles)}):
+            return await self._render_for(compiled, profiles, fetch, budget, now)
+
+    async def _render_for(
+        self,
+        compiled: Compiled,
+        profiles: Sequence[CustomerProfile],
+        fetch: Fetch,
+        budget: RequestBudget,
+        now: datetime | None,
+    ) -> Outcomes:
         check_strict(compiled)
         names = sorted(compiled.loaders)
         columns = await asyncio.gather(*(fetch(name, profiles) for name in names))

@@ -26,7 +26,8 @@ from adapters.protocols import (
     Kind,
 )
 from adapters.records import AnalyticsEvent, CommerceCustomer, CrmContact, Order
-from gateway.observability import metrics
+from gateway.observability import freshness, metrics
+from gateway.observability.tracing import span
 from gateway.profiles.customers import CustomerProfile
 from gateway.upstreams import order_reads as reads
 from gateway.upstreams.cache import Entry, UpstreamCache
@@ -218,7 +219,8 @@ class Federation:
         policy = self.policy(adapter.name)
         namespace = _namespace(adapter.name, data)
         now = datetime.now(UTC)
-        entries = await self.cache.get_many(namespace, [c.id for c in customers])
+        with span("cache read", {"gateway.namespace": namespace, "gateway.keys": len(customers)}):
+            entries = await self.cache.get_many(namespace, [c.id for c in customers])
         results: dict[object, Outcome[T]] = {}
         misses: list[CustomerProfile] = []
         for customer in customers:
@@ -239,6 +241,7 @@ class Federation:
                     outcome = _from_cache(adapter, stale, SourceStatus.STALE, outcome.error)
                     metrics.CACHE_LOOKUPS.labels(adapter.name, "stale").inc()
                 results[customer.id] = outcome
+        _served(adapter.name, results.values())
         return [results[c.id] for c in customers]
 
     async def _fly(
@@ -322,6 +325,17 @@ def _from_cache(
     )
 
 
+def _served(upstream: str, outcomes: Iterable[Outcome[Any]]) -> None:
+    newest = None
+    for outcome in outcomes:  # a loop, not max(): this runs for every batch served
+        if (outcome.error is None or outcome.status is SourceStatus.STALE) and (
+            newest is None or outcome.fetched_at > newest
+        ):
+            newest = outcome.fetched_at
+    if newest is not None:
+        freshness.served(upstream, newest)
+
+
 def _namespace(upstream: str, data: str) -> str:
     return f"{upstream}.{data}" if data else upstream
 
@@ -363,6 +377,8 @@ async def _timed(
     for failure in errors:
         metrics.UPSTREAM_ERRORS.labels(adapter.name, failure.code).inc()
     metrics.record_circuit(adapter.name, adapter.breaker.state)
+    if error is None:
+        freshness.fetched(adapter.name)
     outcomes: list[Outcome[T]] = []
     for value in values:
         failed = value if isinstance(value, UpstreamError) else error

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from strawberry.dataloader import DataLoader
 
 from adapters.records import CommerceCustomer, CrmContact, Order
+from gateway.observability.tracing import span
 from gateway.profiles.customers import CustomerProfile
 from gateway.upstreams.behaviour import NO_EMAIL_ENGAGEMENT, EmailEngagement, Engagement
 from gateway.upstreams.federation import AnalyticsData, Federation, Outcome
@@ -73,12 +74,14 @@ class Loaders:
         self.answered: list[Outcome[Any]] = []
 
     def _recorded(
-        self, fetch: Callable[[Sequence[K]], Awaitable[list[Outcome[T]]]]
+        self, name: str, fetch: Callable[[Sequence[K]], Awaitable[list[Outcome[T]]]]
     ) -> Callable[[Sequence[K]], Awaitable[list[Outcome[T]]]]:
         answered = self.answered  # not self: the loader would hold the Loaders, a cycle
 
         async def load(customers: Sequence[K]) -> list[Outcome[T]]:
-            outcomes = await fetch(customers)
+            # One span per batch: the upstream calls it makes are its children.
+            with span(f"loader {name}", {"gateway.keys": len(customers)}):
+                outcomes = await fetch(customers)
             answered.extend(outcomes)
             return outcomes
 
@@ -86,11 +89,12 @@ class Loaders:
 
     @cached_property
     def crm(self) -> DataLoader[CustomerProfile, Outcome[CrmContact]]:
-        return DataLoader(self._recorded(_sliced(self._federation.crm)), cache_key_fn=_key)
+        return DataLoader(self._recorded("crm", _sliced(self._federation.crm)), cache_key_fn=_key)
 
     @cached_property
     def commerce(self) -> DataLoader[CustomerProfile, Outcome[CommerceCustomer]]:
-        return DataLoader(self._recorded(_sliced(self._federation.commerce)), cache_key_fn=_key)
+        load = self._recorded("commerce", _sliced(self._federation.commerce))
+        return DataLoader(load, cache_key_fn=_key)
 
     @cached_property
     def orders(self) -> DataLoader[tuple[CustomerProfile, OrdersNeed], Outcome[tuple[Order, ...]]]:
@@ -110,11 +114,14 @@ class Loaders:
                 found.update(((c.id, need), o) for c, o in zip(customers, outcomes, strict=True))
             return [found[(customer.id, need)] for customer, need in keys]
 
-        return DataLoader(self._recorded(load), cache_key_fn=lambda key: (key[0].id, key[1]))
+        return DataLoader(
+            self._recorded("orders", load), cache_key_fn=lambda key: (key[0].id, key[1])
+        )
 
     @cached_property
     def analytics(self) -> DataLoader[CustomerProfile, Outcome[AnalyticsData]]:
-        return DataLoader(self._recorded(_sliced(self._federation.analytics)), cache_key_fn=_key)
+        load = self._recorded("analytics", _sliced(self._federation.analytics))
+        return DataLoader(load, cache_key_fn=_key)
 
     # Stored data has no time to live: what the store answers is not ``answered``.
     @cached_property

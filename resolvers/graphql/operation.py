@@ -124,8 +124,9 @@ class GatewayOperation(MaskErrors):
         # Most results have no errors to mask.
         if isinstance(result, GraphQLExecutionResult | StrawberryExecutionResult) and result.errors:
             self._process_result(result)
-        add_codes((result.errors if result else None) or ())
-        observe_operation(context.operation_name, time.perf_counter() - started)
+        errors = (result.errors if result else None) or ()
+        add_codes(errors)
+        observe_operation(context.operation_name, time.perf_counter() - started, errors)
 
     def on_stream_result(self, result: Any) -> Iterator[None]:
         # A subscription's results pass here one by one, not through on_operation's end:

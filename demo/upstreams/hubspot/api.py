@@ -24,7 +24,9 @@ from starlette.routing import BaseRoute, Route
 
 from demo.people.population import Person
 from demo.upstreams.credentials import SampleCredentials
+from demo.upstreams.faults import Decision
 from demo.upstreams.hubspot.search import SearchError, matches_groups, sort_key, sortable
+from demo.upstreams.quota import RateWindow
 from demo.upstreams.service import (
     SampleService,
     json_body,
@@ -105,6 +107,7 @@ class HubSpotSample(SampleService):
         self._tokens_lock = threading.Lock()
         self._by_id = {p.hubspot_id: p for p in people}
         self._by_email = {p.email.lower(): p for p in people}
+        self._window = RateWindow()
         super().__init__(people, seed=seed)
 
     def routes(self) -> list[BaseRoute]:
@@ -131,6 +134,9 @@ class HubSpotSample(SampleService):
         )
         response.headers["Retry-After"] = seconds_header(retry_after_s)
         return response
+
+    def fault_headers(self, decision: Decision) -> list[tuple[str, str]]:
+        return self._window.headers(self.faults.settings.quota_limit)
 
     def error_response(self, status: int) -> Response:
         return _error(

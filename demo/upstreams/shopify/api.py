@@ -29,7 +29,7 @@ from demo.upstreams.faults import Decision
 from demo.upstreams.paging import bounded_int, decode_cursor, encode_cursor
 from demo.upstreams.service import SampleService, json_body, json_response, same_secret
 from demo.upstreams.shopify import records
-from demo.upstreams.shopify.cost import PLANS, Bucket
+from demo.upstreams.shopify.cost import PLANS, Bucket, Plan
 from demo.upstreams.shopify.filters import (
     FilterError,
     customer_matches,
@@ -56,9 +56,9 @@ class _Bucket:
     def __init__(self) -> None:
         self.level, self.at = 0.0, time.monotonic()
 
-    def fill(self) -> int:
+    def fill(self, size: int = BUCKET_SIZE) -> int:
         now = time.monotonic()
-        self.level = min(BUCKET_SIZE - 1, max(0.0, self.level - (now - self.at) * LEAK_PER_S) + 1)
+        self.level = min(size - 1, max(0.0, self.level - (now - self.at) * LEAK_PER_S) + 1)
         self.at = now
         return max(1, round(self.level))
 
@@ -122,8 +122,10 @@ class ShopifySample(SampleService):
         return json_response({"errors": "Not Found"}, 404)
 
     def fault_headers(self, decision: Decision) -> list[tuple[str, str]]:
-        level = BUCKET_SIZE if decision.rate_limited else self._bucket.fill()
-        return [("X-Shopify-Shop-Api-Call-Limit", f"{level}/{BUCKET_SIZE}")]
+        # The quota_limit knob shrinks the bucket, as a smaller plan would.
+        size = self.faults.settings.quota_limit or BUCKET_SIZE
+        level = size if decision.rate_limited else self._bucket.fill(size)
+        return [("X-Shopify-Shop-Api-Call-Limit", f"{level}/{size}")]
 
     # Inventory ----------------------------------------------------------------
     def available(self, inventory_item_id: int) -> int:
@@ -138,17 +140,25 @@ class ShopifySample(SampleService):
 
     async def _graphql_state(self, request: Request) -> Response:
         """The GraphQL bucket's plan and what it counted; ``PUT {"plan": "standard"}``
-        refills it on that plan and clears the counts."""
+        (or ``{"maximum": 100, "restore_rate": 5}``, a shrunk quota) refills it on that
+        plan and clears the counts."""
         if request.method == "PUT":
             try:
                 body = await json_body(request)
-                self.graphql.reset(PLANS[body["plan"]])
+                if "plan" in body:
+                    plan = PLANS[body["plan"]]
+                else:
+                    plan = Plan(float(body["maximum"]), float(body["restore_rate"]))
+                    if plan.maximum <= 0 or plan.restore_rate <= 0:
+                        raise ValueError("a plan's maximum and restore rate are positive")
+                self.graphql.reset(plan)
             except (ValueError, KeyError, TypeError):
-                return json_response({"errors": {"plan": [f"one of {sorted(PLANS)}"]}}, 422)
-        plan = next((n for n, p in PLANS.items() if p == self.graphql.bucket.plan), "custom")
+                problem = f"one of {sorted(PLANS)}, or a maximum and a restore_rate"
+                return json_response({"errors": {"plan": [problem]}}, 422)
+        named = next((n for n, p in PLANS.items() if p == self.graphql.bucket.plan), "custom")
         return json_response(
             {
-                "plan": plan,
+                "plan": named,
                 "throttled": self.graphql.throttled,
                 "points_spent": self.graphql.points_spent,
                 "throttleStatus": self.graphql.bucket.status(),

@@ -62,8 +62,12 @@ async def _replay(settings: Settings) -> int:
 async def _consume(settings: Settings) -> None:
     from gateway.ingest.streams.consumer import freeze_startup_heap
     from gateway.ingest.streams.running import ConsumerParts
+    from gateway.observability.tracing import Tracing
 
     parts = ConsumerParts.open(settings, settings.load_upstreams())
+    # Each stream batch a trace of its own (with its SQL and Redis), when configured.
+    tracing = Tracing.open(settings)
+    tracing.instrument(engine=parts.engine, redis=parts.redis.client if parts.redis else None)
     consumer = parts.consumer()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -78,4 +82,5 @@ async def _consume(settings: Settings) -> None:
         await consumer.run()
     finally:
         await consumer.transport.aclose()
+        tracing.close()
         await parts.aclose()

@@ -37,6 +37,7 @@ from gateway.ingest.streams.event_batches import (
 )
 from gateway.ingest.streams.transport import Delivery, Lag, Transport
 from gateway.ingest.webhook_payloads import PayloadError
+from gateway.observability import freshness
 from gateway.observability.metrics import (
     STREAM_BATCH_SECONDS,
     STREAM_CONSUMED,
@@ -44,6 +45,7 @@ from gateway.observability.metrics import (
     STREAM_OUTCOMES,
     STREAM_PENDING,
 )
+from gateway.observability.tracing import span
 
 logger = logging.getLogger("gateway.stream")
 
@@ -205,7 +207,10 @@ class StreamConsumer:
 
     async def _stored(self, parsed: list[tuple[Delivery, StreamEvent]], started: float) -> None:
         if parsed:
-            await self._store(parsed)
+            name = self.transport.name
+            with span("stream batch", {"gateway.transport": name, "gateway.events": len(parsed)}):
+                await self._store(parsed)
+            freshness.arrived("events", f"stream:{self.transport.name}")
         STREAM_BATCH_SECONDS.labels(self.transport.name).observe(time.perf_counter() - started)
         self.status.batches += 1
         self.status.last_batch_at = time.time()

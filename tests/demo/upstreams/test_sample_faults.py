@@ -178,6 +178,9 @@ def test_faults_over_http_merge_and_reset(upstreams: SampleUpstreams, name: str)
         "schema_change": False,
         "hang": False,
         "soap_fault": False,
+        "rename_fields": {},
+        "retype_fields": [],
+        "quota_limit": 0,
     }
     _HTTP.put(url, json={"latency_ms": 5})
     merged = _HTTP.put(url, json={"rate_limit_next": 1}).json()
@@ -186,6 +189,11 @@ def test_faults_over_http_merge_and_reset(upstreams: SampleUpstreams, name: str)
     assert upstreams.services[name].faults.settings.rate_limit_next == 1
     assert _HTTP.put(url, json={"bogus": 1}).status_code == 400
     assert _HTTP.put(url, json={"error_rate": 2}).status_code == 400
+    assert _HTTP.put(url, json={"rename_fields": {"id": ""}}).status_code == 400
+    assert _HTTP.put(url, json={"retype_fields": "id"}).status_code == 400
+    drifting = _HTTP.put(url, json={"rename_fields": {"id": "Id"}, "quota_limit": 5}).json()
+    assert drifting["rename_fields"] == {"id": "Id"}
+    assert drifting["quota_limit"] == 5
     assert _HTTP.delete(url).json() == defaults
 
 
