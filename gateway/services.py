@@ -15,10 +15,12 @@ from gateway.access.rate_limit import RateLimiter
 from gateway.db.engine import create_sessionmaker, engine_for
 from gateway.db.retries import RetryPolicy
 from gateway.export.runs import Runs
+from gateway.identity.reviews import ReviewQueue, review_queue
 from gateway.identity.source_ids import SourceIds
 from gateway.ingest.notifications import Notifications, build_notifications
 from gateway.ingest.webhook_receiver import Webhooks
 from gateway.ingest.webhooks import WebhookIngest
+from gateway.observability.overview import Overview
 from gateway.privacy.audit import AuditLog
 from gateway.privacy.consent import ConsentStore
 from gateway.privacy.erasure import Erasure, Tombstones
@@ -63,6 +65,12 @@ class Services:
     # Exports and retention runs started by the API or the schedule, one at a time.
     runs: Runs
     scores: ScoreStore
+    # The stored events, read by the behaviour fields and by the console's timeline.
+    events: EventStore
+    # The identity review queue (the same one per engine as the GraphQL resolvers').
+    reviews: ReviewQueue
+    # The operator's figures: metrics, sync runs, the last export (the console's health).
+    overview: Overview
     # The process's one Redis client behind its guard (None: memory:// cache).
     redis: RedisGuard | None = None
 
@@ -97,6 +105,7 @@ class Services:
         recommendations = open_recommender(sessions, federation, settings)
         forgetting = Forgetting(erasure, customers, federation, recommendations)
         audit = AuditLog(sessions, settings.audit_flush_interval_s)
+        events = EventStore(engine)
         webhooks = Webhooks(
             WebhookIngest(
                 engine,
@@ -115,7 +124,7 @@ class Services:
             engine=engine,
             customers=customers,
             federation=federation,
-            stored_behaviour=StoredBehaviour(EventStore(engine), config.fields),
+            stored_behaviour=StoredBehaviour(events, config.fields),
             renderer=renderer,
             templates=open_templates(sessions, renderer),
             notifications=notifications,
@@ -134,6 +143,13 @@ class Services:
             recommendations=recommendations,
             runs=Runs(settings, engine, forgetting, audit),
             scores=ScoreStore(sessions),
+            events=events,
+            reviews=review_queue(engine),
+            overview=Overview(
+                sessions,
+                export_dir=settings.export_dir,
+                multiprocess_dir=settings.metrics_multiprocess_dir,
+            ),
             redis=redis,
         )
 
