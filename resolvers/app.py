@@ -29,6 +29,8 @@ from gateway.observability.readiness import Readiness
 from gateway.services import Services
 from gateway.settings import Settings, is_loopback, load_settings
 from gateway.upstreams.event_store import ESP_SOURCES
+from resolvers.console.parts import ConsoleParts
+from resolvers.console.routes import console_routes
 from resolvers.graphql.schema import build_schema
 from resolvers.http.authentication import ApiKeyAuthentication
 from resolvers.http.body_limit import BodyLimitMiddleware
@@ -124,6 +126,7 @@ def create_app(
                 ttl_s=settings.persisted_query_ttl_s,
             ),
             consumer=consumer,
+            console=ConsoleParts.build(schema, settings),
         )
         # Everything built so far lives as long as the process: move it out of the
         # collector's way, so full collections under load scan only request garbage.
@@ -159,6 +162,7 @@ def create_app(
         Route("/metrics", metrics_endpoint),
         Route("/readyz", readyz),
         Mount(ASSETS_PATH, StaticFiles(packages=[(ASSETS_PACKAGE, "static")]), name="graphiql"),
+        *console_routes(),
     ]
     middleware = [
         # Outermost: nothing raised inside reaches uvicorn, which would drop the
