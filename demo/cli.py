@@ -222,6 +222,7 @@ def _print_demo_banner(
         f"\nSeeded {added} new customers ({size} in the demo population).\n"
         "Sample upstreams: " + ", ".join(f"{k} {v}" for k, v in upstreams.items()) + "\n"
         f"GraphiQL:  http://{settings.host}:{settings.port}/graphql\n"
+        f"Console:   http://{settings.host}:{settings.port}/console (sign in with the key below)\n"
         f"API key (demo only, admin): {DEMO_API_KEY}\n"
         f"{exposed}"
         "Try:\n"
