@@ -24,7 +24,7 @@ import uvicorn
 from playwright.sync_api import Browser, Page, Route, sync_playwright
 
 from adapters.registry import aclose_adapters, build_adapters
-from demo.console_data import prepare_console_data
+from demo.console_data import build_scores_if_missing, prepare_console_data
 from demo.upstreams.runner import SampleUpstreams
 from demo.wiring import sample_upstreams_config
 from gateway.access.api_keys import ApiKeys, Scope
@@ -117,6 +117,7 @@ async def _prepare(url: str, export_dir: Path, upstreams: Any) -> None:
     adapters = build_adapters(upstreams)
     try:
         await prepare_console_data(sessions)
+        await build_scores_if_missing(sessions)
         await Importer(sessions, TEST_REVIEW_SOURCE, observed_at=datetime.now(UTC)).run(
             extra_review_rows()
         )
