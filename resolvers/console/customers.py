@@ -19,7 +19,6 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from gateway.access.api_keys import Scope
 from gateway.privacy.audit import Action
 from gateway.upstreams.event_store import ESP_SOURCES, StoredEvent
 from resolvers.console.operations import Answer, run
@@ -167,8 +166,15 @@ def timeline(profile: dict[str, Any], email_events: list[StoredEvent]) -> list[d
     return entries
 
 
+def _customer_id(visit: Visit) -> str | None:
+    parsed = _parse(visit.request.path_params["customer_id"])
+    return str(parsed) if parsed is not None else None
+
+
 async def invalidate(visit: Visit) -> Response:
-    customer_id = visit.request.path_params["customer_id"]
+    customer_id = _customer_id(visit)
+    if customer_id is None:
+        return visit.refuse(404, "No customer with this id.")
     answer = await run(visit, INVALIDATE, id=customer_id)
     if answer.problems:
         return visit.refuse(_status(answer), answer.problems[0].message)
@@ -176,7 +182,9 @@ async def invalidate(visit: Visit) -> Response:
 
 
 async def export(visit: Visit) -> Response:
-    customer_id = visit.request.path_params["customer_id"]
+    customer_id = _customer_id(visit)
+    if customer_id is None:
+        return visit.refuse(404, "No customer with this id.")
     answer = await run(visit, EXPORT, id=customer_id)
     data = answer.data.get("exportCustomer")
     if answer.problems or data is None:
@@ -202,7 +210,9 @@ async def forget_page(visit: Visit) -> Response:
 
 
 async def forget(visit: Visit) -> Response:
-    customer_id = visit.request.path_params["customer_id"]
+    customer_id = _customer_id(visit)
+    if customer_id is None:
+        return visit.refuse(404, "No customer with this id; nothing was erased.")
     form = await visit.request.form()
     if form.get("confirm") != "yes":
         return visit.refuse(400, "Tick the box to confirm the erasure; nothing was erased.")
@@ -222,12 +232,3 @@ def _status(answer: Answer) -> int:
     if "BAD_USER_INPUT" in codes or "NOT_FOUND" in codes:
         return 400
     return 502
-
-
-NEEDS = {
-    "search": Scope.PROFILES_READ,
-    "customer": Scope.PROFILES_READ,
-    "invalidate": Scope.PROFILES_WRITE,
-    "export": Scope.ADMIN,
-    "forget": Scope.ADMIN,
-}

@@ -11,11 +11,11 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -38,7 +38,6 @@ from tests.conftest import FAST, IN_CI, REPO
 from tests.demo_database import demo_database
 from tests.served import free_port
 
-T = TypeVar("T")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(os.environ.get("GATEWAY_TEST_ARTIFACTS") or REPO / "tests" / "artifacts")
 KEYS = {
@@ -174,26 +173,6 @@ def console(
             thread.join(15)
 
 
-def off_loop(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine to completion in a thread of its own (Playwright's sync API keeps
-    an event loop running in the test's thread)."""
-    result: list[T] = []
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            result.append(asyncio.run(make()))
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            failure.append(exc)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
-    return result[0]
-
-
 def loopback(url: str) -> bool:
     """Whether a browser request stays on this machine (or needs no network at all)."""
     parts = urlsplit(url)
@@ -229,10 +208,12 @@ class Network:
     errors: list[str] = field(default_factory=list)  # uncaught script errors
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser(console: Console) -> Iterator[Browser]:
-    """Chromium, started after the console: Playwright's sync API runs an event loop in
-    this thread from then on (``asyncio.run`` must go through ``off_loop`` after it)."""
+    """Chromium for one test. Playwright's sync API runs an event loop in this thread
+    while it is started, so it is stopped after each test (any later ``asyncio.run``,
+    a fixture's or another module's, would fail beside it), and started after the
+    console, whose set-up runs coroutines."""
     executable = need_chromium()
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
