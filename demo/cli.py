@@ -133,6 +133,7 @@ def demo(
     host: str, port: int, customers: int, database_url: str | None, upstreams_port: int
 ) -> None:
     """Migrate and seed the embedded database, start the sample upstreams, and serve."""
+    from demo.console_data import build_scores_in_background
     from demo.upstreams.runner import SERVICE_NAMES, SampleUpstreams
     from demo.wiring import DEMO_API_KEY, prepare, sample_upstreams_config
     from resolvers.app import create_app
@@ -169,6 +170,8 @@ def demo(
             example_key=DEMO_API_KEY,
         )
         _print_demo_banner(settings, added, len(people), example, samples.base_urls)
+        # Served meanwhile: the first start trains the propensity model (most of a minute).
+        build_scores_in_background(settings.database_url)
         config = uvicorn.Config(
             app,
             log_config=None,
@@ -222,6 +225,7 @@ def _print_demo_banner(
         f"\nSeeded {added} new customers ({size} in the demo population).\n"
         "Sample upstreams: " + ", ".join(f"{k} {v}" for k, v in upstreams.items()) + "\n"
         f"GraphiQL:  http://{settings.host}:{settings.port}/graphql\n"
+        f"Console:   http://{settings.host}:{settings.port}/console (sign in with the key below)\n"
         f"API key (demo only, admin): {DEMO_API_KEY}\n"
         f"{exposed}"
         "Try:\n"

@@ -8,6 +8,7 @@ from importlib import resources
 from typing import Any
 
 from adapters.config import UpstreamsConfig, load_upstreams
+from demo.console_data import prepare_console_data
 from demo.people.population import Person
 from demo.recommendation_history import prepare_demo_recommendations
 from demo.seed import seed
@@ -65,6 +66,7 @@ async def prepare(settings: Settings, people: Sequence[Person]) -> int:
     try:
         added = await seed(sessions, people)
         await prepare_demo_recommendations(sessions, people)
+        await prepare_console_data(sessions)
         await ApiKeys(sessions).enable_demo_key()
         return added
     finally:

@@ -20,10 +20,12 @@ from gateway.access.rate_limit import RateLimiter
 from gateway.db.engine import create_sessionmaker, engine_for
 from gateway.db.retries import RetryPolicy
 from gateway.export.runs import Runs
+from gateway.identity.reviews import ReviewQueue, review_queue
 from gateway.identity.source_ids import SourceIds
 from gateway.ingest.notifications import Notifications, build_notifications
 from gateway.ingest.webhook_receiver import Webhooks
 from gateway.ingest.webhooks import WebhookIngest
+from gateway.observability.overview import Overview
 from gateway.observability.tracing import Tracing
 from gateway.observability.upstream_telemetry import UpstreamTelemetry
 from gateway.privacy.audit import AuditLog
@@ -70,6 +72,12 @@ class Services:
     # Exports and retention runs started by the API or the schedule, one at a time.
     runs: Runs
     scores: ScoreStore
+    # The stored events, read by the behaviour fields and by the console's timeline.
+    events: EventStore
+    # The identity review queue (the same one per engine as the GraphQL resolvers').
+    reviews: ReviewQueue
+    # The operator's figures: metrics, sync runs, the last export (the console's health).
+    overview: Overview
     # The process's one Redis client behind its guard (None: memory:// cache).
     redis: RedisGuard | None = None
     # This app's part in tracing (off unless an OTLP endpoint is set).
@@ -118,6 +126,7 @@ class Services:
         recommendations = open_recommender(sessions, federation, settings)
         forgetting = Forgetting(erasure, customers, federation, recommendations)
         audit = AuditLog(sessions, settings.audit_flush_interval_s)
+        events = EventStore(engine)
         webhooks = Webhooks(
             WebhookIngest(
                 engine,
@@ -136,7 +145,7 @@ class Services:
             engine=engine,
             customers=customers,
             federation=federation,
-            stored_behaviour=StoredBehaviour(EventStore(engine), config.fields),
+            stored_behaviour=StoredBehaviour(events, config.fields),
             renderer=renderer,
             templates=open_templates(sessions, renderer),
             notifications=notifications,
@@ -155,6 +164,13 @@ class Services:
             recommendations=recommendations,
             runs=Runs(settings, engine, forgetting, audit),
             scores=ScoreStore(sessions),
+            events=events,
+            reviews=review_queue(engine),
+            overview=Overview(
+                sessions,
+                export_dir=settings.export_dir,
+                multiprocess_dir=settings.metrics_multiprocess_dir,
+            ),
             redis=redis,
             tracing=tracing,
         )

@@ -238,6 +238,11 @@ class Settings(OutageSettings, StreamSettings, TracingSettings, WarehouseSetting
         description="A file holding the erasure key (e.g. a Docker or Kubernetes secret), "
         "instead of GATEWAY_ERASURE_KEY.",
     )
+    console_session_ttl_s: Annotated[int, Field(ge=60, le=7 * 86400)] = Field(
+        default=8 * 3600,
+        description="How long a console sign-in lasts (checked by the server; the key is "
+        "re-verified on every page, so a revoked key is signed out at once).",
+    )
     insecure_demo: bool = Field(
         default=False,
         description="Accept the demo's public API key. Set by `gateway demo` and by "

@@ -32,6 +32,8 @@ from gateway.observability.tracing import request_span_options
 from gateway.services import Services
 from gateway.settings import Settings, is_loopback, load_settings
 from gateway.upstreams.event_store import ESP_SOURCES
+from resolvers.console.parts import ConsoleParts
+from resolvers.console.routes import console_routes
 from resolvers.graphql.schema import build_schema
 from resolvers.http.authentication import ApiKeyAuthentication
 from resolvers.http.body_limit import BodyLimitMiddleware
@@ -128,6 +130,7 @@ def create_app(
                 ttl_s=settings.persisted_query_ttl_s,
             ),
             consumer=consumer,
+            console=ConsoleParts.build(schema, settings),
         )
         # Everything built so far lives as long as the process: move it out of the
         # collector's way, so full collections under load scan only request garbage.
@@ -163,6 +166,7 @@ def create_app(
         Route("/metrics", metrics_endpoint),
         Route("/readyz", readyz),
         Mount(ASSETS_PATH, StaticFiles(packages=[(ASSETS_PACKAGE, "static")]), name="graphiql"),
+        *console_routes(),
     ]
     # Outermost of all, when tracing: each request's span covers everything below.
     traced = request_span_options(settings, forced=span_exporter is not None)

@@ -16,6 +16,7 @@ from starlette.types import Scope
 from gateway.ingest.streams.consumer import StreamConsumer
 from gateway.observability.readiness import Readiness
 from gateway.services import Services
+from resolvers.console.parts import ConsoleParts
 from resolvers.http.persisted_queries import PersistedQueries
 
 
@@ -28,6 +29,8 @@ class AppState(TypedDict):
     persisted_queries: PersistedQueries
     # The stream consumer this worker runs (GATEWAY_STREAM_CONSUME_IN_SERVE), or None.
     consumer: StreamConsumer | None
+    # The operator console's schema, session signer and page templates.
+    console: ConsoleParts
 
 
 def state_in(scope: Scope) -> AppState:

@@ -201,7 +201,11 @@ class ApiKeys:
 
     async def authenticate(self, key: str) -> Principal | None:
         """The caller a presented key stands for; None if unknown or revoked."""
-        hashed = digest(key)
+        return await self.authenticate_digest(digest(key))
+
+    async def authenticate_digest(self, hashed: str) -> Principal | None:
+        """As ``authenticate``, from the key's SHA-256 (hex): what a console session
+        keeps, so the key itself is posted once and never held after sign-in."""
         if hashed in self._refused:
             return None
         now = self._clock()

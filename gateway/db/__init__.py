@@ -6,5 +6,5 @@ from gateway.db import (
     identity_models,  # noqa: F401  (registers the identity tables on Base)
     recommendation_models,  # noqa: F401  (registers the recommendation tables on Base)
     score_models,  # noqa: F401  (registers customer_scores, score_models, segments on Base)
-    sync_models,  # noqa: F401  (registers sync_cursors on Base)
+    sync_models,  # noqa: F401  (registers sync_cursors and sync_runs on Base)
 )

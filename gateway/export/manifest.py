@@ -129,6 +129,14 @@ class Folder:
         self._write(f"{MANIFESTS}/{plan.run_id}.json", manifest)
         self.fs.delete_dir(f"{self.root}/{RUNS}/{plan.run_id}")
 
+    def latest(self) -> dict[str, Any] | None:
+        """The newest finished run's manifest (run ids sort by their start), or None."""
+        selector = pafs.FileSelector(f"{self.root}/{MANIFESTS}", allow_not_found=True)
+        names = sorted(
+            i.base_name for i in self.fs.get_file_info(selector) if i.base_name.endswith(".json")
+        )
+        return self._read(f"{MANIFESTS}/{names[-1]}") if names else None
+
     def manifests(self) -> list[dict[str, Any]]:
         """Every finished run's manifest, oldest first."""
         selector = pafs.FileSelector(f"{self.root}/{MANIFESTS}", allow_not_found=True)

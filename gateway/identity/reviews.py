@@ -13,6 +13,7 @@ import base64
 import binascii
 import uuid
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -29,6 +30,8 @@ from gateway.errors import Conflict, InvalidInput, NotFound
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.linkage.lookup import MATCH_COLUMNS
 from gateway.identity.merges import merge_in
+from gateway.identity.scoring.model import DEFAULT_MODEL, LinkageModel
+from gateway.identity.scoring.model_store import ModelStore
 
 MAX_PAGE = 100
 MAX_REASON = 200
@@ -128,6 +131,7 @@ class ReviewQueue:
     ) -> None:
         self._sessions = sessions
         self._config = config
+        self._models: dict[int | None, LinkageModel | None] = {None: DEFAULT_MODEL}
 
     async def pending(self, first: int = 20, after: str | None = None) -> ReviewPage:
         """Open reviews, oldest first, whose two records are still in different customers."""
@@ -155,6 +159,25 @@ class ReviewQueue:
         return ReviewPage(
             page, cursor_of(page[-1].id) if page else after, has_next_page=len(items) > first
         )
+
+    async def weights(
+        self, model_version: int | None, levels: Mapping[str, str]
+    ) -> dict[str, float]:
+        """Each compared field's match weight at its level, log2(m / u), from the model
+        version that scored the pair (the built-in priors for a pair scored before any
+        model was stored); a level that version does not know is left out."""
+        if model_version not in self._models:
+            try:
+                model: LinkageModel | None = await ModelStore(self._sessions).get(model_version)
+            except InvalidInput:  # not stored here (any more): its weights are unknown
+                model = None
+            # Versions are immutable: kept for the life of the process.
+            self._models[model_version] = model
+        found = self._models[model_version]
+        if found is None:
+            return {}
+        weights = {field: found.level_weight(field, label) for field, label in levels.items()}
+        return {field: weight for field, weight in weights.items() if weight is not None}
 
     async def resolve(
         self, review_id: int, decision: ReviewDecision, reason: str, actor: str

@@ -175,14 +175,16 @@ class Importer:
             self._progress(summary)  # the final count, rejected rows after the last batch too
         log.info(
             "import finished",
+            # "created" is a LogRecord attribute: an extra of that name raised KeyError
+            # whenever INFO was logged (the end of every `gateway import`, the demo).
             extra={
                 "source": self._source,
-                "read": summary.read,
-                "created": summary.created,
-                "linked": summary.linked,
-                "review": summary.review,
-                "erased": summary.erased,
-                "rejected": len(summary.rejected),
+                "records_read": summary.read,
+                "customers_created": summary.created,
+                "identities_linked": summary.linked,
+                "left_for_review": summary.review,
+                "records_erased": summary.erased,
+                "records_rejected": len(summary.rejected),
             },
         )
         return summary

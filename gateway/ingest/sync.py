@@ -8,7 +8,8 @@ that fails half-way leaves the cursor where it was, and the next run re-reads th
 window (linking is idempotent for a known source id).
 
 Each source ends with a reconciliation: counts, and a sha256 over the sorted ids read
-set beside the number of records the upstream says the window holds.
+set beside the number of records the upstream says the window holds; each run is kept
+with that line (``sync_runs``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from gateway.identity.linkage.resolution import Resolver
 from gateway.identity.records import PreparedRecord, RecordError, prepare
 from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
 from gateway.ingest.importer import AfterCommit
+from gateway.ingest.sync_runs import record_run
 from gateway.observability import freshness, metrics
 from gateway.privacy.erasure import Tombstones
 
@@ -258,7 +260,7 @@ async def sync(
     for name in _selected(adapters, sources):
         adapter = adapters[name]
         report = SyncReport(source=name)
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), utcnow()
         if not isinstance(adapter, CrmAdapter):
             report.status = "skipped"
             report.detail = f"the {adapter.kind} adapter has no change feed"
@@ -285,6 +287,15 @@ async def sync(
                 "records_rejected": report.rejected,
                 "reconciled": report.reconciled,
             },
+        )
+        # Kept for operators (the console's health page), the line as printed here.
+        await record_run(
+            sessions,
+            source=name,
+            status=report.status,
+            reconciled=report.reconciled,
+            line=report.line(),
+            started_at=started_at,
         )
         if progress is not None:
             progress(report)

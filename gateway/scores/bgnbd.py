@@ -11,6 +11,8 @@ posterior being Gamma(r + x, alpha + T).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
 from dataclasses import dataclass
 
@@ -68,7 +70,9 @@ def fit(ledger: Ledger, cutoff: int, horizon_days: int) -> BgNbd:
     model = None
     for penalizer in _PENALIZERS:
         try:
-            with warnings.catch_warnings():
+            # lifetimes prints the whole optimizer result before raising ConvergenceError:
+            # a failed penalizer is expected here (the next one is tried), not news.
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter("ignore")
                 model = BetaGeoFitter(penalizer_coef=penalizer).fit(s.x[k], s.t_x[k], s.age[k])
             break

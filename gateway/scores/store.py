@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, delete, or_, select, update
+from sqlalchemy import Table, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.bulk import insert_tuples
@@ -166,3 +166,28 @@ class ScoreStore:
                 select(CustomerScore).where(CustomerScore.customer_id.in_(customer_ids))
             )
             return {row.customer_id: CustomerScores.of(row) for row in rows}
+
+    async def segments(self) -> list[tuple[str, int]]:
+        """Each RFM segment of the last build and how many customers it holds, largest
+        first (customers without an order have none)."""
+        size = func.count().label("size")
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(CustomerScore.rfm_segment, size)
+                .where(CustomerScore.rfm_segment.is_not(None))
+                .group_by(CustomerScore.rfm_segment)
+                .order_by(size.desc(), CustomerScore.rfm_segment)
+            )
+            return [(str(name), int(count)) for name, count in rows]
+
+    async def segment_sample(self, segment: str, size: int) -> list[uuid.UUID]:
+        """Up to ``size`` customers of one RFM segment, the same ones each time (by id),
+        so a preview can be looked at again."""
+        async with self._sessions() as session:
+            found = await session.scalars(
+                select(CustomerScore.customer_id)
+                .where(CustomerScore.rfm_segment == segment)
+                .order_by(CustomerScore.customer_id)
+                .limit(size)
+            )
+            return list(found)

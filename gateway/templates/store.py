@@ -34,6 +34,14 @@ class VersionInfo:
     created_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class TemplateName:
+    """A template's name and its latest version, without the source."""
+
+    name: str
+    latest: VersionInfo
+
+
 def parse_template_name(raw: str, field: str = "name") -> str:
     name = raw.strip()
     if not _NAME.match(name):
@@ -114,6 +122,27 @@ class TemplateStore:
                 .order_by(Template.version.desc())
             )
             return [VersionInfo(v, RenderFormat(f), _utc(c)) for v, f, c in rows]
+
+    async def names(self, limit: int = 200) -> list[TemplateName]:
+        """Every template name with its latest version, by name (the studio's list)."""
+        latest = (
+            select(Template.name, func.max(Template.version).label("version"))
+            .group_by(Template.name)
+            .subquery()
+        )
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(Template.name, Template.version, Template.format, Template.created_at)
+                .join(
+                    latest,
+                    (Template.name == latest.c.name) & (Template.version == latest.c.version),
+                )
+                .order_by(Template.name)
+                .limit(limit)
+            )
+            return [
+                TemplateName(n, VersionInfo(v, RenderFormat(f), _utc(c))) for n, v, f, c in rows
+            ]
 
 
 def open_templates(sessions: async_sessionmaker[AsyncSession], renderer: Renderer) -> TemplateStore:

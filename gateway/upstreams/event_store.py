@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,6 +55,16 @@ EMAIL_OPEN, EMAIL_CLICK = "email:open", "email:click"
 _BEHAVIOURAL = or_(Event.type.like("track:%"), Event.type == "page")
 
 Events = dict[uuid.UUID, list[AnalyticsEvent]]
+TIMELINE_MAX = 200
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One stored event as a timeline shows it: what and when, never its properties."""
+
+    occurred_at: datetime
+    source: str
+    type: str  # e.g. orders/create, track:Product Viewed, page, email:open
 
 
 class EventStore:
@@ -134,6 +145,24 @@ class EventStore:
             row.customer_id: EmailEngagement(row.opens, row.clicks, _aware(row.last_open_at))
             for row in await self._rows(query)
         }
+
+    async def timeline(
+        self, customer_id: uuid.UUID, first: int, sources: Sequence[str] | None = None
+    ) -> list[StoredEvent]:
+        """One customer's ``first`` newest stored events (of ``sources``, or of every
+        source: orders, calls, email engagement), newest first: their kind and time only."""
+        query = (
+            select(Event.occurred_at, Event.source, Event.type)
+            .where(Event.customer_id == customer_id)
+            .order_by(Event.occurred_at.desc(), Event.id.desc())
+            .limit(max(1, min(first, TIMELINE_MAX)))
+        )
+        if sources is not None:
+            query = query.where(Event.source.in_(list(sources)))
+        return [
+            StoredEvent(_aware(row.occurred_at) or row.occurred_at, row.source, row.type)
+            for row in await self._rows(query)
+        ]
 
     async def _newest(
         self,
@@ -268,4 +297,4 @@ def _fields(
     }
 
 
-__all__ = ["CART_EVENTS", "SOURCE", "EventStore"]
+__all__ = ["CART_EVENTS", "SOURCE", "EventStore", "StoredEvent"]

@@ -5,9 +5,10 @@ without a valid key is answered 401 before any route runs; one over its key's ra
 limit is answered 429 with ``Retry-After``; one whose key cannot be checked because
 the database is down (and was not verified recently) is answered 503. What a key may
 do (its scopes) is checked later, per field, so a query mixing allowed and forbidden
-fields still gets the allowed part. The GraphiQL page, health, readiness, metrics and
-signed webhooks need no key; a WebSocket may instead send its key in the
-``connection_init`` payload, as browsers cannot set headers on one.
+fields still gets the allowed part. The GraphiQL page, health, readiness, metrics,
+signed webhooks and the console (signed in with a session cookie of its own) need no
+key; a WebSocket may instead send its key in the ``connection_init`` payload, as
+browsers cannot set headers on one.
 """
 
 from __future__ import annotations
@@ -25,7 +26,15 @@ from resolvers.state import services_in
 
 PRINCIPAL = "gateway.principal"
 COUNTED = "gateway.rate_counted"  # requests already counted against the key's limit
-_OPEN_PREFIXES = ("/healthz", "/readyz", "/metrics", "/webhooks/", "/graphiql/assets")
+# The console signs its pages in with a session of its own (resolvers/console/).
+_OPEN_PREFIXES = (
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/webhooks/",
+    "/graphiql/assets",
+    "/console/",
+)
 
 
 def principal_of(scope: Scope) -> Principal | None:
@@ -97,7 +106,7 @@ class ApiKeyAuthentication:
 
 def _is_open(scope: Scope) -> bool:
     path: str = scope["path"]
-    if path.startswith(_OPEN_PREFIXES) or path == "/":
+    if path.startswith(_OPEN_PREFIXES) or path in ("/", "/console"):
         return True
     # The GraphiQL page itself: a browser GET with no operation in it.
     return (

@@ -32,6 +32,7 @@ TABLES = {
     "templates",
     "audit_log",
     "sync_cursors",
+    "sync_runs",
     "identity_records",
     "identity_block_keys",
     "identity_links",

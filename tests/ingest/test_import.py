@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -69,6 +70,21 @@ async def test_csv_import_reports_bad_rows_by_line(
     assert seen
     assert seen[-1] == 7
     assert await _identities(sessions, f"csv{tag}") == 2
+
+
+async def test_an_import_logged_at_info_finishes_with_its_counts(
+    sessions: async_sessionmaker[AsyncSession], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As `gateway import` and the demo log: the summary line once raised KeyError (its
+    extra named "created", a LogRecord attribute) after every record was stored."""
+    tag = uuid.uuid4().hex[:8]
+    path = tmp_path / "one.csv"
+    path.write_text(f"external_id,email\n1,info.{tag}@corp.com\n")
+    with caplog.at_level(logging.INFO, logger="gateway.ingest.importer"):
+        summary = await import_file(sessions, path, f"info{tag}")
+    assert summary.created == 1
+    (record,) = [r for r in caplog.records if r.getMessage() == "import finished"]
+    assert (record.customers_created, record.records_read) == (1, 1)  # type: ignore[attr-defined]
 
 
 async def test_jsonl_import_with_provenance(

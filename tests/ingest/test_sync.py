@@ -20,6 +20,7 @@ from gateway.db.migrate import upgrade
 from gateway.db.models import Customer, Identity
 from gateway.errors import InvalidInput
 from gateway.ingest.sync import BEGINNING, SyncReport, load_cursor, sync
+from gateway.ingest.sync_runs import sync_states
 from tests.conftest import FAST, SAMPLE_SIZE, create_postgres_database, drop_postgres_database
 
 
@@ -83,6 +84,12 @@ async def test_first_sync_links_everything_and_second_reads_nothing(
     assert line.startswith(f"hubspot: read {SAMPLE_SIZE}, created {first.created}, ")
     assert f"rejected {first.rejected}, erased 0; ids sha256:{first.checksum[:16]} " in line
     assert f"{SAMPLE_SIZE} distinct vs upstream total {SAMPLE_SIZE}: match" in line
+    # Kept for operators (the console's health page): the run and its line.
+    (state,) = await sync_states(sessions)
+    assert (state.source, state.cursor) == ("hubspot", first.cursor_after)
+    assert state.last_run is not None
+    assert (state.last_run.status, state.last_run.reconciled) == ("ok", "match")
+    assert state.last_run.line == line
 
     (second,) = await sync(sessions, adapters, ["hubspot"], None)
     assert (second.read, second.created, second.updated, second.linked) == (0, 0, 0, 0)
@@ -90,6 +97,9 @@ async def test_first_sync_links_everything_and_second_reads_nothing(
     assert second.reconciled == "match"
     assert second.cursor_after == first.cursor_after
     assert "read 0, created 0, updated 0, linked 0" in second.line()
+    (state,) = await sync_states(sessions)
+    assert state.last_run is not None
+    assert state.last_run.line == second.line()  # the newest run
 
 
 async def test_a_touched_contact_is_picked_up(
@@ -138,6 +148,10 @@ async def test_upstream_failure_keeps_the_cursor(
     assert await _count(sessions, Customer) == 0
     assert "FAILED (" in failed.line()
     assert "cursor kept at 1970-01-01" in failed.line()
+    (state,) = await sync_states(sessions)  # a failed run is kept too, without a cursor
+    assert state.cursor is None
+    assert state.last_run is not None
+    assert (state.last_run.status, state.last_run.line) == ("failed", failed.line())
 
     samples.hubspot.faults.reset()
     (recovered,) = await sync(sessions, adapters, ["hubspot"], None)

@@ -122,6 +122,16 @@ class LinkageModel(BaseModel):
         found = self.comparisons.get(field)
         return found if found is not None else prior_levels(BY_FIELD[field])
 
+    def level_weight(self, field: str, label: str) -> float | None:
+        """A level's match weight, log2(m / u), before any term-frequency adjustment;
+        None for a field or level this model does not know."""
+        if field not in BY_FIELD:
+            return None
+        for level in self.levels_of(field):
+            if level.label == label:
+                return math.log2(level.bayes_factor)
+        return None
+
     def ladder(self, field: str) -> Comparison:
         """The comparison this model's parameters for a field belong to: today's, or
         the older ladder a model stored before a level was added has."""

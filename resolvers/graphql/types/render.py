@@ -291,5 +291,13 @@ class TemplateMutation:
         source: str,
         format: RenderFormat = RenderFormat.HTML,
     ) -> StoredTemplate:
-        require(info, Scope.PROFILES_WRITE)
-        return StoredTemplate.of(await _store(info).save(name, source, RenderFormat(format)))
+        principal = require(info, Scope.PROFILES_WRITE)
+        saved = await _store(info).save(name, source, RenderFormat(format))
+        # A change of what every send renders: on record with who made it (no customer).
+        info.context.services.audit.record_run(
+            actor=principal.name,
+            key_id=principal.key_id,
+            action=Action.CHANGE,
+            operation="mutation:saveTemplate",
+        )
+        return StoredTemplate.of(saved)
