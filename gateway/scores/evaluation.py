@@ -102,7 +102,7 @@ def evaluate(
         "bgnbd": bg.p_purchase[judged],
     }
     rows = [
-        Row("propensity (HGB, calib.)", measure(y, scores["propensity"])),
+        Row(f"propensity ({model.family})", measure(y, scores["propensity"])),
         Row("RFM logistic", measure(y, scores["rfm_logistic"])),
         Row("BG/NBD P(buy in horizon)", measure(y, scores["bgnbd"])),
         Row(

@@ -26,6 +26,12 @@ SETTINGS: tuple[dict[str, Any], ...] = (
     {"learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 100, "max_iter": 200},
     {"learning_rate": 0.1, "max_leaf_nodes": 31, "min_samples_leaf": 40, "max_iter": 100},
     {"learning_rate": 0.03, "max_leaf_nodes": 7, "min_samples_leaf": 200, "max_iter": 300},
+    # A linear model on the same features, a candidate beside the boosted trees: on
+    # short histories (a few thousand customers, one or two snapshots) the trees
+    # overfit where a logistic regression does not, and the inner split says which.
+    # On CDNOW's cut-offs the boosted trees alone lost to the RFM-only regression on
+    # two splits of four by up to 0.016 AUC.
+    {"family": "logistic", "C": 1.0},
 )
 _SNAPSHOTS = 3  # training snapshots at most, one window apart
 _MIN_HISTORY_DAYS = 28
@@ -83,11 +89,35 @@ class Propensity:
     snapshots: int
     validation: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def family(self) -> str:
+        """What serves: the boosted trees (calibrated) or the logistic regression."""
+        return "logistic" if self.setting.get("family") == "logistic" else "HGB, calib."
+
     def predict(self, x: Floats) -> Floats:
         return np.asarray(self.estimator.predict_proba(x)[:, 1], np.float64)
 
 
-def _boosting(setting: dict[str, Any], seed: int) -> Any:
+def finite(x: Floats) -> Floats:
+    """Infinities as missing (a customer's "overdue" ratio is infinite when two orders
+    fell on one day): the trees take NaN as such, the imputer fills it."""
+    return np.where(np.isfinite(x), x, np.nan)
+
+
+def _estimator(setting: dict[str, Any], seed: int) -> Any:
+    if setting.get("family") == "logistic":
+        from sklearn.impute import SimpleImputer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+        # Probabilities straight from the logistic loss: no calibration step needed.
+        return make_pipeline(
+            FunctionTransformer(finite),
+            SimpleImputer(strategy="median", keep_empty_features=True),
+            StandardScaler(),
+            LogisticRegression(C=setting["C"], max_iter=2000),
+        )
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.ensemble import HistGradientBoostingClassifier
 
@@ -115,7 +145,7 @@ def choose_setting(
         return SETTINGS[0], {}
     scores: dict[str, float] = {}
     for i, setting in enumerate(SETTINGS):
-        model = _boosting(setting, seed).fit(train.x, train.y)
+        model = _estimator(setting, seed).fit(train.x, train.y)
         scores[str(i)] = auc(y, model.predict_proba(table.values[active])[:, 1])
     best = max(scores, key=lambda key: scores[key])
     return SETTINGS[int(best)], scores
@@ -128,7 +158,7 @@ def train(
     known = ledger.upto(cutoff)
     setting, validation = choose_setting(known, cutoff, horizon, function, seed)
     data = training_set(known, cutoff, horizon, function)
-    estimator = _boosting(setting, seed).fit(data.x, data.y)
+    estimator = _estimator(setting, seed).fit(data.x, data.y)
     return Propensity(estimator, setting, data.window, data.snapshots, validation)
 
 
