@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from gateway.export.manifest import RUNS, Folder, Plan, TableResult
 from gateway.export.pseudonymise import Pseudonymiser
-from gateway.export.store import EPOCH, ExportStore
+from gateway.export.store import EPOCH, FAST_FROM_ROWS, ExportStore
 from gateway.export.tables import TABLES, TableSpec
 from gateway.export.writer import TableWriter, filesystem, remove_run_files
 from gateway.observability import metrics
@@ -78,8 +78,9 @@ class Exporter:
         *,
         progress: bool = False,
         checkpoint: Callable[[str], None] | None = None,
+        fast_from: int | None = FAST_FROM_ROWS,
     ) -> None:
-        self._store = ExportStore(engine)
+        self._store = ExportStore(engine, fast_from=fast_from)
         self._target = target
         try:
             self._fs, self._root = filesystem(target)
@@ -101,7 +102,10 @@ class Exporter:
         async with self._store.exclusive(self._key) as alone:
             if not alone:
                 raise ExportBusy(f"another export into {self._target} is running")
-            return await self._run(full)
+            try:
+                return await self._run(full)
+            finally:
+                self._store.close()
 
     async def _run(self, full: bool) -> ExportReport:
         started = time.perf_counter()

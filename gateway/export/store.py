@@ -7,42 +7,43 @@ so ``hi`` is the oldest start of a transaction still open (or now); on SQLite th
 write lock is taken for an instant, so no writer is half way.  A row committed later is
 stamped at or after ``hi`` and falls in the next window; none is lost or taken twice.
 
-Postgres rows come through ``COPY … TO STDOUT (FORMAT csv)`` into a spool file that
-pyarrow's CSV reader turns into batches (C++ all the way); SQLite rows through the
-driver.  Both give the same Arrow types (``tables.ARROW_TYPES``).
+Postgres rows come as Arrow batches through ADBC (``gateway.export.postgres``: a binary
+COPY decoded in C++); SQLite rows (and Postgres's where ADBC is missing) through the
+SQLAlchemy driver, turned into Arrow a batch at a time.  Both give the same Arrow types
+(``tables.ARROW_TYPES``) and the same values: a test holds them to it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 from sqlalchemy import bindparam, delete, func, insert, select, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.export_models import ExportCursor, ExportDeletion
 from gateway.db.locks import run_lock
 from gateway.db.models import UtcDateTime, utcnow
+from gateway.export import postgres
 from gateway.export.tables import ANALYTICS, ARROW_TYPES, Kind, TableSpec
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 Consumer = Callable[[pa.RecordBatch], None]
 BATCH_ROWS = 100_000
+# A window this big is read through ADBC; a smaller one (an incremental run's) through
+# the driver, faster than the fast path's connection is set up.
+FAST_FROM_ROWS = 20_000
 _SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
 _GRANTED = f"SELECT customer_id FROM consents WHERE purpose = '{ANALYTICS}' AND granted = true"
 
 
 def _sqlite_expr(name: str, kind: Kind) -> str:
-    """SQLite's column as Arrow reads it; Postgres's columns are taken as they are (COPY
-    prints times ISO with their offset, uuids dashed, JSON as text)."""
+    """SQLite's column as Arrow reads it."""
     if kind is Kind.TIME:
         # Stored as 'YYYY-MM-DD HH:MM:SS.ffffff' (SQLAlchemy's format, and the triggers').
         seconds = f"CAST(strftime('%s', {name}) AS INTEGER) * 1000000"
@@ -55,50 +56,43 @@ def _sqlite_expr(name: str, kind: Kind) -> str:
     return name
 
 
-def _read_type(kind: Kind) -> pa.DataType:
-    """The Arrow type SQLite's column is read as (times as microseconds, cast afterwards)."""
-    return pa.int64() if kind is Kind.TIME else ARROW_TYPES[kind]
+def _postgres_expr(name: str, kind: Kind) -> str:
+    """Postgres's column as Arrow reads it: uuids and JSON as their text (ADBC would
+    answer 16 bytes and an extension type, the driver a UUID and a parsed dict)."""
+    return f"{name}::text" if kind in (Kind.UUID, Kind.JSON) else name
 
 
-def _csv_options(spec: TableSpec) -> dict[str, Any]:
-    """How pyarrow reads Postgres's CSV: times as Postgres prints them (ISO, with offset)."""
-    return {
-        "read_options": pacsv.ReadOptions(
-            column_names=[c.name for c in spec.columns], block_size=4 << 20
-        ),
-        "parse_options": pacsv.ParseOptions(newlines_in_values=True),
-        "convert_options": pacsv.ConvertOptions(
-            column_types={c.name: ARROW_TYPES[c.kind] for c in spec.columns},
-            true_values=["t"],
-            false_values=["f"],
-            null_values=[""],
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,
-        ),
-    }
+def _read_type(kind: Kind, postgres: bool) -> pa.DataType:
+    """The Arrow type the driver's values are read as (SQLite's times as microseconds,
+    cast afterwards)."""
+    return pa.int64() if kind is Kind.TIME and not postgres else ARROW_TYPES[kind]
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def finish(batch: pa.RecordBatch, spec: TableSpec) -> pa.RecordBatch:
-    """Times from microseconds since the epoch to UTC timestamps."""
+def conform(batch: pa.RecordBatch, spec: TableSpec) -> pa.RecordBatch:
+    """The batch in the table's Arrow types (SQLite's microseconds as UTC timestamps,
+    Postgres's int4 as int64)."""
     arrays = []
     for column in spec.columns:
         array = batch.column(column.name)
-        if column.kind is Kind.TIME and array.type != ARROW_TYPES[Kind.TIME]:
-            array = array.cast(ARROW_TYPES[Kind.TIME])
-        arrays.append(array)
+        wanted = ARROW_TYPES[column.kind]
+        arrays.append(array if array.type == wanted else array.cast(wanted))
     return pa.RecordBatch.from_arrays(arrays, names=[c.name for c in spec.columns])
 
 
 class ExportStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, fast_from: int | None = FAST_FROM_ROWS) -> None:
+        """``fast_from``: on Postgres a window of at least this many rows is read through
+        ADBC (None: never; the tests compare the two paths)."""
         self._engine = engine
         self.postgres = engine.dialect.name == "postgresql"
+        self._fast_from = fast_from
+        fast = self.postgres and fast_from is not None and postgres.available()
+        self._arrow = postgres.ArrowReader(postgres.libpq_uri(engine.url)) if fast else None
+
+    def close(self) -> None:
+        """Close the fast path's connections (the end of a run)."""
+        if self._arrow is not None:
+            self._arrow.close()
 
     # --- cursors and windows ---------------------------------------------------------
 
@@ -179,7 +173,7 @@ class ExportStore:
     # --- changed rows ----------------------------------------------------------------
 
     def _expr(self, name: str, kind: Kind) -> str:
-        return name if self.postgres else _sqlite_expr(name, kind)
+        return _postgres_expr(name, kind) if self.postgres else _sqlite_expr(name, kind)
 
     def _select(self, spec: TableSpec, where: str) -> str:
         columns = ", ".join(f"{self._expr(c.name, c.kind)} AS {c.name}" for c in spec.columns)
@@ -206,61 +200,29 @@ class ExportStore:
 
     async def changed(self, spec: TableSpec, lo: datetime, hi: datetime, consume: Consumer) -> int:
         """Hand the window's rows to ``consume`` in batches (from a worker thread on
-        Postgres); the number of rows."""
+        Postgres's fast path); the number of rows."""
         query = self.changed_query(spec, lo, hi)
-        if self.postgres:
-            return await self._copy(spec, query, consume)
+        if self._arrow is not None and await self._more_than(query, self._fast_from or 0):
+            return await self._arrow.read(query, lambda b: consume(conform(b, spec)))
         rows = 0
         async for batch in self._driver_batches(spec, query):
-            consume(finish(batch, spec))
+            consume(conform(batch, spec))
             rows += batch.num_rows
         return rows
 
-    async def _copy(self, spec: TableSpec, query: str, consume: Consumer) -> int:
-        """COPY into a pipe that a worker thread parses (pyarrow's CSV reader, C++) and
-        hands on while Postgres is still sending: the server's core and ours work at once."""
-        loop = asyncio.get_running_loop()
-        read_end, write_end = os.pipe()
-        sent = 0
-
-        async def sink(chunk: bytes) -> None:
-            nonlocal sent
-            sent += len(chunk)
-            await loop.run_in_executor(None, _write_all, write_end, chunk)
-
-        def parse() -> int:
-            with os.fdopen(read_end, "rb") as source:
-                try:
-                    reader = pacsv.open_csv(source, **_csv_options(spec))
-                except pa.ArrowInvalid:
-                    if sent == 0:
-                        return 0  # nothing changed (pyarrow refuses an empty CSV)
-                    raise
-                rows = 0
-                for batch in reader:
-                    consume(finish(batch, spec))
-                    rows += batch.num_rows
-                return rows
-
-        async def copy() -> None:
-            try:
-                async with self._engine.connect() as connection:
-                    raw = await _driver(connection)
-                    await raw.copy_from_query(query, output=sink, format="csv")
-                    await connection.rollback()
-            finally:
-                os.close(write_end)
-
-        parsing = asyncio.ensure_future(asyncio.to_thread(parse))
-        try:
-            await copy()
-        except BaseException:
-            await asyncio.gather(parsing, return_exceptions=True)
-            raise
-        return await parsing
+    async def _more_than(self, query: str, rows: int) -> bool:
+        """Whether ``query`` answers at least ``rows`` rows (it reads no more of them)."""
+        if rows <= 0:
+            return True
+        async with self._engine.connect() as connection:
+            found = await connection.scalar(
+                text(f"SELECT count(*) FROM ({query} LIMIT {int(rows)}) AS window_rows")
+            )
+            await connection.rollback()
+        return int(found or 0) >= rows
 
     async def _driver_batches(self, spec: TableSpec, query: str) -> AsyncIterator[pa.RecordBatch]:
-        types = [_read_type(c.kind) for c in spec.columns]
+        types = [_read_type(c.kind, self.postgres) for c in spec.columns]
         names = [c.name for c in spec.columns]
         async with self._engine.connect() as connection:
             result = await connection.stream(text(query))
@@ -349,11 +311,6 @@ def _key(spec: TableSpec, row_id: str) -> object:
     if spec.key.kind is Kind.INT:
         return int(row_id)
     return str(uuid.UUID(row_id))
-
-
-async def _driver(connection: AsyncConnection) -> Any:
-    raw = await connection.get_raw_connection()
-    return raw.driver_connection
 
 
 def _bools(values: Sequence[object]) -> list[bool | None]:
