@@ -46,7 +46,9 @@ def _sqlite_expr(name: str, kind: Kind) -> str:
     """SQLite's column as Arrow reads it."""
     if kind is Kind.TIME:
         # Stored as 'YYYY-MM-DD HH:MM:SS.ffffff' (SQLAlchemy's format, and the triggers').
-        seconds = f"CAST(strftime('%s', {name}) AS INTEGER) * 1000000"
+        # The whole seconds without the fraction: SQLite keeps milliseconds, and rounded
+        # .999500 up into the next second.
+        seconds = f"CAST(strftime('%s', substr({name}, 1, 19)) AS INTEGER) * 1000000"
         return f"{seconds} + CAST(substr({name}, 21, 6) AS INTEGER)"
     if kind is Kind.UUID:  # 32 hex digits: the dashed form Postgres answers
         parts = " || '-' || ".join(
