@@ -13,13 +13,15 @@ It connects with its own libpq connection, built from the engine's URL
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
 from sqlalchemy.engine import URL
+
+from gateway.export.threads import off_loop
 
 try:
     import adbc_driver_postgresql.dbapi as adbc
@@ -103,6 +105,7 @@ class ArrowReader:
 
         def work() -> int:
             connection = self._take()
+            reusable = False
             try:
                 with connection.cursor() as cursor:
                     cursors.append(cursor)
@@ -115,18 +118,21 @@ class ArrowReader:
                             consume(batch)
                             rows += batch.num_rows
                 connection.rollback()  # it only read
-            except BaseException:
-                connection.close()  # in an unknown state: not reused
-                raise
-            self._give(connection)
-            return rows
+                reusable = not cancelled.is_set()
+                return rows
+            finally:
+                # One that failed or was stopped half way is in an unknown state.
+                if reusable:
+                    self._give(connection)
+                else:
+                    connection.close()
 
-        reading = asyncio.ensure_future(asyncio.to_thread(work))
-        try:
-            return await asyncio.shield(reading)
-        except asyncio.CancelledError:
+        def stop() -> None:
+            # The server's statement is cancelled too: the thread ends soon rather than
+            # after the last row.
             cancelled.set()
             for cursor in cursors:
-                cursor.adbc_cancel()
-            await asyncio.gather(reading, return_exceptions=True)
-            raise
+                with contextlib.suppress(adbc.Error):  # done with already
+                    cursor.adbc_cancel()
+
+        return await off_loop(work, on_cancel=stop)

@@ -1,5 +1,9 @@
 """``Exporter.run``: one export run, incremental from each table's cursor, resumable.
 
+Every step that touches files (Parquet writes, uploads, the target's JSON) runs in a
+worker thread (``threads.off_loop``): inside ``gateway serve`` the event loop keeps
+answering requests while a run writes.
+
 A run fixes one window end for every table (``ExportStore.window_end``) and records its
 plan in the target before writing anything.  Each table is then written (files renamed
 into place when complete), recorded as finished in the target, and only then is its
@@ -16,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -26,6 +31,7 @@ from gateway.export.manifest import RUNS, Folder, Plan, TableResult
 from gateway.export.pseudonymise import Pseudonymiser
 from gateway.export.store import EPOCH, FAST_FROM_ROWS, ExportStore
 from gateway.export.tables import TABLES, TableSpec
+from gateway.export.threads import off_loop
 from gateway.export.writer import TableWriter, filesystem, remove_run_files
 from gateway.observability import metrics
 
@@ -105,13 +111,13 @@ class Exporter:
             try:
                 return await self._run(full)
             finally:
-                self._store.close()
+                await off_loop(self._store.close)
 
     async def _run(self, full: bool) -> ExportReport:
         started = time.perf_counter()
-        plan = self._folder.pending()
+        plan = await off_loop(self._folder.pending)
         if plan is not None and full:
-            self._discard(plan)
+            await off_loop(partial(self._discard, plan))
             plan = None
         resumed = plan is not None
         if plan is None:
@@ -138,7 +144,7 @@ class Exporter:
         except ExceptionGroup as failed:
             raise failed.exceptions[0] from None
         results = [done[spec.name] for spec in TABLES]
-        self._folder.finish(plan, results, datetime.now(UTC))
+        await off_loop(partial(self._folder.finish, plan, results, datetime.now(UTC)))
         for spec in TABLES:
             await self._store.prune(spec.name)
         report = ExportReport(
@@ -148,19 +154,27 @@ class Exporter:
         return report
 
     async def _finished_or_export(self, spec: TableSpec, plan: Plan) -> TableResult:
-        result = self._folder.finished_table(plan.run_id, spec.name)
-        partial_only = result is not None
-        remove_run_files(self._fs, self._root, spec.name, plan.run_id, partial_only=partial_only)
+        result = await off_loop(partial(self._folder.finished_table, plan.run_id, spec.name))
+        await off_loop(
+            partial(
+                remove_run_files,
+                self._fs,
+                self._root,
+                spec.name,
+                plan.run_id,
+                partial_only=result is not None,
+            )
+        )
         if result is None:
             result = await self._table(spec, plan)
-            self._folder.finish_table(plan.run_id, result)
+            await off_loop(partial(self._folder.finish_table, plan.run_id, result))
             self._checkpoint(f"table:{spec.name}")
         window_end = datetime.fromisoformat(plan.windows[spec.name][1])
         await self._store.advance(self._key, spec.name, window_end, plan.run_id)
         return result
 
     async def _plan(self, full: bool) -> Plan:
-        manifests = self._folder.manifests()
+        manifests = await off_loop(self._folder.manifests)
         if manifests and bool(manifests[-1]["pseudonymised"]) != self.pseudonymised:
             was = "pseudonymised" if manifests[-1]["pseudonymised"] else "raw"
             raise ExportError(
@@ -182,7 +196,7 @@ class Exporter:
                 for spec in TABLES
             },
         )
-        self._folder.start(plan)
+        await off_loop(partial(self._folder.start, plan))
         return plan
 
     def _discard(self, plan: Plan) -> None:
@@ -218,9 +232,14 @@ class Exporter:
                     for f in schema
                     if not f.name.startswith("_")
                 }
-                writer.write(_stamped(pa.table(columns), "delete", plan.run_id))
+                await off_loop(
+                    partial(writer.write, _stamped(pa.table(columns), "delete", plan.run_id))
+                )
                 bar.update(deleted.num_rows)
-        return TableResult(spec.name, lo_text, hi_text, writer.close())
+            # Closing writes the files' footers and moves them into place: an upload
+            # to object storage.
+            files = await off_loop(writer.close)
+        return TableResult(spec.name, lo_text, hi_text, files)
 
 
 def _stamped(table: pa.Table, op: str, run_id: str) -> pa.Table:

@@ -20,6 +20,7 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import pyarrow as pa
@@ -31,6 +32,7 @@ from gateway.db.locks import run_lock
 from gateway.db.models import UtcDateTime, utcnow
 from gateway.export import postgres
 from gateway.export.tables import ANALYTICS, ARROW_TYPES, Kind, TableSpec
+from gateway.export.threads import off_loop
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 Consumer = Callable[[pa.RecordBatch], None]
@@ -201,14 +203,14 @@ class ExportStore:
         )
 
     async def changed(self, spec: TableSpec, lo: datetime, hi: datetime, consume: Consumer) -> int:
-        """Hand the window's rows to ``consume`` in batches (from a worker thread on
-        Postgres's fast path); the number of rows."""
+        """Hand the window's rows to ``consume`` in batches, in a worker thread; the number
+        of rows."""
         query = self.changed_query(spec, lo, hi)
         if self._arrow is not None and await self._more_than(query, self._fast_from or 0):
             return await self._arrow.read(query, lambda b: consume(conform(b, spec)))
         rows = 0
         async for batch in self._driver_batches(spec, query):
-            consume(conform(batch, spec))
+            await off_loop(partial(consume, conform(batch, spec)))
             rows += batch.num_rows
         return rows
 
