@@ -14,19 +14,16 @@ It connects with its own libpq connection, built from the engine's URL
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
 from sqlalchemy.engine import URL
 
 from gateway.export.threads import off_loop
-
-try:
-    import adbc_driver_postgresql.dbapi as adbc
-except ImportError:  # pragma: no cover - a dependency; the driver path reads without it
-    adbc = None
 
 # libpq's connection parameters that may arrive in a database URL's query; others
 # (asyncpg's own, SQLAlchemy's) mean nothing to libpq and are left out.
@@ -53,7 +50,15 @@ CONNECT_TIMEOUT_S = 10
 
 
 def available() -> bool:
-    return adbc is not None
+    return importlib.util.find_spec("adbc_driver_postgresql") is not None
+
+
+def _driver() -> Any:
+    """ADBC's DB-API module, imported when a run first reads through it: it imports
+    pyarrow.dataset and pandas, a second of start-up nothing else in the gateway needs."""
+    import adbc_driver_postgresql.dbapi as adbc
+
+    return adbc
 
 
 def libpq_uri(url: URL) -> str:
@@ -75,8 +80,6 @@ class ArrowReader:
     with ``close``."""
 
     def __init__(self, uri: str) -> None:
-        if adbc is None:  # pragma: no cover
-            raise RuntimeError("adbc-driver-postgresql is not installed")
         self._uri = uri
         self._idle: list[Any] = []
         self._lock = threading.Lock()
@@ -85,7 +88,7 @@ class ArrowReader:
         with self._lock:
             if self._idle:
                 return self._idle.pop()
-        return adbc.connect(self._uri)
+        return _driver().connect(self._uri)
 
     def _give(self, connection: Any) -> None:
         with self._lock:
@@ -112,11 +115,17 @@ class ArrowReader:
                     rows = 0
                     if not cancelled.is_set():
                         cursor.execute(query)
-                        for batch in cursor.fetch_record_batch():
-                            if cancelled.is_set():
-                                break
-                            consume(batch)
-                            rows += batch.num_rows
+                        batches = iter(cursor.fetch_record_batch())
+                        # One batch read ahead by a thread of its own: Postgres sends
+                        # the next while this one is pseudonymised and written.
+                        with ThreadPoolExecutor(1, thread_name_prefix="export-read") as ahead:
+                            coming = ahead.submit(next, batches, None)
+                            while (batch := coming.result()) is not None:
+                                if cancelled.is_set():
+                                    break
+                                coming = ahead.submit(next, batches, None)
+                                consume(batch)
+                                rows += batch.num_rows
                 connection.rollback()  # it only read
                 reusable = not cancelled.is_set()
                 return rows
@@ -132,7 +141,7 @@ class ArrowReader:
             # after the last row.
             cancelled.set()
             for cursor in cursors:
-                with contextlib.suppress(adbc.Error):  # done with already
+                with contextlib.suppress(_driver().Error):  # done with already
                     cursor.adbc_cancel()
 
         return await off_loop(work, on_cancel=stop)
