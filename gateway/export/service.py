@@ -6,8 +6,9 @@ answering requests while a run writes.
 
 A run fixes one window end for every table (``ExportStore.window_end``) and records its
 plan in the target before writing anything.  Each table is then written (files renamed
-into place when complete), recorded as finished in the target, and only then is its
-cursor advanced in the database; the manifest comes last.  A run that dies is resumed
+into place when complete) and recorded as finished in the target; when all are, the
+cursors move in the database (one transaction), and the manifest comes last.  A run
+that dies is resumed
 by the next one from its plan: tables already finished are kept, the others' leftover
 files are removed and they are written again over the same window, so the outcome is
 the one an uninterrupted run would have had.
@@ -144,9 +145,11 @@ class Exporter:
         except ExceptionGroup as failed:
             raise failed.exceptions[0] from None
         results = [done[spec.name] for spec in TABLES]
+        # Every table's files are in place (and recorded in the target): the cursors move.
+        # A run that dies before its manifest is resumed, and moves them again.
+        ends = {spec.name: datetime.fromisoformat(plan.windows[spec.name][1]) for spec in TABLES}
+        await self._store.advance(self._key, ends, plan.run_id)
         await off_loop(partial(self._folder.finish, plan, results, datetime.now(UTC)))
-        for spec in TABLES:
-            await self._store.prune(spec.name)
         report = ExportReport(
             plan.run_id, resumed, plan.pseudonymised, tuple(results), time.perf_counter() - started
         )
@@ -169,8 +172,6 @@ class Exporter:
             result = await self._table(spec, plan)
             await off_loop(partial(self._folder.finish_table, plan.run_id, result))
             self._checkpoint(f"table:{spec.name}")
-        window_end = datetime.fromisoformat(plan.windows[spec.name][1])
-        await self._store.advance(self._key, spec.name, window_end, plan.run_id)
         return result
 
     async def _plan(self, full: bool) -> Plan:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -109,11 +109,13 @@ class ExportStore:
             )
             return {row[0]: row[1] for row in rows}
 
-    async def advance(self, target: str, table: str, cursor: datetime, run_id: str) -> None:
+    async def advance(self, target: str, cursors: Mapping[str, datetime], run_id: str) -> None:
+        """Move ``target``'s cursors of these tables, and forget the deletions every
+        target's cursor has passed: one transaction (one commit) for the whole run."""
         async with self._engine.begin() as connection:
             await connection.execute(
                 delete(ExportCursor).where(
-                    ExportCursor.target == target, ExportCursor.table_name == table
+                    ExportCursor.target == target, ExportCursor.table_name.in_(list(cursors))
                 )
             )
             await connection.execute(
@@ -126,23 +128,18 @@ class ExportStore:
                         "run_id": run_id,
                         "updated_at": utcnow(),
                     }
+                    for table, cursor in cursors.items()
                 ],
             )
-
-    async def prune(self, table: str) -> int:
-        """Forget the deletions every target's cursor of ``table`` has passed."""
-        async with self._engine.begin() as connection:
-            passed = await connection.scalar(
-                select(func.min(ExportCursor.cursor)).where(ExportCursor.table_name == table)
+            passed = select(ExportCursor.table_name, func.min(ExportCursor.cursor)).group_by(
+                ExportCursor.table_name
             )
-            if passed is None:
-                return 0
-            done = await connection.execute(
-                delete(ExportDeletion).where(
-                    ExportDeletion.table_name == table, ExportDeletion.deleted_at < passed
+            for table, moment in (await connection.execute(passed)).all():
+                await connection.execute(
+                    delete(ExportDeletion).where(
+                        ExportDeletion.table_name == table, ExportDeletion.deleted_at < moment
+                    )
                 )
-            )
-            return int(getattr(done, "rowcount", 0) or 0)
 
     async def reset(self, target: str) -> None:
         async with self._engine.begin() as connection:
@@ -206,7 +203,7 @@ class ExportStore:
         """Hand the window's rows to ``consume`` in batches, in a worker thread; the number
         of rows."""
         query = self.changed_query(spec, lo, hi)
-        if self._arrow is not None and await self._more_than(query, self._fast_from or 0):
+        if self._arrow is not None and await self._more_than(spec, lo, hi, self._fast_from or 0):
             return await self._arrow.read(query, lambda b: consume(conform(b, spec)))
         rows = 0
         async for batch in self._driver_batches(spec, query):
@@ -214,14 +211,15 @@ class ExportStore:
             rows += batch.num_rows
         return rows
 
-    async def _more_than(self, query: str, rows: int) -> bool:
-        """Whether ``query`` answers at least ``rows`` rows (it reads no more of them)."""
+    async def _more_than(self, spec: TableSpec, lo: datetime, hi: datetime, rows: int) -> bool:
+        """Whether at least ``rows`` rows of ``spec`` changed in the window: counted on
+        the ``changed_at`` index alone (consent not asked), reading no more of them."""
         if rows <= 0:
             return True
+        window = f"changed_at >= {self._literal(lo)} AND changed_at < {self._literal(hi)}"
+        query = f"SELECT 1 FROM {spec.name} WHERE {window} LIMIT {int(rows)}"
         async with self._engine.connect() as connection:
-            found = await connection.scalar(
-                text(f"SELECT count(*) FROM ({query} LIMIT {int(rows)}) AS window_rows")
-            )
+            found = await connection.scalar(text(f"SELECT count(*) FROM ({query}) AS changed"))
             await connection.rollback()
         return int(found or 0) >= rows
 
@@ -273,7 +271,8 @@ class ExportStore:
                 unexported = (
                     text(
                         "SELECT id, changed_at FROM events WHERE changed_at >= :lo AND changed_at "
-                        f"< :hi AND (customer_id IS NULL OR customer_id NOT IN ({_GRANTED}))"
+                        f"< :hi AND NOT EXISTS ({_GRANTED} AND consents.customer_id = "
+                        "events.customer_id)"
                     )
                     .bindparams(*params)
                     .columns(changed_at=UtcDateTime())
