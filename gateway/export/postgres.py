@@ -74,6 +74,11 @@ def libpq_uri(url: URL) -> str:
     return libpq.render_as_string(hide_password=False)
 
 
+class FastPathUnavailable(Exception):
+    """ADBC could not connect (a URL it reads otherwise than asyncpg, a server it cannot
+    reach): nothing was read, and the driver path reads instead."""
+
+
 class ArrowReader:
     """The ADBC connections of one export run: opened when first needed (connecting
     costs ~0.1 s: the driver loads the type catalog), reused for the next table, closed
@@ -88,7 +93,12 @@ class ArrowReader:
         with self._lock:
             if self._idle:
                 return self._idle.pop()
-        return _driver().connect(self._uri)
+        adbc = _driver()
+        try:
+            return adbc.connect(self._uri)
+        except adbc.Error as exc:
+            # The class only: libpq's message may quote the connection's parameters.
+            raise FastPathUnavailable(type(exc).__name__) from None
 
     def _give(self, connection: Any) -> None:
         with self._lock:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -34,6 +35,7 @@ from gateway.export import postgres
 from gateway.export.tables import ANALYTICS, ARROW_TYPES, Kind, TableSpec
 from gateway.export.threads import off_loop
 
+logger = logging.getLogger("gateway.export")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 Consumer = Callable[[pa.RecordBatch], None]
 BATCH_ROWS = 100_000
@@ -84,14 +86,22 @@ def conform(batch: pa.RecordBatch, spec: TableSpec) -> pa.RecordBatch:
 
 
 class ExportStore:
-    def __init__(self, engine: AsyncEngine, *, fast_from: int | None = FAST_FROM_ROWS) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        fast_from: int | None = FAST_FROM_ROWS,
+        fast_uri: str | None = None,
+    ) -> None:
         """``fast_from``: on Postgres a window of at least this many rows is read through
-        ADBC (None: never; the tests compare the two paths)."""
+        ADBC (None: never; the tests compare the two paths), connecting to ``fast_uri``
+        (a libpq URI; default: the engine's database)."""
         self._engine = engine
         self.postgres = engine.dialect.name == "postgresql"
         self._fast_from = fast_from
         fast = self.postgres and fast_from is not None and postgres.available()
-        self._arrow = postgres.ArrowReader(postgres.libpq_uri(engine.url)) if fast else None
+        uri = fast_uri or postgres.libpq_uri(engine.url)
+        self._arrow = postgres.ArrowReader(uri) if fast else None
 
     def close(self) -> None:
         """Close the fast path's connections (the end of a run)."""
@@ -204,7 +214,13 @@ class ExportStore:
         of rows."""
         query = self.changed_query(spec, lo, hi)
         if self._arrow is not None and await self._more_than(spec, lo, hi, self._fast_from or 0):
-            return await self._arrow.read(query, lambda b: consume(conform(b, spec)))
+            try:
+                return await self._arrow.read(query, lambda b: consume(conform(b, spec)))
+            except postgres.FastPathUnavailable as exc:
+                logger.warning(
+                    "export: ADBC could not connect (%s); reading through the driver", exc
+                )
+                self._arrow = None  # for the rest of the run
         rows = 0
         async for batch in self._driver_batches(spec, query):
             await off_loop(partial(consume, conform(batch, spec)))

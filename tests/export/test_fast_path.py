@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -21,14 +22,16 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import insert
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.engine import create_engine
 from gateway.db.identity_models import IdentityLink
 from gateway.db.migrate import upgrade
 from gateway.db.models import Attribute, Consent, Customer, Event, Identity
+from gateway.export.postgres import libpq_uri
 from gateway.export.service import Exporter
-from gateway.export.store import ExportStore
+from gateway.export.store import EPOCH, ExportStore
 from gateway.export.tables import TABLES
 from gateway.export.writer import TableWriter
 from tests.conftest import create_postgres_database, drop_postgres_database
@@ -73,6 +76,20 @@ _PERSON = st.fixed_dictionaries(
         "granted": st.booleans(),
     }
 )
+
+
+_PLAIN: dict[str, Any] = {
+    "email": "p@example.org",
+    "phone": "+442079460958",
+    "first_name": "Zo\u00eb",
+    "last_name": None,
+    "locale": "en",
+    "created_at": datetime(2026, 1, 1, tzinfo=UTC),
+    "events": [],
+    "attributes": [],
+    "score": None,
+    "granted": True,
+}
 
 
 @pytest.fixture(scope="module")
@@ -284,3 +301,45 @@ async def test_a_run_through_the_fast_path_writes_the_files_the_driver_path_writ
             one = pq.read_table(tmp_path / "fast" / left.path).drop_columns(["_run"])
             two = pq.read_table(tmp_path / "driver" / right.path).drop_columns(["_run"])
             assert one.equals(two), left.path
+
+
+def test_the_fast_path_connects_where_the_engine_does() -> None:
+    url = make_url(
+        "postgresql+asyncpg://app:p%40ss%2Fw%3Ard@db.internal:6432/gateway"
+        "?ssl=require&prepared_statement_cache_size=0&application_name=gw"
+    )
+    uri = libpq_uri(url)
+    parsed = make_url(uri)
+    assert (parsed.drivername, parsed.username, parsed.password) == (
+        "postgresql",
+        "app",
+        "p@ss/w:rd",
+    )
+    assert (parsed.host, parsed.port, parsed.database) == ("db.internal", 6432, "gateway")
+    # asyncpg's ssl in libpq's words; what libpq does not know is left out.
+    assert dict(parsed.query) == {
+        "sslmode": "require",
+        "application_name": "gw",
+        "connect_timeout": "10",
+    }
+
+
+async def test_a_fast_path_that_cannot_connect_reads_through_the_driver(
+    run_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = create_engine(run_database)
+    try:
+        await _add(engine, [_PLAIN], "nowhere")
+        nowhere = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"
+        store = ExportStore(engine, fast_from=0, fast_uri=nowhere)
+        batches: list[pa.RecordBatch] = []
+        with caplog.at_level(logging.WARNING, logger="gateway.export"):
+            end = await store.window_end() + timedelta(milliseconds=1)
+            customers = next(s for s in TABLES if s.name == "customers")
+            rows = await store.changed(customers, EPOCH, end, batches.append)
+        store.close()
+    finally:
+        await engine.dispose()
+    assert rows == 1
+    assert "reading through the driver" in caplog.text
+    assert "nobody" not in caplog.text
