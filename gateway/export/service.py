@@ -17,6 +17,7 @@ the one an uninterrupted run would have had.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -128,14 +129,15 @@ class Exporter:
                 f"run {plan.run_id} in {self._target} is unfinished and was "
                 f"{'pseudonymised' if plan.pseudonymised else 'raw'}: resume it the same way"
             )
-        # Two tables at a time: Postgres sends one while this process parses and writes
-        # another (the events, the biggest, go first); results keep the tables' order.
+        # Every table at once, but two large windows at a time (the events, the biggest,
+        # first): Postgres sends one while this process writes another, and no more of
+        # them compete for two cores and memory.  Small windows (an incremental run's)
+        # take no lane: their round trips overlap.  Results keep the tables' order.
         lanes = asyncio.Semaphore(LANES)
         done: dict[str, TableResult] = {}
 
         async def export(spec: TableSpec) -> None:
-            async with lanes:
-                done[spec.name] = await self._finished_or_export(spec, plan)
+            done[spec.name] = await self._finished_or_export(spec, plan, lanes)
 
         order = sorted(TABLES, key=lambda spec: spec.name != "events")
         try:
@@ -156,7 +158,9 @@ class Exporter:
         _record(report)
         return report
 
-    async def _finished_or_export(self, spec: TableSpec, plan: Plan) -> TableResult:
+    async def _finished_or_export(
+        self, spec: TableSpec, plan: Plan, lanes: asyncio.Semaphore
+    ) -> TableResult:
         result = await off_loop(partial(self._folder.finished_table, plan.run_id, spec.name))
         await off_loop(
             partial(
@@ -169,7 +173,7 @@ class Exporter:
             )
         )
         if result is None:
-            result = await self._table(spec, plan)
+            result = await self._table(spec, plan, lanes)
             await off_loop(partial(self._folder.finish_table, plan.run_id, result))
             self._checkpoint(f"table:{spec.name}")
         return result
@@ -205,7 +209,14 @@ class Exporter:
             remove_run_files(self._fs, self._root, spec.name, plan.run_id)
         self._fs.delete_dir(f"{self._root}/{RUNS}/{plan.run_id}")
 
-    async def _table(self, spec: TableSpec, plan: Plan) -> TableResult:
+    async def _table(self, spec: TableSpec, plan: Plan, lanes: asyncio.Semaphore) -> TableResult:
+        lo_text, hi_text = plan.windows[spec.name]
+        lo, hi = datetime.fromisoformat(lo_text), datetime.fromisoformat(hi_text)
+        large = await self._store.large(spec, lo, hi)
+        async with lanes if large else contextlib.nullcontext():
+            return await self._write(spec, plan, large)
+
+    async def _write(self, spec: TableSpec, plan: Plan, large: bool) -> TableResult:
         lo_text, hi_text = plan.windows[spec.name]
         lo, hi = datetime.fromisoformat(lo_text), datetime.fromisoformat(hi_text)
         schema = spec.schema(self.pseudonymised)
@@ -220,7 +231,7 @@ class Exporter:
                 writer.write(_stamped(pa.Table.from_batches([batch]), "upsert", plan.run_id))
                 bar.update(batch.num_rows)
 
-            await self._store.changed(spec, lo, hi, consume)
+            await self._store.changed(spec, lo, hi, consume, large=large)
             # A full run too: its target may hold files of earlier runs with rows deleted
             # since, and once this run's cursor passes them, ``prune`` forgets them.  For a
             # new target the deletions are of rows it never had: harmless.

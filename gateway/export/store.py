@@ -209,11 +209,28 @@ class ExportStore:
             + self._select(spec, f"changed_at < {low} AND customer_id IN ({newly})")
         )
 
-    async def changed(self, spec: TableSpec, lo: datetime, hi: datetime, consume: Consumer) -> int:
+    async def large(self, spec: TableSpec, lo: datetime, hi: datetime) -> bool:
+        """Whether the window is one for the fast path (``fast_from`` rows or more; on
+        SQLite, whether it would be)."""
+        return await self._more_than(
+            spec, lo, hi, FAST_FROM_ROWS if self._fast_from is None else self._fast_from
+        )
+
+    async def changed(
+        self,
+        spec: TableSpec,
+        lo: datetime,
+        hi: datetime,
+        consume: Consumer,
+        *,
+        large: bool | None = None,
+    ) -> int:
         """Hand the window's rows to ``consume`` in batches, in a worker thread; the number
-        of rows."""
+        of rows.  ``large``: what ``large`` answered for this window, if asked already."""
         query = self.changed_query(spec, lo, hi)
-        if self._arrow is not None and await self._more_than(spec, lo, hi, self._fast_from or 0):
+        if large is None and self._arrow is not None:
+            large = await self.large(spec, lo, hi)
+        if self._arrow is not None and large:
             try:
                 return await self._arrow.read(query, lambda b: consume(conform(b, spec)))
             except postgres.FastPathUnavailable as exc:
