@@ -61,6 +61,8 @@ class Plan:
     pseudonymised: bool
     started_at: str
     windows: dict[str, tuple[str, str]]  # table -> (from, to), ISO times
+    # The target held no finished run: it has no rows a deletion could remove.
+    fresh: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -68,12 +70,14 @@ class Plan:
             "pseudonymised": self.pseudonymised,
             "started_at": self.started_at,
             "windows": {t: list(w) for t, w in self.windows.items()},
+            "fresh": self.fresh,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
         windows = {t: (w[0], w[1]) for t, w in data["windows"].items()}
-        return cls(data["run_id"], data["pseudonymised"], data["started_at"], windows)
+        fresh = bool(data.get("fresh", False))  # plans written before it: not fresh
+        return cls(data["run_id"], data["pseudonymised"], data["started_at"], windows, fresh)
 
 
 class Folder:

@@ -200,6 +200,7 @@ class Exporter:
                 spec.name: (cursors.get(spec.name, EPOCH).isoformat(), end.isoformat())
                 for spec in TABLES
             },
+            fresh=not manifests,
         )
         await off_loop(partial(self._folder.start, plan))
         return plan
@@ -231,11 +232,20 @@ class Exporter:
                 writer.write(_stamped(pa.Table.from_batches([batch]), "upsert", plan.run_id))
                 bar.update(batch.num_rows)
 
-            await self._store.changed(spec, lo, hi, consume, large=large)
             # A full run too: its target may hold files of earlier runs with rows deleted
-            # since, and once this run's cursor passes them, ``prune`` forgets them.  For a
-            # new target the deletions are of rows it never had: harmless.
-            deleted = await self._store.deleted(spec, lo, hi)
+            # since, and once this run's cursor passes them, ``prune`` forgets them.  Not
+            # for a new target: it has none of the rows (finding the events it would
+            # not hold costs a pass over all of them).  Read beside the changed rows.
+            deleting = asyncio.ensure_future(
+                self._store.deleted(spec, lo, hi) if not plan.fresh else _nothing()
+            )
+            try:
+                await self._store.changed(spec, lo, hi, consume, large=large)
+                deleted = await deleting
+            finally:
+                if not deleting.done():
+                    deleting.cancel()
+                    await asyncio.gather(deleting, return_exceptions=True)
             if deleted.num_rows:
                 columns = {
                     f.name: deleted.column(f.name)
@@ -252,6 +262,10 @@ class Exporter:
             # to object storage.
             files = await off_loop(writer.close)
         return TableResult(spec.name, lo_text, hi_text, files)
+
+
+async def _nothing() -> pa.Table:
+    return pa.table({})
 
 
 def _stamped(table: pa.Table, op: str, run_id: str) -> pa.Table:
