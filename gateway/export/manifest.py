@@ -133,11 +133,22 @@ class Folder:
         self._write(f"{MANIFESTS}/{plan.run_id}.json", manifest)
         self.fs.delete_dir(f"{self.root}/{RUNS}/{plan.run_id}")
 
-    def manifests(self) -> list[dict[str, Any]]:
-        """Every finished run's manifest, oldest first."""
+    def _manifest_names(self) -> list[str]:
         selector = pafs.FileSelector(f"{self.root}/{MANIFESTS}", allow_not_found=True)
-        names = sorted(
+        return sorted(
             i.base_name for i in self.fs.get_file_info(selector) if i.base_name.endswith(".json")
         )
-        found = [self._read(f"{MANIFESTS}/{name}") for name in names]
+
+    def manifests(self) -> list[dict[str, Any]]:
+        """Every finished run's manifest, oldest first."""
+        found = [self._read(f"{MANIFESTS}/{name}") for name in self._manifest_names()]
         return [m for m in found if m is not None]
+
+    def latest(self) -> dict[str, Any] | None:
+        """The newest finished run's manifest (run ids sort by time), reading no other:
+        a target gathers thousands."""
+        for name in reversed(self._manifest_names()):
+            found = self._read(f"{MANIFESTS}/{name}")
+            if found is not None:
+                return found
+        return None

@@ -137,7 +137,7 @@ class Exporter:
         done: dict[str, TableResult] = {}
 
         async def export(spec: TableSpec) -> None:
-            done[spec.name] = await self._finished_or_export(spec, plan, lanes)
+            done[spec.name] = await self._finished_or_export(spec, plan, lanes, resumed)
 
         order = sorted(TABLES, key=lambda spec: spec.name != "events")
         try:
@@ -159,34 +159,39 @@ class Exporter:
         return report
 
     async def _finished_or_export(
-        self, spec: TableSpec, plan: Plan, lanes: asyncio.Semaphore
+        self, spec: TableSpec, plan: Plan, lanes: asyncio.Semaphore, resumed: bool
     ) -> TableResult:
-        result = await off_loop(partial(self._folder.finished_table, plan.run_id, spec.name))
-        await off_loop(
-            partial(
-                remove_run_files,
-                self._fs,
-                self._root,
-                spec.name,
-                plan.run_id,
-                partial_only=result is not None,
+        if resumed:
+            # What a dead attempt left: a table it finished is kept (its half-written
+            # files go), the others are written again from the start.  Only a resumed
+            # run lists the table's files (all of them, of every run).
+            finished = await off_loop(partial(self._folder.finished_table, plan.run_id, spec.name))
+            await off_loop(
+                partial(
+                    remove_run_files,
+                    self._fs,
+                    self._root,
+                    spec.name,
+                    plan.run_id,
+                    partial_only=finished is not None,
+                )
             )
-        )
-        if result is None:
-            result = await self._table(spec, plan, lanes)
-            await off_loop(partial(self._folder.finish_table, plan.run_id, result))
-            self._checkpoint(f"table:{spec.name}")
+            if finished is not None:
+                return finished
+        result = await self._table(spec, plan, lanes)
+        await off_loop(partial(self._folder.finish_table, plan.run_id, result))
+        self._checkpoint(f"table:{spec.name}")
         return result
 
     async def _plan(self, full: bool) -> Plan:
-        manifests = await off_loop(self._folder.manifests)
-        if manifests and bool(manifests[-1]["pseudonymised"]) != self.pseudonymised:
-            was = "pseudonymised" if manifests[-1]["pseudonymised"] else "raw"
+        latest = await off_loop(self._folder.latest)
+        if latest is not None and bool(latest["pseudonymised"]) != self.pseudonymised:
+            was = "pseudonymised" if latest["pseudonymised"] else "raw"
             raise ExportError(
                 f"{self._target} holds {was} exports; export "
                 f"{'raw' if was == 'pseudonymised' else 'pseudonymised'} data to another folder"
             )
-        if full or not manifests:
+        if full or latest is None:
             # A target without any finished run (new, or emptied by hand) gets everything.
             await self._store.reset(self._key)
         cursors = await self._store.cursors(self._key)
@@ -200,7 +205,7 @@ class Exporter:
                 spec.name: (cursors.get(spec.name, EPOCH).isoformat(), end.isoformat())
                 for spec in TABLES
             },
-            fresh=not manifests,
+            fresh=latest is None,
         )
         await off_loop(partial(self._folder.start, plan))
         return plan
