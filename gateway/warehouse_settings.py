@@ -73,6 +73,13 @@ class WarehouseSettings(BaseSettings):
         "through the `runExport` mutation.",
     )
 
+    scheduled_run_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=3600.0,
+        description="A scheduled export or retention run inside `gateway serve` that takes "
+        "longer is stopped (and logged): an export resumes at the next interval where it "
+        "stopped, retention goes on with what is left.",
+    )
+
     @model_validator(mode="after")
     def _retention_schedule(self) -> Self:
         if self.retention_in_serve and self.retention_interval_s is None:

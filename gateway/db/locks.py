@@ -18,10 +18,18 @@ released when the run ends or its process dies (the session goes with it), so a 
 never leaves a stale lock behind. Within one process a set of held names also refuses
 a second taker: SQLite has no advisory locks, and there the embedded database has one
 process to guard (several processes on one SQLite file are not coordinated).
+
+A lock's session can die while its run goes on (a failover, a server's idle timeout,
+a proxy's): the lock goes with it, and another instance could start the same run.  So
+while a run holds the lock, a watch asks its session every ``WATCH_EVERY_S`` (which
+also keeps it from idling out); a session found dead is replaced by a new one that takes
+the lock again, and when another run took it meanwhile, this run is stopped
+(``RunLockLost``) rather than run beside it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -34,13 +42,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db.bulk import is_postgres
 from gateway.db.models import Customer
-from gateway.errors import DatabaseUnavailable
+from gateway.errors import Conflict, DatabaseUnavailable
 from gateway.identity.linkage.lookup import matching
 
 logger = logging.getLogger("gateway.db.locks")
 
 # Names of runs held by this process (SQLite has no advisory locks).
 _HELD_HERE: set[str] = set()
+# How often a held run lock's session is checked (and kept from idling out).
+WATCH_EVERY_S = 5.0
+_LOST = (SQLAlchemyError, DatabaseUnavailable, OSError)
+
+
+class RunLockLost(Conflict):
+    """The session holding a run's lock died mid-run, and another run took the lock."""
 
 
 async def lock_customers(
@@ -69,9 +84,12 @@ def lock_key(name: str) -> int:
 
 
 @contextlib.asynccontextmanager
-async def run_lock(engine: AsyncEngine, name: str) -> AsyncIterator[bool]:
+async def run_lock(
+    engine: AsyncEngine, name: str, *, watch_every: float = WATCH_EVERY_S
+) -> AsyncIterator[bool]:
     """Yields whether this caller holds ``name`` now; False when a run holds it already
-    (in this process or, on Postgres, in any other)."""
+    (in this process or, on Postgres, in any other).  ``RunLockLost`` out of the block
+    when the lock was lost and taken by another run while the block ran."""
     if name in _HELD_HERE:
         yield False
         return
@@ -84,13 +102,88 @@ async def run_lock(engine: AsyncEngine, name: str) -> AsyncIterator[bool]:
         async with engine.connect() as connection:
             held = bool(await connection.scalar(text(f"SELECT pg_try_advisory_lock({key})")))
             await connection.commit()
+            if not held:
+                yield False
+                return
+            owner = asyncio.current_task()
+            if owner is None:  # pragma: no cover - an async with always runs in a task
+                raise RuntimeError("run_lock is taken from a task")
+            watch = _Watch(engine, connection, key, name, owner)
+            watching = asyncio.create_task(watch.run(watch_every), name=f"run-lock:{name}")
             try:
-                yield held
+                yield True
+            except asyncio.CancelledError:
+                if watch.lost and owner.uncancel() == 0:
+                    raise RunLockLost(
+                        f"the run stopped: the database session holding its lock ({name}) "
+                        "was lost, and another run took the lock"
+                    ) from None
+                raise
             finally:
-                if held:
-                    await _unlock(connection, key, name)
+                watch.stop.set()  # not cancelled: a lock half taken again is not left behind
+                await watching
+                if not watch.lost:
+                    await _unlock(watch.connection, key, name)
+                if watch.connection is not connection:
+                    await watch.connection.close()
     finally:
         _HELD_HERE.discard(name)
+
+
+class _Watch:
+    """Checks a held run lock's session, takes the lock again on a new session when it
+    died, and stops the run (cancels the task that took the lock) when it cannot."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        connection: AsyncConnection,
+        key: int,
+        name: str,
+        owner: asyncio.Task[object],
+    ) -> None:
+        self._engine, self._key, self._name, self._owner = engine, key, name, owner
+        self._first = connection
+        self.connection = connection  # the session holding the lock now
+        self.stop = asyncio.Event()
+        self.lost = False
+
+    async def run(self, every: float) -> None:
+        while not self.stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), every)
+                return
+            try:
+                await self.connection.scalar(text("SELECT 1"))
+                await self.connection.commit()
+                continue
+            except _LOST:
+                await self.connection.invalidate()
+            if await self._retake():
+                logger.warning("run lock %s: its session was lost; taken again", self._name)
+                continue
+            logger.error("run lock %s: its session was lost and another run took it", self._name)
+            self.lost = True
+            self._owner.cancel()
+            return
+
+    async def _retake(self) -> bool:
+        try:
+            connection = await self._engine.connect()
+        except _LOST:
+            return False  # the database is out of reach: the run cannot go on anyway
+        try:
+            taken = bool(await connection.scalar(text(f"SELECT pg_try_advisory_lock({self._key})")))
+            await connection.commit()
+        except _LOST:
+            taken = False
+        if not taken:
+            await connection.close()
+            return False
+        if self.connection is not self._first:
+            await self.connection.close()  # an earlier replacement, dead too
+        self.connection = connection
+        return True
 
 
 async def _unlock(connection: AsyncConnection, key: int, name: str) -> None:

@@ -61,6 +61,8 @@ class Plan:
     pseudonymised: bool
     started_at: str
     windows: dict[str, tuple[str, str]]  # table -> (from, to), ISO times
+    # The target held no finished run: it has no rows a deletion could remove.
+    fresh: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -68,12 +70,14 @@ class Plan:
             "pseudonymised": self.pseudonymised,
             "started_at": self.started_at,
             "windows": {t: list(w) for t, w in self.windows.items()},
+            "fresh": self.fresh,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
         windows = {t: (w[0], w[1]) for t, w in data["windows"].items()}
-        return cls(data["run_id"], data["pseudonymised"], data["started_at"], windows)
+        fresh = bool(data.get("fresh", False))  # plans written before it: not fresh
+        return cls(data["run_id"], data["pseudonymised"], data["started_at"], windows, fresh)
 
 
 class Folder:
@@ -129,19 +133,22 @@ class Folder:
         self._write(f"{MANIFESTS}/{plan.run_id}.json", manifest)
         self.fs.delete_dir(f"{self.root}/{RUNS}/{plan.run_id}")
 
-    def latest(self) -> dict[str, Any] | None:
-        """The newest finished run's manifest (run ids sort by their start), or None."""
+    def _manifest_names(self) -> list[str]:
         selector = pafs.FileSelector(f"{self.root}/{MANIFESTS}", allow_not_found=True)
-        names = sorted(
+        return sorted(
             i.base_name for i in self.fs.get_file_info(selector) if i.base_name.endswith(".json")
         )
-        return self._read(f"{MANIFESTS}/{names[-1]}") if names else None
 
     def manifests(self) -> list[dict[str, Any]]:
         """Every finished run's manifest, oldest first."""
-        selector = pafs.FileSelector(f"{self.root}/{MANIFESTS}", allow_not_found=True)
-        names = sorted(
-            i.base_name for i in self.fs.get_file_info(selector) if i.base_name.endswith(".json")
-        )
-        found = [self._read(f"{MANIFESTS}/{name}") for name in names]
+        found = [self._read(f"{MANIFESTS}/{name}") for name in self._manifest_names()]
         return [m for m in found if m is not None]
+
+    def latest(self) -> dict[str, Any] | None:
+        """The newest finished run's manifest (run ids sort by time), reading no other:
+        a target gathers thousands."""
+        for name in reversed(self._manifest_names()):
+            found = self._read(f"{MANIFESTS}/{name}")
+            if found is not None:
+                return found
+        return None

@@ -6,7 +6,9 @@ One run of each kind at a time, across instances: an export holds its target's l
 A second caller is answered ``Conflict`` at once rather than queued behind the first or
 run beside it. A run is its own task: a client that hangs up does not cancel it half
 way (an export cancelled anyway, at shutdown, is resumed by the next run). A scheduled
-run that fails is logged and tried again at the next interval; it never stops serving.
+run that fails is logged and tried again at the next interval; it never stops serving;
+one that takes longer than GATEWAY_SCHEDULED_RUN_TIMEOUT_S is stopped (an export then
+resumes where it stopped), so a hung upload or database cannot hold the lock forever.
 """
 
 from __future__ import annotations
@@ -71,25 +73,35 @@ class Runs:
         )
 
     async def export(
-        self, caller: Caller, *, raw: bool = False, full: bool = False, operation: str
+        self,
+        caller: Caller,
+        *,
+        raw: bool = False,
+        full: bool = False,
+        operation: str,
+        timeout_s: float | None = None,
     ) -> ExportReport:
         """One export into GATEWAY_EXPORT_DIR (pseudonymised unless ``raw``); Conflict
-        when another is under way or the target holds the other kind of export."""
+        when another is under way or the target holds the other kind of export;
+        ``TimeoutError`` when it took longer than ``timeout_s`` (it stopped)."""
         field = operation.rpartition(":")[2]
         self._audited(caller, Action.EXPORT, operation)
         try:
             pseudonymiser = None if raw else Pseudonymiser.from_settings(self._settings)
             exporter = Exporter(self._engine, self._settings.export_dir, pseudonymiser)
-            return await self._detached(exporter.run(full=full))
+            return await self._detached(exporter.run(full=full), timeout_s)
         except ExportBusy as exc:
             raise RunBusy(str(exc), field=field) from None
         except ExportError as exc:
             # The target holds the other kind of export, or no filesystem opens it.
             raise Conflict(str(exc), field=field) from None
 
-    async def retention(self, caller: Caller, *, apply: bool, operation: str) -> RetentionReport:
+    async def retention(
+        self, caller: Caller, *, apply: bool, operation: str, timeout_s: float | None = None
+    ) -> RetentionReport:
         """One run of the retention rules (a dry run unless ``apply``); erasures are
-        audited under ``caller``. Conflict when a run is under way on any instance."""
+        audited under ``caller``. Conflict when a run is under way on any instance;
+        ``TimeoutError`` when it took longer than ``timeout_s`` (it stopped)."""
         rules = self.rules
         self._audited(caller, Action.ERASE if apply else Action.READ, operation)
         retention = Retention(
@@ -110,15 +122,16 @@ class Runs:
                     )
                 return await retention.run(dry_run=not apply)
 
-        return await self._detached(alone())
+        return await self._detached(alone(), timeout_s)
 
     def _audited(self, caller: Caller, action: Action, operation: str) -> None:
         self._audit.record_run(
             actor=caller.name, key_id=caller.key_id, action=action, operation=operation
         )
 
-    async def _detached(self, work: Awaitable[T]) -> T:
-        task: asyncio.Task[T] = asyncio.ensure_future(work)
+    async def _detached(self, work: Awaitable[T], timeout_s: float | None = None) -> T:
+        # The timeout is the run's own: it stops the run, not only the wait for it.
+        task: asyncio.Task[T] = asyncio.ensure_future(asyncio.wait_for(work, timeout_s))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return await asyncio.shield(task)
@@ -135,14 +148,21 @@ class Runs:
             self._every(s.export_interval_s, "export", self._scheduled_export)
 
     async def _scheduled_retention(self) -> None:
-        report = await self.retention(SCHEDULE, apply=True, operation="schedule:retention")
+        report = await self.retention(
+            SCHEDULE,
+            apply=True,
+            operation="schedule:retention",
+            timeout_s=self._settings.scheduled_run_timeout_s,
+        )
         logger.info(
             "scheduled retention done",
             extra={"customers": report.customers, "events": report.events},
         )
 
     async def _scheduled_export(self) -> None:
-        report = await self.export(SCHEDULE, operation="schedule:export")
+        report = await self.export(
+            SCHEDULE, operation="schedule:export", timeout_s=self._settings.scheduled_run_timeout_s
+        )
         logger.info(
             "scheduled export done",
             extra={"run_id": report.run_id, "rows": report.rows, "seconds": report.seconds},
@@ -157,6 +177,12 @@ class Runs:
                 except RunBusy:
                     # Another instance (or an API call) is running it: its turn, not ours.
                     logger.info("scheduled %s skipped: a run is under way", name)
+                except TimeoutError:
+                    logger.error(
+                        "scheduled %s stopped after GATEWAY_SCHEDULED_RUN_TIMEOUT_S; "
+                        "it goes on at the next interval",
+                        name,
+                    )
                 except GatewayError as exc:
                     # Foreseen (a bad target, a database outage): one line, no traceback.
                     metrics.EXPORT_FAILURES.labels(name).inc()

@@ -1,9 +1,14 @@
 """``Exporter.run``: one export run, incremental from each table's cursor, resumable.
 
+Every step that touches files (Parquet writes, uploads, the target's JSON) runs in a
+worker thread (``threads.off_loop``): inside ``gateway serve`` the event loop keeps
+answering requests while a run writes.
+
 A run fixes one window end for every table (``ExportStore.window_end``) and records its
 plan in the target before writing anything.  Each table is then written (files renamed
-into place when complete), recorded as finished in the target, and only then is its
-cursor advanced in the database; the manifest comes last.  A run that dies is resumed
+into place when complete) and recorded as finished in the target; when all are, the
+cursors move in the database (one transaction), and the manifest comes last.  A run
+that dies is resumed
 by the next one from its plan: tables already finished are kept, the others' leftover
 files are removed and they are written again over the same window, so the outcome is
 the one an uninterrupted run would have had.
@@ -12,10 +17,12 @@ the one an uninterrupted run would have had.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -24,8 +31,9 @@ from tqdm import tqdm
 
 from gateway.export.manifest import RUNS, Folder, Plan, TableResult
 from gateway.export.pseudonymise import Pseudonymiser
-from gateway.export.store import EPOCH, ExportStore
+from gateway.export.store import EPOCH, FAST_FROM_ROWS, ExportStore
 from gateway.export.tables import TABLES, TableSpec
+from gateway.export.threads import off_loop
 from gateway.export.writer import TableWriter, filesystem, remove_run_files
 from gateway.observability import metrics
 
@@ -78,8 +86,9 @@ class Exporter:
         *,
         progress: bool = False,
         checkpoint: Callable[[str], None] | None = None,
+        fast_from: int | None = FAST_FROM_ROWS,
     ) -> None:
-        self._store = ExportStore(engine)
+        self._store = ExportStore(engine, fast_from=fast_from)
         self._target = target
         try:
             self._fs, self._root = filesystem(target)
@@ -101,13 +110,16 @@ class Exporter:
         async with self._store.exclusive(self._key) as alone:
             if not alone:
                 raise ExportBusy(f"another export into {self._target} is running")
-            return await self._run(full)
+            try:
+                return await self._run(full)
+            finally:
+                await off_loop(self._store.close)
 
     async def _run(self, full: bool) -> ExportReport:
         started = time.perf_counter()
-        plan = self._folder.pending()
+        plan = await off_loop(self._folder.pending)
         if plan is not None and full:
-            self._discard(plan)
+            await off_loop(partial(self._discard, plan))
             plan = None
         resumed = plan is not None
         if plan is None:
@@ -117,14 +129,15 @@ class Exporter:
                 f"run {plan.run_id} in {self._target} is unfinished and was "
                 f"{'pseudonymised' if plan.pseudonymised else 'raw'}: resume it the same way"
             )
-        # Two tables at a time: Postgres sends one while this process parses and writes
-        # another (the events, the biggest, go first); results keep the tables' order.
+        # Every table at once, but two large windows at a time (the events, the biggest,
+        # first): Postgres sends one while this process writes another, and no more of
+        # them compete for two cores and memory.  Small windows (an incremental run's)
+        # take no lane: their round trips overlap.  Results keep the tables' order.
         lanes = asyncio.Semaphore(LANES)
         done: dict[str, TableResult] = {}
 
         async def export(spec: TableSpec) -> None:
-            async with lanes:
-                done[spec.name] = await self._finished_or_export(spec, plan)
+            done[spec.name] = await self._finished_or_export(spec, plan, lanes, resumed)
 
         order = sorted(TABLES, key=lambda spec: spec.name != "events")
         try:
@@ -134,36 +147,51 @@ class Exporter:
         except ExceptionGroup as failed:
             raise failed.exceptions[0] from None
         results = [done[spec.name] for spec in TABLES]
-        self._folder.finish(plan, results, datetime.now(UTC))
-        for spec in TABLES:
-            await self._store.prune(spec.name)
+        # Every table's files are in place (and recorded in the target): the cursors move.
+        # A run that dies before its manifest is resumed, and moves them again.
+        ends = {spec.name: datetime.fromisoformat(plan.windows[spec.name][1]) for spec in TABLES}
+        await self._store.advance(self._key, ends, plan.run_id)
+        await off_loop(partial(self._folder.finish, plan, results, datetime.now(UTC)))
         report = ExportReport(
             plan.run_id, resumed, plan.pseudonymised, tuple(results), time.perf_counter() - started
         )
         _record(report)
         return report
 
-    async def _finished_or_export(self, spec: TableSpec, plan: Plan) -> TableResult:
-        result = self._folder.finished_table(plan.run_id, spec.name)
-        partial_only = result is not None
-        remove_run_files(self._fs, self._root, spec.name, plan.run_id, partial_only=partial_only)
-        if result is None:
-            result = await self._table(spec, plan)
-            self._folder.finish_table(plan.run_id, result)
-            self._checkpoint(f"table:{spec.name}")
-        window_end = datetime.fromisoformat(plan.windows[spec.name][1])
-        await self._store.advance(self._key, spec.name, window_end, plan.run_id)
+    async def _finished_or_export(
+        self, spec: TableSpec, plan: Plan, lanes: asyncio.Semaphore, resumed: bool
+    ) -> TableResult:
+        if resumed:
+            # What a dead attempt left: a table it finished is kept (its half-written
+            # files go), the others are written again from the start.  Only a resumed
+            # run lists the table's files (all of them, of every run).
+            finished = await off_loop(partial(self._folder.finished_table, plan.run_id, spec.name))
+            await off_loop(
+                partial(
+                    remove_run_files,
+                    self._fs,
+                    self._root,
+                    spec.name,
+                    plan.run_id,
+                    partial_only=finished is not None,
+                )
+            )
+            if finished is not None:
+                return finished
+        result = await self._table(spec, plan, lanes)
+        await off_loop(partial(self._folder.finish_table, plan.run_id, result))
+        self._checkpoint(f"table:{spec.name}")
         return result
 
     async def _plan(self, full: bool) -> Plan:
-        manifests = self._folder.manifests()
-        if manifests and bool(manifests[-1]["pseudonymised"]) != self.pseudonymised:
-            was = "pseudonymised" if manifests[-1]["pseudonymised"] else "raw"
+        latest = await off_loop(self._folder.latest)
+        if latest is not None and bool(latest["pseudonymised"]) != self.pseudonymised:
+            was = "pseudonymised" if latest["pseudonymised"] else "raw"
             raise ExportError(
                 f"{self._target} holds {was} exports; export "
                 f"{'raw' if was == 'pseudonymised' else 'pseudonymised'} data to another folder"
             )
-        if full or not manifests:
+        if full or latest is None:
             # A target without any finished run (new, or emptied by hand) gets everything.
             await self._store.reset(self._key)
         cursors = await self._store.cursors(self._key)
@@ -177,8 +205,9 @@ class Exporter:
                 spec.name: (cursors.get(spec.name, EPOCH).isoformat(), end.isoformat())
                 for spec in TABLES
             },
+            fresh=latest is None,
         )
-        self._folder.start(plan)
+        await off_loop(partial(self._folder.start, plan))
         return plan
 
     def _discard(self, plan: Plan) -> None:
@@ -186,7 +215,14 @@ class Exporter:
             remove_run_files(self._fs, self._root, spec.name, plan.run_id)
         self._fs.delete_dir(f"{self._root}/{RUNS}/{plan.run_id}")
 
-    async def _table(self, spec: TableSpec, plan: Plan) -> TableResult:
+    async def _table(self, spec: TableSpec, plan: Plan, lanes: asyncio.Semaphore) -> TableResult:
+        lo_text, hi_text = plan.windows[spec.name]
+        lo, hi = datetime.fromisoformat(lo_text), datetime.fromisoformat(hi_text)
+        large = await self._store.large(spec, lo, hi)
+        async with lanes if large else contextlib.nullcontext():
+            return await self._write(spec, plan, large)
+
+    async def _write(self, spec: TableSpec, plan: Plan, large: bool) -> TableResult:
         lo_text, hi_text = plan.windows[spec.name]
         lo, hi = datetime.fromisoformat(lo_text), datetime.fromisoformat(hi_text)
         schema = spec.schema(self.pseudonymised)
@@ -201,11 +237,20 @@ class Exporter:
                 writer.write(_stamped(pa.Table.from_batches([batch]), "upsert", plan.run_id))
                 bar.update(batch.num_rows)
 
-            await self._store.changed(spec, lo, hi, consume)
             # A full run too: its target may hold files of earlier runs with rows deleted
-            # since, and once this run's cursor passes them, ``prune`` forgets them.  For a
-            # new target the deletions are of rows it never had: harmless.
-            deleted = await self._store.deleted(spec, lo, hi)
+            # since, and once this run's cursor passes them, ``prune`` forgets them.  Not
+            # for a new target: it has none of the rows (finding the events it would
+            # not hold costs a pass over all of them).  Read beside the changed rows.
+            deleting = asyncio.ensure_future(
+                self._store.deleted(spec, lo, hi) if not plan.fresh else _nothing()
+            )
+            try:
+                await self._store.changed(spec, lo, hi, consume, large=large)
+                deleted = await deleting
+            finally:
+                if not deleting.done():
+                    deleting.cancel()
+                    await asyncio.gather(deleting, return_exceptions=True)
             if deleted.num_rows:
                 columns = {
                     f.name: deleted.column(f.name)
@@ -214,9 +259,18 @@ class Exporter:
                     for f in schema
                     if not f.name.startswith("_")
                 }
-                writer.write(_stamped(pa.table(columns), "delete", plan.run_id))
+                await off_loop(
+                    partial(writer.write, _stamped(pa.table(columns), "delete", plan.run_id))
+                )
                 bar.update(deleted.num_rows)
-        return TableResult(spec.name, lo_text, hi_text, writer.close())
+            # Closing writes the files' footers and moves them into place: an upload
+            # to object storage.
+            files = await off_loop(writer.close)
+        return TableResult(spec.name, lo_text, hi_text, files)
+
+
+async def _nothing() -> pa.Table:
+    return pa.table({})
 
 
 def _stamped(table: pa.Table, op: str, run_id: str) -> pa.Table:

@@ -7,45 +7,52 @@ so ``hi`` is the oldest start of a transaction still open (or now); on SQLite th
 write lock is taken for an instant, so no writer is half way.  A row committed later is
 stamped at or after ``hi`` and falls in the next window; none is lost or taken twice.
 
-Postgres rows come through ``COPY … TO STDOUT (FORMAT csv)`` into a spool file that
-pyarrow's CSV reader turns into batches (C++ all the way); SQLite rows through the
-driver.  Both give the same Arrow types (``tables.ARROW_TYPES``).
+Postgres rows come as Arrow batches through ADBC (``gateway.export.postgres``: a binary
+COPY decoded in C++); SQLite rows (and Postgres's where ADBC is missing) through the
+SQLAlchemy driver, turned into Arrow a batch at a time.  Both give the same Arrow types
+(``tables.ARROW_TYPES``) and the same values: a test holds them to it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
-import os
+import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 from sqlalchemy import bindparam, delete, func, insert, select, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.export_models import ExportCursor, ExportDeletion
 from gateway.db.locks import run_lock
 from gateway.db.models import UtcDateTime, utcnow
+from gateway.export import postgres
 from gateway.export.tables import ANALYTICS, ARROW_TYPES, Kind, TableSpec
+from gateway.export.threads import off_loop
 
+logger = logging.getLogger("gateway.export")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 Consumer = Callable[[pa.RecordBatch], None]
 BATCH_ROWS = 100_000
+# A window this big is read through ADBC; a smaller one (an incremental run's) through
+# the driver, faster than the fast path's connection is set up.
+FAST_FROM_ROWS = 20_000
 _SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
 _GRANTED = f"SELECT customer_id FROM consents WHERE purpose = '{ANALYTICS}' AND granted = true"
 
 
 def _sqlite_expr(name: str, kind: Kind) -> str:
-    """SQLite's column as Arrow reads it; Postgres's columns are taken as they are (COPY
-    prints times ISO with their offset, uuids dashed, JSON as text)."""
+    """SQLite's column as Arrow reads it."""
     if kind is Kind.TIME:
         # Stored as 'YYYY-MM-DD HH:MM:SS.ffffff' (SQLAlchemy's format, and the triggers').
-        seconds = f"CAST(strftime('%s', {name}) AS INTEGER) * 1000000"
+        # The whole seconds without the fraction: SQLite keeps milliseconds, and rounded
+        # .999500 up into the next second.
+        seconds = f"CAST(strftime('%s', substr({name}, 1, 19)) AS INTEGER) * 1000000"
         return f"{seconds} + CAST(substr({name}, 21, 6) AS INTEGER)"
     if kind is Kind.UUID:  # 32 hex digits: the dashed form Postgres answers
         parts = " || '-' || ".join(
@@ -55,50 +62,51 @@ def _sqlite_expr(name: str, kind: Kind) -> str:
     return name
 
 
-def _read_type(kind: Kind) -> pa.DataType:
-    """The Arrow type SQLite's column is read as (times as microseconds, cast afterwards)."""
-    return pa.int64() if kind is Kind.TIME else ARROW_TYPES[kind]
+def _postgres_expr(name: str, kind: Kind) -> str:
+    """Postgres's column as Arrow reads it: uuids and JSON as their text (ADBC would
+    answer 16 bytes and an extension type, the driver a UUID and a parsed dict)."""
+    return f"{name}::text" if kind in (Kind.UUID, Kind.JSON) else name
 
 
-def _csv_options(spec: TableSpec) -> dict[str, Any]:
-    """How pyarrow reads Postgres's CSV: times as Postgres prints them (ISO, with offset)."""
-    return {
-        "read_options": pacsv.ReadOptions(
-            column_names=[c.name for c in spec.columns], block_size=4 << 20
-        ),
-        "parse_options": pacsv.ParseOptions(newlines_in_values=True),
-        "convert_options": pacsv.ConvertOptions(
-            column_types={c.name: ARROW_TYPES[c.kind] for c in spec.columns},
-            true_values=["t"],
-            false_values=["f"],
-            null_values=[""],
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,
-        ),
-    }
+def _read_type(kind: Kind, postgres: bool) -> pa.DataType:
+    """The Arrow type the driver's values are read as (SQLite's times as microseconds,
+    cast afterwards)."""
+    return pa.int64() if kind is Kind.TIME and not postgres else ARROW_TYPES[kind]
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def finish(batch: pa.RecordBatch, spec: TableSpec) -> pa.RecordBatch:
-    """Times from microseconds since the epoch to UTC timestamps."""
+def conform(batch: pa.RecordBatch, spec: TableSpec) -> pa.RecordBatch:
+    """The batch in the table's Arrow types (SQLite's microseconds as UTC timestamps,
+    Postgres's int4 as int64)."""
     arrays = []
     for column in spec.columns:
         array = batch.column(column.name)
-        if column.kind is Kind.TIME and array.type != ARROW_TYPES[Kind.TIME]:
-            array = array.cast(ARROW_TYPES[Kind.TIME])
-        arrays.append(array)
+        wanted = ARROW_TYPES[column.kind]
+        arrays.append(array if array.type == wanted else array.cast(wanted))
     return pa.RecordBatch.from_arrays(arrays, names=[c.name for c in spec.columns])
 
 
 class ExportStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        fast_from: int | None = FAST_FROM_ROWS,
+        fast_uri: str | None = None,
+    ) -> None:
+        """``fast_from``: on Postgres a window of at least this many rows is read through
+        ADBC (None: never; the tests compare the two paths), connecting to ``fast_uri``
+        (a libpq URI; default: the engine's database)."""
         self._engine = engine
         self.postgres = engine.dialect.name == "postgresql"
+        self._fast_from = fast_from
+        fast = self.postgres and fast_from is not None and postgres.available()
+        uri = fast_uri or postgres.libpq_uri(engine.url)
+        self._arrow = postgres.ArrowReader(uri) if fast else None
+
+    def close(self) -> None:
+        """Close the fast path's connections (the end of a run)."""
+        if self._arrow is not None:
+            self._arrow.close()
 
     # --- cursors and windows ---------------------------------------------------------
 
@@ -111,11 +119,13 @@ class ExportStore:
             )
             return {row[0]: row[1] for row in rows}
 
-    async def advance(self, target: str, table: str, cursor: datetime, run_id: str) -> None:
+    async def advance(self, target: str, cursors: Mapping[str, datetime], run_id: str) -> None:
+        """Move ``target``'s cursors of these tables, and forget the deletions every
+        target's cursor has passed: one transaction (one commit) for the whole run."""
         async with self._engine.begin() as connection:
             await connection.execute(
                 delete(ExportCursor).where(
-                    ExportCursor.target == target, ExportCursor.table_name == table
+                    ExportCursor.target == target, ExportCursor.table_name.in_(list(cursors))
                 )
             )
             await connection.execute(
@@ -128,23 +138,18 @@ class ExportStore:
                         "run_id": run_id,
                         "updated_at": utcnow(),
                     }
+                    for table, cursor in cursors.items()
                 ],
             )
-
-    async def prune(self, table: str) -> int:
-        """Forget the deletions every target's cursor of ``table`` has passed."""
-        async with self._engine.begin() as connection:
-            passed = await connection.scalar(
-                select(func.min(ExportCursor.cursor)).where(ExportCursor.table_name == table)
+            passed = select(ExportCursor.table_name, func.min(ExportCursor.cursor)).group_by(
+                ExportCursor.table_name
             )
-            if passed is None:
-                return 0
-            done = await connection.execute(
-                delete(ExportDeletion).where(
-                    ExportDeletion.table_name == table, ExportDeletion.deleted_at < passed
+            for table, moment in (await connection.execute(passed)).all():
+                await connection.execute(
+                    delete(ExportDeletion).where(
+                        ExportDeletion.table_name == table, ExportDeletion.deleted_at < moment
+                    )
                 )
-            )
-            return int(getattr(done, "rowcount", 0) or 0)
 
     async def reset(self, target: str) -> None:
         async with self._engine.begin() as connection:
@@ -179,7 +184,7 @@ class ExportStore:
     # --- changed rows ----------------------------------------------------------------
 
     def _expr(self, name: str, kind: Kind) -> str:
-        return name if self.postgres else _sqlite_expr(name, kind)
+        return _postgres_expr(name, kind) if self.postgres else _sqlite_expr(name, kind)
 
     def _select(self, spec: TableSpec, where: str) -> str:
         columns = ", ".join(f"{self._expr(c.name, c.kind)} AS {c.name}" for c in spec.columns)
@@ -204,73 +209,79 @@ class ExportStore:
             + self._select(spec, f"changed_at < {low} AND customer_id IN ({newly})")
         )
 
-    async def changed(self, spec: TableSpec, lo: datetime, hi: datetime, consume: Consumer) -> int:
-        """Hand the window's rows to ``consume`` in batches (from a worker thread on
-        Postgres); the number of rows."""
+    async def large(self, spec: TableSpec, lo: datetime, hi: datetime) -> bool:
+        """Whether the window is one for the fast path (``fast_from`` rows or more; on
+        SQLite, whether it would be)."""
+        return await self._more_than(
+            spec, lo, hi, FAST_FROM_ROWS if self._fast_from is None else self._fast_from
+        )
+
+    async def changed(
+        self,
+        spec: TableSpec,
+        lo: datetime,
+        hi: datetime,
+        consume: Consumer,
+        *,
+        large: bool | None = None,
+    ) -> int:
+        """Hand the window's rows to ``consume`` in batches, in a worker thread; the number
+        of rows.  ``large``: what ``large`` answered for this window, if asked already."""
         query = self.changed_query(spec, lo, hi)
-        if self.postgres:
-            return await self._copy(spec, query, consume)
+        if large is None and self._arrow is not None:
+            large = await self.large(spec, lo, hi)
+        if self._arrow is not None and large:
+            try:
+                return await self._arrow.read(query, lambda b: consume(conform(b, spec)))
+            except postgres.FastPathUnavailable as exc:
+                logger.warning(
+                    "export: ADBC could not connect (%s); reading through the driver", exc
+                )
+                self._arrow = None  # for the rest of the run
         rows = 0
         async for batch in self._driver_batches(spec, query):
-            consume(finish(batch, spec))
+            await off_loop(partial(consume, conform(batch, spec)))
             rows += batch.num_rows
         return rows
 
-    async def _copy(self, spec: TableSpec, query: str, consume: Consumer) -> int:
-        """COPY into a pipe that a worker thread parses (pyarrow's CSV reader, C++) and
-        hands on while Postgres is still sending: the server's core and ours work at once."""
-        loop = asyncio.get_running_loop()
-        read_end, write_end = os.pipe()
-        sent = 0
-
-        async def sink(chunk: bytes) -> None:
-            nonlocal sent
-            sent += len(chunk)
-            await loop.run_in_executor(None, _write_all, write_end, chunk)
-
-        def parse() -> int:
-            with os.fdopen(read_end, "rb") as source:
-                try:
-                    reader = pacsv.open_csv(source, **_csv_options(spec))
-                except pa.ArrowInvalid:
-                    if sent == 0:
-                        return 0  # nothing changed (pyarrow refuses an empty CSV)
-                    raise
-                rows = 0
-                for batch in reader:
-                    consume(finish(batch, spec))
-                    rows += batch.num_rows
-                return rows
-
-        async def copy() -> None:
-            try:
-                async with self._engine.connect() as connection:
-                    raw = await _driver(connection)
-                    await raw.copy_from_query(query, output=sink, format="csv")
-                    await connection.rollback()
-            finally:
-                os.close(write_end)
-
-        parsing = asyncio.ensure_future(asyncio.to_thread(parse))
-        try:
-            await copy()
-        except BaseException:
-            await asyncio.gather(parsing, return_exceptions=True)
-            raise
-        return await parsing
+    async def _more_than(self, spec: TableSpec, lo: datetime, hi: datetime, rows: int) -> bool:
+        """Whether at least ``rows`` rows of ``spec`` changed in the window: counted on
+        the ``changed_at`` index alone (consent not asked), reading no more of them."""
+        if rows <= 0:
+            return True
+        window = f"changed_at >= {self._literal(lo)} AND changed_at < {self._literal(hi)}"
+        query = f"SELECT 1 FROM {spec.name} WHERE {window} LIMIT {int(rows)}"
+        async with self._engine.connect() as connection:
+            found = await connection.scalar(text(f"SELECT count(*) FROM ({query}) AS changed"))
+            await connection.rollback()
+        return int(found or 0) >= rows
 
     async def _driver_batches(self, spec: TableSpec, query: str) -> AsyncIterator[pa.RecordBatch]:
-        types = [_read_type(c.kind) for c in spec.columns]
+        types = [_read_type(c.kind, self.postgres) for c in spec.columns]
         names = [c.name for c in spec.columns]
+        async for rows in self._driver_rows(query):
+            columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+            arrays = [
+                pa.array(_bools(values) if kind == pa.bool_() else list(values), type=kind)
+                for values, kind in zip(columns, types, strict=True)
+            ]
+            yield pa.RecordBatch.from_arrays(arrays, names=names)
+
+    async def _driver_rows(self, query: str) -> AsyncIterator[Sequence[Sequence[Any]]]:
+        """The rows in slices of ``BATCH_ROWS``: on Postgres from asyncpg's own cursor
+        (its records as they come, without SQLAlchemy's rows: half the time of a small
+        window), elsewhere through SQLAlchemy."""
         async with self._engine.connect() as connection:
-            result = await connection.stream(text(query))
-            async for rows in result.partitions(BATCH_ROWS):
-                columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-                arrays = [
-                    pa.array(_bools(values) if kind == pa.bool_() else list(values), type=kind)
-                    for values, kind in zip(columns, types, strict=True)
-                ]
-                yield pa.RecordBatch.from_arrays(arrays, names=names)
+            if not self.postgres:
+                result = await connection.stream(text(query))
+                async for rows in result.partitions(BATCH_ROWS):
+                    yield rows
+                return
+            raw: Any = (await connection.get_raw_connection()).driver_connection
+            async with raw.transaction(readonly=True):
+                cursor = await raw.cursor(query)
+                while rows := await cursor.fetch(BATCH_ROWS):
+                    yield rows
 
     # --- deleted rows ----------------------------------------------------------------
 
@@ -307,7 +318,8 @@ class ExportStore:
                 unexported = (
                     text(
                         "SELECT id, changed_at FROM events WHERE changed_at >= :lo AND changed_at "
-                        f"< :hi AND (customer_id IS NULL OR customer_id NOT IN ({_GRANTED}))"
+                        f"< :hi AND NOT EXISTS ({_GRANTED} AND consents.customer_id = "
+                        "events.customer_id)"
                     )
                     .bindparams(*params)
                     .columns(changed_at=UtcDateTime())
@@ -349,11 +361,6 @@ def _key(spec: TableSpec, row_id: str) -> object:
     if spec.key.kind is Kind.INT:
         return int(row_id)
     return str(uuid.UUID(row_id))
-
-
-async def _driver(connection: AsyncConnection) -> Any:
-    raw = await connection.get_raw_connection()
-    return raw.driver_connection
 
 
 def _bools(values: Sequence[object]) -> list[bool | None]:

@@ -23,6 +23,12 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 TMP = ".tmp"
+# Columns of a few distinct values, dictionary-encoded.  The others (ids, times, hashes,
+# JSON) are mostly distinct: a dictionary there costs time and, under zstd, bytes.
+DICTIONARY = frozenset({"_op", "_run", "source", "type", "purpose", "name", "rule", "locale"})
+# Columns whose min and max help no reader skip a row group (and would copy whole JSON
+# documents into the footer): no statistics.
+UNSORTED = frozenset({"properties"})
 
 
 def filesystem(target: str) -> tuple[pafs.FileSystem, str]:
@@ -94,7 +100,13 @@ class _OpenFile:
         self._fs = fs
         fs.create_dir(self._final.rsplit("/", 1)[0], recursive=True)
         self._out = _Hashing(fs.open_output_stream(self._final + TMP))
-        self._writer = pq.ParquetWriter(self._out, schema, compression="zstd")
+        self._writer = pq.ParquetWriter(
+            self._out,
+            schema,
+            compression="zstd",
+            use_dictionary=[n for n in schema.names if n in DICTIONARY],
+            write_statistics=[n for n in schema.names if n not in UNSORTED],
+        )
         self.rows = 0
         self.deletes = 0
 

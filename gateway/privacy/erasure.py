@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -89,10 +89,25 @@ class Tombstones:
         mac.update(f"{kind}:{value}".encode())
         return mac.hexdigest()
 
+    def digester(self, kind: str) -> Callable[[str], str]:
+        """``digest`` of one kind for many values (an export's column): the key and the
+        kind hashed once, each value then costs one copy of that state."""
+        prefixed = self._keyed.copy()
+        prefixed.update(f"{kind}:".encode())
+
+        def one(value: str) -> str:
+            mac = prefixed.copy()
+            mac.update(value.encode())
+            return mac.hexdigest()
+
+        return one
+
     def email_digest(self, raw: str | None) -> str | None:
         """None for what is not an address: it cannot identify anyone by email."""
+        if not raw or "@" not in raw:  # none is an address (and refused without parsing)
+            return None
         try:
-            return self.digest("email", normalize_email(raw)) if raw else None
+            return self.digest("email", normalize_email(raw))
         except ValueError:
             return None
 

@@ -103,3 +103,19 @@ async def test_events_moved_onto_a_customer_without_analytics_consent_leave_the_
     with await _warehouse(engine, out, tmp_path) as db:
         events = db.execute("SELECT customer_id FROM events").fetchall()
     assert events == []
+
+
+async def test_a_new_target_gets_no_deletions_of_rows_it_never_had(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    kept, erased = await add_person(engine), await add_person(engine)
+    await add_person(engine, analytics=False)  # whose events no export holds
+    assert await Erasure(create_sessionmaker(engine), TOMBSTONES).forget(erased.id) is not None
+    out = tmp_path / "new"
+    report = await Exporter(engine, str(out), None).run()
+    assert {t.table: t.as_json()["deletes"] for t in report.tables} == dict.fromkeys(
+        (t.table for t in report.tables), 0
+    )
+    with await _warehouse(engine, out, tmp_path) as db:
+        owners = {row[0] for row in db.execute("SELECT customer_id FROM events").fetchall()}
+    assert owners == {str(kept.id)}

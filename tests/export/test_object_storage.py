@@ -1,9 +1,12 @@
 """An export into a non-local fsspec filesystem (``memory://``, what an object store looks
 like through fsspec: no real directories, a move that is a copy then a delete), end to
-end: written, resumed after a run that died, incremental, reconciled, read back."""
+end: written, resumed after a run that died, incremental, reconciled, read back; and
+its uploads run beside the event loop, not on it."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -16,9 +19,11 @@ from gateway.export.pseudonymise import Pseudonymiser
 from gateway.export.service import Exporter, ExportError
 from gateway.export.store import ExportStore
 from gateway.export.verify import reconcile
+from tests.export.gated import Gate, gated
 from tests.export.people import add_person
 
 KEY = b"export-test-key-0123456789"
+__all__ = ["gated"]  # the fixture
 
 
 class _Killed(Exception):
@@ -87,3 +92,23 @@ async def test_an_export_into_an_fsspec_store_is_complete_and_reconciles(
 async def test_a_url_no_filesystem_opens_is_a_clear_error(engine: AsyncEngine) -> None:
     with pytest.raises(ExportError, match="no filesystem opens nosuch://"):
         Exporter(engine, "nosuch://bucket/exports", Pseudonymiser(KEY))
+
+
+async def test_an_upload_under_way_leaves_the_event_loop_free(
+    engine: AsyncEngine, gated: tuple[str, Gate]
+) -> None:
+    target, gate = gated
+    await add_person(engine)
+    run = asyncio.ensure_future(Exporter(engine, target, Pseudonymiser(KEY)).run())
+    # This coroutine runs while an upload waits at the gate: the loop is free (an upload
+    # on the loop would hold it until the upload gave up, and the run would fail).
+    deadline = time.monotonic() + 60
+    while not gate.entered.is_set():
+        assert time.monotonic() < deadline, "no upload started"
+        assert not run.done(), run
+        await asyncio.sleep(0.01)
+    gate.open.set()
+    report = await run
+    assert report.rows > 0
+    found = await reconcile(target, ExportStore(engine))
+    assert [r.line() for r in found if not r.ok] == []

@@ -1,6 +1,7 @@
 """Export and retention runs started through the API (``runExport``, ``runRetention``)
 and by the schedule inside a serving gateway: admin only, audited under the calling
-key, one at a time across instances, a failed scheduled run logged and retried."""
+key, one at a time across instances, a failed scheduled run logged and retried, one that
+takes too long stopped and resumed at the next interval."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from gateway.export.verify import reconcile
 from gateway.settings import load_settings
 from resolvers.app import create_app
 from tests.conftest import api_client
+from tests.export.gated import Gate, gated
 from tests.export.people import add_person
 from tests.in_process import lifespan, services_of
 
@@ -35,6 +37,7 @@ RETENTION = """mutation($apply: Boolean!) { runRetention(apply: $apply) {
   dryRun customers events eventsAction tombstones } }"""
 
 Gateway = Callable[..., AbstractAsyncContextManager[tuple[httpx.AsyncClient, Any]]]
+__all__ = ["gated"]  # the fixture
 
 
 @pytest.fixture
@@ -233,3 +236,35 @@ async def test_a_failing_scheduled_run_is_logged_and_retried_and_serving_goes_on
             assert (await http.get("/healthz")).status_code == 200
             body = await _graphql(http, "{ __typename }")
             assert body == {"data": {"__typename": "Query"}}
+
+
+async def test_a_scheduled_export_that_takes_too_long_is_stopped_and_resumed_next_time(
+    gateway: Gateway,
+    engine: AsyncEngine,
+    gated: tuple[str, Gate],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    target, gate = gated
+    await add_person(engine)
+
+    def logged(text: str) -> Callable[[], Any]:
+        async def check() -> bool:
+            return any(text in r.getMessage() for r in caplog.records)
+
+        return check
+
+    async def entered() -> bool:
+        return gate.entered.is_set()
+
+    with caplog.at_level(logging.INFO, logger="gateway.runs"):
+        settings = {"export_dir": target, "export_interval_s": 0.05, "scheduled_run_timeout_s": 3}
+        async with gateway(**settings) as (http, _app):
+            await _until(entered)  # the first run's first upload hangs at the gate
+            # Past the run's timeout (the loop's timers fire in order: the run's first).
+            await asyncio.sleep(3.5)
+            assert (await http.get("/healthz")).status_code == 200
+            gate.open.set()
+            await _until(logged("scheduled export stopped after"))
+            await _until(logged("scheduled export done"))
+    found = await reconcile(target, ExportStore(engine))
+    assert [r.line() for r in found if not r.ok] == []
