@@ -157,10 +157,19 @@ class ShopifyAdapter(ClientBackedAdapter[ShopifyConfig]):
     kind: Literal["commerce"] = "commerce"
 
     def __init__(
-        self, config: ShopifyConfig, *, clock: Callable[[], float] = time.monotonic
+        self,
+        config: ShopifyConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rest: RestClient | None = None,
     ) -> None:
+        """``rest``: the client to call through, when another adapter of the same shop
+        already holds one (the GraphQL adapter's catalogue reads): one pool and one
+        breaker per upstream, so its outage is seen once."""
         self.config = config
-        self.rest = RestClient(config, auth=build_auth(config.name, config.auth), clock=clock)
+        self.rest = rest or RestClient(
+            config, auth=build_auth(config.name, config.auth), clock=clock
+        )
         self._client = self.rest
         self._api = f"/admin/api/{config.api_version}"
         storefront = config.storefront_url
