@@ -206,10 +206,15 @@ class ShopifyAdapter(ClientBackedAdapter[ShopifyConfig]):
         *,
         clock: Callable[[], float] = time.monotonic,
         telemetry: Telemetry = NO_TELEMETRY,
+        rest: RestClient | None = None,
     ) -> None:
+        """``rest``: the client to call through, when another adapter of the same shop
+        already holds one (the GraphQL adapter's catalogue reads): one pool and one
+        breaker per upstream, so its outage is seen once."""
         self.config = config
-        auth = build_auth(config.name, config.auth)
-        self.rest = RestClient(config, auth=auth, clock=clock, telemetry=telemetry)
+        self.rest = rest or RestClient(
+            config, auth=build_auth(config.name, config.auth), clock=clock, telemetry=telemetry
+        )
         self._client = self.rest
         self._api = f"/admin/api/{config.api_version}"
         storefront = config.storefront_url

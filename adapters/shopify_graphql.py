@@ -8,8 +8,9 @@ connection 2 + first x node), so a page is sized to stay under the single-query
 maximum and its cost is taken from the shared ``CostBucket`` before it is sent: the
 adapter waits for points rather than being answered ``THROTTLED``; if it is answered
 so anyway (another client drew from the bucket), it waits for the reported restore
-and asks again, within the call's deadline. Products and inventory levels are read
-through the REST shape of the same shop (``ShopifyAdapter``).
+(or, with no cost reported, backs off) and asks again, within the call's deadline.
+Products and inventory levels are read through the REST shape of the same shop
+(``ShopifyAdapter``), on this adapter's client: one pool and one breaker per shop.
 
 Shopify's GraphQL ids are gids (``gid://shopify/Customer/7300000000013``); records
 keep the number, as the REST adapter does and as the gateway stores it.
@@ -17,11 +18,10 @@ keep the number, as the REST adapter does and as the gateway stores it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
-
-import httpx
 
 from adapters.transport.auth import build_auth
 from adapters.transport.cost_bucket import CostBucket, ThrottleStatus
@@ -31,19 +31,17 @@ from adapters.transport.telemetry import NO_TELEMETRY, Quota, Telemetry
 from . import shopify_queries as q
 from .base import ClientBackedAdapter
 from .config import ShopifyConfig
-from .errors import UpstreamAuthError, UpstreamBadResponse, UpstreamError, UpstreamUnavailable
-from .external_ids import ID_RULES, checked_id, email_problem
-from .payload import checked
-from .records import (
-    CommerceCustomer,
-    InventoryLevel,
-    LineItem,
-    Money,
-    Order,
-    Product,
-    normalise_email,
+from .errors import (
+    UpstreamAuthError,
+    UpstreamBadResponse,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamUnavailable,
 )
+from .external_ids import ID_RULES, checked_id, email_problem
+from .records import CommerceCustomer, InventoryLevel, Order, Product, normalise_email
 from .shopify import ShopifyAdapter
+from .shopify_queries import gid_number
 
 __all__ = ["ShopifyGraphQLAdapter", "gid_number"]
 
@@ -76,14 +74,6 @@ _ERRORS: Mapping[str, tuple[type[UpstreamError], str]] = {
 }
 
 
-def gid_number(upstream: str, value: str, kind: str) -> str:
-    """The number of ``gid://shopify/<kind>/<number>``; anything else is a bad answer."""
-    number = value.removeprefix(f"gid://shopify/{kind}/")
-    if number == value or _RULE.problem(number):
-        raise UpstreamBadResponse(upstream, f"{kind} id is not a Shopify gid")
-    return number
-
-
 class ShopifyGraphQLAdapter(ClientBackedAdapter[ShopifyConfig]):
     """``CommerceAdapter`` over the GraphQL Admin API, with a batch read of orders."""
 
@@ -111,15 +101,9 @@ class ShopifyGraphQLAdapter(ClientBackedAdapter[ShopifyConfig]):
             key=f"gateway:v1:cost-bucket:{config.name}:{config.base}",
         )
         self.orders_window = tuning.orders_first
-        self._catalogue = ShopifyAdapter(config, clock=clock, telemetry=telemetry)
+        # Products and inventory over REST, through this adapter's client (one breaker).
+        self._catalogue = ShopifyAdapter(config, clock=clock, rest=self.rest, telemetry=telemetry)
         self.throttled = 0  # THROTTLED answers met (each waited for and asked again)
-
-    def http_clients(self) -> list[httpx.AsyncClient]:
-        return [self.rest.http, *self._catalogue.http_clients()]
-
-    async def aclose(self) -> None:
-        await self.rest.aclose()
-        await self._catalogue.aclose()
 
     # Calls ------------------------------------------------------------------------
     async def _query(self, fields: Sequence[q.Field], variables: dict[str, Any]) -> q.Data:
@@ -130,6 +114,7 @@ class ShopifyGraphQLAdapter(ClientBackedAdapter[ShopifyConfig]):
         document = f"query({declared}) {{ {' '.join(f.render() for f in fields)} }}"
         operation = f"POST {self._route}"
         ends = time.monotonic() + self.config.deadline_s
+        blind = 0  # THROTTLED answers in a row that said nothing of the bucket
         while True:
             await self.bucket.take(cost, ends - time.monotonic())
             reply = await self.rest.post(
@@ -158,7 +143,8 @@ class ShopifyGraphQLAdapter(ClientBackedAdapter[ShopifyConfig]):
             codes = [e.extensions.code if e.extensions else None for e in body.errors]
             if "THROTTLED" in codes:
                 self.throttled += 1
-                await self.bucket.settle(cost, status)  # nothing was charged
+                blind = 0 if status is not None else blind + 1
+                await self._throttled(cost, status, blind, ends)
                 continue  # the next take waits for the restore, or gives up in time
             actual = spent.actualQueryCost if spent and spent.actualQueryCost is not None else cost
             await self.bucket.settle(cost - actual, status)
@@ -168,6 +154,30 @@ class ShopifyGraphQLAdapter(ClientBackedAdapter[ShopifyConfig]):
             if body.data is None:
                 raise UpstreamBadResponse(self.name, f"{operation}: answer without data")
             return body.data
+
+    async def _throttled(
+        self, cost: int, status: ThrottleStatus | None, blind: int, ends: float
+    ) -> None:
+        """After a THROTTLED answer (nothing was charged): the model learns the shop's
+        level. An answer without ``extensions.cost`` (a proxy's, an older API's) still
+        means the bucket held less than the cost: the model is emptied, so every caller
+        waits for the cost to restore, and each such answer in a row doubles the wait
+        (never a tight loop of refusals); a wait past the deadline fails at once."""
+        if status is None:
+            status = ThrottleStatus(self.bucket.maximum, 0.0, self.bucket.restore_rate)
+        await self.bucket.settle(cost, status)
+        if blind < 2:
+            return
+        # The bucket restores meanwhile: the next take then waits no more.
+        extra = cost / self.bucket.restore_rate * 2 ** min(blind - 1, 10)
+        if extra > ends - time.monotonic():
+            raise UpstreamRateLimited(
+                self.name,
+                f"POST {self._route}: THROTTLED {blind} times without the bucket's state",
+                retry_after_s=round(extra, 3),
+                status_code=None,
+            )
+        await asyncio.sleep(extra)
 
     async def _search(self, terms: Sequence[str], node: tuple[q.Field, ...]) -> list[q.Customer]:
         """The customers matching any of ``terms`` (``email:…``, ``id:…``), as many per
@@ -192,7 +202,7 @@ class ShopifyGraphQLAdapter(ClientBackedAdapter[ShopifyConfig]):
         wanted = _emails(emails)
         found: dict[str, CommerceCustomer] = {}
         for customer in await self._search([_email_term(e) for e in wanted], q.CUSTOMER):
-            record = self._customer(customer)
+            record = q.customer_record(self.name, customer)
             if record.email in wanted:  # a search may match more loosely than asked
                 found[record.email] = record
         return found
@@ -249,7 +259,7 @@ class ShopifyGraphQLAdapter(ClientBackedAdapter[ShopifyConfig]):
             nodes = customer.orders.nodes if customer.orders else []
             more = not fits and customer.orders is not None and _more(customer.orders.pageInfo)
             if not more and not _cut(nodes, lines):
-                found[owner] = (customer, [self._order(o, owner) for o in nodes])
+                found[owner] = (customer, [q.order_record(self.name, o, owner) for o in nodes])
             else:  # more orders, or an order with more line items, than the batch read
                 alone[owner] = customer
         for owner, customer in alone.items():  # one at a time: each query may be near 1,000
@@ -289,7 +299,7 @@ class ShopifyGraphQLAdapter(ClientBackedAdapter[ShopifyConfig]):
                 break
             found = data.customer.orders
             cut = cut or _cut(found.nodes, line_items)
-            orders.extend(self._order(o, customer_id) for o in found.nodes)
+            orders.extend(q.order_record(self.name, o, customer_id) for o in found.nodes)
             if not found.pageInfo or not found.pageInfo.hasNextPage:
                 break
             variables["after"] = found.pageInfo.endCursor
@@ -302,85 +312,6 @@ class ShopifyGraphQLAdapter(ClientBackedAdapter[ShopifyConfig]):
         self, inventory_item_ids: Sequence[str]
     ) -> Mapping[str, Sequence[InventoryLevel]]:
         return await self._catalogue.fetch_inventory(inventory_item_ids)
-
-    # Payload -> record ----------------------------------------------------------------
-    def _customer(self, c: q.Customer) -> CommerceCustomer:
-        consent = c.emailMarketingConsent
-        spent = c.amountSpent
-        if spent is None or c.numberOfOrders is None or not c.numberOfOrders.isdigit():
-            raise UpstreamBadResponse(self.name, "customer: amountSpent or numberOfOrders missing")
-        last = c.lastOrder
-        with checked(self.name, "customer"):
-            return CommerceCustomer(
-                source=self.name,
-                external_id=gid_number(self.name, c.id, "Customer"),
-                email=c.email,
-                first_name=c.firstName,
-                last_name=c.lastName,
-                phone=c.phone,
-                orders_count=int(c.numberOfOrders),
-                total_spent=Money(amount=spent.amount, currency=spent.currencyCode),
-                last_order_id=gid_number(self.name, last.id, "Order") if last else None,
-                last_order_name=last.name if last else None,
-                state=c.state.lower() if c.state else None,
-                verified_email=c.verifiedEmail,
-                tags=tuple(c.tags),
-                email_marketing_consent=None
-                if consent is None
-                else consent.marketingState == "SUBSCRIBED",
-                created_at=c.createdAt,
-                updated_at=c.updatedAt,
-            )
-
-    def _order(self, o: q.Order, customer_id: str) -> Order:
-        def money(bag: q.Bag | None) -> Money | None:
-            return (
-                None
-                if bag is None
-                else Money(amount=bag.shopMoney.amount, currency=bag.shopMoney.currencyCode)
-            )
-
-        fulfilment = (o.displayFulfillmentStatus or "").lower()
-        items = o.lineItems.nodes if o.lineItems else []
-        with checked(self.name, "order"):
-            return Order(
-                source=self.name,
-                external_id=gid_number(self.name, o.id, "Order"),
-                name=o.name,
-                customer_id=customer_id,
-                email=o.email,
-                created_at=o.createdAt,
-                processed_at=o.processedAt,
-                financial_status=o.displayFinancialStatus.lower()
-                if o.displayFinancialStatus
-                else None,
-                fulfillment_status=None if fulfilment in ("", "unfulfilled") else fulfilment,
-                total_price=Money(
-                    amount=o.totalPriceSet.shopMoney.amount,
-                    currency=o.totalPriceSet.shopMoney.currencyCode,
-                ),
-                subtotal_price=money(o.subtotalPriceSet),
-                total_tax=money(o.totalTaxSet),
-                line_items=tuple(
-                    LineItem(
-                        external_id=gid_number(self.name, item.id, "LineItem"),
-                        product_id=gid_number(self.name, item.product.id, "Product")
-                        if item.product
-                        else None,
-                        variant_id=gid_number(self.name, item.variant.id, "ProductVariant")
-                        if item.variant
-                        else None,
-                        title=item.title,
-                        quantity=item.quantity,
-                        price=Money(
-                            amount=item.originalUnitPriceSet.shopMoney.amount,
-                            currency=item.originalUnitPriceSet.shopMoney.currencyCode,
-                        ),
-                        sku=item.sku,
-                    )
-                    for item in items
-                ),
-            )
 
 
 def _email_term(email: str) -> str:

@@ -1,6 +1,7 @@
 """The GraphQL Admin API's side of the Shopify GraphQL adapter: the queries, built from
 a small field tree that prices itself by Shopify's rules (scalar and enum 0, object 1,
-connection 2 + first x one node), and the payload models their answers parse into.
+connection 2 + first x one node), the payload models their answers parse into, and
+those payloads as the gateway's records (gids become the numbers the gateway stores).
 """
 
 from __future__ import annotations
@@ -11,7 +12,11 @@ from decimal import Decimal
 
 from pydantic import AwareDatetime
 
-from .payload import Payload
+from . import records
+from .errors import UpstreamBadResponse
+from .external_ids import ID_RULES
+from .payload import Payload, checked
+from .records import CommerceCustomer, LineItem, Money
 
 __all__ = [
     "CUSTOMER",
@@ -22,7 +27,10 @@ __all__ = [
     "Order",
     "PageInfo",
     "Reply",
+    "customer_record",
+    "gid_number",
     "order_fields",
+    "order_record",
     "orders",
     "query_cost",
     "scalars",
@@ -68,6 +76,7 @@ def scalars(*names: str) -> tuple[Field, ...]:
     return tuple(Field(name) for name in names)
 
 
+_RULE = ID_RULES["shopify"]
 _MONEY = Field("shopMoney", scalars("amount", "currencyCode"))
 CUSTOMER = (
     *scalars("id", "email", "firstName", "lastName", "phone", "numberOfOrders", "createdAt"),
@@ -226,6 +235,96 @@ class Reply(_Selected):
     data: Data | None = None
     errors: tuple[_Error, ...] = ()
     extensions: _Extensions | None = None
+
+
+# Payload -> record ------------------------------------------------------------------
+def gid_number(upstream: str, value: str, kind: str) -> str:
+    """The number of ``gid://shopify/<kind>/<number>``; anything else is a bad answer."""
+    number = value.removeprefix(f"gid://shopify/{kind}/")
+    if number == value or _RULE.problem(number):
+        raise UpstreamBadResponse(upstream, f"{kind} id is not a Shopify gid")
+    return number
+
+
+def customer_record(upstream: str, c: Customer) -> CommerceCustomer:
+    """A customer node as the gateway's record."""
+    consent = c.emailMarketingConsent
+    spent = c.amountSpent
+    if spent is None or c.numberOfOrders is None or not c.numberOfOrders.isdigit():
+        raise UpstreamBadResponse(upstream, "customer: amountSpent or numberOfOrders missing")
+    last = c.lastOrder
+    with checked(upstream, "customer"):
+        return CommerceCustomer(
+            source=upstream,
+            external_id=gid_number(upstream, c.id, "Customer"),
+            email=c.email,
+            first_name=c.firstName,
+            last_name=c.lastName,
+            phone=c.phone,
+            orders_count=int(c.numberOfOrders),
+            total_spent=Money(amount=spent.amount, currency=spent.currencyCode),
+            last_order_id=gid_number(upstream, last.id, "Order") if last else None,
+            last_order_name=last.name if last else None,
+            state=c.state.lower() if c.state else None,
+            verified_email=c.verifiedEmail,
+            tags=tuple(c.tags),
+            email_marketing_consent=None
+            if consent is None
+            else consent.marketingState == "SUBSCRIBED",
+            created_at=c.createdAt,
+            updated_at=c.updatedAt,
+        )
+
+
+def order_record(upstream: str, o: Order, customer_id: str) -> records.Order:
+    """An order node as the gateway's record, owned by ``customer_id`` (a number)."""
+
+    def money(bag: Bag | None) -> Money | None:
+        return (
+            None
+            if bag is None
+            else Money(amount=bag.shopMoney.amount, currency=bag.shopMoney.currencyCode)
+        )
+
+    fulfilment = (o.displayFulfillmentStatus or "").lower()
+    items = o.lineItems.nodes if o.lineItems else []
+    with checked(upstream, "order"):
+        return records.Order(
+            source=upstream,
+            external_id=gid_number(upstream, o.id, "Order"),
+            name=o.name,
+            customer_id=customer_id,
+            email=o.email,
+            created_at=o.createdAt,
+            processed_at=o.processedAt,
+            financial_status=o.displayFinancialStatus.lower() if o.displayFinancialStatus else None,
+            fulfillment_status=None if fulfilment in ("", "unfulfilled") else fulfilment,
+            total_price=Money(
+                amount=o.totalPriceSet.shopMoney.amount,
+                currency=o.totalPriceSet.shopMoney.currencyCode,
+            ),
+            subtotal_price=money(o.subtotalPriceSet),
+            total_tax=money(o.totalTaxSet),
+            line_items=tuple(
+                LineItem(
+                    external_id=gid_number(upstream, item.id, "LineItem"),
+                    product_id=gid_number(upstream, item.product.id, "Product")
+                    if item.product
+                    else None,
+                    variant_id=gid_number(upstream, item.variant.id, "ProductVariant")
+                    if item.variant
+                    else None,
+                    title=item.title,
+                    quantity=item.quantity,
+                    price=Money(
+                        amount=item.originalUnitPriceSet.shopMoney.amount,
+                        currency=item.originalUnitPriceSet.shopMoney.currencyCode,
+                    ),
+                    sku=item.sku,
+                )
+                for item in items
+            ),
+        )
 
 
 def with_page_info(connection: Field) -> Field:

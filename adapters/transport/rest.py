@@ -172,6 +172,7 @@ def policy_for(
         backoff_base_s=config.backoff_base_s,
         backoff_max_s=config.backoff_max_s,
         breaker=breaker,
+        concurrency=config.max_connections,
     )
 
 

@@ -126,6 +126,7 @@ class CallPolicy:
         backoff_base_s: float,
         backoff_max_s: float,
         breaker: CircuitBreaker,
+        concurrency: int | None = None,
     ) -> None:
         self.upstream = upstream
         self.timeout_s = timeout_s
@@ -133,6 +134,12 @@ class CallPolicy:
         self.retries = retries
         self.breaker = breaker
         self._backoff = wait_random_exponential(multiplier=backoff_base_s, max=backoff_max_s)
+        # Attempts in flight at most (the client's connections): the others wait here,
+        # on the call's deadline, before their attempt's clock starts. Queued in the
+        # HTTP pool instead, a send's 500 calls at once timed out on a busy machine as
+        # if the upstream were slow, opened its breaker, and cost the pool's scheduler
+        # time in proportion to the queue on every request.
+        self._slots = asyncio.Semaphore(concurrency) if concurrency else None
 
     async def run(
         self,
@@ -217,6 +224,24 @@ class CallPolicy:
         raise AssertionError("unreachable: tenacity either returns or reraises")
 
     async def _attempt(
+        self, operation: str, attempt: Callable[[float], Awaitable[T]], deadline: _Deadline
+    ) -> T:
+        if self._slots is None:
+            return await self._timed(operation, attempt, deadline)
+        try:
+            async with asyncio.timeout(max(0.0, deadline.remaining())):
+                await self._slots.acquire()
+        except TimeoutError:
+            # Our own queue, not the upstream: no failure on its breaker.
+            raise UpstreamTimeout(
+                self.upstream, f"{operation}: call budget spent waiting for a connection"
+            ) from None
+        try:
+            return await self._timed(operation, attempt, deadline)
+        finally:
+            self._slots.release()
+
+    async def _timed(
         self, operation: str, attempt: Callable[[float], Awaitable[T]], deadline: _Deadline
     ) -> T:
         timeout = min(self.timeout_s, deadline.remaining())

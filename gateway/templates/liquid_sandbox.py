@@ -16,7 +16,8 @@ time, and so does the whole job (all the renders of one request's batch):
 Going over raises ``BudgetExceeded``: the render fails alone with ``RENDER_LIMIT``.
 Nothing here reaches files or the network: no loader has anything to load, and
 ``{% include %}``/``{% render %}`` are refused at parse time. This module imports
-python-liquid and the standard library only, so a worker process stays small.
+python-liquid, the standard library and ``order_selection`` (python-liquid too) only,
+so a worker process stays small.
 
     ResourceLimitError (python-liquid)
      └── BudgetExceeded        a step, output, size or time budget was used up
@@ -41,6 +42,8 @@ from liquid.exceptions import (
 )
 from liquid.output import LimitedStringIO
 from liquid.token import TOKEN_EXPRESSION, TOKEN_OUTPUT, TOKEN_TAG
+
+from gateway.templates.order_selection import order_selection
 
 FORBIDDEN_TAGS = frozenset({"include", "render"})
 MAX_ITEMS = 10_000  # a list (or range) a filter may take or make
@@ -200,8 +203,9 @@ def template(source: str, html: bool, strict: bool) -> BoundTemplate:
 
 
 def analyze(source: str, html: bool, strict: bool) -> dict[str, Any]:
-    """``{"segments": [...], "paths": [...]}`` for a template that parses: each global
-    variable's path segments; else ``{"error": message, "line": n, "column": n}``."""
+    """``{"segments": [...], "paths": [...], "orders": {...}}`` for a template that
+    parses: each global variable's path segments, and what it reads of the orders
+    (``order_selection``); else ``{"error": message, "line": n, "column": n}``."""
     env = environment(html, strict)
     try:
         parsed = template(source, html, strict)
@@ -217,6 +221,7 @@ def analyze(source: str, html: bool, strict: bool) -> dict[str, Any]:
     return {
         "paths": sorted({str(v) for v in variables}),
         "segments": [_plain(v.segments) for v in variables],
+        "orders": order_selection(parsed).as_json(),
     }
 
 

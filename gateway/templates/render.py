@@ -32,6 +32,7 @@ from gateway.profiles.customers import CustomerProfile
 from gateway.templates.render_context import TEMPLATE_LOADERS, customer_context
 from gateway.templates.render_pool import RenderPool, RenderPoolError
 from gateway.upstreams.federation import Outcome, SourceStatus
+from gateway.upstreams.order_reads import EVERYTHING, ORDERS_WINDOW, OrdersNeed
 
 MAX_SOURCE_CHARS = 100_000
 ALL_LOADERS = frozenset(name for name in TEMPLATE_LOADERS.values() if name)
@@ -134,6 +135,7 @@ class Compiled:
     loaders: frozenset[str]  # the upstream loaders those paths need
     fields: frozenset[str]  # the customer fields to put in its context
     unknown: tuple[str, ...]  # paths that are not customer fields: empty, or errors if strict
+    orders: OrdersNeed = EVERYTHING  # what it reads of each customer's orders
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,7 +321,21 @@ def _compiled(
     source: str, format: RenderFormat, strict: bool, analysis: Mapping[str, Any]
 ) -> Compiled:
     loaders, fields, unknown = _needs(analysis["segments"])
-    return Compiled(source, format, strict, tuple(analysis["paths"]), loaders, fields, unknown)
+    variables = tuple(analysis["paths"])
+    orders = _orders_need(analysis.get("orders"), fields)
+    return Compiled(source, format, strict, variables, loaders, fields, unknown, orders)
+
+
+def _orders_need(selection: Mapping[str, Any] | None, fields: frozenset[str]) -> OrdersNeed:
+    """The orders the template reads (``order_selection``'s answer; everything when it
+    could not tell), and the newest one for ``last_order_at``."""
+    if selection is None:
+        return EVERYTHING
+    first = selection["first"]
+    first = ORDERS_WINDOW if first is None else min(int(first), ORDERS_WINDOW)
+    if "last_order_at" in fields:
+        first = max(first, 1)
+    return OrdersNeed(max(first, 1), bool(selection["line_items"]))
 
 
 def _needs(

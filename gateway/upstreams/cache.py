@@ -131,6 +131,20 @@ class UpstreamCache:
         values = await self.backend.multi_get([self.key(upstream, i) for i in ids])
         return {i: v for i, v in zip(ids, values, strict=True) if isinstance(v, Entry)}
 
+    async def get_across(
+        self, upstreams: Sequence[str], ids: Sequence[object]
+    ) -> dict[object, list[Entry]]:
+        """Each id's entries under any of ``upstreams``, in their order, in one read."""
+        if not ids or not upstreams:
+            return {}
+        pairs = [(i, u) for i in ids for u in upstreams]
+        values = await self.backend.multi_get([self.key(u, i) for i, u in pairs])
+        found: dict[object, list[Entry]] = {}
+        for (i, _), value in zip(pairs, values, strict=True):
+            if isinstance(value, Entry):
+                found.setdefault(i, []).append(value)
+        return found
+
     async def set_many(self, upstream: str, entries: Mapping[Any, Entry], ttl_s: float) -> None:
         if entries and ttl_s > 0:
             pairs = [(self.key(upstream, i), e) for i, e in entries.items()]

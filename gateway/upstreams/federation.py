@@ -114,7 +114,10 @@ class Federation:
         if isinstance(shop, BatchOrdersAdapter):
             read = reads.tier(need, shop.orders_window)
             fetch_batch = reads.batch_orders(shop, read)
-            return await self._load(shop, customers, fetch_batch, data=reads.data_name(read))
+            wider = [reads.data_name(t) for t in reads.wider(read, shop.orders_window)]
+            return await self._load(
+                shop, customers, fetch_batch, data=reads.data_name(read), wider=wider
+            )
 
         async def fetch(
             customers: Sequence[CustomerProfile],
@@ -213,9 +216,11 @@ class Federation:
         customers: Sequence[CustomerProfile],
         fetch: Callable[[Sequence[CustomerProfile]], Awaitable[Sequence[Fetched[T]]]],
         data: str = "",
+        wider: Sequence[str] = (),
     ) -> list[Outcome[T]]:
-        """Cache first; fetch only the misses, once, however many ask at the same time;
-        serve the last good answer as STALE when the upstream fails."""
+        """Cache first (then the ``wider`` reads' entries, which hold what this one
+        asks); fetch only the misses, once, however many ask at the same time; serve the
+        last good answer as STALE when the upstream fails."""
         policy = self.policy(adapter.name)
         namespace = _namespace(adapter.name, data)
         now = datetime.now(UTC)
@@ -229,6 +234,14 @@ class Federation:
                 results[customer.id] = _from_cache(adapter, entry)
             else:
                 misses.append(customer)
+        if misses and wider:
+            spaces = [_namespace(adapter.name, w) for w in wider]
+            held = await self.cache.get_across(spaces, [c.id for c in misses])
+            for customer in misses:
+                fresh = (e for e in held.get(customer.id, ()) if e.age_s(now) <= policy.ttl_s)
+                if (entry := next(fresh, None)) is not None:
+                    results[customer.id] = _from_cache(adapter, entry)
+            misses = [c for c in misses if c.id not in results]
         if hits := len(customers) - len(misses):
             metrics.CACHE_LOOKUPS.labels(adapter.name, "hit").inc(hits)
         if misses:

@@ -19,7 +19,10 @@ from adapters.records import Order
 from gateway.profiles.customers import CustomerProfile
 
 ORDERS_WINDOW = 50  # the most orders per customer a query reads; `orders(first)` slices
-_TIERS = (10, 25, ORDERS_WINDOW)  # above the shop's window, `first` rounds up to one
+# `first` rounds up to one of these (or the shop's window): a few cache entries serve
+# every `first`, and a template showing the last 3 orders is read as 3 (a 5-order read
+# costs the priced shop half as much again).
+_TIERS = (1, 3, 5, 10, 25, ORDERS_WINDOW)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,18 +38,29 @@ EVERYTHING = OrdersNeed()
 
 
 def tier(need: OrdersNeed, window: int) -> OrdersNeed:
-    """``need`` rounded up: to the shop's window (its cheapest useful read), else to the
-    next tier, so a few cache entries serve every ``first``."""
+    """``need`` rounded up to the next tier (the shop's window is one), so a few cache
+    entries serve every ``first``."""
     first = min(need.first, ORDERS_WINDOW)
-    if first <= window:
-        return OrdersNeed(window, need.line_items)
-    return OrdersNeed(next(t for t in _TIERS if t >= first), need.line_items)
+    return OrdersNeed(next(t for t in _firsts(window) if t >= first), need.line_items)
 
 
 def tiers(window: int) -> list[OrdersNeed]:
     """Every need ``tier`` answers for a shop with this window."""
-    firsts = sorted({window, *(t for t in _TIERS if t > window)})
-    return [OrdersNeed(f, lines) for f in firsts for lines in (False, True)]
+    return [OrdersNeed(f, lines) for f in _firsts(window) for lines in (False, True)]
+
+
+def wider(need: OrdersNeed, window: int) -> list[OrdersNeed]:
+    """The other tiers whose cached reads hold all ``need`` (a tier) asks, the cheapest
+    first: orders read for 5 serve a read of 3, orders with line items one without."""
+    return [
+        t
+        for t in tiers(window)
+        if t != need and t.first >= need.first and (t.line_items or not need.line_items)
+    ]
+
+
+def _firsts(window: int) -> list[int]:
+    return sorted({*_TIERS, min(window, ORDERS_WINDOW)})
 
 
 def data_name(need: OrdersNeed) -> str:
@@ -106,4 +120,5 @@ __all__ = [
     "nothing_found",
     "tier",
     "tiers",
+    "wider",
 ]

@@ -110,6 +110,28 @@ async def test_answers_that_are_not_outages_do_not_open_it(
     assert state(crm.breaker) is BreakerState.CLOSED
 
 
+async def test_a_burst_beyond_the_connections_waits_its_turn_and_opens_nothing(
+    build: Build, upstreams: SampleUpstreams
+) -> None:
+    """12 calls at once on 2 connections, each answered in 0.2 s: the calls beyond the
+    connections wait for one on the call's deadline, not on an attempt's 0.3 s, so none
+    times out and the breaker does not read a burst of ours as the upstream failing."""
+    crm = build(
+        "hubspot",
+        max_connections=2,
+        timeout_s=0.3,
+        deadline_s=5.0,
+        retries=0,
+        breaker={"failure_threshold": 1},
+    )
+    upstreams.hubspot.faults.update(latency_ms=200)
+    ids = [p.hubspot_id for p in upstreams.people[1:13]]
+    found = await asyncio.gather(*(crm.fetch_contact(i) for i in ids))
+    assert all(contact is not None for contact in found)
+    assert state(crm.breaker) is BreakerState.CLOSED
+    assert upstreams.hubspot.calls.count(CONTACT) == 12
+
+
 def test_state_machine_with_a_clock() -> None:
     clock = FakeClock(100.0)
     breaker = CircuitBreaker("x", failure_threshold=2, reset_timeout_s=10, clock=clock)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from adapters.protocols import AnalyticsAdapter
+from adapters.records import AnalyticsEvent
 from demo.people.behaviour import anonymous_ids, behaviour
 from demo.upstreams.runner import SampleUpstreams
 from demo.upstreams.segment import traits as sample_traits
@@ -72,6 +74,9 @@ async def test_events_newest_first_in_pages(
     assert first.timestamp.tzinfo is not None
     stamps = [e.timestamp for e in events]
     assert stamps == sorted(stamps, reverse=True)
+    # Built without validating twice, each is the record validation makes of it.
+    assert all(AnalyticsEvent.model_validate(e.model_dump()) == e for e in events)
+    assert all(e.timestamp.utcoffset() == timedelta(0) for e in events)
 
 
 async def test_events_filtered_by_name(

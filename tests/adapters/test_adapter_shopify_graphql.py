@@ -19,8 +19,14 @@ from hypothesis import strategies as st
 
 from adapters import shopify_queries as q
 from adapters.config import ShopifyConfig, UpstreamsConfig
-from adapters.errors import InvalidExternalId, UpstreamRateLimited
+from adapters.errors import (
+    CircuitOpen,
+    InvalidExternalId,
+    UpstreamRateLimited,
+    UpstreamUnavailable,
+)
 from adapters.shopify_graphql import ShopifyGraphQLAdapter
+from adapters.transport.breaker import BreakerState
 from demo.people.orders import orders_for
 from demo.upstreams.runner import SampleUpstreams
 from demo.upstreams.shopify.cost import PLANS, CostWalk
@@ -159,6 +165,54 @@ async def test_throttled_is_waited_for_and_asked_again(
     assert adapter.throttled == 1
     assert upstreams.shopify.calls.count(GRAPHQL) == 2
     assert time.monotonic() - started >= 0.2  # ~252 points at 1000/s, less what restored
+
+
+async def test_throttled_without_the_buckets_state_is_backed_off_from(
+    build: Build, upstreams: SampleUpstreams
+) -> None:
+    """THROTTLED without ``extensions.cost`` (a proxy's answer): the bucket held less
+    than the query, so the adapter waits for the query's cost to restore before it asks
+    again, and longer each time, instead of asking again at once."""
+    upstreams.shopify.graphql.reset(PLANS["plus"])
+    upstreams.shopify.graphql.throttle_blind = 2
+    adapter = shop(build, deadline_s=10.0, timeout_s=5.0, graphql=PLUS)
+    started = time.monotonic()
+    found = await adapter.find_customers_by_email([p.email for p in upstreams.people[:50]])
+    assert len(found) == 50
+    assert adapter.throttled == 2
+    assert upstreams.shopify.calls.count(GRAPHQL) == 3
+    # The first refusal waited for the query's points to restore (1,000/s), the second
+    # twice as long.
+    cost = 2 + 50 * (1 + q.query_cost(q.CUSTOMER))
+    assert time.monotonic() - started >= 3 * cost / 1000
+
+
+async def test_a_shop_that_keeps_throttling_blind_is_asked_a_few_times_then_rate_limited(
+    build: Build, upstreams: SampleUpstreams
+) -> None:
+    upstreams.shopify.graphql.reset(PLANS["plus"])
+    upstreams.shopify.graphql.throttle_blind = 10_000
+    adapter = shop(build, deadline_s=2.0, timeout_s=1.0, graphql=PLUS)
+    with pytest.raises(UpstreamRateLimited):
+        await adapter.find_customers_by_email([p.email for p in upstreams.people[:50]])
+    # Waits of 0.3, 0.5, 1 s...: a handful of calls in 2 s, not one per round trip.
+    assert 2 <= upstreams.shopify.calls.count(GRAPHQL) <= 5
+
+
+async def test_products_and_orders_share_one_client_and_one_breaker(
+    build: Build, upstreams: SampleUpstreams
+) -> None:
+    """The catalogue's REST reads go through the GraphQL adapter's client: a shop
+    failing them opens the one breaker, and its order reads are then refused without
+    a call (two clients would each have to learn of the outage)."""
+    adapter = shop(build, breaker={"failure_threshold": 3, "reset_timeout_s": 30}, graphql=PLUS)
+    upstreams.shopify.faults.update(error_rate=1.0, error_status=503)
+    with pytest.raises(UpstreamUnavailable):
+        await adapter.fetch_products()
+    assert adapter.breaker.state is BreakerState.OPEN
+    with pytest.raises(CircuitOpen):
+        await adapter.fetch_orders_by_email([upstreams.people[0].email], 5)
+    assert upstreams.shopify.calls.count(GRAPHQL) == 0
 
 
 async def test_a_wait_beyond_the_deadline_fails_at_once_as_rate_limited(

@@ -26,7 +26,7 @@ from gateway.templates import render
 from gateway.templates.render import RenderFormat
 from gateway.templates.store import TemplateStore, TemplateVersion, VersionInfo, parse_template_name
 from gateway.upstreams.federation import Outcome
-from gateway.upstreams.order_reads import EVERYTHING
+from gateway.upstreams.order_reads import OrdersNeed
 from resolvers.graphql.access import audit, require
 from resolvers.graphql.context import Context
 from resolvers.graphql.types.recommendations import template_recommendations
@@ -111,13 +111,13 @@ def _store(info: GatewayInfo) -> TemplateStore:
     return info.context.services.templates
 
 
-def _fetch(info: GatewayInfo) -> render.Fetch:
+def _fetch(info: GatewayInfo, orders: OrdersNeed) -> render.Fetch:
     loaders = info.context.loaders
 
     async def fetch(name: str, profiles: Sequence[CustomerProfile]) -> Sequence[Outcome[Any]]:
         # The request's loaders: batched with, and cached for, every other field.
-        if name == "orders":  # a template may read any of them, with their line items
-            return await loaders.orders.load_many([(p, EVERYTHING) for p in profiles])
+        if name == "orders":  # as many as the template reads, line items if it reads them
+            return await loaders.orders.load_many([(p, orders) for p in profiles])
         loader: DataLoader[CustomerProfile, Outcome[Any]] | None = None
         if name == "recommendations":
             loader = template_recommendations(info)
@@ -172,7 +172,7 @@ async def render_customer(
     renderer = info.context.services.renderer
     compiled = await renderer.compile(source, chosen, strict)
     [outcome] = await renderer.render_for(
-        compiled, [root.profile], _fetch(info), info.context.render_budget()
+        compiled, [root.profile], _fetch(info, compiled.orders), info.context.render_budget()
     )
     if isinstance(outcome, Exception):
         raise outcome
@@ -237,7 +237,7 @@ class TemplateQuery:
             zip(
                 [p.id for p in found],
                 await renderer.render_for(
-                    compiled, found, _fetch(info), info.context.render_budget()
+                    compiled, found, _fetch(info, compiled.orders), info.context.render_budget()
                 ),
                 strict=True,
             )
