@@ -6,9 +6,10 @@ the identifiers' key locks (ascending, as every writer takes them), the tombston
 (an erased person's events are not stored), the recipients looked up by address (an
 unknown address stores nothing, and no profile is created), each event claimed by its
 unique (source, event id) (a replay, or a copy later in the same batch, is a
-duplicate), its subjects kept for an erasure to find, and the consequences applied
-(gateway/ingest/engagement.py). The
-transaction commits all of it or nothing: a failure answers "not stored" for the batch.
+duplicate), its subjects kept for an erasure to find, the consequences applied
+(gateway/ingest/engagement.py), and clicks on tracked recommendation links attributed
+(gateway/experiments/attribution.py). The transaction commits all of it or nothing: a
+failure answers "not stored" for the batch.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gateway.db.access_models import EventSubject
 from gateway.db.bulk import is_postgres
 from gateway.db.models import Customer, Event
+from gateway.experiments.attribution import ClickedLink, record_clicks, send_of
+from gateway.experiments.tracking import Tracker
 from gateway.identity.linkage.lookup import matching
 from gateway.identity.linkage.resolution import lock_keys
 from gateway.ingest.engagement import apply_consequences
@@ -52,8 +55,10 @@ async def store_batch(
     events: Sequence[InboundEvent],
     subjects: Sequence[set[str]],
     tombstones: Tombstones,
+    tracker: Tracker | None = None,
 ) -> StoredBatch:
-    """Store ``events`` (each with its subject digests) on ``connection``'s transaction."""
+    """Store ``events`` (each with its subject digests) on ``connection``'s transaction;
+    clicks on links ``tracker`` signed are attributed to their lists."""
     every = set().union(*subjects) if subjects else set()
     await lock_keys(connection, map(subject_key, every))
     blocked = await tombstones.blocked(connection, every) if every else set()
@@ -78,6 +83,7 @@ async def store_batch(
             result.statuses[position] = ("duplicate", None)
     subject_rows: list[dict[str, Any]] = []
     consequences: list[tuple[uuid.UUID, InboundEvent]] = []
+    clicked: list[ClickedLink] = []
     for event_id, row_id in sorted(claimed.items()):
         position = wanted[event_id]
         event, customer = events[position], result.statuses[position][1]
@@ -86,12 +92,18 @@ async def store_batch(
         subject_rows += [{"event_id": row_id, "digest": d} for d in sorted(subjects[position])]
         if event.consequence is not None:
             consequences.append((customer, event))
+        url = event.properties.get("url") if event.type == "email:click" else None
+        if isinstance(url, str):
+            send = send_of(event.properties)
+            clicked.append(ClickedLink(row_id, customer, url, event.occurred_at, send))
         if event.changed:  # a delivery, a deferral…: stored, and no field of theirs changed
             fields = result.changed.get(customer, (event, set()))[1]
             result.changed[customer] = (event, fields | set(event.changed))
     if subject_rows:
         await connection.execute(insert(EventSubject), subject_rows)
     await apply_consequences(connection, consequences)
+    if tracker is not None:
+        await record_clicks(connection, clicked, tracker)
     return result
 
 

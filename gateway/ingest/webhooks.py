@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionma
 from gateway.db.access_models import EventSubject, WebhookReceipt
 from gateway.db.models import Customer, Event, Identity
 from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction
+from gateway.experiments.tracking import Tracker
 from gateway.identity import DEFAULT_CONFIG, IdentityConfig, PreparedRecord, RecordError, Resolver
 from gateway.identity import prepare as prepare_record
 from gateway.identity.linkage.resolution import lock_keys, record_keys
@@ -103,8 +104,10 @@ class WebhookIngest:
         config: IdentityConfig = DEFAULT_CONFIG,
         source_ids: SourceIds = DEFAULT_SOURCE_IDS,
         retry: RetryPolicy = DEFAULT_RETRY,
+        tracker: Tracker | None = None,
     ) -> None:
         self._retry = retry
+        self._tracker = tracker  # clicks on links it signed are attributed to their lists
         self._tombstones = tombstones
         self._source_ids = source_ids
         self._engine = engine
@@ -163,7 +166,9 @@ class WebhookIngest:
 
         async def store() -> StoredBatch:
             async with self._engine.begin() as connection:
-                return await store_batch(connection, events, subjects, self._tombstones)
+                return await store_batch(
+                    connection, events, subjects, self._tombstones, self._tracker
+                )
 
         stored = await retry_transaction(store, "webhook_ingest", self._retry)
         if events:

@@ -51,6 +51,9 @@ TABLES = {
     "customer_scores",
     "score_models",
     "segments",
+    "experiments",
+    "recommendation_impressions",
+    "recommendation_clicks",
 }
 
 
