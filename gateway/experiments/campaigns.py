@@ -36,7 +36,7 @@ from gateway.upstreams.event_store import ESP_SOURCES
 
 DELIVERED = ("email:delivered", "email:send", "email:open", "email:click")
 UNSUBSCRIBED = ("email:unsubscribe", "email:group_unsubscribe", "email:unsub")
-Audience = Select[tuple[uuid.UUID]]
+Audience = Select[uuid.UUID]
 
 
 @dataclass(frozen=True, slots=True)
