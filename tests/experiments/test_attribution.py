@@ -25,7 +25,12 @@ from tests.experiments.serving import (
 )
 from tests.gql_client import gql
 from tests.in_process import services_of
-from tests.ingest.webhook_requests import sendgrid_request, shopify_request
+from tests.ingest.webhook_requests import (
+    mandrill_event,
+    mandrill_request,
+    sendgrid_request,
+    shopify_request,
+)
 
 RESULTS = """
 query($name: String!, $metric: ExperimentMetric!) {
@@ -103,6 +108,20 @@ async def test_a_click_is_attributed_to_its_list_item_strategy_and_send(served: 
     assert clicked["ctr"] == 1.0
     other = by_name[({"control", "personal"} - {mine["variant"]}).pop()]
     assert (other["impressions"], other["clicks"]) == (0, 0)
+
+
+async def test_a_mandrill_click_is_attributed_with_its_metadata_send(served: Served) -> None:
+    person = person_with_history(served.samples)[8]
+    shown = await recommend(served.client, person)
+    item = shown["recommendations"][2]
+    event = mandrill_event(person.email, "click", url=item["url"])
+    event["msg"]["metadata"] = {"send_id": "mandrill-9"}
+    stored = await _post(served, mandrill_request([event]))
+    assert stored[0]["status"] == "processed"
+    services = services_of(served.app)
+    [found] = await services.experiment_results.clicks(customer_id_for(person))
+    assert (found.list_id, found.position, found.product_id) == (item["listId"], 2, item["id"])
+    assert (found.send_id, found.strategy, found.experiment) == ("mandrill-9", "model", None)
 
 
 async def test_clicks_on_untracked_or_forged_links_are_attributed_to_nothing(
