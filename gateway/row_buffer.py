@@ -14,17 +14,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Generic, TypeVar
 
 from gateway.errors import DatabaseUnavailable
 
-Rows = list[dict[str, Any]]
+Row = TypeVar("Row")
 
 
-class RowBuffer:
+class RowBuffer(Generic[Row]):
     def __init__(
         self,
-        write: Callable[[Rows], Awaitable[None]],
+        write: Callable[[list[Row]], Awaitable[None]],
         *,
         name: str,
         logger: logging.Logger,
@@ -36,11 +36,11 @@ class RowBuffer:
         self._logger = logger
         self._interval = interval_s
         self._max = max_rows
-        self._pending: Rows = []
+        self._pending: list[Row] = []
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
-    def add(self, rows: Iterable[dict[str, Any]]) -> None:
+    def add(self, rows: Iterable[Row]) -> None:
         """Queue rows to write; returns at once."""
         self._pending.extend(rows)
         if len(self._pending) > self._max:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 from gateway.experiments.impressions import Impression, ImpressionLog
 from gateway.experiments.running import Assignment, Experiments
-from gateway.experiments.tracking import Tracker, new_list_id
+from gateway.experiments.tracking import Tracker, new_list_id, tagged
 from gateway.recommendations.serving import (
     Picks,
     Recommendation,
@@ -164,18 +164,18 @@ class ServedRecommendations:
         if not self.impressions.enabled:
             return None, tuple(items)
         list_id = new_list_id()
+        tokens = self.tracker.tokens(list_id, len(items))
         return list_id, tuple(
-            self._tagged(item, list_id, position) for position, item in enumerate(items)
+            Recommendation(
+                item.product,
+                item.score,
+                item.reason,
+                item.category,
+                list_id,
+                tagged(item.product.url, token) if item.product.url else None,
+            )
+            for item, token in zip(items, tokens, strict=True)
         )
-
-    def _tagged(self, item: Recommendation, list_id: str, position: int) -> Recommendation:
-        url = item.product.url
-        product = (
-            item.product.model_copy(update={"url": self.tracker.tag_url(url, list_id, position)})
-            if url
-            else item.product
-        )
-        return Recommendation(product, item.score, item.reason, item.category, list_id)
 
     def _record(
         self,

@@ -60,7 +60,9 @@ async def store_batch(
     """Store ``events`` (each with its subject digests) on ``connection``'s transaction;
     clicks on links ``tracker`` signed are attributed to their lists."""
     every = set().union(*subjects) if subjects else set()
-    await lock_keys(connection, map(subject_key, every))
+    # Shared: an ESP batch creates and links no one, so only an erasure (exclusive) must
+    # wait for it; two batches (which held ~60 % of the stripes each) no longer queue.
+    await lock_keys(connection, map(subject_key, every), shared=True)
     blocked = await tombstones.blocked(connection, every) if every else set()
     recipients = await _recipients(connection, {e.recipient for e in events if e.recipient})
     result = StoredBatch()

@@ -56,7 +56,7 @@ class AuditLog:
         self, sessions: async_sessionmaker[AsyncSession], flush_interval_s: float = 1.0
     ) -> None:
         self._sessions = sessions
-        self._buffer = RowBuffer(
+        self._buffer: RowBuffer[dict[str, Any]] = RowBuffer(
             self._write,
             name="audit",
             logger=logger,

@@ -60,7 +60,15 @@ class Recommendation:
     score: float
     reason: str
     category: str | None = None
-    list_id: str | None = None  # the served list's, once tracked (gateway/experiments/)
+    # Once tracked (gateway/experiments/served.py): the served list's id, and the
+    # product's link with its tracking parameter.
+    list_id: str | None = None
+    link: str | None = None
+
+    @property
+    def url(self) -> str | None:
+        """The link to give out: the tracked one, else the product page."""
+        return self.link or self.product.url
 
 
 @dataclass(frozen=True, slots=True)

@@ -138,7 +138,7 @@ def _recommendations(picks: Picks | None, personal: bool) -> list[dict[str, Any]
             "id": r.product.external_id,
             "list_id": r.list_id,
             "title": r.product.title,
-            "url": r.product.url,
+            "url": r.url,
             "image_url": r.product.image_url,
             "price": _money(r.product.price),
             "category": r.category,

@@ -78,7 +78,7 @@ def _item(found: Recommendation) -> dict[str, Any]:
         "title": product.title,
         "price": {"amount": str(price.amount), "currency": price.currency} if price else None,
         "image_url": product.image_url,
-        "url": product.url,
+        "url": found.url,
         "category": found.category,
         "score": found.score,
         "reason": found.reason,

@@ -66,7 +66,7 @@ class RecommendedProduct:
             title=product.title,
             price=Money.of(product.price),
             image_url=product.image_url,
-            url=product.url,
+            url=found.url,
             category=found.category,
             score=found.score,
             reason=found.reason,
