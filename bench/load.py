@@ -31,6 +31,7 @@ from urllib.parse import urlencode
 
 import httpx
 
+from bench.impressions import impressions_ab
 from bench.support import harness
 from bench.support.access import AUTH
 from bench.support.bare import PAYLOAD_FILE
@@ -40,7 +41,6 @@ from bench.support.harness import (
     process,
     sample_upstreams,
     serve,
-    server_cpu_s,
     upstreams_file,
     wait,
 )
@@ -141,53 +141,6 @@ async def _identical_misses(url: str, email: str, customer_id: str) -> None:
                 for _ in range(100)
             )
         )
-
-
-def _recommendations(
-    port: int,
-    people: tuple[Any, ...],
-    ids: list[str],
-    connections: int,
-    duration: int,
-    workdir: Path,
-) -> dict[str, float]:
-    """One consenting customer's recommendations over POST /api/recommendations, from
-    warm caches (stock and products cached, the stored list read per request)."""
-    index = next(i for i, p in enumerate(people) if p.personalisation_consent)
-    url = f"http://127.0.0.1:{port}/api/recommendations"
-    body = lua_posts([{"customer_id": ids[index], "limit": 4}])
-    run_wrk(url, body, connections, 3, workdir)  # warm every worker's caches
-    cpu = server_cpu_s(port)
-    figures = run_wrk(url, body, connections, duration, workdir)
-    # The server's CPU per request: what other load on the machine inflates least.
-    figures["cpu_ms"] = (server_cpu_s(port) - cpu) * 1000 / (figures["rps"] * duration)
-    return figures
-
-
-def impressions_ab(
-    env: dict[str, str],
-    port: int,
-    people: tuple[Any, ...],
-    ids: list[str],
-    *run: Any,
-    turns: int = 2,
-) -> dict[str, dict[str, float]]:
-    """Recommendations from the gateway on ``port`` (impressions recorded) against a
-    second one on the same database with GATEWAY_RECS_IMPRESSIONS=false, in turns (on,
-    off, on, off…): what recording impressions costs, measured in the same minutes."""
-    with serve({**env, "GATEWAY_RECS_IMPRESSIONS": "false"}, workers=2) as off:
-        off_port = int(off.rsplit(":", 1)[1])
-        found = [
-            _recommendations(p, people, ids, *run) for _ in range(turns) for p in (port, off_port)
-        ]
-    print(f"recommendations p99 by turn (on, off, …): {[t['p99'] for t in found]}")
-    print(f"recommendations req/s by turn (on, off, …): {[round(t['rps']) for t in found]}")
-    print(f"server CPU ms/request by turn (on, off, …): {[round(t['cpu_ms'], 3) for t in found]}")
-    return {"recommendations": _mean(found[::2]), "recommendations untracked": _mean(found[1::2])}
-
-
-def _mean(runs: list[dict[str, float]]) -> dict[str, float]:
-    return {key: sum(r[key] for r in runs) / len(runs) for key in runs[0]}
 
 
 def run(cache: str, duration: int, connections: int) -> None:
