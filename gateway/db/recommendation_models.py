@@ -100,7 +100,6 @@ class RecommendationImpression(Base):
     __table_args__ = (
         Index("ix_recommendation_impressions_experiment", "experiment", "served_at"),
         Index("ix_recommendation_impressions_customer_id", "customer_id"),
-        Index("ix_recommendation_impressions_send_id", "send_id"),
     )
 
     list_id: Mapped[str] = mapped_column(String(32), primary_key=True)

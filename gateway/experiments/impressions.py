@@ -16,9 +16,8 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
+from typing import NamedTuple, cast
 
 import orjson
 from asyncpg.exceptions import IntegrityConstraintViolationError
@@ -35,25 +34,13 @@ logger = logging.getLogger("gateway.impressions")
 _IDS_PER_QUERY = 500
 _CHUNK = 1000  # rows per SQLite executemany: the loop serves requests between them
 _TABLE = cast(Table, RecommendationImpression.__table__)
-_COLUMNS = (
-    "list_id",
-    "customer_id",
-    "served_at",
-    "surface",
-    "strategy",
-    "experiment",
-    "variant",
-    "send_id",
-    "items",
-)
-_SQLITE_INSERT = (
-    f"INSERT INTO {_TABLE.name} ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-)
 SURFACES = ("graphql", "api", "render")
 
 
-@dataclass(frozen=True, slots=True)
-class Impression:
+class Impression(NamedTuple):
+    """One served list; a tuple in the table's column order (it is the row COPY writes,
+    and built once a request: a tuple is the cheapest immutable value to build)."""
+
     list_id: str
     customer_id: uuid.UUID
     served_at: datetime
@@ -63,6 +50,12 @@ class Impression:
     variant: str | None
     send_id: str | None
     items: tuple[str, ...]
+
+
+_COLUMNS = Impression._fields  # the table's columns, in the tuple's order
+_SQLITE_INSERT = (
+    f"INSERT INTO {_TABLE.name} ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+)
 
 
 class ImpressionLog:
@@ -128,11 +121,7 @@ class ImpressionLog:
 
 def _postgres(i: Impression) -> tuple[object, ...]:
     # COPY takes the values as they are, but a json column its text.
-    items = orjson.dumps(i.items).decode()
-    return (
-        i.list_id, i.customer_id, i.served_at, i.surface, i.strategy, i.experiment, i.variant,
-        i.send_id, items,
-    )  # fmt: skip
+    return (*i[:-1], orjson.dumps(i.items).decode())
 
 
 async def _sqlite(connection: AsyncConnection, batch: Sequence[Impression]) -> None:

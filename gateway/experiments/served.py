@@ -164,7 +164,7 @@ class ServedRecommendations:
         if not self.impressions.enabled:
             return None, tuple(items)
         list_id = new_list_id()
-        tokens = self.tracker.tokens(list_id, len(items))
+        signed = self.tracker.signed(list_id)  # one MAC a list; the position is the item's
         return list_id, tuple(
             Recommendation(
                 item.product,
@@ -172,9 +172,9 @@ class ServedRecommendations:
                 item.reason,
                 item.category,
                 list_id,
-                tagged(item.product.url, token) if item.product.url else None,
+                tagged(item.product.url, f"{signed}.{position}") if item.product.url else None,
             )
-            for item, token in zip(items, tokens, strict=True)
+            for position, item in enumerate(items)
         )
 
     def _record(
@@ -199,6 +199,6 @@ class ServedRecommendations:
                 experiment=assignment.experiment.name if assignment else None,
                 variant=assignment.variant.name if assignment else None,
                 send_id=send_id,
-                items=tuple(item.product.external_id for item in items),
+                items=tuple([item.product.external_id for item in items]),
             )
         )

@@ -57,9 +57,6 @@ def upgrade() -> None:
     op.create_index(
         "ix_recommendation_impressions_customer_id", "recommendation_impressions", ["customer_id"]
     )
-    op.create_index(
-        "ix_recommendation_impressions_send_id", "recommendation_impressions", ["send_id"]
-    )
     op.create_table(
         "recommendation_clicks",
         sa.Column("event_id", sa.Integer(), nullable=False),
@@ -94,7 +91,6 @@ def downgrade() -> None:
     op.drop_index("ix_recommendation_clicks_customer_clicked", table_name="recommendation_clicks")
     op.drop_index("ix_recommendation_clicks_list_id", table_name="recommendation_clicks")
     op.drop_table("recommendation_clicks")
-    op.drop_index("ix_recommendation_impressions_send_id", table_name="recommendation_impressions")
     op.drop_index(
         "ix_recommendation_impressions_customer_id", table_name="recommendation_impressions"
     )

@@ -37,18 +37,27 @@ def test_a_tagged_link_names_its_list_and_position(url: str, position: int) -> N
 def test_the_parameter_is_short() -> None:
     token = TRACKER.token(new_list_id(), 3)
     assert len(new_list_id()) == 16
-    assert len(token) == 28
-    assert token.replace("-", "").replace("_", "").isalnum()
+    assert len(token) == 30
+    assert token[:28].replace("-", "").replace("_", "").isalnum()
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.integers(0, 27), st.sampled_from("AQgw-_"))
-def test_any_changed_character_is_refused(at: int, replacement: str) -> None:
-    list_id = new_list_id()
-    token = TRACKER.token(list_id, 5)
+def test_any_changed_character_of_the_signed_part_is_refused(at: int, replacement: str) -> None:
+    token = TRACKER.token(new_list_id(), 5)
     changed = token[:at] + replacement + token[at + 1 :]
     found = TRACKER.read(f"https://shop.example/p?{PARAMETER}={changed}")
     assert found is None or changed == token
+
+
+def test_another_position_points_into_the_same_list_only() -> None:
+    """The position is not signed: edited, it names another item of the list the link
+    came from, which the recipient could have clicked anyway."""
+    list_id = new_list_id()
+    token = TRACKER.token(list_id, 1)
+    assert TRACKER.read(f"https://x/p?{PARAMETER}={token[:-1]}3") == Tracked(list_id, 3)
+    for bad in ("256", "-1", "", "1x", "0001"):
+        assert TRACKER.read(f"https://x/p?{PARAMETER}={token[:-2]}.{bad}") is None
 
 
 @pytest.mark.parametrize(
@@ -58,6 +67,7 @@ def test_any_changed_character_is_refused(at: int, replacement: str) -> None:
         f"https://shop.example/p?{PARAMETER}=",
         f"https://shop.example/p?{PARAMETER}=not-base64!",
         f"https://shop.example/p?{PARAMETER}=AAAA",
+        f"https://shop.example/p?{PARAMETER}=AAAAAAAAAAAAAAAAAAAAAAAAAAAA.1",
         "https://[bad/p?gw_rec=x",
     ],
 )
