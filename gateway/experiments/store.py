@@ -9,7 +9,7 @@ new window, under its variants' names).
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -42,6 +42,10 @@ class ExperimentStore:
         """Store a validated experiment (``assignment.experiment``), replacing one of the
         same name; ``Conflict`` when another one's window overlaps it."""
         async with self.sessions.begin() as session:
+            connection = await session.connection()
+            if is_postgres(connection):
+                # Two saves at once on two instances: one checks after the other wrote.
+                await connection.execute(text("LOCK TABLE experiments IN EXCLUSIVE MODE"))
             overlapping = await session.scalar(
                 select(ExperimentRow.name)
                 .where(
@@ -67,7 +71,6 @@ class ExperimentStore:
                 "created_at": now,
                 "updated_at": now,
             }
-            connection = await session.connection()
             dialect_insert = postgres_insert if is_postgres(connection) else sqlite_insert
             statement = dialect_insert(ExperimentRow).values(values)
             await session.execute(
