@@ -1,6 +1,7 @@
 """The demo's commands, plugged into the ``gateway`` command through the ``gateway.commands``
-entry point group (pyproject.toml): ``gateway demo``, and the demo data options of
-``gateway recs build`` (``--demo-history N``) and ``gateway recs eval`` (``--demo``).
+entry point group (pyproject.toml): ``gateway demo``, ``gateway simulate-send``, and the
+demo data options of ``gateway recs build`` (``--demo-history N``) and ``gateway recs
+eval`` (``--demo``).
 
 The gateway's CLI never imports this package: without the demo installed these commands
 and options simply are not there.
@@ -29,6 +30,7 @@ from gateway.settings import Settings, is_loopback
 def register(main: click.Group) -> None:
     """Add the demo's command and options to the ``gateway`` command group."""
     main.add_command(demo)
+    main.add_command(simulate_send)
     recs = main.commands.get("recs")
     if isinstance(recs, click.Group):
         if (build := recs.commands.get("build")) is not None:
@@ -179,6 +181,28 @@ def demo(
             timeout_keep_alive=int(settings.keep_alive_timeout_s),
         )
         uvicorn.Server(config).run(sockets=[listening])
+
+
+@click.command("simulate-send")
+@click.option(
+    "--customers",
+    type=click.IntRange(min=10, max=100_000),
+    default=1000,
+    show_default=True,
+    help="How many synthetic customers to seed and mail.",
+)
+@click.option("--database-url", help="Override GATEWAY_DATABASE_URL (default: embedded SQLite).")
+@click.option("--seed", type=int, default=25, show_default=True, help="The recipients' dice.")
+@click.option("--send-id", help="The send's id (default: simulated-<UTC time>).")
+@friendly_errors
+def simulate_send(customers: int, database_url: str | None, seed: int, send_id: str | None) -> None:
+    """Send a campaign to the demo's customers in an experiment (popular vs personal
+    recommendations) through the sample ESP, and print its results."""
+    from demo.simulated_send import simulate
+
+    settings = settings_or_exit(database_url=database_url, insecure_demo=True, log_level="WARNING")
+    configure_logging(settings.log_level)
+    click.echo(simulate(settings, customers, seed, send_id))
 
 
 def _listen(host: str, port: int, option: str) -> socket.socket:

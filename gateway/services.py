@@ -19,6 +19,13 @@ from gateway.access.api_keys import ApiKeys, Principal
 from gateway.access.rate_limit import RateLimiter
 from gateway.db.engine import create_sessionmaker, engine_for
 from gateway.db.retries import RetryPolicy
+from gateway.experiments.campaigns import Campaigns
+from gateway.experiments.impressions import ImpressionLog
+from gateway.experiments.results import ExperimentResults
+from gateway.experiments.running import Experiments
+from gateway.experiments.served import ServedRecommendations
+from gateway.experiments.store import ExperimentStore
+from gateway.experiments.tracking import Tracker
 from gateway.export.runs import Runs
 from gateway.identity.reviews import ReviewQueue, review_queue
 from gateway.identity.source_ids import SourceIds
@@ -69,6 +76,12 @@ class Services:
     forgetting: Forgetting
     rate_limiter: RateLimiter
     recommendations: Recommender
+    # Lists served through the running experiment, tracked and recorded as impressions.
+    served: ServedRecommendations
+    experiments: Experiments
+    impressions: ImpressionLog
+    experiment_results: ExperimentResults
+    campaigns: Campaigns
     # Exports and retention runs started by the API or the schedule, one at a time.
     runs: Runs
     scores: ScoreStore
@@ -127,6 +140,11 @@ class Services:
         forgetting = Forgetting(erasure, customers, federation, recommendations)
         audit = AuditLog(sessions, settings.audit_flush_interval_s)
         events = EventStore(engine)
+        tracker = Tracker(settings.tracking_hmac_key())
+        experiments = Experiments(ExperimentStore(sessions), settings.experiments_ttl_s)
+        impressions = ImpressionLog(
+            sessions, settings.impression_flush_interval_s, enabled=settings.recs_impressions
+        )
         webhooks = Webhooks(
             WebhookIngest(
                 engine,
@@ -136,6 +154,7 @@ class Services:
                 tombstones,
                 source_ids=source_ids,
                 retry=retry,
+                tracker=tracker,
             ),
             settings.webhook_secrets,
             mandrill_max_age_s=settings.mandrill_max_age_s(),
@@ -162,6 +181,13 @@ class Services:
             forgetting=forgetting,
             rate_limiter=RateLimiter(redis),
             recommendations=recommendations,
+            served=ServedRecommendations(recommendations, experiments, impressions, tracker),
+            experiments=experiments,
+            impressions=impressions,
+            experiment_results=ExperimentResults(
+                engine, impressions, settings.conversion_window_hours
+            ),
+            campaigns=Campaigns(engine, settings.conversion_window_hours),
             runs=Runs(settings, engine, forgetting, audit),
             scores=ScoreStore(sessions),
             events=events,
@@ -180,6 +206,7 @@ class Services:
         await self.customers.aclose()
         await self.renderer.aclose()
         await self.audit.aclose()
+        await self.impressions.aclose()
         await self.api_keys.aclose()
         await self.rate_limiter.aclose()
         await self.notifications.aclose()

@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import SettingsConfigDict
 
 from adapters.config import UpstreamsConfig, UpstreamsConfigError, load_upstreams_file
+from gateway.experiment_settings import ExperimentSettings
 from gateway.outage_settings import OutageSettings
 from gateway.stream_settings import StreamSettings
 from gateway.tracing_settings import TracingSettings
@@ -44,7 +45,14 @@ class LogLevel(StrEnum):
     ERROR = "ERROR"
 
 
-class Settings(OutageSettings, StreamSettings, TracingSettings, WarehouseSettings, WebhookSettings):
+class Settings(
+    ExperimentSettings,
+    OutageSettings,
+    StreamSettings,
+    TracingSettings,
+    WarehouseSettings,
+    WebhookSettings,
+):
     """Every knob of the gateway, with production-safe defaults for a single instance."""
 
     model_config = SettingsConfigDict(

@@ -146,6 +146,12 @@ def _values(real: RealData) -> Mapping[tuple[str, str, str], st.SearchStrategy[A
         ("Mutation", "setConsent", "customerId"): ids,
         ("Mutation", "setConsent", "source"): st.sampled_from(["api", "preference-centre"]),
         ("Mutation", "forgetCustomer", "id"): expendable,
+        # One experiment, far in the future: a generated one running now would change
+        # what every later test's recommendations serve.
+        ("Mutation", "saveExperiment", "name"): st.just("fuzz-experiment"),
+        ("Mutation", "saveExperiment", "start"): st.just(datetime(2099, 1, 1, tzinfo=UTC)),
+        ("Mutation", "saveExperiment", "end"): st.just(datetime(2099, 1, 2, tzinfo=UTC)),
+        ("Query", "experiment", "name"): st.sampled_from(["fuzz-experiment", "none-such"]),
         ("Subscription", "customerUpdated", "id"): ids,
         ("Customer", "render", "name"): name,
         ("Customer", "render", "template"): st.sampled_from(LIQUID),

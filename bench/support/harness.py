@@ -251,3 +251,26 @@ def spread(latencies: list[float]) -> tuple[float, float, float]:
     ordered = sorted(latencies)
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
     return statistics.median(ordered), p99, ordered[-1]
+
+
+def server_cpu_s(port: int) -> float:
+    """CPU seconds (user + system) used so far by the `gateway serve` listening on
+    ``port`` and its worker processes, from /proc: a cost per request that other load
+    on a shared machine does not inflate the way it inflates latencies."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu seconds)
+    master = None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+        if b"serve" in command and str(port).encode() in command:
+            master = int(entry.name)
+    if master is None:
+        raise SystemExit(f"no gateway serve process on port {port}")
+    return stats[master][1] + sum(cpu for parent, cpu in stats.values() if parent == master)

@@ -6,14 +6,16 @@ some variants small, where Wald's interval leaves [0, 1] or shrinks to nothing a
 clicks. scipy supplies the normal quantiles and tails; the tests hold the interval to
 ``scipy.stats.binomtest(...).proportion_ci(method="wilson")`` and the p-value to a
 chi-square test of the 2x2 table without continuity correction (the same test).
+scipy.stats is imported on first use: the serving app would otherwise pay its import
+(seconds) at every start for a figure it computes when results are asked for.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-from scipy.stats import norm
+from functools import cache
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +45,7 @@ def wilson(successes: int, trials: int, confidence: float = 0.95) -> Rate:
         raise ValueError("successes must be between 0 and the trials")
     if trials == 0:
         return Rate(0, 0, 0.0, 1.0)
-    z = float(norm.ppf(0.5 + confidence / 2))
+    z = float(_norm().ppf(0.5 + confidence / 2))
     p = successes / trials
     denominator = 1 + z * z / trials
     centre = (p + z * z / (2 * trials)) / denominator
@@ -69,4 +71,11 @@ def compare(control: Rate, variant: Rate) -> Comparison:
         return Comparison(lift, None)
     difference = variant.successes / variant.trials - control.successes / control.trials
     z = difference / math.sqrt(spread)
-    return Comparison(lift, float(2 * norm.sf(abs(z))))
+    return Comparison(lift, float(2 * _norm().sf(abs(z))))
+
+
+@cache
+def _norm() -> Any:
+    from scipy.stats import norm
+
+    return norm

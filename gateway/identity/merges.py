@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from gateway.db.identity_models import IdentityLink, IdentityRecord, IdentityReview
 from gateway.db.locks import lock_customers
 from gateway.db.models import Attribute, AuditEntry, Consent, Customer, Event, Identity, utcnow
+from gateway.db.recommendation_models import SERVED
 from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction
 from gateway.errors import Conflict, InvalidInput
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
@@ -79,7 +80,7 @@ async def merge_in(
     await keep_golden_provenance(session, [a, b])
     await _move_consents(session, a, b)
     await drop_shared_observations(session, b, a)
-    for model in (Identity, Attribute, Event, IdentityLink):
+    for model in (Identity, Attribute, Event, IdentityLink, *SERVED):
         await session.execute(update(model).where(model.customer_id == b).values(customer_id=a))
     # Open reviews between the two are settled by this merge; the rest now point at a.
     await session.execute(

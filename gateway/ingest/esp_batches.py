@@ -6,9 +6,10 @@ the identifiers' key locks (ascending, as every writer takes them), the tombston
 (an erased person's events are not stored), the recipients looked up by address (an
 unknown address stores nothing, and no profile is created), each event claimed by its
 unique (source, event id) (a replay, or a copy later in the same batch, is a
-duplicate), its subjects kept for an erasure to find, and the consequences applied
-(gateway/ingest/engagement.py). The
-transaction commits all of it or nothing: a failure answers "not stored" for the batch.
+duplicate), its subjects kept for an erasure to find, the consequences applied
+(gateway/ingest/engagement.py), and clicks on tracked recommendation links attributed
+(gateway/experiments/attribution.py). The transaction commits all of it or nothing: a
+failure answers "not stored" for the batch.
 """
 
 from __future__ import annotations
@@ -17,16 +18,18 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal, cast
 
-from sqlalchemy import insert, select
-from sqlalchemy.dialects.postgresql import insert as postgres_insert
+import orjson
+from sqlalchemy import Table, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db.access_models import EventSubject
-from gateway.db.bulk import is_postgres
+from gateway.db.bulk import insert_tuples, is_postgres
 from gateway.db.models import Customer, Event
+from gateway.experiments.attribution import ClickedLink, record_clicks, send_of
+from gateway.experiments.tracking import Tracker
 from gateway.identity.linkage.lookup import matching
 from gateway.identity.linkage.resolution import lock_keys
 from gateway.ingest.engagement import apply_consequences
@@ -34,6 +37,7 @@ from gateway.ingest.webhook_payloads import InboundEvent
 from gateway.privacy.erasure import Tombstones
 from gateway.privacy.erasure_scope import subject_key
 
+_SUBJECTS = cast(Table, EventSubject.__table__)
 BatchStatus = Literal["processed", "duplicate", "erased", "ignored"]  # as ``Ingested``'s
 
 
@@ -52,10 +56,14 @@ async def store_batch(
     events: Sequence[InboundEvent],
     subjects: Sequence[set[str]],
     tombstones: Tombstones,
+    tracker: Tracker | None = None,
 ) -> StoredBatch:
-    """Store ``events`` (each with its subject digests) on ``connection``'s transaction."""
+    """Store ``events`` (each with its subject digests) on ``connection``'s transaction;
+    clicks on links ``tracker`` signed are attributed to their lists."""
     every = set().union(*subjects) if subjects else set()
-    await lock_keys(connection, map(subject_key, every))
+    # Shared: an ESP batch creates and links no one, so only an erasure (exclusive) must
+    # wait for it; two batches (which held ~60 % of the stripes each) no longer queue.
+    await lock_keys(connection, map(subject_key, every), shared=True)
     blocked = await tombstones.blocked(connection, every) if every else set()
     recipients = await _recipients(connection, {e.recipient for e in events if e.recipient})
     result = StoredBatch()
@@ -76,22 +84,29 @@ async def store_batch(
     for event_id, position in wanted.items():
         if event_id not in claimed:  # stored before: a duplicate, named by nobody
             result.statuses[position] = ("duplicate", None)
-    subject_rows: list[dict[str, Any]] = []
+    subject_rows: list[tuple[int, str]] = []
     consequences: list[tuple[uuid.UUID, InboundEvent]] = []
+    clicked: list[ClickedLink] = []
     for event_id, row_id in sorted(claimed.items()):
         position = wanted[event_id]
         event, customer = events[position], result.statuses[position][1]
         assert customer is not None
         result.statuses[position] = ("processed", customer)
-        subject_rows += [{"event_id": row_id, "digest": d} for d in sorted(subjects[position])]
+        subject_rows += [(row_id, digest) for digest in sorted(subjects[position])]
         if event.consequence is not None:
             consequences.append((customer, event))
+        url = event.properties.get("url") if event.type == "email:click" else None
+        if isinstance(url, str):
+            send = send_of(event.properties)
+            clicked.append(ClickedLink(row_id, customer, url, event.occurred_at, send))
         if event.changed:  # a delivery, a deferral…: stored, and no field of theirs changed
             fields = result.changed.get(customer, (event, set()))[1]
             result.changed[customer] = (event, fields | set(event.changed))
-    if subject_rows:
-        await connection.execute(insert(EventSubject), subject_rows)
+    # COPY on Postgres: a batch's thousand rows, no conflict possible (fresh events).
+    await insert_tuples(connection, _SUBJECTS, ("event_id", "digest"), subject_rows)
     await apply_consequences(connection, consequences)
+    if tracker is not None:
+        await record_clicks(connection, clicked, tracker)
     return result
 
 
@@ -108,8 +123,12 @@ async def _claim(
 ) -> dict[str, int]:
     """Insert the events not stored yet; their ids by event id. Inserted in event-id
     order, so two batches sharing events wait on each other in one order only."""
-    dialect_insert = postgres_insert if is_postgres(connection) else sqlite_insert
     received = datetime.now(UTC)
+    ordered = sorted(rows, key=lambda row: row[0].event_id)
+    if not ordered:
+        return {}
+    if is_postgres(connection):
+        return await _claim_postgres(connection, ordered, received)
     values = [
         {
             "source": event.source,
@@ -120,17 +139,49 @@ async def _claim(
             "received_at": received,
             "customer_id": customer,
         }
-        for event, customer in sorted(rows, key=lambda row: row[0].event_id)
+        for event, customer in ordered
     ]
     # One statement given many parameter sets (SQLAlchemy's "insertmanyvalues"): a
     # VALUES list built into the statement was compiled afresh each time, 0.15 s a batch.
     statement = (
-        dialect_insert(Event)
+        sqlite_insert(Event)
         .on_conflict_do_nothing(index_elements=["source", "event_id"])
         .returning(Event.event_id, Event.id)
     )
-    claimed: dict[str, int] = {}
-    if values:
-        inserted = await connection.execute(statement, values)
-        claimed.update((event_id, row_id) for event_id, row_id in inserted)
-    return claimed
+    inserted = await connection.execute(statement, values)
+    return {str(event_id): int(row_id) for event_id, row_id in inserted}
+
+
+async def _claim_postgres(
+    connection: AsyncConnection,
+    ordered: list[tuple[InboundEvent, uuid.UUID | None]],
+    received: datetime,
+) -> dict[str, int]:
+    """The batch as one array per column, unnested in order: a 1,000-event batch bound
+    7 arrays instead of 7,000 parameters (insertmanyvalues took ~90 ms a batch)."""
+    events = [event for event, _ in ordered]
+    inserted = await connection.execute(
+        _UNNESTED,
+        {
+            "source": [e.source for e in events],
+            "event_id": [e.event_id for e in events],
+            "type": [e.type for e in events],
+            "occurred_at": [e.occurred_at for e in events],
+            "properties": [orjson.dumps(e.properties).decode() for e in events],
+            "received_at": [received] * len(events),
+            "customer_id": [customer for _, customer in ordered],
+        },
+    )
+    return {str(event_id): int(row_id) for event_id, row_id in inserted}
+
+
+_UNNESTED = text(
+    "INSERT INTO events (source, event_id, type, occurred_at, properties, received_at, "
+    "customer_id) SELECT source, event_id, type, occurred_at, properties, received_at, "
+    "customer_id FROM unnest(CAST(:source AS varchar[]), CAST(:event_id AS varchar[]), "
+    "CAST(:type AS varchar[]), CAST(:occurred_at AS timestamptz[]), "
+    "CAST(:properties AS json[]), CAST(:received_at AS timestamptz[]), "
+    "CAST(:customer_id AS uuid[])) WITH ORDINALITY AS batch(source, event_id, type, "
+    "occurred_at, properties, received_at, customer_id, position) ORDER BY position "
+    "ON CONFLICT (source, event_id) DO NOTHING RETURNING event_id, id"
+)

@@ -1,16 +1,14 @@
 """The audit log: which key read or changed which customer, when; never the data.
 
 An ESP's send reads thousands of customers a minute, so reads are not written one
-row per request: entries gather in memory and a background task writes them in
-bulk every ``flush_interval_s`` (and on shutdown). Changes go through the same path;
-the write they audit has already committed by then. A crash can lose at most the
-last interval's entries, which is the trade every high-volume access log makes.
+row per request: entries gather in memory and are written in bulk every
+``flush_interval_s`` and on shutdown (gateway/row_buffer.py). Changes go through the
+same path; the write they audit has already committed by then. A crash can lose at
+most the last interval's entries, which is the trade every high-volume access log makes.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
@@ -23,7 +21,7 @@ from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.models import AuditEntry, utcnow
-from gateway.errors import DatabaseUnavailable
+from gateway.row_buffer import RowBuffer
 
 logger = logging.getLogger("gateway.audit")
 _MAX_BUFFER = 50_000  # beyond this the oldest unwritten entries are dropped, and logged
@@ -58,10 +56,13 @@ class AuditLog:
         self, sessions: async_sessionmaker[AsyncSession], flush_interval_s: float = 1.0
     ) -> None:
         self._sessions = sessions
-        self._interval = flush_interval_s
-        self._pending: list[dict[str, Any]] = []
-        self._task: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
+        self._buffer: RowBuffer[dict[str, Any]] = RowBuffer(
+            self._write,
+            name="audit",
+            logger=logger,
+            interval_s=flush_interval_s,
+            max_rows=_MAX_BUFFER,
+        )
 
     def record(
         self,
@@ -76,22 +77,16 @@ class AuditLog:
         at once (the hot path calls this)."""
         now = utcnow()
         details = {"action": action.value, "key_id": key_id}
-        for customer_id in customer_ids:
-            self._pending.append(
-                {
-                    "occurred_at": now,
-                    "actor": actor,
-                    "operation": operation,
-                    "customer_id": customer_id,
-                    "details": details,
-                }
-            )
-        if len(self._pending) > _MAX_BUFFER:
-            dropped = len(self._pending) - _MAX_BUFFER
-            del self._pending[:dropped]
-            logger.error("audit buffer full; dropped entries", extra={"dropped": dropped})
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._flush_later(), name="audit-flush")
+        self._buffer.add(
+            {
+                "occurred_at": now,
+                "actor": actor,
+                "operation": operation,
+                "customer_id": customer_id,
+                "details": details,
+            }
+            for customer_id in customer_ids
+        )
 
     def record_run(self, *, actor: str, key_id: str | None, action: Action, operation: str) -> None:
         """Queue one entry for an operation on no one customer (an export, a retention
@@ -102,41 +97,18 @@ class AuditLog:
 
     async def flush(self) -> None:
         """Write everything queued so far."""
-        async with self._lock:
-            batch, self._pending = self._pending, []
-            if not batch:
-                return
-            try:
-                async with self._sessions.begin() as session:
-                    # The table, not the mapped class: the ORM's bulk path costs ~40 %
-                    # more per row, and audit rows have no behaviour to run.
-                    for start in range(0, len(batch), _CHUNK):
-                        await session.execute(_INSERT, batch[start : start + _CHUNK])
-            except BaseException as exc:
-                # Keep them for the next attempt rather than lose the trail.
-                self._pending[:0] = batch
-                if isinstance(exc, DatabaseUnavailable):
-                    # An outage, not a bug: one line a flush, no traceback.
-                    logger.warning("audit entries not written (database unavailable); will retry")
-                elif isinstance(exc, Exception):
-                    logger.exception("audit entries not written; will retry")
-                else:
-                    raise
+        await self._buffer.flush()
 
-    async def _flush_later(self) -> None:
-        await asyncio.sleep(self._interval)
-        # Shielded: a shutdown that cancels this task while the write is under way must
-        # not abandon it (that lost the batch, and on SQLite left the orphaned write's
-        # lock in the way of the final flush: "database is locked").
-        await asyncio.shield(self.flush())
+    async def _write(self, batch: list[dict[str, Any]]) -> None:
+        async with self._sessions.begin() as session:
+            # The table, not the mapped class: the ORM's bulk path costs ~40 % more per
+            # row, and audit rows have no behaviour to run.
+            for start in range(0, len(batch), _CHUNK):
+                await session.execute(_INSERT, batch[start : start + _CHUNK])
 
     async def aclose(self) -> None:
         """Write everything recorded so far; a write already under way finishes first."""
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self.flush()  # waits on the lock for a shielded write still under way
+        await self._buffer.aclose()
 
     async def query(
         self,

@@ -9,13 +9,18 @@ nothing already bought, the asked category, at most ``max_per_category`` of one
 category, and only what the shop has in stock now (short-lived cache). Without
 personalisation consent nothing behaviour-based is used, and every reason says
 "popular" or "trending".
+
+A ``strategy`` (an experiment's variant's, gateway/experiments/) chooses the candidates:
+``model`` (the default) as above; ``item_to_item`` only the stored neighbours of what the
+customer bought and the send-time context, then popularity; ``popularity`` only
+popularity; ``none`` nothing (a holdout).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
@@ -37,6 +42,8 @@ _POPULAR_POOL = 100  # popular products read per request to fill after filtering
 _CONTEXT_WEIGHTS = {"viewed_with": 1.0, "bought_with": 2.0}
 # A withdrawn consent takes effect within this many seconds on every instance.
 CONSENT_TTL_S = 5.0
+STRATEGIES = ("model", "item_to_item", "popularity", "none")
+_ANCHORS = 50  # purchased products item-to-item starts from (the neighbour query's size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,15 +60,26 @@ class Recommendation:
     score: float
     reason: str
     category: str | None = None
+    # Once tracked (gateway/experiments/served.py): the served list's id, and the
+    # product's link with its tracking parameter.
+    list_id: str | None = None
+    link: str | None = None
+
+    @property
+    def url(self) -> str | None:
+        """The link to give out: the tracked one, else the product page."""
+        return self.link or self.product.url
 
 
 @dataclass(frozen=True, slots=True)
 class Picks:
     """A customer's recommendations for a template: personalised (None without stored
-    consent) and popular ones, so a render whose CRM withdrew consent uses the latter."""
+    consent) and popular ones, so a render whose CRM withdrew consent uses the latter.
+    ``shown`` is told which one a render used (True: the personalised one)."""
 
     personal: tuple[Recommendation, ...] | None
     popular: tuple[Recommendation, ...]
+    shown: Callable[[bool], None] | None = None
 
 
 def _wanted(
@@ -127,13 +145,22 @@ class Recommender:
         personalised: bool,
         context: RecommendationContext | None = None,
         max_per_category: int | None = None,
+        strategy: str = "model",
     ) -> list[Recommendation]:
         limit = max(0, min(limit, MAX_LIMIT))
+        if strategy == "none":
+            return []
         context = context or RecommendationContext()
         stored = await self._customer_list(customer_id)
         sources: list[Sequence[Candidate]] = []
-        if personalised:
+        if personalised and strategy == "model":
             sources += [await self._from_context(context), stored.candidates if stored else ()]
+        elif personalised and strategy == "item_to_item":
+            bought = sorted(stored.purchased if stored else ())[:_ANCHORS]
+            anchors = context.purchase_history + tuple(bought)
+            sources.append(
+                await self._from_context(RecommendationContext(context.browsing_history, anchors))
+            )
         sources.append(await self._popular_list(category))
         excluded: set[str] = set()
         if exclude_purchased:
@@ -142,23 +169,44 @@ class Recommender:
         return await self._in_stock(_wanted(sources, excluded, category), limit, category, cap)
 
     async def recommend_many(
-        self, customers: Sequence[tuple[uuid.UUID, bool]], *, limit: int = TEMPLATE_LIMIT
+        self,
+        customers: Sequence[tuple[uuid.UUID, bool]],
+        *,
+        limit: int = TEMPLATE_LIMIT,
+        strategies: Mapping[uuid.UUID, str] | None = None,
     ) -> dict[uuid.UUID, Picks]:
-        """Recommendations for many customers at once (``(id, personalised)`` pairs), as a
-        batch of template renders needs them: one read of the stored lists for all, one
-        fetch of products and stock for all their candidates."""
+        """Recommendations for many customers at once (``(id, personalised)`` pairs, each
+        with its strategy, ``model`` by default), as a batch of template renders needs
+        them: one read of the stored lists for all, one of the neighbours of their
+        purchases for those served item-to-item, one fetch of products and stock for all
+        their candidates."""
+        strategies = strategies or {}
         ids = [customer_id for customer_id, _ in customers]
         lists = await self._lists.fetch_many(ids, self.store.customer_lists)
         popular = await self._popular_list(None)
+        related = await self._item_to_item_many(
+            {
+                customer_id: sorted(found.purchased)[:_ANCHORS]
+                for customer_id, personalised in customers
+                if personalised
+                and strategies.get(customer_id) == "item_to_item"
+                and (found := lists.get(customer_id)) is not None
+            }
+        )
         plans: dict[uuid.UUID, tuple[list[Candidate] | None, list[Candidate]]] = {}
         for customer_id, personalised in customers:
+            strategy = strategies.get(customer_id, "model")
             stored = lists.get(customer_id)
             bought = set(stored.purchased) if stored else set()
             pool = limit * 3  # room for products out of stock
-            own = (stored.candidates if stored else (), popular)
+            own: tuple[Sequence[Candidate], ...] = (stored.candidates if stored else (), popular)
+            if strategy == "item_to_item":
+                own = (related.get(customer_id, ()), popular)
             plans[customer_id] = (
-                list(islice(_wanted(own, bought, None), pool)) if personalised else None,
-                list(islice(_wanted((popular,), bought, None), pool)),
+                list(islice(_wanted(own, bought, None), pool))
+                if personalised and strategy in ("model", "item_to_item")
+                else None,
+                list(islice(_wanted((popular,), bought, None), pool)) if strategy != "none" else [],
             )
         wanted = {
             c.product_id: None
@@ -179,35 +227,35 @@ class Recommender:
             picks[customer_id] = Picks(chosen[0], chosen[1] or ())
         return picks
 
-    async def _from_context(self, context: RecommendationContext) -> list[Candidate]:
-        """Neighbours of the send-time history, each reason naming its strongest source.
+    async def _item_to_item_many(
+        self, anchors: Mapping[uuid.UUID, Sequence[str]]
+    ) -> dict[uuid.UUID, list[Candidate]]:
+        """Each customer's neighbours of what they bought, from one read for them all."""
+        every = sorted({product for bought in anchors.values() for product in bought})
+        if not every:
+            return {}
+        by_product: dict[str, list[tuple[str, str, float]]] = {}
+        for row in await self.store.neighbours(every):
+            by_product.setdefault(row[0], []).append(row)
+        categories = await self.store.categories(sorted({n for _, n, _ in _flat(by_product)}))
+        return {
+            customer_id: _fused(
+                dict.fromkeys(bought, "bought_with"),
+                [row for product in bought for row in by_product.get(product, ())],
+                categories,
+            )
+            for customer_id, bought in anchors.items()
+        }
 
-        Fused by rank, not by score: each product's n-th neighbour adds weight / n, so
-        every product the caller names contributes whatever the stored model's scale
-        (EASE, ALS and kNN score on scales of their own)."""
+    async def _from_context(self, context: RecommendationContext) -> list[Candidate]:
+        """Neighbours of the send-time history, each reason naming its strongest source."""
         weights = dict.fromkeys(context.browsing_history, "viewed_with")
         weights.update(dict.fromkeys(context.purchase_history, "bought_with"))
         if not weights:
             return []
-        by_source: dict[str, list[tuple[float, str]]] = {}
-        for source, neighbour, score in await self.store.neighbours(list(weights)):
-            if neighbour not in weights:
-                by_source.setdefault(source, []).append((score, neighbour))
-        scores: dict[str, float] = {}
-        best: dict[str, tuple[float, str]] = {}
-        for source, found in by_source.items():
-            ranked = sorted(found, key=lambda pair: (-pair[0], pair[1]))
-            for rank, (_, neighbour) in enumerate(ranked, start=1):
-                weighted = _CONTEXT_WEIGHTS[weights[source]] / rank
-                scores[neighbour] = scores.get(neighbour, 0.0) + weighted
-                if weighted > best.get(neighbour, (0.0, ""))[0]:
-                    best[neighbour] = (weighted, source)
-        categories = await self.store.categories(list(scores))
-        ranked_all = sorted(scores, key=lambda p: (-scores[p], p))
-        return [
-            Candidate(p, scores[p], categories.get(p), weights[best[p][1]], best[p][1])
-            for p in ranked_all
-        ]
+        rows = await self.store.neighbours(list(weights))
+        categories = await self.store.categories(sorted({n for _, n, _ in rows}))
+        return _fused(weights, rows, categories)
 
     async def _in_stock(
         self, wanted: Iterator[Candidate], limit: int, category: str | None, cap: int
@@ -274,6 +322,44 @@ def open_recommender(
         model_ttl_s=settings.recs_model_ttl_s,
         max_per_category=settings.recs_max_per_category,
     )
+
+
+def _fused(
+    weights: Mapping[str, str],
+    rows: Iterable[tuple[str, str, float]],
+    categories: Mapping[str, str | None],
+) -> list[Candidate]:
+    """The neighbours of the ``weights``' products (``viewed_with`` or ``bought_with``),
+    best first, each reason naming its strongest source.
+
+    Fused by rank, not by score: each product's n-th neighbour adds weight / n, so
+    every product the caller names contributes whatever the stored model's scale
+    (EASE, ALS and kNN score on scales of their own)."""
+    by_source: dict[str, list[tuple[float, str]]] = {}
+    for source, neighbour, score in rows:
+        if neighbour not in weights:
+            by_source.setdefault(source, []).append((score, neighbour))
+    scores: dict[str, float] = {}
+    best: dict[str, tuple[float, str]] = {}
+    for source, found in by_source.items():
+        ranked = sorted(found, key=lambda pair: (-pair[0], pair[1]))
+        for rank, (_, neighbour) in enumerate(ranked, start=1):
+            weighted = _CONTEXT_WEIGHTS[weights[source]] / rank
+            scores[neighbour] = scores.get(neighbour, 0.0) + weighted
+            if weighted > best.get(neighbour, (0.0, ""))[0]:
+                best[neighbour] = (weighted, source)
+    ranked_all = sorted(scores, key=lambda p: (-scores[p], p))
+    return [
+        Candidate(p, scores[p], categories.get(p), weights[best[p][1]], best[p][1])
+        for p in ranked_all
+    ]
+
+
+def _flat(
+    by_product: Mapping[str, list[tuple[str, str, float]]],
+) -> Iterator[tuple[str, str, float]]:
+    for rows in by_product.values():
+        yield from rows
 
 
 def _reason(candidate: Candidate, category: str | None, products: dict[str, Product]) -> str:

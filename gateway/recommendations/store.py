@@ -155,24 +155,30 @@ class RecommendationStore:
 
     async def neighbours(self, product_ids: Sequence[str]) -> list[tuple[str, str, float]]:
         """(product, neighbour, score) for these products' stored neighbours."""
-        if not product_ids:
-            return []
-        query = select(
-            RecommendationNeighbour.product_id,
-            RecommendationNeighbour.neighbour_id,
-            RecommendationNeighbour.score,
-        ).where(RecommendationNeighbour.product_id.in_(list(product_ids)))
+        found: list[tuple[str, str, float]] = []
+        wanted = list(dict.fromkeys(product_ids))
         async with self.sessions() as session:
-            return [(a, b, float(s)) for a, b, s in (await session.execute(query)).all()]
+            for start in range(0, len(wanted), _IDS_PER_QUERY):
+                query = select(
+                    RecommendationNeighbour.product_id,
+                    RecommendationNeighbour.neighbour_id,
+                    RecommendationNeighbour.score,
+                ).where(
+                    RecommendationNeighbour.product_id.in_(wanted[start : start + _IDS_PER_QUERY])
+                )
+                found += [(a, b, float(s)) for a, b, s in (await session.execute(query)).all()]
+        return found
 
     async def categories(self, product_ids: Sequence[str]) -> dict[str, str | None]:
-        if not product_ids:
-            return {}
-        query = select(RecommendationItem.product_id, RecommendationItem.category).where(
-            RecommendationItem.product_id.in_(list(product_ids))
-        )
+        found: dict[str, str | None] = {}
+        wanted = list(dict.fromkeys(product_ids))
         async with self.sessions() as session:
-            return dict((await session.execute(query)).all())
+            for start in range(0, len(wanted), _IDS_PER_QUERY):
+                query = select(RecommendationItem.product_id, RecommendationItem.category).where(
+                    RecommendationItem.product_id.in_(wanted[start : start + _IDS_PER_QUERY])
+                )
+                found.update((p, c) for p, c in (await session.execute(query)).all())
+        return found
 
     async def replace(self, rows: ModelRows) -> int:
         """Swap the stored model for this one in one transaction; returns lists written

@@ -129,12 +129,16 @@ def _recommendations(picks: Picks | None, personal: bool) -> list[dict[str, Any]
     this render's consent (the CRM's too, when read) allows them."""
     if picks is None:
         return []
-    chosen = picks.personal if personal and picks.personal is not None else picks.popular
+    mine = personal and picks.personal is not None
+    chosen = picks.personal if mine and picks.personal is not None else picks.popular
+    if picks.shown is not None:
+        picks.shown(mine)  # the list this render shows is the one recorded as served
     return [
         {
             "id": r.product.external_id,
+            "list_id": r.list_id,
             "title": r.product.title,
-            "url": r.product.url,
+            "url": r.url,
             "image_url": r.product.image_url,
             "price": _money(r.product.price),
             "category": r.category,

@@ -33,6 +33,7 @@ from resolvers.graphql.types.customer import (
     shaped_customer,
     shaped_customers,
 )
+from resolvers.graphql.types.experiments import ExperimentMutation, ExperimentQuery
 from resolvers.graphql.types.identity import IdentityMutation, IdentityQuery, ReviewMutation
 from resolvers.graphql.types.privacy import PrivacyMutation, PrivacyQuery
 from resolvers.graphql.types.render import TemplateMutation, TemplateQuery
@@ -182,7 +183,9 @@ def build_schema(settings: Settings | None = None) -> GatewaySchema:
     limits = build_limits(settings)
     documents = DocumentCache(limits)
     schema = GatewaySchema(
-        query=merge_types("Query", (Query, TemplateQuery, PrivacyQuery, IdentityQuery)),
+        query=merge_types(
+            "Query", (Query, TemplateQuery, PrivacyQuery, IdentityQuery, ExperimentQuery)
+        ),
         mutation=merge_types(
             "Mutation",
             (
@@ -192,6 +195,7 @@ def build_schema(settings: Settings | None = None) -> GatewaySchema:
                 ReviewMutation,
                 PrivacyMutation,
                 RunMutation,
+                ExperimentMutation,
             ),
         ),
         subscription=Subscription,

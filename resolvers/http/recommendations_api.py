@@ -1,14 +1,18 @@
 """``POST /api/recommendations``: recommendations as JSON, for an ESP at send time.
 
 Body: ``{"customer_id": "<unified id>", "limit": 4, "category": "Shoes",
-"exclude_purchased": true, "max_per_category": 2, "context": {"browsing_history":
-["<product id>", …], "purchase_history": […]}}``; only ``customer_id`` is required.
-The context is what the ESP knows that the last build does not (this session's views,
-today's order). Errors answer ``{"error": code, "field": name, "message": …}``: 400
-for a body that is not a JSON object, 422 for a bad field, 404 for an unknown
-customer, 502 when the shop fails, 403 for a key without ``profiles:read`` (the same
-scope as ``Customer.recommendations``). Each answer is a read of the customer, and
-audited as ``api:recommendations``.
+"exclude_purchased": true, "max_per_category": 2, "send_id": "spring-sale-1",
+"context": {"browsing_history": ["<product id>", …], "purchase_history": […]}}``; only
+``customer_id`` is required. The context is what the ESP knows that the last build does
+not (this session's views, today's order). The answer's ``list_id`` names the served
+list, recorded as an impression (with ``send_id``); each item's ``url`` carries the
+tracking parameter that attributes a click to it. In a running experiment the
+customer's variant decides the strategy (a holdout gets an empty list). Errors
+answer ``{"error": code, "field": name, "message": …}``: 400 for a body that is not a
+JSON object, 422 for a bad field, 404 for an unknown customer, 502 when the shop fails,
+403 for a key without ``profiles:read`` (the same scope as
+``Customer.recommendations``). Each answer is a read of the customer, and audited as
+``api:recommendations``.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class _Body(BaseModel):
     category: str | None = Field(default=None, max_length=100)
     exclude_purchased: bool = True
     max_per_category: int | None = Field(default=None, ge=0, le=MAX_LIMIT)
+    send_id: str | None = Field(default=None, min_length=1, max_length=255)
     context: _Context | None = None
 
 
@@ -73,7 +78,7 @@ def _item(found: Recommendation) -> dict[str, Any]:
         "title": product.title,
         "price": {"amount": str(price.amount), "currency": price.currency} if price else None,
         "image_url": product.image_url,
-        "url": product.url,
+        "url": found.url,
         "category": found.category,
         "score": found.score,
         "reason": found.reason,
@@ -100,12 +105,13 @@ async def recommendations_endpoint(request: Request) -> Response:
         return _problem(422, "invalid", first["msg"], field)
     if await services.customers.get(body.customer_id) is None:
         return _problem(404, "not_found", "no customer with this id", "customer_id")
-    recommender = services.recommendations
-    personalised = await recommender.personalised(body.customer_id)
+    personalised = await services.recommendations.personalised(body.customer_id)
     given = body.context or _Context()
     try:
-        found = await recommender.recommend(
+        served = await services.served.for_customer(
             body.customer_id,
+            surface="api",
+            send_id=body.send_id,
             limit=body.limit,
             category=body.category,
             exclude_purchased=body.exclude_purchased,
@@ -122,6 +128,7 @@ async def recommendations_endpoint(request: Request) -> Response:
         {
             "customer_id": str(body.customer_id),
             "personalised": personalised,
-            "recommendations": [_item(r) for r in found],
+            "list_id": served.list_id,
+            "recommendations": [_item(r) for r in served.items],
         }
     )

@@ -132,6 +132,9 @@ def _mutations(people: dict[str, Any]) -> dict[str, str]:
         # Admin only: a write key is refused, and its reply shows nothing.
         "runExport": "runExport",
         "runRetention": "runRetention(apply: true)",
+        "saveExperiment": f'saveExperiment(name: "exp-{tag}", start: "2030-01-01T00:00:00Z", '
+        'end: "2030-01-02T00:00:00Z", variants: [{name: "a", strategy: POPULARITY}, '
+        '{name: "b", strategy: MODEL}])',
     }
 
 
@@ -260,6 +263,8 @@ QUERY_CALLS = {
     "renderBatch": 'renderBatch(name: "tpl-{tag}", customerIds: ["{id}"]) {{ customerId }}',
     "exportCustomer": 'exportCustomer(id: "{id}")',
     "auditLog": "auditLog {{ actor }}",
+    "experiment": 'experiment(name: "exp-{tag}") {{ name }}',
+    "campaign": 'campaign(sendId: "send-{tag}") {{ delivered }}',
 }
 
 

@@ -52,6 +52,9 @@ TABLES = {
     "customer_scores",
     "score_models",
     "segments",
+    "experiments",
+    "recommendation_impressions",
+    "recommendation_clicks",
 }
 
 

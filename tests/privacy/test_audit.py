@@ -32,7 +32,7 @@ async def _table_locked(engine: AsyncEngine) -> AsyncIterator[None]:
 
 async def _writing(log: AuditLog) -> None:
     """Until the periodic write has started (it holds the log's lock while it writes)."""
-    while not log._lock.locked():  # noqa: ASYNC110 (a lock has no event to wait on)
+    while not log._buffer.writing:  # noqa: ASYNC110 (a lock has no event to wait on)
         await asyncio.sleep(0.005)
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gateway.db.identity_models import IdentityLink, IdentityReview
 from gateway.db.locks import lock_customers
 from gateway.db.models import Attribute, AuditEntry, Consent, Customer, Event, Identity, utcnow
+from gateway.db.recommendation_models import SERVED
 from gateway.identity.observations import drop_shared_observations
 
 
@@ -40,7 +41,7 @@ async def fold_customers(
             continue
         await _move_consents(connection, gone, into)
         await drop_shared_observations(connection, gone, into)
-        for model in (Identity, Attribute, Event, IdentityLink):
+        for model in (Identity, Attribute, Event, IdentityLink, *SERVED):
             await connection.execute(
                 update(model).where(model.customer_id == gone).values(customer_id=into)
             )

@@ -55,20 +55,25 @@ def customer_keys(
         yield f"phone:{phone}"
 
 
-async def lock_keys(connection: AsyncConnection, keys: Iterable[str]) -> None:
+async def lock_keys(
+    connection: AsyncConnection, keys: Iterable[str], *, shared: bool = False
+) -> None:
     """Hold the stripes of these keys until the transaction ends (Postgres; SQLite has
     one writer at a time).  Two records for one new email then cannot both decide "new
     customer", and an erasure cannot slip between a batch's tombstone check and its
-    write."""
+    write.
+
+    ``shared``: for a writer that links nobody and creates no one (an ESP's batch of
+    engagement events, found by address), only an erasure (exclusive) must be kept
+    out; such writers then run side by side, however many stripes each holds."""
     if connection.dialect.name != "postgresql":
         return
     stripes = set(map(_stripe, set(keys)))  # keys deduplicated first: fewer hashes
     # Ascending order everywhere, so two transactions can never wait on each other in a
     # cycle.
+    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
     await connection.execute(
-        text(
-            "SELECT pg_advisory_xact_lock(:namespace, s) FROM unnest(CAST(:stripes AS int[])) AS s"
-        ),
+        text(f"SELECT {function}(:namespace, s) FROM unnest(CAST(:stripes AS int[])) AS s"),
         {"namespace": _LOCK_NAMESPACE, "stripes": sorted(stripes)},
     )
 

@@ -21,6 +21,7 @@ from gateway.upstreams.stored_behaviour import STORE
 from resolvers.graphql.access import sees_profiles
 from resolvers.graphql.context import Context
 from resolvers.graphql.loaders import BEHAVIOUR
+from resolvers.graphql.types.experiments import customer_experiments
 from resolvers.graphql.types.federated import Cart, Engagement, Event, Money, Order, Source
 from resolvers.graphql.types.identity import customer_attributes, customer_identity_links
 from resolvers.graphql.types.privacy import Consent, ConsentStatement
@@ -89,6 +90,9 @@ class Customer:
         description="In-stock products from this customer's views and purchases, with reasons.",
     )
     scores = strawberry.field(resolver=customer_scores, description=customer_scores.__doc__)
+    experiments = strawberry.field(
+        resolver=customer_experiments, description=customer_experiments.__doc__
+    )
 
     profile: strawberry.Private[CustomerProfile]
     needed: strawberry.Private[frozenset[str]]

@@ -29,7 +29,7 @@ from gateway.upstreams.federation import Outcome
 from gateway.upstreams.order_reads import OrdersNeed
 from resolvers.graphql.access import audit, require
 from resolvers.graphql.context import Context
-from resolvers.graphql.types.recommendations import template_recommendations
+from resolvers.graphql.types.recommendations import send_id_argument, template_recommendations
 from resolvers.graphql.types.scores import score_loader
 
 if TYPE_CHECKING:
@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 
 GatewayInfo = Info[Context, None]
 MAX_BATCH = 1000
+SEND_ID_DESCRIPTION = (
+    "The send these renders are for: recorded with the recommendation lists they show "
+    "(whose links carry the tracking parameter)."
+)
 
 strawberry.enum(
     RenderFormat,
@@ -111,7 +115,7 @@ def _store(info: GatewayInfo) -> TemplateStore:
     return info.context.services.templates
 
 
-def _fetch(info: GatewayInfo, orders: OrdersNeed) -> render.Fetch:
+def _fetch(info: GatewayInfo, orders: OrdersNeed, send_id: str | None = None) -> render.Fetch:
     loaders = info.context.loaders
 
     async def fetch(name: str, profiles: Sequence[CustomerProfile]) -> Sequence[Outcome[Any]]:
@@ -120,7 +124,7 @@ def _fetch(info: GatewayInfo, orders: OrdersNeed) -> render.Fetch:
             return await loaders.orders.load_many([(p, orders) for p in profiles])
         loader: DataLoader[CustomerProfile, Outcome[Any]] | None = None
         if name == "recommendations":
-            loader = template_recommendations(info)
+            loader = template_recommendations(info, send_id)
         elif name == "scores":
             loader = score_loader(info)
         result: Sequence[Outcome[Any]] = await (loader or getattr(loaders, name)).load_many(
@@ -155,6 +159,7 @@ async def render_customer(
     strict: Annotated[
         bool, strawberry.argument(description="Undefined variables are errors naming them.")
     ] = False,
+    send_id: Annotated[str | None, strawberry.argument(description=SEND_ID_DESCRIPTION)] = None,
 ) -> RenderResult | None:
     """Render Liquid for this customer: an inline `template` or a stored `name`."""
     if (template is None) == (name is None):
@@ -171,8 +176,9 @@ async def render_customer(
         source, chosen = stored.source, RenderFormat(format or stored.format)
     renderer = info.context.services.renderer
     compiled = await renderer.compile(source, chosen, strict)
+    fetch = _fetch(info, compiled.orders, send_id_argument(send_id))
     [outcome] = await renderer.render_for(
-        compiled, [root.profile], _fetch(info, compiled.orders), info.context.render_budget()
+        compiled, [root.profile], fetch, info.context.render_budget()
     )
     if isinstance(outcome, Exception):
         raise outcome
@@ -209,8 +215,10 @@ class TemplateQuery:
         version: int | None = None,
         format: RenderFormat | None = None,
         strict: bool = False,
+        send_id: Annotated[str | None, strawberry.argument(description=SEND_ID_DESCRIPTION)] = None,
     ) -> list[RenderItem]:
         require(info, Scope.PROFILES_READ)
+        send = send_id_argument(send_id)
         if len(customer_ids) > MAX_BATCH:
             raise InvalidInput(
                 f"At most {MAX_BATCH} customers per batch; got {len(customer_ids)}",
@@ -237,7 +245,10 @@ class TemplateQuery:
             zip(
                 [p.id for p in found],
                 await renderer.render_for(
-                    compiled, found, _fetch(info, compiled.orders), info.context.render_budget()
+                    compiled,
+                    found,
+                    _fetch(info, compiled.orders, send),
+                    info.context.render_budget(),
                 ),
                 strict=True,
             )

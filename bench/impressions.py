@@ -1,0 +1,146 @@
+"""What recording impressions costs the recommendation endpoint: bench/load's
+recommendations step alone, with more turns.
+
+    .venv/bin/python -m bench.impressions [--turns 3] [--duration 10] [--connections 32]
+
+Two gateways (`gateway serve --workers 2`, seeded SQLite, memory cache, the sample
+upstreams) on one database: one records every served list as an impression (the
+default), the other runs with GATEWAY_RECS_IMPRESSIONS=false, the yardstick. wrk drives
+POST /api/recommendations for one consenting customer on each in turns (on, off, on,
+off…), so both are measured in the same minutes of a shared machine; printed: each
+side's mean req/s, p50, p99 and the servers' CPU per request (read from /proc: what
+other load on the machine inflates least), and the ratios (the issue's target: p99
+< 1.05).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.support import harness
+from bench.support.access import AUTH
+from bench.support.harness import (
+    bench_key,
+    gateway_env,
+    sample_upstreams,
+    serve,
+    server_cpu_s,
+    upstreams_file,
+)
+from bench.support.wrk import lua_posts, run_wrk
+from demo.people.population import population
+
+SIZE = 1000  # the demo people seeded, as bench/load's
+
+
+def recommendations(
+    port: int,
+    people: tuple[Any, ...],
+    ids: list[str],
+    connections: int,
+    duration: int,
+    workdir: Path,
+) -> dict[str, float]:
+    """One consenting customer's recommendations over POST /api/recommendations, from
+    warm caches (stock and products cached, the stored list read per request)."""
+    index = next(i for i, p in enumerate(people) if p.personalisation_consent)
+    url = f"http://127.0.0.1:{port}/api/recommendations"
+    body = lua_posts([{"customer_id": ids[index], "limit": 4}])
+    run_wrk(url, body, connections, 3, workdir)  # warm every worker's caches
+    cpu = server_cpu_s(port)
+    figures = run_wrk(url, body, connections, duration, workdir)
+    # The server's CPU per request: what other load on the machine inflates least.
+    figures["cpu_ms"] = (server_cpu_s(port) - cpu) * 1000 / (figures["rps"] * duration)
+    return figures
+
+
+def impressions_ab(
+    env: dict[str, str],
+    port: int,
+    people: tuple[Any, ...],
+    ids: list[str],
+    *run: Any,
+    turns: int = 2,
+) -> dict[str, dict[str, float]]:
+    """Recommendations from the gateway on ``port`` (impressions recorded) against a
+    second one on the same database with GATEWAY_RECS_IMPRESSIONS=false, in turns (on,
+    off, on, off…): what recording impressions costs, measured in the same minutes."""
+    with serve({**env, "GATEWAY_RECS_IMPRESSIONS": "false"}, workers=2) as off:
+        off_port = int(off.rsplit(":", 1)[1])
+        found = [
+            recommendations(p, people, ids, *run) for _ in range(turns) for p in (port, off_port)
+        ]
+    print(f"recommendations p99 by turn (on, off, …): {[t['p99'] for t in found]}")
+    print(f"recommendations req/s by turn (on, off, …): {[round(t['rps']) for t in found]}")
+    print(f"server CPU ms/request by turn (on, off, …): {[round(t['cpu_ms'], 3) for t in found]}")
+    return {"recommendations": _mean(found[::2]), "recommendations untracked": _mean(found[1::2])}
+
+
+def _mean(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: sum(r[key] for r in runs) / len(runs) for key in runs[0]}
+
+
+def run(turns: int, duration: int, connections: int) -> None:
+    people = population(SIZE)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        harness.database("sqlite", workdir=Path(tmp)) as database,
+    ):
+        workdir = Path(tmp)
+        from demo.wiring import prepare
+        from gateway.settings import load_settings
+
+        asyncio.run(prepare(load_settings(database_url=database), people))
+        asyncio.run(bench_key(database))
+        with sample_upstreams(SIZE) as samples_port:
+            upstreams = upstreams_file(workdir, samples_port, 300.0)
+            env = gateway_env(database, "memory://", upstreams, log_level="WARNING")
+            with serve(env, workers=2) as base:
+                found = httpx.post(
+                    f"{base}/graphql",
+                    json={
+                        "query": "query($e: [String!]) { customers(emails: $e) { id } }",
+                        "variables": {"e": [p.email for p in people]},
+                    },
+                    timeout=120,
+                    headers=AUTH,
+                ).json()
+                ids = [c["id"] for c in found["data"]["customers"]]
+                port = int(base.rsplit(":", 1)[1])
+                results = impressions_ab(
+                    env, port, people, ids, connections, duration, workdir, turns=turns
+                )
+    load = os.getloadavg()
+    print(f"load average after the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (2 cores)")
+    for name, figures in results.items():
+        print(
+            f"  {name:<26} {figures['rps']:8.0f} req/s  p50 {figures['p50']:7.2f} ms  "
+            f"p99 {figures['p99']:7.2f} ms  server CPU {figures['cpu_ms']:.3f} ms/request  "
+            f"non-2xx {int(figures['non2xx'])}"
+        )
+    tracked, untracked = results["recommendations"], results["recommendations untracked"]
+    print(
+        f"ratio p99 with / without impressions: {tracked['p99'] / untracked['p99']:.3f} "
+        f"(target < 1.05); throughput: {tracked['rps'] / untracked['rps']:.3f}; server CPU "
+        f"per request: {tracked['cpu_ms'] / untracked['cpu_ms']:.3f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--turns", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    run(args.turns, args.duration, args.connections)
+
+
+if __name__ == "__main__":
+    main()

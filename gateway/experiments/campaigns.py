@@ -1,0 +1,108 @@
+"""Campaign metrics per send, counted in SQL from the ESP events stored for it.
+
+A send is what the ESP's custom argument ``send_id`` names on its events (SendGrid's
+``custom_args``, Mandrill's ``metadata``). Per send, distinct recipients (customers):
+
+- ``delivered``: with a delivery (SendGrid ``delivered``, Mandrill ``send``), or an open
+  or a click (which prove one where the ESP posts no deliveries);
+- ``opened``, ``clicked``: with an open, with a click;
+- ``converted``: with a click followed within the conversion window by an order of
+  theirs (as in experiment results, gateway/experiments/results.py);
+- ``unsubscribed``: with an unsubscribe (SendGrid ``unsubscribe``, ``group_unsubscribe``,
+  Mandrill ``unsub``);
+
+and each as a rate of ``delivered``.
+
+Per segment: pass ``audience``, a query of customer ids, and only those recipients
+count. Saved segments (issue 24) are meant to plug in here: a segment's member query
+(``select(<its members' ids>)``) as the audience, one call per segment, the same
+figures per segment of one send.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, case, exists, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import aliased
+
+from gateway.db.models import Event
+from gateway.experiments.results import within_after
+from gateway.scores.store import ORDER_TYPES
+from gateway.upstreams.event_store import ESP_SOURCES
+
+DELIVERED = ("email:delivered", "email:send", "email:open", "email:click")
+UNSUBSCRIBED = ("email:unsubscribe", "email:group_unsubscribe", "email:unsub")
+Audience = Select[uuid.UUID]
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignMetrics:
+    send_id: str
+    delivered: int
+    opened: int
+    clicked: int
+    converted: int
+    unsubscribed: int
+
+    def rate(self, count: int) -> float | None:
+        return count / self.delivered if self.delivered else None
+
+    @property
+    def open_rate(self) -> float | None:
+        return self.rate(self.opened)
+
+    @property
+    def click_through_rate(self) -> float | None:
+        return self.rate(self.clicked)
+
+    @property
+    def conversion_rate(self) -> float | None:
+        return self.rate(self.converted)
+
+    @property
+    def unsubscribe_rate(self) -> float | None:
+        return self.rate(self.unsubscribed)
+
+
+class Campaigns:
+    def __init__(self, engine: AsyncEngine, window_hours: float) -> None:
+        self._engine = engine
+        self.window_s = window_hours * 3600.0
+
+    async def of_send(self, send_id: str, audience: Audience | None = None) -> CampaignMetrics:
+        """One send's figures, over ``audience``'s customers only when given."""
+        send = Event.properties[("custom_args", "send_id")].as_string()
+        order = aliased(Event)
+        bought = exists().where(
+            order.customer_id == Event.customer_id,
+            order.type.in_(ORDER_TYPES),
+            within_after(order.occurred_at, Event.occurred_at, self.window_s, self._dialect),
+        )
+
+        def recipients(condition: Any) -> Any:
+            return func.count(func.distinct(case((condition, Event.customer_id), else_=None)))
+
+        query = select(
+            recipients(Event.type.in_(DELIVERED)),
+            recipients(Event.type == "email:open"),
+            recipients(Event.type == "email:click"),
+            recipients((Event.type == "email:click") & bought),
+            recipients(Event.type.in_(UNSUBSCRIBED)),
+        ).where(
+            Event.source.in_(ESP_SOURCES),
+            send == send_id,
+            Event.customer_id.is_not(None),
+        )
+        if audience is not None:
+            query = query.where(Event.customer_id.in_(audience))
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(query)).one()
+        return CampaignMetrics(send_id, *(int(n or 0) for n in row))
+
+    @property
+    def _dialect(self) -> str:
+        return self._engine.dialect.name

@@ -1,0 +1,183 @@
+"""An experiment's results, counted in SQL from what was stored, judged by
+gateway/experiments/statistics.py.
+
+Per variant, over the lists served under the experiment inside its window
+(``recommendation_impressions``: experiment, variant, ``start <= served_at < end``):
+
+- ``impressions``: lists served; ``customers``: distinct customers served one;
+- ``clicks``: lists with at least one attributed click (``recommendation_clicks``);
+  ``ctr`` = clicks / impressions;
+- ``conversions``: lists with a click followed, within the conversion window, by an
+  order of the clicking customer (an order event: Shopify ``orders/*`` or a stream's
+  ``Order Completed``, at the order's time; ``clicked_at < order <= clicked_at +
+  window``); ``conversionRate`` = conversions / impressions.
+
+Each rate has its Wilson interval; each variant is compared with the control (the first
+variant) by a two-proportion z-test on the chosen metric. The experiment's headline
+lift and p-value are the best other variant's (with two variants: the treatment's); no
+correction for comparing several.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, Interval, and_, case, exists, func, literal, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.elements import SQLCoreOperations
+
+from gateway.db.models import Event
+from gateway.db.recommendation_models import RecommendationClick, RecommendationImpression
+from gateway.experiments.assignment import Experiment
+from gateway.experiments.attribution import Attribution, clicks_of
+from gateway.experiments.impressions import ImpressionLog
+from gateway.experiments.statistics import Comparison, Rate, compare, wilson
+from gateway.scores.store import ORDER_TYPES
+
+Metric = Literal["click_through", "conversion"]
+
+
+@dataclass(frozen=True, slots=True)
+class VariantResult:
+    name: str
+    strategy: str
+    customers: int
+    impressions: int
+    click_through: Rate
+    conversion: Rate
+    # Against the control on the chosen metric; None for the control itself.
+    comparison: Comparison | None
+
+    @property
+    def clicks(self) -> int:
+        return self.click_through.successes
+
+    @property
+    def conversions(self) -> int:
+        return self.conversion.successes
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentResult:
+    experiment: Experiment
+    metric: Metric
+    variants: tuple[VariantResult, ...]
+    # The headline: the best variant other than the control, against the control.
+    compared: str | None
+    lift: float | None
+    p_value: float | None
+
+
+def within_after(
+    later: SQLCoreOperations[datetime],
+    earlier: SQLCoreOperations[datetime],
+    seconds: float,
+    dialect: str,
+) -> ColumnElement[bool]:
+    """``earlier < later <= earlier + seconds``, on Postgres as an index range on
+    ``later``; on SQLite (times stored as text) through ``julianday``."""
+    if dialect == "postgresql":
+        window = literal(timedelta(seconds=seconds), Interval())
+        return and_(later > earlier, later <= earlier + window)
+    return and_(
+        later > earlier, func.julianday(later) <= func.julianday(earlier) + seconds / 86_400.0
+    )
+
+
+def converted(clicks: Any, seconds: float, dialect: str) -> ColumnElement[bool]:
+    """An order of the clicking customer within ``seconds`` after the click."""
+    return exists().where(
+        Event.customer_id == clicks.customer_id,
+        Event.type.in_(ORDER_TYPES),
+        within_after(Event.occurred_at, clicks.clicked_at, seconds, dialect),
+    )
+
+
+class ExperimentResults:
+    def __init__(
+        self, engine: AsyncEngine, impressions: ImpressionLog, window_hours: float
+    ) -> None:
+        self._engine = engine
+        self._impressions = impressions
+        self.window_s = window_hours * 3600.0
+
+    async def of(self, found: Experiment, metric: Metric = "click_through") -> ExperimentResult:
+        """The results so far (this process's buffered impressions written first; other
+        instances' within their flush interval)."""
+        await self._impressions.flush()
+        counts = await self._counts(found)
+        control: Rate | None = None
+        variants = []
+        for variant in found.variants:
+            impressions, customers, clicked, converted_ = counts.get(variant.name, (0, 0, 0, 0))
+            rates = {"click_through": wilson(clicked, impressions)}
+            rates["conversion"] = wilson(converted_, impressions)
+            judged = rates[metric]
+            comparison = None if control is None else compare(control, judged)
+            control = control or judged
+            variants.append(
+                VariantResult(
+                    variant.name,
+                    variant.strategy,
+                    customers,
+                    impressions,
+                    rates["click_through"],
+                    rates["conversion"],
+                    comparison,
+                )
+            )
+        best = max(
+            variants[1:],
+            key=lambda v: -1.0 if (r := _rate(v, metric).value) is None else r,
+            default=None,
+        )
+        return ExperimentResult(
+            found,
+            metric,
+            tuple(variants),
+            best.name if best else None,
+            best.comparison.lift if best and best.comparison else None,
+            best.comparison.p_value if best and best.comparison else None,
+        )
+
+    async def clicks(self, customer_id: uuid.UUID) -> list[Attribution]:
+        """A customer's attributed clicks, newest first."""
+        await self._impressions.flush()
+        return await clicks_of(self._engine, customer_id)
+
+    async def _counts(self, found: Experiment) -> dict[str, tuple[int, int, int, int]]:
+        shown, click = RecommendationImpression, RecommendationClick
+        dialect = self._engine.dialect.name
+        clicked = exists().where(click.list_id == shown.list_id)
+        bought = exists().where(
+            click.list_id == shown.list_id, converted(click, self.window_s, dialect)
+        )
+        query = (
+            select(
+                shown.variant,
+                func.count(),
+                func.count(shown.customer_id.distinct()),
+                func.sum(case((clicked, 1), else_=0)),
+                func.sum(case((bought, 1), else_=0)),
+            )
+            .where(
+                shown.experiment == found.name,
+                shown.served_at >= found.start,
+                shown.served_at < found.end,
+            )
+            .group_by(shown.variant)
+        )
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return {
+            str(variant): (int(n), int(people), int(c or 0), int(b or 0))
+            for variant, n, people, c, b in rows
+            if variant is not None
+        }
+
+
+def _rate(variant: VariantResult, metric: Metric) -> Rate:
+    return variant.click_through if metric == "click_through" else variant.conversion

@@ -1,0 +1,204 @@
+"""Serving a recommendation list as something to measure: the running experiment's
+variant picks the strategy, the list gets an id, each item's link the signed tracking
+parameter naming that list and position, and the list is recorded as an impression.
+
+Every way a list leaves the gateway comes through here: ``Customer.recommendations``
+(``graphql``), ``POST /api/recommendations`` (``api``) and a template's
+``recommendations`` (``render``: recorded for the list the render actually used).
+
+The strategy recorded is the one served: a customer without personalisation consent
+is served popularity whatever their variant says; their variant is recorded all the
+same, so results compare the variants as assigned (intention to treat).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from gateway.experiments.impressions import Impression, ImpressionLog
+from gateway.experiments.running import Assignment, Experiments
+from gateway.experiments.tracking import Tracker, new_list_id, tagged
+from gateway.recommendations.serving import (
+    Picks,
+    Recommendation,
+    RecommendationContext,
+    Recommender,
+)
+
+DEFAULT_STRATEGY = "model"  # outside an experiment: the model the last build selected
+
+
+@dataclass(frozen=True, slots=True)
+class ServedList:
+    """One served list: ``list_id`` is None when impressions are turned off."""
+
+    list_id: str | None
+    strategy: str
+    experiment: str | None
+    variant: str | None
+    items: tuple[Recommendation, ...]
+
+
+def served_strategy(planned: str, personalised: bool) -> str:
+    """What a customer is actually served under a variant's ``planned`` strategy."""
+    if planned in ("none", "popularity") or personalised:
+        return planned
+    return "popularity"  # no consent to profile them: popular products only
+
+
+class ServedRecommendations:
+    def __init__(
+        self,
+        recommender: Recommender,
+        experiments: Experiments,
+        impressions: ImpressionLog,
+        tracker: Tracker,
+    ) -> None:
+        self.recommender = recommender
+        self.experiments = experiments
+        self.impressions = impressions
+        self.tracker = tracker
+
+    async def for_customer(
+        self,
+        customer_id: uuid.UUID,
+        *,
+        personalised: bool,
+        surface: str,
+        send_id: str | None = None,
+        limit: int = 4,
+        category: str | None = None,
+        exclude_purchased: bool = True,
+        context: RecommendationContext | None = None,
+        max_per_category: int | None = None,
+    ) -> ServedList:
+        assignment = await self.experiments.assignment(customer_id)
+        planned = assignment.variant.strategy if assignment else DEFAULT_STRATEGY
+        items = await self.recommender.recommend(
+            customer_id,
+            limit=limit,
+            category=category,
+            exclude_purchased=exclude_purchased,
+            personalised=personalised,
+            context=context,
+            max_per_category=max_per_category,
+            strategy=planned,
+        )
+        strategy = served_strategy(planned, personalised)
+        return self._served(customer_id, surface, send_id, strategy, assignment, items)
+
+    async def for_templates(
+        self, customers: Sequence[tuple[uuid.UUID, bool]], send_id: str | None = None
+    ) -> dict[uuid.UUID, Picks]:
+        """Each customer's picks for a template (``(id, personalised)`` pairs), tracked;
+        the list a render uses is recorded when it uses it (``Picks.shown``)."""
+        assignments = await self.experiments.assignments([c for c, _ in customers])
+        found = await self.recommender.recommend_many(
+            customers,
+            strategies={c: a.variant.strategy for c, a in assignments.items()},
+        )
+        return {
+            customer_id: self._tracked_picks(
+                customer_id, picks, assignments.get(customer_id), send_id
+            )
+            for customer_id, picks in found.items()
+        }
+
+    def _tracked_picks(
+        self,
+        customer_id: uuid.UUID,
+        picks: Picks,
+        assignment: Assignment | None,
+        send_id: str | None,
+    ) -> Picks:
+        planned = assignment.variant.strategy if assignment else DEFAULT_STRATEGY
+        lists = {
+            personal: self._prepared(items)
+            for personal, items in ((True, picks.personal), (False, picks.popular))
+            if items is not None
+        }
+        recorded: list[bool] = []
+
+        def shown(personal: bool) -> None:
+            if recorded or personal not in lists or not self.impressions.enabled:
+                return  # once per request: the same customer rendered twice is one list
+            recorded.append(personal)
+            list_id, items = lists[personal]
+            strategy = planned if personal else served_strategy(planned, False)
+            self._record(list_id, customer_id, "render", send_id, strategy, assignment, items)
+
+        personal = lists.get(True)
+        return Picks(
+            personal[1] if personal else None,
+            lists[False][1] if False in lists else (),
+            shown,
+        )
+
+    def _served(
+        self,
+        customer_id: uuid.UUID,
+        surface: str,
+        send_id: str | None,
+        strategy: str,
+        assignment: Assignment | None,
+        items: Sequence[Recommendation],
+    ) -> ServedList:
+        list_id, tracked = self._prepared(items)
+        if list_id is not None:
+            self._record(list_id, customer_id, surface, send_id, strategy, assignment, tracked)
+        return ServedList(
+            list_id,
+            strategy,
+            assignment.experiment.name if assignment else None,
+            assignment.variant.name if assignment else None,
+            tracked,
+        )
+
+    def _prepared(
+        self, items: Sequence[Recommendation]
+    ) -> tuple[str | None, tuple[Recommendation, ...]]:
+        """A new list id and the items with their links tagged (untouched when off)."""
+        if not self.impressions.enabled:
+            return None, tuple(items)
+        list_id = new_list_id()
+        signed = self.tracker.signed(list_id)  # one MAC a list; the position is the item's
+        return list_id, tuple(
+            Recommendation(
+                item.product,
+                item.score,
+                item.reason,
+                item.category,
+                list_id,
+                tagged(item.product.url, f"{signed}.{position}") if item.product.url else None,
+            )
+            for position, item in enumerate(items)
+        )
+
+    def _record(
+        self,
+        list_id: str | None,
+        customer_id: uuid.UUID,
+        surface: str,
+        send_id: str | None,
+        strategy: str,
+        assignment: Assignment | None,
+        items: Sequence[Recommendation],
+    ) -> None:
+        if list_id is None:
+            return
+        self.impressions.record(
+            Impression(
+                list_id=list_id,
+                customer_id=customer_id,
+                served_at=datetime.now(UTC),
+                surface=surface,
+                strategy=strategy,
+                experiment=assignment.experiment.name if assignment else None,
+                variant=assignment.variant.name if assignment else None,
+                send_id=send_id,
+                items=tuple([item.product.external_id for item in items]),
+            )
+        )

@@ -1,0 +1,190 @@
+"""Experiments as a caller meets them, on SQLite and Postgres: saved by an admin only
+(audited, refused naming the field, one at a time), a customer's variant the same on two
+instances, each variant's strategy served (and recorded) through GraphQL, the
+recommendation URL and a batch of renders, and per-send campaign metrics."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import false, select
+
+from demo.seed import customer_id_for
+from gateway.access.api_keys import Scope
+from gateway.db.models import Customer
+from gateway.db.recommendation_models import RecommendationImpression
+from gateway.experiments.assignment import experiment
+from gateway.experiments.impressions import Impression
+from tests.conftest import api_client
+from tests.experiments.serving import (
+    SAVE,
+    Served,
+    click,
+    person_with_history,
+    recommend,
+    running_experiment,
+    serving_app,
+)
+from tests.gql_client import error_codes, gql
+from tests.in_process import lifespan, services_of
+from tests.ingest.webhook_requests import BASE, sendgrid_event, sendgrid_request
+
+NOW = datetime.now(UTC)
+TEMPLATE = "{% for p in recommendations limit: 2 %}[{{ p.list_id }} {{ p.url }}]{% endfor %}"
+
+
+def _window(days: float) -> dict[str, Any]:
+    start = NOW + timedelta(days=days)
+    return {"start": start.isoformat(), "end": (start + timedelta(days=1)).isoformat()}
+
+
+def _variants(*strategies: str) -> list[dict[str, Any]]:
+    return [{"name": f"v{n}", "strategy": s, "weight": 1.0} for n, s in enumerate(strategies)]
+
+
+async def _impressions(served: Served, **where: Any) -> list[Any]:
+    """The stored impressions (rows) matching ``where``, this instance's written first."""
+    services = services_of(served.app)
+    await services.impressions.flush()
+    query = select(RecommendationImpression).filter_by(**where)
+    async with services.engine.connect() as connection:
+        return list((await connection.execute(query)).all())
+
+
+async def test_saving_an_experiment_takes_an_admin_and_is_audited(served: Served) -> None:
+    name = f"later-{uuid.uuid4().hex[:6]}"
+    variants = _variants("POPULARITY", "ITEM_TO_ITEM")
+    async with api_client(served.app, Scope.PROFILES_READ, base_url=BASE) as reader:
+        refused = await gql(reader, SAVE, name=name, variants=variants, **_window(30))
+    assert error_codes(refused) == [("FORBIDDEN", ["saveExperiment"])]
+    body = await gql(served.client, SAVE, name=name, variants=variants, **_window(30))
+    assert "errors" not in body, body
+    saved = body["data"]["saveExperiment"]
+    assert saved["running"] is False
+    assert [v["strategy"] for v in saved["variants"]] == ["POPULARITY", "ITEM_TO_ITEM"]
+    entries = await services_of(served.app).audit.query(limit=20)
+    assert any(e.operation == f"mutation:saveExperiment:{name}" for e in entries)
+    # Another experiment overlapping it: refused, naming the one in the way.
+    other = await gql(served.client, SAVE, name=f"{name}-b", variants=variants, **_window(30.5))
+    assert error_codes(other) == [("CONFLICT", ["saveExperiment"])]
+    assert name in other["errors"][0]["message"]
+    # Bad input names the field.
+    bad = await gql(served.client, SAVE, name=name, variants=variants[:1], **_window(30))
+    assert error_codes(bad) == [("BAD_USER_INPUT", ["saveExperiment"])]
+    assert bad["errors"][0]["extensions"]["field"] == "variants"
+    # Moved out of the way again (replaced under its name), for the tests after this one.
+    moved = await gql(served.client, SAVE, name=name, variants=variants, **_window(300))
+    assert "errors" not in moved, moved
+
+
+async def test_a_customer_has_the_same_variant_on_two_instances(served: Served) -> None:
+    people = person_with_history(served.samples)[:40]
+    strategies = [("a", "popularity", 1.0), ("b", "item_to_item", 2.0), ("c", "none", 1.0)]
+    async with running_experiment(served.client, strategies) as name:
+        second = serving_app(served.url, served.samples)
+        async with lifespan(second), api_client(second, base_url=BASE) as other:
+            here = [(await recommend(served.client, p))["experiments"] for p in people]
+            there = [(await recommend(other, p))["experiments"] for p in people]
+        impressions = await _impressions(served, experiment=name)
+    expected = experiment(name, strategies, NOW, NOW + timedelta(days=1))
+    assert here == there
+    for person, [found] in zip(people, here, strict=True):
+        variant = expected.variant_of(customer_id_for(person))
+        assert (found["variant"], found["strategy"]) == (variant.name, variant.strategy.upper())
+    assert len({found["variant"] for [found] in here}) == 3  # 40 people: all three seen
+    # Each list served is recorded under the customer's variant, with its strategy.
+    assert len(impressions) == 80
+    for row in impressions:
+        variant = expected.variant_of(row.customer_id)
+        assert (row.variant, row.strategy) == (variant.name, variant.strategy)
+
+
+async def test_each_strategy_serves_what_it_says(served: Served) -> None:
+    person = person_with_history(served.samples)[10]
+    reasons: dict[str, list[str]] = {}
+    for strategy in ("popularity", "item_to_item", "none"):
+        variants = [(strategy, strategy, 1.0), ("rare", strategy, 1e-9)]
+        async with running_experiment(served.client, variants):
+            found = await recommend(served.client, person)
+            reasons[strategy] = [item["reason"] for item in found["recommendations"]]
+    assert reasons["none"] == []
+    assert reasons["popularity"]
+    assert not any(r.startswith("because") for r in reasons["popularity"])
+    # Item-to-item: what the customer bought names every personal reason.
+    assert any(r.startswith("because you bought ") for r in reasons["item_to_item"])
+    assert not any(r.startswith("because you viewed ") for r in reasons["item_to_item"])
+
+
+async def test_renders_and_the_url_record_the_list_they_show(served: Served) -> None:
+    first, second = person_with_history(served.samples)[11:13]
+    ids = [str(customer_id_for(p)) for p in (first, second, first)]
+    saved = await gql(
+        served.client,
+        'mutation($s: String!) { saveTemplate(name: "recs-mail", source: $s) { version } }',
+        s=TEMPLATE,
+    )
+    assert "errors" not in saved, saved
+    body = await gql(
+        served.client,
+        'query($ids: [ID!]!) { renderBatch(name: "recs-mail", customerIds: $ids, '
+        'sendId: "mail-7") { customerId body error { code } } }',
+        ids=ids,
+    )
+    assert "errors" not in body, body
+    items = body["data"]["renderBatch"]
+    assert [i["error"] for i in items] == [None, None, None]
+    assert items[0]["body"] == items[2]["body"]  # one list per customer and request
+    assert "?gw_rec=" in items[0]["body"]
+    rendered = await _impressions(served, send_id="mail-7")
+    assert sorted(str(r.customer_id) for r in rendered) == sorted(ids[:2])
+    assert {r.surface for r in rendered} == {"render"}
+    for row in rendered:
+        assert row.list_id in (items[0]["body"] + items[1]["body"])
+    # The recommendation URL: its answer names the list recorded for the send.
+    answer = await served.client.post(
+        "/api/recommendations",
+        json={"customer_id": ids[1], "limit": 2, "send_id": "api-3"},
+    )
+    assert answer.status_code == 200, answer.text
+    data = answer.json()
+    [row] = await _impressions(served, send_id="api-3")
+    assert (row.list_id, row.surface, row.strategy) == (data["list_id"], "api", "model")
+    assert row.items == [item["product_id"] for item in data["recommendations"]]
+    assert all("gw_rec=" in item["url"] for item in data["recommendations"])
+
+
+async def test_campaign_metrics_per_send_and_per_audience(served: Served) -> None:
+    people = person_with_history(served.samples)[13:18]
+    send = f"news-{uuid.uuid4().hex[:6]}"
+    events = [sendgrid_event(p.email, "delivered", send_id=send) for p in people]
+    events += [sendgrid_event(p.email, "open", send_id=send) for p in people[:3]]
+    events += [click(p.email, "https://shop.example/products/x", send=send) for p in people[:2]]
+    events += [sendgrid_event(people[4].email, "unsubscribe", send_id=send)]
+    events += [sendgrid_event(people[0].email, "open", send_id="another-send")]
+    response = await served.client.post(**sendgrid_request(events))
+    assert response.status_code == 200, response.text
+    campaigns = services_of(served.app).campaigns
+    found = await campaigns.of_send(send)
+    assert (found.delivered, found.opened, found.clicked, found.unsubscribed) == (5, 3, 2, 1)
+    assert (found.open_rate, found.click_through_rate, found.unsubscribe_rate) == (0.6, 0.4, 0.2)
+    # The hook for segments: only the audience's recipients count.
+    audience = select(Customer.id).where(false())  # nobody
+    assert (await campaigns.of_send(send, audience)).delivered == 0
+    two = select(Customer.id).where(Customer.id.in_([customer_id_for(p) for p in people[:2]]))
+    within = await campaigns.of_send(send, two)
+    assert (within.delivered, within.opened, within.clicked) == (2, 2, 2)
+
+
+async def test_impressions_of_a_customer_gone_before_the_write_are_dropped_alone(
+    served: Served,
+) -> None:
+    impressions = services_of(served.app).impressions
+    kept, gone = customer_id_for(person_with_history(served.samples)[18]), uuid.uuid4()
+    for customer in (kept, gone):
+        served_at = datetime.now(UTC)
+        row = (customer, served_at, "api", "model", None, None, "fk-1", ("1",))
+        impressions.record(Impression(uuid.uuid4().hex[:16], *row))
+    await impressions.flush()
+    assert [r.customer_id for r in await _impressions(served, send_id="fk-1")] == [kept]

@@ -1,0 +1,92 @@
+"""The tracking parameter: what a signed link names is read back exactly, whatever the
+link already holds; a tampered, truncated or foreign-keyed one names nothing."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.experiments.tracking import PARAMETER, Tracked, Tracker, new_list_id
+
+TRACKER = Tracker(b"a tracking key for the tests, 32+")
+URLS = st.sampled_from(
+    [
+        "https://shop.example/products/linen-shirt-7",
+        "https://shop.example/p?id=7&utm_source=esp",
+        "https://shop.example/p/7#reviews",
+        "https://shop.example/p?x=1#top",
+        "http://localhost:8103/products/a%20b",
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(URLS, st.integers(0, 255))
+def test_a_tagged_link_names_its_list_and_position(url: str, position: int) -> None:
+    list_id = new_list_id()
+    tagged = TRACKER.tag_url(url, list_id, position)
+    assert TRACKER.read(tagged) == Tracked(list_id, position)
+    # The link itself still leads where it led: its path, query and fragment are kept.
+    assert tagged.split("#")[0].startswith(url.split("#")[0])
+    assert tagged.endswith("#" + url.split("#")[1]) if "#" in url else "#" not in tagged
+
+
+def test_the_parameter_is_short() -> None:
+    token = TRACKER.token(new_list_id(), 3)
+    assert len(new_list_id()) == 16
+    assert len(token) == 30
+    assert token[:28].replace("-", "").replace("_", "").isalnum()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 27), st.sampled_from("AQgw-_"))
+def test_any_changed_character_of_the_signed_part_is_refused(at: int, replacement: str) -> None:
+    token = TRACKER.token(new_list_id(), 5)
+    changed = token[:at] + replacement + token[at + 1 :]
+    found = TRACKER.read(f"https://shop.example/p?{PARAMETER}={changed}")
+    assert found is None or changed == token
+
+
+def test_another_position_points_into_the_same_list_only() -> None:
+    """The position is not signed: edited, it names another item of the list the link
+    came from, which the recipient could have clicked anyway."""
+    list_id = new_list_id()
+    token = TRACKER.token(list_id, 1)
+    assert TRACKER.read(f"https://x/p?{PARAMETER}={token[:-1]}3") == Tracked(list_id, 3)
+    for bad in ("256", "-1", "", "1x", "0001"):
+        assert TRACKER.read(f"https://x/p?{PARAMETER}={token[:-2]}.{bad}") is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://shop.example/p",
+        f"https://shop.example/p?{PARAMETER}=",
+        f"https://shop.example/p?{PARAMETER}=not-base64!",
+        f"https://shop.example/p?{PARAMETER}=AAAA",
+        f"https://shop.example/p?{PARAMETER}=AAAAAAAAAAAAAAAAAAAAAAAAAAAA.1",
+        "https://[bad/p?gw_rec=x",
+    ],
+)
+def test_links_without_a_valid_parameter_name_nothing(url: str) -> None:
+    assert TRACKER.read(url) is None
+
+
+def test_another_key_reads_nothing() -> None:
+    tagged = TRACKER.tag_url("https://shop.example/p", new_list_id(), 1)
+    assert Tracker(b"another key, of another gateway").read(tagged) is None
+
+
+def test_an_encoded_link_as_an_esp_may_report_it_is_read() -> None:
+    list_id = new_list_id()
+    token = TRACKER.token(list_id, 2)
+    url = f"https://shop.example/p?{PARAMETER}={quote(token, safe='')}&utm_medium=email"
+    assert TRACKER.read(url) == Tracked(list_id, 2)
+
+
+def test_positions_beyond_a_byte_are_refused() -> None:
+    with pytest.raises(ValueError, match="position"):
+        TRACKER.token(new_list_id(), 256)
