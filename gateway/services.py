@@ -27,6 +27,7 @@ from gateway.profiles.customers import CustomerStore
 from gateway.profiles.profile_cache import CachedCustomers
 from gateway.recommendations.serving import Recommender, open_recommender
 from gateway.scores.store import ScoreStore
+from gateway.segments.store import SegmentStore
 from gateway.settings import Settings
 from gateway.templates.render import Budgets, Renderer
 from gateway.templates.render_pool import RenderPool
@@ -63,6 +64,7 @@ class Services:
     # Exports and retention runs started by the API or the schedule, one at a time.
     runs: Runs
     scores: ScoreStore
+    segments: SegmentStore
     # The process's one Redis client behind its guard (None: memory:// cache).
     redis: RedisGuard | None = None
 
@@ -134,6 +136,7 @@ class Services:
             recommendations=recommendations,
             runs=Runs(settings, engine, forgetting, audit),
             scores=ScoreStore(sessions),
+            segments=SegmentStore(sessions),
             redis=redis,
         )
 
