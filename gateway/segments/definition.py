@@ -18,9 +18,10 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import eq, ge, gt, le, lt, ne
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, and_, false, not_, or_, true
+from sqlalchemy import ColumnElement, Float, Integer, and_, false, literal, not_, or_, true
 
 from gateway.errors import InvalidInput
 from gateway.profiles.contact_points import normalize_email
@@ -30,6 +31,14 @@ MAX_DEPTH = 5
 MAX_CONDITIONS = 100
 MAX_VALUES = 1000  # in one ``in``
 MAX_TEXT = 320
+_COMPARISONS = {
+    Operator.EQ: eq,
+    Operator.NE: ne,
+    Operator.GT: gt,
+    Operator.GTE: ge,
+    Operator.LT: lt,
+    Operator.LTE: le,
+}
 
 Value = str | float | bool | datetime
 
@@ -208,27 +217,27 @@ def _compare(condition: Condition) -> ColumnElement[bool]:
             return true()
         return expression if wanted == {True} else not_(expression)
     column = field.expression
+    value: Any = values[0]
     if field.kind is Kind.NUMBER and isinstance(column.type, Integer):
-        # A whole number binds as one: an integer column compared with a float is cast
-        # per row (to numeric on Postgres), which no index serves.
-        values = tuple(int(v) if isinstance(v, float) and v.is_integer() else v for v in values)
-    value = values[0]
-    match operator:
-        case Operator.EQ:
-            return column == value
-        case Operator.NE:
-            return column != value
-        case Operator.GT:
-            return column > value
-        case Operator.GTE:
-            return column >= value
-        case Operator.LT:
-            return column < value
-        case Operator.LTE:
-            return column <= value
-        case Operator.IN:
-            return column.in_(values)
-    raise AssertionError(operator)
+        # Whole numbers bind as integers: an integer column compared with a float is
+        # cast per row (to numeric on Postgres), which no index serves. An integer
+        # bind would truncate 1.5 to 1, though: a fraction is compared as a double,
+        # and is equal to no integer.
+        whole = [int(v) for v in values if isinstance(v, float) and v.is_integer()]
+        if operator is Operator.IN:
+            return column.in_(whole) if whole else false()
+        if whole:
+            value = whole[0]
+        elif operator is Operator.EQ:
+            return false()
+        elif operator is Operator.NE:
+            return column.is_not(None)
+        else:
+            value = literal(value, Float())
+    if operator is Operator.IN:
+        return column.in_(values)
+    compared: ColumnElement[bool] = _COMPARISONS[operator](column, value)
+    return compared
 
 
 def _json(node: Node) -> dict[str, Any]:

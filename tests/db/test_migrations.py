@@ -292,7 +292,6 @@ def test_0010_removes_duplicate_observations_and_then_refuses_them(empty_databas
     assert asyncio.run(_observations(empty_database)) == 3 + 3
 
 
-
 def _attribute_indexes(connection: Connection) -> set[str]:
     with warnings.catch_warnings():
         # uq_attributes_observation is on an expression, which reflection skips (and says).
