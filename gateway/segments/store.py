@@ -93,6 +93,16 @@ def _from(segment: SavedSegment, *columns: Any) -> Select[Any]:
     return query.where(Customer.id >= FLOOR, segment.members())
 
 
+def page_query(
+    segment: SavedSegment, first: int, after: uuid.UUID | None
+) -> tuple[Select[Any], dict[str, Any]]:
+    """The statement of a page (one more id than ``first``: is there a next page?) and
+    its values."""
+    floor = EVERYONE if after is None else _successor(after)
+    query = _from(segment, Customer.id).order_by(Customer.id).limit(first + 1)
+    return query, {"floor": floor}
+
+
 class SegmentStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
@@ -132,12 +142,12 @@ class SegmentStore:
 
     async def page(self, segment: SavedSegment, first: int, after: str | None) -> Page:
         """Up to ``first`` members after the cursor ``after``, in customer-id order."""
-        floor = EVERYONE if after is None else _successor(parse_cursor(after))
-        if floor is None:
+        last = None if after is None else parse_cursor(after)
+        if last is not None and _successor(last) is None:
             return Page([], after, False)  # after the greatest id there is
-        query = _from(segment, Customer.id).order_by(Customer.id).limit(first + 1)
+        query, binds = page_query(segment, first, last)
         async with self._sessions() as session:
-            ids = list((await session.scalars(query, {"floor": floor})).all())
+            ids = list((await session.scalars(query, binds)).all())
         more = len(ids) > first
         ids = ids[:first]
         return Page(ids, cursor_of(ids[-1]) if ids else after, more)

@@ -29,10 +29,6 @@ def _table(model: object) -> Table:
     return cast(Table, model.__table__)  # type: ignore[attr-defined]
 
 
-def _optional(value: float, missing: bool) -> float | None:
-    return None if missing else float(value)
-
-
 async def _write(
     connection: AsyncConnection, model: object, columns: Sequence[str], rows: list[tuple[Any, ...]]
 ) -> None:
@@ -40,75 +36,79 @@ async def _write(
         await insert_tuples(connection, _table(model), columns, rows[start : start + 20_000])
 
 
+def _days(base: datetime, offsets: np.ndarray, sign: int = -1) -> list[datetime]:
+    return [base + timedelta(days=sign * d) for d in offsets.tolist()]
+
+
 async def write_audience(
     engine: AsyncEngine, size: int, *, seed: int = 1, tag: str = "a"
 ) -> list[uuid.UUID]:
-    """``size`` customers (emails ``{tag}{i}@example.com``) and their rows; their ids."""
+    """``size`` customers (emails ``{tag}{i}@example.com``) and their rows; their ids.
+    Every draw is one array (a 100,000-customer audience is written in seconds)."""
     rng = np.random.default_rng(seed)
     raw = rng.integers(0, 256, (size, 16), dtype=np.uint8)
     ids = [uuid.UUID(bytes=row.tobytes(), version=4) for row in raw]
-    created = [NOW - timedelta(days=int(d)) for d in rng.integers(0, 900, size)]
-    customers = [
-        (
-            i,
-            f"{tag}{n}@example.com",
-            NAMES[n % len(NAMES)],
-            LOCALES[int(rng.integers(0, len(LOCALES)))],
-            created[n],
-            created[n],
-        )
-        for n, i in enumerate(ids)
-    ]
-    frequency = rng.poisson(2.0, size)
-    scored = rng.random(size) < 0.9
-    propensity = rng.beta(1.5, 3.0, size).round(3)
-    churn = rng.random(size).round(3)
-    no_model = rng.random(size) < 0.05
+    emails = [f"{tag}{n}@example.com" for n in range(size)]
+    created = _days(NOW, rng.integers(0, 900, size))
+    names = [NAMES[n % len(NAMES)] for n in range(size)]
+    locales = [LOCALES[k] for k in rng.integers(0, len(LOCALES), size).tolist()]
+    customers = list(zip(ids, emails, names, locales, created, created, strict=True))
+
+    frequency = rng.poisson(2.0, size).tolist()
+    scored = (rng.random(size) < 0.9).tolist()
+    rfm = rng.integers(1, 6, (size, 3)).tolist()
+    recency = rng.integers(0, 400, size).tolist()
+    gap = rng.integers(5, 90, size).tolist()
+    segment = rng.integers(0, len(SEGMENTS), size).tolist()
+    e30, e90 = rng.integers(0, 12, size).tolist(), rng.integers(0, 30, size).tolist()
+    propensity = rng.beta(1.5, 3.0, size).round(3).tolist()
+    churn = rng.random(size).round(3).tolist()
+    no_model = (rng.random(size) < 0.05).tolist()
     scores = []
     for n, i in enumerate(ids):
         if not scored[n]:
             continue
-        f = int(frequency[n])
+        f = frequency[n]
         known = f > 0
-        r, fs, m = (int(x) for x in rng.integers(1, 6, 3)) if known else (0, 0, 0)
+        r, fs, m = rfm[n] if known else (0, 0, 0)
         scores.append(
             (
                 i,
-                int(rng.integers(0, 400)) if known else None,
+                recency[n] if known else None,
                 f,
-                float(f * 37.5),
+                f * 37.5,
                 37.5 if known else None,
-                _optional(float(rng.integers(5, 90)), f < 2),
+                None if f < 2 else float(gap[n]),
                 r,
                 fs,
                 m,
-                SEGMENTS[int(rng.integers(0, len(SEGMENTS)))] if known else None,
-                int(rng.integers(0, 12)),
-                int(rng.integers(0, 30)),
-                _optional(propensity[n], bool(no_model[n])),
-                _optional(churn[n], not known),
+                SEGMENTS[segment[n]] if known else None,
+                e30[n],
+                e90[n],
+                None if no_model[n] else propensity[n],
+                churn[n] if known else None,
                 "hgb-test",
                 NOW,
             )
         )
-    consents = []
-    for i in ids:
-        for p, purpose in enumerate(PURPOSES):
-            said = rng.random()
-            if said < 0.15 + 0.1 * p:
-                continue  # no statement: not granted
-            consents.append((i, purpose, bool(said < 0.85), "seed", NOW))
+    said = rng.random((size, len(PURPOSES))).tolist()
+    consents = [
+        (i, purpose, said[n][p] < 0.85, "seed", NOW)
+        for n, i in enumerate(ids)
+        for p, purpose in enumerate(PURPOSES)
+        if said[n][p] >= 0.15 + 0.1 * p  # below: no statement, so not granted
+    ]
     # Every write path keeps each email as an observation: the table a bounce lives in
     # is mostly other fields, as in a real store.
-    observations = [(i, "email", customers[n][1], "seed", created[n]) for n, i in enumerate(ids)]
-    bounces = []
-    for i in ids:
-        roll = rng.random()
-        if roll < 0.04:
-            at = NOW - timedelta(days=int(rng.integers(1, 100)))
-            bounces.append((i, EMAIL_STATUS, UNDELIVERABLE, "sendgrid", at))
-            if roll < 0.01:  # a later word that the address works again
-                bounces.append((i, EMAIL_STATUS, "deliverable", "crm", at + timedelta(days=1)))
+    observations = [(i, "email", emails[n], "seed", created[n]) for n, i in enumerate(ids)]
+    roll = rng.random(size).tolist()
+    bounced_at = _days(NOW, rng.integers(1, 100, size))
+    for n, i in enumerate(ids):
+        if roll[n] < 0.04:
+            observations.append((i, EMAIL_STATUS, UNDELIVERABLE, "sendgrid", bounced_at[n]))
+            if roll[n] < 0.01:  # a later word that the address works again
+                later = bounced_at[n] + timedelta(days=1)
+                observations.append((i, EMAIL_STATUS, "deliverable", "crm", later))
     async with engine.begin() as connection:
         await _write(
             connection,
@@ -127,6 +127,6 @@ async def write_audience(
             connection,
             Attribute,
             ("customer_id", "name", "value", "source", "observed_at"),
-            observations + bounces,
+            observations,
         )
     return ids

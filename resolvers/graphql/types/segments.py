@@ -132,9 +132,13 @@ class SegmentCustomerEdge:
 
 @strawberry.type(description="One page of a segment's members, in customer-id order.")
 class SegmentCustomers:
-    edges: list[SegmentCustomerEdge]
     nodes: list[LazyCustomer]
     page_info: PageInfo
+
+    @strawberry.field
+    def edges(self) -> list[SegmentCustomerEdge]:
+        # Made only when asked: a send reading `nodes` skips a cursor per customer.
+        return [SegmentCustomerEdge(cursor=cursor_of(c.profile.id), node=c) for c in self.nodes]
 
 
 @strawberry.type(description="A saved audience: a typed filter and who matches it now.")
@@ -187,17 +191,13 @@ async def _shaped_page(page: Page, info: GatewayInfo) -> SegmentCustomers:
     info_out = PageInfo(end_cursor=page.end_cursor, has_next_page=page.has_next_page)
     fields = _customer_fields(s for f in info.selected_fields for s in f.selections)
     if not fields or not page.ids:
-        return SegmentCustomers(edges=[], nodes=[], page_info=info_out)
+        return SegmentCustomers(nodes=[], page_info=info_out)
     found = await info.context.services.customers.get_many(page.ids)
     # One that left the store between the page and this read is left out.
     profiles = [found[i] for i in page.ids if i in found]
     audit(info, Action.READ, [p.id for p in profiles])
     shaped = [c for c in await shaped_customers(profiles, info, fields) if c is not None]
-    return SegmentCustomers(
-        edges=[SegmentCustomerEdge(cursor=cursor_of(c.profile.id), node=c) for c in shaped],
-        nodes=shaped,
-        page_info=info_out,
-    )
+    return SegmentCustomers(nodes=shaped, page_info=info_out)
 
 
 def _customer_fields(selected: Iterable[Selection], in_edges: bool = False) -> list[SelectedField]:
