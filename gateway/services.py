@@ -43,6 +43,7 @@ from gateway.profiles.customers import CustomerStore
 from gateway.profiles.profile_cache import CachedCustomers
 from gateway.recommendations.serving import Recommender, open_recommender
 from gateway.scores.store import ScoreStore
+from gateway.segments.store import SegmentStore
 from gateway.settings import Settings
 from gateway.templates.render import Budgets, Renderer
 from gateway.templates.render_pool import RenderPool
@@ -91,6 +92,7 @@ class Services:
     reviews: ReviewQueue
     # The operator's figures: metrics, sync runs, the last export (the console's health).
     overview: Overview
+    segments: SegmentStore
     # The process's one Redis client behind its guard (None: memory:// cache).
     redis: RedisGuard | None = None
     # This app's part in tracing (off unless an OTLP endpoint is set).
@@ -197,6 +199,7 @@ class Services:
                 export_dir=settings.export_dir,
                 multiprocess_dir=settings.metrics_multiprocess_dir,
             ),
+            segments=SegmentStore(sessions),
             redis=redis,
             tracing=tracing,
         )

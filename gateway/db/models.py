@@ -25,6 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
     func,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
@@ -169,6 +170,14 @@ class Attribute(Base):
             observed_at,
             value_digest(value),
             unique=True,
+        ),
+        # The hard bounces segments leave out of a send (migration 0013).
+        Index(
+            "ix_attributes_email_status",
+            customer_id,
+            observed_at,
+            postgresql_where=text("name = 'email_status'"),
+            sqlite_where=text("name = 'email_status'"),
         ),
     )
 

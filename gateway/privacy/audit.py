@@ -9,6 +9,7 @@ most the last interval's entries, which is the trade every high-volume access lo
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
@@ -18,8 +19,9 @@ from enum import StrEnum
 from typing import Any, cast
 
 from sqlalchemy import Table, insert, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
+from gateway.db.bulk import insert_tuples, is_postgres
 from gateway.db.models import AuditEntry, utcnow
 from gateway.row_buffer import RowBuffer
 
@@ -29,7 +31,13 @@ _MAX_BUFFER = 50_000  # beyond this the oldest unwritten entries are dropped, an
 # an ESP's send (2,000 reads a worker) written in one statement stalled every request
 # in flight by 10-30 ms once a second. In chunks the loop serves requests between them.
 _CHUNK = 200
-_INSERT = insert(cast(Table, AuditEntry.__table__))
+_TABLE = cast(Table, AuditEntry.__table__)
+_INSERT = insert(_TABLE)
+# On Postgres, COPY: about a microsecond a row, against ~16 for a bound INSERT row
+# (a 1,000-customer segment page cost 16 ms of the loop's time to audit). Chunks keep
+# each step of the loop short all the same.
+_COPY_CHUNK = 2000
+_COPY_COLUMNS = ("occurred_at", "actor", "operation", "customer_id", "details")
 
 
 class Action(StrEnum):
@@ -101,6 +109,10 @@ class AuditLog:
 
     async def _write(self, batch: list[dict[str, Any]]) -> None:
         async with self._sessions.begin() as session:
+            connection = await session.connection()
+            if is_postgres(connection):
+                await _copy(connection, batch)
+                return
             # The table, not the mapped class: the ORM's bulk path costs ~40 % more per
             # row, and audit rows have no behaviour to run.
             for start in range(0, len(batch), _CHUNK):
@@ -147,3 +159,20 @@ class AuditLog:
 def _utc(stamp: datetime) -> datetime:
     """Aware UTC; a naive time (as SQLite hands back) is UTC already."""
     return stamp.astimezone(UTC) if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
+async def _copy(connection: AsyncConnection, batch: list[dict[str, Any]]) -> None:
+    """The entries COPYed; each call's details (one dict for all its customers) turned
+    into JSON once."""
+    texts: dict[int, str] = {}
+    rows = []
+    for entry in batch:
+        details = entry["details"]
+        text = texts.get(id(details))
+        if text is None:
+            text = texts[id(details)] = json.dumps(details)
+        rows.append(
+            (entry["occurred_at"], entry["actor"], entry["operation"], entry["customer_id"], text)
+        )
+    for start in range(0, len(rows), _COPY_CHUNK):
+        await insert_tuples(connection, _TABLE, _COPY_COLUMNS, rows[start : start + _COPY_CHUNK])

@@ -183,21 +183,20 @@ class CustomerStore:
         return found.get(customer_id)
 
     async def get_many(self, customer_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, CustomerProfile]:
+        from gateway.profiles.profile_reads import read_profiles
+
         ids = list(customer_ids)
         async with self._sessions() as session:
-            rows = await session.scalars(
-                select(Customer).where(Customer.id.in_(ids)).options(*_WITH_RELATIONS)
-            )
-            return {row.id: _profile(row) for row in rows}
+            return {p.id: p for p in await read_profiles(session, Customer.id, ids)}
 
     async def get_many_by_email(self, emails: Iterable[str]) -> dict[str, CustomerProfile]:
         """Customers keyed by normalised email; callers normalise first."""
+        from gateway.profiles.profile_reads import read_profiles
+
         wanted = list(emails)
         async with self._sessions() as session:
-            rows = await session.scalars(
-                select(Customer).where(Customer.email.in_(wanted)).options(*_WITH_RELATIONS)
-            )
-            return {row.email: _profile(row) for row in rows if row.email}
+            found = await read_profiles(session, Customer.email, wanted)
+            return {p.email: p for p in found if p.email}
 
     async def get_by_identity(self, source: str, external_id: str) -> CustomerProfile | None:
         self.check_identity(source, external_id, "identity")

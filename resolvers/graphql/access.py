@@ -112,6 +112,8 @@ WRITER_VISIBLE: Mapping[str, frozenset[str]] = {
         }
     ),
     "ComparisonLevel": frozenset({"field", "level"}),
+    # saveSegment's reply: the segment just sent; who is in it needs profiles:read.
+    "Segment": frozenset({"name", "definition", "includeSuppressed", "createdAt", "updatedAt"}),
 }
 _ROOT_TYPES = frozenset({"Query", "Mutation", "Subscription"})  # check their own scopes
 _NOTHING: frozenset[str] = frozenset()

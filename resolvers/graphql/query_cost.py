@@ -8,6 +8,8 @@ The model (``Settings.max_query_cost`` gives the figures its default allows):
 - a list field costs its size times that: the value of its ``first``/``last``/``limit``
   argument (or that argument's default), else the summed lengths of its list arguments
   (``customers(ids: […])``), else ``DEFAULT_LIST_WEIGHT``;
+- a page (an object field with a size argument, such as a segment's
+  ``customers(first)``) passes its size to the lists it holds, ``nodes`` and ``edges``;
 - fragments count where they are spread; a field selected twice counts twice.
 
 Sizes written in the document are folded into constants when the plan is compiled;
@@ -44,6 +46,7 @@ from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef
 DEFAULT_LIST_WEIGHT = 10
 """What a list without a size argument weighs (e.g. ``lineItems``, ``cart.items``)."""
 SIZE_ARGUMENTS = ("first", "last", "limit")
+PAGE_LISTS = frozenset({"nodes", "edges"})  # sized by the page that holds them
 
 
 def compile_cost(
@@ -142,7 +145,9 @@ class _Compiler:
             elif isinstance(definition, OperationDefinitionNode):
                 self.operations.append(definition)
         self.defaults: dict[str, ValueNode | None] = {}
-        self._fragment_plans: dict[str, CostPlan] = {}
+        self._fragment_plans: dict[tuple[str, object], CostPlan] = {}
+        # The size of the page whose selection is being compiled (its nodes and edges).
+        self._page: tuple[int, tuple[_Size, ...]] | None = None
 
     def operation(self, name: str | None) -> CostPlan:
         operation = next(
@@ -176,12 +181,15 @@ class _Compiler:
                 yield self._fragment(selection.name.value)
 
     def _fragment(self, name: str) -> CostPlan:
-        plan = self._fragment_plans.get(name)
+        # By page too: a fragment of a page's lists spread in pages of two sizes costs
+        # what each page holds, not what the first one held.
+        key = (name, self._page)
+        plan = self._fragment_plans.get(key)
         if plan is None:
             fragment = self.fragments.get(name)
             on = self.schema.get_type(fragment.type_condition.name.value) if fragment else None
             plan = self._selections(on, fragment.selection_set) if fragment and on else CostPlan(0)
-            self._fragment_plans[name] = plan
+            self._fragment_plans[key] = plan
         return plan
 
     def _field(self, parent: GraphQLNamedType, node: FieldNode) -> CostPlan:
@@ -197,14 +205,27 @@ class _Compiler:
             definition = fields[name]
         field_type: GraphQLOutputType = definition.type
         own = self.extra.get((parent.name, name), 0)
+        is_list = isinstance(get_nullable_type(field_type), GraphQLList)
+        page, outer = self._page, self._page
+        if not is_list and any(a in definition.args for a in SIZE_ARGUMENTS):
+            page = self._size(definition.args, node)  # a page: its lists are this long
+        elif is_list or name not in PAGE_LISTS:
+            page = None  # only a page's own lists take its size
         if node.selection_set is None:
             item = CostPlan(own)  # scalars and enums (and lists of them) cost nothing
         else:
-            children = self._selections(get_named_type(field_type), node.selection_set)
+            self._page = page
+            try:
+                children = self._selections(get_named_type(field_type), node.selection_set)
+            finally:
+                self._page = outer
             item = CostPlan(1 + own + children.constant, children.lists)
-        if not isinstance(get_nullable_type(field_type), GraphQLList):
+        if not is_list:
             return item
-        static, sizes = self._size(definition.args, node)
+        if name in PAGE_LISTS and outer is not None and not definition.args:
+            static, sizes = outer
+        else:
+            static, sizes = self._size(definition.args, node)
         if not sizes:
             return item.times(static)
         return CostPlan(0, (_List(1, static, sizes, item),))

@@ -8,6 +8,7 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, ExecutionResult, Info
 
@@ -38,6 +39,12 @@ from resolvers.graphql.types.identity import IdentityMutation, IdentityQuery, Re
 from resolvers.graphql.types.privacy import PrivacyMutation, PrivacyQuery
 from resolvers.graphql.types.render import TemplateMutation, TemplateQuery
 from resolvers.graphql.types.runs import RunMutation
+from resolvers.graphql.types.segments import (
+    SEGMENT_VALUE,
+    SegmentMutation,
+    SegmentQuery,
+    SegmentValue,
+)
 
 GatewayInfo = Info[Context, None]
 
@@ -184,7 +191,8 @@ def build_schema(settings: Settings | None = None) -> GatewaySchema:
     documents = DocumentCache(limits)
     schema = GatewaySchema(
         query=merge_types(
-            "Query", (Query, TemplateQuery, PrivacyQuery, IdentityQuery, ExperimentQuery)
+            "Query",
+            (Query, TemplateQuery, PrivacyQuery, IdentityQuery, ExperimentQuery, SegmentQuery),
         ),
         mutation=merge_types(
             "Mutation",
@@ -196,6 +204,7 @@ def build_schema(settings: Settings | None = None) -> GatewaySchema:
                 PrivacyMutation,
                 RunMutation,
                 ExperimentMutation,
+                SegmentMutation,
             ),
         ),
         subscription=Subscription,
@@ -203,6 +212,7 @@ def build_schema(settings: Settings | None = None) -> GatewaySchema:
         extensions=[lambda: GatewayOperation(limits, documents)],
         # Checks what a reply reveals to a key that may not read profiles (resolvers/access).
         execution_context_class=ScopedExecutionContext,
+        config=StrawberryConfig(scalar_map={SegmentValue: SEGMENT_VALUE}),
     )
     schema.documents = documents
     return schema

@@ -7,7 +7,8 @@ of the caller's key: a key without a scope never gets an answer built for one wi
 Only documents whose every root field is ``customer`` (by id or e-mail) or
 ``customers`` are stored, and none that renders a template or recommends (those read
 more than the customers a write would name) or selects ``sources`` (their status and
-age are the run's, and would be frozen) or ``scores`` (a scores build drops nothing).
+age are the run's, and would be frozen) or ``scores`` or ``segments`` (a scores build
+drops nothing).
 The answer is tagged, as it runs, with every customer it looked up
 (gateway/upstreams/response_cache.py), and lives no longer than the shortest remaining
 life of the upstream answers and stored profiles it was built from; an answer with
@@ -58,8 +59,8 @@ _ROOTS = frozenset({"customer", "customers", "__typename"})
 # ``sources`` reports each upstream's status and age as of the run: a stored answer
 # would freeze it (an age that never grows, OK after the upstream went down).
 # ``scores`` are rewritten for every customer by ``gateway scores build``, which drops
-# no answer.
-_UNTAGGED_FIELDS = frozenset({"render", "recommendations", "sources", "scores"})
+# no answer; ``segments`` (memberships) follow scores, consent and segments saved.
+_UNTAGGED_FIELDS = frozenset({"render", "recommendations", "sources", "scores", "segments"})
 # What selects a stored answer besides the URL: the key (its scopes) and the media type.
 VARY = "Authorization, X-API-Key, Accept"
 _JSON_TYPES = ("application/json", "application/graphql-response+json")

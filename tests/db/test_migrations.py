@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+import warnings
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -14,7 +15,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Table, delete, func, inspect, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SAWarning
 
 from gateway.db.engine import create_engine
 from gateway.db.foreign_keys import comparison_options
@@ -293,3 +294,57 @@ def test_0010_removes_duplicate_observations_and_then_refuses_them(empty_databas
     assert asyncio.run(_observations(empty_database, rows=2)) == 3 + 5
     upgrade(empty_database)
     assert asyncio.run(_observations(empty_database)) == 3 + 3
+
+
+def _indexes(url: str) -> set[str]:
+    found: set[str] = _inspect(url, _attribute_indexes)  # type: ignore[assignment]
+    return found
+
+
+def _attribute_indexes(connection: Connection) -> set[str]:
+    with warnings.catch_warnings():
+        # uq_attributes_observation is on an expression, which reflection skips (and says).
+        warnings.simplefilter("ignore", SAWarning)
+        return {str(index["name"]) for index in inspect(connection).get_indexes("attributes")}
+
+
+async def _bounces(url: str, add: bool = False) -> int:
+    """Add a customer with a hard bounce and a later word, or just count e-mail statuses."""
+    engine = create_engine(url)
+    seen = datetime(2026, 1, 1, tzinfo=UTC)
+    try:
+        async with engine.begin() as connection:
+            if add:
+                owner = uuid.uuid4()
+                await connection.execute(
+                    _table(Customer).insert(),
+                    [{"id": owner, "created_at": seen, "updated_at": seen}],
+                )
+                status = {"customer_id": owner, "name": "email_status", "source": "sendgrid"}
+                await connection.execute(
+                    _table(Attribute).insert(),
+                    [
+                        {**status, "value": "undeliverable", "observed_at": seen},
+                        {**status, "value": "deliverable", "observed_at": seen + timedelta(1)},
+                    ],
+                )
+            count = select(func.count()).where(Attribute.name == "email_status")
+            return int(await connection.scalar(count) or 0)
+    finally:
+        await engine.dispose()
+
+
+def test_0015_adds_the_bounce_index_and_takes_it_away(empty_database: str) -> None:
+    """Up from 0014 with statuses stored, down, up again: the rows stay, and the index is
+    there exactly above 0014."""
+    upgrade(empty_database, "0014")
+    assert "ix_attributes_email_status" not in _indexes(empty_database)
+    assert asyncio.run(_bounces(empty_database, add=True)) == 2
+    upgrade(empty_database)
+    assert "ix_attributes_email_status" in _indexes(empty_database)
+    assert asyncio.run(_bounces(empty_database, add=True)) == 4
+    downgrade(empty_database, "0014")
+    assert "ix_attributes_email_status" not in _indexes(empty_database)
+    upgrade(empty_database)
+    assert "ix_attributes_email_status" in _indexes(empty_database)
+    assert asyncio.run(_bounces(empty_database)) == 4

@@ -9,6 +9,7 @@ from typing import Any
 
 import strawberry
 from strawberry.types import Info
+from strawberry.types.nodes import SelectedField
 
 from adapters.records import CommerceCustomer, CrmContact
 from adapters.records import Order as OrderRecord
@@ -28,6 +29,7 @@ from resolvers.graphql.types.privacy import Consent, ConsentStatement
 from resolvers.graphql.types.recommendations import customer_recommendations
 from resolvers.graphql.types.render import render_customer
 from resolvers.graphql.types.scores import customer_scores
+from resolvers.graphql.types.segments import customer_segments
 from resolvers.graphql.types.selections import (
     FIRST_EVENTS,
     FIRST_ORDERS,
@@ -93,6 +95,7 @@ class Customer:
     experiments = strawberry.field(
         resolver=customer_experiments, description=customer_experiments.__doc__
     )
+    segments = strawberry.field(resolver=customer_segments, description=customer_segments.__doc__)
 
     profile: strawberry.Private[CustomerProfile]
     needed: strawberry.Private[frozenset[str]]
@@ -293,16 +296,21 @@ _SELECTIONS: dict[tuple[int, tuple[str, ...]], tuple[object, frozenset[str]]] = 
 _SELECTIONS_MAX = 4096
 
 
-def selection_of(info: GatewayInfo) -> frozenset[str]:
-    """The loaders the selection under this field needs."""
+def selection_of(
+    info: GatewayInfo, fields: Sequence[SelectedField] | None = None
+) -> frozenset[str]:
+    """The loaders the Customer selection under this field (or under ``fields``, the
+    Customer fields of a connection: its ``nodes`` and ``edges { node }``) needs."""
     # The field's place in the operation (list indices dropped: same selection).
-    key = (id(info.operation), tuple(k for k in info.path.as_list() if isinstance(k, str)))
+    path = tuple(k for k in info.path.as_list() if isinstance(k, str))
+    key = (id(info.operation), path if fields is None else (*path, "<customers>"))
     cached = _SELECTIONS.get(key)
     if cached is not None and cached[0] is info.operation:
         return cached[1]
     # Every node of this response key: `{ c: customer { id } c: customer { city } }` is
     # one field whose selections merge, and each part may need its own loaders.
-    found = frozenset().union(*(loaders_selected(f.selections) for f in info.selected_fields))
+    selected = info.selected_fields if fields is None else fields
+    found = frozenset().union(*(loaders_selected(f.selections) for f in selected))
     if len(_SELECTIONS) >= _SELECTIONS_MAX:
         _SELECTIONS.clear()
     _SELECTIONS[key] = (info.operation, found)
@@ -310,22 +318,26 @@ def selection_of(info: GatewayInfo) -> frozenset[str]:
 
 
 async def shaped_customers(
-    profiles: Sequence[CustomerProfile | None], info: GatewayInfo
+    profiles: Sequence[CustomerProfile | None],
+    info: GatewayInfo,
+    fields: Sequence[SelectedField] | None = None,
 ) -> list[Customer | None]:
     """The one way a Customer reaches the schema, whichever root field or mutation
     returns it: the profiles shaped, after every upstream their selection needs has
     answered (each upstream once for the whole list). A key that may not read profiles
-    sees only the id (resolvers/graphql/access.py): nothing is fetched upstream for it."""
-    needed = selection_of(info) if sees_profiles(info.context.principal) else frozenset()
+    sees only the id (resolvers/graphql/access.py): nothing is fetched upstream for it.
+    ``fields``: the Customer fields selected, when they are not this field's own."""
+    selected = info.selected_fields if fields is None else fields
+    needed = selection_of(info, fields) if sees_profiles(info.context.principal) else frozenset()
     # Only the store reads by depth (and leaves unasked properties unread); the upstream
     # path answers its whole window.
     depth, detailed = 0, True
     if "recent_events" in needed and info.context.services.stored_behaviour.serves("recent_events"):
-        depth = max((events_depth(f.selections) for f in info.selected_fields), default=0)
-        detailed = any(events_detailed(f.selections) for f in info.selected_fields)
+        depth = max((events_depth(f.selections) for f in selected), default=0)
+        detailed = any(events_detailed(f.selections) for f in selected)
     need = EVERYTHING
     if "orders" in needed:
-        needs = [orders_need(f.selections) for f in info.selected_fields]
+        needs = [orders_need(f.selections) for f in selected]
         need = OrdersNeed(max(n.first for n in needs), any(n.line_items for n in needs))
     shaped = [
         Customer.from_profile(p, needed, depth, detailed, need) if p is not None else None
