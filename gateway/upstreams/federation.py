@@ -115,9 +115,7 @@ class Federation:
             read = reads.tier(need, shop.orders_window)
             fetch_batch = reads.batch_orders(shop, read)
             wider = [reads.data_name(t) for t in reads.wider(read, shop.orders_window)]
-            return await self._load(
-                shop, customers, fetch_batch, data=reads.data_name(read), wider=wider
-            )
+            return await self._load(shop, customers, fetch_batch, reads.data_name(read), wider)
 
         async def fetch(
             customers: Sequence[CustomerProfile],
@@ -227,13 +225,11 @@ class Federation:
         with span("cache read", {"gateway.namespace": namespace, "gateway.keys": len(customers)}):
             entries = await self.cache.get_many(namespace, [c.id for c in customers])
         results: dict[object, Outcome[T]] = {}
-        misses: list[CustomerProfile] = []
         for customer in customers:
             entry = entries.get(customer.id)
             if entry is not None and entry.age_s(now) <= policy.ttl_s:
                 results[customer.id] = _from_cache(adapter, entry)
-            else:
-                misses.append(customer)
+        misses = [c for c in customers if c.id not in results]
         if misses and wider:
             spaces = [_namespace(adapter.name, w) for w in wider]
             held = await self.cache.get_across(spaces, [c.id for c in misses])

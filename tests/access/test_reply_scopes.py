@@ -135,6 +135,9 @@ def _mutations(people: dict[str, Any]) -> dict[str, str]:
         "saveExperiment": f'saveExperiment(name: "exp-{tag}", start: "2030-01-01T00:00:00Z", '
         'end: "2030-01-02T00:00:00Z", variants: [{name: "a", strategy: POPULARITY}, '
         '{name: "b", strategy: MODEL}])',
+        "saveSegment": f'saveSegment(name: "seg-{tag}", filter: {{field: "rfmSegment", '
+        'eq: "champions"})',
+        "deleteSegment": f'deleteSegment(name: "seg-{tag}")',
     }
 
 
@@ -265,6 +268,8 @@ QUERY_CALLS = {
     "auditLog": "auditLog {{ actor }}",
     "experiment": 'experiment(name: "exp-{tag}") {{ name }}',
     "campaign": 'campaign(sendId: "send-{tag}") {{ delivered }}',
+    "segment": 'segment(name: "seg-{tag}") {{ name }}',
+    "segments": "segments {{ name }}",
 }
 
 

@@ -175,8 +175,8 @@ async def test_a_template_lists_the_customers_recommendations(
     expected = await _recommend(client, person, limit=4)
     body = await gql(client, RENDER, id=str(customer_id_for(person)), t=TEMPLATE)
     assert "errors" not in body, body
-    assert body["data"]["customer"]["render"]["body"] == "".join(
-        f"[{item['title']} {item['url']}]" for item in expected
+    assert _untracked(body["data"]["customer"]["render"]["body"]) == _untracked(
+        "".join(f"[{item['title']} {item['url']}]" for item in expected)
     )
     refused = _people(samples, consent=False)[0]
     body = await gql(
@@ -208,12 +208,19 @@ async def test_a_render_batch_reads_recommendations_once(
     assert len(reads) == 1, reads
     # Each customer's block is their own: the first one's equals what the field answers.
     first = await _recommend(client, people[0], limit=4)
-    assert items[0]["body"] == "".join(f"[{i['title']} {i['url']}]" for i in first)
+    assert _untracked(items[0]["body"]) == _untracked(
+        "".join(f"[{i['title']} {i['url']}]" for i in first)
+    )
     # A template that does not read recommendations does not read them at all.
     services.recommendations.forget()
     with recorded_statements(services.engine.sync_engine) as statements:
         await gql(client, RENDER, id=ids[0], t="Hi {{ first_name }}")
     assert not [s for s in statements if "recommendation" in s]
+
+
+def _untracked(text: str) -> str:
+    """Without the tracking parameter, whose list id differs for each list served."""
+    return re.sub(r"gw_rec=[^&\]\s]*", "gw_rec=", text)
 
 
 def test_build_learns_from_a_history_file_keyed_by_email(
