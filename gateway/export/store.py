@@ -237,7 +237,7 @@ class ExportStore:
                 logger.warning(
                     "export: ADBC could not connect (%s); reading through the driver", exc
                 )
-                self._arrow = None  # for the rest of the run
+                self._arrow = None  # for this store's later reads too
         rows = 0
         async for batch in self._driver_batches(spec, query):
             await off_loop(partial(consume, conform(batch, spec)))
