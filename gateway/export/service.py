@@ -184,7 +184,7 @@ class Exporter:
         return result
 
     async def _plan(self, full: bool) -> Plan:
-        latest = await off_loop(self._folder.latest)
+        latest, end = await asyncio.gather(off_loop(self._folder.latest), self._store.window_end())
         if latest is not None and bool(latest["pseudonymised"]) != self.pseudonymised:
             was = "pseudonymised" if latest["pseudonymised"] else "raw"
             raise ExportError(
@@ -195,7 +195,6 @@ class Exporter:
             # A target without any finished run (new, or emptied by hand) gets everything.
             await self._store.reset(self._key)
         cursors = await self._store.cursors(self._key)
-        end = await self._store.window_end()
         now = datetime.now(UTC)
         plan = Plan(
             run_id=now.strftime("%Y%m%dT%H%M%S%fZ"),

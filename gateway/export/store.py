@@ -141,15 +141,15 @@ class ExportStore:
                     for table, cursor in cursors.items()
                 ],
             )
-            passed = select(ExportCursor.table_name, func.min(ExportCursor.cursor)).group_by(
-                ExportCursor.table_name
+            # Every table at once: a deletion goes when each target's cursor is past it.
+            passed = (
+                select(func.min(ExportCursor.cursor))
+                .where(ExportCursor.table_name == ExportDeletion.table_name)
+                .scalar_subquery()
             )
-            for table, moment in (await connection.execute(passed)).all():
-                await connection.execute(
-                    delete(ExportDeletion).where(
-                        ExportDeletion.table_name == table, ExportDeletion.deleted_at < moment
-                    )
-                )
+            await connection.execute(
+                delete(ExportDeletion).where(ExportDeletion.deleted_at < passed)
+            )
 
     async def reset(self, target: str) -> None:
         async with self._engine.begin() as connection:
@@ -237,7 +237,7 @@ class ExportStore:
                 logger.warning(
                     "export: ADBC could not connect (%s); reading through the driver", exc
                 )
-                self._arrow = None  # for the rest of the run
+                self._arrow = None  # for this store's later reads too
         rows = 0
         async for batch in self._driver_batches(spec, query):
             await off_loop(partial(consume, conform(batch, spec)))
