@@ -178,6 +178,7 @@ class Runs:
                     # Another instance (or an API call) is running it: its turn, not ours.
                     logger.info("scheduled %s skipped: a run is under way", name)
                 except TimeoutError:
+                    metrics.EXPORT_FAILURES.labels(name).inc()  # the alert sees it too
                     logger.error(
                         "scheduled %s stopped after GATEWAY_SCHEDULED_RUN_TIMEOUT_S; "
                         "it goes on at the next interval",
