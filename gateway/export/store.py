@@ -277,8 +277,13 @@ class ExportStore:
                 async for rows in result.partitions(BATCH_ROWS):
                     yield rows
                 return
-            raw: Any = (await connection.get_raw_connection()).driver_connection
-            async with raw.transaction(readonly=True):
+            # SQLAlchemy's own transaction, not asyncpg's: when a failed run drops this
+            # generator mid-way, the pool's reset rolls back what it knows of. A raw
+            # read-only transaction outlived it, and the connection's next user got a
+            # savepoint inside it ("cannot execute DELETE in a read-only transaction").
+            async with connection.begin():
+                await connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+                raw: Any = (await connection.get_raw_connection()).driver_connection
                 cursor = await raw.cursor(query)
                 while rows := await cursor.fetch(BATCH_ROWS):
                     yield rows
