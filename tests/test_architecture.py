@@ -77,6 +77,10 @@ def imports(path: Path, module: str | None = None) -> Iterator[tuple[int, str]]:
                 yield node.lineno, f"{name}.{alias.name}"
 
 
+# What gateway/db may use besides itself: the shared error tiers, settings and metrics.
+DATABASE_MAY_IMPORT = {"db", "errors", "settings", "observability"}
+
+
 def top(name: str) -> str:
     return name.split(".", 1)[0]
 
@@ -96,6 +100,12 @@ def violations(rule: str) -> list[str]:
                     and target in EDGE_LIBRARIES
                 )
                 or (rule == "adapters" and where == "adapters" and target == "gateway")
+                or (
+                    rule == "database"
+                    and module_name(path).startswith("gateway.db.")
+                    and name.startswith("gateway.")
+                    and name.split(".")[1] not in DATABASE_MAY_IMPORT
+                )
             )
             if broken:
                 found.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
@@ -109,6 +119,7 @@ def violations(rule: str) -> list[str]:
         ("demo", "production code never imports the demo or the tests"),
         ("libraries", "services and adapters know nothing of HTTP or GraphQL libraries"),
         ("adapters", "adapters never import the services above them"),
+        ("database", "the database layer (gateway/db) never imports the services above it"),
     ],
 )
 def test_imports_point_down(rule: str, meaning: str) -> None:

@@ -3,10 +3,10 @@ plain multi-row inserts elsewhere.  Both run on the caller's connection and tran
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
-from sqlalchemy import Table, bindparam, text, update
+from sqlalchemy import ARRAY, Table, any_, bindparam, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 
@@ -84,3 +84,27 @@ async def update_by_id(
     await connection.execute(
         statement, [{"row_id": row["id"], **{f"new_{c}": row[c] for c in columns}} for row in rows]
     )
+
+
+_CHUNK = 2000  # bind parameters per IN list; well under SQLite's and asyncpg's limits
+T = TypeVar("T")
+
+
+def chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def matching(connection: AsyncConnection, column: Any, values: Iterable[Any]) -> Iterator[Any]:
+    """WHERE clauses for ``column IN values``: one array parameter on Postgres (one plan,
+    one round trip), chunked IN lists elsewhere."""
+    distinct = set(values)
+    if not distinct:
+        return
+    if is_postgres(connection):
+        # Order does not matter to an array parameter; sorting tens of thousands does cost.
+        array = list(distinct)
+        yield column == any_(bindparam(None, array, type_=ARRAY(column.type), unique=True))
+        return
+    for part in chunks(sorted(distinct)):
+        yield column.in_(part)

@@ -40,10 +40,9 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.db.bulk import is_postgres
+from gateway.db.bulk import is_postgres, matching
 from gateway.db.models import Customer
 from gateway.errors import Conflict, DatabaseUnavailable
-from gateway.identity.linkage.lookup import matching
 
 logger = logging.getLogger("gateway.db.locks")
 

@@ -26,11 +26,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db.access_models import EventSubject
-from gateway.db.bulk import insert_tuples, is_postgres
+from gateway.db.bulk import insert_tuples, is_postgres, matching
 from gateway.db.models import Customer, Event
 from gateway.experiments.attribution import ClickedLink, record_clicks, send_of
 from gateway.experiments.tracking import Tracker
-from gateway.identity.linkage.lookup import matching
 from gateway.identity.linkage.resolution import lock_keys
 from gateway.ingest.engagement import apply_consequences
 from gateway.ingest.webhook_payloads import InboundEvent

@@ -32,9 +32,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from adapters.records import CrmContact
+from gateway.db.bulk import matching
 from gateway.db.models import Consent, Customer, utcnow
 from gateway.errors import Conflict, InvalidInput, NotFound
-from gateway.identity.linkage.lookup import matching
 
 _UNKNOWN_TIME = datetime.min.replace(tzinfo=UTC)
 _ATTEMPTS = 3

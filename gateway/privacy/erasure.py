@@ -34,11 +34,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 from sqlalchemy.orm import selectinload
 
 from gateway.db.access_models import EventSubject, Tombstone
+from gateway.db.bulk import matching
 from gateway.db.identity_models import IdentityLink
 from gateway.db.models import Attribute, Consent, Customer, Event, utcnow
 from gateway.db.recommendation_models import RecommendationList
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
-from gateway.identity.linkage.lookup import matching
 from gateway.identity.linkage.resolution import lock_keys
 from gateway.identity.records import PreparedRecord
 from gateway.privacy.erasure_scope import Known, known_identifiers

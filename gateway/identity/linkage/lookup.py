@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
 
-from sqlalchemy import ARRAY, any_, bindparam, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.db.bulk import is_postgres
+from gateway.db.bulk import matching
 from gateway.db.identity_models import IdentityBlockKey, IdentityNeverLink, IdentityRecord
 from gateway.db.models import Customer, Identity
 from gateway.identity.config import IdentityConfig
@@ -23,36 +23,14 @@ from gateway.identity.records import RECORD_FIELDS, PreparedRecord
 from gateway.identity.scoring.comparison import Comparable, comparable
 from gateway.identity.values import email_parts
 
-T = TypeVar("T")
-_CHUNK = 2000  # bind parameters per IN list; well under SQLite's and asyncpg's limits
 # A record's fields as ``identity_records`` stores them for matching: the e-mail by its key.
 MATCH_COLUMNS = tuple("email_key" if name == "email" else name for name in RECORD_FIELDS)
-
-
-def chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _comparable(row: Any) -> Comparable:
     fields = {name: getattr(row, name) for name in MATCH_COLUMNS}
     fields["email"] = fields.pop("email_key")
     return comparable(fields)
-
-
-def matching(connection: AsyncConnection, column: Any, values: Iterable[Any]) -> Iterator[Any]:
-    """WHERE clauses for ``column IN values``: one array parameter on Postgres (one plan,
-    one round trip), chunked IN lists elsewhere."""
-    distinct = set(values)
-    if not distinct:
-        return
-    if is_postgres(connection):
-        # Order does not matter to an array parameter; sorting tens of thousands does cost.
-        array = list(distinct)
-        yield column == any_(bindparam(None, array, type_=ARRAY(column.type), unique=True))
-        return
-    for part in chunks(sorted(distinct)):
-        yield column.in_(part)
 
 
 async def load_state(

@@ -21,6 +21,7 @@ from gateway.db.bulk import (
     insert_rows,
     insert_tuples,
     is_postgres,
+    matching,
     update_by_id,
 )
 from gateway.db.identity_models import (
@@ -35,7 +36,7 @@ from gateway.db.retries import StaleRead
 from gateway.identity.config import IdentityConfig
 from gateway.identity.linkage.folding import fold_customers
 from gateway.identity.linkage.linker import Decision, KnownState
-from gateway.identity.linkage.lookup import MATCH_COLUMNS, matching
+from gateway.identity.linkage.lookup import MATCH_COLUMNS
 from gateway.identity.observations import (
     ObservationRow,
     golden_observations,

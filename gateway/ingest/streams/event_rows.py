@@ -13,8 +13,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db.access_models import EventSubject
+from gateway.db.bulk import matching
 from gateway.db.models import Customer, Event, Identity
-from gateway.identity.linkage.lookup import matching
 
 if TYPE_CHECKING:
     from gateway.ingest.streams.event_batches import StreamEvent
