@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -239,17 +239,21 @@ class Exporter:
             # A full run too: its target may hold files of earlier runs with rows deleted
             # since, and once this run's cursor passes them, ``prune`` forgets them.  Not
             # for a new target: it has none of the rows (finding the events it would
-            # not hold costs a pass over all of them).  Read beside the changed rows.
-            deleting = asyncio.ensure_future(
-                self._store.deleted(spec, lo, hi) if not plan.fresh else _nothing()
-            )
-            try:
+            # not hold costs a pass over all of them).
+            deleting = self._store.deleted(spec, lo, hi) if not plan.fresh else _nothing()
+            if large or spec.name == "events":
+                # Read beside the changed rows: a large window's deletions, and the
+                # events' (their consent, checked over every row of the window), take
+                # as long as a pass of their own.  Elsewhere they are one indexed
+                # lookup, cheaper than a second pooled connection: every table of an
+                # incremental run reads at once, and two connections each would need
+                # more than the pool keeps (each new one costs a connect and set-up).
+                deleted = await _beside(
+                    self._store.changed(spec, lo, hi, consume, large=large), deleting
+                )
+            else:
                 await self._store.changed(spec, lo, hi, consume, large=large)
                 deleted = await deleting
-            finally:
-                if not deleting.done():
-                    deleting.cancel()
-                    await asyncio.gather(deleting, return_exceptions=True)
             if deleted.num_rows:
                 columns = {
                     f.name: deleted.column(f.name)
@@ -270,6 +274,18 @@ class Exporter:
 
 async def _nothing() -> pa.Table:
     return pa.table({})
+
+
+async def _beside(first: Awaitable[object], second: Coroutine[object, None, pa.Table]) -> pa.Table:
+    """``second``'s answer, run while ``first`` runs (cancelled if ``first`` fails)."""
+    running = asyncio.ensure_future(second)
+    try:
+        await first
+        return await running
+    finally:
+        if not running.done():
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
 
 
 def _stamped(table: pa.Table, op: str, run_id: str) -> pa.Table:
