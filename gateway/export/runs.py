@@ -22,14 +22,18 @@ from typing import TypeVar
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.engine import create_sessionmaker
-from gateway.db.locks import run_lock
 from gateway.errors import Conflict, GatewayError
 from gateway.export.pseudonymise import Pseudonymiser
 from gateway.export.service import ExportBusy, Exporter, ExportError, ExportReport
 from gateway.observability import metrics
 from gateway.privacy.audit import Action, AuditLog
 from gateway.privacy.forgetting import Forgetting
-from gateway.privacy.retention import LOCK, Retention, RetentionReport, RetentionRules
+from gateway.privacy.retention import (
+    Retention,
+    RetentionBusy,
+    RetentionReport,
+    RetentionRules,
+)
 from gateway.settings import Settings
 
 logger = logging.getLogger("gateway.runs")
@@ -114,13 +118,10 @@ class Runs:
         )
 
         async def alone() -> RetentionReport:
-            async with run_lock(self._engine, LOCK) as held:
-                if not held:
-                    raise RunBusy(
-                        "a retention run is already under way; try again when it ends",
-                        field=operation.rpartition(":")[2],
-                    )
+            try:
                 return await retention.run(dry_run=not apply)
+            except RetentionBusy as exc:
+                raise RunBusy(str(exc), field=operation.rpartition(":")[2]) from None
 
         return await self._detached(alone(), timeout_s)
 

@@ -106,13 +106,11 @@ async def run_retention(
     Redis client and guard, cache backend and upstream namespaces), so an erased
     customer is not served from any instance's shared cache afterwards."""
     from gateway.db.engine import create_sessionmaker
-    from gateway.db.locks import run_lock
-    from gateway.errors import Conflict
     from gateway.ingest.streams.running import ConsumerParts
     from gateway.privacy.audit import AuditLog
     from gateway.privacy.erasure import Erasure, Tombstones
     from gateway.privacy.forgetting import Forgetting
-    from gateway.privacy.retention import LOCK, Retention
+    from gateway.privacy.retention import Retention
 
     parts = ConsumerParts.open(settings, upstreams)
     try:
@@ -122,10 +120,7 @@ async def run_retention(
         audit = AuditLog(sessions)
         try:
             retention = Retention(sessions, forgetting, rules, audit=audit, progress=progress)
-            async with run_lock(parts.engine, LOCK) as held:
-                if not held:
-                    raise Conflict("a retention run is already under way elsewhere")
-                return await retention.run(dry_run=dry_run)
+            return await retention.run(dry_run=dry_run)
         finally:
             await audit.aclose()
     finally:

@@ -21,11 +21,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Select, case, delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tqdm import tqdm
 
 from gateway.db.access_models import EventSubject
+from gateway.db.locks import run_lock
 from gateway.db.models import Consent, Event, utcnow
+from gateway.errors import Conflict
 from gateway.observability import metrics
 from gateway.privacy.audit import Action, AuditLog
 from gateway.privacy.forgetting import Forgetting
@@ -61,6 +63,10 @@ class RetentionReport:
             f"events: {self.events} {verb + action if self.dry_run else done}",
             "dry run: nothing changed (run with --apply to do it)" if self.dry_run else "done",
         ]
+
+
+class RetentionBusy(Conflict):
+    """A retention run is under way (here or on another instance)."""
 
 
 class Retention:
@@ -109,7 +115,16 @@ class Retention:
         return query
 
     async def run(self, *, dry_run: bool = True, now: datetime | None = None) -> RetentionReport:
-        now = now or utcnow()
+        """One run of the rules, alone across instances: ``RetentionBusy`` at once when
+        another holds the lock (the CLI, the API and the schedule all come here)."""
+        engine = self._sessions.kw.get("bind")
+        assert isinstance(engine, AsyncEngine), "Retention needs sessions bound to an engine"
+        async with run_lock(engine, LOCK) as held:
+            if not held:
+                raise RetentionBusy("a retention run is already under way; try again when it ends")
+            return await self._run(dry_run, now or utcnow())
+
+    async def _run(self, dry_run: bool, now: datetime) -> RetentionReport:
         customers = await self.withdrawn(now)
         erased = tombstones = 0
         if not dry_run:
