@@ -4,7 +4,8 @@ The page is one GraphQL document run as the signed-in key (resolvers/console/ope
 the golden profile and every source's value with its time, the identities and the rule
 and score that joined each, consent per purpose with its source, orders, events and
 email engagement on one timeline, each upstream's freshness, recommendations with their
-reasons, scores and the RFM segment. The admin actions are the API's own mutations:
+reasons, scores, the RFM segment, the saved segments the customer is in and their
+variant in the running experiment. The admin actions are the API's own mutations:
 invalidate (profiles:write), export as JSON and forget (admin, after a confirmation).
 """
 
@@ -44,6 +45,8 @@ CUSTOMER = """query Customer360($id: ID!, $admin: Boolean!) {
     recommendations(limit: 6) { id title category score reason price { amount currency } }
     scores { recency frequency monetary averageOrderValue rfmSegment engagement30d
              purchasePropensity churnRisk modelVersion computedAt }
+    segments
+    experiments { experiment variant strategy start end }
     sources { upstream kind status latencyMs ageSeconds errorCode }
   }
   auditLog(customerId: $id, first: 15) @include(if: $admin) {
