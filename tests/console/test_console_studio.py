@@ -45,7 +45,7 @@ def test_edit_check_preview_for_a_segment_save_and_compare(page: Page, console: 
     expect(page.locator("#variables")).to_contain_text("customer.recommendations")
     expect(page.locator("#warnings")).to_contain_text("'unknown_thing' is not a customer field")
 
-    segment = page.get_by_label("or a sample of a segment (RFM)")
+    segment = page.get_by_label("or a sample of a segment")
     options = segment.locator("option").all()
     chosen = next(o.get_attribute("value") for o in options if o.get_attribute("value"))
     assert chosen
