@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from adapters.records import CrmContact
-from gateway.db.models import Consent, Customer, utcnow
+from gateway.db.models import Consent, ConsentChange, Customer, utcnow
 from gateway.errors import Conflict, InvalidInput, NotFound
 from gateway.identity.linkage.lookup import matching
 
@@ -116,10 +116,26 @@ def parse_purpose(raw: str) -> Purpose:
 
 
 class ConsentStore:
-    """Records consent statements; one current row per customer and purpose."""
+    """Records consent statements: one current row per customer and purpose, and every
+    statement in the history."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
+
+    async def history(
+        self, customer_id: uuid.UUID, purpose: Purpose | None = None, limit: int = 100
+    ) -> list[ConsentRecord]:
+        """The statements stored for a customer (one purpose, or all), newest first."""
+        query = select(ConsentChange).where(ConsentChange.customer_id == customer_id)
+        if purpose is not None:
+            query = query.where(ConsentChange.purpose == purpose.value)
+        query = query.order_by(ConsentChange.recorded_at.desc(), ConsentChange.id.desc())
+        async with self._sessions() as session:
+            rows = await session.scalars(query.limit(limit))
+            return [
+                ConsentRecord(row.purpose, row.granted, row.source, _aware(row.recorded_at))
+                for row in rows
+            ]
 
     async def record(
         self, customer_id: uuid.UUID, purpose: Purpose, granted: bool, source: str
@@ -143,6 +159,16 @@ class ConsentStore:
             if await session.get(Customer, customer_id) is None:
                 raise NotFound("No customer with this id", field="customerId")
             now = utcnow()
+            # Every statement joins the history, even one a newer concurrent one outranks.
+            session.add(
+                ConsentChange(
+                    customer_id=customer_id,
+                    purpose=purpose.value,
+                    granted=granted,
+                    source=source,
+                    recorded_at=now,
+                )
+            )
             current = (Consent.customer_id == customer_id) & (Consent.purpose == purpose.value)
             # One statement, atomic on every backend: it replaces only an older one.
             replace_older = (
@@ -194,6 +220,7 @@ async def withdraw_many(
     ]
     dialect_insert = postgres_insert if connection.dialect.name == "postgresql" else sqlite_insert
     for start in range(0, len(rows), 500):
+        await connection.execute(dialect_insert(ConsentChange).values(rows[start : start + 500]))
         statement = dialect_insert(Consent).values(rows[start : start + 500])
         await connection.execute(
             statement.on_conflict_do_update(
