@@ -2,7 +2,8 @@
 
 The page is one GraphQL document run as the signed-in key (resolvers/console/operations.py):
 the golden profile and every source's value with its time, the identities and the rule
-and score that joined each, consent per purpose with its source, orders, events and
+and score that joined each, consent per purpose with its source and every earlier
+statement (the consent history), orders, events and
 email engagement on one timeline, each upstream's freshness, recommendations with their
 reasons, scores, the RFM segment, the saved segments the customer is in and their
 variant in the running experiment. The admin actions are the API's own mutations:
@@ -38,6 +39,7 @@ CUSTOMER = """query Customer360($id: ID!, $admin: Boolean!) {
     attributes { name value source observedAt golden }
     consent { emailMarketing personalisation analytics }
     consents { purpose granted source recordedAt }
+    consentHistory(first: 100) { purpose granted source recordedAt }
     orders(first: 10) { id name createdAt financialStatus totalPrice { amount currency } }
     orderCount lifetimeValue { amount currency } lastOrderAt
     recentEvents(first: 15) { type name occurredAt }
@@ -60,6 +62,7 @@ FORGET = """mutation($id: ID!) {
 }"""
 _SOURCE_ID = re.compile(r"^[a-z][a-z0-9_]*:.+$")
 TIMELINE_EVENTS = 20
+PURPOSES = ("EMAIL_MARKETING", "PERSONALISATION", "ANALYTICS")
 
 
 def lookup_variables(query: str) -> dict[str, str]:
@@ -108,6 +111,7 @@ async def customer(visit: Visit) -> Response:
         {
             "customer": profile,
             "provenance": provenance(profile["attributes"]),
+            "consent_history": consent_history(profile.get("consentHistory") or []),
             "timeline": timeline(profile, email_events),
             "audit": answer.data.get("auditLog") or [],
             "problems": [p for p in answer.problems if p.path[:1] != ("auditLog",)],
@@ -125,6 +129,14 @@ def provenance(attributes: list[dict[str, Any]]) -> list[tuple[str, list[dict[st
         (name, sorted(values, key=lambda a: (a["golden"], _utc(a["observedAt"])), reverse=True))
         for name, values in sorted(fields.items())
     ]
+
+
+def consent_history(statements: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Each purpose's stored statements, newest first (as the API answers them)."""
+    by_purpose: dict[str, list[dict[str, Any]]] = {p: [] for p in PURPOSES}
+    for statement in statements:
+        by_purpose.setdefault(statement["purpose"], []).append(statement)
+    return list(by_purpose.items())
 
 
 def _utc(moment: str) -> datetime:
