@@ -10,6 +10,7 @@ p-value. The health page shows the running experiment's chart with the same macr
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.responses import Response
@@ -38,11 +39,14 @@ async def results(
     newest first, and the problems met reading them."""
     found: list[dict[str, Any]] = []
     problems: list[str] = []
+    now = datetime.now(UTC)
     for experiment in reversed(await visit.services.experiments.all()):
+        if running_only and not experiment.running(now):
+            continue  # measured only when shown
         answer = await run(visit, RESULTS, name=experiment.name, metric=metric)
         problems += [p.message for p in answer.problems]
         shown = answer.data.get("experiment")
-        if shown is not None and (shown["running"] or not running_only):
+        if shown is not None:
             found.append(shown)
     return found, list(dict.fromkeys(problems))
 

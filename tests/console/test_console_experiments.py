@@ -100,4 +100,8 @@ def test_saved_segments_in_customer_360_and_a_studio_preview_for_a_sample(
     assert shown == [member["id"] for member in members]
     for index, member in enumerate(members):
         expect(previews.nth(index).get_by_role("heading", level=2)).to_contain_text(member["email"])
-    page.screenshot(path=artifact("studio-preview-saved-segment.png"), full_page=True)
+    # The viewport, not the full page: Chromium leaves a sandboxed frame (a process of
+    # its own) blank in a full-page capture, and the HTML preview is what is looked at.
+    previews.first.scroll_into_view_if_needed()
+    expect(previews.first.frame_locator("iframe").locator("h1")).to_contain_text("Hello")
+    page.screenshot(path=artifact("studio-preview-saved-segment.png"))
