@@ -126,16 +126,30 @@ class ConsentStore:
         self, customer_id: uuid.UUID, purpose: Purpose | None = None, limit: int = 100
     ) -> list[ConsentRecord]:
         """The statements stored for a customer (one purpose, or all), newest first."""
-        query = select(ConsentChange).where(ConsentChange.customer_id == customer_id)
-        if purpose is not None:
-            query = query.where(ConsentChange.purpose == purpose.value)
-        query = query.order_by(ConsentChange.recorded_at.desc(), ConsentChange.id.desc())
+        return (await self.histories([customer_id], purpose, limit))[customer_id]
+
+    async def histories(
+        self, customer_ids: list[uuid.UUID], purpose: Purpose | None = None, limit: int = 100
+    ) -> dict[uuid.UUID, list[ConsentRecord]]:
+        """``history`` of many customers in one round trip (a list of customers asks
+        for each one's history at once)."""
+        found: dict[uuid.UUID, list[ConsentRecord]] = {c: [] for c in customer_ids}
         async with self._sessions() as session:
-            rows = await session.scalars(query.limit(limit))
-            return [
-                ConsentRecord(row.purpose, row.granted, row.source, _aware(row.recorded_at))
-                for row in rows
-            ]
+            connection = await session.connection()
+            for clause in matching(connection, ConsentChange.customer_id, customer_ids):
+                query = select(ConsentChange).where(clause)
+                if purpose is not None:
+                    query = query.where(ConsentChange.purpose == purpose.value)
+                order = (ConsentChange.recorded_at.desc(), ConsentChange.id.desc())
+                for row in await session.scalars(query.order_by(*order)):
+                    mine = found[row.customer_id]
+                    if len(mine) < limit:
+                        mine.append(
+                            ConsentRecord(
+                                row.purpose, row.granted, row.source, _aware(row.recorded_at)
+                            )
+                        )
+        return found
 
     async def record(
         self, customer_id: uuid.UUID, purpose: Purpose, granted: bool, source: str

@@ -48,6 +48,10 @@ async def test_history_keeps_each_statement_through_merge_export_and_erasure(
         await _say(gw, gone, "EMAIL_MARKETING", True, "store-visit")
         email_only = await gw.gql(HISTORY, id=kept, purpose="EMAIL_MARKETING")
         every = await gw.gql(HISTORY, id=kept)
+        listed = await gw.gql(
+            "query($ids: [ID!]) { customers(ids: $ids) { consentHistory { source } } }",
+            ids=[kept, gone],
+        )
         merged = await gw.gql(MERGE, into=kept, **{"from": gone})
         after_merge = await gw.gql(HISTORY, id=kept, purpose="EMAIL_MARKETING")
         exported = await gw.gql("query($id: ID!) { exportCustomer(id: $id) }", id=kept)
@@ -60,6 +64,10 @@ async def test_history_keeps_each_statement_through_merge_export_and_erasure(
         (True, "signup"),
     ]
     assert len(every["data"]["customer"]["consentHistory"]) == 3
+    assert [[h["source"] for h in c["consentHistory"]] for c in listed["data"]["customers"]] == [
+        ["cookie-banner", "unsubscribe-link", "signup"],
+        ["store-visit"],
+    ]
     assert "errors" not in merged, merged
     sources = {s["source"] for s in after_merge["data"]["customer"]["consentHistory"]}
     assert sources == {"unsubscribe-link", "signup", "store-visit"}

@@ -7,11 +7,13 @@ reading the audit log need ``admin``. Each records an audit entry.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import strawberry
+from strawberry.dataloader import DataLoader
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
@@ -23,6 +25,7 @@ from gateway.privacy.consent import ConsentRecord, Purpose
 from gateway.profiles.customers import parse_customer_id
 from resolvers.graphql.access import audit, require
 from resolvers.graphql.context import Context
+from resolvers.graphql.loaders import per_request
 
 if TYPE_CHECKING:
     from resolvers.graphql.types.customer import Customer
@@ -76,8 +79,16 @@ async def customer_consent_history(
         raise InvalidInput(f"first must be 1 to {MAX_CONSENT_HISTORY}", field="first")
     profile: Any = root.profile
     chosen = Purpose(purpose.value) if purpose is not None else None
-    found = await info.context.services.consents.history(profile.id, chosen, first)
-    return [ConsentStatement.of(record) for record in found]
+    store = info.context.services.consents
+
+    async def load(ids: Sequence[uuid.UUID]) -> list[list[ConsentRecord]]:
+        found = await store.histories(list(ids), chosen, first)
+        return [found[i] for i in ids]
+
+    # One loader per argument pair: a list of customers reads every history at once.
+    key = (customer_consent_history, chosen, first)
+    loader = per_request(info.context.loaders, key, lambda: DataLoader(load))
+    return [ConsentStatement.of(record) for record in await loader.load(profile.id)]
 
 
 @strawberry.type(description="What an erasure removed; the identifiers are not kept.")
