@@ -1,6 +1,7 @@
 """What the demo adds so every page of the console has something to show: a few pairs of
 records left for a person to judge in identity review, a stored template with two
-versions to compare, and scores (so RFM segments to preview a template for).
+versions to compare, a saved segment, and scores (so RFM segments to preview a template
+for).
 
 Safe to run on every start: each part is skipped when it is already there. Scores take
 most of a minute of CPU on the first start (the propensity model is trained): ``gateway demo``
@@ -25,6 +26,7 @@ from gateway.db.score_models import CustomerScore
 from gateway.ingest.importer import Importer
 from gateway.scores.build import build
 from gateway.scores.store import ScoreStore
+from gateway.segments.store import SegmentStore
 from gateway.templates.render import RenderFormat
 
 log = logging.getLogger("demo.console_data")
@@ -38,6 +40,10 @@ _PAIRS = (
     ("Quellenhof", "Annelie", "Anneliese", "1983-02-14", "1983-02-11"),
 )
 TEMPLATE = "welcome"
+# A saved audience for the studio to preview a template for (beside the RFM segments):
+# customers with two orders or more, mailable (suppressed ones are left out by default).
+SEGMENT = "repeat-buyers"
+SEGMENT_FILTER = {"all": [{"field": "frequency", "gte": 2}, {"field": "recency", "lte": 365}]}
 TEMPLATE_VERSIONS = (
     "<h1>Hello {{ customer.first_name | default: 'there' }}</h1>\n"
     "<p>Thanks for shopping with us.</p>\n",
@@ -74,7 +80,7 @@ def review_rows() -> list[dict[str, str]]:
 
 
 async def prepare_console_data(sessions: async_sessionmaker[AsyncSession]) -> None:
-    """Review pairs and the example template, each unless already there."""
+    """Review pairs, the example template and segment, each unless already there."""
     async with sessions() as session:
         paired = await session.scalar(
             select(func.count()).select_from(Identity).where(Identity.source == REVIEW_SOURCE)
@@ -85,6 +91,9 @@ async def prepare_console_data(sessions: async_sessionmaker[AsyncSession]) -> No
     if not paired:
         rows: list[tuple[int, dict[str, Any] | str]] = list(enumerate(review_rows(), start=2))
         await Importer(sessions, REVIEW_SOURCE, observed_at=datetime.now(UTC)).run(rows)
+    segments = SegmentStore(sessions)
+    if await segments.get(SEGMENT) is None:
+        await segments.save(SEGMENT, SEGMENT_FILTER)
     if not templated:
         async with sessions.begin() as session:
             for version, source in enumerate(TEMPLATE_VERSIONS, start=1):

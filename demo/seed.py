@@ -10,7 +10,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from demo.people.population import Person
-from gateway.db.models import Attribute, Consent, Customer, Identity
+from gateway.db.models import Attribute, Consent, ConsentChange, Customer, Identity
 
 # Stable ids: the same person gets the same unified id in every demo database.
 _NAMESPACE = uuid.UUID("6f1c2d4e-8a5b-4c3d-9e7f-0a1b2c3d4e5f")
@@ -77,7 +77,13 @@ def _rows(people: Sequence[Person]) -> dict[type, list[dict[str, Any]]]:
                     "recorded_at": person.updated_at,
                 }
             )
-    return {Customer: customers, Identity: identities, Attribute: attributes, Consent: consents}
+    return {
+        Customer: customers,
+        Identity: identities,
+        Attribute: attributes,
+        Consent: consents,
+        ConsentChange: consents,  # the history starts with the seeded statement
+    }
 
 
 async def seed(sessions: async_sessionmaker[AsyncSession], people: Sequence[Person]) -> int:

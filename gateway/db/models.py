@@ -199,6 +199,23 @@ class Consent(Base):
     changed_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
 
 
+class ConsentChange(Base):
+    """Every consent statement ever recorded, one row each (``consents`` keeps only each
+    purpose's current one): the history a steward reads. Erased with the customer."""
+
+    __tablename__ = "consent_history"
+    __table_args__ = (
+        Index("ix_consent_history_customer", "customer_id", "purpose", "recorded_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    purpose: Mapped[str] = mapped_column(String(64))
+    granted: Mapped[bool] = mapped_column(Boolean)
+    source: Mapped[str] = mapped_column(String(64))
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Event(Base):
     """A behavioural or commerce event; (source, event_id) makes delivery idempotent."""
 

@@ -15,7 +15,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.identity_models import IdentityLink, IdentityRecord, IdentityReview
 from gateway.db.locks import lock_customers
-from gateway.db.models import Attribute, AuditEntry, Consent, Customer, Event, Identity, utcnow
+from gateway.db.models import (
+    Attribute,
+    AuditEntry,
+    Consent,
+    ConsentChange,
+    Customer,
+    Event,
+    Identity,
+    utcnow,
+)
 from gateway.db.recommendation_models import SERVED
 from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction
 from gateway.errors import Conflict, InvalidInput
@@ -172,6 +181,10 @@ async def _move_consents(session: AsyncSession, a: uuid.UUID, b: uuid.UUID) -> N
             await session.delete(theirs)
         else:
             theirs.customer_id = a
+    # Every statement either record made stays in the history, now the survivor's.
+    await session.execute(
+        update(ConsentChange).where(ConsentChange.customer_id == b).values(customer_id=a)
+    )
     await session.flush()
 
 

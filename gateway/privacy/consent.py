@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 
 from adapters.records import CrmContact
 from gateway.db.bulk import matching
-from gateway.db.models import Consent, Customer, utcnow
+from gateway.db.models import Consent, ConsentChange, Customer, utcnow
 from gateway.errors import Conflict, InvalidInput, NotFound
 
 _UNKNOWN_TIME = datetime.min.replace(tzinfo=UTC)
@@ -116,10 +116,40 @@ def parse_purpose(raw: str) -> Purpose:
 
 
 class ConsentStore:
-    """Records consent statements; one current row per customer and purpose."""
+    """Records consent statements: one current row per customer and purpose, and every
+    statement in the history."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
+
+    async def history(
+        self, customer_id: uuid.UUID, purpose: Purpose | None = None, limit: int = 100
+    ) -> list[ConsentRecord]:
+        """The statements stored for a customer (one purpose, or all), newest first."""
+        return (await self.histories([customer_id], purpose, limit))[customer_id]
+
+    async def histories(
+        self, customer_ids: list[uuid.UUID], purpose: Purpose | None = None, limit: int = 100
+    ) -> dict[uuid.UUID, list[ConsentRecord]]:
+        """``history`` of many customers in one round trip (a list of customers asks
+        for each one's history at once)."""
+        found: dict[uuid.UUID, list[ConsentRecord]] = {c: [] for c in customer_ids}
+        async with self._sessions() as session:
+            connection = await session.connection()
+            for clause in matching(connection, ConsentChange.customer_id, customer_ids):
+                query = select(ConsentChange).where(clause)
+                if purpose is not None:
+                    query = query.where(ConsentChange.purpose == purpose.value)
+                order = (ConsentChange.recorded_at.desc(), ConsentChange.id.desc())
+                for row in await session.scalars(query.order_by(*order)):
+                    mine = found[row.customer_id]
+                    if len(mine) < limit:
+                        mine.append(
+                            ConsentRecord(
+                                row.purpose, row.granted, row.source, _aware(row.recorded_at)
+                            )
+                        )
+        return found
 
     async def record(
         self, customer_id: uuid.UUID, purpose: Purpose, granted: bool, source: str
@@ -143,6 +173,16 @@ class ConsentStore:
             if await session.get(Customer, customer_id) is None:
                 raise NotFound("No customer with this id", field="customerId")
             now = utcnow()
+            # Every statement joins the history, even one a newer concurrent one outranks.
+            session.add(
+                ConsentChange(
+                    customer_id=customer_id,
+                    purpose=purpose.value,
+                    granted=granted,
+                    source=source,
+                    recorded_at=now,
+                )
+            )
             current = (Consent.customer_id == customer_id) & (Consent.purpose == purpose.value)
             # One statement, atomic on every backend: it replaces only an older one.
             replace_older = (
@@ -194,6 +234,7 @@ async def withdraw_many(
     ]
     dialect_insert = postgres_insert if connection.dialect.name == "postgresql" else sqlite_insert
     for start in range(0, len(rows), 500):
+        await connection.execute(dialect_insert(ConsentChange).values(rows[start : start + 500]))
         statement = dialect_insert(Consent).values(rows[start : start + 500])
         await connection.execute(
             statement.on_conflict_do_update(

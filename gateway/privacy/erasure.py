@@ -36,7 +36,7 @@ from sqlalchemy.orm import selectinload
 from gateway.db.access_models import EventSubject, Tombstone
 from gateway.db.bulk import matching
 from gateway.db.identity_models import IdentityLink
-from gateway.db.models import Attribute, Consent, Customer, Event, utcnow
+from gateway.db.models import Attribute, Consent, ConsentChange, Customer, Event, utcnow
 from gateway.db.recommendation_models import RecommendationList
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.linkage.resolution import lock_keys
@@ -267,6 +267,7 @@ class Erasure:
 
             attributes = await rows(Attribute, Attribute.observed_at)
             consents = await rows(Consent, Consent.purpose)
+            history = await rows(ConsentChange, ConsentChange.recorded_at)
             events = await rows(Event, Event.occurred_at)
             # Events linked to nobody that name them: what an erasure would remove too.
             known = await self._known(session, customer)
@@ -312,6 +313,15 @@ class Erasure:
                     "recorded_at": _time(c.recorded_at),
                 }
                 for c in consents
+            ],
+            "consent_history": [
+                {
+                    "purpose": c.purpose,
+                    "granted": c.granted,
+                    "source": c.source,
+                    "recorded_at": _time(c.recorded_at),
+                }
+                for c in history
             ],
             "events": [
                 {

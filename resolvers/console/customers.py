@@ -2,9 +2,11 @@
 
 The page is one GraphQL document run as the signed-in key (resolvers/console/operations.py):
 the golden profile and every source's value with its time, the identities and the rule
-and score that joined each, consent per purpose with its source, orders, events and
+and score that joined each, consent per purpose with its source and every earlier
+statement (the consent history), orders, events and
 email engagement on one timeline, each upstream's freshness, recommendations with their
-reasons, scores and the RFM segment. The admin actions are the API's own mutations:
+reasons, scores, the RFM segment, the saved segments the customer is in and their
+variant in the running experiment. The admin actions are the API's own mutations:
 invalidate (profiles:write), export as JSON and forget (admin, after a confirmation).
 """
 
@@ -37,6 +39,7 @@ CUSTOMER = """query Customer360($id: ID!, $admin: Boolean!) {
     attributes { name value source observedAt golden }
     consent { emailMarketing personalisation analytics }
     consents { purpose granted source recordedAt }
+    consentHistory(first: 100) { purpose granted source recordedAt }
     orders(first: 10) { id name createdAt financialStatus totalPrice { amount currency } }
     orderCount lifetimeValue { amount currency } lastOrderAt
     recentEvents(first: 15) { type name occurredAt }
@@ -44,6 +47,8 @@ CUSTOMER = """query Customer360($id: ID!, $admin: Boolean!) {
     recommendations(limit: 6) { id title category score reason price { amount currency } }
     scores { recency frequency monetary averageOrderValue rfmSegment engagement30d
              purchasePropensity churnRisk modelVersion computedAt }
+    segments
+    experiments { experiment variant strategy start end }
     sources { upstream kind status latencyMs ageSeconds errorCode }
   }
   auditLog(customerId: $id, first: 15) @include(if: $admin) {
@@ -57,6 +62,7 @@ FORGET = """mutation($id: ID!) {
 }"""
 _SOURCE_ID = re.compile(r"^[a-z][a-z0-9_]*:.+$")
 TIMELINE_EVENTS = 20
+PURPOSES = ("EMAIL_MARKETING", "PERSONALISATION", "ANALYTICS")
 
 
 def lookup_variables(query: str) -> dict[str, str]:
@@ -105,6 +111,7 @@ async def customer(visit: Visit) -> Response:
         {
             "customer": profile,
             "provenance": provenance(profile["attributes"]),
+            "consent_history": consent_history(profile.get("consentHistory") or []),
             "timeline": timeline(profile, email_events),
             "audit": answer.data.get("auditLog") or [],
             "problems": [p for p in answer.problems if p.path[:1] != ("auditLog",)],
@@ -122,6 +129,14 @@ def provenance(attributes: list[dict[str, Any]]) -> list[tuple[str, list[dict[st
         (name, sorted(values, key=lambda a: (a["golden"], _utc(a["observedAt"])), reverse=True))
         for name, values in sorted(fields.items())
     ]
+
+
+def consent_history(statements: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Each purpose's stored statements, newest first (as the API answers them)."""
+    by_purpose: dict[str, list[dict[str, Any]]] = {p: [] for p in PURPOSES}
+    for statement in statements:
+        by_purpose.setdefault(statement["purpose"], []).append(statement)
+    return list(by_purpose.items())
 
 
 def _utc(moment: str) -> datetime:

@@ -1,4 +1,5 @@
-"""Previews of a template being edited: for chosen customers or a sample of a segment,
+"""Previews of a template being edited: for chosen customers or a sample of a segment
+(a saved one, or an RFM segment of the scores),
 rendered by the API's own ``Customer.render`` as the signed-in key (each customer
 rendered is a read, audited), the HTML beside its text version.
 
@@ -53,8 +54,29 @@ def wanted(raw: str) -> list[str]:
     return list(dict.fromkeys(item for item in items if item))[:MAX_CUSTOMERS]
 
 
+SAVED = "{ segments { name size includeSuppressed } }"
+SAVED_SAMPLE = """query Sample($name: String!, $first: Int!) {
+  segment(name: $name) { customers(first: $first) { nodes { id } } }
+}"""
+SAVED_PREFIX, RFM_PREFIX = "saved:", "rfm:"
+
+
+async def saved_segments(visit: Visit) -> list[dict[str, Any]]:
+    """The saved segments as the API lists them, with their size now."""
+    answer = await run(visit, SAVED)
+    return list(answer.data.get("segments") or [])
+
+
 async def segment_members(visit: Visit, segment: str, size: int) -> list[str]:
-    ids = await visit.services.scores.segment_sample(segment, max(1, min(size, MAX_CUSTOMERS)))
+    """A sample of a segment: ``saved:NAME`` is a saved segment, its first members in
+    customer-id order (random ids: an arbitrary sample) as the API pages them;
+    ``rfm:NAME`` (or a bare name) an RFM segment, sampled by the score store."""
+    size = max(1, min(size, MAX_CUSTOMERS))
+    if segment.startswith(SAVED_PREFIX):
+        answer = await run(visit, SAVED_SAMPLE, name=segment.removeprefix(SAVED_PREFIX), first=size)
+        found = answer.data.get("segment")
+        return [node["id"] for node in found["customers"]["nodes"]] if found else []
+    ids = await visit.services.scores.segment_sample(segment.removeprefix(RFM_PREFIX), size)
     return [str(customer_id) for customer_id in ids]
 
 

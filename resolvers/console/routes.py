@@ -14,7 +14,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from gateway.access.api_keys import Scope
-from resolvers.console import customers, health, reviews, sign_in, studio
+from resolvers.console import customers, experiments, health, reviews, sign_in, studio
 from resolvers.console.visit import page, redirect
 
 READ, WRITE, ADMIN = Scope.PROFILES_READ, Scope.PROFILES_WRITE, Scope.ADMIN
@@ -61,6 +61,7 @@ def console_routes() -> list[BaseRoute]:
         Route("/console/templates/preview", page(studio.preview, READ), methods=["POST"]),
         Route("/console/templates/save", page(studio.save, WRITE), methods=["POST"]),
         Route("/console/templates/diff", page(studio.diff, READ)),
+        Route("/console/experiments", page(experiments.experiments, READ)),
         Route("/console/health", page(health.health)),
         Mount(
             "/console/static",

@@ -1,5 +1,6 @@
 """Template studio: edit a Liquid template, see its syntax errors at their line and column
-as you type (the server's own check), preview it for customers or a segment, compare
+as you type (the server's own check), preview it for customers or a sample of a saved or
+an RFM segment, compare
 versions, and save a new one.
 
 The check is the renderer's own analysis (``Renderer.compile``: the parser the sends use,
@@ -22,7 +23,13 @@ from gateway.templates.render import Compiled, RenderFormat, TemplateSyntaxError
 from gateway.templates.store import parse_template_name
 from resolvers.console.operations import run
 from resolvers.console.pages import secure
-from resolvers.console.previews import PreviewSet, previews, segment_members, wanted
+from resolvers.console.previews import (
+    PreviewSet,
+    previews,
+    saved_segments,
+    segment_members,
+    wanted,
+)
 from resolvers.console.visit import Visit, redirect
 
 SAVE = """mutation Save($name: String!, $source: String!, $format: RenderFormat!) {
@@ -133,6 +140,7 @@ async def _page(
             "check": result,
             "history": history or [],
             "segments": await visit.services.scores.segments() if visit.can_read else [],
+            "saved_segments": await saved_segments(visit) if visit.can_read else [],
             "done": done,
             "lines": draft.source.count("\n") + 1,
         },

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -262,3 +262,24 @@ def sign_in(page: Page, console: Console, who: str) -> None:
     page.get_by_label("API key").fill(console.keys[who])
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url("**/console/customers")
+
+
+EXPERIMENT = "console-arms"
+SAVE_EXPERIMENT = """mutation($name: String!, $start: DateTime!, $end: DateTime!) {
+  saveExperiment(name: $name, start: $start, end: $end, variants: [
+    {name: "control", strategy: MODEL, weight: 1},
+    {name: "popular", strategy: POPULARITY, weight: 1}]) { name }
+}"""
+
+
+def running_experiment(console: Console) -> None:
+    """An experiment running for a day (saved again: the same one, a new window). Both
+    arms serve recommendations, so the pages of the other tests still show some."""
+    now = datetime.now(UTC)
+    answer = console.api(
+        SAVE_EXPERIMENT,
+        name=EXPERIMENT,
+        start=(now - timedelta(hours=1)).isoformat(),
+        end=(now + timedelta(days=1)).isoformat(),
+    )
+    assert "errors" not in answer, answer

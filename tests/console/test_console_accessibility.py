@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Page
 
 from tests.conftest import IN_CI
-from tests.console.conftest import Console, artifact, sign_in
+from tests.console.conftest import Console, artifact, running_experiment, sign_in
 from tests.resolvers.test_graphql_http_audit import CACHE
 
 AXE = "axe-core@4.10.2"
@@ -41,6 +41,7 @@ def _pages(console: Console) -> list[tuple[str, str]]:
     person = console.people[11]
     found = console.api("query($e: String!) { customer(email: $e) { id } }", e=person.email)
     customer_id = found["data"]["customer"]["id"]
+    running_experiment(console)  # so the experiments page and health have arms to show
     return [
         ("customers", "/console/customers"),
         ("customer-360", f"/console/customers/{customer_id}"),
@@ -48,6 +49,7 @@ def _pages(console: Console) -> list[tuple[str, str]]:
         ("templates", "/console/templates"),
         ("studio", "/console/templates/studio?name=welcome"),
         ("diff", "/console/templates/diff?name=welcome&from=1&to=2"),
+        ("experiments", "/console/experiments"),
         ("health", "/console/health"),
     ]
 

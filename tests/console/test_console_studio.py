@@ -45,7 +45,7 @@ def test_edit_check_preview_for_a_segment_save_and_compare(page: Page, console: 
     expect(page.locator("#variables")).to_contain_text("customer.recommendations")
     expect(page.locator("#warnings")).to_contain_text("'unknown_thing' is not a customer field")
 
-    segment = page.get_by_label("or a sample of a segment (RFM)")
+    segment = page.get_by_label("or a sample of a segment")
     options = segment.locator("option").all()
     chosen = next(o.get_attribute("value") for o in options if o.get_attribute("value"))
     assert chosen
@@ -70,6 +70,9 @@ def test_edit_check_preview_for_a_segment_save_and_compare(page: Page, console: 
         expect(preview).to_contain_text("'unknown_thing' is not a customer field")
     previews.first.scroll_into_view_if_needed()
     page.screenshot(path=artifact("studio-preview-segment.png"), full_page=True)
+    # A full-page capture leaves the sandboxed frames blank (each is a process of its
+    # own); the viewport shows the HTML preview as the marketer sees it.
+    page.screenshot(path=artifact("studio-preview-segment-html.png"))
 
     page.get_by_role("button", name="Save as a new version").click()
     expect(page.get_by_role("status")).to_contain_text(f"Saved as version {before['version'] + 1}")

@@ -28,6 +28,7 @@ TABLES = {
     "customers",
     "identities",
     "attributes",
+    "consent_history",
     "consents",
     "events",
     "templates",

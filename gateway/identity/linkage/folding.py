@@ -16,7 +16,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db.identity_models import IdentityLink, IdentityReview
 from gateway.db.locks import lock_customers
-from gateway.db.models import Attribute, AuditEntry, Consent, Customer, Event, Identity, utcnow
+from gateway.db.models import (
+    Attribute,
+    AuditEntry,
+    Consent,
+    ConsentChange,
+    Customer,
+    Event,
+    Identity,
+    utcnow,
+)
 from gateway.db.recommendation_models import SERVED
 from gateway.identity.observations import drop_shared_observations
 
@@ -96,4 +105,8 @@ async def _move_consents(connection: AsyncConnection, gone: uuid.UUID, into: uui
         update(Consent)
         .where(and_(Consent.customer_id == gone, Consent.id.in_(keep)))
         .values(customer_id=into)
+    )
+    # Every statement either record made stays in the history, now the survivor's.
+    await connection.execute(
+        update(ConsentChange).where(ConsentChange.customer_id == gone).values(customer_id=into)
     )

@@ -25,7 +25,7 @@ from resolvers.graphql.loaders import BEHAVIOUR
 from resolvers.graphql.types.experiments import customer_experiments
 from resolvers.graphql.types.federated import Cart, Engagement, Event, Money, Order, Source
 from resolvers.graphql.types.identity import customer_attributes, customer_identity_links
-from resolvers.graphql.types.privacy import Consent, ConsentStatement
+from resolvers.graphql.types.privacy import Consent, ConsentStatement, customer_consent_history
 from resolvers.graphql.types.recommendations import customer_recommendations
 from resolvers.graphql.types.render import render_customer
 from resolvers.graphql.types.scores import customer_scores
@@ -96,6 +96,10 @@ class Customer:
         resolver=customer_experiments, description=customer_experiments.__doc__
     )
     segments = strawberry.field(resolver=customer_segments, description=customer_segments.__doc__)
+    consent_history = strawberry.field(
+        resolver=customer_consent_history,
+        description=" ".join((customer_consent_history.__doc__ or "").split()),
+    )
 
     profile: strawberry.Private[CustomerProfile]
     needed: strawberry.Private[frozenset[str]]

@@ -7,11 +7,13 @@ reading the audit log need ``admin``. Each records an audit entry.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Annotated, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import strawberry
+from strawberry.dataloader import DataLoader
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
@@ -23,9 +25,15 @@ from gateway.privacy.consent import ConsentRecord, Purpose
 from gateway.profiles.customers import parse_customer_id
 from resolvers.graphql.access import audit, require
 from resolvers.graphql.context import Context
+from resolvers.graphql.loaders import per_request
+
+if TYPE_CHECKING:
+    from resolvers.graphql.types.customer import Customer
 
 GatewayInfo = Info[Context, None]
+LazyCustomer = Annotated["Customer", strawberry.lazy("resolvers.graphql.types.customer")]
 MAX_AUDIT_ENTRIES = 1000
+MAX_CONSENT_HISTORY = 200
 
 
 @strawberry.enum(description="What a customer may consent to.")
@@ -57,6 +65,30 @@ class ConsentStatement:
             source=record.source,
             recorded_at=record.recorded_at,
         )
+
+
+async def customer_consent_history(
+    root: LazyCustomer,
+    info: GatewayInfo,
+    purpose: ConsentPurpose | None = None,
+    first: Annotated[int, strawberry.argument(description="At most 200.")] = 50,
+) -> list[ConsentStatement]:
+    """Every consent statement the gateway stored for this customer, newest first (one
+    purpose, or all): the history behind `consents`. A CRM's live answer is not in it."""
+    if not 1 <= first <= MAX_CONSENT_HISTORY:
+        raise InvalidInput(f"first must be 1 to {MAX_CONSENT_HISTORY}", field="first")
+    profile: Any = root.profile
+    chosen = Purpose(purpose.value) if purpose is not None else None
+    store = info.context.services.consents
+
+    async def load(ids: Sequence[uuid.UUID]) -> list[list[ConsentRecord]]:
+        found = await store.histories(list(ids), chosen, first)
+        return [found[i] for i in ids]
+
+    # One loader per argument pair: a list of customers reads every history at once.
+    key = (customer_consent_history, chosen, first)
+    loader = per_request(info.context.loaders, key, lambda: DataLoader(load))
+    return [ConsentStatement.of(record) for record in await loader.load(profile.id)]
 
 
 @strawberry.type(description="What an erasure removed; the identifiers are not kept.")
