@@ -25,11 +25,8 @@ from typing import Literal
 
 import orjson
 from pydantic import ValidationError
-from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
-from gateway.db.access_models import EventSubject
-from gateway.db.models import Event
 from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction
 from gateway.identity import DEFAULT_CONFIG, IdentityConfig, PreparedRecord, RecordError, Resolver
 from gateway.identity import prepare as prepare_record
@@ -37,9 +34,12 @@ from gateway.identity.linkage.resolution import lock_keys, record_keys
 from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
 from gateway.ingest.streams.event_rows import (
     SOURCE,
+    Known,
     emails,
     identities,
     insert_events,
+    known,
+    stitch_devices,
     stitched,
 )
 from gateway.ingest.webhook_payloads import InboundEvent, PayloadError, SegmentEvent
@@ -186,26 +186,39 @@ class EventBatches:
                 first[item.event.event_id] = position
         live = sorted(first.values())
         async with self._engine.connect() as connection, connection.begin():
-            if connection.dialect.name == "postgresql":
-                # Lookups by arrays of a thousand ids: a generic plan costed while the
-                # tables were small scans them (35 ms a batch for 1,000 identities,
-                # growing with the table); a plan made for each batch's own arrays
-                # uses the indexes.
-                await connection.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+            postgres = connection.dialect.name == "postgresql"
             # Every key of the batch at once, in ascending order (no lock cycles with a
             # webhook, an erasure or another consumer): a tombstone committed before is
             # seen below, an erasure starting now waits for this commit and removes it.
-            await lock_keys(connection, (k for i in live for k in batch[i].keys))
+            # Lookups by arrays of a thousand ids: a generic plan costed while the tables
+            # were small scans them (35 ms a batch for 1,000 identities, growing with the
+            # table); a plan made for each batch's own arrays uses the indexes.
+            await lock_keys(
+                connection, (k for i in live for k in batch[i].keys), custom_plans=postgres
+            )
             digests = {i: batch[i].digests for i in live}
-            blocked = await self._tombstones.blocked(connection, set().union(*digests.values()))
+            every = set().union(*digests.values())
+            found: Known | None = None
+            if postgres:
+                users = {r.external_id for i in live if (r := batch[i].record) is not None}
+                found = await known(connection, every, users)
+                blocked = found.blocked
+            else:
+                blocked = await self._tombstones.blocked(connection, every)
             if blocked:
                 for i in live:
                     if digests[i] & blocked:
                         outcomes[i] = "erased"
                 live = [i for i in live if outcomes[i] is None]
-            linked = await self._owners(connection, [batch[i] for i in live], result)
+            items = [batch[i] for i in live]
+            linked = await self._owners(connection, items, result, found)
             owners = {live[position]: owner for position, owner in linked.items()}
-            refused = await refusing_analytics(connection, set(owners.values()))
+            # Consent as the lookup found it for known users; asked for the others
+            # (customers the linker chose, devices stitched earlier).
+            asked = set(found.owners.values()) if found else set()
+            refused = (found.refused if found else set()) | await refusing_analytics(
+                connection, set(owners.values()) - asked
+            )
             for i in live:
                 owner = owners.get(i)
                 if owner is not None and owner in refused:
@@ -223,13 +236,21 @@ class EventBatches:
         return result
 
     async def _owners(
-        self, connection: AsyncConnection, items: list[StreamEvent], result: BatchResult
+        self,
+        connection: AsyncConnection,
+        items: list[StreamEvent],
+        result: BatchResult,
+        found: Known | None,
     ) -> dict[int, uuid.UUID]:
-        """The customer of each event that has one, by its position in ``items``."""
+        """The customer of each event that has one, by its position in ``items``
+        (``found``: the batch's identities, looked up already)."""
         by_item: dict[int, uuid.UUID] = {}
-        known = await identities(
-            connection, {item.record.external_id for item in items if item.record}
-        )
+        if found is not None:
+            known = found.owners
+        else:
+            known = await identities(
+                connection, {item.record.external_id for item in items if item.record}
+            )
         to_link: list[tuple[int, PreparedRecord]] = []
         for position, item in enumerate(items):
             record = item.record
@@ -281,22 +302,11 @@ class EventBatches:
                 pairs[item.anonymous] = owner
         if not pairs:
             return 0
-        linked = 0
-        for digest, customer_id in sorted(pairs.items()):
-            unlinked = (
-                select(EventSubject.event_id).where(EventSubject.digest == digest).scalar_subquery()
-            )
-            done = await connection.execute(
-                update(Event)
-                .where(Event.customer_id.is_(None), Event.id.in_(unlinked))
-                .values(customer_id=customer_id)
-            )
-            count = int(getattr(done, "rowcount", 0) or 0)
-            if count:
-                linked += count
-                touch = result.customers.setdefault(customer_id, CustomerTouch())
-                touch.fields.update(("recent_events", "engagement"))
-        return linked
+        linked = await stitch_devices(connection, pairs)
+        for customer_id in linked:
+            touch = result.customers.setdefault(customer_id, CustomerTouch())
+            touch.fields.update(("recent_events", "engagement"))
+        return sum(linked.values())
 
 
 def _touch(result: BatchResult, customer_id: uuid.UUID, item: StreamEvent) -> None:
