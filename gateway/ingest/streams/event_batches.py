@@ -52,10 +52,16 @@ from gateway.privacy.erasure_scope import subject_key
 _NAMED_CACHE = 100_000  # users whose plain events' records are kept prepared
 
 
+_LONG_AGO = datetime.min.replace(tzinfo=UTC)
 Outcome = Literal["stored", "duplicate", "erased", "no_consent"]
 
 
-@dataclass(frozen=True, slots=True)
+_Derived = tuple[PreparedRecord | None, frozenset[str], str | None, frozenset[str], tuple[str, ...]]
+
+
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, and one
+# is built per message (thousands a second).
+@dataclass(slots=True)
 class StreamEvent:
     """One validated message, ready to store: its event, identity record and digests."""
 
@@ -74,7 +80,7 @@ class CustomerTouch:
     fields: set[str] = field(default_factory=set)
     event_type: str = ""
     event_id: str = ""
-    occurred_at: datetime = field(default_factory=lambda: datetime.min.replace(tzinfo=UTC))
+    occurred_at: datetime = _LONG_AGO
     profile_changed: bool = False  # an identify: the cached profile goes too
     old_emails: set[str] = field(default_factory=set)
     folded: set[uuid.UUID] = field(default_factory=set)
@@ -103,11 +109,11 @@ class EventBatches:
         self._config = config
         self._source_ids = source_ids
         self._retry = retry
-        # A track or page call names its user by id only: its prepared record, digests
-        # and lock keys are the same for each of that user's events (hashing and
-        # normalising them again per event was a third of the parse).
-        self._named: dict[str, tuple[PreparedRecord, frozenset[str], tuple[str, ...]]] = {}
-        self._subjects: dict[tuple[tuple[str, str], ...], tuple[frozenset[str], str | None]] = {}
+        # A track or page call names its user by id only, and its device: what is
+        # derived from them (prepared record, digests, lock keys) is the same for each of
+        # that user's events on that device (hashing and normalising them again per
+        # event was a third of the parse).
+        self._plain: dict[tuple[str | None, tuple[tuple[str, str], ...]], _Derived] = {}
 
     def parse(self, payload: bytes) -> StreamEvent:
         """A Segment Track, Identify or Page message; ``PayloadError`` names what is wrong
@@ -123,51 +129,45 @@ class EventBatches:
             where = ".".join(str(part) for part in error["loc"]) or "message"
             raise PayloadError(f"{where}: {error['msg']}", where) from None
         event = to_inbound(message)
-        known = self._subjects.get(event.subjects)
-        if known is None:
-            # A device sends many events: its digests are computed once.
-            known = (
-                frozenset(subject_digests(event, self._tombstones, self._config)),
-                self._tombstones.anonymous_digest(SOURCE, message.anonymousId)
-                if message.anonymousId
-                else None,
-            )
-            if len(self._subjects) >= _NAMED_CACHE:
-                self._subjects.clear()
-            self._subjects[event.subjects] = known
-        subjects, anonymous = known
-        record, digests, keys = self._record(event, message)
-        return StreamEvent(
-            event,
+        plain = message.type != "identify" and not message.traits and not _context_traits(message)
+        if not plain:
+            return StreamEvent(event, *self._derived(event, message))
+        key = (message.userId, event.subjects)
+        derived = self._plain.get(key)
+        if derived is None:
+            derived = self._derived(event, message)
+            if len(self._plain) >= _NAMED_CACHE:
+                self._plain.clear()
+            self._plain[key] = derived
+        return StreamEvent(event, *derived)
+
+    def _derived(self, event: InboundEvent, message: SegmentEvent) -> _Derived:
+        """A StreamEvent's fields after its event: record, subjects, anonymous digest,
+        every digest a tombstone would match, and the lock keys."""
+        subjects = frozenset(subject_digests(event, self._tombstones, self._config))
+        anonymous = (
+            self._tombstones.anonymous_digest(SOURCE, message.anonymousId)
+            if message.anonymousId
+            else None
+        )
+        record: PreparedRecord | None = None
+        digests: frozenset[str] = frozenset()
+        keys: tuple[str, ...] = ()
+        if event.record is not None:
+            try:
+                record = prepare_record(event.record, SOURCE, self._config, self._source_ids)
+            except RecordError as exc:
+                problem = str(exc).split(": ", 1)[-1]
+                raise PayloadError(f"{exc.field}: {problem}", exc.field) from None
+            digests = frozenset(self._tombstones.of_record(record))
+            keys = tuple(record_keys(record))
+        return (
             record,
             subjects,
             anonymous,
             digests | subjects,
             (*keys, *map(subject_key, sorted(subjects))),
         )
-
-    def _record(
-        self, event: InboundEvent, message: SegmentEvent
-    ) -> tuple[PreparedRecord | None, frozenset[str], tuple[str, ...]]:
-        if event.record is None:
-            return None, frozenset(), ()
-        plain = message.type != "identify" and not message.traits and not _context_traits(message)
-        if plain and (known := self._named.get(str(message.userId))) is not None:
-            return known
-        try:
-            record = prepare_record(event.record, SOURCE, self._config, self._source_ids)
-        except RecordError as exc:
-            raise PayloadError(f"{exc.field}: {str(exc).split(': ', 1)[-1]}", exc.field) from None
-        prepared = (
-            record,
-            frozenset(self._tombstones.of_record(record)),
-            tuple(record_keys(record)),
-        )
-        if plain:
-            if len(self._named) >= _NAMED_CACHE:
-                self._named.clear()
-            self._named[str(message.userId)] = prepared
-        return prepared
 
     async def store(self, batch: Sequence[StreamEvent]) -> BatchResult:
         """All of the batch in one transaction (run again from the start after a
