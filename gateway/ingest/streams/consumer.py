@@ -120,7 +120,7 @@ class StreamConsumer:
         self._progress = asyncio.Condition()  # notified after each batch's commit
         # The last batch's after-commit work (cache drops, notifications): it runs while
         # the next batch is stored, one at a time, in commit order.
-        self._finishing: asyncio.Task[None] | None = None
+        self._finishing: asyncio.Future[None] | None = None
 
     async def wait_stored(self, count: int) -> None:
         """Until this consumer has stored ``count`` events (for callers that wait for
@@ -328,7 +328,7 @@ class StreamConsumer:
             if self.after_commit is not None and result.customers:
                 # Overlapping the next batch's round trips to Postgres; one in flight.
                 await self._finished()
-                self._finishing = asyncio.create_task(self.after_commit(result.customers))
+                self._finishing = asyncio.ensure_future(self.after_commit(result.customers))
 
     async def _finished(self) -> None:
         """The last batch's after-commit work done."""

@@ -13,6 +13,7 @@ from sqlalchemy import String, bindparam, insert, literal, null, select, text, u
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.selectable import CompoundSelect
 
 from gateway.db.access_models import EventSubject, Tombstone
 from gateway.db.models import Customer, Event, Identity
@@ -229,7 +230,7 @@ _STITCH = text(
 
 # ``known``'s lookup: a tombstone row has no customer; an identity row has its
 # customer and whether that customer refuses analytics.
-_KNOWN = union_all(
+_KNOWN: CompoundSelect[Any] = union_all(
     select(Tombstone.digest, null().label("customer_id"), literal(False)).where(
         Tombstone.digest == bindparam("digests", type_=ARRAY(String)).any_()
     ),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import orjson
 import pytest
@@ -41,7 +42,7 @@ class Recording:
         self.name = inner.name
         self.reasons: list[str] = []
 
-    def __getattr__(self, name: str) -> object:
+    def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
     async def read(self, count: int, wait_s: float) -> list[Delivery]:
@@ -74,7 +75,7 @@ async def test_bad_messages_inside_a_batch_are_dead_lettered_and_the_rest_stored
         ]
         await transport.publish(batch)
         # One delivery: a message failing in the database goes to the dead letter now.
-        worker = consumer(transport, engine, batch_size=len(batch), max_attempts=1)  # type: ignore[arg-type]
+        worker = consumer(transport, engine, batch_size=len(batch), max_attempts=1)
         read = 0
         while read < len(batch):  # one read in practice; the engines may split it
             read += await worker.step()

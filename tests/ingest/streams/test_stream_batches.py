@@ -100,7 +100,7 @@ async def test_an_erased_persons_events_in_a_batch_are_dropped_and_the_rest_kept
     tag = uuid.uuid4().hex[:8]
     erased, kept = f"erased-{tag}", f"kept-{tag}"
 
-    def track(n: int, **who: str) -> dict[str, Any]:
+    def track(n: int, **who: Any) -> dict[str, Any]:
         return {"type": "track", "event": "Viewed", "messageId": f"{tag}-{n}", **who}
 
     hello = {
