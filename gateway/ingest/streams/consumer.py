@@ -9,10 +9,12 @@ invalidate and notify once per customer.
 - Backpressure: one batch in flight to Postgres, and (in ``run``) the next one read and
   parsed meanwhile, so the parse overlaps the commit's round trips; the read after that
   waits for the commit, so a slow Postgres slows the reads and memory holds two batches.
-  Batches commit in the order they were read; a batch's after-commit work (cache drops,
-  notifications) runs while the next one is stored, one at a time. While the database
-  is unreachable the batch is held and retried with a capped backoff (not
-  dead-lettered: the messages are fine, the database is not).
+  Batches commit in the order they were read. While the database is unreachable the
+  batch is held and retried with a capped backoff (not dead-lettered: the messages are
+  fine, the database is not). A batch's after-commit work (cache drops, notifications)
+  is not overlapped with the next batch's storing: that one's Python steps over
+  thousands of events held the loop long enough, on a loaded machine, for the cache's
+  operation timeout to open its breaker (seen twice at load 17-22).
 """
 
 from __future__ import annotations
@@ -118,9 +120,6 @@ class StreamConsumer:
         self._stop = asyncio.Event()
         self._lag_at = 0.0
         self._progress = asyncio.Condition()  # notified after each batch's commit
-        # The last batch's after-commit work (cache drops, notifications): it runs while
-        # the next batch is stored, one at a time, in commit order.
-        self._finishing: asyncio.Future[None] | None = None
 
     async def wait_stored(self, count: int) -> None:
         """Until this consumer has stored ``count`` events (for callers that wait for
@@ -169,14 +168,11 @@ class StreamConsumer:
                     await self._pause(self.backoff_cap_s)
             if storing is not None:
                 await storing
-            await self._finished()
         except asyncio.CancelledError:
             if storing is not None:
                 storing.cancel()  # rolled back, not acknowledged: delivered again
                 with contextlib.suppress(BaseException):
                     await storing
-            with contextlib.suppress(BaseException):
-                await self._finished()  # committed: its caches drop and it is announced
             raise
         finally:
             self.status.running = False
@@ -189,10 +185,7 @@ class StreamConsumer:
         if not deliveries:
             return 0
         started = time.perf_counter()
-        try:
-            await self._stored(await self._parsed(deliveries, yielding=False), started)
-        finally:
-            await self._finished()
+        await self._stored(await self._parsed(deliveries, yielding=False), started)
         return len(deliveries)
 
     async def _parsed(
@@ -326,15 +319,7 @@ class StreamConsumer:
             async with self._progress:
                 self._progress.notify_all()
             if self.after_commit is not None and result.customers:
-                # Overlapping the next batch's round trips to Postgres; one in flight.
-                await self._finished()
-                self._finishing = asyncio.ensure_future(self.after_commit(result.customers))
-
-    async def _finished(self) -> None:
-        """The last batch's after-commit work done."""
-        finishing, self._finishing = self._finishing, None
-        if finishing is not None:
-            await finishing
+                await self.after_commit(result.customers)
 
     async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         await self.transport.dead_letter(delivery, reason)
