@@ -2,7 +2,7 @@
 into Postgres with one consumer.
 
     ./dev bench stream [--events 50000] [--customers 1000] [--transport redis|nats]
-                       [--batch-size 1000] [--rate 5000] [--rate-seconds 10]
+                       [--batch-size 5000] [--rate 5000] [--rate-seconds 10]
 
 On a fresh Postgres database: identifies ``--customers`` people through the stream
 (the setup), then
@@ -32,11 +32,12 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from demo.wiring import example_upstreams, sample_upstreams_config
 from gateway.db.engine import create_engine
@@ -112,6 +113,31 @@ class Timed:
 async def stored_count(engine: Any) -> int:
     async with engine.connect() as connection:
         return int(await connection.scalar(select(func.count()).select_from(Event)) or 0)
+
+
+async def postgres_cpu(engine: Any) -> float | None:
+    """CPU seconds used so far by the server processes of this database (a local
+    Postgres: read from /proc), or None when they cannot be read. With the consumer's own
+    CPU time, a figure that a busy shared machine moves less than wall-clock time."""
+    async with engine.connect() as connection:
+        pids = (
+            await connection.scalars(
+                text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+            )
+        ).all()
+    return _cpu_seconds(pids)
+
+
+def _cpu_seconds(pids: Sequence[int]) -> float | None:
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    try:
+        for pid in pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    except (OSError, IndexError, ValueError):
+        return None
+    return total
 
 
 async def run_until(consumer: StreamConsumer, target: int, idle_s: float = 5.0) -> float:
@@ -217,7 +243,10 @@ async def bench(args: argparse.Namespace, url: str) -> None:
     consumer = StreamConsumer(
         main, batches, updates, batch_size=args.batch_size, wait_s=1.0, lag_interval_s=3600
     )
+    cpu_before, server_before = time.process_time(), await postgres_cpu(engine)
     seconds = await run_until(consumer, args.events)
+    cpu = time.process_time() - cpu_before
+    server_after = await postgres_cpu(engine)
     visible = await stored_count(engine) - before
     stored_rate = args.events / seconds
     print(
@@ -225,10 +254,27 @@ async def bench(args: argparse.Namespace, url: str) -> None:
         f"events/s (batch {args.batch_size}; {visible} visible in the events table; "
         "cache entries dropped and one notification per customer per batch)"
     )
+    per_thousand = 1000 / args.events
+    server = (
+        f"{(server_after - server_before) * per_thousand * 1000:.0f} ms"
+        if server_after is not None and server_before is not None
+        else "not readable"
+    )
+    print(
+        f"CPU per 1,000 events: consumer {cpu * per_thousand * 1000:.0f} ms, "
+        f"Postgres {server} (of this database's server processes)"
+    )
+    bare_cpu = time.process_time()
     bare_seconds = await bare_drain(args.transport, tag, args.events, args.batch_size)
+    bare_cpu = time.process_time() - bare_cpu
     bare_rate = args.events / bare_seconds
-    print(f"yardstick, bare drain (read + ack only): {bare_rate:,.0f} events/s")
-    print(f"ratio stored / bare: {stored_rate / bare_rate:.2f}")
+    print(
+        f"yardstick, bare drain (read + ack only): {bare_rate:,.0f} events/s, "
+        f"CPU {bare_cpu * per_thousand * 1000:.1f} ms per 1,000 events"
+    )
+    print(f"ratio stored / bare: {stored_rate / bare_rate:.2f} in events/s")
+    # The machine may be shared: wall-clock rates move with its load, CPU time less.
+    print(f"ratio bare / consumer in CPU per event: {bare_cpu / cpu:.2f}")
     await _delete(main)
 
     rate_tag = f"{tag}-rate"
@@ -275,7 +321,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--customers", type=int, default=1000)
     parser.add_argument("--transport", choices=("redis", "nats"), default="redis")
-    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--rate", type=int, default=5000)
     parser.add_argument("--rate-seconds", type=float, default=10.0)
     args = parser.parse_args()

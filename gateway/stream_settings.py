@@ -54,7 +54,9 @@ class StreamSettings(BaseSettings):
         "under the same name, it takes its own pending messages back at once.",
     )
     stream_batch_size: Annotated[int, Field(ge=1, le=10_000)] = Field(
-        default=1000, description="Messages read and stored per transaction."
+        default=5000,
+        description="Most messages read and stored per transaction (a read takes what is "
+        "there, up to this: large under a backlog, small at a trickle).",
     )
     stream_wait_s: Annotated[float, Field(gt=0, le=30)] = Field(
         default=1.0, description="Longest a read waits for the first message."

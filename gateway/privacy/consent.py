@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, exists, select, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -96,13 +96,18 @@ async def refusing_analytics(
     refused: set[uuid.UUID] = set()
     for clause in matching(connection, Consent.customer_id, customers):
         refused.update(
-            await connection.scalars(
-                select(Consent.customer_id).where(
-                    clause, Consent.purpose == Purpose.ANALYTICS.value, Consent.granted.is_(False)
-                )
-            )
+            await connection.scalars(select(Consent.customer_id).where(clause, *_ANALYTICS_REFUSED))
         )
     return refused
+
+
+def refuses_analytics(customer_id: Any) -> ColumnElement[bool]:
+    """``refusing_analytics`` as a condition on a customer id column, for a writer that
+    asks it inside a lookup of its own (the stream's one lookup a batch)."""
+    return exists().where(Consent.customer_id == customer_id, *_ANALYTICS_REFUSED)
+
+
+_ANALYTICS_REFUSED = (Consent.purpose == Purpose.ANALYTICS.value, Consent.granted.is_(False))
 
 
 def parse_purpose(raw: str) -> Purpose:

@@ -56,7 +56,11 @@ def customer_keys(
 
 
 async def lock_keys(
-    connection: AsyncConnection, keys: Iterable[str], *, shared: bool = False
+    connection: AsyncConnection,
+    keys: Iterable[str],
+    *,
+    shared: bool = False,
+    custom_plans: bool = False,
 ) -> None:
     """Hold the stripes of these keys until the transaction ends (Postgres; SQLite has
     one writer at a time).  Two records for one new email then cannot both decide "new
@@ -65,16 +69,24 @@ async def lock_keys(
 
     ``shared``: for a writer that links nobody and creates no one (an ESP's batch of
     engagement events, found by address), only an erasure (exclusive) must be kept
-    out; such writers then run side by side, however many stripes each holds."""
+    out; such writers then run side by side, however many stripes each holds.
+
+    ``custom_plans``: the rest of the transaction plans each statement for its own
+    arrays (``plan_cache_mode``), set in this statement: no round trip of its own."""
     if connection.dialect.name != "postgresql":
         return
     stripes = set(map(_stripe, set(keys)))  # keys deduplicated first: fewer hashes
     # Ascending order everywhere, so two transactions can never wait on each other in a
     # cycle.
     function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    locking = f"SELECT {function}(:namespace, s) FROM unnest(CAST(:stripes AS int[])) AS s"
+    if custom_plans:
+        locking = (
+            "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), "
+            f"(SELECT count(*) FROM ({locking}) AS locked)"
+        )
     await connection.execute(
-        text(f"SELECT {function}(:namespace, s) FROM unnest(CAST(:stripes AS int[])) AS s"),
-        {"namespace": _LOCK_NAMESPACE, "stripes": sorted(stripes)},
+        text(locking), {"namespace": _LOCK_NAMESPACE, "stripes": sorted(stripes)}
     )
 
 

@@ -25,11 +25,8 @@ from typing import Literal
 
 import orjson
 from pydantic import ValidationError
-from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
-from gateway.db.access_models import EventSubject
-from gateway.db.models import Event
 from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction
 from gateway.identity import DEFAULT_CONFIG, IdentityConfig, PreparedRecord, RecordError, Resolver
 from gateway.identity import prepare as prepare_record
@@ -37,9 +34,12 @@ from gateway.identity.linkage.resolution import lock_keys, record_keys
 from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
 from gateway.ingest.streams.event_rows import (
     SOURCE,
+    Known,
     emails,
     identities,
     insert_events,
+    known,
+    stitch_devices,
     stitched,
 )
 from gateway.ingest.webhook_payloads import InboundEvent, PayloadError, SegmentEvent
@@ -52,10 +52,16 @@ from gateway.privacy.erasure_scope import subject_key
 _NAMED_CACHE = 100_000  # users whose plain events' records are kept prepared
 
 
+_LONG_AGO = datetime.min.replace(tzinfo=UTC)
 Outcome = Literal["stored", "duplicate", "erased", "no_consent"]
 
 
-@dataclass(frozen=True, slots=True)
+_Derived = tuple[PreparedRecord | None, frozenset[str], str | None, frozenset[str], tuple[str, ...]]
+
+
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, and one
+# is built per message (thousands a second).
+@dataclass(slots=True)
 class StreamEvent:
     """One validated message, ready to store: its event, identity record and digests."""
 
@@ -74,7 +80,7 @@ class CustomerTouch:
     fields: set[str] = field(default_factory=set)
     event_type: str = ""
     event_id: str = ""
-    occurred_at: datetime = field(default_factory=lambda: datetime.min.replace(tzinfo=UTC))
+    occurred_at: datetime = _LONG_AGO
     profile_changed: bool = False  # an identify: the cached profile goes too
     old_emails: set[str] = field(default_factory=set)
     folded: set[uuid.UUID] = field(default_factory=set)
@@ -103,11 +109,11 @@ class EventBatches:
         self._config = config
         self._source_ids = source_ids
         self._retry = retry
-        # A track or page call names its user by id only: its prepared record, digests
-        # and lock keys are the same for each of that user's events (hashing and
-        # normalising them again per event was a third of the parse).
-        self._named: dict[str, tuple[PreparedRecord, frozenset[str], tuple[str, ...]]] = {}
-        self._subjects: dict[tuple[tuple[str, str], ...], tuple[frozenset[str], str | None]] = {}
+        # A track or page call names its user by id only, and its device: what is
+        # derived from them (prepared record, digests, lock keys) is the same for each of
+        # that user's events on that device (hashing and normalising them again per
+        # event was a third of the parse).
+        self._plain: dict[tuple[str | None, tuple[tuple[str, str], ...]], _Derived] = {}
 
     def parse(self, payload: bytes) -> StreamEvent:
         """A Segment Track, Identify or Page message; ``PayloadError`` names what is wrong
@@ -123,51 +129,45 @@ class EventBatches:
             where = ".".join(str(part) for part in error["loc"]) or "message"
             raise PayloadError(f"{where}: {error['msg']}", where) from None
         event = to_inbound(message)
-        known = self._subjects.get(event.subjects)
-        if known is None:
-            # A device sends many events: its digests are computed once.
-            known = (
-                frozenset(subject_digests(event, self._tombstones, self._config)),
-                self._tombstones.anonymous_digest(SOURCE, message.anonymousId)
-                if message.anonymousId
-                else None,
-            )
-            if len(self._subjects) >= _NAMED_CACHE:
-                self._subjects.clear()
-            self._subjects[event.subjects] = known
-        subjects, anonymous = known
-        record, digests, keys = self._record(event, message)
-        return StreamEvent(
-            event,
+        plain = message.type != "identify" and not message.traits and not _context_traits(message)
+        if not plain:
+            return StreamEvent(event, *self._derived(event, message))
+        key = (message.userId, event.subjects)
+        derived = self._plain.get(key)
+        if derived is None:
+            derived = self._derived(event, message)
+            if len(self._plain) >= _NAMED_CACHE:
+                self._plain.clear()
+            self._plain[key] = derived
+        return StreamEvent(event, *derived)
+
+    def _derived(self, event: InboundEvent, message: SegmentEvent) -> _Derived:
+        """A StreamEvent's fields after its event: record, subjects, anonymous digest,
+        every digest a tombstone would match, and the lock keys."""
+        subjects = frozenset(subject_digests(event, self._tombstones, self._config))
+        anonymous = (
+            self._tombstones.anonymous_digest(SOURCE, message.anonymousId)
+            if message.anonymousId
+            else None
+        )
+        record: PreparedRecord | None = None
+        digests: frozenset[str] = frozenset()
+        keys: tuple[str, ...] = ()
+        if event.record is not None:
+            try:
+                record = prepare_record(event.record, SOURCE, self._config, self._source_ids)
+            except RecordError as exc:
+                problem = str(exc).split(": ", 1)[-1]
+                raise PayloadError(f"{exc.field}: {problem}", exc.field) from None
+            digests = frozenset(self._tombstones.of_record(record))
+            keys = tuple(record_keys(record))
+        return (
             record,
             subjects,
             anonymous,
             digests | subjects,
             (*keys, *map(subject_key, sorted(subjects))),
         )
-
-    def _record(
-        self, event: InboundEvent, message: SegmentEvent
-    ) -> tuple[PreparedRecord | None, frozenset[str], tuple[str, ...]]:
-        if event.record is None:
-            return None, frozenset(), ()
-        plain = message.type != "identify" and not message.traits and not _context_traits(message)
-        if plain and (known := self._named.get(str(message.userId))) is not None:
-            return known
-        try:
-            record = prepare_record(event.record, SOURCE, self._config, self._source_ids)
-        except RecordError as exc:
-            raise PayloadError(f"{exc.field}: {str(exc).split(': ', 1)[-1]}", exc.field) from None
-        prepared = (
-            record,
-            frozenset(self._tombstones.of_record(record)),
-            tuple(record_keys(record)),
-        )
-        if plain:
-            if len(self._named) >= _NAMED_CACHE:
-                self._named.clear()
-            self._named[str(message.userId)] = prepared
-        return prepared
 
     async def store(self, batch: Sequence[StreamEvent]) -> BatchResult:
         """All of the batch in one transaction (run again from the start after a
@@ -186,26 +186,39 @@ class EventBatches:
                 first[item.event.event_id] = position
         live = sorted(first.values())
         async with self._engine.connect() as connection, connection.begin():
-            if connection.dialect.name == "postgresql":
-                # Lookups by arrays of a thousand ids: a generic plan costed while the
-                # tables were small scans them (35 ms a batch for 1,000 identities,
-                # growing with the table); a plan made for each batch's own arrays
-                # uses the indexes.
-                await connection.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+            postgres = connection.dialect.name == "postgresql"
             # Every key of the batch at once, in ascending order (no lock cycles with a
             # webhook, an erasure or another consumer): a tombstone committed before is
             # seen below, an erasure starting now waits for this commit and removes it.
-            await lock_keys(connection, (k for i in live for k in batch[i].keys))
+            # Lookups by arrays of a thousand ids: a generic plan costed while the tables
+            # were small scans them (35 ms a batch for 1,000 identities, growing with the
+            # table); a plan made for each batch's own arrays uses the indexes.
+            await lock_keys(
+                connection, (k for i in live for k in batch[i].keys), custom_plans=postgres
+            )
             digests = {i: batch[i].digests for i in live}
-            blocked = await self._tombstones.blocked(connection, set().union(*digests.values()))
+            every = set().union(*digests.values())
+            found: Known | None = None
+            if postgres:
+                users = {r.external_id for i in live if (r := batch[i].record) is not None}
+                found = await known(connection, every, users)
+                blocked = found.blocked
+            else:
+                blocked = await self._tombstones.blocked(connection, every)
             if blocked:
                 for i in live:
                     if digests[i] & blocked:
                         outcomes[i] = "erased"
                 live = [i for i in live if outcomes[i] is None]
-            linked = await self._owners(connection, [batch[i] for i in live], result)
+            items = [batch[i] for i in live]
+            linked = await self._owners(connection, items, result, found)
             owners = {live[position]: owner for position, owner in linked.items()}
-            refused = await refusing_analytics(connection, set(owners.values()))
+            # Consent as the lookup found it for known users; asked for the others
+            # (customers the linker chose, devices stitched earlier).
+            asked = set(found.owners.values()) if found else set()
+            refused = (found.refused if found else set()) | await refusing_analytics(
+                connection, set(owners.values()) - asked
+            )
             for i in live:
                 owner = owners.get(i)
                 if owner is not None and owner in refused:
@@ -223,13 +236,21 @@ class EventBatches:
         return result
 
     async def _owners(
-        self, connection: AsyncConnection, items: list[StreamEvent], result: BatchResult
+        self,
+        connection: AsyncConnection,
+        items: list[StreamEvent],
+        result: BatchResult,
+        found: Known | None,
     ) -> dict[int, uuid.UUID]:
-        """The customer of each event that has one, by its position in ``items``."""
+        """The customer of each event that has one, by its position in ``items``
+        (``found``: the batch's identities, looked up already)."""
         by_item: dict[int, uuid.UUID] = {}
-        known = await identities(
-            connection, {item.record.external_id for item in items if item.record}
-        )
+        if found is not None:
+            known = found.owners
+        else:
+            known = await identities(
+                connection, {item.record.external_id for item in items if item.record}
+            )
         to_link: list[tuple[int, PreparedRecord]] = []
         for position, item in enumerate(items):
             record = item.record
@@ -281,22 +302,11 @@ class EventBatches:
                 pairs[item.anonymous] = owner
         if not pairs:
             return 0
-        linked = 0
-        for digest, customer_id in sorted(pairs.items()):
-            unlinked = (
-                select(EventSubject.event_id).where(EventSubject.digest == digest).scalar_subquery()
-            )
-            done = await connection.execute(
-                update(Event)
-                .where(Event.customer_id.is_(None), Event.id.in_(unlinked))
-                .values(customer_id=customer_id)
-            )
-            count = int(getattr(done, "rowcount", 0) or 0)
-            if count:
-                linked += count
-                touch = result.customers.setdefault(customer_id, CustomerTouch())
-                touch.fields.update(("recent_events", "engagement"))
-        return linked
+        linked = await stitch_devices(connection, pairs)
+        for customer_id in linked:
+            touch = result.customers.setdefault(customer_id, CustomerTouch())
+            touch.fields.update(("recent_events", "engagement"))
+        return sum(linked.values())
 
 
 def _touch(result: BatchResult, customer_id: uuid.UUID, item: StreamEvent) -> None:
