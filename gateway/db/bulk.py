@@ -3,11 +3,13 @@ plain multi-row inserts elsewhere.  Both run on the caller's connection and tran
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Table, bindparam, text, update
+from sqlalchemy import Table, bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+_CHUNK = 2000  # bind parameters per IN list (SQLite), well under its limit
 
 
 def is_postgres(connection: AsyncConnection) -> bool:
@@ -84,3 +86,52 @@ async def update_by_id(
     await connection.execute(
         statement, [{"row_id": row["id"], **{f"new_{c}": row[c] for c in columns}} for row in rows]
     )
+
+
+async def rows_where_in(
+    connection: AsyncConnection,
+    columns: Sequence[Any],
+    key: Any,
+    values: Iterable[Any],
+    *,
+    also: tuple[Any, Sequence[Any]] | None = None,
+    order_by: Any = None,
+) -> list[Sequence[Any]]:
+    """``SELECT columns WHERE key IN values`` as plain tuples (columns of one table).
+
+    On Postgres through the driver itself, with one array parameter: SQLAlchemy's row
+    processing cost about 2 µs a row, ten times the driver's, and an import batch reads
+    tens of thousands of rows (block keys, candidates, observations).  ``also``: a second
+    (column, values) condition on the same rows.  Chunked IN lists
+    through SQLAlchemy elsewhere, where ``order_by`` orders the rows of each key (of each
+    chunk), not the whole."""
+    distinct = list(set(values))
+    if not distinct:
+        return []
+    if is_postgres(connection):
+        table = key.table.name
+        array = key.type.compile(dialect=connection.dialect)
+        arguments: list[Any] = [distinct]
+        where = f"{key.name} = ANY($1::{array}[])"
+        if also is not None:
+            other = also[0].type.compile(dialect=connection.dialect)
+            where += f" AND {also[0].name} = ANY($2::{other}[])"
+            arguments.append(list(also[1]))
+        order = f" ORDER BY {order_by.name}" if order_by is not None else ""
+        raw = await connection.get_raw_connection()
+        driver: Any = raw.driver_connection
+        rows: list[Sequence[Any]] = await driver.fetch(
+            f"SELECT {', '.join(c.name for c in columns)} FROM {table} WHERE {where}{order}",
+            *arguments,
+        )
+        return rows
+    found: list[Sequence[Any]] = []
+    for start in range(0, len(distinct), _CHUNK):
+        part = sorted(distinct[start : start + _CHUNK])
+        statement = select(*columns).where(key.in_(part))
+        if also is not None:
+            statement = statement.where(also[0].in_(also[1]))
+        if order_by is not None:
+            statement = statement.order_by(order_by)
+        found += [tuple(row) for row in await connection.execute(statement)]
+    return found

@@ -44,6 +44,14 @@ async def insert_observations(
         return
     fresh = [row for row in unique if row[0] in fresh_owners]
     known = [row for row in unique if row[0] not in fresh_owners] if fresh else unique
+    await insert_split_observations(connection, fresh, known)
+
+
+async def insert_split_observations(
+    connection: AsyncConnection, fresh: Sequence[ObservationRow], known: Sequence[ObservationRow]
+) -> None:
+    """``insert_observations`` of rows already made unique and split: ``fresh`` of
+    customers created in this transaction, ``known`` of stored ones."""
     await insert_tuples(connection, _TABLE, COLUMNS, fresh)
     if not known:
         return

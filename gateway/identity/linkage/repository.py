@@ -21,6 +21,7 @@ from gateway.db.bulk import (
     insert_rows,
     insert_tuples,
     is_postgres,
+    rows_where_in,
     update_by_id,
 )
 from gateway.db.identity_models import (
@@ -37,9 +38,9 @@ from gateway.identity.linkage.folding import fold_customers
 from gateway.identity.linkage.linker import Decision, KnownState
 from gateway.identity.linkage.lookup import MATCH_COLUMNS, matching
 from gateway.identity.observations import (
+    OBSERVATION,
     ObservationRow,
-    golden_observations,
-    insert_observations,
+    insert_split_observations,
 )
 from gateway.identity.records import PreparedRecord
 from gateway.identity.survivorship import GOLDEN_FIELDS, Observation, golden_values
@@ -145,15 +146,26 @@ async def _existing_golden(
     email_owners: dict[str, uuid.UUID],
 ) -> list[dict[str, Any]]:
     observations: defaultdict[uuid.UUID, list[Observation]] = defaultdict(list)
-    current: dict[uuid.UUID, Any] = {}
+    current: dict[uuid.UUID, dict[str, Any]] = {}
     golden_columns = [getattr(Customer, name) for name in GOLDEN_FIELDS]
-    for clause in matching(connection, Customer.id, owners):
-        for row in await connection.execute(select(Customer.id, *golden_columns).where(clause)):
-            current[row.id] = row
-            if row.email:
-                email_owners.setdefault(row.email, row.id)
-    for clause in matching(connection, Attribute.customer_id, owners):
-        await golden_observations(connection, clause, observations)
+    for customer_id, *values in await rows_where_in(
+        connection, (Customer.id, *golden_columns), Customer.id, owners
+    ):
+        row = current[customer_id] = dict(zip(GOLDEN_FIELDS, values, strict=True))
+        if row["email"]:
+            email_owners.setdefault(row["email"], customer_id)
+    # As ``golden_observations`` reads them, oldest first (golden values break ties by
+    # it), through the driver: a batch reads tens of thousands.
+    for owner, name, value, source, observed_at in await rows_where_in(
+        connection,
+        OBSERVATION,
+        Attribute.customer_id,
+        owners,
+        also=(Attribute.name, GOLDEN_FIELDS),
+        order_by=Attribute.id,
+    ):
+        if value is not None:
+            observations[owner].append(Observation(name, value, source, observed_at))
     # Every address a golden e-mail could become, with whoever holds it now: one held by
     # a customer outside this batch (seen under another record) must be skipped too, or
     # the update breaks ``customers.email``'s uniqueness.
@@ -174,7 +186,7 @@ async def _existing_golden(
         for name in GOLDEN_FIELDS:
             # A value set without provenance (before this table) stays until a source speaks.
             if golden[name] is None and stored is not None:
-                golden[name] = getattr(stored, name)
+                golden[name] = stored[name]
         if golden["email"]:
             email_owners[golden["email"]] = owner
         updates.append({"id": owner, **golden, "updated_at": now})
@@ -259,14 +271,37 @@ async def _write_records(
         ("identity_id", "key_hash"),
         [(identity_id, key) for identity_id, r in latest.items() for key in r.block_keys()],
     )
-    attributes: list[ObservationRow] = []
+    # Once each: a record seen again (an import rerun after a crash) adds no rows.
+    await insert_split_observations(connection, *_observation_rows(decisions, fresh_owners))
+
+
+def _observation_rows(
+    decisions: Sequence[Decision], fresh_owners: set[uuid.UUID]
+) -> tuple[list[ObservationRow], list[ObservationRow]]:
+    """The batch's observations, each once, in order (what ``insert_observations`` makes of
+    them), split into those of new and of stored customers; without hashing a customer id
+    per row (a Python-level hash, and a batch has tens of thousands of rows): a row can
+    only repeat one of the same customer's, so only customers with several records here
+    keep a set of what they said."""
+    records: defaultdict[uuid.UUID, int] = defaultdict(int)
+    for d in decisions:
+        records[d.customer_id] += 1
+    said: dict[uuid.UUID, set[tuple[str, str, str, Any]]] = {}
+    fresh: list[ObservationRow] = []
+    known: list[ObservationRow] = []
     for d in decisions:
         owner, source, observed_at = d.customer_id, d.record.source, d.record.observed_at
-        attributes += [
-            (owner, name, value, source, observed_at) for name, value in d.record.values.items()
-        ]
-    # Once each: a record seen again (an import rerun after a crash) adds no rows.
-    await insert_observations(connection, attributes, fresh_owners)
+        into = fresh if owner in fresh_owners else known
+        if records[owner] == 1:
+            into += [(owner, n, v, source, observed_at) for n, v in d.record.values.items()]
+            continue
+        seen = said.setdefault(owner, set())
+        for name, value in d.record.values.items():
+            fact = (name, value, source, observed_at)
+            if fact not in seen:
+                seen.add(fact)
+                into.append((owner, name, value, source, observed_at))
+    return fresh, known
 
 
 async def _write_evidence(
