@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from asyncpg.exceptions import UniqueViolationError
 from sqlalchemy import Table, bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -43,6 +44,25 @@ async def insert_tuples(
         await connection.execute(
             table.insert(), [dict(zip(names, record, strict=True)) for record in records]
         )
+
+
+async def copy_unless_duplicate(
+    connection: AsyncConnection,
+    table: Table,
+    columns: Sequence[str],
+    records: Sequence[tuple[Any, ...]],
+) -> bool:
+    """COPY rows the caller believes new, in a savepoint (Postgres): False, with nothing
+    written and the transaction still usable, when one breaks a unique key after all (a
+    writer committed it since the caller looked)."""
+    if not records:
+        return True
+    try:
+        async with connection.begin_nested():
+            await insert_tuples(connection, table, columns, records)
+    except UniqueViolationError:
+        return False
+    return True
 
 
 async def allocate_ids(connection: AsyncConnection, table: Table, count: int) -> list[int]:

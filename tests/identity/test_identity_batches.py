@@ -9,13 +9,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.bulk import insert_rows, rows_where_in
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.identity_models import IdentityLink
 from gateway.db.models import Attribute, Customer, Identity, utcnow
+from gateway.identity.observations import ObservationRow, insert_split_observations
 from gateway.ingest.importer import import_file
 from tests.identity.test_identity_db import person, surname
 
@@ -148,3 +149,78 @@ async def test_rows_where_in_reads_every_row_asked_for_in_id_order_per_key(
     assert set(by_customer) == set(wanted)
     # Written last_name first: read back in that (id) order, the city left out.
     assert all(names == ["last_name", "first_name"] for names in by_customer.values())
+
+
+async def _customer_with_observations(
+    sessions: async_sessionmaker[AsyncSession], count: int
+) -> list[ObservationRow]:
+    """One stored customer and ``count`` observations of it, none stored yet."""
+    now = utcnow()
+    customer = uuid.uuid4()
+    async with sessions.begin() as session:
+        await session.execute(insert(Customer).values(id=customer, created_at=now, updated_at=now))
+    return [(customer, "city", f"Town {i}", "t", now) for i in range(count)]
+
+
+async def test_observations_believed_new_but_stored_meanwhile_are_stored_once(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """The import copies a stored customer's observations it did not find as they are; if
+    one was written after it looked, the copy gives way to the conflict-skipping insert,
+    in the same transaction, and every observation is stored once."""
+    rows = await _customer_with_observations(sessions, 600)  # enough for the copy path
+    async with sessions.begin() as session:
+        connection = await session.connection()
+        await insert_split_observations(connection, [], rows[:1])  # "meanwhile"
+    async with sessions.begin() as session:
+        connection = await session.connection()
+        await insert_split_observations(connection, [], rows, checked=True)
+        # The transaction is still usable after the copy gave way.
+        await connection.execute(select(func.count()).select_from(Attribute))
+    async with sessions() as session:
+        stored = (
+            await session.scalars(
+                select(Attribute.value).where(Attribute.customer_id == rows[0][0])
+            )
+        ).all()
+    assert sorted(map(str, stored)) == sorted(str(value) for _, _, value, _, _ in rows)
+
+
+async def test_a_second_source_for_many_stored_customers_stores_each_observation_once(
+    sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    """A batch whose records join hundreds of stored customers (the copy path for their
+    observations), then the same file again: nothing stored twice, nothing lost."""
+    tag = uuid.uuid4().hex[:8]
+    people = [
+        {"external_id": f"p{i}", "email": f"p{i}.{tag}@corp.com", "first_name": "Ann"}
+        for i in range(300)
+    ]
+    first, second = tmp_path / "crm.csv", tmp_path / "shop.csv"
+    _write(first, people)
+    _write(
+        second,
+        [{**p, "first_name": "Anne", "city": f"Town {i}"} for i, p in enumerate(people)],
+    )
+    await import_file(sessions, first, f"crm{tag}")
+    linked = await import_file(sessions, second, f"shop{tag}")
+    again = await import_file(sessions, second, f"shop{tag}")
+    assert (linked.linked, again.updated) == (300, 300)
+    async with sessions() as session:
+        counts = (
+            await session.execute(
+                select(Attribute.name, Attribute.source, func.count())
+                .join(Identity, Identity.customer_id == Attribute.customer_id)
+                .where(Identity.source == f"crm{tag}")
+                .group_by(Attribute.name, Attribute.source)
+            )
+        ).all()
+    assert sorted(counts) == sorted(
+        [
+            ("email", f"crm{tag}", 300),
+            ("first_name", f"crm{tag}", 300),
+            ("email", f"shop{tag}", 300),
+            ("first_name", f"shop{tag}", 300),
+            ("city", f"shop{tag}", 300),
+        ]
+    )

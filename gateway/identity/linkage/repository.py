@@ -42,7 +42,7 @@ from gateway.identity.observations import (
     ObservationRow,
     insert_split_observations,
 )
-from gateway.identity.records import PreparedRecord
+from gateway.identity.records import RECORD_FIELDS, PreparedRecord
 from gateway.identity.survivorship import GOLDEN_FIELDS, Observation, golden_values
 
 
@@ -88,8 +88,9 @@ async def write_batch(
     existing_ids = [owner for owner in clusters if owner not in fresh_owners]
     email_owners = dict(state.golden_emails)
 
+    stored_facts: set[ObservationRow] = set()
     existing_golden = await _existing_golden(
-        connection, existing_ids, clusters, config, email_owners
+        connection, existing_ids, clusters, config, email_owners, stored_facts
     )
     new_rows = []
     for owner in new_ids:
@@ -133,7 +134,9 @@ async def write_batch(
         elif decision.duplicate_of is not None:
             identity_ids[position] = identity_ids[decision.duplicate_of]
 
-    await _write_records(connection, decisions, identity_ids, state.stored, fresh_owners)
+    await _write_records(
+        connection, decisions, identity_ids, state.stored, fresh_owners, stored_facts
+    )
     await _write_evidence(connection, decisions, identity_ids, now, model_version)
     await update_by_id(connection, _table(Customer), existing_golden)
 
@@ -144,28 +147,34 @@ async def _existing_golden(
     clusters: dict[uuid.UUID, list[PreparedRecord]],
     config: IdentityConfig,
     email_owners: dict[str, uuid.UUID],
+    stored_facts: set[ObservationRow],
 ) -> list[dict[str, Any]]:
+    """The golden values of the stored customers the batch touches; adds to
+    ``stored_facts`` the observations of record fields they hold already."""
     observations: defaultdict[uuid.UUID, list[Observation]] = defaultdict(list)
     current: dict[uuid.UUID, dict[str, Any]] = {}
     golden_columns = [getattr(Customer, name) for name in GOLDEN_FIELDS]
     for customer_id, *values in await rows_where_in(
         connection, (Customer.id, *golden_columns), Customer.id, owners
     ):
-        row = current[customer_id] = dict(zip(GOLDEN_FIELDS, values, strict=True))
-        if row["email"]:
-            email_owners.setdefault(row["email"], customer_id)
-    # As ``golden_observations`` reads them, oldest first (golden values break ties by
-    # it), through the driver: a batch reads tens of thousands.
-    for owner, name, value, source, observed_at in await rows_where_in(
+        held = current[customer_id] = dict(zip(GOLDEN_FIELDS, values, strict=True))
+        if held["email"]:
+            email_owners.setdefault(held["email"], customer_id)
+    # The golden ones as ``golden_observations`` reads them, oldest first (golden values
+    # break ties by it), through the driver: a batch reads tens of thousands.  Those of
+    # every field a record carries are what the batch must not store again.
+    for fact in await rows_where_in(
         connection,
         OBSERVATION,
         Attribute.customer_id,
         owners,
-        also=(Attribute.name, GOLDEN_FIELDS),
+        also=(Attribute.name, RECORD_FIELDS),
         order_by=Attribute.id,
     ):
-        if value is not None:
-            observations[owner].append(Observation(name, value, source, observed_at))
+        observer, name, value, source, observed_at = fact
+        stored_facts.add((observer, name, value, source, observed_at))
+        if value is not None and name in GOLDEN_FIELDS:
+            observations[observer].append(Observation(name, value, source, observed_at))
     # Every address a golden e-mail could become, with whoever holds it now: one held by
     # a customer outside this batch (seen under another record) must be skipped too, or
     # the update breaks ``customers.email``'s uniqueness.
@@ -225,6 +234,7 @@ async def _write_records(
     identity_ids: dict[int, int],
     stored: dict[int, dict[str, str | None]],
     fresh_owners: set[uuid.UUID],
+    stored_facts: set[ObservationRow],
 ) -> None:
     latest: dict[int, PreparedRecord] = {}
     for position, decision in enumerate(decisions):
@@ -272,17 +282,21 @@ async def _write_records(
         [(identity_id, key) for identity_id, r in latest.items() for key in r.block_keys()],
     )
     # Once each: a record seen again (an import rerun after a crash) adds no rows.
-    await insert_split_observations(connection, *_observation_rows(decisions, fresh_owners))
+    fresh, known = _observation_rows(decisions, fresh_owners, stored_facts)
+    await insert_split_observations(connection, fresh, known, checked=True)
 
 
 def _observation_rows(
-    decisions: Sequence[Decision], fresh_owners: set[uuid.UUID]
+    decisions: Sequence[Decision],
+    fresh_owners: set[uuid.UUID],
+    stored_facts: set[ObservationRow],
 ) -> tuple[list[ObservationRow], list[ObservationRow]]:
     """The batch's observations, each once, in order (what ``insert_observations`` makes of
-    them), split into those of new and of stored customers; without hashing a customer id
-    per row (a Python-level hash, and a batch has tens of thousands of rows): a row can
-    only repeat one of the same customer's, so only customers with several records here
-    keep a set of what they said."""
+    them), split into those of new and of stored customers, these without the ones
+    ``stored_facts`` holds already; without hashing a new customer's id per row (a
+    Python-level hash, and a batch has tens of thousands of rows): a row can only repeat
+    one of the same customer's, so only customers with several records here keep a set
+    of what they said."""
     records: defaultdict[uuid.UUID, int] = defaultdict(int)
     for d in decisions:
         records[d.customer_id] += 1
@@ -291,16 +305,23 @@ def _observation_rows(
     known: list[ObservationRow] = []
     for d in decisions:
         owner, source, observed_at = d.customer_id, d.record.source, d.record.observed_at
-        into = fresh if owner in fresh_owners else known
+        if owner not in fresh_owners:
+            # A stored customer's id came from the driver, whose UUIDs hash in C.
+            for name, value in d.record.values.items():
+                row = (owner, name, value, source, observed_at)
+                if row not in stored_facts:
+                    stored_facts.add(row)
+                    known.append(row)
+            continue
         if records[owner] == 1:
-            into += [(owner, n, v, source, observed_at) for n, v in d.record.values.items()]
+            fresh += [(owner, n, v, source, observed_at) for n, v in d.record.values.items()]
             continue
         seen = said.setdefault(owner, set())
         for name, value in d.record.values.items():
             fact = (name, value, source, observed_at)
             if fact not in seen:
                 seen.add(fact)
-                into.append((owner, name, value, source, observed_at))
+                fresh.append((owner, name, value, source, observed_at))
     return fresh, known
 
 
