@@ -7,6 +7,7 @@ transaction.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -255,34 +256,27 @@ async def _write_records(
     for clause in matching(connection, IdentityRecord.identity_id, replaced):
         await connection.execute(delete(IdentityRecord).where(clause))
     # Tuples straight to COPY: tens of thousands of rows, no dict per row.
-    await insert_tuples(
-        connection,
-        _table(IdentityRecord),
-        ("identity_id", *MATCH_COLUMNS, "observed_at"),
-        [
-            (
-                identity_id,
-                r.email_key,
-                r.phone,
-                r.first_name,
-                r.last_name,
-                r.date_of_birth,
-                r.address,
-                r.city,
-                r.postcode,
-                r.observed_at,
-            )
-            for identity_id, r in latest.items()
-        ],
+    records = [
+        (
+            identity_id,
+            *(r.email_key, r.phone, r.first_name, r.last_name, r.date_of_birth),
+            *(r.address, r.city, r.postcode, r.observed_at),
+        )
+        for identity_id, r in latest.items()
+    ]
+    keys = [(identity_id, key) for identity_id, r in latest.items() for key in r.block_keys()]
+
+    async def copy() -> None:
+        columns = ("identity_id", *MATCH_COLUMNS, "observed_at")
+        await insert_tuples(connection, _table(IdentityRecord), columns, records)
+        await insert_tuples(connection, _table(IdentityBlockKey), ("identity_id", "key_hash"), keys)
+
+    # The observations (once each: a record seen again, say an import rerun after a
+    # crash, adds no rows) are sorted out in a thread while Postgres takes the block
+    # keys: the interpreter is free while the event loop waits on it.
+    (fresh, known), _ = await asyncio.gather(
+        asyncio.to_thread(_observation_rows, decisions, fresh_owners, stored_facts), copy()
     )
-    await insert_tuples(
-        connection,
-        _table(IdentityBlockKey),
-        ("identity_id", "key_hash"),
-        [(identity_id, key) for identity_id, r in latest.items() for key in r.block_keys()],
-    )
-    # Once each: a record seen again (an import rerun after a crash) adds no rows.
-    fresh, known = _observation_rows(decisions, fresh_owners, stored_facts)
     await insert_split_observations(connection, fresh, known, checked=True)
 
 
