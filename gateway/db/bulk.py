@@ -6,8 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import ARRAY, Table, any_, bindparam, text, update
+from asyncpg.exceptions import UniqueViolationError
+from sqlalchemy import ARRAY, Table, any_, bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+_CHUNK = 2000  # bind parameters per IN list (SQLite), well under its limit
 
 
 def is_postgres(connection: AsyncConnection) -> bool:
@@ -41,6 +44,25 @@ async def insert_tuples(
         await connection.execute(
             table.insert(), [dict(zip(names, record, strict=True)) for record in records]
         )
+
+
+async def copy_unless_duplicate(
+    connection: AsyncConnection,
+    table: Table,
+    columns: Sequence[str],
+    records: Sequence[tuple[Any, ...]],
+) -> bool:
+    """COPY rows the caller believes new, in a savepoint (Postgres): False, with nothing
+    written and the transaction still usable, when one breaks a unique key after all (a
+    writer committed it since the caller looked)."""
+    if not records:
+        return True
+    try:
+        async with connection.begin_nested():
+            await insert_tuples(connection, table, columns, records)
+    except UniqueViolationError:
+        return False
+    return True
 
 
 async def allocate_ids(connection: AsyncConnection, table: Table, count: int) -> list[int]:
@@ -86,7 +108,6 @@ async def update_by_id(
     )
 
 
-_CHUNK = 2000  # bind parameters per IN list; well under SQLite's and asyncpg's limits
 T = TypeVar("T")
 
 
@@ -108,3 +129,52 @@ def matching(connection: AsyncConnection, column: Any, values: Iterable[Any]) ->
         return
     for part in chunks(sorted(distinct)):
         yield column.in_(part)
+
+
+async def rows_where_in(
+    connection: AsyncConnection,
+    columns: Sequence[Any],
+    key: Any,
+    values: Iterable[Any],
+    *,
+    also: tuple[Any, Sequence[Any]] | None = None,
+    order_by: Any = None,
+) -> list[Sequence[Any]]:
+    """``SELECT columns WHERE key IN values`` as plain tuples (columns of one table).
+
+    On Postgres through the driver itself, with one array parameter: SQLAlchemy's row
+    processing cost about 2 µs a row, ten times the driver's, and an import batch reads
+    tens of thousands of rows (block keys, candidates, observations).  ``also``: a second
+    (column, values) condition on the same rows.  Chunked IN lists
+    through SQLAlchemy elsewhere, where ``order_by`` orders the rows of each key (of each
+    chunk), not the whole."""
+    distinct = list(set(values))
+    if not distinct:
+        return []
+    if is_postgres(connection):
+        table = key.table.name
+        array = key.type.compile(dialect=connection.dialect)
+        arguments: list[Any] = [distinct]
+        where = f"{key.name} = ANY($1::{array}[])"
+        if also is not None:
+            other = also[0].type.compile(dialect=connection.dialect)
+            where += f" AND {also[0].name} = ANY($2::{other}[])"
+            arguments.append(list(also[1]))
+        order = f" ORDER BY {order_by.name}" if order_by is not None else ""
+        raw = await connection.get_raw_connection()
+        driver: Any = raw.driver_connection
+        rows: list[Sequence[Any]] = await driver.fetch(
+            f"SELECT {', '.join(c.name for c in columns)} FROM {table} WHERE {where}{order}",
+            *arguments,
+        )
+        return rows
+    found: list[Sequence[Any]] = []
+    for start in range(0, len(distinct), _CHUNK):
+        part = sorted(distinct[start : start + _CHUNK])
+        statement = select(*columns).where(key.in_(part))
+        if also is not None:
+            statement = statement.where(also[0].in_(also[1]))
+        if order_by is not None:
+            statement = statement.order_by(order_by)
+        found += [tuple(row) for row in await connection.execute(statement)]
+    return found

@@ -14,7 +14,7 @@ from typing import Any, cast
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.db.bulk import matching
+from gateway.db.bulk import matching, rows_where_in
 from gateway.db.identity_models import IdentityBlockKey, IdentityNeverLink, IdentityRecord
 from gateway.db.models import Customer, Identity
 from gateway.identity.config import IdentityConfig
@@ -27,10 +27,19 @@ from gateway.identity.values import email_parts
 MATCH_COLUMNS = tuple("email_key" if name == "email" else name for name in RECORD_FIELDS)
 
 
-def _comparable(row: Any) -> Comparable:
-    fields = {name: getattr(row, name) for name in MATCH_COLUMNS}
+def _comparable(row: Sequence[Any]) -> Comparable:
+    """A row of ``_match_rows`` (identity id, then ``MATCH_COLUMNS``) as the scorer takes it."""
+    fields = dict(zip(MATCH_COLUMNS, row[1:], strict=True))
     fields["email"] = fields.pop("email_key")
     return comparable(fields)
+
+
+async def _match_rows(connection: AsyncConnection, identity_ids: Iterable[int]) -> list[Any]:
+    """(identity id, *MATCH_COLUMNS) of these identities' stored records."""
+    columns = [getattr(IdentityRecord, name) for name in MATCH_COLUMNS]
+    return await rows_where_in(
+        connection, (IdentityRecord.identity_id, *columns), IdentityRecord.identity_id, identity_ids
+    )
 
 
 async def load_state(
@@ -68,13 +77,13 @@ async def load_state(
             ).where(clause)
         )
         phones += [(identity_id, phone, key) for identity_id, phone, key in found if phone]
-    blocks: list[tuple[int, int]] = []
     wanted = {key for record in records for key in record.block_keys()}
-    for clause in matching(connection, IdentityBlockKey.key_hash, wanted):
-        found_keys = await connection.execute(
-            select(IdentityBlockKey.key_hash, IdentityBlockKey.identity_id).where(clause)
-        )
-        blocks += [(key, identity_id) for key, identity_id in found_keys]
+    blocks = await rows_where_in(
+        connection,
+        (IdentityBlockKey.key_hash, IdentityBlockKey.identity_id),
+        IdentityBlockKey.key_hash,
+        wanted,
+    )
     owner_of = await _owners(
         connection, {i for i, _ in emails} | {i for i, *_ in phones} | {i for _, i in blocks}
     )
@@ -109,16 +118,10 @@ async def load_state(
                 state.customer_emails.setdefault(customer_id, set()).add(folded)
 
     await _load_candidates(connection, blocks, owner_of, state)
-    columns = [getattr(IdentityRecord, name) for name in MATCH_COLUMNS]
-    for clause in matching(
-        connection,
-        IdentityRecord.identity_id,
-        (identity_id for identity_id, _ in state.identities.values()),
+    for identity_id, *values in await _match_rows(
+        connection, (identity_id for identity_id, _ in state.identities.values())
     ):
-        for row in await connection.execute(
-            select(IdentityRecord.identity_id, *columns).where(clause)
-        ):
-            state.stored[row.identity_id] = {name: getattr(row, name) for name in MATCH_COLUMNS}
+        state.stored[identity_id] = dict(zip(MATCH_COLUMNS, values, strict=True))
     owners = {owner for _, owner in state.identities.values()} | set(state.emails.values())
     owners |= {owner for group in state.phones.values() for owner in group}
     owners |= set(owner_of.values())
@@ -146,14 +149,8 @@ async def _load_members(connection: AsyncConnection, state: KnownState) -> None:
         rows = await connection.execute(select(Identity.id, Identity.customer_id).where(clause))
         missing += [(i, owner) for i, owner in rows if i not in known]
     owner_of = dict(missing)
-    columns = [getattr(IdentityRecord, name) for name in MATCH_COLUMNS]
-    for clause in matching(connection, IdentityRecord.identity_id, owner_of):
-        for row in await connection.execute(
-            select(IdentityRecord.identity_id, *columns).where(clause)
-        ):
-            known[row.identity_id] = Candidate(
-                row.identity_id, owner_of[row.identity_id], _comparable(row)
-            )
+    for row in await _match_rows(connection, owner_of):
+        known[row[0]] = Candidate(row[0], owner_of[row[0]], _comparable(row))
     for candidate in known.values():
         if candidate.customer_id in wanted:
             state.members.setdefault(candidate.customer_id, []).append(candidate)
@@ -175,30 +172,20 @@ async def _load_never(connection: AsyncConnection, state: KnownState) -> None:
 
 
 async def _owners(connection: AsyncConnection, identity_ids: set[int]) -> dict[int, uuid.UUID]:
-    owners: dict[int, uuid.UUID] = {}
-    for clause in matching(connection, Identity.id, identity_ids):
-        owners.update(
-            (
-                await connection.execute(select(Identity.id, Identity.customer_id).where(clause))
-            ).all()
-        )
-    return owners
+    rows = await rows_where_in(
+        connection, (Identity.id, Identity.customer_id), Identity.id, identity_ids
+    )
+    return dict(rows)  # type: ignore[arg-type]
 
 
 async def _load_candidates(
     connection: AsyncConnection,
-    blocks: list[tuple[int, int]],
+    blocks: Sequence[Sequence[Any]],
     owner_of: dict[int, uuid.UUID],
     state: KnownState,
 ) -> None:
     candidates: dict[int, Candidate] = {}
-    columns = [getattr(IdentityRecord, name) for name in MATCH_COLUMNS]
-    for clause in matching(connection, IdentityRecord.identity_id, {i for _, i in blocks}):
-        for row in await connection.execute(
-            select(IdentityRecord.identity_id, *columns).where(clause)
-        ):
-            candidates[row.identity_id] = Candidate(
-                row.identity_id, owner_of[row.identity_id], _comparable(row)
-            )
+    for row in await _match_rows(connection, {i for _, i in blocks}):
+        candidates[row[0]] = Candidate(row[0], owner_of[row[0]], _comparable(row))
     for key, identity_id in blocks:
         state.blocks.setdefault(key, []).append(candidates[identity_id])

@@ -7,6 +7,7 @@ transaction.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -22,6 +23,7 @@ from gateway.db.bulk import (
     insert_tuples,
     is_postgres,
     matching,
+    rows_where_in,
     update_by_id,
 )
 from gateway.db.identity_models import (
@@ -38,11 +40,11 @@ from gateway.identity.linkage.folding import fold_customers
 from gateway.identity.linkage.linker import Decision, KnownState
 from gateway.identity.linkage.lookup import MATCH_COLUMNS
 from gateway.identity.observations import (
+    OBSERVATION,
     ObservationRow,
-    golden_observations,
-    insert_observations,
+    insert_split_observations,
 )
-from gateway.identity.records import PreparedRecord
+from gateway.identity.records import RECORD_FIELDS, PreparedRecord
 from gateway.identity.survivorship import GOLDEN_FIELDS, Observation, golden_values
 
 
@@ -88,8 +90,9 @@ async def write_batch(
     existing_ids = [owner for owner in clusters if owner not in fresh_owners]
     email_owners = dict(state.golden_emails)
 
+    stored_facts: set[ObservationRow] = set()
     existing_golden = await _existing_golden(
-        connection, existing_ids, clusters, config, email_owners
+        connection, existing_ids, clusters, config, email_owners, stored_facts
     )
     new_rows = []
     for owner in new_ids:
@@ -133,7 +136,9 @@ async def write_batch(
         elif decision.duplicate_of is not None:
             identity_ids[position] = identity_ids[decision.duplicate_of]
 
-    await _write_records(connection, decisions, identity_ids, state.stored, fresh_owners)
+    await _write_records(
+        connection, decisions, identity_ids, state.stored, fresh_owners, stored_facts
+    )
     await _write_evidence(connection, decisions, identity_ids, now, model_version)
     await update_by_id(connection, _table(Customer), existing_golden)
 
@@ -144,17 +149,34 @@ async def _existing_golden(
     clusters: dict[uuid.UUID, list[PreparedRecord]],
     config: IdentityConfig,
     email_owners: dict[str, uuid.UUID],
+    stored_facts: set[ObservationRow],
 ) -> list[dict[str, Any]]:
+    """The golden values of the stored customers the batch touches; adds to
+    ``stored_facts`` the observations of record fields they hold already."""
     observations: defaultdict[uuid.UUID, list[Observation]] = defaultdict(list)
-    current: dict[uuid.UUID, Any] = {}
+    current: dict[uuid.UUID, dict[str, Any]] = {}
     golden_columns = [getattr(Customer, name) for name in GOLDEN_FIELDS]
-    for clause in matching(connection, Customer.id, owners):
-        for row in await connection.execute(select(Customer.id, *golden_columns).where(clause)):
-            current[row.id] = row
-            if row.email:
-                email_owners.setdefault(row.email, row.id)
-    for clause in matching(connection, Attribute.customer_id, owners):
-        await golden_observations(connection, clause, observations)
+    for customer_id, *values in await rows_where_in(
+        connection, (Customer.id, *golden_columns), Customer.id, owners
+    ):
+        held = current[customer_id] = dict(zip(GOLDEN_FIELDS, values, strict=True))
+        if held["email"]:
+            email_owners.setdefault(held["email"], customer_id)
+    # The golden ones as ``golden_observations`` reads them, oldest first (golden values
+    # break ties by it), through the driver: a batch reads tens of thousands.  Those of
+    # every field a record carries are what the batch must not store again.
+    for fact in await rows_where_in(
+        connection,
+        OBSERVATION,
+        Attribute.customer_id,
+        owners,
+        also=(Attribute.name, RECORD_FIELDS),
+        order_by=Attribute.id,
+    ):
+        observer, name, value, source, observed_at = fact
+        stored_facts.add((observer, name, value, source, observed_at))
+        if value is not None and name in GOLDEN_FIELDS:
+            observations[observer].append(Observation(name, value, source, observed_at))
     # Every address a golden e-mail could become, with whoever holds it now: one held by
     # a customer outside this batch (seen under another record) must be skipped too, or
     # the update breaks ``customers.email``'s uniqueness.
@@ -175,7 +197,7 @@ async def _existing_golden(
         for name in GOLDEN_FIELDS:
             # A value set without provenance (before this table) stays until a source speaks.
             if golden[name] is None and stored is not None:
-                golden[name] = getattr(stored, name)
+                golden[name] = stored[name]
         if golden["email"]:
             email_owners[golden["email"]] = owner
         updates.append({"id": owner, **golden, "updated_at": now})
@@ -214,6 +236,7 @@ async def _write_records(
     identity_ids: dict[int, int],
     stored: dict[int, dict[str, str | None]],
     fresh_owners: set[uuid.UUID],
+    stored_facts: set[ObservationRow],
 ) -> None:
     latest: dict[int, PreparedRecord] = {}
     for position, decision in enumerate(decisions):
@@ -234,40 +257,67 @@ async def _write_records(
     for clause in matching(connection, IdentityRecord.identity_id, replaced):
         await connection.execute(delete(IdentityRecord).where(clause))
     # Tuples straight to COPY: tens of thousands of rows, no dict per row.
-    await insert_tuples(
-        connection,
-        _table(IdentityRecord),
-        ("identity_id", *MATCH_COLUMNS, "observed_at"),
-        [
-            (
-                identity_id,
-                r.email_key,
-                r.phone,
-                r.first_name,
-                r.last_name,
-                r.date_of_birth,
-                r.address,
-                r.city,
-                r.postcode,
-                r.observed_at,
-            )
-            for identity_id, r in latest.items()
-        ],
+    records = [
+        (
+            identity_id,
+            *(r.email_key, r.phone, r.first_name, r.last_name, r.date_of_birth),
+            *(r.address, r.city, r.postcode, r.observed_at),
+        )
+        for identity_id, r in latest.items()
+    ]
+    keys = [(identity_id, key) for identity_id, r in latest.items() for key in r.block_keys()]
+
+    async def copy() -> None:
+        columns = ("identity_id", *MATCH_COLUMNS, "observed_at")
+        await insert_tuples(connection, _table(IdentityRecord), columns, records)
+        await insert_tuples(connection, _table(IdentityBlockKey), ("identity_id", "key_hash"), keys)
+
+    # The observations (once each: a record seen again, say an import rerun after a
+    # crash, adds no rows) are sorted out in a thread while Postgres takes the block
+    # keys: the interpreter is free while the event loop waits on it.
+    (fresh, known), _ = await asyncio.gather(
+        asyncio.to_thread(_observation_rows, decisions, fresh_owners, stored_facts), copy()
     )
-    await insert_tuples(
-        connection,
-        _table(IdentityBlockKey),
-        ("identity_id", "key_hash"),
-        [(identity_id, key) for identity_id, r in latest.items() for key in r.block_keys()],
-    )
-    attributes: list[ObservationRow] = []
+    await insert_split_observations(connection, fresh, known, checked=True)
+
+
+def _observation_rows(
+    decisions: Sequence[Decision],
+    fresh_owners: set[uuid.UUID],
+    stored_facts: set[ObservationRow],
+) -> tuple[list[ObservationRow], list[ObservationRow]]:
+    """The batch's observations, each once, in order (what ``insert_observations`` makes of
+    them), split into those of new and of stored customers, these without the ones
+    ``stored_facts`` holds already; without hashing a new customer's id per row (a
+    Python-level hash, and a batch has tens of thousands of rows): a row can only repeat
+    one of the same customer's, so only customers with several records here keep a set
+    of what they said."""
+    records: defaultdict[uuid.UUID, int] = defaultdict(int)
+    for d in decisions:
+        records[d.customer_id] += 1
+    said: dict[uuid.UUID, set[tuple[str, str, str, Any]]] = {}
+    fresh: list[ObservationRow] = []
+    known: list[ObservationRow] = []
     for d in decisions:
         owner, source, observed_at = d.customer_id, d.record.source, d.record.observed_at
-        attributes += [
-            (owner, name, value, source, observed_at) for name, value in d.record.values.items()
-        ]
-    # Once each: a record seen again (an import rerun after a crash) adds no rows.
-    await insert_observations(connection, attributes, fresh_owners)
+        if owner not in fresh_owners:
+            # A stored customer's id came from the driver, whose UUIDs hash in C.
+            for name, value in d.record.values.items():
+                row = (owner, name, value, source, observed_at)
+                if row not in stored_facts:
+                    stored_facts.add(row)
+                    known.append(row)
+            continue
+        if records[owner] == 1:
+            fresh += [(owner, n, v, source, observed_at) for n, v in d.record.values.items()]
+            continue
+        seen = said.setdefault(owner, set())
+        for name, value in d.record.values.items():
+            fact = (name, value, source, observed_at)
+            if fact not in seen:
+                seen.add(fact)
+                fresh.append((owner, name, value, source, observed_at))
+    return fresh, known
 
 
 async def _write_evidence(
