@@ -1,14 +1,78 @@
-"""The console's page of a person, as their consent stands."""
+"""The console's page of a person, as their consent stands: their behaviour only as the
+API shows it (without consent to personalisation, none of it, their email opens and
+clicks included)."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import insert
 from starlette.applications import Starlette
 
 from gateway.access.api_keys import Scope
-from tests.console.session_client import console_client
+from gateway.db.models import Event
+from tests.console.session_client import ConsoleClient, console_client
 from tests.gql_client import gql
+from tests.in_process import services_of
+
+ENGAGEMENT = "query($id: ID!) { customer(id: $id) { engagement { emailOpens30d emailClicks30d } } }"
+
+
+async def _engaged_customer(client: ConsoleClient, app: Starlette, granted: bool) -> str:
+    http = client.http
+    http.headers["Authorization"] = f"Bearer {client.key}"
+    email = f"zq-{uuid.uuid4().hex[:10]}@example.org"
+    made = await gql(
+        http, "mutation($e: String!) { upsertCustomer(input: {email: $e}) { id } }", e=email
+    )
+    customer_id = str(made["data"]["upsertCustomer"]["id"])
+    consent = await gql(
+        http,
+        "mutation($id: ID!, $g: Boolean!) { setConsent(customerId: $id, "
+        "purpose: PERSONALISATION, granted: $g) { granted } }",
+        id=customer_id,
+        g=granted,
+    )
+    assert "errors" not in consent, consent
+    now = datetime.now(UTC).replace(tzinfo=None)
+    rows = [
+        {
+            "customer_id": uuid.UUID(customer_id),
+            "source": "sendgrid",
+            "event_id": uuid.uuid4().hex,
+            "type": kind,
+            "occurred_at": now - timedelta(hours=1),
+            "properties": {"url": "https://shop.example/p/1"} if kind == "email:click" else {},
+        }
+        for kind in ("email:open", "email:click")
+    ]
+    async with services_of(app).engine.begin() as connection:
+        await connection.execute(insert(Event), rows)
+    return customer_id
+
+
+async def test_no_email_engagement_on_the_page_of_a_person_who_refused_personalisation(
+    app: Starlette,
+) -> None:
+    async with console_client(app, Scope.ADMIN) as client:
+        refused = await _engaged_customer(client, app, granted=False)
+        granted = await _engaged_customer(client, app, granted=True)
+
+        # The API: opens and clicks only of the person who consented.
+        api = await gql(client.http, ENGAGEMENT, id=refused)
+        assert api["data"]["customer"]["engagement"]["emailOpens30d"] in (None, 0), api
+        api = await gql(client.http, ENGAGEMENT, id=granted)
+        assert api["data"]["customer"]["engagement"]["emailOpens30d"] == 1, api
+
+        shown = await client.http.get(f"/console/customers/{granted}")
+        assert shown.status_code == 200, shown.text
+        assert shown.text.count('data-kind="email"') == 2
+
+        hidden = await client.http.get(f"/console/customers/{refused}")
+        assert hidden.status_code == 200, hidden.text
+        assert 'data-kind="email"' not in hidden.text
+        assert "behaviour is shown only with personalisation consent" in hidden.text
 
 
 async def test_the_page_of_a_person_who_only_unsubscribed_opens(app: Starlette) -> None:
