@@ -10,10 +10,11 @@ phone is hashed as stored when it is in E.164 form: every path that writes it st
 ``normalize_phone``'s (or ``phone_key``'s) answer, which is what the same number in any
 spelling elsewhere normalises to, and validating 100,000 stored numbers again cost an
 export more than the rest of it.  Names, dates of
-birth and addresses are dropped; attribute values other than a short list of harmless
-ones are emptied; event properties lose any key that names a person and any value that
-looks like an e-mail (hashed instead).  Only the rows that can hold such a value are
-parsed: a vectorised regex picks them, the rest pass through untouched.
+birth, addresses and operators' merge reasons (identity links) are dropped; attribute
+values other than a short list of harmless ones are emptied; event properties lose any
+key that names a person and any value that looks like an e-mail (hashed instead).  Only
+the rows that can hold such a value are parsed: a vectorised regex picks them, the rest
+pass through untouched.
 """
 
 from __future__ import annotations

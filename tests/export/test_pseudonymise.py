@@ -12,8 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.db.engine import create_sessionmaker
 from gateway.export.pseudonymise import Pseudonymiser
 from gateway.export.service import Exporter
+from gateway.identity.merges import merge_customers
 from gateway.privacy.erasure import Tombstones
 from gateway.profiles.contact_points import normalize_phone
 from tests.export.people import Person, add_person
@@ -144,3 +146,30 @@ def test_an_address_percent_encoded_in_a_link_is_not_exported() -> None:
         assert local not in text, text
     assert "example.org" not in text.replace('"', ""), text
     assert rows[2]["custom_args"]["send_id"] == "s-1"  # what names nobody stays
+
+
+async def test_an_operators_merge_reason_is_not_exported(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    # ``mergeCustomers`` and the review queue keep the reason an operator typed, free
+    # text that often names the person ("same as Zq… at old address …"): nothing in it
+    # can be told apart from a product's name, so a pseudonymised export leaves it out.
+    kept, folded = await add_person(engine), await add_person(engine)
+    reason = f"Called in: {folded.last_name} is {kept.last_name}, {folded.email} was old"
+    await merge_customers(create_sessionmaker(engine), kept.id, folded.id, reason)
+    out = tmp_path / "out"
+    await Exporter(engine, str(out), Pseudonymiser(KEY)).run()
+    links = [
+        row for p in out.glob("identity_links/**/*.parquet") for row in pq.read_table(p).to_pylist()
+    ]
+    assert any(row["rule"] == "manual" for row in links), links
+    decoded = json.dumps(links, default=str)
+    for value in (folded.last_name, kept.last_name, folded.email, "Called in"):
+        assert value not in decoded, value
+
+    raw = tmp_path / "raw"  # a raw export keeps it: it holds the names anyway
+    await Exporter(engine, str(raw), None).run()
+    raw_links = [
+        r for p in raw.glob("identity_links/**/*.parquet") for r in pq.read_table(p).to_pylist()
+    ]
+    assert reason in {row["reason"] for row in raw_links}
