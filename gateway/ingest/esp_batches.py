@@ -130,7 +130,8 @@ async def _recipients(connection: AsyncConnection, emails: set[str]) -> dict[str
             .distinct()
         )
         for value, customer in rows:
-            seen.setdefault(value, set()).add(customer)
+            if value is not None:
+                seen.setdefault(value, set()).add(customer)
     found.update({email: next(iter(ids)) for email, ids in seen.items() if len(ids) == 1})
     return found
 

@@ -135,7 +135,7 @@ def test_an_address_percent_encoded_in_a_link_is_not_exported() -> None:
     # An ESP's click event keeps the link the recipient followed; unsubscribe and
     # tracking links often carry the recipient's address in their query string, encoded
     # (``%40`` for the ``@``): the plain-text pattern did not see it.
-    links = [
+    links: list[dict[str, object]] = [
         {"url": "https://shop.example/unsubscribe?email=Zq.Person%40Example.org&list=1"},
         {"url": "https://shop.example/p/1?utm_term=zq.person%2Bnews%40example.org"},
         {"custom_args": {"send_id": "s-1", "to": "zq.person%2540example.org"}},
@@ -145,7 +145,7 @@ def test_an_address_percent_encoded_in_a_link_is_not_exported() -> None:
     for local in ("zq.person", "zq.person%2bnews", "zq.person+news"):
         assert local not in text, text
     assert "example.org" not in text.replace('"', ""), text
-    assert rows[2]["custom_args"]["send_id"] == "s-1"  # what names nobody stays
+    assert rows[2]["custom_args"]["send_id"] == "s-1"  # type: ignore[index]
 
 
 async def test_an_operators_merge_reason_is_not_exported(
