@@ -68,6 +68,12 @@ class Definition:
     def reads_scores(self) -> bool:
         return any(c.field.scores for c in _conditions(self.root))
 
+    @property
+    def values(self) -> int:
+        """How many values its conditions compare with: about the bound parameters its
+        clause takes."""
+        return sum(len(c.values) for c in _conditions(self.root))
+
     def clause(self) -> ColumnElement[bool]:
         return _clause(self.root)
 

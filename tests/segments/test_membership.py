@@ -132,3 +132,20 @@ async def test_members_are_what_hand_written_sql_finds(
     sample = ids[:40]
     named = await store.memberships(sample)
     assert {i for i in sample if "random" in named[i]} == expected & set(sample)
+
+
+async def test_memberships_of_a_full_batch_with_many_segments_saved(audience: Audience) -> None:
+    # ``customers(ids: [... 1,000])`` selecting ``segments`` asks every saved segment
+    # about every id in one statement: past 32,767 parameters Postgres's driver refused
+    # it, and every customer of the batch answered null.
+    _, store, ids = audience
+    names = [f"many-{n:02d}" for n in range(60)]
+    try:
+        for name in names:
+            await store.save(name, {"all": []}, include_suppressed=True)
+        assert len(names) * len(ids) > 32_767
+        named = await store.memberships(ids)
+        assert all(set(names) <= set(named[i]) for i in ids)
+    finally:
+        for name in names:
+            await store.delete(name)
