@@ -118,7 +118,7 @@ class Settings(
     )
     max_body_bytes: Annotated[int, Field(ge=1024)] = Field(
         default=1_048_576,
-        description="Largest request body on /graphql, /api/ and /webhooks/; more is 413.",
+        description="Largest request body on /graphql, /api/, /webhooks/, /console; more is 413.",
     )
     persisted_query_max_bytes: Annotated[int, Field(ge=1024)] = Field(
         default=32_768,

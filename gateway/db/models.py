@@ -179,6 +179,14 @@ class Attribute(Base):
             postgresql_where=text("name = 'email_status'"),
             sqlite_where=text("name = 'email_status'"),
         ),
+        # Every address a customer was seen with: an ESP's unsubscribe for an address
+        # that is no longer their golden one still finds them (migration 0017).
+        Index(
+            "ix_attributes_email_value",
+            value,
+            postgresql_where=text("name = 'email'"),
+            sqlite_where=text("name = 'email'"),
+        ),
     )
 
 

@@ -10,10 +10,11 @@ phone is hashed as stored when it is in E.164 form: every path that writes it st
 ``normalize_phone``'s (or ``phone_key``'s) answer, which is what the same number in any
 spelling elsewhere normalises to, and validating 100,000 stored numbers again cost an
 export more than the rest of it.  Names, dates of
-birth and addresses are dropped; attribute values other than a short list of harmless
-ones are emptied; event properties lose any key that names a person and any value that
-looks like an e-mail (hashed instead).  Only the rows that can hold such a value are
-parsed: a vectorised regex picks them, the rest pass through untouched.
+birth, addresses and operators' merge reasons (identity links) are dropped; attribute
+values other than a short list of harmless ones are emptied; event properties lose any
+key that names a person and any value that looks like an e-mail (hashed instead).  Only
+the rows that can hold such a value are parsed: a vectorised regex picks them, the rest
+pass through untouched.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 import pyarrow as pa
@@ -51,8 +53,12 @@ _PERSONAL_KEYS = frozenset({"city", "dob"})
 # What ``normalize_phone`` answers: a plus and up to 15 digits, the first not a zero.
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _EMAIL = re.compile(r"[^@\s\"'<>]+@[^@\s\"'<>]+\.[^@\s\"'<>]+")
-# A row whose properties may hold one of the above: parsed and scrubbed.
-_SUSPECT = r"@|(?i:phone|mobile|mail|addr|street|post|zip|birth|name|city|dob|ip\")"
+# A row whose properties may hold one of the above: parsed and scrubbed. ``%40`` is an
+# ``@`` percent-encoded (once or more), as a link's query string carries an address (an
+# ESP's click event keeps the link; unsubscribe and tracking links often name the
+# recipient).
+_SUSPECT = r"@|(?i:%(?:25)*40|phone|mobile|mail|addr|street|post|zip|birth|name|city|dob|ip\")"
+_ENCODED_AT = re.compile(r"%(?:25)*40", re.IGNORECASE)
 
 
 def _normal(key: str) -> str:
@@ -169,10 +175,22 @@ class Pseudonymiser:
             return kept
         if isinstance(value, list):
             return [self._scrub(item) for item in value]
+        if isinstance(value, str) and _ENCODED_AT.search(value):
+            value = _decoded(value)  # then scrubbed as if it had been sent plain
         if isinstance(value, str) and _EMAIL.search(value):
             # What the pattern takes for an address but is none: dropped, not kept.
             return _EMAIL.sub(lambda m: self._digests.email_digest(m.group(0)) or "", value)
         return value
+
+
+def _decoded(value: str) -> str:
+    """``value`` percent-decoded until no encoded ``@`` is left (``%2540`` is one encoded
+    twice), a few rounds at most."""
+    for _ in range(4):
+        if not _ENCODED_AT.search(value):
+            break
+        value = unquote(value)
+    return value
 
 
 def _replace(batch: pa.RecordBatch, **columns: pa.Array) -> pa.RecordBatch:

@@ -111,6 +111,9 @@ TABLES: tuple[TableSpec, ...] = (
             _c("created_at", Kind.TIME),
             _CHANGED,
         ),
+        # A manual merge's reason is what an operator typed: often the person's name or
+        # address, and nothing tells it apart from harmless text.
+        dropped_when_pseudonymised=("reason",),
     ),
     TableSpec(
         "consents",

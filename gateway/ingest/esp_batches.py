@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db.access_models import EventSubject
 from gateway.db.bulk import insert_tuples, is_postgres, matching
-from gateway.db.models import Customer, Event
+from gateway.db.models import Attribute, Customer, Event
 from gateway.experiments.attribution import ClickedLink, record_clicks, send_of
 from gateway.experiments.tracking import Tracker
 from gateway.identity.linkage.resolution import lock_keys
@@ -110,10 +110,28 @@ async def store_batch(
 
 
 async def _recipients(connection: AsyncConnection, emails: set[str]) -> dict[str, uuid.UUID]:
+    """The customer each address names: the one whose address it is, else the one
+    customer it was ever observed for (an address merged away or replaced: a mail sent
+    to it before, or by a system that still holds it, is still that person's, and their
+    unsubscribe must count). An address observed for several customers names none."""
     found: dict[str, uuid.UUID] = {}
     for clause in matching(connection, Customer.email, emails):
         rows = await connection.execute(select(Customer.email, Customer.id).where(clause))
         found.update({email: customer for email, customer in rows if email is not None})
+    rest = emails - found.keys()
+    if not rest:
+        return found
+    seen: dict[str, set[uuid.UUID]] = {}
+    for clause in matching(connection, Attribute.value, rest):
+        rows = await connection.execute(
+            select(Attribute.value, Attribute.customer_id)
+            .where(Attribute.name == "email", clause)
+            .distinct()
+        )
+        for value, customer in rows:
+            if value is not None:
+                seen.setdefault(value, set()).add(customer)
+    found.update({email: next(iter(ids)) for email, ids in seen.items() if len(ids) == 1})
     return found
 
 

@@ -30,6 +30,9 @@ from gateway.segments.fields import FIELDS, OPERATORS, Field, Kind, Operator
 MAX_DEPTH = 5
 MAX_CONDITIONS = 100
 MAX_VALUES = 1000  # in one ``in``
+# In the whole filter: its values are bound parameters of every statement that reads the
+# segment, and Postgres's driver takes at most 32,767 of them in one.
+MAX_TOTAL_VALUES = 10_000
 MAX_TEXT = 320
 _COMPARISONS = {
     Operator.EQ: eq,
@@ -68,6 +71,12 @@ class Definition:
     def reads_scores(self) -> bool:
         return any(c.field.scores for c in _conditions(self.root))
 
+    @property
+    def values(self) -> int:
+        """How many values its conditions compare with: about the bound parameters its
+        clause takes."""
+        return sum(len(c.values) for c in _conditions(self.root))
+
     def clause(self) -> ColumnElement[bool]:
         return _clause(self.root)
 
@@ -79,7 +88,10 @@ class Definition:
 def parse(data: Mapping[str, Any]) -> Definition:
     """A checked definition; ``InvalidInput`` names what is wrong and where."""
     counter = [0]
-    return Definition(_node(data, "filter", 1, counter))
+    definition = Definition(_node(data, "filter", 1, counter))
+    if definition.values > MAX_TOTAL_VALUES:
+        raise _fail("filter", f"at most {MAX_TOTAL_VALUES} values in all; got {definition.values}")
+    return definition
 
 
 def _fail(where: str, message: str) -> InvalidInput:

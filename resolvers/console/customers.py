@@ -102,10 +102,14 @@ async def customer(visit: Visit) -> Response:
     if profile is None:
         message = answer.problems[0].message if answer.problems else "No customer with this id."
         return visit.refuse(404 if not answer.problems else 502, message)
-    email_events = await visit.services.events.timeline(
-        customer_id, TIMELINE_EVENTS, sources=ESP_SOURCES
-    )
-    visit.audit(Action.READ, "console:timeline", [customer_id])
+    # Email opens and clicks are behaviour: shown, as the API shows them
+    # (``Customer.engagement``), only with the person's consent to personalisation.
+    email_events: list[StoredEvent] = []
+    if (profile.get("consent") or {}).get("personalisation") is True:
+        email_events = await visit.services.events.timeline(
+            customer_id, TIMELINE_EVENTS, sources=ESP_SOURCES
+        )
+        visit.audit(Action.READ, "console:timeline", [customer_id])
     return visit.render(
         "customer.html",
         {

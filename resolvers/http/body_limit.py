@@ -14,7 +14,9 @@ from collections.abc import Mapping
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-LIMITED_PREFIXES = ("/graphql", "/api/", "/webhooks/")
+# The console's too: its sign-in form is open to anyone, and Starlette buffers a whole
+# URL-encoded form (a thousand fields of up to 1 MiB each) before a handler runs.
+LIMITED_PREFIXES = ("/graphql", "/api/", "/webhooks/", "/console")
 
 
 class _BodyTooLarge(Exception):

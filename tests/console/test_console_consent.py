@@ -1,12 +1,24 @@
-"""Consent history in a real browser: each purpose's statements on Customer 360, newest
-first, as the API's ``consentHistory`` answers, so a steward sees when a customer opted
-out and who said so, not only the statement that counts now."""
+"""Consent on the console's page of a person: each purpose's statements, newest first,
+as the API's ``consentHistory`` answers (a steward sees when a customer opted out and who
+said so, not only the statement that counts now); and their behaviour only as the API
+shows it (without consent to personalisation, none of it, their email opens and clicks
+included)."""
 
 from __future__ import annotations
 
-from playwright.sync_api import Page, expect
+import uuid
+from datetime import UTC, datetime, timedelta
 
+from playwright.sync_api import Page, expect
+from sqlalchemy import insert
+from starlette.applications import Starlette
+
+from gateway.access.api_keys import Scope
+from gateway.db.models import Event
 from tests.console.conftest import Console, artifact, sign_in
+from tests.console.session_client import ConsoleClient, console_client
+from tests.gql_client import gql
+from tests.in_process import services_of
 
 SET_CONSENT = """mutation($id: ID!, $granted: Boolean!, $source: String!) {
   setConsent(customerId: $id, purpose: EMAIL_MARKETING, granted: $granted, source: $source) {
@@ -15,6 +27,7 @@ SET_CONSENT = """mutation($id: ID!, $granted: Boolean!, $source: String!) {
 HISTORY = """query($id: ID!) {
   customer(id: $id) { consentHistory(purpose: EMAIL_MARKETING) { granted source recordedAt } }
 }"""
+ENGAGEMENT = "query($id: ID!) { customer(id: $id) { engagement { emailOpens30d emailClicks30d } } }"
 
 
 def test_each_purpose_shows_every_statement_newest_first(page: Page, console: Console) -> None:
@@ -43,3 +56,84 @@ def test_each_purpose_shows_every_statement_newest_first(page: Page, console: Co
     expect(table).to_be_visible()
     table.scroll_into_view_if_needed()
     page.screenshot(path=artifact("customer-360-consent-history.png"), full_page=True)
+
+
+
+
+async def _engaged_customer(client: ConsoleClient, app: Starlette, granted: bool) -> str:
+    http = client.http
+    http.headers["Authorization"] = f"Bearer {client.key}"
+    email = f"zq-{uuid.uuid4().hex[:10]}@example.org"
+    made = await gql(
+        http, "mutation($e: String!) { upsertCustomer(input: {email: $e}) { id } }", e=email
+    )
+    customer_id = str(made["data"]["upsertCustomer"]["id"])
+    consent = await gql(
+        http,
+        "mutation($id: ID!, $g: Boolean!) { setConsent(customerId: $id, "
+        "purpose: PERSONALISATION, granted: $g) { granted } }",
+        id=customer_id,
+        g=granted,
+    )
+    assert "errors" not in consent, consent
+    now = datetime.now(UTC).replace(tzinfo=None)
+    rows = [
+        {
+            "customer_id": uuid.UUID(customer_id),
+            "source": "sendgrid",
+            "event_id": uuid.uuid4().hex,
+            "type": kind,
+            "occurred_at": now - timedelta(hours=1),
+            "properties": {"url": "https://shop.example/p/1"} if kind == "email:click" else {},
+        }
+        for kind in ("email:open", "email:click")
+    ]
+    async with services_of(app).engine.begin() as connection:
+        await connection.execute(insert(Event), rows)
+    return customer_id
+
+
+async def test_no_email_engagement_on_the_page_of_a_person_who_refused_personalisation(
+    app: Starlette,
+) -> None:
+    async with console_client(app, Scope.ADMIN) as client:
+        refused = await _engaged_customer(client, app, granted=False)
+        granted = await _engaged_customer(client, app, granted=True)
+
+        # The API: opens and clicks only of the person who consented.
+        api = await gql(client.http, ENGAGEMENT, id=refused)
+        assert api["data"]["customer"]["engagement"]["emailOpens30d"] in (None, 0), api
+        api = await gql(client.http, ENGAGEMENT, id=granted)
+        assert api["data"]["customer"]["engagement"]["emailOpens30d"] == 1, api
+
+        shown = await client.http.get(f"/console/customers/{granted}")
+        assert shown.status_code == 200, shown.text
+        assert shown.text.count('data-kind="email"') == 2
+
+        hidden = await client.http.get(f"/console/customers/{refused}")
+        assert hidden.status_code == 200, hidden.text
+        assert 'data-kind="email"' not in hidden.text
+        assert "behaviour is shown only with personalisation consent" in hidden.text
+
+
+async def test_the_page_of_a_person_who_only_unsubscribed_opens(app: Starlette) -> None:
+    # An unsubscribe (an ESP's, or setConsent) leaves one statement, for email marketing,
+    # and none for the other purposes: the page of such a person answered 500.
+    async with console_client(app, Scope.ADMIN) as client:
+        http = client.http
+        http.headers["Authorization"] = f"Bearer {client.key}"
+        email = f"zq-{uuid.uuid4().hex[:10]}@example.org"
+        made = await gql(
+            http, "mutation($e: String!) { upsertCustomer(input: {email: $e}) { id } }", e=email
+        )
+        customer_id = made["data"]["upsertCustomer"]["id"]
+        await gql(
+            http,
+            "mutation($id: ID!) { setConsent(customerId: $id, purpose: EMAIL_MARKETING, "
+            'granted: false, source: "sendgrid:unsubscribe") { granted } }',
+            id=customer_id,
+        )
+        page = await http.get(f"/console/customers/{customer_id}")
+        assert page.status_code == 200, page.text
+        assert 'data-consent="emailMarketing"><span class="bad">refused' in page.text
+        assert "refused by sendgrid:unsubscribe" in page.text

@@ -12,8 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.db.engine import create_sessionmaker
 from gateway.export.pseudonymise import Pseudonymiser
 from gateway.export.service import Exporter
+from gateway.identity.merges import merge_customers
 from gateway.privacy.erasure import Tombstones
 from gateway.profiles.contact_points import normalize_phone
 from tests.export.people import Person, add_person
@@ -127,3 +129,47 @@ def test_one_phone_in_two_spellings_gets_one_pseudonym_as_tombstones_make_it() -
     assert [h["phone"] for h in hashed] == [expected, expected]
     email = Tombstones(KEY).email_digest("zq.person@example.org")
     assert [h["email"] for h in hashed] == [email, email]
+
+
+def test_an_address_percent_encoded_in_a_link_is_not_exported() -> None:
+    # An ESP's click event keeps the link the recipient followed; unsubscribe and
+    # tracking links often carry the recipient's address in their query string, encoded
+    # (``%40`` for the ``@``): the plain-text pattern did not see it.
+    links: list[dict[str, object]] = [
+        {"url": "https://shop.example/unsubscribe?email=Zq.Person%40Example.org&list=1"},
+        {"url": "https://shop.example/p/1?utm_term=zq.person%2Bnews%40example.org"},
+        {"custom_args": {"send_id": "s-1", "to": "zq.person%2540example.org"}},
+    ]
+    rows = _properties(Pseudonymiser(KEY), *links)
+    text = json.dumps(rows).lower()
+    for local in ("zq.person", "zq.person%2bnews", "zq.person+news"):
+        assert local not in text, text
+    assert "example.org" not in text.replace('"', ""), text
+    assert rows[2]["custom_args"]["send_id"] == "s-1"  # type: ignore[index]
+
+
+async def test_an_operators_merge_reason_is_not_exported(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    # ``mergeCustomers`` and the review queue keep the reason an operator typed, free
+    # text that often names the person ("same as Zq… at old address …"): nothing in it
+    # can be told apart from a product's name, so a pseudonymised export leaves it out.
+    kept, folded = await add_person(engine), await add_person(engine)
+    reason = f"Called in: {folded.last_name} is {kept.last_name}, {folded.email} was old"
+    await merge_customers(create_sessionmaker(engine), kept.id, folded.id, reason)
+    out = tmp_path / "out"
+    await Exporter(engine, str(out), Pseudonymiser(KEY)).run()
+    links = [
+        row for p in out.glob("identity_links/**/*.parquet") for row in pq.read_table(p).to_pylist()
+    ]
+    assert any(row["rule"] == "manual" for row in links), links
+    decoded = json.dumps(links, default=str)
+    for value in (folded.last_name, kept.last_name, folded.email, "Called in"):
+        assert value not in decoded, value
+
+    raw = tmp_path / "raw"  # a raw export keeps it: it holds the names anyway
+    await Exporter(engine, str(raw), None).run()
+    raw_links = [
+        r for p in raw.glob("identity_links/**/*.parquet") for r in pq.read_table(p).to_pylist()
+    ]
+    assert reason in {row["reason"] for row in raw_links}

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.migrate import upgrade
+from gateway.errors import InvalidInput
 from gateway.scores.rfm import SEGMENTS
 from gateway.segments.fields import FIELDS, OPERATORS
 from gateway.segments.store import SegmentStore
@@ -132,3 +133,44 @@ async def test_members_are_what_hand_written_sql_finds(
     sample = ids[:40]
     named = await store.memberships(sample)
     assert {i for i in sample if "random" in named[i]} == expected & set(sample)
+
+
+async def test_memberships_of_a_full_batch_with_many_segments_saved(audience: Audience) -> None:
+    # ``customers(ids: [... 1,000])`` selecting ``segments`` asks every saved segment
+    # about every id in one statement: past 32,767 parameters Postgres's driver refused
+    # it, and every customer of the batch answered null.
+    _, store, ids = audience
+    names = [f"many-{n:02d}" for n in range(60)]
+    try:
+        for name in names:
+            await store.save(name, {"all": []}, include_suppressed=True)
+        assert len(names) * len(ids) > 32_767
+        named = await store.memberships(ids)
+        assert all(set(names) <= set(named[i]) for i in ids)
+    finally:
+        for name in names:
+            await store.delete(name)
+
+
+async def test_a_filter_of_more_values_than_a_statement_takes_is_refused(
+    audience: Audience,
+) -> None:
+    # 40 ``in`` lists of 1,000 values each passed every per-condition limit; saved, the
+    # segment's every read (size, pages, memberships) passed Postgres's 32,767-parameter
+    # limit and failed.
+    _, store, _ = audience
+    definition = {
+        "any": [
+            {"field": "email", "in": [f"p{n}.{i}@example.org" for i in range(1000)]}
+            for n in range(40)
+        ]
+    }
+    with pytest.raises(InvalidInput, match="values in all"):
+        await store.save("too-many-values", definition)
+    assert await store.get("too-many-values") is None
+    near = {"any": definition["any"][:10]}  # 10,000 values: taken, and read
+    segment = await store.save("many-values", near, include_suppressed=True)
+    try:
+        assert await store.size(segment) == 0
+    finally:
+        await store.delete("many-values")
