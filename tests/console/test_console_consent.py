@@ -58,8 +58,6 @@ def test_each_purpose_shows_every_statement_newest_first(page: Page, console: Co
     page.screenshot(path=artifact("customer-360-consent-history.png"), full_page=True)
 
 
-
-
 async def _engaged_customer(client: ConsoleClient, app: Starlette, granted: bool) -> str:
     http = client.http
     http.headers["Authorization"] = f"Bearer {client.key}"
