@@ -176,11 +176,15 @@ class ConsentStore:
 
 
 async def withdraw_many(
-    connection: AsyncConnection, purpose: Purpose, statements: Mapping[uuid.UUID, str]
+    connection: AsyncConnection,
+    purpose: Purpose,
+    statements: Mapping[uuid.UUID, str],
+    at: Mapping[uuid.UUID, datetime] | None = None,
 ) -> None:
     """Withdraw ``purpose`` for many stored customers at once (customer -> source), made
-    now, on ``connection``'s transaction: one upsert per chunk that, as ``record``,
-    replaces only an older statement (a newer one committed meanwhile stands)."""
+    now (or at ``at[customer]``: a withdrawal kept before the customer existed), on
+    ``connection``'s transaction: one upsert per chunk that, as ``record``, replaces
+    only an older statement (a newer one committed meanwhile stands)."""
     now = utcnow()
     rows = [
         {
@@ -188,7 +192,7 @@ async def withdraw_many(
             "purpose": purpose.value,
             "granted": False,
             "source": source[:64],
-            "recorded_at": now,
+            "recorded_at": _aware(at[customer]) if at and customer in at else now,
         }
         for customer, source in sorted(statements.items())  # one lock order for everyone
     ]

@@ -29,6 +29,7 @@ TABLES = {
     "identities",
     "attributes",
     "consents",
+    "email_suppressions",
     "events",
     "templates",
     "audit_log",
