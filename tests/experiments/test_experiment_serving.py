@@ -5,6 +5,7 @@ recommendation URL and a batch of renders, and per-send campaign metrics."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -183,8 +184,7 @@ async def test_impressions_of_a_customer_gone_before_the_write_are_dropped_alone
     impressions = services_of(served.app).impressions
     kept, gone = customer_id_for(person_with_history(served.samples)[18]), uuid.uuid4()
     for customer in (kept, gone):
-        served_at = datetime.now(UTC)
-        row = (customer, served_at, "api", "model", None, None, "fk-1", ("1",))
+        row = (customer, time.time(), "api", "model", None, None, "fk-1", ("1",))
         impressions.record(Impression(uuid.uuid4().hex[:16], *row))
     await impressions.flush()
     assert [r.customer_id for r in await _impressions(served, send_id="fk-1")] == [kept]

@@ -45,7 +45,9 @@ async def profile(gw: httpx.AsyncClient, email: str) -> dict[str, Any]:
 
 
 def email_statement(found: dict[str, Any]) -> dict[str, Any]:
-    statements = [c for c in found["consents"] if c["purpose"] == "EMAIL_MARKETING"]
+    statements: list[dict[str, Any]] = [
+        c for c in found["consents"] if c["purpose"] == "EMAIL_MARKETING"
+    ]
     assert statements, f"no email-marketing statement: {found}"
     return statements[0]
 
