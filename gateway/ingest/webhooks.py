@@ -196,9 +196,7 @@ class WebhookIngest:
         hundred on Redis, not one each)."""
         changes, profiles = [], {}
         for customer_id, (event, fields) in stored.changed.items():
-            changes.append(
-                _change(customer_id, dataclasses.replace(event, changed=tuple(sorted(fields))))
-            )
+            changes.append(_change(customer_id, event, tuple(sorted(fields))))  # no replace()
             if not fields <= {"engagement"}:
                 profiles[customer_id] = event.recipient
         # The writes are committed: a failure here must not make the ESP retry.
@@ -306,13 +304,15 @@ class WebhookIngest:
             )
 
 
-def _change(customer_id: uuid.UUID, event: InboundEvent) -> CustomerChange:
+def _change(
+    customer_id: uuid.UUID, event: InboundEvent, fields: tuple[str, ...] | None = None
+) -> CustomerChange:
     return CustomerChange(
         customer_id=customer_id,
         source=event.source,
         event_type=event.type,
         event_id=event.event_id,
-        fields=event.changed,
+        fields=event.changed if fields is None else fields,
         occurred_at=event.occurred_at,
     )
 

@@ -196,20 +196,24 @@ async def withdraw_many(
         }
         for customer, source in sorted(statements.items())  # one lock order for everyone
     ]
+    if not rows:
+        return
     dialect_insert = postgres_insert if connection.dialect.name == "postgresql" else sqlite_insert
-    for start in range(0, len(rows), 500):
-        statement = dialect_insert(Consent).values(rows[start : start + 500])
-        await connection.execute(
-            statement.on_conflict_do_update(
-                index_elements=["customer_id", "purpose"],
-                set_={
-                    "granted": statement.excluded.granted,
-                    "source": statement.excluded.source,
-                    "recorded_at": statement.excluded.recorded_at,
-                },
-                where=Consent.recorded_at <= statement.excluded.recorded_at,
-            )
-        )
+    statement = dialect_insert(Consent)
+    # One statement given many parameter sets: compiled once and cached, where a VALUES
+    # list of each batch's size was compiled afresh every time.
+    await connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=["customer_id", "purpose"],
+            set_={
+                "granted": statement.excluded.granted,
+                "source": statement.excluded.source,
+                "recorded_at": statement.excluded.recorded_at,
+            },
+            where=Consent.recorded_at <= statement.excluded.recorded_at,
+        ),
+        rows,
+    )
 
 
 def _rowcount(result: Any) -> int:
