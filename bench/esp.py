@@ -1,12 +1,14 @@
 """SendGrid Event Webhook throughput: signed batches of engagement events, each stored once.
 
-    .venv/bin/python -m bench.esp [--batches 5] [--size 1000] [--workers 2] [--in-flight 2]
+    .venv/bin/python -m bench.esp [--batches 10] [--size 1000] [--workers 2] [--in-flight 2]
 
 Serves the gateway (`gateway serve`, ``--workers`` processes) on a fresh Postgres
 database seeded with the demo's people, then posts ``--batches`` SendGrid batches of
 ``--size`` events (opens, clicks, deliveries and a few unsubscribes for the stored
 people), ECDSA-signed as SendGrid signs them, ``--in-flight`` at a time; then posts the
-first batch again. Printed: events/s accepted, events stored vs sent (each exactly once;
+first batch again. One batch of each kind is posted first, unmeasured, so neither side
+pays for a cold server (the yardstick, measured first, did: it came out slower than the
+stored path it bounds). Printed: events/s accepted, events stored vs sent (each exactly once;
 the replay stores nothing). The yardstick is the same number of batches for addresses
 nobody has (signature, parsing and the lookup, nothing written), on the same server;
 then the ratio. The issue's target: 5,000 events/s in batches of 1,000 on 2 cores.
@@ -18,6 +20,7 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import random
 import secrets
 import time
@@ -100,7 +103,7 @@ async def stored(url: str) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batches", type=int, default=5)
+    parser.add_argument("--batches", type=int, default=10)
     parser.add_argument("--size", type=int, default=1000)
     parser.add_argument("--people", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=2)
@@ -125,13 +128,17 @@ def main(argv: list[str] | None = None) -> None:
         }
         with harness.serve(env, workers=args.workers, ready="/healthz") as base:
             strangers = [f"nobody{n}@example.net" for n in range(args.people)]
+            warm = [batch(strangers, args.size, rng), batch(emails, args.size, rng)]
+            for events_of_one in warm:  # one at a time, unmeasured
+                asyncio.run(post_all(base, [events_of_one], 1))
+            warmed = asyncio.run(stored(url))
             unknown = [batch(strangers, args.size, rng) for _ in range(args.batches)]
             yardstick = asyncio.run(post_all(base, unknown, args.in_flight))
             known = [batch(emails, args.size, rng) for _ in range(args.batches)]
             seconds = asyncio.run(post_all(base, known, args.in_flight))
-            first = asyncio.run(stored(url))
+            first = asyncio.run(stored(url)) - warmed
             replay = asyncio.run(post_all(base, known[:1], 1))
-            after = asyncio.run(stored(url))
+            after = asyncio.run(stored(url)) - warmed
     rate, bare = events / seconds, events / yardstick
     print(f"yardstick (unknown addresses, nothing stored): {bare:,.0f} events/s", flush=True)
     print(
@@ -141,6 +148,8 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     print(f"ratio stored / yardstick: {rate / bare:.2f}; vs the 5,000/s target: {rate / 5000:.2f}")
+    load = os.getloadavg()
+    print(f"load average after the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (2 cores)")
 
 
 if __name__ == "__main__":

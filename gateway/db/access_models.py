@@ -65,3 +65,16 @@ class WebhookReceipt(Base):
     source: Mapped[str] = mapped_column(String(64), primary_key=True)
     digest: Mapped[str] = mapped_column(String(64), primary_key=True)
     event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+
+
+class EmailSuppression(Base):
+    """An address that withdrew email marketing before any customer had it (an ESP's
+    unsubscribe, group unsubscribe or spam report for a stranger), as the same keyed
+    hash a tombstone holds: a customer later created with that address starts with the
+    withdrawal (its source and time), and only a newer statement outranks it."""
+
+    __tablename__ = "email_suppressions"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source: Mapped[str] = mapped_column(String(64))
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)

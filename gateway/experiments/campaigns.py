@@ -13,10 +13,11 @@ A send is what the ESP's custom argument ``send_id`` names on its events (SendGr
 
 and each as a rate of ``delivered``.
 
-Per segment: pass ``audience``, a query of customer ids, and only those recipients
-count. Saved segments (issue 24) are meant to plug in here: a segment's member query
-(``select(<its members' ids>)``) as the audience, one call per segment, the same
-figures per segment of one send.
+Per segment: ``by_segment`` gives the same figures for each RFM segment of the
+recipients (``customer_scores.rfm_segment`` as the last score build set it; recipients
+without scores under ``unscored``), in one grouped query: each recipient is in one
+segment, so the segments' counts add up to the send's. ``audience``, a query of customer
+ids, restricts either to those recipients (a saved segment's members, say).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import aliased
 
 from gateway.db.models import Event
+from gateway.db.score_models import CustomerScore
 from gateway.experiments.results import within_after
 from gateway.scores.store import ORDER_TYPES
 from gateway.upstreams.event_store import ESP_SOURCES
@@ -37,6 +39,7 @@ from gateway.upstreams.event_store import ESP_SOURCES
 DELIVERED = ("email:delivered", "email:send", "email:open", "email:click")
 UNSUBSCRIBED = ("email:unsubscribe", "email:group_unsubscribe", "email:unsub")
 Audience = Select[uuid.UUID]
+UNSCORED = "unscored"  # the segment of recipients no score build has placed
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,31 @@ class Campaigns:
 
     async def of_send(self, send_id: str, audience: Audience | None = None) -> CampaignMetrics:
         """One send's figures, over ``audience``'s customers only when given."""
+        query = self._query(send_id, audience)
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(query)).one()
+        return CampaignMetrics(send_id, *(int(n or 0) for n in row))
+
+    async def by_segment(
+        self, send_id: str, audience: Audience | None = None
+    ) -> dict[str, CampaignMetrics]:
+        """One send's figures per RFM segment of its recipients (``UNSCORED`` for those
+        without scores), segments with no recipient left out."""
+        segment = func.coalesce(CustomerScore.rfm_segment, UNSCORED)
+        query = (
+            self._query(send_id, audience)
+            .add_columns(segment)
+            .outerjoin(CustomerScore, CustomerScore.customer_id == Event.customer_id)
+            .group_by(segment)
+        )
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return {
+            str(name): CampaignMetrics(send_id, *(int(n or 0) for n in counts))
+            for *counts, name in sorted(rows, key=lambda row: str(row[-1]))
+        }
+
+    def _query(self, send_id: str, audience: Audience | None) -> Select[Any]:
         send = Event.properties[("custom_args", "send_id")].as_string()
         order = aliased(Event)
         bought = exists().where(
@@ -99,9 +127,7 @@ class Campaigns:
         )
         if audience is not None:
             query = query.where(Event.customer_id.in_(audience))
-        async with self._engine.connect() as connection:
-            row = (await connection.execute(query)).one()
-        return CampaignMetrics(send_id, *(int(n or 0) for n in row))
+        return query
 
     @property
     def _dialect(self) -> str:

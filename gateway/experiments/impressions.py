@@ -1,18 +1,20 @@
 """Every served recommendation list, recorded without a round trip per request.
 
-Serving queues a row (list id, customer, strategy, experiment and variant, send, items)
-and returns; the rows are written in bulk every ``flush_interval_s`` through the same
-buffer as the audit log (gateway/row_buffer.py). Every request served leaves a row, so
-the write is the cheapest the database offers: COPY on Postgres, and on SQLite one
-driver-level executemany of values already in the form SQLAlchemy stores (a UUID's 32
-hex digits, a UTC time as ``YYYY-MM-DD HH:MM:SS.ffffff``, JSON text), which cost the
-event loop a fifth of an ORM-level insert's time per row. A customer erased (or merged
-away) between serving and the write leaves a row the foreign key refuses: the batch is
-then written without that customer's rows, rather than retried for ever.
+Serving queues a plain tuple (list id, customer, the clock's time, strategy, experiment
+and variant, send, product ids) and returns: no datetime, no JSON, no object per item on
+the request path. The rows are made of them and written in bulk every
+``flush_interval_s`` through the same buffer as the audit log (gateway/row_buffer.py).
+Every request served leaves a row, so the write is the cheapest the database offers:
+COPY on Postgres, and on SQLite driver-level inserts of 100 rows a statement, of values
+in the form SQLAlchemy stores (a UUID's 32 hex digits, a UTC time as ``YYYY-MM-DD
+HH:MM:SS.ffffff``, its seconds formatted once per second, JSON text). A customer erased
+(or merged away) between serving and the write leaves a row the foreign key refuses:
+the batch is then written without that customer's rows, rather than retried for ever.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Sequence
@@ -32,18 +34,19 @@ from gateway.row_buffer import RowBuffer
 
 logger = logging.getLogger("gateway.impressions")
 _IDS_PER_QUERY = 500
-_CHUNK = 1000  # rows per SQLite executemany: the loop serves requests between them
+_ROWS = 100  # rows per SQLite statement (900 parameters; SQLite allows 32,766)
+_REST = (64, 32, 16, 8, 4, 2, 1)
 _TABLE = cast(Table, RecommendationImpression.__table__)
 SURFACES = ("graphql", "api", "render")
 
 
 class Impression(NamedTuple):
-    """One served list; a tuple in the table's column order (it is the row COPY writes,
-    and built once a request: a tuple is the cheapest immutable value to build)."""
+    """One served list, in the table's column order; serving queues it as a plain tuple
+    of these fields (the cheapest value to build), ``served_at`` as ``time.time()``."""
 
     list_id: str
     customer_id: uuid.UUID
-    served_at: datetime
+    served_at: float
     surface: str
     strategy: str
     experiment: str | None
@@ -52,10 +55,9 @@ class Impression(NamedTuple):
     items: tuple[str, ...]
 
 
+# What serving queues: the fields of an ``Impression``, as a plain tuple.
+_Row = tuple[str, uuid.UUID, float, str, str, str | None, str | None, str | None, tuple[str, ...]]
 _COLUMNS = Impression._fields  # the table's columns, in the tuple's order
-_SQLITE_INSERT = (
-    f"INSERT INTO {_TABLE.name} ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-)
 
 
 class ImpressionLog:
@@ -68,12 +70,13 @@ class ImpressionLog:
     ) -> None:
         self._sessions = sessions
         self.enabled = enabled
-        self._buffer: RowBuffer[Impression] = RowBuffer(
+        self._buffer: RowBuffer[Impression | _Row] = RowBuffer(
             self._write, name="impressions", logger=logger, interval_s=flush_interval_s
         )
 
-    def record(self, impression: Impression) -> None:
-        """Queue one served list; returns at once."""
+    def record(self, impression: Impression | _Row) -> None:
+        """Queue one served list (an ``Impression`` or a tuple of its fields); returns
+        at once."""
         if self.enabled:
             self._buffer.add((impression,))
 
@@ -84,7 +87,7 @@ class ImpressionLog:
     async def aclose(self) -> None:
         await self._buffer.aclose()
 
-    async def _write(self, batch: list[Impression]) -> None:
+    async def _write(self, batch: list[Impression | _Row]) -> None:
         try:
             await self._insert(batch)
         except (IntegrityError, IntegrityConstraintViolationError):
@@ -97,7 +100,7 @@ class ImpressionLog:
                 )
             await self._insert(kept)
 
-    async def _insert(self, batch: Sequence[Impression]) -> None:
+    async def _insert(self, batch: Sequence[Impression | _Row]) -> None:
         if not batch:
             return
         async with self._sessions.begin() as session:
@@ -107,8 +110,8 @@ class ImpressionLog:
             else:
                 await _sqlite(connection, batch)
 
-    async def _of_existing(self, batch: Sequence[Impression]) -> list[Impression]:
-        ids = list({row.customer_id for row in batch})
+    async def _of_existing(self, batch: Sequence[Impression | _Row]) -> list[Impression | _Row]:
+        ids = list({row[1] for row in batch})
         found: set[uuid.UUID] = set()
         async with self._sessions() as session:
             for start in range(0, len(ids), _IDS_PER_QUERY):
@@ -116,30 +119,75 @@ class ImpressionLog:
                 found.update(
                     await session.scalars(select(Customer.id).where(Customer.id.in_(part)))
                 )
-        return [row for row in batch if row.customer_id in found]
+        return [row for row in batch if row[1] in found]
 
 
-def _postgres(i: Impression) -> tuple[object, ...]:
-    # COPY takes the values as they are, but a json column its text.
-    return (*i[:-1], orjson.dumps(i.items).decode())
+def _postgres(row: Impression | _Row) -> tuple[object, ...]:
+    # COPY takes the values as they are, but a time as a datetime and a json column its text.
+    list_id, customer, moment, *rest, items = row
+    stamp = datetime.fromtimestamp(moment, UTC)
+    return (list_id, customer, stamp, *rest, orjson.dumps(items).decode())
 
 
-async def _sqlite(connection: AsyncConnection, batch: Sequence[Impression]) -> None:
-    for start in range(0, len(batch), _CHUNK):
-        await connection.exec_driver_sql(
-            _SQLITE_INSERT,
-            [
-                (
-                    i.list_id,
-                    i.customer_id.hex,
-                    i.served_at.astimezone(UTC).isoformat(" ", "microseconds")[:26],
-                    i.surface,
-                    i.strategy,
-                    i.experiment,
-                    i.variant,
-                    i.send_id,
-                    orjson.dumps(i.items).decode(),
-                )
-                for i in batch[start : start + _CHUNK]
-            ],
+async def _sqlite(connection: AsyncConnection, batch: Sequence[Impression | _Row]) -> None:
+    stamp = _Stamps().text
+    dumps = orjson.dumps
+    values = [
+        (
+            list_id,
+            customer.hex,
+            stamp(moment),
+            surface,
+            strategy,
+            experiment,
+            variant,
+            send,
+            dumps(items).decode(),
         )
+        for (
+            list_id,
+            customer,
+            moment,
+            surface,
+            strategy,
+            experiment,
+            variant,
+            send,
+            items,
+        ) in batch
+    ]
+    # Many rows a statement, not an executemany of one row each: the driver lets go of
+    # the GIL around every step of a statement, and each step of an executemany then
+    # waited for the busy event loop to hand it back (two thread switches a row).
+    # Statements of _ROWS rows, then the rest in halving sizes: a few statement texts,
+    # all in the driver's statement cache.
+    position = 0
+    for size in (_ROWS, *_REST):
+        while len(values) - position >= size:
+            part = values[position : position + size]
+            flat = [value for row in part for value in row]
+            await connection.exec_driver_sql(_statement(size), tuple(flat))
+            position += size
+
+
+@functools.cache
+def _statement(rows: int) -> str:
+    one = f"({', '.join('?' * len(_COLUMNS))})"
+    return f"INSERT INTO {_TABLE.name} ({', '.join(_COLUMNS)}) VALUES {', '.join([one] * rows)}"
+
+
+class _Stamps:
+    """UTC times as SQLAlchemy stores them on SQLite (``YYYY-MM-DD HH:MM:SS.ffffff``),
+    each second formatted once: a batch's thousand rows share a few seconds."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def text(self, moment: float) -> str:
+        micros = round(moment * 1_000_000)
+        second, fraction = divmod(micros, 1_000_000)
+        if second != self._second:
+            self._second = second
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        return f"{self._prefix}.{fraction:06d}"

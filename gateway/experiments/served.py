@@ -13,12 +13,12 @@ same, so results compare the variants as assigned (intention to treat).
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
-from gateway.experiments.impressions import Impression, ImpressionLog
+from gateway.experiments.impressions import ImpressionLog
 from gateway.experiments.running import Assignment, Experiments
 from gateway.experiments.tracking import Tracker, new_list_id, tagged
 from gateway.recommendations.serving import (
@@ -164,7 +164,7 @@ class ServedRecommendations:
         if not self.impressions.enabled:
             return None, tuple(items)
         list_id = new_list_id()
-        signed = self.tracker.signed(list_id)  # one MAC a list; the position is the item's
+        tokens = self.tracker.tokens(list_id, len(items))  # one MAC per seven items
         return list_id, tuple(
             Recommendation(
                 item.product,
@@ -172,9 +172,9 @@ class ServedRecommendations:
                 item.reason,
                 item.category,
                 list_id,
-                tagged(item.product.url, f"{signed}.{position}") if item.product.url else None,
+                tagged(item.product.url, token) if item.product.url else None,
             )
-            for position, item in enumerate(items)
+            for item, token in zip(items, tokens, strict=True)
         )
 
     def _record(
@@ -189,16 +189,18 @@ class ServedRecommendations:
     ) -> None:
         if list_id is None:
             return
+        # A plain tuple in the table's column order, the time as the clock reads it:
+        # the writer (off the request path) makes the row of it.
         self.impressions.record(
-            Impression(
-                list_id=list_id,
-                customer_id=customer_id,
-                served_at=datetime.now(UTC),
-                surface=surface,
-                strategy=strategy,
-                experiment=assignment.experiment.name if assignment else None,
-                variant=assignment.variant.name if assignment else None,
-                send_id=send_id,
-                items=tuple([item.product.external_id for item in items]),
+            (
+                list_id,
+                customer_id,
+                time.time(),
+                surface,
+                strategy,
+                assignment.experiment.name if assignment else None,
+                assignment.variant.name if assignment else None,
+                send_id,
+                tuple([item.product.external_id for item in items]),
             )
         )

@@ -31,6 +31,11 @@ EMAIL_STATUS = "email_status"  # the attribute a hard bounce sets
 UNDELIVERABLE = "undeliverable"
 
 
+def withdrawal_source(event: InboundEvent) -> str:
+    """The source a withdrawal is recorded with: ``<esp>:<event>``."""
+    return f"{event.source}:{event.type.removeprefix('email:')}"
+
+
 async def apply_consequences(
     connection: AsyncConnection, stored: Sequence[tuple[uuid.UUID, InboundEvent]]
 ) -> None:
@@ -39,7 +44,7 @@ async def apply_consequences(
     bounced: list[ObservationRow] = []
     for customer_id, event in stored:
         if event.consequence == "withdraw":
-            withdrawn[customer_id] = f"{event.source}:{event.type.removeprefix('email:')}"
+            withdrawn[customer_id] = withdrawal_source(event)
         elif event.consequence == "undeliverable":
             row = (customer_id, EMAIL_STATUS, UNDELIVERABLE, event.source, event.occurred_at)
             bounced.append(row)

@@ -30,9 +30,12 @@ from gateway.db.bulk import insert_tuples, is_postgres, matching
 from gateway.db.models import Attribute, Customer, Event
 from gateway.experiments.attribution import ClickedLink, record_clicks, send_of
 from gateway.experiments.tracking import Tracker
-from gateway.identity.linkage.resolution import lock_keys
-from gateway.ingest.engagement import apply_consequences
+from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
+from gateway.identity.linkage.resolution import customer_keys, lock_keys
+from gateway.identity.values import email_parts
+from gateway.ingest.engagement import apply_consequences, withdrawal_source
 from gateway.ingest.webhook_payloads import InboundEvent
+from gateway.privacy import suppressions
 from gateway.privacy.erasure import Tombstones
 from gateway.privacy.erasure_scope import subject_key
 
@@ -56,22 +59,31 @@ async def store_batch(
     subjects: Sequence[set[str]],
     tombstones: Tombstones,
     tracker: Tracker | None = None,
+    config: IdentityConfig = DEFAULT_CONFIG,
 ) -> StoredBatch:
     """Store ``events`` (each with its subject digests) on ``connection``'s transaction;
-    clicks on links ``tracker`` signed are attributed to their lists."""
+    clicks on links ``tracker`` signed are attributed to their lists; a withdrawal for
+    an address no customer has is kept as a suppression (gateway/privacy/suppressions)."""
     every = set().union(*subjects) if subjects else set()
     # Shared: an ESP batch creates and links no one, so only an erasure (exclusive) must
     # wait for it; two batches (which held ~60 % of the stripes each) no longer queue.
-    await lock_keys(connection, map(subject_key, every), shared=True)
+    # A withdrawal's address too, as the linker keys it: a customer being created with
+    # it either commits before the lookup below or finds the suppression kept here.
+    await lock_keys(
+        connection, [*map(subject_key, every), *_withdrawal_keys(events, config)], shared=True
+    )
     blocked = await tombstones.blocked(connection, every) if every else set()
     recipients = await _recipients(connection, {e.recipient for e in events if e.recipient})
     result = StoredBatch()
     wanted: dict[str, int] = {}  # event id -> position of its first copy in the batch
+    strangers: dict[str, str] = {}  # withdrawals of addresses nobody has: digest -> source
     for position, (event, digests) in enumerate(zip(events, subjects, strict=True)):
         customer = recipients.get(event.recipient or "")
         if digests & blocked:
             result.statuses.append(("erased", None))
         elif customer is None:
+            if event.consequence == "withdraw" and event.recipient:
+                strangers[tombstones.digest("email", event.recipient)] = withdrawal_source(event)
             result.statuses.append(("ignored", None))
         elif event.event_id in wanted:
             result.statuses.append(("duplicate", None))
@@ -104,9 +116,23 @@ async def store_batch(
     # COPY on Postgres: a batch's thousand rows, no conflict possible (fresh events).
     await insert_tuples(connection, _SUBJECTS, ("event_id", "digest"), subject_rows)
     await apply_consequences(connection, consequences)
+    await suppressions.keep(connection, strangers)
     if tracker is not None:
         await record_clicks(connection, clicked, tracker)
     return result
+
+
+def _withdrawal_keys(events: Sequence[InboundEvent], config: IdentityConfig) -> list[str]:
+    keys: list[str] = []
+    for event in events:
+        if event.consequence == "withdraw" and event.recipient:
+            try:
+                _, email_key = email_parts(event.recipient, config)
+            except ValueError:
+                continue
+            if email_key:
+                keys.extend(customer_keys((), [email_key], ()))
+    return keys
 
 
 async def _recipients(connection: AsyncConnection, emails: set[str]) -> dict[str, uuid.UUID]:

@@ -34,6 +34,7 @@ from gateway.identity.linkage.resolution import Resolver
 from gateway.identity.records import PreparedRecord, RecordError, prepare
 from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
 from gateway.privacy.erasure import Tombstones
+from gateway.privacy.suppressions import Suppressions
 
 log = logging.getLogger(__name__)
 Format = Literal["csv", "jsonl"]
@@ -135,7 +136,8 @@ class Importer:
         self._tombstones = tombstones
         self._source_ids = source_ids
         self._observed_at = observed_at
-        self._resolver = Resolver(sessions, config, retry=retry)
+        suppressions = Suppressions(tombstones) if tombstones else None
+        self._resolver = Resolver(sessions, config, retry=retry, suppressions=suppressions)
         self._config = config
         self._source = source
         self._batch_size = batch_size

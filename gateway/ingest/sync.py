@@ -40,6 +40,7 @@ from gateway.ingest.importer import AfterCommit
 from gateway.ingest.sync_runs import record_run
 from gateway.observability import freshness, metrics
 from gateway.privacy.erasure import Tombstones
+from gateway.privacy.suppressions import Suppressions
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +256,8 @@ async def sync(
     A record whose id its upstream cannot have (``source_ids``) is rejected and counted.
     ``after_commit`` runs after each batch commits, with its decisions.
     """
-    resolver = Resolver(sessions, config)
+    suppressions = Suppressions(tombstones) if tombstones else None
+    resolver = Resolver(sessions, config, suppressions=suppressions)
     reports: list[SyncReport] = []
     for name in _selected(adapters, sources):
         adapter = adapters[name]

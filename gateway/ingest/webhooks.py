@@ -4,13 +4,12 @@ Received by ``POST /webhooks/{source}`` (resolvers/http/webhooks.py), which
 gateway/ingest/webhook_receiver.py serves: verify the source's signature over the raw
 body, validate the body into ``InboundEvent``s; then here, per event, in one transaction:
 claim the event id (the events table's unique (source, event_id) makes a replay a
-no-op) and, where that id is not signed (Shopify's header), a
-digest of the signed body (``webhook_receipts``: a captured body resent under a new id
-is a duplicate too); link the record to a unified customer through the identity
-``Resolver`` (its key locks serialise two webhooks for one new email), and store what
-changed. Only after the commit: drop the customer's cached entries on every instance and
-publish a change notification, so no one is told about, or re-reads, a write that might
-still roll back.
+no-op) and, where that id is not signed (Shopify's header), a digest of the signed body
+(``webhook_receipts``: a captured body resent under a new id is a duplicate too);
+link the record to a unified customer through the identity ``Resolver`` (its key
+locks serialise two webhooks for one new email), and store what changed. Only after
+the commit: drop the customer's cached entries on every instance and publish a change
+notification, so no one is told about, or re-reads, a write that might still roll back.
 
 What protects each source against a replayed request: Shopify signs only the body, so
 its digest is the dedupe key (besides the unsigned id); HubSpot signs method, URI, body
@@ -50,6 +49,7 @@ from gateway.ingest.webhook_payloads import InboundEvent, PayloadError
 from gateway.privacy.consent import refusing_analytics
 from gateway.privacy.erasure import Tombstones
 from gateway.privacy.erasure_scope import subject_key
+from gateway.privacy.suppressions import Suppressions
 from gateway.profiles.profile_cache import CachedCustomers
 from gateway.upstreams.federation import Federation
 
@@ -59,9 +59,9 @@ logger = logging.getLogger("gateway.webhooks")
 # "no_consent": a Segment call of a customer with a stored "no" to analytics (the
 # stream's rule): acknowledged, so the sender does not retry, and the call is not kept;
 # an identify's traits still reach the profile, as they do from the stream.
-# "ignored": an ESP event for an address no customer has (or a Mandrill event older than
-# the replay bound); "rejected": an ESP event with a field no retry can fix, its batch's
-# other events stored. Both acknowledged, nothing stored.
+# "ignored": an ESP event for an address no customer has (an unsubscribe is kept as a
+# suppression), or a Mandrill event older than the replay bound; "rejected": an ESP
+# event with a field no retry can fix. Both acknowledged, no event stored.
 Status = Literal["processed", "duplicate", "erased", "no_consent", "ignored", "rejected"]
 # The source whose calls are behavioural analytics, gated by the analytics consent.
 ANALYTICS_SOURCE = "segment"
@@ -109,6 +109,7 @@ class WebhookIngest:
         self._retry = retry
         self._tracker = tracker  # clicks on links it signed are attributed to their lists
         self._tombstones = tombstones
+        self._suppressions = Suppressions(tombstones)
         self._source_ids = source_ids
         self._engine = engine
         self._federation = federation
@@ -167,7 +168,7 @@ class WebhookIngest:
         async def store() -> StoredBatch:
             async with self._engine.begin() as connection:
                 return await store_batch(
-                    connection, events, subjects, self._tombstones, self._tracker
+                    connection, events, subjects, self._tombstones, self._tracker, self._config
                 )
 
         stored = await retry_transaction(store, "webhook_ingest", self._retry)
@@ -195,9 +196,7 @@ class WebhookIngest:
         hundred on Redis, not one each)."""
         changes, profiles = [], {}
         for customer_id, (event, fields) in stored.changed.items():
-            changes.append(
-                _change(customer_id, dataclasses.replace(event, changed=tuple(sorted(fields))))
-            )
+            changes.append(_change(customer_id, event, tuple(sorted(fields))))  # no replace()
             if not fields <= {"engagement"}:
                 profiles[customer_id] = event.recipient
         # The writes are committed: a failure here must not make the ESP retry.
@@ -268,13 +267,12 @@ class WebhookIngest:
     async def _link(
         self, connection: AsyncConnection, record: PreparedRecord
     ) -> tuple[uuid.UUID, tuple[uuid.UUID, ...]]:
-        """The record's customer, and the stored customers the link folded into it."""
-        # The resolver runs inside this transaction (a savepoint of it): its advisory
-        # key locks are then held until the event row commits with the link.
+        """The record's customer, and the stored customers the link folded into it (in
+        a savepoint of this transaction: the key locks are held to its commit)."""
         sessions = async_sessionmaker(
             bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
         )
-        resolver = Resolver(sessions, self._config, retry=None)  # ``ingest`` retries
+        resolver = Resolver(sessions, self._config, retry=None, suppressions=self._suppressions)
         (decision,) = await resolver.link([record])
         return decision.customer_id, decision.merged
 
@@ -306,13 +304,15 @@ class WebhookIngest:
             )
 
 
-def _change(customer_id: uuid.UUID, event: InboundEvent) -> CustomerChange:
+def _change(
+    customer_id: uuid.UUID, event: InboundEvent, fields: tuple[str, ...] | None = None
+) -> CustomerChange:
     return CustomerChange(
         customer_id=customer_id,
         source=event.source,
         event_type=event.type,
         event_id=event.event_id,
-        fields=event.changed,
+        fields=event.changed if fields is None else fields,
         occurred_at=event.occurred_at,
     )
 

@@ -221,11 +221,15 @@ class ConsentStore:
 
 
 async def withdraw_many(
-    connection: AsyncConnection, purpose: Purpose, statements: Mapping[uuid.UUID, str]
+    connection: AsyncConnection,
+    purpose: Purpose,
+    statements: Mapping[uuid.UUID, str],
+    at: Mapping[uuid.UUID, datetime] | None = None,
 ) -> None:
     """Withdraw ``purpose`` for many stored customers at once (customer -> source), made
-    now, on ``connection``'s transaction: one upsert per chunk that, as ``record``,
-    replaces only an older statement (a newer one committed meanwhile stands)."""
+    now (or at ``at[customer]``: a withdrawal kept before the customer existed), on
+    ``connection``'s transaction: one upsert per chunk that, as ``record``, replaces
+    only an older statement (a newer one committed meanwhile stands)."""
     now = utcnow()
     rows = [
         {
@@ -233,25 +237,30 @@ async def withdraw_many(
             "purpose": purpose.value,
             "granted": False,
             "source": source[:64],
-            "recorded_at": now,
+            "recorded_at": _aware(at[customer]) if at and customer in at else now,
         }
         for customer, source in sorted(statements.items())  # one lock order for everyone
     ]
+    if not rows:
+        return
     dialect_insert = postgres_insert if connection.dialect.name == "postgresql" else sqlite_insert
-    for start in range(0, len(rows), 500):
-        await connection.execute(dialect_insert(ConsentChange).values(rows[start : start + 500]))
-        statement = dialect_insert(Consent).values(rows[start : start + 500])
-        await connection.execute(
-            statement.on_conflict_do_update(
-                index_elements=["customer_id", "purpose"],
-                set_={
-                    "granted": statement.excluded.granted,
-                    "source": statement.excluded.source,
-                    "recorded_at": statement.excluded.recorded_at,
-                },
-                where=Consent.recorded_at <= statement.excluded.recorded_at,
-            )
-        )
+    # The history first (every statement, as it came), then the statement that counts.
+    await connection.execute(dialect_insert(ConsentChange), rows)
+    statement = dialect_insert(Consent)
+    # One statement given many parameter sets: compiled once and cached, where a VALUES
+    # list of each batch's size was compiled afresh every time.
+    await connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=["customer_id", "purpose"],
+            set_={
+                "granted": statement.excluded.granted,
+                "source": statement.excluded.source,
+                "recorded_at": statement.excluded.recorded_at,
+            },
+            where=Consent.recorded_at <= statement.excluded.recorded_at,
+        ),
+        rows,
+    )
 
 
 def _rowcount(result: Any) -> int:

@@ -25,6 +25,7 @@ from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
 from gateway.identity.values import email_parts
 from gateway.privacy.consent import ConsentRecord
 from gateway.privacy.erasure import Tombstones
+from gateway.privacy.suppressions import Suppressions
 from gateway.profiles.contact_points import normalize_email, normalize_phone
 
 # BCP 47 language tags as ESPs use them: "en", "en-US", "zh-Hant-TW".
@@ -257,6 +258,7 @@ class CustomerStore:
                 session.add(customer)
                 # Attributes reference the row by key, not relationship: insert it first.
                 await session.flush()
+                await self._suppress(session, customer)
             else:
                 await self._refuse_erased(session, draft, customer)
             # The e-mail too: survivorship (merges) rebuilds golden values from these rows,
@@ -273,6 +275,17 @@ class CustomerStore:
             await self._link(session, customer, draft.identities)
             await session.flush()
             return _profile(customer)
+
+    async def _suppress(self, session: AsyncSession, customer: Customer) -> None:
+        """A new customer whose address withdrew email marketing before anyone had it
+        starts with that withdrawal (gateway/privacy/suppressions.py)."""
+        if self._tombstones is None:
+            return
+        suppressed = await Suppressions(self._tombstones).apply(
+            await session.connection(), [(customer.id, customer.email)]
+        )
+        if suppressed:
+            await session.refresh(customer, ["consents"])
 
     async def _refuse_erased(
         self, session: AsyncSession, draft: CustomerDraft, customer: Customer | None

@@ -30,6 +30,7 @@ TABLES = {
     "attributes",
     "consent_history",
     "consents",
+    "email_suppressions",
     "events",
     "templates",
     "audit_log",

@@ -50,14 +50,31 @@ def test_any_changed_character_of_the_signed_part_is_refused(at: int, replacemen
     assert found is None or changed == token
 
 
-def test_another_position_points_into_the_same_list_only() -> None:
-    """The position is not signed: edited, it names another item of the list the link
-    came from, which the recipient could have clicked anyway."""
+def test_an_edited_position_names_nothing() -> None:
+    """The position is signed: edited, the link names no item (not even another of the
+    same list), and a position in the wrong form is refused before any MAC."""
     list_id = new_list_id()
     token = TRACKER.token(list_id, 1)
-    assert TRACKER.read(f"https://x/p?{PARAMETER}={token[:-1]}3") == Tracked(list_id, 3)
+    assert TRACKER.read(f"https://x/p?{PARAMETER}={token}") == Tracked(list_id, 1)
+    for other in range(256):
+        if other != 1:
+            edited = f"{token.partition('.')[0]}.{other}"
+            assert TRACKER.read(f"https://x/p?{PARAMETER}={edited}") is None
     for bad in ("256", "-1", "", "1x", "0001"):
         assert TRACKER.read(f"https://x/p?{PARAMETER}={token[:-2]}.{bad}") is None
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 40))
+def test_a_list_signed_at_once_reads_back_item_by_item(count: int) -> None:
+    """``tokens`` (one MAC per seven items, the serving path) signs each position as
+    ``token`` does, and each reads back as its own item."""
+    list_id = new_list_id()
+    tokens = TRACKER.tokens(list_id, count)
+    assert tokens == [TRACKER.token(list_id, p) for p in range(count)]
+    assert len({t.partition(".")[0] for t in tokens}) == count  # a tag per position
+    for position, token in enumerate(tokens):
+        assert TRACKER.read(f"https://x/p?{PARAMETER}={token}") == Tracked(list_id, position)
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
@@ -20,6 +20,9 @@ from gateway.identity.records import PreparedRecord, prepare
 from gateway.identity.scoring.comparison import Scorer
 from gateway.identity.scoring.model import LinkageModel
 from gateway.identity.scoring.model_store import active_scorer, identity_count
+
+if TYPE_CHECKING:
+    from gateway.privacy.suppressions import Suppressions
 
 # Key locks are striped: a big batch takes every stripe (imports serialise), a single
 # record a few (unrelated webhooks run side by side), and the lock table stays small.
@@ -137,7 +140,11 @@ class Resolver:
         *,
         model: LinkageModel | None = None,
         retry: RetryPolicy | None = DEFAULT_RETRY,
+        suppressions: Suppressions | None = None,
     ) -> None:
+        # ``suppressions``: a customer created with an address that withdrew email
+        # marketing before anyone had it starts with that withdrawal.
+        self._suppressions = suppressions
         # ``retry`` None: the sessions join a caller's transaction (a savepoint of it),
         # and only the caller can run the whole unit of work again.
         self._retry = retry
@@ -193,6 +200,16 @@ class Resolver:
         state = await _load(connection, records, self._config)
         decisions = Linker(self._config, scorer).decide(list(records), state)
         await write_batch(connection, decisions, state, self._config, scorer.model.version)
+        if self._suppressions is not None:
+            fresh = {d.customer_id for d in decisions if d.new_customer}
+            created = [
+                (d.customer_id, email)
+                for d in decisions
+                if d.customer_id in fresh
+                for email in (d.record.values.get("email"), d.record.given_email)
+                if email
+            ]
+            await self._suppressions.apply(connection, created)
         return decisions
 
     async def link_one(self, data: Mapping[str, Any], source: str) -> Decision:

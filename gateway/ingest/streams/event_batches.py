@@ -48,6 +48,7 @@ from gateway.ingest.webhooks import subject_digests
 from gateway.privacy.consent import refusing_analytics
 from gateway.privacy.erasure import Tombstones
 from gateway.privacy.erasure_scope import subject_key
+from gateway.privacy.suppressions import Suppressions
 
 _NAMED_CACHE = 100_000  # users whose plain events' records are kept prepared
 
@@ -267,7 +268,9 @@ class EventBatches:
             sessions = async_sessionmaker(
                 bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
             )
-            resolver = Resolver(sessions, self._config, retry=None)  # ``store`` retries
+            resolver = Resolver(  # ``store`` retries
+                sessions, self._config, retry=None, suppressions=Suppressions(self._tombstones)
+            )
             owned = await emails(connection, {r.external_id for _, r in to_link})
             decisions = await resolver.link([record for _, record in to_link])
             for (position, record), decision in zip(to_link, decisions, strict=True):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 from strawberry.types import Info
@@ -129,6 +129,23 @@ def _variant(found: VariantResult, weight: float, metric: Metric) -> ExperimentV
     )
 
 
+@strawberry.type(description="One send's figures for the recipients in one RFM segment.")
+class CampaignSegment:
+    segment: str = strawberry.field(
+        description="The RFM segment of the last score build; 'unscored' for recipients "
+        "without scores."
+    )
+    delivered: int
+    opened: int
+    clicked: int
+    converted: int
+    unsubscribed: int
+    open_rate: float | None = strawberry.field(description="opened / delivered.")
+    click_through_rate: float | None = strawberry.field(description="clicked / delivered.")
+    conversion_rate: float | None = strawberry.field(description="converted / delivered.")
+    unsubscribe_rate: float | None = strawberry.field(description="unsubscribed / delivered.")
+
+
 @strawberry.type(description="One send's figures, from the ESP events carrying its send_id.")
 class Campaign:
     send_id: str
@@ -144,20 +161,28 @@ class Campaign:
     conversion_rate: float | None = strawberry.field(description="converted / delivered.")
     unsubscribe_rate: float | None = strawberry.field(description="unsubscribed / delivered.")
 
+    @strawberry.field(description="The same figures per RFM segment of the recipients.")
+    async def by_segment(self, info: GatewayInfo) -> list[CampaignSegment]:
+        found = await info.context.services.campaigns.by_segment(self.send_id)
+        return [CampaignSegment(segment=name, **_figures(f)) for name, f in found.items()]
+
     @classmethod
     def of(cls, found: CampaignMetrics) -> Campaign:
-        return cls(
-            send_id=found.send_id,
-            delivered=found.delivered,
-            opened=found.opened,
-            clicked=found.clicked,
-            converted=found.converted,
-            unsubscribed=found.unsubscribed,
-            open_rate=found.open_rate,
-            click_through_rate=found.click_through_rate,
-            conversion_rate=found.conversion_rate,
-            unsubscribe_rate=found.unsubscribe_rate,
-        )
+        return cls(send_id=found.send_id, **_figures(found))
+
+
+def _figures(found: CampaignMetrics) -> dict[str, Any]:
+    return {
+        "delivered": found.delivered,
+        "opened": found.opened,
+        "clicked": found.clicked,
+        "converted": found.converted,
+        "unsubscribed": found.unsubscribed,
+        "open_rate": found.open_rate,
+        "click_through_rate": found.click_through_rate,
+        "conversion_rate": found.conversion_rate,
+        "unsubscribe_rate": found.unsubscribe_rate,
+    }
 
 
 @strawberry.type(description="The customer's variant in a running experiment.")
