@@ -33,8 +33,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db.access_models import EmailSuppression
+from gateway.db.bulk import matching
 from gateway.db.models import utcnow
-from gateway.identity.linkage.lookup import matching
 from gateway.privacy.consent import Purpose, withdraw_many
 
 if TYPE_CHECKING:
