@@ -42,6 +42,7 @@ from gateway.recommendations.training.search import (
     search_als,
     search_blend,
     search_log,
+    search_rp3beta,
 )
 from gateway.recommendations.training.trials import Setting, Trial, paired_gain
 
@@ -51,7 +52,7 @@ __all__ = ["ALL_FAMILIES", "VALIDATION_USERS", "Selection", "fit_setting", "sele
 # better by more than this many standard errors of the per-user difference.
 NOISE_MULTIPLE = 1.0
 RANDOM_FOLDS = 2  # a random inner split is noisy: average two (a recent one is fixed)
-SINGLE_FAMILIES = ("popularity", "item_to_item", "knn", "ease", "als")
+SINGLE_FAMILIES = ("popularity", "item_to_item", "knn", "rp3beta", "ease", "als")
 ALL_FAMILIES = (*SINGLE_FAMILIES, "blend")
 
 
@@ -187,6 +188,8 @@ def select(
                 return Setting.of("knn", neighbours=neighbours, weighting=weighting, input=view)
 
             search_log(v, knn, KNN_COARSE)
+    if "rp3beta" in wanted:
+        search_rp3beta(v, view, first.n_items)
     if "als" in wanted:
         search_als(v, view, first.n_items)
     best = {f: t for f in SINGLE_FAMILIES if (t := v.best_of(f)) is not None}
