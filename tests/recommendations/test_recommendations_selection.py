@@ -258,7 +258,8 @@ def test_rp3beta_ranks_held_out_partners_far_above_popularity() -> None:
     assert walked > 3 * evaluate_fitted(popular, users, seen, truth, 10)[0]
     # Each product's strongest neighbour is its partner (the reason a list names).
     nearest = walk.neighbours(1).tocoo()
-    partner = {matrix.items[i]: matrix.items[j] for i, j in zip(nearest.row, nearest.col)}
+    pairs = zip(nearest.row, nearest.col, strict=True)
+    partner = {matrix.items[i]: matrix.items[j] for i, j in pairs}
     assert all(partner[f"p{c}a"] == f"p{c}b" for c in range(60) if f"p{c}a" in partner)
 
 
@@ -268,8 +269,9 @@ def test_rp3beta_is_searched_in_a_few_fits_and_recorded() -> None:
             _pairs(6), ModelParams(), how="recent", seed=6, families=("popularity", "rp3beta")
         )
     walks = [t.setting for t in selection.trials if t.setting.family == "rp3beta"]
-    assert 5 <= len(walks) <= 12
+    assert len(walks) == 5
     assert len({s.options["beta"] for s in walks}) >= 3  # the damping is searched
     assert selection.chosen.family == "rp3beta"
     record = selection.record()
-    assert record["label"].startswith("rp3beta(") and "popularity" in record["reason"]
+    assert record["label"].startswith("rp3beta(")
+    assert "popularity" in record["reason"]

@@ -40,7 +40,7 @@ EASE_COARSE = (3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
 KNN_COARSE = (5.0, 20.0, 80.0, 320.0, 1280.0)
 # RP3beta: how much popular destinations are damped matters most, then the neighbourhood.
 _RP3_BETAS = (0.0, 0.25, 0.5)
-_RP3_NEIGHBOURS = (25.0, 100.0, 400.0)
+_RP3_NEIGHBOURS = (30.0, 100.0, 300.0)
 # ALS: what matters most is the regularisation against the confidence given to what
 # was seen (alpha), so the two are searched together, as a ratio, before the factors.
 _ALS_ALPHAS = (1.0, 3.0, 10.0, 30.0)
@@ -216,22 +216,17 @@ def search_als(v: Validation, view: str, items: int) -> None:
 
 
 def search_rp3beta(v: Validation, view: str, items: int) -> None:
-    """RP3beta: the damping (beta) at 100 neighbours, then the neighbourhood on a log
-    grid at the best beta, then beta refined (about 8 fits)."""
+    """RP3beta: the damping (beta) at 100 neighbours, then the neighbourhood at the best
+    beta (5 fits: its validation is flat in the neighbourhood past a few dozen)."""
 
     def setting(beta: float, neighbours: float) -> Setting:
         size = max(1, min(round(neighbours), items))
-        return Setting.of("rp3beta", beta=round(beta, 4), neighbours=size, input=view)
+        return Setting.of("rp3beta", beta=beta, neighbours=size, input=view)
 
-    beta = max(_RP3_BETAS, key=lambda b: v.run(setting(b, _RP3_NEIGHBOURS[1])).key)
-    search_log(v, lambda x: setting(beta, x), _RP3_NEIGHBOURS)
-    best = v.best_of("rp3beta")
-    assert best is not None
-    neighbours = float(best.setting.options["neighbours"])
-    step = (_RP3_BETAS[1] - _RP3_BETAS[0]) / 2
-    for refined in (beta - step, beta + step):
-        if refined >= 0:
-            v.run(setting(refined, neighbours))
+    middle = _RP3_NEIGHBOURS[1]
+    beta = max(_RP3_BETAS, key=lambda b: v.run(setting(b, middle)).key)
+    for neighbours in (_RP3_NEIGHBOURS[0], _RP3_NEIGHBOURS[2]):
+        v.run(setting(beta, neighbours))
 
 
 def search_blend(v: Validation, candidates: list[Setting]) -> None:
