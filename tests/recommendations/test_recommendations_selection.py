@@ -19,12 +19,12 @@ from gateway.recommendations.training.builder import compute
 from gateway.recommendations.training.evaluation import evaluate
 from gateway.recommendations.training.families import TrainingData, fit, thread_limits
 from gateway.recommendations.training.history import History
-from gateway.recommendations.training.metrics import Split, evaluate_fitted, held_matrix, split
+from gateway.recommendations.training.metrics import Split
 from gateway.recommendations.training.search import Validation, make_fold
 from gateway.recommendations.training.selection import fit_setting, select
 from gateway.recommendations.training.trials import Setting
 
-NEIGHBOURHOOD = {"knn", "ease", "item_to_item", "rp3beta"}
+NEIGHBOURHOOD = {"knn", "ease", "item_to_item"}
 
 
 def _independent(seed: int, users: int = 300, items: int = 80, each: int = 12) -> list[Interaction]:
@@ -243,35 +243,3 @@ def test_als_is_searched_in_a_bounded_number_of_fits() -> None:
     assert len(als) <= 12
     assert sum(1 for s in als if s.options["iterations"] < 15) == 6
     assert selection.chosen.family == "als"
-
-
-def test_rp3beta_ranks_held_out_partners_far_above_popularity() -> None:
-    data = _pairs(4)
-    train, held = split(data, "random", seed=4)
-    matrix = build_matrix(train, ModelParams(), items=sorted({x.item for x in data}))
-    whole = TrainingData(matrix)
-    users = np.array([matrix.user_index[u] for u in matrix.users if u in held])
-    seen, truth = (matrix.weights > 0).tocsr(), held_matrix(held, matrix.users, matrix.items)
-    walk = fit("rp3beta", {"beta": 0.25, "neighbours": 20}, whole)
-    popular = fit("popularity", {}, whole)
-    walked = evaluate_fitted(walk, users, seen, truth, 10)[0]
-    assert walked > 3 * evaluate_fitted(popular, users, seen, truth, 10)[0]
-    # Each product's strongest neighbour is its partner (the reason a list names).
-    nearest = walk.neighbours(1).tocoo()
-    pairs = zip(nearest.row, nearest.col, strict=True)
-    partner = {matrix.items[i]: matrix.items[j] for i, j in pairs}
-    assert all(partner[f"p{c}a"] == f"p{c}b" for c in range(60) if f"p{c}a" in partner)
-
-
-def test_rp3beta_is_searched_in_a_few_fits_and_recorded() -> None:
-    with thread_limits(1):
-        selection = select(
-            _pairs(6), ModelParams(), how="recent", seed=6, families=("popularity", "rp3beta")
-        )
-    walks = [t.setting for t in selection.trials if t.setting.family == "rp3beta"]
-    assert len(walks) == 5
-    assert len({s.options["beta"] for s in walks}) >= 3  # the damping is searched
-    assert selection.chosen.family == "rp3beta"
-    record = selection.record()
-    assert record["label"].startswith("rp3beta(")
-    assert "popularity" in record["reason"]

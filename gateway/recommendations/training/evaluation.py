@@ -31,12 +31,7 @@ from gateway.recommendations.training.metrics import (
     ranking_metrics,
     split,
 )
-from gateway.recommendations.training.selection import (
-    ALL_FAMILIES,
-    Selection,
-    fit_setting,
-    select,
-)
+from gateway.recommendations.training.selection import Selection, fit_setting, select
 from gateway.recommendations.training.trials import Setting
 
 __all__ = ["Metrics", "Report", "Row", "evaluate", "ranking_metrics", "split"]
@@ -47,7 +42,6 @@ PEERS = (
     ("ALS", "als"),
     ("item-kNN", "knn"),
     ("item-to-item", "item_to_item"),
-    ("RP3beta", "rp3beta"),  # a candidate beside the issue's peers
 )
 
 
@@ -106,7 +100,7 @@ def evaluate(
     k: int = 10,
     categories: dict[str, str] | None = None,
     threads: int = 1,
-    families: Iterable[str] = ALL_FAMILIES,
+    families: Iterable[str] = ("popularity", "item_to_item", "ease", "als", "knn", "blend"),
 ) -> Report:
     """Every peer and the selected model on one split."""
     with thread_limits(threads):

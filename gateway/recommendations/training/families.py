@@ -12,8 +12,7 @@ Families (``FAMILIES``): ``popularity``; ``item_to_item``, the gateway's own
 co-occurrence model (``model``); ``ease``, EASE^R (Steck 2019), a closed form
 ``B = I - P / diag(P)`` with ``P = (X'X + lambda I)^-1``; ``als``, implicit's
 alternating least squares (conjugate gradient, CPU); ``knn``, implicit's item
-neighbourhoods (cosine or BM25 weighted); ``rp3beta``, a random walk on the
-interaction graph with popular items damped (``graph``); and ``blend``, fitted candidates' scores
+neighbourhoods (cosine or BM25 weighted); and ``blend``, fitted candidates' scores
 standardised per user and mixed.
 
 Memory and time: EASE inverts a dense items x items matrix, about 12 bytes x items^2
@@ -42,7 +41,7 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 Params = Mapping[str, Any]
 
-FAMILIES = ("popularity", "item_to_item", "ease", "als", "knn", "rp3beta", "blend")
+FAMILIES = ("popularity", "item_to_item", "ease", "als", "knn", "blend")
 EASE_MAX_ITEMS = 3_000
 _NEIGHBOUR_BLOCK_CELLS = 20_000_000
 
@@ -133,7 +132,7 @@ class TrainingData:
         return self._grams[key]
 
 
-def top_k_rows(dense: npt.NDArray[Any], k: int, offset: int) -> tuple[Any, Any, Any]:
+def _top_k_rows(dense: npt.NDArray[Any], k: int, offset: int) -> tuple[Any, Any, Any]:
     """(rows, cols, values) of each row's ``k`` largest positive entries."""
     k = min(k, dense.shape[1])
     if k <= 0:
@@ -156,7 +155,7 @@ def _sparse_top_k(matrix: sp.csr_matrix | npt.NDArray[Any], k: int) -> sp.csr_ma
         chunk: Any = matrix[start:stop]
         dense = np.array(chunk.toarray() if sp.issparse(chunk) else chunk, dtype=np.float64)
         dense[np.arange(stop - start), np.arange(start, stop)] = 0.0
-        parts.append(top_k_rows(dense, k, start))
+        parts.append(_top_k_rows(dense, k, start))
     if not parts:
         return sp.csr_matrix((n, n))
     rows, cols, values = (np.concatenate([p[i] for p in parts]) for i in range(3))
@@ -256,7 +255,7 @@ class Factors:
             stop = min(n, start + block)
             dense = np.asarray(unit[start:stop] @ unit.T, dtype=np.float64)
             dense[np.arange(stop - start), np.arange(start, stop)] = 0.0
-            parts.append(top_k_rows(dense, k, start))
+            parts.append(_top_k_rows(dense, k, start))
         rows, cols, values = (np.concatenate([p[i] for p in parts]) for i in range(3))
         return sp.csr_matrix((values, (rows, cols)), shape=(n, n))
 
@@ -306,10 +305,6 @@ def fit(family: str, params: Params, data: TrainingData) -> Fitted:
         return _fit_als(params, data)
     if family == "knn":
         return _fit_knn(params, data)
-    if family == "rp3beta":
-        from gateway.recommendations.training.graph import fit_rp3beta
-
-        return fit_rp3beta(params, data)
     raise ValueError(f"unknown model family {family!r}")
 
 

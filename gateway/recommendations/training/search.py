@@ -34,13 +34,10 @@ BLEND_MEMBERS = 3
 # What blends mix: the families whose settings are searched on the inner split. The
 # item-to-item model's fixed settings validated well in blends and lost on the test
 # (MovieLens 100k: 0.416 against 0.424 for ALS alone).
-_BLENDED = ("knn", "ease", "als", "rp3beta")
+_BLENDED = ("knn", "ease", "als")
 _BLEND_SHARES = (0.2, 0.35, 0.5, 0.65, 0.8)  # the stronger member's share in a pair
 EASE_COARSE = (3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
 KNN_COARSE = (5.0, 20.0, 80.0, 320.0, 1280.0)
-# RP3beta: how much popular destinations are damped matters most, then the neighbourhood.
-_RP3_BETAS = (0.0, 0.25, 0.5)
-_RP3_NEIGHBOURS = (30.0, 100.0, 300.0)
 # ALS: what matters most is the regularisation against the confidence given to what
 # was seen (alpha), so the two are searched together, as a ratio, before the factors.
 _ALS_ALPHAS = (1.0, 3.0, 10.0, 30.0)
@@ -213,20 +210,6 @@ def search_als(v: Validation, view: str, items: int) -> None:
     step = math.sqrt(_ALS_RATIOS[1] / _ALS_RATIOS[0])
     for r in (regularization / step, regularization * step):
         v.run(setting(factors, alpha, r))
-
-
-def search_rp3beta(v: Validation, view: str, items: int) -> None:
-    """RP3beta: the damping (beta) at 100 neighbours, then the neighbourhood at the best
-    beta (5 fits: its validation is flat in the neighbourhood past a few dozen)."""
-
-    def setting(beta: float, neighbours: float) -> Setting:
-        size = max(1, min(round(neighbours), items))
-        return Setting.of("rp3beta", beta=beta, neighbours=size, input=view)
-
-    middle = _RP3_NEIGHBOURS[1]
-    beta = max(_RP3_BETAS, key=lambda b: v.run(setting(b, middle)).key)
-    for neighbours in (_RP3_NEIGHBOURS[0], _RP3_NEIGHBOURS[2]):
-        v.run(setting(beta, neighbours))
 
 
 def search_blend(v: Validation, candidates: list[Setting]) -> None:
