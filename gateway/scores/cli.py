@@ -52,7 +52,9 @@ def build(database_url: str | None, horizon: int, retrain: bool) -> None:
         engine = create_engine(settings.database_url)
         try:
             store = ScoreStore(create_sessionmaker(engine))
-            return await run_build(store, horizon=horizon, retrain=retrain)
+            return await run_build(
+                store, horizon=horizon, retrain=retrain, threads=settings.scores_threads
+            )
         finally:
             await engine.dispose()
 
@@ -103,6 +105,7 @@ def eval_(
     """ROC AUC, average precision, top-decile lift and calibration (ECE, Brier) of the
     propensity model, an RFM-only logistic regression and BG/NBD on one time split,
     and each one's AUC per RFM segment. Settings are chosen before the cut-off."""
+    from gateway.scores.build import thread_limits
     from gateway.scores.datasets import DatasetError
     from gateway.scores.datasets import cdnow as read_cdnow
     from gateway.scores.evaluation import evaluate
@@ -114,7 +117,8 @@ def eval_(
         if cdnow:
             ledger = read_cdnow(data_dir or settings.recs_data_dir, which=cdnow_file)
             when = cutoff.date() if cutoff else datetime.fromisoformat(CDNOW_CUTOFF).date()
-            report = evaluate(ledger, day_of(when), horizon or CDNOW_HORIZON, seed=seed)
+            with thread_limits(settings.scores_threads):
+                report = evaluate(ledger, day_of(when), horizon or CDNOW_HORIZON, seed=seed)
             click.echo("\n".join(report.lines(f"CDNOW ({cdnow_file}, lifetimes wheel)")))
         if store:
             from gateway.db.engine import create_engine, create_sessionmaker
@@ -132,7 +136,8 @@ def eval_(
 
             stored = asyncio.run(read())
             end = day_of(cutoff.date()) if cutoff else day_of(datetime.now(UTC)) - days
-            report = evaluate(stored, end, days, seed=seed)
+            with thread_limits(settings.scores_threads):
+                report = evaluate(stored, end, days, seed=seed)
             click.echo("\n".join(report.lines("the stored orders")))
     except (DatasetError, LeakageError, ValueError) as exc:
         click.echo(f"gateway: {exc}", err=True)
