@@ -28,7 +28,7 @@ from gateway.scores.features import (
 )
 from gateway.scores.ledger import Floats, Ledger, day_of
 from gateway.scores.metrics import auc
-from gateway.scores.propensity import MAX_TRAINING_ROWS, labels, train
+from gateway.scores.propensity import MAX_TRAINING_ROWS, labels, thread_limits, train
 from gateway.scores.rfm import rfm
 from gateway.scores.store import ScoreStore, StoredModel
 
@@ -92,18 +92,6 @@ async def build(
     threads and 5.5 s with one (threads spin waiting for each other's cores)."""
     with thread_limits(threads):
         return await _build(store, horizon, retrain, now, function, seed, max_training_rows)
-
-
-def thread_limits(threads: int) -> Any:
-    """A context capping the BLAS and OpenMP threads the fitting may use: on a machine
-    running other work, OpenMP threads that spin waiting for a busy core cost more than
-    they save. The libraries are loaded first (threadpoolctl limits only those loaded)."""
-    import scipy.optimize  # noqa: F401
-    import sklearn.ensemble
-    import sklearn.linear_model  # noqa: F401
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=threads)
 
 
 async def _build(

@@ -105,7 +105,6 @@ def eval_(
     """ROC AUC, average precision, top-decile lift and calibration (ECE, Brier) of the
     propensity model, an RFM-only logistic regression and BG/NBD on one time split,
     and each one's AUC per RFM segment. Settings are chosen before the cut-off."""
-    from gateway.scores.build import thread_limits
     from gateway.scores.datasets import DatasetError
     from gateway.scores.datasets import cdnow as read_cdnow
     from gateway.scores.evaluation import evaluate
@@ -117,8 +116,13 @@ def eval_(
         if cdnow:
             ledger = read_cdnow(data_dir or settings.recs_data_dir, which=cdnow_file)
             when = cutoff.date() if cutoff else datetime.fromisoformat(CDNOW_CUTOFF).date()
-            with thread_limits(settings.scores_threads):
-                report = evaluate(ledger, day_of(when), horizon or CDNOW_HORIZON, seed=seed)
+            report = evaluate(
+                ledger,
+                day_of(when),
+                horizon or CDNOW_HORIZON,
+                seed=seed,
+                threads=settings.scores_threads,
+            )
             click.echo("\n".join(report.lines(f"CDNOW ({cdnow_file}, lifetimes wheel)")))
         if store:
             from gateway.db.engine import create_engine, create_sessionmaker
@@ -136,8 +140,7 @@ def eval_(
 
             stored = asyncio.run(read())
             end = day_of(cutoff.date()) if cutoff else day_of(datetime.now(UTC)) - days
-            with thread_limits(settings.scores_threads):
-                report = evaluate(stored, end, days, seed=seed)
+            report = evaluate(stored, end, days, seed=seed, threads=settings.scores_threads)
             click.echo("\n".join(report.lines("the stored orders")))
     except (DatasetError, LeakageError, ValueError) as exc:
         click.echo(f"gateway: {exc}", err=True)

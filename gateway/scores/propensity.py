@@ -118,6 +118,18 @@ class Propensity:
         return np.asarray(self.estimator.predict_proba(x)[:, 1], np.float64)
 
 
+def thread_limits(threads: int) -> Any:
+    """A context capping the BLAS and OpenMP threads the fitting may use: on a machine
+    running other work, OpenMP threads that spin waiting for a busy core cost more than
+    they save. The libraries are loaded first (threadpoolctl limits only those loaded)."""
+    import scipy.optimize  # noqa: F401
+    import sklearn.ensemble
+    import sklearn.linear_model  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=threads)
+
+
 def finite(x: Floats) -> Floats:
     """Infinities as missing (a customer's "overdue" ratio is infinite when two orders
     fell on one day): the trees take NaN as such, the imputer fills it."""
