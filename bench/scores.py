@@ -6,19 +6,24 @@ measured in the same run.
 Seeds a Postgres database of its own with N customers and, in SQL, ~3 orders each
 (Shopify ``orders/create`` rows with an order id and a total, spread over 540 days,
 each customer with their own rhythm) and 5 page calls each in the last 90 days. Then
-``build`` (training included, as on a first run): seconds. The yardstick is a plain
-read of the rows the build reads (the same two queries, fetched into Python and
-nothing done with them): the build's ratio to it.  Segment page timings are not here
-yet (segments are not built).
+``build`` (training included, as on a first run, one fitting thread as
+``GATEWAY_SCORES_THREADS`` defaults to): seconds, and this process's CPU seconds.
+
+The yardstick, in the same run: a raw asyncpg read of every row the build starts from
+(the customers' ids, every order event with its JSON and moment, the behavioural events
+of the last 400 days), fetched and nothing done with them: work that does not change
+with the build's code. Printed: the build's ratio to it, and the load average. Segment
+page timings are ``bench/segments``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
-from datetime import UTC, datetime, timedelta
 
+import asyncpg
 from sqlalchemy import text
 
 from bench.support.harness import database
@@ -48,7 +53,30 @@ SEED = [
 ]
 
 
-async def run(url: str, customers: int) -> None:
+YARDSTICK = [
+    "SELECT id FROM customers",
+    """SELECT customer_id, occurred_at, properties FROM events
+       WHERE customer_id IS NOT NULL AND type IN
+       ('orders/create', 'orders/paid', 'orders/updated', 'track:Order Completed')""",
+    """SELECT customer_id, occurred_at FROM events
+       WHERE customer_id IS NOT NULL AND (type LIKE 'track:%' OR type = 'page')
+       AND occurred_at >= now() - interval '400 days'""",
+]
+
+
+async def yardstick(url: str) -> float:
+    """Seconds to fetch the rows the build reads, raw."""
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        started = time.perf_counter()
+        for statement in YARDSTICK:
+            await connection.fetch(statement)
+        return time.perf_counter() - started
+    finally:
+        await connection.close()
+
+
+async def run(url: str, customers: int, threads: int = 1) -> None:
     engine = create_engine(url)
     try:
         async with engine.begin() as connection:
@@ -61,14 +89,15 @@ async def run(url: str, customers: int) -> None:
             ).scalar_one()
         print(f"{customers:,} customers, {orders:,} orders, {customers * 5:,} page calls")
         store = ScoreStore(create_sessionmaker(engine))
-        started = time.perf_counter()
-        await store.ledger(datetime.now(UTC) - timedelta(days=400))
-        yardstick = time.perf_counter() - started
-        summary = await build(store, horizon=30)
+        read = await yardstick(url)
+        cpu = time.process_time()
+        summary = await build(store, horizon=30, threads=threads)
+        cpu = time.process_time() - cpu
         print(summary.line())
         print(
-            f"build {summary.seconds:.1f} s; yardstick (reading and shaping its rows) "
-            f"{yardstick:.1f} s; ratio {summary.seconds / yardstick:.1f}"
+            f"build {summary.seconds:.1f} s ({cpu:.1f} s CPU, {threads} thread(s)); yardstick "
+            f"(a raw read of its rows) {read:.2f} s; ratio {summary.seconds / read:.1f}; "
+            f"load average {os.getloadavg()[0]:.1f}"
         )
     finally:
         await engine.dispose()
@@ -77,9 +106,10 @@ async def run(url: str, customers: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--threads", type=int, default=1, help="GATEWAY_SCORES_THREADS")
     args = parser.parse_args()
     with database(prefix="gateway_bench_scores") as url:
-        asyncio.run(run(url, args.customers))
+        asyncio.run(run(url, args.customers, args.threads))
 
 
 if __name__ == "__main__":

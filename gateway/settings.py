@@ -198,6 +198,12 @@ class Settings(
         "(threadpoolctl): more is faster, but each one is a core taken from the gateway's "
         "event loops on the same machine.",
     )
+    scores_threads: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=1,
+        description="BLAS and OpenMP threads `gateway scores build` may fit with "
+        "(threadpoolctl): more is faster on idle cores, but OpenMP threads waiting for a "
+        "busy core (the gateway's event loops, other jobs) cost more than they save.",
+    )
     recs_max_per_category: Annotated[int, Field(ge=0, le=50)] = Field(
         default=0,
         description="At most this many recommendations of one category in a list, unless a "

@@ -45,7 +45,7 @@ def test_scores_runs_and_prints_its_ratio(capsys: pytest.CaptureFixture[str]) ->
         asyncio.run(scores.run(url, 600))
     out = capsys.readouterr().out
     assert re.search(r"scored 600 customers \(\d+ with orders\)", out), out
-    assert re.search(r"build [\d.]+ s; yardstick .* ratio [\d.]+", out), out
+    assert re.search(r"build [\d.]+ s \(.*CPU.*\); yardstick .* ratio [\d.]+; load", out), out
 
 
 async def test_tracing_runs_and_prints_its_ratios(capsys: pytest.CaptureFixture[str]) -> None:

@@ -51,6 +51,7 @@ def test_every_command_has_help(command: list[str]) -> None:
         ("GATEWAY_DATABASE_URL", "mysql://db/gateway"),
         ("GATEWAY_CACHE_URL", "memcached://localhost"),
         ("GATEWAY_LOG_LEVEL", "chatty"),
+        ("GATEWAY_SCORES_THREADS", "0"),
     ],
 )
 def test_a_wrong_setting_stops_start_up_with_one_line(variable: str, value: str) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 from gateway.scores.ledger import Floats, Ledger
 
 _PENALIZERS = (0.0, 0.001, 0.01, 0.1)
+MAX_FIT_CUSTOMERS = 30_000  # CDNOW (23,570) is fitted whole
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,20 @@ def fit(ledger: Ledger, cutoff: int, horizon_days: int) -> BgNbd:
 
     s = summary(ledger, cutoff)
     k = s.known
+    # Customers with the same (x, t_x, age) -- days are whole, so most of a large shop
+    # shares its pattern with others -- are one row weighted by their number, as Fader
+    # and Hardie condense the data: the same likelihood, a fraction of the work. Past
+    # ``MAX_FIT_CUSTOMERS`` the fit reads a seeded sample (four parameters, well pinned
+    # by 30,000 customers; autograd's Hessian over 100,000 rows took minutes); every
+    # customer is still scored.
+    rows = np.column_stack([s.x, s.t_x, s.age])
+    fitted = np.flatnonzero(k)
+    if len(fitted) > MAX_FIT_CUSTOMERS:
+        fitted = np.random.default_rng(0).choice(fitted, MAX_FIT_CUSTOMERS, replace=False)
+    sample, weights = np.unique(rows[fitted], axis=0, return_counts=True)
+    patterns, inverse = np.unique(rows[k], axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    x, t_x, age = patterns[:, 0], patterns[:, 1], patterns[:, 2]
     model = None
     for penalizer in _PENALIZERS:
         try:
@@ -74,7 +89,9 @@ def fit(ledger: Ledger, cutoff: int, horizon_days: int) -> BgNbd:
             # a failed penalizer is expected here (the next one is tried), not news.
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter("ignore")
-                model = BetaGeoFitter(penalizer_coef=penalizer).fit(s.x[k], s.t_x[k], s.age[k])
+                model = BetaGeoFitter(penalizer_coef=penalizer).fit(
+                    sample[:, 0], sample[:, 1], sample[:, 2], weights
+                )
             break
         except ConvergenceError:
             continue
@@ -86,12 +103,10 @@ def fit(ledger: Ledger, cutoff: int, horizon_days: int) -> BgNbd:
     p_alive = np.zeros(ledger.size)
     expected = np.zeros(ledger.size)
     with np.errstate(all="ignore"):
-        p_alive[k] = np.asarray(model.conditional_probability_alive(s.x[k], s.t_x[k], s.age[k]))
+        p_alive[k] = np.asarray(model.conditional_probability_alive(x, t_x, age))[inverse]
         expected[k] = np.asarray(
-            model.conditional_expected_number_of_purchases_up_to_time(
-                weeks, s.x[k], s.t_x[k], s.age[k]
-            )
-        )
+            model.conditional_expected_number_of_purchases_up_to_time(weeks, x, t_x, age)
+        )[inverse]
     none_in = ((alpha + s.age) / (alpha + s.age + weeks)) ** (r + s.x)
     p_purchase = np.where(k, p_alive * (1.0 - none_in), 0.0)
     return BgNbd(r, alpha, a, b, p_alive, np.nan_to_num(expected), np.nan_to_num(p_purchase))

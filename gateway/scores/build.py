@@ -28,7 +28,7 @@ from gateway.scores.features import (
 )
 from gateway.scores.ledger import Floats, Ledger, day_of
 from gateway.scores.metrics import auc
-from gateway.scores.propensity import labels, train
+from gateway.scores.propensity import MAX_TRAINING_ROWS, labels, thread_limits, train
 from gateway.scores.rfm import rfm
 from gateway.scores.store import ScoreStore, StoredModel
 
@@ -55,10 +55,10 @@ def _holdout_auc(estimator: Any, x: Floats, y: np.ndarray) -> float:
 
 
 def _candidate(
-    ledger: Ledger, today: int, horizon: int, function: FeatureFunction, seed: int
+    ledger: Ledger, today: int, horizon: int, function: FeatureFunction, seed: int, max_rows: int
 ) -> tuple[Any, dict[str, Any], Floats, np.ndarray]:
     cut = today - horizon
-    model = train(ledger.upto(cut), cut, horizon, function, seed=seed)
+    model = train(ledger.upto(cut), cut, horizon, function, seed=seed, max_rows=max_rows)
     judged = ledger.first_day() <= cut
     x = function(ledger.upto(cut), cut, horizon).values[judged]
     y = labels(ledger, cut, today)[judged]
@@ -68,6 +68,9 @@ def _candidate(
         "auc": _holdout_auc(model.estimator, x, y),
         "setting": model.setting,
         "window": model.window,
+        "training_rows": model.rows,
+        "training_rows_available": model.available,
+        "training_rows_cap": max_rows,
     }
     return model.estimator, evaluation, x, y
 
@@ -80,9 +83,26 @@ async def build(
     now: datetime | None = None,
     function: FeatureFunction = features,
     seed: int = 42,
+    max_training_rows: int = MAX_TRAINING_ROWS,
+    threads: int = 1,
 ) -> BuildSummary:
     """Score every stored customer; raises ``LeakageError`` if ``function`` reads past
-    the cut-offs it is given."""
+    the cut-offs it is given. ``threads`` caps the BLAS and OpenMP threads of the
+    fitting: on a 2-core machine at load 20 a boosted-trees fit took 237 s with two OpenMP
+    threads and 5.5 s with one (threads spin waiting for each other's cores)."""
+    with thread_limits(threads):
+        return await _build(store, horizon, retrain, now, function, seed, max_training_rows)
+
+
+async def _build(
+    store: ScoreStore,
+    horizon: int,
+    retrain: bool,
+    now: datetime | None,
+    function: FeatureFunction,
+    seed: int,
+    max_rows: int,
+) -> BuildSummary:
     started = time.perf_counter()
     now = now or datetime.now(UTC)
     today = day_of(now)
@@ -98,7 +118,9 @@ async def build(
         decision = f"kept model {version} (no --retrain)"
     if retrain or estimator is None:
         try:
-            candidate, evaluation, x, y = _candidate(ledger, today, horizon, function, seed)
+            candidate, evaluation, x, y = _candidate(
+                ledger, today, horizon, function, seed, max_rows
+            )
         except ValueError:
             candidate = None
         if candidate is not None:

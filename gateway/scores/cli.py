@@ -52,7 +52,9 @@ def build(database_url: str | None, horizon: int, retrain: bool) -> None:
         engine = create_engine(settings.database_url)
         try:
             store = ScoreStore(create_sessionmaker(engine))
-            return await run_build(store, horizon=horizon, retrain=retrain)
+            return await run_build(
+                store, horizon=horizon, retrain=retrain, threads=settings.scores_threads
+            )
         finally:
             await engine.dispose()
 
@@ -114,7 +116,13 @@ def eval_(
         if cdnow:
             ledger = read_cdnow(data_dir or settings.recs_data_dir, which=cdnow_file)
             when = cutoff.date() if cutoff else datetime.fromisoformat(CDNOW_CUTOFF).date()
-            report = evaluate(ledger, day_of(when), horizon or CDNOW_HORIZON, seed=seed)
+            report = evaluate(
+                ledger,
+                day_of(when),
+                horizon or CDNOW_HORIZON,
+                seed=seed,
+                threads=settings.scores_threads,
+            )
             click.echo("\n".join(report.lines(f"CDNOW ({cdnow_file}, lifetimes wheel)")))
         if store:
             from gateway.db.engine import create_engine, create_sessionmaker
@@ -132,7 +140,7 @@ def eval_(
 
             stored = asyncio.run(read())
             end = day_of(cutoff.date()) if cutoff else day_of(datetime.now(UTC)) - days
-            report = evaluate(stored, end, days, seed=seed)
+            report = evaluate(stored, end, days, seed=seed, threads=settings.scores_threads)
             click.echo("\n".join(report.lines("the stored orders")))
     except (DatasetError, LeakageError, ValueError) as exc:
         click.echo(f"gateway: {exc}", err=True)

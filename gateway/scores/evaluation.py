@@ -20,7 +20,13 @@ from gateway.scores.features import (
 )
 from gateway.scores.ledger import Ledger, date_of
 from gateway.scores.metrics import Metrics, auc_by_group, measure
-from gateway.scores.propensity import Propensity, labels, train, train_rfm_logistic
+from gateway.scores.propensity import (
+    Propensity,
+    labels,
+    thread_limits,
+    train,
+    train_rfm_logistic,
+)
 from gateway.scores.rfm import rfm
 
 
@@ -82,9 +88,18 @@ def evaluate(
     *,
     function: FeatureFunction = features,
     seed: int = 42,
+    threads: int = 1,
 ) -> Report:
-    """All three on the same split. Raises ``LeakageError`` when ``function`` reads
-    past a cut-off, ``ValueError`` when there is too little data on one side."""
+    """All three on the same split, fitting with ``threads`` BLAS/OpenMP threads at
+    most. Raises ``LeakageError`` when ``function`` reads past a cut-off,
+    ``ValueError`` when there is too little data on one side."""
+    with thread_limits(threads):
+        return _evaluate(ledger, cutoff, horizon, function, seed)
+
+
+def _evaluate(
+    ledger: Ledger, cutoff: int, horizon: int, function: FeatureFunction, seed: int
+) -> Report:
     started = time.perf_counter()
     function = memo(function)
     judged = ledger.first_day() <= cutoff

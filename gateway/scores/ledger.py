@@ -105,9 +105,29 @@ def ledger_from(
     for key, day in events:
         event_customers.append(index.setdefault(key, len(index)))
         event_days.append(day)
-    who: Ints = np.asarray(customers, np.int64)
-    when: Ints = np.asarray(days, np.int64)
-    paid: Floats = np.asarray(amounts, np.float64)
+    ordered_keys = [""] * len(index)
+    for key, i in index.items():
+        ordered_keys[i] = key
+    return ledger_of(
+        ordered_keys,
+        np.asarray(customers, np.int64),
+        np.asarray(days, np.int64),
+        np.asarray(amounts, np.float64),
+        np.asarray(event_customers, np.int64),
+        np.asarray(event_days, np.int64),
+    )
+
+
+def ledger_of(
+    keys: Sequence[str],
+    who: Ints,
+    when: Ints,
+    paid: Floats,
+    event_customer: Ints,
+    event_day: Ints,
+) -> Ledger:
+    """A ledger from purchases as arrays (``who`` indexes ``keys``) in any order: sorted
+    by customer and day, purchases on one day merged."""
     order = np.lexsort((when, who))
     who, when, paid = who[order], when[order], paid[order]
     if len(who):
@@ -117,14 +137,4 @@ def ledger_from(
         )
         paid = np.add.reduceat(paid, starts)
         who, when = who[starts], when[starts]
-    ordered_keys = [""] * len(index)
-    for key, i in index.items():
-        ordered_keys[i] = key
-    return Ledger(
-        ordered_keys,
-        who,
-        when,
-        paid,
-        np.asarray(event_customers, np.int64),
-        np.asarray(event_days, np.int64),
-    )
+    return Ledger(keys, who, when, paid, event_customer, event_day)

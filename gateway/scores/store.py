@@ -14,13 +14,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, delete, func, or_, select, update
+import numpy as np
+from sqlalchemy import BigInteger, String, Table, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from gateway.db.bulk import insert_tuples
 from gateway.db.models import Customer, Event
 from gateway.db.score_models import CustomerScore, ScoreModel
-from gateway.scores.ledger import Ledger, day_of, ledger_from
+from gateway.scores.ledger import Ledger, ledger_of
 
 ORDER_TYPES = ("orders/create", "orders/paid", "orders/updated", "track:Order Completed")
 _BEHAVIOURAL = or_(Event.type.like("track:%"), Event.type == "page")
@@ -75,6 +79,26 @@ class StoredModel:
     estimator: bytes
 
 
+class epoch_day(FunctionElement[int]):  # lower case: a SQL function, as SQLAlchemy names them
+    """A moment's UTC day number (days since 1970-01-01), computed in the database."""
+
+    type = BigInteger()
+    inherit_cache = True
+
+
+@compiles(epoch_day, "postgresql")
+def _epoch_day_postgres(element: epoch_day, compiler: SQLCompiler, **kw: Any) -> str:
+    moment = compiler.process(element.clauses, **kw)
+    return f"CAST(floor(extract(epoch FROM {moment}) / 86400) AS BIGINT)"
+
+
+@compiles(epoch_day, "sqlite")
+def _epoch_day_sqlite(element: epoch_day, compiler: SQLCompiler, **kw: Any) -> str:
+    # SQLite keeps UTC wall-clock text (UtcDateTime); julianday's epoch is noon, 4714 BC.
+    moment = compiler.process(element.clauses, **kw)
+    return f"CAST(julianday({moment}) - 2440587.5 AS INTEGER)"
+
+
 def _number(*values: Any) -> float:
     for value in values:
         try:
@@ -91,41 +115,62 @@ class ScoreStore:
 
     async def ledger(self, events_since: datetime) -> Ledger:
         """Every customer (those without an order too), their orders, and their
-        behavioural events from ``events_since`` on."""
+        behavioural events from ``events_since`` on.
+
+        The database does the row work: an order's copies (shop webhook, analytics
+        call, updates) become one row at its earliest moment, and moments come as day
+        numbers. Python then only shapes arrays (on 100,000 customers, reading every
+        copy with its JSON and ``datetime`` into a dict took most of the read)."""
         props = Event.properties
         inner = props["properties"]
+        key = func.coalesce(props["order_id"].as_string(), inner["order_id"].as_string())
+        copies = (
+            select(
+                Event.customer_id.label("customer"),
+                epoch_day(Event.occurred_at).label("day"),
+                props["total_price"].as_string().label("total"),
+                inner["total"].as_string().label("inner_total"),
+                inner["revenue"].as_string().label("revenue"),
+                # An order without an id is its own order: numbered apart by row.
+                func.row_number()
+                .over(
+                    partition_by=(
+                        Event.customer_id,
+                        func.coalesce(key, "#" + Event.id.cast(String)),
+                    ),
+                    order_by=(Event.occurred_at, Event.id),
+                )
+                .label("copy"),
+            )
+            .where(Event.customer_id.is_not(None), Event.type.in_(ORDER_TYPES))
+            .subquery()
+        )
         orders = select(
-            Event.customer_id,
-            Event.occurred_at,
-            props["order_id"].as_string(),
-            inner["order_id"].as_string(),
-            props["total_price"].as_string(),
-            inner["total"].as_string(),
-            inner["revenue"].as_string(),
-        ).where(Event.customer_id.is_not(None), Event.type.in_(ORDER_TYPES))
-        events = select(Event.customer_id, Event.occurred_at).where(
+            copies.c.customer,
+            copies.c.day,
+            copies.c.total,
+            copies.c.inner_total,
+            copies.c.revenue,
+        ).where(copies.c.copy == 1)
+        events = select(Event.customer_id, epoch_day(Event.occurred_at)).where(
             Event.customer_id.is_not(None), _BEHAVIOURAL, Event.occurred_at >= events_since
         )
         async with self._sessions() as session:
-            keys = [str(k) for k in (await session.scalars(select(Customer.id))).all()]
-            seen: dict[tuple[str, str], tuple[int, float]] = {}
-            anonymous = 0
-            for customer, at, order, inner_order, total, inner_total, revenue in (
-                await session.execute(orders)
-            ).all():
-                key = order or inner_order
-                if key is None:
-                    anonymous += 1
-                    key = f"#{anonymous}"
-                day = day_of(at)
-                found = seen.get((str(customer), key))
-                if found is None or day < found[0]:
-                    seen[(str(customer), key)] = (day, _number(total, inner_total, revenue))
-            rows = [(customer, day, amount) for (customer, _), (day, amount) in seen.items()]
-            behaviour = [
-                (str(customer), day_of(at)) for customer, at in (await session.execute(events))
-            ]
-        return ledger_from(rows, behaviour, keys)
+            order_rows = (await session.execute(orders)).all()
+            event_rows = (await session.execute(events)).all()
+            # Read last: a customer deleted meanwhile is dropped with their rows below.
+            ids = (await session.scalars(select(Customer.id))).all()
+        index: dict[uuid.UUID | None, int] = {customer: i for i, customer in enumerate(ids)}
+        order_rows = [row for row in order_rows if row[0] in index]
+        event_rows = [row for row in event_rows if row[0] in index]
+        return ledger_of(
+            [str(k) for k in ids],
+            np.fromiter((index[row[0]] for row in order_rows), np.int64, len(order_rows)),
+            np.fromiter((row[1] for row in order_rows), np.int64, len(order_rows)),
+            np.fromiter((_number(*row[2:]) for row in order_rows), np.float64, len(order_rows)),
+            np.fromiter((index[row[0]] for row in event_rows), np.int64, len(event_rows)),
+            np.fromiter((row[1] for row in event_rows), np.int64, len(event_rows)),
+        )
 
     async def replace_scores(self, records: Sequence[tuple[Any, ...]]) -> None:
         """All the rows (tuples in ``COLUMNS`` order) in place of the old, at once."""

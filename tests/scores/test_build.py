@@ -21,15 +21,20 @@ from gateway.scores.features import LeakageError
 from gateway.scores.ledger import date_of
 from gateway.scores.rfm import SEGMENTS
 from gateway.scores.store import ScoreStore
+from tests.conftest import create_postgres_database, drop_postgres_database
 from tests.scores.synthetic import START, history
 from tests.scores.test_features import _peeking
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[ScoreStore]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'scores.db'}"
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ScoreStore]:
+    # A database of its own on each backend: a build scores every customer stored.
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'scores.db'}"
+    else:
+        url = await asyncio.to_thread(create_postgres_database, "gateway_test_scores")
     await asyncio.to_thread(upgrade, url)
     engine = create_engine(url)
     sessions = create_sessionmaker(engine)
@@ -68,6 +73,8 @@ async def store(tmp_path: Path) -> AsyncIterator[ScoreStore]:
             )
     yield ScoreStore(sessions)
     await engine.dispose()
+    if request.param == "postgres":
+        await asyncio.to_thread(drop_postgres_database, url)
 
 
 async def _rows(store: ScoreStore) -> list[CustomerScore]:
@@ -120,3 +127,17 @@ async def test_a_leaking_feature_fails_the_build_and_writes_nothing(store: Score
     with pytest.raises(LeakageError):
         await build(store, horizon=30, now=NOW - timedelta(days=60), function=_peeking)
     assert await _rows(store) == []
+
+
+async def test_training_draws_at_most_the_cap_and_the_model_says_so(store: ScoreStore) -> None:
+    summary = await build(store, horizon=30, now=NOW, max_training_rows=150)
+    async with store._sessions() as session:
+        model = await session.scalar(select(ScoreModel).where(ScoreModel.active.is_(True)))
+    assert model is not None
+    assert model.version == summary.model_version
+    evaluation = model.evaluation
+    assert evaluation["training_rows_cap"] == 150
+    assert evaluation["training_rows"] == 150  # drawn from the snapshots, no more
+    assert evaluation["training_rows_available"] > 150  # 400 customers, several snapshots
+    rows = await _rows(store)
+    assert all(r.purchase_propensity is not None for r in rows)

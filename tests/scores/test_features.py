@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.scores import bgnbd
 from gateway.scores.evaluation import evaluate
 from gateway.scores.features import Features, LeakageError, check_no_leakage, features
 from gateway.scores.ledger import Ledger, ledger_from
@@ -65,3 +66,19 @@ def test_the_grid_names_every_cell_and_only_known_segments() -> None:
     grid = rfm(np.array([1.0, 300.0, np.nan]), np.array([9.0, 1.0, 0.0]), np.array([5, 1, 0.0]))
     assert grid.segment[2] is None
     assert grid.r[0] > grid.r[1]
+
+
+def test_bgnbd_fitted_on_a_sample_still_scores_every_customer_alike(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ledger = history(800)
+    cutoff = START + 400
+    whole = bgnbd.fit(ledger, cutoff, 30)
+    monkeypatch.setattr(bgnbd, "MAX_FIT_CUSTOMERS", 300)
+    sampled = bgnbd.fit(ledger, cutoff, 30)
+    known = ledger.span(cutoff)[3]
+    assert known.sum() > 300  # the cap binds
+    assert (sampled.p_alive[known] > 0).all()
+    assert (sampled.p_alive[known] <= 1).all()
+    # Four parameters from 300 customers: every customer ranked much as the whole fit does.
+    assert np.corrcoef(whole.p_purchase[known], sampled.p_purchase[known])[0, 1] > 0.95
