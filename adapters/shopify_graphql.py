@@ -89,7 +89,7 @@ class ShopifyGraphQLAdapter(ClientBackedAdapter[ShopifyConfig]):
     ) -> None:
         self.config = config
         auth = build_auth(config.name, config.auth)
-        self.rest = RestClient(config, auth=auth, clock=clock, telemetry=telemetry)
+        self.rest = RestClient(config, auth=auth, clock=clock, telemetry=telemetry, redis=redis)
         self._client = self.rest
         self._route = f"/admin/api/{config.api_version}/graphql.json"
         tuning = config.graphql

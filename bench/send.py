@@ -18,8 +18,9 @@ bucket and restore rate; Segment Profiles: 100 calls/s), the slowest upstream se
 the limit. It is computed from the send, not from what the gateway asked: over-reading
 does not raise it. Printed: customers/s cold and warm, calls per upstream, the limit,
 the ratio cold time / limit, the time what the gateway did ask would need, and the
-upstreams' rate-limit answers (THROTTLED from the shop). The HubSpot and Segment samples
-report their limits but do not enforce them (only the shop's bucket is enforced).
+upstreams' rate-limit answers: the samples enforce their limits as the real services do
+(HubSpot and Segment a rolling window, answering 429 beyond it; the shop its bucket,
+answering THROTTLED), so every one counted is a call the gateway should not have made.
 """
 
 from __future__ import annotations
@@ -139,6 +140,10 @@ async def run(customers: int, page: int, latency_ms: int, plan: str) -> None:
             cold, cold_failed = await _send(client, ids, page)
             calls = await _calls(control, urls)
             shop = (await control.get(f"{urls['shopify']}/_sample/graphql")).json()
+            refused = {
+                name: (await control.get(f"{urls[name]}/_sample/rate_limit")).json()["refused"]
+                for name in ("hubspot", "segment")
+            }
             warm, warm_failed = await _send(client, ids, page)
             after = await _calls(control, urls)
             warm_calls = {name: after[name] - calls[name] for name in UPSTREAMS}
@@ -163,8 +168,11 @@ async def run(customers: int, page: int, latency_ms: int, plan: str) -> None:
     print(f"  upstream calls, cold: {calls}  warm: {warm_calls}")
     print(
         f"  shop query points spent: {shop['points_spent']} (the least the template's data "
-        f"costs: {least.shop_points}); THROTTLED answers: {shop['throttled']} "
-        "(HubSpot and Segment limits are not enforced by the samples: no 429 possible)"
+        f"costs: {least.shop_points})"
+    )
+    print(
+        f"  rate-limit answers, cold: hubspot {refused['hubspot']} (429), shopify "
+        f"{shop['throttled']} (THROTTLED), segment {refused['segment']} (429)  (target: 0)"
     )
     print(
         "  time each upstream needs at its rate limit for the least the send asks: "

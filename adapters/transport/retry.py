@@ -49,6 +49,7 @@ from adapters.errors import (
     UpstreamUnavailable,
 )
 from adapters.transport.breaker import BreakerState, CircuitBreaker
+from adapters.transport.call_pacer import CallPacer
 
 __all__ = ["CallPolicy", "parse_retry_after"]
 
@@ -127,8 +128,10 @@ class CallPolicy:
         backoff_max_s: float,
         breaker: CircuitBreaker,
         concurrency: int | None = None,
+        pacer: CallPacer | None = None,
     ) -> None:
         self.upstream = upstream
+        self.pacer = pacer
         self.timeout_s = timeout_s
         self.deadline_s = deadline_s
         self.retries = retries
@@ -227,6 +230,7 @@ class CallPolicy:
         self, operation: str, attempt: Callable[[float], Awaitable[T]], deadline: _Deadline
     ) -> T:
         if self._slots is None:
+            await self._paced(deadline)
             return await self._timed(operation, attempt, deadline)
         try:
             async with asyncio.timeout(max(0.0, deadline.remaining())):
@@ -237,9 +241,17 @@ class CallPolicy:
                 self.upstream, f"{operation}: call budget spent waiting for a connection"
             ) from None
         try:
+            # Paced with the connection in hand: the attempt leaves as its slot comes,
+            # not later behind other calls, which would bunch them at the upstream.
+            await self._paced(deadline)
             return await self._timed(operation, attempt, deadline)
         finally:
             self._slots.release()
+
+    async def _paced(self, deadline: _Deadline) -> None:
+        """Wait for the upstream's rate limit to allow one more call (``call_pacer``)."""
+        if self.pacer is not None:
+            await self.pacer.wait(deadline.remaining() - _MIN_ATTEMPT_S)
 
     async def _timed(
         self, operation: str, attempt: Callable[[float], Awaitable[T]], deadline: _Deadline
