@@ -56,7 +56,8 @@ def build_adapter(
     """The adapter for one upstream's configuration (by its ``kind``, and for a shop its
     ``api``); ``clock`` times its breaker and token refresh; ``redis`` (the gateway's
     guarded Redis, ``cost_bucket.GuardedRedis``) shares a cost-limited upstream's bucket
-    and a rate-limited one's call pacer between instances; ``telemetry`` hears of quotas, Retry-After and schema drift."""
+    and a rate-limited one's call pacer between instances; ``telemetry`` hears of
+    quotas, Retry-After and schema drift."""
     if isinstance(config, HubSpotConfig):
         return HubSpotAdapter(config, clock=clock, telemetry=telemetry, redis=redis)
     if isinstance(config, SoapCrmConfig):

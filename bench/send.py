@@ -27,9 +27,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import cProfile
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +64,28 @@ TEMPLATE = """<p>Hi {{ first_name | default: "there" }}
 BATCH = """query($n: String!, $ids: [ID!]!) { renderBatch(name: $n, customerIds: $ids) {
   customerId body error { code message } } }"""
 UPSTREAMS = ("hubspot", "shopify", "segment")
+_CPU: list[float] = []  # the gateway process's CPU seconds of each send (cold, warm)
+_WORKERS_CPU: list[float] = []  # and its render workers' (child processes)
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's running children (the render workers); Linux."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid():  # ppid
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 async def _send(client: httpx.AsyncClient, ids: list[str], page: int) -> tuple[float, int]:
     """Every customer once, page after page; the time and the renders that failed."""
     failed = 0
     started = time.perf_counter()
+    cpu, workers = time.process_time(), _children_cpu()
     for start in range(0, len(ids), page):
         response = await client.post(
             "/graphql",
@@ -79,6 +98,8 @@ async def _send(client: httpx.AsyncClient, ids: list[str], page: int) -> tuple[f
         if errors and not failed:
             print(f"  first failed render: {errors[0]['code']}: {errors[0]['message'][:160]}")
         failed += len(errors)
+    _CPU.append(time.process_time() - cpu)
+    _WORKERS_CPU.append(_children_cpu() - workers)
     return time.perf_counter() - started, failed
 
 
@@ -89,7 +110,24 @@ async def _calls(control: httpx.AsyncClient, urls: dict[str, str]) -> dict[str, 
     }
 
 
-async def run(customers: int, page: int, latency_ms: int, plan: str) -> None:
+@contextlib.contextmanager
+def _profiled(path: str | None) -> Iterator[None]:
+    """cProfile over the block, its statistics written to ``path`` (none without)."""
+    if path is None:
+        yield
+        return
+    profile = cProfile.Profile()
+    profile.enable()
+    try:
+        yield
+    finally:
+        profile.disable()
+        profile.dump_stats(path)
+
+
+async def run(
+    customers: int, page: int, latency_ms: int, plan: str, profile: str | None = None
+) -> None:
     # The samples in a process of their own: in this one they would take the GIL from
     # the gateway being measured.
     load_before = os.getloadavg()
@@ -144,7 +182,8 @@ async def run(customers: int, page: int, latency_ms: int, plan: str) -> None:
                 name: (await control.get(f"{urls[name]}/_sample/rate_limit")).json()["refused"]
                 for name in ("hubspot", "segment")
             }
-            warm, warm_failed = await _send(client, ids, page)
+            with _profiled(profile):
+                warm, warm_failed = await _send(client, ids, page)
             after = await _calls(control, urls)
             warm_calls = {name: after[name] - calls[name] for name in UPSTREAMS}
     plan_figures = PLANS[plan]
@@ -164,6 +203,11 @@ async def run(customers: int, page: int, latency_ms: int, plan: str) -> None:
     )
     print(
         f"  warm: {warm:8.2f} s  {customers / warm:8.0f} customers/s  failed renders {warm_failed}"
+    )
+    print(
+        f"  gateway process CPU: cold {_CPU[0]:.1f} s, warm {_CPU[1]:.1f} s "
+        f"({1000 * _CPU[1] / customers:.2f} ms a customer warm); its render workers: cold "
+        f"{_WORKERS_CPU[0]:.1f} s, warm {_WORKERS_CPU[1]:.1f} s"
     )
     print(f"  upstream calls, cold: {calls}  warm: {warm_calls}")
     print(
@@ -199,8 +243,11 @@ def main() -> None:
     parser.add_argument("--page", type=int, default=500)
     parser.add_argument("--latency-ms", type=int, default=50)
     parser.add_argument("--plan", choices=sorted(PLANS), default="plus")
+    parser.add_argument(
+        "--profile-warm", metavar="PATH", help="write cProfile statistics of the warm send"
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.customers, args.page, args.latency_ms, args.plan))
+    asyncio.run(run(args.customers, args.page, args.latency_ms, args.plan, args.profile_warm))
 
 
 if __name__ == "__main__":

@@ -1,33 +1,36 @@
-"""Keeping under an upstream's published rate limit: ``calls`` per rolling ``per_s``.
+"""Keeping strictly inside an upstream's published rate limit: ``calls`` per rolling
+``per_s`` seconds.
 
 HubSpot (100 calls per 10 s for a private app) and Segment's Profiles API (100 calls a
 second) answer 429 beyond their limits. A send asks thousands of calls of them at once;
-instead of meeting the 429s and their ``Retry-After``, every attempt first takes a slot
-from the upstream's pacer, waiting within the call's deadline, and a wait that does not
-fit the deadline takes nothing and fails at once (``UpstreamRateLimited``).
+instead of meeting the 429s and their ``Retry-After``, every attempt first takes one of
+the limit's ``calls`` tokens, waiting within the call's deadline (a wait that outlives
+it fails as ``UpstreamRateLimited``, having taken nothing).
 
-The pacer counts as the upstream does, a rolling window, with two cautions, because the
-upstream counts a call when it arrives, not when we send it, and the time between the
-two varies (a busy event loop, the network):
+The upstream counts a call when it arrives, and we cannot see that moment: only that it
+lies between our sending the call and our reading its answer. So a token is held while
+its call is in flight and comes back ``per_s`` (and a hair) after the answer was read.
+Two calls on the same token then arrive at least ``per_s`` apart, and as there are only
+``calls`` tokens, no rolling window of ``per_s`` ever sees more than ``calls`` of ours,
+however the event loop, the machine's load or the network delay a call between our
+sending it and its arrival. The price is the calls' latency on each token's round:
+100 per (1 s + 50 ms) for Segment at 50 ms a call, 95 % of its limit.
 
-- the window it keeps is ``per_s`` plus a margin, so two calls ``calls`` apart are
-  never closer than the window even when the later one travels faster;
-- slots are spread evenly (one every ``(per_s + margin) / calls``), with a burst of a
-  few after an idle spell, so a hundred calls never leave together and arrive as a
-  clump at the window's edge.
-
-A slot is a reservation in a queue (times in order, first come first served), so no
-lock is held across a wait. With the gateway's guarded Redis the queue lives in Redis
-(a Lua script on Redis's clock), so every instance draws from one window as the upstream
-sees one client; when Redis fails, each instance paces itself meanwhile.
+With the gateway's guarded Redis the tokens live in Redis (two sorted sets, flying and
+cooling, updated by Lua scripts on Redis's clock), so every instance draws from one
+limit, as the upstream sees one client; a token whose instance died in flight comes back
+when its lease (the call's budget) ends. When Redis fails, each instance keeps its own
+tokens meanwhile: an outage degrades to per-instance pacing, never to failed calls.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import secrets
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from adapters.errors import UpstreamRateLimited
@@ -35,59 +38,56 @@ from adapters.transport.cost_bucket import GuardedRedis
 
 __all__ = ["CallPacer", "Pacing"]
 
-# KEYS[1]: the pacer's list of reserved times (oldest first); KEYS[2]: its next even slot.
-# ARGV: calls, window (s, margin included), spacing (s), burst, budget (s), ttl (s).
-# Answers the wait in seconds as a string; negative: refused (the wait did not fit).
-_RESERVE = """
+# KEYS: flying, cooling. ARGV: calls, token, lease (s), ttl (s).
+# Answers "0" when the token was taken; else the seconds until the first cooling token
+# is back, or "-1" when every token is in flight (no time known: ask again soon).
+_TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local calls, window = tonumber(ARGV[1]), tonumber(ARGV[2])
-local spacing, burst = tonumber(ARGV[3]), tonumber(ARGV[4])
-local at = now
-local even = tonumber(redis.call('GET', KEYS[2]) or now)
-at = math.max(at, even - (burst - 1) * spacing)
-if redis.call('LLEN', KEYS[1]) >= calls then
-  local oldest = tonumber(redis.call('LINDEX', KEYS[1], -calls))
-  at = math.max(at, oldest + window)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  return '0'
 end
-if at - now > tonumber(ARGV[5]) then return tostring(-(at - now) - 0.000001) end
-redis.call('RPUSH', KEYS[1], tostring(at))
-redis.call('LTRIM', KEYS[1], -calls, -1)
-redis.call('SET', KEYS[2], tostring(math.max(even, at) + spacing))
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-redis.call('EXPIRE', KEYS[2], ARGV[6])
-return tostring(at - now)
+local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+if first[2] then return tostring(tonumber(first[2]) - now) end
+return '-1'
 """
+# KEYS: flying, cooling. ARGV: token, window (s), ttl (s).
+_GIVE_BACK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+# How often the head of the queue asks again while every token is in flight.
+_POLL_S = 0.005
 
 
 @dataclass(frozen=True, slots=True)
 class Pacing:
-    """How a pacer spends an upstream's limit of ``calls`` per ``per_s``."""
+    """An upstream's limit of ``calls`` per rolling ``per_s``, and the hair kept beyond
+    the window for the clocks' rounding."""
 
     calls: int
     per_s: float
-    # Kept beyond the window: the spread between when we send and when it counts.
-    margin_s: float
-    # Slots that may leave together after an idle spell.
-    burst: int
+    margin_s: float = 0.0
 
     @classmethod
     def under(cls, calls: int, per_s: float) -> Pacing:
-        """A little under the limit: a margin of 6 % of the window (at least 20 ms) and
-        bursts of a tenth of it."""
-        return cls(calls, per_s, max(0.02, per_s * 0.06), max(1, calls // 10))
+        return cls(calls, per_s, max(0.002, per_s * 0.005))
 
     @property
     def window_s(self) -> float:
         return self.per_s + self.margin_s
 
-    @property
-    def spacing_s(self) -> float:
-        return self.window_s / self.calls
-
 
 class CallPacer:
-    """The slots one upstream's calls leave in; shared between instances through Redis."""
+    """The tokens of one upstream's rate limit; shared between instances through Redis."""
 
     def __init__(
         self,
@@ -102,64 +102,124 @@ class CallPacer:
         self.pacing = pacing
         self._redis = redis
         key = key or f"gateway:v1:pacer:{upstream}"
-        self._keys = (f"{key}:slots", f"{key}:even")
+        self._keys = (f"{key}:flying", f"{key}:cooling")
         self._clock = clock
-        self._slots: deque[float] = deque(maxlen=pacing.calls)
-        self._even = clock()
-        self.waited_s = 0.0  # total time calls waited for a slot, for tests and metrics
+        self._flying = 0
+        self._cooling: list[float] = []  # heap of the times cooling tokens come back
+        self._queue: asyncio.Lock | None = None  # waiters in turn; the first one asks
+        self._given_back: asyncio.Event | None = None
+        self.waited_s = 0.0  # total time calls waited for a token, for tests and metrics
 
     @property
     def shared(self) -> bool:
         return self._redis is not None
 
-    def _reserve_locally(self, budget_s: float) -> float:
-        pacing, now = self.pacing, self._clock()
-        at = max(now, self._even - (pacing.burst - 1) * pacing.spacing_s)
-        if len(self._slots) >= pacing.calls:
-            at = max(at, self._slots[0] + pacing.window_s)
-        if at - now > budget_s:
-            # Negative means refused; never -0.0, which would read as a free slot.
-            return -(at - now) - 1e-9
-        self._slots.append(at)  # the deque keeps the newest ``calls`` slots
-        self._even = max(self._even, at) + pacing.spacing_s
-        return at - now
+    @asynccontextmanager
+    async def slot(self, budget_s: float) -> AsyncIterator[None]:
+        """Hold a token for one attempt: taken within ``budget_s`` (else
+        ``UpstreamRateLimited``), given back to cool when the attempt ends."""
+        token = await self._take(budget_s)
+        try:
+            yield
+        finally:
+            await self._give_back(token)
 
-    async def _reserve_shared(self, redis: GuardedRedis, budget_s: float) -> float | None:
-        pacing = self.pacing
+    # Taking -------------------------------------------------------------------
+    async def _take(self, budget_s: float) -> tuple[str, bool]:
+        started = self._clock()
+        ends = started + budget_s
+        if self._queue is None:
+            self._queue = asyncio.Lock()
+        try:
+            async with asyncio.timeout(max(0.0, budget_s)):
+                async with self._queue:
+                    token = await self._first_free(ends)
+        except TimeoutError:
+            raise self._refusal(None) from None
+        self.waited_s += self._clock() - started
+        return token
+
+    async def _first_free(self, ends: float) -> tuple[str, bool]:
+        """At the head of the queue: ask until a token is free; ``(token, shared)``."""
+        token = secrets.token_hex(8)
+        while True:
+            wait = await self._ask(token, ends)
+            if wait is None:  # Redis is down: this instance's own tokens meanwhile
+                wait = self._ask_locally()
+                if wait == 0.0:
+                    return token, False
+            elif wait == 0.0:
+                return token, True
+            if wait > 0 and self._clock() + wait > ends:
+                raise self._refusal(wait)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            elif self._redis is not None:
+                await asyncio.sleep(_POLL_S)
+            else:
+                await self._released().wait()
+
+    async def _ask(self, token: str, ends: float) -> float | None:
+        """Redis's answer: 0 taken, > 0 the wait, < 0 unknown; None without Redis."""
+        redis = self._redis
+        if redis is None:
+            return None
+        lease = max(1.0, ends - self._clock()) + self.pacing.window_s
         answer = await redis.call(
-            "call pacer reserve",
+            "call pacer take",
             lambda: redis.client.eval(
-                _RESERVE,
-                2,
-                *self._keys,
-                pacing.calls,
-                pacing.window_s,
-                pacing.spacing_s,
-                pacing.burst,
-                budget_s,
-                max(60, int(pacing.window_s * 4)),
+                _TAKE, 2, *self._keys, self.pacing.calls, token, lease, self._ttl
             ),
             None,
         )
-        if answer is None:  # Redis is down: this instance paces itself meanwhile
+        if answer is None:
             return None
         return float(answer.decode() if isinstance(answer, bytes) else answer)
 
-    async def wait(self, budget_s: float) -> float:
-        """Take the next slot, waiting for it (at most ``budget_s``); answers the time
-        waited. Raises ``UpstreamRateLimited`` when the slot is beyond the budget, and
-        then takes none."""
-        wait = await self._reserve_shared(self._redis, budget_s) if self._redis else None
-        if wait is None:
-            wait = self._reserve_locally(budget_s)
-        if wait < 0:
-            raise UpstreamRateLimited(
-                self.upstream,
-                f"the next call slot is {-wait:.2f}s away, beyond the call's budget",
-                retry_after_s=round(-wait, 3),
-                status_code=None,
-            )
-        if wait > 0:
-            self.waited_s += wait
-            await asyncio.sleep(wait)
-        return wait
+    def _ask_locally(self) -> float:
+        now = self._clock()
+        while self._cooling and self._cooling[0] <= now:
+            heapq.heappop(self._cooling)
+        if self._flying + len(self._cooling) < self.pacing.calls:
+            self._flying += 1
+            return 0.0
+        return self._cooling[0] - now if self._cooling else -1.0
+
+    # Giving back --------------------------------------------------------------
+    async def _give_back(self, token: tuple[str, bool]) -> None:
+        name, shared = token
+        if not shared:
+            self._flying -= 1
+            heapq.heappush(self._cooling, self._clock() + self.pacing.window_s)
+            self._released().set()
+            self._given_back = None
+            return
+        redis = self._redis
+        assert redis is not None
+        done = await redis.call(
+            "call pacer give back",
+            lambda: redis.client.eval(
+                _GIVE_BACK, 2, *self._keys, name, self.pacing.window_s, self._ttl
+            ),
+            None,
+        )
+        # Not given back (Redis is down): the token's lease in Redis brings it back.
+        del done
+
+    def _released(self) -> asyncio.Event:
+        if self._given_back is None:
+            self._given_back = asyncio.Event()
+        return self._given_back
+
+    @property
+    def _ttl(self) -> int:
+        return max(60, int(self.pacing.window_s * 4))
+
+    def _refusal(self, wait: float | None) -> UpstreamRateLimited:
+        detail = f"{wait:.2f}s away" if wait is not None else "not free in time"
+        return UpstreamRateLimited(
+            self.upstream,
+            f"the next call token is {detail}, beyond the call's budget",
+            retry_after_s=round(wait, 3) if wait is not None else None,
+            status_code=None,
+        )

@@ -230,8 +230,7 @@ class CallPolicy:
         self, operation: str, attempt: Callable[[float], Awaitable[T]], deadline: _Deadline
     ) -> T:
         if self._slots is None:
-            await self._paced(deadline)
-            return await self._timed(operation, attempt, deadline)
+            return await self._paced(operation, attempt, deadline)
         try:
             async with asyncio.timeout(max(0.0, deadline.remaining())):
                 await self._slots.acquire()
@@ -241,17 +240,19 @@ class CallPolicy:
                 self.upstream, f"{operation}: call budget spent waiting for a connection"
             ) from None
         try:
-            # Paced with the connection in hand: the attempt leaves as its slot comes,
-            # not later behind other calls, which would bunch them at the upstream.
-            await self._paced(deadline)
-            return await self._timed(operation, attempt, deadline)
+            return await self._paced(operation, attempt, deadline)
         finally:
             self._slots.release()
 
-    async def _paced(self, deadline: _Deadline) -> None:
-        """Wait for the upstream's rate limit to allow one more call (``call_pacer``)."""
-        if self.pacer is not None:
-            await self.pacer.wait(deadline.remaining() - _MIN_ATTEMPT_S)
+    async def _paced(
+        self, operation: str, attempt: Callable[[float], Awaitable[T]], deadline: _Deadline
+    ) -> T:
+        """The attempt, holding one of the upstream's rate-limit tokens (``call_pacer``)
+        from before it is sent until its answer is read."""
+        if self.pacer is None:
+            return await self._timed(operation, attempt, deadline)
+        async with self.pacer.slot(deadline.remaining() - _MIN_ATTEMPT_S):
+            return await self._timed(operation, attempt, deadline)
 
     async def _timed(
         self, operation: str, attempt: Callable[[float], Awaitable[T]], deadline: _Deadline

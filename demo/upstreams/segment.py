@@ -21,8 +21,8 @@ from demo.people.orders import spend
 from demo.people.population import Person
 from demo.people.taste import taste
 from demo.upstreams.credentials import SampleCredentials
-from demo.upstreams.quota import SEGMENT_LIMIT
 from demo.upstreams.paging import bounded_int, decode_cursor, encode_cursor
+from demo.upstreams.quota import SEGMENT_LIMIT
 from demo.upstreams.service import (
     SampleService,
     basic_credentials,
