@@ -222,7 +222,8 @@ class _UpstreamBase(_Strict):
     max_connections: Annotated[int, Field(ge=1, le=1000)] = 20
     breaker: BreakerConfig = BreakerConfig()
     cache: CachePolicy = CachePolicy()
-    rate_limit: RateLimitConfig | None = None  # None: the calls are not paced
+    # None or false (TOML has no null): the calls are not paced.
+    rate_limit: RateLimitConfig | Literal[False] | None = None
 
     page_size_max: ClassVar[int] = 100
 
@@ -251,7 +252,7 @@ class HubSpotConfig(_UpstreamBase):
     kind: Literal["hubspot"]
     auth: Annotated[BearerAuthConfig | OAuth2ClientCredentialsConfig, Field(discriminator="mode")]
     # A private app on the Professional tier (Enterprise: 190 per 10 s).
-    rate_limit: RateLimitConfig | None = RateLimitConfig(calls=100, per_s=10.0)
+    rate_limit: RateLimitConfig | Literal[False] | None = RateLimitConfig(calls=100, per_s=10.0)
 
     @property
     def token_url(self) -> str:
@@ -304,7 +305,7 @@ class SegmentConfig(_UpstreamBase):
     auth: BasicAuthConfig
     space_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
     page_size: Annotated[int, Field(ge=1)] = 50
-    rate_limit: RateLimitConfig | None = RateLimitConfig(calls=100, per_s=1.0)  # Profiles API
+    rate_limit: RateLimitConfig | Literal[False] | None = RateLimitConfig(calls=100, per_s=1.0)
     page_size_max: ClassVar[int] = 200
 
 

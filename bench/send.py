@@ -132,7 +132,7 @@ async def run(
     # the gateway being measured.
     load_before = os.getloadavg()
     people = population(customers)
-    with sample_upstreams(customers) as port, tempfile.TemporaryDirectory() as tmp:
+    with sample_upstreams(customers, limits=True) as port, tempfile.TemporaryDirectory() as tmp:
         urls = {name: f"http://127.0.0.1:{port + n}" for n, name in enumerate(SERVICE_NAMES)}
         url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
         await asyncio.to_thread(upgrade, url)

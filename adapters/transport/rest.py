@@ -172,7 +172,7 @@ def policy_for(
             redis=redis,
             key=f"gateway:v1:pacer:{config.name}:{config.base}",
         )
-        if limit is not None
+        if limit
         else None
     )
     breaker = CircuitBreaker(

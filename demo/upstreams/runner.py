@@ -255,6 +255,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help="people in the population")
     parser.add_argument("--json", action="store_true", help="print the URLs as one JSON object")
+    parser.add_argument(
+        "--no-limits",
+        action="store_true",
+        help="announce HubSpot's and Segment's rate limits without enforcing them",
+    )
     args = parser.parse_args(argv)
     ports = {name: args.base_port + offset for offset, name in enumerate(SERVICE_NAMES)}
     done = threading.Event()
@@ -264,7 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    with SampleUpstreams(args.size, ports, host=args.host) as upstreams:
+    with SampleUpstreams(
+        args.size, ports, host=args.host, enforce_limits=not args.no_limits
+    ) as upstreams:
         if args.json:
             print(json.dumps(upstreams.base_urls), flush=True)
         else:
