@@ -43,3 +43,19 @@ async def test_with_redis_down_the_bucket_paces_locally_behind_the_breaker() -> 
     assert guard.failures == 2
     with pytest.raises(UpstreamRateLimited):
         await bucket.take(600, budget_s=0.01)
+
+
+async def test_a_query_in_flight_is_not_restored_into_the_bucket() -> None:
+    """The shop charges a query when it arrives: until its answer is read, the bucket
+    may be full there and drop by the query's cost on arrival, so the model restores no
+    further than the maximum less what is in flight (else a delayed query let the next
+    one meet THROTTLED)."""
+    now = 0.0
+    bucket = CostBucket("shop", 1000, 100, clock=lambda: now)
+    await bucket.take(600, budget_s=0.0, token="a")
+    now = 10.0  # ten seconds of restore, while "a" is still in flight
+    with pytest.raises(UpstreamRateLimited):
+        await bucket.take(500, budget_s=0.0)
+    await bucket.settle(0.0, None, token="a")
+    now = 11.0
+    assert await bucket.take(400, budget_s=0.0) == 0.0
