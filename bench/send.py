@@ -69,14 +69,15 @@ _WORKERS_CPU: list[float] = []  # and its render workers' (child processes)
 
 
 def _children_cpu() -> float:
-    """CPU seconds of this process's running children (the render workers); Linux."""
+    """CPU seconds of this process's render workers (not the samples' process); Linux."""
     total = 0.0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rpartition(")")[2].split()
+            command = (stat.parent / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[1]) == os.getpid():  # ppid
+        if int(fields[1]) == os.getpid() and b"render_worker" in command:  # ppid
             total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
 
