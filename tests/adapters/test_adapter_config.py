@@ -174,13 +174,12 @@ def test_rate_limits_default_to_the_published_ones_and_false_turns_pacing_off() 
 
     config = load_upstreams(hubspot(), ENV)
     hub = config.upstreams["hubspot"]
-    assert hub.rate_limit and (hub.rate_limit.calls, hub.rate_limit.per_s) == (100, 10.0)
+    assert hub.rate_limit
+    assert (hub.rate_limit.calls, hub.rate_limit.per_s) == (100, 10.0)
     assert policy_for(hub).pacer is not None
     segment = load_upstreams_file(EXAMPLE, ENV).upstreams["segment"]
-    assert segment.rate_limit and (segment.rate_limit.calls, segment.rate_limit.per_s) == (
-        100,
-        1.0,
-    )
+    assert segment.rate_limit
+    assert (segment.rate_limit.calls, segment.rate_limit.per_s) == (100, 1.0)
     unpaced = load_upstreams(hubspot(rate_limit=False), ENV).upstreams["hubspot"]
     assert policy_for(unpaced).pacer is None
     found = problems(hubspot(rate_limit={"calls": 0, "per_s": 10}))
