@@ -38,6 +38,7 @@ __all__ = [
     "BreakerConfig",
     "HubSpotConfig",
     "OAuth2ClientCredentialsConfig",
+    "RateLimitConfig",
     "SegmentConfig",
     "ShopifyConfig",
     "ShopifyGraphQLConfig",
@@ -77,16 +78,8 @@ def _resolve(environ: Mapping[str, str], key: str, variable: str) -> SecretStr:
 
 
 _SECRET_KEYS = frozenset(
-    {
-        "token",
-        "password",
-        "username",
-        "client_id",
-        "client_secret",
-        "secret",
-        "api_key",
-        "access_token",
-    }
+    {"token", "password", "username", "client_id", "client_secret", "secret", "api_key"}
+    | {"access_token"}
 )
 
 
@@ -206,6 +199,14 @@ class CachePolicy(_Strict):
     stale_ttl_s: Annotated[float, Field(ge=0)] = 86_400.0
 
 
+class RateLimitConfig(_Strict):
+    """An upstream's published rate limit (``calls`` per rolling ``per_s``), which the
+    gateway's calls are paced under (``transport/call_pacer.py``)."""
+
+    calls: Annotated[int, Field(ge=1)]
+    per_s: PositiveSeconds
+
+
 class _UpstreamBase(_Strict):
     name: UpstreamName  # the table key, filled in by UpstreamsConfig
     enabled: bool = True
@@ -221,6 +222,8 @@ class _UpstreamBase(_Strict):
     max_connections: Annotated[int, Field(ge=1, le=1000)] = 20
     breaker: BreakerConfig = BreakerConfig()
     cache: CachePolicy = CachePolicy()
+    # None or false (TOML has no null): the calls are not paced.
+    rate_limit: RateLimitConfig | Literal[False] | None = None
 
     page_size_max: ClassVar[int] = 100
 
@@ -248,6 +251,8 @@ class _UpstreamBase(_Strict):
 class HubSpotConfig(_UpstreamBase):
     kind: Literal["hubspot"]
     auth: Annotated[BearerAuthConfig | OAuth2ClientCredentialsConfig, Field(discriminator="mode")]
+    # A private app on the Professional tier (Enterprise: 190 per 10 s).
+    rate_limit: RateLimitConfig | Literal[False] | None = RateLimitConfig(calls=100, per_s=10.0)
 
     @property
     def token_url(self) -> str:
@@ -300,6 +305,7 @@ class SegmentConfig(_UpstreamBase):
     auth: BasicAuthConfig
     space_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
     page_size: Annotated[int, Field(ge=1)] = 50
+    rate_limit: RateLimitConfig | Literal[False] | None = RateLimitConfig(calls=100, per_s=1.0)
     page_size_max: ClassVar[int] = 200
 
 

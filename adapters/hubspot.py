@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, ConfigDict, field_validator
 
 from adapters.transport.auth import build_auth
+from adapters.transport.cost_bucket import GuardedRedis
 from adapters.transport.rest import RestClient
 from adapters.transport.telemetry import NO_TELEMETRY, Telemetry
 
@@ -130,10 +131,11 @@ class HubSpotAdapter(ClientBackedAdapter[HubSpotConfig]):
         *,
         clock: Callable[[], float] = time.monotonic,
         telemetry: Telemetry = NO_TELEMETRY,
+        redis: GuardedRedis | None = None,
     ) -> None:
         self.config = config
         auth = build_auth(config.name, config.auth, token_url=config.token_url, clock=clock)
-        self.rest = RestClient(config, auth=auth, clock=clock, telemetry=telemetry)
+        self.rest = RestClient(config, auth=auth, clock=clock, telemetry=telemetry, redis=redis)
         self._client = self.rest
 
     async def fetch_contact(self, external_id: str) -> CrmContact | None:

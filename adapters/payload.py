@@ -20,9 +20,10 @@ Schema drift is reported as it is met, by field path and kind, never with a valu
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, get_args
 
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -81,8 +82,24 @@ def drifts(model: BaseModel, path: str = "") -> Iterator[tuple[str, str]]:
         if model.complete:
             for name in cls.model_fields.keys() - model.model_fields_set - model.may_omit:
                 yield _join(path, name), "missing"
-    for name in model.model_fields_set:
+    for name in model.model_fields_set & _nesting(cls):
         yield from _nested(getattr(model, name), _join(path, name))
+
+
+@functools.cache
+def _nesting(cls: type[BaseModel]) -> frozenset[str]:
+    """The fields of ``cls`` whose values may hold models: only they can hide drift
+    below. Walking the others (a hundred events' times and texts per Segment answer)
+    cost a tenth of a send's CPU."""
+    return frozenset(
+        name for name, field in cls.model_fields.items() if _holds_model(field.annotation)
+    )
+
+
+def _holds_model(annotation: Any) -> bool:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_holds_model(arg) for arg in get_args(annotation))
 
 
 def _nested(value: Any, path: str) -> Iterator[tuple[str, str]]:

@@ -56,16 +56,17 @@ def build_adapter(
     """The adapter for one upstream's configuration (by its ``kind``, and for a shop its
     ``api``); ``clock`` times its breaker and token refresh; ``redis`` (the gateway's
     guarded Redis, ``cost_bucket.GuardedRedis``) shares a cost-limited upstream's bucket
-    between instances; ``telemetry`` hears of quotas, Retry-After and schema drift."""
+    and a rate-limited one's call pacer between instances; ``telemetry`` hears of
+    quotas, Retry-After and schema drift."""
     if isinstance(config, HubSpotConfig):
-        return HubSpotAdapter(config, clock=clock, telemetry=telemetry)
+        return HubSpotAdapter(config, clock=clock, telemetry=telemetry, redis=redis)
     if isinstance(config, SoapCrmConfig):
         return SoapCrmAdapter(config, clock=clock, telemetry=telemetry)
     if isinstance(config, ShopifyConfig):
         if config.api == "graphql":
             return ShopifyGraphQLAdapter(config, clock=clock, redis=redis, telemetry=telemetry)
         return ShopifyAdapter(config, clock=clock, telemetry=telemetry)
-    return SegmentAdapter(config, clock=clock, telemetry=telemetry)
+    return SegmentAdapter(config, clock=clock, telemetry=telemetry, redis=redis)
 
 
 def build_adapters(

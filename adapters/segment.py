@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, ConfigDict, Field, JsonValue
 
 from adapters.transport.auth import build_auth
+from adapters.transport.cost_bucket import GuardedRedis
 from adapters.transport.rest import RestClient
 from adapters.transport.telemetry import NO_TELEMETRY, Telemetry
 
@@ -119,10 +120,11 @@ class SegmentAdapter(ClientBackedAdapter[SegmentConfig]):
         *,
         clock: Callable[[], float] = time.monotonic,
         telemetry: Telemetry = NO_TELEMETRY,
+        redis: GuardedRedis | None = None,
     ) -> None:
         self.config = config
         auth = build_auth(config.name, config.auth)
-        self.rest = RestClient(config, auth=auth, clock=clock, telemetry=telemetry)
+        self.rest = RestClient(config, auth=auth, clock=clock, telemetry=telemetry, redis=redis)
         self._client = self.rest
 
     def _path(self, value: str) -> dict[str, str]:

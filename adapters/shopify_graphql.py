@@ -19,6 +19,7 @@ keep the number, as the REST adapter does and as the gateway stores it.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
@@ -89,7 +90,7 @@ class ShopifyGraphQLAdapter(ClientBackedAdapter[ShopifyConfig]):
     ) -> None:
         self.config = config
         auth = build_auth(config.name, config.auth)
-        self.rest = RestClient(config, auth=auth, clock=clock, telemetry=telemetry)
+        self.rest = RestClient(config, auth=auth, clock=clock, telemetry=telemetry, redis=redis)
         self._client = self.rest
         self._route = f"/admin/api/{config.api_version}/graphql.json"
         tuning = config.graphql
@@ -116,13 +117,19 @@ class ShopifyGraphQLAdapter(ClientBackedAdapter[ShopifyConfig]):
         ends = time.monotonic() + self.config.deadline_s
         blind = 0  # THROTTLED answers in a row that said nothing of the bucket
         while True:
-            await self.bucket.take(cost, ends - time.monotonic())
-            reply = await self.rest.post(
-                self._route,
-                q.Reply,
-                json={"query": document, "variables": variables},
-                budget_s=ends - time.monotonic(),
-            )
+            token = secrets.token_hex(8)  # this attempt's cost, in flight until settled
+            await self.bucket.take(cost, ends - time.monotonic(), token)
+            try:
+                reply = await self.rest.post(
+                    self._route,
+                    q.Reply,
+                    json={"query": document, "variables": variables},
+                    budget_s=ends - time.monotonic(),
+                )
+            except BaseException:
+                # Whether the shop charged it is unknown: nothing is refunded.
+                await self.bucket.settle(0.0, None, token)
+                raise
             if reply is None:
                 raise UpstreamBadResponse(self.name, f"{operation}: endpoint not found")
             body = reply.body
@@ -144,10 +151,10 @@ class ShopifyGraphQLAdapter(ClientBackedAdapter[ShopifyConfig]):
             if "THROTTLED" in codes:
                 self.throttled += 1
                 blind = 0 if status is not None else blind + 1
-                await self._throttled(cost, status, blind, ends)
+                await self._throttled(cost, status, blind, ends, token)
                 continue  # the next take waits for the restore, or gives up in time
             actual = spent.actualQueryCost if spent and spent.actualQueryCost is not None else cost
-            await self.bucket.settle(cost - actual, status)
+            await self.bucket.settle(cost - actual, status, token)
             if codes:
                 error, what = _ERRORS.get(codes[0] or "", (UpstreamBadResponse, "query refused"))
                 raise error(self.name, f"{operation}: {what} ({codes[0] or 'no code'})")
@@ -156,7 +163,7 @@ class ShopifyGraphQLAdapter(ClientBackedAdapter[ShopifyConfig]):
             return body.data
 
     async def _throttled(
-        self, cost: int, status: ThrottleStatus | None, blind: int, ends: float
+        self, cost: int, status: ThrottleStatus | None, blind: int, ends: float, token: str
     ) -> None:
         """After a THROTTLED answer (nothing was charged): the model learns the shop's
         level. An answer without ``extensions.cost`` (a proxy's, an older API's) still
@@ -165,7 +172,7 @@ class ShopifyGraphQLAdapter(ClientBackedAdapter[ShopifyConfig]):
         (never a tight loop of refusals); a wait past the deadline fails at once."""
         if status is None:
             status = ThrottleStatus(self.bucket.maximum, 0.0, self.bucket.restore_rate)
-        await self.bucket.settle(cost, status)
+        await self.bucket.settle(cost, status, token)
         if blind < 2:
             return
         # The bucket restores meanwhile: the next take then waits no more.

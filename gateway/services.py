@@ -113,7 +113,7 @@ class Services:
         redis = open_redis(settings)
         cache = UpstreamCache(build_cache(settings.cache_url, redis))
         federation = Federation(
-            # Redis shares a cost-limited shop's bucket between instances.
+            # Redis shares a cost-limited shop's bucket and the call pacers between instances.
             build_adapters(config, redis=redis, telemetry=UpstreamTelemetry()),
             cache,
             {upstream.name: upstream.cache for upstream in config.enabled()},

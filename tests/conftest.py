@@ -259,12 +259,17 @@ FAST: dict[str, Any] = {
     "retries": 1,
     "backoff_base_s": 0.01,
     "breaker": {"failure_threshold": 50, "reset_timeout_s": 1.0},
+    # Not paced: a suite's calls come far faster than an upstream's published limit
+    # allows, and the samples here only announce theirs (tests of pacing turn it on).
+    "rate_limit": None,
 }
 
 
 @pytest.fixture(scope="session")
 def samples() -> Iterator[SampleUpstreams]:
-    with SampleUpstreams(size=SAMPLE_SIZE) as running:
+    # Limits announced, not enforced: the samples outlive every test, and one test's calls
+    # must not throttle the next's (tests of the limits turn them on).
+    with SampleUpstreams(size=SAMPLE_SIZE, enforce_limits=False) as running:
         yield running
 
 
@@ -285,7 +290,7 @@ def seeded_url(samples: SampleUpstreams, tmp_path_factory: pytest.TempPathFactor
 @pytest.fixture(scope="session")
 def upstreams() -> Iterator[SampleUpstreams]:
     """The full demo population behind the samples, for the adapter and sample suites."""
-    with SampleUpstreams(size=1000) as running:
+    with SampleUpstreams(size=1000, enforce_limits=False) as running:
         yield running
 
 

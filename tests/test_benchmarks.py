@@ -31,7 +31,7 @@ async def test_send_runs_and_prints_its_ratio(capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     assert re.search(r"ratio cold send / physical limit: ([\d.]+|inf)", out), out
     assert "failed renders 0" in out, out
-    assert "THROTTLED answers: 0" in out, out
+    assert "hubspot 0 (429), shopify 0 (THROTTLED), segment 0 (429)" in out, out
     assert "warm: {'hubspot': 0, 'shopify': 0, 'segment': 0}" in out, out
 
 

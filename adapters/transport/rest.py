@@ -34,6 +34,8 @@ from adapters.errors import (
 from adapters.external_ids import expand_path
 from adapters.payload import parse_json
 from adapters.transport.breaker import CircuitBreaker
+from adapters.transport.call_pacer import CallPacer, Pacing
+from adapters.transport.cost_bucket import GuardedRedis
 from adapters.transport.retry import CallPolicy, parse_retry_after
 from adapters.transport.telemetry import NO_TELEMETRY, Telemetry, quotas_in
 
@@ -154,10 +156,25 @@ def create_http_client(
 
 
 def policy_for(
-    config: AnyUpstreamConfig, *, clock: Callable[[], float] = time.monotonic
+    config: AnyUpstreamConfig,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    redis: GuardedRedis | None = None,
 ) -> CallPolicy:
     """The call policy of an upstream; ``clock`` times its breaker's cool-down (tests
-    pass a hand-driven one)."""
+    pass a hand-driven one); with a ``rate_limit``, its calls are paced under it (shared
+    between instances through ``redis``)."""
+    limit = config.rate_limit
+    pacer = (
+        CallPacer(
+            config.name,
+            Pacing.under(limit.calls, limit.per_s),
+            redis=redis,
+            key=f"gateway:v1:pacer:{config.name}:{config.base}",
+        )
+        if limit
+        else None
+    )
     breaker = CircuitBreaker(
         config.name,
         failure_threshold=config.breaker.failure_threshold,
@@ -173,6 +190,7 @@ def policy_for(
         backoff_max_s=config.backoff_max_s,
         breaker=breaker,
         concurrency=config.max_connections,
+        pacer=pacer,
     )
 
 
@@ -204,10 +222,11 @@ class RestClient:
         headers: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
         telemetry: Telemetry = NO_TELEMETRY,
+        redis: GuardedRedis | None = None,
     ) -> None:
         self.name = config.name
         self.http = create_http_client(config, auth=auth, headers=headers)
-        self.policy = policy_for(config, clock=clock)
+        self.policy = policy_for(config, clock=clock, redis=redis)
         self.telemetry = telemetry
         self._origin = httpx.URL(config.base)
 

@@ -49,6 +49,7 @@ from adapters.errors import (
     UpstreamUnavailable,
 )
 from adapters.transport.breaker import BreakerState, CircuitBreaker
+from adapters.transport.call_pacer import CallPacer
 
 __all__ = ["CallPolicy", "parse_retry_after"]
 
@@ -127,8 +128,10 @@ class CallPolicy:
         backoff_max_s: float,
         breaker: CircuitBreaker,
         concurrency: int | None = None,
+        pacer: CallPacer | None = None,
     ) -> None:
         self.upstream = upstream
+        self.pacer = pacer
         self.timeout_s = timeout_s
         self.deadline_s = deadline_s
         self.retries = retries
@@ -227,7 +230,7 @@ class CallPolicy:
         self, operation: str, attempt: Callable[[float], Awaitable[T]], deadline: _Deadline
     ) -> T:
         if self._slots is None:
-            return await self._timed(operation, attempt, deadline)
+            return await self._paced(operation, attempt, deadline)
         try:
             async with asyncio.timeout(max(0.0, deadline.remaining())):
                 await self._slots.acquire()
@@ -237,9 +240,19 @@ class CallPolicy:
                 self.upstream, f"{operation}: call budget spent waiting for a connection"
             ) from None
         try:
-            return await self._timed(operation, attempt, deadline)
+            return await self._paced(operation, attempt, deadline)
         finally:
             self._slots.release()
+
+    async def _paced(
+        self, operation: str, attempt: Callable[[float], Awaitable[T]], deadline: _Deadline
+    ) -> T:
+        """The attempt, holding one of the upstream's rate-limit tokens (``call_pacer``)
+        from before it is sent until its answer is read."""
+        if self.pacer is None:
+            return await self._timed(operation, attempt, deadline)
+        async with self.pacer.slot(deadline.remaining() - _MIN_ATTEMPT_S):
+            return await self._timed(operation, attempt, deadline)
 
     async def _timed(
         self, operation: str, attempt: Callable[[float], Awaitable[T]], deadline: _Deadline

@@ -81,10 +81,14 @@ def process(
 
 
 @contextlib.contextmanager
-def sample_upstreams(size: int) -> Iterator[int]:
-    """The four sample upstreams in a process of their own; yields the first port."""
+def sample_upstreams(size: int, *, limits: bool = False) -> Iterator[int]:
+    """The four sample upstreams in a process of their own; yields the first port.
+    ``limits``: HubSpot and Segment enforce their rate limits (bench/send); the serving
+    benchmarks measure the gateway, not the upstreams' allowance, and go without."""
     port = consecutive_free_ports(SAMPLE_SERVICES)
     command = [sys.executable, "-m", "demo.upstreams", "--base-port", str(port)]
+    if not limits:
+        command.append("--no-limits")
     with process([*command, "--size", str(size)]):
         wait(f"http://127.0.0.1:{port}/_sample/calls")
         yield port
@@ -129,12 +133,13 @@ def gateway_env(
 
 def upstreams_file(workdir: Path, samples_port: int, ttl_s: float) -> Path:
     """The demo's upstreams, pointed at the samples on ``samples_port`` and on, cached
-    for ``ttl_s``."""
+    for ``ttl_s``, not paced (the samples of ``sample_upstreams`` enforce no limits)."""
     raw = example_upstreams()
     lines = []
     for offset, (name, table) in enumerate(raw["upstreams"].items()):
         table["base_url"] = f"http://127.0.0.1:{samples_port + offset}"
         table["cache"] = {"ttl_s": ttl_s, "stale_ttl_s": 86400}
+        table["rate_limit"] = False
         lines.append(f"[upstreams.{name}]")
         for key, value in table.items():
             lines.append(f"{key} = {_toml(value)}")

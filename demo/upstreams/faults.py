@@ -31,8 +31,8 @@ class FaultSettings:
     rename_fields: Mapping[str, str] = field(default_factory=dict)
     retype_fields: tuple[str, ...] = ()
     # The rate limit the service announces (HubSpot's per-interval maximum, Shopify's
-    # bucket); 0: the real service's default. Announced, not enforced (rate_limit_next
-    # decides when a 429 comes).
+    # bucket); 0: the real service's default. Enforced only where the service's rolling
+    # window is (``/_sample/rate_limit``); rate_limit_next forces a 429 either way.
     quota_limit: int = 0
 
 

@@ -79,6 +79,7 @@ class SampleUpstreams:
         *,
         host: str = DEFAULT_HOST,
         seed: int = 0,
+        enforce_limits: bool = True,
     ) -> None:
         unknown = set(ports or {}) - set(SERVICE_NAMES)
         if unknown:
@@ -97,6 +98,11 @@ class SampleUpstreams:
             "shopify": self.shopify,
             "segment": self.segment,
         }
+        # HubSpot's and Segment's rolling windows answer 429 beyond their limits, as the
+        # real services do; a test suite's shared samples only announce them.
+        for service in self.services.values():
+            if service.window is not None:
+                service.window.configure(enforced=enforce_limits)
         self.base_urls: dict[str, str] = {}
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -109,11 +115,13 @@ class SampleUpstreams:
         return self._thread is not None
 
     def reset(self) -> None:
-        """Clear every service's faults and call counters, and refill the shop's GraphQL
-        cost bucket."""
+        """Clear every service's faults, call counters and rate windows, and refill the
+        shop's GraphQL cost bucket."""
         for service in self.services.values():
             service.faults.reset()
             service.calls.reset()
+            if service.window is not None:
+                service.window.reset()
         self.shopify.graphql.reset()
 
     def start(self) -> Self:
@@ -247,6 +255,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help="people in the population")
     parser.add_argument("--json", action="store_true", help="print the URLs as one JSON object")
+    parser.add_argument(
+        "--no-limits",
+        action="store_true",
+        help="announce HubSpot's and Segment's rate limits without enforcing them",
+    )
     args = parser.parse_args(argv)
     ports = {name: args.base_port + offset for offset, name in enumerate(SERVICE_NAMES)}
     done = threading.Event()
@@ -256,7 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    with SampleUpstreams(args.size, ports, host=args.host) as upstreams:
+    with SampleUpstreams(
+        args.size, ports, host=args.host, enforce_limits=not args.no_limits
+    ) as upstreams:
         if args.json:
             print(json.dumps(upstreams.base_urls), flush=True)
         else:

@@ -22,6 +22,7 @@ from demo.people.population import Person
 from demo.people.taste import taste
 from demo.upstreams.credentials import SampleCredentials
 from demo.upstreams.paging import bounded_int, decode_cursor, encode_cursor
+from demo.upstreams.quota import SEGMENT_LIMIT
 from demo.upstreams.service import (
     SampleService,
     basic_credentials,
@@ -80,6 +81,7 @@ class SegmentSample(SampleService):
     """Segment Profiles API over the sample population, in one space."""
 
     name = "segment"
+    rate_limit = SEGMENT_LIMIT
 
     def __init__(
         self,

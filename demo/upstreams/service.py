@@ -30,6 +30,7 @@ from demo.people.population import Person
 from demo.upstreams.calls import CallCounter
 from demo.upstreams.drift import drift_fields, drift_json, truncate
 from demo.upstreams.faults import Decision, Faults
+from demo.upstreams.quota import Admission, RateLimit, RollingWindow
 
 JSON_TYPE = "application/json; charset=utf-8"
 CONTROL_PREFIX = "/_sample/"
@@ -73,11 +74,15 @@ class SampleService:
 
     name: ClassVar[str] = "sample"
     counts_operations: ClassVar[bool] = False
+    # The rolling-window rate limit the real service keeps (None: it has none, or a
+    # bucket of its own like the shop's GraphQL cost).
+    rate_limit: ClassVar[RateLimit | None] = None
 
     def __init__(self, people: Sequence[Person], *, seed: int = 0) -> None:
         self.people = people
         self.faults = Faults(seed)
         self.calls = CallCounter(operations=self.counts_operations)
+        self.window = RollingWindow(self.rate_limit) if self.rate_limit else None
         self._stopping = threading.Event()
         # Requests the hang knob holds right now; tests read it to see a client's
         # give-up reach the server.
@@ -88,6 +93,7 @@ class SampleService:
         control: list[BaseRoute] = [
             Route("/_sample/calls", self._calls_endpoint, methods=["GET", "DELETE"]),
             Route("/_sample/faults", self._faults_endpoint, methods=["GET", "PUT", "DELETE"]),
+            Route("/_sample/rate_limit", self._limit_endpoint, methods=["GET", "PUT", "DELETE"]),
             *self.control_routes(),
         ]
         handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
@@ -122,6 +128,10 @@ class SampleService:
 
     def fault_headers(self, decision: Decision) -> list[tuple[str, str]]:
         """Headers on every upstream answer (Shopify's call-limit header)."""
+        return []
+
+    def limit_headers(self, admission: Admission) -> list[tuple[str, str]]:
+        """Headers announcing the rolling window (HubSpot's ``X-HubSpot-RateLimit-*``)."""
         return []
 
     def drift(self, body: bytes) -> bytes:
@@ -173,6 +183,34 @@ class SampleService:
             except ValueError as exc:
                 return json_response({"error": str(exc)}, 400)
         return json_response(self.faults.snapshot())
+
+    async def _limit_endpoint(self, request: Request) -> Response:
+        """The rolling-window limit: GET it (with the requests it refused), PUT
+        ``{"calls", "per_s", "enforced"}`` (any of them), DELETE to empty the window."""
+        window = self.window
+        if window is None:
+            return json_response({"error": "this service has no rolling-window limit"}, 404)
+        if request.method == "DELETE":
+            window.reset()
+        elif request.method == "PUT":
+            try:
+                body = await json_body(request)
+                calls = int(body.get("calls", window.limit.calls))
+                per_s = float(body.get("per_s", window.limit.per_s))
+                enforced = body.get("enforced", window.enforced)
+                if calls < 1 or per_s <= 0 or not isinstance(enforced, bool):
+                    raise ValueError("calls >= 1, per_s > 0 and enforced a boolean")
+            except (ValueError, TypeError, AttributeError) as exc:
+                return json_response({"error": str(exc)}, 400)
+            window.configure(limit=RateLimit(calls, per_s), enforced=enforced)
+        return json_response(
+            {
+                "calls": window.limit.calls,
+                "per_s": window.limit.per_s,
+                "enforced": window.enforced,
+                "refused": window.refused,
+            }
+        )
 
     async def pause(self, seconds: float) -> None:
         """Sleep, cut short when the server stops."""
@@ -245,6 +283,18 @@ class _FaultGate:
         if (operation := service.operation_of(scope)) is not None:
             service.calls.record_operation(operation)
         decision = service.faults.decide()
+        # Counted on arrival, as the real services count, before any fault or latency.
+        admission = (
+            service.window.admit(service.faults.settings.quota_limit) if service.window else None
+        )
+        if admission is not None and not admission.admitted:
+            refusal = service.rate_limited_response(admission.retry_after_s)
+            refusal.raw_headers.extend(
+                (k.lower().encode("latin-1"), v.encode("latin-1"))
+                for k, v in service.limit_headers(admission)
+            )
+            await refusal(scope, receive, send)
+            return
         if decision.hang:
             if not await service.hold(receive):
                 closing = json_response(
@@ -254,9 +304,10 @@ class _FaultGate:
             return
         if decision.latency_s:
             await service.pause(decision.latency_s)
+        announced = service.limit_headers(admission) if admission is not None else []
         extra = [
             (k.lower().encode("latin-1"), v.encode("latin-1"))
-            for k, v in service.fault_headers(decision)
+            for k, v in [*service.fault_headers(decision), *announced]
         ]
         canned: Response | None = None
         if decision.rate_limited:

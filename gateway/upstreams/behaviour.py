@@ -54,7 +54,8 @@ class Cart:
 
 
 def engagement(events: Sequence[AnalyticsEvent], now: datetime) -> Engagement:
-    recent = [e for e in events if e.timestamp >= now - ENGAGEMENT_WINDOW]
+    since = now - ENGAGEMENT_WINDOW  # once, not once per event: a send asks it per customer
+    recent = [e for e in events if e.timestamp >= since]
     return Engagement(
         sessions=len({e.session_id for e in recent if e.session_id}),
         page_views=sum(1 for e in recent if e.type == "page" or e.name == "Page Viewed"),

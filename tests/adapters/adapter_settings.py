@@ -36,6 +36,9 @@ FAST = {
     "backoff_max_s": 0.05,
     # High enough that fault tests never trip it by accident; breaker tests lower it.
     "breaker": {"failure_threshold": 50, "reset_timeout_s": 0.3},
+    # Not paced: a suite's calls come far faster than an upstream's published limit
+    # allows, and the samples here only announce theirs (tests of pacing turn it on).
+    "rate_limit": None,
 }
 
 # Variants the tests build, by the name they go by: (sample service, table).

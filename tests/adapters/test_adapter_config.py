@@ -167,3 +167,23 @@ def test_behavioural_fields_are_read_from_the_upstream_unless_configured_store()
     assert problems({**hubspot(), "fields": {"orders": "store"}}) == [
         "fields.orders: Extra inputs are not permitted"
     ]
+
+
+def test_rate_limits_default_to_the_published_ones_and_false_turns_pacing_off() -> None:
+    from adapters.transport.rest import policy_for
+
+    config = load_upstreams(hubspot(), ENV)
+    hub = config.upstreams["hubspot"]
+    assert hub.rate_limit
+    assert (hub.rate_limit.calls, hub.rate_limit.per_s) == (100, 10.0)
+    assert policy_for(hub).pacer is not None
+    segment = load_upstreams_file(EXAMPLE, ENV).upstreams["segment"]
+    assert segment.rate_limit
+    assert (segment.rate_limit.calls, segment.rate_limit.per_s) == (100, 1.0)
+    unpaced = load_upstreams(hubspot(rate_limit=False), ENV).upstreams["hubspot"]
+    assert policy_for(unpaced).pacer is None
+    found = problems(hubspot(rate_limit={"calls": 0, "per_s": 10}))
+    assert (
+        "upstreams.hubspot.rate_limit.RateLimitConfig.calls: "
+        "Input should be greater than or equal to 1"
+    ) in found

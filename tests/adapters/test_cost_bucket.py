@@ -12,7 +12,9 @@ async def test_a_call_whose_deadline_has_passed_is_refused_even_with_points_to_s
     bucket = CostBucket("shop", 1000, 50, clock=lambda: 0.0)
     with pytest.raises(UpstreamRateLimited):
         await bucket.take(10, budget_s=-1.0)
-    assert await bucket.take(990, budget_s=0.0) == 0.0  # nothing was taken by the refusal
+    # Nothing was taken by the refusal: 980 and the margin (0.25 s of restore, 12.5
+    # points) fit in 1,000, not in 990.
+    assert await bucket.take(980, budget_s=0.0) == 0.0
 
 
 async def test_points_taken_are_reserved_for_later_callers() -> None:
@@ -41,3 +43,19 @@ async def test_with_redis_down_the_bucket_paces_locally_behind_the_breaker() -> 
     assert guard.failures == 2
     with pytest.raises(UpstreamRateLimited):
         await bucket.take(600, budget_s=0.01)
+
+
+async def test_a_query_in_flight_is_not_restored_into_the_bucket() -> None:
+    """The shop charges a query when it arrives: until its answer is read, the bucket
+    may be full there and drop by the query's cost on arrival, so the model restores no
+    further than the maximum less what is in flight (else a delayed query let the next
+    one meet THROTTLED)."""
+    now = 0.0
+    bucket = CostBucket("shop", 1000, 100, clock=lambda: now)
+    await bucket.take(600, budget_s=0.0, token="a")
+    now = 10.0  # ten seconds of restore, while "a" is still in flight
+    with pytest.raises(UpstreamRateLimited):
+        await bucket.take(500, budget_s=0.0)
+    await bucket.settle(0.0, None, token="a")
+    now = 11.0
+    assert await bucket.take(400, budget_s=0.0) == 0.0

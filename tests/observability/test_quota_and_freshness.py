@@ -43,7 +43,7 @@ def test_the_headers_of_each_service_read_as_quotas() -> None:
     shopify = httpx.Headers({"X-Shopify-Shop-Api-Call-Limit": "32/40"})
     hubspot = httpx.Headers(
         {
-            "X-HubSpot-RateLimit-Max": "190",
+            "X-HubSpot-RateLimit-Max": "100",
             "X-HubSpot-RateLimit-Remaining": "3",
             "X-HubSpot-RateLimit-Daily": "1000000",
             "X-HubSpot-RateLimit-Daily-Remaining": "999000",
@@ -51,7 +51,7 @@ def test_the_headers_of_each_service_read_as_quotas() -> None:
     )
     assert list(quotas_in(shopify)) == [Quota("calls", 8, 40)]
     assert list(quotas_in(hubspot)) == [
-        Quota("interval", 3, 190),
+        Quota("interval", 3, 100),
         Quota("daily", 999000, 1000000),
     ]
     assert list(quotas_in(httpx.Headers({"X-Shopify-Shop-Api-Call-Limit": "x/0"}))) == []

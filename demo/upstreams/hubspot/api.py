@@ -24,9 +24,8 @@ from starlette.routing import BaseRoute, Route
 
 from demo.people.population import Person
 from demo.upstreams.credentials import SampleCredentials
-from demo.upstreams.faults import Decision
 from demo.upstreams.hubspot.search import SearchError, matches_groups, sort_key, sortable
-from demo.upstreams.quota import RateWindow
+from demo.upstreams.quota import HUBSPOT_LIMIT, Admission, hubspot_headers
 from demo.upstreams.service import (
     SampleService,
     json_body,
@@ -93,6 +92,7 @@ class HubSpotSample(SampleService):
     """HubSpot CRM v3 contacts over the sample population."""
 
     name = "hubspot"
+    rate_limit = HUBSPOT_LIMIT
 
     def __init__(
         self,
@@ -107,7 +107,6 @@ class HubSpotSample(SampleService):
         self._tokens_lock = threading.Lock()
         self._by_id = {p.hubspot_id: p for p in people}
         self._by_email = {p.email.lower(): p for p in people}
-        self._window = RateWindow()
         super().__init__(people, seed=seed)
 
     def routes(self) -> list[BaseRoute]:
@@ -135,8 +134,9 @@ class HubSpotSample(SampleService):
         response.headers["Retry-After"] = seconds_header(retry_after_s)
         return response
 
-    def fault_headers(self, decision: Decision) -> list[tuple[str, str]]:
-        return self._window.headers(self.faults.settings.quota_limit)
+    def limit_headers(self, admission: Admission) -> list[tuple[str, str]]:
+        window = self.window
+        return hubspot_headers(admission, window.limit.per_s if window else 10.0)
 
     def error_response(self, status: int) -> Response:
         return _error(

@@ -252,3 +252,27 @@ async def test_a_client_that_leaves_before_its_body_is_not_an_error(
         "asgi": {"version": "3.0"},
     }
     await upstreams.services[name].app(scope, receive, send)  # raised ClientDisconnect
+
+
+@pytest.mark.parametrize("limited", ["hubspot", "segment"])
+def test_the_rolling_window_answers_429_beyond_the_limit(
+    upstreams: SampleUpstreams, limited: str
+) -> None:
+    """HubSpot and Segment enforce their limits as the real services do: the call past
+    ``calls`` in ``per_s`` is answered 429 with when to come back, and not counted."""
+    window = upstreams.services[limited].window
+    assert window is not None
+    url = f"{upstreams.base_urls[limited]}/_sample/rate_limit"
+    try:
+        shown = _HTTP.put(url, json={"calls": 3, "per_s": 30, "enforced": True}).json()
+        assert shown == {"calls": 3, "per_s": 30.0, "enforced": True, "refused": 0}
+        answers = [probe(upstreams, limited) for _ in range(5)]
+        assert [a.status_code for a in answers] == [200, 200, 200, 429, 429]
+        assert 29 < float(answers[3].headers["Retry-After"]) <= 30
+        assert _HTTP.get(url).json()["refused"] == 2
+        if limited == "hubspot":
+            assert answers[2].headers["X-HubSpot-RateLimit-Max"] == "3"
+            assert answers[2].headers["X-HubSpot-RateLimit-Remaining"] == "0"
+    finally:
+        window.configure(limit=upstreams.services[limited].rate_limit, enforced=False)
+        window.reset()
