@@ -1,0 +1,1 @@
+"""Consent: statements, their history, and suppressions kept before a customer exists."""
