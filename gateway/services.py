@@ -17,6 +17,7 @@ from adapters.registry import aclose_adapters, build_adapters
 from adapters.transport.breaker import CircuitBreaker
 from gateway.access.api_keys import ApiKeys, Principal
 from gateway.access.rate_limit import RateLimiter
+from gateway.access.sign_outs import SignOuts
 from gateway.db.engine import create_sessionmaker, engine_for
 from gateway.db.retries import RetryPolicy
 from gateway.experiments.campaigns import Campaigns
@@ -70,6 +71,7 @@ class Services:
     notifications: Notifications
     webhooks: Webhooks
     api_keys: ApiKeys
+    sign_outs: SignOuts
     audit: AuditLog
     consents: ConsentStore
     erasure: Erasure
@@ -177,6 +179,7 @@ class Services:
                 accept_demo_key=settings.insecure_demo,
                 outage_grace_s=settings.api_key_outage_grace_s,
             ),
+            sign_outs=SignOuts(sessions, settings.console_session_ttl_s),
             audit=audit,
             consents=ConsentStore(sessions),
             erasure=erasure,

@@ -78,3 +78,14 @@ class EmailSuppression(Base):
     digest: Mapped[str] = mapped_column(String(64), primary_key=True)
     source: Mapped[str] = mapped_column(String(64))
     recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConsoleSignOut(Base):
+    """A console session signed out before its time ran out (the SHA-256 of its own
+    random token, never a key): its cookie, copied or kept by a browser, opens nothing
+    any more, on any instance. Kept until the session would have expired anyway."""
+
+    __tablename__ = "console_sign_outs"
+
+    session_digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -91,6 +91,9 @@ async def sign_in(request: Request) -> Response:
 
 
 async def sign_out(visit: Visit) -> Response:
+    # Ended on the server too: the browser's cookie is cleared below, but a copy of it
+    # (another browser, a proxy's log) would otherwise stay signed in until it expired.
+    await visit.services.sign_outs.end(visit.session.csrf)
     response = redirect("/console/sign-in?note=signed-out")
     clear_cookie(response, visit.request, COOKIE)
     return response

@@ -1,7 +1,8 @@
 """One signed-in request to the console, and the wrapper every page goes through.
 
 ``page(handler, needs=...)`` turns a handler of a ``Visit`` into a Starlette endpoint:
-it reads the session cookie (none, forged or expired: to the sign-in page), verifies
+it reads the session cookie (none, forged, expired or signed out: to the sign-in page),
+verifies
 the key again (revoked: signed out), charges the key's rate limit (over it: 429),
 checks every POST's CSRF token and origin (403), and refuses a key without the scope
 the handler needs (403, before the handler runs). The page then queries the schema
@@ -100,6 +101,8 @@ def page(handler: Handler, needs: Scope | None = None) -> Callable[[Request], Aw
         session = parts.sessions.read(request.cookies.get(COOKIE))
         if session is None:
             return _to_sign_in(request, "expired" if COOKIE in request.cookies else None)
+        if await services.sign_outs.ended(session.csrf):  # a copy of a signed-out cookie
+            return _to_sign_in(request, "signed-out")
         principal = await services.api_keys.authenticate_digest(session.key_digest)
         if principal is None:
             return _to_sign_in(request, "revoked")

@@ -97,11 +97,22 @@ async def test_every_post_needs_the_sessions_token_and_origin(app: Starlette) ->
             assert blind.status_code == 403
             assert f"{COOKIE}=" not in blind.headers.get("set-cookie", "")
 
+        copied = client.http.cookies.get(COOKIE)
+        assert copied
         out = await client.post("/console/sign-out")
         assert out.status_code == 303
         after = await client.http.get("/console/customers")
         assert after.status_code == 303
         assert after.headers["location"].startswith("/console/sign-in")
+
+        # A copy of the cookie taken before signing out (another browser, a proxy's
+        # log) is signed out too: the server refuses the session, not only the browser.
+        async with httpx.AsyncClient(
+            transport=asgi(app), base_url="http://gw", cookies={COOKIE: copied}
+        ) as thief:
+            stolen = await thief.get("/console/customers")
+            assert stolen.status_code == 303
+            assert stolen.headers["location"].startswith("/console/sign-in")
 
 
 async def _admin_key(app: Starlette) -> str:

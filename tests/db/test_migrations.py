@@ -31,6 +31,7 @@ TABLES = {
     "consent_history",
     "consents",
     "email_suppressions",
+    "console_sign_outs",
     "events",
     "templates",
     "audit_log",
