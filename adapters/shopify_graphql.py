@@ -126,12 +126,13 @@ class ShopifyGraphQLAdapter(ClientBackedAdapter[ShopifyConfig]):
                     json={"query": document, "variables": variables},
                     budget_s=ends - time.monotonic(),
                 )
+                if reply is None:
+                    raise UpstreamBadResponse(self.name, f"{operation}: endpoint not found")
             except BaseException:
-                # Whether the shop charged it is unknown: nothing is refunded.
+                # Whether the shop charged it is unknown: nothing is refunded, but the
+                # query is no longer in flight (else its cost shrinks the bucket).
                 await self.bucket.settle(0.0, None, token)
                 raise
-            if reply is None:
-                raise UpstreamBadResponse(self.name, f"{operation}: endpoint not found")
             body = reply.body
             spent = body.extensions.cost if body.extensions else None
             status = (

@@ -221,7 +221,13 @@ class CostBucket:
             )
         if wait > 0:
             self.waited_s += wait
-            await asyncio.sleep(wait)
+            try:
+                await asyncio.sleep(wait)
+            except BaseException:
+                # Cancelled before the query was sent: the shop charged nothing, and a
+                # reservation left in flight would shrink the bucket (for good locally).
+                await self.settle(cost, None, token)
+                raise
         return wait
 
     async def settle(self, refund: float, status: ThrottleStatus | None, token: str = "") -> None:

@@ -59,3 +59,21 @@ async def test_a_query_in_flight_is_not_restored_into_the_bucket() -> None:
     await bucket.settle(0.0, None, token="a")
     now = 11.0
     assert await bucket.take(400, budget_s=0.0) == 0.0
+
+
+async def test_a_query_cancelled_while_waiting_for_points_gives_them_back() -> None:
+    """A caller cancelled during its wait (a client gone, a resolver's timeout) sent
+    nothing: its reservation must not stay 'in flight' and shrink the bucket for good."""
+    import asyncio
+
+    now = 0.0
+    bucket = CostBucket("shop", 1000, 100, clock=lambda: now)
+    await bucket.take(900, budget_s=0.0, token="a")
+    await bucket.settle(0.0, None, token="a")
+    waiting = asyncio.create_task(bucket.take(900, budget_s=60.0, token="b"))  # ~8 s
+    await asyncio.sleep(0.05)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    now = 100.0  # the bucket has long restored
+    assert await bucket.take(900, budget_s=0.0) == 0.0
