@@ -39,7 +39,9 @@ CUSTOMER = """query Customer360($id: ID!, $admin: Boolean!) {
     attributes { name value source observedAt golden }
     consent { emailMarketing personalisation analytics }
     consents { purpose granted source recordedAt }
-    consentHistory(first: 100) { purpose granted source recordedAt }
+    emailMarketingHistory: consentHistory(purpose: EMAIL_MARKETING, first: 50) { ...Statement }
+    personalisationHistory: consentHistory(purpose: PERSONALISATION, first: 50) { ...Statement }
+    analyticsHistory: consentHistory(purpose: ANALYTICS, first: 50) { ...Statement }
     orders(first: 10) { id name createdAt financialStatus totalPrice { amount currency } }
     orderCount lifetimeValue { amount currency } lastOrderAt
     recentEvents(first: 15) { type name occurredAt }
@@ -54,7 +56,8 @@ CUSTOMER = """query Customer360($id: ID!, $admin: Boolean!) {
   auditLog(customerId: $id, first: 15) @include(if: $admin) {
     occurredAt actor action operation
   }
-}"""
+}
+fragment Statement on ConsentStatement { purpose granted source recordedAt }"""
 INVALIDATE = "mutation($id: ID!) { invalidateCustomer(id: $id) }"
 EXPORT = "query($id: ID!) { exportCustomer(id: $id) }"
 FORGET = """mutation($id: ID!) {
@@ -62,7 +65,11 @@ FORGET = """mutation($id: ID!) {
 }"""
 _SOURCE_ID = re.compile(r"^[a-z][a-z0-9_]*:.+$")
 TIMELINE_EVENTS = 20
-PURPOSES = ("EMAIL_MARKETING", "PERSONALISATION", "ANALYTICS")
+HISTORIES = (
+    ("EMAIL_MARKETING", "emailMarketingHistory"),
+    ("PERSONALISATION", "personalisationHistory"),
+    ("ANALYTICS", "analyticsHistory"),
+)
 
 
 def lookup_variables(query: str) -> dict[str, str]:
@@ -115,7 +122,7 @@ async def customer(visit: Visit) -> Response:
         {
             "customer": profile,
             "provenance": provenance(profile["attributes"]),
-            "consent_history": consent_history(profile.get("consentHistory") or []),
+            "consent_history": consent_history(profile),
             "timeline": timeline(profile, email_events),
             "audit": answer.data.get("auditLog") or [],
             "problems": [p for p in answer.problems if p.path[:1] != ("auditLog",)],
@@ -135,12 +142,11 @@ def provenance(attributes: list[dict[str, Any]]) -> list[tuple[str, list[dict[st
     ]
 
 
-def consent_history(statements: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
-    """Each purpose's stored statements, newest first (as the API answers them)."""
-    by_purpose: dict[str, list[dict[str, Any]]] = {p: [] for p in PURPOSES}
-    for statement in statements:
-        by_purpose.setdefault(statement["purpose"], []).append(statement)
-    return list(by_purpose.items())
+def consent_history(profile: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Each purpose's stored statements, newest first, as the API answers them. Asked per
+    purpose: the newest statements of all purposes together let one purpose stated often
+    (analytics, by a banner on every visit) push another's only statement off the page."""
+    return [(purpose, profile.get(alias) or []) for purpose, alias in HISTORIES]
 
 
 def _utc(moment: str) -> datetime:

@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 
 from gateway.access.api_keys import Scope
 from gateway.db.models import Event
+from gateway.privacy.consent import Purpose
 from tests.console.conftest import Console, artifact, sign_in
 from tests.console.session_client import ConsoleClient, console_client
 from tests.gql_client import gql
@@ -135,3 +136,31 @@ async def test_the_page_of_a_person_who_only_unsubscribed_opens(app: Starlette) 
         assert page.status_code == 200, page.text
         assert 'data-consent="emailMarketing"><span class="bad">refused' in page.text
         assert "refused by sendgrid:unsubscribe" in page.text
+
+
+async def test_a_purpose_keeps_its_history_when_another_has_many_statements(
+    app: Starlette,
+) -> None:
+    # The page asked for the newest 100 statements of all purposes together: a banner
+    # that states analytics consent on every visit pushed the one email opt-out out of
+    # the page, whose email-marketing table then said "No statement stored".
+    async with console_client(app, Scope.ADMIN) as client:
+        http = client.http
+        http.headers["Authorization"] = f"Bearer {client.key}"
+        email = f"zq-{uuid.uuid4().hex[:10]}@example.org"
+        made = await gql(
+            http, "mutation($e: String!) { upsertCustomer(input: {email: $e}) { id } }", e=email
+        )
+        customer_id = made["data"]["upsertCustomer"]["id"]
+        consents = services_of(app).consents
+        await consents.record(
+            uuid.UUID(customer_id), Purpose.EMAIL_MARKETING, False, "preference-centre"
+        )
+        for _ in range(101):
+            await consents.record(uuid.UUID(customer_id), Purpose.ANALYTICS, True, "banner")
+        page = await http.get(f"/console/customers/{customer_id}")
+        assert page.status_code == 200, page.text
+        start = page.text.index('data-consent-history="EMAIL_MARKETING"')
+        table = page.text[start : page.text.index("</table>", start)]
+        assert table.count("data-statement") == 1, table
+        assert "preference-centre" in table
