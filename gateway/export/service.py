@@ -240,7 +240,9 @@ class Exporter:
             # since, and once this run's cursor passes them, ``prune`` forgets them.  Not
             # for a new target: it has none of the rows (finding the events it would
             # not hold costs a pass over all of them).
-            deleting = self._store.deleted(spec, lo, hi) if not plan.fresh else _nothing()
+            def deleting() -> Coroutine[object, None, pa.Table]:
+                return self._store.deleted(spec, lo, hi) if not plan.fresh else _nothing()
+
             if large or spec.name == "events":
                 # Read beside the changed rows: a large window's deletions, and the
                 # events' (their consent, checked over every row of the window), take
@@ -249,11 +251,11 @@ class Exporter:
                 # incremental run reads at once, and two connections each would need
                 # more than the pool keeps (each new one costs a connect and set-up).
                 deleted = await _beside(
-                    self._store.changed(spec, lo, hi, consume, large=large), deleting
+                    self._store.changed(spec, lo, hi, consume, large=large), deleting()
                 )
             else:
                 await self._store.changed(spec, lo, hi, consume, large=large)
-                deleted = await deleting
+                deleted = await deleting()
             if deleted.num_rows:
                 columns = {
                     f.name: deleted.column(f.name)
