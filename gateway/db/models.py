@@ -46,6 +46,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(stamp: datetime) -> datetime:
+    """A stored moment as timezone-aware UTC: SQLite hands back naive times, and every
+    time the gateway stores is UTC."""
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
 class UtcDateTime(TypeDecorator[datetime]):
     """A moment, stored and read back as timezone-aware UTC on every backend.
 

@@ -15,7 +15,7 @@ import uuid
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gateway.db.engine import create_sessionmaker
 from gateway.db.identity_models import IdentityNeverLink, IdentityRecord, IdentityReview
-from gateway.db.models import AuditEntry, Identity, utcnow
+from gateway.db.models import AuditEntry, Identity, as_utc, utcnow
 from gateway.db.retries import retry_transaction
 from gateway.errors import Conflict, InvalidInput, NotFound
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
@@ -109,10 +109,6 @@ def review_queue(engine: AsyncEngine) -> ReviewQueue:
     if queue is None:
         queue = _QUEUES[engine] = ReviewQueue(create_sessionmaker(engine))
     return queue
-
-
-def _aware(stamp: datetime) -> datetime:
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
 def parse_review_id(raw: str) -> int:
@@ -319,7 +315,7 @@ async def _shaped(session: AsyncSession, reviews: list[IdentityReview]) -> list[
                 probability=review.score,
                 levels=dict(review.levels or {}),
                 model_version=review.model_version,
-                created_at=_aware(review.created_at),
+                created_at=as_utc(review.created_at),
                 record=side(review.identity_id),
                 candidate=candidate,
                 # The candidate's customer now (merges move records), else as recorded.

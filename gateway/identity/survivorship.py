@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from gateway.db.models import as_utc
 from gateway.identity.config import IdentityConfig
 
 GOLDEN_FIELDS = ("email", "phone", "first_name", "last_name")
@@ -23,11 +24,6 @@ class Observation:
     value: str
     source: str
     observed_at: datetime
-
-
-def _aware(stamp: datetime) -> datetime:
-    # SQLite hands back naive times; everything stored is UTC.
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
 def golden_values(
@@ -44,7 +40,7 @@ def golden_values(
         observations,
         key=lambda o: (
             rank.get(o.source, unranked),
-            -(_aware(o.observed_at) - _EPOCH).total_seconds(),
+            -(as_utc(o.observed_at) - _EPOCH).total_seconds(),
         ),
     )
     chosen: dict[str, str | None] = dict.fromkeys(GOLDEN_FIELDS)

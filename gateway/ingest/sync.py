@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from adapters.errors import UpstreamError
 from adapters.protocols import Adapter, CrmAdapter
 from adapters.records import CrmContact
-from gateway.db.models import utcnow
+from gateway.db.models import as_utc, utcnow
 from gateway.db.sync_models import SyncCursor
 from gateway.errors import InvalidInput
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
@@ -122,15 +122,10 @@ def _raw(contact: CrmContact) -> dict[str, Any]:
     }
 
 
-def _aware(stamp: datetime) -> datetime:
-    # SQLite hands back naive times; everything stored is UTC.
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
-
-
 async def load_cursor(sessions: async_sessionmaker[AsyncSession], source: str) -> datetime | None:
     async with sessions() as session:
         stored = await session.scalar(select(SyncCursor.cursor).where(SyncCursor.source == source))
-    return _aware(stored) if stored is not None else None
+    return as_utc(stored) if stored is not None else None
 
 
 async def save_cursor(
@@ -142,7 +137,7 @@ async def save_cursor(
             session.add(SyncCursor(source=source, cursor=cursor, updated_at=utcnow()))
         else:
             # Never backwards: a slow run must not undo a faster one's progress.
-            row.cursor = max(_aware(row.cursor), cursor)
+            row.cursor = max(as_utc(row.cursor), cursor)
             row.updated_at = utcnow()
 
 

@@ -8,12 +8,12 @@ test, a schedule later); one short transaction each, after the run's own batches
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.db.models import utcnow
+from gateway.db.models import as_utc, utcnow
 from gateway.db.sync_models import SyncCursor, SyncRun
 
 
@@ -35,11 +35,6 @@ class SyncState:
     cursor: datetime | None
     cursor_updated_at: datetime | None
     last_run: SyncRunRecord | None
-
-
-def _aware(stamp: datetime) -> datetime:
-    # SQLite hands back naive times; everything stored is UTC.
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
 async def record_run(
@@ -83,15 +78,15 @@ async def sync_states(sessions: async_sessionmaker[AsyncSession]) -> list[SyncSt
         states.append(
             SyncState(
                 source,
-                _aware(cursor.cursor) if cursor else None,
-                _aware(cursor.updated_at) if cursor else None,
+                as_utc(cursor.cursor) if cursor else None,
+                as_utc(cursor.updated_at) if cursor else None,
                 SyncRunRecord(
                     run.source,
                     run.status,
                     run.reconciled,
                     run.line,
-                    _aware(run.started_at),
-                    _aware(run.finished_at),
+                    as_utc(run.started_at),
+                    as_utc(run.finished_at),
                 )
                 if run
                 else None,

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 
 from adapters.records import CrmContact
 from gateway.db.bulk import matching
-from gateway.db.models import Consent, ConsentChange, Customer, utcnow
+from gateway.db.models import Consent, ConsentChange, Customer, as_utc, utcnow
 from gateway.errors import Conflict, InvalidInput, NotFound
 
 _UNKNOWN_TIME = datetime.min.replace(tzinfo=UTC)
@@ -61,7 +61,7 @@ def effective(
     mine = next((c for c in stored if c.purpose == purpose.value), None)
     if mine is not None and mine.recorded_at.tzinfo is None:
         # SQLite hands stored times back naive: every answer is timezone-aware UTC.
-        mine = replace(mine, recorded_at=_aware(mine.recorded_at))
+        mine = replace(mine, recorded_at=as_utc(mine.recorded_at))
     said = getattr(crm.consents, purpose.value) if crm is not None else None
     if said is None or crm is None:
         return mine
@@ -151,7 +151,7 @@ class ConsentStore:
                     if len(mine) < limit:
                         mine.append(
                             ConsentRecord(
-                                row.purpose, row.granted, row.source, _aware(row.recorded_at)
+                                row.purpose, row.granted, row.source, as_utc(row.recorded_at)
                             )
                         )
         return found
@@ -201,7 +201,7 @@ class ConsentStore:
                 if _rowcount(replaced) == 0
                 else None
             )
-            if existing is not None and _aware(existing) <= now:
+            if existing is not None and as_utc(existing) <= now:
                 # A first statement for this purpose committed between our UPDATE (which
                 # saw no row) and this read: ours is newer, so the UPDATE again, which
                 # now sees that row. Answering without it dropped the newest statement.
@@ -237,7 +237,7 @@ async def withdraw_many(
             "purpose": purpose.value,
             "granted": False,
             "source": source[:64],
-            "recorded_at": _aware(at[customer]) if at and customer in at else now,
+            "recorded_at": as_utc(at[customer]) if at and customer in at else now,
         }
         for customer, source in sorted(statements.items())  # one lock order for everyone
     ]
@@ -266,8 +266,3 @@ async def withdraw_many(
 def _rowcount(result: Any) -> int:
     count: int = result.rowcount
     return count
-
-
-def _aware(stamp: datetime) -> datetime:
-    # SQLite hands back naive datetimes; every stored time is UTC.
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)

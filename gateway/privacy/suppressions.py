@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db.access_models import EmailSuppression
 from gateway.db.bulk import matching
-from gateway.db.models import utcnow
+from gateway.db.models import as_utc, utcnow
 from gateway.privacy.consent import Purpose, withdraw_many
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ class Suppressions:
             )
             for digest, recorded_at, source in rows:
                 for customer in owners[digest]:
-                    stated = (_aware(recorded_at), source)
+                    stated = (as_utc(recorded_at), source)
                     found[customer] = max(found.get(customer, stated), stated)
         if found:
             await withdraw_many(
@@ -102,8 +102,3 @@ class Suppressions:
                 {customer: recorded_at for customer, (recorded_at, _) in found.items()},
             )
         return set(found)
-
-
-def _aware(stamp: datetime) -> datetime:
-    # SQLite hands back naive datetimes; every stored time is UTC.
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import aliased
 
 from gateway.db.engine import create_sessionmaker
 from gateway.db.identity_models import IdentityLink
-from gateway.db.models import Attribute, Customer, Identity
+from gateway.db.models import Attribute, Customer, Identity, as_utc
 from gateway.errors import Conflict, InvalidInput
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.merges import merge_customers, unmerge_customer
@@ -50,11 +50,6 @@ class LinkEvidence:
     matched_source: str | None
     matched_external_id: str | None
     created_at: datetime
-
-
-def _aware(stamp: datetime) -> datetime:
-    # SQLite hands back naive times; everything stored is UTC.
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
 def _mark_golden(
@@ -122,7 +117,7 @@ class IdentityService:
                 .order_by(Attribute.name, Attribute.observed_at.desc(), Attribute.id.desc())
             )
             for owner, name, value, source, observed_at in rows:
-                found[owner].append(AttributeValue(name, value, source, _aware(observed_at), False))
+                found[owner].append(AttributeValue(name, value, source, as_utc(observed_at), False))
         marked = {
             owner: _mark_golden(found[owner], profiles.get(owner, {}), self._config)
             for owner in ids
@@ -154,7 +149,7 @@ class IdentityService:
             )
             for owner, source, external_id, rule, score, reason, m_src, m_ext, at in rows:
                 found[owner].append(
-                    LinkEvidence(source, external_id, rule, score, reason, m_src, m_ext, _aware(at))
+                    LinkEvidence(source, external_id, rule, score, reason, m_src, m_ext, as_utc(at))
                 )
         return [found[owner] for owner in customer_ids]
 
