@@ -21,6 +21,12 @@ cooling, updated by Lua scripts on Redis's clock), so every instance draws from 
 limit, as the upstream sees one client; a token whose instance died in flight comes back
 when its lease (the call's budget) ends. When Redis fails, each instance keeps its own
 tokens meanwhile: an outage degrades to per-instance pacing, never to failed calls.
+
+Every call of this instance, shared or not, is also counted in its own tokens, and a
+shared token is taken only when one of its own is free too. So the switch to its own
+tokens when Redis fails starts from the calls it made through Redis in the last window,
+and the switch back from the calls Redis never saw: one instance never sends more than
+``calls`` in a window across an outage (N instances may, during one, send N times it).
 """
 
 from __future__ import annotations
@@ -143,20 +149,20 @@ class CallPacer:
         """At the head of the queue: ask until a token is free; ``(token, shared)``."""
         token = secrets.token_hex(8)
         while True:
-            wait = await self._ask(token, ends)
-            if wait is None:  # Redis is down: this instance's own tokens meanwhile
-                wait = self._ask_locally()
-                if wait == 0.0:
-                    return token, False
-            elif wait == 0.0:
-                return token, True
+            wait, shared = self._local_wait(), None  # own calls first (module doc)
+            if wait == 0.0:
+                shared = await self._ask(token, ends)
+                if shared is None or shared == 0.0:  # None: Redis is down, own tokens only
+                    self._flying += 1
+                    return token, shared is not None
+                wait = shared
             if wait > 0 and self._clock() + wait > ends:
                 raise self._refusal(wait)
             if wait > 0:
                 await asyncio.sleep(wait)
-            elif self._redis is not None:
+            elif shared is not None:  # every shared token in flight: Redis says no time
                 await asyncio.sleep(_POLL_S)
-            else:
+            else:  # every one of ours in flight: the next give-back wakes us
                 await self._released().wait()
 
     async def _ask(self, token: str, ends: float) -> float | None:
@@ -176,23 +182,24 @@ class CallPacer:
             return None
         return float(answer.decode() if isinstance(answer, bytes) else answer)
 
-    def _ask_locally(self) -> float:
+    def _local_wait(self) -> float:
+        """0 when one of this instance's own tokens is free, else the wait for the first
+        cooling one (< 0: every one is in flight)."""
         now = self._clock()
         while self._cooling and self._cooling[0] <= now:
             heapq.heappop(self._cooling)
         if self._flying + len(self._cooling) < self.pacing.calls:
-            self._flying += 1
             return 0.0
         return self._cooling[0] - now if self._cooling else -1.0
 
     # Giving back --------------------------------------------------------------
     async def _give_back(self, token: tuple[str, bool]) -> None:
         name, shared = token
+        self._flying -= 1
+        heapq.heappush(self._cooling, self._clock() + self.pacing.window_s)
+        self._released().set()
+        self._given_back = None
         if not shared:
-            self._flying -= 1
-            heapq.heappush(self._cooling, self._clock() + self.pacing.window_s)
-            self._released().set()
-            self._given_back = None
             return
         redis = self._redis
         assert redis is not None

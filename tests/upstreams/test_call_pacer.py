@@ -4,8 +4,8 @@ from a sample that enforces its limit, alone or as two instances sharing Redis."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, TypeVar, cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -21,6 +21,7 @@ from demo.wiring import sample_upstreams_config
 from gateway.upstreams.redis_client import RedisGuard
 from tests.conftest import clean_redis, redis_database_url
 
+T = TypeVar("T")
 # Small enough that a burst outruns it many times over, in a few seconds of test.
 LIMIT = RateLimit(30, 1.0)
 BURST = 90
@@ -119,3 +120,38 @@ async def test_a_token_beyond_the_deadline_is_refused_and_takes_nothing() -> Non
     now = 101.0
     async with pacer.slot(0.0):  # the refusal took nothing
         pass
+
+
+class _Switchable:
+    """The gateway's guard as a Redis outage leaves it: ``call`` answers ``default``
+    while ``up`` is false, as an open circuit does."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.up = True
+
+    async def call(self, what: str, op: Callable[[], Awaitable[T]], default: T) -> T:
+        return await op() if self.up else default
+
+
+async def test_an_instance_stays_inside_the_limit_across_a_redis_outage() -> None:
+    # One instance spends the limit through Redis; Redis fails: its own tokens start from
+    # those calls, not full (the upstream would see twice the limit in one window). Then
+    # the reverse: calls made on its own tokens, Redis back, and Redis never saw them.
+    async with clean_redis(redis_database_url(7)) as url:
+        client = aioredis.from_url(url)
+        try:
+            for fails_after in (True, False):
+                await client.flushdb()
+                guard = _Switchable(client)
+                guard.up = fails_after
+                pacer = CallPacer("segment", Pacing(3, 2.0), redis=guard)
+                for _ in range(3):
+                    async with pacer.slot(1.0):
+                        pass
+                guard.up = not fails_after
+                with pytest.raises(UpstreamRateLimited):
+                    async with pacer.slot(0.5):
+                        pass
+        finally:
+            await client.aclose()
