@@ -58,10 +58,6 @@ async def refresh(
     build = await store.last_build()
     if build is None:
         raise NoBuildError("no scores build yet: run `gateway scores build` first")
-    estimator: Any = None
-    if build.model_version != "none":
-        stored = await store.model(build.model_version)
-        estimator = None if stored is None else pickle.loads(stored.estimator)
     params = build.parameters
     bounds = Boundaries.of(params["rfm"])
     fit = None if params.get("bgnbd") is None else tuple(params["bgnbd"])
@@ -71,6 +67,12 @@ async def refresh(
     today = day_of(now)
     changed = await store.changed()
     written = batches = read = 0
+    if not changed:  # nothing to do: not even loading scikit-learn (1-2 s)
+        return RefreshSummary(0, 0, 0, 0, build.model_version, time.perf_counter() - started)
+    estimator: Any = None
+    if build.model_version != "none":
+        stored = await store.model(build.model_version)
+        estimator = None if stored is None else pickle.loads(stored.estimator)
     with thread_limits(threads):
         for start in range(0, len(changed), batch):
             ids: list[uuid.UUID] = changed[start : start + batch]
