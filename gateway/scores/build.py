@@ -36,6 +36,10 @@ from gateway.scores.store import ScoreStore, StoredModel
 _EVENT_HISTORY_DAYS = 400
 
 
+class ScoresBusy(Exception):
+    """A build or a refresh is writing scores now."""
+
+
 @dataclass(frozen=True)
 class BuildSummary:
     customers: int
@@ -91,8 +95,11 @@ async def build(
     the cut-offs it is given. ``threads`` caps the BLAS and OpenMP threads of the
     fitting: on a 2-core machine at load 20 a boosted-trees fit took 237 s with two OpenMP
     threads and 5.5 s with one (threads spin waiting for each other's cores)."""
-    with thread_limits(threads):
-        return await _build(store, horizon, retrain, now, function, seed, max_training_rows)
+    async with store.exclusive() as mine:
+        if not mine:
+            raise ScoresBusy("a scores build or refresh is running: try again later")
+        with thread_limits(threads):
+            return await _build(store, horizon, retrain, now, function, seed, max_training_rows)
 
 
 async def _build(

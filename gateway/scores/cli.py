@@ -41,7 +41,7 @@ def build(database_url: str | None, horizon: int, retrain: bool) -> None:
     """Compute recency, frequency, monetary value, RFM scores and segment, engagement,
     order value and rhythm, purchase propensity and churn risk for every customer."""
     from gateway.db.engine import create_engine, create_sessionmaker
-    from gateway.scores.build import BuildSummary
+    from gateway.scores.build import BuildSummary, ScoresBusy
     from gateway.scores.build import build as run_build
     from gateway.scores.features import LeakageError
     from gateway.scores.store import ScoreStore
@@ -60,7 +60,7 @@ def build(database_url: str | None, horizon: int, retrain: bool) -> None:
 
     try:
         click.echo(asyncio.run(run()).line())
-    except LeakageError as exc:
+    except (LeakageError, ScoresBusy) as exc:
         click.echo(f"gateway: {exc}", err=True)
         sys.exit(1)
 
@@ -79,6 +79,7 @@ def refresh(database_url: str | None, batch: int) -> None:
     were computed, and customers not scored yet, with the last build's RFM boundaries,
     BG/NBD fit and model (no retraining). Cheap enough for cron every few minutes."""
     from gateway.db.engine import create_engine, create_sessionmaker
+    from gateway.scores.build import ScoresBusy
     from gateway.scores.refresh import NoBuildError, RefreshSummary
     from gateway.scores.refresh import refresh as run_refresh
     from gateway.scores.store import ScoreStore
@@ -95,7 +96,7 @@ def refresh(database_url: str | None, batch: int) -> None:
 
     try:
         click.echo(asyncio.run(run()).line())
-    except NoBuildError as exc:
+    except (NoBuildError, ScoresBusy) as exc:
         click.echo(f"gateway: {exc}", err=True)
         sys.exit(1)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from gateway.scores.build import records_of
+from gateway.scores.build import ScoresBusy, records_of
 from gateway.scores.features import features_with
 from gateway.scores.ledger import day_of
 from gateway.scores.propensity import thread_limits
@@ -53,7 +53,17 @@ class RefreshSummary:
 async def refresh(
     store: ScoreStore, *, batch: int = BATCH, now: datetime | None = None, threads: int = 1
 ) -> RefreshSummary:
-    """Rescore the changed customers; raises ``NoBuildError`` before any full build."""
+    """Rescore the changed customers; raises ``NoBuildError`` before any full build and
+    ``ScoresBusy`` while a build or another refresh runs (a cron overlapping itself)."""
+    async with store.exclusive() as mine:
+        if not mine:
+            raise ScoresBusy("a scores build or refresh is running: try again later")
+        return await _refresh(store, batch, now, threads)
+
+
+async def _refresh(
+    store: ScoreStore, batch: int, now: datetime | None, threads: int
+) -> RefreshSummary:
     started = time.perf_counter()
     build = await store.last_build()
     if build is None:

@@ -8,6 +8,7 @@ Segment ``Order Completed`` calls (``properties.order_id``, ``properties.total``
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,12 +28,13 @@ from sqlalchemy import (
     union,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from gateway.db.bulk import insert_tuples
+from gateway.db.locks import lock_customers, run_lock
 from gateway.db.models import Customer, Event
 from gateway.db.score_models import CustomerScore, ScoreBuild, ScoreModel
 from gateway.scores.ledger import Ledger, ledger_of
@@ -204,6 +206,12 @@ class ScoreStore:
             if build is not None:
                 session.add(build)
 
+    def exclusive(self) -> contextlib.AbstractAsyncContextManager[bool]:
+        """Whether this caller is the only build or refresh now (across instances on
+        Postgres): two writing the same customers' rows would collide on their keys."""
+        engine: AsyncEngine = self._sessions.kw["bind"]
+        return run_lock(engine, "scores")
+
     async def last_build(self) -> ScoreBuild | None:
         async with self._sessions() as session:
             return await session.scalar(select(ScoreBuild).order_by(ScoreBuild.id.desc()).limit(1))
@@ -260,14 +268,11 @@ class ScoreStore:
             return 0
         ids = [record[0] for record in records]
         async with self._sessions.begin() as session:
-            # KEY SHARE: an erasure waits for this write rather than slipping under it.
-            alive = set(
-                await session.scalars(
-                    select(Customer.id).where(Customer.id.in_(ids)).with_for_update(key_share=True)
-                )
-            )
-            kept = [record for record in records if record[0] in alive]
             connection = await session.connection()
+            # In id order, KEY SHARE on Postgres: an erasure waits for this write rather
+            # than slipping under it, and merges locking the same customers queue.
+            alive = await lock_customers(connection, ids)
+            kept = [record for record in records if record[0] in alive]
             await connection.execute(
                 delete(CustomerScore).where(CustomerScore.customer_id.in_(ids))
             )

@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 
 from gateway.db.models import Customer, Event
 from gateway.db.score_models import CustomerScore
-from gateway.scores.build import build
+from gateway.scores.build import ScoresBusy, build
 from gateway.scores.refresh import NoBuildError, refresh
 from gateway.scores.store import COLUMNS, ScoreStore
 
@@ -114,3 +114,14 @@ async def test_a_customer_erased_during_a_refresh_gets_no_row(store: ScoreStore)
     record = tuple(getattr(row, c) for c in COLUMNS)
     assert await store.rescore([record]) == 0
     assert row.customer_id not in await _rows(store)
+
+
+async def test_a_refresh_waits_its_turn_behind_a_build_or_refresh(store: ScoreStore) -> None:
+    await build(store, horizon=30)
+    async with store.exclusive() as mine:
+        assert mine
+        with pytest.raises(ScoresBusy):  # a cron run overlapping the last one
+            await refresh(store)
+        with pytest.raises(ScoresBusy):
+            await build(store, horizon=30)
+    assert (await refresh(store)).changed == 0
