@@ -226,9 +226,11 @@ class ScoreStore:
     async def stamp(self) -> datetime:
         """A moment before which every event is committed: on Postgres an event's
         ``changed_at`` is its transaction's start, so a row stamped earlier may still be
-        committing; the oldest open transaction's start (or now) bounds them all."""
-        async with self._sessions() as session:
-            connection = await session.connection()
+        committing; the oldest open transaction's start (or now) bounds them all. On
+        SQLite the write lock for an instant: no writer is between its write and commit
+        (as the export takes its window's end)."""
+        engine: AsyncEngine = self._sessions.kw["bind"]
+        async with engine.connect() as connection:
             if connection.dialect.name == "postgresql":
                 value = await connection.scalar(
                     text(
@@ -237,9 +239,13 @@ class ScoreStore:
                         "AND backend_type = 'client backend' AND xact_start IS NOT NULL))"
                     )
                 )
+                await connection.rollback()
                 assert isinstance(value, datetime)
                 return value.astimezone(UTC)
-        return datetime.now(UTC)
+            await connection.exec_driver_sql("BEGIN IMMEDIATE")
+            now = datetime.now(UTC)
+            await connection.exec_driver_sql("COMMIT")
+            return now
 
     async def changed(self) -> list[uuid.UUID]:
         """Customers whose events changed (``changed_at``: inserts, updates, merges) after
