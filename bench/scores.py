@@ -7,7 +7,9 @@ Seeds a Postgres database of its own with N customers and, in SQL, ~3 orders eac
 (Shopify ``orders/create`` rows with an order id and a total, spread over 540 days,
 each customer with their own rhythm) and 5 page calls each in the last 90 days. Then
 ``build`` (training included, as on a first run, one fitting thread as
-``GATEWAY_SCORES_THREADS`` defaults to): seconds, and this process's CPU seconds.
+``GATEWAY_SCORES_THREADS`` defaults to): seconds, and this process's CPU seconds. Then
+1% of the customers order again and ``refresh`` rescores them: seconds, and its ratio
+to the build's.
 
 The yardstick, in the same run: a raw asyncpg read of every row the build starts from
 (the customers' ids, every order event with its JSON and moment, the behavioural events
@@ -29,6 +31,7 @@ from sqlalchemy import text
 from bench.support.harness import database
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.scores.build import build
+from gateway.scores.refresh import refresh
 from gateway.scores.store import ScoreStore
 
 SEED = [
@@ -62,6 +65,12 @@ YARDSTICK = [
        WHERE customer_id IS NOT NULL AND (type LIKE 'track:%' OR type = 'page')
        AND occurred_at >= now() - interval '400 days'""",
 ]
+
+CHANGE = """INSERT INTO events (customer_id, source, event_id, type, occurred_at, properties,
+   received_at)
+   SELECT md5('c' || i)::uuid, 'shopify', 'again' || i, 'orders/create', now(),
+          json_build_object('order_id', 'again' || i, 'total_price', 25), now()
+   FROM generate_series(100, {n}, 100) AS i"""
 
 
 async def yardstick(url: str) -> float:
@@ -98,6 +107,16 @@ async def run(url: str, customers: int, threads: int = 1) -> None:
             f"build {summary.seconds:.1f} s ({cpu:.1f} s CPU, {threads} thread(s)); yardstick "
             f"(a raw read of its rows) {read:.2f} s; ratio {summary.seconds / read:.1f}; "
             f"load average {os.getloadavg()[0]:.1f}"
+        )
+        # 1% of the customers order again; ``refresh`` rescores them alone.
+        async with engine.begin() as connection:
+            await connection.execute(text(CHANGE.format(n=customers)))
+        refreshed = await refresh(store)
+        print(refreshed.line())
+        print(
+            f"refresh of {refreshed.refreshed:,} changed customers {refreshed.seconds:.2f} s; "
+            f"ratio to the build {refreshed.seconds / summary.seconds:.3f}; to the yardstick "
+            f"{refreshed.seconds / read:.2f}; load average {os.getloadavg()[0]:.1f}"
         )
     finally:
         await engine.dispose()

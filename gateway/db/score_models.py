@@ -84,3 +84,17 @@ class Segment(Base):
     include_suppressed: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ScoreBuild(Base):
+    """What one full build fixed for the rows it wrote, so ``gateway scores refresh``
+    scores a changed customer the same way: the RFM quintile boundaries, the BG/NBD
+    fit, the feature names, the horizon and the model version. The latest row serves."""
+
+    __tablename__ = "score_builds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    built_at: Mapped[datetime] = mapped_column(default=utcnow)
+    horizon_days: Mapped[int] = mapped_column(Integer)
+    model_version: Mapped[str] = mapped_column(String(64))
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

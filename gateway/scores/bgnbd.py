@@ -79,9 +79,6 @@ def fit(ledger: Ledger, cutoff: int, horizon_days: int) -> BgNbd:
     if len(fitted) > MAX_FIT_CUSTOMERS:
         fitted = np.random.default_rng(0).choice(fitted, MAX_FIT_CUSTOMERS, replace=False)
     sample, weights = np.unique(rows[fitted], axis=0, return_counts=True)
-    patterns, inverse = np.unique(rows[k], axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    x, t_x, age = patterns[:, 0], patterns[:, 1], patterns[:, 2]
     model = None
     for penalizer in _PENALIZERS:
         try:
@@ -98,15 +95,48 @@ def fit(ledger: Ledger, cutoff: int, horizon_days: int) -> BgNbd:
     if model is None:
         raise ValueError("BG/NBD did not converge on this data")
     params = model.params_
-    r, alpha, a, b = (float(params[name]) for name in ("r", "alpha", "a", "b"))
+    return answer(
+        tuple(float(params[name]) for name in ("r", "alpha", "a", "b")),
+        ledger,
+        cutoff,
+        horizon_days,
+        s,
+    )
+
+
+def answer(
+    params: tuple[float, ...],
+    ledger: Ledger,
+    cutoff: int,
+    horizon_days: int,
+    s: Summary | None = None,
+) -> BgNbd:
+    """A fitted model's (r, alpha, a, b) answers for the customers of ``ledger``: how
+    ``gateway scores refresh`` scores a few customers with the last build's fit."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pandas as pd  # type: ignore[import-untyped]
+        from lifetimes import BetaGeoFitter
+
+    s = s or summary(ledger, cutoff)
+    k = s.known
+    r, alpha, a, b = params
+    model = BetaGeoFitter()
+    model.params_ = pd.Series({"r": r, "alpha": alpha, "a": a, "b": b})
+    rows = np.column_stack([s.x, s.t_x, s.age])
+    patterns, inverse = np.unique(rows[k], axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    x, t_x, age = patterns[:, 0], patterns[:, 1], patterns[:, 2]
     weeks = horizon_days / 7.0
     p_alive = np.zeros(ledger.size)
     expected = np.zeros(ledger.size)
+    if len(patterns):
+        with np.errstate(all="ignore"):
+            p_alive[k] = np.asarray(model.conditional_probability_alive(x, t_x, age))[inverse]
+            expected[k] = np.asarray(
+                model.conditional_expected_number_of_purchases_up_to_time(weeks, x, t_x, age)
+            )[inverse]
     with np.errstate(all="ignore"):
-        p_alive[k] = np.asarray(model.conditional_probability_alive(x, t_x, age))[inverse]
-        expected[k] = np.asarray(
-            model.conditional_expected_number_of_purchases_up_to_time(weeks, x, t_x, age)
-        )[inverse]
-    none_in = ((alpha + s.age) / (alpha + s.age + weeks)) ** (r + s.x)
+        none_in = ((alpha + s.age) / (alpha + s.age + weeks)) ** (r + s.x)
     p_purchase = np.where(k, p_alive * (1.0 - none_in), 0.0)
     return BgNbd(r, alpha, a, b, p_alive, np.nan_to_num(expected), np.nan_to_num(p_purchase))

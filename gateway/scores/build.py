@@ -14,11 +14,12 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 
+from gateway.db.score_models import ScoreBuild
 from gateway.scores.features import (
     FeatureFunction,
     Features,
@@ -29,10 +30,14 @@ from gateway.scores.features import (
 from gateway.scores.ledger import Floats, Ledger, day_of
 from gateway.scores.metrics import auc
 from gateway.scores.propensity import MAX_TRAINING_ROWS, labels, thread_limits, train
-from gateway.scores.rfm import rfm
+from gateway.scores.rfm import Boundaries, boundaries, rfm_with
 from gateway.scores.store import ScoreStore, StoredModel
 
 _EVENT_HISTORY_DAYS = 400
+
+
+class ScoresBusy(Exception):
+    """A build or a refresh is writing scores now."""
 
 
 @dataclass(frozen=True)
@@ -90,8 +95,11 @@ async def build(
     the cut-offs it is given. ``threads`` caps the BLAS and OpenMP threads of the
     fitting: on a 2-core machine at load 20 a boosted-trees fit took 237 s with two OpenMP
     threads and 5.5 s with one (threads spin waiting for each other's cores)."""
-    with thread_limits(threads):
-        return await _build(store, horizon, retrain, now, function, seed, max_training_rows)
+    async with store.exclusive() as mine:
+        if not mine:
+            raise ScoresBusy("a scores build or refresh is running: try again later")
+        with thread_limits(threads):
+            return await _build(store, horizon, retrain, now, function, seed, max_training_rows)
 
 
 async def _build(
@@ -104,7 +112,8 @@ async def _build(
     max_rows: int,
 ) -> BuildSummary:
     started = time.perf_counter()
-    now = now or datetime.now(UTC)
+    # Stamped before the read: an event changed later is newer than the rows (refresh).
+    now = now or await store.stamp()
     today = day_of(now)
     function = memo(function)
     ledger = await store.ledger(now - timedelta(days=_EVENT_HISTORY_DAYS))
@@ -149,8 +158,19 @@ async def _build(
                     f"kept model {version}: holdout AUC {old_auc:.4f} beats the new "
                     f"{new_version}'s {evaluation['auc']:.4f}"
                 )
-    records = _records(ledger.keys, table, estimator, version, now)
-    await store.replace_scores(records)
+    bounds = boundaries(
+        table.column("recency_days"), table.column("frequency"), table.column("monetary")
+    )
+    records = records_of(ledger.keys, table, bounds, estimator, version, now)
+    fixed = {
+        "rfm": bounds.json(),
+        "bgnbd": None if table.bgnbd is None else list(table.bgnbd),
+        "features": list(table.names),
+    }
+    await store.replace_scores(
+        records,
+        ScoreBuild(built_at=now, horizon_days=horizon, model_version=version, parameters=fixed),
+    )
     return BuildSummary(
         ledger.size,
         int((table.column("frequency") > 0).sum()),
@@ -169,14 +189,19 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _records(
-    keys: Sequence[str], table: Features, estimator: Any, version: str, now: datetime
+def records_of(
+    keys: Sequence[str],
+    table: Features,
+    bounds: Boundaries,
+    estimator: Any,
+    version: str,
+    now: datetime,
 ) -> list[tuple[Any, ...]]:
-    """Rows in ``store.COLUMNS`` order."""
+    """Rows in ``store.COLUMNS`` order, RFM scored against ``bounds``."""
     frequency = table.column("frequency")
     recency = table.column("recency_days")
     monetary = table.column("monetary")
-    grid = rfm(recency, frequency, monetary)
+    grid = rfm_with(bounds, recency, frequency, monetary)
     known = frequency > 0
     propensity = (
         estimator.predict_proba(table.values)[:, 1]

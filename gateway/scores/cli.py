@@ -41,7 +41,7 @@ def build(database_url: str | None, horizon: int, retrain: bool) -> None:
     """Compute recency, frequency, monetary value, RFM scores and segment, engagement,
     order value and rhythm, purchase propensity and churn risk for every customer."""
     from gateway.db.engine import create_engine, create_sessionmaker
-    from gateway.scores.build import BuildSummary
+    from gateway.scores.build import BuildSummary, ScoresBusy
     from gateway.scores.build import build as run_build
     from gateway.scores.features import LeakageError
     from gateway.scores.store import ScoreStore
@@ -60,7 +60,43 @@ def build(database_url: str | None, horizon: int, retrain: bool) -> None:
 
     try:
         click.echo(asyncio.run(run()).line())
-    except LeakageError as exc:
+    except (LeakageError, ScoresBusy) as exc:
+        click.echo(f"gateway: {exc}", err=True)
+        sys.exit(1)
+
+
+@scores.command()
+@click.option("--database-url", help="Override GATEWAY_DATABASE_URL.")
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1, max=10_000),
+    default=2_000,
+    show_default=True,
+    help="Customers read and written per transaction.",
+)
+def refresh(database_url: str | None, batch: int) -> None:
+    """Rescore only the customers whose orders or events changed since their scores
+    were computed, and customers not scored yet, with the last build's RFM boundaries,
+    BG/NBD fit and model (no retraining). Cheap enough for cron every few minutes."""
+    from gateway.db.engine import create_engine, create_sessionmaker
+    from gateway.scores.build import ScoresBusy
+    from gateway.scores.refresh import NoBuildError, RefreshSummary
+    from gateway.scores.refresh import refresh as run_refresh
+    from gateway.scores.store import ScoreStore
+
+    settings = settings_or_exit(database_url=database_url)
+
+    async def run() -> RefreshSummary:
+        engine = create_engine(settings.database_url)
+        try:
+            store = ScoreStore(create_sessionmaker(engine))
+            return await run_refresh(store, batch=batch, threads=settings.scores_threads)
+        finally:
+            await engine.dispose()
+
+    try:
+        click.echo(asyncio.run(run()).line())
+    except (NoBuildError, ScoresBusy) as exc:
         click.echo(f"gateway: {exc}", err=True)
         sys.exit(1)
 

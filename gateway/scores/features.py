@@ -29,6 +29,7 @@ class LeakageError(Exception):
 class Features:
     names: tuple[str, ...]
     values: Floats  # customers x names
+    bgnbd: tuple[float, ...] | None = None  # the BG/NBD fit's (r, alpha, a, b), if any
 
     def column(self, name: str) -> Floats:
         return self.values[:, self.names.index(name)]
@@ -43,6 +44,25 @@ FeatureFunction = Callable[[Ledger, int, int], Features]
 def features(ledger: Ledger, cutoff: int, horizon_days: int) -> Features:
     """Each customer's recency, frequency, monetary value, recent counts and spend,
     rhythm, engagement and BG/NBD's view of them, as of day ``cutoff``."""
+    return _table(ledger, cutoff, horizon_days, None, fit=True)
+
+
+def features_with(
+    bgnbd_params: tuple[float, ...] | None, ledger: Ledger, cutoff: int, horizon_days: int
+) -> Features:
+    """``features`` with BG/NBD's answers from a build's fit (or none, when the build
+    had none) instead of a new fit: a refresh's few customers are no population."""
+    return _table(ledger, cutoff, horizon_days, bgnbd_params, fit=False)
+
+
+def _table(
+    ledger: Ledger,
+    cutoff: int,
+    horizon_days: int,
+    params: tuple[float, ...] | None,
+    *,
+    fit: bool,
+) -> Features:
     seen = ledger.upto(cutoff)
     n = ledger.size
     who, day, amount = seen.customer, seen.day, seen.amount
@@ -73,15 +93,21 @@ def features(ledger: Ledger, cutoff: int, horizon_days: int) -> Features:
         columns[f"engagement_{window}d"] = np.bincount(
             seen.event_customer[inside], minlength=n
         ).astype(np.float64)
-    if known.sum() >= 50:
+    model = None
+    if fit and known.sum() >= 50:
         model = bgnbd.fit(seen, cutoff, horizon_days)
+    elif params is not None:
+        model = bgnbd.answer(params, seen, cutoff, horizon_days)
+    if model is not None:
         columns["bgnbd_p_alive"] = model.p_alive
         columns["bgnbd_expected"] = model.expected
     columns["log_recency"] = np.log1p(np.nan_to_num(recency, nan=10_000.0))
     columns["log_frequency"] = np.log1p(count)
     columns["log_monetary"] = np.log1p(spend)
     names = tuple(columns)
-    return Features(names, np.column_stack([columns[name] for name in names]))
+    values = np.column_stack([columns[name] for name in names])
+    fitted = None if model is None else (model.r, model.alpha, model.a, model.b)
+    return Features(names, values, fitted)
 
 
 def check_no_leakage(

@@ -86,8 +86,67 @@ def quintile(values: Floats, known: npt.NDArray[np.bool_], *, smaller_is_better:
 
 
 def rfm(recency: Floats, frequency: Floats, monetary: Floats) -> Rfm:
+    return rfm_with(boundaries(recency, frequency, monetary), recency, frequency, monetary)
+
+
+@dataclass(frozen=True)
+class Boundaries:
+    """The four values a customer must beat for scores 2, 3, 4 and 5 on each axis, as
+    one build's population set them: ``gateway scores refresh`` scores a few changed
+    customers against these, so their quintiles mean what everyone else's do."""
+
+    r: tuple[float, ...]
+    f: tuple[float, ...]
+    m: tuple[float, ...]
+
+    def json(self) -> dict[str, list[float]]:
+        return {"r": list(self.r), "f": list(self.f), "m": list(self.m)}
+
+    @classmethod
+    def of(cls, value: dict[str, list[float]]) -> Boundaries:
+        return cls(tuple(value["r"]), tuple(value["f"]), tuple(value["m"]))
+
+
+def _edges(values: Floats, *, smaller_is_better: bool) -> tuple[float, ...]:
+    """``quintile`` as thresholds: score >= k when at least t = ceil((k-1) n / 5) of the
+    pool are strictly worse, i.e. when the value beats the t-th worst."""
+    pool = np.sort(values)
+    n = len(pool)
+    if not n:
+        return ()
+    ts = [-((-(k - 1) * n) // 5) for k in range(2, 6)]
+    return tuple(float(pool[n - t] if smaller_is_better else pool[t - 1]) for t in ts)
+
+
+def boundaries(recency: Floats, frequency: Floats, monetary: Floats) -> Boundaries:
     known = frequency > 0
-    r = quintile(recency, known, smaller_is_better=True)
-    f = quintile(frequency, known, smaller_is_better=False)
-    m = quintile(monetary, known, smaller_is_better=False)
-    return Rfm(r, f, m, [segment_of(int(a), int(b)) for a, b in zip(r, f, strict=True)])
+    return Boundaries(
+        _edges(recency[known], smaller_is_better=True),
+        _edges(frequency[known], smaller_is_better=False),
+        _edges(monetary[known], smaller_is_better=False),
+    )
+
+
+def _scored(
+    values: Floats,
+    known: npt.NDArray[np.bool_],
+    edges: tuple[float, ...],
+    *,
+    smaller_is_better: bool,
+) -> Scores:
+    score = np.zeros(len(values), np.int64)
+    if not edges:
+        return score
+    mine = values[known][:, None]
+    beats = mine < np.asarray(edges) if smaller_is_better else mine > np.asarray(edges)
+    score[known] = 1 + beats.sum(axis=1)
+    return score
+
+
+def rfm_with(b: Boundaries, recency: Floats, frequency: Floats, monetary: Floats) -> Rfm:
+    """Scores and segments against a build's ``b`` (customers without an order: none)."""
+    known = frequency > 0
+    r = _scored(recency, known, b.r, smaller_is_better=True)
+    f = _scored(frequency, known, b.f, smaller_is_better=False)
+    m = _scored(monetary, known, b.m, smaller_is_better=False)
+    return Rfm(r, f, m, [segment_of(int(a), int(c)) for a, c in zip(r, f, strict=True)])

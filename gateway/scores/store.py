@@ -8,22 +8,35 @@ Segment ``Order Completed`` calls (``properties.order_id``, ``properties.total``
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import BigInteger, String, Table, delete, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import (
+    BigInteger,
+    String,
+    Table,
+    delete,
+    func,
+    or_,
+    select,
+    text,
+    union,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from gateway.db.bulk import insert_tuples
+from gateway.db.locks import lock_customers, run_lock
 from gateway.db.models import Customer, Event
-from gateway.db.score_models import CustomerScore, ScoreModel
+from gateway.db.score_models import CustomerScore, ScoreBuild, ScoreModel
 from gateway.scores.ledger import Ledger, ledger_of
 
 ORDER_TYPES = ("orders/create", "orders/paid", "orders/updated", "track:Order Completed")
@@ -113,14 +126,20 @@ class ScoreStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
 
-    async def ledger(self, events_since: datetime) -> Ledger:
-        """Every customer (those without an order too), their orders, and their
-        behavioural events from ``events_since`` on.
+    async def ledger(
+        self, events_since: datetime, customers: Sequence[uuid.UUID] | None = None
+    ) -> Ledger:
+        """Every customer (those without an order too) -- or only ``customers`` -- their
+        orders, and their behavioural events from ``events_since`` on.
 
         The database does the row work: an order's copies (shop webhook, analytics
         call, updates) become one row at its earliest moment, and moments come as day
         numbers. Python then only shapes arrays (on 100,000 customers, reading every
         copy with its JSON and ``datetime`` into a dict took most of the read)."""
+        only = () if customers is None else (Event.customer_id.in_(customers),)
+        who = select(Customer.id)
+        if customers is not None:
+            who = who.where(Customer.id.in_(customers))
         props = Event.properties
         inner = props["properties"]
         key = func.coalesce(props["order_id"].as_string(), inner["order_id"].as_string())
@@ -142,7 +161,7 @@ class ScoreStore:
                 )
                 .label("copy"),
             )
-            .where(Event.customer_id.is_not(None), Event.type.in_(ORDER_TYPES))
+            .where(Event.customer_id.is_not(None), Event.type.in_(ORDER_TYPES), *only)
             .subquery()
         )
         orders = select(
@@ -153,13 +172,16 @@ class ScoreStore:
             copies.c.revenue,
         ).where(copies.c.copy == 1)
         events = select(Event.customer_id, epoch_day(Event.occurred_at)).where(
-            Event.customer_id.is_not(None), _BEHAVIOURAL, Event.occurred_at >= events_since
+            Event.customer_id.is_not(None),
+            _BEHAVIOURAL,
+            Event.occurred_at >= events_since,
+            *only,
         )
         async with self._sessions() as session:
             order_rows = (await session.execute(orders)).all()
             event_rows = (await session.execute(events)).all()
             # Read last: a customer deleted meanwhile is dropped with their rows below.
-            ids = (await session.scalars(select(Customer.id))).all()
+            ids = (await session.scalars(who)).all()
         index: dict[uuid.UUID | None, int] = {customer: i for i, customer in enumerate(ids)}
         order_rows = [row for row in order_rows if row[0] in index]
         event_rows = [row for row in event_rows if row[0] in index]
@@ -172,12 +194,96 @@ class ScoreStore:
             np.fromiter((row[1] for row in event_rows), np.int64, len(event_rows)),
         )
 
-    async def replace_scores(self, records: Sequence[tuple[Any, ...]]) -> None:
-        """All the rows (tuples in ``COLUMNS`` order) in place of the old, at once."""
+    async def replace_scores(
+        self, records: Sequence[tuple[Any, ...]], build: ScoreBuild | None = None
+    ) -> None:
+        """All the rows (tuples in ``COLUMNS`` order) in place of the old, at once, with
+        what the build fixed for ``gateway scores refresh``."""
         async with self._sessions.begin() as session:
             connection = await session.connection()
             await connection.execute(delete(CustomerScore))
             await insert_tuples(connection, _TABLE, COLUMNS, records)
+            if build is not None:
+                session.add(build)
+
+    def exclusive(self) -> contextlib.AbstractAsyncContextManager[bool]:
+        """Whether this caller is the only build or refresh now (across instances on
+        Postgres): two writing the same customers' rows would collide on their keys."""
+        engine: AsyncEngine = self._sessions.kw["bind"]
+        return run_lock(engine, "scores")
+
+    async def last_build(self) -> ScoreBuild | None:
+        async with self._sessions() as session:
+            return await session.scalar(select(ScoreBuild).order_by(ScoreBuild.id.desc()).limit(1))
+
+    async def model(self, version: str) -> StoredModel | None:
+        async with self._sessions() as session:
+            row = await session.scalar(select(ScoreModel).where(ScoreModel.version == version))
+            if row is None:
+                return None
+            return StoredModel(row.version, row.horizon_days, row.evaluation, row.estimator)
+
+    async def stamp(self) -> datetime:
+        """A moment before which every event is committed: on Postgres an event's
+        ``changed_at`` is its transaction's start, so a row stamped earlier may still be
+        committing; the oldest open transaction's start (or now) bounds them all. On
+        SQLite the write lock for an instant: no writer is between its write and commit
+        (as the export takes its window's end)."""
+        engine: AsyncEngine = self._sessions.kw["bind"]
+        async with engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                value = await connection.scalar(
+                    text(
+                        "SELECT least(now(), (SELECT min(xact_start) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                        "AND backend_type = 'client backend' AND xact_start IS NOT NULL))"
+                    )
+                )
+                await connection.rollback()
+                assert isinstance(value, datetime)
+                return value.astimezone(UTC)
+            await connection.exec_driver_sql("BEGIN IMMEDIATE")
+            now = datetime.now(UTC)
+            await connection.exec_driver_sql("COMMIT")
+            return now
+
+    async def changed(self) -> list[uuid.UUID]:
+        """Customers whose events changed (``changed_at``: inserts, updates, merges) after
+        their row was computed, and customers with no row: one set-based query that
+        reads events through the ``changed_at`` index from the oldest row's time on."""
+        oldest = select(func.min(CustomerScore.computed_at)).scalar_subquery()
+        touched = (
+            select(Event.customer_id)
+            .join(CustomerScore, CustomerScore.customer_id == Event.customer_id)
+            .where(Event.changed_at > oldest, Event.changed_at > CustomerScore.computed_at)
+        )
+        unscored = (
+            select(Customer.id)
+            .outerjoin(CustomerScore, CustomerScore.customer_id == Customer.id)
+            .where(CustomerScore.customer_id.is_(None))
+        )
+        both = union(touched, unscored).subquery()
+        async with self._sessions() as session:
+            found = await session.scalars(select(both.c[0]).order_by(both.c[0]))
+            return [i for i in found if i is not None]
+
+    async def rescore(self, records: Sequence[tuple[Any, ...]]) -> int:
+        """These customers' rows in place of their old ones; a customer erased since
+        the read gets none (their row went with them). Returns the rows written."""
+        if not records:
+            return 0
+        ids = [record[0] for record in records]
+        async with self._sessions.begin() as session:
+            connection = await session.connection()
+            # In id order, KEY SHARE on Postgres: an erasure waits for this write rather
+            # than slipping under it, and merges locking the same customers queue.
+            alive = await lock_customers(connection, ids)
+            kept = [record for record in records if record[0] in alive]
+            await connection.execute(
+                delete(CustomerScore).where(CustomerScore.customer_id.in_(ids))
+            )
+            await insert_tuples(connection, _TABLE, COLUMNS, kept)
+            return len(kept)
 
     async def active_model(self) -> StoredModel | None:
         async with self._sessions() as session:

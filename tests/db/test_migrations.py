@@ -55,6 +55,7 @@ TABLES = {
     "export_deletions",
     "customer_scores",
     "score_models",
+    "score_builds",
     "segments",
     "experiments",
     "recommendation_impressions",

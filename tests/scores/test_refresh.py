@@ -1,0 +1,127 @@
+"""``scores refresh``: after a full build, only customers whose orders or events changed
+(and new ones) are rescored, the way the build scored everyone; the others' rows stay
+as they were, and an erased customer gets no row back."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import select, update
+
+from gateway.db.models import Customer, Event
+from gateway.db.score_models import CustomerScore
+from gateway.scores.build import ScoresBusy, build
+from gateway.scores.refresh import NoBuildError, refresh
+from gateway.scores.store import COLUMNS, ScoreStore
+
+
+async def _rows(store: ScoreStore) -> dict[uuid.UUID, CustomerScore]:
+    async with store._sessions() as session:
+        rows = (await session.scalars(select(CustomerScore))).all()
+        return {row.customer_id: row for row in rows}
+
+
+def _order(customer: uuid.UUID, name: str, total: float) -> Event:
+    return Event(
+        customer_id=customer,
+        source="shopify",
+        event_id=name,
+        type="orders/create",
+        occurred_at=datetime.now(UTC),
+        properties={"order_id": name, "total_price": f"{total:.2f}"},
+    )
+
+
+def _values(row: CustomerScore) -> tuple[object, ...]:
+    return tuple(getattr(row, c) for c in COLUMNS if c != "computed_at")
+
+
+async def test_a_refresh_rescores_only_changed_and_new_customers(store: ScoreStore) -> None:
+    with pytest.raises(NoBuildError):
+        await refresh(store)
+    await build(store, horizon=30)
+    before = await _rows(store)
+    buyers = sorted((r for r in before.values() if r.frequency > 1), key=lambda r: r.customer_id)
+    a, b, gone = buyers[0], buyers[1], buyers[2]
+    newcomer = uuid.uuid4()
+    async with store._sessions.begin() as session:
+        session.add(Customer(id=newcomer, email="new@example.com"))
+    async with store._sessions.begin() as session:
+        session.add(_order(a.customer_id, "new-a", 500.0))
+        session.add(_order(newcomer, "new-c", 40.0))
+        session.add(_order(gone.customer_id, "new-gone", 10.0))
+    async with store._sessions.begin() as session:
+        # Erasure deletes the customer; their events and scores go with them (cascade).
+        customer = await session.get(Customer, gone.customer_id)
+        await session.delete(customer)
+
+    summary = await refresh(store)
+
+    # A and the newcomer only: found, read and written.
+    assert (summary.changed, summary.read, summary.refreshed) == (2, 2, 2)
+    after = await _rows(store)
+    assert len(after) == len(before)  # the newcomer in, the erased customer out
+    assert gone.customer_id not in after
+    fresh = after[a.customer_id]
+    assert fresh.frequency == a.frequency + 1
+    assert fresh.monetary == pytest.approx(a.monetary + 500.0)
+    assert fresh.recency_days == 0
+    assert fresh.purchase_propensity != a.purchase_propensity
+    assert fresh.computed_at > a.computed_at
+    untouched = after[b.customer_id]
+    assert untouched.computed_at == b.computed_at
+    assert _values(untouched) == _values(b)
+    new = after[newcomer]
+    assert (new.frequency, new.recency_days, new.rfm_segment) == (1, 0, "new")
+    assert new.purchase_propensity is not None
+    assert new.model_version == a.model_version
+    # Nothing changed since: nothing to do.
+    again = await refresh(store)
+    assert (again.changed, again.refreshed) == (0, 0)
+
+
+async def test_an_unchanged_history_refreshed_scores_as_the_build_did(store: ScoreStore) -> None:
+    await build(store, horizon=30)
+    before = await _rows(store)
+    picked = sorted(k for k, row in before.items() if row.frequency > 0)[:50]  # with events
+    async with store._sessions.begin() as session:
+        # A touch that changes no order (the triggers stamp changed_at).
+        await session.execute(
+            update(Event).where(Event.customer_id.in_(picked)).values(source=Event.source)
+        )
+    summary = await refresh(store, batch=7)  # several batches
+    assert summary.batches > 1
+    after = await _rows(store)
+    rescored = {k for k in after if after[k].computed_at != before[k].computed_at}
+    assert rescored == set(picked)
+    for key in picked:
+        old, new = before[key], after[key]
+        # Same quintile boundaries, BG/NBD fit and model: the same scores.
+        assert (new.r_score, new.f_score, new.m_score) == (old.r_score, old.f_score, old.m_score)
+        assert new.rfm_segment == old.rfm_segment
+        assert new.purchase_propensity == pytest.approx(old.purchase_propensity, abs=1e-9)
+        assert new.churn_risk == pytest.approx(old.churn_risk, abs=1e-9)
+
+
+async def test_a_customer_erased_during_a_refresh_gets_no_row(store: ScoreStore) -> None:
+    await build(store, horizon=30)
+    before = await _rows(store)
+    row = next(iter(before.values()))
+    async with store._sessions.begin() as session:
+        await session.delete(await session.get(Customer, row.customer_id))
+    record = tuple(getattr(row, c) for c in COLUMNS)
+    assert await store.rescore([record]) == 0
+    assert row.customer_id not in await _rows(store)
+
+
+async def test_a_refresh_waits_its_turn_behind_a_build_or_refresh(store: ScoreStore) -> None:
+    await build(store, horizon=30)
+    async with store.exclusive() as mine:
+        assert mine
+        with pytest.raises(ScoresBusy):  # a cron run overlapping the last one
+            await refresh(store)
+        with pytest.raises(ScoresBusy):
+            await build(store, horizon=30)
+    assert (await refresh(store)).changed == 0
