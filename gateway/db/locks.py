@@ -35,6 +35,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, datetime
 
 from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -195,3 +196,32 @@ async def _unlock(connection: AsyncConnection, key: int, name: str) -> None:
     except (SQLAlchemyError, DatabaseUnavailable, OSError):  # the run stands
         logger.warning("run lock %s: its session was lost before the unlock", name)
         await connection.invalidate()
+
+
+_SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
+
+
+async def committed_before(engine: AsyncEngine) -> datetime:
+    """A moment before which every row stamped with its transaction's start is committed
+    (an export's window end, a scores refresh's ``computed_at``). On Postgres such a
+    stamp (``changed_at``) is the writing transaction's start, so a row stamped earlier
+    may still be committing: the oldest open transaction's start, or now, bounds them
+    all. On SQLite the write lock for an instant: no writer is between its first write
+    and its commit, and SQLite's own clock is the one its triggers stamp with."""
+    async with engine.connect() as connection:
+        if is_postgres(connection):
+            value = await connection.scalar(
+                text(
+                    "SELECT least(now(), (SELECT min(xact_start) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND backend_type = 'client backend' AND xact_start IS NOT NULL))"
+                )
+            )
+            await connection.rollback()
+            assert isinstance(value, datetime)
+            return value.astimezone(UTC)
+        await connection.exec_driver_sql("BEGIN IMMEDIATE")
+        stamp = await connection.exec_driver_sql(f"SELECT {_SQLITE_NOW}")
+        value = stamp.scalar_one()
+        await connection.exec_driver_sql("COMMIT")
+        return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)

@@ -29,7 +29,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.export_models import ExportCursor, ExportDeletion
-from gateway.db.locks import run_lock
+from gateway.db.locks import committed_before, run_lock
 from gateway.db.models import UtcDateTime, utcnow
 from gateway.export import postgres
 from gateway.export.tables import ANALYTICS, ARROW_TYPES, Kind, TableSpec
@@ -42,7 +42,6 @@ BATCH_ROWS = 100_000
 # A window this big is read through ADBC; a smaller one (an incremental run's) through
 # the driver, faster than the fast path's connection is set up.
 FAST_FROM_ROWS = 20_000
-_SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
 _GRANTED = f"SELECT customer_id FROM consents WHERE purpose = '{ANALYTICS}' AND granted = true"
 
 
@@ -162,24 +161,7 @@ class ExportStore:
 
     async def window_end(self) -> datetime:
         """Before this moment every stamped row is committed (see the module's doc)."""
-        async with self._engine.connect() as connection:
-            if self.postgres:
-                value = await connection.scalar(
-                    text(
-                        "SELECT least(now(), (SELECT min(xact_start) FROM pg_stat_activity "
-                        "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                        "AND backend_type = 'client backend' AND xact_start IS NOT NULL))"
-                    )
-                )
-                await connection.rollback()
-                assert isinstance(value, datetime)
-                return value.astimezone(UTC)
-            # The write lock for an instant: no writer is between its first write and commit.
-            await connection.exec_driver_sql("BEGIN IMMEDIATE")
-            stamp = await connection.exec_driver_sql(f"SELECT {_SQLITE_NOW}")
-            value = stamp.scalar_one()
-            await connection.exec_driver_sql("COMMIT")
-            return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+        return await committed_before(self._engine)
 
     # --- changed rows ----------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import contextlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,6 @@ from sqlalchemy import (
     func,
     or_,
     select,
-    text,
     union,
     update,
 )
@@ -34,7 +33,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from gateway.db.bulk import insert_tuples
-from gateway.db.locks import lock_customers, run_lock
+from gateway.db.locks import committed_before, lock_customers, run_lock
 from gateway.db.models import Customer, Event
 from gateway.db.score_models import CustomerScore, ScoreBuild, ScoreModel
 from gateway.scores.ledger import Ledger, ledger_of
@@ -224,28 +223,10 @@ class ScoreStore:
             return StoredModel(row.version, row.horizon_days, row.evaluation, row.estimator)
 
     async def stamp(self) -> datetime:
-        """A moment before which every event is committed: on Postgres an event's
-        ``changed_at`` is its transaction's start, so a row stamped earlier may still be
-        committing; the oldest open transaction's start (or now) bounds them all. On
-        SQLite the write lock for an instant: no writer is between its write and commit
-        (as the export takes its window's end)."""
+        """A moment before which every event is committed (an event's ``changed_at`` is
+        its transaction's start): ``gateway.db.locks.committed_before``."""
         engine: AsyncEngine = self._sessions.kw["bind"]
-        async with engine.connect() as connection:
-            if connection.dialect.name == "postgresql":
-                value = await connection.scalar(
-                    text(
-                        "SELECT least(now(), (SELECT min(xact_start) FROM pg_stat_activity "
-                        "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                        "AND backend_type = 'client backend' AND xact_start IS NOT NULL))"
-                    )
-                )
-                await connection.rollback()
-                assert isinstance(value, datetime)
-                return value.astimezone(UTC)
-            await connection.exec_driver_sql("BEGIN IMMEDIATE")
-            now = datetime.now(UTC)
-            await connection.exec_driver_sql("COMMIT")
-            return now
+        return await committed_before(engine)
 
     async def changed(self) -> list[uuid.UUID]:
         """Customers whose events changed (``changed_at``: inserts, updates, merges) after
