@@ -322,20 +322,30 @@ def _change(client: TestClient, target: uuid.UUID, admin: str, known: set[str]) 
     client.portal.call(notifications.publish, change)  # type: ignore[union-attr]
 
 
-def test_generated_subscriptions_answer_as_they_must(
+async def test_generated_subscriptions_answer_as_they_must(
     fuzz: Fuzz, fuzz_url: str, samples: SampleUpstreams, pytestconfig: pytest.Config
 ) -> None:
     """Over a WebSocket, on an instance of its own (a test client runs the app in a
-    thread with its own event loop)."""
+    thread with its own event loop).
+
+    Async, with the examples in a thread: the module's own gateway (``fuzz``) lives on the
+    session's event loop, which a sync test stops. Its background writers (the audit and
+    impression buffers) stopped mid-transaction then held SQLite's write lock for the
+    whole test, and this instance's writes failed "database is locked" after 5 s."""
     known = {*fuzz.real.ids, *fuzz.real.expendable_ids}
-    with TestClient(_app(fuzz_url, samples)) as client:
 
-        def example(data: st.DataObject) -> None:
-            document = _operation(fuzz, data, "subscription")
-            for scopes in SCOPE_SETS:
-                key = fuzz.keys[scopes]
-                status, body, seconds = _subscribe(client, document, key, fuzz.keys["admin"], known)
-                problems = check(SCHEMA, document, SCOPE_SETS[scopes], status, body, seconds)
-                _fail(problems, document, status, body, scopes)
+    def examples() -> None:
+        with TestClient(_app(fuzz_url, samples)) as client:
 
-        generate(pytestconfig, "subscription", example)
+            def example(data: st.DataObject) -> None:
+                document = _operation(fuzz, data, "subscription")
+                for scopes in SCOPE_SETS:
+                    key = fuzz.keys[scopes]
+                    admin = fuzz.keys["admin"]
+                    status, body, seconds = _subscribe(client, document, key, admin, known)
+                    problems = check(SCHEMA, document, SCOPE_SETS[scopes], status, body, seconds)
+                    _fail(problems, document, status, body, scopes)
+
+            generate(pytestconfig, "subscription", example)
+
+    await asyncio.to_thread(examples)
