@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -29,9 +29,10 @@ import pyarrow.fs as pafs
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tqdm import tqdm
 
+from gateway.export.deletions import with_unexported
 from gateway.export.manifest import RUNS, Folder, Plan, TableResult
 from gateway.export.pseudonymise import Pseudonymiser
-from gateway.export.store import EPOCH, FAST_FROM_ROWS, ExportStore
+from gateway.export.store import EPOCH, FAST_FROM_ROWS, ExportStore, Survey
 from gateway.export.tables import TABLES, TableSpec
 from gateway.export.threads import off_loop
 from gateway.export.writer import TableWriter, filesystem, remove_run_files
@@ -135,9 +136,12 @@ class Exporter:
         # take no lane: their round trips overlap.  Results keep the tables' order.
         lanes = asyncio.Semaphore(LANES)
         done: dict[str, TableResult] = {}
+        # Which windows are large, and what each deleted, asked for every table at once.
+        # Not for a new target: it has none of the rows a deletion would remove.
+        survey = await self._store.survey(_windows(plan), deletions=not plan.fresh)
 
         async def export(spec: TableSpec) -> None:
-            done[spec.name] = await self._finished_or_export(spec, plan, lanes, resumed)
+            done[spec.name] = await self._finished_or_export(spec, plan, lanes, resumed, survey)
 
         order = sorted(TABLES, key=lambda spec: spec.name != "events")
         try:
@@ -149,7 +153,7 @@ class Exporter:
         results = [done[spec.name] for spec in TABLES]
         # Every table's files are in place (and recorded in the target): the cursors move.
         # A run that dies before its manifest is resumed, and moves them again.
-        ends = {spec.name: datetime.fromisoformat(plan.windows[spec.name][1]) for spec in TABLES}
+        ends = {name: hi for name, (_lo, hi) in _windows(plan).items()}
         await self._store.advance(self._key, ends, plan.run_id)
         await off_loop(partial(self._folder.finish, plan, results, datetime.now(UTC)))
         report = ExportReport(
@@ -159,7 +163,12 @@ class Exporter:
         return report
 
     async def _finished_or_export(
-        self, spec: TableSpec, plan: Plan, lanes: asyncio.Semaphore, resumed: bool
+        self,
+        spec: TableSpec,
+        plan: Plan,
+        lanes: asyncio.Semaphore,
+        resumed: bool,
+        survey: Survey,
     ) -> TableResult:
         if resumed:
             # What a dead attempt left: a table it finished is kept (its half-written
@@ -178,7 +187,9 @@ class Exporter:
             )
             if finished is not None:
                 return finished
-        result = await self._table(spec, plan, lanes)
+        large = survey.large[spec.name]
+        async with lanes if large else contextlib.nullcontext():
+            result = await self._write(spec, plan, large, survey.deleted.get(spec.name))
         await off_loop(partial(self._folder.finish_table, plan.run_id, result))
         self._checkpoint(f"table:{spec.name}")
         return result
@@ -214,14 +225,11 @@ class Exporter:
             remove_run_files(self._fs, self._root, spec.name, plan.run_id)
         self._fs.delete_dir(f"{self._root}/{RUNS}/{plan.run_id}")
 
-    async def _table(self, spec: TableSpec, plan: Plan, lanes: asyncio.Semaphore) -> TableResult:
-        lo_text, hi_text = plan.windows[spec.name]
-        lo, hi = datetime.fromisoformat(lo_text), datetime.fromisoformat(hi_text)
-        large = await self._store.large(spec, lo, hi)
-        async with lanes if large else contextlib.nullcontext():
-            return await self._write(spec, plan, large)
-
-    async def _write(self, spec: TableSpec, plan: Plan, large: bool) -> TableResult:
+    async def _write(
+        self, spec: TableSpec, plan: Plan, large: bool, deleted: pa.Table | None
+    ) -> TableResult:
+        """The table's changed rows, then its deletions (``None``: a new target's run,
+        which looks for none)."""
         lo_text, hi_text = plan.windows[spec.name]
         lo, hi = datetime.fromisoformat(lo_text), datetime.fromisoformat(hi_text)
         schema = spec.schema(self.pseudonymised)
@@ -237,26 +245,12 @@ class Exporter:
                 bar.update(batch.num_rows)
 
             # A full run too: its target may hold files of earlier runs with rows deleted
-            # since, and once this run's cursor passes them, ``prune`` forgets them.  Not
-            # for a new target: it has none of the rows (finding the events it would
-            # not hold costs a pass over all of them).
-            def deleting() -> Coroutine[object, None, pa.Table]:
-                return self._store.deleted(spec, lo, hi) if not plan.fresh else _nothing()
-
-            if large or spec.name == "events":
-                # Read beside the changed rows: a large window's deletions, and the
-                # events' (their consent, checked over every row of the window), take
-                # as long as a pass of their own.  Elsewhere they are one indexed
-                # lookup, cheaper than a second pooled connection: every table of an
-                # incremental run reads at once, and two connections each would need
-                # more than the pool keeps (each new one costs a connect and set-up).
-                deleted = await _beside(
-                    self._store.changed(spec, lo, hi, consume, large=large), deleting()
-                )
-            else:
-                await self._store.changed(spec, lo, hi, consume, large=large)
-                deleted = await deleting()
-            if deleted.num_rows:
+            # since, and once this run's cursor passes them, ``prune`` forgets them.
+            unexported: list[pa.Table] | None = None if deleted is None else []
+            await self._store.changed(spec, lo, hi, consume, large=large, unexported=unexported)
+            if deleted is not None and unexported:
+                deleted = with_unexported(deleted, unexported)
+            if deleted is not None and deleted.num_rows:
                 columns = {
                     f.name: deleted.column(f.name)
                     if f.name in deleted.column_names
@@ -274,20 +268,11 @@ class Exporter:
         return TableResult(spec.name, lo_text, hi_text, files)
 
 
-async def _nothing() -> pa.Table:
-    return pa.table({})
-
-
-async def _beside(first: Awaitable[object], second: Coroutine[object, None, pa.Table]) -> pa.Table:
-    """``second``'s answer, run while ``first`` runs (cancelled if ``first`` fails)."""
-    running = asyncio.ensure_future(second)
-    try:
-        await first
-        return await running
-    finally:
-        if not running.done():
-            running.cancel()
-            await asyncio.gather(running, return_exceptions=True)
+def _windows(plan: Plan) -> dict[str, tuple[datetime, datetime]]:
+    return {
+        name: (datetime.fromisoformat(lo), datetime.fromisoformat(hi))
+        for name, (lo, hi) in plan.windows.items()
+    }
 
 
 def _stamped(table: pa.Table, op: str, run_id: str) -> pa.Table:

@@ -18,20 +18,22 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import bindparam, delete, func, insert, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+import pyarrow.compute as pc
+from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db.export_models import ExportCursor, ExportDeletion
 from gateway.db.locks import committed_before, run_lock
-from gateway.db.models import UtcDateTime, utcnow
+from gateway.db.models import utcnow
 from gateway.export import postgres
+from gateway.export.deletions import logged_deletions
 from gateway.export.tables import ANALYTICS, ARROW_TYPES, Kind, TableSpec
 from gateway.export.threads import off_loop
 
@@ -42,6 +44,9 @@ BATCH_ROWS = 100_000
 # A window this big is read through ADBC; a smaller one (an incremental run's) through
 # the driver, faster than the fast path's connection is set up.
 FAST_FROM_ROWS = 20_000
+# The flag ``changed_query`` adds to the events it reads for upserts and deletions at once.
+EXPORTED = "_exported"
+_TOMBSTONE = ["id", "changed_at"]
 _GRANTED = f"SELECT customer_id FROM consents WHERE purpose = '{ANALYTICS}' AND granted = true"
 
 
@@ -82,6 +87,14 @@ def conform(batch: pa.RecordBatch, spec: TableSpec) -> pa.RecordBatch:
         wanted = ARROW_TYPES[column.kind]
         arrays.append(array if array.type == wanted else array.cast(wanted))
     return pa.RecordBatch.from_arrays(arrays, names=[c.name for c in spec.columns])
+
+
+@dataclass(frozen=True, slots=True)
+class Survey:
+    """What a run learns of its windows before it reads them."""
+
+    large: dict[str, bool]  # read through the fast path, in a lane
+    deleted: dict[str, pa.Table]  # ``id`` and ``changed_at`` of each table's deletions
 
 
 class ExportStore:
@@ -168,35 +181,48 @@ class ExportStore:
     def _expr(self, name: str, kind: Kind) -> str:
         return _postgres_expr(name, kind) if self.postgres else _sqlite_expr(name, kind)
 
-    def _select(self, spec: TableSpec, where: str) -> str:
-        columns = ", ".join(f"{self._expr(c.name, c.kind)} AS {c.name}" for c in spec.columns)
-        return f"SELECT {columns} FROM {spec.name} WHERE {where}"
+    def _select(self, spec: TableSpec, where: str, *, joined: str = "", flag: str = "") -> str:
+        table = spec.name
+        columns = ", ".join(
+            f"{self._expr(f'{table}.{c.name}', c.kind)} AS {c.name}" for c in spec.columns
+        )
+        flagged = f", {flag} AS {EXPORTED}" if flag else ""
+        return f"SELECT {columns}{flagged} FROM {table}{joined} WHERE {where}"
 
     def _literal(self, moment: datetime) -> str:
         if self.postgres:
             return f"'{moment.astimezone(UTC).isoformat()}'::timestamptz"
         return f"'{moment.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S.%f')}'"
 
-    def changed_query(self, spec: TableSpec, lo: datetime, hi: datetime) -> str:
+    def changed_query(
+        self, spec: TableSpec, lo: datetime, hi: datetime, *, flagged: bool = False
+    ) -> str:
         """The rows of ``spec`` to upsert for the window (events: only with consent, and
-        all of a customer's events once they grant it)."""
+        all of a customer's events once they grant it).  ``flagged`` (events): every
+        event of the window instead, with ``EXPORTED`` false for those without consent,
+        which leave the export: one pass over the window for both."""
         low, high = self._literal(lo), self._literal(hi)
-        window = f"changed_at >= {low} AND changed_at < {high}"
+        window = f"events.changed_at >= {low} AND events.changed_at < {high}"
         if spec.name != "events":
-            return self._select(spec, window)
+            return self._select(spec, window.replace("events.", f"{spec.name}."))
         newly = f"{_GRANTED} AND changed_at >= {low} AND changed_at < {high}"
-        return (
-            self._select(spec, f"{window} AND customer_id IN ({_GRANTED})")
-            + " UNION ALL "
-            + self._select(spec, f"changed_at < {low} AND customer_id IN ({newly})")
+        older = self._select(
+            spec,
+            f"events.changed_at < {low} AND events.customer_id IN ({newly})",
+            flag="true" if flagged else "",
         )
-
-    async def large(self, spec: TableSpec, lo: datetime, hi: datetime) -> bool:
-        """Whether the window is one for the fast path (``fast_from`` rows or more; on
-        SQLite, whether it would be)."""
-        return await self._more_than(
-            spec, lo, hi, FAST_FROM_ROWS if self._fast_from is None else self._fast_from
+        if not flagged:
+            return (
+                self._select(spec, f"{window} AND events.customer_id IN ({_GRANTED})")
+                + f" UNION ALL {older}"
+            )
+        # One consent row at most (unique per customer and purpose): no event twice.
+        joined = (
+            f" LEFT JOIN consents ON consents.customer_id = events.customer_id AND "
+            f"consents.purpose = '{ANALYTICS}' AND consents.granted = true"
         )
+        flag = "consents.customer_id IS NOT NULL"
+        return self._select(spec, window, joined=joined, flag=flag) + f" UNION ALL {older}"
 
     async def changed(
         self,
@@ -206,41 +232,51 @@ class ExportStore:
         consume: Consumer,
         *,
         large: bool | None = None,
+        unexported: list[pa.Table] | None = None,
     ) -> int:
         """Hand the window's rows to ``consume`` in batches, in a worker thread; the number
-        of rows.  ``large``: what ``large`` answered for this window, if asked already."""
-        query = self.changed_query(spec, lo, hi)
+        of rows.  ``large``: whether it is a window for the fast path (``survey``), if
+        known.  ``unexported`` (events): gets the ``id`` and ``changed_at`` of the window's
+        events no longer exported, found in the same pass (``changed_query``)."""
+        flagged = unexported is not None and spec.name == "events"
+        query = self.changed_query(spec, lo, hi, flagged=flagged)
+        handed = 0
+
+        def take(batch: pa.RecordBatch) -> None:
+            nonlocal handed
+            rows = conform(batch, spec)
+            if unexported is not None and flagged:
+                exported = batch.column(EXPORTED)
+                gone = rows.filter(pc.invert(exported))
+                if gone.num_rows:
+                    unexported.append(pa.Table.from_batches([gone.select(_TOMBSTONE)]))
+                rows = rows.filter(exported)
+            if rows.num_rows:
+                handed += rows.num_rows
+                consume(rows)
+
         if large is None and self._arrow is not None:
-            large = await self.large(spec, lo, hi)
+            large = (await self.survey({spec.name: (lo, hi)}, deletions=False)).large[spec.name]
         if self._arrow is not None and large:
             try:
-                return await self._arrow.read(query, lambda b: consume(conform(b, spec)))
+                await self._arrow.read(query, take)
+                return handed
             except postgres.FastPathUnavailable as exc:
                 logger.warning(
                     "export: ADBC could not connect (%s); reading through the driver", exc
                 )
                 self._arrow = None  # for this store's later reads too
-        rows = 0
-        async for batch in self._driver_batches(spec, query):
-            await off_loop(partial(consume, conform(batch, spec)))
-            rows += batch.num_rows
-        return rows
+        async for batch in self._driver_batches(spec, query, flagged):
+            await off_loop(partial(take, batch))
+        return handed
 
-    async def _more_than(self, spec: TableSpec, lo: datetime, hi: datetime, rows: int) -> bool:
-        """Whether at least ``rows`` rows of ``spec`` changed in the window: counted on
-        the ``changed_at`` index alone (consent not asked), reading no more of them."""
-        if rows <= 0:
-            return True
-        window = f"changed_at >= {self._literal(lo)} AND changed_at < {self._literal(hi)}"
-        query = f"SELECT 1 FROM {spec.name} WHERE {window} LIMIT {int(rows)}"
-        async with self._engine.connect() as connection:
-            found = await connection.scalar(text(f"SELECT count(*) FROM ({query}) AS changed"))
-            await connection.rollback()
-        return int(found or 0) >= rows
-
-    async def _driver_batches(self, spec: TableSpec, query: str) -> AsyncIterator[pa.RecordBatch]:
+    async def _driver_batches(
+        self, spec: TableSpec, query: str, flagged: bool
+    ) -> AsyncIterator[pa.RecordBatch]:
         types = [_read_type(c.kind, self.postgres) for c in spec.columns]
         names = [c.name for c in spec.columns]
+        if flagged:
+            types, names = [*types, pa.bool_()], [*names, EXPORTED]
         async for rows in self._driver_rows(query):
             columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
             arrays = [
@@ -272,58 +308,35 @@ class ExportStore:
 
     # --- deleted rows ----------------------------------------------------------------
 
-    async def deleted(self, spec: TableSpec, lo: datetime, hi: datetime) -> pa.Table:
-        """``id`` and ``changed_at`` (when deleted) of the rows deleted in the window, and
-        for events those of customers who withdrew analytics consent in it and those
-        changed in it that are no longer exported: anonymised by retention (no customer)
-        or moved onto a customer without analytics consent.  Either is neither upserted
-        nor deleted otherwise, and the warehouse would keep the old row."""
-        stamp = bindparam("hi", type_=UtcDateTime())
-        window = {"lo": lo, "hi": hi}
-        params = [bindparam("lo", type_=UtcDateTime()), stamp]
+    async def survey(
+        self, windows: Mapping[str, tuple[datetime, datetime]], *, deletions: bool = True
+    ) -> Survey:
+        """Which windows are large, and (``deletions``) the rows deleted in each: one
+        pooled connection and two or three statements for every table of a run."""
+        threshold = FAST_FROM_ROWS if self._fast_from is None else self._fast_from
         async with self._engine.connect() as connection:
-            rows: list[tuple[str, datetime]] = [
-                (str(row_id), at)
-                for row_id, at in await connection.execute(
-                    text(
-                        "SELECT row_id, deleted_at FROM export_deletions WHERE table_name = "
-                        ":table AND deleted_at >= :lo AND deleted_at < :hi ORDER BY id"
-                    )
-                    .bindparams(*params, table=spec.name)
-                    .columns(deleted_at=UtcDateTime()),
-                    window,
-                )
-            ]
-            if spec.name == "events":
-                withheld = text(
-                    "SELECT id FROM events WHERE changed_at < :hi AND customer_id IN "
-                    f"(SELECT customer_id FROM consents WHERE purpose = '{ANALYTICS}' "
-                    "AND granted = false AND changed_at >= :lo AND changed_at < :hi)"
-                ).bindparams(*params)
-                rows += [(str(i), hi) for i in await connection.scalars(withheld, window)]
-                # The complement of ``changed_query``'s first half: the same consent.
-                unexported = (
-                    text(
-                        "SELECT id, changed_at FROM events WHERE changed_at >= :lo AND changed_at "
-                        f"< :hi AND NOT EXISTS ({_GRANTED} AND consents.customer_id = "
-                        "events.customer_id)"
-                    )
-                    .bindparams(*params)
-                    .columns(changed_at=UtcDateTime())
-                )
-                withdrawn = {row_id for row_id, _ in rows}
-                rows += [
-                    (str(i), at)
-                    for i, at in await connection.execute(unexported, window)
-                    if str(i) not in withdrawn
-                ]
-        ids: list[Any] = [_key(spec, row_id) for row_id, _ in rows]
-        return pa.table(
-            {
-                spec.key.name: pa.array(ids, type=ARROW_TYPES[spec.key.kind]),
-                "changed_at": pa.array([at for _, at in rows], type=ARROW_TYPES[Kind.TIME]),
-            }
+            large = await self._large(connection, windows, threshold)
+            deleted = await logged_deletions(connection, windows) if deletions else {}
+            await connection.rollback()
+        return Survey(large, deleted)
+
+    async def _large(
+        self,
+        connection: AsyncConnection,
+        windows: Mapping[str, tuple[datetime, datetime]],
+        rows: int,
+    ) -> dict[str, bool]:
+        """Whether at least ``rows`` rows of each table changed in its window: counted on
+        the ``changed_at`` index alone (consent not asked), reading no more of them."""
+        if rows <= 0:
+            return dict.fromkeys(windows, True)
+        counts = " UNION ALL ".join(
+            f"SELECT '{name}', count(*) FROM (SELECT 1 FROM {name} WHERE changed_at >= "
+            f"{self._literal(lo)} AND changed_at < {self._literal(hi)} LIMIT {int(rows)}) AS w{i}"
+            for i, (name, (lo, hi)) in enumerate(windows.items())
         )
+        found = {name: int(n) for name, n in await connection.execute(text(counts))}
+        return {name: found.get(name, 0) >= rows for name in windows}
 
     # --- reconciliation --------------------------------------------------------------
 
@@ -342,12 +355,6 @@ def ids_checksum(ids: Sequence[object]) -> str:
         digest.update(value.encode())
         digest.update(b"\n")
     return digest.hexdigest()
-
-
-def _key(spec: TableSpec, row_id: str) -> object:
-    if spec.key.kind is Kind.INT:
-        return int(row_id)
-    return str(uuid.UUID(row_id))
 
 
 def _bools(values: Sequence[object]) -> list[bool | None]:

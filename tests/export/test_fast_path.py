@@ -71,7 +71,7 @@ _PERSON = st.fixed_dictionaries(
             ),
             max_size=4,
         ),
-        "attributes": st.lists(st.tuples(_SHORT, st.none() | _TEXT), max_size=3),
+        "attributes": st.lists(st.tuples(_SHORT, st.none() | _TEXT), max_size=3, unique=True),
         "score": st.none() | st.floats(0, 1),
         "granted": st.booleans(),
     }
