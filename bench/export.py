@@ -9,9 +9,14 @@ Then ``Exporter.run`` (pseudonymised unless --raw) into a temporary folder: rows
 The yardstick is a plain ``COPY (SELECT …) TO STDOUT`` of the same rows (the export's
 own queries, over the same window) into nothing, run before and after the export and
 averaged: the rate at which Postgres hands the rows out at all, and the export's ratio
-to it.  The load average is printed with each figure.  Then 1 % of the rows of every
-table but consents are updated, and an incremental run's time as a share of the full
-run's.
+to it.  The load average is printed with each figure.  Then, ``--incremental`` times,
+1 % of the rows of every table but consents are updated and an incremental run's time
+is printed as a share of the last full run's, with this process's CPU and that of the
+database's backends (read from /proc: Postgres runs on this machine), and the median
+share.  Before every timed run the garbage collector collects: a full collection that
+falls into a run scans the whole heap, which the bench's own earlier runs have grown
+(it took 0.3 s of a 0.6 s incremental run at load 17); the collector's time during
+each run is printed.
 Run it ``nice``'d on a shared machine.
 """
 
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import statistics
 import tempfile
@@ -129,6 +135,51 @@ async def _changes(dsn: str) -> int:
         await connection.close()
 
 
+class _Collector:
+    """Seconds the garbage collector ran since ``reset``."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+
+    def reset(self) -> None:
+        gc.collect()
+        self.seconds = 0.0
+
+
+async def _backend_cpu(database: str) -> float | None:
+    """CPU seconds of the live backends of ``database`` (None where /proc does not
+    show them: a server on another machine)."""
+    connection = await asyncpg.connect(ADMIN_URL)
+    try:
+        pids = await connection.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1", database
+        )
+    finally:
+        await connection.close()
+    return _cpu_of([int(row["pid"]) for row in pids])
+
+
+def _cpu_of(pids: list[int]) -> float | None:
+    ticks, seen = 0, False
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended since, or not on this machine
+        seen = True
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK") if seen else None
+
+
 def _load() -> str:
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -152,6 +203,7 @@ async def run(args: argparse.Namespace) -> None:
         pseudonymiser = None if args.raw else Pseudonymiser(b"bench-export-key-0123456789")
         store = ExportStore(engine)
         mode = "raw" if args.raw else "pseudonymised"
+        collector = _Collector()
         with tempfile.TemporaryDirectory(prefix="bench-export-") as folder:
             ratios: list[float] = []
             for attempt in range(args.repeat):
@@ -159,6 +211,7 @@ async def run(args: argparse.Namespace) -> None:
                 # averaged: on a shared machine the load moves while it runs.
                 exporter = Exporter(engine, f"{folder}/{attempt}", pseudonymiser)
                 before, copy_bytes = await _copy_yardstick(dsn, store, await store.window_end())
+                collector.reset()
                 cpu = time.process_time()
                 full = await exporter.run()
                 cpu = time.process_time() - cpu
@@ -170,7 +223,8 @@ async def run(args: argparse.Namespace) -> None:
                 ratios.append(rate / copy_rate)
                 print(
                     f"full export ({mode}): {full.rows:,} rows in {full.seconds:.2f} s = "
-                    f"{rate:,.0f} rows/s (target >= 200,000); this process's CPU {cpu:.2f} s"
+                    f"{rate:,.0f} rows/s (target >= 200,000); this process's CPU {cpu:.2f} s, "
+                    f"garbage collector {collector.seconds:.2f} s"
                 )
                 print(
                     f"yardstick COPY (SELECT ...) TO STDOUT of the same rows: {copy_s:.2f} s = "
@@ -180,14 +234,34 @@ async def run(args: argparse.Namespace) -> None:
                 print(f"ratio export / COPY: {rate / copy_rate:.2f}; {_load()}")
             if len(ratios) > 1:
                 print(f"median ratio of {len(ratios)} runs: {statistics.median(ratios):.2f}")
-            changed = await _changes(dsn)
-            incremental = await exporter.run()
-            share = incremental.seconds / full.seconds
-            print(
-                f"incremental after {changed:,} rows changed ({changed / rows:.1%}): "
-                f"{incremental.rows:,} rows in {incremental.seconds:.3f} s = {share:.1%} of "
-                f"the full run (target < 5 %); {_load()}"
-            )
+            shares: list[float] = []
+            for _ in range(args.incremental):
+                changed = await _changes(dsn)
+                collector.reset()
+                backends = await _backend_cpu(name)
+                cpu = time.process_time()
+                incremental = await exporter.run()
+                cpu = time.process_time() - cpu
+                after_cpu = await _backend_cpu(name)
+                share = incremental.seconds / full.seconds
+                shares.append(share)
+                server = (
+                    f"{(after_cpu - backends) * 1000:.0f} ms"
+                    if backends is not None and after_cpu is not None
+                    else "not seen"
+                )
+                print(
+                    f"incremental after {changed:,} rows changed ({changed / rows:.1%}): "
+                    f"{incremental.rows:,} rows in {incremental.seconds:.3f} s = {share:.1%} "
+                    f"of the full run (target < 5 %); this process's CPU {cpu * 1000:.0f} ms "
+                    f"(garbage collector {collector.seconds * 1000:.0f} ms), the database's "
+                    f"backends {server}; {_load()}"
+                )
+            if len(shares) > 1:
+                print(
+                    f"median incremental share of {len(shares)} runs: "
+                    f"{statistics.median(shares):.1%} (target < 5 %)"
+                )
         await engine.dispose()
     finally:
         if not args.keep and not args.database:
@@ -202,6 +276,9 @@ def main() -> None:
     parser.add_argument("--raw", action="store_true", help="export without pseudonymising")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--repeat", type=int, default=1, help="full runs (each a new target)")
+    parser.add_argument(
+        "--incremental", type=int, default=3, help="incremental runs after the last full one"
+    )
     parser.add_argument(
         "--database", help="reuse this database (one a --keep run seeded) instead of seeding"
     )
