@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -118,27 +119,37 @@ class Exporter:
 
     async def _run(self, full: bool) -> ExportReport:
         started = time.perf_counter()
-        plan = await off_loop(self._folder.pending)
+        # What a new plan needs is read beside the target's pending plan, not after it:
+        # each step waits its turn for a core on a busy machine.
+        plan, (latest, end, cursors) = await asyncio.gather(
+            off_loop(self._folder.pending),
+            asyncio.gather(
+                off_loop(self._folder.latest),
+                self._store.window_end(),
+                self._store.cursors(self._key),
+            ),
+        )
         if plan is not None and full:
             await off_loop(partial(self._discard, plan))
             plan = None
         resumed = plan is not None
         if plan is None:
-            plan = await self._plan(full)
+            plan, survey = await self._plan(full, latest, end, cursors)
         elif plan.pseudonymised != self.pseudonymised:
             raise ExportError(
                 f"run {plan.run_id} in {self._target} is unfinished and was "
                 f"{'pseudonymised' if plan.pseudonymised else 'raw'}: resume it the same way"
             )
+        else:
+            # Which windows are large, and what each deleted, for every table at once
+            # (none for a new target: it has none of the rows a deletion would remove).
+            survey = await self._store.survey(_windows(plan), deletions=not plan.fresh)
         # Every table at once, but two large windows at a time (the events, the biggest,
         # first): Postgres sends one while this process writes another, and no more of
         # them compete for two cores and memory.  Small windows (an incremental run's)
         # take no lane: their round trips overlap.  Results keep the tables' order.
         lanes = asyncio.Semaphore(LANES)
         done: dict[str, TableResult] = {}
-        # Which windows are large, and what each deleted, asked for every table at once.
-        # Not for a new target: it has none of the rows a deletion would remove.
-        survey = await self._store.survey(_windows(plan), deletions=not plan.fresh)
 
         async def export(spec: TableSpec) -> None:
             done[spec.name] = await self._finished_or_export(spec, plan, lanes, resumed, survey)
@@ -194,8 +205,14 @@ class Exporter:
         self._checkpoint(f"table:{spec.name}")
         return result
 
-    async def _plan(self, full: bool) -> Plan:
-        latest, end = await asyncio.gather(off_loop(self._folder.latest), self._store.window_end())
+    async def _plan(
+        self,
+        full: bool,
+        latest: dict[str, Any] | None,
+        end: datetime,
+        cursors: dict[str, datetime],
+    ) -> tuple[Plan, Survey]:
+        """A new run's plan, recorded in the target, and its survey (``ExportStore``)."""
         if latest is not None and bool(latest["pseudonymised"]) != self.pseudonymised:
             was = "pseudonymised" if latest["pseudonymised"] else "raw"
             raise ExportError(
@@ -205,7 +222,7 @@ class Exporter:
         if full or latest is None:
             # A target without any finished run (new, or emptied by hand) gets everything.
             await self._store.reset(self._key)
-        cursors = await self._store.cursors(self._key)
+            cursors = {}
         now = datetime.now(UTC)
         plan = Plan(
             run_id=now.strftime("%Y%m%dT%H%M%S%fZ"),
@@ -217,8 +234,10 @@ class Exporter:
             },
             fresh=latest is None,
         )
-        await off_loop(partial(self._folder.start, plan))
-        return plan
+        # The plan is in the target before any of its files; the survey only reads.
+        survey = self._store.survey(_windows(plan), deletions=not plan.fresh)
+        surveyed, _ = await asyncio.gather(survey, off_loop(partial(self._folder.start, plan)))
+        return plan, surveyed
 
     def _discard(self, plan: Plan) -> None:
         for spec in TABLES:
