@@ -259,11 +259,11 @@ class ExportStore:
         def take(batch: pa.RecordBatch) -> None:
             nonlocal handed
             rows = conform(batch, spec)
-            if unexported is not None and flagged:
-                exported = batch.column(EXPORTED)
+            exported = batch.column(EXPORTED) if flagged else None
+            # Filtered only when some leave: a filter copies every column of the batch.
+            if unexported is not None and exported is not None and not pc.all(exported).as_py():
                 gone = rows.filter(pc.invert(exported))
-                if gone.num_rows:
-                    unexported.append(pa.Table.from_batches([gone.select(_TOMBSTONE)]))
+                unexported.append(pa.Table.from_batches([gone.select(_TOMBSTONE)]))
                 rows = rows.filter(exported)
             if rows.num_rows:
                 handed += rows.num_rows
