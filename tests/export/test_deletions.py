@@ -12,7 +12,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.engine import create_sessionmaker
-from gateway.db.models import Event
+from gateway.db.models import Consent, Event
 from gateway.export.service import Exporter
 from gateway.export.store import ExportStore
 from gateway.export.verify import reconcile
@@ -103,6 +103,33 @@ async def test_events_moved_onto_a_customer_without_analytics_consent_leave_the_
     with await _warehouse(engine, out, tmp_path) as db:
         events = db.execute("SELECT customer_id FROM events").fetchall()
     assert events == []
+
+
+async def test_events_changed_as_their_customer_withdrew_consent_are_deleted_once(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    # Each is both an event of a customer who withdrew and one changed in the window
+    # without consent: two reasons to leave, one deletion.
+    kept, withdrawing = await add_person(engine), await add_person(engine)
+    out = tmp_path / "out"
+    exporter = Exporter(engine, str(out), None)
+    await exporter.run()
+    async with engine.begin() as connection:
+        await connection.execute(
+            update(Consent)
+            .where(Consent.customer_id == withdrawing.id, Consent.purpose == "analytics")
+            .values(granted=False)
+        )
+        await connection.execute(
+            update(Event).where(Event.customer_id == withdrawing.id).values(type="page_view")
+        )
+
+    report = await exporter.run()
+    events = next(t for t in report.tables if t.table == "events").as_json()
+    assert (events["upserts"], events["deletes"]) == (0, 3)
+    with await _warehouse(engine, out, tmp_path) as db:
+        owners = {row[0] for row in db.execute("SELECT customer_id FROM events").fetchall()}
+    assert owners == {str(kept.id)}
 
 
 async def test_a_new_target_gets_no_deletions_of_rows_it_never_had(
