@@ -57,7 +57,7 @@ _LONG_AGO = datetime.min.replace(tzinfo=UTC)
 Outcome = Literal["stored", "duplicate", "erased", "no_consent"]
 
 
-_Derived = tuple[PreparedRecord | None, frozenset[str], str | None, frozenset[str], tuple[str, ...]]
+_Derived = tuple[PreparedRecord | None, tuple[str, ...], str | None, frozenset[str], tuple[str, ...]]
 
 
 # Not frozen: a frozen dataclass sets each field through object.__setattr__, and one
@@ -68,7 +68,7 @@ class StreamEvent:
 
     event: InboundEvent
     record: PreparedRecord | None
-    subjects: frozenset[str]  # event_subjects digests (anonymous id, contact points)
+    subjects: tuple[str, ...]  # event_subjects digests (anonymous id, contact points), sorted
     anonymous: str | None  # the digest of its anonymousId, for stitching
     digests: frozenset[str]  # what a tombstone of its person would match: record and subjects
     keys: tuple[str, ...]  # the lock keys of those identifiers
@@ -164,7 +164,7 @@ class EventBatches:
             keys = tuple(record_keys(record))
         return (
             record,
-            subjects,
+            tuple(sorted(subjects)),
             anonymous,
             digests | subjects,
             (*keys, *map(subject_key, sorted(subjects))),
@@ -225,9 +225,11 @@ class EventBatches:
                 if owner is not None and owner in refused:
                     outcomes[i] = "no_consent"
             live = [i for i in live if outcomes[i] is None]
-            stored = await insert_events(connection, [(batch[i], owners.get(i)) for i in live])
+            duplicates = await insert_events(
+                connection, [(batch[i], owners.get(i)) for i in live]
+            )
             for i in live:
-                outcomes[i] = "stored" if batch[i].event.event_id in stored else "duplicate"
+                outcomes[i] = "duplicate" if batch[i].event.event_id in duplicates else "stored"
             result.stitched = await self._stitch(connection, batch, live, owners, result)
         for i in live:
             owner = owners.get(i)
