@@ -17,9 +17,9 @@ from sqlalchemy import Table, delete, func, inspect, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SAWarning
 
+from gateway.db.access_models import EventSubject
 from gateway.db.engine import create_engine
 from gateway.db.foreign_keys import comparison_options
-from gateway.db.access_models import EventSubject
 from gateway.db.identity_models import IdentityBlockKey, IdentityLink, IdentityRecord
 from gateway.db.migrate import downgrade, upgrade
 from gateway.db.models import Attribute, Base, Customer, Event, Identity, utcnow

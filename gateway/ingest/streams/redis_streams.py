@@ -90,7 +90,7 @@ class RedisStreams:
         if not answer:
             return []
         _, entries = answer[0]
-        return [(entry_id, fields) for entry_id, fields in entries]
+        return entries  # type: ignore[no-any-return]
 
     async def _claim(self, count: int) -> list[Delivery]:
         """Entries idle in any consumer's pending list (a dead one's) for longer than
@@ -206,6 +206,9 @@ class RedisStreams:
 
 
 def _delivery(entry_id: bytes, fields: dict[bytes, bytes], attempts: int) -> Delivery:
+    payload = fields.get(FIELD)  # the usual entry: one field, ``payload``
+    if payload is not None:
+        return Delivery(entry_id, payload, attempts)
     payload = next((fields[name] for name in _KNOWN_FIELDS if name in fields), None)
     if payload is None and len(fields) == 1:
         payload = next(iter(fields.values()))
