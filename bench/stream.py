@@ -31,7 +31,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,19 +39,21 @@ import asyncpg
 import orjson
 from sqlalchemy import func, select, text
 
+from adapters.transport.breaker import BreakerState, CircuitBreaker
 from demo.wiring import example_upstreams, sample_upstreams_config
 from gateway.db.engine import create_engine
 from gateway.db.migrate import upgrade
 from gateway.db.models import Event
 from gateway.ingest.streams.consumer import StreamConsumer, freeze_startup_heap
 from gateway.ingest.streams.customer_updates import CustomerUpdates
-from gateway.ingest.streams.event_batches import EventBatches
+from gateway.ingest.streams.event_batches import CustomerTouch, EventBatches
 from gateway.ingest.streams.jetstream import JetStream
 from gateway.ingest.streams.redis_streams import RedisStreams
 from gateway.ingest.streams.running import ConsumerParts
 from gateway.ingest.streams.transport import Delivery, Transport
 from gateway.privacy.erasure import Tombstones
 from gateway.settings import load_settings
+from gateway.upstreams.redis_client import RedisGuard
 
 ADMIN_URL = os.environ.get(
     "GATEWAY_TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -91,23 +93,60 @@ def events(users: Sequence[str], count: int, start: int = 0) -> list[bytes]:
 
 class Timed:
     """The transport, noting when each message's commit was acknowledged (its commit
-    made it visible just before)."""
+    made it visible just before). The messages' send times are read after the run: read
+    at each acknowledgement, they cost the consumer's loop a JSON parse per message."""
 
     def __init__(self, inner: Transport) -> None:
         self.inner = inner
         self.name = inner.name
-        self.latencies: list[float] = []
+        self.acked: list[tuple[float, Sequence[Delivery]]] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         await self.inner.ack(deliveries)
-        now = time.time()
-        for delivery in deliveries:
-            sent = orjson.loads(delivery.payload).get("properties", {}).get("sent_at")
-            if sent:
-                self.latencies.append(now - sent)
+        self.acked.append((time.time(), deliveries))
+
+    def latencies(self) -> list[float]:
+        found = []
+        for now, deliveries in self.acked:
+            for delivery in deliveries:
+                sent = orjson.loads(delivery.payload).get("properties", {}).get("sent_at")
+                if sent:
+                    found.append(now - sent)
+        return found
+
+
+class CacheWatch:
+    """The after-commit work (cache drops, notifications) timed per batch, and how often
+    the consumer's Redis circuit opened: under load it did, in some runs, and an open
+    circuit costs notifications and every stored answer."""
+
+    def __init__(self, updates: CustomerUpdates, guard: RedisGuard | None) -> None:
+        self.updates = updates
+        self.guard = guard
+        self.slowest = 0.0
+        self.batches = 0
+        self.opened = 0
+        if guard is not None:
+            guard.breaker.subscribe(self._changed)
+
+    def _changed(self, breaker: CircuitBreaker) -> None:
+        self.opened += breaker.state is BreakerState.OPEN
+
+    async def __call__(self, touched: Mapping[uuid.UUID, CustomerTouch]) -> None:
+        started = time.perf_counter()
+        await self.updates(touched)
+        self.slowest = max(self.slowest, time.perf_counter() - started)
+        self.batches += 1
+
+    def report(self) -> str:
+        failed = self.guard.failures if self.guard is not None else 0
+        return (
+            f"after-commit work: slowest {self.slowest * 1000:.0f} ms of {self.batches} "
+            f"batches; Redis calls failed {failed}, its circuit opened {self.opened} times"
+        )
 
 
 async def stored_count(engine: Any) -> int:
@@ -209,7 +248,8 @@ def after_commit(url: str) -> tuple[ConsumerParts, CustomerUpdates]:
 async def bench(args: argparse.Namespace, url: str) -> None:
     engine = create_engine(url)
     batches = EventBatches(engine, TOMBSTONES)
-    services, updates = after_commit(url)
+    services, plain_updates = after_commit(url)
+    updates = CacheWatch(plain_updates, services.redis)
     users = [f"bench-user-{n}" for n in range(args.customers)]
     tag = uuid.uuid4().hex[:8]
     setup = transport(args.transport, f"{tag}-setup", "gateway")
@@ -289,7 +329,7 @@ async def bench(args: argparse.Namespace, url: str) -> None:
     total = int(args.rate_seconds * 10) * max(1, args.rate // 10)
     await run_until(live, total, idle_s=15.0)
     producer.join()
-    latencies = sorted(timed.latencies)
+    latencies = sorted(timed.latencies())
     p50 = statistics.median(latencies)
     p99 = latencies[int(len(latencies) * 0.99) - 1]
     print(
@@ -297,6 +337,7 @@ async def bench(args: argparse.Namespace, url: str) -> None:
         f"produce->visible p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
     )
     await _delete(timed.inner)
+    print(updates.report())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"consumer peak RSS: {peak:.0f} MiB")
     await services.aclose()

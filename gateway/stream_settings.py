@@ -74,6 +74,13 @@ class StreamSettings(BaseSettings):
     stream_dead_letter_maxlen: Annotated[int, Field(ge=1000)] = Field(
         default=1_000_000, description="Most dead letters kept (the oldest go first)."
     )
+    stream_cache_timeout_s: Annotated[float, Field(gt=0, le=30)] = Field(
+        default=2.0,
+        description="In a `gateway consume` process, longest a cache invalidation or "
+        "notification may take (socket and operation) before it counts against Redis's "
+        "circuit: its calls carry a batch's thousands of keys and no request waits on "
+        "them, so they are not held to GATEWAY_REDIS_OP_TIMEOUT_S.",
+    )
     stream_consume_in_serve: bool = Field(
         default=False,
         description="Run one consumer inside each `gateway serve` worker too (besides or "

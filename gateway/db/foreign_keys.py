@@ -1,7 +1,7 @@
 """Foreign keys that Postgres enforces with statement-level triggers, not constraints.
 
 The models keep these ``ForeignKey``s (SQLite has them as constraints, and the ORM
-orders its writes and joins by them); migration 0006 replaces them on Postgres with
+orders its writes and joins by them); migrations 0006 and 0021 replace them on Postgres with
 triggers that check a whole bulk insert at once.  ``comparison_options`` tells
 Alembic's comparison so, for autogenerate and for the drift test alike.
 """
@@ -17,6 +17,9 @@ TRIGGER_ENFORCED = frozenset(
         "fk_identity_records_identity_id_identities",
         "fk_identity_block_keys_identity_id_identities",
         "fk_identity_links_identity_id_identities",
+        # Migration 0021: the stream consumer's bulk inserts of events.
+        "fk_events_customer_id_customers",
+        "fk_event_subjects_event_id_events",
     }
 )
 

@@ -17,7 +17,6 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 
 import orjson
 import redis.asyncio as aioredis
@@ -162,11 +161,15 @@ class RedisNotifications(Notifications):
         """A JSON array of changes per message, a few hundred each: a PUBLISH per change
         cost a stream batch of 1,000 customers more than its transaction (the client's
         reply parsing alone)."""
-        client = self._redis.client
+        if not changes:
+            return
+        # One pipeline, one guarded call: each call is one chance to time out, and a
+        # few failures in a row open Redis's circuit.
+        pipe = self._redis.client.pipeline(transaction=False)
         for start in range(0, len(changes), _CHANGES_PER_MESSAGE):
             part = changes[start : start + _CHANGES_PER_MESSAGE]
-            message = b"[" + b",".join(change.encode() for change in part) + b"]"
-            await self._redis.call("publish", partial(client.publish, self._channel, message), None)
+            pipe.publish(self._channel, b"[" + b",".join(change.encode() for change in part) + b"]")
+        await self._redis.call("publish", pipe.execute, None)
 
     async def _listening(self) -> None:
         async with self._start:

@@ -294,34 +294,44 @@ class SegmentEvent(PayloadModel):
 # conversion (the stream consumer converts thousands a second).
 _NO_TRAITS = SegmentTraits()
 _NO_ADDRESS = SegmentAddress()
+_BEHAVIOUR = ("recent_events", "engagement")  # what a track or page call changes
 
 
 def parse_segment(body: bytes) -> list[InboundEvent]:
     return [segment_event(_validate(SegmentEvent, parse_json(body)))]
 
 
-def segment_event(event: SegmentEvent) -> InboundEvent:
+def segment_event(event: SegmentEvent, *, with_record: bool = True) -> InboundEvent:
     """One validated Segment call as the event the ingest paths store (webhook and stream
-    alike: the same row, the same dedupe key, the same subjects)."""
-    if event.type == "track" and not event.event:
-        raise PayloadError("a track event needs its event name", "event")
+    alike: the same row, the same dedupe key, the same subjects). ``with_record=False``:
+    the caller holds the person's record prepared already (the stream's track and page
+    calls of a user it has seen), so none is built for them (``record`` left None)."""
+    kind: str = event.type
+    if kind == "track":
+        if not event.event:
+            raise PayloadError("a track event needs its event name", "event")
+        kind = f"track:{event.event}"
     occurred = event.timestamp or datetime.now(UTC)
     if occurred.tzinfo is None:
         occurred = occurred.replace(tzinfo=UTC)  # Segment's timestamps are UTC
-    kind = {"track": f"track:{event.event}", "page": "page"}.get(event.type, "identify")
-    properties: dict[str, Any] = (
-        {"event": event.event, "properties": event.properties} if event.event else {}
-    )
     if event.type == "page":
-        properties = {"name": event.name, "properties": event.properties}
-    carried = [event.traits, event.context.traits if event.context else None]
+        properties: dict[str, Any] = {"name": event.name, "properties": event.properties}
+    elif event.event:
+        properties = {"event": event.event, "properties": event.properties}
+    else:
+        properties = {}
     anonymous = (("anonymous", event.anonymousId),) if event.anonymousId else ()
     if not event.userId:
         # Anonymous activity is kept but links to nobody: there is no key to link by.
         # Whom it names is kept hashed (``subjects``) for an erasure to find it.
+        carried = [event.traits, event.context.traits if event.context else None]
         subjects = anonymous + _contact_points([*carried, event.properties])
         return InboundEvent(
             "segment", event.messageId, kind, occurred, None, {}, (), properties, subjects
+        )
+    if not with_record and event.type != "identify":
+        return InboundEvent(
+            "segment", event.messageId, kind, occurred, None, {}, _BEHAVIOUR, properties, anonymous
         )
     traits = event.traits or (event.context.traits if event.context else None) or _NO_TRAITS
     address = traits.address or _NO_ADDRESS
@@ -337,7 +347,7 @@ def segment_event(event: SegmentEvent) -> InboundEvent:
         "postcode": address.postalCode,
         "observed_at": occurred,
     }
-    changed = _reported(record) if event.type == "identify" else ("recent_events", "engagement")
+    changed = _reported(record) if event.type == "identify" else _BEHAVIOUR
     return InboundEvent(
         "segment", event.messageId, kind, occurred, record, {}, changed, properties, anonymous
     )

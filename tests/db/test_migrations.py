@@ -17,11 +17,12 @@ from sqlalchemy import Table, delete, func, inspect, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SAWarning
 
+from gateway.db.access_models import EventSubject
 from gateway.db.engine import create_engine
 from gateway.db.foreign_keys import comparison_options
 from gateway.db.identity_models import IdentityBlockKey, IdentityLink, IdentityRecord
 from gateway.db.migrate import downgrade, upgrade
-from gateway.db.models import Attribute, Base, Customer, Identity, utcnow
+from gateway.db.models import Attribute, Base, Customer, Event, Identity, utcnow
 from tests.conftest import create_postgres_database, drop_postgres_database
 
 TABLES = {
@@ -122,6 +123,7 @@ async def _foreign_keys_hold(url: str) -> None:
     engine = create_engine(url)
     now, owner = utcnow(), uuid.uuid4()
     children = [IdentityRecord, IdentityBlockKey, IdentityLink, Attribute, Identity]
+    children += [EventSubject, Event]
     try:
         async with engine.begin() as connection:
             await connection.execute(
@@ -146,6 +148,15 @@ async def _foreign_keys_hold(url: str) -> None:
             await connection.execute(
                 _table(Attribute).insert(), [{"customer_id": owner, **attribute}]
             )
+            event_ids = (
+                await connection.execute(
+                    _table(Event).insert().returning(Event.id),
+                    [_event(owner, "e1", now), _event(None, "e2", now)],
+                )
+            ).scalars()
+            await connection.execute(
+                _table(EventSubject).insert(), [{"event_id": i, "digest": "d"} for i in event_ids]
+            )
         # A good row beside each orphan: the whole statement is checked, not its first row.
         orphans: list[tuple[type[Base], list[dict[str, Any]]]] = [
             (
@@ -159,6 +170,8 @@ async def _foreign_keys_hold(url: str) -> None:
                     {"identity_id": identity_id + 1000, "key_hash": 1},
                 ],
             ),
+            (Event, [_event(owner, "e3", now), _event(uuid.uuid4(), "e4", now)]),
+            (EventSubject, [{"event_id": 1_000_000, "digest": "d"}]),
         ]
         for model, rows in orphans:
             with pytest.raises(IntegrityError):
@@ -181,6 +194,19 @@ async def _foreign_keys_hold(url: str) -> None:
             await connection.execute(update(_table(Attribute)).values(customer_id=other))
             await connection.execute(update(_table(Attribute)).values(customer_id=owner))
             await connection.execute(delete(_table(Customer)).where(Customer.id == other))
+            # An event may belong to nobody (anonymous, or anonymised by retention).
+            await connection.execute(
+                update(_table(Event)).where(Event.event_id == "e1").values(customer_id=None)
+            )
+            await connection.execute(
+                update(_table(Event)).where(Event.event_id == "e1").values(customer_id=owner)
+            )
+        with pytest.raises(IntegrityError):
+            async with engine.begin() as connection:
+                await connection.execute(update(_table(Event)).values(customer_id=uuid.uuid4()))
+        async with engine.begin() as connection:
+            # The anonymous event goes with its own delete, its subject with it.
+            await connection.execute(delete(_table(Event)).where(Event.customer_id.is_(None)))
         async with engine.begin() as connection:
             await connection.execute(delete(_table(Customer)).where(Customer.id == owner))
             for model in children:
@@ -190,8 +216,21 @@ async def _foreign_keys_hold(url: str) -> None:
         await engine.dispose()
 
 
+def _event(owner: uuid.UUID | None, event_id: str, now: datetime) -> dict[str, Any]:
+    return {
+        "customer_id": owner,
+        "source": "segment",
+        "event_id": event_id,
+        "type": "page",
+        "occurred_at": now,
+        "properties": {},
+        "received_at": now,
+    }
+
+
 def test_foreign_keys_reject_orphans_and_cascade_deletes(empty_database: str) -> None:
-    """Constraints on SQLite, statement-level triggers on Postgres (0006): the same rules."""
+    """Constraints on SQLite, statement-level triggers on Postgres (0006, 0021): the same
+    rules."""
     upgrade(empty_database)
     asyncio.run(_foreign_keys_hold(empty_database))
 

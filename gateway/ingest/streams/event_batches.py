@@ -51,13 +51,19 @@ from gateway.privacy.erasure_scope import subject_key
 from gateway.privacy.suppressions import Suppressions
 
 _NAMED_CACHE = 100_000  # users whose plain events' records are kept prepared
+# The model's validator called directly (``model_validate`` adds a call and its
+# keyword handling per message).
+_VALIDATE = SegmentEvent.__pydantic_validator__.validate_python
 
 
 _LONG_AGO = datetime.min.replace(tzinfo=UTC)
+_BEHAVIOUR = ("recent_events", "engagement")
 Outcome = Literal["stored", "duplicate", "erased", "no_consent"]
 
 
-_Derived = tuple[PreparedRecord | None, frozenset[str], str | None, frozenset[str], tuple[str, ...]]
+_Derived = tuple[
+    PreparedRecord | None, tuple[str, ...], str | None, frozenset[str], tuple[str, ...]
+]
 
 
 # Not frozen: a frozen dataclass sets each field through object.__setattr__, and one
@@ -68,7 +74,7 @@ class StreamEvent:
 
     event: InboundEvent
     record: PreparedRecord | None
-    subjects: frozenset[str]  # event_subjects digests (anonymous id, contact points)
+    subjects: tuple[str, ...]  # event_subjects digests (anonymous id, contact points), sorted
     anonymous: str | None  # the digest of its anonymousId, for stitching
     digests: frozenset[str]  # what a tombstone of its person would match: record and subjects
     keys: tuple[str, ...]  # the lock keys of those identifiers
@@ -114,7 +120,7 @@ class EventBatches:
         # derived from them (prepared record, digests, lock keys) is the same for each of
         # that user's events on that device (hashing and normalising them again per
         # event was a third of the parse).
-        self._plain: dict[tuple[str | None, tuple[tuple[str, str], ...]], _Derived] = {}
+        self._plain: dict[tuple[str | None, object], _Derived] = {}
 
     def parse(self, payload: bytes) -> StreamEvent:
         """A Segment Track, Identify or Page message; ``PayloadError`` names what is wrong
@@ -124,22 +130,33 @@ class EventBatches:
         except orjson.JSONDecodeError:
             raise PayloadError("the message is not valid JSON", status=400) from None
         try:
-            message = SegmentEvent.model_validate(data)
+            message: SegmentEvent = _VALIDATE(data)
         except ValidationError as exc:
             error = exc.errors()[0]
             where = ".".join(str(part) for part in error["loc"]) or "message"
             raise PayloadError(f"{where}: {error['msg']}", where) from None
-        event = to_inbound(message)
-        plain = message.type != "identify" and not message.traits and not _context_traits(message)
-        if not plain:
+        if message.type == "identify" or message.traits or _context_traits(message):
+            event = to_inbound(message)
             return StreamEvent(event, *self._derived(event, message))
-        key = (message.userId, event.subjects)
-        derived = self._plain.get(key)
-        if derived is None:
-            derived = self._derived(event, message)
-            if len(self._plain) >= _NAMED_CACHE:
-                self._plain.clear()
-            self._plain[key] = derived
+        key: tuple[str | None, object]
+        if message.userId:
+            # A user's track or page call: what is derived depends on the user id and
+            # the device only, and the event needs no record of its own.
+            key = (message.userId, message.anonymousId)
+            derived = self._plain.get(key)
+            if derived is not None:
+                return StreamEvent(to_inbound(message, with_record=False), *derived)
+            event = to_inbound(message)
+        else:
+            event = to_inbound(message)
+            key = (None, event.subjects)  # the device and any contact points it carries
+            derived = self._plain.get(key)
+            if derived is not None:
+                return StreamEvent(event, *derived)
+        derived = self._derived(event, message)
+        if len(self._plain) >= _NAMED_CACHE:
+            self._plain.clear()
+        self._plain[key] = derived
         return StreamEvent(event, *derived)
 
     def _derived(self, event: InboundEvent, message: SegmentEvent) -> _Derived:
@@ -164,7 +181,7 @@ class EventBatches:
             keys = tuple(record_keys(record))
         return (
             record,
-            subjects,
+            tuple(sorted(subjects)),
             anonymous,
             digests | subjects,
             (*keys, *map(subject_key, sorted(subjects))),
@@ -194,11 +211,11 @@ class EventBatches:
             # Lookups by arrays of a thousand ids: a generic plan costed while the tables
             # were small scans them (35 ms a batch for 1,000 identities, growing with the
             # table); a plan made for each batch's own arrays uses the indexes.
-            await lock_keys(
-                connection, (k for i in live for k in batch[i].keys), custom_plans=postgres
-            )
-            digests = {i: batch[i].digests for i in live}
-            every = set().union(*digests.values())
+            # A user's plain calls on one device share their derived tuples (parse's
+            # cache): each distinct one is looked at once, not once per event.
+            keys = {batch[i].keys for i in live}
+            await lock_keys(connection, (k for each in keys for k in each), custom_plans=postgres)
+            every = set().union(*{batch[i].digests for i in live})
             found: Known | None = None
             if postgres:
                 users = {r.external_id for i in live if (r := batch[i].record) is not None}
@@ -208,7 +225,7 @@ class EventBatches:
                 blocked = await self._tombstones.blocked(connection, every)
             if blocked:
                 for i in live:
-                    if digests[i] & blocked:
+                    if batch[i].digests & blocked:
                         outcomes[i] = "erased"
                 live = [i for i in live if outcomes[i] is None]
             items = [batch[i] for i in live]
@@ -225,14 +242,27 @@ class EventBatches:
                 if owner is not None and owner in refused:
                     outcomes[i] = "no_consent"
             live = [i for i in live if outcomes[i] is None]
-            stored = await insert_events(connection, [(batch[i], owners.get(i)) for i in live])
+            duplicates = await insert_events(connection, [(batch[i], owners.get(i)) for i in live])
             for i in live:
-                outcomes[i] = "stored" if batch[i].event.event_id in stored else "duplicate"
+                outcomes[i] = "duplicate" if batch[i].event.event_id in duplicates else "stored"
             result.stitched = await self._stitch(connection, batch, live, owners, result)
+        customers = result.customers
         for i in live:
             owner = owners.get(i)
-            if outcomes[i] == "stored" and owner is not None:
-                _touch(result, owner, batch[i])
+            if owner is None or outcomes[i] != "stored":
+                continue
+            # Inline (once per event): the customer's after-commit work, coalesced.
+            touch = customers.get(owner)
+            if touch is None:
+                touch = customers[owner] = CustomerTouch()
+            event = batch[i].event
+            touch.fields.update(event.changed or _BEHAVIOUR)
+            if event.occurred_at >= touch.occurred_at:
+                touch.event_type, touch.event_id, touch.occurred_at = (
+                    event.type,
+                    event.event_id,
+                    event.occurred_at,
+                )
         result.outcomes = [o or "duplicate" for o in outcomes]
         return result
 
@@ -310,18 +340,6 @@ class EventBatches:
             touch = result.customers.setdefault(customer_id, CustomerTouch())
             touch.fields.update(("recent_events", "engagement"))
         return sum(linked.values())
-
-
-def _touch(result: BatchResult, customer_id: uuid.UUID, item: StreamEvent) -> None:
-    touch = result.customers.setdefault(customer_id, CustomerTouch())
-    event = item.event
-    touch.fields.update(event.changed or ("recent_events", "engagement"))
-    if event.occurred_at >= touch.occurred_at:
-        touch.event_type, touch.event_id, touch.occurred_at = (
-            event.type,
-            event.event_id,
-            event.occurred_at,
-        )
 
 
 def _context_traits(message: SegmentEvent) -> bool:

@@ -46,7 +46,20 @@ class ConsumerParts:
     @classmethod
     def open(cls, settings: Settings, upstreams: UpstreamsConfig) -> ConsumerParts:
         engine = engine_for(settings)  # the timeouts ``Services`` uses
-        redis = open_redis(settings)
+        # The cache's timeouts bound a request's wait for Redis; this process's calls
+        # are a batch's bulk invalidations, timed on a loop that parses the next batch
+        # meanwhile (and, on a loaded machine, waits for a CPU): held to the requests'
+        # half second they timed out often enough in a row to open the circuit, and
+        # the circuit open costs notifications and every stored answer's epoch.
+        patience = max(settings.stream_cache_timeout_s, settings.redis_op_timeout_s)
+        redis = open_redis(
+            settings.model_copy(
+                update={
+                    "redis_timeout_s": max(patience, settings.redis_timeout_s),
+                    "redis_op_timeout_s": patience,
+                }
+            )
+        )
         cache = UpstreamCache(build_cache(settings.cache_url, redis))
         federation = Federation(
             build_adapters(upstreams),

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, and one
+# is built per message (thousands a second).
+@dataclass(slots=True)
 class Delivery:
     """One message as delivered: the engine's handle, the bytes, the delivery count."""
 
