@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 
 from adapters.records import CrmContact
 from gateway.db.bulk import matching
-from gateway.db.models import Consent, ConsentChange, Customer, as_utc, utcnow
+from gateway.db.models import Consent, ConsentChange, Customer, Identity, as_utc, utcnow
 from gateway.errors import Conflict, InvalidInput, NotFound
 
 _UNKNOWN_TIME = datetime.min.replace(tzinfo=UTC)
@@ -192,6 +192,12 @@ class ConsentStore:
             if await session.get(Customer, customer_id) is None:
                 raise NotFound("No customer with this id", field="customerId")
             now = utcnow()
+            # Whose statement it is, if the customer is one identity (an unmerge needs it).
+            identities = list(
+                await session.scalars(
+                    select(Identity.id).where(Identity.customer_id == customer_id).limit(2)
+                )
+            )
             # Every statement joins the history, even one a newer concurrent one outranks.
             session.add(
                 ConsentChange(
@@ -200,6 +206,7 @@ class ConsentStore:
                     granted=granted,
                     source=source,
                     recorded_at=now,
+                    identity_id=identities[0] if len(identities) == 1 else None,
                 )
             )
             current = (Consent.customer_id == customer_id) & (Consent.purpose == purpose.value)
