@@ -109,10 +109,20 @@ def test_graphiql_keeps_no_pasted_key_in_the_browsers_storage(served: str) -> No
         }
     )
     sent: list[str] = []
+    refused: list[str] = []  # what the page's policy blocked, and uncaught script errors
     with sync_playwright() as playwright:
         browser = _launch(playwright)
         try:
             page = browser.new_page()
+            page.on("pageerror", lambda error: refused.append(str(error)))
+            page.on(
+                "console",
+                lambda message: (
+                    refused.append(message.text)
+                    if "Content Security Policy" in message.text
+                    else None
+                ),
+            )
             page.goto(served)
             page.evaluate(
                 """([headers, tabs]) => {
@@ -143,6 +153,7 @@ def test_graphiql_keeps_no_pasted_key_in_the_browsers_storage(served: str) -> No
         finally:
             browser.close()
     assert f"Bearer {PASTED}" in sent  # the key was typed, and used
+    assert refused == []  # GraphiQL runs whole under its policy
     assert PASTED not in storage, storage
     assert EARLIER not in storage, storage
 
