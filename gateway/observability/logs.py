@@ -29,18 +29,27 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 # included (RFC 6531); a domain is such a run (IDN labels, punycode) or an address
 # literal in brackets. It errs on masking more than an address (a quote or a word
 # glued to it), never less.
-_ATOM = r"[^\s@\"<>()\[\],;:]+"
+_SEPARATORS = r"\s@\"<>()\[\],;:"
+_DOMAIN = rf"@(?:\[[^\]\s]{{0,64}}\]|[^{_SEPARATORS}]+)"
+# A match starts only where a run starts (after a separator, or a quote), reads at most
+# 256 parts of a local part (RFC 5321 allows 64 octets) and never backtracks into them
+# (possessive): a long line without an address costs linear time.
 _EMAIL = re.compile(
-    rf"(?:\"(?:[^\"\\\r\n]|\\.)*\"|{_ATOM})(?:\.(?:\"(?:[^\"\\\r\n]|\\.)*\"|{_ATOM}))*"
-    rf"@(?:\[[^\]\s]*\]|{_ATOM})"
+    rf"(?<![^{_SEPARATORS}])"
+    rf"(?:\"(?:[^\"\\\r\n]|\\.){{1,128}}\"|[^{_SEPARATORS}]){{1,256}}+{_DOMAIN}"
 )
+# What is left of a longer one (or of one an odd quote hid): its domain, wherever an @
+# is glued to a word or a quote.
+_GLUED_DOMAIN = re.compile(rf"(?<=[^\s@<>()\[\],;:]){_DOMAIN}")
 MASKED = "***@***"
 _PERSONAL_KEYS = {"email", "first_name", "last_name", "firstName", "lastName", "phone", "name"}
 
 
 def mask(text: str) -> str:
     """Every email address masked whole: ``ada@example.com`` -> ``***@***``."""
-    return _EMAIL.sub(MASKED, text)
+    if "@" not in text:
+        return text
+    return _GLUED_DOMAIN.sub("@***", _EMAIL.sub(MASKED, text))
 
 
 def _scrub(key: str, value: Any) -> Any:

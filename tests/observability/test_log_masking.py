@@ -117,3 +117,10 @@ def test_an_address_in_an_exception_or_an_extra_field_is_masked() -> None:
     assert "例子" not in entry["exception"]
     assert MASKED in entry["exception"]
     assert entry["detail"] == f"for {MASKED}"
+
+
+def test_an_overlong_local_part_still_loses_its_domain() -> None:
+    """Past 256 parts it is no address (RFC 5321: 64 octets), but its domain goes."""
+    masked = mask("x" * 300 + "@secret.example now")
+    assert "secret" not in masked
+    assert masked.endswith("@*** now")
