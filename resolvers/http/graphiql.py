@@ -5,8 +5,8 @@ The built files (GraphiQL, React 17, the explorer plugin) come from the
 folder at ``ASSETS_PATH``, so the page works on a closed network.
 
 A user pastes an API key into the headers editor, so the page may not be framed by
-another site (which could overlay it and read nothing, but trick a click), loads and
-runs only the gateway's own scripts plus its one inline script (allowed by hash), and
+another site (which could hide it under a decoy and trick a click: clickjacking), runs
+only the gateway's own scripts and its one inline script (allowed by its hash), and
 never keeps headers in the browser's storage: GraphiQL 2.1 writes them into its
 history and tabs even when told not to persist them, so the page hands GraphiQL a
 storage that strips them, and strips what an earlier page stored.
