@@ -43,6 +43,7 @@ from gateway.privacy.forgetting import Forgetting
 from gateway.profiles.customers import CustomerStore
 from gateway.profiles.profile_cache import CachedCustomers
 from gateway.recommendations.serving import Recommender, open_recommender
+from gateway.scores.model_seal import model_key
 from gateway.scores.store import ScoreStore
 from gateway.segments.store import SegmentStore
 from gateway.settings import Settings
@@ -194,7 +195,7 @@ class Services:
             ),
             campaigns=Campaigns(engine, settings.conversion_window_hours),
             runs=Runs(settings, engine, forgetting, audit),
-            scores=ScoreStore(sessions),
+            scores=ScoreStore(sessions, model_key(settings.erasure_key.get_secret_value())),
             events=events,
             reviews=review_queue(engine),
             overview=Overview(

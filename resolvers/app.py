@@ -32,6 +32,7 @@ from gateway.observability.tracing import request_span_options
 from gateway.services import Services
 from gateway.settings import Settings, is_loopback, load_settings
 from gateway.upstreams.event_store import ESP_SOURCES
+from resolvers.console.csrf import STUDIO_MAX_FORM_BYTES, STUDIO_POSTS, STUDIO_TOO_LARGE
 from resolvers.console.parts import ConsoleParts
 from resolvers.console.routes import console_routes
 from resolvers.graphql.schema import build_schema
@@ -179,7 +180,11 @@ def create_app(
         Middleware(
             BodyLimitMiddleware,
             max_bytes=settings.max_body_bytes,
-            paths={f"/webhooks/{esp}": settings.esp_webhook_max_body_bytes for esp in ESP_SOURCES},
+            paths={
+                **{f"/webhooks/{esp}": settings.esp_webhook_max_body_bytes for esp in ESP_SOURCES},
+                **dict.fromkeys(STUDIO_POSTS, max(STUDIO_MAX_FORM_BYTES, settings.max_body_bytes)),
+            },
+            messages=dict.fromkeys(STUDIO_POSTS, STUDIO_TOO_LARGE),
         ),
         Middleware(ApiKeyAuthentication),
         # Innermost: a stored answer is served after authentication and the rate limit.

@@ -228,6 +228,9 @@ class ConsentChange(Base):
     granted: Mapped[bool] = mapped_column(Boolean)
     source: Mapped[str] = mapped_column(String(64))
     recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The identity the statement was made for, when its customer had only that one (an
+    # unmerge hands it to whoever that identity becomes); None: it cannot be told.
+    identity_id: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class Event(Base):

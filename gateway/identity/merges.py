@@ -29,6 +29,7 @@ from gateway.db.recommendation_models import SERVED
 from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction
 from gateway.errors import Conflict, InvalidInput
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
+from gateway.identity.consent_split import split_consents
 from gateway.identity.observations import drop_shared_observations, golden_observations
 from gateway.identity.survivorship import Observation, golden_values
 from gateway.identity.values import (
@@ -200,7 +201,8 @@ async def unmerge_customer(
     """Split one identity out of its customer into a profile of its own; returns the new id.
 
     The attributes that identity's source reported and its latest record supports move
-    with it; events and consents stay, since they do not say which identity they came from.
+    with it, and so do the consent statements made for it (consent_split.py); events
+    stay, since they do not say which identity they came from.
     Its own transaction, run again after a deadlock or serialization failure.
     """
     return await retry_transaction(
@@ -240,6 +242,7 @@ async def _unmerge_once(
         await session.flush()
         identity.customer_id = new
         await _move_attributes(session, identity, owner, new, config)
+        await split_consents(session, identity.id, owner, new)
         await session.execute(
             update(IdentityLink)
             .where(IdentityLink.identity_id == identity.id)

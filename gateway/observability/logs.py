@@ -23,14 +23,33 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 
 
 # A last line of defence: code logs ids, never customer data, but a library's message
-# or an exception may quote an address or a name field.
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+# or an exception may quote an address or a name field. Any address is masked whole,
+# its domain too (a person's own domain names them): a local part is a quoted string
+# (spaces and escaped quotes allowed) or a run of anything but a separator, Unicode
+# included (RFC 6531); a domain is such a run (IDN labels, punycode) or an address
+# literal in brackets. It errs on masking more than an address (a quote or a word
+# glued to it), never less.
+_SEPARATORS = r"\s@\"<>()\[\],;:"
+_DOMAIN = rf"@(?:\[[^\]\s]{{0,64}}\]|[^{_SEPARATORS}]+)"
+# A match starts only where a run starts (after a separator, or a quote), reads at most
+# 256 parts of a local part (RFC 5321 allows 64 octets) and never backtracks into them
+# (possessive): a long line without an address costs linear time.
+_EMAIL = re.compile(
+    rf"(?<![^{_SEPARATORS}])"
+    rf"(?:\"(?:[^\"\\\r\n]|\\.){{1,128}}\"|[^{_SEPARATORS}]){{1,256}}+{_DOMAIN}"
+)
+# What is left of a longer one (or of one an odd quote hid): its domain, wherever an @
+# is glued to a word or a quote.
+_GLUED_DOMAIN = re.compile(rf"(?<=[^\s@<>()\[\],;:]){_DOMAIN}")
+MASKED = "***@***"
 _PERSONAL_KEYS = {"email", "first_name", "last_name", "firstName", "lastName", "phone", "name"}
 
 
 def mask(text: str) -> str:
-    """Emails masked to their domain: ``a.person@example.com`` -> ``***@example.com``."""
-    return _EMAIL.sub(lambda m: "***@" + m.group(0).rsplit("@", 1)[1], text)
+    """Every email address masked whole: ``ada@example.com`` -> ``***@***``."""
+    if "@" not in text:
+        return text
+    return _GLUED_DOMAIN.sub("@***", _EMAIL.sub(MASKED, text))
 
 
 def _scrub(key: str, value: Any) -> Any:

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, select, update
+from sqlalchemy import ColumnElement, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 
 from adapters.records import CrmContact
 from gateway.db.bulk import matching
-from gateway.db.models import Consent, ConsentChange, Customer, as_utc, utcnow
+from gateway.db.models import Consent, ConsentChange, Customer, Identity, as_utc, utcnow
 from gateway.errors import Conflict, InvalidInput, NotFound
 
 _UNKNOWN_TIME = datetime.min.replace(tzinfo=UTC)
@@ -137,23 +137,37 @@ class ConsentStore:
         self, customer_ids: list[uuid.UUID], purpose: Purpose | None = None, limit: int = 100
     ) -> dict[uuid.UUID, list[ConsentRecord]]:
         """``history`` of many customers in one round trip (a list of customers asks
-        for each one's history at once)."""
+        for each one's history at once). The limit is per customer and applied by the
+        database (a window's row number), so a customer with a long history costs no
+        more rows than ``limit``."""
         found: dict[uuid.UUID, list[ConsentRecord]] = {c: [] for c in customer_ids}
         async with self._sessions() as session:
             connection = await session.connection()
             for clause in matching(connection, ConsentChange.customer_id, customer_ids):
-                query = select(ConsentChange).where(clause)
+                rank = func.row_number().over(
+                    partition_by=ConsentChange.customer_id,
+                    order_by=(ConsentChange.recorded_at.desc(), ConsentChange.id.desc()),
+                )
+                ranked = select(
+                    ConsentChange.customer_id,
+                    ConsentChange.purpose,
+                    ConsentChange.granted,
+                    ConsentChange.source,
+                    ConsentChange.recorded_at,
+                    rank.label("rank"),
+                ).where(clause)
                 if purpose is not None:
-                    query = query.where(ConsentChange.purpose == purpose.value)
-                order = (ConsentChange.recorded_at.desc(), ConsentChange.id.desc())
-                for row in await session.scalars(query.order_by(*order)):
-                    mine = found[row.customer_id]
-                    if len(mine) < limit:
-                        mine.append(
-                            ConsentRecord(
-                                row.purpose, row.granted, row.source, as_utc(row.recorded_at)
-                            )
-                        )
+                    ranked = ranked.where(ConsentChange.purpose == purpose.value)
+                newest = ranked.subquery()
+                query = (
+                    select(newest)
+                    .where(newest.c.rank <= limit)
+                    .order_by(newest.c.customer_id, newest.c.rank)
+                )
+                for row in await session.execute(query):
+                    found[row.customer_id].append(
+                        ConsentRecord(row.purpose, row.granted, row.source, as_utc(row.recorded_at))
+                    )
         return found
 
     async def record(
@@ -178,6 +192,12 @@ class ConsentStore:
             if await session.get(Customer, customer_id) is None:
                 raise NotFound("No customer with this id", field="customerId")
             now = utcnow()
+            # Whose statement it is, if the customer is one identity (an unmerge needs it).
+            identities = list(
+                await session.scalars(
+                    select(Identity.id).where(Identity.customer_id == customer_id).limit(2)
+                )
+            )
             # Every statement joins the history, even one a newer concurrent one outranks.
             session.add(
                 ConsentChange(
@@ -186,6 +206,7 @@ class ConsentStore:
                     granted=granted,
                     source=source,
                     recorded_at=now,
+                    identity_id=identities[0] if len(identities) == 1 else None,
                 )
             )
             current = (Consent.customer_id == customer_id) & (Consent.purpose == purpose.value)

@@ -9,7 +9,6 @@ only when it does at least as well (ROC AUC). Churn risk is 1 - BG/NBD's P(alive
 
 from __future__ import annotations
 
-import pickle
 import time
 import uuid
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from gateway.scores.features import (
 )
 from gateway.scores.ledger import Floats, Ledger, day_of
 from gateway.scores.metrics import auc
+from gateway.scores.model_seal import UntrustedModel
 from gateway.scores.propensity import MAX_TRAINING_ROWS, labels, thread_limits, train
 from gateway.scores.rfm import Boundaries, boundaries, rfm_with
 from gateway.scores.store import ScoreStore, StoredModel
@@ -123,8 +123,13 @@ async def _build(
     version = "none"
     decision = "no model: too little order history to train on"
     if stored is not None and stored.horizon_days == horizon:
-        estimator, version = pickle.loads(stored.estimator), stored.version
-        decision = f"kept model {version} (no --retrain)"
+        try:
+            estimator, version = store.unseal(stored), stored.version
+            decision = f"kept model {version} (no --retrain)"
+        except UntrustedModel:
+            if not retrain:
+                raise
+            decision = f"refused model {stored.version} (unsigned or altered)"
     if retrain or estimator is None:
         try:
             candidate, evaluation, x, y = _candidate(
@@ -144,7 +149,7 @@ async def _build(
             better = bool(np.isnan(old_auc) or evaluation["auc"] >= old_auc)
             evaluation["previous"] = {"version": version, "auc": old_auc}
             record = StoredModel(
-                new_version, horizon, _json_safe(evaluation), pickle.dumps(candidate)
+                new_version, horizon, _json_safe(evaluation), store.seal(candidate)
             )
             await store.save_model(record, active=better)
             if better:

@@ -44,6 +44,7 @@ def build(database_url: str | None, horizon: int, retrain: bool) -> None:
     from gateway.scores.build import BuildSummary, ScoresBusy
     from gateway.scores.build import build as run_build
     from gateway.scores.features import LeakageError
+    from gateway.scores.model_seal import UntrustedModel, model_key
     from gateway.scores.store import ScoreStore
 
     settings = settings_or_exit(database_url=database_url)
@@ -51,7 +52,8 @@ def build(database_url: str | None, horizon: int, retrain: bool) -> None:
     async def run() -> BuildSummary:
         engine = create_engine(settings.database_url)
         try:
-            store = ScoreStore(create_sessionmaker(engine))
+            key = model_key(settings.erasure_key.get_secret_value())
+            store = ScoreStore(create_sessionmaker(engine), key)
             return await run_build(
                 store, horizon=horizon, retrain=retrain, threads=settings.scores_threads
             )
@@ -60,7 +62,7 @@ def build(database_url: str | None, horizon: int, retrain: bool) -> None:
 
     try:
         click.echo(asyncio.run(run()).line())
-    except (LeakageError, ScoresBusy) as exc:
+    except (LeakageError, ScoresBusy, UntrustedModel) as exc:
         click.echo(f"gateway: {exc}", err=True)
         sys.exit(1)
 
@@ -80,6 +82,7 @@ def refresh(database_url: str | None, batch: int) -> None:
     BG/NBD fit and model (no retraining). Cheap enough for cron every few minutes."""
     from gateway.db.engine import create_engine, create_sessionmaker
     from gateway.scores.build import ScoresBusy
+    from gateway.scores.model_seal import UntrustedModel, model_key
     from gateway.scores.refresh import NoBuildError, RefreshSummary
     from gateway.scores.refresh import refresh as run_refresh
     from gateway.scores.store import ScoreStore
@@ -89,14 +92,15 @@ def refresh(database_url: str | None, batch: int) -> None:
     async def run() -> RefreshSummary:
         engine = create_engine(settings.database_url)
         try:
-            store = ScoreStore(create_sessionmaker(engine))
+            key = model_key(settings.erasure_key.get_secret_value())
+            store = ScoreStore(create_sessionmaker(engine), key)
             return await run_refresh(store, batch=batch, threads=settings.scores_threads)
         finally:
             await engine.dispose()
 
     try:
         click.echo(asyncio.run(run()).line())
-    except (NoBuildError, ScoresBusy) as exc:
+    except (NoBuildError, ScoresBusy, UntrustedModel) as exc:
         click.echo(f"gateway: {exc}", err=True)
         sys.exit(1)
 

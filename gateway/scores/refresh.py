@@ -12,7 +12,6 @@ transaction. Recency ages every day for everyone: that is the nightly build's jo
 
 from __future__ import annotations
 
-import pickle
 import time
 import uuid
 from dataclasses import dataclass
@@ -82,7 +81,7 @@ async def _refresh(
     estimator: Any = None
     if build.model_version != "none":
         stored = await store.model(build.model_version)
-        estimator = None if stored is None else pickle.loads(stored.estimator)
+        estimator = None if stored is None else store.unseal(stored)
     with thread_limits(threads):
         for start in range(0, len(changed), batch):
             ids: list[uuid.UUID] = changed[start : start + batch]

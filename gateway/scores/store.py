@@ -37,6 +37,11 @@ from gateway.db.locks import committed_before, lock_customers, run_lock
 from gateway.db.models import Customer, Event
 from gateway.db.score_models import CustomerScore, ScoreBuild, ScoreModel
 from gateway.scores.ledger import Ledger, ledger_of
+from gateway.scores.model_seal import model_key, seal, unseal
+from gateway.settings import BUILTIN_ERASURE_KEY
+
+# The key of a deployment that keeps the built-in erasure key (the demo, the tests).
+_DEMO_MODEL_KEY = model_key(BUILTIN_ERASURE_KEY)
 
 ORDER_TYPES = ("orders/create", "orders/paid", "orders/updated", "track:Order Completed")
 _BEHAVIOURAL = or_(Event.type.like("track:%"), Event.type == "page")
@@ -122,8 +127,19 @@ def _number(*values: Any) -> float:
 
 
 class ScoreStore:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], model_key: bytes = _DEMO_MODEL_KEY
+    ) -> None:
         self._sessions = sessions
+        self._model_key = model_key  # seals the stored models (model_seal.py)
+
+    def seal(self, estimator: Any) -> bytes:
+        """A trained model as it is stored: pickled, and signed."""
+        return seal(estimator, self._model_key)
+
+    def unseal(self, stored: StoredModel) -> Any:
+        """A stored model, loaded only if this deployment signed it (``UntrustedModel``)."""
+        return unseal(stored.estimator, self._model_key, stored.version)
 
     async def ledger(
         self, events_since: datetime, customers: Sequence[uuid.UUID] | None = None

@@ -14,8 +14,21 @@ import hmac
 
 from starlette.requests import Request
 
+from gateway.templates.render import MAX_SOURCE_CHARS
+
 FIELD = "csrf_token"
 HEADER = "x-csrf-token"
+# The largest form the studio takes: a template of the most characters a template may
+# have, each URL-encoded at its worst (a 4-byte character is 12 bytes: %F0%9F%98%80),
+# and room for the form's other fields. Its posts have this body limit (resolvers/app.py)
+# rather than GATEWAY_MAX_BODY_BYTES, and any one field may be this large: Starlette
+# refuses a field over 1 MiB by default, with a 400 naming no reason a person follows.
+STUDIO_MAX_FORM_BYTES = MAX_SOURCE_CHARS * 12 + 64 * 1024
+STUDIO_POSTS = ("/console/templates/check", "/console/templates/preview", "/console/templates/save")
+STUDIO_TOO_LARGE = (
+    f"A template has at most {MAX_SOURCE_CHARS:,} characters: this form is larger than any "
+    "template can be, and was not read."
+)
 
 
 async def presented_token(request: Request) -> str | None:
@@ -25,7 +38,9 @@ async def presented_token(request: Request) -> str | None:
         return header
     content_type = request.headers.get("content-type", "")
     if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
-        form = await request.form()  # Starlette keeps it: the handler reads it again
+        # Starlette keeps it: the handler reads it again. The body limit bounds the form
+        # as a whole (a studio form's larger one only on the studio's paths).
+        form = await request.form(max_part_size=STUDIO_MAX_FORM_BYTES)
         value = form.get(FIELD)
         return value if isinstance(value, str) else None
     return None

@@ -9,12 +9,13 @@ pages of a key lacking a scope show no button for it, and a POST of one is 403.
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from gateway.access.api_keys import Scope
 from resolvers.console import customers, experiments, health, reviews, sign_in, studio
+from resolvers.console.pages import secure
 from resolvers.console.visit import page, redirect
 
 READ, WRITE, ADMIN = Scope.PROFILES_READ, Scope.PROFILES_WRITE, Scope.ADMIN
@@ -22,6 +23,12 @@ READ, WRITE, ADMIN = Scope.PROFILES_READ, Scope.PROFILES_WRITE, Scope.ADMIN
 
 async def home(request: Request) -> Response:
     return redirect("/console/customers")
+
+
+async def not_found(request: Request) -> Response:
+    """Under /console, even a path that names nothing answers with the console's
+    headers: no page of the console may be framed."""
+    return secure(PlainTextResponse("Not Found", status_code=404))
 
 
 def console_routes() -> list[BaseRoute]:
@@ -68,4 +75,5 @@ def console_routes() -> list[BaseRoute]:
             StaticFiles(packages=[("resolvers.console", "static")]),
             name="console-static",
         ),
+        Route("/console/{rest:path}", not_found, methods=["GET", "HEAD", "POST"]),
     ]

@@ -23,9 +23,9 @@ class _BodyTooLarge(Exception):
     """Raised into the app from ``receive`` when the streamed body passes the limit."""
 
 
-def too_large_body(max_bytes: int) -> bytes:
+def too_large_body(max_bytes: int, message: str | None = None) -> bytes:
     error = {
-        "message": f"Request body larger than {max_bytes} bytes",
+        "message": message or f"Request body larger than {max_bytes} bytes",
         "extensions": {"code": "BODY_TOO_LARGE", "limit": max_bytes},
     }
     return orjson.dumps({"errors": [error]})
@@ -38,11 +38,13 @@ class BodyLimitMiddleware:
         max_bytes: int,
         prefixes: tuple[str, ...] = LIMITED_PREFIXES,
         paths: Mapping[str, int] | None = None,
+        messages: Mapping[str, str] | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.prefixes = prefixes
         self.paths = dict(paths or {})  # exact path -> its own limit
+        self.messages = dict(messages or {})  # exact path -> what its refusal says
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = str(scope.get("path", ""))
@@ -50,9 +52,10 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.paths.get(path, self.max_bytes)
+        message = self.messages.get(path)
         declared = _content_length(scope)
         if declared is not None and declared > limit:
-            await _refuse(send, limit)
+            await _refuse(send, limit, message)
             return
 
         received = 0
@@ -83,11 +86,11 @@ class BodyLimitMiddleware:
             if not refused:
                 raise
         if refused and not started:
-            await _refuse(send, limit)
+            await _refuse(send, limit, message)
 
 
-async def _refuse(send: Send, limit: int) -> None:
-    body = too_large_body(limit)
+async def _refuse(send: Send, limit: int, message: str | None) -> None:
+    body = too_large_body(limit, message)
     await send(
         {
             "type": "http.response.start",

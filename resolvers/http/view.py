@@ -41,7 +41,7 @@ from gateway.upstreams.response_cache import TRACE
 from resolvers.graphql.context import Context
 from resolvers.graphql.errors import UNEXPECTED_MESSAGE, is_unexpected, unserved
 from resolvers.http.authentication import presented_key
-from resolvers.http.graphiql import graphiql_html
+from resolvers.http.graphiql import graphiql_headers, graphiql_html
 from resolvers.http.outage import degraded
 from resolvers.http.response_cache import (
     FRESH_FOR,
@@ -161,6 +161,7 @@ class GatewayGraphQL(GraphQL[Context, None]):
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
         )
         self._ide_html = graphiql_html("/graphql", example_email, example_key)
+        self._ide_headers = graphiql_headers(self._ide_html)
         self._persisted = PersistedRequests()  # what each persisted GET URL names
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -287,7 +288,7 @@ class GatewayGraphQL(GraphQL[Context, None]):
         return data if resolved.query is data.query else replace(data, query=resolved.query)
 
     async def render_graphql_ide(self, request: Request) -> Response:
-        return HTMLResponse(self._ide_html)
+        return HTMLResponse(self._ide_html, headers=self._ide_headers)
 
     async def execute_single(self, *args: Any, **kwargs: Any) -> ExecutionResult:
         try:

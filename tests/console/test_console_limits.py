@@ -38,3 +38,35 @@ async def test_the_largest_template_still_fits_the_studio(app: Starlette) -> Non
         checked = await client.post("/console/templates/check", source=source, format="TEXT")
         assert checked.status_code == 200, checked.text[:300]
         assert checked.json()["ok"] is True
+
+
+async def test_the_largest_template_of_four_byte_characters_fits_the_studio(
+    app: Starlette,
+) -> None:
+    """12 bytes a character once URL-encoded: 1.2 MB, over GATEWAY_MAX_BODY_BYTES (1 MiB)
+    and over Starlette's 1 MiB a field, yet a template the gateway accepts; one more
+    character is the renderer's error, not the body limit's."""
+    source = "\U0001f600" * MAX_SOURCE_CHARS
+    async with console_client(app, Scope.PROFILES_READ, Scope.PROFILES_WRITE) as client:
+        checked = await client.post("/console/templates/check", source=source, format="TEXT")
+        assert checked.status_code == 200, checked.text[:300]
+        assert checked.json()["ok"] is True
+        longer = await client.post("/console/templates/check", source=source + "x", format="TEXT")
+        assert longer.status_code == 200, longer.text[:300]
+        assert "at most 100000 characters" in longer.json()["error"]
+        saved = await client.post(
+            "/console/templates/save", name="emoji-wall", source=source, format="TEXT"
+        )
+        assert saved.status_code == 303, saved.text[:300]
+
+
+async def test_a_form_larger_than_any_template_is_refused_saying_why(app: Starlette) -> None:
+    async with console_client(app, Scope.PROFILES_READ) as client:
+        huge = "\U0001f600" * (MAX_SOURCE_CHARS + 10_000)  # 1.32 MB encoded
+        refused = await client.post("/console/templates/check", source=huge, format="TEXT")
+        assert refused.status_code == 413
+        message = refused.json()["errors"][0]["message"]
+        assert "A template has at most 100,000 characters" in message
+        # Elsewhere in the console the general limit stands.
+        other = await client.post("/console/sign-out", filler="x" * 1_100_000)
+        assert other.status_code == 413

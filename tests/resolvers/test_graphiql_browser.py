@@ -6,6 +6,7 @@ Runs the app on loopback and loads /graphql in headless Chromium (Debian's
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 import uvicorn
+from playwright.sync_api import Browser, Playwright, sync_playwright
 
 from gateway.settings import Settings
 from resolvers.app import create_app
@@ -72,3 +74,103 @@ def test_graphiql_renders_with_local_assets_only(served: str) -> None:
     assert "graphiql-container" in dom, errors or dom[:500]
     assert "Loading GraphiQL" not in dom
     assert not [e for e in errors if "Uncaught" in e], errors
+
+
+PASTED = "gw_pasted-key-that-must-not-stay"
+EARLIER = "gw_key-an-earlier-page-stored"
+
+
+def _launch(playwright: Playwright) -> Browser:
+    return playwright.chromium.launch(
+        executable_path=str(CHROMIUM),
+        args=["--disable-gpu", "--no-first-run", "--disable-background-networking"],
+    )
+
+
+def test_graphiql_keeps_no_pasted_key_in_the_browsers_storage(served: str) -> None:
+    """A key pasted into the headers editor is sent, and is nowhere in localStorage
+    after a query ran (history, tabs, headers); nor is one an earlier page stored."""
+    stored_before = json.dumps({"Authorization": f"Bearer {EARLIER}"})
+    tabs_before = json.dumps(
+        {
+            "tabs": [
+                {
+                    "id": "t",
+                    "hash": "h",
+                    "title": "q",
+                    "query": "{ __typename }",
+                    "variables": None,
+                    "headers": stored_before,
+                    "operationName": None,
+                    "response": None,
+                }
+            ],
+            "activeTabIndex": 0,
+        }
+    )
+    sent: list[str] = []
+    refused: list[str] = []  # what the page's policy blocked, and uncaught script errors
+    with sync_playwright() as playwright:
+        browser = _launch(playwright)
+        try:
+            page = browser.new_page()
+            page.on("pageerror", lambda error: refused.append(str(error)))
+            page.on(
+                "console",
+                lambda message: (
+                    refused.append(message.text)
+                    if "Content Security Policy" in message.text
+                    else None
+                ),
+            )
+            page.goto(served)
+            page.evaluate(
+                """([headers, tabs]) => {
+                    localStorage.setItem("graphiql:headers", headers);
+                    localStorage.setItem("graphiql:tabState", tabs);
+                    localStorage.setItem("graphiql:shouldPersistHeaders", "true");
+                }""",
+                [stored_before, tabs_before],
+            )
+            page.on(
+                "request",
+                lambda request: sent.append(request.headers.get("authorization", "")),
+            )
+            page.reload()
+            page.get_by_text("Headers", exact=True).click()
+            editor = page.locator(".graphiql-editor-tool .CodeMirror").last
+            editor.click()
+            page.keyboard.press("Control+A")
+            page.keyboard.type(f'{{"Authorization": "Bearer {PASTED}"')
+            page.locator(".graphiql-execute-button").click()
+            page.wait_for_function("() => localStorage.getItem('graphiql:queries') !== null")
+            # The tabs are written 500 ms after an edit: wait for the last one's write.
+            page.wait_for_function(
+                "() => (localStorage.getItem('graphiql:tabState') || '').includes('Customer')"
+            )
+            page.wait_for_timeout(800)
+            storage = page.evaluate("JSON.stringify(Object.entries(localStorage))")
+        finally:
+            browser.close()
+    assert f"Bearer {PASTED}" in sent  # the key was typed, and used
+    assert refused == []  # GraphiQL runs whole under its policy
+    assert PASTED not in storage, storage
+    assert EARLIER not in storage, storage
+
+
+def test_graphiql_may_not_be_framed_by_another_site(served: str) -> None:
+    with sync_playwright() as playwright:
+        browser = _launch(playwright)
+        try:
+            page = browser.new_page()
+            # Another site's page (about:blank here); its load waits for the frame's.
+            page.set_content(f'<iframe src="{served}" width="800" height="600"></iframe>')
+            page.wait_for_timeout(2000)  # time to render, were it allowed to
+            contents = [
+                frame.evaluate("document.documentElement.outerHTML")
+                for frame in page.frames
+                if frame != page.main_frame
+            ]
+        finally:
+            browser.close()
+    assert not any("graphiql" in content for content in contents), contents

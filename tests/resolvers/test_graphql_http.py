@@ -299,3 +299,21 @@ async def test_a_client_that_leaves_before_its_body_ends_the_request_quietly(
     }
     await app(scope, receive, send)  # raised ClientDisconnect
     assert sent == []  # nobody to answer
+
+
+async def test_graphiql_and_the_console_may_not_be_framed(client: httpx.AsyncClient) -> None:
+    """Where a person pastes a key or reads a customer, no other site may frame the page
+    (the console's pages, its redirects and what it does not know included)."""
+    answers = [
+        await client.get("/graphql", headers={"accept": BROWSER}),
+        await client.get("/console/sign-in"),
+        await client.get("/console/customers"),
+        await client.get("/console/no-such-page"),
+    ]
+    for answer in answers:
+        where = f"{answer.request.url.path} {answer.status_code}"
+        assert answer.headers.get("x-frame-options") == "DENY", where
+        assert "frame-ancestors 'none'" in answer.headers["content-security-policy"], where
+    policy = answers[0].headers["content-security-policy"]
+    assert "script-src 'self' 'sha256-" in policy  # the page's one inline script only
+    assert "unsafe-inline" not in policy.split("script-src")[1].split(";")[0]

@@ -118,7 +118,13 @@
         headers: csrf ? { "X-CSRF-Token": csrf.content } : {},
         credentials: "same-origin",
       });
-      if (!response.ok || mine !== sent) return; // a newer check is under way
+      if (mine !== sent) return; // a newer check is under way
+      if (response.status === 413) { // larger than any template may be: say so
+        const refused = await response.json();
+        show({ ok: false, error: refused.errors[0].message });
+        return;
+      }
+      if (!response.ok) return;
       show(await response.json());
     }
 

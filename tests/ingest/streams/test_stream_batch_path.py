@@ -5,33 +5,21 @@ and every other message of that read is stored, all acknowledged."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.db.engine import create_engine
-from gateway.db.migrate import upgrade
 from gateway.ingest.streams.transport import Delivery, Transport
+from tests.ingest.streams.stream_database import engine, migrated
 from tests.ingest.streams.stream_engines import ENGINES, group
 from tests.ingest.streams.test_stream_consumer import consumer, encode, stored, track, user
 
+__all__ = ["engine", "migrated"]  # the fixtures (stream_database.py)
+
 pytestmark = pytest.mark.parametrize("kind", ENGINES)
-
-
-@pytest.fixture(scope="module")
-def migrated(postgres_url: str) -> str:
-    upgrade(postgres_url)
-    return postgres_url
-
-
-@pytest.fixture(scope="module")
-async def engine(migrated: str) -> AsyncIterator[AsyncEngine]:
-    database = create_engine(migrated)
-    yield database
-    await database.dispose()
 
 
 class Recording:

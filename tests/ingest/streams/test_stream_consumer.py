@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -17,33 +16,22 @@ from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.db.engine import create_engine, create_sessionmaker
-from gateway.db.migrate import upgrade
+from gateway.db.engine import create_sessionmaker
 from gateway.db.models import Event, Identity
 from gateway.ingest.streams.consumer import StreamConsumer, replay_dead_letters
 from gateway.ingest.streams.event_batches import EventBatches
 from gateway.ingest.streams.transport import Transport
 from gateway.privacy.consent import ConsentStore, Purpose
 from gateway.privacy.erasure import Erasure, Tombstones
+from tests.ingest.streams.stream_database import engine, migrated
 from tests.ingest.streams.stream_engines import ENGINES, group
+
+__all__ = ["engine", "migrated"]  # the fixtures (stream_database.py)
 
 TOMBSTONES = Tombstones(b"stream-tests-erasure-key")
 DEADLINE_S = 20.0
 
 pytestmark = pytest.mark.parametrize("kind", ENGINES)
-
-
-@pytest.fixture(scope="module")
-def migrated(postgres_url: str) -> str:
-    upgrade(postgres_url)
-    return postgres_url
-
-
-@pytest.fixture(scope="module")
-async def engine(migrated: str) -> AsyncIterator[AsyncEngine]:
-    database = create_engine(migrated)
-    yield database
-    await database.dispose()
 
 
 def consumer(transport: Transport, engine: AsyncEngine, **kw: Any) -> StreamConsumer:

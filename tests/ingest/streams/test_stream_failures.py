@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from uuid import UUID
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.engine import create_engine
-from gateway.db.migrate import upgrade
 from gateway.ingest.streams.event_batches import CustomerTouch
 from gateway.ingest.streams.transport import Delivery, Lag, Transport
+from tests.ingest.streams.stream_database import engine, migrated
 from tests.ingest.streams.stream_engines import ENGINES, group
 from tests.ingest.streams.test_stream_consumer import (
     DEADLINE_S,
@@ -31,23 +31,12 @@ from tests.ingest.streams.test_stream_consumer import (
     user,
 )
 
+__all__ = ["engine", "migrated"]  # the fixtures (stream_database.py)
+
 # Nothing listens on port 1: connecting is refused at once, like a database that is down.
 UNREACHABLE = "postgresql+asyncpg://gateway@127.0.0.1:1/gateway"
 
 pytestmark = pytest.mark.parametrize("kind", ENGINES)
-
-
-@pytest.fixture(scope="module")
-def migrated(postgres_url: str) -> str:
-    upgrade(postgres_url)
-    return postgres_url
-
-
-@pytest.fixture(scope="module")
-async def engine(migrated: str) -> AsyncIterator[AsyncEngine]:
-    database = create_engine(migrated)
-    yield database
-    await database.dispose()
 
 
 class Faulty:

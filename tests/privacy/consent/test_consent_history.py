@@ -5,12 +5,14 @@ erasure removes them with the customer."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.models import ConsentChange
+from gateway.privacy.consent import ConsentStore
 from tests.conftest import unique_email
 from tests.privacy.instances import FORGET, SET_CONSENT
 
@@ -97,3 +99,51 @@ async def _stored(url: str, customer_id: str) -> int:
             return int(count or 0)
     finally:
         await engine.dispose()
+
+
+async def test_each_customers_history_is_limited_by_the_database(
+    instance: Any, privacy_url: str
+) -> None:
+    """A list of customers' histories, ``limit`` each: the newest of each, and the
+    database sends no more rows than that, however long a customer's history is."""
+    async with instance() as gw:
+        long, short = await _customer(gw, "history-long"), await _customer(gw, "history-short")
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = [
+        ConsentChange(
+            customer_id=uuid.UUID(long),
+            purpose="email_marketing",
+            granted=n % 2 == 0,
+            source=f"s{n}",
+            recorded_at=start + timedelta(minutes=n),
+        )
+        for n in range(200)
+    ] + [
+        ConsentChange(
+            customer_id=uuid.UUID(short),
+            purpose="analytics",
+            granted=True,
+            source=f"t{n}",
+            recorded_at=start + timedelta(minutes=n),
+        )
+        for n in range(2)
+    ]
+    engine = create_engine(privacy_url)
+    sent: list[int] = []
+
+    def count(connection: Any, cursor: Any, statement: str, *_: Any) -> None:
+        # The adapted cursor holds every row the database sent for the statement.
+        if "consent_history" in statement:
+            sent.append(len(cursor._rows))
+
+    try:
+        sessions = create_sessionmaker(engine)
+        async with sessions.begin() as session:
+            session.add_all(rows)
+        event.listen(engine.sync_engine, "after_cursor_execute", count)
+        found = await ConsentStore(sessions).histories([uuid.UUID(long), uuid.UUID(short)], limit=5)
+    finally:
+        await engine.dispose()
+    assert [r.source for r in found[uuid.UUID(long)]] == ["s199", "s198", "s197", "s196", "s195"]
+    assert [r.source for r in found[uuid.UUID(short)]] == ["t1", "t0"]
+    assert sum(sent) == 7, sent

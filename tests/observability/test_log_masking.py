@@ -1,0 +1,126 @@
+"""No part of an email address reaches a log line: ASCII or not, quoted or not, with an
+IDN domain, a punycode one or an address literal, whatever surrounds it."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import string
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.observability.logs import MASKED, JsonFormatter, mask
+
+_SPECIALS = "!#$%&'*+-/=?^_`{|}~"
+_LETTERS = st.characters(categories=["L", "N", "M"]) | st.sampled_from(
+    string.ascii_letters + string.digits
+)
+_ATOMS = st.text(_LETTERS | st.sampled_from(_SPECIALS), min_size=1, max_size=12)
+_DOT_ATOM = st.lists(_ATOMS, min_size=1, max_size=3).map(".".join)
+# A quoted local part: any printable character, quotes and backslashes escaped.
+_QUOTED = st.text(
+    st.characters(categories=["L", "N", "P", "S", "Zs"], exclude_characters="\r\n"),
+    min_size=1,
+    max_size=16,
+).map(lambda text: '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
+_LABEL = st.text(_LETTERS, min_size=1, max_size=10)
+_IDN = st.lists(_LABEL, min_size=2, max_size=4).map(".".join)
+
+
+def _punycode(domain: str) -> str:
+    return ".".join(
+        label if label.isascii() else "xn--" + label.encode("punycode").decode()
+        for label in domain.split(".")
+    )
+
+
+_LITERAL = st.tuples(*[st.integers(0, 255)] * 4).map(lambda n: "[{}.{}.{}.{}]".format(*n))
+_DOMAIN = _IDN | _IDN.map(_punycode) | _LITERAL
+ADDRESSES = st.tuples(_DOT_ATOM | _QUOTED, _DOMAIN).map("@".join)
+BEFORE = st.sampled_from(["", "refused for ", "<", "(", "[", "'", '"', "to: ", ", ", "x="])
+AFTER = st.sampled_from(["", " today", ">", ")", "]", "'", '"', ".", ", and", ";", "\n"])
+
+
+def _only_context_left(logged: str, before: str, after: str) -> bool:
+    """Whether ``logged`` is ``before`` and ``after`` around the mask, less at most
+    what the mask took from them: not one character of the address is left."""
+    return any(
+        logged == before[:i] + MASKED + after[j:]
+        for i in range(len(before) + 1)
+        for j in range(len(after) + 1)
+    )
+
+
+def _log_line(message: str, *args: object) -> str:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("tests.log_masking")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning(message, *args)
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+    return stream.getvalue()
+
+
+@settings(max_examples=500, deadline=None)
+@given(ADDRESSES, BEFORE, AFTER)
+def test_no_part_of_any_address_is_left_in_a_log_line(
+    address: str, before: str, after: str
+) -> None:
+    line = _log_line("%s", before + address + after)
+    logged = json.loads(line)["message"]
+    assert _only_context_left(logged, before, after), (address, logged)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "ada.lovelace@example.com",
+        "用户@例子.广告",
+        "josé.garcía@correo.españa.es",
+        "дмитрий@пример.рф",
+        "ada@xn--mller-kva.example",
+        '"john doe"@example.com',
+        '"very.(),:;<>[]\\".VERY.\\"very@\\\\ \\"very\\".unusual"@strange.example.com',
+        "o'brien+news@example.co.uk",
+        "ünïcödé@[192.168.0.1]",
+    ],
+)
+def test_each_kind_of_address_is_masked_whole(address: str) -> None:
+    assert mask(f"refused for {address} today") == f"refused for {MASKED} today"
+
+
+@pytest.mark.logs_errors("lookup failed")
+def test_an_address_in_an_exception_or_an_extra_field_is_masked() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("tests.log_masking.exc")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        try:
+            raise ValueError("no customer 用户@例子.广告")
+        except ValueError:
+            logger.exception("lookup failed", extra={"detail": "for дмитрий@пример.рф"})
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+    entry = json.loads(stream.getvalue())
+    assert "例子" not in entry["exception"]
+    assert MASKED in entry["exception"]
+    assert entry["detail"] == f"for {MASKED}"
+
+
+def test_an_overlong_local_part_still_loses_its_domain() -> None:
+    """Past 256 parts it is no address (RFC 5321: 64 octets), but its domain goes."""
+    masked = mask("x" * 300 + "@secret.example now")
+    assert "secret" not in masked
+    assert masked.endswith("@*** now")
