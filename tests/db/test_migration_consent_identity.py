@@ -1,4 +1,4 @@
-"""0021: consent statements of a customer that is one identity name it; a merged
+"""0022: consent statements of a customer that is one identity name it; a merged
 customer's (several identities) name none; down and up again keeps the rows."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def empty_database(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     if request.param == "postgres":
-        url = create_postgres_database("gateway_migration_0021")
+        url = create_postgres_database("gateway_migration_0022")
         yield url
         drop_postgres_database(url)
     else:
@@ -80,13 +80,13 @@ async def _named(url: str) -> dict[uuid.UUID, str | None]:
         await engine.dispose()
 
 
-def test_0021_names_the_identity_of_a_single_identity_customers_statements(
+def test_0022_names_the_identity_of_a_single_identity_customers_statements(
     empty_database: str,
 ) -> None:
-    upgrade(empty_database, "0020")
+    upgrade(empty_database, "0021")
     single, merged = asyncio.run(_seed(empty_database))
     upgrade(empty_database)
     assert asyncio.run(_named(empty_database)) == {single: "s1", merged: None}
-    downgrade(empty_database, "0020")
+    downgrade(empty_database, "0021")
     upgrade(empty_database)
     assert asyncio.run(_named(empty_database)) == {single: "s1", merged: None}
