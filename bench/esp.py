@@ -95,13 +95,14 @@ async def post_all(base: str, batches: list[list[dict[str, Any]]], in_flight: in
 
 
 async def backends_cpu(url: str) -> dict[int, float]:
-    """CPU seconds so far of this database's Postgres backends (the gateway's pools), by
-    pid: a Postgres on this machine only."""
+    """CPU seconds so far of this database's Postgres client backends (the gateway's
+    pools; not an autovacuum worker analysing the seeded tables), by pid: a Postgres on
+    this machine only."""
     connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
         rows = await connection.fetch(
-            "SELECT pid FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
         )
     finally:
         await connection.close()
