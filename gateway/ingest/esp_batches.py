@@ -26,7 +26,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db.access_models import EventSubject
-from gateway.db.bulk import insert_tuples, is_postgres, matching
+from gateway.db.bulk import custom_plans, insert_tuples, is_postgres, matching
 from gateway.db.models import Attribute, Customer, Event
 from gateway.experiments.attribution import ClickedLink, record_clicks, send_of
 from gateway.experiments.tracking import Tracker
@@ -69,18 +69,13 @@ async def store_batch(
     # wait for it; two batches (which held ~60 % of the stripes each) no longer queue.
     # A withdrawal's address too, as the linker keys it: a customer being created with
     # it either commits before the lookup below or finds the suppression kept here.
-    # ``custom_plans``: the recipients' lookup below is ``email = ANY($1)`` with a
-    # thousand addresses; after five runs on a pooled connection Postgres may switch to a
-    # generic plan, which on a small customers table is a scan comparing every row with
-    # every address (59 ms a batch; a custom plan hashes the array: 0.3 ms).
     await lock_keys(
-        connection,
-        [*map(subject_key, every), *_withdrawal_keys(events, config)],
-        shared=True,
-        custom_plans=True,
+        connection, [*map(subject_key, every), *_withdrawal_keys(events, config)], shared=True
     )
-    blocked = await tombstones.blocked(connection, every) if every else set()
-    recipients = await _recipients(connection, {e.recipient for e in events if e.recipient})
+    # The lookups by a thousand addresses each, planned for them (gateway/db/bulk.py).
+    async with custom_plans(connection):
+        blocked = await tombstones.blocked(connection, every) if every else set()
+        recipients = await _recipients(connection, {e.recipient for e in events if e.recipient})
     result = StoredBatch()
     wanted: dict[str, int] = {}  # event id -> position of its first copy in the batch
     strangers: dict[str, str] = {}  # withdrawals of addresses nobody has: digest -> source

@@ -37,7 +37,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db.access_models import EmailSuppression
-from gateway.db.bulk import matching
+from gateway.db.bulk import custom_plans, matching
 from gateway.db.models import Consent, as_utc, utcnow
 from gateway.privacy.consent import Purpose, withdraw_many
 
@@ -91,20 +91,24 @@ class Suppressions:
         if not owners:
             return set()
         found: dict[uuid.UUID, tuple[datetime, str]] = {}
-        for clause in matching(connection, EmailSuppression.digest, owners):
-            rows = await connection.execute(
-                select(
-                    EmailSuppression.digest, EmailSuppression.recorded_at, EmailSuppression.source
-                ).where(clause)
-            )
-            for digest, recorded_at, source in rows:
-                for customer in owners[digest]:
-                    stated = (as_utc(recorded_at), source)
-                    found[customer] = max(found.get(customer, stated), stated)
-        if found:
-            for customer, stated_at in (await _statement_times(connection, found)).items():
-                if stated_at >= found[customer][0]:
-                    del found[customer]
+        # An import's batch asks about thousands of addresses: planned for them.
+        async with custom_plans(connection):
+            for clause in matching(connection, EmailSuppression.digest, owners):
+                rows = await connection.execute(
+                    select(
+                        EmailSuppression.digest,
+                        EmailSuppression.recorded_at,
+                        EmailSuppression.source,
+                    ).where(clause)
+                )
+                for digest, recorded_at, source in rows:
+                    for customer in owners[digest]:
+                        stated = (as_utc(recorded_at), source)
+                        found[customer] = max(found.get(customer, stated), stated)
+            if found:
+                for customer, stated_at in (await _statement_times(connection, found)).items():
+                    if stated_at >= found[customer][0]:
+                        del found[customer]
         if found:
             await withdraw_many(
                 connection,
