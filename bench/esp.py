@@ -12,6 +12,9 @@ stored path it bounds). Printed: events/s accepted, events stored vs sent (each 
 the replay stores nothing). The yardstick is the same number of batches for addresses
 nobody has (signature, parsing and the lookup, nothing written), on the same server;
 then the ratio. The issue's target: 5,000 events/s in batches of 1,000 on 2 cores.
+Also printed, for both: CPU seconds per 1,000 events of the gateway's processes and of
+the database's Postgres backends (from /proc), which a busy shared machine moves less
+than the wall clock.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import random
 import secrets
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -90,6 +94,44 @@ async def post_all(base: str, batches: list[list[dict[str, Any]]], in_flight: in
         return time.perf_counter() - started
 
 
+async def backends_cpu(url: str) -> dict[int, float]:
+    """CPU seconds so far of this database's Postgres client backends (the gateway's
+    pools; not an autovacuum worker analysing the seeded tables), by pid: a Postgres on
+    this machine only."""
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        rows = await connection.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await connection.close()
+    return _cpu_by_pid([row["pid"] for row in rows])
+
+
+def _cpu_by_pid(pids: list[int]) -> dict[int, float]:
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[int, float] = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        found[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return found
+
+
+def measured(
+    url: str, port: int, base: str, batches: list[list[dict[str, Any]]], in_flight: int
+) -> tuple[float, float, float]:
+    """Seconds to post ``batches``, and the CPU seconds the gateway and Postgres spent."""
+    app, database = harness.server_cpu_s(port), asyncio.run(backends_cpu(url))
+    seconds = asyncio.run(post_all(base, batches, in_flight))
+    app = harness.server_cpu_s(port) - app
+    after = asyncio.run(backends_cpu(url))
+    return seconds, app, sum(cpu - database.get(pid, 0.0) for pid, cpu in after.items())
+
+
 async def stored(url: str) -> int:
     connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
@@ -132,10 +174,11 @@ def main(argv: list[str] | None = None) -> None:
             for events_of_one in warm:  # one at a time, unmeasured
                 asyncio.run(post_all(base, [events_of_one], 1))
             warmed = asyncio.run(stored(url))
+            port = int(base.rsplit(":", 1)[1])
             unknown = [batch(strangers, args.size, rng) for _ in range(args.batches)]
-            yardstick = asyncio.run(post_all(base, unknown, args.in_flight))
+            yardstick, bare_app, bare_db = measured(url, port, base, unknown, args.in_flight)
             known = [batch(emails, args.size, rng) for _ in range(args.batches)]
-            seconds = asyncio.run(post_all(base, known, args.in_flight))
+            seconds, app, database = measured(url, port, base, known, args.in_flight)
             first = asyncio.run(stored(url)) - warmed
             replay = asyncio.run(post_all(base, known[:1], 1))
             after = asyncio.run(stored(url)) - warmed
@@ -148,6 +191,13 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     print(f"ratio stored / yardstick: {rate / bare:.2f}; vs the 5,000/s target: {rate / 5000:.2f}")
+    per = 1000 / events
+    print(
+        f"CPU s per 1,000 events: stored path app {app * per:.3f} + Postgres "
+        f"{database * per:.3f} = {(app + database) * per:.3f}; yardstick app "
+        f"{bare_app * per:.3f} + Postgres {bare_db * per:.3f} = "
+        f"{(bare_app + bare_db) * per:.3f}; ratio {(app + database) / (bare_app + bare_db):.2f}"
+    )
     load = os.getloadavg()
     print(f"load average after the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (2 cores)")
 

@@ -49,6 +49,14 @@ class WarehouseSettings(BaseSettings):
     retention_events_days: Annotated[int, Field(ge=1)] | None = Field(
         default=None, description="Remove events older than this; unset: keep them."
     )
+    # Longer than the longest conversion window (90 days): a list's clicks and the
+    # orders after them are attributed to it while it is still stored.
+    retention_impressions_days: Annotated[int, Field(ge=0)] = Field(
+        default=180,
+        description="Remove served recommendation lists (impressions) older than this; "
+        "longer than GATEWAY_CONVERSION_WINDOW_HOURS (an experiment's results count only "
+        "the lists still stored); 0: keep them.",
+    )
     retention_events_action: EventRetention = Field(
         default=EventRetention.DELETE,
         description="delete: old events go; anonymise: they are kept unlinked from any "
@@ -84,6 +92,14 @@ class WarehouseSettings(BaseSettings):
     def _retention_schedule(self) -> Self:
         if self.retention_in_serve and self.retention_interval_s is None:
             raise ValueError("GATEWAY_RETENTION_IN_SERVE needs GATEWAY_RETENTION_INTERVAL_S")
+        window = getattr(self, "conversion_window_hours", 0.0)
+        days = self.retention_impressions_days
+        if days and days * 24 <= window:
+            # Pruned sooner, a click's list (and an order's attribution) would be gone.
+            raise ValueError(
+                "GATEWAY_RETENTION_IMPRESSIONS_DAYS must be longer than "
+                "GATEWAY_CONVERSION_WINDOW_HOURS"
+            )
         return self
 
     def export_pseudonym_key(self) -> bytes:

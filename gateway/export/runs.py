@@ -73,7 +73,10 @@ class Runs:
     def rules(self) -> RetentionRules:
         s = self._settings
         return RetentionRules(
-            s.retention_consent_withdrawn_days, s.retention_events_days, s.retention_events_action
+            s.retention_consent_withdrawn_days,
+            s.retention_events_days,
+            s.retention_events_action,
+            s.retention_impressions_days,
         )
 
     async def export(

@@ -59,11 +59,12 @@ def run(
         settings.retention_consent_withdrawn_days,
         settings.retention_events_days,
         settings.retention_events_action,
+        settings.retention_impressions_days,
     )
-    if rules.consent_withdrawn_days is None and rules.events_days is None:
+    if not (rules.consent_withdrawn_days or rules.events_days or rules.impressions_days):
         click.echo(
             "no retention rules set (GATEWAY_RETENTION_CONSENT_WITHDRAWN_DAYS, "
-            "GATEWAY_RETENTION_EVENTS_DAYS): nothing to do"
+            "GATEWAY_RETENTION_EVENTS_DAYS, GATEWAY_RETENTION_IMPRESSIONS_DAYS): nothing to do"
         )
         return
 

@@ -9,7 +9,8 @@ copies dropped, and the audit log records it under the actor ``retention``.  Eve
 older than ``events_days`` are deleted, or, with ``anonymise``, kept without their
 customer, their properties or the identifier digests that tie them to a person; after
 each slice commits, the cached behaviour and stored answers of the customers whose events
-it touched are dropped.  Both
+it touched are dropped.  Served recommendation lists (impressions) older than
+``impressions_days`` are deleted (gateway/experiments/pruning.py).  All
 go in slices, each its own transaction, so a large backlog never holds locks for long;
 the export sees them as deletions.
 """
@@ -28,6 +29,7 @@ from gateway.db.access_models import EventSubject
 from gateway.db.locks import run_lock
 from gateway.db.models import Consent, Event, utcnow
 from gateway.errors import Conflict
+from gateway.experiments import pruning
 from gateway.observability import metrics
 from gateway.privacy.audit import Action, AuditLog
 from gateway.privacy.forgetting import Forgetting
@@ -43,6 +45,7 @@ class RetentionRules:
     consent_withdrawn_days: int | None = None
     events_days: int | None = None
     events_action: EventRetention = EventRetention.DELETE
+    impressions_days: int | None = None  # served lists; None (or 0): kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,7 @@ class RetentionReport:
     events: int  # deleted or anonymised (or would be)
     events_action: EventRetention
     tombstones: int
+    impressions: int = 0  # served lists deleted (or would be)
 
     def lines(self) -> list[str]:
         verb = "would " if self.dry_run else ""
@@ -61,6 +65,7 @@ class RetentionReport:
             f"customers: {self.customers} {verb + 'erase' if self.dry_run else 'erased'}"
             + ("" if self.dry_run else f" ({self.tombstones} tombstones)"),
             f"events: {self.events} {verb + action if self.dry_run else done}",
+            f"impressions: {self.impressions} {verb + 'delete' if self.dry_run else 'deleted'}",
             "dry run: nothing changed (run with --apply to do it)" if self.dry_run else "done",
         ]
 
@@ -146,12 +151,18 @@ class Retention:
         if self._rules.events_days is not None:
             cutoff = now - timedelta(days=self._rules.events_days)
             events = await (self._count(cutoff) if dry_run else self._remove(cutoff))
+        impressions = 0
+        if self._rules.impressions_days:
+            cutoff = now - timedelta(days=self._rules.impressions_days)
+            remove = pruning.count_old if dry_run else pruning.remove_old
+            impressions = await remove(self._sessions, cutoff)
         report = RetentionReport(
             dry_run,
             len(customers) if dry_run else erased,
             events,
             self._rules.events_action,
             tombstones,
+            impressions,
         )
         _record(report)
         return report
@@ -194,4 +205,5 @@ def _record(report: RetentionReport) -> None:
     dry = "true" if report.dry_run else "false"
     metrics.RETENTION_ROWS.labels("customers", "erase", dry).set(report.customers)
     metrics.RETENTION_ROWS.labels("events", report.events_action.value, dry).set(report.events)
+    metrics.RETENTION_ROWS.labels("impressions", "delete", dry).set(report.impressions)
     metrics.RETENTION_FINISHED.set(utcnow().timestamp())

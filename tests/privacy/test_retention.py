@@ -9,17 +9,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gateway.db.engine import create_sessionmaker
 from gateway.db.models import Consent, Customer, Event
+from gateway.db.recommendation_models import RecommendationImpression
 from gateway.export.service import Exporter
 from gateway.privacy.erasure import Erasure, Tombstones
 from gateway.privacy.forgetting import Forgetting
 from gateway.privacy.retention import Retention, RetentionRules
 from gateway.profiles.customers import CustomerStore
 from gateway.profiles.profile_cache import CachedCustomers
+from gateway.settings import SettingsError, load_settings
 from gateway.upstreams.cache import UpstreamCache, build_cache
 from gateway.upstreams.federation import Federation
 from gateway.upstreams.response_cache import id_tag
@@ -136,3 +138,66 @@ async def test_removing_old_events_drops_the_stored_answers_holding_their_custom
     assert report.events == 2
     assert (await answers.lookup(str(person.id))).hit is None
     assert (await answers.lookup(str(other.id))).hit is not None  # untouched: kept
+
+
+async def _served(
+    engine: AsyncEngine, customer: uuid.UUID, days_ago: float, experiment: str | None
+) -> str:
+    """A served list stored as the impression log writes one, ``days_ago`` old."""
+    list_id = uuid.uuid4().hex[:16]
+    async with engine.begin() as connection:
+        await connection.execute(
+            insert(RecommendationImpression).values(
+                list_id=list_id,
+                customer_id=customer,
+                served_at=datetime.now(UTC) - timedelta(days=days_ago),
+                surface="api",
+                strategy="popularity",
+                experiment=experiment,
+                variant="control" if experiment else None,
+                items=["p1", "p2"],
+            )
+        )
+    return list_id
+
+
+async def _lists(engine: AsyncEngine) -> set[str]:
+    async with engine.connect() as connection:
+        return set(await connection.scalars(select(RecommendationImpression.list_id)))
+
+
+async def test_served_lists_older_than_the_window_are_pruned(engine: AsyncEngine) -> None:
+    """Lists outside any experiment and in each experiment, past the window and within it;
+    a window of 0 keeps them all."""
+    person = await add_person(engine)
+    ages = {None: (200, 30), "homepage": (181, 179), "subject-line": (365, 0.01)}
+    old, recent = set(), set()
+    for experiment, (past, within) in ages.items():
+        old.add(await _served(engine, person.id, past, experiment))
+        recent.add(await _served(engine, person.id, within, experiment))
+    sessions = create_sessionmaker(engine)
+    kept = await Retention(sessions, _forgetting(sessions), RetentionRules(impressions_days=0)).run(
+        dry_run=False
+    )
+    assert kept.impressions == 0
+    assert old | recent <= await _lists(engine)
+
+    retention = Retention(sessions, _forgetting(sessions), RetentionRules(impressions_days=180))
+    dry = await retention.run()
+    assert dry.impressions == 3
+    assert "impressions: 3 would delete" in dry.lines()
+    assert old | recent <= await _lists(engine)
+
+    done = await retention.run(dry_run=False)
+    assert done.impressions == 3
+    left = await _lists(engine)
+    assert not old & left
+    assert recent <= left
+    assert (await retention.run(dry_run=False)).impressions == 0
+
+
+def test_the_impressions_window_is_longer_than_the_conversion_window() -> None:
+    assert load_settings().retention_impressions_days * 24 > load_settings().conversion_window_hours
+    with pytest.raises(SettingsError, match="IMPRESSIONS_DAYS must be longer"):
+        load_settings(retention_impressions_days=7, conversion_window_hours=24 * 7)
+    assert load_settings(retention_impressions_days=0).retention_impressions_days == 0  # kept

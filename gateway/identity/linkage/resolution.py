@@ -142,8 +142,9 @@ class Resolver:
         retry: RetryPolicy | None = DEFAULT_RETRY,
         suppressions: Suppressions | None = None,
     ) -> None:
-        # ``suppressions``: a customer created with an address that withdrew email
-        # marketing before anyone had it starts with that withdrawal.
+        # ``suppressions``: a customer given an address that withdrew email marketing
+        # before anyone had it (created with it, or a stored one taking it on) gets
+        # that withdrawal.
         self._suppressions = suppressions
         # ``retry`` None: the sessions join a caller's transaction (a savepoint of it),
         # and only the caller can run the whole unit of work again.
@@ -201,15 +202,16 @@ class Resolver:
         decisions = Linker(self._config, scorer).decide(list(records), state)
         await write_batch(connection, decisions, state, self._config, scorer.model.version)
         if self._suppressions is not None:
-            fresh = {d.customer_id for d in decisions if d.new_customer}
-            created = [
+            # Every customer the batch gives an address, created or stored (an email
+            # change, an import or a fold handing them one): a withdrawal kept for it
+            # reaches them; one they were given before is not recorded again.
+            acquired = [
                 (d.customer_id, email)
                 for d in decisions
-                if d.customer_id in fresh
                 for email in (d.record.values.get("email"), d.record.given_email)
                 if email
             ]
-            await self._suppressions.apply(connection, created)
+            await self._suppressions.apply(connection, acquired)
         return decisions
 
     async def link_one(self, data: Mapping[str, Any], source: str) -> Decision:

@@ -60,6 +60,10 @@ class RetentionRun:
     events: int = strawberry.field(description="Events deleted or anonymised.")
     events_action: str = strawberry.field(description="delete or anonymise.")
     tombstones: int
+    impressions: int = strawberry.field(
+        description="Served recommendation lists deleted (older than "
+        "GATEWAY_RETENTION_IMPRESSIONS_DAYS)."
+    )
 
 
 def _caller(info: GatewayInfo) -> Caller:
@@ -106,4 +110,5 @@ class RunMutation:
             events=report.events,
             events_action=report.events_action.value,
             tombstones=report.tombstones,
+            impressions=report.impressions,
         )

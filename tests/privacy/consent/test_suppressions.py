@@ -135,3 +135,99 @@ async def test_the_newest_withdrawal_of_an_address_is_kept(gw: httpx.AsyncClient
     created = await gql(gw, UPSERT, email=email)
     assert created["data"]["upsertCustomer"]["suppressed"] is True
     assert email_statement(await profile(gw, email))["source"] == "sendgrid:unsubscribe"
+
+
+GRANT = (
+    "mutation($id: ID!) { setConsent(customerId: $id, purpose: EMAIL_MARKETING, "
+    'granted: true, source: "signup") { recordedAt } }'
+)
+HISTORY = (
+    "query($email: String!) { customer(email: $email) { id "
+    "consentHistory(purpose: EMAIL_MARKETING) { granted source } } }"
+)
+
+
+async def shopify_customer(gw: httpx.AsyncClient, payload: dict[str, Any], topic: str) -> None:
+    response = await gw.post(**shopify_request(payload, topic=topic))
+    assert response.status_code == 200, response.text
+
+
+async def test_a_stored_customer_taking_on_an_unsubscribed_address_is_suppressed(
+    gw: httpx.AsyncClient,
+) -> None:
+    """An email change: the customer existed (subscribed) before the address unsubscribed,
+    and takes it on afterwards. Their cached profile must not keep them mailable."""
+    old = unique_email("before-change")
+    shop_id = external_id()
+    await shopify_customer(
+        gw, {"id": shop_id, "email": old, "first_name": "Cy"}, "customers/create"
+    )
+    customer_id = (await profile(gw, old))["id"]
+    assert "errors" not in await gql(gw, GRANT, id=customer_id)
+    assert (await profile(gw, old))["suppressed"] is False  # and now cached so
+
+    before = time.time()
+    new = await unsubscribed_stranger(gw)
+    after = time.time()
+    await shopify_customer(
+        gw, {"id": shop_id, "email": new, "first_name": "Cy"}, "customers/update"
+    )
+    found = await profile(gw, new)
+    assert found["id"] == customer_id  # the same customer, at their new address
+    assert found["suppressed"] is True
+    assert found["consent"]["emailMarketing"] is False
+    statement = email_statement(found)
+    assert (statement["source"], statement["granted"]) == ("sendgrid:unsubscribe", False)
+    assert before - 1 <= moment(statement["recordedAt"]) <= after + 1  # when it arrived
+
+    # The address seen again changes nothing: the withdrawal is in the history once.
+    await shopify_customer(
+        gw, {"id": shop_id, "email": new, "first_name": "Cyd"}, "customers/update"
+    )
+    history = (await gql(gw, HISTORY, email=new))["data"]["customer"]["consentHistory"]
+    assert [(h["granted"], h["source"]) for h in history] == [
+        (False, "sendgrid:unsubscribe"),
+        (True, "signup"),
+    ]
+
+
+async def test_an_import_giving_a_stored_customer_an_unsubscribed_address_suppresses_them(
+    gw: httpx.AsyncClient, database_url: str, tmp_path: Path
+) -> None:
+    old, crm_id = unique_email("imported-before"), external_id()
+    path = tmp_path / "people.csv"
+    engine = create_engine(database_url)
+    try:
+        tombstones = Tombstones.from_settings(load_settings(database_url=database_url))
+        sessions = create_sessionmaker(engine)
+        path.write_text(f"external_id,email,first_name\n{crm_id},{old},Dee\n")
+        assert (await import_file(sessions, path, "crm-import", tombstones=tombstones)).created == 1
+        customer_id = (await profile(gw, old))["id"]
+        assert "errors" not in await gql(gw, GRANT, id=customer_id)
+        assert (await profile(gw, old))["suppressed"] is False
+
+        reported = await unsubscribed_stranger(gw, "spamreport")
+        path.write_text(f"external_id,email,first_name\n{crm_id},{reported},Dee\n")
+        summary = await import_file(sessions, path, "crm-import", tombstones=tombstones)
+    finally:
+        await engine.dispose()
+    assert summary.created == 0
+    found = await profile(gw, reported)
+    assert found["id"] == customer_id
+    assert found["suppressed"] is True
+    assert email_statement(found)["source"] == "sendgrid:spamreport"
+
+
+async def test_an_opt_in_newer_than_the_withdrawal_stands_when_the_address_is_taken_on(
+    gw: httpx.AsyncClient,
+) -> None:
+    """The newest-statement rule, as for a customer created with the address: an opt-in
+    made after the address unsubscribed outranks that withdrawal."""
+    new = await unsubscribed_stranger(gw)
+    old, shop_id = unique_email("opted-in"), external_id()
+    await shopify_customer(gw, {"id": shop_id, "email": old}, "customers/create")
+    assert "errors" not in await gql(gw, OPT_IN, id=(await profile(gw, old))["id"])
+    await shopify_customer(gw, {"id": shop_id, "email": new}, "customers/update")
+    found = await profile(gw, new)
+    assert found["suppressed"] is False
+    assert email_statement(found)["source"] == "preference-centre"
