@@ -7,7 +7,7 @@ thousands costs a handful of round trips whatever the planner's statistics say.
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
@@ -118,7 +118,7 @@ async def load_state(
                 state.customer_emails.setdefault(customer_id, set()).add(folded)
 
     await _load_candidates(connection, blocks, owner_of, state)
-    _refine(records, state)
+    _refine(records, state, config.max_block_candidates)
     for identity_id, *values in await _match_rows(
         connection, (identity_id for identity_id, _ in state.identities.values())
     ):
@@ -175,16 +175,23 @@ async def _load_never(connection: AsyncConnection, state: KnownState) -> None:
 _POSTCODE, _CITY = FIELDS.index("postcode"), FIELDS.index("city")
 
 
-def _refine(records: Sequence[PreparedRecord], state: KnownState) -> None:
+def _refine(records: Sequence[PreparedRecord], state: KnownState, limit: int) -> None:
     """The blocks of the batch's birth-date refinements (not stored: ``PreparedRecord.
     refinements``), found among the members of the birth-date blocks they narrow, in
-    that block's order; each such block is indexed once, by postcode and phonetic town."""
+    that block's order; each such block is indexed once, by postcode and phonetic town.
+
+    Only for a birth date whose block may be too big to compare (over ``limit`` with
+    the batch's own records of that date): while it is not, the linker compares all of
+    it, and a refinement, a part of it, would bring no one new."""
+    dates = Counter(record.date_of_birth for record in records if record.date_of_birth)
     indexes: dict[int, dict[tuple[str, str], list[Candidate]]] = {}
     for record in records:
         for key, date, kind, value in record.refinements:
             members = state.blocks.get(date)
             if not members or key in state.blocks:
                 continue
+            if len(members) + dates[record.date_of_birth or ""] <= limit:
+                break  # the same birth date: the other refinement too
             index = indexes.get(date)
             if index is None:
                 index = indexes[date] = {}
