@@ -124,18 +124,21 @@ class PreparedRecord:
                 keys.append(f"nc:{code}:{city}")
         if len(codes) == 2:
             keys.append(f"nn:{':'.join(sorted(codes))}")
+        hashes = [block_hash(key) for key in keys]
         refinements: list[Refinement] = []
         if self.date_of_birth:
             date = block_hash(f"d:{self.date_of_birth}")
-            keys.append(f"d:{self.date_of_birth}")
+            hashes.append(date)
             if self.postcode:
                 key = block_hash(f"dp:{self.date_of_birth}:{self.postcode}")
                 refinements.append((key, date, "postcode", self.postcode))
             if city:
                 key = block_hash(f"dc:{self.date_of_birth}:{city}")
                 refinements.append((key, date, "city", city))
-        stored = tuple(dict.fromkeys(block_hash(key) for key in keys))
-        every = tuple(dict.fromkeys((*stored, *(key for key, *_ in refinements))))
+        stored = tuple(dict.fromkeys(hashes))
+        every = stored
+        if refinements:
+            every = tuple(dict.fromkeys((*stored, *(key for key, *_ in refinements))))
         return every, stored, tuple(refinements)
 
     def compared(self) -> tuple[str | None, ...]:
