@@ -16,7 +16,10 @@ answers: an upper bound for Splink).
 
 Then the import's throughput, with the model already trained, on FEBRL 4 (10,000
 records) against a yardstick measured in the same run: a plain COPY of the same rows
-into a table of their own in the same database.  Run it ``nice``'d on a shared machine.
+into a table of their own in the same database; beside it the CPU both sides spent a
+record, and the wall clock minus the time the import's thread and its backends waited
+for a CPU (read from ``/proc/*/schedstat``): near what an idle machine would take.  Run
+it ``nice``'d on a shared machine.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +196,28 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _queued_seconds(path: str) -> float:
+    """Time a task spent runnable but waiting for a CPU so far (``schedstat``; 0 when it
+    cannot be read)."""
+    try:
+        return int(Path(path).read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _main_thread_queued() -> float:
+    return _queued_seconds(f"/proc/self/task/{threading.main_thread().native_id}/schedstat")
+
+
+async def _backends_queued(raw: Any) -> dict[int, float]:
+    """``_queued_seconds`` of this database's other backends, by pid."""
+    pids = await raw.fetch(
+        "SELECT pid FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    return {row["pid"]: _queued_seconds(f"/proc/{row['pid']}/schedstat") for row in pids}
+
+
 async def _backends_cpu(raw: Any) -> dict[int, float]:
     """CPU so far of this database's other backends (the import's pool), by pid: a
     Postgres on this machine only."""
@@ -209,6 +235,10 @@ class Throughput:
     records: int
     gateway_cpu: float  # CPU seconds of this process during the import
     postgres_cpu: float  # CPU seconds of the database's backends during the import
+    # Seconds the import's thread and the backends waited for a CPU (run queue): on a
+    # shared machine the wall clock minus these is near what an idle one would take.
+    queued: float
+    seconds: float  # the import's wall clock
 
 
 def _trained(labelled: LabelledSet) -> LinkageModel:
@@ -230,11 +260,15 @@ async def _throughput(url: str, labelled: LabelledSet, model: LinkageModel) -> T
             path = Path(tmp) / "all.csv"
             write_csv(rows, path)
             before = await _backends_cpu(raw)
+            waited, queued_before = _main_thread_queued(), await _backends_queued(raw)
             cpu = time.process_time()
             summary = await import_file(sessions, path, "bench")
             gateway_cpu = time.process_time() - cpu
+            waited = _main_thread_queued() - waited
+            queued_after = await _backends_queued(raw)
             after = await _backends_cpu(raw)
         postgres_cpu = sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+        waited += sum(s - queued_before.get(pid, 0.0) for pid, s in queued_after.items())
     except BaseException:
         await raw.close()
         raise
@@ -252,7 +286,13 @@ async def _throughput(url: str, labelled: LabelledSet, model: LinkageModel) -> T
     finally:
         await raw.close()
     return Throughput(
-        summary.records_per_second, len(rows) / copy_s, summary.read, gateway_cpu, postgres_cpu
+        summary.records_per_second,
+        len(rows) / copy_s,
+        summary.read,
+        gateway_cpu,
+        postgres_cpu,
+        waited,
+        summary.seconds,
     )
 
 
@@ -316,7 +356,10 @@ def main() -> None:
                 f"\n  CPU: gateway {measured.gateway_cpu:.2f} s + Postgres "
                 f"{measured.postgres_cpu:.2f} s = {count / cpu:,.0f} records per CPU-second (the"
                 " rate with both on one core of their own, one waiting while the other works;"
-                f" load {os.getloadavg()[0]:.1f})",
+                f" load {os.getloadavg()[0]:.1f})"
+                f"\n  waiting for a CPU: {measured.queued:.2f} s of the {measured.seconds:.2f} s;"
+                f" without it {count / max(measured.seconds - measured.queued, 1e-9):,.0f}"
+                " records/s (roughly the rate on an idle machine)",
                 flush=True,
             )
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from gateway.db.models import as_utc
 from gateway.identity.config import IdentityConfig
@@ -18,8 +18,10 @@ GOLDEN_FIELDS = ("email", "phone", "first_name", "last_name")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-@dataclass(frozen=True, slots=True)
-class Observation:
+class Observation(NamedTuple):
+    """A named tuple: an import makes tens of thousands, and a frozen dataclass's
+    ``__init__`` sets each field through ``object.__setattr__``."""
+
     name: str
     value: str
     source: str

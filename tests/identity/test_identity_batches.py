@@ -4,6 +4,7 @@ wrote (its block keys, stored records, owners and observations), on SQLite and P
 from __future__ import annotations
 
 import csv
+import random
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,8 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.bulk import insert_rows, rows_where_in
 from gateway.db.engine import create_engine, create_sessionmaker
-from gateway.db.identity_models import IdentityLink
+from gateway.db.identity_models import IdentityLink, IdentityReview
 from gateway.db.models import Attribute, Customer, Identity, utcnow
+from gateway.identity.config import IdentityConfig
 from gateway.identity.observations import ObservationRow, insert_split_observations
 from gateway.ingest.importer import import_file
 from tests.identity.test_identity_db import person, surname
@@ -224,3 +226,82 @@ async def test_a_second_source_for_many_stored_customers_stores_each_observation
             ("city", f"shop{tag}", 300),
         ]
     )
+
+
+async def test_a_record_whose_names_both_changed_meets_its_birth_date_and_postcode_or_town(
+    sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    """The birth date's block is too big to compare (more than ``max_block_candidates``):
+    only the birth date with the postcode, or with the town, brings a record whose names
+    both changed to the stored one it may be.  Those narrower blocks are not stored but
+    found among the birth date's members; each newcomer must still be put to a person
+    against Beatrix, the one stored record it shares them with."""
+    config = IdentityConfig(max_block_candidates=3)
+    rng = random.Random()
+    dob = f"19{rng.randint(0, 19):02d}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+    codes = iter(rng.sample(range(1000, 9999), 6))
+    town = "Zyxbridge" + uuid.uuid4().hex[:6]
+    beatrix = person(
+        first_name="Beatrix",
+        last_name="Whitcombe",
+        date_of_birth=dob,
+        address="17 Larkspur Avenue",
+        city=town,
+        postcode=str(next(codes)),
+    )
+    others = [
+        person(
+            first_name=first,
+            last_name=last,
+            date_of_birth=dob,
+            address=f"{n} Elsewhere Road",
+            city=f"Other{uuid.uuid4().hex[:6]}",
+            postcode=str(next(codes)),
+        )
+        for n, (first, last) in enumerate(
+            [("Delia", "Fontaine"), ("Gustav", "Merriweather"), ("Ines", "Tolliver")]
+        )
+    ]
+    stored_path, later_path = tmp_path / "stored.csv", tmp_path / "later.csv"
+    _write(stored_path, [beatrix, *others])
+    same_postcode = {
+        **beatrix,
+        "external_id": uuid.uuid4().hex,
+        "first_name": "Osvaldo",
+        "last_name": "Kranich",
+        "city": f"Other{uuid.uuid4().hex[:6]}",
+    }
+    same_town = {
+        **beatrix,
+        "external_id": uuid.uuid4().hex,
+        "first_name": "Ulrike",
+        "last_name": "Pangborn",
+        "postcode": str(next(codes)),
+    }
+    _write(later_path, [same_postcode, same_town])
+    source = "narrow-" + uuid.uuid4().hex[:8]
+    await import_file(sessions, stored_path, source, config=config)
+
+    await import_file(sessions, later_path, source, config=config)
+
+    async with sessions() as session:
+        owners = dict(
+            (
+                await session.execute(
+                    select(Identity.external_id, Identity.customer_id).where(
+                        Identity.source == source
+                    )
+                )
+            ).all()
+        )
+        for newcomer in (same_postcode, same_town):
+            candidates = (
+                await session.scalars(
+                    select(IdentityReview.candidate_customer_id)
+                    .join(Identity, Identity.id == IdentityReview.identity_id)
+                    .where(
+                        Identity.source == source, Identity.external_id == newcomer["external_id"]
+                    )
+                )
+            ).all()
+            assert candidates == [owners[beatrix["external_id"]]], newcomer["first_name"]

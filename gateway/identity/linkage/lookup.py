@@ -7,7 +7,7 @@ thousands costs a handful of round trips whatever the planner's statistics say.
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
@@ -19,8 +19,8 @@ from gateway.db.identity_models import IdentityBlockKey, IdentityNeverLink, Iden
 from gateway.db.models import Customer, Identity
 from gateway.identity.config import IdentityConfig
 from gateway.identity.linkage.linker import Candidate, KnownState
-from gateway.identity.records import RECORD_FIELDS, PreparedRecord
-from gateway.identity.scoring.comparison import Comparable, comparable
+from gateway.identity.records import RECORD_FIELDS, PreparedRecord, refinement_value
+from gateway.identity.scoring.comparison import FIELDS, Comparable, comparable
 from gateway.identity.values import email_parts
 
 # A record's fields as ``identity_records`` stores them for matching: the e-mail by its key.
@@ -77,7 +77,7 @@ async def load_state(
             ).where(clause)
         )
         phones += [(identity_id, phone, key) for identity_id, phone, key in found if phone]
-    wanted = {key for record in records for key in record.block_keys()}
+    wanted = {key for record in records for key in record.stored_block_keys()}
     blocks = await rows_where_in(
         connection,
         (IdentityBlockKey.key_hash, IdentityBlockKey.identity_id),
@@ -118,6 +118,7 @@ async def load_state(
                 state.customer_emails.setdefault(customer_id, set()).add(folded)
 
     await _load_candidates(connection, blocks, owner_of, state)
+    _refine(records, state, config.max_block_candidates)
     for identity_id, *values in await _match_rows(
         connection, (identity_id for identity_id, _ in state.identities.values())
     ):
@@ -169,6 +170,40 @@ async def _load_never(connection: AsyncConnection, state: KnownState) -> None:
                 )
             )
             state.never.update((a, b) for a, b in rows)
+
+
+_POSTCODE, _CITY = FIELDS.index("postcode"), FIELDS.index("city")
+
+
+def _refine(records: Sequence[PreparedRecord], state: KnownState, limit: int) -> None:
+    """The blocks of the batch's birth-date refinements (not stored: ``PreparedRecord.
+    refinements``), found among the members of the birth-date blocks they narrow, in
+    that block's order; each such block is indexed once, by postcode and phonetic town.
+
+    Only for a birth date whose block may be too big to compare (over ``limit`` with
+    the batch's own records of that date): while it is not, the linker compares all of
+    it, and a refinement, a part of it, would bring no one new."""
+    dates = Counter(record.date_of_birth for record in records if record.date_of_birth)
+    indexes: dict[int, dict[tuple[str, str], list[Candidate]]] = {}
+    for record in records:
+        for key, date, kind, value in record.refinements:
+            members = state.blocks.get(date)
+            if not members or key in state.blocks:
+                continue
+            if len(members) + dates[record.date_of_birth or ""] <= limit:
+                break  # the same birth date: the other refinement too
+            index = indexes.get(date)
+            if index is None:
+                index = indexes[date] = {}
+                for candidate in members:
+                    postcode, city = candidate.fields[_POSTCODE], candidate.fields[_CITY]
+                    for part in ("postcode", "city"):
+                        shared = refinement_value(part, postcode, city)
+                        if shared:
+                            index.setdefault((part, shared), []).append(candidate)
+            found = index.get((kind, value))
+            if found:
+                state.blocks[key] = found
 
 
 async def _owners(connection: AsyncConnection, identity_ids: set[int]) -> dict[int, uuid.UUID]:

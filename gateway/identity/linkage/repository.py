@@ -226,7 +226,7 @@ def _overlay(earlier: PreparedRecord, record: PreparedRecord) -> PreparedRecord:
     merged = replace(
         record, **{name: getattr(record, name) or getattr(earlier, name) for name in MATCH_COLUMNS}
     )
-    merged.blocks = merged._block_keys()
+    merged.index_keys()
     return merged
 
 
@@ -265,7 +265,7 @@ async def _write_records(
         )
         for identity_id, r in latest.items()
     ]
-    keys = [(identity_id, key) for identity_id, r in latest.items() for key in r.block_keys()]
+    keys = [(i, key) for i, r in latest.items() for key in r.stored_block_keys()]
 
     async def copy() -> None:
         columns = ("identity_id", *MATCH_COLUMNS, "observed_at")
