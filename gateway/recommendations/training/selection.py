@@ -34,13 +34,13 @@ from gateway.recommendations.model import ModelParams, build_matrix
 from gateway.recommendations.training.families import Blend, Fitted, TrainingData, fit
 from gateway.recommendations.training.metrics import Split, describe_split
 from gateway.recommendations.training.search import (
-    EASE_COARSE,
     KNN_COARSE,
     VALIDATION_USERS,
     Validation,
     make_fold,
     search_als,
     search_blend,
+    search_ease,
     search_log,
 )
 from gateway.recommendations.training.trials import Setting, Trial, paired_gain
@@ -173,12 +173,7 @@ def select(
             key=lambda x: v.run(Setting.of("knn", neighbours=50, weighting="cosine", input=x)).key,
         )
     if "ease" in wanted:
-        if first.n_items > first.ease_max_items:
-            notes.append(
-                f"EASE modelled the {first.ease_max_items:,} most popular of "
-                f"{first.n_items:,} items (its items x items inverse grows with their square)"
-            )
-        search_log(v, lambda x: Setting.of("ease", l2=x, input=view), EASE_COARSE)
+        notes += search_ease(v, view)
     if "knn" in wanted:
         for weighting in ("cosine", "bm25"):
 
