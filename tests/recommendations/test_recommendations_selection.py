@@ -16,13 +16,9 @@ from threadpoolctl import threadpool_info
 from gateway.recommendations.interactions import Interaction
 from gateway.recommendations.model import ModelParams, build_matrix
 from gateway.recommendations.training.builder import compute
+from gateway.recommendations.training.ease import ease_weights
 from gateway.recommendations.training.evaluation import evaluate
-from gateway.recommendations.training.families import (
-    TrainingData,
-    ease_weights,
-    fit,
-    thread_limits,
-)
+from gateway.recommendations.training.families import TrainingData, fit, thread_limits
 from gateway.recommendations.training.history import History
 from gateway.recommendations.training.metrics import Split
 from gateway.recommendations.training.search import Validation, make_fold, search_ease
@@ -183,7 +179,7 @@ def test_ease_weights_are_the_closed_form() -> None:
     rng = np.random.default_rng(3)
     for size, dtype in ((40, np.float64), (1200, np.float32)):
         x = (rng.random((300, size)) < 0.05).astype(dtype)
-        gram = x.T @ x
+        gram = np.asarray(x.T.dot(x))
         found = ease_weights(gram, 20.0)
         inverse = np.linalg.inv(gram.astype(np.float64) + 20.0 * np.eye(size))
         expected = inverse / -np.diag(inverse)[None, :]

@@ -35,7 +35,8 @@ def ease_weights(gram: npt.NDArray[Any], l2: float) -> npt.NDArray[Any]:
     diagonal = np.diag(inverse).copy()
     inverse /= -diagonal[None, :]
     inverse[np.diag_indices_from(inverse)] = 0.0
-    return inverse
+    found: npt.NDArray[Any] = inverse
+    return found
 
 
 def _mirror_upper(square: npt.NDArray[Any], block: int = 1024) -> None:
