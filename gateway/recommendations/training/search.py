@@ -38,6 +38,11 @@ _BLENDED = ("knn", "ease", "als")
 _BLEND_SHARES = (0.2, 0.35, 0.5, 0.65, 0.8)  # the stronger member's share in a pair
 EASE_COARSE = (3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
 KNN_COARSE = (5.0, 20.0, 80.0, 320.0, 1280.0)
+# Item-kNN keeps items x K similarities (12 bytes each, and implicit's own copy while
+# it fits): K is capped so that this stays under 10 million cells, 1,100 neighbours
+# at 9,066 items, where the grid's extension to 5,120 took the eval's peak to 2 GB
+# (the model kNN lost to there was not kNN at all).
+KNN_MAX_CELLS = 10_000_000
 # ALS: what matters most is the regularisation against the confidence given to what
 # was seen (alpha), so the two are searched together, as a ratio, before the factors.
 _ALS_ALPHAS = (1.0, 3.0, 10.0, 30.0)

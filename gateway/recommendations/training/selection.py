@@ -35,6 +35,7 @@ from gateway.recommendations.training.families import Blend, Fitted, TrainingDat
 from gateway.recommendations.training.metrics import Split, describe_split
 from gateway.recommendations.training.search import (
     KNN_COARSE,
+    KNN_MAX_CELLS,
     VALIDATION_USERS,
     Validation,
     make_fold,
@@ -178,7 +179,8 @@ def select(
         for weighting in ("cosine", "bm25"):
 
             def knn(x: float, weighting: str = weighting) -> Setting:
-                neighbours = min(round(x), first.n_items)
+                most = max(1, min(first.n_items, KNN_MAX_CELLS // max(first.n_items, 1)))
+                neighbours = min(round(x), most)
                 return Setting.of("knn", neighbours=neighbours, weighting=weighting, input=view)
 
             search_log(v, knn, KNN_COARSE)
