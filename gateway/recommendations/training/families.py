@@ -18,13 +18,14 @@ standardised per user and mixed.
 Memory and time: EASE inverts a dense items x items matrix in place (Cholesky, float32
 past 1,000 items): its Gram matrix, kept for the ridges tried, and one working copy
 that becomes the weights, 8 bytes x items^2 in all, and about items^3 operations per
-ridge (0.07 GB and 0.3 s CPU at 3,000 items; 0.66 GB and 9 s at 9,066; 1.8 GB and
-40 s at 15,000). So it models at most ``EASE_MAX_ITEMS`` items: beyond that, the most
-popular ones (where most of any top ten comes from), and ranks the rest last; its
-ridge is searched on the ``EASE_SEARCH_ITEMS`` most popular and only refined on all it
-models (``selection``). The other families' memory grows with the interactions and
-with items x factors (ALS) or items x K (kNN) only, so on a long catalogue validation
-picks ALS or kNN, or a blend in which they rank the long tail.
+ridge (0.07 GB and 0.3 s CPU at 3,000 items; 0.66 GB and 9 s at 9,066; 1.8 GB and,
+by the cube, 40 s at 15,000). So it models at most ``EASE_MAX_ITEMS`` items: beyond
+that, the most popular ones (where most of any top ten comes from), and ranks the
+rest last; its ridge is searched on the ``EASE_SEARCH_ITEMS`` most popular and only
+refined on all it models (``search.search_ease``). The other families' memory grows
+with the interactions and with items x factors (ALS) or items x K (kNN, K capped)
+only, so on a long catalogue validation picks ALS or kNN, or a blend in which they
+rank the long tail.
 """
 
 from __future__ import annotations
