@@ -186,6 +186,11 @@ def test_ease_weights_are_the_closed_form() -> None:
         np.fill_diagonal(expected, 0.0)
         assert found.dtype == dtype
         assert np.allclose(found, expected, atol=1e-5)
+        # A single fit may give up its Gram matrix: the same weights, in its memory.
+        spent = gram.copy()
+        in_place = ease_weights(spent, 20.0, overwrite=True)
+        assert np.shares_memory(in_place, spent)
+        assert np.allclose(in_place, expected, atol=1e-5)
 
 
 def test_thread_limits_cap_blas_for_the_fit() -> None:

@@ -139,7 +139,9 @@ def _compute(
 ) -> ModelRows:
     interactions = history.interactions
     matrix = build_matrix(interactions, params)
-    data = TrainingData(matrix, dict(categories), params, threads=threads, seed=_SEED)
+    data = TrainingData(
+        matrix, dict(categories), params, threads=threads, seed=_SEED, keep_grams=False
+    )
     # A shop predicts what comes next: validate on each customer's latest interactions.
     selection = select(
         interactions,

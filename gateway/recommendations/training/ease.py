@@ -16,18 +16,23 @@ import numpy.typing as npt
 __all__ = ["ease_weights"]
 
 
-def ease_weights(gram: npt.NDArray[Any], l2: float) -> npt.NDArray[Any]:
-    """EASE's items x items weights for ridge ``l2``, in the dtype of ``gram`` (which is
-    left as it was: a search reuses it for every ridge)."""
+def ease_weights(gram: npt.NDArray[Any], l2: float, overwrite: bool = False) -> npt.NDArray[Any]:
+    """EASE's items x items weights for ridge ``l2``, in the dtype of ``gram``. ``gram``
+    is left as it was (a search reuses it for every ridge) unless ``overwrite``: a
+    single fit then needs no second items x items array at all."""
     from scipy.linalg import lapack
 
-    work = np.array(gram, order="F", copy=True)
+    # The Gram matrix is symmetric: its transpose is the Fortran-ordered array LAPACK
+    # overwrites in place.
+    work = gram.T if overwrite and gram.T.flags.f_contiguous else np.array(gram, order="F")
     work[np.diag_indices_from(work)] += l2
     single = work.dtype == np.float32
     potrf, potri = (lapack.spotrf, lapack.spotri) if single else (lapack.dpotrf, lapack.dpotri)
     factor, info = potrf(work, lower=False, overwrite_a=True, clean=False)
     if info == 0:
         inverse, info = potri(factor, lower=False, overwrite_c=True)
+    if info != 0 and work is gram.T:
+        raise np.linalg.LinAlgError(f"EASE: the Gram matrix + {l2:g} I is not positive definite")
     if info != 0:  # not positive definite (a ridge of 0): the general inverse
         inverse = np.asarray(np.linalg.inv(gram + l2 * np.eye(len(gram), dtype=gram.dtype)))
     else:

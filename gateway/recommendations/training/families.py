@@ -87,6 +87,9 @@ class TrainingData:
     seed: int = 42
     ease_max_items: int = EASE_MAX_ITEMS
     ease_search_items: int = EASE_SEARCH_ITEMS
+    # A search keeps each Gram matrix for every ridge it tries; a final fit (one ridge)
+    # does not, and lets EASE overwrite it: one items x items array instead of three.
+    keep_grams: bool = True
 
     @property
     def n_items(self) -> int:
@@ -135,11 +138,14 @@ class TrainingData:
         (float32 past 1,000 items: half the memory and time of the inverse, and rankings
         do not need more)."""
         key = ("binary" if self.is_binary else view, len(items))
-        if key not in self._grams:
-            x = self.view(key[0])[:, items]
-            dtype = np.float64 if len(items) <= 1000 else np.float32
-            self._grams[key] = np.asarray((x.T @ x).toarray(), dtype=dtype)
-        return self._grams[key]
+        if key in self._grams:
+            return self._grams[key]
+        x = self.view(key[0])[:, items]
+        dtype = np.float64 if len(items) <= 1000 else np.float32
+        found = np.asarray((x.T @ x).toarray(), dtype=dtype)
+        if self.keep_grams:
+            self._grams[key] = found
+        return found
 
     def forget_grams(self) -> None:
         """Drop the Gram matrices (the largest thing a search keeps) once EASE is done."""
@@ -326,7 +332,9 @@ def _fit_ease(params: Params, data: TrainingData) -> Fitted:
     view = str(params.get("input", "binary"))
     limit = params.get("items")
     modelled = data.ease_items(int(limit) if limit is not None else None)
-    weights = ease_weights(data.gram(view, modelled), float(params["l2"]))
+    gram = data.gram(view, modelled)
+    weights = ease_weights(gram, float(params["l2"]), overwrite=not data.keep_grams)
+    del gram
     if len(modelled) == data.n_items:
         return ItemWeights(data, weights, view, "ease", dict(params))
     return PartialItemWeights(data, weights, view, "ease", dict(params), modelled)

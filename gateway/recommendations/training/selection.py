@@ -145,7 +145,9 @@ def select(
         selection = Selection(nothing, [], {}, [], describe_split(how, 0), 0, k)
         selection.note = "too little history to validate anything (fewer than 2 users)"
         if refit:
-            whole = TrainingData(build_matrix(interactions, params, items=items), seed=seed)
+            whole = TrainingData(
+                build_matrix(interactions, params, items=items), seed=seed, keep_grams=False
+            )
             selection.fitted = fit_setting(nothing, whole)
         return selection
     allowed = set(families)  # what may be served
@@ -226,6 +228,7 @@ def select(
             params,
             threads=threads,
             seed=seed,
+            keep_grams=False,
         )
         started = time.perf_counter()
         selection.fitted = fit_setting(selection.chosen, whole)
