@@ -16,16 +16,16 @@ neighbourhoods (cosine or BM25 weighted); and ``blend``, fitted candidates' scor
 standardised per user and mixed.
 
 Memory and time: EASE inverts a dense items x items matrix in place (Cholesky, float32
-past 1,000 items): its Gram matrix, kept for the ridges tried, and one working copy
-that becomes the weights, 8 bytes x items^2 in all, and about items^3 operations per
-ridge (0.07 GB and 0.3 s CPU at 3,000 items; 0.66 GB and 9 s at 9,066; 1.8 GB and,
-by the cube, 40 s at 15,000). So it models at most ``EASE_MAX_ITEMS`` items: beyond
-that, the most popular ones (where most of any top ten comes from), and ranks the
-rest last; its ridge is searched on the ``EASE_SEARCH_ITEMS`` most popular and only
-refined on all it models (``search.search_ease``). The other families' memory grows
-with the interactions and with items x factors (ALS) or items x K (kNN, K capped)
-only, so on a long catalogue validation picks ALS or kNN, or a blend in which they
-rank the long tail.
+past 1,000 items): past ``EASE_SEARCH_ITEMS`` its Gram matrix is computed for each fit
+and overwritten by it, 4 bytes x items^2 (below, kept for the ridges tried, 8), and
+about items^3 operations per ridge (0.04 GB and 0.3 s CPU at 3,000 items; 0.33 GB and
+9 s at 9,066; 0.9 GB and, by the cube, 40 s at 15,000). So it models at most
+``EASE_MAX_ITEMS`` items: beyond that, the most popular ones (where most of any top
+ten comes from), and ranks the rest last; its ridge is searched on the
+``EASE_SEARCH_ITEMS`` most popular and only refined on all it models
+(``search.search_ease``). The other families' memory grows with the interactions and
+with items x factors (ALS) or items x K (kNN, K capped) only, so on a long catalogue
+validation picks ALS or kNN, or a blend in which they rank the long tail.
 """
 
 from __future__ import annotations
@@ -87,9 +87,14 @@ class TrainingData:
     seed: int = 42
     ease_max_items: int = EASE_MAX_ITEMS
     ease_search_items: int = EASE_SEARCH_ITEMS
-    # A search keeps each Gram matrix for every ridge it tries; a final fit (one ridge)
-    # does not, and lets EASE overwrite it: one items x items array instead of three.
+    # A search keeps each Gram matrix of up to ``ease_search_items`` for every ridge it
+    # tries (cheap to keep, and its grid has ten). Larger ones, and any in a final fit,
+    # are computed for each fit and overwritten by it: one items x items array instead
+    # of two (a sparse X'X costs a second; the inverse ten at 9,066 items).
     keep_grams: bool = True
+
+    def keeps_gram(self, items: int) -> bool:
+        return self.keep_grams and items <= self.ease_search_items
 
     @property
     def n_items(self) -> int:
@@ -143,7 +148,7 @@ class TrainingData:
         x = self.view(key[0])[:, items]
         dtype = np.float64 if len(items) <= 1000 else np.float32
         found = np.asarray((x.T @ x).toarray(), dtype=dtype)
-        if self.keep_grams:
+        if self.keeps_gram(len(items)):
             self._grams[key] = found
         return found
 
@@ -333,7 +338,7 @@ def _fit_ease(params: Params, data: TrainingData) -> Fitted:
     limit = params.get("items")
     modelled = data.ease_items(int(limit) if limit is not None else None)
     gram = data.gram(view, modelled)
-    weights = ease_weights(gram, float(params["l2"]), overwrite=not data.keep_grams)
+    weights = ease_weights(gram, float(params["l2"]), overwrite=not data.keeps_gram(len(modelled)))
     del gram
     if len(modelled) == data.n_items:
         return ItemWeights(data, weights, view, "ease", dict(params))
