@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -198,6 +199,7 @@ def eval_(
     item-kNN, the item-to-item model and the selected model, side by side on held-out
     data. Every model's settings are chosen on the training data only."""
     from gateway.recommendations.model import ModelParams
+    from gateway.recommendations.training.builder import peak_rss_mb
     from gateway.recommendations.training.datasets import (
         DatasetError,
         movielens_100k,
@@ -227,8 +229,13 @@ def eval_(
         for title, read in sources:
             if min_rating is not None:
                 title = f"{title}, ratings >= {min_rating:g}"
+            started = time.process_time()
             report = evaluate(read(), files_params, how=how, seed=seed, k=k, threads=threads)
             print_report(title, report, trials)
+            click.echo(
+                f"  CPU {time.process_time() - started:.1f} s; peak memory (RSS) of the "
+                f"process so far {peak_rss_mb():,.0f} MB"
+            )
     except DatasetError as exc:
         click.echo(f"gateway: {exc}", err=True)
         sys.exit(1)

@@ -123,6 +123,8 @@ def test_cli_evaluates_an_interactions_file(tmp_path: Path) -> None:
     assert selected > popular
     assert all(0.0 <= float(table["selected"][n]) <= 1.0 for n in (1, 2, 3, 4))
     assert any(line.startswith("  why: ") for line in lines)
+    # What the evaluation cost, so an operator can size the machine for a build.
+    assert any("peak memory (RSS)" in line and " MB" in line for line in lines)
 
 
 def test_cli_applies_min_rating_and_split_to_every_data_set(tmp_path: Path) -> None:

@@ -16,11 +16,12 @@ from threadpoolctl import threadpool_info
 from gateway.recommendations.interactions import Interaction
 from gateway.recommendations.model import ModelParams, build_matrix
 from gateway.recommendations.training.builder import compute
+from gateway.recommendations.training.ease import ease_weights
 from gateway.recommendations.training.evaluation import evaluate
 from gateway.recommendations.training.families import TrainingData, fit, thread_limits
 from gateway.recommendations.training.history import History
 from gateway.recommendations.training.metrics import Split
-from gateway.recommendations.training.search import Validation, make_fold
+from gateway.recommendations.training.search import Validation, make_fold, search_ease
 from gateway.recommendations.training.selection import fit_setting, select
 from gateway.recommendations.training.trials import Setting
 
@@ -137,7 +138,7 @@ def test_ease_models_only_the_most_popular_items_beyond_its_cap() -> None:
     matrix = build_matrix(data, ModelParams())
     capped = TrainingData(matrix, ease_max_items=30)
     popular = set(np.argsort(-capped.popularity, kind="stable")[:30].tolist())
-    assert set(capped.ease_items.tolist()) == popular
+    assert set(capped.ease_items().tolist()) == popular
     model = fit("ease", {"l2": 10.0}, capped)
     scores = model.scores(np.arange(20))
     others = np.array(sorted(set(range(len(matrix.items))) - popular))
@@ -149,6 +150,47 @@ def test_ease_models_only_the_most_popular_items_beyond_its_cap() -> None:
     with thread_limits(1):
         selection = select(data, ModelParams(), how="recent", seed=5, refit=False)
     assert not selection.notes  # 80 items: under the cap, nothing to say
+
+
+def test_ease_ridge_is_searched_on_the_popular_items_then_refitted_on_all() -> None:
+    # A long catalogue: the grid runs on the most popular items (cheap), then the best
+    # ridge and its neighbours on every item, and the one that serves ranks the tail too.
+    data = _pairs(7, users=200, pairs=40)
+    items = sorted({x.item for x in data})
+    with thread_limits(1):
+        fold = make_fold(data, "recent", 7, items, {}, ModelParams(), 1)
+        fold.data.ease_search_items = 30
+        v = Validation([fold], 10)
+        notes = search_ease(v, "binary")
+    ease = [t.setting.options for t in v.trials]
+    assert sum(1 for o in ease if "items" not in o) == 3
+    assert all(o.get("items", 30) == 30 for o in ease)
+    refitted = {o["l2"] for o in ease if "items" not in o}
+    best_capped = max((t for t in v.trials if "items" in t.setting.options), key=lambda t: t.key)
+    assert best_capped.setting.options["l2"] in refitted
+    assert notes
+    assert "30 most popular of 80" in notes[0]
+    assert not fold.data._grams  # the Gram matrices are freed once the search is done
+    best = max(v.trials, key=lambda t: t.key)
+    assert "items" not in best.setting.options  # every pair is linked, not only the head's
+
+
+def test_ease_weights_are_the_closed_form() -> None:
+    rng = np.random.default_rng(3)
+    for size, dtype in ((40, np.float64), (1200, np.float32)):
+        x = (rng.random((300, size)) < 0.05).astype(dtype)
+        gram = np.asarray(x.T.dot(x))
+        found = ease_weights(gram, 20.0)
+        inverse = np.linalg.inv(gram.astype(np.float64) + 20.0 * np.eye(size))
+        expected = inverse / -np.diag(inverse)[None, :]
+        np.fill_diagonal(expected, 0.0)
+        assert found.dtype == dtype
+        assert np.allclose(found, expected, atol=1e-5)
+        # A single fit may give up its Gram matrix: the same weights, in its memory.
+        spent = gram.copy()
+        in_place = ease_weights(spent, 20.0, overwrite=True)
+        assert np.shares_memory(in_place, spent)
+        assert np.allclose(in_place, expected, atol=1e-5)
 
 
 def test_thread_limits_cap_blas_for_the_fit() -> None:

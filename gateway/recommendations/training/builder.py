@@ -12,6 +12,8 @@ Run it on a schedule (cron, a Kubernetes CronJob): a build over 1,000 customers 
 
 from __future__ import annotations
 
+import resource
+import sys
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -58,12 +60,14 @@ class BuildSummary:
     seconds: float
     model: str = ""
     reason: str = ""
+    peak_mb: float = 0.0  # the process's peak resident memory once the build is done
 
     def line(self) -> str:
         return (
             f"read {self.events} events ({self.interactions} interactions, "
             f"{self.customers} customers); stored {self.lists} lists, {self.products} "
-            f"products, {self.neighbours} neighbour links in {self.seconds:.1f} s\n"
+            f"products, {self.neighbours} neighbour links in {self.seconds:.1f} s; "
+            f"peak memory {self.peak_mb:,.0f} MB\n"
             f"model: {self.model}\nwhy: {self.reason}"
         )
 
@@ -100,7 +104,14 @@ async def build(
         seconds=time.perf_counter() - started,
         model=rows.label,
         reason=rows.reason,
+        peak_mb=peak_rss_mb(),
     )
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory in MB (Linux reports kilobytes, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
 def compute(
@@ -128,7 +139,9 @@ def _compute(
 ) -> ModelRows:
     interactions = history.interactions
     matrix = build_matrix(interactions, params)
-    data = TrainingData(matrix, dict(categories), params, threads=threads, seed=_SEED)
+    data = TrainingData(
+        matrix, dict(categories), params, threads=threads, seed=_SEED, keep_grams=False
+    )
     # A shop predicts what comes next: validate on each customer's latest interactions.
     selection = select(
         interactions,

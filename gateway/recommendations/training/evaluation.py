@@ -139,6 +139,7 @@ def _evaluate(
         params,
         threads=threads,
         seed=seed,
+        keep_grams=False,
     )
     matrix = data.matrix
     users = [u for u in matrix.users if u in held]

@@ -15,13 +15,17 @@ alternating least squares (conjugate gradient, CPU); ``knn``, implicit's item
 neighbourhoods (cosine or BM25 weighted); and ``blend``, fitted candidates' scores
 standardised per user and mixed.
 
-Memory and time: EASE inverts a dense items x items matrix, about 12 bytes x items^2
-(float32) and 2 x items^3 operations per ridge tried (0.1 GB and a second or two at
-3,000 items; 2.7 GB and minutes at 15,000). So it models at most ``EASE_MAX_ITEMS`` items: beyond
-that, the most popular ones (where most of any top ten comes from), and ranks the
-rest last. The other families' memory grows with the interactions and with items x
-factors (ALS) or items x K (kNN) only, so on a long catalogue validation picks ALS or
-kNN, or a blend in which they rank the long tail.
+Memory and time: EASE inverts a dense items x items matrix in place (Cholesky, float32
+past 1,000 items): past ``EASE_SEARCH_ITEMS`` its Gram matrix is computed for each fit
+and overwritten by it, 4 bytes x items^2 (below, kept for the ridges tried, 8), and
+about items^3 operations per ridge (0.04 GB and 0.3 s CPU at 3,000 items; 0.33 GB and
+9 s at 9,066; 0.9 GB and, by the cube, 40 s at 15,000). So it models at most
+``EASE_MAX_ITEMS`` items: beyond that, the most popular ones (where most of any top
+ten comes from), and ranks the rest last; its ridge is searched on the
+``EASE_SEARCH_ITEMS`` most popular and only refined on all it models
+(``search.search_ease``). The other families' memory grows with the interactions and
+with items x factors (ALS) or items x K (kNN, K capped) only, so on a long catalogue
+validation picks ALS or kNN, or a blend in which they rank the long tail.
 """
 
 from __future__ import annotations
@@ -36,14 +40,17 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from gateway.recommendations.model import Matrix, Model, ModelParams, popularity
+from gateway.recommendations.training.ease import ease_weights
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 Params = Mapping[str, Any]
 
 FAMILIES = ("popularity", "item_to_item", "ease", "als", "knn", "blend")
-EASE_MAX_ITEMS = 3_000
-_NEIGHBOUR_BLOCK_CELLS = 20_000_000
+EASE_MAX_ITEMS = 15_000
+EASE_SEARCH_ITEMS = 3_000
+# Cells of a dense items x items block when each row's top k is taken (model._BLOCK_CELLS).
+_NEIGHBOUR_BLOCK_CELLS = 4_000_000
 
 
 def thread_limits(threads: int) -> Any:
@@ -79,6 +86,15 @@ class TrainingData:
     threads: int = 1
     seed: int = 42
     ease_max_items: int = EASE_MAX_ITEMS
+    ease_search_items: int = EASE_SEARCH_ITEMS
+    # A search keeps each Gram matrix of up to ``ease_search_items`` for every ridge it
+    # tries (cheap to keep, and its grid has ten). Larger ones, and any in a final fit,
+    # are computed for each fit and overwritten by it: one items x items array instead
+    # of two (a sparse X'X costs a second; the inverse ten at 9,066 items).
+    keep_grams: bool = True
+
+    def keeps_gram(self, items: int) -> bool:
+        return self.keep_grams and items <= self.ease_search_items
 
     @property
     def n_items(self) -> int:
@@ -110,26 +126,35 @@ class TrainingData:
         return popularity(self.matrix.weights)
 
     @cached_property
-    def _grams(self) -> dict[str, npt.NDArray[Any]]:
+    def _grams(self) -> dict[tuple[str, int], npt.NDArray[Any]]:
         return {}
 
-    @cached_property
-    def ease_items(self) -> IntArray:
-        """The items EASE models: all, or the ``ease_max_items`` most popular."""
-        if self.n_items <= self.ease_max_items:
+    def ease_items(self, limit: int | None = None) -> IntArray:
+        """The items EASE models: all, or the ``limit`` (at most ``ease_max_items``) most
+        popular."""
+        count = min(self.ease_max_items, limit if limit is not None else self.n_items)
+        if self.n_items <= count:
             return np.arange(self.n_items, dtype=np.int64)
-        order = np.argsort(-self.popularity, kind="stable")[: self.ease_max_items]
+        order = np.argsort(-self.popularity, kind="stable")[:count]
         return np.sort(order).astype(np.int64)
 
-    def gram(self, view: str) -> npt.NDArray[Any]:
-        """X'X of one view over ``ease_items``, computed once (float32 past 1,000 items:
-        half the memory and time of the inverse, and rankings do not need more)."""
-        key = "binary" if self.is_binary else view
-        if key not in self._grams:
-            x = self.view(key)[:, self.ease_items]
-            dtype = np.float64 if len(self.ease_items) <= 1000 else np.float32
-            self._grams[key] = np.asarray((x.T @ x).toarray(), dtype=dtype)
-        return self._grams[key]
+    def gram(self, view: str, items: IntArray) -> npt.NDArray[Any]:
+        """X'X of one view over ``items`` (from ``ease_items``), computed once per size
+        (float32 past 1,000 items: half the memory and time of the inverse, and rankings
+        do not need more)."""
+        key = ("binary" if self.is_binary else view, len(items))
+        if key in self._grams:
+            return self._grams[key]
+        x = self.view(key[0])[:, items]
+        dtype = np.float64 if len(items) <= 1000 else np.float32
+        found = np.asarray((x.T @ x).toarray(), dtype=dtype)
+        if self.keeps_gram(len(items)):
+            self._grams[key] = found
+        return found
+
+    def forget_grams(self) -> None:
+        """Drop the Gram matrices (the largest thing a search keeps) once EASE is done."""
+        self._grams.clear()
 
 
 def _top_k_rows(dense: npt.NDArray[Any], k: int, offset: int) -> tuple[Any, Any, Any]:
@@ -310,13 +335,11 @@ def fit(family: str, params: Params, data: TrainingData) -> Fitted:
 
 def _fit_ease(params: Params, data: TrainingData) -> Fitted:
     view = str(params.get("input", "binary"))
-    gram = data.gram(view).copy()
-    gram[np.diag_indices_from(gram)] += float(params["l2"])
-    inverse = np.linalg.inv(gram)
+    limit = params.get("items")
+    modelled = data.ease_items(int(limit) if limit is not None else None)
+    gram = data.gram(view, modelled)
+    weights = ease_weights(gram, float(params["l2"]), overwrite=not data.keeps_gram(len(modelled)))
     del gram
-    weights = inverse / (-np.diag(inverse))[None, :]
-    weights[np.diag_indices_from(weights)] = 0.0
-    modelled = data.ease_items
     if len(modelled) == data.n_items:
         return ItemWeights(data, weights, view, "ease", dict(params))
     return PartialItemWeights(data, weights, view, "ease", dict(params), modelled)

@@ -38,6 +38,11 @@ _BLENDED = ("knn", "ease", "als")
 _BLEND_SHARES = (0.2, 0.35, 0.5, 0.65, 0.8)  # the stronger member's share in a pair
 EASE_COARSE = (3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
 KNN_COARSE = (5.0, 20.0, 80.0, 320.0, 1280.0)
+# Item-kNN keeps items x K similarities (12 bytes each, and implicit's own copy while
+# it fits): K is capped so that this stays under 10 million cells, 1,100 neighbours
+# at 9,066 items, where the grid's extension to 5,120 took the eval's peak to 2 GB
+# (the model kNN lost to there was not kNN at all).
+KNN_MAX_CELLS = 10_000_000
 # ALS: what matters most is the regularisation against the confidence given to what
 # was seen (alpha), so the two are searched together, as a ratio, before the factors.
 _ALS_ALPHAS = (1.0, 3.0, 10.0, 30.0)
@@ -77,6 +82,7 @@ class Fold:
     def forget(self) -> None:
         self.kept.clear()
         self.scored.clear()
+        self.data.forget_grams()
 
 
 @dataclass(eq=False)
@@ -180,6 +186,45 @@ def search_log(v: Validation, make: Callable[[float], Setting], coarse: Sequence
         v.run(make(x))
 
 
+def search_ease(v: Validation, view: str) -> list[str]:
+    """EASE's ridge on a log grid, refined around the best (``search_log``). Past
+    ``ease_search_items`` items (``TrainingData``; 3,000) the grid is searched on that
+    many of the most popular (each fit a thirtieth of the cost at 9,000 items), then
+    the best ridge and its neighbours at a quarter of the step are fitted on every item
+    EASE models (up to ``ease_max_items``, 15,000): the long tail is what the capped
+    model cannot rank, and the ridge that suits the head is close to the one that
+    suits all. Returns notes for the selection's record."""
+    first = v.folds[0].data
+    items, most = first.n_items, first.ease_max_items
+
+    def make(x: float, limit: int | None) -> Setting:
+        capped = {"items": limit} if limit is not None else {}
+        return Setting.of("ease", l2=round(x, 4), input=view, **capped)
+
+    limit = first.ease_search_items if items > first.ease_search_items else None
+    search_log(v, lambda x: make(x, limit), EASE_COARSE)
+    notes: list[str] = []
+    if limit is not None:
+        found = v.best_of("ease")
+        assert found is not None
+        best = float(found.setting.options["l2"])
+        step = math.sqrt(math.sqrt(EASE_COARSE[1] / EASE_COARSE[0]))
+        for x in (best, best / step, best * step):
+            v.run(make(x, None))
+        notes.append(
+            f"EASE's ridge searched on the {limit:,} most popular of {items:,} items, then "
+            f"refined on {min(items, most):,}"
+        )
+    if items > most:
+        notes.append(
+            f"EASE modelled the {most:,} most popular of {items:,} items "
+            "(its items x items inverse grows with their square; the others rank last)"
+        )
+    for fold in v.folds:  # the Gram matrices are the largest thing a search keeps
+        fold.data.forget_grams()
+    return notes
+
+
 def search_als(v: Validation, view: str, items: int) -> None:
     """A first look at half the iterations, enough to rank alpha and the regularization:
     alpha at the middle ratio, then the ratio at the best alpha (6 fits; the build's
@@ -231,8 +276,11 @@ def search_blend(v: Validation, candidates: list[Setting]) -> None:
         return
     for fold in v.folds:  # each member fitted once per fold, not once per blend tried
         for candidate in top:
-            fold.kept[candidate] = v.fit(fold, candidate)
-            fold.keep_scores(candidate, fold.kept[candidate])
+            fitted = v.fit(fold, candidate)
+            fold.keep_scores(candidate, fitted)
+            if candidate not in fold.scored:  # kept scores are all a blend needs
+                fold.kept[candidate] = fitted
+            del fitted
     best_pair: tuple[float, tuple[Setting, Setting], Trial] | None = None
     for n, first in enumerate(top):
         for second in top[n + 1 :]:

@@ -34,13 +34,14 @@ from gateway.recommendations.model import ModelParams, build_matrix
 from gateway.recommendations.training.families import Blend, Fitted, TrainingData, fit
 from gateway.recommendations.training.metrics import Split, describe_split
 from gateway.recommendations.training.search import (
-    EASE_COARSE,
     KNN_COARSE,
+    KNN_MAX_CELLS,
     VALIDATION_USERS,
     Validation,
     make_fold,
     search_als,
     search_blend,
+    search_ease,
     search_log,
 )
 from gateway.recommendations.training.trials import Setting, Trial, paired_gain
@@ -144,7 +145,9 @@ def select(
         selection = Selection(nothing, [], {}, [], describe_split(how, 0), 0, k)
         selection.note = "too little history to validate anything (fewer than 2 users)"
         if refit:
-            whole = TrainingData(build_matrix(interactions, params, items=items), seed=seed)
+            whole = TrainingData(
+                build_matrix(interactions, params, items=items), seed=seed, keep_grams=False
+            )
             selection.fitted = fit_setting(nothing, whole)
         return selection
     allowed = set(families)  # what may be served
@@ -173,17 +176,13 @@ def select(
             key=lambda x: v.run(Setting.of("knn", neighbours=50, weighting="cosine", input=x)).key,
         )
     if "ease" in wanted:
-        if first.n_items > first.ease_max_items:
-            notes.append(
-                f"EASE modelled the {first.ease_max_items:,} most popular of "
-                f"{first.n_items:,} items (its items x items inverse grows with their square)"
-            )
-        search_log(v, lambda x: Setting.of("ease", l2=x, input=view), EASE_COARSE)
+        notes += search_ease(v, view)
     if "knn" in wanted:
         for weighting in ("cosine", "bm25"):
 
             def knn(x: float, weighting: str = weighting) -> Setting:
-                neighbours = min(round(x), first.n_items)
+                most = max(1, min(first.n_items, KNN_MAX_CELLS // max(first.n_items, 1)))
+                neighbours = min(round(x), most)
                 return Setting.of("knn", neighbours=neighbours, weighting=weighting, input=view)
 
             search_log(v, knn, KNN_COARSE)
@@ -229,6 +228,7 @@ def select(
             params,
             threads=threads,
             seed=seed,
+            keep_grams=False,
         )
         started = time.perf_counter()
         selection.fitted = fit_setting(selection.chosen, whole)
