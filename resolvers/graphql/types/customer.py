@@ -262,9 +262,9 @@ class Customer:
     )
     def engagement(self) -> Engagement | None:
         # Synchronous, no ``info``: a direct call (execution/plans.py), not a task each.
-        data = self.behaviour("engagement")
         if not self.permits(consent.Purpose.PERSONALISATION):  # no history, email's included
             return Engagement.of(None, None)
+        data = self.loaded("engagement")  # ``behaviour`` would ask for consent again
         emails = self.outcomes.get(EMAILS)
         return Engagement.of(data, emails.unwrap() if emails is not None else None)
 
