@@ -182,9 +182,14 @@ async def run(customers: int, events: int, runs: int, upstream_runs: int = 1) ->
                     with recorded_statements(engine.sync_engine) as statements:
                         await _time(client, BEHAVIOUR, ids)
                     reads = sum(1 for s in statements if "FROM events" in s)
+                    cpu = yardstick_cpu = 0.0
                     for _ in range(runs):
+                        before = time.process_time()
                         timings["behaviour"].append(await _time(client, BEHAVIOUR, ids))
+                        cpu += time.process_time() - before
+                        before = time.process_time()
                         timings["yardstick"].append(await _time(client, YARDSTICK, ids))
+                        yardstick_cpu += time.process_time() - before
                         for part, query in PARTS.items():
                             timings[part].append(await _time(client, query, ids))
                     analytics_calls = samples.segment.calls.total
@@ -192,11 +197,13 @@ async def run(customers: int, events: int, runs: int, upstream_runs: int = 1) ->
                 store = EventStore(engine)
                 keys = [uuid.UUID(i) for i in ids]
                 bare = []
+                bare_cpu = 0.0
                 for _ in range(runs):
-                    started = time.perf_counter()
+                    started, before = time.perf_counter(), time.process_time()
                     await store.recent(keys, 5)
                     await store.engagement(keys, datetime.now(UTC) - ENGAGEMENT_WINDOW)
                     bare.append((time.perf_counter() - started) * 1000)
+                    bare_cpu += time.process_time() - before
             # What the store replaces: the same query through the analytics upstream, one
             # Profiles API call per customer (its cache emptied: a new app each run).
             upstream = []
@@ -218,6 +225,10 @@ async def run(customers: int, events: int, runs: int, upstream_runs: int = 1) ->
         f"   p99 {_p(behaviour, 0.99):6.1f} ms  (target p50 < 100 ms)"
     )
     print(
+        f"  gateway CPU per query (this process): behaviour {cpu / runs * 1000:6.1f} ms,"
+        f" yardstick {yardstick_cpu / runs * 1000:6.1f} ms"
+    )
+    print(
         f"  yardstick, the same ids asking only email:          p50 {_p(yardstick, 0.5):6.1f} ms"
         f"   p99 {_p(yardstick, 0.99):6.1f} ms"
     )
@@ -225,6 +236,7 @@ async def run(customers: int, events: int, runs: int, upstream_runs: int = 1) ->
         f"  the two store reads alone (same rows, no GraphQL):  p50 {_p(bare, 0.5):6.1f} ms"
         f"   p99 {_p(bare, 0.99):6.1f} ms"
     )
+    print(f"  gateway CPU per pair of store reads alone: {bare_cpu / runs * 1000:6.1f} ms")
     for part in PARTS:
         print(
             f"  {part + ', from the store:':<52} p50 {_p(timings[part], 0.5):6.1f} ms"

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     Boolean,
+    Computed,
     DateTime,
     ForeignKey,
     Index,
@@ -253,6 +254,11 @@ class Event(Base):
     properties: Mapped[dict[str, Any]] = mapped_column(default=dict)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     changed_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
+    # The call's session id, filled by the database from ``properties`` whichever path
+    # writes the row (migration 0022): ``engagement`` counts them without parsing the JSON.
+    session_id: Mapped[str | None] = mapped_column(
+        Text, Computed("properties -> 'properties' ->> 'session_id'")
+    )
 
 
 class Template(Base):

@@ -104,7 +104,7 @@ class EventStore:
         query = (
             select(
                 Event.customer_id,
-                func.count(func.distinct(case((recent, func.nullif(_SESSION_ID, ""))))).label(
+                func.count(func.distinct(case((recent, func.nullif(Event.session_id, ""))))).label(
                     "sessions"
                 ),
                 func.count(case((recent & page, 1))).label("page_views"),
@@ -232,8 +232,6 @@ _BARE_COLUMNS = (
     null().label("properties"),
     null().label("page_name"),
 )
-# The session id as the demo and most Segment sources send it: in the call's properties.
-_SESSION_ID = Event.properties[("properties", "session_id")].as_string()
 
 
 def _aware(stamp: datetime | None) -> datetime | None:

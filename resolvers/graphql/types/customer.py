@@ -35,6 +35,7 @@ from resolvers.graphql.types.selections import (
     FIRST_ORDERS,
     MAX_EVENTS,
     clamp,
+    engagement_fields,
     events_depth,
     events_detailed,
     loaders_selected,
@@ -44,6 +45,8 @@ from resolvers.graphql.types.selections import (
 GatewayInfo = Info[Context, None]
 MAX_ORDERS = 50
 
+# The ESPs' opens and clicks, loaded up front when read; not an upstream (no source).
+EMAILS = "email_engagement"
 # Worst first: the status a source shows when several of its reads disagree.
 _SEVERITY = [SourceStatus.FAILED, SourceStatus.STALE, SourceStatus.OK, SourceStatus.CACHED]
 
@@ -257,14 +260,13 @@ class Customer:
         description="Sessions and page views (from analytics), email opens and clicks (from "
         "the ESPs) in the last 30 days."
     )
-    async def engagement(self, info: GatewayInfo) -> Engagement | None:
-        data = self.behaviour("engagement")
+    def engagement(self) -> Engagement | None:
+        # Synchronous, no ``info``: a direct call (execution/plans.py), not a task each.
         if not self.permits(consent.Purpose.PERSONALISATION):  # no history, email's included
             return Engagement.of(None, None)
-        if not Engagement.selects_email(info.selected_fields):
-            return Engagement.of(data, None)
-        emails = await info.context.loaders.email_engagement.load(self.profile)
-        return Engagement.of(data, emails.unwrap())
+        data = self.loaded("engagement")  # ``behaviour`` would ask for consent again
+        emails = self.outcomes.get(EMAILS)
+        return Engagement.of(data, emails.unwrap() if emails is not None else None)
 
     @strawberry.field(description="The open cart, or null when empty (from analytics events).")
     def cart(self) -> Cart | None:
@@ -279,7 +281,7 @@ class Customer:
     def sources(self, info: GatewayInfo) -> list[Source]:
         federation = info.context.services.federation
         worst: dict[str, Outcome[Any]] = {}
-        for outcome in self.outcomes.values():
+        for outcome in (o for name, o in self.outcomes.items() if name != EMAILS):
             current = worst.get(outcome.upstream)
             if current is None or _SEVERITY.index(outcome.status) < _SEVERITY.index(current.status):
                 worst[outcome.upstream] = outcome
@@ -315,6 +317,8 @@ def selection_of(
     # one field whose selections merge, and each part may need its own loaders.
     selected = info.selected_fields if fields is None else fields
     found = frozenset().union(*(loaders_selected(f.selections) for f in selected))
+    if any(Engagement.selects_email(engagement_fields(f.selections)) for f in selected):
+        found |= {EMAILS}
     if len(_SELECTIONS) >= _SELECTIONS_MAX:
         _SELECTIONS.clear()
     _SELECTIONS[key] = (info.operation, found)

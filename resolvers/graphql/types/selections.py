@@ -39,6 +39,17 @@ def loaders_selected(selections: Iterable[Selection]) -> frozenset[str]:
     return frozenset(names)
 
 
+def engagement_fields(selections: Iterable[Selection]) -> list[SelectedField]:
+    """The ``engagement`` fields of a Customer selection, looking through fragments."""
+    found: list[SelectedField] = []
+    for selection in selections:
+        if isinstance(selection, (FragmentSpread, InlineFragment)):
+            found += engagement_fields(selection.selections)
+        elif isinstance(selection, SelectedField) and selection.name == "engagement":
+            found.append(selection)
+    return found
+
+
 def events_depth(selections: Iterable[Selection]) -> int:
     """How many of a customer's newest events the ``recentEvents`` of a selection read:
     its largest ``first``, or the upstream path's whole window under a ``type`` filter
