@@ -255,7 +255,7 @@ class Event(Base):
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     changed_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
     # The call's session id, filled by the database from ``properties`` whichever path
-    # writes the row (migration 0022): ``engagement`` counts them without parsing the JSON.
+    # writes the row (migration 0023): ``engagement`` counts them without parsing the JSON.
     session_id: Mapped[str | None] = mapped_column(
         Text, Computed("properties -> 'properties' ->> 'session_id'")
     )

@@ -1,4 +1,4 @@
-"""Migration 0022 (``events.session_id``), on Postgres and SQLite: up from 0021 with
+"""Migration 0023 (``events.session_id``), on Postgres and SQLite: up from 0022 with
 calls stored, their session ids are there at once, follow a later change of the
 properties, and leave with the column on the way down, the rows staying."""
 
@@ -94,10 +94,10 @@ def _inspect_columns(url: str) -> set[str]:
     return asyncio.run(run())
 
 
-def test_0022_fills_session_ids_of_stored_calls_and_takes_them_away(
+def test_0023_fills_session_ids_of_stored_calls_and_takes_them_away(
     empty_database: str,  # noqa: F811 (the fixture)
 ) -> None:
-    upgrade(empty_database, "0021")
+    upgrade(empty_database, "0022")
     asyncio.run(_store(empty_database))
     assert "session_id" not in _inspect_columns(empty_database)
     upgrade(empty_database)
@@ -105,7 +105,7 @@ def test_0022_fills_session_ids_of_stored_calls_and_takes_them_away(
     # The column follows the properties (a rewrite, an anonymisation), as no path has to.
     moved = {"event": "D", "properties": {"session_id": "s2"}}
     assert asyncio.run(_sessions(empty_database, moved)) == ["s1", "7", None, "s2"]
-    downgrade(empty_database, "0021")
+    downgrade(empty_database, "0022")
     assert "session_id" not in _inspect_columns(empty_database)
     assert asyncio.run(_count(empty_database)) == len(CALLS)
     upgrade(empty_database)
