@@ -49,13 +49,15 @@ class WarehouseSettings(BaseSettings):
     retention_events_days: Annotated[int, Field(ge=1)] | None = Field(
         default=None, description="Remove events older than this; unset: keep them."
     )
-    # Longer than the longest conversion window (90 days): a list's clicks and the
-    # orders after them are attributed to it while it is still stored.
-    retention_impressions_days: Annotated[int, Field(ge=0)] = Field(
-        default=180,
+    # Unset by default, as every retention rule: an experiment's results are counted from
+    # the lists still stored, so pruning them rewrites the results of older experiments,
+    # which an operator must choose. When set, longer than the conversion window: a
+    # list's clicks and the orders after them are attributed to it while it is stored.
+    retention_impressions_days: Annotated[int, Field(ge=0)] | None = Field(
+        default=None,
         description="Remove served recommendation lists (impressions) older than this; "
         "longer than GATEWAY_CONVERSION_WINDOW_HOURS (an experiment's results count only "
-        "the lists still stored); 0: keep them.",
+        "the lists still stored, so older experiments' results change); unset or 0: keep them.",
     )
     retention_events_action: EventRetention = Field(
         default=EventRetention.DELETE,

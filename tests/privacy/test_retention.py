@@ -197,7 +197,9 @@ async def test_served_lists_older_than_the_window_are_pruned(engine: AsyncEngine
 
 
 def test_the_impressions_window_is_longer_than_the_conversion_window() -> None:
-    assert load_settings().retention_impressions_days * 24 > load_settings().conversion_window_hours
+    # Off by default: pruning rewrites older experiments' results, an operator's choice.
+    assert load_settings().retention_impressions_days is None
+    assert load_settings(retention_impressions_days=180).retention_impressions_days == 180
     with pytest.raises(SettingsError, match="IMPRESSIONS_DAYS must be longer"):
         load_settings(retention_impressions_days=7, conversion_window_hours=24 * 7)
     assert load_settings(retention_impressions_days=0).retention_impressions_days == 0  # kept
