@@ -35,6 +35,11 @@ _ASYNC_DRIVERS = {
 # Public, as everything in this repository is: a database whose tombstones were made
 # with it shows whether a given email was erased. Kept only so the demo runs as is.
 BUILTIN_ERASURE_KEY = "personalization-gateway-erasure-v1"
+# What an operator is told wherever the built-in erasure key is refused (never the key).
+BUILTIN_ERASURE_KEY_PROBLEM = (
+    "GATEWAY_ERASURE_KEY is the built-in public value (set a secret of your own in "
+    "GATEWAY_ERASURE_KEY or GATEWAY_ERASURE_KEY_FILE)"
+)
 MIN_ERASURE_KEY_LENGTH = 16
 
 
