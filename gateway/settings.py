@@ -249,8 +249,9 @@ class Settings(
     erasure_key: SecretStr = Field(
         default=SecretStr(BUILTIN_ERASURE_KEY),
         description="HMAC key of the tombstones of erased customers. Set your own secret in "
-        "production, once: changing it lets erased identifiers be re-created. `serve` "
-        "refuses the built-in value unless started with --insecure-demo.",
+        "production, once: changing it lets erased identifiers be re-created (and retires "
+        "the stored score models, signed with a key derived from it). `serve`, `scores "
+        "build` and `scores refresh` refuse the built-in value unless given --insecure-demo.",
     )
     erasure_key_file: Path | None = Field(
         default=None,

@@ -8,6 +8,7 @@ commands that seal or load models refuse the built-in (public) erasure key, as
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import pickle
 from dataclasses import replace
@@ -179,3 +180,27 @@ def test_the_scores_commands_refuse_the_public_erasure_key(tmp_path: Path, comma
         ran = run("scores", command, "--database-url", url, *args, env=env)
         assert ran.returncode == expected, ran.stderr
         assert "built-in" not in ran.stderr
+
+
+async def test_the_nightly_build_goes_on_past_a_model_stored_before_sealing(
+    store: ScoreStore,
+) -> None:
+    """After the upgrade every stored model is unsigned: `gateway scores build` (no
+    --retrain) still scores everyone, with a new model; `refresh` says to run it."""
+    keyed = ScoreStore(store._sessions, model_key(SECRET))
+    first = await build(keyed, horizon=30, now=NOW)
+    await _set(
+        store, first.model_version, estimator=pickle.dumps(keyed.unseal(await _active(keyed)))
+    )
+    url = store._sessions.kw["bind"].url.render_as_string(hide_password=False)
+    env = {"GATEWAY_ERASURE_KEY": SECRET}
+    refused = await asyncio.to_thread(run, "scores", "refresh", "--database-url", url, env=env)
+    assert refused.returncode == 1, refused.stderr
+    assert "run `gateway scores build`" in refused.stderr
+    built = await asyncio.to_thread(run, "scores", "build", "--database-url", url, env=env)
+    assert built.returncode == 0, built.stderr
+    assert f"refused model {first.model_version}" in built.stdout
+    assert f"score model {first.model_version} is unsigned" in built.stderr
+    assert SECRET not in built.stdout + built.stderr
+    again = await asyncio.to_thread(run, "scores", "refresh", "--database-url", url, env=env)
+    assert again.returncode == 0, again.stderr
