@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import time
 
 import asyncpg
@@ -31,6 +32,7 @@ from sqlalchemy import text
 from bench.support.harness import database
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.scores.build import build
+from gateway.scores.model_seal import model_key
 from gateway.scores.refresh import refresh
 from gateway.scores.store import ScoreStore
 
@@ -97,7 +99,8 @@ async def run(url: str, customers: int, threads: int = 1) -> None:
                 )
             ).scalar_one()
         print(f"{customers:,} customers, {orders:,} orders, {customers * 5:,} page calls")
-        store = ScoreStore(create_sessionmaker(engine))
+        # A key of this run's own: the bench's database is dropped after it.
+        store = ScoreStore(create_sessionmaker(engine), model_key(secrets.token_hex(16)))
         read = await yardstick(url)
         cpu = time.process_time()
         summary = await build(store, horizon=30, threads=threads)

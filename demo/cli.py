@@ -138,6 +138,7 @@ def demo(
     from demo.console_data import build_scores_in_background
     from demo.upstreams.runner import SERVICE_NAMES, SampleUpstreams
     from demo.wiring import DEMO_API_KEY, prepare, sample_upstreams_config
+    from gateway.scores.model_seal import deployment_model_key
     from resolvers.app import create_app
 
     # The demo is the one server that accepts its own public key.
@@ -173,7 +174,8 @@ def demo(
         )
         _print_demo_banner(settings, added, len(people), example, samples.base_urls)
         # Served meanwhile: the first start trains the propensity model (most of a minute).
-        build_scores_in_background(settings.database_url)
+        model_key = deployment_model_key(settings, insecure_demo=settings.insecure_demo)
+        build_scores_in_background(settings.database_url, model_key)
         config = uvicorn.Config(
             app,
             log_config=None,

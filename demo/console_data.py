@@ -108,25 +108,28 @@ async def prepare_console_data(sessions: async_sessionmaker[AsyncSession]) -> No
                 )
 
 
-async def build_scores_if_missing(sessions: async_sessionmaker[AsyncSession]) -> bool:
-    """``gateway scores build`` unless scores are stored; whether it built them."""
+async def build_scores_if_missing(
+    sessions: async_sessionmaker[AsyncSession], model_key: bytes
+) -> bool:
+    """``gateway scores build`` unless scores are stored; whether it built them.
+    ``model_key`` seals the model (``model_seal.deployment_model_key``)."""
     async with sessions() as session:
         if await session.scalar(select(func.count()).select_from(CustomerScore)):
             return False
     # One thread for the model's training: the server's event loop keeps the other core.
     with threadpool_limits(limits=1):
-        await build(ScoreStore(sessions))
+        await build(ScoreStore(sessions, model_key))
     return True
 
 
-def build_scores_in_background(database_url: str) -> threading.Thread:
+def build_scores_in_background(database_url: str, model_key: bytes) -> threading.Thread:
     """The scores, built in a thread of their own while the demo serves (SQLite in WAL
     mode lets the server read meanwhile; the build writes its rows in one transaction)."""
 
     async def run() -> None:
         engine = create_engine(database_url)
         try:
-            if await build_scores_if_missing(create_sessionmaker(engine)):
+            if await build_scores_if_missing(create_sessionmaker(engine), model_key):
                 log.info("demo scores built: the studio can preview for RFM segments")
         finally:
             await engine.dispose()

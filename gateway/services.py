@@ -43,7 +43,6 @@ from gateway.privacy.forgetting import Forgetting
 from gateway.profiles.customers import CustomerStore
 from gateway.profiles.profile_cache import CachedCustomers
 from gateway.recommendations.serving import Recommender, open_recommender
-from gateway.scores.model_seal import model_key
 from gateway.scores.store import ScoreStore
 from gateway.segments.store import SegmentStore
 from gateway.settings import Settings
@@ -195,7 +194,8 @@ class Services:
             ),
             campaigns=Campaigns(engine, settings.conversion_window_hours),
             runs=Runs(settings, engine, forgetting, audit),
-            scores=ScoreStore(sessions, model_key(settings.erasure_key.get_secret_value())),
+            # Serving reads scores only: no model is loaded, so no key is held.
+            scores=ScoreStore(sessions, None),
             events=events,
             reviews=review_queue(engine),
             overview=Overview(

@@ -35,6 +35,11 @@ _ASYNC_DRIVERS = {
 # Public, as everything in this repository is: a database whose tombstones were made
 # with it shows whether a given email was erased. Kept only so the demo runs as is.
 BUILTIN_ERASURE_KEY = "personalization-gateway-erasure-v1"
+# What an operator is told wherever the built-in erasure key is refused (never the key).
+BUILTIN_ERASURE_KEY_PROBLEM = (
+    "GATEWAY_ERASURE_KEY is the built-in public value (set a secret of your own in "
+    "GATEWAY_ERASURE_KEY or GATEWAY_ERASURE_KEY_FILE)"
+)
 MIN_ERASURE_KEY_LENGTH = 16
 
 
@@ -244,8 +249,9 @@ class Settings(
     erasure_key: SecretStr = Field(
         default=SecretStr(BUILTIN_ERASURE_KEY),
         description="HMAC key of the tombstones of erased customers. Set your own secret in "
-        "production, once: changing it lets erased identifiers be re-created. `serve` "
-        "refuses the built-in value unless started with --insecure-demo.",
+        "production, once: changing it lets erased identifiers be re-created (and retires "
+        "the stored score models, signed with a key derived from it). `serve`, `scores "
+        "build` and `scores refresh` refuse the built-in value unless given --insecure-demo.",
     )
     erasure_key_file: Path | None = Field(
         default=None,

@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.access.api_keys import DEMO_API_KEY, DEMO_KEY_NAME, ApiKeys
 from gateway.db.engine import create_engine, create_sessionmaker
-from gateway.settings import Settings
+from gateway.settings import BUILTIN_ERASURE_KEY_PROBLEM, Settings
 
 logger = logging.getLogger("gateway.public_secrets")
 
@@ -30,10 +30,7 @@ async def public_secrets_in_use(settings: Settings) -> list[str]:
             f"(run: gateway keys revoke {DEMO_KEY_NAME})"
         )
     if settings.erasure_key_is_builtin:
-        problems.append(
-            "GATEWAY_ERASURE_KEY is the built-in public value (set a secret of your own in "
-            "GATEWAY_ERASURE_KEY or GATEWAY_ERASURE_KEY_FILE)"
-        )
+        problems.append(BUILTIN_ERASURE_KEY_PROBLEM)
     return problems
 
 

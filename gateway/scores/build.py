@@ -4,11 +4,14 @@ stored orders and events and written in one transaction.
 The propensity model serving is kept across builds. ``retrain`` trains a candidate on
 everything up to ``horizon`` days ago and judges it on the last ``horizon`` days (who
 bought); the one serving is judged on the same holdout, and the candidate replaces it
-only when it does at least as well (ROC AUC). Churn risk is 1 - BG/NBD's P(alive).
+only when it does at least as well (ROC AUC). A stored model whose seal does not check
+(``model_seal``: stored before sealing, or altered) is never loaded: the build goes on
+as if there were none, and trains one. Churn risk is 1 - BG/NBD's P(alive).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Sequence
@@ -31,9 +34,10 @@ from gateway.scores.metrics import auc
 from gateway.scores.model_seal import UntrustedModel
 from gateway.scores.propensity import MAX_TRAINING_ROWS, labels, thread_limits, train
 from gateway.scores.rfm import Boundaries, boundaries, rfm_with
-from gateway.scores.store import ScoreStore, StoredModel
+from gateway.scores.store import ScoreStore
 
 _EVENT_HISTORY_DAYS = 400
+logger = logging.getLogger("gateway.scores")
 
 
 class ScoresBusy(Exception):
@@ -122,14 +126,20 @@ async def _build(
     estimator: Any = None
     version = "none"
     decision = "no model: too little order history to train on"
+    refused = ""
     if stored is not None and stored.horizon_days == horizon:
         try:
             estimator, version = store.unseal(stored), stored.version
             decision = f"kept model {version} (no --retrain)"
         except UntrustedModel:
-            if not retrain:
-                raise
-            decision = f"refused model {stored.version} (unsigned or altered)"
+            # As if there were none: models stored before sealing are unsigned, and the
+            # nightly build must not stop scoring over them; nothing of it was run.
+            logger.warning(
+                "score model %s is unsigned, altered or not its row's: not loaded; "
+                "training a new one",
+                stored.version,
+            )
+            refused = f"refused model {stored.version} (unsigned or altered); "
     if retrain or estimator is None:
         try:
             candidate, evaluation, x, y = _candidate(
@@ -148,9 +158,7 @@ async def _build(
             # At least as well: a tie goes to the newer model (fresher data).
             better = bool(np.isnan(old_auc) or evaluation["auc"] >= old_auc)
             evaluation["previous"] = {"version": version, "auc": old_auc}
-            record = StoredModel(
-                new_version, horizon, _json_safe(evaluation), store.seal(candidate)
-            )
+            record = store.seal(new_version, horizon, _json_safe(evaluation), candidate)
             await store.save_model(record, active=better)
             if better:
                 decision = (
@@ -163,6 +171,7 @@ async def _build(
                     f"kept model {version}: holdout AUC {old_auc:.4f} beats the new "
                     f"{new_version}'s {evaluation['auc']:.4f}"
                 )
+    decision = refused + decision
     bounds = boundaries(
         table.column("recency_days"), table.column("frequency"), table.column("monetary")
     )

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import click
 
-from gateway.cli_settings import settings_or_exit
+from gateway.cli_settings import fail, settings_or_exit
+from gateway.settings import Settings
 
 # CDNOW's classic split: 39 weeks to learn from, the next 39 weeks to judge by.
 CDNOW_CUTOFF = "1997-09-30"
@@ -20,6 +21,17 @@ CDNOW_HORIZON = 273
 @click.group(name="scores")
 def scores() -> None:
     """Computed traits, purchase propensity and churn risk per customer."""
+
+
+def _model_key_or_exit(settings: Settings, insecure_demo: bool) -> bytes:
+    """The key that seals score models, or exit 2 while it would be a public one (a
+    cron job without the secret must not trust a model anyone could have sealed)."""
+    from gateway.scores.model_seal import PublicModelKey, deployment_model_key
+
+    try:
+        return deployment_model_key(settings, insecure_demo=insecure_demo)
+    except PublicModelKey as exc:
+        fail(str(exc), 2)
 
 
 @scores.command()
@@ -37,22 +49,29 @@ def scores() -> None:
     help="Train a new model; it replaces the one serving only if it does at least as well "
     "on the same holdout (the last HORIZON days).",
 )
-def build(database_url: str | None, horizon: int, retrain: bool) -> None:
+@click.option(
+    "--insecure-demo",
+    is_flag=True,
+    help="Accept the built-in erasure key, public in this repository, to seal and load "
+    "score models (a local demo's database only; never in production).",
+)
+def build(database_url: str | None, horizon: int, retrain: bool, insecure_demo: bool) -> None:
     """Compute recency, frequency, monetary value, RFM scores and segment, engagement,
-    order value and rhythm, purchase propensity and churn risk for every customer."""
+    order value and rhythm, purchase propensity and churn risk for every customer.
+    A stored model that is unsigned or altered is not loaded: a new one is trained."""
     from gateway.db.engine import create_engine, create_sessionmaker
     from gateway.scores.build import BuildSummary, ScoresBusy
     from gateway.scores.build import build as run_build
     from gateway.scores.features import LeakageError
-    from gateway.scores.model_seal import UntrustedModel, model_key
+    from gateway.scores.model_seal import UntrustedModel
     from gateway.scores.store import ScoreStore
 
     settings = settings_or_exit(database_url=database_url)
+    key = _model_key_or_exit(settings, insecure_demo)
 
     async def run() -> BuildSummary:
         engine = create_engine(settings.database_url)
         try:
-            key = model_key(settings.erasure_key.get_secret_value())
             store = ScoreStore(create_sessionmaker(engine), key)
             return await run_build(
                 store, horizon=horizon, retrain=retrain, threads=settings.scores_threads
@@ -76,23 +95,29 @@ def build(database_url: str | None, horizon: int, retrain: bool) -> None:
     show_default=True,
     help="Customers read and written per transaction.",
 )
-def refresh(database_url: str | None, batch: int) -> None:
+@click.option(
+    "--insecure-demo",
+    is_flag=True,
+    help="Accept the built-in erasure key, public in this repository, to seal and load "
+    "score models (a local demo's database only; never in production).",
+)
+def refresh(database_url: str | None, batch: int, insecure_demo: bool) -> None:
     """Rescore only the customers whose orders or events changed since their scores
     were computed, and customers not scored yet, with the last build's RFM boundaries,
     BG/NBD fit and model (no retraining). Cheap enough for cron every few minutes."""
     from gateway.db.engine import create_engine, create_sessionmaker
     from gateway.scores.build import ScoresBusy
-    from gateway.scores.model_seal import UntrustedModel, model_key
+    from gateway.scores.model_seal import UntrustedModel
     from gateway.scores.refresh import NoBuildError, RefreshSummary
     from gateway.scores.refresh import refresh as run_refresh
     from gateway.scores.store import ScoreStore
 
     settings = settings_or_exit(database_url=database_url)
+    key = _model_key_or_exit(settings, insecure_demo)
 
     async def run() -> RefreshSummary:
         engine = create_engine(settings.database_url)
         try:
-            key = model_key(settings.erasure_key.get_secret_value())
             store = ScoreStore(create_sessionmaker(engine), key)
             return await run_refresh(store, batch=batch, threads=settings.scores_threads)
         finally:
@@ -174,7 +199,9 @@ def eval_(
                 engine = create_engine(settings.database_url)
                 try:
                     since = datetime.now(UTC) - timedelta(days=400)
-                    return await ScoreStore(create_sessionmaker(engine)).ledger(since)
+                    # Orders and events only: no model is sealed or loaded.
+                    store = ScoreStore(create_sessionmaker(engine), None)
+                    return await store.ledger(since)
                 finally:
                     await engine.dispose()
 

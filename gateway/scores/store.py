@@ -37,11 +37,7 @@ from gateway.db.locks import committed_before, lock_customers, run_lock
 from gateway.db.models import Customer, Event
 from gateway.db.score_models import CustomerScore, ScoreBuild, ScoreModel
 from gateway.scores.ledger import Ledger, ledger_of
-from gateway.scores.model_seal import model_key, seal, unseal
-from gateway.settings import BUILTIN_ERASURE_KEY
-
-# The key of a deployment that keeps the built-in erasure key (the demo, the tests).
-_DEMO_MODEL_KEY = model_key(BUILTIN_ERASURE_KEY)
+from gateway.scores.model_seal import UntrustedModel, seal, unseal
 
 ORDER_TYPES = ("orders/create", "orders/paid", "orders/updated", "track:Order Completed")
 _BEHAVIOURAL = or_(Event.type.like("track:%"), Event.type == "page")
@@ -127,19 +123,40 @@ def _number(*values: Any) -> float:
 
 
 class ScoreStore:
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], model_key: bytes = _DEMO_MODEL_KEY
-    ) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], model_key: bytes | None) -> None:
+        """``model_key`` seals the stored models (``model_seal.deployment_model_key``);
+        None for a store that only reads and writes scores (the server)."""
         self._sessions = sessions
-        self._model_key = model_key  # seals the stored models (model_seal.py)
+        self._model_key = model_key
 
-    def seal(self, estimator: Any) -> bytes:
-        """A trained model as it is stored: pickled, and signed."""
-        return seal(estimator, self._model_key)
+    def _key(self) -> bytes:
+        if self._model_key is None:
+            raise UntrustedModel("this process holds no key for score models: none loaded")
+        return self._model_key
+
+    def seal(
+        self, version: str, horizon_days: int, evaluation: dict[str, Any], estimator: Any
+    ) -> StoredModel:
+        """A trained model as its row stores it: pickled, and signed with the row."""
+        sealed = seal(
+            estimator,
+            self._key(),
+            version=version,
+            horizon_days=horizon_days,
+            evaluation=evaluation,
+        )
+        return StoredModel(version, horizon_days, evaluation, sealed)
 
     def unseal(self, stored: StoredModel) -> Any:
-        """A stored model, loaded only if this deployment signed it (``UntrustedModel``)."""
-        return unseal(stored.estimator, self._model_key, stored.version)
+        """A stored model, loaded only if this deployment signed it for this row
+        (``UntrustedModel``)."""
+        return unseal(
+            stored.estimator,
+            self._key(),
+            version=stored.version,
+            horizon_days=stored.horizon_days,
+            evaluation=stored.evaluation,
+        )
 
     async def ledger(
         self, events_since: datetime, customers: Sequence[uuid.UUID] | None = None

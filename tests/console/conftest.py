@@ -32,6 +32,7 @@ from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.export.service import Exporter
 from gateway.ingest.importer import Importer
 from gateway.ingest.sync import sync
+from gateway.scores.model_seal import model_key
 from gateway.settings import Settings, load_settings
 from resolvers.app import create_app
 from tests.conftest import FAST, IN_CI, REPO
@@ -116,7 +117,7 @@ async def _prepare(url: str, export_dir: Path, upstreams: Any) -> None:
     adapters = build_adapters(upstreams)
     try:
         await prepare_console_data(sessions)
-        await build_scores_if_missing(sessions)
+        await build_scores_if_missing(sessions, model_key("the console tests' erasure key"))
         await Importer(sessions, TEST_REVIEW_SOURCE, observed_at=datetime.now(UTC)).run(
             extra_review_rows()
         )

@@ -112,7 +112,7 @@ async def test_segments_and_their_samples(database_url: str) -> None:
                     for i in ids
                 ],
             )
-        store = ScoreStore(sessions)
+        store = ScoreStore(sessions, None)  # scores only: no model
         assert (segment, 4) in await store.segments()
         assert await store.segment_sample(segment, 3) == ids[:3]  # the same ones each time
         assert await store.segment_sample("no_such_segment", 3) == []

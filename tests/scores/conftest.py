@@ -16,11 +16,14 @@ from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.migrate import upgrade
 from gateway.db.models import Customer, Event
 from gateway.scores.ledger import date_of
+from gateway.scores.model_seal import model_key
 from gateway.scores.store import ScoreStore
 from tests.conftest import create_postgres_database, drop_postgres_database
 from tests.scores.synthetic import START, history
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
+# The tests' deployment secret, passed explicitly as every caller passes its own.
+TEST_MODEL_KEY = model_key("the scores tests' erasure key")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -66,7 +69,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
                     properties={"event": "Order Completed", "properties": {"order_id": str(n)}},
                 )
             )
-    yield ScoreStore(sessions)
+    yield ScoreStore(sessions, TEST_MODEL_KEY)
     await engine.dispose()
     if request.param == "postgres":
         await asyncio.to_thread(drop_postgres_database, url)
