@@ -242,7 +242,7 @@ async def _unmerge_once(
         await session.flush()
         identity.customer_id = new
         await _move_attributes(session, identity, owner, new, config)
-        await split_consents(session, identity.id, owner, new)
+        await split_consents(session, identity, owner, new)
         await session.execute(
             update(IdentityLink)
             .where(IdentityLink.identity_id == identity.id)
