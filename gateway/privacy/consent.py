@@ -19,7 +19,7 @@ What each purpose gates:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -265,8 +265,13 @@ async def withdraw_many(
     if not rows:
         return
     dialect_insert = postgres_insert if connection.dialect.name == "postgresql" else sqlite_insert
-    # The history first (every statement, as it came), then the statement that counts.
-    await connection.execute(dialect_insert(ConsentChange), rows)
+    # The history first (every statement, as it came), then the statement that counts;
+    # each names its customer's identity when there is one only, as ``record`` does.
+    sole = await _sole_identities(connection, statements.keys())
+    await connection.execute(
+        dialect_insert(ConsentChange),
+        [{**row, "identity_id": sole.get(row["customer_id"])} for row in rows],
+    )
     statement = dialect_insert(Consent)
     # One statement given many parameter sets: compiled once and cached, where a VALUES
     # list of each batch's size was compiled afresh every time.
@@ -282,6 +287,23 @@ async def withdraw_many(
         ),
         rows,
     )
+
+
+async def _sole_identities(
+    connection: AsyncConnection, customers: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, int]:
+    """Of ``customers``, those with exactly one identity, and that identity: one grouped
+    query a chunk, however large the batch (an unmerge needs to know whose it was)."""
+    sole: dict[uuid.UUID, int] = {}
+    for clause in matching(connection, Identity.customer_id, list(customers)):
+        query = (
+            select(Identity.customer_id, func.min(Identity.id))
+            .where(clause)
+            .group_by(Identity.customer_id)
+            .having(func.count() == 1)
+        )
+        sole.update({row[0]: row[1] for row in await connection.execute(query)})
+    return sole
 
 
 def _rowcount(result: Any) -> int:
