@@ -50,8 +50,9 @@ def _is(current: Consent, change: ConsentChange) -> bool:
 
 
 async def _joined(session: AsyncSession, identity: Identity, owner: uuid.UUID) -> datetime:
-    """When ``identity`` joined ``owner``: its earliest link there (links move with a
-    merge, so this is the earliest it shared a customer), else its creation."""
+    """Since when a statement naming no identity may have been made for ``identity``:
+    its earliest link on ``owner`` (links move with a merge, so this may be its first
+    own customer's), else its creation. Erring early errs to suppression."""
     linked = await session.scalar(
         select(func.min(IdentityLink.created_at)).where(
             IdentityLink.identity_id == identity.id, IdentityLink.customer_id == owner

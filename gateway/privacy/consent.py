@@ -19,7 +19,7 @@ What each purpose gates:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -33,8 +33,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 
 from adapters.records import CrmContact
 from gateway.db.bulk import matching
-from gateway.db.models import Consent, ConsentChange, Customer, Identity, as_utc, utcnow
+from gateway.db.models import Consent, ConsentChange, Customer, as_utc, utcnow
 from gateway.errors import Conflict, InvalidInput, NotFound
+from gateway.privacy.consent_owner import sole_identities
 
 _UNKNOWN_TIME = datetime.min.replace(tzinfo=UTC)
 _ATTEMPTS = 3
@@ -193,11 +194,7 @@ class ConsentStore:
                 raise NotFound("No customer with this id", field="customerId")
             now = utcnow()
             # Whose statement it is, if the customer is one identity (an unmerge needs it).
-            identities = list(
-                await session.scalars(
-                    select(Identity.id).where(Identity.customer_id == customer_id).limit(2)
-                )
-            )
+            sole = await sole_identities(await session.connection(), [customer_id])
             # Every statement joins the history, even one a newer concurrent one outranks.
             session.add(
                 ConsentChange(
@@ -206,7 +203,7 @@ class ConsentStore:
                     granted=granted,
                     source=source,
                     recorded_at=now,
-                    identity_id=identities[0] if len(identities) == 1 else None,
+                    identity_id=sole.get(customer_id),
                 )
             )
             current = (Consent.customer_id == customer_id) & (Consent.purpose == purpose.value)
@@ -267,11 +264,12 @@ async def withdraw_many(
     dialect_insert = postgres_insert if connection.dialect.name == "postgresql" else sqlite_insert
     # The history first (every statement, as it came), then the statement that counts;
     # each names its customer's identity when there is one only, as ``record`` does.
-    sole = await _sole_identities(connection, statements.keys())
-    await connection.execute(
-        dialect_insert(ConsentChange),
-        [{**row, "identity_id": sole.get(row["customer_id"])} for row in rows],
-    )
+    sole = await sole_identities(connection, statements.keys())
+    history = [
+        {**row, "identity_id": sole.get(customer)}
+        for row, customer in zip(rows, sorted(statements), strict=True)
+    ]
+    await connection.execute(dialect_insert(ConsentChange), history)
     statement = dialect_insert(Consent)
     # One statement given many parameter sets: compiled once and cached, where a VALUES
     # list of each batch's size was compiled afresh every time.
@@ -287,23 +285,6 @@ async def withdraw_many(
         ),
         rows,
     )
-
-
-async def _sole_identities(
-    connection: AsyncConnection, customers: Iterable[uuid.UUID]
-) -> dict[uuid.UUID, int]:
-    """Of ``customers``, those with exactly one identity, and that identity: one grouped
-    query a chunk, however large the batch (an unmerge needs to know whose it was)."""
-    sole: dict[uuid.UUID, int] = {}
-    for clause in matching(connection, Identity.customer_id, list(customers)):
-        query = (
-            select(Identity.customer_id, func.min(Identity.id))
-            .where(clause)
-            .group_by(Identity.customer_id)
-            .having(func.count() == 1)
-        )
-        sole.update({row[0]: row[1] for row in await connection.execute(query)})
-    return sole
 
 
 def _rowcount(result: Any) -> int:

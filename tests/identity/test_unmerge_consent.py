@@ -152,3 +152,27 @@ async def test_an_esp_withdrawal_before_the_merge_goes_with_its_customer(
     assert [h["source"] for h in kept["consentHistory"]] == ["a-signup"]
     assert new["suppressed"]
     assert [h["source"] for h in new["consentHistory"]] == ["esp-unsub"]
+
+
+async def test_a_shop_customer_split_from_one_without_identities_keeps_its_no(
+    services: Services,
+) -> None:
+    upsert = "mutation($email: String!) { upsertCustomer(input: {email: $email}) { id } }"
+    created = await run(services, upsert, email=unique_email("bare-a"))
+    assert "errors" not in created, created
+    a = created["data"]["upsertCustomer"]["id"]
+    b, ext_b = await _customer(services, "shop", email=unique_email("bare-b"))
+    await _say(services, b, "EMAIL_MARKETING", False, "b-said-no")
+    merged = await run(services, MERGE, into=a, **{"from": b}, reason="same person?")
+    assert "errors" not in merged, merged
+    await _say(services, a, "EMAIL_MARKETING", True, "granted-while-merged")
+    split = await run(services, UNMERGE, source="shop", externalId=ext_b)
+    assert "errors" not in split, split
+    new = await _consents(services, split["data"]["unmergeCustomer"]["id"])
+    kept = await _consents(services, a)
+    assert new["suppressed"]
+    assert new["consents"] == [
+        {"purpose": "EMAIL_MARKETING", "granted": False, "source": "b-said-no"}
+    ]
+    assert kept["suppressed"]
+    assert kept["consents"] == []
