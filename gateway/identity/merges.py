@@ -40,6 +40,7 @@ from gateway.identity.values import (
     postcode_key,
     text_key,
 )
+from gateway.privacy.consent_owner import MERGE_RULE
 
 
 async def merge_customers(
@@ -88,6 +89,7 @@ async def merge_in(
             field="b",
         )
     await keep_golden_provenance(session, [a, b])
+    kept_email = await session.scalar(select(Customer.email).where(Customer.id == a))
     await _move_consents(session, a, b)
     await drop_shared_observations(session, b, a)
     for model in (Identity, Attribute, Event, IdentityLink, *SERVED):
@@ -115,7 +117,7 @@ async def merge_in(
                     "customer_id": a,
                     "identity_id": identity_id,
                     "matched_identity_id": kept[0] if kept else None,
-                    "rule": "manual",
+                    "rule": MERGE_RULE,
                     "score": None,
                     "reason": reason[:200],
                     "created_at": now,
@@ -124,6 +126,12 @@ async def merge_in(
             ],
         )
     await session.execute(delete(Customer).where(Customer.id == b))
+    if kept_email is not None:
+        # The survivor the caller chose keeps its address, as the newest observation (a
+        # configured source_priority still ranks it): otherwise ``b``'s newer one took
+        # its place and looking the survivor up by its own address found nobody.
+        session.add(Attribute(customer_id=a, name="email", value=kept_email, source=MERGE_SOURCE))
+        await session.flush()
     await refresh_golden(session, [a], config)
     session.add(
         AuditEntry(
@@ -139,6 +147,8 @@ async def merge_in(
 # The source of a golden value kept from before every write path recorded provenance
 # (migration 0007 backfills the same).
 PROFILE_SOURCE = "profile"
+# The source of the survivor's own address, observed again by the merge that kept it.
+MERGE_SOURCE = "merge"
 
 
 async def keep_golden_provenance(session: AsyncSession, customer_ids: list[uuid.UUID]) -> None:
@@ -212,6 +222,19 @@ async def unmerge_customer(
     )
 
 
+async def _merged_in(session: AsyncSession, identity_id: int, owner: uuid.UUID) -> bool:
+    """Whether a merge brought ``identity_id`` into ``owner`` (its latest link is the
+    merge's): then it can be split off even when it is the only identity (the survivor
+    had none, as a customer the API created by address alone), leaving it none again."""
+    rule = await session.scalar(
+        select(IdentityLink.rule)
+        .where(IdentityLink.identity_id == identity_id, IdentityLink.customer_id == owner)
+        .order_by(IdentityLink.created_at.desc(), IdentityLink.id.desc())
+        .limit(1)
+    )
+    return rule == MERGE_RULE
+
+
 async def _unmerge_once(
     sessions: async_sessionmaker[AsyncSession],
     source: str,
@@ -233,7 +256,7 @@ async def _unmerge_once(
             )
             or 0
         )
-        if siblings < 2:
+        if siblings < 2 and not await _merged_in(session, identity.id, owner):
             raise InvalidInput("The identity is already a customer of its own", field="identity")
         await keep_golden_provenance(session, [owner])
         new = uuid.uuid4()
@@ -242,7 +265,7 @@ async def _unmerge_once(
         await session.flush()
         identity.customer_id = new
         await _move_attributes(session, identity, owner, new, config)
-        await split_consents(session, identity.id, owner, new)
+        await split_consents(session, identity, owner, new)
         await session.execute(
             update(IdentityLink)
             .where(IdentityLink.identity_id == identity.id)

@@ -33,8 +33,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 
 from adapters.records import CrmContact
 from gateway.db.bulk import matching
-from gateway.db.models import Consent, ConsentChange, Customer, Identity, as_utc, utcnow
+from gateway.db.models import Consent, ConsentChange, Customer, as_utc, utcnow
 from gateway.errors import Conflict, InvalidInput, NotFound
+from gateway.privacy.consent_owner import sole_identities
 
 _UNKNOWN_TIME = datetime.min.replace(tzinfo=UTC)
 _ATTEMPTS = 3
@@ -193,11 +194,7 @@ class ConsentStore:
                 raise NotFound("No customer with this id", field="customerId")
             now = utcnow()
             # Whose statement it is, if the customer is one identity (an unmerge needs it).
-            identities = list(
-                await session.scalars(
-                    select(Identity.id).where(Identity.customer_id == customer_id).limit(2)
-                )
-            )
+            sole = await sole_identities(await session.connection(), [customer_id])
             # Every statement joins the history, even one a newer concurrent one outranks.
             session.add(
                 ConsentChange(
@@ -206,7 +203,7 @@ class ConsentStore:
                     granted=granted,
                     source=source,
                     recorded_at=now,
-                    identity_id=identities[0] if len(identities) == 1 else None,
+                    identity_id=sole.get(customer_id),
                 )
             )
             current = (Consent.customer_id == customer_id) & (Consent.purpose == purpose.value)
@@ -265,8 +262,14 @@ async def withdraw_many(
     if not rows:
         return
     dialect_insert = postgres_insert if connection.dialect.name == "postgresql" else sqlite_insert
-    # The history first (every statement, as it came), then the statement that counts.
-    await connection.execute(dialect_insert(ConsentChange), rows)
+    # The history first (every statement, as it came), then the statement that counts;
+    # each names its customer's identity when there is one only, as ``record`` does.
+    sole = await sole_identities(connection, statements.keys())
+    history = [
+        {**row, "identity_id": sole.get(customer)}
+        for row, customer in zip(rows, sorted(statements), strict=True)
+    ]
+    await connection.execute(dialect_insert(ConsentChange), history)
     statement = dialect_insert(Consent)
     # One statement given many parameter sets: compiled once and cached, where a VALUES
     # list of each batch's size was compiled afresh every time.

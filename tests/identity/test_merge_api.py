@@ -178,3 +178,38 @@ async def test_merging_past_the_identity_limit_is_a_conflict(services: Services)
         assert {str(d.customer_id) for d in decisions} == {owners[-1]}
     body = await run(services, MERGE, into=owners[0], **{"from": owners[1]}, reason="too big")
     assert codes(body) == [("CONFLICT", "from")]
+
+
+UPSERT = "mutation($email: String!) { upsertCustomer(input: {email: $email}) { id } }"
+BY_EMAIL = "query($email: String!) { customer(email: $email) { id email } }"
+
+
+async def test_a_customer_without_identities_keeps_its_address_and_can_be_unmerged(
+    services: Services,
+) -> None:
+    """A customer the API created by address alone, with a shop customer merged in, is
+    still found by its own address, and the shop identity can be split off again."""
+    email_a, email_b = unique_email("bare"), unique_email("shopper")
+    created = await run(services, UPSERT, email=email_a)
+    assert "errors" not in created, created
+    a = created["data"]["upsertCustomer"]["id"]
+    b, ext_b = await _customer(services, "shop", email=email_b)
+    merged = await run(services, MERGE, into=a, **{"from": b}, reason="same person")
+    assert "errors" not in merged, merged
+    assert merged["data"]["mergeCustomers"]["email"] == email_a
+    assert (await run(services, BY_EMAIL, email=email_a))["data"]["customer"]["id"] == a
+
+    split = await run(services, UNMERGE, source="shop", externalId=ext_b)
+    assert "errors" not in split, split
+    new = split["data"]["unmergeCustomer"]
+    assert new["email"] == email_b
+    assert new["identities"] == [{"source": "shop", "externalId": ext_b}]
+    kept = (await run(services, CUSTOMER, id=a))["data"]["customer"]
+    assert kept == {"id": a, "email": email_a, "identities": []}
+    assert (await run(services, BY_EMAIL, email=email_b))["data"]["customer"]["id"] == new["id"]
+
+
+async def test_a_lone_identity_never_merged_in_cannot_be_split_off(services: Services) -> None:
+    _, ext = await _customer(services, "shop", email=unique_email("alone"))
+    split = await run(services, UNMERGE, source="shop", externalId=ext)
+    assert codes(split) == [("BAD_USER_INPUT", "externalId")], split
