@@ -27,11 +27,11 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 # its domain neither (a person's own domain names them). An "at" is ``@``, its
 # full-width form or its percent-encoding (``%40``, ``%2540``: a URL's query). A local
 # part is a quoted string, whole and bounded, or the run of anything but a separator
-# before the at (Unicode included, RFC 6531; ``? = & / ' .`` are atext, not separators),
-# a comment ``(...)`` before the at included; a domain is the rest of that run (IDN labels, punycode,
-# more ats), an address literal in brackets, or both. Of a local part longer than an
-# address's (RFC 5321: 64 octets) the last 64 characters are masked. It errs on masking
-# more than an address (a quote or a word glued to it).
+# before the at (Unicode included, RFC 6531; ``? = & / ' .`` are atext, not
+# separators), a comment ``(...)`` before the at included; a domain is the rest of that
+# run (IDN labels, punycode, more ats), address literals in brackets and comments. Of a
+# local part longer than an address's (RFC 5321: 64 octets) the last 64 characters are
+# masked. It errs on masking more than an address (a quote or a word glued to it).
 _SEPARATORS = r"\s\"<>()\[\],;:"
 _AT = "(?:[@\uff20]|%40|%2540)"
 _RUN = rf"(?:[^{_SEPARATORS}@\uff20%]|%(?!40|2540))"
