@@ -61,8 +61,10 @@ def mask(text: str) -> str:
         # The cut may split an address: an at put where it falls masks what precedes it
         # as a local part (a quoted one too when a quote may be open).
         head = text[:MAX_MASKED_CHARS]
-        head += '"@' if '"' in head[-130:] else "@"
-        return _mask(head) + f" [{cut} characters cut]"
+        at = '"@' if '"' in head[-130:] else "@"
+        if _MAY_HOLD_AN_AT.search(head) is None:  # only the cut's own to mask
+            return head[:-256] + _mask(head[-256:] + at) + f" [{cut} characters cut]"
+        return _mask(head + at) + f" [{cut} characters cut]"
     return _mask(text)
 
 
