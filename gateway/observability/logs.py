@@ -38,8 +38,9 @@ _RUN = rf"(?:[^{_SEPARATORS}@\uff20%]|%(?!40|2540))"
 _COMMENT = r"\([^()\r\n]{0,64}+\)"
 _DOMAIN = rf"(?:[^{_SEPARATORS}]|{_COMMENT}|\[[^\]\s]*+\]?)*+"
 # Every pattern reads each character a bounded number of times (possessive, a run tried
-# only where it starts, no chain of comments to reread from each one): linear time.
-_QUOTED = re.compile(rf"\"(?:[^\"\\\r\n]|\\[^\r\n]){{1,128}}+\"{_AT}{_DOMAIN}")
+# only where it starts, a quoted string only from a quote no backslash escapes, no chain
+# of comments to reread from each one): linear time.
+_QUOTED = re.compile(rf"(?<!\\)\"(?:[^\"\\\r\n]|\\[^\r\n]){{1,128}}+\"{_AT}{_DOMAIN}")
 _ADDRESS = re.compile(rf"(?<![^{_SEPARATORS}])(?P<local>{_RUN}*+(?:{_COMMENT})?){_AT}{_DOMAIN}")
 _MAY_HOLD_AN_AT = re.compile("[@\uff20]|%40|%2540")
 _LOCAL_MAX = 64
