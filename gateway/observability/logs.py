@@ -23,39 +23,82 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 
 
 # A last line of defence: code logs ids, never customer data, but a library's message
-# or an exception may quote an address or a name field. Any address is masked whole,
-# its domain too (a person's own domain names them): a local part is a quoted string
-# (spaces and escaped quotes allowed) or a run of anything but a separator, Unicode
-# included (RFC 6531); a domain is such a run (IDN labels, punycode) or an address
-# literal in brackets. It errs on masking more than an address (a quote or a word
-# glued to it), never less.
-_SEPARATORS = r"\s@\"<>()\[\],;:"
-_DOMAIN = rf"@(?:\[[^\]\s]{{0,64}}\]|[^{_SEPARATORS}]+)"
-# A match starts only where a run starts (after a separator, or a quote), reads at most
-# 256 parts of a local part (RFC 5321 allows 64 octets) and never backtracks into them
-# (possessive): a long line without an address costs linear time.
-_EMAIL = re.compile(
-    rf"(?<![^{_SEPARATORS}])"
-    rf"(?:\"(?:[^\"\\\r\n]|\\.){{1,128}}\"|[^{_SEPARATORS}]){{1,256}}+{_DOMAIN}"
-)
-# What is left of a longer one (or of one an odd quote hid): its domain, wherever an @
-# is glued to a word or a quote.
-_GLUED_DOMAIN = re.compile(rf"(?<=[^\s@<>()\[\],;:]){_DOMAIN}")
+# or an exception may quote an address or a name field. Nothing of an address is kept,
+# its domain neither (a person's own domain names them). An "at" is ``@``, its
+# full-width form or its percent-encoding (``%40``, ``%2540``: a URL's query). A local
+# part is a quoted string, whole and bounded, or the run of anything but a separator
+# before the at (Unicode included, RFC 6531; ``? = & / ' .`` are atext, not
+# separators), a comment ``(...)`` before the at included; a domain is the rest of that
+# run (IDN labels, punycode, more ats), address literals in brackets and comments. Of a
+# local part longer than an address's (RFC 5321: 64 octets) the last 64 characters are
+# masked. It errs on masking more than an address (a quote or a word glued to it).
+_SEPARATORS = r"\s\"<>()\[\],;:"
+_AT = "(?:[@\uff20]|%40|%2540)"
+_RUN = rf"(?:[^{_SEPARATORS}@\uff20%]|%(?!40|2540))"
+_COMMENT = r"\([^()\r\n]{0,64}+\)"
+_DOMAIN = rf"(?:[^{_SEPARATORS}]|{_COMMENT}|\[[^\]\s]*+\]?)*+"
+# Every pattern reads each character a bounded number of times (possessive, a run tried
+# only where it starts, a quoted string only from a quote no backslash escapes, no chain
+# of comments to reread from each one): linear time.
+_QUOTED = re.compile(rf"(?<!\\)\"(?:[^\"\\\r\n]|\\[^\r\n]){{1,128}}+\"{_AT}{_DOMAIN}")
+_ADDRESS = re.compile(rf"(?<![^{_SEPARATORS}])(?P<local>{_RUN}*+(?:{_COMMENT})?){_AT}{_DOMAIN}")
+_MAY_HOLD_AN_AT = re.compile("[@\uff20]|%40|%2540")
+_LOCAL_MAX = 64
+# A longer text is cut (a traceback or a message is not this long unless something
+# dumps a body or a page): logging is synchronous, on the event loop.
+MAX_MASKED_CHARS = 32 * 1024
 MASKED = "***@***"
 _PERSONAL_KEYS = {"email", "first_name", "last_name", "firstName", "lastName", "phone", "name"}
 
 
+def _masked_address(found: re.Match[str]) -> str:
+    return found["local"][:-_LOCAL_MAX] + MASKED
+
+
 def mask(text: str) -> str:
     """Every email address masked whole: ``ada@example.com`` -> ``***@***``."""
-    if "@" not in text:
+    cut = len(text) - MAX_MASKED_CHARS
+    if cut > 0:
+        # The cut may split an address: an at put where it falls masks what precedes it
+        # as a local part (a quoted one too when a quote may be open).
+        head = text[:MAX_MASKED_CHARS]
+        at = '"@' if '"' in head[-130:] else "@"
+        if _MAY_HOLD_AN_AT.search(head) is None:  # only the cut's own to mask
+            return head[:-256] + _mask(head[-256:] + at) + f" [{cut} characters cut]"
+        return _mask(head + at) + f" [{cut} characters cut]"
+    return _mask(text)
+
+
+def _mask(text: str) -> str:
+    if _MAY_HOLD_AN_AT.search(text) is None:
         return text
-    return _GLUED_DOMAIN.sub("@***", _EMAIL.sub(MASKED, text))
+    return _ADDRESS.sub(_masked_address, _QUOTED.sub(MASKED, text))
 
 
 def _scrub(key: str, value: Any) -> Any:
     if key in _PERSONAL_KEYS and value is not None:
         return "***"
-    return mask(value) if isinstance(value, str) else value
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return mask(value)
+    # Lists, dicts (their keys too), bytes, exceptions, objects: masked as JSON shows
+    # them, whatever their type.
+    try:
+        shown = orjson.loads(orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS))
+    except (TypeError, orjson.JSONEncodeError):
+        return mask(str(value))
+    return _scrub_shown(shown)
+
+
+def _scrub_shown(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, list):
+        return [_scrub_shown(item) for item in value]
+    if isinstance(value, dict):
+        return {mask(key): _scrub(key, item) for key, item in value.items()}
+    return value
 
 
 class JsonFormatter(logging.Formatter):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 
+from starlette.datastructures import FormData
 from starlette.requests import Request
 
 from gateway.templates.render import MAX_SOURCE_CHARS
@@ -31,6 +32,13 @@ STUDIO_TOO_LARGE = (
 )
 
 
+async def studio_form(request: Request) -> FormData:
+    """A studio post's form, read with the studio's limit a field. Starlette keeps the
+    first form read: whichever reads first (the token check, when the token is a field,
+    or the handler, when it is the header console.js sends) must use this limit."""
+    return await request.form(max_part_size=STUDIO_MAX_FORM_BYTES)
+
+
 async def presented_token(request: Request) -> str | None:
     """The token a POST carries: its header, else its form field."""
     header = request.headers.get(HEADER)
@@ -40,7 +48,7 @@ async def presented_token(request: Request) -> str | None:
     if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
         # Starlette keeps it: the handler reads it again. The body limit bounds the form
         # as a whole (a studio form's larger one only on the studio's paths).
-        form = await request.form(max_part_size=STUDIO_MAX_FORM_BYTES)
+        form = await studio_form(request)
         value = form.get(FIELD)
         return value if isinstance(value, str) else None
     return None

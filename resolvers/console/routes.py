@@ -8,9 +8,10 @@ pages of a key lacking a scope show no button for it, and a POST of one is 403.
 
 from __future__ import annotations
 
+from starlette.datastructures import URL
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Match, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 
 from gateway.access.api_keys import Scope
@@ -27,7 +28,17 @@ async def home(request: Request) -> Response:
 
 async def not_found(request: Request) -> Response:
     """Under /console, even a path that names nothing answers with the console's
-    headers: no page of the console may be framed."""
+    headers: no page of the console may be framed. A path that names a page but for a
+    trailing slash is redirected to it, as Starlette's router does (this route, which
+    takes every path, would otherwise answer first)."""
+    path = request.scope["path"]
+    other = dict(request.scope, path=path.rstrip("/") if path.endswith("/") else path + "/")
+    router: Router = request.scope["router"]
+    for route in router.routes:
+        if getattr(route, "endpoint", None) is not_found:
+            continue
+        if route.matches(other)[0] is not Match.NONE:
+            return secure(RedirectResponse(str(URL(scope=other))))
     return secure(PlainTextResponse("Not Found", status_code=404))
 
 

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from gateway.errors import GatewayError
 from gateway.templates.render import Compiled, RenderFormat, TemplateSyntaxError, warnings_of
 from gateway.templates.store import parse_template_name
+from resolvers.console.csrf import studio_form
 from resolvers.console.operations import run
 from resolvers.console.pages import secure
 from resolvers.console.previews import (
@@ -150,7 +151,7 @@ async def _page(
 
 async def check_json(visit: Visit) -> Response:
     """The as-you-type check: JSON for the page's script."""
-    result, _ = await check(visit, Draft.of(await visit.request.form()))
+    result, _ = await check(visit, Draft.of(await studio_form(visit.request)))
     body = {
         "ok": result.error is None,
         "error": result.error,
@@ -163,7 +164,7 @@ async def check_json(visit: Visit) -> Response:
 
 
 async def preview(visit: Visit) -> Response:
-    draft = Draft.of(await visit.request.form())
+    draft = Draft.of(await studio_form(visit.request))
     result, compiled = await check(visit, draft)
     if compiled is not None:
         asked = wanted(draft.customers)
@@ -177,7 +178,7 @@ async def preview(visit: Visit) -> Response:
 
 
 async def save(visit: Visit) -> Response:
-    draft = Draft.of(await visit.request.form())
+    draft = Draft.of(await studio_form(visit.request))
     result, compiled = await check(visit, draft)
     if compiled is None:
         return await _page(visit, draft, result, status_code=422)

@@ -9,7 +9,8 @@ another site (which could hide it under a decoy and trick a click: clickjacking)
 only the gateway's own scripts and its one inline script (allowed by its hash), and
 never keeps headers in the browser's storage: GraphiQL 2.1 writes them into its
 history and tabs even when told not to persist them, so the page hands GraphiQL a
-storage that strips them, and strips what an earlier page stored.
+storage that nulls them (a tab without the key is invalid to GraphiQL, which would
+drop every tab), and nulls what an earlier page stored.
 """
 
 from __future__ import annotations
@@ -79,8 +80,9 @@ _SCRIPT = """
       if (key === HEADERS) return null;
       if (!HOLDING_HEADERS.includes(key)) return value;
       try {
+        // Null, not removed: GraphiQL throws away stored tabs without a "headers".
         return JSON.stringify(JSON.parse(value), (name, item) =>
-          name === "headers" ? undefined : item);
+          name === "headers" ? null : item);
       } catch (error) {
         return null;
       }
@@ -113,8 +115,11 @@ _SCRIPT = """
     }
     const fetcher = GraphiQL.createFetcher({ url: config.endpoint });
     // The explorer plugin is a React hook: it lives inside a component that owns the query.
+    // The page owns the query (for the explorer): it starts from the last one edited, as
+    // GraphiQL's own would, which also makes that one's stored tab the active one.
+    const initialQuery = storage.getItem("graphiql:query") || config.query;
     function Explorer() {
-      const [query, setQuery] = React.useState(config.query);
+      const [query, setQuery] = React.useState(initialQuery);
       const explorer = GraphiQLPluginExplorer.useExplorerPlugin({ query, onEdit: setQuery });
       return React.createElement(GraphiQL, {
         fetcher,

@@ -60,6 +60,26 @@ async def test_the_largest_template_of_four_byte_characters_fits_the_studio(
         assert saved.status_code == 303, saved.text[:300]
 
 
+async def test_the_largest_template_fits_the_studio_with_the_token_as_console_js_sends_it(
+    app: Starlette,
+) -> None:
+    """console.js posts the live check with the token in ``X-CSRF-Token``: the form is
+    then first read by the handler, which must read it with the studio's limit too."""
+    source = "\U0001f600" * MAX_SOURCE_CHARS
+    async with console_client(app, Scope.PROFILES_READ, Scope.PROFILES_WRITE) as client:
+        header = {"X-CSRF-Token": client.csrf}
+        form = {"source": source, "format": "TEXT"}
+        checked = await client.http.post("/console/templates/check", data=form, headers=header)
+        assert checked.status_code == 200, checked.text[:300]
+        assert checked.json()["ok"] is True
+        previewed = await client.http.post("/console/templates/preview", data=form, headers=header)
+        assert previewed.status_code == 200, previewed.text[:300]
+        saved = await client.http.post(
+            "/console/templates/save", data={**form, "name": "emoji-header"}, headers=header
+        )
+        assert saved.status_code == 303, saved.text[:300]
+
+
 async def test_a_form_larger_than_any_template_is_refused_saying_why(app: Starlette) -> None:
     async with console_client(app, Scope.PROFILES_READ) as client:
         huge = "\U0001f600" * (MAX_SOURCE_CHARS + 10_000)  # 1.32 MB encoded

@@ -64,6 +64,23 @@ async def test_the_key_becomes_a_strict_http_only_cookie_and_is_never_shown(
         assert _cookie(answer, COOKIE)[COOKIE]["secure"] is True
 
 
+async def test_a_path_a_slash_away_from_a_page_is_redirected_to_it(app: Starlette) -> None:
+    async with console_client(app, Scope.PROFILES_READ) as client:
+        for path, page in [
+            ("/console/customers/", "/console/customers"),
+            ("/console/templates/studio/", "/console/templates/studio"),
+        ]:
+            answer = await client.http.get(path)
+            assert answer.status_code == 307, path
+            assert httpx.URL(answer.headers["location"]).path == page
+            assert answer.headers["x-frame-options"] == "DENY"
+            followed = await client.http.get(answer.headers["location"])
+            assert followed.status_code == 200, path
+        unknown = await client.http.get("/console/no-such-page/")
+        assert unknown.status_code == 404
+        assert "frame-ancestors 'none'" in unknown.headers["content-security-policy"]
+
+
 async def test_every_post_needs_the_sessions_token_and_origin(app: Starlette) -> None:
     async with console_client(app, Scope.PROFILES_READ, Scope.PROFILES_WRITE) as client:
         async with httpx.AsyncClient(transport=asgi(app), base_url="http://gw") as admin:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.observability.logs import MASKED, JsonFormatter, mask
+from gateway.observability.logs import MASKED, MAX_MASKED_CHARS, JsonFormatter, mask
 
 _SPECIALS = "!#$%&'*+-/=?^_`{|}~"
 _LETTERS = st.characters(categories=["L", "N", "M"]) | st.sampled_from(
@@ -39,8 +39,14 @@ def _punycode(domain: str) -> str:
 
 _LITERAL = st.tuples(*[st.integers(0, 255)] * 4).map(lambda n: "[{}.{}.{}.{}]".format(*n))
 _DOMAIN = _IDN | _IDN.map(_punycode) | _LITERAL
-ADDRESSES = st.tuples(_DOT_ATOM | _QUOTED, _DOMAIN).map("@".join)
-BEFORE = st.sampled_from(["", "refused for ", "<", "(", "[", "'", '"', "to: ", ", ", "x="])
+_COMMENTED = st.tuples(_DOT_ATOM, _LABEL).map(lambda parts: f"{parts[0]}({parts[1]})")
+# An at as text carries it: plain, doubled, full-width, percent-encoded in a URL's query.
+_AT = st.sampled_from(["@", "@@", "\uff20", "%40", "%2540"])
+ADDRESSES = st.tuples(_DOT_ATOM | _QUOTED | _COMMENTED, _AT, _DOMAIN).map("".join)
+_LONG_QUERY = "https://esp.test/v3/contacts?token=" + "a" * 300 + "&email="
+BEFORE = st.sampled_from(
+    ["", "refused for ", "<", "(", "[", "'", '"', "to: ", ", ", "x=", _LONG_QUERY, "a" * 300]
+)
 AFTER = st.sampled_from(["", " today", ">", ")", "]", "'", '"', ".", ", and", ";", "\n"])
 
 
@@ -124,3 +130,77 @@ def test_an_overlong_local_part_still_loses_its_domain() -> None:
     masked = mask("x" * 300 + "@secret.example now")
     assert "secret" not in masked
     assert masked.endswith("@*** now")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # Glued to a run longer than any address: a URL's query after a token.
+        "Client error '400 Bad Request' for url 'https://esp.test/v3/contacts?token="
+        + "a" * 240
+        + "&email=ada.lovelace@example.com'",
+        "to ada@[IPv6:2001:0db8:85a3:0000:0000:8a2e:0370:7334:" + "f" * 70 + "]",
+        "refused ada%40example.com",
+        "GET /v3/contacts?email=ada%40example.com&list=7",
+        "GET /v3/contacts?email=ada%2540example.com",
+        "refused ada(comment)@example.com",
+        "refused ada@@example.com",
+        "refused ada\uff20example.com",
+        "refused ada@(comment)example.com",
+    ],
+)
+def test_no_part_of_an_address_is_left_whatever_it_is_glued_to(line: str) -> None:
+    masked = mask(line)
+    assert "ada" not in masked, masked
+    assert "example" not in masked, masked
+    assert MASKED in masked
+
+
+def test_a_line_longer_than_the_cap_is_cut_with_a_marker_and_its_tail_masked() -> None:
+    # A quote-dense line (the worst case of the quoted-string rule) past the cap.
+    dense = 'a"' * 100_000 + "@example.com"
+    masked = mask(dense)
+    assert len(masked) < MAX_MASKED_CHARS + 64
+    assert masked.endswith(f"{MASKED} [{len(dense) - MAX_MASKED_CHARS} characters cut]")
+    # An address the cut splits leaves nothing of its local part either.
+    for offset in range(0, 20, 3):
+        split = "x " * ((MAX_MASKED_CHARS - offset) // 2) + "ada.lovelace@example.com rest"
+        assert "ada" not in mask(split)
+        quoted = "x " * ((MAX_MASKED_CHARS - offset) // 2) + '"ada lovelace"@example.com'
+        assert "ada" not in mask(quoted)
+
+
+class _Refusal(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"recipients": ["ada@example.com"]},
+        {"recipients": ("ada@example.com", "grace@example.com")},
+        {"detail": {"to": "ada@example.com"}},
+        {"detail": {"ada@example.com": 1}},
+        {"detail": {7: "ada@example.com"}},
+        {"body": b"to ada@example.com"},
+        {"error": _Refusal("no customer ada@example.com")},
+        {"errors": [_Refusal("no customer ada@example.com")]},
+        {"contact": {"email": "ada@example.com", "name": "Ada"}},
+    ],
+)
+def test_an_address_in_an_extra_field_of_any_type_is_masked(extra: dict[str, object]) -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("tests.log_masking.extra")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("sent", extra=extra)
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+    line = stream.getvalue()
+    assert "ada" not in line.lower(), line
+    assert "example" not in line, line
+    assert json.loads(line)["message"] == "sent"

@@ -309,7 +309,12 @@ async def test_graphiql_and_the_console_may_not_be_framed(client: httpx.AsyncCli
         await client.get("/console/sign-in"),
         await client.get("/console/customers"),
         await client.get("/console/no-such-page"),
+        await client.get("/console/customers/"),
     ]
+    assert answers[3].status_code == 404
+    # A trailing slash too many is redirected to the page, as Starlette's router does.
+    assert answers[4].status_code == 307
+    assert httpx.URL(answers[4].headers["location"]).path == "/console/customers"
     for answer in answers:
         where = f"{answer.request.url.path} {answer.status_code}"
         assert answer.headers.get("x-frame-options") == "DENY", where
