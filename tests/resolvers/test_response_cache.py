@@ -308,15 +308,22 @@ async def test_an_answer_dies_with_the_cached_profile_it_read(database_url: str)
         settings = load_settings(database_url=database_url, cache_url=url, profile_cache_ttl_s=ttl)
         app = realtime_app(settings)
         async with lifespan(app):
-            _, email = await new_customer(app)
-            async with api_client(app) as client:
-                await fresh(client, PROFILE, email=email)  # the profile is cached now
-                cached_by = time.time()
-                await asyncio.sleep(ttl / 2)
-                await persisted_get(client, PROFILE, email=email)  # stored, from the copy
-                assert hit(await persisted_get(client, PROFILE, email=email))
-                await asyncio.sleep(max(0.0, cached_by + ttl + 0.2 - time.time()))
-                assert not hit(await persisted_get(client, PROFILE, email=email))
+            for _attempt in range(3):
+                _, email = await new_customer(app)
+                async with api_client(app) as client:
+                    await fresh(client, PROFILE, email=email)  # the profile is cached now
+                    cached_by = time.time()
+                    await asyncio.sleep(ttl / 2)
+                    await persisted_get(client, PROFILE, email=email)  # stored, from the copy
+                    assert hit(await persisted_get(client, PROFILE, email=email))
+                    if time.time() >= cached_by + ttl:
+                        # A loaded machine (CI) held this past the copy's life: the answer
+                        # was built from a profile read again, and may live on. Again.
+                        continue
+                    await asyncio.sleep(max(0.0, cached_by + ttl + 0.2 - time.time()))
+                    assert not hit(await persisted_get(client, PROFILE, email=email))
+                    return
+            pytest.fail("three attempts each took longer than the profile's cache life")
 
 
 async def test_variables_the_operation_does_not_declare_never_make_a_stored_answer(
