@@ -88,3 +88,29 @@ def test_the_shortcuts_answer_as_strawberry_does(
     finally:
         context.SLICE_S = sliced
     assert shortcut == asyncio.run(_answer(STRAWBERRY, variables))
+
+
+class _Slices:
+    """What ``next_slice`` keeps on its execution context: the gate and the slice's end."""
+
+    _gate: asyncio.Future[None] | None = None
+    slice_ends = 0.0
+
+
+async def test_a_resolver_cancelled_while_it_waits_for_a_slice_leaves_the_gate_working() -> None:
+    """A resolver past its budget is cancelled while it waits for the previous slice:
+    the holder of that slice still ends it, and the next waiter goes. (The waiter's
+    cancellation cancelled the holder's future, whose release then raised
+    InvalidStateError: an unexpected error in another field, and a stuck operation.)"""
+    slices: Any = _Slices()
+    next_slice = AcyclicExecutionContext.next_slice
+    held = await next_slice(slices)
+    waiter = asyncio.create_task(next_slice(slices))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert not held.cancelled()
+    context._release(held)
+    after = await asyncio.wait_for(next_slice(slices), 1)
+    context._release(after)

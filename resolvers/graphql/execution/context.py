@@ -155,7 +155,7 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
         resolved = await super().with_abort_signal(awaitable)
         now = time.perf_counter()
         if self.slice_ends < now <= self.slice_ends + STALE_S:
-            (await self.next_slice()).set_result(None)
+            _release(await self.next_slice())
         elif now > self.slice_ends:
             self.slice_ends = now + SLICE_S
         return resolved
@@ -167,10 +167,13 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
         self._gate = mine
         try:
             if previous is not None:
-                await previous
+                # Shielded: a cancelled waiter (a resolver past its budget) would cancel
+                # the future it awaits, the previous holder's, which then failed to
+                # release it (InvalidStateError) and answered an unexpected error.
+                await asyncio.shield(previous)
             await asyncio.sleep(0)  # and a turn of the loop since that slice ended
         except BaseException:
-            mine.set_result(None)
+            _release(mine)
             raise
         self.slice_ends = time.perf_counter() + SLICE_S
         return mine
@@ -233,3 +236,9 @@ def _track_weakly(
 
 
 __all__ = ["SLICE_S", "STALE_S", "AcyclicExecutionContext"]
+
+
+def _release(gate: asyncio.Future[None]) -> None:
+    """End a slice: the next waiter may go (once; a gate is never released twice)."""
+    if not gate.done():
+        gate.set_result(None)
