@@ -34,6 +34,15 @@ def _model_key_or_exit(settings: Settings, insecure_demo: bool) -> bytes:
         fail(str(exc), 2)
 
 
+# Both commands that seal or load a model take it.
+_insecure_demo = click.option(
+    "--insecure-demo",
+    is_flag=True,
+    help="Accept the built-in erasure key, public in this repository, to seal and load "
+    "score models (a local demo's database only; never in production).",
+)
+
+
 @scores.command()
 @click.option("--database-url", help="Override GATEWAY_DATABASE_URL.")
 @click.option(
@@ -49,12 +58,7 @@ def _model_key_or_exit(settings: Settings, insecure_demo: bool) -> bytes:
     help="Train a new model; it replaces the one serving only if it does at least as well "
     "on the same holdout (the last HORIZON days).",
 )
-@click.option(
-    "--insecure-demo",
-    is_flag=True,
-    help="Accept the built-in erasure key, public in this repository, to seal and load "
-    "score models (a local demo's database only; never in production).",
-)
+@_insecure_demo
 def build(database_url: str | None, horizon: int, retrain: bool, insecure_demo: bool) -> None:
     """Compute recency, frequency, monetary value, RFM scores and segment, engagement,
     order value and rhythm, purchase propensity and churn risk for every customer.
@@ -95,12 +99,7 @@ def build(database_url: str | None, horizon: int, retrain: bool, insecure_demo: 
     show_default=True,
     help="Customers read and written per transaction.",
 )
-@click.option(
-    "--insecure-demo",
-    is_flag=True,
-    help="Accept the built-in erasure key, public in this repository, to seal and load "
-    "score models (a local demo's database only; never in production).",
-)
+@_insecure_demo
 def refresh(database_url: str | None, batch: int, insecure_demo: bool) -> None:
     """Rescore only the customers whose orders or events changed since their scores
     were computed, and customers not scored yet, with the last build's RFM boundaries,

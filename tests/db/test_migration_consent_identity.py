@@ -5,27 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 
-import pytest
 from sqlalchemy import Uuid, bindparam, text
 
 from gateway.db.engine import create_engine
 from gateway.db.migrate import downgrade, upgrade
-from tests.conftest import create_postgres_database, drop_postgres_database
-
-
-@pytest.fixture(params=["postgres", "sqlite"])
-def empty_database(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    if request.param == "postgres":
-        url = create_postgres_database("gateway_migration_0022")
-        yield url
-        drop_postgres_database(url)
-    else:
-        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('migration') / 'm.db'}"
-
+from tests.db.test_migrations import empty_database  # noqa: F401 (the fixture)
 
 _ID = bindparam("id", type_=Uuid())
 
@@ -81,7 +66,7 @@ async def _named(url: str) -> dict[uuid.UUID, str | None]:
 
 
 def test_0022_names_the_identity_of_a_single_identity_customers_statements(
-    empty_database: str,
+    empty_database: str,  # noqa: F811 (the fixture)
 ) -> None:
     upgrade(empty_database, "0021")
     single, merged = asyncio.run(_seed(empty_database))
