@@ -40,7 +40,7 @@ from gateway.identity.values import (
     postcode_key,
     text_key,
 )
-from gateway.privacy.consent_owner import MERGE_RULE
+from gateway.privacy.consent_owner import MERGE_RULE, latest_link_rule
 
 
 async def merge_customers(
@@ -226,12 +226,7 @@ async def _merged_in(session: AsyncSession, identity_id: int, owner: uuid.UUID) 
     """Whether a merge brought ``identity_id`` into ``owner`` (its latest link is the
     merge's): then it can be split off even when it is the only identity (the survivor
     had none, as a customer the API created by address alone), leaving it none again."""
-    rule = await session.scalar(
-        select(IdentityLink.rule)
-        .where(IdentityLink.identity_id == identity_id, IdentityLink.customer_id == owner)
-        .order_by(IdentityLink.created_at.desc(), IdentityLink.id.desc())
-        .limit(1)
-    )
+    rule = await session.scalar(select(latest_link_rule(identity_id, owner)))
     return rule == MERGE_RULE
 
 

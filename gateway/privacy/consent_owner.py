@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, ScalarSelect, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db.bulk import matching
@@ -21,6 +21,21 @@ from gateway.db.identity_models import IdentityLink
 from gateway.db.models import Identity
 
 MERGE_RULE = "manual"  # the rule of the link a merge gives each identity it moves
+
+
+def latest_link_rule(
+    identity_id: ColumnElement[int] | int, customer_id: uuid.UUID | None = None
+) -> ScalarSelect[str]:
+    """The rule of an identity's latest link (optionally its latest link to one customer):
+    a merge's rule there means a merge brought the identity in."""
+    query = select(IdentityLink.rule).where(IdentityLink.identity_id == identity_id)
+    if customer_id is not None:
+        query = query.where(IdentityLink.customer_id == customer_id)
+    return (
+        query.order_by(IdentityLink.created_at.desc(), IdentityLink.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
 
 
 async def sole_identities(
@@ -38,14 +53,7 @@ async def sole_identities(
             .subquery()
         )
         # Asked of the one identity of each such customer only, not of every identity.
-        latest_rule = (
-            select(IdentityLink.rule)
-            .where(IdentityLink.identity_id == single.c.identity_id)
-            .order_by(IdentityLink.created_at.desc(), IdentityLink.id.desc())
-            .limit(1)
-            .correlate(single)
-            .scalar_subquery()
-        )
+        latest_rule = latest_link_rule(single.c.identity_id).correlate(single)
         query = select(single.c.customer_id, single.c.identity_id).where(
             func.coalesce(latest_rule, "") != MERGE_RULE
         )
