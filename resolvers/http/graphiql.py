@@ -118,6 +118,8 @@ _SCRIPT = """
     // The page owns the query (for the explorer): it starts from the last one edited, as
     // GraphiQL's own would, which also makes that one's stored tab the active one.
     const initialQuery = storage.getItem("graphiql:query") || config.query;
+    // The variables likewise: a prop given to GraphiQL wins over its stored copy.
+    const initialVariables = storage.getItem("graphiql:variables") || config.variables;
     function Explorer() {
       const [query, setQuery] = React.useState(initialQuery);
       const explorer = GraphiQLPluginExplorer.useExplorerPlugin({ query, onEdit: setQuery });
@@ -126,7 +128,7 @@ _SCRIPT = """
         storage,
         query,
         onEditQuery: setQuery,
-        variables: config.variables,
+        variables: initialVariables,
         defaultHeaders: config.headers,
         plugins: [explorer],
         isHeadersEditorEnabled: true,

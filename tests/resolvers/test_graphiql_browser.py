@@ -159,10 +159,12 @@ def test_graphiql_keeps_no_pasted_key_in_the_browsers_storage(served: str) -> No
 
 
 def test_an_edited_query_survives_a_reload_and_the_key_does_not(served: str) -> None:
-    """The tabs are stored without headers yet still restored: the query a person edited
-    is in the editor after a reload, the key pasted before it in no storage."""
+    """The tabs are stored without headers yet still restored: the query and variables a
+    person edited are in the editors after a reload, the key pasted before it in no storage."""
     edited = "query EditedBeforeReload { __typename }"
+    edited_variables = '{"email": "edited-before-reload@example.com"}'
     query_editor = "document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror"
+    variables_editor = "document.querySelector('.graphiql-editor-tool .CodeMirror').CodeMirror"
     with sync_playwright() as playwright:
         browser = _launch(playwright)
         try:
@@ -170,6 +172,7 @@ def test_an_edited_query_survives_a_reload_and_the_key_does_not(served: str) -> 
             page.goto(served)
             page.wait_for_function(f"() => {query_editor} !== undefined")
             page.evaluate(f"{query_editor}.setValue({json.dumps(edited)})")
+            page.evaluate(f"{variables_editor}.setValue({json.dumps(edited_variables)})")
             page.get_by_text("Headers", exact=True).click()
             page.locator(".graphiql-editor-tool .CodeMirror").last.click()
             page.keyboard.press("Control+A")
@@ -179,12 +182,17 @@ def test_an_edited_query_survives_a_reload_and_the_key_does_not(served: str) -> 
                 "() => (localStorage.getItem('graphiql:tabState') || '')"
                 ".includes('EditedBeforeReload')"
             )
+            page.wait_for_function(
+                "() => (localStorage.getItem('graphiql:variables') || '')"
+                ".includes('edited-before-reload')"
+            )
             page.wait_for_timeout(800)  # the tabs' last write, 500 ms after an edit
             before = page.evaluate("localStorage.getItem('graphiql:tabState')")
             page.reload()
             page.wait_for_function(f"() => {query_editor} !== undefined")
             page.wait_for_timeout(800)
             shown = page.evaluate(f"{query_editor}.getValue()")
+            shown_variables = page.evaluate(f"{variables_editor}.getValue()")
             tabs = page.evaluate("localStorage.getItem('graphiql:tabState')")
             storage = page.evaluate(
                 "JSON.stringify([Object.entries(localStorage), Object.entries(sessionStorage)])"
@@ -196,6 +204,7 @@ def test_an_edited_query_survives_a_reload_and_the_key_does_not(served: str) -> 
         tab["id"] for tab in json.loads(before)["tabs"]
     ]
     assert shown == edited
+    assert json.loads(shown_variables) == json.loads(edited_variables)
     assert PASTED not in storage, storage
 
 
