@@ -202,39 +202,31 @@ async def _claim_postgres(
     ordered: list[tuple[InboundEvent, uuid.UUID | None]],
     received: datetime,
 ) -> dict[str, int]:
-    """The batch as one array per varying column, unnested in order: a 1,000-event batch
-    bound 5 arrays instead of 7,000 parameters (insertmanyvalues took ~90 ms a batch).
-    The source and the time received are the same for every event of a webhook's
-    batch: bound once each, not as arrays of 1,000 equal values (the driver checks and
-    encodes every element of an array)."""
-    by_source: dict[str, list[tuple[InboundEvent, uuid.UUID | None]]] = {}
-    for row in ordered:
-        by_source.setdefault(row[0].source, []).append(row)
-    claimed: dict[str, int] = {}
-    for source, rows in sorted(by_source.items()):  # one source a batch, in practice
-        events = [event for event, _ in rows]
-        inserted = await connection.execute(
-            _UNNESTED,
-            {
-                "source": source,
-                "event_id": [e.event_id for e in events],
-                "type": [e.type for e in events],
-                "occurred_at": [e.occurred_at for e in events],
-                "properties": [orjson.dumps(e.properties).decode() for e in events],
-                "received_at": received,
-                "customer_id": [customer for _, customer in rows],
-            },
-        )
-        claimed.update({str(event_id): int(row_id) for event_id, row_id in inserted})
-    return claimed
+    """The batch as one array per column, unnested in order: a 1,000-event batch bound
+    7 arrays instead of 7,000 parameters (insertmanyvalues took ~90 ms a batch)."""
+    events = [event for event, _ in ordered]
+    inserted = await connection.execute(
+        _UNNESTED,
+        {
+            "source": [e.source for e in events],
+            "event_id": [e.event_id for e in events],
+            "type": [e.type for e in events],
+            "occurred_at": [e.occurred_at for e in events],
+            "properties": [orjson.dumps(e.properties).decode() for e in events],
+            "received_at": [received] * len(events),
+            "customer_id": [customer for _, customer in ordered],
+        },
+    )
+    return {str(event_id): int(row_id) for event_id, row_id in inserted}
 
 
 _UNNESTED = text(
     "INSERT INTO events (source, event_id, type, occurred_at, properties, received_at, "
-    "customer_id) SELECT CAST(:source AS varchar), event_id, type, occurred_at, properties, "
-    "CAST(:received_at AS timestamptz), customer_id FROM unnest(CAST(:event_id AS "
-    "varchar[]), CAST(:type AS varchar[]), CAST(:occurred_at AS timestamptz[]), "
-    "CAST(:properties AS json[]), CAST(:customer_id AS uuid[])) WITH ORDINALITY AS "
-    "batch(event_id, type, occurred_at, properties, customer_id, position) ORDER BY position "
+    "customer_id) SELECT source, event_id, type, occurred_at, properties, received_at, "
+    "customer_id FROM unnest(CAST(:source AS varchar[]), CAST(:event_id AS varchar[]), "
+    "CAST(:type AS varchar[]), CAST(:occurred_at AS timestamptz[]), "
+    "CAST(:properties AS json[]), CAST(:received_at AS timestamptz[]), "
+    "CAST(:customer_id AS uuid[])) WITH ORDINALITY AS batch(source, event_id, type, "
+    "occurred_at, properties, received_at, customer_id, position) ORDER BY position "
     "ON CONFLICT (source, event_id) DO NOTHING RETURNING event_id, id"
 )
