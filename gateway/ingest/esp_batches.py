@@ -33,7 +33,7 @@ from gateway.experiments.tracking import Tracker
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.linkage.resolution import customer_keys, lock_keys
 from gateway.identity.values import email_parts
-from gateway.ingest.engagement import apply_consequences, withdrawal_source
+from gateway.ingest.engagement import apply_consequences, stated_at, withdrawal_source
 from gateway.ingest.webhook_payloads import InboundEvent
 from gateway.privacy import suppressions
 from gateway.privacy.erasure import Tombstones
@@ -62,15 +62,17 @@ async def store_batch(
     config: IdentityConfig = DEFAULT_CONFIG,
 ) -> StoredBatch:
     """Store ``events`` (each with its subject digests) on ``connection``'s transaction;
-    clicks on links ``tracker`` signed are attributed to their lists; a withdrawal for
-    an address no customer has is kept as a suppression (gateway/privacy/suppressions)."""
+    clicks on links ``tracker`` signed are attributed to their lists; a withdrawal or a
+    hard bounce for an address no customer has is kept as a suppression
+    (gateway/privacy/suppressions.py)."""
     every = set().union(*subjects) if subjects else set()
     # Shared: an ESP batch creates and links no one, so only an erasure (exclusive) must
     # wait for it; two batches (which held ~60 % of the stripes each) no longer queue.
-    # A withdrawal's address too, as the linker keys it: a customer being created with
-    # it either commits before the lookup below or finds the suppression kept here.
+    # A withdrawal's or a hard bounce's address too, as the linker keys it: a customer
+    # being created with it either commits before the lookup below or finds the
+    # suppression kept here.
     await lock_keys(
-        connection, [*map(subject_key, every), *_withdrawal_keys(events, config)], shared=True
+        connection, [*map(subject_key, every), *_kept_keys(events, config)], shared=True
     )
     # The lookups by a thousand addresses each, planned for them (gateway/db/bulk.py).
     async with custom_plans(connection):
@@ -78,14 +80,21 @@ async def store_batch(
         recipients = await _recipients(connection, {e.recipient for e in events if e.recipient})
     result = StoredBatch()
     wanted: dict[str, int] = {}  # event id -> position of its first copy in the batch
-    strangers: dict[str, str] = {}  # withdrawals of addresses nobody has: digest -> source
+    # What is said of addresses nobody has: (digest, kind) -> the newest (source, time)
+    strangers: dict[tuple[str, suppressions.Kind], tuple[str, datetime]] = {}
+    now = datetime.now(UTC)
     for position, (event, digests) in enumerate(zip(events, subjects, strict=True)):
         customer = recipients.get(event.recipient or "")
         if digests & blocked:
             result.statuses.append(("erased", None))
         elif customer is None:
-            if event.consequence == "withdraw" and event.recipient:
-                strangers[tombstones.digest("email", event.recipient)] = withdrawal_source(event)
+            if event.consequence is not None and event.recipient:
+                key = (tombstones.digest("email", event.recipient), event.consequence)
+                source = event.source
+                if event.consequence == "withdraw":
+                    source = withdrawal_source(event)
+                stated = (source, stated_at(event, now))
+                strangers[key] = max(strangers.get(key, stated), stated, key=lambda s: s[1])
             result.statuses.append(("ignored", None))
         elif event.event_id in wanted:
             result.statuses.append(("duplicate", None))
@@ -117,17 +126,17 @@ async def store_batch(
             result.changed[customer] = (event, fields | set(event.changed))
     # COPY on Postgres: a batch's thousand rows, no conflict possible (fresh events).
     await insert_tuples(connection, _SUBJECTS, ("event_id", "digest"), subject_rows)
-    await apply_consequences(connection, consequences)
+    await apply_consequences(connection, consequences, now)
     await suppressions.keep(connection, strangers)
     if tracker is not None:
         await record_clicks(connection, clicked, tracker)
     return result
 
 
-def _withdrawal_keys(events: Sequence[InboundEvent], config: IdentityConfig) -> list[str]:
+def _kept_keys(events: Sequence[InboundEvent], config: IdentityConfig) -> list[str]:
     keys: list[str] = []
     for event in events:
-        if event.consequence == "withdraw" and event.recipient:
+        if event.consequence is not None and event.recipient:
             try:
                 _, email_key = email_parts(event.recipient, config)
             except ValueError:
