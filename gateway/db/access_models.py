@@ -68,14 +68,16 @@ class WebhookReceipt(Base):
 
 
 class EmailSuppression(Base):
-    """An address that withdrew email marketing before any customer had it (an ESP's
-    unsubscribe, group unsubscribe or spam report for a stranger), as the same keyed
-    hash a tombstone holds: a customer later created with that address starts with the
-    withdrawal (its source and time), and only a newer statement outranks it."""
+    """What an ESP said of an address before any customer had it, as the same keyed hash
+    a tombstone holds: ``withdraw`` (an unsubscribe, group unsubscribe or spam report)
+    or ``undeliverable`` (a hard bounce). A customer later given that address starts
+    with it, at its source and time: the withdrawal as a consent statement only a newer
+    one outranks, the bounce as an ``email_status`` observation."""
 
     __tablename__ = "email_suppressions"
 
     digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True, server_default="withdraw")
     source: Mapped[str] = mapped_column(String(64))
     recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, exists, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -41,6 +42,9 @@ from gateway.identity.values import (
     text_key,
 )
 from gateway.privacy.consent_owner import MERGE_RULE, latest_link_rule
+
+if TYPE_CHECKING:
+    from gateway.privacy.suppressions import Suppressions
 
 
 async def merge_customers(
@@ -207,16 +211,18 @@ async def unmerge_customer(
     config: IdentityConfig = DEFAULT_CONFIG,
     actor: str = "system",
     retry: RetryPolicy = DEFAULT_RETRY,
+    suppressions: Suppressions | None = None,
 ) -> uuid.UUID:
     """Split one identity out of its customer into a profile of its own; returns the new id.
 
     The attributes that identity's source reported and its latest record supports move
     with it, and so do the consent statements made for it (consent_split.py); events
-    stay, since they do not say which identity they came from.
+    stay, since they do not say which identity they came from. A customer the split
+    gives an address gets what ``suppressions`` kept for it, as one created with it.
     Its own transaction, run again after a deadlock or serialization failure.
     """
     return await retry_transaction(
-        lambda: _unmerge_once(sessions, source, external_id, config, actor),
+        lambda: _unmerge_once(sessions, source, external_id, config, actor, suppressions),
         "unmerge_customer",
         retry,
     )
@@ -236,6 +242,7 @@ async def _unmerge_once(
     external_id: str,
     config: IdentityConfig,
     actor: str,
+    suppressions: Suppressions | None,
 ) -> uuid.UUID:
     async with sessions.begin() as session:
         identity = await session.scalar(
@@ -244,7 +251,9 @@ async def _unmerge_once(
         if identity is None:
             raise InvalidInput("Unknown identity", field="identity")
         owner = identity.customer_id
-        await session.scalar(select(Customer.id).where(Customer.id == owner).with_for_update())
+        owner_email = await session.scalar(
+            select(Customer.email).where(Customer.id == owner).with_for_update()
+        )
         siblings = int(
             await session.scalar(
                 select(func.count()).select_from(Identity).where(Identity.customer_id == owner)
@@ -277,6 +286,10 @@ async def _unmerge_once(
         )
         await session.flush()
         await refresh_golden(session, [owner, new], config)
+        if suppressions is not None:
+            await suppressions.apply_changed(
+                await session.connection(), {owner: owner_email, new: None}
+            )
         session.add(
             AuditEntry(
                 actor=actor,

@@ -3,32 +3,37 @@ that stores them (gateway/ingest/esp_batches.py), so both commit or neither does
 
 - ``withdraw`` (an unsubscribe, a group unsubscribe, a spam report; Mandrill's unsub,
   spam, reject): email-marketing consent withdrawn with the consent service's rule (one
-  current statement per purpose, replaced only by a newer one), source
-  ``<esp>:<event>``, recorded when it arrives. Not at the ESP's time: that is in whole
-  seconds and may be hours old on a retried delivery, so a "yes" stored in the same
-  second, or a seeded one, would outrank the withdrawal and the person would still be
-  mailed; a missed unsubscribe is the worse error. The ESP's time stays on the event
-  row. ``suppressed`` follows from it on every read.
+  current statement per purpose, replaced only by a newer one; on a tie the
+  withdrawal wins), source ``<esp>:<event>``, recorded at the event's own time (the
+  ESP's ``timestamp`` or ``ts``, whole seconds: the end of that second), never later
+  than its arrival: a retried or late delivery then does not outrank an opt-in the
+  person made after they unsubscribed.
+  ``suppressed`` follows from it on every read.
 - ``undeliverable`` (a hard bounce): the attribute ``email_status`` observed as
-  ``undeliverable`` with the ESP as its source and the bounce's time
-  (``Customer.attributes(name: "email_status")`` shows it).
+  ``undeliverable`` with the ESP as its source and the bounce's time, bounded the same
+  way (``Customer.attributes(name: "email_status")`` shows it).
 - Opens and clicks need nothing more than their event row, linked to the customer:
   ``engagement`` counts them (gateway/upstreams/event_store.py).
+
+For an address no customer has, the same two are kept (gateway/privacy/suppressions.py)
+and given to the customer who takes the address on.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.identity.observations import ObservationRow, insert_observations
 from gateway.ingest.webhook_payloads import InboundEvent
 from gateway.privacy.consent import Purpose, withdraw_many
+from gateway.privacy.suppressions import EMAIL_STATUS, UNDELIVERABLE
 
-EMAIL_STATUS = "email_status"  # the attribute a hard bounce sets
-UNDELIVERABLE = "undeliverable"
+_WITHIN_SECOND = timedelta(microseconds=999_999)
+__all__ = ["EMAIL_STATUS", "UNDELIVERABLE", "apply_consequences", "stated_at", "withdrawal_source"]
 
 
 def withdrawal_source(event: InboundEvent) -> str:
@@ -36,18 +41,35 @@ def withdrawal_source(event: InboundEvent) -> str:
     return f"{event.source}:{event.type.removeprefix('email:')}"
 
 
+def stated_at(event: InboundEvent, now: datetime) -> datetime:
+    """When an ESP's statement was made: the event's own time, at the last instant of
+    its whole second (both ESPs date events in whole seconds: a statement made within
+    that second cannot be told apart, a true tie, and the tie errs to suppression), or
+    ``now`` for one dated later (a clock ahead must not outrank what is said until then)."""
+    return min(event.occurred_at + _WITHIN_SECOND, now)
+
+
 async def apply_consequences(
-    connection: AsyncConnection, stored: Sequence[tuple[uuid.UUID, InboundEvent]]
+    connection: AsyncConnection,
+    stored: Sequence[tuple[uuid.UUID, InboundEvent]],
+    now: datetime,
 ) -> None:
-    """The consequences of these stored events (customer, event), all at once."""
-    withdrawn: dict[uuid.UUID, str] = {}
+    """The consequences of these stored events (customer, event), all at once; ``now``
+    bounds their times."""
+    withdrawn: dict[uuid.UUID, tuple[datetime, str]] = {}  # each customer's newest
     bounced: list[ObservationRow] = []
     for customer_id, event in stored:
+        at = stated_at(event, now)
         if event.consequence == "withdraw":
-            withdrawn[customer_id] = withdrawal_source(event)
+            stated = (at, withdrawal_source(event))
+            withdrawn[customer_id] = max(withdrawn.get(customer_id, stated), stated)
         elif event.consequence == "undeliverable":
-            row = (customer_id, EMAIL_STATUS, UNDELIVERABLE, event.source, event.occurred_at)
-            bounced.append(row)
+            bounced.append((customer_id, EMAIL_STATUS, UNDELIVERABLE, event.source, at))
     if withdrawn:
-        await withdraw_many(connection, Purpose.EMAIL_MARKETING, withdrawn)
+        await withdraw_many(
+            connection,
+            Purpose.EMAIL_MARKETING,
+            {customer: source for customer, (_, source) in withdrawn.items()},
+            {customer: at for customer, (at, _) in withdrawn.items()},
+        )
     await insert_observations(connection, bounced)

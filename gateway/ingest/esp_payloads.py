@@ -35,7 +35,7 @@ from gateway.ingest.webhook_payloads import (
     PayloadModel,
     parse_json,
 )
-from gateway.profiles.contact_points import normalize_email
+from gateway.profiles.contact_points import normalize_recipient
 
 # Mandrill signs no time: a captured body is valid for ever. Its events older than this
 # are acknowledged and not stored (``ignored``), so a body replayed after retention
@@ -79,12 +79,14 @@ _PLAIN_ADDRESS = re.compile(
 @dataclass(frozen=True, slots=True)
 class SkippedEvent:
     """An event of a batch acknowledged and not stored, and why: ``rejected`` for a field
-    no retry can fix; ``ignored`` for a Mandrill event older than the replay bound."""
+    no retry can fix; ``ignored`` for a Mandrill event older than the replay bound.
+    ``consequence``: what it would have done (a withdrawal refused is counted apart)."""
 
     event_id: str
     status: Literal["rejected", "ignored"]
     reason: str
     field: str | None = None
+    consequence: Consequence | None = None
 
 
 EspItem = InboundEvent | SkippedEvent
@@ -132,17 +134,27 @@ def _sendgrid_item(position: int, raw: Any) -> EspItem:
             reason, where = _problem(envelope[0], str(position))
             raise PayloadError(reason, where) from None
         reason, where = _problem(errors[0], str(position))
-        return SkippedEvent(str(raw["sg_event_id"]), "rejected", reason, where)
+        consequence = _consequence(raw.get("event"), raw.get("type"))
+        return SkippedEvent(str(raw["sg_event_id"]), "rejected", reason, where, consequence)
     return _sendgrid_event(position, event)
 
 
+def _consequence(event: object, bounce_type: object = None) -> Consequence | None:
+    """What an event of this name (and SendGrid bounce type) does to its recipient."""
+    if event == "bounce":  # "blocked" is a temporary refusal, not a hard bounce
+        return None if bounce_type == "blocked" else "undeliverable"
+    return _CONSEQUENCES.get(event) if isinstance(event, str) else None
+
+
+def _mandrill_consequence(event: object) -> Consequence | None:
+    return _CONSEQUENCES.get(event) if isinstance(event, str) else None
+
+
 def _sendgrid_event(position: int, event: SendGridEvent) -> EspItem:
+    consequence = _consequence(event.event, event.type)
     email = _email(event.email)
     if email is None:
-        return _unaddressed(event.sg_event_id, f"{position}.email")
-    consequence = _CONSEQUENCES.get(event.event)
-    if event.event == "bounce" and event.type != "blocked":
-        consequence = "undeliverable"  # "blocked" is a temporary refusal, not a hard bounce
+        return _unaddressed(event.sg_event_id, f"{position}.email", consequence)
     properties: dict[str, Any] = {"message_id": event.sg_message_id}
     if event.url:
         properties["url"] = event.url
@@ -236,7 +248,9 @@ def _mandrill_item(position: int, raw: Any) -> MandrillEvent | SkippedEvent:
         # Its id as far as its fields allow (they are not stored: any stable name does).
         parts = (raw.get(name) for name in ("event", "_id", "ts", "url"))
         key = "\n".join(str(p) if isinstance(p, str | int | float) else "" for p in parts)
-        return SkippedEvent(_digest(key), "rejected", reason, field)
+        return SkippedEvent(
+            _digest(key), "rejected", reason, field, _mandrill_consequence(raw.get("event"))
+        )
 
 
 def _mandrill_event(position: int, event: MandrillEvent, oldest: float | None) -> EspItem:
@@ -247,8 +261,9 @@ def _mandrill_event(position: int, event: MandrillEvent, oldest: float | None) -
     # own key is its kind, message, time and link together.
     key = "\n".join((event.event, message_id or "", str(event.ts), event.url or "", email or ""))
     event_id = _digest(key)
+    consequence = _mandrill_consequence(event.event)
     if email is None:
-        return _unaddressed(event_id, f"mandrill_events.{position}.msg.email")
+        return _unaddressed(event_id, f"mandrill_events.{position}.msg.email", consequence)
     if oldest is not None and event.ts < oldest:
         where = f"mandrill_events.{position}.ts"
         reason = f"{where}: older than the replay bound (Mandrill signs no time); not stored"
@@ -270,7 +285,7 @@ def _mandrill_event(position: int, event: MandrillEvent, oldest: float | None) -
         event.event,
         datetime.fromtimestamp(event.ts, UTC),
         email,
-        _CONSEQUENCES.get(event.event),
+        consequence,
         properties,
     )
 
@@ -307,7 +322,9 @@ def _esp_event(
 
 
 def _email(raw: str) -> str | None:
-    """The address as customers are stored under it, or None when it is none."""
+    """The address as customers are stored under it, or None when it is none. Forms
+    that name one address unambiguously (``Ada <x@example.com>``, ``"x"@example.com``,
+    ``x@example.com.``) are that address (``normalize_recipient``)."""
     text = raw.strip()
     if _PLAIN_ADDRESS.fullmatch(text) and "xn--" not in text.lower():  # IDNA: the slow way
         # What ``normalize_email`` makes of a plain ASCII address, at a hundredth of its
@@ -315,15 +332,16 @@ def _email(raw: str) -> str | None:
         # match no stored customer, so the event is ignored rather than refused.
         return text.lower()
     try:
-        return normalize_email(raw)
+        return normalize_recipient(raw)
     except ValueError:
         return None
 
 
-def _unaddressed(event_id: str, where: str) -> SkippedEvent:
-    # Not a customer's address (``bob@localhost``, ``Bob <bob@x.com>``): no customer can
-    # have it, and no retry changes that.
-    return SkippedEvent(event_id, "rejected", f"{where}: not an email address", where)
+def _unaddressed(event_id: str, where: str, consequence: Consequence | None) -> SkippedEvent:
+    # Not one customer's address (``bob@localhost``, two addresses in one field): no
+    # customer can have it, and no retry changes that.
+    reason = f"{where}: not an email address"
+    return SkippedEvent(event_id, "rejected", reason, where, consequence)
 
 
 def _digest(key: str) -> str:

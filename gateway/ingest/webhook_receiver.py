@@ -6,6 +6,7 @@ received, the body parsed into events, then each stored by ``WebhookIngest``
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -40,6 +41,7 @@ from gateway.ingest.webhook_payloads import (
 )
 from gateway.ingest.webhooks import Ingested, WebhookIngest
 from gateway.observability import freshness
+from gateway.observability.metrics import WEBHOOK_EVENTS_REJECTED
 from gateway.observability.tracing import span
 from gateway.upstreams.event_store import ESP_SOURCES
 
@@ -142,7 +144,7 @@ class Webhooks:
                     next(stored) if isinstance(item, InboundEvent) else _skipped(item)
                     for item in parsed
                 ]
-                _log_skipped(source, results)
+                _count_rejected(source, parsed)
             else:
                 for item in prepared:
                     results.append(await self.ingest.ingest(item))
@@ -204,7 +206,25 @@ def _skipped(item: SkippedEvent) -> Ingested:
     return Ingested(item.event_id, item.status, None, item.reason, item.field)
 
 
-def _log_skipped(source: str, results: list[Ingested]) -> None:
-    rejected = sum(result.status == "rejected" for result in results)
-    if rejected:  # counts only: a reason may name an event's field, never its value
-        logger.warning("webhook events rejected", extra={"source": source, "events": rejected})
+def _count_rejected(source: str, parsed: Sequence[InboundEvent | SkippedEvent]) -> None:
+    """Events refused one by one, counted (``gateway_webhook_events_rejected_total``) and
+    logged by what they would have done: a withdrawal refused is a statement lost, for
+    an operator to see. Counts only: a reason may name an event's field, never its value."""
+    rejected = Counter(
+        item.consequence or "none"
+        for item in parsed
+        if isinstance(item, SkippedEvent) and item.status == "rejected"
+    )
+    if not rejected:
+        return
+    for consequence, count in sorted(rejected.items()):
+        WEBHOOK_EVENTS_REJECTED.labels(source, consequence).inc(count)
+    logger.warning(
+        "webhook events rejected",
+        extra={
+            "source": source,
+            "events": rejected.total(),
+            "withdrawals": rejected["withdraw"],
+            "bounces": rejected["undeliverable"],
+        },
+    )

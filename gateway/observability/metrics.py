@@ -64,6 +64,15 @@ TRANSACTION_RETRIES = Counter(
     "Transactions run again after a deadlock, serialization failure or locked database.",
     ["operation", "reason"],
 )
+# ESP events acknowledged (200) and not stored because a field no retry can fix (the
+# address is none, a field is malformed): by what each would have done to its recipient.
+# An unsubscribe or spam report among them ("withdraw") is a statement the gateway lost.
+WEBHOOK_EVENTS_REJECTED = Counter(
+    "gateway_webhook_events_rejected_total",
+    "ESP events acknowledged and not stored for a field no retry can fix, by what each "
+    "would have done: withdraw (an unsubscribe or spam report lost), undeliverable, none.",
+    ["source", "consequence"],
+)
 _CIRCUIT_VALUES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
 

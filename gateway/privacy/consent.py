@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, func, select, update
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -207,19 +207,25 @@ class ConsentStore:
                 )
             )
             current = (Consent.customer_id == customer_id) & (Consent.purpose == purpose.value)
-            # One statement, atomic on every backend: it replaces only an older one.
+            # One statement, atomic on every backend: it replaces only an older one, or
+            # one of the same instant unless that is a withdrawal and this a grant (a
+            # true tie errs to suppression, as ``withdraw_many``'s does).
             replace_older = (
                 update(Consent)
-                .where(current, Consent.recorded_at <= now)
+                .where(current, _outranked_by(granted, now))
                 .values(granted=granted, source=source, recorded_at=now)
             )
             replaced = await session.execute(replace_older)
             existing = (
-                await session.scalar(select(Consent.recorded_at).where(current))
+                (
+                    await session.execute(
+                        select(Consent.recorded_at, Consent.granted).where(current)
+                    )
+                ).first()
                 if _rowcount(replaced) == 0
                 else None
             )
-            if existing is not None and as_utc(existing) <= now:
+            if existing is not None and _older((existing[0], existing[1]), granted, now):
                 # A first statement for this purpose committed between our UPDATE (which
                 # saw no row) and this read: ours is newer, so the UPDATE again, which
                 # now sees that row. Answering without it dropped the newest statement.
@@ -245,9 +251,10 @@ async def withdraw_many(
     at: Mapping[uuid.UUID, datetime] | None = None,
 ) -> None:
     """Withdraw ``purpose`` for many stored customers at once (customer -> source), made
-    now (or at ``at[customer]``: a withdrawal kept before the customer existed), on
-    ``connection``'s transaction: one upsert per chunk that, as ``record``, replaces
-    only an older statement (a newer one committed meanwhile stands)."""
+    now (or at ``at[customer]``: an ESP's event time, or a withdrawal kept before the
+    customer existed), on ``connection``'s transaction: one upsert per chunk that, as
+    ``record``, replaces only an older statement or one of the same instant (a true tie
+    errs to suppression; a newer one committed meanwhile stands)."""
     now = utcnow()
     rows = [
         {
@@ -285,6 +292,19 @@ async def withdraw_many(
         ),
         rows,
     )
+
+
+def _outranked_by(granted: bool, at: datetime) -> ColumnElement[bool]:
+    """A current statement a new one (``granted``, made ``at``) replaces."""
+    if not granted:
+        return Consent.recorded_at <= at
+    return or_(Consent.recorded_at < at, and_(Consent.recorded_at == at, Consent.granted))
+
+
+def _older(existing: tuple[datetime, bool], granted: bool, at: datetime) -> bool:
+    """``_outranked_by`` of a statement read back: (made when, granted)."""
+    made = as_utc(existing[0])
+    return made < at or (made == at and (existing[1] or not granted))
 
 
 def _rowcount(result: Any) -> int:

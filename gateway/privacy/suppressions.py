@@ -1,25 +1,28 @@
-"""Withdrawals of email marketing for addresses no customer has yet.
+"""What an ESP said of addresses no customer has yet: withdrawals and hard bounces.
 
-An ESP reports an unsubscribe, a group unsubscribe or a spam report for whoever it
-mailed, and that may be an address the gateway has no customer for (a list imported
-into the ESP first, a customer erased and the address kept by the ESP). Acknowledging
-it and forgetting it meant that the customer created later with that address (an
-import, a webhook, the stream, ``upsertCustomer``) was mailed again.
+An ESP reports an unsubscribe, a group unsubscribe, a spam report or a hard bounce for
+whoever it mailed, and that may be an address the gateway has no customer for (a list
+imported into the ESP first, a customer erased and the address kept by the ESP).
+Acknowledging it and forgetting it meant that the customer created later with that
+address (an import, a webhook, the stream, ``upsertCustomer``) was mailed again.
 
-``keep`` stores the withdrawal under the address's keyed hash (the tombstones' digest:
-no address is kept for someone who is not a customer) with its source and the time it
-arrived; the newest statement per address stands. ``Suppressions.apply``, called where
-customers are created in the same transaction, gives each new customer whose address
-has one the withdrawal as a consent statement of its own source and time, so
-``suppressed`` is true from the start, and a later opt-in (a newer statement) outranks
-it as it outranks any withdrawal.
+``keep`` stores the statement under the address's keyed hash (the tombstones' digest:
+no address is kept for someone who is not a customer) with its kind (``withdraw`` or
+``undeliverable``), its source and the time the ESP gives it (bounded to now); the
+newest per address and kind stands. ``Suppressions.apply``, called where customers
+are created in the same transaction, gives each new customer whose address has one
+the withdrawal as a consent statement of its own source and time, so ``suppressed`` is
+true from the start, and a later opt-in (a newer statement) outranks it as it outranks
+any withdrawal; and the bounce as an ``email_status`` observation ``undeliverable`` of
+its source and time, as a bounce for a stored customer is recorded.
 
 A stored customer who takes the address on later (a source's record now carries it: an
-email change, an import or a merge giving them the address) gets it the same way, in
-the linker's batch that gives it to them, unless their own statement is newer.
+email change, an import, a merge or fold giving them the address, an unmerge splitting
+them off with it) gets it the same way, in the transaction that gives it to them,
+unless their own statement is newer.
 
 Races: the ESP batch holds the linker's key stripe of such an address (shared) while it
-looks the recipient up and keeps the withdrawal, and the creating writer holds it
+looks the recipient up and keeps the statement, and the creating writer holds it
 (exclusively) from before its lookup to its commit, so either the batch sees the new
 customer (and withdraws their consent) or the creator sees the suppression.
 """
@@ -29,7 +32,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
@@ -38,31 +41,45 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db.access_models import EmailSuppression
 from gateway.db.bulk import custom_plans, matching
-from gateway.db.models import Consent, as_utc, utcnow
+from gateway.db.models import Consent, Customer, as_utc
+from gateway.identity.observations import ObservationRow, insert_observations
 from gateway.privacy.consent import Purpose, withdraw_many
 
 if TYPE_CHECKING:
     from gateway.privacy.erasure import Tombstones
 
 
-async def keep(connection: AsyncConnection, statements: Mapping[str, str]) -> None:
-    """Keep withdrawals made now (email digest -> source), each replacing only an older
-    one for the same address."""
+# What an ESP's statement for an address does: withdraw email marketing, or (a hard
+# bounce) mark the address undeliverable.
+Kind = Literal["withdraw", "undeliverable"]
+EMAIL_STATUS = "email_status"  # the attribute a hard bounce sets
+UNDELIVERABLE = "undeliverable"
+
+
+async def keep(
+    connection: AsyncConnection, statements: Mapping[tuple[str, Kind], tuple[str, datetime]]
+) -> None:
+    """Keep statements for addresses nobody has ((email digest, kind) -> (source, when
+    made)), each replacing only an older one of its kind for the same address."""
     if not statements:
         return
-    now = utcnow()
     rows = [
-        {"digest": digest, "source": source[:64], "recorded_at": now}
-        for digest, source in sorted(statements.items())  # one lock order for everyone
+        {"digest": digest, "kind": kind, "source": source[:64], "recorded_at": at}
+        for (digest, kind), (source, at) in sorted(statements.items())  # one lock order
     ]
     dialect_insert = postgres_insert if connection.dialect.name == "postgresql" else sqlite_insert
-    statement = dialect_insert(EmailSuppression).values(rows)
+    statement = dialect_insert(EmailSuppression)
+    # One statement given many parameter sets: compiled once, whatever the batch's size.
     await connection.execute(
         statement.on_conflict_do_update(
-            index_elements=["digest"],
-            set_={"source": statement.excluded.source, "recorded_at": now},
+            index_elements=["digest", "kind"],
+            set_={
+                "source": statement.excluded.source,
+                "recorded_at": statement.excluded.recorded_at,
+            },
             where=EmailSuppression.recorded_at <= statement.excluded.recorded_at,
-        )
+        ),
+        rows,
     )
 
 
@@ -72,17 +89,30 @@ class Suppressions:
     def __init__(self, tombstones: Tombstones) -> None:
         self._tombstones = tombstones
 
+    async def apply_changed(
+        self, connection: AsyncConnection, before: Mapping[uuid.UUID, str | None]
+    ) -> set[uuid.UUID]:
+        """``apply`` to those of these customers whose address is not the one they had
+        (customer -> address before: an unmerge's new customer had none)."""
+        rows = await connection.execute(
+            select(Customer.id, Customer.email).where(Customer.id.in_(list(before)))
+        )
+        changed = [(row.id, row.email) for row in rows if row.email != before[row.id]]
+        return await self.apply(connection, changed)
+
     async def apply(
         self,
         connection: AsyncConnection,
         acquired: Iterable[tuple[uuid.UUID, str | None]],
     ) -> set[uuid.UUID]:
-        """Give each customer the withdrawal kept for any of the addresses they just
-        acquired (``(customer, address)`` pairs: a customer created with it, or a stored
-        one whose record now carries it; the newest when several have one), with its
-        source and time, unless their email-marketing statement is as new or newer (an
-        opt-in made after the withdrawal stands; the same withdrawal is not recorded
-        twice when the address is seen again); the customers that got one."""
+        """Give each customer what is kept for any of the addresses they just acquired
+        (``(customer, address)`` pairs: a customer created with it, or a stored one whose
+        record now carries it; the newest when several have one), with its source and
+        time: a withdrawal unless their email-marketing statement is newer (an opt-in
+        made after the withdrawal stands; on a tie with a grant the withdrawal wins; the
+        same withdrawal is not recorded twice when the address is seen again), a hard
+        bounce as an ``email_status`` observation (stored once however often it is
+        given). The customers that got either."""
         owners: dict[str, set[uuid.UUID]] = {}
         for customer, email in acquired:
             digest = self._tombstones.email_digest(email)
@@ -90,46 +120,63 @@ class Suppressions:
                 owners.setdefault(digest, set()).add(customer)
         if not owners:
             return set()
-        found: dict[uuid.UUID, tuple[datetime, str]] = {}
+        found: dict[str, dict[uuid.UUID, tuple[datetime, str]]] = {
+            "withdraw": {},
+            "undeliverable": {},
+        }
         # An import's batch asks about thousands of addresses: planned for them.
         async with custom_plans(connection):
             for clause in matching(connection, EmailSuppression.digest, owners):
                 rows = await connection.execute(
                     select(
                         EmailSuppression.digest,
+                        EmailSuppression.kind,
                         EmailSuppression.recorded_at,
                         EmailSuppression.source,
                     ).where(clause)
                 )
-                for digest, recorded_at, source in rows:
+                for digest, kind, recorded_at, source in rows:
+                    of_kind = found.get(kind)
+                    if of_kind is None:  # a kind this version does not know: not applied
+                        continue
                     for customer in owners[digest]:
                         stated = (as_utc(recorded_at), source)
-                        found[customer] = max(found.get(customer, stated), stated)
-            if found:
-                for customer, stated_at in (await _statement_times(connection, found)).items():
-                    if stated_at >= found[customer][0]:
-                        del found[customer]
-        if found:
+                        of_kind[customer] = max(of_kind.get(customer, stated), stated)
+            withdrawn = found["withdraw"]
+            if withdrawn:
+                statements = await _statements(connection, withdrawn)
+                for customer, (stated_at, granted) in statements.items():
+                    kept_at = withdrawn[customer][0]
+                    if stated_at > kept_at or (stated_at == kept_at and not granted):
+                        del withdrawn[customer]
+        if withdrawn:
             await withdraw_many(
                 connection,
                 Purpose.EMAIL_MARKETING,
-                {customer: source for customer, (_, source) in found.items()},
-                {customer: recorded_at for customer, (recorded_at, _) in found.items()},
+                {customer: source for customer, (_, source) in withdrawn.items()},
+                {customer: recorded_at for customer, (recorded_at, _) in withdrawn.items()},
             )
-        return set(found)
+        bounced = found["undeliverable"]
+        observations: list[ObservationRow] = [
+            (customer, EMAIL_STATUS, UNDELIVERABLE, source, at)
+            for customer, (at, source) in sorted(bounced.items())
+        ]
+        await insert_observations(connection, observations)
+        return set(withdrawn) | set(bounced)
 
 
-async def _statement_times(
+async def _statements(
     connection: AsyncConnection, customers: Iterable[uuid.UUID]
-) -> dict[uuid.UUID, datetime]:
-    """When each of these customers' current email-marketing statement was made."""
-    times: dict[uuid.UUID, datetime] = {}
+) -> dict[uuid.UUID, tuple[datetime, bool]]:
+    """When each of these customers' current email-marketing statement was made, and
+    whether it grants."""
+    found: dict[uuid.UUID, tuple[datetime, bool]] = {}
     for clause in matching(connection, Consent.customer_id, customers):
         rows = await connection.execute(
-            select(Consent.customer_id, Consent.recorded_at).where(
+            select(Consent.customer_id, Consent.recorded_at, Consent.granted).where(
                 clause, Consent.purpose == Purpose.EMAIL_MARKETING.value
             )
         )
-        for customer, recorded_at in rows:
-            times[customer] = as_utc(recorded_at)
-    return times
+        for customer, recorded_at, granted in rows:
+            found[customer] = (as_utc(recorded_at), bool(granted))
+    return found

@@ -26,6 +26,8 @@ from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.merges import merge_customers, unmerge_customer
 from gateway.identity.observations import OBSERVATION
 from gateway.identity.survivorship import GOLDEN_FIELDS
+from gateway.privacy.erasure import Tombstones
+from gateway.privacy.suppressions import Suppressions
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_REASON = 200
@@ -95,10 +97,15 @@ class IdentityService:
     """Provenance reads and the manual identity tools, over one session factory."""
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], config: IdentityConfig = DEFAULT_CONFIG
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        config: IdentityConfig = DEFAULT_CONFIG,
+        tombstones: Tombstones | None = None,
     ) -> None:
         self._sessions = sessions
         self._config = config
+        # An unmerge giving a customer an address applies what an ESP said of it.
+        self._suppressions = Suppressions(tombstones) if tombstones is not None else None
 
     async def attributes(self, customer_ids: Sequence[uuid.UUID]) -> list[list[AttributeValue]]:
         """Each customer's attributes (newest first within a field), aligned to the ids."""
@@ -174,7 +181,12 @@ class IdentityService:
         """Split one identity out into a customer of its own; returns the new customer id."""
         try:
             return await unmerge_customer(
-                self._sessions, source, external_id, config=self._config, actor=actor
+                self._sessions,
+                source,
+                external_id,
+                config=self._config,
+                actor=actor,
+                suppressions=self._suppressions,
             )
         except InvalidInput as exc:
             raise InvalidInput(str(exc), field="externalId") from exc
@@ -189,8 +201,9 @@ def _argument(field: str | None) -> str | None:
 _SERVICES: weakref.WeakKeyDictionary[AsyncEngine, IdentityService] = weakref.WeakKeyDictionary()
 
 
-def identity_service(engine: AsyncEngine) -> IdentityService:
+def identity_service(engine: AsyncEngine, tombstones: Tombstones) -> IdentityService:
     service = _SERVICES.get(engine)
     if service is None:
-        service = _SERVICES[engine] = IdentityService(create_sessionmaker(engine))
+        service = IdentityService(create_sessionmaker(engine), tombstones=tombstones)
+        _SERVICES[engine] = service
     return service

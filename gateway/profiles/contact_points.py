@@ -60,6 +60,36 @@ def _plain_domain(domain: str) -> bool:
     return bool(result.domain == domain)
 
 
+# A domain's one trailing dot (its fully qualified form: ``x@example.com.``), at the
+# end of the address or before its closing angle bracket.
+_TRAILING_DOT = re.compile(r"(?<=[A-Za-z0-9-])\.(?=>?$)")
+
+
+def normalize_recipient(raw: str) -> str:
+    """``normalize_email`` of the one address a recipient field names, as ESPs report
+    them: also ``Ada <x@example.com>`` (a display name), ``"x"@example.com`` (a quoted
+    local part that needs no quotes) and ``x@example.com.`` (a domain's trailing dot),
+    each the address ``x@example.com``. ``ValueError`` for anything else that
+    ``normalize_email`` refuses: a list of addresses, a quoted part that needs its
+    quotes, a display name with an at sign."""
+    try:
+        return normalize_email(raw)
+    except ValueError as refused:
+        text = _TRAILING_DOT.sub("", raw.strip())
+        if len(text) > MAX_EMAIL_INPUT:
+            raise
+        try:
+            found = validate_email(
+                text,
+                check_deliverability=False,
+                allow_quoted_local=True,
+                allow_display_name=True,
+            )
+        except EmailNotValidError:
+            raise refused from None
+        return normalize_email(found.normalized)
+
+
 def _validated(text: str) -> str:
     try:
         result = validate_email(text, check_deliverability=False)

@@ -114,7 +114,8 @@ class IdentityLoaders:
 
 
 def _service(info: GatewayInfo) -> IdentityService:
-    return identity_service(info.context.services.engine)
+    services = info.context.services
+    return identity_service(services.engine, services.erasure.tombstones)
 
 
 def identity_loaders(info: GatewayInfo) -> IdentityLoaders:

@@ -1,0 +1,113 @@
+"""An ESP's recipient field as ESPs may write it: an address that names one mailbox
+unambiguously (a display name, a quoted local part that needs no quotes, a domain's
+trailing dot) is that address, normalised as every address is; what is not one address
+is refused event by event, and a withdrawal refused so is counted
+(``gateway_webhook_events_rejected_total``) and logged, without the address."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import httpx
+import pytest
+
+from tests.conftest import unique_email
+from tests.gql_client import gql
+from tests.ingest.test_esp_webhooks import profile, subscribed
+from tests.ingest.webhook_requests import (
+    mandrill_event,
+    mandrill_request,
+    sendgrid_event,
+    sendgrid_request,
+)
+
+UPSERT = "mutation($email: String!) { upsertCustomer(input: {email: $email}) { id suppressed } }"
+FORMS = {
+    "quoted": '"{local}"@{domain}',
+    "trailing dot": "{local}@{upper}.",
+    "display name": "Ada <{local}@{domain}>",
+    "quoted display name": '"Lovelace, Ada" <{local}@{upper}.>',
+}
+
+
+def written(email: str, form: str) -> str:
+    local, domain = email.split("@")
+    return FORMS[form].format(local=local, domain=domain, upper=domain.upper())
+
+
+@pytest.mark.parametrize("form", sorted(FORMS))
+async def test_an_unsubscribe_naming_the_address_another_way_suppresses(
+    gw: httpx.AsyncClient, form: str
+) -> None:
+    email, customer_id = await subscribed(gw)
+    event = sendgrid_event(written(email, form), "unsubscribe")
+    response = await gw.post(**sendgrid_request([event]))
+    assert response.status_code == 200, response.text
+    (answer,) = response.json()["events"]
+    assert (answer["status"], answer["customerId"]) == ("processed", customer_id)
+    assert (await profile(gw, email))["suppressed"] is True
+
+
+async def test_a_mandrill_unsubscribe_with_a_display_name_suppresses(
+    gw: httpx.AsyncClient,
+) -> None:
+    email, _ = await subscribed(gw)
+    event = mandrill_event(written(email, "display name"), "unsub")
+    response = await gw.post(**mandrill_request([event]))
+    assert [e["status"] for e in response.json()["events"]] == ["processed"]
+    assert (await profile(gw, email))["suppressed"] is True
+
+
+async def test_a_stranger_written_another_way_is_kept_suppressed(
+    gw: httpx.AsyncClient,
+) -> None:
+    """The suppression kept for an address nobody has is the normalised address's: the
+    customer created later with it starts suppressed."""
+    email = unique_email("stranger")
+    event = sendgrid_event(written(email, "display name"), "spamreport")
+    response = await gw.post(**sendgrid_request([event]))
+    assert [e["status"] for e in response.json()["events"]] == ["ignored"]
+    created = await gql(gw, UPSERT, email=email)
+    assert created["data"]["upsertCustomer"]["suppressed"] is True
+
+
+def _rejected(text: str, source: str, consequence: str) -> float:
+    labels = f'consequence="{consequence}",source="{source}"'
+    pattern = rf"^gateway_webhook_events_rejected_total\{{{labels}\}} (\S+)$"
+    match = re.search(pattern, text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+async def test_what_is_not_one_address_is_refused_counted_and_logged_without_it(
+    gw: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    email, _ = await subscribed(gw)
+    local, domain = email.split("@")
+    refused = [
+        f"Ada <{email}>, Bob <bob@{domain}>",  # two addresses: whose is it?
+        f'"{local} x"@{domain}',  # a quoted part that needs its quotes: no customer's
+        f"{local}@{domain}..",
+        f"{local}@localhost",
+    ]
+    metrics = (await gw.get("/metrics")).text
+    before = {kind: _rejected(metrics, "sendgrid", kind) for kind in ("withdraw", "none")}
+    batch = [
+        *(sendgrid_event(address, "unsubscribe") for address in refused[:3]),
+        sendgrid_event(refused[3], "open"),
+        sendgrid_event(email, "open"),
+    ]
+    with caplog.at_level(logging.WARNING, logger="gateway.webhooks"):
+        response = await gw.post(**sendgrid_request(batch))
+    assert response.status_code == 200, response.text
+    answers = response.json()["events"]
+    assert [a["status"] for a in answers] == ["rejected"] * 4 + ["processed"]
+    assert all(a["reason"].endswith("not an email address") for a in answers[:4])
+    assert local not in response.text
+    metrics = (await gw.get("/metrics")).text
+    assert _rejected(metrics, "sendgrid", "withdraw") == before["withdraw"] + 3
+    assert _rejected(metrics, "sendgrid", "none") == before["none"] + 1
+    (logged,) = [r for r in caplog.records if r.getMessage() == "webhook events rejected"]
+    assert (logged.__dict__["events"], logged.__dict__["withdrawals"]) == (4, 3)
+    assert all(local not in str(value) for value in logged.__dict__.values())
+    assert (await profile(gw, email))["suppressed"] is False  # nobody's withdrawal
