@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +25,7 @@ from playwright.sync_api import Browser, Page, Route, sync_playwright
 
 from adapters.registry import aclose_adapters, build_adapters
 from demo.console_data import build_scores_if_missing, prepare_console_data
+from demo.simulated_send import EXPERIMENT as DEMO_EXPERIMENT
 from demo.upstreams.runner import SampleUpstreams
 from demo.wiring import sample_upstreams_config
 from gateway.access.api_keys import ApiKeys, Scope
@@ -265,22 +266,15 @@ def sign_in(page: Page, console: Console, who: str) -> None:
     page.wait_for_url("**/console/customers")
 
 
-EXPERIMENT = "console-arms"
-SAVE_EXPERIMENT = """mutation($name: String!, $start: DateTime!, $end: DateTime!) {
-  saveExperiment(name: $name, start: $start, end: $end, variants: [
-    {name: "control", strategy: MODEL, weight: 1},
-    {name: "popular", strategy: POPULARITY, weight: 1}]) { name }
-}"""
+# The demo's experiment, written with a campaign's results by prepare_console_data
+# (demo/console_experiment.py): running for weeks, both arms serving recommendations.
+EXPERIMENT = DEMO_EXPERIMENT
+RUNNING = "query($name: String!) { experiment(name: $name) { running variants { name } } }"
 
 
 def running_experiment(console: Console) -> None:
-    """An experiment running for a day (saved again: the same one, a new window). Both
-    arms serve recommendations, so the pages of the other tests still show some."""
-    now = datetime.now(UTC)
-    answer = console.api(
-        SAVE_EXPERIMENT,
-        name=EXPERIMENT,
-        start=(now - timedelta(hours=1)).isoformat(),
-        end=(now + timedelta(days=1)).isoformat(),
-    )
+    """The demo's experiment is running (one runs at a time: the tests save none of their
+    own), so the pages have its arms, with the campaign's clicks, to show."""
+    answer = console.api(RUNNING, name=EXPERIMENT)
     assert "errors" not in answer, answer
+    assert answer["data"]["experiment"]["running"], answer

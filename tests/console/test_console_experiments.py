@@ -6,6 +6,7 @@ for a sample of a saved segment."""
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -58,6 +59,8 @@ def test_variants_in_customer_360_and_the_arms_on_the_experiments_page(
     expect(row).to_contain_text(customer["experiments"][0]["strategy"].lower())
 
     expected = _settled_results(console)
+    # The demo's campaign (demo/console_experiment.py): lists clicked in both arms.
+    assert all(v["clicks"] for v in expected["variants"]), expected
     page.get_by_role("link", name="Experiments").click()
     section = page.locator(f'section[data-experiment="{EXPERIMENT}"]')
     expect(section.get_by_role("heading", level=2)).to_contain_text("running")
@@ -70,6 +73,15 @@ def test_variants_in_customer_360_and_the_arms_on_the_experiments_page(
         expect(arm.locator("[data-ci]")).to_have_text(f"{low:.1f} % to {high:.1f} %")
     chart = section.locator(f'[data-experiment-chart="{EXPERIMENT}"]')
     expect(chart.locator("[data-interval]")).to_have_count(len(expected["variants"]))
+    # Its text alternative (the description of the image) names every arm's interval.
+    expect(chart.get_by_role("img")).to_have_accessible_description(re.compile("interval"))
+    description = chart.get_by_role("img").evaluate(
+        "svg => document.getElementById(svg.getAttribute('aria-describedby')).textContent"
+    )
+    for variant in expected["variants"]:
+        low, high = variant["ciLow"] * 100, variant["ciHigh"] * 100
+        assert f"{variant['name']}: " in description
+        assert f"95 % interval {low:.1f} % to {high:.1f} %" in description
     page.screenshot(path=artifact("experiments.png"), full_page=True)
 
     page.get_by_role("link", name="Health").click()
@@ -105,3 +117,30 @@ def test_saved_segments_in_customer_360_and_a_studio_preview_for_a_sample(
     previews.first.scroll_into_view_if_needed()
     expect(previews.first.frame_locator("iframe").locator("h1")).to_contain_text("Hello")
     page.screenshot(path=artifact("studio-preview-saved-segment.png"))
+
+
+ENGAGED = """query($e: [String!]) { customers(emails: $e) {
+  id consent { personalisation } engagement { emailOpens30d emailClicks30d } } }"""
+
+
+def test_the_campaigns_email_engagement_on_the_customer_360_timeline(
+    page: Page, console: Console
+) -> None:
+    """A recipient who clicked in the demo's campaign: their opens and clicks on the
+    timeline, as many as the API's engagement counts."""
+    found = console.api(ENGAGED, e=[person.email for person in console.people[:120]])
+    assert "errors" not in found, found
+    clicked = [
+        c for c in found["data"]["customers"] if c and (c["engagement"] or {}).get("emailClicks30d")
+    ]
+    assert clicked, "no one of the first 120 people clicked in the demo's campaign"
+    customer = clicked[0]
+    sign_in(page, console, "reader")
+    page.goto(f"/console/customers/{customer['id']}")
+    email = page.locator('tr[data-kind="email"]')
+    engagement = customer["engagement"]
+    expect(email).to_have_count(engagement["emailOpens30d"] + engagement["emailClicks30d"])
+    expect(email.filter(has_text="click")).to_have_count(engagement["emailClicks30d"])
+    expect(email.first).to_contain_text("sendgrid")
+    page.locator("#timeline-h").scroll_into_view_if_needed()
+    page.screenshot(path=artifact("customer-360-email-engagement.png"))
