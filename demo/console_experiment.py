@@ -54,7 +54,7 @@ def demo_experiment(now: datetime) -> Experiment:
     """The experiment as first saved: sent a week ago, running for a month more."""
     return experiment(
         EXPERIMENT,
-        [(v["name"], str(v["strategy"]).lower(), float(v["weight"])) for v in VARIANTS],
+        [(str(v["name"]), str(v["strategy"]).lower(), float(str(v["weight"]))) for v in VARIANTS],
         now - timedelta(days=SENT_DAYS_AGO, hours=1),
         now + timedelta(days=RUNS_DAYS_AHEAD),
     )

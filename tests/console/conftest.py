@@ -25,6 +25,7 @@ from playwright.sync_api import Browser, Page, Route, sync_playwright
 
 from adapters.registry import aclose_adapters, build_adapters
 from demo.console_data import build_scores_if_missing, prepare_console_data
+from demo.seed import seed_evidence
 from demo.simulated_send import EXPERIMENT as DEMO_EXPERIMENT
 from demo.upstreams.runner import SampleUpstreams
 from demo.wiring import sample_upstreams_config
@@ -111,12 +112,14 @@ def extra_review_rows() -> list[tuple[int, dict[str, Any] | str]]:
     return rows
 
 
-async def _prepare(url: str, export_dir: Path, upstreams: Any) -> None:
-    """The demo's console data, more review pairs, one sync and one export run."""
+async def _prepare(url: str, export_dir: Path, upstreams: Any, people: list[Any]) -> None:
+    """The demo's console data and identity evidence, more review pairs, one sync and one
+    export run."""
     engine = create_engine(url)
     sessions = create_sessionmaker(engine)
     adapters = build_adapters(upstreams)
     try:
+        await seed_evidence(sessions, people)
         await prepare_console_data(sessions)
         await build_scores_if_missing(sessions, model_key("the console tests' erasure key"))
         await Importer(sessions, TEST_REVIEW_SOURCE, observed_at=datetime.now(UTC)).run(
@@ -140,7 +143,7 @@ def console(
         export_dir = tmp_path_factory.mktemp("console-exports")
         tables = {name: dict(FAST) for name in samples.base_urls}
         upstreams = sample_upstreams_config(samples.base_urls, tables)
-        asyncio.run(_prepare(url, export_dir, upstreams))
+        asyncio.run(_prepare(url, export_dir, upstreams, list(samples.people)))
         keys = asyncio.run(_keys(url))
         settings = load_settings(
             database_url=url, cache_url="memory://", export_dir=str(export_dir)

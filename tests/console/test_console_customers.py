@@ -15,6 +15,7 @@ API_CUSTOMER = """query($email: String!) {
   customer(email: $email) {
     id email phone firstName lastName lifecycleStage company city country
     identities { source externalId }
+    identityLinks { source externalId rule matchedSource matchedExternalId }
     orderCount lifetimeValue { amount currency }
     consent { emailMarketing personalisation analytics }
     scores { rfmSegment }
@@ -67,6 +68,14 @@ def test_a_seeded_customer_is_found_and_shown_as_the_api_answers(
         expect(
             page.locator(f'[data-identity="{identity["source"]}:{identity["externalId"]}"]')
         ).to_have_count(1)
+    # The rule that joined each identity, and the record it matched (the seed's evidence:
+    # the CRM's record is new, the others joined it on the email).
+    assert {link["rule"] for link in expected["identityLinks"]} == {"new", "email"}
+    for link in expected["identityLinks"]:
+        row = page.locator(f'[data-identity="{link["source"]}:{link["externalId"]}"]')
+        expect(row.locator("[data-rule]")).to_have_text(link["rule"])
+        matched = link["matchedSource"] and f"{link['matchedSource']}:{link['matchedExternalId']}"
+        expect(row.locator("[data-matched]")).to_have_text(matched or "—")
     for purpose, granted in expected["consent"].items():
         word = {True: "granted", False: "refused", None: "no statement (no)"}[granted]
         expect(page.locator(f'[data-consent="{purpose}"]')).to_have_text(word)

@@ -128,12 +128,14 @@ def test_the_campaigns_email_engagement_on_the_customer_360_timeline(
 ) -> None:
     """A recipient who clicked in the demo's campaign: their opens and clicks on the
     timeline, as many as the API's engagement counts."""
-    found = console.api(ENGAGED, e=[person.email for person in console.people[:120]])
-    assert "errors" not in found, found
-    clicked = [
-        c for c in found["data"]["customers"] if c and (c["engagement"] or {}).get("emailClicks30d")
-    ]
-    assert clicked, "no one of the first 120 people clicked in the demo's campaign"
+    clicked: list[dict[str, Any]] = []
+    for start in range(0, 90, 15):  # a few at a time: each reads the analytics upstream
+        emails = [person.email for person in console.people[start : start + 15]]
+        found = console.api(ENGAGED, e=emails)["data"]["customers"]
+        clicked += [c for c in found if c and (c["engagement"] or {}).get("emailClicks30d")]
+        if clicked:
+            break
+    assert clicked, "no one of the first 90 people clicked in the demo's campaign"
     customer = clicked[0]
     sign_in(page, console, "reader")
     page.goto(f"/console/customers/{customer['id']}")
