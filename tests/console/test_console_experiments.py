@@ -24,6 +24,11 @@ SAVE_SEGMENT = """mutation($name: String!) {
     name size customers(first: 3) { nodes { id email } } }
 }"""
 
+EMPTY_SEGMENT = """mutation($name: String!) {
+  saveSegment(name: $name, includeSuppressed: true, filter: {field: "frequency", gte: 100000}) {
+    name size }
+}"""
+
 
 def _settled_results(console: Console) -> dict[str, Any]:
     """The API's results once the served lists are written (a buffer writes each second)."""
@@ -108,6 +113,9 @@ def test_saved_segments_in_customer_360_and_a_studio_preview_for_a_sample(
     page.get_by_role("button", name="Preview").click()
     previews = page.locator("section.preview")
     expect(previews).to_have_count(3)
+    expect(page.locator("[data-sampled]")).to_contain_text(
+        f"3 customers of the saved segment {SEGMENT}"
+    )
     shown = [previews.nth(i).get_attribute("data-preview") for i in range(3)]
     assert shown == [member["id"] for member in members]
     for index, member in enumerate(members):
@@ -117,6 +125,17 @@ def test_saved_segments_in_customer_360_and_a_studio_preview_for_a_sample(
     previews.first.scroll_into_view_if_needed()
     expect(previews.first.frame_locator("iframe").locator("h1")).to_contain_text("Hello")
     page.screenshot(path=artifact("studio-preview-saved-segment.png"))
+
+    # A segment no one is in: said so, not "choose a segment".
+    empty = console.api(EMPTY_SEGMENT, name=f"{SEGMENT}-none")
+    assert "errors" not in empty, empty
+    page.goto("/console/templates/studio?name=welcome")
+    page.get_by_label("or a sample of a segment").select_option(f"saved:{SEGMENT}-none")
+    page.get_by_role("button", name="Preview").click()
+    expect(page.locator("section.preview")).to_have_count(0)
+    expect(page.locator("#warnings")).to_contain_text(
+        f"The saved segment {SEGMENT}-none has no customer to preview for."
+    )
 
 
 ENGAGED = """query($e: [String!]) { customers(emails: $e) {
