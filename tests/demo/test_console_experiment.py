@@ -1,4 +1,5 @@
-"""The demo's experiment with a campaign's results (demo/console_experiment.py): written
+"""What the demo writes for the console's pages: the evidence of its seeded identities, and
+its experiment with a campaign's results (demo/console_experiment.py), written
 once, each list under the variant serving would choose, each click attributed to its
 list; extended rather than written again once it has ended; and no start stopped by an
 experiment someone saved over the same time."""
@@ -12,10 +13,12 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from demo.console_experiment import SEND_ID, prepare_demo_experiment
-from demo.people.population import population
+from demo.people.population import Person, population
+from demo.seed import customer_id_for, seed_evidence
 from demo.simulated_send import EXPERIMENT
 from gateway.db.engine import create_engine, create_sessionmaker
-from gateway.db.models import Event
+from gateway.db.identity_models import IdentityLink
+from gateway.db.models import Event, Identity
 from gateway.db.recommendation_models import (
     RecommendationClick,
     RecommendationImpression,
@@ -99,3 +102,41 @@ async def _check(url: str) -> None:
 
 def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_the_seeds_identity_evidence_is_written_once(
+    backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    people = population(30)
+    with demo_database(backend, "evidence", people, tmp_path_factory, model=False) as url:
+        asyncio.run(_evidence(url, people))
+
+
+async def _evidence(url: str, people: tuple[Person, ...]) -> None:
+    engine = create_engine(url)
+    sessions = create_sessionmaker(engine)
+    try:
+        assert await seed_evidence(sessions, people) == 4 * len(people)
+        assert await seed_evidence(sessions, people) == 0
+        async with sessions() as session:
+            rules = (
+                await session.execute(
+                    select(Identity.source, IdentityLink.rule, IdentityLink.matched_identity_id)
+                    .join(IdentityLink, IdentityLink.identity_id == Identity.id)
+                    .where(Identity.customer_id == customer_id_for(people[0]))
+                )
+            ).all()
+            crm = await session.scalar(
+                select(Identity.id).where(
+                    Identity.customer_id == customer_id_for(people[0]), Identity.source == "hubspot"
+                )
+            )
+        assert sorted((source, rule, matched) for source, rule, matched in rules) == [
+            ("hubspot", "new", None),
+            ("segment", "email", crm),
+            ("shopify", "email", crm),
+            ("soap_crm", "email", crm),
+        ]
+    finally:
+        await engine.dispose()
