@@ -1,7 +1,7 @@
 """What the demo adds so every page of the console has something to show: a few pairs of
 records left for a person to judge in identity review, a stored template with two
-versions to compare, a saved segment, and scores (so RFM segments to preview a template
-for).
+versions to compare, a saved segment, a running experiment with a campaign's results
+(``demo/console_experiment.py``), and scores (so RFM segments to preview a template for).
 
 Safe to run on every start: each part is skipped when it is already there. Scores take
 most of a minute of CPU on the first start (the propensity model is trained): ``gateway demo``
@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from threadpoolctl import threadpool_limits
 
+from demo.console_experiment import prepare_demo_experiment
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.models import Identity, Template
 from gateway.db.score_models import CustomerScore
@@ -80,7 +81,8 @@ def review_rows() -> list[dict[str, str]]:
 
 
 async def prepare_console_data(sessions: async_sessionmaker[AsyncSession]) -> None:
-    """Review pairs, the example template and segment, each unless already there."""
+    """Review pairs, the example template and segment, and the experiment with a
+    campaign's results (demo/console_experiment.py), each unless already there."""
     async with sessions() as session:
         paired = await session.scalar(
             select(func.count()).select_from(Identity).where(Identity.source == REVIEW_SOURCE)
@@ -106,6 +108,7 @@ async def prepare_console_data(sessions: async_sessionmaker[AsyncSession]) -> No
                         created_at=datetime.now(UTC),
                     )
                 )
+    await prepare_demo_experiment(sessions)
 
 
 async def build_scores_if_missing(

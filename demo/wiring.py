@@ -11,7 +11,7 @@ from adapters.config import UpstreamsConfig, load_upstreams
 from demo.console_data import prepare_console_data
 from demo.people.population import Person
 from demo.recommendation_history import prepare_demo_recommendations
-from demo.seed import seed
+from demo.seed import seed, seed_evidence
 from demo.upstreams.credentials import (
     DEMO_HUBSPOT_CLIENT_ID,
     DEMO_HUBSPOT_CLIENT_SECRET,
@@ -65,6 +65,7 @@ async def prepare(settings: Settings, people: Sequence[Person]) -> int:
     sessions = create_sessionmaker(engine)
     try:
         added = await seed(sessions, people)
+        await seed_evidence(sessions, people)
         await prepare_demo_recommendations(sessions, people)
         await prepare_console_data(sessions)
         await ApiKeys(sessions).enable_demo_key()

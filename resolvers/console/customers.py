@@ -122,6 +122,7 @@ async def customer(visit: Visit) -> Response:
         {
             "customer": profile,
             "provenance": provenance(profile["attributes"]),
+            "identities": identity_evidence(profile),
             "consent_history": consent_history(profile),
             "timeline": timeline(profile, email_events),
             "audit": answer.data.get("auditLog") or [],
@@ -139,6 +140,26 @@ def provenance(attributes: list[dict[str, Any]]) -> list[tuple[str, list[dict[st
     return [
         (name, sorted(values, key=lambda a: (a["golden"], _utc(a["observedAt"])), reverse=True))
         for name, values in sorted(fields.items())
+    ]
+
+
+def identity_evidence(profile: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each identity with the evidence that put it here, newest first: a merge or an
+    unmerge adds a link to the one that first joined it. An identity without any (one
+    added before evidence was kept) is listed all the same."""
+    links: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for link in profile.get("identityLinks") or []:
+        links[(link["source"], link["externalId"])].append(link)
+    return [
+        {
+            **identity,
+            "links": sorted(
+                links.get((identity["source"], identity["externalId"]), []),
+                key=lambda link: _utc(link["createdAt"]),
+                reverse=True,
+            ),
+        }
+        for identity in profile.get("identities") or []
     ]
 
 

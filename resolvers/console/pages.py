@@ -76,6 +76,14 @@ def percent(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.1f} %"
 
 
+def p_value(value: float | None) -> str:
+    """A p-value as a test reports it: three decimals, and below a thousandth as such
+    (a rounded 0.000 reads as certainty)."""
+    if value is None:
+        return "—"
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
 def _environment() -> Environment:
     environment = Environment(
         loader=PackageLoader("resolvers.console", "templates"),
@@ -84,7 +92,9 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    environment.filters.update(when=when, money=money, number=number, percent=percent)
+    environment.filters.update(
+        when=when, money=money, number=number, percent=percent, p_value=p_value
+    )
     return environment
 
 

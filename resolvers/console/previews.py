@@ -46,6 +46,14 @@ class Preview:
 class PreviewSet:
     previews: list[Preview] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # not tied to one customer
+    sample: str | None = None  # which segment the customers were sampled from
+
+
+def segment_label(segment: str) -> str:
+    """A segment as the form names it (``saved:NAME``, ``rfm:NAME``), for people."""
+    if segment.startswith(SAVED_PREFIX):
+        return f"saved segment {segment.removeprefix(SAVED_PREFIX)}"
+    return f"RFM segment {segment.removeprefix(RFM_PREFIX).replace('_', ' ')}"
 
 
 def wanted(raw: str) -> list[str]:

@@ -28,6 +28,7 @@ from resolvers.console.previews import (
     PreviewSet,
     previews,
     saved_segments,
+    segment_label,
     segment_members,
     wanted,
 )
@@ -168,12 +169,23 @@ async def preview(visit: Visit) -> Response:
     result, compiled = await check(visit, draft)
     if compiled is not None:
         asked = wanted(draft.customers)
+        sampled: list[str] = []
         if draft.segment:
-            asked += await segment_members(visit, draft.segment, draft.sample)
+            sampled = await segment_members(visit, draft.segment, draft.sample)
+            asked += sampled
         if not asked:
-            result.warnings += ("Give customers (ids or emails) or choose a segment to preview.",)
+            result.warnings += (
+                f"The {segment_label(draft.segment)} has no customer to preview for."
+                if draft.segment
+                else "Give customers (ids or emails) or choose a segment to preview.",
+            )
         else:
             result.results = await previews(visit, draft.source, draft.format, draft.strict, asked)
+        if sampled:
+            result.results.sample = (
+                f"{len(sampled)} customer{'s' if len(sampled) > 1 else ''} "
+                f"of the {segment_label(draft.segment)}"
+            )
     return await _page(visit, draft, result, status_code=200 if result.error is None else 422)
 
 

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +25,8 @@ from playwright.sync_api import Browser, Page, Route, sync_playwright
 
 from adapters.registry import aclose_adapters, build_adapters
 from demo.console_data import build_scores_if_missing, prepare_console_data
+from demo.seed import seed_evidence
+from demo.simulated_send import EXPERIMENT as DEMO_EXPERIMENT
 from demo.upstreams.runner import SampleUpstreams
 from demo.wiring import sample_upstreams_config
 from gateway.access.api_keys import ApiKeys, Scope
@@ -110,12 +112,14 @@ def extra_review_rows() -> list[tuple[int, dict[str, Any] | str]]:
     return rows
 
 
-async def _prepare(url: str, export_dir: Path, upstreams: Any) -> None:
-    """The demo's console data, more review pairs, one sync and one export run."""
+async def _prepare(url: str, export_dir: Path, upstreams: Any, people: list[Any]) -> None:
+    """The demo's console data and identity evidence, more review pairs, one sync and one
+    export run."""
     engine = create_engine(url)
     sessions = create_sessionmaker(engine)
     adapters = build_adapters(upstreams)
     try:
+        await seed_evidence(sessions, people)
         await prepare_console_data(sessions)
         await build_scores_if_missing(sessions, model_key("the console tests' erasure key"))
         await Importer(sessions, TEST_REVIEW_SOURCE, observed_at=datetime.now(UTC)).run(
@@ -139,7 +143,7 @@ def console(
         export_dir = tmp_path_factory.mktemp("console-exports")
         tables = {name: dict(FAST) for name in samples.base_urls}
         upstreams = sample_upstreams_config(samples.base_urls, tables)
-        asyncio.run(_prepare(url, export_dir, upstreams))
+        asyncio.run(_prepare(url, export_dir, upstreams, list(samples.people)))
         keys = asyncio.run(_keys(url))
         settings = load_settings(
             database_url=url, cache_url="memory://", export_dir=str(export_dir)
@@ -265,22 +269,15 @@ def sign_in(page: Page, console: Console, who: str) -> None:
     page.wait_for_url("**/console/customers")
 
 
-EXPERIMENT = "console-arms"
-SAVE_EXPERIMENT = """mutation($name: String!, $start: DateTime!, $end: DateTime!) {
-  saveExperiment(name: $name, start: $start, end: $end, variants: [
-    {name: "control", strategy: MODEL, weight: 1},
-    {name: "popular", strategy: POPULARITY, weight: 1}]) { name }
-}"""
+# The demo's experiment, written with a campaign's results by prepare_console_data
+# (demo/console_experiment.py): running for weeks, both arms serving recommendations.
+EXPERIMENT = DEMO_EXPERIMENT
+RUNNING = "query($name: String!) { experiment(name: $name) { running variants { name } } }"
 
 
 def running_experiment(console: Console) -> None:
-    """An experiment running for a day (saved again: the same one, a new window). Both
-    arms serve recommendations, so the pages of the other tests still show some."""
-    now = datetime.now(UTC)
-    answer = console.api(
-        SAVE_EXPERIMENT,
-        name=EXPERIMENT,
-        start=(now - timedelta(hours=1)).isoformat(),
-        end=(now + timedelta(days=1)).isoformat(),
-    )
+    """The demo's experiment is running (one runs at a time: the tests save none of their
+    own), so the pages have its arms, with the campaign's clicks, to show."""
+    answer = console.api(RUNNING, name=EXPERIMENT)
     assert "errors" not in answer, answer
+    assert answer["data"]["experiment"]["running"], answer

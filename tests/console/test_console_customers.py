@@ -15,6 +15,7 @@ API_CUSTOMER = """query($email: String!) {
   customer(email: $email) {
     id email phone firstName lastName lifecycleStage company city country
     identities { source externalId }
+    identityLinks { source externalId rule matchedSource matchedExternalId }
     orderCount lifetimeValue { amount currency }
     consent { emailMarketing personalisation analytics }
     scores { rfmSegment }
@@ -67,6 +68,14 @@ def test_a_seeded_customer_is_found_and_shown_as_the_api_answers(
         expect(
             page.locator(f'[data-identity="{identity["source"]}:{identity["externalId"]}"]')
         ).to_have_count(1)
+    # The rule that joined each identity, and the record it matched (the seed's evidence:
+    # the CRM's record is new, the others joined it on the email).
+    assert {link["rule"] for link in expected["identityLinks"]} == {"new", "email"}
+    for link in expected["identityLinks"]:
+        row = page.locator(f'[data-identity="{link["source"]}:{link["externalId"]}"]')
+        expect(row.locator("[data-rule]")).to_have_text(link["rule"])
+        matched = link["matchedSource"] and f"{link['matchedSource']}:{link['matchedExternalId']}"
+        expect(row.locator("[data-matched]")).to_have_text(matched or "—")
     for purpose, granted in expected["consent"].items():
         word = {True: "granted", False: "refused", None: "no statement (no)"}[granted]
         expect(page.locator(f'[data-consent="{purpose}"]')).to_have_text(word)
@@ -152,3 +161,26 @@ def test_a_read_only_key_sees_no_admin_button_and_cannot_post_one(
     assert still["data"]["customer"] == {"id": customer_id}
     page.goto("/console/reviews")
     expect(page.get_by_role("alert")).to_contain_text("lacks the 'profiles:write' scope")
+
+
+def test_an_identity_added_without_evidence_is_listed_beside_the_linked_ones(
+    page: Page, console: Console
+) -> None:
+    """The API's upsertCustomer adds an identity and records no link for it: the page
+    lists it all the same ("no evidence recorded"), beside the seed's linked ones."""
+    email = console.people[61].email
+    added = console.api(
+        "mutation($e: String!) { upsertCustomer(input: {email: $e, identities: "
+        '[{source: "zendesk", externalId: "Z-61"}]}) '
+        "{ id identities { source externalId } identityLinks { source } } }",
+        e=email,
+    )
+    assert "errors" not in added, added
+    customer = added["data"]["upsertCustomer"]
+    assert "zendesk" not in {link["source"] for link in customer["identityLinks"]}
+    sign_in(page, console, "reader")
+    page.goto(f"/console/customers/{customer['id']}")
+    rows = page.locator("tr[data-identity]")
+    expect(rows).to_have_count(len(customer["identities"]))
+    expect(page.locator('[data-identity="zendesk:Z-61"]')).to_contain_text("no evidence recorded")
+    expect(page.locator("[data-rule]")).to_have_count(len(customer["identityLinks"]))

@@ -6,6 +6,7 @@ for a sample of a saved segment."""
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -21,6 +22,11 @@ RESULTS = """query($name: String!) {
 SAVE_SEGMENT = """mutation($name: String!) {
   saveSegment(name: $name, includeSuppressed: true, filter: {field: "frequency", gte: 2}) {
     name size customers(first: 3) { nodes { id email } } }
+}"""
+
+EMPTY_SEGMENT = """mutation($name: String!) {
+  saveSegment(name: $name, includeSuppressed: true, filter: {field: "frequency", gte: 100000}) {
+    name size }
 }"""
 
 
@@ -58,6 +64,8 @@ def test_variants_in_customer_360_and_the_arms_on_the_experiments_page(
     expect(row).to_contain_text(customer["experiments"][0]["strategy"].lower())
 
     expected = _settled_results(console)
+    # The demo's campaign (demo/console_experiment.py): lists clicked in both arms.
+    assert all(v["clicks"] for v in expected["variants"]), expected
     page.get_by_role("link", name="Experiments").click()
     section = page.locator(f'section[data-experiment="{EXPERIMENT}"]')
     expect(section.get_by_role("heading", level=2)).to_contain_text("running")
@@ -70,6 +78,15 @@ def test_variants_in_customer_360_and_the_arms_on_the_experiments_page(
         expect(arm.locator("[data-ci]")).to_have_text(f"{low:.1f} % to {high:.1f} %")
     chart = section.locator(f'[data-experiment-chart="{EXPERIMENT}"]')
     expect(chart.locator("[data-interval]")).to_have_count(len(expected["variants"]))
+    # Its text alternative (the description of the image) names every arm's interval.
+    expect(chart.get_by_role("img")).to_have_accessible_description(re.compile("interval"))
+    description = chart.get_by_role("img").evaluate(
+        "svg => document.getElementById(svg.getAttribute('aria-describedby')).textContent"
+    )
+    for variant in expected["variants"]:
+        low, high = variant["ciLow"] * 100, variant["ciHigh"] * 100
+        assert f"{variant['name']}: " in description
+        assert f"95 % interval {low:.1f} % to {high:.1f} %" in description
     page.screenshot(path=artifact("experiments.png"), full_page=True)
 
     page.get_by_role("link", name="Health").click()
@@ -96,6 +113,9 @@ def test_saved_segments_in_customer_360_and_a_studio_preview_for_a_sample(
     page.get_by_role("button", name="Preview").click()
     previews = page.locator("section.preview")
     expect(previews).to_have_count(3)
+    expect(page.locator("[data-sampled]")).to_contain_text(
+        f"3 customers of the saved segment {SEGMENT}"
+    )
     shown = [previews.nth(i).get_attribute("data-preview") for i in range(3)]
     assert shown == [member["id"] for member in members]
     for index, member in enumerate(members):
@@ -105,3 +125,43 @@ def test_saved_segments_in_customer_360_and_a_studio_preview_for_a_sample(
     previews.first.scroll_into_view_if_needed()
     expect(previews.first.frame_locator("iframe").locator("h1")).to_contain_text("Hello")
     page.screenshot(path=artifact("studio-preview-saved-segment.png"))
+
+    # A segment no one is in: said so, not "choose a segment".
+    empty = console.api(EMPTY_SEGMENT, name=f"{SEGMENT}-none")
+    assert "errors" not in empty, empty
+    page.goto("/console/templates/studio?name=welcome")
+    page.get_by_label("or a sample of a segment").select_option(f"saved:{SEGMENT}-none")
+    page.get_by_role("button", name="Preview").click()
+    expect(page.locator("section.preview")).to_have_count(0)
+    expect(page.locator("#warnings")).to_contain_text(
+        f"The saved segment {SEGMENT}-none has no customer to preview for."
+    )
+
+
+ENGAGED = """query($e: [String!]) { customers(emails: $e) {
+  id consent { personalisation } engagement { emailOpens30d emailClicks30d } } }"""
+
+
+def test_the_campaigns_email_engagement_on_the_customer_360_timeline(
+    page: Page, console: Console
+) -> None:
+    """A recipient who clicked in the demo's campaign: their opens and clicks on the
+    timeline, as many as the API's engagement counts."""
+    clicked: list[dict[str, Any]] = []
+    for start in range(0, 90, 15):  # a few at a time: each reads the analytics upstream
+        emails = [person.email for person in console.people[start : start + 15]]
+        found = console.api(ENGAGED, e=emails)["data"]["customers"]
+        clicked += [c for c in found if c and (c["engagement"] or {}).get("emailClicks30d")]
+        if clicked:
+            break
+    assert clicked, "no one of the first 90 people clicked in the demo's campaign"
+    customer = clicked[0]
+    sign_in(page, console, "reader")
+    page.goto(f"/console/customers/{customer['id']}")
+    email = page.locator('tr[data-kind="email"]')
+    engagement = customer["engagement"]
+    expect(email).to_have_count(engagement["emailOpens30d"] + engagement["emailClicks30d"])
+    expect(email.filter(has_text="click")).to_have_count(engagement["emailClicks30d"])
+    expect(email.first).to_contain_text("sendgrid")
+    page.locator("#timeline-h").scroll_into_view_if_needed()
+    page.screenshot(path=artifact("customer-360-email-engagement.png"))
