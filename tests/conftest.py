@@ -24,6 +24,7 @@ import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import event
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
@@ -37,6 +38,12 @@ from gateway.db.migrate import upgrade
 from gateway.settings import Settings, load_settings
 from resolvers.app import create_app
 from tests.in_process import asgi, lifespan, services_of
+
+# No per-example deadline: on a shared 2-core machine one example of a fast property
+# (a cookie check, a parse) can take over Hypothesis's 200 ms default, which fails the
+# test as flaky though nothing is wrong; a hang is still caught by pytest-timeout.
+hypothesis_settings.register_profile("gateway", deadline=None)
+hypothesis_settings.load_profile("gateway")
 
 # The whole run's ERROR log, checked after each test and at the end (tests/error_log.py).
 pytest_plugins = ["tests.error_log", "tests.hang_report", "pytester"]
