@@ -5,10 +5,13 @@ Only persisted queries (APQ: the document named by its SHA-256, over GET or POST
 served from it, keyed by the hash, the operation's name, its variables and the scopes
 of the caller's key: a key without a scope never gets an answer built for one with it.
 Only documents whose every root field is ``customer`` (by id or e-mail) or
-``customers`` are stored, and none that renders a template or recommends (those read
-more than the customers a write would name) or selects ``sources`` (their status and
-age are the run's, and would be frozen) or ``scores`` or ``segments`` (a scores build
-drops nothing).
+``customers`` are stored, and only when every field below is one of
+``STORABLE_FIELDS``: the customer's own data, which every write to it drops. Not
+``render`` or ``recommendations`` (they read templates and the catalogue), ``sources``
+(the run's status and age, which would be frozen), ``scores`` or ``segments`` (a scores
+build or a segment saved drops nothing) or ``experiments`` (the running experiment's,
+which ``saveExperiment`` and the clock change); nor a field added later, until it is
+classified.
 The answer is tagged, as it runs, with every customer it looked up
 (gateway/upstreams/response_cache.py), and lives no longer than the shortest remaining
 life of the upstream answers and stored profiles it was built from; an answer with
@@ -55,12 +58,41 @@ from resolvers.http.authentication import COUNTED, principal_of, rate_limited_re
 
 FRESH_FOR = "gateway.fresh_for"  # scope key (the view's): seconds a client may cache it
 _ROOTS = frozenset({"customer", "customers", "__typename"})
-# Fields whose answer depends on more than the customers a write names.
-# ``sources`` reports each upstream's status and age as of the run: a stored answer
-# would freeze it (an age that never grows, OK after the upstream went down).
-# ``scores`` are rewritten for every customer by ``gateway scores build``, which drops
-# no answer; ``segments`` (memberships) follow scores, consent and segments saved.
-_UNTAGGED_FIELDS = frozenset({"render", "recommendations", "sources", "scores", "segments"})
+# The fields a stored answer may select below ``customer``/``customers``: an allow
+# list, so that a field added to the schema is not stored before anyone asked whether
+# a customer write drops it. Each is the customer's own (profile, identities and their
+# evidence, consents, the CRM's, the shop's and analytics' answers, ESP engagement),
+# and every write path that changes it drops the customer's answers. Left out, as they
+# depend on more than the customers a write names: ``render``, ``recommendations``
+# (templates, the catalogue and its stock), ``sources`` (each upstream's status and age
+# as of the run: frozen, it would say OK after the upstream went down), ``scores`` and
+# ``segments`` (rewritten by ``gateway scores build`` and segments saved, which drop no
+# answer) and ``experiments`` (the running experiment: ``saveExperiment`` and time).
+# Names of every type reachable from those fields (tests/resolvers/
+# test_response_cache_writers.py walks the schema to keep this honest).
+STORABLE_FIELDS = frozenset(
+    {
+        "__typename",
+        # Customer
+        "id", "email", "phone", "firstName", "lastName", "locale", "createdAt", "updatedAt",
+        "identities", "attributes", "identityLinks", "consentHistory", "lifecycleStage",
+        "ownerId", "company", "jobTitle", "city", "country", "dateOfBirth", "consent",
+        "consents", "suppressed", "orders", "lifetimeValue", "orderCount", "lastOrderAt",
+        "recentEvents", "engagement", "cart",
+        # Identity, ProfileAttribute, IdentityLink
+        "source", "externalId", "name", "value", "observedAt", "golden", "matchedSource",
+        "matchedExternalId", "rule", "score", "reason", "recordedAt",
+        # Consent, ConsentStatement
+        "emailMarketing", "personalisation", "analytics", "purpose", "granted",
+        # Order, LineItem, Money
+        "financialStatus", "fulfillmentStatus", "totalPrice", "lineItems", "productId",
+        "title", "quantity", "price", "amount", "currency",
+        # Event, Engagement, Cart, CartItem
+        "type", "occurredAt", "sessionId", "properties", "sessions30d", "pageViews30d",
+        "lastSeenAt", "emailOpens30d", "emailClicks30d", "lastEmailOpenAt", "items",
+        "subtotal",
+    }
+)  # fmt: skip
 # What selects a stored answer besides the URL: the key (its scopes) and the media type.
 VARY = "Authorization, X-API-Key, Accept"
 _JSON_TYPES = ("application/json", "application/graphql-response+json")
@@ -99,7 +131,7 @@ def storable_document(query: str, operation_name: str | None) -> frozenset[str] 
         return None
     fields = _Fields()
     visit(document, fields)
-    if fields.by_identity or not fields.names.isdisjoint(_UNTAGGED_FIELDS):
+    if fields.by_identity or not fields.names <= _ROOTS | STORABLE_FIELDS:
         return None
     return frozenset(v.variable.name.value for v in operations[0].variable_definitions or ())
 
@@ -378,6 +410,7 @@ _EMPTY: Message = {"type": "http.response.body", "body": b""}
 
 
 __all__ = [
+    "STORABLE_FIELDS",
     "VARY",
     "PersistedRequest",
     "PersistedRequests",
