@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import os
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,10 +22,12 @@ from starlette.applications import Starlette
 
 from adapters.registry import aclose_adapters, build_adapters
 from demo.upstreams.runner import SampleUpstreams
-from demo.wiring import sample_upstreams_config
+from demo.wiring import example_upstreams, sample_upstreams_config
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.migrate import upgrade
 from gateway.ingest.committed import CommittedBatches
+from gateway.ingest.streams.customer_updates import CustomerUpdates
+from gateway.ingest.streams.event_batches import CustomerTouch
 from gateway.ingest.streams.running import ConsumerParts
 from gateway.ingest.sync import sync
 from gateway.settings import load_settings
@@ -119,6 +122,35 @@ async def test_a_sync_drops_the_answers_holding_the_customers_it_changed(
         await parts.aclose()
         await aclose_adapters(adapters)
         await engine.dispose()
+
+
+@pytest.mark.parametrize("identify", [False, True], ids=["track", "identify"])
+async def test_a_stream_batch_drops_the_answers_holding_its_customers(
+    gateway: tuple[Starlette, str], database_url: str, identify: bool
+) -> None:
+    """A committed stream batch, as ``gateway stream`` (another process sharing Redis)
+    announces it: behaviour alone (track, page) and an identify both drop the stored
+    answers of their customers."""
+    app, cache_url = gateway
+    customer_id, email = await new_customer(app)
+    parts = ConsumerParts.open(
+        load_settings(database_url=database_url, cache_url=cache_url),
+        sample_upstreams_config(
+            dict.fromkeys(example_upstreams()["upstreams"], "http://127.0.0.1:9")
+        ),
+    )
+    try:
+        updates = CustomerUpdates(parts.federation, parts.customers, parts.notifications)
+        async with api_client(app) as client:
+            await persisted_get(client, PROFILE, email=email)
+            assert hit(await persisted_get(client, PROFILE, email=email))
+            touch = CustomerTouch(fields={"recent_events"}, profile_changed=identify)
+            await updates({uuid.UUID(customer_id): touch})
+            after = await persisted_get(client, PROFILE, email=email)
+            assert not hit(after)
+            assert after.json() == await fresh(client, PROFILE, email=email)
+    finally:
+        await parts.aclose()
 
 
 EXPERIMENTS = (
