@@ -35,7 +35,7 @@ from resolvers.graphql.schema import build_schema
 from resolvers.http import response_cache
 from tests.access.instances import new_customer
 from tests.conftest import FAST, REPO, api_client, clean_redis, redis_database_url, unique_email
-from tests.in_process import lifespan
+from tests.in_process import lifespan, services_of
 from tests.ingest.webhook_requests import realtime_app
 from tests.resolvers.test_response_cache import PROFILE, fresh, gql, hit, persisted_get
 
@@ -240,3 +240,44 @@ def test_every_field_a_stored_answer_may_select_is_one_a_customer_write_drops() 
         query = f"{{ customer(id: 1) {{ id {name} {{ __typename }} }} }}"
         assert response_cache.storable_document(query, None) is None, name
     assert response_cache.storable_document("{ customer(id: 1) { id email } }", None) == set()
+
+
+NAMED = (
+    "mutation($email: String!, $name: String!) "
+    "{ upsertCustomer(input: {email: $email, firstName: $name}) { id } }"
+)
+
+
+async def test_a_profile_read_across_a_write_on_another_instance_is_not_cached_stale(
+    gateway: tuple[Starlette, str], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An instance reads a profile, another commits a write to it and forgets it, then
+    the first caches what it read: that copy is dropped (and the answers built on it),
+    not served for the profile cache's life to every instance and every answer."""
+    reader_app, cache_url = gateway
+    writer_app = realtime_app(load_settings(database_url=database_url, cache_url=cache_url))
+    async with lifespan(writer_app):
+        email = unique_email("race")
+        async with api_client(writer_app) as writer, api_client(reader_app) as reader:
+            await gql(writer, NAMED, email=email, name="Before")
+            store = services_of(reader_app).customers.store
+            read, go = asyncio.Event(), asyncio.Event()
+            original = store.get_many_by_email
+
+            async def paused(emails: Any) -> Any:
+                found = await original(emails)
+                read.set()  # read before the write commits, cached after its forget
+                await go.wait()
+                return found
+
+            monkeypatch.setattr(store, "get_many_by_email", paused)
+            racing = asyncio.ensure_future(persisted_get(reader, PROFILE, email=email))
+            await asyncio.wait_for(read.wait(), 30)
+            monkeypatch.setattr(store, "get_many_by_email", original)
+            await gql(writer, NAMED, email=email, name="After")
+            go.set()
+            await racing
+            for client in (reader, writer):
+                after = await persisted_get(client, PROFILE, email=email)
+                assert after.json()["data"]["customer"]["firstName"] == "After", after.text
+                assert after.json() == await fresh(client, PROFILE, email=email)
