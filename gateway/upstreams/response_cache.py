@@ -286,8 +286,9 @@ class ResponseCache:
             return Ticket(self._epoch, self._seq)
         if guard.owed(_EPOCH):
             return None
-        seq = await guard.call("response.ticket", lambda: guard.client.get(_SEQ), False)
-        if seq is False:
+        missing = object()  # what the guard answers when Redis did not
+        seq: Any = await guard.call("response.ticket", lambda: guard.client.get(_SEQ), missing)
+        if seq is missing:
             return None
         return Ticket("", int(seq or 0))
 

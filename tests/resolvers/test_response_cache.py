@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from gateway.access.api_keys import Scope
 from gateway.settings import load_settings
+from resolvers.http.view import GatewayGraphQL
 from tests.access.instances import new_customer
 from tests.conftest import api_client, clean_redis, issue_key, redis_database_url, unique_email
 from tests.in_process import asgi, lifespan, services_of
@@ -361,7 +362,8 @@ async def test_a_persisted_get_url_is_parsed_once(two: tuple[Starlette, Starlett
     it looked at (by the hash alone, with the document too, or no persisted query): the
     view keeps no second memo of the same URLs."""
     app, _ = two
-    view = next(r.endpoint for r in app.routes if isinstance(r, Route) and r.path == "/graphql")
+    view = next(r.app for r in app.routes if isinstance(r, Route) and r.path == "/graphql")
+    assert isinstance(view, GatewayGraphQL)
     _, email = await new_customer(app)
     params = {
         "query": PROFILE,
