@@ -5,13 +5,10 @@ Only persisted queries (APQ: the document named by its SHA-256, over GET or POST
 served from it, keyed by the hash, the operation's name, its variables and the scopes
 of the caller's key: a key without a scope never gets an answer built for one with it.
 Only documents whose every root field is ``customer`` (by id or e-mail) or
-``customers`` are stored, and only when every field below is one of
-``STORABLE_FIELDS``: the customer's own data, which every write to it drops. Not
-``render`` or ``recommendations`` (they read templates and the catalogue), ``sources``
-(the run's status and age, which would be frozen), ``scores`` or ``segments`` (a scores
-build or a segment saved drops nothing) or ``experiments`` (the running experiment's,
-which ``saveExperiment`` and the clock change); nor a field added later, until it is
-classified.
+``customers`` are stored, selecting below them only the customer's own data, which
+every write to it drops (resolvers/graphql/storable_documents.py: an allow list, not
+``render``, ``recommendations``, ``sources``, ``scores``, ``segments`` nor
+``experiments``).
 The answer is tagged, as it runs, with every customer it looked up
 (gateway/upstreams/response_cache.py), and lives no longer than the shortest remaining
 life of the upstream answers and stored profiles it was built from; an answer with
@@ -28,19 +25,9 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import orjson
-from graphql import (
-    FieldNode,
-    GraphQLError,
-    OperationDefinitionNode,
-    OperationType,
-    Visitor,
-    parse,
-    visit,
-)
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Scope
@@ -54,86 +41,13 @@ from gateway.upstreams.response_cache import Hit, ResponseCache, ResponseTrace, 
 from resolvers.graphql.access import record_access
 from resolvers.graphql.loaders import Loaders
 from resolvers.graphql.rate_charge import CHARGED
+from resolvers.graphql.storable_documents import storable_document
 from resolvers.http.authentication import COUNTED, principal_of, rate_limited_response
 
 FRESH_FOR = "gateway.fresh_for"  # scope key (the view's): seconds a client may cache it
-_ROOTS = frozenset({"customer", "customers", "__typename"})
-# The fields a stored answer may select below ``customer``/``customers``: an allow
-# list, so that a field added to the schema is not stored before anyone asked whether
-# a customer write drops it. Each is the customer's own (profile, identities and their
-# evidence, consents, the CRM's, the shop's and analytics' answers, ESP engagement),
-# and every write path that changes it drops the customer's answers. Left out, as they
-# depend on more than the customers a write names: ``render``, ``recommendations``
-# (templates, the catalogue and its stock), ``sources`` (each upstream's status and age
-# as of the run: frozen, it would say OK after the upstream went down), ``scores`` and
-# ``segments`` (rewritten by ``gateway scores build`` and segments saved, which drop no
-# answer) and ``experiments`` (the running experiment: ``saveExperiment`` and time).
-# Names of every type reachable from those fields (tests/resolvers/
-# test_response_cache_writers.py walks the schema to keep this honest).
-STORABLE_FIELDS = frozenset(
-    {
-        "__typename",
-        # Customer
-        "id", "email", "phone", "firstName", "lastName", "locale", "createdAt", "updatedAt",
-        "identities", "attributes", "identityLinks", "consentHistory", "lifecycleStage",
-        "ownerId", "company", "jobTitle", "city", "country", "dateOfBirth", "consent",
-        "consents", "suppressed", "orders", "lifetimeValue", "orderCount", "lastOrderAt",
-        "recentEvents", "engagement", "cart",
-        # Identity, ProfileAttribute, IdentityLink
-        "source", "externalId", "name", "value", "observedAt", "golden", "matchedSource",
-        "matchedExternalId", "rule", "score", "reason", "recordedAt",
-        # Consent, ConsentStatement
-        "emailMarketing", "personalisation", "analytics", "purpose", "granted",
-        # Order, LineItem, Money
-        "financialStatus", "fulfillmentStatus", "totalPrice", "lineItems", "productId",
-        "title", "quantity", "price", "amount", "currency",
-        # Event, Engagement, Cart, CartItem
-        "type", "occurredAt", "sessionId", "properties", "sessions30d", "pageViews30d",
-        "lastSeenAt", "emailOpens30d", "emailClicks30d", "lastEmailOpenAt", "items",
-        "subtotal",
-    }
-)  # fmt: skip
 # What selects a stored answer besides the URL: the key (its scopes) and the media type.
 VARY = "Authorization, X-API-Key, Accept"
 _JSON_TYPES = ("application/json", "application/graphql-response+json")
-
-
-class _Fields(Visitor):
-    def __init__(self) -> None:
-        super().__init__()
-        self.names: set[str] = set()
-        self.by_identity = False
-
-    def enter_field(self, node: FieldNode, *_: Any) -> None:
-        self.names.add(node.name.value)
-        if node.name.value == "customer" and any(
-            a.name.value == "identity" for a in node.arguments or ()
-        ):
-            self.by_identity = True
-
-
-@lru_cache(maxsize=1024)  # one verdict per document clients persist
-def storable_document(query: str, operation_name: str | None) -> frozenset[str] | None:
-    """The variables the operation declares, if an answer to it may be stored (None
-    if not): a query whose root fields all read customers by id or e-mail, and nothing
-    below them reads more."""
-    try:
-        document = parse(query)
-    except GraphQLError:
-        return None
-    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-    if operation_name is not None:
-        operations = [o for o in operations if o.name and o.name.value == operation_name]
-    if len(operations) != 1 or operations[0].operation is not OperationType.QUERY:
-        return None
-    roots = operations[0].selection_set.selections
-    if not all(isinstance(r, FieldNode) and r.name.value in _ROOTS for r in roots):
-        return None
-    fields = _Fields()
-    visit(document, fields)
-    if fields.by_identity or not fields.names <= _ROOTS | STORABLE_FIELDS:
-        return None
-    return frozenset(v.variable.name.value for v in operations[0].variable_definitions or ())
 
 
 @dataclass(slots=True)
@@ -410,7 +324,6 @@ _EMPTY: Message = {"type": "http.response.body", "body": b""}
 
 
 __all__ = [
-    "STORABLE_FIELDS",
     "VARY",
     "PersistedRequest",
     "PersistedRequests",
@@ -421,6 +334,5 @@ __all__ = [
     "persisted_request",
     "response_key",
     "served",
-    "storable_document",
     "store",
 ]

@@ -31,8 +31,8 @@ from gateway.ingest.streams.event_batches import CustomerTouch
 from gateway.ingest.streams.running import ConsumerParts
 from gateway.ingest.sync import sync
 from gateway.settings import load_settings
+from resolvers.graphql import storable_documents
 from resolvers.graphql.schema import build_schema
-from resolvers.http import response_cache
 from tests.access.instances import new_customer
 from tests.conftest import FAST, REPO, api_client, clean_redis, redis_database_url, unique_email
 from tests.in_process import lifespan, services_of
@@ -224,7 +224,7 @@ def test_every_field_a_stored_answer_may_select_is_one_a_customer_write_drops() 
     the schema is refused until classified), and what those names reach in the schema
     is exactly what was reviewed."""
     schema = build_schema()._schema
-    storable = response_cache.STORABLE_FIELDS
+    storable = storable_documents.STORABLE_FIELDS
     reached: dict[str, set[str]] = {}
 
     def walk(kind: Any) -> None:
@@ -238,8 +238,10 @@ def test_every_field_a_stored_answer_may_select_is_one_a_customer_write_drops() 
     assert reached == {kind: set(names.split()) for kind, names in REVIEWED.items()}
     for name in ("experiments", "segments", "scores", "recommendations", "render", "sources"):
         query = f"{{ customer(id: 1) {{ id {name} {{ __typename }} }} }}"
-        assert response_cache.storable_document(query, None) is None, name
-    assert response_cache.storable_document("{ customer(id: 1) { id email } }", None) is not None
+        assert storable_documents.storable_document(query, None) is None, name
+    assert (
+        storable_documents.storable_document("{ customer(id: 1) { id email } }", None) is not None
+    )
 
 
 NAMED = (
