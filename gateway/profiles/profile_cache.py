@@ -28,6 +28,9 @@ from gateway.profiles.turn_batch import TurnBatch
 from gateway.upstreams.cache import GuardedRedisCache
 from gateway.upstreams.response_cache import (
     ResponseCache,
+    Ticket,
+    email_tag,
+    id_tag,
     trace_emails,
     trace_expiry,
     trace_ids,
@@ -95,30 +98,56 @@ class CachedCustomers:
     async def _load_by_id(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, CustomerProfile]:
         reading = _Reading(self._reading)
         with reading:
+            ticket = await self._ticket()
             loaded = await self.store.get_many(ids)
-            await self._remember(loaded.values(), reading)
+            await self._remember(loaded.values(), reading, ticket)
         return loaded
 
     async def _load_by_email(self, emails: list[str]) -> dict[str, CustomerProfile]:
         reading = _Reading(self._reading)
         with reading:
+            ticket = await self._ticket()
             loaded = await self.store.get_many_by_email(emails)
-            await self._remember(loaded.values(), reading)
+            await self._remember(loaded.values(), reading, ticket)
         return loaded
 
-    async def _remember(self, profiles: Iterable[CustomerProfile], reading: _Reading) -> None:
-        """Cache what a read found, except profiles a forget overtook while it ran (in
-        this instance: forgets on other instances are not seen). Best effort: a read's
-        callers get their profiles even if the cache cannot take them."""
+    def _shared(self) -> bool:
+        return isinstance(self._backend, GuardedRedisCache) and self._responses is not None
+
+    async def _ticket(self) -> Ticket | None:
+        """Shared through Redis: the invalidation counter before a read, to tell a write
+        on another instance that committed while it ran (see ``_remember``)."""
+        if not self._ttl or self._responses is None or not self._shared():
+            return None
+        return await self._responses.ticket()
+
+    async def _remember(
+        self, profiles: Iterable[CustomerProfile], reading: _Reading, ticket: Ticket | None
+    ) -> None:
+        """Cache what a read found, except profiles a forget overtook while it ran.
+        In this instance, the forget marks the read. On another instance sharing Redis,
+        it touched the profile's tags (the response cache's invalidation counter): a
+        profile read before that write committed, cached after its forget deleted the
+        key, would be served stale for the cache's whole life, and every answer built
+        on it stored as fresh. So the tags are read after the write: a profile touched
+        since the read began is dropped again, with the answers that read it meanwhile
+        (the forget touches the tags before it deletes too: a write seen neither here
+        nor by the delete cannot be). Best effort: a read's callers get their profiles
+        even if the cache cannot take them."""
         if not self._ttl:
             return
+        shared = self._shared()
+        if shared and ticket is None:
+            return  # Redis did not say where its counter stood: nothing is cached
         pairs: list[tuple[str, _Entry]] = []
+        kept: list[CustomerProfile] = []
         refresh_at = time.time() + self._ttl * _REFRESH_AFTER
         for profile in profiles:
             keys = [_by_id(profile.id)] + ([_by_email(profile.email)] if profile.email else [])
             if reading.dropped.isdisjoint(keys):
                 entry = _Entry(profile, refresh_at)
                 pairs.extend((key, entry) for key in keys)
+                kept.append(profile)
         if not pairs:
             return
         try:
@@ -126,8 +155,21 @@ class CachedCustomers:
             # A forget during that write may have reached Redis before it: drop again.
             for key in reading.dropped.intersection(key for key, _ in pairs):
                 await self._backend.delete(key)
+            if shared and ticket is not None and self._responses is not None:
+                await self._drop_overtaken(kept, ticket, self._responses)
         except Exception:
             logger.warning("profiles read but not cached", exc_info=True)
+
+    async def _drop_overtaken(
+        self, kept: list[CustomerProfile], ticket: Ticket, responses: ResponseCache
+    ) -> None:
+        """Forget again the profiles just cached that a write elsewhere touched since
+        ``ticket``: the key, then the answers built on it since it was set."""
+        tags = {p.id: [id_tag(p.id), *([email_tag(p.email)] if p.email else [])] for p in kept}
+        touched = await responses.touched_since(ticket, (t for ts in tags.values() for t in ts))
+        stale = [p for p in kept if not touched.isdisjoint(tags[p.id])]
+        if stale:
+            await self._drop([p.id for p in stale], [p.email for p in stale if p.email])
 
     async def get(self, customer_id: uuid.UUID) -> CustomerProfile | None:
         return (await self.get_many([customer_id])).get(customer_id)
@@ -216,21 +258,21 @@ class CachedCustomers:
         """Drop the cached profile (on every instance, when the cache is shared), also
         under ``extra_emails``: addresses it was cached under before a change."""
         emails = {e for e in (profile.email, *extra_emails) if e}
-        keys = [_by_id(profile.id)] + [_by_email(e) for e in sorted(emails)]
-        for reading in self._reading:
-            reading.dropped.update(keys)
-        for key in keys:
-            await self._backend.delete(key)
-        if self._responses is not None:
-            await self._responses.invalidate_customers([profile.id], emails)
+        await self.forget_many([profile.id], emails)
 
     async def forget_many(self, customer_ids: Iterable[uuid.UUID], emails: Iterable[str]) -> None:
         """``forget`` for a batch's customers and every e-mail it named: one DEL with
-        Redis, and one invalidation of the answers holding any of them."""
-        ids, addresses = list(customer_ids), sorted(set(emails))
-        keys = [_by_id(i) for i in ids] + [_by_email(e) for e in addresses]
-        if not keys:
+        Redis, and one invalidation of the answers holding any of them (two when shared:
+        before the DEL too, for reads on other instances; see ``_remember``)."""
+        ids, addresses = list(customer_ids), sorted({e for e in emails if e})
+        if not ids and not addresses:
             return
+        if self._shared() and self._responses is not None:
+            await self._responses.invalidate_customers(ids, addresses)
+        await self._drop(ids, addresses)
+
+    async def _drop(self, ids: list[uuid.UUID], addresses: list[str]) -> None:
+        keys = [_by_id(i) for i in ids] + [_by_email(e) for e in addresses]
         for reading in self._reading:
             reading.dropped.update(keys)
         if isinstance(self._backend, GuardedRedisCache):

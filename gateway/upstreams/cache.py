@@ -27,7 +27,7 @@ from aiocache.serializers import NullSerializer
 
 from gateway.upstreams.cache_serializer import TypedJsonSerializer
 from gateway.upstreams.redis_client import RedisGuard
-from gateway.upstreams.response_cache import ResponseCache
+from gateway.upstreams.response_cache import ResponseCache, Ticket, id_tag
 
 VERSION = 1
 NAMESPACE = "gw"
@@ -160,12 +160,38 @@ class UpstreamCache:
     ) -> None:
         """``invalidate`` for many customers: one round trip with Redis (a stream batch
         touches a thousand customers; a DEL each took longer than the batch's write)."""
-        keys = [self.key(upstream, c) for c in customer_ids for upstream in upstreams]
+        ids = list(customer_ids)
+        keys = [self.key(upstream, c) for c in ids for upstream in upstreams]
         if isinstance(self.backend, GuardedRedisCache):
+            # Shared: the answers' tags are touched before the DEL too (the caller
+            # touches them after it), so that a fetch on another instance that caches
+            # after the DEL sees this write (``drop_overtaken``).
+            await self.responses.invalidate_customers(ids)
             await self.backend.delete_many(keys)
             return
         for key in keys:
             await self.backend.delete(key)
+
+    async def ticket(self) -> Ticket | None:
+        """Shared through Redis: where the invalidations stand, before a fetch."""
+        return await self.responses.ticket() if self.guard is not None else None
+
+    async def drop_overtaken(
+        self, ids: Sequence[object], ticket: Ticket | None, upstreams: Sequence[str]
+    ) -> None:
+        """Drop again the answers just cached of customers a write on another instance
+        touched since ``ticket`` (taken before their fetch): fetched before that write,
+        cached after its DEL, they would be served, and the whole answers built on them
+        stored, for their life. The write touches the tags before its DEL too
+        (``Federation.invalidate_many``), so this check or that DEL sees it."""
+        if ticket is None or not ids:
+            return
+        tags = {i: id_tag(i) for i in ids}
+        touched = await self.responses.touched_since(ticket, tags.values())
+        stale = [i for i, tag in tags.items() if tag in touched]
+        if stale:
+            await self.invalidate_many(stale, upstreams)
+            await self.responses.invalidate_customers(stale)
 
     async def claim(
         self, upstream: str, ids: Sequence[object]

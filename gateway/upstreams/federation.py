@@ -193,8 +193,7 @@ class Federation:
         *,
         answers: bool = True,
     ) -> None:
-        """``invalidate`` for many customers (only the upstreams of ``kinds``, e.g.
-        ``analytics``, when given), in one round trip."""
+        """``invalidate`` for many customers (only the upstreams of ``kinds`` if given)."""
         ids = list(customer_ids)
         await self.cache.invalidate_many(ids, self._namespaces(kinds))
         if answers:
@@ -295,6 +294,7 @@ class Federation:
                     results[customer_id] = _from_cache(adapter, entry)
             todo = [c for c in customers if c.id not in results]
             if todo:
+                ticket = await self.cache.ticket()  # before the fetch: see drop_overtaken
                 outcomes = await _timed(adapter, todo, lambda: fetch(todo))
                 fresh = {
                     c.id: Entry(o.value, o.fetched_at)
@@ -302,6 +302,7 @@ class Federation:
                     if o.error is None
                 }
                 await self.cache.set_many(namespace, fresh, policy.stale_ttl_s)
+                await self.cache.drop_overtaken(list(fresh), ticket, self._namespaces())
                 results.update((c.id, o) for c, o in zip(todo, outcomes, strict=True))
         finally:
             await self.cache.release(namespace, mine)

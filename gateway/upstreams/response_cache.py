@@ -277,6 +277,40 @@ class ResponseCache:
     ) -> None:
         await self.invalidate([*(id_tag(c) for c in customer_ids), *(email_tag(e) for e in emails)])
 
+    async def ticket(self) -> Ticket | None:
+        """The invalidation counter now, for a read about to start (None: unknown, Redis
+        not answering): ``touched_since`` later says which of its tags a write touched
+        meanwhile, on any instance."""
+        guard = self._guard
+        if guard is None:
+            return Ticket(self._epoch, self._seq)
+        if guard.owed(_EPOCH):
+            return None
+        missing = object()  # what the guard answers when Redis did not
+        seq: Any = await guard.call("response.ticket", lambda: guard.client.get(_SEQ), missing)
+        if seq is missing:
+            return None
+        return Ticket("", int(seq or 0))
+
+    async def touched_since(self, ticket: Ticket, tags: Iterable[str]) -> set[str]:
+        """Which of ``tags`` an invalidation touched after ``ticket`` was taken (all of
+        them when that cannot be known)."""
+        wanted = list(dict.fromkeys(tags))
+        guard = self._guard
+        if guard is None:
+            if ticket.epoch != self._epoch:
+                return set(wanted)
+            return {t for t in wanted if self._tags.get(t, 0) > ticket.seq}
+        if not wanted:
+            return set()
+        keys = [_TAG + t for t in wanted]
+        found = await guard.call("response.touched", lambda: guard.client.mget(keys), None)
+        if not isinstance(found, list) or len(found) != len(wanted):
+            return set(wanted)
+        return {
+            t for t, v in zip(wanted, found, strict=True) if v is not None and int(v) > ticket.seq
+        }
+
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)

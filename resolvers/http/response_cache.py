@@ -5,10 +5,10 @@ Only persisted queries (APQ: the document named by its SHA-256, over GET or POST
 served from it, keyed by the hash, the operation's name, its variables and the scopes
 of the caller's key: a key without a scope never gets an answer built for one with it.
 Only documents whose every root field is ``customer`` (by id or e-mail) or
-``customers`` are stored, and none that renders a template or recommends (those read
-more than the customers a write would name) or selects ``sources`` (their status and
-age are the run's, and would be frozen) or ``scores`` or ``segments`` (a scores build
-drops nothing).
+``customers`` are stored, selecting below them only the customer's own data, which
+every write to it drops (resolvers/graphql/storable_documents.py: an allow list, not
+``render``, ``recommendations``, ``sources``, ``scores``, ``segments`` nor
+``experiments``).
 The answer is tagged, as it runs, with every customer it looked up
 (gateway/upstreams/response_cache.py), and lives no longer than the shortest remaining
 life of the upstream answers and stored profiles it was built from; an answer with
@@ -25,19 +25,9 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import orjson
-from graphql import (
-    FieldNode,
-    GraphQLError,
-    OperationDefinitionNode,
-    OperationType,
-    Visitor,
-    parse,
-    visit,
-)
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Scope
@@ -51,57 +41,13 @@ from gateway.upstreams.response_cache import Hit, ResponseCache, ResponseTrace, 
 from resolvers.graphql.access import record_access
 from resolvers.graphql.loaders import Loaders
 from resolvers.graphql.rate_charge import CHARGED
+from resolvers.graphql.storable_documents import storable_document
 from resolvers.http.authentication import COUNTED, principal_of, rate_limited_response
 
 FRESH_FOR = "gateway.fresh_for"  # scope key (the view's): seconds a client may cache it
-_ROOTS = frozenset({"customer", "customers", "__typename"})
-# Fields whose answer depends on more than the customers a write names.
-# ``sources`` reports each upstream's status and age as of the run: a stored answer
-# would freeze it (an age that never grows, OK after the upstream went down).
-# ``scores`` are rewritten for every customer by ``gateway scores build``, which drops
-# no answer; ``segments`` (memberships) follow scores, consent and segments saved.
-_UNTAGGED_FIELDS = frozenset({"render", "recommendations", "sources", "scores", "segments"})
 # What selects a stored answer besides the URL: the key (its scopes) and the media type.
 VARY = "Authorization, X-API-Key, Accept"
 _JSON_TYPES = ("application/json", "application/graphql-response+json")
-
-
-class _Fields(Visitor):
-    def __init__(self) -> None:
-        super().__init__()
-        self.names: set[str] = set()
-        self.by_identity = False
-
-    def enter_field(self, node: FieldNode, *_: Any) -> None:
-        self.names.add(node.name.value)
-        if node.name.value == "customer" and any(
-            a.name.value == "identity" for a in node.arguments or ()
-        ):
-            self.by_identity = True
-
-
-@lru_cache(maxsize=1024)  # one verdict per document clients persist
-def storable_document(query: str, operation_name: str | None) -> frozenset[str] | None:
-    """The variables the operation declares, if an answer to it may be stored (None
-    if not): a query whose root fields all read customers by id or e-mail, and nothing
-    below them reads more."""
-    try:
-        document = parse(query)
-    except GraphQLError:
-        return None
-    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-    if operation_name is not None:
-        operations = [o for o in operations if o.name and o.name.value == operation_name]
-    if len(operations) != 1 or operations[0].operation is not OperationType.QUERY:
-        return None
-    roots = operations[0].selection_set.selections
-    if not all(isinstance(r, FieldNode) and r.name.value in _ROOTS for r in roots):
-        return None
-    fields = _Fields()
-    visit(document, fields)
-    if fields.by_identity or not fields.names.isdisjoint(_UNTAGGED_FIELDS):
-        return None
-    return frozenset(v.variable.name.value for v in operations[0].variable_definitions or ())
 
 
 @dataclass(slots=True)
@@ -388,6 +334,5 @@ __all__ = [
     "persisted_request",
     "response_key",
     "served",
-    "storable_document",
     "store",
 ]

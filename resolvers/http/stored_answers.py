@@ -5,7 +5,8 @@ the response cache (resolvers/http/response_cache.py). This middleware sits inne
 after authentication and the rate limit (and the request id, the body limit and the
 error boundary around them), and serves such a stored answer itself: the router, the
 view's request objects and Strawberry's machinery are then skipped, and nothing else
-is. A GET it cannot serve goes on to the view with its lookup done, so that the
+is. A GET it cannot serve goes on to the view with its lookup done (or with the
+verdict that it names no storable query), so that the URL is parsed once and the
 answer built there can be stored under the ticket taken before it ran.
 """
 
@@ -41,12 +42,15 @@ class StoredAnswers:
             await self.app(scope, receive, send)
             return
         plan = await self.persisted.of(Request(scope))
-        if plan is None or not plan.hash_only:
+        if plan is None:
+            scope[PLAN] = None  # looked at: the view need not parse the URL again
             await self.app(scope, receive, send)
             return
         found = await services.federation.cache.responses.lookup(plan.key)
         media_type = negotiate(header_of(scope, b"accept"))
-        if found.hit is not None and media_type is not None:
+        # Served only by the hash alone: a document sent with it must be checked
+        # against it (the view does), or any document could be answered as another's.
+        if found.hit is not None and plan.hash_only and media_type is not None:
             messages = await served(services, scope, found.hit, media_type)
             if messages is not None:
                 for message in messages:

@@ -171,9 +171,11 @@ class GatewayGraphQL(GraphQL[Context, None]):
         request = Request(scope, receive=receive)
         services = services_of(request)
         cache = services.federation.cache.responses
-        # A persisted GET comes with its lookup done (resolvers/http/stored_answers.py).
+        # A GET comes with its lookup done (resolvers/http/stored_answers.py), or with
+        # None when its URL names no query that may be stored: not parsed again here.
+        looked_up = PLAN in scope
         plan: PersistedRequest | None = scope.pop(PLAN, None)
-        if plan is None and services.settings.response_cache_ttl_s:
+        if not looked_up and services.settings.response_cache_ttl_s:
             plan = await self._persisted.of(request)
             found = await cache.lookup(plan.key) if plan is not None else None
         else:

@@ -17,9 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
+from starlette.routing import Route
 
 from gateway.access.api_keys import Scope
 from gateway.settings import load_settings
+from resolvers.http.view import GatewayGraphQL
 from tests.access.instances import new_customer
 from tests.conftest import api_client, clean_redis, issue_key, redis_database_url, unique_email
 from tests.in_process import asgi, lifespan, services_of
@@ -353,3 +355,27 @@ async def test_an_answer_larger_than_the_limit_is_not_stored(database_url: str) 
                     response = await persisted_get(client, PROFILE, email=email)
                     assert response.json()["data"]["customer"]["email"] == email
                     assert not hit(response)
+
+
+async def test_a_persisted_get_url_is_parsed_once(two: tuple[Starlette, Starlette]) -> None:
+    """The middleware that serves stored answers hands the view its verdict on every GET
+    it looked at (by the hash alone, with the document too, or no persisted query): the
+    view keeps no second memo of the same URLs."""
+    app, _ = two
+    view = next(r.app for r in app.routes if isinstance(r, Route) and r.path == "/graphql")
+    assert isinstance(view, GatewayGraphQL)
+    _, email = await new_customer(app)
+    params = {
+        "query": PROFILE,
+        "extensions": json.dumps(_extensions(PROFILE)),
+        "variables": json.dumps({"email": email}),
+    }
+    async with api_client(app) as client:
+        for _ in range(2):
+            with_document = await client.get("/graphql", params=params)
+            assert with_document.json()["data"]["customer"]["email"] == email
+            assert not hit(with_document)  # a document sent is run (checked against its hash)
+        assert hit(await persisted_get(client, PROFILE, email=email))
+        plain = await client.get("/graphql", params={"query": "{ __typename }"})
+        assert plain.json() == {"data": {"__typename": "Query"}}
+    assert len(view._persisted._kept) == 0
