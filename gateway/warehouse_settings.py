@@ -1,4 +1,5 @@
-"""The knobs of the warehouse export and of retention (issue 23).
+"""The knobs of the warehouse export and of retention (issue 23), and of the runs
+scheduled inside ``gateway serve`` (those and the scores', issue 24).
 
 Fields only: ``Settings`` (gateway/settings.py) inherits them, and stays the one reader
 of the environment (``GATEWAY_*``).
@@ -83,11 +84,28 @@ class WarehouseSettings(BaseSettings):
         "through the `runExport` mutation.",
     )
 
+    # Unset by default, as the export: a build fits models (tens of seconds of a core on
+    # 100,000 customers), which an operator schedules knowingly; cron works as well.
+    scores_refresh_interval_s: Annotated[float, Field(gt=0)] | None = Field(
+        default=None,
+        description="Run `gateway scores refresh` (rescore the customers whose orders or "
+        "events changed) every this many seconds inside `gateway serve`, one run at a time "
+        "across instances and with the CLI; unset: only when run by hand or by cron.",
+    )
+    scores_build_interval_s: Annotated[float, Field(gt=0)] | None = Field(
+        default=None,
+        description="Run `gateway scores build --retrain` (the last build's horizon; the "
+        "model serving is kept unless the new one does at least as well on the same "
+        "holdout) every this many seconds inside `gateway serve`, one run at a time "
+        "across instances and with the CLI; unset: only when run by hand or by cron.",
+    )
+
     scheduled_run_timeout_s: Annotated[float, Field(gt=0)] = Field(
         default=3600.0,
-        description="A scheduled export or retention run inside `gateway serve` that takes "
-        "longer is stopped (and logged): an export resumes at the next interval where it "
-        "stopped, retention goes on with what is left.",
+        description="A scheduled export, retention or scores run inside `gateway serve` that "
+        "takes longer is stopped (and logged): an export resumes at the next interval where "
+        "it stopped, retention goes on with what is left, a scores build writes nothing (a "
+        "refresh keeps the batches it wrote).",
     )
 
     @model_validator(mode="after")

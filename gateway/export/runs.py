@@ -1,5 +1,6 @@
 """Export and retention runs inside a serving gateway: started by an admin's API call
-or by the schedule (GATEWAY_EXPORT_INTERVAL_S, GATEWAY_RETENTION_IN_SERVE).
+or by the schedule (GATEWAY_EXPORT_INTERVAL_S, GATEWAY_RETENTION_IN_SERVE); and scores
+runs, by the schedule only (GATEWAY_SCORES_REFRESH_INTERVAL_S, _BUILD_INTERVAL_S).
 
 One run of each kind at a time, across instances: an export holds its target's lock
 (``ExportStore.exclusive``), retention the ``retention`` lock (``gateway.db.locks``).
@@ -9,6 +10,8 @@ way (an export cancelled anyway, at shutdown, is resumed by the next run). A sch
 run that fails is logged and tried again at the next interval; it never stops serving;
 one that takes longer than GATEWAY_SCHEDULED_RUN_TIMEOUT_S is stopped (an export then
 resumes where it stopped), so a hung upload or database cannot hold the lock forever.
+A scores refresh and a build share one lock (``scores``) with ``gateway scores build``
+and ``refresh`` on any instance: a turn that finds it held is skipped.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -34,6 +38,11 @@ from gateway.privacy.retention import (
     RetentionReport,
     RetentionRules,
 )
+from gateway.scores.build import ScoresBusy
+from gateway.scores.features import LeakageError
+from gateway.scores.model_seal import PublicModelKey, UntrustedModel, deployment_model_key
+from gateway.scores.refresh import NoBuildError
+from gateway.scores.scheduled import run_scores
 from gateway.settings import Settings
 
 logger = logging.getLogger("gateway.runs")
@@ -55,6 +64,10 @@ class RunBusy(Conflict):
     """A run of the same kind is under way (here or on another instance)."""
 
 
+class ScoresRunFailed(GatewayError):
+    """A scheduled scores run refused to go on (no build yet, an untrusted model...)."""
+
+
 class Runs:
     def __init__(
         self,
@@ -68,6 +81,7 @@ class Runs:
         self._forgetting = forgetting
         self._audit = audit
         self._tasks: set[asyncio.Task[object]] = set()
+        self._scoring = asyncio.Lock()
 
     @property
     def rules(self) -> RetentionRules:
@@ -150,6 +164,36 @@ class Runs:
                 self._every(s.retention_interval_s, "retention", self._scheduled_retention)
         if s.export_interval_s is not None:
             self._every(s.export_interval_s, "export", self._scheduled_export)
+        if s.scores_refresh_interval_s is None and s.scores_build_interval_s is None:
+            return
+        try:
+            key = deployment_model_key(s, insecure_demo=s.insecure_demo)
+        except PublicModelKey as exc:
+            logger.error("scores runs scheduled, but not started: %s", exc)
+            return
+        if s.scores_build_interval_s is not None:
+            job = partial(self._scheduled_scores, key, retrain=True)
+            self._every(s.scores_build_interval_s, "scores-build", job)
+        if s.scores_refresh_interval_s is not None:
+            job = partial(self._scheduled_scores, key, retrain=False)
+            self._every(s.scores_refresh_interval_s, "scores-refresh", job)
+
+    async def _scheduled_scores(self, key: bytes, *, retrain: bool) -> None:
+        name = "scores-build" if retrain else "scores-refresh"
+        if self._scoring.locked():
+            # The other scores schedule's run: on SQLite only this process guards the lock.
+            raise RunBusy("a scores run is under way", field=name)
+        async with self._scoring:
+            try:
+                line = await self._detached(
+                    run_scores(self._settings, key, retrain=retrain),
+                    self._settings.scheduled_run_timeout_s,
+                )
+            except ScoresBusy as exc:
+                raise RunBusy(str(exc), field=name) from None
+            except (NoBuildError, UntrustedModel, LeakageError) as exc:
+                raise ScoresRunFailed(str(exc), field=name) from None
+        logger.info("scheduled %s done: %s", name, line)
 
     async def _scheduled_retention(self) -> None:
         report = await self.retention(

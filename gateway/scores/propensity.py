@@ -32,6 +32,12 @@ SETTINGS: tuple[dict[str, Any], ...] = (
     # On CDNOW's cut-offs the boosted trees alone lost to the RFM-only regression on
     # two splits of four by up to 0.016 AUC.
     {"family": "logistic", "C": 1.0},
+    # The two baselines themselves, chosen only when the inner split says they rank
+    # better than every model above: the RFM-only regression, and one on BG/NBD's
+    # expected purchases alone (its ranking, calibrated). A model that loses to them
+    # before the cut-off is not served. Both are skipped when the table lacks a column.
+    {"family": "logistic", "C": 1.0, "columns": list(RFM_COLUMNS)},
+    {"family": "logistic", "C": 1.0, "columns": ["bgnbd_expected"]},
 )
 _SNAPSHOTS = 3  # training snapshots at most, one window apart
 _MIN_HISTORY_DAYS = 28
@@ -52,6 +58,7 @@ class TrainingSet:
     window: int
     snapshots: int
     available: int  # rows in the snapshots before the cap drew ``len(y)`` of them
+    names: tuple[str, ...] = ()  # the feature table's columns
 
 
 def window_for(ledger: Ledger, cutoff: int, horizon: int) -> int:
@@ -79,6 +86,7 @@ def training_set(
     first = ledger.first_day()
     xs: list[Floats] = []
     ys: list[npt.NDArray[np.bool_]] = []
+    names: tuple[str, ...] = ()
     for k in range(1, _SNAPSHOTS + 1):
         snapshot = cutoff - k * window
         active = first <= snapshot - _MIN_HISTORY_DAYS if k > 1 else first <= snapshot
@@ -87,6 +95,7 @@ def training_set(
         # Cut before the feature function sees it (the labels reach to the cut-off at
         # most: the ledger handed in ends there); ``check_no_leakage`` vets the function.
         table = function(ledger.upto(snapshot), snapshot, window)
+        names = table.names if columns is None else tuple(columns)
         x = table.values if columns is None else table.only(columns)
         xs.append(x[active])
         ys.append(labels(ledger, snapshot, snapshot + window)[active])
@@ -97,7 +106,7 @@ def training_set(
     if available > max_rows:
         keep = np.sort(np.random.default_rng(seed).choice(available, max_rows, replace=False))
         x, y = x[keep], y[keep]
-    return TrainingSet(x, y, window, len(xs), available)
+    return TrainingSet(x, y, window, len(xs), available, names)
 
 
 @dataclass
@@ -114,8 +123,12 @@ class Propensity:
 
     @property
     def family(self) -> str:
-        """What serves: the boosted trees (calibrated) or the logistic regression."""
-        return "logistic" if self.setting.get("family") == "logistic" else "HGB, calib."
+        """What serves: the boosted trees (calibrated) or a logistic regression (on every
+        feature, or on the RFM or BG/NBD columns alone)."""
+        if self.setting.get("family") != "logistic":
+            return "HGB, calib."
+        columns = self.setting.get("columns")
+        return "logistic" if columns is None else f"logistic on {', '.join(columns)}"
 
     def predict(self, x: Floats) -> Floats:
         return np.asarray(self.estimator.predict_proba(x)[:, 1], np.float64)
@@ -139,15 +152,31 @@ def finite(x: Floats) -> Floats:
     return np.where(np.isfinite(x), x, np.nan)
 
 
-def _estimator(setting: dict[str, Any], seed: int) -> Any:
+def picked(x: Floats, columns: list[int]) -> Floats:
+    """The columns a candidate reads of the whole feature table (a module function, not
+    a lambda: the fitted pipeline is pickled into the model store)."""
+    return x[:, columns]
+
+
+def usable(setting: dict[str, Any], names: tuple[str, ...]) -> bool:
+    """Whether the table has every column ``setting`` reads (BG/NBD's are missing when
+    too few customers had bought to fit it)."""
+    return all(name in names for name in setting.get("columns", ()))
+
+
+def _estimator(setting: dict[str, Any], seed: int, names: tuple[str, ...] = ()) -> Any:
     if setting.get("family") == "logistic":
         from sklearn.impute import SimpleImputer
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
+        columns = [names.index(n) for n in setting.get("columns", names)] if names else None
         # Probabilities straight from the logistic loss: no calibration step needed.
         return make_pipeline(
+            FunctionTransformer(picked, kw_args={"columns": columns})
+            if columns is not None and len(columns) < len(names)
+            else FunctionTransformer(),
             FunctionTransformer(finite),
             SimpleImputer(strategy="median", keep_empty_features=True),
             StandardScaler(),
@@ -189,7 +218,9 @@ def choose_setting(
     x = table.values[active]
     scores: dict[str, float] = {}
     for i, setting in enumerate(SETTINGS):
-        model = _estimator(setting, seed).fit(train.x, train.y)
+        if not usable(setting, train.names):
+            continue
+        model = _estimator(setting, seed, train.names).fit(train.x, train.y)
         scores[str(i)] = auc(y, model.predict_proba(x)[:, 1])
     best = max(scores, key=lambda key: scores[key])
     return SETTINGS[int(best)], scores
@@ -209,7 +240,9 @@ def train(
     known = ledger.upto(cutoff)
     setting, validation = choose_setting(known, cutoff, horizon, function, seed, max_rows)
     data = training_set(known, cutoff, horizon, function, max_rows=max_rows, seed=seed)
-    estimator = _estimator(setting, seed).fit(data.x, data.y)
+    if not usable(setting, data.names):
+        setting = SETTINGS[0]  # the inner split's table had BG/NBD's columns, this one not
+    estimator = _estimator(setting, seed, data.names).fit(data.x, data.y)
     return Propensity(
         estimator, setting, data.window, data.snapshots, validation, len(data.y), data.available
     )

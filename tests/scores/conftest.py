@@ -27,8 +27,9 @@ TEST_MODEL_KEY = model_key("the scores tests' erasure key")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ScoreStore]:
-    # A database of its own on each backend: a build scores every customer stored.
+async def shop(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The URL of a database of its own on each backend, holding the shop: a build
+    scores every customer stored."""
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path / 'scores.db'}"
     else:
@@ -69,7 +70,14 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
                     properties={"event": "Order Completed", "properties": {"order_id": str(n)}},
                 )
             )
-    yield ScoreStore(sessions, TEST_MODEL_KEY)
     await engine.dispose()
+    yield url
     if request.param == "postgres":
         await asyncio.to_thread(drop_postgres_database, url)
+
+
+@pytest.fixture
+async def store(shop: str) -> AsyncIterator[ScoreStore]:
+    engine = create_engine(shop)
+    yield ScoreStore(create_sessionmaker(engine), TEST_MODEL_KEY)
+    await engine.dispose()

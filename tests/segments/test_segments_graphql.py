@@ -5,22 +5,18 @@ and clear refusals of a bad filter, cursor or page size."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from starlette.applications import Starlette
 
 from gateway.access.api_keys import Scope
-from gateway.db.engine import create_engine, create_sessionmaker
-from gateway.db.models import Attribute, Consent, Customer
-from gateway.db.score_models import CustomerScore
 from gateway.settings import Settings
 from tests.conftest import bearer, unique_email
 from tests.gql_client import error_codes, gql
 from tests.in_process import asgi, services_of
+from tests.scores.people import scored_customer
 
-NOW = datetime(2026, 12, 1, tzinfo=UTC)
 SAVE = """mutation($name: String!, $filter: SegmentFilter!, $all: Boolean! = false) {
   saveSegment(name: $name, filter: $filter, includeSuppressed: $all) {
     name definition includeSuppressed
@@ -37,65 +33,6 @@ PAGE = """query($name: String!, $first: Int!, $after: String, $liquid: String!) 
     }
   }
 }"""
-
-
-async def _customer(
-    settings: Settings,
-    email: str,
-    *,
-    segment: str | None = "at_risk",
-    propensity: float | None = 0.6,
-    consent: bool | None = True,
-    bounced: bool = False,
-) -> uuid.UUID:
-    engine = create_engine(settings.database_url)
-    try:
-        async with create_sessionmaker(engine).begin() as session:
-            customer = Customer(id=uuid.uuid4(), email=email)
-            session.add(customer)
-            await session.flush()
-            if segment is not None:
-                session.add(
-                    CustomerScore(
-                        customer_id=customer.id,
-                        recency_days=40,
-                        frequency=3,
-                        monetary=90.0,
-                        r_score=2,
-                        f_score=3,
-                        m_score=3,
-                        rfm_segment=segment,
-                        engagement_30d=0,
-                        engagement_90d=1,
-                        purchase_propensity=propensity,
-                        churn_risk=0.5,
-                        model_version="hgb-test",
-                        computed_at=NOW,
-                    )
-                )
-            if consent is not None:
-                session.add(
-                    Consent(
-                        customer_id=customer.id,
-                        purpose="email_marketing",
-                        granted=consent,
-                        source="test",
-                        recorded_at=NOW,
-                    )
-                )
-            if bounced:
-                session.add(
-                    Attribute(
-                        customer_id=customer.id,
-                        name="email_status",
-                        value="undeliverable",
-                        source="sendgrid",
-                        observed_at=NOW - timedelta(days=1),
-                    )
-                )
-            return customer.id
-    finally:
-        await engine.dispose()
 
 
 def _filter(emails: list[str]) -> dict[str, Any]:
@@ -126,12 +63,12 @@ async def test_a_saved_segment_is_paged_without_the_suppressed(
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     emails = {k: unique_email(f"{k}{tag}") for k in ("hot", "warm", "cold", "no", "none", "bnc")}
-    await _customer(settings, emails["hot"], propensity=0.8)
-    await _customer(settings, emails["warm"], propensity=0.45)
-    await _customer(settings, emails["cold"], propensity=0.1)  # outside the filter
-    await _customer(settings, emails["no"], consent=False)  # said no
-    await _customer(settings, emails["none"], consent=None)  # said nothing: no
-    await _customer(settings, emails["bnc"], bounced=True)  # address bounced
+    await scored_customer(settings, emails["hot"], propensity=0.8)
+    await scored_customer(settings, emails["warm"], propensity=0.45)
+    await scored_customer(settings, emails["cold"], propensity=0.1)  # outside the filter
+    await scored_customer(settings, emails["no"], consent=False)  # said no
+    await scored_customer(settings, emails["none"], consent=None)  # said nothing: no
+    await scored_customer(settings, emails["bnc"], bounced=True)  # address bounced
     name = f"at risk {tag}"
     saved = await gql(client, SAVE, name=name, filter=_filter(list(emails.values())))
     assert "errors" not in saved, saved
@@ -163,8 +100,8 @@ async def test_customer_segments_names_each_segment_a_customer_is_in(
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     inside, outside = unique_email(f"in{tag}"), unique_email(f"out{tag}")
-    await _customer(settings, inside, propensity=0.9)
-    await _customer(settings, outside, consent=False)
+    await scored_customer(settings, inside, propensity=0.9)
+    await scored_customer(settings, outside, consent=False)
     await gql(client, SAVE, name=f"a {tag}", filter=_filter([inside, outside]))
     await gql(client, SAVE, name=f"b {tag}", filter=_filter([inside, outside]), all=True)
     body = await gql(
@@ -184,7 +121,7 @@ async def test_writers_save_readers_read_and_every_save_is_audited(
     writer, _ = await services.api_keys.create(writer_name, (Scope.PROFILES_WRITE,), 10**6)
     reader, _ = await services.api_keys.create("r", (Scope.PROFILES_READ,), 10**6)
     email = unique_email("scoped")
-    await _customer(settings, email)
+    await scored_customer(settings, email)
     name = f"scoped {uuid.uuid4().hex[:8]}"
     async with (
         httpx.AsyncClient(transport=asgi(app), base_url="http://gw", headers=bearer(writer)) as w,
