@@ -36,15 +36,23 @@ def golden_values(
 ) -> dict[str, str | None]:
     """The golden value of each field; an email another customer already holds is
     skipped, since ``customers.email`` is unique."""
-    rank = {source: i for i, source in enumerate(config.source_priority)}
-    unranked = len(rank)
-    ordered = sorted(
-        observations,
-        key=lambda o: (
-            rank.get(o.source, unranked),
-            -(as_utc(o.observed_at) - _EPOCH).total_seconds(),
-        ),
-    )
+    ordered = list(observations)
+    if ordered:
+        head = ordered[0]
+        source, observed_at = head.source, head.observed_at
+        # One record's observations (most customers an import creates), or an import's
+        # records of one customer, share a source and a time: every sort key is equal,
+        # and a stable sort would leave them as they are.  Only a mix is sorted.  (Equal
+        # times are the same instant: a naive time never equals an aware one.)
+        if any(o.source != source or o.observed_at != observed_at for o in ordered):
+            rank = {name: i for i, name in enumerate(config.source_priority)}
+            unranked = len(rank)
+            ordered.sort(
+                key=lambda o: (
+                    rank.get(o.source, unranked),
+                    -(as_utc(o.observed_at) - _EPOCH).total_seconds(),
+                )
+            )
     chosen: dict[str, str | None] = dict.fromkeys(GOLDEN_FIELDS)
     for observation in ordered:
         if observation.name not in chosen or chosen[observation.name] is not None:

@@ -235,3 +235,41 @@ def test_birth_dates_without_leading_zeros_are_read_not_rejected(raw: str, key: 
     record = prepare({**PERSON, "date_of_birth": raw}, "crm", DEFAULT_CONFIG)
     assert record.date_of_birth == key
     assert record.values["date_of_birth"] == f"{key[:4]}-{key[4:6]}-{key[6:]}"
+
+
+def test_golden_values_as_a_full_sort_would_choose() -> None:
+    """Golden values skip the sort when every observation shares a source and a time;
+    whatever the mix, they are those of the most trusted source, newest first, as a
+    stable sort of all of them gives."""
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    from gateway.db.models import as_utc
+    from gateway.identity.survivorship import GOLDEN_FIELDS, Observation, golden_values
+
+    config = IdentityConfig(source_priority=("crm",))
+    rank = {"crm": 0}
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    times = [base, base + timedelta(seconds=1), base.replace(tzinfo=None), base]
+    owner, other = uuid.uuid4(), uuid.uuid4()
+    chooser = random.Random(7)
+    for _ in range(500):
+        observations = [
+            Observation(
+                chooser.choice(GOLDEN_FIELDS),
+                chooser.choice(["a@x.io", "b@x.io", "Ann", "Bo"]),
+                chooser.choice(["crm", "shop", "crm"]),
+                chooser.choice(times),
+            )
+            for _ in range(chooser.randint(0, 6))
+        ]
+        owners = {"b@x.io": other}
+        ordered = sorted(
+            observations,
+            key=lambda o: (rank.get(o.source, 1), -(as_utc(o.observed_at) - base).total_seconds()),
+        )
+        expected: dict[str, str | None] = dict.fromkeys(GOLDEN_FIELDS)
+        for o in ordered:
+            if expected[o.name] is None and not (o.name == "email" and o.value == "b@x.io"):
+                expected[o.name] = o.value
+        assert golden_values(owner, observations, config, owners) == expected

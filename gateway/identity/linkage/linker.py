@@ -201,39 +201,47 @@ class Linker:
         """Every pair worth a look (from the review band up), each scored once: an open
         record against the stored records and the earlier batch records it shares a block
         with; a settled record against the earlier open ones."""
-        earlier: defaultdict[int, list[int]] = defaultdict(list)
+        earlier: dict[int, list[int]] = {}
         weigh = self._scorer.weigh
         floor = self._scorer.review_weight
         limit = self._config.max_block_candidates
+        blocks = state.blocks
+        opens = [s.open for s in settled]
         edges: list[Edge] = []
+        add = edges.append
+        # The hot loop of a batch (tens of thousands of block memberships): names bound
+        # locally, and a block no earlier record of the batch shared skips that part.
         for position, record in enumerate(records):
             node = -(position + 1)
             mine = fields[position]
-            is_open = settled[position].open
+            is_open = opens[position]
             seen: set[Ref] = set()
-            for key in record.block_keys():
-                batch = earlier[key]
-                stored = state.blocks.get(key, ()) if is_open else ()
+            for key in record.blocks:
+                batch = earlier.get(key)
+                if batch is None:
+                    batch = earlier[key] = []
+                stored = blocks.get(key, ()) if is_open else ()
                 if len(stored) + len(batch) <= limit:
                     # (An oversized block is a common value, like a stop word: it says nothing.)
                     for candidate in stored:
-                        if candidate.ref in seen:
+                        ref = candidate.ref
+                        if ref in seen:
                             continue
-                        seen.add(candidate.ref)
+                        seen.add(ref)
                         weight, vetoed = weigh(mine, candidate.fields)
                         if weight >= floor:
-                            edges.append((weight, node, candidate.ref, vetoed))
+                            add((weight, node, ref, vetoed))
                     for other in batch:
                         ref = -(other + 1)
-                        if ref in seen or not (is_open or settled[other].open):
+                        if ref in seen or not (is_open or opens[other]):
                             continue
                         seen.add(ref)
                         weight, vetoed = weigh(mine, fields[other])
                         if weight >= floor:
                             if is_open:
-                                edges.append((weight, node, ref, vetoed))
+                                add((weight, node, ref, vetoed))
                             else:
-                                edges.append((weight, ref, node, vetoed))
+                                add((weight, ref, node, vetoed))
                 batch.append(position)
         return edges
 

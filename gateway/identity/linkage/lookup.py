@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from operator import itemgetter
 from typing import Any, cast
 
 from sqlalchemy import func, select
@@ -20,18 +21,25 @@ from gateway.db.models import Customer, Identity
 from gateway.identity.config import IdentityConfig
 from gateway.identity.linkage.linker import Candidate, KnownState
 from gateway.identity.records import RECORD_FIELDS, PreparedRecord, refinement_value
-from gateway.identity.scoring.comparison import FIELDS, Comparable, comparable
+from gateway.identity.scoring.comparison import FIELDS, Comparable
 from gateway.identity.values import email_parts
 
 # A record's fields as ``identity_records`` stores them for matching: the e-mail by its key.
 MATCH_COLUMNS = tuple("email_key" if name == "email" else name for name in RECORD_FIELDS)
 
 
+# Each of the scorer's ``FIELDS`` by its place in a row of ``_match_rows`` (every one
+# is a stored column: ``index`` raises on import otherwise).
+_PICK = itemgetter(
+    *(1 + MATCH_COLUMNS.index("email_key" if name == "email" else name) for name in FIELDS)
+)
+
+
 def _comparable(row: Sequence[Any]) -> Comparable:
-    """A row of ``_match_rows`` (identity id, then ``MATCH_COLUMNS``) as the scorer takes it."""
-    fields = dict(zip(MATCH_COLUMNS, row[1:], strict=True))
-    fields["email"] = fields.pop("email_key")
-    return comparable(fields)
+    """A row of ``_match_rows`` (identity id, then ``MATCH_COLUMNS``) as the scorer takes it:
+    picked by position, without a dict per row (a batch reads tens of thousands)."""
+    picked: Comparable = _PICK(row)
+    return picked
 
 
 async def _match_rows(connection: AsyncConnection, identity_ids: Iterable[int]) -> list[Any]:

@@ -47,6 +47,17 @@ from gateway.identity.observations import (
 from gateway.identity.records import RECORD_FIELDS, PreparedRecord
 from gateway.identity.survivorship import GOLDEN_FIELDS, Observation, golden_values
 
+_LINK_COLUMNS = (
+    "customer_id",
+    "identity_id",
+    "matched_identity_id",
+    "rule",
+    "score",
+    "reason",
+    "model_version",
+    "created_at",
+)
+
 
 def _table(model: Any) -> Table:
     table: Table = model.__table__
@@ -107,25 +118,29 @@ async def write_batch(
     positions = [
         i for i, d in enumerate(decisions) if d.identity_id is None and d.duplicate_of is None
     ]
-    identity_rows = [
-        {
-            "customer_id": d.customer_id,
-            "source": d.record.source,
-            "external_id": d.record.external_id,
-            "created_at": now,
-        }
-        for d in fresh
-    ]
     identity_ids: dict[int, int] = {}
     if fresh and is_postgres(connection):
         ids = await allocate_ids(connection, _table(Identity), len(fresh))
-        await insert_rows(
+        await insert_tuples(
             connection,
             _table(Identity),
-            [{"id": i, **row} for i, row in zip(ids, identity_rows, strict=True)],
+            ("id", "customer_id", "source", "external_id", "created_at"),
+            [
+                (i, d.customer_id, d.record.source, d.record.external_id, now)
+                for i, d in zip(ids, fresh, strict=True)
+            ],
         )
         identity_ids = dict(zip(positions, ids, strict=True))
     elif fresh:
+        identity_rows = [
+            {
+                "customer_id": d.customer_id,
+                "source": d.record.source,
+                "external_id": d.record.external_id,
+                "created_at": now,
+            }
+            for d in fresh
+        ]
         result = await connection.execute(
             insert(Identity).returning(Identity.id, sort_by_parameter_order=True), identity_rows
         )
@@ -332,21 +347,22 @@ async def _write_evidence(
             return None
         return ref if ref > 0 else identity_ids[-ref - 1]
 
+    # Tuples straight to COPY, as the records: a row per record of the batch.
     links = [
-        {
-            "customer_id": d.customer_id,
-            "identity_id": identity_ids[p],
-            "matched_identity_id": resolve(d.matched),
-            "rule": d.rule,
-            "score": d.score,
-            "reason": None,
-            "model_version": model_version if d.rule == "probabilistic" else None,
-            "created_at": now,
-        }
+        (
+            d.customer_id,
+            identity_ids[p],
+            resolve(d.matched),
+            d.rule,
+            d.score,
+            None,
+            model_version if d.rule == "probabilistic" else None,
+            now,
+        )
         for p, d in enumerate(decisions)
         if d.identity_id is None and d.duplicate_of is None
     ]
-    await insert_rows(connection, _table(IdentityLink), links)
+    await insert_tuples(connection, _table(IdentityLink), _LINK_COLUMNS, links)
     reviews = [
         {
             "identity_id": identity_ids[p],
