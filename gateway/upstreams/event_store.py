@@ -300,8 +300,25 @@ def _by_ordinal(customer_ids: Sequence[uuid.UUID], rows: Iterable[Sequence[Any]]
         if row[0] != current:
             current, events = row[0], []
             found[customer_ids[current - 1]] = events
-        events.append(_record(row[1], row[2], row[3], *row[4:]))
+        if len(row) == 4:  # without properties (a send's usual read): no dict to copy
+            kind = row[2]
+            page = kind == "page"
+            events.append(
+                trusted_event(
+                    SOURCE,
+                    row[1],
+                    "page" if page else "track",
+                    PAGE_VIEWED if page else kind.removeprefix("track:"),
+                    row[3],
+                    None,
+                    {},
+                )
+            )
+        else:
+            events.append(_record(row[1], row[2], row[3], row[4], row[5]))
     return found
+
+
 
 
 def _grouped(rows: Iterable[Sequence[Any]]) -> Events:
