@@ -209,7 +209,7 @@ class EventStore:
             rows: Sequence[Row[Any]] = (await connection.execute(query)).all()
             return rows
 
-    async def _driver_rows(self, query: str, *arguments: Any) -> list[Sequence[Any]]:
+    async def _driver_rows(self, query: str, *arguments: Any) -> Sequence[Sequence[Any]]:
         """``query``'s rows as asyncpg's records, straight from the driver's cursor: a
         send's batch is 5,000 rows, and SQLAlchemy's result rows and type processing
         cost five times the fetch (51 ms of CPU against 8 for the same read). The
@@ -217,7 +217,7 @@ class EventStore:
         ``DatabaseUnavailable``) and its transaction handling hold as for any other."""
         async with self._engine.connect() as connection:
             result = await connection.exec_driver_sql(query, arguments)
-            rows: list[Sequence[Any]] = result.cursor.fetchall()
+            rows: Sequence[Sequence[Any]] = result.cursor.fetchall()
             return rows
 
 
@@ -295,7 +295,8 @@ def _by_ordinal(customer_ids: Sequence[uuid.UUID], rows: Iterable[Sequence[Any]]
     """Postgres's rows (ordinal, event_id, type, occurred_at[, properties, page name]),
     in order, by customer: newest first as the statement sorted them."""
     found: Events = {}
-    current, events = 0, []
+    current = 0
+    events: list[AnalyticsEvent] = []
     for row in rows:
         if row[0] != current:
             current, events = row[0], []
@@ -317,8 +318,6 @@ def _by_ordinal(customer_ids: Sequence[uuid.UUID], rows: Iterable[Sequence[Any]]
         else:
             events.append(_record(row[1], row[2], row[3], row[4], row[5]))
     return found
-
-
 
 
 def _grouped(rows: Iterable[Sequence[Any]]) -> Events:

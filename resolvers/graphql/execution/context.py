@@ -188,10 +188,10 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
         awaitable_fields: list[str] = []
         try:
             for index, (response_name, field_details_list) in enumerate(fields.items()):
-                if index < stopped.index:
+                if index < stopped.at:
                     continue
                 field_path = Path(path, response_name, parent_type.name)
-                if index == stopped.index:
+                if index == stopped.at:
                     result = self._complete_read(
                         parent_type, field_details_list, field_path, stopped, position_context
                     )

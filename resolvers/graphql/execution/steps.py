@@ -49,12 +49,12 @@ Plan = list[Step]
 
 
 class Partial(NamedTuple):
-    """Where a planned completion stopped: the fields completed before ``index`` and the
-    value (``raised``: the exception) the field at ``index`` answered."""
+    """Where a planned completion stopped: the fields completed before ``at`` and the
+    value (``raised``: the exception) the field at ``at`` answered."""
 
     source: Any
     results: dict[str, Any]
-    index: int
+    at: int
     value: Any
     raised: bool
 
