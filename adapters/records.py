@@ -40,6 +40,7 @@ __all__ = [
     "Product",
     "normalise_email",
     "normalise_language",
+    "trusted_event",
 ]
 
 
@@ -215,6 +216,44 @@ class AnalyticsEvent(Record):
     timestamp: UtcDatetime
     session_id: str | None = None
     properties: dict[str, Any] = Field(default_factory=dict)
+
+
+_new_event = AnalyticsEvent.__new__
+_set = object.__setattr__
+_EVENT_FIELDS = frozenset(AnalyticsEvent.model_fields)
+
+
+def trusted_event(
+    source: str,
+    id: str,
+    type: str,
+    name: str | None,
+    timestamp: datetime,
+    session_id: str | None,
+    properties: dict[str, Any],
+) -> AnalyticsEvent:
+    """An ``AnalyticsEvent`` built without validation, from values our own store holds:
+    validated on the way in, read back by the thousand (a send's 5,000 events). What
+    ``model_construct`` does for this model, minus its per-field alias walk (validation
+    was ~4 us an event, ``model_construct`` ~5, this ~1). ``timestamp`` must be aware UTC."""
+    event = _new_event(AnalyticsEvent)
+    _set(
+        event,
+        "__dict__",
+        {
+            "source": source,
+            "id": id,
+            "type": type,
+            "name": name,
+            "timestamp": timestamp,
+            "session_id": session_id,
+            "properties": properties,
+        },
+    )
+    _set(event, "__pydantic_fields_set__", set(_EVENT_FIELDS))
+    _set(event, "__pydantic_extra__", None)
+    _set(event, "__pydantic_private__", None)
+    return event
 
 
 class ExternalId(Record):

@@ -21,11 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import TypeAdapter
 from sqlalchemy import (
     ColumnElement,
     Row,
-    Select,
     Uuid,
     any_,
     bindparam,
@@ -34,13 +32,12 @@ from sqlalchemy import (
     null,
     or_,
     select,
-    true,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Executable
 
-from adapters.records import AnalyticsEvent
+from adapters.records import AnalyticsEvent, trusted_event
 from gateway.db.models import Event
 from gateway.upstreams.behaviour import EmailEngagement, Engagement
 
@@ -83,13 +80,12 @@ class EventStore:
     ) -> Events:
         """Each customer's ``depth`` newest track and page calls, newest first; without
         ``detailed``, their properties (and so session ids) are left unread, empty."""
-        return await self._newest(customer_ids, _BEHAVIOURAL, depth, detailed)
+        return await self._newest(customer_ids, _BEHAVIOURAL_CALLS, depth, detailed)
 
     async def cart(self, customer_ids: Sequence[uuid.UUID], depth: int) -> Events:
         """Each customer's ``depth`` newest cart calls (added, removed, order completed),
         newest first: what ``open_cart`` needs, without the browsing in between."""
-        kinds = [f"track:{name}" for name in CART_EVENTS]
-        return await self._newest(customer_ids, Event.type.in_(kinds), depth)
+        return await self._newest(customer_ids, _CART_CALLS, depth)
 
     async def engagement(
         self, customer_ids: Sequence[uuid.UUID], since: datetime
@@ -99,6 +95,14 @@ class EventStore:
         the window, and their newest call ever. Customers without a call are absent."""
         if not customer_ids:
             return {}
+        if self._postgres:
+            rows = await self._driver_rows(_PG_ENGAGEMENT, list(customer_ids), SOURCE, since)
+            # A customer without a call has no newest one: absent, as on SQLite.
+            return {
+                customer_ids[n - 1]: Engagement(sessions, page_views, last_seen_at)
+                for n, sessions, page_views, last_seen_at in rows
+                if last_seen_at is not None
+            }
         recent = Event.occurred_at >= since
         page = or_(Event.type == "page", Event.type == f"track:{PAGE_VIEWED}")
         query = (
@@ -167,42 +171,33 @@ class EventStore:
     async def _newest(
         self,
         customer_ids: Sequence[uuid.UUID],
-        where: ColumnElement[bool],
+        calls: str,
         depth: int,
         detailed: bool = True,
     ) -> Events:
+        """Each customer's ``depth`` newest ``calls`` (``_BEHAVIOURAL`` or ``_CART``)."""
         if depth <= 0 or not customer_ids:
             return {}
-        columns = _COLUMNS if detailed else _BARE_COLUMNS
-        query: Select[Any]
         if self._postgres:
-            wanted = (
-                func.unnest(_ids(customer_ids)).table_valued("id", name="wanted").render_derived()
+            query = _PG_NEWEST.format(
+                columns=_PG_DETAILED if detailed else "", where=_PG_WHERE[calls]
             )
-            newest = (
-                select(*columns)
-                .where(Event.customer_id == wanted.c.id, Event.source == SOURCE, where)
-                .order_by(Event.occurred_at.desc(), Event.id.desc())
-                .limit(depth)
-                .lateral("newest")
+            rows = await self._driver_rows(query, list(customer_ids), SOURCE, depth)
+            return _by_ordinal(customer_ids, rows)
+        rank = (
+            func.row_number()
+            .over(
+                partition_by=Event.customer_id,
+                order_by=(Event.occurred_at.desc(), Event.id.desc()),
             )
-            query = select(newest).select_from(wanted).join(newest, true())
-        else:
-            rank = (
-                func.row_number()
-                .over(
-                    partition_by=Event.customer_id,
-                    order_by=(Event.occurred_at.desc(), Event.id.desc()),
-                )
-                .label("rank")
-            )
-            ranked = (
-                select(*columns, rank)
-                .where(self._among(customer_ids), Event.source == SOURCE, where)
-                .subquery("ranked")
-            )
-            query = select(ranked).where(ranked.c.rank <= depth)
-        return _grouped(await self._rows(query))
+            .label("rank")
+        )
+        ranked = (
+            select(*(_COLUMNS if detailed else _BARE_COLUMNS), rank)
+            .where(self._among(customer_ids), Event.source == SOURCE, _SQLITE_WHERE[calls])
+            .subquery("ranked")
+        )
+        return _grouped(await self._rows(select(ranked).where(ranked.c.rank <= depth)))
 
     def _among(self, customer_ids: Sequence[uuid.UUID]) -> ColumnElement[bool]:
         if self._postgres:
@@ -214,6 +209,57 @@ class EventStore:
             rows: Sequence[Row[Any]] = (await connection.execute(query)).all()
             return rows
 
+    async def _driver_rows(self, query: str, *arguments: Any) -> Sequence[Sequence[Any]]:
+        """``query``'s rows as asyncpg's records, straight from the driver's cursor: a
+        send's batch is 5,000 rows, and SQLAlchemy's result rows and type processing
+        cost five times the fetch (51 ms of CPU against 8 for the same read). The
+        statement still runs through SQLAlchemy, so its hooks (a server gone away is
+        ``DatabaseUnavailable``) and its transaction handling hold as for any other."""
+        async with self._engine.connect() as connection:
+            result = await connection.exec_driver_sql(query, arguments)
+            rows: Sequence[Sequence[Any]] = result.cursor.fetchall()
+            return rows
+
+
+# Which calls a read wants: track and page calls (behaviour), or those of a cart.
+_BEHAVIOURAL_CALLS, _CART_CALLS = "behaviour", "cart"
+_SQLITE_WHERE: dict[str, ColumnElement[bool]] = {
+    _BEHAVIOURAL_CALLS: _BEHAVIOURAL,
+    _CART_CALLS: Event.type.in_([f"track:{name}" for name in CART_EVENTS]),
+}
+_PG_WHERE = {
+    _BEHAVIOURAL_CALLS: "(e.type LIKE 'track:%' OR e.type = 'page')",
+    _CART_CALLS: "e.type IN ({})".format(", ".join(f"'track:{name}'" for name in CART_EVENTS)),
+}
+# Each wanted customer's index walked backwards, LIMIT n (LATERAL): the cost follows the
+# rows answered, not the customer's whole history. A row names its customer by place in
+# the ids given ($1), not by id (no UUID to decode per row); only the columns the
+# records need, the call's properties only when read.
+_PG_NEWEST = """SELECT w.n, e.event_id, e.type, e.occurred_at{columns}
+FROM unnest($1::uuid[]) WITH ORDINALITY AS w(id, n)
+CROSS JOIN LATERAL (
+    SELECT e.id, e.event_id, e.type, e.occurred_at, e.properties FROM events AS e
+    WHERE e.customer_id = w.id AND e.source = $2 AND {where}
+    ORDER BY e.occurred_at DESC, e.id DESC LIMIT $3
+) AS e
+ORDER BY w.n, e.occurred_at DESC, e.id DESC"""
+_PG_DETAILED = ", e.properties -> 'properties', e.properties ->> 'name'"
+# Engagement per wanted customer, each read off their own index: the window's calls
+# (some ten a customer) counted, and the newest call ever, the first one met walking
+# it backwards. One GROUP BY over every event of the batch sorted 20,000 rows.
+_PG_ENGAGEMENT = f"""SELECT w.n, counted.sessions, counted.page_views, newest.last_seen_at
+FROM unnest($1::uuid[]) WITH ORDINALITY AS w(id, n)
+CROSS JOIN LATERAL (
+    SELECT count(DISTINCT nullif(e.session_id, '')) AS sessions,
+        count(*) FILTER (WHERE e.type = 'page' OR e.type = 'track:{PAGE_VIEWED}') AS page_views
+    FROM events AS e
+    WHERE e.customer_id = w.id AND e.source = $2 AND e.occurred_at >= $3
+        AND {_PG_WHERE[_BEHAVIOURAL_CALLS]}
+) AS counted
+CROSS JOIN LATERAL (
+    SELECT max(e.occurred_at) AS last_seen_at FROM events AS e
+    WHERE e.customer_id = w.id AND e.source = $2 AND {_PG_WHERE[_BEHAVIOURAL_CALLS]}
+) AS newest"""
 
 # Of the stored call, only what its record holds: its properties and a page call's
 # name, not the whole call (context, traits, integrations), which is most of a real
@@ -245,20 +291,42 @@ def _ids(customer_ids: Sequence[uuid.UUID]) -> Any:
     return bindparam("ids", list(customer_ids), type_=ARRAY(Uuid()))
 
 
+def _by_ordinal(customer_ids: Sequence[uuid.UUID], rows: Iterable[Sequence[Any]]) -> Events:
+    """Postgres's rows (ordinal, event_id, type, occurred_at[, properties, page name]),
+    in order, by customer: newest first as the statement sorted them."""
+    found: Events = {}
+    current = 0
+    events: list[AnalyticsEvent] = []
+    for row in rows:
+        if row[0] != current:
+            current, events = row[0], []
+            found[customer_ids[current - 1]] = events
+        if len(row) == 4:  # without properties (a send's usual read): no dict to copy
+            kind = row[2]
+            page = kind == "page"
+            events.append(
+                trusted_event(
+                    SOURCE,
+                    row[1],
+                    "page" if page else "track",
+                    PAGE_VIEWED if page else kind.removeprefix("track:"),
+                    row[3],
+                    None,
+                    {},
+                )
+            )
+        else:
+            events.append(_record(row[1], row[2], row[3], row[4], row[5]))
+    return found
+
+
 def _grouped(rows: Iterable[Sequence[Any]]) -> Events:
-    """Rows by customer, newest first (ties: the later stored first). Rows are read as
-    tuples, in ``_COLUMNS`` order: a batch is thousands of them, and their records are
-    validated in one call (pydantic's per-model call cost a third of the read)."""
-    keys: list[tuple[uuid.UUID, datetime, int]] = []
-    fields: list[dict[str, Any]] = []
+    """SQLite's rows (``_COLUMNS``) by customer, newest first (ties: the later stored
+    first)."""
+    by_customer: dict[uuid.UUID, list[tuple[datetime, int, AnalyticsEvent]]] = {}
     for row in rows:
         row_id, customer_id, event_id, kind, occurred_at, properties, page_name = row[:7]
-        keys.append((customer_id, occurred_at, row_id))
-        fields.append(_fields(event_id, kind, occurred_at, properties, page_name))
-    by_customer: dict[uuid.UUID, list[tuple[datetime, int, AnalyticsEvent]]] = {}
-    for (customer_id, occurred_at, row_id), event in zip(
-        keys, _RECORDS.validate_python(fields), strict=True
-    ):
+        event = _record(event_id, kind, occurred_at, properties, page_name)
         by_customer.setdefault(customer_id, []).append((occurred_at, row_id, event))
     return {
         customer: [event for *_, event in sorted(found, key=_newest_first, reverse=True)]
@@ -266,33 +334,35 @@ def _grouped(rows: Iterable[Sequence[Any]]) -> Events:
     }
 
 
-_RECORDS = TypeAdapter(list[AnalyticsEvent])
-
-
 def _newest_first(entry: tuple[datetime, int, AnalyticsEvent]) -> tuple[datetime, int]:
     return entry[0], entry[1]
 
 
-def _fields(
-    event_id: str, kind: str, occurred_at: datetime, stored: Any, page_name: str | None
-) -> dict[str, Any]:
-    """A stored call (its properties, and a page call's name) as the fields of its
-    ``AnalyticsEvent``."""
+def _record(
+    event_id: str,
+    kind: str,
+    occurred_at: datetime,
+    stored: Any = None,
+    page_name: str | None = None,
+) -> AnalyticsEvent:
+    """A stored call (its properties, and a page call's name) as its ``AnalyticsEvent``,
+    unvalidated: the webhook and the stream validated the call before storing it, and
+    a send reads 5,000 of them back (validating them again was a third of the read)."""
     properties = dict(stored) if isinstance(stored, dict) else {}
     page = kind == "page"
     if page and page_name is not None:
         # Segment puts a page call's name among its properties too.
         properties.setdefault("name", page_name)
     session = properties.get("session_id")
-    return {
-        "source": SOURCE,
-        "id": event_id,
-        "type": "page" if page else "track",
-        "name": PAGE_VIEWED if page else kind.removeprefix("track:"),
-        "timestamp": occurred_at,
-        "session_id": str(session) if session is not None else None,
-        "properties": properties,
-    }
+    return trusted_event(
+        SOURCE,
+        event_id,
+        "page" if page else "track",
+        PAGE_VIEWED if page else kind.removeprefix("track:"),
+        occurred_at,
+        str(session) if session is not None else None,
+        properties,
+    )
 
 
 __all__ = ["CART_EVENTS", "SOURCE", "EventStore", "StoredEvent"]

@@ -63,6 +63,24 @@ def _sliced(
     return load_in_slices
 
 
+async def answered(pending: Sequence[Awaitable[V]]) -> list[V]:
+    """What loads asked all at once answer, in order. Every load is asked first (each
+    loader batches what one turn of the loop asks); once a batch is answered all its
+    futures are done, and awaiting a done future costs nothing, where ``gather`` cost
+    two callbacks through the loop per load (4,000 for a send's behaviour)."""
+    try:
+        return [await outcome for outcome in pending]
+    except BaseException:
+        # As ``gather`` would: the others' errors are retrieved, never left unobserved.
+        settling = asyncio.gather(*pending, return_exceptions=True)
+        _SETTLING.add(settling)
+        settling.add_done_callback(_SETTLING.discard)
+        raise
+
+
+_SETTLING: set[asyncio.Future[list[Any]]] = set()  # the loop holds tasks weakly
+
+
 class Loaders:
     """Made per request and built on first use: most requests ask one or two upstreams,
     and a loader made but not used is work thrown away with the request."""

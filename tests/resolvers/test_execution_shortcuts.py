@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import strawberry
+from graphql import GraphQLField, GraphQLObjectType
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -36,6 +37,18 @@ class Holder:
     def top(self) -> Item | None:
         return self.items[0] if self.items else None
 
+    @strawberry.field
+    def head(self) -> Item:  # non-null: an empty holder is an error that nulls the holder
+        return self.items[0]
+
+    @strawberry.field
+    def size(self) -> int:
+        return len(self.items)
+
+    @strawberry.field
+    def label(self) -> str | None:
+        return self.items[-1].name if self.items else None
+
 
 HOLDERS: list[Holder] = []
 
@@ -43,8 +56,8 @@ HOLDERS: list[Holder] = []
 @strawberry.type
 class Query:
     @strawberry.field
-    def holders(self) -> list[Holder]:
-        return HOLDERS
+    def holders(self) -> list[Holder | None]:
+        return list(HOLDERS)
 
 
 SHORTCUT = strawberry.Schema(Query, execution_context_class=AcyclicExecutionContext)
@@ -88,6 +101,112 @@ def test_the_shortcuts_answer_as_strawberry_does(
     finally:
         context.SLICE_S = sliced
     assert shortcut == asyncio.run(_answer(STRAWBERRY, variables))
+
+
+# Generated operations: any mix of the holders' fields (attributes, methods called with
+# arguments or without, leaves, objects, lists), under aliases, inline fragments,
+# fragment spreads, @include and @skip, with __typename here and there.
+_ITEM_FIELDS = ["name", "count", "n: name", "c: count", "__typename"]
+_HOLDER_FIELDS = [
+    "items {%s}",
+    "picked(first: $first, kind: $kind) {%s}",
+    "all: picked(first: 10) {%s}",
+    "top {%s}",
+    "head {%s}",
+    "size",
+    "label",
+    "__typename",
+]
+_DIRECTIVES = ["", " @include(if: $yes)", " @skip(if: $yes)", " @include(if: true)"]
+
+
+@st.composite
+def _selection(draw: st.DrawFn, fields: list[str], inner: st.SearchStrategy[str] | None) -> str:
+    parts = []
+    for _ in range(draw(st.integers(1, 4))):
+        field = draw(st.sampled_from(fields))
+        if "%s" in field:
+            assert inner is not None
+            field = field % draw(inner)
+        directive = draw(st.sampled_from(_DIRECTIVES))
+        shape = draw(st.sampled_from(["plain", "inline", "spread"]))
+        if shape == "inline":
+            parts.append(f"... on {'Item' if inner is None else 'Holder'}{directive} {{ {field} }}")
+        elif shape == "spread" and inner is None:
+            parts.append(f"...ItemBits{directive} {field}")
+        else:
+            parts.append(f"{field}{directive}")
+    return " ".join(parts)
+
+
+_ITEM_SELECTION = _selection(_ITEM_FIELDS, None)
+_OPERATIONS = _selection(_HOLDER_FIELDS, _ITEM_SELECTION).map(
+    lambda holder: (
+        "query($first: Int!, $kind: String, $yes: Boolean!) "
+        f"{{ holders {{ {holder} }} }} fragment ItemBits on Item {{ name count }}"
+    )
+)
+
+
+async def _generated(schema: strawberry.Schema, query: str, variables: dict[str, Any]) -> Any:
+    result = await schema.execute(query, variable_values=variables)
+    errors = sorted((e.message, tuple(e.path or ())) for e in result.errors or [])
+    return result.data, errors
+
+
+@pytest.mark.logs_errors(r"strawberry\.execution: ")
+@settings(max_examples=150, deadline=None)
+@given(
+    holders=st.lists(st.one_of(st.none(), st.lists(items, max_size=4)), max_size=4),
+    query=_OPERATIONS,
+    first=st.integers(-1, 3),
+    kind=st.sampled_from([None, "a"]),
+    yes=st.booleans(),
+)
+def test_generated_operations_answer_as_strawberry_does(
+    holders: list[list[Item] | None], query: str, first: int, kind: str | None, yes: bool
+) -> None:
+    """Planned objects (methods called directly, objects and lists completed by the plan,
+    stopped part-way by a null, an error or a bad value and finished by graphql-core)
+    answer what Strawberry answers, whatever the shape of the operation."""
+    HOLDERS[:] = [Holder(items=found) if found is not None else None for found in holders]  # type: ignore[misc]
+    variables = {"first": first, "kind": kind, "yes": yes}
+    sliced, context.SLICE_S = context.SLICE_S, 3600.0
+    try:
+        shortcut = asyncio.run(_generated(SHORTCUT, query, variables))
+    finally:
+        context.SLICE_S = sliced
+    assert shortcut == asyncio.run(_generated(STRAWBERRY, query, variables))
+
+
+class _Counting(AcyclicExecutionContext):
+    """Counts the fields graphql-core resolves the long way (each builds a resolve info)."""
+
+    infos = 0
+
+    def build_resolve_info(
+        self,
+        field_def: GraphQLField,
+        field_nodes: Any,
+        parent_type: GraphQLObjectType,
+        path: Any,
+    ) -> Any:
+        _Counting.infos += 1
+        return super().build_resolve_info(field_def, field_nodes, parent_type, path)
+
+
+def test_a_planned_object_calls_its_methods_without_graphql_cores_per_field_path() -> None:
+    """The holders' methods (with arguments or without; answering a leaf, an object or a
+    list) are called by the plan: only the root field goes graphql-core's way."""
+    HOLDERS[:] = [Holder(items=[Item(name="a", count=1), Item(name="b", count=2)])] * 50
+    schema = strawberry.Schema(Query, execution_context_class=_Counting)
+    query = "{ holders { size label top { name } picked(first: 1) { count } head { name } } }"
+    _Counting.infos = 0
+    result = asyncio.run(schema.execute(query))
+    assert result.errors is None
+    assert result.data is not None
+    assert len(result.data["holders"]) == 50
+    assert _Counting.infos == 1
 
 
 class _Slices:

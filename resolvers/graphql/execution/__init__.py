@@ -32,7 +32,11 @@ whole way, so errors and nulls are exactly graphql-core's. A list of such object
 (a customer's events) is completed item by item by the same plan, and a field whose
 resolver is a plain synchronous method with scalar arguments (``recentEvents(first:
 5)``, ``engagement``) is called directly, without Strawberry's per-call set-up
-(plans.py says when each shortcut holds).
+(plans.py says when each shortcut holds). An object whose fields are all such (a
+send's ``Customer``: ``id``, ``recentEvents(first: 5) { ... }``, ``engagement { ... }``)
+is completed by one plan, its methods called with the operation's arguments worked out
+once; a plan stopped by anything unusual hands graphql-core the value in hand, and it
+completes the object from there (steps.py).
 """
 
 from __future__ import annotations

@@ -17,21 +17,19 @@ from graphql import (
     GraphQLOutputType,
     GraphQLResolveInfo,
     is_leaf_type,
+    is_list_type,
     is_non_null_type,
 )
 from graphql.execution.collect_fields import FieldDetailsList, GroupedFieldSet
+from graphql.execution.values import get_argument_values
 from graphql.pyutils import AwaitableOrValue, Path, Undefined, UndefinedType, gather_with_cancel
 from graphql.type.definition import GraphQLResolveInfoHelpers
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-from resolvers.graphql.execution.plans import (
-    DirectResolvers,
-    Plan,
-    is_basic_field,
-    planned,
-    reader,
-)
+from resolvers.graphql.execution.plans import DirectResolvers, is_basic_field, reader
+from resolvers.graphql.execution.resumption import Resumption
 from resolvers.graphql.execution.slices import ListSlices
+from resolvers.graphql.execution.steps import Nested, Partial, Plan, Step, planned
 
 SLICE_S = 0.005  # the longest an operation's completion holds the loop in one go
 # A slice that ended this long ago ended while the operation waited (for a database
@@ -39,7 +37,7 @@ SLICE_S = 0.005  # the longest an operation's completion holds the loop in one g
 STALE_S = 0.05
 
 
-class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
+class AcyclicExecutionContext(Resumption):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.async_helpers = GraphQLResolveInfoHelpers(gather=_gather, track=_track_weakly(self))
@@ -59,7 +57,10 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
         self._plain_objects = (
             self._plain_fields and type(self).execute_field is AcyclicExecutionContext.execute_field
         )
-        self._plans: dict[int, tuple[GroupedFieldSet, Plan | None]] = {}
+        self._plans: dict[tuple[int, bool], tuple[GroupedFieldSet, Plan | None]] = {}
+        # A list item whose plan stopped part-way, for graphql-core's path to resume
+        # (set just before that path starts the item, taken as it reaches its fields).
+        self.partial: tuple[Partial, Plan] | None = None
         # Per schema field met in this operation: its leaf type when plain, else None.
         # Kept per operation (a handful of fields, each asked thousands of times), not
         # in a module-level table the app's state would not show.
@@ -75,37 +76,98 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
     ) -> AwaitableOrValue[dict[str, Any]]:
         plan = self._plan(parent_type, grouped_field_set) if self._plain_objects else None
         if plan is not None:
+            stopped = self.partial
+            if stopped is not None and stopped[1] is plan and stopped[0].source is source_value:
+                self.partial = None  # a list item's plan stopped here: go on from there
+                return self.resume(
+                    parent_type, path, grouped_field_set, stopped[0], position_context
+                )
             results = planned(plan, source_value)
-            if results is not None:
+            if type(results) is dict:
                 return results
+            assert isinstance(results, Partial)
+            return self.resume(parent_type, path, grouped_field_set, results, position_context)
         return super().execute_fields(
             parent_type, source_value, path, grouped_field_set, position_context
         )
 
-    def _plan(self, parent_type: GraphQLObjectType, fields: GroupedFieldSet) -> Plan | None:
+    def _plan(
+        self, parent_type: GraphQLObjectType, fields: GroupedFieldSet, top: bool = True
+    ) -> Plan | None:
         """How to complete an object's selection when every field in it is plain (an
-        ``Event``'s ``id name occurredAt``), else None. Selections are collected once per
-        operation and list, so this is worked out once per selection, not per object."""
-        found = self._plans.get(id(fields))
+        ``Event``'s ``id name occurredAt``; a ``Customer``'s ``id recentEvents(first: 5)
+        { ... } engagement { ... }``), else None. Selections are collected once per
+        operation and list, so this is worked out once per selection, not per object.
+        Below the top, only attributes: a nested object the plan does not complete is
+        completed again by graphql-core, which must not call a method twice."""
+        found = self._plans.get((id(fields), top))
         if found is not None and found[0] is fields:
             return found[1]
         plan: Plan | None = []
         for response_name, field_details_list in fields.items():
-            node = field_details_list[0].node
-            field = None if node.arguments else parent_type.fields.get(node.name.value)
-            leaf = self._plain_leaf(field) if field is not None else None
-            if field is None or leaf is None or field.resolve is None:
+            step = self._step(parent_type, response_name, field_details_list, top)
+            if step is None:
                 plan = None
                 break
-            plan.append((response_name, reader(field), leaf))  # type: ignore[union-attr]
-        self._plans[id(fields)] = (fields, plan)
+            plan.append(step)  # type: ignore[union-attr]
+        self._plans[(id(fields), top)] = (fields, plan)
         return plan
+
+    def _step(
+        self,
+        parent_type: GraphQLObjectType,
+        response_name: str,
+        field_details_list: FieldDetailsList,
+        top: bool,
+    ) -> Step | None:
+        """One field of a plan: an attribute, or (``top``) a direct method called with
+        the operation's arguments; a leaf, an object or a list of objects, each plain."""
+        first = field_details_list[0]
+        field = parent_type.fields.get(first.node.name.value)
+        if field is None or field.resolve is None:
+            return None  # ``__typename``, or graphql-core's default resolver
+        if any(
+            d.fragment_variable_values is not None
+            or any(directive.name.value == "stream" for directive in d.node.directives or ())
+            for d in field_details_list
+        ):
+            return None
+        if is_basic_field(field) and not field.args and not first.node.arguments:
+            read = reader(field)
+        else:
+            method = self._direct.method(field) if top else None
+            if method is None:
+                return None
+            try:
+                arguments = get_argument_values(
+                    field, first.node, self.variable_values, None, self.hide_suggestions
+                )
+            except Exception:  # noqa: BLE001 - graphql-core's path reports it
+                return None
+            read = method.bound(arguments)
+        kind: Any = field.type
+        nullable = not is_non_null_type(kind)
+        kind = kind if nullable else kind.of_type
+        if is_leaf_type(kind):
+            return Step(response_name, read, kind, nullable, None)
+        is_list = is_list_type(kind)
+        item: Any = kind.of_type if is_list else kind
+        item_nullable = not is_non_null_type(item)
+        item = item if item_nullable else item.of_type
+        if not isinstance(item, GraphQLObjectType) or item.is_type_of:
+            return None
+        grouped, deferred, _ = self.collect_subfields(item, field_details_list)
+        plan = None if deferred else self._plan(item, grouped, top=False)
+        if plan is None:
+            return None
+        return Step(response_name, read, None, nullable, Nested(is_list, item_nullable, plan))
 
     def item_plan(self, item_type: GraphQLOutputType, field_details_list: Any) -> Plan | None:
         """The plan of a list's items when they are objects whose selected fields are all
-        plain (a customer's five ``Event``s), else None: such an item is completed by
-        the plan alone, without graphql-core's per-item path, value checks and object
-        set-up (at 5,000 events a request, most of what was left of their cost)."""
+        plain (a customer's five ``Event``s; the customers of a send), else None: such
+        an item is completed by the plan alone, without graphql-core's per-item path,
+        value checks and object set-up (at 5,000 events a request, most of what was
+        left of their cost)."""
         kind = item_type.of_type if is_non_null_type(item_type) else item_type
         if not (self._plain_objects and isinstance(kind, GraphQLObjectType)) or kind.is_type_of:
             return None

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from functools import partial
 from operator import attrgetter
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
-from graphql import GraphQLField, GraphQLLeafType, GraphQLResolveInfo, MiddlewareManager
-from graphql.pyutils import Undefined
+from graphql import GraphQLField, GraphQLResolveInfo, MiddlewareManager
 from strawberry.types.base import StrawberryOptional
 from strawberry.types.field import StrawberryField
 
@@ -23,27 +23,7 @@ DEFINITION = "strawberry-definition"  # where Strawberry keeps a field's own def
 # Arguments Strawberry passes on as graphql-core coerced them.
 _SCALARS: tuple[object, ...] = (int, str, bool, float)
 
-# An object's selection completed in one loop: (response name, reader, leaf type).
-Plan = list[tuple[str, Callable[[Any], Any], GraphQLLeafType]]
 Resolver = Callable[..., Any]
-
-
-def planned(plan: Plan, source: Any) -> dict[str, Any] | None:
-    """An object's plain fields completed by ``plan``; None when any of them is null,
-    fails or does not coerce: graphql-core's path then completes (and reports) it."""
-    results: dict[str, Any] = {}
-    try:
-        for response_name, read, leaf in plan:
-            value = read(source)
-            if value is None:
-                return None
-            coerced = leaf.coerce_output_value(value)
-            if coerced is None or coerced is Undefined:
-                return None
-            results[response_name] = coerced
-    except Exception:  # noqa: BLE001 - graphql-core's path reports it
-        return None
-    return results
 
 
 def is_basic_field(field: GraphQLField) -> bool:
@@ -70,11 +50,22 @@ def reader(field: GraphQLField) -> Callable[[Any], Any]:
     return lambda source: resolve(source, None)
 
 
-def direct_resolver(field: GraphQLField) -> Resolver | None:
-    """The field's method called directly, when Strawberry would only convert its
-    arguments' names and call it: a synchronous method of the type (``self``), no
-    ``info``, root or parent, no extension, no exception handler, and arguments of
-    plain scalars (``recentEvents(first: Int, type: String)``, ``engagement``)."""
+class DirectMethod(NamedTuple):
+    """A field's method, called with its arguments under their Python names."""
+
+    call: Callable[..., Any]
+    names: dict[str, str]  # GraphQL argument name -> the method's parameter name
+
+    def bound(self, arguments: dict[str, Any]) -> Callable[[Any], Any]:
+        """The field's value from its parent, for one operation's (coerced) arguments."""
+        return partial(self.call, **{self.names[name]: v for name, v in arguments.items()})
+
+
+def direct_method(field: GraphQLField) -> DirectMethod | None:
+    """The field's method, when Strawberry would only convert its arguments' names and
+    call it: a synchronous method of the type (``self``), no ``info``, root or parent,
+    no extension, no exception handler, and arguments of plain scalars
+    (``recentEvents(first: Int, type: String)``, ``engagement``)."""
     resolve = field.resolve
     if resolve is None or getattr(resolve, "__name__", "") != "_resolver":
         return None
@@ -109,7 +100,15 @@ def direct_resolver(field: GraphQLField) -> Resolver | None:
         if spec is None or kind not in _SCALARS:
             return None
         names[name] = spec.python_name
-    call = cast("Callable[..., Any]", method.wrapped_func)
+    return DirectMethod(cast("Callable[..., Any]", method.wrapped_func), names)
+
+
+def direct_resolver(field: GraphQLField) -> Resolver | None:
+    """The field's method as a resolver graphql-core calls (``direct_method``)."""
+    method = direct_method(field)
+    if method is None:
+        return None
+    call, names = method
 
     def resolve_directly(source: Any, _info: GraphQLResolveInfo[Any], **args: Any) -> Any:
         return call(source, **{names[name]: value for name, value in args.items()})
@@ -125,6 +124,7 @@ class DirectResolvers(MiddlewareManager):
     def __init__(self) -> None:
         super().__init__()
         self._table: dict[Resolver, Resolver] = {}
+        self._methods: dict[Resolver, DirectMethod | None] = {}
 
     def learn(self, field: GraphQLField) -> None:
         """Work out ``field``'s direct resolver once, before graphql-core asks for it."""
@@ -132,8 +132,17 @@ class DirectResolvers(MiddlewareManager):
         if resolve is not None and resolve not in self._table:
             self._table[resolve] = direct_resolver(field) or resolve
 
+    def method(self, field: GraphQLField) -> DirectMethod | None:
+        """``field``'s direct method, worked out once per operation."""
+        resolve = field.resolve
+        if resolve is None:
+            return None
+        if resolve not in self._methods:
+            self._methods[resolve] = direct_method(field)
+        return self._methods[resolve]
+
     def get_field_resolver(self, field_resolver: Resolver) -> Resolver:
         return self._table.get(field_resolver, field_resolver)
 
 
-__all__ = ["DirectResolvers", "Plan", "is_basic_field", "planned", "reader"]
+__all__ = ["DirectMethod", "DirectResolvers", "direct_method", "is_basic_field", "reader"]

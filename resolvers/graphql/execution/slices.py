@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from graphql import GraphQLOutputType, GraphQLResolveInfo
 from graphql.pyutils import AwaitableOrValue, Path, gather_with_cancel
 
-from resolvers.graphql.execution.plans import planned
+from resolvers.graphql.execution.steps import planned
 
 if TYPE_CHECKING:
     from resolvers.graphql.execution.context import AcyclicExecutionContext
@@ -43,12 +43,16 @@ class ListSlices:
                 index, item = self.index, items[self.index]
                 if self.plan is not None and item is not None:
                     results = planned(self.plan, item)
-                    if results is not None:  # else graphql-core's path, which reports it
+                    if type(results) is dict:
                         completed.append(results)
                         self.index += 1
                         if time.perf_counter() > executor.slice_ends:
                             return
                         continue
+                    if not executor.is_awaitable(item):
+                        # graphql-core's path completes the item from where the plan
+                        # stopped (its execute_fields takes this up), reporting it.
+                        executor.partial = (results, self.plan)  # type: ignore[assignment]
                 item_path = self.path.add_key(index, None)
                 if executor.is_awaitable(item):
                     completed.append(
@@ -72,10 +76,12 @@ class ListSlices:
                     position_context,
                 ):
                     self.awaitable.append(index)
+                executor.partial = None  # taken up by now; never left for another object
                 self.index += 1
                 if time.perf_counter() > executor.slice_ends:
                     return
         except Exception:
+            executor.partial = None
             # As graphql-core does: what was started is settled, not orphaned.
             pending = [completed[i] for i in self.awaitable]
             if pending:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
@@ -21,7 +20,7 @@ from gateway.upstreams.order_reads import EVERYTHING, OrdersNeed
 from gateway.upstreams.stored_behaviour import STORE
 from resolvers.graphql.access import sees_profiles
 from resolvers.graphql.context import Context
-from resolvers.graphql.loaders import BEHAVIOUR
+from resolvers.graphql.loaders import BEHAVIOUR, answered
 from resolvers.graphql.types.experiments import customer_experiments
 from resolvers.graphql.types.federated import Cart, Engagement, Event, Money, Order, Source
 from resolvers.graphql.types.identity import customer_attributes, customer_identity_links
@@ -371,15 +370,13 @@ async def load_selected(customers: Iterable[Customer | None], info: GatewayInfo)
         if customer is not None
         for name in customer.needed
     ]
-    results = await asyncio.gather(
-        *(
-            info.context.loaders.load(
-                name, customer.profile, customer.depth, customer.detailed, customer.orders_need
-            )
-            for customer, name in jobs
+    pending = [
+        info.context.loaders.load(
+            name, customer.profile, customer.depth, customer.detailed, customer.orders_need
         )
-    )
-    for (customer, name), outcome in zip(jobs, results, strict=True):
+        for customer, name in jobs
+    ]
+    for (customer, name), outcome in zip(jobs, await answered(pending), strict=True):
         customer.outcomes[name] = outcome
 
 
