@@ -78,7 +78,7 @@ class ImpressionLog:
         """Queue one served list (an ``Impression`` or a tuple of its fields); returns
         at once."""
         if self.enabled:
-            self._buffer.add((impression,))
+            self._buffer.append(impression)
 
     async def flush(self) -> None:
         """Write everything queued so far (results read after this see this process's)."""
@@ -132,40 +132,39 @@ def _postgres(row: Impression | _Row) -> tuple[object, ...]:
 async def _sqlite(connection: AsyncConnection, batch: Sequence[Impression | _Row]) -> None:
     stamp = _Stamps().text
     dumps = orjson.dumps
-    values = [
-        (
-            list_id,
-            customer.hex,
-            stamp(moment),
-            surface,
-            strategy,
-            experiment,
-            variant,
-            send,
-            dumps(items).decode(),
-        )
-        for (
-            list_id,
-            customer,
-            moment,
-            surface,
-            strategy,
-            experiment,
-            variant,
-            send,
-            items,
-        ) in batch
-    ]
     # Many rows a statement, not an executemany of one row each: the driver lets go of
     # the GIL around every step of a statement, and each step of an executemany then
     # waited for the busy event loop to hand it back (two thread switches a row).
     # Statements of _ROWS rows, then the rest in halving sizes: a few statement texts,
-    # all in the driver's statement cache.
+    # all in the driver's statement cache. Each statement's values are made just before
+    # it runs, straight into its flat list of parameters: the loop is held a slice of
+    # rows at a time (a 5 s batch at once held it ~15 ms), and no tuple is made per row.
     position = 0
     for size in (_ROWS, *_REST):
-        while len(values) - position >= size:
-            part = values[position : position + size]
-            flat = [value for row in part for value in row]
+        while len(batch) - position >= size:
+            flat: list[object] = []
+            for (
+                list_id,
+                customer,
+                moment,
+                surface,
+                strategy,
+                experiment,
+                variant,
+                send,
+                items,
+            ) in batch[position : position + size]:
+                flat += (
+                    list_id,
+                    customer.hex,
+                    stamp(moment),
+                    surface,
+                    strategy,
+                    experiment,
+                    variant,
+                    send,
+                    dumps(items).decode(),
+                )
             await connection.exec_driver_sql(_statement(size), tuple(flat))
             position += size
 
