@@ -44,13 +44,22 @@ class RowBuffer(Generic[Row]):
         """Queue rows to write; returns at once."""
         self._pending.extend(rows)
         if len(self._pending) > self._max:
-            dropped = len(self._pending) - self._max
-            del self._pending[:dropped]
-            self._logger.error(
-                f"{self._name} buffer full; dropped entries", extra={"dropped": dropped}
-            )
+            self._drop()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._flush_later(), name=f"{self._name}-flush")
+
+    def append(self, row: Row) -> None:
+        """Queue one row (``add`` of one, without the iterable); returns at once."""
+        self._pending.append(row)
+        if len(self._pending) > self._max:
+            self._drop()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._flush_later(), name=f"{self._name}-flush")
+
+    def _drop(self) -> None:
+        dropped = len(self._pending) - self._max
+        del self._pending[:dropped]
+        self._logger.error(f"{self._name} buffer full; dropped entries", extra={"dropped": dropped})
 
     @property
     def writing(self) -> bool:

@@ -5,7 +5,7 @@ and variant, send, product ids) and returns: no datetime, no JSON, no object per
 the request path. The rows are made of them and written in bulk every
 ``flush_interval_s`` through the same buffer as the audit log (gateway/row_buffer.py).
 Every request served leaves a row, so the write is the cheapest the database offers:
-COPY on Postgres, and on SQLite driver-level inserts of 100 rows a statement, of values
+COPY on Postgres, and on SQLite driver-level inserts of 1,000 rows a statement, of values
 in the form SQLAlchemy stores (a UUID's 32 hex digits, a UTC time as ``YYYY-MM-DD
 HH:MM:SS.ffffff``, its seconds formatted once per second, JSON text). A customer erased
 (or merged away) between serving and the write leaves a row the foreign key refuses:
@@ -34,8 +34,11 @@ from gateway.row_buffer import RowBuffer
 
 logger = logging.getLogger("gateway.impressions")
 _IDS_PER_QUERY = 500
-_ROWS = 100  # rows per SQLite statement (900 parameters; SQLite allows 32,766)
-_REST = (64, 32, 16, 8, 4, 2, 1)
+# Rows per SQLite statement (9,000 parameters; SQLite allows 32,766). Each statement is
+# a trip to the driver's thread and back (~150 us of CPU): at 100 rows a statement that
+# was ~1.5 us a row, a third of the writer's cost.
+_ROWS = 1000
+_REST = (512, 256, 128, 64, 32, 16, 8, 4, 2, 1)
 _TABLE = cast(Table, RecommendationImpression.__table__)
 SURFACES = ("graphql", "api", "render")
 
@@ -78,7 +81,7 @@ class ImpressionLog:
         """Queue one served list (an ``Impression`` or a tuple of its fields); returns
         at once."""
         if self.enabled:
-            self._buffer.add((impression,))
+            self._buffer.append(impression)
 
     async def flush(self) -> None:
         """Write everything queued so far (results read after this see this process's)."""
@@ -132,40 +135,39 @@ def _postgres(row: Impression | _Row) -> tuple[object, ...]:
 async def _sqlite(connection: AsyncConnection, batch: Sequence[Impression | _Row]) -> None:
     stamp = _Stamps().text
     dumps = orjson.dumps
-    values = [
-        (
-            list_id,
-            customer.hex,
-            stamp(moment),
-            surface,
-            strategy,
-            experiment,
-            variant,
-            send,
-            dumps(items).decode(),
-        )
-        for (
-            list_id,
-            customer,
-            moment,
-            surface,
-            strategy,
-            experiment,
-            variant,
-            send,
-            items,
-        ) in batch
-    ]
     # Many rows a statement, not an executemany of one row each: the driver lets go of
     # the GIL around every step of a statement, and each step of an executemany then
     # waited for the busy event loop to hand it back (two thread switches a row).
     # Statements of _ROWS rows, then the rest in halving sizes: a few statement texts,
-    # all in the driver's statement cache.
+    # all in the driver's statement cache. Each statement's values are made just before
+    # it runs, straight into its flat list of parameters: the loop is held a statement's
+    # rows at a time (~1 ms; a 5 s batch at once held it ~15 ms), and no tuple is made per row.
     position = 0
     for size in (_ROWS, *_REST):
-        while len(values) - position >= size:
-            part = values[position : position + size]
-            flat = [value for row in part for value in row]
+        while len(batch) - position >= size:
+            flat: list[object] = []
+            for (
+                list_id,
+                customer,
+                moment,
+                surface,
+                strategy,
+                experiment,
+                variant,
+                send,
+                items,
+            ) in batch[position : position + size]:
+                flat += (
+                    list_id,
+                    customer.hex,
+                    stamp(moment),
+                    surface,
+                    strategy,
+                    experiment,
+                    variant,
+                    send,
+                    dumps(items).decode(),
+                )
             await connection.exec_driver_sql(_statement(size), tuple(flat))
             position += size
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from gateway.experiments.impressions import ImpressionLog
 from gateway.experiments.running import Assignment, Experiments
-from gateway.experiments.tracking import Tracker, new_list_id, tagged
+from gateway.experiments.tracking import Tracker, new_list_id
 from gateway.recommendations.serving import (
     Picks,
     Recommendation,
@@ -28,6 +28,7 @@ from gateway.recommendations.serving import (
     Recommender,
 )
 
+_new = tuple.__new__
 DEFAULT_STRATEGY = "model"  # outside an experiment: the model the last build selected
 
 
@@ -164,17 +165,14 @@ class ServedRecommendations:
         if not self.impressions.enabled:
             return None, tuple(items)
         list_id = new_list_id()
-        tokens = self.tracker.tokens(list_id, len(items))  # one MAC per seven items
+        links = self.tracker.links(list_id, [item.product.url for item in items])
+        # tuple.__new__, not Recommendation(...): the named tuple's own __new__ is a
+        # Python function, a call more per item on the hot path.
         return list_id, tuple(
-            Recommendation(
-                item.product,
-                item.score,
-                item.reason,
-                item.category,
-                list_id,
-                tagged(item.product.url, token) if item.product.url else None,
-            )
-            for item, token in zip(items, tokens, strict=True)
+            [
+                _new(Recommendation, (item[0], item[1], item[2], item[3], list_id, link))
+                for item, link in zip(items, links, strict=True)
+            ]
         )
 
     def _record(

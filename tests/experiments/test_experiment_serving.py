@@ -193,19 +193,20 @@ async def test_impressions_of_a_customer_gone_before_the_write_are_dropped_alone
 async def test_a_large_batch_of_impressions_is_written_whole_and_in_order(
     served: Served,
 ) -> None:
-    """237 lists in one write (on SQLite two statements of 100 rows, then 32, 4 and 1):
+    """1,237 lists in one write (on SQLite a statement of 1,000 rows, then 128, 64, 32,
+    8, 4 and 1):
     every one stored once, with its own time, customer and items."""
     impressions = services_of(served.app).impressions
     customer = customer_id_for(person_with_history(served.samples)[19])
     send, start = f"bulk-{uuid.uuid4().hex[:6]}", time.time()
-    ids = [uuid.uuid4().hex[:16] for _ in range(237)]
+    ids = [uuid.uuid4().hex[:16] for _ in range(1237)]
     for n, list_id in enumerate(ids):
         row = (customer, start + n / 1000, "api", "model", None, None, send, (str(n), "x"))
         impressions.record((list_id, *row))
     await impressions.flush()
     stored = sorted(await _impressions(served, send_id=send), key=lambda r: r.served_at)
     assert [r.list_id for r in stored] == ids
-    assert [r.items for r in stored] == [[str(n), "x"] for n in range(237)]
+    assert [r.items for r in stored] == [[str(n), "x"] for n in range(1237)]
     assert {r.customer_id for r in stored} == {customer}
     first = stored[0].served_at.replace(tzinfo=stored[0].served_at.tzinfo or UTC)
     assert abs(first.timestamp() - start) < 0.001

@@ -64,17 +64,20 @@ def test_an_edited_position_names_nothing() -> None:
         assert TRACKER.read(f"https://x/p?{PARAMETER}={token[:-2]}.{bad}") is None
 
 
-@settings(max_examples=50, deadline=None)
-@given(st.integers(1, 40))
-def test_a_list_signed_at_once_reads_back_item_by_item(count: int) -> None:
-    """``tokens`` (one MAC per seven items, the serving path) signs each position as
-    ``token`` does, and each reads back as its own item."""
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.one_of(URLS, st.none(), st.just("")), min_size=1, max_size=40))
+def test_a_list_signed_at_once_reads_back_item_by_item(urls: list[str | None]) -> None:
+    """``links`` (the serving path: one MAC per seven items, one string a plain link)
+    tags each link as ``tag_url`` does, whatever the link holds, and each reads back as
+    its own item; an item without a URL gets no link."""
     list_id = new_list_id()
-    tokens = TRACKER.tokens(list_id, count)
-    assert tokens == [TRACKER.token(list_id, p) for p in range(count)]
-    assert len({t.partition(".")[0] for t in tokens}) == count  # a tag per position
-    for position, token in enumerate(tokens):
-        assert TRACKER.read(f"https://x/p?{PARAMETER}={token}") == Tracked(list_id, position)
+    links = TRACKER.links(list_id, urls)
+    assert links == [TRACKER.tag_url(u, list_id, p) if u else None for p, u in enumerate(urls)]
+    signed = {link.split(f"{PARAMETER}=")[1][:28] for link in links if link}
+    assert len(signed) == sum(map(bool, urls))  # a tag per position
+    for position, link in enumerate(links):
+        if link:
+            assert TRACKER.read(link) == Tracked(list_id, position)
 
 
 @pytest.mark.parametrize(
