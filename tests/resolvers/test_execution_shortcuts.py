@@ -233,3 +233,55 @@ async def test_a_resolver_cancelled_while_it_waits_for_a_slice_leaves_the_gate_w
     context._release(held)
     after = await asyncio.wait_for(next_slice(slices), 1)
     context._release(after)
+
+
+class _Missing(Exception):
+    """An error of ours: a String coerces it by ``str()``, as any class not built in."""
+
+
+@strawberry.type
+class Shelf:
+    kept: str | None  # an attribute holding an error, not raising it
+
+    @strawberry.field
+    def label(self) -> str | None:
+        return _Missing("no label")  # type: ignore[return-value]
+
+    @strawberry.field
+    def size(self) -> int:
+        return 1
+
+
+@strawberry.type
+class ShelfQuery:
+    @strawberry.field
+    def shelf(self) -> Shelf:
+        return Shelf(kept=_Missing("not kept"))  # type: ignore[arg-type]
+
+    @strawberry.field
+    def shelves(self) -> list[Shelf]:
+        return [Shelf(kept=None), Shelf(kept=_Missing("not kept"))]  # type: ignore[arg-type]
+
+
+@pytest.mark.logs_errors(r"strawberry\.execution: ")
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{ shelf { label size } }",  # a planned object's method
+        "{ shelves { kept label size } }",  # a planned list's items
+        "{ shelf { __typename kept } }",  # no plan: the plain attribute's shortcut
+    ],
+)
+def test_an_error_returned_not_raised_is_the_fields_error_as_in_graphql_core(query: str) -> None:
+    """graphql-core reports an exception a resolver returns as the field's error (null
+    and an error at its path). The shortcuts coerced it to a String by ``str()`` and
+    answered its message as the value, with no error."""
+    shortcut = strawberry.Schema(ShelfQuery, execution_context_class=AcyclicExecutionContext)
+
+    def answer(schema: strawberry.Schema) -> Any:
+        result = asyncio.run(schema.execute(query))
+        return result.data, [(e.message, e.path) for e in result.errors or []]
+
+    expected = answer(strawberry.Schema(ShelfQuery))
+    assert expected[1]  # graphql-core does report them
+    assert answer(shortcut) == expected
