@@ -285,3 +285,39 @@ def test_an_error_returned_not_raised_is_the_fields_error_as_in_graphql_core(que
     expected = answer(strawberry.Schema(ShelfQuery))
     assert expected[1]  # graphql-core does report them
     assert answer(shortcut) == expected
+
+
+async def _found() -> Shelf:
+    return Shelf(kept="found")
+
+
+async def _gone() -> Shelf:
+    raise LookupError("gone")
+
+
+@strawberry.type
+class AwaitedQuery:
+    @strawberry.field
+    def shelves(self) -> list[Shelf | None]:
+        # Items graphql-core awaits, or reports (a DataLoader's ``[load(id) ...]``).
+        return [_found(), _gone(), _Missing("no shelf")]  # type: ignore[list-item]
+
+
+@pytest.mark.logs_errors(r"strawberry\.execution: ")
+def test_a_lists_awaitable_or_failed_items_are_awaited_or_reported_as_in_graphql_core() -> None:
+    """A list's items that are awaitables are awaited, and an exception among them is
+    that item's error. The list's plan called the items' methods on the coroutine itself
+    (``size`` answered 1 for an item that failed, its coroutine never awaited)."""
+    query = "{ shelves { size } }"  # a method that never reads its object
+    shortcut = strawberry.Schema(AwaitedQuery, execution_context_class=AcyclicExecutionContext)
+
+    def answer(schema: strawberry.Schema) -> Any:
+        result = asyncio.run(schema.execute(query))
+        return result.data, sorted((e.message, tuple(e.path or ())) for e in result.errors or [])
+
+    expected = answer(strawberry.Schema(AwaitedQuery))
+    assert expected == (
+        {"shelves": [{"size": 1}, None, None]},
+        [("gone", ("shelves", 1)), ("no shelf", ("shelves", 2))],
+    )
+    assert answer(shortcut) == expected
