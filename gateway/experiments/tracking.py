@@ -114,10 +114,10 @@ class Tracker:
             query = urlsplit(url).query
         except ValueError:
             return None
-        for name, value in parse_qsl(query):
-            if name == PARAMETER:
-                return self._verify(value)
-        return None
+        # The last one: ours is appended after whatever the product's URL held, which
+        # may be a parameter copied from an earlier tracked link (another list's).
+        found = [value for name, value in parse_qsl(query) if name == PARAMETER]
+        return self._verify(found[-1]) if found else None
 
     def _verify(self, token: str) -> Tracked | None:
         signed, dot, position = token.partition(".")

@@ -110,3 +110,16 @@ def test_an_encoded_link_as_an_esp_may_report_it_is_read() -> None:
 def test_positions_beyond_a_byte_are_refused() -> None:
     with pytest.raises(ValueError, match="position"):
         TRACKER.token(new_list_id(), 256)
+
+
+def test_a_product_link_that_already_holds_a_tracked_parameter_names_the_list_served() -> None:
+    """A catalogue's product URL copied from a tracked link (a valid parameter of an
+    earlier list) is served in a new list: a click on it names the new list and
+    position, not the earlier one's (the first parameter was read, so every click on
+    that product was credited to the list it was copied from)."""
+    earlier = new_list_id()
+    copied = TRACKER.tag_url("https://shop.example/p?id=7", earlier, 0)
+    served = new_list_id()
+    link = TRACKER.links(served, ["https://shop.example/q", copied])[1]
+    assert link is not None
+    assert TRACKER.read(link) == Tracked(served, 1)

@@ -75,8 +75,11 @@ items = st.builds(
 )
 
 
-async def _answer(schema: strawberry.Schema, variables: dict[str, Any]) -> Any:
-    result = await schema.execute(QUERY, variable_values=variables)
+async def _answer(
+    schema: strawberry.Schema, query: str, variables: dict[str, Any] | None = None
+) -> Any:
+    """The data, and the errors (message, path) in an order of their own."""
+    result = await schema.execute(query, variable_values=variables)
     errors = sorted((e.message, tuple(e.path or ())) for e in result.errors or [])
     return result.data, errors
 
@@ -97,10 +100,10 @@ def test_the_shortcuts_answer_as_strawberry_does(
     # run and report errors of their own, which is the slicing's doing, not a shortcut's.
     sliced, context.SLICE_S = context.SLICE_S, 3600.0
     try:
-        shortcut = asyncio.run(_answer(SHORTCUT, variables))
+        shortcut = asyncio.run(_answer(SHORTCUT, QUERY, variables))
     finally:
         context.SLICE_S = sliced
-    assert shortcut == asyncio.run(_answer(STRAWBERRY, variables))
+    assert shortcut == asyncio.run(_answer(STRAWBERRY, QUERY, variables))
 
 
 # Generated operations: any mix of the holders' fields (attributes, methods called with
@@ -148,12 +151,6 @@ _OPERATIONS = _selection(_HOLDER_FIELDS, _ITEM_SELECTION).map(
 )
 
 
-async def _generated(schema: strawberry.Schema, query: str, variables: dict[str, Any]) -> Any:
-    result = await schema.execute(query, variable_values=variables)
-    errors = sorted((e.message, tuple(e.path or ())) for e in result.errors or [])
-    return result.data, errors
-
-
 @pytest.mark.logs_errors(r"strawberry\.execution: ")
 @settings(max_examples=150, deadline=None)
 @given(
@@ -173,10 +170,10 @@ def test_generated_operations_answer_as_strawberry_does(
     variables = {"first": first, "kind": kind, "yes": yes}
     sliced, context.SLICE_S = context.SLICE_S, 3600.0
     try:
-        shortcut = asyncio.run(_generated(SHORTCUT, query, variables))
+        shortcut = asyncio.run(_answer(SHORTCUT, query, variables))
     finally:
         context.SLICE_S = sliced
-    assert shortcut == asyncio.run(_generated(STRAWBERRY, query, variables))
+    assert shortcut == asyncio.run(_answer(STRAWBERRY, query, variables))
 
 
 class _Counting(AcyclicExecutionContext):
@@ -233,3 +230,81 @@ async def test_a_resolver_cancelled_while_it_waits_for_a_slice_leaves_the_gate_w
     context._release(held)
     after = await asyncio.wait_for(next_slice(slices), 1)
     context._release(after)
+
+
+class _Missing(Exception):
+    """An error of ours: a String coerces it by ``str()``, as any class not built in."""
+
+
+@strawberry.type
+class Shelf:
+    kept: str | None  # an attribute holding an error, not raising it
+
+    @strawberry.field
+    def label(self) -> str | None:
+        return _Missing("no label")  # type: ignore[return-value]
+
+    @strawberry.field
+    def size(self) -> int:
+        return 1
+
+
+@strawberry.type
+class ShelfQuery:
+    @strawberry.field
+    def shelf(self) -> Shelf:
+        return Shelf(kept=_Missing("not kept"))  # type: ignore[arg-type]
+
+    @strawberry.field
+    def shelves(self) -> list[Shelf]:
+        return [Shelf(kept=None), Shelf(kept=_Missing("not kept"))]  # type: ignore[arg-type]
+
+
+@pytest.mark.logs_errors(r"strawberry\.execution: ")
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{ shelf { label size } }",  # a planned object's method
+        "{ shelves { kept label size } }",  # a planned list's items
+        "{ shelf { __typename kept } }",  # no plan: the plain attribute's shortcut
+    ],
+)
+def test_an_error_returned_not_raised_is_the_fields_error_as_in_graphql_core(query: str) -> None:
+    """graphql-core reports an exception a resolver returns as the field's error (null
+    and an error at its path). The shortcuts coerced it to a String by ``str()`` and
+    answered its message as the value, with no error."""
+    shortcut = strawberry.Schema(ShelfQuery, execution_context_class=AcyclicExecutionContext)
+    expected = asyncio.run(_answer(strawberry.Schema(ShelfQuery), query))
+    assert expected[1]  # graphql-core does report them
+    assert asyncio.run(_answer(shortcut, query)) == expected
+
+
+async def _found() -> Shelf:
+    return Shelf(kept="found")
+
+
+async def _gone() -> Shelf:
+    raise LookupError("gone")
+
+
+@strawberry.type
+class AwaitedQuery:
+    @strawberry.field
+    def shelves(self) -> list[Shelf | None]:
+        # Items graphql-core awaits, or reports (a DataLoader's ``[load(id) ...]``).
+        return [_found(), _gone(), _Missing("no shelf")]  # type: ignore[list-item]
+
+
+@pytest.mark.logs_errors(r"strawberry\.execution: ")
+def test_a_lists_awaitable_or_failed_items_are_awaited_or_reported_as_in_graphql_core() -> None:
+    """A list's items that are awaitables are awaited, and an exception among them is
+    that item's error. The list's plan called the items' methods on the coroutine itself
+    (``size`` answered 1 for an item that failed, its coroutine never awaited)."""
+    query = "{ shelves { size } }"  # a method that never reads its object
+    shortcut = strawberry.Schema(AwaitedQuery, execution_context_class=AcyclicExecutionContext)
+    expected = asyncio.run(_answer(strawberry.Schema(AwaitedQuery), query))
+    assert expected == (
+        {"shelves": [{"size": 1}, None, None]},
+        [("gone", ("shelves", 1)), ("no shelf", ("shelves", 2))],
+    )
+    assert asyncio.run(_answer(shortcut, query)) == expected

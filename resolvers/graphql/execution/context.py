@@ -29,7 +29,7 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from resolvers.graphql.execution.plans import DirectResolvers, is_basic_field, reader
 from resolvers.graphql.execution.resumption import Resumption
 from resolvers.graphql.execution.slices import ListSlices
-from resolvers.graphql.execution.steps import Nested, Partial, Plan, Step, planned
+from resolvers.graphql.execution.steps import Nested, Partial, Plan, Step, odd, planned
 
 SLICE_S = 0.005  # the longest an operation's completion holds the loop in one go
 # A slice that ended this long ago ended while the operation waited (for a database
@@ -203,7 +203,11 @@ class AcyclicExecutionContext(Resumption):
                     value = field.resolve(source, None)
                     if value is not None:
                         coerced = leaf.coerce_output_value(value)
-                        if coerced is not None and coerced is not Undefined:
+                        if (
+                            coerced is not None
+                            and coerced is not Undefined
+                            and (coerced is value or not odd(value))
+                        ):
                             return coerced
                 except Exception:  # noqa: BLE001 - graphql-core's path below reports it
                     pass

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from graphql import GraphQLOutputType, GraphQLResolveInfo
 from graphql.pyutils import AwaitableOrValue, Path, gather_with_cancel
 
-from resolvers.graphql.execution.steps import planned
+from resolvers.graphql.execution.steps import odd, planned
 
 if TYPE_CHECKING:
     from resolvers.graphql.execution.context import AcyclicExecutionContext
@@ -41,7 +41,9 @@ class ListSlices:
         try:
             while self.index < len(items):
                 index, item = self.index, items[self.index]
-                if self.plan is not None and item is not None:
+                # Not an awaitable item nor an exception: graphql-core awaits the one
+                # and reports the other; a plan would call the item's methods on it.
+                if self.plan is not None and item is not None and not odd(item):
                     results = planned(self.plan, item)
                     if type(results) is dict:
                         completed.append(results)
