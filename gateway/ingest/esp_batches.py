@@ -102,7 +102,8 @@ async def store_batch(
             result.statuses.append(("erased", None))
         elif customer is None:
             if event.consequence is not None and event.recipient:
-                key = (tombstones.digest("email", event.recipient), event.consequence)
+                mailbox = suppressions.mailbox(event.recipient, config)
+                key = (tombstones.digest("email", mailbox), event.consequence)
                 source = event.source
                 if event.consequence == "withdraw":
                     source = withdrawal_source(event)

@@ -109,7 +109,7 @@ class WebhookIngest:
         self._retry = retry
         self._tracker = tracker  # clicks on links it signed are attributed to their lists
         self._tombstones = tombstones
-        self._suppressions = Suppressions(tombstones)
+        self._suppressions = Suppressions(tombstones, config)
         self._source_ids = source_ids
         self._engine = engine
         self._federation = federation

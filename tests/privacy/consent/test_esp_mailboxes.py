@@ -121,3 +121,32 @@ async def test_an_unsubscribe_from_a_replaced_address_reaches_the_cached_profile
     assert response.json()["events"][0]["customerId"] == customer["id"], response.text
     found = (await gql(gw, PROFILE, email=new))["data"]["customer"]
     assert found["suppressed"] is True, found
+
+
+async def test_a_kept_unsubscribe_from_a_variant_reaches_whoever_takes_the_mailbox(
+    gw: httpx.AsyncClient,
+) -> None:
+    """Kept for an address nobody had (gateway/privacy/suppressions.py), it reaches the
+    stored customer whose record later carries the mailbox written plainly."""
+    name = uuid.uuid4().hex[:10]
+    old, shop_id = f"before.{name}@example.org", external_id()
+    response = await gw.post(
+        **shopify_request({"id": shop_id, "email": old}, topic="customers/create")
+    )
+    assert response.status_code == 200, response.text
+    customer = (await gql(gw, PROFILE, email=old))["data"]["customer"]
+    assert "errors" not in await gql(gw, OPT_IN, id=customer["id"])
+    mailed = f"{name[:3]}.{name[3:]}+offers@gmail.com"
+    event = sendgrid_event(mailed, "unsubscribe", timestamp=int(time.time()) + 1)
+    response = await gw.post(**sendgrid_request([event]))
+    assert response.json()["events"][0]["status"] == "ignored", response.text  # nobody's yet
+    plain = f"{name}@gmail.com"
+    response = await gw.post(
+        **shopify_request({"id": shop_id, "email": plain}, topic="customers/update")
+    )
+    assert response.status_code == 200, response.text
+    found = (await gql(gw, PROFILE, email=plain))["data"]["customer"]
+    assert found["id"] == customer["id"]
+    assert found["suppressed"] is True, found
+    statements = [c for c in found["consents"] if c["purpose"] == "EMAIL_MARKETING"]
+    assert statements[0]["source"] == "sendgrid:unsubscribe", found
