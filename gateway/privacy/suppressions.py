@@ -8,14 +8,15 @@ address (an import, a webhook, the stream, ``upsertCustomer``) was mailed again.
 
 ``keep`` stores the statement under the keyed hash (the tombstones' digest: no address
 is kept for someone who is not a customer) of the address's mailbox (``mailbox``: its
-matching key, so ``jane.doe+news@gmail.com`` reaches whoever takes ``janedoe@gmail.com``) with its kind (``withdraw`` or
-``undeliverable``), its source and the time the ESP gives it (bounded to now); the
-newest per address and kind stands. ``Suppressions.apply``, called where customers
-are created in the same transaction, gives each new customer whose address has one
-the withdrawal as a consent statement of its own source and time, so ``suppressed`` is
-true from the start, and a later opt-in (a newer statement) outranks it as it outranks
-any withdrawal; and the bounce as an ``email_status`` observation ``undeliverable`` of
-its source and time, as a bounce for a stored customer is recorded.
+matching key, so ``jane.doe+news@gmail.com`` reaches whoever takes
+``janedoe@gmail.com``) with its kind (``withdraw`` or ``undeliverable``), its source and
+the time the ESP gives it (bounded to now); the newest per address and kind stands.
+``Suppressions.apply``, called where customers are created in the same transaction,
+gives each new customer whose address has one the withdrawal as a consent statement of
+its own source and time, so ``suppressed`` is true from the start, and a later opt-in (a
+newer statement) outranks it as it outranks any withdrawal; and the bounce as an
+``email_status`` observation ``undeliverable`` of its source and time, as a bounce for a
+stored customer is recorded.
 
 A stored customer who takes the address on later (a source's record now carries it: an
 email change, an import, a merge or fold giving them the address, an unmerge splitting
