@@ -190,7 +190,7 @@ async def _recipients(
             if value is not None:
                 seen.setdefault(value, set()).add(customer)
     found.update({email: next(iter(ids)) for email, ids in seen.items() if len(ids) == 1})
-    rest -= found.keys()
+    rest -= seen.keys()  # observed for several: named by nobody, not by its key either
     if rest:
         found.update(await _keyed(connection, rest, config))
     return found, {customer for email, customer in found.items() if email not in exact}

@@ -150,3 +150,27 @@ async def test_a_kept_unsubscribe_from_a_variant_reaches_whoever_takes_the_mailb
     assert found["suppressed"] is True, found
     statements = [c for c in found["consents"] if c["purpose"] == "EMAIL_MARKETING"]
     assert statements[0]["source"] == "sendgrid:unsubscribe", found
+
+
+async def test_an_address_observed_for_two_customers_is_not_keyed_to_a_third(
+    gw: httpx.AsyncClient,
+) -> None:
+    """Observed for two customers (each had it, then another), the address names none
+    of them, nor the one whose record has only its matching key."""
+    name = uuid.uuid4().hex[:10]
+    shared = f"{name}@gmail.com"
+    owners = []
+    for _ in range(2):
+        shop_id = external_id()
+        await gw.post(**shopify_request({"id": shop_id, "email": shared}, topic="customers/create"))
+        moved = f"moved.{uuid.uuid4().hex[:10]}@example.org"
+        await gw.post(**shopify_request({"id": shop_id, "email": moved}, topic="customers/update"))
+        owners.append((await gql(gw, PROFILE, email=moved))["data"]["customer"]["id"])
+    variant = f"{name[:4]}.{name[4:]}@gmail.com"
+    await gw.post(
+        **shopify_request({"id": external_id(), "email": variant}, topic="customers/create")
+    )
+    third = (await gql(gw, PROFILE, email=variant))["data"]["customer"]["id"]
+    assert len({*owners, third}) == 3, (owners, third)
+    response = await gw.post(**sendgrid_request([sendgrid_event(shared, "unsubscribe")]))
+    assert response.json()["events"][0]["status"] == "ignored", response.text
