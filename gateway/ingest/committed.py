@@ -40,6 +40,9 @@ class CommittedBatches:
         try:
             # forget_many drops the whole answers holding them, after their profiles.
             await self._federation.invalidate_many(ids, answers=False)
+            # Their addresses now too: a record naming its customer by id alone (no
+            # email, or another one) left the profile cached under theirs stale.
+            emails |= await self._customers.store.emails_of(ids)
             await self._customers.forget_many(ids, emails)
         except Exception:
             logger.exception(

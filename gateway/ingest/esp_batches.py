@@ -15,7 +15,7 @@ failure answers "not stored" for the batch.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, cast
@@ -27,7 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db.access_models import EventSubject
 from gateway.db.bulk import custom_plans, insert_tuples, is_postgres, matching
-from gateway.db.models import Attribute, Customer, Event
+from gateway.db.identity_models import IdentityRecord
+from gateway.db.models import Attribute, Customer, Event, Identity
 from gateway.experiments.attribution import ClickedLink, record_clicks, send_of
 from gateway.experiments.tracking import Tracker
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
@@ -48,9 +49,18 @@ class StoredBatch:
     """Each event's status, in order, and what each customer's events changed."""
 
     statuses: list[tuple[BatchStatus, uuid.UUID | None]] = field(default_factory=list)
+    # customer -> their address now, for those the batch named by another address
+    addresses: dict[uuid.UUID, str] = field(default_factory=dict)
     # customer -> (the batch's last stored event for them that changed a field, every field
     # their events touched); customers whose events changed none are absent
     changed: dict[uuid.UUID, tuple[InboundEvent, set[str]]] = field(default_factory=dict)
+
+    def cached_under(self, named: Mapping[uuid.UUID, str | None]) -> list[str]:
+        """The addresses profiles of these customers (-> the address their event named)
+        may be cached under: that one, and the one they have now when it is another (an
+        unsubscribe from an address they had must not leave their cached profile at yes)."""
+        current = (self.addresses.get(customer) for customer in named)
+        return [e for e in dict.fromkeys([*named.values(), *current]) if e]
 
 
 async def store_batch(
@@ -77,8 +87,11 @@ async def store_batch(
     # The lookups by a thousand addresses each, planned for them (gateway/db/bulk.py).
     async with custom_plans(connection):
         blocked = await tombstones.blocked(connection, every) if every else set()
-        recipients = await _recipients(connection, {e.recipient for e in events if e.recipient})
-    result = StoredBatch()
+        addresses = {e.recipient for e in events if e.recipient}
+        recipients, elsewhere = await _recipients(connection, addresses, config)
+        # Named by another address (one replaced, a provider's variant): the profile is
+        # cached under the address it has, which the caller must drop too.
+        result = StoredBatch(addresses=await _addresses(connection, elsewhere))
     wanted: dict[str, int] = {}  # event id -> position of its first copy in the batch
     # What is said of addresses nobody has: (digest, kind) -> the newest (source, time)
     strangers: dict[tuple[str, suppressions.Kind], tuple[str, datetime]] = {}
@@ -89,7 +102,8 @@ async def store_batch(
             result.statuses.append(("erased", None))
         elif customer is None:
             if event.consequence is not None and event.recipient:
-                key = (tombstones.digest("email", event.recipient), event.consequence)
+                mailbox = suppressions.mailbox(event.recipient, config)
+                key = (tombstones.digest("email", mailbox), event.consequence)
                 source = event.source
                 if event.consequence == "withdraw":
                     source = withdrawal_source(event)
@@ -146,18 +160,25 @@ def _kept_keys(events: Sequence[InboundEvent], config: IdentityConfig) -> list[s
     return keys
 
 
-async def _recipients(connection: AsyncConnection, emails: set[str]) -> dict[str, uuid.UUID]:
+async def _recipients(
+    connection: AsyncConnection, emails: set[str], config: IdentityConfig
+) -> tuple[dict[str, uuid.UUID], set[uuid.UUID]]:
     """The customer each address names: the one whose address it is, else the one
     customer it was ever observed for (an address merged away or replaced: a mail sent
     to it before, or by a system that still holds it, is still that person's, and their
-    unsubscribe must count). An address observed for several customers names none."""
+    unsubscribe must count), else the one customer whose source records have its
+    matching key (``jane.doe+news@gmail.com`` is ``janedoe@gmail.com``'s mailbox, as
+    the linker keys it: an unsubscribe from it is that person's). An address observed
+    for several customers, or keyed by several, names none. Also the customers named
+    by an address that is not theirs now."""
     found: dict[str, uuid.UUID] = {}
     for clause in matching(connection, Customer.email, emails):
         rows = await connection.execute(select(Customer.email, Customer.id).where(clause))
         found.update({email: customer for email, customer in rows if email is not None})
     rest = emails - found.keys()
     if not rest:
-        return found
+        return found, set()
+    exact = set(found)
     seen: dict[str, set[uuid.UUID]] = {}
     for clause in matching(connection, Attribute.value, rest):
         rows = await connection.execute(
@@ -169,7 +190,53 @@ async def _recipients(connection: AsyncConnection, emails: set[str]) -> dict[str
             if value is not None:
                 seen.setdefault(value, set()).add(customer)
     found.update({email: next(iter(ids)) for email, ids in seen.items() if len(ids) == 1})
-    return found
+    rest -= seen.keys()  # observed for several: named by nobody, not by its key either
+    if rest:
+        found.update(await _keyed(connection, rest, config))
+    return found, {customer for email, customer in found.items() if email not in exact}
+
+
+async def _addresses(
+    connection: AsyncConnection, customers: set[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    """The address each of these customers has now (those that have one)."""
+    current: dict[uuid.UUID, str] = {}
+    for clause in matching(connection, Customer.id, customers):
+        rows = await connection.execute(select(Customer.id, Customer.email).where(clause))
+        current.update({customer: email for customer, email in rows if email is not None})
+    return current
+
+
+async def _keyed(
+    connection: AsyncConnection, emails: set[str], config: IdentityConfig
+) -> dict[str, uuid.UUID]:
+    """The one customer whose identities' latest records have each address's matching
+    key (a provider's dots and plus tags folded, ``email_parts``)."""
+    keys: dict[str, set[str]] = {}  # matching key -> the addresses folding to it
+    for email in emails:
+        try:
+            _, key = email_parts(email, config)
+        except ValueError:  # taken by the fast path, refused by the full one: nobody's
+            continue
+        if key:
+            keys.setdefault(key, set()).add(email)
+    owners: dict[str, set[uuid.UUID]] = {}
+    for clause in matching(connection, IdentityRecord.email_key, list(keys)):
+        rows = await connection.execute(
+            select(IdentityRecord.email_key, Identity.customer_id)
+            .join(Identity, Identity.id == IdentityRecord.identity_id)
+            .where(clause)
+            .distinct()
+        )
+        for key, customer in rows:
+            if key is not None:
+                owners.setdefault(key, set()).add(customer)
+    return {
+        email: next(iter(ids))
+        for key, ids in owners.items()
+        if len(ids) == 1
+        for email in keys[key]
+    }
 
 
 async def _claim(

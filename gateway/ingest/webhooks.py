@@ -109,7 +109,7 @@ class WebhookIngest:
         self._retry = retry
         self._tracker = tracker  # clicks on links it signed are attributed to their lists
         self._tombstones = tombstones
-        self._suppressions = Suppressions(tombstones)
+        self._suppressions = Suppressions(tombstones, config)
         self._source_ids = source_ids
         self._engine = engine
         self._federation = federation
@@ -203,7 +203,7 @@ class WebhookIngest:
         try:
             if profiles:
                 await self._federation.invalidate_many(profiles, answers=False)
-                await self._customers.forget_many(profiles, filter(None, profiles.values()))
+                await self._customers.forget_many(profiles, stored.cached_under(profiles))
             engaged = [c.customer_id for c in changes if c.customer_id not in profiles]
             if engaged:
                 await self._federation.cache.responses.invalidate_customers(engaged)

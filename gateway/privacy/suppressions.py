@@ -6,15 +6,17 @@ imported into the ESP first, a customer erased and the address kept by the ESP).
 Acknowledging it and forgetting it meant that the customer created later with that
 address (an import, a webhook, the stream, ``upsertCustomer``) was mailed again.
 
-``keep`` stores the statement under the address's keyed hash (the tombstones' digest:
-no address is kept for someone who is not a customer) with its kind (``withdraw`` or
-``undeliverable``), its source and the time the ESP gives it (bounded to now); the
-newest per address and kind stands. ``Suppressions.apply``, called where customers
-are created in the same transaction, gives each new customer whose address has one
-the withdrawal as a consent statement of its own source and time, so ``suppressed`` is
-true from the start, and a later opt-in (a newer statement) outranks it as it outranks
-any withdrawal; and the bounce as an ``email_status`` observation ``undeliverable`` of
-its source and time, as a bounce for a stored customer is recorded.
+``keep`` stores the statement under the keyed hash (the tombstones' digest: no address
+is kept for someone who is not a customer) of the address's mailbox (``mailbox``: its
+matching key, so ``jane.doe+news@gmail.com`` reaches whoever takes
+``janedoe@gmail.com``) with its kind (``withdraw`` or ``undeliverable``), its source and
+the time the ESP gives it (bounded to now); the newest per address and kind stands.
+``Suppressions.apply``, called where customers are created in the same transaction,
+gives each new customer whose address has one the withdrawal as a consent statement of
+its own source and time, so ``suppressed`` is true from the start, and a later opt-in (a
+newer statement) outranks it as it outranks any withdrawal; and the bounce as an
+``email_status`` observation ``undeliverable`` of its source and time, as a bounce for a
+stored customer is recorded.
 
 A stored customer who takes the address on later (a source's record now carries it: an
 email change, an import, a merge or fold giving them the address, an unmerge splitting
@@ -42,7 +44,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gateway.db.access_models import EmailSuppression
 from gateway.db.bulk import custom_plans, matching
 from gateway.db.models import Consent, Customer, as_utc
+from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.observations import ObservationRow, insert_observations
+from gateway.identity.values import email_parts
 from gateway.privacy.consent import Purpose, withdraw_many
 
 if TYPE_CHECKING:
@@ -83,11 +87,23 @@ async def keep(
     )
 
 
+def mailbox(address: str, config: IdentityConfig = DEFAULT_CONFIG) -> str:
+    """What a statement is kept under: the address's matching key, as the linker keys
+    it (``jane.doe+news@gmail.com`` is ``janedoe@gmail.com``'s mailbox), or the address
+    itself when it has none (a placeholder, or one the full check refuses)."""
+    try:
+        key = email_parts(address, config)[1]
+    except ValueError:
+        return address
+    return key or address
+
+
 class Suppressions:
     """What a writer giving customers addresses asks: do they carry a withdrawal?"""
 
-    def __init__(self, tombstones: Tombstones) -> None:
+    def __init__(self, tombstones: Tombstones, config: IdentityConfig = DEFAULT_CONFIG) -> None:
         self._tombstones = tombstones
+        self._config = config
 
     async def apply_changed(
         self, connection: AsyncConnection, before: Mapping[uuid.UUID, str | None]
@@ -116,8 +132,13 @@ class Suppressions:
         owners: dict[str, set[uuid.UUID]] = {}
         for customer, email in acquired:
             digest = self._tombstones.email_digest(email)
-            if digest is not None:
-                owners.setdefault(digest, set()).add(customer)
+            if digest is None or email is None:
+                continue
+            # Under the mailbox's key (kept so since), and the address as written (kept
+            # so before: the same digest unless a provider's dots or plus tag fold).
+            keyed = self._tombstones.digest("email", mailbox(email, self._config))
+            for each in {digest, keyed}:
+                owners.setdefault(each, set()).add(customer)
         if not owners:
             return set()
         found: dict[str, dict[uuid.UUID, tuple[datetime, str]]] = {

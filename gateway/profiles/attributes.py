@@ -105,7 +105,7 @@ class IdentityService:
         self._sessions = sessions
         self._config = config
         # An unmerge giving a customer an address applies what an ESP said of it.
-        self._suppressions = Suppressions(tombstones) if tombstones is not None else None
+        self._suppressions = Suppressions(tombstones, config) if tombstones is not None else None
 
     async def attributes(self, customer_ids: Sequence[uuid.UUID]) -> list[list[AttributeValue]]:
         """Each customer's attributes (newest first within a field), aligned to the ids."""

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
+from gateway.db.bulk import matching
 from gateway.db.models import Attribute, Customer, Identity
 from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction
 from gateway.errors import Conflict, Erased, InvalidInput
@@ -189,6 +190,18 @@ class CustomerStore:
         ids = list(customer_ids)
         async with self._sessions() as session:
             return {p.id: p for p in await read_profiles(session, Customer.id, ids)}
+
+    async def emails_of(self, customer_ids: Iterable[uuid.UUID]) -> set[str]:
+        """The addresses these customers have now: a batch naming them by id alone must
+        drop their profiles cached under those too."""
+        found: set[str] = set()
+        async with self._sessions() as session:
+            connection = await session.connection()
+            for clause in matching(connection, Customer.id, customer_ids):
+                found.update(
+                    e for e in await session.scalars(select(Customer.email).where(clause)) if e
+                )
+        return found
 
     async def get_many_by_email(self, emails: Iterable[str]) -> dict[str, CustomerProfile]:
         """Customers keyed by normalised email; callers normalise first."""

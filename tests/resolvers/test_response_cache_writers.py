@@ -87,6 +87,25 @@ async def test_an_import_drops_the_answers_holding_the_customers_it_changed(
         assert after.json()["data"]["customer"]["firstName"] == "Changed"
 
 
+async def test_an_import_naming_a_customer_by_id_alone_drops_their_profile_by_email(
+    gateway: tuple[Starlette, str], database_url: str, tmp_path: Path
+) -> None:
+    """A record without the customer's address (a CRM row of its id and a name): the
+    profile cached under the address stayed the old one for profile_cache_ttl_s."""
+    app, cache_url = gateway
+    email = unique_email("import")
+    people = tmp_path / "people.csv"
+    people.write_text(f"external_id,email,first_name\n1,{email},Ada\n")
+    await _import(people, database_url, cache_url)
+    async with api_client(app) as client:
+        before = await fresh(client, PROFILE, email=email)  # cached by its address
+        assert before["data"]["customer"]["firstName"] == "Ada", before
+        people.write_text("external_id,first_name\n1,Changed\n")
+        await _import(people, database_url, cache_url)
+        after = await fresh(client, PROFILE, email=email)
+        assert after["data"]["customer"]["firstName"] == "Changed", after
+
+
 async def test_a_sync_drops_the_answers_holding_the_customers_it_changed(
     gateway: tuple[Starlette, str], database_url: str, samples: SampleUpstreams
 ) -> None:

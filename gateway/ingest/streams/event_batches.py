@@ -299,7 +299,10 @@ class EventBatches:
                 bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
             )
             resolver = Resolver(  # ``store`` retries
-                sessions, self._config, retry=None, suppressions=Suppressions(self._tombstones)
+                sessions,
+                self._config,
+                retry=None,
+                suppressions=Suppressions(self._tombstones, self._config),
             )
             owned = await emails(connection, {r.external_id for _, r in to_link})
             decisions = await resolver.link([record for _, record in to_link])
