@@ -42,10 +42,11 @@ class WebhookSettings(BaseSettings):
 
     mandrill_max_event_age_days: Annotated[float, Field(gt=0)] = Field(
         default=7.0,
-        description="Mandrill events older than this (or than GATEWAY_RETENTION_EVENTS_DAYS "
-        "when that is shorter) are acknowledged and not stored: Mandrill signs no time, so "
-        "a captured body replayed after retention deleted its rows could otherwise "
-        "withdraw consent again over a newer re-subscription.",
+        description="Mandrill opens and clicks older than this (or than "
+        "GATEWAY_RETENTION_EVENTS_DAYS when that is shorter) are acknowledged and not "
+        "stored: Mandrill signs no time, so a captured body replayed after retention "
+        "deleted its rows would count them again. Unsubscribes and bounces are kept at any "
+        "age, at their own time.",
     )
 
     def mandrill_max_age_s(self) -> float:

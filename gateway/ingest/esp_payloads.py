@@ -37,9 +37,11 @@ from gateway.ingest.webhook_payloads import (
 )
 from gateway.profiles.contact_points import normalize_recipient
 
-# Mandrill signs no time: a captured body is valid for ever. Its events older than this
-# are acknowledged and not stored (``ignored``), so a body replayed after retention
-# deleted its rows cannot withdraw consent again over a newer re-subscription.
+# Mandrill signs no time: a captured body is valid for ever. Its opens and clicks older
+# than this are acknowledged and not stored (``ignored``), so a body replayed after
+# retention deleted its rows does not count them again. Unsubscribes and bounces are
+# kept at any age: they count at their own time, so a replayed one loses to any newer
+# opt-in, and dropping a real late one would mail someone who asked not to be.
 MANDRILL_MAX_AGE_S = 7 * 86_400.0
 # SendGrid posts batches by size (its documented examples reach a few thousand events);
 # the body limit bounds them first. Past this a batch is refused whole, read no further.
@@ -215,7 +217,7 @@ def parse_mandrill(
 ) -> list[EspItem]:
     """Events of the ``mandrill_events`` field; those naming no recipient (Mandrill's
     sync events: allow- and deny-list changes) are acknowledged and not stored, and so
-    are those older than ``max_age_s`` (``ignored``, with the reason)."""
+    are opens and clicks older than ``max_age_s`` (``ignored``, with the reason)."""
     raw = [value for name, value in params if name == "mandrill_events"]
     if len(raw) != 1:
         raise PayloadError("the form must carry one mandrill_events field", "mandrill_events")
@@ -264,7 +266,7 @@ def _mandrill_event(position: int, event: MandrillEvent, oldest: float | None) -
     consequence = _mandrill_consequence(event.event)
     if email is None:
         return _unaddressed(event_id, f"mandrill_events.{position}.msg.email", consequence)
-    if oldest is not None and event.ts < oldest:
+    if oldest is not None and event.ts < oldest and consequence is None:
         where = f"mandrill_events.{position}.ts"
         reason = f"{where}: older than the replay bound (Mandrill signs no time); not stored"
         return SkippedEvent(event_id, "ignored", reason, where)

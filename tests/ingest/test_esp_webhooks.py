@@ -324,28 +324,41 @@ async def test_mandrill_events_reach_the_profile(
     }
 
 
-async def test_an_old_mandrill_event_is_acknowledged_and_not_stored(
+async def test_an_old_mandrill_open_is_ignored_and_an_old_unsubscribe_counts_at_its_time(
     gateway: httpx.AsyncClient, database_url: str
 ) -> None:
-    """Mandrill signs no time: a captured unsubscribe replayed after retention deleted its
-    row would withdraw consent again over a newer re-subscription. Past 7 days, ignored."""
+    """Mandrill signs no time: a captured body replayed after retention deleted its rows
+    would count its opens again, so past 7 days they are ignored. An unsubscribe of any
+    age is kept (dropping a real late one mails someone who asked not to be), at its own
+    time: it loses to an opt-in made since, and suppresses a customer who made none."""
     email, _ = await subscribed(gateway)
     before = await row_counts(database_url)
     eight_days_ago = int(time.time()) - 8 * 86400
-    replayed = mandrill_event(email, "unsub", ts=eight_days_ago)
+    replayed = mandrill_event(email, "open", ts=eight_days_ago)
     response = await gateway.post(**mandrill_request([replayed]))
     assert response.status_code == 200, response.text
     (answer,) = response.json()["events"]
     assert (answer["status"], answer["field"]) == ("ignored", "mandrill_events.0.ts")
     assert answer["reason"]
     assert await row_counts(database_url) == before
-    assert (await profile(gateway, email))["suppressed"] is False
-    late = mandrill_event(email, "unsub", ts=int(time.time()) - 6 * 86400)  # a late delivery
-    response = await gateway.post(**mandrill_request([late]))
+    for days in (8, 6):  # a replay past the bound, and a late delivery within it
+        late = mandrill_event(email, "unsub", ts=int(time.time()) - days * 86400)
+        response = await gateway.post(**mandrill_request([late]))
+        assert response.json()["events"][0]["status"] == "processed"
+        # Recorded at its own time, days ago: the opt-in made since outranks it.
+        assert (await profile(gateway, email))["suppressed"] is False
+    assert (await row_counts(database_url))["events"] == before["events"] + 2
+    # A customer with no opt-in since: the old unsubscribe is their statement.
+    quiet = unique_email("esp")
+    assert "errors" not in await gql(gateway, UPSERT, email=quiet)
+    old = mandrill_event(quiet, "unsub", ts=eight_days_ago)
+    response = await gateway.post(**mandrill_request([old]))
     assert response.json()["events"][0]["status"] == "processed"
-    assert (await row_counts(database_url))["events"] == before["events"] + 1
-    # Recorded at its own time, six days ago: the opt-in made since outranks it.
-    assert (await profile(gateway, email))["suppressed"] is False
+    found = await profile(gateway, quiet)
+    assert found["suppressed"] is True
+    assert [
+        (c["granted"], c["source"]) for c in found["consents"] if c["purpose"] == "EMAIL_MARKETING"
+    ] == [(False, "mandrill:unsub")]
 
 
 async def test_mandrill_refusals(gateway: httpx.AsyncClient, database_url: str) -> None:
