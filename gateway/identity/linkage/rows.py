@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from gateway.identity.linkage.linker import Decision
+from gateway.identity.linkage.linker import Decision, KnownState
 from gateway.identity.linkage.lookup import MATCH_COLUMNS
 from gateway.identity.observations import ObservationRow
 from gateway.identity.records import PreparedRecord
@@ -57,15 +57,42 @@ def _overlay(earlier: PreparedRecord, record: PreparedRecord) -> PreparedRecord:
     return merged
 
 
+# Per batch position: the stored identity it updates, or the earlier position with the
+# same (source, external id); both None for a new identity (``Decision``'s fields).
+Plan = Sequence[tuple[int | None, int | None]]
+
+
+def identity_plan(
+    records: Sequence[PreparedRecord], state: KnownState
+) -> list[tuple[int | None, int | None]]:
+    """Which identity each record is, before deciding anything: what the linker's
+    deterministic rules give as ``identity_id`` and ``duplicate_of`` (checked against
+    them after deciding)."""
+    first: dict[tuple[str, str], int] = {}
+    plan: list[tuple[int | None, int | None]] = []
+    for position, record in enumerate(records):
+        stored = state.identities.get(record.identity_key)
+        if stored is not None:
+            plan.append((stored[0], None))
+            continue
+        earlier = first.setdefault(record.identity_key, position)
+        plan.append((None, earlier if earlier != position else None))
+    return plan
+
+
+def plan_of(decisions: Sequence[Decision]) -> list[tuple[int | None, int | None]]:
+    return [(d.identity_id, d.duplicate_of) for d in decisions]
+
+
 def record_rows(
-    decisions: Sequence[Decision],
+    records: Sequence[PreparedRecord],
+    plan: Plan,
     identity_ids: dict[int, int],
     stored: dict[int, dict[str, str | None]],
 ) -> RecordRows:
     """Each identity's latest record (overlaid on what it said before) and its block keys."""
     latest: dict[int, PreparedRecord] = {}
-    for position, decision in enumerate(decisions):
-        record = decision.record
+    for position, record in enumerate(records):
         earlier = latest.get(identity_ids[position]) or _stored(
             stored.get(identity_ids[position]), record
         )
@@ -73,12 +100,12 @@ def record_rows(
     replaced = sorted(
         {
             identity_ids[p]
-            for p, d in enumerate(decisions)
-            if d.identity_id is not None or d.duplicate_of is not None
+            for p, (identity_id, duplicate_of) in enumerate(plan)
+            if identity_id is not None or duplicate_of is not None
         }
     )
     # Tuples straight to COPY: tens of thousands of rows, no dict per row.
-    records = [
+    records_out = [
         (
             identity_id,
             *(r.email_key, r.phone, r.first_name, r.last_name, r.date_of_birth),
@@ -87,7 +114,7 @@ def record_rows(
         for identity_id, r in latest.items()
     ]
     keys = [(i, key) for i, r in latest.items() for key in r.stored_block_keys()]
-    return RecordRows(replaced, records, keys)
+    return RecordRows(replaced, records_out, keys)
 
 
 def link_rows(
