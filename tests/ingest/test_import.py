@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 import gateway.identity.linkage.repository as repository
 from gateway.db.access_models import Tombstone
 from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.db.identity_models import IdentityBlockKey, IdentityRecord
 from gateway.db.models import Attribute, Customer, Identity
 from gateway.ingest.importer import ImportSummary, import_file
 from gateway.privacy.erasure import Tombstones
@@ -175,16 +176,16 @@ async def test_a_crash_mid_import_leaves_whole_batches_only(
         "external_id,email\n" + "".join(f"{i},p{i}.{tag}@corp.com\n" for i in range(1, 7))
     )
     calls = 0
-    original = repository._write_evidence
+    original = repository._write_reviews
 
     async def failing(*args: Any) -> None:
         nonlocal calls
         calls += 1
-        if calls == 2:  # after batch 2's customers, identities and attributes are written
+        if calls == 2:  # after batch 2's customers, identities, attributes and links
             raise RuntimeError("simulated crash")
         await original(*args)
 
-    monkeypatch.setattr(repository, "_write_evidence", failing)
+    monkeypatch.setattr(repository, "_write_reviews", failing)
     with pytest.raises(RuntimeError):
         await import_file(sessions, path, f"crash{tag}", batch_size=2)
     assert await _identities(sessions, f"crash{tag}") == 2
@@ -196,6 +197,42 @@ async def test_a_crash_mid_import_leaves_whole_batches_only(
         )
     assert emails == {f"p1.{tag}@corp.com", f"p2.{tag}@corp.com"}
     assert gc.isenabled()  # the import paused the collector; a crash still restores it
+
+
+async def test_a_big_batch_of_new_identities_stores_each_ones_latest_record(
+    sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    """From 500 records a batch of new identities has its records and block keys copied
+    while it is decided (Postgres): a repeated id still stores its latest record once,
+    and every row names an identity the batch wrote."""
+    tag = uuid.uuid4().hex[:8]
+    path = tmp_path / "people.csv"
+    rows = [f"{i},Ann{i},Lee{tag},1980010{i % 9 + 1},Early" for i in range(1, 601)]
+    rows += [f"{i},Ann{i},Lee{tag},1980010{i % 9 + 1},Later" for i in range(1, 601, 12)]
+    path.write_text("external_id,first_name,last_name,date_of_birth,city\n" + "\n".join(rows))
+    summary = await import_file(sessions, path, f"big{tag}", batch_size=1000)
+    assert summary.read == 650
+    assert summary.updated == 50  # the repeated ids
+    async with sessions() as session:
+        ids = set(await session.scalars(select(Identity.id).where(Identity.source == f"big{tag}")))
+        cities = dict(
+            (
+                await session.execute(
+                    select(IdentityRecord.identity_id, IdentityRecord.city).where(
+                        IdentityRecord.identity_id.in_(ids)
+                    )
+                )
+            ).all()
+        )
+        keyed = set(
+            await session.scalars(
+                select(IdentityBlockKey.identity_id).where(IdentityBlockKey.identity_id.in_(ids))
+            )
+        )
+    assert len(ids) == 600
+    assert set(cities) == ids
+    assert keyed == ids
+    assert [(city or "").lower() for city in cities.values()].count("later") == 50
 
 
 async def test_import_pauses_the_collector_and_restores_it(

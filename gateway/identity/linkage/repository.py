@@ -8,13 +8,15 @@ transaction.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from sqlalchemy import Table, delete, insert, select
+from sqlalchemy import Table, delete, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db.bulk import (
@@ -39,6 +41,15 @@ from gateway.identity.config import IdentityConfig
 from gateway.identity.linkage.folding import fold_customers
 from gateway.identity.linkage.linker import Decision, KnownState
 from gateway.identity.linkage.lookup import MATCH_COLUMNS
+from gateway.identity.linkage.rows import (
+    Plan,
+    RecordRows,
+    identity_plan,
+    link_rows,
+    observation_rows,
+    plan_of,
+    record_rows,
+)
 from gateway.identity.observations import (
     OBSERVATION,
     ObservationRow,
@@ -77,7 +88,9 @@ async def write_batch(
     state: KnownState,
     config: IdentityConfig,
     model_version: int | None = None,
+    written: Written | None = None,
 ) -> None:
+    """``written``: the records and block keys ``decide_writing_records`` wrote already."""
     now = utcnow()
     # Every stored customer this batch changes, locked up front in id order (folds
     # delete rows: then FOR UPDATE); new customers are the batch's own.
@@ -112,50 +125,169 @@ async def write_batch(
         if golden["email"]:
             email_owners[golden["email"]] = owner
         new_rows.append({"id": owner, **golden, "created_at": now, "updated_at": now})
-    await insert_rows(connection, _table(Customer), new_rows)
 
     fresh = [d for d in decisions if d.identity_id is None and d.duplicate_of is None]
     positions = [
         i for i, d in enumerate(decisions) if d.identity_id is None and d.duplicate_of is None
     ]
-    identity_ids: dict[int, int] = {}
-    if fresh and is_postgres(connection):
-        ids = await allocate_ids(connection, _table(Identity), len(fresh))
-        await insert_tuples(
-            connection,
-            _table(Identity),
-            ("id", "customer_id", "source", "external_id", "created_at"),
-            [
-                (i, d.customer_id, d.record.source, d.record.external_id, now)
-                for i, d in zip(ids, fresh, strict=True)
-            ],
-        )
-        identity_ids = dict(zip(positions, ids, strict=True))
-    elif fresh:
-        identity_rows = [
-            {
-                "customer_id": d.customer_id,
-                "source": d.record.source,
-                "external_id": d.record.external_id,
-                "created_at": now,
-            }
-            for d in fresh
-        ]
-        result = await connection.execute(
-            insert(Identity).returning(Identity.id, sort_by_parameter_order=True), identity_rows
-        )
-        identity_ids = dict(zip(positions, result.scalars().all(), strict=True))
-    for position, decision in enumerate(decisions):
-        if decision.identity_id is not None:
-            identity_ids[position] = decision.identity_id
-        elif decision.duplicate_of is not None:
-            identity_ids[position] = identity_ids[decision.duplicate_of]
+    identity = _table(Identity)
+    plan = plan_of(decisions)
+    steps = _Steps()
+    records, observed, links = (steps.add(), steps.add(), steps.add())
+    building: asyncio.Future[None] | None = None
 
-    await _write_records(
-        connection, decisions, identity_ids, state.stored, fresh_owners, stored_facts
-    )
-    await _write_evidence(connection, decisions, identity_ids, now, model_version)
-    await update_by_id(connection, _table(Customer), existing_golden)
+    def build(identity_ids: dict[int, int]) -> asyncio.Future[None]:
+        """The rows of every later COPY, in a thread, in the order they are written: on
+        two cores it builds the next table's rows while Postgres takes the one before
+        (the event loop only waits on the socket meanwhile)."""
+        return asyncio.ensure_future(
+            asyncio.to_thread(
+                _run_steps,
+                steps,
+                (
+                    partial(RecordRows, [], [], [])
+                    if written is not None
+                    else partial(
+                        record_rows, [d.record for d in decisions], plan, identity_ids, state.stored
+                    )
+                ),
+                partial(observation_rows, decisions, fresh_owners, stored_facts),
+                partial(link_rows, decisions, identity_ids, now, model_version),
+            )
+        )
+
+    try:
+        if is_postgres(connection):
+            # Ids first (from the sequence alone), so the rows naming them are built
+            # while the customers and identities are copied.
+            if written is not None:
+                ids, identity_ids = written.ids, written.identity_ids
+            else:
+                ids = await allocate_ids(connection, identity, len(fresh)) if fresh else []
+                identity_ids = _identity_ids(plan, positions, ids)
+            building = build(identity_ids)
+            await insert_rows(connection, _table(Customer), new_rows)
+            await insert_tuples(
+                connection,
+                identity,
+                ("id", "customer_id", "source", "external_id", "created_at"),
+                [
+                    (i, d.customer_id, d.record.source, d.record.external_id, now)
+                    for i, d in zip(ids, fresh, strict=True)
+                ],
+            )
+        else:
+            await insert_rows(connection, _table(Customer), new_rows)
+            ids = []
+            if fresh:
+                identity_rows = [
+                    {
+                        "customer_id": d.customer_id,
+                        "source": d.record.source,
+                        "external_id": d.record.external_id,
+                        "created_at": now,
+                    }
+                    for d in fresh
+                ]
+                result = await connection.execute(
+                    insert(Identity).returning(Identity.id, sort_by_parameter_order=True),
+                    identity_rows,
+                )
+                ids = list(result.scalars().all())
+            identity_ids = _identity_ids(plan, positions, ids)
+            building = build(identity_ids)
+        await _write_records(connection, await asyncio.wrap_future(records))
+        fresh_facts, known_facts = await asyncio.wrap_future(observed)
+        await insert_split_observations(connection, fresh_facts, known_facts, checked=True)
+        await insert_tuples(
+            connection, _table(IdentityLink), _LINK_COLUMNS, await asyncio.wrap_future(links)
+        )
+        await _write_reviews(connection, decisions, identity_ids, now, model_version)
+        await update_by_id(connection, _table(Customer), existing_golden)
+    finally:
+        if building is not None:
+            # Never leave the thread behind (an error before its rows were taken).
+            await asyncio.gather(building, return_exceptions=True)
+
+
+class _Steps(list[concurrent.futures.Future[Any]]):
+    def add(self) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.append(future)
+        return future
+
+
+def _run_steps(
+    futures: Sequence[concurrent.futures.Future[Any]], *makers: Callable[[], Any]
+) -> None:
+    """Each maker's result into its future, one after the other (in a worker thread)."""
+    for future, make in zip(futures, makers, strict=True):
+        try:
+            future.set_result(make())
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever awaits the rows
+            future.set_exception(exc)
+
+
+def _identity_ids(plan: Plan, positions: Sequence[int], ids: Sequence[int]) -> dict[int, int]:
+    """The identity id of each batch position: new, stored, or an earlier position's."""
+    identity_ids = dict(zip(positions, ids, strict=True))
+    for position, (identity_id, duplicate_of) in enumerate(plan):
+        if identity_id is not None:
+            identity_ids[position] = identity_id
+        elif duplicate_of is not None:
+            identity_ids[position] = identity_ids[duplicate_of]
+    return identity_ids
+
+
+# From this many records a batch's records and block keys are copied while it is decided
+# (``decide_writing_records``); a webhook's few are not worth a thread.
+_EARLY_FROM = 500
+_EARLY = "gateway.early_identity_rows"  # migration 0025
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """The identity ids ``decide_writing_records`` took (the new identities', in batch
+    order) and the identity id of each batch position."""
+
+    ids: list[int]
+    identity_ids: dict[int, int]
+
+
+async def decide_writing_records(
+    connection: AsyncConnection,
+    records: Sequence[PreparedRecord],
+    state: KnownState,
+    decide: Callable[[], list[Decision]],
+) -> tuple[list[Decision], Written | None]:
+    """``decide()``'s decisions; on Postgres, for a batch of new identities only, with
+    their records and block keys copied meanwhile (``decide`` runs in a thread): these
+    rows depend on which identities are new, not on who they belong to, so Postgres takes
+    a fifth of the batch's work while the gateway decides. A batch that updates stored
+    identities is decided first and written as before (its rows replace stored ones, in
+    the order the linker gives them)."""
+    if not is_postgres(connection) or len(records) < _EARLY_FROM:
+        return decide(), None
+    plan = identity_plan(records, state)
+    if any(identity_id is not None for identity_id, _ in plan):
+        return decide(), None
+    positions = [p for p, (_, duplicate_of) in enumerate(plan) if duplicate_of is None]
+    ids = await allocate_ids(connection, _table(Identity), len(positions))
+    identity_ids = _identity_ids(plan, positions, ids)
+    deciding = asyncio.ensure_future(asyncio.to_thread(decide))
+    try:
+        rows = record_rows(records, plan, identity_ids, state.stored)
+        # Ids this transaction took from the sequence and inserts before it commits:
+        # their identities come after the decisions, so the check waits for nothing.
+        await connection.execute(text(f"SET LOCAL {_EARLY} = 'on'"))
+        await _write_records(connection, rows)
+        await connection.execute(text(f"SET LOCAL {_EARLY} = 'off'"))
+    finally:
+        await asyncio.gather(deciding, return_exceptions=True)
+    decisions = deciding.result()
+    if plan_of(decisions) != plan:
+        raise RuntimeError("the linker's identities are not those the batch's rows name")
+    return decisions, Written(ids, identity_ids)
 
 
 async def _existing_golden(
@@ -219,123 +351,19 @@ async def _existing_golden(
     return updates
 
 
-def _stored(columns: dict[str, str | None] | None, record: PreparedRecord) -> PreparedRecord | None:
-    if columns is None:
-        return None
-    return replace(
-        record,
-        email_key=columns["email_key"],
-        phone=columns["phone"],
-        first_name=columns["first_name"],
-        last_name=columns["last_name"],
-        date_of_birth=columns["date_of_birth"],
-        address=columns["address"],
-        city=columns["city"],
-        postcode=columns["postcode"],
-        values={},
-    )
-
-
-def _overlay(earlier: PreparedRecord, record: PreparedRecord) -> PreparedRecord:
-    """A source that omits a field has not erased it: keep the key it gave before."""
-    merged = replace(
-        record, **{name: getattr(record, name) or getattr(earlier, name) for name in MATCH_COLUMNS}
-    )
-    merged.index_keys()
-    return merged
-
-
-async def _write_records(
-    connection: AsyncConnection,
-    decisions: Sequence[Decision],
-    identity_ids: dict[int, int],
-    stored: dict[int, dict[str, str | None]],
-    fresh_owners: set[uuid.UUID],
-    stored_facts: set[ObservationRow],
-) -> None:
-    latest: dict[int, PreparedRecord] = {}
-    for position, decision in enumerate(decisions):
-        record = decision.record
-        earlier = latest.get(identity_ids[position]) or _stored(
-            stored.get(identity_ids[position]), record
-        )
-        latest[identity_ids[position]] = _overlay(earlier, record) if earlier else record
-    replaced = sorted(
-        {
-            identity_ids[p]
-            for p, d in enumerate(decisions)
-            if d.identity_id is not None or d.duplicate_of is not None
-        }
-    )
-    for clause in matching(connection, IdentityBlockKey.identity_id, replaced):
+async def _write_records(connection: AsyncConnection, rows: RecordRows) -> None:
+    for clause in matching(connection, IdentityBlockKey.identity_id, rows.replaced):
         await connection.execute(delete(IdentityBlockKey).where(clause))
-    for clause in matching(connection, IdentityRecord.identity_id, replaced):
+    for clause in matching(connection, IdentityRecord.identity_id, rows.replaced):
         await connection.execute(delete(IdentityRecord).where(clause))
-    # Tuples straight to COPY: tens of thousands of rows, no dict per row.
-    records = [
-        (
-            identity_id,
-            *(r.email_key, r.phone, r.first_name, r.last_name, r.date_of_birth),
-            *(r.address, r.city, r.postcode, r.observed_at),
-        )
-        for identity_id, r in latest.items()
-    ]
-    keys = [(i, key) for i, r in latest.items() for key in r.stored_block_keys()]
-
-    async def copy() -> None:
-        columns = ("identity_id", *MATCH_COLUMNS, "observed_at")
-        await insert_tuples(connection, _table(IdentityRecord), columns, records)
-        await insert_tuples(connection, _table(IdentityBlockKey), ("identity_id", "key_hash"), keys)
-
-    # The observations (once each: a record seen again, say an import rerun after a
-    # crash, adds no rows) are sorted out in a thread while Postgres takes the block
-    # keys: the interpreter is free while the event loop waits on it.
-    (fresh, known), _ = await asyncio.gather(
-        asyncio.to_thread(_observation_rows, decisions, fresh_owners, stored_facts), copy()
+    columns = ("identity_id", *MATCH_COLUMNS, "observed_at")
+    await insert_tuples(connection, _table(IdentityRecord), columns, rows.records)
+    await insert_tuples(
+        connection, _table(IdentityBlockKey), ("identity_id", "key_hash"), rows.keys
     )
-    await insert_split_observations(connection, fresh, known, checked=True)
 
 
-def _observation_rows(
-    decisions: Sequence[Decision],
-    fresh_owners: set[uuid.UUID],
-    stored_facts: set[ObservationRow],
-) -> tuple[list[ObservationRow], list[ObservationRow]]:
-    """The batch's observations, each once, in order (what ``insert_observations`` makes of
-    them), split into those of new and of stored customers, these without the ones
-    ``stored_facts`` holds already; without hashing a new customer's id per row (a
-    Python-level hash, and a batch has tens of thousands of rows): a row can only repeat
-    one of the same customer's, so only customers with several records here keep a set
-    of what they said."""
-    records: defaultdict[uuid.UUID, int] = defaultdict(int)
-    for d in decisions:
-        records[d.customer_id] += 1
-    said: dict[uuid.UUID, set[tuple[str, str, str, Any]]] = {}
-    fresh: list[ObservationRow] = []
-    known: list[ObservationRow] = []
-    for d in decisions:
-        owner, source, observed_at = d.customer_id, d.record.source, d.record.observed_at
-        if owner not in fresh_owners:
-            # A stored customer's id came from the driver, whose UUIDs hash in C.
-            for name, value in d.record.values.items():
-                row = (owner, name, value, source, observed_at)
-                if row not in stored_facts:
-                    stored_facts.add(row)
-                    known.append(row)
-            continue
-        if records[owner] == 1:
-            fresh += [(owner, n, v, source, observed_at) for n, v in d.record.values.items()]
-            continue
-        seen = said.setdefault(owner, set())
-        for name, value in d.record.values.items():
-            fact = (name, value, source, observed_at)
-            if fact not in seen:
-                seen.add(fact)
-                fresh.append((owner, name, value, source, observed_at))
-    return fresh, known
-
-
-async def _write_evidence(
+async def _write_reviews(
     connection: AsyncConnection,
     decisions: Sequence[Decision],
     identity_ids: dict[int, int],
@@ -347,22 +375,6 @@ async def _write_evidence(
             return None
         return ref if ref > 0 else identity_ids[-ref - 1]
 
-    # Tuples straight to COPY, as the records: a row per record of the batch.
-    links = [
-        (
-            d.customer_id,
-            identity_ids[p],
-            resolve(d.matched),
-            d.rule,
-            d.score,
-            None,
-            model_version if d.rule == "probabilistic" else None,
-            now,
-        )
-        for p, d in enumerate(decisions)
-        if d.identity_id is None and d.duplicate_of is None
-    ]
-    await insert_tuples(connection, _table(IdentityLink), _LINK_COLUMNS, links)
     reviews = [
         {
             "identity_id": identity_ids[p],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
@@ -15,7 +16,7 @@ from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.linkage.linker import Decision, KnownState, Linker
 from gateway.identity.linkage.lookup import load_state
-from gateway.identity.linkage.repository import write_batch
+from gateway.identity.linkage.repository import decide_writing_records, write_batch
 from gateway.identity.records import PreparedRecord, prepare
 from gateway.identity.scoring.comparison import Scorer
 from gateway.identity.scoring.model import LinkageModel
@@ -199,8 +200,12 @@ class Resolver:
         scorer = self._scorer or await active_scorer(connection)
         scorer = scorer.for_population(await identity_count(connection) + len(records))
         state = await _load(connection, records, self._config)
-        decisions = Linker(self._config, scorer).decide(list(records), state)
-        await write_batch(connection, decisions, state, self._config, scorer.model.version)
+        batch = list(records)
+        linker = Linker(self._config, scorer)
+        decisions, written = await decide_writing_records(
+            connection, batch, state, partial(linker.decide, batch, state)
+        )
+        await write_batch(connection, decisions, state, self._config, scorer.model.version, written)
         if self._suppressions is not None:
             # Every customer the batch gives an address, created or stored (an email
             # change, an import or a fold handing them one): a withdrawal kept for it
