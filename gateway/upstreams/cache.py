@@ -176,6 +176,22 @@ class UpstreamCache:
         """Shared through Redis: where the invalidations stand, before a fetch."""
         return await self.responses.ticket() if self.guard is not None else None
 
+    async def keep_fetched(
+        self,
+        upstream: str,
+        entries: Mapping[Any, Entry],
+        ttl_s: float,
+        ticket: Ticket | None,
+        upstreams: Sequence[str],
+    ) -> None:
+        """Cache what a fetch got, unless the cache is shared and its ``ticket`` (taken
+        before the fetch) is unknown: a write elsewhere meanwhile could not be told (as
+        ``CachedCustomers`` does with profiles), and Redis is failing anyway."""
+        if self.guard is not None and ticket is None:
+            return
+        await self.set_many(upstream, entries, ttl_s)
+        await self.drop_overtaken(list(entries), ticket, upstreams)
+
     async def drop_overtaken(
         self, ids: Sequence[object], ticket: Ticket | None, upstreams: Sequence[str]
     ) -> None:

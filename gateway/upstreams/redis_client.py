@@ -114,8 +114,18 @@ class RedisGuard:
     def available(self) -> bool:
         return self.breaker.state is BreakerState.CLOSED
 
-    async def call(self, what: str, op: Callable[[], Awaitable[T]], default: T) -> T:
-        """``op()``'s answer, or ``default`` when Redis is down, slow or its circuit open."""
+    async def call(
+        self, what: str, op: Callable[[], Awaitable[T]], default: T, *, optional: bool = False
+    ) -> T:
+        """``op()``'s answer, or ``default`` when Redis is down, slow or its circuit open.
+
+        ``optional``: a call a read can do without (then it caches nothing) is made only
+        while the circuit is closed, never as its half-open probe: a frozen Redis answers
+        a probe only at the timeout, and a read that took the probe for each of its calls
+        waited one timeout per call (a profile read four, over a second). Reads' cache
+        lookups and the recovery task probe; optional calls wait for them."""
+        if optional and self.breaker.state is not BreakerState.CLOSED:
+            return default
         try:
             self.breaker.before_call()
         except CircuitOpen:
