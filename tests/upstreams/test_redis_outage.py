@@ -5,6 +5,7 @@ restarted. What clients see is counted: reads answered with data, errors, latenc
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import time
 import uuid
@@ -132,7 +133,21 @@ async def loaded(
         yield tally
     finally:
         stop.set()
-        await task
+        await finished(task)
+
+
+async def finished(task: asyncio.Task[None], within_s: float = 60) -> None:
+    """Wait for the load to stop: each client ends its request under way. A request
+    that never ends is a hang of the gateway: fail with where every task waits (the
+    thread dump of pytest-timeout shows only the idle event loop)."""
+    done, _ = await asyncio.wait({task}, timeout=within_s)
+    if not done:
+        stacks = io.StringIO()
+        for other in asyncio.all_tasks():
+            other.print_stack(limit=30, file=stacks)
+        task.cancel()
+        pytest.fail(f"requests still unanswered after {within_s} s:\n{stacks.getvalue()}")
+    task.result()
 
 
 async def warm(client: httpx.AsyncClient, emails: list[str]) -> None:
