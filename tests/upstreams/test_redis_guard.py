@@ -113,8 +113,28 @@ async def test_an_upstream_answer_fetched_without_a_ticket_is_not_cached(
     entry = Entry(None, datetime.now(UTC))  # a record the upstream does not have
     await upstream.keep_fetched("crm", {"c1": entry}, 60, None, ["crm"])
     assert await upstream.get_many("crm", ["c1"]) == {}
-    await upstream.keep_fetched("crm", {"c1": entry}, 60, await upstream.ticket(), ["crm"])
+    await upstream.keep_fetched("crm", {"c1": entry}, 60, await upstream.ticket(60), ["crm"])
     assert list(await upstream.get_many("crm", ["c1"])) == ["c1"]
+
+
+async def test_a_fetch_kept_for_no_time_costs_no_overtaken_check(
+    server: RedisServer, guard: RedisGuard
+) -> None:
+    """An upstream cached for 0 s (``ttl_s: 0``) keeps nothing, so there is nothing a
+    write could overtake: no GET of the counter before its fetch, no MGET of the tags
+    after (two round trips per fetch, for nothing, on the uncached path)."""
+    upstream = UpstreamCache(build_cache(server.url, guard))
+    admin = aioredis.from_url(server.url)
+    try:
+        await admin.config_resetstat()
+        ticket = await upstream.ticket(0)
+        entry = Entry(None, datetime.now(UTC))
+        await upstream.keep_fetched("crm", {"c1": entry}, 0, ticket, ["crm"])
+        stats = await admin.info("commandstats")
+    finally:
+        await admin.aclose()
+    admin_calls = ("cmdstat_config", "cmdstat_info")
+    assert [name for name in stats if not name.startswith(admin_calls)] == [], stats
 
 
 async def test_invalidations_during_an_outage_are_owed_then_made(
