@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from typing import TypeVar
@@ -106,6 +107,9 @@ class RedisGuard:
         self._suppressed = 0
         self.unfinished: set[str] = set()  # keys whose delete did not reach Redis
         self.failures = 0  # calls Redis did not answer (in time), since the start
+        # The same by error: a refused or broken connection is not a timeout (which a
+        # starved process sees too, Redis or not).
+        self.failures_by_error: Counter[str] = Counter()
         self._recovery: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()  # set by a call that found Redis answering
         self._state = BreakerState.CLOSED
@@ -138,6 +142,7 @@ class RedisGuard:
             raise
         except _UNAVAILABLE as exc:
             self.failures += 1
+            self.failures_by_error[type(exc).__name__] += 1
             self.breaker.record_failure()
             self._observe()
             self._warn(what, exc)

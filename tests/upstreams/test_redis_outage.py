@@ -39,6 +39,10 @@ PROFILE = "query($email: String!) { customer(email: $email) { email firstName } 
 CLIENTS = 20
 # Short enough for a test to see the circuit open and close within a second or two.
 REDIS_SETTINGS: dict[str, Any] = {"redis_breaker_reset_s": 0.5, "profile_cache_ttl_s": 300}
+# What is checked is Redis's outage, not the sample upstreams' speed: with Redis away
+# every read calls HubSpot, whose sample (a thread of this process) missed FAST's 0.4 s
+# at load 13 (26 reads of one run answered with an upstream error, on main too).
+UPSTREAM: dict[str, Any] = {**FAST, "timeout_s": 2.0, "deadline_s": 4.0}
 
 
 @pytest.fixture
@@ -52,7 +56,7 @@ async def serving(
     samples: SampleUpstreams, database_url: str, cache_url: str, **settings: Any
 ) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
     """One gateway instance on the sample upstreams and a client holding an admin key."""
-    tables = dict.fromkeys(samples.base_urls, FAST)
+    tables = dict.fromkeys(samples.base_urls, UPSTREAM)
     app = create_app(
         load_settings(database_url=database_url, cache_url=cache_url, **REDIS_SETTINGS, **settings),
         upstreams=sample_upstreams_config(samples.base_urls, tables),
@@ -64,6 +68,11 @@ async def serving(
             transport=transport, base_url="http://gw", headers=bearer(key), timeout=30
         ) as client:
             yield app, client
+
+
+def broken(guard: RedisGuard) -> int:
+    """Calls that failed other than by a timeout: refused, reset, closed connections."""
+    return sum(n for error, n in guard.failures_by_error.items() if error != "TimeoutError")
 
 
 def guard_of(app: Starlette) -> RedisGuard:
@@ -218,12 +227,15 @@ async def test_connections_from_before_a_restart_fail_no_request(
         guard = guard_of(app)
         pooled = len(guard.client.connection_pool._available_connections)
         redis_server.restart()  # every pooled connection is now broken
-        failures = guard.failures
+        failures = broken(guard)
         async with loaded(client, emails) as after:
             await after.grown(by=100, at_least_s=1)  # meeting the broken connections
         # Each broken connection was replaced by redis-py's retry, not reported as a
-        # Redis failure (which would have cost the request its cache, or worse).
-        assert guard.failures == failures
+        # Redis failure (which would have cost the request its cache, or worse). A
+        # timeout is no broken connection (one breaks at once): at load 13 a starved
+        # process timed out 8 calls of a healthy Redis here, on main too.
+        assert broken(guard) == failures, guard.failures_by_error
+        await asyncio.wait_for(guard.recovered(), 5)  # after such a timeout, if any
         assert guard.available
     assert pooled >= 2
     assert before.failed == []
