@@ -39,9 +39,8 @@ PROFILE = "query($email: String!) { customer(email: $email) { email firstName } 
 CLIENTS = 20
 # Short enough for a test to see the circuit open and close within a second or two.
 REDIS_SETTINGS: dict[str, Any] = {"redis_breaker_reset_s": 0.5, "profile_cache_ttl_s": 300}
-# What is checked is Redis's outage, not the sample upstreams' speed: with Redis away
-# every read calls HubSpot, whose sample (a thread of this process) missed FAST's 0.4 s
-# at load 13 (26 reads of one run answered with an upstream error, on main too).
+# Redis's outage is checked, not the samples' speed: with Redis away every read calls
+# HubSpot's sample (a thread here), which missed FAST's 0.4 s at load 13 (on main too).
 UPSTREAM: dict[str, Any] = {**FAST, "timeout_s": 2.0, "deadline_s": 4.0}
 
 
@@ -70,8 +69,7 @@ async def serving(
             yield app, client
 
 
-def broken(guard: RedisGuard) -> int:
-    """Calls that failed other than by a timeout: refused, reset, closed connections."""
+def broken(guard: RedisGuard) -> int:  # calls failed other than by a timeout
     return sum(n for error, n in guard.failures_by_error.items() if error != "TimeoutError")
 
 
@@ -135,8 +133,7 @@ async def loaded(
     client: httpx.AsyncClient, emails: list[str], query: str = READ
 ) -> AsyncIterator[Tally]:
     """Load running for the duration of the block; the tally is complete after it."""
-    stop = asyncio.Event()
-    tally = Tally()
+    stop, tally = asyncio.Event(), Tally()
     task = asyncio.create_task(load(client, emails, stop, query, tally))
     try:
         yield tally
@@ -146,11 +143,10 @@ async def loaded(
 
 
 async def finished(task: asyncio.Task[None], within_s: float = 60) -> None:
-    """Wait for the load to stop: each client ends its request under way. A request
-    that never ends is a hang of the gateway: fail with where every task waits (the
-    thread dump of pytest-timeout shows only the idle event loop)."""
+    """The load stopped; a request that never ends fails with where every task waits
+    (pytest-timeout's thread dump shows only the idle event loop)."""
     done, _ = await asyncio.wait({task}, timeout=within_s)
-    if not done:
+    if not done:  # a hang of the gateway
         stacks = io.StringIO()
         for other in asyncio.all_tasks():
             other.print_stack(limit=30, file=stacks)
@@ -231,9 +227,8 @@ async def test_connections_from_before_a_restart_fail_no_request(
         async with loaded(client, emails) as after:
             await after.grown(by=100, at_least_s=1)  # meeting the broken connections
         # Each broken connection was replaced by redis-py's retry, not reported as a
-        # Redis failure (which would have cost the request its cache, or worse). A
-        # timeout is no broken connection (one breaks at once): at load 13 a starved
-        # process timed out 8 calls of a healthy Redis here, on main too.
+        # Redis failure (which would have cost the request its cache, or worse). Not
+        # timeouts: a broken one fails at once (a starved process timed out 8 at load 13).
         assert broken(guard) == failures, guard.failures_by_error
         await asyncio.wait_for(guard.recovered(), 5)  # after such a timeout, if any
         assert guard.available
