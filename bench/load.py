@@ -50,6 +50,7 @@ from tests.served import free_port
 
 SIZE = 1000
 PERSISTED_CUSTOMERS = 200
+DEFAULT_REDIS = "redis://127.0.0.1:6379/12"
 SINGLE = (
     "query($e: String!) { customer(email: $e) { id email firstName lastName "
     "lifecycleStage company lifetimeValue { amount currency } orderCount } }"
@@ -143,7 +144,7 @@ async def _identical_misses(url: str, email: str, customer_id: str) -> None:
         )
 
 
-def run(cache: str, duration: int, connections: int) -> None:
+def run(cache: str, duration: int, connections: int, redis_url: str = DEFAULT_REDIS) -> None:
     if shutil.which("wrk") is None:
         print("installing wrk (Debian package)…", file=sys.stderr)
         subprocess.run(
@@ -162,10 +163,10 @@ def run(cache: str, duration: int, connections: int) -> None:
         asyncio.run(prepare(load_settings(database_url=database), people))
         asyncio.run(bench_key(database))
 
-        cache_url = "redis://127.0.0.1:6379/12" if cache == "redis" else "memory://"
+        cache_url = redis_url if cache == "redis" else "memory://"
         if cache == "redis":
             subprocess.run(
-                ["redis-cli", "-n", "12", "flushdb"], check=True, stdout=subprocess.DEVNULL
+                ["redis-cli", "-u", redis_url, "flushdb"], check=True, stdout=subprocess.DEVNULL
             )
         with sample_upstreams(SIZE) as samples_port:
             samples = f"http://127.0.0.1:{samples_port}"
@@ -348,8 +349,10 @@ def main() -> None:
     parser.add_argument("--cache", choices=["memory", "redis"], default="memory")
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
+    # A Redis of one's own (its database is flushed): the default is the shared one's 12.
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS)
     args = parser.parse_args()
-    run(args.cache, args.duration, args.connections)
+    run(args.cache, args.duration, args.connections, args.redis_url)
 
 
 if __name__ == "__main__":

@@ -172,9 +172,28 @@ class UpstreamCache:
         for key in keys:
             await self.backend.delete(key)
 
-    async def ticket(self) -> Ticket | None:
-        """Shared through Redis: where the invalidations stand, before a fetch."""
-        return await self.responses.ticket() if self.guard is not None else None
+    async def ticket(self, ttl_s: float) -> Ticket | None:
+        """Shared through Redis: where the invalidations stand, before a fetch whose
+        answers are kept ``ttl_s`` (none when 0: no round trip for nothing to check)."""
+        if self.guard is None or ttl_s <= 0:
+            return None
+        return await self.responses.ticket()
+
+    async def keep_fetched(
+        self,
+        upstream: str,
+        entries: Mapping[Any, Entry],
+        ttl_s: float,
+        ticket: Ticket | None,
+        upstreams: Sequence[str],
+    ) -> None:
+        """Cache what a fetch got, unless the cache is shared and its ``ticket`` (taken
+        before the fetch) is unknown: a write elsewhere meanwhile could not be told (as
+        ``CachedCustomers`` does with profiles), and Redis is failing anyway."""
+        if not entries or ttl_s <= 0 or (self.guard is not None and ticket is None):
+            return
+        await self.set_many(upstream, entries, ttl_s)
+        await self.drop_overtaken(list(entries), ticket, upstreams)
 
     async def drop_overtaken(
         self, ids: Sequence[object], ticket: Ticket | None, upstreams: Sequence[str]

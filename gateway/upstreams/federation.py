@@ -294,15 +294,15 @@ class Federation:
                     results[customer_id] = _from_cache(adapter, entry)
             todo = [c for c in customers if c.id not in results]
             if todo:
-                ticket = await self.cache.ticket()  # before the fetch: see drop_overtaken
+                ttl, kinds = policy.stale_ttl_s, self._namespaces()
+                ticket = await self.cache.ticket(ttl)  # before the fetch: see keep_fetched
                 outcomes = await _timed(adapter, todo, lambda: fetch(todo))
                 fresh = {
                     c.id: Entry(o.value, o.fetched_at)
                     for c, o in zip(todo, outcomes, strict=True)
                     if o.error is None
                 }
-                await self.cache.set_many(namespace, fresh, policy.stale_ttl_s)
-                await self.cache.drop_overtaken(list(fresh), ticket, self._namespaces())
+                await self.cache.keep_fetched(namespace, fresh, ttl, ticket, kinds)
                 results.update((c.id, o) for c, o in zip(todo, outcomes, strict=True))
         finally:
             await self.cache.release(namespace, mine)

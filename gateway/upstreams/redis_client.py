@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from typing import TypeVar
@@ -106,6 +107,9 @@ class RedisGuard:
         self._suppressed = 0
         self.unfinished: set[str] = set()  # keys whose delete did not reach Redis
         self.failures = 0  # calls Redis did not answer (in time), since the start
+        # The same by error: a refused or broken connection is not a timeout (which a
+        # starved process sees too, Redis or not).
+        self.failures_by_error: Counter[str] = Counter()
         self._recovery: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()  # set by a call that found Redis answering
         self._state = BreakerState.CLOSED
@@ -114,8 +118,18 @@ class RedisGuard:
     def available(self) -> bool:
         return self.breaker.state is BreakerState.CLOSED
 
-    async def call(self, what: str, op: Callable[[], Awaitable[T]], default: T) -> T:
-        """``op()``'s answer, or ``default`` when Redis is down, slow or its circuit open."""
+    async def call(
+        self, what: str, op: Callable[[], Awaitable[T]], default: T, *, optional: bool = False
+    ) -> T:
+        """``op()``'s answer, or ``default`` when Redis is down, slow or its circuit open.
+
+        ``optional``: a call a read can do without (then it caches nothing) is made only
+        while the circuit is closed, never as its half-open probe: a frozen Redis answers
+        a probe only at the timeout, and a read that took the probe for each of its calls
+        waited one timeout per call (a profile read four, over a second). Reads' cache
+        lookups and the recovery task probe; optional calls wait for them."""
+        if optional and self.breaker.state is not BreakerState.CLOSED:
+            return default
         try:
             self.breaker.before_call()
         except CircuitOpen:
@@ -128,6 +142,7 @@ class RedisGuard:
             raise
         except _UNAVAILABLE as exc:
             self.failures += 1
+            self.failures_by_error[type(exc).__name__] += 1
             self.breaker.record_failure()
             self._observe()
             self._warn(what, exc)

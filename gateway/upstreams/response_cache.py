@@ -287,7 +287,9 @@ class ResponseCache:
         if guard.owed(_EPOCH):
             return None
         missing = object()  # what the guard answers when Redis did not
-        seq: Any = await guard.call("response.ticket", lambda: guard.client.get(_SEQ), missing)
+        seq: Any = await guard.call(
+            "response.ticket", lambda: guard.client.get(_SEQ), missing, optional=True
+        )
         if seq is missing:
             return None
         return Ticket("", int(seq or 0))
@@ -304,7 +306,9 @@ class ResponseCache:
         if not wanted:
             return set()
         keys = [_TAG + t for t in wanted]
-        found = await guard.call("response.touched", lambda: guard.client.mget(keys), None)
+        found = await guard.call(
+            "response.touched", lambda: guard.client.mget(keys), None, optional=True
+        )
         if not isinstance(found, list) or len(found) != len(wanted):
             return set(wanted)
         return {

@@ -8,13 +8,15 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio as aioredis
 
 from adapters.transport.breaker import BreakerState, CircuitBreaker
-from gateway.upstreams.cache import build_cache
+from gateway.upstreams.cache import Entry, UpstreamCache, build_cache
 from gateway.upstreams.redis_client import RedisGuard, open_client
+from gateway.upstreams.response_cache import ResponseCache, Ticket
 from tests.faults.redis_server import RedisServer
 
 
@@ -74,6 +76,65 @@ async def test_a_frozen_redis_costs_three_timeouts_then_nothing(
     clock.now += 5  # cooled down: the next call is the probe, and it succeeds
     assert await cache.get("k") == "v"
     assert state(guard.breaker) is BreakerState.CLOSED
+
+
+async def test_a_reads_overtaken_write_checks_never_wait_as_the_probe(
+    server: RedisServer, guard: RedisGuard, clock: Clock
+) -> None:
+    """The counter a read takes before it and the tags it checks after are optional:
+    while the circuit is not closed they are skipped (the read caches nothing), never
+    made as the half-open probe, which a frozen Redis holds for the whole timeout. Else a
+    read that took the probe for each of them waited a timeout for each (over a second
+    for a profile read under load, in test_redis_outage)."""
+    cache, responses = build_cache(server.url, guard), ResponseCache(guard)
+    assert await responses.ticket() is not None
+    server.freeze()
+    try:
+        for _ in range(3):  # open the circuit
+            assert await cache.get("k") is None
+        failures = guard.failures
+        clock.now += 5  # cooled down: the next call is the probe
+        assert await responses.ticket() is None  # unknown: nothing is cached
+        assert await responses.touched_since(Ticket("", 0), ["i:a"]) == {"i:a"}  # all
+        assert guard.failures == failures  # neither waited on the frozen Redis
+        assert await cache.get("k") is None  # a read's lookup is the probe
+        assert guard.failures == failures + 1
+    finally:
+        server.thaw()
+
+
+async def test_an_upstream_answer_fetched_without_a_ticket_is_not_cached(
+    server: RedisServer, guard: RedisGuard
+) -> None:
+    """Shared through Redis, a fetch whose ticket was unknown (Redis not answering, or an
+    invalidation still owed) could not tell a write elsewhere meanwhile: as profiles, it
+    is not cached (it was, and then served stale for its TTL had such a write come)."""
+    upstream = UpstreamCache(build_cache(server.url, guard))
+    entry = Entry(None, datetime.now(UTC))  # a record the upstream does not have
+    await upstream.keep_fetched("crm", {"c1": entry}, 60, None, ["crm"])
+    assert await upstream.get_many("crm", ["c1"]) == {}
+    await upstream.keep_fetched("crm", {"c1": entry}, 60, await upstream.ticket(60), ["crm"])
+    assert list(await upstream.get_many("crm", ["c1"])) == ["c1"]
+
+
+async def test_a_fetch_kept_for_no_time_costs_no_overtaken_check(
+    server: RedisServer, guard: RedisGuard
+) -> None:
+    """An upstream cached for 0 s (``ttl_s: 0``) keeps nothing, so there is nothing a
+    write could overtake: no GET of the counter before its fetch, no MGET of the tags
+    after (two round trips per fetch, for nothing, on the uncached path)."""
+    upstream = UpstreamCache(build_cache(server.url, guard))
+    admin = aioredis.from_url(server.url)
+    try:
+        await admin.config_resetstat()
+        ticket = await upstream.ticket(0)
+        entry = Entry(None, datetime.now(UTC))
+        await upstream.keep_fetched("crm", {"c1": entry}, 0, ticket, ["crm"])
+        stats = await admin.info("commandstats")
+    finally:
+        await admin.aclose()
+    admin_calls = ("cmdstat_config", "cmdstat_info")
+    assert [name for name in stats if not name.startswith(admin_calls)] == [], stats
 
 
 async def test_invalidations_during_an_outage_are_owed_then_made(
