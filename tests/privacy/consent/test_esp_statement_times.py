@@ -31,6 +31,7 @@ from tests.ingest.webhook_requests import (
     sendgrid_request,
     shopify_request,
 )
+from tests.privacy.consent.esp_people import customer_answer, moment
 
 UPSERT = "mutation($email: String!) { upsertCustomer(input: {email: $email}) { id } }"
 SAY = (
@@ -46,10 +47,7 @@ PROFILE = (
 
 
 async def profile(gw: httpx.AsyncClient, email: str) -> dict[str, Any]:
-    body = await gql(gw, PROFILE, email=email)
-    assert "errors" not in body, body
-    found: dict[str, Any] = body["data"]["customer"]
-    return found
+    return await customer_answer(gw, PROFILE, email)
 
 
 async def opted_in(gw: httpx.AsyncClient) -> tuple[str, str]:
@@ -57,10 +55,6 @@ async def opted_in(gw: httpx.AsyncClient) -> tuple[str, str]:
     customer = (await gql(gw, UPSERT, email=email))["data"]["upsertCustomer"]["id"]
     assert "errors" not in await gql(gw, SAY, id=customer, granted=True)
     return email, customer
-
-
-def moment(text: str) -> float:
-    return datetime.fromisoformat(text).timestamp()
 
 
 async def test_a_late_mandrill_unsubscribe_does_not_outrank_a_later_opt_in(

@@ -26,8 +26,8 @@ from tests.ingest.webhook_requests import (
     mandrill_request,
     sendgrid_event,
     sendgrid_request,
-    shopify_request,
 )
+from tests.privacy.consent.esp_people import customer_answer, shopify_customer
 
 UPSERT = "mutation($email: String!) { upsertCustomer(input: {email: $email}) { id } }"
 STATUS = (
@@ -41,9 +41,7 @@ SUPPRESSED = (
 
 
 async def status(gw: httpx.AsyncClient, email: str) -> dict[str, Any]:
-    body = await gql(gw, STATUS, email=email)
-    assert "errors" not in body, body
-    found: dict[str, Any] = body["data"]["customer"]
+    found = await customer_answer(gw, STATUS, email)
     assert found is not None, f"no customer has {email}"
     return found
 
@@ -63,11 +61,6 @@ async def bounced_stranger(gw: httpx.AsyncClient, **fields: Any) -> tuple[str, i
     assert [e["status"] for e in response.json()["events"]] == ["ignored"]
     assert (await gql(gw, STATUS, email=email))["data"]["customer"] is None  # no one made
     return email, stamp
-
-
-async def shopify_customer(gw: httpx.AsyncClient, payload: dict[str, Any], topic: str) -> None:
-    response = await gw.post(**shopify_request(payload, topic=topic))
-    assert response.status_code == 200, response.text
 
 
 async def test_a_customer_created_after_their_hard_bounce_is_undeliverable(

@@ -5,7 +5,6 @@ with the withdrawal's source and time, and a later opt-in still wins."""
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from tests.ingest.webhook_requests import (
     sendgrid_request,
     shopify_request,
 )
+from tests.privacy.consent.esp_people import customer_answer, moment, shopify_customer
 
 UPSERT = "mutation($email: String!) { upsertCustomer(input: {email: $email}) { id suppressed } }"
 PROFILE = (
@@ -38,10 +38,7 @@ OPT_IN = (
 
 
 async def profile(gw: httpx.AsyncClient, email: str) -> dict[str, Any]:
-    body = await gql(gw, PROFILE, email=email)
-    assert "errors" not in body, body
-    found: dict[str, Any] = body["data"]["customer"]
-    return found
+    return await customer_answer(gw, PROFILE, email)
 
 
 def email_statement(found: dict[str, Any]) -> dict[str, Any]:
@@ -50,10 +47,6 @@ def email_statement(found: dict[str, Any]) -> dict[str, Any]:
     ]
     assert statements, f"no email-marketing statement: {found}"
     return statements[0]
-
-
-def moment(text: str) -> float:
-    return datetime.fromisoformat(text).timestamp()
 
 
 async def unsubscribed_stranger(gw: httpx.AsyncClient, event: str = "unsubscribe") -> str:
@@ -145,11 +138,6 @@ HISTORY = (
     "query($email: String!) { customer(email: $email) { id "
     "consentHistory(purpose: EMAIL_MARKETING) { granted source } } }"
 )
-
-
-async def shopify_customer(gw: httpx.AsyncClient, payload: dict[str, Any], topic: str) -> None:
-    response = await gw.post(**shopify_request(payload, topic=topic))
-    assert response.status_code == 200, response.text
 
 
 async def test_a_stored_customer_taking_on_an_unsubscribed_address_is_suppressed(
