@@ -82,6 +82,23 @@ class FailFastPool(AsyncAdaptedQueuePool):
         except sa_exc.TimeoutError as exc:
             raise unavailable(exc) from exc
 
+    def _close_connection(self, connection: Any, *, terminate: bool = False) -> None:
+        """As the pool closes a connection, but a task cancelled while it closes (shutdown
+        stopping a scheduled scores run, a request past its budget) has the connection
+        force-closed and the cancellation go on, without the ERROR traceback SQLAlchemy
+        logs for it (it does the same, quietly, for a cancelled terminate): the connection
+        is discarded either way, and there is nothing for an operator to act on."""
+        if terminate:
+            super()._close_connection(connection, terminate=True)
+            return
+        try:
+            self._dialect.do_close(connection)
+        except asyncio.CancelledError:
+            super()._close_connection(connection, terminate=True)
+            raise
+        except Exception:
+            self.logger.error("Exception closing connection %r", connection, exc_info=True)
+
 
 class Reachability:
     """Whether the database answered last time it was asked: answers served meanwhile

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from pathlib import Path
 
 import asyncpg
@@ -11,7 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
-from gateway.db.connectivity import is_connectivity_failure
+from gateway.db.connectivity import FailFastPool, is_connectivity_failure
 from gateway.db.engine import create_engine
 from gateway.errors import CacheUnavailable, DatabaseUnavailable, InvalidInput
 from resolvers.http.error_boundary import as_unavailable
@@ -65,3 +66,37 @@ async def test_a_cancelled_statement_stays_cancelled(tmp_path: Path) -> None:
                 await task
     finally:
         await engine.dispose()
+
+
+async def test_a_connection_whose_close_is_cancelled_is_force_closed_without_an_error_log(
+    postgres_url: str,
+) -> None:
+    """A task cancelled while its pooled connection closes (shutdown stopping a scheduled
+    scores run did so in CI) made the pool log an ERROR traceback an operator can do
+    nothing with; the connection is now force-closed and the cancellation goes on."""
+    engine = create_engine(postgres_url)
+    async with engine.connect() as connection:
+        raw = (await connection.get_raw_connection()).driver_connection
+        await connection.execute(text("SELECT 1"))
+    assert raw is not None
+    assert not raw.is_closed()  # back in the pool, open
+    errors: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            errors.append(record)
+
+    handler = Keep(level=logging.ERROR)
+    # SQLAlchemy's pool logger, named after the pool's class.
+    pool_logger = logging.getLogger(f"{FailFastPool.__module__}.{FailFastPool.__name__}")
+    pool_logger.addHandler(handler)
+    try:
+        disposing = asyncio.create_task(engine.dispose())
+        await asyncio.sleep(0)  # the close is under way: it waits for the server
+        disposing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await disposing
+    finally:
+        pool_logger.removeHandler(handler)
+    assert errors == []
+    assert raw.is_closed()
