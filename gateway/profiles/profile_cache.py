@@ -163,13 +163,34 @@ class CachedCustomers:
     async def _drop_overtaken(
         self, kept: list[CustomerProfile], ticket: Ticket, responses: ResponseCache
     ) -> None:
-        """Forget again the profiles just cached that a write elsewhere touched since
-        ``ticket``: the key, then the answers built on it since it was set."""
+        """Delete again the profiles just cached that a write elsewhere touched since
+        ``ticket``, then retract the answers built on them since they were set.
+
+        Only this read's own keys, and no write: touching the tags (as ``forget`` does)
+        would be seen by every read on any instance whose ticket predates it, which
+        would drop its copy and touch them again, so two instances missing on one
+        customer could keep the profile uncached and its answers dropped forever.
+
+        Orderings (W a write: touches the tags, deletes the keys, touches them again;
+        A this read: ticket, database, set, check, delete; B another read):
+        - A's ticket after W's first touch: A's database read follows W's commit, so
+          what A sets is fresh.
+        - A's ticket before it, A's set before W's delete: W's delete removes it.
+        - A's set after W's delete: A's check follows W's first touch, sees it, and
+          A deletes its keys; an answer that read A's copy took its ticket before
+          that delete, so before the retraction after it: refused or never served.
+        - B overlapping A's delete: the tags are as W left them, so B's check says
+          only what W did to B's own read (B keeps a copy read after W; its ticket
+          follows W's touch). A's delete may remove B's fresh copy if B set it
+          first: a miss later, never a stale copy."""
         tags = {p.id: [id_tag(p.id), *([email_tag(p.email)] if p.email else [])] for p in kept}
         touched = await responses.touched_since(ticket, (t for ts in tags.values() for t in ts))
         stale = [p for p in kept if not touched.isdisjoint(tags[p.id])]
         if stale:
-            await self._drop([p.id for p in stale], [p.email for p in stale if p.email])
+            await self._delete(
+                [_by_id(p.id) for p in stale] + [_by_email(p.email) for p in stale if p.email]
+            )
+            await responses.retract(t for p in stale for t in tags[p.id])
 
     async def get(self, customer_id: uuid.UUID) -> CustomerProfile | None:
         return (await self.get_many([customer_id])).get(customer_id)
@@ -275,10 +296,13 @@ class CachedCustomers:
         keys = [_by_id(i) for i in ids] + [_by_email(e) for e in addresses]
         for reading in self._reading:
             reading.dropped.update(keys)
+        await self._delete(keys)
+        if self._responses is not None:
+            await self._responses.invalidate_customers(ids, addresses)
+
+    async def _delete(self, keys: list[str]) -> None:
         if isinstance(self._backend, GuardedRedisCache):
             await self._backend.delete_many(keys)
         else:
             for key in keys:
                 await self._backend.delete(key)
-        if self._responses is not None:
-            await self._responses.invalidate_customers(ids, addresses)

@@ -185,7 +185,6 @@ class UpstreamCache:
         entries: Mapping[Any, Entry],
         ttl_s: float,
         ticket: Ticket | None,
-        upstreams: Sequence[str],
     ) -> None:
         """Cache what a fetch got, unless the cache is shared and its ``ticket`` (taken
         before the fetch) is unknown: a write elsewhere meanwhile could not be told (as
@@ -193,24 +192,34 @@ class UpstreamCache:
         if not entries or ttl_s <= 0 or (self.guard is not None and ticket is None):
             return
         await self.set_many(upstream, entries, ttl_s)
-        await self.drop_overtaken(list(entries), ticket, upstreams)
+        await self.drop_overtaken(upstream, list(entries), ticket)
 
     async def drop_overtaken(
-        self, ids: Sequence[object], ticket: Ticket | None, upstreams: Sequence[str]
+        self, upstream: str, ids: Sequence[object], ticket: Ticket | None
     ) -> None:
-        """Drop again the answers just cached of customers a write on another instance
-        touched since ``ticket`` (taken before their fetch): fetched before that write,
-        cached after its DEL, they would be served, and the whole answers built on them
-        stored, for their life. The write touches the tags before its DEL too
-        (``Federation.invalidate_many``), so this check or that DEL sees it."""
+        """Delete again the answers just cached under ``upstream`` of customers a write
+        on another instance touched since ``ticket`` (taken before their fetch):
+        fetched before that write, cached after its DEL, they would be served, and the
+        whole answers built on them stored, for their life. The write touches the tags
+        before its DEL too (``Federation.invalidate_many``), so this check or that DEL
+        sees it. Only these keys, and the whole answers retracted, not invalidated: a
+        write's tag touch here would overtake every other fetch of the customer whose
+        ticket predates it, on any instance, which would drop its answer and touch the
+        tags again, without end (the orderings: ``CachedCustomers._drop_overtaken``)."""
         if ticket is None or not ids:
             return
         tags = {i: id_tag(i) for i in ids}
         touched = await self.responses.touched_since(ticket, tags.values())
         stale = [i for i, tag in tags.items() if tag in touched]
-        if stale:
-            await self.invalidate_many(stale, upstreams)
-            await self.responses.invalidate_customers(stale)
+        if not stale:
+            return
+        keys = [self.key(upstream, i) for i in stale]
+        if isinstance(self.backend, GuardedRedisCache):
+            await self.backend.delete_many(keys)
+        else:
+            for key in keys:
+                await self.backend.delete(key)
+        await self.responses.retract(tags[i] for i in stale)
 
     async def claim(
         self, upstream: str, ids: Sequence[object]

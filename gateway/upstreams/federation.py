@@ -294,7 +294,7 @@ class Federation:
                     results[customer_id] = _from_cache(adapter, entry)
             todo = [c for c in customers if c.id not in results]
             if todo:
-                ttl, kinds = policy.stale_ttl_s, self._namespaces()
+                ttl = policy.stale_ttl_s
                 ticket = await self.cache.ticket(ttl)  # before the fetch: see keep_fetched
                 outcomes = await _timed(adapter, todo, lambda: fetch(todo))
                 fresh = {
@@ -302,7 +302,7 @@ class Federation:
                     for c, o in zip(todo, outcomes, strict=True)
                     if o.error is None
                 }
-                await self.cache.keep_fetched(namespace, fresh, ttl, ticket, kinds)
+                await self.cache.keep_fetched(namespace, fresh, ttl, ticket)
                 results.update((c.id, o) for c, o in zip(todo, outcomes, strict=True))
         finally:
             await self.cache.release(namespace, mine)

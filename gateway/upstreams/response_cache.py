@@ -21,6 +21,12 @@ instance sees the same counter. A Redis that is down reads as a miss and stores
 nothing; an invalidation that cannot reach it deletes the cache's epoch instead, which
 the guard owes and replays when Redis answers again: every answer stored before then
 is dropped at once (and this process serves none meanwhile).
+
+A read that finds a write overtook it (its cached copy read before the write, set after
+the write's delete) ``retract``s the answers built on that copy: a second sequence with
+markers of its own, which the stored answers' checks read and readers' ``touched_since``
+does not. Were it an invalidation, every read on any instance whose ticket predates it
+would see it as a write, drop its own copy and invalidate in turn, without end.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ _EPOCH = _PREFIX + "epoch"  # a token: entries of another epoch are never served
 _SEQ = _PREFIX + "seq"  # the invalidation counter
 _TAG = _PREFIX + "tag:"  # tag -> counter value of its last invalidation
 _ENTRY = _PREFIX + "entry:"
+_DROPS = _PREFIX + "drops"  # the retraction counter (never a reader's ``touched_since``)
+_DROP = _PREFIX + "drop:"  # tag -> retraction counter value of its last retraction
 
 _LOOKUP = """
 local epoch = redis.call('GET', KEYS[2])
@@ -50,25 +58,30 @@ if not epoch then
   epoch = redis.call('GET', KEYS[2])
 end
 local seq = redis.call('GET', KEYS[3]) or '0'
-local e = redis.call('HMGET', KEYS[1], 'p', 't', 's', 'ep')
+local drops = redis.call('GET', KEYS[4]) or '0'
+local e = redis.call('HMGET', KEYS[1], 'p', 't', 's', 'ep', 'r')
 if e[1] and e[4] == epoch then
-  local s = tonumber(e[3])
+  local s, r = tonumber(e[3]), tonumber(e[5] or '0')
   for tag in string.gmatch(e[2], '%S+') do
     local v = redis.call('GET', ARGV[2] .. tag)
-    if v and tonumber(v) > s then return {0, epoch, seq} end
+    if v and tonumber(v) > s then return {0, epoch, seq, drops} end
+    v = redis.call('GET', ARGV[3] .. tag)
+    if v and tonumber(v) > r then return {0, epoch, seq, drops} end
   end
   return {1, e[1], redis.call('PTTL', KEYS[1])}
 end
-return {0, epoch, seq}
+return {0, epoch, seq, drops}
 """
 _STORE = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-local s = tonumber(ARGV[2])
+local s, r = tonumber(ARGV[2]), tonumber(ARGV[7])
 for tag in string.gmatch(ARGV[6], '%S+') do
   local v = redis.call('GET', ARGV[5] .. tag)
   if v and tonumber(v) > s then return 0 end
+  v = redis.call('GET', ARGV[8] .. tag)
+  if v and tonumber(v) > r then return 0 end
 end
-redis.call('HSET', KEYS[1], 'p', ARGV[3], 't', ARGV[6], 's', ARGV[2], 'ep', ARGV[1])
+redis.call('HSET', KEYS[1], 'p', ARGV[3], 't', ARGV[6], 's', ARGV[2], 'ep', ARGV[1], 'r', ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 """
@@ -143,6 +156,7 @@ class Ticket:
 
     epoch: str
     seq: int
+    drops: int = 0  # the retraction counter (``retract``), for an answer's ticket
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,15 +189,17 @@ class ResponseCache:
         self.max_entries = max_entries
         self.tag_ttl_s = tag_ttl_s  # longer than any entry lives: see store()
         self._scripts: dict[str, Any] = {}
-        # In memory: key -> (payload, tags, seq, expires on the monotonic clock), their
+        # In memory: key -> (payload, tags, ticket, expires on the monotonic clock), their
         # payloads ``max_bytes`` at most: 10,000 answers of 256 KiB would be gigabytes.
-        self._entries: ByteMemo[str, tuple[bytes, frozenset[str], int, float]] = ByteMemo(
+        self._entries: ByteMemo[str, tuple[bytes, frozenset[str], Ticket, float]] = ByteMemo(
             lambda key, entry: len(key) + len(entry[0]),
             max_entries=max_entries,
             max_bytes=max_bytes,
         )
         self._tags: dict[str, int] = {}
         self._seq = 0
+        self._drops: dict[str, int] = {}  # as ``_tags``, for retractions
+        self._dseq = 0
         self._epoch = uuid.uuid4().hex
 
     def _script(self, name: str, source: str) -> Any:
@@ -201,25 +217,32 @@ class ResponseCache:
         if guard.owed(_EPOCH):  # an invalidation has not reached Redis yet
             return _MISS
         script = self._script("lookup", _LOOKUP)
-        args = [uuid.uuid4().hex, _TAG]
+        args = [uuid.uuid4().hex, _TAG, _DROP]
         found = await guard.call(
             "response.lookup",
-            lambda: script(keys=[_ENTRY + key, _EPOCH, _SEQ], args=args),
+            lambda: script(keys=[_ENTRY + key, _EPOCH, _SEQ, _DROPS], args=args),
             None,
         )
-        if not isinstance(found, list) or len(found) != 3:
+        if not isinstance(found, list) or len(found) not in (3, 4):
             return _MISS
         if found[0] == 1:
             return Lookup(Hit(bytes(found[1]), max(0, int(found[2])) / 1000), None)
-        return Lookup(None, Ticket(_text(found[1]), int(found[2])))
+        if len(found) != 4:
+            return _MISS
+        return Lookup(None, Ticket(_text(found[1]), int(found[2]), int(found[3])))
+
+    def _stale_here(self, tags: Iterable[str], ticket: Ticket) -> bool:
+        return ticket.epoch != self._epoch or any(
+            self._tags.get(t, 0) > ticket.seq or self._drops.get(t, 0) > ticket.drops for t in tags
+        )
 
     def _lookup_here(self, key: str) -> Lookup:
-        ticket = Ticket(self._epoch, self._seq)
+        ticket = Ticket(self._epoch, self._seq, self._dseq)
         if key not in self._entries:
             return Lookup(None, ticket)
-        payload, tags, seq, expires = self._entries.get(key)
+        payload, tags, stored, expires = self._entries.get(key)
         left = expires - time.monotonic()
-        if left <= 0 or any(self._tags.get(tag, 0) > seq for tag in tags):
+        if left <= 0 or self._stale_here(tags, stored):
             self._entries.pop(key)
             return Lookup(None, ticket)
         return Lookup(Hit(payload, left), None)
@@ -234,14 +257,13 @@ class ResponseCache:
             return False
         guard = self._guard
         if guard is None:
-            if ticket.epoch != self._epoch or any(
-                self._tags.get(tag, 0) > ticket.seq for tag in tagged
-            ):
+            if self._stale_here(tagged, ticket):
                 return False
-            self._entries.put(key, (payload, tagged, ticket.seq, time.monotonic() + ttl_s))
+            self._entries.put(key, (payload, tagged, ticket, time.monotonic() + ttl_s))
             return key in self._entries  # not when larger than the whole budget
         script = self._script("store", _STORE)
         args = [ticket.epoch, ticket.seq, payload, int(ttl_s * 1000), _TAG, " ".join(tagged)]
+        args += [ticket.drops, _DROP]
         stored = await guard.call(
             "response.store", lambda: script(keys=[_ENTRY + key, _EPOCH], args=args), 0
         )
@@ -249,25 +271,40 @@ class ResponseCache:
 
     async def invalidate(self, tags: Iterable[str]) -> None:
         """Drop every answer holding any of ``tags``, on every instance sharing Redis."""
+        await self._mark(tags, retract=False)
+
+    async def retract(self, tags: Iterable[str]) -> None:
+        """Drop every answer holding any of ``tags`` without counting as a write: for a
+        read that finds a write overtook its cached copy, whose answers built on that
+        copy must go, while other readers' ``touched_since`` must not see a write."""
+        await self._mark(tags, retract=True)
+
+    async def _mark(self, tags: Iterable[str], *, retract: bool) -> None:
         touched = list(dict.fromkeys(tags))
         if not touched:
             return
         guard = self._guard
         if guard is None:
-            self._seq += 1
-            if len(self._tags) + len(touched) > 10 * self.max_entries:
+            marks = self._drops if retract else self._tags
+            if len(marks) + len(touched) > 10 * self.max_entries:
                 # Bounded: forgetting old invalidations means forgetting entries too,
                 # and every ticket taken before: an answer built on one may hold a
                 # customer whose invalidation is forgotten now, so a new epoch
                 # refuses it (as Redis's does when its epoch goes).
-                self._tags.clear()
+                marks.clear()
                 self._entries.clear()
                 self._epoch = uuid.uuid4().hex
-            self._tags.update(dict.fromkeys(touched, self._seq))
+            if retract:
+                self._dseq += 1
+            else:
+                self._seq += 1
+            marks.update(dict.fromkeys(touched, self._dseq if retract else self._seq))
             return
         script = self._script("invalidate", _INVALIDATE)
-        args: list[Any] = [_TAG, int(self.tag_ttl_s), *touched]
-        done = await guard.call("response.invalidate", lambda: script(keys=[_SEQ], args=args), None)
+        counter, prefix = (_DROPS, _DROP) if retract else (_SEQ, _TAG)
+        args: list[Any] = [prefix, int(self.tag_ttl_s), *touched]
+        name = "response.retract" if retract else "response.invalidate"
+        done = await guard.call(name, lambda: script(keys=[counter], args=args), None)
         if done is None:
             # Not reached: every stored answer goes instead, as soon as Redis is back.
             await guard.delete([_EPOCH])

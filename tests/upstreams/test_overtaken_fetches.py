@@ -6,18 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from starlette.applications import Starlette
 
 from demo.upstreams.runner import SampleUpstreams
 from demo.wiring import sample_upstreams_config
 from gateway.settings import load_settings
+from gateway.upstreams.cache import Entry
+from gateway.upstreams.response_cache import ResponseCache, id_tag
 from tests.conftest import FAST, api_client, clean_redis, redis_database_url
 from tests.in_process import lifespan, services_of
 from tests.ingest.webhook_requests import hubspot_change, hubspot_request, realtime_app
-from tests.resolvers.test_response_cache import fresh, persisted_get
+from tests.resolvers.test_response_cache import fresh, persisted_get, two  # noqa: F401
+
+SEQ = "gw:rc:v1:seq"  # the response cache's invalidation counter
 
 READ = "query Stage($email: String!) { customer(email: $email) { email lifecycleStage } }"
 
@@ -73,3 +79,50 @@ async def test_a_crm_answer_fetched_across_a_webhook_elsewhere_is_not_cached_sta
             finally:
                 go.set()
                 samples.reset()
+
+
+async def test_a_fetch_dropping_its_overtaken_answer_does_not_overtake_another(
+    two: tuple[Starlette, Starlette],  # noqa: F811
+) -> None:
+    """Fetch A (first instance) took its ticket before a write W, fetch B (second) after:
+    A's answer is dropped, B's stays, and A's drop moves no counter (it invalidated the
+    customer twice, and B then took that for a write and dropped its fresh answer)."""
+    first, second = two
+    a_cache, b_cache = services_of(first).federation.cache, services_of(second).federation.cache
+    guard = services_of(first).redis
+    assert guard is not None
+    customer = str(uuid.uuid4())
+    a_ticket = await a_cache.ticket(60)
+    await services_of(second).federation.invalidate_many([customer])  # W
+    after_write = await guard.client.get(SEQ)
+    b_ticket = await b_cache.ticket(60)
+    now = datetime.now(UTC)
+    await a_cache.keep_fetched("crm", {customer: Entry("before", now)}, 60, a_ticket)
+    assert await a_cache.get_many("crm", [customer]) == {}
+    await b_cache.keep_fetched("crm", {customer: Entry("after", now)}, 60, b_ticket)
+    assert await guard.client.get(SEQ) == after_write
+    assert (await a_cache.get_many("crm", [customer]))[customer].value == "after"
+
+
+async def test_a_retraction_drops_the_answers_ticketed_before_it_and_is_no_write(
+    two: tuple[Starlette, Starlette],  # noqa: F811
+) -> None:
+    """What an overtaken read retracts: every answer whose ticket came before (stored or
+    not yet), never one ticketed after, and no reader's ``touched_since`` sees it."""
+    first, _ = two
+    tag = id_tag(uuid.uuid4())
+    for responses in (services_of(first).federation.cache.responses, ResponseCache(None)):
+        reader = await responses.ticket()
+        early, late = await responses.lookup("stored"), await responses.lookup("late")
+        assert reader is not None
+        assert early.ticket is not None
+        assert late.ticket is not None
+        assert await responses.store("stored", early.ticket, b"on the copy", [tag], 60)
+        await responses.retract([tag])
+        assert (await responses.lookup("stored")).hit is None
+        assert not await responses.store("late", late.ticket, b"on the copy", [tag], 60)
+        after = await responses.lookup("after")
+        assert after.ticket is not None
+        assert await responses.store("after", after.ticket, b"fresh", [tag], 60)
+        assert (await responses.lookup("after")).hit is not None
+        assert await responses.touched_since(reader, [tag]) == set()

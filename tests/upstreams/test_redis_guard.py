@@ -111,9 +111,9 @@ async def test_an_upstream_answer_fetched_without_a_ticket_is_not_cached(
     is not cached (it was, and then served stale for its TTL had such a write come)."""
     upstream = UpstreamCache(build_cache(server.url, guard))
     entry = Entry(None, datetime.now(UTC))  # a record the upstream does not have
-    await upstream.keep_fetched("crm", {"c1": entry}, 60, None, ["crm"])
+    await upstream.keep_fetched("crm", {"c1": entry}, 60, None)
     assert await upstream.get_many("crm", ["c1"]) == {}
-    await upstream.keep_fetched("crm", {"c1": entry}, 60, await upstream.ticket(60), ["crm"])
+    await upstream.keep_fetched("crm", {"c1": entry}, 60, await upstream.ticket(60))
     assert list(await upstream.get_many("crm", ["c1"])) == ["c1"]
 
 
@@ -129,7 +129,7 @@ async def test_a_fetch_kept_for_no_time_costs_no_overtaken_check(
         await admin.config_resetstat()
         ticket = await upstream.ticket(0)
         entry = Entry(None, datetime.now(UTC))
-        await upstream.keep_fetched("crm", {"c1": entry}, 0, ticket, ["crm"])
+        await upstream.keep_fetched("crm", {"c1": entry}, 0, ticket)
         stats = await admin.info("commandstats")
     finally:
         await admin.aclose()
