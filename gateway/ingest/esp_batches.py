@@ -210,8 +210,9 @@ async def _addresses(
 async def _keyed(
     connection: AsyncConnection, emails: set[str], config: IdentityConfig
 ) -> dict[str, uuid.UUID]:
-    """The one customer whose identities' latest records have each address's matching
-    key (a provider's dots and plus tags folded, ``email_parts``)."""
+    """The one customer whose identities' latest records, or whose own address, have
+    each address's matching key (a provider's dots and plus tags folded,
+    ``email_parts``)."""
     keys: dict[str, set[str]] = {}  # matching key -> the addresses folding to it
     for email in emails:
         try:
@@ -228,6 +229,13 @@ async def _keyed(
             .where(clause)
             .distinct()
         )
+        for key, customer in rows:
+            if key is not None:
+                owners.setdefault(key, set()).add(customer)
+    # A customer with no source records (created through the API by address alone) is
+    # found by its address when that is the mailbox written plainly (the key itself).
+    for clause in matching(connection, Customer.email, list(keys)):
+        rows = await connection.execute(select(Customer.email, Customer.id).where(clause))
         for key, customer in rows:
             if key is not None:
                 owners.setdefault(key, set()).add(customer)

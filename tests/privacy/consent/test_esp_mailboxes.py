@@ -29,6 +29,7 @@ PROFILE = (
     "consents { purpose granted source } "
     'attributes(name: "email_status") { value source } } }'
 )
+UPSERT = "mutation($email: String!) { upsertCustomer(input: {email: $email}) { id } }"
 OPT_IN = (
     "mutation($id: ID!) { setConsent(customerId: $id, purpose: EMAIL_MARKETING, "
     'granted: true, source: "signup-form") { recordedAt } }'
@@ -64,6 +65,23 @@ async def test_an_unsubscribe_from_a_gmail_variant_withdraws_the_mailbox_owner(
     assert found["suppressed"] is True, found
     statements = [c for c in found["consents"] if c["purpose"] == "EMAIL_MARKETING"]
     assert statements[0]["source"] == "sendgrid:unsubscribe", found
+
+
+async def test_an_unsubscribe_from_a_gmail_variant_reaches_a_customer_made_by_address(
+    gw: httpx.AsyncClient,
+) -> None:
+    """A customer the API created by address alone has no source records to key: their
+    own address, the mailbox written plainly, names them."""
+    name = uuid.uuid4().hex[:10]
+    plain = f"{name}@gmail.com"
+    created = (await gql(gw, UPSERT, email=plain))["data"]["upsertCustomer"]
+    assert "errors" not in await gql(gw, OPT_IN, id=created["id"])
+    assert (await gql(gw, PROFILE, email=plain))["data"]["customer"]["suppressed"] is False
+    mailed = f"{name[:4]}.{name[4:]}+news@gmail.com"
+    event = sendgrid_event(mailed, "unsubscribe", timestamp=int(time.time()) + 1)
+    response = await gw.post(**sendgrid_request([event]))
+    assert response.json()["events"][0]["customerId"] == created["id"], response.text
+    assert (await gql(gw, PROFILE, email=plain))["data"]["customer"]["suppressed"] is True
 
 
 async def test_a_hard_bounce_for_a_gmail_variant_marks_the_mailbox_owner(
