@@ -15,7 +15,7 @@ failure answers "not stored" for the batch.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, cast
@@ -49,18 +49,9 @@ class StoredBatch:
     """Each event's status, in order, and what each customer's events changed."""
 
     statuses: list[tuple[BatchStatus, uuid.UUID | None]] = field(default_factory=list)
-    # customer -> their address now, for those the batch named by another address
-    addresses: dict[uuid.UUID, str] = field(default_factory=dict)
     # customer -> (the batch's last stored event for them that changed a field, every field
     # their events touched); customers whose events changed none are absent
     changed: dict[uuid.UUID, tuple[InboundEvent, set[str]]] = field(default_factory=dict)
-
-    def cached_under(self, named: Mapping[uuid.UUID, str | None]) -> list[str]:
-        """The addresses profiles of these customers (-> the address their event named)
-        may be cached under: that one, and the one they have now when it is another (an
-        unsubscribe from an address they had must not leave their cached profile at yes)."""
-        current = (self.addresses.get(customer) for customer in named)
-        return [e for e in dict.fromkeys([*named.values(), *current]) if e]
 
 
 async def store_batch(
@@ -88,10 +79,8 @@ async def store_batch(
     async with custom_plans(connection):
         blocked = await tombstones.blocked(connection, every) if every else set()
         addresses = {e.recipient for e in events if e.recipient}
-        recipients, elsewhere = await _recipients(connection, addresses, config)
-        # Named by another address (one replaced, a provider's variant): the profile is
-        # cached under the address it has, which the caller must drop too.
-        result = StoredBatch(addresses=await _addresses(connection, elsewhere))
+        recipients = await _recipients(connection, addresses, config)
+        result = StoredBatch()
     wanted: dict[str, int] = {}  # event id -> position of its first copy in the batch
     # What is said of addresses nobody has: (digest, kind) -> the newest (source, time)
     strangers: dict[tuple[str, suppressions.Kind], tuple[str, datetime]] = {}
@@ -162,23 +151,21 @@ def _kept_keys(events: Sequence[InboundEvent], config: IdentityConfig) -> list[s
 
 async def _recipients(
     connection: AsyncConnection, emails: set[str], config: IdentityConfig
-) -> tuple[dict[str, uuid.UUID], set[uuid.UUID]]:
+) -> dict[str, uuid.UUID]:
     """The customer each address names: the one whose address it is, else the one
     customer it was ever observed for (an address merged away or replaced: a mail sent
     to it before, or by a system that still holds it, is still that person's, and their
     unsubscribe must count), else the one customer whose source records have its
     matching key (``jane.doe+news@gmail.com`` is ``janedoe@gmail.com``'s mailbox, as
     the linker keys it: an unsubscribe from it is that person's). An address observed
-    for several customers, or keyed by several, names none. Also the customers named
-    by an address that is not theirs now."""
+    for several customers, or keyed by several, names none."""
     found: dict[str, uuid.UUID] = {}
     for clause in matching(connection, Customer.email, emails):
         rows = await connection.execute(select(Customer.email, Customer.id).where(clause))
         found.update({email: customer for email, customer in rows if email is not None})
     rest = emails - found.keys()
     if not rest:
-        return found, set()
-    exact = set(found)
+        return found
     seen: dict[str, set[uuid.UUID]] = {}
     for clause in matching(connection, Attribute.value, rest):
         rows = await connection.execute(
@@ -193,18 +180,7 @@ async def _recipients(
     rest -= seen.keys()  # observed for several: named by nobody, not by its key either
     if rest:
         found.update(await _keyed(connection, rest, config))
-    return found, {customer for email, customer in found.items() if email not in exact}
-
-
-async def _addresses(
-    connection: AsyncConnection, customers: set[uuid.UUID]
-) -> dict[uuid.UUID, str]:
-    """The address each of these customers has now (those that have one)."""
-    current: dict[uuid.UUID, str] = {}
-    for clause in matching(connection, Customer.id, customers):
-        rows = await connection.execute(select(Customer.id, Customer.email).where(clause))
-        current.update({customer: email for customer, email in rows if email is not None})
-    return current
+    return found
 
 
 async def _keyed(

@@ -188,12 +188,10 @@ class WebhookIngest:
         ]
 
     async def _after_batch(self, stored: StoredBatch) -> None:
-        """After an ESP batch's commit, for all its customers at once: opens and clicks
-        are read from the store, never cached, so they drop only the stored answers that
-        may hold them; a consent or an attribute changed drops the cached profile too (by
-        id and by the address the event named, no read of it: a customer each cost a
-        batch ~8 ms); then every change is announced together (a message per few
-        hundred on Redis, not one each)."""
+        """After an ESP batch's commit: opens and clicks drop the stored answers that may
+        hold them; a consent or attribute changed drops the cached profile too, by id, by
+        the address named and by the one held now (read after the commit: an old address's
+        unsubscribe, or one changed meanwhile, must not leave it at yes); then announced."""
         changes, profiles = [], {}
         for customer_id, (event, fields) in stored.changed.items():
             changes.append(_change(customer_id, event, tuple(sorted(fields))))  # no replace()
@@ -203,7 +201,9 @@ class WebhookIngest:
         try:
             if profiles:
                 await self._federation.invalidate_many(profiles, answers=False)
-                await self._customers.forget_many(profiles, stored.cached_under(profiles))
+                held = await self._customers.store.emails_of(profiles)
+                named = [e for e in profiles.values() if e]
+                await self._customers.forget_many(profiles, [*named, *held])
             engaged = [c.customer_id for c in changes if c.customer_id not in profiles]
             if engaged:
                 await self._federation.cache.responses.invalidate_customers(engaged)
