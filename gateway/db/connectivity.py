@@ -85,9 +85,10 @@ class FailFastPool(AsyncAdaptedQueuePool):
     def _close_connection(self, connection: Any, *, terminate: bool = False) -> None:
         """As the pool closes a connection, but a task cancelled while it closes (shutdown
         stopping a scheduled scores run, a request past its budget) has the connection
-        force-closed and the cancellation go on, without the ERROR traceback SQLAlchemy
-        logs for it (it does the same, quietly, for a cancelled terminate): the connection
-        is discarded either way, and there is nothing for an operator to act on."""
+        terminated (SQLAlchemy's terminate: a graceful close of at most 2 s, shielded, then
+        a forced one) and the cancellation go on, without the ERROR traceback SQLAlchemy
+        logs for it: the connection is discarded either way. Overrides a private method of
+        SQLAlchemy's pool (2.1); tests/db/test_connectivity.py fails if it changes."""
         if terminate:
             super()._close_connection(connection, terminate=True)
             return
