@@ -1,0 +1,61 @@
+"""The propensity model's candidates, on a shop whose customer ids follow acquisition
+(as CDNOW's do): the training rows then come in cohort order."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gateway.scores.features import features, memo
+from gateway.scores.ledger import Ledger, ledger_from
+from gateway.scores.metrics import auc
+from gateway.scores.propensity import (
+    SETTINGS,
+    _estimator,
+    labels,
+    thread_limits,
+    training_set,
+)
+from tests.scores.synthetic import START
+
+
+def _acquired_in_order(customers: int = 1500, days: int = 540, seed: int = 7) -> Ledger:
+    """``synthetic.history``'s shop, the customers first buying in the order of their
+    ids over the first 90 days."""
+    rng = np.random.default_rng(seed)
+    rows: list[tuple[str, int, float]] = []
+    for c in range(customers):
+        rate = rng.gamma(0.8, 1 / 25)
+        drop = rng.beta(1, 4)
+        day = START + (c * 90) // customers
+        spend = rng.gamma(3, 15)
+        while day < START + days:
+            rows.append((f"c{c:05d}", day, float(spend * rng.uniform(0.5, 1.5))))
+            if rng.random() < drop:
+                break
+            day += 1 + int(rng.exponential(1 / rate))
+    return ledger_from(rows)
+
+
+def test_calibrating_the_boosted_trees_keeps_their_ranking() -> None:
+    # Unshuffled calibration folds each held one cohort; the sigmoid fitted on a cohort
+    # the booster ranked backwards turned the ranking over (0.51-0.67 AUC here, against
+    # 0.69-0.72 uncalibrated; on CDNOW below chance).
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    ledger = _acquired_in_order()
+    cutoff, window = START + 120, 45
+    function = memo(features)
+    data = training_set(ledger.upto(cutoff), cutoff, window, function)
+    judged = ledger.first_day() <= cutoff
+    x = function(ledger.upto(cutoff), cutoff, window).values[judged]
+    y = labels(ledger, cutoff, cutoff + window)[judged]
+    with thread_limits(1):
+        for setting in SETTINGS:
+            if setting.get("family") == "logistic":
+                continue
+            raw = HistGradientBoostingClassifier(**setting, random_state=42).fit(data.x, data.y)
+            calibrated = _estimator(setting, 42, data.names).fit(data.x, data.y)
+            made = auc(y, raw.predict_proba(x)[:, 1])
+            served = auc(y, calibrated.predict_proba(x)[:, 1])
+            assert made > 0.6, setting
+            assert served > made - 0.02, (setting, made, served)
