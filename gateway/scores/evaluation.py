@@ -49,6 +49,7 @@ class Report:
     seconds: float
 
     def lines(self, title: str) -> list[str]:
+        width = max(26, *(len(row.name) + 2 for row in self.rows))  # the served model's name
         out = [
             f"\n{title}: cut-off {date_of(self.cutoff)}, horizon {self.horizon} days "
             f"(holdout to {date_of(self.cutoff + self.horizon)}); {self.customers:,} customers "
@@ -57,12 +58,12 @@ class Report:
             f"window {self.model.window} days; settings {self.model.setting} chosen on an "
             f"inner split before the cut-off (AUC by setting: "
             f"{', '.join(f'{k}: {v:.4f}' for k, v in self.model.validation.items()) or 'n/a'})",
-            f"  {'':<26}{'ROC AUC':>9}{'avg prec':>10}{'lift@10%':>10}{'ECE':>8}{'Brier':>8}",
+            f"  {'':<{width}}{'ROC AUC':>9}{'avg prec':>10}{'lift@10%':>10}{'ECE':>8}{'Brier':>8}",
         ]
         for row in self.rows:
             m = row.metrics
             out.append(
-                f"  {row.name:<26}{m.auc:>9.4f}{m.average_precision:>10.4f}{m.lift:>10.2f}"
+                f"  {row.name:<{width}}{m.auc:>9.4f}{m.average_precision:>10.4f}{m.lift:>10.2f}"
                 f"{m.ece:>8.4f}{m.brier:>8.4f}  {row.note}"
             )
         out.append(

@@ -153,7 +153,7 @@ class Propensity:
         """What serves: the boosted trees (calibrated), a logistic regression (on every
         feature, or on the RFM or BG/NBD columns alone), or the mean of three."""
         if self.setting.get("family") == "mean":
-            return "mean of HGB, logistic, RFM"
+            return "mean: HGB, logistic, RFM"
         if self.setting.get("family") != "logistic":
             return "HGB, monotone, calib." if self.setting.get("monotone") else "HGB, calib."
         columns = self.setting.get("columns")
