@@ -1,5 +1,6 @@
-"""The purchase propensity model: gradient boosting on features as of a cut-off,
-labelled by whether the customer bought in the horizon after it, then calibrated.
+"""The purchase propensity model: the mean of calibrated boosted trees' and two
+logistic regressions' probabilities, on features as of a cut-off, labelled by whether
+the customer bought in the horizon after it (or a baseline, where it ranks better).
 
 Training never sees the period it will be judged on. For a cut-off ``c`` and horizon
 ``h`` the training rows are snapshots before ``c``: features as of ``c - w``, label
@@ -275,7 +276,7 @@ def choose_setting(
     table = function(ledger.upto(inner), inner, window)
     active = np.flatnonzero(ledger.first_day() <= inner)
     if len(active) > MAX_VALIDATION_ROWS:
-        # Twelve boosted models each predicting 100,000 rows cost a fifth of a build.
+        # Boosted models each predicting 100,000 rows cost a fifth of a build.
         active = np.sort(np.random.default_rng(seed).choice(active, MAX_VALIDATION_ROWS, False))
     y = labels(ledger, inner, inner + window)[active]
     if y.all() or not y.any():
