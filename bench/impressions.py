@@ -1,16 +1,19 @@
 """What recording impressions costs the recommendation endpoint: bench/load's
 recommendations step alone, with more turns.
 
-    .venv/bin/python -m bench.impressions [--turns 4] [--duration 10] [--connections 32]
+    .venv/bin/python -m bench.impressions [--turns 6] [--duration 10] [--connections 32]
 
-Two gateways (`gateway serve --workers 2`, seeded SQLite, memory cache, the sample
-upstreams) on one database: one records every served list as an impression (the
-default), the other runs with GATEWAY_RECS_IMPRESSIONS=false, the yardstick. wrk drives
-POST /api/recommendations for one consenting customer on each in turns (on, off, off,
-on, on, off…), so both are measured in the same minutes of a shared machine; printed:
-each side's mean req/s, p50, p99 and the servers' CPU per request (read from /proc: what
-other load on the machine inflates least; the steadiest figure, also as each turn's
-ratio and their median), and the ratios (the issue's target: p99 < 1.05).
+One gateway (seeded SQLite, memory cache, the sample upstreams) served by uvicorn in a
+thread of this process, so that the bench can switch the recording on and off between
+turns (on, off, then off, on…): both sides are the same process, heap, caches and
+database, measured in the same minutes of a shared machine. (Two gateways, one started
+with GATEWAY_RECS_IMPRESSIONS=false, differed by up to 5 % with recording off on both:
+one had answered more, its heap and caches were another's.) Off means what the setting
+turns off: no list id, no tracking parameter, no row. wrk drives POST
+/api/recommendations for one consenting customer; printed per turn and as the median
+of the turns' ratios: req/s, p50, p99 and the CPU per request of this process (what
+other load on the machine inflates least; wrk and the upstreams are other processes).
+The issue's target: p99 with / without < 1.05.
 """
 
 from __future__ import annotations
@@ -18,12 +21,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import statistics
 import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
 
 from bench.support import harness
 from bench.support.access import AUTH
@@ -32,17 +41,17 @@ from bench.support.harness import (
     gateway_env,
     sample_upstreams,
     serve,
-    server_cpu_s,
     upstreams_file,
 )
 from bench.support.wrk import lua_posts, run_wrk
 from demo.people.population import population
+from tests.served import free_port
 
 SIZE = 1000  # the demo people seeded, as bench/load's
 
 
 def recommendations(
-    port: int,
+    base: str,
     people: tuple[Any, ...],
     ids: list[str],
     connections: int,
@@ -52,14 +61,53 @@ def recommendations(
     """One consenting customer's recommendations over POST /api/recommendations, from
     warm caches (stock and products cached, the stored list read per request)."""
     index = next(i for i, p in enumerate(people) if p.personalisation_consent)
-    url = f"http://127.0.0.1:{port}/api/recommendations"
+    url = f"{base}/api/recommendations"
     body = lua_posts([{"customer_id": ids[index], "limit": 4}])
-    run_wrk(url, body, connections, 3, workdir)  # warm every worker's caches
-    cpu = server_cpu_s(port)
+    # Warm, and let the last turn's rows (written each second) be written outside this one.
+    run_wrk(url, body, connections, 3, workdir)
+    cpu = _process_cpu_s()
     figures = run_wrk(url, body, connections, duration, workdir)
-    # The server's CPU per request: what other load on the machine inflates least.
-    figures["cpu_ms"] = (server_cpu_s(port) - cpu) * 1000 / (figures["rps"] * duration)
+    figures["cpu_ms"] = (_process_cpu_s() - cpu) * 1000 / (figures["rps"] * duration)
     return figures
+
+
+def _process_cpu_s() -> float:
+    """CPU seconds of this process, every thread: the served gateway's (the main thread
+    only waits for wrk)."""
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    return used.ru_utime + used.ru_stime
+
+
+@contextmanager
+def served_here(env: dict[str, str]) -> Iterator[tuple[str, Any]]:
+    """The gateway with ``env`` served by uvicorn (one worker, uvloop and httptools as
+    `gateway serve` chooses) in a thread of this process until the block ends: its base
+    URL and its services, for the bench to switch the recording."""
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    from resolvers.app import create_app
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_config=None, access_log=False)
+    )
+    thread = threading.Thread(target=server.run, name="gateway", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise SystemExit("the in-process gateway did not start")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}", server.lifespan.state["services"]
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def customer_ids(base: str, people: tuple[Any, ...]) -> list[str]:
@@ -78,45 +126,45 @@ def customer_ids(base: str, people: tuple[Any, ...]) -> list[str]:
 
 def impressions_ab(
     env: dict[str, str],
-    port: int,
     people: tuple[Any, ...],
-    ids: list[str],
     *run: Any,
     turns: int = 2,
 ) -> dict[str, dict[str, float]]:
-    """Recommendations from the gateway on ``port`` (impressions recorded) against a
-    second one on the same database with GATEWAY_RECS_IMPRESSIONS=false, in turns (on,
-    off, off, on…): what recording impressions costs, measured in the same minutes."""
-    with serve({**env, "GATEWAY_RECS_IMPRESSIONS": "false"}, workers=2) as off:
-        off_port = int(off.rsplit(":", 1)[1])
-        # The yardstick answers the query the first gateway answered (every profile
-        # read and cached): both sides then serve from the same state, not one from a
-        # heap a thousand profiles larger.
-        customer_ids(off, people)
+    """Recommendations from one gateway in this process with impressions recorded and
+    not, in turns (on, off, off, on…): what recording costs, measured on one heap and
+    in the same minutes. ``run``: the ids, connections, duration and work directory."""
+    ids, *rest = run
+    with served_here({**env, "GATEWAY_RECS_IMPRESSIONS": "true"}) as (base, services):
+        recording = services.served.impressions
+        customer_ids(base, people)  # every profile read and cached, as in bench/load
         on_runs: list[dict[str, float]] = []
         off_runs: list[dict[str, float]] = []
         for turn in range(turns):
             # On, off, then off, on: a load that rises or falls through the run weighs
             # on both sides alike.
-            order = (port, off_port) if turn % 2 == 0 else (off_port, port)
-            for p in order:
-                (on_runs if p == port else off_runs).append(recommendations(p, people, ids, *run))
-    print(
-        f"recommendations p99 by turn (on | off): {[t['p99'] for t in on_runs]} | "
-        f"{[t['p99'] for t in off_runs]}"
-    )
-    print(
-        f"recommendations req/s by turn (on | off): {[round(t['rps']) for t in on_runs]} | "
-        f"{[round(t['rps']) for t in off_runs]}"
-    )
-    ratios = [a["cpu_ms"] / b["cpu_ms"] for a, b in zip(on_runs, off_runs, strict=True)]
-    cpu_on = [round(t["cpu_ms"], 3) for t in on_runs]
-    cpu_off = [round(t["cpu_ms"], 3) for t in off_runs]
-    print(
-        f"server CPU ms/request by turn (on | off): {cpu_on} | {cpu_off}; ratio by turn "
-        f"{[round(r, 3) for r in ratios]} (median {statistics.median(ratios):.3f})"
-    )
-    return {"recommendations": _mean(on_runs), "recommendations untracked": _mean(off_runs)}
+            for on in (True, False) if turn % 2 == 0 else (False, True):
+                recording.enabled = on
+                (on_runs if on else off_runs).append(recommendations(base, people, ids, *rest))
+        recording.enabled = True
+    for figure, unit in (("p99", "ms"), ("rps", "req/s"), ("cpu_ms", "ms CPU/request")):
+        on_values = [round(t[figure], 3) for t in on_runs]
+        off_values = [round(t[figure], 3) for t in off_runs]
+        ratios = [a[figure] / b[figure] for a, b in zip(on_runs, off_runs, strict=True)]
+        print(
+            f"recommendations {figure} ({unit}) by turn, on | off: {on_values} | {off_values}; "
+            f"ratio by turn {[round(r, 3) for r in ratios]} (median "
+            f"{statistics.median(ratios):.3f})"
+        )
+    return {
+        "recommendations": _mean(on_runs),
+        "recommendations untracked": _mean(off_runs),
+        "recommendations ratio": {
+            figure: statistics.median(
+                a[figure] / b[figure] for a, b in zip(on_runs, off_runs, strict=True)
+            )
+            for figure in ("p99", "rps", "cpu_ms")
+        },
+    }
 
 
 def _mean(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -138,32 +186,29 @@ def run(turns: int, duration: int, connections: int) -> None:
         with sample_upstreams(SIZE) as samples_port:
             upstreams = upstreams_file(workdir, samples_port, 300.0)
             env = gateway_env(database, "memory://", upstreams, log_level="WARNING")
-            with serve(env, workers=2) as base:
+            with serve(env) as base:  # the ids, as bench/load finds them
                 ids = customer_ids(base, people)
-                port = int(base.rsplit(":", 1)[1])
-                results = impressions_ab(
-                    env, port, people, ids, connections, duration, workdir, turns=turns
-                )
+            results = impressions_ab(env, people, ids, connections, duration, workdir, turns=turns)
     load = os.getloadavg()
     print(f"load average after the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (2 cores)")
-    for name, figures in results.items():
+    for name in ("recommendations", "recommendations untracked"):
+        figures = results[name]
         print(
             f"  {name:<26} {figures['rps']:8.0f} req/s  p50 {figures['p50']:7.2f} ms  "
             f"p99 {figures['p99']:7.2f} ms  server CPU {figures['cpu_ms']:.3f} ms/request  "
             f"non-2xx {int(figures['non2xx'])}"
         )
-    tracked, untracked = results["recommendations"], results["recommendations untracked"]
+    ratio = results["recommendations ratio"]
     print(
-        f"ratio server CPU per request with / without impressions: "
-        f"{tracked['cpu_ms'] / untracked['cpu_ms']:.3f} (the steadiest figure); p99: "
-        f"{tracked['p99'] / untracked['p99']:.3f} (target < 1.05); throughput: "
-        f"{tracked['rps'] / untracked['rps']:.3f}"
+        f"ratio with / without impressions, median of the turns: p99 {ratio['p99']:.3f} "
+        f"(target < 1.05); CPU per request {ratio['cpu_ms']:.3f} (the steadiest figure); "
+        f"throughput {ratio['rps']:.3f}"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--turns", type=int, default=4)
+    parser.add_argument("--turns", type=int, default=6)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()

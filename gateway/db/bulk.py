@@ -4,6 +4,8 @@ plain multi-row inserts elsewhere.  Both run on the caller's connection and tran
 from __future__ import annotations
 
 import contextlib
+import functools
+import sqlite3
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -12,6 +14,11 @@ from sqlalchemy import ARRAY, Table, any_, bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 _CHUNK = 2000  # bind parameters per IN list (SQLite), well under its limit
+# A multi-row INSERT's rows at most, and its parameters under SQLite's limit (32,766
+# since 3.32, 999 before). Each statement is one trip to the driver's thread.
+_VALUES_ROWS = 500
+_VALUES_PARAMETERS = 32_000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+_VALUES_REST = (256, 128, 64, 32, 16, 8, 4, 2, 1)
 
 
 def is_postgres(connection: AsyncConnection) -> bool:
@@ -40,11 +47,65 @@ async def insert_tuples(
         raw = await connection.get_raw_connection()
         driver: Any = raw.driver_connection
         await driver.copy_records_to_table(table.name, columns=list(columns), records=records)
+    elif connection.dialect.paramstyle == "qmark" and not _defaults_missing(table, columns):
+        await insert_values(connection, table, columns, records)
     else:
         names = list(columns)
         await connection.execute(
             table.insert(), [dict(zip(names, record, strict=True)) for record in records]
         )
+
+
+async def insert_values(
+    connection: AsyncConnection,
+    table: Table,
+    columns: Sequence[str],
+    records: Sequence[tuple[Any, ...]],
+) -> None:
+    """Insert rows given as tuples in ``columns`` order with multi-row INSERT statements
+    (SQLite), each value made what the column stores by its type's own bind processor.
+
+    Not an executemany: SQLAlchemy's executemany on aiosqlite is a trip between the event
+    loop and the driver's thread per row, and under load each trip waits for the busy
+    loop to let go of the GIL. Writes of a thousand rows then took seconds and held
+    SQLite's one write lock all along: another writer (the other worker's audit or
+    impressions) waited past its busy timeout, "database is locked", retried with a
+    larger batch, and the buffers dropped rows. Here a statement carries hundreds."""
+    if not records:
+        return
+    processors = [table.c[name].type._cached_bind_processor(connection.dialect) for name in columns]
+    plain = all(process is None for process in processors)
+    preparer, names = connection.dialect.identifier_preparer, tuple(columns)
+    per = max(1, min(_VALUES_ROWS, _VALUES_PARAMETERS // len(columns)))
+    at = 0
+    for size in (per, *(n for n in _VALUES_REST if n < per)):
+        while len(records) - at >= size:
+            flat: list[Any] = []
+            for record in records[at : at + size]:
+                if plain:
+                    flat += record
+                else:
+                    flat += [
+                        value if process is None else process(value)
+                        for process, value in zip(processors, record, strict=True)
+                    ]
+            sql = _values_statement(preparer, table, names, size)
+            await connection.exec_driver_sql(sql, tuple(flat))
+            at += size
+
+
+@functools.lru_cache(maxsize=256)
+def _values_statement(preparer: Any, table: Table, columns: tuple[str, ...], rows: int) -> str:
+    one = f"({', '.join('?' * len(columns))})"
+    names = ", ".join(preparer.quote(name) for name in columns)
+    return f"INSERT INTO {preparer.format_table(table)} ({names}) VALUES {', '.join([one] * rows)}"
+
+
+def _defaults_missing(table: Table, columns: Sequence[str]) -> bool:
+    """Whether a column left out has a default SQLAlchemy would compute (a multi-row
+    statement of our own would leave it NULL); the database's own defaults apply."""
+    given = set(columns)
+    return any(c.default is not None and c.name not in given for c in table.columns)
 
 
 async def copy_unless_duplicate(
