@@ -73,10 +73,16 @@ async def insert_values(
     larger batch, and the buffers dropped rows. Here a statement carries hundreds."""
     if not records:
         return
+    width = len(columns)
+    if any(len(record) != width for record in records):
+        # The values are laid end to end: a tuple one short beside one one long would
+        # shift every value after it into the wrong column, silently.
+        wrong = next(len(record) for record in records if len(record) != width)
+        raise ValueError(f"a record of {wrong} values for {width} columns")
     processors = [table.c[name].type._cached_bind_processor(connection.dialect) for name in columns]
     plain = all(process is None for process in processors)
     preparer, names = connection.dialect.identifier_preparer, tuple(columns)
-    per = max(1, min(_VALUES_ROWS, _VALUES_PARAMETERS // len(columns)))
+    per = max(1, min(_VALUES_ROWS, _VALUES_PARAMETERS // width))
     at = 0
     for size in (per, *(n for n in _VALUES_REST if n < per)):
         while len(records) - at >= size:

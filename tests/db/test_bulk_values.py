@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -41,7 +42,7 @@ import gateway.db.recommendation_models
 import gateway.db.score_models
 import gateway.db.sync_models  # noqa: F401  (their tables in the metadata)
 from gateway.db import bulk
-from gateway.db.bulk import insert_values
+from gateway.db.bulk import insert_tuples, insert_values
 from gateway.db.engine import create_engine
 from gateway.db.migrate import upgrade
 from gateway.db.models import Base, UtcDateTime
@@ -204,3 +205,21 @@ def test_every_row_is_written_once_in_order_within_the_limits(
     # A few statements, not one a row: the whole ones, then one per halving at most.
     full = max(1, min(500, limit // width))
     assert len(sizes) <= count // full + 9
+
+
+async def test_a_record_of_the_wrong_length_is_refused(tmp_path: Path) -> None:
+    """As the executemany did (``zip(strict=True)``): a tuple one short next to one
+    one long would otherwise shift every value after it into the wrong column."""
+    metadata = MetaData()
+    table = Table("pairs", metadata, Column("a", Integer), Column("b", Integer))
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'pairs.db'}")
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(metadata.create_all)
+        with pytest.raises(ValueError, match="values for 2 columns"):
+            async with engine.begin() as connection:
+                await insert_tuples(connection, table, ("a", "b"), [(1, 2, 3), (4,)])
+        async with engine.connect() as connection:
+            assert (await connection.execute(select(table))).all() == []
+    finally:
+        await engine.dispose()
