@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from asyncpg.exceptions import UniqueViolationError
 from sqlalchemy import ARRAY, Table, any_, bindparam, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 _CHUNK = 2000  # bind parameters per IN list (SQLite), well under its limit
@@ -96,7 +97,15 @@ async def insert_values(
                         for process, value in zip(processors, record, strict=True)
                     ]
             sql = _values_statement(preparer, table, names, size)
-            await connection.exec_driver_sql(sql, tuple(flat))
+            try:
+                await connection.exec_driver_sql(sql, tuple(flat))
+            except DBAPIError as error:
+                # Named by one row, not hundreds of placeholders: the message of a failed
+                # audit flush (logged, and retried each second while SQLite is locked)
+                # was 8.7 kB, where an executemany's named one row.
+                one = _values_statement(preparer, table, names, 1)
+                error.statement = f"{one} ... ({size} rows)"
+                raise
             at += size
 
 
