@@ -26,7 +26,7 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -57,16 +57,20 @@ def recommendations(
     connections: int,
     duration: int,
     workdir: Path,
+    flush: Callable[[], None] = lambda: None,
 ) -> dict[str, float]:
     """One consenting customer's recommendations over POST /api/recommendations, from
-    warm caches (stock and products cached, the stored list read per request)."""
+    warm caches (stock and products cached, the stored list read per request).
+    ``flush`` writes the impressions queued so far: before the measured run (the
+    warm-up's) and within it (its own, not left for the next turn to pay for)."""
     index = next(i for i, p in enumerate(people) if p.personalisation_consent)
     url = f"{base}/api/recommendations"
     body = lua_posts([{"customer_id": ids[index], "limit": 4}])
-    # Warm, and let the last turn's rows (written each second) be written outside this one.
-    run_wrk(url, body, connections, 3, workdir)
+    run_wrk(url, body, connections, 3, workdir)  # warm
+    flush()
     cpu = _process_cpu_s()
     figures = run_wrk(url, body, connections, duration, workdir)
+    flush()
     figures["cpu_ms"] = (_process_cpu_s() - cpu) * 1000 / (figures["rps"] * duration)
     return figures
 
@@ -79,17 +83,29 @@ def _process_cpu_s() -> float:
 
 
 @contextmanager
-def served_here(env: dict[str, str]) -> Iterator[tuple[str, Any]]:
+def served_here(
+    env: dict[str, str],
+) -> Iterator[tuple[str, Any, asyncio.AbstractEventLoop]]:
     """The gateway with ``env`` served by uvicorn (one worker, uvloop and httptools as
     `gateway serve` chooses) in a thread of this process until the block ends: its base
-    URL and its services, for the bench to switch the recording."""
+    URL, its services (for the bench to switch the recording) and its event loop."""
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
     from resolvers.app import create_app
 
+    app = create_app()
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def noting_the_loop(scope: Any, receive: Any, send: Any) -> None:
+        if not loops:  # the lifespan comes first
+            loops.append(asyncio.get_running_loop())
+        await app(scope, receive, send)
+
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_config=None, access_log=False)
+        uvicorn.Config(
+            noting_the_loop, host="127.0.0.1", port=port, log_config=None, access_log=False
+        )
     )
     thread = threading.Thread(target=server.run, name="gateway", daemon=True)
     thread.start()
@@ -99,7 +115,7 @@ def served_here(env: dict[str, str]) -> Iterator[tuple[str, Any]]:
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise SystemExit("the in-process gateway did not start")
             time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}", server.lifespan.state["services"]
+        yield f"http://127.0.0.1:{port}", server.lifespan.state["services"], loops[0]
     finally:
         server.should_exit = True
         thread.join(30)
@@ -127,15 +143,22 @@ def customer_ids(base: str, people: tuple[Any, ...]) -> list[str]:
 def impressions_ab(
     env: dict[str, str],
     people: tuple[Any, ...],
-    *run: Any,
+    ids: list[str],
+    connections: int,
+    duration: int,
+    workdir: Path,
+    *,
     turns: int = 2,
 ) -> dict[str, dict[str, float]]:
     """Recommendations from one gateway in this process with impressions recorded and
     not, in turns (on, off, off, on…): what recording costs, measured on one heap and
-    in the same minutes. ``run``: the ids, connections, duration and work directory."""
-    ids, *rest = run
-    with served_here({**env, "GATEWAY_RECS_IMPRESSIONS": "true"}) as (base, services):
+    in the same minutes."""
+    with served_here({**env, "GATEWAY_RECS_IMPRESSIONS": "true"}) as (base, services, loop):
         recording = services.served.impressions
+
+        def flush() -> None:
+            asyncio.run_coroutine_threadsafe(recording.flush(), loop).result(timeout=60)
+
         customer_ids(base, people)  # every profile read and cached, as in bench/load
         on_runs: list[dict[str, float]] = []
         off_runs: list[dict[str, float]] = []
@@ -144,7 +167,9 @@ def impressions_ab(
             # on both sides alike.
             for on in (True, False) if turn % 2 == 0 else (False, True):
                 recording.enabled = on
-                (on_runs if on else off_runs).append(recommendations(base, people, ids, *rest))
+                (on_runs if on else off_runs).append(
+                    recommendations(base, people, ids, connections, duration, workdir, flush)
+                )
         recording.enabled = True
     for figure, unit in (("p99", "ms"), ("rps", "req/s"), ("cpu_ms", "ms CPU/request")):
         on_values = [round(t[figure], 3) for t in on_runs]
