@@ -66,12 +66,15 @@ async def insert_values(
     """Insert rows given as tuples in ``columns`` order with multi-row INSERT statements
     (SQLite), each value made what the column stores by its type's own bind processor.
 
-    Not an executemany: SQLAlchemy's executemany on aiosqlite is a trip between the event
-    loop and the driver's thread per row, and under load each trip waits for the busy
-    loop to let go of the GIL. Writes of a thousand rows then took seconds and held
-    SQLite's one write lock all along: another writer (the other worker's audit or
-    impressions) waited past its busy timeout, "database is locked", retried with a
-    larger batch, and the buffers dropped rows. Here a statement carries hundreds."""
+    Not an executemany: aiosqlite runs it in the driver's thread, which lets go of the GIL
+    around each row's step and must take it back from the event loop's thread for the
+    next; under load every row waited for the busy loop (3,000 audit entries took 13-38 s
+    with the loop holding the GIL 10 ms at a time), and SQLite's one write lock was held
+    all along: another writer (the other worker's audit or impressions) waited past its
+    busy timeout, "database is locked", retried with a larger batch, and the buffers
+    dropped rows. Here the GIL changes hands a few times a statement of hundreds of rows
+    (a loop that lets go of it briefly and often can still starve the driver's thread:
+    fewer trips make that rarer, not impossible)."""
     if not records:
         return
     width = len(columns)
