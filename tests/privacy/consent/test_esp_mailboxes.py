@@ -49,6 +49,15 @@ async def opted_in_shopper(gw: httpx.AsyncClient, email: str) -> dict[str, Any]:
     return found
 
 
+async def _withdrawn_by_sendgrid(gw: httpx.AsyncClient, email: str) -> dict[str, Any]:
+    """The profile at ``email``, after asserting SendGrid's unsubscribe suppressed it."""
+    found: dict[str, Any] = (await gql(gw, PROFILE, email=email))["data"]["customer"]
+    assert found["suppressed"] is True, found
+    statements = [c for c in found["consents"] if c["purpose"] == "EMAIL_MARKETING"]
+    assert statements[0]["source"] == "sendgrid:unsubscribe", found
+    return found
+
+
 async def test_an_unsubscribe_from_a_gmail_variant_withdraws_the_mailbox_owner(
     gw: httpx.AsyncClient,
 ) -> None:
@@ -61,10 +70,7 @@ async def test_an_unsubscribe_from_a_gmail_variant_withdraws_the_mailbox_owner(
     response = await gw.post(**sendgrid_request([event]))
     assert response.status_code == 200, response.text
     assert response.json()["events"][0]["customerId"] == customer["id"], response.text
-    found = (await gql(gw, PROFILE, email=plain))["data"]["customer"]
-    assert found["suppressed"] is True, found
-    statements = [c for c in found["consents"] if c["purpose"] == "EMAIL_MARKETING"]
-    assert statements[0]["source"] == "sendgrid:unsubscribe", found
+    await _withdrawn_by_sendgrid(gw, plain)
 
 
 async def test_an_unsubscribe_from_a_gmail_variant_reaches_a_customer_made_by_address(
@@ -163,11 +169,8 @@ async def test_a_kept_unsubscribe_from_a_variant_reaches_whoever_takes_the_mailb
         **shopify_request({"id": shop_id, "email": plain}, topic="customers/update")
     )
     assert response.status_code == 200, response.text
-    found = (await gql(gw, PROFILE, email=plain))["data"]["customer"]
+    found = await _withdrawn_by_sendgrid(gw, plain)
     assert found["id"] == customer["id"]
-    assert found["suppressed"] is True, found
-    statements = [c for c in found["consents"] if c["purpose"] == "EMAIL_MARKETING"]
-    assert statements[0]["source"] == "sendgrid:unsubscribe", found
 
 
 async def test_an_address_observed_for_two_customers_is_not_keyed_to_a_third(
