@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from gateway.experiments.impressions import ImpressionLog
 from gateway.experiments.running import Assignment, Experiments
-from gateway.experiments.tracking import Tracker, new_list_id
+from gateway.experiments.tracking import Tracker
 from gateway.recommendations.serving import (
     Picks,
     Recommendation,
@@ -34,13 +34,17 @@ DEFAULT_STRATEGY = "model"  # outside an experiment: the model the last build se
 
 @dataclass(frozen=True, slots=True)
 class ServedList:
-    """One served list: ``list_id`` is None when impressions are turned off."""
+    """One served list: ``list_id`` is None when impressions are turned off. ``links``
+    holds each item's link to give out, in order: with its tracking parameter, or the
+    product page when impressions are off (the items themselves are not copied with
+    their tracking fields, as a render's are: a copy per item was ~1 us of a request)."""
 
     list_id: str | None
     strategy: str
     experiment: str | None
     variant: str | None
     items: tuple[Recommendation, ...]
+    links: tuple[str | None, ...]
 
 
 def served_strategy(planned: str, personalised: bool) -> str:
@@ -147,15 +151,19 @@ class ServedRecommendations:
         assignment: Assignment | None,
         items: Sequence[Recommendation],
     ) -> ServedList:
-        list_id, tracked = self._prepared(items)
-        if list_id is not None:
-            self._record(list_id, customer_id, surface, send_id, strategy, assignment, tracked)
+        urls = [item.product.url for item in items]
+        if self.impressions.enabled:
+            list_id, links = self.tracker.new_list(urls)
+            self._record(list_id, customer_id, surface, send_id, strategy, assignment, items)
+        else:
+            list_id, links = None, urls
         return ServedList(
             list_id,
             strategy,
             assignment.experiment.name if assignment else None,
             assignment.variant.name if assignment else None,
-            tracked,
+            tuple(items),
+            tuple(links),
         )
 
     def _prepared(
@@ -164,8 +172,7 @@ class ServedRecommendations:
         """A new list id and the items with their links tagged (untouched when off)."""
         if not self.impressions.enabled:
             return None, tuple(items)
-        list_id = new_list_id()
-        links = self.tracker.links(list_id, [item.product.url for item in items])
+        list_id, links = self.tracker.new_list([item.product.url for item in items])
         # tuple.__new__, not Recommendation(...): the named tuple's own __new__ is a
         # Python function, a call more per item on the hot path.
         return list_id, tuple(

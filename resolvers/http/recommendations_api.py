@@ -70,7 +70,7 @@ def _problem(status: int, code: str, message: str, field: str | None = None) -> 
     return _json({"error": code, "field": field, "message": message}, status)
 
 
-def _item(found: Recommendation) -> dict[str, Any]:
+def _item(found: Recommendation, link: str | None) -> dict[str, Any]:
     product = found.product
     price = product.price
     return {
@@ -78,7 +78,7 @@ def _item(found: Recommendation) -> dict[str, Any]:
         "title": product.title,
         "price": {"amount": str(price.amount), "currency": price.currency} if price else None,
         "image_url": product.image_url,
-        "url": found.url,
+        "url": link,
         "category": found.category,
         "score": found.score,
         "reason": found.reason,
@@ -129,6 +129,8 @@ async def recommendations_endpoint(request: Request) -> Response:
             "customer_id": str(body.customer_id),
             "personalised": personalised,
             "list_id": served.list_id,
-            "recommendations": [_item(r) for r in served.items],
+            "recommendations": [
+                _item(r, link) for r, link in zip(served.items, served.links, strict=True)
+            ],
         }
     )

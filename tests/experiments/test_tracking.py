@@ -123,3 +123,19 @@ def test_a_product_link_that_already_holds_a_tracked_parameter_names_the_list_se
     link = TRACKER.links(served, ["https://shop.example/q", copied])[1]
     assert link is not None
     assert TRACKER.read(link) == Tracked(served, 1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.one_of(URLS, st.none()), min_size=1, max_size=20))
+def test_lists_prepared_ahead_are_signed_as_made_one_at_a_time(urls: list[str | None]) -> None:
+    """``new_list`` (serving: ids and their first tags prepared 64 at a time) gives what
+    ``links`` gives for its id, a new id each list across batches, each link read back."""
+    tracker = Tracker(b"a key of its own")
+    made = [tracker.new_list(urls) for _ in range(150)]
+    assert len({list_id for list_id, _ in made}) == 150
+    for list_id, links in made:
+        assert len(list_id) == 16
+        assert links == tracker.links(list_id, urls)
+        for position, link in enumerate(links):
+            if link:
+                assert tracker.read(link) == Tracked(list_id, position)

@@ -59,18 +59,19 @@ class RecommendedProduct:
     )
 
     @classmethod
-    def of(cls, found: Recommendation) -> RecommendedProduct:
+    def of(cls, found: Recommendation, list_id: str | None, link: str | None) -> RecommendedProduct:
+        """``found`` as served in ``list_id`` (None: untracked), with ``link``."""
         product = found.product
         return cls(
             id=strawberry.ID(product.external_id),
             title=product.title,
             price=Money.of(product.price),
             image_url=product.image_url,
-            url=found.url,
+            url=link,
             category=found.category,
             score=found.score,
             reason=found.reason,
-            list_id=strawberry.ID(found.list_id) if found.list_id else None,
+            list_id=strawberry.ID(list_id) if list_id else None,
         )
 
 
@@ -116,7 +117,10 @@ async def customer_recommendations(
         personalised=root.permits(Purpose.PERSONALISATION),
         max_per_category=max_per_category,
     )
-    return [RecommendedProduct.of(r) for r in served.items]
+    return [
+        RecommendedProduct.of(r, served.list_id, link)
+        for r, link in zip(served.items, served.links, strict=True)
+    ]
 
 
 def send_id_argument(send_id: str | None, field: str = "sendId") -> str | None:
