@@ -5,9 +5,9 @@ and variant, send, product ids) and returns: no datetime, no JSON, no object per
 the request path. The rows are made of them and written in bulk every
 ``flush_interval_s`` through the same buffer as the audit log (gateway/row_buffer.py).
 Every request served leaves a row, so the write is the cheapest the database offers:
-COPY on Postgres, and on SQLite driver-level inserts of 1,000 rows a statement, of values
-in the form SQLAlchemy stores (a UUID's 32 hex digits, a UTC time as ``YYYY-MM-DD
-HH:MM:SS.ffffff``, its seconds formatted once per second, JSON text). A customer erased
+COPY on Postgres, and on SQLite driver-level inserts of 1,000 rows a statement that
+turn raw values into the forms SQLAlchemy stores (a UUID's 32 hex digits, a UTC time as
+``YYYY-MM-DD HH:MM:SS.ffffff``, JSON text) in SQLite's own code. A customer erased
 (or merged away) between serving and the write leaves a row the foreign key refuses:
 the batch is then written without that customer's rows, rather than retried for ever.
 """
