@@ -200,7 +200,7 @@ class ServedRecommendations:
             (
                 list_id,
                 customer_id,
-                time.time(),
+                time.time_ns(),
                 surface,
                 strategy,
                 assignment.experiment.name if assignment else None,
