@@ -27,6 +27,7 @@ import hmac
 import os
 import random
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
@@ -49,6 +50,17 @@ _PERSONALISATION = b"gw-rec-v4"
 # (spawned workers seed their own on import).
 _IDS = random.Random()
 os.register_at_fork(after_in_child=_IDS.seed)
+# Every tracker, so that a forked child drops the lists its parent prepared (they would
+# be served twice, once by each).
+_TRACKERS: weakref.WeakSet[Tracker] = weakref.WeakSet()
+
+
+def _forget_prepared() -> None:
+    for tracker in _TRACKERS:
+        tracker._prepared.clear()
+
+
+os.register_at_fork(after_in_child=_forget_prepared)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +97,7 @@ class Tracker:
             key=self._key, digest_size=_TAG_BYTES * _PER_BLOCK, person=_PERSONALISATION
         )
         self._prepared: list[tuple[str, str]] = []
+        _TRACKERS.add(self)
 
     def new_list(self, urls: Sequence[str | None]) -> tuple[str, list[str | None]]:
         """A new list's id and each of its links tagged for it (``links`` of a

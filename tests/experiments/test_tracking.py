@@ -3,6 +3,7 @@ link already holds; a tampered, truncated or foreign-keyed one names nothing."""
 
 from __future__ import annotations
 
+import os
 from urllib.parse import quote
 
 import pytest
@@ -139,3 +140,17 @@ def test_lists_prepared_ahead_are_signed_as_made_one_at_a_time(urls: list[str | 
         for position, link in enumerate(links):
             if link:
                 assert tracker.read(link) == Tracked(list_id, position)
+
+
+def test_a_forked_child_serves_none_of_the_lists_its_parent_prepared() -> None:
+    tracker = Tracker(b"a key shared by parent and child")
+    tracker.new_list(["https://x/p"])  # the parent's batch prepared, one served
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child)
+        os.write(writer, tracker.new_list(["https://x/p"])[0].encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    served_by_child = os.read(reader, 16).decode()
+    served_by_parent = {tracker.new_list(["https://x/p"])[0] for _ in range(63)}
+    assert served_by_child not in served_by_parent
