@@ -21,7 +21,7 @@ import uuid
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -55,6 +55,15 @@ class _Body(BaseModel):
     max_per_category: int | None = Field(default=None, ge=0, le=MAX_LIMIT)
     send_id: str | None = Field(default=None, min_length=1, max_length=255)
     context: _Context | None = None
+
+    @field_validator("send_id")
+    @classmethod
+    def _printable(cls, send_id: str | None) -> str | None:
+        # As GraphQL's sendId: a NUL cannot be stored on Postgres (its impression failed
+        # its whole batch's COPY, retried for ever) and SQLite's json_extract cuts it.
+        if send_id is not None and not send_id.isprintable():
+            raise ValueError("send_id is printable characters only")
+        return send_id
 
 
 def _json(body: dict[str, Any], status: int = 200) -> Response:

@@ -209,3 +209,25 @@ async def test_a_large_batch_of_impressions_is_written_whole_and_in_order(
     assert {r.customer_id for r in stored} == {customer}
     first = stored[0].served_at.replace(tzinfo=stored[0].served_at.tzinfo or UTC)
     assert abs(first.timestamp() - start / 1e9) < 0.001
+
+
+async def test_a_send_id_no_database_keeps_is_refused_at_the_door(served: Served) -> None:
+    """A NUL (or any unprintable character) in the recommendation URL's ``send_id``, as
+    GraphQL's ``sendId`` refuses it: PostgreSQL's text cannot hold one (its impression
+    failed the whole batch's COPY, retried for ever with every later list behind it) and
+    SQLite's JSON reading stored the id cut at the NUL. The lists served after it are
+    stored."""
+    customer = str(customer_id_for(person_with_history(served.samples)[20]))
+    refused = await served.client.post(
+        "/api/recommendations", json={"customer_id": customer, "send_id": "nul\x00-1"}
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["field"] == "send_id"
+    answer = await served.client.post(
+        "/api/recommendations", json={"customer_id": customer, "send_id": "after-nul"}
+    )
+    assert answer.status_code == 200, answer.text
+    assert [r.list_id for r in await _impressions(served, send_id="after-nul")] == [
+        answer.json()["list_id"]
+    ]
+    assert await _impressions(served, send_id="nul") == []
