@@ -108,7 +108,7 @@ class ImpressionLog:
         async with self._sessions.begin() as session:
             connection = await session.connection()
             if is_postgres(connection):
-                await insert_tuples(connection, _TABLE, _COLUMNS, [_postgres(i) for i in batch])
+                await insert_tuples(connection, _TABLE, _COLUMNS, _postgres_records(batch))
             else:
                 await _sqlite(connection, batch)
 
@@ -122,6 +122,15 @@ class ImpressionLog:
                     await session.scalars(select(Customer.id).where(Customer.id.in_(part)))
                 )
         return [row for row in batch if row[1] in found]
+
+
+def _postgres_records(batch: Sequence[Impression | _Row]) -> list[tuple[object, ...]]:
+    """The batch's rows for COPY, without those JSON cannot hold (as ``_json`` leaves
+    them out): one would fail its batch's COPY every time it is retried."""
+    try:
+        return [_postgres(row) for row in batch]
+    except orjson.JSONEncodeError:
+        return [_postgres(row) for row in _encodable_rows(batch)]
 
 
 def _postgres(row: Impression | _Row) -> tuple[object, ...]:
@@ -154,11 +163,15 @@ def _json(rows: Sequence[Impression | _Row]) -> str:
     try:
         return orjson.dumps(rows, default=tuple).decode()  # default: ``Impression``s
     except orjson.JSONEncodeError:
-        kept = [row for row in rows if _encodable(row)]
-        logger.error(
-            "impressions JSON cannot hold not written", extra={"dropped": len(rows) - len(kept)}
-        )
-        return orjson.dumps(kept, default=tuple).decode()
+        return orjson.dumps(_encodable_rows(rows), default=tuple).decode()
+
+
+def _encodable_rows(rows: Sequence[Impression | _Row]) -> list[Impression | _Row]:
+    kept = [row for row in rows if _encodable(row)]
+    logger.error(
+        "impressions JSON cannot hold not written", extra={"dropped": len(rows) - len(kept)}
+    )
+    return kept
 
 
 def _encodable(row: Impression | _Row) -> bool:

@@ -17,13 +17,15 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Table
+from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.db.engine import create_engine
+from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.migrate import upgrade
+from gateway.db.models import Customer
 from gateway.db.recommendation_models import RecommendationImpression
-from gateway.experiments.impressions import _COLUMNS, _sqlite
+from gateway.experiments.impressions import _COLUMNS, ImpressionLog, _sqlite
+from tests.conftest import create_postgres_database, drop_postgres_database
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -118,3 +120,39 @@ def test_an_impression_no_database_can_hold_is_left_out_not_retried(
             return await _stored(connection, [good, bad, ("c", *good[1:])], True)
 
     assert [row[0] for row in asyncio.run(stored())] == ["a", "c"]
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_the_log_writes_a_batch_without_the_row_no_database_can_hold(
+    database: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The same through ``ImpressionLog`` on both databases: on Postgres the row's items
+    failed ``orjson.dumps`` for COPY, and the whole batch was kept and retried for ever."""
+    if database == "postgres":
+        url = create_postgres_database("gateway_impressions")
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('log') / 'l.db'}"
+    try:
+        upgrade(url)
+
+        async def written() -> list[str]:
+            engine = create_engine(url)
+            try:
+                customer = uuid.uuid4()
+                async with engine.begin() as connection:
+                    await connection.execute(insert(Customer).values(id=customer))
+                log = ImpressionLog(create_sessionmaker(engine), flush_interval_s=3600)
+                for list_id, items in (("a", ("p-1",)), ("b", ("\ud800",)), ("c", ("p-2",))):
+                    log.record((list_id, customer, 0, "api", "model", None, None, "s", items))
+                await log.flush()
+                await log.aclose()
+                async with engine.connect() as connection:
+                    query = select(_TABLE.c.list_id).order_by(_TABLE.c.list_id)
+                    return list(await connection.scalars(query))
+            finally:
+                await engine.dispose()
+
+        assert asyncio.run(written()) == ["a", "c"]
+    finally:
+        if database == "postgres":
+            drop_postgres_database(url)
