@@ -85,6 +85,17 @@ redis.call('HSET', KEYS[1], 'p', ARGV[3], 't', ARGV[6], 's', ARGV[2], 'ep', ARGV
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 """
+# A read's ticket: the counter with the epoch it belongs to (set here if Redis lost it),
+# so that a Redis restarted while the read ran (its counter back at 0, every tag gone)
+# cannot pass for one no write touched.
+_TICKET = """
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  redis.call('SET', KEYS[1], ARGV[1], 'NX')
+  epoch = redis.call('GET', KEYS[1])
+end
+return {epoch, redis.call('GET', KEYS[2]) or '0'}
+"""
 _INVALIDATE = """
 local s = redis.call('INCR', KEYS[1])
 for i = 3, #ARGV do
@@ -315,25 +326,29 @@ class ResponseCache:
         await self.invalidate([*(id_tag(c) for c in customer_ids), *(email_tag(e) for e in emails)])
 
     async def ticket(self) -> Ticket | None:
-        """The invalidation counter now, for a read about to start (None: unknown, Redis
-        not answering): ``touched_since`` later says which of its tags a write touched
-        meanwhile, on any instance."""
+        """The invalidation counter now and its epoch, for a read about to start (None:
+        unknown, Redis not answering): ``touched_since`` later says which of its tags a
+        write touched meanwhile, on any instance."""
         guard = self._guard
         if guard is None:
             return Ticket(self._epoch, self._seq)
         if guard.owed(_EPOCH):
             return None
-        missing = object()  # what the guard answers when Redis did not
-        seq: Any = await guard.call(
-            "response.ticket", lambda: guard.client.get(_SEQ), missing, optional=True
+        script = self._script("ticket", _TICKET)
+        found: Any = await guard.call(
+            "response.ticket",
+            lambda: script(keys=[_EPOCH, _SEQ], args=[uuid.uuid4().hex]),
+            None,
+            optional=True,
         )
-        if seq is missing:
+        if not isinstance(found, list) or len(found) != 2:
             return None
-        return Ticket("", int(seq or 0))
+        return Ticket(_text(found[0]), int(found[1]))
 
     async def touched_since(self, ticket: Ticket, tags: Iterable[str]) -> set[str]:
         """Which of ``tags`` an invalidation touched after ``ticket`` was taken (all of
-        them when that cannot be known)."""
+        them when that cannot be known: Redis not answering, or its epoch not the
+        ticket's, as after a restart that lost the counter and the tags)."""
         wanted = list(dict.fromkeys(tags))
         guard = self._guard
         if guard is None:
@@ -342,14 +357,18 @@ class ResponseCache:
             return {t for t in wanted if self._tags.get(t, 0) > ticket.seq}
         if not wanted:
             return set()
-        keys = [_TAG + t for t in wanted]
+        keys = [_EPOCH, *(_TAG + t for t in wanted)]
         found = await guard.call(
             "response.touched", lambda: guard.client.mget(keys), None, optional=True
         )
-        if not isinstance(found, list) or len(found) != len(wanted):
+        if not isinstance(found, list) or len(found) != len(keys):
+            return set(wanted)
+        if found[0] is None or _text(found[0]) != ticket.epoch:
             return set(wanted)
         return {
-            t for t, v in zip(wanted, found, strict=True) if v is not None and int(v) > ticket.seq
+            t
+            for t, v in zip(wanted, found[1:], strict=True)
+            if v is not None and int(v) > ticket.seq
         }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
@@ -16,7 +17,7 @@ import redis.asyncio as aioredis
 from adapters.transport.breaker import BreakerState, CircuitBreaker
 from gateway.upstreams.cache import Entry, UpstreamCache, build_cache
 from gateway.upstreams.redis_client import RedisGuard, open_client
-from gateway.upstreams.response_cache import ResponseCache, Ticket
+from gateway.upstreams.response_cache import ResponseCache, Ticket, id_tag
 from tests.faults.redis_server import RedisServer
 
 
@@ -203,3 +204,48 @@ async def test_a_replay_redis_refuses_backs_off_instead_of_spinning(server: Redi
     finally:
         await admin.aclose()
         await guard.aclose()
+
+
+async def test_a_fetch_across_a_redis_restart_and_a_write_is_not_cached_stale(
+    server: RedisServer,
+) -> None:
+    """A fetch's ticket taken before Redis restarted (losing the counter and every tag,
+    as a Redis that keeps nothing on disk does) and a write to its customer on another
+    instance after: the counter starts again below the ticket's, so the write's tag
+    looked older than the fetch, and the answer fetched before the write was cached
+    after it and served stale for its TTL. The ticket carries Redis's epoch now: one
+    that changed says every tag may have been touched."""
+    guards = [
+        RedisGuard(
+            open_client(server.url, timeout_s=0.5, retries=1, health_check_interval_s=5),
+            timeout_s=1.0,
+        )
+        for _ in range(2)
+    ]
+    reader, writer = (UpstreamCache(build_cache(server.url, g)) for g in guards)
+    try:
+        for _ in range(5):  # writes before: the counter stands at 5
+            await writer.invalidate_many([uuid.uuid4()], ["crm"])
+        customer = uuid.uuid4()
+        ticket = await reader.ticket(60)
+        assert ticket is not None
+        server.restart()
+        for _ in range(3):  # each instance notices the restart (a dropped connection)
+            await writer.get_many("crm", [customer])
+            await reader.get_many("crm", [customer])
+        await writer.invalidate_many([customer], ["crm"])  # the write, counter 1
+        assert not any(g.owed("gw:rc:v1:epoch") for g in guards)
+        fetched = Entry("before the write", datetime.now(UTC))
+        await reader.keep_fetched("crm", {customer: fetched}, 60, ticket)
+        assert await reader.get_many("crm", [customer]) == {}
+        assert await reader.responses.touched_since(ticket, [id_tag(customer)]) == {
+            id_tag(customer)
+        }
+        # A ticket taken after the restart still tells an untouched customer apart.
+        fresh = await reader.ticket(60)
+        other = uuid.uuid4()
+        await reader.keep_fetched("crm", {other: fetched}, 60, fresh)
+        assert list(await reader.get_many("crm", [other])) == [other]
+    finally:
+        for guard in guards:
+            await guard.aclose()
