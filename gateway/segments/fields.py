@@ -21,7 +21,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from gateway.db.models import Attribute, Consent, Customer
 from gateway.db.score_models import CustomerScore
-from gateway.ingest.engagement import EMAIL_STATUS, UNDELIVERABLE
+from gateway.ingest.engagement import BOUNCED_EMAIL, EMAIL_STATUS, UNDELIVERABLE
 from gateway.privacy.consent import Purpose
 from gateway.scores.rfm import SEGMENTS
 
@@ -85,9 +85,17 @@ def granted(purpose: Purpose) -> ColumnElement[bool]:
 
 
 def undeliverable() -> ColumnElement[bool]:
-    """The customer's latest ``email_status`` observation says a hard bounce (an ESP's;
-    gateway/ingest/engagement.py): no later observation says otherwise."""
+    """The customer's address hard-bounced: an ``email_status`` observation
+    ``undeliverable`` (an ESP's; gateway/ingest/engagement.py) whose ``bounced_email``
+    of the same source and time is the address they have now, and no later
+    ``email_status`` observation says otherwise. A bounce of an address they no longer
+    have (changed, merged away, delivered late) leaves them mailable at the new one;
+    back at the bounced address they are undeliverable again.
+
+    Read through ``ix_attributes_email_status`` as before, each bounce's address found by
+    the leading columns of ``uq_attributes_observation``: no new index."""
     bounce = Attribute.__table__.alias("bounce")
+    address = Attribute.__table__.alias("address")
     later = Attribute.__table__.alias("later")
     return exists(
         select(bounce.c.id).where(
@@ -95,6 +103,20 @@ def undeliverable() -> ColumnElement[bool]:
             bounce.c.customer_id >= FLOOR,
             bounce.c.name == EMAIL_STATUS,
             bounce.c.value == UNDELIVERABLE,
+            exists(
+                select(address.c.id)
+                .where(
+                    address.c.customer_id == bounce.c.customer_id,
+                    address.c.name == BOUNCED_EMAIL,
+                    address.c.source == bounce.c.source,
+                    address.c.observed_at == bounce.c.observed_at,
+                    address.c.value == Customer.email,
+                )
+                # The outermost query's customer, two levels up: left to itself,
+                # SQLAlchemy correlates with the enclosing SELECT only, and joined
+                # ``customers`` afresh (anyone holding the address counted).
+                .correlate_except(address)
+            ),
             ~exists(
                 select(later.c.id).where(
                     later.c.customer_id == bounce.c.customer_id,
