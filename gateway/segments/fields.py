@@ -85,41 +85,28 @@ def granted(purpose: Purpose) -> ColumnElement[bool]:
 
 
 def undeliverable() -> ColumnElement[bool]:
-    """The customer's address hard-bounced: an ``email_status`` observation
-    ``undeliverable`` (an ESP's; gateway/ingest/engagement.py) whose ``bounced_email``
-    of the same source and time is the address they have now, and no later
-    ``email_status`` observation says otherwise. A bounce of an address they no longer
-    have (changed, merged away, delivered late) leaves them mailable at the new one;
-    back at the bounced address they are undeliverable again.
+    """The address the customer has now hard-bounced: a ``bounced_email`` observation
+    of it (an ESP's bounce, stored beside its ``email_status`` ``undeliverable``;
+    gateway/ingest/engagement.py), and no later ``email_status`` observation says
+    otherwise. A bounce of an address they no longer have (changed, merged away,
+    delivered late) leaves them mailable at the new one; back at the bounced address
+    they are undeliverable again.
 
-    Read through ``ix_attributes_email_status`` as before, each bounce's address found by
-    the leading columns of ``uq_attributes_observation``: no new index."""
+    Read through ``ix_attributes_bounced_email`` from the page's floor, both tables
+    bounded by it: Postgres merges the page's customers with the few bounces among them
+    (an EXISTS nested one level deeper was hashed whole, every bounce on every page)."""
     bounce = Attribute.__table__.alias("bounce")
-    address = Attribute.__table__.alias("address")
     later = Attribute.__table__.alias("later")
     return exists(
         select(bounce.c.id).where(
             bounce.c.customer_id == Customer.id,
             bounce.c.customer_id >= FLOOR,
-            bounce.c.name == EMAIL_STATUS,
-            bounce.c.value == UNDELIVERABLE,
-            exists(
-                select(address.c.id)
-                .where(
-                    address.c.customer_id == bounce.c.customer_id,
-                    address.c.name == BOUNCED_EMAIL,
-                    address.c.source == bounce.c.source,
-                    address.c.observed_at == bounce.c.observed_at,
-                    address.c.value == Customer.email,
-                )
-                # The outermost query's customer, two levels up: left to itself,
-                # SQLAlchemy correlates with the enclosing SELECT only, and joined
-                # ``customers`` afresh (anyone holding the address counted).
-                .correlate_except(address)
-            ),
+            bounce.c.name == BOUNCED_EMAIL,
+            bounce.c.value == Customer.email,
             ~exists(
                 select(later.c.id).where(
                     later.c.customer_id == bounce.c.customer_id,
+                    later.c.customer_id >= FLOOR,
                     later.c.name == EMAIL_STATUS,
                     later.c.observed_at > bounce.c.observed_at,
                     later.c.value != UNDELIVERABLE,

@@ -12,8 +12,10 @@ source and time), and a customer is undeliverable only while they have that addr
 address its customer has now, the one it was most likely for, so nobody who bounced
 becomes mailable at the address that bounced; one who moves to another address from
 now on becomes mailable there. A customer without an address gets none (they cannot be
-mailed anyway). No schema change. Down, those addresses go (the older code reads only
-the status).
+mailed anyway). A partial index on those rows (``ix_attributes_bounced_email``, as
+``ix_attributes_email_status`` for the statuses) lets a segment's page read the bounces
+of its own customers only. Down, the index and those addresses go (the older code reads
+only the status).
 """
 
 from __future__ import annotations
@@ -36,7 +38,17 @@ _PAIRED = (
 )
 
 
+_ONLY = sa.text("name = 'bounced_email'")
+
+
 def upgrade() -> None:
+    op.create_index(
+        "ix_attributes_bounced_email",
+        "attributes",
+        ["customer_id", "observed_at"],
+        postgresql_where=_ONLY,
+        sqlite_where=_ONLY,
+    )
     op.execute(
         sa.text(
             "INSERT INTO attributes (customer_id, name, value, source, observed_at) "
@@ -50,6 +62,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_attributes_bounced_email", table_name="attributes")
     # Only the addresses paired with a bounce: a source's own attribute of that name stays.
     op.execute(
         sa.text(

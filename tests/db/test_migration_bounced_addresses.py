@@ -1,7 +1,8 @@
 """0026: each hard bounce stored before names the address its customer has, on Postgres
 and SQLite, so nobody who bounced becomes mailable at the address that bounced; a
-customer without an address gets none; a source's own ``bounced_email`` attribute (no
-bounce beside it) is left alone down; up again works."""
+customer without an address gets none; the partial index on those rows is there
+exactly above 0025; a source's own ``bounced_email`` attribute (no bounce beside it) is
+left alone down; up again works."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from sqlalchemy import text
 
 from gateway.db.engine import create_engine
 from gateway.db.migrate import downgrade, upgrade
-from tests.db.test_migrations import empty_database  # noqa: F401 (the fixture)
+from tests.db.test_migrations import (
+    _indexes,
+    empty_database,  # noqa: F401 (the fixture)
+)
 
 SEEN = datetime(2026, 1, 1, tzinfo=UTC)
 _ADDRESSES = (
@@ -87,6 +91,7 @@ def test_0026_gives_each_stored_bounce_its_customers_address(
     ids = asyncio.run(_people(empty_database))
     crm = (ids["fine"], "crm@example.com", "crm")
     upgrade(empty_database)
+    assert "ix_attributes_bounced_email" in _indexes(empty_database)
     tagged = _ids(asyncio.run(_run(empty_database, _ADDRESSES)))
     assert tagged == [(ids["bounced"], "ada@example.com", "sendgrid"), crm]
     paired = (
@@ -98,6 +103,7 @@ def test_0026_gives_each_stored_bounce_its_customers_address(
     assert asyncio.run(_run(empty_database, paired)) == [(1,)]  # at the bounce's own time
 
     downgrade(empty_database, "0025")
+    assert "ix_attributes_bounced_email" not in _indexes(empty_database)
     assert _ids(asyncio.run(_run(empty_database, _ADDRESSES))) == [crm]
     upgrade(empty_database)
     assert _ids(asyncio.run(_run(empty_database, _ADDRESSES))) == tagged

@@ -58,10 +58,7 @@ COALESCE(k_email_marketing.granted, FALSE) = TRUE
 AND NOT EXISTS (
   SELECT 1 FROM (
     SELECT MAX(a.observed_at) AS bounced_at FROM attributes a
-    JOIN attributes t ON t.customer_id = a.customer_id AND t.name = 'bounced_email'
-      AND t.source = a.source AND t.observed_at = a.observed_at
-    WHERE a.customer_id = c.id AND a.name = 'email_status' AND a.value = 'undeliverable'
-      AND t.value = c.email
+    WHERE a.customer_id = c.id AND a.name = 'bounced_email' AND a.value = c.email
   ) latest
   WHERE latest.bounced_at IS NOT NULL
     AND NOT EXISTS (SELECT 1 FROM attributes b
