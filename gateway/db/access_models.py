@@ -68,11 +68,12 @@ class WebhookReceipt(Base):
 
 
 class EmailSuppression(Base):
-    """What an ESP said of an address before any customer had it, as the same keyed hash
-    a tombstone holds: ``withdraw`` (an unsubscribe, group unsubscribe or spam report)
-    or ``undeliverable`` (a hard bounce). A customer later given that address starts
-    with it, at its source and time: the withdrawal as a consent statement only a newer
-    one outranks, the bounce as an ``email_status`` observation."""
+    """What an ESP said of an address, as the same keyed hash a tombstone holds:
+    ``withdraw`` (an unsubscribe, group unsubscribe or spam report, before any customer
+    had the address) or ``undeliverable`` (a hard bounce, whoever had it). A customer
+    later given that address starts with it, at its source and time: the withdrawal as
+    a consent statement only a newer one outranks, the bounce as an ``email_status``
+    observation with the address it was for."""
 
     __tablename__ = "email_suppressions"
 

@@ -178,13 +178,23 @@ class Attribute(Base):
             value_digest(value),
             unique=True,
         ),
-        # The hard bounces segments leave out of a send (migration 0013).
+        # E-mail statuses: a later word outranks a hard bounce in the segments'
+        # suppression (migration 0015).
         Index(
             "ix_attributes_email_status",
             customer_id,
             observed_at,
             postgresql_where=text("name = 'email_status'"),
             sqlite_where=text("name = 'email_status'"),
+        ),
+        # The addresses that hard-bounced, read a page of customers at a time by the
+        # segments' suppression (migration 0026).
+        Index(
+            "ix_attributes_bounced_email",
+            customer_id,
+            observed_at,
+            postgresql_where=text("name = 'bounced_email'"),
+            sqlite_where=text("name = 'bounced_email'"),
         ),
         # Every address a customer was seen with: an ESP's unsubscribe for an address
         # that is no longer their golden one still finds them (migration 0017).

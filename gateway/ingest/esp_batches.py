@@ -63,9 +63,9 @@ async def store_batch(
     config: IdentityConfig = DEFAULT_CONFIG,
 ) -> StoredBatch:
     """Store ``events`` (each with its subject digests) on ``connection``'s transaction;
-    clicks on links ``tracker`` signed are attributed to their lists; a withdrawal or a
-    hard bounce for an address no customer has is kept as a suppression
-    (gateway/privacy/suppressions.py)."""
+    clicks on links ``tracker`` signed are attributed to their lists; a withdrawal for
+    an address no customer has, and every hard bounce (the address, whoever has it), is
+    kept as a suppression (gateway/privacy/suppressions.py)."""
     every = set().union(*subjects) if subjects else set()
     # Shared: an ESP batch creates and links no one, so only an erasure (exclusive) must
     # wait for it; two batches (which held ~60 % of the stripes each) no longer queue.
@@ -82,22 +82,29 @@ async def store_batch(
         recipients = await _recipients(connection, addresses, config)
         result = StoredBatch()
     wanted: dict[str, int] = {}  # event id -> position of its first copy in the batch
-    # What is said of addresses nobody has: (digest, kind) -> the newest (source, time)
-    strangers: dict[tuple[str, suppressions.Kind], tuple[str, datetime]] = {}
+    # What is said of addresses: (digest, kind) -> the newest (source, time). Withdrawals
+    # of addresses nobody has; hard bounces of any address: a customer who leaves a
+    # bounced address for another is mailable there, and whoever takes it on is not.
+    kept: dict[tuple[str, suppressions.Kind], tuple[str, datetime]] = {}
     now = datetime.now(UTC)
+
+    def note(event: InboundEvent) -> None:
+        if event.consequence is None or not event.recipient:
+            return
+        mailbox = suppressions.mailbox(event.recipient, config)
+        key = (tombstones.digest("email", mailbox), event.consequence)
+        source = event.source
+        if event.consequence == "withdraw":
+            source = withdrawal_source(event)
+        stated = (source, stated_at(event, now))
+        kept[key] = max(kept.get(key, stated), stated, key=lambda s: s[1])
+
     for position, (event, digests) in enumerate(zip(events, subjects, strict=True)):
         customer = recipients.get(event.recipient or "")
         if digests & blocked:
             result.statuses.append(("erased", None))
         elif customer is None:
-            if event.consequence is not None and event.recipient:
-                mailbox = suppressions.mailbox(event.recipient, config)
-                key = (tombstones.digest("email", mailbox), event.consequence)
-                source = event.source
-                if event.consequence == "withdraw":
-                    source = withdrawal_source(event)
-                stated = (source, stated_at(event, now))
-                strangers[key] = max(strangers.get(key, stated), stated, key=lambda s: s[1])
+            note(event)
             result.statuses.append(("ignored", None))
         elif event.event_id in wanted:
             result.statuses.append(("duplicate", None))
@@ -120,6 +127,8 @@ async def store_batch(
         subject_rows += [(row_id, digest) for digest in sorted(subjects[position])]
         if event.consequence is not None:
             consequences.append((customer, event))
+            if event.consequence == "undeliverable":
+                note(event)
         url = event.properties.get("url") if event.type == "email:click" else None
         if isinstance(url, str):
             send = send_of(event.properties)
@@ -129,8 +138,8 @@ async def store_batch(
             result.changed[customer] = (event, fields | set(event.changed))
     # COPY on Postgres: a batch's thousand rows, no conflict possible (fresh events).
     await insert_tuples(connection, _SUBJECTS, ("event_id", "digest"), subject_rows)
-    await apply_consequences(connection, consequences, now)
-    await suppressions.keep(connection, strangers)
+    await apply_consequences(connection, consequences, now, config)
+    await suppressions.keep(connection, kept)
     if tracker is not None:
         await record_clicks(connection, clicked, tracker)
     return result

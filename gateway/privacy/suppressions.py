@@ -1,4 +1,5 @@
-"""What an ESP said of addresses no customer has yet: withdrawals and hard bounces.
+"""What an ESP said of addresses no customer has yet (withdrawals and hard bounces), and
+of every address that hard-bounced, whoever had it.
 
 An ESP reports an unsubscribe, a group unsubscribe, a spam report or a hard bounce for
 whoever it mailed, and that may be an address the gateway has no customer for (a list
@@ -15,8 +16,13 @@ the time the ESP gives it (bounded to now); the newest per address and kind stan
 gives each new customer whose address has one the withdrawal as a consent statement of
 its own source and time, so ``suppressed`` is true from the start, and a later opt-in (a
 newer statement) outranks it as it outranks any withdrawal; and the bounce as an
-``email_status`` observation ``undeliverable`` of its source and time, as a bounce for a
-stored customer is recorded.
+``email_status`` observation ``undeliverable`` of its source and time with the address
+it was for (``bounced_email``), as a bounce for a stored customer is recorded.
+
+A bounce is a fact about the address, so one for a stored customer is kept too: when
+they move to another address they are mailable there (gateway/segments/fields.py), and
+whoever takes the bounced address on next (another customer, or they again under
+another spelling of the mailbox) gets the bounce with it.
 
 A stored customer who takes the address on later (a source's record now carries it: an
 email change, an import, a merge or fold giving them the address, an unmerge splitting
@@ -48,6 +54,7 @@ from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.observations import ObservationRow, insert_observations
 from gateway.identity.values import email_parts
 from gateway.privacy.consent import Purpose, withdraw_many
+from gateway.profiles.contact_points import normalize_email
 
 if TYPE_CHECKING:
     from gateway.privacy.erasure import Tombstones
@@ -58,6 +65,22 @@ if TYPE_CHECKING:
 Kind = Literal["withdraw", "undeliverable"]
 EMAIL_STATUS = "email_status"  # the attribute a hard bounce sets
 UNDELIVERABLE = "undeliverable"
+# A bounce is a fact about an address, not a person: beside each ``email_status``
+# observation ``undeliverable`` the address it was for, observed with the same source
+# and time (gateway/segments/fields.py holds a customer undeliverable only while their
+# address is one of these).
+BOUNCED_EMAIL = "bounced_email"
+
+
+def bounce_rows(
+    customer: uuid.UUID, addresses: Iterable[str], source: str, at: datetime
+) -> list[ObservationRow]:
+    """A hard bounce of ``addresses`` (one mailbox, as the customer holds it) observed
+    for ``customer``: the status, and each address it was for."""
+    return [
+        (customer, EMAIL_STATUS, UNDELIVERABLE, source, at),
+        *((customer, BOUNCED_EMAIL, address, source, at) for address in sorted(set(addresses))),
+    ]
 
 
 async def keep(
@@ -128,8 +151,8 @@ class Suppressions:
         made after the withdrawal stands; on a tie with a grant the withdrawal wins; the
         same withdrawal is not recorded twice when the address is seen again), a hard
         bounce as an ``email_status`` observation (stored once however often it is
-        given). The customers that got either."""
-        owners: dict[str, set[uuid.UUID]] = {}
+        given, with the address it was for). The customers that got either."""
+        owners: dict[str, set[tuple[uuid.UUID, str]]] = {}
         for customer, email in acquired:
             digest = self._tombstones.email_digest(email)
             if digest is None or email is None:
@@ -137,14 +160,14 @@ class Suppressions:
             # Under the mailbox's key (kept so since), and the address as written (kept
             # so before: the same digest unless a provider's dots or plus tag fold).
             keyed = self._tombstones.digest("email", mailbox(email, self._config))
+            held = normalize_email(email)  # as their profile holds it (the digest's form)
             for each in {digest, keyed}:
-                owners.setdefault(each, set()).add(customer)
+                owners.setdefault(each, set()).add((customer, held))
         if not owners:
             return set()
-        found: dict[str, dict[uuid.UUID, tuple[datetime, str]]] = {
-            "withdraw": {},
-            "undeliverable": {},
-        }
+        withdrawn: dict[uuid.UUID, tuple[datetime, str]] = {}
+        # (customer, the address they took on) -> the newest bounce kept for it
+        bounced: dict[tuple[uuid.UUID, str], tuple[datetime, str]] = {}
         # An import's batch asks about thousands of addresses: planned for them.
         async with custom_plans(connection):
             for clause in matching(connection, EmailSuppression.digest, owners):
@@ -157,13 +180,14 @@ class Suppressions:
                     ).where(clause)
                 )
                 for digest, kind, recorded_at, source in rows:
-                    of_kind = found.get(kind)
-                    if of_kind is None:  # a kind this version does not know: not applied
-                        continue
-                    for customer in owners[digest]:
-                        stated = (as_utc(recorded_at), source)
-                        of_kind[customer] = max(of_kind.get(customer, stated), stated)
-            withdrawn = found["withdraw"]
+                    stated = (as_utc(recorded_at), source)
+                    for customer, email in owners[digest]:
+                        if kind == "withdraw":
+                            withdrawn[customer] = max(withdrawn.get(customer, stated), stated)
+                        elif kind == "undeliverable":
+                            pair = (customer, email)
+                            bounced[pair] = max(bounced.get(pair, stated), stated)
+                        # else a kind this version does not know: not applied
             if withdrawn:
                 statements = await _statements(connection, withdrawn)
                 for customer, (stated_at, granted) in statements.items():
@@ -177,13 +201,13 @@ class Suppressions:
                 {customer: source for customer, (_, source) in withdrawn.items()},
                 {customer: recorded_at for customer, (recorded_at, _) in withdrawn.items()},
             )
-        bounced = found["undeliverable"]
         observations: list[ObservationRow] = [
-            (customer, EMAIL_STATUS, UNDELIVERABLE, source, at)
-            for customer, (at, source) in sorted(bounced.items())
+            row
+            for (customer, email), (at, source) in sorted(bounced.items())
+            for row in bounce_rows(customer, [email], source, at)
         ]
         await insert_observations(connection, observations)
-        return set(withdrawn) | set(bounced)
+        return set(withdrawn) | {customer for customer, _ in bounced}
 
 
 async def _statements(

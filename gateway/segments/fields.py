@@ -21,7 +21,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from gateway.db.models import Attribute, Consent, Customer
 from gateway.db.score_models import CustomerScore
-from gateway.ingest.engagement import EMAIL_STATUS, UNDELIVERABLE
+from gateway.ingest.engagement import BOUNCED_EMAIL, EMAIL_STATUS, UNDELIVERABLE
 from gateway.privacy.consent import Purpose
 from gateway.scores.rfm import SEGMENTS
 
@@ -85,19 +85,28 @@ def granted(purpose: Purpose) -> ColumnElement[bool]:
 
 
 def undeliverable() -> ColumnElement[bool]:
-    """The customer's latest ``email_status`` observation says a hard bounce (an ESP's;
-    gateway/ingest/engagement.py): no later observation says otherwise."""
+    """The address the customer has now hard-bounced: a ``bounced_email`` observation
+    of it (an ESP's bounce, stored beside its ``email_status`` ``undeliverable``;
+    gateway/ingest/engagement.py), and no later ``email_status`` observation says
+    otherwise. A bounce of an address they no longer have (changed, merged away,
+    delivered late) leaves them mailable at the new one; back at the bounced address
+    they are undeliverable again.
+
+    Read through ``ix_attributes_bounced_email`` from the page's floor, both tables
+    bounded by it: Postgres merges the page's customers with the few bounces among them
+    (an EXISTS nested one level deeper was hashed whole, every bounce on every page)."""
     bounce = Attribute.__table__.alias("bounce")
     later = Attribute.__table__.alias("later")
     return exists(
         select(bounce.c.id).where(
             bounce.c.customer_id == Customer.id,
             bounce.c.customer_id >= FLOOR,
-            bounce.c.name == EMAIL_STATUS,
-            bounce.c.value == UNDELIVERABLE,
+            bounce.c.name == BOUNCED_EMAIL,
+            bounce.c.value == Customer.email,
             ~exists(
                 select(later.c.id).where(
                     later.c.customer_id == bounce.c.customer_id,
+                    later.c.customer_id >= FLOOR,
                     later.c.name == EMAIL_STATUS,
                     later.c.observed_at > bounce.c.observed_at,
                     later.c.value != UNDELIVERABLE,

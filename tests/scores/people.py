@@ -64,16 +64,17 @@ async def scored_customer(
                         recorded_at=COMPUTED_AT,
                     )
                 )
-            if bounced:
-                session.add(
-                    Attribute(
-                        customer_id=customer.id,
-                        name="email_status",
-                        value="undeliverable",
-                        source="sendgrid",
-                        observed_at=COMPUTED_AT - timedelta(days=1),
+            if bounced:  # as an ESP's hard bounce is stored: the status and its address
+                for name, value in (("email_status", "undeliverable"), ("bounced_email", email)):
+                    session.add(
+                        Attribute(
+                            customer_id=customer.id,
+                            name=name,
+                            value=value,
+                            source="sendgrid",
+                            observed_at=COMPUTED_AT - timedelta(days=1),
+                        )
                     )
-                )
             return customer.id
     finally:
         await engine.dispose()

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from gateway.db.bulk import insert_tuples
 from gateway.db.models import Attribute, Consent, Customer
 from gateway.db.score_models import CustomerScore
-from gateway.ingest.engagement import EMAIL_STATUS, UNDELIVERABLE
+from gateway.ingest.engagement import BOUNCED_EMAIL, EMAIL_STATUS, UNDELIVERABLE
 from gateway.scores.rfm import SEGMENTS
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
@@ -104,8 +104,13 @@ async def write_audience(
     roll = rng.random(size).tolist()
     bounced_at = _days(NOW, rng.integers(1, 100, size))
     for n, i in enumerate(ids):
-        if roll[n] < 0.04:
+        if roll[n] < 0.06:
+            # A hard bounce, as an ESP's is stored: the status and the address it was for,
+            # theirs, or (a third of them) one they left, now another customer's: neither
+            # of the two is undeliverable for it.
+            address = emails[n] if roll[n] < 0.04 else emails[(n + 1) % size]
             observations.append((i, EMAIL_STATUS, UNDELIVERABLE, "sendgrid", bounced_at[n]))
+            observations.append((i, BOUNCED_EMAIL, address, "sendgrid", bounced_at[n]))
             if roll[n] < 0.01:  # a later word that the address works again
                 later = bounced_at[n] + timedelta(days=1)
                 observations.append((i, EMAIL_STATUS, "deliverable", "crm", later))

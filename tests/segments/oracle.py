@@ -4,7 +4,8 @@ does the same with its own SQL).
 
 Each field is a column of ``customers`` or of ``customer_scores`` (left-joined), or a
 purpose's consent (left-joined, one row per purpose: no row is a no). The send rule: a
-yes to email marketing, and no hard bounce as the latest e-mail status.
+yes to email marketing, and no hard bounce of the address the customer has now (unless
+a later e-mail status says otherwise).
 """
 
 from __future__ import annotations
@@ -55,10 +56,14 @@ LEFT JOIN consents k_analytics
 _MAILABLE = """
 COALESCE(k_email_marketing.granted, FALSE) = TRUE
 AND NOT EXISTS (
-  SELECT 1 FROM attributes a
-  WHERE a.customer_id = c.id AND a.name = 'email_status' AND a.value = 'undeliverable'
-    AND a.observed_at = (SELECT MAX(b.observed_at) FROM attributes b
-                         WHERE b.customer_id = c.id AND b.name = 'email_status'))
+  SELECT 1 FROM (
+    SELECT MAX(a.observed_at) AS bounced_at FROM attributes a
+    WHERE a.customer_id = c.id AND a.name = 'bounced_email' AND a.value = c.email
+  ) latest
+  WHERE latest.bounced_at IS NOT NULL
+    AND NOT EXISTS (SELECT 1 FROM attributes b
+                    WHERE b.customer_id = c.id AND b.name = 'email_status'
+                      AND b.value <> 'undeliverable' AND b.observed_at > latest.bounced_at))
 """
 
 
