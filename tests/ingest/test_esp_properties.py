@@ -29,11 +29,13 @@ from gateway.ingest.signatures import (
 from gateway.ingest.webhook_payloads import InboundEvent, PayloadError
 from gateway.profiles.contact_points import normalize_email
 from tests.gql_client import gql
-from tests.ingest.test_esp_webhooks import UPSERT
+from tests.ingest.test_esp_webhooks import UPSERT, profile, subscribed
 from tests.ingest.webhook_requests import (
     SENDGRID_PUBLIC,
+    mandrill_event,
     mandrill_request,
     mandrill_signed,
+    sendgrid_event,
     sendgrid_request,
     sendgrid_signed,
 )
@@ -220,3 +222,43 @@ async def _stored(database_url: str, events: list[dict[str, Any]]) -> int:
             return int(count or 0)
     finally:
         await engine.dispose()
+
+
+async def test_a_nul_character_rejects_its_event_and_the_rest_is_stored(
+    gateway: httpx.AsyncClient,
+) -> None:
+    """A NUL escaped into an event's string (a custom argument, a link, an id) cannot be
+    stored in PostgreSQL's text: it failed the whole batch with a 500, so the ESP retried
+    it for days and the batch's unsubscribes were never applied. It is that event's bad
+    field, as any other; a NUL in the event id refuses the batch (no id to answer by)."""
+    email, _ = await subscribed(gateway)
+    other, _ = await subscribed(gateway)
+    batch = [
+        sendgrid_event(email, "open", send_id="spring\x00"),
+        sendgrid_event(email, "click", url="https://shop.example/p\x00"),
+        sendgrid_event(email, "unsubscribe"),
+    ]
+    response = await gateway.post(**sendgrid_request(batch))
+    assert response.status_code == 200, response.text
+    answers = response.json()["events"]
+    assert [(a["status"], a.get("field")) for a in answers] == [
+        ("rejected", "0.send_id"),
+        ("rejected", "1.url"),
+        ("processed", None),
+    ]
+    assert (await profile(gateway, email))["suppressed"] is True
+    refused = await gateway.post(
+        **sendgrid_request([sendgrid_event(email, "open", sg_event_id="a\x00")])
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["field"] == "0.sg_event_id"
+    message = mandrill_event(other, "open")
+    message["msg"]["metadata"] = {"send_id": "s\x00"}
+    response = await gateway.post(**mandrill_request([message, mandrill_event(other, "unsub")]))
+    assert response.status_code == 200, response.text
+    answers = response.json()["events"]
+    assert [(a["status"], a.get("field")) for a in answers] == [
+        ("rejected", "mandrill_events.0.msg.metadata.send_id"),
+        ("processed", None),
+    ]
+    assert (await profile(gateway, other))["suppressed"] is True
