@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
@@ -115,6 +116,20 @@ def test_any_timestamp_header_is_passed_or_refused_with_a_reason(stamp: str) -> 
         except SignatureError as exc:
             reason = exc.reason
         assert reason
+
+
+@pytest.mark.parametrize("digits", [309, 400, 4301])
+def test_a_timestamp_of_hundreds_of_digits_is_stale_not_a_500(digits: int) -> None:
+    """Anyone can send the header, signed or not: past ~308 digits SendGrid's check took
+    the float of it (OverflowError), past 4,300 digits both parsed it (ValueError)."""
+    key = sendgrid_public_key(SENDGRID_PUBLIC)
+    stamp = "9" * digits
+    with pytest.raises(SignatureError) as sendgrid:
+        verify_sendgrid(key, b"[]", "x", stamp)
+    url = "http://gw/webhooks/hubspot"
+    with pytest.raises(SignatureError) as hubspot:
+        verify_hubspot("s" * 16, "POST", url, b"[]", "x", stamp)
+    assert sendgrid.value.code == hubspot.value.code == "stale_timestamp"
 
 
 @SLOW
