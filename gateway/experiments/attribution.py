@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db.recommendation_models import RecommendationClick, RecommendationImpression
@@ -110,7 +110,12 @@ async def clicks_of(engine: AsyncEngine, customer_id: uuid.UUID) -> list[Attribu
             shown.send_id,
         )
         .outerjoin(shown, shown.list_id == click.list_id)
-        .where(click.customer_id == customer_id)
+        # A list served to someone else is not this customer's click (its impression
+        # not written yet: kept, as its fields say).
+        .where(
+            click.customer_id == customer_id,
+            or_(shown.customer_id.is_(None), shown.customer_id == click.customer_id),
+        )
         .order_by(click.clicked_at.desc(), click.event_id.desc())
     )
     async with engine.connect() as connection:

@@ -5,7 +5,8 @@ Per variant, over the lists served under the experiment inside its window
 (``recommendation_impressions``: experiment, variant, ``start <= served_at < end``):
 
 - ``impressions``: lists served; ``customers``: distinct customers served one;
-- ``clicks``: lists with at least one attributed click (``recommendation_clicks``);
+- ``clicks``: lists with at least one attributed click (``recommendation_clicks``) by
+  the customer the list was served to;
   ``ctr`` = clicks / impressions;
 - ``conversions``: lists with a click followed, within the conversion window, by an
   order of the clicking customer (an order event: Shopify ``orders/*`` or a stream's
@@ -151,10 +152,11 @@ class ExperimentResults:
     async def _counts(self, found: Experiment) -> dict[str, tuple[int, int, int, int]]:
         shown, click = RecommendationImpression, RecommendationClick
         dialect = self._engine.dialect.name
-        clicked = exists().where(click.list_id == shown.list_id)
-        bought = exists().where(
-            click.list_id == shown.list_id, converted(click, self.window_s, dialect)
-        )
+        # The list's own customer's clicks only: a genuine link in another recipient's
+        # event proves nothing of what this customer did.
+        own = and_(click.list_id == shown.list_id, click.customer_id == shown.customer_id)
+        clicked = exists().where(own)
+        bought = exists().where(own, converted(click, self.window_s, dialect))
         query = (
             select(
                 shown.variant,

@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
+from gateway.ingest.nul_strings import nul_at
 from gateway.ingest.webhook_payloads import (
     Consequence,
     InboundEvent,
@@ -122,8 +123,27 @@ def parse_sendgrid(body: bytes) -> list[EspItem]:
     except ValidationError:
         # Event by event (the slow way, only for a batch with a bad one): a bad field
         # skips its event, a missing or bad event id refuses the batch.
-        return [_sendgrid_item(position, raw) for position, raw in enumerate(data)]
-    return [_sendgrid_event(position, event) for position, event in enumerate(events)]
+        items = [_sendgrid_item(position, raw) for position, raw in enumerate(data)]
+    else:
+        items = [_sendgrid_event(position, event) for position, event in enumerate(events)]
+    if b"\\u0000" in body:  # JSON holds a NUL only escaped: most batches skip the walk
+        items = [
+            _sendgrid_nul(position, raw, item)
+            for position, (raw, item) in enumerate(zip(data, items, strict=True))
+        ]
+    return items
+
+
+def _sendgrid_nul(position: int, raw: Any, item: EspItem) -> EspItem:
+    """``item``, or its event rejected for a NUL in one of its strings (PostgreSQL's text
+    cannot hold one: the whole batch failed; SQLite's JSON reading cuts the string)."""
+    where = nul_at(raw, str(position))
+    if where is None or isinstance(item, SkippedEvent):
+        return item
+    if where == f"{position}.sg_event_id":
+        raise PayloadError(f"{where}: a NUL character", where)
+    consequence = _consequence(raw.get("event"), raw.get("type"))
+    return SkippedEvent(item.event_id, "rejected", f"{where}: a NUL character", where, consequence)
 
 
 def _sendgrid_item(position: int, raw: Any) -> EspItem:
@@ -231,6 +251,11 @@ def parse_mandrill(
     except ValidationError:
         # Event by event, only for a batch with a bad one: a bad field skips its event.
         events = [_mandrill_item(position, item) for position, item in enumerate(data)]
+    if "\\u0000" in raw[0]:  # JSON holds a NUL only escaped: most batches skip the walk
+        events = [
+            _mandrill_nul(position, item, event)
+            for position, (item, event) in enumerate(zip(data, events, strict=True))
+        ]
     oldest = None if max_age_s is None else (now or time.time()) - max_age_s
     return [
         event if isinstance(event, SkippedEvent) else _mandrill_event(position, event, oldest)
@@ -253,6 +278,18 @@ def _mandrill_item(position: int, raw: Any) -> MandrillEvent | SkippedEvent:
         return SkippedEvent(
             _digest(key), "rejected", reason, field, _mandrill_consequence(raw.get("event"))
         )
+
+
+def _mandrill_nul(
+    position: int, raw: Any, event: MandrillEvent | SkippedEvent
+) -> MandrillEvent | SkippedEvent:
+    """``event``, or it rejected for a NUL in one of its strings (as ``_sendgrid_nul``)."""
+    where = nul_at(raw, f"mandrill_events.{position}")
+    if where is None or isinstance(event, SkippedEvent) or not (event.msg and event.msg.email):
+        return event
+    key = "\n".join((event.event, event.id or "", str(event.ts), event.url or ""))
+    reason = f"{where}: a NUL character"
+    return SkippedEvent(_digest(key), "rejected", reason, where, _mandrill_consequence(event.event))
 
 
 def _mandrill_event(position: int, event: MandrillEvent, oldest: float | None) -> EspItem:

@@ -57,6 +57,14 @@ def _digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+def _epoch(stamp: str) -> int | None:
+    """The value of a digits-only timestamp, or None past 18 significant digits: no time
+    near now has as many, and a longer one overflowed the float it is compared as
+    (Python also refuses to parse 4,301 digits)."""
+    significant = stamp.lstrip("0")
+    return int(significant or "0") if len(significant) <= 18 else None
+
+
 def _equal(given: str | None, expected: str) -> bool:
     if not given:
         return False
@@ -103,7 +111,8 @@ def verify_hubspot(
             "missing_timestamp", "X-HubSpot-Request-Timestamp must be epoch milliseconds"
         )
     now = now_ms if now_ms is not None else int(time.time() * 1000)
-    if abs(now - int(timestamp.strip())) > HUBSPOT_MAX_AGE_MS:
+    sent = _epoch(timestamp.strip())
+    if sent is None or abs(now - sent) > HUBSPOT_MAX_AGE_MS:
         raise SignatureError(
             "stale_timestamp", "X-HubSpot-Request-Timestamp is more than 5 minutes from now"
         )
@@ -149,7 +158,8 @@ def verify_sendgrid(
             "missing_timestamp", "X-Twilio-Email-Event-Webhook-Timestamp must be epoch seconds"
         )
     now = now_s if now_s is not None else time.time()
-    if abs(now - int(stamp)) > SENDGRID_MAX_AGE_S:
+    sent = _epoch(stamp)
+    if sent is None or abs(now - sent) > SENDGRID_MAX_AGE_S:
         raise SignatureError(
             "stale_timestamp",
             "X-Twilio-Email-Event-Webhook-Timestamp is more than 10 minutes from now",

@@ -75,3 +75,31 @@ def test_a_simulated_send_shows_the_personal_variants_lift(tmp_path: Path) -> No
     control, personal = theirs.variants
     assert personal.click_through.value > control.click_through.value  # type: ignore[operator]
     assert theirs.compared == "personal"
+
+
+def test_a_simulated_send_dates_nothing_after_it_reported_it(tmp_path: Path) -> None:
+    """An ESP reports what happened, and a shop an order placed: the simulation's events
+    and orders were dated up to hours after they were posted, so a second run (or any
+    send within those hours) counted the first run's future orders as its conversions,
+    and ``lastEmailOpenAt`` showed an open that had not happened yet."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'sim.db'}"
+    settings = load_settings(database_url=url, insecure_demo=True)
+    simulate(settings, customers=100, seed=25, send_id="sim-future")
+
+    async def future() -> int:
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as connection:
+                return int(
+                    await connection.scalar(
+                        text(
+                            "SELECT count(*) FROM events WHERE source IN ('sendgrid', 'shopify') "
+                            "AND julianday(occurred_at) > julianday(received_at)"
+                        )
+                    )
+                    or 0
+                )
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(future()) == 0

@@ -235,3 +235,25 @@ async def test_erasure_takes_the_customers_impressions_and_clicks(served: Served
     )
     assert "errors" not in body, body
     assert await count() == (0, 0)
+
+
+async def test_a_click_on_a_list_served_to_someone_else_is_not_attributed(served: Served) -> None:
+    # The tag proves the link is genuine, not that the clicker was sent it: an ESP event
+    # of one recipient carrying another customer's link (a forwarded mail's link pasted
+    # into a reply, a misrouted event) must count for neither list nor person.
+    owner, clicker = person_with_history(served.samples)[9:11]
+    async with running_experiment(
+        served.client, [("only", "model", 1.0), ("b", "model", 1e-9)]
+    ) as name:
+        now = time.time()
+        url = (await recommend(served.client, owner))["recommendations"][0]["url"]
+        await _post(served, sendgrid_request([click(clicker.email, url, at=now)]))
+        answer = await served.client.post(**_order(clicker, now + 60))
+        assert answer.status_code == 200, answer.text
+        click_through = await _results(served, name)
+        conversion = await _results(served, name, "CONVERSION")
+    services = services_of(served.app)
+    assert await services.experiment_results.clicks(customer_id_for(clicker)) == []
+    variant = click_through["variants"][0]
+    assert (variant["impressions"], variant["clicks"]) == (1, 0)
+    assert conversion["variants"][0]["conversions"] == 0

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
@@ -29,11 +30,13 @@ from gateway.ingest.signatures import (
 from gateway.ingest.webhook_payloads import InboundEvent, PayloadError
 from gateway.profiles.contact_points import normalize_email
 from tests.gql_client import gql
-from tests.ingest.test_esp_webhooks import UPSERT
+from tests.ingest.test_esp_webhooks import UPSERT, profile, subscribed
 from tests.ingest.webhook_requests import (
     SENDGRID_PUBLIC,
+    mandrill_event,
     mandrill_request,
     mandrill_signed,
+    sendgrid_event,
     sendgrid_request,
     sendgrid_signed,
 )
@@ -113,6 +116,20 @@ def test_any_timestamp_header_is_passed_or_refused_with_a_reason(stamp: str) -> 
         except SignatureError as exc:
             reason = exc.reason
         assert reason
+
+
+@pytest.mark.parametrize("digits", [309, 400, 4301])
+def test_a_timestamp_of_hundreds_of_digits_is_stale_not_a_500(digits: int) -> None:
+    """Anyone can send the header, signed or not: past ~308 digits SendGrid's check took
+    the float of it (OverflowError), past 4,300 digits both parsed it (ValueError)."""
+    key = sendgrid_public_key(SENDGRID_PUBLIC)
+    stamp = "9" * digits
+    with pytest.raises(SignatureError) as sendgrid:
+        verify_sendgrid(key, b"[]", "x", stamp)
+    url = "http://gw/webhooks/hubspot"
+    with pytest.raises(SignatureError) as hubspot:
+        verify_hubspot("s" * 16, "POST", url, b"[]", "x", stamp)
+    assert sendgrid.value.code == hubspot.value.code == "stale_timestamp"
 
 
 @SLOW
@@ -220,3 +237,43 @@ async def _stored(database_url: str, events: list[dict[str, Any]]) -> int:
             return int(count or 0)
     finally:
         await engine.dispose()
+
+
+async def test_a_nul_character_rejects_its_event_and_the_rest_is_stored(
+    gateway: httpx.AsyncClient,
+) -> None:
+    """A NUL escaped into an event's string (a custom argument, a link, an id) cannot be
+    stored in PostgreSQL's text: it failed the whole batch with a 500, so the ESP retried
+    it for days and the batch's unsubscribes were never applied. It is that event's bad
+    field, as any other; a NUL in the event id refuses the batch (no id to answer by)."""
+    email, _ = await subscribed(gateway)
+    other, _ = await subscribed(gateway)
+    batch = [
+        sendgrid_event(email, "open", send_id="spring\x00"),
+        sendgrid_event(email, "click", url="https://shop.example/p\x00"),
+        sendgrid_event(email, "unsubscribe"),
+    ]
+    response = await gateway.post(**sendgrid_request(batch))
+    assert response.status_code == 200, response.text
+    answers = response.json()["events"]
+    assert [(a["status"], a.get("field")) for a in answers] == [
+        ("rejected", "0.send_id"),
+        ("rejected", "1.url"),
+        ("processed", None),
+    ]
+    assert (await profile(gateway, email))["suppressed"] is True
+    refused = await gateway.post(
+        **sendgrid_request([sendgrid_event(email, "open", sg_event_id="a\x00")])
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["field"] == "0.sg_event_id"
+    message = mandrill_event(other, "open")
+    message["msg"]["metadata"] = {"send_id": "s\x00"}
+    response = await gateway.post(**mandrill_request([message, mandrill_event(other, "unsub")]))
+    assert response.status_code == 200, response.text
+    answers = response.json()["events"]
+    assert [(a["status"], a.get("field")) for a in answers] == [
+        ("rejected", "mandrill_events.0.msg.metadata.send_id"),
+        ("processed", None),
+    ]
+    assert (await profile(gateway, other))["suppressed"] is True
