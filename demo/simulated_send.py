@@ -10,13 +10,18 @@ their taste says (demo/people/taste.py): they open with ``OPEN``; they click a p
 one of their two favourite categories with ``CLICK_MATCH``, another with ``CLICK_OTHER``
 (the links in order, one click at most); a click on a product they like leads to an
 order with ``ORDER_MATCH``, another with ``ORDER_OTHER``; a few openers unsubscribe.
-Their events are time-stamped over the hours after the send, posted as signed SendGrid
-batches, the orders as Shopify webhooks; then the experiment's results and the send's
-metrics are read back through the API and printed.
+Their events are posted as signed SendGrid batches, the orders as Shopify webhooks, each
+dated by its step (delivered, opened, clicked, ordered), a second apart after the send
+and only once that second has passed: an ESP and a shop report what has happened, so
+nothing is dated after it is posted (dated hours ahead, a send's future orders counted as
+the conversions of any send within those hours). Then the experiment's results and the
+send's metrics are read back through the API and printed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 import random
 import time
 from collections.abc import Sequence
@@ -80,11 +85,13 @@ async def run_send(esp: SampleEsp, people: Sequence[Person], send_id: str, seed:
     rng = random.Random(seed)
     events: list[dict[str, Any]] = []
     orders: list[tuple[Person, str, float]] = []
-    sent = time.time()
+    steps = _Steps(math.floor(time.time()))
     for person in recipients:
         links = emails.get(str(customer_id_for(person)), [])
-        events += _behaviour(person, links, sent, send_id, rng, orders)
+        events += _behaviour(person, links, steps, send_id, rng, orders)
+    await _until(steps.clicked)
     stored = await esp.report(events)
+    await _until(steps.ordered)
     for person, product, at in orders:
         await esp.order(person, product, at)
     data = await esp.graphql(_RESULTS, name=EXPERIMENT, metric="CLICK_THROUGH", send=send_id)
@@ -107,32 +114,46 @@ async def _recipients(esp: SampleEsp, people: Sequence[Person]) -> list[Person]:
     return mailable
 
 
+class _Steps:
+    """When each step of a recipient's behaviour is dated: whole seconds after the send,
+    one apart (SendGrid's timestamps are whole seconds, and an order converts a click
+    only when it comes strictly after it)."""
+
+    def __init__(self, sent: int) -> None:
+        self.delivered = sent + 1
+        self.opened = sent + 2
+        self.clicked = sent + 3  # and an unsubscribe, after the open
+        self.ordered = sent + 4
+
+
+async def _until(second: int) -> None:
+    """Wait until ``second`` (epoch) has begun: what is dated then may be posted."""
+    await asyncio.sleep(max(0.0, second + 0.01 - time.time()))
+
+
 def _behaviour(
     person: Person,
     links: Sequence[Link],
-    sent: float,
+    steps: _Steps,
     send_id: str,
     rng: random.Random,
     orders: list[tuple[Person, str, float]],
 ) -> list[dict[str, Any]]:
     """What one recipient does with the email, as SendGrid events."""
-    delivered = sent + rng.uniform(1, 60)
-    events = [sendgrid_event(person, "delivered", delivered, send_id)]
+    events = [sendgrid_event(person, "delivered", steps.delivered, send_id)]
     if rng.random() >= OPEN:
         return events
-    opened = delivered + rng.uniform(60, 3 * 3600)
-    events.append(sendgrid_event(person, "open", opened, send_id))
+    events.append(sendgrid_event(person, "open", steps.opened, send_id))
     liked = set(taste(person).categories[:2])
     for link in links:
         matches = catalogue().by_id[int(link.product_id)].category in liked
         if rng.random() < (CLICK_MATCH if matches else CLICK_OTHER):
-            clicked = opened + rng.uniform(5, 600)
-            events.append(sendgrid_event(person, "click", clicked, send_id, url=link.url))
+            events.append(sendgrid_event(person, "click", steps.clicked, send_id, url=link.url))
             if rng.random() < (ORDER_MATCH if matches else ORDER_OTHER):
-                orders.append((person, link.product_id, clicked + rng.uniform(300, 3 * 3600)))
+                orders.append((person, link.product_id, steps.ordered))
             return events
     if rng.random() < UNSUBSCRIBE:
-        events.append(sendgrid_event(person, "unsubscribe", opened + 30, send_id))
+        events.append(sendgrid_event(person, "unsubscribe", steps.clicked, send_id))
     return events
 
 
