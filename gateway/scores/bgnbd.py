@@ -138,5 +138,14 @@ def answer(
             )[inverse]
     with np.errstate(all="ignore"):
         none_in = ((alpha + s.age) / (alpha + s.age + weeks)) ** (r + s.x)
+        # Dropout only takes purchases away: alive, a customer's expected purchases are
+        # their Gamma posterior rate times the horizon, so the BG/NBD expectation is at
+        # most P(alive) times that (and equals it as a -> 0, no dropout). lifetimes'
+        # closed form goes through a hypergeometric function whose third argument,
+        # a + b + x - 1, nears the pole at -1 for a one-time buyer when the fit's a and
+        # b collapse towards 0 (a small shop: 300 demo customers gave a ~ 1e-21): it
+        # answered inf, kept as the largest float, and the scores build failed.
+        bound = np.where(k, p_alive * (r + s.x) / (alpha + s.age) * weeks, 0.0)
+        expected = np.where(np.isfinite(expected), np.clip(expected, 0.0, bound), bound)
     p_purchase = np.where(k, p_alive * (1.0 - none_in), 0.0)
     return BgNbd(r, alpha, a, b, p_alive, np.nan_to_num(expected), np.nan_to_num(p_purchase))

@@ -3,6 +3,8 @@ data stops the evaluation and the build."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -82,3 +84,76 @@ def test_bgnbd_fitted_on_a_sample_still_scores_every_customer_alike(
     assert (sampled.p_alive[known] <= 1).all()
     # Four parameters from 300 customers: every customer ranked much as the whole fit does.
     assert np.corrcoef(whole.p_purchase[known], sampled.p_purchase[known])[0, 1] > 0.95
+
+
+def _alive_bound(model: bgnbd.BgNbd, ledger: Ledger, cutoff: int, weeks: float) -> np.ndarray:
+    """What a customer alive through the horizon is expected to buy, times P(alive):
+    the most the BG/NBD expectation can be (dropout only takes purchases away)."""
+    s = bgnbd.summary(ledger, cutoff)
+    rate = (model.r + s.x) / (model.alpha + s.age) * weeks
+    return np.where(s.known, model.p_alive * rate, 0.0)
+
+
+def test_bgnbd_expected_purchases_stay_finite_when_the_fit_loses_its_dropout() -> None:
+    """A small shop's fit can drive a and b towards 0 (300 demo customers: a ~ 1e-21, b
+    ~ 2e-14): lifetimes' closed form then answered inf for every one-time buyer (a
+    hypergeometric function at its pole), kept as the largest float, and the scores
+    build failed in the logistic part ("Input X contains infinity"). The expectation is
+    the no-dropout limit there, and never above it anywhere."""
+    ledger = history(300)
+    cutoff = START + 400
+    fitted = bgnbd.fit(ledger, cutoff, 30)
+    collapsed = bgnbd.answer((fitted.r, fitted.alpha, 1.66e-21, 2.4e-14), ledger, cutoff, 30)
+    known = ledger.span(cutoff)[3]
+    one_time = known & (bgnbd.summary(ledger, cutoff).x == 0)
+    assert one_time.any()
+    assert np.isfinite(collapsed.expected).all()
+    bound = _alive_bound(collapsed, ledger, cutoff, 30 / 7)
+    assert np.allclose(collapsed.expected[known], bound[known], rtol=1e-6)
+    assert collapsed.expected[known].max() < 10  # a month of a shop's purchases, not 1e308
+
+
+@given(
+    a=st.floats(0.05, 5.0),
+    b=st.floats(0.05, 20.0),
+    horizon=st.integers(7, 365),
+)
+def test_bgnbd_expected_purchases_are_lifetimes_own_where_it_answers(
+    a: float, b: float, horizon: int
+) -> None:
+    """The bound changes nothing where lifetimes' closed form is finite: the expectation
+    served is lifetimes' own, between 0 and P(alive) times the alive expectation (where
+    it is not, as at a = 1 exactly, a removable pole of its formula, the bound is served)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # lifetimes sets a pandas option pandas 3 deprecates
+        import pandas as pd  # type: ignore[import-untyped]
+        from lifetimes import BetaGeoFitter
+
+    ledger = _small_history()
+    cutoff = START + 400
+    r, alpha = 0.5, 10.0
+    model = bgnbd.answer((r, alpha, a, b), ledger, cutoff, horizon)
+    s = bgnbd.summary(ledger, cutoff)
+    k = s.known
+    fitter = BetaGeoFitter()
+    fitter.params_ = pd.Series({"r": r, "alpha": alpha, "a": a, "b": b})
+    with np.errstate(all="ignore"):
+        theirs = np.asarray(
+            fitter.conditional_expected_number_of_purchases_up_to_time(
+                horizon / 7, s.x[k], s.t_x[k], s.age[k]
+            )
+        )
+    answered = np.isfinite(theirs)
+    assert np.allclose(model.expected[k][answered], theirs[answered], rtol=1e-9, atol=1e-12)
+    assert np.isfinite(model.expected).all()
+    bound = _alive_bound(model, ledger, cutoff, horizon / 7)
+    assert (model.expected[k] <= bound[k] * (1 + 1e-9)).all()
+
+
+_HISTORY: list[Ledger] = []
+
+
+def _small_history() -> Ledger:
+    if not _HISTORY:
+        _HISTORY.append(history(120))
+    return _HISTORY[0]
