@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -78,6 +78,11 @@ class CustomerScores:
             row.model_version,
             row.computed_at,
         )
+
+    def without_behaviour(self) -> CustomerScores:
+        """As served to a customer without personalisation consent: their engagement
+        counts are behaviour, answered as for a customer with no history."""
+        return replace(self, engagement_30d=0, engagement_90d=0)
 
     def liquid(self) -> dict[str, Any]:
         """As a template reads it: ``customer.scores.purchase_propensity``."""

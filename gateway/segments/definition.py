@@ -21,7 +21,19 @@ from datetime import datetime
 from operator import eq, ge, gt, le, lt, ne
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, Integer, and_, false, literal, not_, or_, true
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Float,
+    Integer,
+    SmallInteger,
+    and_,
+    false,
+    literal,
+    not_,
+    or_,
+    true,
+)
 
 from gateway.errors import InvalidInput
 from gateway.profiles.contact_points import normalize_email
@@ -34,6 +46,7 @@ MAX_VALUES = 1000  # in one ``in``
 # segment, and Postgres's driver takes at most 32,767 of them in one.
 MAX_TOTAL_VALUES = 10_000
 MAX_TEXT = 320
+_EXACT = 2.0**53  # the whole numbers a float holds exactly
 _COMPARISONS = {
     Operator.EQ: eq,
     Operator.NE: ne,
@@ -165,9 +178,13 @@ def _value(field: Field, value: Any, where: str) -> Value:
     if kind is Kind.NUMBER:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _fail(where, f"{field.name!r} takes a number")
-        if not math.isfinite(value):
+        try:
+            number = float(value)  # a 400-digit integer literal has no float
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
             raise _fail(where, f"{field.name!r} takes a finite number")
-        return float(value)
+        return number
     if kind is Kind.BOOLEAN:
         if not isinstance(value, bool):
             raise _fail(where, f"{field.name!r} takes true or false")
@@ -197,9 +214,19 @@ def _value(field: Field, value: Any, where: str) -> Value:
 def _shown(value: Value) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, float) and value.is_integer():
+    # Whole as an integer while a float holds it exactly: 1e30 as an integer is past
+    # the 64 bits the JSON encoder writes (every answer with the definition failed).
+    if isinstance(value, float) and value.is_integer() and abs(value) <= _EXACT:
         return int(value)
     return value
+
+
+def _bounds(column: ColumnElement[Any]) -> tuple[int, int]:
+    """The integers an integer column holds: a bound outside them, bound as one, is
+    the driver's error (asyncpg's int16 or int32 range) or an overflow on SQLite."""
+    kind = column.type
+    bits = 15 if isinstance(kind, SmallInteger) else 63 if isinstance(kind, BigInteger) else 31
+    return -(2**bits), 2**bits - 1
 
 
 def _conditions(node: Node) -> list[Condition]:
@@ -234,8 +261,11 @@ def _compare(condition: Condition) -> ColumnElement[bool]:
         # Whole numbers bind as integers: an integer column compared with a float is
         # cast per row (to numeric on Postgres), which no index serves. An integer
         # bind would truncate 1.5 to 1, though: a fraction is compared as a double,
-        # and is equal to no integer.
-        whole = [int(v) for v in values if isinstance(v, float) and v.is_integer()]
+        # and is equal to no integer; so is a whole number the column cannot hold.
+        low, high = _bounds(column)
+        whole = [
+            int(v) for v in values if isinstance(v, float) and v.is_integer() and low <= v <= high
+        ]
         if operator is Operator.IN:
             return column.in_(whole) if whole else false()
         if whole:

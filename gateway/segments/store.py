@@ -127,7 +127,9 @@ class SegmentStore:
 
     async def delete(self, name: str) -> bool:
         async with self._sessions.begin() as session:
-            result = await session.execute(delete(SegmentRow).where(SegmentRow.name == name))
+            # Stripped as ``save`` and ``get`` strip it: the name the writer saved under.
+            statement = delete(SegmentRow).where(SegmentRow.name == name.strip())
+            result = await session.execute(statement)
             return bool(getattr(result, "rowcount", 0))
 
     async def get(self, name: str) -> SavedSegment | None:

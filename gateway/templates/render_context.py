@@ -118,10 +118,16 @@ def customer_context(
         now,
         personal,
         values.get("recommendations"),
-        values.get("scores"),
+        _scores(values.get("scores"), personal),
     )
     fields = {name: _FIELDS[name](sources) for name in (_FIELDS if wanted is None else wanted)}
     return {**fields, "customer": fields}
+
+
+def _scores(found: CustomerScores | None, personal: bool) -> CustomerScores | None:
+    """The scores as the template sees them: engagement counts only with personalisation
+    consent (they are behaviour), as ``Customer.scores`` serves them."""
+    return found if found is None or personal else found.without_behaviour()
 
 
 def _recommendations(picks: Picks | None, personal: bool) -> list[dict[str, Any]]:

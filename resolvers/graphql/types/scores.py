@@ -13,6 +13,7 @@ import strawberry
 from strawberry.dataloader import DataLoader
 from strawberry.types import Info
 
+from gateway.privacy import consent
 from gateway.profiles.customers import CustomerProfile
 from gateway.scores.store import CustomerScores, ScoreStore
 from gateway.upstreams.federation import Outcome
@@ -90,4 +91,8 @@ async def _scores(
 async def customer_scores(root: LazyCustomer, info: Info[Context, None]) -> Scores | None:
     """Null until `gateway scores build` has scored this customer."""
     outcome = await score_loader(info).load(root.profile)
-    return Scores.of(outcome.value) if outcome.value is not None else None
+    if outcome.value is None:
+        return None
+    if not root.permits(consent.Purpose.PERSONALISATION):
+        return Scores.of(outcome.value.without_behaviour())
+    return Scores.of(outcome.value)
