@@ -132,19 +132,10 @@ def answer(
     expected = np.zeros(ledger.size)
     if len(patterns):
         with np.errstate(all="ignore"):
-            alive = np.asarray(model.conditional_probability_alive(x, t_x, age), dtype=float)
-            counted = np.asarray(
-                model.conditional_expected_number_of_purchases_up_to_time(weeks, x, t_x, age),
-                dtype=float,
-            )
-            # With a and b near 0 (nobody drops out) the closed form divides infinities;
-            # its limit is the NBD's: a rate of Gamma(r + x, alpha + T) while alive.
-            # (Infinity became the largest float below, which the model's scaler
-            # overflowed on: the build stopped.)
-            limit = alive * (r + x) / (alpha + age) * weeks
-            counted = np.where(np.isfinite(counted), counted, limit)
-            p_alive[k] = alive[inverse]
-            expected[k] = counted[inverse]
+            p_alive[k] = np.asarray(model.conditional_probability_alive(x, t_x, age))[inverse]
+            expected[k] = np.asarray(
+                model.conditional_expected_number_of_purchases_up_to_time(weeks, x, t_x, age)
+            )[inverse]
     with np.errstate(all="ignore"):
         none_in = ((alpha + s.age) / (alpha + s.age + weeks)) ** (r + s.x)
         # Dropout only takes purchases away: alive, a customer's expected purchases are
