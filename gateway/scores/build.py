@@ -175,7 +175,9 @@ async def _build(
     bounds = boundaries(
         table.column("recency_days"), table.column("frequency"), table.column("monetary")
     )
-    records = records_of(ledger.keys, table, bounds, estimator, version, now)
+    records = records_of(
+        ledger.keys, table, bounds, estimator, version, now, ledger.order_counts(today)
+    )
     fixed = {
         "rfm": bounds.json(),
         "bgnbd": None if table.bgnbd is None else list(table.bgnbd),
@@ -210,8 +212,10 @@ def records_of(
     estimator: Any,
     version: str,
     now: datetime,
+    orders: Floats,
 ) -> list[tuple[Any, ...]]:
-    """Rows in ``store.COLUMNS`` order, RFM scored against ``bounds``."""
+    """Rows in ``store.COLUMNS`` order, RFM scored against ``bounds``; ``orders``: each
+    customer's orders placed (their average order value's divisor)."""
     frequency = table.column("frequency")
     recency = table.column("recency_days")
     monetary = table.column("monetary")
@@ -231,7 +235,11 @@ def records_of(
     def value(x: float) -> float | None:
         return None if np.isnan(x) else float(x)
 
-    aov, gap = table.column("aov"), table.column("gap_days")
+    # Spend over orders, not over purchase days (the model's ``aov``, as ``frequency``
+    # counts days): two orders on one day are two orders to a marketer.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        aov = np.where(orders > 0, monetary / orders, np.nan)
+    gap = table.column("gap_days")
     e30, e90 = table.column("engagement_30d"), table.column("engagement_90d")
     return [
         (

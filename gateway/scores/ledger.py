@@ -43,6 +43,9 @@ class Ledger:
     # Behavioural events (views, sessions) per customer and day, when the source has any.
     event_customer: Ints = field(default_factory=lambda: np.zeros(0, np.int64))
     event_day: Ints = field(default_factory=lambda: np.zeros(0, np.int64))
+    # Orders merged into each row (None: one each): a day is one purchase for the
+    # models, but an average order value divides by the orders.
+    orders: Ints | None = None
 
     @property
     def size(self) -> int:
@@ -59,12 +62,25 @@ class Ledger:
             self.amount[keep],
             self.event_customer[events],
             self.event_day[events],
+            None if self.orders is None else self.orders[keep],
         )
 
     def between(self, start: int, end: int) -> Ledger:
         """Purchases after day ``start`` up to and including day ``end`` (a label window)."""
         keep = (self.day > start) & (self.day <= end)
-        return Ledger(self.keys, self.customer[keep], self.day[keep], self.amount[keep])
+        orders = None if self.orders is None else self.orders[keep]
+        return Ledger(
+            self.keys, self.customer[keep], self.day[keep], self.amount[keep], orders=orders
+        )
+
+    def order_counts(self, cutoff: int) -> Floats:
+        """Each customer's orders placed on or before day ``cutoff`` (several on one day
+        counted apart, as their purchase days are not)."""
+        keep = self.day <= cutoff
+        weights = None if self.orders is None else self.orders[keep]
+        return np.bincount(self.customer[keep], weights=weights, minlength=self.size).astype(
+            np.float64
+        )
 
     def span(self, cutoff: int) -> tuple[Floats, Ints, Ints, np.ndarray]:
         """Up to day ``cutoff``: each customer's purchase count, first and last purchase
@@ -130,11 +146,13 @@ def ledger_of(
     by customer and day, purchases on one day merged."""
     order = np.lexsort((when, who))
     who, when, paid = who[order], when[order], paid[order]
+    orders = np.ones(len(who), np.int64)
     if len(who):
-        # One row per customer and day, amounts summed.
+        # One row per customer and day, amounts summed, orders counted.
         starts = np.flatnonzero(
             np.concatenate(([True], (who[1:] != who[:-1]) | (when[1:] != when[:-1])))
         )
         paid = np.add.reduceat(paid, starts)
+        orders = np.diff(np.append(starts, len(who)))
         who, when = who[starts], when[starts]
-    return Ledger(keys, who, when, paid, event_customer, event_day)
+    return Ledger(keys, who, when, paid, event_customer, event_day, orders)

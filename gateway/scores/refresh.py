@@ -93,7 +93,15 @@ async def _refresh(
                     "the last build's features differ from the refresh's: run "
                     "`gateway scores build` again"
                 )
-            records = records_of(ledger.keys, table, bounds, estimator, build.model_version, now)
+            records = records_of(
+                ledger.keys,
+                table,
+                bounds,
+                estimator,
+                build.model_version,
+                now,
+                ledger.order_counts(today),
+            )
             written += await store.rescore(records)
             batches += 1
     return RefreshSummary(

@@ -31,7 +31,9 @@ class Scores:
     recency: int | None = strawberry.field(description="Days since the last order.")
     frequency: int = strawberry.field(description="Orders (one per day at most).")
     monetary: float = strawberry.field(description="Total spent over all orders.")
-    average_order_value: float | None
+    average_order_value: float | None = strawberry.field(
+        description="Total spent over the orders placed (several on one day each counted)."
+    )
     days_between_orders: float | None
     rfm_segment: str | None = strawberry.field(
         description="The RFM grid's name: champions, loyal, potential_loyalists, new, "
