@@ -34,7 +34,7 @@ from gateway.scores.metrics import auc
 from gateway.scores.model_seal import UntrustedModel
 from gateway.scores.propensity import MAX_TRAINING_ROWS, labels, thread_limits, train
 from gateway.scores.rfm import Boundaries, boundaries, rfm_with
-from gateway.scores.store import ScoreStore
+from gateway.scores.store import ScoreStore, StoredModel
 
 _EVENT_HISTORY_DAYS = 400
 logger = logging.getLogger("gateway.scores")
@@ -127,6 +127,7 @@ async def _build(
     version = "none"
     decision = "no model: too little order history to train on"
     refused = ""
+    trained: tuple[StoredModel, bool] | None = None  # a new model, sealed, and if it serves
     if stored is not None and stored.horizon_days == horizon:
         try:
             estimator, version = store.unseal(stored), stored.version
@@ -158,8 +159,9 @@ async def _build(
             # At least as well: a tie goes to the newer model (fresher data).
             better = bool(np.isnan(old_auc) or evaluation["auc"] >= old_auc)
             evaluation["previous"] = {"version": version, "auc": old_auc}
-            record = store.seal(new_version, horizon, _json_safe(evaluation), candidate)
-            await store.save_model(record, active=better)
+            # Saved (and made active) once the scores it makes are in hand: a build
+            # that fails scoring leaves the model that made the stored scores active.
+            trained = (store.seal(new_version, horizon, _json_safe(evaluation), candidate), better)
             if better:
                 decision = (
                     f"new model {new_version}: holdout AUC {evaluation['auc']:.4f} "
@@ -178,6 +180,8 @@ async def _build(
     records = records_of(
         ledger.keys, table, bounds, estimator, version, now, ledger.order_counts(today)
     )
+    if trained is not None:
+        await store.save_model(trained[0], active=trained[1])
     fixed = {
         "rfm": bounds.json(),
         "bgnbd": None if table.bgnbd is None else list(table.bgnbd),

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from gateway.db.models import Event
 from gateway.db.score_models import CustomerScore, ScoreModel
+from gateway.scores import build as build_module
 from gateway.scores.build import build
 from gateway.scores.features import LeakageError
 from gateway.scores.rfm import SEGMENTS
@@ -82,3 +83,23 @@ async def test_training_draws_at_most_the_cap_and_the_model_says_so(store: Score
     assert evaluation["training_rows_available"] > 150  # 400 customers, several snapshots
     rows = await _rows(store)
     assert all(r.purchase_propensity is not None for r in rows)
+
+
+async def test_a_retrain_that_fails_scoring_leaves_the_serving_model_active(
+    store: ScoreStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new model is saved (and made active) with the scores it made: a retrain whose
+    scoring failed (as one did on a feature of 1.8e308) had already activated a model
+    that made none of the stored scores, which a refresh then served beside them."""
+    first = await build(store, horizon=30, now=NOW)
+
+    def failing(*args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        raise ValueError("Input X contains infinity")
+
+    monkeypatch.setattr(build_module, "records_of", failing)
+    with pytest.raises(ValueError, match="infinity"):
+        await build(store, horizon=30, now=NOW + timedelta(seconds=2), retrain=True)
+    async with store._sessions() as session:
+        models = (await session.scalars(select(ScoreModel))).all()
+    assert [(m.version, m.active) for m in models] == [(first.model_version, True)]
+    assert {r.model_version for r in await _rows(store)} == {first.model_version}
