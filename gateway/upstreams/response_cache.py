@@ -51,13 +51,21 @@ _ENTRY = _PREFIX + "entry:"
 _DROPS = _PREFIX + "drops"  # the retraction counter (never a reader's ``touched_since``)
 _DROP = _PREFIX + "drop:"  # tag -> retraction counter value of its last retraction
 
-_LOOKUP = """
-local epoch = redis.call('GET', KEYS[2])
+
+def _epoch_lua(key: str) -> str:
+    """Lua reading the cache's epoch into ``epoch``, set to ARGV[1] if Redis lost it."""
+    return f"""
+local epoch = redis.call('GET', {key})
 if not epoch then
-  redis.call('SET', KEYS[2], ARGV[1], 'NX')
-  epoch = redis.call('GET', KEYS[2])
+  redis.call('SET', {key}, ARGV[1], 'NX')
+  epoch = redis.call('GET', {key})
 end
-local seq = redis.call('GET', KEYS[3]) or '0'
+"""
+
+
+_LOOKUP = (
+    _epoch_lua("KEYS[2]")
+    + """local seq = redis.call('GET', KEYS[3]) or '0'
 local drops = redis.call('GET', KEYS[4]) or '0'
 local e = redis.call('HMGET', KEYS[1], 'p', 't', 's', 'ep', 'r')
 if e[1] and e[4] == epoch then
@@ -72,6 +80,7 @@ if e[1] and e[4] == epoch then
 end
 return {0, epoch, seq, drops}
 """
+)
 _STORE = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 local s, r = tonumber(ARGV[2]), tonumber(ARGV[7])
@@ -88,14 +97,7 @@ return 1
 # A read's ticket: the counter with the epoch it belongs to (set here if Redis lost it),
 # so that a Redis restarted while the read ran (its counter back at 0, every tag gone)
 # cannot pass for one no write touched.
-_TICKET = """
-local epoch = redis.call('GET', KEYS[1])
-if not epoch then
-  redis.call('SET', KEYS[1], ARGV[1], 'NX')
-  epoch = redis.call('GET', KEYS[1])
-end
-return {epoch, redis.call('GET', KEYS[2]) or '0'}
-"""
+_TICKET = _epoch_lua("KEYS[1]") + "return {epoch, redis.call('GET', KEYS[2]) or '0'}"
 _INVALIDATE = """
 local s = redis.call('INCR', KEYS[1])
 for i = 3, #ARGV do
