@@ -159,8 +159,9 @@ async def _build(
             # At least as well: a tie goes to the newer model (fresher data).
             better = bool(np.isnan(old_auc) or evaluation["auc"] >= old_auc)
             evaluation["previous"] = {"version": version, "auc": old_auc}
-            # Saved (and made active) once the scores it makes are in hand: a build
-            # that fails scoring leaves the model that made the stored scores active.
+            # Saved (and made active) with the scores it makes, in their transaction: a
+            # build that fails scoring or writing them leaves the model that made the
+            # stored scores active.
             trained = (store.seal(new_version, horizon, _json_safe(evaluation), candidate), better)
             if better:
                 decision = (
@@ -180,8 +181,6 @@ async def _build(
     records = records_of(
         ledger.keys, table, bounds, estimator, version, now, ledger.order_counts(today)
     )
-    if trained is not None:
-        await store.save_model(trained[0], active=trained[1])
     fixed = {
         "rfm": bounds.json(),
         "bgnbd": None if table.bgnbd is None else list(table.bgnbd),
@@ -190,6 +189,7 @@ async def _build(
     await store.replace_scores(
         records,
         ScoreBuild(built_at=now, horizon_days=horizon, model_version=version, parameters=fixed),
+        trained,
     )
     return BuildSummary(
         ledger.size,

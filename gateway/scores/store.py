@@ -232,11 +232,17 @@ class ScoreStore:
         )
 
     async def replace_scores(
-        self, records: Sequence[tuple[Any, ...]], build: ScoreBuild | None = None
+        self,
+        records: Sequence[tuple[Any, ...]],
+        build: ScoreBuild | None = None,
+        model: tuple[StoredModel, bool] | None = None,
     ) -> None:
         """All the rows (tuples in ``COLUMNS`` order) in place of the old, at once, with
-        what the build fixed for ``gateway scores refresh``."""
+        what the build fixed for ``gateway scores refresh`` and the model it trained
+        (and whether it is the active one now): saved with the scores, or neither."""
         async with self._sessions.begin() as session:
+            if model is not None:
+                await _add_model(session, *model)
             connection = await session.connection()
             await connection.execute(delete(CustomerScore))
             await insert_tuples(connection, _TABLE, COLUMNS, records)
@@ -313,17 +319,7 @@ class ScoreStore:
 
     async def save_model(self, model: StoredModel, *, active: bool) -> None:
         async with self._sessions.begin() as session:
-            if active:
-                await session.execute(update(ScoreModel).values(active=False))
-            session.add(
-                ScoreModel(
-                    version=model.version,
-                    horizon_days=model.horizon_days,
-                    evaluation=model.evaluation,
-                    estimator=model.estimator,
-                    active=active,
-                )
-            )
+            await _add_model(session, model, active)
 
     async def scores_for(
         self, customer_ids: Sequence[uuid.UUID]
@@ -361,3 +357,17 @@ class ScoreStore:
                 .limit(size)
             )
             return list(found)
+
+
+async def _add_model(session: AsyncSession, model: StoredModel, active: bool) -> None:
+    if active:
+        await session.execute(update(ScoreModel).values(active=False))
+    session.add(
+        ScoreModel(
+            version=model.version,
+            horizon_days=model.horizon_days,
+            evaluation=model.evaluation,
+            estimator=model.estimator,
+            active=active,
+        )
+    )

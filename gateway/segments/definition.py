@@ -37,7 +37,7 @@ from sqlalchemy import (
 
 from gateway.errors import InvalidInput
 from gateway.profiles.contact_points import normalize_email
-from gateway.segments.fields import FIELDS, OPERATORS, Field, Kind, Operator
+from gateway.segments.fields import FIELDS, OPERATORS, Field, Kind, Operator, granted
 
 MAX_DEPTH = 5
 MAX_CONDITIONS = 100
@@ -241,7 +241,27 @@ def _clause(node: Node) -> ColumnElement[bool]:
         if not parts:
             return true() if node.every else false()
         return and_(*parts) if node.every else or_(*parts)
-    return _compare(node)
+    return _consented(node)
+
+
+def _consented(condition: Condition) -> ColumnElement[bool]:
+    """``_compare``, for behaviour read as 0 without consent (``Field.hidden``): its stored
+    value with the consent (an EXISTS Postgres joins page by page), or 0 without it."""
+    stored = _compare(condition)
+    purpose = condition.field.hidden
+    if purpose is None:
+        return stored
+    if not _holds(condition, 0.0):
+        return and_(granted(purpose), stored)
+    known = condition.field.expression.is_not(None)  # not scored: no value either way
+    return and_(known, or_(~granted(purpose), stored))
+
+
+def _holds(condition: Condition, number: float) -> bool:
+    """Whether ``number`` itself meets the condition."""
+    if condition.operator is Operator.IN:
+        return number in condition.values
+    return bool(_COMPARISONS[condition.operator](number, condition.values[0]))
 
 
 def _compare(condition: Condition) -> ColumnElement[bool]:

@@ -70,6 +70,8 @@ class Field:
     expression: ColumnElement[Any]
     scores: bool = False  # read from customer_scores: the query joins it
     choices: tuple[str, ...] = ()
+    # Behaviour: read as 0 for a customer without a stored yes to this purpose.
+    hidden: Purpose | None = None
 
 
 def granted(purpose: Purpose) -> ColumnElement[bool]:
@@ -126,6 +128,13 @@ def _score(name: str, column: InstrumentedAttribute[Any]) -> Field:
     return Field(name, Kind.NUMBER, column.expression, scores=True)
 
 
+def _behaviour(name: str, column: InstrumentedAttribute[Any]) -> Field:
+    """An engagement count, read as ``Customer.scores`` serves it: behaviour, so 0 (as
+    for no history) without a stored yes to personalisation (gateway/segments/
+    definition.py applies it)."""
+    return Field(name, Kind.NUMBER, column.expression, scores=True, hidden=Purpose.PERSONALISATION)
+
+
 FIELDS: Mapping[str, Field] = {
     field.name: field
     for field in (
@@ -139,8 +148,8 @@ FIELDS: Mapping[str, Field] = {
         _score("fScore", CustomerScore.f_score),
         _score("mScore", CustomerScore.m_score),
         Field("rfmSegment", Kind.CHOICE, CustomerScore.rfm_segment.expression, True, SEGMENTS),
-        _score("engagement30d", CustomerScore.engagement_30d),
-        _score("engagement90d", CustomerScore.engagement_90d),
+        _behaviour("engagement30d", CustomerScore.engagement_30d),
+        _behaviour("engagement90d", CustomerScore.engagement_90d),
         _score("purchasePropensity", CustomerScore.purchase_propensity),
         _score("churnRisk", CustomerScore.churn_risk),
         # Consent, as stored.

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from gateway.db.models import Event
 from gateway.db.score_models import CustomerScore, ScoreModel
 from gateway.scores import build as build_module
+from gateway.scores import store as store_module
 from gateway.scores.build import build
 from gateway.scores.features import LeakageError
 from gateway.scores.rfm import SEGMENTS
@@ -103,3 +104,22 @@ async def test_a_retrain_that_fails_scoring_leaves_the_serving_model_active(
         models = (await session.scalars(select(ScoreModel))).all()
     assert [(m.version, m.active) for m in models] == [(first.model_version, True)]
     assert {r.model_version for r in await _rows(store)} == {first.model_version}
+
+
+async def test_a_retrain_whose_scores_fail_to_be_written_leaves_the_serving_model_active(
+    store: ScoreStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above when the scores are made but writing them fails (a customer erased
+    mid-build, whose row's foreign key then refuses the insert; the database gone): the
+    model was saved and activated in a transaction of its own just before."""
+    first = await build(store, horizon=30, now=NOW)
+
+    async def failing(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the scores' insert failed")
+
+    monkeypatch.setattr(store_module, "insert_tuples", failing)
+    with pytest.raises(RuntimeError, match="insert failed"):
+        await build(store, horizon=30, now=NOW + timedelta(seconds=2), retrain=True)
+    async with store._sessions() as session:
+        models = (await session.scalars(select(ScoreModel))).all()
+    assert [(m.version, m.active) for m in models] == [(first.model_version, True)]

@@ -29,8 +29,14 @@ COLUMNS = {
     "fScore": "s.f_score",
     "mScore": "s.m_score",
     "rfmSegment": "s.rfm_segment",
-    "engagement30d": "s.engagement_30d",
-    "engagement90d": "s.engagement_90d",
+    "engagement30d": (
+        "CASE WHEN s.engagement_30d IS NOT NULL "
+        "AND NOT COALESCE(k_personalisation.granted, FALSE) THEN 0 ELSE s.engagement_30d END"
+    ),
+    "engagement90d": (
+        "CASE WHEN s.engagement_90d IS NOT NULL "
+        "AND NOT COALESCE(k_personalisation.granted, FALSE) THEN 0 ELSE s.engagement_90d END"
+    ),
     "purchasePropensity": "s.purchase_propensity",
     "churnRisk": "s.churn_risk",
     "consent.emailMarketing": "COALESCE(k_email_marketing.granted, FALSE)",
