@@ -157,3 +157,20 @@ def _small_history() -> Ledger:
     if not _HISTORY:
         _HISTORY.append(history(120))
     return _HISTORY[0]
+
+
+# r, alpha, a, b: the fit of the demo's 1,000 customers' orders on 2026-12-05, a month
+# after their last order (nobody drops out).
+NO_DROPOUT = (1.3508341175661744, 19.576449611282023, 5.57e-24, 1.39e-14)
+
+
+def test_bgnbd_expected_purchases_are_the_nbd_limit_when_the_fit_has_no_dropout() -> None:
+    # Two purchase days 529 days apart, the first 861 days before the cut-off.
+    ledger = ledger_from([("a", 0, 10.0), ("a", 529, 20.0)])
+    fit = bgnbd.answer(NO_DROPOUT, ledger, 861, 30)
+    r, alpha = NO_DROPOUT[0], NO_DROPOUT[1]
+    # Without dropout a customer's rate is Gamma(r + x, alpha + T) given their history:
+    # E[purchases in t] = (r + x) / (alpha + T) * t (weeks), about 0.07 here.
+    wanted = (r + 1) / (alpha + 861 / 7) * (30 / 7)
+    assert np.isfinite(fit.expected).all()
+    assert fit.expected[0] == pytest.approx(wanted, rel=0.01)
