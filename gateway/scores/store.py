@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     delete,
+    exists,
     func,
     or_,
     select,
@@ -34,8 +35,9 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from gateway.db.bulk import insert_tuples
 from gateway.db.locks import committed_before, lock_customers, run_lock
-from gateway.db.models import Customer, Event
+from gateway.db.models import Consent, Customer, Event
 from gateway.db.score_models import CustomerScore, ScoreBuild, ScoreModel
+from gateway.privacy.consent import Purpose
 from gateway.scores.ledger import Ledger, ledger_of
 from gateway.scores.model_seal import UntrustedModel, seal, unseal
 
@@ -167,7 +169,8 @@ class ScoreStore:
         self, events_since: datetime, customers: Sequence[uuid.UUID] | None = None
     ) -> Ledger:
         """Every customer (those without an order too) -- or only ``customers`` -- their
-        orders, and their behavioural events from ``events_since`` on.
+        orders, and their behavioural events from ``events_since`` on (those who said yes
+        to personalisation).
 
         The database does the row work: an order's copies (shop webhook, analytics
         call, updates) become one row at its earliest moment, and moments come as day
@@ -208,10 +211,19 @@ class ScoreStore:
             copies.c.inner_total,
             copies.c.revenue,
         ).where(copies.c.copy == 1)
+        # Behaviour only of customers with a stored yes to personalisation: for the
+        # others it is not used to profile them (their engagement counts are 0, as
+        # ``Customer.scores`` serves them, and the propensity model reads them as such).
+        consented = exists().where(
+            Consent.customer_id == Event.customer_id,
+            Consent.purpose == Purpose.PERSONALISATION.value,
+            Consent.granted.is_(True),
+        )
         events = select(Event.customer_id, epoch_day(Event.occurred_at)).where(
             Event.customer_id.is_not(None),
             _BEHAVIOURAL,
             Event.occurred_at >= events_since,
+            consented,
             *only,
         )
         async with self._sessions() as session:

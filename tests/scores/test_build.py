@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from gateway.db.models import Event
+from gateway.db.models import Consent, Customer, Event
 from gateway.db.score_models import CustomerScore, ScoreModel
 from gateway.scores import build as build_module
 from gateway.scores import store as store_module
@@ -123,3 +123,35 @@ async def test_a_retrain_whose_scores_fail_to_be_written_leaves_the_serving_mode
     async with store._sessions() as session:
         models = (await session.scalars(select(ScoreModel))).all()
     assert [(m.version, m.active) for m in models] == [(first.model_version, True)]
+
+
+async def test_behaviour_counts_only_for_customers_who_said_yes_to_personalisation(
+    store: ScoreStore,
+) -> None:
+    """A refusal keeps a customer's behaviour out of what profiles them: their stored
+    engagement counts are 0 (as ``Customer.scores`` serves them) and the propensity model
+    reads them so, where they were counted and fed to it whatever the customer said."""
+    async with store._sessions.begin() as session:
+        refused, granted = (
+            await session.scalars(select(Customer.id).order_by(Customer.id).limit(2))
+        ).all()
+        for customer, yes in ((refused, False), (granted, True)):
+            session.add(
+                Consent(customer_id=customer, purpose="personalisation", granted=yes, source="t")
+            )
+            session.add_all(
+                Event(
+                    customer_id=customer,
+                    source="segment",
+                    event_id=f"page-{customer}-{n}",
+                    type="page",
+                    occurred_at=NOW - timedelta(days=n + 1),
+                    properties={},
+                )
+                for n in range(5)
+            )
+    await build(store, horizon=30, now=NOW)
+    rows = {r.customer_id: r for r in await _rows(store)}
+    assert rows[granted].engagement_30d >= 5
+    assert rows[refused].engagement_30d == 0
+    assert rows[refused].engagement_90d == 0
