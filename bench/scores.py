@@ -5,7 +5,8 @@ measured in the same run.
 
 Seeds a Postgres database of its own with N customers and, in SQL, ~3 orders each
 (Shopify ``orders/create`` rows with an order id and a total, spread over 540 days,
-each customer with their own rhythm) and 5 page calls each in the last 90 days. Then
+each customer with their own rhythm), 5 page calls each in the last 90 days and a
+personalisation consent (yes for four in five: only their page calls are read). Then
 ``build`` (training included, as on a first run, one fitting thread as
 ``GATEWAY_SCORES_THREADS`` defaults to): seconds, and this process's CPU seconds. Then
 1% of the customers order again and ``refresh`` rescores them: seconds, and its ratio
@@ -54,6 +55,11 @@ SEED = [
        SELECT md5('c' || i)::uuid, 'segment', 'p' || i || '-' || k, 'page',
               now() - ((i + k * 13) % 90) * interval '1 day', '{{}}'::json, now()
        FROM generate_series(1, {n}) AS i, generate_series(1, 5) AS k""",
+    # Four in five said yes to personalisation (the build reads only their behaviour),
+    # the fifth no.
+    """INSERT INTO consents (customer_id, purpose, granted, source, recorded_at, changed_at)
+       SELECT md5('c' || i)::uuid, 'personalisation', i % 5 <> 0, 'bench', now(), now()
+       FROM generate_series(1, {n}) AS i""",
     "ANALYZE",
 ]
 
