@@ -285,21 +285,31 @@ class ScoreStore:
         return await committed_before(engine)
 
     async def changed(self) -> list[uuid.UUID]:
-        """Customers whose events changed (``changed_at``: inserts, updates, merges) after
-        their row was computed, and customers with no row: one set-based query that
-        reads events through the ``changed_at`` index from the oldest row's time on."""
+        """Customers whose events or personalisation consent changed (``changed_at``:
+        inserts, updates, merges) after their row was computed, and customers with no row:
+        one set-based query that reads both through their ``changed_at`` index from the
+        oldest row's time on. (A consent decides whether their behaviour is read.)"""
         oldest = select(func.min(CustomerScore.computed_at)).scalar_subquery()
         touched = (
             select(Event.customer_id)
             .join(CustomerScore, CustomerScore.customer_id == Event.customer_id)
             .where(Event.changed_at > oldest, Event.changed_at > CustomerScore.computed_at)
         )
+        consented = (
+            select(Consent.customer_id)
+            .join(CustomerScore, CustomerScore.customer_id == Consent.customer_id)
+            .where(
+                Consent.changed_at > oldest,
+                Consent.changed_at > CustomerScore.computed_at,
+                Consent.purpose == Purpose.PERSONALISATION.value,
+            )
+        )
         unscored = (
             select(Customer.id)
             .outerjoin(CustomerScore, CustomerScore.customer_id == Customer.id)
             .where(CustomerScore.customer_id.is_(None))
         )
-        both = union(touched, unscored).subquery()
+        both = union(touched, consented, unscored).subquery()
         async with self._sessions() as session:
             found = await session.scalars(select(both.c[0]).order_by(both.c[0]))
             return [i for i in found if i is not None]

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select, update
 
-from gateway.db.models import Customer, Event
+from gateway.db.models import Consent, Customer, Event
 from gateway.db.score_models import CustomerScore
 from gateway.scores.build import ScoresBusy, build
 from gateway.scores.refresh import NoBuildError, refresh
@@ -125,3 +125,43 @@ async def test_a_refresh_waits_its_turn_behind_a_build_or_refresh(store: ScoreSt
         with pytest.raises(ScoresBusy):
             await build(store, horizon=30)
     assert (await refresh(store)).changed == 0
+
+
+async def test_a_personalisation_consent_changed_since_the_build_is_rescored(
+    store: ScoreStore,
+) -> None:
+    """Behaviour is read only with a yes to personalisation: a customer who withdraws it
+    after the build is rescored without it by the next refresh (and one who grants it,
+    with it), not left profiled by their behaviour until the next full build."""
+    async with store._sessions.begin() as session:
+        customer = (await session.scalars(select(Customer.id).order_by(Customer.id))).first()
+        assert customer is not None
+        session.add(
+            Consent(customer_id=customer, purpose="personalisation", granted=True, source="t")
+        )
+        session.add_all(
+            Event(
+                customer_id=customer,
+                source="segment",
+                event_id=f"page-{n}",
+                type="page",
+                occurred_at=datetime.now(UTC),
+                properties={},
+            )
+            for n in range(4)
+        )
+    await build(store, horizon=30)
+    assert (await _rows(store))[customer].engagement_30d >= 4
+    async with store._sessions.begin() as session:
+        await session.execute(
+            update(Consent).where(Consent.customer_id == customer).values(granted=False)
+        )
+    summary = await refresh(store)
+    assert summary.changed == 1
+    assert (await _rows(store))[customer].engagement_30d == 0
+    async with store._sessions.begin() as session:
+        await session.execute(
+            update(Consent).where(Consent.customer_id == customer).values(granted=True)
+        )
+    assert (await refresh(store)).changed == 1
+    assert (await _rows(store))[customer].engagement_30d >= 4
