@@ -46,6 +46,19 @@ class ExperimentSettings(BaseSettings):
     impression_flush_interval_s: Annotated[float, Field(gt=0, le=60)] = Field(
         default=5.0, description="How often buffered impressions are written."
     )
+    # A write due while lists are served faster than this waits for the lull after the
+    # burst (gateway/row_buffer.py's Lull): on two cores, SQLite's work beside a
+    # saturated recommendation endpoint is what recording cost its p99.
+    impression_busy_lists_per_s: Annotated[float, Field(ge=0)] = Field(
+        default=1000.0,
+        description="While more lists than this are served a second, a due impressions "
+        "write waits for the lull after the burst; 0: never waits.",
+    )
+    impression_max_delay_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=60.0,
+        description="Longest a served list waits to be written while serving stays busy "
+        "(also written once 100,000 wait); a crash loses at most this long of impressions.",
+    )
     experiments_ttl_s: Annotated[float, Field(ge=0, le=300)] = Field(
         default=5.0,
         description="How long a process reuses the experiments it read: a saved experiment "

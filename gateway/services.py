@@ -43,6 +43,7 @@ from gateway.privacy.forgetting import Forgetting
 from gateway.profiles.customers import CustomerStore
 from gateway.profiles.profile_cache import CachedCustomers
 from gateway.recommendations.serving import Recommender, open_recommender
+from gateway.row_buffer import Lull
 from gateway.scores.store import ScoreStore
 from gateway.segments.store import SegmentStore
 from gateway.settings import Settings
@@ -147,7 +148,12 @@ class Services:
         tracker = Tracker(settings.tracking_hmac_key())
         experiments = Experiments(ExperimentStore(sessions), settings.experiments_ttl_s)
         impressions = ImpressionLog(
-            sessions, settings.impression_flush_interval_s, enabled=settings.recs_impressions
+            sessions,
+            settings.impression_flush_interval_s,
+            enabled=settings.recs_impressions,
+            lull=Lull(settings.impression_busy_lists_per_s, settings.impression_max_delay_s)
+            if settings.impression_busy_lists_per_s > 0
+            else None,
         )
         webhooks = Webhooks(
             WebhookIngest(

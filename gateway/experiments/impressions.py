@@ -3,7 +3,8 @@
 Serving queues a plain tuple (list id, customer, the clock's time, strategy, experiment
 and variant, send, product ids) and returns: no datetime, no JSON, no object per item on
 the request path. The rows are made of them and written in bulk every
-``flush_interval_s`` through the same buffer as the audit log (gateway/row_buffer.py).
+``flush_interval_s`` through the same buffer as the audit log (gateway/row_buffer.py);
+while lists are served in a burst a due write waits for the lull after it (``Lull``).
 Every request served leaves a row, so the write is the cheapest the database offers:
 COPY on Postgres, and on SQLite driver-level inserts of 1,000 rows a statement that
 turn raw values into the forms SQLAlchemy stores (a UUID's 32 hex digits, a UTC time as
@@ -29,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 from gateway.db.bulk import insert_tuples, is_postgres
 from gateway.db.models import Customer
 from gateway.db.recommendation_models import RecommendationImpression
-from gateway.row_buffer import RowBuffer
+from gateway.row_buffer import Lull, RowBuffer
 
 logger = logging.getLogger("gateway.impressions")
 _IDS_PER_QUERY = 500
@@ -38,6 +39,9 @@ _IDS_PER_QUERY = 500
 # JSON is made (~0.2 ms at 1,000 rows), so a 5 s batch never holds it at once.
 _ROWS = 1000
 _TABLE = cast(Table, RecommendationImpression.__table__)
+# Rows kept while the database is down before the oldest are dropped: past a lull's
+# ``write_at_rows`` (~27 s of a saturated endpoint, ~0.5 kB each: ~110 MB).
+_MAX_ROWS = 200_000
 SURFACES = ("graphql", "api", "render")
 
 
@@ -69,11 +73,17 @@ class ImpressionLog:
         flush_interval_s: float = 1.0,
         *,
         enabled: bool = True,
+        lull: Lull | None = None,
     ) -> None:
         self._sessions = sessions
         self.enabled = enabled
         self._buffer: RowBuffer[Impression | _Row] = RowBuffer(
-            self._write, name="impressions", logger=logger, interval_s=flush_interval_s
+            self._write,
+            name="impressions",
+            logger=logger,
+            interval_s=flush_interval_s,
+            max_rows=_MAX_ROWS if lull else 50_000,
+            lull=lull,
         )
 
     def record(self, impression: Impression | _Row) -> None:

@@ -3,11 +3,12 @@ path's way) is written in order, and past its limit the oldest are dropped, logg
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
 
-from gateway.row_buffer import RowBuffer
+from gateway.row_buffer import Lull, RowBuffer
 
 
 async def test_rows_appended_one_at_a_time_are_written_in_order_once() -> None:
@@ -41,3 +42,79 @@ async def test_appending_past_the_limit_drops_the_oldest(caplog: pytest.LogCaptu
     await buffer.aclose()
     assert written == [[2, 3, 4]]
     assert [r.getMessage() for r in caplog.records] == ["test buffer full; dropped entries"] * 2
+
+
+class _Writes:
+    """What a buffer wrote, and when (the loop's clock)."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[float, list[int]]] = []
+
+    async def __call__(self, batch: list[int]) -> None:
+        self.batches.append((asyncio.get_running_loop().time(), batch))
+
+
+async def _burst(buffer: RowBuffer[int], seconds: float, rows_per_tick: int = 200) -> float:
+    """Rows appended every 10 ms (~20,000 a second) for ``seconds``: when it ended."""
+    clock = asyncio.get_running_loop().time
+    end, row = clock() + seconds, 0
+    while clock() < end:
+        for _ in range(rows_per_tick):
+            buffer.append(row)
+            row += 1
+        await asyncio.sleep(0.01)
+    return clock()
+
+
+def _lulled(
+    writes: _Writes, max_delay_s: float = 30.0, write_at_rows: int = 100_000
+) -> RowBuffer[int]:
+    """A buffer due to write 50 ms after its first row, busy above 1,000 rows a second."""
+    lull = Lull(
+        busy_rows_per_s=1000.0, max_delay_s=max_delay_s, write_at_rows=write_at_rows, probe_s=0.05
+    )
+    return RowBuffer(writes, name="t", logger=logging.getLogger("t"), interval_s=0.05, lull=lull)
+
+
+async def test_a_write_due_during_a_burst_waits_for_the_lull_after_it() -> None:
+    writes = _Writes()
+    buffer = _lulled(writes)
+    ended = await _burst(buffer, 0.6)  # the write fell due ~0.55 s before the end
+    assert writes.batches == []
+    await asyncio.sleep(0.5)
+    assert len(writes.batches) == 1
+    written_at, batch = writes.batches[0]
+    assert written_at >= ended
+    assert batch == list(range(len(batch)))
+    assert len(batch) > 1000
+    await buffer.aclose()
+
+
+async def test_a_burst_longer_than_the_longest_delay_is_written_during_it() -> None:
+    writes = _Writes()
+    buffer = _lulled(writes, max_delay_s=0.3)
+    ended = await _burst(buffer, 1.2)
+    assert writes.batches
+    assert writes.batches[0][0] < ended - 0.3
+    await buffer.aclose()
+    rows = [row for _, batch in writes.batches for row in batch]
+    assert rows == list(range(len(rows)))
+
+
+async def test_a_burst_is_written_once_as_many_rows_wait_as_the_lull_allows() -> None:
+    writes = _Writes()
+    buffer = _lulled(writes, write_at_rows=500)
+    ended = await _burst(buffer, 1.0)
+    assert writes.batches
+    assert writes.batches[0][0] < ended - 0.3
+    assert len(writes.batches[0][1]) < 5000  # written near 500 rows, not at the end (~20,000)
+    await buffer.aclose()
+
+
+async def test_rows_that_trickle_in_are_written_on_time() -> None:
+    writes = _Writes()
+    buffer = _lulled(writes)
+    ended = await _burst(buffer, 0.5, rows_per_tick=1)  # ~100 a second: not busy
+    assert writes.batches
+    assert writes.batches[0][0] < ended - 0.2
+    await buffer.aclose()
