@@ -55,7 +55,7 @@ class ExperimentSettings(BaseSettings):
         "write waits for the lull after the burst; 0: never waits.",
     )
     impression_max_delay_s: Annotated[float, Field(gt=0, le=600)] = Field(
-        default=60.0,
+        default=30.0,
         description="Longest a served list waits to be written while serving stays busy "
         "(also written once 100,000 wait); a crash loses at most this long of impressions.",
     )
