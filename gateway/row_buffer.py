@@ -123,6 +123,10 @@ class RowBuffer(Generic[Row]):
         # not abandon it (that lost the batch, and on SQLite left the orphaned write's
         # lock in the way of the final flush: "database is locked").
         await asyncio.shield(self.flush())
+        if self._pending:
+            # Rows queued while that write ran found this task still running and started
+            # none: without another, they waited for the next row, or for shutdown.
+            self._task = asyncio.create_task(self._flush_later(), name=f"{self._name}-flush")
 
     async def _wait_for_lull(self, lull: Lull, started: float) -> None:
         clock = asyncio.get_running_loop().time

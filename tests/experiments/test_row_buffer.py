@@ -118,3 +118,25 @@ async def test_rows_that_trickle_in_are_written_on_time() -> None:
     assert writes.batches
     assert writes.batches[0][0] < ended - 0.2
     await buffer.aclose()
+
+
+async def test_a_row_queued_while_a_write_runs_is_written_without_another_row() -> None:
+    # The burst ends during a write: nothing more is appended, yet the rows that came
+    # in meanwhile are written within an interval, not at the next request or shutdown.
+    writes = _Writes()
+    writing = asyncio.Event()
+
+    async def slow_write(batch: list[int]) -> None:
+        writing.set()
+        await asyncio.sleep(0.2)
+        await writes(batch)
+
+    buffer: RowBuffer[int] = RowBuffer(
+        slow_write, name="t", logger=logging.getLogger("t"), interval_s=0.05
+    )
+    buffer.append(0)
+    await writing.wait()
+    buffer.append(1)  # while row 0 is being written
+    await asyncio.sleep(0.6)
+    assert [batch for _, batch in writes.batches] == [[0], [1]]
+    await buffer.aclose()
