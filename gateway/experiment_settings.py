@@ -40,9 +40,9 @@ class ExperimentSettings(BaseSettings):
     # changed pages appended to the WAL each time): at ~3,000 lists a second, a write a
     # second cost the recommendation endpoint ~14 % more server CPU than no impressions,
     # a write every 5 s ~5 % (bench/impressions.py, same-run turns; noisy at high load).
-    # A crash loses at most this long of impressions; results read on the instance that
-    # served flush first, and a click may arrive before its list is written (attribution
-    # joins at read time).
+    # A crash loses at most this long of impressions (while a burst is served, up to
+    # impression_max_delay_s); results read on the instance that served flush first,
+    # and a click may arrive before its list is written (attribution joins at read time).
     impression_flush_interval_s: Annotated[float, Field(gt=0, le=60)] = Field(
         default=5.0, description="How often buffered impressions are written."
     )

@@ -107,7 +107,7 @@ class ExperimentResults:
 
     async def of(self, found: Experiment, metric: Metric = "click_through") -> ExperimentResult:
         """The results so far (this process's buffered impressions written first; other
-        instances' within their flush interval)."""
+        instances' within their flush interval, or their lull's longest delay)."""
         await self._impressions.flush()
         counts = await self._counts(found)
         control: Rate | None = None
