@@ -42,6 +42,9 @@ _TABLE = cast(Table, RecommendationImpression.__table__)
 # Rows kept while the database is down before the oldest are dropped: past a lull's
 # ``write_at_rows`` (~27 s of a saturated endpoint, ~0.5 kB each: ~110 MB).
 _MAX_ROWS = 200_000
+# Rows a transaction: ~0.3-0.7 s of SQLite's write lock (~15-35 us a row, more as the
+# table grows), the size of a 5 s batch of a saturated endpoint.
+_ROWS_A_WRITE = 20_000
 SURFACES = ("graphql", "api", "render")
 
 
@@ -84,6 +87,7 @@ class ImpressionLog:
             interval_s=flush_interval_s,
             max_rows=_MAX_ROWS if lull else 50_000,
             lull=lull,
+            write_rows=_ROWS_A_WRITE,
         )
 
     def record(self, impression: Impression | _Row) -> None:

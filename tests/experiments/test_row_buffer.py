@@ -8,6 +8,7 @@ import logging
 
 import pytest
 
+from gateway.errors import DatabaseUnavailable
 from gateway.row_buffer import Lull, RowBuffer
 
 
@@ -163,3 +164,24 @@ async def test_a_send_served_in_pages_is_a_burst_not_a_lull() -> None:
         await asyncio.sleep(0.1)
     assert writes.batches == []
     await buffer.aclose()
+
+
+async def test_a_large_batch_is_written_in_slices_each_row_once() -> None:
+    # Each write is a transaction: a lulled batch of 100,000 impressions held SQLite's
+    # write lock for seconds, past the busy timeout other writers wait.
+    written: list[list[int]] = []
+    failures = [DatabaseUnavailable("database down")]
+
+    async def write(batch: list[int]) -> None:
+        if len(written) == 1 and failures:
+            raise failures.pop()
+        written.append(batch)
+
+    buffer: RowBuffer[int] = RowBuffer(
+        write, name="test", logger=logging.getLogger("test"), interval_s=3600, write_rows=3
+    )
+    buffer.add(range(8))
+    await buffer.flush()  # the second slice fails: the first stays written
+    assert written == [[0, 1, 2]]
+    await buffer.aclose()
+    assert written == [[0, 1, 2], [3, 4, 5], [6, 7]]
