@@ -57,7 +57,8 @@ class ExperimentSettings(BaseSettings):
     impression_max_delay_s: Annotated[float, Field(gt=0, le=600)] = Field(
         default=30.0,
         description="Longest a served list waits to be written while serving stays busy "
-        "(also written once 100,000 wait); a crash loses at most this long of impressions.",
+        "(also written once 100,000 wait); a crash loses at most this long of impressions. "
+        "At or below the flush interval: writes never wait.",
     )
     experiments_ttl_s: Annotated[float, Field(ge=0, le=300)] = Field(
         default=5.0,
