@@ -62,7 +62,8 @@ def recommendations(
     """One consenting customer's recommendations over POST /api/recommendations, from
     warm caches (stock and products cached, the stored list read per request).
     ``flush`` writes the impressions queued so far: before the measured run (the
-    warm-up's) and within it (its own, not left for the next turn to pay for)."""
+    warm-up's) and right after it (its own, counted in its CPU, not left for the next
+    turn to pay for; during the run the lull holds them, as it would a send's)."""
     index = next(i for i, p in enumerate(people) if p.personalisation_consent)
     url = f"{base}/api/recommendations"
     body = lua_posts([{"customer_id": ids[index], "limit": 4}])
