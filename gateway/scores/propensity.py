@@ -99,7 +99,8 @@ FALLBACK = 3
 
 # How far a candidate's ROC AUC must lead the RFM-only regression's at the inner split,
 # in standard errors of the paired difference (DeLong's), to be served instead of the
-# fallback (by SETTINGS' index; the fallback was the RFM-only regression then). The mean of models: one, the one-standard-error rule (Hastie,
+# fallback (by SETTINGS' index; the fallback was the RFM-only regression itself in the
+# figures below). The mean of models: one, the one-standard-error rule (Hastie,
 # Tibshirani and Friedman, section 7.10), the simpler model unless the richer one is
 # better by more than the noise. Where the inner split has a few thousand customers its
 # choice was noise: on CDNOW's sample file (2,357 customers) the best at the inner
@@ -113,7 +114,7 @@ FALLBACK = 3
 # regression always: 76%). BG/NBD's regression two: its inner leads carried over worst
 # (served on a lead over one SE, 9 of the 153, it lost to the RFM-only regression by
 # 0.013 on average, and on the 17 design splits it ranks below it on every one).
-# Judged after (the RFM-only regression the fallback): the sample file's 7 splits 3 level, 4 behind (mean -0.0022, worst
+# Judged after: the sample file's 7 splits 3 level, 4 behind (mean -0.0022, worst
 # -0.0064; before 1 level); 12 new master splits 10 ahead, 2 level (before 12 ahead).
 LEAD_IN_STANDARD_ERRORS: dict[int, float] = {0: 1.0, 2: 2.0}
 _SNAPSHOTS = 3  # training snapshots at most, one window apart
