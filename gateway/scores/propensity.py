@@ -64,47 +64,31 @@ SETTINGS: tuple[dict[str, Any], ...] = (
     # (6 design splits, 2 held-out) the mean did better on 6 of the 8 (by up to 0.0022),
     # worse on 2 (by 0.0002).
     {"family": "mean", "of": [MONOTONE_TREES, _LOGISTIC, _RFM_ONLY]},
-    # The two baselines themselves: the RFM-only regression, the yardstick of the
-    # inner split (LEAD_IN_STANDARD_ERRORS), and one on BG/NBD's expected purchases
-    # alone (its ranking, calibrated), served when it clearly leads the RFM-only one and
-    # ranks above the mean. A model that does not beat them before the cut-off is not
-    # served. Both are skipped when the table lacks a column (then the best at the
+    # The two baselines themselves: the RFM-only regression, the inner split's yardstick
+    # (LEAD_IN_STANDARD_ERRORS), and one on BG/NBD's expected purchases alone (its
+    # ranking, calibrated), served when it clearly leads the RFM-only one and ranks above
+    # the mean. Both are skipped when the table lacks a column (then the best at the
     # inner split serves).
     _RFM_ONLY,
     _BGNBD_ONLY,
-    # The fallback, served when neither candidate clearly leads the RFM-only regression:
-    # the mean of the two baselines' probabilities (FALLBACK; the RFM-only regression
-    # alone when BG/NBD's column is missing).
+    # The fallback: the two baselines' mean (FALLBACK).
     {"family": "mean", "of": [_RFM_ONLY, _BGNBD_ONLY]},
 )
-# What serves when no candidate clearly leads the RFM-only regression at the inner
-# split: the mean of its and BG/NBD's regression's probabilities (SETTINGS' index). On a
-# small shop the two rank differently after the cut-off than before (on CDNOW's sample
-# file BG/NBD's expectation outranked the RFM-only regression on three splits of seven
-# after the cut-off, below it before), and neither inner split foretells which: their
-# mean ranks above the RFM-only regression nearly always, and often above both. On 153
-# small shops cut from CDNOW's master file without the sample's customers (9 disjoint
-# sets of 2,357 x the 17 design cut-offs), where the RFM-only regression served, the
-# mean did better on 118 of 133 (by up to 0.0076 AUC), worse on 15 (by up to 0.0023):
-# the target (at least the better baseline) met on 75.2% against 74.5%, the margin over
-# the better baseline +0.0009 on average against -0.0008. Judged on 42 sample-file
-# splits and 20 master-file splits run only after it was chosen: better wherever it
-# served instead of the RFM-only regression (31 and 2 splits), the sample file's met
-# 25 of 42 against 23 (mean margin -0.0005 against -0.0024), the master file's 20 of
-# 20, every one ahead. Measured as the fallback only: leads over the blend instead of
-# over the RFM-only regression served the mean of models less on the master file and
-# lost a lead there (1997-06-20 / 180); the rank mean, or the blend as one more
-# candidate under the same rule, met the target less often on the small shops.
+# Served when no candidate clearly leads the RFM-only regression at the inner split: the
+# baselines' mean (on small shops they rank apart after the cut-off, unforetold before).
+# On 153 small shops cut from CDNOW (README, "The fallback") it beat the RFM-only one on
+# 118 of the 133 where that served (worse on 15, by 0.0023 at most; target met 75.2%, not
+# 74.5%); judged after, better on all 31 of 42 sample-file, 2 of 20 master splits it served.
 FALLBACK = 3
 
 # How far a candidate's ROC AUC must lead the RFM-only regression's at the inner split,
 # in standard errors of the paired difference (DeLong's), to be served instead of the
-# fallback (by SETTINGS' index; the fallback was the RFM-only regression itself in the
-# figures below). The mean of models: one, the one-standard-error rule (Hastie,
-# Tibshirani and Friedman, section 7.10), the simpler model unless the richer one is
-# better by more than the noise. Where the inner split has a few thousand customers its
-# choice was noise: on CDNOW's sample file (2,357 customers) the best at the inner
-# split lost to the better baseline on 6 of 7 splits (mean -0.0045, worst -0.0123).
+# fallback (SETTINGS' index; the fallback the RFM-only regression in these figures). The
+# mean of models: one, the one-standard-error rule (Hastie, Tibshirani and Friedman,
+# section 7.10), the simpler model unless the richer one is better by more than the
+# noise. Where the inner split has a few thousand customers its choice was noise: on
+# CDNOW's sample file (2,357 customers) the best at the inner split lost to the better
+# baseline on 6 of 7 splits (mean -0.0045, worst -0.0123).
 # Designed on the master file's 17 design splits, where the mean leads by 0.8-8.0 SE
 # at the inner split (median 2.7): 1 SE gives up one lead there (1997-10-31 / 150,
 # +0.0025, at 0.8 SE; level instead), 2 SE would give up five; and on 153 small shops
@@ -202,7 +186,8 @@ class Propensity:
     @property
     def family(self) -> str:
         """What serves: the boosted trees (calibrated), a logistic regression (on every
-        feature, or on the RFM or BG/NBD columns alone), or the mean of three."""
+        feature, or on the RFM or BG/NBD columns alone), the mean of three, or the
+        two baselines' mean (the fallback)."""
         if self.setting == SETTINGS[FALLBACK]:
             return "mean: RFM, BG/NBD E[purchases]"
         if self.setting.get("family") == "mean":
@@ -368,8 +353,7 @@ def choose_setting(
                 if lead > errors * error and scores[key] > scores[best]:
                     best = key
         if best == "1" and str(FALLBACK) in scores:
-            # No candidate clearly leads: the baselines' mean serves (see FALLBACK),
-            # whatever its own inner AUC, which is as noisy as the others'.
+            # No candidate clearly leads: the baselines' mean (see FALLBACK).
             best = str(FALLBACK)
     if usable(SETTINGS[0], train.names):
         # The mean's parts, for the report (never served alone).
@@ -394,8 +378,7 @@ def train(
     data = training_set(known, cutoff, horizon, function, max_rows=max_rows, seed=seed)
     if not usable(setting, data.names):
         # The inner split's table had BG/NBD's columns and this one not, or a feature
-        # function without the RFM columns: the RFM-only regression, or the trees
-        # reading whatever there is.
+        # function without the RFM columns: the RFM-only regression, or else the trees.
         setting = SETTINGS[1] if usable(SETTINGS[1], data.names) else MONOTONE_TREES
     estimator = _estimator(setting, seed, data.names).fit(data.x, data.y)
     return Propensity(
