@@ -151,30 +151,20 @@ class ServedRecommendations:
         assignment: Assignment | None,
         items: Sequence[Recommendation],
     ) -> ServedList:
-        experiment = variant = None
-        if assignment:
-            experiment, variant = assignment.experiment.name, assignment.variant.name
-        products = [item.product for item in items]
-        urls = [product.url for product in products]
+        urls = [item.product.url for item in items]
         if self.impressions.enabled:
             list_id, links = self.tracker.new_list(urls)
-            # A plain tuple in the table's column order (see ``_record``).
-            self.impressions.record(
-                (
-                    list_id,
-                    customer_id,
-                    time.time_ns(),
-                    surface,
-                    strategy,
-                    experiment,
-                    variant,
-                    send_id,
-                    tuple([product.external_id for product in products]),
-                )
-            )
+            self._record(list_id, customer_id, surface, send_id, strategy, assignment, items)
         else:
             list_id, links = None, urls
-        return ServedList(list_id, strategy, experiment, variant, tuple(items), tuple(links))
+        return ServedList(
+            list_id,
+            strategy,
+            assignment.experiment.name if assignment else None,
+            assignment.variant.name if assignment else None,
+            tuple(items),
+            tuple(links),
+        )
 
     def _prepared(
         self, items: Sequence[Recommendation]

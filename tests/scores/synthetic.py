@@ -19,11 +19,7 @@ def history(customers: int = 800, days: int = 540, seed: int = 7) -> Ledger:
         drop = rng.beta(1, 4)
         day = START + int(rng.integers(0, 90))
         spend = rng.gamma(3, 15)
-        while day < START + days:
-            rows.append((f"c{c}", day, float(spend * rng.uniform(0.5, 1.5))))
-            if rng.random() < drop:
-                break
-            day += 1 + int(rng.exponential(1 / rate))
+        _purchases(rows, rng, f"c{c}", day, START + days, spend, drop, rate)
     return ledger_from(rows)
 
 
@@ -39,9 +35,23 @@ def loyal_spenders(customers: int = 400, seed: int = 4, days: int = 540) -> Ledg
         spend = rng.gamma(3, 15)
         drop = min(0.95, rng.beta(1, 4) * 40 / spend)
         day = START + int(rng.integers(0, 90))
-        while day < START + days:
-            rows.append((f"c{c}", day, float(spend * rng.uniform(0.5, 1.5))))
-            if rng.random() < drop:
-                break
-            day += 1 + int(rng.exponential(1 / rate))
+        _purchases(rows, rng, f"c{c}", day, START + days, spend, drop, rate)
     return ledger_from(rows)
+
+
+def _purchases(
+    rows: list[tuple[str, int, float]],
+    rng: np.random.Generator,
+    customer: str,
+    day: int,
+    end: int,
+    spend: float,
+    drop: float,
+    rate: float,
+) -> None:
+    """One customer's orders from ``day`` until they drop out or ``end``."""
+    while day < end:
+        rows.append((customer, day, float(spend * rng.uniform(0.5, 1.5))))
+        if rng.random() < drop:
+            break
+        day += 1 + int(rng.exponential(1 / rate))
