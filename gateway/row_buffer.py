@@ -36,8 +36,9 @@ class Lull:
     a page at a time (renderBatch records a page's at once), and one probe's quiet
     between two pages is not the lull. The write's work is the same, only moved: on two
     cores SQLite's share of it ran beside a saturated endpoint and slowed it (impressions,
-    bench/impressions.py, six runs each alternated: with / without recording, CPU a
-    request 1.096 -> 1.077, throughput 0.944 -> 0.958, p99 1.046 -> 1.035, medians)."""
+    bench/impressions.py, nine runs each alternated, with / without recording: throughput
+    0.951 -> 0.964 and CPU a request 1.093 -> 1.073 (medians; better in 8 and 7 of 9);
+    p99 1.043 -> 1.041, no difference shown)."""
 
     busy_rows_per_s: float = 1000.0
     max_delay_s: float = 30.0
