@@ -100,9 +100,7 @@ async def test_a_retrain_that_fails_scoring_leaves_the_serving_model_active(
     monkeypatch.setattr(build_module, "records_of", failing)
     with pytest.raises(ValueError, match="infinity"):
         await build(store, horizon=30, now=NOW + timedelta(seconds=2), retrain=True)
-    async with store._sessions() as session:
-        models = (await session.scalars(select(ScoreModel))).all()
-    assert [(m.version, m.active) for m in models] == [(first.model_version, True)]
+    assert await _models(store) == [(first.model_version, True)]
     assert {r.model_version for r in await _rows(store)} == {first.model_version}
 
 
@@ -120,9 +118,7 @@ async def test_a_retrain_whose_scores_fail_to_be_written_leaves_the_serving_mode
     monkeypatch.setattr(store_module, "insert_tuples", failing)
     with pytest.raises(RuntimeError, match="insert failed"):
         await build(store, horizon=30, now=NOW + timedelta(seconds=2), retrain=True)
-    async with store._sessions() as session:
-        models = (await session.scalars(select(ScoreModel))).all()
-    assert [(m.version, m.active) for m in models] == [(first.model_version, True)]
+    assert await _models(store) == [(first.model_version, True)]
 
 
 async def test_behaviour_counts_only_for_customers_who_said_yes_to_personalisation(
@@ -155,3 +151,10 @@ async def test_behaviour_counts_only_for_customers_who_said_yes_to_personalisati
     assert rows[granted].engagement_30d >= 5
     assert rows[refused].engagement_30d == 0
     assert rows[refused].engagement_90d == 0
+
+
+async def _models(store: ScoreStore) -> list[tuple[str, bool]]:
+    """Every saved model's version and whether it serves."""
+    async with store._sessions() as session:
+        models = (await session.scalars(select(ScoreModel))).all()
+    return [(m.version, m.active) for m in models]
