@@ -194,12 +194,13 @@ class ServedRecommendations:
     ) -> None:
         if list_id is None:
             return
-        # A plain tuple in the table's column order, the time as the clock reads it:
+        # A plain tuple in the table's column order, the time as the clock reads it and
+        # the customer as hex digits (a row the collector need not follow: impressions.py):
         # the writer (off the request path) makes the row of it.
         self.impressions.record(
             (
                 list_id,
-                customer_id,
+                customer_id.hex,
                 time.time_ns(),
                 surface,
                 strategy,

@@ -5,6 +5,7 @@ recommendation URL and a batch of renders, and per-send campaign metrics."""
 
 from __future__ import annotations
 
+import gc
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -184,7 +185,7 @@ async def test_impressions_of_a_customer_gone_before_the_write_are_dropped_alone
     impressions = services_of(served.app).impressions
     kept, gone = customer_id_for(person_with_history(served.samples)[18]), uuid.uuid4()
     for customer in (kept, gone):
-        row = (customer, time.time_ns(), "api", "model", None, None, "fk-1", ("1",))
+        row = (customer.hex, time.time_ns(), "api", "model", None, None, "fk-1", ("1",))
         impressions.record(Impression(uuid.uuid4().hex[:16], *row))
     await impressions.flush()
     assert [r.customer_id for r in await _impressions(served, send_id="fk-1")] == [kept]
@@ -200,7 +201,7 @@ async def test_a_large_batch_of_impressions_is_written_whole_and_in_order(
     send, start = f"bulk-{uuid.uuid4().hex[:6]}", time.time_ns()
     ids = [uuid.uuid4().hex[:16] for _ in range(1237)]
     for n, list_id in enumerate(ids):
-        row = (customer, start + n * 1_000_000, "api", "model", None, None, send, (str(n), "x"))
+        row = (customer.hex, start + n * 1_000_000, "api", "model", None, None, send, (str(n), "x"))
         impressions.record((list_id, *row))
     await impressions.flush()
     stored = sorted(await _impressions(served, send_id=send), key=lambda r: r.served_at)
@@ -231,3 +232,34 @@ async def test_a_send_id_no_database_keeps_is_refused_at_the_door(served: Served
         answer.json()["list_id"]
     ]
     assert await _impressions(served, send_id="nul") == []
+
+
+async def test_a_queued_impression_is_nothing_the_garbage_collector_follows(
+    served: Served,
+) -> None:
+    """A send queues tens of thousands of lists before the lull writes them: a row the
+    collector follows (one holding the customer's UUID) is scanned by every collection
+    of its generation, pauses of up to ~20 ms while the send is served. What serving
+    queues must hold only strings, numbers and tuples of them: untracked once collected."""
+    services = services_of(served.app)
+    queued: list[Any] = []
+    record = services.impressions.record
+    services.impressions.record = lambda row: (queued.append(row), record(row))[-1]  # type: ignore[method-assign]
+    try:
+        person = person_with_history(served.samples)[20]
+        await recommend(served.client, person, send="gc-1")
+        answer = await served.client.post(
+            "/api/recommendations",
+            json={"customer_id": str(customer_id_for(person)), "limit": 2, "send_id": "gc-2"},
+        )
+        assert answer.status_code == 200, answer.text
+    finally:
+        del services.impressions.record
+    assert len(queued) == 2
+    # The first collection stops tracking the items' tuple, the second the row (a tuple
+    # holding a tracked tuple stays tracked): so rows leave the young generations.
+    gc.collect()
+    gc.collect()
+    assert [gc.is_tracked(row) for row in queued] == [False, False]
+    stored = await _impressions(served, customer_id=customer_id_for(person))
+    assert {row.send_id for row in stored} >= {"gc-1", "gc-2"}
