@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
+from gateway.ingest.esp_custom_args import MAX_CUSTOM_ARGS, custom_args, sendgrid_custom
 from gateway.ingest.nul_strings import nul_at
 from gateway.ingest.webhook_payloads import (
     Consequence,
@@ -60,20 +61,7 @@ _CONSEQUENCES: dict[str, Consequence] = {
     "reject": "withdraw",
     "hard_bounce": "undeliverable",
 }
-# SendGrid's fields that are not custom arguments (custom args arrive beside them).
-_SENDGRID_STANDARD = frozenset(
-    {
-        "email", "timestamp", "event", "sg_event_id", "sg_message_id", "smtp-id", "url",
-        "url_offset", "useragent", "ip", "reason", "status", "response", "attempt", "type",
-        "bounce_classification", "asm_group_id", "tls", "cert_err", "category", "pool",
-        "sg_machine_open", "sg_content_type", "sg_template_id", "sg_template_name",
-        "marketing_campaign_id", "marketing_campaign_name", "marketing_campaign_version",
-        "marketing_campaign_split_id", "singlesend_id", "singlesend_name", "template_id",
-        "template_version_id", "template_hash", "mc_stats", "phase_id", "send_at",
-    }
-)  # fmt: skip
 _ENGAGEMENT = frozenset({"open", "click"})  # both ESPs' names: email:open, email:click
-_MAX_CUSTOM_ARGS = 32
 _PLAIN_ADDRESS = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})+"
 )
@@ -186,13 +174,8 @@ def _sendgrid_event(position: int, event: SendGridEvent) -> EspItem:
         properties["asm_group_id"] = event.asm_group_id
     if event.category is not None:
         properties["category"] = event.category
-    custom = {
-        name: value
-        for name, value in (event.model_extra or {}).items()
-        if name not in _SENDGRID_STANDARD and isinstance(value, str | int | float | bool)
-    }
-    if custom:
-        properties["custom_args"] = dict(list(custom.items())[:_MAX_CUSTOM_ARGS])
+    if custom := sendgrid_custom(event.model_extra):
+        properties["custom_args"] = custom
     return _esp_event(
         "sendgrid",
         event.sg_event_id,
@@ -311,13 +294,9 @@ def _mandrill_event(position: int, event: MandrillEvent, oldest: float | None) -
     if event.url:
         properties["url"] = event.url
     if message.metadata:
-        properties["custom_args"] = {
-            name: value
-            for name, value in list(message.metadata.items())[:_MAX_CUSTOM_ARGS]
-            if isinstance(value, str | int | float | bool)
-        }
+        properties["custom_args"] = custom_args(message.metadata.items())
     if message.tags:
-        properties["category"] = message.tags[:_MAX_CUSTOM_ARGS]
+        properties["category"] = message.tags[:MAX_CUSTOM_ARGS]
     return _esp_event(
         "mandrill",
         event_id,

@@ -1,7 +1,8 @@
 """A send's figures as ``campaign(sendId)`` counts them from the ESP events stored, on
 SQLite and Postgres: every rate is a proportion of ``delivered`` (an unsubscribe or a
 spam report proves a delivery, as an open or a click does), whatever mix of events the
-ESPs report."""
+ESPs report; and the send an event names is the same on both databases and the same as
+attribution's (``send_of``): a boolean ``send_id`` names no send."""
 
 from __future__ import annotations
 
@@ -135,3 +136,25 @@ async def test_every_rate_of_any_mix_of_events_is_a_proportion(
     _assert_proportions(campaign)
     for segment in campaign["bySegment"]:
         _assert_proportions(segment)
+
+
+async def test_a_boolean_send_id_names_no_send_on_either_database(
+    webhooks: httpx.AsyncClient,
+) -> None:
+    email = await _recipient(webhooks)
+    number = uuid.uuid4().int % 10**9 + 10  # an integer send id is its decimal string
+    await _post(
+        webhooks,
+        sendgrid_request(
+            [
+                sendgrid_event(email, "delivered", send_id=True),
+                sendgrid_event(email, "open", send_id=False),
+                sendgrid_event(email, "click", send_id=number, url="https://shop.example/p"),
+            ]
+        ),
+    )
+    await _post(webhooks, mandrill_request([_mandrill(email, "open", True)]))
+    for named in ("1", "0", "true", "false", "True", "False"):
+        assert (await _campaign(webhooks, named))["delivered"] == 0, named
+    counted = await _campaign(webhooks, str(number))
+    assert (counted["delivered"], counted["clicked"]) == (1, 1)
