@@ -63,8 +63,16 @@ class Attribution:
 def send_of(properties: Mapping[str, Any]) -> str | None:
     """The send an ESP event names through its custom argument ``send_id``."""
     custom = properties.get("custom_args")
-    value = custom.get(SEND_ARGUMENT) if isinstance(custom, dict) else None
-    if value is None or isinstance(value, bool) or not isinstance(value, str | int):
+    return send_value(custom.get(SEND_ARGUMENT)) if isinstance(custom, dict) else None
+
+
+def send_value(value: object) -> str | None:
+    """The send a ``send_id`` names: a string, or an integer's digits, cut to 255
+    characters. Anything else (a boolean, a fraction, an object) names none: JSON's
+    ``true`` read as text is "1" on SQLite and "true" on Postgres, so it could name no
+    one send on both. The ESP parsers store ``send_id`` as this (gateway/ingest/
+    esp_payloads.py), so campaigns and clicks agree on every database."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
         return None
     return str(value)[:_MAX_SEND_ID] or None
 

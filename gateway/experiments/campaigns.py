@@ -3,8 +3,10 @@
 A send is what the ESP's custom argument ``send_id`` names on its events (SendGrid's
 ``custom_args``, Mandrill's ``metadata``). Per send, distinct recipients (customers):
 
-- ``delivered``: with a delivery (SendGrid ``delivered``, Mandrill ``send``), or an open
-  or a click (which prove one where the ESP posts no deliveries);
+- ``delivered``: with a delivery (SendGrid ``delivered``, Mandrill ``send``), or an
+  open, a click, an unsubscribe or a spam report (each proves one where the ESP posts no
+  deliveries): so every recipient counted below is counted here, and each rate is a
+  proportion;
 - ``opened``, ``clicked``: with an open, with a click;
 - ``converted``: with a click followed within the conversion window by an order of
   theirs (as in experiment results, gateway/experiments/results.py);
@@ -36,8 +38,17 @@ from gateway.experiments.results import within_after
 from gateway.scores.store import ORDER_TYPES
 from gateway.upstreams.event_store import ESP_SOURCES
 
-DELIVERED = ("email:delivered", "email:send", "email:open", "email:click")
 UNSUBSCRIBED = ("email:unsubscribe", "email:group_unsubscribe", "email:unsub")
+# A spam report too proves the mail arrived; a Mandrill ``reject`` (never sent) does not.
+SPAM_REPORTS = ("email:spamreport", "email:spam")
+DELIVERED = (
+    "email:delivered",
+    "email:send",
+    "email:open",
+    "email:click",
+    *UNSUBSCRIBED,
+    *SPAM_REPORTS,
+)
 Audience = Select[uuid.UUID]
 UNSCORED = "unscored"  # the segment of recipients no score build has placed
 

@@ -10,8 +10,9 @@ Per variant, over the lists served under the experiment inside its window
   ``ctr`` = clicks / impressions;
 - ``conversions``: lists with a click followed, within the conversion window, by an
   order of the clicking customer (an order event: Shopify ``orders/*`` or a stream's
-  ``Order Completed``, at the order's time; ``clicked_at < order <= clicked_at +
-  window``); ``conversionRate`` = conversions / impressions.
+  ``Order Completed``, at the order's time, stored never later than its arrival:
+  gateway/experiments/order_times.py; ``clicked_at < order <= clicked_at + window``);
+  ``conversionRate`` = conversions / impressions.
 
 Each rate has its Wilson interval; each variant is compared with the control (the first
 variant) by a two-proportion z-test on the chosen metric. The experiment's headline

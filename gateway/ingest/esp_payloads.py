@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
+from gateway.ingest.esp_custom_args import MAX_CUSTOM_ARGS, custom_args, sendgrid_custom
 from gateway.ingest.nul_strings import nul_at
 from gateway.ingest.webhook_payloads import (
     Consequence,
@@ -60,20 +61,8 @@ _CONSEQUENCES: dict[str, Consequence] = {
     "reject": "withdraw",
     "hard_bounce": "undeliverable",
 }
-# SendGrid's fields that are not custom arguments (custom args arrive beside them).
-_SENDGRID_STANDARD = frozenset(
-    {
-        "email", "timestamp", "event", "sg_event_id", "sg_message_id", "smtp-id", "url",
-        "url_offset", "useragent", "ip", "reason", "status", "response", "attempt", "type",
-        "bounce_classification", "asm_group_id", "tls", "cert_err", "category", "pool",
-        "sg_machine_open", "sg_content_type", "sg_template_id", "sg_template_name",
-        "marketing_campaign_id", "marketing_campaign_name", "marketing_campaign_version",
-        "marketing_campaign_split_id", "singlesend_id", "singlesend_name", "template_id",
-        "template_version_id", "template_hash", "mc_stats", "phase_id", "send_at",
-    }
-)  # fmt: skip
+_SYNC_TYPES = ("whitelist", "blacklist")  # Mandrill's allow- and deny-list changes
 _ENGAGEMENT = frozenset({"open", "click"})  # both ESPs' names: email:open, email:click
-_MAX_CUSTOM_ARGS = 32
 _PLAIN_ADDRESS = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})+"
 )
@@ -186,13 +175,8 @@ def _sendgrid_event(position: int, event: SendGridEvent) -> EspItem:
         properties["asm_group_id"] = event.asm_group_id
     if event.category is not None:
         properties["category"] = event.category
-    custom = {
-        name: value
-        for name, value in (event.model_extra or {}).items()
-        if name not in _SENDGRID_STANDARD and isinstance(value, str | int | float | bool)
-    }
-    if custom:
-        properties["custom_args"] = dict(list(custom.items())[:_MAX_CUSTOM_ARGS])
+    if custom := sendgrid_custom(event.model_extra):
+        properties["custom_args"] = custom
     return _esp_event(
         "sendgrid",
         event.sg_event_id,
@@ -235,9 +219,11 @@ def parse_mandrill(
     max_age_s: float | None = MANDRILL_MAX_AGE_S,
     now: float | None = None,
 ) -> list[EspItem]:
-    """Events of the ``mandrill_events`` field; those naming no recipient (Mandrill's
-    sync events: allow- and deny-list changes) are acknowledged and not stored, and so
-    are opens and clicks older than ``max_age_s`` (``ignored``, with the reason)."""
+    """Events of the ``mandrill_events`` field. Those naming no message (Mandrill's sync
+    events: allow- and deny-list changes, with a ``type`` and no ``event``; an event
+    without a ``msg``) are acknowledged and not stored: left out of the list, neither
+    rejected nor counted. Opens and clicks older than ``max_age_s`` are answered
+    ``ignored``, with the reason, and not stored."""
     raw = [value for name, value in params if name == "mandrill_events"]
     if len(raw) != 1:
         raise PayloadError("the form must carry one mandrill_events field", "mandrill_events")
@@ -246,22 +232,30 @@ def parse_mandrill(
         raise PayloadError("mandrill_events must be a JSON array of events", "mandrill_events")
     if len(data) > MAX_ESP_EVENTS:
         raise PayloadError(f"a batch holds at most {MAX_ESP_EVENTS} events", "mandrill_events")
+    # Sync events (``type`` whitelist or blacklist, no ``event``, no ``msg``) are left
+    # out before validation, which would reject them for want of an ``event``.
+    positions = [p for p, item in enumerate(data) if not _is_sync(item)]
+    data = [data[p] for p in positions]
     try:
         events: list[MandrillEvent | SkippedEvent] = list(_MANDRILL_BATCH.validate_python(data))
     except ValidationError:
         # Event by event, only for a batch with a bad one: a bad field skips its event.
-        events = [_mandrill_item(position, item) for position, item in enumerate(data)]
+        events = [_mandrill_item(p, item) for p, item in zip(positions, data, strict=True)]
     if "\\u0000" in raw[0]:  # JSON holds a NUL only escaped: most batches skip the walk
         events = [
-            _mandrill_nul(position, item, event)
-            for position, (item, event) in enumerate(zip(data, events, strict=True))
+            _mandrill_nul(p, item, event)
+            for p, item, event in zip(positions, data, events, strict=True)
         ]
     oldest = None if max_age_s is None else (now or time.time()) - max_age_s
     return [
-        event if isinstance(event, SkippedEvent) else _mandrill_event(position, event, oldest)
-        for position, event in enumerate(events)
+        event if isinstance(event, SkippedEvent) else _mandrill_event(p, event, oldest)
+        for p, event in zip(positions, events, strict=True)
         if isinstance(event, SkippedEvent) or (event.msg is not None and event.msg.email)
     ]
+
+
+def _is_sync(item: Any) -> bool:
+    return isinstance(item, dict) and "event" not in item and item.get("type") in _SYNC_TYPES
 
 
 def _mandrill_item(position: int, raw: Any) -> MandrillEvent | SkippedEvent:
@@ -311,13 +305,9 @@ def _mandrill_event(position: int, event: MandrillEvent, oldest: float | None) -
     if event.url:
         properties["url"] = event.url
     if message.metadata:
-        properties["custom_args"] = {
-            name: value
-            for name, value in list(message.metadata.items())[:_MAX_CUSTOM_ARGS]
-            if isinstance(value, str | int | float | bool)
-        }
+        properties["custom_args"] = custom_args(message.metadata.items())
     if message.tags:
-        properties["category"] = message.tags[:_MAX_CUSTOM_ARGS]
+        properties["category"] = message.tags[:MAX_CUSTOM_ARGS]
     return _esp_event(
         "mandrill",
         event_id,

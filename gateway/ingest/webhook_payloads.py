@@ -16,6 +16,8 @@ from typing import Any, Literal, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from gateway.experiments.order_times import ORDER_COMPLETED, not_after
+
 SOURCES = ("hubspot", "shopify", "segment", "sendgrid", "mandrill")
 M = TypeVar("M", bound=BaseModel)
 # What an ESP event does to its recipient's profile (gateway/ingest/engagement.py):
@@ -168,7 +170,7 @@ def parse_shopify(body: bytes, topic: str | None, webhook_id: str | None) -> lis
             "total_price": order.total_price,
             "currency": order.currency,
         }
-        occurred = order.created_at or now
+        occurred = not_after(order.created_at or now, now)
         event = InboundEvent(
             "shopify",
             webhook_id,
@@ -314,6 +316,8 @@ def segment_event(event: SegmentEvent, *, with_record: bool = True) -> InboundEv
     occurred = event.timestamp or datetime.now(UTC)
     if occurred.tzinfo is None:
         occurred = occurred.replace(tzinfo=UTC)  # Segment's timestamps are UTC
+    if kind == ORDER_COMPLETED:
+        occurred = not_after(occurred, datetime.now(UTC))
     if event.type == "page":
         properties: dict[str, Any] = {"name": event.name, "properties": event.properties}
     elif event.event:

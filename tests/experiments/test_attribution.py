@@ -5,6 +5,7 @@ strategy and send; an order inside the conversion window after it counts, one ou
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
@@ -153,7 +154,9 @@ async def test_an_order_inside_the_window_converts_and_outside_does_not(served: 
     async with running_experiment(
         served.client, [("only", "model", 1.0), ("b", "model", 1e-9)]
     ) as name:
-        now = time.time()
+        # Clicked three hours ago, so every order below is dated before it arrives (one
+        # dated later would count from its arrival).
+        now = time.time() - 3 * 3600
         clicks = []
         for person in people:
             shown = await recommend(served.client, person, send=send)
@@ -257,3 +260,32 @@ async def test_a_click_on_a_list_served_to_someone_else_is_not_attributed(served
     variant = click_through["variants"][0]
     assert (variant["impressions"], variant["clicks"]) == (1, 0)
     assert conversion["variants"][0]["conversions"] == 0
+
+
+async def test_an_order_dated_ahead_converts_no_click_made_after_it_arrived(
+    served: Served,
+) -> None:
+    # A shop's clock ahead (or a forged date) must not turn later clicks into
+    # conversions: the order counts from its arrival, as an ESP's statement does.
+    person = person_with_history(served.samples)[11]
+    before, after = f"send-{uuid.uuid4().hex[:6]}", f"send-{uuid.uuid4().hex[:6]}"
+    async with running_experiment(
+        served.client, [("only", "model", 1.0), ("b", "model", 1e-9)]
+    ) as name:
+        now = time.time()
+        earlier = (await recommend(served.client, person, send=before))["recommendations"]
+        await _post(served, sendgrid_request([click(person.email, earlier[0]["url"], before)]))
+        # Placed "in 30 minutes" (inside the one-hour window of both clicks), received now.
+        answer = await served.client.post(**_order(person, now + 1800))
+        assert answer.status_code == 200, answer.text
+        await asyncio.sleep(1.1)  # the next click's whole second is after the arrival
+        later = (await recommend(served.client, person, send=after))["recommendations"]
+        await _post(served, sendgrid_request([click(person.email, later[0]["url"], after)]))
+        conversion = await _results(served, name, "CONVERSION")
+        converted = {
+            send: (await gql(served.client, CAMPAIGN, send=send))["data"]["campaign"]["converted"]
+            for send in (before, after)
+        }
+    variant = conversion["variants"][0]
+    assert (variant["impressions"], variant["clicks"], variant["conversions"]) == (2, 2, 1)
+    assert converted == {before: 1, after: 0}

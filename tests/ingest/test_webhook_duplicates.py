@@ -1,10 +1,15 @@
 """Each event is applied once: replays and re-sent bodies are duplicates, and concurrent
-first sightings of one e-mail make one customer.
+first sightings of one e-mail make one customer. What is no replay is not answered
+``duplicate``: Mandrill's empty batch (its test post when a webhook is added), and its
+sync events (allow- and deny-list changes: ``type`` ``whitelist`` or ``blacklist``, no
+``event``, no ``msg``), acknowledged and not stored, never ``rejected``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import uuid
 from typing import Any
 
@@ -15,14 +20,18 @@ from sqlalchemy import func, select
 from gateway.db.engine import create_engine
 from gateway.db.migrate import upgrade
 from gateway.db.models import Customer, Identity
+from gateway.observability.metrics import WEBHOOK_EVENTS_REJECTED
 from gateway.settings import load_settings
 from tests.conftest import unique_email
 from tests.gql_client import gql
 from tests.in_process import asgi, lifespan
+from tests.ingest.test_esp_webhooks import profile, subscribed
 from tests.ingest.webhook_requests import (
     BASE,
     PROFILE,
     external_id,
+    mandrill_event,
+    mandrill_request,
     realtime_app,
     row_counts,
     segment_request,
@@ -134,3 +143,61 @@ async def test_concurrent_first_sightings_of_one_email_make_one_customer(
         )
     await engine.dispose()
     assert (linked, holders) == (len(requests), 1)
+
+
+def _sync(kind: str, action: str = "add") -> dict[str, Any]:
+    """A sync event as Mandrill documents it: no ``event`` and no ``msg``."""
+    entry = {"email": "listed@example.com", "detail": "added manually", "created_at": "now"}
+    event: dict[str, Any] = {"type": kind, "action": action, "ts": int(time.time())}
+    event["entry" if kind == "whitelist" else "reject"] = entry
+    return event
+
+
+def _rejected() -> float:
+    return sum(
+        sample.value
+        for metric in WEBHOOK_EVENTS_REJECTED.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.labels.get("source") == "mandrill"
+    )
+
+
+async def test_sync_events_are_acknowledged_not_rejected(
+    gateway: httpx.AsyncClient, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    email, _ = await subscribed(gateway)
+    before, counted = _rejected(), await row_counts(database_url)
+    batch = [
+        _sync("whitelist"),
+        _sync("blacklist", "change"),
+        mandrill_event(email, "open"),
+        _sync("whitelist", "remove"),
+    ]
+    with caplog.at_level(logging.WARNING, logger="gateway.webhooks"):
+        response = await gateway.post(**mandrill_request(batch))
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["status"] == "processed"
+    assert [e["status"] for e in answer["events"]] == ["processed"]  # the open alone
+    assert "rejected" not in response.text
+    assert _rejected() == before
+    assert not [r for r in caplog.records if r.getMessage() == "webhook events rejected"]
+    after = await row_counts(database_url)
+    assert after["events"] == counted["events"] + 1
+    assert (await profile(gateway, email))["engagement"]["emailOpens30d"] == 1
+    # A batch of sync events only stores nothing and is no replay.
+    only = await gateway.post(**mandrill_request([_sync("blacklist"), _sync("whitelist")]))
+    assert only.status_code == 200, only.text
+    assert only.json() == {"status": "processed", "events": []}
+    assert _rejected() == before
+
+
+async def test_an_empty_batch_or_one_without_messages_is_accepted_not_a_duplicate(
+    gateway: httpx.AsyncClient, database_url: str
+) -> None:
+    counted = await row_counts(database_url)
+    for batch in ([], [{"event": "open", "ts": int(time.time())}]):
+        response = await gateway.post(**mandrill_request(batch))
+        assert response.status_code == 200, response.text
+        assert response.json() == {"status": "processed", "events": []}
+    assert await row_counts(database_url) == counted
