@@ -6,7 +6,8 @@ everything up to ``horizon`` days ago and judges it on the last ``horizon`` days
 bought); the one serving is judged on the same holdout, and the candidate replaces it
 only when it does at least as well (ROC AUC). A stored model whose seal does not check
 (``model_seal``: stored before sealing, or altered) is never loaded: the build goes on
-as if there were none, and trains one. Churn risk is 1 - BG/NBD's P(alive).
+as if there were none, and trains one. Churn risk is Pareto/NBD's probability of no
+order in the next ``bgnbd.CHURN_DAYS`` days, fitted with every build (``bgnbd``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from gateway.db.score_models import ScoreBuild
+from gateway.scores import bgnbd
 from gateway.scores.features import (
     FeatureFunction,
     Features,
@@ -178,13 +180,21 @@ async def _build(
     bounds = boundaries(
         table.column("recency_days"), table.column("frequency"), table.column("monetary")
     )
+    # Apart from the features: the propensity model reads the same columns as before.
+    fitted = bgnbd.fit_churn(ledger, today)
+    churn = np.full(ledger.size, np.nan) if fitted is None else fitted[1]
     records = records_of(
-        ledger.keys, table, bounds, estimator, version, now, ledger.order_counts(today)
+        ledger.keys, table, bounds, estimator, version, now, ledger.order_counts(today), churn
     )
     fixed = {
         "rfm": bounds.json(),
         "bgnbd": None if table.bgnbd is None else list(table.bgnbd),
         "features": list(table.names),
+        # A refresh scores churn with these; one finding none (a build from before they
+        # were stored) falls back to the BG/NBD fit above (``refresh``).
+        "churn": None
+        if fitted is None
+        else {"model": "pareto_nbd", "params": list(fitted[0]), "days": bgnbd.CHURN_DAYS},
     }
     await store.replace_scores(
         records,
@@ -217,24 +227,20 @@ def records_of(
     version: str,
     now: datetime,
     orders: Floats,
+    churn: Floats,
 ) -> list[tuple[Any, ...]]:
     """Rows in ``store.COLUMNS`` order, RFM scored against ``bounds``; ``orders``: each
-    customer's orders placed (their average order value's divisor)."""
+    customer's orders placed (their average order value's divisor); ``churn``: their
+    churn risk (NaN: none)."""
     frequency = table.column("frequency")
     recency = table.column("recency_days")
     monetary = table.column("monetary")
     grid = rfm_with(bounds, recency, frequency, monetary)
-    known = frequency > 0
     propensity = (
         estimator.predict_proba(table.values)[:, 1]
         if estimator is not None
         else np.full(len(frequency), np.nan)
     )
-    names = table.names
-    p_alive = (
-        table.column("bgnbd_p_alive") if "bgnbd_p_alive" in names else np.full(len(known), np.nan)
-    )
-    churn = np.where(known, 1.0 - p_alive, np.nan)
 
     def value(x: float) -> float | None:
         return None if np.isnan(x) else float(x)

@@ -1,7 +1,8 @@
 """``gateway scores eval``: the propensity model against an RFM-only logistic
 regression and BG/NBD, on one time split: everything up to the cut-off to learn from,
 "bought in the horizon after it" to judge by. The customers judged are those who had
-bought by the cut-off."""
+bought by the cut-off. Churn risk (``bgnbd.fit_churn``, as the build serves it) is
+judged on the same split by "no order in the horizon", beside recency alone."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from gateway.scores.features import (
     memo,
 )
 from gateway.scores.ledger import Ledger, date_of
-from gateway.scores.metrics import Metrics, auc_by_group, measure
+from gateway.scores.metrics import Metrics, auc, auc_by_group, measure
 from gateway.scores.propensity import (
     Propensity,
     labels,
@@ -47,6 +48,7 @@ class Report:
     segments: dict[str, dict[str, tuple[int, float]]]  # model → segment → (size, AUC)
     model: Propensity
     seconds: float
+    churn: dict[str, float]  # ranker → ROC AUC for "no order in the horizon"
 
     def lines(self, title: str) -> list[str]:
         width = max(26, *(len(row.name) + 2 for row in self.rows))  # the served model's name
@@ -66,6 +68,10 @@ class Report:
                 f"  {row.name:<{width}}{m.auc:>9.4f}{m.average_precision:>10.4f}{m.lift:>10.2f}"
                 f"{m.ece:>8.4f}{m.brier:>8.4f}  {row.note}"
             )
+        out.append(
+            f"  churn: ROC AUC for no order in the horizon ({1 - self.base_rate:.1%} of them): "
+            + "; ".join(f"{name} {value:.4f}" for name, value in self.churn.items())
+        )
         out.append(
             "  ROC AUC by RFM segment at the cut-off (size; propensity, RFM-logistic, BG/NBD):"
         )
@@ -130,6 +136,18 @@ def _evaluate(
     grid = rfm(table.column("recency_days"), table.column("frequency"), table.column("monetary"))
     groups = [str(s) for s, keep in zip(grid.segment, judged, strict=True) if keep]
     segments = {name: auc_by_group(y, values, groups) for name, values in scores.items()}
+    # After everything above, which it leaves as it was.
+    fitted = bgnbd.fit_churn(history, cutoff)
+    lapsed = ~y
+    churn = {
+        f"churnRisk (Pareto/NBD P(no order in {bgnbd.CHURN_DAYS} days))": float("nan")
+        if fitted is None
+        else auc(lapsed, fitted[1][judged]),
+        "recency alone (days since the last order)": auc(
+            lapsed, table.column("recency_days")[judged]
+        ),
+        "1 - BG/NBD P(alive)": auc(lapsed, 1.0 - bg.p_alive[judged]),
+    }
     return Report(
         cutoff,
         horizon,
@@ -139,4 +157,5 @@ def _evaluate(
         segments,
         model,
         time.perf_counter() - started,
+        churn,
     )

@@ -3,7 +3,7 @@ or events changed since their row was computed (and of customers with no row yet
 the way the last full build scored everyone.
 
 The build fixed what depends on the whole population: the RFM quintile boundaries,
-the BG/NBD fit and the propensity model; a refresh scores each changed customer
+the BG/NBD and Pareto/NBD fits and the propensity model; a refresh scores each changed customer
 against those (no refitting, no retraining), so a refreshed row is comparable with
 the others. Changed customers are found in one query and scored in batches of
 ``batch`` customers, each read (their orders and events only) and written in its own
@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
+
+from gateway.scores import bgnbd
 from gateway.scores.build import ScoresBusy, records_of
 from gateway.scores.features import features_with
 from gateway.scores.ledger import day_of
@@ -71,6 +74,7 @@ async def _refresh(
     bounds = Boundaries.of(params["rfm"])
     fit = None if params.get("bgnbd") is None else tuple(params["bgnbd"])
     names = tuple(params["features"])
+    churn = params.get("churn")  # absent from a build made before churn had a fit of its own
     # Stamped before the reads: an event changed after it makes the customer change again.
     now = now or await store.stamp()
     today = day_of(now)
@@ -93,6 +97,12 @@ async def _refresh(
                     "the last build's features differ from the refresh's: run "
                     "`gateway scores build` again"
                 )
+            if churn is not None:
+                risk = bgnbd.churn_with(tuple(churn["params"]), ledger, today)
+            elif fit is not None:
+                risk = bgnbd.bgnbd_churn(fit, ledger, today)
+            else:
+                risk = np.full(ledger.size, np.nan)
             records = records_of(
                 ledger.keys,
                 table,
@@ -101,6 +111,7 @@ async def _refresh(
                 build.model_version,
                 now,
                 ledger.order_counts(today),
+                risk,
             )
             written += await store.rescore(records)
             batches += 1

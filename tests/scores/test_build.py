@@ -47,6 +47,22 @@ async def test_every_customer_gets_traits_and_scores(store: ScoreStore) -> None:
     assert sum(r.frequency for r in rows) <= (orders or 0)
 
 
+async def test_one_time_buyers_long_gone_are_at_higher_churn_risk_than_recent_regulars(
+    store: ScoreStore,
+) -> None:
+    """Stored churn risk was 1 - BG/NBD's P(alive): 0.0 for every one-time buyer."""
+    await build(store, horizon=30, now=NOW)
+    rows = await _rows(store)
+    gone = [r.churn_risk for r in rows if r.frequency == 1 and (r.recency_days or 0) > 180]
+    regular = [r.churn_risk for r in rows if r.frequency >= 3 and (r.recency_days or 999) < 30]
+    assert len(gone) > 20
+    assert len(regular) > 10
+    assert min(float(r or 0) for r in gone) > max(float(r or 1) for r in regular)
+    parameters = (await store.last_build()).parameters  # type: ignore[union-attr]
+    assert parameters["churn"]["model"] == "pareto_nbd"
+    assert len(parameters["churn"]["params"]) == 4
+
+
 async def test_a_retrain_keeps_the_model_unless_the_new_one_does_as_well(
     store: ScoreStore,
 ) -> None:

@@ -37,6 +37,14 @@ def test_the_model_and_both_baselines_are_measured_on_the_same_split() -> None:
     assert "by RFM segment" in text
     # Probabilities, calibrated: the model's ECE is a fraction, not a count.
     assert 0 <= report.rows[0].metrics.ece < 0.2
+    # Churn risk judged on the same split by "no order in the horizon", beside recency.
+    churn, recency, old = report.churn.values()
+    assert churn > 0.5
+    assert churn > old
+    assert 0.5 < recency <= 1.0
+    assert f"{churn:.4f}" in text
+    assert f"{recency:.4f}" in text
+    assert "recency alone" in text
 
 
 def _turncoat(ledger: Ledger, cutoff: int, horizon: int) -> Features:

@@ -14,6 +14,8 @@ from gateway.scores import bgnbd
 from gateway.scores.evaluation import evaluate
 from gateway.scores.features import Features, LeakageError, check_no_leakage, features
 from gateway.scores.ledger import Ledger, ledger_from
+from gateway.scores.metrics import auc
+from gateway.scores.propensity import labels
 from gateway.scores.rfm import SEGMENTS, quintile, rfm, segment_of
 from tests.scores.synthetic import START, history
 
@@ -174,3 +176,30 @@ def test_bgnbd_expected_purchases_are_the_nbd_limit_when_the_fit_has_no_dropout(
     wanted = (r + 1) / (alpha + 861 / 7) * (30 / 7)
     assert np.isfinite(fit.expected).all()
     assert fit.expected[0] == pytest.approx(wanted, rel=0.01)
+
+
+def test_churn_risk_puts_long_lapsed_one_time_buyers_above_recent_regulars() -> None:
+    """Churn risk was 1 - BG/NBD's P(alive), which is 1 for anyone without a repeat
+    purchase (BG/NBD drops customers out only just after one): every one-time buyer,
+    however long gone, scored 0.0, and on CDNOW it ranked "no order in the holdout"
+    backwards (ROC AUC 0.33-0.36). Pareto/NBD's chance of no order in 90 days sees
+    them lapse."""
+    ledger = history(800)
+    cutoff = START + 400
+    fitted = bgnbd.fit_churn(ledger.upto(cutoff), cutoff)
+    assert fitted is not None
+    params, risk = fitted
+    s = bgnbd.summary(ledger, cutoff)
+    gone = s.known & (s.x == 0) & (s.age > 180 / 7)
+    regular = s.known & (s.x >= 2) & (s.age - s.t_x < 30 / 7)
+    assert gone.sum() > 50
+    assert regular.sum() > 20
+    assert risk[gone].min() > risk[regular].max()
+    assert np.isnan(risk[~s.known]).all()
+    assert ((risk[s.known] >= 0) & (risk[s.known] <= 1)).all()
+    judged = ledger.first_day() <= cutoff
+    lapsed = ~labels(ledger, cutoff, cutoff + 90)[judged]
+    assert auc(lapsed, risk[judged]) > 0.8
+    # A refresh answers the same with the stored parameters.
+    again = bgnbd.churn_with(params, ledger, cutoff)
+    assert np.allclose(again, risk, equal_nan=True, rtol=1e-12)

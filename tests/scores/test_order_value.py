@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 
 from gateway.scores.build import records_of
@@ -31,7 +32,10 @@ def test_the_average_order_value_divides_by_the_orders_not_the_days() -> None:
         table.column("recency_days"), table.column("frequency"), table.column("monetary")
     )
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    rows = records_of(ledger.keys, table, bounds, None, "none", now, ledger.order_counts(200))
+    churn = np.full(ledger.size, np.nan)
+    rows = records_of(
+        ledger.keys, table, bounds, None, "none", now, ledger.order_counts(200), churn
+    )
     served = [dict(zip(COLUMNS, row, strict=True)) for row in rows]
     assert served[0]["monetary"] == pytest.approx(60.0)
     assert served[0]["average_order_value"] == pytest.approx(20.0)

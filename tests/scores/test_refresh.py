@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select, update
 
 from gateway.db.models import Consent, Customer, Event
-from gateway.db.score_models import CustomerScore
+from gateway.db.score_models import CustomerScore, ScoreBuild
 from gateway.scores.build import ScoresBusy, build
 from gateway.scores.refresh import NoBuildError, refresh
 from gateway.scores.store import COLUMNS, ScoreStore
@@ -165,3 +165,37 @@ async def test_a_personalisation_consent_changed_since_the_build_is_rescored(
         )
     assert (await refresh(store)).changed == 1
     assert (await _rows(store))[customer].engagement_30d >= 4
+
+
+async def test_a_refresh_after_a_build_without_a_churn_fit_scores_churn_from_bgnbd(
+    store: ScoreStore,
+) -> None:
+    """A build from before churn risk had a fit of its own stored only BG/NBD's; a
+    refresh after it still runs, and scores churn as BG/NBD's chance of no order in
+    the same 90 days: a one-time buyer long gone is at high risk (1 - P(alive), the
+    old churn risk, put them all at 0.0)."""
+    await build(store, horizon=30)
+    before = await _rows(store)
+    async with store._sessions.begin() as session:
+        last = (await session.scalars(select(ScoreBuild))).one()
+        last.parameters = {k: v for k, v in last.parameters.items() if k != "churn"}
+    gone = sorted(k for k, r in before.items() if r.frequency == 1 and (r.recency_days or 0) > 300)[
+        :5
+    ]
+    regular = sorted(
+        k for k, r in before.items() if r.frequency >= 3 and (r.recency_days or 999) < 30
+    )[:5]
+    assert len(gone) == len(regular) == 5
+    async with store._sessions.begin() as session:
+        await session.execute(
+            update(Event).where(Event.customer_id.in_(gone + regular)).values(source=Event.source)
+        )
+    summary = await refresh(store)
+    assert summary.refreshed == 10
+    after = await _rows(store)
+    risks = {k: after[k].churn_risk for k in gone + regular}
+    assert all(r is not None and 0 <= r <= 1 for r in risks.values())
+    lapsed = [float(risks[k] or 0) for k in gone]
+    active = [float(risks[k] or 1) for k in regular]
+    assert min(lapsed) > 0.9
+    assert min(lapsed) > max(active)

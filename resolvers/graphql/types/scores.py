@@ -45,7 +45,10 @@ class Scores:
     purchase_propensity: float | None = strawberry.field(
         description="Calibrated probability of an order in the model's horizon."
     )
-    churn_risk: float | None = strawberry.field(description="1 - BG/NBD's P(alive).")
+    churn_risk: float | None = strawberry.field(
+        description="Probability the customer has lapsed: no order in the next 90 days "
+        "(Pareto/NBD); null without orders."
+    )
     model_version: str
     computed_at: datetime
 
