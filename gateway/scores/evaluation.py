@@ -49,6 +49,7 @@ class Report:
     model: Propensity
     seconds: float
     churn: dict[str, float]  # ranker → ROC AUC for "no order in the horizon"
+    last_day: int | None = None  # the data's last purchase day
 
     def lines(self, title: str) -> list[str]:
         width = max(26, *(len(row.name) + 2 for row in self.rows))  # the served model's name
@@ -79,6 +80,14 @@ class Report:
         for segment, (size, _) in self.segments[names[0]].items():
             aucs = "  ".join(f"{self.segments[n][segment][1]:.3f}" for n in names)
             out.append(f"    {segment:<22}{size:>7,}  {aucs}")
+        end = self.cutoff + self.horizon
+        if self.last_day is not None and self.last_day < end:
+            out.append(
+                f"  note: the data ends on {date_of(self.last_day)}, {end - self.last_day} "
+                f"days before the holdout does: labels read only the "
+                f"{self.last_day - self.cutoff} days there are (a lifetimes holdout cut at "
+                "the data's end reads the same)"
+            )
         if self.model.window < self.horizon:
             out.append(
                 f"  note: the history before the cut-off is shorter than twice the horizon, "
@@ -109,6 +118,7 @@ def _evaluate(
 ) -> Report:
     started = time.perf_counter()
     function = memo(function)
+    _check_range(ledger, cutoff, horizon)
     judged = ledger.first_day() <= cutoff
     y = labels(ledger, cutoff, cutoff + horizon)[judged]
     if y.all() or not y.any():
@@ -158,4 +168,20 @@ def _evaluate(
         model,
         time.perf_counter() - started,
         churn,
+        int(ledger.day.max()),
     )
+
+
+def _check_range(ledger: Ledger, cutoff: int, horizon: int) -> None:
+    """A cut-off the data can judge: at least one purchase on or before it and one after
+    it, each said plainly (both once came out as "every judged customer bought in the
+    horizon, or none did", which sent a reader looking at the horizon)."""
+    if not len(ledger.day):
+        raise ValueError("the data holds no purchase")
+    first, last = date_of(int(ledger.day.min())), date_of(int(ledger.day.max()))
+    if cutoff < ledger.day.min():
+        raise ValueError(f"the cut-off is before the first purchase ({first}): nobody to judge")
+    if cutoff >= ledger.day.max():
+        raise ValueError(
+            f"the cut-off is on or after the last purchase ({last}): nothing to judge by"
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 
 import numpy as np
+import pytest
 
 from gateway.scores.evaluation import evaluate
 from gateway.scores.features import RFM_COLUMNS, Features, features, memo
@@ -45,6 +46,20 @@ def test_the_model_and_both_baselines_are_measured_on_the_same_split() -> None:
     assert f"{churn:.4f}" in text
     assert f"{recency:.4f}" in text
     assert "recency alone" in text
+
+
+def test_a_cut_off_outside_the_data_says_so_and_a_holdout_past_its_end_is_noted() -> None:
+    ledger = history(600)
+    first, last = int(ledger.day.min()), int(ledger.day.max())
+    with pytest.raises(ValueError, match="before the first purchase"):
+        evaluate(ledger, first - 1, 30)
+    with pytest.raises(ValueError, match="on or after the last purchase"):
+        evaluate(ledger, last, 30)
+    report = evaluate(ledger, last - 40, 100)
+    text = "\n".join(report.lines("synthetic"))
+    assert "60 days before the holdout does: labels read only the 40 days" in text
+    inside = "\n".join(evaluate(ledger, last - 150, 100).lines("synthetic"))
+    assert "before the holdout does" not in inside
 
 
 def _turncoat(ledger: Ledger, cutoff: int, horizon: int) -> Features:
