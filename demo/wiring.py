@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
+
 from adapters.config import UpstreamsConfig, load_upstreams
 from demo.console_data import prepare_console_data
-from demo.people.population import Person
+from demo.people.population import Person, population
 from demo.recommendation_history import prepare_demo_recommendations
 from demo.seed import seed, seed_evidence
 from demo.upstreams.credentials import (
@@ -25,6 +29,7 @@ from gateway.access.api_keys import DEMO_API_KEY as DEMO_API_KEY  # lives with t
 from gateway.access.api_keys import DEMO_KEY_NAME as DEMO_KEY_NAME  # by every non-demo server
 from gateway.access.api_keys import ApiKeys
 from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.db.models import Customer
 from gateway.settings import Settings
 
 # The values the example upstreams file's *_env names resolve to against the samples.
@@ -72,3 +77,35 @@ async def prepare(settings: Settings, people: Sequence[Person]) -> int:
         return added
     finally:
         await engine.dispose()
+
+
+# Any fixed anchor: only the people's emails and their ages at the anchor are read.
+_PROBE_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+async def seeded_epoch(database_url: str) -> datetime | None:
+    """The anchor a database's demo people were seeded with (None: none seeded yet, or no
+    schema). A later demo on it generates them from that one again, so that the samples
+    serve the histories the database holds (their events' ids do not change with the
+    anchor: a new anchor's would be skipped as already stored). Read back from the
+    first person still stored's ``created_at``, which lies a fixed time before it."""
+    probe = population(20, epoch=_PROBE_EPOCH)
+    ages = {p.email: p.epoch - p.created_at for p in probe}
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            rows = (
+                await connection.execute(
+                    select(Customer.email, Customer.created_at).where(Customer.email.in_(ages))
+                )
+            ).all()
+    except DBAPIError:  # a new database: no customers table before its migration
+        return None
+    finally:
+        await engine.dispose()
+    for person in probe:
+        for email, created_at in rows:
+            if email == person.email:
+                at = created_at if created_at.tzinfo else created_at.replace(tzinfo=UTC)
+                return at.astimezone(UTC) + ages[email]
+    return None
