@@ -81,10 +81,10 @@ def _store_demo_history(size: int, kwargs: dict[str, Any]) -> None:
     from gateway.db.engine import create_engine, create_sessionmaker
 
     settings = settings_or_exit(database_url=kwargs.get("database_url"))
+    # Dated as the people the database holds, if a demo seeded it.
+    people = population(size, epoch=seeded_epoch(settings.database_url))
 
     async def run() -> int:
-        # Dated as the people the database holds, if a demo seeded it.
-        people = population(size, epoch=await seeded_epoch(settings.database_url))
         engine = create_engine(settings.database_url)
         try:
             return await store_demo_history(create_sessionmaker(engine), people)
@@ -155,7 +155,7 @@ def demo(
     }
     # A database a demo seeded before keeps its people's dates: the samples must serve
     # the histories it holds. A new one is dated up to today.
-    seeded = asyncio.run(seeded_epoch(settings.database_url))
+    seeded = seeded_epoch(settings.database_url)
     samples = SampleUpstreams(size=customers, ports=ports, epoch=seeded or demo_epoch())
     try:
         samples.start()

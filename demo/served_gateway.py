@@ -33,7 +33,7 @@ Work = Callable[[SampleEsp, tuple[Person, ...]], Awaitable[T]]
 def served_gateway(settings: Settings, customers: int, work: Work[T]) -> T:
     """Run ``work`` against a seeded demo gateway; everything is stopped afterwards."""
     # The people as the database holds them, if a demo seeded it before.
-    epoch = asyncio.run(seeded_epoch(settings.database_url))
+    epoch = seeded_epoch(settings.database_url)
     ports = dict.fromkeys(SERVICE_NAMES, 0)
     with SampleUpstreams(size=customers, ports=ports, epoch=epoch) as samples:
         migrations.upgrade(settings.database_url)

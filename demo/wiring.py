@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import tomllib
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import make_url, select
 from sqlalchemy.exc import DBAPIError
 
 from adapters.config import UpstreamsConfig, load_upstreams
@@ -83,29 +85,32 @@ async def prepare(settings: Settings, people: Sequence[Person]) -> int:
 _PROBE_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-async def seeded_epoch(database_url: str) -> datetime | None:
+def seeded_epoch(database_url: str) -> datetime | None:
     """The anchor a database's demo people were seeded with (None: none seeded yet, or no
     schema). A later demo on it generates them from that one again, so that the samples
     serve the histories the database holds (their events' ids do not change with the
     anchor: a new anchor's would be skipped as already stored). Read back from the
     first person still stored's ``created_at``, which lies a fixed time before it."""
+    parsed = make_url(database_url)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+        return None  # not opened: that would create the file, and a demo that stops leaves none
     probe = population(20, epoch=_PROBE_EPOCH)
     ages = {p.email: p.epoch - p.created_at for p in probe}
+    rows = dict(asyncio.run(_created_at(database_url, list(ages))))
+    for person in probe:
+        if (created_at := rows.get(person.email)) is not None:
+            at = created_at if created_at.tzinfo else created_at.replace(tzinfo=UTC)
+            return at.astimezone(UTC) + ages[person.email]
+    return None
+
+
+async def _created_at(database_url: str, emails: list[str]) -> list[tuple[str, datetime]]:
     engine = create_engine(database_url)
     try:
         async with engine.connect() as connection:
-            rows = (
-                await connection.execute(
-                    select(Customer.email, Customer.created_at).where(Customer.email.in_(ages))
-                )
-            ).all()
+            query = select(Customer.email, Customer.created_at).where(Customer.email.in_(emails))
+            return [(row.email, row.created_at) for row in await connection.execute(query)]
     except DBAPIError:  # a new database: no customers table before its migration
-        return None
+        return []
     finally:
         await engine.dispose()
-    for person in probe:
-        for email, created_at in rows:
-            if email == person.email:
-                at = created_at if created_at.tzinfo else created_at.replace(tzinfo=UTC)
-                return at.astimezone(UTC) + ages[email]
-    return None

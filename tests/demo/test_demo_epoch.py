@@ -78,9 +78,9 @@ def test_samples_serve_the_anchor_they_are_given() -> None:
 
 def test_a_seeded_database_gives_back_its_anchor(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'g.db'}"
-    assert asyncio.run(seeded_epoch(url)) is None  # no schema yet
+    assert seeded_epoch(url) is None  # no schema yet
     upgrade(url)
-    assert asyncio.run(seeded_epoch(url)) is None  # no demo people yet
+    assert seeded_epoch(url) is None  # no demo people yet
 
     async def seeded() -> None:
         engine = create_engine(url)
@@ -90,4 +90,4 @@ def test_a_seeded_database_gives_back_its_anchor(tmp_path: Path) -> None:
             await engine.dispose()
 
     asyncio.run(seeded())
-    assert asyncio.run(seeded_epoch(url)) == FIXED
+    assert seeded_epoch(url) == FIXED
