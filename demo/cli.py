@@ -77,14 +77,17 @@ _DEMO_EVAL = click.Option(
 def _store_demo_history(size: int, kwargs: dict[str, Any]) -> None:
     from demo.people.population import population
     from demo.recommendation_history import store_demo_history
+    from demo.wiring import seeded_epoch
     from gateway.db.engine import create_engine, create_sessionmaker
 
     settings = settings_or_exit(database_url=kwargs.get("database_url"))
+    # Dated as the people the database holds, if a demo seeded it.
+    people = population(size, epoch=seeded_epoch(settings.database_url))
 
     async def run() -> int:
         engine = create_engine(settings.database_url)
         try:
-            return await store_demo_history(create_sessionmaker(engine), population(size))
+            return await store_demo_history(create_sessionmaker(engine), people)
         finally:
             await engine.dispose()
 
@@ -136,8 +139,9 @@ def demo(
 ) -> None:
     """Migrate and seed the embedded database, start the sample upstreams, and serve."""
     from demo.console_data import build_scores_in_background
+    from demo.people.population import demo_epoch
     from demo.upstreams.runner import SERVICE_NAMES, SampleUpstreams
-    from demo.wiring import DEMO_API_KEY, prepare, sample_upstreams_config
+    from demo.wiring import DEMO_API_KEY, prepare, sample_upstreams_config, seeded_epoch
     from gateway.scores.model_seal import deployment_model_key
     from resolvers.app import create_app
 
@@ -149,7 +153,10 @@ def demo(
     ports = {
         name: upstreams_port + i if upstreams_port else 0 for i, name in enumerate(SERVICE_NAMES)
     }
-    samples = SampleUpstreams(size=customers, ports=ports)
+    # A database a demo seeded before keeps its people's dates: the samples must serve
+    # the histories it holds. A new one is dated up to today.
+    seeded = seeded_epoch(settings.database_url)
+    samples = SampleUpstreams(size=customers, ports=ports, epoch=seeded or demo_epoch())
     try:
         samples.start()
     except OSError as exc:
@@ -173,6 +180,12 @@ def demo(
             example_key=DEMO_API_KEY,
         )
         _print_demo_banner(settings, added, len(people), example, samples.base_urls)
+        if seeded is not None and seeded < demo_epoch():
+            click.echo(
+                f"The demo's history runs up to {seeded:%Y-%m-%d}, when this database was "
+                "seeded: for one up to today, start with a new --database-url (or in an "
+                "empty directory)."
+            )
         # Served meanwhile: the first start trains the propensity model (most of a minute).
         model_key = deployment_model_key(settings, insecure_demo=settings.insecure_demo)
         build_scores_in_background(settings.database_url, model_key)

@@ -21,7 +21,7 @@ from pydantic import SecretStr
 from demo.people.population import Person
 from demo.sample_esp import SampleEsp
 from demo.upstreams.runner import SERVICE_NAMES, SampleUpstreams
-from demo.wiring import DEMO_API_KEY, prepare, sample_upstreams_config
+from demo.wiring import DEMO_API_KEY, prepare, sample_upstreams_config, seeded_epoch
 from gateway.db import migrate as migrations
 from gateway.settings import Settings
 from resolvers.app import create_app
@@ -32,7 +32,10 @@ Work = Callable[[SampleEsp, tuple[Person, ...]], Awaitable[T]]
 
 def served_gateway(settings: Settings, customers: int, work: Work[T]) -> T:
     """Run ``work`` against a seeded demo gateway; everything is stopped afterwards."""
-    with SampleUpstreams(size=customers, ports=dict.fromkeys(SERVICE_NAMES, 0)) as samples:
+    # The people as the database holds them, if a demo seeded it before.
+    epoch = seeded_epoch(settings.database_url)
+    ports = dict.fromkeys(SERVICE_NAMES, 0)
+    with SampleUpstreams(size=customers, ports=ports, epoch=epoch) as samples:
         migrations.upgrade(settings.database_url)
         return asyncio.run(_served(settings, samples, work))
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import tomllib
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from importlib import resources
+from pathlib import Path
 from typing import Any
+
+from sqlalchemy import make_url, select
+from sqlalchemy.exc import DBAPIError
 
 from adapters.config import UpstreamsConfig, load_upstreams
 from demo.console_data import prepare_console_data
-from demo.people.population import Person
+from demo.people.population import Person, population
 from demo.recommendation_history import prepare_demo_recommendations
 from demo.seed import seed, seed_evidence
 from demo.upstreams.credentials import (
@@ -25,6 +31,7 @@ from gateway.access.api_keys import DEMO_API_KEY as DEMO_API_KEY  # lives with t
 from gateway.access.api_keys import DEMO_KEY_NAME as DEMO_KEY_NAME  # by every non-demo server
 from gateway.access.api_keys import ApiKeys
 from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.db.models import Customer
 from gateway.settings import Settings
 
 # The values the example upstreams file's *_env names resolve to against the samples.
@@ -70,5 +77,40 @@ async def prepare(settings: Settings, people: Sequence[Person]) -> int:
         await prepare_console_data(sessions)
         await ApiKeys(sessions).enable_demo_key()
         return added
+    finally:
+        await engine.dispose()
+
+
+# Any fixed anchor: only the people's emails and their ages at the anchor are read.
+_PROBE_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def seeded_epoch(database_url: str) -> datetime | None:
+    """The anchor a database's demo people were seeded with (None: none seeded yet, or no
+    schema). A later demo on it generates them from that one again, so that the samples
+    serve the histories the database holds (their events' ids do not change with the
+    anchor: a new anchor's would be skipped as already stored). Read back from the
+    first person still stored's ``created_at``, which lies a fixed time before it."""
+    parsed = make_url(database_url)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+        return None  # not opened: that would create the file, and a demo that stops leaves none
+    probe = population(20, epoch=_PROBE_EPOCH)
+    ages = {p.email: p.epoch - p.created_at for p in probe}
+    rows = dict(asyncio.run(_created_at(database_url, list(ages))))
+    for person in probe:
+        if (created_at := rows.get(person.email)) is not None:
+            at = created_at if created_at.tzinfo else created_at.replace(tzinfo=UTC)
+            return at.astimezone(UTC) + ages[person.email]
+    return None
+
+
+async def _created_at(database_url: str, emails: list[str]) -> list[tuple[str, datetime]]:
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            query = select(Customer.email, Customer.created_at).where(Customer.email.in_(emails))
+            return [(row.email, row.created_at) for row in await connection.execute(query)]
+    except DBAPIError:  # a new database: no customers table before its migration
+        return []
     finally:
         await engine.dispose()

@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import select
 
 from bench.support.access import create_bench_key
-from demo.people.population import population
+from demo.people.population import demo_epoch, population
 from demo.wiring import DEMO_SECRETS, example_upstreams
 from tests.served import free_port, wait_until_served
 
@@ -87,6 +87,9 @@ def sample_upstreams(size: int, *, limits: bool = False) -> Iterator[int]:
     benchmarks measure the gateway, not the upstreams' allowance, and go without."""
     port = consecutive_free_ports(SAMPLE_SERVICES)
     command = [sys.executable, "-m", "demo.upstreams", "--base-port", str(port)]
+    # This process seeds the same people: both date them from its anchor, even when
+    # the child starts after midnight UTC.
+    command += ["--epoch", demo_epoch().isoformat()]
     if not limits:
         command.append("--no-limits")
     with process([*command, "--size", str(size)]):

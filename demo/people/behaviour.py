@@ -19,7 +19,7 @@ from typing import Any
 
 from demo.people.catalogue import SHOP_URL, Product, catalogue
 from demo.people.orders import Order, currency_of, orders_for
-from demo.people.population import EPOCH, Person
+from demo.people.population import Person
 from demo.people.taste import Taste, taste
 
 WINDOW = timedelta(days=60)
@@ -210,8 +210,9 @@ def behaviour(person: Person) -> Behaviour:
     """The person's events in the window before the epoch, newest first."""
     rng = person.rng("events")
     anonymous_ids = _anonymous_ids(rng)
-    start = max(EPOCH - WINDOW, person.created_at)
-    span = int((EPOCH - start).total_seconds()) - 7200
+    epoch = person.epoch
+    start = max(epoch - WINDOW, person.created_at)
+    span = int((epoch - start).total_seconds()) - 7200
     liking = taste(person)
     events: list[Event] = []
     recent_orders = [o for o in orders_for(person) if o.created_at >= start + timedelta(hours=1)]
@@ -226,14 +227,14 @@ def behaviour(person: Person) -> Behaviour:
     # Some people leave a cart open after their last purchase: that cart is what
     # an abandoned-cart email is rendered from.
     if (recent_orders or high) and rng.random() < 0.3:
-        after = max([o.created_at for o in recent_orders] + [EPOCH - timedelta(days=7)])
+        after = max([o.created_at for o in recent_orders] + [epoch - timedelta(days=7)])
         at = after + timedelta(
-            seconds=rng.randrange(max(60, int((EPOCH - after).total_seconds()) - 3600))
+            seconds=rng.randrange(max(60, int((epoch - after).total_seconds()) - 3600))
         )
         writer = _SessionWriter(person, rng, rng.choice(anonymous_ids), at)
         _browse(writer, liking, shopping=True)
         events += writer.events
-    events = [e for e in events if e.timestamp < EPOCH]
+    events = [e for e in events if e.timestamp < epoch]
     events.sort(key=lambda e: (e.timestamp, e.message_id), reverse=True)
     return Behaviour(events=tuple(events), anonymous_ids=anonymous_ids)
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 
-from demo.people.population import EPOCH
+from demo.people.population import demo_epoch
 
 CATALOGUE_SIZE = 200
 LOCATION_ID = 61_000_000_001
@@ -186,7 +186,7 @@ class Catalogue:
     by_category: dict[str, tuple[Product, ...]]
 
 
-def _product(index: int, rng: random.Random) -> Product:
+def _product(index: int, rng: random.Random, epoch: datetime) -> Product:
     category = CATEGORIES[index % len(CATEGORIES)]
     (low, high), nouns = _CATEGORIES[category]
     title = f"{rng.choice(_ADJECTIVES)} {rng.choice(nouns)} - {rng.choice(_COLOURS)}"
@@ -195,8 +195,8 @@ def _product(index: int, rng: random.Random) -> Product:
     price = Decimal(rng.randrange(low, high)) + Decimal(rng.choice(("0.00", "0.95", "0.99")))
     # About one product in ten is sold out, so stock-aware recommendations matter.
     stock = 0 if rng.random() < 0.1 else rng.randrange(1, 250)
-    created_at = EPOCH - timedelta(days=rng.randrange(60, 900), seconds=rng.randrange(86400))
-    updated_at = min(EPOCH, created_at + timedelta(days=rng.randrange(0, 120)))
+    created_at = epoch - timedelta(days=rng.randrange(60, 900), seconds=rng.randrange(86400))
+    updated_at = min(epoch, created_at + timedelta(days=rng.randrange(0, 120)))
     return Product(
         id=8_100_000_000_000 + index * 17,
         title=title,
@@ -214,11 +214,15 @@ def _product(index: int, rng: random.Random) -> Product:
     )
 
 
-@lru_cache(maxsize=1)
-def catalogue() -> Catalogue:
-    """The shop's catalogue, built once."""
+def catalogue(epoch: datetime | None = None) -> Catalogue:
+    """The shop's catalogue, dated back from ``epoch`` (default ``demo_epoch()``)."""
+    return _catalogue(demo_epoch() if epoch is None else epoch)
+
+
+@lru_cache(maxsize=2)
+def _catalogue(epoch: datetime) -> Catalogue:
     rng = random.Random(_SEED)
-    products = tuple(_product(index, rng) for index in range(CATALOGUE_SIZE))
+    products = tuple(_product(index, rng, epoch) for index in range(CATALOGUE_SIZE))
     by_category = {
         category: tuple(p for p in products if p.category == category) for category in CATEGORIES
     }

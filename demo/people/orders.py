@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 
-from demo.people.population import EPOCH, Person
+from demo.people.population import Person
 from demo.people.taste import taste
 
 MAX_ORDERS = 12
@@ -114,7 +114,7 @@ def _order(person: Person, k: int, created_at: datetime, rng_seed: int) -> Order
     tax = (subtotal * _TAX_RATES.get(person.country, Decimal("0.20"))).quantize(
         _CENT, rounding=ROUND_HALF_UP
     )
-    age = EPOCH - created_at
+    age = person.epoch - created_at
     financial, fulfillment = _statuses(rng.random(), age)
     processed_at = created_at + timedelta(seconds=rng.randrange(5, 120))
     closed_at = (
@@ -144,12 +144,12 @@ def orders_for(person: Person) -> tuple[Order, ...]:
     """The person's orders, newest first."""
     rng = person.rng("orders")
     count = rng.choices(range(MAX_ORDERS + 1), weights=_COUNT_WEIGHTS)[0]
-    span = (EPOCH - person.created_at - timedelta(hours=1)).total_seconds()
+    span = (person.epoch - person.created_at - timedelta(hours=1)).total_seconds()
     # Squaring skews orders towards the recent past, as an active customer's are,
     # so a good share of them fall in the analytics window too.
     times = sorted(
         (
-            EPOCH - timedelta(hours=1) - timedelta(seconds=int(span * rng.random() ** 2))
+            person.epoch - timedelta(hours=1) - timedelta(seconds=int(span * rng.random() ** 2))
             for _ in range(count)
         ),
         reverse=True,

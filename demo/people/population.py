@@ -8,7 +8,9 @@ services know, under each system's own ids.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import random
 import unicodedata
 from dataclasses import dataclass
@@ -41,8 +43,28 @@ _LIFECYCLE_STAGES = (
     "evangelist",
 )
 _OWNER_IDS = ("41629779", "41629780", "52201311", "60017342", "71230055")
-# The epoch the population is anchored to, so "created 90 days ago" never drifts.
-EPOCH = datetime(2026, 11, 1, tzinfo=UTC)
+# Names the demo's anchor for a process and the processes it starts (ISO date or time).
+EPOCH_ENV = "GATEWAY_DEMO_EPOCH"
+
+
+def parse_epoch(text: str) -> datetime:
+    """An anchor as ``GATEWAY_DEMO_EPOCH`` or ``--epoch`` give it: an ISO date (its
+    midnight, UTC) or date and time (UTC unless it names its offset)."""
+    moment = datetime.fromisoformat(text.strip())
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@functools.cache
+def demo_epoch() -> datetime:
+    """The present the demo's data is anchored to: ``GATEWAY_DEMO_EPOCH`` if set, else the
+    start of the current UTC day. Read once per process: a demo running across midnight
+    keeps one timeline (a fixed date made the data look a month stale a month later; the
+    scores judge it against the clock). Processes that generate the same people separately
+    pass it on (``--epoch``, the variable) so that they agree."""
+    if text := os.environ.get(EPOCH_ENV, "").strip():
+        return parse_epoch(text)
+    now = datetime.now(UTC)
+    return datetime(now.year, now.month, now.day, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +92,8 @@ class Person:
     email_marketing_consent: bool
     personalisation_consent: bool
     analytics_consent: bool
+    # The anchor every date of theirs (orders, events included) counts back from.
+    epoch: datetime
 
     def rng(self, purpose: str) -> random.Random:
         """A generator private to this person and purpose: adding a purpose never
@@ -95,13 +119,13 @@ def _phone(fake: Faker, country: str, index: int) -> str:
     return f"+1212{2000000 + index:07d}"
 
 
-def _person(index: int, fakers: dict[str, Faker], rng: random.Random) -> Person:
+def _person(index: int, fakers: dict[str, Faker], rng: random.Random, epoch: datetime) -> Person:
     faker_locale, locale, country = _LOCALES[rng.randrange(len(_LOCALES))]
     fake = fakers[faker_locale]
     first, last = fake.first_name(), fake.last_name()
     email = f"{_ascii_slug(first)}.{_ascii_slug(last)}{index}@{_DOMAINS[index % len(_DOMAINS)]}"
-    created_at = EPOCH - timedelta(days=rng.randrange(30, 1500), seconds=rng.randrange(86400))
-    updated_at = min(EPOCH, created_at + timedelta(days=rng.randrange(0, 400)))
+    created_at = epoch - timedelta(days=rng.randrange(30, 1500), seconds=rng.randrange(86400))
+    updated_at = min(epoch, created_at + timedelta(days=rng.randrange(0, 400)))
     digest = hashlib.sha256(f"segment:{index}".encode()).hexdigest()[:20]
     return Person(
         index=index,
@@ -118,7 +142,7 @@ def _person(index: int, fakers: dict[str, Faker], rng: random.Random) -> Person:
         country=country,
         locale=locale,
         # Not Faker's date_of_birth: it counts back from today, so it drifts daily.
-        date_of_birth=(EPOCH - timedelta(days=rng.randrange(18 * 365, 85 * 365))).date(),
+        date_of_birth=(epoch - timedelta(days=rng.randrange(18 * 365, 85 * 365))).date(),
         lifecycle_stage=_LIFECYCLE_STAGES[rng.randrange(len(_LIFECYCLE_STAGES))],
         owner_id=_OWNER_IDS[rng.randrange(len(_OWNER_IDS))],
         created_at=created_at,
@@ -126,12 +150,20 @@ def _person(index: int, fakers: dict[str, Faker], rng: random.Random) -> Person:
         email_marketing_consent=rng.random() < 0.85,
         personalisation_consent=rng.random() < 0.8,
         analytics_consent=rng.random() < 0.75,
+        epoch=epoch,
     )
 
 
+def population(
+    size: int = DEFAULT_SIZE, seed: int = DEFAULT_SEED, epoch: datetime | None = None
+) -> tuple[Person, ...]:
+    """The first ``size`` people of the population, dated back from ``epoch`` (default
+    ``demo_epoch()``); a prefix of any larger one with the same anchor."""
+    return _population(size, seed, demo_epoch() if epoch is None else epoch)
+
+
 @lru_cache(maxsize=4)
-def population(size: int = DEFAULT_SIZE, seed: int = DEFAULT_SEED) -> tuple[Person, ...]:
-    """The first ``size`` people of the population; a prefix of any larger one."""
+def _population(size: int, seed: int, epoch: datetime) -> tuple[Person, ...]:
     fakers = {}
     for faker_locale, _, _ in _LOCALES:
         fake = Faker(faker_locale)
@@ -143,5 +175,5 @@ def population(size: int = DEFAULT_SIZE, seed: int = DEFAULT_SEED) -> tuple[Pers
         rng = random.Random(f"{seed}:{index}")
         for fake in fakers.values():
             fake.seed_instance(f"{seed}:{index}")
-        people.append(_person(index, fakers, rng))
+        people.append(_person(index, fakers, rng, epoch))
     return tuple(people)

@@ -16,12 +16,13 @@ import socket
 import sys
 import threading
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from types import FrameType, TracebackType
 from typing import Self
 
 import uvicorn
 
-from demo.people.population import DEFAULT_SIZE, population
+from demo.people.population import DEFAULT_SIZE, EPOCH_ENV, demo_epoch, parse_epoch, population
 from demo.upstreams.credentials import (
     DEMO_HUBSPOT_CLIENT_ID,
     DEMO_HUBSPOT_CLIENT_SECRET,
@@ -80,6 +81,7 @@ class SampleUpstreams:
         host: str = DEFAULT_HOST,
         seed: int = 0,
         enforce_limits: bool = True,
+        epoch: datetime | None = None,
     ) -> None:
         unknown = set(ports or {}) - set(SERVICE_NAMES)
         if unknown:
@@ -87,7 +89,7 @@ class SampleUpstreams:
         self.host = host
         self.credentials = credentials or SampleCredentials()
         self._ports = dict.fromkeys(SERVICE_NAMES, 0) | dict(ports or {})
-        self.people = population(size)
+        self.people = population(size, epoch=epoch)
         self.hubspot = HubSpotSample(self.people, self.credentials, seed=seed)
         self.soap_crm = SoapCrmSample(self.people, self.credentials, seed=seed)
         self.shopify = ShopifySample(self.people, self.credentials, seed=seed)
@@ -254,6 +256,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="hubspot on this port, then soap_crm, shopify, segment",
     )
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help="people in the population")
+    parser.add_argument(
+        "--epoch",
+        type=parse_epoch,
+        help=f"the date the people's history runs up to (default: {EPOCH_ENV}, else today, "
+        "UTC); a process seeding the same people passes its own so the two agree",
+    )
     parser.add_argument("--json", action="store_true", help="print the URLs as one JSON object")
     parser.add_argument(
         "--no-limits",
@@ -270,7 +278,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     with SampleUpstreams(
-        args.size, ports, host=args.host, enforce_limits=not args.no_limits
+        args.size,
+        ports,
+        host=args.host,
+        enforce_limits=not args.no_limits,
+        epoch=args.epoch or demo_epoch(),
     ) as upstreams:
         if args.json:
             print(json.dumps(upstreams.base_urls), flush=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from demo.people.population import population
+from demo.people.population import _population, population
 from demo.seed import count_customers, seed
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.settings import Settings
@@ -13,7 +13,7 @@ def test_population_is_deterministic_and_unique() -> None:
     assert len(people) == 1000
     assert len({p.email for p in people}) == 1000
     assert len({p.hubspot_id for p in people}) == 1000
-    population.cache_clear()
+    _population.cache_clear()
     assert population(1000) == people
     assert population(10) == people[:10]  # a prefix, whatever the size asked for
 

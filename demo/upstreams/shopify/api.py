@@ -84,8 +84,10 @@ class ShopifySample(SampleService):
         self._by_shopify_id = {p.shopify_id: p for p in people}
         self._bucket = _Bucket()
         self._stock_lock = threading.Lock()
+        # Dated from the people's anchor, which a caller may have fixed (not today's).
+        self._catalogue = catalogue(people[0].epoch if people else None)
         self._stock = {
-            p.inventory_item_id: (p.initial_stock, p.updated_at) for p in catalogue().products
+            p.inventory_item_id: (p.initial_stock, p.updated_at) for p in self._catalogue.products
         }
         super().__init__(people, seed=seed)
 
@@ -298,7 +300,7 @@ class ShopifySample(SampleService):
     # Products and inventory ---------------------------------------------------
     async def _products(self, request: Request) -> Response:
         def build(filters: Mapping[str, str]) -> list[Any]:
-            return [p for p in catalogue().products if product_matches(p, filters)]
+            return [p for p in self._catalogue.products if product_matches(p, filters)]
 
         return self._listing(
             request,
@@ -311,7 +313,7 @@ class ShopifySample(SampleService):
         if (refusal := self._refusal(request)) is not None:
             return refusal
         try:
-            found = catalogue().by_id.get(int(request.path_params["id"]))
+            found = self._catalogue.by_id.get(int(request.path_params["id"]))
         except ValueError:
             found = None
         if found is None:

@@ -10,7 +10,7 @@ import httpx
 from demo.people.behaviour import WINDOW, behaviour, cart
 from demo.people.catalogue import CATEGORIES, catalogue
 from demo.people.orders import MAX_ORDERS, orders_for
-from demo.people.population import EPOCH, population
+from demo.people.population import population
 from demo.upstreams.credentials import (
     DEMO_HUBSPOT_TOKEN,
     DEMO_SEGMENT_SPACE,
@@ -95,18 +95,19 @@ def test_orders_per_person() -> None:
     for person in people[:200]:
         orders = orders_for(person)
         assert all(a.created_at > b.created_at for a, b in itertools.pairwise(orders))
-        assert all(person.created_at <= o.created_at < EPOCH for o in orders)
+        assert all(person.created_at <= o.created_at < person.epoch for o in orders)
 
 
 def test_events_sit_in_the_window_and_match_orders() -> None:
     for person in population(1000)[:300]:
         events = behaviour(person).events
-        assert all(EPOCH - WINDOW <= e.timestamp < EPOCH for e in events)
+        epoch = person.epoch
+        assert all(epoch - WINDOW <= e.timestamp < epoch for e in events)
         completed = {e.properties["order_id"]: e for e in events if e.event == "Order Completed"}
         recent = {
             str(o.id): o
             for o in orders_for(person)
-            if o.created_at >= EPOCH - WINDOW + WINDOW / 1440
+            if o.created_at >= epoch - WINDOW + WINDOW / 1440
         }
         assert set(completed) == set(recent)
         for order_id, event in completed.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -69,20 +70,18 @@ def test_events_time_window_survives_paging(
 ) -> None:
     person = max(upstreams.people[:50], key=lambda p: len(behaviour(p).events))
     path = f"/user_id:{person.segment_user_id}/events"
-    window = {"start": "2026-10-01T00:00:00Z", "end": "2026-10-25T00:00:00Z"}
+    # 31 to 7 days before the people's anchor: inside their 60 days of events.
+    first, last = (f"{(person.epoch - timedelta(days=d)).date()}" for d in (31, 7))
+    window = {"start": f"{first}T00:00:00Z", "end": f"{last}T00:00:00Z"}
     body = segment.get(path, params={**window, "limit": 3}).json()
     stamps = [e["timestamp"] for e in body["data"]]
     while body["cursor"]["has_more"]:
         # The cursor carries the window: a follow-up sends only next and limit.
         body = segment.get(path, params={"next": body["cursor"]["next"], "limit": 3}).json()
         stamps += [e["timestamp"] for e in body["data"]]
-    expected = [
-        e
-        for e in behaviour(person).events
-        if "2026-10-01" <= e.timestamp.isoformat() < "2026-10-25"
-    ]
+    expected = [e for e in behaviour(person).events if first <= e.timestamp.isoformat() < last]
     assert len(stamps) == len(expected) > 3
-    assert all("2026-10-01" <= stamp < "2026-10-25" for stamp in stamps)
+    assert all(first <= stamp < last for stamp in stamps)
 
 
 def test_external_ids(segment: httpx.Client, upstreams: SampleUpstreams) -> None:

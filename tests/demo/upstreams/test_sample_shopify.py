@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -143,16 +144,13 @@ def test_inventory_levels_and_sample_setter(
         upstreams.shopify.set_inventory(items[0], before)
 
 
-def test_customers_updated_since(shopify: httpx.Client) -> None:
+def test_customers_updated_since(shopify: httpx.Client, upstreams: SampleUpstreams) -> None:
+    since = upstreams.people[0].epoch - timedelta(days=17)
     customers = _pages(
-        shopify,
-        "/customers.json",
-        "customers",
-        limit=250,
-        updated_at_min="2026-10-15T00:00:00+00:00",
+        shopify, "/customers.json", "customers", limit=250, updated_at_min=since.isoformat()
     )
     assert customers
-    assert all(c["updated_at"] >= "2026-10-15T00:00:00+00:00" for c in customers)
+    assert all(datetime.fromisoformat(c["updated_at"]) >= since for c in customers)
 
 
 def test_unauthorized_and_rate_limited(upstreams: SampleUpstreams, shopify: httpx.Client) -> None:
