@@ -244,7 +244,12 @@ async def test_a_queued_impression_is_nothing_the_garbage_collector_follows(
     services = services_of(served.app)
     queued: list[Any] = []
     record = services.impressions.record
-    services.impressions.record = lambda row: (queued.append(row), record(row))[-1]  # type: ignore[method-assign]
+
+    def keeping(row: Any) -> None:
+        queued.append(row)
+        record(row)
+
+    services.impressions.record = keeping  # type: ignore[method-assign]
     try:
         person = person_with_history(served.samples)[20]
         await recommend(served.client, person, send="gc-1")
