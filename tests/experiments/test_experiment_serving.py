@@ -249,7 +249,7 @@ async def test_a_queued_impression_is_nothing_the_garbage_collector_follows(
         queued.append(row)
         record(row)
 
-    services.impressions.record = keeping  # type: ignore[method-assign]
+    services.impressions.record = keeping  # type: ignore[method-assign,assignment]
     try:
         person = person_with_history(served.samples)[20]
         await recommend(served.client, person, send="gc-1")
