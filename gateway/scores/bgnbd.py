@@ -123,8 +123,8 @@ def _condensed(s: Summary) -> tuple[Floats, np.ndarray]:
 
 def fit_churn(ledger: Ledger, cutoff: int) -> tuple[tuple[float, ...], Floats] | None:
     """Pareto/NBD fitted on everything up to ``cutoff`` (the BG/NBD fit's rows): its
-    (r, alpha, s, beta) and ``churn_with`` them; None with under 50 customers known, or
-    when no penalizer gives a fit that answers for everyone."""
+    (r, alpha, s, beta) and ``churn_with`` them; None with under 50 customers known or
+    when no penalizer gives a fit at all."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from lifetimes import ParetoNBDFitter
@@ -134,6 +134,7 @@ def fit_churn(ledger: Ledger, cutoff: int) -> tuple[tuple[float, ...], Floats] |
     if s.known.sum() < 50:
         return None
     sample, weights = _condensed(s)
+    fits: list[tuple[int, tuple[float, ...]]] = []  # (customers lifetimes fails, params)
     for penalizer in _PENALIZERS:
         try:
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -146,13 +147,44 @@ def fit_churn(ledger: Ledger, cutoff: int) -> tuple[tuple[float, ...], Floats] |
         except ConvergenceError:
             continue
         params = tuple(float(model.params_[name]) for name in ("r", "alpha", "s", "beta"))
-        risk = churn_with(params, ledger, cutoff, s)
+        failed = int((~np.isfinite(_pareto_none(params, s)[s.known])).sum())
         # An unpenalized fit can run off to a huge s and beta (CDNOW's sample file at
         # 1997-06-15: s ~ 130) where lifetimes' hypergeometric terms answer NaN for a
         # few customers; the next penalizer holds it back.
-        if np.isfinite(risk[s.known]).all():
-            return params, risk
-    return None
+        if not failed:
+            return params, churn_with(params, ledger, cutoff, s)
+        fits.append((failed, params))
+    if not fits:
+        return None
+    # Every fit fails somebody: a buyer with hundreds of orders, the last on the cut-off
+    # day, is NaN under any parameters. The fit failing fewest serves, those customers
+    # answered by ``churn_with``'s bound: one such buyer once left the shop unscored.
+    params = min(fits, key=lambda fit: fit[0])[1]
+    return params, churn_with(params, ledger, cutoff, s)
+
+
+def _pareto_none(params: tuple[float, ...], s: Summary) -> Floats:
+    """lifetimes' Pareto/NBD probability of no purchase in the ``CHURN_DAYS`` after the
+    cut-off, per known customer's pattern (NaN where its closed form fails, and for the
+    unknown)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pandas as pd  # type: ignore[import-untyped]
+        from lifetimes import ParetoNBDFitter
+
+    model = ParetoNBDFitter()
+    model.params_ = pd.Series(dict(zip(("r", "alpha", "s", "beta"), params, strict=True)))
+    patterns, inverse = np.unique(
+        np.column_stack([s.x, s.t_x, s.age])[s.known], axis=0, return_inverse=True
+    )
+    none = np.full(len(s.x), np.nan)
+    if len(patterns):
+        with np.errstate(all="ignore"):
+            found = model.conditional_probability_of_n_purchases_up_to_time(
+                0, CHURN_DAYS / 7.0, patterns[:, 0], patterns[:, 1], patterns[:, 2]
+            )
+        none[s.known] = np.asarray(found, np.float64)[inverse.reshape(-1)]
+    return none
 
 
 def churn_with(
@@ -160,26 +192,23 @@ def churn_with(
 ) -> Floats:
     """Pareto/NBD's (r, alpha, s, beta) answer per customer of ``ledger``: the
     probability of no purchase in the ``CHURN_DAYS`` after ``cutoff`` given their
-    history (NaN for a customer with none): how a refresh scores with a build's fit."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pandas as pd  # type: ignore[import-untyped]
-        from lifetimes import ParetoNBDFitter
+    history (NaN for a customer with none): how a build and a refresh score.
 
+    Where lifetimes' closed form fails (NaN: a buyer with hundreds of repeat orders, the
+    last on the cut-off day, whose hypergeometric terms overflow), the answer is the
+    chance of no purchase while alive, ((alpha + T) / (alpha + T + t)) ** (r + x): the
+    posterior purchase rate's, Gamma(r + x, alpha + T). Such a customer is alive for
+    all the model can tell (P(alive) -> 1 as their orders pile up to the cut-off), and a
+    dropout in the window only adds the chance of dying before buying, ~mu / lambda,
+    negligible at their rate."""
     s = s or summary(ledger, cutoff)
-    model = ParetoNBDFitter()
-    model.params_ = pd.Series(dict(zip(("r", "alpha", "s", "beta"), params, strict=True)))
-    patterns, inverse = np.unique(
-        np.column_stack([s.x, s.t_x, s.age])[s.known], axis=0, return_inverse=True
-    )
-    risk = np.full(ledger.size, np.nan)
-    if len(patterns):
-        with np.errstate(all="ignore"):
-            none = model.conditional_probability_of_n_purchases_up_to_time(
-                0, CHURN_DAYS / 7.0, patterns[:, 0], patterns[:, 1], patterns[:, 2]
-            )
-        risk[s.known] = np.clip(np.asarray(none, np.float64), 0.0, 1.0)[inverse.reshape(-1)]
-    return risk
+    none = _pareto_none(params, s)
+    r, alpha = params[0], params[1]
+    weeks = CHURN_DAYS / 7.0
+    with np.errstate(all="ignore"):
+        alive = ((alpha + s.age) / (alpha + s.age + weeks)) ** (r + s.x)
+    none = np.where(s.known & ~np.isfinite(none), alive, none)
+    return np.where(s.known, np.clip(none, 0.0, 1.0), np.nan)
 
 
 def bgnbd_churn(params: tuple[float, ...], ledger: Ledger, cutoff: int) -> Floats:

@@ -190,9 +190,10 @@ async def _build(
         "rfm": bounds.json(),
         "bgnbd": None if table.bgnbd is None else list(table.bgnbd),
         "features": list(table.names),
-        # A refresh scores churn with these; one finding none (a build from before they
-        # were stored) falls back to the BG/NBD fit above (``refresh``).
-        "churn": None
+        # A refresh scores churn with these (and none where the build had no fit, as
+        # the build stored none); a build from before they were stored has no "churn"
+        # at all, and a refresh after it falls back to the BG/NBD fit above (``refresh``).
+        "churn": {"model": "none"}
         if fitted is None
         else {"model": "pareto_nbd", "params": list(fitted[0]), "days": bgnbd.CHURN_DAYS},
     }

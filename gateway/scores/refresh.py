@@ -97,11 +97,11 @@ async def _refresh(
                     "the last build's features differ from the refresh's: run "
                     "`gateway scores build` again"
                 )
-            if churn is not None:
+            if churn is not None and churn.get("model") == "pareto_nbd":
                 risk = bgnbd.churn_with(tuple(churn["params"]), ledger, today)
-            elif fit is not None:
+            elif churn is None and fit is not None:  # a build from before churn's fit
                 risk = bgnbd.bgnbd_churn(fit, ledger, today)
-            else:
+            else:  # the build had no churn fit: it stored none, and so does a refresh
                 risk = np.full(ledger.size, np.nan)
             records = records_of(
                 ledger.keys,

@@ -203,3 +203,32 @@ def test_churn_risk_puts_long_lapsed_one_time_buyers_above_recent_regulars() -> 
     # A refresh answers the same with the stored parameters.
     again = bgnbd.churn_with(params, ledger, cutoff)
     assert np.allclose(again, risk, equal_nan=True, rtol=1e-12)
+
+
+def test_one_buyer_lifetimes_cannot_answer_for_leaves_everyone_else_scored() -> None:
+    """lifetimes' Pareto/NBD answer is NaN for a buyer with hundreds of repeat orders,
+    the last on the cut-off day (a subscription, a B2B account ordering on build day),
+    under any parameters: every penalizer's fit was refused, and the build stored no
+    churn risk for anyone. They get the chance of no order while alive (near 0); the
+    rest keep lifetimes' answers exactly."""
+    shop = history(800)
+    cutoff = START + 400
+    rows = [
+        (shop.keys[c], int(d), float(a))
+        for c, d, a in zip(shop.customer, shop.day, shop.amount, strict=True)
+    ]
+    heavy = [("heavy", cutoff - 2 * n, 20.0) for n in range(200)]  # every other day
+    ledger = ledger_from(rows + heavy)
+    fitted = bgnbd.fit_churn(ledger.upto(cutoff), cutoff)
+    assert fitted is not None
+    params, risk = fitted
+    s = bgnbd.summary(ledger, cutoff)
+    assert np.isfinite(risk[s.known]).all()
+    buyer = list(ledger.keys).index("heavy")
+    assert risk[buyer] < 0.01  # orders every other day: no order in 90 days is unlikely
+    # lifetimes itself fails on them (why the bound is there) and answers the others.
+    none = bgnbd._pareto_none(params, s)
+    assert not np.isfinite(none[buyer])
+    others = s.known & (np.arange(ledger.size) != buyer)
+    assert np.allclose(risk[others], none[others], rtol=1e-12)
+    assert np.allclose(bgnbd.churn_with(params, ledger, cutoff), risk, equal_nan=True)

@@ -199,3 +199,24 @@ async def test_a_refresh_after_a_build_without_a_churn_fit_scores_churn_from_bgn
     active = [float(risks[k] or 1) for k in regular]
     assert min(lapsed) > 0.9
     assert min(lapsed) > max(active)
+
+
+async def test_a_refresh_after_a_build_with_no_churn_fit_stores_none_as_the_build_did(
+    store: ScoreStore,
+) -> None:
+    """A build whose Pareto/NBD fit failed stores no churn risk for anyone; a refresh
+    after it must not fill the column from another model for the customers it
+    rescores (one column, two definitions: a segment on churnRisk would pick exactly
+    the recently active)."""
+    await build(store, horizon=30)
+    async with store._sessions.begin() as session:
+        last = (await session.scalars(select(ScoreBuild))).one()
+        last.parameters = {**last.parameters, "churn": {"model": "none"}}
+    changed = sorted(await _rows(store))[:5]
+    async with store._sessions.begin() as session:
+        await session.execute(
+            update(Event).where(Event.customer_id.in_(changed)).values(source=Event.source)
+        )
+    assert (await refresh(store)).refreshed == 5
+    after = await _rows(store)
+    assert [after[k].churn_risk for k in changed] == [None] * 5
