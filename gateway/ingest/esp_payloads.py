@@ -11,12 +11,14 @@ bounce marks the address undeliverable. Opens and clicks are stored as behaviour
 
 A batch is refused whole only for its envelope (not a JSON array of objects, an event
 without its id): one event's bad field (an address no customer can have, an over-long
-URL) makes that event a ``SkippedEvent``, acknowledged and not stored, so the batch's
-other events, its unsubscribes among them, are not lost with it on every retry.
+URL, text no database stores) makes that event a ``SkippedEvent``, acknowledged and
+not stored, so the batch's other events, its unsubscribes among them, are not lost with
+it on every retry.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import time
@@ -29,14 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
 from gateway.ingest.esp_custom_args import MAX_CUSTOM_ARGS, custom_args, sendgrid_custom
-from gateway.ingest.nul_strings import nul_at
-from gateway.ingest.webhook_payloads import (
-    Consequence,
-    InboundEvent,
-    PayloadError,
-    PayloadModel,
-    parse_json,
-)
+from gateway.ingest.json_text import NOT_JSON, bad_text_at, batch_json
+from gateway.ingest.webhook_payloads import Consequence, InboundEvent, PayloadError, PayloadModel
 from gateway.profiles.contact_points import normalize_recipient
 
 # Mandrill signs no time: a captured body is valid for ever. Its opens and clicks older
@@ -102,7 +98,9 @@ _SENDGRID_BATCH = TypeAdapter(list[SendGridEvent])
 
 
 def parse_sendgrid(body: bytes) -> list[EspItem]:
-    data = parse_json(body)
+    if (parsed := batch_json(body)) is None:
+        raise PayloadError(NOT_JSON, status=400)
+    data, sent = parsed  # ``sent``: the batch as sent, when it held unpaired surrogates
     if not isinstance(data, list) or not data:
         raise PayloadError("the body must be a non-empty JSON array of events")
     if len(data) > MAX_ESP_EVENTS:
@@ -115,24 +113,30 @@ def parse_sendgrid(body: bytes) -> list[EspItem]:
         items = [_sendgrid_item(position, raw) for position, raw in enumerate(data)]
     else:
         items = [_sendgrid_event(position, event) for position, event in enumerate(events)]
-    if b"\\u0000" in body:  # JSON holds a NUL only escaped: most batches skip the walk
+    # JSON holds a NUL only escaped, and orjson takes no unpaired surrogate: most batches
+    # skip the walk.
+    if sent is not None or b"\\u0000" in body:
         items = [
-            _sendgrid_nul(position, raw, item)
-            for position, (raw, item) in enumerate(zip(data, items, strict=True))
+            _sendgrid_text(position, raw, item)
+            for position, (raw, item) in enumerate(zip(sent or data, items, strict=True))
         ]
     return items
 
 
-def _sendgrid_nul(position: int, raw: Any, item: EspItem) -> EspItem:
-    """``item``, or its event rejected for a NUL in one of its strings (PostgreSQL's text
-    cannot hold one: the whole batch failed; SQLite's JSON reading cuts the string)."""
-    where = nul_at(raw, str(position))
-    if where is None or isinstance(item, SkippedEvent):
+def _sendgrid_text(position: int, raw: Any, item: EspItem) -> EspItem:
+    """``item``, or its event rejected for text no database stores in one of its strings
+    (gateway/ingest/json_text.py): a NUL failed the whole batch on PostgreSQL, and an
+    unpaired surrogate had the whole body refused as not JSON. In its id (the envelope:
+    there is no id to answer the event by) either refuses the batch."""
+    id_at = f"{position}.sg_event_id"
+    if isinstance(raw, dict) and (bad_id := bad_text_at(raw.get("sg_event_id"), id_at)):
+        raise PayloadError(f"{id_at}: {bad_id[1]}", id_at)
+    found = bad_text_at(raw, str(position))
+    if found is None:
         return item
-    if where == f"{position}.sg_event_id":
-        raise PayloadError(f"{where}: a NUL character", where)
+    where, what = found  # over any other reason: one found in cleaned fields may be the cleaning
     consequence = _consequence(raw.get("event"), raw.get("type"))
-    return SkippedEvent(item.event_id, "rejected", f"{where}: a NUL character", where, consequence)
+    return SkippedEvent(item.event_id, "rejected", f"{where}: {what}", where, consequence)
 
 
 def _sendgrid_item(position: int, raw: Any) -> EspItem:
@@ -227,7 +231,9 @@ def parse_mandrill(
     raw = [value for name, value in params if name == "mandrill_events"]
     if len(raw) != 1:
         raise PayloadError("the form must carry one mandrill_events field", "mandrill_events")
-    data = parse_json(raw[0].encode())
+    if (parsed := batch_json(raw[0].encode())) is None:
+        raise PayloadError(NOT_JSON, status=400)
+    data, sent = parsed  # as ``parse_sendgrid``'s
     if not isinstance(data, list):
         raise PayloadError("mandrill_events must be a JSON array of events", "mandrill_events")
     if len(data) > MAX_ESP_EVENTS:
@@ -236,15 +242,17 @@ def parse_mandrill(
     # out before validation, which would reject them for want of an ``event``.
     positions = [p for p, item in enumerate(data) if not _is_sync(item)]
     data = [data[p] for p in positions]
+    if sent is not None:
+        sent = [sent[p] for p in positions]
     try:
         events: list[MandrillEvent | SkippedEvent] = list(_MANDRILL_BATCH.validate_python(data))
     except ValidationError:
         # Event by event, only for a batch with a bad one: a bad field skips its event.
         events = [_mandrill_item(p, item) for p, item in zip(positions, data, strict=True)]
-    if "\\u0000" in raw[0]:  # JSON holds a NUL only escaped: most batches skip the walk
+    if sent is not None or "\\u0000" in raw[0]:  # a NUL is only escaped: most skip the walk
         events = [
-            _mandrill_nul(p, item, event)
-            for p, item, event in zip(positions, data, events, strict=True)
+            _mandrill_text(p, item, event)
+            for p, item, event in zip(positions, sent or data, events, strict=True)
         ]
     oldest = None if max_age_s is None else (now or time.time()) - max_age_s
     return [
@@ -274,15 +282,19 @@ def _mandrill_item(position: int, raw: Any) -> MandrillEvent | SkippedEvent:
         )
 
 
-def _mandrill_nul(
+def _mandrill_text(
     position: int, raw: Any, event: MandrillEvent | SkippedEvent
 ) -> MandrillEvent | SkippedEvent:
-    """``event``, or it rejected for a NUL in one of its strings (as ``_sendgrid_nul``)."""
-    where = nul_at(raw, f"mandrill_events.{position}")
-    if where is None or isinstance(event, SkippedEvent) or not (event.msg and event.msg.email):
+    """``event``, or it rejected for a NUL or an unpaired surrogate in one of its strings
+    (as ``_sendgrid_text``; its id, a digest of its fields, is taken as they validated)."""
+    found = bad_text_at(raw, f"mandrill_events.{position}")
+    if found is None or (isinstance(event, MandrillEvent) and not (event.msg and event.msg.email)):
         return event
+    where, what = found
+    reason = f"{where}: {what}"
+    if isinstance(event, SkippedEvent):
+        return dataclasses.replace(event, reason=reason, field=where)
     key = "\n".join((event.event, event.id or "", str(event.ts), event.url or ""))
-    reason = f"{where}: a NUL character"
     return SkippedEvent(_digest(key), "rejected", reason, where, _mandrill_consequence(event.event))
 
 

@@ -17,6 +17,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from gateway.experiments.order_times import ORDER_COMPLETED, not_after
+from gateway.ingest.json_text import refusal
 
 SOURCES = ("hubspot", "shopify", "segment", "sendgrid", "mandrill")
 M = TypeVar("M", bound=BaseModel)
@@ -378,11 +379,11 @@ def _contact_points(
 
 
 def parse_json(body: bytes) -> Any:
-    """The body as JSON, or a 400 that says it is not."""
+    """The body as JSON, or a 400 that says it is not (a 422 for text that is not Unicode)."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise PayloadError("the body is not valid JSON", status=400) from None
+        raise PayloadError(*refusal(body)) from None
 
 
 def _validate(model: type[M], data: Any) -> M:

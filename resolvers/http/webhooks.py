@@ -3,8 +3,9 @@
 Refusals are answered with a JSON body naming the reason: 404 for a source that does not
 exist or has no secret, 413 over the body limit, 401 for a bad signature, 400 or 422 for
 a body that cannot be accepted (an ESP event for an address no customer has is
-accepted and ``ignored``: nothing is stored; in an ESP batch, an event with a bad field
-is ``rejected`` with its reason and field, and the rest of the batch is stored), 503
+accepted and ``ignored``: nothing is stored; in an ESP batch, an event with a bad field,
+a NUL or an unpaired surrogate escape among them, is ``rejected`` with its reason and
+field, and the rest of the batch is stored; elsewhere the surrogate is a 422), 503
 with ``Retry-After`` when the database stayed busy
 (the events before the failing one were stored; a resend finds them duplicates).
 Accepted events are listed with what became of each.

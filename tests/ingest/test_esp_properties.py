@@ -7,6 +7,7 @@ that event stores each event exactly once.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any
@@ -20,7 +21,7 @@ from sqlalchemy import func, select
 
 from gateway.db.engine import create_engine
 from gateway.db.models import Event
-from gateway.ingest.esp_payloads import parse_sendgrid
+from gateway.ingest.esp_payloads import SkippedEvent, parse_sendgrid
 from gateway.ingest.signatures import (
     SignatureError,
     sendgrid_public_key,
@@ -277,3 +278,65 @@ async def test_a_nul_character_rejects_its_event_and_the_rest_is_stored(
         ("processed", None),
     ]
     assert (await profile(gateway, other))["suppressed"] is True
+
+
+# What orjson refuses whole and JSON's grammar allows: a lone surrogate, escaped (as the
+# stdlib's ``json.dumps`` writes it; orjson writes none). Unicode has no such character.
+LONE = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
+NOT_UNICODE = "text that is not valid Unicode (an unpaired surrogate escape)"
+
+
+# Python's reader (for a lone surrogate) stops at its recursion limit, orjson at 1,024.
+@pytest.mark.parametrize(("escape", "depth"), [(b"\\u0000", 1000), (b"\\ud800", 800)])
+def test_text_no_database_stores_is_found_deep(escape: bytes, depth: int) -> None:
+    """Walked with a stack: a NUL 1,000 levels deep overflowed Python's recursion (a 500)."""
+    deep = b"[" * depth + b'"' + escape + b'"' + b"]" * depth
+    event = b'{"email": "a@example.com", "timestamp": 1, "event": "open", "sg_event_id": "e"'
+    (item,) = parse_sendgrid(b"[" + event + b', "deep": ' + deep + b"}]")
+    assert isinstance(item, SkippedEvent)
+    assert item.field == "0.deep" + ".0" * depth
+
+
+@SLOW
+@given(
+    kinds=st.lists(st.sampled_from(KINDS), min_size=1, max_size=6),
+    text=st.text(st.characters(exclude_characters="\x00"), max_size=8),  # a NUL: its reason
+    surrogate=LONE,
+    data=st.data(),
+)
+async def test_a_lone_surrogate_anywhere_rejects_its_event_alone(
+    gateway: httpx.AsyncClient,
+    database_url: str,
+    kinds: list[str],
+    text: str,
+    surrogate: str,
+    data: st.DataObject,
+) -> None:
+    """In any field of any event (or one of its keys), whatever its type: that event is
+    rejected naming the field, the rest stored; in its id, the batch is refused (422:
+    there is no id to answer it by), as for an event without one."""
+    email = f"lone.{uuid.uuid4().hex[:12]}@example.com"
+    assert "errors" not in await gql(gateway, UPSERT, email=email)
+    events = [sendgrid_event(email, k, url="https://x/p", send_id="s-1") for k in kinds]
+    position = data.draw(st.integers(0, len(events) - 1))
+    others = events[:position] + events[position + 1 :]
+    bad = events[position]
+    name = data.draw(st.sampled_from([*sorted(bad), None]))  # None: a key of its own
+    cut = data.draw(st.integers(0, len(text)))
+    spoiled = text[:cut] + surrogate + text[cut:]
+    if name is None:
+        bad[spoiled], field = "x", str(position)
+    else:
+        bad[name], field = spoiled, f"{position}.{name}"
+    response = await gateway.post(**sendgrid_signed(json.dumps(events).encode()))
+    if name == "sg_event_id":
+        assert response.status_code == 422, response.text
+        assert response.json()["reason"] == f"{field}: {NOT_UNICODE}"
+        assert await _stored(database_url, others) == 0
+        return
+    assert response.status_code == 200, response.text
+    answer = response.json()["events"][position]
+    assert answer["status"] == "rejected"
+    assert (answer["field"], answer["reason"]) == (field, f"{field}: {NOT_UNICODE}")
+    assert await _stored(database_url, others) == len(others)
+    assert [a["status"] for a in response.json()["events"]].count("processed") == len(others)

@@ -2,12 +2,14 @@
 first sightings of one e-mail make one customer. What is no replay is not answered
 ``duplicate``: Mandrill's empty batch (its test post when a webhook is added), and its
 sync events (allow- and deny-list changes: ``type`` ``whitelist`` or ``blacklist``, no
-``event``, no ``msg``), acknowledged and not stored, never ``rejected``.
+``event``, no ``msg``), acknowledged and not stored, never ``rejected``. A batch resent
+with an event rejected (a lone surrogate in it) stores nothing new.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -19,7 +21,7 @@ from sqlalchemy import func, select
 
 from gateway.db.engine import create_engine
 from gateway.db.migrate import upgrade
-from gateway.db.models import Customer, Identity
+from gateway.db.models import Customer, Event, Identity
 from gateway.observability.metrics import WEBHOOK_EVENTS_REJECTED
 from gateway.settings import load_settings
 from tests.conftest import unique_email
@@ -32,9 +34,12 @@ from tests.ingest.webhook_requests import (
     external_id,
     mandrill_event,
     mandrill_request,
+    mandrill_signed,
     realtime_app,
     row_counts,
     segment_request,
+    sendgrid_event,
+    sendgrid_signed,
     shopify_request,
 )
 
@@ -201,3 +206,81 @@ async def test_an_empty_batch_or_one_without_messages_is_accepted_not_a_duplicat
         assert response.status_code == 200, response.text
         assert response.json() == {"status": "processed", "events": []}
     assert await row_counts(database_url) == counted
+
+
+NOT_UNICODE = "text that is not valid Unicode (an unpaired surrogate escape)"
+
+
+def _rejections(source: str) -> dict[str, float]:
+    return {
+        sample.labels["consequence"]: sample.value
+        for metric in WEBHOOK_EVENTS_REJECTED.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.labels["source"] == source
+    }
+
+
+@pytest.mark.parametrize("source", ["sendgrid", "mandrill"])
+async def test_a_lone_surrogate_rejects_its_event_and_a_resend_stores_nothing_new(
+    gateway: httpx.AsyncClient, database_url: str, source: str
+) -> None:
+    """One event's lone surrogate had the whole batch refused as not JSON (400): the ESP
+    retried it, then dropped it, its unsubscribes with it. That event alone is rejected,
+    answered, counted and logged as any rejected event; its valid pair (an emoji) beside
+    it is kept; the ESP's resend of the batch stores nothing new."""
+    email, _ = await subscribed(gateway)
+    url = f"https://shop.example/{uuid.uuid4().hex}/\U0001f600"  # escaped as a pair
+    if source == "sendgrid":
+        good = [sendgrid_event(email, kind) for kind in ("open", "click", "unsubscribe")]
+        good[1]["url"] = url
+        bad = sendgrid_event(email, "group_unsubscribe", url="https://x/\ud800")
+        request = sendgrid_signed(json.dumps([good[0], bad, *good[1:]]).encode())
+        field, consequence = "1.url", "withdraw"
+    else:
+        good = [mandrill_event(email, kind) for kind in ("open", "click", "unsub")]
+        good[1]["url"] = url
+        bad = mandrill_event(email, "open")
+        bad["msg"]["metadata"] = {"send_id": "s-\udc00"}
+        request = mandrill_signed(json.dumps([good[0], bad, *good[1:]]))
+        field, consequence = "mandrill_events.1.msg.metadata.send_id", "none"
+    counted, rejected = await row_counts(database_url), _rejections(source)
+    response = await gateway.post(**request)
+    assert response.status_code == 200, response.text
+    answers = response.json()["events"]
+    assert [(a["status"], a.get("field")) for a in answers] == [
+        ("processed", None),
+        ("rejected", field),
+        ("processed", None),
+        ("processed", None),
+    ]
+    assert answers[1]["reason"] == f"{field}: {NOT_UNICODE}"
+    assert (await row_counts(database_url))["events"] == counted["events"] + 3
+    found = await profile(gateway, email)
+    assert found["suppressed"] is True
+    assert found["engagement"]["emailClicks30d"] == 1
+    assert url in await _click_urls(database_url)
+    assert _rejections(source).get(consequence, 0) == rejected.get(consequence, 0) + 1
+    counted = await row_counts(database_url)
+    again = await gateway.post(**request)
+    assert again.status_code == 200, again.text
+    # As after any rejected event: the stored ones are duplicates, the batch is no replay
+    # of one stored whole (``duplicate`` is for that), the rejection counted again.
+    assert again.json()["status"] == "processed"
+    assert [a["status"] for a in again.json()["events"]] == ["duplicate", "rejected"] + [
+        "duplicate"
+    ] * 2
+    assert again.json()["events"][1] == answers[1]
+    assert await row_counts(database_url) == counted
+    assert _rejections(source).get(consequence, 0) == rejected.get(consequence, 0) + 2
+
+
+async def _click_urls(database_url: str) -> list[str]:
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            rows = await connection.scalars(
+                select(Event.properties).where(Event.type == "email:click")
+            )
+            return [properties.get("url") for properties in rows]
+    finally:
+        await engine.dispose()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import time
 import uuid
 from typing import Any
@@ -23,10 +24,12 @@ from tests.ingest.webhook_requests import (
     external_id,
     hubspot_change,
     hubspot_request,
+    mandrill_signed,
     realtime_app,
     row_counts,
     secret_of,
     segment_request,
+    sendgrid_signed,
     shopify_request,
 )
 
@@ -160,4 +163,79 @@ async def test_a_hubspot_batch_longer_than_hubspot_sends_is_refused_whole(
     assert response.status_code == 422, response.text
     assert response.json()["error"] == "invalid_payload"
     assert "at most 100 events" in response.json()["reason"]
+    assert await row_counts(database_url) == before
+
+
+def _lone(payload: Any) -> bytes:
+    return json.dumps(payload).encode()  # escapes a lone surrogate, as orjson will not
+
+
+TRACK = {"type": "track", "event": "Viewed", "messageId": "m-1", "userId": "u"}
+NOT_UNICODE = "text that is not valid Unicode (an unpaired surrogate escape)"
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (lambda: shopify_request(_lone({"id": 5, "first_name": "A\ud800"})), "first_name"),
+        (
+            lambda: segment_request(_lone({**TRACK, "properties": {"url": "https://x/\udfff"}})),
+            "properties.url",
+        ),
+        (
+            lambda: hubspot_request(_lone([hubspot_change(external_id(), "city", "\udbff")])),
+            "0.propertyValue",
+        ),
+        (lambda: segment_request(_lone({"\ud800": 1})), None),  # a key of the body itself
+    ],
+    ids=["shopify", "segment", "hubspot", "key"],
+)
+async def test_a_lone_surrogate_in_one_object_is_a_422_naming_its_field(
+    gateway: httpx.AsyncClient, database_url: str, request_: Any, field: str | None
+) -> None:
+    """One object (or HubSpot's batch, refused whole for any bad event) has nothing else
+    to keep: refused, but as what it is (the body is JSON; a string in it is not
+    Unicode), where it was a 400 "not valid JSON" naming nothing."""
+    before = await row_counts(database_url)
+    response = await gateway.post(**request_())
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["error"] == "invalid_payload"
+    assert body.get("field") == field
+    assert body["reason"] == f"{field or 'body'}: {NOT_UNICODE}"
+    assert await row_counts(database_url) == before
+
+
+NOT_JSON = [
+    b"{oops",
+    b'[{"url": "\\ud800"},]',  # a lone surrogate and a trailing comma
+    b'[{"url": "\\ud800", "n": NaN}]',
+    b'\xef\xbb\xbf["\\ud800"]',  # a byte order mark
+    b'["\\ud800", 1e400]',
+]
+
+
+# A surrogate written raw is not UTF-8 (a form's value is text: Mandrill's cannot be).
+@pytest.mark.parametrize(
+    ("source", "body"),
+    [
+        *((source, body) for source in ("sendgrid", "mandrill", "segment") for body in NOT_JSON),
+        ("sendgrid", b'["\xed\xa0\x80"]'),
+        ("segment", b'{"type": "\xed\xa0\x80"}'),
+    ],
+)
+async def test_a_body_that_is_not_json_is_still_a_400(
+    gateway: httpx.AsyncClient, database_url: str, source: str, body: bytes
+) -> None:
+    """Only a body orjson refused for its unpaired surrogates alone is read the lenient
+    way (the stdlib's reader also takes NaN, 1e400 as infinity, a BOM, raw surrogates)."""
+    request = {
+        "sendgrid": lambda: sendgrid_signed(body),
+        "mandrill": lambda: mandrill_signed(body.decode()),
+        "segment": lambda: segment_request(body),
+    }[source]()
+    before = await row_counts(database_url)
+    response = await gateway.post(**request)
+    assert response.status_code == 400, response.text
+    assert response.json()["reason"] == "the body is not valid JSON"
     assert await row_counts(database_url) == before

@@ -66,10 +66,16 @@ def secret_of(source: str) -> bytes:
     return SECRETS[source].get_secret_value().encode()
 
 
+def written(payload: Any) -> bytes:
+    """``payload`` as a body; bytes are one written already (``json.dumps``'s, say, which
+    escapes the lone surrogates orjson will not write), sent as they are."""
+    return payload if isinstance(payload, bytes) else orjson.dumps(payload)
+
+
 def shopify_request(
     payload: Any, topic: str = "customers/update", webhook_id: str | None = None
 ) -> dict[str, Any]:
-    body = orjson.dumps(payload)
+    body = written(payload)
     digest = base64.b64encode(hmac.new(secret_of("shopify"), body, hashlib.sha256).digest())
     headers = {
         "X-Shopify-Hmac-Sha256": digest.decode(),
@@ -81,9 +87,9 @@ def shopify_request(
 
 
 def hubspot_request(
-    events: list[dict[str, Any]], base: str = BASE, timestamp_ms: int | None = None
+    events: list[dict[str, Any]] | bytes, base: str = BASE, timestamp_ms: int | None = None
 ) -> dict[str, Any]:
-    body = orjson.dumps(events)
+    body = written(events)
     timestamp = str(timestamp_ms if timestamp_ms is not None else int(time.time() * 1000))
     signature = hubspot_signature(
         SECRETS["hubspot"].get_secret_value(), "POST", f"{base}/webhooks/hubspot", body, timestamp
@@ -97,7 +103,7 @@ def hubspot_request(
 
 
 def segment_request(payload: Any) -> dict[str, Any]:
-    body = orjson.dumps(payload)
+    body = written(payload)
     signature = hmac.new(secret_of("segment"), body, hashlib.sha1).hexdigest()
     return {
         "url": "/webhooks/segment",
