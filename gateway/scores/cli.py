@@ -206,7 +206,14 @@ def eval_(
 
             stored = asyncio.run(read())
             end = day_of(cutoff.date()) if cutoff else day_of(datetime.now(UTC)) - days
-            report = evaluate(stored, end, days, seed=seed, threads=settings.scores_threads)
+            report = evaluate(
+                stored,
+                end,
+                days,
+                seed=seed,
+                threads=settings.scores_threads,
+                data_end=day_of(datetime.now(UTC)),  # read up to now: no day missing
+            )
             click.echo("\n".join(report.lines("the stored orders")))
     except (DatasetError, LeakageError, ValueError) as exc:
         click.echo(f"gateway: {exc}", err=True)

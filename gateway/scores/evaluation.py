@@ -49,7 +49,7 @@ class Report:
     model: Propensity
     seconds: float
     churn: dict[str, float]  # ranker → ROC AUC for "no order in the horizon"
-    last_day: int | None = None  # the data's last purchase day
+    last_day: int | None = None  # the last day the data covers
 
     def lines(self, title: str) -> list[str]:
         width = max(26, *(len(row.name) + 2 for row in self.rows))  # the served model's name
@@ -105,16 +105,24 @@ def evaluate(
     function: FeatureFunction = features,
     seed: int = 42,
     threads: int = 1,
+    data_end: int | None = None,
 ) -> Report:
     """All three on the same split, fitting with ``threads`` BLAS/OpenMP threads at
     most. Raises ``LeakageError`` when ``function`` reads past a cut-off,
-    ``ValueError`` when there is too little data on one side."""
+    ``ValueError`` when there is too little data on one side. ``data_end``: the last
+    day the data covers (a file's last purchase when not given; a store read up to
+    today covers today, ordered on or not)."""
     with thread_limits(threads):
-        return _evaluate(ledger, cutoff, horizon, function, seed)
+        return _evaluate(ledger, cutoff, horizon, function, seed, data_end)
 
 
 def _evaluate(
-    ledger: Ledger, cutoff: int, horizon: int, function: FeatureFunction, seed: int
+    ledger: Ledger,
+    cutoff: int,
+    horizon: int,
+    function: FeatureFunction,
+    seed: int,
+    data_end: int | None,
 ) -> Report:
     started = time.perf_counter()
     function = memo(function)
@@ -168,7 +176,7 @@ def _evaluate(
         model,
         time.perf_counter() - started,
         churn,
-        int(ledger.day.max()),
+        int(ledger.day.max()) if data_end is None else data_end,
     )
 
 

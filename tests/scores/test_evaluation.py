@@ -60,6 +60,9 @@ def test_a_cut_off_outside_the_data_says_so_and_a_holdout_past_its_end_is_noted(
     assert "60 days before the holdout does: labels read only the 40 days" in text
     inside = "\n".join(evaluate(ledger, last - 150, 100).lines("synthetic"))
     assert "before the holdout does" not in inside
+    # A store read up to today covers the days nobody ordered on: no note then.
+    covered = evaluate(ledger, last - 40, 100, data_end=last + 60).lines("stored")
+    assert "before the holdout does" not in "\n".join(covered)
 
 
 def _turncoat(ledger: Ledger, cutoff: int, horizon: int) -> Features:
