@@ -28,14 +28,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, case, exists, func, select
+from sqlalchemy import Select, case, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.orm import aliased
 
 from gateway.db.models import Event
 from gateway.db.score_models import CustomerScore
-from gateway.experiments.results import within_after
-from gateway.scores.store import ORDER_TYPES
+from gateway.experiments.order_times import ordered_after
 from gateway.upstreams.event_store import ESP_SOURCES
 
 UNSUBSCRIBED = ("email:unsubscribe", "email:group_unsubscribe", "email:unsub")
@@ -115,12 +113,7 @@ class Campaigns:
 
     def _query(self, send_id: str, audience: Audience | None) -> Select[Any]:
         send = Event.properties[("custom_args", "send_id")].as_string()
-        order = aliased(Event)
-        bought = exists().where(
-            order.customer_id == Event.customer_id,
-            order.type.in_(ORDER_TYPES),
-            within_after(order.occurred_at, Event.occurred_at, self.window_s, self._dialect),
-        )
+        bought = ordered_after(Event.customer_id, Event.occurred_at, self.window_s, self._dialect)
 
         def recipients(condition: Any) -> Any:
             return func.count(func.distinct(case((condition, Event.customer_id), else_=None)))

@@ -6,11 +6,24 @@ convert clicks made after it arrived. ESP statements are bounded the same way
 (gateway/ingest/engagement.py ``stated_at``). The webhooks (Shopify ``orders/*``,
 Segment) and the event stream parse orders through gateway/ingest/webhook_payloads.py,
 which applies this as it parses, on arrival.
+
+An order's later events (Shopify's ``orders/paid``, ``orders/updated``) are bounded by
+their own arrival, later than the order's: dated ahead, each would stand as a new order
+after a click made before it arrived. So an order converts a click only when none of its
+events is stored at or before the click (``ordered_after``): counted once, at its first.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Interval, String, and_, func, literal, select
+from sqlalchemy.orm import aliased
+from sqlalchemy.sql.elements import SQLCoreOperations
+
+from gateway.db.models import Event
+from gateway.scores.store import ORDER_TYPES
 
 ORDER_COMPLETED = "track:Order Completed"  # Segment's order (as ORDER_TYPES names it)
 
@@ -22,3 +35,61 @@ def not_after(occurred: datetime, received: datetime) -> datetime:
     if occurred.tzinfo is None:
         occurred = occurred.replace(tzinfo=UTC)
     return min(occurred, received)
+
+
+def within_after(
+    later: SQLCoreOperations[datetime],
+    earlier: SQLCoreOperations[datetime],
+    seconds: float,
+    dialect: str,
+) -> ColumnElement[bool]:
+    """``earlier < later <= earlier + seconds``, on Postgres as an index range on
+    ``later``; on SQLite (times stored as text) through ``julianday``."""
+    if dialect == "postgresql":
+        window = literal(timedelta(seconds=seconds), Interval())
+        return and_(later > earlier, later <= earlier + window)
+    return and_(
+        later > earlier, func.julianday(later) <= func.julianday(earlier) + seconds / 86_400.0
+    )
+
+
+def ordered_after(
+    customer: Any, clicked_at: SQLCoreOperations[datetime], seconds: float, dialect: str
+) -> ColumnElement[bool]:
+    """An order of ``customer`` first stored within ``seconds`` after ``clicked_at``: an
+    order event in the window, of an order none of whose events (the same order id, as
+    the scores' ledger counts one order) is stored at or before the click. An event
+    without an order id is an order of its own."""
+    order, earlier = aliased(Event), aliased(Event)
+    # Each subquery reads its own alias and correlates everything else (the click's
+    # table two levels up included: left to itself, the inner one read it afresh).
+    seen = (
+        select(literal(1))
+        .where(
+            earlier.customer_id == customer,
+            earlier.type.in_(ORDER_TYPES),
+            earlier.occurred_at <= clicked_at,
+            _order_id(earlier) == _order_id(order),
+        )
+        .correlate_except(earlier)
+    )
+    return (
+        select(literal(1))
+        .where(
+            order.customer_id == customer,
+            order.type.in_(ORDER_TYPES),
+            within_after(order.occurred_at, clicked_at, seconds, dialect),
+            ~seen.exists(),
+        )
+        .correlate_except(order)
+        .exists()
+    )
+
+
+def _order_id(event: Any) -> ColumnElement[str]:
+    # Shopify's ``order_id`` at the top of the stored properties, Segment's inside
+    # ``properties`` (as gateway/scores/store.py reads them).
+    props = event.properties
+    return func.coalesce(
+        props["order_id"].as_string(), props["properties"]["order_id"].as_string()
+    ).cast(String)

@@ -24,20 +24,17 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Interval, and_, case, exists, func, literal, select
+from sqlalchemy import ColumnElement, and_, case, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.sql.elements import SQLCoreOperations
 
-from gateway.db.models import Event
 from gateway.db.recommendation_models import RecommendationClick, RecommendationImpression
 from gateway.experiments.assignment import Experiment
 from gateway.experiments.attribution import Attribution, clicks_of
 from gateway.experiments.impressions import ImpressionLog
+from gateway.experiments.order_times import ordered_after
 from gateway.experiments.statistics import Comparison, Rate, compare, wilson
-from gateway.scores.store import ORDER_TYPES
 
 Metric = Literal["click_through", "conversion"]
 
@@ -73,29 +70,10 @@ class ExperimentResult:
     p_value: float | None
 
 
-def within_after(
-    later: SQLCoreOperations[datetime],
-    earlier: SQLCoreOperations[datetime],
-    seconds: float,
-    dialect: str,
-) -> ColumnElement[bool]:
-    """``earlier < later <= earlier + seconds``, on Postgres as an index range on
-    ``later``; on SQLite (times stored as text) through ``julianday``."""
-    if dialect == "postgresql":
-        window = literal(timedelta(seconds=seconds), Interval())
-        return and_(later > earlier, later <= earlier + window)
-    return and_(
-        later > earlier, func.julianday(later) <= func.julianday(earlier) + seconds / 86_400.0
-    )
-
-
 def converted(clicks: Any, seconds: float, dialect: str) -> ColumnElement[bool]:
-    """An order of the clicking customer within ``seconds`` after the click."""
-    return exists().where(
-        Event.customer_id == clicks.customer_id,
-        Event.type.in_(ORDER_TYPES),
-        within_after(Event.occurred_at, clicks.clicked_at, seconds, dialect),
-    )
+    """An order of the clicking customer first stored within ``seconds`` after the
+    click (gateway/experiments/order_times.py)."""
+    return ordered_after(clicks.customer_id, clicks.clicked_at, seconds, dialect)
 
 
 class ExperimentResults:

@@ -64,17 +64,21 @@ async def _post(served: Served, request: dict[str, Any]) -> list[dict[str, Any]]
     return events
 
 
-def _order(person: Person, created: float) -> dict[str, Any]:
-    """A Shopify orders/create webhook of ``person``'s, placed at ``created``."""
+def _order(
+    person: Person, created: float, order_id: int | None = None, topic: str = "orders/create"
+) -> dict[str, Any]:
+    """A Shopify orders/create (or ``topic``) webhook of ``person``'s, placed at ``created``."""
     order = {
-        "id": uuid.uuid4().int % 10**12,
+        "id": order_id or uuid.uuid4().int % 10**12,
         "email": person.email,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created)),
         "total_price": "42.00",
         "currency": "USD",
         "customer": {"id": person.shopify_id, "email": person.email},
     }
-    return shopify_request(order, topic="orders/create")
+    if topic != "orders/create":  # as Shopify sends it: the body differs from the create's
+        order["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return shopify_request(order, topic=topic)
 
 
 async def test_a_click_is_attributed_to_its_list_item_strategy_and_send(served: Served) -> None:
@@ -281,6 +285,40 @@ async def test_an_order_dated_ahead_converts_no_click_made_after_it_arrived(
         await asyncio.sleep(1.1)  # the next click's whole second is after the arrival
         later = (await recommend(served.client, person, send=after))["recommendations"]
         await _post(served, sendgrid_request([click(person.email, later[0]["url"], after)]))
+        conversion = await _results(served, name, "CONVERSION")
+        converted = {
+            send: (await gql(served.client, CAMPAIGN, send=send))["data"]["campaign"]["converted"]
+            for send in (before, after)
+        }
+    variant = conversion["variants"][0]
+    assert (variant["impressions"], variant["clicks"], variant["conversions"]) == (2, 2, 1)
+    assert converted == {before: 1, after: 0}
+
+
+async def test_a_later_event_of_an_order_dated_ahead_converts_no_click_after_the_order(
+    served: Served,
+) -> None:
+    """The order's ``orders/updated`` arrives after a later click, still dated ahead:
+    bounded by its own arrival it stood as a new order after that click, which then
+    converted. An order counts once, at its first stored event."""
+    person = person_with_history(served.samples)[12]
+    before, after = f"send-{uuid.uuid4().hex[:6]}", f"send-{uuid.uuid4().hex[:6]}"
+    order_id = uuid.uuid4().int % 10**12
+    async with running_experiment(
+        served.client, [("only", "model", 1.0), ("b", "model", 1e-9)]
+    ) as name:
+        now = time.time()
+        earlier = (await recommend(served.client, person, send=before))["recommendations"]
+        await _post(served, sendgrid_request([click(person.email, earlier[0]["url"], before)]))
+        answer = await served.client.post(**_order(person, now + 1800, order_id))
+        assert answer.status_code == 200, answer.text
+        await asyncio.sleep(1.1)  # the next click's whole second is after the order's
+        later = (await recommend(served.client, person, send=after))["recommendations"]
+        await _post(served, sendgrid_request([click(person.email, later[0]["url"], after)]))
+        await asyncio.sleep(1.1)  # the update arrives after the later click
+        updated = _order(person, now + 1800, order_id, topic="orders/updated")
+        answer = await served.client.post(**updated)
+        assert answer.status_code == 200, answer.text
         conversion = await _results(served, name, "CONVERSION")
         converted = {
             send: (await gql(served.client, CAMPAIGN, send=send))["data"]["campaign"]["converted"]
