@@ -16,8 +16,9 @@ so the write is the cheapest the database offers: COPY on Postgres, and on SQLit
 driver-level inserts of 1,000 rows a statement that turn raw values into the forms
 SQLAlchemy stores (a UUID's 32 hex digits, a UTC time as ``YYYY-MM-DD HH:MM:SS.ffffff``,
 JSON text) in SQLite's own code. A customer erased (or merged away) between serving and
-the write leaves a row the foreign key refuses: the batch is then written without that
-customer's rows, rather than retried for ever.
+the write leaves a row the foreign key refuses: the batch is then written with a merged
+customer's rows given to the customer they were merged into (as the merge moved their
+stored lists) and without an erased customer's, rather than retried for ever.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from gateway.db.bulk import insert_tuples, is_postgres
-from gateway.db.models import Customer
+from gateway.db.models import AuditEntry, Customer
 from gateway.db.recommendation_models import RecommendationImpression
 from gateway.row_buffer import Lull, RowBuffer
 
@@ -53,6 +54,9 @@ _MAX_ROWS = 200_000
 # table grows), the size of a 5 s batch of a saturated endpoint.
 _ROWS_A_WRITE = 20_000
 SURFACES = ("graphql", "api", "render")
+# What a merge or a linker's fold audits, with the id it removed as ``details.merged``.
+_MERGES = ("merge_customers", "fold_customers")
+_MERGE_HOPS = 5  # merged into one later merged again: followed this far
 
 
 class Impression(NamedTuple):
@@ -114,13 +118,18 @@ class ImpressionLog:
         try:
             await self._insert(batch)
         except (IntegrityError, IntegrityConstraintViolationError):
-            # A customer gone since: keep the rows of those still stored.
+            # A customer gone since: merged away, their rows go to whom they were merged
+            # into (a click on the list is then still attributed); erased, they are not
+            # written.
             kept = await self._of_existing(batch)
             if len(kept) < len(batch):
-                logger.info(
-                    "impressions of customers erased or merged meanwhile not written",
-                    extra={"dropped": len(batch) - len(kept)},
-                )
+                moved = await self._of_survivors(batch, {row[1] for row in kept})
+                kept += moved
+                if len(kept) < len(batch):
+                    logger.info(
+                        "impressions of customers erased meanwhile not written",
+                        extra={"dropped": len(batch) - len(kept), "moved": len(moved)},
+                    )
             await self._insert(kept)
 
     async def _insert(self, batch: Sequence[Impression | _Row]) -> None:
@@ -134,14 +143,48 @@ class ImpressionLog:
                 await _sqlite(connection, batch)
 
     async def _of_existing(self, batch: Sequence[Impression | _Row]) -> list[Impression | _Row]:
-        ids = [uuid.UUID(hex) for hex in {row[1] for row in batch}]
-        found: set[str] = set()
         async with self._sessions() as session:
-            for start in range(0, len(ids), _IDS_PER_QUERY):
-                part = ids[start : start + _IDS_PER_QUERY]
-                query = select(Customer.id).where(Customer.id.in_(part))
-                found.update(customer.hex for customer in await session.scalars(query))
+            found = await _existing(session, {row[1] for row in batch})
         return [row for row in batch if row[1] in found]
+
+    async def _of_survivors(
+        self, batch: Sequence[Impression | _Row], stored: set[str]
+    ) -> list[Impression | _Row]:
+        """The rows of customers merged away since, each given the customer it was
+        merged into (through later merges too), when that one is still stored. A merge
+        or a fold is audited with the id it removed (gateway/identity/merges.py,
+        linkage/folding.py); only merges since the oldest row was served, less a day
+        (a list served from a customer cached just before the merge), are read."""
+        gone = {row[1] for row in batch} - stored
+        oldest = min(row[2] for row in batch) // 1000
+        since = _EPOCH + timedelta(microseconds=oldest) - timedelta(days=1)
+        into: dict[str, str] = {}
+        asked = gone
+        async with self._sessions() as session:
+            for _ in range(_MERGE_HOPS):
+                if not asked:
+                    break
+                merged = AuditEntry.details["merged"].as_string()
+                names = [str(uuid.UUID(hex)) for hex in asked]  # audited with hyphens
+                found: dict[str, str] = {}
+                for start in range(0, len(names), _IDS_PER_QUERY):
+                    query = select(merged, AuditEntry.customer_id).where(
+                        AuditEntry.operation.in_(_MERGES),
+                        AuditEntry.occurred_at >= since,
+                        merged.in_(names[start : start + _IDS_PER_QUERY]),
+                    )
+                    for away, survivor in await session.execute(query):
+                        if survivor is not None:
+                            found[uuid.UUID(away).hex] = survivor.hex
+                into.update(found)
+                asked = set(found.values()) - set(into)
+            final = {hex: _last(hex, into) for hex in gone if hex in into}
+            alive = await _existing(session, set(final.values()))
+        return [
+            (row[0], final[row[1]], *row[2:])
+            for row in batch
+            if row[1] in final and final[row[1]] in alive
+        ]
 
 
 def _postgres_records(batch: Sequence[Impression | _Row]) -> list[tuple[object, ...]]:
@@ -226,3 +269,22 @@ _STATEMENT = (
     )
     + " FROM json_each(?)"
 )
+
+
+async def _existing(session: AsyncSession, customers: set[str]) -> set[str]:
+    """Which of ``customers`` (hex digits) are stored."""
+    ids = [uuid.UUID(hex) for hex in customers]
+    found: set[str] = set()
+    for start in range(0, len(ids), _IDS_PER_QUERY):
+        query = select(Customer.id).where(Customer.id.in_(ids[start : start + _IDS_PER_QUERY]))
+        found.update(customer.hex for customer in await session.scalars(query))
+    return found
+
+
+def _last(customer: str, into: dict[str, str]) -> str:
+    """Where ``customer``'s merges end (``into`` maps each merged-away id onwards)."""
+    for _ in range(_MERGE_HOPS + 1):
+        if customer not in into:
+            break
+        customer = into[customer]
+    return customer

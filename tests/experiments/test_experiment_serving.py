@@ -15,10 +15,12 @@ from sqlalchemy import false, select
 
 from demo.seed import customer_id_for
 from gateway.access.api_keys import Scope
+from gateway.db.engine import create_sessionmaker
 from gateway.db.models import Customer
 from gateway.db.recommendation_models import RecommendationImpression
 from gateway.experiments.assignment import experiment
 from gateway.experiments.impressions import Impression
+from gateway.identity.merges import merge_customers
 from tests.conftest import api_client
 from tests.experiments.serving import (
     SAVE,
@@ -268,3 +270,26 @@ async def test_a_queued_impression_is_nothing_the_garbage_collector_follows(
     assert [gc.is_tracked(row) for row in queued] == [False, False]
     stored = await _impressions(served, customer_id=customer_id_for(person))
     assert {row.send_id for row in stored} >= {"gc-1", "gc-2"}
+
+
+async def test_impressions_of_a_customer_merged_away_before_the_write_go_to_the_survivor(
+    served: Served,
+) -> None:
+    """A list served to B, then B merged into A and A into C before the write (a merge
+    during a send's lull): the row is written to C, as the merges moved B's and A's
+    stored lists, so a click on it is still attributed. It was dropped; an erased
+    customer's row still is."""
+    services = services_of(served.app)
+    sessions = create_sessionmaker(services.engine)
+    people = person_with_history(served.samples)[21:24]
+    a, b, c = (customer_id_for(p) for p in people)
+    gone = uuid.uuid4()  # never stored: as one erased
+    send = f"merge-{uuid.uuid4().hex[:6]}"
+    for list_id, customer in (("ml-b", b), ("ml-gone", gone), ("ml-c", c)):
+        row = (customer.hex, time.time_ns(), "api", "model", None, None, send, ("1",))
+        services.impressions.record((f"{list_id}-{send}", *row))
+    assert await merge_customers(sessions, a, b, "same person") == a
+    assert await merge_customers(sessions, c, a, "same person again") == c
+    await services.impressions.flush()
+    stored = {r.list_id: r.customer_id for r in await _impressions(served, send_id=send)}
+    assert stored == {f"ml-b-{send}": c, f"ml-c-{send}": c}
