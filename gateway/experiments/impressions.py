@@ -57,6 +57,7 @@ SURFACES = ("graphql", "api", "render")
 # What a merge or a linker's fold audits, with the id it removed as ``details.merged``.
 _MERGES = ("merge_customers", "fold_customers")
 _MERGE_HOPS = 5  # merged into one later merged again: followed this far
+_CACHED_AT_MOST = timedelta(hours=1)  # slack for a list served after the merge
 
 
 class Impression(NamedTuple):
@@ -153,11 +154,13 @@ class ImpressionLog:
         """The rows of customers merged away since, each given the customer it was
         merged into (through later merges too), when that one is still stored. A merge
         or a fold is audited with the id it removed (gateway/identity/merges.py,
-        linkage/folding.py); only merges since the oldest row was served, less a day
-        (a list served from a customer cached just before the merge), are read."""
+        linkage/folding.py); only merges since the oldest row was served, less an hour
+        of slack (a list served just after a merge from a cache not yet told of it), are
+        read: the audit log holds a row for every read and the merges have no index of
+        their own, so a range of it is scanned."""
         gone = {row[1] for row in batch} - stored
         oldest = min(row[2] for row in batch) // 1000
-        since = _EPOCH + timedelta(microseconds=oldest) - timedelta(days=1)
+        since = _EPOCH + timedelta(microseconds=oldest) - _CACHED_AT_MOST
         into: dict[str, str] = {}
         asked = gone
         async with self._sessions() as session:
@@ -177,7 +180,9 @@ class ImpressionLog:
                         if survivor is not None:
                             found[uuid.UUID(away).hex] = survivor.hex
                 into.update(found)
-                asked = set(found.values()) - set(into)
+                # Only survivors gone too are asked after: most are stored.
+                onwards = set(found.values()) - set(into)
+                asked = onwards - await _existing(session, onwards)
             final = {hex: _last(hex, into) for hex in gone if hex in into}
             alive = await _existing(session, set(final.values()))
         return [

@@ -20,6 +20,7 @@ from gateway.db.models import Customer
 from gateway.db.recommendation_models import RecommendationImpression
 from gateway.experiments.assignment import experiment
 from gateway.experiments.impressions import Impression
+from gateway.identity.linkage.folding import fold_customers
 from gateway.identity.merges import merge_customers
 from tests.conftest import api_client
 from tests.experiments.serving import (
@@ -275,8 +276,8 @@ async def test_a_queued_impression_is_nothing_the_garbage_collector_follows(
 async def test_impressions_of_a_customer_merged_away_before_the_write_go_to_the_survivor(
     served: Served,
 ) -> None:
-    """A list served to B, then B merged into A and A into C before the write (a merge
-    during a send's lull): the row is written to C, as the merges moved B's and A's
+    """A list served to B, then B merged into A and A folded into C by the linker before
+    the write (during a send's lull): the row is written to C, as the merges moved B's and A's
     stored lists, so a click on it is still attributed. It was dropped; an erased
     customer's row still is."""
     services = services_of(served.app)
@@ -289,7 +290,8 @@ async def test_impressions_of_a_customer_merged_away_before_the_write_go_to_the_
         row = (customer.hex, time.time_ns(), "api", "model", None, None, send, ("1",))
         services.impressions.record((f"{list_id}-{send}", *row))
     assert await merge_customers(sessions, a, b, "same person") == a
-    assert await merge_customers(sessions, c, a, "same person again") == c
+    async with services.engine.begin() as connection:  # the linker's fold: A into C
+        assert await fold_customers(connection, [(a, c)]) == {a}
     await services.impressions.flush()
     stored = {r.list_id: r.customer_id for r in await _impressions(served, send_id=send)}
     assert stored == {f"ml-b-{send}": c, f"ml-c-{send}": c}
