@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from gateway.experiments.order_times import ORDER_COMPLETED, not_after
-from gateway.ingest.json_text import refusal
+from gateway.ingest.json_text import single_json
 
 SOURCES = ("hubspot", "shopify", "segment", "sendgrid", "mandrill")
 M = TypeVar("M", bound=BaseModel)
@@ -379,11 +378,11 @@ def _contact_points(
 
 
 def parse_json(body: bytes) -> Any:
-    """The body as JSON, or a 400 that says it is not (a 422 for text that is not Unicode)."""
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise PayloadError(*refusal(body)) from None
+    """The body as JSON, or a 400 that says it is not (a 422 for text no database stores)."""
+    data, refused = single_json(body)
+    if refused is not None:
+        raise PayloadError(*refused)
+    return data
 
 
 def _validate(model: type[M], data: Any) -> M:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import tracemalloc
 import uuid
 from typing import Any
 
@@ -295,6 +296,22 @@ def test_text_no_database_stores_is_found_deep(escape: bytes, depth: int) -> Non
     (item,) = parse_sendgrid(b"[" + event + b', "deep": ' + deep + b"}]")
     assert isinstance(item, SkippedEvent)
     assert item.field == "0.deep" + ".0" * depth
+
+
+def test_a_wide_list_deep_down_is_walked_in_little_memory() -> None:
+    """The walk for text no database stores made every child's path up front: for a
+    0.6 MB event with 300,000 numbers 900 levels down, 610 MB and 1.6 s of the loop."""
+    wide = b"[" * 900 + b",".join([b"0"] * 300_000) + b"]" * 900
+    event = b'{"email": "a@example.com", "timestamp": 1, "event": "open", "sg_event_id": "e"'
+    tracemalloc.start()
+    try:
+        (item,) = parse_sendgrid(b"[" + event + b', "x": ' + wide + b', "y": "\\u0000"}]')
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert isinstance(item, SkippedEvent)
+    assert item.field == "0.y"
+    assert peak < 100 * 2**20  # the parsed body itself is ~10 MB of Python objects
 
 
 @SLOW

@@ -206,6 +206,31 @@ async def test_a_lone_surrogate_in_one_object_is_a_422_naming_its_field(
     assert await row_counts(database_url) == before
 
 
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (lambda: shopify_request({"id": 5, "first_name": "A\x00"}), "first_name"),
+        (lambda: segment_request({**TRACK, "event": "Order\x00"}), "event"),
+        (
+            lambda: hubspot_request([hubspot_change(external_id(), "city", "Bo\x00n")]),
+            "0.propertyValue",
+        ),
+    ],
+    ids=["shopify", "segment", "hubspot"],
+)
+async def test_a_nul_in_one_object_is_a_422_naming_its_field(
+    gateway: httpx.AsyncClient, database_url: str, request_: Any, field: str
+) -> None:
+    """PostgreSQL's text holds no NUL: a Segment event named "Order\\u0000" failed its
+    insert, a 500 the sender retried for ever (ESP events were already rejected for
+    one). Refused, naming the field, nothing written."""
+    before = await row_counts(database_url)
+    response = await gateway.post(**request_())
+    assert response.status_code == 422, response.text
+    assert response.json()["reason"] == f"{field}: a NUL character"
+    assert await row_counts(database_url) == before
+
+
 NOT_JSON = [
     b"{oops",
     b'[{"url": "\\ud800"},]',  # a lone surrogate and a trailing comma
