@@ -26,6 +26,22 @@ def is_postgres(connection: AsyncConnection) -> bool:
     return connection.dialect.name == "postgresql"
 
 
+def json_element(at: int) -> str:
+    """SQLite: element ``at`` of the JSON array ``json_each`` walks (as ``value``)."""
+    return f"json_extract(value, '$[{at}]')"
+
+
+def sqlite_utc_text(nanoseconds: str) -> str:
+    """SQLite: the SQL expression turning ``nanoseconds`` since the epoch (an integer
+    expression) into the text SQLAlchemy stores a UTC time as on SQLite,
+    ``YYYY-MM-DD HH:MM:SS.ffffff`` (truncated to the microsecond), for writers that
+    insert a JSON array of rows through ``json_each`` (nothing converted in Python)."""
+    return (
+        f"strftime('%Y-%m-%d %H:%M:%S', {nanoseconds} / 1000000000, 'unixepoch')"
+        f" || printf('.%06d', {nanoseconds} / 1000 % 1000000)"
+    )
+
+
 async def insert_rows(
     connection: AsyncConnection, table: Table, rows: Sequence[Mapping[str, Any]]
 ) -> None:

@@ -35,7 +35,7 @@ from sqlalchemy import Table, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from gateway.db.bulk import insert_tuples, is_postgres
+from gateway.db.bulk import insert_tuples, is_postgres, json_element, sqlite_utc_text
 from gateway.db.models import AuditEntry, Customer
 from gateway.db.recommendation_models import RecommendationImpression
 from gateway.row_buffer import Lull, RowBuffer
@@ -251,10 +251,6 @@ def _encodable(row: Impression | _Row) -> bool:
     return True
 
 
-def _field(at: int) -> str:
-    return f"json_extract(value, '$[{at}]')"
-
-
 # An insert of a JSON array of impressions (``Impression``'s fields, as orjson writes
 # them: the customer's UUID as 32 hex digits, the time in nanoseconds, the items an
 # array), stored as SQLAlchemy stores them on SQLite: a UUID as 32 lowercase hex digits
@@ -265,11 +261,10 @@ _STATEMENT = (
     f"INSERT INTO {_TABLE.name} ({', '.join(_COLUMNS)}) SELECT "
     + ", ".join(
         [
-            _field(0),
-            _field(1),
-            f"strftime('%Y-%m-%d %H:%M:%S', {_field(2)} / 1000000000, 'unixepoch')"
-            f" || printf('.%06d', {_field(2)} / 1000 % 1000000)",
-            *(_field(at) for at in range(3, 9)),
+            json_element(0),
+            json_element(1),
+            sqlite_utc_text(json_element(2)),
+            *(json_element(at) for at in range(3, 9)),
         ]
     )
     + " FROM json_each(?)"
