@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     Boolean,
+    ColumnElement,
     Computed,
     DateTime,
     ForeignKey,
@@ -269,6 +270,15 @@ class Event(Base):
     session_id: Mapped[str | None] = mapped_column(
         Text, Computed("properties -> 'properties' ->> 'session_id'")
     )
+
+
+def order_key(event: Any) -> ColumnElement[str]:
+    """The order an order event is a copy of (``event``: ``Event`` or an alias of it):
+    Shopify's ``order_id`` at the top of the stored properties, Segment's inside
+    ``properties``; NULL when neither has one. One expression for every reader that
+    makes one order of its copies (the scores' ledger, the experiments' conversions)."""
+    props = event.properties
+    return func.coalesce(props["order_id"].as_string(), props["properties"]["order_id"].as_string())
 
 
 class Template(Base):

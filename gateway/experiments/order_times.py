@@ -22,7 +22,7 @@ from sqlalchemy import ColumnElement, Interval, String, and_, func, literal, sel
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import SQLCoreOperations
 
-from gateway.db.models import Event
+from gateway.db.models import Event, order_key
 from gateway.scores.store import ORDER_TYPES
 
 ORDER_COMPLETED = "track:Order Completed"  # Segment's order (as ORDER_TYPES names it)
@@ -69,7 +69,7 @@ def ordered_after(
             earlier.customer_id == customer,
             earlier.type.in_(ORDER_TYPES),
             earlier.occurred_at <= clicked_at,
-            _order_id(earlier) == _order_id(order),
+            order_key(earlier).cast(String) == order_key(order).cast(String),
         )
         .correlate_except(earlier)
     )
@@ -84,12 +84,3 @@ def ordered_after(
         .correlate_except(order)
         .exists()
     )
-
-
-def _order_id(event: Any) -> ColumnElement[str]:
-    # Shopify's ``order_id`` at the top of the stored properties, Segment's inside
-    # ``properties`` (as gateway/scores/store.py reads them).
-    props = event.properties
-    return func.coalesce(
-        props["order_id"].as_string(), props["properties"]["order_id"].as_string()
-    ).cast(String)

@@ -35,13 +35,15 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from gateway.db.bulk import insert_tuples
 from gateway.db.locks import committed_before, lock_customers, run_lock
-from gateway.db.models import Consent, Customer, Event
+from gateway.db.models import Consent, Customer, Event, order_key
 from gateway.db.score_models import CustomerScore, ScoreBuild, ScoreModel
 from gateway.privacy.consent import Purpose
 from gateway.scores.ledger import Ledger, ledger_of
 from gateway.scores.model_seal import UntrustedModel, seal, unseal
 
 ORDER_TYPES = ("orders/create", "orders/paid", "orders/updated", "track:Order Completed")
+
+
 _BEHAVIOURAL = or_(Event.type.like("track:%"), Event.type == "page")
 _TABLE: Table = CustomerScore.__table__  # type: ignore[assignment]
 COLUMNS = tuple(c.name for c in _TABLE.columns)
@@ -182,7 +184,7 @@ class ScoreStore:
             who = who.where(Customer.id.in_(customers))
         props = Event.properties
         inner = props["properties"]
-        key = func.coalesce(props["order_id"].as_string(), inner["order_id"].as_string())
+        key = order_key(Event)
         copies = (
             select(
                 Event.customer_id.label("customer"),
