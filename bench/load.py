@@ -223,11 +223,11 @@ def run(cache: str, duration: int, connections: int, redis_url: str = DEFAULT_RE
                         results["cached batch of 100"] = run_wrk(
                             url, lua_posts(batches), 4, duration, workdir
                         )
-                        # Four turns: a turn's p99 ratio moves by up to ~15 % on a shared
-                        # machine, the median of two by nearly as much.
+                        # Six turns: a turn's p99 ratio moves by up to ~15 % on a shared
+                        # machine, the median of two by nearly as much, of four by ~5 %.
                         results.update(
                             impressions_ab(
-                                env, people, ids, connections, duration, workdir, turns=4
+                                env, people, ids, connections, duration, workdir, turns=6
                             )
                         )
                         # Let requests wrk left in flight finish (a stock refresh among
