@@ -64,7 +64,7 @@ _STATEMENT = (
             f"json_object('action', {json_element(4)}, 'key_id', {json_element(5)})",
         ]
     )
-    + " FROM json_each(?)"
+    + " FROM json_each(?) ORDER BY key"  # the ids in the order the entries came
 )
 
 
@@ -136,9 +136,15 @@ class AuditLog:
                 await _copy(connection, batch)
                 return
             for start in range(0, len(batch), _CHUNK):
-                await connection.exec_driver_sql(
-                    _STATEMENT, (_json(batch[start : start + _CHUNK]),)
-                )
+                chunk = batch[start : start + _CHUNK]
+                rows = _json(chunk)
+                if "\\u0000" in rows:
+                    # SQLite's json_extract ends text at a NUL (a key's name may hold
+                    # one): these are bound a value at a time, and stored whole.
+                    bound = [_bound(entry) for entry in chunk]
+                    await insert_tuples(connection, _TABLE, _COPY_COLUMNS, bound)
+                else:
+                    await connection.exec_driver_sql(_STATEMENT, (rows,))
 
     async def aclose(self) -> None:
         """Write everything recorded so far; a write already under way finishes first."""
@@ -197,10 +203,19 @@ async def _copy(connection: AsyncConnection, batch: list[_Entry]) -> None:
         await insert_tuples(connection, _TABLE, _COPY_COLUMNS, rows[start : start + _COPY_CHUNK])
 
 
+def _bound(entry: _Entry) -> tuple[object, ...]:
+    """An entry as the ORM's types take it (``insert_tuples`` binds it through them)."""
+    moment, actor, operation, customer, action, key_id = entry
+    stamp = _EPOCH + timedelta(microseconds=moment // 1000)
+    who = None if customer is None else uuid.UUID(customer)
+    return (stamp, actor, operation, who, {"action": action, "key_id": key_id})
+
+
 def _json(entries: Sequence[_Entry]) -> str:
-    """The entries as one JSON array (text: SQLite's JSON functions read no blob). Text
-    JSON cannot hold (a lone surrogate) is written with "?" in its place: the entry is
-    kept, and its batch is not refused on every retry."""
+    """The entries as one JSON array (text: SQLite's JSON functions read no blob). On
+    SQLite, text JSON cannot hold (a lone surrogate) is written with "?" in its place:
+    the entry is kept, and its batch is not refused on every retry. (Postgres's COPY
+    refuses such text as it always did; no stored key's name can hold one.)"""
     try:
         return orjson.dumps(entries).decode()
     except orjson.JSONEncodeError:

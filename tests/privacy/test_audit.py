@@ -14,6 +14,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.db.migrate import upgrade_connection
 from gateway.db.models import AuditEntry
 from gateway.privacy.audit import Action, AuditLog
 
@@ -246,3 +247,25 @@ async def test_a_queued_entry_is_nothing_the_garbage_collector_follows() -> None
     finally:
         assert log._buffer._task is not None
         log._buffer._task.cancel()  # nothing to write them to
+
+
+async def test_a_name_with_a_nul_is_stored_whole_on_sqlite(sqlite_url: str) -> None:
+    """SQLite's json_extract ends text at a NUL, which a key's name may hold there
+    (Postgres refuses it when the key is made): such entries are bound a value at a time,
+    as the ORM stores them, not cut short; the rest of their batch as usual."""
+    engine = create_engine(sqlite_url)
+    try:
+        async with engine.begin() as connection:  # migrated, if no test did yet
+            await upgrade_connection(connection)
+        log = AuditLog(create_sessionmaker(engine), flush_interval_s=60)
+        actor = f"nul-{uuid.uuid4().hex[:8]}"
+        for name in (f"{actor}\x00x", actor):
+            log.record(
+                actor=name, key_id="k\x00", action=Action.READ, operation="op", customer_ids=[None]
+            )
+        await log.aclose()
+        found = await log.query(actor=f"{actor}\x00x")
+        assert [(r.actor, r.key_id) for r in found] == [(f"{actor}\x00x", "k\x00")]
+        assert len(await log.query(actor=actor)) == 1
+    finally:
+        await engine.dispose()
