@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import cast
+from typing import TypeVar, cast
 
 import orjson
 from sqlalchemy import Table, select
@@ -39,6 +39,7 @@ _TABLE = cast(Table, AuditEntry.__table__)
 _COPY_CHUNK = 2000
 _COPY_COLUMNS = ("occurred_at", "actor", "operation", "customer_id", "details")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_T = TypeVar("_T")
 
 # A queued entry: (the clock's time in nanoseconds, actor, operation, the customer's
 # UUID as 32 hex digits or None, action, key id). Strings and numbers only, made on the
@@ -204,11 +205,12 @@ async def _copy(connection: AsyncConnection, batch: list[_Entry]) -> None:
 
 
 def _bound(entry: _Entry) -> tuple[object, ...]:
-    """An entry as the ORM's types take it (``insert_tuples`` binds it through them)."""
+    """An entry as the ORM's types take it (``insert_tuples`` binds it through them),
+    its text the driver cannot encode (a lone surrogate) with "?" in its place."""
     moment, actor, operation, customer, action, key_id = entry
     stamp = _EPOCH + timedelta(microseconds=moment // 1000)
     who = None if customer is None else uuid.UUID(customer)
-    return (stamp, actor, operation, who, {"action": action, "key_id": key_id})
+    return (stamp, _text(actor), _text(operation), who, {"action": action, "key_id": key_id})
 
 
 def _json(entries: Sequence[_Entry]) -> str:
@@ -222,7 +224,7 @@ def _json(entries: Sequence[_Entry]) -> str:
         return orjson.dumps([[_text(value) for value in entry] for entry in entries]).decode()
 
 
-def _text(value: object) -> object:
+def _text(value: _T) -> _T:
     if isinstance(value, str):
-        return value.encode("utf-8", "replace").decode("utf-8")
+        return cast(_T, value.encode("utf-8", "replace").decode("utf-8"))
     return value

@@ -259,7 +259,7 @@ async def test_a_name_with_a_nul_is_stored_whole_on_sqlite(sqlite_url: str) -> N
             await upgrade_connection(connection)
         log = AuditLog(create_sessionmaker(engine), flush_interval_s=60)
         actor = f"nul-{uuid.uuid4().hex[:8]}"
-        for name in (f"{actor}\x00x", actor):
+        for name in (f"{actor}\x00x", actor, f"{actor}\x00\ud800"):
             log.record(
                 actor=name, key_id="k\x00", action=Action.READ, operation="op", customer_ids=[None]
             )
@@ -267,5 +267,7 @@ async def test_a_name_with_a_nul_is_stored_whole_on_sqlite(sqlite_url: str) -> N
         found = await log.query(actor=f"{actor}\x00x")
         assert [(r.actor, r.key_id) for r in found] == [(f"{actor}\x00x", "k\x00")]
         assert len(await log.query(actor=actor)) == 1
+        # With a lone surrogate too (the driver cannot encode it): kept, with "?".
+        assert len(await log.query(actor=f"{actor}\x00?")) == 1
     finally:
         await engine.dispose()
