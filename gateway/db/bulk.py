@@ -7,6 +7,7 @@ import contextlib
 import functools
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from asyncpg.exceptions import UniqueViolationError
@@ -20,6 +21,7 @@ _CHUNK = 2000  # bind parameters per IN list (SQLite), well under its limit
 _VALUES_ROWS = 500
 _VALUES_PARAMETERS = 32_000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 _VALUES_REST = (256, 128, 64, 32, 16, 8, 4, 2, 1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def is_postgres(connection: AsyncConnection) -> bool:
@@ -29,6 +31,13 @@ def is_postgres(connection: AsyncConnection) -> bool:
 def json_element(at: int) -> str:
     """SQLite: element ``at`` of the JSON array ``json_each`` walks (as ``value``)."""
     return f"json_extract(value, '$[{at}]')"
+
+
+def utc_of_ns(nanoseconds: int) -> datetime:
+    """A ``time.time_ns()`` reading as an aware UTC datetime, truncated to the
+    microsecond (as ``sqlite_utc_text`` truncates): for the COPY of rows queued with
+    the clock's integer time."""
+    return _EPOCH + timedelta(microseconds=nanoseconds // 1000)
 
 
 def sqlite_utc_text(nanoseconds: str) -> str:

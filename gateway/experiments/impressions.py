@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import NamedTuple, cast
 
 import orjson
@@ -35,7 +35,13 @@ from sqlalchemy import Table, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from gateway.db.bulk import insert_tuples, is_postgres, json_element, sqlite_utc_text
+from gateway.db.bulk import (
+    insert_tuples,
+    is_postgres,
+    json_element,
+    sqlite_utc_text,
+    utc_of_ns,
+)
 from gateway.db.models import AuditEntry, Customer
 from gateway.db.recommendation_models import RecommendationImpression
 from gateway.row_buffer import Lull, RowBuffer
@@ -159,15 +165,14 @@ class ImpressionLog:
         read: the audit log holds a row for every read and the merges have no index of
         their own, so a range of it is scanned."""
         gone = {row[1] for row in batch} - stored
-        oldest = min(row[2] for row in batch) // 1000
-        since = _EPOCH + timedelta(microseconds=oldest) - _CACHED_AT_MOST
+        since = utc_of_ns(min(row[2] for row in batch)) - _CACHED_AT_MOST
         into: dict[str, str] = {}
         asked = gone
+        merged = AuditEntry.details["merged"].as_string()
         async with self._sessions() as session:
             for _ in range(_MERGE_HOPS):
                 if not asked:
                     break
-                merged = AuditEntry.details["merged"].as_string()
                 names = [str(uuid.UUID(hex)) for hex in asked]  # audited with hyphens
                 found: dict[str, str] = {}
                 for start in range(0, len(names), _IDS_PER_QUERY):
@@ -205,11 +210,7 @@ def _postgres(row: Impression | _Row) -> tuple[object, ...]:
     # COPY takes the values as they are (a uuid column its hex digits too), but a time as
     # a datetime and a json column its text.
     list_id, customer, moment, *rest, items = row
-    stamp = _EPOCH + timedelta(microseconds=moment // 1000)
-    return (list_id, customer, stamp, *rest, orjson.dumps(items).decode())
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+    return (list_id, customer, utc_of_ns(moment), *rest, orjson.dumps(items).decode())
 
 
 async def _sqlite(connection: AsyncConnection, batch: Sequence[Impression | _Row]) -> None:

@@ -80,12 +80,15 @@ def new_list_id() -> str:
     """A served list's id: 16 URL-safe characters, the time in milliseconds (6 bytes,
     so the table's key grows at one end: cheap inserts) then 6 random bytes. Nothing
     needs it unguessable: a link is trusted for its tag, not for its id."""
-    return _encode(_new_list_bytes())
+    return _encode(_new_list_bytes(1))
 
 
-def _new_list_bytes() -> bytes:
+def _new_list_bytes(count: int) -> bytes:
+    """``count`` list ids' 12 bytes each, end to end: one clock reading for all (the
+    time's 6 bytes) and one draw of their random 6 each."""
     moment = (time.time_ns() // 1_000_000).to_bytes(6, "big")
-    return moment + _IDS.getrandbits(48).to_bytes(6, "big")
+    noise = _IDS.randbytes(6 * count)
+    return b"".join([moment + noise[at : at + 6] for at in range(0, len(noise), 6)])
 
 
 class Tracker:
@@ -132,9 +135,7 @@ class Tracker:
         prepared (a batch lasts milliseconds under load; an idle gateway's first lists
         carry an older time, which only places their rows a little inside the key's
         order)."""
-        moment = (time.time_ns() // 1_000_000).to_bytes(6, "big")
-        noise = _IDS.randbytes(6 * _PREPARED)
-        ids = _encode(b"".join([moment + noise[at : at + 6] for at in range(0, len(noise), 6)]))
+        ids = _encode(_new_list_bytes(_PREPARED))
         # As ``_block`` signs them: block 0, then the id's characters.
         signed = ids.encode()
         mac = self._keyed.copy

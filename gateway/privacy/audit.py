@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TypeVar, cast
 
@@ -23,7 +23,13 @@ import orjson
 from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from gateway.db.bulk import insert_tuples, is_postgres, json_element, sqlite_utc_text
+from gateway.db.bulk import (
+    insert_tuples,
+    is_postgres,
+    json_element,
+    sqlite_utc_text,
+    utc_of_ns,
+)
 from gateway.db.models import AuditEntry
 from gateway.row_buffer import RowBuffer
 
@@ -38,7 +44,6 @@ _TABLE = cast(Table, AuditEntry.__table__)
 # each step of the loop short all the same.
 _COPY_CHUNK = 2000
 _COPY_COLUMNS = ("occurred_at", "actor", "operation", "customer_id", "details")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _T = TypeVar("_T")
 
 # A queued entry: (the clock's time in nanoseconds, actor, operation, the customer's
@@ -198,8 +203,7 @@ async def _copy(connection: AsyncConnection, batch: list[_Entry]) -> None:
         text = texts.get((action, key_id))
         if text is None:
             text = texts[action, key_id] = json.dumps({"action": action, "key_id": key_id})
-        stamp = _EPOCH + timedelta(microseconds=moment // 1000)
-        rows.append((stamp, actor, operation, customer, text))
+        rows.append((utc_of_ns(moment), actor, operation, customer, text))
     for start in range(0, len(rows), _COPY_CHUNK):
         await insert_tuples(connection, _TABLE, _COPY_COLUMNS, rows[start : start + _COPY_CHUNK])
 
@@ -208,9 +212,14 @@ def _bound(entry: _Entry) -> tuple[object, ...]:
     """An entry as the ORM's types take it (``insert_tuples`` binds it through them),
     its text the driver cannot encode (a lone surrogate) with "?" in its place."""
     moment, actor, operation, customer, action, key_id = entry
-    stamp = _EPOCH + timedelta(microseconds=moment // 1000)
     who = None if customer is None else uuid.UUID(customer)
-    return (stamp, _text(actor), _text(operation), who, {"action": action, "key_id": key_id})
+    return (
+        utc_of_ns(moment),
+        _text(actor),
+        _text(operation),
+        who,
+        {"action": action, "key_id": key_id},
+    )
 
 
 def _json(entries: Sequence[_Entry]) -> str:

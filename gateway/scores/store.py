@@ -42,8 +42,6 @@ from gateway.scores.ledger import Ledger, ledger_of
 from gateway.scores.model_seal import UntrustedModel, seal, unseal
 
 ORDER_TYPES = ("orders/create", "orders/paid", "orders/updated", "track:Order Completed")
-
-
 _BEHAVIOURAL = or_(Event.type.like("track:%"), Event.type == "page")
 _TABLE: Table = CustomerScore.__table__  # type: ignore[assignment]
 COLUMNS = tuple(c.name for c in _TABLE.columns)
