@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -28,11 +29,6 @@ def is_postgres(connection: AsyncConnection) -> bool:
     return connection.dialect.name == "postgresql"
 
 
-def json_element(at: int) -> str:
-    """SQLite: element ``at`` of the JSON array ``json_each`` walks (as ``value``)."""
-    return f"json_extract(value, '$[{at}]')"
-
-
 def utc_of_ns(nanoseconds: int) -> datetime:
     """A ``time.time_ns()`` reading as an aware UTC datetime, truncated to the
     microsecond (as ``sqlite_utc_text`` truncates): for the COPY of rows queued with
@@ -44,7 +40,7 @@ def sqlite_utc_text(nanoseconds: str) -> str:
     """SQLite: the SQL expression turning ``nanoseconds`` since the epoch (an integer
     expression) into the text SQLAlchemy stores a UTC time as on SQLite,
     ``YYYY-MM-DD HH:MM:SS.ffffff`` (truncated to the microsecond), for writers that
-    insert a JSON array of rows through ``json_each`` (nothing converted in Python)."""
+    queue the clock's integer time and convert nothing in Python (``insert_selected``)."""
     return (
         f"strftime('%Y-%m-%d %H:%M:%S', {nanoseconds} / 1000000000, 'unixepoch')"
         f" || printf('.%06d', {nanoseconds} / 1000 % 1000000)"
@@ -99,9 +95,8 @@ async def insert_values(
     busy timeout, "database is locked", retried with a larger batch, and the buffers
     dropped rows. Here the GIL changes hands a few times a statement of hundreds of rows
     (a loop that lets go of it briefly and often can still starve the driver's thread:
-    fewer trips make that rarer, not impossible). The impressions writer goes further on
-    its hot path (gateway/experiments/impressions.py): one JSON value a statement, read by
-    SQLite's json_each, nothing bound or converted a row at a time."""
+    fewer trips make that rarer, not impossible). The writers of a row every request go
+    further (``insert_selected``): nothing converted in Python a value at a time."""
     if not records:
         return
     width = len(columns)
@@ -113,30 +108,94 @@ async def insert_values(
     processors = [table.c[name].type._cached_bind_processor(connection.dialect) for name in columns]
     plain = all(process is None for process in processors)
     preparer, names = connection.dialect.identifier_preparer, tuple(columns)
-    per = max(1, min(_VALUES_ROWS, _VALUES_PARAMETERS // width))
     at = 0
+    for size in _statement_sizes(len(records), width, _VALUES_ROWS):
+        flat: list[Any] = []
+        for record in records[at : at + size]:
+            if plain:
+                flat += record
+            else:
+                flat += [
+                    value if process is None else process(value)
+                    for process, value in zip(processors, record, strict=True)
+                ]
+        sql = _values_statement(preparer, table, names, size)
+        try:
+            await connection.exec_driver_sql(sql, tuple(flat))
+        except DBAPIError as error:
+            # Named by one row, not hundreds of placeholders: the message of a failed
+            # audit flush (logged, and retried each second while SQLite is locked)
+            # was 8.7 kB, where an executemany's named one row.
+            one = _values_statement(preparer, table, names, 1)
+            error.statement = f"{one} ... ({size} rows)"
+            raise
+        at += size
+
+
+def _statement_sizes(rows: int, width: int, most: int) -> Iterator[int]:
+    """How many rows each multi-row statement of ``rows`` rows of ``width`` values takes:
+    as many as allowed, then the rest in powers of two (a few statement texts, each
+    prepared once and kept in the driver's cache, not one for every remainder)."""
+    per = max(1, min(most, _VALUES_PARAMETERS // width))
     for size in (per, *(n for n in _VALUES_REST if n < per)):
-        while len(records) - at >= size:
-            flat: list[Any] = []
-            for record in records[at : at + size]:
-                if plain:
-                    flat += record
-                else:
-                    flat += [
-                        value if process is None else process(value)
-                        for process, value in zip(processors, record, strict=True)
-                    ]
-            sql = _values_statement(preparer, table, names, size)
-            try:
-                await connection.exec_driver_sql(sql, tuple(flat))
-            except DBAPIError as error:
-                # Named by one row, not hundreds of placeholders: the message of a failed
-                # audit flush (logged, and retried each second while SQLite is locked)
-                # was 8.7 kB, where an executemany's named one row.
-                one = _values_statement(preparer, table, names, 1)
-                error.statement = f"{one} ... ({size} rows)"
-                raise
-            at += size
+        count, rows = divmod(rows, size)
+        yield from [size] * count
+
+
+async def insert_selected(
+    connection: AsyncConnection,
+    table: Table,
+    columns: Sequence[str],
+    selected: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    most: int = 1000,
+    encoded: Mapping[int, Callable[[Any], Any]] | None = None,
+) -> None:
+    """SQLite: insert ``rows`` of values the driver binds as they are (text, numbers,
+    NULL, bytes), each stored column being the SQL expression ``selected`` names over
+    the row's values (``column1``, ``column2``, ...: SQLite's names for a VALUES list's):
+    ``INSERT INTO t (columns) SELECT selected FROM (VALUES (?, ...), ...)``, ``most``
+    rows a statement. ``encoded``: the row's values at these positions passed through
+    the function first (a tuple made JSON), over each statement's values at once.
+
+    For the writers of a row every request (audit log, impressions) that queue plain
+    tuples: their values are laid end to end by one C call, bound by the driver in C
+    and turned into the stored forms (a time from nanoseconds, JSON) by SQLite, in the
+    driver's thread. One trip to that thread a statement (not an executemany: see
+    ``insert_values``). Before, such writers bound one JSON array a statement, read back
+    by ``json_each``: each ``json_extract`` parsed its row's text again, ~0.6 us a
+    column (6.8 us an impression row, against 3.7 bound). Text with a lone surrogate
+    cannot be bound: the driver raises ``UnicodeEncodeError`` and nothing is written."""
+    width = len(rows[0]) if rows else 0
+    if any(len(row) != width for row in rows):
+        raise ValueError("rows of different widths")  # would shift values into columns
+    names, chosen = tuple(columns), tuple(selected)
+    at = 0
+    for size in _statement_sizes(len(rows), width, most):
+        sql = _selected_statement(table.name, names, chosen, width, size)
+        values = list(itertools.chain.from_iterable(rows[at : at + size]))
+        for position, encode in (encoded or {}).items():
+            values[position::width] = map(encode, values[position::width])
+        try:
+            await connection.exec_driver_sql(sql, tuple(values))
+        except DBAPIError as error:
+            error.statement = (
+                f"{_selected_statement(table.name, names, chosen, width, 1)} ... ({size} rows)"
+            )
+            raise
+        at += size
+
+
+@functools.lru_cache(maxsize=64)
+def _selected_statement(
+    table: str, columns: tuple[str, ...], selected: tuple[str, ...], width: int, rows: int
+) -> str:
+    one = f"({', '.join('?' * width)})"
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(selected)}"
+        f" FROM (VALUES {', '.join([one] * rows)})"
+    )
 
 
 @functools.lru_cache(maxsize=256)

@@ -36,9 +36,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from gateway.db.bulk import (
+    insert_selected,
     insert_tuples,
     is_postgres,
-    json_element,
     sqlite_utc_text,
     utc_of_ns,
 )
@@ -140,12 +140,21 @@ class ImpressionLog:
             await self._insert(kept)
 
     async def _insert(self, batch: Sequence[Impression | _Row]) -> None:
+        try:
+            await self._insert_all(batch)
+        except (orjson.JSONEncodeError, UnicodeEncodeError):
+            # Text that cannot be stored (a lone surrogate, from an upstream's product id
+            # or a caller's send id), refused before anything was written: the batch
+            # without its rows, rather than refused on every retry.
+            await self._insert_all(_encodable_rows(batch))
+
+    async def _insert_all(self, batch: Sequence[Impression | _Row]) -> None:
         if not batch:
             return
         async with self._sessions.begin() as session:
             connection = await session.connection()
             if is_postgres(connection):
-                await insert_tuples(connection, _TABLE, _COLUMNS, _postgres_records(batch))
+                await insert_tuples(connection, _TABLE, _COLUMNS, [_postgres(row) for row in batch])
             else:
                 await _sqlite(connection, batch)
 
@@ -197,15 +206,6 @@ class ImpressionLog:
         ]
 
 
-def _postgres_records(batch: Sequence[Impression | _Row]) -> list[tuple[object, ...]]:
-    """The batch's rows for COPY, without those JSON cannot hold (as ``_json`` leaves
-    them out): one would fail its batch's COPY every time it is retried."""
-    try:
-        return [_postgres(row) for row in batch]
-    except orjson.JSONEncodeError:
-        return [_postgres(row) for row in _encodable_rows(batch)]
-
-
 def _postgres(row: Impression | _Row) -> tuple[object, ...]:
     # COPY takes the values as they are (a uuid column its hex digits too), but a time as
     # a datetime and a json column its text.
@@ -214,32 +214,26 @@ def _postgres(row: Impression | _Row) -> tuple[object, ...]:
 
 
 async def _sqlite(connection: AsyncConnection, batch: Sequence[Impression | _Row]) -> None:
-    # Statements of _ROWS rows, each bound to one parameter: the rows as one JSON array
-    # (orjson, one C call), read back by SQLite's json_each. Nothing is done per row in
-    # Python and one value is bound a statement, so the serving loop (and the GIL) is
-    # held ~0.2 us a row where 9 values bound a row, made in Python, held it ~1-2 us;
-    # SQLite's parsing and the stored forms' making (_STATEMENT) run in the driver's
-    # thread without the GIL. Not an executemany of one row each: the driver lets go of
-    # the GIL around every step of a statement, and each step of an executemany then
-    # waited for the busy event loop to hand it back (two thread switches a row).
-    for start in range(0, len(batch), _ROWS):
-        await connection.exec_driver_sql(_STATEMENT, (_json(batch[start : start + _ROWS]),))
+    # Statements of _ROWS rows of values bound as queued (the items made JSON text), the
+    # time turned into the stored text by SQLite: the driver's binding and SQLite's work
+    # in the driver's thread (see ``insert_selected``).
+    await insert_selected(
+        connection, _TABLE, _COLUMNS, _SELECTED, batch, most=_ROWS, encoded={8: _json_text}
+    )
 
 
-def _json(rows: Sequence[Impression | _Row]) -> str:
-    """The rows as one JSON array (text: SQLite's JSON functions read no blob). A row
-    JSON cannot hold (a string with a lone surrogate, from an upstream's product id) is
-    left out and logged, not retried for ever with its batch."""
-    try:
-        return orjson.dumps(rows, default=tuple).decode()  # default: ``Impression``s
-    except orjson.JSONEncodeError:
-        return orjson.dumps(_encodable_rows(rows), default=tuple).decode()
+def _json_text(items: Sequence[str]) -> str:
+    # Text, not orjson's bytes: each bytes object keeps orjson's whole first buffer
+    # (~1 kB), and a statement's thousand kept cost ~0.9 us a row to allocate, against
+    # ~0.1 us for the text made of them.
+    return orjson.dumps(items).decode()
 
 
 def _encodable_rows(rows: Sequence[Impression | _Row]) -> list[Impression | _Row]:
     kept = [row for row in rows if _encodable(row)]
     logger.error(
-        "impressions JSON cannot hold not written", extra={"dropped": len(rows) - len(kept)}
+        "impressions whose text cannot be stored not written",
+        extra={"dropped": len(rows) - len(kept)},
     )
     return kept
 
@@ -252,23 +246,15 @@ def _encodable(row: Impression | _Row) -> bool:
     return True
 
 
-# An insert of a JSON array of impressions (``Impression``'s fields, as orjson writes
-# them: the customer's UUID as 32 hex digits, the time in nanoseconds, the items an
-# array), stored as SQLAlchemy stores them on SQLite: a UUID as 32 lowercase hex digits
-# (what the row holds: stored as it is), a UTC
-# time as ``YYYY-MM-DD HH:MM:SS.ffffff`` (to the microsecond, truncated as _postgres
-# truncates), JSON as its text.
-_STATEMENT = (
-    f"INSERT INTO {_TABLE.name} ({', '.join(_COLUMNS)}) SELECT "
-    + ", ".join(
-        [
-            json_element(0),
-            json_element(1),
-            sqlite_utc_text(json_element(2)),
-            *(json_element(at) for at in range(3, 9)),
-        ]
-    )
-    + " FROM json_each(?)"
+# What each column stores on SQLite, as SQLAlchemy stores it, from the queued values
+# (``Impression``'s fields, bound in order as column1..column9): a UUID as its 32 hex
+# digits (what the row holds), a UTC time as ``YYYY-MM-DD HH:MM:SS.ffffff`` (to the
+# microsecond, truncated as _postgres truncates), JSON as its text.
+_SELECTED = (
+    "column1",
+    "column2",
+    sqlite_utc_text("column3"),
+    *(f"column{n}" for n in range(4, 10)),
 )
 
 

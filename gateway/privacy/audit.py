@@ -19,24 +19,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TypeVar, cast
 
-import orjson
 from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from gateway.db.bulk import (
-    insert_tuples,
-    is_postgres,
-    json_element,
-    sqlite_utc_text,
-    utc_of_ns,
-)
+from gateway.db.bulk import insert_selected, insert_tuples, is_postgres, sqlite_utc_text, utc_of_ns
 from gateway.db.models import AuditEntry
 from gateway.row_buffer import RowBuffer
 
 logger = logging.getLogger("gateway.audit")
 _MAX_BUFFER = 50_000  # beyond this the oldest unwritten entries are dropped, and logged
-# Entries a statement on SQLite: one JSON value (a C call to make, ~0.1 ms at 2,000),
-# read by SQLite's json_each in the driver's thread, without the GIL.
+# Entries a statement on SQLite: their values bound as queued, in the driver's thread.
 _CHUNK = 2000
 _TABLE = cast(Table, AuditEntry.__table__)
 # On Postgres, COPY: about a microsecond a row, against ~16 for a bound INSERT row
@@ -53,24 +45,19 @@ _T = TypeVar("_T")
 # SQLite's own code (_STATEMENT), as the impressions writer does.
 _Entry = tuple[int, str, str, str | None, str, str | None]
 
-# An insert of a JSON array of entries, stored as SQLAlchemy stores them on SQLite: a
-# UTC time as ``YYYY-MM-DD HH:MM:SS.ffffff``, a UUID as its 32 hex digits, the details
-# as JSON text. Before this, bound a value at a time through each type's processor:
-# ~16 us of the event loop's thread an entry, and a stall of the requests in flight at
-# every 500 (bench/impressions: the writes of a saturated endpoint's reads took ~45 %
-# of the wall time and most of its p95-p99 latency).
-_STATEMENT = (
-    f"INSERT INTO {_TABLE.name} ({', '.join(_COPY_COLUMNS)}) SELECT "
-    + ", ".join(
-        [
-            sqlite_utc_text(json_element(0)),
-            json_element(1),
-            json_element(2),
-            json_element(3),
-            f"json_object('action', {json_element(4)}, 'key_id', {json_element(5)})",
-        ]
-    )
-    + " FROM json_each(?) ORDER BY key"  # the ids in the order the entries came
+# What each column stores on SQLite, as SQLAlchemy stores it, from an entry's values
+# (bound in order as column1..column6): a UTC time as ``YYYY-MM-DD HH:MM:SS.ffffff``, a
+# UUID as its 32 hex digits, the details as JSON text. Bound a value at a time through
+# each type's processor, as before 7d49a51, an entry cost ~16 us of the event loop's
+# thread, and the writes stalled the requests in flight at every 500 (bench/impressions:
+# a saturated endpoint's reads wrote ~45 % of the wall time); read from one JSON array
+# by json_each, as after, ~4 us of SQLite's parsing an entry.
+_SELECTED = (
+    sqlite_utc_text("column1"),
+    "column2",
+    "column3",
+    "column4",
+    "json_object('action', column5, 'key_id', column6)",
 )
 
 
@@ -136,21 +123,24 @@ class AuditLog:
         await self._buffer.flush()
 
     async def _write(self, batch: list[_Entry]) -> None:
+        try:
+            await self._write_all(batch)
+        except UnicodeEncodeError:
+            # Text with a lone surrogate neither database can store (the driver refuses
+            # to encode it; nothing of the batch is kept: its transaction is rolled
+            # back): the batch again with "?" in its place, rather than refused on
+            # every retry.
+            await self._write_all(_replaced(batch))
+
+    async def _write_all(self, batch: Sequence[_Entry]) -> None:
         async with self._sessions.begin() as session:
             connection = await session.connection()
             if is_postgres(connection):
                 await _copy(connection, batch)
-                return
-            for start in range(0, len(batch), _CHUNK):
-                chunk = batch[start : start + _CHUNK]
-                rows = _json(chunk)
-                if "\\u0000" in rows:
-                    # SQLite's json_extract ends text at a NUL (a key's name may hold
-                    # one): these are bound a value at a time, and stored whole.
-                    bound = [_bound(entry) for entry in chunk]
-                    await insert_tuples(connection, _TABLE, _COPY_COLUMNS, bound)
-                else:
-                    await connection.exec_driver_sql(_STATEMENT, (rows,))
+            else:
+                await insert_selected(
+                    connection, _TABLE, _COPY_COLUMNS, _SELECTED, batch, most=_CHUNK
+                )
 
     async def aclose(self) -> None:
         """Write everything recorded so far; a write already under way finishes first."""
@@ -195,7 +185,7 @@ def _utc(stamp: datetime) -> datetime:
     return stamp.astimezone(UTC) if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
-async def _copy(connection: AsyncConnection, batch: list[_Entry]) -> None:
+async def _copy(connection: AsyncConnection, batch: Sequence[_Entry]) -> None:
     """The entries COPYed; the details of each (action, key) turned into JSON once."""
     texts: dict[tuple[str, str | None], str] = {}
     rows = []
@@ -208,29 +198,8 @@ async def _copy(connection: AsyncConnection, batch: list[_Entry]) -> None:
         await insert_tuples(connection, _TABLE, _COPY_COLUMNS, rows[start : start + _COPY_CHUNK])
 
 
-def _bound(entry: _Entry) -> tuple[object, ...]:
-    """An entry as the ORM's types take it (``insert_tuples`` binds it through them),
-    its text the driver cannot encode (a lone surrogate) with "?" in its place."""
-    moment, actor, operation, customer, action, key_id = entry
-    who = None if customer is None else uuid.UUID(customer)
-    return (
-        utc_of_ns(moment),
-        _text(actor),
-        _text(operation),
-        who,
-        {"action": action, "key_id": key_id},
-    )
-
-
-def _json(entries: Sequence[_Entry]) -> str:
-    """The entries as one JSON array (text: SQLite's JSON functions read no blob). On
-    SQLite, text JSON cannot hold (a lone surrogate) is written with "?" in its place:
-    the entry is kept, and its batch is not refused on every retry. (Postgres's COPY
-    refuses such text as it always did; no stored key's name can hold one.)"""
-    try:
-        return orjson.dumps(entries).decode()
-    except orjson.JSONEncodeError:
-        return orjson.dumps([[_text(value) for value in entry] for entry in entries]).decode()
+def _replaced(entries: Sequence[_Entry]) -> list[_Entry]:
+    return [cast(_Entry, tuple(map(_text, entry))) for entry in entries]
 
 
 def _text(value: _T) -> _T:

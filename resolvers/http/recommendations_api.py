@@ -60,7 +60,7 @@ class _Body(BaseModel):
     @classmethod
     def _printable(cls, send_id: str | None) -> str | None:
         # As GraphQL's sendId: a NUL cannot be stored on Postgres (its impression failed
-        # its whole batch's COPY, retried for ever) and SQLite's json_extract cuts it.
+        # its whole batch's COPY, retried for ever).
         if send_id is not None and not send_id.isprintable():
             raise ValueError("send_id is printable characters only")
         return send_id

@@ -30,11 +30,12 @@ from tests.conftest import create_postgres_database, drop_postgres_database
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _TABLE: Table = RecommendationImpression.__table__  # type: ignore[assignment]
-# No NUL in a text column: PostgreSQL's text cannot hold one, and the edge refuses it in
-# every input (resolvers/graphql/input_text.py; send ids are printable). The items'
-# JSON escapes it and keeps it. No lone surrogate anywhere: neither database stores one
-# (the last test).
-_TEXT = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")
+# A NUL in a text column too: the edge refuses it in every input
+# (resolvers/graphql/input_text.py; send ids are printable) and PostgreSQL's text cannot
+# hold one, but SQLite stores it whole, and so must the writer (SQLite's json_extract,
+# which read the rows out of one JSON array before, ended the text there). No lone
+# surrogate anywhere: neither database stores one (the last test).
+_TEXT = st.characters(exclude_categories=["Cs"])
 _ITEM = st.text(st.characters(exclude_categories=["Cs"]), max_size=8)
 _NAMES = st.none() | st.text(_TEXT, min_size=1, max_size=12)
 _IMPRESSIONS = st.tuples(
@@ -107,28 +108,15 @@ def test_the_writer_stores_what_sqlalchemy_stores(
     assert written == expected
 
 
-def test_an_impression_no_database_can_hold_is_left_out_not_retried(
-    engine: AsyncEngine,
-) -> None:
-    """A lone surrogate (a product id as an upstream's JSON may spell it) cannot be
-    encoded for either database: that row is dropped and logged, the batch's others are
-    written (the whole batch was kept and retried for ever, every later one behind it)."""
-    good = ("a", uuid.uuid4().hex, 0, "api", "model", None, None, None, ("p-1",))
-    bad = ("b", uuid.uuid4().hex, 0, "api", "model", None, None, None, ("\ud800",))
-
-    async def stored() -> Any:
-        async with engine.connect() as connection:
-            return await _stored(connection, [good, bad, ("c", *good[1:])], True)
-
-    assert [row[0] for row in asyncio.run(stored())] == ["a", "c"]
-
-
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
 def test_the_log_writes_a_batch_without_the_row_no_database_can_hold(
     database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """The same through ``ImpressionLog`` on both databases: on Postgres the row's items
-    failed ``orjson.dumps`` for COPY, and the whole batch was kept and retried for ever."""
+    """A lone surrogate (a product id as an upstream's JSON may spell it) cannot be
+    encoded for either database: that row is dropped and logged, the batch's others are
+    written (on Postgres the row's items failed ``orjson.dumps`` for COPY, on SQLite
+    the driver refuses to bind it, and the whole batch was kept and retried for ever,
+    every later one behind it)."""
     if database == "postgres":
         url = create_postgres_database("gateway_impressions")
     else:

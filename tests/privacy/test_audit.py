@@ -147,8 +147,8 @@ async def test_a_flush_under_a_busy_loop_holds_the_database_briefly(database_url
 
 
 async def test_an_entry_is_stored_as_the_orm_stores_one(database_url: str) -> None:
-    """The log writes its entries without SQLAlchemy's per-value processors (on SQLite a
-    JSON array read by json_each): each column must hold what an ORM insert of the same
+    """The log writes its entries without SQLAlchemy's per-value processors (on SQLite its
+    raw values, made the stored forms in SQL): each column must hold what an ORM insert of the same
     entry holds (on SQLite the time's very text, which ``since`` compares), and read back
     the same."""
     engine = create_engine(database_url)
@@ -212,9 +212,9 @@ async def test_an_entry_is_stored_as_the_orm_stores_one(database_url: str) -> No
 
 
 async def test_an_entry_json_cannot_hold_is_kept_with_its_batch(database_url: str) -> None:
-    """A lone surrogate in an entry (a key id here: text JSON cannot hold) must not fail
-    the SQLite writer's JSON, and with it the whole batch, retried every second until the
-    buffer dropped it: it is written with "?" in its place, and the rest with it."""
+    """A lone surrogate in an entry (a key id here: text the SQLite driver cannot
+    encode) must not fail the whole batch, retried every second until the buffer dropped
+    it: it is written with "?" in its place, and the rest with it."""
     engine = create_engine(database_url)
     try:
         log = AuditLog(create_sessionmaker(engine), flush_interval_s=60)
@@ -250,9 +250,10 @@ async def test_a_queued_entry_is_nothing_the_garbage_collector_follows() -> None
 
 
 async def test_a_name_with_a_nul_is_stored_whole_on_sqlite(sqlite_url: str) -> None:
-    """SQLite's json_extract ends text at a NUL, which a key's name may hold there
-    (Postgres refuses it when the key is made): such entries are bound a value at a time,
-    as the ORM stores them, not cut short; the rest of their batch as usual."""
+    """A key's name may hold a NUL on SQLite (Postgres refuses it when the key is made):
+    stored whole, as the ORM stores it, not cut short (SQLite's json_extract, which read
+    the entries out of one JSON array, ended the text there); the rest of its batch as
+    usual."""
     engine = create_engine(sqlite_url)
     try:
         async with engine.begin() as connection:  # migrated, if no test did yet
