@@ -7,7 +7,7 @@ import contextlib
 import functools
 import itertools
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -150,14 +150,12 @@ async def insert_selected(
     rows: Sequence[Sequence[Any]],
     *,
     most: int = 1000,
-    encoded: Mapping[int, Callable[[Any], Any]] | None = None,
 ) -> None:
     """SQLite: insert ``rows`` of values the driver binds as they are (text, numbers,
     NULL, bytes), each stored column being the SQL expression ``selected`` names over
     the row's values (``column1``, ``column2``, ...: SQLite's names for a VALUES list's):
     ``INSERT INTO t (columns) SELECT selected FROM (VALUES (?, ...), ...)``, ``most``
-    rows a statement. ``encoded``: the row's values at these positions passed through
-    the function first (a tuple made JSON), over each statement's values at once.
+    rows a statement.
 
     For the writers of a row every request (audit log, impressions) that queue plain
     tuples: their values are laid end to end by one C call, bound by the driver in C
@@ -174,11 +172,9 @@ async def insert_selected(
     at = 0
     for size in _statement_sizes(len(rows), width, most):
         sql = _selected_statement(table.name, names, chosen, width, size)
-        values = list(itertools.chain.from_iterable(rows[at : at + size]))
-        for position, encode in (encoded or {}).items():
-            values[position::width] = map(encode, values[position::width])
+        values = tuple(itertools.chain.from_iterable(rows[at : at + size]))
         try:
-            await connection.exec_driver_sql(sql, tuple(values))
+            await connection.exec_driver_sql(sql, values)
         except DBAPIError as error:
             error.statement = (
                 f"{_selected_statement(table.name, names, chosen, width, 1)} ... ({size} rows)"

@@ -1,13 +1,16 @@
 """Every served recommendation list, recorded without a round trip per request.
 
 Serving queues a plain tuple (list id, customer, the clock's time, strategy, experiment
-and variant, send, product ids) and returns: no datetime, no JSON, no object per item on
-the request path. Nothing in the tuple is an object the garbage collector follows (the
-customer is its UUID's hex digits, not the UUID): so the collector stops tracking the
-row at its first young collection, and the tens of thousands a send queues before the
-lull add nothing to the collections that pause serving (with the UUID, each row stayed
-tracked: ~8 ms more a full collection at 60,000 rows, and older-generation pauses of up
-to 22 ms under bench/impressions against 6-12 ms without recording).
+and variant, send, product ids as JSON text) and returns: no datetime, no object per
+item on the request path. Nothing in the tuple is an object the garbage collector
+follows (the customer is its UUID's hex digits, not the UUID; the items one string, not
+a tuple): so the collector stops tracking the row at its first young collection, and the
+tens of thousands a send queues before the lull add nothing to the collections that
+pause serving (with the UUID, each row stayed tracked: ~8 ms more a full collection at
+60,000 rows, and older-generation pauses of up to 22 ms under bench/impressions against
+6-12 ms without recording; with the items a tuple, the row outlived its first young
+collection, its items still tracked when it was looked at, and every row reached the
+middle generation, whose collections paused serving ~6 ms).
 
 The rows are made of them and written in bulk every ``flush_interval_s`` through the
 same buffer as the audit log (gateway/row_buffer.py); while lists are served in a burst
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import NamedTuple, cast
 
@@ -79,11 +82,11 @@ class Impression(NamedTuple):
     experiment: str | None
     variant: str | None
     send_id: str | None
-    items: tuple[str, ...]
+    items: str  # the product ids, in order, as a JSON array's text (``items_json``)
 
 
 # What serving queues: the fields of an ``Impression``, as a plain tuple.
-_Row = tuple[str, str, int, str, str, str | None, str | None, str | None, tuple[str, ...]]
+_Row = tuple[str, str, int, str, str, str | None, str | None, str | None, str]
 _COLUMNS = Impression._fields  # the table's columns, in the tuple's order
 
 
@@ -143,9 +146,10 @@ class ImpressionLog:
         try:
             await self._insert_all(batch)
         except (orjson.JSONEncodeError, UnicodeEncodeError):
-            # Text that cannot be stored (a lone surrogate, from an upstream's product id
-            # or a caller's send id), refused before anything was written: the batch
-            # without its rows, rather than refused on every retry.
+            # Text that cannot be stored (a lone surrogate: serving cleans the items and
+            # the edge refuses one in a send id; a row queued otherwise), refused before
+            # anything was written: the batch without its rows, rather than refused on
+            # every retry.
             await self._insert_all(_encodable_rows(batch))
 
     async def _insert_all(self, batch: Sequence[Impression | _Row]) -> None:
@@ -207,26 +211,30 @@ class ImpressionLog:
 
 
 def _postgres(row: Impression | _Row) -> tuple[object, ...]:
-    # COPY takes the values as they are (a uuid column its hex digits too), but a time as
-    # a datetime and a json column its text.
-    list_id, customer, moment, *rest, items = row
-    return (list_id, customer, utc_of_ns(moment), *rest, orjson.dumps(items).decode())
+    # COPY takes the values as they are (a uuid column its hex digits too, a json column
+    # its text), but a time as a datetime.
+    list_id, customer, moment, *rest = row
+    return (list_id, customer, utc_of_ns(moment), *rest)
 
 
 async def _sqlite(connection: AsyncConnection, batch: Sequence[Impression | _Row]) -> None:
-    # Statements of _ROWS rows of values bound as queued (the items made JSON text), the
-    # time turned into the stored text by SQLite: the driver's binding and SQLite's work
-    # in the driver's thread (see ``insert_selected``).
-    await insert_selected(
-        connection, _TABLE, _COLUMNS, _SELECTED, batch, most=_ROWS, encoded={8: _json_text}
-    )
+    # Statements of _ROWS rows of values bound as queued, the time turned into the stored
+    # text by SQLite: the driver's binding and SQLite's work in the driver's thread (see
+    # ``insert_selected``).
+    await insert_selected(connection, _TABLE, _COLUMNS, _SELECTED, batch, most=_ROWS)
 
 
-def _json_text(items: Sequence[str]) -> str:
-    # Text, not orjson's bytes: each bytes object keeps orjson's whole first buffer
-    # (~1 kB), and a statement's thousand kept cost ~0.9 us a row to allocate, against
-    # ~0.1 us for the text made of them.
-    return orjson.dumps(items).decode()
+def items_json(product_ids: Iterable[str]) -> str:
+    """A served list's product ids as the impression's ``items``: a JSON array's text
+    (compact: text, not orjson's bytes, each of which keeps orjson's whole first buffer
+    of ~1 kB; a send queues tens of thousands before the lull). An id JSON cannot hold
+    (a lone surrogate, as an upstream's JSON may spell one) is kept with "?" in its
+    place: the list is still recorded, and its row not refused by the database."""
+    ids = tuple(product_ids)
+    try:
+        return orjson.dumps(ids).decode()
+    except orjson.JSONEncodeError:
+        return orjson.dumps([i.encode("utf-8", "replace").decode() for i in ids]).decode()
 
 
 def _encodable_rows(rows: Sequence[Impression | _Row]) -> list[Impression | _Row]:

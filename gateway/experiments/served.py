@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 
-from gateway.experiments.impressions import ImpressionLog
+from gateway.experiments.impressions import ImpressionLog, items_json
 from gateway.experiments.running import Assignment, Experiments
 from gateway.experiments.tracking import Tracker
 from gateway.recommendations.serving import (
@@ -212,6 +212,6 @@ class ServedRecommendations:
                 assignment.experiment.name if assignment else None,
                 assignment.variant.name if assignment else None,
                 send_id,
-                tuple(map(_PRODUCT_ID, items)),
+                items_json(map(_PRODUCT_ID, items)),
             )
         )
