@@ -12,7 +12,8 @@ one had answered more, its heap and caches were another's.) Off means what the s
 turns off: no list id, no tracking parameter, no row. wrk drives POST
 /api/recommendations for one consenting customer; printed per turn and as the median
 of the turns' ratios: req/s, p50, p99 and the CPU per request of this process (what
-other load on the machine inflates least; wrk and the upstreams are other processes).
+other load on the machine inflates least; wrk and the upstreams are other processes),
+and the garbage collections that paused the gateway during each run, by turn.
 The issue's target: p99 with / without < 1.05.
 """
 
@@ -36,6 +37,7 @@ import uvicorn
 
 from bench.support import harness
 from bench.support.access import AUTH
+from bench.support.collections import collector_pauses
 from bench.support.harness import (
     bench_key,
     gateway_env,
@@ -70,7 +72,9 @@ def recommendations(
     run_wrk(url, body, connections, 3, workdir)  # warm
     flush()
     cpu = _process_cpu_s()
-    figures = run_wrk(url, body, connections, duration, workdir)
+    with collector_pauses() as pauses:
+        figures = run_wrk(url, body, connections, duration, workdir)
+    figures |= pauses
     flush()
     figures["cpu_ms"] = (_process_cpu_s() - cpu) * 1000 / (figures["rps"] * duration)
     return figures
@@ -172,6 +176,11 @@ def impressions_ab(
                     recommendations(base, people, ids, connections, duration, workdir, flush)
                 )
         recording.enabled = True
+    for figure, unit in (("young", "collections"), ("older", "collections"), ("gc_ms", "ms")):
+        print(
+            f"garbage collection during a run, {figure} ({unit}) by turn, on | off: "
+            f"{[round(t[figure], 1) for t in on_runs]} | {[round(t[figure], 1) for t in off_runs]}"
+        )
     for figure, unit in (("p99", "ms"), ("rps", "req/s"), ("cpu_ms", "ms CPU/request")):
         on_values = [round(t[figure], 3) for t in on_runs]
         off_values = [round(t[figure], 3) for t in off_runs]
