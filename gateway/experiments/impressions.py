@@ -29,12 +29,12 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import NamedTuple, cast
 
 import orjson
 from asyncpg.exceptions import IntegrityConstraintViolationError
-from sqlalchemy import Table, select
+from sqlalchemy import Select, Table, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
@@ -45,7 +45,7 @@ from gateway.db.bulk import (
     sqlite_utc_text,
     utc_of_ns,
 )
-from gateway.db.models import AuditEntry, Customer
+from gateway.db.models import MERGES_ONLY, AuditEntry, Customer
 from gateway.db.recommendation_models import RecommendationImpression
 from gateway.row_buffer import Lull, RowBuffer
 
@@ -63,8 +63,6 @@ _MAX_ROWS = 200_000
 # table grows), the size of a 5 s batch of a saturated endpoint.
 _ROWS_A_WRITE = 20_000
 SURFACES = ("graphql", "api", "render")
-# What a merge or a linker's fold audits, with the id it removed as ``details.merged``.
-_MERGES = ("merge_customers", "fold_customers")
 _MERGE_HOPS = 5  # merged into one later merged again: followed this far
 _CACHED_AT_MOST = timedelta(hours=1)  # slack for a list served after the merge
 
@@ -175,13 +173,11 @@ class ImpressionLog:
         or a fold is audited with the id it removed (gateway/identity/merges.py,
         linkage/folding.py); only merges since the oldest row was served, less an hour
         of slack (a list served just after a merge from a cache not yet told of it), are
-        read: the audit log holds a row for every read and the merges have no index of
-        their own, so a range of it is scanned."""
+        read."""
         gone = {row[1] for row in batch} - stored
         since = utc_of_ns(min(row[2] for row in batch)) - _CACHED_AT_MOST
         into: dict[str, str] = {}
         asked = gone
-        merged = AuditEntry.details["merged"].as_string()
         async with self._sessions() as session:
             for _ in range(_MERGE_HOPS):
                 if not asked:
@@ -189,11 +185,7 @@ class ImpressionLog:
                 names = [str(uuid.UUID(hex)) for hex in asked]  # audited with hyphens
                 found: dict[str, str] = {}
                 for start in range(0, len(names), _IDS_PER_QUERY):
-                    query = select(merged, AuditEntry.customer_id).where(
-                        AuditEntry.operation.in_(_MERGES),
-                        AuditEntry.occurred_at >= since,
-                        merged.in_(names[start : start + _IDS_PER_QUERY]),
-                    )
+                    query = merges_since(since, names[start : start + _IDS_PER_QUERY])
                     for away, survivor in await session.execute(query):
                         if survivor is not None:
                             found[uuid.UUID(away).hex] = survivor.hex
@@ -208,6 +200,17 @@ class ImpressionLog:
             for row in batch
             if row[1] in final and final[row[1]] in alive
         ]
+
+
+def merges_since(since: datetime, removed: Sequence[str]) -> Select[str, uuid.UUID | None]:
+    """The merges and folds audited since ``since`` that removed one of ``removed`` (ids
+    as audited, with hyphens): (the id removed, the customer it went into). Read through
+    their own partial index (``ix_audit_log_merges``): the audit log holds a row for
+    every read."""
+    merged = AuditEntry.details["merged"].as_string()
+    return select(merged, AuditEntry.customer_id).where(
+        MERGES_ONLY, AuditEntry.occurred_at >= since, merged.in_(removed)
+    )
 
 
 def _postgres(row: Impression | _Row) -> tuple[object, ...]:

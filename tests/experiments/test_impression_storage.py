@@ -22,9 +22,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.migrate import upgrade
-from gateway.db.models import Customer
+from gateway.db.models import MERGE_OPERATIONS, AuditEntry, Customer
 from gateway.db.recommendation_models import RecommendationImpression
-from gateway.experiments.impressions import _COLUMNS, ImpressionLog, _sqlite, items_json
+from gateway.experiments.impressions import (
+    _COLUMNS,
+    ImpressionLog,
+    _sqlite,
+    items_json,
+    merges_since,
+)
 from tests.conftest import create_postgres_database, drop_postgres_database
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -157,3 +163,59 @@ def test_a_served_lists_items_are_json_a_database_can_hold(product_ids: list[str
     text.encode("utf-8")  # storable: no lone surrogate left
     cleaned = [i.encode("utf-8", "replace").decode() for i in product_ids]
     assert json.loads(text) == cleaned
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_the_merges_are_read_through_their_own_index(
+    database: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A write refused for a customer gone since reads the merges of a range of the audit
+    log, which holds a row for every read: the planner must take the merges' partial
+    index (migration 0027), not the time index and every read in the range."""
+    if database == "postgres":
+        url = create_postgres_database("gateway_merges_index")
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('merges') / 'm.db'}"
+    try:
+        upgrade(url)
+
+        async def plan() -> str:
+            engine = create_engine(url)
+            try:
+                async with engine.begin() as connection:
+                    start = datetime.now(UTC) - timedelta(minutes=30)
+                    reads = [
+                        {
+                            "occurred_at": start + timedelta(milliseconds=n),
+                            "actor": "esp",
+                            "operation": "recommendations",
+                            "details": {"action": "read"},
+                        }
+                        for n in range(3000)
+                    ]
+                    merges = [
+                        {
+                            "occurred_at": start + timedelta(seconds=n),
+                            "actor": "steward",
+                            "operation": operation,
+                            "customer_id": uuid.uuid4(),
+                            "details": {"merged": str(uuid.uuid4())},
+                        }
+                        for n, operation in enumerate(MERGE_OPERATIONS * 2)
+                    ]
+                    await connection.execute(insert(AuditEntry), reads)
+                    await connection.execute(insert(AuditEntry), merges)
+                    await connection.exec_driver_sql("ANALYZE")
+                    query = merges_since(start, [str(uuid.uuid4())]).compile(
+                        dialect=connection.dialect, compile_kwargs={"literal_binds": True}
+                    )
+                    explain = "EXPLAIN QUERY PLAN" if database == "sqlite" else "EXPLAIN"
+                    found = await connection.exec_driver_sql(f"{explain} {query}")
+                    return " ".join(str(value) for row in found for value in row)
+            finally:
+                await engine.dispose()
+
+        assert "ix_audit_log_merges" in asyncio.run(plan())
+    finally:
+        if database == "postgres":
+            drop_postgres_database(url)
