@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import itertools
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -147,40 +146,38 @@ async def insert_selected(
     table: Table,
     columns: Sequence[str],
     selected: Sequence[str],
-    rows: Sequence[Sequence[Any]],
+    values: Sequence[Any],
     *,
+    width: int,
     most: int = 1000,
 ) -> None:
-    """SQLite: insert ``rows`` of values the driver binds as they are (text, numbers,
-    NULL, bytes), each stored column being the SQL expression ``selected`` names over
-    the row's values (``column1``, ``column2``, ...: SQLite's names for a VALUES list's):
-    ``INSERT INTO t (columns) SELECT selected FROM (VALUES (?, ...), ...)``, ``most``
-    rows a statement.
+    """SQLite: insert rows of ``width`` values laid end to end in ``values``, which the
+    driver binds as they are (text, numbers, NULL, bytes), each stored column being the
+    SQL expression ``selected`` names over the row's values (``column1``, ``column2``,
+    ...: SQLite's names for a VALUES list's): ``INSERT INTO t (columns) SELECT selected
+    FROM (VALUES (?, ...), ...)``, ``most`` rows a statement.
 
-    For the writers of a row every request (audit log, impressions) that queue plain
-    tuples: their values are laid end to end by one C call, bound by the driver in C
-    and turned into the stored forms (a time from nanoseconds, JSON) by SQLite, in the
-    driver's thread. One trip to that thread a statement (not an executemany: see
-    ``insert_values``). Before, such writers bound one JSON array a statement, read back
-    by ``json_each``: each ``json_extract`` parsed its row's text again, ~0.6 us a
-    column (6.8 us an impression row, against 3.7 bound). Text with a lone surrogate
-    cannot be bound: the driver raises ``UnicodeEncodeError`` and nothing is written."""
-    width = len(rows[0]) if rows else 0
-    if any(len(row) != width for row in rows):
-        raise ValueError("rows of different widths")  # would shift values into columns
+    For the writers of a row every request (audit log, impressions), which queue plain
+    values: bound by the driver in C and turned into the stored forms (a time from
+    nanoseconds, JSON) by SQLite, in the driver's thread, one trip to that thread a
+    statement (not an executemany: see ``insert_values``). Before, such writers bound
+    one JSON array a statement, read back by ``json_each``: each ``json_extract``
+    parsed its row's text again, ~0.6 us a column (6.8 us an impression row, against
+    3.7 bound). Text with a lone surrogate cannot be bound: the driver raises
+    ``UnicodeEncodeError`` and nothing of that statement is written."""
+    if len(values) % width:
+        raise ValueError(f"{len(values)} values are not rows of {width}")
     names, chosen = tuple(columns), tuple(selected)
     at = 0
-    for size in _statement_sizes(len(rows), width, most):
+    for size in _statement_sizes(len(values) // width, width, most):
         sql = _selected_statement(table.name, names, chosen, width, size)
-        values = tuple(itertools.chain.from_iterable(rows[at : at + size]))
         try:
-            await connection.exec_driver_sql(sql, values)
+            await connection.exec_driver_sql(sql, tuple(values[at : at + size * width]))
         except DBAPIError as error:
-            error.statement = (
-                f"{_selected_statement(table.name, names, chosen, width, 1)} ... ({size} rows)"
-            )
+            one = _selected_statement(table.name, names, chosen, width, 1)
+            error.statement = f"{one} ... ({size} rows)"
             raise
-        at += size
+        at += size * width
 
 
 @functools.lru_cache(maxsize=64)

@@ -9,6 +9,7 @@ most the last interval's entries, which is the trade every high-volume access lo
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -138,8 +139,9 @@ class AuditLog:
             if is_postgres(connection):
                 await _copy(connection, batch)
             else:
+                values = list(itertools.chain.from_iterable(batch))
                 await insert_selected(
-                    connection, _TABLE, _COPY_COLUMNS, _SELECTED, batch, most=_CHUNK
+                    connection, _TABLE, _COPY_COLUMNS, _SELECTED, values, width=6, most=_CHUNK
                 )
 
     async def aclose(self) -> None:

@@ -76,7 +76,7 @@ async def _stored(connection: AsyncConnection, rows: list[tuple[Any, ...]], raw:
     transaction = await connection.begin()
     try:
         if raw:
-            await _sqlite(connection, rows)
+            await _sqlite(connection, [value for row in rows for value in row])
         else:
             await connection.execute(
                 _TABLE.insert(),

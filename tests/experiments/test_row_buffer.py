@@ -185,3 +185,84 @@ async def test_a_large_batch_is_written_in_slices_each_row_once() -> None:
     assert written == [[0, 1, 2]]
     await buffer.aclose()
     assert written == [[0, 1, 2], [3, 4, 5], [6, 7]]
+
+
+def _flat(write: object, **options: object) -> RowBuffer[int]:
+    """A buffer of rows of three values, queued flat."""
+    return RowBuffer(
+        write,  # type: ignore[arg-type]
+        name="flat",
+        logger=logging.getLogger("flat"),
+        interval_s=3600,
+        width=3,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+async def test_rows_queued_flat_are_written_and_kept_in_whole_rows() -> None:
+    # The impressions' rows wait as their values end to end: a slice or a retry that cut
+    # a row would shift every later value into another column and another customer's row.
+    written: list[list[int]] = []
+    failures = [DatabaseUnavailable("database down")]
+
+    async def write(values: list[int]) -> None:
+        if len(written) == 1 and failures:
+            raise failures.pop()
+        written.append(values)
+
+    buffer = _flat(write, write_rows=2)
+    for row in range(5):
+        buffer.append_values((row * 10, row * 10 + 1, row * 10 + 2))
+    assert buffer.rows == 5
+    await buffer.flush()  # the second slice fails: its rows and the next wait, whole
+    assert written == [[0, 1, 2, 10, 11, 12]]
+    assert buffer.rows == 3
+    await buffer.aclose()
+    assert written == [[0, 1, 2, 10, 11, 12], [20, 21, 22, 30, 31, 32], [40, 41, 42]]
+
+
+async def test_flat_rows_past_the_limit_drop_the_oldest_whole(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    written: list[list[int]] = []
+
+    async def write(values: list[int]) -> None:
+        written.append(values)
+
+    buffer = _flat(write, max_rows=2)
+    with caplog.at_level(logging.ERROR, logger="flat"):
+        for row in range(4):
+            buffer.append_values((row, row, row))
+    await buffer.aclose()
+    assert written == [[2, 2, 2, 3, 3, 3]]
+    assert [r.dropped for r in caplog.records] == [1, 1]  # type: ignore[attr-defined]
+
+
+async def test_a_row_of_another_width_is_refused_and_nothing_queued() -> None:
+    buffer = _flat(lambda values: asyncio.sleep(0))
+    buffer.append_values((1, 2, 3))
+    for wrong in ((4, 5), (4, 5, 6, 7)):
+        with pytest.raises(ValueError, match="values for 3"):
+            buffer.append_values(wrong)
+    assert buffer.rows == 1
+    await buffer.aclose()
+
+
+async def test_the_lull_counts_flat_rows_not_values() -> None:
+    # write_at_rows is rows: counted in values, a burst of rows three values wide would
+    # be written at a third of the rows the lull allows.
+    writes = _Writes()
+    lull = Lull(busy_rows_per_s=1000.0, write_at_rows=600, probe_s=0.05, window_s=0.2)
+    buffer: RowBuffer[int] = RowBuffer(
+        writes, name="t", logger=logging.getLogger("t"), interval_s=0.05, lull=lull, width=3
+    )
+    clock = asyncio.get_running_loop().time
+    end, row = clock() + 1.0, 0
+    while clock() < end and not writes.batches:
+        for _ in range(100):
+            buffer.append_values((row, row, row))
+            row += 1
+        await asyncio.sleep(0.01)
+    assert writes.batches
+    assert len(writes.batches[0][1]) // 3 >= 600
+    await buffer.aclose()
