@@ -43,7 +43,7 @@ _T = TypeVar("_T")
 # UUID as 32 hex digits or None, action, key id). Strings and numbers only, made on the
 # hot path (every read is audited) without a datetime or a dict, and nothing the garbage
 # collector follows once collected. The writer makes the row of it: on SQLite in
-# SQLite's own code (_STATEMENT), as the impressions writer does.
+# SQLite's own code (_SELECTED), as the impressions writer does.
 _Entry = tuple[int, str, str, str | None, str, str | None]
 
 # What each column stores on SQLite, as SQLAlchemy stores it, from an entry's values
