@@ -68,6 +68,23 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AsyncEngine]:
     asyncio.run(engine.dispose())
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def own_database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A migrated database of the test's own, on each backend."""
+    if request.param == "postgres":
+        url = create_postgres_database("gateway_impressions")
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('own') / 'own.db'}"
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        if request.param == "postgres":
+            drop_postgres_database(url)
+
+
 async def _stored(connection: AsyncConnection, rows: list[tuple[Any, ...]], raw: bool) -> Any:
     """The rows as stored (each value and its storage class), written by the writer
     (``raw``) or by SQLAlchemy; rolled back."""
@@ -114,42 +131,31 @@ def test_the_writer_stores_what_sqlalchemy_stores(
     assert written == expected
 
 
-@pytest.mark.parametrize("database", ["sqlite", "postgres"])
-def test_the_log_writes_a_batch_without_the_row_no_database_can_hold(
-    database: str, tmp_path_factory: pytest.TempPathFactory
-) -> None:
+def test_the_log_writes_a_batch_without_the_row_no_database_can_hold(own_database: str) -> None:
     """A lone surrogate (a product id as an upstream's JSON may spell it) cannot be
     encoded for either database: that row is dropped and logged, the batch's others are
     written (the whole batch was kept and retried for ever, every later one behind it).
     Serving cleans the items (next test); a row queued otherwise is still refused alone."""
-    if database == "postgres":
-        url = create_postgres_database("gateway_impressions")
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('log') / 'l.db'}"
-    try:
-        upgrade(url)
+    url = own_database
 
-        async def written() -> list[str]:
-            engine = create_engine(url)
-            try:
-                customer = uuid.uuid4()
-                async with engine.begin() as connection:
-                    await connection.execute(insert(Customer).values(id=customer))
-                log = ImpressionLog(create_sessionmaker(engine), flush_interval_s=3600)
-                for list_id, items in (("a", '["p-1"]'), ("b", '["\ud800"]'), ("c", '["p-2"]')):
-                    log.record((list_id, customer.hex, 0, "api", "model", None, None, "s", items))
-                await log.flush()
-                await log.aclose()
-                async with engine.connect() as connection:
-                    query = select(_TABLE.c.list_id).order_by(_TABLE.c.list_id)
-                    return list(await connection.scalars(query))
-            finally:
-                await engine.dispose()
+    async def written() -> list[str]:
+        engine = create_engine(url)
+        try:
+            customer = uuid.uuid4()
+            async with engine.begin() as connection:
+                await connection.execute(insert(Customer).values(id=customer))
+            log = ImpressionLog(create_sessionmaker(engine), flush_interval_s=3600)
+            for list_id, items in (("a", '["p-1"]'), ("b", '["\ud800"]'), ("c", '["p-2"]')):
+                log.record((list_id, customer.hex, 0, "api", "model", None, None, "s", items))
+            await log.flush()
+            await log.aclose()
+            async with engine.connect() as connection:
+                query = select(_TABLE.c.list_id).order_by(_TABLE.c.list_id)
+                return list(await connection.scalars(query))
+        finally:
+            await engine.dispose()
 
-        assert asyncio.run(written()) == ["a", "c"]
-    finally:
-        if database == "postgres":
-            drop_postgres_database(url)
+    assert asyncio.run(written()) == ["a", "c"]
 
 
 @given(st.lists(st.text(max_size=8), max_size=6))
@@ -165,57 +171,46 @@ def test_a_served_lists_items_are_json_a_database_can_hold(product_ids: list[str
     assert json.loads(text) == cleaned
 
 
-@pytest.mark.parametrize("database", ["sqlite", "postgres"])
-def test_the_merges_are_read_through_their_own_index(
-    database: str, tmp_path_factory: pytest.TempPathFactory
-) -> None:
+def test_the_merges_are_read_through_their_own_index(own_database: str) -> None:
     """A write refused for a customer gone since reads the merges of a range of the audit
     log, which holds a row for every read: the planner must take the merges' partial
     index (migration 0027), not the time index and every read in the range."""
-    if database == "postgres":
-        url = create_postgres_database("gateway_merges_index")
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('merges') / 'm.db'}"
-    try:
-        upgrade(url)
+    url = own_database
 
-        async def plan() -> str:
-            engine = create_engine(url)
-            try:
-                async with engine.begin() as connection:
-                    start = datetime.now(UTC) - timedelta(minutes=30)
-                    reads = [
-                        {
-                            "occurred_at": start + timedelta(milliseconds=n),
-                            "actor": "esp",
-                            "operation": "recommendations",
-                            "details": {"action": "read"},
-                        }
-                        for n in range(3000)
-                    ]
-                    merges = [
-                        {
-                            "occurred_at": start + timedelta(seconds=n),
-                            "actor": "steward",
-                            "operation": operation,
-                            "customer_id": uuid.uuid4(),
-                            "details": {"merged": str(uuid.uuid4())},
-                        }
-                        for n, operation in enumerate(MERGE_OPERATIONS * 2)
-                    ]
-                    await connection.execute(insert(AuditEntry), reads)
-                    await connection.execute(insert(AuditEntry), merges)
-                    await connection.exec_driver_sql("ANALYZE")
-                    query = merges_since(start, [str(uuid.uuid4())]).compile(
-                        dialect=connection.dialect, compile_kwargs={"literal_binds": True}
-                    )
-                    explain = "EXPLAIN QUERY PLAN" if database == "sqlite" else "EXPLAIN"
-                    found = await connection.exec_driver_sql(f"{explain} {query}")
-                    return " ".join(str(value) for row in found for value in row)
-            finally:
-                await engine.dispose()
+    async def plan() -> str:
+        engine = create_engine(url)
+        try:
+            async with engine.begin() as connection:
+                start = datetime.now(UTC) - timedelta(minutes=30)
+                reads = [
+                    {
+                        "occurred_at": start + timedelta(milliseconds=n),
+                        "actor": "esp",
+                        "operation": "recommendations",
+                        "details": {"action": "read"},
+                    }
+                    for n in range(3000)
+                ]
+                merges = [
+                    {
+                        "occurred_at": start + timedelta(seconds=n),
+                        "actor": "steward",
+                        "operation": operation,
+                        "customer_id": uuid.uuid4(),
+                        "details": {"merged": str(uuid.uuid4())},
+                    }
+                    for n, operation in enumerate(MERGE_OPERATIONS * 2)
+                ]
+                await connection.execute(insert(AuditEntry), reads)
+                await connection.execute(insert(AuditEntry), merges)
+                await connection.exec_driver_sql("ANALYZE")
+                query = merges_since(start, [str(uuid.uuid4())]).compile(
+                    dialect=connection.dialect, compile_kwargs={"literal_binds": True}
+                )
+                explain = "EXPLAIN" if url.startswith("postgresql") else "EXPLAIN QUERY PLAN"
+                found = await connection.exec_driver_sql(f"{explain} {query}")
+                return " ".join(str(value) for row in found for value in row)
+        finally:
+            await engine.dispose()
 
-        assert "ix_audit_log_merges" in asyncio.run(plan())
-    finally:
-        if database == "postgres":
-            drop_postgres_database(url)
+    assert "ix_audit_log_merges" in asyncio.run(plan())
