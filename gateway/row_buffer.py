@@ -4,7 +4,8 @@ per request.
 
 ``add`` returns at once; a background task writes what gathered every ``interval_s``
 (and ``aclose`` the rest on shutdown). A write that fails keeps its rows for the next
-attempt; past ``max_rows`` the oldest unwritten rows are dropped, and logged. A crash
+attempt; past ``max_rows`` the oldest unwritten rows are dropped (down to nine tenths of
+the limit at once), and logged. A crash
 loses at most the last interval's rows, the trade every high-volume access log makes.
 
 A buffer of rows of several values each (``width``) may keep them flat, the values end to
@@ -121,7 +122,11 @@ class RowBuffer(Generic[Row]):
         return len(self._pending) // self._width
 
     def _drop(self) -> None:
-        dropped = len(self._pending) - self._max  # whole rows: each came whole
+        # Down to nine tenths of the limit, not to the limit: with the database down,
+        # every row queued past it shifted the whole list (1.8 million values for the
+        # impressions: ~0.5 ms of the loop a served list). Whole rows: each came whole.
+        keep = self._max - self._max // 10 // self._width * self._width
+        dropped = len(self._pending) - keep
         del self._pending[:dropped]
         self._logger.error(
             f"{self._name} buffer full; dropped entries", extra={"dropped": dropped // self._width}

@@ -67,6 +67,13 @@ async def insert_tuples(
     if is_postgres(connection):
         raw = await connection.get_raw_connection()
         driver: Any = raw.driver_connection
+        if not driver.is_in_transaction():
+            # SQLAlchemy's asyncpg adapter sends BEGIN with its first statement: a COPY
+            # straight to the driver before any would commit on its own, outside the
+            # caller's transaction, and a failure after it would not take it back (the
+            # audit log's retried batch was written twice, every chunk before the one
+            # that failed).
+            await connection.exec_driver_sql("SELECT 1")
         await driver.copy_records_to_table(table.name, columns=list(columns), records=records)
     elif connection.dialect.paramstyle == "qmark" and not _defaults_missing(table, columns):
         await insert_values(connection, table, columns, records)

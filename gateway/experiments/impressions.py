@@ -251,7 +251,8 @@ def items_json(product_ids: Iterable[str]) -> str:
     try:
         return orjson.dumps(ids).decode()
     except orjson.JSONEncodeError:
-        return orjson.dumps([i.encode("utf-8", "replace").decode() for i in ids]).decode()
+        cleaned = [i.encode("utf-8", "replace").decode() if isinstance(i, str) else i for i in ids]
+        return orjson.dumps(cleaned).decode()
 
 
 def _encodable_rows(rows: Sequence[Impression | _Row]) -> list[Impression | _Row]:

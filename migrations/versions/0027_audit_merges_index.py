@@ -10,6 +10,7 @@ writer reads those of a time range to give a list served to a customer merged aw
 to the survivor (gateway/experiments/impressions.py): through the time index alone that
 read every audited read of the range, an hour and more of them. A partial index holds
 the merges only: its upkeep is one condition evaluated a write, and an entry a merge.
+On Postgres it is built concurrently, beside a running gateway's audit writes.
 """
 
 from __future__ import annotations
@@ -29,14 +30,29 @@ _ONLY = sa.text("operation IN ('merge_customers', 'fold_customers')")
 
 
 def upgrade() -> None:
-    op.create_index(
-        "ix_audit_log_merges",
-        "audit_log",
-        ["occurred_at"],
-        postgresql_where=_ONLY,
-        sqlite_where=_ONLY,
-    )
+    if op.get_bind().dialect.name != "postgresql":
+        op.create_index("ix_audit_log_merges", "audit_log", ["occurred_at"], sqlite_where=_ONLY)
+        return
+    # Built beside the running gateway: a plain CREATE INDEX would hold every audit write
+    # (a row a read) for the whole scan of a table of millions of rows, and the writers'
+    # buffers would overflow and drop entries.
+    with op.get_context().autocommit_block():
+        op.create_index(
+            "ix_audit_log_merges",
+            "audit_log",
+            ["occurred_at"],
+            postgresql_where=_ONLY,
+            postgresql_concurrently=True,
+        )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_audit_log_merges", table_name="audit_log")
+    if op.get_bind().dialect.name != "postgresql":
+        op.drop_index("ix_audit_log_merges", table_name="audit_log")
+        return
+    with op.get_context().autocommit_block():
+        op.drop_index(
+            "ix_audit_log_merges",
+            table_name="audit_log",
+            postgresql_concurrently=True,
+        )

@@ -29,6 +29,7 @@ from sqlalchemy import (
     Text,
     Uuid,
     event,
+    func,
     select,
     text,
 )
@@ -255,3 +256,36 @@ async def test_a_failed_statement_is_named_in_a_line_not_by_its_hundreds_of_rows
         assert len(message) < 500, message
     finally:
         await engine.dispose()
+
+
+def test_a_copy_is_part_of_the_callers_transaction() -> None:
+    """On Postgres the rows go to the driver's COPY, past SQLAlchemy, which sends BEGIN
+    only with its first statement: a COPY first committed on its own, and the caller's
+    rollback (a later chunk failing, the batch then retried) left it written twice."""
+    from gateway.db.models import AuditEntry
+    from tests.conftest import create_postgres_database, drop_postgres_database
+
+    url = create_postgres_database("gateway_copy_transaction")
+    table: Table = AuditEntry.__table__  # type: ignore[assignment]
+    columns = ("occurred_at", "actor", "operation", "customer_id", "details")
+    rows = [(datetime.now(UTC), "copy", "op", None, "{}")] * 3
+
+    async def stored() -> int | None:
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as connection:
+                async with connection.begin() as transaction:
+                    await insert_tuples(connection, table, columns, rows)
+                    await transaction.rollback()
+                async with connection.begin():
+                    await insert_tuples(connection, table, columns, rows)
+                count = select(func.count()).select_from(table).where(table.c.actor == "copy")
+                return await connection.scalar(count)
+        finally:
+            await engine.dispose()
+
+    try:
+        upgrade(url)
+        assert asyncio.run(stored()) == 3
+    finally:
+        drop_postgres_database(url)

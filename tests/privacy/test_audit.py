@@ -233,6 +233,32 @@ async def test_an_entry_json_cannot_hold_is_kept_with_its_batch(database_url: st
         await engine.dispose()
 
 
+async def test_a_batch_refused_late_for_its_text_is_written_once(database_url: str) -> None:
+    """An entry the driver cannot encode, past the first statement (or COPY) of its batch:
+    the batch is written again with "?" in its place, so what went before it must not
+    have been kept (on Postgres each COPY committed on its own: 2,500 entries stored as
+    4,500)."""
+    engine = create_engine(database_url)
+    try:
+        log = AuditLog(create_sessionmaker(engine), flush_interval_s=60)
+        actor = f"late-{uuid.uuid4().hex[:8]}"
+        for n in range(2500):
+            operation = "op\ud800" if n == 2400 else "op"  # a column of its own: COPY's too
+            log.record(
+                actor=actor,
+                key_id="k",
+                action=Action.READ,
+                operation=operation,
+                customer_ids=[None],
+            )
+        await log.aclose()
+        found = await log.query(actor=actor, limit=10_000)
+        assert len(found) == 2500
+        assert [r.operation for r in found if r.operation != "op"] == ["op?"]
+    finally:
+        await engine.dispose()
+
+
 async def test_a_queued_entry_is_nothing_the_garbage_collector_follows() -> None:
     """Every read queues an entry until the next write (a second of a saturated worker:
     thousands): entries the collector follows (a dict, a datetime, a UUID) made each young
