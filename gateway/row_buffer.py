@@ -5,8 +5,8 @@ per request.
 ``add`` returns at once; a background task writes what gathered every ``interval_s``
 (and ``aclose`` the rest on shutdown). A write that fails keeps its rows for the next
 attempt; past ``max_rows`` the oldest unwritten rows are dropped (down to nine tenths of
-the limit at once), and logged. A crash
-loses at most the last interval's rows, the trade every high-volume access log makes.
+the limit at once), and logged. A crash loses at most the last interval's rows, the
+trade every high-volume access log makes.
 
 A buffer of rows of several values each (``width``) may keep them flat, the values end to
 end in one list (``append_values``), the writer given them so: a row then leaves no
@@ -94,7 +94,8 @@ class RowBuffer(Generic[Row]):
             self._task = asyncio.create_task(self._flush_later(), name=f"{self._name}-flush")
 
     def append(self, row: Row) -> None:
-        """Queue one row (``add`` of one, without the iterable); returns at once."""
+        """Queue one row (``add`` of one, without the iterable; a buffer of ``width``
+        1); returns at once."""
         self._pending.append(row)
         self._appended += 1
         if len(self._pending) > self._max:

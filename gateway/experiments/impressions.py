@@ -68,9 +68,10 @@ _CACHED_AT_MOST = timedelta(hours=1)  # slack for a list served after the merge
 
 
 class Impression(NamedTuple):
-    """One served list, in the table's column order; serving queues it as a plain tuple
-    of these fields (the cheapest value to build), ``served_at`` as ``time.time_ns()``
-    (an integer: stored to the microsecond by integer arithmetic on both databases)."""
+    """One served list, in the table's column order; serving hands it over as a plain
+    tuple of these fields (the cheapest value to build; queued flat), ``served_at`` as
+    ``time.time_ns()`` (an integer: stored to the microsecond by integer arithmetic on
+    both databases)."""
 
     list_id: str
     customer_id: str  # the UUID's 32 hex digits (``UUID.hex``): see the module's comment

@@ -45,6 +45,7 @@ _T = TypeVar("_T")
 # collector follows once collected. The writer makes the row of it: on SQLite in
 # SQLite's own code (_SELECTED), as the impressions writer does.
 _Entry = tuple[int, str, str, str | None, str, str | None]
+_ENTRY_VALUES = 6
 
 # What each column stores on SQLite, as SQLAlchemy stores it, from an entry's values
 # (bound in order as column1..column6): a UTC time as ``YYYY-MM-DD HH:MM:SS.ffffff``, a
@@ -141,7 +142,13 @@ class AuditLog:
             else:
                 values = list(itertools.chain.from_iterable(batch))
                 await insert_selected(
-                    connection, _TABLE, _COPY_COLUMNS, _SELECTED, values, width=6, most=_CHUNK
+                    connection,
+                    _TABLE,
+                    _COPY_COLUMNS,
+                    _SELECTED,
+                    values,
+                    width=_ENTRY_VALUES,
+                    most=_CHUNK,
                 )
 
     async def aclose(self) -> None:
