@@ -23,7 +23,7 @@ from gateway.db.foreign_keys import comparison_options
 from gateway.db.identity_models import IdentityBlockKey, IdentityLink, IdentityRecord
 from gateway.db.migrate import downgrade, upgrade
 from gateway.db.models import Attribute, Base, Customer, Event, Identity, utcnow
-from tests.conftest import create_postgres_database, drop_postgres_database
+from tests.conftest import create_postgres_database, database_of_its_own, drop_postgres_database
 
 TABLES = {
     "customers",
@@ -68,12 +68,10 @@ TABLES = {
 def empty_database(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    if request.param == "postgres":
-        url = create_postgres_database("gateway_migrations")
+    with database_of_its_own(
+        request.param, "gateway_migrations", tmp_path_factory, migrated=False
+    ) as url:
         yield url
-        drop_postgres_database(url)
-    else:
-        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('migrations') / 'm.db'}"
 
 
 def _inspect(url: str, probe: object) -> object:

@@ -31,7 +31,6 @@ from gateway.experiments.impressions import (
     items_json,
     merges_since,
 )
-from tests.conftest import create_postgres_database, drop_postgres_database
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -66,23 +65,6 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AsyncEngine]:
     engine = create_engine(url)
     yield engine
     asyncio.run(engine.dispose())
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def own_database(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """A migrated database of the test's own, on each backend."""
-    if request.param == "postgres":
-        url = create_postgres_database("gateway_impressions")
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('own') / 'own.db'}"
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        if request.param == "postgres":
-            drop_postgres_database(url)
 
 
 async def _stored(connection: AsyncConnection, rows: list[tuple[Any, ...]], raw: bool) -> Any:
@@ -131,12 +113,12 @@ def test_the_writer_stores_what_sqlalchemy_stores(
     assert written == expected
 
 
-def test_the_log_writes_a_batch_without_the_row_no_database_can_hold(own_database: str) -> None:
+def test_the_log_writes_a_batch_without_the_row_no_database_can_hold(own_database_url: str) -> None:
     """A lone surrogate (a product id as an upstream's JSON may spell it) cannot be
     encoded for either database: that row is dropped and logged, the batch's others are
     written (the whole batch was kept and retried for ever, every later one behind it).
     Serving cleans the items (next test); a row queued otherwise is still refused alone."""
-    url = own_database
+    url = own_database_url
 
     async def written() -> list[str]:
         engine = create_engine(url)
@@ -171,11 +153,11 @@ def test_a_served_lists_items_are_json_a_database_can_hold(product_ids: list[str
     assert json.loads(text) == cleaned
 
 
-def test_the_merges_are_read_through_their_own_index(own_database: str) -> None:
+def test_the_merges_are_read_through_their_own_index(own_database_url: str) -> None:
     """A write refused for a customer gone since reads the merges of a range of the audit
     log, which holds a row for every read: the planner must take the merges' partial
     index (migration 0027), not the time index and every read in the range."""
-    url = own_database
+    url = own_database_url
 
     async def plan() -> str:
         engine = create_engine(url)

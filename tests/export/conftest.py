@@ -1,7 +1,7 @@
-"""The export tests' own database (tests/export/people.py)."""
+"""The export tests' engine, on a database of their own (tests/export/people.py)."""
 
 from __future__ import annotations
 
-from tests.export.people import engine, own_database_url
+from tests.export.people import engine
 
-__all__ = ["engine", "own_database_url"]
+__all__ = ["engine"]

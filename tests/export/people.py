@@ -4,7 +4,7 @@ retention changes whole tables: other tests' rows stay out of it), and people in
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,25 +14,8 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.engine import create_engine, create_sessionmaker
-from gateway.db.migrate import upgrade
 from gateway.db.models import Consent, Event
 from gateway.identity import Resolver
-from tests.conftest import create_postgres_database, drop_postgres_database
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def own_database_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    if request.param == "postgres":
-        url = create_postgres_database("gateway_export")
-        upgrade(url)
-        yield url
-        drop_postgres_database(url)
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('export') / 'e.db'}"
-        upgrade(url)
-        yield url
 
 
 @pytest.fixture

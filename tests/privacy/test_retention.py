@@ -26,9 +26,9 @@ from gateway.upstreams.cache import UpstreamCache, build_cache
 from gateway.upstreams.federation import Federation
 from gateway.upstreams.response_cache import id_tag
 from gateway.warehouse_settings import EventRetention
-from tests.export.people import add_person, engine, own_database_url
+from tests.export.people import add_person, engine
 
-__all__ = ["engine", "own_database_url"]  # the export tests' own database, as fixtures
+__all__ = ["engine"]  # the export tests' engine on a database of its own, as a fixture
 
 TOMBSTONES = Tombstones(b"retention-test-erasure-key")
 
