@@ -169,35 +169,6 @@ def drop_postgres_database(url: str) -> None:
     asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-@contextmanager
-def database_of_its_own(
-    kind: str, name: str, tmp_path_factory: pytest.TempPathFactory, *, migrated: bool = True
-) -> Iterator[str]:
-    """A fresh database (``kind`` "postgres" or "sqlite"), migrated unless told, for
-    the block; a Postgres one is dropped after it."""
-    if kind == "postgres":
-        url = create_postgres_database(name)
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp(name) / 'own.db'}"
-    try:
-        if migrated:
-            upgrade(url)
-        yield url
-    finally:
-        if kind == "postgres":
-            drop_postgres_database(url)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def own_database_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """A migrated database of the test's own (not the session's shared one), on each
-    backend."""
-    with database_of_its_own(request.param, "gateway_own", tmp_path_factory) as url:
-        yield url
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     given = os.environ.get("GATEWAY_TEST_POSTGRES_URL")

@@ -23,7 +23,8 @@ from gateway.db.foreign_keys import comparison_options
 from gateway.db.identity_models import IdentityBlockKey, IdentityLink, IdentityRecord
 from gateway.db.migrate import downgrade, upgrade
 from gateway.db.models import Attribute, Base, Customer, Event, Identity, utcnow
-from tests.conftest import create_postgres_database, database_of_its_own, drop_postgres_database
+from tests.conftest import create_postgres_database, drop_postgres_database
+from tests.own_database import database_of_its_own
 
 TABLES = {
     "customers",

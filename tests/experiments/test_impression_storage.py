@@ -31,6 +31,9 @@ from gateway.experiments.impressions import (
     items_json,
     merges_since,
 )
+from tests.own_database import own_database_url
+
+__all__ = ["own_database_url"]  # a database of the test's own, as a fixture
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -27,8 +27,9 @@ from gateway.upstreams.federation import Federation
 from gateway.upstreams.response_cache import id_tag
 from gateway.warehouse_settings import EventRetention
 from tests.export.people import add_person, engine
+from tests.own_database import own_database_url
 
-__all__ = ["engine"]  # the export tests' engine on a database of its own, as a fixture
+__all__ = ["engine", "own_database_url"]  # the export tests' own database, as fixtures
 
 TOMBSTONES = Tombstones(b"retention-test-erasure-key")
 
