@@ -299,7 +299,8 @@ class Template(Base):
 # (gateway/identity/merges.py, linkage/folding.py), and the condition that finds them,
 # as written (a literal the planners match against the partial index's own; a bound
 # list would not prove it).
-MERGE_OPERATIONS = ("merge_customers", "fold_customers")
+MERGE_OPERATION, FOLD_OPERATION = "merge_customers", "fold_customers"
+MERGE_OPERATIONS = (MERGE_OPERATION, FOLD_OPERATION)
 _QUOTED = ", ".join(f"'{name}'" for name in MERGE_OPERATIONS)
 MERGES_ONLY = text(f"operation IN ({_QUOTED})")
 

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from gateway.db.identity_models import IdentityLink, IdentityRecord, IdentityReview
 from gateway.db.locks import lock_customers
 from gateway.db.models import (
+    MERGE_OPERATION,
     Attribute,
     AuditEntry,
     Consent,
@@ -140,7 +141,7 @@ async def merge_in(
     session.add(
         AuditEntry(
             actor=actor,
-            operation="merge_customers",
+            operation=MERGE_OPERATION,
             customer_id=a,
             details={"merged": str(b), "identities": len(moved)},
         )

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gateway.db.identity_models import IdentityLink, IdentityReview
 from gateway.db.locks import lock_customers
 from gateway.db.models import (
+    FOLD_OPERATION,
     Attribute,
     AuditEntry,
     Consent,
@@ -75,7 +76,7 @@ async def fold_customers(
             insert(AuditEntry).values(
                 occurred_at=utcnow(),
                 actor="identity-linker",
-                operation="fold_customers",
+                operation=FOLD_OPERATION,
                 customer_id=into,
                 details={"merged": str(gone), "rule": "probabilistic"},
             )
