@@ -16,10 +16,14 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 _CHUNK = 2000  # bind parameters per IN list (SQLite), well under its limit
-# A multi-row INSERT's rows at most, and its parameters under SQLite's limit (32,766
-# since 3.32, 999 before). Each statement is one trip to the driver's thread.
+# A multi-row INSERT's rows at most, and its parameters at most this or SQLite's limit
+# (``sqlite_parameters_at_most``). Each statement is one trip to the driver's thread.
 _VALUES_ROWS = 500
-_VALUES_PARAMETERS = 32_000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+_VALUES_PARAMETERS = 32_000
+# What the gateway's SQLite statements need: RETURNING (3.35), and an IN list of
+# ``_CHUNK`` bound values.
+SQLITE_VERSION_NEEDED = (3, 35, 0)
+SQLITE_PARAMETERS_NEEDED = _CHUNK
 _VALUES_REST = (256, 128, 64, 32, 16, 8, 4, 2, 1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -138,11 +142,21 @@ async def insert_values(
         at += size
 
 
+@functools.cache
+def sqlite_parameters_at_most() -> int:
+    """The bound parameters one statement may hold on this process's SQLite library, as
+    a new connection reads it: the limit it was compiled with (32,766 by default since
+    3.32, 250,000 in Debian's build, lower in some), not a guess from its version."""
+    with contextlib.closing(sqlite3.connect(":memory:")) as probe:
+        return probe.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+
+
 def _statement_sizes(rows: int, width: int, most: int) -> Iterator[int]:
     """How many rows each multi-row statement of ``rows`` rows of ``width`` values takes:
     as many as allowed, then the rest in powers of two (a few statement texts, each
     prepared once and kept in the driver's cache, not one for every remainder)."""
-    per = max(1, min(most, _VALUES_PARAMETERS // width))
+    parameters = min(_VALUES_PARAMETERS, sqlite_parameters_at_most())
+    per = max(1, min(most, parameters // width))
     for size in (per, *(n for n in _VALUES_REST if n < per)):
         count, rows = divmod(rows, size)
         yield from [size] * count

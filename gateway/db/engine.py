@@ -8,12 +8,18 @@ as ``DatabaseUnavailable`` (gateway/db/connectivity.py), which the edge answers 
 
 from __future__ import annotations
 
+import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
+from gateway.db.bulk import (
+    SQLITE_PARAMETERS_NEEDED,
+    SQLITE_VERSION_NEEDED,
+    sqlite_parameters_at_most,
+)
 from gateway.db.connectivity import FailFastPool, watch
 
 if TYPE_CHECKING:
@@ -34,6 +40,7 @@ def create_engine(
     # Statement parameters hold customer data; keep them out of exception messages and logs.
     kwargs.setdefault("hide_parameters", True)
     if database_url.startswith("sqlite"):
+        require_sqlite(sqlite3.sqlite_version_info, sqlite_parameters_at_most())
         engine = create_async_engine(database_url, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -54,6 +61,22 @@ def create_engine(
     connect_args = kwargs.setdefault("connect_args", {})
     connect_args.setdefault("timeout", connect_timeout_s)  # asyncpg's, for connecting
     return watch(create_async_engine(database_url, **kwargs))
+
+
+def require_sqlite(version: tuple[int, int, int], parameters: int) -> None:
+    """Refuses, with what is missing, a SQLite library the gateway's statements would
+    fail on at their first use (a write's RETURNING, a long IN list) rather than at
+    start: ``version`` and the bound parameters a statement may hold."""
+    if version < SQLITE_VERSION_NEEDED:
+        raise RuntimeError(
+            f"SQLite {'.'.join(map(str, SQLITE_VERSION_NEEDED))} or newer is needed "
+            f"(RETURNING); this Python's library is {'.'.join(map(str, version))}"
+        )
+    if parameters < SQLITE_PARAMETERS_NEEDED:
+        raise RuntimeError(
+            f"SQLite must allow {SQLITE_PARAMETERS_NEEDED} bound parameters a statement; "
+            f"this Python's library was compiled with SQLITE_MAX_VARIABLE_NUMBER={parameters}"
+        )
 
 
 def engine_for(settings: Settings) -> AsyncEngine:

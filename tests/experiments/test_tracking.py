@@ -127,7 +127,7 @@ def test_a_product_link_that_already_holds_a_tracked_parameter_names_the_list_se
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.one_of(URLS, st.none()), min_size=1, max_size=20))
+@given(st.lists(st.one_of(URLS, st.none(), st.just("")), min_size=1, max_size=20))
 def test_lists_prepared_ahead_are_signed_as_made_one_at_a_time(urls: list[str | None]) -> None:
     """``new_list`` (serving: ids and their first tags prepared 64 at a time) gives what
     ``links`` gives for its id, a new id each list across batches, each link read back."""
