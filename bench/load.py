@@ -31,7 +31,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from bench.impressions import impressions_ab
+from bench.impressions import impressions_ab, verdict
 from bench.support import harness
 from bench.support.access import AUTH
 from bench.support.bare import PAYLOAD_FILE
@@ -322,7 +322,8 @@ def _report(
     ratio = results["recommendations ratio"]
     print(
         f"ratio recommendations with / without impressions (median of the turns): p99 "
-        f"{ratio['p99']:.3f} (target < 1.05), CPU per request {ratio['cpu_ms']:.3f}; "
+        f"{ratio['p99']:.3f} (target < 1.05; {verdict(ratio)}), CPU per request "
+        f"{ratio['cpu_ms']:.3f}; "
         f"recommendations p99 target < 20 ms"
     )
     minimal, persisted = results["minimal strawberry"], results["persisted GET"]
