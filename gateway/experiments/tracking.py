@@ -201,9 +201,16 @@ class Tracker:
 
     def _verify(self, token: str) -> Tracked | None:
         signed, dot, position = token.partition(".")
-        if not dot or len(signed) != _TOKEN_CHARS or not position.isdigit():
+        # ASCII digits as the link was made, "1" and no other spelling: ``isdigit`` alone
+        # takes "²" (which int() refuses: a ValueError failed the ESP's whole batch, on
+        # every retry) and an Arabic-Indic one or "01" (read as 1).
+        if (
+            not dot
+            or len(signed) != _TOKEN_CHARS
+            or not (position.isascii() and position.isdigit())
+        ):
             return None
-        if len(position) > 3 or int(position) > MAX_POSITION:
+        if len(position) > 3 or position != str(int(position)) or int(position) > MAX_POSITION:
             return None
         list_id = signed[:_LIST_CHARS]
         if not list_id.isascii() or not signed.isascii():

@@ -137,12 +137,17 @@ async def test_clicks_on_untracked_or_forged_links_are_attributed_to_nothing(
     url = shown["recommendations"][0]["url"]
     at = url.index("gw_rec=") + len("gw_rec=") + 20  # a character of the tag
     forged = url[:at] + ("A" if url[at] != "A" else "B") + url[at + 1 :]
+    assert url.endswith(".0")
     events = [
         click(person.email, "https://shop.example/products/anything"),
         click(person.email, forged),
+        # A position in digits of another kind ("²", "١"): int() refused the first and
+        # its ValueError failed the whole batch, on every retry.
+        click(person.email, url[:-1] + "%C2%B2"),
+        click(person.email, url[:-1] + "%D9%A0"),
     ]
     stored = await _post(served, sendgrid_request(events))
-    assert [e["status"] for e in stored] == ["processed", "processed"]  # still engagement
+    assert [e["status"] for e in stored] == ["processed"] * 4  # still engagement
     services = services_of(served.app)
     assert await services.experiment_results.clicks(customer_id_for(person)) == []
     # The same click twice (an ESP's retry): attributed once.

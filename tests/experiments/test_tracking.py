@@ -61,8 +61,23 @@ def test_an_edited_position_names_nothing() -> None:
         if other != 1:
             edited = f"{token.partition('.')[0]}.{other}"
             assert TRACKER.read(f"https://x/p?{PARAMETER}={edited}") is None
-    for bad in ("256", "-1", "", "1x", "0001"):
+    for bad in ("256", "-1", "", "1x", "0001", "01", "\u00b9", "\u0661", "\uff11", " 1", "1 "):
         assert TRACKER.read(f"https://x/p?{PARAMETER}={token[:-2]}.{bad}") is None
+        assert TRACKER.read(f"https://x/p?{PARAMETER}={quote(token[:-2] + '.' + bad)}") is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=6), st.integers(0, 255))
+def test_any_position_text_names_the_signed_one_or_nothing_and_never_fails(
+    position: str, signed: int
+) -> None:
+    """Whatever an ESP reports after the dot (a recipient's edit, another script's
+    digits), reading names the signed position only for its own spelling, and never
+    raises: one click that did failed its whole batch."""
+    list_id = new_list_id()
+    token = TRACKER.token(list_id, signed).partition(".")[0]
+    found = TRACKER.read(f"https://x/p?{PARAMETER}={quote(token + '.' + position)}")
+    assert found is None or (found == Tracked(list_id, signed) and position == str(signed))
 
 
 @settings(max_examples=100, deadline=None)
