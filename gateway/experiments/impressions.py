@@ -130,10 +130,14 @@ class ImpressionLog:
         try:
             await self._insert(values)
         except (IntegrityError, IntegrityConstraintViolationError):
+            # A list already stored: a write retried after its commit went through
+            # unacknowledged (a connection lost with the reply). Its rows are not
+            # written again; left in, the same batch failed every retry, and every list
+            # served afterwards waited behind it until the buffer dropped the oldest.
+            batch = await self._not_stored(_rows(values))
             # A customer gone since: merged away, their rows go to whom they were merged
             # into (a click on the list is then still attributed); erased, they are not
             # written.
-            batch = _rows(values)
             kept = await self._of_existing(batch)
             if len(kept) < len(batch):
                 moved = await self._of_survivors(batch, {row[1] for row in kept})
@@ -165,6 +169,27 @@ class ImpressionLog:
                 await insert_tuples(connection, _TABLE, _COLUMNS, records)
             else:
                 await _sqlite(connection, values)
+
+    async def _not_stored(self, batch: Sequence[_Row]) -> list[_Row]:
+        """The rows whose list is not stored yet (the first of a list queued twice)."""
+        ids = list({row[0] for row in batch})
+        stored: set[str] = set()
+        async with self._sessions() as session:
+            for start in range(0, len(ids), _IDS_PER_QUERY):
+                listed = RecommendationImpression.list_id.in_(ids[start : start + _IDS_PER_QUERY])
+                query = select(RecommendationImpression.list_id).where(listed)
+                stored.update(await session.scalars(query))
+        kept = []
+        for row in batch:
+            if row[0] not in stored:
+                stored.add(row[0])
+                kept.append(row)
+        if len(kept) < len(batch):
+            logger.warning(
+                "impressions already stored not written again (a retried write)",
+                extra={"dropped": len(batch) - len(kept)},
+            )
+        return kept
 
     async def _of_existing(self, batch: Sequence[Impression | _Row]) -> list[Impression | _Row]:
         async with self._sessions() as session:

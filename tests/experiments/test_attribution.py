@@ -141,8 +141,8 @@ async def test_clicks_on_untracked_or_forged_links_are_attributed_to_nothing(
     events = [
         click(person.email, "https://shop.example/products/anything"),
         click(person.email, forged),
-        # A position in digits of another kind ("²", "١"): int() refused the first and
-        # its ValueError failed the whole batch, on every retry.
+        # A position in digits of another kind (superscript, Arabic-Indic): int()
+        # refused the first, and its ValueError failed the whole batch on every retry.
         click(person.email, url[:-1] + "%C2%B2"),
         click(person.email, url[:-1] + "%D9%A0"),
     ]

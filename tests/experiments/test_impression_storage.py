@@ -143,6 +143,45 @@ def test_the_log_writes_a_batch_without_the_row_no_database_can_hold(own_databas
     assert asyncio.run(written()) == ["a", "c"]
 
 
+def test_a_list_already_stored_is_not_written_again_and_holds_up_no_other(
+    own_database_url: str,
+) -> None:
+    """A batch retried after its commit went through unacknowledged (a connection lost
+    with the reply) holds lists already stored: they are not written twice, and the
+    lists queued with them are written (the batch failed every retry, on both
+    databases, and every list served afterwards waited behind it)."""
+    url = own_database_url
+
+    async def written() -> tuple[list[tuple[str, str]], int]:
+        engine = create_engine(url)
+        try:
+            customer = uuid.uuid4()
+            async with engine.begin() as connection:
+                await connection.execute(insert(Customer).values(id=customer))
+            log = ImpressionLog(create_sessionmaker(engine), flush_interval_s=3600)
+
+            def record(list_id: str, send: str) -> None:
+                log.record((list_id, customer.hex, 0, "api", "model", None, None, send, "[]"))
+
+            record("stored", "first")
+            await log.flush()
+            for list_id, send in (("new-1", "second"), ("stored", "second"), ("new-2", "second")):
+                record(list_id, send)
+            record("new-1", "third")  # the same list queued twice: its first row kept
+            await log.flush()
+            left = log._buffer.rows
+            await log.aclose()
+            async with engine.connect() as connection:
+                query = select(_TABLE.c.list_id, _TABLE.c.send_id).order_by(_TABLE.c.list_id)
+                return [tuple(row) for row in await connection.execute(query)], left
+        finally:
+            await engine.dispose()
+
+    rows, left = asyncio.run(written())
+    assert rows == [("new-1", "second"), ("new-2", "second"), ("stored", "first")]
+    assert left == 0
+
+
 @given(st.lists(st.text(max_size=8), max_size=6))
 def test_a_served_lists_items_are_json_a_database_can_hold(product_ids: list[str]) -> None:
     """Serving makes the items' JSON text as it queues the row: any product id an
