@@ -130,21 +130,35 @@ class ServedRecommendations:
             for personal, items in ((True, picks.personal), (False, picks.popular))
             if items is not None
         }
+        chosen: list[bool] = []  # the list the context gave the template
         recorded: list[bool] = []
 
         def shown(personal: bool) -> None:
-            if recorded or personal not in lists or not self.impressions.enabled:
+            if not chosen and personal in lists:
+                chosen.append(personal)
+
+        def rendered(text: str) -> None:
+            """Records the chosen list once the render succeeded (a failed one showed
+            nothing), with its items up to the furthest whose link the output holds:
+            a template printing three of twelve records three; one printing no link
+            of it (titles only), all it was given."""
+            if recorded or not chosen or not self.impressions.enabled:
                 return  # once per request: the same customer rendered twice is one list
-            recorded.append(personal)
-            list_id, items = lists[personal]
-            strategy = planned if personal else served_strategy(planned, False)
-            self._record(list_id, customer_id, "render", send_id, strategy, assignment, items)
+            recorded.append(True)
+            list_id, items = lists[chosen[0]]
+            if list_id is None:
+                return
+            furthest = self.tracker.furthest_printed(list_id, text)
+            printed = items if furthest is None else items[: furthest + 1]
+            strategy = planned if chosen[0] else served_strategy(planned, False)
+            self._record(list_id, customer_id, "render", send_id, strategy, assignment, printed)
 
         personal = lists.get(True)
         return Picks(
             personal[1] if personal else None,
             lists[False][1] if False in lists else (),
             shown,
+            rendered,
         )
 
     def _served(

@@ -29,6 +29,7 @@ from adapters.errors import UpstreamError
 from gateway.errors import GatewayError, InvalidInput
 from gateway.observability.tracing import span
 from gateway.profiles.customers import CustomerProfile
+from gateway.recommendations.serving import Picks
 from gateway.templates.render_context import TEMPLATE_LOADERS, customer_context
 from gateway.templates.render_pool import RenderPool, RenderPoolError
 from gateway.upstreams.federation import Outcome, SourceStatus
@@ -225,7 +226,7 @@ class Renderer:
         pending: deque[asyncio.Future[Outcomes]] = deque()
         for start in range(0, len(profiles), CHUNK):
             chunk: Outcomes = []
-            contexts: list[tuple[int, dict[str, Any], list[str]]] = []
+            contexts: list[tuple[int, dict[str, Any], list[str], Picks | None]] = []
             for index in range(start, min(start + CHUNK, len(profiles))):
                 warnings = warnings_of(compiled)
                 try:
@@ -241,7 +242,8 @@ class Renderer:
                 except (GatewayError, UpstreamError) as exc:
                     chunk.append(exc)
                     continue
-                contexts.append((len(chunk), context, warnings))
+                # The picks are told the output: the items a render printed are recorded.
+                contexts.append((len(chunk), context, warnings, values.get("recommendations")))
                 chunk.append(RenderError("not rendered"))  # replaced by the job's answer
             pending.append(asyncio.ensure_future(self._job(compiled, chunk, contexts, budget)))
             await asyncio.sleep(0)  # the job is on its way to a worker before the next chunk
@@ -255,7 +257,7 @@ class Renderer:
         self,
         compiled: Compiled,
         chunk: Outcomes,
-        contexts: list[tuple[int, dict[str, Any], list[str]]],
+        contexts: list[tuple[int, dict[str, Any], list[str], Picks | None]],
         budget: RequestBudget,
     ) -> Outcomes:
         if not contexts:
@@ -268,7 +270,7 @@ class Renderer:
             seconds = min(budget.seconds_left(), self.budgets.seconds * len(contexts))
             if seconds <= 0 or steps <= 0 or output <= 0:
                 reason = "the request used up its rendering budget"
-                for position, _, _ in contexts:
+                for position, *_ in contexts:
                     chunk[position] = RenderLimitError(f"The template exceeded a limit: {reason}")
                 return chunk
             request = {
@@ -276,7 +278,7 @@ class Renderer:
                 "source": compiled.source,
                 "html": compiled.format is RenderFormat.HTML,
                 "strict": compiled.strict,
-                "contexts": [context for _, context, _ in contexts],
+                "contexts": [context for _, context, *_ in contexts],
                 "budget": {
                     "steps": self.budgets.steps,
                     "output": self.budgets.output,
@@ -289,15 +291,19 @@ class Renderer:
             try:
                 answer = await self.pool.run(request, seconds)
             except RenderPoolError as exc:
-                for position, _, _ in contexts:
+                for position, *_ in contexts:
                     chunk[position] = RenderLimitError(
                         f"The template exceeded a limit: {exc.reason}"
                     )
                 return chunk  # what it used is unknown: all of its reservation counts
             used_steps = min(steps, int(answer["steps"]))
             used_output = min(output, int(answer["output"]))
-            for (position, _, warnings), result in zip(contexts, answer["results"], strict=True):
-                chunk[position] = _outcome(compiled, result, warnings)
+            for (position, _, warnings, picks), result in zip(
+                contexts, answer["results"], strict=True
+            ):
+                outcome = chunk[position] = _outcome(compiled, result, warnings)
+                if picks is not None and picks.rendered and isinstance(outcome, Rendered):
+                    picks.rendered(outcome.body)
             return chunk
         finally:
             await budget.settle(steps - used_steps, output - used_output)

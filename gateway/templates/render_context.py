@@ -138,7 +138,9 @@ def _recommendations(picks: Picks | None, personal: bool) -> list[dict[str, Any]
     mine = personal and picks.personal is not None
     chosen = picks.personal if mine and picks.personal is not None else picks.popular
     if picks.shown is not None:
-        picks.shown(mine)  # the list this render shows is the one recorded as served
+        # The list this render's template is given: recorded as served once the
+        # render succeeds, with what it printed (gateway/templates/render.py).
+        picks.shown(mine)
     return [
         {
             "id": r.product.external_id,
