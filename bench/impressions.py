@@ -214,11 +214,16 @@ def impressions_ab(
 
 def verdict(ratio: dict[str, float], target: float = 1.05) -> str:
     """Whether the p99 ratio is under ``target`` by its median's interval, not by the
-    median of one run alone (a turn's ratio moves by ~5-15 % on a shared machine)."""
+    median of one run alone (a turn's ratio moves by ~5-15 % on a shared machine). The
+    interval takes the turns as independent draws: they alternate on/off and off/on, so
+    a machine drifting through the run weighs on both sides alike, roughly."""
     interval = (
         f"{ratio['p99_confidence']:.0%} interval of the median "
         f"{ratio['p99_low']:.3f}-{ratio['p99_high']:.3f}"
     )
+    if ratio["p99_confidence"] < 0.95:
+        # Under six turns: their extremes, below 95 % (one turn's is no interval at all).
+        return f"{interval}: too few turns to show the target met or not"
     if ratio["p99_high"] < target:
         return f"{interval}: under {target} (met)"
     if ratio["p99_low"] >= target:

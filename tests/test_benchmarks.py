@@ -84,3 +84,24 @@ def test_the_median_interval_is_the_narrowest_order_statistics_that_cover_it(n: 
         a, b, _ = median_interval(sample)
         covered += a <= true_median <= b
     assert covered / 2_000 == pytest.approx(confidence, abs=0.03)
+
+
+@pytest.mark.parametrize(
+    ("ratios", "said"),
+    [
+        ([1.0, 1.01, 1.02], "too few turns"),
+        ([1.0, 1.01, 1.02, 1.03, 1.04, 1.02], "(met)"),
+        ([1.06, 1.07, 1.08, 1.09, 1.1, 1.06], "(not met)"),
+        ([1.0, 1.1, 1.02, 1.03, 1.04, 1.02], "not shown met"),
+    ],
+)
+def test_the_impressions_verdict_says_met_only_when_its_interval_shows_it(
+    ratios: list[float], said: str
+) -> None:
+    from bench.impressions import verdict
+    from bench.support.intervals import median_interval
+
+    low, high, confidence = median_interval(ratios)
+    found = verdict({"p99_low": low, "p99_high": high, "p99_confidence": confidence})
+    assert said in found
+    assert "(met)" not in found or said == "(met)"

@@ -20,10 +20,12 @@ _CHUNK = 2000  # bind parameters per IN list (SQLite), well under its limit
 # (``sqlite_parameters_at_most``). Each statement is one trip to the driver's thread.
 _VALUES_ROWS = 500
 _VALUES_PARAMETERS = 32_000
-# What the gateway's SQLite statements need: RETURNING (3.35), and an IN list of
-# ``_CHUNK`` bound values.
+# What the gateway's SQLite statements need: RETURNING (3.35), and the bound parameters
+# every build since 3.32 allows by default: SQLAlchemy sizes its multi-row inserts by
+# that (an ESP batch's events with RETURNING), a stream's 1,000 events a statement bind
+# 7,000, an IN list of ``_CHUNK`` values and the query's own.
 SQLITE_VERSION_NEEDED = (3, 35, 0)
-SQLITE_PARAMETERS_NEEDED = _CHUNK
+SQLITE_PARAMETERS_NEEDED = 32_766
 _VALUES_REST = (256, 128, 64, 32, 16, 8, 4, 2, 1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
