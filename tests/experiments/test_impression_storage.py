@@ -8,9 +8,10 @@ the same."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -116,6 +117,22 @@ def test_the_writer_stores_what_sqlalchemy_stores(
     assert written == expected
 
 
+@contextlib.asynccontextmanager
+async def _one_customers_log(
+    url: str,
+) -> AsyncIterator[tuple[AsyncEngine, uuid.UUID, ImpressionLog]]:
+    """An engine on ``url``, one stored customer, and an impressions log that writes
+    only when flushed."""
+    engine = create_engine(url)
+    try:
+        customer = uuid.uuid4()
+        async with engine.begin() as connection:
+            await connection.execute(insert(Customer).values(id=customer))
+        yield engine, customer, ImpressionLog(create_sessionmaker(engine), flush_interval_s=3600)
+    finally:
+        await engine.dispose()
+
+
 def test_the_log_writes_a_batch_without_the_row_no_database_can_hold(own_database_url: str) -> None:
     """A lone surrogate (a product id as an upstream's JSON may spell it) cannot be
     encoded for either database: that row is dropped and logged, the batch's others are
@@ -124,12 +141,7 @@ def test_the_log_writes_a_batch_without_the_row_no_database_can_hold(own_databas
     url = own_database_url
 
     async def written() -> list[str]:
-        engine = create_engine(url)
-        try:
-            customer = uuid.uuid4()
-            async with engine.begin() as connection:
-                await connection.execute(insert(Customer).values(id=customer))
-            log = ImpressionLog(create_sessionmaker(engine), flush_interval_s=3600)
+        async with _one_customers_log(url) as (engine, customer, log):
             for list_id, items in (("a", '["p-1"]'), ("b", '["\ud800"]'), ("c", '["p-2"]')):
                 log.record((list_id, customer.hex, 0, "api", "model", None, None, "s", items))
             await log.flush()
@@ -137,8 +149,6 @@ def test_the_log_writes_a_batch_without_the_row_no_database_can_hold(own_databas
             async with engine.connect() as connection:
                 query = select(_TABLE.c.list_id).order_by(_TABLE.c.list_id)
                 return list(await connection.scalars(query))
-        finally:
-            await engine.dispose()
 
     assert asyncio.run(written()) == ["a", "c"]
 
@@ -153,12 +163,7 @@ def test_a_list_already_stored_is_not_written_again_and_holds_up_no_other(
     url = own_database_url
 
     async def written() -> tuple[list[tuple[str, str]], int]:
-        engine = create_engine(url)
-        try:
-            customer = uuid.uuid4()
-            async with engine.begin() as connection:
-                await connection.execute(insert(Customer).values(id=customer))
-            log = ImpressionLog(create_sessionmaker(engine), flush_interval_s=3600)
+        async with _one_customers_log(url) as (engine, customer, log):
 
             def record(list_id: str, send: str) -> None:
                 log.record((list_id, customer.hex, 0, "api", "model", None, None, send, "[]"))
@@ -174,8 +179,6 @@ def test_a_list_already_stored_is_not_written_again_and_holds_up_no_other(
             async with engine.connect() as connection:
                 query = select(_TABLE.c.list_id, _TABLE.c.send_id).order_by(_TABLE.c.list_id)
                 return [tuple(row) for row in await connection.execute(query)], left
-        finally:
-            await engine.dispose()
 
     rows, left = asyncio.run(written())
     assert rows == [("new-1", "second"), ("new-2", "second"), ("stored", "first")]
