@@ -137,21 +137,19 @@ class ServedRecommendations:
             if not chosen and personal in lists:
                 chosen.append(personal)
 
-        def rendered(text: str) -> None:
-            """Records the chosen list once the render succeeded (a failed one showed
-            nothing), with its items up to the furthest whose link the output holds:
-            a template printing three of twelve records three; one printing no link
-            of it (titles only), all it was given."""
+        def rendered(_text: str) -> None:
+            """Records the chosen list once a render succeeded (a failed one showed
+            nothing), with every pick the template was given: the renders of one
+            request share the list, each printing what its template chose (one its
+            first link, another all twelve), so the list's items are all of them, at
+            the positions every body's links name. Recorded with what the first body
+            printed, the others' clicks found no product at their position."""
             if recorded or not chosen or not self.impressions.enabled:
                 return  # once per request: the same customer rendered twice is one list
             recorded.append(True)
             list_id, items = lists[chosen[0]]
-            if list_id is None:
-                return
-            furthest = self.tracker.furthest_printed(list_id, text)
-            printed = items if furthest is None else items[: furthest + 1]
             strategy = planned if chosen[0] else served_strategy(planned, False)
-            self._record(list_id, customer_id, "render", send_id, strategy, assignment, printed)
+            self._record(list_id, customer_id, "render", send_id, strategy, assignment, items)
 
         personal = lists.get(True)
         return Picks(

@@ -46,7 +46,6 @@ _BLOCK_CHARS = _TAG_CHARS * _PER_BLOCK  # 63 bytes encode to 84 characters, no p
 # when each list was made in its request).
 _PREPARED = 64
 _TOKEN_CHARS = _LIST_CHARS + _TAG_CHARS
-_DIGITS = frozenset("0123456789")  # not str.isdigit: "²" and other scripts' digits too
 # Each position of the first block: where its tag lies in the block's tags, and the
 # token's end (``.<position>``).
 _FIRST_BLOCK = tuple((at * _TAG_CHARS, (at + 1) * _TAG_CHARS, f".{at}") for at in range(_PER_BLOCK))
@@ -177,25 +176,6 @@ class Tracker:
                 else:
                     found.append(f"{url}?{PARAMETER}={list_id}{tag}.{position}")
         return found
-
-    def furthest_printed(self, list_id: str, text: str) -> int | None:
-        """The furthest position of ``list_id`` whose parameter ``text`` holds (a
-        render's output: the links its template printed), or None for none. Read by
-        the list id's 16 characters, the tag's 12 and the position's digits after the
-        dot, as the links were made (HTML escaping and URL encoding leave them as
-        they are); one search of the text per list printed."""
-        furthest: int | None = None
-        at = text.find(list_id)
-        while at >= 0:
-            start = at + _TOKEN_CHARS + 1
-            if text[start - 1 : start] == ".":
-                end = start
-                while end < start + 3 and text[end : end + 1] in _DIGITS:
-                    end += 1
-                if end > start and int(text[start:end]) <= MAX_POSITION:
-                    furthest = max(furthest or 0, int(text[start:end]))
-            at = text.find(list_id, at + _LIST_CHARS)
-        return furthest
 
     def token(self, list_id: str, position: int) -> str:
         if not 0 <= position <= MAX_POSITION:

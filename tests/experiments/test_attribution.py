@@ -308,3 +308,41 @@ async def test_an_order_dated_ahead_converts_no_click_made_after_it_arrived(
     variant = conversion["variants"][0]
     assert (variant["impressions"], variant["clicks"], variant["conversions"]) == (2, 2, 1)
     assert converted == {before: 1, after: 0}
+
+
+async def test_every_link_of_a_list_two_renders_print_is_attributed_to_its_product(
+    served: Served,
+) -> None:
+    """Two renders of one request share the customer's list, one printing its first
+    link, the other all of them: a click on any names its product (recorded with what
+    the first body printed, the other's clicks found none at their position)."""
+    person = person_with_history(served.samples)[14]
+    customer = str(customer_id_for(person))
+    for name, source in (
+        ("first-only", "{{ recommendations[0].url }}"),
+        ("all-links", "{% for p in recommendations %}[{{ p.url }}]{% endfor %}"),
+    ):
+        saved = await gql(
+            served.client,
+            "mutation($n: String!, $s: String!) { saveTemplate(name: $n, source: $s) { version } }",
+            n=name,
+            s=source,
+        )
+        assert "errors" not in saved, saved
+    body = await gql(
+        served.client,
+        "query($ids: [ID!]!) {"
+        ' a: renderBatch(name: "first-only", customerIds: $ids, sendId: "two-1") { body }'
+        ' b: renderBatch(name: "all-links", customerIds: $ids, sendId: "two-1") { body } }',
+        ids=[customer],
+    )
+    assert "errors" not in body, body
+    links = [part.split("]")[0] for part in body["data"]["b"][0]["body"].split("[")[1:]]
+    assert len(links) > 3
+    assert body["data"]["a"][0]["body"] == links[0]
+    events = [click(person.email, link, send="two-1") for link in links]
+    await _post(served, sendgrid_request(events))
+    services = services_of(served.app)
+    found = await services.experiment_results.clicks(customer_id_for(person))
+    assert sorted(c.position for c in found) == list(range(len(links)))
+    assert all(c.product_id is not None for c in found)

@@ -147,8 +147,9 @@ async def test_renders_and_the_url_record_the_list_they_show(served: Served) -> 
     assert {r.surface for r in rendered} == {"render"}
     for row in rendered:
         assert row.list_id in (items[0]["body"] + items[1]["body"])
-        # What the template printed (``limit: 2``), not every pick it was given.
-        assert len(row.items) == 2
+        # Every pick the template was given (it printed two): another render of the
+        # same request may print more of the same list.
+        assert len(row.items) > 2
     # The recommendation URL: its answer names the list recorded for the send.
     answer = await served.client.post(
         "/api/recommendations",

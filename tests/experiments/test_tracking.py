@@ -169,28 +169,3 @@ def test_a_forked_child_serves_none_of_the_lists_its_parent_prepared() -> None:
     served_by_child = os.read(reader, 16).decode()
     served_by_parent = {tracker.new_list(["https://x/p"])[0] for _ in range(63)}
     assert served_by_child not in served_by_parent
-
-
-@settings(max_examples=100, deadline=None)
-@given(
-    st.lists(st.integers(0, 40), max_size=8),
-    st.sampled_from(["plain", "html", "quoted"]),
-)
-def test_a_renders_furthest_printed_position_is_read_from_its_output(
-    printed: list[int], spelling: str
-) -> None:
-    """A render records the items up to the furthest whose link its output holds:
-    however the template spelled the links (HTML-escaped, URL-encoded), and not
-    counting another list's links beside them."""
-    list_id, other = new_list_id(), new_list_id()
-    links = TRACKER.links(list_id, [f"https://shop.example/p/{n}?a=1&b=2" for n in range(41)])
-    others = TRACKER.links(other, [f"https://shop.example/p/{n}" for n in range(50)])
-
-    def spelt(link: str | None) -> str:
-        assert link is not None
-        if spelling == "html":
-            return link.replace("&", "&amp;")
-        return quote(link, safe="") if spelling == "quoted" else link
-
-    text = " ".join([spelt(others[49]), *(spelt(links[n]) for n in printed), spelt(others[45])])
-    assert TRACKER.furthest_printed(list_id, text) == (max(printed) if printed else None)
