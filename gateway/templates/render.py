@@ -242,7 +242,7 @@ class Renderer:
                 except (GatewayError, UpstreamError) as exc:
                     chunk.append(exc)
                     continue
-                # The picks are told the output: the items a render printed are recorded.
+                # The picks are told of a render that succeeded: its list is recorded then.
                 contexts.append((len(chunk), context, warnings, values.get("recommendations")))
                 chunk.append(RenderError("not rendered"))  # replaced by the job's answer
             pending.append(asyncio.ensure_future(self._job(compiled, chunk, contexts, budget)))

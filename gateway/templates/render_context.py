@@ -139,7 +139,7 @@ def _recommendations(picks: Picks | None, personal: bool) -> list[dict[str, Any]
     chosen = picks.personal if mine and picks.personal is not None else picks.popular
     if picks.shown is not None:
         # The list this render's template is given: recorded as served once the
-        # render succeeds, with what it printed (gateway/templates/render.py).
+        # render succeeds (gateway/templates/render.py): a failed one showed nothing.
         picks.shown(mine)
     return [
         {
