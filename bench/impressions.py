@@ -192,18 +192,16 @@ def impressions_ab(
             f"ratio by turn {[round(r, 3) for r in ratios]} (median "
             f"{statistics.median(ratios):.3f}, {confidence:.0%} interval {low:.3f}-{high:.3f})"
         )
-    p99_ratios = [a["p99"] / b["p99"] for a, b in zip(on_runs, off_runs, strict=True)]
-    low, high, confidence = median_interval(p99_ratios)
+    ratios_of = {
+        figure: [a[figure] / b[figure] for a, b in zip(on_runs, off_runs, strict=True)]
+        for figure in ("p99", "rps", "cpu_ms")
+    }
+    low, high, confidence = median_interval(ratios_of["p99"])
     return {
         "recommendations": _mean(on_runs),
         "recommendations untracked": _mean(off_runs),
         "recommendations ratio": {
-            **{
-                figure: statistics.median(
-                    a[figure] / b[figure] for a, b in zip(on_runs, off_runs, strict=True)
-                )
-                for figure in ("p99", "rps", "cpu_ms")
-            },
+            **{figure: statistics.median(ratios) for figure, ratios in ratios_of.items()},
             # The median's distribution-free interval (bench/support/intervals.py).
             "p99_low": low,
             "p99_high": high,

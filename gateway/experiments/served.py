@@ -137,7 +137,7 @@ class ServedRecommendations:
             if not chosen and personal in lists:
                 chosen.append(personal)
 
-        def rendered(_text: str) -> None:
+        def rendered() -> None:
             """Records the chosen list once a render succeeded (a failed one showed
             nothing), with every pick the template was given: the renders of one
             request share the list, each printing what its template chose (one its

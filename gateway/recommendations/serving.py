@@ -82,12 +82,12 @@ class Picks:
     """A customer's recommendations for a template: personalised (None without stored
     consent) and popular ones, so a render whose CRM withdrew consent uses the latter.
     ``shown`` is told which one a render's context gave the template (True: the
-    personalised one), ``rendered`` the render's output once it succeeded."""
+    personalised one), ``rendered`` that a render succeeded."""
 
     personal: tuple[Recommendation, ...] | None
     popular: tuple[Recommendation, ...]
     shown: Callable[[bool], None] | None = None
-    rendered: Callable[[str], None] | None = None
+    rendered: Callable[[], None] | None = None
 
 
 def _wanted(

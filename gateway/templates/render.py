@@ -303,7 +303,7 @@ class Renderer:
             ):
                 outcome = chunk[position] = _outcome(compiled, result, warnings)
                 if picks is not None and picks.rendered and isinstance(outcome, Rendered):
-                    picks.rendered(outcome.body)
+                    picks.rendered()
             return chunk
         finally:
             await budget.settle(steps - used_steps, output - used_output)
