@@ -212,7 +212,11 @@ async def test_a_refresh_after_a_build_with_no_churn_fit_stores_none_as_the_buil
     async with store._sessions.begin() as session:
         last = (await session.scalars(select(ScoreBuild))).one()
         last.parameters = {**last.parameters, "churn": {"model": "none"}}
-    changed = sorted(await _rows(store))[:5]
+    # Customers with events of their own: touching the events of one with none (a
+    # customer with only a profile) changes nothing, so it is not refreshed.
+    async with store._sessions() as session:
+        with_events = set((await session.scalars(select(Event.customer_id).distinct())).all())
+    changed = sorted(k for k in await _rows(store) if k in with_events)[:5]
     async with store._sessions.begin() as session:
         await session.execute(
             update(Event).where(Event.customer_id.in_(changed)).values(source=Event.source)
