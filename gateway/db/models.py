@@ -167,6 +167,9 @@ class Attribute(Base):
     source: Mapped[str] = mapped_column(String(64))
     observed_at: Mapped[datetime] = mapped_column(default=utcnow)
     changed_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
+    # The identity whose record reported it (migration 0028), so an unmerge takes back
+    # all it ever said; None for the gateway's own (the API's, a merge's, an ESP's).
+    identity_id: Mapped[int | None] = mapped_column(Integer, default=None)
 
     # Leads with (customer_id, name): it serves the per-customer reads as well.
     __table_args__ = (

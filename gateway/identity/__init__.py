@@ -11,10 +11,11 @@ from __future__ import annotations
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.linkage.linker import Decision, Review
 from gateway.identity.linkage.resolution import Resolver
-from gateway.identity.merges import merge_customers, refresh_golden, unmerge_customer
+from gateway.identity.merges import merge_customers, refresh_golden
 from gateway.identity.records import PreparedRecord, RecordError, prepare
 from gateway.identity.scoring.evaluation import PairMetrics, pair_metrics
 from gateway.identity.scoring.model import DEFAULT_MODEL, LinkageModel
+from gateway.identity.unmerges import unmerge_customer
 
 __all__ = [
     "DEFAULT_CONFIG",

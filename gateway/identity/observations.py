@@ -1,7 +1,8 @@
 """Attribute observations: writing each once (``uq_attributes_observation``, migration
 0010), and reading those golden values are chosen from.
 
-An observation is (customer, name, source, observed_at, value).  Rows of customers this
+An observation is (customer, name, source, observed_at, value), stored with the
+identity that reported it (one of them, if two report it at once).  Rows of customers this
 transaction created cannot exist yet and go by COPY on Postgres; rows of stored
 customers go through INSERT ... ON CONFLICT DO NOTHING, so an import run again after a
 crash, or a value resent, adds nothing.  Moving rows from one customer to another (a
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,13 +23,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import aliased
 
 from gateway.db.bulk import copy_unless_duplicate, insert_tuples, is_postgres
-from gateway.db.models import Attribute, value_digest
+from gateway.db.models import Attribute, Identity, value_digest
 from gateway.identity.survivorship import GOLDEN_FIELDS, Observation
 
-# (customer_id, name, value, source, observed_at)
-ObservationRow = tuple[uuid.UUID, str, str | None, str, datetime]
-COLUMNS = ("customer_id", "name", "value", "source", "observed_at")
-OBSERVATION = tuple(getattr(Attribute, name) for name in COLUMNS)  # to select, in that order
+# (customer_id, name, value, source, observed_at): what makes an observation one
+Fact = tuple[uuid.UUID, str, str | None, str, datetime]
+# A fact and the identity whose record reported it (None: the gateway's own)
+ObservationRow = tuple[uuid.UUID, str, str | None, str, datetime, int | None]
+COLUMNS = ("customer_id", "name", "value", "source", "observed_at", "identity_id")
+OBSERVATION = tuple(getattr(Attribute, name) for name in COLUMNS[:5])  # a Fact, to select
 _TABLE: Table = Attribute.__table__  # type: ignore[assignment]
 
 
@@ -39,12 +42,36 @@ async def insert_observations(
 ) -> None:
     """Store each observation unless it is stored already; ``fresh_owners`` are
     customers created in this transaction (their rows are bulk-copied unchecked)."""
-    unique = list(dict.fromkeys(rows))  # a batch may carry one observation twice
+    # A batch may carry one observation twice (the first identity to report it keeps it).
+    first: dict[tuple[object, ...], ObservationRow] = {}
+    for row in rows:
+        first.setdefault(row[:5], row)
+    unique = list(first.values())
     if not unique:
         return
     fresh = [row for row in unique if row[0] in fresh_owners]
     known = [row for row in unique if row[0] not in fresh_owners] if fresh else unique
     await insert_split_observations(connection, fresh, known)
+
+
+async def insert_reported(
+    connection: AsyncConnection,
+    customer_id: uuid.UUID,
+    identity: tuple[str, str],
+    values: Mapping[str, str | None],
+    said: tuple[str, datetime],
+) -> None:
+    """Values the identity (source, external id) reported beside its record, stored for
+    ``customer_id`` with that identity and ``said`` (source, time), once each: the same
+    value resent under another event id adds no row."""
+    if not values:
+        return
+    source, external_id = identity
+    identity_id = await connection.scalar(
+        select(Identity.id).where(Identity.source == source, Identity.external_id == external_id)
+    )
+    rows = [(customer_id, name, value, *said, identity_id) for name, value in values.items()]
+    await insert_observations(connection, rows)
 
 
 async def insert_split_observations(

@@ -40,7 +40,7 @@ from gateway.experiments.tracking import Tracker
 from gateway.identity import DEFAULT_CONFIG, IdentityConfig, PreparedRecord, RecordError, Resolver
 from gateway.identity import prepare as prepare_record
 from gateway.identity.linkage.resolution import lock_keys, record_keys
-from gateway.identity.observations import insert_observations
+from gateway.identity.observations import insert_reported
 from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
 from gateway.identity.values import phone_key
 from gateway.ingest.esp_batches import StoredBatch, store_batch
@@ -230,7 +230,14 @@ class WebhookIngest:
             if item.record is not None:
                 old_email = await _owner_email(connection, item.record)
                 customer_id, folded = await self._link(connection, item.record)
-                await _store_attributes(connection, customer_id, event)
+                # Values beside the record (HubSpot's lifecycle stage…).
+                await insert_reported(
+                    connection,
+                    customer_id,
+                    (item.record.source, item.record.external_id),
+                    event.attributes,
+                    (event.source, event.occurred_at),
+                )
                 if event.source == ANALYTICS_SOURCE and await refusing_analytics(
                     connection, {customer_id}
                 ):
@@ -385,16 +392,3 @@ async def _owner_email(connection: AsyncConnection, record: PreparedRecord) -> s
         .where(Identity.source == record.source, Identity.external_id == record.external_id)
     )
     return email
-
-
-async def _store_attributes(
-    connection: AsyncConnection, customer_id: uuid.UUID, event: InboundEvent
-) -> None:
-    """Values that are not identity record fields (HubSpot's lifecycle stage…), kept with
-    their source and time like every other attribute (once each: the same value resent
-    under another event id adds no row)."""
-    rows = [
-        (customer_id, name, value, event.source, event.occurred_at)
-        for name, value in event.attributes.items()
-    ]
-    await insert_observations(connection, rows)

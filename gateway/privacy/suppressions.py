@@ -78,8 +78,11 @@ def bounce_rows(
     """A hard bounce of ``addresses`` (one mailbox, as the customer holds it) observed
     for ``customer``: the status, and each address it was for."""
     return [
-        (customer, EMAIL_STATUS, UNDELIVERABLE, source, at),
-        *((customer, BOUNCED_EMAIL, address, source, at) for address in sorted(set(addresses))),
+        (customer, EMAIL_STATUS, UNDELIVERABLE, source, at, None),
+        *(
+            (customer, BOUNCED_EMAIL, address, source, at, None)
+            for address in sorted(set(addresses))
+        ),
     ]
 
 

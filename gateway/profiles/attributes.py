@@ -23,9 +23,10 @@ from gateway.db.identity_models import IdentityLink
 from gateway.db.models import Attribute, Customer, Identity, as_utc
 from gateway.errors import Conflict, InvalidInput
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
-from gateway.identity.merges import merge_customers, unmerge_customer
+from gateway.identity.merges import merge_customers
 from gateway.identity.observations import OBSERVATION
 from gateway.identity.survivorship import GOLDEN_FIELDS
+from gateway.identity.unmerges import unmerge_customer
 from gateway.privacy.erasure import Tombstones
 from gateway.privacy.suppressions import Suppressions
 

@@ -161,7 +161,7 @@ async def _customer_with_observations(
     customer = uuid.uuid4()
     async with sessions.begin() as session:
         await session.execute(insert(Customer).values(id=customer, created_at=now, updated_at=now))
-    return [(customer, "city", f"Town {i}", "t", now) for i in range(count)]
+    return [(customer, "city", f"Town {i}", "t", now, None) for i in range(count)]
 
 
 async def test_observations_believed_new_but_stored_meanwhile_are_stored_once(
@@ -185,7 +185,7 @@ async def test_observations_believed_new_but_stored_meanwhile_are_stored_once(
                 select(Attribute.value).where(Attribute.customer_id == rows[0][0])
             )
         ).all()
-    assert sorted(map(str, stored)) == sorted(str(value) for _, _, value, _, _ in rows)
+    assert sorted(map(str, stored)) == sorted(str(row[2]) for row in rows)
 
 
 async def test_a_second_source_for_many_stored_customers_stores_each_observation_once(

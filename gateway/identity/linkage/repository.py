@@ -52,7 +52,7 @@ from gateway.identity.linkage.rows import (
 )
 from gateway.identity.observations import (
     OBSERVATION,
-    ObservationRow,
+    Fact,
     insert_split_observations,
 )
 from gateway.identity.records import RECORD_FIELDS, PreparedRecord
@@ -114,7 +114,7 @@ async def write_batch(
     existing_ids = [owner for owner in clusters if owner not in fresh_owners]
     email_owners = dict(state.golden_emails)
 
-    stored_facts: set[ObservationRow] = set()
+    stored_facts: set[Fact] = set()
     existing_golden = await _existing_golden(
         connection, existing_ids, clusters, config, email_owners, stored_facts
     )
@@ -151,7 +151,7 @@ async def write_batch(
                         record_rows, [d.record for d in decisions], plan, identity_ids, state.stored
                     )
                 ),
-                partial(observation_rows, decisions, fresh_owners, stored_facts),
+                partial(observation_rows, decisions, identity_ids, fresh_owners, stored_facts),
                 partial(link_rows, decisions, identity_ids, now, model_version),
             )
         )
@@ -296,7 +296,7 @@ async def _existing_golden(
     clusters: dict[uuid.UUID, list[PreparedRecord]],
     config: IdentityConfig,
     email_owners: dict[str, uuid.UUID],
-    stored_facts: set[ObservationRow],
+    stored_facts: set[Fact],
 ) -> list[dict[str, Any]]:
     """The golden values of the stored customers the batch touches; adds to
     ``stored_facts`` the observations of record fields they hold already."""

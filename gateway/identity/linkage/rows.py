@@ -15,7 +15,7 @@ from typing import Any
 
 from gateway.identity.linkage.linker import Decision, KnownState
 from gateway.identity.linkage.lookup import MATCH_COLUMNS
-from gateway.identity.observations import ObservationRow
+from gateway.identity.observations import Fact, ObservationRow
 from gateway.identity.records import PreparedRecord
 
 Row = tuple[Any, ...]
@@ -148,11 +148,13 @@ def link_rows(
 
 def observation_rows(
     decisions: Sequence[Decision],
+    identity_ids: dict[int, int],
     fresh_owners: set[uuid.UUID],
-    stored_facts: set[ObservationRow],
+    stored_facts: set[Fact],
 ) -> tuple[list[ObservationRow], list[ObservationRow]]:
     """The batch's observations, each once, in order (what ``insert_observations`` makes of
-    them), split into those of new and of stored customers, these without the ones
+    them), each with the identity of the record that made it (``identity_ids``, by batch
+    position), split into those of new and of stored customers, these without the ones
     ``stored_facts`` holds already; without hashing a new customer's id per row (a
     Python-level hash, and a batch has tens of thousands of rows): a row can only repeat
     one of the same customer's, so only customers with several records here keep a set
@@ -163,23 +165,26 @@ def observation_rows(
     said: dict[uuid.UUID, set[tuple[str, str, str, Any]]] = {}
     fresh: list[ObservationRow] = []
     known: list[ObservationRow] = []
-    for d in decisions:
+    for position, d in enumerate(decisions):
         owner, source, observed_at = d.customer_id, d.record.source, d.record.observed_at
+        identity = identity_ids[position]
         if owner not in fresh_owners:
             # A stored customer's id came from the driver, whose UUIDs hash in C.
             for name, value in d.record.values.items():
-                row = (owner, name, value, source, observed_at)
-                if row not in stored_facts:
-                    stored_facts.add(row)
-                    known.append(row)
+                fact = (owner, name, value, source, observed_at)
+                if fact not in stored_facts:
+                    stored_facts.add(fact)
+                    known.append((*fact, identity))
             continue
         if records[owner] == 1:
-            fresh += [(owner, n, v, source, observed_at) for n, v in d.record.values.items()]
+            fresh += [
+                (owner, n, v, source, observed_at, identity) for n, v in d.record.values.items()
+            ]
             continue
         seen = said.setdefault(owner, set())
         for name, value in d.record.values.items():
-            fact = (name, value, source, observed_at)
-            if fact not in seen:
-                seen.add(fact)
-                fresh.append((owner, name, value, source, observed_at))
+            said_once = (name, value, source, observed_at)
+            if said_once not in seen:
+                seen.add(said_once)
+                fresh.append((owner, name, value, source, observed_at, identity))
     return fresh, known

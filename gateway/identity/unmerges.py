@@ -1,0 +1,215 @@
+"""Splitting one identity back out of its customer, with what it reported.
+
+A service function for the GraphQL mutation: one transaction, an ``identity_links`` row
+for the split and an audit entry (ids only). The identity takes every attribute it
+reported and the consent statements made for it (consent_split.py); the suppressions
+kept for the address it is given come with it. Events stay, since they do not say which
+identity they came from.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from gateway.db.identity_models import IdentityLink, IdentityRecord
+from gateway.db.models import Attribute, AuditEntry, Customer, Identity, utcnow
+from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction
+from gateway.errors import InvalidInput
+from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
+from gateway.identity.consent_split import split_consents
+from gateway.identity.merges import keep_golden_provenance, refresh_golden
+from gateway.identity.values import (
+    dob_key,
+    email_parts,
+    name_key,
+    phone_key,
+    postcode_key,
+    text_key,
+)
+from gateway.privacy.consent_owner import MERGE_RULE, latest_link_rule
+
+if TYPE_CHECKING:
+    from gateway.privacy.suppressions import Suppressions
+
+
+async def unmerge_customer(
+    sessions: async_sessionmaker[AsyncSession],
+    source: str,
+    external_id: str,
+    *,
+    config: IdentityConfig = DEFAULT_CONFIG,
+    actor: str = "system",
+    retry: RetryPolicy = DEFAULT_RETRY,
+    suppressions: Suppressions | None = None,
+) -> uuid.UUID:
+    """Split one identity out of its customer into a profile of its own; returns the new id.
+
+    The attributes that identity's source reported and its latest record supports move
+    with it, and so do the consent statements made for it (consent_split.py); events
+    stay, since they do not say which identity they came from. A customer the split
+    gives an address gets what ``suppressions`` kept for it, as one created with it.
+    Its own transaction, run again after a deadlock or serialization failure.
+    """
+    return await retry_transaction(
+        lambda: _unmerge_once(sessions, source, external_id, config, actor, suppressions),
+        "unmerge_customer",
+        retry,
+    )
+
+
+async def _merged_in(session: AsyncSession, identity_id: int, owner: uuid.UUID) -> bool:
+    """Whether a merge brought ``identity_id`` into ``owner`` (its latest link is the
+    merge's): then it can be split off even when it is the only identity (the survivor
+    had none, as a customer the API created by address alone), leaving it none again."""
+    rule = await session.scalar(select(latest_link_rule(identity_id, owner)))
+    return rule == MERGE_RULE
+
+
+async def _unmerge_once(
+    sessions: async_sessionmaker[AsyncSession],
+    source: str,
+    external_id: str,
+    config: IdentityConfig,
+    actor: str,
+    suppressions: Suppressions | None,
+) -> uuid.UUID:
+    async with sessions.begin() as session:
+        identity = await session.scalar(
+            select(Identity).where(Identity.source == source, Identity.external_id == external_id)
+        )
+        if identity is None:
+            raise InvalidInput("Unknown identity", field="identity")
+        owner = identity.customer_id
+        owner_email = await session.scalar(
+            select(Customer.email).where(Customer.id == owner).with_for_update()
+        )
+        siblings = int(
+            await session.scalar(
+                select(func.count()).select_from(Identity).where(Identity.customer_id == owner)
+            )
+            or 0
+        )
+        if siblings < 2 and not await _merged_in(session, identity.id, owner):
+            raise InvalidInput("The identity is already a customer of its own", field="identity")
+        await keep_golden_provenance(session, [owner])
+        new = uuid.uuid4()
+        now = utcnow()
+        session.add(Customer(id=new, created_at=now, updated_at=now))
+        await session.flush()
+        identity.customer_id = new
+        await _move_attributes(session, identity, owner, new, config)
+        await split_consents(session, identity, owner, new)
+        await session.execute(
+            update(IdentityLink)
+            .where(IdentityLink.identity_id == identity.id)
+            .values(customer_id=new)
+        )
+        session.add(
+            IdentityLink(
+                customer_id=new,
+                identity_id=identity.id,
+                rule="unmerge",
+                reason=f"split from {owner}",
+                created_at=now,
+            )
+        )
+        await session.flush()
+        await refresh_golden(session, [owner, new], config)
+        if suppressions is not None:
+            await suppressions.apply_changed(
+                await session.connection(), {owner: owner_email, new: None}
+            )
+        session.add(
+            AuditEntry(
+                actor=actor,
+                operation="unmerge_customer",
+                customer_id=owner,
+                details={"new_customer": str(new), "identity_id": identity.id},
+            )
+        )
+    return new
+
+
+def _key(name: str, value: str, config: IdentityConfig) -> str | None:
+    try:
+        match name:
+            case "email":
+                return email_parts(value, config)[1]
+            case "phone":
+                return phone_key(value, config)
+            case "first_name" | "last_name":
+                return name_key(value, config)
+            case "date_of_birth":
+                return dob_key(value, config)
+            case "postcode":
+                return postcode_key(value, config)
+            case _:
+                return text_key(value, config)
+    except ValueError:
+        return None
+
+
+_KEY_COLUMN = {"email": "email_key"}
+
+
+async def _move_attributes(
+    session: AsyncSession,
+    identity: Identity,
+    owner: uuid.UUID,
+    new: uuid.UUID,
+    config: IdentityConfig,
+) -> None:
+    """Move every attribute this identity reported (an address it held before included:
+    left with the owner, an unsubscribe or a bounce for it would act on the wrong person).
+
+    Rows stored before attributes named their identity (migration 0028) move when this
+    identity's latest record supports them. Either way a value a sibling identity of the
+    same source supports too is copied rather than moved, so neither profile loses
+    provenance it still has."""
+    records = {
+        r.identity_id: r
+        for r in await session.scalars(
+            select(IdentityRecord)
+            .join(Identity, Identity.id == IdentityRecord.identity_id)
+            .where(Identity.customer_id.in_([owner, new]), Identity.source == identity.source)
+        )
+    }
+    mine = records.get(identity.id)
+    others = [r for i, r in records.items() if i != identity.id]
+    rows = await session.scalars(
+        select(Attribute).where(Attribute.customer_id == owner, Attribute.source == identity.source)
+    )
+    for attribute in rows:
+        column = _KEY_COLUMN.get(attribute.name, attribute.name)
+        key = None if attribute.value is None else _key(attribute.name, attribute.value, config)
+        supported = key is not None and mine is not None and getattr(mine, column, None) == key
+        sibling = next(
+            (o for o in others if key is not None and getattr(o, column, None) == key), None
+        )
+        if attribute.identity_id == identity.id:
+            if sibling is None:
+                attribute.customer_id = new
+            else:
+                session.add(_copy(attribute, new, identity.id))
+                attribute.identity_id = sibling.identity_id
+        elif attribute.identity_id is None and supported and sibling is None:
+            attribute.customer_id = new
+        elif supported:
+            # Reported by another identity too (or unknown, and a sibling says it).
+            session.add(_copy(attribute, new, identity.id))
+    await session.flush()
+
+
+def _copy(attribute: Attribute, customer_id: uuid.UUID, identity_id: int) -> Attribute:
+    return Attribute(
+        customer_id=customer_id,
+        name=attribute.name,
+        value=attribute.value,
+        source=attribute.source,
+        observed_at=attribute.observed_at,
+        identity_id=identity_id,
+    )

@@ -1,0 +1,80 @@
+"""An unmerge gives back everything the split identity reported, an address it held before
+included: an ESP's unsubscribe or hard bounce for that older address then reaches the
+person split off, never the survivor they were merged into by mistake
+(gateway/identity/unmerges.py, migration 0028)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from tests.conftest import unique_email
+from tests.gql_client import gql
+from tests.identity.test_merge_api import MERGE, UNMERGE
+from tests.ingest.webhook_requests import sendgrid_event, sendgrid_request
+from tests.privacy.consent.test_bounced_addresses import (
+    audience_of,
+    bounce,
+    members,
+    move,
+    shop_customer,
+)
+
+SUPPRESSED = "query($id: ID!) { customer(id: $id) { email suppressed } }"
+
+
+async def _merged_and_split(gw: httpx.AsyncClient, tag: str) -> tuple[str, str, str, str, str]:
+    """Ann and Bob, each a shop customer opted in; Bob moves from an old address to a new
+    one, is merged into Ann, then split back out. (Ann, Bob now, Bob's old, Bob's new,
+    Ann's address.)"""
+    ann_email, old, new = unique_email(f"{tag}-ann"), unique_email(f"{tag}-old"), unique_email(tag)
+    ann, _ = await shop_customer(gw, ann_email)
+    bob, bob_shop = await shop_customer(gw, old)
+    await move(gw, bob_shop, new, time.time() - 3600)
+    merged = await gql(gw, MERGE, into=ann, **{"from": bob}, reason="looked alike")
+    assert "errors" not in merged, merged
+    split = await gql(gw, UNMERGE, source="shopify", externalId=str(bob_shop))
+    assert "errors" not in split, split
+    bob_now = split["data"]["unmergeCustomer"]["id"]
+    assert split["data"]["unmergeCustomer"]["email"] == new
+    return ann, bob_now, old, new, ann_email
+
+
+async def _suppressed(gw: httpx.AsyncClient, customer: str) -> bool:
+    body = await gql(gw, SUPPRESSED, id=customer)
+    assert "errors" not in body, body
+    return bool(body["data"]["customer"]["suppressed"])
+
+
+async def test_an_unsubscribe_for_an_address_held_before_reaches_the_person_split_off(
+    gw: httpx.AsyncClient,
+) -> None:
+    ann, bob, old, _, _ = await _merged_and_split(gw, "unsub")
+    event = sendgrid_event(old, "unsubscribe", timestamp=int(time.time()) + 1)
+    response = await gw.post(**sendgrid_request([event]))
+    assert response.status_code == 200, response.text
+    assert response.json()["events"][0]["customerId"] == bob, response.text
+    assert await _suppressed(gw, bob)
+    assert not await _suppressed(gw, ann)
+
+
+async def test_a_bounce_while_merged_stays_with_the_address_split_off(
+    gw: httpx.AsyncClient,
+) -> None:
+    """A hard bounce of Bob's address while he was merged into Ann was stored as the
+    survivor's; split back out, Bob at that address is out of the send audience, and Ann
+    at hers stays in it."""
+    ann_email, old, new = unique_email("b-ann"), unique_email("b-old"), unique_email("b-new")
+    now = time.time()
+    ann, _ = await shop_customer(gw, ann_email)
+    bob, bob_shop = await shop_customer(gw, old)
+    await move(gw, bob_shop, new, now - 3600)
+    audience = await audience_of(gw, [ann_email, new])
+    merged = await gql(gw, MERGE, into=ann, **{"from": bob}, reason="looked alike")
+    assert "errors" not in merged, merged
+    assert await bounce(gw, new, now - 60) == "processed"
+    assert await members(gw, audience) == {ann_email}  # the survivor keeps its address
+    split = await gql(gw, UNMERGE, source="shopify", externalId=str(bob_shop))
+    assert "errors" not in split, split
+    assert await members(gw, audience) == {ann_email}
