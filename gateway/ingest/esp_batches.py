@@ -15,7 +15,7 @@ failure answers "not stored" for the batch.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, cast
@@ -99,15 +99,21 @@ async def store_batch(
         stated = (source, stated_at(event, now))
         kept[key] = max(kept.get(key, stated), stated, key=lambda s: s[1])
 
+    # An event id stored before, or met earlier in this batch whoever it named, is a
+    # duplicate: its copy for an address nobody has keeps no statement either.
+    stored = await _stored_ids(connection, events, recipients)
+    met: set[str] = set()
     for position, (event, digests) in enumerate(zip(events, subjects, strict=True)):
         customer = recipients.get(event.recipient or "")
+        repeated = event.event_id in met or event.event_id in stored
+        met.add(event.event_id)
         if digests & blocked:
             result.statuses.append(("erased", None))
+        elif repeated:
+            result.statuses.append(("duplicate", None))
         elif customer is None:
             note(event)
             result.statuses.append(("ignored", None))
-        elif event.event_id in wanted:
-            result.statuses.append(("duplicate", None))
         else:
             wanted[event.event_id] = position
             result.statuses.append(("duplicate", customer))  # until its claim succeeds
@@ -143,6 +149,27 @@ async def store_batch(
     if tracker is not None:
         await record_clicks(connection, clicked, tracker)
     return result
+
+
+async def _stored_ids(
+    connection: AsyncConnection,
+    events: Sequence[InboundEvent],
+    recipients: Mapping[str, uuid.UUID],
+) -> set[str]:
+    """The ids, among events that would keep a statement for an address nobody has,
+    already stored (for someone else): a replay under a stored id must not keep one."""
+    ids: dict[str, set[str]] = {}  # source -> event ids
+    for e in events:
+        if e.consequence is not None and (e.recipient or "") not in recipients:
+            ids.setdefault(e.source, set()).add(e.event_id)
+    found: set[str] = set()
+    for source, wanted in ids.items():
+        for clause in matching(connection, Event.event_id, wanted):
+            rows = await connection.scalars(
+                select(Event.event_id).where(Event.source == source, clause)
+            )
+            found.update(str(event_id) for event_id in rows)
+    return found
 
 
 def _kept_keys(events: Sequence[InboundEvent], config: IdentityConfig) -> list[str]:

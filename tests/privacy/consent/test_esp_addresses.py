@@ -23,6 +23,10 @@ from tests.ingest.webhook_requests import (
 )
 
 UPSERT = "mutation($email: String!) { upsertCustomer(input: {email: $email}) { id suppressed } }"
+STATEMENTS = (
+    "mutation($email: String!) "
+    "{ upsertCustomer(input: {email: $email}) { consents { purpose granted source } } }"
+)
 FORMS = {
     "quoted": '"{local}"@{domain}',
     "trailing dot": "{local}@{upper}.",
@@ -111,3 +115,22 @@ async def test_what_is_not_one_address_is_refused_counted_and_logged_without_it(
     assert (logged.__dict__["events"], logged.__dict__["withdrawals"]) == (4, 3)
     assert all(local not in str(value) for value in logged.__dict__.values())
     assert (await profile(gw, email))["suppressed"] is False  # nobody's withdrawal
+
+
+async def test_an_event_id_met_before_keeps_no_statement_for_a_stranger(
+    gw: httpx.AsyncClient,
+) -> None:
+    """An id is one event: its copy naming an address nobody has, in the same batch or
+    after the first was stored, is a duplicate and keeps no suppression for it."""
+    email, _ = await subscribed(gw)
+    inside, after = unique_email("inside"), unique_email("after")
+    opened = sendgrid_event(email, "open")
+    copy = sendgrid_event(inside, "unsubscribe", sg_event_id=opened["sg_event_id"])
+    response = await gw.post(**sendgrid_request([opened, copy]))
+    assert [e["status"] for e in response.json()["events"]] == ["processed", "duplicate"]
+    late = sendgrid_event(after, "spamreport", sg_event_id=opened["sg_event_id"])
+    response = await gw.post(**sendgrid_request([late]))
+    assert [e["status"] for e in response.json()["events"]] == ["duplicate"]
+    for address in (inside, after):
+        created = await gql(gw, STATEMENTS, email=address)
+        assert created["data"]["upsertCustomer"]["consents"] == [], address
