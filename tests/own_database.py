@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
+from sqlalchemy import TextClause
 
+from gateway.db.engine import create_engine
 from gateway.db.migrate import upgrade
 from tests.conftest import create_postgres_database, drop_postgres_database
 
@@ -38,3 +42,20 @@ def own_database_url(
     backend."""
     with database_of_its_own(request.param, "gateway_own", tmp_path_factory) as url:
         yield url
+
+
+def run_sql(url: str, statement: TextClause, parameters: Sequence[Mapping[str, Any]] = ()) -> Any:
+    """``statement`` on an engine of its own, with each parameter set (or none), in one
+    transaction; the rows it returns (a migration test's seeding and reading, in SQL as
+    the revision saw the tables)."""
+
+    async def run() -> Any:
+        engine = create_engine(url)
+        try:
+            async with engine.begin() as connection:
+                result = await connection.execute(statement, list(parameters) or None)
+                return result.all() if result.returns_rows else None
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())

@@ -95,6 +95,10 @@ class Customer(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     email: Mapped[str | None] = mapped_column(String(320), unique=True)
+    # The address's matching key where a provider folds it to another spelling
+    # (``folded_email``; migration 0029): an ESP's unsubscribe from the mailbox finds
+    # every customer holding it. Indexed only where set.
+    email_key: Mapped[str | None] = mapped_column(String(320))
     phone: Mapped[str | None] = mapped_column(String(32), index=True)
     first_name: Mapped[str | None] = mapped_column(String(200))
     last_name: Mapped[str | None] = mapped_column(String(200))
@@ -102,6 +106,15 @@ class Customer(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     changed_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
+
+    __table_args__ = (
+        Index(
+            "ix_customers_email_key",
+            "email_key",
+            postgresql_where=text("email_key IS NOT NULL"),
+            sqlite_where=text("email_key IS NOT NULL"),
+        ),
+    )
 
     identities: Mapped[list[Identity]] = relationship(
         back_populates="customer", cascade="all, delete-orphan", order_by="Identity.source"

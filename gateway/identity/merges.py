@@ -35,6 +35,7 @@ from gateway.identity.observations import (
     golden_observations,
 )
 from gateway.identity.survivorship import Observation, golden_values
+from gateway.identity.values import folded_email
 from gateway.privacy.consent_owner import MERGE_RULE
 
 
@@ -215,5 +216,7 @@ async def refresh_golden(
         if golden["email"]:
             owners[golden["email"]] = owner
         await session.execute(
-            update(Customer).where(Customer.id == owner).values(**golden, updated_at=utcnow())
+            update(Customer)
+            .where(Customer.id == owner)
+            .values(**golden, email_key=folded_email(golden["email"], config), updated_at=utcnow())
         )

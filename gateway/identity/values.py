@@ -103,6 +103,19 @@ def email_parts(raw: str | None, config: IdentityConfig) -> tuple[str | None, st
     return email, f"{local}@{domain}"
 
 
+def folded_email(email: str | None, config: IdentityConfig) -> str | None:
+    """``customers.email_key`` of a stored address: its matching key when that is not the
+    address itself (a provider's dots, plus tag or alias folded), else None, so the
+    customers holding one mailbox under other spellings are found by its key."""
+    if email is None:
+        return None
+    try:
+        key = email_parts(email, config)[1]
+    except ValueError:
+        return None
+    return key if key is not None and key != email else None
+
+
 def phone_key(raw: str | None, config: IdentityConfig) -> str | None:
     """E.164, None for placeholders such as +10000000000; ``ValueError`` if not a number."""
     if is_placeholder(raw, config):

@@ -15,7 +15,7 @@ failure answers "not stored" for the batch.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, cast
@@ -103,6 +103,7 @@ async def store_batch(
     # duplicate: its copy for an address nobody has keeps no statement either.
     stored = await _stored_ids(connection, events, recipients)
     met: set[str] = set()
+    unnamed: dict[str, InboundEvent] = {}  # mailbox -> the first statement naming nobody
     for position, (event, digests) in enumerate(zip(events, subjects, strict=True)):
         customer = recipients.get(event.recipient or "")
         repeated = event.event_id in met or event.event_id in stored
@@ -113,6 +114,8 @@ async def store_batch(
             result.statuses.append(("duplicate", None))
         elif customer is None:
             note(event)
+            if event.consequence is not None and event.recipient:
+                unnamed.setdefault(suppressions.mailbox(event.recipient, config), event)
             result.statuses.append(("ignored", None))
         else:
             wanted[event.event_id] = position
@@ -146,6 +149,7 @@ async def store_batch(
     await insert_tuples(connection, _SUBJECTS, ("event_id", "digest"), subject_rows)
     await apply_consequences(connection, consequences, now, config)
     await suppressions.keep(connection, kept)
+    await _reach_holders(connection, unnamed, tombstones, config, result)
     if tracker is not None:
         await record_clicks(connection, clicked, tracker)
     return result
@@ -170,6 +174,31 @@ async def _stored_ids(
             )
             found.update(str(event_id) for event_id in rows)
     return found
+
+
+async def _reach_holders(
+    connection: AsyncConnection,
+    unnamed: Mapping[str, InboundEvent],
+    tombstones: Tombstones,
+    config: IdentityConfig,
+    result: StoredBatch,
+) -> None:
+    """A withdrawal or hard bounce that names nobody for sure (a mailbox several
+    customers hold under different spellings, or an address several were observed with)
+    still reaches every customer whose address now is that mailbox: whichever of them is
+    mailed, the mail lands where the person said no. Given as the statement kept for
+    the address (``Suppressions.apply``: an opt-in made after it stands)."""
+    if not unnamed:
+        return
+    held = await holders(connection, list(unnamed))
+    got = await suppressions.Suppressions(tombstones, config).apply(
+        connection, [(customer, email) for _, customer, email in held]
+    )
+    for key, customer, _ in held:
+        if customer in got:
+            event = unnamed[key]
+            fields = result.changed.get(customer, (event, set()))[1]
+            result.changed[customer] = (event, fields | set(event.changed))
 
 
 def _kept_keys(events: Sequence[InboundEvent], config: IdentityConfig) -> list[str]:
@@ -245,18 +274,30 @@ async def _keyed(
             if key is not None:
                 owners.setdefault(key, set()).add(customer)
     # A customer with no source records (created through the API by address alone) is
-    # found by its address when that is the mailbox written plainly (the key itself).
-    for clause in matching(connection, Customer.email, list(keys)):
-        rows = await connection.execute(select(Customer.email, Customer.id).where(clause))
-        for key, customer in rows:
-            if key is not None:
-                owners.setdefault(key, set()).add(customer)
+    # found by its address: the mailbox written plainly (the key itself) or another way.
+    for key, customer, _ in await holders(connection, list(keys)):
+        owners.setdefault(key, set()).add(customer)
     return {
         email: next(iter(ids))
         for key, ids in owners.items()
         if len(ids) == 1
         for email in keys[key]
     }
+
+
+async def holders(
+    connection: AsyncConnection, keys: Collection[str]
+) -> list[tuple[str, uuid.UUID, str]]:
+    """(mailbox key, customer, their address) of every customer whose address now is
+    one of these mailboxes, written plainly (the key itself) or as the provider folds it."""
+    found: list[tuple[str, uuid.UUID, str]] = []
+    for column in (Customer.email, Customer.email_key):
+        for clause in matching(connection, column, keys):
+            rows = await connection.execute(
+                select(column, Customer.id, Customer.email).where(clause)
+            )
+            found += [(k, c, e) for k, c, e in rows if k is not None and e is not None]
+    return found
 
 
 async def _claim(

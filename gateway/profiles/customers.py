@@ -23,7 +23,7 @@ from gateway.errors import Conflict, Erased, InvalidInput
 from gateway.identity.config import DEFAULT_CONFIG
 from gateway.identity.linkage.resolution import customer_keys, lock_keys
 from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
-from gateway.identity.values import email_parts
+from gateway.identity.values import email_parts, folded_email
 from gateway.privacy.consent import ConsentRecord
 from gateway.privacy.erasure import Tombstones
 from gateway.privacy.suppressions import Suppressions
@@ -285,6 +285,7 @@ class CustomerStore:
                             customer_id=customer.id, name=name, value=value, source=draft.source
                         )
                     )
+            customer.email_key = folded_email(customer.email, DEFAULT_CONFIG)
             await self._link(session, customer, draft.identities)
             await session.flush()
             return _profile(customer)

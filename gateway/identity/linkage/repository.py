@@ -57,6 +57,7 @@ from gateway.identity.observations import (
 )
 from gateway.identity.records import RECORD_FIELDS, PreparedRecord
 from gateway.identity.survivorship import GOLDEN_FIELDS, Observation, golden_values
+from gateway.identity.values import folded_email
 
 _LINK_COLUMNS = (
     "customer_id",
@@ -124,7 +125,10 @@ async def write_batch(
         golden = golden_values(owner, observations, config, email_owners)
         if golden["email"]:
             email_owners[golden["email"]] = owner
-        new_rows.append({"id": owner, **golden, "created_at": now, "updated_at": now})
+        key = folded_email(golden["email"], config)
+        new_rows.append(
+            {"id": owner, **golden, "email_key": key, "created_at": now, "updated_at": now}
+        )
 
     fresh = [d for d in decisions if d.identity_id is None and d.duplicate_of is None]
     positions = [
@@ -347,7 +351,8 @@ async def _existing_golden(
                 golden[name] = stored[name]
         if golden["email"]:
             email_owners[golden["email"]] = owner
-        updates.append({"id": owner, **golden, "updated_at": now})
+        key = folded_email(golden["email"], config)
+        updates.append({"id": owner, **golden, "email_key": key, "updated_at": now})
     return updates
 
 

@@ -1,0 +1,80 @@
+"""customers.email_key: the mailbox a customer's address folds to, where that differs
+
+Revision ID: 0029
+Revises: 0028
+Create Date: 2026-12-06
+
+``janedoe@gmail.com`` and ``jane.doe@gmail.com`` are one mailbox. Source records carry
+their matching key, but a customer created through the API by address alone has none, so
+an ESP's unsubscribe from the mailbox could not tell that two customers hold it: it
+suppressed only the one holding the plain spelling, and the other kept mailing the person
+who had unsubscribed. The key is stored where it is not the address itself (a provider's
+dots, plus tag or alias folded), with an index over those rows only.
+
+Existing rows are keyed as the default identity settings fold addresses (Gmail's dots,
+the plus tags of the large providers, googlemail.com as gmail.com), copied here so this
+revision stays what it was; a deployment folding other domains keys its rows at their
+next write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0029"
+down_revision: str | None = "0028"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+_DOTLESS = {"gmail.com", "googlemail.com"}
+_PLUS_TAG = {
+    "gmail.com",
+    "googlemail.com",
+    "outlook.com",
+    "hotmail.com",
+    "icloud.com",
+    "fastmail.com",
+}
+_ALIASES = {"googlemail.com": "gmail.com"}
+_WHERE = sa.text("email_key IS NOT NULL")
+
+
+def _key(email: str) -> str:
+    local, _, domain = email.rpartition("@")
+    domain = _ALIASES.get(domain, domain)
+    if domain in _PLUS_TAG:
+        local = local.split("+", 1)[0]
+    if domain in _DOTLESS:
+        local = local.replace(".", "")
+    return f"{local}@{domain}"
+
+
+def upgrade() -> None:
+    op.add_column("customers", sa.Column("email_key", sa.String(320), nullable=True))
+    bind = op.get_bind()
+    domains = sorted(_DOTLESS | _PLUS_TAG)
+    rows = bind.execute(
+        sa.text(
+            "SELECT id, email FROM customers WHERE "
+            + " OR ".join(f"email LIKE :d{i}" for i in range(len(domains)))
+        ),
+        {f"d{i}": f"%@{domain}" for i, domain in enumerate(domains)},
+    ).all()
+    keyed = [{"i": i, "k": _key(email)} for i, email in rows if _key(email) != email]
+    if keyed:
+        bind.execute(sa.text("UPDATE customers SET email_key = :k WHERE id = :i"), keyed)
+    op.create_index(
+        "ix_customers_email_key",
+        "customers",
+        ["email_key"],
+        postgresql_where=_WHERE,
+        sqlite_where=_WHERE,
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("ix_customers_email_key", table_name="customers")
+    op.drop_column("customers", "email_key")
