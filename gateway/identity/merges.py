@@ -10,7 +10,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 
-from sqlalchemy import delete, exists, insert, literal, select, update
+from sqlalchemy import delete, exists, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.identity_models import IdentityLink, IdentityReview
@@ -125,8 +125,17 @@ async def merge_in(
     if kept_email is not None:
         # The survivor the caller chose keeps its address, as the newest observation (a
         # configured source_priority still ranks it): otherwise ``b``'s newer one took
-        # its place and looking the survivor up by its own address found nobody.
-        session.add(Attribute(customer_id=a, name="email", value=kept_email, source=MERGE_SOURCE))
+        # its place and looking the survivor up by its own address found nobody. Named
+        # for the survivor's one identity, if one: splitting it off takes its address.
+        session.add(
+            Attribute(
+                customer_id=a,
+                name="email",
+                value=kept_email,
+                source=MERGE_SOURCE,
+                identity_id=kept[0] if len(kept) == 1 else None,
+            )
+        )
         await session.flush()
     await refresh_golden(session, [a], config)
     session.add(
@@ -150,11 +159,18 @@ MERGE_SOURCE = "merge"
 async def keep_golden_provenance(session: AsyncSession, customer_ids: list[uuid.UUID]) -> None:
     """Give a golden e-mail or phone that has no attribute row one, before golden values
     are recomputed from attribute rows: otherwise the merge drops it, and the erasure
-    that follows never tombstones it."""
+    that follows never tombstones it. Named for the customer's identity when it has
+    only one (its person's value: an unmerge of that identity takes it)."""
+    only = (
+        select(func.min(Identity.id))
+        .where(Identity.customer_id == Customer.id)
+        .having(func.count() == 1)
+        .scalar_subquery()
+    )
     for name in ("email", "phone"):
         column = getattr(Customer, name)
         missing = select(
-            Customer.id, literal(name), column, literal(PROFILE_SOURCE), Customer.updated_at
+            Customer.id, literal(name), column, literal(PROFILE_SOURCE), Customer.updated_at, only
         ).where(
             Customer.id.in_(customer_ids),
             column.is_not(None),
@@ -166,7 +182,7 @@ async def keep_golden_provenance(session: AsyncSession, customer_ids: list[uuid.
         )
         await session.execute(
             insert(Attribute).from_select(
-                ["customer_id", "name", "value", "source", "observed_at"], missing
+                ["customer_id", "name", "value", "source", "observed_at", "identity_id"], missing
             )
         )
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.identity_models import IdentityLink, IdentityRecord
@@ -180,8 +180,13 @@ async def _move_attributes(
     }
     mine = records.get(identity.id)
     others = [r for i, r in records.items() if i != identity.id]
+    # Its source's rows, and those of the gateway's own it was named for (the address a
+    # merge kept for it as the survivor's).
     rows = await session.scalars(
-        select(Attribute).where(Attribute.customer_id == owner, Attribute.source == identity.source)
+        select(Attribute).where(
+            Attribute.customer_id == owner,
+            or_(Attribute.source == identity.source, Attribute.identity_id == identity.id),
+        )
     )
     for attribute in rows:
         column = _KEY_COLUMN.get(attribute.name, attribute.name)

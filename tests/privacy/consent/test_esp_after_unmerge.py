@@ -78,3 +78,31 @@ async def test_a_bounce_while_merged_stays_with_the_address_split_off(
     split = await gql(gw, UNMERGE, source="shopify", externalId=str(bob_shop))
     assert "errors" not in split, split
     assert await members(gw, audience) == {ann_email}
+
+
+async def test_splitting_off_the_survivors_own_identity_takes_its_address(
+    gw: httpx.AsyncClient,
+) -> None:
+    """Merged into Ann, then Ann's own identity split off: the address the merge kept for
+    the survivor is Ann's, so it goes with her; the one left is Bob again, at his
+    address, and an unsubscribe for Ann's reaches Ann."""
+    now = time.time()
+    a_old, a_new = unique_email("own-a-old"), unique_email("own-a-new")
+    b_old, b_new = unique_email("own-b-old"), unique_email("own-b-new")
+    ann, ann_shop = await shop_customer(gw, a_old)
+    await move(gw, ann_shop, a_new, now - 3600)
+    bob, bob_shop = await shop_customer(gw, b_old)
+    await move(gw, bob_shop, b_new, now - 3000)
+    merged = await gql(gw, MERGE, into=ann, **{"from": bob}, reason="looked alike")
+    assert merged["data"]["mergeCustomers"]["email"] == a_new, merged
+    split = await gql(gw, UNMERGE, source="shopify", externalId=str(ann_shop))
+    assert "errors" not in split, split
+    ann_now = split["data"]["unmergeCustomer"]
+    assert ann_now["email"] == a_new
+    left = await gql(gw, SUPPRESSED, id=ann)
+    assert left["data"]["customer"]["email"] == b_new, left
+    event = sendgrid_event(a_new, "unsubscribe", timestamp=int(time.time()) + 1)
+    response = await gw.post(**sendgrid_request([event]))
+    assert response.json()["events"][0]["customerId"] == ann_now["id"], response.text
+    assert await _suppressed(gw, ann_now["id"])
+    assert not await _suppressed(gw, ann)
