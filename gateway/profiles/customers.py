@@ -274,6 +274,11 @@ class CustomerStore:
                 await self._suppress(session, customer)
             else:
                 await self._refuse_erased(session, draft, customer)
+            await self._link(session, customer, draft.identities)
+            await session.flush()
+            # Said of the customer's one identity, if it has one: an unmerge splitting it
+            # off takes them (with several, whose they are cannot be told).
+            only = customer.identities[0].id if len(customer.identities) == 1 else None
             # The e-mail too: survivorship (merges) rebuilds golden values from these rows,
             # and an erasure tombstones every address they hold.
             for name in ("email", *PROFILE_FIELDS):
@@ -282,11 +287,14 @@ class CustomerStore:
                     setattr(customer, name, value)
                     session.add(
                         Attribute(
-                            customer_id=customer.id, name=name, value=value, source=draft.source
+                            customer_id=customer.id,
+                            name=name,
+                            value=value,
+                            source=draft.source,
+                            identity_id=only,
                         )
                     )
             customer.email_key = folded_email(customer.email, DEFAULT_CONFIG)
-            await self._link(session, customer, draft.identities)
             await session.flush()
             return _profile(customer)
 

@@ -6,6 +6,7 @@ person split off, never the survivor they were merged into by mistake
 from __future__ import annotations
 
 import time
+import uuid
 
 import httpx
 
@@ -105,4 +106,31 @@ async def test_splitting_off_the_survivors_own_identity_takes_its_address(
     response = await gw.post(**sendgrid_request([event]))
     assert response.json()["events"][0]["customerId"] == ann_now["id"], response.text
     assert await _suppressed(gw, ann_now["id"])
+    assert not await _suppressed(gw, ann)
+
+
+UPSERT_WITH_ID = """mutation($email: String!, $id: String!) {
+  upsertCustomer(input: {email: $email, identities: [{source: "crm", externalId: $id}]}) { id }
+}"""
+
+
+async def test_a_customer_made_through_the_api_with_an_identity_takes_its_address_back(
+    gw: httpx.AsyncClient,
+) -> None:
+    """``upsertCustomer`` with an address and one CRM identity says that identity's
+    person has that address: merged into a shop customer and split back out, the address
+    goes with it, and so does an unsubscribe for it."""
+    ann, _ = await shop_customer(gw, unique_email("api-ann"))
+    email, crm_id = unique_email("api-bob"), f"crm-{uuid.uuid4().hex[:10]}"
+    made = await gql(gw, UPSERT_WITH_ID, email=email, id=crm_id)
+    assert "errors" not in made, made
+    bob_before = made["data"]["upsertCustomer"]["id"]
+    merged = await gql(gw, MERGE, into=ann, **{"from": bob_before}, reason="looked alike")
+    assert "errors" not in merged, merged
+    split = await gql(gw, UNMERGE, source="crm", externalId=crm_id)
+    assert split["data"]["unmergeCustomer"]["email"] == email, split
+    bob = split["data"]["unmergeCustomer"]["id"]
+    event = sendgrid_event(email, "unsubscribe", timestamp=int(time.time()) + 1)
+    response = await gw.post(**sendgrid_request([event]))
+    assert response.json()["events"][0]["customerId"] == bob, response.text
     assert not await _suppressed(gw, ann)
