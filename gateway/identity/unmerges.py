@@ -31,6 +31,7 @@ from gateway.identity.values import (
     text_key,
 )
 from gateway.privacy.consent_owner import MERGE_RULE, latest_link_rule
+from gateway.privacy.suppressions import BOUNCED_EMAIL, EMAIL_STATUS
 
 if TYPE_CHECKING:
     from gateway.privacy.suppressions import Suppressions
@@ -102,6 +103,7 @@ async def _unmerge_once(
         await session.flush()
         identity.customer_id = new
         await _move_attributes(session, identity, owner, new, config)
+        await _move_bounces(session, owner, new)
         await split_consents(session, identity, owner, new)
         await session.execute(
             update(IdentityLink)
@@ -209,7 +211,7 @@ async def _move_attributes(
     await session.flush()
 
 
-def _copy(attribute: Attribute, customer_id: uuid.UUID, identity_id: int) -> Attribute:
+def _copy(attribute: Attribute, customer_id: uuid.UUID, identity_id: int | None) -> Attribute:
     return Attribute(
         customer_id=customer_id,
         name=attribute.name,
@@ -218,3 +220,43 @@ def _copy(attribute: Attribute, customer_id: uuid.UUID, identity_id: int) -> Att
         observed_at=attribute.observed_at,
         identity_id=identity_id,
     )
+
+
+async def _move_bounces(session: AsyncSession, owner: uuid.UUID, new: uuid.UUID) -> None:
+    """The hard bounces of the addresses the split took and the owner no longer holds go
+    with them: they are the split-off person's addresses, and left behind they would
+    outlive that person's erasure. A bounce's status moves with its last address."""
+    emails = select(Attribute.customer_id, Attribute.value).where(
+        Attribute.customer_id.in_([owner, new]), Attribute.name == "email"
+    )
+    held: dict[uuid.UUID, set[str | None]] = {owner: set(), new: set()}
+    for customer, value in await session.execute(emails):
+        held[customer].add(value)
+    gone = held[new] - held[owner]
+    rows = list(
+        await session.scalars(
+            select(Attribute).where(
+                Attribute.customer_id == owner, Attribute.name.in_([BOUNCED_EMAIL, EMAIL_STATUS])
+            )
+        )
+    )
+    moved = [r for r in rows if r.name == BOUNCED_EMAIL and r.value in gone]
+    if not moved:
+        return
+    for row in moved:
+        row.customer_id = new
+    taken = {(r.source, r.observed_at) for r in moved}
+    kept = {
+        (r.source, r.observed_at)
+        for r in rows
+        if r.name == BOUNCED_EMAIL and r.customer_id == owner
+    }
+    for status in (r for r in rows if r.name == EMAIL_STATUS):
+        when = (status.source, status.observed_at)
+        if when not in taken:
+            continue
+        if when in kept:
+            session.add(_copy(status, new, None))
+        else:
+            status.customer_id = new
+    await session.flush()

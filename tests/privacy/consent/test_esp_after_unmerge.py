@@ -134,3 +134,26 @@ async def test_a_customer_made_through_the_api_with_an_identity_takes_its_addres
     response = await gw.post(**sendgrid_request([event]))
     assert response.json()["events"][0]["customerId"] == bob, response.text
     assert not await _suppressed(gw, ann)
+
+
+FORGET = "mutation($id: ID!) { forgetCustomer(id: $id) { attributes } }"
+HELD = "query($id: ID!) { customer(id: $id) { attributes { name value } } }"
+
+
+async def test_a_bounce_from_before_the_merge_goes_with_its_address(
+    gw: httpx.AsyncClient,
+) -> None:
+    """Bob's address bounced, then he was merged into Ann and split back out: the bounce
+    of his address is his (left with Ann, his address outlived his erasure there)."""
+    ann, _ = await shop_customer(gw, unique_email("pre-ann"))
+    bob_email = unique_email("pre-bob")
+    bob, bob_shop = await shop_customer(gw, bob_email)
+    assert await bounce(gw, bob_email, time.time() - 60) == "processed"
+    merged = await gql(gw, MERGE, into=ann, **{"from": bob}, reason="looked alike")
+    assert "errors" not in merged, merged
+    split = await gql(gw, UNMERGE, source="shopify", externalId=str(bob_shop))
+    bob_now = split["data"]["unmergeCustomer"]["id"]
+    assert "errors" not in await gql(gw, FORGET, id=bob_now)
+    held = (await gql(gw, HELD, id=ann))["data"]["customer"]["attributes"]
+    assert bob_email not in {a["value"] for a in held}, held
+    assert "email_status" not in {a["name"] for a in held}, held
