@@ -18,8 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gateway.db.bulk import matching, rows_where_in
 from gateway.db.identity_models import IdentityBlockKey, IdentityNeverLink, IdentityRecord
 from gateway.db.models import Customer, Identity
+from gateway.db.retries import StaleRead
 from gateway.identity.config import IdentityConfig
-from gateway.identity.linkage.linker import Candidate, KnownState
+from gateway.identity.linkage.linker import Candidate, Decision, KnownState
 from gateway.identity.records import RECORD_FIELDS, PreparedRecord, refinement_value
 from gateway.identity.scoring.comparison import FIELDS, Comparable
 from gateway.identity.values import email_parts
@@ -232,3 +233,31 @@ async def _load_candidates(
         candidates[row[0]] = Candidate(row[0], owner_of[row[0]], _comparable(row))
     for key, identity_id in blocks:
         state.blocks.setdefault(key, []).append(candidates[identity_id])
+
+
+async def check_still_read(
+    connection: AsyncConnection,
+    decisions: Sequence[Decision],
+    state: KnownState,
+    owners: set[uuid.UUID],
+    locked: set[uuid.UUID],
+) -> None:
+    """``StaleRead`` (decide again, on fresh reads) when what the batch was decided on
+    changed before its customers were locked: a customer it links to folded away or
+    erased, or a stored identity it updates moved to another customer (an unmerge split
+    it off: its new values would land on the customer it left)."""
+    if not owners <= locked:
+        raise StaleRead("a customer the batch links to is gone")
+    updated = {d.identity_id for d in decisions if d.identity_id is not None}
+    read = {
+        identity_id: owner
+        for identity_id, owner in state.identities.values()
+        if identity_id in updated
+    }
+    if not read:
+        return
+    for identity_id, owner in await rows_where_in(
+        connection, (Identity.id, Identity.customer_id), Identity.id, list(read)
+    ):
+        if read[identity_id] != owner:
+            raise StaleRead("an identity the batch updates changed customer")

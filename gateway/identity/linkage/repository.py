@@ -36,11 +36,10 @@ from gateway.db.identity_models import (
 )
 from gateway.db.locks import lock_customers
 from gateway.db.models import Attribute, Customer, Identity, utcnow
-from gateway.db.retries import StaleRead
 from gateway.identity.config import IdentityConfig
 from gateway.identity.linkage.folding import fold_customers
 from gateway.identity.linkage.linker import Decision, KnownState
-from gateway.identity.linkage.lookup import MATCH_COLUMNS
+from gateway.identity.linkage.lookup import MATCH_COLUMNS, check_still_read
 from gateway.identity.linkage.rows import (
     Plan,
     RecordRows,
@@ -101,9 +100,7 @@ async def write_batch(
     locked = await lock_customers(
         connection, owners | {g for g, _ in merges}, deleting=bool(merges)
     )
-    if not owners <= locked:
-        # Read before the lock, folded away or erased since: decide again on fresh reads.
-        raise StaleRead("a customer the batch links to is gone")
+    await check_still_read(connection, decisions, state, owners, locked)
     folded = await fold_customers(connection, merges)
     for email, owner in list(state.golden_emails.items()):
         if owner in folded:

@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 import httpx
+import pytest
 
+from gateway.db.engine import create_sessionmaker
+from gateway.identity.linkage import repository
+from gateway.identity.unmerges import unmerge_customer
 from tests.conftest import unique_email
 from tests.gql_client import gql
 from tests.identity.test_merge_api import MERGE, UNMERGE
+from tests.in_process import services_of
 from tests.ingest.webhook_requests import sendgrid_event, sendgrid_request
 from tests.privacy.consent.test_bounced_addresses import (
     audience_of,
@@ -157,3 +163,38 @@ async def test_a_bounce_from_before_the_merge_goes_with_its_address(
     held = (await gql(gw, HELD, id=ann))["data"]["customer"]["attributes"]
     assert bob_email not in {a["value"] for a in held}, held
     assert "email_status" not in {a["name"] for a in held}, held
+
+
+async def test_a_webhook_decided_before_an_unmerge_is_decided_again(
+    gw: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shop update for Bob, read while Bob was merged into Ann, written after Bob was
+    split off (on Postgres the unmerge commits between the linker's reads and its locks;
+    made certain here by running it just before the lock): Bob's new address goes to
+    Bob, not Ann, and an unsubscribe for it reaches him."""
+    engine = services_of(gw.app).engine  # type: ignore[attr-defined]
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer: an unmerge cannot commit inside the webhook's write")
+    ann, _ = await shop_customer(gw, unique_email("race-ann"))
+    bob, bob_shop = await shop_customer(gw, unique_email("race-bob"))
+    merged = await gql(gw, MERGE, into=ann, **{"from": bob}, reason="looked alike")
+    assert "errors" not in merged, merged
+    real = repository.lock_customers  # type: ignore[attr-defined]  # patched where it is used
+    split: list[uuid.UUID] = []
+
+    async def unmerged_first(connection: Any, ids: Any, **options: Any) -> Any:
+        if uuid.UUID(ann) in set(ids) and not split:
+            sessions = create_sessionmaker(engine)
+            split.append(await unmerge_customer(sessions, "shopify", str(bob_shop)))
+        return await real(connection, ids, **options)
+
+    monkeypatch.setattr(repository, "lock_customers", unmerged_first)
+    newer = unique_email("race-bob-newer")
+    await move(gw, bob_shop, newer, time.time() - 60)
+    monkeypatch.setattr(repository, "lock_customers", real)
+    assert split, "the update never linked to Ann"
+    assert (await gql(gw, SUPPRESSED, id=str(split[0])))["data"]["customer"]["email"] == newer
+    event = sendgrid_event(newer, "unsubscribe", timestamp=int(time.time()) + 1)
+    response = await gw.post(**sendgrid_request([event]))
+    assert response.json()["events"][0]["customerId"] == str(split[0]), response.text
+    assert not await _suppressed(gw, ann)
