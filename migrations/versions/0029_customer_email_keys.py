@@ -19,7 +19,7 @@ next write.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 from alembic import op
@@ -52,6 +52,27 @@ def _key(email: str) -> str:
     return f"{local}@{domain}"
 
 
+# The export's change stamps (migration 0011, written here, not imported): a backfill of
+# a column the export does not carry must not mark every row it fills as changed (the
+# next export would send the whole table again).
+_SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
+
+
+def _unstamped(table: str, backfill: Callable[[], None]) -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(f"ALTER TABLE {table} DISABLE TRIGGER export_touch")
+        backfill()
+        op.execute(f"ALTER TABLE {table} ENABLE TRIGGER export_touch")
+        return
+    op.execute(f"DROP TRIGGER export_touch_update_{table}")
+    backfill()
+    op.execute(
+        f"CREATE TRIGGER export_touch_update_{table} AFTER UPDATE ON {table} "
+        f"WHEN NEW.changed_at IS OLD.changed_at BEGIN "
+        f"UPDATE {table} SET changed_at = {_SQLITE_NOW} WHERE rowid = NEW.rowid; END"
+    )
+
+
 def upgrade() -> None:
     op.add_column("customers", sa.Column("email_key", sa.String(320), nullable=True))
     bind = op.get_bind()
@@ -65,7 +86,11 @@ def upgrade() -> None:
     ).all()
     keyed = [{"i": i, "k": _key(email)} for i, email in rows if _key(email) != email]
     if keyed:
-        bind.execute(sa.text("UPDATE customers SET email_key = :k WHERE id = :i"), keyed)
+
+        def backfill() -> None:
+            bind.execute(sa.text("UPDATE customers SET email_key = :k WHERE id = :i"), keyed)
+
+        _unstamped("customers", backfill)
     op.create_index(
         "ix_customers_email_key",
         "customers",

@@ -1,7 +1,8 @@
 """0028: an attribute names the identity that reported it. Stored rows of a customer with
 one identity of the row's source get it; a customer with two of that source (merged) and
 the gateway's own sources get none; down and up again keeps the rows and the unique
-observation index (SQLite's batch copy would have dropped it).
+observation index (SQLite's batch copy would have dropped it). Neither backfill marks
+a row changed for the warehouse export.
 
 0029: a customer's address gets its mailbox key where the provider folds it to another
 spelling (as the gateway's own ``folded_email`` does with the default settings), and
@@ -35,6 +36,10 @@ _NAMED = text(
     "SELECT a.customer_id, a.source, i.external_id FROM attributes a "
     "LEFT JOIN identities i ON i.id = a.identity_id"
 )
+_STAMPS = {
+    table: text(f"SELECT id, changed_at FROM {table} ORDER BY id")
+    for table in ("attributes", "customers")
+}
 _INDEX = {
     "postgresql": "SELECT count(*) FROM pg_indexes WHERE indexname = 'uq_attributes_observation'",
     "sqlite": "SELECT count(*) FROM sqlite_master WHERE name = 'uq_attributes_observation'",
@@ -67,7 +72,10 @@ def test_0028_names_the_identity_where_one_identity_of_the_source_reported_it(
         _IDENTITY,
         [{"id": c, "external": e} for c, e in ((single, "s1"), (merged, "m1"), (merged, "m2"))],
     )
+    stamps = run_sql(empty_database, _STAMPS["attributes"])
     upgrade(empty_database)
+    # Filling a column the export does not carry marks no row changed.
+    assert run_sql(empty_database, _STAMPS["attributes"]) == stamps
     expected = {
         (single, "shopify"): "s1",
         (single, "api"): None,
@@ -104,7 +112,9 @@ def test_0029_keys_the_addresses_a_provider_folds(
         _CUSTOMER,
         [{"id": uuid.uuid4(), "email": email} for email in [*ADDRESSES, None]],
     )
+    stamps = run_sql(empty_database, _STAMPS["customers"])
     upgrade(empty_database)
+    assert run_sql(empty_database, _STAMPS["customers"]) == stamps
     read = text("SELECT email, email_key FROM customers")
     assert dict(run_sql(empty_database, read)) == KEYED
     # What the gateway stores for the same addresses from now on.
