@@ -15,7 +15,7 @@ failure answers "not stored" for the batch.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, cast
@@ -63,9 +63,9 @@ async def store_batch(
     config: IdentityConfig = DEFAULT_CONFIG,
 ) -> StoredBatch:
     """Store ``events`` (each with its subject digests) on ``connection``'s transaction;
-    clicks on links ``tracker`` signed are attributed to their lists; a withdrawal for
-    an address no customer has, and every hard bounce (the address, whoever has it), is
-    kept as a suppression (gateway/privacy/suppressions.py)."""
+    clicks on links ``tracker`` signed are attributed to their lists; every withdrawal
+    and hard bounce is kept as a suppression of its mailbox (gateway/privacy/
+    suppressions.py), and given to every customer whose address now is that mailbox."""
     every = set().union(*subjects) if subjects else set()
     # Shared: an ESP batch creates and links no one, so only an erasure (exclusive) must
     # wait for it; two batches (which held ~60 % of the stripes each) no longer queue.
@@ -82,9 +82,9 @@ async def store_batch(
         recipients = await _recipients(connection, addresses, config)
         result = StoredBatch()
     wanted: dict[str, int] = {}  # event id -> position of its first copy in the batch
-    # What is said of addresses: (digest, kind) -> the newest (source, time). Withdrawals
-    # of addresses nobody has; hard bounces of any address: a customer who leaves a
-    # bounced address for another is mailable there, and whoever takes it on is not.
+    # What is said of mailboxes: (digest, kind) -> the newest (source, time). Whoever
+    # takes one on later gets it (a customer who leaves a bounced address for another is
+    # mailable there), and so does every customer holding it now under another spelling.
     kept: dict[tuple[str, suppressions.Kind], tuple[str, datetime]] = {}
     now = datetime.now(UTC)
 
@@ -99,24 +99,35 @@ async def store_batch(
         stated = (source, stated_at(event, now))
         kept[key] = max(kept.get(key, stated), stated, key=lambda s: s[1])
 
-    # An event id stored before, or met earlier in this batch whoever it named, is a
-    # duplicate: its copy for an address nobody has keeps no statement either.
-    stored = await _stored_ids(connection, events, recipients)
-    met: set[str] = set()
-    unnamed: dict[str, InboundEvent] = {}  # mailbox -> the first statement naming nobody
+    # Every mailbox a withdrawal or hard bounce is for, with its events and the customers
+    # they name: the other customers holding it get the statement too (``reach``).
+    said: dict[str, list[InboundEvent]] = {}
+    named: dict[str, set[uuid.UUID]] = {}
+
+    def mark(event: InboundEvent, customer: uuid.UUID | None) -> None:
+        if event.consequence is None or not event.recipient:
+            return
+        note(event)
+        mailbox = suppressions.mailbox(event.recipient, config)
+        said.setdefault(mailbox, []).append(event)
+        named.setdefault(mailbox, set()).update({customer} if customer else ())
+
+    # One id is one event: a copy naming nobody of an id stored before, or named (or met)
+    # anywhere in this batch, is a duplicate and keeps no statement.
+    taken = await _stored_ids(connection, events, recipients)
+    taken |= {e.event_id for e in events if recipients.get(e.recipient or "")}
     for position, (event, digests) in enumerate(zip(events, subjects, strict=True)):
         customer = recipients.get(event.recipient or "")
-        repeated = event.event_id in met or event.event_id in stored
-        met.add(event.event_id)
         if digests & blocked:
             result.statuses.append(("erased", None))
-        elif repeated:
+        elif customer is None and event.event_id in taken:
             result.statuses.append(("duplicate", None))
         elif customer is None:
-            note(event)
-            if event.consequence is not None and event.recipient:
-                unnamed.setdefault(suppressions.mailbox(event.recipient, config), event)
+            taken.add(event.event_id)
+            mark(event, None)
             result.statuses.append(("ignored", None))
+        elif event.event_id in wanted:
+            result.statuses.append(("duplicate", None))
         else:
             wanted[event.event_id] = position
             result.statuses.append(("duplicate", customer))  # until its claim succeeds
@@ -136,8 +147,7 @@ async def store_batch(
         subject_rows += [(row_id, digest) for digest in sorted(subjects[position])]
         if event.consequence is not None:
             consequences.append((customer, event))
-            if event.consequence == "undeliverable":
-                note(event)
+            mark(event, customer)
         url = event.properties.get("url") if event.type == "email:click" else None
         if isinstance(url, str):
             send = send_of(event.properties)
@@ -149,7 +159,11 @@ async def store_batch(
     await insert_tuples(connection, _SUBJECTS, ("event_id", "digest"), subject_rows)
     await apply_consequences(connection, consequences, now, config)
     await suppressions.keep(connection, kept)
-    await _reach_holders(connection, unnamed, tombstones, config, result)
+    reached = await suppressions.Suppressions(tombstones, config).reach(connection, named)
+    for customer, mailbox in reached.items():
+        fields = result.changed.get(customer, (said[mailbox][-1], set()))[1]
+        changed = fields.union(*(e.changed for e in said[mailbox]))
+        result.changed[customer] = (said[mailbox][-1], changed)
     if tracker is not None:
         await record_clicks(connection, clicked, tracker)
     return result
@@ -174,31 +188,6 @@ async def _stored_ids(
             )
             found.update(str(event_id) for event_id in rows)
     return found
-
-
-async def _reach_holders(
-    connection: AsyncConnection,
-    unnamed: Mapping[str, InboundEvent],
-    tombstones: Tombstones,
-    config: IdentityConfig,
-    result: StoredBatch,
-) -> None:
-    """A withdrawal or hard bounce that names nobody for sure (a mailbox several
-    customers hold under different spellings, or an address several were observed with)
-    still reaches every customer whose address now is that mailbox: whichever of them is
-    mailed, the mail lands where the person said no. Given as the statement kept for
-    the address (``Suppressions.apply``: an opt-in made after it stands)."""
-    if not unnamed:
-        return
-    held = await holders(connection, list(unnamed))
-    got = await suppressions.Suppressions(tombstones, config).apply(
-        connection, [(customer, email) for _, customer, email in held]
-    )
-    for key, customer, _ in held:
-        if customer in got:
-            event = unnamed[key]
-            fields = result.changed.get(customer, (event, set()))[1]
-            result.changed[customer] = (event, fields | set(event.changed))
 
 
 def _kept_keys(events: Sequence[InboundEvent], config: IdentityConfig) -> list[str]:
@@ -275,7 +264,7 @@ async def _keyed(
                 owners.setdefault(key, set()).add(customer)
     # A customer with no source records (created through the API by address alone) is
     # found by its address: the mailbox written plainly (the key itself) or another way.
-    for key, customer, _ in await holders(connection, list(keys)):
+    for key, customer, _ in await suppressions.holders(connection, list(keys)):
         owners.setdefault(key, set()).add(customer)
     return {
         email: next(iter(ids))
@@ -283,21 +272,6 @@ async def _keyed(
         if len(ids) == 1
         for email in keys[key]
     }
-
-
-async def holders(
-    connection: AsyncConnection, keys: Collection[str]
-) -> list[tuple[str, uuid.UUID, str]]:
-    """(mailbox key, customer, their address) of every customer whose address now is
-    one of these mailboxes, written plainly (the key itself) or as the provider folds it."""
-    found: list[tuple[str, uuid.UUID, str]] = []
-    for column in (Customer.email, Customer.email_key):
-        for clause in matching(connection, column, keys):
-            rows = await connection.execute(
-                select(column, Customer.id, Customer.email).where(clause)
-            )
-            found += [(k, c, e) for k, c, e in rows if k is not None and e is not None]
-    return found
 
 
 async def _claim(

@@ -38,7 +38,7 @@ customer (and withdraws their consent) or the creator sees the suppression.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
@@ -124,12 +124,42 @@ def mailbox(address: str, config: IdentityConfig = DEFAULT_CONFIG) -> str:
     return key or address
 
 
+async def holders(
+    connection: AsyncConnection, keys: Collection[str]
+) -> list[tuple[str, uuid.UUID, str]]:
+    """(mailbox, customer, their address) of every customer whose address now is one of
+    these mailboxes (matching keys), written plainly (the key itself) or as the provider
+    folds it (``customers.email_key``)."""
+    found: list[tuple[str, uuid.UUID, str]] = []
+    for column in (Customer.email, Customer.email_key):
+        for clause in matching(connection, column, keys):
+            rows = await connection.execute(
+                select(column, Customer.id, Customer.email).where(clause)
+            )
+            found += [(k, c, e) for k, c, e in rows if k is not None and e is not None]
+    return found
+
+
 class Suppressions:
     """What a writer giving customers addresses asks: do they carry a withdrawal?"""
 
     def __init__(self, tombstones: Tombstones, config: IdentityConfig = DEFAULT_CONFIG) -> None:
         self._tombstones = tombstones
         self._config = config
+
+    async def reach(
+        self, connection: AsyncConnection, mailboxes: Mapping[str, Collection[uuid.UUID]]
+    ) -> dict[uuid.UUID, str]:
+        """Give what is kept for each mailbox to every customer whose address now is that
+        mailbox however written, but those named with it (given it already): whichever
+        of them is mailed, the mail lands where the person said no. The customers it
+        reached, with the mailbox."""
+        if not mailboxes:
+            return {}
+        held = await holders(connection, list(mailboxes))
+        others = [(c, e) for key, c, e in held if c not in mailboxes[key]]
+        got = await self.apply(connection, others)
+        return {c: key for key, c, _ in held if c in got}
 
     async def apply_changed(
         self, connection: AsyncConnection, before: Mapping[uuid.UUID, str | None]

@@ -134,3 +134,17 @@ async def test_an_event_id_met_before_keeps_no_statement_for_a_stranger(
     for address in (inside, after):
         created = await gql(gw, STATEMENTS, email=address)
         assert created["data"]["upsertCustomer"]["consents"] == [], address
+
+
+async def test_an_id_naming_nobody_first_and_a_customer_after_is_that_customers(
+    gw: httpx.AsyncClient,
+) -> None:
+    """Two copies of one id in a batch, the first for an address nobody has: the copy
+    naming the customer is the event (stored, their withdrawal applied), not lost."""
+    email, customer_id = await subscribed(gw)
+    mine = sendgrid_event(email, "unsubscribe")
+    stray = sendgrid_event(unique_email("stray"), "unsubscribe", sg_event_id=mine["sg_event_id"])
+    response = await gw.post(**sendgrid_request([stray, mine]))
+    statuses = [(e["status"], e["customerId"]) for e in response.json()["events"]]
+    assert statuses == [("duplicate", None), ("processed", customer_id)]
+    assert (await profile(gw, email))["suppressed"] is True

@@ -233,3 +233,20 @@ async def test_an_address_observed_for_two_customers_is_not_keyed_to_a_third(
     assert len({*owners, third}) == 3, (owners, third)
     response = await gw.post(**sendgrid_request([sendgrid_event(shared, "unsubscribe")]))
     assert response.json()["events"][0]["status"] == "ignored", response.text
+
+
+async def test_an_unsubscribe_naming_one_holder_reaches_the_other(
+    gw: httpx.AsyncClient,
+) -> None:
+    """The address one customer holds exactly names them; the customer holding the same
+    mailbox dotted (created through the API) is withdrawn too."""
+    name = uuid.uuid4().hex[:10]
+    plain, dotted = f"{name}@gmail.com", f"{name[:2]}.{name[2:]}@gmail.com"
+    shopper = await opted_in_shopper(gw, plain)
+    created = (await gql(gw, UPSERT, email=dotted))["data"]["upsertCustomer"]
+    assert "errors" not in await gql(gw, OPT_IN, id=created["id"])
+    event = sendgrid_event(plain, "unsubscribe", timestamp=_later())
+    response = await gw.post(**sendgrid_request([event]))
+    assert response.json()["events"][0]["customerId"] == shopper["id"], response.text
+    for held in (plain, dotted):
+        await _withdrawn_by_sendgrid(gw, held)
