@@ -6,11 +6,12 @@ per identity it moves and an audit entry (ids only). Splitting back out: unmerge
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 
-from sqlalchemy import delete, exists, func, insert, literal, select, update
+from sqlalchemy import Integer, delete, exists, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.identity_models import IdentityLink, IdentityReview
@@ -36,7 +37,7 @@ from gateway.identity.observations import (
 )
 from gateway.identity.survivorship import Observation, golden_values
 from gateway.identity.values import folded_email
-from gateway.privacy.consent_owner import MERGE_RULE
+from gateway.privacy.consent_owner import MERGE_RULE, sole_identities
 
 
 async def merge_customers(
@@ -86,6 +87,7 @@ async def merge_in(
         )
     await keep_golden_provenance(session, [a, b])
     kept_email = await session.scalar(select(Customer.email).where(Customer.id == a))
+    survivor = (await sole_identities(await session.connection(), [a])).get(a)
     await _move_consents(session, a, b)
     await drop_shared_observations(session, b, a)
     for model in (Identity, Attribute, Event, IdentityLink, *SERVED):
@@ -126,14 +128,14 @@ async def merge_in(
         # The survivor the caller chose keeps its address, as the newest observation (a
         # configured source_priority still ranks it): otherwise ``b``'s newer one took
         # its place and looking the survivor up by its own address found nobody. Named
-        # for the survivor's one identity, if one: splitting it off takes its address.
+        # for the identity the survivor is alone, if so: splitting it off takes it.
         session.add(
             Attribute(
                 customer_id=a,
                 name="email",
                 value=kept_email,
                 source=MERGE_SOURCE,
-                identity_id=kept[0] if len(kept) == 1 else None,
+                identity_id=survivor,
             )
         )
         await session.flush()
@@ -159,20 +161,21 @@ MERGE_SOURCE = "merge"
 async def keep_golden_provenance(session: AsyncSession, customer_ids: list[uuid.UUID]) -> None:
     """Give a golden e-mail or phone that has no attribute row one, before golden values
     are recomputed from attribute rows: otherwise the merge drops it, and the erasure
-    that follows never tombstones it. Named for the customer's identity when it has
-    only one (its person's value: an unmerge of that identity takes it)."""
-    only = (
-        select(func.min(Identity.id))
-        .where(Identity.customer_id == Customer.id)
-        .having(func.count() == 1)
-        .scalar_subquery()
-    )
-    for name in ("email", "phone"):
+    that follows never tombstones it. Named for the customer's identity when it is that
+    one identity alone (``sole_identities``: not one a merge brought in, whose person
+    the value may not be), so an unmerge of that identity takes it."""
+    sole = await sole_identities(await session.connection(), customer_ids)
+    for customer_id, name in itertools.product(customer_ids, ("email", "phone")):
         column = getattr(Customer, name)
         missing = select(
-            Customer.id, literal(name), column, literal(PROFILE_SOURCE), Customer.updated_at, only
+            Customer.id,
+            literal(name),
+            column,
+            literal(PROFILE_SOURCE),
+            Customer.updated_at,
+            literal(sole.get(customer_id), Integer),
         ).where(
-            Customer.id.in_(customer_ids),
+            Customer.id == customer_id,
             column.is_not(None),
             ~exists().where(
                 Attribute.customer_id == Customer.id,

@@ -25,6 +25,7 @@ from gateway.identity.linkage.resolution import customer_keys, lock_keys
 from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
 from gateway.identity.values import email_parts, folded_email
 from gateway.privacy.consent import ConsentRecord
+from gateway.privacy.consent_owner import sole_identities
 from gateway.privacy.erasure import Tombstones
 from gateway.privacy.suppressions import Suppressions
 from gateway.profiles.contact_points import normalize_email, normalize_phone
@@ -276,9 +277,11 @@ class CustomerStore:
                 await self._refuse_erased(session, draft, customer)
             await self._link(session, customer, draft.identities)
             await session.flush()
-            # Said of the customer's one identity, if it has one: an unmerge splitting it
-            # off takes them (with several, whose they are cannot be told).
-            only = customer.identities[0].id if len(customer.identities) == 1 else None
+            # Said of the identity the customer is alone, if so: an unmerge splitting it
+            # off takes them (with several, or one a merge brought in, whose they are
+            # cannot be told).
+            sole = await sole_identities(await session.connection(), [customer.id])
+            only = sole.get(customer.id)
             # The e-mail too: survivorship (merges) rebuilds golden values from these rows,
             # and an erasure tombstones every address they hold.
             for name in ("email", *PROFILE_FIELDS):

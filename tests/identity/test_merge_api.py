@@ -209,6 +209,37 @@ async def test_a_customer_without_identities_keeps_its_address_and_can_be_unmerg
     assert (await run(services, BY_EMAIL, email=email_b))["data"]["customer"]["id"] == new["id"]
 
 
+PHONE_UPSERT = """mutation($email: String!, $phone: String!) {
+  upsertCustomer(input: {email: $email, phone: $phone}) { id phone }
+}"""
+PHONES = "query($id: ID!) { customer(id: $id) { email phone } }"
+
+
+async def test_values_given_while_merged_stay_with_the_survivor_on_an_unmerge(
+    services: Services,
+) -> None:
+    """Ann, created by address alone, holds Bob's merged-in identity as her only one;
+    her own phone and address given through the API then are not Bob's: splitting Bob
+    off leaves them with her, and Bob takes only what his identity reported."""
+    email_a, email_b = unique_email("own-phone"), unique_email("merged-in")
+    a = (await run(services, UPSERT, email=email_a))["data"]["upsertCustomer"]["id"]
+    b, ext_b = await _customer(services, "shop", email=email_b, phone="+14155550987")
+    merged = await run(services, MERGE, into=a, **{"from": b}, reason="same person")
+    assert "errors" not in merged, merged
+    given = await run(services, PHONE_UPSERT, email=email_a, phone="+14155550123")
+    assert given["data"]["upsertCustomer"]["phone"] == "+14155550123", given
+    split = await run(services, UNMERGE, source="shop", externalId=ext_b)
+    new = split["data"]["unmergeCustomer"]["id"]
+    assert (await run(services, PHONES, id=a))["data"]["customer"] == {
+        "email": email_a,
+        "phone": "+14155550123",
+    }
+    assert (await run(services, PHONES, id=new))["data"]["customer"] == {
+        "email": email_b,
+        "phone": "+14155550987",
+    }
+
+
 async def test_a_lone_identity_never_merged_in_cannot_be_split_off(services: Services) -> None:
     _, ext = await _customer(services, "shop", email=unique_email("alone"))
     split = await run(services, UNMERGE, source="shop", externalId=ext)
