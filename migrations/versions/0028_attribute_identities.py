@@ -12,7 +12,9 @@ row, an unmerge takes back everything its identity ever reported.
 
 Rows stored before this revision get the identity when their customer has exactly one
 identity of the row's source (every customer never merged or linked twice from one
-source); the rest stay without one, and an unmerge judges them by the records as before.
+source) and never had one split off; the rest stay without one, and an unmerge judges
+them by the records as before. The backfill rewrites those rows: on a large table run
+the upgrade in a quiet hour (writes to attributes wait for it) and VACUUM after.
 No foreign key: identities are deleted only with their customer, whose attributes go by
 its own cascade, and a key checked on every row would slow the imports' COPY.
 """
@@ -38,7 +40,17 @@ FROM (
     GROUP BY customer_id, source HAVING count(*) = 1
 ) AS only_one
 WHERE attributes.customer_id = only_one.customer_id AND attributes.source = only_one.source
+AND attributes.customer_id NOT IN ({split})
 """
+# Customers an identity was split off before (the unmerge's link says whose): the split
+# person's earlier values stayed with them, and naming those for the survivor's identity
+# would hand them on with it.
+_SPLIT = {
+    "postgresql": "SELECT CAST(substr(reason, 12) AS uuid) FROM identity_links "
+    "WHERE rule = 'unmerge' AND reason ~ '^split from [0-9a-f-]{36}$'",
+    "sqlite": "SELECT replace(substr(reason, 12), '-', '') FROM identity_links "
+    "WHERE rule = 'unmerge' AND reason LIKE 'split from %'",
+}
 
 
 # The export's change stamps (migration 0011, written here, not imported): a backfill of
@@ -65,7 +77,9 @@ def _unstamped(table: str, backfill: Callable[[], None]) -> None:
 def upgrade() -> None:
     # Nullable and without a default: on Postgres a change of the catalogue only.
     op.add_column("attributes", sa.Column("identity_id", sa.Integer(), nullable=True))
-    _unstamped("attributes", lambda: op.execute(_ONLY_ONE))
+    dialect = op.get_bind().dialect.name
+    split = _SPLIT["postgresql" if dialect == "postgresql" else "sqlite"]
+    _unstamped("attributes", lambda: op.execute(_ONLY_ONE.format(split=split)))
 
 
 def downgrade() -> None:

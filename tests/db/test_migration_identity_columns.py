@@ -32,6 +32,10 @@ _IDENTITY = text(
     "INSERT INTO identities (customer_id, source, external_id, created_at) "
     "VALUES (:id, 'shopify', :external, CURRENT_TIMESTAMP)"
 ).bindparams(bindparam("id", type_=Uuid()))
+_SPLIT_LINK = text(
+    "INSERT INTO identity_links (customer_id, identity_id, rule, reason, created_at) "
+    "VALUES (:id, 1, 'unmerge', :reason, CURRENT_TIMESTAMP)"
+).bindparams(bindparam("id", type_=Uuid()))
 _NAMED = text(
     "SELECT a.customer_id, a.source, i.external_id FROM attributes a "
     "LEFT JOIN identities i ON i.id = a.identity_id"
@@ -60,18 +64,18 @@ def test_0028_names_the_identity_where_one_identity_of_the_source_reported_it(
     empty_database: str,  # noqa: F811 (the fixture)
 ) -> None:
     upgrade(empty_database, "0027")
-    single, merged = uuid.uuid4(), uuid.uuid4()  # one shop identity; two (merged)
-    run_sql(empty_database, _CUSTOMER, [{"id": c, "email": None} for c in (single, merged)])
+    # One shop identity; two (merged); one left after another was split off.
+    single, merged, split = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    customers = (single, merged, split)
+    run_sql(empty_database, _CUSTOMER, [{"id": c, "email": None} for c in customers])
     run_sql(
         empty_database,
         _ATTRIBUTE,
-        [{"id": c, "source": s} for c in (single, merged) for s in ("shopify", "api")],
+        [{"id": c, "source": s} for c in customers for s in ("shopify", "api")],
     )
-    run_sql(
-        empty_database,
-        _IDENTITY,
-        [{"id": c, "external": e} for c, e in ((single, "s1"), (merged, "m1"), (merged, "m2"))],
-    )
+    identities = ((single, "s1"), (merged, "m1"), (merged, "m2"), (split, "k1"))
+    run_sql(empty_database, _IDENTITY, [{"id": c, "external": e} for c, e in identities])
+    run_sql(empty_database, _SPLIT_LINK, [{"id": uuid.uuid4(), "reason": f"split from {split}"}])
     stamps = run_sql(empty_database, _STAMPS["attributes"])
     upgrade(empty_database)
     # Filling a column the export does not carry marks no row changed.
@@ -81,6 +85,8 @@ def test_0028_names_the_identity_where_one_identity_of_the_source_reported_it(
         (single, "api"): None,
         (merged, "shopify"): None,
         (merged, "api"): None,
+        (split, "shopify"): None,
+        (split, "api"): None,
     }
     assert _named(empty_database) == expected
     downgrade(empty_database, "0027")
