@@ -180,8 +180,9 @@ class Attribute(Base):
     source: Mapped[str] = mapped_column(String(64))
     observed_at: Mapped[datetime] = mapped_column(default=utcnow)
     changed_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
-    # The identity whose record reported it (migration 0028), so an unmerge takes back
-    # all it ever said; None for the gateway's own (the API's, a merge's, an ESP's).
+    # The identity whose record reported it, or whose person the API or a merge said it
+    # of (migration 0028), so an unmerge takes back all of it; None when it cannot be
+    # told (a customer of several identities) and for an ESP's bounces.
     identity_id: Mapped[int | None] = mapped_column(Integer, default=None)
 
     # Leads with (customer_id, name): it serves the per-customer reads as well.

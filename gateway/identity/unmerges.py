@@ -31,7 +31,7 @@ from gateway.identity.values import (
     text_key,
 )
 from gateway.privacy.consent_owner import MERGE_RULE, latest_link_rule
-from gateway.privacy.suppressions import BOUNCED_EMAIL, EMAIL_STATUS
+from gateway.privacy.suppressions import BOUNCED_EMAIL, EMAIL_STATUS, mailbox
 
 if TYPE_CHECKING:
     from gateway.privacy.suppressions import Suppressions
@@ -49,10 +49,11 @@ async def unmerge_customer(
 ) -> uuid.UUID:
     """Split one identity out of its customer into a profile of its own; returns the new id.
 
-    The attributes that identity's source reported and its latest record supports move
-    with it, and so do the consent statements made for it (consent_split.py); events
-    stay, since they do not say which identity they came from. A customer the split
-    gives an address gets what ``suppressions`` kept for it, as one created with it.
+    Every attribute named for that identity moves with it (rows from before attributes
+    named one: those its latest record supports), with the hard bounces of the
+    addresses it takes, and so do the consent statements made for it (consent_split.py);
+    events stay, since they do not say which identity they came from. A customer the
+    split gives an address gets what ``suppressions`` kept for it, as one created with it.
     Its own transaction, run again after a deadlock or serialization failure.
     """
     return await retry_transaction(
@@ -103,7 +104,7 @@ async def _unmerge_once(
         await session.flush()
         identity.customer_id = new
         await _move_attributes(session, identity, owner, new, config)
-        await _move_bounces(session, owner, new)
+        await _move_bounces(session, owner, new, config)
         await split_consents(session, identity, owner, new)
         await session.execute(
             update(IdentityLink)
@@ -222,16 +223,20 @@ def _copy(attribute: Attribute, customer_id: uuid.UUID, identity_id: int | None)
     )
 
 
-async def _move_bounces(session: AsyncSession, owner: uuid.UUID, new: uuid.UUID) -> None:
-    """The hard bounces of the addresses the split took and the owner no longer holds go
-    with them: they are the split-off person's addresses, and left behind they would
-    outlive that person's erasure. A bounce's status moves with its last address."""
+async def _move_bounces(
+    session: AsyncSession, owner: uuid.UUID, new: uuid.UUID, config: IdentityConfig
+) -> None:
+    """The hard bounces of the mailboxes the split took and the owner no longer holds go
+    with them, however the ESP wrote the address: they are the split-off person's, and
+    left behind they would outlive that person's erasure. A bounce's status moves with
+    its last address."""
     emails = select(Attribute.customer_id, Attribute.value).where(
         Attribute.customer_id.in_([owner, new]), Attribute.name == "email"
     )
-    held: dict[uuid.UUID, set[str | None]] = {owner: set(), new: set()}
+    held: dict[uuid.UUID, set[str]] = {owner: set(), new: set()}
     for customer, value in await session.execute(emails):
-        held[customer].add(value)
+        if value is not None:
+            held[customer].add(mailbox(value, config))
     gone = held[new] - held[owner]
     rows = list(
         await session.scalars(
@@ -240,7 +245,9 @@ async def _move_bounces(session: AsyncSession, owner: uuid.UUID, new: uuid.UUID)
             )
         )
     )
-    moved = [r for r in rows if r.name == BOUNCED_EMAIL and r.value in gone]
+    moved = [
+        r for r in rows if r.name == BOUNCED_EMAIL and r.value and mailbox(r.value, config) in gone
+    ]
     if not moved:
         return
     for row in moved:
