@@ -35,7 +35,8 @@ _SQLITE_LOCKED = ("database is locked", "database table is locked")
 
 class StaleRead(Exception):
     """Raised by work that finds, once it holds its row locks, that rows it read before
-    taking them are gone (a concurrent merge folded them away, an erasure deleted them):
+    taking them are gone or moved (a concurrent merge folded them away, an erasure
+    deleted them, an unmerge split an identity off):
     what Postgres reports as a serialization failure at stricter isolation levels, and
     with the same remedy, the whole transaction again on fresh reads."""
 

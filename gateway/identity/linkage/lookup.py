@@ -245,7 +245,9 @@ async def check_still_read(
     """``StaleRead`` (decide again, on fresh reads) when what the batch was decided on
     changed before its customers were locked: a customer it links to folded away or
     erased, or a stored identity it updates moved to another customer (an unmerge split
-    it off: its new values would land on the customer it left)."""
+    it off: its new values would land on the customer it left). Not re-read: the owner
+    of a stored record a new one was matched with (``matched`` does not always name the
+    customer linked to), a known gap of the same moment."""
     if not owners <= locked:
         raise StaleRead("a customer the batch links to is gone")
     updated = {d.identity_id for d in decisions if d.identity_id is not None}
