@@ -149,7 +149,9 @@ class CampaignSegment:
 @strawberry.type(description="One send's figures, from the ESP events carrying its send_id.")
 class Campaign:
     send_id: str
-    delivered: int = strawberry.field(description="Recipients with a delivery, open or click.")
+    delivered: int = strawberry.field(
+        description="Recipients with a delivery, open, click, unsubscribe or spam report."
+    )
     opened: int
     clicked: int
     converted: int = strawberry.field(
