@@ -157,8 +157,11 @@ async def store_batch(
             result.changed[customer] = (event, fields | set(event.changed))
     # COPY on Postgres: a batch's thousand rows, no conflict possible (fresh events).
     await insert_tuples(connection, _SUBJECTS, ("event_id", "digest"), subject_rows)
-    await apply_consequences(connection, consequences, now, config)
+    # The mailboxes' rows first, in one order, before any customer's consent: two
+    # batches withdrawing one mailbox then queue there, not on each other's customers
+    # (named by one batch, reached as holders by the other: a deadlock).
     await suppressions.keep(connection, kept)
+    await apply_consequences(connection, consequences, now, config)
     reached = await suppressions.Suppressions(tombstones, config).reach(connection, named)
     for customer, mailbox in reached.items():
         fields = result.changed.get(customer, (said[mailbox][-1], set()))[1]

@@ -47,7 +47,8 @@ AND attributes.customer_id NOT IN ({split})
 # would hand them on with it.
 _SPLIT = {
     "postgresql": "SELECT CAST(substr(reason, 12) AS uuid) FROM identity_links "
-    "WHERE rule = 'unmerge' AND reason ~ '^split from [0-9a-f-]{36}$'",
+    "WHERE rule = 'unmerge' AND reason ~ "
+    "'^split from [0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'",
     "sqlite": "SELECT replace(substr(reason, 12), '-', '') FROM identity_links "
     "WHERE rule = 'unmerge' AND reason LIKE 'split from %'",
 }
