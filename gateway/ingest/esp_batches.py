@@ -15,7 +15,7 @@ failure answers "not stored" for the batch.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, cast
@@ -52,6 +52,12 @@ class StoredBatch:
     # customer -> (the batch's last stored event for them that changed a field, every field
     # their events touched); customers whose events changed none are absent
     changed: dict[uuid.UUID, tuple[InboundEvent, set[str]]] = field(default_factory=dict)
+
+    def touched(self, customer: uuid.UUID, event: InboundEvent, fields: Iterable[str]) -> None:
+        """``event`` changed ``fields`` of ``customer``'s: the latest such event, and the
+        fields added to those the batch changed before."""
+        before = self.changed.get(customer, (event, set()))[1]
+        self.changed[customer] = (event, before.union(fields))
 
 
 async def store_batch(
@@ -153,8 +159,7 @@ async def store_batch(
             send = send_of(event.properties)
             clicked.append(ClickedLink(row_id, customer, url, event.occurred_at, send))
         if event.changed:  # a delivery, a deferral…: stored, and no field of theirs changed
-            fields = result.changed.get(customer, (event, set()))[1]
-            result.changed[customer] = (event, fields | set(event.changed))
+            result.touched(customer, event, event.changed)
     # COPY on Postgres: a batch's thousand rows, no conflict possible (fresh events).
     await insert_tuples(connection, _SUBJECTS, ("event_id", "digest"), subject_rows)
     # The mailboxes' rows first, in one order, before any customer's consent: two
@@ -164,9 +169,8 @@ async def store_batch(
     await apply_consequences(connection, consequences, now, config)
     reached = await suppressions.Suppressions(tombstones, config).reach(connection, named)
     for customer, mailbox in reached.items():
-        fields = result.changed.get(customer, (said[mailbox][-1], set()))[1]
-        changed = fields.union(*(e.changed for e in said[mailbox]))
-        result.changed[customer] = (said[mailbox][-1], changed)
+        events_of = said[mailbox]
+        result.touched(customer, events_of[-1], (f for e in events_of for f in e.changed))
     if tracker is not None:
         await record_clicks(connection, clicked, tracker)
     return result
