@@ -12,15 +12,16 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.identity_models import IdentityLink, IdentityRecord
 from gateway.db.models import Attribute, AuditEntry, Customer, Identity, utcnow
-from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction
+from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, StaleRead, retry_transaction
 from gateway.errors import InvalidInput
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.consent_split import split_consents
+from gateway.identity.linkage.resolution import lock_keys
 from gateway.identity.merges import keep_golden_provenance, refresh_golden
 from gateway.identity.values import (
     dob_key,
@@ -31,6 +32,7 @@ from gateway.identity.values import (
     text_key,
 )
 from gateway.privacy.consent_owner import MERGE_RULE, latest_link_rule
+from gateway.privacy.erasure_scope import linker_keys
 from gateway.privacy.suppressions import BOUNCED_EMAIL, EMAIL_STATUS, mailbox
 
 if TYPE_CHECKING:
@@ -79,7 +81,17 @@ async def _unmerge_once(
     actor: str,
     suppressions: Suppressions | None,
 ) -> uuid.UUID:
+    # The linker's keys of everything the customer is known by, read first and locked
+    # before anything else (as the linker and an erasure lock them, and before any row):
+    # a linker batch or an ESP batch naming one of them (the address the identity takes)
+    # then runs wholly before the split or wholly after it. Without them an ESP batch
+    # could withdraw the mailbox from the survivor while the split gave it to the new
+    # customer, each reading before the other committed.
+    async with sessions() as reading:
+        owner_read = await reading.scalar(_owner_of(source, external_id))
+        keys = await linker_keys(reading, owner_read, config) if owner_read else set()
     async with sessions.begin() as session:
+        await lock_keys(await session.connection(), keys)
         identity = await session.scalar(
             select(Identity).where(Identity.source == source, Identity.external_id == external_id)
         )
@@ -89,6 +101,10 @@ async def _unmerge_once(
         owner_email = await session.scalar(
             select(Customer.email).where(Customer.id == owner).with_for_update()
         )
+        if owner != owner_read or not await linker_keys(session, owner, config) <= keys:
+            # Moved, or known by more, between the read and the locks: again, on a fresh
+            # read (retry_transaction), so that every key is taken in one ascending pass.
+            raise StaleRead("the identity's customer changed before the unmerge's locks")
         siblings = int(
             await session.scalar(
                 select(func.count()).select_from(Identity).where(Identity.customer_id == owner)
@@ -135,6 +151,12 @@ async def _unmerge_once(
             )
         )
     return new
+
+
+def _owner_of(source: str, external_id: str) -> Select[uuid.UUID]:
+    return select(Identity.customer_id).where(
+        Identity.source == source, Identity.external_id == external_id
+    )
 
 
 def _key(name: str, value: str, config: IdentityConfig) -> str | None:

@@ -29,7 +29,7 @@ from gateway.profiles.contact_points import normalize_phone
 if TYPE_CHECKING:
     from gateway.privacy.erasure import Tombstones
 
-__all__ = ["Known", "known_identifiers", "subject_key"]
+__all__ = ["Known", "known_identifiers", "linker_keys", "subject_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,25 +53,7 @@ async def known_identifiers(
     e-mail and phone, every value a source reported (attributes move with a merge, so
     a merged-in customer's are here), the phones of each identity's latest record, the
     source ids, and the anonymous ids its events carried."""
-    values: dict[str, set[str]] = {"email": set(), "phone": set()}
-    for name, value in await session.execute(
-        select(Attribute.name, Attribute.value).where(
-            Attribute.customer_id == customer.id, Attribute.name.in_(values)
-        )
-    ):
-        if value:
-            values[name].add(value)
-    values["phone"].update(
-        phone
-        for phone in await session.scalars(
-            select(IdentityRecord.phone)
-            .join(Identity, Identity.id == IdentityRecord.identity_id)
-            .where(Identity.customer_id == customer.id)
-        )
-        if phone
-    )
-    emails = values["email"] | ({customer.email} if customer.email else set())
-    phones = values["phone"] | ({customer.phone} if customer.phone else set())
+    emails, phones = await _reported(session, customer.id, customer.email, customer.phone)
     identities = [(i.source, i.external_id) for i in customer.identities]
     anonymous = set(
         await session.scalars(
@@ -84,6 +66,56 @@ async def known_identifiers(
     digests = tombstones.digests(emails - shared, identities, phones - shared) | anonymous
     keys = _linker_keys(identities, emails, phones, config) | {subject_key(d) for d in digests}
     return Known(emails=emails, digests=digests, keys=keys)
+
+
+async def linker_keys(
+    session: AsyncSession, customer_id: uuid.UUID, config: IdentityConfig
+) -> set[str]:
+    """The identity linker's lock keys of everything ``customer_id`` is known by (as
+    ``known_identifiers`` finds it; none if there is no such customer): what a writer
+    that changes who holds those identifiers (an unmerge) locks, so that a linker batch
+    or an ESP batch naming one of them runs wholly before or wholly after it. Read with
+    Core, not the customer's ORM collections, which such a writer is about to change."""
+    golden = (
+        await session.execute(
+            select(Customer.email, Customer.phone).where(Customer.id == customer_id)
+        )
+    ).first()
+    if golden is None:
+        return set()
+    emails, phones = await _reported(session, customer_id, golden.email, golden.phone)
+    identities = await session.execute(
+        select(Identity.source, Identity.external_id).where(Identity.customer_id == customer_id)
+    )
+    return _linker_keys([(s, e) for s, e in identities], emails, phones, config)
+
+
+async def _reported(
+    session: AsyncSession, customer_id: uuid.UUID, email: str | None, phone: str | None
+) -> tuple[set[str], set[str]]:
+    """The e-mails and phones a customer holds or was ever reported with: its golden
+    ``email`` and ``phone``, every such attribute and the phones of its identities'
+    latest records."""
+    values: dict[str, set[str]] = {"email": set(), "phone": set()}
+    for name, value in await session.execute(
+        select(Attribute.name, Attribute.value).where(
+            Attribute.customer_id == customer_id, Attribute.name.in_(values)
+        )
+    ):
+        if value:
+            values[name].add(value)
+    values["phone"].update(
+        number
+        for number in await session.scalars(
+            select(IdentityRecord.phone)
+            .join(Identity, Identity.id == IdentityRecord.identity_id)
+            .where(Identity.customer_id == customer_id)
+        )
+        if number
+    )
+    emails = values["email"] | ({email} if email else set())
+    phones = values["phone"] | ({phone} if phone else set())
+    return emails, phones
 
 
 async def _held_by_others(

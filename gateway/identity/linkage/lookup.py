@@ -244,12 +244,31 @@ async def check_still_read(
 ) -> None:
     """``StaleRead`` (decide again, on fresh reads) when what the batch was decided on
     changed before its customers were locked: a customer it links to folded away or
-    erased, or a stored identity it updates moved to another customer (an unmerge split
-    it off: its new values would land on the customer it left). Not re-read: the owner
-    of a stored record a new one was matched with (``matched`` does not always name the
-    customer linked to), a known gap of the same moment."""
+    erased, a stored identity it updates moved to another customer (an unmerge split
+    it off: its new values would land on the customer it left), or a customer it links
+    a record to, or folds, has fewer identities than were read (an unmerge split one
+    off: the record may have been matched with the one that left; ``matched`` does not
+    always name the customer linked to, so the count is what is compared). An unmerge
+    holds the linker's keys of the customer it splits, so a record sharing an address,
+    a phone or a source id with it waits for the split; this catches one matched by
+    name, birth date and place alone."""
     if not owners <= locked:
         raise StaleRead("a customer the batch links to is gone")
+    joined = {d.customer_id for d in decisions if not d.new_customer and d.rule != "identity"}
+    joined.update(gone for d in decisions for gone in d.merged)
+    read_sizes = {c: state.sizes[c] for c in joined if c in state.sizes}
+    if read_sizes:
+        sizes: dict[uuid.UUID, int] = {}
+        for clause in matching(connection, Identity.customer_id, read_sizes):
+            counted = await connection.execute(
+                select(Identity.customer_id, func.count())
+                .where(clause)
+                .group_by(Identity.customer_id)
+            )
+            for customer_id, count in cast("Iterable[tuple[uuid.UUID, int]]", counted):
+                sizes[customer_id] = int(count)
+        if any(sizes.get(c, 0) < size for c, size in read_sizes.items()):
+            raise StaleRead("a customer the batch links a record to lost an identity")
     updated = {d.identity_id for d in decisions if d.identity_id is not None}
     read = {
         identity_id: owner

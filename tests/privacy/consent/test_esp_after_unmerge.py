@@ -5,14 +5,18 @@ person split off, never the survivor they were merged into by mistake
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.engine import create_sessionmaker
+from gateway.db.models import Customer
 from gateway.identity.linkage import repository
 from gateway.identity.unmerges import unmerge_customer
 from tests.conftest import unique_email
@@ -168,36 +172,100 @@ async def test_a_bounce_from_before_the_merge_goes_with_its_address(
     assert "email_status" not in {a["name"] for a in held}, held
 
 
+def _postgres_engine(gw: httpx.AsyncClient) -> AsyncEngine:
+    engine: AsyncEngine = services_of(gw.app).engine  # type: ignore[attr-defined]
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer: the two writes cannot interleave")
+    return engine
+
+
+async def _until_waiting(engine: AsyncEngine, count: int, *tasks: asyncio.Task[Any]) -> None:
+    """Until ``count`` sessions of this database wait on a lock, or every task is done
+    (the code under test took no lock the others wait on)."""
+    deadline = time.monotonic() + 20
+    async with engine.connect() as connection:
+        while time.monotonic() < deadline and not all(task.done() for task in tasks):
+            waiting = await connection.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND datname = current_database()"
+                )
+            )
+            if waiting is not None and waiting >= count:
+                return
+            await connection.rollback()  # a fresh snapshot of the view each time
+            await asyncio.sleep(0.02)
+
+
 async def test_a_webhook_decided_before_an_unmerge_is_decided_again(
     gw: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A shop update for Bob, read while Bob was merged into Ann, written after Bob was
-    split off (on Postgres the unmerge commits between the linker's reads and its locks;
-    made certain here by running it just before the lock): Bob's new address goes to
-    Bob, not Ann, and an unsubscribe for it reaches him."""
-    engine = services_of(gw.app).engine  # type: ignore[attr-defined]
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite has one writer: an unmerge cannot commit inside the webhook's write")
+    """A shop update for Bob, read while Bob was merged into Ann, with an unmerge
+    started between the linker's reads and its locks (made certain here by starting it
+    just before the lock): whichever commits first, Bob's new address ends with Bob,
+    not Ann, and an unsubscribe for it reaches him. (The unmerge holds the linker's keys
+    of the customer it splits, so it waits for the update, and moves the address with
+    Bob's identity; a split that committed in that moment made the update decide again.)"""
+    engine = _postgres_engine(gw)
     ann, _ = await shop_customer(gw, unique_email("race-ann"))
     bob, bob_shop = await shop_customer(gw, unique_email("race-bob"))
     merged = await gql(gw, MERGE, into=ann, **{"from": bob}, reason="looked alike")
     assert "errors" not in merged, merged
     real = repository.lock_customers  # type: ignore[attr-defined]  # patched where it is used
-    split: list[uuid.UUID] = []
+    split: list[asyncio.Task[uuid.UUID]] = []
 
-    async def unmerged_first(connection: Any, ids: Any, **options: Any) -> Any:
+    async def unmerge_started_first(connection: Any, ids: Any, **options: Any) -> Any:
         if uuid.UUID(ann) in set(ids) and not split:
             sessions = create_sessionmaker(engine)
-            split.append(await unmerge_customer(sessions, "shopify", str(bob_shop)))
+            split.append(asyncio.create_task(unmerge_customer(sessions, "shopify", str(bob_shop))))
+            await _until_waiting(engine, 1, split[0])
         return await real(connection, ids, **options)
 
-    monkeypatch.setattr(repository, "lock_customers", unmerged_first)
+    monkeypatch.setattr(repository, "lock_customers", unmerge_started_first)
     newer = unique_email("race-bob-newer")
     await move(gw, bob_shop, newer, time.time() - 60)
     monkeypatch.setattr(repository, "lock_customers", real)
     assert split, "the update never linked to Ann"
-    assert (await gql(gw, SUPPRESSED, id=str(split[0])))["data"]["customer"]["email"] == newer
+    bob_now = str(await asyncio.wait_for(split[0], 20))
+    assert (await gql(gw, SUPPRESSED, id=bob_now))["data"]["customer"]["email"] == newer
     event = sendgrid_event(newer, "unsubscribe", timestamp=int(time.time()) + 1)
     response = await gw.post(**sendgrid_request([event]))
-    assert response.json()["events"][0]["customerId"] == str(split[0]), response.text
+    assert response.json()["events"][0]["customerId"] == bob_now, response.text
+    assert await _suppressed(gw, bob_now)
     assert not await _suppressed(gw, ann)
+
+
+async def test_an_unsubscribe_during_an_unmerge_reaches_the_person_split_off(
+    gw: httpx.AsyncClient,
+) -> None:
+    """An ESP's unsubscribe for Bob's address arrives while Bob is being split off Ann
+    (the unmerge started first; both held up on Ann's row here so that each would read
+    before the other commits): the batch waits for the split, and the withdrawal lands
+    on Bob, who holds the mailbox now, not on Ann. Before the unmerge locked the
+    linker's keys, the batch withdrew Ann and the split gave Bob the address opted in."""
+    engine = _postgres_engine(gw)
+    ann, _ = await shop_customer(gw, unique_email("during-ann"))
+    bob_email = unique_email("during-bob")
+    bob, bob_shop = await shop_customer(gw, bob_email)
+    merged = await gql(gw, MERGE, into=ann, **{"from": bob}, reason="looked alike")
+    assert "errors" not in merged, merged
+    async with engine.connect() as holding:
+        await holding.begin()
+        await holding.execute(
+            select(Customer.id).where(Customer.id == uuid.UUID(ann)).with_for_update()
+        )
+        unmerging = asyncio.create_task(
+            gql(gw, UNMERGE, source="shopify", externalId=str(bob_shop))
+        )
+        await _until_waiting(engine, 1, unmerging)
+        event = sendgrid_event(bob_email, "unsubscribe", timestamp=int(time.time()) + 1)
+        unsubscribing = asyncio.create_task(gw.post(**sendgrid_request([event])))
+        await _until_waiting(engine, 2, unsubscribing)
+        await holding.rollback()
+    split = await asyncio.wait_for(unmerging, 20)
+    assert "errors" not in split, split
+    bob_now = split["data"]["unmergeCustomer"]["id"]
+    response = await asyncio.wait_for(unsubscribing, 20)
+    assert response.status_code == 200, response.text
+    assert await _suppressed(gw, bob_now), response.text
+    assert not await _suppressed(gw, ann), response.text
