@@ -19,9 +19,12 @@ import asyncio
 import logging
 import random
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TypeVar
+
+from sqlalchemy.exc import IntegrityError
 
 from gateway.observability import metrics
 
@@ -79,6 +82,27 @@ def transient_reason(exc: BaseException) -> str | None:
         wrapped = getattr(current, "orig", None)
         current = wrapped if isinstance(wrapped, BaseException) else current.__cause__
     return None
+
+
+@asynccontextmanager
+async def stale_if_customer_gone() -> AsyncIterator[None]:
+    """``StaleRead`` for a row refused for naming a customer no longer stored (folded
+    away by a merge, or erased, after the work looked it up): Postgres's foreign-key
+    violation naming ``customers`` (a constraint's name ends with the table it refers
+    to; a checking trigger's message names it, gateway/db/foreign_keys.py); SQLite names
+    no table, so any of its foreign-key failures.
+    Other integrity errors pass through."""
+    try:
+        yield
+    except IntegrityError as exc:
+        orig = exc.orig
+        code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+        message = str(orig)
+        if (code == "23503" and "customers" in message) or (
+            "FOREIGN KEY constraint failed" in message
+        ):
+            raise StaleRead("a customer the work names is gone") from exc
+        raise
 
 
 async def retry_transaction(

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from gateway.db.identity_models import IdentityLink, IdentityRecord
 from gateway.db.models import Attribute, AuditEntry, Customer, Identity, utcnow
 from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, StaleRead, retry_transaction
-from gateway.errors import InvalidInput
+from gateway.errors import Conflict, InvalidInput
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.consent_split import split_consents
 from gateway.identity.linkage.resolution import lock_keys
@@ -58,11 +58,18 @@ async def unmerge_customer(
     split gives an address gets what ``suppressions`` kept for it, as one created with it.
     Its own transaction, run again after a deadlock or serialization failure.
     """
-    return await retry_transaction(
-        lambda: _unmerge_once(sessions, source, external_id, config, actor, suppressions),
-        "unmerge_customer",
-        retry,
-    )
+    # The keys seen so far: a customer whose records keep changing address (a webhook
+    # stream) shows new keys after each attempt's locks; every later attempt holds them
+    # all from its start, as an erasure does.
+    seen: set[str] = set()
+    try:
+        return await retry_transaction(
+            lambda: _unmerge_once(sessions, source, external_id, config, actor, suppressions, seen),
+            "unmerge_customer",
+            retry,
+        )
+    except StaleRead as exc:
+        raise Conflict("The customer kept changing during the unmerge; try again") from exc
 
 
 async def _merged_in(session: AsyncSession, identity_id: int, owner: uuid.UUID) -> bool:
@@ -80,6 +87,7 @@ async def _unmerge_once(
     config: IdentityConfig,
     actor: str,
     suppressions: Suppressions | None,
+    seen: set[str],
 ) -> uuid.UUID:
     # The linker's keys of everything the customer is known by, read first and locked
     # before anything else (as the linker and an erasure lock them, and before any row):
@@ -89,7 +97,7 @@ async def _unmerge_once(
     # customer, each reading before the other committed.
     async with sessions() as reading:
         owner_read = await reading.scalar(_owner_of(source, external_id))
-        keys = await linker_keys(reading, owner_read, config) if owner_read else set()
+        keys = seen | (await linker_keys(reading, owner_read, config) if owner_read else set())
     async with sessions.begin() as session:
         await lock_keys(await session.connection(), keys)
         identity = await session.scalar(
@@ -98,13 +106,26 @@ async def _unmerge_once(
         if identity is None:
             raise InvalidInput("Unknown identity", field="identity")
         owner = identity.customer_id
-        owner_email = await session.scalar(
-            select(Customer.email).where(Customer.id == owner).with_for_update()
-        )
-        if owner != owner_read or not await linker_keys(session, owner, config) <= keys:
-            # Moved, or known by more, between the read and the locks: again, on a fresh
-            # read (retry_transaction), so that every key is taken in one ascending pass.
+        # Known by more than was read (a webhook committed in between): those keys too,
+        # before the row. Nothing of the customer's identities can add one now (their
+        # keys are held); a record linked to it by name alone still could, hence a loop.
+        for _ in range(_TOP_UPS):
+            extra = await linker_keys(session, owner, config) - keys
+            if not extra:
+                break
+            await lock_keys(await session.connection(), extra)
+            keys |= extra  # still gaining after the last round: ``extra`` stays set
+        seen.update(keys)
+        locked = (
+            await session.execute(
+                select(Customer.email).where(Customer.id == owner).with_for_update()
+            )
+        ).first()
+        if extra or locked is None or owner != owner_read:
+            # Moved or gone (folded by a merge) between the read and the locks, or still
+            # gaining keys: again, on a fresh read (retry_transaction), holding all seen.
             raise StaleRead("the identity's customer changed before the unmerge's locks")
+        owner_email = locked.email
         siblings = int(
             await session.scalar(
                 select(func.count()).select_from(Identity).where(Identity.customer_id == owner)
@@ -151,6 +172,9 @@ async def _unmerge_once(
             )
         )
     return new
+
+
+_TOP_UPS = 3  # rounds of keys a customer gained between the read and the locks
 
 
 def _owner_of(source: str, external_id: str) -> Select[uuid.UUID]:

@@ -35,7 +35,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionma
 
 from gateway.db.access_models import EventSubject, WebhookReceipt
 from gateway.db.models import Customer, Event, Identity
-from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction
+from gateway.db.retries import (
+    DEFAULT_RETRY,
+    RetryPolicy,
+    retry_transaction,
+    stale_if_customer_gone,
+)
 from gateway.experiments.tracking import Tracker
 from gateway.identity import DEFAULT_CONFIG, IdentityConfig, PreparedRecord, RecordError, Resolver
 from gateway.identity import prepare as prepare_record
@@ -166,7 +171,8 @@ class WebhookIngest:
         subjects = [self._subjects(event) for event in events]
 
         async def store() -> StoredBatch:
-            async with self._engine.begin() as connection:
+            # A customer named, then merged away or erased: again, not a 500 to the ESP.
+            async with self._engine.begin() as connection, stale_if_customer_gone():
                 return await store_batch(
                     connection, events, subjects, self._tombstones, self._tracker, self._config
                 )

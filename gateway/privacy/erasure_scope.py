@@ -53,7 +53,7 @@ async def known_identifiers(
     e-mail and phone, every value a source reported (attributes move with a merge, so
     a merged-in customer's are here), the phones of each identity's latest record, the
     source ids, and the anonymous ids its events carried."""
-    emails, phones = await _reported(session, customer.id, customer.email, customer.phone)
+    emails, phones, keyed = await _reported(session, customer.id, customer.email, customer.phone)
     identities = [(i.source, i.external_id) for i in customer.identities]
     anonymous = set(
         await session.scalars(
@@ -64,7 +64,8 @@ async def known_identifiers(
     )
     shared = await _held_by_others(session, customer.id, emails, phones)
     digests = tombstones.digests(emails - shared, identities, phones - shared) | anonymous
-    keys = _linker_keys(identities, emails, phones, config) | {subject_key(d) for d in digests}
+    keys = _linker_keys(identities, emails, phones, keyed, config)
+    keys |= {subject_key(d) for d in digests}
     return Known(emails=emails, digests=digests, keys=keys)
 
 
@@ -83,19 +84,20 @@ async def linker_keys(
     ).first()
     if golden is None:
         return set()
-    emails, phones = await _reported(session, customer_id, golden.email, golden.phone)
+    emails, phones, keyed = await _reported(session, customer_id, golden.email, golden.phone)
     identities = await session.execute(
         select(Identity.source, Identity.external_id).where(Identity.customer_id == customer_id)
     )
-    return _linker_keys([(s, e) for s, e in identities], emails, phones, config)
+    return _linker_keys([(s, e) for s, e in identities], emails, phones, keyed, config)
 
 
 async def _reported(
     session: AsyncSession, customer_id: uuid.UUID, email: str | None, phone: str | None
-) -> tuple[set[str], set[str]]:
-    """The e-mails and phones a customer holds or was ever reported with: its golden
-    ``email`` and ``phone``, every such attribute and the phones of its identities'
-    latest records."""
+) -> tuple[set[str], set[str], set[str]]:
+    """The e-mails and phones a customer holds or was ever reported with (its golden
+    ``email`` and ``phone``, every such attribute, the phones of its identities' latest
+    records), and the email keys those records are linked by: as stored, so a key still
+    counts when its address is no attribute any more or was folded by other settings."""
     values: dict[str, set[str]] = {"email": set(), "phone": set()}
     for name, value in await session.execute(
         select(Attribute.name, Attribute.value).where(
@@ -104,18 +106,19 @@ async def _reported(
     ):
         if value:
             values[name].add(value)
-    values["phone"].update(
-        number
-        for number in await session.scalars(
-            select(IdentityRecord.phone)
-            .join(Identity, Identity.id == IdentityRecord.identity_id)
-            .where(Identity.customer_id == customer_id)
-        )
-        if number
-    )
+    email_keys: set[str] = set()
+    for number, email_key in await session.execute(
+        select(IdentityRecord.phone, IdentityRecord.email_key)
+        .join(Identity, Identity.id == IdentityRecord.identity_id)
+        .where(Identity.customer_id == customer_id)
+    ):
+        if number:
+            values["phone"].add(number)
+        if email_key:
+            email_keys.add(email_key)
     emails = values["email"] | ({email} if email else set())
     phones = values["phone"] | ({phone} if phone else set())
-    return emails, phones
+    return emails, phones, email_keys
 
 
 async def _held_by_others(
@@ -148,10 +151,12 @@ def _linker_keys(
     identities: list[tuple[str, str]],
     emails: set[str],
     phones: set[str],
+    email_keys: set[str],
     config: IdentityConfig,
 ) -> set[str]:
-    """The keys the identity linker locks for records naming these identifiers."""
-    email_keys = set()
+    """The keys the identity linker locks for records naming these identifiers (and
+    these records' stored ``email_keys``)."""
+    email_keys = set(email_keys)
     for email in emails:
         try:
             key = email_parts(email, config)[1]

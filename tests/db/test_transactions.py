@@ -25,7 +25,7 @@ from gateway.db.migrate import upgrade
 from gateway.db.models import Attribute, Customer, Event, utcnow
 from gateway.db.retries import NO_RETRY, RetryPolicy, retry_transaction, transient_reason
 from gateway.errors import InvalidInput
-from gateway.identity.linkage.resolution import _LOCK_NAMESPACE, _stripe
+from gateway.identity.linkage.resolution import _LOCK_NAMESPACE, key_stripe
 from gateway.identity.merges import merge_customers
 from gateway.settings import load_settings
 from tests.conftest import unique_email
@@ -136,7 +136,7 @@ def _customer_record() -> tuple[dict[str, Any], list[int]]:
         shop_id = uuid.uuid4().int % 10**12 + 1
         email = unique_email("deadlock")
         keys = {f"id:shopify:{shop_id}", f"email:{email}"}
-        stripes = sorted({_stripe(key) for key in keys})
+        stripes = sorted({key_stripe(key) for key in keys})
         if len(stripes) > 1:
             payload = {"id": shop_id, "email": email, "first_name": "Ada"}
             return payload, stripes

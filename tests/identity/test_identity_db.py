@@ -24,7 +24,7 @@ from gateway.identity import (
     unmerge_customer,
 )
 from gateway.identity.linkage import repository
-from gateway.identity.linkage.resolution import _stripe
+from gateway.identity.linkage.resolution import key_stripe
 
 
 @pytest.fixture
@@ -336,9 +336,9 @@ async def test_a_record_matched_with_an_identity_split_off_meanwhile_goes_with_i
     # A shop id whose key stripe none of the customer's keys share (else the batch would
     # hold it and the unmerge wait for the batch: the order the key locks make, not the
     # one tested here).
-    held = {_stripe(f"id:crm:{r.record.external_id}") for r in (ann, bob)}
+    held = {key_stripe(f"id:crm:{r.record.external_id}") for r in (ann, bob)}
     shop_id = next(
-        i for i in (uuid.uuid4().hex for _ in range(100)) if _stripe(f"id:shop:{i}") not in held
+        i for i in (uuid.uuid4().hex for _ in range(100)) if key_stripe(f"id:shop:{i}") not in held
     )
     real = repository.lock_customers  # type: ignore[attr-defined]  # patched where it is used
     split: list[uuid.UUID] = []

@@ -50,6 +50,9 @@ class KnownState:
     # Every stored record of the customers the candidates belong to: a cluster is judged
     # whole, not by the one record that shares a block.
     members: dict[uuid.UUID, list[Candidate]] = field(default_factory=dict)
+    # Every stored record compared with (blocks and members), by identity id, with the
+    # customer it was read with: what the batch checks again once it holds its locks.
+    candidates: dict[int, Candidate] = field(default_factory=dict)
     # Pairs of identity ids a person said are different people (smaller id first).
     never: set[tuple[int, int]] = field(default_factory=set)
 

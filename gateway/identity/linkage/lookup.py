@@ -164,6 +164,7 @@ async def _load_members(connection: AsyncConnection, state: KnownState) -> None:
     for candidate in known.values():
         if candidate.customer_id in wanted:
             state.members.setdefault(candidate.customer_id, []).append(candidate)
+    state.candidates = known
 
 
 async def _load_never(connection: AsyncConnection, state: KnownState) -> None:
@@ -244,41 +245,37 @@ async def check_still_read(
 ) -> None:
     """``StaleRead`` (decide again, on fresh reads) when what the batch was decided on
     changed before its customers were locked: a customer it links to folded away or
-    erased, a stored identity it updates moved to another customer (an unmerge split
-    it off: its new values would land on the customer it left), or a customer it links
-    a record to, or folds, has fewer identities than were read (an unmerge split one
-    off: the record may have been matched with the one that left; ``matched`` does not
-    always name the customer linked to, so the count is what is compared). An unmerge
-    holds the linker's keys of the customer it splits, so a record sharing an address,
-    a phone or a source id with it waits for the split; this catches one matched by
-    name, birth date and place alone."""
+    erased, or a stored identity it relied on moved to another customer (an unmerge
+    split it off) since it was read: one it updates (its new values would land on the
+    customer it left), the stored record a new one was matched with (the record would
+    join the customer that record left), or any record of a customer it folds.
+
+    Each is compared with the customer it was read with, not the one a decision links
+    to: a match with a record of a customer the batch folds into another is sound.
+    An unmerge holds the linker's keys of the customer it splits, so a record sharing an
+    address, a phone or a source id with it waits for the split; this catches the rest
+    (a record matched by name, birth date and place alone). Identities gone since (their
+    customer erased) are left to the customer checks."""
     if not owners <= locked:
         raise StaleRead("a customer the batch links to is gone")
-    joined = {d.customer_id for d in decisions if not d.new_customer and d.rule != "identity"}
-    joined.update(gone for d in decisions for gone in d.merged)
-    read_sizes = {c: state.sizes[c] for c in joined if c in state.sizes}
-    if read_sizes:
-        sizes: dict[uuid.UUID, int] = {}
-        for clause in matching(connection, Identity.customer_id, read_sizes):
-            counted = await connection.execute(
-                select(Identity.customer_id, func.count())
-                .where(clause)
-                .group_by(Identity.customer_id)
-            )
-            for customer_id, count in cast("Iterable[tuple[uuid.UUID, int]]", counted):
-                sizes[customer_id] = int(count)
-        if any(sizes.get(c, 0) < size for c, size in read_sizes.items()):
-            raise StaleRead("a customer the batch links a record to lost an identity")
     updated = {d.identity_id for d in decisions if d.identity_id is not None}
     read = {
         identity_id: owner
         for identity_id, owner in state.identities.values()
         if identity_id in updated
     }
+    candidates = state.candidates
+    for decision in decisions:
+        ref = decision.matched
+        if ref is not None and ref in candidates:  # a stored record (a batch one is < 0)
+            read[ref] = candidates[ref].customer_id
+    folded = {gone for d in decisions for gone in d.merged}
+    if folded:
+        read.update((r, c.customer_id) for r, c in candidates.items() if c.customer_id in folded)
     if not read:
         return
     for identity_id, owner in await rows_where_in(
         connection, (Identity.id, Identity.customer_id), Identity.id, list(read)
     ):
         if read[identity_id] != owner:
-            raise StaleRead("an identity the batch updates changed customer")
+            raise StaleRead("an identity the batch relied on changed customer")

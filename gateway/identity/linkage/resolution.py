@@ -32,7 +32,8 @@ _LOCK_NAMESPACE = 0x1D3E  # keeps these advisory locks apart from anyone else's
 _ATTEMPTS = 3
 
 
-def _stripe(key: str) -> int:
+def key_stripe(key: str) -> int:
+    """The advisory lock stripe ``key`` is held by (``lock_keys``)."""
     digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % LOCK_STRIPES
 
@@ -79,7 +80,7 @@ async def lock_keys(
     arrays (``plan_cache_mode``), set in this statement: no round trip of its own."""
     if connection.dialect.name != "postgresql":
         return
-    stripes = set(map(_stripe, set(keys)))  # keys deduplicated first: fewer hashes
+    stripes = set(map(key_stripe, set(keys)))  # keys deduplicated first: fewer hashes
     # Ascending order everywhere, so two transactions can never wait on each other in a
     # cycle.
     function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"

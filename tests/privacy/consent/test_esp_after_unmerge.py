@@ -18,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.db.engine import create_sessionmaker
 from gateway.db.models import Customer
 from gateway.identity.linkage import repository
+from gateway.identity.linkage.resolution import _LOCK_NAMESPACE
+from gateway.identity.merges import merge_in
 from gateway.identity.unmerges import unmerge_customer
 from tests.conftest import unique_email
 from tests.gql_client import gql
@@ -179,33 +181,42 @@ def _postgres_engine(gw: httpx.AsyncClient) -> AsyncEngine:
     return engine
 
 
-async def _until_waiting(engine: AsyncEngine, count: int, *tasks: asyncio.Task[Any]) -> None:
-    """Until ``count`` sessions of this database wait on a lock, or every task is done
-    (the code under test took no lock the others wait on)."""
+# Sessions of this database waiting, by what for: a key stripe of the identity linker
+# (its advisory locks' namespace, gateway/identity/linkage/resolution.py), or a row.
+_WAITING = text(
+    "SELECT count(*) FILTER (WHERE l.locktype = 'advisory' AND l.classid = :namespace),"
+    " count(*) FILTER (WHERE l.locktype IN ('transactionid', 'tuple'))"
+    " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+    " WHERE NOT l.granted AND a.datname = current_database()"
+)
+
+
+async def _until_waiting(
+    engine: AsyncEngine, *tasks: asyncio.Task[Any], keys: int = 0, rows: int = 0
+) -> None:
+    """Until at least ``keys`` sessions wait on a linker key and ``rows`` on a row (either
+    condition, when both are given), or every task is done (the code under test took no
+    lock the others wait on)."""
     deadline = time.monotonic() + 20
     async with engine.connect() as connection:
         while time.monotonic() < deadline and not all(task.done() for task in tasks):
-            waiting = await connection.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                    " AND datname = current_database()"
-                )
-            )
-            if waiting is not None and waiting >= count:
+            on_keys, on_rows = (
+                await connection.execute(_WAITING, {"namespace": _LOCK_NAMESPACE})
+            ).one()
+            if (keys and on_keys >= keys) or (rows and on_rows >= rows):
                 return
-            await connection.rollback()  # a fresh snapshot of the view each time
+            await connection.rollback()  # a fresh snapshot of the views each time
             await asyncio.sleep(0.02)
 
 
-async def test_a_webhook_decided_before_an_unmerge_is_decided_again(
+async def test_an_unmerge_started_during_a_webhook_for_the_identity_waits_for_it(
     gw: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A shop update for Bob, read while Bob was merged into Ann, with an unmerge
+    """A shop update for Bob, read while Bob was merged into Ann, and an unmerge of Bob
     started between the linker's reads and its locks (made certain here by starting it
-    just before the lock): whichever commits first, Bob's new address ends with Bob,
-    not Ann, and an unsubscribe for it reaches him. (The unmerge holds the linker's keys
-    of the customer it splits, so it waits for the update, and moves the address with
-    Bob's identity; a split that committed in that moment made the update decide again.)"""
+    just before the lock): the unmerge holds the linker's keys of the customer it splits,
+    so it waits for the update, then moves Bob's new address with his identity; an
+    unsubscribe for it reaches Bob, not Ann."""
     engine = _postgres_engine(gw)
     ann, _ = await shop_customer(gw, unique_email("race-ann"))
     bob, bob_shop = await shop_customer(gw, unique_email("race-bob"))
@@ -218,7 +229,9 @@ async def test_a_webhook_decided_before_an_unmerge_is_decided_again(
         if uuid.UUID(ann) in set(ids) and not split:
             sessions = create_sessionmaker(engine)
             split.append(asyncio.create_task(unmerge_customer(sessions, "shopify", str(bob_shop))))
-            await _until_waiting(engine, 1, split[0])
+            await _until_waiting(engine, split[0], keys=1)
+            # The split waits for this write (the keys it shares with Bob's identity).
+            assert not split[0].done()
         return await real(connection, ids, **options)
 
     monkeypatch.setattr(repository, "lock_customers", unmerge_started_first)
@@ -257,10 +270,11 @@ async def test_an_unsubscribe_during_an_unmerge_reaches_the_person_split_off(
         unmerging = asyncio.create_task(
             gql(gw, UNMERGE, source="shopify", externalId=str(bob_shop))
         )
-        await _until_waiting(engine, 1, unmerging)
+        await _until_waiting(engine, unmerging, rows=1)  # the split, on Ann's row
         event = sendgrid_event(bob_email, "unsubscribe", timestamp=int(time.time()) + 1)
         unsubscribing = asyncio.create_task(gw.post(**sendgrid_request([event])))
-        await _until_waiting(engine, 2, unsubscribing)
+        # The batch, on the split's key of Bob's address (or, without it, on Ann's row).
+        await _until_waiting(engine, unsubscribing, keys=1, rows=2)
         await holding.rollback()
     split = await asyncio.wait_for(unmerging, 20)
     assert "errors" not in split, split
@@ -269,3 +283,26 @@ async def test_an_unsubscribe_during_an_unmerge_reaches_the_person_split_off(
     assert response.status_code == 200, response.text
     assert await _suppressed(gw, bob_now), response.text
     assert not await _suppressed(gw, ann), response.text
+
+
+async def test_an_unsubscribe_during_a_merge_is_taken_by_the_survivor(
+    gw: httpx.AsyncClient,
+) -> None:
+    """An ESP's unsubscribe for Bob's address looked Bob up just before a merge folded him
+    into Ann committed (the merge holds Bob's row; the batch's first write waits on it):
+    the batch is run again on a fresh lookup, not refused with a 500 for the row that
+    named Bob, and the withdrawal lands on Ann, who holds Bob's address now."""
+    engine = _postgres_engine(gw)
+    ann, _ = await shop_customer(gw, unique_email("merging-ann"))
+    bob_email = unique_email("merging-bob")
+    bob, _ = await shop_customer(gw, bob_email)
+    sessions = create_sessionmaker(engine)
+    async with sessions.begin() as session:
+        await merge_in(session, uuid.UUID(ann), uuid.UUID(bob), "looked alike")
+        event = sendgrid_event(bob_email, "unsubscribe", timestamp=int(time.time()) + 1)
+        unsubscribing = asyncio.create_task(gw.post(**sendgrid_request([event])))
+        await _until_waiting(engine, unsubscribing, rows=1)
+    response = await asyncio.wait_for(unsubscribing, 20)
+    assert response.status_code == 200, response.text
+    assert response.json()["events"][0]["customerId"] == ann, response.text
+    assert await _suppressed(gw, ann)
