@@ -21,7 +21,7 @@ from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, StaleRead, retry_tran
 from gateway.errors import Conflict, InvalidInput
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.consent_split import split_consents
-from gateway.identity.linkage.resolution import lock_keys
+from gateway.identity.linkage.resolution import lock_keys, try_lock_keys
 from gateway.identity.merges import keep_golden_provenance, refresh_golden
 from gateway.identity.values import (
     dob_key,
@@ -98,6 +98,7 @@ async def _unmerge_once(
     async with sessions() as reading:
         owner_read = await reading.scalar(_owner_of(source, external_id))
         keys = seen | (await linker_keys(reading, owner_read, config) if owner_read else set())
+    seen.update(keys)
     async with sessions.begin() as session:
         await lock_keys(await session.connection(), keys)
         identity = await session.scalar(
@@ -106,25 +107,35 @@ async def _unmerge_once(
         if identity is None:
             raise InvalidInput("Unknown identity", field="identity")
         owner = identity.customer_id
+        if owner != owner_read:  # moved (an unmerge, a merge) since the read: again
+            raise StaleRead("the identity changed customer before the unmerge's locks")
         # Known by more than was read (a webhook committed in between): those keys too,
-        # before the row. Nothing of the customer's identities can add one now (their
-        # keys are held); a record linked to it by name alone still could, hence a loop.
+        # before the row, if no one holds them (tried: taken out of ascending order, a
+        # wait could close a cycle with a writer taking its own in order). Nothing of the
+        # customer's identities can add one now (their keys are held); a record linked to
+        # it by name alone still could, hence rounds.
+        extra: set[str] = set()
         for _ in range(_TOP_UPS):
             extra = await linker_keys(session, owner, config) - keys
-            if not extra:
+            seen.update(extra)
+            if not extra or not await try_lock_keys(await session.connection(), extra):
                 break
-            await lock_keys(await session.connection(), extra)
-            keys |= extra  # still gaining after the last round: ``extra`` stays set
-        seen.update(keys)
+            keys |= extra
+            extra = set()
         locked = (
             await session.execute(
                 select(Customer.email).where(Customer.id == owner).with_for_update()
             )
         ).first()
-        if extra or locked is None or owner != owner_read:
-            # Moved or gone (folded by a merge) between the read and the locks, or still
-            # gaining keys: again, on a fresh read (retry_transaction), holding all seen.
-            raise StaleRead("the identity's customer changed before the unmerge's locks")
+        # Under the row lock nothing can add to what it is known by (a merge into it or a
+        # linker batch writing it holds the row): one last look.
+        if not extra and locked is not None:
+            extra = await linker_keys(session, owner, config) - keys
+            seen.update(extra)
+        if extra or locked is None:
+            # Still gaining keys, or gone (folded by a merge) since the read: again, on a
+            # fresh read (retry_transaction), holding every key seen from the start.
+            raise StaleRead("the customer changed before the unmerge's locks")
         owner_email = locked.email
         siblings = int(
             await session.scalar(

@@ -17,10 +17,12 @@ from gateway.db.identity_models import IdentityLink, IdentityReview
 from gateway.db.models import Attribute, Customer, Identity
 from gateway.errors import Conflict
 from gateway.identity import (
+    DEFAULT_CONFIG,
     DEFAULT_MODEL,
     IdentityConfig,
     Resolver,
     merge_customers,
+    prepare,
     unmerge_customer,
 )
 from gateway.identity.linkage import repository
@@ -318,14 +320,19 @@ async def test_concurrent_records_for_one_new_email_make_one_customer(postgres_u
         await engine.dispose()
 
 
+@pytest.mark.parametrize("typos", [1, 2])
 async def test_a_record_matched_with_an_identity_split_off_meanwhile_goes_with_it(
-    sessions: async_sessionmaker[AsyncSession], database_url: str, monkeypatch: pytest.MonkeyPatch
+    sessions: async_sessionmaker[AsyncSession],
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    typos: int,
 ) -> None:
-    """A shop record like Bob's CRM record (a typo of his name, no address or phone),
-    read while Bob was merged into Ann and matched with Bob's record; Bob is split off
-    before the batch locks Ann (made certain here by running the unmerge just before the
-    lock; the two share no key, so the unmerge's key locks do not hold it up): the batch
-    decides again and the record joins Bob, not Ann."""
+    """Shop records like Bob's CRM record (typos of his name, no address or phone), read
+    while Bob was merged into Ann and matched with Bob's record; Bob is split off before
+    the batch locks Ann (made certain here by running the unmerge just before the lock;
+    they share no key, so the unmerge's key locks do not hold the batch up): the batch
+    decides again and the records join Bob, not Ann. Two in one batch join each other
+    first, so neither names Bob's record as the one it was matched with."""
     if not database_url.startswith("postgresql"):
         pytest.skip("SQLite has one writer: an unmerge cannot commit inside the batch")
     resolver = Resolver(sessions)
@@ -333,13 +340,12 @@ async def test_a_record_matched_with_an_identity_split_off_meanwhile_goes_with_i
     bob_record = person(first_name="Bartholomew", date_of_birth="1983-11-23")
     bob = await resolver.link_one(bob_record, "crm")
     await merge_customers(sessions, ann.customer_id, bob.customer_id, "looked alike")
-    # A shop id whose key stripe none of the customer's keys share (else the batch would
-    # hold it and the unmerge wait for the batch: the order the key locks make, not the
+    # Shop ids whose key stripes none of the customer's keys share (else the batch would
+    # hold one and the unmerge wait for the batch: the order the key locks make, not the
     # one tested here).
     held = {key_stripe(f"id:crm:{r.record.external_id}") for r in (ann, bob)}
-    shop_id = next(
-        i for i in (uuid.uuid4().hex for _ in range(100)) if key_stripe(f"id:shop:{i}") not in held
-    )
+    ids = (uuid.uuid4().hex for _ in range(100))
+    shop_ids = [i for i in ids if key_stripe(f"id:shop:{i}") not in held][:typos]
     real = repository.lock_customers  # type: ignore[attr-defined]  # patched where it is used
     split: list[uuid.UUID] = []
 
@@ -350,8 +356,11 @@ async def test_a_record_matched_with_an_identity_split_off_meanwhile_goes_with_i
         return await real(connection, ids, **options)
 
     monkeypatch.setattr(repository, "lock_customers", unmerged_first)
-    typo = {**bob_record, "external_id": shop_id, "first_name": "Bartholomeu"}
-    decision = await resolver.link_one(typo, "shop")
-    assert split, "the record was never linked to Ann"
-    assert decision.rule == "probabilistic", decision
-    assert await owner(sessions, "shop", shop_id) == split[0] == decision.customer_id
+    # The same typo twice: the two agree more with each other than with Bob's record.
+    typo = {**bob_record, "first_name": "Bartholomeu"}
+    batch = [prepare({**typo, "external_id": i}, "shop", DEFAULT_CONFIG) for i in shop_ids]
+    decisions = await resolver.link(batch)
+    assert split, "the records were never linked to Ann"
+    assert {d.rule for d in decisions} == {"probabilistic"}, decisions
+    for shop_id, decision in zip(shop_ids, decisions, strict=True):
+        assert await owner(sessions, "shop", shop_id) == split[0] == decision.customer_id

@@ -247,8 +247,8 @@ async def check_still_read(
     changed before its customers were locked: a customer it links to folded away or
     erased, or a stored identity it relied on moved to another customer (an unmerge
     split it off) since it was read: one it updates (its new values would land on the
-    customer it left), the stored record a new one was matched with (the record would
-    join the customer that record left), or any record of a customer it folds.
+    customer it left), or any record it compared with of a customer it links a record to
+    by score or folds (the record may have been matched with the one that left).
 
     Each is compared with the customer it was read with, not the one a decision links
     to: a match with a record of a customer the batch folds into another is sound.
@@ -264,14 +264,16 @@ async def check_still_read(
         for identity_id, owner in state.identities.values()
         if identity_id in updated
     }
-    candidates = state.candidates
-    for decision in decisions:
-        ref = decision.matched
-        if ref is not None and ref in candidates:  # a stored record (a batch one is < 0)
-            read[ref] = candidates[ref].customer_id
-    folded = {gone for d in decisions for gone in d.merged}
-    if folded:
-        read.update((r, c.customer_id) for r, c in candidates.items() if c.customer_id in folded)
+    # Every stored record compared with of the customers records are linked to by score,
+    # or folded: ``matched`` names only the first pair that joined a record, which may be
+    # another record of the batch (two typos of Bob joined each other, then Bob's stored
+    # record; that one is named by neither).
+    relied = {d.customer_id for d in decisions if d.rule == "probabilistic"}
+    relied.update(gone for d in decisions for gone in d.merged)
+    if relied:
+        read.update(
+            (ref, c.customer_id) for ref, c in state.candidates.items() if c.customer_id in relied
+        )
     if not read:
         return
     for identity_id, owner in await rows_where_in(

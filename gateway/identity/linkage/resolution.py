@@ -82,7 +82,8 @@ async def lock_keys(
         return
     stripes = set(map(key_stripe, set(keys)))  # keys deduplicated first: fewer hashes
     # Ascending order everywhere, so two transactions can never wait on each other in a
-    # cycle.
+    # cycle (a writer that finds it needs more stripes later only tries them:
+    # ``try_lock_keys``).
     function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
     locking = f"SELECT {function}(:namespace, s) FROM unnest(CAST(:stripes AS int[])) AS s"
     if custom_plans:
@@ -93,6 +94,24 @@ async def lock_keys(
     await connection.execute(
         text(locking), {"namespace": _LOCK_NAMESPACE, "stripes": sorted(stripes)}
     )
+
+
+async def try_lock_keys(connection: AsyncConnection, keys: Iterable[str]) -> bool:
+    """Take the stripes of these keys (exclusive) only if none must be waited for (true
+    on SQLite): for a writer that already holds stripes and found it needs more. Waiting
+    for them out of ascending order could close a cycle with a writer taking its own in
+    order; refused, it lets go of everything and starts again holding them all."""
+    if connection.dialect.name != "postgresql":
+        return True
+    stripes = sorted(set(map(key_stripe, set(keys))))
+    taken = await connection.scalar(
+        text(
+            "SELECT bool_and(pg_try_advisory_xact_lock(:namespace, s))"
+            " FROM unnest(CAST(:stripes AS int[])) AS s"
+        ),
+        {"namespace": _LOCK_NAMESPACE, "stripes": stripes},
+    )
+    return taken is not False
 
 
 async def _lock_keys(connection: AsyncConnection, records: Sequence[PreparedRecord]) -> None:

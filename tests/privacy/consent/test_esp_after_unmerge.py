@@ -13,14 +13,17 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db.engine import create_sessionmaker
 from gateway.db.models import Customer
+from gateway.identity import unmerges
+from gateway.identity.config import DEFAULT_CONFIG
 from gateway.identity.linkage import repository
-from gateway.identity.linkage.resolution import _LOCK_NAMESPACE
+from gateway.identity.linkage.resolution import _LOCK_NAMESPACE, lock_keys
 from gateway.identity.merges import merge_in
 from gateway.identity.unmerges import unmerge_customer
+from gateway.identity.values import email_parts
 from tests.conftest import unique_email
 from tests.gql_client import gql
 from tests.identity.test_merge_api import MERGE, UNMERGE
@@ -306,3 +309,51 @@ async def test_an_unsubscribe_during_a_merge_is_taken_by_the_survivor(
     assert response.status_code == 200, response.text
     assert response.json()["events"][0]["customerId"] == ann, response.text
     assert await _suppressed(gw, ann)
+
+
+@pytest.mark.parametrize("held", [False, True])
+async def test_an_address_given_between_the_unmerges_read_and_its_locks_is_locked_too(
+    gw: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, held: bool
+) -> None:
+    """Bob's shop record changes address after the unmerge read the keys to lock and
+    before it locked them: the unmerge takes that address's key too before the split
+    (or, when another transaction holds it, starts again holding every key, rather than
+    wait out of order), and an unsubscribe for the new address reaches Bob."""
+    engine = _postgres_engine(gw)
+    ann, _ = await shop_customer(gw, unique_email("topup-ann"))
+    bob, bob_shop = await shop_customer(gw, unique_email("topup-bob"))
+    merged = await gql(gw, MERGE, into=ann, **{"from": bob}, reason="looked alike")
+    assert "errors" not in merged, merged
+    newer = unique_email("topup-bob-newer")
+    real = unmerges.lock_keys  # type: ignore[attr-defined]  # patched where it is used
+    calls: list[int] = []
+    releasing: list[asyncio.Task[None]] = []
+
+    async def moved_first(connection: Any, keys: Any, **options: Any) -> Any:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            await move(gw, bob_shop, newer, time.time() - 60)
+            if held:  # another transaction holds the new address's key for a moment
+                holder = await engine.connect()
+                await holder.begin()
+                await lock_keys(holder, [f"email:{email_parts(newer, DEFAULT_CONFIG)[1]}"])
+                releasing.append(asyncio.create_task(_release_later(holder)))
+        return await real(connection, keys, **options)
+
+    monkeypatch.setattr(unmerges, "lock_keys", moved_first)
+    split = await gql(gw, UNMERGE, source="shopify", externalId=str(bob_shop))
+    assert "errors" not in split, split
+    bob_now = split["data"]["unmergeCustomer"]["id"]
+    assert split["data"]["unmergeCustomer"]["email"] == newer
+    assert len(calls) == (2 if held else 1), calls  # held: once more, all keys in order
+    event = sendgrid_event(newer, "unsubscribe", timestamp=int(time.time()) + 1)
+    response = await gw.post(**sendgrid_request([event]))
+    assert response.json()["events"][0]["customerId"] == bob_now, response.text
+    assert not await _suppressed(gw, ann)
+
+    await asyncio.gather(*releasing)
+
+
+async def _release_later(holder: AsyncConnection) -> None:
+    await asyncio.sleep(0.3)
+    await holder.close()  # its transaction rolled back: the key let go
