@@ -32,6 +32,11 @@ _LOCK_NAMESPACE = 0x1D3E  # keeps these advisory locks apart from anyone else's
 _ATTEMPTS = 3
 
 
+# A write that changes nothing: SQLite takes its write lock for it (and the driver
+# begins the transaction). Constant false, and harmless were it not: ids set to themselves.
+_SQLITE_WRITE_LOCK = text("UPDATE customers SET id = id WHERE 0")
+
+
 def key_stripe(key: str) -> int:
     """The advisory lock stripe ``key`` is held by (``lock_keys``)."""
     digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
@@ -77,8 +82,17 @@ async def lock_keys(
     out; such writers then run side by side, however many stripes each holds.
 
     ``custom_plans``: the rest of the transaction plans each statement for its own
-    arrays (``plan_cache_mode``), set in this statement: no round trip of its own."""
+    arrays (``plan_cache_mode``), set in this statement: no round trip of its own.
+
+    On SQLite the whole database's write lock, taken now: it has one writer at a time,
+    but its driver begins a transaction only at the first write, and until then each
+    read sees whatever was committed when it ran. A batch's reads and its decision could
+    then precede an unmerge's commit and its write follow it (the linker gave a split
+    identity's new address to the customer it had left). Held from here, what the work
+    reads stays as read until it commits, for every key at once."""
     if connection.dialect.name != "postgresql":
+        if connection.dialect.name == "sqlite":
+            await connection.execute(_SQLITE_WRITE_LOCK)
         return
     stripes = set(map(key_stripe, set(keys)))  # keys deduplicated first: fewer hashes
     # Ascending order everywhere, so two transactions can never wait on each other in a
@@ -98,9 +112,10 @@ async def lock_keys(
 
 async def try_lock_keys(connection: AsyncConnection, keys: Iterable[str]) -> bool:
     """Take the stripes of these keys (exclusive) only if none must be waited for (true
-    on SQLite): for a writer that already holds stripes and found it needs more. Waiting
-    for them out of ascending order could close a cycle with a writer taking its own in
-    order; refused, it lets go of everything and starts again holding them all."""
+    on SQLite, where ``lock_keys`` took the database's write lock): for a writer that
+    already holds stripes and found it needs more. Waiting for them out of ascending
+    order could close a cycle with a writer taking its own in order; refused, it lets go
+    of everything and starts again holding them all."""
     if connection.dialect.name != "postgresql":
         return True
     stripes = sorted(set(map(key_stripe, set(keys))))
