@@ -21,6 +21,7 @@ import random
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -105,6 +106,18 @@ async def stale_if_customer_gone() -> AsyncIterator[None]:
         raise
 
 
+# Whether the transaction running is the first attempt of one ``retry_transaction`` can
+# run again (gateway/identity/linkage/resolution.lock_keys reads optimistically then).
+_FIRST_OF_RETRIED: ContextVar[bool] = ContextVar("first_of_retried", default=False)
+
+
+def first_of_retried() -> bool:
+    """Whether the running transaction is the first attempt of one that is run again
+    after a transient failure (``retry_transaction`` with attempts left): work that can
+    find out it read too early may then read without a lock and pay a retry if it did."""
+    return _FIRST_OF_RETRIED.get()
+
+
 async def retry_transaction(
     work: Callable[[], Awaitable[T]],
     operation: str,
@@ -118,6 +131,7 @@ async def retry_transaction(
     people, no values)."""
     attempt = 1
     while True:
+        token = _FIRST_OF_RETRIED.set(attempt == 1 and policy.attempts > 1)
         try:
             return await work()
         except Exception as exc:
@@ -138,3 +152,5 @@ async def retry_transaction(
             )
             await sleep(wait)
             attempt += 1
+        finally:
+            _FIRST_OF_RETRIED.reset(token)

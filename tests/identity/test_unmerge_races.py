@@ -4,22 +4,26 @@ A customer with many merged-in identities is split apart, identity by identity, 
 import batches update some of those identities with new addresses. Whichever commits
 first, each split-off customer ends with its identity's newest address, and the
 survivor holds none of them (an unsubscribe for it would otherwise withdraw the wrong
-person). On SQLite the linker and the unmerge hold the database's write lock from their
-first statement: before, each read outside any transaction, and an unmerge that read
-before a batch committed and wrote after it left the batch's new address with the
-survivor (gateway/identity/linkage/resolution.lock_keys)."""
+person). On SQLite each of them now reads one snapshot and cannot write on it once
+someone else committed (gateway/identity/linkage/resolution.lock_keys): before, each read
+outside any transaction, and an unmerge that read before a batch committed and wrote
+after it left the batch's new address with the survivor."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.models import Attribute, Customer, Identity
+from gateway.db.retries import RetryPolicy, retry_transaction
 from gateway.identity import Resolver, merge_customers, prepare, unmerge_customer
+from gateway.identity.linkage.resolution import lock_keys
 from tests.identity.test_identity_db import person, sessions  # noqa: F401
 
 _MERGED = 40  # identities merged into the survivor, then split off one by one
@@ -69,19 +73,21 @@ async def test_updates_of_identities_being_split_off_end_with_them(
         batches.append(rows)
     importing = True
 
-    async def split_all() -> list[uuid.UUID]:
-        split = []
+    split: list[uuid.UUID] = []
+
+    async def split_all() -> None:
         for record in merged:
             if not importing:
                 break
             split.append(await unmerge_customer(sessions, "crm", record["external_id"]))
-        return split
 
     splitting = asyncio.create_task(split_all())
-    for rows in batches:
+    for rows in batches[:-1]:
         await resolver.link(rows)
+    assert split, "no unmerge committed between the batches"
+    await resolver.link(batches[-1])
     importing = False
-    assert await asyncio.wait_for(splitting, 120), "no unmerge ran during the import"
+    await asyncio.wait_for(splitting, 120)
     wrong = []
     async with sessions() as session:
         for external_id, address in newest.items():
@@ -101,3 +107,60 @@ async def test_updates_of_identities_being_split_off_end_with_them(
             if owner != ann.customer_id and (email != address or holders != {owner}):
                 wrong.append((external_id, email == address, ann.customer_id in holders))
     assert not wrong, wrong
+
+
+def _sqlite_file(database_url: str) -> str:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's own transaction handling")
+    return database_url.split(":///", 1)[1]
+
+
+async def test_on_sqlite_work_not_retried_holds_the_write_lock_from_its_keys(
+    sessions: async_sessionmaker[AsyncSession],  # noqa: F811
+    database_url: str,
+) -> None:
+    """Outside a retried transaction (an erasure) ``lock_keys`` takes SQLite's write
+    lock at once: another writer cannot begin until it commits."""
+    other = sqlite3.connect(_sqlite_file(database_url), timeout=0, isolation_level=None)
+    try:
+        async with sessions.begin() as session:
+            await lock_keys(await session.connection(), ["email:someone@example.com"])
+            with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+                other.execute("BEGIN IMMEDIATE")
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
+async def test_on_sqlite_a_first_attempt_reads_one_snapshot_and_a_retry_takes_the_lock(
+    sessions: async_sessionmaker[AsyncSession],  # noqa: F811
+    database_url: str,
+) -> None:
+    """The first attempt of a retried transaction only begins one: others still write
+    while it reads, its reads share one snapshot, and its write fails at once when
+    someone committed since (not made on what it read before); the retry reads and
+    writes under the write lock."""
+    other = sqlite3.connect(_sqlite_file(database_url), timeout=0, isolation_level=None)
+    attempts: list[bool] = []
+
+    async def work() -> int:
+        async with sessions.begin() as session:
+            connection = await session.connection()
+            await lock_keys(connection, ["email:someone@example.com"])
+            first = await connection.scalar(select(func.count()).select_from(Customer))
+            if not attempts:
+                # Another writer commits between this attempt's read and its write.
+                other.execute("UPDATE alembic_version SET version_num = version_num")
+            else:
+                with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+                    other.execute("BEGIN IMMEDIATE")
+            attempts.append(True)
+            await connection.execute(text("UPDATE customers SET id = id WHERE 0"))
+            return int(first or 0)
+
+    try:
+        await retry_transaction(work, "test", RetryPolicy(attempts=2, base_s=0.0))
+    finally:
+        other.close()
+    assert len(attempts) == 2

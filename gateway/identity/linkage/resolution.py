@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction
+from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, first_of_retried, retry_transaction
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.linkage.linker import Decision, KnownState, Linker
 from gateway.identity.linkage.lookup import load_state
@@ -30,11 +30,6 @@ if TYPE_CHECKING:
 LOCK_STRIPES = 1024
 _LOCK_NAMESPACE = 0x1D3E  # keeps these advisory locks apart from anyone else's
 _ATTEMPTS = 3
-
-
-# A write that changes nothing: SQLite takes its write lock for it (and the driver
-# begins the transaction). Constant false, and harmless were it not: ids set to themselves.
-_SQLITE_WRITE_LOCK = text("UPDATE customers SET id = id WHERE 0")
 
 
 def key_stripe(key: str) -> int:
@@ -79,20 +74,20 @@ async def lock_keys(
 
     ``shared``: for a writer that links nobody and creates no one (an ESP's batch of
     engagement events, found by address), only an erasure (exclusive) must be kept
-    out; such writers then run side by side, however many stripes each holds.
+    out; such writers then run side by side, however many stripes each holds (Postgres:
+    on SQLite writers take turns, whatever they lock).
 
     ``custom_plans``: the rest of the transaction plans each statement for its own
     arrays (``plan_cache_mode``), set in this statement: no round trip of its own.
 
-    On SQLite the whole database's write lock, taken now: it has one writer at a time,
-    but its driver begins a transaction only at the first write, and until then each
-    read sees whatever was committed when it ran. A batch's reads and its decision could
-    then precede an unmerge's commit and its write follow it (the linker gave a split
-    identity's new address to the customer it had left). Held from here, what the work
-    reads stays as read until it commits, for every key at once."""
+    On SQLite, one transaction from here (``_sqlite_transaction``): it has one writer
+    at a time, but its driver begins a transaction only at the first write, and until
+    then each read saw whatever was committed when it ran. A batch's reads and decision
+    could then precede an unmerge's commit and its write follow it (the linker gave a
+    split identity's new address to the customer it had left)."""
     if connection.dialect.name != "postgresql":
         if connection.dialect.name == "sqlite":
-            await connection.execute(_SQLITE_WRITE_LOCK)
+            await _sqlite_transaction(connection)
         return
     stripes = set(map(key_stripe, set(keys)))  # keys deduplicated first: fewer hashes
     # Ascending order everywhere, so two transactions can never wait on each other in a
@@ -110,9 +105,29 @@ async def lock_keys(
     )
 
 
+async def _sqlite_transaction(connection: AsyncConnection) -> None:
+    """A transaction on SQLite from here: all the work's reads see one snapshot, and a
+    write fails at once (``database is locked``: retried) if anyone committed since.
+
+    The first attempt of a retried transaction only begins it (deferred): a writer that
+    committed meanwhile costs this one a retry. Any other (a retry, or work that is not
+    retried: an erasure) takes the write lock now (immediate): reading under it, it
+    cannot fail so, but it holds every other writer off while it reads and decides (an
+    import's 5,000-record batch, seconds: other writers' waits then ran past SQLite's
+    busy timeout, and the audit log's and impressions' writes failed)."""
+    immediate = not first_of_retried()
+    driver = (await connection.get_raw_connection()).driver_connection
+    if driver is not None and not driver.in_transaction:
+        await connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    elif immediate:
+        # Already begun (a savepoint of a caller's): a write that changes nothing takes
+        # the lock (ids set to themselves, and constant false).
+        await connection.exec_driver_sql("UPDATE customers SET id = id WHERE 0")
+
+
 async def try_lock_keys(connection: AsyncConnection, keys: Iterable[str]) -> bool:
     """Take the stripes of these keys (exclusive) only if none must be waited for (true
-    on SQLite, where ``lock_keys`` took the database's write lock): for a writer that
+    on SQLite, whose one transaction covers every key, ``lock_keys``): for a writer that
     already holds stripes and found it needs more. Waiting for them out of ascending
     order could close a cycle with a writer taking its own in order; refused, it lets go
     of everything and starts again holding them all."""
