@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import IntegrityError
 
@@ -42,7 +42,15 @@ class StaleRead(Exception):
     taking them are gone or moved (a concurrent merge folded them away, an erasure
     deleted them, an unmerge split an identity off):
     what Postgres reports as a serialization failure at stricter isolation levels, and
-    with the same remedy, the whole transaction again on fresh reads."""
+    with the same remedy, the whole transaction again on fresh reads.
+
+    ``keys``: lock keys the work should hold from the start of its next attempt, so the
+    writer that moved what it read cannot move it again between its reads and its locks
+    (the identity linker's, gateway/identity/linkage/resolution.py)."""
+
+    def __init__(self, message: str, keys: frozenset[str] = frozenset()) -> None:
+        super().__init__(message)
+        self.keys = keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,16 +114,22 @@ async def stale_if_customer_gone() -> AsyncIterator[None]:
         raise
 
 
-# Whether the transaction running is the first attempt of one ``retry_transaction`` can
-# run again (gateway/identity/linkage/resolution.lock_keys reads optimistically then).
-_FIRST_OF_RETRIED: ContextVar[bool] = ContextVar("first_of_retried", default=False)
+# The task running the first attempt of a transaction ``retry_transaction`` can run
+# again (gateway/identity/linkage/resolution.lock_keys reads optimistically then). The
+# task, not a flag: tasks and threads started inside an attempt copy the context, and
+# work of theirs is not retried by it.
+_FIRST_OF_RETRIED: ContextVar[asyncio.Task[Any] | None] = ContextVar(
+    "first_of_retried", default=None
+)
 
 
 def first_of_retried() -> bool:
     """Whether the running transaction is the first attempt of one that is run again
-    after a transient failure (``retry_transaction`` with attempts left): work that can
-    find out it read too early may then read without a lock and pay a retry if it did."""
-    return _FIRST_OF_RETRIED.get()
+    after a transient failure (``retry_transaction`` with attempts left), in the task
+    that runs it: work that can find out it read too early may then read without a
+    lock and pay a retry if it did."""
+    owner = _FIRST_OF_RETRIED.get()
+    return owner is not None and owner is asyncio.current_task()
 
 
 async def retry_transaction(
@@ -130,17 +144,26 @@ async def retry_transaction(
     ``operation`` names the work in the log and the metric (never data: no ids of
     people, no values)."""
     attempt = 1
+    attempts = policy.attempts
     while True:
-        token = _FIRST_OF_RETRIED.set(attempt == 1 and policy.attempts > 1)
+        optimistic = attempt == 1 and attempts > 1
+        token = _FIRST_OF_RETRIED.set(asyncio.current_task() if optimistic else None)
         try:
             return await work()
         except Exception as exc:
             reason = transient_reason(exc)
-            if reason is None or attempt >= policy.attempts:
+            if reason == "database_locked" and optimistic:
+                # SQLite: an optimistic first attempt that found someone had written
+                # since it read (or was writing): expected under load, not a lock wait
+                # run out, and not counted against the attempts.
+                reason = "optimistic_conflict"
+                attempts += 1
+            if reason is None or attempt >= attempts:
                 raise
             wait = policy.delay(attempt)
             metrics.TRANSACTION_RETRIES.labels(operation, reason).inc()
-            logger.warning(
+            logger.log(
+                logging.INFO if reason == "optimistic_conflict" else logging.WARNING,
                 "transaction retried",
                 extra={
                     "operation": operation,

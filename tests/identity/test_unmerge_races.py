@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from gateway.db.models import Attribute, Customer, Identity
 from gateway.db.retries import RetryPolicy, retry_transaction
 from gateway.identity import Resolver, merge_customers, prepare, unmerge_customer
+from gateway.identity.linkage import repository
 from gateway.identity.linkage.resolution import lock_keys
 from tests.identity.test_identity_db import person, sessions  # noqa: F401
 
@@ -121,27 +122,25 @@ async def test_on_sqlite_work_not_retried_holds_the_write_lock_from_its_keys(
 ) -> None:
     """Outside a retried transaction (an erasure) ``lock_keys`` takes SQLite's write
     lock at once: another writer cannot begin until it commits."""
-    other = sqlite3.connect(_sqlite_file(database_url), timeout=0, isolation_level=None)
+    other = _other_writer(database_url)
     try:
         async with sessions.begin() as session:
             await lock_keys(await session.connection(), ["email:someone@example.com"])
-            with pytest.raises(sqlite3.OperationalError, match="database is locked"):
-                other.execute("BEGIN IMMEDIATE")
+            _refused(other)
         other.execute("BEGIN IMMEDIATE")
         other.execute("ROLLBACK")
     finally:
         other.close()
 
 
-async def test_on_sqlite_a_first_attempt_reads_one_snapshot_and_a_retry_takes_the_lock(
+async def test_on_sqlite_a_first_attempt_fails_on_a_commit_since_and_a_retry_takes_the_lock(
     sessions: async_sessionmaker[AsyncSession],  # noqa: F811
     database_url: str,
 ) -> None:
     """The first attempt of a retried transaction only begins one: others still write
-    while it reads, its reads share one snapshot, and its write fails at once when
-    someone committed since (not made on what it read before); the retry reads and
-    writes under the write lock."""
-    other = sqlite3.connect(_sqlite_file(database_url), timeout=0, isolation_level=None)
+    while it reads, and its write fails at once when someone committed since (it is not
+    made on what it read before); the retry reads and writes under the write lock."""
+    other = _other_writer(database_url)
     attempts: list[bool] = []
 
     async def work() -> int:
@@ -153,8 +152,7 @@ async def test_on_sqlite_a_first_attempt_reads_one_snapshot_and_a_retry_takes_th
                 # Another writer commits between this attempt's read and its write.
                 other.execute("UPDATE alembic_version SET version_num = version_num")
             else:
-                with pytest.raises(sqlite3.OperationalError, match="database is locked"):
-                    other.execute("BEGIN IMMEDIATE")
+                _refused(other)
             attempts.append(True)
             await connection.execute(text("UPDATE customers SET id = id WHERE 0"))
             return int(first or 0)
@@ -164,3 +162,75 @@ async def test_on_sqlite_a_first_attempt_reads_one_snapshot_and_a_retry_takes_th
     finally:
         other.close()
     assert len(attempts) == 2
+
+
+async def test_a_batch_matching_customers_being_split_one_by_one_goes_through(
+    sessions: async_sessionmaker[AsyncSession],  # noqa: F811
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch of records each like one of 30 Bobs merged into their Anns (matched by
+    name, birth date and place alone), while the Bobs are split off one after another and
+    each attempt of the batch takes a while between its reads and its locks: an attempt
+    that finds a Bob moved holds every record it relied on from the next attempt's start,
+    so the splits still to come wait for the batch; it does not run out of retries."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer: an unmerge cannot commit inside the batch")
+    resolver = Resolver(sessions)
+    bobs = []
+    for _ in range(30):
+        tag = uuid.uuid4().hex[:6]
+        postcode = f"{1000 + int(tag, 16) % 9000}"
+        place = {"address": f"{tag} Rd", "city": f"C{tag}", "postcode": postcode}
+        ann = await resolver.link_one(
+            person(first_name="Annabel", date_of_birth="1961-07-02", **place), "crm"
+        )
+        bob = person(first_name="Bartholomew", date_of_birth="1983-11-23", **place)
+        decision = await resolver.link_one(bob, "crm")
+        await merge_customers(sessions, ann.customer_id, decision.customer_id, "looked alike")
+        bobs.append(bob)
+    typos = [{**b, "external_id": uuid.uuid4().hex, "first_name": "Bartholomeu"} for b in bobs]
+    batch = [prepare(typo, "shop", resolver.config) for typo in typos]
+    linking = True
+
+    async def split_all() -> int:
+        done = 0
+        for bob in bobs:
+            if not linking:
+                break
+            await unmerge_customer(sessions, "crm", bob["external_id"])
+            done += 1
+        return done
+
+    real = repository.lock_customers  # type: ignore[attr-defined]  # patched where it is used
+
+    async def slow(connection: Any, ids: Any, **options: Any) -> Any:
+        await asyncio.sleep(0.05)  # a large batch's scoring, between its reads and locks
+        return await real(connection, ids, **options)
+
+    monkeypatch.setattr(repository, "lock_customers", slow)
+    splitting = asyncio.create_task(split_all())
+    await asyncio.sleep(0.02)
+    try:
+        decisions = await asyncio.wait_for(resolver.link(batch), 120)
+    finally:
+        linking = False
+        split = await splitting
+    assert split, "no Bob was split off during the batch"
+    assert {d.rule for d in decisions} == {"probabilistic"}
+
+
+def _other_writer(database_url: str) -> sqlite3.Connection:
+    """Another writer of the test database, patient (the session's app may be writing
+    its audit log): only ``_refused`` does not wait."""
+    return sqlite3.connect(_sqlite_file(database_url), timeout=5, isolation_level=None)
+
+
+def _refused(other: sqlite3.Connection) -> None:
+    """``other`` cannot begin writing now: someone holds the write lock."""
+    other.execute("PRAGMA busy_timeout = 0")
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+            other.execute("BEGIN IMMEDIATE")
+    finally:
+        other.execute("PRAGMA busy_timeout = 5000")

@@ -276,8 +276,15 @@ async def check_still_read(
         )
     if not read:
         return
-    for identity_id, owner in await rows_where_in(
-        connection, (Identity.id, Identity.customer_id), Identity.id, list(read)
-    ):
-        if read[identity_id] != owner:
-            raise StaleRead("an identity the batch relied on changed customer")
+    rows = await rows_where_in(
+        connection,
+        (Identity.id, Identity.customer_id, Identity.source, Identity.external_id),
+        Identity.id,
+        list(read),
+    )
+    if any(read[identity_id] != owner for identity_id, owner, *_ in rows):
+        # The next attempt holds every such identity's key from its start: an unmerge
+        # of their customers (which takes those keys) then waits for it, rather than
+        # send it back again (a burst of unmerges exhausted an import batch's retries).
+        keys = frozenset(f"id:{source}:{external_id}" for _, _, source, external_id in rows)
+        raise StaleRead("an identity the batch relied on changed customer", keys)

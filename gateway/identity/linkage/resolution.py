@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -12,7 +13,13 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, first_of_retried, retry_transaction
+from gateway.db.retries import (
+    DEFAULT_RETRY,
+    RetryPolicy,
+    StaleRead,
+    first_of_retried,
+    retry_transaction,
+)
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.linkage.linker import Decision, KnownState, Linker
 from gateway.identity.linkage.lookup import load_state
@@ -106,22 +113,25 @@ async def lock_keys(
 
 
 async def _sqlite_transaction(connection: AsyncConnection) -> None:
-    """A transaction on SQLite from here: all the work's reads see one snapshot, and a
-    write fails at once (``database is locked``: retried) if anyone committed since.
+    """A transaction on SQLite from here: all the work's reads see one snapshot, and its
+    first write fails at once (``database is locked``: retried) if anyone committed since
+    or is writing now.
 
     The first attempt of a retried transaction only begins it (deferred): a writer that
     committed meanwhile costs this one a retry. Any other (a retry, or work that is not
-    retried: an erasure) takes the write lock now (immediate): reading under it, it
-    cannot fail so, but it holds every other writer off while it reads and decides (an
-    import's 5,000-record batch, seconds: other writers' waits then ran past SQLite's
-    busy timeout, and the audit log's and impressions' writes failed)."""
+    retried: an erasure, ``db_retry_attempts`` 1) takes the write lock now (immediate):
+    reading under it, it cannot fail so, but it holds every other writer off while it
+    reads and decides (an import's 5,000-record batch, seconds: other writers' waits
+    then ran past SQLite's busy timeout, and the audit log's and impressions' writes
+    failed). Relies on the driver's legacy transaction control (Python's default, which
+    the engine keeps): a manual BEGIN is then committed or rolled back by it."""
     immediate = not first_of_retried()
     driver = (await connection.get_raw_connection()).driver_connection
     if driver is not None and not driver.in_transaction:
         await connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-    elif immediate:
-        # Already begun (a savepoint of a caller's): a write that changes nothing takes
-        # the lock (ids set to themselves, and constant false).
+    elif immediate or driver is None:
+        # Already begun (a savepoint of a caller's), or not known: a write that changes
+        # nothing takes the lock (ids set to themselves, and constant false).
         await connection.exec_driver_sql("UPDATE customers SET id = id WHERE 0")
 
 
@@ -144,8 +154,11 @@ async def try_lock_keys(connection: AsyncConnection, keys: Iterable[str]) -> boo
     return taken is not False
 
 
-async def _lock_keys(connection: AsyncConnection, records: Sequence[PreparedRecord]) -> None:
-    await lock_keys(connection, (key for record in records for key in record_keys(record)))
+async def _lock_keys(
+    connection: AsyncConnection, records: Sequence[PreparedRecord], held: Iterable[str] = ()
+) -> None:
+    keys = (key for record in records for key in record_keys(record))
+    await lock_keys(connection, itertools.chain(keys, held))
 
 
 async def _load(
@@ -220,23 +233,27 @@ class Resolver:
         customers) could be stale by the time the batch writes.  A deadlock or
         serialization failure runs the batch again (``retry``)."""
         if self._retry is None:
-            return await self._link_once(records, screen)
+            return await self._link_once(records, screen, set())
+        held: set[str] = set()  # keys a stale attempt asked the next ones to hold
         return await retry_transaction(
-            lambda: self._link_once(records, screen), "identity_link", self._retry
+            lambda: self._link_once(records, screen, held), "identity_link", self._retry
         )
 
     async def _link_once(
-        self, records: Sequence[PreparedRecord], screen: Screen | None
+        self, records: Sequence[PreparedRecord], screen: Screen | None, held: set[str]
     ) -> Screened:
         for attempt in range(_ATTEMPTS):
             try:
                 async with self._sessions.begin() as session:
                     # Core on the session's connection: no ORM unit of work for bulk rows.
                     connection = await session.connection()
-                    await _lock_keys(connection, records)
+                    await _lock_keys(connection, records, held)
                     kept = await screen(connection, records) if screen else list(records)
                     decisions = await self._write(connection, kept) if kept else []
                     return Screened(decisions, len(records) - len(kept))
+            except StaleRead as exc:
+                held.update(exc.keys)
+                raise
             except IntegrityError:
                 # Someone committed one of our keys first (on SQLite, or an email that only
                 # the unique constraint guards); a fresh attempt sees their row and links to it.
