@@ -36,12 +36,15 @@ _UPDATED = 5
 def _someone(tag: str) -> dict[str, Any]:
     """A person no other record resembles (their own names, date, street and town)."""
     t = uuid.uuid4().hex
+    year, month, day = (
+        1940 + int(t[12:14], 16) % 60,
+        1 + int(t[14], 16) % 9,
+        10 + int(t[15], 16) % 10,
+    )
     return person(
         first_name=f"F{t[:6]}",
         last_name=f"L{t[6:12]}",
-        date_of_birth=f"19{40 + int(t[12:14], 16) % 60}-0{1 + int(t[14], 16) % 9}-1{t[15]}"
-        if t[15].isdigit()
-        else "1970-01-10",
+        date_of_birth=f"{year}-0{month}-{day}",
         address=f"{int(t[16:19], 16)} {t[19:24]} Street",
         city=f"C{t[24:28]}",
         postcode=str(1000 + int(t[28:31], 16) % 9000),
