@@ -57,6 +57,15 @@ async def _merged_and_split(gw: httpx.AsyncClient, tag: str) -> tuple[str, str, 
     return ann, bob_now, old, new, ann_email
 
 
+async def _unsubscribed(gw: httpx.AsyncClient, address: str) -> str:
+    """SendGrid reports an unsubscribe from ``address`` now: the customer it named."""
+    event = sendgrid_event(address, "unsubscribe", timestamp=int(time.time()) + 1)
+    response = await gw.post(**sendgrid_request([event]))
+    assert response.status_code == 200, response.text
+    named: str = response.json()["events"][0]["customerId"]
+    return named
+
+
 async def _suppressed(gw: httpx.AsyncClient, customer: str) -> bool:
     body = await gql(gw, SUPPRESSED, id=customer)
     assert "errors" not in body, body
@@ -67,10 +76,7 @@ async def test_an_unsubscribe_for_an_address_held_before_reaches_the_person_spli
     gw: httpx.AsyncClient,
 ) -> None:
     ann, bob, old, _, _ = await _merged_and_split(gw, "unsub")
-    event = sendgrid_event(old, "unsubscribe", timestamp=int(time.time()) + 1)
-    response = await gw.post(**sendgrid_request([event]))
-    assert response.status_code == 200, response.text
-    assert response.json()["events"][0]["customerId"] == bob, response.text
+    assert await _unsubscribed(gw, old) == bob
     assert await _suppressed(gw, bob)
     assert not await _suppressed(gw, ann)
 
@@ -118,9 +124,7 @@ async def test_splitting_off_the_survivors_own_identity_takes_its_address(
     assert ann_now["email"] == a_new
     left = await gql(gw, SUPPRESSED, id=ann)
     assert left["data"]["customer"]["email"] == b_new, left
-    event = sendgrid_event(a_new, "unsubscribe", timestamp=int(time.time()) + 1)
-    response = await gw.post(**sendgrid_request([event]))
-    assert response.json()["events"][0]["customerId"] == ann_now["id"], response.text
+    assert await _unsubscribed(gw, a_new) == ann_now["id"]
     assert await _suppressed(gw, ann_now["id"])
     assert not await _suppressed(gw, ann)
 
@@ -146,9 +150,7 @@ async def test_a_customer_made_through_the_api_with_an_identity_takes_its_addres
     split = await gql(gw, UNMERGE, source="crm", externalId=crm_id)
     assert split["data"]["unmergeCustomer"]["email"] == email, split
     bob = split["data"]["unmergeCustomer"]["id"]
-    event = sendgrid_event(email, "unsubscribe", timestamp=int(time.time()) + 1)
-    response = await gw.post(**sendgrid_request([event]))
-    assert response.json()["events"][0]["customerId"] == bob, response.text
+    assert await _unsubscribed(gw, email) == bob
     assert not await _suppressed(gw, ann)
 
 
@@ -250,9 +252,7 @@ async def test_an_unmerge_started_during_a_webhook_for_the_identity_waits_for_it
     assert split, "the update never linked to Ann"
     bob_now = str(await asyncio.wait_for(split[0], 20))
     assert (await gql(gw, SUPPRESSED, id=bob_now))["data"]["customer"]["email"] == newer
-    event = sendgrid_event(newer, "unsubscribe", timestamp=int(time.time()) + 1)
-    response = await gw.post(**sendgrid_request([event]))
-    assert response.json()["events"][0]["customerId"] == bob_now, response.text
+    assert await _unsubscribed(gw, newer) == bob_now
     assert await _suppressed(gw, bob_now)
     assert not await _suppressed(gw, ann)
 
@@ -352,9 +352,7 @@ async def test_an_address_given_between_the_unmerges_read_and_its_locks_is_locke
     bob_now = split["data"]["unmergeCustomer"]["id"]
     assert split["data"]["unmergeCustomer"]["email"] == newer
     assert len(calls) == (2 if held else 1), calls  # held: once more, all keys in order
-    event = sendgrid_event(newer, "unsubscribe", timestamp=int(time.time()) + 1)
-    response = await gw.post(**sendgrid_request([event]))
-    assert response.json()["events"][0]["customerId"] == bob_now, response.text
+    assert await _unsubscribed(gw, newer) == bob_now
     assert not await _suppressed(gw, ann)
 
     await asyncio.gather(*releasing)
