@@ -20,15 +20,17 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from gateway.db.engine import create_sessionmaker
 from gateway.db.identity_models import IdentityNeverLink, IdentityRecord, IdentityReview
+from gateway.db.locks import lock_customers
 from gateway.db.models import AuditEntry, Identity, as_utc, utcnow
-from gateway.db.retries import retry_transaction
+from gateway.db.retries import StaleRead, retry_transaction
 from gateway.errors import Conflict, InvalidInput, NotFound
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.linkage.lookup import MATCH_COLUMNS
+from gateway.identity.linkage.resolution import lock_keys
 from gateway.identity.merges import merge_in
 from gateway.identity.scoring.model import DEFAULT_MODEL, LinkageModel
 from gateway.identity.scoring.model_store import ModelStore
@@ -183,15 +185,23 @@ class ReviewQueue:
             raise InvalidInput("Give a reason for the decision", field="reason")
         if len(reason) > MAX_REASON:
             raise InvalidInput(f"The reason is longer than {MAX_REASON} characters", field="reason")
-        # One transaction, run again after a deadlock (a merge meeting a linked batch).
-        return await retry_transaction(
-            lambda: self._resolve_once(review_id, decision, reason, actor), "resolve_review"
-        )
+        # One transaction, run again after a deadlock (a merge meeting a linked batch) or
+        # after a record of the pair moved to another customer meanwhile (an unmerge).
+        try:
+            return await retry_transaction(
+                lambda: self._resolve_once(review_id, decision, reason, actor), "resolve_review"
+            )
+        except StaleRead as exc:
+            raise Conflict("The two records kept moving between customers; try again") from exc
 
     async def _resolve_once(
         self, review_id: int, decision: ReviewDecision, reason: str, actor: str
     ) -> Resolution:
         async with self._sessions.begin() as session:
+            connection = await session.connection()
+            # SQLite: the reads below and the merge's writes in one transaction (its
+            # driver begins one only at the first write; no key is taken on Postgres).
+            await lock_keys(connection, ())
             review = await session.get(IdentityReview, review_id, with_for_update=True)
             if review is None:
                 raise NotFound(f"No identity review {review_id}", field="id")
@@ -203,6 +213,7 @@ class ReviewQueue:
             touched: list[uuid.UUID] = []
             if decision is ReviewDecision.MERGE:
                 if mine != theirs:
+                    await _still_apart(connection, shaped)
                     # Folded into the candidate: the customer the record was compared with.
                     merged_into = await merge_in(
                         session, theirs, mine, reason, config=self._config, actor=actor
@@ -235,6 +246,24 @@ class ReviewQueue:
             await session.refresh(review)
             (result,) = await _shaped(session, [review])
         return Resolution(result, touched or [mine, theirs], merged_into)
+
+
+async def _still_apart(connection: AsyncConnection, review: PendingReview) -> None:
+    """Lock the two customers the review's records were read in, and make sure each
+    record is still in its own: an unmerge committed between the read and the locks
+    split the candidate off the customer it had been merged into, and the merge then
+    joined the record to that customer, whom nobody had compared it with (the wrong
+    person). ``StaleRead`` then: decided again on what the records belong to now."""
+    mine, theirs = review.record.customer_id, review.candidate_customer_id
+    found = await lock_customers(connection, (mine, theirs), deleting=True)
+    sides = {review.record.identity_id: mine}
+    if review.candidate is not None:
+        sides[review.candidate.identity_id] = theirs
+    # Columns, not the session's Identity objects: those hold what the first read saw.
+    read = select(Identity.id, Identity.customer_id).where(Identity.id.in_(sides))
+    now = dict((await connection.execute(read)).all())
+    if found != {mine, theirs} or now != sides:
+        raise StaleRead("a record of the review moved to another customer")
 
 
 async def _keep_apart(

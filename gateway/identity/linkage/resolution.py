@@ -97,6 +97,8 @@ async def lock_keys(
             await _sqlite_transaction(connection)
         return
     stripes = set(map(key_stripe, set(keys)))  # keys deduplicated first: fewer hashes
+    if not stripes and not custom_plans:
+        return  # nothing to hold (a writer calling it for SQLite's transaction alone)
     # Ascending order everywhere, so two transactions can never wait on each other in a
     # cycle (a writer that finds it needs more stripes later only tries them:
     # ``try_lock_keys``).
