@@ -140,7 +140,7 @@ class Services:
         )
         notifications = build_notifications(redis, settings)
         renderer = Renderer(RenderPool(settings.render_workers), render_budgets(settings))
-        erasure = Erasure(sessions, tombstones)
+        erasure = Erasure(sessions, tombstones, retry=retry)
         recommendations = open_recommender(sessions, federation, settings)
         forgetting = Forgetting(erasure, customers, federation, recommendations)
         audit = AuditLog(sessions, settings.audit_flush_interval_s)

@@ -38,6 +38,8 @@ from gateway.db.bulk import matching
 from gateway.db.identity_models import IdentityLink
 from gateway.db.models import Attribute, Consent, ConsentChange, Customer, Event, utcnow
 from gateway.db.recommendation_models import RecommendationList
+from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction
+from gateway.errors import Conflict
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.linkage.resolution import lock_keys
 from gateway.identity.records import PreparedRecord
@@ -182,10 +184,12 @@ class Erasure:
         sessions: async_sessionmaker[AsyncSession],
         tombstones: Tombstones,
         config: IdentityConfig = DEFAULT_CONFIG,
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
         self._sessions = sessions
         self.tombstones = tombstones
         self._config = config
+        self._retry = retry
 
     async def forget(self, customer_id: uuid.UUID) -> Erased | None:
         """Delete the customer and everything hanging off it; None if there is none.
@@ -198,9 +202,20 @@ class Erasure:
         async with self._sessions() as session:
             customer = await session.scalar(_with_identities(customer_id))
             keys = (await self._known(session, customer)).keys if customer else None
+        if keys is None:
+            return None
+        # Run again after a transient failure, as every writer is: chosen as a deadlock's
+        # victim (it holds keys and waits for rows others hold), or kept out of SQLite
+        # past its busy timeout (a linker batch's retry holds the write lock as it
+        # decides). Before, the person asking to be forgotten got an error, and stayed.
+        return await retry_transaction(
+            lambda: self._forget_holding(customer_id, keys), "erasure", self._retry
+        )
+
+    async def _forget_holding(self, customer_id: uuid.UUID, keys: set[str]) -> Erased | None:
+        """The erasure's transaction, holding ``keys`` and any the customer gained
+        since (added to ``keys``, for the next attempt of ``forget`` too)."""
         for _ in range(_ATTEMPTS):
-            if keys is None:
-                return None
             async with self._sessions.begin() as session:
                 await lock_keys(await session.connection(), keys)
                 customer = await self._locked(session, customer_id)
@@ -212,7 +227,7 @@ class Erasure:
             # Linked to more keys between the read and the locks: start again holding
             # those too (taken afresh in ascending order, never added out of order).
             keys |= known.keys
-        raise RuntimeError("the customer kept gaining identities during erasure; retry")
+        raise Conflict("The customer kept gaining identities during the erasure; try again")
 
     async def _locked(self, session: AsyncSession, customer_id: uuid.UUID) -> Customer | None:
         customer: Customer | None = await session.scalar(

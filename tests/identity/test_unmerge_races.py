@@ -125,8 +125,8 @@ async def test_on_sqlite_work_not_retried_holds_the_write_lock_from_its_keys(
     sessions: async_sessionmaker[AsyncSession],  # noqa: F811
     database_url: str,
 ) -> None:
-    """Outside a retried transaction (an erasure) ``lock_keys`` takes SQLite's write
-    lock at once: another writer cannot begin until it commits."""
+    """Outside a retried transaction (``GATEWAY_DB_RETRY_ATTEMPTS=1``) ``lock_keys``
+    takes SQLite's write lock at once: another writer cannot begin until it commits."""
     other = _other_writer(database_url)
     try:
         async with sessions.begin() as session:

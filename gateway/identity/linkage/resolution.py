@@ -121,7 +121,7 @@ async def _sqlite_transaction(connection: AsyncConnection) -> None:
 
     The first attempt of a retried transaction only begins it (deferred): a writer that
     committed meanwhile costs this one a retry. Any other (a retry, or work that is not
-    retried: an erasure, ``db_retry_attempts`` 1) takes the write lock now (immediate):
+    retried: ``db_retry_attempts`` 1) takes the write lock now (immediate):
     reading under it, it cannot fail so, but it holds every other writer off while it
     reads and decides (an import's 5,000-record batch, seconds: other writers' waits
     then ran past SQLite's busy timeout, and the audit log's and impressions' writes
