@@ -19,7 +19,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from gateway.db.engine import create_sessionmaker
@@ -264,6 +264,40 @@ async def _still_apart(connection: AsyncConnection, review: PendingReview) -> No
     now = dict((await connection.execute(read)).all())
     if found != {mine, theirs} or now != sides:
         raise StaleRead("a record of the review moved to another customer")
+
+
+async def reopen_settled(session: AsyncSession, identity_id: int) -> None:
+    """After ``identity_id`` was split off its customer: its reviews that a merge settled
+    with no person's decision (status merged, resolved by nobody) are open again where
+    their two records are now in different customers, each against the customer its
+    candidate record is in. The merge that answered them was undone, so the question is
+    back; left settled, no one was ever asked it. A person's decision stands, and so
+    does a review over the identity limit (no one record to compare with)."""
+    mine = or_(
+        IdentityReview.identity_id == identity_id,
+        IdentityReview.candidate_identity_id == identity_id,
+    )
+    settled = list(
+        await session.scalars(
+            select(IdentityReview).where(
+                mine,
+                IdentityReview.status == "merged",
+                IdentityReview.resolved_by.is_(None),
+                IdentityReview.candidate_identity_id.is_not(None),
+            )
+        )
+    )
+    if not settled:
+        return
+    pairs = [(r, r.identity_id, r.candidate_identity_id or 0) for r in settled]
+    sides = {side for _, *both in pairs for side in both}
+    read = select(Identity.id, Identity.customer_id).where(Identity.id.in_(sides))
+    owners = dict((await session.execute(read)).all())
+    for review, record, candidate in pairs:
+        theirs = owners.get(candidate)
+        if theirs is not None and owners.get(record) not in (None, theirs):
+            review.status = "open"
+            review.candidate_customer_id = theirs
 
 
 async def _keep_apart(

@@ -23,6 +23,7 @@ from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.consent_split import split_consents
 from gateway.identity.linkage.resolution import lock_keys, try_lock_keys
 from gateway.identity.merges import keep_golden_provenance, refresh_golden
+from gateway.identity.reviews import reopen_settled
 from gateway.identity.values import (
     dob_key,
     email_parts,
@@ -169,6 +170,7 @@ async def _unmerge_once(
             )
         )
         await session.flush()
+        await reopen_settled(session, identity.id)
         await refresh_golden(session, [owner, new], config)
         if suppressions is not None:
             await suppressions.apply_changed(

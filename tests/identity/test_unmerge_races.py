@@ -299,3 +299,55 @@ async def _identities(
             )
         }
     return {r["email"].split(".")[0]: found[r["external_id"]] for r in records}
+
+
+async def test_a_review_a_merge_settled_is_open_again_once_the_merge_is_undone(
+    sessions: async_sessionmaker[AsyncSession],  # noqa: F811
+) -> None:
+    """The linker left Bob's record against Ann's for a person; a merge of the two settled
+    the question without one, and an unmerge undid it: the pair is open again, listed for
+    a person, against the customer each record is in now. A review a person resolved
+    stays as they resolved it."""
+    resolver = Resolver(sessions)
+    ann, bob, cid = (_someone(tag) for tag in ("ann", "bob", "cid"))
+    for record in (ann, bob, cid):
+        await resolver.link_one(record, "crm")
+    ids = await _identities(sessions, ann, bob, cid)
+    async with sessions.begin() as session:
+        by_merge, by_person = (
+            IdentityReview(
+                identity_id=ids[tag][0],
+                candidate_identity_id=ids["ann"][0],
+                candidate_customer_id=ids["ann"][1],
+                score=0.7,
+                levels={},
+                reason="score",
+            )
+            for tag in ("bob", "cid")
+        )
+        session.add_all([by_merge, by_person])
+    queue = ReviewQueue(sessions)
+    await queue.resolve(by_person.id, ReviewDecision.MERGE, "same person", "steward")
+    await merge_customers(sessions, ids["ann"][1], ids["bob"][1], "looked alike")
+    mine = {by_merge.id, by_person.id}
+
+    async def pending() -> list[tuple[uuid.UUID, uuid.UUID]]:
+        """This test's open reviews (the database holds other tests' too)."""
+        found, after = [], None
+        while True:
+            page = await queue.pending(first=100, after=after)
+            found += [
+                (r.record.customer_id, r.candidate_customer_id) for r in page.items if r.id in mine
+            ]
+            if not page.has_next_page:
+                return found
+            after = page.end_cursor
+
+    assert await pending() == []
+    bob_now = await unmerge_customer(sessions, "crm", bob["external_id"])
+    await unmerge_customer(sessions, "crm", cid["external_id"])
+    assert await pending() == [(bob_now, ids["ann"][1])]
+    async with sessions() as session:
+        person = await session.get(IdentityReview, by_person.id)
+        assert person is not None
+        assert (person.status, person.resolved_by) == ("merged", "steward")
