@@ -19,19 +19,19 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gateway.db.engine import create_sessionmaker
 from gateway.db.identity_models import IdentityNeverLink, IdentityRecord, IdentityReview
-from gateway.db.locks import lock_customers
 from gateway.db.models import AuditEntry, Identity, as_utc, utcnow
 from gateway.db.retries import StaleRead, retry_transaction
 from gateway.errors import Conflict, InvalidInput, NotFound
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.linkage.lookup import MATCH_COLUMNS
-from gateway.identity.linkage.resolution import lock_keys
+from gateway.identity.linkage.resolution import lock_for_writing
 from gateway.identity.merges import merge_in
+from gateway.identity.review_state import refuse_if_split_since, still_apart
 from gateway.identity.scoring.model import DEFAULT_MODEL, LinkageModel
 from gateway.identity.scoring.model_store import ModelStore
 
@@ -199,9 +199,9 @@ class ReviewQueue:
     ) -> Resolution:
         async with self._sessions.begin() as session:
             connection = await session.connection()
-            # SQLite: the reads below and the merge's writes in one transaction (its
-            # driver begins one only at the first write; no key is taken on Postgres).
-            await lock_keys(connection, ())
+            # SQLite: the reads below and the writes in one transaction, under the write
+            # lock (its driver begins one only at the first write).
+            await lock_for_writing(connection)
             review = await session.get(IdentityReview, review_id, with_for_update=True)
             if review is None:
                 raise NotFound(f"No identity review {review_id}", field="id")
@@ -211,9 +211,14 @@ class ReviewQueue:
             mine, theirs = shaped.record.customer_id, shaped.candidate_customer_id
             merged_into: uuid.UUID | None = None
             touched: list[uuid.UUID] = []
+            sides = {shaped.record.identity_id: mine}
+            if shaped.candidate is not None:
+                sides[shaped.candidate.identity_id] = theirs
             if decision is ReviewDecision.MERGE:
                 if mine != theirs:
-                    await _still_apart(connection, shaped)
+                    await still_apart(connection, sides, (mine, theirs), deleting=True)
+                    if shaped.candidate is None:
+                        await refuse_if_split_since(connection, theirs, shaped.created_at)
                     # Folded into the candidate: the customer the record was compared with.
                     merged_into = await merge_in(
                         session, theirs, mine, reason, config=self._config, actor=actor
@@ -226,6 +231,9 @@ class ReviewQueue:
                         "The two records are already one customer; unmerge the identity instead",
                         field="id",
                     )
+                # The linker then waits for the pair (or this for the linker, then reads
+                # again): its batch re-reads the pairs to keep apart once it holds them.
+                await still_apart(connection, sides, (mine, theirs), deleting=False)
                 await _keep_apart(session, shaped, review_id, reason, actor)
                 status = "kept_apart"
             now = utcnow()
@@ -246,58 +254,6 @@ class ReviewQueue:
             await session.refresh(review)
             (result,) = await _shaped(session, [review])
         return Resolution(result, touched or [mine, theirs], merged_into)
-
-
-async def _still_apart(connection: AsyncConnection, review: PendingReview) -> None:
-    """Lock the two customers the review's records were read in, and make sure each
-    record is still in its own: an unmerge committed between the read and the locks
-    split the candidate off the customer it had been merged into, and the merge then
-    joined the record to that customer, whom nobody had compared it with (the wrong
-    person). ``StaleRead`` then: decided again on what the records belong to now."""
-    mine, theirs = review.record.customer_id, review.candidate_customer_id
-    found = await lock_customers(connection, (mine, theirs), deleting=True)
-    sides = {review.record.identity_id: mine}
-    if review.candidate is not None:
-        sides[review.candidate.identity_id] = theirs
-    # Columns, not the session's Identity objects: those hold what the first read saw.
-    read = select(Identity.id, Identity.customer_id).where(Identity.id.in_(sides))
-    now = dict((await connection.execute(read)).all())
-    if found != {mine, theirs} or now != sides:
-        raise StaleRead("a record of the review moved to another customer")
-
-
-async def reopen_settled(session: AsyncSession, identity_id: int) -> None:
-    """After ``identity_id`` was split off its customer: its reviews that a merge settled
-    with no person's decision (status merged, resolved by nobody) are open again where
-    their two records are now in different customers, each against the customer its
-    candidate record is in. The merge that answered them was undone, so the question is
-    back; left settled, no one was ever asked it. A person's decision stands, and so
-    does a review over the identity limit (no one record to compare with)."""
-    mine = or_(
-        IdentityReview.identity_id == identity_id,
-        IdentityReview.candidate_identity_id == identity_id,
-    )
-    settled = list(
-        await session.scalars(
-            select(IdentityReview).where(
-                mine,
-                IdentityReview.status == "merged",
-                IdentityReview.resolved_by.is_(None),
-                IdentityReview.candidate_identity_id.is_not(None),
-            )
-        )
-    )
-    if not settled:
-        return
-    pairs = [(r, r.identity_id, r.candidate_identity_id or 0) for r in settled]
-    sides = {side for _, *both in pairs for side in both}
-    read = select(Identity.id, Identity.customer_id).where(Identity.id.in_(sides))
-    owners = dict((await session.execute(read)).all())
-    for review, record, candidate in pairs:
-        theirs = owners.get(candidate)
-        if theirs is not None and owners.get(record) not in (None, theirs):
-            review.status = "open"
-            review.candidate_customer_id = theirs
 
 
 async def _keep_apart(

@@ -23,7 +23,7 @@ from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.consent_split import split_consents
 from gateway.identity.linkage.resolution import lock_keys, try_lock_keys
 from gateway.identity.merges import keep_golden_provenance, refresh_golden
-from gateway.identity.reviews import reopen_settled
+from gateway.identity.review_state import UNMERGE_OPERATION, reopen_settled
 from gateway.identity.values import (
     dob_key,
     email_parts,
@@ -179,7 +179,7 @@ async def _unmerge_once(
         session.add(
             AuditEntry(
                 actor=actor,
-                operation="unmerge_customer",
+                operation=UNMERGE_OPERATION,
                 customer_id=owner,
                 details={"new_customer": str(new), "identity_id": identity.id},
             )

@@ -20,13 +20,11 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.db.identity_models import IdentityReview
 from gateway.db.models import Attribute, Customer, Identity
 from gateway.db.retries import RetryPolicy, retry_transaction
-from gateway.identity import Resolver, merge_customers, prepare, reviews, unmerge_customer
+from gateway.identity import Resolver, merge_customers, prepare, unmerge_customer
 from gateway.identity.linkage import repository
 from gateway.identity.linkage.resolution import lock_keys
-from gateway.identity.reviews import ReviewDecision, ReviewQueue
 from tests.identity.test_identity_db import person, sessions  # noqa: F401
 
 _MERGED = 40  # identities merged into the survivor, then split off one by one
@@ -239,115 +237,3 @@ def _refused(other: sqlite3.Connection) -> None:
             other.execute("BEGIN IMMEDIATE")
     finally:
         other.execute("PRAGMA busy_timeout = 5000")
-
-
-async def test_a_review_resolved_while_its_candidate_is_split_off_merges_with_the_split(
-    sessions: async_sessionmaker[AsyncSession],  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A steward merges a review of Xavier's record against Bob's, while Bob, merged into
-    Ann by mistake, is split back out between the review's read and its merge (made
-    certain here by running the unmerge right after the read): Xavier joins Bob, whom his
-    record was compared with, never Ann."""
-    resolver = Resolver(sessions)
-    ann, bob, xavier = (_someone(tag) for tag in ("ann", "bob", "xavier"))
-    for record in (ann, bob, xavier):
-        await resolver.link_one(record, "crm")
-    ids = await _identities(sessions, ann, bob, xavier)
-    await merge_customers(sessions, ids["ann"][1], ids["bob"][1], "looked alike")
-    async with sessions.begin() as session:
-        review = IdentityReview(
-            identity_id=ids["xavier"][0],
-            candidate_identity_id=ids["bob"][0],
-            candidate_customer_id=ids["ann"][1],
-            score=0.7,
-            levels={},
-            reason="score",
-        )
-        session.add(review)
-    real = reviews._shaped
-    split: list[uuid.UUID] = []
-
-    async def split_after_the_read(session: AsyncSession, found: Any) -> Any:
-        shaped = await real(session, found)
-        if not split:
-            split.append(await unmerge_customer(sessions, "crm", bob["external_id"]))
-        return shaped
-
-    monkeypatch.setattr(reviews, "_shaped", split_after_the_read)
-    queue = ReviewQueue(sessions)
-    resolution = await queue.resolve(review.id, ReviewDecision.MERGE, "same person", "steward")
-    after = await _identities(sessions, ann, bob, xavier)
-    assert split
-    assert after["bob"][1] == split[0] != ids["ann"][1]
-    assert after["xavier"][1] == split[0], "Xavier joined the customer Bob had left"
-    assert after["ann"][1] == ids["ann"][1]
-    assert resolution.merged_into == split[0]
-
-
-async def _identities(
-    made: async_sessionmaker[AsyncSession], *records: dict[str, Any]
-) -> dict[str, tuple[int, uuid.UUID]]:
-    """Each record's identity and its customer now, by the tag its address starts with."""
-    async with made() as session:
-        found = {
-            external_id: (identity_id, customer_id)
-            for identity_id, external_id, customer_id in await session.execute(
-                select(Identity.id, Identity.external_id, Identity.customer_id).where(
-                    Identity.external_id.in_([r["external_id"] for r in records])
-                )
-            )
-        }
-    return {r["email"].split(".")[0]: found[r["external_id"]] for r in records}
-
-
-async def test_a_review_a_merge_settled_is_open_again_once_the_merge_is_undone(
-    sessions: async_sessionmaker[AsyncSession],  # noqa: F811
-) -> None:
-    """The linker left Bob's record against Ann's for a person; a merge of the two settled
-    the question without one, and an unmerge undid it: the pair is open again, listed for
-    a person, against the customer each record is in now. A review a person resolved
-    stays as they resolved it."""
-    resolver = Resolver(sessions)
-    ann, bob, cid = (_someone(tag) for tag in ("ann", "bob", "cid"))
-    for record in (ann, bob, cid):
-        await resolver.link_one(record, "crm")
-    ids = await _identities(sessions, ann, bob, cid)
-    async with sessions.begin() as session:
-        by_merge, by_person = (
-            IdentityReview(
-                identity_id=ids[tag][0],
-                candidate_identity_id=ids["ann"][0],
-                candidate_customer_id=ids["ann"][1],
-                score=0.7,
-                levels={},
-                reason="score",
-            )
-            for tag in ("bob", "cid")
-        )
-        session.add_all([by_merge, by_person])
-    queue = ReviewQueue(sessions)
-    await queue.resolve(by_person.id, ReviewDecision.MERGE, "same person", "steward")
-    await merge_customers(sessions, ids["ann"][1], ids["bob"][1], "looked alike")
-    mine = {by_merge.id, by_person.id}
-
-    async def pending() -> list[tuple[uuid.UUID, uuid.UUID]]:
-        """This test's open reviews (the database holds other tests' too)."""
-        found, after = [], None
-        while True:
-            page = await queue.pending(first=100, after=after)
-            found += [
-                (r.record.customer_id, r.candidate_customer_id) for r in page.items if r.id in mine
-            ]
-            if not page.has_next_page:
-                return found
-            after = page.end_cursor
-
-    assert await pending() == []
-    bob_now = await unmerge_customer(sessions, "crm", bob["external_id"])
-    await unmerge_customer(sessions, "crm", cid["external_id"])
-    assert await pending() == [(bob_now, ids["ann"][1])]
-    async with sessions() as session:
-        person = await session.get(IdentityReview, by_person.id)
-        assert person is not None
-        assert (person.status, person.resolved_by) == ("merged", "steward")

@@ -274,6 +274,7 @@ async def check_still_read(
         read.update(
             (ref, c.customer_id) for ref, c in state.candidates.items() if c.customer_id in relied
         )
+        await _kept_apart_since(connection, set(read), state)
     if not read:
         return
     rows = await rows_where_in(
@@ -288,3 +289,16 @@ async def check_still_read(
         # send it back again (a burst of unmerges exhausted an import batch's retries).
         keys = frozenset(f"id:{source}:{external_id}" for _, _, source, external_id in rows)
         raise StaleRead("an identity the batch relied on changed customer", keys)
+
+
+async def _kept_apart_since(connection: AsyncConnection, ids: set[int], state: KnownState) -> None:
+    """``StaleRead`` when two of the records the batch relied on were kept apart (a
+    review's decision, identity_never_links) since it read the pairs: deciding on what
+    it read, it could join them in one customer all the same. A keep-apart holds both
+    customers' rows as it commits, and the batch calls this holding the rows of the
+    customers it links to and folds: one of the two then sees the other's work."""
+    column = IdentityNeverLink.identity_id
+    other = IdentityNeverLink.other_identity_id
+    pairs = await rows_where_in(connection, (column, other), column, ids, also=(other, list(ids)))
+    if any((a, b) not in state.never for a, b in pairs):
+        raise StaleRead("two records the batch relied on were kept apart since it read them")

@@ -97,8 +97,6 @@ async def lock_keys(
             await _sqlite_transaction(connection)
         return
     stripes = set(map(key_stripe, set(keys)))  # keys deduplicated first: fewer hashes
-    if not stripes and not custom_plans:
-        return  # nothing to hold (a writer calling it for SQLite's transaction alone)
     # Ascending order everywhere, so two transactions can never wait on each other in a
     # cycle (a writer that finds it needs more stripes later only tries them:
     # ``try_lock_keys``).
@@ -127,7 +125,19 @@ async def _sqlite_transaction(connection: AsyncConnection) -> None:
     then ran past SQLite's busy timeout, and the audit log's and impressions' writes
     failed). Relies on the driver's legacy transaction control (Python's default, which
     the engine keeps): a manual BEGIN is then committed or rolled back by it."""
-    immediate = not first_of_retried()
+    await _sqlite_begin(connection, immediate=not first_of_retried())
+
+
+async def lock_for_writing(connection: AsyncConnection) -> None:
+    """SQLite: the database's write lock from here, on every attempt: for rare work a
+    person waits for (a review's resolution), which an optimistic read could refuse on a
+    stale view (an identity limit checked on it) with no write to find out. Nothing on
+    Postgres, whose writers lock the rows they rely on."""
+    if connection.dialect.name == "sqlite":
+        await _sqlite_begin(connection, immediate=True)
+
+
+async def _sqlite_begin(connection: AsyncConnection, *, immediate: bool) -> None:
     driver = (await connection.get_raw_connection()).driver_connection
     if driver is not None and not driver.in_transaction:
         await connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
