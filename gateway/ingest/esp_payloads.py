@@ -24,10 +24,10 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
 from gateway.ingest.esp_custom_args import MAX_CUSTOM_ARGS, custom_args, sendgrid_custom
@@ -80,11 +80,22 @@ class SkippedEvent:
 EspItem = InboundEvent | SkippedEvent
 
 
+def _not_a_boolean(value: object) -> object:
+    # Pydantic's lax int takes JSON's true as 1: an event "at" 1970-01-01 00:00:01.
+    if isinstance(value, bool):
+        raise ValueError("a number of seconds since 1970, not true or false")
+    return value
+
+
+# Epoch seconds, before the year 10000 (an integral float, as 1.7e9, is taken too).
+EpochSeconds = Annotated[int, BeforeValidator(_not_a_boolean), Field(ge=0, le=253_402_300_799)]
+
+
 class SendGridEvent(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     email: str = Field(min_length=1, max_length=1000)
-    timestamp: int = Field(ge=0, le=253_402_300_799)  # epoch seconds, before the year 10000
+    timestamp: EpochSeconds
     event: str = Field(min_length=1, max_length=64)
     sg_event_id: str = Field(min_length=1, max_length=255)
     sg_message_id: str | None = Field(default=None, max_length=255)
@@ -202,7 +213,7 @@ class MandrillMessage(PayloadModel):
 class MandrillEvent(PayloadModel):
     event: str = Field(min_length=1, max_length=64)
     id: str | None = Field(default=None, alias="_id", max_length=255)
-    ts: int = Field(ge=0, le=253_402_300_799)
+    ts: EpochSeconds
     url: str | None = Field(default=None, max_length=8192)
     msg: MandrillMessage | None = None
 

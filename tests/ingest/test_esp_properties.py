@@ -66,6 +66,8 @@ BREAKAGES = [
     ("set", ("email", "no-at-sign")),
     ("set", ("timestamp", "yesterday")),
     ("set", ("timestamp", -5)),
+    ("set", ("timestamp", True)),  # JSON's true is no time (lax, it was second 1 of 1970)
+    ("set", ("timestamp", 1.5)),
     ("set", ("sg_event_id", "")),
     ("set", ("sg_event_id", {"not": "a string"})),
     ("set", ("url", ["a", "list"])),
@@ -218,10 +220,11 @@ async def test_any_signed_mandrill_form_gets_a_4xx_or_a_200_never_a_5xx(
 async def test_a_bad_mandrill_event_is_rejected_alone_and_a_non_event_refuses_the_batch(
     gateway: httpx.AsyncClient,
 ) -> None:
-    response = await gateway.post(**mandrill_request([{"event": "open", "ts": "soon"}]))
-    assert response.status_code == 200, response.text
-    (event,) = response.json()["events"]
-    assert (event["status"], event["field"]) == ("rejected", "mandrill_events.0.ts")
+    for ts in ("soon", False):
+        response = await gateway.post(**mandrill_request([{"event": "open", "ts": ts}]))
+        assert response.status_code == 200, response.text
+        (event,) = response.json()["events"]
+        assert (event["status"], event["field"]) == ("rejected", "mandrill_events.0.ts")
     refused = await gateway.post(**mandrill_request(["not an event"]))  # type: ignore[list-item]
     assert refused.status_code == 422
     assert refused.json()["field"] == "mandrill_events.0"
