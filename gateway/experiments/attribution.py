@@ -6,7 +6,8 @@ the ESP batch's own transaction (gateway/ingest/esp_batches.py) as a
 ``recommendation_clicks`` row: the event, the list and position the parameter names,
 the recipient, and the send (the ESP's custom argument ``send_id``: SendGrid's
 ``custom_args``, Mandrill's ``metadata``). A link without the parameter, or with a
-forged or damaged one, is an ordinary click: stored as an event, attributed to nothing.
+forged or damaged one, or dated more than ``CLOCK_SKEW`` before its list was made, is
+an ordinary click: stored as an event, attributed to nothing.
 
 The list's impression may be written after the click (impressions are buffered), so a
 click row holds what the link says and is joined to its impression when read: the
@@ -20,7 +21,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, or_, select
@@ -30,6 +31,9 @@ from gateway.db.recommendation_models import RecommendationClick, Recommendation
 from gateway.experiments.tracking import Tracker
 
 SEND_ARGUMENT = "send_id"  # the custom argument (SendGrid) or metadata key (Mandrill)
+# How far an ESP's clock (and its whole seconds) may run behind the gateway's: a click
+# dated earlier than that before its list existed is not a click on it.
+CLOCK_SKEW = timedelta(minutes=5)
 _MAX_SEND_ID = 255
 
 
@@ -85,7 +89,10 @@ async def record_clicks(
     rows = []
     for link in links:
         tracked = tracker.read(link.url)
-        if tracked is None:
+        if tracked is None or link.clicked_at < tracked.made_at - CLOCK_SKEW:
+            # No list, or a click dated before its list was made (a clock far behind, a
+            # back-dated event): stored as engagement, attributed to nothing; counted,
+            # it would convert on orders placed before anyone saw the list.
             continue
         rows.append(
             {

@@ -21,6 +21,7 @@ forwarded link leaks nothing.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import hashlib
 import hmac
@@ -30,6 +31,7 @@ import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlsplit
 
 PARAMETER = "gw_rec"
@@ -74,6 +76,14 @@ class Tracked:
 
     list_id: str
     position: int
+
+    @property
+    def made_at(self) -> datetime:
+        """When the list's id was made (``new_list_id``: its first 6 bytes, in
+        milliseconds), at or before the list was served: signed with the rest, so a link
+        cannot claim a later one."""
+        raw = base64.urlsafe_b64decode(self.list_id)
+        return datetime.fromtimestamp(int.from_bytes(raw[:6], "big") / 1000, UTC)
 
 
 def new_list_id() -> str:

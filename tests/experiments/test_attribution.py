@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from sqlalchemy import func, select
 from demo.people.population import Person
 from demo.seed import customer_id_for
 from gateway.db.recommendation_models import RecommendationClick, RecommendationImpression
+from gateway.experiments import attribution
 from tests.experiments.serving import (
     Served,
     click,
@@ -157,7 +159,11 @@ async def test_clicks_on_untracked_or_forged_links_are_attributed_to_nothing(
     assert len(await services.experiment_results.clicks(customer_id_for(person))) == 1
 
 
-async def test_an_order_inside_the_window_converts_and_outside_does_not(served: Served) -> None:
+async def test_an_order_inside_the_window_converts_and_outside_does_not(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The clicks are dated three hours back (below), before their lists were made.
+    monkeypatch.setattr(attribution, "CLOCK_SKEW", timedelta(hours=4))
     people = person_with_history(served.samples)[2:6]
     send = f"send-{uuid.uuid4().hex[:6]}"
     async with running_experiment(
@@ -346,3 +352,23 @@ async def test_every_link_of_a_list_two_renders_print_is_attributed_to_its_produ
     found = await services.experiment_results.clicks(customer_id_for(person))
     assert sorted(c.position for c in found) == list(range(len(links)))
     assert all(c.product_id is not None for c in found)
+
+
+async def test_a_click_dated_before_its_list_was_made_is_not_attributed(served: Served) -> None:
+    """A click on a tracked link dated an hour before the list existed (an ESP's clock
+    far behind, a back-dated event) is engagement, not a click on the list: it converts
+    no order. One dated a minute early (clocks a little apart) is the list's."""
+    person = person_with_history(served.samples)[9]
+    shown = await recommend(served.client, person)
+    early, late = (item["url"] for item in shown["recommendations"][:2])
+    now = time.time()
+    stored = await _post(
+        served,
+        sendgrid_request(
+            [click(person.email, early, at=now - 3600), click(person.email, late, at=now - 60)]
+        ),
+    )
+    assert [e["status"] for e in stored] == ["processed", "processed"]
+    services = services_of(served.app)
+    [found] = await services.experiment_results.clicks(customer_id_for(person))
+    assert found.position == 1
