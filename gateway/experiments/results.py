@@ -12,16 +12,25 @@ Per variant, over the lists served under the experiment inside its window
   order of the clicking customer (an order event: Shopify ``orders/*`` or a stream's
   ``Order Completed``, at the order's time, stored never later than its arrival:
   gateway/experiments/order_times.py; ``clicked_at < order <= clicked_at + window``);
-  ``conversionRate`` = conversions / impressions.
+  ``conversionRate`` = conversions / impressions;
+- ``orders``: lists followed within the window by an order of their customer, clicked
+  or not (``served_at < order <= served_at + window``, counted as conversions are);
+  ``orderRate`` = orders / impressions. What a holdout is measured by: it is served
+  nothing, so it can have no click and, by the definition above, no conversion; against
+  it only the orders placed at all tell whether recommending made people buy more.
 
 Each rate has its Wilson interval; each variant is compared with the control (the first
-variant) by a two-proportion z-test on the chosen metric. The experiment's headline
-lift and p-value are the best other variant's (with two variants: the treatment's); no
-correction for comparing several.
+variant) by a two-proportion z-test on the chosen metric. On a metric of clicks, a
+variant served nothing (strategy ``none``), or any variant against such a control, is
+not compared (no lift, no p-value): a rate held at zero by construction says nothing
+of the recommendations, and its "significant" difference misled. The experiment's
+headline lift and p-value are the best other compared variant's (with two variants: the
+treatment's); no correction for comparing several.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -36,7 +45,9 @@ from gateway.experiments.impressions import ImpressionLog
 from gateway.experiments.order_times import ordered_after
 from gateway.experiments.statistics import Comparison, Rate, compare, wilson
 
-Metric = Literal["click_through", "conversion"]
+Metric = Literal["click_through", "conversion", "order"]
+CLICK_METRICS = ("click_through", "conversion")  # counted from clicks: none in a holdout
+HOLDOUT = "none"  # the strategy that serves nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +58,9 @@ class VariantResult:
     impressions: int
     click_through: Rate
     conversion: Rate
-    # Against the control on the chosen metric; None for the control itself.
+    order: Rate
+    # Against the control on the chosen metric; None for the control itself, and on a
+    # metric of clicks for a holdout or against one.
     comparison: Comparison | None
 
     @property
@@ -57,6 +70,15 @@ class VariantResult:
     @property
     def conversions(self) -> int:
         return self.conversion.successes
+
+    @property
+    def orders(self) -> int:
+        return self.order.successes
+
+    def rate(self, metric: Metric) -> Rate:
+        return {"click_through": self.click_through, "conversion": self.conversion}.get(
+            metric, self.order
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,29 +111,28 @@ class ExperimentResults:
         instances' within their flush interval, or their lull's longest delay)."""
         await self._impressions.flush()
         counts = await self._counts(found)
-        control: Rate | None = None
-        variants = []
+        variants: list[VariantResult] = []
         for variant in found.variants:
-            impressions, customers, clicked, converted_ = counts.get(variant.name, (0, 0, 0, 0))
-            rates = {"click_through": wilson(clicked, impressions)}
-            rates["conversion"] = wilson(converted_, impressions)
-            judged = rates[metric]
-            comparison = None if control is None else compare(control, judged)
-            control = control or judged
-            variants.append(
-                VariantResult(
-                    variant.name,
-                    variant.strategy,
-                    customers,
-                    impressions,
-                    rates["click_through"],
-                    rates["conversion"],
-                    comparison,
-                )
+            impressions, customers, clicked, converted_, ordered = counts.get(
+                variant.name, (0, 0, 0, 0, 0)
             )
+            result = VariantResult(
+                variant.name,
+                variant.strategy,
+                customers,
+                impressions,
+                wilson(clicked, impressions),
+                wilson(converted_, impressions),
+                wilson(ordered, impressions),
+                None,
+            )
+            if variants and _comparable(variants[0], result, metric):
+                comparison = compare(variants[0].rate(metric), result.rate(metric))
+                result = dataclasses.replace(result, comparison=comparison)
+            variants.append(result)
         best = max(
-            variants[1:],
-            key=lambda v: -1.0 if (r := _rate(v, metric).value) is None else r,
+            (v for v in variants[1:] if v.comparison is not None),
+            key=lambda v: -1.0 if (r := v.rate(metric).value) is None else r,
             default=None,
         )
         return ExperimentResult(
@@ -128,7 +149,7 @@ class ExperimentResults:
         await self._impressions.flush()
         return await clicks_of(self._engine, customer_id)
 
-    async def _counts(self, found: Experiment) -> dict[str, tuple[int, int, int, int]]:
+    async def _counts(self, found: Experiment) -> dict[str, tuple[int, int, int, int, int]]:
         shown, click = RecommendationImpression, RecommendationClick
         dialect = self._engine.dialect.name
         # The list's own customer's clicks only: a genuine link in another recipient's
@@ -136,6 +157,7 @@ class ExperimentResults:
         own = and_(click.list_id == shown.list_id, click.customer_id == shown.customer_id)
         clicked = exists().where(own)
         bought = exists().where(own, converted(click, self.window_s, dialect))
+        ordered = ordered_after(shown.customer_id, shown.served_at, self.window_s, dialect)
         query = (
             select(
                 shown.variant,
@@ -143,6 +165,7 @@ class ExperimentResults:
                 func.count(shown.customer_id.distinct()),
                 func.sum(case((clicked, 1), else_=0)),
                 func.sum(case((bought, 1), else_=0)),
+                func.sum(case((ordered, 1), else_=0)),
             )
             .where(
                 shown.experiment == found.name,
@@ -154,11 +177,13 @@ class ExperimentResults:
         async with self._engine.connect() as connection:
             rows = (await connection.execute(query)).all()
         return {
-            str(variant): (int(n), int(people), int(c or 0), int(b or 0))
-            for variant, n, people, c, b in rows
+            str(variant): (int(n), int(people), int(c or 0), int(b or 0), int(o or 0))
+            for variant, n, people, c, b, o in rows
             if variant is not None
         }
 
 
-def _rate(variant: VariantResult, metric: Metric) -> Rate:
-    return variant.click_through if metric == "click_through" else variant.conversion
+def _comparable(control: VariantResult, variant: VariantResult, metric: Metric) -> bool:
+    """Whether ``variant`` is compared with ``control`` on ``metric``: on a metric of
+    clicks, not when either is a holdout (its rate is zero by construction)."""
+    return metric not in CLICK_METRICS or HOLDOUT not in (control.strategy, variant.strategy)

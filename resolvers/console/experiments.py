@@ -22,10 +22,10 @@ RESULTS = """query Experiment($name: String!, $metric: ExperimentMetric!) {
   experiment(name: $name, metric: $metric) {
     name start end running metric comparedVariant liftVsControl pValue
     variants { name strategy weight customers impressions clicks ctr conversions
-               conversionRate ciLow ciHigh liftVsControl pValue }
+               conversionRate orders orderRate ciLow ciHigh liftVsControl pValue }
   }
 }"""
-METRICS = ("CLICK_THROUGH", "CONVERSION")
+METRICS = ("CLICK_THROUGH", "CONVERSION", "ORDER")
 
 
 def chosen_metric(raw: str | None) -> str:

@@ -19,6 +19,9 @@ RESULTS = """query($name: String!) {
   experiment(name: $name) { name running
     variants { name strategy customers impressions clicks conversions ciLow ciHigh } }
 }"""
+ORDERS = """query($name: String!) {
+  experiment(name: $name, metric: ORDER) { variants { name orders orderRate ciLow ciHigh } }
+}"""
 SAVE_SEGMENT = """mutation($name: String!) {
   saveSegment(name: $name, includeSuppressed: true, filter: {field: "frequency", gte: 2}) {
     name size customers(first: 3) { nodes { id email } } }
@@ -88,6 +91,17 @@ def test_variants_in_customer_360_and_the_arms_on_the_experiments_page(
         assert f"{variant['name']}: " in description
         assert f"95 % interval {low:.1f} % to {high:.1f} %" in description
     page.screenshot(path=artifact("experiments.png"), full_page=True)
+
+    # Measured by orders (what a holdout is compared by): the same arms, their orders.
+    page.get_by_label("Measure").select_option("ORDER")
+    page.get_by_role("button", name="Show").click()
+    by_orders = console.api(ORDERS, name=EXPERIMENT)["data"]["experiment"]
+    for variant in by_orders["variants"]:
+        arm = section.locator(f'[data-arm="{variant["name"]}"]')
+        expect(arm.locator("[data-orders]")).to_have_text(f"{variant['orders']:,}")
+        low, high = variant["ciLow"] * 100, variant["ciHigh"] * 100
+        expect(arm.locator("[data-ci]")).to_have_text(f"{low:.1f} % to {high:.1f} %")
+    expect(chart.get_by_role("img")).to_have_accessible_name(re.compile("order rate"))
 
     page.get_by_role("link", name="Health").click()
     expect(page.locator(f'[data-experiment-chart="{EXPERIMENT}"]')).to_be_visible()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import strawberry
 from strawberry.types import Info
@@ -40,8 +40,16 @@ class RecommendationStrategy(Enum):
 
 @strawberry.enum(description="The rate an experiment's intervals and test are about.")
 class ExperimentMetric(Enum):
-    CLICK_THROUGH = "click_through"
-    CONVERSION = "conversion"
+    CLICK_THROUGH = strawberry.enum_value("click_through", description="clicks / impressions.")
+    CONVERSION = strawberry.enum_value(
+        "conversion", description="Lists clicked, then ordered within the window / impressions."
+    )
+    ORDER = strawberry.enum_value(
+        "order",
+        description="Lists followed by an order within the window, clicked or not / "
+        "impressions: what a holdout (strategy NONE) is compared by; on the two metrics of "
+        "clicks it is not compared.",
+    )
 
 
 @strawberry.input(description="One variant: the first one given is the control.")
@@ -66,10 +74,15 @@ class ExperimentVariant:
         description="Lists clicked and followed by the customer's order within the window."
     )
     conversion_rate: float | None = strawberry.field(description="conversions / impressions.")
+    orders: int = strawberry.field(
+        description="Lists followed by the customer's order within the window, clicked or not."
+    )
+    order_rate: float | None = strawberry.field(description="orders / impressions.")
     ci_low: float = strawberry.field(description="Wilson 95 % interval of the metric's rate.")
     ci_high: float
     lift_vs_control: float | None = strawberry.field(
-        description="The metric's rate / the control's - 1; null for the control."
+        description="The metric's rate / the control's - 1; null for the control, and on "
+        "CLICK_THROUGH or CONVERSION for a holdout or against one (compare those on ORDER)."
     )
     p_value: float | None = strawberry.field(
         description="Two-sided two-proportion z-test against the control."
@@ -111,7 +124,7 @@ class Experiment:
 
 
 def _variant(found: VariantResult, weight: float, metric: Metric) -> ExperimentVariant:
-    judged = found.click_through if metric == "click_through" else found.conversion
+    judged = found.rate(metric)
     return ExperimentVariant(
         name=found.name,
         strategy=RecommendationStrategy(found.strategy),
@@ -122,6 +135,8 @@ def _variant(found: VariantResult, weight: float, metric: Metric) -> ExperimentV
         ctr=found.click_through.value,
         conversions=found.conversions,
         conversion_rate=found.conversion.value,
+        orders=found.orders,
+        order_rate=found.order.value,
         ci_low=judged.low,
         ci_high=judged.high,
         lift_vs_control=found.comparison.lift if found.comparison else None,
@@ -227,7 +242,7 @@ class ExperimentQuery:
         found = await services.experiments.get(name)
         if found is None:
             return None
-        chosen: Metric = "conversion" if metric is ExperimentMetric.CONVERSION else "click_through"
+        chosen = cast(Metric, metric.value)
         return Experiment.of(await services.experiment_results.of(found, chosen))
 
     @strawberry.field(description="A send's delivery, open, click, conversion and unsubscribe.")
