@@ -18,14 +18,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Interval, String, and_, func, literal, select
+from sqlalchemy import ColumnElement, Interval, String, and_, func, literal, literal_column, select
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import SQLCoreOperations
 
-from gateway.db.models import Event, order_key
-from gateway.scores.store import ORDER_TYPES
+from gateway.db.models import ORDER_TYPES, Event, order_key
 
-ORDER_COMPLETED = "track:Order Completed"  # Segment's order (as ORDER_TYPES names it)
+ORDER_COMPLETED = "track:Order Completed"  # Segment's order (as models.ORDER_TYPES names it)
 
 
 def not_after(occurred: datetime, received: datetime) -> datetime:
@@ -67,7 +66,7 @@ def ordered_after(
         select(literal(1))
         .where(
             earlier.customer_id == customer,
-            earlier.type.in_(ORDER_TYPES),
+            _orders_only(earlier),
             earlier.occurred_at <= clicked_at,
             order_key(earlier).cast(String) == order_key(order).cast(String),
         )
@@ -77,10 +76,24 @@ def ordered_after(
         select(literal(1))
         .where(
             order.customer_id == customer,
-            order.type.in_(ORDER_TYPES),
+            _orders_only(order),
             within_after(order.occurred_at, clicked_at, seconds, dialect),
             ~seen.exists(),
         )
         .correlate_except(order)
         .exists()
     )
+
+
+# The order types as SQL literals (constants of this code, never input): the planners
+# match ``type IN ('orders/create', ...)`` written out against the partial index's own
+# condition (``ix_events_customer_orders``), which a bound list does not prove.
+_ORDER_LITERALS: tuple[ColumnElement[str], ...] = tuple(
+    literal_column(f"'{name}'") for name in ORDER_TYPES
+)
+
+
+def _orders_only(events: Any) -> ColumnElement[bool]:
+    """That an event (of this alias of events) is an order, as the index's condition."""
+    condition: ColumnElement[bool] = events.type.in_(_ORDER_LITERALS)
+    return condition

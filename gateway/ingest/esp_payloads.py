@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
@@ -80,15 +79,15 @@ class SkippedEvent:
 EspItem = InboundEvent | SkippedEvent
 
 
-def _not_a_boolean(value: object) -> object:
-    # Pydantic's lax int takes JSON's true as 1: an event "at" 1970-01-01 00:00:01.
+def _seconds(value: object) -> object:
+    """Epoch seconds (before the year 10000; 1.7e9 too): pydantic's lax int took JSON's
+    true as 1, an event of 1970."""
     if isinstance(value, bool):
         raise ValueError("a number of seconds since 1970, not true or false")
     return value
 
 
-# Epoch seconds, before the year 10000 (an integral float, as 1.7e9, is taken too).
-EpochSeconds = Annotated[int, BeforeValidator(_not_a_boolean), Field(ge=0, le=253_402_300_799)]
+EpochSeconds = Annotated[int, BeforeValidator(_seconds), Field(ge=0, le=253_402_300_799)]
 
 
 class SendGridEvent(BaseModel):
@@ -219,14 +218,6 @@ class MandrillEvent(PayloadModel):
 
 
 _MANDRILL_BATCH = TypeAdapter(list[MandrillEvent])
-
-
-def mandrill_form(body: bytes) -> list[tuple[str, str]]:
-    """The POST parameters as signed (``application/x-www-form-urlencoded``)."""
-    try:
-        return parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body))
-    except (UnicodeDecodeError, ValueError):
-        raise PayloadError("the body is not a URL-encoded form", status=400) from None
 
 
 def parse_mandrill(

@@ -13,10 +13,13 @@ import hashlib
 import hmac
 import time
 from collections.abc import Sequence
+from urllib.parse import parse_qsl
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
+from gateway.ingest.webhook_payloads import PayloadError
 
 # An HMAC secret shorter than this (or empty, or blank) is refused when settings load: a
 # webhook signed with key "" or "abc" proves nothing about its sender.
@@ -172,6 +175,14 @@ def verify_sendgrid(
             "invalid_signature",
             "X-Twilio-Email-Event-Webhook-Signature does not match the timestamp and body",
         ) from None
+
+
+def mandrill_form(body: bytes) -> list[tuple[str, str]]:
+    """The POST parameters as signed (``application/x-www-form-urlencoded``)."""
+    try:
+        return parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body))
+    except (UnicodeDecodeError, ValueError):
+        raise PayloadError("the body is not a URL-encoded form", status=400) from None
 
 
 def mandrill_signature(key: str, url: str, params: Sequence[tuple[str, str]]) -> str:

@@ -17,12 +17,12 @@ from gateway.errors import NotFound
 from gateway.ingest.esp_payloads import (
     MANDRILL_MAX_AGE_S,
     SkippedEvent,
-    mandrill_form,
     parse_mandrill,
     parse_sendgrid,
 )
 from gateway.ingest.signatures import (
     SignatureError,
+    mandrill_form,
     secret_problem,
     sendgrid_public_key,
     verify_hubspot,

@@ -35,13 +35,12 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from gateway.db.bulk import insert_tuples
 from gateway.db.locks import committed_before, lock_customers, run_lock
-from gateway.db.models import Consent, Customer, Event, order_key
+from gateway.db.models import ORDER_TYPES, Consent, Customer, Event, order_key
 from gateway.db.score_models import CustomerScore, ScoreBuild, ScoreModel
 from gateway.privacy.consent import Purpose
 from gateway.scores.ledger import Ledger, ledger_of
 from gateway.scores.model_seal import UntrustedModel, seal, unseal
 
-ORDER_TYPES = ("orders/create", "orders/paid", "orders/updated", "track:Order Completed")
 _BEHAVIOURAL = or_(Event.type.like("track:%"), Event.type == "page")
 _TABLE: Table = CustomerScore.__table__  # type: ignore[assignment]
 COLUMNS = tuple(c.name for c in _TABLE.columns)
