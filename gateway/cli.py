@@ -214,9 +214,7 @@ def import_(
                 progress=progress,
                 tombstones=Tombstones.from_settings(settings),
                 source_ids=source_ids,
-                retry=RetryPolicy(
-                    settings.db_retry_attempts, settings.db_retry_base_s, settings.db_retry_cap_s
-                ),
+                retry=RetryPolicy.of(settings),
                 after_commit=CommittedBatches(parts.federation, parts.customers),
             )
         finally:

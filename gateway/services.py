@@ -129,9 +129,7 @@ class Services:
         )
         tombstones = Tombstones.from_settings(settings)
         source_ids = SourceIds.from_upstreams(config)
-        retry = RetryPolicy(
-            settings.db_retry_attempts, settings.db_retry_base_s, settings.db_retry_cap_s
-        )
+        retry = RetryPolicy.of(settings)
         customers = CachedCustomers(
             CustomerStore(sessions, tombstones, source_ids, retry),
             cache.backend,

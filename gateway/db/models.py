@@ -334,6 +334,7 @@ class Template(Base):
 # as written (a literal the planners match against the partial index's own; a bound
 # list would not prove it).
 MERGE_OPERATION, FOLD_OPERATION = "merge_customers", "fold_customers"
+UNMERGE_OPERATION = "unmerge_customer"  # gateway/identity/unmerges.py
 MERGE_OPERATIONS = (MERGE_OPERATION, FOLD_OPERATION)
 _QUOTED = ", ".join(f"'{name}'" for name in MERGE_OPERATIONS)
 MERGES_ONLY = text(f"operation IN ({_QUOTED})")

@@ -23,11 +23,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.exc import IntegrityError
 
 from gateway.observability import metrics
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
 
 logger = logging.getLogger("gateway.db.retries")
 T = TypeVar("T")
@@ -60,6 +63,11 @@ class RetryPolicy:
     attempts: int = 5  # in all, the first one included
     base_s: float = 0.02  # the cap of the first wait; it doubles for each retry
     cap_s: float = 1.0  # no single wait is longer
+
+    @classmethod
+    def of(cls, settings: Settings) -> RetryPolicy:
+        """As the settings say (``GATEWAY_DB_RETRY_ATTEMPTS``, ``_BASE_S``, ``_CAP_S``)."""
+        return cls(settings.db_retry_attempts, settings.db_retry_base_s, settings.db_retry_cap_s)
 
     def delay(self, retry: int, draw: Callable[[float, float], float] = random.uniform) -> float:
         """The wait before retry number ``retry`` (1 for the first): full jitter."""

@@ -92,10 +92,12 @@ async def merge_in(
     await drop_shared_observations(session, b, a)
     for model in (Identity, Attribute, Event, IdentityLink, *SERVED):
         await session.execute(update(model).where(model.customer_id == b).values(customer_id=a))
-    # Open reviews between the two are settled by this merge; the rest now point at a.
+    # Open reviews between the two are settled by this merge (a person's decision, kept
+    # apart, stays as it was); the rest now point at a.
     await session.execute(
         update(IdentityReview)
         .where(
+            IdentityReview.status == "open",
             IdentityReview.candidate_customer_id.in_([a, b]),
             IdentityReview.identity_id.in_(moved + kept),
         )

@@ -5,24 +5,21 @@ A review names two stored records (or, over the identity limit, a record and a
 customer). Merges, unmerges and the linker move records between customers while a
 person reads the pair and decides: the resolution acts on where the records are when it
 commits, never on where they were when the page was read (reviews.py), and a review
-whose answer an unmerge took back is asked again (``reopen_settled``).
+whose answer an unmerge took back is asked again (``after_split``).
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from gateway.db.identity_models import IdentityReview
+from gateway.db.identity_models import IdentityRecord, IdentityReview
 from gateway.db.locks import lock_customers
-from gateway.db.models import AuditEntry, Identity
+from gateway.db.models import Customer, Identity
 from gateway.db.retries import StaleRead
 from gateway.errors import Conflict
-
-UNMERGE_OPERATION = "unmerge_customer"  # audited by unmerges.py
 
 
 async def still_apart(
@@ -49,35 +46,62 @@ async def still_apart(
         raise StaleRead("a record of the review moved to another customer")
 
 
-async def refuse_if_split_since(
-    connection: AsyncConnection, customer_id: uuid.UUID, opened: datetime
+async def still_matched(
+    connection: AsyncConnection, record_identity: int, customer_id: uuid.UUID
 ) -> None:
-    """A review over the identity limit names the candidate customer, not the record
-    the new one matched: once an unmerge split that customer (after the review was
-    opened), the matched record may be the one that left, and a merge would join the
-    new record to the people left behind. ``Conflict`` then: a person merges the record
-    by hand with the customer it belongs with (or keeps them apart)."""
-    split = select(func.count()).where(
-        AuditEntry.customer_id == customer_id,
-        AuditEntry.operation == UNMERGE_OPERATION,
-        AuditEntry.occurred_at >= opened,
-    )
-    if await connection.scalar(split):
+    """A review over the identity limit names the candidate customer, not a record of
+    it: the linker matched the new record to whoever held its address or phone. Once an
+    unmerge split the holder off (with the address), the customer left is someone the
+    record shares nothing with, and a merge would join the record to the wrong person.
+    ``Conflict`` then, unless ``customer_id`` still holds the record's address or phone
+    (an identity's record, or its own golden values; read under the customer's lock): a
+    person merges the record by hand with the customer it belongs with, or keeps them
+    apart."""
+    keys = (
+        await connection.execute(
+            select(IdentityRecord.email_key, IdentityRecord.phone).where(
+                IdentityRecord.identity_id == record_identity
+            )
+        )
+    ).first()
+    email_key, phone = keys if keys is not None else (None, None)
+    members = select(Identity.id).where(Identity.customer_id == customer_id)
+    held = []
+    if email_key:
+        held += [
+            and_(IdentityRecord.identity_id.in_(members), IdentityRecord.email_key == email_key),
+            exists().where(Customer.id == customer_id, Customer.email_key == email_key),
+        ]
+    if phone:
+        held += [
+            and_(IdentityRecord.identity_id.in_(members), IdentityRecord.phone == phone),
+            exists().where(Customer.id == customer_id, Customer.phone == phone),
+        ]
+    found = await connection.scalar(select(exists().where(or_(*held)))) if held else False
+    if not found:
         raise Conflict(
-            "The candidate customer was split after this review was opened, and the review "
-            "names none of its records: merge the record with the right customer by hand "
-            "(mergeCustomers), or keep them apart",
+            "The candidate customer no longer holds the address or phone this record was "
+            "matched by (an identity was split off since): merge the record with the right "
+            "customer by hand (mergeCustomers), or keep them apart",
             field="id",
         )
 
 
-async def reopen_settled(session: AsyncSession, identity_id: int) -> None:
-    """After ``identity_id`` was split off its customer: its reviews that a merge settled
-    with no person's decision (status merged, resolved by nobody) are open again where
-    their two records are now in different customers, each against the customer its
-    candidate record is in. The merge that answered them was undone, so the question is
-    back; left settled, no one was ever asked it. A person's decision stands, and so
-    does a review over the identity limit (no one record to compare with)."""
+async def after_split(session: AsyncSession, identity_id: int) -> None:
+    """After ``identity_id`` was split off its customer: the open reviews that compared
+    a record with it name the customer it is in now; and its reviews that a merge
+    settled with no person's decision (status merged, resolved by nobody) are open
+    again where their two records are now in different customers. The merge that
+    answered them was undone, so the question is back; left settled, no one was ever
+    asked it. A person's decision stands (a record a person merged stays where it went:
+    split it off too if it belongs with this one), and so does a review over the
+    identity limit (no one record to compare with)."""
+    customer = select(Identity.customer_id).where(Identity.id == identity_id).scalar_subquery()
+    await session.execute(
+        update(IdentityReview)
+        .where(IdentityReview.candidate_identity_id == identity_id, IdentityReview.status == "open")
+        .values(candidate_customer_id=customer)
+    )
     mine = or_(
         IdentityReview.identity_id == identity_id,
         IdentityReview.candidate_identity_id == identity_id,
@@ -94,12 +118,12 @@ async def reopen_settled(session: AsyncSession, identity_id: int) -> None:
     )
     if not settled:
         return
-    pairs = [(r, r.identity_id, r.candidate_identity_id or 0) for r in settled]
-    sides = {side for _, *both in pairs for side in both}
+    pairs = [(r, r.identity_id, r.candidate_identity_id) for r in settled]
+    sides = {side for _, record, candidate in pairs for side in (record, candidate) if side}
     read = select(Identity.id, Identity.customer_id).where(Identity.id.in_(sides))
     owners = dict((await session.execute(read)).all())
     for review, record, candidate in pairs:
-        theirs = owners.get(candidate)
+        theirs = owners.get(candidate) if candidate is not None else None
         if theirs is not None and owners.get(record) not in (None, theirs):
             review.status = "open"
             review.candidate_customer_id = theirs

@@ -25,13 +25,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from gateway.db.engine import create_sessionmaker
 from gateway.db.identity_models import IdentityNeverLink, IdentityRecord, IdentityReview
 from gateway.db.models import AuditEntry, Identity, as_utc, utcnow
-from gateway.db.retries import StaleRead, retry_transaction
+from gateway.db.retries import StaleRead, retry_transaction, transient_reason
 from gateway.errors import Conflict, InvalidInput, NotFound
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.linkage.lookup import MATCH_COLUMNS
 from gateway.identity.linkage.resolution import lock_for_writing
 from gateway.identity.merges import merge_in
-from gateway.identity.review_state import refuse_if_split_since, still_apart
+from gateway.identity.review_state import still_apart, still_matched
 from gateway.identity.scoring.model import DEFAULT_MODEL, LinkageModel
 from gateway.identity.scoring.model_store import ModelStore
 
@@ -191,8 +191,11 @@ class ReviewQueue:
             return await retry_transaction(
                 lambda: self._resolve_once(review_id, decision, reason, actor), "resolve_review"
             )
-        except StaleRead as exc:
-            raise Conflict("The two records kept moving between customers; try again") from exc
+        except Exception as exc:
+            if isinstance(exc, StaleRead) or transient_reason(exc) is not None:
+                # Retries run out (records moving, deadlocks): the steward tries again.
+                raise Conflict("The records kept changing while resolving; try again") from exc
+            raise
 
     async def _resolve_once(
         self, review_id: int, decision: ReviewDecision, reason: str, actor: str
@@ -202,7 +205,7 @@ class ReviewQueue:
             # SQLite: the reads below and the writes in one transaction, under the write
             # lock (its driver begins one only at the first write).
             await lock_for_writing(connection)
-            review = await session.get(IdentityReview, review_id, with_for_update=True)
+            review = await session.get(IdentityReview, review_id)
             if review is None:
                 raise NotFound(f"No identity review {review_id}", field="id")
             if review.status != "open":
@@ -214,11 +217,26 @@ class ReviewQueue:
             sides = {shaped.record.identity_id: mine}
             if shaped.candidate is not None:
                 sides[shaped.candidate.identity_id] = theirs
+            merging = decision is ReviewDecision.MERGE and mine != theirs
+            # The two customers, then the review: merges, the linker's folds and erasures
+            # lock customers first and reviews after (the other way round, each waited for
+            # the other until Postgres broke the deadlock). Held, the records stay where
+            # they are read now, and a linker batch linking to either waits (it re-reads
+            # the pairs kept apart once it holds them).
+            await still_apart(connection, sides, (mine, theirs), deleting=merging)
+            status = await session.scalar(
+                select(IdentityReview.status)
+                .where(IdentityReview.id == review_id)
+                .with_for_update()
+            )
+            if status is None:
+                raise NotFound(f"No identity review {review_id}", field="id")
+            if status != "open":
+                raise Conflict(f"The review was already resolved ({status})", field="id")
             if decision is ReviewDecision.MERGE:
-                if mine != theirs:
-                    await still_apart(connection, sides, (mine, theirs), deleting=True)
+                if merging:
                     if shaped.candidate is None:
-                        await refuse_if_split_since(connection, theirs, shaped.created_at)
+                        await still_matched(connection, shaped.record.identity_id, theirs)
                     # Folded into the candidate: the customer the record was compared with.
                     merged_into = await merge_in(
                         session, theirs, mine, reason, config=self._config, actor=actor
@@ -231,9 +249,6 @@ class ReviewQueue:
                         "The two records are already one customer; unmerge the identity instead",
                         field="id",
                     )
-                # The linker then waits for the pair (or this for the linker, then reads
-                # again): its batch re-reads the pairs to keep apart once it holds them.
-                await still_apart(connection, sides, (mine, theirs), deleting=False)
                 await _keep_apart(session, shaped, review_id, reason, actor)
                 status = "kept_apart"
             now = utcnow()

@@ -16,14 +16,14 @@ from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.identity_models import IdentityLink, IdentityRecord
-from gateway.db.models import Attribute, AuditEntry, Customer, Identity, utcnow
+from gateway.db.models import UNMERGE_OPERATION, Attribute, AuditEntry, Customer, Identity, utcnow
 from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, StaleRead, retry_transaction
 from gateway.errors import Conflict, InvalidInput
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.consent_split import split_consents
 from gateway.identity.linkage.resolution import lock_keys, try_lock_keys
 from gateway.identity.merges import keep_golden_provenance, refresh_golden
-from gateway.identity.review_state import UNMERGE_OPERATION, reopen_settled
+from gateway.identity.review_state import after_split
 from gateway.identity.values import (
     dob_key,
     email_parts,
@@ -170,7 +170,7 @@ async def _unmerge_once(
             )
         )
         await session.flush()
-        await reopen_settled(session, identity.id)
+        await after_split(session, identity.id)
         await refresh_golden(session, [owner, new], config)
         if suppressions is not None:
             await suppressions.apply_changed(

@@ -107,6 +107,7 @@ async def run_retention(
     Redis client and guard, cache backend and upstream namespaces), so an erased
     customer is not served from any instance's shared cache afterwards."""
     from gateway.db.engine import create_sessionmaker
+    from gateway.db.retries import RetryPolicy
     from gateway.ingest.streams.running import ConsumerParts
     from gateway.privacy.audit import AuditLog
     from gateway.privacy.erasure import Erasure, Tombstones
@@ -116,7 +117,8 @@ async def run_retention(
     parts = ConsumerParts.open(settings, upstreams)
     try:
         sessions = create_sessionmaker(parts.engine)
-        erasure = Erasure(sessions, Tombstones.from_settings(settings))
+        retry = RetryPolicy.of(settings)
+        erasure = Erasure(sessions, Tombstones.from_settings(settings), retry=retry)
         forgetting = Forgetting(erasure, parts.customers, parts.federation)
         audit = AuditLog(sessions)
         try:

@@ -58,12 +58,15 @@ async def test_a_review_resolved_while_its_candidate_is_split_off_merges_with_th
         session.add(review)
     real = reviews._shaped
     split: list[asyncio.Task[uuid.UUID]] = []
+    postgres = sessions.kw["bind"].dialect.name == "postgresql"
 
     async def split_after_the_read(session: AsyncSession, found: Any) -> Any:
         shaped = await real(session, found)
         if not split:
             split.append(asyncio.create_task(unmerge_customer(sessions, "crm", bob["external_id"])))
-            await asyncio.wait(split, timeout=2)
+            # Postgres: nothing it needs is held yet, so it commits (however loaded the
+            # machine); SQLite: it waits for the write lock, a moment is enough to show it.
+            await asyncio.wait(split, timeout=30 if postgres else 1)
         return shaped
 
     monkeypatch.setattr(reviews, "_shaped", split_after_the_read)
@@ -73,7 +76,7 @@ async def test_a_review_resolved_while_its_candidate_is_split_off_merges_with_th
     bob_now = await asyncio.wait_for(split[0], 30)
     after = await _identities(sessions, ann, bob, xavier)
     assert after["bob"][1] == bob_now != ids["ann"][1]
-    assert split_first == (sessions.kw["bind"].dialect.name == "postgresql")
+    assert split_first == postgres
     if split_first:
         assert after["xavier"][1] == bob_now, "Xavier joined the customer Bob had left"
         assert resolution.merged_into == bob_now
@@ -244,47 +247,65 @@ async def test_a_batch_run_while_a_pair_is_being_kept_apart_ends_as_one_or_the_o
     assert (refused, joined, status) in ((False, False, "kept_apart"), (True, True, "merged"))
 
 
-async def test_a_review_over_the_identity_limit_is_not_merged_once_its_customer_was_split(
-    database_url: str,
+@pytest.mark.parametrize("split", [True, False])
+async def test_a_review_over_the_identity_limit_merges_only_while_its_match_holds(
+    sessions: async_sessionmaker[AsyncSession],  # noqa: F811
+    split: bool,
 ) -> None:
     """Xavier shares Bob's address while Bob is merged into Ann and their customer is
-    full: the review names the customer, not Bob's record. Bob is split off, then a
-    steward merges the review: refused (Xavier would join Ann, with whom he shares
-    nothing); kept apart is still possible."""
-    from gateway.db.engine import create_engine, create_sessionmaker
-
-    engine = create_engine(database_url)
-    try:
-        made = create_sessionmaker(engine)
-        config = IdentityConfig(max_identities_per_customer=2)
-        resolver = Resolver(made, config)
-        ann, bob = _someone("ann"), _someone("bob")
-        for record in (ann, bob):
-            await resolver.link_one(record, "crm")
-        ids = await _identities(made, ann, bob)
-        await merge_customers(made, ids["ann"][1], ids["bob"][1], "looked alike", config=config)
-        xavier = {**_someone("xavier"), "email": bob["email"]}
-        decision = await resolver.link_one(xavier, "shop")
-        assert decision.review is not None
-        assert decision.review.reason == "identity_limit"
-        async with made() as session:
-            (review_id,) = await session.scalars(
-                select(IdentityReview.id).where(
-                    IdentityReview.candidate_customer_id == ids["ann"][1],
-                    IdentityReview.candidate_identity_id.is_(None),
-                )
+    full: the review names the customer, not Bob's record. Once Bob is split off (with
+    his address), a steward's merge is refused (Xavier would join Ann, with whom he
+    shares nothing) and keeping them apart still works; while Bob is there (the limit
+    raised since), the merge joins Xavier to Ann and Bob."""
+    config = IdentityConfig(max_identities_per_customer=2)
+    resolver = Resolver(sessions, config)
+    ann, bob = _someone("ann"), _someone("bob")
+    for record in (ann, bob):
+        await resolver.link_one(record, "crm")
+    ids = await _identities(sessions, ann, bob)
+    await merge_customers(sessions, ids["ann"][1], ids["bob"][1], "looked alike", config=config)
+    xavier = {**_someone("xavier"), "email": bob["email"]}
+    decision = await resolver.link_one(xavier, "shop")
+    assert decision.review is not None
+    assert decision.review.reason == "identity_limit"
+    async with sessions() as session:
+        (review_id,) = await session.scalars(
+            select(IdentityReview.id).where(
+                IdentityReview.candidate_customer_id == ids["ann"][1],
+                IdentityReview.candidate_identity_id.is_(None),
             )
-        await unmerge_customer(made, "crm", bob["external_id"], config=config)
-        queue = ReviewQueue(made, config)
-        with pytest.raises(Conflict, match="split after this review was opened"):
-            await queue.resolve(review_id, ReviewDecision.MERGE, "same", "steward")
-        assert await _status(made, review_id) == "open"
-        await queue.resolve(review_id, ReviewDecision.KEEP_APART, "not her", "steward")
-        async with made() as session:
-            pairs = list(await session.scalars(select(IdentityNeverLink.review_id)))
-        assert review_id in pairs
-    finally:
-        await engine.dispose()
+        )
+    named = {**xavier, "email": f"xavier.{bob['email']}"}  # looked up by its tag
+    if not split:
+        queue = ReviewQueue(sessions, IdentityConfig(max_identities_per_customer=3))
+        await queue.resolve(review_id, ReviewDecision.MERGE, "same", "steward")
+        after = await _identities(sessions, ann, named)
+        assert after["xavier"][1] == ids["ann"][1]
+        return
+    await unmerge_customer(sessions, "crm", bob["external_id"], config=config)
+    queue = ReviewQueue(sessions, config)
+    with pytest.raises(Conflict, match="no longer holds the address or phone"):
+        await queue.resolve(review_id, ReviewDecision.MERGE, "same", "steward")
+    assert await _status(sessions, review_id) == "open"
+    await queue.resolve(review_id, ReviewDecision.KEEP_APART, "not her", "steward")
+    async with sessions() as session:
+        pairs = list(await session.scalars(select(IdentityNeverLink.review_id)))
+    assert review_id in pairs
+    after = await _identities(sessions, ann, named)
+    assert after["xavier"][1] != ids["ann"][1]
+
+
+async def test_a_pair_kept_apart_stays_so_when_its_customers_are_merged_by_hand(
+    sessions: async_sessionmaker[AsyncSession],  # noqa: F811
+) -> None:
+    """A steward kept Xavier and Bob apart; someone then merges their customers by hand
+    anyway: the review still says what the steward decided (a merge settles only the
+    open reviews between the two)."""
+    _, bob, xavier, review_id = await _bob_and_his_double(sessions)
+    await ReviewQueue(sessions).resolve(review_id, ReviewDecision.KEEP_APART, "no", "steward")
+    ids = await _identities(sessions, bob, xavier)
+    await merge_customers(sessions, ids["bob"][1], ids["xavier"][1], "by hand")
+    assert await _status(sessions, review_id) == "kept_apart"
 
 
 async def _status(sessions: async_sessionmaker[AsyncSession], review_id: int) -> str:  # noqa: F811

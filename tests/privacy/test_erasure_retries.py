@@ -48,7 +48,7 @@ async def _stored(engine: AsyncEngine, known: Known) -> int:
 
 
 async def test_an_erasure_chosen_as_a_deadlocks_victim_is_run_again(
-    engine: AsyncEngine, tmp_path: Path
+    engine: AsyncEngine, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The erasure holds the customer's linker keys and waits for the customer's row; the
     transaction holding that row then asks for one of those keys. Postgres breaks the
@@ -77,6 +77,12 @@ async def test_an_erasure_chosen_as_a_deadlocks_victim_is_run_again(
     assert erased is not None
     assert erased.customer_id == known.customer_id
     assert await _stored(engine, known) == 0
+    retried = [
+        (getattr(r, "operation", None), getattr(r, "reason", None))
+        for r in caplog.records
+        if r.getMessage() == "transaction retried"
+    ]
+    assert ("erasure", "deadlock") in retried  # the cycle was real, and broken on it
 
 
 async def _until_on_a_row(engine: AsyncEngine, task: asyncio.Task[Any]) -> None:

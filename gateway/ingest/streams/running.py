@@ -67,9 +67,7 @@ class ConsumerParts:
             {upstream.name: upstream.cache for upstream in upstreams.enabled()},
         )
         source_ids = SourceIds.from_upstreams(upstreams)
-        retry = RetryPolicy(
-            settings.db_retry_attempts, settings.db_retry_base_s, settings.db_retry_cap_s
-        )
+        retry = RetryPolicy.of(settings)
         store = CustomerStore(
             create_sessionmaker(engine), Tombstones.from_settings(settings), source_ids, retry
         )
@@ -161,9 +159,7 @@ def open_consumer(
         engine,
         Tombstones.from_settings(settings),
         source_ids=source_ids,
-        retry=RetryPolicy(
-            settings.db_retry_attempts, settings.db_retry_base_s, settings.db_retry_cap_s
-        ),
+        retry=RetryPolicy.of(settings),
     )
     return StreamConsumer(
         transport if transport is not None else open_transport(settings),
