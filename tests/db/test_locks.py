@@ -15,6 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from gateway.db.engine import create_engine
 from gateway.db.locks import RunLockLost, lock_key, run_lock
 
+# Advisory locks are per database, but pg_locks shows the whole cluster's: another test
+# run's session on the same server (CI beside a developer's run) holds the same key in
+# its own database, and was killed instead.
+_THIS_DATABASE = "database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+
 
 async def test_a_second_taker_is_refused_while_a_run_holds_the_lock(postgres_url: str) -> None:
     engine = create_engine(postgres_url)
@@ -49,7 +54,7 @@ async def test_a_run_whose_lock_session_died_ends_without_an_error(
                     killed = await connection.scalar(
                         text(
                             "SELECT pg_terminate_backend(pid) FROM pg_locks "
-                            "WHERE locktype = 'advisory' AND "
+                            f"WHERE locktype = 'advisory' AND {_THIS_DATABASE} AND "
                             "((classid::bigint << 32) | objid::bigint) = :key"
                         ),
                         {"key": key & 0xFFFFFFFFFFFFFFFF if key < 0 else key},
@@ -64,8 +69,8 @@ async def test_a_run_whose_lock_session_died_ends_without_an_error(
 
 
 _HOLDER = (
-    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
-    "((classid::bigint << 32) | objid::bigint) = :key"
+    f"SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND {_THIS_DATABASE} "
+    "AND ((classid::bigint << 32) | objid::bigint) = :key"
 )
 
 

@@ -147,6 +147,8 @@ async def _waiting_on(admin: asyncpg.Connection, stripe: int) -> None:
     query = (
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
         "AND classid = $1 AND objid = $2"
+        # This database's: another test run on the server may wait for the same stripe.
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
     )
     for _ in range(3000):  # Postgres has no notification for a lock wait
         if await admin.fetchval(query, _LOCK_NAMESPACE, stripe):
