@@ -46,16 +46,7 @@ async def test_a_review_resolved_while_its_candidate_is_split_off_merges_with_th
         await resolver.link_one(record, "crm")
     ids = await _identities(sessions, ann, bob, xavier)
     await merge_customers(sessions, ids["ann"][1], ids["bob"][1], "looked alike")
-    async with sessions.begin() as session:
-        review = IdentityReview(
-            identity_id=ids["xavier"][0],
-            candidate_identity_id=ids["bob"][0],
-            candidate_customer_id=ids["ann"][1],
-            score=0.7,
-            levels={},
-            reason="score",
-        )
-        session.add(review)
+    review = await _opened(sessions, ids["xavier"][0], ids["bob"][0], ids["ann"][1])
     real = reviews._shaped
     split: list[asyncio.Task[uuid.UUID]] = []
     postgres = sessions.kw["bind"].dialect.name == "postgresql"
@@ -113,19 +104,9 @@ async def test_a_review_a_merge_settled_is_open_again_once_the_merge_is_undone(
     for record in (ann, bob, cid):
         await resolver.link_one(record, "crm")
     ids = await _identities(sessions, ann, bob, cid)
-    async with sessions.begin() as session:
-        by_merge, by_person = (
-            IdentityReview(
-                identity_id=ids[tag][0],
-                candidate_identity_id=ids["ann"][0],
-                candidate_customer_id=ids["ann"][1],
-                score=0.7,
-                levels={},
-                reason="score",
-            )
-            for tag in ("bob", "cid")
-        )
-        session.add_all([by_merge, by_person])
+    by_merge, by_person = [
+        await _opened(sessions, ids[tag][0], ids["ann"][0], ids["ann"][1]) for tag in ("bob", "cid")
+    ]
     queue = ReviewQueue(sessions)
     await queue.resolve(by_person.id, ReviewDecision.MERGE, "same person", "steward")
     await merge_customers(sessions, ids["ann"][1], ids["bob"][1], "looked alike")
@@ -168,17 +149,26 @@ async def _bob_and_his_double(
     await unmerge_customer(sessions, "shop", xavier["external_id"])
     ids = await _identities(sessions, bob, xavier)
     assert ids["bob"][1] != ids["xavier"][1]
-    async with sessions.begin() as session:
-        review = IdentityReview(
-            identity_id=ids["xavier"][0],
-            candidate_identity_id=ids["bob"][0],
-            candidate_customer_id=ids["bob"][1],
-            score=0.7,
-            levels={},
-            reason="score",
-        )
-        session.add(review)
+    review = await _opened(sessions, ids["xavier"][0], ids["bob"][0], ids["bob"][1])
     return resolver, bob, xavier, review.id
+
+
+async def _opened(
+    made: async_sessionmaker[AsyncSession], record: int, candidate: int, customer: uuid.UUID
+) -> IdentityReview:
+    """An open review of identity ``record`` against ``candidate`` (in ``customer``), as
+    the linker leaves one in the review band."""
+    review = IdentityReview(
+        identity_id=record,
+        candidate_identity_id=candidate,
+        candidate_customer_id=customer,
+        score=0.7,
+        levels={},
+        reason="score",
+    )
+    async with made.begin() as session:
+        session.add(review)
+    return review
 
 
 def _yvonne(bob: dict[str, Any]) -> dict[str, Any]:
