@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import ColumnElement, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from gateway.db.identity_models import IdentityRecord, IdentityReview
@@ -65,19 +65,32 @@ async def still_matched(
         )
     ).first()
     email_key, phone = keys if keys is not None else (None, None)
-    members = select(Identity.id).where(Identity.customer_id == customer_id)
-    held = []
-    if email_key:
-        held += [
-            and_(IdentityRecord.identity_id.in_(members), IdentityRecord.email_key == email_key),
-            exists().where(Customer.id == customer_id, Customer.email_key == email_key),
-        ]
-    if phone:
-        held += [
-            and_(IdentityRecord.identity_id.in_(members), IdentityRecord.phone == phone),
-            exists().where(Customer.id == customer_id, Customer.phone == phone),
-        ]
-    found = await connection.scalar(select(exists().where(or_(*held)))) if held else False
+    members = IdentityRecord.identity_id.in_(
+        select(Identity.id).where(Identity.customer_id == customer_id)
+    )
+    golden = (
+        await connection.execute(
+            select(Customer.email, Customer.email_key, Customer.phone).where(
+                Customer.id == customer_id
+            )
+        )
+    ).first()
+    address, folded, number = golden if golden is not None else (None, None, None)
+    # As the linker matched (linker._by_key): the address's key held by a record of the
+    # customer, or its golden address (written plainly, or folded: ``email_key``) ...
+    found = bool(email_key) and (
+        email_key in (address, folded)
+        or bool(await _any(connection, members, IdentityRecord.email_key == email_key))
+    )
+    if not found and phone:
+        # ... or the phone, unless the record has an address the customer never had
+        # (a shared phone with another address is a household, not the same person).
+        known = (address or folded) or await _any(
+            connection, members, IdentityRecord.email_key.is_not(None)
+        )
+        found = (
+            number == phone or await _any(connection, members, IdentityRecord.phone == phone)
+        ) and not (email_key and known)
     if not found:
         raise Conflict(
             "The candidate customer no longer holds the address or phone this record was "
@@ -127,3 +140,9 @@ async def after_split(session: AsyncSession, identity_id: int) -> None:
         if theirs is not None and owners.get(record) not in (None, theirs):
             review.status = "open"
             review.candidate_customer_id = theirs
+
+
+async def _any(connection: AsyncConnection, *conditions: ColumnElement[bool]) -> bool:
+    """Whether an identity record meets ``conditions``."""
+    query = select(exists().where(*conditions).select_from(IdentityRecord))
+    return bool(await connection.scalar(query))
