@@ -13,19 +13,22 @@ Per variant, over the lists served under the experiment inside its window
   ``Order Completed``, at the order's time, stored never later than its arrival:
   gateway/experiments/order_times.py; ``clicked_at < order <= clicked_at + window``);
   ``conversionRate`` = conversions / impressions;
-- ``orders``: lists followed within the window by an order of their customer, clicked
-  or not (``served_at < order <= served_at + window``, counted as conversions are);
-  ``orderRate`` = orders / impressions. What a holdout is measured by: it is served
-  nothing, so it can have no click and, by the definition above, no conversion; against
-  it only the orders placed at all tell whether recommending made people buy more.
+- ``orders``: customers served a list who ordered within the window after one of their
+  lists, clicked or not (``served_at < order <= served_at + window``, counted as
+  conversions are); ``orderRate`` = orders / customers, its interval and test over
+  customers (a customer served ten lists is one person who ordered, or did not). What a
+  holdout is measured by: it is served nothing, so it can have no click and, by the
+  definition above, no conversion; against it only whether people ordered at all tells
+  whether recommending made them buy more.
 
-Each rate has its Wilson interval; each variant is compared with the control (the first
-variant) by a two-proportion z-test on the chosen metric. On a metric of clicks, a
-variant served nothing (strategy ``none``), or any variant against such a control, is
-not compared (no lift, no p-value): a rate held at zero by construction says nothing
-of the recommendations, and its "significant" difference misled. The experiment's
-headline lift and p-value are the best other compared variant's (with two variants: the
-treatment's); no correction for comparing several.
+Each rate has its Wilson interval; each variant is compared with the reference by a
+two-proportion z-test on the chosen metric. The reference is the control (the first
+variant), except on a metric of clicks: there a variant served nothing (strategy
+``none``) is not compared (no lift, no p-value: a rate held at zero by construction
+says nothing of the recommendations, and its "significant" difference misled), and
+when the control is one, the first variant served something is the reference. The
+experiment's headline lift and p-value are the best other compared variant's (with two
+variants: the treatment's); no correction for comparing several.
 """
 
 from __future__ import annotations
@@ -59,8 +62,9 @@ class VariantResult:
     click_through: Rate
     conversion: Rate
     order: Rate
-    # Against the control on the chosen metric; None for the control itself, and on a
-    # metric of clicks for a holdout or against one.
+    # Against the reference on the chosen metric (the control; on a metric of clicks the
+    # first variant served something); None for the reference, and on a metric of
+    # clicks for a holdout.
     comparison: Comparison | None
 
     @property
@@ -76,9 +80,11 @@ class VariantResult:
         return self.order.successes
 
     def rate(self, metric: Metric) -> Rate:
-        return {"click_through": self.click_through, "conversion": self.conversion}.get(
-            metric, self.order
-        )
+        return {
+            "click_through": self.click_through,
+            "conversion": self.conversion,
+            "order": self.order,
+        }[metric]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +92,7 @@ class ExperimentResult:
     experiment: Experiment
     metric: Metric
     variants: tuple[VariantResult, ...]
-    # The headline: the best variant other than the control, against the control.
+    # The headline: the best compared variant, against the reference.
     compared: str | None
     lift: float | None
     p_value: float | None
@@ -116,22 +122,29 @@ class ExperimentResults:
             impressions, customers, clicked, converted_, ordered = counts.get(
                 variant.name, (0, 0, 0, 0, 0)
             )
-            result = VariantResult(
-                variant.name,
-                variant.strategy,
-                customers,
-                impressions,
-                wilson(clicked, impressions),
-                wilson(converted_, impressions),
-                wilson(ordered, impressions),
-                None,
+            variants.append(
+                VariantResult(
+                    variant.name,
+                    variant.strategy,
+                    customers,
+                    impressions,
+                    wilson(clicked, impressions),
+                    wilson(converted_, impressions),
+                    wilson(ordered, customers),
+                    None,
+                )
             )
-            if variants and _comparable(variants[0], result, metric):
-                comparison = compare(variants[0].rate(metric), result.rate(metric))
-                result = dataclasses.replace(result, comparison=comparison)
-            variants.append(result)
+        reference = _reference(variants, metric)
+        if reference is not None:
+            judged = reference.rate(metric)
+            variants = [
+                dataclasses.replace(v, comparison=compare(judged, v.rate(metric)))
+                if v is not reference and _compared(v, metric)
+                else v
+                for v in variants
+            ]
         best = max(
-            (v for v in variants[1:] if v.comparison is not None),
+            (v for v in variants if v.comparison is not None),
             key=lambda v: -1.0 if (r := v.rate(metric).value) is None else r,
             default=None,
         )
@@ -165,7 +178,7 @@ class ExperimentResults:
                 func.count(shown.customer_id.distinct()),
                 func.sum(case((clicked, 1), else_=0)),
                 func.sum(case((bought, 1), else_=0)),
-                func.sum(case((ordered, 1), else_=0)),
+                func.count(case((ordered, shown.customer_id), else_=None).distinct()),
             )
             .where(
                 shown.experiment == found.name,
@@ -183,7 +196,13 @@ class ExperimentResults:
         }
 
 
-def _comparable(control: VariantResult, variant: VariantResult, metric: Metric) -> bool:
-    """Whether ``variant`` is compared with ``control`` on ``metric``: on a metric of
-    clicks, not when either is a holdout (its rate is zero by construction)."""
-    return metric not in CLICK_METRICS or HOLDOUT not in (control.strategy, variant.strategy)
+def _compared(variant: VariantResult, metric: Metric) -> bool:
+    """Whether ``variant`` is compared on ``metric``: on a metric of clicks, not a
+    holdout (its rate is zero by construction)."""
+    return metric not in CLICK_METRICS or variant.strategy != HOLDOUT
+
+
+def _reference(variants: list[VariantResult], metric: Metric) -> VariantResult | None:
+    """What the others are compared with: the control, or on a metric of clicks the
+    first variant served something (None when there is none)."""
+    return next((v for v in variants if _compared(v, metric)), None)

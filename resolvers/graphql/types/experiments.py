@@ -46,9 +46,9 @@ class ExperimentMetric(Enum):
     )
     ORDER = strawberry.enum_value(
         "order",
-        description="Lists followed by an order within the window, clicked or not / "
-        "impressions: what a holdout (strategy NONE) is compared by; on the two metrics of "
-        "clicks it is not compared.",
+        description="Customers who ordered within the window after a list, clicked or not "
+        "/ customers served: what a holdout (strategy NONE) is compared by; on the two "
+        "metrics of clicks it is not compared.",
     )
 
 
@@ -75,14 +75,17 @@ class ExperimentVariant:
     )
     conversion_rate: float | None = strawberry.field(description="conversions / impressions.")
     orders: int = strawberry.field(
-        description="Lists followed by the customer's order within the window, clicked or not."
+        description="Customers served a list who ordered within the window after one, "
+        "clicked or not."
     )
-    order_rate: float | None = strawberry.field(description="orders / impressions.")
+    order_rate: float | None = strawberry.field(description="orders / customers.")
     ci_low: float = strawberry.field(description="Wilson 95 % interval of the metric's rate.")
     ci_high: float
     lift_vs_control: float | None = strawberry.field(
-        description="The metric's rate / the control's - 1; null for the control, and on "
-        "CLICK_THROUGH or CONVERSION for a holdout or against one (compare those on ORDER)."
+        description="The metric's rate / the reference's - 1: the control's, except on "
+        "CLICK_THROUGH and CONVERSION when the control is a holdout (then the first variant "
+        "served something). Null for the reference, and on those two for a holdout "
+        "(compare it on ORDER)."
     )
     p_value: float | None = strawberry.field(
         description="Two-sided two-proportion z-test against the control."
@@ -99,7 +102,7 @@ class Experiment:
     variants: list[ExperimentVariant]
     compared_variant: str | None = strawberry.field(
         description="The variant `liftVsControl` and `pValue` are about: the best one "
-        "other than the control (with two variants, the treatment)."
+        "compared with the reference (with two variants, the treatment)."
     )
     lift_vs_control: float | None
     p_value: float | None
