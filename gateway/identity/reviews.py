@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from gateway.db.engine import create_sessionmaker
 from gateway.db.identity_models import IdentityNeverLink, IdentityRecord, IdentityReview
 from gateway.db.models import AuditEntry, Identity, as_utc, utcnow
-from gateway.db.retries import StaleRead, retry_transaction, transient_reason
+from gateway.db.retries import retry_transaction, transient_reason
 from gateway.errors import Conflict, InvalidInput, NotFound
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.linkage.lookup import MATCH_COLUMNS
@@ -192,10 +192,13 @@ class ReviewQueue:
                 lambda: self._resolve_once(review_id, decision, reason, actor), "resolve_review"
             )
         except Exception as exc:
-            if isinstance(exc, StaleRead) or transient_reason(exc) is not None:
-                # Retries run out (records moving, deadlocks): the steward tries again.
-                raise Conflict("The records kept changing while resolving; try again") from exc
-            raise
+            if transient_reason(exc) is None:
+                raise
+            # Retries run out (records moving, deadlocks, a busy database): nothing was
+            # decided, and the steward tries again.
+            raise Conflict(
+                "The records kept changing, or the database stayed busy; try again"
+            ) from exc
 
     async def _resolve_once(
         self, review_id: int, decision: ReviewDecision, reason: str, actor: str

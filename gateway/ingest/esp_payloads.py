@@ -30,7 +30,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter,
 from pydantic_core import ErrorDetails
 
 from gateway.ingest.esp_custom_args import MAX_CUSTOM_ARGS, custom_args, sendgrid_custom
-from gateway.ingest.json_text import NOT_JSON, bad_text_at, batch_json
+from gateway.ingest.json_text import NOT_JSON, bad_text_at, batch_json, not_boolean
 from gateway.ingest.webhook_payloads import Consequence, InboundEvent, PayloadError, PayloadModel
 from gateway.profiles.contact_points import normalize_recipient
 
@@ -79,15 +79,8 @@ class SkippedEvent:
 EspItem = InboundEvent | SkippedEvent
 
 
-def _seconds(value: object) -> object:
-    """Epoch seconds (before the year 10000; 1.7e9 too): pydantic's lax int took JSON's
-    true as 1, an event of 1970."""
-    if isinstance(value, bool):
-        raise ValueError("a number of seconds since 1970, not true or false")
-    return value
-
-
-EpochSeconds = Annotated[int, BeforeValidator(_seconds), Field(ge=0, le=253_402_300_799)]
+# Epoch seconds before the year 10000 (1.7e9 too), not JSON's true (lax, second 1 of 1970).
+EpochSeconds = Annotated[int, BeforeValidator(not_boolean), Field(ge=0, le=253_402_300_799)]
 
 
 class SendGridEvent(BaseModel):

@@ -141,3 +141,11 @@ def _text_at(
 
 
 _WALKED = (str, dict, list)
+
+
+def not_boolean(value: object) -> object:
+    """A number that JSON's ``true`` or ``false`` is not: pydantic's lax int takes them
+    as 1 and 0 (a time "at" 1970's first second). For a ``BeforeValidator``."""
+    if isinstance(value, bool):
+        raise ValueError("a number, not true or false")
+    return value

@@ -11,12 +11,12 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 from gateway.experiments.order_times import ORDER_COMPLETED, not_after
-from gateway.ingest.json_text import single_json
+from gateway.ingest.json_text import not_boolean, single_json
 
 SOURCES = ("hubspot", "shopify", "segment", "sendgrid", "mandrill")
 M = TypeVar("M", bound=BaseModel)
@@ -197,7 +197,7 @@ class HubSpotEvent(PayloadModel):
     eventId: int | str
     subscriptionType: Literal["contact.creation", "contact.propertyChange"]
     objectId: int | str
-    occurredAt: int = Field(ge=0)  # epoch milliseconds
+    occurredAt: Annotated[int, BeforeValidator(not_boolean), Field(ge=0)]  # epoch ms
     propertyName: str | None = Field(default=None, min_length=1, max_length=100)
     propertyValue: str | None = None
 

@@ -38,7 +38,7 @@ from gateway.db.bulk import matching
 from gateway.db.identity_models import IdentityLink
 from gateway.db.models import Attribute, Consent, ConsentChange, Customer, Event, utcnow
 from gateway.db.recommendation_models import RecommendationList
-from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction
+from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction, transient_reason
 from gateway.errors import Conflict
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.linkage.resolution import lock_keys
@@ -208,9 +208,15 @@ class Erasure:
         # victim (it holds keys and waits for rows others hold), or kept out of SQLite
         # past its busy timeout (a linker batch's retry holds the write lock as it
         # decides). Before, the person asking to be forgotten got an error, and stayed.
-        return await retry_transaction(
-            lambda: self._forget_holding(customer_id, keys), "erasure", self._retry
-        )
+        try:
+            return await retry_transaction(
+                lambda: self._forget_holding(customer_id, keys), "erasure", self._retry
+            )
+        except Exception as exc:
+            if transient_reason(exc) is None:
+                raise
+            # Its retries ran out (deadlocks, a database busy throughout): nothing erased.
+            raise Conflict("The database stayed busy during the erasure; try again") from exc
 
     async def _forget_holding(self, customer_id: uuid.UUID, keys: set[str]) -> Erased | None:
         """The erasure's transaction, holding ``keys`` and any the customer gained

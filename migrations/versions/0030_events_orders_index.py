@@ -37,8 +37,11 @@ def upgrade() -> None:
         op.create_index(_NAME, "events", _COLUMNS, sqlite_where=_ONLY)
         return
     # Beside the running gateway: a plain CREATE INDEX would hold every event write (the
-    # webhooks, the stream) for the whole scan of a table of millions of rows.
+    # webhooks, the stream) for the whole scan of a table of millions of rows. A
+    # concurrent build that failed or was cancelled leaves an invalid index of this name
+    # (and the revision not applied): dropped first, so running the upgrade again works.
     with op.get_context().autocommit_block():
+        op.drop_index(_NAME, table_name="events", postgresql_concurrently=True, if_exists=True)
         op.create_index(
             _NAME, "events", _COLUMNS, postgresql_where=_ONLY, postgresql_concurrently=True
         )

@@ -5,6 +5,7 @@ orders after a click, and an order cannot have been placed after it was received
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -12,14 +13,18 @@ from typing import Any
 
 import httpx
 import orjson
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from gateway.db.engine import create_engine
-from gateway.db.models import Event
+from gateway.db.models import ORDER_TYPES, Customer, Event
+from gateway.experiments.order_times import ordered_after
 from gateway.ingest.streams.event_batches import EventBatches
 from gateway.privacy.erasure import Tombstones
 from tests.conftest import unique_email
 from tests.ingest.webhook_requests import external_id, segment_request, shopify_request
+from tests.own_database import own_database_url
+
+__all__ = ["own_database_url"]  # a database of the test's own, as a fixture
 
 AHEAD = timedelta(hours=2)
 
@@ -121,3 +126,53 @@ async def test_a_streamed_order_dated_ahead_is_stored_at_its_arrival(database_ur
     assert sent - timedelta(seconds=1) <= occurred <= received, (occurred, received)
     assert (await _times(database_url, past["messageId"]))[0] == sent - AHEAD
     assert time.time() - received.timestamp() < 60
+
+
+def test_a_customers_orders_are_read_through_their_own_index(own_database_url: str) -> None:
+    """Whether an order followed a list or a click reads the customer's orders of a time
+    range: the planner must take the orders' partial index (migration 0030), not the
+    customer's every view, open and click of the range. The index's condition and the
+    query's are written from the same list of order types (models.ORDER_TYPES): a type
+    added to one only would leave the index unused, and this fails."""
+    url = own_database_url
+
+    async def plan() -> str:
+        engine = create_engine(url)
+        try:
+            async with engine.begin() as connection:
+                customer, start = uuid.uuid4(), datetime.now(UTC) - timedelta(hours=2)
+                # The customer's creation stands for the list's time (columns, not literals).
+                await connection.execute(insert(Customer), [{"id": customer, "created_at": start}])
+                events = [
+                    {
+                        "customer_id": customer,
+                        "source": "segment",
+                        "event_id": uuid.uuid4().hex,
+                        "type": ORDER_TYPES[n % len(ORDER_TYPES)] if n % 300 == 0 else "page",
+                        "occurred_at": start + timedelta(seconds=n),
+                        "properties": {},
+                    }
+                    for n in range(3000)
+                ]
+                await connection.execute(insert(Event), events)
+                await connection.exec_driver_sql("ANALYZE")
+                followed = ordered_after(
+                    Customer.id, Customer.created_at, 3600.0, engine.dialect.name
+                )
+                # As the gateway runs it: its values bound, not written in (a bound list of
+                # types proves nothing of the index's condition to SQLite's planner).
+                query = (
+                    select(Customer.id)
+                    .where(followed)
+                    .compile(
+                        dialect=connection.dialect, compile_kwargs={"render_postcompile": True}
+                    )
+                )
+                values = tuple(query.params[name] for name in query.positiontup or ())
+                explain = "EXPLAIN" if url.startswith("postgresql") else "EXPLAIN QUERY PLAN"
+                found = await connection.exec_driver_sql(f"{explain} {query}", values)
+                return " ".join(str(value) for row in found for value in row)
+        finally:
+            await engine.dispose()
+
+    assert "ix_events_customer_orders" in asyncio.run(plan())

@@ -118,6 +118,11 @@ async def test_an_unknown_or_unconfigured_source_is_404(database_url: str) -> No
         (lambda: dict(shopify_request({"id": 5}), content=b"{oops"), 400, None),
         (lambda: hubspot_request([{"eventId": 1, "objectId": 2}]), 422, "0.subscriptionType"),
         (lambda: hubspot_request([]), 422, None),
+        (
+            lambda: hubspot_request([dict(hubspot_change(5, "city", "Bonn"), occurredAt=True)]),
+            422,
+            "0.occurredAt",
+        ),
         (lambda: segment_request({"type": "identify", "userId": "u"}), 422, "messageId"),
     ],
     ids=[
@@ -127,6 +132,7 @@ async def test_an_unknown_or_unconfigured_source_is_404(database_url: str) -> No
         "not-json",
         "hubspot",
         "empty",
+        "hubspot-time-true",
         "segment",
     ],
 )

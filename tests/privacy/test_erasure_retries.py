@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.models import Customer
+from gateway.db.retries import RetryPolicy
+from gateway.errors import Conflict
 from gateway.identity.config import DEFAULT_CONFIG
 from gateway.identity.linkage.resolution import _LOCK_NAMESPACE, key_stripe
 from gateway.privacy.erasure import Erasure, Tombstones
@@ -116,3 +118,21 @@ async def test_an_erasure_outlasts_a_writer_holding_sqlite_past_its_busy_timeout
     erased = await asyncio.wait_for(erasure, 30)
     assert erased is not None
     assert await _stored(engine, known) == 0
+
+
+async def test_an_erasure_whose_retries_run_out_answers_conflict_and_erases_nothing(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """One attempt allowed, and another writer holds SQLite past it: the erasure answers
+    ``Conflict`` (try again), not the database's error, and the customer is still there."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's busy timeout")
+    sessions = create_sessionmaker(engine)
+    known = await _known(sessions, tmp_path)
+    erasure = Erasure(sessions, Tombstones(known.key), retry=RetryPolicy(attempts=1))
+    async with engine.connect() as holder:
+        await holder.exec_driver_sql("BEGIN IMMEDIATE")
+        with pytest.raises(Conflict, match="try again"):
+            await erasure.forget(known.customer_id)
+        await holder.rollback()
+    assert await _stored(engine, known) == 1
