@@ -28,6 +28,14 @@ RESULTS = """query Experiment($name: String!, $metric: ExperimentMetric!) {
 METRICS = ("CLICK_THROUGH", "CONVERSION", "ORDER")
 
 
+def reference(variants: list[dict[str, Any]], metric: str) -> str | None:
+    """The arm the others are compared with, as the API compares them: the control,
+    except on the metrics of clicks when it is a holdout (served nothing), then the first
+    arm served something."""
+    compared = variants if metric == "ORDER" else [v for v in variants if v["strategy"] != "NONE"]
+    return compared[0]["name"] if compared else None
+
+
 def chosen_metric(raw: str | None) -> str:
     return raw if raw in METRICS else METRICS[0]
 
@@ -47,7 +55,7 @@ async def results(
         problems += [p.message for p in answer.problems]
         shown = answer.data.get("experiment")
         if shown is not None:
-            found.append(shown)
+            found.append(shown | {"reference": reference(shown["variants"], metric)})
     return found, list(dict.fromkeys(problems))
 
 

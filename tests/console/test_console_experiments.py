@@ -12,6 +12,7 @@ from typing import Any
 
 from playwright.sync_api import Page, expect
 
+from resolvers.console.experiments import reference
 from tests.console.conftest import EXPERIMENT, Console, artifact, running_experiment, sign_in
 
 SEGMENT = "console-repeat-buyers"
@@ -102,6 +103,8 @@ def test_variants_in_customer_360_and_the_arms_on_the_experiments_page(
         low, high = variant["ciLow"] * 100, variant["ciHigh"] * 100
         expect(arm.locator("[data-ci]")).to_have_text(f"{low:.1f} % to {high:.1f} %")
     expect(chart.get_by_role("img")).to_have_accessible_name(re.compile("order rate"))
+    # Its rates are of customers: so says its text alternative.
+    expect(chart.get_by_role("img")).to_have_accessible_description(re.compile("customers"))
 
     page.get_by_role("link", name="Health").click()
     expect(page.locator(f'[data-experiment-chart="{EXPERIMENT}"]')).to_be_visible()
@@ -179,3 +182,17 @@ def test_the_campaigns_email_engagement_on_the_customer_360_timeline(
     expect(email.first).to_contain_text("sendgrid")
     page.locator("#timeline-h").scroll_into_view_if_needed()
     page.screenshot(path=artifact("customer-360-email-engagement.png"))
+
+
+def test_the_arm_compared_with_is_the_apis_reference() -> None:
+    """The page names the arm the API compares the others with: the control, but on the
+    metrics of clicks a holdout control hands it to the first arm served something."""
+    arms = [
+        {"name": "hold", "strategy": "NONE"},
+        {"name": "popular", "strategy": "POPULARITY"},
+        {"name": "personal", "strategy": "MODEL"},
+    ]
+    assert reference(arms, "ORDER") == "hold"
+    assert reference(arms, "CLICK_THROUGH") == reference(arms, "CONVERSION") == "popular"
+    assert reference(arms[1:], "CLICK_THROUGH") == "popular"
+    assert reference(arms[:1], "CLICK_THROUGH") is None
