@@ -11,7 +11,8 @@ Per variant, over the lists served under the experiment inside its window
 - ``conversions``: lists with a click followed, within the conversion window, by an
   order of the clicking customer (an order event: Shopify ``orders/*`` or a stream's
   ``Order Completed``, at the order's time, stored never later than its arrival:
-  gateway/experiments/order_times.py; ``clicked_at < order <= clicked_at + window``);
+  gateway/experiments/order_times.py; ``clicked_at < order <= clicked_at + window``, and
+  after the list was served);
   ``conversionRate`` = conversions / impressions;
 - ``orders``: customers served a list who ordered within the window after one of their
   lists, clicked or not (``served_at < order <= served_at + window``, counted as
@@ -98,10 +99,13 @@ class ExperimentResult:
     p_value: float | None
 
 
-def converted(clicks: Any, seconds: float, dialect: str) -> ColumnElement[bool]:
-    """An order of the clicking customer first stored within ``seconds`` after the
-    click (gateway/experiments/order_times.py)."""
-    return ordered_after(clicks.customer_id, clicks.clicked_at, seconds, dialect)
+def converted(clicks: Any, shown: Any, seconds: float, dialect: str) -> ColumnElement[bool]:
+    """An order of the clicking customer first stored within ``seconds`` after the click
+    (gateway/experiments/order_times.py), and after the list was served: a click may be
+    dated a little before its list (an ESP's clock behind, within attribution's
+    ``CLOCK_SKEW``), and an order between the two was placed before anyone saw the list."""
+    later = case((clicks.clicked_at > shown.served_at, clicks.clicked_at), else_=shown.served_at)
+    return ordered_after(clicks.customer_id, later, seconds, dialect)
 
 
 class ExperimentResults:
@@ -169,7 +173,7 @@ class ExperimentResults:
         # event proves nothing of what this customer did.
         own = and_(click.list_id == shown.list_id, click.customer_id == shown.customer_id)
         clicked = exists().where(own)
-        bought = exists().where(own, converted(click, self.window_s, dialect))
+        bought = exists().where(own, converted(click, shown, self.window_s, dialect))
         ordered = ordered_after(shown.customer_id, shown.served_at, self.window_s, dialect)
         query = (
             select(

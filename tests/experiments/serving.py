@@ -3,6 +3,7 @@ ended afterwards), recommendations asked for, clicks as SendGrid reports them.""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -128,3 +129,8 @@ def click(email: str, url: str, send: str | None = None, at: float | None = None
     if send is not None:
         event["send_id"] = send
     return event
+
+
+async def until(moment: float) -> None:
+    """Until the clock reads ``moment`` (an order dated then is no later than its arrival)."""
+    await asyncio.sleep(max(0.0, moment - time.time()) + 0.05)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -18,13 +17,13 @@ from sqlalchemy import func, select
 from demo.people.population import Person
 from demo.seed import customer_id_for
 from gateway.db.recommendation_models import RecommendationClick, RecommendationImpression
-from gateway.experiments import attribution
 from tests.experiments.serving import (
     Served,
     click,
     person_with_history,
     recommend,
     running_experiment,
+    until,
 )
 from tests.gql_client import gql
 from tests.in_process import services_of
@@ -162,26 +161,32 @@ async def test_clicks_on_untracked_or_forged_links_are_attributed_to_nothing(
 async def test_an_order_inside_the_window_converts_and_outside_does_not(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The clicks are dated three hours back (below), before their lists were made.
-    monkeypatch.setattr(attribution, "CLOCK_SKEW", timedelta(hours=4))
+    # A window of 3 s (the setting's hours, as both results read it), so that orders
+    # after the click, after the list and no later than their arrival (one dated later
+    # counts from its arrival) fall inside and outside it in a few seconds.
+    services = services_of(served.app)
+    for counter in (services.experiment_results, services.campaigns):
+        monkeypatch.setattr(counter, "window_s", 3.0)
     people = person_with_history(served.samples)[2:6]
     send = f"send-{uuid.uuid4().hex[:6]}"
     async with running_experiment(
         served.client, [("only", "model", 1.0), ("b", "model", 1e-9)]
     ) as name:
-        # Clicked three hours ago, so every order below is dated before it arrives (one
-        # dated later would count from its arrival).
-        now = time.time() - 3 * 3600
-        clicks = []
-        for person in people:
-            shown = await recommend(served.client, person, send=send)
-            url = shown["recommendations"][0]["url"]
-            clicks.append(click(person.email, url, send=send, at=now))
+        urls = [
+            (await recommend(served.client, person, send=send))["recommendations"][0]["url"]
+            for person in people
+        ]
+        clicked = int(time.time()) + 1  # whole seconds, as SendGrid dates: after the lists
+        await until(clicked)
+        clicks = [
+            click(p.email, url, send=send, at=clicked) for p, url in zip(people, urls, strict=True)
+        ]
         await _post(served, sendgrid_request(clicks))
-        # 30 minutes after the click: inside the one-hour window; 2 hours: outside; 10
-        # minutes before the click: no conversion of it; the fourth never orders.
-        for person, offset in zip(people, (1800, 7200, -600), strict=False):
-            answer = await served.client.post(**_order(person, now + offset))
+        # 1 s after the click: inside the window; 4 s: outside; 10 minutes before the
+        # click: no conversion of it; the fourth never orders.
+        for person, offset in zip(people, (1, 4, -600), strict=False):
+            await until(clicked + offset)
+            answer = await served.client.post(**_order(person, clicked + offset))
             assert answer.status_code == 200, answer.text
         conversion = await _results(served, name, "CONVERSION")
         click_through = await _results(served, name)
@@ -372,3 +377,23 @@ async def test_a_click_dated_before_its_list_was_made_is_not_attributed(served: 
     services = services_of(served.app)
     [found] = await services.experiment_results.clicks(customer_id_for(person))
     assert found.position == 1
+
+
+async def test_an_order_before_the_list_was_served_converts_no_click_dated_early(
+    served: Served,
+) -> None:
+    """Clicks dated a minute before their list (clocks apart: still attributed), and an
+    order between such a click and the list: placed before anyone saw the list, it is
+    no conversion. An order after the list is."""
+    early_buyer, buyer = person_with_history(served.samples)[11:13]
+    async with running_experiment(
+        served.client, [("only", "model", 1.0), ("b", "model", 1e-9)]
+    ) as name:
+        for person, ordered in ((early_buyer, -30.0), (buyer, 1.0)):
+            url = (await recommend(served.client, person))["recommendations"][0]["url"]
+            now = time.time()
+            await _post(served, sendgrid_request([click(person.email, url, at=now - 60)]))
+            answer = await served.client.post(**_order(person, now + ordered))
+            assert answer.status_code == 200, answer.text
+        variant = (await _results(served, name, "CONVERSION"))["variants"][0]
+    assert (variant["impressions"], variant["clicks"], variant["conversions"]) == (2, 2, 1)
