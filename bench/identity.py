@@ -48,7 +48,7 @@ from gateway.identity.scoring.model import LinkageModel
 from gateway.identity.scoring.model_store import ModelStore
 from gateway.identity.scoring.training import train
 from gateway.ingest.importer import import_file
-from gateway.privacy.erasure import Tombstones
+from gateway.privacy.tombstones import Tombstones
 from gateway.settings import load_settings
 
 if TYPE_CHECKING:  # splink is imported where it is used: it is slow to import

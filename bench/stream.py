@@ -51,7 +51,7 @@ from gateway.ingest.streams.jetstream import JetStream
 from gateway.ingest.streams.redis_streams import RedisStreams
 from gateway.ingest.streams.running import ConsumerParts
 from gateway.ingest.streams.transport import Delivery, Transport
-from gateway.privacy.erasure import Tombstones
+from gateway.privacy.tombstones import Tombstones
 from gateway.settings import load_settings
 from gateway.upstreams.redis_client import RedisGuard
 

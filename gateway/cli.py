@@ -188,7 +188,7 @@ def import_(
     from gateway.ingest.committed import CommittedBatches
     from gateway.ingest.importer import ImportSummary, import_file
     from gateway.ingest.streams.running import ConsumerParts
-    from gateway.privacy.erasure import Tombstones
+    from gateway.privacy.tombstones import Tombstones
 
     settings = settings_or_exit(database_url=database_url)
     try:
@@ -277,7 +277,7 @@ def sync(sources: tuple[str, ...], batch_size: int, database_url: str | None) ->
     from gateway.ingest.sync import SyncReport
     from gateway.ingest.sync import sync as run_sync
     from gateway.observability.upstream_telemetry import UpstreamTelemetry
-    from gateway.privacy.erasure import Tombstones
+    from gateway.privacy.tombstones import Tombstones
 
     settings = settings_or_exit(database_url=database_url)
     upstreams = upstreams_or_exit(settings)

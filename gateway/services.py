@@ -38,8 +38,9 @@ from gateway.observability.tracing import Tracing
 from gateway.observability.upstream_telemetry import UpstreamTelemetry
 from gateway.privacy.audit import AuditLog
 from gateway.privacy.consent import ConsentStore
-from gateway.privacy.erasure import Erasure, Tombstones
+from gateway.privacy.erasure import Erasure
 from gateway.privacy.forgetting import Forgetting
+from gateway.privacy.tombstones import Tombstones
 from gateway.profiles.customers import CustomerStore
 from gateway.profiles.profile_cache import CachedCustomers
 from gateway.recommendations.serving import Recommender, open_recommender

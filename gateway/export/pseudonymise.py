@@ -28,7 +28,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gateway.privacy.erasure import Tombstones
+from gateway.privacy.tombstones import Tombstones
 from gateway.settings import Settings
 
 # Attribute values that identify nobody and are kept as they are.

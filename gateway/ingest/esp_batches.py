@@ -37,8 +37,8 @@ from gateway.identity.values import email_parts
 from gateway.ingest.engagement import apply_consequences, stated_at, withdrawal_source
 from gateway.ingest.webhook_payloads import InboundEvent
 from gateway.privacy import suppressions
-from gateway.privacy.erasure import Tombstones
 from gateway.privacy.erasure_scope import subject_key
+from gateway.privacy.tombstones import Tombstones
 
 _SUBJECTS = cast(Table, EventSubject.__table__)
 BatchStatus = Literal["processed", "duplicate", "erased", "ignored"]  # as ``Ingested``'s

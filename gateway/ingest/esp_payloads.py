@@ -30,8 +30,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter,
 from pydantic_core import ErrorDetails
 
 from gateway.ingest.esp_custom_args import MAX_CUSTOM_ARGS, custom_args, sendgrid_custom
-from gateway.ingest.json_text import NOT_JSON, bad_text_at, batch_json, not_boolean
-from gateway.ingest.webhook_payloads import Consequence, InboundEvent, PayloadError, PayloadModel
+from gateway.ingest.json_text import NOT_JSON, PayloadError, bad_text_at, batch_json, not_boolean
+from gateway.ingest.webhook_payloads import Consequence, InboundEvent, PayloadModel
 from gateway.profiles.contact_points import normalize_recipient
 
 # Mandrill signs no time: a captured body is valid for ever. Its opens and clicks older

@@ -33,8 +33,8 @@ from gateway.identity.linkage.linker import Decision, tally
 from gateway.identity.linkage.resolution import Resolver
 from gateway.identity.records import PreparedRecord, RecordError, prepare
 from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
-from gateway.privacy.erasure import Tombstones
 from gateway.privacy.suppressions import Suppressions
+from gateway.privacy.tombstones import Tombstones
 
 log = logging.getLogger(__name__)
 Format = Literal["csv", "jsonl"]

@@ -7,6 +7,10 @@ character, so no UTF-8 encoder writes it and orjson refuses the whole body. In a
 batch either makes its event ``rejected`` by its field (gateway/ingest/esp_payloads.py),
 so one bad event does not lose the batch; any other webhook holding either is
 refused naming the field (``single_json``).
+
+``PayloadError`` is what every webhook's parser raises for a body it cannot accept:
+``parse_json`` for text that is no JSON, ``payload_error`` for a value that is not what
+the source sends.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
 NUL = "a NUL character"
 NOT_UNICODE = "text that is not valid Unicode (an unpaired surrogate escape)"
@@ -149,3 +154,29 @@ def not_boolean(value: object) -> object:
     if isinstance(value, bool):
         raise ValueError("a number, not true or false")
     return value
+
+
+class PayloadError(Exception):
+    """A body that cannot be accepted; ``field`` is a dotted path, ``status`` 400 or 422."""
+
+    def __init__(self, reason: str, field: str | None = None, status: int = 422) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.field = field
+        self.status = status
+
+
+def parse_json(body: bytes) -> Any:
+    """The body as JSON, or a 400 that says it is not (a 422 for text no database stores)."""
+    data, refused = single_json(body)
+    if refused is not None:
+        raise PayloadError(*refused)
+    return data
+
+
+def payload_error(exc: ValidationError) -> PayloadError:
+    """A model's refusal as the webhook's: the first error's message and location only
+    (pydantic's ``input`` would echo customer data)."""
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or None
+    return PayloadError(f"{where or 'body'}: {error['msg']}", where)

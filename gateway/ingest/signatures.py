@@ -19,7 +19,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway.ingest.webhook_payloads import PayloadError
+from gateway.ingest.json_text import PayloadError
 
 # An HMAC secret shorter than this (or empty, or blank) is refused when settings load: a
 # webhook signed with key "" or "abc" proves nothing about its sender.

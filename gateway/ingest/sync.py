@@ -39,8 +39,8 @@ from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
 from gateway.ingest.importer import AfterCommit
 from gateway.ingest.sync_runs import record_run
 from gateway.observability import freshness, metrics
-from gateway.privacy.erasure import Tombstones
 from gateway.privacy.suppressions import Suppressions
+from gateway.privacy.tombstones import Tombstones
 
 log = logging.getLogger(__name__)
 

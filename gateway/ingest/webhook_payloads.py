@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 from gateway.experiments.order_times import ORDER_COMPLETED, not_after
-from gateway.ingest.json_text import not_boolean, single_json
+from gateway.ingest.json_text import PayloadError, not_boolean, parse_json, payload_error
 
 SOURCES = ("hubspot", "shopify", "segment", "sendgrid", "mandrill")
 M = TypeVar("M", bound=BaseModel)
@@ -45,16 +45,6 @@ _HUBSPOT_ATTRIBUTES = {
     "country": "country",
 }
 _ORDER_FIELDS = ("orders", "order_count", "lifetime_value", "last_order_at")
-
-
-class PayloadError(Exception):
-    """A body that cannot be accepted; ``field`` is a dotted path, ``status`` 400 or 422."""
-
-    def __init__(self, reason: str, field: str | None = None, status: int = 422) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.field = field
-        self.status = status
 
 
 # Not frozen: a frozen dataclass sets each field through object.__setattr__ (4 us of
@@ -220,7 +210,7 @@ def parse_hubspot(body: bytes) -> list[InboundEvent]:
     try:
         events = _HUBSPOT_BATCH.validate_python(data)
     except ValidationError as exc:
-        raise _payload_error(exc) from None
+        raise payload_error(exc) from None
     return [_hubspot_event(i, e) for i, e in enumerate(events)]
 
 
@@ -377,23 +367,8 @@ def _contact_points(
 # --- shared ----------------------------------------------------------------------------
 
 
-def parse_json(body: bytes) -> Any:
-    """The body as JSON, or a 400 that says it is not (a 422 for text no database stores)."""
-    data, refused = single_json(body)
-    if refused is not None:
-        raise PayloadError(*refused)
-    return data
-
-
 def _validate(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise _payload_error(exc) from None
-
-
-def _payload_error(exc: ValidationError) -> PayloadError:
-    # The message and location only: pydantic's ``input`` would echo customer data.
-    error = exc.errors()[0]
-    where = ".".join(str(part) for part in error["loc"]) or None
-    return PayloadError(f"{where or 'body'}: {error['msg']}", where)
+        raise payload_error(exc) from None

@@ -20,6 +20,7 @@ from gateway.ingest.esp_payloads import (
     parse_mandrill,
     parse_sendgrid,
 )
+from gateway.ingest.json_text import PayloadError
 from gateway.ingest.signatures import (
     SignatureError,
     mandrill_form,
@@ -34,7 +35,6 @@ from gateway.ingest.signatures import (
 from gateway.ingest.webhook_payloads import (
     SOURCES,
     InboundEvent,
-    PayloadError,
     parse_hubspot,
     parse_segment,
     parse_shopify,

@@ -49,12 +49,13 @@ from gateway.identity.observations import insert_reported
 from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
 from gateway.identity.values import phone_key
 from gateway.ingest.esp_batches import StoredBatch, store_batch
+from gateway.ingest.json_text import PayloadError
 from gateway.ingest.notifications import CustomerChange, Notifications
-from gateway.ingest.webhook_payloads import InboundEvent, PayloadError
+from gateway.ingest.webhook_payloads import InboundEvent
 from gateway.privacy.consent import refusing_analytics
-from gateway.privacy.erasure import Tombstones
 from gateway.privacy.erasure_scope import subject_key
 from gateway.privacy.suppressions import Suppressions
+from gateway.privacy.tombstones import Tombstones
 from gateway.profiles.profile_cache import CachedCustomers
 from gateway.upstreams.federation import Federation
 

@@ -110,9 +110,10 @@ async def run_retention(
     from gateway.db.retries import RetryPolicy
     from gateway.ingest.streams.running import ConsumerParts
     from gateway.privacy.audit import AuditLog
-    from gateway.privacy.erasure import Erasure, Tombstones
+    from gateway.privacy.erasure import Erasure
     from gateway.privacy.forgetting import Forgetting
     from gateway.privacy.retention import Retention
+    from gateway.privacy.tombstones import Tombstones
 
     parts = ConsumerParts.open(settings, upstreams)
     try:

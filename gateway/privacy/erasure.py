@@ -6,10 +6,12 @@ the events linked to nobody that name the person (an anonymous Segment event who
 traits carry their e-mail, or one of their ``anonymousId``\ s: ``event_subjects``)
 go too. What stays is a *tombstone* per identifier the customer ever had: every
 e-mail and phone (golden, and every value any source reported, merged-in customers'
-included) and every source id and anonymous id: an HMAC of it under the gateway's
-erasure key, so a later sync, webhook, import or API call cannot bring the person
-back, while the identifier itself is not kept. An e-mail or phone another customer
-still holds is theirs too and gets no tombstone (it would lock them out). The audit
+included), every e-mail's mailbox (its matching key: the same mailbox spelt
+otherwise), and every source id and anonymous id: an HMAC of it under the gateway's
+erasure key (``Tombstones``), so a later sync, webhook, import or API call cannot bring
+the person back, while the identifier itself is not kept. An e-mail, mailbox or phone
+another customer still holds is theirs too and gets no tombstone (it would lock them
+out). The audit
 log keeps its ids-only entries: it is the record that the erasure happened.
 
 Every write path checks the tombstones while holding the identity linker's key locks
@@ -21,20 +23,16 @@ erases what it linked).  On SQLite the single writer serialises them anyway.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import uuid
-from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, delete, func, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
 from gateway.db.access_models import EventSubject, Tombstone
-from gateway.db.bulk import matching
 from gateway.db.identity_models import IdentityLink
 from gateway.db.models import Attribute, Consent, ConsentChange, Customer, Event, utcnow
 from gateway.db.recommendation_models import RecommendationList
@@ -42,10 +40,8 @@ from gateway.db.retries import DEFAULT_RETRY, RetryPolicy, retry_transaction, tr
 from gateway.errors import Conflict
 from gateway.identity.config import DEFAULT_CONFIG, IdentityConfig
 from gateway.identity.linkage.resolution import lock_keys
-from gateway.identity.records import PreparedRecord
 from gateway.privacy.erasure_scope import Known, known_identifiers
-from gateway.profiles.contact_points import normalize_email, normalize_phone
-from gateway.settings import Settings
+from gateway.privacy.tombstones import Tombstones
 
 _ATTEMPTS = 3
 
@@ -61,110 +57,6 @@ class Erased:
     events: int
     consents: int
     tombstones: int
-
-
-class Tombstones:
-    """Keyed hashes of erased identifiers, and the check every write path makes."""
-
-    def __init__(self, key: bytes) -> None:
-        self._key = key
-        # Keyed once, copied per digest: ``hmac.new`` per value was half the parse time
-        # of a stream event (two digests each, thousands a second).
-        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Tombstones:
-        return cls(settings.erasure_key.get_secret_value().encode())
-
-    def of_record(self, record: PreparedRecord) -> set[str]:
-        """The digests of what a source record would link by (its email, phone and
-        source id), and of the email and phone it gave even where they are placeholders
-        that link nothing: an erased ``email@shop.example`` still refuses the record."""
-        return self.digests(
-            [record.values.get("email"), record.given_email],
-            [(record.source, record.external_id)],
-            [record.phone, record.given_phone],
-        )
-
-    def digest(self, kind: str, value: str) -> str:
-        mac = self._keyed.copy()
-        mac.update(f"{kind}:{value}".encode())
-        return mac.hexdigest()
-
-    def digester(self, kind: str) -> Callable[[str], str]:
-        """``digest`` of one kind for many values (an export's column): the key and the
-        kind hashed once, each value then costs one copy of that state."""
-        prefixed = self._keyed.copy()
-        prefixed.update(f"{kind}:".encode())
-
-        def one(value: str) -> str:
-            mac = prefixed.copy()
-            mac.update(value.encode())
-            return mac.hexdigest()
-
-        return one
-
-    def email_digest(self, raw: str | None) -> str | None:
-        """None for what is not an address: it cannot identify anyone by email."""
-        if not raw or "@" not in raw:  # none is an address (and refused without parsing)
-            return None
-        try:
-            return self.digest("email", normalize_email(raw))
-        except ValueError:
-            return None
-
-    def phone_digest(self, raw: str | None) -> str | None:
-        """Over the E.164 form; None for what is not a phone number."""
-        try:
-            return self.digest("phone", normalize_phone(raw)) if raw else None
-        except ValueError:
-            return None
-
-    def anonymous_digest(self, source: str, anonymous_id: str) -> str:
-        """A device's or browser's id in a source (Segment's ``anonymousId``)."""
-        return self.digest("anonymous", f"{source}:{anonymous_id}")
-
-    def digests(
-        self,
-        emails: Iterable[str | None],
-        identities: Iterable[tuple[str, str]],
-        phones: Iterable[str | None] = (),
-    ) -> set[str]:
-        found = {d for e in emails if (d := self.email_digest(e))}
-        found |= {d for p in phones if (d := self.phone_digest(p))}
-        for source, external_id in identities:
-            found.add(self.digest("id", f"{source}:{external_id}"))
-        return found
-
-    async def blocked(
-        self, executor: AsyncSession | AsyncConnection, digests: set[str]
-    ) -> set[str]:
-        """Which of these digests belong to erased customers. A bulk batch brings
-        thousands: one array parameter on Postgres (an IN list that long costs more to
-        bind and plan than to run), slices of an IN list elsewhere."""
-        connection = (
-            executor if isinstance(executor, AsyncConnection) else await executor.connection()
-        )
-        found: set[str] = set()
-        for clause in matching(connection, Tombstone.digest, digests):
-            found.update(await connection.scalars(select(Tombstone.digest).where(clause)))
-        return found
-
-    async def unblocked(
-        self,
-        connection: AsyncConnection,
-        records: Sequence[PreparedRecord],
-        digests: Sequence[set[str]] | None = None,
-    ) -> list[PreparedRecord]:
-        """The records none of whose identifiers is an erased customer's, in order: one
-        lookup for the batch.  ``digests`` are ``of_record`` of each record, in order, when
-        the caller hashed them already.  A ``Screen`` for ``Resolver.link_screened``: run
-        under the batch's key locks, it cannot miss an erasure committing meanwhile."""
-        own = digests if digests is not None else [self.of_record(r) for r in records]
-        blocked = await self.blocked(connection, set().union(*own))
-        if not blocked:
-            return list(records)
-        return [record for record, mine in zip(records, own, strict=True) if not mine & blocked]
 
 
 def _with_identities(customer_id: uuid.UUID) -> Select[Customer]:

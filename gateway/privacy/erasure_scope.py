@@ -27,7 +27,7 @@ from gateway.identity.values import email_parts
 from gateway.profiles.contact_points import normalize_phone
 
 if TYPE_CHECKING:
-    from gateway.privacy.erasure import Tombstones
+    from gateway.privacy.tombstones import Tombstones
 
 __all__ = ["Known", "known_identifiers", "linker_keys", "subject_key"]
 
@@ -37,7 +37,7 @@ class Known:
     """What one customer is known by: for the cache purge, the tombstones, the locks."""
 
     emails: set[str]
-    digests: set[str]  # tombstone digests: e-mails, phones, source and anonymous ids
+    digests: set[str]  # tombstone digests: e-mails, mailboxes, phones, source and anonymous ids
     keys: set[str]  # lock keys: the linker's, and one per digest (unlinked events')
 
 
@@ -63,7 +63,10 @@ async def known_identifiers(
         )
     )
     shared = await _held_by_others(session, customer.id, emails, phones)
-    digests = tombstones.digests(emails - shared, identities, phones - shared) | anonymous
+    mailboxes = _mailboxes(emails, keyed, config)
+    mailboxes -= await _mailboxes_of_others(session, customer.id, mailboxes)
+    digests = tombstones.digests(emails - shared, identities, phones - shared, mailboxes)
+    digests |= anonymous
     keys = _linker_keys(identities, emails, phones, keyed, config)
     keys |= {subject_key(d) for d in digests}
     return Known(emails=emails, digests=digests, keys=keys)
@@ -147,6 +150,45 @@ async def _held_by_others(
     return {value for value in held if value}
 
 
+async def _mailboxes_of_others(
+    session: AsyncSession, customer_id: uuid.UUID, mailboxes: set[str]
+) -> set[str]:
+    """The mailboxes another customer holds too, under any spelling (its address, its
+    folded key, a record of one of its identities): a mailbox tombstone would lock them
+    out (two customers a steward kept apart may share one)."""
+    if not mailboxes:
+        return set()
+    held: set[str | None] = set()
+    for column in (Customer.email, Customer.email_key):
+        held.update(
+            await session.scalars(
+                select(column).where(column.in_(mailboxes), Customer.id != customer_id)
+            )
+        )
+    held.update(
+        await session.scalars(
+            select(IdentityRecord.email_key)
+            .join(Identity, Identity.id == IdentityRecord.identity_id)
+            .where(IdentityRecord.email_key.in_(mailboxes), Identity.customer_id != customer_id)
+        )
+    )
+    return {key for key in held if key}
+
+
+def _mailboxes(emails: set[str], email_keys: set[str], config: IdentityConfig) -> set[str]:
+    """The matching keys of these addresses (``email_parts``) and the records' stored
+    ``email_keys``: every mailbox the customer was known by, however it was spelt."""
+    found = set(email_keys)
+    for email in emails:
+        try:
+            key = email_parts(email, config)[1]
+        except ValueError:
+            continue  # not an address: the linker never keyed anyone by it
+        if key:
+            found.add(key)
+    return found
+
+
 def _linker_keys(
     identities: list[tuple[str, str]],
     emails: set[str],
@@ -156,14 +198,7 @@ def _linker_keys(
 ) -> set[str]:
     """The keys the identity linker locks for records naming these identifiers (and
     these records' stored ``email_keys``)."""
-    email_keys = set(email_keys)
-    for email in emails:
-        try:
-            key = email_parts(email, config)[1]
-        except ValueError:
-            continue  # not an address: the linker never keyed anyone by it
-        if key:
-            email_keys.add(key)
+    email_keys = _mailboxes(emails, email_keys, config)
     e164 = set()
     for phone in phones:
         try:

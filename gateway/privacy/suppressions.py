@@ -57,7 +57,7 @@ from gateway.privacy.consent import Purpose, withdraw_many
 from gateway.profiles.contact_points import normalize_email
 
 if TYPE_CHECKING:
-    from gateway.privacy.erasure import Tombstones
+    from gateway.privacy.tombstones import Tombstones
 
 
 # What an ESP's statement for an address does: withdraw email marketing, or (a hard

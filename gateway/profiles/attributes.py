@@ -27,8 +27,8 @@ from gateway.identity.merges import merge_customers
 from gateway.identity.observations import OBSERVATION
 from gateway.identity.survivorship import GOLDEN_FIELDS
 from gateway.identity.unmerges import unmerge_customer
-from gateway.privacy.erasure import Tombstones
 from gateway.privacy.suppressions import Suppressions
+from gateway.privacy.tombstones import Tombstones
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_REASON = 200

@@ -26,8 +26,8 @@ from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
 from gateway.identity.values import email_parts, folded_email
 from gateway.privacy.consent import ConsentRecord
 from gateway.privacy.consent_owner import sole_identities
-from gateway.privacy.erasure import Tombstones
 from gateway.privacy.suppressions import Suppressions
+from gateway.privacy.tombstones import Tombstones
 from gateway.profiles.contact_points import normalize_email, normalize_phone
 
 # BCP 47 language tags as ESPs use them: "en", "en-US", "zh-Hant-TW".
@@ -148,12 +148,17 @@ def _consents(customer: Customer) -> tuple[ConsentRecord, ...]:
 _WITH_RELATIONS = (selectinload(Customer.identities), selectinload(Customer.consents))
 
 
+def _mailbox(email: str | None) -> str | None:
+    """The address's matching key (``email_parts``), as the linker folds it."""
+    try:
+        return email_parts(email, DEFAULT_CONFIG)[1]
+    except ValueError:
+        return None  # validated already; the linker would not key by it either
+
+
 def _keys(draft: CustomerDraft) -> Iterator[str]:
     """The draft's keys as the identity linker (and so an erasure) locks them."""
-    try:
-        email_key = email_parts(draft.email, DEFAULT_CONFIG)[1]
-    except ValueError:
-        email_key = None  # validated already; the linker would not key by it either
+    email_key = _mailbox(draft.email)
     identities = ((i.source, i.external_id) for i in draft.identities)
     phones = [draft.phone] if draft.phone else []
     return customer_keys(identities, [email_key] if email_key else [], phones)
@@ -331,7 +336,9 @@ class CustomerStore:
         fields = {
             **dict.fromkeys(self._tombstones.digests([], identities), "identities"),
             **dict.fromkeys(self._tombstones.digests([], [], phones), "phone"),
-            **dict.fromkeys(self._tombstones.digests(emails, []), "email"),
+            **dict.fromkeys(
+                self._tombstones.digests(emails, [], (), [_mailbox(e) for e in emails]), "email"
+            ),
         }
         blocked = await self._tombstones.blocked(session, set(fields))
         if blocked:

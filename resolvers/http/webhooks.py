@@ -18,8 +18,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from gateway.ingest.json_text import PayloadError
 from gateway.ingest.signatures import SignatureError
-from gateway.ingest.webhook_payloads import PayloadError
 from gateway.ingest.webhook_receiver import (
     NotStored,
     SignedRequest,

@@ -19,7 +19,7 @@ from gateway.db.engine import create_engine
 from gateway.db.models import ORDER_TYPES, Customer, Event
 from gateway.experiments.order_times import ordered_after
 from gateway.ingest.streams.event_batches import EventBatches
-from gateway.privacy.erasure import Tombstones
+from gateway.privacy.tombstones import Tombstones
 from tests.conftest import unique_email
 from tests.ingest.webhook_requests import external_id, segment_request, shopify_request
 from tests.own_database import own_database_url

@@ -17,9 +17,10 @@ from gateway.export.service import Exporter
 from gateway.export.store import ExportStore
 from gateway.export.verify import reconcile
 from gateway.export.warehouse import load
-from gateway.privacy.erasure import Erasure, Tombstones
+from gateway.privacy.erasure import Erasure
 from gateway.privacy.forgetting import Forgetting
 from gateway.privacy.retention import Retention, RetentionRules
+from gateway.privacy.tombstones import Tombstones
 from gateway.profiles.customers import CustomerStore
 from gateway.profiles.profile_cache import CachedCustomers
 from gateway.upstreams.cache import UpstreamCache, build_cache

@@ -27,7 +27,8 @@ from gateway.export.store import ExportStore
 from gateway.export.verify import reconcile
 from gateway.export.warehouse import load
 from gateway.identity import merge_customers
-from gateway.privacy.erasure import Erasure, Tombstones
+from gateway.privacy.erasure import Erasure
+from gateway.privacy.tombstones import Tombstones
 from tests.export.people import add_person
 
 KEY = b"export-test-key-0123456789"

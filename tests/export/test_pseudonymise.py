@@ -16,7 +16,7 @@ from gateway.db.engine import create_sessionmaker
 from gateway.export.pseudonymise import Pseudonymiser
 from gateway.export.service import Exporter
 from gateway.identity.merges import merge_customers
-from gateway.privacy.erasure import Tombstones
+from gateway.privacy.tombstones import Tombstones
 from gateway.profiles.contact_points import normalize_phone
 from tests.export.people import Person, add_person
 

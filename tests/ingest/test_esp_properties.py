@@ -23,13 +23,14 @@ from sqlalchemy import func, select
 from gateway.db.engine import create_engine
 from gateway.db.models import Event
 from gateway.ingest.esp_payloads import SkippedEvent, parse_sendgrid
+from gateway.ingest.json_text import PayloadError
 from gateway.ingest.signatures import (
     SignatureError,
     sendgrid_public_key,
     verify_hubspot,
     verify_sendgrid,
 )
-from gateway.ingest.webhook_payloads import InboundEvent, PayloadError
+from gateway.ingest.webhook_payloads import InboundEvent
 from gateway.profiles.contact_points import normalize_email
 from tests.gql_client import gql
 from tests.ingest.test_esp_webhooks import UPSERT, profile, subscribed

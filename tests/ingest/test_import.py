@@ -20,7 +20,7 @@ from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.identity_models import IdentityBlockKey, IdentityRecord
 from gateway.db.models import Attribute, Customer, Identity
 from gateway.ingest.importer import ImportSummary, import_file
-from gateway.privacy.erasure import Tombstones
+from gateway.privacy.tombstones import Tombstones
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from demo.wiring import sample_upstreams_config
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.models import Customer, Event
 from gateway.ingest.sync import sync
-from gateway.privacy.erasure import Tombstones
+from gateway.privacy.tombstones import Tombstones
 from tests.conftest import (
     FAST,
     clean_redis,

@@ -14,7 +14,7 @@ import httpx
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.models import Customer, Event
 from gateway.ingest.importer import import_file
-from gateway.privacy.erasure import Tombstones
+from gateway.privacy.tombstones import Tombstones
 from tests.conftest import (
     unique_email,
     unique_number,

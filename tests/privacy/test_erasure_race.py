@@ -38,7 +38,8 @@ from gateway.ingest.importer import import_file
 from gateway.ingest.sync import SyncReport, _SourceSync
 from gateway.ingest.webhook_payloads import InboundEvent
 from gateway.ingest.webhooks import WebhookIngest
-from gateway.privacy.erasure import Erasure, Tombstones
+from gateway.privacy.erasure import Erasure
+from gateway.privacy.tombstones import Tombstones
 from gateway.profiles.customers import CustomerDraft, CustomerStore, IdentityDraft
 from gateway.profiles.profile_cache import CachedCustomers
 from gateway.upstreams.cache import build_cache

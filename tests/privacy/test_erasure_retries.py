@@ -20,8 +20,9 @@ from gateway.db.retries import RetryPolicy
 from gateway.errors import Conflict
 from gateway.identity.config import DEFAULT_CONFIG
 from gateway.identity.linkage.resolution import _LOCK_NAMESPACE, key_stripe
-from gateway.privacy.erasure import Erasure, Tombstones
+from gateway.privacy.erasure import Erasure
 from gateway.privacy.erasure_scope import linker_keys
+from gateway.privacy.tombstones import Tombstones
 from tests.privacy.test_erasure_race import Known, _known
 
 # Sessions of this database waiting on a row.

@@ -16,9 +16,10 @@ from gateway.db.engine import create_sessionmaker
 from gateway.db.models import Consent, Customer, Event
 from gateway.db.recommendation_models import RecommendationImpression
 from gateway.export.service import Exporter
-from gateway.privacy.erasure import Erasure, Tombstones
+from gateway.privacy.erasure import Erasure
 from gateway.privacy.forgetting import Forgetting
 from gateway.privacy.retention import Retention, RetentionRules
+from gateway.privacy.tombstones import Tombstones
 from gateway.profiles.customers import CustomerStore
 from gateway.profiles.profile_cache import CachedCustomers
 from gateway.settings import SettingsError, load_settings

@@ -15,7 +15,7 @@ from sqlalchemy import insert, select
 from gateway.db.engine import create_engine
 from gateway.db.models import Event, Identity
 from gateway.ingest.streams.event_batches import EventBatches
-from gateway.privacy.erasure import Tombstones
+from gateway.privacy.tombstones import Tombstones
 from gateway.settings import Settings
 from gateway.upstreams.behaviour import ENGAGEMENT_WINDOW, engagement
 from gateway.upstreams.event_store import EventStore

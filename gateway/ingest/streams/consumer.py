@@ -32,6 +32,7 @@ from uuid import UUID
 
 from gateway.db.connectivity import is_connectivity_failure
 from gateway.errors import DatabaseUnavailable
+from gateway.ingest.json_text import PayloadError
 from gateway.ingest.streams.event_batches import (
     BatchResult,
     CustomerTouch,
@@ -39,7 +40,6 @@ from gateway.ingest.streams.event_batches import (
     StreamEvent,
 )
 from gateway.ingest.streams.transport import Delivery, Lag, Transport
-from gateway.ingest.webhook_payloads import PayloadError
 from gateway.observability import freshness
 from gateway.observability.metrics import (
     STREAM_BATCH_SECONDS,

@@ -32,6 +32,7 @@ from gateway.identity import DEFAULT_CONFIG, IdentityConfig, PreparedRecord, Rec
 from gateway.identity import prepare as prepare_record
 from gateway.identity.linkage.resolution import lock_keys, record_keys
 from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
+from gateway.ingest.json_text import PayloadError
 from gateway.ingest.streams.event_rows import (
     SOURCE,
     Known,
@@ -42,13 +43,13 @@ from gateway.ingest.streams.event_rows import (
     stitch_devices,
     stitched,
 )
-from gateway.ingest.webhook_payloads import InboundEvent, PayloadError, SegmentEvent
+from gateway.ingest.webhook_payloads import InboundEvent, SegmentEvent
 from gateway.ingest.webhook_payloads import segment_event as to_inbound
 from gateway.ingest.webhooks import subject_digests
 from gateway.privacy.consent import refusing_analytics
-from gateway.privacy.erasure import Tombstones
 from gateway.privacy.erasure_scope import subject_key
 from gateway.privacy.suppressions import Suppressions
+from gateway.privacy.tombstones import Tombstones
 
 _NAMED_CACHE = 100_000  # users whose plain events' records are kept prepared
 # The model's validator called directly (``model_validate`` adds a call and its

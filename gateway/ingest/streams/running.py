@@ -17,7 +17,7 @@ from gateway.ingest.streams.consumer import StreamConsumer
 from gateway.ingest.streams.customer_updates import CustomerUpdates
 from gateway.ingest.streams.event_batches import EventBatches
 from gateway.ingest.streams.transport import Transport
-from gateway.privacy.erasure import Tombstones
+from gateway.privacy.tombstones import Tombstones
 from gateway.profiles.customers import CustomerStore
 from gateway.profiles.profile_cache import CachedCustomers
 from gateway.services import Services, open_redis

@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.models import Event, Identity
 from gateway.ingest.streams.event_batches import EventBatches
-from gateway.privacy.erasure import Erasure, Tombstones
+from gateway.privacy.erasure import Erasure
+from gateway.privacy.tombstones import Tombstones
 
 
 async def test_a_batch_is_stitched_and_its_redelivery_stores_nothing_twice(

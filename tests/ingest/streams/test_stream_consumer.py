@@ -22,7 +22,8 @@ from gateway.ingest.streams.consumer import StreamConsumer, replay_dead_letters
 from gateway.ingest.streams.event_batches import EventBatches
 from gateway.ingest.streams.transport import Transport
 from gateway.privacy.consent import ConsentStore, Purpose
-from gateway.privacy.erasure import Erasure, Tombstones
+from gateway.privacy.erasure import Erasure
+from gateway.privacy.tombstones import Tombstones
 from tests.ingest.streams.stream_database import engine, migrated
 from tests.ingest.streams.stream_engines import ENGINES, group
 

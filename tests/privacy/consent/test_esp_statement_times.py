@@ -19,7 +19,7 @@ from gateway.db.access_models import EmailSuppression
 from gateway.db.engine import create_engine
 from gateway.db.models import Consent, as_utc
 from gateway.privacy import consent
-from gateway.privacy.erasure import Tombstones
+from gateway.privacy.tombstones import Tombstones
 from gateway.settings import load_settings
 from tests.conftest import unique_email
 from tests.gql_client import gql

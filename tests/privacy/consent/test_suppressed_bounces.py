@@ -15,7 +15,7 @@ import httpx
 
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.ingest.importer import import_file
-from gateway.privacy.erasure import Tombstones
+from gateway.privacy.tombstones import Tombstones
 from gateway.settings import load_settings
 from tests.conftest import unique_email
 from tests.gql_client import gql
