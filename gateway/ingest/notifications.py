@@ -17,12 +17,16 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import orjson
 import redis.asyncio as aioredis
 
 from gateway.settings import Settings
 from gateway.upstreams.redis_client import RedisGuard, open_client
+
+if TYPE_CHECKING:
+    from gateway.ingest.webhook_payloads import InboundEvent
 
 CHANNEL = "gw:customer-updated"
 QUEUE_SIZE = 100
@@ -51,6 +55,21 @@ class CustomerChange:
                 "fields": list(self.fields),
                 "occurred_at": self.occurred_at.isoformat(),
             }
+        )
+
+    @classmethod
+    def of_event(
+        cls, customer_id: uuid.UUID, event: InboundEvent, fields: tuple[str, ...] | None = None
+    ) -> CustomerChange:
+        """What a stored webhook event changed of its customer (``event.changed``, or
+        ``fields``)."""
+        return cls(
+            customer_id=customer_id,
+            source=event.source,
+            event_type=event.type,
+            event_id=event.event_id,
+            fields=event.changed if fields is None else fields,
+            occurred_at=event.occurred_at,
         )
 
     @classmethod

@@ -44,6 +44,13 @@ _HUBSPOT_ATTRIBUTES = {
     "jobtitle": "job_title",
     "country": "country",
 }
+# HubSpot's consent properties (as adapters/hubspot.py reads them): a change is the
+# CRM's statement for that purpose at the event's time, stored as one.
+_HUBSPOT_CONSENTS = {
+    "consent_email_marketing": "email_marketing",
+    "consent_personalisation": "personalisation",
+    "consent_analytics": "analytics",
+}
 _ORDER_FIELDS = ("orders", "order_count", "lifetime_value", "last_order_at")
 
 
@@ -74,6 +81,7 @@ class InboundEvent:
     # this address and never creates one; an unknown address leaves nothing stored.
     recipient: str | None = None
     consequence: Consequence | None = None
+    consent: tuple[str, bool] | None = None  # (purpose, granted) a source stated
 
 
 class PayloadModel(BaseModel):
@@ -219,6 +227,7 @@ def _hubspot_event(position: int, event: HubSpotEvent) -> InboundEvent:
     record: dict[str, Any] = {"external_id": str(event.objectId), "observed_at": occurred}
     attributes: dict[str, str] = {}
     changed: tuple[str, ...] = ()
+    consent = None
     if event.subscriptionType == "contact.propertyChange":
         name = event.propertyName
         if name is None:
@@ -229,6 +238,15 @@ def _hubspot_event(position: int, event: HubSpotEvent) -> InboundEvent:
         if name in _HUBSPOT_RECORD:
             record[_HUBSPOT_RECORD[name]] = event.propertyValue
             changed = (_HUBSPOT_RECORD[name],)
+        elif name in _HUBSPOT_CONSENTS:
+            value = (event.propertyValue or "").strip().lower()
+            if value not in ("true", "false", ""):
+                raise PayloadError(
+                    "a consent property is true or false", f"{position}.propertyValue"
+                )
+            # Cleared: no statement, as the adapter reads a blank one.
+            consent = (_HUBSPOT_CONSENTS[name], value == "true") if value else None
+            changed = ("consent",) if consent else ()
         else:
             field_name = _HUBSPOT_ATTRIBUTES.get(name, name)
             attributes[field_name] = event.propertyValue or ""
@@ -242,6 +260,7 @@ def _hubspot_event(position: int, event: HubSpotEvent) -> InboundEvent:
         attributes,
         changed,
         {"property": event.propertyName} if event.propertyName else {},
+        consent=consent,
     )
 
 

@@ -34,7 +34,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
 from gateway.db.access_models import EventSubject, WebhookReceipt
-from gateway.db.models import Customer, Event, Identity
+from gateway.db.models import Customer, Event, Identity, utcnow
 from gateway.db.retries import (
     DEFAULT_RETRY,
     RetryPolicy,
@@ -52,7 +52,7 @@ from gateway.ingest.esp_batches import StoredBatch, store_batch
 from gateway.ingest.json_text import PayloadError
 from gateway.ingest.notifications import CustomerChange, Notifications
 from gateway.ingest.webhook_payloads import InboundEvent
-from gateway.privacy.consent import refusing_analytics
+from gateway.privacy.consent import Purpose, refusing_analytics, state_many
 from gateway.privacy.erasure_scope import subject_key
 from gateway.privacy.suppressions import Suppressions
 from gateway.privacy.tombstones import Tombstones
@@ -201,7 +201,7 @@ class WebhookIngest:
         unsubscribe, or one changed meanwhile, must not leave it at yes); then announced."""
         changes, profiles = [], {}
         for customer_id, (event, fields) in stored.changed.items():
-            changes.append(_change(customer_id, event, tuple(sorted(fields))))  # no replace()
+            changes.append(CustomerChange.of_event(customer_id, event, tuple(sorted(fields))))
             if not fields <= {"engagement"}:
                 profiles[customer_id] = event.recipient
         # The writes are committed: a failure here must not make the ESP retry.
@@ -245,6 +245,12 @@ class WebhookIngest:
                     event.attributes,
                     (event.source, event.occurred_at),
                 )
+                if event.consent is not None:  # the CRM's own, dated by its change
+                    purpose, granted = event.consent
+                    at = {customer_id: min(event.occurred_at, utcnow())}
+                    await state_many(
+                        connection, Purpose(purpose), granted, {customer_id: event.source}, at
+                    )
                 if event.source == ANALYTICS_SOURCE and await refusing_analytics(
                     connection, {customer_id}
                 ):
@@ -310,25 +316,12 @@ class WebhookIngest:
                     await self._customers.forget(dataclasses.replace(profile, id=gone))
                 if old_email and old_email != profile.email:
                     await self._customers.forget(dataclasses.replace(profile, email=old_email))
-            await self._notifications.publish(_change(customer_id, event))
+            await self._notifications.publish(CustomerChange.of_event(customer_id, event))
         except Exception:
             logger.exception(
                 "cache invalidation or notification failed after commit",
                 extra={"customer_id": str(customer_id), "event_id": event.event_id},
             )
-
-
-def _change(
-    customer_id: uuid.UUID, event: InboundEvent, fields: tuple[str, ...] | None = None
-) -> CustomerChange:
-    return CustomerChange(
-        customer_id=customer_id,
-        source=event.source,
-        event_type=event.type,
-        event_id=event.event_id,
-        fields=event.changed if fields is None else fields,
-        occurred_at=event.occurred_at,
-    )
 
 
 def subject_digests(

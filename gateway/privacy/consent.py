@@ -257,12 +257,26 @@ async def withdraw_many(
     customer existed), on ``connection``'s transaction: one upsert per chunk that, as
     ``record``, replaces only an older statement or one of the same instant (a true tie
     errs to suppression; a newer one committed meanwhile stands)."""
+    await state_many(connection, purpose, False, statements, at)
+
+
+async def state_many(
+    connection: AsyncConnection,
+    purpose: Purpose,
+    granted: bool,
+    statements: Mapping[uuid.UUID, str],
+    at: Mapping[uuid.UUID, datetime] | None = None,
+) -> None:
+    """``withdraw_many`` for a grant or a withdrawal: a statement a source made at a
+    time of its own (a CRM's property change), each joining the history and replacing
+    the current one only when that is older (a grant of the same instant as a
+    withdrawal does not replace it)."""
     now = utcnow()
     rows = [
         {
             "customer_id": customer,
             "purpose": purpose.value,
-            "granted": False,
+            "granted": granted,
             "source": source[:64],
             "recorded_at": as_utc(at[customer]) if at and customer in at else now,
         }
@@ -290,13 +304,13 @@ async def withdraw_many(
                 "source": statement.excluded.source,
                 "recorded_at": statement.excluded.recorded_at,
             },
-            where=Consent.recorded_at <= statement.excluded.recorded_at,
+            where=_outranked_by(granted, statement.excluded.recorded_at),
         ),
         rows,
     )
 
 
-def _outranked_by(granted: bool, at: datetime) -> ColumnElement[bool]:
+def _outranked_by(granted: bool, at: datetime | ColumnElement[Any]) -> ColumnElement[bool]:
     """A current statement a new one (``granted``, made ``at``) replaces."""
     if not granted:
         return Consent.recorded_at <= at
