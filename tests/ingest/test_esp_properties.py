@@ -12,6 +12,7 @@ import time
 import tracemalloc
 import uuid
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
 import orjson
@@ -25,7 +26,9 @@ from gateway.db.models import Event
 from gateway.ingest.esp_payloads import SkippedEvent, parse_sendgrid
 from gateway.ingest.json_text import PayloadError
 from gateway.ingest.signatures import (
+    MANDRILL_MAX_FIELDS,
     SignatureError,
+    mandrill_form,
     sendgrid_public_key,
     verify_hubspot,
     verify_sendgrid,
@@ -216,6 +219,31 @@ async def test_any_signed_mandrill_form_gets_a_4xx_or_a_200_never_a_5xx(
     assert response.status_code in (200, 400, 422), response.text
     if response.status_code != 200:
         assert response.json()["error"] == "invalid_payload"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(st.text(max_size=30), st.text(max_size=60)), max_size=8))
+def test_a_mandrill_form_is_read_as_parse_qsl_reads_it(fields: list[tuple[str, str]]) -> None:
+    # Decoded in C (bench: 8 MiB of escapes 1.2 s -> 0.05 s of the loop): what it reads
+    # is what the standard library reads, so the signature is over the same values.
+    body = urlencode(fields).encode()
+    expected = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body))
+    assert mandrill_form(body) == expected == fields
+
+
+async def test_a_form_of_more_fields_than_mandrill_posts_is_refused_unread(
+    gateway: httpx.AsyncClient,
+) -> None:
+    # An outside check: 2.8 million empty fields, unsigned, held the event loop 2.8 s
+    # while they were parsed and sorted to check a signature they did not have.
+    response = await gateway.post(
+        "/webhooks/mandrill",
+        content=b"a=&" * MANDRILL_MAX_FIELDS + b"mandrill_events=%5B%5D",
+        headers={"content-type": "application/x-www-form-urlencoded", "X-Mandrill-Signature": "A"},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_payload"
+    assert f"at most {MANDRILL_MAX_FIELDS} form fields" in response.json()["reason"]
 
 
 async def test_a_bad_mandrill_event_is_rejected_alone_and_a_non_event_refuses_the_batch(
