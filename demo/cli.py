@@ -194,6 +194,7 @@ def demo(
             log_config=None,
             access_log=False,
             timeout_keep_alive=int(settings.keep_alive_timeout_s),
+            ws_max_size=settings.max_body_bytes,
         )
         uvicorn.Server(config).run(sockets=[listening])
 

@@ -136,6 +136,9 @@ def serve(host: str | None, port: int | None, workers: int, insecure_demo: bool)
         access_log=False,
         proxy_headers=True,
         timeout_keep_alive=int(settings.keep_alive_timeout_s),
+        # A WebSocket frame past the body limit is refused as it arrives (the app
+        # refuses a message past it too: resolvers/http/body_limit.py).
+        ws_max_size=settings.max_body_bytes,
     )
 
 

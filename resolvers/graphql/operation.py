@@ -27,6 +27,7 @@ from typing import Any
 
 from graphql import ASTValidationRule, DocumentNode, GraphQLError, GraphQLSchema, parse
 from graphql import ExecutionResult as GraphQLExecutionResult
+from starlette.websockets import WebSocket
 from strawberry.extensions import MaskErrors
 from strawberry.schema.schema import validate_document
 from strawberry.types import ExecutionContext
@@ -151,6 +152,12 @@ class GatewayOperation(MaskErrors):
             context.schema._schema, context.query, tuple(context.validation_rules)
         )
         if checked.document is None:
+            if isinstance(getattr(context.context, "request", None), WebSocket):
+                # Strawberry's stream does not catch what this hook raises: it logged the
+                # error (the query's text, customer data and all) as a crash and told the
+                # client nothing. Left unparsed, Strawberry parses it again (within the
+                # same token limit) and closes the socket with 4400, as the protocol says.
+                return
             raise checked.errors[0]  # Strawberry answers it as a request error
         context.graphql_document = checked.document
         context.pre_execution_errors = list(checked.errors)

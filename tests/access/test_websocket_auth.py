@@ -15,6 +15,7 @@ from starlette.websockets import WebSocketDisconnect
 from gateway.access.api_keys import Scope
 from gateway.settings import load_settings
 from resolvers.app import create_app
+from resolvers.http.view import GatewayGraphQL
 from tests.access.instances import (
     UPSERT,
 )
@@ -106,3 +107,52 @@ def test_a_websocket_without_a_key_is_rejected(ws_client: TestClient) -> None:
     ):
         pass
     assert refused.value.code == 4401
+
+
+def test_a_message_over_the_body_limit_closes_the_socket_unparsed(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An outside check: a socket is let in before its key is known, and one 16 MiB
+    # message of nested lists was parsed on the event loop (1.3-4.5 s of every request
+    # the worker held), keyless, before anything looked at its size or its key.
+    parsed: list[int] = []
+    decode = GatewayGraphQL.decode_json
+    monkeypatch.setattr(
+        GatewayGraphQL,
+        "decode_json",
+        lambda self, data: parsed.append(len(data)) or decode(self, data),
+    )
+    settings = load_settings(database_url=database_url, cache_url="memory://", max_body_bytes=4096)
+    huge = '{"type":"connection_init","payload":{"a":[' + ",".join(["[]"] * 3000) + "]}}"
+    with TestClient(create_app(settings)) as client:
+        with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+            ws.send_text(huge)
+            closed = ws.receive()
+        assert (closed["type"], closed["code"]) == ("websocket.close", 1009)
+        assert parsed == []
+        # Within the limit, the same socket's protocol goes on as before.
+        with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+            ws.send_json({"type": "connection_init"})
+            assert ws.receive()["code"] == 4403
+        assert parsed
+
+
+def test_a_subscribe_that_does_not_parse_is_refused_to_its_client_and_not_logged(
+    ws_client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An outside check: the syntax error escaped into Strawberry's task runner, which
+    # logged it with the query's text (a name and a phone in the log) and sent the
+    # client a bare "complete".
+    portal = ws_client.portal
+    assert portal is not None
+    key = portal.call(issue_key, ws_client, Scope.PROFILES_WRITE)
+    broken = 'mutation { upsertCustomer(input: {firstName: "Ada", phone: "+44 20 7946 0999"}'
+    with ws_client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+        ws.send_json({"type": "connection_init", "payload": {"Authorization": f"Bearer {key}"}})
+        assert _receive(ws)["type"] == "connection_ack"
+        ws.send_json({"id": "1", "type": "subscribe", "payload": {"query": broken}})
+        closed = ws.receive()
+    assert (closed["type"], closed["code"]) == ("websocket.close", 4400), closed
+    assert "Syntax Error" in closed["reason"]
+    assert "7946" not in caplog.text
+    assert "Ada" not in caplog.text
