@@ -30,11 +30,13 @@ import uuid
 from collections import defaultdict
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db.identity_models import IdentityLink
-from gateway.db.models import Consent, ConsentChange, Identity, as_utc
+from gateway.db.models import Consent, ConsentChange, Event, Identity, as_utc
+
+_ANALYTICS = "analytics"  # the purpose exports and behaviour are kept under
 
 
 def _order(change: ConsentChange) -> tuple[datetime, int]:
@@ -94,6 +96,8 @@ async def split_consents(
         if survivor is not None and any(_is(survivor, c) for c in theirs + grants):
             if not own:
                 await session.delete(survivor)
+                if purpose == _ANALYTICS and survivor.granted:
+                    await _out_of_exports(session, owner)
             else:
                 left = max(own, key=_order)
                 survivor.granted, survivor.source = left.granted, left.source
@@ -124,3 +128,13 @@ async def split_consents(
             )
         )
     await session.flush()
+
+
+async def _out_of_exports(session: AsyncSession, customer_id: uuid.UUID) -> None:
+    """The customer's events marked changed: their analytics grant is gone with the
+    statement deleted, and an export withdraws the events of a customer without one only
+    when it sees them change (a withdrawal is a row it sees; a deleted row names no
+    customer). Left, the warehouse kept events the database no longer exports."""
+    await session.execute(
+        update(Event).where(Event.customer_id == customer_id).values(type=Event.type)
+    )

@@ -17,6 +17,9 @@ from gateway.export.service import Exporter
 from gateway.export.store import ExportStore
 from gateway.export.verify import reconcile
 from gateway.export.warehouse import load
+from gateway.identity.merges import merge_customers
+from gateway.identity.unmerges import unmerge_customer
+from gateway.privacy.consent import ConsentStore, Purpose
 from gateway.privacy.erasure import Erasure
 from gateway.privacy.forgetting import Forgetting
 from gateway.privacy.retention import Retention, RetentionRules
@@ -147,3 +150,24 @@ async def test_a_new_target_gets_no_deletions_of_rows_it_never_had(
     with await _warehouse(engine, out, tmp_path) as db:
         owners = {row[0] for row in db.execute("SELECT customer_id FROM events").fetchall()}
     assert owners == {str(kept.id)}
+
+
+async def test_events_of_a_customer_whose_grant_an_unmerge_took_away_leave_the_export(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    # An outside check: a grant made while two people were merged counts for neither
+    # once they are split, so the unmerge deleted the statement; the export withdrew
+    # events only for a stored "no", and the warehouse kept them (verify: MISMATCH).
+    sessions = create_sessionmaker(engine)
+    kept, split = await add_person(engine, analytics=None), await add_person(engine, analytics=None)
+    await merge_customers(sessions, kept.id, split.id, "same person")
+    await ConsentStore(sessions).record(kept.id, Purpose.ANALYTICS, True, "preference-centre")
+    out = tmp_path / "out"
+    exporter = Exporter(engine, str(out), None)
+    first = next(t for t in (await exporter.run()).tables if t.table == "events").as_json()
+    assert first["upserts"] == 6
+
+    await unmerge_customer(sessions, split.source, split.external_id)
+    await exporter.run()
+    with await _warehouse(engine, out, tmp_path) as db:
+        assert db.execute("SELECT customer_id FROM events").fetchall() == []
