@@ -12,8 +12,16 @@ spelling elsewhere normalises to, and validating 100,000 stored numbers again co
 export more than the rest of it.  Names, dates of
 birth, addresses and operators' merge reasons (identity links) are dropped; attribute
 values other than a short list of harmless ones are emptied; event properties lose any
-key that names a person and any value that looks like an e-mail (hashed instead).  Only
-the rows that can hold such a value are parsed: a vectorised regex picks them, the rest
+key that names a person or a contact (names, phones, addresses, IPs, notes, user and
+customer ids: a source's raw id defeats its pseudonym), and in every string left an
+e-mail is hashed, a run of nine digits or more that is a phone number is hashed as one
+and any other such run (a national number no region can be told for) is dropped, as is
+an IPv4 address; ids (``id``, ``order_id``, ``orderId``) keep their digits.  Event
+types (a Segment track's name is the sender's free text) are scrubbed the same way, and
+an event id holding an e-mail or such a run is replaced by its keyed hash (unique and
+stable, so the warehouse still joins on it).  A name in free text under any other key
+cannot be told from a product's and is exported as sent.  Only the rows that can hold
+such a value are parsed: a vectorised regex picks them, the rest
 pass through untouched.
 """
 
@@ -48,8 +56,17 @@ _PERSONAL_PARTS = (
     "zip",
     "birth",
     "name",
+    "tel",
+    "contact",
+    "recipient",
+    "customer",
+    "user",
+    "forward",
+    "ipv",
+    "note",
+    "comment",
 )
-_PERSONAL_KEYS = frozenset({"city", "dob"})
+_PERSONAL_KEYS = frozenset({"city", "dob", "first", "last", "given", "family", "initials"})
 # What ``normalize_phone`` answers: a plus and up to 15 digits, the first not a zero.
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _EMAIL = re.compile(r"[^@\s\"'<>]+@[^@\s\"'<>]+\.[^@\s\"'<>]+")
@@ -57,8 +74,21 @@ _EMAIL = re.compile(r"[^@\s\"'<>]+@[^@\s\"'<>]+\.[^@\s\"'<>]+")
 # ``@`` percent-encoded (once or more), as a link's query string carries an address (an
 # ESP's click event keeps the link; unsubscribe and tracking links often name the
 # recipient).
-_SUSPECT = r"@|(?i:%(?:25)*40|phone|mobile|mail|addr|street|post|zip|birth|name|city|dob|ip\")"
+_SUSPECT = (
+    r"@|\d[\d .()/-]{7,}\d|\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|(?i:%(?:25)*40|phone|mobile|mail|"
+    r"addr|street|post|zip|birth|name|city|dob|ip\"|tel|contact|recipient|customer|user|"
+    r"forward|ipv|note|comment|first|last|given|family|initials)"
+)
 _ENCODED_AT = re.compile(r"%(?:25)*40", re.IGNORECASE)
+# A phone number in free text, in any spelling (a run of nine digits or more, spaces,
+# dots, dashes, slashes and brackets between them); not inside a word or a time.
+_DIGIT_RUN = re.compile(r"(?<![\w.])\+?\(?\d[\d .()/-]{7,}\d(?![\w:])")
+_IPV4 = re.compile(r"(?<![\w.])\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\w.])")
+# An id's key (``id``, ``order_id``, ``orderId``, ``IDs``; not ``said``): its digits are
+# an id, not a phone, and are kept.
+_ID_KEY = re.compile(r"(?:^|[_\-\s.])[iI][dD][sS]?$|(?<=[a-z0-9])I[dD]s?$")
+# What makes an event id or type worth a look: an address or a digit run.
+_SUSPECT_TEXT = r"@|%40|\d[\d .()/-]{7,}\d"
 
 
 def _normal(key: str) -> str:
@@ -74,9 +104,15 @@ def _personal(normal: str) -> bool:
 
 
 def _contact_kind(normal: str) -> str | None:
-    if "phone" in normal or "mobile" in normal:
+    if "phone" in normal or "mobile" in normal or "tel" in normal:
         return "phone"
-    return "email" if "mail" in normal else None
+    if "mail" in normal:
+        return "email"
+    return "contact" if "contact" in normal else None
+
+
+def _digits(run: str) -> int:
+    return sum(ch.isdigit() for ch in run)
 
 
 class Pseudonymiser:
@@ -138,6 +174,8 @@ class Pseudonymiser:
             return self._digests.phone_digest(value)
         if kind == "email":
             return self._digests.email_digest(value)
+        if kind == "contact":  # either: whichever it is
+            return self._digests.email_digest(value) or self._digests.phone_digest(value)
         return None
 
     def _attributes(self, batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -154,33 +192,61 @@ class Pseudonymiser:
         return _replace(batch, value=pa.array(out, type=pa.string()))
 
     def _events(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        columns: dict[str, pa.Array] = {}
         properties = batch.column("properties")
         suspect = pc.fill_null(pc.match_substring_regex(properties, _SUSPECT), False)
-        if not pc.any(suspect).as_py():
-            return batch
-        values = properties.to_pylist()
-        for index in pc.indices_nonzero(suspect).to_pylist():
-            values[index] = orjson.dumps(self._scrub(orjson.loads(values[index]))).decode()
-        return _replace(batch, properties=pa.array(values, type=pa.string()))
+        if pc.any(suspect).as_py():
+            values = properties.to_pylist()
+            for index in pc.indices_nonzero(suspect).to_pylist():
+                values[index] = orjson.dumps(self._scrub(orjson.loads(values[index]))).decode()
+            columns["properties"] = pa.array(values, type=pa.string())
+        for name, scrub in (("type", self._text), ("event_id", self._digests.digester("event"))):
+            if name not in batch.schema.names:
+                continue
+            column = batch.column(name)
+            found = pc.fill_null(pc.match_substring_regex(column, _SUSPECT_TEXT), False)
+            if pc.any(found).as_py():
+                values = column.to_pylist()
+                for index in pc.indices_nonzero(found).to_pylist():
+                    values[index] = scrub(values[index])
+                columns[name] = pa.array(values, type=pa.string())
+        return _replace(batch, **columns) if columns else batch
 
-    def _scrub(self, value: Any) -> Any:
+    def _scrub(self, value: Any, id_like: bool = False) -> Any:
         if isinstance(value, dict):
             kept: dict[str, Any] = {}
             for key, item in value.items():
                 normal = _normal(str(key))
                 if not _personal(normal):
-                    kept[key] = self._scrub(item)
+                    kept[key] = self._scrub(item, bool(_ID_KEY.search(str(key))))
                 elif (hashed := self._contact(_contact_kind(normal), item)) is not None:
                     kept[key] = hashed
             return kept
         if isinstance(value, list):
-            return [self._scrub(item) for item in value]
-        if isinstance(value, str) and _ENCODED_AT.search(value):
-            value = _decoded(value)  # then scrubbed as if it had been sent plain
-        if isinstance(value, str) and _EMAIL.search(value):
-            # What the pattern takes for an address but is none: dropped, not kept.
-            return _EMAIL.sub(lambda m: self._digests.email_digest(m.group(0)) or "", value)
+            return [self._scrub(item, id_like) for item in value]
+        if isinstance(value, str):
+            return self._text(value, id_like)
         return value
+
+    def _text(self, value: str, id_like: bool = False) -> str:
+        """A string with every e-mail hashed, every IPv4 address dropped and (unless it
+        is an id's) every run of nine digits or more hashed as a phone or dropped."""
+        if _ENCODED_AT.search(value):
+            value = _decoded(value)  # then scrubbed as if it had been sent plain
+        if "@" in value:
+            # What the pattern takes for an address but is none: dropped, not kept.
+            value = _EMAIL.sub(lambda m: self._digests.email_digest(m.group(0)) or "", value)
+        if not id_like and _IPV4.search(value):
+            value = _IPV4.sub("", value)
+        if not id_like and _DIGIT_RUN.search(value):
+            value = _DIGIT_RUN.sub(self._phone_run, value)
+        return value
+
+    def _phone_run(self, match: re.Match[str]) -> str:
+        run = match.group(0)
+        if _digits(run) < 9:
+            return run  # a date, a price, a short number: nobody's line
+        return self._digests.phone_digest(run) or ""
 
 
 def _decoded(value: str) -> str:

@@ -173,3 +173,53 @@ async def test_an_operators_merge_reason_is_not_exported(
         r for p in raw.glob("identity_links/**/*.parquet") for r in pq.read_table(p).to_pylist()
     ]
     assert reason in {row["reason"] for row in raw_links}
+
+
+def test_contacts_names_and_addresses_in_free_text_do_not_reach_the_export() -> None:
+    # An outside check sent these for a consenting customer: every value came out as
+    # sent but the surname, and the event's type and id carried the address.
+    properties = {
+        "event": "Newsletter zq.person@example.org +33755219250",
+        "properties": {
+            "tel": "+33 7 55 21 92 50",
+            "customer": "Zqcapucine Zqblin",
+            "recipient": "Zqcapucine Zqblin",
+            "contact": "+33755219250",
+            "note": "call me on 07 55 21 92 50, I am Zqcapucine Zqblin",
+            "ipv4": "81.2.69.160",
+            "x_forwarded_for": "81.2.69.160",
+            "first": "Zqcapucine",
+            "last": "Zqblin",
+            "user_id": "usr_025198d288ad0771190e",
+            "comment": "ring 0755219250",
+            "seen_from": "81.2.69.160",
+            "said": "my number is 07 55 21 92 50",
+            "order_id": "4507894691234",
+            "sku": "A-1",
+            "when": "2026-12-06 10:00",
+        },
+    }
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "id": [1],
+            "event_id": ["pii-3-zq.person@example.org"],
+            "type": ["track:Newsletter zq.person@example.org +33755219250"],
+            "properties": [orjson.dumps(properties).decode()],
+        }
+    )
+    (row,) = Pseudonymiser(KEY).batch("events", batch).to_pylist()
+    text = json.dumps(row).lower()
+    for needle in ("zq", "75521", "55 21", "81.2.69", "usr_025198", "example.org"):
+        assert needle not in text, (needle, text)
+    digests = Tombstones(KEY)
+    phone = digests.phone_digest("+33755219250")
+    assert phone is not None
+    assert phone in row["type"]
+    assert row["event_id"] == digests.digester("event")("pii-3-zq.person@example.org")
+    kept = orjson.loads(row["properties"])["properties"]
+    assert kept["contact"] == phone
+    assert (kept["order_id"], kept["sku"], kept["when"]) == (
+        "4507894691234",
+        "A-1",
+        "2026-12-06 10:00",
+    )
