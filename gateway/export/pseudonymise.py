@@ -82,7 +82,8 @@ _SUSPECT = (
 _ENCODED_AT = re.compile(r"%(?:25)*40", re.IGNORECASE)
 # A phone number in free text, in any spelling (a run of nine digits or more, spaces,
 # dots, dashes, slashes and brackets between them); not inside a word or a time.
-_DIGIT_RUN = re.compile(r"(?<![\w.])\+?\(?\d[\d .()/-]{7,}\d(?![\w:])")
+# At most 40 characters a run: each start is read a bounded number of times (linear).
+_DIGIT_RUN = re.compile(r"(?<![\w.])\+?\(?\d[\d .()/-]{7,40}\d(?![\w:])")
 _IPV4 = re.compile(r"(?<![\w.])\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\w.])")
 # An id's key (``id``, ``order_id``, ``orderId``, ``IDs``; not ``said``): its digits are
 # an id, not a phone, and are kept.

@@ -157,7 +157,8 @@ class WebhookIngest:
             "webhook event stored",
             extra={
                 "source": event.source,
-                "event_type": event.type,
+                # The kind only: a Segment track's name is the sender's free text.
+                "event_type": event.type.partition(":")[0],
                 "event_id": event.event_id,
                 "customer_id": str(customer_id) if customer_id else None,
             },

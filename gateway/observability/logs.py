@@ -43,11 +43,19 @@ _DOMAIN = rf"(?:[^{_SEPARATORS}]|{_COMMENT}|\[[^\]\s]*+\]?)*+"
 _QUOTED = re.compile(rf"(?<!\\)\"(?:[^\"\\\r\n]|\\[^\r\n]){{1,128}}+\"{_AT}{_DOMAIN}")
 _ADDRESS = re.compile(rf"(?<![^{_SEPARATORS}])(?P<local>{_RUN}*+(?:{_COMMENT})?){_AT}{_DOMAIN}")
 _MAY_HOLD_AN_AT = re.compile("[@\uff20]|%40|%2540")
+# A phone number as people write it: nine digits or more, with a leading plus or spaces,
+# dots, dashes or brackets between them (``+33 7 55 21 92 50``, ``(020) 7946-0958``).
+# Runs of bare digits are left alone: ids, counts and epoch times are what logs carry.
+# At most 40 characters a run: each start is read a bounded number of times (linear).
+_PHONE = re.compile(r"(?<![\w.+])\+?\(?\d[\d .()/-]{7,40}\d(?![\w:])")
+_MAY_HOLD_A_PHONE = re.compile(r"\d[\d .()/-]{7,}\d")
+_DOTTED_QUAD = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 _LOCAL_MAX = 64
 # A longer text is cut (a traceback or a message is not this long unless something
 # dumps a body or a page): logging is synchronous, on the event loop.
 MAX_MASKED_CHARS = 32 * 1024
 MASKED = "***@***"
+MASKED_PHONE = "***phone***"
 _PERSONAL_KEYS = {"email", "first_name", "last_name", "firstName", "lastName", "phone", "name"}
 
 
@@ -56,7 +64,9 @@ def _masked_address(found: re.Match[str]) -> str:
 
 
 def mask(text: str) -> str:
-    """Every email address masked whole: ``ada@example.com`` -> ``***@***``."""
+    """Every email address masked whole: ``ada@example.com`` -> ``***@***``; every phone
+    number written as people write one (a plus, or separators between nine digits or
+    more) -> ``***phone***``."""
     cut = len(text) - MAX_MASKED_CHARS
     if cut > 0:
         # The cut may split an address: an at put where it falls masks what precedes it
@@ -70,9 +80,31 @@ def mask(text: str) -> str:
 
 
 def _mask(text: str) -> str:
+    if _MAY_HOLD_A_PHONE.search(text) is not None:
+        text = _PHONE.sub(_masked_phone, text)
     if _MAY_HOLD_AN_AT.search(text) is None:
         return text
     return _ADDRESS.sub(_masked_address, _QUOTED.sub(MASKED, text))
+
+
+def _masked_phone(found: re.Match[str]) -> str:
+    run = found.group(0)
+    digits = sum(ch.isdigit() for ch in run)
+    written = run.startswith("+") or any(ch in run for ch in " .()-/")
+    if digits < 9 or not written or _DOTTED_QUAD.fullmatch(_dotted_around(found)):
+        return run  # a date, an id, an address of a host: not a phone as people write one
+    return MASKED_PHONE
+
+
+def _dotted_around(found: re.Match[str]) -> str:
+    """The run of digits and dots the match lies in (``192.168.100`` of a host's
+    ``192.168.100.200:5432``)."""
+    text, start, end = found.string, found.start(), found.end()
+    while start > 0 and (text[start - 1].isdigit() or text[start - 1] == "."):
+        start -= 1
+    while end < len(text) and (text[end].isdigit() or text[end] == "."):
+        end += 1
+    return text[start:end]
 
 
 def _scrub(key: str, value: Any) -> Any:

@@ -8,11 +8,12 @@ import json
 import logging
 import string
 
+import phonenumbers
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.observability.logs import MASKED, MAX_MASKED_CHARS, JsonFormatter, mask
+from gateway.observability.logs import MASKED, MASKED_PHONE, MAX_MASKED_CHARS, JsonFormatter, mask
 
 _SPECIALS = "!#$%&'*+-/=?^_`{|}~"
 _LETTERS = st.characters(categories=["L", "N", "M"]) | st.sampled_from(
@@ -204,3 +205,36 @@ def test_an_address_in_an_extra_field_of_any_type_is_masked(extra: dict[str, obj
     assert "ada" not in line.lower(), line
     assert "example" not in line, line
     assert json.loads(line)["message"] == "sent"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    region=st.sampled_from(["GB", "FR", "DE", "US", "IN", "BR", "JP", "AU"]),
+    style=st.sampled_from(
+        [phonenumbers.PhoneNumberFormat.INTERNATIONAL, phonenumbers.PhoneNumberFormat.NATIONAL]
+    ),
+    before=st.sampled_from(["", "call ", "note: ", "phone=", "(", "track:Newsletter "]),
+)
+def test_a_phone_number_as_people_write_it_is_masked(region: str, style: int, before: str) -> None:
+    # An outside check: a Segment track named "Newsletter … +33755219250" reached the
+    # log with the number; only addresses were masked.
+    example = phonenumbers.example_number_for_type(region, phonenumbers.PhoneNumberType.MOBILE)
+    assert example is not None
+    written = phonenumbers.format_number(example, style)
+    masked = mask(f"{before}{written}, thanks")
+    assert str(example.national_number)[-6:] not in masked.replace(" ", "").replace("-", "")
+    assert MASKED_PHONE in masked
+
+
+@pytest.mark.parametrize(
+    "kept",
+    [
+        "customer 4507894691234 updated",  # an id
+        "at 2026-12-06 13:45:10.123456+00:00",  # a time
+        "connection to 192.168.100.200:5432 refused",  # a host
+        "took 12.5 ms over 1,000,000 rows",
+        "event 1733493910123",  # an epoch in milliseconds
+    ],
+)
+def test_ids_times_and_hosts_are_not_taken_for_phones(kept: str) -> None:
+    assert mask(kept) == kept
