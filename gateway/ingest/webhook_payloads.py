@@ -16,7 +16,15 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 from gateway.experiments.order_times import ORDER_COMPLETED, not_after
-from gateway.ingest.json_text import PayloadError, not_boolean, parse_json, payload_error
+from gateway.ingest.json_text import (
+    LATEST_MS,
+    DecimalText,
+    EventTime,
+    PayloadError,
+    not_boolean,
+    parse_json,
+    payload_error,
+)
 
 SOURCES = ("hubspot", "shopify", "segment", "sendgrid", "mandrill")
 M = TypeVar("M", bound=BaseModel)
@@ -105,16 +113,16 @@ class ShopifyCustomer(PayloadModel):
     first_name: str | None = None
     last_name: str | None = None
     phone: str | None = None
-    updated_at: datetime | None = None
-    created_at: datetime | None = None
+    updated_at: EventTime | None = None
+    created_at: EventTime | None = None
     default_address: ShopifyAddress | None = None
 
 
 class ShopifyOrder(PayloadModel):
     id: int
     email: str | None = None
-    created_at: datetime | None = None
-    total_price: str | None = None
+    created_at: EventTime | None = None
+    total_price: DecimalText | None = None
     currency: str | None = Field(default=None, min_length=3, max_length=3)
     customer: ShopifyCustomer | None = None
 
@@ -195,7 +203,7 @@ class HubSpotEvent(PayloadModel):
     eventId: int | str
     subscriptionType: Literal["contact.creation", "contact.propertyChange"]
     objectId: int | str
-    occurredAt: Annotated[int, BeforeValidator(not_boolean), Field(ge=0)]  # epoch ms
+    occurredAt: Annotated[int, BeforeValidator(not_boolean), Field(ge=0, le=LATEST_MS)]  # ms
     propertyName: str | None = Field(default=None, min_length=1, max_length=100)
     propertyValue: str | None = None
 
@@ -298,7 +306,7 @@ class SegmentEvent(PayloadModel):
     traits: SegmentTraits | None = None
     context: SegmentContext | None = None
     properties: dict[str, Any] = Field(default_factory=dict)
-    timestamp: datetime | None = None
+    timestamp: EventTime | None = None
 
 
 # Frozen, so shared: building empty models per event was a third of a stream event's
@@ -381,9 +389,6 @@ def _contact_points(
             if isinstance(value, str) and value.strip():
                 found[(kind, value.strip())] = None
     return tuple(found)
-
-
-# --- shared ----------------------------------------------------------------------------
 
 
 def _validate(model: type[M], data: Any) -> M:

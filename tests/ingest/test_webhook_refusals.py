@@ -13,8 +13,13 @@ import uuid
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
+from gateway.db.engine import create_engine
+from gateway.ingest.json_text import PayloadError
+from gateway.ingest.streams.event_batches import EventBatches
+from gateway.privacy.tombstones import Tombstones
 from gateway.settings import load_settings
 from tests.conftest import unique_email
 from tests.in_process import asgi, lifespan
@@ -32,6 +37,18 @@ from tests.ingest.webhook_requests import (
     sendgrid_signed,
     shopify_request,
 )
+
+
+def _segment_at(timestamp: str) -> dict[str, Any]:
+    return segment_request(
+        {
+            "type": "track",
+            "event": "Seen",
+            "userId": "u-1",
+            "messageId": "m-1",
+            "timestamp": timestamp,
+        }
+    )
 
 
 def _tampered(request: dict[str, Any]) -> dict[str, Any]:
@@ -124,6 +141,36 @@ async def test_an_unknown_or_unconfigured_source_is_404(database_url: str) -> No
             "0.occurredAt",
         ),
         (lambda: segment_request({"type": "identify", "userId": "u"}), 422, "messageId"),
+        # An outside check: times a database cannot hold were a 500 on every retry.
+        (lambda: _segment_at("0001-01-01T00:00:00+14:00"), 422, "timestamp"),
+        (lambda: _segment_at("9999-12-31T23:59:59-14:00"), 422, "timestamp"),
+        (
+            lambda: hubspot_request([dict(hubspot_change(5, "city", "Bonn"), occurredAt=10**17)]),
+            422,
+            "0.occurredAt",
+        ),
+        (
+            lambda: shopify_request({"id": 5, "updated_at": "9999-12-31T23:00:00-05:00"}),
+            422,
+            "updated_at",
+        ),
+        (
+            lambda: shopify_request(
+                {"id": 6, "created_at": "0001-01-01T00:00:00+05:00"}, topic="orders/create"
+            ),
+            422,
+            "created_at",
+        ),
+        (
+            lambda: shopify_request({"id": 7, "total_price": "NaN"}, topic="orders/create"),
+            422,
+            "total_price",
+        ),
+        (
+            lambda: shopify_request({"id": 8, "total_price": "1e400"}, topic="orders/create"),
+            422,
+            "total_price",
+        ),
     ],
     ids=[
         "shopify-type",
@@ -134,6 +181,13 @@ async def test_an_unknown_or_unconfigured_source_is_404(database_url: str) -> No
         "empty",
         "hubspot-time-true",
         "segment",
+        "segment-year-0",
+        "segment-year-10000",
+        "hubspot-year-3170843",
+        "shopify-year-10000",
+        "shopify-order-year-0",
+        "shopify-total-nan",
+        "shopify-total-overflow",
     ],
 )
 async def test_an_invalid_payload_is_refused_with_its_reason_and_nothing_written(
@@ -270,3 +324,21 @@ async def test_a_body_that_is_not_json_is_still_a_400(
     assert response.status_code == 400, response.text
     assert response.json()["reason"] == "the body is not valid JSON"
     assert await row_counts(database_url) == before
+
+
+@pytest.mark.parametrize("timestamp", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
+def test_a_stream_message_of_a_time_no_database_holds_is_refused_naming_it(timestamp: str) -> None:
+    # An outside check: the stream acked and stored such a time (year 10000, or 1 BC on
+    # Postgres), and every read of its customer's behaviour then failed: one customer's
+    # event broke a 1,000-customer send query. Refused, it goes to the dead letter.
+    batches = EventBatches(create_engine("sqlite+aiosqlite://"), Tombstones(b"refusals-key"))
+    message = {
+        "type": "track",
+        "event": "N",
+        "userId": "u",
+        "messageId": "m",
+        "timestamp": timestamp,
+    }
+    with pytest.raises(PayloadError) as refused:
+        batches.parse(orjson.dumps(message))
+    assert refused.value.field == "timestamp"
