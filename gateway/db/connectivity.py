@@ -140,6 +140,22 @@ def watch(engine: AsyncEngine) -> AsyncEngine:
                 raise unavailable(exc) from exc
             raise
 
+    ping = sync_engine.dialect.do_ping
+
+    def _ping(dbapi_connection: Any) -> bool:
+        # A ping that timed out (a server that stopped answering: no error, no close)
+        # is a dead connection: the pool discards it and connects afresh (bounded by
+        # the connect timeout). The driver's TimeoutError is no DB-API error, so
+        # SQLAlchemy raised it from the checkout as it was: a 500, not a 503.
+        try:
+            alive: bool = ping(dbapi_connection)
+        except (TimeoutError, OSError):
+            seen.reachable = False
+            return False
+        return alive
+
+    sync_engine.dialect.do_ping = _ping  # type: ignore[method-assign]
+
     @event.listens_for(sync_engine, "handle_error")
     def _statement_failed(context: ExceptionContext) -> None:
         # A ping's failure is the pool's to handle: it reconnects (or fails connecting).

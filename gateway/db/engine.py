@@ -4,6 +4,11 @@ A database that is down fails fast: connecting gives up after ``connect_timeout_
 waiting for a pooled connection after ``pool_timeout_s``, pooled connections are
 pinged before use (a restart leaves them all dead), and every such failure is raised
 as ``DatabaseUnavailable`` (gateway/db/connectivity.py), which the edge answers 503.
+A database that stops answering without closing anything (a hung server, a network
+dropping packets) is bounded too, by ``statement_timeout_s`` on each statement, the
+ping included: an outside check found every request and webhook waiting on it for
+ever (a pooled connection's ping or statement has no other limit). A server-side
+``statement_timeout`` would not help there: the server is what does not answer.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ def create_engine(
     *,
     connect_timeout_s: float = CONNECT_TIMEOUT_S,
     pool_timeout_s: float = POOL_TIMEOUT_S,
+    statement_timeout_s: float | None = None,
     **kwargs: Any,
 ) -> AsyncEngine:
     """An engine tuned for the backend: a pool for Postgres, WAL + FK checks for SQLite."""
@@ -60,6 +66,10 @@ def create_engine(
     kwargs.setdefault("poolclass", FailFastPool)
     connect_args = kwargs.setdefault("connect_args", {})
     connect_args.setdefault("timeout", connect_timeout_s)  # asyncpg's, for connecting
+    if statement_timeout_s is not None:
+        # asyncpg's default for every operation of the connection (fetch, execute, copy):
+        # past it the call raises TimeoutError (connectivity: DatabaseUnavailable).
+        connect_args.setdefault("command_timeout", statement_timeout_s)
     return watch(create_async_engine(database_url, **kwargs))
 
 
@@ -81,11 +91,12 @@ def require_sqlite(version: tuple[int, int, int], parameters: int) -> None:
 
 def engine_for(settings: Settings) -> AsyncEngine:
     """The configured engine, the one every process builds (``gateway serve``, ``gateway
-    consume``, a retention run): the same fail-fast timeouts wherever it is opened."""
+    consume``): the same fail-fast timeouts wherever it is opened."""
     return create_engine(
         settings.database_url,
         connect_timeout_s=settings.database_connect_timeout_s,
         pool_timeout_s=settings.database_pool_timeout_s,
+        statement_timeout_s=settings.database_statement_timeout_s,
     )
 
 

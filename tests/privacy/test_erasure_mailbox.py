@@ -104,8 +104,7 @@ async def test_a_mailbox_another_customer_still_holds_stays_theirs(
     if ids[erased] == ids[kept]:  # the linker joined them (as it should): split them
         split = await gql(
             gw,
-            "mutation($id: String!) { unmergeCustomer(source: \"shopify\", externalId: $id) "
-            "{ id } }",
+            'mutation($id: String!) { unmergeCustomer(source: "shopify", externalId: $id) { id } }',
             id=str(kept_id),
         )
         assert "errors" not in split, split

@@ -1,0 +1,81 @@
+"""A database that stops answering without closing anything (a hung server, a network
+that drops packets) bounds every request by the statement timeout: an outside check
+SIGSTOPped Postgres and every authenticated request and webhook waited on it for ever
+(a client gave up after 150 s), each holding a pooled connection.
+
+The database sits behind a proxy that, frozen, relays nothing and closes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import httpx
+from sqlalchemy.engine import make_url
+
+from gateway.db.migrate import upgrade
+from gateway.settings import load_settings
+from tests.conftest import api_client
+from tests.faults.freezing_proxy import FreezingProxy
+from tests.in_process import lifespan
+from tests.ingest.webhook_requests import realtime_app, segment_request
+
+STATEMENT_TIMEOUT_S = 1.0
+# What "bounded" means here: the timeout, a ping and a rollback each bounded by it, and
+# a loaded machine's slack; a request that hangs never ends at all.
+BOUND_S = 20.0
+
+
+def _identify() -> dict[str, object]:
+    return segment_request(
+        {
+            "type": "identify",
+            "messageId": str(uuid.uuid4()),
+            "userId": f"hang-{uuid.uuid4().hex[:10]}",
+            "traits": {"email": f"hang.{uuid.uuid4().hex[:10]}@example.org"},
+        }
+    )
+
+
+async def _timed(request: asyncio.Future[httpx.Response] | object) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = await asyncio.wait_for(request, BOUND_S)  # type: ignore[arg-type]
+    return response, time.monotonic() - started
+
+
+async def test_a_database_that_stops_answering_is_answered_within_the_statement_timeout(
+    postgres_url: str,
+) -> None:
+    await asyncio.to_thread(upgrade, postgres_url)
+    url = make_url(postgres_url)
+    async with FreezingProxy.to(url.port or 5432) as proxy:
+        proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        settings = load_settings(
+            database_url=proxied,
+            cache_url="memory://",
+            database_statement_timeout_s=STATEMENT_TIMEOUT_S,
+            api_key_cache_ttl_s=0,  # every request reads its key: the database is asked
+        )
+        app = realtime_app(settings)
+        async with lifespan(app), api_client(app) as gw:
+            assert (await gw.post("/graphql", json={"query": "{ __typename }"})).status_code == 200
+            assert (await gw.post(**_identify())).status_code == 200  # the pool is warm
+
+            proxy.freeze()
+            # The key was verified a moment ago: the outage grace lets it in, once the
+            # database has been given up on; the operation needs nothing else of it.
+            read, waited = await _timed(gw.post("/graphql", json={"query": "{ __typename }"}))
+            assert read.status_code == 200, read.text
+            webhook, webhook_waited = await _timed(gw.post(**_identify()))
+            assert webhook.status_code == 503, webhook.text
+            assert webhook.headers["retry-after"]
+            assert (
+                waited >= STATEMENT_TIMEOUT_S * 0.5 or webhook_waited >= STATEMENT_TIMEOUT_S * 0.5
+            )
+
+            proxy.thaw()
+            again = await asyncio.wait_for(gw.post(**_identify()), BOUND_S)
+            assert again.status_code == 200, again.text
+            assert [e["status"] for e in again.json()["events"]] == ["processed"]
