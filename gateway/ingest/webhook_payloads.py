@@ -301,7 +301,7 @@ class SegmentEvent(PayloadModel):
     messageId: str = Field(min_length=1, max_length=255)
     userId: str | None = Field(default=None, max_length=255)
     anonymousId: str | None = None
-    event: str | None = Field(default=None, max_length=100)
+    event: str | None = Field(default=None, max_length=94)  # stored as "track:<event>", 100
     name: str | None = Field(default=None, max_length=100)  # a page call's page name
     traits: SegmentTraits | None = None
     context: SegmentContext | None = None

@@ -71,7 +71,8 @@ def console_routes() -> list[BaseRoute]:
             page(customers.forget, ADMIN),
             methods=["POST"],
         ),
-        Route("/console/reviews", page(reviews.queue, WRITE)),
+        # The queue shows both records of each pair: a reader's data as well.
+        Route("/console/reviews", page(reviews.queue, READ, WRITE)),
         Route("/console/reviews/{review_id}", page(reviews.resolve, WRITE), methods=["POST"]),
         Route("/console/templates", page(studio.index, READ)),
         Route("/console/templates/studio", page(studio.studio, READ), methods=["GET"]),

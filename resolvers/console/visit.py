@@ -93,7 +93,9 @@ def _to_sign_in(request: Request, note: str | None = None) -> Response:
     return response
 
 
-def page(handler: Handler, needs: Scope | None = None) -> Callable[[Request], Awaitable[Response]]:
+def page(handler: Handler, *needs: Scope) -> Callable[[Request], Awaitable[Response]]:
+    """The console page ``handler``, for a signed-in key holding every scope ``needs``."""
+
     async def endpoint(request: Request) -> Response:
         state = state_of(request)
         parts: ConsoleParts = state["console"]
@@ -116,10 +118,11 @@ def page(handler: Handler, needs: Scope | None = None) -> Callable[[Request], Aw
         request.scope[PRINCIPAL] = principal  # the schema's context reads it there
         if request.method == "POST" and not await csrf.verified(request, session.csrf):
             return visit.refuse(403, "This form is stale or did not come from the console.")
-        if needs is not None and not principal.allows(needs):
-            return visit.refuse(
-                403, f"The key {principal.name!r} lacks the {needs.value!r} scope this needs."
-            )
+        for need in needs:
+            if not principal.allows(need):
+                return visit.refuse(
+                    403, f"The key {principal.name!r} lacks the {need.value!r} scope this needs."
+                )
         return await handler(visit)
 
     return endpoint

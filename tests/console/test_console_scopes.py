@@ -92,6 +92,32 @@ async def test_a_writer_invalidates_but_neither_exports_nor_erases(app: Starlett
         assert await _changes_by(app, writer.name) == ["mutation:invalidateCustomer"]
 
 
+async def test_a_write_only_key_saving_a_template_is_not_shown_what_is_stored(
+    app: Starlette,
+) -> None:
+    # An outside check: a failed save's page listed the stored template's versions,
+    # formats and save times to a key that may only write (the API hides its history).
+    name = f"scopes-{uuid.uuid4().hex[:8]}"
+    await _api(
+        app,
+        'mutation($n: String!) { saveTemplate(name: $n, source: "Hi", format: TEXT) { name } }',
+        n=name,
+    )
+    async with console_client(app, WRITE) as writer:
+        refused = await writer.post("/console/templates/save", name=name, source="{% if %}")
+    assert refused.status_code == 422
+    assert "open version 1" not in refused.text
+    assert "Saved" not in refused.text
+    # The review queue shows both records of a pair: a reader's page, refused plainly
+    # (it answered a 502 from the reader fields its query selected) and not linked.
+    async with console_client(app, WRITE) as writer:
+        queue = await writer.http.get("/console/reviews")
+        home = await writer.http.get("/console/templates")
+    assert queue.status_code == 403
+    assert "profiles:read" in queue.text
+    assert 'href="/console/reviews"' not in home.text
+
+
 async def test_an_admin_exports_and_erases_after_confirming(app: Starlette) -> None:
     customer_id = await _customer(app)
     async with console_client(app, ADMIN) as admin:

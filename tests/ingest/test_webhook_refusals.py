@@ -171,6 +171,14 @@ async def test_an_unknown_or_unconfigured_source_is_404(database_url: str) -> No
             422,
             "total_price",
         ),
+        # Stored as "track:<event>" in a column of 100: a 500 on every retry.
+        (
+            lambda: segment_request(
+                {"type": "track", "event": "e" * 95, "userId": "u", "messageId": "m-long"}
+            ),
+            422,
+            "event",
+        ),
     ],
     ids=[
         "shopify-type",
@@ -188,6 +196,7 @@ async def test_an_unknown_or_unconfigured_source_is_404(database_url: str) -> No
         "shopify-order-year-0",
         "shopify-total-nan",
         "shopify-total-overflow",
+        "segment-event-name-too-long",
     ],
 )
 async def test_an_invalid_payload_is_refused_with_its_reason_and_nothing_written(
