@@ -1,22 +1,30 @@
 """The consumer when the engine itself misbehaves, against real servers and Postgres: a
-Redis of the test's own restarted without its data (the stream and the group gone).
-Never the shared Redis: these servers are broken on purpose."""
+Redis of the test's own restarted without its data (the stream and the group gone),
+the same Redis full (``maxmemory`` with ``noeviction``: the dead letter's XADD refused
+while reads and acknowledgements still work), and a JetStream whose dead letter
+cannot be written (its stream gone). Never the shared Redis: these servers are broken
+on purpose."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from nats.js.api import RetentionPolicy, StreamConfig
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.ingest.streams.jetstream import JetStream
 from gateway.ingest.streams.redis_streams import RedisStreams
 from tests.faults.redis_server import RedisServer
 from tests.ingest.streams.stream_database import engine, migrated
+from tests.ingest.streams.stream_engines import group
 from tests.ingest.streams.test_stream_consumer import (
     DEADLINE_S,
     consumer,
+    drain,
     encode,
     stored,
     track,
@@ -24,6 +32,8 @@ from tests.ingest.streams.test_stream_consumer import (
 )
 
 __all__ = ["engine", "migrated"]  # the fixtures (stream_database.py)
+
+NOT_JSON = b"{not json"
 
 
 def redis_transport(url: str, *, claim_idle_s: float = 30.0) -> RedisStreams:
@@ -57,3 +67,82 @@ async def test_the_consumer_goes_on_after_redis_restarts_without_its_data(
             await transport.aclose()
         ids = [m["messageId"] for m in (*before, *after)]
         assert await stored(engine, ids) == dict.fromkeys(ids, 1)
+
+
+async def test_a_full_redis_stores_the_valid_messages_and_dead_letters_the_invalid_later(
+    engine: AsyncEngine,
+) -> None:
+    with RedisServer() as server:
+        transport = redis_transport(server.url, claim_idle_s=0.3)
+        admin = aioredis.Redis.from_url(server.url)
+        try:
+            await transport.open()
+            good = [track(user()) for _ in range(4)]
+            await transport.publish([*encode(*good[:2]), NOT_JSON, *encode(*good[2:])])
+            # Over its limit at once: every command that allocates (XADD) is refused,
+            # XREADGROUP, XAUTOCLAIM and XACK still answer.
+            await admin.config_set("maxmemory-policy", "noeviction")
+            await admin.config_set("maxmemory", 1)
+            worker = consumer(transport, engine, max_attempts=2)
+            assert await worker.step() == len(good) + 1
+            ids = [m["messageId"] for m in good]
+            assert await stored(engine, ids) == dict.fromkeys(ids, 1)
+            # The invalid one could not be dead-lettered: pending, not acknowledged.
+            assert await transport.dead_letters() == 0
+            assert (await admin.xpending(transport.stream, "gateway"))["pending"] == 1
+            # Claimed again while Redis stays full, past its attempts: still kept.
+            for _ in range(3):
+                await asyncio.sleep(0.35)  # past the claim idle time
+                await worker.step()
+            assert (await admin.xpending(transport.stream, "gateway"))["pending"] == 1
+            await admin.config_set("maxmemory", 0)
+
+            async def dead_lettered() -> bool:
+                return await transport.dead_letters() == 1
+
+            await drain(worker, until=dead_lettered)
+            dead: Any = await admin.xrange(transport.dead_letter_stream)
+            [(_, fields)] = dead
+            # Its own reason, not "delivered N times without being stored".
+            assert fields[b"reason"] == b"invalid: the message is not valid JSON"
+            assert fields[b"payload"] == NOT_JSON
+            assert (await admin.xpending(transport.stream, "gateway"))["pending"] == 0
+            assert worker.status.stored == len(good)
+        finally:
+            await admin.aclose()
+            await transport.aclose()
+
+
+async def test_a_failing_dead_letter_publish_costs_the_valid_nats_messages_nothing(
+    engine: AsyncEngine,
+) -> None:
+    async with group("nats", claim_idle_s=0.5) as member:
+        transport = await member("only")
+        assert isinstance(transport, JetStream)
+        good = [track(user()) for _ in range(4)]
+        await transport.publish([*encode(*good[:2]), NOT_JSON, *encode(*good[2:])])
+        # No stream behind the dead letter's subject: its publish has no responder.
+        await transport.js.delete_stream(transport.dead_stream)
+        worker = consumer(transport, engine)
+        read = 0
+        while read < len(good) + 1:
+            read += await worker.step()
+        ids = [m["messageId"] for m in good]
+        assert await stored(engine, ids) == dict.fromkeys(ids, 1)
+        await transport.js.add_stream(
+            StreamConfig(
+                name=transport.dead_stream,
+                subjects=[transport.dead_subject],
+                retention=RetentionPolicy.WORK_QUEUE,
+            )
+        )
+
+        async def dead_lettered() -> bool:
+            return await transport.dead_letters() == 1
+
+        # Not acknowledged: redelivered after the ack wait, dead-lettered this time.
+        await drain(worker, until=dead_lettered)
+        dead = await transport.js.get_msg(transport.dead_stream, 1)
+        assert dead.data == NOT_JSON
+        assert (dead.headers or {})["Gateway-Reason"] == "invalid: the message is not valid JSON"
+        assert worker.status.stored == len(good)
