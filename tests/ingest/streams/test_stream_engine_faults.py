@@ -1,9 +1,9 @@
 """The consumer when the engine itself misbehaves, against real servers and Postgres: a
 Redis of the test's own restarted without its data (the stream and the group gone),
 the same Redis full (``maxmemory`` with ``noeviction``: the dead letter's XADD refused
-while reads and acknowledgements still work), and a JetStream whose dead letter
-cannot be written (its stream gone). Never the shared Redis: these servers are broken
-on purpose."""
+while reads and acknowledgements still work, for an invalid message or for one that
+fails alone in the database), and a JetStream whose dead letter cannot be written (its
+stream gone). Never the shared Redis: these servers are broken on purpose."""
 
 from __future__ import annotations
 
@@ -146,3 +146,30 @@ async def test_a_failing_dead_letter_publish_costs_the_valid_nats_messages_nothi
         assert dead.data == NOT_JSON
         assert (dead.headers or {})["Gateway-Reason"] == "invalid: the message is not valid JSON"
         assert worker.status.stored == len(good)
+
+
+async def test_a_full_redis_stores_the_rest_of_a_batch_split_around_an_event_that_fails(
+    engine: AsyncEngine,
+) -> None:
+    with RedisServer() as server:
+        transport = redis_transport(server.url)
+        admin = aioredis.Redis.from_url(server.url)
+        try:
+            await transport.open()
+            good = [track(user()) for _ in range(7)]
+            # Valid to the schema, refused by Postgres (a NUL in a text column): the
+            # batch is stored in halves, and this one fails alone, its attempts spent.
+            refused = track(user(), messageId="m-\u0000-nul")
+            await transport.publish(encode(*good[:3], refused, *good[3:]))
+            await admin.config_set("maxmemory-policy", "noeviction")
+            await admin.config_set("maxmemory", 1)
+            worker = consumer(transport, engine, max_attempts=1)
+            assert await worker.step() == len(good) + 1
+            # The halves after it were stored though its dead letter was refused.
+            ids = [m["messageId"] for m in good]
+            assert await stored(engine, ids) == dict.fromkeys(ids, 1)
+            assert (await admin.xpending(transport.stream, "gateway"))["pending"] == 1
+            assert await transport.dead_letters() == 0
+        finally:
+            await admin.aclose()
+            await transport.aclose()
