@@ -1,13 +1,15 @@
 """The consumer when the engine itself misbehaves, against real servers and Postgres: a
-Redis of the test's own restarted without its data (the stream and the group gone),
-the same Redis full (``maxmemory`` with ``noeviction``: the dead letter's XADD refused
-while reads and acknowledgements still work, for an invalid message or for one that
-fails alone in the database), and a JetStream whose dead letter cannot be written (its
-stream gone). Never the shared Redis: these servers are broken on purpose."""
+Redis of the test's own restarted without its data (the stream and the group gone) or
+its stream deleted under a waiting read; the same Redis full (``maxmemory`` with
+``noeviction``: the dead letter's XADD refused while reads and acknowledgements still
+work, for an invalid message or for one that fails alone in the database); and a
+JetStream whose dead letter cannot be written (its stream gone). Never the shared
+Redis: these servers are broken on purpose."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from typing import Any
 
@@ -66,6 +68,38 @@ async def test_the_consumer_goes_on_after_redis_restarts_without_its_data(
             await producer.aclose()
             await transport.aclose()
         ids = [m["messageId"] for m in (*before, *after)]
+        assert await stored(engine, ids) == dict.fromkeys(ids, 1)
+
+
+async def test_a_stream_deleted_under_a_waiting_read_is_made_again_at_once(
+    engine: AsyncEngine,
+) -> None:
+    with RedisServer() as server:
+        transport = redis_transport(server.url)
+        admin = aioredis.Redis.from_url(server.url)
+        # A pause after a failed read longer than the test waits: only a read that
+        # makes the group again at once stores what comes next.
+        worker = consumer(transport, engine, wait_s=5.0, backoff_cap_s=DEADLINE_S * 2)
+        running = asyncio.create_task(worker.run())
+        try:
+            before = track(user())
+            await transport.publish(encode(before))
+            await asyncio.wait_for(worker.wait_stored(1), DEADLINE_S)
+            await asyncio.sleep(0.2)  # the consumer waits in XREADGROUP BLOCK
+            # FLUSHALL, or an eviction policy on a cache Redis: the key goes, the read
+            # waiting on it answers UNBLOCKED.
+            await admin.delete(transport.stream)
+            after = track(user())
+            await admin.xadd(transport.stream, {b"payload": orjson.dumps(after)})
+            await asyncio.wait_for(worker.wait_stored(2), DEADLINE_S)
+        finally:
+            worker.stop()
+            running.cancel()  # a pause of the old code would outlast the test
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+            await admin.aclose()
+            await transport.aclose()
+        ids = [before["messageId"], after["messageId"]]
         assert await stored(engine, ids) == dict.fromkeys(ids, 1)
 
 
