@@ -2,22 +2,26 @@
 Redis of the test's own restarted without its data (the stream and the group gone) or
 its stream deleted under a waiting read; the same Redis full (``maxmemory`` with
 ``noeviction``: the dead letter's XADD refused while reads and acknowledgements still
-work, for an invalid message or for one that fails alone in the database); and a
-JetStream whose dead letter cannot be written (its stream gone). Never the shared
-Redis: these servers are broken on purpose."""
+work, for an invalid message or for one that fails alone in the database); a
+JetStream whose dead letter cannot be written (its stream gone), and one that lost its
+stream and durable. Never the shared Redis: these servers are broken on purpose."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from typing import Any
 
 import orjson
+import pytest
 import redis.asyncio as aioredis
 from nats.js.api import RetentionPolicy, StreamConfig
+from nats.js.errors import NoStreamResponseError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.ingest.streams import jetstream
 from gateway.ingest.streams.jetstream import JetStream
 from gateway.ingest.streams.redis_streams import RedisStreams
 from tests.faults.redis_server import RedisServer
@@ -207,3 +211,35 @@ async def test_a_full_redis_stores_the_rest_of_a_batch_split_around_an_event_tha
         finally:
             await admin.aclose()
             await transport.aclose()
+
+
+async def test_a_nats_consumer_makes_its_lost_stream_and_durable_again(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jetstream, "CHECK_S", 0.1)
+    async with group("nats", claim_idle_s=30.0) as member:
+        transport = await member("only")
+        assert isinstance(transport, JetStream)
+        worker = consumer(transport, engine, backoff_cap_s=0.05)
+        running = asyncio.create_task(worker.run())
+        try:
+            before = track(user())
+            await transport.publish(encode(before))
+            await asyncio.wait_for(worker.wait_stored(1), DEADLINE_S)
+            # As a server restarted without its storage: the stream and the durable gone.
+            await transport.js.delete_stream(transport.stream)
+            after = track(user())
+            deadline = time.monotonic() + DEADLINE_S
+            while True:  # a producer's publish has no stream until the consumer makes it
+                try:
+                    await transport.publish(encode(after))
+                    break
+                except NoStreamResponseError:
+                    assert time.monotonic() < deadline, "the stream was never made again"
+                    await asyncio.sleep(0.1)
+            await asyncio.wait_for(worker.wait_stored(2), DEADLINE_S)
+        finally:
+            worker.stop()
+            await asyncio.wait_for(running, DEADLINE_S)
+        ids = [before["messageId"], after["messageId"]]
+        assert await stored(engine, ids) == dict.fromkeys(ids, 1)
