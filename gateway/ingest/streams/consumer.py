@@ -5,7 +5,9 @@ invalidate and notify once per customer.
   (or decided it is a duplicate, an erased person's or a refused one) committed; a crash
   before that leaves it to be delivered again, and the messageId makes that a no-op.
 - Nothing silently dropped: a message that cannot be parsed, or that failed
-  ``max_attempts`` deliveries, goes to the dead letter with its reason.
+  ``max_attempts`` deliveries, goes to the dead letter with its reason. A dead letter
+  that cannot be written leaves its message unacknowledged, and costs the rest of the
+  read nothing.
 - Backpressure: one batch in flight to Postgres, and (in ``run``) the next one read and
   parsed meanwhile, so the parse overlaps the commit's round trips; the read after that
   waits for the commit, so a slow Postgres slows the reads and memory holds two batches.
@@ -26,8 +28,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
 from uuid import UUID
 
 from gateway.db.connectivity import is_connectivity_failure
@@ -39,7 +39,8 @@ from gateway.ingest.streams.event_batches import (
     EventBatches,
     StreamEvent,
 )
-from gateway.ingest.streams.transport import Delivery, Lag, Transport
+from gateway.ingest.streams.status import ConsumerStatus
+from gateway.ingest.streams.transport import Delivery, Transport
 from gateway.observability import freshness
 from gateway.observability.metrics import (
     STREAM_BATCH_SECONDS,
@@ -56,41 +57,6 @@ logger = logging.getLogger("gateway.stream")
 _PARSE_SLICE = 50
 
 AfterCommit = Callable[[Mapping[UUID, CustomerTouch]], Awaitable[None]]
-
-
-@dataclass(slots=True)
-class ConsumerStatus:
-    """What /readyz says about the consumer."""
-
-    transport: str
-    running: bool = False
-    batches: int = 0
-    stored: int = 0
-    last_batch_at: float | None = None  # time.time()
-    database_waiting: bool = False  # holding a batch until the database answers
-    last_error: str | None = None
-    lag: Lag | None = None
-
-    def report(self) -> dict[str, Any]:
-        lag = self.lag
-        return {
-            "transport": self.transport,
-            "running": self.running,
-            "batches": self.batches,
-            "stored": self.stored,
-            "last_batch_s_ago": (
-                round(time.time() - self.last_batch_at, 1) if self.last_batch_at else None
-            ),
-            "waiting_for_database": self.database_waiting,
-            "last_error": self.last_error,
-            "lag": None
-            if lag is None
-            else {
-                "pending": lag.pending,
-                "waiting": lag.waiting,
-                "oldest_age_s": None if lag.oldest_age_s is None else round(lag.oldest_age_s, 1),
-            },
-        }
 
 
 class StreamConsumer:
@@ -196,14 +162,28 @@ class StreamConsumer:
         STREAM_CONSUMED.labels(self.transport.name).inc(len(deliveries))
         parsed: list[tuple[Delivery, StreamEvent]] = []
         for position, delivery in enumerate(deliveries, 1):
-            reason = self._refusal(delivery)
-            if reason is None:
+            reason: str | None = None
+            event: StreamEvent | None = None
+            if delivery.problem is not None:
+                reason = f"invalid: {delivery.problem}"
+            else:
                 try:
-                    parsed.append((delivery, self.batches.parse(delivery.payload)))
+                    event = self.batches.parse(delivery.payload)
                 except PayloadError as exc:
+                    # Parsed whatever its attempts: one whose dead letter could not be
+                    # written comes back past them, and keeps its own reason.
                     reason = f"invalid: {exc.reason}"
+                except Exception:
+                    if delivery.attempts <= self.max_attempts:
+                        raise  # the read fails and is delivered again
+            if reason is None and delivery.attempts > self.max_attempts:
+                # Delivered this often without an acknowledgement: it failed every time,
+                # or the consumers holding it died (a message that crashes its consumer).
+                reason = f"delivered {delivery.attempts} times without being stored"
             if reason is not None:
                 await self._dead_letter(delivery, reason)
+            elif event is not None:
+                parsed.append((delivery, event))
             if yielding and position % _PARSE_SLICE == 0:
                 await asyncio.sleep(0)
         return parsed
@@ -217,15 +197,6 @@ class StreamConsumer:
         STREAM_BATCH_SECONDS.labels(self.transport.name).observe(time.perf_counter() - started)
         self.status.batches += 1
         self.status.last_batch_at = time.time()
-
-    def _refusal(self, delivery: Delivery) -> str | None:
-        if delivery.problem is not None:
-            return f"invalid: {delivery.problem}"
-        if delivery.attempts > self.max_attempts:
-            # Delivered this often without an acknowledgement: it failed every time, or
-            # the consumers holding it died (a message that crashes its consumer).
-            return f"delivered {delivery.attempts} times without being stored"
-        return None
 
     async def _store(
         self, parsed: list[tuple[Delivery, StreamEvent]], *, whole: bool = True
@@ -322,7 +293,20 @@ class StreamConsumer:
                 await self.after_commit(result.customers)
 
     async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
-        await self.transport.dead_letter(delivery, reason)
+        try:
+            await self.transport.dead_letter(delivery, reason)
+        except Exception as exc:  # noqa: BLE001 - left unacknowledged: delivered again
+            # Raised, it failed the whole read (a full Redis refuses the dead letter's
+            # XADD, not the reads and acks): the valid messages went unstored until their
+            # attempts ran out, then were dead-lettered themselves, this one's reason lost.
+            # Pending, it is dead-lettered with its reason once the write goes through.
+            self.status.last_error = f"{type(exc).__name__}: dead letter"
+            STREAM_OUTCOMES.labels(self.transport.name, "dead_letter_failed").inc()
+            logger.warning(
+                "stream dead letter failed; the message is left to be delivered again",
+                extra={"transport": self.transport.name, "error": type(exc).__name__},
+            )
+            return
         STREAM_OUTCOMES.labels(self.transport.name, "dead_lettered").inc()
         logger.warning(
             "stream message dead-lettered",

@@ -32,7 +32,7 @@ from gateway.identity import DEFAULT_CONFIG, IdentityConfig, PreparedRecord, Rec
 from gateway.identity import prepare as prepare_record
 from gateway.identity.linkage.resolution import lock_keys, record_keys
 from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
-from gateway.ingest.json_text import PayloadError
+from gateway.ingest.json_text import PayloadError, refusal
 from gateway.ingest.streams.event_rows import (
     SOURCE,
     Known,
@@ -129,7 +129,13 @@ class EventBatches:
         try:
             data = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            raise PayloadError("the message is not valid JSON", status=400) from None
+            # orjson refuses an unpaired surrogate escape ("\ud800") as it refuses
+            # text that is no JSON: the webhook's reason names the field (was "not
+            # valid JSON" here while the webhook answered a 422 naming it).
+            reason, where, status = refusal(payload)
+            if status == 400:
+                raise PayloadError("the message is not valid JSON", status=400) from None
+            raise PayloadError(reason, where, status) from None
         try:
             message: SegmentEvent = _VALIDATE(data)
         except ValidationError as exc:

@@ -13,10 +13,17 @@ benchmark's bare drain may read them too); the dead letter is a work-queue strea
 ``SUBJECT.dead`` (a replayed message leaves it), each message with its reason in the
 ``Gateway-Reason`` header. Publishing sets ``Nats-Msg-Id`` to the messageId when the
 producer knows it, so JetStream drops a producer's retry within its window too.
+
+A JetStream that lost its streams (a server restarted without its storage, a stream
+deleted) answers a fetch of the durable that went with them by timing out, as an idle
+stream does: a read that came back empty asks, at most every ``CHECK_S``, whether the
+durable is still there, and when it is not makes the streams and the durable again
+(messages published from then on are the group's).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC
@@ -31,6 +38,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 from nats.js.errors import NotFoundError
 
 from gateway.ingest.streams.transport import Delivery, Lag
+
+logger = logging.getLogger("gateway.stream")
+
+CHECK_S = 5.0  # an idle read's check that the durable is there, at most this often
 
 
 class JetStream:
@@ -59,6 +70,7 @@ class JetStream:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
+        self._check_at = 0.0  # time.monotonic() of the next check that the durable exists
 
     @property
     def js(self) -> JetStreamContext:
@@ -70,6 +82,14 @@ class JetStream:
         if self._nc is None:
             self._nc = await nats.connect(servers=self.servers, max_reconnect_attempts=-1)
             self._js = self._nc.jetstream()
+        await self._ensure_streams()
+        await self._nc.subscribe(
+            f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream}.{self.durable}",
+            queue=self.durable,
+            cb=self._max_deliveries,
+        )
+
+    async def _ensure_streams(self) -> None:
         await self._ensure_stream(StreamConfig(name=self.stream, subjects=[self.subject]))
         await self._ensure_stream(
             StreamConfig(
@@ -78,11 +98,6 @@ class JetStream:
                 retention=RetentionPolicy.WORK_QUEUE,
                 max_msgs=self.dead_letter_max,
             )
-        )
-        await self._nc.subscribe(
-            f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream}.{self.durable}",
-            queue=self.durable,
-            cb=self._max_deliveries,
         )
 
     async def _ensure_stream(self, config: StreamConfig) -> None:
@@ -111,8 +126,30 @@ class JetStream:
         try:
             messages = await subscription.fetch(batch=count, timeout=wait_s)
         except (nats.errors.TimeoutError, TimeoutError):  # nothing came in time
+            await self._check_durable()
             return []
         return [Delivery(m, m.data, m.metadata.num_delivered) for m in messages]
+
+    async def _check_durable(self) -> None:
+        """After an empty read: the streams and the durable made again if they are gone
+        (fetching from a durable that is gone times out for ever: nothing stored, and
+        nothing said, until the consumer was restarted)."""
+        now = time.monotonic()
+        if now < self._check_at:
+            return
+        self._check_at = now + CHECK_S
+        try:
+            await self.js.consumer_info(self.stream, self.durable)
+        except NotFoundError:
+            logger.warning(
+                "stream durable missing (JetStream lost its data?); creating it again",
+                extra={"transport": self.name},
+            )
+            if self._sub is not None:
+                await self._sub.unsubscribe()
+                self._sub = None
+            await self._ensure_streams()
+            await self._subscription()
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         for delivery in deliveries:

@@ -8,12 +8,20 @@ restarted under its own name first reads its own pending entries again. Dead let
 go to a second stream (XADD MAXLEN ~: bounded, the oldest dropped first) with the
 reason, in one MULTI with the XACK, so an entry is in exactly one of the two.
 
+A Redis restarted without its data (a cache Redis without persistence, the default
+stream Redis) has lost the stream and the group: XREADGROUP answers NOGROUP (UNBLOCKED
+when the key goes while it waits). ``read``
+then creates the group again (MKSTREAM, from the stream's start: what producers added
+since the restart is the group's) and reads on; the entries that were pending are gone
+with the group (an XACK of them acknowledges nothing, and fails nothing).
+
 An entry carries the Segment message as JSON in one field (``payload`` by
 convention; any single field name is accepted).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +31,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from gateway.ingest.streams.transport import Delivery, Lag
+
+logger = logging.getLogger("gateway.stream")
 
 FIELD = b"payload"
 _KNOWN_FIELDS = (FIELD, b"data", b"message", b"event", b"body")
@@ -70,6 +80,25 @@ class RedisStreams:
                 raise
 
     async def read(self, count: int, wait_s: float) -> list[Delivery]:
+        try:
+            return await self._read(count, wait_s)
+        except ResponseError as exc:
+            # UNBLOCKED: the key was deleted under a blocked read (FLUSHALL, an
+            # eviction policy on a cache Redis); the next read would answer NOGROUP.
+            if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
+                raise
+        # Created once at start, the group was gone for good: every read failed and
+        # the consumer stored nothing until it was restarted.
+        logger.warning(
+            "stream group missing (Redis lost its data?); creating it again",
+            extra={"transport": self.name},
+        )
+        await self.open()
+        self._own_backlog = None  # the new group has no pending entries
+        self._claim_cursor = "0-0"
+        return await self._read(count, wait_s)
+
+    async def _read(self, count: int, wait_s: float) -> list[Delivery]:
         if self._own_backlog is not None:
             mine = await self._read_group(self._own_backlog, count, None)
             if mine:

@@ -1,6 +1,7 @@
 """Large batches through the consumer, against the real engines and Postgres: the
 messages of one read that cannot be stored go to the dead letter with their reasons
-and every other message of that read is stored, all acknowledged."""
+and every other message of that read is stored, all acknowledged; a refusal the
+Segment webhook answers with a reason has the same reason here."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import orjson
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.ingest.json_text import NOT_UNICODE, PayloadError
 from gateway.ingest.streams.transport import Delivery, Transport
+from gateway.ingest.webhook_payloads import parse_segment
 from tests.ingest.streams.stream_database import engine, migrated
 from tests.ingest.streams.stream_engines import ENGINES, group
 from tests.ingest.streams.test_stream_consumer import consumer, encode, stored, track, user
@@ -80,3 +83,27 @@ async def test_bad_messages_inside_a_batch_are_dead_lettered_and_the_rest_stored
         assert worker.status.stored == len(good)
         await asyncio.sleep(0.5)  # past the claim idle time / ack wait
         assert await transport.read(10, 0.2) == []  # every message was acknowledged
+
+
+async def test_an_unpaired_surrogate_is_dead_lettered_with_the_webhooks_reason(
+    kind: str, engine: AsyncEngine
+) -> None:
+    async with group(kind) as member:
+        transport = Recording(await member())
+        # JSON's grammar allows the escape; it names no character, so orjson refuses it.
+        lone = (
+            b'{"type": "track", "event": "Viewed", "messageId": "m-lone",'
+            b' "properties": {"title": "caf\\ud800"}}'
+        )
+        good = track(user())
+        await transport.publish([lone, *encode(good)])
+        worker = consumer(transport, engine)
+        read = 0
+        while read < 2:
+            read += await worker.step()
+        with pytest.raises(PayloadError) as webhook:
+            parse_segment(lone)
+        assert webhook.value.status == 422
+        assert transport.reasons == [f"invalid: {webhook.value.reason}"]
+        assert transport.reasons == [f"invalid: properties.title: {NOT_UNICODE}"]
+        assert await stored(engine, [good["messageId"]]) == {good["messageId"]: 1}
