@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable
+from typing import Any
 
 import httpx
 from sqlalchemy.engine import make_url
@@ -28,7 +30,7 @@ STATEMENT_TIMEOUT_S = 1.0
 BOUND_S = 20.0
 
 
-def _identify() -> dict[str, object]:
+def _identify() -> dict[str, Any]:
     return segment_request(
         {
             "type": "identify",
@@ -39,9 +41,9 @@ def _identify() -> dict[str, object]:
     )
 
 
-async def _timed(request: asyncio.Future[httpx.Response] | object) -> tuple[httpx.Response, float]:
+async def _timed(request: Awaitable[httpx.Response]) -> tuple[httpx.Response, float]:
     started = time.monotonic()
-    response = await asyncio.wait_for(request, BOUND_S)  # type: ignore[arg-type]
+    response = await asyncio.wait_for(request, BOUND_S)
     return response, time.monotonic() - started
 
 
