@@ -193,13 +193,18 @@ async def keep_golden_provenance(session: AsyncSession, customer_ids: list[uuid.
 
 
 async def _move_consents(session: AsyncSession, a: uuid.UUID, b: uuid.UUID) -> None:
-    """One consent per purpose survives: the most recently recorded of the two."""
+    """One consent per purpose survives: the most recently recorded of the two; of two
+    made at the same instant, a withdrawal (the merged-in customer's "no" lost to the
+    survivor's "yes" of the same time: a tie errs to suppression, as statements do)."""
     mine = {
         c.purpose: c for c in await session.scalars(select(Consent).where(Consent.customer_id == a))
     }
     for theirs in await session.scalars(select(Consent).where(Consent.customer_id == b)):
         own = mine.get(theirs.purpose)
-        if own is not None and own.recorded_at < theirs.recorded_at:
+        if own is not None and (own.recorded_at, not own.granted) < (
+            theirs.recorded_at,
+            not theirs.granted,
+        ):
             own.granted, own.source, own.recorded_at = (
                 theirs.granted,
                 theirs.source,

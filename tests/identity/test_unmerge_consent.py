@@ -5,9 +5,12 @@ nobody (gateway/identity/consent_split.py)."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
-from gateway.privacy.consent import Purpose, withdraw_many
+import pytest
+
+from gateway.privacy.consent import Purpose, state_many, withdraw_many
 from gateway.services import Services
 from tests.conftest import unique_email
 from tests.identity.test_merge_api import MERGE, UNMERGE, _customer, run, services
@@ -176,3 +179,34 @@ async def test_a_shop_customer_split_from_one_without_identities_keeps_its_no(
     ]
     assert kept["suppressed"]
     assert kept["consents"] == []
+
+
+@pytest.mark.parametrize(
+    "withdrawn_into", [True, False], ids=["survivor-withdrew", "merged-in-withdrew"]
+)
+async def test_of_a_grant_and_a_withdrawal_made_at_the_same_instant_the_withdrawal_survives_a_merge(
+    services: Services, withdrawn_into: bool
+) -> None:
+    # An outside check (code reading): the survivor's statement won a tie, so a grant
+    # beat a withdrawal of the same instant when the grant was the survivor's.
+    a, _ = await _customer(services, "crm", email=unique_email("tie-a"))
+    b, _ = await _customer(services, "shop", email=unique_email("tie-b"))
+    at = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    said, withdrew = (b, a) if withdrawn_into else (a, b)
+    async with services.engine.begin() as connection:
+        await state_many(
+            connection,
+            Purpose.EMAIL_MARKETING,
+            True,
+            {uuid.UUID(said): "crm"},
+            {uuid.UUID(said): at},
+        )
+        await withdraw_many(
+            connection,
+            Purpose.EMAIL_MARKETING,
+            {uuid.UUID(withdrew): "esp"},
+            {uuid.UUID(withdrew): at},
+        )
+    merged = await run(services, MERGE, into=a, **{"from": b}, reason="same person")
+    assert "errors" not in merged, merged
+    assert (await _consents(services, a))["suppressed"] is True

@@ -86,19 +86,22 @@ async def fold_customers(
 
 
 async def _move_consents(connection: AsyncConnection, gone: uuid.UUID, into: uuid.UUID) -> None:
-    """One consent per purpose survives: the most recently recorded of the two."""
+    """One consent per purpose survives: the most recently recorded of the two; of two
+    made at the same instant, a withdrawal (a tie errs to suppression; the first row read
+    won it)."""
     rows = (
         await connection.execute(
-            select(Consent.id, Consent.customer_id, Consent.purpose, Consent.recorded_at).where(
+            select(Consent.id, Consent.purpose, Consent.recorded_at, Consent.granted).where(
                 Consent.customer_id.in_([gone, into])
             )
         )
     ).all()
-    newest: dict[str, tuple[datetime, int]] = {}
-    for consent_id, _, purpose, recorded_at in rows:
-        if purpose not in newest or recorded_at > newest[purpose][0]:
-            newest[purpose] = (recorded_at, consent_id)
-    keep = {consent_id for _, consent_id in newest.values()}
+    newest: dict[str, tuple[datetime, bool, int]] = {}
+    for consent_id, purpose, recorded_at, granted in rows:
+        ranked = (recorded_at, not granted, consent_id)
+        if purpose not in newest or ranked[:2] > newest[purpose][:2]:
+            newest[purpose] = ranked
+    keep = {consent_id for *_, consent_id in newest.values()}
     drop = [consent_id for consent_id, *_ in rows if consent_id not in keep]
     if drop:
         await connection.execute(delete(Consent).where(Consent.id.in_(drop)))
