@@ -4,9 +4,11 @@ per request.
 
 ``add`` returns at once; a background task writes what gathered every ``interval_s``
 (and ``aclose`` the rest on shutdown). A write that fails keeps its rows for the next
-attempt; past ``max_rows`` the oldest unwritten rows are dropped (down to nine tenths of
-the limit at once), and logged. A crash loses at most the last interval's rows, the
-trade every high-volume access log makes.
+attempt, even when its commit went through unacknowledged (a connection lost with the
+reply): each writer skips the rows it finds stored (the audit log by its entries' ids,
+the impressions by their lists'). Past ``max_rows`` the oldest unwritten rows are
+dropped (down to nine tenths of the limit at once), and logged. A crash loses at most
+the last interval's rows, the trade every high-volume access log makes.
 
 A buffer of rows of several values each (``width``) may keep them flat, the values end to
 end in one list (``append_values``), the writer given them so: a row then leaves no

@@ -338,6 +338,7 @@ UNMERGE_OPERATION = "unmerge_customer"  # gateway/identity/unmerges.py
 MERGE_OPERATIONS = (MERGE_OPERATION, FOLD_OPERATION)
 _QUOTED = ", ".join(f"'{name}'" for name in MERGE_OPERATIONS)
 MERGES_ONLY = text(f"operation IN ({_QUOTED})")
+HAS_ENTRY_ID = text("entry_id IS NOT NULL")
 
 
 class AuditEntry(Base):
@@ -356,6 +357,16 @@ class AuditEntry(Base):
             postgresql_where=MERGES_ONLY,
             sqlite_where=MERGES_ONLY,
         ),
+        # An entry stored once however often its write is retried (migration 0031): the
+        # buffered writer's retry after a commit whose reply was lost skips the entries
+        # stored. Rows written before it have no id, and no place in the index.
+        Index(
+            "ux_audit_log_entry_id",
+            "entry_id",
+            unique=True,
+            postgresql_where=HAS_ENTRY_ID,
+            sqlite_where=HAS_ENTRY_ID,
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -364,3 +375,6 @@ class AuditEntry(Base):
     operation: Mapped[str] = mapped_column(String(100))
     customer_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Made when the entry is queued (gateway/privacy/audit.py); None for the rows
+    # written before migration 0031 and for those written with the change they audit.
+    entry_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
