@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 from typing import Any
 
 import strawberry
@@ -26,6 +27,7 @@ from resolvers.graphql.access import ScopedExecutionContext, audit, require
 from resolvers.graphql.context import Context
 from resolvers.graphql.errors import is_unexpected, masked
 from resolvers.graphql.limits import build_limits
+from resolvers.graphql.moments import DATE_TIME
 from resolvers.graphql.operation import DocumentCache, GatewayOperation
 from resolvers.graphql.subscriptions import Subscription
 from resolvers.graphql.types.customer import (
@@ -212,7 +214,7 @@ def build_schema(settings: Settings | None = None) -> GatewaySchema:
         extensions=[lambda: GatewayOperation(limits, documents)],
         # Checks what a reply reveals to a key that may not read profiles (resolvers/access).
         execution_context_class=ScopedExecutionContext,
-        config=StrawberryConfig(scalar_map={SegmentValue: SEGMENT_VALUE}),
+        config=StrawberryConfig(scalar_map={SegmentValue: SEGMENT_VALUE, datetime: DATE_TIME}),
     )
     schema.documents = documents
     return schema
