@@ -20,6 +20,7 @@ events are refused by the tombstones, whatever was deleted with them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import uuid
@@ -47,7 +48,7 @@ from gateway.identity import prepare as prepare_record
 from gateway.identity.linkage.resolution import lock_keys, record_keys
 from gateway.identity.observations import insert_reported
 from gateway.identity.source_ids import DEFAULT_SOURCE_IDS, SourceIds
-from gateway.identity.values import phone_key
+from gateway.identity.values import email_parts, phone_key
 from gateway.ingest.esp_batches import StoredBatch, store_batch
 from gateway.ingest.json_text import PayloadError
 from gateway.ingest.notifications import CustomerChange, Notifications
@@ -340,6 +341,8 @@ def subject_digests(
             digests.add(tombstones.digest("email", value))
         elif kind == "email":
             digests.add(tombstones.email_digest(value) or "")
+            with contextlib.suppress(ValueError):  # not an address: no mailbox either
+                digests.add(tombstones.mailbox_digest(email_parts(value, config)[1]) or "")
         elif kind == "phone":
             try:
                 e164 = phone_key(value, config)

@@ -63,7 +63,7 @@ async def known_identifiers(
         )
     )
     shared = await _held_by_others(session, customer.id, emails, phones)
-    mailboxes = _mailboxes(emails, keyed, config)
+    mailboxes = {key for key in _mailboxes(emails, keyed, config) if _folds(key, config)}
     mailboxes -= await _mailboxes_of_others(session, customer.id, mailboxes)
     digests = tombstones.digests(emails - shared, identities, phones - shared, mailboxes)
     digests |= anonymous
@@ -173,6 +173,18 @@ async def _mailboxes_of_others(
         )
     )
     return {key for key in held if key}
+
+
+def _folds(key: str, config: IdentityConfig) -> bool:
+    """Whether another spelling reaches the mailbox ``key`` (a provider that ignores dots
+    or plus tags, or has aliases): only those need a tombstone of their own, an
+    address elsewhere being its exact spelling's."""
+    domain = key.rpartition("@")[2]
+    return (
+        domain in config.dotless_email_domains
+        or domain in config.plus_tag_email_domains
+        or domain in config.email_domain_aliases.values()
+    )
 
 
 def _mailboxes(emails: set[str], email_keys: set[str], config: IdentityConfig) -> set[str]:

@@ -81,10 +81,11 @@ class Tombstones:
         """Over an address's matching key (``email_parts``: a provider's dots, plus tag
         and domain alias folded, as the linker folds them): one mailbox however it is
         spelt. ``jane.doe@gmail.com`` erased, ``janedoe+news@googlemail.com`` reaches
-        the same person and is refused too (by its exact digest alone, it was not).
-        Hashed as the address spelt as its key is: one more tombstone only where a
-        provider folds the address."""
-        return self.digest("email", email_key) if email_key else None
+        the same person and is refused too (by its exact digest alone, it was not). A
+        kind of its own: hashed as an address, the tombstone of ``bob@gmail.com`` erased
+        refused another customer's ``b.o.b+work@gmail.com`` although that mailbox was
+        theirs too and kept no mailbox tombstone (a fresh review)."""
+        return self.digest("mailbox", email_key) if email_key else None
 
     def anonymous_digest(self, source: str, anonymous_id: str) -> str:
         """A device's or browser's id in a source (Segment's ``anonymousId``)."""

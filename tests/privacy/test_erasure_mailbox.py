@@ -117,3 +117,50 @@ async def test_a_mailbox_another_customer_still_holds_stays_theirs(
     )
     assert update.status_code == 200, update.text
     assert [e["status"] for e in update.json()["events"]] == ["processed"], update.text
+
+
+async def test_erasing_a_mailbox_spelt_as_its_key_leaves_another_customers_spelling_theirs(
+    gw: httpx.AsyncClient,
+) -> None:
+    # A fresh review: the mailbox tombstone was the exact address's digest of the key's
+    # spelling, so erasing bob@gmail.com (already its key) refused the records of another
+    # customer holding b.o.b+work@gmail.com, although that mailbox was left theirs.
+    tag = uuid.uuid4().hex[:10]
+    canonical = f"bob{tag}@gmail.com"
+    shop_id = int(unique_number())
+    erased = await upsert(gw, email=canonical)
+    kept = await upsert(
+        gw,
+        email=f"bob.{tag}+work@gmail.com",
+        identities=[{"source": "shopify", "externalId": str(shop_id)}],
+    )
+    ids = [erased["data"]["upsertCustomer"]["id"], kept["data"]["upsertCustomer"]["id"]]
+    assert ids[0] != ids[1], (erased, kept)
+    assert "errors" not in await gql(gw, FORGET, id=ids[0])
+    update = await gw.post(
+        **shopify_request(
+            {"id": shop_id, "email": f"bob.{tag}+work@gmail.com", "first_name": "Bo"},
+            "customers/update",
+        )
+    )
+    assert [e["status"] for e in update.json()["events"]] == ["processed"], update.text
+
+
+async def test_an_anonymous_event_naming_an_erased_mailbox_otherwise_spelt_is_not_kept(
+    gw: httpx.AsyncClient,
+) -> None:
+    first, last = _mailbox()
+    created = await upsert(gw, email=f"{first}.{last}@gmail.com")
+    assert "errors" not in await gql(gw, FORGET, id=created["data"]["upsertCustomer"]["id"])
+    anonymous = await gw.post(
+        **segment_request(
+            {
+                "type": "track",
+                "event": "Viewed",
+                "messageId": str(uuid.uuid4()),
+                "anonymousId": f"anon-{uuid.uuid4().hex}",
+                "properties": {"email": f"{first.replace('.', '')}{last}+y@gmail.com"},
+            }
+        )
+    )
+    assert [e["status"] for e in anonymous.json()["events"]] == ["erased"], anonymous.text
