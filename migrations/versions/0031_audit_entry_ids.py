@@ -37,7 +37,12 @@ _NAME = "ux_audit_log_entry_id"
 
 def upgrade() -> None:
     # A nullable column without a default: no rewrite of the table on either backend.
-    op.add_column("audit_log", sa.Column("entry_id", sa.Uuid(), nullable=True))
+    # Present already when a first run's concurrent index build failed after the column
+    # was committed (the autocommit block below commits it): left as it is, so the
+    # upgrade runs again (a fresh review found it refused "column already exists").
+    columns = {c["name"] for c in sa.inspect(op.get_bind()).get_columns("audit_log")}
+    if "entry_id" not in columns:
+        op.add_column("audit_log", sa.Column("entry_id", sa.Uuid(), nullable=True))
     if op.get_bind().dialect.name != "postgresql":
         op.create_index(_NAME, "audit_log", ["entry_id"], unique=True, sqlite_where=_HAS_ID)
         return

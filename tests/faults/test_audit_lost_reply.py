@@ -17,17 +17,18 @@ from contextlib import asynccontextmanager
 from typing import cast
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gateway.db.engine import create_engine, create_sessionmaker
-from gateway.db.migrate import upgrade
+from gateway.db.migrate import downgrade, upgrade
 from gateway.db.models import AuditEntry
 from gateway.errors import DatabaseUnavailable
 from gateway.privacy.audit import Action, AuditLog
 from tests.conftest import create_postgres_database, drop_postgres_database
 from tests.faults.lost_reply import LostReply
+from tests.own_database import run_sql
 
 ENTRIES = 50
 
@@ -137,3 +138,19 @@ async def test_a_batch_retried_after_its_commit_stores_each_entry_once(database_
         await log.aclose()
     finally:
         await engine.dispose()
+
+
+def test_0031_runs_again_after_its_index_build_failed(own_postgres: str) -> None:
+    # A fresh review: the concurrent build runs after the column is committed, so a build
+    # that failed (or was cancelled) left the column and revision 0030, and running the
+    # upgrade again refused "column entry_id already exists".
+    downgrade(own_postgres, "0030")
+    run_sql(own_postgres, text("ALTER TABLE audit_log ADD COLUMN entry_id UUID"))
+    upgrade(own_postgres)
+    indexed = run_sql(
+        own_postgres,
+        text(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = 'ux_audit_log_entry_id'::regclass"
+        ),
+    )
+    assert [row[0] for row in indexed] == [True]
