@@ -13,16 +13,16 @@ export more than the rest of it.  Names, dates of
 birth, addresses and operators' merge reasons (identity links) are dropped; attribute
 values other than a short list of harmless ones are emptied; event properties lose any
 key that names a person or a contact (names, phones, addresses, IPs, notes, user and
-customer ids: a source's raw id defeats its pseudonym), and in every string left an
-e-mail is hashed, a run of nine digits or more that is a phone number is hashed as one
-and any other such run (a national number no region can be told for) is dropped, as is
-an IPv4 address; ids (``id``, ``order_id``, ``orderId``) keep their digits.  Event
-types (a Segment track's name is the sender's free text) are scrubbed the same way, and
-an event id holding an e-mail or such a run is replaced by its keyed hash (unique and
-stable, so the warehouse still joins on it).  A name in free text under any other key
-cannot be told from a product's and is exported as sent.  Only the rows that can hold
-such a value are parsed: a vectorised regex picks them, the rest
-pass through untouched.
+customer ids and objects: a source's raw id defeats its pseudonym), and in every string
+left an e-mail is hashed, a phone number in international form (``+33 7 55 21 92 50``)
+is hashed as one, and an IPv4 address is dropped.  Event types (a Segment track's name
+is the sender's free text) are scrubbed the same way, and an event id holding an e-mail
+or such a number is replaced by its keyed hash (unique and stable, so the warehouse
+still joins on it).  What cannot be told from ordinary data is exported as sent: a name
+in free text, a phone number in a national form (its digits are a SKU's, an order's, a
+time's: dropping every such run emptied barcodes, URLs and tokens, a fresh review).
+Only the rows that can hold such a value are parsed: a vectorised regex picks them, the
+rest pass through untouched.
 """
 
 from __future__ import annotations
@@ -56,17 +56,32 @@ _PERSONAL_PARTS = (
     "zip",
     "birth",
     "name",
-    "tel",
     "contact",
     "recipient",
-    "customer",
-    "user",
     "forward",
     "ipv",
     "note",
     "comment",
 )
-_PERSONAL_KEYS = frozenset({"city", "dob", "first", "last", "given", "family", "initials"})
+# Exact keys only: as parts, "user" took ``user_agent``, "customer" ``customer_type``
+# and "tel" ``hotel``.
+_PERSONAL_KEYS = frozenset(
+    {
+        "city",
+        "dob",
+        "first",
+        "last",
+        "given",
+        "family",
+        "initials",
+        "tel",
+        "user",
+        "userid",
+        "customer",
+        "customerid",
+        "anonymousid",
+    }
+)
 # What ``normalize_phone`` answers: a plus and up to 15 digits, the first not a zero.
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _EMAIL = re.compile(r"[^@\s\"'<>]+@[^@\s\"'<>]+\.[^@\s\"'<>]+")
@@ -75,21 +90,21 @@ _EMAIL = re.compile(r"[^@\s\"'<>]+@[^@\s\"'<>]+\.[^@\s\"'<>]+")
 # ESP's click event keeps the link; unsubscribe and tracking links often name the
 # recipient).
 _SUSPECT = (
-    r"@|\d[\d .()/-]{7,}\d|\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|(?i:%(?:25)*40|phone|mobile|mail|"
+    r"@|\+\d|\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|(?i:%(?:25)*40|phone|mobile|mail|"
     r"addr|street|post|zip|birth|name|city|dob|ip\"|tel|contact|recipient|customer|user|"
     r"forward|ipv|note|comment|first|last|given|family|initials)"
 )
 _ENCODED_AT = re.compile(r"%(?:25)*40", re.IGNORECASE)
-# A phone number in free text, in any spelling (a run of nine digits or more, spaces,
-# dots, dashes, slashes and brackets between them); not inside a word or a time.
-# At most 40 characters a run: each start is read a bounded number of times (linear).
-_DIGIT_RUN = re.compile(r"(?<![\w.])\+?\(?\d[\d .()/-]{7,40}\d(?![\w:])")
+# A phone number in free text in international form (a plus, then nine digits or more,
+# spaces, dots, dashes, slashes and brackets between them); not inside a word. At most
+# 40 characters a run: each start is read a bounded number of times (linear).
+_DIGIT_RUN = re.compile(r"(?<![\w+])\+\d[\d .()/-]{7,40}\d(?![\w:])")
 _IPV4 = re.compile(r"(?<![\w.])\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\w.])")
 # An id's key (``id``, ``order_id``, ``orderId``, ``IDs``; not ``said``): its digits are
 # an id, not a phone, and are kept.
 _ID_KEY = re.compile(r"(?:^|[_\-\s.])[iI][dD][sS]?$|(?<=[a-z0-9])I[dD]s?$")
 # What makes an event id or type worth a look: an address or a digit run.
-_SUSPECT_TEXT = r"@|%40|\d[\d .()/-]{7,}\d"
+_SUSPECT_TEXT = r"@|%40|\+\d"
 
 
 def _normal(key: str) -> str:
@@ -105,7 +120,7 @@ def _personal(normal: str) -> bool:
 
 
 def _contact_kind(normal: str) -> str | None:
-    if "phone" in normal or "mobile" in normal or "tel" in normal:
+    if "phone" in normal or "mobile" in normal or normal == "tel":
         return "phone"
     if "mail" in normal:
         return "email"
@@ -231,7 +246,7 @@ class Pseudonymiser:
 
     def _text(self, value: str, id_like: bool = False) -> str:
         """A string with every e-mail hashed, every IPv4 address dropped and (unless it
-        is an id's) every run of nine digits or more hashed as a phone or dropped."""
+        is an id's) every phone number in international form hashed."""
         if _ENCODED_AT.search(value):
             value = _decoded(value)  # then scrubbed as if it had been sent plain
         if "@" in value:
@@ -246,8 +261,8 @@ class Pseudonymiser:
     def _phone_run(self, match: re.Match[str]) -> str:
         run = match.group(0)
         if _digits(run) < 9:
-            return run  # a date, a price, a short number: nobody's line
-        return self._digests.phone_digest(run) or ""
+            return run  # too short for anyone's line
+        return self._digests.phone_digest(run) or run  # no number: left as it was
 
 
 def _decoded(value: str) -> str:

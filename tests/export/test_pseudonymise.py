@@ -175,6 +175,22 @@ async def test_an_operators_merge_reason_is_not_exported(
     assert reason in {row["reason"] for row in raw_links}
 
 
+ORDINARY = {
+    "barcode": "4006381333931",
+    "upc": "012345678905",
+    "isbn": "978-3-16-148410-0",
+    "sent_ms": "1733494704000",
+    "price": "1234567.89",
+    "url": "https://shop.example/products/7712345678901?variant=40123456789012",
+    "path": "/orders/1234567890/status",
+    "uuid": "123e4567-e89b-12d3-a456-426614174000",
+    "cart_token": "c1-20241206123456789",
+    "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
+    "customer_type": "wholesale",
+    "hotel": "Grand",
+}
+
+
 def test_contacts_names_and_addresses_in_free_text_do_not_reach_the_export() -> None:
     # An outside check sent these for a consenting customer: every value came out as
     # sent but the surname, and the event's type and id carried the address.
@@ -193,10 +209,11 @@ def test_contacts_names_and_addresses_in_free_text_do_not_reach_the_export() -> 
             "user_id": "usr_025198d288ad0771190e",
             "comment": "ring 0755219250",
             "seen_from": "81.2.69.160",
-            "said": "my number is 07 55 21 92 50",
+            "said": "my number is +33 7 55 21 92 50",
             "order_id": "4507894691234",
             "sku": "A-1",
             "when": "2026-12-06 10:00",
+            **ORDINARY,
         },
     }
     batch = pa.RecordBatch.from_pydict(
@@ -209,7 +226,7 @@ def test_contacts_names_and_addresses_in_free_text_do_not_reach_the_export() -> 
     )
     (row,) = Pseudonymiser(KEY).batch("events", batch).to_pylist()
     text = json.dumps(row).lower()
-    for needle in ("zq", "75521", "55 21", "81.2.69", "usr_025198", "example.org"):
+    for needle in ("zq", "755219", "55 21", "81.2.69", "usr_025198", "example.org"):
         assert needle not in text, (needle, text)
     digests = Tombstones(KEY)
     phone = digests.phone_digest("+33755219250")
@@ -223,3 +240,6 @@ def test_contacts_names_and_addresses_in_free_text_do_not_reach_the_export() -> 
         "A-1",
         "2026-12-06 10:00",
     )
+    # A fresh review: digit runs were dropped wherever they stood, and "user", "customer"
+    # and "tel" dropped every key holding them. Ordinary data is exported as it is.
+    assert {key: kept[key] for key in ORDINARY} == ORDINARY
