@@ -206,7 +206,7 @@ def import_(
 
     async def run() -> ImportSummary:
         engine = create_engine(settings.database_url)
-        parts = ConsumerParts.open(settings, upstreams)
+        parts = ConsumerParts.open(settings, upstreams, batch=True)
         try:
             return await import_file(
                 create_sessionmaker(engine),
@@ -293,7 +293,7 @@ def sync(sources: tuple[str, ...], batch_size: int, database_url: str | None) ->
         engine = create_engine(settings.database_url)
         adapters = build_adapters(upstreams, telemetry=UpstreamTelemetry())
         # The caches the running gateways read, as ``gateway consume`` opens them.
-        parts = ConsumerParts.open(settings, upstreams)
+        parts = ConsumerParts.open(settings, upstreams, batch=True)
         try:
             return await run_sync(
                 create_sessionmaker(engine),

@@ -59,12 +59,14 @@ class OutageSettings(BaseSettings):
         description="Longest a request waits for a free pooled database connection.",
     )
     database_statement_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
-        default=10.0,
+        default=60.0,
         description="Longest a statement of `gateway serve` or `gateway consume` waits for "
-        "the database (the pool's ping included): a database that stops answering (hung, "
-        "or a network that drops packets) is answered 503 DATABASE_UNAVAILABLE after this "
-        "and the connection is discarded, instead of every request waiting on it for ever. "
-        "The CLI's batch commands (imports, exports, scores builds) have no such limit.",
+        "the database: one that stops answering (hung, or a network that drops packets) "
+        "is answered 503 DATABASE_UNAVAILABLE after this and the connection is discarded. "
+        "The ping each request's checkout makes is bounded by the connect timeout, so a "
+        "hung database costs a new request that long, not this. Long enough for the "
+        "heaviest legitimate statement (an erasure or unmerge of a customer with a "
+        "million events); the CLI's batch commands have no such limit.",
     )
     keep_alive_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
         default=75.0,

@@ -28,6 +28,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine, ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy.util import await_
 
 from gateway.errors import DatabaseUnavailable
 
@@ -119,8 +120,9 @@ def reachability(engine: AsyncEngine) -> Reachability:
     return Reachability() if seen is None else seen
 
 
-def watch(engine: AsyncEngine) -> AsyncEngine:
-    """Raise ``DatabaseUnavailable`` for every connectivity failure of ``engine``."""
+def watch(engine: AsyncEngine, ping_timeout_s: float | None = None) -> AsyncEngine:
+    """Raise ``DatabaseUnavailable`` for every connectivity failure of ``engine``; a
+    pooled connection whose ping takes longer than ``ping_timeout_s`` is discarded."""
     sync_engine = engine.sync_engine
     seen = Reachability()
     _SEEN[sync_engine] = seen
@@ -143,12 +145,19 @@ def watch(engine: AsyncEngine) -> AsyncEngine:
     ping = sync_engine.dialect.do_ping
 
     def _ping(dbapi_connection: Any) -> bool:
-        # A ping that timed out (a server that stopped answering: no error, no close)
+        # A ping that times out (a server that stopped answering: no error, no close)
         # is a dead connection: the pool discards it and connects afresh (bounded by
         # the connect timeout). The driver's TimeoutError is no DB-API error, so
-        # SQLAlchemy raised it from the checkout as it was: a 500, not a 503.
+        # SQLAlchemy raised it from the checkout as it was: a 500, not a 503. Bounded
+        # by ``ping_timeout_s``, not by the statements' longer limit: each checkout
+        # pings, so a hung server costs a request this long, not the statement timeout.
         try:
-            alive: bool = ping(dbapi_connection)
+            pinging = getattr(dbapi_connection, "_async_ping", None)  # asyncpg's adapter
+            if ping_timeout_s is None or pinging is None:
+                alive: bool = ping(dbapi_connection)
+            else:
+                await_(asyncio.wait_for(pinging(), ping_timeout_s))
+                alive = True
         except (TimeoutError, OSError):
             seen.reachable = False
             return False

@@ -5,9 +5,9 @@ waiting for a pooled connection after ``pool_timeout_s``, pooled connections are
 pinged before use (a restart leaves them all dead), and every such failure is raised
 as ``DatabaseUnavailable`` (gateway/db/connectivity.py), which the edge answers 503.
 A database that stops answering without closing anything (a hung server, a network
-dropping packets) is bounded too, by ``statement_timeout_s`` on each statement, the
-ping included: an outside check found every request and webhook waiting on it for
-ever (a pooled connection's ping or statement has no other limit). A server-side
+dropping packets) is bounded too: the ping each checkout makes by the connect timeout,
+every statement by ``statement_timeout_s``. An outside check found every request and
+webhook waiting on it for ever (a pooled connection's ping or statement had no limit). A server-side
 ``statement_timeout`` would not help there: the server is what does not answer.
 """
 
@@ -70,7 +70,7 @@ def create_engine(
         # asyncpg's default for every operation of the connection (fetch, execute, copy):
         # past it the call raises TimeoutError (connectivity: DatabaseUnavailable).
         connect_args.setdefault("command_timeout", statement_timeout_s)
-    return watch(create_async_engine(database_url, **kwargs))
+    return watch(create_async_engine(database_url, **kwargs), ping_timeout_s=connect_timeout_s)
 
 
 def require_sqlite(version: tuple[int, int, int], parameters: int) -> None:
@@ -89,14 +89,16 @@ def require_sqlite(version: tuple[int, int, int], parameters: int) -> None:
         )
 
 
-def engine_for(settings: Settings) -> AsyncEngine:
+def engine_for(settings: Settings, *, batch: bool = False) -> AsyncEngine:
     """The configured engine, the one every process builds (``gateway serve``, ``gateway
-    consume``): the same fail-fast timeouts wherever it is opened."""
+    consume``, the CLI's batch commands): the same fail-fast timeouts wherever it is
+    opened, and for all but ``batch`` work the statement timeout (a retention run's
+    count over every event may take longer, and nobody waits on it as on a request)."""
     return create_engine(
         settings.database_url,
         connect_timeout_s=settings.database_connect_timeout_s,
         pool_timeout_s=settings.database_pool_timeout_s,
-        statement_timeout_s=settings.database_statement_timeout_s,
+        statement_timeout_s=None if batch else settings.database_statement_timeout_s,
     )
 
 

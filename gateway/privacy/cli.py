@@ -115,7 +115,7 @@ async def run_retention(
     from gateway.privacy.retention import Retention
     from gateway.privacy.tombstones import Tombstones
 
-    parts = ConsumerParts.open(settings, upstreams)
+    parts = ConsumerParts.open(settings, upstreams, batch=True)
     try:
         sessions = create_sessionmaker(parts.engine)
         retry = RetryPolicy.of(settings)

@@ -24,9 +24,10 @@ from tests.faults.freezing_proxy import FreezingProxy
 from tests.in_process import lifespan
 from tests.ingest.webhook_requests import realtime_app, segment_request
 
-STATEMENT_TIMEOUT_S = 1.0
-# What "bounded" means here: the timeout, a ping and a rollback each bounded by it, and
-# a loaded machine's slack; a request that hangs never ends at all.
+# Longer than the bound: a request's wait is the ping's (the connect timeout, 2 s) and a
+# reconnect's, not a statement's. What "bounded" means here: those, and a loaded
+# machine's slack; a request that hangs never ends at all.
+STATEMENT_TIMEOUT_S = 60.0
 BOUND_S = 20.0
 
 
@@ -47,7 +48,7 @@ async def _timed(request: Awaitable[httpx.Response]) -> tuple[httpx.Response, fl
     return response, time.monotonic() - started
 
 
-async def test_a_database_that_stops_answering_is_answered_within_the_statement_timeout(
+async def test_a_database_that_stops_answering_is_answered_within_the_ping_timeout(
     postgres_url: str,
 ) -> None:
     await asyncio.to_thread(upgrade, postgres_url)
@@ -73,9 +74,7 @@ async def test_a_database_that_stops_answering_is_answered_within_the_statement_
             webhook, webhook_waited = await _timed(gw.post(**_identify()))
             assert webhook.status_code == 503, webhook.text
             assert webhook.headers["retry-after"]
-            assert (
-                waited >= STATEMENT_TIMEOUT_S * 0.5 or webhook_waited >= STATEMENT_TIMEOUT_S * 0.5
-            )
+            assert max(waited, webhook_waited) >= 1.0  # the database was waited on
 
             proxy.thaw()
             again = await asyncio.wait_for(gw.post(**_identify()), BOUND_S)

@@ -44,8 +44,12 @@ class ConsumerParts:
     source_ids: SourceIds
 
     @classmethod
-    def open(cls, settings: Settings, upstreams: UpstreamsConfig) -> ConsumerParts:
-        engine = engine_for(settings)  # the timeouts ``Services`` uses
+    def open(
+        cls, settings: Settings, upstreams: UpstreamsConfig, *, batch: bool = False
+    ) -> ConsumerParts:
+        """The parts, on an engine whose statements are bounded unless ``batch`` (the
+        CLI's imports, syncs and retention runs: ``engine_for``)."""
+        engine = engine_for(settings, batch=batch)  # the timeouts ``Services`` uses
         # The cache's timeouts bound a request's wait for Redis; this process's calls
         # are a batch's bulk invalidations, timed on a loop that parses the next batch
         # meanwhile (and, on a loaded machine, waits for a CPU): held to the requests'
