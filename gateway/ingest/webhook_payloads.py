@@ -54,11 +54,7 @@ _HUBSPOT_ATTRIBUTES = {
 }
 # HubSpot's consent properties (as adapters/hubspot.py reads them): a change is the
 # CRM's statement for that purpose at the event's time, stored as one.
-_HUBSPOT_CONSENTS = {
-    "consent_email_marketing": "email_marketing",
-    "consent_personalisation": "personalisation",
-    "consent_analytics": "analytics",
-}
+_HUBSPOT_CONSENTS = {f"consent_{p}": p for p in ("email_marketing", "personalisation", "analytics")}
 _ORDER_FIELDS = ("orders", "order_count", "lifetime_value", "last_order_at")
 
 
@@ -209,6 +205,7 @@ class HubSpotEvent(PayloadModel):
 
 
 _HUBSPOT_BATCH = TypeAdapter(list[HubSpotEvent])
+_FLAG = TypeAdapter(bool)  # lax, as pydantic reads the adapter's consent properties
 # HubSpot sends at most 100 events a request. A batch is validated and prepared in one
 # go on the event loop before its first write: 6,000 signed events (1 MiB) held the
 # worker, /healthz included, for more than a second.
@@ -247,13 +244,13 @@ def _hubspot_event(position: int, event: HubSpotEvent) -> InboundEvent:
             record[_HUBSPOT_RECORD[name]] = event.propertyValue
             changed = (_HUBSPOT_RECORD[name],)
         elif name in _HUBSPOT_CONSENTS:
-            value = (event.propertyValue or "").strip().lower()
-            if value not in ("true", "false", ""):
-                raise PayloadError(
-                    "a consent property is true or false", f"{position}.propertyValue"
-                )
-            # Cleared: no statement, as the adapter reads a blank one.
-            consent = (_HUBSPOT_CONSENTS[name], value == "true") if value else None
+            # Read as the adapter reads the property (true/false, yes/no, on/off, 1/0);
+            # cleared, it says nothing.
+            value = (event.propertyValue or "").strip()
+            try:
+                consent = (_HUBSPOT_CONSENTS[name], _FLAG.validate_python(value)) if value else None
+            except ValidationError:
+                raise PayloadError("true or false", f"{position}.propertyValue") from None
             changed = ("consent",) if consent else ()
         else:
             field_name = _HUBSPOT_ATTRIBUTES.get(name, name)

@@ -49,7 +49,8 @@ async def test_a_withdrawal_in_the_crm_suppresses_the_customer(gw: httpx.AsyncCl
     withdrawn = await _send(
         gw,
         _at(hubspot_change(contact, "consent_email_marketing", "false"), 10),
-        _at(hubspot_change(contact, "consent_analytics", " FALSE "), 10),
+        # As the adapter reads the property (a fresh review: "No" refused the batch).
+        _at(hubspot_change(contact, "consent_analytics", " No "), 10),
     )
     assert withdrawn.status_code == 200, withdrawn.text
     assert [e["status"] for e in withdrawn.json()["events"]] == ["processed", "processed"]
@@ -75,6 +76,7 @@ async def test_a_consent_value_that_is_no_boolean_is_refused_naming_it(
 ) -> None:
     contact, email = await _contact(gw)
     response = await _send(gw, hubspot_change(contact, "consent_email_marketing", "maybe"))
+    # (the property is a checkbox: true/false, yes/no, on/off or 1/0 are what it says)
     assert response.status_code == 422, response.text
     assert response.json()["field"] == "0.propertyValue"
     assert (await gql(gw, PROFILE, email=email))["data"]["customer"]["suppressed"] is True
