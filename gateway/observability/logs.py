@@ -43,11 +43,11 @@ _DOMAIN = rf"(?:[^{_SEPARATORS}]|{_COMMENT}|\[[^\]\s]*+\]?)*+"
 _QUOTED = re.compile(rf"(?<!\\)\"(?:[^\"\\\r\n]|\\[^\r\n]){{1,128}}+\"{_AT}{_DOMAIN}")
 _ADDRESS = re.compile(rf"(?<![^{_SEPARATORS}])(?P<local>{_RUN}*+(?:{_COMMENT})?){_AT}{_DOMAIN}")
 _MAY_HOLD_AN_AT = re.compile("[@\uff20]|%40|%2540")
-# A phone number as people write it: nine digits or more, with a leading plus or spaces,
-# dots, dashes or brackets between them (``+33 7 55 21 92 50``, ``(020) 7946-0958``).
+# A phone number as people write it: nine digits or more, with a leading plus or two
+# spaces, dashes or brackets between them (``+33 7 55 21 92 50``, ``(020) 7946-0958``).
 # Runs of bare digits are left alone: ids, counts and epoch times are what logs carry.
 # At most 40 characters a run: each start is read a bounded number of times (linear).
-_PHONE = re.compile(r"(?<![\w.+])\+?\(?\d[\d .()/-]{7,40}\d(?![\w:])")
+_PHONE = re.compile(r"(?<![\w.+-])\+?\(?\d[\d .()/-]{7,40}\d(?![\w:])")
 _MAY_HOLD_A_PHONE = re.compile(r"\d[\d .()/-]{7,}\d")
 _DOTTED_QUAD = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 _LOCAL_MAX = 64
@@ -90,7 +90,11 @@ def _mask(text: str) -> str:
 def _masked_phone(found: re.Match[str]) -> str:
     run = found.group(0)
     digits = sum(ch.isdigit() for ch in run)
-    written = run.startswith("+") or any(ch in run for ch in " .()-/")
+    # A plus, or two breaks between groups at least, or one after a national trunk
+    # zero (``07400 123456``): a decimal, a version, a range (``0.123456789``,
+    # ``123456789-123456799``) are not phones (a fresh review).
+    breaks = sum(ch in " ()-/" for ch in run)
+    written = run.startswith("+") or breaks >= 2 or (run[0] == "0" and breaks and digits >= 10)
     if digits < 9 or not written or _DOTTED_QUAD.fullmatch(_dotted_around(found)):
         return run  # a date, an id, an address of a host: not a phone as people write one
     return MASKED_PHONE

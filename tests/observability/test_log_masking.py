@@ -234,6 +234,12 @@ def test_a_phone_number_as_people_write_it_is_masked(region: str, style: int, be
         "connection to 192.168.100.200:5432 refused",  # a host
         "took 12.5 ms over 1,000,000 rows",
         "event 1733493910123",  # an epoch in milliseconds
+        # A fresh review's: decimals, ranges, versions and UUIDs were masked.
+        "elapsed 0.123456789 s",
+        "duration=1733494704.123456",
+        "range 123456789-123456799",
+        "version 1.2.3.4567890",
+        "customer 3f2a1c9e-1234-5678-9012-345678901234",
     ],
 )
 def test_ids_times_and_hosts_are_not_taken_for_phones(kept: str) -> None:
