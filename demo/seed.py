@@ -37,8 +37,6 @@ from gateway.identity.survivorship import GOLDEN_FIELDS, Observation, golden_val
 from gateway.identity.values import folded_email
 from gateway.privacy.consent import Purpose, state_many
 
-# Stable ids: the same person gets the same unified id in every demo database.
-_NAMESPACE = uuid.UUID("6f1c2d4e-8a5b-4c3d-9e7f-0a1b2c3d4e5f")
 Row = dict[str, Any]
 CRM_SOURCE = "hubspot"
 _SEEDED_SOURCES = ("hubspot", "soap_crm", "shopify", "segment")
@@ -47,6 +45,7 @@ _SEEDED_SOURCES = ("hubspot", "soap_crm", "shopify", "segment")
 # alone name that identity (``state_many``), as a webhook's would: an unmerge hands
 # them back to the right person.
 _OTHERS_JOINED_AFTER = timedelta(minutes=5)
+_ID_PURPOSE = "customer-id"
 # The default rules take the reserved ``.example`` TLD for a placeholder, and two of the
 # population's five domains are under it (reserved on purpose: nobody's inbox). Prepared
 # with the defaults, those people's records would carry no address at all.
@@ -56,7 +55,11 @@ SEED_CONFIG = DEFAULT_CONFIG.model_copy(
 
 
 def customer_id_for(person: Person) -> uuid.UUID:
-    return uuid.uuid5(_NAMESPACE, person.email)
+    """The person's unified id, the same in every demo database: drawn from the person's
+    own generator (their place in the synthetic population), not from personal data. A
+    ``uuid5`` of the e-mail let anyone holding a pseudonymised export confirm guessed
+    addresses against the ids."""
+    return uuid.UUID(int=person.rng(_ID_PURPOSE).getrandbits(128), version=4)
 
 
 def _joined_at(person: Person, source: str) -> datetime:

@@ -1,11 +1,14 @@
 """The seed writes what the production write paths write, so the demo behaves as real
-data does: every value and consent statement names the identity it came from, so a
-merge then an unmerge hands each person back exactly their own."""
+data does: every value and consent statement names the identity it came from (a merge
+then an unmerge hands each person back exactly their own), and customer ids are not
+derived from personal data (an id made from the e-mail let anyone holding a
+pseudonymised export confirm guessed addresses)."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import func, select
@@ -26,6 +29,14 @@ _PURPOSES = {
     "analytics": "analytics_consent",
 }
 _CONTACT = ("email", "first_name", "last_name", "phone")
+# The namespace the seed once made ids from (uuid5 of the e-mail), and the standard ones.
+_EMAIL_NAMESPACES = (
+    uuid.UUID("6f1c2d4e-8a5b-4c3d-9e7f-0a1b2c3d4e5f"),
+    uuid.NAMESPACE_DNS,
+    uuid.NAMESPACE_URL,
+    uuid.NAMESPACE_OID,
+    uuid.NAMESPACE_X500,
+)
 
 
 def _consents(person: Person) -> dict[str, bool]:
@@ -117,6 +128,19 @@ async def _assert_profile(session: AsyncSession, customer: uuid.UUID, person: Pe
         )
     )
     assert sorted((p, g) for p, g in history) == sorted(_consents(person).items())
+
+
+def test_seeded_ids_are_stable_and_not_made_from_emails() -> None:
+    people = population(200)
+    ids = [customer_id_for(person) for person in people]
+    assert len(set(ids)) == len(ids)
+    for person, customer in zip(people, ids, strict=True):
+        for namespace in _EMAIL_NAMESPACES:
+            assert customer != uuid.uuid5(namespace, person.email)
+            assert customer != uuid.uuid5(namespace, person.email.lower())
+    # The same people, with the same ids, whatever the demo's anchor (README).
+    elsewhen = population(200, epoch=datetime(2020, 1, 1, tzinfo=UTC))
+    assert [customer_id_for(person) for person in elsewhen] == ids
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
