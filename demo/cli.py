@@ -141,7 +141,13 @@ def demo(
     from demo.console_data import build_scores_in_background
     from demo.people.population import demo_epoch
     from demo.upstreams.runner import SERVICE_NAMES, SampleUpstreams
-    from demo.wiring import DEMO_API_KEY, prepare, sample_upstreams_config, seeded_epoch
+    from demo.wiring import (
+        DEMO_API_KEY,
+        ids_from_before,
+        prepare,
+        sample_upstreams_config,
+        seeded_epoch,
+    )
     from gateway.scores.model_seal import deployment_model_key
     from resolvers.app import create_app
 
@@ -185,6 +191,12 @@ def demo(
                 f"The demo's history runs up to {seeded:%Y-%m-%d}, when this database was "
                 "seeded: for one up to today, start with a new --database-url (or in an "
                 "empty directory)."
+            )
+        if seeded is not None and ids_from_before(settings.database_url):
+            click.echo(
+                "This database's customers hold the ids an earlier demo made from their "
+                "e-mail addresses (an export gives those away): for ids made from nothing "
+                "personal, start with a new --database-url (or in an empty directory)."
             )
         # Served meanwhile: the first start trains the propensity model (most of a minute).
         model_key = deployment_model_key(settings, insecure_demo=settings.insecure_demo)

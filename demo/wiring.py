@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import tomllib
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import resources
@@ -17,7 +18,7 @@ from adapters.config import UpstreamsConfig, load_upstreams
 from demo.console_data import prepare_console_data
 from demo.people.population import Person, population
 from demo.recommendation_history import prepare_demo_recommendations
-from demo.seed import seed, seed_evidence
+from demo.seed import customer_id_for, seed, seed_evidence
 from demo.upstreams.credentials import (
     DEMO_HUBSPOT_CLIENT_ID,
     DEMO_HUBSPOT_CLIENT_SECRET,
@@ -96,7 +97,9 @@ def seeded_epoch(database_url: str) -> datetime | None:
         return None  # not opened: that would create the file, and a demo that stops leaves none
     probe = population(20, epoch=_PROBE_EPOCH)
     ages = {p.email: p.epoch - p.created_at for p in probe}
-    rows = dict(asyncio.run(_created_at(database_url, list(ages))))
+    rows = {
+        email: created_at for email, created_at, _ in asyncio.run(_probe(database_url, list(ages)))
+    }
     for person in probe:
         if (created_at := rows.get(person.email)) is not None:
             at = created_at if created_at.tzinfo else created_at.replace(tzinfo=UTC)
@@ -104,12 +107,26 @@ def seeded_epoch(database_url: str) -> datetime | None:
     return None
 
 
-async def _created_at(database_url: str, emails: list[str]) -> list[tuple[str, datetime]]:
+def ids_from_before(database_url: str) -> bool:
+    """Whether the database's demo people hold the ids an earlier demo gave them (a
+    ``uuid5`` of their e-mail, which a pseudonymised export gave away to anyone guessing
+    addresses) rather than ``customer_id_for``'s. They keep them, as every row naming
+    them would have to change: ``gateway demo`` says to start a new database."""
+    probe = population(20, epoch=_PROBE_EPOCH)
+    stored = {
+        email: id_ for email, _, id_ in asyncio.run(_probe(database_url, [p.email for p in probe]))
+    }
+    return any(stored.get(p.email, customer_id_for(p)) != customer_id_for(p) for p in probe)
+
+
+async def _probe(database_url: str, emails: list[str]) -> list[tuple[str, datetime, uuid.UUID]]:
     engine = create_engine(database_url)
     try:
         async with engine.connect() as connection:
-            query = select(Customer.email, Customer.created_at).where(Customer.email.in_(emails))
-            return [(row.email, row.created_at) for row in await connection.execute(query)]
+            query = select(Customer.email, Customer.created_at, Customer.id).where(
+                Customer.email.in_(emails)
+            )
+            return [(r.email, r.created_at, r.id) for r in await connection.execute(query)]
     except DBAPIError:  # a new database: no customers table before its migration
         return []
     finally:

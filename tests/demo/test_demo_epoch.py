@@ -8,19 +8,22 @@ import asyncio
 import os
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import insert
 
 from demo.people.behaviour import behaviour
 from demo.people.orders import orders_for
 from demo.people.population import EPOCH_ENV, population
 from demo.seed import seed
 from demo.upstreams.runner import SampleUpstreams
-from demo.wiring import seeded_epoch
+from demo.wiring import ids_from_before, seeded_epoch
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.migrate import upgrade
+from gateway.db.models import Customer
 from tests.conftest import REPO
 
 FIXED = datetime(2026, 11, 1, tzinfo=UTC)
@@ -91,3 +94,31 @@ def test_a_seeded_database_gives_back_its_anchor(tmp_path: Path) -> None:
 
     asyncio.run(seeded())
     assert seeded_epoch(url) == FIXED
+
+
+def test_a_database_seeded_with_email_ids_is_told_apart(tmp_path: Path) -> None:
+    """A database an earlier demo seeded keeps its people's ids, made from their e-mail
+    addresses: ``gateway demo`` goes on with them, and says how to start afresh."""
+    people = population(5, epoch=FIXED)
+    fresh, earlier = (f"sqlite+aiosqlite:///{tmp_path / name}" for name in ("a.db", "b.db"))
+    for url in (fresh, earlier):
+        upgrade(url)
+
+    async def populate() -> None:
+        engine = create_engine(fresh)
+        try:
+            await seed(create_sessionmaker(engine), people)
+        finally:
+            await engine.dispose()
+        engine = create_engine(earlier)
+        try:
+            async with engine.begin() as connection:
+                # The first person as the earlier seed stored them.
+                old = uuid.uuid5(uuid.UUID("6f1c2d4e-8a5b-4c3d-9e7f-0a1b2c3d4e5f"), people[0].email)
+                await connection.execute(insert(Customer).values(id=old, email=people[0].email))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(populate())
+    assert not ids_from_before(fresh)
+    assert ids_from_before(earlier)
