@@ -26,8 +26,8 @@ from gateway.settings import Settings
 from resolvers.graphql.access import ScopedExecutionContext, audit, require
 from resolvers.graphql.context import Context
 from resolvers.graphql.errors import is_unexpected, masked
+from resolvers.graphql.input_text import DATE_TIME
 from resolvers.graphql.limits import build_limits
-from resolvers.graphql.moments import DATE_TIME
 from resolvers.graphql.operation import DocumentCache, GatewayOperation
 from resolvers.graphql.subscriptions import Subscription
 from resolvers.graphql.types.customer import (
