@@ -156,7 +156,15 @@ def watch(engine: AsyncEngine, ping_timeout_s: float | None = None) -> AsyncEngi
             if ping_timeout_s is None or pinging is None:
                 alive: bool = ping(dbapi_connection)
             else:
-                await_(asyncio.wait_for(pinging(), ping_timeout_s))
+                try:
+                    await_(asyncio.wait_for(pinging(), ping_timeout_s))
+                except (TimeoutError, OSError):
+                    raise
+                except Exception as error:  # noqa: BLE001  (re-raised as a DB-API error)
+                    # As the adapter's own ping: the driver's error as a DB-API one, which
+                    # SQLAlchemy then reads (a closed connection is a disconnect: it
+                    # reconnects quietly; raised as it was, it was a 500 after a restart).
+                    dbapi_connection._handle_exception(error)
                 alive = True
         except (TimeoutError, OSError):
             seen.reachable = False
