@@ -63,25 +63,16 @@ _PERSONAL_PARTS = (
     "note",
     "comment",
 )
-# Exact keys only: as parts, "user" took ``user_agent``, "customer" ``customer_type``
-# and "tel" ``hotel``.
-_PERSONAL_KEYS = frozenset(
-    {
-        "city",
-        "dob",
-        "first",
-        "last",
-        "given",
-        "family",
-        "initials",
-        "tel",
-        "user",
-        "userid",
-        "customer",
-        "customerid",
-        "anonymousid",
-    }
-)
+# Whole keys that name a person.
+_PERSONAL_KEYS = frozenset({"city", "dob", "first", "last", "given", "family", "initials"})
+# Words of a key (``shopify_customer_id``, ``telNumber``): a phone's, wherever they stand;
+# a person's, alone or as an id or a number (``user_id``, ``customer_number``: a
+# source's raw id defeats its pseudonym), not as a kind (``user_agent``,
+# ``customer_type``). Words, not parts: "tel" took ``hotel`` (a fresh review).
+_PHONE_WORDS = frozenset({"tel", "telefon", "telephone", "telefono", "fax"})
+_PERSON_WORDS = frozenset({"user", "customer", "anonymous", "visitor", "member"})
+_ID_WORDS = frozenset({"id", "ids", "number", "no", "num", "ref", "key", "uuid", "code", "login"})
+_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
 # What ``normalize_phone`` answers: a plus and up to 15 digits, the first not a zero.
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _EMAIL = re.compile(r"[^@\s\"'<>]+@[^@\s\"'<>]+\.[^@\s\"'<>]+")
@@ -92,7 +83,7 @@ _EMAIL = re.compile(r"[^@\s\"'<>]+@[^@\s\"'<>]+\.[^@\s\"'<>]+")
 _SUSPECT = (
     r"@|\+\d|\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|(?i:%(?:25)*40|phone|mobile|mail|"
     r"addr|street|post|zip|birth|name|city|dob|ip\"|tel|contact|recipient|customer|user|"
-    r"forward|ipv|note|comment|first|last|given|family|initials)"
+    r"forward|ipv|note|comment|first|last|given|family|initials|anonymous|visitor|member|fax)"
 )
 _ENCODED_AT = re.compile(r"%(?:25)*40", re.IGNORECASE)
 # A phone number in free text in international form (a plus, then nine digits or more,
@@ -111,16 +102,24 @@ def _normal(key: str) -> str:
     return re.sub(r"[-_\s]", "", key).lower()
 
 
-def _personal(normal: str) -> bool:
+def _words(key: str) -> frozenset[str]:
+    return frozenset(word.lower() for word in _WORD.findall(key))
+
+
+def _personal(key: str) -> bool:
+    normal, words = _normal(key), _words(key)
     return (
         normal in _PERSONAL_KEYS
         or normal.endswith("ip")
         or any(part in normal for part in _PERSONAL_PARTS)
+        or bool(words & _PHONE_WORDS)
+        or (bool(words & _PERSON_WORDS) and (len(words) == 1 or bool(words & _ID_WORDS)))
     )
 
 
-def _contact_kind(normal: str) -> str | None:
-    if "phone" in normal or "mobile" in normal or normal == "tel":
+def _contact_kind(key: str) -> str | None:
+    normal = _normal(key)
+    if "phone" in normal or "mobile" in normal or _words(key) & _PHONE_WORDS:
         return "phone"
     if "mail" in normal:
         return "email"
@@ -232,10 +231,9 @@ class Pseudonymiser:
         if isinstance(value, dict):
             kept: dict[str, Any] = {}
             for key, item in value.items():
-                normal = _normal(str(key))
-                if not _personal(normal):
+                if not _personal(str(key)):
                     kept[key] = self._scrub(item, bool(_ID_KEY.search(str(key))))
-                elif (hashed := self._contact(_contact_kind(normal), item)) is not None:
+                elif (hashed := self._contact(_contact_kind(str(key)), item)) is not None:
                     kept[key] = hashed
             return kept
         if isinstance(value, list):

@@ -208,6 +208,12 @@ def test_contacts_names_and_addresses_in_free_text_do_not_reach_the_export() -> 
             "last": "Zqblin",
             "user_id": "usr_025198d288ad0771190e",
             "comment": "ring 0755219250",
+            # A fresh review: as whole keys only, these went out as sent.
+            "telefon": "030 9182736",
+            "tel_number": "06 12 34 56 78",
+            "shopify_customer_id": "7300000000065",
+            "hubspotUserId": "51000035",
+            "customer_number": "C-000005",
             "seen_from": "81.2.69.160",
             "said": "my number is +33 7 55 21 92 50",
             "order_id": "4507894691234",
@@ -226,7 +232,19 @@ def test_contacts_names_and_addresses_in_free_text_do_not_reach_the_export() -> 
     )
     (row,) = Pseudonymiser(KEY).batch("events", batch).to_pylist()
     text = json.dumps(row).lower()
-    for needle in ("zq", "755219", "55 21", "81.2.69", "usr_025198", "example.org"):
+    for needle in (
+        "zq",
+        "755219",
+        "55 21",
+        "81.2.69",
+        "usr_025198",
+        "example.org",
+        "9182736",
+        "12 34 56",
+        "7300000000065",
+        "51000035",
+        "C-000005",
+    ):
         assert needle not in text, (needle, text)
     digests = Tombstones(KEY)
     phone = digests.phone_digest("+33755219250")
