@@ -36,6 +36,7 @@ from gateway.identity.source_ids import DEFAULT_SOURCE_IDS
 from gateway.identity.survivorship import GOLDEN_FIELDS, Observation, golden_values
 from gateway.identity.values import folded_email
 from gateway.privacy.consent import Purpose, state_many
+from gateway.privacy.tombstones import Tombstones
 
 Row = dict[str, Any]
 CRM_SOURCE = "hubspot"
@@ -205,11 +206,25 @@ async def _write(connection: AsyncConnection, people: Sequence[Person]) -> None:
     await insert_observations(connection, observations, owners.keys())
 
 
-async def seed(sessions: async_sessionmaker[AsyncSession], people: Sequence[Person]) -> int:
-    """Insert the people not yet present; returns how many were added. Safe to re-run."""
+async def seed(
+    sessions: async_sessionmaker[AsyncSession],
+    people: Sequence[Person],
+    tombstones: Tombstones | None = None,
+) -> int:
+    """Insert the people not yet present; returns how many were added. Safe to re-run:
+    a person is present while their CRM identity is, on whichever customer a merge or an
+    unmerge left it (read by e-mail, a merged-away person was seeded again and the demo
+    refused to start on their identities); one erased (a tombstone of their CRM id, under
+    ``tombstones``) is not seeded again: a restart brought them back (a fresh review)."""
     async with sessions.begin() as session:
-        existing = set(await session.scalars(select(Customer.email)))
-        missing = [p for p in people if p.email not in existing]
+        held = set(
+            await session.scalars(select(Identity.external_id).where(Identity.source == CRM_SOURCE))
+        )
+        missing = [p for p in people if p.hubspot_id not in held]
+        if tombstones is not None and missing:
+            digests = {tombstones.digest("id", f"{CRM_SOURCE}:{p.hubspot_id}"): p for p in missing}
+            erased = await tombstones.blocked(session, set(digests))
+            missing = [p for digest, p in digests.items() if digest not in erased]
         if missing:
             await _write(await session.connection(), missing)
     return len(missing)

@@ -33,6 +33,7 @@ from gateway.access.api_keys import DEMO_KEY_NAME as DEMO_KEY_NAME  # by every n
 from gateway.access.api_keys import ApiKeys
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.models import Customer
+from gateway.privacy.tombstones import Tombstones
 from gateway.settings import Settings
 
 # The values the example upstreams file's *_env names resolve to against the samples.
@@ -72,7 +73,7 @@ async def prepare(settings: Settings, people: Sequence[Person]) -> int:
     engine = create_engine(settings.database_url)
     sessions = create_sessionmaker(engine)
     try:
-        added = await seed(sessions, people)
+        added = await seed(sessions, people, Tombstones.from_settings(settings))
         await seed_evidence(sessions, people)
         await prepare_demo_recommendations(sessions, people)
         await prepare_console_data(sessions)
