@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 from sqlalchemy import func, select
 
-from gateway.db.engine import create_engine
+from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.models import Event
+from gateway.ingest.importer import ImportSummary, import_file
+from gateway.privacy.tombstones import Tombstones
 from tests.conftest import (
     unique_email,
     unique_number,
 )
 from tests.gql_client import gql
+from tests.in_process import services_of
 
 BASE = "http://gw"
 
@@ -109,5 +113,17 @@ async def stored_events(database_url: str, message_ids: list[str]) -> int:
                 )
             )
             return int(found or 0)
+    finally:
+        await engine.dispose()
+
+
+async def import_as_shop(gw: httpx.AsyncClient, database_url: str, path: Path) -> ImportSummary:
+    """``gateway import`` of a Shopify file, checked against the gateway's tombstones."""
+    tombstones: Tombstones = services_of(gw.app).erasure.tombstones  # type: ignore[attr-defined]
+    engine = create_engine(database_url)
+    try:
+        return await import_file(
+            create_sessionmaker(engine), path, "shopify", tombstones=tombstones
+        )
     finally:
         await engine.dispose()

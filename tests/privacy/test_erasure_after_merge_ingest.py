@@ -11,16 +11,12 @@ from typing import Any
 
 import httpx
 
-from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.models import Customer, Event
-from gateway.ingest.importer import import_file
-from gateway.privacy.tombstones import Tombstones
 from tests.conftest import (
     unique_email,
     unique_number,
 )
 from tests.gql_client import gql
-from tests.in_process import services_of
 from tests.ingest.webhook_requests import (
     hubspot_change,
     hubspot_request,
@@ -31,6 +27,7 @@ from tests.privacy.merged_people import (
     BASE,
     FORGET,
     count_rows,
+    import_as_shop,
     merged_person,
     stored_events,
     upsert,
@@ -83,14 +80,7 @@ async def test_after_merge_and_forget_an_import_skips_every_identifier(
         f"{unique_number()},{unique_email()},{person.phone_b}\n"
         f"{person.shopify_id},{unique_email()},\n"
     )
-    tombstones: Tombstones = services_of(gw.app).erasure.tombstones  # type: ignore[attr-defined]
-    engine = create_engine(database_url)
-    try:
-        summary = await import_file(
-            create_sessionmaker(engine), path, "shopify", tombstones=tombstones
-        )
-    finally:
-        await engine.dispose()
+    summary = await import_as_shop(gw, database_url, path)
     assert (summary.read, summary.erased, summary.created, summary.rejected) == (3, 3, 0, [])
 
 
@@ -118,14 +108,7 @@ async def test_an_erased_address_the_linker_calls_a_placeholder_still_refuses_re
     assert [e["status"] for e in response.json()["events"]] == ["erased"], response.text
     path = tmp_path / "shop.csv"
     path.write_text(f"external_id,email,first_name\n{unique_number()}, {address} ,Ada\n")
-    tombstones: Tombstones = services_of(gw.app).erasure.tombstones  # type: ignore[attr-defined]
-    engine = create_engine(database_url)
-    try:
-        summary = await import_file(
-            create_sessionmaker(engine), path, "shopify", tombstones=tombstones
-        )
-    finally:
-        await engine.dispose()
+    summary = await import_as_shop(gw, database_url, path)
     assert (summary.erased, summary.created) == (1, 0)
     assert await count_rows(database_url, Customer) == customers
 

@@ -12,32 +12,16 @@ from pathlib import Path
 
 import httpx
 
-from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.models import Customer
-from gateway.ingest.importer import import_file
-from gateway.privacy.tombstones import Tombstones
 from tests.conftest import unique_number
 from tests.gql_client import error_codes, gql
-from tests.in_process import services_of
 from tests.ingest.webhook_requests import segment_request, shopify_request
-from tests.privacy.merged_people import FORGET, count_rows, upsert
+from tests.privacy.merged_people import FORGET, count_rows, import_as_shop, upsert
 
 
 def _mailbox() -> tuple[str, str]:
     """A fresh Gmail mailbox's parts: ``jane.<tag>`` and ``doe``."""
     return f"jane.{uuid.uuid4().hex[:10]}", "doe"
-
-
-async def _import(gw: httpx.AsyncClient, database_url: str, path: Path) -> tuple[int, int]:
-    tombstones: Tombstones = services_of(gw.app).erasure.tombstones  # type: ignore[attr-defined]
-    engine = create_engine(database_url)
-    try:
-        summary = await import_file(
-            create_sessionmaker(engine), path, "shopify", tombstones=tombstones
-        )
-    finally:
-        await engine.dispose()
-    return summary.erased, summary.created
 
 
 async def test_an_erased_mailbox_refuses_every_spelling_of_it(
@@ -80,7 +64,8 @@ async def test_an_erased_mailbox_refuses_every_spelling_of_it(
 
     path = tmp_path / "shop.csv"
     path.write_text(f"external_id,email,first_name\n{unique_number()},{folded},Jane\n")
-    assert await _import(gw, database_url, path) == (1, 0)
+    summary = await import_as_shop(gw, database_url, path)
+    assert (summary.erased, summary.created) == (1, 0)
     assert await count_rows(database_url, Customer) == customers
 
 
