@@ -22,9 +22,10 @@ class ExperimentSettings(BaseSettings):
 
     tracking_key: SecretStr | None = Field(
         default=None,
-        description="HMAC key of the tracking parameter on recommended items' links (which "
-        "list, which position). Unset: derived from the erasure key. Every instance needs "
-        "the same one; a new key leaves links already sent unattributed.",
+        description="Key of the tracking parameter's MAC on recommended items' links (which "
+        "list, which position; the AES key is derived from it). Unset: derived from the "
+        "erasure key. Every instance needs the same one; a new key leaves links already "
+        "sent unattributed.",
     )
     conversion_window_hours: Annotated[float, Field(gt=0, le=24 * 90)] = Field(
         default=168.0,
