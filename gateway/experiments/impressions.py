@@ -28,7 +28,7 @@ from __future__ import annotations
 import itertools
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import NamedTuple, cast
 
@@ -84,8 +84,12 @@ class Impression(NamedTuple):
     items: str  # the product ids, in order, as a JSON array's text (``items_json``)
 
 
-# What serving queues: the fields of an ``Impression``, as a plain tuple.
+# The fields of an ``Impression``, as a plain tuple.
 _Row = tuple[str, str, int, str, str, str | None, str | None, str | None, str]
+# What serving queues: the same, but the customer as its UUID's integer (``UUID.int``, an
+# attribute, where ``UUID.hex`` formats it: ~0.15 us a list), made the stored hex digits
+# by the writer (``_stored_forms``).
+Served = tuple[str, int, int, str, str, str | None, str | None, str | None, str]
 _COLUMNS = Impression._fields  # the table's columns, in the tuple's order
 _WIDTH = len(_COLUMNS)
 
@@ -113,9 +117,13 @@ class ImpressionLog:
             width=_WIDTH,
         )
 
-    def record(self, impression: Impression | _Row) -> None:
-        """Queue one served list (an ``Impression`` or a tuple of its fields); returns
-        at once."""
+        # Serving's way in: ``record`` without the check of ``enabled`` its caller made,
+        # one Python call fewer on the hot path.
+        self.queue: Callable[[Sequence[object]], None] = self._buffer.append_values
+
+    def record(self, impression: Impression | _Row | Served) -> None:
+        """Queue one served list (an ``Impression``, a tuple of its fields, or as
+        serving queues it: ``Served``); returns at once."""
         if self.enabled:
             self._buffer.append_values(impression)
 
@@ -127,6 +135,7 @@ class ImpressionLog:
         await self._buffer.aclose()
 
     async def _write(self, values: list[object]) -> None:
+        _stored_forms(values)
         try:
             await self._insert(values)
         except (IntegrityError, IntegrityConstraintViolationError):
@@ -254,6 +263,16 @@ def _postgres(row: Impression | _Row) -> tuple[object, ...]:
 def _rows(values: Sequence[object]) -> list[_Row]:
     """Rows queued flat, as rows again (for the rare paths that look at them)."""
     return [cast(_Row, tuple(values[at : at + _WIDTH])) for at in range(0, len(values), _WIDTH)]
+
+
+def _stored_forms(values: list[object]) -> None:
+    """Queued rows' customers as the stored hex digits, in place: serving queues the
+    UUID's integer (``Served``), other callers the digits. Idempotent (a batch retried
+    after a failed write is given again as converted)."""
+    values[1::_WIDTH] = [
+        customer if isinstance(customer, str) else f"{customer:032x}"
+        for customer in values[1::_WIDTH]
+    ]
 
 
 def _flat(rows: Sequence[Impression | _Row]) -> list[object]:

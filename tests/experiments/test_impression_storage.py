@@ -29,6 +29,7 @@ from gateway.experiments.impressions import (
     _COLUMNS,
     ImpressionLog,
     _sqlite,
+    _stored_forms,
     items_json,
     merges_since,
 )
@@ -49,7 +50,8 @@ _ITEM = st.text(st.characters(exclude_categories=["Cs"]), max_size=8)
 _NAMES = st.none() | st.text(_TEXT, min_size=1, max_size=12)
 _IMPRESSIONS = st.tuples(
     st.text(_TEXT, min_size=1, max_size=32),
-    st.uuids().map(lambda customer: customer.hex),  # as serving queues it
+    # As serving queues it (the UUID's integer), or as other callers do (its digits).
+    st.uuids().map(lambda customer: customer.int) | st.uuids().map(lambda customer: customer.hex),
     # Any time a clock may read (nanoseconds, to 2200-01-01), a second's last among them.
     st.integers(0, 7_258_118_400 * 10**9)
     | st.integers(0, 7_258_118_399).map(lambda s: s * 10**9 + 999_999_999),
@@ -79,14 +81,18 @@ async def _stored(connection: AsyncConnection, rows: list[tuple[Any, ...]], raw:
     transaction = await connection.begin()
     try:
         if raw:
-            await _sqlite(connection, [value for row in rows for value in row])
+            values = [value for row in rows for value in row]
+            _stored_forms(values)  # what the writer does first
+            await _sqlite(connection, values)
         else:
             await connection.execute(
                 _TABLE.insert(),
                 [
                     {
                         **dict(zip(_COLUMNS, row, strict=True)),
-                        "customer_id": uuid.UUID(row[1]),
+                        "customer_id": (
+                            uuid.UUID(int=row[1]) if isinstance(row[1], int) else uuid.UUID(row[1])
+                        ),
                         "served_at": _EPOCH + timedelta(microseconds=row[2] // 1000),
                         "items": json.loads(row[8]),
                     }
