@@ -211,3 +211,21 @@ def test_a_hostile_token_neither_fails_nor_disturbs_the_tags_made_after_it(
     assert tracker.links("AaJMHKXjZKRAqp5v", ["https://x/p"] * 9) == before
     list_id, links = tracker.new_list(["https://x/p"] * 3)
     assert [tracker.read(link or "") for link in links] == [Tracked(list_id, p) for p in range(3)]
+
+
+@pytest.mark.parametrize("count", range(11))
+def test_plain_product_links_served_from_prepared_parameters_read_back(count: int) -> None:
+    """A catalogue's usual links (no query, no fragment), up to eight served from the
+    prepared parameters and beyond from the tags made for the rest: the same links as
+    ``links``, each naming its list and position."""
+    tracker = Tracker(b"a key for plain links")
+    urls: list[str | None] = [f"https://shop.example/products/item-{n}" for n in range(count)]
+    list_id, links = tracker.new_list(urls)
+    assert links == tracker.links(list_id, urls)
+    assert [tracker.read(link or "") for link in links] == [
+        Tracked(list_id, position) for position in range(count)
+    ]
+    assert all(
+        (link or "").startswith(f"{url}?{PARAMETER}={list_id}")
+        for url, link in zip(urls, links, strict=True)
+    )
