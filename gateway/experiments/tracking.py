@@ -173,6 +173,8 @@ class Tracker:
             joined = "".join(urls)  # type: ignore[arg-type]  # all() saw no None
             if "?" not in joined and "#" not in joined:
                 return list_id, list(map(add, urls, parameters.split(_SEPARATOR, count)))
+        if count - 1 > MAX_POSITION:
+            raise ValueError("a position is 0 to 255")
         tokens = [text[_ID_AT:] for text in parameters.split(_SEPARATOR)[: min(count, _FAST)]]
         if count > _FAST:
             tokens += self._tokens(list_id, range(_FAST, count))

@@ -19,7 +19,6 @@ from gateway.db.engine import create_sessionmaker
 from gateway.db.models import Customer
 from gateway.db.recommendation_models import RecommendationImpression
 from gateway.experiments.assignment import experiment
-from gateway.experiments.impressions import Impression
 from gateway.identity.linkage.folding import fold_customers
 from gateway.identity.merges import merge_customers
 from tests.conftest import api_client
@@ -191,8 +190,9 @@ async def test_impressions_of_a_customer_gone_before_the_write_are_dropped_alone
     impressions = services_of(served.app).impressions
     kept, gone = customer_id_for(person_with_history(served.samples)[18]), uuid.uuid4()
     for customer in (kept, gone):
-        row = (customer.hex, time.time_ns(), "api", "model", None, None, "fk-1", '["1"]')
-        impressions.record(Impression(uuid.uuid4().hex[:16], *row))
+        # As serving queues it: the customer's integer (the writer makes its digits).
+        row = (customer.int, time.time_ns(), "api", "model", None, None, "fk-1", '["1"]')
+        impressions.record((uuid.uuid4().hex[:16], *row))
     await impressions.flush()
     assert [r.customer_id for r in await _impressions(served, send_id="fk-1")] == [kept]
 
@@ -302,8 +302,8 @@ async def test_impressions_of_a_customer_merged_away_before_the_write_go_to_the_
     gone = uuid.uuid4()  # never stored: as one erased
     send = f"merge-{uuid.uuid4().hex[:6]}"
     for list_id, customer in (("ml-b", b), ("ml-gone", gone), ("ml-c", c)):
-        row = (customer.hex, time.time_ns(), "api", "model", None, None, send, '["1"]')
-        services.impressions.record((f"{list_id}-{send}", *row))
+        row = (customer.int, time.time_ns(), "api", "model", None, None, send, '["1"]')
+        services.impressions.record((f"{list_id}-{send}", *row))  # as serving queues it
     assert await merge_customers(sessions, a, b, "same person") == a
     async with services.engine.begin() as connection:  # the linker's fold: A into C
         assert await fold_customers(connection, [(a, c)]) == {a}

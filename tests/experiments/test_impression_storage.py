@@ -172,7 +172,7 @@ def test_a_list_already_stored_is_not_written_again_and_holds_up_no_other(
         async with _one_customers_log(url) as (engine, customer, log):
 
             def record(list_id: str, send: str) -> None:
-                log.record((list_id, customer.hex, 0, "api", "model", None, None, send, "[]"))
+                log.record((list_id, customer.int, 0, "api", "model", None, None, send, "[]"))
 
             record("stored", "first")
             await log.flush()
