@@ -2,6 +2,10 @@
 recommendations step alone, with more turns.
 
     .venv/bin/python -m bench.impressions [--turns 6] [--duration 10] [--connections 32]
+    .venv/bin/python -m bench.impressions --instructions
+
+``--instructions`` counts instead what recording adds to a request in instructions
+(bench/support/instructions.py): the figure the machine's noise does not move.
 
 One gateway (seeded SQLite, memory cache, the sample upstreams) served by uvicorn in a
 thread of this process, so that the bench can switch the recording on and off between
@@ -45,6 +49,7 @@ from bench.support.harness import (
     serve,
     upstreams_file,
 )
+from bench.support.instructions import per_request
 from bench.support.intervals import median_interval
 from bench.support.wrk import lua_posts, run_wrk
 from demo.people.population import population
@@ -233,7 +238,7 @@ def _mean(runs: list[dict[str, float]]) -> dict[str, float]:
     return {key: sum(r[key] for r in runs) / len(runs) for key in runs[0]}
 
 
-def run(turns: int, duration: int, connections: int) -> None:
+def run(turns: int, duration: int, connections: int, instructions: bool = False) -> None:
     people = population(SIZE)
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -250,6 +255,20 @@ def run(turns: int, duration: int, connections: int) -> None:
             env = gateway_env(database, "memory://", upstreams, log_level="WARNING")
             with serve(env) as base:  # the ids, as bench/load finds them
                 ids = customer_ids(base, people)
+            if instructions:
+                consenting = next(i for i, p in enumerate(people) if p.personalisation_consent)
+                kept = upstreams_file(workdir, samples_port, 86_400.0)  # see per_request
+                counted = per_request(
+                    gateway_env(database, "memory://", kept, log_level="WARNING"), ids[consenting]
+                )
+                print(
+                    f"instructions a request (callgrind, the app's own: raw ASGI): with "
+                    f"impressions {counted['on']:,.0f}, without {counted['off']:,.0f} "
+                    f"(medians of the blocks); recording adds {counted['added']:,.0f} = "
+                    f"{counted['share']:.1%} (pairs {counted['added_low']:,.0f} to "
+                    f"{counted['added_high']:,.0f})"
+                )
+                return
             results = impressions_ab(env, people, ids, connections, duration, workdir, turns=turns)
     load = os.getloadavg()
     print(f"load average after the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (2 cores)")
@@ -273,8 +292,13 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=6)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count what recording adds to a request in instructions (valgrind), not time",
+    )
     args = parser.parse_args()
-    run(args.turns, args.duration, args.connections)
+    run(args.turns, args.duration, args.connections, args.instructions)
 
 
 if __name__ == "__main__":
