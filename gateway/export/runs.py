@@ -149,10 +149,19 @@ class Runs:
 
     async def _detached(self, work: Awaitable[T], timeout_s: float | None = None) -> T:
         # The timeout is the run's own: it stops the run, not only the wait for it.
-        task: asyncio.Task[T] = asyncio.ensure_future(asyncio.wait_for(work, timeout_s))
+        task: asyncio.Task[tuple[T | None, Exception | None]] = asyncio.ensure_future(
+            asyncio.wait_for(_settled(work), timeout_s)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return await asyncio.shield(task)
+        try:
+            value, failure = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(_left_behind)  # its end logged, not lost
+            raise
+        if failure is not None:
+            raise failure
+        return value  # type: ignore[return-value]  # None only beside a failure
 
     def schedule(self) -> None:
         """Start the configured schedules (none by default)."""
@@ -250,3 +259,27 @@ class Runs:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _settled(work: Awaitable[T]) -> tuple[T | None, Exception | None]:
+    """The run's value or its failure, as a value: a run cancelled as it failed (its
+    caller stopping, as serve's schedule does at shutdown) ended inside ``wait_for``'s
+    own task with an exception nobody retrieved, logged by asyncio as an error."""
+    try:
+        return await work, None
+    except Exception as exc:  # noqa: BLE001  # handed to the caller, raised there
+        return None, exc
+
+
+def _left_behind(task: asyncio.Task[tuple[object, Exception | None]]) -> None:
+    """How a run ended after its caller stopped waiting for it."""
+    if task.cancelled():
+        return
+    if (stopped := task.exception()) is not None:  # its timeout
+        logger.warning("a run ended after its caller left: %s", stopped)
+        return
+    failure = task.result()[1]
+    if isinstance(failure, RunBusy):
+        logger.info("a run ended after its caller left: %s", failure)
+    elif failure is not None:
+        logger.error("a run failed after its caller left", exc_info=failure)

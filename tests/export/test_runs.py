@@ -6,6 +6,7 @@ takes too long stopped and resumed at the next interval."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 import uuid
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from gateway.access.api_keys import Scope
 from gateway.db.locks import lock_key, run_lock
 from gateway.db.models import Event
+from gateway.export.runs import RunBusy
 from gateway.export.store import ExportStore
 from gateway.export.verify import reconcile
 from gateway.settings import load_settings
@@ -268,3 +270,33 @@ async def test_a_scheduled_export_that_takes_too_long_is_stopped_and_resumed_nex
             await _until(logged("scheduled export done"))
     found = await reconcile(target, ExportStore(engine))
     assert [r.line() for r in found if not r.ok] == []
+
+
+async def test_a_run_failing_as_its_caller_stops_leaves_no_unretrieved_error(
+    gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Serve's schedule stops at shutdown while a run is under way, and the run, being
+    cancelled, fails (here: busy, as when another instance holds the lock). Its failure
+    was left inside ``wait_for``'s own task, unretrieved, and asyncio logged it as an
+    error with its traceback (a CI run failed on it); now it is the run's value, and
+    nothing is logged as an error."""
+    started = asyncio.Event()
+
+    async def failing_when_cancelled() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            raise RunBusy("a retention run is already under way", field="retention") from None
+
+    with caplog.at_level(logging.INFO):
+        async with gateway() as (_http, app):
+            runs = services_of(app).runs
+            caller = asyncio.create_task(runs._detached(failing_when_cancelled(), 10))
+            await started.wait()
+            caller.cancel()  # the caller leaves; the run goes on until shutdown
+            with pytest.raises(asyncio.CancelledError):
+                await caller
+        gc.collect()  # an unretrieved exception is logged when its task is collected
+        await asyncio.sleep(0)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
