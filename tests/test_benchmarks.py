@@ -105,3 +105,77 @@ def test_the_impressions_verdict_says_met_only_when_its_interval_shows_it(
     found = verdict({"p99_low": low, "p99_high": high, "p99_confidence": confidence})
     assert said in found
     assert "(met)" not in found or said == "(met)"
+
+
+def test_interleaved_windows_take_only_the_requests_run_inside_them() -> None:
+    """bench/support/interleaved.py: a request counts for the window it started (after
+    the guard) and ended in, never for both sides; the last window, cut short, is left
+    out; a failed request fails the run rather than being timed."""
+    import numpy as np
+
+    from bench.support.interleaved import GUARD_S, windows
+
+    t0 = 1_000.0
+    switches = [
+        (t0, 10.0, True),
+        (t0 + 0.5, 10.2, False),
+        (t0 + 1.0, 10.3, True),
+        (t0 + 1.4, 10.4, False),
+    ]
+
+    def us(seconds: float) -> int:
+        return round(seconds * 1e6)
+
+    log = np.array(
+        [
+            [us(t0 + 0.1), 200, us(0.004)],  # inside the first
+            [us(t0 + GUARD_S / 2), 200, us(0.002)],  # in the guard: of neither side
+            [us(t0 + 0.49), 200, us(0.02)],  # straddles the switch: ended in the second
+            [us(t0 + 0.7), 200, us(0.01)],  # inside the second
+            [us(t0 + 1.1), 200, us(0.01)],  # in the last window: left out
+        ],
+        dtype=np.int64,
+    )
+    found = windows(log, switches)
+    assert [w.on for w in found] == [True, False]
+    assert found[0].latencies_ms.tolist() == pytest.approx([4.0])
+    assert found[1].latencies_ms.tolist() == pytest.approx([10.0])
+    assert [w.ended for w in found] == [2, 2]
+    assert [w.cpu_s for w in found] == pytest.approx([0.2, 0.1])
+    assert [w.seconds for w in found] == pytest.approx([0.5, 0.5])
+    log[3, 1] = 503
+    with pytest.raises(SystemExit, match="failed"):
+        windows(log, switches)
+
+
+def test_interleaved_comparison_finds_a_known_cost_and_no_cost_where_there_is_none() -> None:
+    """Windows whose requests are 8 % slower with the thing on (and cost 8 % more CPU)
+    than the same draws without: the ratios are found and their intervals hold them; the
+    same draws on both sides give intervals around 1."""
+    import numpy as np
+
+    from bench.support.interleaved import Window, compare
+
+    draws = np.random.default_rng(7)
+
+    def made(cost: float) -> list[Window]:
+        found = []
+        for at in range(80):
+            on = at % 2 == 0
+            latencies = draws.lognormal(2.0, 0.4, 300) * (cost if on else 1.0)
+            cpu = 300 * 0.0003 * (cost if on else 1.0)
+            found.append(Window(on, latencies, 300, 0.5, cpu))
+        return found
+
+    costly = compare(made(1.08))
+    for name in ("p50", "p99", "cpu_ms"):
+        assert costly[name].low < 1.08 < costly[name].high or costly[name].ratio == pytest.approx(
+            1.08
+        )
+        assert costly[name].low > 1.0
+    free = compare(made(1.0))
+    assert free["p50"].low < 1.0 < free["p50"].high
+    assert free["p99"].low < 1.0 < free["p99"].high
+    assert free["cpu_ms"].ratio == pytest.approx(1.0)
+    with pytest.raises(SystemExit, match="run longer"):
+        compare(made(1.0)[:8])

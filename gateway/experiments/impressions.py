@@ -127,6 +127,11 @@ class ImpressionLog:
         if self.enabled:
             self._buffer.append_values(impression)
 
+    @property
+    def rows(self) -> int:
+        """Lists queued, not yet written."""
+        return self._buffer.rows
+
     async def flush(self) -> None:
         """Write everything queued so far (results read after this see this process's)."""
         await self._buffer.flush()
