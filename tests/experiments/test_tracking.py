@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import sys
 from urllib.parse import quote
 
 import pytest
@@ -159,6 +160,37 @@ def test_lists_prepared_ahead_are_signed_as_made_one_at_a_time(urls: list[str | 
         for position, link in enumerate(links):
             if link:
                 assert tracker.read(link) == Tracked(list_id, position)
+
+
+def test_lists_prepared_by_threads_at_once_are_each_signed_for_their_own_id() -> None:
+    """Serving from several threads at once (a batch's arrays are the tracker's own,
+    filled anew each batch): every list's links name that list, no id is served
+    twice."""
+    import threading
+
+    tracker = Tracker(b"a key shared by threads")
+    urls = ["https://shop.example/a", "https://shop.example/b", "https://shop.example/c"]
+    made: list[tuple[str, list[str | None]]] = []
+    start = threading.Barrier(4)
+
+    def serve() -> None:
+        start.wait()
+        mine = [tracker.new_list(urls) for _ in range(2_000)]
+        made.extend(mine)
+
+    threads = [threading.Thread(target=serve) for _ in range(4)]
+    switching = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads taking turns inside a batch, as they may
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(switching)
+    assert len({list_id for list_id, _ in made}) == len(made) == 8_000
+    for list_id, links in made:
+        assert links == tracker.links(list_id, urls)
 
 
 def test_a_forked_child_serves_none_of_the_lists_its_parent_prepared() -> None:
