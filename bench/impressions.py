@@ -181,7 +181,7 @@ def impressions_ab(
         body = orjson.dumps({"customer_id": ids[index], "limit": 4})
         found: list[interleaved.Window] = []
         written = {"rows": 0.0, "cpu_s": 0.0}
-        for _ in range(segments):
+        for segment in range(segments):
             found += interleaved.run(
                 f"{base}/api/recommendations",
                 body,
@@ -189,6 +189,7 @@ def impressions_ab(
                 connections=connections,
                 seconds=seconds,
                 workdir=workdir,
+                starts_on=segment % 2 == 0,
             )
             recording.enabled = True
             written["rows"] += recording.rows

@@ -109,8 +109,9 @@ def test_the_impressions_verdict_says_met_only_when_its_interval_shows_it(
 
 def test_interleaved_windows_take_only_the_requests_run_inside_them() -> None:
     """bench/support/interleaved.py: a request counts for the window it started (after
-    the guard) and ended in, never for both sides; the last window, cut short, is left
-    out; a failed request fails the run rather than being timed."""
+    the guard) and ended in, never for both sides; the last two windows (the load ended
+    in or near them) are left out; a failed request fails the run rather than being
+    timed."""
     import numpy as np
 
     from bench.support.interleaved import GUARD_S, windows
@@ -121,6 +122,7 @@ def test_interleaved_windows_take_only_the_requests_run_inside_them() -> None:
         (t0 + 0.5, 10.2, False),
         (t0 + 1.0, 10.3, True),
         (t0 + 1.4, 10.4, False),
+        (t0 + 1.6, 10.5, False),
     ]
 
     def us(seconds: float) -> int:

@@ -62,10 +62,12 @@ def run(
     seconds: int,
     workdir: Path,
     window_s: float = 0.5,
+    starts_on: bool = True,
 ) -> list[Window]:
     """One h2load run of ``seconds`` POSTing ``body`` to ``url`` over ``connections``
     (HTTP/1.1, two threads as wrk's), ``switch(on)`` called every ``window_s`` from this
-    thread: its windows, in order."""
+    thread, on first or off first: its windows, in order. (Runs alternately on first and
+    off first weigh a drift within a pair of windows on both sides alike.)"""
     if shutil.which("h2load") is None:
         raise SystemExit("the interleaved runs need h2load: apt-get install nghttp2-client")
     data, log = workdir / "body.json", workdir / "requests.tsv"
@@ -81,7 +83,7 @@ def run(
     time.sleep(_WARM_UP_S + 0.2)
     switches: list[tuple[float, float, bool]] = []  # (epoch seconds, CPU seconds, on)
     while generator.poll() is None:
-        on = len(switches) % 2 == 0
+        on = (len(switches) % 2 == 0) == starts_on
         switch(on)
         switches.append((time.time(), _cpu_s(), on))
         time.sleep(window_s)
@@ -97,13 +99,14 @@ def windows(
 ) -> list[Window]:
     """h2load's log (a request a row: start in us since the epoch, status, latency in
     us) given to the windows between ``switches`` ((epoch seconds, CPU seconds, on));
-    the last window, cut short by the run's end, is left out. A failed request in a
+    the last two windows are left out (the load ended in the last, or just before its
+    switch). A failed request in a
     window fails the run: a cost that makes errors is no cost to time."""
     start = log[:, 0] / 1e6
     end = start + log[:, 2] / 1e6
     failed = end[log[:, 1] != 200]
     found = []
-    for (opened, cpu, on), (closed, cpu_after, _) in itertools.pairwise(switches[:-1]):
+    for (opened, cpu, on), (closed, cpu_after, _) in itertools.pairwise(switches[:-2]):
         if np.any((failed > opened) & (failed <= closed)):
             raise SystemExit("a request failed during the run")
         inside = (start >= opened + GUARD_S) & (end <= closed)
