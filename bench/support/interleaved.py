@@ -7,18 +7,22 @@ seconds, and a turn takes all of it on one side. Here one load generator runs wi
 a pause while the thing compared is switched every ``window_s`` (half a second), on,
 off, on, off...: whatever the machine does over seconds falls on both sides alike.
 h2load (Debian's ``nghttp2-client``) logs every request, its start and its latency, so
-each request is given to the window it ran in (started after the switch and a guard,
-ended before the next switch: no request is counted on both sides); this process's
-CPU time is read at every switch.
+each request is given to the window it started in (not within ``GUARD_S`` of either of
+its switches: the requests in flight at a switch are of neither side), whatever its
+latency (kept by when it ended, a slow one would be kept less often than a fast one);
+this process's CPU time is read at every switch.
 
-Each ratio's interval is a bootstrap over the pairs of adjacent windows (one on, one
-off): the pairs drawn again with replacement, the figures recomputed from their
-requests, 2,000 times; the 2.5th and 97.5th percentiles.
+Each ratio's interval is a bootstrap over blocks of adjacent pairs of windows (one on,
+one off; ``_BLOCK`` pairs, 4 s, within one run): the blocks drawn again with
+replacement, the figures recomputed from their requests, 2,000 times; the 2.5th and
+97.5th percentiles. Blocks, not pairs: the machine's drift over a few seconds weighs on
+neighbouring pairs alike, and pairs drawn as independent would narrow the interval.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 import resource
 import shutil
 import subprocess
@@ -32,18 +36,21 @@ import numpy.typing as npt
 
 from bench.support.access import BENCH_KEY
 
-# After a switch: the requests then in flight (p99 ~10-20 ms at 32 connections) are
-# of neither side.
+# Around a switch: the requests then in flight (p99 ~10-20 ms at 32 connections) are of
+# neither side.
 GUARD_S = 0.025
 _WARM_UP_S = 1
+_BLOCK = 4  # pairs of windows a bootstrap draws together
 _DRAWS = 2000
 _SEED = 20261206
+_OUTCOMES = re.compile(r"requests: .*?(\d+) failed, (\d+) errored, (\d+) timeout")
+_STATUSES = re.compile(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx")
 
 
 @dataclass(frozen=True)
 class Window:
     """One window of a run: whether the thing compared was on, the latencies (ms) of the
-    requests that ran inside it, the requests that ended in it, its length and the CPU
+    requests that ran in it, the requests that ended in it, its length and the CPU
     seconds this process used in it."""
 
     on: bool
@@ -63,11 +70,14 @@ def run(
     workdir: Path,
     window_s: float = 0.5,
     starts_on: bool = True,
+    ended: Callable[[], None] = lambda: None,
 ) -> list[Window]:
     """One h2load run of ``seconds`` POSTing ``body`` to ``url`` over ``connections``
     (HTTP/1.1, two threads as wrk's), ``switch(on)`` called every ``window_s`` from this
-    thread, on first or off first: its windows, in order. (Runs alternately on first and
-    off first weigh a drift within a pair of windows on both sides alike.)"""
+    thread, on first or off first (runs alternately on first and off first weigh a drift
+    within a pair on both sides alike), ``ended()`` as soon as the load stops: its
+    windows, in order. A request that failed, errored or timed out (h2load does not log
+    those) or answered other than 2xx fails the run."""
     if shutil.which("h2load") is None:
         raise SystemExit("the interleaved runs need h2load: apt-get install nghttp2-client")
     data, log = workdir / "body.json", workdir / "requests.tsv"
@@ -88,9 +98,13 @@ def run(
         switches.append((time.time(), _cpu_s(), on))
         time.sleep(window_s)
     switches.append((time.time(), _cpu_s(), False))
+    ended()
     output = generator.communicate()[0].decode(errors="replace")
-    if generator.returncode != 0 or not log.exists():
+    outcomes, statuses = _OUTCOMES.search(output), _STATUSES.search(output)
+    if generator.returncode != 0 or not log.exists() or not outcomes or not statuses:
         raise SystemExit(f"h2load failed:\n{output[-2000:]}")
+    if any(int(count) for count in (*outcomes.groups(), *statuses.groups()[1:])):
+        raise SystemExit(f"requests failed during the run:\n{output[-2000:]}")
     return windows(np.loadtxt(log, dtype=np.int64, ndmin=2), switches)
 
 
@@ -98,18 +112,20 @@ def windows(
     log: npt.NDArray[np.int64], switches: Sequence[tuple[float, float, bool]]
 ) -> list[Window]:
     """h2load's log (a request a row: start in us since the epoch, status, latency in
-    us) given to the windows between ``switches`` ((epoch seconds, CPU seconds, on));
-    the last two windows are left out (the load ended in the last, or just before its
-    switch). A failed request in a
-    window fails the run: a cost that makes errors is no cost to time."""
+    us) given to the windows between ``switches`` ((epoch seconds, CPU seconds, on)).
+    Left out: windows opened before the first request logged (h2load's warm-up, not
+    logged, may end late) and the last two (the load ended in the last, or just before
+    its switch). A request answered other than 200 fails the run."""
+    if np.any(log[:, 1] != 200):
+        raise SystemExit("a request failed during the run")
     start = log[:, 0] / 1e6
     end = start + log[:, 2] / 1e6
-    failed = end[log[:, 1] != 200]
+    first = start.min() if len(start) else float("inf")
     found = []
     for (opened, cpu, on), (closed, cpu_after, _) in itertools.pairwise(switches[:-2]):
-        if np.any((failed > opened) & (failed <= closed)):
-            raise SystemExit("a request failed during the run")
-        inside = (start >= opened + GUARD_S) & (end <= closed)
+        if opened < first:
+            continue
+        inside = (start >= opened + GUARD_S) & (start < closed - GUARD_S)
         found.append(
             Window(
                 on=on,
@@ -138,20 +154,28 @@ class Compared:
     high: float
 
 
-def compare(found: Sequence[Window]) -> dict[str, Compared]:
+def compare(runs: Sequence[Sequence[Window]]) -> dict[str, Compared]:
     """p50 and p99 (ms), throughput (req/s) and CPU per request (ms), on against off,
-    over the pairs of adjacent windows (``found`` in order; a last odd one left out)."""
-    pairs = [
-        (first, second) if first.on else (second, first)
-        for first, second in zip(found[0::2], found[1::2], strict=False)
-        if first.on != second.on
-    ]
-    if len(pairs) < 10:
-        raise SystemExit(f"only {len(pairs)} pairs of windows: run longer")
-    sides = [[pair[side] for pair in pairs] for side in (0, 1)]
-    draws = np.random.default_rng(_SEED).integers(0, len(pairs), (_DRAWS, len(pairs)))
-    point = [_figures(side) for side in sides]
-    drawn = [[_figures([side[i] for i in chosen]) for side in sides] for chosen in draws]
+    over the pairs of adjacent windows of each run (each run's windows in order; a last
+    odd one left out), bootstrapped by blocks of ``_BLOCK`` pairs within a run."""
+    blocks: list[list[tuple[Window, Window]]] = []
+    for found in runs:
+        pairs = [
+            (first, second) if first.on else (second, first)
+            for first, second in zip(found[0::2], found[1::2], strict=False)
+            if first.on != second.on
+        ]
+        blocks += [pairs[at : at + _BLOCK] for at in range(0, len(pairs), _BLOCK)]
+    if sum(map(len, blocks)) < 10:
+        raise SystemExit(f"only {sum(map(len, blocks))} pairs of windows: run longer")
+    draws = np.random.default_rng(_SEED).integers(0, len(blocks), (_DRAWS, len(blocks)))
+
+    def sides(chosen: Sequence[int]) -> tuple[list[Window], list[Window]]:
+        pairs = [pair for at in chosen for pair in blocks[at]]
+        return [pair[0] for pair in pairs], [pair[1] for pair in pairs]
+
+    point = [_figures(side) for side in sides(range(len(blocks)))]
+    drawn = [[_figures(side) for side in sides(chosen)] for chosen in draws.tolist()]
     compared = {}
     for at, name in enumerate(("p50", "p99", "rps", "cpu_ms")):
         ratios = [on[at] / off[at] for on, off in drawn]

@@ -103,6 +103,8 @@ _TRACKERS: weakref.WeakSet[Tracker] = weakref.WeakSet()
 def _forget_prepared() -> None:
     for tracker in _TRACKERS:
         tracker._prepared.clear()
+        # A lock another thread held at the fork stays held in the child, by no one.
+        tracker._lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_prepared)
