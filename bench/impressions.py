@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import resource
 import statistics
 import tempfile
 import threading
@@ -81,20 +80,13 @@ def recommendations(
     body = lua_posts([{"customer_id": ids[index], "limit": 4}])
     run_wrk(url, body, connections, 3, workdir)  # warm
     flush()
-    cpu = _process_cpu_s()
+    cpu = interleaved.process_cpu_s()
     with collector_pauses() as pauses:
         figures = run_wrk(url, body, connections, duration, workdir)
     figures |= pauses
     flush()
-    figures["cpu_ms"] = (_process_cpu_s() - cpu) * 1000 / (figures["rps"] * duration)
+    figures["cpu_ms"] = (interleaved.process_cpu_s() - cpu) * 1000 / (figures["rps"] * duration)
     return figures
-
-
-def _process_cpu_s() -> float:
-    """CPU seconds of this process, every thread: the served gateway's (the main thread
-    only waits for wrk)."""
-    used = resource.getrusage(resource.RUSAGE_SELF)
-    return used.ru_utime + used.ru_stime
 
 
 @contextmanager
@@ -181,9 +173,9 @@ def impressions_ab(
         def write() -> None:
             recording.enabled = True
             written["rows"] += recording.rows
-            cpu = _process_cpu_s()
+            cpu = interleaved.process_cpu_s()
             asyncio.run_coroutine_threadsafe(recording.flush(), loop).result(timeout=300)
-            written["cpu_s"] += _process_cpu_s() - cpu
+            written["cpu_s"] += interleaved.process_cpu_s() - cpu
 
         customer_ids(base, people)  # every profile read and cached, as in bench/load
         index = next(i for i, p in enumerate(people) if p.personalisation_consent)

@@ -95,9 +95,9 @@ def run(
     while generator.poll() is None:
         on = (len(switches) % 2 == 0) == starts_on
         switch(on)
-        switches.append((time.time(), _cpu_s(), on))
+        switches.append((time.time(), process_cpu_s(), on))
         time.sleep(window_s)
-    switches.append((time.time(), _cpu_s(), False))
+    switches.append((time.time(), process_cpu_s(), False))
     ended()
     output = generator.communicate()[0].decode(errors="replace")
     outcomes, statuses = _OUTCOMES.search(output), _STATUSES.search(output)
@@ -138,7 +138,7 @@ def windows(
     return found
 
 
-def _cpu_s() -> float:
+def process_cpu_s() -> float:
     used = resource.getrusage(resource.RUSAGE_SELF)
     return used.ru_utime + used.ru_stime
 
